@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import KeyKind
+from accounts.services import api_key_create, organization_get_or_create
+
+
+class Command(BaseCommand):
+    help = "Create a client API key (--org) or an agent-worker key (--agent); prints it once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="A label for the key, shown in the admin.")
+        parser.add_argument("--org", help="Organization slug; created when missing.")
+        parser.add_argument(
+            "--agent",
+            action="store_true",
+            help="A voice-agent worker key (platform-wide without --org).",
+        )
+
+    def handle(self, *args: Any, name: str, org: str | None, agent: bool, **options: Any) -> None:
+        if len(name) > 50:
+            raise CommandError("NAME must be at most 50 characters.")
+        if not agent and not org:
+            raise CommandError("A client key needs --org SLUG.")
+        organization = organization_get_or_create(slug=org) if org else None
+        kind = KeyKind.AGENT if agent else KeyKind.CLIENT
+        api_key, plaintext = api_key_create(name=name, kind=kind, organization=organization)
+        scope = f"organization {organization.slug}" if organization else "every organization"
+        self.stdout.write(f"Created {kind} key {api_key.prefix} for {scope}. Shown once:")
+        self.stdout.write(plaintext)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+
+class Organization(models.Model):
+    """A customer: owns workflows, calls, provider keys and client API keys."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class KeyKind(models.TextChoices):
+    CLIENT = "client", "Client"
+    AGENT = "agent", "Agent worker"
+
+
+class APIKeyManager(BaseAPIKeyManager):
+    def get_usable_keys(self) -> models.QuerySet:
+        # Authentication needs the organization on every request: one query, not two.
+        return super().get_usable_keys().select_related("organization")
+
+
+class APIKey(AbstractAPIKey):
+    """A hashed API key. Only its prefix is readable after creation.
+
+    Client keys belong to one organization. Agent keys (for the voice-agent worker)
+    either belong to one organization (a customer running their own worker) or to
+    none (the platform's fleet, reaching any call).
+    """
+
+    objects = APIKeyManager()
+
+    kind = models.CharField(max_length=10, choices=KeyKind.choices, default=KeyKind.CLIENT)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="agent") | models.Q(organization__isnull=False),
+                name="client_key_has_organization",
+            ),
+        ]

@@ -1,0 +1,91 @@
+"""`Idempotency-Key` for POST requests: one key, one outcome, for 24 hours.
+
+The key's record is committed before the work starts so a concurrent request sees
+it (409 while in flight); the work and the stored answer commit together, so a
+replay returns exactly what the first request returned. A failed first attempt
+leaves no record, so the client may retry with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.models import IdempotencyRecord
+from voicecalls.errors import Conflict, UnprocessableEntity
+
+MAX_KEY_LENGTH = 255
+
+
+def _fingerprint(body: object) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _claim(*, organization: Organization, key: str, request_hash: str) -> IdempotencyRecord | None:
+    """Insert the key's record; return None when we own it, else the existing record."""
+    now = timezone.now()
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                IdempotencyRecord.objects.create(
+                    organization=organization, key=key, request_hash=request_hash, created_at=now
+                )
+            return None
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.filter(organization=organization, key=key).first()
+            if existing is None:
+                continue  # Deleted between our insert and read: try once more.
+            expired = existing.created_at < now - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+            abandoned = not existing.is_complete and existing.created_at < now - timedelta(
+                seconds=settings.IDEMPOTENCY_LOCK_SECONDS
+            )
+            if expired or abandoned:
+                # Conditional delete: only one of several racing requests takes it over.
+                IdempotencyRecord.objects.filter(
+                    pk=existing.pk, created_at=existing.created_at
+                ).delete()
+                continue
+            return existing
+    raise Conflict("A request with this Idempotency-Key is in progress.")
+
+
+def idempotent_call(
+    *,
+    organization: Organization,
+    key: str,
+    body: object,
+    run: Callable[[], tuple[int, dict]],
+) -> tuple[int, dict]:
+    """Run `run` once per (organization, key, body); replays get the stored answer."""
+    request_hash = _fingerprint(body)
+    existing = _claim(organization=organization, key=key, request_hash=request_hash)
+    if existing is not None:
+        if existing.request_hash != request_hash:
+            raise UnprocessableEntity(
+                "This Idempotency-Key was used with a different request body.",
+                code="idempotency_key_reused",
+            )
+        if not existing.is_complete:
+            raise Conflict(
+                "A request with this Idempotency-Key is still in progress.",
+                code="idempotency_key_in_progress",
+            )
+        return existing.response_status, existing.response_body
+    try:
+        with transaction.atomic():
+            status_code, response_body = run()
+            IdempotencyRecord.objects.filter(organization=organization, key=key).update(
+                response_status=status_code, response_body=response_body
+            )
+    except BaseException:
+        IdempotencyRecord.objects.filter(organization=organization, key=key).delete()
+        raise
+    return status_code, response_body

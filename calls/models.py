@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization
+from workflows.models import Workflow, WorkflowVersion
+
+
+class CallStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    CONNECTING = "connecting", "Connecting"
+    ACTIVE = "active", "Active"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    DISCONNECTED = "disconnected", "Disconnected"
+    TIMEOUT = "timeout", "Timeout"
+
+
+NOT_ENDED_STATUSES = (CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE)
+ENDED_STATUSES = (
+    CallStatus.COMPLETED,
+    CallStatus.FAILED,
+    CallStatus.DISCONNECTED,
+    CallStatus.TIMEOUT,
+)
+
+
+class CallDirection(models.TextChoices):
+    INBOUND = "inbound", "Inbound"
+    OUTBOUND = "outbound", "Outbound"
+
+
+class TranscriptRole(models.TextChoices):
+    SYSTEM = "system", "System"
+    USER = "user", "User"
+    ASSISTANT = "assistant", "Assistant"
+    TOOL = "tool", "Tool"
+
+
+class Call(models.Model):
+    """One voice call: who, which workflow version, where it stands, and its aggregates.
+
+    Metric aggregates are kept as sums and counts so means are exact and updating
+    them is a single atomic `UPDATE ... SET x = x + n`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="calls")
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="calls")
+    workflow_version = models.ForeignKey(
+        WorkflowVersion, on_delete=models.PROTECT, related_name="calls"
+    )
+    # The slug at creation: a call's record does not change when the workflow is renamed.
+    workflow_slug = models.CharField(max_length=100)
+
+    user_id = models.CharField(max_length=255, null=True, blank=True)
+    user_data = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    direction = models.CharField(
+        max_length=10, choices=CallDirection.choices, default=CallDirection.INBOUND
+    )
+
+    status = models.CharField(
+        max_length=12, choices=CallStatus.choices, default=CallStatus.CONNECTING
+    )
+    end_reason = models.CharField(max_length=50, null=True, blank=True)
+    # Set when a hang-up was requested through the API, before LiveKit is asked to
+    # delete the room, so the room's own webhooks can be attributed to it.
+    hangup_requested_at = models.DateTimeField(null=True, blank=True)
+
+    agent_history = models.JSONField(default=list, blank=True)
+    current_agent = models.CharField(max_length=100, null=True, blank=True)
+
+    # Limits copied from the workflow version at creation.
+    connect_timeout_seconds = models.PositiveIntegerField()
+    max_duration_seconds = models.PositiveIntegerField()
+
+    stt_latency_ms_sum = models.FloatField(default=0)
+    stt_latency_count = models.PositiveIntegerField(default=0)
+    llm_latency_ms_sum = models.FloatField(default=0)
+    llm_latency_count = models.PositiveIntegerField(default=0)
+    tts_latency_ms_sum = models.FloatField(default=0)
+    tts_latency_count = models.PositiveIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    agent_handoffs = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Last webhook or agent event seen: `expire_calls` reconciles calls silent too long.
+    last_event_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Every list is scoped to an organization and ordered newest first; each
+            # filter gets the ordering columns after it so a page is an index range.
+            models.Index(fields=["organization", "-created_at", "-id"], name="call_org_created"),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"], name="call_org_status"
+            ),
+            models.Index(
+                fields=["organization", "user_id", "-created_at", "-id"], name="call_org_user"
+            ),
+            models.Index(
+                fields=["organization", "workflow", "-created_at", "-id"],
+                name="call_org_workflow",
+            ),
+            models.Index(fields=["organization", "started_at"], name="call_org_started"),
+            # Calls not yet ended are a tiny fraction: a partial index serves
+            # /calls/active and expire_calls.
+            models.Index(
+                fields=["organization", "-created_at", "-id"],
+                name="call_not_ended",
+                condition=models.Q(status__in=["pending", "connecting", "active"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    @property
+    def room_name(self) -> str:
+        return f"call-{self.id}"
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+    @property
+    def duration_seconds(self) -> int | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or timezone.now()
+        return max(0, int((end - self.started_at).total_seconds()))
+
+    def metrics(self) -> dict:
+        def mean(total: float, count: int) -> int | None:
+            return round(total / count) if count else None
+
+        return {
+            "duration_seconds": self.duration_seconds,
+            "stt_latency_ms": mean(self.stt_latency_ms_sum, self.stt_latency_count),
+            "llm_latency_ms": mean(self.llm_latency_ms_sum, self.llm_latency_count),
+            "tts_latency_ms": mean(self.tts_latency_ms_sum, self.tts_latency_count),
+            "total_tokens": self.total_tokens,
+            "agent_handoffs": self.agent_handoffs,
+        }
+
+
+class TranscriptEntry(models.Model):
+    """One line of a call's conversation. The auto id is the server's arrival order."""
+
+    id = models.BigAutoField(primary_key=True)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="transcript")
+    # The agent's client-made event id: re-sending an event never adds a line twice.
+    event_id = models.UUIDField(unique=True, null=True, blank=True)
+    role = models.CharField(max_length=10, choices=TranscriptRole.choices)
+    content = models.TextField(blank=True)
+    agent_name = models.CharField(max_length=100, null=True, blank=True)
+    tool_call = models.JSONField(null=True, blank=True)
+    timestamp = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["timestamp", "id"]
+        verbose_name_plural = "transcript entries"
+        indexes = [models.Index(fields=["call", "timestamp", "id"], name="transcript_call_order")]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:40]}"
+
+    @property
+    def sequence(self) -> int:
+        return self.id
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST carrying an `Idempotency-Key`, for 24 hours.
+
+    The row is inserted (and committed) before the work starts, so a concurrent
+    request with the same key finds it and gets 409 instead of doing the work twice.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "key"], name="idempotency_key_unique_per_organization"
+            )
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    @property
+    def is_complete(self) -> bool:
+        return self.response_status is not None

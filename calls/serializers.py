@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from calls.models import Call, CallDirection, CallStatus, TranscriptRole
+from voicecalls.fields import BoundedJSONObjectField
+
+USER_DATA_MAX_BYTES = 32 * 1024
+METADATA_MAX_BYTES = 16 * 1024
+ACTIVE_DEFAULT_LIMIT = 50
+ACTIVE_MAX_LIMIT = 100
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class _ObjectField(BoundedJSONObjectField):
+    pass
+
+
+class CallCreateSerializer(serializers.Serializer):
+    workflow_slug = serializers.CharField(max_length=100, help_text="Workflow to use for this call.")
+    user_id = serializers.CharField(
+        max_length=255, required=False, allow_null=True, help_text="External user identifier."
+    )
+    user_data = _ObjectField(
+        max_bytes=USER_DATA_MAX_BYTES,
+        required=False,
+        help_text="User data available as {{user.*}} in templates (JSON object, ≤ 32 KiB).",
+    )
+    metadata = _ObjectField(
+        max_bytes=METADATA_MAX_BYTES,
+        required=False,
+        help_text="Additional metadata stored with the call (JSON object, ≤ 16 KiB).",
+    )
+    direction = serializers.ChoiceField(
+        choices=CallDirection.choices,
+        default=CallDirection.INBOUND,
+        help_text="`inbound`: the user starts the call; `outbound`: your system calls the user.",
+    )
+
+
+class CallJoinSerializer(serializers.Serializer):
+    """What a client needs to join the call's LiveKit room."""
+
+    call_id = serializers.UUIDField(source="call.id", help_text="Unique call identifier.")
+    room_name = serializers.CharField(source="call.room_name", help_text="LiveKit room name.")
+    livekit_url = serializers.CharField(help_text="LiveKit server WebSocket URL.")
+    token = serializers.CharField(help_text="JWT for LiveKit authentication (≤ 15 minutes).")
+    status = serializers.ChoiceField(
+        source="call.status", choices=CallStatus.choices, help_text="Initial call status."
+    )
+
+
+class CallMetricsSerializer(serializers.Serializer):
+    duration_seconds = serializers.IntegerField(allow_null=True)
+    stt_latency_ms = serializers.IntegerField(allow_null=True)
+    llm_latency_ms = serializers.IntegerField(allow_null=True)
+    tts_latency_ms = serializers.IntegerField(allow_null=True)
+    total_tokens = serializers.IntegerField()
+    agent_handoffs = serializers.IntegerField()
+
+
+class _CallBaseSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    workflow_id = serializers.UUIDField()
+    workflow_slug = serializers.CharField()
+    user_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=CallStatus.choices)
+    direction = serializers.ChoiceField(choices=CallDirection.choices)
+    duration_seconds = serializers.IntegerField(allow_null=True)
+    agent_history = serializers.ListField(child=serializers.CharField())
+    current_agent = serializers.SerializerMethodField()
+    end_reason = serializers.CharField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_current_agent(self, call: Call) -> str | None:
+        # The agent speaking now; nobody speaks on an ended call.
+        return None if call.is_ended else call.current_agent
+
+
+class CallListItemSerializer(_CallBaseSerializer):
+    pass
+
+
+class CallSerializer(_CallBaseSerializer):
+    room_name = serializers.CharField()
+    metrics = serializers.SerializerMethodField()
+    metadata = serializers.DictField()
+    user_data = serializers.DictField()
+
+    @extend_schema_field(CallMetricsSerializer)
+    def get_metrics(self, call: Call) -> dict:
+        return call.metrics()
+
+
+class ActiveCallSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    workflow_id = serializers.UUIDField()
+    workflow_slug = serializers.CharField()
+    user_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=CallStatus.choices)
+    direction = serializers.ChoiceField(choices=CallDirection.choices)
+    current_agent = serializers.CharField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ActiveCallsQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        min_value=1, max_value=ACTIVE_MAX_LIMIT, default=ACTIVE_DEFAULT_LIMIT
+    )
+
+
+class ToolCallSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.DictField()
+
+
+class TranscriptEntrySerializer(serializers.Serializer):
+    """One line; `tool_call` is present only on entries that have one."""
+
+    role = serializers.ChoiceField(choices=TranscriptRole.choices)
+    content = serializers.CharField(allow_blank=True)
+    timestamp = serializers.DateTimeField()
+    agent_name = serializers.CharField(allow_null=True)
+    sequence = serializers.IntegerField(source="id", help_text="Server arrival order.")
+    tool_call = ToolCallSerializer(required=False)
+
+    def to_representation(self, entry: dict) -> dict:
+        data = super().to_representation(entry)
+        if entry.get("tool_call") is None:
+            data.pop("tool_call", None)
+        return data

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from calls import selectors, services
+from calls.filters import CallFilter
+from calls.idempotency import MAX_KEY_LENGTH, idempotent_call
+from calls.models import Call
+from calls.serializers import (
+    ActiveCallSerializer,
+    ActiveCallsQuerySerializer,
+    CallCreateSerializer,
+    CallJoinSerializer,
+    CallListItemSerializer,
+    CallMetricsSerializer,
+    CallSerializer,
+    TranscriptEntrySerializer,
+)
+from voicecalls.errors import Conflict
+from voicecalls.pagination import PagePagination
+from workflows.selectors import workflow_get_by_slug
+
+UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description=(
+        "Up to 255 characters. The same key and body within 24 hours return the first "
+        "response; another body → 422; while the first is still running → 409."
+    ),
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List calls", operation_id="calls_list"),
+    retrieve=extend_schema(summary="Get call", operation_id="calls_retrieve"),
+)
+class CallViewSet(viewsets.GenericViewSet):
+    lookup_value_regex = UUID_PATTERN
+    filterset_class = CallFilter
+    pagination_class = PagePagination
+    serializer_class = CallSerializer
+
+    def get_queryset(self):  # noqa: ANN201 - DRF hook
+        return selectors.call_queryset(organization=self.request.user.organization)
+
+    def _get_call(self) -> Call:
+        return get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+
+    @extend_schema(
+        summary="Initiate call",
+        operation_id="calls_create",
+        request=CallCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: CallJoinSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        organization = request.user.organization
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+            raise serializers.ValidationError(
+                {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]}
+            )
+        params = CallCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = dict(params.validated_data)
+        workflow = workflow_get_by_slug(organization=organization, slug=data.pop("workflow_slug"))
+        if workflow is None:
+            raise serializers.ValidationError(
+                {"workflow_slug": ["No workflow with this slug in your organization."]}
+            )
+
+        def run() -> tuple[int, dict]:
+            joined = services.call_create(organization=organization, workflow=workflow, **data)
+            return status.HTTP_201_CREATED, CallJoinSerializer(joined).data
+
+        if key is None:
+            code, body = run()
+        else:
+            code, body = idempotent_call(
+                organization=organization, key=key, body=request.data, run=run
+            )
+        return Response(body, status=code)
+
+    def list(self, request: Request) -> Response:
+        calls = self.filter_queryset(selectors.call_list(organization=request.user.organization))
+        page = self.paginate_queryset(calls)
+        return self.get_paginated_response(CallListItemSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(CallSerializer(self._get_call()).data)
+
+    @extend_schema(
+        summary="List active calls",
+        operation_id="calls_active",
+        parameters=[ActiveCallsQuerySerializer],
+        responses={200: ActiveCallSerializer(many=True)},
+        filters=False,
+    )
+    @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
+    def active(self, request: Request) -> Response:
+        params = ActiveCallsQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        calls = selectors.active_calls(
+            organization=request.user.organization, limit=params.validated_data["limit"]
+        )
+        return Response(ActiveCallSerializer(calls, many=True).data)
+
+    @extend_schema(
+        summary="Get call transcript",
+        operation_id="calls_transcript",
+        responses={200: TranscriptEntrySerializer(many=True)},
+        filters=False,
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def transcript(self, request: Request, pk: str) -> Response:
+        entries = selectors.call_transcript(call=self._get_call())
+        return Response(TranscriptEntrySerializer(entries, many=True).data)
+
+    @extend_schema(
+        summary="Get call metrics",
+        operation_id="calls_metrics",
+        responses={200: CallMetricsSerializer},
+        filters=False,
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def metrics(self, request: Request, pk: str) -> Response:
+        return Response(CallMetricsSerializer(self._get_call().metrics()).data)
+
+    @extend_schema(
+        summary="Issue a fresh join token",
+        operation_id="calls_token",
+        request=None,
+        responses={200: CallJoinSerializer},
+        filters=False,
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filterset_class=None)
+    def token(self, request: Request, pk: str) -> Response:
+        call = self._get_call()
+        if call.is_ended:
+            raise Conflict("This call has ended.", code="call_ended")
+        joined = services.CallJoinInfo(call=call, token=services.call_participant_token(call=call))
+        return Response(CallJoinSerializer(joined).data)

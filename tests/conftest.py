@@ -1,0 +1,102 @@
+"""The standing cast: an organization with its client, an outsider organization,
+agent-worker clients, and the demo workflow."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.models import KeyKind, Organization
+from accounts.services import api_key_create
+from tests.factories import OrganizationFactory, WorkflowFactory
+from workflows.models import Workflow
+from workflows.services import workflow_demo_load
+
+
+def bearer_client(plaintext: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    return client
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `postgres` skip on SQLite; .ci/run fails if any skip on PostgreSQL."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def organization(db: None) -> Organization:
+    return OrganizationFactory(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def outsider(db: None) -> Organization:
+    """Another customer, whose objects must stay invisible to `organization`."""
+    return OrganizationFactory(slug="outsider", name="Outsider")
+
+
+@pytest.fixture
+def client_key(organization: Organization) -> str:
+    _, plaintext = api_key_create(name="test", organization=organization)
+    return plaintext
+
+
+@pytest.fixture
+def api(client_key: str) -> APIClient:
+    """The organization's client, authenticated with a client key."""
+    return bearer_client(client_key)
+
+
+@pytest.fixture
+def outsider_api(outsider: Organization) -> APIClient:
+    _, plaintext = api_key_create(name="outsider", organization=outsider)
+    return bearer_client(plaintext)
+
+
+@pytest.fixture
+def agent_key(db: None) -> str:
+    """A platform agent key: reaches any organization's calls on agent paths."""
+    _, plaintext = api_key_create(name="fleet", kind=KeyKind.AGENT)
+    return plaintext
+
+
+@pytest.fixture
+def agent_api(agent_key: str) -> APIClient:
+    return bearer_client(agent_key)
+
+
+@pytest.fixture
+def org_agent_api(organization: Organization) -> APIClient:
+    """An agent key restricted to `organization` (a customer running their own worker)."""
+    _, plaintext = api_key_create(name="own-worker", kind=KeyKind.AGENT, organization=organization)
+    return bearer_client(plaintext)
+
+
+@pytest.fixture
+def anonymous_api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def workflow(organization: Organization) -> Workflow:
+    """The demo workflow `daily-call`, as `load_demo` creates it."""
+    workflow, _ = workflow_demo_load(organization=organization)
+    return workflow
+
+
+@pytest.fixture
+def outsider_workflow(outsider: Organization) -> Workflow:
+    return WorkflowFactory(organization=outsider, slug="daily-call")

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import copy
+import datetime
+
+import factory
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.models import Call, CallStatus, TranscriptEntry, TranscriptRole
+from workflows.demo import DEMO_DEFINITION
+from workflows.models import Workflow, WorkflowVersion
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"org-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.title())
+
+
+class WorkflowFactory(factory.django.DjangoModelFactory):
+    """A workflow with one version holding the demo definition."""
+
+    class Meta:
+        model = Workflow
+
+    organization = factory.SubFactory(OrganizationFactory)
+    slug = factory.Sequence(lambda n: f"workflow-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.title())
+
+    @factory.post_generation
+    def definition(self, create: bool, extracted: dict | None, **kwargs: object) -> None:
+        version = WorkflowVersion.objects.create(
+            workflow=self, number=1, definition=extracted or copy.deepcopy(DEMO_DEFINITION)
+        )
+        self.current_version = version
+        self.save(update_fields=["current_version"])
+
+
+class CallFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Call
+
+    organization = factory.SubFactory(OrganizationFactory)
+    workflow = factory.SubFactory(
+        WorkflowFactory, organization=factory.SelfAttribute("..organization")
+    )
+    workflow_version = factory.LazyAttribute(lambda o: o.workflow.current_version)
+    workflow_slug = factory.LazyAttribute(lambda o: o.workflow.slug)
+    user_id = factory.Sequence(lambda n: f"user-{n}")
+    status = CallStatus.CONNECTING
+    connect_timeout_seconds = 60
+    max_duration_seconds = 1800
+    created_at = factory.LazyFunction(timezone.now)
+
+    class Params:
+        active = factory.Trait(
+            status=CallStatus.ACTIVE,
+            started_at=factory.LazyFunction(lambda: timezone.now() - datetime.timedelta(seconds=30)),
+            agent_history=["greeter-agent"],
+            current_agent="greeter-agent",
+        )
+        completed = factory.Trait(
+            status=CallStatus.COMPLETED,
+            end_reason="user_hangup",
+            started_at=factory.LazyFunction(lambda: timezone.now() - datetime.timedelta(minutes=3)),
+            ended_at=factory.LazyFunction(timezone.now),
+            agent_history=["greeter-agent", "meal-agent"],
+        )
+
+
+class TranscriptEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TranscriptEntry
+
+    call = factory.SubFactory(CallFactory)
+    role = TranscriptRole.ASSISTANT
+    content = factory.Faker("sentence")
+    agent_name = "greeter-agent"
+    timestamp = factory.LazyFunction(timezone.now)

@@ -1,0 +1,84 @@
+"""Bearer API-key authentication and the client/agent permission split.
+
+Keys are `djangorestframework-api-key` keys (hashed with SHA-512, prefixed); this
+module only reads them from `Authorization: Bearer <key>` and tells client keys
+from agent-worker keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+from accounts.models import APIKey, KeyKind, Organization
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's organization (None for a platform agent key) and kind."""
+
+    api_key_id: str
+    kind: str
+    organization: Organization | None
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_agent(self) -> bool:
+        return self.kind == KeyKind.AGENT
+
+
+class APIKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Principal, APIKey] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Malformed Authorization header.")
+        try:
+            raw_key = header[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from exc
+        try:
+            api_key = APIKey.objects.get_from_key(raw_key)
+        except APIKey.DoesNotExist as exc:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from exc
+        if api_key.has_expired:
+            raise exceptions.AuthenticationFailed("API key has expired.")
+        principal = Principal(
+            api_key_id=api_key.pk, kind=api_key.kind, organization=api_key.organization
+        )
+        return principal, api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class IsClientKey(permissions.BasePermission):
+    """A customer's client key: reaches its organization's objects, never agent paths."""
+
+    message = "This endpoint needs a client API key."
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        principal = request.user
+        if not isinstance(principal, Principal):
+            # Unauthenticated: DRF turns this into 401 with WWW-Authenticate.
+            return False
+        return principal.kind == KeyKind.CLIENT
+
+
+class IsAgentKey(permissions.BasePermission):
+    """A voice-agent worker key: reaches only /api/v1/agent/*."""
+
+    message = "This endpoint needs an agent API key."
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        principal = request.user
+        if not isinstance(principal, Principal):
+            return False
+        return principal.kind == KeyKind.AGENT

@@ -1,0 +1,65 @@
+"""API exceptions beyond DRF's own, and JSON answers for Django-level errors.
+
+Every error leaves the service in drf-standardized-errors' one shape:
+`{"type": ..., "errors": [{"code", "detail", "attr"}]}`.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
+
+
+class UnprocessableEntity(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "The request cannot be processed."
+    default_code = "unprocessable"
+
+
+class BadGateway(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "An upstream service failed."
+    default_code = "bad_gateway"
+
+
+def _error(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:
+    body = {"type": error_type, "errors": [{"code": code, "detail": detail, "attr": None}]}
+    return JsonResponse(body, status=status_code)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+# Django-level handlers (unknown URLs, errors raised outside DRF views): JSON for the
+# API, Django's own pages for the admin.
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return _error(404, "client_error", "not_found", "Not found.")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return _error(500, "server_error", "error", "Server Error (500).")
+    return defaults.server_error(request)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return _error(400, "client_error", "bad_request", "Bad request.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return _error(403, "client_error", "permission_denied", "Permission denied.")
+    return defaults.permission_denied(request, exception)

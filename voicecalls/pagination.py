@@ -1,0 +1,86 @@
+"""The API's page shape: `{items, total, page, page_size, pages}`.
+
+Unlike DRF's PageNumberPagination, a bad `page`/`page_size` is a 400 naming the
+parameter, and a page past the end is an empty 200 with the true `total`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+class PageQuerySerializer(serializers.Serializer):
+    page = serializers.IntegerField(min_value=1, default=1, max_value=10**9)
+    page_size = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
+    )
+
+
+class PagePagination(BasePagination):
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list:
+        params = PageQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        self.page = params.validated_data["page"]
+        self.page_size = params.validated_data["page_size"]
+        self.total = queryset.count()
+        offset = (self.page - 1) * self.page_size
+        if offset >= self.total:
+            return []
+        return list(queryset[offset : offset + self.page_size])
+
+    def get_paginated_response(self, data: list) -> Response:
+        return Response(
+            {
+                "items": data,
+                "total": self.total,
+                "page": self.page,
+                "page_size": self.page_size,
+                "pages": math.ceil(self.total / self.page_size),
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["items", "total", "page", "page_size", "pages"],
+            "properties": {
+                "items": schema,
+                "total": {"type": "integer", "minimum": 0, "example": 100},
+                "page": {"type": "integer", "minimum": 1, "example": 1},
+                "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "example": 20},
+                "pages": {"type": "integer", "minimum": 0, "example": 5},
+            },
+        }
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        return [
+            {
+                "name": "page",
+                "in": "query",
+                "required": False,
+                "description": "Page number, from 1.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 10**9, "default": 1},
+            },
+            {
+                "name": "page_size",
+                "in": "query",
+                "required": False,
+                "description": f"Items per page (max {MAX_PAGE_SIZE}).",
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE,
+                },
+            },
+        ]

@@ -1,0 +1,220 @@
+"""Settings for voicecalls, read from the environment (12-factor).
+
+Every value has a safe development default so `make run` works on a laptop; with
+DEBUG off the process refuses to start while a secret still has its dev default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+# Dev defaults of secrets. They are public (they are in this file), so production
+# must override every one of them: see `_refuse_dev_secrets` below.
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+DEV_CRYPTOGRAPHY_KEY = "dev-insecure-cryptography-key-change-me"
+DEV_LIVEKIT_API_KEY = "devkey"
+DEV_LIVEKIT_API_SECRET = "secret"
+
+
+def _secret(name: str, default: str) -> str:
+    """A secret from NAME, or from the file NAME_FILE points at (Docker/K8s secrets)."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE points at an unreadable file") from exc
+    return env.str(name, default=default)
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
+CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
+
+LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
+LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
+LIVEKIT_API_SECRET = _secret("LIVEKIT_API_SECRET", DEV_LIVEKIT_API_SECRET)
+LIVEKIT_AGENT_NAME = env.str("LIVEKIT_AGENT_NAME", default="voicecalls-agent")
+# Seconds LiveKit keeps a room open after the last participant left.
+LIVEKIT_DEPARTURE_TIMEOUT = env.int("LIVEKIT_DEPARTURE_TIMEOUT", default=10)
+LIVEKIT_TOKEN_TTL_SECONDS = env.int("LIVEKIT_TOKEN_TTL_SECONDS", default=900)
+if not 60 <= LIVEKIT_TOKEN_TTL_SECONDS <= 900:
+    raise ImproperlyConfigured("LIVEKIT_TOKEN_TTL_SECONDS must be between 60 and 900")
+
+
+def _refuse_dev_secrets() -> None:
+    dev_defaults = {
+        "SECRET_KEY": (SECRET_KEY, DEV_SECRET_KEY),
+        "CRYPTOGRAPHY_KEY": (CRYPTOGRAPHY_KEY, DEV_CRYPTOGRAPHY_KEY),
+        "LIVEKIT_API_KEY": (LIVEKIT_API_KEY, DEV_LIVEKIT_API_KEY),
+        "LIVEKIT_API_SECRET": (LIVEKIT_API_SECRET, DEV_LIVEKIT_API_SECRET),
+    }
+    unsafe = [name for name, (value, default) in dev_defaults.items() if value == default]
+    if unsafe:
+        raise ImproperlyConfigured(
+            "DEBUG is off but these secrets keep their public dev defaults: "
+            + ", ".join(unsafe)
+        )
+
+
+if not DEBUG:
+    _refuse_dev_secrets()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "django_filters",
+    "drf_spectacular",
+    "drf_standardized_errors",
+    "voicecalls",
+    "accounts",
+    "workflows",
+    "calls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "voicecalls.middleware.RequestBodyLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "voicecalls.urls"
+# The API's paths have no trailing slash; never redirect to add one.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "voicecalls.wsgi.application"
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and a busy timeout let the server, expire_calls and the task worker share
+    # the embedded database without "database is locked" errors.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://voicecalls_cache")}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Request bodies over 1 MiB are refused with 413 before any parsing.
+API_MAX_BODY_BYTES = 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["voicecalls.auth.APIKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["voicecalls.auth.IsClientKey"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_standardized_errors.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+DRF_STANDARDIZED_ERRORS = {
+    "ENABLE_IN_DEBUG_FOR_UNHANDLED_EXCEPTIONS": True,
+    "ALLOWED_ERROR_STATUS_CODES": ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429", "502"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "voicecalls API",
+    "DESCRIPTION": (
+        "Start voice-AI calls from workflows, follow them through LiveKit, and read "
+        "their transcripts and metrics."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "ValidationErrorEnum": "drf_standardized_errors.openapi_serializers.ValidationErrorEnum.choices",
+        "ClientErrorEnum": "drf_standardized_errors.openapi_serializers.ClientErrorEnum.choices",
+        "ServerErrorEnum": "drf_standardized_errors.openapi_serializers.ServerErrorEnum.choices",
+        "ErrorCode401Enum": "drf_standardized_errors.openapi_serializers.ErrorCode401Enum.choices",
+        "ErrorCode403Enum": "drf_standardized_errors.openapi_serializers.ErrorCode403Enum.choices",
+        "ErrorCode404Enum": "drf_standardized_errors.openapi_serializers.ErrorCode404Enum.choices",
+        "ErrorCode405Enum": "drf_standardized_errors.openapi_serializers.ErrorCode405Enum.choices",
+        "ErrorCode406Enum": "drf_standardized_errors.openapi_serializers.ErrorCode406Enum.choices",
+        "ErrorCode415Enum": "drf_standardized_errors.openapi_serializers.ErrorCode415Enum.choices",
+        "ErrorCode429Enum": "drf_standardized_errors.openapi_serializers.ErrorCode429Enum.choices",
+        "ErrorCode500Enum": "drf_standardized_errors.openapi_serializers.ErrorCode500Enum.choices",
+        "CallStatusEnum": "calls.models.CallStatus.choices",
+        "CallDirectionEnum": "calls.models.CallDirection.choices",
+        "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",
+    ],
+}
+
+# Idempotency-Key records are honoured for this long.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A request holding an idempotency key longer than this is presumed dead (crashed
+# worker) and its key may be taken over.
+IDEMPOTENCY_LOCK_SECONDS = 60
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from voicecalls.errors import not_found
+
+handler400 = "voicecalls.errors.bad_request"
+handler403 = "voicecalls.errors.permission_denied"
+handler404 = "voicecalls.errors.not_found"
+handler500 = "voicecalls.errors.server_error"
+
+urlpatterns = [
+    path("api/v1/", include("calls.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("admin/", admin.site.urls),
+    # Unknown API paths answer in the API's error shape, in DEBUG too.
+    re_path(r"^api/", not_found),
+]

@@ -6,9 +6,7 @@ from accounts.models import APIKey, KeyKind, Organization
 
 
 def organization_get_or_create(*, slug: str, name: str | None = None) -> Organization:
-    organization, _ = Organization.objects.get_or_create(
-        slug=slug, defaults={"name": name or slug}
-    )
+    organization, _ = Organization.objects.get_or_create(slug=slug, defaults={"name": name or slug})
     return organization
 
 

@@ -43,7 +43,9 @@ def _claim(*, organization: Organization, key: str, request_hash: str) -> Idempo
             existing = IdempotencyRecord.objects.filter(organization=organization, key=key).first()
             if existing is None:
                 continue  # Deleted between our insert and read: try once more.
-            expired = existing.created_at < now - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+            expired = existing.created_at < now - timedelta(
+                seconds=settings.IDEMPOTENCY_TTL_SECONDS
+            )
             abandoned = not existing.is_complete and existing.created_at < now - timedelta(
                 seconds=settings.IDEMPOTENCY_LOCK_SECONDS
             )

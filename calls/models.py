@@ -200,6 +200,9 @@ class IdempotencyRecord(models.Model):
         ]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
+    def __str__(self) -> str:
+        return self.key
+
     @property
     def is_complete(self) -> bool:
         return self.response_status is not None

@@ -28,8 +28,8 @@ def call_queryset(*, organization: Organization) -> QuerySet[Call]:
 
 
 def call_list(*, organization: Organization) -> QuerySet[Call]:
-    return call_queryset(organization=organization).only(*LIST_FIELDS).order_by(
-        "-created_at", "-id"
+    return (
+        call_queryset(organization=organization).only(*LIST_FIELDS).order_by("-created_at", "-id")
     )
 
 

@@ -19,7 +19,9 @@ class _ObjectField(BoundedJSONObjectField):
 
 
 class CallCreateSerializer(serializers.Serializer):
-    workflow_slug = serializers.CharField(max_length=100, help_text="Workflow to use for this call.")
+    workflow_slug = serializers.CharField(
+        max_length=100, help_text="Workflow to use for this call."
+    )
     user_id = serializers.CharField(
         max_length=255, required=False, allow_null=True, help_text="External user identifier."
     )

@@ -59,7 +59,9 @@ class CallFactory(factory.django.DjangoModelFactory):
     class Params:
         active = factory.Trait(
             status=CallStatus.ACTIVE,
-            started_at=factory.LazyFunction(lambda: timezone.now() - datetime.timedelta(seconds=30)),
+            started_at=factory.LazyFunction(
+                lambda: timezone.now() - datetime.timedelta(seconds=30)
+            ),
             agent_history=["greeter-agent"],
             current_agent="greeter-agent",
         )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
 
@@ -63,3 +64,32 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     if _is_api(request):
         return _error(403, "client_error", "permission_denied", "Permission denied.")
     return defaults.permission_denied(request, exception)
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine-readable code.")
+    detail = serializers.CharField(help_text="Human-readable message.")
+    attr = serializers.CharField(allow_null=True, help_text="The offending field, if any.")
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    """The one error shape (documented for 409, 413, 422 and 502)."""
+
+    type = serializers.ChoiceField(choices=["client_error", "server_error"])
+    errors = ErrorDetailSerializer(many=True)
+
+
+_ERROR_DESCRIPTIONS = {
+    409: "Conflict with the resource's current state.",
+    413: "Request body over 1 MiB.",
+    422: "Idempotency-Key reused with a different body.",
+    502: "LiveKit unreachable or failing; nothing changed.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for error statuses drf-standardized-errors cannot infer."""
+    return {
+        code: OpenApiResponse(ErrorResponseSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in codes
+    }

@@ -57,7 +57,12 @@ class PagePagination(BasePagination):
                 "items": schema,
                 "total": {"type": "integer", "minimum": 0, "example": 100},
                 "page": {"type": "integer", "minimum": 1, "example": 1},
-                "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "example": 20},
+                "page_size": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "example": 20,
+                },
                 "pages": {"type": "integer", "minimum": 0, "example": 5},
             },
         }

@@ -8,7 +8,11 @@ DEMO_NAME = "Daily check-in call"
 _VOICE = {
     "stt": {"provider": "deepgram", "model": "nova-3"},
     "llm": {"provider": "openai", "model": "gpt-4.1-mini"},
-    "tts": {"provider": "cartesia", "model": "sonic-2", "voice": "f786b574-daa5-4673-aa0c-cbe3e8534c02"},
+    "tts": {
+        "provider": "cartesia",
+        "model": "sonic-2",
+        "voice": "f786b574-daa5-4673-aa0c-cbe3e8534c02",
+    },
 }
 
 DEMO_DEFINITION: dict = {

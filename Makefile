@@ -1,0 +1,51 @@
+# voicecalls — `make run` serves the API on http://127.0.0.1:8000; `make test` checks everything.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_WORKERS ?= 2
+# Local development and tests run with DEBUG on (dev secrets allowed); production
+# sets DEBUG off and real secrets.
+export DEBUG ?= 1
+
+.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
+	$(PY) manage.py load_demo --org demo
+	@$(PY) manage.py first_run_key --org demo
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+test: install lint migrations-check test-sqlite test-postgres
+
+test-sqlite: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+# The same suite on a throwaway PostgreSQL; tests marked `postgres` must run here.
+test-postgres: install
+	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+schema: install
+	$(PY) manage.py spectacular --file openapi.yaml --validate
+
+clean:
+	rm -rf $(VENV) db.sqlite3*

@@ -49,3 +49,11 @@ def call_transcript(*, call: Call) -> list[dict]:
         .order_by("timestamp", "id")
         .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
     )
+
+
+def agent_call_queryset(*, organization: Organization | None) -> QuerySet[Call]:
+    """Calls an agent key reaches: any call for a platform key (organization None),
+    else only its organization's (another organization's call is simply not found)."""
+    if organization is None:
+        return Call.objects.all()
+    return call_queryset(organization=organization)

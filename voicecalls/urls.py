@@ -10,6 +10,7 @@ handler404 = "voicecalls.errors.not_found"
 handler500 = "voicecalls.errors.server_error"
 
 urlpatterns = [
+    path("api/v1/agent/", include("calls.agent_urls")),
     path("api/v1/", include("calls.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

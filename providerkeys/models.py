@@ -9,6 +9,12 @@ from accounts.models import Organization
 from providerkeys.fields import EncryptedSecretField
 
 MASK = "••••"
+API_KEY_MIN_LENGTH = 8
+API_KEY_MAX_LENGTH = 512
+
+
+def is_printable_ascii(value: str) -> bool:
+    return all(" " <= char <= "~" for char in value)
 
 
 class ProviderType(models.TextChoices):
@@ -29,7 +35,7 @@ class ProviderKey(models.Model):
     )
     provider_type = models.CharField(max_length=3, choices=ProviderType.choices)
     provider_name = models.CharField(max_length=50)
-    api_key = EncryptedSecretField(max_length=512)
+    api_key = EncryptedSecretField(max_length=API_KEY_MAX_LENGTH)
     last4 = models.CharField(max_length=4)
     is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)

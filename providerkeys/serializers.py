@@ -3,10 +3,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
-from providerkeys.models import ProviderType
-
-API_KEY_MIN_LENGTH = 8
-API_KEY_MAX_LENGTH = 512
+from providerkeys.models import (
+    API_KEY_MAX_LENGTH,
+    API_KEY_MIN_LENGTH,
+    ProviderType,
+    is_printable_ascii,
+)
 
 _CATALOG_TEXT = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in PROVIDER_CATALOG.items())
 
@@ -36,7 +38,7 @@ class SecretKeyField(serializers.CharField):
         if not isinstance(data, str):  # DRF's CharField would take 12345678 as "12345678"
             self.fail("invalid")
         value = super().to_internal_value(data)
-        if not all(" " <= char <= "~" for char in value):
+        if not is_printable_ascii(value):
             self.fail("invalid_characters")
         return value
 

@@ -10,7 +10,12 @@ from django.db.models.functions import Cast
 from accounts.models import Organization
 from providerkeys import crypto
 from providerkeys.catalog import PROVIDER_TYPES, providers_for
-from providerkeys.models import ProviderKey
+from providerkeys.models import (
+    API_KEY_MAX_LENGTH,
+    API_KEY_MIN_LENGTH,
+    ProviderKey,
+    is_printable_ascii,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,17 @@ def provider_key_create(
     is_default: bool = False,
 ) -> ProviderKey:
     provider_name_validate(provider_type=provider_type, provider_name=provider_name)
+    if not (
+        API_KEY_MIN_LENGTH <= len(api_key) <= API_KEY_MAX_LENGTH and is_printable_ascii(api_key)
+    ):
+        # Never the value itself in the message: it is a secret.
+        raise ValidationError(
+            {
+                "api_key": f"Must be {API_KEY_MIN_LENGTH} to {API_KEY_MAX_LENGTH} printable "
+                "ASCII characters."
+            },
+            code="invalid",
+        )
     if is_default:
         _lock_defaults(organization=organization)
         _unset_default(organization=organization, provider_type=provider_type)

@@ -6,6 +6,8 @@ import threading
 import uuid
 
 import pytest
+import yaml
+from django.conf import settings
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from rest_framework.fields import DateTimeField
@@ -513,3 +515,16 @@ def test_the_plaintext_is_in_no_response_error_or_log_record(
     for record in records:
         assert SECRET not in record.getMessage()
         assert SECRET not in repr(record.__dict__)
+
+
+def test_the_schema_never_returns_the_key_and_gives_no_example_of_one() -> None:
+    schema = yaml.safe_load((settings.BASE_DIR / "openapi.yaml").read_text())
+    components = schema["components"]["schemas"]
+
+    assert "api_key" not in components["ProviderKey"]["properties"]
+    assert "api_key" not in components["ProviderKeyList"]["properties"]["items"]["items"].get(
+        "properties", {}
+    )
+    assert components["ProviderKeyCreateRequest"]["properties"]["api_key"]["writeOnly"] is True
+    assert "example" not in yaml.safe_dump(components["ProviderKeyCreateRequest"])
+    assert "api_key" not in yaml.safe_dump(schema["paths"])  # no example carries one

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import FieldError
 from django.db import connection
@@ -10,6 +15,7 @@ from providerkeys import crypto
 from providerkeys.models import ProviderKey
 from providerkeys.services import provider_key_create
 from tests.factories import ProviderKeyFactory
+from tests.test_settings import PRODUCTION_SECRETS, run_check
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +100,38 @@ def test_the_environment_string_and_the_librarys_derived_key_are_one_key(setting
     assert crypto._master_key(settings.CRYPTOGRAPHY_KEY) == crypto._master_key(
         settings_module.CRYPTOGRAPHY_KEY
     )
+
+
+def test_production_refuses_a_cryptography_key_equal_to_secret_key() -> None:
+    same = PRODUCTION_SECRETS["SECRET_KEY"]
+
+    result = run_check({**PRODUCTION_SECRETS, "CRYPTOGRAPHY_KEY": same, "DEBUG": "0"})
+
+    assert result.returncode != 0
+    assert "CRYPTOGRAPHY_KEY must differ from SECRET_KEY" in result.stderr
+    assert same not in result.stderr
+
+
+def test_fallback_keys_come_comma_separated_from_the_environment_or_a_file(
+    tmp_path: Path,
+) -> None:
+    show = "from django.conf import settings; print(settings.CRYPTOGRAPHY_KEY_FALLBACKS)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOGRAPHY_KEY")}
+    env["DEBUG"] = "1"
+
+    def fallbacks(**extra: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+            cwd=settings_module.BASE_DIR,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+
+    secret_file = tmp_path / "fallbacks"
+    secret_file.write_text("older-key\n")
+
+    assert fallbacks(CRYPTOGRAPHY_KEY_FALLBACKS="old-key, older-key,") == "['old-key', 'older-key']"
+    assert fallbacks(CRYPTOGRAPHY_KEY_FALLBACKS_FILE=str(secret_file)) == "['older-key']"

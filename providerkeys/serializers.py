@@ -76,8 +76,8 @@ class ProviderKeyCreateSerializer(serializers.Serializer):
         min_length=API_KEY_MIN_LENGTH,
         max_length=API_KEY_MAX_LENGTH,
         help_text=(
-            "The provider's API key: 8 to 512 printable ASCII characters. Write-only: "
-            "responses show only `masked_key`."
+            "The provider's API key: 8 to 512 printable ASCII characters (surrounding "
+            "whitespace is removed). Write-only: responses show only `masked_key`."
         ),
     )
     is_default = StrictBooleanField(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
+from rest_framework.fields import get_error_detail
 
 from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
 from providerkeys.models import (
@@ -9,6 +11,7 @@ from providerkeys.models import (
     ProviderType,
     is_printable_ascii,
 )
+from providerkeys.services import provider_name_validate
 
 _CATALOG_TEXT = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in PROVIDER_CATALOG.items())
 
@@ -87,16 +90,12 @@ class ProviderKeyCreateSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict) -> dict:
-        allowed = PROVIDER_CATALOG[attrs["provider_type"]]
-        if attrs["provider_name"] not in allowed:
-            raise serializers.ValidationError(
-                {
-                    "provider_name": [
-                        f"Unknown {attrs['provider_type']} provider. Allowed: {', '.join(allowed)}."
-                    ]
-                },
-                code="invalid_choice",
+        try:
+            provider_name_validate(
+                provider_type=attrs["provider_type"], provider_name=attrs["provider_name"]
             )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(get_error_detail(exc)) from exc
         return attrs
 
 

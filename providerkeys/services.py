@@ -23,16 +23,12 @@ logger = logging.getLogger(__name__)
 def provider_name_validate(*, provider_type: str, provider_name: str) -> None:
     """Unknown type or provider: a ValidationError naming the allowed values."""
     if provider_type not in PROVIDER_TYPES:
-        raise ValidationError(
-            {"provider_type": f"Must be one of: {', '.join(PROVIDER_TYPES)}."},
-            code="invalid_choice",
-        )
+        message = f"Must be one of: {', '.join(PROVIDER_TYPES)}."
+        raise ValidationError({"provider_type": ValidationError(message, code="invalid_choice")})
     allowed = providers_for(provider_type)
     if provider_name not in allowed:
-        raise ValidationError(
-            {"provider_name": f"Unknown {provider_type} provider. Allowed: {', '.join(allowed)}."},
-            code="invalid_choice",
-        )
+        message = f"Unknown {provider_type} provider. Allowed: {', '.join(allowed)}."
+        raise ValidationError({"provider_name": ValidationError(message, code="invalid_choice")})
 
 
 def _lock_defaults(*, organization: Organization) -> None:

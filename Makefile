@@ -31,7 +31,7 @@ test-sqlite: install
 
 # The same suite on a throwaway PostgreSQL; tests marked `postgres` must run here.
 test-postgres: install
-	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q
+	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not browser"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -51,12 +51,11 @@ def bar_chart(
     )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" role="img" class="vc-chart" '
-        'viewBox="0 0 {} {}" width="{}" height="{}"><title>{}</title>'
+        'viewBox="0 0 {} {}" width="100%" style="max-width:{}px"><title>{}</title>'
         '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#ccc"/>{}</svg>',
         width,
         height,
         width,
-        height,
         title,
         top + plot_height,
         width,
@@ -97,11 +96,10 @@ def horizontal_bars(
     )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" role="img" class="vc-chart" '
-        'viewBox="0 0 {} {}" width="{}" height="{}"><title>{}</title>{}</svg>',
+        'viewBox="0 0 {} {}" width="100%" style="max-width:{}px"><title>{}</title>{}</svg>',
         width,
         height,
         width,
-        height,
         title,
         rows,
     )

@@ -24,6 +24,10 @@ run: install
 	@$(PY) manage.py first_run_key --org demo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# Production-style server (set DEBUG=0 and real secrets in the environment).
+serve: install
+	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
+
 test: install lint migrations-check test-sqlite test-postgres
 
 test-sqlite: install

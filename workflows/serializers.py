@@ -97,7 +97,7 @@ class _ListSerializer(serializers.ListSerializer):
             raise
 
 
-class ToolSerializer(serializers.Serializer):
+class WorkflowToolSerializer(serializers.Serializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     description = serializers.CharField(
         max_length=MAX_TOOL_DESCRIPTION_CHARS,
@@ -180,7 +180,7 @@ class TextToSpeechSerializer(_ComponentSerializer):
     )
 
 
-class AgentSerializer(serializers.Serializer):
+class WorkflowAgentSerializer(serializers.Serializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     instructions = serializers.CharField(
         max_length=MAX_TEMPLATE_CHARS,
@@ -194,7 +194,7 @@ class AgentSerializer(serializers.Serializer):
         trim_whitespace=False,
         help_text="Said when the agent takes over (template); empty to say nothing.",
     )
-    tools = ToolSerializer(many=True, max_length=MAX_TOOLS_PER_AGENT, default=list)
+    tools = WorkflowToolSerializer(many=True, max_length=MAX_TOOLS_PER_AGENT, default=list)
     handoffs = serializers.ListField(
         child=serializers.RegexField(NAME_PATTERN, max_length=64),
         max_length=MAX_AGENTS,
@@ -256,7 +256,7 @@ class WorkflowDefinitionSerializer(serializers.Serializer):
     start_agent = serializers.RegexField(
         NAME_PATTERN, max_length=64, help_text="Name of the agent that opens the call."
     )
-    agents = AgentSerializer(many=True, min_length=1, max_length=MAX_AGENTS)
+    agents = WorkflowAgentSerializer(many=True, min_length=1, max_length=MAX_AGENTS)
     settings = WorkflowSettingsSerializer(required=False)
 
     def to_internal_value(self, data: Any) -> dict:
@@ -318,7 +318,7 @@ class WorkflowSerializer(serializers.Serializer):
     slug = serializers.SlugField()
     name = serializers.CharField()
     start_agent = serializers.CharField(source="current_version.start_agent")
-    agents = AgentSerializer(many=True, source="current_version.definition.agents")
+    agents = WorkflowAgentSerializer(many=True, source="current_version.definition.agents")
     settings = WorkflowSettingsSerializer(source="current_version.settings")
     version = serializers.IntegerField(
         source="current_version.number", help_text="Current version number; new calls use it."
@@ -330,7 +330,7 @@ class WorkflowSerializer(serializers.Serializer):
 class WorkflowVersionSerializer(serializers.Serializer):
     version = serializers.IntegerField(source="number")
     start_agent = serializers.CharField()
-    agents = AgentSerializer(many=True, source="definition.agents")
+    agents = WorkflowAgentSerializer(many=True, source="definition.agents")
     settings = WorkflowSettingsSerializer()
     created_at = serializers.DateTimeField()
 

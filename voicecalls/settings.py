@@ -37,6 +37,12 @@ def _secret(name: str, default: str) -> str:
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
 CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
+# Previous CRYPTOGRAPHY_KEYs, comma-separated: provider keys still encrypted under one
+# of them stay readable until `rotate_provider_keys` re-encrypts them
+# (docs/key-rotation.md). Writes always use CRYPTOGRAPHY_KEY.
+CRYPTOGRAPHY_KEY_FALLBACKS = [
+    key.strip() for key in _secret("CRYPTOGRAPHY_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
 LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
@@ -85,6 +91,7 @@ INSTALLED_APPS = [
     "accounts",
     "workflows",
     "calls",
+    "providerkeys",
 ]
 
 MIDDLEWARE = [
@@ -205,6 +212,7 @@ SPECTACULAR_SETTINGS = {
         "CallStatusEnum": "calls.models.CallStatus.choices",
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
+        "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",

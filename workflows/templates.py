@@ -123,3 +123,15 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         # The message may quote user data: log only the kind of failure.
         logger.warning("prompt template failed to render: %s", type(exc).__name__)
         return ""
+
+
+def agents_rendered(*, definition: dict, context: Mapping[str, Any]) -> list[dict]:
+    """A version's agents with `instructions` and `greeting` rendered for one call."""
+    return [
+        {
+            **agent,
+            "instructions": render(agent.get("instructions", ""), context),
+            "greeting": render(agent.get("greeting", ""), context),
+        }
+        for agent in definition.get("agents", [])
+    ]

@@ -19,7 +19,7 @@ from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
 from voicecalls.auth import IsAgentKey
 from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
-from workflows.templates import agents_rendered, template_context
+from workflows.prompts import agents_rendered, template_context
 
 COMPONENTS = ("stt", "llm", "tts")
 

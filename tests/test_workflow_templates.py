@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.templates import (
+from workflows.prompts import (
     MAX_RENDERED_CHARS,
     agents_rendered,
     render,

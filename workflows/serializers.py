@@ -19,7 +19,7 @@ from rest_framework.settings import api_settings
 
 from providerkeys.catalog import PROVIDER_CATALOG
 from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
-from workflows.templates import MAX_TEMPLATE_CHARS, template_error
+from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
 
 # Agent and tool names become LLM function names (`transfer_to_<agent>`), whose
 # providers accept ^[a-zA-Z0-9_-]{1,64}$.

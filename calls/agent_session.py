@@ -18,8 +18,8 @@ from calls.models import Call, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
 from voicecalls.auth import IsAgentKey
-from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
 from workflows.prompts import agents_rendered, template_context
+from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
 
 COMPONENTS = ("stt", "llm", "tts")
 

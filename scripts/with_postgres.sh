@@ -32,7 +32,7 @@ as_pg "$PG_BIN/pg_ctl" -D "$PGROOT/data" -w -l "$PGROOT/server.log" -o \
    ${PG_EXTRA_OPTS:-}" start >/dev/null
 
 "$PG_BIN/createdb" -h "$PGROOT" -U postgres voicecalls
-export DATABASE_URL="postgres://postgres@${PGROOT//\//%2F}/voicecalls"
+export DATABASE_URL="postgres://postgres@/voicecalls?host=$PGROOT"
 export PGHOST="$PGROOT" PGUSER=postgres PGDATABASE=voicecalls
 echo "with_postgres: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on $PGROOT" >&2
 "$@"

@@ -27,6 +27,7 @@ class WorkflowFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Workflow
+        skip_postgeneration_save = True
 
     organization = factory.SubFactory(OrganizationFactory)
     slug = factory.Sequence(lambda n: f"workflow-{n}")

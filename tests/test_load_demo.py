@@ -2,25 +2,41 @@ from __future__ import annotations
 
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from workflows.models import Workflow
 from workflows.serializers import WorkflowWriteSerializer, workflow_as_input
+from workflows.services import workflow_delete
+
+pytestmark = pytest.mark.django_db
 
 
-def test_load_demo_creates_daily_call_once(db: None) -> None:
+def test_it_creates_daily_call_with_three_agents_and_save_meal() -> None:
+    call_command("load_demo", "--org", "demo", stdout=StringIO())
+
+    workflow = Workflow.objects.get(organization__slug="demo", slug="daily-call")
+    definition = workflow.current_version.definition
+    assert definition["start_agent"] == "greeter-agent"
+    assert [a["name"] for a in definition["agents"]] == [
+        "greeter-agent",
+        "meal-agent",
+        "feedback-agent",
+    ]
+    tools = [t["name"] for a in definition["agents"] for t in a["tools"]]
+    assert tools == ["save_meal"]
+
+
+def test_running_it_twice_changes_nothing() -> None:
+    call_command("load_demo", "--org", "demo", stdout=StringIO())
     out = StringIO()
     call_command("load_demo", "--org", "demo", stdout=out)
-    call_command("load_demo", "--org", "demo", stdout=out)
 
-    workflow = Workflow.objects.get()
-    assert workflow.slug == "daily-call"
-    assert "Created workflow daily-call" in out.getvalue()
-    assert "Already present: workflow daily-call" in out.getvalue()
-    assert workflow.versions.count() == 1
+    assert Workflow.objects.count() == 1
+    assert "Already present" in out.getvalue()
 
 
-def test_the_demo_is_stored_as_the_api_validates_it(db: None) -> None:
+def test_the_demo_is_stored_as_the_api_validates_it() -> None:
     call_command("load_demo", "--org", "demo", stdout=StringIO())
     workflow = Workflow.objects.select_related("current_version").get()
 
@@ -28,7 +44,6 @@ def test_the_demo_is_stored_as_the_api_validates_it(db: None) -> None:
 
     assert data.is_valid(), data.errors
     definition = workflow.current_version.definition
-    assert definition["start_agent"] == "greeter-agent"
     assert [agent["handoffs"] for agent in definition["agents"]] == [
         ["meal-agent"],
         ["feedback-agent"],
@@ -39,9 +54,9 @@ def test_the_demo_is_stored_as_the_api_validates_it(db: None) -> None:
     assert definition["agents"][0]["stt"]["voice"] is None
 
 
-def test_load_demo_after_the_demo_was_deleted_creates_it_again(db: None) -> None:
+def test_it_creates_the_demo_again_after_it_was_deleted() -> None:
     call_command("load_demo", "--org", "demo", stdout=StringIO())
-    Workflow.objects.update(deleted_at="2026-01-01T00:00:00Z")
+    workflow_delete(workflow=Workflow.objects.get())
 
     call_command("load_demo", "--org", "demo", stdout=StringIO())
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import KeyKind
@@ -25,7 +26,10 @@ class Command(BaseCommand):
             raise CommandError("NAME must be at most 50 characters.")
         if not agent and not org:
             raise CommandError("A client key needs --org SLUG.")
-        organization = organization_get_or_create(slug=org) if org else None
+        try:
+            organization = organization_get_or_create(slug=org) if org else None
+        except ValidationError as exc:
+            raise CommandError(f"Invalid organization slug {org!r}.") from exc
         kind = KeyKind.AGENT if agent else KeyKind.CLIENT
         api_key, plaintext = api_key_create(name=name, kind=kind, organization=organization)
         scope = f"organization {organization.slug}" if organization else "every organization"

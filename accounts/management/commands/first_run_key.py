@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import APIKey, KeyKind
 from accounts.services import api_key_create, organization_get_or_create
@@ -15,7 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("--org", required=True, help="Organization slug; created when missing.")
 
     def handle(self, *args: Any, org: str, **options: Any) -> None:
-        organization = organization_get_or_create(slug=org)
+        try:
+            organization = organization_get_or_create(slug=org)
+        except ValidationError as exc:
+            raise CommandError(f"Invalid organization slug {org!r}.") from exc
         if APIKey.objects.filter(organization=organization, kind=KeyKind.CLIENT).exists():
             self.stdout.write(
                 f"Organization {org} already has a client key (keys are shown only once; "

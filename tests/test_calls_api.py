@@ -1,0 +1,786 @@
+"""The seed's Calls API: create, read, transcript, metrics, list, active, token."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from calls.models import Call, CallStatus
+from tests.factories import CallFactory, TranscriptEntryFactory, WorkflowFactory
+from workflows.models import Workflow
+
+pytestmark = pytest.mark.django_db
+
+CALLS = "/api/v1/calls"
+
+
+def iso(value: datetime.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+# --- POST /calls ---------------------------------------------------------------------
+
+
+def test_creating_a_call_answers_the_seed_shape(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(
+        CALLS,
+        {
+            "workflow_slug": "daily-call",
+            "user_id": "user-123",
+            "user_data": {"name": "John Doe", "language": "en"},
+            "metadata": {"session_id": "abc123", "source": "mobile-app"},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    call = Call.objects.get()
+    assert body == {
+        "call_id": str(call.id),
+        "room_name": f"call-{call.id}",
+        "livekit_url": "ws://localhost:7880",
+        "token": body["token"],
+        "status": "connecting",
+    }
+    assert body["token"].startswith("eyJ")
+    assert call.user_id == "user-123"
+    assert call.user_data == {"name": "John Doe", "language": "en"}
+    assert call.metadata == {"session_id": "abc123", "source": "mobile-app"}
+    assert call.direction == "inbound"
+    assert call.workflow_version == workflow.current_version
+    assert call.workflow_slug == "daily-call"
+
+
+def test_a_call_needs_only_a_workflow_slug(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(CALLS, {"workflow_slug": "daily-call"}, format="json")
+
+    assert response.status_code == 201
+    call = Call.objects.get()
+    assert (call.user_id, call.user_data, call.metadata) == (None, {}, {})
+
+
+def test_an_outbound_call_keeps_its_direction(api: APIClient, workflow: Workflow) -> None:
+    api.post(CALLS, {"workflow_slug": "daily-call", "direction": "outbound"}, format="json")
+
+    assert Call.objects.get().direction == "outbound"
+
+
+def test_unknown_json_fields_are_ignored(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(CALLS, {"workflow_slug": "daily-call", "colour": "blue"}, format="json")
+
+    assert response.status_code == 201
+
+
+def test_creating_a_call_takes_limits_from_the_workflow_version(
+    api: APIClient, organization
+) -> None:
+    definition = {
+        "start_agent": "a",
+        "agents": [{"name": "a", "instructions": "hi"}],
+        "settings": {"connect_timeout_seconds": 15, "max_duration_seconds": 120},
+    }
+    WorkflowFactory(organization=organization, slug="short", definition=definition)
+
+    api.post(CALLS, {"workflow_slug": "short"}, format="json")
+
+    call = Call.objects.get()
+    assert (call.connect_timeout_seconds, call.max_duration_seconds) == (15, 120)
+
+
+@pytest.mark.parametrize(
+    ("body", "attr", "code"),
+    [
+        ({}, "workflow_slug", "required"),
+        ({"workflow_slug": None}, "workflow_slug", "null"),
+        ({"workflow_slug": ""}, "workflow_slug", "blank"),
+        ({"workflow_slug": "no-such-workflow"}, "workflow_slug", "invalid"),
+        ({"workflow_slug": ["daily-call"]}, "workflow_slug", "invalid"),
+        ({"workflow_slug": "daily-call", "user_data": [1, 2]}, "user_data", "not_an_object"),
+        ({"workflow_slug": "daily-call", "user_data": "John"}, "user_data", "not_an_object"),
+        ({"workflow_slug": "daily-call", "metadata": 42}, "metadata", "not_an_object"),
+        ({"workflow_slug": "daily-call", "user_id": "u" * 256}, "user_id", "max_length"),
+        ({"workflow_slug": "daily-call", "user_id": {"a": 1}}, "user_id", "invalid"),
+        ({"workflow_slug": "daily-call", "direction": "sideways"}, "direction", "invalid_choice"),
+        (
+            {"workflow_slug": "daily-call", "user_data": {"blob": "x" * (32 * 1024)}},
+            "user_data",
+            "too_large",
+        ),
+        (
+            {"workflow_slug": "daily-call", "metadata": {"blob": "x" * (16 * 1024)}},
+            "metadata",
+            "too_large",
+        ),
+        (
+            {
+                "workflow_slug": "daily-call",
+                "user_data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
+            },
+            "user_data",
+            "too_deep",
+        ),
+    ],
+)
+def test_bad_call_bodies_are_400_naming_the_field_and_write_nothing(
+    api: APIClient, workflow: Workflow, body: dict, attr: str, code: str
+) -> None:
+    response = api.post(CALLS, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "validation_error"
+    assert [(e["attr"], e["code"]) for e in response.json()["errors"]] == [(attr, code)]
+    assert Call.objects.count() == 0
+
+
+def test_another_organizations_workflow_slug_is_unknown(
+    api: APIClient, organization, outsider_workflow: Workflow
+) -> None:
+    response = api.post(CALLS, {"workflow_slug": outsider_workflow.slug}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "workflow_slug"
+
+
+def test_a_body_over_one_mebibyte_is_413(api: APIClient, workflow: Workflow) -> None:
+    body = json.dumps({"workflow_slug": "daily-call", "metadata": {"x": "y" * (1024 * 1024)}})
+
+    response = api.post(CALLS, body, content_type="application/json")
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "request_too_large",
+                "detail": "Request body exceeds 1048576 bytes.",
+                "attr": None,
+            }
+        ],
+    }
+    assert Call.objects.count() == 0
+
+
+def test_malformed_json_is_a_400_parse_error(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(CALLS, "{not json", content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "parse_error"
+
+
+def test_a_json_list_body_is_a_400(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(CALLS, "[1, 2]", content_type="application/json")
+
+    assert response.status_code == 400
+    assert Call.objects.count() == 0
+
+
+def test_non_json_content_types_are_415(api: APIClient, workflow: Workflow) -> None:
+    response = api.post(CALLS, "workflow_slug=daily-call", content_type="text/plain")
+
+    assert response.status_code == 415
+    assert response.json()["errors"][0]["code"] == "unsupported_media_type"
+
+
+def test_paths_have_no_trailing_slash_and_never_redirect(
+    api: APIClient, workflow: Workflow
+) -> None:
+    response = api.post(CALLS + "/", {"workflow_slug": "daily-call"}, format="json")
+
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "not_found"
+
+
+# --- GET /calls/{id} -----------------------------------------------------------------
+
+
+def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) -> None:
+    started = timezone.now() - datetime.timedelta(minutes=10)
+    call = CallFactory(
+        organization=organization,
+        user_id="user-123",
+        direction="outbound",
+        status=CallStatus.COMPLETED,
+        end_reason="user_hangup",
+        started_at=started,
+        ended_at=started + datetime.timedelta(seconds=180, milliseconds=900),
+        agent_history=["greeter-agent", "meal-agent", "feedback-agent"],
+        current_agent="feedback-agent",
+        stt_latency_ms_sum=360,
+        stt_latency_count=3,
+        llm_latency_ms_sum=561,
+        llm_latency_count=2,
+        tts_latency_ms_sum=85,
+        tts_latency_count=1,
+        total_tokens=1500,
+        agent_handoffs=2,
+        metadata={"source": "mobile-app"},
+        user_data={"name": "John"},
+    )
+
+    response = api.get(f"{CALLS}/{call.id}")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": str(call.id),
+        "workflow_id": str(call.workflow_id),
+        "workflow_slug": call.workflow_slug,
+        "user_id": "user-123",
+        "status": "completed",
+        "direction": "outbound",
+        "duration_seconds": 180,
+        "agent_history": ["greeter-agent", "meal-agent", "feedback-agent"],
+        "current_agent": None,
+        "metrics": {
+            "duration_seconds": 180,
+            "stt_latency_ms": 120,
+            "llm_latency_ms": 280,
+            "tts_latency_ms": 85,
+            "total_tokens": 1500,
+            "agent_handoffs": 2,
+        },
+        "started_at": iso(call.started_at),
+        "ended_at": iso(call.ended_at),
+        "created_at": iso(call.created_at),
+        "end_reason": "user_hangup",
+        "room_name": f"call-{call.id}",
+        "metadata": {"source": "mobile-app"},
+        "user_data": {"name": "John"},
+    }
+
+
+def test_a_new_call_has_no_duration_no_agent_and_empty_metrics(
+    api: APIClient, organization
+) -> None:
+    call = CallFactory(organization=organization)
+
+    body = api.get(f"{CALLS}/{call.id}").json()
+
+    assert body["duration_seconds"] is None
+    assert body["current_agent"] is None
+    assert body["agent_history"] == []
+    assert body["metrics"] == {
+        "duration_seconds": None,
+        "stt_latency_ms": None,
+        "llm_latency_ms": None,
+        "tts_latency_ms": None,
+        "total_tokens": 0,
+        "agent_handoffs": 0,
+    }
+
+
+def test_an_active_call_counts_its_duration_so_far(api: APIClient, organization) -> None:
+    call = CallFactory(
+        organization=organization,
+        active=True,
+        started_at=timezone.now() - datetime.timedelta(seconds=42),
+    )
+
+    body = api.get(f"{CALLS}/{call.id}").json()
+
+    assert body["duration_seconds"] in (42, 43)
+    assert body["current_agent"] == "greeter-agent"
+
+
+@pytest.mark.parametrize("suffix", ["", "/transcript", "/metrics"])
+def test_another_organizations_call_is_404(
+    api: APIClient, outsider_workflow: Workflow, suffix: str
+) -> None:
+    call = CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+
+    response = api.get(f"{CALLS}/{call.id}{suffix}")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [{"code": "not_found", "detail": "Not found.", "attr": None}],
+    }
+
+
+@pytest.mark.parametrize(
+    "call_id", ["not-a-uuid", "12345", "7d3f3a0e-1b7c-4a57-9d0e-0d6f1b2c3a4e", "%00"]
+)
+def test_unknown_or_malformed_call_ids_are_404(api: APIClient, call_id: str) -> None:
+    response = api.get(f"{CALLS}/{call_id}")
+
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "not_found"
+
+
+def test_reading_a_call_costs_constant_queries(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    call = CallFactory(organization=organization, completed=True)
+
+    with django_assert_num_queries(2):  # API key + call
+        assert api.get(f"{CALLS}/{call.id}").status_code == 200
+
+
+# --- GET /calls/{id}/transcript ------------------------------------------------------
+
+
+def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organization) -> None:
+    call = CallFactory(organization=organization, completed=True)
+    t0 = timezone.now().replace(microsecond=0)
+    third = TranscriptEntryFactory(
+        call=call,
+        role="user",
+        content="I'm doing well",
+        timestamp=t0 + datetime.timedelta(seconds=10),
+    )
+    first = TranscriptEntryFactory(call=call, role="system", content="Call started", timestamp=t0)
+    second_a = TranscriptEntryFactory(
+        call=call, content="Hello!", timestamp=t0 + datetime.timedelta(seconds=5)
+    )
+    second_b = TranscriptEntryFactory(
+        call=call,
+        content="Great! What did you have for breakfast?",
+        agent_name="meal-agent",
+        timestamp=t0 + datetime.timedelta(seconds=5),
+        tool_call={"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+    )
+
+    response = api.get(f"{CALLS}/{call.id}/transcript")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "role": "system",
+            "content": "Call started",
+            "timestamp": iso(t0),
+            "agent_name": "greeter-agent",
+            "sequence": first.id,
+        },
+        {
+            "role": "assistant",
+            "content": "Hello!",
+            "timestamp": iso(t0 + datetime.timedelta(seconds=5)),
+            "agent_name": "greeter-agent",
+            "sequence": second_a.id,
+        },
+        {
+            "role": "assistant",
+            "content": "Great! What did you have for breakfast?",
+            "timestamp": iso(t0 + datetime.timedelta(seconds=5)),
+            "agent_name": "meal-agent",
+            "sequence": second_b.id,
+            "tool_call": {"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+        },
+        {
+            "role": "user",
+            "content": "I'm doing well",
+            "timestamp": iso(t0 + datetime.timedelta(seconds=10)),
+            "agent_name": "greeter-agent",
+            "sequence": third.id,
+        },
+    ]
+
+
+def test_an_empty_transcript_is_an_empty_list(api: APIClient, organization) -> None:
+    call = CallFactory(organization=organization)
+
+    assert api.get(f"{CALLS}/{call.id}/transcript").json() == []
+
+
+def test_transcript_costs_constant_queries(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    call = CallFactory(organization=organization)
+    TranscriptEntryFactory.create_batch(30, call=call)
+
+    with django_assert_num_queries(3):  # API key + call + entries
+        assert len(api.get(f"{CALLS}/{call.id}/transcript").json()) == 30
+
+
+# --- GET /calls/{id}/metrics ---------------------------------------------------------
+
+
+def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organization) -> None:
+    started = timezone.now() - datetime.timedelta(minutes=5)
+    call = CallFactory(
+        organization=organization,
+        status=CallStatus.COMPLETED,
+        started_at=started,
+        ended_at=started + datetime.timedelta(seconds=61.9),
+        stt_latency_ms_sum=100 + 101,
+        stt_latency_count=2,
+        llm_latency_ms_sum=0,
+        llm_latency_count=0,
+        tts_latency_ms_sum=85,
+        tts_latency_count=1,
+        total_tokens=1500,
+        agent_handoffs=2,
+    )
+
+    response = api.get(f"{CALLS}/{call.id}/metrics")
+
+    assert response.json() == {
+        "duration_seconds": 61,
+        "stt_latency_ms": 100,  # 100.5 rounds half to even
+        "llm_latency_ms": None,
+        "tts_latency_ms": 85,
+        "total_tokens": 1500,
+        "agent_handoffs": 2,
+    }
+
+
+# --- GET /calls ----------------------------------------------------------------------
+
+
+def test_the_list_answers_the_seed_page_shape_newest_first(api: APIClient, organization) -> None:
+    now = timezone.now()
+    older = CallFactory(
+        organization=organization, completed=True, created_at=now - datetime.timedelta(hours=1)
+    )
+    newer = CallFactory(organization=organization, created_at=now)
+
+    response = api.get(CALLS)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"], body["page"], body["page_size"], body["pages"]) == (2, 1, 20, 1)
+    assert [item["id"] for item in body["items"]] == [str(newer.id), str(older.id)]
+    assert body["items"][1] == {
+        "id": str(older.id),
+        "workflow_id": str(older.workflow_id),
+        "workflow_slug": older.workflow_slug,
+        "user_id": older.user_id,
+        "status": "completed",
+        "direction": "inbound",
+        "duration_seconds": 180,
+        "agent_history": ["greeter-agent", "meal-agent"],
+        "current_agent": None,
+        "end_reason": "user_hangup",
+        "started_at": iso(older.started_at),
+        "ended_at": iso(older.ended_at),
+        "created_at": iso(older.created_at),
+    }
+
+
+def test_calls_created_in_the_same_instant_are_ordered_by_id(api: APIClient, organization) -> None:
+    moment = timezone.now()
+    calls = CallFactory.create_batch(3, organization=organization, created_at=moment)
+
+    ids = [item["id"] for item in api.get(CALLS).json()["items"]]
+
+    assert ids == sorted((str(c.id) for c in calls), reverse=True)
+
+
+def test_the_list_never_shows_another_organizations_calls(
+    api: APIClient, organization, outsider_workflow: Workflow
+) -> None:
+    CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+    mine = CallFactory(organization=organization)
+
+    body = api.get(CALLS).json()
+
+    assert [item["id"] for item in body["items"]] == [str(mine.id)]
+    assert body["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "page", "page_size", "expected_items", "pages"),
+    [
+        (0, 1, 20, 0, 0),
+        (1, 1, 20, 1, 1),
+        (20, 1, 20, 20, 1),
+        (21, 1, 20, 20, 2),
+        (21, 2, 20, 1, 2),
+        (21, 3, 20, 0, 2),  # past the end: empty page, true total
+        (5, 2, 2, 2, 3),
+        (5, 3, 2, 1, 3),
+        (7, 1, 100, 7, 1),
+        (3, 999999, 1, 0, 3),
+    ],
+)
+def test_pages_follow_ceil_total_over_page_size(
+    api: APIClient,
+    organization,
+    count: int,
+    page: int,
+    page_size: int,
+    expected_items: int,
+    pages: int,
+) -> None:
+    CallFactory.create_batch(count, organization=organization)
+
+    body = api.get(CALLS, {"page": page, "page_size": page_size}).json()
+
+    assert len(body["items"]) == expected_items
+    assert (body["total"], body["page"], body["page_size"], body["pages"]) == (
+        count,
+        page,
+        page_size,
+        pages,
+    )
+
+
+def test_pages_do_not_overlap_and_cover_every_call(api: APIClient, organization) -> None:
+    calls = CallFactory.create_batch(7, organization=organization)
+
+    seen = []
+    for page in (1, 2, 3):
+        seen += [i["id"] for i in api.get(CALLS, {"page": page, "page_size": 3}).json()["items"]]
+
+    assert sorted(seen) == sorted(str(c.id) for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("params", "attr"),
+    [
+        ({"page": 0}, "page"),
+        ({"page": -1}, "page"),
+        ({"page": "one"}, "page"),
+        ({"page": "1.5"}, "page"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 101}, "page_size"),
+        ({"page_size": 1000}, "page_size"),
+        ({"page_size": "many"}, "page_size"),
+        ({"status": "ringing"}, "status"),
+        ({"status": "active,ringing"}, "status"),
+        ({"workflow_id": "not-a-uuid"}, "workflow_id"),
+        ({"started_after": "yesterday"}, "started_after"),
+        ({"started_before": "2026-13-45T99:00:00Z"}, "started_before"),
+        ({"user_id": "u" * 256}, "user_id"),
+    ],
+)
+def test_invalid_list_parameters_are_400_naming_the_parameter(
+    api: APIClient, organization, params: dict, attr: str
+) -> None:
+    response = api.get(CALLS, params)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "validation_error"
+    assert [e["attr"] for e in body["errors"]] == [attr]
+
+
+def test_status_filter_takes_one_value(api: APIClient, organization) -> None:
+    active = CallFactory(organization=organization, active=True)
+    CallFactory(organization=organization, completed=True)
+
+    body = api.get(CALLS, {"status": "active"}).json()
+
+    assert [i["id"] for i in body["items"]] == [str(active.id)]
+    assert body["total"] == 1
+
+
+def test_status_filter_takes_several_comma_separated(api: APIClient, organization) -> None:
+    active = CallFactory(organization=organization, active=True)
+    completed = CallFactory(organization=organization, completed=True)
+    CallFactory(organization=organization, status=CallStatus.FAILED)
+
+    body = api.get(CALLS, {"status": "active,completed"}).json()
+
+    assert {i["id"] for i in body["items"]} == {str(active.id), str(completed.id)}
+
+
+def test_workflow_filter_uses_the_stable_workflow_id(
+    api: APIClient, organization, workflow
+) -> None:
+    other = WorkflowFactory(organization=organization)
+    mine = CallFactory(organization=organization, workflow=workflow)
+    CallFactory(organization=organization, workflow=other)
+
+    body = api.get(CALLS, {"workflow_id": str(workflow.id)}).json()
+
+    assert [i["id"] for i in body["items"]] == [str(mine.id)]
+
+
+def test_user_filter_matches_exactly(api: APIClient, organization) -> None:
+    mine = CallFactory(organization=organization, user_id="user-123")
+    CallFactory(organization=organization, user_id="user-1234")
+
+    body = api.get(CALLS, {"user_id": "user-123"}).json()
+
+    assert [i["id"] for i in body["items"]] == [str(mine.id)]
+
+
+def test_started_after_is_inclusive_and_started_before_exclusive(
+    api: APIClient, organization
+) -> None:
+    t = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+    at_start = CallFactory(organization=organization, completed=True, started_at=t)
+    inside = CallFactory(
+        organization=organization, completed=True, started_at=t + datetime.timedelta(minutes=30)
+    )
+    CallFactory(
+        organization=organization, completed=True, started_at=t + datetime.timedelta(hours=1)
+    )
+    CallFactory(
+        organization=organization, completed=True, started_at=t - datetime.timedelta(seconds=1)
+    )
+    CallFactory(organization=organization)  # never started: outside any started_* range
+
+    body = api.get(
+        CALLS,
+        {"started_after": "2026-01-17T10:30:00Z", "started_before": "2026-01-17T12:30:00+01:00"},
+    ).json()
+
+    assert {i["id"] for i in body["items"]} == {str(at_start.id), str(inside.id)}
+    assert body["total"] == 2
+
+
+def test_filters_combine(api: APIClient, organization, workflow) -> None:
+    t = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+    match = CallFactory(
+        organization=organization, workflow=workflow, user_id="u1", completed=True, started_at=t
+    )
+    CallFactory(
+        organization=organization, workflow=workflow, user_id="u2", completed=True, started_at=t
+    )
+    CallFactory(
+        organization=organization, workflow=workflow, user_id="u1", active=True, started_at=t
+    )
+    CallFactory(
+        organization=organization,
+        workflow=workflow,
+        user_id="u1",
+        completed=True,
+        started_at=t - datetime.timedelta(days=2),
+    )
+
+    body = api.get(
+        CALLS,
+        {
+            "status": "completed",
+            "workflow_id": str(workflow.id),
+            "user_id": "u1",
+            "started_after": "2026-01-17T00:00:00Z",
+        },
+    ).json()
+
+    assert [i["id"] for i in body["items"]] == [str(match.id)]
+
+
+def test_listing_costs_constant_queries(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    CallFactory.create_batch(25, organization=organization, completed=True)
+
+    with django_assert_num_queries(3):  # API key + count + page
+        body = api.get(CALLS, {"page_size": 25}).json()
+    assert len(body["items"]) == 25
+
+
+# --- GET /calls/active ---------------------------------------------------------------
+
+
+def test_active_lists_calls_not_yet_ended_newest_first(api: APIClient, organization) -> None:
+    now = timezone.now()
+    pending = CallFactory(organization=organization, status=CallStatus.PENDING, created_at=now)
+    active = CallFactory(
+        organization=organization,
+        active=True,
+        current_agent="meal-agent",
+        user_id="user-456",
+        created_at=now - datetime.timedelta(minutes=1),
+    )
+    connecting = CallFactory(
+        organization=organization, created_at=now - datetime.timedelta(minutes=2)
+    )
+    for status in ("completed", "failed", "disconnected", "timeout"):
+        CallFactory(organization=organization, status=status)
+
+    response = api.get(f"{CALLS}/active")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [c["id"] for c in body] == [str(pending.id), str(active.id), str(connecting.id)]
+    assert body[1] == {
+        "id": str(active.id),
+        "workflow_id": str(active.workflow_id),
+        "workflow_slug": active.workflow_slug,
+        "user_id": "user-456",
+        "status": "active",
+        "direction": "inbound",
+        "current_agent": "meal-agent",
+        "started_at": iso(active.started_at),
+        "created_at": iso(active.created_at),
+    }
+
+
+def test_active_limit_defaults_to_50(api: APIClient, organization) -> None:
+    CallFactory.create_batch(51, organization=organization)
+
+    assert len(api.get(f"{CALLS}/active").json()) == 50
+
+
+def test_active_limit_caps_the_list(api: APIClient, organization) -> None:
+    CallFactory.create_batch(3, organization=organization)
+
+    assert len(api.get(f"{CALLS}/active", {"limit": 2}).json()) == 2
+
+
+@pytest.mark.parametrize("limit", [0, -5, 101, 1000, "ten"])
+def test_active_limit_out_of_bounds_is_400(api: APIClient, limit: object) -> None:
+    response = api.get(f"{CALLS}/active", {"limit": limit})
+
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["limit"]
+
+
+def test_active_never_shows_another_organizations_calls(
+    api: APIClient, outsider_workflow: Workflow
+) -> None:
+    CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+
+    assert api.get(f"{CALLS}/active").json() == []
+
+
+def test_active_costs_constant_queries(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    CallFactory.create_batch(20, organization=organization, active=True)
+
+    with django_assert_num_queries(2):  # API key + calls
+        assert len(api.get(f"{CALLS}/active").json()) == 20
+
+
+# --- POST /calls/{id}/token ----------------------------------------------------------
+
+
+def test_a_call_not_yet_ended_gets_a_fresh_token(api: APIClient, organization) -> None:
+    call = CallFactory(organization=organization, active=True)
+
+    response = api.post(f"{CALLS}/{call.id}/token")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {
+        "call_id": str(call.id),
+        "room_name": f"call-{call.id}",
+        "livekit_url": "ws://localhost:7880",
+        "token": body["token"],
+        "status": "active",
+    }
+
+
+def test_an_ended_call_gets_no_token(api: APIClient, organization) -> None:
+    call = CallFactory(organization=organization, completed=True)
+
+    response = api.post(f"{CALLS}/{call.id}/token")
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "call_ended"
+
+
+def test_another_organizations_call_gets_no_token(
+    api: APIClient, outsider_workflow: Workflow
+) -> None:
+    call = CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+
+    assert api.post(f"{CALLS}/{call.id}/token").status_code == 404
+
+
+def test_absurdly_nested_json_is_a_400_not_a_crash(api: APIClient, workflow: Workflow) -> None:
+    body = '{"workflow_slug": "daily-call", "user_data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    response = api.post(CALLS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert Call.objects.count() == 0

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import APIKey, KeyKind, Organization
+from tests.conftest import bearer_client
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("create_api_key", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_it_creates_the_organization_and_prints_the_key_last(workflow) -> None:
+    output = run("ci", "--org", "newco")
+
+    plaintext = output.strip().splitlines()[-1]
+    key = APIKey.objects.get(organization__slug="newco")
+    assert key.kind == KeyKind.CLIENT
+    assert Organization.objects.filter(slug="newco").exists()
+    assert bearer_client(plaintext).get("/api/v1/calls").status_code == 200
+
+
+def test_it_reuses_an_existing_organization(organization) -> None:
+    run("second", "--org", organization.slug)
+
+    assert Organization.objects.filter(slug=organization.slug).count() == 1
+
+
+def test_a_platform_agent_key_has_no_organization(db: None) -> None:
+    output = run("fleet", "--agent")
+
+    key = APIKey.objects.get()
+    assert (key.kind, key.organization) == (KeyKind.AGENT, None)
+    plaintext = output.strip().splitlines()[-1]
+    assert bearer_client(plaintext).get("/api/v1/calls").status_code == 403
+
+
+def test_an_organization_agent_key_belongs_to_it(organization) -> None:
+    run("own-worker", "--agent", "--org", organization.slug)
+
+    key = APIKey.objects.get()
+    assert (key.kind, key.organization) == (KeyKind.AGENT, organization)
+
+
+def test_a_client_key_needs_an_organization(db: None) -> None:
+    with pytest.raises(CommandError):
+        run("orphan")
+    assert APIKey.objects.count() == 0
+
+
+def test_an_invalid_organization_slug_is_refused(db: None) -> None:
+    with pytest.raises(CommandError):
+        run("x", "--org", "not a slug!")
+    assert Organization.objects.count() == 0

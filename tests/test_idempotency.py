@@ -1,0 +1,145 @@
+"""`Idempotency-Key` on POST /calls: one key, one call, for 24 hours."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from calls.models import Call, IdempotencyRecord
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"workflow_slug": "daily-call", "user_id": "user-123"}
+
+
+def post(api: APIClient, body: dict, key: str):  # noqa: ANN201
+    return api.post("/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def test_the_same_key_and_body_return_the_first_response_and_one_call(
+    api: APIClient, workflow
+) -> None:
+    first = post(api, BODY, "k-1")
+    second = post(api, BODY, "k-1")
+
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert Call.objects.count() == 1
+
+
+def test_the_same_key_with_another_body_is_422(api: APIClient, workflow) -> None:
+    post(api, BODY, "k-1")
+
+    response = post(api, {**BODY, "user_id": "someone-else"}, "k-1")
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "idempotency_key_reused"
+    assert Call.objects.count() == 1
+
+
+def test_key_order_in_the_body_does_not_matter(api: APIClient, workflow) -> None:
+    first = post(api, {"workflow_slug": "daily-call", "user_id": "u"}, "k-1")
+    second = post(api, {"user_id": "u", "workflow_slug": "daily-call"}, "k-1")
+
+    assert second.json()["call_id"] == first.json()["call_id"]
+
+
+def test_keys_are_scoped_to_the_organization(
+    api: APIClient, outsider_api: APIClient, workflow, outsider_workflow
+) -> None:
+    mine = post(api, BODY, "shared-key")
+    theirs = post(outsider_api, BODY, "shared-key")
+
+    assert theirs.status_code == 201
+    assert theirs.json()["call_id"] != mine.json()["call_id"]
+    assert Call.objects.count() == 2
+
+
+def test_a_request_still_in_flight_with_the_key_is_409(
+    api: APIClient, organization, workflow
+) -> None:
+    from calls.idempotency import _fingerprint
+
+    IdempotencyRecord.objects.create(
+        organization=organization, key="k-1", request_hash=_fingerprint(BODY)
+    )
+
+    response = post(api, BODY, "k-1")
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "idempotency_key_in_progress"
+    assert Call.objects.count() == 0
+
+
+def test_a_key_older_than_24_hours_starts_over(api: APIClient, workflow) -> None:
+    first = post(api, BODY, "k-1")
+    IdempotencyRecord.objects.update(created_at=timezone.now() - datetime.timedelta(hours=25))
+
+    second = post(api, {**BODY, "user_id": "new"}, "k-1")
+
+    assert second.status_code == 201
+    assert second.json()["call_id"] != first.json()["call_id"]
+
+
+def test_an_abandoned_in_flight_key_is_taken_over(api: APIClient, organization, workflow) -> None:
+    IdempotencyRecord.objects.create(
+        organization=organization,
+        key="k-1",
+        request_hash="whatever",
+        created_at=timezone.now() - datetime.timedelta(minutes=5),
+    )
+
+    assert post(api, BODY, "k-1").status_code == 201
+
+
+def test_a_failed_first_attempt_leaves_the_key_free(api: APIClient, workflow) -> None:
+    failed = post(api, {"workflow_slug": "nope"}, "k-1")
+    retried = post(api, BODY, "k-1")
+
+    assert failed.status_code == 400
+    assert retried.status_code == 201
+    assert IdempotencyRecord.objects.get().response_status == 201
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_keys_must_be_1_to_255_characters(api: APIClient, workflow, key: str) -> None:
+    response = post(api, BODY, key)
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "Idempotency-Key"
+    assert Call.objects.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_with_one_key_create_one_call(client_key: str, workflow) -> None:
+    from tests.conftest import bearer_client
+
+    statuses: list[int] = []
+    call_ids: set[str] = set()
+    barrier = threading.Barrier(6)
+
+    def attempt() -> None:
+        client = bearer_client(client_key)
+        barrier.wait()
+        response = post(client, BODY, "race")
+        statuses.append(response.status_code)
+        if response.status_code == 201:
+            call_ids.add(response.json()["call_id"])
+        connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert set(statuses) <= {201, 409}
+    assert 201 in statuses
+    assert len(call_ids) == 1
+    assert Call.objects.count() == 1

@@ -1,0 +1,77 @@
+"""Settings come from the environment; production refuses the public dev secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_SECRETS = {
+    "SECRET_KEY": "a-real-secret-key-with-many-different-characters-0123456789-abcdefghij",
+    "CRYPTOGRAPHY_KEY": "a-real-cryptography-key-" + "y" * 40,
+    "LIVEKIT_API_KEY": "APIrealkey",
+    "LIVEKIT_API_SECRET": "a-real-livekit-secret-" + "z" * 30,
+}
+
+
+def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_SECRETS and k != "DEBUG"}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("missing", sorted(PRODUCTION_SECRETS))
+def test_with_debug_off_it_refuses_to_start_on_a_dev_secret(missing: str) -> None:
+    env = {k: v for k, v in PRODUCTION_SECRETS.items() if k != missing}
+
+    result = run_check({**env, "DEBUG": "0"})
+
+    assert result.returncode != 0
+    assert "keep their public dev defaults" in result.stderr
+    assert missing in result.stderr
+    for value in PRODUCTION_SECRETS.values():
+        assert value not in result.stderr
+
+
+def test_with_debug_off_and_real_secrets_it_starts() -> None:
+    result = run_check({**PRODUCTION_SECRETS, "DEBUG": "0"})
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret_key"
+    secret_file.write_text(PRODUCTION_SECRETS["SECRET_KEY"] + "\n")
+    env = {k: v for k, v in PRODUCTION_SECRETS.items() if k != "SECRET_KEY"}
+
+    result = run_check({**env, "DEBUG": "0", "SECRET_KEY_FILE": str(secret_file)})
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_malformed_setting_is_refused() -> None:
+    result = run_check({"DEBUG": "1", "LIVEKIT_TOKEN_TTL_SECONDS": "3600"})
+
+    assert result.returncode != 0
+    assert "LIVEKIT_TOKEN_TTL_SECONDS" in result.stderr
+
+
+def test_check_deploy_is_clean_with_production_settings() -> None:
+    result = run_check(
+        {**PRODUCTION_SECRETS, "DEBUG": "0", "ALLOWED_HOSTS": "api.example.com"},
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+    )
+
+    assert result.returncode == 0, result.stderr

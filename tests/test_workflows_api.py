@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
 from typing import Any
 
@@ -660,3 +661,62 @@ def test_non_object_body_is_400(api: APIClient) -> None:
 
     assert response.status_code == 400
     assert timezone.now()  # nothing else to check: no 500
+
+
+# --- concurrency (PostgreSQL) ---------------------------------------------------------
+
+
+def _race(client_key: str, count: int, request: Any) -> list[int]:
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    statuses: list[int] = []
+    barrier = threading.Barrier(count)
+
+    def attempt(index: int) -> None:
+        client = bearer_client(client_key)
+        barrier.wait()
+        try:
+            statuses.append(request(client, index).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_edits_each_get_their_own_version(client_key: str, workflow: Workflow) -> None:
+    def edit(client: APIClient, index: int) -> Any:
+        return client.patch(
+            f"/api/v1/workflows/{workflow.id}",
+            {"settings": {"max_duration_seconds": 100 + index}},
+            format="json",
+        )
+
+    statuses = _race(client_key, 6, edit)
+
+    assert statuses == [200] * 6
+    assert sorted(workflow.versions.values_list("number", flat=True)) == [1, 2, 3, 4, 5, 6, 7]
+    workflow.refresh_from_db()
+    assert workflow.current_version.number == 7
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_with_one_slug_make_one_workflow(
+    client_key: str, organization: Organization
+) -> None:
+    def create(client: APIClient, index: int) -> Any:
+        return client.post("/api/v1/workflows", body(), format="json")
+
+    statuses = _race(client_key, 6, create)
+
+    assert sorted(statuses) == [201] + [400] * 5
+    assert Workflow.objects.count() == 1

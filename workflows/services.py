@@ -78,7 +78,8 @@ def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dic
     calls already made keep theirs. Saving the same definition again adds no version.
     """
     data = workflow_validate(slug=slug, name=name, definition=definition)
-    locked = Workflow.objects.select_for_update().select_related("current_version")
+    # of=self: PostgreSQL cannot lock the nullable side of the outer join.
+    locked = Workflow.objects.select_for_update(of=("self",)).select_related("current_version")
     workflow = locked.filter(pk=workflow.pk, deleted_at__isnull=True).first()
     if workflow is None:  # deleted meanwhile
         raise NotFound()

@@ -198,7 +198,12 @@ def test_list_filters_by_slug(api: APIClient, organization: Organization) -> Non
 
 @pytest.mark.parametrize(
     ("params", "attr"),
-    [({"page": 0}, "page"), ({"page_size": 101}, "page_size"), ({"page": "x"}, "page")],
+    [
+        ({"page": 0}, "page"),
+        ({"page_size": 101}, "page_size"),
+        ({"page": "x"}, "page"),
+        ({"slug": "s" * 101}, "slug"),
+    ],
 )
 def test_list_rejects_bad_paging(api: APIClient, params: dict, attr: str) -> None:
     response = api.get("/api/v1/workflows", params)
@@ -325,6 +330,23 @@ def test_versions_lists_every_version_newest_first(api: APIClient) -> None:
         (1, "triage"),
     ]
     assert data["items"][1]["agents"] == expected_agents()
+
+
+def test_versions_query_count_does_not_grow(
+    api: APIClient, workflow: Workflow, django_assert_max_num_queries: Any
+) -> None:
+    with django_assert_max_num_queries(5) as few:
+        api.get(f"/api/v1/workflows/{workflow.id}/versions")
+    first = len(few.captured_queries)  # requests below reset Django's query log
+    for seconds in range(100, 110):
+        api.patch(
+            f"/api/v1/workflows/{workflow.id}",
+            {"settings": {"max_duration_seconds": seconds}},
+            format="json",
+        )
+    with django_assert_max_num_queries(first):
+        response = api.get(f"/api/v1/workflows/{workflow.id}/versions")
+    assert response.json()["total"] == 11
 
 
 def test_an_edit_never_changes_calls_already_made(

@@ -312,7 +312,7 @@ def test_patch_is_validated_as_a_whole(api: APIClient) -> None:
     )
 
     assert response.status_code == 400
-    assert errors(response) == [("start_agent", "invalid")]
+    assert errors(response) == [("start_agent", "unknown_agent")]
     assert WorkflowVersion.objects.count() == 1
 
 
@@ -572,15 +572,15 @@ MANY_AGENTS = body(
         (_agent(1, handoffs="billing"), "agents.1.handoffs", "not_a_list"),
         (_without("agents", 1, "llm"), "agents.1.llm", "required"),
         # graph
-        (body(start_agent="ghost"), "start_agent", "invalid"),
-        (_agent(1, handoffs=["ghost"]), "agents.1.handoffs.0", "invalid"),
-        (_agent(0, handoffs=["billing", "ghost"]), "agents.0.handoffs.1", "invalid"),
-        (_agent(1, handoffs=["billing"]), "agents.1.handoffs.0", "invalid"),
-        (_agent(0, handoffs=["billing", "billing"]), "agents.0.handoffs.1", "invalid"),
-        (SECOND_TRIAGE, "agents.2.name", "invalid"),
+        (body(start_agent="ghost"), "start_agent", "unknown_agent"),
+        (_agent(1, handoffs=["ghost"]), "agents.1.handoffs.0", "unknown_agent"),
+        (_agent(0, handoffs=["billing", "ghost"]), "agents.0.handoffs.1", "unknown_agent"),
+        (_agent(1, handoffs=["billing"]), "agents.1.handoffs.0", "self_handoff"),
+        (_agent(0, handoffs=["billing", "billing"]), "agents.0.handoffs.1", "duplicate"),
+        (SECOND_TRIAGE, "agents.2.name", "duplicate"),
         # tools
-        (TWO_TOOLS, "agents.0.tools.1.name", "invalid"),
-        (_tool(name="transfer_to_billing"), "agents.0.tools.0.name", "invalid"),
+        (TWO_TOOLS, "agents.0.tools.1.name", "duplicate"),
+        (_tool(name="transfer_to_billing"), "agents.0.tools.0.name", "reserved"),
         (_tool(name="bad name"), "agents.0.tools.0.name", "invalid"),
         (_tool(parameters={"type": "objekt"}), "agents.0.tools.0.parameters", "invalid_schema"),
         (
@@ -595,7 +595,7 @@ MANY_AGENTS = body(
             "agents.0.tools.0.parameters",
             "too_large",
         ),
-        (_tool(url="http://example.com/hook"), "agents.0.tools.0.url", "invalid"),
+        (_tool(url="http://example.com/hook"), "agents.0.tools.0.url", "https_required"),
         (_tool(url="not a url"), "agents.0.tools.0.url", "invalid"),
         (_tool(description="d" * 1025), "agents.0.tools.0.description", "max_length"),
         # providers

@@ -7,7 +7,6 @@ it on every write (API, admin, `load_demo`), so nothing stores a definition it r
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -33,6 +32,10 @@ MAX_TOOL_DESCRIPTION_CHARS = 1_024
 MAX_PARAMETERS_BYTES = 16 * 1024
 CONNECT_TIMEOUT_BOUNDS = (5, 600)
 MAX_DURATION_BOUNDS = (30, 4 * 3600)
+
+
+def _error(message: str, code: str) -> list[ErrorDetail]:
+    return [ErrorDetail(message, code=code)]
 
 
 def _json_size(value: Any) -> int:
@@ -120,13 +123,14 @@ class WorkflowToolSerializer(serializers.Serializer):
     def validate_name(self, value: str) -> str:
         if value.startswith(RESERVED_TOOL_PREFIX):
             raise serializers.ValidationError(
-                f"Tool names starting with {RESERVED_TOOL_PREFIX!r} are reserved for handoffs."
+                f"Tool names starting with {RESERVED_TOOL_PREFIX!r} are reserved for handoffs.",
+                code="reserved",
             )
         return value
 
     def validate_url(self, value: str | None) -> str | None:
         if value is not None and not value.lower().startswith("https://"):
-            raise serializers.ValidationError("Tool URLs must use https.")
+            raise serializers.ValidationError("Tool URLs must use https.", code="https_required")
         return value
 
     def to_internal_value(self, data: Any) -> dict:
@@ -209,26 +213,28 @@ class WorkflowAgentSerializer(serializers.Serializer):
         list_serializer_class = _ListSerializer
 
     def validate(self, data: dict) -> dict:
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[ErrorDetail]] = {}
         for field in ("instructions", "greeting"):
             error = template_error(data[field])
             if error:
-                errors[field] = [
-                    ErrorDetail(
-                        f"Agent {data['name']!r} {field}: {error}", code="template_syntax_error"
-                    )
-                ]
+                errors[field] = _error(
+                    f"Agent {data['name']!r} {field}: {error}", "template_syntax_error"
+                )
         seen_tools: set[str] = set()
         for index, tool in enumerate(data["tools"]):
             if tool["name"] in seen_tools:
-                errors[f"tools.{index}.name"] = [f"Duplicate tool name {tool['name']!r}."]
+                errors[f"tools.{index}.name"] = _error(
+                    f"Duplicate tool name {tool['name']!r}.", "duplicate"
+                )
             seen_tools.add(tool["name"])
         seen_handoffs: set[str] = set()
         for index, target in enumerate(data["handoffs"]):
             if target == data["name"]:
-                errors[f"handoffs.{index}"] = ["An agent cannot hand off to itself."]
+                errors[f"handoffs.{index}"] = _error(
+                    "An agent cannot hand off to itself.", "self_handoff"
+                )
             elif target in seen_handoffs:
-                errors[f"handoffs.{index}"] = [f"Duplicate handoff {target!r}."]
+                errors[f"handoffs.{index}"] = _error(f"Duplicate handoff {target!r}.", "duplicate")
             seen_handoffs.add(target)
         if errors:
             raise serializers.ValidationError(errors)
@@ -266,25 +272,28 @@ class WorkflowDefinitionSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def validate(self, data: dict) -> dict:
-        errors: dict[str, list[str]] = {}
-        names = [agent["name"] for agent in data["agents"]]
-        counts = Counter(names)
-        seen: set[str] = set()
-        for index, name in enumerate(names):
-            if name in seen:
-                errors[f"agents.{index}.name"] = [f"Duplicate agent name {name!r}."]
-            seen.add(name)
-        if data["start_agent"] not in counts:
-            errors["start_agent"] = [f"No agent named {data['start_agent']!r} in `agents`."]
+        errors: dict[str, list[ErrorDetail]] = {}
+        names: set[str] = set()
+        for index, agent in enumerate(data["agents"]):
+            if agent["name"] in names:
+                errors[f"agents.{index}.name"] = _error(
+                    f"Duplicate agent name {agent['name']!r}.", "duplicate"
+                )
+            names.add(agent["name"])
+        if data["start_agent"] not in names:
+            errors["start_agent"] = _error(
+                f"No agent named {data['start_agent']!r} in `agents`.", "unknown_agent"
+            )
         for index, agent in enumerate(data["agents"]):
             for position, target in enumerate(agent["handoffs"]):
-                if target not in counts:
-                    errors[f"agents.{index}.handoffs.{position}"] = [
+                if target not in names:
+                    errors[f"agents.{index}.handoffs.{position}"] = _error(
                         f"Agent {agent['name']!r} hands off to {target!r}, "
-                        "which is not in `agents`."
-                    ]
+                        "which is not in `agents`.",
+                        "unknown_agent",
+                    )
         if errors:
-            raise serializers.ValidationError(errors, code="invalid")
+            raise serializers.ValidationError(errors)
         return data
 
 
@@ -293,9 +302,6 @@ class WorkflowWriteSerializer(WorkflowDefinitionSerializer):
 
     slug = serializers.SlugField(max_length=100, help_text="Unique in your organization.")
     name = serializers.CharField(max_length=200)
-
-    class Meta:
-        fields = ["slug", "name", "start_agent", "agents", "settings"]
 
 
 def definition_of(data: dict) -> dict:

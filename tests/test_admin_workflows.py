@@ -226,3 +226,35 @@ def test_preview_needs_view_permission(client: Client, workflow: Workflow) -> No
 
     staff.user_permissions.add(Permission.objects.get(codename="view_workflow"))
     assert client.get(preview_url(workflow)).status_code == 200
+
+
+def test_the_add_page_and_the_deleted_filter_render(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    assert staff_client.get("/admin/workflows/workflow/add/").status_code == 200
+    response = staff_client.get("/admin/workflows/workflow/", {"deleted_at__isempty": "0"})
+    assert response.status_code == 200
+
+
+def test_a_deleted_workflow_is_read_only(staff_client: Client, workflow: Workflow) -> None:
+    from workflows.services import workflow_delete
+
+    workflow_delete(workflow=workflow)
+
+    response = staff_client.get(change_url(workflow))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="definition"' not in html
+    assert "&quot;start_agent&quot;: &quot;greeter-agent&quot;" in html
+
+
+def test_view_only_staff_see_the_definition_read_only(client: Client, workflow: Workflow) -> None:
+    staff = User.objects.create(username="viewer", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_workflow"))
+    client.force_login(staff)
+
+    response = client.get(change_url(workflow))
+
+    assert response.status_code == 200
+    assert 'name="definition"' not in response.content.decode()

@@ -78,8 +78,11 @@ class WorkflowForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk and self.instance.current_version_id:
+        # View-only staff and deleted workflows get no editable fields at all.
+        editing = not self.instance._state.adding  # (a new instance already has a uuid)
+        if editing and self.instance.current_version_id and "definition" in self.fields:
             self.fields["definition"].initial = self.instance.current_version.definition
+        if editing and "organization" in self.fields:
             self.fields["organization"].disabled = True
 
     def clean_definition(self) -> dict:
@@ -159,6 +162,15 @@ class WorkflowAdmin(admin.ModelAdmin):
             )
             obj.pk = created.pk
         obj.refresh_from_db()
+
+    @admin.display(description="Definition")
+    def definition(self, workflow: Workflow) -> str:
+        # Shown when the form is read-only (view permission only, or deleted).
+        if workflow.current_version is None:
+            return "-"
+        return format_html(
+            "<pre>{}</pre>", json.dumps(workflow.current_version.definition, indent=2)
+        )
 
     @admin.display(description="Version", ordering="current_version__number")
     def version(self, workflow: Workflow) -> int | None:

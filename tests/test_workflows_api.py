@@ -742,3 +742,30 @@ def test_concurrent_creates_with_one_slug_make_one_workflow(
 
     assert sorted(statuses) == [201] + [400] * 5
     assert Workflow.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_patches_of_different_fields_keep_both(
+    client_key: str, workflow: Workflow
+) -> None:
+    changes = [
+        {"name": "Renamed"},
+        {"settings": {"max_duration_seconds": 300}},
+        {"settings": {"connect_timeout_seconds": 30}},
+        {"start_agent": "meal-agent"},
+    ]
+
+    def patch(client: APIClient, index: int) -> Any:
+        return client.patch(f"/api/v1/workflows/{workflow.id}", changes[index], format="json")
+
+    statuses = _race(client_key, len(changes), patch)
+
+    assert statuses == [200] * len(changes)
+    workflow.refresh_from_db()
+    assert workflow.name == "Renamed"
+    assert workflow.current_version.start_agent == "meal-agent"
+    assert workflow.current_version.settings == {
+        "connect_timeout_seconds": 30,
+        "max_duration_seconds": 300,
+    }

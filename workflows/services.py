@@ -10,17 +10,24 @@ and the deleted workflow answers 404 everywhere.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
+from rest_framework.settings import api_settings
 
 from accounts.models import Organization
 from workflows.demo import DEMO_DEFINITION, DEMO_NAME, DEMO_SLUG
 from workflows.models import Workflow, WorkflowVersion
-from workflows.serializers import WorkflowWriteSerializer, definition_of
+from workflows.serializers import (
+    WorkflowWriteSerializer,
+    definition_of,
+    patch_merge,
+    workflow_as_input,
+)
 
 SLUG_TAKEN = "A workflow with this slug already exists in your organization."
 
@@ -70,19 +77,22 @@ def workflow_create(
     return workflow
 
 
-@transaction.atomic
-def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dict) -> Workflow:
-    """Replace a workflow's slug, name and definition.
-
-    A changed definition becomes a new immutable version that new calls start with;
-    calls already made keep theirs. Saving the same definition again adds no version.
-    """
-    data = workflow_validate(slug=slug, name=name, definition=definition)
-    # of=self: PostgreSQL cannot lock the nullable side of the outer join.
-    locked = Workflow.objects.select_for_update(of=("self",)).select_related("current_version")
-    workflow = locked.filter(pk=workflow.pk, deleted_at__isnull=True).first()
+def _lock(workflow: Workflow) -> Workflow:
+    """The workflow row, locked until the transaction ends, with its current version."""
+    locked = Workflow.objects.select_for_update().filter(pk=workflow.pk, deleted_at__isnull=True)
+    workflow = locked.first()
     if workflow is None:  # deleted meanwhile
         raise NotFound()
+    # Read the current version only now, in a statement of its own: a join in the locking
+    # query would be evaluated on the snapshot from before the wait (PostgreSQL, READ
+    # COMMITTED) and miss a version another request committed meanwhile.
+    workflow.current_version  # noqa: B018 - loads it
+    return workflow
+
+
+def _apply(*, workflow: Workflow, data: dict) -> Workflow:
+    """Store validated data on a locked workflow: a changed definition becomes a new
+    version; the same definition again adds none."""
     if _slug_taken(organization_id=workflow.organization_id, slug=data["slug"], exclude=workflow):
         raise _slug_error()
     new_definition = definition_of(data)
@@ -99,6 +109,34 @@ def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dic
     except IntegrityError as exc:
         raise _slug_error() from exc
     return workflow
+
+
+@transaction.atomic
+def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dict) -> Workflow:
+    """Replace a workflow's slug, name and definition (PUT).
+
+    A changed definition becomes a new immutable version that new calls start with;
+    calls already made keep theirs.
+    """
+    data = workflow_validate(slug=slug, name=name, definition=definition)
+    return _apply(workflow=_lock(workflow), data=data)
+
+
+@transaction.atomic
+def workflow_patch(*, workflow: Workflow, changes: Any) -> Workflow:
+    """Change the top-level fields `changes` names (PATCH; `settings` merges key by key).
+
+    The merge happens under the row lock, so concurrent patches of different fields
+    never undo each other; the merged workflow is validated as a whole.
+    """
+    workflow = _lock(workflow)
+    merged = patch_merge(workflow_as_input(workflow), changes)
+    if not isinstance(merged, dict):
+        raise serializers.ValidationError(
+            {api_settings.NON_FIELD_ERRORS_KEY: ["Expected a JSON object."]}, code="invalid"
+        )
+    data = workflow_validate(slug=merged.get("slug"), name=merged.get("name"), definition=merged)
+    return _apply(workflow=workflow, data=data)
 
 
 def workflow_delete(*, workflow: Workflow) -> None:

@@ -16,8 +16,6 @@ from workflows.serializers import (
     WorkflowVersionSerializer,
     WorkflowWriteSerializer,
     definition_of,
-    patch_merge,
-    workflow_as_input,
 )
 
 UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -91,11 +89,16 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         return Response(WorkflowSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, pk: str) -> Response:
-        return self._update(request.data)
+        workflow = self._get_workflow()
+        data = self._validated(request.data)
+        workflow = services.workflow_update(
+            workflow=workflow, slug=data["slug"], name=data["name"], definition=definition_of(data)
+        )
+        return Response(WorkflowSerializer(workflow).data)
 
     def partial_update(self, request: Request, pk: str) -> Response:
-        workflow = self._get_workflow()
-        return self._update(patch_merge(workflow_as_input(workflow), request.data), workflow)
+        workflow = services.workflow_patch(workflow=self._get_workflow(), changes=request.data)
+        return Response(WorkflowSerializer(workflow).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.workflow_delete(workflow=self._get_workflow())
@@ -117,11 +120,3 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         params = WorkflowWriteSerializer(data=body)
         params.is_valid(raise_exception=True)
         return params.validated_data
-
-    def _update(self, body: object, workflow: Workflow | None = None) -> Response:
-        workflow = workflow or self._get_workflow()
-        data = self._validated(body)
-        workflow = services.workflow_update(
-            workflow=workflow, slug=data["slug"], name=data["name"], definition=definition_of(data)
-        )
-        return Response(WorkflowSerializer(workflow).data)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401 - used as endpoints are added
+from django.urls import path
 
-urlpatterns: list = []
+from calls.events_api import AgentCallEventsView
+
+urlpatterns: list = [
+    path("calls/<uuid:call_id>/events", AgentCallEventsView.as_view(), name="agent-call-events"),
+]

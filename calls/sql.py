@@ -70,6 +70,9 @@ def insert_new(
     return inserted
 
 
+_SQLITE_PAIRS_PER_CALL = 60
+
+
 class JSONArrayAppend(models.Func):
     """`column + values` for a JSON array column, computed by the database.
 
@@ -92,6 +95,12 @@ class JSONArrayAppend(models.Func):
 
     def as_sqlite(self, compiler, connection, **extra):  # noqa: ANN001, ANN201
         sql, params = compiler.compile(self.source_expressions[0])
-        # json_insert applies its path/value pairs left to right; '$[#]' is the end.
-        pairs = ", ".join(["'$[#]', %s"] * len(self.values))
-        return f"json_insert(COALESCE({sql}, '[]'), {pairs})", [*params, *self.values]
+        sql, params = f"COALESCE({sql}, '[]')", list(params)
+        # json_insert applies its path/value pairs left to right ('$[#]' is the end);
+        # SQLite allows 127 arguments per function, so long lists nest.
+        for start in range(0, len(self.values), _SQLITE_PAIRS_PER_CALL):
+            chunk = self.values[start : start + _SQLITE_PAIRS_PER_CALL]
+            pairs = ", ".join(["'$[#]', %s"] * len(chunk))
+            sql = f"json_insert({sql}, {pairs})"
+            params += chunk
+        return sql, params

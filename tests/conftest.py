@@ -22,11 +22,6 @@ def bearer_client(plaintext: str) -> APIClient:
     return client
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Tests sign with `livekit-server --dev`'s short dev secret, on purpose.
-    config.addinivalue_line("filterwarnings", "ignore::jwt.warnings.InsecureKeyLengthWarning")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `postgres` skip on SQLite; .ci/run fails if any skip on PostgreSQL."""
     from django.conf import settings

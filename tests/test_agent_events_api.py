@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from calls.models import AgentEvent, Call, CallStatus, MetricSample, TranscriptEntry
 from tests.conftest import bearer_client

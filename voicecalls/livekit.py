@@ -97,7 +97,9 @@ def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
             failover=False,
         )
         try:
-            return await call(client)
+            # livekit-api passes `timeout=None` per request, which aiohttp reads as "no
+            # timeout" and so overrides the session's: bound the whole call here.
+            return await asyncio.wait_for(call(client), settings.LIVEKIT_API_TIMEOUT_SECONDS)
         finally:
             await client.aclose()
 

@@ -119,9 +119,12 @@ class AgentEventField(serializers.Field):
                 {"type": [f"Unknown event type; one of: {', '.join(EVENT_SERIALIZERS)}."]},
                 code="invalid_choice",
             )
-        serializer = serializer_class(data=data)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
+        # One serializer per type for the whole batch: building a DRF serializer
+        # deep-copies its fields, which would dominate a 500-event batch.
+        by_type = self.__dict__.setdefault("_serializers_by_type", {})
+        if event_type not in by_type:
+            by_type[event_type] = serializer_class()
+        return dict(by_type[event_type].run_validation(data))
 
     def to_representation(self, value: dict) -> dict:
         return value

@@ -472,7 +472,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         last_event_at,
         connect,
         max_duration,
-    ) in open_calls.iterator():
+    ) in list(open_calls):
         if status != CallStatus.ACTIVE:
             if now - created_at >= datetime.timedelta(seconds=connect) and call_transition(
                 call_id=call_id,

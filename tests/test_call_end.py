@@ -129,3 +129,10 @@ def test_another_organizations_call_is_404(api, outsider_workflow, fake_livekit)
 
 def test_an_agent_key_is_403(agent_api, call):
     assert end(agent_api, call).status_code == 403
+
+
+def test_livekit_refusing_our_credentials_is_502(api, call, fake_livekit, settings):
+    settings.LIVEKIT_API_SECRET = "not-the-secret-livekit-knows"
+    assert end(api, call).status_code == 502
+    assert [r.identity_ok for r in fake_livekit.calls("DeleteRoom")] == [False]
+    assert call.room_name in fake_livekit.rooms

@@ -306,8 +306,11 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     Transcript and metrics events are accepted after the end (late flush).
     """
     now = timezone.now()
-    status = (
-        Call.objects.select_for_update().filter(pk=call.pk).values_list("status", flat=True).get()
+    status, hangup_requested_at = (
+        Call.objects.select_for_update()
+        .filter(pk=call.pk)
+        .values_list("status", "hangup_requested_at")
+        .get()
     )
     unique: dict[uuid.UUID, dict] = {}
     for event in events:
@@ -414,6 +417,9 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     for event in statuses:
         if event["status"] != CallStatus.ACTIVE:
             end_reason = event.get("reason") or _DEFAULT_END_REASON[event["status"]]
+            if event["status"] == CallStatus.COMPLETED and hangup_requested_at is not None:
+                # The agent saw the room close because we hung up through the API.
+                end_reason = EndReason.API_REQUEST
             call_transition(
                 call_id=call.pk, to_status=event["status"], end_reason=end_reason, at=now
             )

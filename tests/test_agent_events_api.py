@@ -400,3 +400,12 @@ def test_concurrent_overlapping_batches_and_webhooks_count_everything_once(agent
     assert call.status in (S.COMPLETED, S.DISCONNECTED, S.FAILED)
     assert call.ended_at is not None
     assert call.current_agent is None
+
+
+def test_the_agent_completing_a_call_hung_up_through_the_api_keeps_api_request(agent_api, call):
+    Call.objects.filter(pk=call.pk).update(
+        hangup_requested_at=call.started_at, end_reason="api_request"
+    )
+    agent_api.post(url(call.pk), {"events": [status("completed")]})
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "api_request")

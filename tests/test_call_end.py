@@ -136,3 +136,10 @@ def test_livekit_refusing_our_credentials_is_502(api, call, fake_livekit, settin
     assert end(api, call).status_code == 502
     assert [r.identity_ok for r in fake_livekit.calls("DeleteRoom")] == [False]
     assert call.room_name in fake_livekit.rooms
+
+
+def test_twirp_not_found_counts_as_already_gone(api, call, fake_livekit):
+    fake_livekit.fail("DeleteRoom", "not_found")
+    response = end(api, call)
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed"

@@ -274,7 +274,11 @@ class LiveKitWebhookEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["room_name"], name="livekit_event_room")]
+        indexes = [
+            models.Index(fields=["room_name"], name="livekit_event_room"),
+            # expire_calls prunes ids older than any LiveKit retry.
+            models.Index(fields=["received_at"], name="livekit_event_received"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} {self.event_id}"

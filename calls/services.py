@@ -437,6 +437,11 @@ class ExpireResult:
     max_durations: int = 0
     reconciled: int = 0
     livekit_errors: int = 0
+    webhook_ids_pruned: int = 0
+
+
+# LiveKit retries a webhook for well under a minute; ids older than this cannot recur.
+WEBHOOK_DEDUP_WINDOW = datetime.timedelta(days=1)
 
 
 def _room_close(*, call_id: uuid.UUID, result: ExpireResult) -> None:
@@ -503,6 +508,9 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
             silent.append(call_id)
     if silent:
         _calls_reconcile(call_ids=silent, now=now, result=result)
+    result.webhook_ids_pruned, _ = LiveKitWebhookEvent.objects.filter(
+        received_at__lt=now - WEBHOOK_DEDUP_WINDOW
+    ).delete()
     return result
 
 

@@ -132,3 +132,76 @@ def test_ending_without_a_reason_is_a_programming_error(workflow):
     call = _call(S.ACTIVE, workflow)
     with pytest.raises(ValueError, match="end_reason"):
         call_transition(call_id=call.pk, to_status=S.COMPLETED)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_enders_leave_one_terminal_state(workflow, agent_key, fake_livekit):
+    """A hang-up, the user's departure, the agent's error and expire_calls, all at once."""
+    import threading
+
+    from django.db import connection
+
+    from calls import services
+    from tests.conftest import bearer_client
+    from tests.livekit_samples import send
+
+    call = _call(S.ACTIVE, workflow)
+    type(call).objects.filter(pk=call.pk).update(
+        started_at=timezone.now() - datetime.timedelta(hours=1), max_duration_seconds=60
+    )
+    fake_livekit.add_room(call.room_name, [f"user-{call.pk}"])
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def hang_up() -> None:
+        services.call_end(call=call)
+
+    def user_leaves() -> None:
+        send("participant_left", call.pk, reason="CONNECTION_TIMEOUT")
+
+    def agent_fails() -> None:
+        bearer_client(agent_key).post(
+            f"/api/v1/agent/calls/{call.pk}/events",
+            {
+                "events": [
+                    {
+                        "id": "6f1c2e0a-4b7d-4c1e-9a51-0f3b2d7c8e91",
+                        "type": "status",
+                        "timestamp": "2026-01-17T10:30:00Z",
+                        "status": "failed",
+                    }
+                ]
+            },
+        )
+
+    def expire() -> None:
+        services.calls_expire()
+
+    def run(target) -> None:  # noqa: ANN001
+        try:
+            barrier.wait()
+            target()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=run, args=(t,)) for t in (hang_up, user_leaves, agent_fails, expire)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    call.refresh_from_db()
+    expected = {
+        (S.COMPLETED, "api_request"),
+        (S.DISCONNECTED, "connection_lost"),
+        (S.FAILED, "agent_error"),
+        (S.TIMEOUT, "max_duration"),
+    }
+    assert (call.status, call.end_reason) in expected
+    assert call.ended_at is not None
+    assert call.current_agent is None

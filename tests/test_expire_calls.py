@@ -178,3 +178,16 @@ def test_concurrent_runs_end_each_call_once(workflow, fake_livekit):
     for call in calls:
         call.refresh_from_db()
         assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
+
+
+def test_old_webhook_ids_are_pruned(db, fake_livekit):  # noqa: ANN001
+    from calls.models import LiveKitWebhookEvent
+
+    LiveKitWebhookEvent.objects.create(
+        event_id="EV_old", event="room_finished", received_at=ago(86_401)
+    )
+    LiveKitWebhookEvent.objects.create(
+        event_id="EV_new", event="room_finished", received_at=ago(60)
+    )
+    assert calls_expire().webhook_ids_pruned == 1
+    assert list(LiveKitWebhookEvent.objects.values_list("event_id", flat=True)) == ["EV_new"]

@@ -15,13 +15,15 @@ from rest_framework.views import APIView
 
 from calls import selectors, services
 from calls.models import AgentEventType, CallStatus, TranscriptRole
-from calls.serializers import ToolCallSerializer
 from voicecalls.auth import IsAgentKey
+from voicecalls.fields import BoundedJSONObjectField
 
 MAX_EVENTS_PER_BATCH = 500
 # A latency over ten minutes is a clock or unit bug, not a measurement.
 MAX_LATENCY_MS = 10 * 60 * 1000
 MAX_TOKENS_PER_SAMPLE = 10_000_000
+MAX_TURN_INDEX = 1_000_000
+MAX_TOOL_ARGUMENTS_BYTES = 16 * 1024
 AGENT_STATUSES = [
     CallStatus.ACTIVE,
     CallStatus.COMPLETED,
@@ -37,12 +39,24 @@ class _EventBase(serializers.Serializer):
     timestamp = serializers.DateTimeField(help_text="When it happened (ISO-8601).")
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class _ToolArgumentsField(BoundedJSONObjectField):
+    pass
+
+
+class ToolCallInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    arguments = _ToolArgumentsField(
+        max_bytes=MAX_TOOL_ARGUMENTS_BYTES, help_text="JSON object, ≤ 16 KiB."
+    )
+
+
 class TranscriptEventSerializer(_EventBase):
     type = serializers.ChoiceField(choices=[AgentEventType.TRANSCRIPT])
     role = serializers.ChoiceField(choices=TranscriptRole.choices)
     content = serializers.CharField(allow_blank=True, max_length=65536, trim_whitespace=False)
     agent_name = serializers.CharField(max_length=100, required=False, allow_null=True)
-    tool_call = ToolCallSerializer(required=False, allow_null=True)
+    tool_call = ToolCallInputSerializer(required=False, allow_null=True)
 
 
 class AgentHandoffEventSerializer(_EventBase):
@@ -67,7 +81,9 @@ class MetricsEventSerializer(_EventBase):
         required=False, allow_null=True, min_value=0, max_value=MAX_TOKENS_PER_SAMPLE
     )
     agent_name = serializers.CharField(max_length=100, required=False, allow_null=True)
-    turn_index = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    turn_index = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_TURN_INDEX
+    )
 
     def validate(self, attrs: dict) -> dict:
         measured = [f"{c}_latency_ms" for c in services.LATENCY_COMPONENTS] + ["tokens"]

@@ -17,6 +17,7 @@ from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
 
 from providerkeys.catalog import PROVIDER_CATALOG
+from voicecalls.fields import json_depth
 from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
 
@@ -30,6 +31,7 @@ MAX_TOOLS_PER_AGENT = 32
 MAX_GREETING_CHARS = 2_000
 MAX_TOOL_DESCRIPTION_CHARS = 1_024
 MAX_PARAMETERS_BYTES = 16 * 1024
+MAX_PARAMETERS_DEPTH = 32
 CONNECT_TIMEOUT_BOUNDS = (5, 600)
 MAX_DURATION_BOUNDS = (30, 4 * 3600)
 
@@ -62,12 +64,16 @@ class JSONSchemaField(serializers.JSONField):
         "not_object_type": 'Tool parameters must be a schema of "type": "object".',
         "invalid_schema": "Not a valid JSON Schema: {message}",
         "too_large": "Must be at most {max_bytes} bytes as JSON.",
+        "too_deep": "Must be nested at most {max_depth} levels deep.",
     }
 
     def to_internal_value(self, data: object) -> dict:
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             self.fail("not_an_object")
+        # Before the validator walks it: it recurses once per level.
+        if json_depth(value) > MAX_PARAMETERS_DEPTH:
+            self.fail("too_deep", max_depth=MAX_PARAMETERS_DEPTH)
         if _json_size(value) > MAX_PARAMETERS_BYTES:
             self.fail("too_large", max_bytes=MAX_PARAMETERS_BYTES)
         validator = jsonschema_validators.validator_for(

@@ -15,7 +15,7 @@ admin.site.unregister(UnusedLibraryAPIKey)
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "created_at"]
+    list_display = ["slug", "name", "concurrency_limit", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "created_at"]
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
@@ -13,12 +14,24 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most calls not yet ended at once; empty means the platform default "
+        "(CALLS_CONCURRENCY_LIMIT).",
+    )
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def effective_concurrency_limit(self) -> int:
+        if self.concurrency_limit is not None:
+            return self.concurrency_limit
+        return settings.CALLS_CONCURRENCY_LIMIT
 
 
 class KeyKind(models.TextChoices):

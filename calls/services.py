@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
+from calls.limits import concurrency_check
 from calls.models import (
     ENDED_STATUSES,
     NOT_ENDED_STATUSES,
@@ -71,7 +72,10 @@ def call_create(
 
     No LiveKit server call: LiveKit creates the room and dispatches the agent when
     the user joins with this token, so creating calls works with LiveKit down.
+    Raises ConcurrencyLimitReached when the organization has as many open calls as
+    it may (checked under a lock on the organization's row).
     """
+    concurrency_check(organization=organization)
     version = workflow.current_version
     call = Call.objects.create(
         organization=organization,

@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from calls.usage_api import UsageView
 from calls.views import CallViewSet
 from calls.webhooks import livekit_webhook
 
@@ -10,5 +11,6 @@ router.register("calls", CallViewSet, basename="call")
 
 urlpatterns = [
     path("webhooks/livekit", livekit_webhook, name="livekit-webhook"),
+    path("usage", UsageView.as_view(), name="usage"),
     *router.urls,
 ]

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -11,6 +17,7 @@ from rest_framework.response import Response
 from calls import selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import MAX_KEY_LENGTH, idempotent_call
+from calls.limits import ConcurrencyLimitReached
 from calls.models import Call
 from calls.serializers import (
     ActiveCallSerializer,
@@ -22,12 +29,22 @@ from calls.serializers import (
     CallSerializer,
     TranscriptEntrySerializer,
 )
-from voicecalls.errors import BadGateway, Conflict, error_responses
+from voicecalls.errors import (
+    BadGateway,
+    Conflict,
+    LimitErrorResponseSerializer,
+    LimitReached,
+    error_responses,
+)
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from workflows.selectors import workflow_get_by_slug
 
 UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+CONCURRENCY_LIMIT_DETAIL = (
+    "Your organization has as many calls in progress as it may; end one or wait for one to end."
+)
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -62,7 +79,48 @@ class CallViewSet(viewsets.GenericViewSet):
         operation_id="calls_create",
         request=CallCreateSerializer,
         parameters=[IDEMPOTENCY_KEY],
-        responses={201: CallJoinSerializer, **error_responses(409, 413, 422)},
+        responses={
+            201: CallJoinSerializer,
+            **error_responses(409, 413, 422),
+            429: OpenApiResponse(
+                LimitErrorResponseSerializer,
+                description=(
+                    "`concurrency_limit_reached`: the organization has as many calls not "
+                    "yet ended as it may (`meta` has the numbers; see GET /usage). "
+                    "`throttled`: too many creations; wait `Retry-After` seconds."
+                ),
+                examples=[
+                    OpenApiExample(
+                        "Concurrency limit reached",
+                        value={
+                            "type": "client_error",
+                            "errors": [
+                                {
+                                    "code": "concurrency_limit_reached",
+                                    "detail": CONCURRENCY_LIMIT_DETAIL,
+                                    "attr": None,
+                                }
+                            ],
+                            "meta": {"active_calls": 100, "concurrency_limit": 100},
+                        },
+                    ),
+                    OpenApiExample(
+                        "Throttled",
+                        value={
+                            "type": "client_error",
+                            "errors": [
+                                {
+                                    "code": "throttled",
+                                    "detail": "Request was throttled. Expected available "
+                                    "in 12 seconds.",
+                                    "attr": None,
+                                }
+                            ],
+                        },
+                    ),
+                ],
+            ),
+        },
     )
     def create(self, request: Request) -> Response:
         organization = request.user.organization
@@ -81,7 +139,17 @@ class CallViewSet(viewsets.GenericViewSet):
             )
 
         def run() -> tuple[int, dict]:
-            joined = services.call_create(organization=organization, workflow=workflow, **data)
+            try:
+                joined = services.call_create(organization=organization, workflow=workflow, **data)
+            except ConcurrencyLimitReached as exc:
+                raise LimitReached(
+                    CONCURRENCY_LIMIT_DETAIL,
+                    code="concurrency_limit_reached",
+                    meta={
+                        "active_calls": exc.active_calls,
+                        "concurrency_limit": exc.concurrency_limit,
+                    },
+                ) from exc
             return status.HTTP_201_CREATED, CallJoinSerializer(joined).data
 
         if key is None:

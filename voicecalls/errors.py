@@ -6,9 +6,13 @@ Every error leaves the service in drf-standardized-errors' one shape:
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse
+from drf_standardized_errors.formatter import ExceptionFormatter as BaseExceptionFormatter
+from drf_standardized_errors.types import ErrorResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
@@ -29,6 +33,29 @@ class BadGateway(APIException):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = "An upstream service failed."
     default_code = "bad_gateway"
+
+
+class LimitReached(APIException):
+    """429 for a per-organization limit; `meta` carries the numbers behind it."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "A limit of your organization was reached."
+    default_code = "limit_reached"
+
+    def __init__(self, detail: str, *, code: str, meta: dict[str, Any]) -> None:
+        super().__init__(detail, code=code)
+        self.meta = meta
+
+
+class ExceptionFormatter(BaseExceptionFormatter):
+    """drf-standardized-errors' shape, plus a top-level `meta` when the error has one."""
+
+    def format_error_response(self, error_response: ErrorResponse) -> dict:
+        body = super().format_error_response(error_response)
+        meta = getattr(self.original_exc, "meta", None)
+        if meta is not None:
+            body["meta"] = meta
+        return body
 
 
 def error_json(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:
@@ -70,23 +97,51 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return defaults.permission_denied(request, exception)
 
 
+ERROR_TYPES = ["validation_error", "client_error", "server_error"]
+
+
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code.")
     detail = serializers.CharField(help_text="Human-readable message.")
-    attr = serializers.CharField(allow_null=True, help_text="The offending field, if any.")
+    attr = serializers.CharField(
+        allow_null=True,
+        help_text="The offending field or parameter (`events.3.timestamp` inside lists), or null.",
+    )
 
 
 class ErrorResponseSerializer(serializers.Serializer):
-    """The one error shape (documented for 409, 413, 422 and 502)."""
+    """The one error shape of every 4xx and 5xx answer."""
 
-    type = serializers.ChoiceField(choices=["client_error", "server_error"])
+    type = serializers.ChoiceField(choices=ERROR_TYPES)
     errors = ErrorDetailSerializer(many=True)
+    meta = serializers.DictField(
+        required=False, help_text="Numbers behind the error, when a client needs them (429)."
+    )
 
 
-_ERROR_DESCRIPTIONS = {
+class LimitMetaSerializer(serializers.Serializer):
+    active_calls = serializers.IntegerField(help_text="Calls not yet ended now.")
+    concurrency_limit = serializers.IntegerField(help_text="Most calls not yet ended at once.")
+
+
+class LimitErrorResponseSerializer(ErrorResponseSerializer):
+    """429: `concurrency_limit_reached` (with `meta`) or `throttled` (see Retry-After)."""
+
+    meta = LimitMetaSerializer(required=False, help_text="With `concurrency_limit_reached`.")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: malformed JSON, or a field or query parameter named in `attr`.",
+    401: "Missing or invalid API key.",
+    403: "The key may not use this endpoint (client keys vs agent keys).",
+    404: "No such object in your organization.",
+    405: "Method not allowed.",
     409: "Conflict with the resource's current state.",
     413: "Request body over 1 MiB.",
+    415: "Unsupported media type: the API speaks JSON only.",
     422: "Idempotency-Key reused with a different body.",
+    429: "Too many requests; wait `Retry-After` seconds.",
+    500: "Server error.",
     502: "LiveKit unreachable or failing; nothing changed.",
 }
 
@@ -94,6 +149,6 @@ _ERROR_DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     """Schema entries for error statuses drf-standardized-errors cannot infer."""
     return {
-        code: OpenApiResponse(ErrorResponseSerializer, description=_ERROR_DESCRIPTIONS[code])
+        code: OpenApiResponse(ErrorResponseSerializer, description=ERROR_DESCRIPTIONS[code])
         for code in codes
     }

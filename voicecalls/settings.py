@@ -180,18 +180,43 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["voicecalls.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_standardized_errors.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "voicecalls.schema.AutoSchema",
     "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["voicecalls.throttling.OrganizationCreateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 DRF_STANDARDIZED_ERRORS = {
     "ENABLE_IN_DEBUG_FOR_UNHANDLED_EXCEPTIONS": True,
-    # Codes every operation may answer; 409/413/422/502 are documented per operation
-    # (voicecalls.errors.error_responses).
-    "ALLOWED_ERROR_STATUS_CODES": ["400", "401", "403", "404", "405", "415", "429", "500"],
+    # Codes documented wherever they apply (voicecalls.schema.AutoSchema decides);
+    # 409/422/502 are documented per operation (voicecalls.errors.error_responses).
+    "ALLOWED_ERROR_STATUS_CODES": [
+        "400",
+        "401",
+        "403",
+        "404",
+        "405",
+        "413",
+        "415",
+        "429",
+        "500",
+    ],
+    # Errors may carry a top-level `meta` (429 limits: the numbers a client needs).
+    "EXCEPTION_FORMATTER_CLASS": "voicecalls.errors.ExceptionFormatter",
 }
+
+# --- Per-organization limits ------------------------------------------------------------
+# Calls not yet ended (pending, connecting, active) an organization may have at once;
+# Organization.concurrency_limit overrides it per organization. Over it: 429.
+CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
+# Create requests (POST that makes a resource) per organization, DRF rate syntax
+# ("<n>/<second|minute|hour|day>"). Counters live in the default cache (the database
+# unless CACHE_URL says otherwise), so every process shares them. Over it: 429 with
+# Retry-After.
+API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
+# Organizations (slugs) no create rate applies to, e.g. the benchmarks' own.
+THROTTLE_EXEMPT_ORGANIZATIONS = env.list("THROTTLE_EXEMPT_ORGANIZATIONS", default=[])
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "voicecalls API",
@@ -220,10 +245,23 @@ SPECTACULAR_SETTINGS = {
                 "ErrorCode500Enum",
             ]
         },
+        "ErrorTypeEnum": "voicecalls.errors.ERROR_TYPES",
         "CallStatusEnum": "calls.models.CallStatus.choices",
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
         "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",
+    },
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "LiveKitWebhookSignature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "LiveKit's webhook signature: a bare JWT (no `Bearer`), "
+                "HS256 by the LiveKit API secret, issuer the API key, `sha256` claim the "
+                "base64 SHA-256 of the body.",
+            }
+        }
     },
     "POSTPROCESSING_HOOKS": [
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",

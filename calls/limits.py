@@ -1,0 +1,58 @@
+"""Per-organization call limits: how many calls may be open at once, and usage."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.models import NOT_ENDED_STATUSES, Call
+
+
+class ConcurrencyLimitReached(Exception):
+    """The organization already has as many calls not yet ended as it may."""
+
+    def __init__(self, *, active_calls: int, concurrency_limit: int) -> None:
+        super().__init__(f"{active_calls} calls open; the limit is {concurrency_limit}.")
+        self.active_calls = active_calls
+        self.concurrency_limit = concurrency_limit
+
+
+def active_call_count(*, organization: Organization) -> int:
+    """Calls not yet ended (pending, connecting, active); a partial index serves it."""
+    return Call.objects.filter(organization=organization, status__in=NOT_ENDED_STATUSES).count()
+
+
+def concurrency_check(*, organization: Organization) -> None:
+    """Raise ConcurrencyLimitReached when one more call would exceed the limit.
+
+    Call inside the transaction that creates the call: it locks the organization's
+    row first, so concurrent creations for one organization count one after the
+    other and never overshoot (on SQLite, writes are serialized anyway).
+    """
+    override = (
+        Organization.objects.select_for_update()
+        .filter(pk=organization.pk)
+        .values_list("concurrency_limit", flat=True)
+        .get()
+    )
+    limit = settings.CALLS_CONCURRENCY_LIMIT if override is None else override
+    active = active_call_count(organization=organization)
+    if active >= limit:
+        raise ConcurrencyLimitReached(active_calls=active, concurrency_limit=limit)
+
+
+def organization_usage(*, organization: Organization) -> dict[str, int]:
+    """`active_calls`, `concurrency_limit` and `calls_today` (since 00:00 UTC)."""
+    midnight = (
+        timezone.now().astimezone(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    return {
+        "active_calls": active_call_count(organization=organization),
+        "concurrency_limit": organization.effective_concurrency_limit,
+        "calls_today": Call.objects.filter(
+            organization=organization, created_at__gte=midnight
+        ).count(),
+    }

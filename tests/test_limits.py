@@ -1,0 +1,271 @@
+"""Per-organization limits: concurrent calls (429 with `meta`), create throttling
+(429 with Retry-After), and `GET /api/v1/usage`."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import Organization
+from accounts.services import api_key_create
+from calls.models import Call, CallStatus
+from tests.conftest import bearer_client
+from tests.factories import CallFactory, OrganizationFactory
+
+CALLS = "/api/v1/calls"
+USAGE = "/api/v1/usage"
+
+
+def _limit_body(active_calls: int, concurrency_limit: int) -> dict:
+    return {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "concurrency_limit_reached",
+                "detail": "Your organization has as many calls in progress as it may; end "
+                "one or wait for one to end.",
+                "attr": None,
+            }
+        ],
+        "meta": {"active_calls": active_calls, "concurrency_limit": concurrency_limit},
+    }
+
+
+# --- Concurrent calls -------------------------------------------------------------------
+
+
+def test_it_refuses_a_call_over_the_concurrency_limit(api, workflow, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 2
+    for _ in range(2):
+        assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+
+    response = api.post(CALLS, {"workflow_slug": "daily-call"})
+
+    assert response.status_code == 429
+    assert response.json() == _limit_body(active_calls=2, concurrency_limit=2)
+    assert Call.objects.count() == 2
+
+
+def test_the_organization_override_replaces_the_default_limit(api, workflow, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 100
+    Organization.objects.filter(pk=workflow.organization_id).update(concurrency_limit=1)
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+
+    response = api.post(CALLS, {"workflow_slug": "daily-call"})
+
+    assert response.status_code == 429
+    assert response.json()["meta"] == {"active_calls": 1, "concurrency_limit": 1}
+
+
+@pytest.mark.parametrize("status", [CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE])
+def test_every_call_not_yet_ended_counts(api, workflow, settings, status):
+    settings.CALLS_CONCURRENCY_LIMIT = 1
+    CallFactory(organization=workflow.organization, workflow=workflow, status=status)
+
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 429
+
+
+def test_ended_calls_and_other_organizations_calls_free_the_slot(
+    api, workflow, outsider_workflow, settings
+):
+    settings.CALLS_CONCURRENCY_LIMIT = 1
+    CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
+    CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+
+
+def test_a_refused_idempotent_request_can_be_retried_with_its_key(api, workflow, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 1
+    busy = CallFactory(organization=workflow.organization, workflow=workflow)
+    headers = {"HTTP_IDEMPOTENCY_KEY": "retry-me"}
+    body = {"workflow_slug": "daily-call"}
+    assert api.post(CALLS, body, **headers).status_code == 429
+
+    Call.objects.filter(pk=busy.pk).update(status=CallStatus.COMPLETED)
+
+    assert api.post(CALLS, body, **headers).status_code == 201
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_at_the_limit_end_with_exactly_the_limit(
+    client_key: str, organization: Organization, settings
+) -> None:
+    """Without the lock on the organization's row, every request counts the same open
+    calls before any commits, and all of them get through."""
+    from workflows.services import workflow_demo_load
+
+    workflow_demo_load(organization=organization)
+    settings.CALLS_CONCURRENCY_LIMIT = 3
+    threads_count = 10
+    barrier = threading.Barrier(threads_count)
+    statuses: list[int] = []
+    bodies: list[dict] = []
+
+    def create() -> None:
+        client = APIClient(raise_request_exception=False)  # a 500 is a status here
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {client_key}")
+        try:
+            barrier.wait(timeout=10)
+            response = client.post(CALLS, {"workflow_slug": "daily-call"}, format="json")
+            statuses.append(response.status_code)
+            bodies.append(response.json())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [201] * 3 + [429] * 7
+    assert Call.objects.filter(organization=organization).count() == 3
+    refused = [b for b in bodies if b.get("type") == "client_error"]
+    assert {b["errors"][0]["code"] for b in refused} == {"concurrency_limit_reached"}
+    assert all(b["meta"]["concurrency_limit"] == 3 for b in refused)
+
+
+# --- Create throttling ------------------------------------------------------------------
+
+PROVIDER_KEY = {"provider_type": "stt", "provider_name": "deepgram", "api_key": "dg_secret_1"}
+
+
+def _workflow_body(slug: str) -> dict:
+    agent = {
+        "name": "solo",
+        "instructions": "Talk.",
+        "stt": {"provider": "deepgram", "model": "nova-3"},
+        "llm": {"provider": "openai", "model": "gpt-4o-mini"},
+        "tts": {"provider": "cartesia", "model": "sonic-2"},
+    }
+    return {"slug": slug, "name": slug, "start_agent": "solo", "agents": [agent]}
+
+
+@pytest.fixture
+def two_per_minute(settings):  # noqa: ANN001, ANN201
+    settings.API_CREATE_RATE = "2/minute"
+    settings.CALLS_CONCURRENCY_LIMIT = 100
+
+
+@pytest.mark.parametrize(
+    ("url", "make_body"),
+    [
+        (CALLS, lambda i: {"workflow_slug": "daily-call"}),
+        ("/api/v1/provider-keys", lambda i: PROVIDER_KEY),
+        ("/api/v1/workflows", lambda i: _workflow_body(f"flow-{i}")),
+    ],
+)
+def test_create_requests_over_the_rate_are_429_with_retry_after(
+    api, workflow, two_per_minute, url, make_body
+):
+    for i in range(2):
+        assert api.post(url, make_body(i)).status_code == 201
+
+    response = api.post(url, make_body(2))
+
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 60
+    body = response.json()
+    assert body["type"] == "client_error"
+    assert [(e["code"], e["attr"]) for e in body["errors"]] == [("throttled", None)]
+
+
+def test_the_rate_counts_all_create_endpoints_of_an_organization_together(
+    api, workflow, two_per_minute
+):
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+    assert api.post("/api/v1/provider-keys", PROVIDER_KEY).status_code == 201
+
+    assert api.post("/api/v1/workflows", _workflow_body("third")).status_code == 429
+
+
+def test_reads_and_actions_on_existing_objects_are_not_throttled(api, workflow, two_per_minute):
+    for _ in range(2):
+        assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+    call = Call.objects.first()
+
+    assert api.get(CALLS).status_code == 200
+    assert api.get(USAGE).status_code == 200
+    assert api.post(f"{CALLS}/{call.pk}/token").status_code == 200
+
+
+def test_one_organization_at_its_rate_does_not_throttle_another(
+    api, outsider_api, workflow, outsider_workflow, two_per_minute
+):
+    for _ in range(2):
+        api.post(CALLS, {"workflow_slug": "daily-call"})
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 429
+
+    assert outsider_api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+
+
+def test_exempt_organizations_are_not_throttled(api, workflow, two_per_minute, settings):
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
+
+    statuses = {api.post(CALLS, {"workflow_slug": "daily-call"}).status_code for _ in range(4)}
+
+    assert statuses == {201}
+
+
+def test_agent_event_batches_are_not_throttled(agent_api, workflow, two_per_minute):
+    call = CallFactory(organization=workflow.organization, workflow=workflow)
+    now = timezone.now().isoformat()
+    url = f"/api/v1/agent/calls/{call.pk}/events"
+    for i in range(4):
+        event = {
+            "id": f"00000000-0000-4000-8000-00000000000{i}",
+            "type": "metrics",
+            "timestamp": now,
+            "tokens": 1,
+        }
+        assert agent_api.post(url, {"events": [event]}, format="json").status_code == 200
+
+
+# --- Usage ------------------------------------------------------------------------------
+
+
+def test_usage_reports_open_calls_the_limit_and_todays_calls(
+    api, workflow, outsider_workflow, settings, django_assert_num_queries
+):
+    settings.CALLS_CONCURRENCY_LIMIT = 7
+    organization = workflow.organization
+    CallFactory(organization=organization, workflow=workflow)  # connecting
+    CallFactory(organization=organization, workflow=workflow, active=True)
+    CallFactory(organization=organization, workflow=workflow, completed=True)
+    yesterday = CallFactory(organization=organization, workflow=workflow, completed=True)
+    Call.objects.filter(pk=yesterday.pk).update(
+        created_at=timezone.now() - datetime.timedelta(days=1, hours=1)
+    )
+    CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+
+    with django_assert_num_queries(3):  # the key, then two counts
+        response = api.get(USAGE)
+
+    assert response.status_code == 200
+    assert response.json() == {"active_calls": 2, "concurrency_limit": 7, "calls_today": 3}
+
+
+def test_usage_shows_the_organizations_own_limit(api, organization):
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=3)
+
+    assert api.get(USAGE).json() == {"active_calls": 0, "concurrency_limit": 3, "calls_today": 0}
+
+
+def test_usage_needs_a_client_key(anonymous_api, agent_api):
+    assert anonymous_api.get(USAGE).status_code == 401
+    assert agent_api.get(USAGE).status_code == 403
+
+
+def test_a_new_organization_gets_the_platform_default(db, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 42
+    organization = OrganizationFactory()
+    _, key = api_key_create(name="k", organization=organization)
+
+    assert bearer_client(key).get(USAGE).json()["concurrency_limit"] == 42

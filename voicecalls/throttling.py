@@ -1,0 +1,56 @@
+"""Rate limits on create requests, per organization, shared by every process.
+
+Counters live in Django's default cache (the database's cache table unless
+`CACHE_URL` names another), so any number of gunicorn workers and hosts count
+together. Only requests that create something are counted: a client polling a
+call's status is never throttled, while a runaway loop creating calls is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+
+from voicecalls.auth import Principal
+
+# Viewset actions and plain-view methods that create a resource.
+CREATE_ACTIONS = frozenset({"create"})
+
+
+def is_create_operation(*, method: str, action: str | None, path: str) -> bool:
+    """A POST that makes a resource: a viewset's `create`, or a plain view's POST on
+    a collection (a path without parameters)."""
+    if method != "POST":
+        return False
+    # Viewsets name the action; a plain APIView's POST on a collection creates.
+    return action in CREATE_ACTIONS if action is not None else "{" not in path
+
+
+class OrganizationCreateThrottle(SimpleRateThrottle):
+    """`API_CREATE_RATE` create requests per organization; over it, 429 + Retry-After.
+
+    Agent-worker keys are not throttled here (their event batches are idempotent and
+    bounded per request), nor are organizations in `THROTTLE_EXEMPT_ORGANIZATIONS`.
+    """
+
+    scope = "create"
+
+    def get_rate(self) -> str:
+        # Read per request (DRF reads its rates once, at import) so settings changes apply.
+        return settings.API_CREATE_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        principal = request.user
+        if not isinstance(principal, Principal) or principal.is_agent:
+            return None
+        organization = principal.organization
+        if organization is None or organization.slug in settings.THROTTLE_EXEMPT_ORGANIZATIONS:
+            return None
+        action = getattr(view, "action", None)
+        path = "{}" if view.kwargs else request.path
+        if not is_create_operation(method=request.method, action=action, path=path):
+            return None
+        return f"throttle:create:{organization.pk}"

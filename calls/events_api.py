@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from calls import selectors, services
 from calls.models import AgentEventType, CallStatus, TranscriptRole
 from voicecalls.auth import IsAgentKey
-from voicecalls.fields import BoundedJSONObjectField
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
 
 MAX_EVENTS_PER_BATCH = 500
 # A latency over ten minutes is a clock or unit bug, not a measurement.
@@ -33,7 +33,7 @@ AGENT_STATUSES = [
 ]
 
 
-class _EventBase(serializers.Serializer):
+class _EventBase(JSONTypedSerializer):
     id = serializers.UUIDField(help_text="Client-made event id; re-sending it is a no-op.")
     type = serializers.CharField()
     timestamp = serializers.DateTimeField(help_text="When it happened (ISO-8601).")
@@ -44,7 +44,7 @@ class _ToolArgumentsField(BoundedJSONObjectField):
     pass
 
 
-class ToolCallInputSerializer(serializers.Serializer):
+class ToolCallInputSerializer(JSONTypedSerializer):
     name = serializers.CharField(max_length=64)
     arguments = _ToolArgumentsField(
         max_bytes=MAX_TOOL_ARGUMENTS_BYTES, help_text="JSON object, ≤ 16 KiB."
@@ -116,7 +116,8 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="AgentEvent",
-        serializers=list(EVENT_SERIALIZERS.values()),
+        # Keyed by `type`, so the discriminator maps each value to its schema.
+        serializers={str(kind): serializer for kind, serializer in EVENT_SERIALIZERS.items()},
         resource_type_field_name="type",
     )
 )
@@ -146,7 +147,7 @@ class AgentEventField(serializers.Field):
         return value
 
 
-class AgentEventsBatchSerializer(serializers.Serializer):
+class AgentEventsBatchSerializer(JSONTypedSerializer):
     events = serializers.ListField(
         child=AgentEventField(), min_length=1, max_length=MAX_EVENTS_PER_BATCH
     )

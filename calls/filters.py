@@ -1,8 +1,47 @@
 from __future__ import annotations
 
+import datetime
+
+from django import forms
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 from calls.models import Call, CallStatus
+
+
+class _NotBlankMixin:
+    """An empty `?name=` is a 400, not a filter silently left out."""
+
+    def clean(self, value: object) -> object:
+        if value == "":
+            raise forms.ValidationError("May not be empty.", code="blank")
+        return super().clean(value)
+
+
+class NotBlankUUIDField(_NotBlankMixin, forms.UUIDField):
+    pass
+
+
+class UTCIsoDateTimeField(_NotBlankMixin, IsoDateTimeField):
+    """ISO-8601, compared in UTC: offsets the database cannot store (PostgreSQL takes
+    up to ±15:59) are converted first, and a time that leaves the calendar is a 400."""
+
+    def to_python(self, value: object) -> datetime.datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(datetime.UTC)
+        except OverflowError as exc:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+
+
+class UUIDFilter(filters.UUIDFilter):
+    field_class = NotBlankUUIDField
+
+
+class IsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCIsoDateTimeField
 
 
 class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
@@ -16,14 +55,14 @@ class CallFilter(filters.FilterSet):
         choices=CallStatus.choices,
         help_text="Filter by status: one value, or several comma-separated.",
     )
-    workflow_id = filters.UUIDFilter(field_name="workflow_id", help_text="Filter by workflow.")
+    workflow_id = UUIDFilter(field_name="workflow_id", help_text="Filter by workflow.")
     user_id = filters.CharFilter(field_name="user_id", max_length=255, help_text="Filter by user.")
-    started_after = filters.IsoDateTimeFilter(
+    started_after = IsoDateTimeFilter(
         field_name="started_at",
         lookup_expr="gte",
         help_text="Calls started at or after this ISO-8601 time.",
     )
-    started_before = filters.IsoDateTimeFilter(
+    started_before = IsoDateTimeFilter(
         field_name="started_at",
         lookup_expr="lt",
         help_text="Calls started before this ISO-8601 time.",

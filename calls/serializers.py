@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from calls.models import Call, CallDirection, CallStatus, TranscriptRole
 from calls.selectors import call_metrics
-from voicecalls.fields import BoundedJSONObjectField
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
 
 USER_DATA_MAX_BYTES = 32 * 1024
 METADATA_MAX_BYTES = 16 * 1024
@@ -19,7 +18,7 @@ class _ObjectField(BoundedJSONObjectField):
     pass
 
 
-class CallCreateSerializer(serializers.Serializer):
+class CallCreateSerializer(JSONTypedSerializer):
     workflow_slug = serializers.CharField(
         max_length=100, help_text="Workflow to use for this call."
     )
@@ -96,7 +95,7 @@ class _CallBaseSerializer(serializers.Serializer):
     ended_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_current_agent(self, call: Call) -> str | None:
         # The agent speaking now; nobody speaks on an ended call.
         return None if call.is_ended else call.current_agent

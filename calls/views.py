@@ -58,7 +58,11 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List calls", operation_id="calls_list"),
+    list=extend_schema(
+        summary="List calls",
+        operation_id="calls_list",
+        responses={200: CallListItemSerializer(many=True)},
+    ),
     retrieve=extend_schema(summary="Get call", operation_id="calls_retrieve"),
 )
 class CallViewSet(viewsets.GenericViewSet):

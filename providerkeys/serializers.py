@@ -12,6 +12,7 @@ from providerkeys.models import (
     is_printable_ascii,
 )
 from providerkeys.services import provider_name_validate
+from voicecalls.fields import JSONTypedSerializer
 
 _CATALOG_TEXT = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in PROVIDER_CATALOG.items())
 
@@ -63,7 +64,7 @@ class ProviderKeyListSerializer(serializers.Serializer):
     items = ProviderKeySerializer(many=True)
 
 
-class ProviderKeyCreateSerializer(serializers.Serializer):
+class ProviderKeyCreateSerializer(JSONTypedSerializer):
     provider_type = serializers.ChoiceField(
         choices=ProviderType.choices,
         error_messages={"invalid_choice": f"Must be one of: {', '.join(PROVIDER_TYPES)}."},
@@ -99,7 +100,7 @@ class ProviderKeyCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class ProviderKeyUpdateSerializer(serializers.Serializer):
+class ProviderKeyUpdateSerializer(JSONTypedSerializer):
     is_default = StrictBooleanField(
         required=False,
         help_text="true: make this the default key for its type (unsetting the previous "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 
 def json_depth(value: object) -> int:
@@ -23,6 +26,25 @@ def json_depth(value: object) -> int:
     return deepest
 
 
+def json_has_nul(value: object) -> bool:
+    """Whether any string in a JSON value (keys included) holds U+0000, which
+    PostgreSQL's jsonb cannot store."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    return True
+                stack.append(child)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 class BoundedJSONObjectField(serializers.JSONField):
     """A JSON object (not a list or scalar) of at most `max_bytes` once serialized and
     at most `max_depth` levels deep."""
@@ -31,6 +53,7 @@ class BoundedJSONObjectField(serializers.JSONField):
         "not_an_object": "Must be a JSON object.",
         "too_large": "Must be at most {max_bytes} bytes as JSON.",
         "too_deep": "Must be nested at most {max_depth} levels deep.",
+        "null_characters_not_allowed": "Null characters are not allowed.",
     }
 
     def __init__(self, *, max_bytes: int, max_depth: int = 8, **kwargs: object) -> None:
@@ -46,4 +69,68 @@ class BoundedJSONObjectField(serializers.JSONField):
             self.fail("too_deep", max_depth=self.max_depth)
         if len(json.dumps(value, separators=(",", ":")).encode()) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
+        if json_has_nul(value):
+            self.fail("null_characters_not_allowed")
         return value
+
+
+def json_type_error(field: serializers.Field, value: Any) -> ErrorDetail | dict | None:
+    """What is wrong with `value`'s JSON type for `field`, or None.
+
+    DRF coerces: a CharField takes 5 as "5", an IntegerField takes "5" and 5.0, a
+    UUIDField takes an integer. The schema promises JSON types, so the API keeps them.
+    """
+    if value is None:
+        return None  # allow_null decides
+    expected: tuple[type, ...] | None = None
+    if isinstance(field, serializers.BooleanField):
+        expected = (bool,)
+    elif isinstance(field, serializers.IntegerField):
+        expected = (int,)
+    elif isinstance(field, serializers.FloatField | serializers.DecimalField):
+        expected = (int, float)
+    elif isinstance(
+        field,
+        serializers.CharField
+        | serializers.ChoiceField
+        | serializers.UUIDField
+        | serializers.DateTimeField,
+    ):
+        expected = (str,)
+    elif isinstance(field, serializers.ListField | serializers.ListSerializer):
+        if not isinstance(value, list):
+            return ErrorDetail("Expected a list.", code="not_a_list")
+        child = getattr(field, "child", None)
+        if isinstance(field, serializers.ListField) and child is not None:
+            errors = {
+                index: [error]
+                for index, item in enumerate(value)
+                if isinstance(error := json_type_error(child, item), ErrorDetail)
+            }
+            return errors or None
+        return None
+    if expected is None:
+        return None
+    if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
+        kind = {bool: "boolean", int: "integer", str: "string"}[expected[0]]
+        if expected == (int, float):
+            kind = "number"
+        return ErrorDetail(f"Must be a JSON {kind}.", code="invalid")
+    return None
+
+
+class JSONTypedSerializer(serializers.Serializer):
+    """A request body serializer that takes JSON types exactly as the schema states."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            errors = {}
+            for name, field in self.fields.items():
+                if field.read_only or name not in data:
+                    continue
+                error = json_type_error(field, data[name])
+                if error:
+                    errors[name] = [error] if isinstance(error, ErrorDetail) else error
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)

@@ -117,6 +117,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "voicecalls.urls"
+CSRF_FAILURE_VIEW = "voicecalls.errors.csrf_failure"
 # The API's paths have no trailing slash; never redirect to add one.
 APPEND_SLASH = False
 

@@ -17,7 +17,7 @@ from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
 
 from providerkeys.catalog import PROVIDER_CATALOG
-from voicecalls.fields import json_depth
+from voicecalls.fields import JSONTypedSerializer, json_depth, json_has_nul
 from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
 
@@ -65,6 +65,7 @@ class JSONSchemaField(serializers.JSONField):
         "invalid_schema": "Not a valid JSON Schema: {message}",
         "too_large": "Must be at most {max_bytes} bytes as JSON.",
         "too_deep": "Must be nested at most {max_depth} levels deep.",
+        "null_characters_not_allowed": "Null characters are not allowed.",
     }
 
     def to_internal_value(self, data: object) -> dict:
@@ -76,6 +77,8 @@ class JSONSchemaField(serializers.JSONField):
             self.fail("too_deep", max_depth=MAX_PARAMETERS_DEPTH)
         if _json_size(value) > MAX_PARAMETERS_BYTES:
             self.fail("too_large", max_bytes=MAX_PARAMETERS_BYTES)
+        if json_has_nul(value):
+            self.fail("null_characters_not_allowed")
         validator = jsonschema_validators.validator_for(
             value, default=jsonschema_validators.Draft202012Validator
         )
@@ -106,7 +109,7 @@ class _ListSerializer(serializers.ListSerializer):
             raise
 
 
-class WorkflowToolSerializer(serializers.Serializer):
+class WorkflowToolSerializer(JSONTypedSerializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     description = serializers.CharField(
         max_length=MAX_TOOL_DESCRIPTION_CHARS,
@@ -146,7 +149,7 @@ class WorkflowToolSerializer(serializers.Serializer):
         return value
 
 
-class _ComponentSerializer(serializers.Serializer):
+class _ComponentSerializer(JSONTypedSerializer):
     component_type = ""
 
     provider = serializers.CharField(max_length=50)
@@ -190,7 +193,7 @@ class TextToSpeechSerializer(_ComponentSerializer):
     )
 
 
-class WorkflowAgentSerializer(serializers.Serializer):
+class WorkflowAgentSerializer(JSONTypedSerializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     instructions = serializers.CharField(
         max_length=MAX_TEMPLATE_CHARS,
@@ -247,7 +250,7 @@ class WorkflowAgentSerializer(serializers.Serializer):
         return data
 
 
-class WorkflowSettingsSerializer(serializers.Serializer):
+class WorkflowSettingsSerializer(JSONTypedSerializer):
     connect_timeout_seconds = serializers.IntegerField(
         min_value=CONNECT_TIMEOUT_BOUNDS[0],
         max_value=CONNECT_TIMEOUT_BOUNDS[1],
@@ -262,14 +265,16 @@ class WorkflowSettingsSerializer(serializers.Serializer):
     )
 
 
-class WorkflowDefinitionSerializer(serializers.Serializer):
+class WorkflowDefinitionSerializer(JSONTypedSerializer):
     """What one workflow version holds: `start_agent`, `agents`, `settings`."""
 
     start_agent = serializers.RegexField(
         NAME_PATTERN, max_length=64, help_text="Name of the agent that opens the call."
     )
     agents = WorkflowAgentSerializer(many=True, min_length=1, max_length=MAX_AGENTS)
-    settings = WorkflowSettingsSerializer(required=False)
+    settings = WorkflowSettingsSerializer(
+        required=False, allow_null=True, help_text="Omitted or null: every default."
+    )
 
     def to_internal_value(self, data: Any) -> dict:
         if isinstance(data, dict) and data.get("settings") is None:

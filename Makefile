@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 # sets DEBUG off and real secrets.
 export DEBUG ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean
+.PHONY: install run serve test test-sqlite test-postgres fuzz pytest lint format schema migrations-check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,7 @@ run: install
 serve: install
 	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
 
-test: install lint migrations-check test-sqlite test-postgres
+test: install lint migrations-check fuzz test-sqlite test-postgres
 
 test-sqlite: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -36,6 +36,11 @@ test-sqlite: install
 # The same suite on a throwaway PostgreSQL; tests marked `postgres` must run here.
 test-postgres: install
 	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not browser"
+
+# Property-based API fuzzing: schemathesis against the committed openapi.yaml on a live
+# gunicorn + PostgreSQL + fake LiveKit (schemathesis.toml, scripts/fuzz/).
+fuzz: install
+	scripts/with_postgres.sh scripts/fuzz/run.sh $(VENV)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -128,7 +128,7 @@ def _error(status: int, code: str, msg: str) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps({"code": code, "msg": msg}).encode()
 
 
-def start(api_key: str, api_secret: str) -> tuple[FakeLiveKit, ThreadingHTTPServer]:
+def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, ThreadingHTTPServer]:
     fake = FakeLiveKit(api_key=api_key, api_secret=api_secret)
 
     class Handler(BaseHTTPRequestHandler):
@@ -154,8 +154,40 @@ def start(api_key: str, api_secret: str) -> tuple[FakeLiveKit, ThreadingHTTPServ
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return fake, server
+
+
+def main() -> None:
+    """Serve the fake on a fixed loopback port, for a live server beside it (API fuzzing):
+    `python -m tests.fake_livekit --port 7880`. Key and secret: LIVEKIT_API_KEY/SECRET,
+    else LiveKit's dev defaults."""
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=7880)
+    args = parser.parse_args()
+    fake, server = start(
+        os.environ.get("LIVEKIT_API_KEY", "devkey"),
+        os.environ.get("LIVEKIT_API_SECRET", "secret"),
+        port=args.port,
+    )
+    print(f"fake LiveKit on {fake.url}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    fake.stop()
+    server.shutdown()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Seed a fresh database for API fuzzing and write what the hooks need.
+
+Creates organization `fuzz` (its concurrency limit raised so thousands of generated
+calls fit), its client key and a platform agent key, the demo workflow `daily-call`
+plus workflows, provider keys and calls in every state (one with a transcript), then
+writes their keys and ids as JSON to the path given (read by scripts/fuzz/hooks.py).
+
+    python scripts/fuzz/setup.py STATE.json
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecalls.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.utils import timezone  # noqa: E402
+
+from accounts.models import KeyKind, Organization  # noqa: E402
+from accounts.services import api_key_create, organization_get_or_create  # noqa: E402
+from calls.lifecycle import call_transition  # noqa: E402
+from calls.models import CallStatus  # noqa: E402
+from calls.services import agent_events_record, call_create  # noqa: E402
+from providerkeys.services import provider_key_create  # noqa: E402
+from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
+
+ORGANIZATION = "fuzz"
+
+
+def main(state_path: str) -> None:
+    organization = organization_get_or_create(slug=ORGANIZATION, name="Fuzz")
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=1_000_000)
+    organization.refresh_from_db()
+    _, client_key = api_key_create(name="fuzz-client", organization=organization)
+    _, agent_key = api_key_create(name="fuzz-agent", kind=KeyKind.AGENT)
+
+    demo, _ = workflow_demo_load(organization=organization)
+    # Workflows the fuzzer may edit and delete; calls use `daily-call`, never deleted
+    # because its id is not handed out.
+    workflows = [
+        workflow_create(
+            organization=organization,
+            slug=f"fuzz-flow-{index}",
+            name=f"Fuzz flow {index}",
+            definition=demo.current_version.definition,
+        )
+        for index in range(3)
+    ]
+    provider_keys = [
+        provider_key_create(
+            organization=organization,
+            provider_type=kind,
+            provider_name=name,
+            api_key=f"fuzz-{kind}-key-0000",
+            is_default=True,
+        )
+        for kind, name in (("stt", "deepgram"), ("llm", "openai"), ("tts", "cartesia"))
+    ]
+
+    calls = [call_create(organization=organization, workflow=demo).call for _ in range(6)]
+    active, talked, completed, failed = calls[1], calls[2], calls[3], calls[4]
+    for call in (active, talked):
+        call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE)
+    now = timezone.now()
+    agent_events_record(
+        call=talked,
+        events=[
+            {
+                "id": uuid.uuid4(),
+                "type": "transcript",
+                "role": role,
+                "content": content,
+                "agent_name": "greeter-agent",
+                "timestamp": now + datetime.timedelta(seconds=index),
+            }
+            for index, (role, content) in enumerate(
+                [("assistant", "Hello! How are you today?"), ("user", "Fine, thanks.")]
+            )
+        ]
+        + [
+            {
+                "id": uuid.uuid4(),
+                "type": "metrics",
+                "stt_latency_ms": 120.0,
+                "tokens": 42,
+                "timestamp": now,
+            }
+        ],
+    )
+    call_transition(call_id=completed.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    call_transition(call_id=failed.pk, to_status=CallStatus.FAILED, end_reason="agent_error")
+
+    state = {
+        "client_key": client_key,
+        "agent_key": agent_key,
+        "workflow_slugs": [demo.slug],
+        "workflow_ids": [str(w.pk) for w in workflows],
+        "provider_key_ids": [str(k.pk) for k in provider_keys],
+        "call_ids": [str(c.pk) for c in calls],
+    }
+    Path(state_path).write_text(json.dumps(state, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

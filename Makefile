@@ -7,6 +7,8 @@ PYTEST_WORKERS ?= 2
 # Local development and tests run with DEBUG on (dev secrets allowed); production
 # sets DEBUG off and real secrets.
 export DEBUG ?= 1
+# Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
+export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
 .PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean
 
@@ -22,6 +24,8 @@ run: install
 	$(PY) manage.py createcachetable
 	$(PY) manage.py load_demo --org demo
 	@$(PY) manage.py first_run_key --org demo
+	$(PY) manage.py db_worker --queue-name '*' --no-reload & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT; \
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 test: install lint migrations-check test-sqlite test-postgres

@@ -12,6 +12,7 @@ handler500 = "voicecalls.errors.server_error"
 urlpatterns = [
     path("api/v1/agent/", include("calls.agent_urls")),
     path("api/v1/", include("calls.urls")),
+    path("api/v1/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

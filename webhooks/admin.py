@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -8,6 +10,22 @@ from django.utils.html import format_html
 
 from webhooks import services
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.transport import url_problem
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2048, assume_scheme="https")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["url", "description", "enabled"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        problem = url_problem(url, allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS)
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
 
 
 @admin.register(WebhookEndpoint)
@@ -15,6 +33,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     """Endpoints are created through the API, which shows the signing secret once;
     here staff can see and switch them, never read their secret."""
 
+    form = WebhookEndpointForm
     list_display = ("url", "organization", "enabled", "event_types", "created_at")
     list_filter = ("enabled", "organization")
     list_select_related = ("organization",)

@@ -5,6 +5,7 @@ import email.utils
 import json
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -609,3 +610,70 @@ def test_wake_webhook_deliveries_requeues_lost_wake_ups(
 
     assert len(receiver.received) == 1
     assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
+
+
+# HTTPS: the request goes to the resolved address, TLS still checks the name.
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for hooks.example.com: (certfile, keyfile)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", key, "-out", cert, "-subj", "/CN=hooks.example.com",
+            "-addext", "subjectAltName=DNS:hooks.example.com",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list:
+        return real("127.0.0.1" if host in names else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted", "outcome"),
+    [
+        ("hooks.example.com", True, DeliveryStatus.SUCCEEDED),
+        ("other.example.com", True, DeliveryStatus.PENDING),  # the certificate's name differs
+        ("hooks.example.com", False, DeliveryStatus.PENDING),  # an untrusted certificate
+    ],
+)
+def test_https_checks_the_certificate_against_the_host_name(
+    organization: Organization,
+    call: Call,
+    certificate: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    trusted: bool,
+    outcome: str,
+) -> None:
+    resolve_to_loopback(monkeypatch, "hooks.example.com", "other.example.com")
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    with Receiver(tls=certificate) as receiver:
+        endpoint_create(
+            organization, f"https://{host}:{receiver.port}/x", [EventType.CALL_STATUS_CHANGED]
+        )
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+
+        assert attempt(delivery) == outcome
+
+    delivery.refresh_from_db()
+    if outcome == DeliveryStatus.SUCCEEDED:
+        (received,) = receiver.received
+        assert received.headers["host"] == f"hooks.example.com:{receiver.port}"
+    else:
+        assert receiver.received == []
+        assert delivery.last_error.startswith("connection error: SSLError")

@@ -6,6 +6,7 @@ It answers from a script of planned replies (status, headers, delay), then
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,14 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, replies: list[Reply] | None = None, default_status: int = 200) -> None:
+    def __init__(
+        self,
+        replies: list[Reply] | None = None,
+        default_status: int = 200,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """`tls`: (certfile, keyfile) to serve https instead of http."""
+        self.scheme = "https" if tls else "http"
         self.replies = list(replies or [])
         self.default_status = default_status
         self.received: list[Received] = []
@@ -73,8 +81,16 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # failed TLS handshakes are what some tests are about
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -85,7 +101,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/voicecalls"
+        return f"{self.scheme}://127.0.0.1:{self.port}/hooks/voicecalls"
 
     def __enter__(self) -> Receiver:
         self.thread.start()

@@ -6,12 +6,13 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -677,3 +678,34 @@ def test_https_checks_the_certificate_against_the_host_name(
     else:
         assert receiver.received == []
         assert delivery.last_error.startswith("connection error: SSLError")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_wake_ups_send_a_delivery_once(organization: Organization) -> None:
+    """Two workers woken for the same delivery (a replay racing a retry, a duplicate
+    wake-up): the conditional UPDATE lets exactly one of them send."""
+    with Receiver([Reply(200, delay=0.3)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        call = CallFactory(organization=organization)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        barrier = threading.Barrier(4)
+        outcomes = []
+
+        def wake() -> None:
+            try:
+                barrier.wait()
+                outcomes.append(services.webhook_delivery_attempt(delivery_id=delivery.pk))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=wake) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert sorted(outcomes, key=str) == [None, None, None, DeliveryStatus.SUCCEEDED]
+    assert len(receiver.received) == 1
+    assert WebhookAttempt.objects.count() == 1

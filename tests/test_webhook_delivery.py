@@ -709,3 +709,34 @@ def test_concurrent_wake_ups_send_a_delivery_once(organization: Organization) ->
     assert sorted(outcomes, key=str) == [None, None, None, DeliveryStatus.SUCCEEDED]
     assert len(receiver.received) == 1
     assert WebhookAttempt.objects.count() == 1
+
+
+@pytest.mark.parametrize("endpoints", [1, 5])
+def test_recording_costs_the_same_queries_for_any_number_of_endpoints(
+    organization: Organization, call: Call, django_assert_num_queries, endpoints: int
+) -> None:
+    for n in range(endpoints):
+        endpoint_create(organization, f"https://hooks{n}.example.com/x")
+
+    # savepoint, endpoints, 2 × (event, deliveries), release
+    with django_assert_num_queries(7):
+        events = services.call_status_changed_record(
+            call_id=call.id,
+            from_status=CallStatus.ACTIVE,
+            to_status=CallStatus.COMPLETED,
+            end_reason="user_hangup",
+            at=timezone.now(),
+        )
+
+    assert [e.deliveries.count() for e in events] == [endpoints, endpoints]
+
+
+def test_recording_without_endpoints_is_one_query(call: Call, django_assert_num_queries) -> None:
+    with django_assert_num_queries(3):  # savepoint, endpoints, release
+        services.call_status_changed_record(
+            call_id=call.id,
+            from_status=CallStatus.CONNECTING,
+            to_status=CallStatus.ACTIVE,
+            end_reason=None,
+            at=timezone.now(),
+        )

@@ -234,16 +234,15 @@ def call_status_changed_record(
     The end-of-call report is built at its first delivery attempt, no sooner than
     `WEBHOOKS_END_REPORT_DELAY` after the end, so late transcript lines are in it.
     """
-    organization_id = (
-        Call.objects.filter(pk=call_id).values_list("organization_id", flat=True).first()
-    )
-    if organization_id is None:
-        return []
+    # One query, also when (as for most calls) nobody is subscribed.
     endpoints = list(
-        WebhookEndpoint.objects.filter(organization_id=organization_id, enabled=True).only(
-            "id", "events"
+        WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
+            "id", "organization_id", "events"
         )
     )
+    if not endpoints:
+        return []
+    organization_id = endpoints[0].organization_id
     events = []
     subscribed = [e for e in endpoints if EventType.CALL_STATUS_CHANGED in e.events]
     if subscribed:

@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Organization
+from providerkeys.fields import EncryptedSecretField
 
 
 class EventType(models.TextChoices):
@@ -29,7 +30,8 @@ class WebhookEndpoint(models.Model):
     """A customer's URL receiving the events it subscribed to, signed with its secret.
 
     `secret` is shown once (on creation and on rotation) and never returned again;
-    during a rotation's grace period deliveries are signed with both secrets.
+    during a rotation's grace period deliveries are signed with both secrets. Both are
+    stored encrypted (`CRYPTOGRAPHY_KEY`).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -42,8 +44,9 @@ class WebhookEndpoint(models.Model):
     enabled = models.BooleanField(default=True)
     # Why the service disabled the endpoint (e.g. the receiver answered 410 Gone).
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
-    secret = models.CharField(max_length=100)
-    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    # Encrypted at rest under CRYPTOGRAPHY_KEY, like provider keys.
+    secret = EncryptedSecretField(max_length=100)
+    previous_secret = EncryptedSecretField(max_length=100, null=True, blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -156,6 +156,21 @@ def webhook_endpoint_rotate_secret(
     return secret
 
 
+@transaction.atomic
+def webhook_secrets_reencrypt() -> int:
+    """Re-encrypt every endpoint's signing secrets under the current CRYPTOGRAPHY_KEY
+    (step 3 of a key rotation, docs/key-rotation.md). All or nothing: a secret that no
+    configured key opens raises UndecryptableValue and nothing changes."""
+    endpoints = list(
+        WebhookEndpoint.objects.select_for_update()
+        .only("id", "secret", "previous_secret")
+        .order_by("pk")
+    )
+    for endpoint in endpoints:
+        endpoint.save(update_fields=["secret", "previous_secret"])
+    return len(endpoints)
+
+
 def _signing_secrets(endpoint: WebhookEndpoint, *, now: datetime.datetime) -> list[str]:
     secrets = [endpoint.secret]
     if (

@@ -233,7 +233,6 @@ def _event_create(
     return event
 
 
-@transaction.atomic
 def call_status_changed_record(
     *,
     call_id: UUID | str,
@@ -249,7 +248,7 @@ def call_status_changed_record(
     The end-of-call report is built at its first delivery attempt, no sooner than
     `WEBHOOKS_END_REPORT_DELAY` after the end, so late transcript lines are in it.
     """
-    # One query, also when (as for most calls) nobody is subscribed.
+    # One query when, as for most calls, nobody is subscribed.
     endpoints = list(
         WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
             "id", "organization_id", "events"
@@ -257,7 +256,30 @@ def call_status_changed_record(
     )
     if not endpoints:
         return []
-    organization_id = endpoints[0].organization_id
+    # One transaction with the change when called inside it (no savepoint: a failure
+    # here fails the change); its own transaction otherwise.
+    with transaction.atomic(savepoint=False):
+        return _call_events_create(
+            organization_id=endpoints[0].organization_id,
+            endpoints=endpoints,
+            call_id=call_id,
+            from_status=from_status,
+            to_status=to_status,
+            end_reason=end_reason,
+            at=at,
+        )
+
+
+def _call_events_create(
+    *,
+    organization_id: UUID,
+    endpoints: list[WebhookEndpoint],
+    call_id: UUID | str,
+    from_status: str | None,
+    to_status: str,
+    end_reason: str | None,
+    at: datetime.datetime,
+) -> list[WebhookEvent]:
     events = []
     subscribed = [e for e in endpoints if EventType.CALL_STATUS_CHANGED in e.events]
     if subscribed:

@@ -329,3 +329,27 @@ def test_deliveries_refuses_bad_paging(api: APIClient, organization: Organizatio
 
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "page_size"
+
+
+def test_deliveries_filter_by_status(api: APIClient, organization: Organization) -> None:
+    endpoint, _ = endpoint_create(organization)
+    call = CallFactory(organization=organization)
+    services.call_status_changed_record(
+        call_id=call.id,
+        from_status="active",
+        to_status="failed",
+        end_reason="agent_error",
+        at=timezone.now(),
+    )
+    failed = endpoint.deliveries.order_by("id").first()
+    failed.status = DeliveryStatus.FAILED
+    failed.save()
+
+    body = api.get(f"{URL}/{endpoint.id}/deliveries", {"status": "failed"}).json()
+    assert [item["id"] for item in body["items"]] == [failed.id]
+    assert body["total"] == 1
+    assert api.get(f"{URL}/{endpoint.id}/deliveries", {"status": "pending"}).json()["total"] == 1
+
+    response = api.get(f"{URL}/{endpoint.id}/deliveries", {"status": "lost"})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "status"

@@ -11,11 +11,16 @@ def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[Webhook
     return WebhookEndpoint.objects.filter(organization=organization).order_by("-created_at", "-id")
 
 
-def webhook_delivery_list(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
-    """The endpoint's deliveries, newest first, with their event and attempt log."""
+def webhook_delivery_list(
+    *, endpoint: WebhookEndpoint, status: str | None = None
+) -> QuerySet[WebhookDelivery]:
+    """The endpoint's deliveries (in one state, if given), newest first, with their
+    event and attempt log."""
+    deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
+    if status is not None:
+        deliveries = deliveries.filter(status=status)
     return (
-        WebhookDelivery.objects.filter(endpoint=endpoint)
-        .select_related("event")
+        deliveries.select_related("event")
         .defer("event__body")
         .prefetch_related(Prefetch("attempts", queryset=WebhookAttempt.objects.order_by("number")))
         .order_by("-created_at", "-id")

@@ -40,6 +40,12 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
     )
 
 
+class WebhookDeliveriesQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=DeliveryStatus.choices, required=False, help_text="Only deliveries in this state."
+    )
+
+
 class WebhookAttemptSerializer(serializers.Serializer):
     number = serializers.IntegerField()
     attempted_at = serializers.DateTimeField(help_text="The attempt's `webhook-timestamp`.")

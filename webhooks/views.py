@@ -11,6 +11,7 @@ from voicecalls.pagination import PagePagination
 from webhooks import selectors, services
 from webhooks.models import WebhookEndpoint
 from webhooks.serializers import (
+    WebhookDeliveriesQuerySerializer,
     WebhookDeliverySerializer,
     WebhookEndpointSerializer,
     WebhookEndpointWithSecretSerializer,
@@ -112,10 +113,15 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         summary="List webhook deliveries",
         operation_id="webhook_endpoints_deliveries",
         description="Deliveries to this endpoint, newest first, each with its attempt log.",
+        parameters=[WebhookDeliveriesQuerySerializer],
         responses={200: WebhookDeliverySerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
     def deliveries(self, request: Request, pk: str) -> Response:
-        deliveries = selectors.webhook_delivery_list(endpoint=self._get_endpoint())
+        params = WebhookDeliveriesQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        deliveries = selectors.webhook_delivery_list(
+            endpoint=self._get_endpoint(), status=params.validated_data.get("status")
+        )
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

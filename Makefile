@@ -24,9 +24,7 @@ run: install
 	$(PY) manage.py createcachetable
 	$(PY) manage.py load_demo --org demo
 	@$(PY) manage.py first_run_key --org demo
-	$(PY) manage.py db_worker --queue-name '*' --no-reload & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT; \
-	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+	scripts/run_dev.sh $(PY) $(PORT)
 
 # Production-style server (set DEBUG=0 and real secrets in the environment).
 serve: install

@@ -17,9 +17,11 @@ import datetime
 from collections.abc import Iterable
 from uuid import UUID
 
+from django.db import transaction
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
+from webhooks.services import call_status_changed_record
 
 S = CallStatus
 
@@ -94,6 +96,21 @@ def call_transition(
         changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
     elif end_reason:
         changes["end_reason"] = end_reason
-    updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
-    # Customer-webhook outbox rows for the change belong here, in this transaction.
+    with transaction.atomic(savepoint=False):
+        # Customer webhooks need the exact from-state: the only one allowed, else read
+        # under a row lock. Their outbox rows commit (or roll back) with the change.
+        if len(from_states) == 1:
+            from_status = str(next(iter(from_states)))
+        else:
+            locked = Call.objects.select_for_update().filter(pk=call_id)
+            from_status = locked.values_list("status", flat=True).first()
+        updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
+        if updated:
+            call_status_changed_record(
+                call_id=call_id,
+                from_status=from_status,
+                to_status=to_status,
+                end_reason=changes.get("end_reason"),
+                at=at,
+            )
     return updated == 1

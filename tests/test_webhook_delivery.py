@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import io
 import json
 import signal
 import socket
@@ -17,7 +18,9 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Organization
+from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
+from calls.selectors import call_metrics
 from calls.serializers import CallSerializer
 from tests.factories import CallFactory, TranscriptEntryFactory
 from tests.webhook_receiver import Receiver, Reply
@@ -268,7 +271,7 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
     call.refresh_from_db()
     assert report["call"] == json.loads(json.dumps(CallSerializer(call).data))
     assert report["call"]["status"] == "completed"
-    assert report["metrics"] == call.metrics()
+    assert report["metrics"] == json.loads(json.dumps(call_metrics(call=call)))
     assert [line["content"] for line in report["transcript"]] == [
         "Hello! How are you today?",
         "Fine, thanks.",
@@ -740,3 +743,77 @@ def test_recording_without_endpoints_is_one_query(call: Call, django_assert_num_
             end_reason=None,
             at=timezone.now(),
         )
+
+
+# Through the call lifecycle
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_simulated_call_reaches_the_receiver_signed_with_its_end_report(
+    organization: Organization, workflow: object, api: object, settings: object
+) -> None:
+    """simulate_call drives a whole call through signed LiveKit webhooks and agent event
+    batches; the receiver gets every status change and the end-of-call report, each
+    verified with `standardwebhooks`, and the report is what the API shows."""
+    settings.WEBHOOKS_END_REPORT_DELAY = 0.5
+    with Receiver() as receiver:
+        endpoint, secret = endpoint_create(organization, receiver.url)
+        out = io.StringIO()
+        call_command("simulate_call", "--org", organization.slug, stdout=out)
+        call_id = out.getvalue().split()[-1]
+        run_worker()
+        time.sleep(0.6)
+        run_worker()
+
+    payloads = [r.verify(secret) for r in receiver.received]
+    assert [
+        (p["type"], p["data"].get("from_status"), p["data"].get("to_status")) for p in payloads
+    ] == [
+        ("call.status_changed", "connecting", "active"),
+        ("call.status_changed", "active", "completed"),
+        ("call.ended", None, None),
+    ]
+    assert payloads[1]["data"]["end_reason"] == "user_hangup"
+    assert {p["data"].get("call_id", call_id) for p in payloads} == {call_id}
+    report = payloads[2]["data"]
+    assert report["call"] == api.get(f"/api/v1/calls/{call_id}").json()
+    assert report["metrics"] == api.get(f"/api/v1/calls/{call_id}/metrics").json()
+    assert report["transcript"] == api.get(f"/api/v1/calls/{call_id}/transcript").json()
+    assert report["call"]["agent_history"] == ["greeter-agent", "meal-agent", "feedback-agent"]
+    assert len(report["transcript"]) == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transition_rolled_back_with_its_transaction_emits_nothing(
+    organization: Organization, receiver: Receiver
+) -> None:
+    endpoint_create(organization, receiver.url)
+    call = CallFactory(organization=organization)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert call_transition(
+            call_id=call.id, to_status=CallStatus.FAILED, end_reason="agent_error"
+        )
+        raise RuntimeError("whatever made the change failed after it")
+
+    run_worker()
+    call.refresh_from_db()
+    assert call.status == CallStatus.CONNECTING
+    assert WebhookEvent.objects.count() == DBTaskResult.objects.count() == 0
+    assert receiver.received == []
+
+
+def test_an_ending_transition_reports_the_state_it_left(
+    organization: Organization, call: Call
+) -> None:
+    endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
+
+    assert call_transition(call_id=call.id, to_status=CallStatus.ACTIVE)
+    assert call_transition(call_id=call.id, to_status=CallStatus.TIMEOUT, end_reason="max_duration")
+    assert not call_transition(call_id=call.id, to_status=CallStatus.COMPLETED, end_reason="x")
+
+    changes = [json.loads(e.body)["data"] for e in WebhookEvent.objects.order_by("created_at")]
+    assert [(c["from_status"], c["to_status"], c["end_reason"]) for c in changes] == [
+        ("connecting", "active", None),
+        ("active", "timeout", "max_duration"),
+    ]

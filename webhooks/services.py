@@ -24,8 +24,8 @@ from rest_framework import serializers
 
 from accounts.models import Organization
 from calls.models import ENDED_STATUSES, Call
-from calls.selectors import call_transcript
-from calls.serializers import CallSerializer, TranscriptEntrySerializer
+from calls.selectors import call_metrics, call_transcript
+from calls.serializers import CallMetricsSerializer, CallSerializer, TranscriptEntrySerializer
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
@@ -318,12 +318,12 @@ def _call_events_create(
 
 
 def _call_ended_payload(call_id: UUID) -> dict:
-    """The end-of-call report: the call as GET /calls/{id} shows it, its metrics and
-    the whole transcript."""
+    """The end-of-call report: the call, its metrics and its whole transcript, as
+    GET /calls/{id}, /metrics and /transcript show them."""
     call = Call.objects.get(pk=call_id)
     return {
         "call": CallSerializer(call).data,
-        "metrics": call.metrics(),
+        "metrics": CallMetricsSerializer(call_metrics(call=call)).data,
         "transcript": TranscriptEntrySerializer(call_transcript(call=call), many=True).data,
     }
 

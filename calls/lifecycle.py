@@ -64,7 +64,8 @@ def call_transition(
     `only_from` narrows the allowed from-states further (e.g. a connect timeout
     applies only to calls that have not started). Entering `active` sets
     `started_at`, `agent_history = [start agent]` and `current_agent`; entering a
-    terminal state sets `ended_at`, `end_reason` and clears `current_agent`.
+    terminal state sets `ended_at`, `end_reason` and clears `current_agent`. The
+    change's customer-webhook events are written in the same transaction.
     """
     if to_status not in ALLOWED_FROM:
         raise ValueError(f"No transition leads to {to_status!r}.")

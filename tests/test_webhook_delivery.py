@@ -817,3 +817,48 @@ def test_an_ending_transition_reports_the_state_it_left(
         ("connecting", "active", None),
         ("active", "timeout", "max_duration"),
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_endings_emit_one_end_report(organization: Organization) -> None:
+    """A hang-up, a timeout and an agent error racing on an active call: one wins, and
+    exactly one `call.status_changed` to an ended state and one `call.ended` exist."""
+    endpoint_create(organization, "https://hooks.example.com/x")
+    call = CallFactory(organization=organization)
+    assert call_transition(call_id=call.id, to_status=CallStatus.ACTIVE)
+    endings = [
+        (CallStatus.COMPLETED, "api_request"),
+        (CallStatus.TIMEOUT, "max_duration"),
+        (CallStatus.FAILED, "agent_error"),
+        (CallStatus.COMPLETED, "user_hangup"),
+    ]
+    barrier = threading.Barrier(len(endings))
+    won = []
+
+    def end(to_status: str, reason: str) -> None:
+        try:
+            barrier.wait()
+            if call_transition(call_id=call.id, to_status=to_status, end_reason=reason):
+                won.append((to_status, reason))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=end, args=ending) for ending in endings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(won) == 1
+    changes = [
+        json.loads(e.body)["data"]
+        for e in WebhookEvent.objects.filter(type=EventType.CALL_STATUS_CHANGED).order_by(
+            "created_at"
+        )
+    ]
+    assert [(c["from_status"], c["to_status"], c["end_reason"]) for c in changes] == [
+        ("connecting", "active", None),
+        ("active", *won[0]),
+    ]
+    assert WebhookEvent.objects.filter(type=EventType.CALL_ENDED).count() == 1

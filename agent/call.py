@@ -6,6 +6,8 @@ Kept free of the LiveKit room so tests can drive it with a text-only AgentSessio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,7 @@ logger = logging.getLogger("voicecalls.agent.call")
 
 MAX_LATENCY_MS = 10 * 60 * 1000  # the API refuses more: a clock or unit bug
 MAX_ERROR_CHARS = 300
+HANGUP_FLUSH_TIMEOUT = 5.0
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -59,6 +62,7 @@ class CallRuntime:
         self.session: AgentSession | None = None
         self.agents: dict[str, WorkflowAgent] = {}
         self.ended = False
+        self.hung_up = False
         self.turn_index = 0
         self._pending_stt_ms: float | None = None
         self._tokens_seen = 0
@@ -101,7 +105,11 @@ class CallRuntime:
         if self.ended:
             return
         self.ended = True
+        self.hung_up = True
         self.reporter.status("completed", reason="agent_hangup")
+        # Recorded before the room goes: the API then ends the call as an agent hang-up.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reporter.flush(), HANGUP_FLUSH_TIMEOUT)
         if self.session is not None:
             self.session.shutdown(drain=True)
         if self._on_hangup is not None:
@@ -193,6 +201,7 @@ class CallRuntime:
             )
 
     def _on_close(self, event: Any) -> None:
-        if event.error is not None:
-            self.fail(f"{type(event.error).__name__}: {event.error}")
-
+        error = event.error
+        if error is not None:
+            cause = getattr(error, "error", error)
+            self.fail(f"{error.type} in {getattr(error, 'label', '?')}: {cause!r}")

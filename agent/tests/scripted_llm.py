@@ -77,7 +77,9 @@ class ScriptedLLM(llm.LLM):
             )
         )
         reply = self._replies.pop(0) if self._replies else "(the script has ended)"
-        return _ScriptedStream(self, reply, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        return _ScriptedStream(
+            self, reply, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options
+        )
 
 
 class _ScriptedStream(llm.LLMStream):

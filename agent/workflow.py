@@ -6,6 +6,7 @@ built-in `end_call`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import logging
@@ -24,6 +25,7 @@ from agent.providers import ComponentCache
 logger = logging.getLogger("voicecalls.agent.workflow")
 
 HANDOFF_PREFIX = "transfer_to_"
+MAX_TOOL_NAME = 64  # what LLM providers accept for a function name
 END_CALL_TOOL = "end_call"
 TOOL_TIMEOUT_SECONDS = 10.0
 MAX_TOOL_RESULT_CHARS = 16_000
@@ -168,6 +170,15 @@ def workflow_tool(spec: dict, runner: ToolRunner, agent_name: str):
     )
 
 
+def handoff_tool_name(target: str) -> str:
+    """`transfer_to_<agent>`; an agent name too long for that is cut and made unique."""
+    name = f"{HANDOFF_PREFIX}{target}"
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    digest = hashlib.sha256(target.encode()).hexdigest()[:8]
+    return f"{name[: MAX_TOOL_NAME - len(digest) - 1]}_{digest}"
+
+
 def handoff_tool(target: str, agents: dict[str, WorkflowAgent]):
     async def _transfer(raw_arguments: dict, context: RunContext) -> Agent:
         agent = agents[target]
@@ -184,7 +195,7 @@ def handoff_tool(target: str, agents: dict[str, WorkflowAgent]):
     return function_tool(
         _transfer,
         raw_schema={
-            "name": f"{HANDOFF_PREFIX}{target}",
+            "name": handoff_tool_name(target),
             "description": f"Hand the conversation over to {target}.",
             "parameters": EMPTY_OBJECT_SCHEMA,
         },

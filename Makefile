@@ -24,6 +24,10 @@ run: install
 	@$(PY) manage.py first_run_key --org demo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# Production-style server (set DEBUG=0 and real secrets in the environment).
+serve: install
+	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
+
 test: install lint migrations-check test-sqlite test-postgres
 
 test-sqlite: install
@@ -31,7 +35,7 @@ test-sqlite: install
 
 # The same suite on a throwaway PostgreSQL; tests marked `postgres` must run here.
 test-postgres: install
-	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q
+	scripts/with_postgres.sh env VOICECALLS_FAIL_ON_SKIP=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not browser"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -21,3 +21,26 @@ def api_key_create(
     if kind == KeyKind.CLIENT and organization is None:
         raise ValueError("A client key needs an organization.")
     return APIKey.objects.create_key(name=name, kind=kind, organization=organization)
+
+
+SUPPORT_GROUP = "support"
+# Support staff read calls, transcripts and workflows; provider keys and API keys
+# are deliberately absent.
+SUPPORT_PERMISSIONS = [
+    ("calls", "view_call"),
+    ("calls", "view_transcriptentry"),
+    ("workflows", "view_workflow"),
+    ("workflows", "view_workflowversion"),
+]
+
+
+def support_group_ensure() -> None:
+    """Create or refresh the `support` group (run after every migrate)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)
+    permissions = [
+        Permission.objects.filter(content_type__app_label=app, codename=codename).first()
+        for app, codename in SUPPORT_PERMISSIONS
+    ]
+    group.permissions.set([p for p in permissions if p is not None])

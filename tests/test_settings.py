@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_SECRETS = {
-    "SECRET_KEY": "a-real-secret-key-" + "x" * 40,
+    "SECRET_KEY": "a-real-secret-key-with-many-different-characters-0123456789-abcdefghij",
     "CRYPTOGRAPHY_KEY": "a-real-cryptography-key-" + "y" * 40,
     "LIVEKIT_API_KEY": "APIrealkey",
     "LIVEKIT_API_SECRET": "a-real-livekit-secret-" + "z" * 30,
@@ -64,3 +64,14 @@ def test_a_malformed_setting_is_refused() -> None:
 
     assert result.returncode != 0
     assert "LIVEKIT_TOKEN_TTL_SECONDS" in result.stderr
+
+
+def test_check_deploy_is_clean_with_production_settings() -> None:
+    result = run_check(
+        {**PRODUCTION_SECRETS, "DEBUG": "0", "ALLOWED_HOSTS": "api.example.com"},
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+    )
+
+    assert result.returncode == 0, result.stderr

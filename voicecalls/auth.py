@@ -13,6 +13,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from accounts.models import APIKey, KeyKind, Organization
+from voicecalls.logging import organization_id_var
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("API key has expired.")
+        organization_id_var.set(str(api_key.organization_id) if api_key.organization_id else None)
         principal = Principal(
             api_key_id=api_key.pk, kind=api_key.kind, organization=api_key.organization
         )

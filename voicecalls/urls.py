@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from voicecalls.errors import not_found
+from voicecalls.health import healthz, readyz
 
 handler400 = "voicecalls.errors.bad_request"
 handler403 = "voicecalls.errors.permission_denied"
@@ -10,6 +11,8 @@ handler404 = "voicecalls.errors.not_found"
 handler500 = "voicecalls.errors.server_error"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("api/v1/agent/", include("calls.agent_urls")),
     path("api/v1/", include("calls.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
+
+from accounts.models import APIKey, Organization
+
+# The library registers its own concrete key model; ours (with kind and organization)
+# replaces it, so staff see one list of keys.
+admin.site.unregister(UnusedLibraryAPIKey)
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["id", "created_at"]
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(APIKeyModelAdmin):
+    """Keys are hashed: the plaintext is shown once, in a message, when created."""
+
+    list_display = ["prefix", "name", "kind", "organization", "created", "expiry_date", "revoked"]
+    list_filter = ["kind", "revoked", "organization"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "prefix", "organization__slug"]
+    fields = ["name", "kind", "organization", "expiry_date", "revoked", "prefix"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected keys (cannot be undone)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        count = queryset.filter(revoked=False).update(revoked=True)
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)

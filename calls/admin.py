@@ -1,0 +1,300 @@
+"""The staff's call console: browse, search, read transcripts, watch and end live calls.
+
+Calls and transcripts are evidence, so the admin never edits them: every page is
+read-only, and the only write (ending a live call) goes through `call_end`, the
+same service the API uses.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from functools import cached_property
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from calls import selectors
+from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
+from calls.serializers import CallSerializer
+
+COUNT_CAP = 10_000
+
+STATUS_COLORS = {
+    CallStatus.PENDING: "#8a8a8a",
+    CallStatus.CONNECTING: "#b58900",
+    CallStatus.ACTIVE: "#2a9d3f",
+    CallStatus.COMPLETED: "#417690",
+    CallStatus.FAILED: "#c0392b",
+    CallStatus.DISCONNECTED: "#d35400",
+    CallStatus.TIMEOUT: "#7f5a83",
+}
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 rows: an exact count of a million calls would
+    cost more than the page itself. Past the cap the list says "10,000+"."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: COUNT_CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > COUNT_CAP
+
+
+def status_badge(status: str) -> str:
+    return format_html(
+        '<span class="vc-status vc-status-{}" style="background:{};color:#fff;'
+        'padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
+        status,
+        STATUS_COLORS.get(status, "#666"),
+        status,
+    )
+
+
+def format_seconds(seconds: int | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "status_badge",
+        "workflow_slug",
+        "organization",
+        "user_id",
+        "agent",
+        "duration",
+        "started_at",
+        "created_at",
+    ]
+    list_filter = ["status", "direction", "workflow", "organization"]
+    list_select_related = ["organization"]
+    date_hierarchy = "started_at"
+    search_fields = ["=user_id"]
+    search_help_text = "Call id, room name (call-…) or exact user id."
+    ordering = ["-created_at", "-id"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
+    change_form_template = "admin/calls/call/change_form.html"
+    change_list_template = "admin/calls/call/change_list.html"
+    fieldsets = [
+        (None, {"fields": ["id", "status_badge", "end_reason", "direction", "room_name"]}),
+        ("Who and what", {"fields": ["organization", "workflow", "workflow_version", "user_id"]}),
+        ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
+        ("Data", {"fields": ["user_data_json", "metadata_json"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "status_badge",
+        "end_reason",
+        "direction",
+        "room_name",
+        "organization",
+        "workflow",
+        "workflow_version",
+        "user_id",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "duration",
+        "user_data_json",
+        "metadata_json",
+    ]
+
+    # --- read-only: calls are evidence ---------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("organization", "workflow", "workflow_version")
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
+    ) -> tuple[QuerySet[Call], bool]:
+        term = search_term.strip()
+        call_id = term.removeprefix("call-")
+        try:
+            return queryset.filter(pk=uuid.UUID(call_id)), False
+        except ValueError:
+            return super().get_search_results(request, queryset, term)
+
+    # --- columns -----------------------------------------------------------------
+
+    @admin.display(description="call", ordering="id")
+    def short_id(self, call: Call) -> str:
+        return str(call.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, call: Call) -> str:
+        return status_badge(call.status)
+
+    @admin.display(description="agent")
+    def agent(self, call: Call) -> str:
+        return (None if call.is_ended else call.current_agent) or "—"
+
+    @admin.display(description="duration")
+    def duration(self, call: Call) -> str:
+        return format_seconds(call.duration_seconds)
+
+    @admin.display(description="user data")
+    def user_data_json(self, call: Call) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(call.user_data, indent=2))
+
+    @admin.display(description="metadata")
+    def metadata_json(self, call: Call) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(call.metadata, indent=2))
+
+    # --- the call page: transcript, agent timeline, metrics --------------------------
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        call = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if call is not None:
+            context.update(self.call_context(call))
+            context["can_end"] = not call.is_ended and request.user.has_perm("calls.change_call")
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def call_context(self, call: Call) -> dict:
+        origin = call.started_at or call.created_at
+        transcript = []
+        for entry in selectors.call_transcript(call=call):
+            offset = (entry["timestamp"] - origin).total_seconds()
+            transcript.append(
+                {
+                    **entry,
+                    "offset": ("-" if offset < 0 else "") + format_seconds(abs(offset)),
+                    "tool_call_json": (
+                        json.dumps(entry["tool_call"].get("arguments"), indent=2)
+                        if entry["tool_call"]
+                        else None
+                    ),
+                }
+            )
+        metrics = call.metrics()
+        return {
+            "call": call,
+            "transcript": transcript,
+            "agent_timeline": call.agent_history,
+            "metrics_rows": [
+                ("duration", format_seconds(metrics["duration_seconds"])),
+                ("STT latency (mean)", _ms(metrics["stt_latency_ms"])),
+                ("LLM latency (mean)", _ms(metrics["llm_latency_ms"])),
+                ("TTS latency (mean)", _ms(metrics["tts_latency_ms"])),
+                ("tokens", metrics["total_tokens"]),
+                ("agent handoffs", metrics["agent_handoffs"]),
+            ],
+        }
+
+    # --- extra pages ---------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("active/", view(self.active_view), name="calls_call_active"),
+            path("<uuid:pk>/json/", view(self.json_view), name="calls_call_json"),
+            path("<uuid:pk>/end/", view(self.end_view), name="calls_call_end"),
+            *super().get_urls(),
+        ]
+
+    def active_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        calls = list(
+            self.get_queryset(request)
+            .filter(status__in=NOT_ENDED_STATUSES)
+            .order_by("-created_at", "-id")[:200]
+        )
+        rows = [
+            {
+                "call": call,
+                "badge": status_badge(call.status),
+                "elapsed": format_seconds(
+                    (now - (call.started_at or call.created_at)).total_seconds()
+                ),
+                "since": "in call" if call.started_at else "waiting",
+            }
+            for call in calls
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Active calls",
+            "opts": self.model._meta,
+            "rows": rows,
+            "refresh_seconds": 5,
+            "can_end": request.user.has_perm("calls.change_call"),
+        }
+        return TemplateResponse(request, "admin/calls/call/active.html", context)
+
+    def json_view(self, request: HttpRequest, pk: uuid.UUID) -> JsonResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        call = get_object_or_404(self.get_queryset(request), pk=pk)
+        return JsonResponse(CallSerializer(call).data, json_dumps_params={"indent": 2})
+
+    def end_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+        """Hang up a live call through `call_end`, the same service as the API."""
+        if not request.user.has_perm("calls.change_call"):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        from calls.services import call_end
+        from voicecalls.livekit import LiveKitError
+
+        call = get_object_or_404(Call, pk=pk)
+        try:
+            call = call_end(call=call)
+        except LiveKitError:
+            self.message_user(
+                request, "LiveKit could not be reached: the call was not ended.", messages.ERROR
+            )
+        else:
+            self.message_user(request, f"Call {call.id} is {call.status}.", messages.SUCCESS)
+        next_url = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+            next_url = reverse("admin:calls_call_active")
+        return HttpResponseRedirect(next_url)
+
+
+def _ms(value: int | None) -> str:
+    return "—" if value is None else f"{value} ms"

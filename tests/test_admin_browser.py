@@ -1,0 +1,110 @@
+"""Staff use the console in a real browser: headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from tests.factories import CallFactory, TranscriptEntryFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM calls in
+    # the test body are still synchronous, so tell Django that is intended.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    return {
+        "executable_path": chromium,
+        "headless": True,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    }
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def logged_in(page: Page, live_server) -> Page:
+    User.objects.create_superuser("staff", "staff@example.com", PASSWORD)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#user-tools")).to_contain_text("staff")
+    return page
+
+
+def test_staff_see_the_dashboard_charts(logged_in: Page, organization) -> None:
+    CallFactory.create_batch(3, organization=organization, completed=True)
+    CallFactory(organization=organization, active=True)
+
+    logged_in.reload()
+
+    expect(logged_in.locator("#active-now")).to_have_text("1")
+    assert logged_in.locator("#dashboard svg.vc-chart").count() >= 3
+    screenshot(logged_in, "dashboard")
+
+
+def test_staff_filter_calls_and_read_a_transcript(
+    logged_in: Page, live_server, organization
+) -> None:
+    started = timezone.now() - datetime.timedelta(minutes=2)
+    call = CallFactory(
+        organization=organization,
+        completed=True,
+        user_id="user-123",
+        started_at=started,
+        agent_history=["greeter-agent", "meal-agent", "feedback-agent"],
+    )
+    CallFactory(organization=organization, active=True, user_id="someone-else")
+    lines = [
+        ("system", "Call started", None, 0),
+        ("assistant", "Hello John! How are you today?", None, 2),
+        ("user", "I'm doing well, thanks!", None, 6),
+        (
+            "assistant",
+            "Great! What did you have for breakfast?",
+            {"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+            11,
+        ),
+    ]
+    for role, content, tool_call, offset in lines:
+        TranscriptEntryFactory(
+            call=call,
+            role=role,
+            content=content,
+            tool_call=tool_call,
+            agent_name="meal-agent" if tool_call else "greeter-agent",
+            timestamp=started + datetime.timedelta(seconds=offset),
+        )
+
+    page = logged_in
+    page.goto(f"{live_server.url}/admin/calls/call/")
+    page.click("#changelist-filter >> text=Completed")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("#result_list")).to_contain_text("user-123")
+    page.click(f"#result_list >> text={str(call.id)[:8]}")
+
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("Hello John! How are you today?")
+    expect(transcript).to_contain_text("save_meal")
+    expect(transcript).to_contain_text('"meal_type": "breakfast"')
+    expect(page.locator("#agent-timeline")).to_contain_text("feedback-agent")
+    screenshot(page, "call-transcript")

@@ -1,0 +1,220 @@
+"""The staff console for calls: list, search, call page, active calls, dashboard."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils import timezone
+
+from calls.admin import COUNT_CAP
+from calls.models import CallStatus
+from tests.factories import CallFactory, TranscriptEntryFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(db: None) -> Client:
+    user = User.objects.create_superuser("admin", "admin@example.com", "pw-admin-123")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def support(db: None) -> Client:
+    user = User.objects.create_user("support", is_staff=True)
+    user.groups.add(Group.objects.get(name="support"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_change_list_shows_calls_with_status_badges(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization, active=True, user_id="user-777")
+
+    response = staff.get("/admin/calls/call/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert str(call.id)[:8] in html
+    assert "vc-status-active" in html
+    assert "user-777" in html
+    assert "greeter-agent" in html
+
+
+@pytest.mark.parametrize("term", ["{id}", "call-{id}", "  {id} "])
+def test_search_finds_a_call_by_id_or_room_name(staff: Client, organization, term: str) -> None:
+    call = CallFactory(organization=organization)
+    other = CallFactory(organization=organization)
+
+    html = staff.get("/admin/calls/call/", {"q": term.format(id=call.id)}).content.decode()
+
+    assert str(call.id)[:8] in html
+    assert str(other.id)[:8] not in html
+
+
+def test_search_finds_calls_by_exact_user_id(staff: Client, organization) -> None:
+    mine = CallFactory(organization=organization, user_id="user-123")
+    other = CallFactory(organization=organization, user_id="user-1234")
+
+    html = staff.get("/admin/calls/call/", {"q": "user-123"}).content.decode()
+
+    assert str(mine.id)[:8] in html
+    assert str(other.id)[:8] not in html
+
+
+def test_filters_narrow_the_list(staff: Client, organization) -> None:
+    active = CallFactory(organization=organization, active=True)
+    done = CallFactory(organization=organization, completed=True)
+
+    html = staff.get("/admin/calls/call/", {"status__exact": "active"}).content.decode()
+
+    assert str(active.id)[:8] in html
+    assert str(done.id)[:8] not in html
+
+
+def test_the_count_stops_at_the_cap(staff: Client, organization, monkeypatch) -> None:
+    monkeypatch.setattr("calls.admin.COUNT_CAP", 3)
+    CallFactory.create_batch(5, organization=organization)
+
+    html = staff.get("/admin/calls/call/").content.decode()
+
+    assert 'id="count-capped"' in html
+    assert COUNT_CAP == 10_000
+
+
+def test_the_change_list_costs_constant_queries(
+    staff: Client, organization, django_assert_max_num_queries
+) -> None:
+    CallFactory.create_batch(5, organization=organization, completed=True)
+    staff.get("/admin/calls/call/")  # warm the session and content types
+    with django_assert_max_num_queries(20) as few:
+        staff.get("/admin/calls/call/")
+    CallFactory.create_batch(40, organization=organization, completed=True)
+
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert staff.get("/admin/calls/call/").status_code == 200
+
+
+def test_the_call_page_reads_the_transcript_as_a_conversation(staff: Client, organization) -> None:
+    started = timezone.now() - datetime.timedelta(minutes=3)
+    call = CallFactory(
+        organization=organization,
+        completed=True,
+        started_at=started,
+        agent_history=["greeter-agent", "meal-agent"],
+    )
+    TranscriptEntryFactory(
+        call=call,
+        role="assistant",
+        content="Hello John!",
+        timestamp=started + datetime.timedelta(seconds=5),
+    )
+    TranscriptEntryFactory(
+        call=call,
+        role="assistant",
+        agent_name="meal-agent",
+        content="Saving your breakfast.",
+        timestamp=started + datetime.timedelta(seconds=75),
+        tool_call={"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+    )
+
+    response = staff.get(f"/admin/calls/call/{call.id}/change/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Hello John!" in html
+    assert "0:05" in html and "1:15" in html
+    assert "save_meal" in html
+    assert "&quot;meal_type&quot;: &quot;breakfast&quot;" in html
+    assert 'id="agent-timeline"' in html and "meal-agent" in html
+    assert f"/admin/calls/call/{call.id}/json/" in html
+    assert 'name="_save"' not in html  # read-only: evidence is never edited
+
+
+def test_transcript_content_is_escaped(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization)
+    TranscriptEntryFactory(call=call, content="<script>alert(1)</script>")
+
+    html = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_call_page_costs_constant_queries(
+    staff: Client, organization, django_assert_max_num_queries
+) -> None:
+    call = CallFactory(organization=organization, completed=True)
+    TranscriptEntryFactory.create_batch(2, call=call)
+    staff.get(f"/admin/calls/call/{call.id}/change/")
+    with django_assert_max_num_queries(30) as few:
+        staff.get(f"/admin/calls/call/{call.id}/change/")
+    TranscriptEntryFactory.create_batch(60, call=call)
+
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert staff.get(f"/admin/calls/call/{call.id}/change/").status_code == 200
+
+
+def test_the_json_link_shows_the_api_body(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization, completed=True)
+
+    body = staff.get(f"/admin/calls/call/{call.id}/json/").json()
+
+    assert body["id"] == str(call.id)
+    assert body["metrics"]["agent_handoffs"] == 0
+
+
+def test_calls_cannot_be_added_edited_or_deleted(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization)
+
+    assert staff.get("/admin/calls/call/add/").status_code == 403
+    assert staff.post(f"/admin/calls/call/{call.id}/delete/").status_code == 403
+
+
+def test_active_calls_page_lists_live_calls_and_refreshes(staff: Client, organization) -> None:
+    live = CallFactory(organization=organization, active=True)
+    ended = CallFactory(organization=organization, completed=True)
+
+    html = staff.get("/admin/calls/call/active/").content.decode()
+
+    assert str(live.id)[:8] in html
+    assert str(ended.id)[:8] not in html
+    assert 'http-equiv="refresh"' in html
+    assert "End call" in html
+
+
+def test_the_dashboard_shows_charts_and_active_calls(staff: Client, organization) -> None:
+    CallFactory.create_batch(2, organization=organization, active=True)
+    CallFactory(organization=organization, completed=True)
+    CallFactory(organization=organization, status=CallStatus.FAILED, end_reason="agent_error")
+
+    html = staff.get("/admin/").content.decode()
+
+    assert 'id="dashboard"' in html
+    assert '<div class="vc-big" id="active-now">2</div>' in html
+    assert html.count("<svg") >= 3
+    assert "agent_error" in html
+
+
+def test_support_staff_can_read_calls(support: Client, organization) -> None:
+    call = CallFactory(organization=organization)
+
+    assert support.get("/admin/calls/call/").status_code == 200
+    assert support.get(f"/admin/calls/call/{call.id}/change/").status_code == 200
+    assert 'id="dashboard"' in support.get("/admin/").content.decode()
+
+
+def test_support_staff_cannot_end_calls(support: Client, organization) -> None:
+    call = CallFactory(organization=organization, active=True)
+
+    assert support.post(f"/admin/calls/call/{call.id}/end/").status_code == 403
+    assert "End call" not in support.get("/admin/calls/call/active/").content.decode()
+
+
+def test_support_staff_cannot_see_api_keys(support: Client) -> None:
+    assert support.get("/admin/accounts/apikey/").status_code == 403

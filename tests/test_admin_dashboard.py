@@ -1,0 +1,70 @@
+"""The dashboard's numbers and its server-side SVG charts."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from calls.dashboard import calls_per_day, counts_by, dashboard_context
+from tests.factories import CallFactory
+from voicecalls.charts import bar_chart, horizontal_bars
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime.datetime(2026, 3, 10, 12, 0, tzinfo=datetime.UTC)
+
+
+def test_calls_per_day_counts_each_day_including_empty_ones(organization) -> None:
+    day1 = datetime.datetime(2026, 3, 8, 9, 0, tzinfo=datetime.UTC)
+    CallFactory.create_batch(2, organization=organization, created_at=day1)
+    CallFactory(organization=organization, created_at=day1 + datetime.timedelta(days=2))
+    CallFactory(organization=organization, created_at=day1 - datetime.timedelta(days=30))
+
+    points = calls_per_day(since=datetime.datetime(2026, 3, 7, tzinfo=datetime.UTC), days=3)
+
+    assert points == [("03-07", 0), ("03-08", 2), ("03-09", 0), ("03-10", 1)]
+
+
+def test_counts_by_status_and_end_reason_are_largest_first(organization) -> None:
+    CallFactory.create_batch(2, organization=organization, completed=True, created_at=NOW)
+    CallFactory(
+        organization=organization, status="failed", end_reason="agent_error", created_at=NOW
+    )
+    since = NOW - datetime.timedelta(days=1)
+
+    assert counts_by("status", since=since) == [("completed", 2), ("failed", 1)]
+    assert counts_by("end_reason", since=since) == [("user_hangup", 2), ("agent_error", 1)]
+
+
+def test_the_dashboard_counts_calls_not_yet_ended(organization) -> None:
+    CallFactory.create_batch(2, organization=organization, active=True, created_at=NOW)
+    CallFactory(organization=organization, completed=True, created_at=NOW)
+
+    context = dashboard_context(now=NOW)
+
+    assert context["active_now"] == 2
+    assert context["calls_in_window"] == 3
+
+
+def test_the_dashboard_costs_a_handful_of_queries(
+    organization, django_assert_max_num_queries
+) -> None:
+    CallFactory.create_batch(10, organization=organization, completed=True)
+
+    with django_assert_max_num_queries(6):
+        dashboard_context()
+
+
+def test_chart_labels_are_escaped() -> None:
+    svg = str(horizontal_bars([("<script>x</script>", 3)], title="t"))
+
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+
+
+def test_bar_heights_are_proportional_to_values() -> None:
+    svg = str(bar_chart([("a", 1), ("b", 2)], title="t", width=100, height=60))
+
+    # plot height = 60 - 16 - 28 = 16: the larger bar is full height, the other half.
+    assert 'height="8.0"' in svg and 'height="16.0"' in svg

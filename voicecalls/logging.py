@@ -1,0 +1,99 @@
+"""Structured logs: every record carries the request id, organization and call, and
+never a secret.
+
+The request id comes from django-guid (`X-Request-ID`, accepted from the client when
+it is a valid uuid, returned on every response); organization and call ids are set
+by authentication and URL resolution through context variables, so they follow the
+request without being passed around.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django_guid import get_guid
+
+organization_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "organization_id", default=None
+)
+call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
+
+REDACTED = "[redacted]"
+# Shapes of secrets that could reach a log line: bearer credentials, our API keys
+# (8-char prefix, dot, 32-char secret), webhook signing secrets, provider keys that
+# follow well-known formats, and JSON/form fields named like a key.
+SECRET_PATTERNS = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s,;\"']+"), r"\1 " + REDACTED),
+    (re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b"), REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
+    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}"), r"\1-" + REDACTED),
+    (
+        re.compile(
+            r"(?i)([\"']?(?:api[_-]?key|secret|password|token|authorization)[\"']?\s*[:=]\s*)"
+            r"([\"'])(?:(?!\2).)*\2"
+        ),
+        r"\1\2" + REDACTED + r"\2",
+    ),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds request_id, organization_id and call_id to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = get_guid()
+        record.organization_id = organization_id_var.get()
+        record.call_id = call_id_var.get()
+        return True
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites the message (with its arguments merged in) with secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not drop the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+class LogContextMiddleware:
+    """Clears the per-request context and picks the call id out of the URL."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        org_token = organization_id_var.set(None)
+        call_token = call_id_var.set(None)
+        try:
+            return self.get_response(request)
+        finally:
+            organization_id_var.reset(org_token)
+            call_id_var.reset(call_token)
+
+    def process_view(self, request: HttpRequest, view: Callable, args: tuple, kwargs: dict) -> None:
+        call_id = kwargs.get("call_id") or (
+            kwargs.get("pk")
+            if request.path.startswith(("/api/v1/calls/", "/api/v1/agent/calls/"))
+            else None
+        )
+        if call_id:
+            call_id_var.set(str(call_id))

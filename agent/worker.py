@@ -31,6 +31,8 @@ FLUSH_TIMEOUT = 7.0
 SESSION_FETCH_ATTEMPTS = 4
 # Endpointing on voice activity needs no model download and no LiveKit Cloud.
 TURN_HANDLING = {"turn_detection": "vad", "interruption": {"mode": "vad"}}
+# Tool calls the model may chain in one turn (several meals, then a handoff).
+MAX_TOOL_STEPS = 5
 
 
 def call_id_from_metadata(metadata: str | None) -> str:
@@ -109,7 +111,11 @@ async def entrypoint(ctx: JobContext) -> None:
         user_identity = f"user-{call_id}"
         await ctx.wait_for_participant(identity=user_identity)
 
-        session = AgentSession(vad=ctx.proc.userdata["vad"], turn_handling=TURN_HANDLING)
+        session = AgentSession(
+            vad=ctx.proc.userdata["vad"],
+            turn_handling=TURN_HANDLING,
+            max_tool_steps=MAX_TOOL_STEPS,
+        )
         runtime.attach(session)
 
         async def end_job(reason: str) -> None:

@@ -13,6 +13,7 @@ import json
 import httpx
 import pytest
 from livekit.agents import AgentSession
+from livekit.agents.testing import fake_job_context
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
@@ -20,7 +21,7 @@ from agent.providers import ComponentCache
 from agent.reporter import EventReporter
 from agent.tests.conftest import Web
 from agent.tests.scripted_llm import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, call
-from agent.worker import fetch_session
+from agent.worker import entrypoint, fetch_session
 from agent.workflow import ToolRunner, WorkflowAgent
 
 pytestmark = pytest.mark.api
@@ -283,3 +284,40 @@ async def test_an_invalid_event_is_dropped_and_the_rest_of_its_batch_lands(web: 
 
     assert reporter.dropped == [bad]
     assert [line["content"] for line in web.transcript(call_id)] == ["kept", "also kept"]
+
+
+async def test_the_job_entrypoint_fails_a_call_whose_llm_key_is_missing(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real entrypoint in a fake (room-less) job: it stops before connecting."""
+    call_id = web.create_call(org="nollm")["call_id"]
+    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
+    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
+    shutdowns: list[str] = []
+    with fake_job_context(job_metadata=json.dumps({"call_id": call_id})) as ctx:
+        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
+        await entrypoint(ctx)
+        # What the job process does on shutdown: run the callbacks (the final flush).
+        for callback in ctx._shutdown_callbacks:
+            await callback(shutdowns[0])
+    assert shutdowns == ["agent_error"]
+    ended = web.call(call_id, org="nollm")
+    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
+    assert [line["content"] for line in web.transcript(call_id, org="nollm")] == [
+        "agent_error: missing key for llm"
+    ]
+
+
+async def test_the_job_entrypoint_leaves_a_call_it_cannot_fetch(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
+    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    shutdowns: list[str] = []
+    with fake_job_context(job_metadata=json.dumps({"call_id": unknown})) as ctx:
+        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
+        await entrypoint(ctx)
+        for callback in ctx._shutdown_callbacks:
+            await callback(shutdowns[0])
+    assert shutdowns == ["session unavailable"]

@@ -108,7 +108,8 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
     start_agent = runtime.build()
     assert sorted(runtime.agents) == ["feedback-agent", "greeter-agent", "meal-agent"]
 
-    async with AgentSession(llm=scripted) as session:
+    # As in the worker, the session has no models of its own: each agent brings its own.
+    async with AgentSession() as session:
         runtime.attach(session)
         runtime.started()
         greeting = await session.start(start_agent, capture_run=True)

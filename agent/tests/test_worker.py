@@ -5,13 +5,22 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
+from livekit.agents import AgentSession
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.config import Config, ConfigError
-from agent.worker import call_id_from_metadata, fetch_session, worker_options
+from agent.worker import (
+    MAX_TOOL_STEPS,
+    TURN_HANDLING,
+    call_id_from_metadata,
+    fetch_session,
+    prewarm,
+    worker_options,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +94,15 @@ def test_the_worker_refuses_to_start_without_an_agent_key():
     )
     assert result.returncode != 0
     assert "VOICECALLS_AGENT_KEY is not set" in result.stderr
+
+
+async def test_the_voice_session_options_are_valid_offline():
+    """The job's AgentSession settings: Silero VAD (shipped in the wheel) and VAD turn
+    detection, so a call needs neither a model download nor LiveKit Cloud inference."""
+    proc = SimpleNamespace(userdata={})
+    prewarm(proc)
+    session = AgentSession(
+        vad=proc.userdata["vad"], turn_handling=TURN_HANDLING, max_tool_steps=MAX_TOOL_STEPS
+    )
+    assert session.turn_detection == "vad"
+    await session.aclose()

@@ -16,7 +16,7 @@ from typing import Any
 from livekit.agents import AgentSession
 from livekit.agents.metrics.usage import LLMModelUsage
 
-from agent.providers import ComponentCache, ComponentError
+from agent.providers import ComponentCache
 from agent.reporter import EventReporter
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
@@ -96,9 +96,6 @@ class CallRuntime:
             role="system", content=f"agent_error: {detail}", agent_name=self._agent_name()
         )
         self.reporter.status("failed", reason="agent_error")
-
-    def fail_component(self, error: ComponentError) -> None:
-        self.fail(str(error))
 
     async def hang_up(self) -> None:
         """The agent ends the call (its `end_call` tool): after the goodbye is spoken."""

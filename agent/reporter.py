@@ -26,6 +26,8 @@ logger = logging.getLogger("voicecalls.agent.reporter")
 MAX_BATCH_EVENTS = 500
 # The API refuses bodies over 1 MiB; stay well below it.
 MAX_BATCH_BYTES = 512 * 1024
+# The API's limit for a transcript line's content.
+MAX_CONTENT_CHARS = 65536
 FLUSH_INTERVAL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
@@ -103,7 +105,7 @@ class EventReporter:
             "transcript",
             timestamp=timestamp,
             role=role,
-            content=content,
+            content=content[:MAX_CONTENT_CHARS],
             agent_name=agent_name,
             tool_call=tool_call,
         )

@@ -17,7 +17,7 @@ from livekit.agents.testing import fake_job_context
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
-from agent.providers import ComponentCache
+from agent.providers import ComponentCache, MissingKeyError
 from agent.reporter import EventReporter
 from agent.tests.conftest import Web
 from agent.tests.scripted_llm import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, call
@@ -203,7 +203,7 @@ async def test_a_missing_llm_key_fails_the_call_with_a_clear_reason(web: Web) ->
     runtime = CallRuntime(
         data, reporter, components=ComponentCache(), runner=ToolRunner(call_id=call_id)
     )
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(MissingKeyError) as raised:
         runtime.build()
     assert str(raised.value) == "missing key for llm"
     runtime.fail(str(raised.value))

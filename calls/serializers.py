@@ -5,7 +5,11 @@ from rest_framework import serializers
 
 from calls.models import Call, CallDirection, CallStatus, TranscriptRole
 from calls.selectors import call_metrics
-from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
+from voicecalls.fields import (
+    BoundedJSONObjectField,
+    JSONTypedSerializer,
+    QueryParamsSerializer,
+)
 
 USER_DATA_MAX_BYTES = 32 * 1024
 METADATA_MAX_BYTES = 16 * 1024
@@ -128,7 +132,7 @@ class ActiveCallSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ActiveCallsQuerySerializer(serializers.Serializer):
+class ActiveCallsQuerySerializer(QueryParamsSerializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=ACTIVE_MAX_LIMIT, default=ACTIVE_DEFAULT_LIMIT
     )

@@ -134,3 +134,15 @@ class JSONTypedSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+class QueryParamsSerializer(serializers.Serializer):
+    """Validates query parameters as plain values: given a QueryDict, DRF treats it as
+    an HTML form and silently drops a blank optional parameter (`?limit=`); here a
+    blank value is validated like any other (a 400 naming it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        data = kwargs.get("data")
+        if data is not None and hasattr(data, "getlist"):
+            kwargs["data"] = data.dict()
+        super().__init__(*args, **kwargs)

@@ -15,11 +15,13 @@ from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from voicecalls.fields import QueryParamsSerializer
+
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
-class PageQuerySerializer(serializers.Serializer):
+class PageQuerySerializer(QueryParamsSerializer):
     page = serializers.IntegerField(min_value=1, default=1, max_value=10**9)
     page_size = serializers.IntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
 from webhooks.models import DeliveryStatus, EventType
 
 
-class WebhookEndpointWriteSerializer(serializers.Serializer):
+class WebhookEndpointWriteSerializer(JSONTypedSerializer):
     url = serializers.URLField(
         max_length=2048,
         help_text="Where events are POSTed. Must be https and publicly reachable.",
@@ -40,7 +41,7 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
     )
 
 
-class WebhookDeliveriesQuerySerializer(serializers.Serializer):
+class WebhookDeliveriesQuerySerializer(QueryParamsSerializer):
     status = serializers.ChoiceField(
         choices=DeliveryStatus.choices, required=False, help_text="Only deliveries in this state."
     )

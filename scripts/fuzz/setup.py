@@ -2,7 +2,8 @@
 
 Creates organization `fuzz` (its concurrency limit raised so thousands of generated
 calls fit), its client key and a platform agent key, the demo workflow `daily-call`
-plus workflows, provider keys and calls in every state (one with a transcript), then
+plus workflows, provider keys, webhook endpoints and calls in several states (one
+with a transcript and metrics), then
 writes their keys and ids as JSON to the path given (read by scripts/fuzz/hooks.py).
 
     python scripts/fuzz/setup.py STATE.json
@@ -32,6 +33,7 @@ from calls.lifecycle import call_transition  # noqa: E402
 from calls.models import CallStatus  # noqa: E402
 from calls.services import agent_events_record, call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
+from webhooks.services import webhook_endpoint_create  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
 
 ORGANIZATION = "fuzz"
@@ -65,6 +67,15 @@ def main(state_path: str) -> None:
             is_default=True,
         )
         for kind, name in (("stt", "deepgram"), ("llm", "openai"), ("tts", "cartesia"))
+    ]
+
+    webhook_endpoints = [
+        webhook_endpoint_create(
+            organization=organization,
+            url=f"https://hooks.example.com/fuzz/{index}",
+            events=["call.ended"],
+        )[0]
+        for index in range(2)
     ]
 
     calls = [call_create(organization=organization, workflow=demo).call for _ in range(6)]
@@ -107,6 +118,7 @@ def main(state_path: str) -> None:
         "workflow_ids": [str(w.pk) for w in workflows],
         "provider_key_ids": [str(k.pk) for k in provider_keys],
         "call_ids": [str(c.pk) for c in calls],
+        "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
     }
     Path(state_path).write_text(json.dumps(state, indent=2))
 

@@ -1,0 +1,234 @@
+"""What schema fuzzing found, pinned: JSON types as the schema states them, values the
+database cannot store, blank or out-of-range query parameters, and every error
+documented in openapi.yaml in the one shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+
+from calls.models import Call
+from tests.factories import CallFactory
+from workflows.models import Workflow
+
+# --- JSON types ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "attr"),
+    [
+        ("/api/v1/calls", {"workflow_slug": "daily-call", "user_id": 5}, "user_id"),
+        ("/api/v1/calls", {"workflow_slug": 5}, "workflow_slug"),
+        ("/api/v1/calls", {"workflow_slug": "daily-call", "direction": 1}, "direction"),
+        (
+            "/api/v1/provider-keys",
+            {"provider_type": "stt", "provider_name": 1, "api_key": "k" * 10},
+            "provider_name",
+        ),
+        (
+            "/api/v1/webhook-endpoints",
+            {"url": "https://example.com/h", "enabled": "yes"},
+            "enabled",
+        ),
+        ("/api/v1/webhook-endpoints", {"url": "https://example.com/h", "events": "x"}, "events"),
+    ],
+)
+def test_values_of_the_wrong_json_type_are_refused_not_coerced(api, workflow, url, body, attr):
+    response = api.post(url, body)
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == [attr]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attr"),
+    [
+        ("name", 5, "name"),
+        ("settings", {"connect_timeout_seconds": "60"}, "settings.connect_timeout_seconds"),
+        ("settings", {"max_duration_seconds": 60.0}, "settings.max_duration_seconds"),
+        ("agents", [{"name": "solo", "handoffs": [1]}], "agents.0.handoffs.0"),
+    ],
+)
+def test_workflow_fields_keep_their_json_types(api, workflow, field, value, attr):
+    response = api.patch(f"/api/v1/workflows/{workflow.pk}", {field: value})
+    assert response.status_code == 400
+    assert attr in [e["attr"] for e in response.json()["errors"]]
+
+
+def test_an_agent_event_id_must_be_a_string(agent_api, workflow):
+    call = CallFactory(organization=workflow.organization, workflow=workflow)
+    event = {"id": 5, "type": "metrics", "timestamp": "2026-01-01T00:00:00Z", "tokens": 1}
+    response = agent_api.post(f"/api/v1/agent/calls/{call.pk}/events", {"events": [event]})
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["events.0.id"]
+
+
+def test_settings_null_means_every_default(api, workflow):
+    response = api.patch(f"/api/v1/workflows/{workflow.pk}", {"settings": None})
+    assert response.status_code == 200
+    assert response.json()["settings"] == {
+        "connect_timeout_seconds": 60,
+        "max_duration_seconds": 1800,
+    }
+
+
+# --- What PostgreSQL cannot store -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("user_data", {"name": "a\x00b"}),
+        ("user_data", {"a\x00": 1}),
+        ("metadata", {"list": [["\x00"]]}),
+    ],
+)
+def test_a_null_character_in_json_is_refused(api, workflow, field, value):
+    response = api.post("/api/v1/calls", {"workflow_slug": "daily-call", field: value})
+    assert response.status_code == 400
+    assert response.json()["errors"][0] == {
+        "code": "null_characters_not_allowed",
+        "detail": "Null characters are not allowed.",
+        "attr": field,
+    }
+    assert Call.objects.count() == 0
+
+
+def test_a_null_character_in_tool_parameters_is_refused(api, workflow):
+    agents = api.get(f"/api/v1/workflows/{workflow.pk}").json()["agents"]
+    agents[0]["tools"] = [{"name": "t", "parameters": {"type": "object", "title": "\x00"}}]
+    response = api.patch(f"/api/v1/workflows/{workflow.pk}", {"agents": agents})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "null_characters_not_allowed"
+    assert Workflow.objects.get(pk=workflow.pk).current_version.number == 1
+
+
+# --- Query parameters -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "attr"),
+    [
+        ("workflow_id=", "workflow_id"),
+        ("started_after=", "started_after"),
+        ("started_before=", "started_before"),
+        ("page=", "page"),
+        ("page_size=", "page_size"),
+        # PostgreSQL stores offsets up to ±15:59; this one leaves the calendar in UTC.
+        ("started_after=0001-01-01T00:00:00%2B18:49", "started_after"),
+        ("started_before=9999-12-31T23:59:00-18:00", "started_before"),
+    ],
+)
+def test_blank_or_out_of_range_query_parameters_are_400(api, query, attr):
+    response = api.get(f"/api/v1/calls?{query}")
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == [attr]
+
+
+def test_an_offset_beyond_the_databases_range_is_compared_in_utc(api, workflow):
+    CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    response = api.get("/api/v1/calls?started_after=2000-01-01T00:00:00%2B18:49")
+    assert response.status_code == 200
+    assert response.json()["total"] == 1
+
+
+def test_a_blank_limit_on_active_calls_is_400(api):
+    response = api.get("/api/v1/calls/active?limit=")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "limit"
+
+
+# --- Unknown paths and the LiveKit webhook --------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["post", "patch", "delete"])
+def test_unknown_api_paths_are_json_404_for_every_method(api, method):
+    response = getattr(api, method)("/api/v1/provider-keys/null,null")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
+def test_an_unsigned_livekit_webhook_is_a_401_in_the_error_shape(anonymous_api):
+    response = anonymous_api.post(
+        "/api/v1/webhooks/livekit", data=b"{}", content_type="application/webhook+json"
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "authentication_failed",
+                "detail": "Invalid or missing webhook signature.",
+                "attr": None,
+            }
+        ],
+    }
+
+
+# --- The schema documents every error -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
+
+
+def _operations(schema: dict):  # noqa: ANN202
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                yield path, method, operation
+
+
+def test_every_error_response_uses_the_one_error_shape(schema):
+    shapes = set()
+    for _, _, operation in _operations(schema):
+        for code, response in operation["responses"].items():
+            if int(code) >= 400:
+                shapes.add(response["content"]["application/json"]["schema"]["$ref"])
+    assert shapes == {
+        "#/components/schemas/ErrorResponse",
+        "#/components/schemas/LimitErrorResponse",
+    }
+    error = schema["components"]["schemas"]["ErrorResponse"]
+    assert error["required"] == ["errors", "type"]
+    assert set(error["properties"]) == {"type", "errors", "meta"}
+
+
+def test_every_operation_documents_the_errors_it_can_answer(schema):
+    for path, method, operation in _operations(schema):
+        codes = set(operation["responses"])
+        where = f"{method.upper()} {path}"
+        assert {"400", "405", "500"} <= codes, where
+        if path != "/api/v1/webhooks/livekit":
+            assert {"401", "403"} <= codes, where
+        if "{" in path:
+            assert "404" in codes, where
+        if method in {"post", "put", "patch"}:
+            assert {"413", "415"} <= codes, where
+        is_create = method == "post" and "{" not in path and path != "/api/v1/webhooks/livekit"
+        assert ("429" in codes) == is_create, where
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "codes"),
+    [
+        ("calls_create", {"409", "422", "429"}),
+        ("calls_token", {"409"}),
+        ("calls_end", {"502"}),
+        ("livekit_webhook", {"401"}),
+    ],
+)
+def test_operation_specific_errors_are_documented(schema, operation_id, codes):
+    [operation] = [op for _, _, op in _operations(schema) if op["operationId"] == operation_id]
+    assert codes <= set(operation["responses"])
+
+
+def test_429_documents_retry_after_and_the_limit_meta(schema):
+    [create] = [op for _, _, op in _operations(schema) if op["operationId"] == "calls_create"]
+    response = create["responses"]["429"]
+    assert "Retry-After" in response["headers"]
+    meta = schema["components"]["schemas"]["LimitMeta"]
+    assert set(meta["properties"]) == {"active_calls", "concurrency_limit"}

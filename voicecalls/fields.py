@@ -112,11 +112,21 @@ def json_type_error(field: serializers.Field, value: Any) -> ErrorDetail | dict 
     if expected is None:
         return None
     if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
-        kind = {bool: "boolean", int: "integer", str: "string"}[expected[0]]
-        if expected == (int, float):
-            kind = "number"
-        return ErrorDetail(f"Must be a JSON {kind}.", code="invalid")
+        return _type_error(field, value, expected)
     return None
+
+
+def _type_error(field: serializers.Field, value: Any, expected: tuple[type, ...]) -> ErrorDetail:
+    """The field's own message for a wrong value, so clients see the same error
+    whichever way the value is wrong."""
+    if isinstance(field, serializers.ChoiceField):
+        message = field.error_messages["invalid_choice"].format(input=value)
+        return ErrorDetail(message, code="invalid_choice")
+    message = field.error_messages.get("invalid", "")
+    if not message or "{" in message:
+        kind = {bool: "boolean", int: "integer", str: "string"}[expected[0]]
+        message = "Must be a JSON number." if float in expected else f"Must be a JSON {kind}."
+    return ErrorDetail(message, code="invalid")
 
 
 class JSONTypedSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 # sets DEBUG off and real secrets.
 export DEBUG ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean
+.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,7 @@ run: install
 serve: install
 	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
 
-test: install lint migrations-check test-sqlite test-postgres
+test: install lint migrations-check test-sqlite test-postgres sdk-test
 
 test-sqlite: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -49,7 +49,24 @@ migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
 
 schema: install
-	$(PY) manage.py spectacular --file openapi.yaml --validate
+	$(PY) manage.py spectacular --file openapi.yaml --validate --fail-on-warn
+
+# Client SDKs generated from openapi.yaml into sdk/ (git-ignored): Python with
+# openapi-python-client, TypeScript with @hey-api/openapi-ts, type-checked by tsc.
+sdk-config/node_modules/.installed: sdk-config/package.json sdk-config/package-lock.json
+	cd sdk-config && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+sdk: install sdk-config/node_modules/.installed
+	rm -rf sdk/python
+	$(VENV)/bin/openapi-python-client generate --path openapi.yaml --meta setup \
+		--config sdk-config/python.yaml --output-path sdk/python
+	$(PY) -m compileall -q sdk/python
+	cd sdk-config && npx --no-install openapi-ts && npx --no-install tsc -p tsconfig.json
+
+# Both clients against a live server (gunicorn on loopback, throwaway PostgreSQL).
+sdk-test: sdk
+	scripts/with_postgres.sh env VOICECALLS_SDK_TESTS=1 $(PY) -m pytest -q -p no:xdist tests/sdk
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -82,7 +82,7 @@ def fake_livekit_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_server(fake_livekit_url: str) -> Iterator[LiveServer]:
+def api_server(fake_livekit_url: str) -> Iterator[LiveServer]:
     database_url = os.environ.get("DATABASE_URL", "")
     assert database_url.startswith("postgres"), "run through scripts/with_postgres.sh"
     assert (SDK / "python").is_dir() and (SDK / "build").is_dir(), "run `make sdk` first"

@@ -56,8 +56,8 @@ ORG = "sdk-python"
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> Iterator[AuthenticatedClient]:
-    with AuthenticatedClient(base_url=live_server.url, token=live_server.client_key(ORG)) as c:
+def client(api_server: LiveServer) -> Iterator[AuthenticatedClient]:
+    with AuthenticatedClient(base_url=api_server.url, token=api_server.client_key(ORG)) as c:
         yield c
 
 
@@ -106,12 +106,12 @@ def test_provider_keys_are_created_listed_masked_and_deleted(client: Authenticat
 
 
 def test_a_call_is_created_driven_and_read_back(
-    client: AuthenticatedClient, live_server: LiveServer
+    client: AuthenticatedClient, api_server: LiveServer
 ) -> None:
     joined = _create_call(client, "user-123")
     assert joined.status == CallStatusEnum.CONNECTING
     assert joined.room_name == f"call-{joined.call_id}"
-    assert joined.livekit_url == live_server.env["LIVEKIT_URL"]
+    assert joined.livekit_url == api_server.env["LIVEKIT_URL"]
     assert joined.token.startswith("eyJ")
 
     active = calls_active.sync(client=client)
@@ -121,7 +121,7 @@ def test_a_call_is_created_driven_and_read_back(
     ]
     assert isinstance(active[0], ActiveCall) and active[0].current_agent is None
 
-    live_server.manage("simulate_call", "--org", ORG, "--call", str(joined.call_id))
+    api_server.manage("simulate_call", "--org", ORG, "--call", str(joined.call_id))
 
     call = calls_retrieve.sync(joined.call_id, client=client)
     assert isinstance(call, Call), call
@@ -166,9 +166,9 @@ def test_a_call_is_created_driven_and_read_back(
     assert calls_active.sync(client=client) == []
 
 
-def test_the_list_filters_and_pages(client: AuthenticatedClient, live_server: LiveServer) -> None:
+def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: LiveServer) -> None:
     done = _create_call(client, "user-list-done")
-    live_server.manage("simulate_call", "--org", ORG, "--call", str(done.call_id))
+    api_server.manage("simulate_call", "--org", ORG, "--call", str(done.call_id))
     waiting = _create_call(client, "user-list-waiting")
     call = calls_retrieve.sync(done.call_id, client=client)
     assert isinstance(call, Call) and isinstance(call.started_at, dt.datetime)
@@ -220,31 +220,31 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, live_server: Li
     assert calls_active.sync(client=client) == []
 
 
-def test_a_wrong_key_is_a_typed_401(live_server: LiveServer) -> None:
-    with AuthenticatedClient(base_url=live_server.url, token="not-a-key") as bad:
+def test_a_wrong_key_is_a_typed_401(api_server: LiveServer) -> None:
+    with AuthenticatedClient(base_url=api_server.url, token="not-a-key") as bad:
         response = calls_list.sync_detailed(client=bad)
     assert response.status_code == 401
     assert isinstance(response.parsed, ErrorResponse401)
     assert response.parsed.errors[0].code.value == "authentication_failed"
 
 
-def test_another_organization_sees_none_of_it(live_server: LiveServer) -> None:
-    key = live_server.client_key("sdk-python-outsider")
-    with AuthenticatedClient(base_url=live_server.url, token=key) as outsider:
+def test_another_organization_sees_none_of_it(api_server: LiveServer) -> None:
+    key = api_server.client_key("sdk-python-outsider")
+    with AuthenticatedClient(base_url=api_server.url, token=key) as outsider:
         page = calls_list.sync(client=outsider)
         assert isinstance(page, PaginatedCallList) and page.total == 0
         missing = calls_retrieve.sync_detailed(uuid.uuid4(), client=outsider)
         assert missing.status_code == 404
 
 
-def test_the_python_example_runs(live_server: LiveServer) -> None:
-    key = live_server.client_key("sdk-python-example")
+def test_the_python_example_runs(api_server: LiveServer) -> None:
+    key = api_server.client_key("sdk-python-example")
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
         env={
-            **live_server.env,
+            **api_server.env,
             "PYTHONPATH": str(SDK / "python"),
-            "VOICECALLS_BASE_URL": live_server.url,
+            "VOICECALLS_BASE_URL": api_server.url,
             "VOICECALLS_API_KEY": key,
         },
         capture_output=True,

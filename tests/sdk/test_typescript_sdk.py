@@ -11,13 +11,13 @@ from tests.sdk.conftest import ROOT, SDK, LiveServer
 BUILD = SDK / "build"
 
 
-def _node(live_server: LiveServer, org: str, *args: str) -> subprocess.CompletedProcess:
+def _node(api_server: LiveServer, org: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["node", *args],
         env={
-            **live_server.env,
-            "VOICECALLS_BASE_URL": live_server.url,
-            "VOICECALLS_API_KEY": live_server.client_key(org),
+            **api_server.env,
+            "VOICECALLS_BASE_URL": api_server.url,
+            "VOICECALLS_API_KEY": api_server.client_key(org),
             "VOICECALLS_ORG": org,
             "VOICECALLS_PYTHON": sys.executable,
             "VOICECALLS_ROOT": str(ROOT),
@@ -29,16 +29,16 @@ def _node(live_server: LiveServer, org: str, *args: str) -> subprocess.Completed
     )
 
 
-def test_the_typescript_client_passes_its_node_tests(live_server: LiveServer) -> None:
+def test_the_typescript_client_passes_its_node_tests(api_server: LiveServer) -> None:
     result = _node(
-        live_server, "sdk-typescript", "--test", str(BUILD / "tests" / "sdk" / "calls.test.js")
+        api_server, "sdk-typescript", "--test", str(BUILD / "tests" / "sdk" / "calls.test.js")
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# pass 3" in result.stdout and "# fail 0" in result.stdout, result.stdout
 
 
-def test_the_typescript_example_runs(live_server: LiveServer) -> None:
-    result = _node(live_server, "sdk-typescript-example", str(BUILD / "examples" / "quickstart.js"))
+def test_the_typescript_example_runs(api_server: LiveServer) -> None:
+    result = _node(api_server, "sdk-typescript-example", str(BUILD / "examples" / "quickstart.js"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Call ") and lines[0].endswith(" is connecting")

@@ -61,7 +61,8 @@ sdk: install sdk-config/node_modules/.installed
 	rm -rf sdk/python
 	$(VENV)/bin/openapi-python-client generate --path openapi.yaml --meta setup \
 		--config sdk-config/python.yaml --output-path sdk/python
-	$(PY) -m compileall -q sdk/python
+	$(VENV)/bin/mypy --strict --cache-dir sdk/.mypy_cache sdk/python/voicecalls_client \
+		examples/quickstart.py
 	cd sdk-config && npx --no-install openapi-ts && npx --no-install tsc -p tsconfig.json
 
 # Both clients against a live server (gunicorn on loopback, throwaway PostgreSQL).

@@ -29,4 +29,6 @@ with AuthenticatedClient(base_url=base_url, token=os.environ["VOICECALLS_API_KEY
     print(f"Join room {joined.room_name} at {joined.livekit_url} with token {joined.token[:12]}…")
 
     active = calls_active.sync(client=client, limit=10)
-    print(f"Active calls: {len(active or [])}")
+    if not isinstance(active, list):
+        raise SystemExit(f"Could not list the active calls: {active}")
+    print(f"Active calls: {len(active)}")

@@ -100,7 +100,8 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="AgentEvent",
-        serializers=list(EVENT_SERIALIZERS.values()),
+        # type value → serializer: the discriminator mapping generated clients dispatch on.
+        serializers={str(t): s for t, s in EVENT_SERIALIZERS.items()},
         resource_type_field_name="type",
     )
 )
@@ -147,6 +148,9 @@ class AgentCallEventsView(APIView):
     @extend_schema(
         summary="Report call events (agent worker)",
         operation_id="agent_calls_events",
+        description="Up to 500 events, validated whole: one invalid event is a 400 naming it "
+        "(`events.N.field`) and nothing is stored. Re-sent event ids are counted as "
+        "duplicates and change nothing. Agent keys only.",
         request=AgentEventsBatchSerializer,
         responses={200: AgentEventsResultSerializer},
     )

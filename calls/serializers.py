@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from calls.models import Call, CallDirection, CallStatus, TranscriptRole
 from calls.selectors import call_metrics
+from voicecalls import openapi_examples as examples
 from voicecalls.fields import BoundedJSONObjectField
 
 USER_DATA_MAX_BYTES = 32 * 1024
@@ -19,6 +19,7 @@ class _ObjectField(BoundedJSONObjectField):
     pass
 
 
+@extend_schema_serializer(examples=[examples.CALL_CREATE])
 class CallCreateSerializer(serializers.Serializer):
     workflow_slug = serializers.CharField(
         max_length=100, help_text="Workflow to use for this call."
@@ -43,6 +44,7 @@ class CallCreateSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_serializer(examples=[examples.CALL_JOIN])
 class CallJoinSerializer(serializers.Serializer):
     """What a client needs to join the call's LiveKit room."""
 
@@ -69,6 +71,7 @@ class LatencySerializer(serializers.Serializer):
     e2e = LatencyStatsSerializer(help_text="User stopped speaking → agent audio started.")
 
 
+@extend_schema_serializer(examples=[examples.CALL_METRICS])
 class CallMetricsSerializer(serializers.Serializer):
     duration_seconds = serializers.IntegerField(allow_null=True)
     stt_latency_ms = serializers.IntegerField(allow_null=True)
@@ -96,16 +99,18 @@ class _CallBaseSerializer(serializers.Serializer):
     ended_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_current_agent(self, call: Call) -> str | None:
         # The agent speaking now; nobody speaks on an ended call.
         return None if call.is_ended else call.current_agent
 
 
+@extend_schema_serializer(examples=[examples.CALL_LIST_ITEM])
 class CallListItemSerializer(_CallBaseSerializer):
     pass
 
 
+@extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
     metrics = serializers.SerializerMethodField()
@@ -117,6 +122,7 @@ class CallSerializer(_CallBaseSerializer):
         return CallMetricsSerializer(call_metrics(call=call)).data
 
 
+@extend_schema_serializer(examples=[examples.ACTIVE_CALL])
 class ActiveCallSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     workflow_id = serializers.UUIDField()
@@ -140,6 +146,7 @@ class ToolCallSerializer(serializers.Serializer):
     arguments = serializers.DictField()
 
 
+@extend_schema_serializer(examples=[examples.TRANSCRIPT_ENTRY])
 class TranscriptEntrySerializer(serializers.Serializer):
     """One line; `tool_call` is present only on entries that have one."""
 

@@ -41,8 +41,19 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List calls", operation_id="calls_list"),
-    retrieve=extend_schema(summary="Get call", operation_id="calls_retrieve"),
+    list=extend_schema(
+        summary="List calls",
+        operation_id="calls_list",
+        description="Your calls, newest first, filtered and paginated; `total` is exact and a "
+        "page past the end is empty.",
+        responses=CallListItemSerializer(many=True),
+    ),
+    retrieve=extend_schema(
+        summary="Get call",
+        operation_id="calls_retrieve",
+        description="Status, agents, metrics and times of a call; `current_agent` is null "
+        "before it starts and once it has ended.",
+    ),
 )
 class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = UUID_PATTERN
@@ -60,6 +71,9 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Initiate call",
         operation_id="calls_create",
+        description="Start a call from a workflow. The response carries the LiveKit room and "
+        "a join token for the end user (valid up to 15 minutes); the agent is dispatched when "
+        "the user joins. Send an `Idempotency-Key` to retry safely.",
         request=CallCreateSerializer,
         parameters=[IDEMPOTENCY_KEY],
         responses={201: CallJoinSerializer, **error_responses(409, 413, 422)},
@@ -103,6 +117,7 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="List active calls",
         operation_id="calls_active",
+        description="Calls not yet ended (`pending`, `connecting`, `active`), newest first.",
         parameters=[ActiveCallsQuerySerializer],
         responses={200: ActiveCallSerializer(many=True)},
         filters=False,
@@ -119,6 +134,8 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Get call transcript",
         operation_id="calls_transcript",
+        description="The whole transcript in time order (ties in server arrival order, "
+        "`sequence`); `tool_call` appears only on lines that have one.",
         responses={200: TranscriptEntrySerializer(many=True)},
         filters=False,
     )
@@ -130,6 +147,8 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Get call metrics",
         operation_id="calls_metrics",
+        description="Latencies are means over the samples the agent reported (null when none), "
+        "tokens are summed and handoffs counted; `duration_seconds` is whole seconds.",
         responses={200: CallMetricsSerializer},
         filters=False,
     )
@@ -140,6 +159,8 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Issue a fresh join token",
         operation_id="calls_token",
+        description="A fresh join token for a call that has not ended (a call may outlive "
+        "its 15-minute token); an ended call is 409.",
         request=None,
         responses={200: CallJoinSerializer, **error_responses(409)},
         filters=False,

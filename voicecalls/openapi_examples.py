@@ -21,6 +21,13 @@ SEED_METRICS = {
     "tts_latency_ms": 85,
     "total_tokens": 1500,
     "agent_handoffs": 2,
+    # Added to the seed's fields: percentiles over the reported samples.
+    "latency": {
+        "stt": {"p50": 119, "p95": 124, "max": 124, "count": 3},
+        "llm": {"p50": 274, "p95": 301, "max": 301, "count": 3},
+        "tts": {"p50": 85, "p95": 88, "max": 88, "count": 3},
+        "e2e": {"p50": 701, "p95": 742, "max": 742, "count": 3},
+    },
 }
 
 CALL_CREATE = OpenApiExample(

@@ -105,7 +105,7 @@ class _CallBaseSerializer(serializers.Serializer):
         return None if call.is_ended else call.current_agent
 
 
-@extend_schema_serializer(examples=[examples.CALL_LIST_ITEM])
+@extend_schema_serializer(component_name="CallSummary", examples=[examples.CALL_SUMMARY])
 class CallListItemSerializer(_CallBaseSerializer):
     pass
 

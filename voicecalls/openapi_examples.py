@@ -95,7 +95,7 @@ TRANSCRIPT_ENTRY = OpenApiExample(
     response_only=True,
 )
 
-CALL_LIST_ITEM = OpenApiExample(
+CALL_SUMMARY = OpenApiExample(
     "Completed call",
     value={
         "id": CALL_ID,

@@ -42,7 +42,7 @@ from voicecalls_client.models import (  # noqa: E402
     CallsListStatusItem,
     CallStatusEnum,
     ErrorResponse401,
-    PaginatedCallList,
+    PaginatedCallSummaryList,
     ProviderKey,
     ProviderKeyCreateRequest,
     ProviderKeyList,
@@ -174,7 +174,7 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
     assert isinstance(call, Call) and isinstance(call.started_at, dt.datetime)
 
     page = calls_list.sync(client=client, user_id="user-list-done")
-    assert isinstance(page, PaginatedCallList), page
+    assert isinstance(page, PaginatedCallSummaryList), page
     assert (page.total, page.page, page.page_size, page.pages) == (1, 1, 20, 1)
     assert [(c.id, c.status) for c in page.items] == [(done.call_id, CallStatusEnum.COMPLETED)]
     assert page.items[0].agent_history == ["greeter-agent", "meal-agent", "feedback-agent"]
@@ -185,12 +185,12 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
         workflow_id=call.workflow_id,
         page_size=100,
     )
-    assert isinstance(both, PaginatedCallList)
+    assert isinstance(both, PaginatedCallSummaryList)
     ids = [c.id for c in both.items]
     assert ids.index(waiting.call_id) < ids.index(done.call_id)  # newest first
 
     connecting = calls_list.sync(client=client, status=[CallsListStatusItem.CONNECTING])
-    assert isinstance(connecting, PaginatedCallList)
+    assert isinstance(connecting, PaginatedCallSummaryList)
     assert [c.id for c in connecting.items] == [waiting.call_id]
 
     window = calls_list.sync(
@@ -199,19 +199,19 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
         started_before=call.started_at + dt.timedelta(seconds=1),
         user_id="user-list-done",
     )
-    assert isinstance(window, PaginatedCallList) and window.total == 1
+    assert isinstance(window, PaginatedCallSummaryList) and window.total == 1
     before = calls_list.sync(
         client=client, started_before=call.started_at, user_id="user-list-done"
     )
-    assert isinstance(before, PaginatedCallList) and before.total == 0
+    assert isinstance(before, PaginatedCallSummaryList) and before.total == 0
 
     small = calls_list.sync(client=client, page=2, page_size=1)
-    assert isinstance(small, PaginatedCallList)
+    assert isinstance(small, PaginatedCallSummaryList)
     assert (small.page, small.page_size, small.pages) == (2, 1, small.total)
     assert len(small.items) == 1
 
     past_the_end = calls_list.sync(client=client, page=1000, page_size=1)
-    assert isinstance(past_the_end, PaginatedCallList)
+    assert isinstance(past_the_end, PaginatedCallSummaryList)
     assert past_the_end.items == [] and past_the_end.total == small.total
 
     ended = calls_end.sync(waiting.call_id, client=client)
@@ -232,7 +232,7 @@ def test_another_organization_sees_none_of_it(api_server: LiveServer) -> None:
     key = api_server.client_key("sdk-python-outsider")
     with AuthenticatedClient(base_url=api_server.url, token=key) as outsider:
         page = calls_list.sync(client=outsider)
-        assert isinstance(page, PaginatedCallList) and page.total == 0
+        assert isinstance(page, PaginatedCallSummaryList) and page.total == 0
         missing = calls_retrieve.sync_detailed(uuid.uuid4(), client=outsider)
         assert missing.status_code == 404
 

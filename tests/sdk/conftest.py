@@ -8,6 +8,7 @@ These tests need `make sdk` first and run only under `make sdk-test`
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -17,8 +18,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.db import connections
 
 if os.environ.get("VOICECALLS_SDK_TESTS") != "1":
     collect_ignore_glob = ["test_*.py"]
@@ -31,24 +35,31 @@ SDK = ROOT / "sdk"
 class LiveServer:
     url: str
     env: dict[str, str]
+    db_blocker: Any
 
     def manage(self, *args: str) -> str:
-        """Run a management command against the server's database; return its stdout."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stderr}"
-        return result.stdout
+        """Run a management command against the server's database, in this process (the
+        Django start-up of a subprocess costs seconds); return its stdout."""
+        out = io.StringIO()
+        with self.db_blocker.unblock():
+            call_command(*args, stdout=out)
+        return out.getvalue()
 
     def client_key(self, org: str) -> str:
         """A fresh organization with the demo workflow and a client API key for it."""
         self.manage("load_demo", "--org", org)
         return self.manage("create_api_key", "sdk-tests", "--org", org).strip().splitlines()[-1]
+
+    def simulate_call(self, org: str, call_id: str) -> None:
+        """`python manage.py simulate_call`, as a user would run it beside the server."""
+        subprocess.run(
+            [sys.executable, "manage.py", "simulate_call", "--org", org, "--call", call_id],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _free_port() -> int:
@@ -82,7 +93,7 @@ def fake_livekit_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_server(fake_livekit_url: str) -> Iterator[LiveServer]:
+def api_server(fake_livekit_url: str, django_db_blocker: Any) -> Iterator[LiveServer]:
     database_url = os.environ.get("DATABASE_URL", "")
     assert database_url.startswith("postgres"), "run through scripts/with_postgres.sh"
     assert (SDK / "python").is_dir() and (SDK / "build").is_dir(), "run `make sdk` first"
@@ -97,7 +108,7 @@ def api_server(fake_livekit_url: str) -> Iterator[LiveServer]:
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "2",
     }
-    live = LiveServer(url=f"http://127.0.0.1:{port}", env=env)
+    live = LiveServer(url=f"http://127.0.0.1:{port}", env=env, db_blocker=django_db_blocker)
     live.manage("migrate", "--noinput")
     live.manage("createcachetable")
     log = open(SDK / "server.log", "w")  # noqa: SIM115 - closed below
@@ -115,3 +126,5 @@ def api_server(fake_livekit_url: str) -> Iterator[LiveServer]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+        with django_db_blocker.unblock():
+            connections.close_all()

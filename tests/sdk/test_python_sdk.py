@@ -121,7 +121,7 @@ def test_a_call_is_created_driven_and_read_back(
     ]
     assert isinstance(active[0], ActiveCall) and active[0].current_agent is None
 
-    api_server.manage("simulate_call", "--org", ORG, "--call", str(joined.call_id))
+    api_server.simulate_call(ORG, str(joined.call_id))
 
     call = calls_retrieve.sync(joined.call_id, client=client)
     assert isinstance(call, Call), call
@@ -168,7 +168,7 @@ def test_a_call_is_created_driven_and_read_back(
 
 def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: LiveServer) -> None:
     done = _create_call(client, "user-list-done")
-    api_server.manage("simulate_call", "--org", ORG, "--call", str(done.call_id))
+    api_server.simulate_call(ORG, str(done.call_id))
     waiting = _create_call(client, "user-list-waiting")
     call = calls_retrieve.sync(done.call_id, client=client)
     assert isinstance(call, Call) and isinstance(call.started_at, dt.datetime)

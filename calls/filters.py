@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema_field
 
 from calls.models import Call, CallStatus
 
 
+# The shared CallStatusEnum component, so SDKs filter with the same enum a call carries.
+@extend_schema_field(
+    {
+        "$ref": "#/components/schemas/CallStatusEnum",
+        "description": "Filter by status: one value, or several comma-separated.",
+    }
+)
 class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
     """One status or several, comma-separated; an unknown one is a 400."""
 

@@ -23,6 +23,7 @@ from voicecalls_client.api.calls import (  # noqa: E402
     calls_list,
     calls_metrics,
     calls_retrieve,
+    calls_token,
     calls_transcript,
 )
 from voicecalls_client.api.provider_keys import (  # noqa: E402
@@ -30,6 +31,7 @@ from voicecalls_client.api.provider_keys import (  # noqa: E402
     provider_keys_destroy,
     provider_keys_list,
 )
+from voicecalls_client.api.workflows import workflows_list  # noqa: E402
 from voicecalls_client.models import (  # noqa: E402
     ActiveCall,
     Call,
@@ -39,10 +41,10 @@ from voicecalls_client.models import (  # noqa: E402
     CallDirectionEnum,
     CallJoin,
     CallMetrics,
-    CallsListStatusItem,
     CallStatusEnum,
     ErrorResponse401,
     PaginatedCallSummaryList,
+    PaginatedWorkflowList,
     ProviderKey,
     ProviderKeyCreateRequest,
     ProviderKeyList,
@@ -121,6 +123,10 @@ def test_a_call_is_created_driven_and_read_back(
     ]
     assert isinstance(active[0], ActiveCall) and active[0].current_agent is None
 
+    fresh = calls_token.sync(joined.call_id, client=client)
+    assert isinstance(fresh, CallJoin)
+    assert (fresh.call_id, fresh.room_name) == (joined.call_id, joined.room_name)
+
     api_server.simulate_call(ORG, str(joined.call_id))
 
     call = calls_retrieve.sync(joined.call_id, client=client)
@@ -164,6 +170,18 @@ def test_a_call_is_created_driven_and_read_back(
     assert [e.sequence for e in transcript] == sorted(e.sequence for e in transcript)
 
     assert calls_active.sync(client=client) == []
+    assert calls_token.sync_detailed(joined.call_id, client=client).status_code == 409
+
+
+def test_the_demo_workflow_is_listed(client: AuthenticatedClient) -> None:
+    page = workflows_list.sync(client=client)
+    assert isinstance(page, PaginatedWorkflowList), page
+    assert [(w.slug, w.start_agent) for w in page.items] == [("daily-call", "greeter-agent")]
+    assert [a.name for a in page.items[0].agents] == [
+        "greeter-agent",
+        "meal-agent",
+        "feedback-agent",
+    ]
 
 
 def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: LiveServer) -> None:
@@ -181,7 +199,7 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
 
     both = calls_list.sync(
         client=client,
-        status=[CallsListStatusItem.COMPLETED, CallsListStatusItem.CONNECTING],
+        status=[CallStatusEnum.COMPLETED, CallStatusEnum.CONNECTING],
         workflow_id=call.workflow_id,
         page_size=100,
     )
@@ -189,7 +207,7 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
     ids = [c.id for c in both.items]
     assert ids.index(waiting.call_id) < ids.index(done.call_id)  # newest first
 
-    connecting = calls_list.sync(client=client, status=[CallsListStatusItem.CONNECTING])
+    connecting = calls_list.sync(client=client, status=[CallStatusEnum.CONNECTING])
     assert isinstance(connecting, PaginatedCallSummaryList)
     assert [c.id for c in connecting.items] == [waiting.call_id]
 

@@ -52,13 +52,14 @@ schema: install
 	$(PY) manage.py spectacular --file openapi.yaml --validate --fail-on-warn
 
 # Client SDKs generated from openapi.yaml into sdk/ (git-ignored): Python with
-# openapi-python-client, TypeScript with @hey-api/openapi-ts, type-checked by tsc.
+# openapi-python-client, TypeScript with @hey-api/openapi-ts; type-checked (mypy, tsc)
+# together with the examples and the TypeScript tests.
 sdk-config/node_modules/.installed: sdk-config/package.json sdk-config/package-lock.json
 	cd sdk-config && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 sdk: install sdk-config/node_modules/.installed
-	rm -rf sdk/python
+	rm -rf sdk/python sdk/build
 	$(VENV)/bin/openapi-python-client generate --path openapi.yaml --meta setup \
 		--config sdk-config/python.yaml --output-path sdk/python
 	$(VENV)/bin/mypy --strict --cache-dir sdk/.mypy_cache sdk/python/voicecalls_client \

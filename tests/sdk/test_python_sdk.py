@@ -31,6 +31,11 @@ from voicecalls_client.api.provider_keys import (  # noqa: E402
     provider_keys_destroy,
     provider_keys_list,
 )
+from voicecalls_client.api.webhook_endpoints import (  # noqa: E402
+    webhook_endpoints_create,
+    webhook_endpoints_destroy,
+    webhook_endpoints_list,
+)
 from voicecalls_client.api.workflows import workflows_list  # noqa: E402
 from voicecalls_client.models import (  # noqa: E402
     ActiveCall,
@@ -44,6 +49,7 @@ from voicecalls_client.models import (  # noqa: E402
     CallStatusEnum,
     ErrorResponse401,
     PaginatedCallSummaryList,
+    PaginatedWebhookEndpointList,
     PaginatedWorkflowList,
     ProviderKey,
     ProviderKeyCreateRequest,
@@ -51,6 +57,9 @@ from voicecalls_client.models import (  # noqa: E402
     ProviderTypeEnum,
     TranscriptEntry,
     TranscriptRoleEnum,
+    WebhookEndpointWithSecret,
+    WebhookEndpointWriteRequest,
+    WebhookEventTypeEnum,
 )
 from voicecalls_client.types import UNSET  # noqa: E402
 
@@ -182,6 +191,25 @@ def test_the_demo_workflow_is_listed(client: AuthenticatedClient) -> None:
         "meal-agent",
         "feedback-agent",
     ]
+
+
+def test_a_webhook_endpoint_shows_its_secret_once(client: AuthenticatedClient) -> None:
+    created = webhook_endpoints_create.sync(
+        client=client,
+        body=WebhookEndpointWriteRequest(
+            url="http://127.0.0.1:9/voicecalls", events=[WebhookEventTypeEnum.CALL_ENDED]
+        ),
+    )
+    assert isinstance(created, WebhookEndpointWithSecret), created
+    assert created.secret.startswith("whsec_")
+    assert (created.events, created.enabled) == ([WebhookEventTypeEnum.CALL_ENDED], True)
+
+    page = webhook_endpoints_list.sync(client=client)
+    assert isinstance(page, PaginatedWebhookEndpointList)
+    assert [(e.id, e.url) for e in page.items] == [(created.id, "http://127.0.0.1:9/voicecalls")]
+    assert "secret" not in page.items[0].to_dict()
+
+    assert webhook_endpoints_destroy.sync_detailed(created.id, client=client).status_code == 204
 
 
 def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: LiveServer) -> None:

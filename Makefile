@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 # sets DEBUG off and real secrets.
 export DEBUG ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean
+.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,15 @@ migrations-check: install
 
 schema: install
 	$(PY) manage.py spectacular --file openapi.yaml --validate
+
+# Benchmarks at a million calls on a throwaway PostgreSQL tuned like a small production
+# server (bench/README.md). Slow (the load alone takes minutes): never part of `make test`.
+# BENCH_CALLS=100000 for a quick run; `-- --only transcript` style filters via BENCH_ARGS.
+BENCH_PG_OPTS ?= -c shared_buffers=1GB -c effective_cache_size=8GB -c work_mem=16MB \
+	-c maintenance_work_mem=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min \
+	-c random_page_cost=1.1
+bench: install
+	PG_EXTRA_OPTS="$(BENCH_PG_OPTS)" scripts/with_postgres.sh $(PY) -m bench all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import Call, CallStatus, TranscriptEntry, TranscriptRole
+from providerkeys.models import ProviderKey
 from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow, WorkflowVersion
 
@@ -84,3 +85,16 @@ class TranscriptEntryFactory(factory.django.DjangoModelFactory):
     content = factory.Faker("sentence")
     agent_name = "greeter-agent"
     timestamp = factory.LazyFunction(timezone.now)
+
+
+class ProviderKeyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProviderKey
+
+    organization = factory.SubFactory(OrganizationFactory)
+    provider_type = "stt"
+    provider_name = "deepgram"
+    api_key = factory.Sequence(lambda n: f"sk-test-{n:08d}")
+    last4 = factory.LazyAttribute(lambda o: o.api_key[-4:])
+    is_default = False
+    created_at = factory.LazyFunction(timezone.now)

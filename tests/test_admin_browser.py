@@ -108,3 +108,49 @@ def test_staff_filter_calls_and_read_a_transcript(
     expect(transcript).to_contain_text('"meal_type": "breakfast"')
     expect(page.locator("#agent-timeline")).to_contain_text("feedback-agent")
     screenshot(page, "call-transcript")
+
+
+def test_a_provider_key_created_in_the_console_is_never_shown_again(
+    logged_in: Page, live_server, organization
+) -> None:
+    plaintext = "dg_live_Browser0123456789secret"
+    page = logged_in
+    page.goto(f"{live_server.url}/admin/providerkeys/providerkey/add/")
+    page.select_option("#id_organization", label=organization.slug)
+    page.select_option("#id_provider_type", "stt")
+    page.select_option("#id_provider_name", "deepgram")
+    page.fill("#id_api_key", plaintext)
+    page.click("input[name=_save]")
+
+    expect(page.locator("#result_list")).to_contain_text("••••cret")
+    pages = [page.content()]
+    page.click("#result_list tbody tr a")
+    pages.append(page.content())
+    page.goto(f"{live_server.url}/admin/providerkeys/providerkey/?q=deepgram")
+    pages.append(page.content())
+    page.goto(f"{live_server.url}/admin/")
+    pages.append(page.content())
+    screenshot(page, "provider-key-masked")
+
+    for html in pages:
+        assert plaintext not in html
+        assert "Browser0123" not in html
+
+
+def test_staff_end_an_active_call_from_the_console(
+    logged_in: Page, live_server, organization, fake_livekit
+) -> None:
+    call = CallFactory(organization=organization, active=True, user_id="user-live")
+    fake_livekit.add_room(f"call-{call.id}", [f"user-{call.id}"])
+
+    page = logged_in
+    page.goto(f"{live_server.url}/admin/calls/call/active/")
+    expect(page.locator("#active-calls")).to_contain_text("user-live")
+    page.click("#active-calls input.end-call")
+
+    expect(page.locator("ul.messagelist")).to_contain_text("is completed")
+    expect(page.locator("#active-calls")).not_to_contain_text("user-live")
+    screenshot(page, "active-calls-after-end")
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == ("completed", "api_request")
+    assert [r.body["room"] for r in fake_livekit.calls("DeleteRoom")] == [f"call-{call.id}"]

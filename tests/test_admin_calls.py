@@ -218,3 +218,13 @@ def test_support_staff_cannot_end_calls(support: Client, organization) -> None:
 
 def test_support_staff_cannot_see_api_keys(support: Client) -> None:
     assert support.get("/admin/accounts/apikey/").status_code == 403
+
+
+def test_support_staff_get_403_on_provider_key_pages(support: Client, organization) -> None:
+    from tests.factories import ProviderKeyFactory
+
+    key = ProviderKeyFactory(organization=organization)
+
+    assert support.get("/admin/providerkeys/providerkey/").status_code == 403
+    assert support.get(f"/admin/providerkeys/providerkey/{key.pk}/change/").status_code == 403
+    assert support.get("/admin/providerkeys/providerkey/add/").status_code == 403

@@ -116,6 +116,14 @@ def test_creating_a_call_takes_limits_from_the_workflow_version(
             "metadata",
             "too_large",
         ),
+        (
+            {
+                "workflow_slug": "daily-call",
+                "user_data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
+            },
+            "user_data",
+            "too_deep",
+        ),
     ],
 )
 def test_bad_call_bodies_are_400_naming_the_field_and_write_nothing(
@@ -767,3 +775,12 @@ def test_another_organizations_call_gets_no_token(
     call = CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
 
     assert api.post(f"{CALLS}/{call.id}/token").status_code == 404
+
+
+def test_absurdly_nested_json_is_a_400_not_a_crash(api: APIClient, workflow: Workflow) -> None:
+    body = '{"workflow_slug": "daily-call", "user_data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    response = api.post(CALLS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert Call.objects.count() == 0

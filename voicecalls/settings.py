@@ -37,6 +37,12 @@ def _secret(name: str, default: str) -> str:
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
 CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
+# Previous CRYPTOGRAPHY_KEYs, comma-separated: provider keys still encrypted under one
+# of them stay readable until `rotate_provider_keys` re-encrypts them
+# (docs/key-rotation.md). Writes always use CRYPTOGRAPHY_KEY.
+CRYPTOGRAPHY_KEY_FALLBACKS = [
+    key.strip() for key in _secret("CRYPTOGRAPHY_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
 LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
@@ -65,6 +71,9 @@ def _refuse_dev_secrets() -> None:
 
 if not DEBUG:
     _refuse_dev_secrets()
+    if CRYPTOGRAPHY_KEY == SECRET_KEY:
+        # One leak must not give away both sessions and customers' provider keys.
+        raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -86,6 +95,7 @@ INSTALLED_APPS = [
     "accounts",
     "workflows",
     "calls",
+    "providerkeys",
 ]
 
 MIDDLEWARE = [
@@ -162,7 +172,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["voicecalls.auth.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["voicecalls.auth.IsClientKey"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["voicecalls.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_standardized_errors.openapi.AutoSchema",
@@ -208,6 +218,7 @@ SPECTACULAR_SETTINGS = {
         "CallStatusEnum": "calls.models.CallStatus.choices",
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
+        "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",

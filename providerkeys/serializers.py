@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework.fields import get_error_detail
+
+from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
+from providerkeys.models import (
+    API_KEY_MAX_LENGTH,
+    API_KEY_MIN_LENGTH,
+    ProviderType,
+    is_printable_ascii,
+)
+from providerkeys.services import provider_name_validate
+
+_CATALOG_TEXT = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in PROVIDER_CATALOG.items())
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON `true`/`false`: DRF's own also takes "yes", "on", 1, "1"..."""
+
+    default_error_messages = {"invalid": "Must be a JSON boolean (true or false)."}
+
+    def to_internal_value(self, data: object) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid")
+
+
+class SecretKeyField(serializers.CharField):
+    """A write-only secret of printable ASCII. Errors say what is wrong, never echo it."""
+
+    default_error_messages = {
+        "invalid_characters": "Must contain only printable ASCII characters.",
+    }
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(write_only=True, **kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):  # DRF's CharField would take 12345678 as "12345678"
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if not is_printable_ascii(value):
+            self.fail("invalid_characters")
+        return value
+
+
+class ProviderKeySerializer(serializers.Serializer):
+    """A provider key as the API shows it: never the key itself, only its last 4 characters."""
+
+    id = serializers.UUIDField()
+    provider_type = serializers.ChoiceField(choices=ProviderType.choices)
+    provider_name = serializers.CharField()
+    is_default = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    masked_key = serializers.CharField(
+        help_text="At most the last 4 characters of the key, e.g. `••••1234`."
+    )
+
+
+class ProviderKeyListSerializer(serializers.Serializer):
+    items = ProviderKeySerializer(many=True)
+
+
+class ProviderKeyCreateSerializer(serializers.Serializer):
+    provider_type = serializers.ChoiceField(
+        choices=ProviderType.choices,
+        error_messages={"invalid_choice": f"Must be one of: {', '.join(PROVIDER_TYPES)}."},
+        help_text="The component the key is for.",
+    )
+    provider_name = serializers.CharField(
+        max_length=50,
+        # Raised by validate(), which knows the type; listed here for the schema.
+        error_messages={"invalid_choice": "Unknown provider for this type."},
+        help_text=f"A provider of that type. {_CATALOG_TEXT}.",
+    )
+    api_key = SecretKeyField(
+        min_length=API_KEY_MIN_LENGTH,
+        max_length=API_KEY_MAX_LENGTH,
+        help_text=(
+            "The provider's API key: 8 to 512 printable ASCII characters (surrounding "
+            "whitespace is removed). Write-only: responses show only `masked_key`."
+        ),
+    )
+    is_default = StrictBooleanField(
+        default=False,
+        help_text="Make this the organization's default key for its type (the previous "
+        "default, if any, stops being one).",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        try:
+            provider_name_validate(
+                provider_type=attrs["provider_type"], provider_name=attrs["provider_name"]
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(get_error_detail(exc)) from exc
+        return attrs
+
+
+class ProviderKeyUpdateSerializer(serializers.Serializer):
+    is_default = StrictBooleanField(
+        required=False,
+        help_text="true: make this the default key for its type (unsetting the previous "
+        "default); false: stop it being the default.",
+    )

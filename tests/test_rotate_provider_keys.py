@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from accounts.models import Organization
+from providerkeys import crypto
+from providerkeys.models import ProviderKey
+from tests.factories import ProviderKeyFactory
+
+pytestmark = pytest.mark.django_db
+
+OLD, NEW = "the-old-cryptography-key", "the-new-cryptography-key"
+
+
+def raw_columns() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, api_key FROM providerkeys_providerkey")
+        return {str(row[0]): bytes(row[1]) for row in cursor.fetchall()}
+
+
+def rotate(*args: str) -> str:
+    out = io.StringIO()
+    call_command("rotate_provider_keys", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def old_keys(organization: Organization, settings) -> dict:
+    """Three keys written under OLD; the service now runs on NEW with OLD as fallback."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    keys = {
+        ProviderKeyFactory(organization=organization, api_key=f"sk-live-secret-{n}").pk: (
+            f"sk-live-secret-{n}"
+        )
+        for n in range(3)
+    }
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+    return keys
+
+
+def test_keys_written_under_the_old_key_read_under_the_new_one_after_rotation(
+    old_keys: dict, settings
+) -> None:
+    output = rotate()
+
+    assert (
+        output
+        == "Re-encrypted 3 provider keys under CRYPTOGRAPHY_KEY (3 were under a fallback key).\n"
+    )
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    assert {key.pk: key.api_key for key in ProviderKey.objects.all()} == old_keys
+
+
+def test_without_rotation_the_new_key_alone_cannot_read_them(old_keys: dict, settings) -> None:
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    with pytest.raises(crypto.UndecryptableValue):
+        list(ProviderKey.objects.all())
+
+
+def test_the_old_key_no_longer_reads_them_after_rotation(old_keys: dict, settings) -> None:
+    rotate()
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    with pytest.raises(crypto.UndecryptableValue):
+        list(ProviderKey.objects.all())
+
+
+def test_a_second_rotation_finds_nothing_under_a_fallback(old_keys: dict) -> None:
+    rotate()
+
+    assert rotate("--dry-run") == (
+        "3 provider keys; 0 still encrypted under a fallback key. "
+        "Nothing was changed (--dry-run).\n"
+    )
+
+
+def test_dry_run_changes_nothing(old_keys: dict) -> None:
+    before = raw_columns()
+
+    output = rotate("--dry-run")
+
+    assert "3 still encrypted under a fallback key" in output
+    assert raw_columns() == before
+
+
+def test_a_key_nobody_can_open_aborts_the_whole_rotation(
+    old_keys: dict, organization: Organization, settings
+) -> None:
+    settings.CRYPTOGRAPHY_KEY = "a-key-that-was-lost"
+    lost = ProviderKeyFactory(organization=organization, api_key="sk-lost-forever")
+    settings.CRYPTOGRAPHY_KEY = NEW
+    before = raw_columns()
+
+    with pytest.raises(CommandError) as excinfo:
+        rotate()
+
+    assert str(lost.pk) in str(excinfo.value)
+    assert "Nothing was changed" in str(excinfo.value)
+    assert "sk-lost-forever" not in str(excinfo.value)
+    assert raw_columns() == before

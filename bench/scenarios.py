@@ -207,14 +207,19 @@ def _create_call(ctx: Context, client: Client, conn: object) -> Scenario:
 
 
 def _agent_events(ctx: Context, conn: object) -> list[Scenario]:
-    """Agent event batches (issue 5's endpoint), when it exists."""
-    probe = f"{API}/agent/calls/{uuid.uuid4()}/events"
-    if not _routed(probe):
-        ctx.notes.append("agent events endpoint not on this branch yet: skipped")
-        return []
+    """Agent event batches and LiveKit webhooks (issue 5's endpoints), when they exist."""
     from bench import ingest
 
-    return ingest.scenarios(ctx, conn)
+    scenarios = []
+    if _routed(f"{API}/agent/calls/{uuid.uuid4()}/events"):
+        scenarios += ingest.event_scenarios(ctx, conn)
+    else:
+        ctx.notes.append("no agent events endpoint on this branch yet: not measured")
+    if _routed(ingest.WEBHOOK_URL):
+        scenarios.append(ingest.webhook_scenario(ctx, conn))
+    else:
+        ctx.notes.append("no LiveKit webhook endpoint on this branch yet: not measured")
+    return scenarios
 
 
 def _page_1(results: dict, name: str) -> dict | None:

@@ -109,11 +109,14 @@ class Call(models.Model):
                 fields=["organization", "workflow", "-created_at", "-id"],
                 name="call_org_workflow",
             ),
-            models.Index(fields=["organization", "started_at"], name="call_org_started"),
-            # workflow_id with a started_* window: the window is a range of this index and
-            # the ordering columns ride along, so the count and the page's ids are read
-            # from the index alone, however many calls the workflow has outside the window.
-            # (Key columns rather than INCLUDE: SQLite has no INCLUDE.)
+            # A started_* window is a range of these, alone or with workflow_id; the
+            # ordering columns ride along so the count and the page's ids come from the
+            # index alone (calls.selectors.CallListing). Key columns rather than INCLUDE,
+            # which SQLite lacks.
+            models.Index(
+                fields=["organization", "started_at", "created_at", "id"],
+                name="call_org_started_order",
+            ),
             models.Index(
                 fields=["organization", "workflow", "started_at", "created_at", "id"],
                 name="call_org_workflow_started",

@@ -99,15 +99,10 @@ class CallViewSet(viewsets.GenericViewSet):
         )
         if not filterset.is_valid():
             raise translate_validation(filterset.errors)
-        page = self.paginator.paginate(
-            request,
-            count=lambda: selectors.call_list_total(
-                organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
-            ),
-            fetch=lambda offset, limit: selectors.call_list_page(
-                calls=filterset.qs, offset=offset, limit=limit
-            ),
+        listing = selectors.CallListing(
+            organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
         )
+        page = self.paginator.paginate(request, count=listing.total, fetch=listing.page)
         return self.get_paginated_response(representations.call_list_items(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:

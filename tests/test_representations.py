@@ -61,9 +61,11 @@ def calls(organization) -> list[Call]:
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
 def test_list_items_are_the_serializers_answer(organization, calls, zone: str) -> None:
     with timezone.override(zone):
-        rows = selectors.call_list_page(
-            calls=selectors.call_list(organization=organization), offset=0, limit=20
-        )
+        rows = selectors.CallListing(
+            organization=organization,
+            calls=selectors.call_list(organization=organization),
+            filters={},
+        ).page(0, 20)
         expected = CallListItemSerializer(
             selectors.call_list(organization=organization), many=True
         ).data

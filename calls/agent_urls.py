@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401 - used as endpoints are added
+from django.urls import path
 
-urlpatterns: list = []
+from calls.agent_session import AgentSessionView
+
+urlpatterns: list = [
+    path("calls/<uuid:call_id>/session", AgentSessionView.as_view(), name="agent-call-session"),
+]

@@ -6,6 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from workflows.models import Workflow
+from workflows.serializers import WorkflowWriteSerializer, workflow_as_input
+from workflows.services import workflow_delete
 
 pytestmark = pytest.mark.django_db
 
@@ -32,3 +34,31 @@ def test_running_it_twice_changes_nothing() -> None:
 
     assert Workflow.objects.count() == 1
     assert "Already present" in out.getvalue()
+
+
+def test_the_demo_is_stored_as_the_api_validates_it() -> None:
+    call_command("load_demo", "--org", "demo", stdout=StringIO())
+    workflow = Workflow.objects.select_related("current_version").get()
+
+    data = WorkflowWriteSerializer(data=workflow_as_input(workflow))
+
+    assert data.is_valid(), data.errors
+    definition = workflow.current_version.definition
+    assert [agent["handoffs"] for agent in definition["agents"]] == [
+        ["meal-agent"],
+        ["feedback-agent"],
+        [],
+    ]
+    # defaults were filled in by the same validation the API runs
+    assert definition["agents"][1]["tools"][0]["url"] is None
+    assert definition["agents"][0]["stt"]["voice"] is None
+
+
+def test_it_creates_the_demo_again_after_it_was_deleted() -> None:
+    call_command("load_demo", "--org", "demo", stdout=StringIO())
+    workflow_delete(workflow=Workflow.objects.get())
+
+    call_command("load_demo", "--org", "demo", stdout=StringIO())
+
+    assert Workflow.objects.filter(deleted_at__isnull=True).count() == 1
+    assert Workflow.objects.count() == 2

@@ -19,7 +19,10 @@ PRODUCTION_SECRETS = {
 
 
 def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_SECRETS and k != "DEBUG"}
+    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a production check
+    # must not inherit it (check --deploy reports it as async.E001).
+    leaked = {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_SECRETS and k not in leaked}
     return subprocess.run(
         [sys.executable, "manage.py", "check", *args],
         cwd=ROOT,

@@ -1,0 +1,135 @@
+"""`GET /api/v1/agent/calls/{id}/session`: everything the voice-agent worker needs to
+run a call, on the workflow version the call started with.
+
+The only place provider keys leave the service in plaintext: agent keys only, never
+cached (`Cache-Control: no-store`).
+"""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls.models import Call, CallDirection, CallStatus
+from calls.selectors import agent_call_queryset
+from providerkeys.selectors import provider_key_for
+from voicecalls.auth import IsAgentKey
+from workflows.prompts import agents_rendered, template_context
+from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
+
+COMPONENTS = ("stt", "llm", "tts")
+
+
+def agent_session(*, call: Call) -> dict:
+    """The call's session: its data, and its workflow version with prompts rendered and
+    each component's provider key resolved (one query per distinct provider)."""
+    version = call.workflow_version
+    context = template_context(
+        user_data=call.user_data, metadata=call.metadata, call_id=str(call.id)
+    )
+    keys: dict[tuple[str, str], str | None] = {}
+    agents = agents_rendered(definition=version.definition, context=context)
+    for agent in agents:
+        for component in COMPONENTS:
+            config = dict(agent[component])
+            lookup = (component, config["provider"])
+            if lookup not in keys:
+                found = provider_key_for(
+                    organization=call.organization,
+                    provider_type=component,
+                    provider_name=config["provider"],
+                )
+                keys[lookup] = found.api_key if found is not None else None
+            config["api_key"] = keys[lookup]
+            config["missing_key"] = keys[lookup] is None
+            agent[component] = config
+    return {
+        "call_id": call.id,
+        "room_name": call.room_name,
+        "status": call.status,
+        "direction": call.direction,
+        "user_id": call.user_id,
+        "user_data": call.user_data,
+        "metadata": call.metadata,
+        "workflow": {
+            "id": call.workflow_id,
+            "slug": call.workflow_slug,
+            "version": version.number,
+            "start_agent": version.start_agent,
+            "settings": {
+                "connect_timeout_seconds": version.connect_timeout_seconds,
+                "max_duration_seconds": version.max_duration_seconds,
+            },
+            "agents": agents,
+        },
+    }
+
+
+class SessionComponentSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    voice = serializers.CharField(allow_null=True, default=None)
+    api_key = serializers.CharField(
+        allow_null=True, help_text="The organization's key for this provider, decrypted."
+    )
+    missing_key = serializers.BooleanField(
+        help_text="True when the organization has no key for this provider."
+    )
+
+
+class SessionAgentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    instructions = serializers.CharField(help_text="Rendered for this call.")
+    greeting = serializers.CharField(allow_blank=True, help_text="Rendered for this call.")
+    tools = WorkflowToolSerializer(many=True)
+    handoffs = serializers.ListField(child=serializers.CharField())
+    stt = SessionComponentSerializer()
+    llm = SessionComponentSerializer()
+    tts = SessionComponentSerializer()
+
+
+class SessionWorkflowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField(help_text="The slug when the call was made.")
+    version = serializers.IntegerField(help_text="The version the call started with.")
+    start_agent = serializers.CharField()
+    settings = WorkflowSettingsSerializer()
+    agents = SessionAgentSerializer(many=True)
+
+
+class AgentSessionSerializer(serializers.Serializer):
+    call_id = serializers.UUIDField()
+    room_name = serializers.CharField()
+    status = serializers.ChoiceField(choices=CallStatus.choices)
+    direction = serializers.ChoiceField(choices=CallDirection.choices)
+    user_id = serializers.CharField(allow_null=True)
+    user_data = serializers.DictField()
+    metadata = serializers.DictField()
+    workflow = SessionWorkflowSerializer()
+
+
+class AgentSessionView(APIView):
+    permission_classes = [IsAgentKey]
+
+    @extend_schema(
+        summary="Get a call's agent session",
+        operation_id="agent_calls_session",
+        description=(
+            "Everything the voice-agent worker needs for a call: its data, and the "
+            "workflow version it started with, prompts rendered and provider keys "
+            "decrypted. Agent keys only; never cache it."
+        ),
+        responses={200: AgentSessionSerializer},
+    )
+    def get(self, request: Request, call_id: str) -> Response:
+        calls = agent_call_queryset(organization=request.user.organization).select_related(
+            "workflow_version", "organization"
+        )
+        call = get_object_or_404(calls, pk=call_id)
+        response = Response(AgentSessionSerializer(agent_session(call=call)).data)
+        response["Cache-Control"] = "no-store"
+        return response

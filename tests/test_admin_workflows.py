@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from accounts.models import Organization
+from tests.factories import CallFactory, WorkflowFactory
+from workflows.demo import DEMO_DEFINITION
+from workflows.models import Workflow
+
+
+@pytest.fixture
+def staff_client(db: None, client: Client) -> Client:
+    """A superuser's browser (force_login: no slow password hashing)."""
+    user = User.objects.create(username="admin", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+def preview_url(workflow: Workflow) -> str:
+    return f"/admin/workflows/workflow/{workflow.id}/preview-prompts/"
+
+
+def change_url(workflow: Workflow) -> str:
+    return f"/admin/workflows/workflow/{workflow.id}/change/"
+
+
+def test_the_changelist_lists_workflows_with_their_version(
+    staff_client: Client, workflow: Workflow, outsider_workflow: Workflow
+) -> None:
+    response = staff_client.get("/admin/workflows/workflow/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "daily-call" in html and "Preview prompts" in html
+    assert html.count(preview_url(workflow)) == 1
+
+
+def test_changelist_query_count_does_not_grow(
+    staff_client: Client, organization: Organization, django_assert_max_num_queries: Any
+) -> None:
+    WorkflowFactory(organization=organization)
+    with django_assert_max_num_queries(30) as few:
+        staff_client.get("/admin/workflows/workflow/")
+    for _ in range(10):
+        WorkflowFactory(organization=organization)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        staff_client.get("/admin/workflows/workflow/")
+
+
+def test_the_change_page_shows_versions_read_only(staff_client: Client, workflow: Workflow) -> None:
+    response = staff_client.get(change_url(workflow))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "greeter-agent, meal-agent, feedback-agent" in html
+    assert 'name="versions-0-number"' not in html  # shown, not editable
+
+
+def test_saving_a_changed_definition_adds_a_version(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    definition = copy.deepcopy(workflow.current_version.definition)
+    definition["agents"][0]["greeting"] = "Hey {{ user.name }}"
+
+    response = staff_client.post(
+        change_url(workflow),
+        {
+            "slug": "daily-call",
+            "name": "Daily",
+            "definition": json.dumps(definition),
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    workflow.refresh_from_db()
+    assert workflow.name == "Daily"
+    assert workflow.current_version.number == 2
+    assert workflow.current_version.definition["agents"][0]["greeting"] == "Hey {{ user.name }}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"start_agent": "ghost"}, "start_agent: No agent named"),
+        ({"agents": []}, "agents:"),
+        ({"settings": {"max_duration_seconds": 1}}, "settings.max_duration_seconds:"),
+    ],
+)
+def test_the_admin_cannot_save_an_invalid_definition(
+    staff_client: Client, workflow: Workflow, change: dict, message: str
+) -> None:
+    definition = {**copy.deepcopy(workflow.current_version.definition), **change}
+
+    response = staff_client.post(
+        change_url(workflow),
+        {
+            "slug": "daily-call",
+            "name": "Daily",
+            "definition": json.dumps(definition),
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+        },
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert workflow.versions.count() == 1
+
+
+def test_the_admin_creates_workflows_through_the_service(
+    staff_client: Client, organization: Organization
+) -> None:
+    response = staff_client.post(
+        "/admin/workflows/workflow/add/",
+        {
+            "organization": organization.pk,
+            "slug": "from-admin",
+            "name": "From admin",
+            "definition": json.dumps(DEMO_DEFINITION),
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    created = Workflow.objects.get(slug="from-admin")
+    assert created.current_version.number == 1
+    assert created.current_version.definition["agents"][1]["tools"][0]["url"] is None
+
+
+def test_the_soft_delete_action_keeps_calls(
+    staff_client: Client, organization: Organization, workflow: Workflow
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow)
+
+    response = staff_client.post(
+        "/admin/workflows/workflow/",
+        {"action": "soft_delete", "_selected_action": [str(workflow.id)]},
+    )
+
+    assert response.status_code == 302
+    workflow.refresh_from_db()
+    assert workflow.deleted_at is not None
+    call.refresh_from_db()
+    assert call.workflow_version_id == workflow.current_version_id
+
+
+def test_preview_renders_prompts_for_sample_user_data(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    response = staff_client.get(
+        preview_url(workflow),
+        {"user_data": json.dumps({"name": "Grace", "language": "de"}), "metadata": "{}"},
+    )
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Hello Grace! How are you today?" in html
+    assert "call to Grace. Speak de." in html
+    assert "Ask Grace what they ate today" in html
+
+
+def test_preview_of_one_agent_and_an_old_version(staff_client: Client, workflow: Workflow) -> None:
+    first = workflow.current_version
+    definition = copy.deepcopy(first.definition)
+    definition["agents"][0]["greeting"] = "New greeting"
+    from workflows.services import workflow_update
+
+    workflow_update(workflow=workflow, slug="daily-call", name="x", definition=definition)
+
+    response = staff_client.get(
+        preview_url(workflow),
+        {"user_data": '{"name": "Ada"}', "agent": "greeter-agent", "version": str(first.pk)},
+    )
+
+    html = response.content.decode()
+    assert "Hello Ada! How are you today?" in html
+    assert "New greeting" not in html
+    assert 'id="agent-meal-agent"' not in html
+
+
+def test_preview_shows_hostile_user_data_verbatim_and_escaped(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    response = staff_client.get(
+        preview_url(workflow), {"user_data": json.dumps({"name": "<script>{{ 7*7 }}</script>"})}
+    )
+
+    html = response.content.decode()
+    assert "Hello &lt;script&gt;{{ 7*7 }}&lt;/script&gt;!" in html
+    assert "<script>{{" not in html
+
+
+@pytest.mark.parametrize(
+    ("user_data", "error"), [("{not json", "Enter a valid JSON"), ("[1]", "Must be a JSON object")]
+)
+def test_preview_explains_bad_sample_data(
+    staff_client: Client, workflow: Workflow, user_data: str, error: str
+) -> None:
+    response = staff_client.get(preview_url(workflow), {"user_data": user_data})
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert "Rendered prompts" not in response.content.decode()
+
+
+def test_preview_needs_staff(client: Client, workflow: Workflow) -> None:
+    response = client.get(preview_url(workflow))
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_preview_needs_view_permission(client: Client, workflow: Workflow) -> None:
+    staff = User.objects.create(username="staff", is_staff=True)
+    client.force_login(staff)
+    assert client.get(preview_url(workflow)).status_code == 403
+
+    staff.user_permissions.add(Permission.objects.get(codename="view_workflow"))
+    assert client.get(preview_url(workflow)).status_code == 200
+
+
+def test_the_add_page_and_the_deleted_filter_render(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    assert staff_client.get("/admin/workflows/workflow/add/").status_code == 200
+    response = staff_client.get("/admin/workflows/workflow/", {"deleted_at__isempty": "0"})
+    assert response.status_code == 200
+
+
+def test_a_deleted_workflow_is_read_only(staff_client: Client, workflow: Workflow) -> None:
+    from workflows.services import workflow_delete
+
+    workflow_delete(workflow=workflow)
+
+    response = staff_client.get(change_url(workflow))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="definition"' not in html
+    assert "&quot;start_agent&quot;: &quot;greeter-agent&quot;" in html
+
+
+def test_view_only_staff_see_the_definition_read_only(client: Client, workflow: Workflow) -> None:
+    staff = User.objects.create(username="viewer", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_workflow"))
+    client.force_login(staff)
+
+    response = client.get(change_url(workflow))
+
+    assert response.status_code == 200
+    assert 'name="definition"' not in response.content.decode()

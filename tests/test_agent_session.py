@@ -1,0 +1,336 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Organization
+from calls.models import Call
+from tests.factories import CallFactory, ProviderKeyFactory, WorkflowFactory
+from workflows.demo import DEMO_DEFINITION
+from workflows.models import Workflow
+from workflows.services import workflow_delete, workflow_update
+
+DEEPGRAM_KEY = "dg-secret-0001"
+OPENAI_KEY = "sk-openai-secret-0002"
+
+
+def session_url(call: Call) -> str:
+    return f"/api/v1/agent/calls/{call.id}/session"
+
+
+@pytest.fixture
+def call(organization: Organization, workflow: Workflow) -> Call:
+    return CallFactory(
+        organization=organization,
+        workflow=workflow,
+        user_data={"name": "Ada", "language": "fr"},
+        metadata={"source": "app"},
+    )
+
+
+@pytest.fixture
+def keys(organization: Organization) -> None:
+    ProviderKeyFactory(
+        organization=organization,
+        provider_type="stt",
+        provider_name="deepgram",
+        api_key=DEEPGRAM_KEY,
+        is_default=True,
+    )
+    ProviderKeyFactory(
+        organization=organization,
+        provider_type="llm",
+        provider_name="openai",
+        api_key=OPENAI_KEY,
+    )
+
+
+def test_it_returns_the_whole_session_to_an_agent_key(
+    agent_api: APIClient, call: Call, keys: None
+) -> None:
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 200, response.json()
+    assert response["Cache-Control"] == "no-store"
+    stt = {
+        "provider": "deepgram",
+        "model": "nova-3",
+        "voice": None,
+        "api_key": DEEPGRAM_KEY,
+        "missing_key": False,
+    }
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4.1-mini",
+        "voice": None,
+        "api_key": OPENAI_KEY,
+        "missing_key": False,
+    }
+    tts = {
+        "provider": "cartesia",
+        "model": "sonic-2",
+        "voice": "f786b574-daa5-4673-aa0c-cbe3e8534c02",
+        "api_key": None,
+        "missing_key": True,
+    }
+    save_meal = copy.deepcopy(DEMO_DEFINITION["agents"][1]["tools"][0])
+    assert response.json() == {
+        "call_id": str(call.id),
+        "room_name": f"call-{call.id}",
+        "status": "connecting",
+        "direction": "inbound",
+        "user_id": call.user_id,
+        "user_data": {"name": "Ada", "language": "fr"},
+        "metadata": {"source": "app"},
+        "workflow": {
+            "id": str(call.workflow_id),
+            "slug": "daily-call",
+            "version": 1,
+            "start_agent": "greeter-agent",
+            "settings": {"connect_timeout_seconds": 60, "max_duration_seconds": 1800},
+            "agents": [
+                {
+                    "name": "greeter-agent",
+                    "instructions": (
+                        "You are a warm assistant making a daily check-in call to Ada. "
+                        "Speak fr. Ask how they are, then hand off to the meal agent."
+                    ),
+                    "greeting": "Hello Ada! How are you today?",
+                    "tools": [],
+                    "handoffs": ["meal-agent"],
+                    "stt": stt,
+                    "llm": llm,
+                    "tts": tts,
+                },
+                {
+                    "name": "meal-agent",
+                    "instructions": (
+                        "Ask Ada what they ate today, one meal at a time, and record each "
+                        "with save_meal. Then hand off to the feedback agent."
+                    ),
+                    "greeting": "",
+                    "tools": [{**save_meal, "url": None}],
+                    "handoffs": ["feedback-agent"],
+                    "stt": stt,
+                    "llm": llm,
+                    "tts": tts,
+                },
+                {
+                    "name": "feedback-agent",
+                    "instructions": (
+                        "Ask how the call went and whether anything could be better, thank "
+                        "Ada and say goodbye."
+                    ),
+                    "greeting": "",
+                    "tools": [],
+                    "handoffs": [],
+                    "stt": stt,
+                    "llm": llm,
+                    "tts": tts,
+                },
+            ],
+        },
+    }
+
+
+def test_missing_user_values_render_their_defaults(
+    agent_api: APIClient, organization: Organization, workflow: Workflow
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, user_data={})
+
+    agents = agent_api.get(session_url(call)).json()["workflow"]["agents"]
+
+    assert agents[0]["greeting"] == "Hello there! How are you today?"
+    assert "call to the user. Speak en." in agents[0]["instructions"]
+
+
+def test_an_organization_agent_key_reaches_its_own_calls(
+    org_agent_api: APIClient, call: Call
+) -> None:
+    assert org_agent_api.get(session_url(call)).status_code == 200
+
+
+def test_an_organization_agent_key_gets_404_for_another_organizations_call(
+    org_agent_api: APIClient, outsider: Organization
+) -> None:
+    foreign = CallFactory(organization=outsider)
+
+    response = org_agent_api.get(session_url(foreign))
+
+    assert response.status_code == 404
+
+
+def test_a_platform_agent_key_reaches_any_organizations_call(
+    agent_api: APIClient, outsider: Organization
+) -> None:
+    foreign = CallFactory(organization=outsider)
+
+    assert agent_api.get(session_url(foreign)).status_code == 200
+
+
+def test_a_client_key_gets_403_and_no_key_401(
+    api: APIClient, anonymous_api: APIClient, call: Call, keys: None
+) -> None:
+    response = api.get(session_url(call))
+    assert response.status_code == 403
+    assert DEEPGRAM_KEY not in response.content.decode()
+
+    response = anonymous_api.get(session_url(call))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+def test_unknown_call_is_404(agent_api: APIClient) -> None:
+    assert (
+        agent_api.get(
+            "/api/v1/agent/calls/8b0d8c55-2b9f-4d8c-9a5e-6d9f1d2a1b3c/session"
+        ).status_code
+        == 404
+    )
+    assert agent_api.get("/api/v1/agent/calls/nope/session").status_code == 404
+
+
+def test_the_default_key_wins_over_a_newer_key_for_the_same_provider(
+    agent_api: APIClient, organization: Organization, call: Call, keys: None
+) -> None:
+    ProviderKeyFactory(
+        organization=organization,
+        provider_type="stt",
+        provider_name="deepgram",
+        api_key="dg-newer-but-not-default",
+    )
+
+    agents = agent_api.get(session_url(call)).json()["workflow"]["agents"]
+
+    assert agents[0]["stt"]["api_key"] == DEEPGRAM_KEY
+
+
+def test_a_key_of_another_type_or_organization_is_not_used(
+    agent_api: APIClient, organization: Organization, outsider: Organization, call: Call
+) -> None:
+    ProviderKeyFactory(organization=organization, provider_type="tts", provider_name="deepgram")
+    ProviderKeyFactory(organization=outsider, provider_type="stt", provider_name="deepgram")
+
+    stt = agent_api.get(session_url(call)).json()["workflow"]["agents"][0]["stt"]
+
+    assert (stt["api_key"], stt["missing_key"]) == (None, True)
+
+
+def test_a_call_made_before_an_edit_keeps_its_old_prompts(
+    agent_api: APIClient, call: Call, workflow: Workflow
+) -> None:
+    definition = copy.deepcopy(workflow.current_version.definition)
+    definition["agents"][0]["greeting"] = "Bonjour {{ user.name }}, version two."
+    workflow_update(workflow=workflow, slug="daily-call", name="Daily", definition=definition)
+    workflow.refresh_from_db()
+    new_call = CallFactory(
+        organization=call.organization,
+        workflow=workflow,
+        workflow_version=workflow.current_version,
+        user_data={"name": "Bo"},
+    )
+
+    old = agent_api.get(session_url(call)).json()["workflow"]
+    new = agent_api.get(session_url(new_call)).json()["workflow"]
+
+    assert (old["version"], old["agents"][0]["greeting"]) == (1, "Hello Ada! How are you today?")
+    assert (new["version"], new["agents"][0]["greeting"]) == (2, "Bonjour Bo, version two.")
+
+
+def test_a_deleted_workflows_calls_keep_their_session(
+    agent_api: APIClient, call: Call, workflow: Workflow
+) -> None:
+    workflow_delete(workflow=workflow)
+
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 200
+    assert response.json()["workflow"]["agents"][0]["greeting"] == "Hello Ada! How are you today?"
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        {"name": "{{ 7*7 }}"},
+        {"name": "{% for i in range(10) %}x{% endfor %}"},
+        {"name": "x" * 200_000},
+        {"name": {"first": {"deep": [1, {"a": None}]}}},
+        {"name": ["a", "b"]},
+        {"name": None},
+        {"__class__": "x", "name": "{{ ''.__class__.__mro__ }}"},
+    ],
+)
+def test_hostile_user_data_is_data_not_template(
+    agent_api: APIClient, organization: Organization, workflow: Workflow, user_data: dict
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, user_data=user_data)
+
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 200
+    greeting = response.json()["workflow"]["agents"][0]["greeting"]
+    name = user_data["name"]
+    if isinstance(name, str):
+        # the value appears verbatim (bounded), never evaluated
+        assert greeting.startswith(f"Hello {name[:100]}")
+        assert "49" not in greeting
+    assert len(greeting) <= 64 * 1024
+
+
+def test_hostile_templates_render_empty_instead_of_failing(
+    agent_api: APIClient, organization: Organization
+) -> None:
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["agents"][0]["instructions"] = "{{ cycler.__init__.__globals__.os }}"
+    definition["agents"][0]["greeting"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    hostile = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=hostile)
+
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 200
+    agent = response.json()["workflow"]["agents"][0]
+    assert (agent["instructions"], agent["greeting"]) == ("", "")
+
+
+def test_query_count_does_not_grow_with_agents(
+    agent_api: APIClient, organization: Organization, django_assert_num_queries: Any
+) -> None:
+    small = CallFactory(organization=organization)
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["agents"] = [
+        {**copy.deepcopy(definition["agents"][2]), "name": f"agent-{i}"} for i in range(12)
+    ]
+    definition["start_agent"] = "agent-0"
+    big = CallFactory(
+        organization=organization,
+        workflow=WorkflowFactory(organization=organization, definition=definition),
+    )
+
+    # key lookup + the call with its version and organization + one per distinct provider
+    with django_assert_num_queries(5):
+        agent_api.get(session_url(small))
+    with django_assert_num_queries(5):
+        agent_api.get(session_url(big))
+
+
+def test_plaintext_keys_appear_nowhere_but_the_session(
+    api: APIClient, call: Call, workflow: Workflow, keys: None
+) -> None:
+    bodies = [
+        api.get(f"/api/v1/workflows/{workflow.id}"),
+        api.get("/api/v1/workflows"),
+        api.get(f"/api/v1/workflows/{workflow.id}/versions"),
+        api.patch(f"/api/v1/workflows/{workflow.id}", {"name": "x"}, format="json"),
+        api.get(f"/api/v1/calls/{call.id}"),
+    ]
+
+    for response in bodies:
+        assert response.status_code == 200
+        text = json.dumps(response.json())
+        assert DEEPGRAM_KEY not in text and OPENAI_KEY not in text
+        assert "api_key" not in text

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import pytest
+
+from workflows.prompts import (
+    MAX_RENDERED_CHARS,
+    agents_rendered,
+    render,
+    template_context,
+    template_error,
+)
+
+CONTEXT = template_context(
+    user_data={"name": "Ada", "address": {"city": "Paris"}, "tags": ["a", "b"]},
+    metadata={"source": "app", "n": 3},
+    call_id="c-1",
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "rendered"),
+    [
+        ("Hi {{ user.name }}", "Hi Ada"),
+        ("Hi {{user.name}}", "Hi Ada"),
+        ("{{ user.address.city }}", "Paris"),
+        ("{{ user['address']['city'] }}", "Paris"),
+        ("{{ metadata.source }}/{{ metadata.n + 1 }}", "app/4"),
+        ("{{ call.id }}", "c-1"),
+        ("{{ user.tags | join(', ') }}", "a, b"),
+        ("{% if user.name %}yes{% else %}no{% endif %}", "yes"),
+        ("{{ user.name | upper }}", "ADA"),
+        ("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ 7 % 3 }}", "ababab 1024 1"),
+        ("plain text", "plain text"),
+        ("", ""),
+        ("trailing\n", "trailing\n"),
+        ("<b>{{ user.name }}</b> & co", "<b>Ada</b> & co"),  # no HTML escaping
+    ],
+)
+def test_it_renders_user_metadata_and_call(source: str, rendered: str) -> None:
+    assert render(source, CONTEXT) == rendered
+
+
+@pytest.mark.parametrize(
+    ("source", "rendered"),
+    [
+        ("Hi {{ user.missing }}!", "Hi !"),
+        ("{{ user.missing.deeper.still }}", ""),
+        ("{{ user.missing['x'] }}", ""),
+        ("{{ metadata.nothing }}", ""),
+        ('Hello {{ user.missing | default("there") }}', "Hello there"),
+        ('{{ user.address.zip | default("none") }}', "none"),
+        ("{% if user.missing %}yes{% else %}no{% endif %}", "no"),
+        ("{{ nobody }}", ""),
+    ],
+)
+def test_missing_values_render_empty_and_default_works(source: str, rendered: str) -> None:
+    assert render(source, CONTEXT) == rendered
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ user.__class__ }}",
+        "{{ user.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ joiner.__init__.__globals__ }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ lipsum.__globals__['os'] }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ request }}{{ config }}{{ settings }}",
+        "{{ user.items.__self__ }}",
+        "{{ (user.name).__class__.__base__.__subclasses__() }}",
+        "{{ user.tags.append('x') }}{{ user.tags }}",
+        "{{ user.pop('name') }}",
+        "{{ '{0.__class__}'.format(user) }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ '%999999999d' % 1 }}",
+        "{{ 'a' * 1000000000 }}",
+        "{{ [1] * 1000000000 }}",
+        "{{ ((2 ** 64) ** 64) ** 64 }}",
+        "{{ 10 ** 100000 }}",
+        "{% for i in range(1000000000) %}{% endfor %}",
+        # nested loops, recursion and doubling that print nothing or little
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% set l = [0] * 10000 %}{% for a in l %}{% for b in l %}{% for c in l %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(60) }}",
+        "{% for x in [1] recursive %}{{ loop([1, 2]) }}{% endfor %}",
+        "{% set a = 'x' * 10000 %}" + "{% set a = a ~ a %}" * 40 + "{{ a | length }}",
+        "{% set a = 'x' * 10000 %}" + "{% set a = a + a %}" * 40 + "{{ a | length }}",
+        "{% set a = ['x'] * 10000 %}" + "{% set a = a + a %}" * 40 + "{{ a | length }}",
+        "{{ ('x' * 10000).ljust(1000000000) }}",
+        "{{ ('x' * 10000).zfill(1000000000) }}",
+        "{{ ('x\t' * 10000).expandtabs(100000) }}",
+        "{{ ('x' * 10000).replace('x', 'y' * 10000) }}",
+        "{{ ('x' * 10000) | replace('x', 'y' * 10000) }}",
+        "{{ (['y' * 10000] * 10000) | join }}",
+        "{{ ('y' * 10000).join(['x'] * 10000) }}",
+        "{{ range(100000) | list | slice(1000000000) }}",
+    ],
+)
+def test_python_internals_and_resource_bombs_render_nothing_harmful(source: str) -> None:
+    rendered = render(source, CONTEXT)
+
+    for leak in ("class", "module", "function", "built-in", "method", "uid=", "Ada"):
+        assert leak not in rendered
+    assert len(rendered) <= 100
+
+
+def test_a_template_cannot_change_the_data_it_reads() -> None:
+    user = {"name": "Ada", "tags": ["a"]}
+    context = template_context(user_data=user, metadata={}, call_id="c")
+
+    render("{{ user.tags.append('x') }}{{ user.update({'name': 'Eve'}) }}", context)
+
+    assert user == {"name": "Ada", "tags": ["a"]}
+
+
+def test_output_is_bounded() -> None:
+    source = (
+        "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxx{% endfor %}{% endfor %}"
+    )
+
+    rendered = render(source, CONTEXT)
+
+    assert len(rendered) == MAX_RENDERED_CHARS
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{{ 7*7 }}",
+        "{% raw %}{% endraw %}{{ cycler.__init__.__globals__ }}",
+        "{% for i in range(1000000000) %}x{% endfor %}",
+        "}}{{",
+        "\x00",
+    ],
+)
+def test_values_are_never_evaluated(value: str) -> None:
+    context = template_context(user_data={"name": value}, metadata={}, call_id="c")
+
+    assert render("Hi {{ user.name }}", context) == f"Hi {value}"
+
+
+def test_huge_and_nested_values_do_not_crash() -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(500):
+        node["x"] = {}
+        node = node["x"]
+    context = template_context(
+        user_data={"big": "y" * 1_000_000, "deep": deep}, metadata={}, call_id="c"
+    )
+
+    assert len(render("{{ user.big }}", context)) == MAX_RENDERED_CHARS
+    assert render("{{ user.deep.x.x.x.x.missing }}", context) == ""
+    rendered = render("{{ user.deep }}", context)
+    assert isinstance(rendered, str)
+
+
+@pytest.mark.parametrize("user_data", [None, [], "text", 3])
+def test_non_object_user_data_is_treated_as_empty(user_data: object) -> None:
+    context = template_context(user_data=user_data, metadata=None, call_id="c")
+
+    assert render("Hi {{ user.name | default('there') }}", context) == "Hi there"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ user.name ", "line 1"),
+        ("ok\n{% if %}", "line 2"),
+        ("{% for x in y %}", "line 1"),
+        ("{{ user.name | no_such_filter }}", "no_such_filter"),
+        ("{{ user.name | center(9) }}", "center"),
+        ("{% endif %}", "line 1"),
+    ],
+)
+def test_template_error_explains_syntax_errors(source: str, message: str) -> None:
+    error = template_error(source)
+
+    assert error is not None and message in error
+
+
+@pytest.mark.parametrize("source", ["", "plain", "{{ user.name }}", "{{ 9 ** 9 ** 9 ** 9 }}"])
+def test_template_error_accepts_valid_templates(source: str) -> None:
+    # Validation compiles but never runs a template: nothing is evaluated at save time.
+    assert template_error(source) is None
+
+
+def test_agents_rendered_renders_only_the_prompts() -> None:
+    definition = {
+        "agents": [
+            {
+                "name": "a",
+                "instructions": "I {{ user.name }}",
+                "greeting": "G {{ call.id }}",
+                "tools": [{"name": "t", "description": "{{ user.name }}"}],
+            }
+        ]
+    }
+
+    (agent,) = agents_rendered(definition=definition, context=CONTEXT)
+
+    assert agent["instructions"] == "I Ada"
+    assert agent["greeting"] == "G c-1"
+    assert agent["tools"] == [{"name": "t", "description": "{{ user.name }}"}]
+    assert definition["agents"][0]["instructions"] == "I {{ user.name }}"

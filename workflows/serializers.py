@@ -1,0 +1,356 @@
+"""A workflow's definition as nested serializers: the API's types and its validation.
+
+`WorkflowWriteSerializer` is the one place a definition is validated; the services run
+it on every write (API, admin, `load_demo`), so nothing stores a definition it refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators as jsonschema_validators
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+from rest_framework.settings import api_settings
+
+from providerkeys.catalog import PROVIDER_CATALOG
+from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
+from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
+
+# Agent and tool names become LLM function names (`transfer_to_<agent>`), whose
+# providers accept ^[a-zA-Z0-9_-]{1,64}$.
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+NAME_HELP = "Letters, digits, `_` and `-`; at most 64 characters."
+RESERVED_TOOL_PREFIX = "transfer_to_"
+MAX_AGENTS = 20
+MAX_TOOLS_PER_AGENT = 32
+MAX_GREETING_CHARS = 2_000
+MAX_TOOL_DESCRIPTION_CHARS = 1_024
+MAX_PARAMETERS_BYTES = 16 * 1024
+CONNECT_TIMEOUT_BOUNDS = (5, 600)
+MAX_DURATION_BOUNDS = (30, 4 * 3600)
+
+
+def _error(message: str, code: str) -> list[ErrorDetail]:
+    return [ErrorDetail(message, code=code)]
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A JSON Schema (type `object`) for the tool's arguments.",
+        "example": {
+            "type": "object",
+            "properties": {"meal_type": {"type": "string"}},
+            "required": ["meal_type"],
+        },
+    }
+)
+class JSONSchemaField(serializers.JSONField):
+    """A JSON Schema for a tool's arguments: an object schema the validator accepts."""
+
+    default_error_messages = {
+        "not_an_object": "Must be a JSON Schema object.",
+        "not_object_type": 'Tool parameters must be a schema of "type": "object".',
+        "invalid_schema": "Not a valid JSON Schema: {message}",
+        "too_large": "Must be at most {max_bytes} bytes as JSON.",
+    }
+
+    def to_internal_value(self, data: object) -> dict:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_an_object")
+        if _json_size(value) > MAX_PARAMETERS_BYTES:
+            self.fail("too_large", max_bytes=MAX_PARAMETERS_BYTES)
+        validator = jsonschema_validators.validator_for(
+            value, default=jsonschema_validators.Draft202012Validator
+        )
+        try:
+            validator.check_schema(value)
+        except jsonschema_exceptions.SchemaError as exc:
+            path = "/".join(str(part) for part in exc.path)
+            where = f" at /{path}" if path else ""
+            self.fail("invalid_schema", message=f"{exc.message}{where}")
+        if value.get("type") != "object":
+            self.fail("not_object_type")
+        return value
+
+
+class _ListSerializer(serializers.ListSerializer):
+    """Reports a wrong list length on the list itself (`agents`), not on
+    `agents.non_field_errors`."""
+
+    def to_internal_value(self, data: Any) -> list:
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            detail = exc.detail
+            if isinstance(detail, dict) and set(detail) == {api_settings.NON_FIELD_ERRORS_KEY}:
+                raise serializers.ValidationError(
+                    detail[api_settings.NON_FIELD_ERRORS_KEY]
+                ) from exc
+            raise
+
+
+class WorkflowToolSerializer(serializers.Serializer):
+    name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
+    description = serializers.CharField(
+        max_length=MAX_TOOL_DESCRIPTION_CHARS,
+        allow_blank=True,
+        default="",
+        help_text="What the tool does, for the LLM.",
+    )
+    parameters = JSONSchemaField(default=dict)
+    url = serializers.URLField(
+        max_length=2000,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Optional https endpoint the worker POSTs the arguments to.",
+    )
+
+    class Meta:
+        list_serializer_class = _ListSerializer
+
+    def validate_name(self, value: str) -> str:
+        if value.startswith(RESERVED_TOOL_PREFIX):
+            raise serializers.ValidationError(
+                f"Tool names starting with {RESERVED_TOOL_PREFIX!r} are reserved for handoffs.",
+                code="reserved",
+            )
+        return value
+
+    def validate_url(self, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith("https://"):
+            raise serializers.ValidationError("Tool URLs must use https.", code="https_required")
+        return value
+
+    def to_internal_value(self, data: Any) -> dict:
+        value = super().to_internal_value(data)
+        if not value["parameters"]:
+            value["parameters"] = {"type": "object", "properties": {}}
+        return value
+
+
+class _ComponentSerializer(serializers.Serializer):
+    component_type = ""
+
+    provider = serializers.CharField(max_length=50)
+    model = serializers.CharField(max_length=100)
+    voice = serializers.CharField(max_length=200, required=False, allow_null=True, default=None)
+
+    def validate_provider(self, value: str) -> str:
+        allowed = PROVIDER_CATALOG[self.component_type]
+        if value not in allowed:
+            raise serializers.ValidationError(
+                f"Unknown {self.component_type} provider {value!r}; "
+                f"choose one of: {', '.join(allowed)}.",
+                code="invalid_choice",
+            )
+        return value
+
+
+def _providers_help(component_type: str) -> str:
+    return f"Provider, one of: {', '.join(PROVIDER_CATALOG[component_type])}."
+
+
+class SpeechToTextSerializer(_ComponentSerializer):
+    component_type = "stt"
+    provider = serializers.CharField(max_length=50, help_text=_providers_help("stt"))
+
+
+class LanguageModelSerializer(_ComponentSerializer):
+    component_type = "llm"
+    provider = serializers.CharField(max_length=50, help_text=_providers_help("llm"))
+
+
+class TextToSpeechSerializer(_ComponentSerializer):
+    component_type = "tts"
+    provider = serializers.CharField(max_length=50, help_text=_providers_help("tts"))
+    voice = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Provider's voice id; the provider's default voice when null.",
+    )
+
+
+class WorkflowAgentSerializer(serializers.Serializer):
+    name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
+    instructions = serializers.CharField(
+        max_length=MAX_TEMPLATE_CHARS,
+        trim_whitespace=False,
+        help_text="System prompt; a Jinja2 template with `user`, `metadata` and `call`.",
+    )
+    greeting = serializers.CharField(
+        max_length=MAX_GREETING_CHARS,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="Said when the agent takes over (template); empty to say nothing.",
+    )
+    tools = WorkflowToolSerializer(many=True, max_length=MAX_TOOLS_PER_AGENT, default=list)
+    handoffs = serializers.ListField(
+        child=serializers.RegexField(NAME_PATTERN, max_length=64),
+        max_length=MAX_AGENTS,
+        default=list,
+        help_text="Names of agents this agent may hand the call to.",
+    )
+    stt = SpeechToTextSerializer()
+    llm = LanguageModelSerializer()
+    tts = TextToSpeechSerializer()
+
+    class Meta:
+        list_serializer_class = _ListSerializer
+
+    def validate(self, data: dict) -> dict:
+        errors: dict[str, list[ErrorDetail]] = {}
+        for field in ("instructions", "greeting"):
+            error = template_error(data[field])
+            if error:
+                errors[field] = _error(
+                    f"Agent {data['name']!r} {field}: {error}", "template_syntax_error"
+                )
+        seen_tools: set[str] = set()
+        for index, tool in enumerate(data["tools"]):
+            if tool["name"] in seen_tools:
+                errors[f"tools.{index}.name"] = _error(
+                    f"Duplicate tool name {tool['name']!r}.", "duplicate"
+                )
+            seen_tools.add(tool["name"])
+        seen_handoffs: set[str] = set()
+        for index, target in enumerate(data["handoffs"]):
+            if target == data["name"]:
+                errors[f"handoffs.{index}"] = _error(
+                    "An agent cannot hand off to itself.", "self_handoff"
+                )
+            elif target in seen_handoffs:
+                errors[f"handoffs.{index}"] = _error(f"Duplicate handoff {target!r}.", "duplicate")
+            seen_handoffs.add(target)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
+
+
+class WorkflowSettingsSerializer(serializers.Serializer):
+    connect_timeout_seconds = serializers.IntegerField(
+        min_value=CONNECT_TIMEOUT_BOUNDS[0],
+        max_value=CONNECT_TIMEOUT_BOUNDS[1],
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        help_text="A call nobody joined within this many seconds ends as `timeout`.",
+    )
+    max_duration_seconds = serializers.IntegerField(
+        min_value=MAX_DURATION_BOUNDS[0],
+        max_value=MAX_DURATION_BOUNDS[1],
+        default=DEFAULT_MAX_DURATION_SECONDS,
+        help_text="A call running longer than this ends as `timeout`.",
+    )
+
+
+class WorkflowDefinitionSerializer(serializers.Serializer):
+    """What one workflow version holds: `start_agent`, `agents`, `settings`."""
+
+    start_agent = serializers.RegexField(
+        NAME_PATTERN, max_length=64, help_text="Name of the agent that opens the call."
+    )
+    agents = WorkflowAgentSerializer(many=True, min_length=1, max_length=MAX_AGENTS)
+    settings = WorkflowSettingsSerializer(required=False)
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict) and data.get("settings") is None:
+            # An omitted `settings` means every default.
+            data = {**data, "settings": {}}
+        return super().to_internal_value(data)
+
+    def validate(self, data: dict) -> dict:
+        errors: dict[str, list[ErrorDetail]] = {}
+        names: set[str] = set()
+        for index, agent in enumerate(data["agents"]):
+            if agent["name"] in names:
+                errors[f"agents.{index}.name"] = _error(
+                    f"Duplicate agent name {agent['name']!r}.", "duplicate"
+                )
+            names.add(agent["name"])
+        if data["start_agent"] not in names:
+            errors["start_agent"] = _error(
+                f"No agent named {data['start_agent']!r} in `agents`.", "unknown_agent"
+            )
+        for index, agent in enumerate(data["agents"]):
+            for position, target in enumerate(agent["handoffs"]):
+                if target not in names:
+                    errors[f"agents.{index}.handoffs.{position}"] = _error(
+                        f"Agent {agent['name']!r} hands off to {target!r}, "
+                        "which is not in `agents`.",
+                        "unknown_agent",
+                    )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
+
+
+class WorkflowWriteSerializer(WorkflowDefinitionSerializer):
+    """Body of create and update: the whole workflow (PATCH merges into the current one)."""
+
+    slug = serializers.SlugField(max_length=100, help_text="Unique in your organization.")
+    name = serializers.CharField(max_length=200)
+
+
+def definition_of(data: dict) -> dict:
+    """The versioned part of validated workflow data, as plain JSON."""
+    return json.loads(
+        json.dumps(
+            {
+                "start_agent": data["start_agent"],
+                "agents": data["agents"],
+                "settings": data["settings"],
+            }
+        )
+    )
+
+
+class WorkflowSerializer(serializers.Serializer):
+    """A workflow as the API shows it: its current version's definition flattened in."""
+
+    id = serializers.UUIDField()
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    start_agent = serializers.CharField(source="current_version.start_agent")
+    agents = WorkflowAgentSerializer(many=True, source="current_version.definition.agents")
+    settings = WorkflowSettingsSerializer(source="current_version.settings")
+    version = serializers.IntegerField(
+        source="current_version.number", help_text="Current version number; new calls use it."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class WorkflowVersionSerializer(serializers.Serializer):
+    version = serializers.IntegerField(source="number")
+    start_agent = serializers.CharField()
+    agents = WorkflowAgentSerializer(many=True, source="definition.agents")
+    settings = WorkflowSettingsSerializer()
+    created_at = serializers.DateTimeField()
+
+
+def workflow_as_input(workflow: Any) -> dict:
+    """A workflow's current state in the write shape, for merging a PATCH into."""
+    return {"slug": workflow.slug, "name": workflow.name, **workflow.current_version.definition}
+
+
+def patch_merge(current: dict, patch: Any) -> Any:
+    """A PATCH replaces the top-level fields it names; `settings` merges key by key."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = {**current, **patch}
+    if isinstance(patch.get("settings"), dict):
+        merged["settings"] = {**current.get("settings", {}), **patch["settings"]}
+    return merged

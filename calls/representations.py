@@ -10,8 +10,10 @@ million calls in bench/README.md.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable
 
+import orjson
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES
@@ -78,23 +80,37 @@ def active_call_items(rows: Iterable[dict]) -> list[dict]:
     ]
 
 
-def transcript_items(rows: Iterable[dict]) -> list[dict]:
-    """TranscriptEntrySerializer(many=True).data for `selectors.call_transcript` rows."""
+def transcript_json(rows: Iterable[tuple]) -> bytes:
+    """JSONRenderer().render(TranscriptEntrySerializer(many=True).data), byte for byte,
+    for `selectors.TRANSCRIPT_COLUMNS` rows.
+
+    Serialized by orjson, which writes strings, integers and null exactly as DRF's
+    renderer (compact, UTF-8 as is); the tool-call arguments, free JSON that may hold
+    floats (orjson writes 1e-07 as 1e-7), go through the standard library as DRF would,
+    and DRF's escaping of U+2028/U+2029 is applied at the end.
+    """
     tz = timezone.get_current_timezone()
     items = []
-    for row in rows:
+    for id_, role, content, timestamp, agent_name, tool_call in rows:
         item = {
-            "role": row["role"],
-            "content": str(row["content"]),
-            "timestamp": _datetime(row["timestamp"], tz),
-            "agent_name": _str(row["agent_name"]),
-            "sequence": row["id"],
+            "role": role,
+            "content": str(content),
+            "timestamp": _datetime(timestamp, tz),
+            "agent_name": _str(agent_name),
+            "sequence": id_,
         }
-        tool_call = row["tool_call"]
         if tool_call is not None:
-            item["tool_call"] = {
-                "name": str(tool_call["name"]),
-                "arguments": {str(key): value for key, value in tool_call["arguments"].items()},
-            }
+            arguments = {str(key): value for key, value in tool_call["arguments"].items()}
+            item["tool_call"] = orjson.Fragment(
+                _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
+            )
         items.append(item)
-    return items
+    body = orjson.dumps(items)
+    if b"\xe2\x80\xa8" in body or b"\xe2\x80\xa9" in body:
+        body = body.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    return body
+
+
+def _stdlib_json(value: object) -> bytes:
+    # JSONRenderer's own settings: compact, UTF-8 as is, no NaN.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()

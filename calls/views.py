@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import translate_validation
@@ -134,8 +135,10 @@ class CallViewSet(viewsets.GenericViewSet):
     def transcript(self, request: Request, pk: str) -> Response:
         # Only the call's existence in this organization matters here, not its blobs.
         call = get_object_or_404(self.get_queryset().only("id"), pk=pk)
-        entries = selectors.call_transcript(call=call)
-        return Response(representations.transcript_items(entries))
+        rows = selectors.call_transcript_rows(call=call)
+        # Already the JSONRenderer's bytes (content negotiation has run): see
+        # representations.transcript_json.
+        return HttpResponse(representations.transcript_json(rows), content_type="application/json")
 
     @extend_schema(
         summary="Get call metrics",

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from calls import representations, selectors
-from calls.models import Call, CallStatus
+from calls.models import Call, CallStatus, TranscriptEntry
 from calls.serializers import (
     ActiveCallSerializer,
     CallListItemSerializer,
@@ -102,8 +102,28 @@ def test_transcript_items_are_the_serializers_answer(organization) -> None:
             tool_call={"name": "save_meal", "arguments": arguments},
             timestamp=t0.replace(microsecond=0),
         )
-    rows = selectors.call_transcript(call=call)
-
-    assert render(representations.transcript_items(rows)) == render(
-        TranscriptEntrySerializer(rows, many=True).data
+    reference = (
+        TranscriptEntry.objects.filter(call=call)
+        .order_by("timestamp", "id")
+        .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
     )
+
+    assert representations.transcript_json(selectors.call_transcript_rows(call=call)) == render(
+        TranscriptEntrySerializer(reference, many=True).data
+    )
+
+
+def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None:
+    call = CallFactory(organization=organization)
+    entry = TranscriptEntryFactory(call=call, tool_call={"name": "t", "arguments": {"a": 1}})
+
+    assert selectors.call_transcript(call=call) == [
+        {
+            "id": entry.id,
+            "role": entry.role,
+            "content": entry.content,
+            "timestamp": entry.timestamp,
+            "agent_name": entry.agent_name,
+            "tool_call": {"name": "t", "arguments": {"a": 1}},
+        }
+    ]

@@ -22,7 +22,7 @@ run: install
 	$(PY) manage.py createcachetable
 	$(PY) manage.py load_demo --org demo
 	@$(PY) manage.py first_run_key --org demo
-	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+	scripts/run_dev.sh $(PY) $(PORT)
 
 # Production-style server (set DEBUG=0 and real secrets in the environment).
 serve: install

@@ -304,7 +304,7 @@ def _transcripts(timings: dict, shape: Shape) -> None:
 
 
 def _recount(timings: dict) -> None:
-    """The per-status call counts, as migration calls/0002 starts them: the load ran
+    """The per-status call counts, as migration calls/0003 starts them: the load ran
     with triggers off."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('calls_callcount') IS NOT NULL")

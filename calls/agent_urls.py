@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.urls import path
 
 from calls.agent_session import AgentSessionView
+from calls.events_api import AgentCallEventsView
 
 urlpatterns: list = [
     path("calls/<uuid:call_id>/session", AgentSessionView.as_view(), name="agent-call-session"),
+    path("calls/<uuid:call_id>/events", AgentCallEventsView.as_view(), name="agent-call-events"),
 ]

@@ -166,7 +166,7 @@ class CallCount(models.Model):
     """How many calls an organization has in each status: `total` for the two lists that
     would otherwise count the most rows (no filter, and status only).
 
-    On PostgreSQL a trigger on `calls_call` (migration 0002) keeps these rows exact in
+    On PostgreSQL a trigger on `calls_call` (migration 0003) keeps these rows exact in
     the same transaction as every insert, delete and status change, whoever makes it
     (services, `QuerySet.update`, raw SQL). Each database session adds its ±1 to its own
     shard, so concurrent transactions seldom wait for one another's counter row; a
@@ -244,3 +244,79 @@ class IdempotencyRecord(models.Model):
     @property
     def is_complete(self) -> bool:
         return self.response_status is not None
+
+
+class MetricSample(models.Model):
+    """One metrics event the agent reported: per-turn latencies and tokens.
+
+    The call keeps running sums and counts for the means; these rows give the
+    latency percentiles (p50/p95/max) and keep the evidence.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="metric_samples")
+    event_id = models.UUIDField(unique=True)
+    agent_name = models.CharField(max_length=100, null=True, blank=True)
+    turn_index = models.PositiveIntegerField(null=True, blank=True)
+    stt_latency_ms = models.FloatField(null=True, blank=True)
+    llm_latency_ms = models.FloatField(null=True, blank=True)
+    tts_latency_ms = models.FloatField(null=True, blank=True)
+    e2e_latency_ms = models.FloatField(null=True, blank=True)
+    tokens = models.PositiveIntegerField(null=True, blank=True)
+    timestamp = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["call", "timestamp"], name="metric_sample_call")]
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class AgentEventType(models.TextChoices):
+    TRANSCRIPT = "transcript", "Transcript"
+    AGENT_HANDOFF = "agent_handoff", "Agent handoff"
+    METRICS = "metrics", "Metrics"
+    STATUS = "status", "Status"
+
+
+class AgentEvent(models.Model):
+    """An `agent_handoff` or `status` event the agent reported, kept by its id.
+
+    Transcript lines and metric samples live in their own tables (each unique by
+    event id); this ledger makes the other event types idempotent too.
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="agent_events")
+    type = models.CharField(max_length=20, choices=AgentEventType.choices)
+    payload = models.JSONField(default=dict)
+    timestamp = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["call", "timestamp"], name="agent_event_call")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+
+class LiveKitWebhookEvent(models.Model):
+    """A LiveKit webhook event we acted on, by LiveKit's event id: retries are no-ops."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=100, unique=True)
+    event = models.CharField(max_length=50)
+    room_name = models.CharField(max_length=200, blank=True)
+    participant_identity = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["room_name"], name="livekit_event_room"),
+            # expire_calls prunes ids older than any LiveKit retry.
+            models.Index(fields=["received_at"], name="livekit_event_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.event_id}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ from django.db.models import QuerySet, Sum
 from django.db.models.expressions import RawSQL
 
 from accounts.models import Organization
-from calls.models import NOT_ENDED_STATUSES, Call, CallCount, TranscriptEntry
+from calls.models import NOT_ENDED_STATUSES, Call, CallCount, MetricSample, TranscriptEntry
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
 LIST_FIELDS = (
@@ -163,3 +164,37 @@ def agent_call_queryset(*, organization: Organization | None) -> QuerySet[Call]:
     if organization is None:
         return Call.objects.all()
     return call_queryset(organization=organization)
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted samples: a value that was actually measured."""
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def call_latency(*, call: Call) -> dict[str, dict]:
+    """Per component (stt, llm, tts, e2e): p50, p95, max (ms, rounded) and count."""
+    components = ("stt", "llm", "tts", "e2e")
+    rows = MetricSample.objects.filter(call=call).values_list(
+        *(f"{component}_latency_ms" for component in components)
+    )
+    samples: dict[str, list[float]] = {component: [] for component in components}
+    for row in rows:
+        for component, value in zip(components, row, strict=True):
+            if value is not None:
+                samples[component].append(value)
+    latency = {}
+    for component, values in samples.items():
+        values.sort()
+        latency[component] = {
+            "p50": round(_percentile(values, 0.50)) if values else None,
+            "p95": round(_percentile(values, 0.95)) if values else None,
+            "max": round(values[-1]) if values else None,
+            "count": len(values),
+        }
+    return latency
+
+
+def call_metrics(*, call: Call) -> dict:
+    """The seed's metrics (means over samples, tokens summed, handoffs) and `latency`."""
+    return {**call.metrics(), "latency": call_latency(call=call)}

@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from calls.models import Call, CallDirection, CallStatus, TranscriptRole
+from calls.selectors import call_metrics
 from voicecalls.fields import BoundedJSONObjectField
 
 USER_DATA_MAX_BYTES = 32 * 1024
@@ -54,6 +55,20 @@ class CallJoinSerializer(serializers.Serializer):
     )
 
 
+class LatencyStatsSerializer(serializers.Serializer):
+    p50 = serializers.IntegerField(allow_null=True, help_text="Median, ms (null when none).")
+    p95 = serializers.IntegerField(allow_null=True, help_text="95th percentile, ms.")
+    max = serializers.IntegerField(allow_null=True, help_text="Slowest sample, ms.")
+    count = serializers.IntegerField(help_text="Samples reported.")
+
+
+class LatencySerializer(serializers.Serializer):
+    stt = LatencyStatsSerializer()
+    llm = LatencyStatsSerializer()
+    tts = LatencyStatsSerializer()
+    e2e = LatencyStatsSerializer(help_text="User stopped speaking → agent audio started.")
+
+
 class CallMetricsSerializer(serializers.Serializer):
     duration_seconds = serializers.IntegerField(allow_null=True)
     stt_latency_ms = serializers.IntegerField(allow_null=True)
@@ -61,6 +76,9 @@ class CallMetricsSerializer(serializers.Serializer):
     tts_latency_ms = serializers.IntegerField(allow_null=True)
     total_tokens = serializers.IntegerField()
     agent_handoffs = serializers.IntegerField()
+    latency = LatencySerializer(
+        help_text="Per-component latency percentiles over the samples (nearest rank)."
+    )
 
 
 class _CallBaseSerializer(serializers.Serializer):
@@ -96,7 +114,7 @@ class CallSerializer(_CallBaseSerializer):
 
     @extend_schema_field(CallMetricsSerializer)
     def get_metrics(self, call: Call) -> dict:
-        return call.metrics()
+        return CallMetricsSerializer(call_metrics(call=call)).data
 
 
 class ActiveCallSerializer(serializers.Serializer):

@@ -24,7 +24,8 @@ from calls.serializers import (
     CallSerializer,
     TranscriptEntrySerializer,
 )
-from voicecalls.errors import Conflict, error_responses
+from voicecalls.errors import BadGateway, Conflict, error_responses
+from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from workflows.selectors import workflow_get_by_slug
 
@@ -148,7 +149,7 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def metrics(self, request: Request, pk: str) -> Response:
-        return Response(CallMetricsSerializer(self._get_call().metrics()).data)
+        return Response(CallMetricsSerializer(selectors.call_metrics(call=self._get_call())).data)
 
     @extend_schema(
         summary="Issue a fresh join token",
@@ -164,3 +165,23 @@ class CallViewSet(viewsets.GenericViewSet):
             raise Conflict("This call has ended.", code="call_ended")
         joined = services.CallJoinInfo(call=call, token=services.call_participant_token(call=call))
         return Response(CallJoinSerializer(joined).data)
+
+    @extend_schema(
+        summary="End call (hang up)",
+        operation_id="calls_end",
+        request=None,
+        responses={200: CallSerializer, **error_responses(502)},
+        filters=False,
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filterset_class=None)
+    def end(self, request: Request, pk: str) -> Response:
+        """Hang up: LiveKit closes the room, the call becomes `completed` (`api_request`).
+
+        An ended call is returned unchanged. LiveKit unreachable or failing: 502 and
+        the call stays as it was.
+        """
+        try:
+            call = services.call_end(call=self._get_call())
+        except LiveKitError as exc:
+            raise BadGateway("LiveKit could not close the room; the call is unchanged.") from exc
+        return Response(CallSerializer(call).data)

@@ -114,3 +114,17 @@ def workflow(organization: Organization) -> Workflow:
 @pytest.fixture
 def outsider_workflow(outsider: Organization) -> Workflow:
     return WorkflowFactory(organization=outsider, slug="daily-call")
+
+
+@pytest.fixture
+def fake_livekit(settings):  # noqa: ANN001, ANN201 - pytest-django's settings fixture
+    """A fake LiveKit server on a loopback port; settings.LIVEKIT_URL points at it."""
+    from tests import fake_livekit as fake_server
+
+    fake, server = fake_server.start(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
+    settings.LIVEKIT_URL = fake.url
+    settings.LIVEKIT_API_TIMEOUT_SECONDS = 1.0
+    yield fake
+    fake.stop()
+    server.shutdown()
+    server.server_close()

@@ -242,6 +242,7 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
             "tts_latency_ms": 85,
             "total_tokens": 1500,
             "agent_handoffs": 2,
+            "latency": NO_LATENCY_SAMPLES,
         },
         "started_at": iso(call.started_at),
         "ended_at": iso(call.ended_at),
@@ -270,6 +271,7 @@ def test_a_new_call_has_no_duration_no_agent_and_empty_metrics(
         "tts_latency_ms": None,
         "total_tokens": 0,
         "agent_handoffs": 0,
+        "latency": NO_LATENCY_SAMPLES,
     }
 
 
@@ -316,7 +318,7 @@ def test_reading_a_call_costs_constant_queries(
 ) -> None:
     call = CallFactory(organization=organization, completed=True)
 
-    with django_assert_num_queries(2):  # API key + call
+    with django_assert_num_queries(3):  # API key + call + latency samples
         assert api.get(f"{CALLS}/{call.id}").status_code == 200
 
 
@@ -398,6 +400,13 @@ def test_transcript_costs_constant_queries(
 
 # --- GET /calls/{id}/metrics ---------------------------------------------------------
 
+# Percentiles come from per-sample rows (tests/test_agent_events_api.py posts them);
+# calls made by the factory have only the running sums.
+NO_LATENCY_SAMPLES = {
+    component: {"p50": None, "p95": None, "max": None, "count": 0}
+    for component in ("stt", "llm", "tts", "e2e")
+}
+
 
 def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organization) -> None:
     started = timezone.now() - datetime.timedelta(minutes=5)
@@ -425,6 +434,7 @@ def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organiz
         "tts_latency_ms": 85,
         "total_tokens": 1500,
         "agent_handoffs": 2,
+        "latency": NO_LATENCY_SAMPLES,
     }
 
 

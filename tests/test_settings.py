@@ -19,10 +19,12 @@ PRODUCTION_SECRETS = {
 
 
 def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a production check
-    # must not inherit it (check --deploy reports it as async.E001).
-    leaked = {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_SECRETS and k not in leaked}
+    # DJANGO_ALLOW_ASYNC_UNSAFE: set in this process by the browser tests (Playwright),
+    # and an error under `check --deploy`; the checked process must not inherit it.
+    dropped = {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    clean = {
+        k: v for k, v in os.environ.items() if k not in PRODUCTION_SECRETS and k not in dropped
+    }
     return subprocess.run(
         [sys.executable, "manage.py", "check", *args],
         cwd=ROOT,

@@ -31,9 +31,13 @@ class BadGateway(APIException):
     default_code = "bad_gateway"
 
 
-def _error(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:
+def error_json(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:
+    """The one error shape, for plain Django views (outside DRF's exception handler)."""
     body = {"type": error_type, "errors": [{"code": code, "detail": detail, "attr": None}]}
     return JsonResponse(body, status=status_code)
+
+
+_error = error_json
 
 
 def _is_api(request: HttpRequest) -> bool:

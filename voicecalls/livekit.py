@@ -1,19 +1,166 @@
-"""The one module that talks to LiveKit (tokens now; RoomService calls later).
+"""The one module that talks to LiveKit: tokens, webhook verification, RoomService.
 
-Minting a token is local: it needs the API key and secret, not the server.
+Minting a token and verifying a webhook are local: they need the API key and secret,
+not the server. RoomService calls go over HTTP (Twirp) with a timeout; livekit-api is
+async (aiohttp), so each call runs its own short event loop. Every failure surfaces
+as `LiveKitError`; a room LiveKit does not know is not a failure.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import concurrent.futures
 import datetime
+import hashlib
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
+import aiohttp
 from django.conf import settings
 from livekit import api
+from livekit.protocol import models as livekit_models
+
+T = TypeVar("T")
 
 
 class LiveKitError(Exception):
     """LiveKit could not be reached or answered with an error."""
+
+
+class WebhookSignatureError(Exception):
+    """A webhook without a valid signature by our API key and secret."""
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """The parts of a LiveKit webhook event the call lifecycle reads."""
+
+    id: str
+    event: str
+    room_name: str
+    participant_identity: str
+    participant_kind: str
+    # A `DisconnectReason` name, e.g. "CLIENT_INITIATED" ("UNKNOWN_REASON" when absent).
+    disconnect_reason: str
+    created_at: int
+
+
+def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
+    """Verify a webhook's JWT (HS256 by our secret, issuer our key, sha256 of the body).
+
+    Raises `WebhookSignatureError` for unsigned, tampered or foreign events.
+    """
+    token = authorization.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if not token:
+        raise WebhookSignatureError("Missing signature.")
+    receiver = api.WebhookReceiver(
+        api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
+    )
+    try:
+        event = receiver.receive(body, token)
+    except Exception as exc:  # jwt errors, hash mismatch, malformed JSON
+        raise WebhookSignatureError(str(exc) or exc.__class__.__name__) from exc
+    participant = event.participant
+    return WebhookEvent(
+        id=event.id,
+        event=event.event,
+        room_name=event.room.name,
+        participant_identity=participant.identity,
+        participant_kind=livekit_models.ParticipantInfo.Kind.Name(participant.kind),
+        disconnect_reason=livekit_models.DisconnectReason.Name(participant.disconnect_reason),
+        created_at=event.created_at,
+    )
+
+
+def webhook_authorization(body: str) -> str:
+    """The `Authorization` value LiveKit would send with `body` (for simulations and tests)."""
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    return (
+        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
+        .with_sha256(digest)
+        .to_jwt()
+    )
+
+
+def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
+    async def main() -> T:
+        timeout = aiohttp.ClientTimeout(total=settings.LIVEKIT_API_TIMEOUT_SECONDS)
+        client = api.LiveKitAPI(
+            settings.LIVEKIT_URL,
+            settings.LIVEKIT_API_KEY,
+            settings.LIVEKIT_API_SECRET,
+            timeout=timeout,
+            failover=False,
+        )
+        try:
+            # livekit-api passes `timeout=None` per request, which aiohttp reads as "no
+            # timeout" and so overrides the session's: bound the whole call here.
+            return await asyncio.wait_for(call(client), settings.LIVEKIT_API_TIMEOUT_SECONDS)
+        finally:
+            await client.aclose()
+
+    try:
+        return _run_coroutine(main())
+    except api.TwirpError:
+        raise
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        raise LiveKitError(f"LiveKit unreachable: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _run_coroutine(coroutine: Awaitable[T]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread already
+    runs an event loop (an ASGI server, or a test driving Playwright): then it runs
+    on a short-lived thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _is_not_found(exc: api.TwirpError) -> bool:
+    return exc.code == api.TwirpErrorCode.NOT_FOUND
+
+
+def room_delete(*, room_name: str) -> bool:
+    """Delete a room (disconnecting everyone); True if it existed, False if already gone."""
+    try:
+        _run(lambda lk: lk.room.delete_room(api.DeleteRoomRequest(room=room_name)))
+    except api.TwirpError as exc:
+        if _is_not_found(exc):
+            return False
+        raise LiveKitError(f"LiveKit refused DeleteRoom: {exc}") from exc
+    return True
+
+
+def rooms_existing(*, room_names: list[str]) -> set[str]:
+    """Which of these rooms LiveKit currently has (one ListRooms request)."""
+    if not room_names:
+        return set()
+    try:
+        response = _run(lambda lk: lk.room.list_rooms(api.ListRoomsRequest(names=room_names)))
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused ListRooms: {exc}") from exc
+    return {room.name for room in response.rooms}
+
+
+def room_participant_identities(*, room_name: str) -> set[str] | None:
+    """Identities in a room now, or None when LiveKit does not know the room."""
+    try:
+        response = _run(
+            lambda lk: lk.room.list_participants(api.ListParticipantsRequest(room=room_name))
+        )
+    except api.TwirpError as exc:
+        if _is_not_found(exc):
+            return None
+        raise LiveKitError(f"LiveKit refused ListParticipants: {exc}") from exc
+    return {participant.identity for participant in response.participants}
 
 
 def participant_token(*, room_name: str, identity: str, name: str | None, call_id: str) -> str:

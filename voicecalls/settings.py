@@ -51,6 +51,11 @@ LIVEKIT_AGENT_NAME = env.str("LIVEKIT_AGENT_NAME", default="voicecalls-agent")
 # Seconds LiveKit keeps a room open after the last participant left.
 LIVEKIT_DEPARTURE_TIMEOUT = env.int("LIVEKIT_DEPARTURE_TIMEOUT", default=10)
 LIVEKIT_TOKEN_TTL_SECONDS = env.int("LIVEKIT_TOKEN_TTL_SECONDS", default=900)
+# Every RoomService request gives up after this long (LiveKit down must not hang a request).
+LIVEKIT_API_TIMEOUT_SECONDS = env.float("LIVEKIT_API_TIMEOUT_SECONDS", default=5.0)
+# `expire_calls` checks an active call against LiveKit once nothing was heard of it
+# (webhook or agent event) for this long; webhooks can be lost.
+CALL_RECONCILE_AFTER_SECONDS = env.int("CALL_RECONCILE_AFTER_SECONDS", default=120)
 if not 60 <= LIVEKIT_TOKEN_TTL_SECONDS <= 900:
     raise ImproperlyConfigured("LIVEKIT_TOKEN_TTL_SECONDS must be between 60 and 900")
 

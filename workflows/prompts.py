@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, nodes
+from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -209,6 +209,12 @@ def _make_environment() -> PromptEnvironment:
 _env = _make_environment()
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    # Compiling costs far more than rendering; a session renders the same few prompts.
+    return _env.from_string(source)
+
+
 def template_error(source: str) -> str | None:
     """Why `source` is not a valid prompt template (syntax, unknown filter), or None."""
     try:
@@ -234,7 +240,7 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         return ""
     token = _budget.set([_MAX_WORK])
     try:
-        template = _env.from_string(source)
+        template = _compiled(source)
         parts: list[str] = []
         size = 0
         # Streamed so a loop cannot pile up more than the bound before we stop it.
@@ -244,8 +250,10 @@ def render(source: str, context: Mapping[str, Any]) -> str:
             if size > MAX_RENDERED_CHARS:
                 break
         return "".join(parts)[:MAX_RENDERED_CHARS]
-    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
-        # The message may quote user data: log only the kind of failure.
+    except Exception as exc:
+        # Whatever a template does (sandbox violation, bad operand, exhausted budget), the
+        # call must still start: the prompt renders empty. The message may quote user
+        # data, so only the kind of failure is logged.
         logger.warning("prompt template failed to render: %s", type(exc).__name__)
         return ""
     finally:

@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0001_initial"),
-        ("calls", "0001_initial"),
+        ("calls", "0002_lifecycle_events"),
         ("workflows", "0001_initial"),
     ]
 

@@ -1,0 +1,99 @@
+"""The call state machine: every status change goes through `call_transition`.
+
+```
+pending ──→ connecting ──→ active ──→ completed | disconnected | timeout | failed
+   └───────────┴──→ completed (hang-up) | failed | timeout
+```
+
+Each change is one conditional UPDATE (`WHERE status IN (allowed from-states)`), so
+concurrent webhooks, agent events, hang-ups and `expire_calls` cannot race a call
+into two states: whoever updates first wins, the others update nothing. Terminal
+states never change again, so `ended_at` is written exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from uuid import UUID
+
+from django.utils import timezone
+
+from calls.models import ENDED_STATUSES, Call, CallStatus
+
+S = CallStatus
+
+# to-status → the states it may be reached from.
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    S.CONNECTING: frozenset({S.PENDING}),
+    S.ACTIVE: frozenset({S.CONNECTING}),
+    S.COMPLETED: frozenset({S.PENDING, S.CONNECTING, S.ACTIVE}),
+    S.FAILED: frozenset({S.PENDING, S.CONNECTING, S.ACTIVE}),
+    S.TIMEOUT: frozenset({S.PENDING, S.CONNECTING, S.ACTIVE}),
+    S.DISCONNECTED: frozenset({S.ACTIVE}),
+}
+
+
+class EndReason:
+    """The precise causes kept in `Call.end_reason`."""
+
+    USER_HANGUP = "user_hangup"
+    AGENT_HANGUP = "agent_hangup"
+    API_REQUEST = "api_request"
+    CONNECTION_LOST = "connection_lost"
+    CONNECT_TIMEOUT = "connect_timeout"
+    MAX_DURATION = "max_duration"
+    AGENT_ERROR = "agent_error"
+    JOIN_FAILURE = "join_failure"
+    ROOM_CLOSED = "room_closed"
+    RECONCILED = "reconciled"
+
+
+def call_transition(
+    *,
+    call_id: UUID | str,
+    to_status: str,
+    end_reason: str | None = None,
+    at: datetime.datetime | None = None,
+    only_from: Iterable[str] | None = None,
+) -> bool:
+    """Move a call to `to_status` if its current state allows it; True if it moved.
+
+    `only_from` narrows the allowed from-states further (e.g. a connect timeout
+    applies only to calls that have not started). Entering `active` sets
+    `started_at`, `agent_history = [start agent]` and `current_agent`; entering a
+    terminal state sets `ended_at`, `end_reason` and clears `current_agent`.
+    """
+    if to_status not in ALLOWED_FROM:
+        raise ValueError(f"No transition leads to {to_status!r}.")
+    from_states = ALLOWED_FROM[to_status]
+    if only_from is not None:
+        from_states = from_states & frozenset(only_from)
+    if not from_states:
+        return False
+    at = at or timezone.now()
+    changes: dict[str, object] = {"status": to_status}
+    if to_status == S.ACTIVE:
+        # The workflow version is immutable, so reading it first races with nothing.
+        start_agent = (
+            Call.objects.filter(pk=call_id)
+            .values_list("workflow_version__definition__start_agent", flat=True)
+            .first()
+        )
+        if start_agent is None:
+            return False
+        changes.update(
+            started_at=at,
+            last_event_at=at,
+            agent_history=[start_agent],
+            current_agent=start_agent,
+        )
+    elif to_status in ENDED_STATUSES:
+        if not end_reason:
+            raise ValueError("Ending a call needs an end_reason.")
+        changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
+    elif end_reason:
+        changes["end_reason"] = end_reason
+    updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
+    # Customer-webhook outbox rows for the change belong here, in this transaction.
+    return updated == 1

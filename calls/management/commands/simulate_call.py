@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.events_api import AgentEventsBatchSerializer
+from calls.models import Call, CallStatus
+from calls.services import agent_events_record, call_create, livekit_webhook_receive
+from voicecalls.livekit import webhook_authorization
+from workflows.demo import DEMO_SLUG
+from workflows.selectors import workflow_get_by_slug
+
+
+class Command(BaseCommand):
+    help = "Play a whole call (signed LiveKit webhooks and agent events) without LiveKit."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--org", required=True, metavar="SLUG", help="Organization slug.")
+        parser.add_argument("--workflow", default=DEMO_SLUG, help="Workflow slug.")
+        parser.add_argument("--call", metavar="ID", help="Drive this connecting call instead.")
+        parser.add_argument(
+            "--pace", type=float, default=0.0, metavar="SECONDS", help="Pause between steps."
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        organization = Organization.objects.filter(slug=options["org"]).first()
+        if organization is None:
+            raise CommandError(f"No organization {options['org']!r}.")
+        call = self._call(organization, options["workflow"], options["call"])
+        self.pace = options["pace"]
+        user, agent = f"user-{call.pk}", f"agent-AJ_{uuid.uuid4().hex[:12]}"
+
+        self._webhook(call, "participant_joined", identity=user)
+        self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
+        self._events(
+            call,
+            [
+                _line("system", "Call started", "greeter-agent"),
+                _line("assistant", "Hello! How are you today?", "greeter-agent"),
+                _line("user", "I'm doing well, thanks!", "greeter-agent"),
+                _metrics(stt=118, llm=265, tts=82, e2e=690, tokens=420, agent="greeter-agent"),
+            ],
+        )
+        self._events(
+            call,
+            [
+                _handoff("greeter-agent", "meal-agent"),
+                _line("assistant", "Great! What did you have for breakfast?", "meal-agent"),
+                _line("user", "Oatmeal with blueberries.", "meal-agent"),
+                _line(
+                    "assistant",
+                    "Lovely, I'll note that down.",
+                    "meal-agent",
+                    tool_call={
+                        "name": "save_meal",
+                        "arguments": {
+                            "meal_type": "breakfast",
+                            "description": "oatmeal with blueberries",
+                        },
+                    },
+                ),
+                _line("tool", '{"saved": true}', "meal-agent"),
+                _metrics(stt=124, llm=301, tts=88, e2e=742, tokens=610, agent="meal-agent"),
+            ],
+        )
+        self._events(
+            call,
+            [
+                _handoff("meal-agent", "feedback-agent"),
+                _line("assistant", "How was today's call, from 1 to 5?", "feedback-agent"),
+                _line("user", "A five, thank you!", "feedback-agent"),
+                _line("assistant", "Thank you, talk tomorrow. Goodbye!", "feedback-agent"),
+                _metrics(stt=119, llm=274, tts=85, e2e=701, tokens=470, agent="feedback-agent"),
+            ],
+        )
+        self._webhook(call, "participant_left", identity=user, reason="CLIENT_INITIATED")
+        self._webhook(call, "participant_left", identity=agent, kind="AGENT", reason="ROOM_DELETED")
+        self._webhook(call, "room_finished")
+
+        call.refresh_from_db()
+        self.stdout.write(
+            f"Call {call.pk}: {call.status} ({call.end_reason}), agents "
+            f"{' → '.join(call.agent_history)}, {call.total_tokens} tokens."
+        )
+        self.stdout.write(str(call.pk))
+
+    def _call(self, organization: Organization, workflow_slug: str, call_id: str | None) -> Call:
+        if call_id:
+            try:
+                call = Call.objects.get(pk=uuid.UUID(call_id), organization=organization)
+            except (ValueError, Call.DoesNotExist) as exc:
+                raise CommandError(f"No call {call_id} in {organization.slug}.") from exc
+            if call.status != CallStatus.CONNECTING:
+                raise CommandError(f"Call {call_id} is {call.status}, not connecting.")
+            return call
+        workflow = workflow_get_by_slug(organization=organization, slug=workflow_slug)
+        if workflow is None:
+            raise CommandError(
+                f"No workflow {workflow_slug!r} in {organization.slug} "
+                f"(python manage.py load_demo --org {organization.slug})."
+            )
+        return call_create(
+            organization=organization,
+            workflow=workflow,
+            user_id="simulated-user",
+            user_data={"name": "John Doe"},
+            metadata={"source": "simulate_call"},
+        ).call
+
+    def _webhook(self, call: Call, event: str, **participant: str) -> None:
+        """Sign the event as LiveKit does and pass it through the real verification."""
+        payload: dict = {
+            "event": event,
+            "room": {"sid": f"RM_{call.pk.hex[:12]}", "name": call.room_name},
+            "id": f"EV_{uuid.uuid4().hex[:12]}",
+            "createdAt": str(int(time.time())),
+        }
+        if participant:
+            payload["participant"] = {
+                "sid": f"PA_{uuid.uuid4().hex[:12]}",
+                "identity": participant["identity"],
+                "state": "DISCONNECTED" if event == "participant_left" else "ACTIVE",
+                "kind": participant.get("kind", "STANDARD"),
+            }
+            if "reason" in participant:
+                payload["participant"]["disconnectReason"] = participant["reason"]
+        body = json.dumps(payload)
+        livekit_webhook_receive(body=body, authorization=webhook_authorization(body))
+        self._pause()
+
+    def _events(self, call: Call, events: list[dict]) -> None:
+        """A batch as the agent worker posts it, validated by the API's own serializer."""
+        for event in events:
+            event["id"] = str(uuid.uuid4())
+            event["timestamp"] = timezone.now().isoformat()
+        batch = AgentEventsBatchSerializer(data={"events": events})
+        batch.is_valid(raise_exception=True)
+        agent_events_record(call=call, events=batch.validated_data["events"])
+        self._pause()
+
+    def _pause(self) -> None:
+        if self.pace:
+            time.sleep(self.pace)
+
+
+def _line(role: str, content: str, agent: str, **extra: object) -> dict:
+    return {"type": "transcript", "role": role, "content": content, "agent_name": agent, **extra}
+
+
+def _handoff(from_agent: str, to_agent: str) -> dict:
+    return {"type": "agent_handoff", "from_agent": from_agent, "to_agent": to_agent}
+
+
+def _metrics(*, stt: int, llm: int, tts: int, e2e: int, tokens: int, agent: str) -> dict:
+    return {
+        "type": "metrics",
+        "stt_latency_ms": stt,
+        "llm_latency_ms": llm,
+        "tts_latency_ms": tts,
+        "e2e_latency_ms": e2e,
+        "tokens": tokens,
+        "agent_name": agent,
+    }

@@ -1,0 +1,106 @@
+"""SQL the ORM cannot say: `INSERT … ON CONFLICT DO NOTHING RETURNING` and an
+atomic JSON-array append, on PostgreSQL and SQLite alike.
+
+`bulk_create(ignore_conflicts=True)` cannot tell which rows were new, so replays
+would be counted (and aggregated) twice. PostgreSQL and SQLite (≥ 3.35) both speak
+this statement; values go through each field's own `get_db_prep_save`, exactly as
+the ORM would send them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Sequence
+
+from django.db import NotSupportedError, connection, models
+
+# PostgreSQL's limit on bind parameters per statement.
+_POSTGRES_MAX_PARAMS = 65535
+
+
+def _max_params() -> int:
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return _POSTGRES_MAX_PARAMS
+
+
+def insert_new(
+    model: type[models.Model], rows: Sequence[dict], *, unique: str
+) -> set[uuid.UUID | str]:
+    """Insert `rows` (dicts of field name → value), skipping those whose `unique`
+    field already exists; return the `unique` values of the rows actually inserted.
+
+    One statement for a whole agent batch (500 rows) on both databases. Rows are
+    inserted in the given order: callers sort them so concurrent batches take the
+    unique-index locks in the same order and cannot deadlock.
+    """
+    if not rows:
+        return set()
+    meta = model._meta
+    fields = [meta.get_field(name) for name in rows[0]]
+    unique_field = meta.get_field(unique)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    per_statement = max(1, _max_params() // len(fields))
+    inserted: set[uuid.UUID | str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                field.get_db_prep_save(row[field.name], connection)
+                for row in chunk
+                for field in fields
+            ]
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([row_sql] * len(chunk))} "
+                f"ON CONFLICT ({quote(unique_field.column)}) DO NOTHING "
+                f"RETURNING {quote(unique_field.column)}",
+                params,
+            )
+            for (value,) in cursor.fetchall():
+                # SQLite returns UUIDs as 32 hex digits, PostgreSQL as uuid.UUID.
+                inserted.add(
+                    uuid.UUID(str(value)) if isinstance(unique_field, models.UUIDField) else value
+                )
+    return inserted
+
+
+_SQLITE_PAIRS_PER_CALL = 60
+
+
+class JSONArrayAppend(models.Func):
+    """`column + values` for a JSON array column, computed by the database.
+
+    Used in an UPDATE (`agent_history = agent_history || [...]`), so concurrent
+    handoff batches append without a read-modify-write race.
+    """
+
+    output_field = models.JSONField()
+
+    def __init__(self, expression: str, values: Sequence[str]) -> None:
+        super().__init__(models.F(expression))
+        self.values = list(values)
+
+    def as_sql(self, compiler, connection, **extra):  # noqa: ANN001, ANN201 - Django hook
+        raise NotSupportedError(f"JSONArrayAppend is not implemented for {connection.vendor}.")
+
+    def as_postgresql(self, compiler, connection, **extra):  # noqa: ANN001, ANN201
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(COALESCE({sql}, '[]'::jsonb) || %s::jsonb)", [*params, json.dumps(self.values)]
+
+    def as_sqlite(self, compiler, connection, **extra):  # noqa: ANN001, ANN201
+        sql, params = compiler.compile(self.source_expressions[0])
+        sql, params = f"COALESCE({sql}, '[]')", list(params)
+        # json_insert applies its path/value pairs left to right ('$[#]' is the end);
+        # SQLite allows 127 arguments per function, so long lists nest.
+        for start in range(0, len(self.values), _SQLITE_PAIRS_PER_CALL):
+            chunk = self.values[start : start + _SQLITE_PAIRS_PER_CALL]
+            pairs = ", ".join(["'$[#]', %s"] * len(chunk))
+            sql = f"json_insert({sql}, {pairs})"
+            params += chunk
+        return sql, params

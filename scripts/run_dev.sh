@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make run`: the development server with its background loops beside it, stopped with it.
+#   scripts/run_dev.sh PYTHON PORT
+set -euo pipefail
+PY=${1:?python}
+PORT=${2:-8000}
+
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+"$PY" manage.py expire_calls --every 10 &
+pids+=($!)
+
+"$PY" manage.py runserver "127.0.0.1:$PORT" &
+pids+=($!)
+
+# Whichever stops first (Ctrl-C, a crash) stops the other.
+wait -n

@@ -1,0 +1,161 @@
+"""A fake LiveKit *server* for tests: RoomService over Twirp, on a loopback port.
+
+It speaks what livekit-api's Twirp client sends: `POST /twirp/livekit.RoomService/
+<Method>` with a protobuf body (JSON bodies are accepted too) and `Authorization:
+Bearer <JWT>`, which it verifies with the API secret and checks for the grant each
+method needs. Errors are Twirp JSON (`{"code", "msg"}`). It keeps rooms and their
+participants, records every request, and fails on demand: `fail("DeleteRoom",
+"500" | "not_found" | "hang")`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google.protobuf import json_format
+from livekit import api
+
+METHODS = {
+    # method: (request class, response class, grant the token must carry)
+    "DeleteRoom": (api.DeleteRoomRequest, api.DeleteRoomResponse, "room_create"),
+    "ListRooms": (api.ListRoomsRequest, api.ListRoomsResponse, "room_list"),
+    "ListParticipants": (api.ListParticipantsRequest, api.ListParticipantsResponse, "room_admin"),
+}
+PREFIX = "/twirp/livekit.RoomService/"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    body: dict
+    identity_ok: bool
+
+
+@dataclass
+class FakeLiveKit:
+    api_key: str
+    api_secret: str
+    rooms: dict[str, list[str]] = field(default_factory=dict)  # room name → identities
+    requests: list[RecordedRequest] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # method → mode
+    hang_seconds: float = 5.0
+    url: str = ""
+    _release: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, method: str, mode: str) -> None:
+        """Make every later request to `method` fail: "500", "not_found" or "hang"."""
+        self.failures[method] = mode
+
+    def add_room(self, name: str, identities: list[str] | None = None) -> None:
+        self.rooms[name] = list(identities or [])
+
+    def calls(self, method: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == method]
+
+    # --- request handling (runs on the server's threads) ---
+
+    def handle(self, method: str, headers: dict, raw: bytes) -> tuple[int, str, bytes]:
+        if method not in METHODS:
+            return _error(404, "bad_route", f"no handler for {method}")
+        request_class, response_class, grant = METHODS[method]
+        as_json = headers.get("content-type", "").startswith("application/json")
+        try:
+            message = (
+                json_format.Parse(raw.decode(), request_class())
+                if as_json
+                else request_class.FromString(raw)
+            )
+        except Exception:
+            return _error(400, "malformed", "bad body")
+        auth = headers.get("authorization", "")
+        try:
+            claims = api.TokenVerifier(self.api_key, self.api_secret).verify(
+                auth.removeprefix("Bearer ")
+            )
+            authorized = bool(getattr(claims.video, grant, False))
+        except Exception:
+            authorized = False
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(method, json_format.MessageToDict(message), authorized)
+            )
+        if not authorized:
+            return _error(401, "unauthenticated", "invalid token")
+        mode = self.failures.get(method)
+        if mode == "hang":
+            self._release.wait(self.hang_seconds)
+            return _error(503, "unavailable", "hung")
+        if mode == "500":
+            return _error(500, "internal", "boom")
+        if mode == "not_found":
+            return _error(404, "not_found", "requested room does not exist")
+        response = getattr(self, f"_{method}")(message, response_class)
+        if response is None:
+            return _error(404, "not_found", "requested room does not exist")
+        if as_json:
+            return 200, "application/json", json_format.MessageToJson(response).encode()
+        return 200, "application/protobuf", response.SerializeToString()
+
+    def _DeleteRoom(self, message, response_class):  # noqa: ANN001, ANN202, N802
+        with self._lock:
+            if self.rooms.pop(message.room, None) is None:
+                return None
+        return response_class()
+
+    def _ListRooms(self, message, response_class):  # noqa: ANN001, ANN202, N802
+        with self._lock:
+            names = [n for n in self.rooms if not message.names or n in message.names]
+        return response_class(rooms=[api.Room(name=n, sid=f"RM_{n[-8:]}") for n in names])
+
+    def _ListParticipants(self, message, response_class):  # noqa: ANN001, ANN202, N802
+        with self._lock:
+            identities = self.rooms.get(message.room)
+        if identities is None:
+            return None
+        return response_class(
+            participants=[api.ParticipantInfo(identity=i, sid=f"PA_{i[-8:]}") for i in identities]
+        )
+
+    def stop(self) -> None:
+        self._release.set()
+
+
+def _error(status: int, code: str, msg: str) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps({"code": code, "msg": msg}).encode()
+
+
+def start(api_key: str, api_secret: str) -> tuple[FakeLiveKit, ThreadingHTTPServer]:
+    fake = FakeLiveKit(api_key=api_key, api_secret=api_secret)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server hook
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if not self.path.startswith(PREFIX):
+                status, content_type, body = _error(404, "bad_route", self.path)
+            else:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, content_type, body = fake.handle(
+                    self.path.removeprefix(PREFIX), headers, raw
+                )
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout) before we answered
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return fake, server

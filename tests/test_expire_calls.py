@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from calls.models import CallStatus
+from calls.services import calls_expire
+from tests.factories import CallFactory
+from tests.livekit_samples import send
+
+S = CallStatus
+
+
+def ago(seconds: float) -> datetime.datetime:
+    return timezone.now() - datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def make(workflow):  # noqa: ANN001, ANN201
+    def make(**kwargs: object):  # noqa: ANN202
+        return CallFactory(organization=workflow.organization, workflow=workflow, **kwargs)
+
+    return make
+
+
+def test_a_call_nobody_joined_times_out_and_its_room_is_deleted(make, fake_livekit):
+    late = make(created_at=ago(61), connect_timeout_seconds=60)
+    pending = make(status=S.PENDING, created_at=ago(100), connect_timeout_seconds=60)
+    fresh = make(created_at=ago(30), connect_timeout_seconds=60)
+    result = calls_expire()
+    assert result.connect_timeouts == 2
+    for call in (late, pending):
+        call.refresh_from_db()
+        assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
+        assert call.ended_at is not None
+        assert call.started_at is None
+    fresh.refresh_from_db()
+    assert fresh.status == S.CONNECTING
+    deleted = {r.body["room"] for r in fake_livekit.calls("DeleteRoom")}
+    assert deleted == {late.room_name, pending.room_name}
+
+
+def test_a_call_past_its_max_duration_times_out(make, fake_livekit):
+    long = make(active=True, started_at=ago(1801), max_duration_seconds=1800)
+    fake_livekit.add_room(long.room_name, [f"user-{long.pk}"])
+    ok = make(active=True, started_at=ago(100), max_duration_seconds=1800)
+    assert calls_expire().max_durations == 1
+    long.refresh_from_db()
+    assert (long.status, long.end_reason, long.current_agent) == (S.TIMEOUT, "max_duration", None)
+    assert long.room_name not in fake_livekit.rooms
+    ok.refresh_from_db()
+    assert ok.status == S.ACTIVE
+
+
+def test_the_rooms_own_webhooks_cannot_relabel_a_timed_out_call(make, fake_livekit):
+    call = make(active=True, started_at=ago(1801), max_duration_seconds=1800)
+    calls_expire()
+    send("participant_left", call.pk, reason="ROOM_DELETED")
+    send("room_finished", call.pk)
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.TIMEOUT, "max_duration")
+
+
+def test_the_room_is_deleted_only_after_the_call_timed_out(make, fake_livekit, monkeypatch):
+    from voicecalls import livekit
+
+    call = make(created_at=ago(61))
+    seen = []
+
+    def delete(*, room_name: str) -> bool:
+        call.refresh_from_db()
+        seen.append(call.status)
+        return True
+
+    monkeypatch.setattr(livekit, "room_delete", delete)
+    calls_expire()
+    assert seen == [S.TIMEOUT]
+
+
+def test_livekit_failures_are_logged_not_fatal(make, fake_livekit, caplog):
+    fake_livekit.fail("DeleteRoom", "500")
+    call = make(created_at=ago(61))
+    result = calls_expire()
+    assert (result.connect_timeouts, result.livekit_errors) == (1, 1)
+    call.refresh_from_db()
+    assert call.status == S.TIMEOUT
+    assert "could not delete the room" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("room", "identities", "ended"),
+    [
+        (False, None, True),  # the room is gone
+        (True, ["agent-AJ_1"], True),  # only the agent is left
+        (True, ["USER", "agent-AJ_1"], False),  # the user is still there
+    ],
+)
+def test_a_silent_active_call_is_reconciled_against_livekit(
+    make, fake_livekit, settings, room, identities, ended
+):
+    settings.CALL_RECONCILE_AFTER_SECONDS = 120
+    call = make(active=True, started_at=ago(600), last_event_at=ago(121))
+    if room:
+        fake_livekit.add_room(
+            call.room_name, [f"user-{call.pk}" if i == "USER" else i for i in identities]
+        )
+    result = calls_expire()
+    call.refresh_from_db()
+    if ended:
+        assert result.reconciled == 1
+        assert (call.status, call.end_reason) == (S.COMPLETED, "reconciled")
+        assert call.room_name not in fake_livekit.rooms
+    else:
+        assert result.reconciled == 0
+        assert call.status == S.ACTIVE
+        assert call.last_event_at > ago(5)  # checked: quiet again for a while
+    assert len(fake_livekit.calls("ListRooms")) == 1
+
+
+def test_recently_heard_calls_are_not_checked(make, fake_livekit):
+    make(active=True, started_at=ago(600), last_event_at=ago(10))
+    assert calls_expire().reconciled == 0
+    assert fake_livekit.requests == []
+
+
+def test_reconciling_survives_livekit_being_down(make, fake_livekit):
+    fake_livekit.fail("ListRooms", "500")
+    call = make(active=True, started_at=ago(600), last_event_at=ago(500))
+    assert calls_expire().livekit_errors == 1
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+
+
+def test_the_command_runs_one_pass(make, fake_livekit, capsys):
+    call = make(created_at=ago(61))
+    call_command("expire_calls")
+    call.refresh_from_db()
+    assert call.status == S.TIMEOUT
+    assert "connect_timeout=1" in capsys.readouterr().out
+
+
+def test_every_must_be_positive(db):  # noqa: ANN001
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError):
+        call_command("expire_calls", "--every", "0")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_end_each_call_once(workflow, fake_livekit):
+    calls = [
+        CallFactory(organization=workflow.organization, workflow=workflow, created_at=ago(61))
+        for _ in range(20)
+    ]
+    results = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(calls_expire())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.connect_timeouts for r in results) == 20
+    assert len(fake_livekit.calls("DeleteRoom")) == 20
+    for call in calls:
+        call.refresh_from_db()
+        assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
+
+
+def test_old_webhook_ids_are_pruned(db, fake_livekit):  # noqa: ANN001
+    from calls.models import LiveKitWebhookEvent
+
+    LiveKitWebhookEvent.objects.create(
+        event_id="EV_old", event="room_finished", received_at=ago(86_401)
+    )
+    LiveKitWebhookEvent.objects.create(
+        event_id="EV_new", event="room_finished", received_at=ago(60)
+    )
+    assert calls_expire().webhook_ids_pruned == 1
+    assert list(LiveKitWebhookEvent.objects.values_list("event_id", flat=True)) == ["EV_new"]

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from calls.models import CallStatus, LiveKitWebhookEvent
+from tests.factories import CallFactory
+from tests.livekit_samples import post_webhook, send, sign, webhook_body
+
+S = CallStatus
+
+
+@pytest.fixture
+def call(workflow):  # noqa: ANN001, ANN201
+    return CallFactory(organization=workflow.organization, workflow=workflow)
+
+
+@pytest.fixture
+def active_call(workflow):  # noqa: ANN001, ANN201
+    return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+
+def _state(call) -> tuple:  # noqa: ANN001
+    call.refresh_from_db()
+    return (call.status, call.end_reason, call.started_at, call.ended_at, call.agent_history)
+
+
+def test_the_user_joining_makes_the_call_active(call):
+    response = send("participant_joined", call.pk)
+    assert response.status_code == 200
+    assert response.json() == {"result": "handled"}
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+    assert call.started_at is not None
+    assert call.agent_history == ["greeter-agent"]
+    assert call.current_agent == "greeter-agent"
+    assert call.last_event_at is not None
+
+
+def test_the_agent_joining_does_not_start_the_call(call):
+    assert send("participant_joined_agent", call.pk).status_code == 200
+    call.refresh_from_db()
+    assert call.status == S.CONNECTING
+    assert call.last_event_at is not None
+
+
+@pytest.mark.parametrize(
+    ("authorization", "why"),
+    [
+        ("", "unsigned"),
+        ("not-a-jwt", "garbage"),
+        ("other-key", "signed by another key and secret"),
+        ("tampered", "signature over another body"),
+    ],
+)
+def test_an_unsigned_or_forged_webhook_is_401_and_changes_nothing(call, authorization, why):
+    body = webhook_body("participant_joined", call_id=call.pk)
+    if authorization == "other-key":
+        authorization = sign(body, key="devkey", secret="another-secret-entirely")
+    elif authorization == "tampered":
+        authorization = sign(body.replace("John Doe", "Jane Doe"))
+    before = _state(call)
+    response = post_webhook(body, authorization=authorization)
+    assert response.status_code == 401, why
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "authentication_failed",
+                "detail": "Invalid or missing webhook signature.",
+                "attr": None,
+            }
+        ],
+    }
+    assert _state(call) == before
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
+def test_a_webhook_signed_for_the_right_body_by_a_bearer_header_is_accepted(call):
+    body = webhook_body("participant_joined", call_id=call.pk)
+    assert post_webhook(body, authorization=f"Bearer {sign(body)}").status_code == 200
+
+
+def test_get_is_405(client):  # noqa: ANN001
+    assert client.get("/api/v1/webhooks/livekit").status_code == 405
+
+
+def test_a_replayed_webhook_changes_nothing(active_call):
+    body = webhook_body("participant_left", call_id=active_call.pk, reason="CLIENT_INITIATED")
+    assert post_webhook(body).json() == {"result": "handled"}
+    after_first = _state(active_call)
+    replay = post_webhook(body)
+    assert replay.status_code == 200
+    assert replay.json() == {"result": "duplicate"}
+    assert _state(active_call) == after_first
+    assert LiveKitWebhookEvent.objects.count() == 1
+
+
+def test_a_replayed_join_does_not_restart_the_call(call):
+    body = webhook_body("participant_joined", call_id=call.pk)
+    post_webhook(body)
+    first = _state(call)
+    time.sleep(0.01)
+    # The same join under a new id (LiveKit resends after a lost ack) changes nothing either.
+    send("participant_joined", call.pk)
+    assert _state(call) == first
+
+
+@pytest.mark.parametrize(
+    ("reason", "hangup_requested", "status", "end_reason"),
+    [
+        ("CLIENT_INITIATED", False, S.COMPLETED, "user_hangup"),
+        ("ROOM_DELETED", True, S.COMPLETED, "api_request"),
+        ("ROOM_DELETED", False, S.COMPLETED, "agent_hangup"),
+        ("AGENT_ERROR", False, S.FAILED, "agent_error"),
+        ("CONNECTION_TIMEOUT", False, S.DISCONNECTED, "connection_lost"),
+        ("SIGNAL_CLOSE", False, S.DISCONNECTED, "connection_lost"),
+        ("MEDIA_FAILURE", False, S.DISCONNECTED, "connection_lost"),
+        ("SERVER_SHUTDOWN", False, S.DISCONNECTED, "connection_lost"),
+        ("UNKNOWN_REASON", False, S.DISCONNECTED, "connection_lost"),
+        ("PARTICIPANT_REMOVED", False, S.DISCONNECTED, "connection_lost"),
+        ("JOIN_FAILURE", False, S.DISCONNECTED, "connection_lost"),
+    ],
+)
+def test_the_users_departure_ends_an_active_call_by_its_reason(
+    active_call, reason, hangup_requested, status, end_reason
+):
+    if hangup_requested:
+        active_call.hangup_requested_at = timezone.now()
+        active_call.end_reason = "api_request"
+        active_call.save()
+    send("participant_left", active_call.pk, reason=reason)
+    active_call.refresh_from_db()
+    assert (active_call.status, active_call.end_reason) == (status, end_reason)
+    assert active_call.ended_at is not None
+    assert active_call.current_agent is None
+
+
+def test_an_absent_disconnect_reason_is_unknown_and_a_lost_connection(active_call):
+    body = webhook_body("participant_left", call_id=active_call.pk)
+    body = body.replace('"disconnectReason": "CLIENT_INITIATED", ', "").replace(
+        ', "disconnectReason": "CLIENT_INITIATED"', ""
+    )
+    assert "disconnectReason" not in body
+    post_webhook(body)
+    active_call.refresh_from_db()
+    assert (active_call.status, active_call.end_reason) == (S.DISCONNECTED, "connection_lost")
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "end_reason"),
+    [
+        ("JOIN_FAILURE", S.FAILED, "join_failure"),
+        ("CLIENT_INITIATED", S.COMPLETED, "user_hangup"),
+        ("CONNECTION_TIMEOUT", S.FAILED, "connection_lost"),
+    ],
+)
+def test_the_user_leaving_before_the_call_started(call, reason, status, end_reason):
+    send("participant_left", call.pk, reason=reason)
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (status, end_reason)
+    assert call.started_at is None
+
+
+@pytest.mark.parametrize("reason", ["DUPLICATE_IDENTITY", "MIGRATION"])
+def test_a_superseded_user_session_does_not_end_the_call(active_call, reason):
+    send("participant_left", active_call.pk, reason=reason)
+    active_call.refresh_from_db()
+    assert active_call.status == S.ACTIVE
+
+
+@pytest.mark.parametrize("reason", ["CLIENT_INITIATED", "ROOM_DELETED", "AGENT_ERROR"])
+def test_the_agents_own_departure_never_ends_the_call(active_call, reason):
+    send(
+        "participant_left",
+        active_call.pk,
+        identity="agent-AJ_Wd8fTq2Rk4sE",
+        reason=reason,
+    )
+    active_call.refresh_from_db()
+    assert active_call.status == S.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("status", "hangup_requested", "to_status", "end_reason"),
+    [
+        (S.ACTIVE, False, S.COMPLETED, "room_closed"),
+        (S.ACTIVE, True, S.COMPLETED, "api_request"),
+        (S.CONNECTING, False, S.FAILED, "room_closed"),
+        (S.CONNECTING, True, S.COMPLETED, "api_request"),
+    ],
+)
+def test_room_finished_ends_a_call_still_open(
+    workflow, status, hangup_requested, to_status, end_reason
+):
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        active=status == S.ACTIVE,
+        hangup_requested_at=timezone.now() if hangup_requested else None,
+    )
+    send("room_finished", call.pk)
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (to_status, end_reason)
+
+
+def test_room_finished_after_the_user_left_keeps_the_precise_reason(active_call):
+    send("participant_left", active_call.pk, reason="CLIENT_INITIATED")
+    send("room_finished", active_call.pk)
+    active_call.refresh_from_db()
+    assert (active_call.status, active_call.end_reason) == (S.COMPLETED, "user_hangup")
+
+
+def test_a_join_after_room_finished_does_not_reopen_the_call(call):
+    send("room_finished", call.pk)
+    ended = _state(call)
+    send("participant_joined", call.pk)
+    assert _state(call) == ended
+    assert ended[0] == S.FAILED
+
+
+def test_late_events_never_move_an_ended_call(workflow):
+    call = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
+    before = _state(call)
+    for name, reason in [
+        ("participant_joined", None),
+        ("participant_left", "CONNECTION_TIMEOUT"),
+        ("room_finished", None),
+    ]:
+        send(name, call.pk, reason=reason)
+    assert _state(call) == before
+
+
+@pytest.mark.parametrize("room", ["call-not-a-uuid", "some-other-room", f"call-{'0' * 32}"])
+def test_events_for_unknown_rooms_are_acknowledged(db, room):  # noqa: ANN001
+    body = webhook_body("participant_joined", call_id="x").replace("call-x", room)
+    response = post_webhook(body)
+    assert response.status_code == 200
+    assert response.json() == {"result": "unknown_room"}
+
+
+def test_other_events_are_acknowledged_and_not_recorded(call):
+    response = send("track_published", call.pk)
+    assert response.status_code == 200
+    assert response.json() == {"result": "ignored"}
+    assert LiveKitWebhookEvent.objects.count() == 0
+    call.refresh_from_db()
+    assert call.status == S.CONNECTING
+
+
+def test_a_webhook_takes_few_queries(call, django_assert_max_num_queries):  # noqa: ANN001
+    body = webhook_body("participant_joined", call_id=call.pk)
+    with django_assert_max_num_queries(7):
+        assert post_webhook(body).status_code == 200

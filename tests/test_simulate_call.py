@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from calls.models import Call, CallStatus
+from tests.factories import CallFactory
+
+
+def simulate(*args: str, capsys) -> str:  # noqa: ANN001
+    call_command("simulate_call", *args)
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_it_plays_a_whole_call_visible_in_the_api(api, workflow, capsys):
+    call_id = simulate("--org", "acme", capsys=capsys)
+    call = api.get(f"/api/v1/calls/{call_id}").json()
+    assert call["status"] == "completed"
+    assert call["end_reason"] == "user_hangup"
+    assert call["agent_history"] == ["greeter-agent", "meal-agent", "feedback-agent"]
+    assert call["current_agent"] is None
+    metrics = call["metrics"]
+    assert (metrics["stt_latency_ms"], metrics["llm_latency_ms"], metrics["tts_latency_ms"]) == (
+        round((118 + 124 + 119) / 3),
+        round((265 + 301 + 274) / 3),
+        round((82 + 88 + 85) / 3),
+    )
+    assert metrics["total_tokens"] == 1500
+    assert metrics["agent_handoffs"] == 2
+    assert metrics["latency"]["e2e"]["count"] == 3
+    transcript = api.get(f"/api/v1/calls/{call_id}/transcript").json()
+    assert transcript[0]["content"] == "Call started"
+    tool_lines = [line for line in transcript if "tool_call" in line]
+    assert tool_lines[0]["tool_call"]["name"] == "save_meal"
+    assert len(transcript) == 10
+
+
+def test_it_drives_an_existing_call(workflow, capsys):
+    existing = CallFactory(organization=workflow.organization, workflow=workflow)
+    assert simulate("--org", "acme", "--call", str(existing.pk), capsys=capsys) == str(existing.pk)
+    existing.refresh_from_db()
+    assert existing.status == CallStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--org", "nobody"], "No organization"),
+        (["--org", "acme", "--workflow", "missing"], "load_demo"),
+        (["--org", "acme", "--call", "not-a-uuid"], "No call"),
+    ],
+)
+def test_it_explains_what_is_missing(workflow, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("simulate_call", *args)
+    assert Call.objects.count() == 0
+
+
+def test_an_ended_call_cannot_be_simulated_again(workflow):
+    ended = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
+    with pytest.raises(CommandError, match="not connecting"):
+        call_command("simulate_call", "--org", "acme", "--call", str(ended.pk))

@@ -1,4 +1,5 @@
-"""`python -m bench [load|run|all]` — `make bench` runs `all` on a throwaway PostgreSQL."""
+"""`python -m bench [load|run|all|explain]` — `make bench` runs `all` on a throwaway
+PostgreSQL; `explain` prints the list queries' plans (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ from bench import env
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("command", choices=["load", "run", "all"], nargs="?", default="all")
+    parser.add_argument(
+        "command", choices=["load", "run", "all", "explain"], nargs="?", default="all"
+    )
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--label", default="", help="a label for the results file")
     args = parser.parse_args()
     env.setup()
     from bench import load, runner
+
+    if args.command == "explain":
+        from bench.explain import explain
+
+        print(explain())
+        return
 
     load_timings = None
     if args.command in ("load", "all"):

@@ -128,6 +128,19 @@ def _mean(total: float, count: int) -> int | None:
     return round(total / count) if count else None
 
 
+def _percentiles(values: list[float]) -> dict:
+    # Nearest rank, as the API reports them.
+    def rank(fraction: float) -> int:
+        return round(values[max(1, math.ceil(fraction * len(values))) - 1])
+
+    return {
+        "p50": rank(0.50) if values else None,
+        "p95": rank(0.95) if values else None,
+        "max": round(values[-1]) if values else None,
+        "count": len(values),
+    }
+
+
 def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
     row = conn.execute(
         f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
@@ -138,6 +151,11 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
     body = list_item(row)
     user_data, metadata = row[12:14]
     stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
+    samples = conn.execute(
+        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms"
+        " FROM calls_metricsample WHERE call_id = %s",
+        [call_id],
+    ).fetchall()
     body["room_name"] = f"call-{row[0]}"
     body["metrics"] = {
         "duration_seconds": body["duration_seconds"],
@@ -146,6 +164,10 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         "tts_latency_ms": _mean(tts_sum, tts_n),
         "total_tokens": tokens,
         "agent_handoffs": handoffs,
+        "latency": {
+            component: _percentiles(sorted(s[i] for s in samples if s[i] is not None))
+            for i, component in enumerate(("stt", "llm", "tts", "e2e"))
+        },
     }
     body["metadata"] = metadata
     body["user_data"] = user_data

@@ -101,9 +101,10 @@ def _get(client: Client, path: str, params: dict | None = None) -> bytes:
     return response.content
 
 
-def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]:
+def list_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
+    """(label, query parameters, the floor's SQL condition, its parameters)."""
     start, end = ctx.window
-    filters = [
+    return [
         ("no filter", {}, "", []),
         ("status=completed", {"status": "completed"}, " AND status IN (%s)", ["completed"]),
         ("status=failed", {"status": "failed"}, " AND status IN (%s)", ["failed"]),
@@ -119,8 +120,11 @@ def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]
             [ctx.workflow_id, start, end],
         ),
     ]
+
+
+def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]:
     scenarios = []
-    for label, query, where, params in filters:
+    for label, query, where, params in list_filters(ctx):
         for page in (1, PAGE_500):
             query_page = {**query, "page": page} if page != 1 else query
             scenarios.append(

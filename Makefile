@@ -53,7 +53,7 @@ schema: install
 
 # Benchmarks at a million calls on a throwaway PostgreSQL tuned like a small production
 # server (bench/README.md). Slow (the load alone takes minutes): never part of `make test`.
-# BENCH_CALLS=100000 for a quick run; `-- --only transcript` style filters via BENCH_ARGS.
+# BENCH_CALLS=100000 for a quick run; BENCH_ARGS='--only transcript' for some scenarios.
 BENCH_PG_OPTS ?= -c shared_buffers=1GB -c effective_cache_size=8GB -c work_mem=16MB \
 	-c maintenance_work_mem=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min \
 	-c random_page_cost=1.1

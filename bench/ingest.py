@@ -115,7 +115,7 @@ def _connecting_calls(conn: psycopg.Connection, organization_id: str, n: int) ->
         " stt_latency_count, llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum,"
         " tts_latency_count, total_tokens, agent_handoffs, created_at)"
         " SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug,"
-        " 'webhook-user', '{}', '{}', 'inbound', 'connecting', '[]', 60, 1800,"
+        " NULL, '{}', '{}', 'inbound', 'connecting', '[]', 60, 1800,"
         " 0, 0, 0, 0, 0, 0, 0, 0, now() FROM bench_workflow w, generate_series(1, %s)"
         " WHERE w.organization_id = %s AND w.idx = 0 RETURNING id",
         [n, organization_id],

@@ -48,9 +48,11 @@ class Context:
                 "SELECT workflow_id, slug FROM bench_workflow WHERE org_no = 0 AND idx = 0"
             )
             workflow_id, workflow_slug = cursor.fetchone()
+            # Among the loaded users (user-N), not those the write scenarios add calls for.
             cursor.execute(
-                "SELECT user_id FROM calls_call WHERE organization_id = %s AND user_id IS NOT NULL"
-                " GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1",
+                "SELECT user_id FROM calls_call WHERE organization_id = %s"
+                " AND user_id LIKE 'user-%%' GROUP BY user_id ORDER BY count(*) DESC, user_id"
+                " LIMIT 1",
                 [organization.id],
             )
             (top_user,) = cursor.fetchone()

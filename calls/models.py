@@ -173,7 +173,10 @@ class CallCount(models.Model):
     shard may go negative, the sum over shards is the count. SQLite counts rows instead.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # call_count_unique (organization, status, shard) serves lookups by organization.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     status = models.CharField(max_length=12, choices=CallStatus.choices)
     shard = models.SmallIntegerField()
     count = models.BigIntegerField()

@@ -7,6 +7,8 @@ PYTEST_WORKERS ?= 2
 # Local development and tests run with DEBUG on (dev secrets allowed); production
 # sets DEBUG off and real secrets.
 export DEBUG ?= 1
+# Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
+export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
 .PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check bench clean
 
@@ -28,7 +30,7 @@ run: install
 serve: install
 	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
 
-test: install lint migrations-check test-sqlite test-postgres
+test: install lint migrations-check test-sqlite test-postgres agent-test
 
 test-sqlite: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -62,3 +64,28 @@ bench: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3*
+
+# --- The voice-agent worker (agent/): its own venv, its own (large) requirements. ---
+.PHONY: agent agent-install agent-test
+AGENT_VENV ?= agent/.venv
+AGENT_PY := $(AGENT_VENV)/bin/python
+
+$(AGENT_VENV)/.installed: agent/requirements.txt
+	test -x $(AGENT_PY) || python3 -m venv $(AGENT_VENV)
+	$(AGENT_PY) -m pip install -q --disable-pip-version-check -r agent/requirements.txt
+	touch $@
+
+agent-install: $(AGENT_VENV)/.installed
+
+# Runs the worker against the API on $(PORT) and LiveKit (defaults: `livekit-server --dev`).
+# Needs VOICECALLS_AGENT_KEY from `manage.py create_api_key worker --agent`.
+agent: agent-install
+	VOICECALLS_API_URL=$${VOICECALLS_API_URL:-http://127.0.0.1:$(PORT)} \
+	LIVEKIT_URL=$${LIVEKIT_URL:-ws://localhost:7880} \
+	LIVEKIT_API_KEY=$${LIVEKIT_API_KEY:-devkey} \
+	LIVEKIT_API_SECRET=$${LIVEKIT_API_SECRET:-secret} \
+	$(AGENT_PY) -m agent dev
+
+# The worker's tests serve the web app from $(VENV) as a live server, so both venvs.
+agent-test: install agent-install
+	cd agent && VOICECALLS_WEB_PYTHON=$(abspath $(PY)) $(abspath $(AGENT_VENV))/bin/pytest -q

@@ -14,9 +14,11 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from calls.models import NOT_ENDED_STATUSES, Call
+from calls.selectors import recent_latency
 from voicecalls import charts
 
 DAYS = 30
+LATENCY_WINDOW = 10_000
 
 
 def calls_per_day(*, since: datetime.datetime, days: int) -> list[tuple[str, int]]:
@@ -54,8 +56,23 @@ def dashboard_context(*, now: datetime.datetime | None = None) -> dict:
     per_day = calls_per_day(since=since, days=DAYS)
     statuses = counts_by("status", since=since)
     end_reasons = counts_by("end_reason", since=since)
+    latency = recent_latency(samples=LATENCY_WINDOW)
+    latency_rows = [
+        {"component": component, **latency[component]} for component in ("stt", "llm", "tts")
+    ]
     return {
         "days": DAYS,
+        "latency": latency_rows,
+        "latency_window": LATENCY_WINDOW,
+        "latency_chart": charts.horizontal_bars(
+            [
+                (f"{row['component']} {label}", row[key] or 0)
+                for row in latency_rows
+                for label, key in (("p50", "p50"), ("p95", "p95"))
+            ],
+            title="Latency p50/p95 (ms)",
+            unit=" ms",
+        ),
         "active_now": Call.objects.filter(status__in=NOT_ENDED_STATUSES).count(),
         "calls_in_window": sum(n for _, n in per_day),
         "per_day_chart": charts.bar_chart(per_day, title="Calls per day", label_every=5),

@@ -17,9 +17,11 @@ import datetime
 from collections.abc import Iterable
 from uuid import UUID
 
+from django.db import transaction
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
+from webhooks.services import call_status_changed_record
 
 S = CallStatus
 
@@ -62,7 +64,8 @@ def call_transition(
     `only_from` narrows the allowed from-states further (e.g. a connect timeout
     applies only to calls that have not started). Entering `active` sets
     `started_at`, `agent_history = [start agent]` and `current_agent`; entering a
-    terminal state sets `ended_at`, `end_reason` and clears `current_agent`.
+    terminal state sets `ended_at`, `end_reason` and clears `current_agent`. The
+    change's customer-webhook events are written in the same transaction.
     """
     if to_status not in ALLOWED_FROM:
         raise ValueError(f"No transition leads to {to_status!r}.")
@@ -94,6 +97,21 @@ def call_transition(
         changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
     elif end_reason:
         changes["end_reason"] = end_reason
-    updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
-    # Customer-webhook outbox rows for the change belong here, in this transaction.
+    with transaction.atomic(savepoint=False):
+        # Customer webhooks need the exact from-state: the only one allowed, else read
+        # under a row lock. Their outbox rows commit (or roll back) with the change.
+        if len(from_states) == 1:
+            from_status = str(next(iter(from_states)))
+        else:
+            locked = Call.objects.select_for_update().filter(pk=call_id)
+            from_status = locked.values_list("status", flat=True).first()
+        updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
+        if updated:
+            call_status_changed_record(
+                call_id=call_id,
+                from_status=from_status,
+                to_status=to_status,
+                end_reason=changes.get("end_reason"),
+                at=at,
+            )
     return updated == 1

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from django.db import connection
@@ -172,15 +172,16 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def call_latency(*, call: Call) -> dict[str, dict]:
-    """Per component (stt, llm, tts, e2e): p50, p95, max (ms, rounded) and count."""
-    components = ("stt", "llm", "tts", "e2e")
-    rows = MetricSample.objects.filter(call=call).values_list(
-        *(f"{component}_latency_ms" for component in components)
-    )
-    samples: dict[str, list[float]] = {component: [] for component in components}
+LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
+LATENCY_COLUMNS = tuple(f"{component}_latency_ms" for component in LATENCY_COMPONENTS)
+
+
+def latency_summary(rows: Iterable[tuple[float | None, ...]]) -> dict[str, dict]:
+    """Per component (stt, llm, tts, e2e) of LATENCY_COLUMNS rows: p50, p95, max (ms,
+    rounded) and count."""
+    samples: dict[str, list[float]] = {component: [] for component in LATENCY_COMPONENTS}
     for row in rows:
-        for component, value in zip(components, row, strict=True):
+        for component, value in zip(LATENCY_COMPONENTS, row, strict=True):
             if value is not None:
                 samples[component].append(value)
     latency = {}
@@ -193,6 +194,17 @@ def call_latency(*, call: Call) -> dict[str, dict]:
             "count": len(values),
         }
     return latency
+
+
+def call_latency(*, call: Call) -> dict[str, dict]:
+    """Per component (stt, llm, tts, e2e): p50, p95, max (ms, rounded) and count."""
+    return latency_summary(MetricSample.objects.filter(call=call).values_list(*LATENCY_COLUMNS))
+
+
+def recent_latency(*, samples: int) -> dict[str, dict]:
+    """Latency percentiles over the platform's most recent metric samples (bounded)."""
+    rows = MetricSample.objects.order_by("-id").values_list(*LATENCY_COLUMNS)[:samples]
+    return latency_summary(rows)
 
 
 def call_metrics(*, call: Call) -> dict:

@@ -16,8 +16,12 @@ trap stop EXIT INT TERM
 "$PY" manage.py expire_calls --every 10 &
 pids+=($!)
 
+# The task queue's worker: customer webhook deliveries.
+"$PY" manage.py db_worker --queue-name '*' --no-reload &
+pids+=($!)
+
 "$PY" manage.py runserver "127.0.0.1:$PORT" &
 pids+=($!)
 
-# Whichever stops first (Ctrl-C, a crash) stops the other.
+# Whichever stops first (Ctrl-C, a crash) stops the others.
 wait -n

@@ -128,3 +128,10 @@ def fake_livekit(settings):  # noqa: ANN001, ANN201 - pytest-django's settings f
     fake.stop()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _allow_private_webhook_urls(settings: object) -> None:
+    """Tests deliver webhooks to receivers on 127.0.0.1, as `make run` allows;
+    tests/test_webhook_ssrf.py turns the guard back on."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_URLS = True

@@ -68,3 +68,26 @@ def test_bar_heights_are_proportional_to_values() -> None:
 
     # plot height = 60 - 16 - 28 = 16: the larger bar is full height, the other half.
     assert 'height="8.0"' in svg and 'height="16.0"' in svg
+
+
+def test_latency_percentiles_come_from_the_most_recent_samples(organization) -> None:
+    from calls.models import MetricSample
+
+    call = CallFactory(organization=organization, active=True)
+    for i, value in enumerate([100, 200, 300, 400, 1000]):
+        MetricSample.objects.create(
+            call=call,
+            event_id=f"00000000-0000-4000-8000-{i:012d}",
+            stt_latency_ms=value,
+            llm_latency_ms=value * 2 if i < 2 else None,
+            timestamp=NOW,
+        )
+
+    context = dashboard_context(now=NOW)
+
+    assert context["latency"] == [
+        {"component": "stt", "p50": 300, "p95": 1000, "max": 1000, "count": 5},
+        {"component": "llm", "p50": 200, "p95": 400, "max": 400, "count": 2},
+        {"component": "tts", "p50": None, "p95": None, "max": None, "count": 0},
+    ]
+    assert "stt p95" in str(context["latency_chart"])

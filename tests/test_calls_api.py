@@ -794,3 +794,13 @@ def test_absurdly_nested_json_is_a_400_not_a_crash(api: APIClient, workflow: Wor
 
     assert response.status_code == 400
     assert Call.objects.count() == 0
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+def test_unknown_api_paths_are_a_json_404_for_every_method(method: str) -> None:
+    from django.test import Client
+
+    response = getattr(Client(enforce_csrf_checks=True), method)("/api/v1/no-such-thing")
+
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "not_found"

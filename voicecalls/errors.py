@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
@@ -46,6 +47,7 @@ def _is_api(request: HttpRequest) -> bool:
 
 # Django-level handlers (unknown URLs, errors raised outside DRF views): JSON for the
 # API, Django's own pages for the admin.
+@csrf_exempt  # also the catch-all for unknown /api/ paths: a POST there is a 404, not a CSRF 403
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
         return _error(404, "client_error", "not_found", "Not found.")

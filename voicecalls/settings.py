@@ -95,12 +95,15 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_standardized_errors",
+    "django_tasks",
+    "django_tasks_db",
     "django_guid",
     "voicecalls",
     "accounts",
     "workflows",
     "calls",
     "providerkeys",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -224,6 +227,8 @@ SPECTACULAR_SETTINGS = {
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
         "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",
+        "WebhookEventTypeEnum": "webhooks.models.EventType.choices",
+        "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",
@@ -235,6 +240,24 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # A request holding an idempotency key longer than this is presumed dead (crashed
 # worker) and its key may be taken over.
 IDEMPOTENCY_LOCK_SECONDS = 60
+
+# Background tasks (django-tasks) are rows in the database; `manage.py db_worker` runs
+# them. Customer webhook deliveries use the `webhooks` queue.
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default", "webhooks"],
+    }
+}
+
+# Customer webhooks. Off in production: deliveries to loopback/private/link-local
+# addresses and plain http are refused. Local development and tests turn it on.
+WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+# The end-of-call report is built no sooner than this many seconds after the call
+# ended, so the agent's last transcript lines (flushed after the room closed) are in it.
+WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
+# One delivery attempt gives up after this long (connect + response).
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
 
 # X-Request-ID: taken from the client when it is a valid uuid, else generated;
 # returned on every response and attached to every log record.

@@ -1,0 +1,66 @@
+"""The one module that talks to the voicecalls agent API."""
+
+from __future__ import annotations
+
+import httpx
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class AgentAPIError(Exception):
+    """A request the API answered with an error, or could not be made."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: object = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        """Network errors, 429 and 5xx may succeed later; other 4xx will not."""
+        return self.status_code is None or self.status_code == 429 or self.status_code >= 500
+
+
+class AgentAPI:
+    """`GET .../session` and `POST .../events` with the worker's agent key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        agent_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=f"{base_url.rstrip('/')}/api/v1/agent/",
+            headers={"Authorization": f"Bearer {agent_key}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def get_session(self, call_id: str) -> dict:
+        return await self._request("GET", f"calls/{call_id}/session")
+
+    async def post_events(self, call_id: str, events: list[dict]) -> dict:
+        return await self._request("POST", f"calls/{call_id}/events", json={"events": events})
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> dict:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AgentAPIError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text[:500]
+        if response.is_error:
+            raise AgentAPIError(
+                f"{method} {path}: HTTP {response.status_code}",
+                status_code=response.status_code,
+                body=body,
+            )
+        return body
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,266 @@
+"""Agent events, batched to `POST /api/v1/agent/calls/{id}/events` off the audio loop.
+
+Callers add events synchronously (`report`, never awaits); one background task sends
+them in batches of at most 500 events (and well under the API's 1 MiB body limit),
+about once a second. Every event carries a client-made uuid `id`, which is the API's
+idempotency key: a batch that failed on the network or with a 5xx/429 is re-sent as it
+was, and whatever the server had already stored counts as a duplicate, not twice.
+`aclose()` flushes what is left within a deadline (the job's shutdown budget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import random
+import re
+import uuid
+
+from agent.api import AgentAPI, AgentAPIError
+
+logger = logging.getLogger("voicecalls.agent.reporter")
+
+MAX_BATCH_EVENTS = 500
+# The API refuses bodies over 1 MiB; stay well below it.
+MAX_BATCH_BYTES = 512 * 1024
+# The API's limit for a transcript line's content.
+MAX_CONTENT_CHARS = 65536
+FLUSH_INTERVAL = 1.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 10.0
+_EVENT_ATTR = re.compile(r"^events\.(\d+)(?:\.|$)")
+
+
+def iso_timestamp(epoch: float | None = None) -> str:
+    if epoch is None:
+        moment = datetime.datetime.now(datetime.UTC)
+    else:
+        moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat()
+
+
+class EventReporter:
+    def __init__(
+        self,
+        api: AgentAPI,
+        call_id: str,
+        *,
+        max_batch_events: int = MAX_BATCH_EVENTS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        flush_interval: float = FLUSH_INTERVAL,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
+    ) -> None:
+        self._api = api
+        self.call_id = call_id
+        self._max_events = max_batch_events
+        self._max_bytes = max_batch_bytes
+        self._interval = flush_interval
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        # (event, its size as JSON) not yet taken into a batch
+        self._pending: list[tuple[dict, int]] = []
+        self._pending_bytes = 0
+        self._in_flight = False
+        self._urgent = False
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+        # What happened, for logs and tests.
+        self.accepted = 0
+        self.duplicates = 0
+        self.attempts = 0
+        self.dropped: list[dict] = []
+
+    # -- adding events (synchronous: safe from any session callback) --------------------
+
+    def report(self, event_type: str, *, timestamp: float | None = None, **fields: object) -> dict:
+        event = {
+            "id": str(uuid.uuid4()),
+            "type": event_type,
+            "timestamp": iso_timestamp(timestamp),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        size = len(json.dumps(event, separators=(",", ":"), default=str).encode())
+        self._pending.append((event, size))
+        self._pending_bytes += size
+        self._idle.clear()
+        self._wakeup.set()
+        return event
+
+    def transcript(
+        self,
+        *,
+        role: str,
+        content: str,
+        agent_name: str | None,
+        tool_call: dict | None = None,
+        timestamp: float | None = None,
+    ) -> dict:
+        return self.report(
+            "transcript",
+            timestamp=timestamp,
+            role=role,
+            content=content[:MAX_CONTENT_CHARS],
+            agent_name=agent_name,
+            tool_call=tool_call,
+        )
+
+    def handoff(self, *, from_agent: str, to_agent: str, timestamp: float | None = None) -> dict:
+        return self.report(
+            "agent_handoff", timestamp=timestamp, from_agent=from_agent, to_agent=to_agent
+        )
+
+    def metrics(self, *, timestamp: float | None = None, **values: object) -> dict | None:
+        measured = ("stt_latency_ms", "llm_latency_ms", "tts_latency_ms", "e2e_latency_ms")
+        if all(values.get(name) is None for name in (*measured, "tokens")):
+            return None  # the API wants at least one measurement per sample
+        return self.report("metrics", timestamp=timestamp, **values)
+
+    def status(self, status: str, *, reason: str | None = None) -> dict:
+        return self.report("status", status=status, reason=reason)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="voicecalls-event-reporter")
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Send everything reported so far now (no batching delay); wait until done."""
+        self.start()
+        self._urgent = True
+        self._wakeup.set()
+        await self._idle.wait()
+
+    async def aclose(self, timeout: float = 8.0) -> None:
+        """Flush within `timeout` seconds, then stop. Events still unsent are logged."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            logger.error(
+                "call %s: %d event(s) could not be delivered before shutdown",
+                self.call_id,
+                len(self._pending) + (1 if self._in_flight else 0),
+            )
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._api.aclose()
+
+    # -- the sending task ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._urgent = False
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            deadline = loop.time() + self._interval
+            while not self._batch_ready():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch = self._take_batch()
+            self._in_flight = True
+            try:
+                await self._send(batch)
+            finally:
+                self._in_flight = False
+
+    def _batch_ready(self) -> bool:
+        return (
+            self._urgent
+            or len(self._pending) >= self._max_events
+            or self._pending_bytes >= self._max_bytes
+        )
+
+    def _take_batch(self) -> list[dict]:
+        batch: list[dict] = []
+        size = 0
+        while self._pending and len(batch) < self._max_events:
+            event, event_size = self._pending[0]
+            if batch and size + event_size > self._max_bytes:
+                break
+            self._pending.pop(0)
+            self._pending_bytes -= event_size
+            batch.append(event)
+            size += event_size
+        return batch
+
+    async def _send(self, batch: list[dict]) -> None:
+        failures = 0
+        while batch:
+            self.attempts += 1
+            try:
+                result = await self._api.post_events(self.call_id, batch)
+            except AgentAPIError as exc:
+                invalid = _invalid_event_index(exc, len(batch))
+                if invalid is not None:
+                    # One bad event would sink the whole (all-or-nothing) batch.
+                    event = batch.pop(invalid)
+                    self.dropped.append(event)
+                    logger.error("call %s: API refused event %s: %s", self.call_id, event, exc.body)
+                    continue
+                if exc.status_code == 413 and len(batch) > 1:
+                    half = len(batch) // 2
+                    self._requeue_front(batch[half:])
+                    del batch[half:]
+                    continue
+                if not exc.retryable:
+                    self.dropped.extend(batch)
+                    logger.error(
+                        "call %s: dropped %d event(s): %s %s",
+                        self.call_id,
+                        len(batch),
+                        exc,
+                        exc.body,
+                    )
+                    return
+                delay = min(self._backoff_cap, self._backoff_base * 2**failures)
+                delay *= random.uniform(0.5, 1.0)
+                failures += 1
+                logger.warning(
+                    "call %s: sending %d event(s) failed (%s); retrying in %.1fs",
+                    self.call_id,
+                    len(batch),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.accepted += int(result.get("accepted", 0))
+            self.duplicates += int(result.get("duplicates", 0))
+            return
+
+    def _requeue_front(self, events: list[dict]) -> None:
+        entries = [(e, len(json.dumps(e, separators=(",", ":")).encode())) for e in events]
+        self._pending[:0] = entries
+        self._pending_bytes += sum(size for _, size in entries)
+
+
+def _invalid_event_index(exc: AgentAPIError, batch_len: int) -> int | None:
+    """The index of the event a 400 names (`attr` `events.N.field`), if it names one."""
+    if exc.status_code != 400 or not isinstance(exc.body, dict):
+        return None
+    for error in exc.body.get("errors") or []:
+        match = _EVENT_ATTR.match(str(error.get("attr") or ""))
+        if match and int(match.group(1)) < batch_len:
+            return int(match.group(1))
+    return None

@@ -1,0 +1,162 @@
+"""A live voicecalls web server for the worker's tests: the real Django app from this
+repository, in its own (web) venv, on a fresh SQLite file, served by a threaded WSGI
+server subprocess. Nothing of the API is mocked.
+
+`VOICECALLS_WEB_ROOT` (default: the repo root) and `VOICECALLS_WEB_PYTHON` (default:
+`<root>/.venv/bin/python`) say which app and interpreter to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+AGENT_DIR = Path(__file__).resolve().parent.parent
+WEB_ROOT = Path(os.environ.get("VOICECALLS_WEB_ROOT") or AGENT_DIR.parent)
+WEB_PYTHON = os.environ.get("VOICECALLS_WEB_PYTHON") or str(WEB_ROOT / ".venv" / "bin" / "python")
+START_TIMEOUT = 60.0
+
+# The demo workflow's components (workflows/demo.py) and another org without an LLM key.
+DEMO_KEYS = {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+
+
+@dataclass
+class Org:
+    slug: str
+    client_key: str
+
+
+class Web:
+    """The live server, and a tiny client for its public API."""
+
+    def __init__(self, base_url: str, agent_key: str, orgs: dict[str, Org]) -> None:
+        self.base_url = base_url
+        self.agent_key = agent_key
+        self.orgs = orgs
+        self._http = httpx.Client(base_url=base_url, timeout=15)
+
+    def request(self, method: str, path: str, key: str, **kwargs: object) -> httpx.Response:
+        return self._http.request(
+            method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs
+        )
+
+    def ok(self, method: str, path: str, key: str, **kwargs: object) -> object:
+        response = self.request(method, path, key, **kwargs)
+        assert response.is_success, (method, path, response.status_code, response.text)
+        return response.json()
+
+    def create_call(self, org: str = "demo", **body: object) -> dict:
+        body.setdefault("workflow_slug", "daily-call")
+        return self.ok("POST", "/api/v1/calls", self.orgs[org].client_key, json=body)
+
+    def call(self, call_id: str, org: str = "demo") -> dict:
+        return self.ok("GET", f"/api/v1/calls/{call_id}", self.orgs[org].client_key)
+
+    def transcript(self, call_id: str, org: str = "demo") -> list[dict]:
+        return self.ok("GET", f"/api/v1/calls/{call_id}/transcript", self.orgs[org].client_key)
+
+    def metrics(self, call_id: str, org: str = "demo") -> dict:
+        return self.ok("GET", f"/api/v1/calls/{call_id}/metrics", self.orgs[org].client_key)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    if not Path(WEB_PYTHON).exists():
+        pytest.fail(f"the web venv is missing ({WEB_PYTHON}): run `make install` first")
+    workdir = tmp_path_factory.mktemp("web")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "VOICECALLS_", "LIVEKIT_", "PYTEST_"))
+        and key not in ("DATABASE_URL", "CACHE_URL", "VIRTUAL_ENV", "PYTHONPATH")
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{workdir / 'web.sqlite3'}",
+        DEBUG="1",
+        WEBHOOKS_ALLOW_PRIVATE_URLS="1",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    setup = subprocess.run(
+        [WEB_PYTHON, str(AGENT_DIR / "tests" / "web_setup.py"), "demo", "nollm"],
+        cwd=WEB_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if setup.returncode != 0:
+        raise RuntimeError(f"preparing the web database failed:\n{setup.stdout}{setup.stderr}")
+    keys = json.loads(setup.stdout.strip().splitlines()[-1])
+    orgs = {slug: Org(slug, key) for slug, key in keys["client_keys"].items()}
+    agent_key = keys["agent_key"]
+
+    port = _free_port()
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [WEB_PYTHON, str(AGENT_DIR / "tests" / "wsgi_server.py"), str(port)],
+        cwd=WEB_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    web = Web(f"http://127.0.0.1:{port}", agent_key, orgs)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"the web server exited:\n{(workdir / 'server.log').read_text()}"
+                )
+            try:
+                web.request("GET", "/api/v1/calls", orgs["demo"].client_key)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for slug in orgs:
+            for component, provider in DEMO_KEYS.items():
+                if slug == "nollm" and component == "llm":
+                    continue
+                web.ok(
+                    "POST",
+                    "/api/v1/provider-keys",
+                    orgs[slug].client_key,
+                    json={
+                        "provider_type": component,
+                        "provider_name": provider,
+                        "api_key": f"test-{provider}-{component}-key",
+                        "is_default": True,
+                    },
+                )
+        yield web
+    finally:
+        web.close()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        if sys.exc_info()[0] is not None:
+            print((workdir / "server.log").read_text()[-5000:])

@@ -1,0 +1,324 @@
+"""The worker's call logic against the real voicecalls API (a live server, see conftest).
+
+The model is scripted and the session is text-only (no room, no audio: those need a
+LiveKit server and real providers); everything between the AgentSession and the API —
+session fetch, agents, tools, handoffs, the reporter and the events endpoint — is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from livekit.agents import AgentSession
+from livekit.agents.testing import fake_job_context
+
+from agent.api import AgentAPI, AgentAPIError
+from agent.call import CallRuntime
+from agent.providers import ComponentCache, MissingKeyError
+from agent.reporter import EventReporter
+from agent.tests.conftest import Web
+from agent.tests.scripted_llm import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, call
+from agent.worker import entrypoint, fetch_session
+from agent.workflow import ToolRunner, WorkflowAgent
+
+pytestmark = pytest.mark.api
+
+TOKENS_PER_REQUEST = PROMPT_TOKENS + COMPLETION_TOKENS
+
+
+class FlakyTransport(httpx.AsyncBaseTransport):
+    """Real HTTP to the real server, except for scripted failures of `POST .../events`:
+    `"503"` answers 503 without forwarding; `"lost"` forwards the batch (the server
+    stores it) and then answers 503, as if the response were lost on the way back."""
+
+    def __init__(self, plan: list[str]) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._plan = list(plan)
+        self.event_posts: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith("/events"):
+            return await self._inner.handle_async_request(request)
+        self.event_posts.append(request)
+        action = self._plan.pop(0) if self._plan else "pass"
+        if action == "503":
+            return httpx.Response(503, json={"type": "server_error", "errors": []})
+        response = await self._inner.handle_async_request(request)
+        if action == "lost":
+            await response.aread()
+            return httpx.Response(503, json={"type": "server_error", "errors": []})
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def scripted_components(scripted: ScriptedLLM) -> ComponentCache:
+    """Provider keys are checked as in production; the LLM is the script, and there is
+    no STT/TTS in a text-only session."""
+    return ComponentCache(build=lambda component, config: scripted if component == "llm" else None)
+
+
+def make_reporter(web: Web, call_id: str, **kwargs: object) -> EventReporter:
+    transport = kwargs.pop("transport", None)
+    api = AgentAPI(web.base_url, web.agent_key, transport=transport)
+    return EventReporter(api, call_id, backoff_base=0.05, backoff_cap=0.2, **kwargs)
+
+
+async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
+    created = web.create_call(user_id="u-42", user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    assert created["status"] == "connecting"
+
+    transport = FlakyTransport(plan=[])
+    reporter = make_reporter(web, call_id, transport=transport)
+    reporter.start()
+    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
+    assert data["call_id"] == call_id
+    assert data["workflow"]["start_agent"] == "greeter-agent"
+    greeter = data["workflow"]["agents"][0]
+    assert greeter["greeting"] == "Hello Ada! How are you today?"
+    assert "check-in call to Ada" in greeter["instructions"]
+    assert greeter["llm"]["api_key"] == "test-openai-llm-key"
+
+    scripted = ScriptedLLM(
+        [
+            call("transfer_to_meal-agent"),
+            "What did you eat today?",
+            call("save_meal", meal_type="brunch"),  # not in the schema's enum
+            call("save_meal", meal_type="lunch", description="a salad"),
+            "Lovely, I noted your lunch.",
+        ]
+    )
+    hangups: list[str] = []
+
+    async def on_hangup() -> None:
+        hangups.append(call_id)
+
+    runtime = CallRuntime(
+        data,
+        reporter,
+        components=scripted_components(scripted),
+        runner=ToolRunner(call_id=call_id),
+        on_hangup=on_hangup,
+    )
+    start_agent = runtime.build()
+    assert sorted(runtime.agents) == ["feedback-agent", "greeter-agent", "meal-agent"]
+
+    # As in the worker, the session has no models of its own: each agent brings its own.
+    async with AgentSession() as session:
+        runtime.attach(session)
+        runtime.started()
+        greeting = await session.start(start_agent, capture_run=True)
+        greeting.expect.next_event().is_agent_handoff(new_agent_type=WorkflowAgent)
+        greeting.expect.next_event().is_message(role="assistant")
+        assert session.history.items[-1].text_content == "Hello Ada! How are you today?"
+
+        result = await session.run(user_input="I'm fine, thanks")
+        result.expect.next_event().is_function_call(name="transfer_to_meal-agent")
+        result.expect.next_event().is_function_call_output()
+        result.expect.next_event().is_agent_handoff(new_agent_type=WorkflowAgent)
+        result.expect.next_event().is_message(role="assistant")
+        result.expect.no_more_events()
+        assert session.current_agent.id == "meal-agent"
+        # The meal agent heard the conversation so far, under its own instructions.
+        assert scripted.requests[1].messages[0][1].startswith("Ask Ada what they ate")
+        assert ("user", "I'm fine, thanks") in scripted.requests[1].messages
+
+        await reporter.flush()
+        midway = web.call(call_id)
+        assert midway["status"] == "active"
+        assert midway["current_agent"] == "meal-agent"
+        assert midway["agent_history"] == ["greeter-agent", "meal-agent"]
+
+        result = await session.run(user_input="A salad for lunch")
+        result.expect.next_event().is_function_call(
+            name="save_meal", arguments={"meal_type": "brunch"}
+        )
+        result.expect.next_event().is_function_call_output(is_error=True)
+        result.expect.next_event().is_function_call(
+            name="save_meal", arguments={"meal_type": "lunch", "description": "a salad"}
+        )
+        result.expect.next_event().is_function_call_output(is_error=False)
+        result.expect.next_event().is_message(role="assistant")
+
+        scripted.add(["Goodbye Ada!", call("end_call")])
+        result = await session.run(user_input="That's all, bye")
+        result.expect.contains_message(role="assistant")
+        result.expect.contains_function_call(name="end_call")
+        for _ in range(100):  # end_call hangs up in the background, after the goodbye
+            if hangups:
+                break
+            await asyncio.sleep(0.05)
+    assert hangups == [call_id]
+    await reporter.aclose()
+
+    assert reporter.dropped == []
+    assert reporter.duplicates == 0
+    ended = web.call(call_id)
+    assert ended["status"] == "completed"
+    assert ended["end_reason"] == "agent_hangup"
+    assert ended["agent_history"] == ["greeter-agent", "meal-agent"]
+    assert ended["current_agent"] is None
+
+    lines = web.transcript(call_id)
+    said = [(line["role"], line["agent_name"], line["content"]) for line in lines]
+    assert said[:2] == [
+        ("assistant", "greeter-agent", "Hello Ada! How are you today?"),
+        ("user", "greeter-agent", "I'm fine, thanks"),
+    ]
+    assert ("assistant", "meal-agent", "What did you eat today?") in said
+    assert ("assistant", "meal-agent", "Goodbye Ada!") in said
+    tool_lines = [line for line in lines if "tool_call" in line]
+    assert [line["tool_call"]["name"] for line in tool_lines] == [
+        "transfer_to_meal-agent",
+        "save_meal",
+        "save_meal",
+        "end_call",
+    ]
+    saved = tool_lines[2]
+    assert saved["role"] == "tool"
+    assert saved["agent_name"] == "meal-agent"
+    assert saved["tool_call"]["arguments"] == {"meal_type": "lunch", "description": "a salad"}
+    assert saved["content"] == '{"status": "recorded"}'
+    assert "'brunch' is not one of" in tool_lines[1]["content"]
+
+    metrics = web.metrics(call_id)
+    assert metrics["agent_handoffs"] == 1
+    assert metrics["total_tokens"] == TOKENS_PER_REQUEST * len(scripted.requests)
+    assert metrics["llm_latency_ms"] is not None and metrics["llm_latency_ms"] >= 0
+    assert metrics["stt_latency_ms"] is None  # text input: nothing was transcribed
+
+
+async def test_a_missing_llm_key_fails_the_call_with_a_clear_reason(web: Web) -> None:
+    call_id = web.create_call(org="nollm", user_data={"name": "Bo"})["call_id"]
+    reporter = make_reporter(web, call_id)
+    reporter.start()
+    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
+    assert data["workflow"]["agents"][0]["llm"]["missing_key"] is True
+
+    runtime = CallRuntime(
+        data, reporter, components=ComponentCache(), runner=ToolRunner(call_id=call_id)
+    )
+    with pytest.raises(MissingKeyError) as raised:
+        runtime.build()
+    assert str(raised.value) == "missing key for llm"
+    runtime.fail(str(raised.value))
+    await reporter.aclose()
+
+    assert reporter.dropped == []
+    ended = web.call(call_id, org="nollm")
+    assert ended["status"] == "failed"
+    assert ended["end_reason"] == "agent_error"
+    lines = web.transcript(call_id, org="nollm")
+    assert [(line["role"], line["content"]) for line in lines] == [
+        ("system", "agent_error: missing key for llm")
+    ]
+
+
+async def test_replays_after_a_503_create_no_duplicates(web: Web) -> None:
+    call_id = web.create_call(user_data={"name": "Cy"})["call_id"]
+    # First POST: 503 before the server sees it. Second: the server stores the batch,
+    # the answer is lost (503). Third: the same ids again, all duplicates.
+    transport = FlakyTransport(plan=["503", "lost", "pass"])
+    reporter = make_reporter(web, call_id, transport=transport)
+    reporter.status("active")
+    for n in range(3):
+        reporter.transcript(role="user", content=f"line {n}", agent_name="greeter-agent")
+    reporter.metrics(llm_latency_ms=120.0, tokens=50, agent_name="greeter-agent", turn_index=1)
+    reporter.handoff(from_agent="greeter-agent", to_agent="meal-agent")
+    await reporter.aclose()
+
+    bodies = [request.content for request in transport.event_posts]
+    assert len(bodies) == 3
+    assert bodies[0] == bodies[1] == bodies[2]  # the very same events, ids included
+    assert reporter.accepted == 0  # the batch that was stored never got its answer
+    assert reporter.duplicates == 6
+    assert reporter.dropped == []
+
+    assert [line["content"] for line in web.transcript(call_id)] == ["line 0", "line 1", "line 2"]
+    metrics = web.metrics(call_id)
+    assert metrics["total_tokens"] == 50
+    assert metrics["llm_latency_ms"] == 120
+    assert metrics["agent_handoffs"] == 1
+    detail = web.call(call_id)
+    assert detail["status"] == "active"
+    assert detail["agent_history"] == ["greeter-agent", "meal-agent"]
+
+
+async def test_shutdown_flushes_everything_in_batches_of_at_most_500(web: Web) -> None:
+    call_id = web.create_call()["call_id"]
+    transport = FlakyTransport(plan=[])
+    # A long interval: only the shutdown flush sends anything.
+    reporter = make_reporter(web, call_id, transport=transport, flush_interval=60)
+    reporter.start()
+    for n in range(1201):
+        reporter.metrics(tokens=1, agent_name="greeter-agent", turn_index=n)
+    await reporter.aclose()
+
+    assert reporter.accepted == 1201
+    sizes = [len(json.loads(r.content)["events"]) for r in transport.event_posts]
+    assert sizes == [500, 500, 201]
+    assert web.metrics(call_id)["total_tokens"] == 1201
+
+
+async def test_the_agent_api_refuses_a_client_key(web: Web) -> None:
+    call_id = web.create_call()["call_id"]
+    api = AgentAPI(web.base_url, web.orgs["demo"].client_key)
+    with pytest.raises(AgentAPIError) as raised:
+        await api.get_session(call_id)
+    await api.aclose()
+    assert raised.value.status_code == 403
+    assert not raised.value.retryable
+
+
+async def test_an_invalid_event_is_dropped_and_the_rest_of_its_batch_lands(web: Web) -> None:
+    call_id = web.create_call()["call_id"]
+    reporter = make_reporter(web, call_id)
+    reporter.transcript(role="user", content="kept", agent_name="greeter-agent")
+    bad = reporter.transcript(role="narrator", content="refused", agent_name="greeter-agent")
+    reporter.transcript(role="assistant", content="also kept", agent_name="greeter-agent")
+    await reporter.aclose()
+
+    assert reporter.dropped == [bad]
+    assert [line["content"] for line in web.transcript(call_id)] == ["kept", "also kept"]
+
+
+async def test_the_job_entrypoint_fails_a_call_whose_llm_key_is_missing(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real entrypoint in a fake (room-less) job: it stops before connecting."""
+    call_id = web.create_call(org="nollm")["call_id"]
+    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
+    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
+    shutdowns: list[str] = []
+    with fake_job_context(job_metadata=json.dumps({"call_id": call_id})) as ctx:
+        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
+        await entrypoint(ctx)
+        # What the job process does on shutdown: run the callbacks (the final flush).
+        for callback in ctx._shutdown_callbacks:
+            await callback(shutdowns[0])
+    assert shutdowns == ["agent_error"]
+    ended = web.call(call_id, org="nollm")
+    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
+    assert [line["content"] for line in web.transcript(call_id, org="nollm")] == [
+        "agent_error: missing key for llm"
+    ]
+
+
+async def test_the_job_entrypoint_leaves_a_call_it_cannot_fetch(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
+    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    shutdowns: list[str] = []
+    with fake_job_context(job_metadata=json.dumps({"call_id": unknown})) as ctx:
+        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
+        await entrypoint(ctx)
+        for callback in ctx._shutdown_callbacks:
+            await callback(shutdowns[0])
+    assert shutdowns == ["session unavailable"]

@@ -1,0 +1,163 @@
+"""The reporter's batching and retry rules, against a stand-in HTTP transport (the real
+endpoint is exercised in test_call_against_api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from agent.api import AgentAPI
+from agent.reporter import EventReporter
+
+
+class Endpoint:
+    """Answers `POST .../events` from a list of scripted outcomes, then 200."""
+
+    def __init__(self, outcomes: list[object] | None = None) -> None:
+        self.outcomes = list(outcomes or [])
+        self.batches: list[list[dict]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        events = json.loads(request.content)["events"]
+        self.batches.append(events)
+        outcome = self.outcomes.pop(0) if self.outcomes else 200
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, httpx.Response):
+            return outcome
+        if outcome == 200:
+            return httpx.Response(200, json={"accepted": len(events), "duplicates": 0})
+        return httpx.Response(outcome, json={"type": "error", "errors": []})
+
+
+def reporter_for(endpoint: Endpoint, **kwargs: object) -> EventReporter:
+    api = AgentAPI("http://api.invalid", "agent-key", transport=httpx.MockTransport(endpoint))
+    kwargs.setdefault("backoff_base", 0.01)
+    kwargs.setdefault("backoff_cap", 0.02)
+    return EventReporter(api, "6f1c1f0e-0000-4000-8000-000000000001", **kwargs)
+
+
+def say(reporter: EventReporter, n: int) -> list[dict]:
+    return [reporter.transcript(role="user", content=f"line {i}", agent_name="a") for i in range(n)]
+
+
+async def test_events_go_out_about_once_per_interval_without_a_flush() -> None:
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint, flush_interval=0.05)
+    reporter.start()
+    say(reporter, 3)
+    await asyncio.sleep(0.5)
+    assert [len(batch) for batch in endpoint.batches] == [3]
+    await reporter.aclose()
+
+
+async def test_each_event_has_a_uuid_id_type_and_timestamp() -> None:
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+    event = reporter.metrics(llm_latency_ms=12.5, tokens=None, agent_name="a")
+    await reporter.aclose()
+    assert set(event) == {"id", "type", "timestamp", "llm_latency_ms", "agent_name"}
+    assert event["type"] == "metrics"
+    assert len(event["id"]) == 36
+    assert event["timestamp"].endswith("+00:00")
+    assert endpoint.batches == [[event]]
+
+
+async def test_a_metrics_sample_without_any_measurement_is_not_sent() -> None:
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+    assert reporter.metrics(llm_latency_ms=None, agent_name="a") is None
+    await reporter.aclose()
+    assert endpoint.batches == []
+
+
+async def test_network_errors_and_5xx_are_retried_with_the_same_events() -> None:
+    endpoint = Endpoint([httpx.ConnectError("refused"), 502, 429, 200])
+    reporter = reporter_for(endpoint)
+    sent = say(reporter, 2)
+    await reporter.aclose()
+    assert endpoint.batches == [sent, sent, sent, sent]
+    assert reporter.accepted == 2
+    assert reporter.dropped == []
+
+
+async def test_a_refused_request_is_not_retried() -> None:
+    endpoint = Endpoint([403])
+    reporter = reporter_for(endpoint)
+    sent = say(reporter, 2)
+    await reporter.aclose()
+    assert len(endpoint.batches) == 1
+    assert reporter.dropped == sent
+
+
+async def test_a_400_naming_an_event_drops_only_that_event() -> None:
+    refusal = httpx.Response(
+        400,
+        json={
+            "type": "validation_error",
+            "errors": [{"code": "invalid_choice", "detail": "x", "attr": "events.1.role"}],
+        },
+    )
+    endpoint = Endpoint([refusal])
+    reporter = reporter_for(endpoint)
+    first, bad, last = say(reporter, 3)
+    await reporter.aclose()
+    assert endpoint.batches == [[first, bad, last], [first, last]]
+    assert reporter.dropped == [bad]
+
+
+async def test_a_413_splits_the_batch() -> None:
+    endpoint = Endpoint([413])
+    reporter = reporter_for(endpoint)
+    sent = say(reporter, 4)
+    await reporter.aclose()
+    assert endpoint.batches == [sent, sent[:2], sent[2:]]
+    assert reporter.accepted == 4
+
+
+async def test_batches_stay_under_the_byte_limit() -> None:
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint, max_batch_bytes=4000)
+    for _ in range(6):
+        reporter.transcript(role="assistant", content="x" * 1500, agent_name="a")
+    await reporter.aclose()
+    assert [len(batch) for batch in endpoint.batches] == [2, 2, 2]
+    assert all(len(json.dumps(batch)) < 4000 for batch in endpoint.batches)
+
+
+async def test_aclose_gives_up_at_its_deadline_when_the_api_stays_down() -> None:
+    endpoint = Endpoint([503] * 1000)
+    reporter = reporter_for(endpoint)
+    say(reporter, 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await reporter.aclose(timeout=0.3)
+    assert loop.time() - started < 2
+    assert reporter.accepted == 0
+    assert len(endpoint.batches) > 1
+
+
+async def test_reporting_does_not_wait_for_the_network() -> None:
+    """`report` is synchronous: a slow API delays delivery, never the caller."""
+
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json={"accepted": 1, "duplicates": 0})
+
+    api = AgentAPI("http://api.invalid", "k", transport=httpx.MockTransport(slow))
+    reporter = EventReporter(api, "c", flush_interval=0)
+    reporter.start()
+    say(reporter, 1)
+    await asyncio.sleep(0.05)  # the first batch is now stuck in flight
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    say(reporter, 1000)
+    assert loop.time() - started < 0.5
+    assert reporter.pending == 1000
+    release.set()
+    await reporter.aclose()
+    assert reporter.pending == 0

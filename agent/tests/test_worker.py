@@ -1,0 +1,108 @@
+"""The job's plumbing: call id from the dispatch metadata, settings, session fetch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from livekit.agents import AgentSession
+
+from agent.api import AgentAPI, AgentAPIError
+from agent.config import Config, ConfigError
+from agent.worker import (
+    MAX_TOOL_STEPS,
+    TURN_HANDLING,
+    call_id_from_metadata,
+    fetch_session,
+    prewarm,
+    worker_options,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_call_id_comes_from_the_job_metadata():
+    assert call_id_from_metadata('{"call_id": "6f1c"}') == "6f1c"
+
+
+@pytest.mark.parametrize("metadata", ["", None, "{}", "not json", '{"call_id": 3}', "[]"])
+def test_metadata_without_a_call_id_is_refused(metadata):
+    with pytest.raises(ValueError, match="no call_id"):
+        call_id_from_metadata(metadata)
+
+
+def test_settings_come_from_the_environment():
+    config = Config.from_env(
+        {"VOICECALLS_API_URL": "https://api.example.com/", "VOICECALLS_AGENT_KEY": "k"}
+    )
+    assert config == Config(api_url="https://api.example.com", agent_key="k")
+    assert config.agent_name == "voicecalls-agent"
+    named = Config.from_env({"VOICECALLS_AGENT_KEY": "k", "LIVEKIT_AGENT_NAME": "acme"})
+    assert worker_options(named).agent_name == "acme"
+    with pytest.raises(ConfigError, match="VOICECALLS_AGENT_KEY"):
+        Config.from_env({})
+
+
+async def test_fetching_the_session_retries_server_errors_only():
+    answers = [httpx.Response(503), httpx.Response(200, json={"call_id": "c1"})]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers.pop(0)
+
+    api = AgentAPI("http://api.invalid", "agent-key", transport=httpx.MockTransport(handler))
+    assert await fetch_session(api, "c1") == {"call_id": "c1"}
+    assert [str(r.url) for r in seen] == ["http://api.invalid/api/v1/agent/calls/c1/session"] * 2
+    assert seen[0].headers["Authorization"] == "Bearer agent-key"
+
+    api = AgentAPI(
+        "http://api.invalid",
+        "k",
+        transport=httpx.MockTransport(lambda r: httpx.Response(404, json={})),
+    )
+    with pytest.raises(AgentAPIError) as raised:
+        await fetch_session(api, "c1")
+    assert raised.value.status_code == 404
+
+
+def test_the_worker_cli_starts():
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dev" in result.stdout and "start" in result.stdout
+
+
+def test_the_worker_refuses_to_start_without_an_agent_key():
+    env = {"PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "dev"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode != 0
+    assert "VOICECALLS_AGENT_KEY is not set" in result.stderr
+
+
+async def test_the_voice_session_options_are_valid_offline():
+    """The job's AgentSession settings: Silero VAD (shipped in the wheel) and VAD turn
+    detection, so a call needs neither a model download nor LiveKit Cloud inference."""
+    proc = SimpleNamespace(userdata={})
+    prewarm(proc)
+    session = AgentSession(
+        vad=proc.userdata["vad"], turn_handling=TURN_HANDLING, max_tool_steps=MAX_TOOL_STEPS
+    )
+    assert session.turn_detection == "vad"
+    await session.aclose()

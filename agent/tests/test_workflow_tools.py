@@ -1,0 +1,146 @@
+"""Tools from JSON Schema: argument validation, url tools, the SSRF guard, names."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from livekit.agents import ToolError
+
+from agent.workflow import (
+    ToolRunner,
+    UnsafeToolURL,
+    check_tool_url,
+    handoff_tool_name,
+    tool_parameters,
+    validation_error,
+)
+
+SAVE_MEAL = {
+    "name": "save_meal",
+    "description": "Record a meal the user had today.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "meal_type": {"type": "string", "enum": ["breakfast", "lunch", "dinner", "snack"]},
+            "description": {"type": "string"},
+        },
+        "required": ["meal_type"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"meal_type": "lunch"}, None),
+        ({"meal_type": "lunch", "description": "soup"}, None),
+        ({}, "'meal_type' is a required property"),
+        ({"meal_type": "brunch"}, "'brunch' is not one of"),
+        ({"meal_type": "lunch", "description": 3}, "3 is not of type 'string' (at /description)"),
+    ],
+)
+def test_arguments_are_checked_against_the_tool_schema(arguments: dict, problem: str | None):
+    found = validation_error(tool_parameters(SAVE_MEAL), arguments)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found
+
+
+def test_a_tool_without_parameters_gets_an_empty_object_schema():
+    assert tool_parameters({"name": "ping"}) == {"type": "object", "properties": {}}
+
+
+async def test_a_tool_without_url_is_recorded_and_acknowledged():
+    runner = ToolRunner(call_id="c1")
+    assert json.loads(await runner.run(SAVE_MEAL, {"meal_type": "lunch"}, agent_name="a")) == {
+        "status": "recorded"
+    }
+    with pytest.raises(ToolError, match="Invalid arguments for save_meal"):
+        await runner.run(SAVE_MEAL, {"meal_type": "brunch"}, agent_name="a")
+    await runner.aclose()
+
+
+def url_runner(handler) -> ToolRunner:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ToolRunner(call_id="c1", http=http, allow_private_urls=True)
+
+
+async def test_a_url_tool_posts_the_arguments_and_returns_the_json_result():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"saved": True, "id": 7})
+
+    runner = url_runner(handler)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+    result = await runner.run(spec, {"meal_type": "dinner"}, agent_name="meal-agent")
+    assert json.loads(result) == {"saved": True, "id": 7}
+    (request,) = seen
+    assert request.method == "POST"
+    assert str(request.url) == "https://tools.example.com/meals"
+    assert json.loads(request.content) == {"meal_type": "dinner"}
+    assert request.headers["X-Voicecalls-Call-Id"] == "c1"
+    assert request.headers["X-Voicecalls-Tool"] == "save_meal"
+    assert request.headers["X-Voicecalls-Agent"] == "meal-agent"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(500, json={}), "failed (HTTP 500)"),
+        (httpx.Response(200, text="<html>"), "did not return JSON"),
+        (httpx.ReadTimeout("slow"), "did not answer in time"),
+    ],
+)
+async def test_a_failing_url_tool_tells_the_model(answer, message):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    runner = url_runner(handler)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+    with pytest.raises(ToolError, match=re.escape(message)):
+        await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://tools.example.com/x",
+        "https://127.0.0.1/x",
+        "https://10.1.2.3/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/x",
+        "ftp://tools.example.com/x",
+    ],
+)
+async def test_tool_urls_must_be_public_https(url):
+    with pytest.raises(UnsafeToolURL):
+        await check_tool_url(url, allow_private=False)
+
+
+async def test_local_development_may_allow_private_http_tool_urls():
+    await check_tool_url("http://127.0.0.1:9000/x", allow_private=True)
+
+
+async def test_a_refused_tool_url_is_not_called():
+    called: list[httpx.Request] = []
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: called.append(r)))
+    runner = ToolRunner(call_id="c1", http=http)
+    spec = {**SAVE_MEAL, "url": "https://127.0.0.1/x"}
+    with pytest.raises(ToolError, match="unavailable"):
+        await runner.run(spec, {"meal_type": "lunch"}, agent_name="a")
+    assert called == []
+
+
+def test_handoff_tool_names_fit_the_providers_limit():
+    assert handoff_tool_name("meal-agent") == "transfer_to_meal-agent"
+    long_a, long_b = "a" * 60 + "-one", "a" * 60 + "-two"
+    assert len(handoff_tool_name(long_a)) == 64
+    assert handoff_tool_name(long_a) != handoff_tool_name(long_b)

@@ -1,0 +1,245 @@
+"""A call's workflow as livekit-agents `Agent`s: rendered instructions, a greeting on
+enter, tools from JSON Schema, one `transfer_to_<agent>` tool per allowed handoff and a
+built-in `end_call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators as jsonschema_validators
+from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
+
+from agent.providers import ComponentCache
+
+logger = logging.getLogger("voicecalls.agent.workflow")
+
+HANDOFF_PREFIX = "transfer_to_"
+MAX_TOOL_NAME = 64  # what LLM providers accept for a function name
+END_CALL_TOOL = "end_call"
+TOOL_TIMEOUT_SECONDS = 10.0
+MAX_TOOL_RESULT_CHARS = 16_000
+EMPTY_OBJECT_SCHEMA = {"type": "object", "properties": {}}
+
+
+class WorkflowAgent(Agent):
+    """One workflow agent. A subclass, so livekit-agents keeps our `id` (a bare `Agent`
+    is always "default_agent") and handoff items carry the workflow's agent names."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        instructions: str,
+        greeting: str,
+        tools: list,
+        components: dict[str, Any],
+    ) -> None:
+        super().__init__(id=name, instructions=instructions, tools=tools, **components)
+        self.name = name
+        self.greeting = greeting
+
+    async def on_enter(self) -> None:
+        if self.greeting:
+            self.session.say(self.greeting)
+        else:
+            # No fixed greeting (typically after a handoff): let the model continue.
+            self.session.generate_reply()
+
+
+def tool_parameters(spec: dict) -> dict:
+    """The tool's JSON Schema, completed to the object schema LLM providers expect."""
+    parameters = dict(spec.get("parameters") or {})
+    parameters.setdefault("type", "object")
+    parameters.setdefault("properties", {})
+    return parameters
+
+
+def validation_error(schema: dict, arguments: object) -> str | None:
+    """A short message for the LLM when `arguments` do not match `schema`, else None."""
+    validator_class = jsonschema_validators.validator_for(
+        schema, default=jsonschema_validators.Draft202012Validator
+    )
+    error = jsonschema_exceptions.best_match(validator_class(schema).iter_errors(arguments))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path)
+    return f"{error.message} (at /{where})" if where else error.message
+
+
+class UnsafeToolURL(Exception):
+    pass
+
+
+async def check_tool_url(url: str, *, allow_private: bool) -> None:
+    """Tool endpoints are public https URLs: the worker runs inside the platform's
+    network, so a customer's URL must not reach it (SSRF)."""
+    parts = urlsplit(url)
+    if allow_private:
+        if parts.scheme not in ("https", "http"):
+            raise UnsafeToolURL("tool url must be http(s)")
+        return
+    if parts.scheme != "https" or not parts.hostname:
+        raise UnsafeToolURL("tool url must be https")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise UnsafeToolURL(f"cannot resolve {parts.hostname}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise UnsafeToolURL(f"{parts.hostname} is not a public address")
+
+
+class ToolRunner:
+    """Runs a workflow tool call: validate, then POST to its url or acknowledge."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        http: httpx.AsyncClient | None = None,
+        allow_private_urls: bool = False,
+    ) -> None:
+        self.call_id = call_id
+        self._http = http or httpx.AsyncClient(timeout=TOOL_TIMEOUT_SECONDS)
+        self._allow_private = allow_private_urls
+
+    async def run(self, spec: dict, arguments: dict, *, agent_name: str) -> str:
+        problem = validation_error(tool_parameters(spec), arguments)
+        if problem is not None:
+            raise ToolError(f"Invalid arguments for {spec['name']}: {problem}")
+        url = spec.get("url")
+        if not url:
+            return json.dumps({"status": "recorded"})
+        try:
+            await check_tool_url(url, allow_private=self._allow_private)
+        except UnsafeToolURL as exc:
+            logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
+            raise ToolError(f"{spec['name']} is unavailable.") from exc
+        try:
+            response = await self._http.post(
+                url,
+                json=arguments,
+                headers={
+                    "X-Voicecalls-Call-Id": self.call_id,
+                    "X-Voicecalls-Tool": spec["name"],
+                    "X-Voicecalls-Agent": agent_name,
+                },
+                timeout=TOOL_TIMEOUT_SECONDS,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("call %s: tool %s failed: %r", self.call_id, spec["name"], exc)
+            raise ToolError(f"{spec['name']} did not answer in time.") from exc
+        if response.is_error:
+            raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
+        try:
+            result = response.json()
+        except ValueError as exc:
+            raise ToolError(f"{spec['name']} did not return JSON.") from exc
+        return json.dumps(result)[:MAX_TOOL_RESULT_CHARS]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def workflow_tool(spec: dict, runner: ToolRunner, agent_name: str):
+    async def _call(raw_arguments: dict, context: RunContext) -> str:
+        return await runner.run(spec, raw_arguments, agent_name=agent_name)
+
+    return function_tool(
+        _call,
+        raw_schema={
+            "name": spec["name"],
+            "description": spec.get("description") or spec["name"],
+            "parameters": tool_parameters(spec),
+        },
+    )
+
+
+def handoff_tool_name(target: str) -> str:
+    """`transfer_to_<agent>`; an agent name too long for that is cut and made unique."""
+    name = f"{HANDOFF_PREFIX}{target}"
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    digest = hashlib.sha256(target.encode()).hexdigest()[:8]
+    return f"{name[: MAX_TOOL_NAME - len(digest) - 1]}_{digest}"
+
+
+def handoff_tool(target: str, agents: dict[str, WorkflowAgent]):
+    async def _transfer(raw_arguments: dict, context: RunContext) -> Agent:
+        agent = agents[target]
+        # The next agent hears the conversation so far, without the previous agent's
+        # instructions and tool calls (its tools are not the next agent's).
+        await agent.update_chat_ctx(
+            context.session.history.copy(
+                exclude_instructions=True, exclude_function_call=True, exclude_handoff=True
+            )
+        )
+        # Returning the agent hands the conversation over; its on_enter speaks next.
+        return agent
+
+    return function_tool(
+        _transfer,
+        raw_schema={
+            "name": handoff_tool_name(target),
+            "description": f"Hand the conversation over to {target}.",
+            "parameters": EMPTY_OBJECT_SCHEMA,
+        },
+    )
+
+
+def end_call_tool(hang_up: Callable[[], Awaitable[None]]):
+    async def _end_call(raw_arguments: dict, context: RunContext) -> None:
+        asyncio.get_running_loop().create_task(hang_up())
+        raise StopResponse()  # nothing more to say: the goodbye was already spoken
+
+    return function_tool(
+        _end_call,
+        raw_schema={
+            "name": END_CALL_TOOL,
+            "description": (
+                "Hang up. Say goodbye first; use it only when the conversation is over."
+            ),
+            "parameters": EMPTY_OBJECT_SCHEMA,
+        },
+    )
+
+
+def build_agents(
+    workflow: dict,
+    *,
+    components: ComponentCache,
+    runner: ToolRunner,
+    hang_up: Callable[[], Awaitable[None]],
+) -> dict[str, WorkflowAgent]:
+    """Every agent of the workflow by name. Raises ComponentError (from `components`)
+    when a provider is unknown or its key is missing."""
+    agents: dict[str, WorkflowAgent] = {}
+    for spec in workflow["agents"]:
+        name = spec["name"]
+        tools = [workflow_tool(tool, runner, name) for tool in spec.get("tools") or []]
+        tools += [handoff_tool(target, agents) for target in spec.get("handoffs") or []]
+        if END_CALL_TOOL not in {tool["name"] for tool in spec.get("tools") or []}:
+            tools.append(end_call_tool(hang_up))
+        agents[name] = WorkflowAgent(
+            name=name,
+            instructions=spec.get("instructions") or "",
+            greeting=spec.get("greeting") or "",
+            tools=tools,
+            components={c: components.get(c, spec[c]) for c in ("stt", "llm", "tts")},
+        )
+    return agents

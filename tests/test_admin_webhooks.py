@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Organization
+from calls.models import CallStatus
+from tests.factories import CallFactory
+from tests.webhook_receiver import Receiver, Reply
+from webhooks import services
+from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
+
+
+@pytest.fixture
+def admin_client(db: None) -> Client:
+    """A superuser's browser (no password: hashing one costs a second per test)."""
+    user = User.objects.create_superuser(username="staff", email="staff@example.com")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    with Receiver([Reply(500)]) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def endpoint_and_secrets(organization: Organization, receiver: Receiver) -> tuple:
+    endpoint, old = services.webhook_endpoint_create(
+        organization=organization, url=receiver.url, events=[EventType.CALL_STATUS_CHANGED]
+    )
+    new = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
+    return endpoint, [old, new]
+
+
+@pytest.fixture
+def deliveries(organization: Organization, endpoint_and_secrets: tuple) -> list[WebhookDelivery]:
+    """Two deliveries: one failed once (and retrying), one succeeded."""
+    call = CallFactory(organization=organization)
+    for to_status in (CallStatus.ACTIVE, CallStatus.COMPLETED):
+        services.call_status_changed_record(
+            call_id=call.id,
+            from_status=None,
+            to_status=to_status,
+            end_reason="user_hangup" if to_status == CallStatus.COMPLETED else None,
+            at=call.created_at,
+        )
+    rows = list(WebhookDelivery.objects.order_by("id"))
+    for delivery in rows:
+        services.webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+        delivery.refresh_from_db()
+    assert [d.status for d in rows] == [DeliveryStatus.PENDING, DeliveryStatus.SUCCEEDED]
+    return rows
+
+
+def assert_no_secret(html: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        assert secret not in html
+        assert secret.removeprefix("whsec_") not in html
+
+
+def test_endpoint_pages_never_show_the_secret(
+    admin_client: Client, endpoint_and_secrets: tuple
+) -> None:
+    endpoint, secrets = endpoint_and_secrets
+    pages = [
+        reverse("admin:webhooks_webhookendpoint_changelist"),
+        reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk]),
+    ]
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200
+        assert endpoint.url in response.content.decode()
+        assert_no_secret(response.content.decode(), secrets)
+
+
+def test_endpoints_are_not_added_in_the_admin(admin_client: Client) -> None:
+    response = admin_client.get(reverse("admin:webhooks_webhookendpoint_add"))
+
+    assert response.status_code == 403
+
+
+def test_staff_can_disable_an_endpoint_and_keep_its_secret(
+    admin_client: Client, endpoint_and_secrets: tuple
+) -> None:
+    endpoint, secrets = endpoint_and_secrets
+
+    response = admin_client.post(
+        reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk]),
+        {"url": endpoint.url, "description": "paused by support"},
+    )
+
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is False
+    assert endpoint.description == "paused by support"
+    assert endpoint.secret == secrets[1]
+
+
+def test_staff_cannot_save_an_internal_url_when_the_guard_is_on(
+    admin_client: Client, endpoint_and_secrets: tuple, settings: object
+) -> None:
+    settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
+    endpoint, _ = endpoint_and_secrets
+    url = endpoint.url
+
+    response = admin_client.post(
+        reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk]),
+        {"url": "https://10.0.0.1/x", "enabled": "on"},
+    )
+
+    assert response.status_code == 200
+    assert "private, loopback or reserved" in response.content.decode()
+    endpoint.refresh_from_db()
+    assert endpoint.url == url
+
+
+def test_deliveries_filter_by_status_and_show_no_secret(
+    admin_client: Client, deliveries: list[WebhookDelivery], endpoint_and_secrets: tuple
+) -> None:
+    _, secrets = endpoint_and_secrets
+    url = reverse("admin:webhooks_webhookdelivery_changelist")
+
+    pending = admin_client.get(url, {"status__exact": "pending"})
+    succeeded = admin_client.get(url, {"status__exact": "succeeded"})
+
+    assert pending.status_code == succeeded.status_code == 200
+    assert deliveries[0].event_id in pending.content.decode()
+    assert deliveries[1].event_id not in pending.content.decode()
+    assert deliveries[1].event_id in succeeded.content.decode()
+    assert_no_secret(pending.content.decode() + succeeded.content.decode(), secrets)
+
+
+def test_a_delivery_page_shows_its_attempts_and_no_secret(
+    admin_client: Client, deliveries: list[WebhookDelivery], endpoint_and_secrets: tuple
+) -> None:
+    _, secrets = endpoint_and_secrets
+    delivery = deliveries[0]
+
+    response = admin_client.get(
+        reverse("admin:webhooks_webhookdelivery_change", args=[delivery.pk])
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "HTTP 500" in html
+    assert delivery.event_id in html
+    assert 'name="_save"' not in html  # read-only evidence
+    assert_no_secret(html, secrets)
+    event_page = admin_client.get(
+        reverse("admin:webhooks_webhookevent_change", args=[delivery.event_id])
+    )
+    assert event_page.status_code == 200
+    assert_no_secret(event_page.content.decode(), secrets)
+
+
+def test_replay_resends_the_same_event_id(
+    admin_client: Client,
+    deliveries: list[WebhookDelivery],
+    receiver: Receiver,
+    settings: object,
+    django_capture_on_commit_callbacks,
+) -> None:
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+            "QUEUES": ["default", "webhooks"],
+        }
+    }
+    delivered = deliveries[1]
+    sent_before = len(receiver.received)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:webhooks_webhookdelivery_changelist"),
+            {"action": "replay", "_selected_action": [delivered.pk]},
+        )
+
+    assert response.status_code == 302
+    assert len(receiver.received) == sent_before + 1
+    replayed = receiver.received[-1]
+    assert replayed.headers["webhook-id"] == delivered.event_id
+    delivered.refresh_from_db()
+    assert delivered.status == DeliveryStatus.SUCCEEDED
+    assert delivered.attempt_count == 2
+
+
+def test_endpoint_search_and_filters_work(
+    admin_client: Client, endpoint_and_secrets: tuple
+) -> None:
+    endpoint, _ = endpoint_and_secrets
+    response = admin_client.get(
+        reverse("admin:webhooks_webhookendpoint_changelist"),
+        {"q": "127.0.0.1", "enabled__exact": 1},
+    )
+
+    assert response.status_code == 200
+    assert endpoint.url in response.content.decode()
+    assert WebhookEndpoint.objects.count() == 1

@@ -1,0 +1,864 @@
+from __future__ import annotations
+
+import datetime
+import email.utils
+import io
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from accounts.models import Organization
+from calls.lifecycle import call_transition
+from calls.models import Call, CallStatus
+from calls.selectors import call_metrics
+from calls.serializers import CallSerializer
+from tests.factories import CallFactory, TranscriptEntryFactory
+from tests.webhook_receiver import Receiver, Reply
+from webhooks import services
+from webhooks.models import (
+    DeliveryStatus,
+    EventType,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+ALL_EVENTS = [EventType.CALL_STATUS_CHANGED, EventType.CALL_ENDED]
+
+
+def endpoint_create(
+    organization: Organization, url: str, events: list[str] | None = None
+) -> tuple[WebhookEndpoint, str]:
+    return services.webhook_endpoint_create(
+        organization=organization, url=url, events=events or ALL_EVENTS
+    )
+
+
+def record(
+    call: Call,
+    from_status: str,
+    to_status: str,
+    end_reason: str | None = None,
+    at: datetime.datetime | None = None,
+) -> list[WebhookEvent]:
+    """A status change as the lifecycle makes it: the UPDATE and the outbox rows in one
+    transaction."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        changes: dict[str, object] = {"status": to_status}
+        if to_status == CallStatus.ACTIVE:
+            changes.update(started_at=at, agent_history=["greeter-agent"])
+        if end_reason:
+            changes.update(end_reason=end_reason, ended_at=at, current_agent=None)
+        Call.objects.filter(pk=call.pk).update(**changes)
+        return services.call_status_changed_record(
+            call_id=call.id,
+            from_status=from_status,
+            to_status=to_status,
+            end_reason=end_reason,
+            at=at,
+        )
+
+
+def run_worker() -> None:
+    """The real task worker (django-tasks-db): runs every task due now, then exits."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        call_command(
+            "db_worker",
+            "--batch",
+            "--queue-name",
+            "webhooks",
+            "--no-startup-delay",
+            "--no-reload",
+            "--interval",
+            "0",
+            verbosity=0,
+        )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def attempt(delivery: WebhookDelivery, now: datetime.datetime | None = None) -> str | None:
+    delivery.refresh_from_db()
+    return services.webhook_delivery_attempt(
+        delivery_id=delivery.pk, now=now or delivery.next_attempt_at
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def call(organization: Organization) -> Call:
+    return CallFactory(organization=organization)
+
+
+# The outbox
+
+
+def test_a_status_change_writes_one_event_with_a_delivery_per_subscribed_endpoint(
+    organization: Organization, outsider: Organization, call: Call
+) -> None:
+    both, _ = endpoint_create(organization, "https://a.example.com/x")
+    status_only, _ = endpoint_create(
+        organization, "https://b.example.com/x", [EventType.CALL_STATUS_CHANGED]
+    )
+    endpoint_create(organization, "https://c.example.com/x", [EventType.CALL_ENDED])
+    disabled, _ = endpoint_create(organization, "https://d.example.com/x")
+    services.webhook_endpoint_update(endpoint=disabled, enabled=False)
+    endpoint_create(outsider, "https://e.example.com/x")
+
+    (event,) = record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+
+    assert event.type == EventType.CALL_STATUS_CHANGED
+    assert event.id.startswith("evt_") and "." not in event.id
+    assert event.organization_id == organization.id
+    assert json.loads(event.body) == {
+        "id": event.id,
+        "type": "call.status_changed",
+        "timestamp": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "call_id": str(call.id),
+            "from_status": "connecting",
+            "to_status": "active",
+            "end_reason": None,
+        },
+    }
+    assert {d.endpoint_id for d in event.deliveries.all()} == {both.id, status_only.id}
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_an_ending_change_also_writes_the_end_report_to_be_built_later(
+    organization: Organization, call: Call, settings: object
+) -> None:
+    settings.WEBHOOKS_END_REPORT_DELAY = 15
+    endpoint, _ = endpoint_create(organization, "https://a.example.com/x")
+    at = timezone.now()
+
+    changed, ended = record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request", at)
+
+    assert changed.type == EventType.CALL_STATUS_CHANGED
+    assert json.loads(changed.body)["data"]["end_reason"] == "api_request"
+    assert ended.type == EventType.CALL_ENDED
+    assert ended.body is None
+    delivery = ended.deliveries.get()
+    assert delivery.endpoint == endpoint
+    assert at + datetime.timedelta(seconds=15) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= timezone.now() + datetime.timedelta(seconds=15)
+
+
+def test_without_endpoints_a_change_writes_nothing(call: Call) -> None:
+    assert record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request") == []
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_deliveries_are_enqueued_when_the_change_commits(
+    organization: Organization, call: Call, django_capture_on_commit_callbacks
+) -> None:
+    endpoint_create(organization, "https://a.example.com/x")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request")
+
+    assert len(callbacks) == 2
+    tasks = list(DBTaskResult.objects.all())
+    assert [t.queue_name for t in tasks] == ["webhooks", "webhooks"]
+    # The end report's task waits for its delay; the status change's runs at once
+    # (django-tasks-db stores "no run_after" as the year 9999, ordering it last).
+    deferred = sorted(t.run_after.year < 9999 for t in tasks)
+    assert deferred == [False, True]
+    (report_task,) = [t for t in tasks if t.run_after.year < 9999]
+    assert report_task.run_after > timezone.now() + datetime.timedelta(seconds=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_status_change_emits_nothing(
+    organization: Organization, receiver: Receiver
+) -> None:
+    endpoint_create(organization, receiver.url)
+    call = CallFactory(organization=organization)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request")
+        raise RuntimeError("the lifecycle failed after recording")
+
+    run_worker()
+    call.refresh_from_db()
+    assert call.status == CallStatus.CONNECTING
+    assert WebhookEvent.objects.count() == 0
+    assert WebhookDelivery.objects.count() == 0
+    assert DBTaskResult.objects.count() == 0
+    assert receiver.received == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_is_delivered_even_if_the_worker_was_down(
+    organization: Organization, receiver: Receiver
+) -> None:
+    endpoint, secret = endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    call = CallFactory(organization=organization)
+
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    # No worker yet: the event waits in the outbox and its wake-up in the queue.
+    assert receiver.received == []
+    assert DBTaskResult.objects.filter(status="READY").count() == 1
+
+    run_worker()
+
+    (received,) = receiver.received
+    assert received.verify(secret)["data"]["to_status"] == "active"
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    assert delivery.attempt_count == 1
+    assert delivery.last_status_code == 200
+
+
+# End to end
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_gets_every_event_of_a_call_signed(
+    organization: Organization, receiver: Receiver, settings: object
+) -> None:
+    settings.WEBHOOKS_END_REPORT_DELAY = 1
+    endpoint, secret = endpoint_create(organization, receiver.url)
+    call = CallFactory(organization=organization)
+    TranscriptEntryFactory(call=call, role="assistant", content="Hello! How are you today?")
+
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    TranscriptEntryFactory(call=call, role="user", content="Fine, thanks.")
+    ended_at = timezone.now()
+    record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup", ended_at)
+    run_worker()
+
+    # The status changes arrive at once; the end report waits for late transcript lines.
+    assert [r.verify(secret)["type"] for r in receiver.received] == [
+        "call.status_changed",
+        "call.status_changed",
+    ]
+    TranscriptEntryFactory(call=call, role="assistant", content="Bye!", agent_name="feedback-agent")
+    time.sleep(
+        max(0.0, (ended_at + datetime.timedelta(seconds=1.1) - timezone.now()).total_seconds())
+    )
+    run_worker()
+
+    payloads = [r.verify(secret) for r in receiver.received]
+    assert [(p["type"], p["data"].get("to_status")) for p in payloads] == [
+        ("call.status_changed", "active"),
+        ("call.status_changed", "completed"),
+        ("call.ended", None),
+    ]
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(set(ids)) == 3
+    assert [p["id"] for p in payloads] == ids
+    report = payloads[2]["data"]
+    call.refresh_from_db()
+    assert report["call"] == json.loads(json.dumps(CallSerializer(call).data))
+    assert report["call"]["status"] == "completed"
+    assert report["metrics"] == json.loads(json.dumps(call_metrics(call=call)))
+    assert [line["content"] for line in report["transcript"]] == [
+        "Hello! How are you today?",
+        "Fine, thanks.",
+        "Bye!",
+    ]
+    assert all(r.headers["content-type"] == "application/json" for r in receiver.received)
+    assert all(r.headers["user-agent"] == "voicecalls-webhooks/1" for r in receiver.received)
+    assert all(r.path == "/hooks/voicecalls" for r in receiver.received)
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+# Retries
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_failing_twice_gets_the_same_event_three_times(
+    organization: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waits shrunk to zero so the real worker runs the retries now; the schedule
+    # itself is checked with a frozen clock below.
+    monkeypatch.setattr(services, "RETRY_SCHEDULE", (0,) * 10)
+    with Receiver([Reply(500), Reply(503)]) as receiver:
+        endpoint, secret = endpoint_create(
+            organization, receiver.url, [EventType.CALL_STATUS_CHANGED]
+        )
+        call = CallFactory(organization=organization)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+
+        run_worker()
+
+    assert len(receiver.received) == 3
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+    assert len({r.body for r in receiver.received}) == 1
+    for received in receiver.received:
+        received.verify(secret)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    assert delivery.attempt_count == 3
+    assert list(delivery.attempts.values_list("number", "status_code")) == [
+        (1, 500),
+        (2, 503),
+        (3, 200),
+    ]
+    assert DBTaskResult.objects.filter(status="SUCCESSFUL").count() == 3
+
+
+def test_retries_follow_the_schedule_then_give_up(organization: Organization, call: Call) -> None:
+    with Receiver(default_status=500) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+
+        waits = []
+        for number in range(1, 11):
+            delivery.refresh_from_db()
+            now = delivery.next_attempt_at  # a frozen clock, moved to each due time
+            outcome = attempt(delivery, now)
+            delivery.refresh_from_db()
+            if delivery.next_attempt_at is not None:
+                waits.append((delivery.next_attempt_at - now).total_seconds())
+            assert outcome == (DeliveryStatus.PENDING if number < 10 else DeliveryStatus.FAILED)
+
+    expected = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    assert len(waits) == len(expected)
+    for wait, base in zip(waits, expected, strict=True):
+        assert base <= wait <= base * 1.1
+    assert sum(waits) > 2.9 * 86400  # about three days
+    assert len(receiver.received) == 10
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempt_count == 10
+    assert delivery.last_error == "HTTP 500 (gave up after 10 attempts)"
+    assert attempt(delivery, timezone.now() + datetime.timedelta(days=30)) is None
+
+
+@pytest.mark.parametrize(
+    ("round_attempts", "low", "high"),
+    [(0, 0, 0), (1, 5, 5.5), (2, 300, 330), (5, 18000, 19800), (9, 86400, 95040)],
+)
+def test_retry_delay_is_the_schedule_plus_up_to_ten_percent_jitter(
+    round_attempts: int, low: float, high: float
+) -> None:
+    delays = [services.retry_delay(round_attempts=round_attempts) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    if high > low:
+        assert len(set(delays)) > 1
+
+
+def test_retry_delay_gives_up_after_ten_attempts_and_honours_retry_after() -> None:
+    assert services.retry_delay(round_attempts=10) is None
+    assert services.retry_delay(round_attempts=1, retry_after=120) == 120
+    assert services.retry_delay(round_attempts=9, retry_after=10) >= 86400
+    assert services.retry_delay(round_attempts=1, retry_after=10**9) == 86400
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_a_429_is_retried_after_its_retry_after(
+    organization: Organization, call: Call, form: str
+) -> None:
+    in_an_hour = timezone.now() + datetime.timedelta(hours=1, seconds=30)
+    retry_after = "3600" if form == "seconds" else email.utils.format_datetime(in_an_hour, True)
+    with Receiver([Reply(429, headers={"Retry-After": retry_after})]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        now = timezone.now()
+
+        assert attempt(delivery, now) == DeliveryStatus.PENDING
+
+    delivery.refresh_from_db()
+    assert delivery.last_status_code == 429
+    assert delivery.next_attempt_at >= now + datetime.timedelta(seconds=3590)
+
+
+def test_a_timeout_is_retried(organization: Organization, call: Call, settings: object) -> None:
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 0.3
+    with Receiver([Reply(200, delay=1.5)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+
+        started = time.monotonic()
+        assert attempt(delivery) == DeliveryStatus.PENDING
+        assert time.monotonic() - started < 1.2
+        assert attempt(delivery) == DeliveryStatus.SUCCEEDED
+
+    first, second = delivery.attempts.order_by("number")
+    assert first.status_code is None
+    assert first.error == "timeout after 0.3 s"
+    assert 250 <= first.duration_ms < 1200
+    assert second.status_code == 200
+    assert len(receiver.received) == 2
+    assert receiver.received[0].headers["webhook-id"] == receiver.received[1].headers["webhook-id"]
+
+
+def test_a_refused_connection_is_retried(organization: Organization, call: Call) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint_create(organization, f"http://127.0.0.1:{port}/x", [EventType.CALL_STATUS_CHANGED])
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    delivery = WebhookDelivery.objects.get()
+
+    assert attempt(delivery) == DeliveryStatus.PENDING
+
+    delivery.refresh_from_db()
+    assert delivery.last_status_code is None
+    assert delivery.last_error.startswith("connection failed")
+    assert delivery.next_attempt_at is not None
+
+
+def test_a_410_disables_the_endpoint(organization: Organization, call: Call) -> None:
+    with Receiver([Reply(410)]) as receiver:
+        endpoint, _ = endpoint_create(organization, receiver.url)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+
+        assert attempt(WebhookDelivery.objects.get()) == DeliveryStatus.FAILED
+        record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup")
+
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is False
+    assert endpoint.disabled_reason == "The receiver answered 410 Gone."
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.next_attempt_at is None
+    assert delivery.last_error == "HTTP 410 Gone: endpoint disabled"
+    # A disabled endpoint gets no new deliveries.
+    assert WebhookEvent.objects.count() == 1
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_other_4xx_end_the_delivery_as_failed(
+    organization: Organization, call: Call, status: int
+) -> None:
+    with Receiver([Reply(status)]) as receiver:
+        endpoint, _ = endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+
+        assert attempt(delivery) == DeliveryStatus.FAILED
+        assert attempt(delivery, timezone.now() + datetime.timedelta(days=1)) is None
+
+    delivery.refresh_from_db()
+    assert delivery.last_status_code == status
+    assert delivery.next_attempt_at is None
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is True
+    assert len(receiver.received) == 1
+
+
+def test_redirects_are_not_followed_and_count_as_failures(
+    organization: Organization, call: Call
+) -> None:
+    with Receiver([Reply(302, headers={"Location": "/elsewhere"})]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+
+        assert attempt(WebhookDelivery.objects.get()) == DeliveryStatus.PENDING
+
+    assert [r.path for r in receiver.received] == ["/hooks/voicecalls"]
+    assert WebhookDelivery.objects.get().last_status_code == 302
+
+
+def test_the_log_keeps_only_a_short_excerpt_of_the_response(
+    organization: Organization, call: Call
+) -> None:
+    with Receiver([Reply(500, body=b"x" * 100_000)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        attempt(WebhookDelivery.objects.get())
+
+    assert WebhookAttempt.objects.get().response_excerpt == "x" * 200
+
+
+# The end-of-call report
+
+
+def test_the_end_report_is_built_at_its_first_attempt_and_frozen_for_retries(
+    organization: Organization, call: Call, settings: object
+) -> None:
+    settings.WEBHOOKS_END_REPORT_DELAY = 15
+    with Receiver([Reply(500)]) as receiver:
+        endpoint, secret = endpoint_create(organization, receiver.url, [EventType.CALL_ENDED])
+        ended_at = timezone.now()
+        (event,) = record(
+            call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request", ended_at
+        )
+        delivery = event.deliveries.get()
+
+        # Not before the delay: nothing is built or sent.
+        assert attempt(delivery, ended_at + datetime.timedelta(seconds=14)) is None
+        event.refresh_from_db()
+        assert event.body is None
+
+        TranscriptEntryFactory(call=call, content="a late line")
+        assert attempt(delivery) == DeliveryStatus.PENDING
+        event.refresh_from_db()
+        frozen = event.body
+        assert json.loads(frozen)["data"]["transcript"][0]["content"] == "a late line"
+
+        TranscriptEntryFactory(call=call, content="too late for the report")
+        assert attempt(delivery) == DeliveryStatus.SUCCEEDED
+
+    assert [r.body.decode() for r in receiver.received] == [frozen, frozen]
+    event.refresh_from_db()
+    assert event.body == frozen
+
+
+def test_a_delivery_to_a_disabled_endpoint_fails_without_sending(
+    organization: Organization, call: Call, receiver: Receiver
+) -> None:
+    endpoint, _ = endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    services.webhook_endpoint_update(endpoint=endpoint, enabled=False)
+
+    assert attempt(WebhookDelivery.objects.get()) == DeliveryStatus.FAILED
+
+    assert receiver.received == []
+    assert WebhookDelivery.objects.get().last_error == "endpoint disabled."
+
+
+def test_a_replay_resends_the_same_event(
+    organization: Organization, call: Call, receiver: Receiver
+) -> None:
+    endpoint, secret = endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    delivery = WebhookDelivery.objects.get()
+    assert attempt(delivery) == DeliveryStatus.SUCCEEDED
+
+    services.webhook_delivery_replay(delivery=delivery)
+    assert attempt(delivery) == DeliveryStatus.SUCCEEDED
+
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.event_id
+    assert first.body == second.body
+    second.verify(secret)
+    delivery.refresh_from_db()
+    assert delivery.attempt_count == 2
+    assert list(delivery.attempts.values_list("number", flat=True)) == [1, 2]
+
+
+def test_after_a_rotation_deliveries_carry_both_signatures_for_a_day(
+    organization: Organization, call: Call, receiver: Receiver
+) -> None:
+    endpoint, old = endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    new = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    attempt(WebhookDelivery.objects.get())
+
+    (received,) = receiver.received
+    assert len(received.headers["webhook-signature"].split()) == 2
+    received.verify(old)
+    received.verify(new)
+    endpoint.refresh_from_db()
+    assert services._signing_secrets(
+        endpoint, now=timezone.now() + datetime.timedelta(hours=25)
+    ) == [new]
+
+
+def test_secrets_and_signatures_never_reach_the_delivery_log(
+    organization: Organization, call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    with Receiver([Reply(500), Reply(200)]) as receiver:
+        endpoint, secret = endpoint_create(organization, receiver.url)
+        record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request")
+        for delivery in WebhookDelivery.objects.all():
+            attempt(delivery)
+            attempt(delivery)
+
+    signatures = [r.headers["webhook-signature"].removeprefix("v1,") for r in receiver.received]
+    logged = json.dumps(
+        [
+            list(WebhookAttempt.objects.values()),
+            list(WebhookDelivery.objects.values()),
+            list(WebhookEvent.objects.values()),
+        ],
+        default=str,
+    )
+    key = secret.removeprefix("whsec_")
+    for needle in [key, *signatures]:
+        assert needle not in logged
+        assert needle not in caplog.text
+    assert WebhookAttempt.objects.count() >= 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wake_webhook_deliveries_requeues_lost_wake_ups(
+    organization: Organization, receiver: Receiver
+) -> None:
+    endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    call = CallFactory(organization=organization)
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+    # The wake-up is lost (e.g. the worker was killed mid-attempt and its lease ran out).
+    DBTaskResult.objects.all().delete()
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now() - datetime.timedelta(minutes=5))
+
+    call_command("wake_webhook_deliveries")
+    run_worker()
+
+    assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
+
+
+# HTTPS: the request goes to the resolved address, TLS still checks the name.
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for hooks.example.com: (certfile, keyfile)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", key, "-out", cert, "-subj", "/CN=hooks.example.com",
+            "-addext", "subjectAltName=DNS:hooks.example.com",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list:
+        return real("127.0.0.1" if host in names else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted", "outcome"),
+    [
+        ("hooks.example.com", True, DeliveryStatus.SUCCEEDED),
+        ("other.example.com", True, DeliveryStatus.PENDING),  # the certificate's name differs
+        ("hooks.example.com", False, DeliveryStatus.PENDING),  # an untrusted certificate
+    ],
+)
+def test_https_checks_the_certificate_against_the_host_name(
+    organization: Organization,
+    call: Call,
+    certificate: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    trusted: bool,
+    outcome: str,
+) -> None:
+    resolve_to_loopback(monkeypatch, "hooks.example.com", "other.example.com")
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    with Receiver(tls=certificate) as receiver:
+        endpoint_create(
+            organization, f"https://{host}:{receiver.port}/x", [EventType.CALL_STATUS_CHANGED]
+        )
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+
+        assert attempt(delivery) == outcome
+
+    delivery.refresh_from_db()
+    if outcome == DeliveryStatus.SUCCEEDED:
+        (received,) = receiver.received
+        assert received.headers["host"] == f"hooks.example.com:{receiver.port}"
+    else:
+        assert receiver.received == []
+        assert delivery.last_error.startswith("connection error: SSLError")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_wake_ups_send_a_delivery_once(organization: Organization) -> None:
+    """Two workers woken for the same delivery (a replay racing a retry, a duplicate
+    wake-up): the conditional UPDATE lets exactly one of them send."""
+    with Receiver([Reply(200, delay=0.3)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        call = CallFactory(organization=organization)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        barrier = threading.Barrier(4)
+        outcomes = []
+
+        def wake() -> None:
+            try:
+                barrier.wait()
+                outcomes.append(services.webhook_delivery_attempt(delivery_id=delivery.pk))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=wake) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert sorted(outcomes, key=str) == [None, None, None, DeliveryStatus.SUCCEEDED]
+    assert len(receiver.received) == 1
+    assert WebhookAttempt.objects.count() == 1
+
+
+@pytest.mark.parametrize("endpoints", [1, 5])
+def test_recording_costs_the_same_queries_for_any_number_of_endpoints(
+    organization: Organization, call: Call, django_assert_num_queries, endpoints: int
+) -> None:
+    for n in range(endpoints):
+        endpoint_create(organization, f"https://hooks{n}.example.com/x")
+
+    # endpoints, 2 × (event, deliveries)
+    with django_assert_num_queries(5):
+        events = services.call_status_changed_record(
+            call_id=call.id,
+            from_status=CallStatus.ACTIVE,
+            to_status=CallStatus.COMPLETED,
+            end_reason="user_hangup",
+            at=timezone.now(),
+        )
+
+    assert [e.deliveries.count() for e in events] == [endpoints, endpoints]
+
+
+def test_recording_without_endpoints_is_one_query(call: Call, django_assert_num_queries) -> None:
+    with django_assert_num_queries(1):  # the organization's endpoints
+        services.call_status_changed_record(
+            call_id=call.id,
+            from_status=CallStatus.CONNECTING,
+            to_status=CallStatus.ACTIVE,
+            end_reason=None,
+            at=timezone.now(),
+        )
+
+
+# Through the call lifecycle
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_simulated_call_reaches_the_receiver_signed_with_its_end_report(
+    organization: Organization, workflow: object, api: object, settings: object
+) -> None:
+    """simulate_call drives a whole call through signed LiveKit webhooks and agent event
+    batches; the receiver gets every status change and the end-of-call report, each
+    verified with `standardwebhooks`, and the report is what the API shows."""
+    settings.WEBHOOKS_END_REPORT_DELAY = 0.5
+    with Receiver() as receiver:
+        endpoint, secret = endpoint_create(organization, receiver.url)
+        out = io.StringIO()
+        call_command("simulate_call", "--org", organization.slug, stdout=out)
+        call_id = out.getvalue().split()[-1]
+        run_worker()
+        time.sleep(0.6)
+        run_worker()
+
+    payloads = [r.verify(secret) for r in receiver.received]
+    assert [
+        (p["type"], p["data"].get("from_status"), p["data"].get("to_status")) for p in payloads
+    ] == [
+        ("call.status_changed", "connecting", "active"),
+        ("call.status_changed", "active", "completed"),
+        ("call.ended", None, None),
+    ]
+    assert payloads[1]["data"]["end_reason"] == "user_hangup"
+    assert {p["data"].get("call_id", call_id) for p in payloads} == {call_id}
+    report = payloads[2]["data"]
+    assert report["call"] == api.get(f"/api/v1/calls/{call_id}").json()
+    assert report["metrics"] == api.get(f"/api/v1/calls/{call_id}/metrics").json()
+    assert report["transcript"] == api.get(f"/api/v1/calls/{call_id}/transcript").json()
+    assert report["call"]["agent_history"] == ["greeter-agent", "meal-agent", "feedback-agent"]
+    assert len(report["transcript"]) == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transition_rolled_back_with_its_transaction_emits_nothing(
+    organization: Organization, receiver: Receiver
+) -> None:
+    endpoint_create(organization, receiver.url)
+    call = CallFactory(organization=organization)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert call_transition(
+            call_id=call.id, to_status=CallStatus.FAILED, end_reason="agent_error"
+        )
+        raise RuntimeError("whatever made the change failed after it")
+
+    run_worker()
+    call.refresh_from_db()
+    assert call.status == CallStatus.CONNECTING
+    assert WebhookEvent.objects.count() == DBTaskResult.objects.count() == 0
+    assert receiver.received == []
+
+
+def test_an_ending_transition_reports_the_state_it_left(
+    organization: Organization, call: Call
+) -> None:
+    endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
+
+    assert call_transition(call_id=call.id, to_status=CallStatus.ACTIVE)
+    assert call_transition(call_id=call.id, to_status=CallStatus.TIMEOUT, end_reason="max_duration")
+    assert not call_transition(call_id=call.id, to_status=CallStatus.COMPLETED, end_reason="x")
+
+    changes = [json.loads(e.body)["data"] for e in WebhookEvent.objects.order_by("created_at")]
+    assert [(c["from_status"], c["to_status"], c["end_reason"]) for c in changes] == [
+        ("connecting", "active", None),
+        ("active", "timeout", "max_duration"),
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_endings_emit_one_end_report(organization: Organization) -> None:
+    """A hang-up, a timeout and an agent error racing on an active call: one wins, and
+    exactly one `call.status_changed` to an ended state and one `call.ended` exist."""
+    endpoint_create(organization, "https://hooks.example.com/x")
+    call = CallFactory(organization=organization)
+    assert call_transition(call_id=call.id, to_status=CallStatus.ACTIVE)
+    endings = [
+        (CallStatus.COMPLETED, "api_request"),
+        (CallStatus.TIMEOUT, "max_duration"),
+        (CallStatus.FAILED, "agent_error"),
+        (CallStatus.COMPLETED, "user_hangup"),
+    ]
+    barrier = threading.Barrier(len(endings))
+    won = []
+
+    def end(to_status: str, reason: str) -> None:
+        try:
+            barrier.wait()
+            if call_transition(call_id=call.id, to_status=to_status, end_reason=reason):
+                won.append((to_status, reason))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=end, args=ending) for ending in endings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(won) == 1
+    changes = [
+        json.loads(e.body)["data"]
+        for e in WebhookEvent.objects.filter(type=EventType.CALL_STATUS_CHANGED).order_by(
+            "created_at"
+        )
+    ]
+    assert [(c["from_status"], c["to_status"], c["end_reason"]) for c in changes] == [
+        ("connecting", "active", None),
+        ("active", *won[0]),
+    ]
+    assert WebhookEvent.objects.filter(type=EventType.CALL_ENDED).count() == 1

@@ -1,0 +1,77 @@
+"""Webhook signing secrets at rest: encrypted under CRYPTOGRAPHY_KEY, re-encrypted on
+rotation of that key."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from accounts.models import Organization
+from webhooks import services
+from webhooks.models import WebhookEndpoint
+
+OLD, NEW = "the-old-cryptography-key", "the-new-cryptography-key"
+
+
+def raw_secrets() -> list[bytes]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret, previous_secret FROM webhooks_webhookendpoint")
+        return [bytes(value) for row in cursor.fetchall() for value in row if value is not None]
+
+
+def endpoint_create(organization: Organization) -> tuple[WebhookEndpoint, str]:
+    return services.webhook_endpoint_create(
+        organization=organization, url="https://hooks.example.com/x", events=["call.ended"]
+    )
+
+
+def test_secrets_are_stored_encrypted(organization: Organization) -> None:
+    endpoint, old = endpoint_create(organization)
+    new = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
+
+    stored = raw_secrets()
+    assert len(stored) == 2
+    for secret in (old, new):
+        for form in (secret.encode(), base64.b64decode(secret.removeprefix("whsec_"))):
+            assert all(form not in value for value in stored)
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.secret, endpoint.previous_secret) == (new, old)
+
+
+@pytest.fixture
+def secrets_under_old_key(organization: Organization, settings: object) -> list[str]:
+    """Two endpoints written under OLD; the service now runs on NEW with OLD as fallback."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    secrets = [endpoint_create(organization)[1] for _ in range(2)]
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+    return secrets
+
+
+def test_reencrypt_moves_every_secret_to_the_new_key(
+    secrets_under_old_key: list[str], settings: object
+) -> None:
+    out = io.StringIO()
+    call_command("reencrypt_webhook_secrets", stdout=out)
+
+    assert out.getvalue() == "Re-encrypted the signing secrets of 2 webhook endpoints.\n"
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    stored = sorted(e.secret for e in WebhookEndpoint.objects.all())
+    assert stored == sorted(secrets_under_old_key)
+
+
+def test_reencrypt_changes_nothing_when_a_secret_cannot_be_opened(
+    secrets_under_old_key: list[str], settings: object
+) -> None:
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    before = raw_secrets()
+
+    with pytest.raises(CommandError, match="Nothing was changed"):
+        call_command("reencrypt_webhook_secrets", stdout=io.StringIO())
+
+    assert raw_secrets() == before

@@ -1,0 +1,202 @@
+"""With WEBHOOKS_ALLOW_PRIVATE_URLS off (production), webhooks never reach internal
+addresses: refused when the endpoint is saved and again, after resolving, at send."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from accounts.models import Organization
+from calls.models import Call, CallStatus
+from tests.factories import CallFactory
+from tests.webhook_receiver import Receiver
+from webhooks import services, transport
+from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
+
+REAL_GETADDRINFO = socket.getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _guard_on(settings: object) -> None:
+    settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
+
+
+def resolve_as(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]]) -> None:
+    """A DNS where `names` resolve to the given addresses; everything else as usual."""
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list:
+        if host in names:
+            return [
+                (
+                    socket.AF_INET6 if ":" in address else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    6,
+                    "",
+                    (address, port),
+                )
+                for address in names[host]
+            ]
+        return REAL_GETADDRINFO(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "168.63.129.16",
+        "::1",
+        "::",
+        "fe80::1",
+        "fe80::1%eth0",
+        "fc00::1",
+        "fd00:ec2::254",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a00:1",
+    ],
+)
+def test_internal_addresses_are_blocked(address: str) -> None:
+    assert transport.address_is_blocked(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_are_not_blocked(address: str) -> None:
+    assert not transport.address_is_blocked(address)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x",
+        "https://10.0.0.1/x",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "https://localhost/x",
+        "https://LOCALHOST./x",
+        "https://api.localhost/x",
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "http://hooks.example.com/x",
+    ],
+)
+def test_internal_or_plain_http_urls_are_refused_when_saved(url: str) -> None:
+    assert transport.url_problem(url, allow_private=False) is not None
+
+
+def test_a_public_https_url_is_accepted() -> None:
+    assert (
+        transport.url_problem("https://hooks.example.com:8443/x?a=1", allow_private=False) is None
+    )
+
+
+@pytest.fixture
+def call(organization: Organization) -> Call:
+    return CallFactory(organization=organization)
+
+
+def deliver_to(url: str, organization: Organization, call: Call) -> WebhookDelivery:
+    """An endpoint saved while private URLs were allowed (or pointing at a name that
+    later resolves inside), then one delivery attempt with the guard on."""
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization,
+        url=url,
+        events=[EventType.CALL_STATUS_CHANGED],
+        secret="whsec_dm9pY2VjYWxscy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=",
+    )
+    services.call_status_changed_record(
+        call_id=call.id,
+        from_status=CallStatus.CONNECTING,
+        to_status=CallStatus.ACTIVE,
+        end_reason=None,
+        at=call.created_at,
+    )
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    services.webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    delivery.refresh_from_db()
+    return delivery
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "10.0.0.1", "169.254.169.254", "[::1]", "hooks.attacker.example"],
+)
+def test_deliveries_to_internal_targets_are_refused(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    # A name the attacker controls, resolving to loopback.
+    resolve_as(monkeypatch, {"hooks.attacker.example": ["127.0.0.1"]})
+    with Receiver() as receiver:
+        port = receiver.port
+        delivery = deliver_to(f"https://{host}:{port}/x", organization, call)
+
+    assert receiver.received == []
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.last_error.startswith("refused:")
+    assert delivery.next_attempt_at is None
+    (logged,) = delivery.attempts.all()
+    assert logged.status_code is None
+
+
+def test_a_name_with_any_internal_address_is_refused(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve_as(monkeypatch, {"hooks.example.com": ["93.184.215.14", "10.0.0.7"]})
+
+    delivery = deliver_to("https://hooks.example.com/x", organization, call)
+
+    assert delivery.status == DeliveryStatus.FAILED
+    assert (
+        delivery.last_error == "refused: hooks.example.com resolves to non-public address 10.0.0.7"
+    )
+
+
+def test_the_request_goes_to_the_address_that_was_checked(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch, settings: object
+) -> None:
+    """DNS rebinding: the name is resolved once, and the connection is made to that
+    address, with the name kept in the Host header."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_URLS = True
+    lookups = []
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list:
+        if host == "hooks.example.com":
+            lookups.append(host)
+            host = "127.0.0.1" if len(lookups) == 1 else "192.0.2.1"  # rebinds afterwards
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+
+    with Receiver() as receiver:
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        delivery = deliver_to(f"http://hooks.example.com:{receiver.port}/x", organization, call)
+
+    assert lookups == ["hooks.example.com"]
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    (received,) = receiver.received
+    assert received.headers["host"] == f"hooks.example.com:{receiver.port}"
+
+
+def test_an_unresolvable_name_is_retried(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def getaddrinfo(*args: object, **kwargs: object) -> list:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    delivery = deliver_to("https://hooks.example.com/x", organization, call)
+
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.last_error.startswith("DNS resolution failed for hooks.example.com")

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from webhooks import services
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.transport import url_problem
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2048, assume_scheme="https")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["url", "description", "enabled"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        problem = url_problem(url, allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS)
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Endpoints are created through the API, which shows the signing secret once;
+    here staff can see and switch them, never read their secret."""
+
+    form = WebhookEndpointForm
+    list_display = ("url", "organization", "enabled", "event_types", "created_at")
+    list_filter = ("enabled", "organization")
+    list_select_related = ("organization",)
+    search_fields = ("url", "description", "organization__slug")
+    fields = (
+        "id",
+        "organization",
+        "url",
+        "description",
+        "events",
+        "enabled",
+        "disabled_reason",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "id",
+        "organization",
+        "events",
+        "disabled_reason",
+        "created_at",
+        "updated_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="events")
+    def event_types(self, endpoint: WebhookEndpoint) -> str:
+        return ", ".join(endpoint.events)
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:  # noqa: ANN001
+        services.webhook_endpoint_update(
+            endpoint=obj, url=obj.url, enabled=obj.enabled, description=obj.description
+        )
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = (
+        "number",
+        "attempted_at",
+        "status_code",
+        "duration_ms",
+        "error",
+        "response_excerpt",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event_type",
+        "event_id",
+        "endpoint_url",
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "next_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", "event__type", "endpoint__organization")
+    list_select_related = ("event", "endpoint")
+    search_fields = ("event__id", "event__call__id", "endpoint__url")
+    date_hierarchy = "created_at"
+    fields = (
+        "event_link",
+        "event_type",
+        "endpoint_url",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "delivered_at",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+    inlines = [WebhookAttemptInline]
+    actions = ["replay"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
+        return super().get_queryset(request).defer("event__body", "endpoint__secret")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Evidence: a delivery's page is read-only; it changes only by the replay action,
+        # which needs the change permission.
+        return obj is None and super().has_change_permission(request)
+
+    @admin.display(description="event type", ordering="event__type")
+    def event_type(self, delivery: WebhookDelivery) -> str:
+        return delivery.event.type
+
+    @admin.display(description="endpoint")
+    def endpoint_url(self, delivery: WebhookDelivery) -> str:
+        return delivery.endpoint.url
+
+    @admin.display(description="event")
+    def event_link(self, delivery: WebhookDelivery) -> str:
+        url = reverse("admin:webhooks_webhookevent_change", args=[delivery.event_id])
+        return format_html('<a href="{}">{}</a>', url, delivery.event_id)
+
+    @admin.action(
+        description="Replay the selected deliveries (same event id)",
+        permissions=["change"],
+    )
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = 0
+        for delivery in queryset:
+            services.webhook_delivery_replay(delivery=delivery)
+            count += 1
+        self.message_user(request, f"{count} delivery(ies) queued for replay.", messages.SUCCESS)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """The outbox: read-only evidence of what was (or will be) sent."""
+
+    list_display = ("id", "type", "organization", "call_id", "occurred_at", "created_at")
+    list_filter = ("type", "organization")
+    list_select_related = ("organization",)
+    search_fields = ("id", "call__id")
+    fields = ("id", "type", "organization", "call", "occurred_at", "created_at", "body")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

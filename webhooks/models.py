@@ -1,0 +1,169 @@
+"""Customer webhooks: endpoints, the event outbox, deliveries and their attempts.
+
+An event row is written in the same transaction as the change that causes it (the
+outbox), with one delivery per subscribed endpoint. The task queue only wakes a
+delivery up; its state (attempts, next attempt, last answer) lives here.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization
+from providerkeys.fields import EncryptedSecretField
+
+
+class EventType(models.TextChoices):
+    CALL_STATUS_CHANGED = "call.status_changed", "Call status changed"
+    CALL_ENDED = "call.ended", "Call ended (end-of-call report)"
+
+
+def new_event_id() -> str:
+    # Standard Webhooks: the id is the receiver's idempotency key and must not contain ".".
+    return f"evt_{uuid.uuid4().hex}"
+
+
+class WebhookEndpoint(models.Model):
+    """A customer's URL receiving the events it subscribed to, signed with its secret.
+
+    `secret` is shown once (on creation and on rotation) and never returned again;
+    during a rotation's grace period deliveries are signed with both secrets. Both are
+    stored encrypted (`CRYPTOGRAPHY_KEY`).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=2048)
+    description = models.CharField(max_length=255, blank=True, default="")
+    events = models.JSONField(default=list)
+    enabled = models.BooleanField(default=True)
+    # Why the service disabled the endpoint (e.g. the receiver answered 410 Gone).
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    # Encrypted at rest under CRYPTOGRAPHY_KEY, like provider keys.
+    secret = EncryptedSecretField(max_length=100)
+    previous_secret = EncryptedSecretField(max_length=100, null=True, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["organization", "-created_at", "-id"], name="webhook_endpoint_org"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookEvent(models.Model):
+    """One event, whatever the number of endpoints receiving it.
+
+    `body` is the exact JSON sent. A `call.status_changed` body is written with the
+    event; a `call.ended` body is built at its first delivery attempt (late transcript
+    lines included) and then frozen, so every retry and replay sends the same bytes.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="webhook_events"
+    )
+    type = models.CharField(max_length=40, choices=EventType.choices)
+    call = models.ForeignKey(
+        "calls.Call", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # When the change happened (the payload's `timestamp`).
+    occurred_at = models.DateTimeField()
+    body = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["call", "type"], name="webhook_event_call")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event on its way to one endpoint: the source of truth for retries."""
+
+    id = models.BigAutoField(primary_key=True)
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    # Attempts ever made (numbering the log) and attempts in the current round of the
+    # retry schedule (a replay starts a new round).
+    attempt_count = models.PositiveIntegerField(default=0)
+    round_attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="one_delivery_per_endpoint")
+        ]
+        indexes = [
+            models.Index(
+                fields=["endpoint", "-created_at", "-id"], name="webhook_delivery_endpoint"
+            ),
+            # Overdue pending deliveries (a lost wake-up) are found through this.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_pending",
+                condition=models.Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id}"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP request of a delivery: what came back, how long it took.
+
+    Never the secret or the signature; at most a short excerpt of the response body.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    # The attempt's `webhook-timestamp`.
+    attempted_at = models.DateTimeField()
+    url = models.URLField(max_length=2048)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True, default="")
+    response_excerpt = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.status_code or self.error}"

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import Organization
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+
+def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[WebhookEndpoint]:
+    """Every webhook endpoint of one organization: the only way views reach them."""
+    return WebhookEndpoint.objects.filter(organization=organization).order_by("-created_at", "-id")
+
+
+def webhook_delivery_list(
+    *, endpoint: WebhookEndpoint, status: str | None = None
+) -> QuerySet[WebhookDelivery]:
+    """The endpoint's deliveries (in one state, if given), newest first, with their
+    event and attempt log."""
+    deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
+    if status is not None:
+        deliveries = deliveries.filter(status=status)
+    return (
+        deliveries.select_related("event")
+        .defer("event__body")
+        .prefetch_related(Prefetch("attempts", queryset=WebhookAttempt.objects.order_by("number")))
+        .order_by("-created_at", "-id")
+    )

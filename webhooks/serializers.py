@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from webhooks.models import DeliveryStatus, EventType
+
+
+class WebhookEndpointWriteSerializer(serializers.Serializer):
+    url = serializers.URLField(
+        max_length=2048,
+        help_text="Where events are POSTed. Must be https and publicly reachable.",
+    )
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=EventType.choices),
+        min_length=1,
+        default=list(EventType.values),
+        help_text="Event types to receive (default: all).",
+    )
+    enabled = serializers.BooleanField(default=True)
+    description = serializers.CharField(max_length=255, allow_blank=True, default="")
+
+
+class WebhookEndpointSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.URLField()
+    description = serializers.CharField()
+    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.choices))
+    enabled = serializers.BooleanField()
+    disabled_reason = serializers.CharField(
+        help_text="Why the service disabled the endpoint (e.g. it answered 410 Gone); empty "
+        "otherwise."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
+    secret = serializers.CharField(
+        help_text="The signing secret (`whsec_...`). Shown only in this response: store it now."
+    )
+
+
+class WebhookDeliveriesQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=DeliveryStatus.choices, required=False, help_text="Only deliveries in this state."
+    )
+
+
+class WebhookAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    attempted_at = serializers.DateTimeField(help_text="The attempt's `webhook-timestamp`.")
+    status_code = serializers.IntegerField(
+        allow_null=True, help_text="The receiver's HTTP status; null when none came back."
+    )
+    duration_ms = serializers.IntegerField()
+    error = serializers.CharField()
+    response_excerpt = serializers.CharField(
+        help_text="The first 200 characters of the response body."
+    )
+
+
+class WebhookDeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.CharField(help_text="The `webhook-id`, the same on every attempt.")
+    event_type = serializers.ChoiceField(source="event.type", choices=EventType.choices)
+    call_id = serializers.UUIDField(source="event.call_id", allow_null=True)
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices)
+    attempt_count = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    attempts = WebhookAttemptSerializer(many=True)

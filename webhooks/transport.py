@@ -1,0 +1,212 @@
+"""The one module that sends HTTP requests to customers' webhook endpoints.
+
+SSRF guard: the host is resolved here, at send time, every address it resolves to is
+checked, and the request goes to the checked address (the name is kept for TLS and
+the Host header), so a DNS answer changing between check and connect (rebinding)
+cannot redirect us to an internal service. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+from django.utils import timezone
+
+USER_AGENT = "voicecalls-webhooks/1"
+EXCERPT_CHARS = 200
+
+# Cloud metadata services that sit on otherwise public addresses.
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("168.63.129.16"),  # Azure wireserver
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6
+    }
+)
+BLOCKED_HOSTNAMES = ("localhost", "metadata.google.internal")
+BLOCKED_SUFFIXES = (".localhost", ".internal")
+
+
+class DeliveryError(Exception):
+    """The request got no HTTP answer. `retryable` is False for a refused target."""
+
+    def __init__(self, message: str, *, retryable: bool = True, duration_ms: int = 0) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.duration_ms = duration_ms
+
+
+class BlockedTarget(DeliveryError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    duration_ms: int
+    excerpt: str
+    retry_after_seconds: float | None
+
+
+def address_is_blocked(address: str) -> bool:
+    """Loopback, private, link-local, multicast, reserved, unspecified or metadata."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
+        or ip in METADATA_ADDRESSES
+    )
+
+
+def url_problem(url: str, *, allow_private: bool) -> str | None:
+    """Why `url` cannot be a webhook endpoint, or None. Checked when it is saved;
+    the resolved addresses are checked again at every send."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "Enter a valid URL."
+    schemes = ("https", "http") if allow_private else ("https",)
+    if parts.scheme not in schemes:
+        return "The URL must use https."
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return "The URL must have a host."
+    if parts.username is not None or parts.password is not None:
+        return "The URL must not contain credentials."
+    if port == 0:
+        return "Enter a valid port."
+    if allow_private:
+        return None
+    if host in BLOCKED_HOSTNAMES or host.endswith(BLOCKED_SUFFIXES):
+        return "The URL must not point at a local or internal host."
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: resolved and checked at send time
+    if address_is_blocked(host):
+        return "The URL must not point at a private, loopback or reserved address."
+    return None
+
+
+def _resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise DeliveryError(f"DNS resolution failed for {host}: {exc}") from exc
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise DeliveryError(f"DNS resolution returned no address for {host}")
+    if not allow_private:
+        for address in addresses:
+            if address_is_blocked(address):
+                raise BlockedTarget(f"refused: {host} resolves to non-public address {address}")
+    return addresses
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - timezone.now()).total_seconds())
+
+
+def post(
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    allow_private: bool,
+) -> Answer:
+    """POST `body` to `url` and report the answer; DeliveryError when there is none."""
+    problem = url_problem(url, allow_private=allow_private)
+    if problem:
+        raise BlockedTarget(f"refused: {problem}")
+    parts = urlsplit(url)
+    host = parts.hostname.rstrip(".")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _resolve(host, port, allow_private=allow_private)[0]
+
+    pool_kwargs: dict[str, object] = {
+        "timeout": urllib3.Timeout(total=timeout),
+        "retries": False,
+        "maxsize": 1,
+    }
+    if parts.scheme == "https":
+        pool_kwargs.update(cert_reqs="CERT_REQUIRED", server_hostname=host, assert_hostname=host)
+        pool_class = urllib3.HTTPSConnectionPool
+    else:
+        pool_class = urllib3.HTTPConnectionPool
+    netloc_host = f"[{host}]" if ":" in host else host
+    default_port = 443 if parts.scheme == "https" else 80
+    request_headers = {
+        **headers,
+        "Host": netloc_host if port == default_port else f"{netloc_host}:{port}",
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+
+    started = time.monotonic()
+
+    def elapsed_ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    pool = pool_class(address, port, **pool_kwargs)
+    try:
+        response = pool.urlopen(
+            "POST",
+            path,
+            body=body,
+            headers=request_headers,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=False,
+        )
+        try:
+            excerpt = response.read(EXCERPT_CHARS * 4, decode_content=False)
+        finally:
+            response.release_conn()
+    except urllib3.exceptions.NewConnectionError as exc:
+        # A subclass of ConnectTimeoutError in urllib3 2, but a refusal, not a timeout.
+        raise DeliveryError(
+            f"connection failed: {exc.__context__ or exc}"[:300], duration_ms=elapsed_ms()
+        ) from exc
+    except urllib3.exceptions.TimeoutError as exc:
+        raise DeliveryError(f"timeout after {timeout:g} s", duration_ms=elapsed_ms()) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise DeliveryError(
+            f"connection error: {type(exc).__name__}: {exc}"[:300], duration_ms=elapsed_ms()
+        ) from exc
+    finally:
+        pool.close()
+    return Answer(
+        status_code=response.status,
+        duration_ms=elapsed_ms(),
+        excerpt=excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS],
+        retry_after_seconds=_retry_after(response.headers.get("Retry-After")),
+    )

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from voicecalls.pagination import PagePagination
+from webhooks import selectors, services
+from webhooks.models import WebhookEndpoint
+from webhooks.serializers import (
+    WebhookDeliveriesQuerySerializer,
+    WebhookDeliverySerializer,
+    WebhookEndpointSerializer,
+    WebhookEndpointWithSecretSerializer,
+    WebhookEndpointWriteSerializer,
+)
+
+UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List webhook endpoints",
+        operation_id="webhook_endpoints_list",
+        responses={200: WebhookEndpointSerializer(many=True)},
+    ),
+    retrieve=extend_schema(
+        summary="Get webhook endpoint",
+        operation_id="webhook_endpoints_retrieve",
+        responses={200: WebhookEndpointSerializer},
+    ),
+    create=extend_schema(
+        summary="Create webhook endpoint",
+        operation_id="webhook_endpoints_create",
+        description="The response holds the endpoint's signing secret, shown only this once.",
+        request=WebhookEndpointWriteSerializer,
+        responses={201: WebhookEndpointWithSecretSerializer},
+    ),
+    partial_update=extend_schema(
+        summary="Update webhook endpoint",
+        operation_id="webhook_endpoints_partial_update",
+        description="Enabling an endpoint the service disabled (410 Gone) clears the reason.",
+        request=WebhookEndpointWriteSerializer(partial=True),
+        responses={200: WebhookEndpointSerializer},
+    ),
+    destroy=extend_schema(
+        summary="Delete webhook endpoint",
+        operation_id="webhook_endpoints_destroy",
+        description="Pending deliveries to it are dropped with its delivery log.",
+    ),
+)
+class WebhookEndpointViewSet(viewsets.GenericViewSet):
+    lookup_value_regex = UUID_PATTERN
+    pagination_class = PagePagination
+    serializer_class = WebhookEndpointSerializer
+    queryset = WebhookEndpoint.objects.none()  # for schema generation; reads are scoped below
+    http_method_names = ["get", "post", "patch", "delete", "options"]
+
+    def get_queryset(self):  # noqa: ANN201 - DRF hook
+        return selectors.webhook_endpoint_queryset(organization=self.request.user.organization)
+
+    def _get_endpoint(self) -> WebhookEndpoint:
+        return get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(WebhookEndpointSerializer(self._get_endpoint()).data)
+
+    def create(self, request: Request) -> Response:
+        params = WebhookEndpointWriteSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        endpoint, secret = services.webhook_endpoint_create(
+            organization=request.user.organization, **params.validated_data
+        )
+        body = WebhookEndpointWithSecretSerializer({**vars(endpoint), "secret": secret}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        endpoint = self._get_endpoint()
+        params = WebhookEndpointWriteSerializer(data=request.data, partial=True)
+        params.is_valid(raise_exception=True)
+        endpoint = services.webhook_endpoint_update(endpoint=endpoint, **params.validated_data)
+        return Response(WebhookEndpointSerializer(endpoint).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.webhook_endpoint_delete(endpoint=self._get_endpoint())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Rotate signing secret",
+        operation_id="webhook_endpoints_rotate_secret",
+        description=(
+            "A new signing secret, shown only in this response. For 24 hours deliveries "
+            "carry signatures by both the old and the new secret."
+        ),
+        request=None,
+        responses={200: WebhookEndpointWithSecretSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-secret", pagination_class=None)
+    def rotate_secret(self, request: Request, pk: str) -> Response:
+        endpoint = self._get_endpoint()
+        secret = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
+        body = WebhookEndpointWithSecretSerializer({**vars(endpoint), "secret": secret}).data
+        return Response(body)
+
+    @extend_schema(
+        summary="List webhook deliveries",
+        operation_id="webhook_endpoints_deliveries",
+        description="Deliveries to this endpoint, newest first, each with its attempt log.",
+        parameters=[WebhookDeliveriesQuerySerializer],
+        responses={200: WebhookDeliverySerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"])
+    def deliveries(self, request: Request, pk: str) -> Response:
+        params = WebhookDeliveriesQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        deliveries = selectors.webhook_delivery_list(
+            endpoint=self._get_endpoint(), status=params.validated_data.get("status")
+        )
+        page = self.paginate_queryset(deliveries)
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

@@ -191,3 +191,20 @@ def test_old_webhook_ids_are_pruned(db, fake_livekit):  # noqa: ANN001
     )
     assert calls_expire().webhook_ids_pruned == 1
     assert list(LiveKitWebhookEvent.objects.values_list("event_id", flat=True)) == ["EV_new"]
+
+
+def test_roomservice_calls_work_while_an_event_loop_runs_in_the_thread(fake_livekit):
+    """Sync code called from async code (or a harness driving a loop, like Playwright)."""
+    import asyncio
+    import concurrent.futures
+
+    from voicecalls import livekit
+
+    fake_livekit.add_room("call-x", ["user-x"])
+
+    async def from_async() -> set[str] | None:
+        return livekit.room_participant_identities(room_name="call-x")
+
+    # In a fresh thread: this one may already run a loop (the browser tests leave one).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(asyncio.run, from_async()).result() == {"user-x"}

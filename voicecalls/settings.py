@@ -76,6 +76,13 @@ def _refuse_dev_secrets() -> None:
 
 if not DEBUG:
     _refuse_dev_secrets()
+elif LIVEKIT_API_SECRET == DEV_LIVEKIT_API_SECRET:
+    # `livekit-server --dev`'s secret is short by design; PyJWT warns on every token.
+    import warnings
+
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     if CRYPTOGRAPHY_KEY == SECRET_KEY:
         # One leak must not give away both sessions and customers' provider keys.
         raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")

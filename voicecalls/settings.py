@@ -76,6 +76,9 @@ def _refuse_dev_secrets() -> None:
 
 if not DEBUG:
     _refuse_dev_secrets()
+    if CRYPTOGRAPHY_KEY == SECRET_KEY:
+        # One leak must not give away both sessions and customers' provider keys.
+        raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")
 elif LIVEKIT_API_SECRET == DEV_LIVEKIT_API_SECRET:
     # `livekit-server --dev`'s secret is short by design; PyJWT warns on every token.
     import warnings
@@ -83,9 +86,6 @@ elif LIVEKIT_API_SECRET == DEV_LIVEKIT_API_SECRET:
     from jwt.warnings import InsecureKeyLengthWarning
 
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
-    if CRYPTOGRAPHY_KEY == SECRET_KEY:
-        # One leak must not give away both sessions and customers' provider keys.
-        raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

@@ -43,12 +43,12 @@ def insert_new(
     meta = model._meta
     fields = [meta.get_field(name) for name in rows[0]]
     unique_field = meta.get_field(unique)
+    if connection.vendor == "postgresql":
+        return _insert_new_arrays(meta, fields, rows, unique_field)
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     per_statement = max(1, _max_params() // len(fields))
-    if connection.vendor == "postgresql":
-        return _insert_new_arrays(meta, fields, rows, unique_field)
     inserted: set[uuid.UUID | str] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check clean sdk sdk-test
+.PHONY: install run serve test test-sqlite test-postgres pytest lint format schema migrations-check bench clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -71,6 +71,15 @@ sdk: install sdk-config/node_modules/.installed
 # Both clients against a live server (gunicorn on loopback, throwaway PostgreSQL).
 sdk-test: sdk
 	scripts/with_postgres.sh env VOICECALLS_SDK_TESTS=1 $(PY) -m pytest -q -p no:xdist tests/sdk
+
+# Benchmarks at a million calls on a throwaway PostgreSQL tuned like a small production
+# server (bench/README.md). Slow (the load alone takes minutes): never part of `make test`.
+# BENCH_CALLS=100000 for a quick run; BENCH_ARGS='--only transcript' for some scenarios.
+BENCH_PG_OPTS ?= -c shared_buffers=1GB -c effective_cache_size=8GB -c work_mem=16MB \
+	-c maintenance_work_mem=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min \
+	-c random_page_cost=1.1
+bench: install
+	PG_EXTRA_OPTS="$(BENCH_PG_OPTS)" scripts/with_postgres.sh $(PY) -m bench all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -8,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from calls import selectors, services
+from calls import representations, selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import MAX_KEY_LENGTH, idempotent_call
 from calls.models import Call
@@ -107,9 +110,17 @@ class CallViewSet(viewsets.GenericViewSet):
         return Response(body, status=code)
 
     def list(self, request: Request) -> Response:
-        calls = self.filter_queryset(selectors.call_list(organization=request.user.organization))
-        page = self.paginate_queryset(calls)
-        return self.get_paginated_response(CallListItemSerializer(page, many=True).data)
+        organization = request.user.organization
+        filterset = DjangoFilterBackend().get_filterset(
+            request, selectors.call_list(organization=organization), self
+        )
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        listing = selectors.CallListing(
+            organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
+        )
+        page = self.paginator.paginate(request, count=listing.total, fetch=listing.page)
+        return self.get_paginated_response(representations.call_list_items(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(CallSerializer(self._get_call()).data)
@@ -129,7 +140,7 @@ class CallViewSet(viewsets.GenericViewSet):
         calls = selectors.active_calls(
             organization=request.user.organization, limit=params.validated_data["limit"]
         )
-        return Response(ActiveCallSerializer(calls, many=True).data)
+        return Response(representations.active_call_items(calls))
 
     @extend_schema(
         summary="Get call transcript",
@@ -141,8 +152,12 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def transcript(self, request: Request, pk: str) -> Response:
-        entries = selectors.call_transcript(call=self._get_call())
-        return Response(TranscriptEntrySerializer(entries, many=True).data)
+        # Only the call's existence in this organization matters here, not its blobs.
+        call = get_object_or_404(self.get_queryset().only("id"), pk=pk)
+        rows = selectors.call_transcript_rows(call=call)
+        # Already the JSONRenderer's bytes (content negotiation has run): see
+        # representations.transcript_json.
+        return HttpResponse(representations.transcript_json(rows), content_type="application/json")
 
     @extend_schema(
         summary="Get call metrics",

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres fuzz pytest lint format schema migrations-check clean
+.PHONY: install run serve test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,7 +30,7 @@ run: install
 serve: install
 	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
 
-test: install lint migrations-check fuzz test-sqlite test-postgres agent-test
+test: install lint migrations-check fuzz test-sqlite test-postgres agent-test sdk-test
 
 test-sqlite: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -56,7 +56,35 @@ migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
 
 schema: install
-	$(PY) manage.py spectacular --file openapi.yaml --validate
+	$(PY) manage.py spectacular --file openapi.yaml --validate --fail-on-warn
+
+# Client SDKs generated from openapi.yaml into sdk/ (git-ignored): Python with
+# openapi-python-client, TypeScript with @hey-api/openapi-ts; type-checked (mypy, tsc)
+# together with the examples and the TypeScript tests.
+sdk-config/node_modules/.installed: sdk-config/package.json sdk-config/package-lock.json
+	cd sdk-config && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+sdk: install sdk-config/node_modules/.installed
+	rm -rf sdk/python sdk/build
+	$(VENV)/bin/openapi-python-client generate --path openapi.yaml --meta setup \
+		--config sdk-config/python.yaml --output-path sdk/python
+	$(VENV)/bin/mypy --strict --cache-dir sdk/.mypy_cache sdk/python/voicecalls_client \
+		examples/quickstart.py
+	cd sdk-config && npx --no-install openapi-ts && npx --no-install tsc -p tsconfig.json
+
+# Both clients against a live server (gunicorn on loopback, throwaway PostgreSQL).
+sdk-test: sdk
+	scripts/with_postgres.sh env VOICECALLS_SDK_TESTS=1 $(PY) -m pytest -q -p no:xdist tests/sdk
+
+# Benchmarks at a million calls on a throwaway PostgreSQL tuned like a small production
+# server (bench/README.md). Slow (the load alone takes minutes): never part of `make test`.
+# BENCH_CALLS=100000 for a quick run; BENCH_ARGS='--only transcript' for some scenarios.
+BENCH_PG_OPTS ?= -c shared_buffers=1GB -c effective_cache_size=8GB -c work_mem=16MB \
+	-c maintenance_work_mem=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min \
+	-c random_page_cost=1.1
+bench: install
+	PG_EXTRA_OPTS="$(BENCH_PG_OPTS)" scripts/with_postgres.sh $(PY) -m bench all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -116,8 +116,8 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="AgentEvent",
-        # Keyed by `type`, so the discriminator maps each value to its schema.
-        serializers={str(kind): serializer for kind, serializer in EVENT_SERIALIZERS.items()},
+        # type value → serializer: the discriminator mapping generated clients dispatch on.
+        serializers={str(t): s for t, s in EVENT_SERIALIZERS.items()},
         resource_type_field_name="type",
     )
 )
@@ -164,6 +164,9 @@ class AgentCallEventsView(APIView):
     @extend_schema(
         summary="Report call events (agent worker)",
         operation_id="agent_calls_events",
+        description="Up to 500 events, validated whole: one invalid event is a 400 naming it "
+        "(`events.N.field`) and nothing is stored. Re-sent event ids are counted as "
+        "duplicates and change nothing. Agent keys only.",
         request=AgentEventsBatchSerializer,
         responses={200: AgentEventsResultSerializer},
     )

@@ -5,6 +5,7 @@ import datetime
 from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 
 from calls.models import Call, CallStatus
 
@@ -44,6 +45,13 @@ class IsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UTCIsoDateTimeField
 
 
+# The shared CallStatusEnum component, so SDKs filter with the same enum a call carries.
+@extend_schema_field(
+    {
+        "$ref": "#/components/schemas/CallStatusEnum",
+        "description": "Filter by status: one value, or several comma-separated.",
+    }
+)
 class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
     """One status or several, comma-separated; an unknown one is a 400."""
 
@@ -71,3 +79,11 @@ class CallFilter(filters.FilterSet):
     class Meta:
         model = Call
         fields = ["status", "workflow_id", "user_id", "started_after", "started_before"]
+
+    def __init__(self, data=None, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        # `status=a,b` is the documented form; some generated clients (openapi-python-client)
+        # repeat the parameter instead (`status=a&status=b`), so both mean the same.
+        if data is not None and len(data.getlist("status")) > 1:
+            data = data.copy()
+            data.setlist("status", [",".join(data.getlist("status"))])
+        super().__init__(data, *args, **kwargs)

@@ -109,7 +109,18 @@ class Call(models.Model):
                 fields=["organization", "workflow", "-created_at", "-id"],
                 name="call_org_workflow",
             ),
-            models.Index(fields=["organization", "started_at"], name="call_org_started"),
+            # A started_* window is a range of these, alone or with workflow_id; the
+            # ordering columns ride along so the count and the page's ids come from the
+            # index alone (calls.selectors.CallListing). Key columns rather than INCLUDE,
+            # which SQLite lacks.
+            models.Index(
+                fields=["organization", "started_at", "created_at", "id"],
+                name="call_org_started_order",
+            ),
+            models.Index(
+                fields=["organization", "workflow", "started_at", "created_at", "id"],
+                name="call_org_workflow_started",
+            ),
             # Calls not yet ended are a tiny fraction: a partial index serves
             # /calls/active and expire_calls.
             models.Index(
@@ -149,6 +160,36 @@ class Call(models.Model):
             "total_tokens": self.total_tokens,
             "agent_handoffs": self.agent_handoffs,
         }
+
+
+class CallCount(models.Model):
+    """How many calls an organization has in each status: `total` for the two lists that
+    would otherwise count the most rows (no filter, and status only).
+
+    On PostgreSQL a trigger on `calls_call` (migration 0003) keeps these rows exact in
+    the same transaction as every insert, delete and status change, whoever makes it
+    (services, `QuerySet.update`, raw SQL). Each database session adds its ±1 to its own
+    shard, so concurrent transactions seldom wait for one another's counter row; a
+    shard may go negative, the sum over shards is the count. SQLite counts rows instead.
+    """
+
+    # call_count_unique (organization, status, shard) serves lookups by organization.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    status = models.CharField(max_length=12, choices=CallStatus.choices)
+    shard = models.SmallIntegerField()
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "status", "shard"], name="call_count_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.status}[{self.shard}] = {self.count}"
 
 
 class TranscriptEntry(models.Model):

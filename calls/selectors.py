@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import QuerySet, Sum
+from django.db.models.expressions import RawSQL
 
 from accounts.models import Organization
-from calls.models import NOT_ENDED_STATUSES, Call, MetricSample, TranscriptEntry
+from calls.models import NOT_ENDED_STATUSES, Call, CallCount, MetricSample, TranscriptEntry
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
 LIST_FIELDS = (
@@ -23,6 +27,19 @@ LIST_FIELDS = (
     "ended_at",
     "created_at",
 )
+ACTIVE_FIELDS = (
+    "id",
+    "workflow_id",
+    "workflow_slug",
+    "user_id",
+    "status",
+    "direction",
+    "current_agent",
+    "started_at",
+    "created_at",
+)
+NEWEST_FIRST = ("-created_at", "-id")
+TRANSCRIPT_COLUMNS = ("id", "role", "content", "timestamp", "agent_name", "tool_call")
 
 
 def call_queryset(*, organization: Organization) -> QuerySet[Call]:
@@ -31,27 +48,114 @@ def call_queryset(*, organization: Organization) -> QuerySet[Call]:
 
 
 def call_list(*, organization: Organization) -> QuerySet[Call]:
-    return (
-        call_queryset(organization=organization).only(*LIST_FIELDS).order_by("-created_at", "-id")
-    )
+    return call_queryset(organization=organization).only(*LIST_FIELDS).order_by(*NEWEST_FIRST)
 
 
-def active_calls(*, organization: Organization, limit: int) -> list[Call]:
+# A started_* window holding at most this many calls is read whole from its own index
+# and sorted for the page (CallListing.page); the count has just read as many entries.
+WINDOW_SORT_MAX = 50_000
+
+
+@dataclass
+class CallListing:
+    """The organization's calls under validated list filters (`calls` is the filtered
+    queryset, `filters` the filter form's cleaned data): the exact total, then pages."""
+
+    organization: Organization
+    calls: QuerySet[Call]
+    filters: Mapping[str, object]
+    _total: int | None = field(default=None, init=False)
+
+    def total(self) -> int:
+        """Unfiltered or filtered by status alone (the lists matching the most calls),
+        PostgreSQL's per-status counters answer from a few rows; any other filter
+        narrows enough for `count(*)` over its composite index (bench/README.md)."""
+        given = {name for name, value in self.filters.items() if value not in (None, "", [])}
+        if connection.vendor == "postgresql" and given <= {"status"}:
+            counts = CallCount.objects.filter(organization=self.organization)
+            if self.filters.get("status"):
+                counts = counts.filter(status__in=set(self.filters["status"]))
+            self._total = counts.aggregate(total=Sum("count"))["total"] or 0
+        else:
+            self._total = self.calls.count()
+        return self._total
+
+    def page(self, offset: int, limit: int) -> list[dict]:
+        """Calls `offset`..`offset + limit` newest first, as `LIST_FIELDS` rows.
+
+        The page's ids are found first, from an index alone (every list index holds the
+        ordering columns and the id), then only those rows are read: a deep page skips
+        index entries, not table rows.
+        """
+        ids = self.calls.order_by(*NEWEST_FIRST).values("pk")[offset : offset + limit]
+        if self._sort_window():
+            # With a started_* window PostgreSQL walks the other filters' newest-first
+            # index expecting a match soon, but created_at moves with started_at: a
+            # window in the past first reads every newer call (a month of one workflow
+            # two months back: 250 ms). Instead take the window's ids from its own
+            # index (OFFSET 0 keeps the planner from reordering) and sort those.
+            sql, params = self.calls.order_by().values("id", "created_at").query.sql_with_params()
+            ids = RawSQL(
+                f"SELECT w.id FROM ({sql} OFFSET 0) AS w"
+                " ORDER BY w.created_at DESC, w.id DESC LIMIT %s OFFSET %s",
+                (*params, limit, offset),
+            )
+        return list(Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS))
+
+    def _sort_window(self) -> bool:
+        windowed = self.filters.get("started_after") or self.filters.get("started_before")
+        return (
+            connection.vendor == "postgresql"
+            and bool(windowed)
+            and self._total is not None
+            and self._total <= WINDOW_SORT_MAX
+        )
+
+
+def active_calls(*, organization: Organization, limit: int) -> list[dict]:
+    """Calls not yet ended, newest first, as `ACTIVE_FIELDS` rows."""
     return list(
         call_queryset(organization=organization)
         .filter(status__in=NOT_ENDED_STATUSES)
-        .only(*LIST_FIELDS)
-        .order_by("-created_at", "-id")[:limit]
+        .order_by(*NEWEST_FIRST)
+        .values(*ACTIVE_FIELDS)[:limit]
     )
+
+
+def call_transcript_rows(*, call: Call) -> list[tuple]:
+    """The transcript as `TRANSCRIPT_COLUMNS` tuples, ordered by (timestamp, arrival order).
+
+    A long call has thousands of lines, and Django reads each timestamptz through a
+    Python subclass of psycopg's loader (to pin its time zone): 5,000 timestamps cost
+    about 8x what psycopg's own C loader does (bench/README.md). With the session in
+    UTC, Django's setting here, both give the same aware UTC datetimes, so this query
+    is run with psycopg's loader; its jsonb comes back as text, parsed as JSONField does.
+    """
+    entries = (
+        TranscriptEntry.objects.filter(call=call)
+        .order_by("timestamp", "id")
+        .values_list(*TRANSCRIPT_COLUMNS)
+    )
+    if connection.vendor != "postgresql" or connection.timezone_name != "UTC":
+        return list(entries)
+    from psycopg.types.datetime import TimestamptzLoader
+
+    sql, params = entries.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        row if row[5] is None else (*row[:5], json.loads(row[5]))  # tool_call
+        for row in rows
+    ]
 
 
 def call_transcript(*, call: Call) -> list[dict]:
     """The transcript as plain dicts, ordered by (timestamp, arrival order)."""
-    return list(
-        TranscriptEntry.objects.filter(call=call)
-        .order_by("timestamp", "id")
-        .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
-    )
+    return [
+        dict(zip(TRANSCRIPT_COLUMNS, row, strict=True)) for row in call_transcript_rows(call=call)
+    ]
 
 
 def agent_call_queryset(*, organization: Organization | None) -> QuerySet[Call]:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from calls.models import Call, CallDirection, CallStatus, TranscriptRole
 from calls.selectors import call_metrics
+from voicecalls import openapi_examples as examples
 from voicecalls.fields import (
     BoundedJSONObjectField,
     JSONTypedSerializer,
@@ -22,6 +23,7 @@ class _ObjectField(BoundedJSONObjectField):
     pass
 
 
+@extend_schema_serializer(examples=[examples.CALL_CREATE])
 class CallCreateSerializer(JSONTypedSerializer):
     workflow_slug = serializers.CharField(
         max_length=100, help_text="Workflow to use for this call."
@@ -46,6 +48,7 @@ class CallCreateSerializer(JSONTypedSerializer):
     )
 
 
+@extend_schema_serializer(examples=[examples.CALL_JOIN])
 class CallJoinSerializer(serializers.Serializer):
     """What a client needs to join the call's LiveKit room."""
 
@@ -72,6 +75,7 @@ class LatencySerializer(serializers.Serializer):
     e2e = LatencyStatsSerializer(help_text="User stopped speaking → agent audio started.")
 
 
+@extend_schema_serializer(examples=[examples.CALL_METRICS])
 class CallMetricsSerializer(serializers.Serializer):
     duration_seconds = serializers.IntegerField(allow_null=True)
     stt_latency_ms = serializers.IntegerField(allow_null=True)
@@ -105,10 +109,12 @@ class _CallBaseSerializer(serializers.Serializer):
         return None if call.is_ended else call.current_agent
 
 
+@extend_schema_serializer(component_name="CallSummary", examples=[examples.CALL_SUMMARY])
 class CallListItemSerializer(_CallBaseSerializer):
     pass
 
 
+@extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
     metrics = serializers.SerializerMethodField()
@@ -120,6 +126,7 @@ class CallSerializer(_CallBaseSerializer):
         return CallMetricsSerializer(call_metrics(call=call)).data
 
 
+@extend_schema_serializer(examples=[examples.ACTIVE_CALL])
 class ActiveCallSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     workflow_id = serializers.UUIDField()
@@ -143,6 +150,7 @@ class ToolCallSerializer(serializers.Serializer):
     arguments = serializers.DictField()
 
 
+@extend_schema_serializer(examples=[examples.TRANSCRIPT_ENTRY])
 class TranscriptEntrySerializer(serializers.Serializer):
     """One line; `tool_call` is present only on entries that have one."""
 

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 
 from django.db import NotSupportedError, connection, models
+from django.db.models.options import Options
 
 # PostgreSQL's limit on bind parameters per statement.
 _POSTGRES_MAX_PARAMS = 65535
@@ -42,6 +43,8 @@ def insert_new(
     meta = model._meta
     fields = [meta.get_field(name) for name in rows[0]]
     unique_field = meta.get_field(unique)
+    if connection.vendor == "postgresql":
+        return _insert_new_arrays(meta, fields, rows, unique_field)
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -68,6 +71,31 @@ def insert_new(
                     uuid.UUID(str(value)) if isinstance(unique_field, models.UUIDField) else value
                 )
     return inserted
+
+
+def _insert_new_arrays(
+    meta: Options, fields: list[models.Field], rows: Sequence[dict], unique_field: models.Field
+) -> set[uuid.UUID | str]:
+    """PostgreSQL: one array per column, unnested in order. The statement text stays
+    the same whatever the batch size, so psycopg parses it once; with a placeholder per
+    value (4,000 for 500 transcript lines) it re-parsed the text in Python on every
+    batch, a tenth of a 500-event request (bench/README.md)."""
+    quote = connection.ops.quote_name
+    names = [f"c{i}" for i in range(len(fields))]
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    params = [
+        [field.get_db_prep_save(row[field.name], connection) for row in rows] for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"SELECT {', '.join(names)} FROM unnest({arrays}) WITH ORDINALITY "
+            f"AS u({', '.join(names)}, n) ORDER BY n "
+            f"ON CONFLICT ({quote(unique_field.column)}) DO NOTHING "
+            f"RETURNING {quote(unique_field.column)}",
+            params,
+        )
+        return {value for (value,) in cursor.fetchall()}
 
 
 _SQLITE_PAIRS_PER_CALL = 60

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -14,7 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from calls import selectors, services
+from calls import representations, selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import MAX_KEY_LENGTH, idempotent_call
 from calls.limits import ConcurrencyLimitReached
@@ -61,9 +64,16 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     list=extend_schema(
         summary="List calls",
         operation_id="calls_list",
-        responses={200: CallListItemSerializer(many=True)},
+        description="Your calls, newest first, filtered and paginated; `total` is exact and a "
+        "page past the end is empty.",
+        responses=CallListItemSerializer(many=True),
     ),
-    retrieve=extend_schema(summary="Get call", operation_id="calls_retrieve"),
+    retrieve=extend_schema(
+        summary="Get call",
+        operation_id="calls_retrieve",
+        description="Status, agents, metrics and times of a call; `current_agent` is null "
+        "before it starts and once it has ended.",
+    ),
 )
 class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = UUID_PATTERN
@@ -81,6 +91,9 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Initiate call",
         operation_id="calls_create",
+        description="Start a call from a workflow. The response carries the LiveKit room and "
+        "a join token for the end user (valid up to 15 minutes); the agent is dispatched when "
+        "the user joins. Send an `Idempotency-Key` to retry safely.",
         request=CallCreateSerializer,
         parameters=[IDEMPOTENCY_KEY],
         responses={
@@ -165,9 +178,17 @@ class CallViewSet(viewsets.GenericViewSet):
         return Response(body, status=code)
 
     def list(self, request: Request) -> Response:
-        calls = self.filter_queryset(selectors.call_list(organization=request.user.organization))
-        page = self.paginate_queryset(calls)
-        return self.get_paginated_response(CallListItemSerializer(page, many=True).data)
+        organization = request.user.organization
+        filterset = DjangoFilterBackend().get_filterset(
+            request, selectors.call_list(organization=organization), self
+        )
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        listing = selectors.CallListing(
+            organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
+        )
+        page = self.paginator.paginate(request, count=listing.total, fetch=listing.page)
+        return self.get_paginated_response(representations.call_list_items(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(CallSerializer(self._get_call()).data)
@@ -175,6 +196,7 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="List active calls",
         operation_id="calls_active",
+        description="Calls not yet ended (`pending`, `connecting`, `active`), newest first.",
         parameters=[ActiveCallsQuerySerializer],
         responses={200: ActiveCallSerializer(many=True)},
         filters=False,
@@ -186,22 +208,30 @@ class CallViewSet(viewsets.GenericViewSet):
         calls = selectors.active_calls(
             organization=request.user.organization, limit=params.validated_data["limit"]
         )
-        return Response(ActiveCallSerializer(calls, many=True).data)
+        return Response(representations.active_call_items(calls))
 
     @extend_schema(
         summary="Get call transcript",
         operation_id="calls_transcript",
+        description="The whole transcript in time order (ties in server arrival order, "
+        "`sequence`); `tool_call` appears only on lines that have one.",
         responses={200: TranscriptEntrySerializer(many=True)},
         filters=False,
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def transcript(self, request: Request, pk: str) -> Response:
-        entries = selectors.call_transcript(call=self._get_call())
-        return Response(TranscriptEntrySerializer(entries, many=True).data)
+        # Only the call's existence in this organization matters here, not its blobs.
+        call = get_object_or_404(self.get_queryset().only("id"), pk=pk)
+        rows = selectors.call_transcript_rows(call=call)
+        # Already the JSONRenderer's bytes (content negotiation has run): see
+        # representations.transcript_json.
+        return HttpResponse(representations.transcript_json(rows), content_type="application/json")
 
     @extend_schema(
         summary="Get call metrics",
         operation_id="calls_metrics",
+        description="Latencies are means over the samples the agent reported (null when none), "
+        "tokens are summed and handoffs counted; `duration_seconds` is whole seconds.",
         responses={200: CallMetricsSerializer},
         filters=False,
     )
@@ -212,6 +242,8 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Issue a fresh join token",
         operation_id="calls_token",
+        description="A fresh join token for a call that has not ended (a call may outlive "
+        "its 15-minute token); an ended call is 409.",
         request=None,
         responses={200: CallJoinSerializer, **error_responses(409)},
         filters=False,

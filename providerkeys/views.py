@@ -17,6 +17,7 @@ from providerkeys.serializers import (
     ProviderKeySerializer,
     ProviderKeyUpdateSerializer,
 )
+from voicecalls import openapi_examples as examples
 from voicecalls.errors import error_responses
 
 ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Key ID.")
@@ -28,6 +29,7 @@ class ProviderKeyListView(APIView):
         description="Configured BYOK provider keys, newest first (key values are masked).",
         operation_id="provider_keys_list",
         responses={200: ProviderKeyListSerializer},
+        examples=[examples.PROVIDER_KEY_LIST],
     )
     def get(self, request: Request) -> Response:
         keys = selectors.provider_key_list(organization=request.user.organization)
@@ -39,6 +41,7 @@ class ProviderKeyListView(APIView):
         operation_id="provider_keys_create",
         request=ProviderKeyCreateSerializer,
         responses={201: ProviderKeySerializer, **error_responses(413)},
+        examples=[examples.PROVIDER_KEY_CREATED],
     )
     def post(self, request: Request) -> Response:
         params = ProviderKeyCreateSerializer(data=request.data)
@@ -58,6 +61,7 @@ class ProviderKeyDetailView(APIView):
         parameters=[ID],
         request=ProviderKeyUpdateSerializer,
         responses={200: ProviderKeySerializer, **error_responses(413)},
+        examples=[examples.PROVIDER_KEY_CREATED],
     )
     def patch(self, request: Request, pk: str) -> Response:
         provider_key = get_object_or_404(
@@ -76,6 +80,7 @@ class ProviderKeyDetailView(APIView):
 
     @extend_schema(
         summary="Delete provider key",
+        description="Delete a provider key. Returns 204 on success; an unknown key is 404.",
         operation_id="provider_keys_destroy",
         parameters=[ID],
         responses={204: None},

@@ -7,6 +7,7 @@ parameter, and a page past the end is an empty 200 with the true `total`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -30,15 +31,26 @@ class PageQuerySerializer(QueryParamsSerializer):
 
 class PagePagination(BasePagination):
     def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list:
+        return self.paginate(
+            request,
+            count=queryset.count,
+            fetch=lambda offset, limit: list(queryset[offset : offset + limit]),
+        )
+
+    def paginate(
+        self, request: Request, *, count: Callable[[], int], fetch: Callable[[int, int], list]
+    ) -> list:
+        """The requested page: `count()` is the exact total, `fetch(offset, limit)` the
+        rows, not asked for past the end. For lists that count or fetch their own way."""
         params = PageQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         self.page = params.validated_data["page"]
         self.page_size = params.validated_data["page_size"]
-        self.total = queryset.count()
+        self.total = count()
         offset = (self.page - 1) * self.page_size
         if offset >= self.total:
             return []
-        return list(queryset[offset : offset + self.page_size])
+        return fetch(offset, self.page_size)
 
     def get_paginated_response(self, data: list) -> Response:
         return Response(

@@ -239,6 +239,16 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "TAGS": [
+        {
+            "name": "calls",
+            "description": "Start voice calls and follow their status, transcripts and metrics.",
+        },
+        {"name": "workflows", "description": "The agents, prompts and providers a call runs."},
+        {"name": "provider-keys", "description": "Bring-your-own provider keys (masked)."},
+        {"name": "webhook-endpoints", "description": "Where call events are delivered."},
+        {"name": "agent", "description": "For the voice-agent worker (agent keys only)."},
+    ],
     "ENUM_NAME_OVERRIDES": {
         **{
             name: f"drf_standardized_errors.openapi_serializers.{name}.choices"

@@ -25,11 +25,14 @@ UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?
     list=extend_schema(
         summary="List webhook endpoints",
         operation_id="webhook_endpoints_list",
+        description="Your organization's webhook endpoints, paginated like calls; secrets "
+        "are never listed.",
         responses={200: WebhookEndpointSerializer(many=True)},
     ),
     retrieve=extend_schema(
         summary="Get webhook endpoint",
         operation_id="webhook_endpoints_retrieve",
+        description="An endpoint's URL, its events, and whether it is enabled (and if not, why).",
         responses={200: WebhookEndpointSerializer},
     ),
     create=extend_schema(

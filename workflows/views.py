@@ -22,17 +22,27 @@ UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List workflows", operation_id="workflows_list"),
-    retrieve=extend_schema(summary="Get workflow", operation_id="workflows_retrieve"),
+    list=extend_schema(
+        summary="List workflows",
+        operation_id="workflows_list",
+        description="Your organization's workflows, paginated like calls.",
+    ),
+    retrieve=extend_schema(
+        summary="Get workflow",
+        operation_id="workflows_retrieve",
+        description="A workflow's current version: agents, prompts, tools and settings.",
+    ),
     create=extend_schema(
         summary="Create workflow",
         operation_id="workflows_create",
+        description="Templates, handoffs and providers are checked now: a mistake is a 400.",
         request=WorkflowWriteSerializer,
         responses={201: WorkflowSerializer},
     ),
     update=extend_schema(
         summary="Replace workflow (new version)",
         operation_id="workflows_update",
+        description="Saves a new version; calls already made keep the version they started with.",
         request=WorkflowWriteSerializer,
         responses={200: WorkflowSerializer},
     ),
@@ -107,6 +117,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="List workflow versions",
         operation_id="workflows_versions",
+        description="Every saved version of the workflow, newest first.",
         responses={200: WorkflowVersionSerializer(many=True)},
         filters=False,
     )

@@ -1,0 +1,260 @@
+"""The raw floors: the same answers built by hand — plain SQL through psycopg, rows
+turned into the contract's dicts, `json.dumps` with DRF's settings. Written from the
+API contract, independently of the application's code, so it can check the stack's
+bodies too (`bench.runner` compares them byte for byte before timing anything)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import uuid
+from collections.abc import Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+LIST_COLUMNS = (
+    "id, workflow_id, workflow_slug, user_id, status, direction, end_reason, agent_history,"
+    " current_agent, started_at, ended_at, created_at"
+)
+ENDED = ("completed", "failed", "disconnected", "timeout")
+
+
+def connect() -> psycopg.Connection:
+    """Autocommit, UTC, and no server-side prepared statements: the floor runs the very
+    statements Django sends, planned the same way (Django never prepares)."""
+    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
+    conn.execute("SET TIME ZONE 'UTC'")
+    return conn
+
+
+def dumps(payload: object) -> bytes:
+    # DRF's JSONRenderer: compact separators, UTF-8 as is (UNICODE_JSON).
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def duration(started: datetime.datetime | None, ended: datetime.datetime | None) -> int | None:
+    if started is None:
+        return None
+    end = ended or datetime.datetime.now(datetime.UTC)
+    return max(0, int((end - started).total_seconds()))
+
+
+def list_item(row: Sequence) -> dict:
+    (id_, workflow_id, slug, user_id, status, direction, end_reason, history, agent) = row[:9]
+    started, ended, created = row[9:12]
+    return {
+        "id": str(id_),
+        "workflow_id": str(workflow_id),
+        "workflow_slug": slug,
+        "user_id": user_id,
+        "status": status,
+        "direction": direction,
+        "duration_seconds": duration(started, ended),
+        "agent_history": history,
+        "current_agent": None if status in ENDED else agent,
+        "end_reason": end_reason,
+        "started_at": iso(started),
+        "ended_at": iso(ended),
+        "created_at": iso(created),
+    }
+
+
+def call_list(
+    conn: psycopg.Connection, *, organization_id: str, where: str, params: list, page: int
+) -> bytes:
+    """GET /calls: the exact count, then the page (skipped past the end)."""
+    page_size = 20
+    scope = f"organization_id = %s{where}"
+    total = conn.execute(
+        f"SELECT count(*) FROM calls_call WHERE {scope}", [organization_id, *params]
+    ).fetchone()[0]
+    offset = (page - 1) * page_size
+    items = []
+    if offset < total:
+        rows = conn.execute(
+            f"SELECT {LIST_COLUMNS} FROM calls_call WHERE {scope} "
+            "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
+            [organization_id, *params, page_size, offset],
+        )
+        items = [list_item(row) for row in rows]
+    return dumps(
+        {
+            "items": items,
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "pages": math.ceil(total / page_size),
+        }
+    )
+
+
+def active_calls(conn: psycopg.Connection, *, organization_id: str, limit: int = 50) -> bytes:
+    rows = conn.execute(
+        "SELECT id, workflow_id, workflow_slug, user_id, status, direction, current_agent,"
+        " started_at, created_at FROM calls_call WHERE organization_id = %s"
+        " AND status IN ('pending', 'connecting', 'active')"
+        " ORDER BY created_at DESC, id DESC LIMIT %s",
+        [organization_id, limit],
+    )
+    return dumps(
+        [
+            {
+                "id": str(row[0]),
+                "workflow_id": str(row[1]),
+                "workflow_slug": row[2],
+                "user_id": row[3],
+                "status": row[4],
+                "direction": row[5],
+                "current_agent": row[6],
+                "started_at": iso(row[7]),
+                "created_at": iso(row[8]),
+            }
+            for row in rows
+        ]
+    )
+
+
+def _mean(total: float, count: int) -> int | None:
+    return round(total / count) if count else None
+
+
+def _percentiles(values: list[float]) -> dict:
+    # Nearest rank, as the API reports them.
+    def rank(fraction: float) -> int:
+        return round(values[max(1, math.ceil(fraction * len(values))) - 1])
+
+    return {
+        "p50": rank(0.50) if values else None,
+        "p95": rank(0.95) if values else None,
+        "max": round(values[-1]) if values else None,
+        "count": len(values),
+    }
+
+
+def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
+    row = conn.execute(
+        f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
+        " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
+        " total_tokens, agent_handoffs FROM calls_call WHERE id = %s AND organization_id = %s",
+        [call_id, organization_id],
+    ).fetchone()
+    body = list_item(row)
+    user_data, metadata = row[12:14]
+    stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
+    samples = conn.execute(
+        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms"
+        " FROM calls_metricsample WHERE call_id = %s",
+        [call_id],
+    ).fetchall()
+    body["room_name"] = f"call-{row[0]}"
+    body["metrics"] = {
+        "duration_seconds": body["duration_seconds"],
+        "stt_latency_ms": _mean(stt_sum, stt_n),
+        "llm_latency_ms": _mean(llm_sum, llm_n),
+        "tts_latency_ms": _mean(tts_sum, tts_n),
+        "total_tokens": tokens,
+        "agent_handoffs": handoffs,
+        "latency": {
+            component: _percentiles(sorted(s[i] for s in samples if s[i] is not None))
+            for i, component in enumerate(("stt", "llm", "tts", "e2e"))
+        },
+    }
+    body["metadata"] = metadata
+    body["user_data"] = user_data
+    return dumps(body)
+
+
+def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
+    conn.execute(
+        "SELECT id FROM calls_call WHERE id = %s AND organization_id = %s",
+        [call_id, organization_id],
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT id, role, content, timestamp, agent_name, tool_call FROM calls_transcriptentry"
+        " WHERE call_id = %s ORDER BY timestamp, id",
+        [call_id],
+    )
+    entries = []
+    for id_, role, content, timestamp, agent_name, tool_call in rows:
+        entry = {
+            "role": role,
+            "content": content,
+            "timestamp": iso(timestamp),
+            "agent_name": agent_name,
+            "sequence": id_,
+        }
+        if tool_call is not None:
+            entry["tool_call"] = tool_call
+        entries.append(entry)
+    return dumps(entries)
+
+
+def call_create(
+    conn: psycopg.Connection,
+    *,
+    organization_id: str,
+    workflow_slug: str,
+    user_id: str | None,
+    user_data: dict,
+    metadata: dict,
+) -> bytes:
+    """POST /calls: the workflow's current version, one INSERT, the user's token."""
+    from django.conf import settings
+
+    from voicecalls.livekit import participant_token
+
+    workflow_id, version_id, limits = conn.execute(
+        "SELECT w.id, v.id, v.definition -> 'settings' FROM workflows_workflow w"
+        " JOIN workflows_workflowversion v ON v.id = w.current_version_id"
+        " WHERE w.organization_id = %s AND w.slug = %s AND w.deleted_at IS NULL",
+        [organization_id, workflow_slug],
+    ).fetchone()
+    limits = limits or {}
+    call_id = uuid.uuid4()
+    conn.execute(
+        "INSERT INTO calls_call (id, organization_id, workflow_id, workflow_version_id,"
+        " workflow_slug, user_id, user_data, metadata, direction, status, agent_history,"
+        " connect_timeout_seconds, max_duration_seconds, stt_latency_ms_sum,"
+        " stt_latency_count, llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum,"
+        " tts_latency_count, total_tokens, agent_handoffs, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'inbound', 'connecting', '[]', %s, %s,"
+        " 0, 0, 0, 0, 0, 0, 0, 0, now())",
+        [
+            call_id,
+            organization_id,
+            workflow_id,
+            version_id,
+            workflow_slug,
+            user_id,
+            Jsonb(user_data),
+            Jsonb(metadata),
+            int(limits.get("connect_timeout_seconds", 60)),
+            int(limits.get("max_duration_seconds", 1800)),
+        ],
+    )
+    name = user_data.get("name")
+    token = participant_token(
+        room_name=f"call-{call_id}",
+        identity=f"user-{call_id}",
+        name=str(name) if name else None,
+        call_id=str(call_id),
+    )
+    return dumps(
+        {
+            "call_id": str(call_id),
+            "room_name": f"call-{call_id}",
+            "livekit_url": settings.LIVEKIT_URL,
+            "token": token,
+            "status": "connecting",
+        }
+    )

@@ -1,0 +1,364 @@
+"""Bulk data for the benchmarks, generated inside PostgreSQL (`INSERT … SELECT` over
+`generate_series`), never one ORM row at a time.
+
+Shape (defaults; each can be changed through the environment):
+- BENCH_CALLS=1000000 calls over 3 organizations (60 % / 30 % / 10 %) and 20 workflows
+  (10 / 6 / 4, the first of each the most used), created over the last 365 days with
+  more calls recently (growth). Each call has a start delay and a planned duration, so
+  the calls still running *now* are `active`, the just-created ones `connecting` (a few
+  `pending`), and the rest ended: 82 % completed, 8 % disconnected, 6 % timeout (half
+  never joined), 4 % failed (half before joining).
+- BENCH_HEAVY_CALLS=1000 completed calls of the benchmark organization with
+  BENCH_HEAVY_ENTRIES=5000 transcript entries each; every other call that started has
+  0..BENCH_TAIL_MAX (40) entries, inserted by BENCH_LOAD_JOBS (2) parallel connections.
+
+Secondary indexes and unique constraints are dropped during the load and rebuilt after
+(as `pg_restore` does), with triggers off (foreign keys; the call counts are recounted
+after); then VACUUM ANALYZE, which leaves the visibility map as autovacuum would in
+steady state (index-only scans rely on it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.core.management import call_command
+from django.db import connection
+
+ORGANIZATIONS = [("bench-a", 10, 40_000), ("bench-b", 6, 20_000), ("bench-c", 4, 7_000)]
+BENCH_ORG = "bench-a"
+LOADED_TABLES = ("calls_call", "calls_transcriptentry")
+
+PHRASES = [
+    "Hello! This is your daily check-in. How are you feeling today?",
+    "I'm doing well, thanks.",
+    "Great! What did you have for breakfast?",
+    "Two eggs, toast and a coffee with milk.",
+    "That sounds like a balanced breakfast. Did you drink some water as well?",
+    "Yes, a big glass before the coffee.",
+    "Perfect. And how did you sleep last night, on a scale from one to ten?",
+    "Maybe a six. I woke up twice because of the noise outside.",
+    "Sorry to hear that. Would you like me to note it for your care team?",
+    "Sure, go ahead.",
+    "Done. Anything else you want to tell me about your day so far?",
+    "No, that's all. Thank you!",
+    "You're welcome. Talk to you tomorrow at the same time. Goodbye!",
+    "Um, wait, could you repeat the last question please? The line was a bit noisy.",
+]
+TOOL_CALL = '{"name": "save_meal", "arguments": {"meal_type": "breakfast", "items": ["eggs"]}}'
+
+
+@dataclass(frozen=True)
+class Shape:
+    calls: int
+    heavy_calls: int
+    heavy_entries: int
+    tail_max: int
+    jobs: int
+
+    @classmethod
+    def from_env(cls) -> Shape:
+        return cls(
+            calls=int(os.environ.get("BENCH_CALLS", 1_000_000)),
+            heavy_calls=int(os.environ.get("BENCH_HEAVY_CALLS", 1_000)),
+            heavy_entries=int(os.environ.get("BENCH_HEAVY_ENTRIES", 5_000)),
+            tail_max=int(os.environ.get("BENCH_TAIL_MAX", 40)),
+            jobs=int(os.environ.get("BENCH_LOAD_JOBS", 2)),
+        )
+
+
+def _step(timings: dict, name: str, sql: str, params: dict | None = None) -> int:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.rowcount
+    timings[name] = round(time.perf_counter() - started, 2)
+    print(f"bench load: {name}: {timings[name]} s ({rows} rows)", flush=True)
+    return rows
+
+
+def _cast() -> None:
+    """Organizations, workflows (ORM: a few rows) and the staging table of workflows."""
+    from accounts.services import organization_get_or_create
+    from workflows.demo import DEMO_DEFINITION
+    from workflows.services import workflow_create
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_workflow (org_no int, idx int, "
+            "organization_id uuid, workflow_id uuid, version_id uuid, slug text, "
+            "PRIMARY KEY (org_no, idx))"
+        )
+        cursor.execute("TRUNCATE bench_workflow")
+    for org_no, (slug, workflows, _) in enumerate(ORGANIZATIONS):
+        organization = organization_get_or_create(slug=slug)
+        for idx in range(workflows):
+            workflow = workflow_create(
+                organization=organization,
+                slug=f"flow-{idx:02d}",
+                name=f"Flow {idx:02d}",
+                definition=DEMO_DEFINITION,
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO bench_workflow VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        org_no,
+                        idx,
+                        organization.id,
+                        workflow.id,
+                        workflow.current_version_id,
+                        workflow.slug,
+                    ],
+                )
+
+
+def _drop_secondary_indexes() -> list[tuple[str, str]]:
+    """Drop every index and unique constraint but the primary keys; return (name, DDL)
+    to recreate them."""
+    recreate: list[tuple[str, str]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'u' AND conrelid::regclass::text = ANY(%s)",
+            [list(LOADED_TABLES)],
+        )
+        for table, name, definition in cursor.fetchall():
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            recreate.append((name, f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) "
+            "FROM pg_index i WHERE NOT i.indisprimary AND i.indrelid::regclass::text = ANY(%s)",
+            [list(LOADED_TABLES)],
+        )
+        for name, definition in cursor.fetchall():
+            cursor.execute(f"DROP INDEX {name}")
+            recreate.append((name, definition))
+    return recreate
+
+
+CALLS_SQL = """
+WITH base AS (
+    SELECT g,
+           CASE WHEN g %% 10 < 6 THEN 0 WHEN g %% 10 < 9 THEN 1 ELSE 2 END AS org_no,
+           random() AS r_wf, random() AS r_user, random() AS r_status, random() AS r_time,
+           random() AS r_dur, random() AS r_misc, random() AS r_dir
+    FROM generate_series(1, %(calls)s) AS g
+), planned AS MATERIALIZED (
+    SELECT b.*,
+           -- Growth: more calls lately. Created, then joined 2-15 s later, then talked.
+           now() - interval '365 days' * power(b.r_time, 1.25) AS created,
+           interval '2 seconds' + interval '13 seconds' * b.r_misc AS delay,
+           interval '30 seconds' + interval '870 seconds' * power(b.r_dur, 2) AS talk,
+           CASE b.org_no WHEN 0 THEN 40000 WHEN 1 THEN 20000 ELSE 7000 END AS users,
+           CASE b.org_no WHEN 0 THEN 10 WHEN 1 THEN 6 ELSE 4 END AS workflows
+    FROM base b
+), lived AS MATERIALIZED (
+    SELECT p.*,
+           CASE
+               WHEN p.created + p.delay > now() THEN
+                   CASE WHEN p.r_status < 0.05 THEN 'pending' ELSE 'connecting' END
+               WHEN p.created + p.delay + p.talk > now() THEN 'active'
+               WHEN p.r_status < 0.82 THEN 'completed'
+               WHEN p.r_status < 0.90 THEN 'disconnected'
+               WHEN p.r_status < 0.96 THEN 'timeout'
+               ELSE 'failed'
+           END AS status,
+           -- Half the timeouts and failures never had the user in the room.
+           (p.r_status >= 0.90 AND p.r_dir < 0.5) AS never_joined,
+           floor(p.r_misc * 3)::int AS handoffs
+    FROM planned p
+), final AS MATERIALIZED (
+    SELECT l.*,
+           CASE WHEN l.status IN ('pending', 'connecting')
+                     OR (l.status IN ('timeout', 'failed') AND l.never_joined) THEN NULL
+                ELSE l.created + l.delay END AS started,
+           l.status NOT IN ('pending', 'connecting', 'active') AS ended
+    FROM lived l
+)
+INSERT INTO calls_call (
+    id, organization_id, workflow_id, workflow_version_id, workflow_slug, user_id,
+    user_data, metadata, direction, status, end_reason, hangup_requested_at,
+    agent_history, current_agent, connect_timeout_seconds, max_duration_seconds,
+    stt_latency_ms_sum, stt_latency_count, llm_latency_ms_sum, llm_latency_count,
+    tts_latency_ms_sum, tts_latency_count, total_tokens, agent_handoffs,
+    created_at, started_at, ended_at, last_event_at
+)
+SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug,
+       CASE WHEN f.r_user < 0.1 THEN NULL
+            ELSE 'user-' || floor(f.users * power((f.r_user - 0.1) / 0.9, 1.5))::int END,
+       jsonb_build_object('name', 'User ' || f.g, 'language', 'en'),
+       jsonb_build_object('source', 'mobile-app', 'session_id', md5(f.g::text)),
+       CASE WHEN f.r_dir < 0.7 THEN 'inbound' ELSE 'outbound' END,
+       f.status,
+       CASE f.status
+           WHEN 'completed' THEN (ARRAY['user_hangup', 'agent_hangup', 'api_request'])[
+               1 + floor(f.r_misc * 3)::int]
+           WHEN 'disconnected' THEN 'connection_lost'
+           WHEN 'timeout' THEN CASE WHEN f.never_joined THEN 'connect_timeout'
+                                    ELSE 'max_duration' END
+           WHEN 'failed' THEN CASE WHEN f.never_joined THEN 'join_failed'
+                                   ELSE 'agent_error' END
+       END,
+       NULL,
+       CASE WHEN f.started IS NULL THEN '[]'::jsonb
+            ELSE (ARRAY['["greeter-agent"]', '["greeter-agent", "meal-agent"]',
+                        '["greeter-agent", "meal-agent", "feedback-agent"]'])[1 + f.handoffs]::jsonb
+       END,
+       CASE WHEN f.started IS NULL THEN NULL
+            ELSE (ARRAY['greeter-agent', 'meal-agent', 'feedback-agent'])[1 + f.handoffs] END,
+       60, 1800,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 110.5 * (3 + f.handoffs * 4) END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 3 + f.handoffs * 4 END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 290.25 * (3 + f.handoffs * 4) END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 3 + f.handoffs * 4 END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 85.0 * (3 + f.handoffs * 4) END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 3 + f.handoffs * 4 END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE 450 * (3 + f.handoffs * 4) END,
+       CASE WHEN f.started IS NULL THEN 0 ELSE f.handoffs END,
+       f.created,
+       f.started,
+       CASE WHEN NOT f.ended THEN NULL
+            WHEN f.started IS NULL THEN f.created + interval '60 seconds'
+            WHEN f.status = 'timeout' THEN f.started + interval '1800 seconds'
+            ELSE f.started + f.talk END,
+       CASE WHEN NOT f.ended THEN coalesce(f.started, f.created)
+            WHEN f.started IS NULL THEN f.created + interval '60 seconds'
+            WHEN f.status = 'timeout' THEN f.started + interval '1800 seconds'
+            ELSE f.started + f.talk END
+FROM final f
+JOIN bench_workflow w
+  ON w.org_no = f.org_no AND w.idx = floor(f.workflows * power(f.r_wf, 1.6))::int
+"""
+
+HEAVY_SQL = """
+CREATE TABLE bench_heavy AS
+SELECT c.id FROM calls_call c
+JOIN accounts_organization o ON o.id = c.organization_id
+WHERE o.slug = %(bench_org)s AND c.status = 'completed'
+ORDER BY md5(c.id::text)
+LIMIT %(heavy_calls)s
+"""
+
+TRANSCRIPT_SQL = """
+WITH spoken AS (
+    SELECT c.id, c.started_at, coalesce(c.ended_at, now()) - c.started_at AS span,
+           c.agent_history,
+           CASE WHEN h.id IS NOT NULL THEN %(heavy_entries)s
+                ELSE floor(random() * (%(tail_max)s + 1))::int END AS entries
+    FROM calls_call c LEFT JOIN bench_heavy h ON h.id = c.id
+    WHERE c.started_at IS NOT NULL AND abs(hashtext(c.id::text)) %% %(jobs)s = %(job)s
+)
+INSERT INTO calls_transcriptentry (
+    call_id, event_id, role, content, agent_name, tool_call, timestamp, created_at
+)
+SELECT s.id, gen_random_uuid(),
+       CASE WHEN n %% 25 = 1 AND n > 1 THEN 'tool' WHEN n %% 2 = 1 THEN 'assistant'
+            ELSE 'user' END,
+       (%(phrases)s::text[])[1 + (n * 7) %% %(phrase_count)s],
+       s.agent_history ->> least(n * jsonb_array_length(s.agent_history) / (s.entries + 1),
+                                 jsonb_array_length(s.agent_history) - 1),
+       CASE WHEN n %% 25 = 0 THEN %(tool_call)s::jsonb END,
+       s.started_at + s.span * (n::float8 / (s.entries + 1)),
+       s.started_at + s.span * (n::float8 / (s.entries + 1)) + interval '300 milliseconds'
+FROM spoken s CROSS JOIN LATERAL generate_series(1, s.entries) AS n
+"""
+
+
+def _transcripts(timings: dict, shape: Shape) -> None:
+    """Transcript entries in `shape.jobs` parallel connections, one slice of calls each."""
+
+    def job(number: int) -> int:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET session_replication_role = replica")
+                cursor.execute("SELECT setseed(%s)", [0.1 + number / 100])
+                cursor.execute(
+                    TRANSCRIPT_SQL,
+                    {
+                        "heavy_entries": shape.heavy_entries,
+                        "tail_max": shape.tail_max,
+                        "phrases": PHRASES,
+                        "phrase_count": len(PHRASES),
+                        "tool_call": TOOL_CALL,
+                        "jobs": shape.jobs,
+                        "job": number,
+                    },
+                )
+                return cursor.rowcount
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=shape.jobs) as pool:
+        rows = sum(pool.map(job, range(shape.jobs)))
+    timings["transcript entries"] = round(time.perf_counter() - started, 2)
+    print(
+        f"bench load: transcript entries: {timings['transcript entries']} s ({rows} rows, "
+        f"{shape.jobs} connections)",
+        flush=True,
+    )
+
+
+def _recount(timings: dict) -> None:
+    """The per-status call counts, as migration calls/0003 starts them: the load ran
+    with triggers off."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('calls_callcount') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return
+        cursor.execute("DELETE FROM calls_callcount")
+    _step(
+        timings,
+        "call counts",
+        "INSERT INTO calls_callcount (organization_id, status, shard, count)"
+        " SELECT organization_id, status, 0, count(*) FROM calls_call"
+        " GROUP BY organization_id, status",
+    )
+
+
+def load(shape: Shape) -> dict:
+    """Migrate, generate, rebuild indexes, VACUUM ANALYZE; return timings in seconds."""
+    timings: dict = {}
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0, interactive=False)
+    call_command("createcachetable", verbosity=0)
+    timings["migrate"] = round(time.perf_counter() - started, 2)
+    _cast()
+    recreate = _drop_secondary_indexes()
+    with connection.cursor() as cursor:
+        # Foreign keys are enforced by triggers; the generator's keys are right by
+        # construction, and the checks would cost more than the inserts.
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("SELECT setseed(0.42)")
+    _step(timings, "calls", CALLS_SQL, {"calls": shape.calls})
+    _step(
+        timings,
+        "heavy calls",
+        HEAVY_SQL,
+        {"bench_org": BENCH_ORG, "heavy_calls": shape.heavy_calls},
+    )
+    _transcripts(timings, shape)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = DEFAULT")
+    _recount(timings)
+    index_started = time.perf_counter()
+    for name, ddl in recreate:
+        _step(timings, f"index {name}", ddl)
+    timings["indexes"] = round(time.perf_counter() - index_started, 2)
+    for table in LOADED_TABLES:
+        _step(timings, f"vacuum analyze {table}", f"VACUUM (ANALYZE) {table}")
+    timings["total"] = round(time.perf_counter() - started, 2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM calls_call),"
+            " (SELECT count(*) FROM calls_transcriptentry),"
+            " pg_size_pretty(pg_database_size(current_database()))"
+        )
+        calls, entries, size = cursor.fetchone()
+    timings.update(rows_calls=calls, rows_transcript=entries, database_size=size)
+    print(f"bench load: {calls} calls, {entries} transcript entries, {size}", flush=True)
+    return timings

@@ -1,0 +1,264 @@
+"""The scenarios: what each request is, through the stack and as its raw floor, and
+the issue's targets."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from django.test import Client
+from django.urls import Resolver404, resolve
+
+from bench import floor
+from bench.load import BENCH_ORG
+from bench.runner import Scenario
+
+API = "/api/v1"
+PAGE_500 = 500
+
+
+@dataclass
+class Context:
+    organization_id: str
+    client_key: str
+    agent_key: str
+    workflow_id: str
+    workflow_slug: str
+    top_user: str
+    heavy_call: str
+    detail_call: str
+    window: tuple[datetime.datetime, datetime.datetime]
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls) -> Context:
+        from django.conf import settings
+        from django.db import connection
+
+        from accounts.models import KeyKind, Organization
+        from accounts.services import api_key_create
+
+        organization = Organization.objects.get(slug=BENCH_ORG)
+        _, client_key = api_key_create(name="bench", organization=organization)
+        _, agent_key = api_key_create(name="bench-agent", kind=KeyKind.AGENT)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT workflow_id, slug FROM bench_workflow WHERE org_no = 0 AND idx = 0"
+            )
+            workflow_id, workflow_slug = cursor.fetchone()
+            # Among the loaded users (user-N), not those the write scenarios add calls for.
+            cursor.execute(
+                "SELECT user_id FROM calls_call WHERE organization_id = %s"
+                " AND user_id LIKE 'user-%%' GROUP BY user_id ORDER BY count(*) DESC, user_id"
+                " LIMIT 1",
+                [organization.id],
+            )
+            (top_user,) = cursor.fetchone()
+            cursor.execute("SELECT id FROM bench_heavy ORDER BY id LIMIT 2")
+            heavy_call, detail_call = (str(row[0]) for row in cursor.fetchall())
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        ctx = cls(
+            organization_id=str(organization.id),
+            client_key=client_key,
+            agent_key=agent_key,
+            workflow_id=str(workflow_id),
+            workflow_slug=workflow_slug,
+            top_user=top_user,
+            heavy_call=heavy_call,
+            detail_call=detail_call,
+            window=(now - datetime.timedelta(days=60), now - datetime.timedelta(days=30)),
+        )
+        throttles = [
+            name
+            for name in dir(settings)
+            if "THROTTLE" in name or "CONCURRENCY" in name or "RATE_LIMIT" in name
+        ]
+        throttles += list(settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}))
+        ctx.notes.append(
+            "throttle/concurrency settings found: " + ", ".join(throttles)
+            if throttles
+            else "no throttle or concurrency-limit settings exist: nothing to exempt"
+        )
+        return ctx
+
+
+def _iso(value: datetime.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _routed(path: str) -> bool:
+    """A named route answers `path` (unknown API paths fall through to an unnamed 404)."""
+    try:
+        return resolve(path).url_name is not None
+    except Resolver404:
+        return False
+
+
+def _get(client: Client, path: str, params: dict | None = None) -> bytes:
+    response = client.get(path, params or {})
+    if response.status_code != 200:
+        raise AssertionError(f"GET {path} {params}: {response.status_code} {response.content!r}")
+    return response.content
+
+
+def list_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
+    """(label, query parameters, the floor's SQL condition, its parameters)."""
+    start, end = ctx.window
+    return [
+        ("no filter", {}, "", []),
+        ("status=completed", {"status": "completed"}, " AND status IN (%s)", ["completed"]),
+        ("status=failed", {"status": "failed"}, " AND status IN (%s)", ["failed"]),
+        ("user_id (top user)", {"user_id": ctx.top_user}, " AND user_id = %s", [ctx.top_user]),
+        (
+            "workflow_id + 30-day window",
+            {
+                "workflow_id": ctx.workflow_id,
+                "started_after": _iso(start),
+                "started_before": _iso(end),
+            },
+            " AND workflow_id = %s AND started_at >= %s AND started_at < %s",
+            [ctx.workflow_id, start, end],
+        ),
+    ]
+
+
+def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]:
+    scenarios = []
+    for label, query, where, params in list_filters(ctx):
+        for page in (1, PAGE_500):
+            query_page = {**query, "page": page} if page != 1 else query
+            scenarios.append(
+                Scenario(
+                    name=f"GET /calls {label}, page {page}",
+                    stack=lambda _, q=query_page: _get(client, f"{API}/calls", q),
+                    floor=lambda _, w=where, p=params, n=page: floor.call_list(
+                        conn, organization_id=ctx.organization_id, where=w, params=p, page=n
+                    ),
+                )
+            )
+    return scenarios
+
+
+def build(ctx: Context) -> list[Scenario]:
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {ctx.client_key}")
+    conn = floor.connect()
+    org = ctx.organization_id
+    scenarios = list_scenarios(ctx, client, conn)
+    scenarios += [
+        Scenario(
+            name="GET /calls/active",
+            stack=lambda _: _get(client, f"{API}/calls/active"),
+            floor=lambda _: floor.active_calls(conn, organization_id=org),
+            # Calls come and go while it runs (duration_seconds counts on): same shape only.
+            compare=False,
+        ),
+        Scenario(
+            name="GET /calls/{id}",
+            stack=lambda _: _get(client, f"{API}/calls/{ctx.detail_call}"),
+            floor=lambda _: floor.call_detail(conn, organization_id=org, call_id=ctx.detail_call),
+        ),
+        Scenario(
+            name="GET /calls/{id}/transcript (5,000 entries)",
+            stack=lambda _: _get(client, f"{API}/calls/{ctx.heavy_call}/transcript"),
+            floor=lambda _: floor.transcript(conn, organization_id=org, call_id=ctx.heavy_call),
+        ),
+        _create_call(ctx, client, conn),
+    ]
+    scenarios += _agent_events(ctx, conn)
+    return scenarios
+
+
+def _create_call_body(n: int) -> dict:
+    return {
+        "workflow_slug": "flow-00",
+        "user_id": f"bench-user-{n % 1000}",
+        "user_data": {"name": "Bench User", "language": "en"},
+        "metadata": {"source": "bench", "n": n},
+    }
+
+
+def _create_call(ctx: Context, client: Client, conn: object) -> Scenario:
+    counter = iter(range(10**9))
+
+    def stack(body: dict | None) -> bytes:
+        response = client.post(
+            f"{API}/calls",
+            json.dumps(body or _create_call_body(0)),
+            content_type="application/json",
+        )
+        if response.status_code != 201:
+            raise AssertionError(f"POST /calls: {response.status_code} {response.content!r}")
+        return response.content
+
+    def raw(body: dict | None) -> bytes:
+        body = body or _create_call_body(0)
+        return floor.call_create(
+            conn,
+            organization_id=ctx.organization_id,
+            workflow_slug=body["workflow_slug"],
+            user_id=body["user_id"],
+            user_data=body["user_data"],
+            metadata=body["metadata"],
+        )
+
+    return Scenario(
+        name="POST /calls (in process)",
+        stack=stack,
+        floor=raw,
+        prepare=lambda: _create_call_body(next(counter)),
+        compare=False,  # a new call id and token each time
+    )
+
+
+def _agent_events(ctx: Context, conn: object) -> list[Scenario]:
+    """Agent event batches and LiveKit webhooks (issue 5's endpoints), when they exist."""
+    from bench import ingest
+
+    scenarios = []
+    if _routed(f"{API}/agent/calls/{uuid.uuid4()}/events"):
+        scenarios += ingest.event_scenarios(ctx, conn)
+    else:
+        ctx.notes.append("no agent events endpoint on this branch yet: not measured")
+    if _routed(ingest.WEBHOOK_URL):
+        scenarios.append(ingest.webhook_scenario(ctx, conn))
+    else:
+        ctx.notes.append("no LiveKit webhook endpoint on this branch yet: not measured")
+    return scenarios
+
+
+def _page_1(results: dict, name: str) -> dict | None:
+    return results.get(name.replace(f"page {PAGE_500}", "page 1"))
+
+
+def judge(results: list[dict]) -> None:
+    """Attach the issue's target, met or missed, to each result it applies to."""
+    by_name = {r["name"]: r for r in results}
+    for r in results:
+        stack, raw = r["stack"], r.get("floor")
+        name = r["name"]
+        verdicts = []
+        if name.startswith("GET /calls ") and name.endswith("page 1") and raw:
+            limit = max(1.5 * raw["p50_ms"], raw["p50_ms"] + 5)
+            verdicts.append((stack["p50_ms"] <= limit, f"p50 ≤ {limit:.1f} ms"))
+        if name.startswith("GET /calls ") and name.endswith(f"page {PAGE_500}"):
+            first = _page_1(by_name, name)
+            if first:
+                limit = 2 * first["stack"]["p50_ms"]
+                verdicts.append((stack["p50_ms"] <= limit, f"p50 ≤ 2× page 1 = {limit:.1f} ms"))
+        if "transcript" in name and raw:
+            limit = min(50, 1.5 * raw["p50_ms"])
+            verdicts.append((stack["p50_ms"] <= limit, f"p50 ≤ {limit:.1f} ms"))
+        if name.startswith("POST agent events") and "500" in name and raw:
+            floor_half = 0.5 * raw["rows_per_s"]
+            verdicts.append(
+                (
+                    stack["rows_per_s"] >= max(floor_half, 10_000),
+                    f"≥ max(0.5× floor, 10k) = {max(floor_half, 10_000):.0f} rows/s",
+                )
+            )
+        if "gunicorn" in name:
+            verdicts.append((stack["requests_per_s"] >= 500, "≥ 500 req/s"))
+        if verdicts:
+            r["target"] = "; ".join(("ok " if ok else "MISS ") + text for ok, text in verdicts)

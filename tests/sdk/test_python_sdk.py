@@ -1,0 +1,306 @@
+"""The generated Python client (sdk/python) against the live server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sdk.conftest import ROOT, SDK, LiveServer
+
+sys.path.insert(0, str(SDK / "python"))
+
+from voicecalls_client import AuthenticatedClient  # noqa: E402
+from voicecalls_client.api.calls import (  # noqa: E402
+    calls_active,
+    calls_create,
+    calls_end,
+    calls_list,
+    calls_metrics,
+    calls_retrieve,
+    calls_token,
+    calls_transcript,
+)
+from voicecalls_client.api.provider_keys import (  # noqa: E402
+    provider_keys_create,
+    provider_keys_destroy,
+    provider_keys_list,
+)
+from voicecalls_client.api.webhook_endpoints import (  # noqa: E402
+    webhook_endpoints_create,
+    webhook_endpoints_destroy,
+    webhook_endpoints_list,
+)
+from voicecalls_client.api.workflows import workflows_list  # noqa: E402
+from voicecalls_client.models import (  # noqa: E402
+    ActiveCall,
+    Call,
+    CallCreateRequest,
+    CallCreateRequestMetadata,
+    CallCreateRequestUserData,
+    CallDirectionEnum,
+    CallJoin,
+    CallMetrics,
+    CallStatusEnum,
+    ErrorResponse401,
+    PaginatedCallSummaryList,
+    PaginatedWebhookEndpointList,
+    PaginatedWorkflowList,
+    ProviderKey,
+    ProviderKeyCreateRequest,
+    ProviderKeyList,
+    ProviderTypeEnum,
+    TranscriptEntry,
+    TranscriptRoleEnum,
+    WebhookEndpointWithSecret,
+    WebhookEndpointWriteRequest,
+    WebhookEventTypeEnum,
+)
+from voicecalls_client.types import UNSET  # noqa: E402
+
+ORG = "sdk-python"
+
+
+@pytest.fixture(scope="module")
+def client(api_server: LiveServer) -> Iterator[AuthenticatedClient]:
+    with AuthenticatedClient(base_url=api_server.url, token=api_server.client_key(ORG)) as c:
+        yield c
+
+
+def _create_call(client: AuthenticatedClient, user_id: str) -> CallJoin:
+    joined = calls_create.sync(
+        client=client,
+        body=CallCreateRequest(
+            workflow_slug="daily-call",
+            user_id=user_id,
+            user_data=CallCreateRequestUserData.from_dict({"name": "John Doe", "language": "en"}),
+            metadata=CallCreateRequestMetadata.from_dict(
+                {"session_id": "abc123", "source": "mobile-app"}
+            ),
+            direction=CallDirectionEnum.OUTBOUND,
+        ),
+    )
+    assert isinstance(joined, CallJoin), joined
+    return joined
+
+
+def test_provider_keys_are_created_listed_masked_and_deleted(client: AuthenticatedClient) -> None:
+    created = provider_keys_create.sync(
+        client=client,
+        body=ProviderKeyCreateRequest(
+            provider_type=ProviderTypeEnum.STT,
+            provider_name="deepgram",
+            api_key="dg_sdk_test_5678",
+            is_default=True,
+        ),
+    )
+    assert isinstance(created, ProviderKey), created
+    assert (created.provider_type, created.provider_name) == (ProviderTypeEnum.STT, "deepgram")
+    assert created.is_default is True
+    assert created.masked_key == "••••5678"
+
+    listed = provider_keys_list.sync(client=client)
+    assert isinstance(listed, ProviderKeyList)
+    assert [(k.id, k.masked_key) for k in listed.items] == [(created.id, "••••5678")]
+
+    deleted = provider_keys_destroy.sync_detailed(created.id, client=client)
+    assert deleted.status_code == 204
+    again = provider_keys_destroy.sync_detailed(created.id, client=client)
+    assert again.status_code == 404
+    listed = provider_keys_list.sync(client=client)
+    assert isinstance(listed, ProviderKeyList) and listed.items == []
+
+
+def test_a_call_is_created_driven_and_read_back(
+    client: AuthenticatedClient, api_server: LiveServer
+) -> None:
+    joined = _create_call(client, "user-123")
+    assert joined.status == CallStatusEnum.CONNECTING
+    assert joined.room_name == f"call-{joined.call_id}"
+    assert joined.livekit_url == api_server.env["LIVEKIT_URL"]
+    assert joined.token.startswith("eyJ")
+
+    active = calls_active.sync(client=client)
+    assert isinstance(active, list)
+    assert [(c.id, c.status, c.user_id) for c in active] == [
+        (joined.call_id, CallStatusEnum.CONNECTING, "user-123")
+    ]
+    assert isinstance(active[0], ActiveCall) and active[0].current_agent is None
+
+    fresh = calls_token.sync(joined.call_id, client=client)
+    assert isinstance(fresh, CallJoin)
+    assert (fresh.call_id, fresh.room_name) == (joined.call_id, joined.room_name)
+
+    api_server.simulate_call(ORG, str(joined.call_id))
+
+    call = calls_retrieve.sync(joined.call_id, client=client)
+    assert isinstance(call, Call), call
+    assert call.id == joined.call_id
+    assert (call.workflow_slug, call.user_id) == ("daily-call", "user-123")
+    assert (call.status, call.direction) == (CallStatusEnum.COMPLETED, CallDirectionEnum.OUTBOUND)
+    assert call.agent_history == ["greeter-agent", "meal-agent", "feedback-agent"]
+    assert call.current_agent is None
+    assert call.user_data.to_dict() == {"name": "John Doe", "language": "en"}
+    assert call.metadata.to_dict() == {"session_id": "abc123", "source": "mobile-app"}
+    assert isinstance(call.started_at, dt.datetime) and isinstance(call.ended_at, dt.datetime)
+    assert call.started_at <= call.ended_at
+    assert call.duration_seconds == int((call.ended_at - call.started_at).total_seconds())
+    # simulate_call reports three agents' latencies and tokens: means and the sum.
+    seed_metrics = {
+        "stt_latency_ms": 120,
+        "llm_latency_ms": 280,
+        "tts_latency_ms": 85,
+        "total_tokens": 1500,
+        "agent_handoffs": 2,
+    }
+    assert {k: call.metrics.to_dict()[k] for k in seed_metrics} == seed_metrics
+
+    metrics = calls_metrics.sync(joined.call_id, client=client)
+    assert isinstance(metrics, CallMetrics)
+    assert metrics.to_dict() == call.metrics.to_dict()
+
+    transcript = calls_transcript.sync(joined.call_id, client=client)
+    assert isinstance(transcript, list) and all(isinstance(e, TranscriptEntry) for e in transcript)
+    assert (transcript[0].role, transcript[0].content, transcript[0].agent_name) == (
+        TranscriptRoleEnum.SYSTEM,
+        "Call started",
+        "greeter-agent",
+    )
+    assert [e.agent_name for e in transcript][-1] == "feedback-agent"
+    with_tools = [e for e in transcript if e.tool_call is not UNSET]
+    assert len(with_tools) == 1
+    assert with_tools[0].tool_call.name == "save_meal"
+    assert with_tools[0].tool_call.arguments.to_dict()["meal_type"] == "breakfast"
+    assert [e.sequence for e in transcript] == sorted(e.sequence for e in transcript)
+
+    assert calls_active.sync(client=client) == []
+    assert calls_token.sync_detailed(joined.call_id, client=client).status_code == 409
+
+
+def test_the_demo_workflow_is_listed(client: AuthenticatedClient) -> None:
+    page = workflows_list.sync(client=client)
+    assert isinstance(page, PaginatedWorkflowList), page
+    assert [(w.slug, w.start_agent) for w in page.items] == [("daily-call", "greeter-agent")]
+    assert [a.name for a in page.items[0].agents] == [
+        "greeter-agent",
+        "meal-agent",
+        "feedback-agent",
+    ]
+
+
+def test_a_webhook_endpoint_shows_its_secret_once(client: AuthenticatedClient) -> None:
+    created = webhook_endpoints_create.sync(
+        client=client,
+        body=WebhookEndpointWriteRequest(
+            url="http://127.0.0.1:9/voicecalls", events=[WebhookEventTypeEnum.CALL_ENDED]
+        ),
+    )
+    assert isinstance(created, WebhookEndpointWithSecret), created
+    assert created.secret.startswith("whsec_")
+    assert (created.events, created.enabled) == ([WebhookEventTypeEnum.CALL_ENDED], True)
+
+    page = webhook_endpoints_list.sync(client=client)
+    assert isinstance(page, PaginatedWebhookEndpointList)
+    assert [(e.id, e.url) for e in page.items] == [(created.id, "http://127.0.0.1:9/voicecalls")]
+    assert "secret" not in page.items[0].to_dict()
+
+    assert webhook_endpoints_destroy.sync_detailed(created.id, client=client).status_code == 204
+
+
+def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: LiveServer) -> None:
+    done = _create_call(client, "user-list-done")
+    api_server.simulate_call(ORG, str(done.call_id))
+    waiting = _create_call(client, "user-list-waiting")
+    call = calls_retrieve.sync(done.call_id, client=client)
+    assert isinstance(call, Call) and isinstance(call.started_at, dt.datetime)
+
+    page = calls_list.sync(client=client, user_id="user-list-done")
+    assert isinstance(page, PaginatedCallSummaryList), page
+    assert (page.total, page.page, page.page_size, page.pages) == (1, 1, 20, 1)
+    assert [(c.id, c.status) for c in page.items] == [(done.call_id, CallStatusEnum.COMPLETED)]
+    assert page.items[0].agent_history == ["greeter-agent", "meal-agent", "feedback-agent"]
+
+    both = calls_list.sync(
+        client=client,
+        status=[CallStatusEnum.COMPLETED, CallStatusEnum.CONNECTING],
+        workflow_id=call.workflow_id,
+        page_size=100,
+    )
+    assert isinstance(both, PaginatedCallSummaryList)
+    ids = [c.id for c in both.items]
+    assert ids.index(waiting.call_id) < ids.index(done.call_id)  # newest first
+
+    connecting = calls_list.sync(client=client, status=[CallStatusEnum.CONNECTING])
+    assert isinstance(connecting, PaginatedCallSummaryList)
+    assert [c.id for c in connecting.items] == [waiting.call_id]
+
+    window = calls_list.sync(
+        client=client,
+        started_after=call.started_at,
+        started_before=call.started_at + dt.timedelta(seconds=1),
+        user_id="user-list-done",
+    )
+    assert isinstance(window, PaginatedCallSummaryList) and window.total == 1
+    before = calls_list.sync(
+        client=client, started_before=call.started_at, user_id="user-list-done"
+    )
+    assert isinstance(before, PaginatedCallSummaryList) and before.total == 0
+
+    small = calls_list.sync(client=client, page=2, page_size=1)
+    assert isinstance(small, PaginatedCallSummaryList)
+    assert (small.page, small.page_size, small.pages) == (2, 1, small.total)
+    assert len(small.items) == 1
+
+    past_the_end = calls_list.sync(client=client, page=1000, page_size=1)
+    assert isinstance(past_the_end, PaginatedCallSummaryList)
+    assert past_the_end.items == [] and past_the_end.total == small.total
+
+    ended = calls_end.sync(waiting.call_id, client=client)
+    assert isinstance(ended, Call), ended
+    assert (ended.status, ended.end_reason) == (CallStatusEnum.COMPLETED, "api_request")
+    assert calls_active.sync(client=client) == []
+
+
+def test_a_wrong_key_is_a_typed_401(api_server: LiveServer) -> None:
+    with AuthenticatedClient(base_url=api_server.url, token="not-a-key") as bad:
+        response = calls_list.sync_detailed(client=bad)
+    assert response.status_code == 401
+    assert isinstance(response.parsed, ErrorResponse401)
+    assert response.parsed.errors[0].code.value == "authentication_failed"
+
+
+def test_another_organization_sees_none_of_it(api_server: LiveServer) -> None:
+    key = api_server.client_key("sdk-python-outsider")
+    with AuthenticatedClient(base_url=api_server.url, token=key) as outsider:
+        page = calls_list.sync(client=outsider)
+        assert isinstance(page, PaginatedCallSummaryList) and page.total == 0
+        missing = calls_retrieve.sync_detailed(uuid.uuid4(), client=outsider)
+        assert missing.status_code == 404
+
+
+def test_the_python_example_runs(api_server: LiveServer) -> None:
+    key = api_server.client_key("sdk-python-example")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        env={
+            **api_server.env,
+            "PYTHONPATH": str(SDK / "python"),
+            "VOICECALLS_BASE_URL": api_server.url,
+            "VOICECALLS_API_KEY": key,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(ROOT),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Call ") and lines[0].endswith(" is connecting")
+    call_id = lines[0].split()[1]
+    assert f"Join room call-{call_id}" in lines[1]
+    assert lines[2] == "Active calls: 1"

@@ -1,0 +1,59 @@
+"""Pages of a filtered list, however they are read (per-status counts, a started_*
+window sorted apart), cover every matching call once, newest first."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from calls.models import CallStatus
+from tests.factories import CallFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"status": "completed"},
+        {"started_after": "2026-01-01T00:00:00Z", "started_before": "2026-01-02T00:00:00Z"},
+        {"status": "completed", "started_after": "2026-01-01T00:00:00Z"},
+    ],
+)
+def test_pages_cover_the_matching_calls_once_newest_first(
+    api: APIClient, organization, query: dict
+) -> None:
+    t = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    calls = [
+        CallFactory(
+            organization=organization,
+            completed=i % 3 != 0,
+            status=CallStatus.COMPLETED if i % 3 != 0 else CallStatus.CONNECTING,
+            started_at=t + datetime.timedelta(hours=i) if i % 3 != 0 else None,
+            created_at=now - datetime.timedelta(minutes=i // 2),
+        )
+        for i in range(30)
+    ]
+    after = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    expected = [
+        call
+        for call in sorted(calls, key=lambda c: (c.created_at, c.id), reverse=True)
+        if ("status" not in query or call.status == query["status"])
+        and ("started_after" not in query or (call.started_at and call.started_at >= after))
+        and (
+            "started_before" not in query
+            or (call.started_at and call.started_at < after + datetime.timedelta(days=1))
+        )
+    ]
+
+    seen = []
+    for page in (1, 2, 3, 4):
+        body = api.get("/api/v1/calls", {**query, "page": page, "page_size": 4}).json()
+        assert body["total"] == len(expected)
+        seen += [item["id"] for item in body["items"]]
+
+    assert seen == [str(call.id) for call in expected[:16]]

@@ -1,0 +1,147 @@
+"""Examples for openapi.yaml, taken from the seed API document (shared/seed), so the
+schema, Swagger UI and the generated SDKs' docs show what the contract shows.
+
+The seed writes ids as "uuid"; real uuids stand in for them here. Fields the API adds to
+the seed's (sequence, end_reason, room_name, ...) are filled in to match.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample
+
+CALL_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+WORKFLOW_ID = "3f2b8c1e-5a4d-4e8f-9b6a-2c1d0e9f8a7b"
+ACTIVE_CALL_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+PROVIDER_KEY_ID = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"
+
+SEED_METRICS = {
+    "duration_seconds": 180,
+    "stt_latency_ms": 120,
+    "llm_latency_ms": 280,
+    "tts_latency_ms": 85,
+    "total_tokens": 1500,
+    "agent_handoffs": 2,
+    # Added to the seed's fields: percentiles over the reported samples.
+    "latency": {
+        "stt": {"p50": 119, "p95": 124, "max": 124, "count": 3},
+        "llm": {"p50": 274, "p95": 301, "max": 301, "count": 3},
+        "tts": {"p50": 85, "p95": 88, "max": 88, "count": 3},
+        "e2e": {"p50": 701, "p95": 742, "max": 742, "count": 3},
+    },
+}
+
+CALL_CREATE = OpenApiExample(
+    "Daily call",
+    summary="Start the daily-call workflow for a user",
+    value={
+        "workflow_slug": "daily-call",
+        "user_id": "user-123",
+        "user_data": {"name": "John Doe", "language": "en"},
+        "metadata": {"session_id": "abc123", "source": "mobile-app"},
+    },
+    request_only=True,
+)
+
+CALL_JOIN = OpenApiExample(
+    "Connecting",
+    summary="What the app needs to join the LiveKit room",
+    value={
+        "call_id": CALL_ID,
+        "room_name": f"call-{CALL_ID}",
+        "livekit_url": "wss://livekit.example.com",
+        "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+        "status": "connecting",
+    },
+    response_only=True,
+)
+
+CALL = OpenApiExample(
+    "Completed call",
+    value={
+        "id": CALL_ID,
+        "workflow_id": WORKFLOW_ID,
+        "workflow_slug": "daily-call",
+        "user_id": "user-123",
+        "status": "completed",
+        "direction": "outbound",
+        "duration_seconds": 180,
+        "agent_history": ["greeter-agent", "meal-agent", "feedback-agent"],
+        "current_agent": None,
+        "end_reason": "user_hangup",
+        "metrics": SEED_METRICS,
+        "room_name": f"call-{CALL_ID}",
+        "metadata": {"session_id": "abc123", "source": "mobile-app"},
+        "user_data": {"name": "John Doe", "language": "en"},
+        "started_at": "2026-01-17T10:30:00Z",
+        "ended_at": "2026-01-17T10:33:00Z",
+        "created_at": "2026-01-17T10:29:55Z",
+    },
+    response_only=True,
+)
+
+CALL_METRICS = OpenApiExample("Completed call", value=SEED_METRICS, response_only=True)
+
+# One element: drf-spectacular wraps it in the list (and the page) itself.
+TRANSCRIPT_ENTRY = OpenApiExample(
+    "Transcript line with a tool call",
+    value={
+        "role": "assistant",
+        "content": "Great! What did you have for breakfast?",
+        "timestamp": "2026-01-17T10:30:15Z",
+        "agent_name": "meal-agent",
+        "sequence": 4,
+        "tool_call": {"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+    },
+    response_only=True,
+)
+
+CALL_SUMMARY = OpenApiExample(
+    "Completed call",
+    value={
+        "id": CALL_ID,
+        "workflow_id": WORKFLOW_ID,
+        "workflow_slug": "daily-call",
+        "user_id": "user-123",
+        "status": "completed",
+        "direction": "outbound",
+        "duration_seconds": 180,
+        "agent_history": ["greeter-agent", "meal-agent"],
+        "current_agent": None,
+        "end_reason": "user_hangup",
+        "started_at": "2026-01-17T10:30:00Z",
+        "ended_at": "2026-01-17T10:33:00Z",
+        "created_at": "2026-01-17T10:29:55Z",
+    },
+    response_only=True,
+)
+
+ACTIVE_CALL = OpenApiExample(
+    "Active call",
+    value={
+        "id": ACTIVE_CALL_ID,
+        "workflow_id": WORKFLOW_ID,
+        "workflow_slug": "daily-call",
+        "user_id": "user-456",
+        "status": "active",
+        "direction": "inbound",
+        "current_agent": "meal-agent",
+        "started_at": "2026-01-17T10:35:00Z",
+        "created_at": "2026-01-17T10:34:57Z",
+    },
+    response_only=True,
+)
+
+PROVIDER_KEY = {
+    "id": PROVIDER_KEY_ID,
+    "provider_type": "stt",
+    "provider_name": "deepgram",
+    "is_default": True,
+    "created_at": "2026-01-17T10:30:00Z",
+    "masked_key": "••••xxxx",
+}
+
+# No request example for creating a key: the schema carries no api_key value, not even a
+# placeholder (tests/test_provider_keys_api.py).
+PROVIDER_KEY_CREATED = OpenApiExample("Deepgram", value=PROVIDER_KEY, response_only=True)
+
+PROVIDER_KEY_LIST = OpenApiExample("One key", value={"items": [PROVIDER_KEY]}, response_only=True)

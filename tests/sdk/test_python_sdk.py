@@ -47,7 +47,7 @@ from voicecalls_client.models import (  # noqa: E402
     CallJoin,
     CallMetrics,
     CallStatusEnum,
-    ErrorResponse401,
+    ErrorResponse,
     PaginatedCallSummaryList,
     PaginatedWebhookEndpointList,
     PaginatedWorkflowList,
@@ -270,8 +270,8 @@ def test_a_wrong_key_is_a_typed_401(api_server: LiveServer) -> None:
     with AuthenticatedClient(base_url=api_server.url, token="not-a-key") as bad:
         response = calls_list.sync_detailed(client=bad)
     assert response.status_code == 401
-    assert isinstance(response.parsed, ErrorResponse401)
-    assert response.parsed.errors[0].code.value == "authentication_failed"
+    assert isinstance(response.parsed, ErrorResponse)
+    assert response.parsed.errors[0].code == "authentication_failed"
 
 
 def test_another_organization_sees_none_of_it(api_server: LiveServer) -> None:

@@ -41,9 +41,8 @@ from voicecalls.errors import (
 )
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
+from voicecalls.routing import UUID_PATTERN
 from workflows.selectors import workflow_get_by_slug
-
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
 CONCURRENCY_LIMIT_DETAIL = (
     "Your organization has as many calls in progress as it may; end one or wait for one to end."

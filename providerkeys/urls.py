@@ -1,10 +1,10 @@
 from django.urls import path, re_path
 
 from providerkeys.views import ProviderKeyDetailView, ProviderKeyListView
+from voicecalls.routing import UUID_PATTERN
 
 # Exactly the seed's paths: no trailing slash, no redirects. An id that is not a
 # uuid matches nothing and is answered 404.
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
 urlpatterns = [
     path("provider-keys", ProviderKeyListView.as_view(), name="provider-key-list"),

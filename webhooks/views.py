@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from voicecalls.pagination import PagePagination
+from voicecalls.routing import UUID_PATTERN
 from webhooks import selectors, services
 from webhooks.models import WebhookEndpoint
 from webhooks.serializers import (
@@ -17,8 +18,6 @@ from webhooks.serializers import (
     WebhookEndpointWithSecretSerializer,
     WebhookEndpointWriteSerializer,
 )
-
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
 
 @extend_schema_view(

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from voicecalls.pagination import PagePagination
+from voicecalls.routing import UUID_PATTERN
 from workflows import selectors, services
 from workflows.filters import WorkflowFilter
 from workflows.models import Workflow
@@ -17,8 +18,6 @@ from workflows.serializers import (
     WorkflowWriteSerializer,
     definition_of,
 )
-
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
 
 @extend_schema_view(

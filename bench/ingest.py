@@ -65,7 +65,7 @@ def _insert_floor(conn: psycopg.Connection, call_id: str, body: bytes) -> bytes:
     cursor = conn.execute(
         f"INSERT INTO calls_transcriptentry ({TRANSCRIPT_COLUMNS}) VALUES "
         + ", ".join([row] * len(events))
-        + " ON CONFLICT (event_id) DO NOTHING",
+        + " ON CONFLICT (call_id, event_id) DO NOTHING",
         params,
     )
     accepted = cursor.rowcount

@@ -70,17 +70,16 @@ class Context:
             detail_call=detail_call,
             window=(now - datetime.timedelta(days=60), now - datetime.timedelta(days=30)),
         )
-        throttles = [
-            name
-            for name in dir(settings)
-            if "THROTTLE" in name or "CONCURRENCY" in name or "RATE_LIMIT" in name
-        ]
-        throttles += list(settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}))
         ctx.notes.append(
-            "throttle/concurrency settings found: " + ", ".join(throttles)
-            if throttles
-            else "no throttle or concurrency-limit settings exist: nothing to exempt"
+            f"limits: {BENCH_ORG} is exempt from the create throttle "
+            f"(THROTTLE_EXEMPT_ORGANIZATIONS={settings.THROTTLE_EXEMPT_ORGANIZATIONS}) and "
+            "the concurrency limit (CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS="
+            f"{settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS})"
         )
+        if BENCH_ORG not in settings.THROTTLE_EXEMPT_ORGANIZATIONS or (
+            BENCH_ORG not in settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS
+        ):
+            raise SystemExit(f"bench: {BENCH_ORG} must be exempt from the limits (bench/env.py)")
         return ctx
 
 

@@ -6,7 +6,12 @@ naming it (`events.N.field`), and nothing of the batch is stored.
 
 from __future__ import annotations
 
+import datetime
+import re
+import uuid
+
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -113,6 +118,112 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 }
 
 
+# --- The common case without a serializer -------------------------------------------
+# A 500-line batch through TranscriptEventSerializer costs ~60 ms of field machinery,
+# more than storing it (bench/README.md). A plain transcript line (canonical uuid, no
+# tool call, agent name without surrounding blanks) is checked here instead; anything
+# else (and every event this check does not accept) goes through the serializer, which
+# stays the one judge of what is valid and of every error message.
+# tests/test_agent_events.py holds the two to the same validated data.
+
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TRANSCRIPT_KEYS = frozenset(
+    {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call"}
+)
+_TRANSCRIPT_ROLES = frozenset(TranscriptRole.values)
+# The limits are the serializers' own.
+_TRANSCRIPT_FIELDS = TranscriptEventSerializer().fields
+_TRANSCRIPT_CONTENT_MAX = _TRANSCRIPT_FIELDS["content"].max_length
+_AGENT_NAME_MAX = _TRANSCRIPT_FIELDS["agent_name"].max_length
+_TOOL_CALL_FIELDS = ToolCallInputSerializer().fields
+_TOOL_NAME_MAX = _TOOL_CALL_FIELDS["name"].max_length
+_TOOL_ARGUMENTS = _TOOL_CALL_FIELDS["arguments"]
+
+
+def _plain_text(value: object, max_length: int) -> bool:
+    # What CharField's validators accept, for a value it would not strip or coerce.
+    return (
+        type(value) is str
+        and len(value) <= max_length
+        and "\x00" not in value
+        and (value.isascii() or not _SURROGATE.search(value))
+    )
+
+
+def _aware_timestamp(value: str, tz: datetime.tzinfo) -> datetime.datetime | None:
+    # DateTimeField: parse_datetime tries fromisoformat first, and enforce_timezone
+    # moves an aware value to the current time zone. Naive or odd values: the field.
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+        return parsed.astimezone(tz) if parsed.utcoffset() is not None else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
+    """TranscriptEventSerializer's validated data for a plain transcript line (`tz`: the
+    current time zone), or None when the line is not plain (the serializer then
+    decides, and explains)."""
+    if type(data) is not dict or data.get("type") != AgentEventType.TRANSCRIPT:
+        return None
+    if not data.keys() <= _TRANSCRIPT_KEYS:
+        return None
+    event_id, timestamp, role, content = (
+        data.get("id"),
+        data.get("timestamp"),
+        data.get("role"),
+        data.get("content"),
+    )
+    if type(event_id) is not str or not _CANONICAL_UUID.match(event_id):
+        return None
+    if type(role) is not str or role not in _TRANSCRIPT_ROLES:
+        return None
+    if not _plain_text(content, _TRANSCRIPT_CONTENT_MAX) or type(timestamp) is not str:
+        return None
+    aware = _aware_timestamp(timestamp, tz)
+    if aware is None:
+        return None
+    validated = {
+        "id": uuid.UUID(event_id),
+        "type": AgentEventType.TRANSCRIPT,
+        "timestamp": aware,
+        "role": role,
+        "content": content,
+    }
+    if "agent_name" in data:
+        agent_name = data["agent_name"]
+        if agent_name is not None and not (
+            _plain_text(agent_name, _AGENT_NAME_MAX)
+            and agent_name
+            and agent_name == agent_name.strip()
+        ):
+            return None
+        validated["agent_name"] = agent_name
+    if "tool_call" in data:
+        tool_call = data["tool_call"]
+        if tool_call is not None:
+            tool_call = _plain_tool_call(tool_call)
+            if tool_call is None:
+                return None
+        validated["tool_call"] = tool_call
+    return validated
+
+
+def _plain_tool_call(data: object) -> dict | None:
+    # ToolCallInputSerializer's validated data, or None: the serializer decides.
+    if type(data) is not dict or data.keys() != {"name", "arguments"}:
+        return None
+    name = data["name"]
+    if not (_plain_text(name, _TOOL_NAME_MAX) and name and name == name.strip()):
+        return None
+    try:
+        arguments = _TOOL_ARGUMENTS.run_validation(data["arguments"])
+    except serializers.ValidationError:
+        return None
+    return {"name": name, "arguments": arguments}
+
+
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="AgentEvent",
@@ -125,6 +236,13 @@ class AgentEventField(serializers.Field):
     """One event, validated by the serializer of its `type`."""
 
     def to_internal_value(self, data: object) -> dict:
+        # The current time zone once per batch (a context-local lookup each time).
+        tz = self.__dict__.get("_timezone")
+        if tz is None:
+            tz = self.__dict__["_timezone"] = timezone.get_current_timezone()
+        plain = plain_transcript_event(data, tz)
+        if plain is not None:
+            return plain
         if not isinstance(data, dict):
             raise serializers.ValidationError("Expected an object.", code="invalid")
         event_type = data.get("type")

@@ -196,9 +196,13 @@ class TranscriptEntry(models.Model):
     """One line of a call's conversation. The auto id is the server's arrival order."""
 
     id = models.BigAutoField(primary_key=True)
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="transcript")
-    # The agent's client-made event id: re-sending an event never adds a line twice.
-    event_id = models.UUIDField(unique=True, null=True, blank=True)
+    # No index of its own: transcript_call_order starts with the call.
+    call = models.ForeignKey(
+        Call, on_delete=models.CASCADE, related_name="transcript", db_index=False
+    )
+    # The agent's client-made event id: re-sending an event to a call never adds a
+    # line twice (unique per call: see transcript_event_once).
+    event_id = models.UUIDField(null=True, blank=True)
     role = models.CharField(max_length=10, choices=TranscriptRole.choices)
     content = models.TextField(blank=True)
     agent_name = models.CharField(max_length=100, null=True, blank=True)
@@ -210,6 +214,12 @@ class TranscriptEntry(models.Model):
         ordering = ["timestamp", "id"]
         verbose_name_plural = "transcript entries"
         indexes = [models.Index(fields=["call", "timestamp", "id"], name="transcript_call_order")]
+        # Per call, not global: a batch's index entries then sit together next to the
+        # call's other lines, where a global index of random uuids sends each of them
+        # to a different page of an index larger than memory (bench/README.md).
+        constraints = [
+            models.UniqueConstraint(fields=["call", "event_id"], name="transcript_event_once")
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
@@ -257,8 +267,11 @@ class MetricSample(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="metric_samples")
-    event_id = models.UUIDField(unique=True)
+    # No index of its own: metric_sample_call starts with the call.
+    call = models.ForeignKey(
+        Call, on_delete=models.CASCADE, related_name="metric_samples", db_index=False
+    )
+    event_id = models.UUIDField()
     agent_name = models.CharField(max_length=100, null=True, blank=True)
     turn_index = models.PositiveIntegerField(null=True, blank=True)
     stt_latency_ms = models.FloatField(null=True, blank=True)
@@ -271,6 +284,9 @@ class MetricSample(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["call", "timestamp"], name="metric_sample_call")]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "event_id"], name="metric_sample_event_once")
+        ]
 
     def __str__(self) -> str:
         return str(self.event_id)

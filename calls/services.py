@@ -340,6 +340,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
             for e in by_type[AgentEventType.TRANSCRIPT]
         ],
         unique="event_id",
+        unique_with=("call",),
     )
     metric_ids = insert_new(
         MetricSample,
@@ -357,6 +358,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
             for e in by_type[AgentEventType.METRICS]
         ],
         unique="event_id",
+        unique_with=("call",),
     )
     new_ids |= metric_ids
     ledger_events = by_type[AgentEventType.AGENT_HANDOFF] + by_type[AgentEventType.STATUS]

@@ -6,7 +6,11 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from calls.events_api import TranscriptEventSerializer, plain_transcript_event
 from calls.models import AgentEvent, Call, CallStatus, MetricSample, TranscriptEntry
 from tests.conftest import bearer_client
 from tests.factories import CallFactory
@@ -409,3 +413,148 @@ def test_the_agent_completing_a_call_hung_up_through_the_api_keeps_api_request(a
     agent_api.post(url(call.pk), {"events": [status("completed")]})
     call.refresh_from_db()
     assert (call.status, call.end_reason) == (S.COMPLETED, "api_request")
+
+
+# --- Events ids are unique per call -------------------------------------------------------
+
+
+def test_an_event_id_used_on_another_call_is_a_new_event_there(agent_api, call, workflow):
+    other = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    line, sample = transcript(1), metrics(stt_latency_ms=100)
+
+    first = agent_api.post(url(call.pk), {"events": [line, sample]})
+    second = agent_api.post(url(other.pk), {"events": [line, sample]})
+
+    assert first.json() == second.json() == {"accepted": 2, "duplicates": 0}
+    assert _written(call) == _written(other) == (1, 1, 0)
+
+
+# --- The plain-line check agrees with the serializer --------------------------------------
+# events_api.plain_transcript_event validates the common transcript line without DRF's
+# field machinery; TranscriptEventSerializer stays the judge. For any input the check
+# either declines (None) or returns exactly the serializer's validated data.
+
+_ID = "0b6e7a3c-3c1f-4b8e-9a55-1f0c5e2d9a10"
+_PLAIN = {"id": _ID, "type": "transcript", "timestamp": "2026-01-17T10:30:00Z", "role": "user"}
+
+
+def _serializer_result(event: object) -> dict | None:
+    if not isinstance(event, dict):
+        return None
+    serializer = TranscriptEventSerializer(data=event)
+    return dict(serializer.validated_data) if serializer.is_valid() else None
+
+
+def _assert_agrees(event: object) -> dict | None:
+    plain = plain_transcript_event(event, timezone.get_current_timezone())
+    expected = _serializer_result(event)
+    if plain is not None:
+        assert plain == expected
+        # Same instant is not enough: the same time zone and spelling too.
+        assert str(plain["timestamp"]) == str(expected["timestamp"])
+        assert list(plain) == list(expected)
+    return plain
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"content": "Hello"},
+        {"content": ""},
+        {"content": "héllo wörld ✓"},
+        {"content": "Hello", "agent_name": "greeter-agent"},
+        {"content": "Hello", "agent_name": None},
+        {"content": "Hello", "tool_call": None},
+        {"content": "Hello", "tool_call": {"name": "save_meal", "arguments": {"n": 1.5}}},
+        {"content": "Hello", "id": _ID.upper()},
+        {"content": "Hello", "timestamp": "2026-01-17T12:30:00.123456+02:00"},
+        {"content": "x" * 65536},
+    ],
+)
+def test_the_plain_check_accepts_plain_lines_as_the_serializer_does(changes):
+    assert _assert_agrees({**_PLAIN, **changes}) is not None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"content": "Hello", "id": _ID.replace("-", "")},  # valid, but not canonical
+        {"content": "Hello", "id": f"urn:uuid:{_ID}"},
+        {"content": "Hello", "id": 12345},
+        {"content": "Hello", "id": "not-a-uuid"},
+        {"content": "Hello", "timestamp": "2026-01-17T10:30:00"},  # naive
+        {"content": "Hello", "timestamp": "2026-01-17"},
+        {"content": "Hello", "timestamp": "9999-12-31T23:59:59-05:00"},  # overflows UTC
+        {"content": "Hello", "timestamp": "yesterday"},
+        {"content": "Hello", "timestamp": 1768645800},
+        {"content": "Hello", "agent_name": " greeter "},  # the serializer strips it
+        {"content": "Hello", "agent_name": ""},
+        {"content": "Hello", "agent_name": "   "},
+        {"content": "Hello", "agent_name": "a" * 101},
+        {"content": "Hello", "agent_name": 7},
+        {"content": "nul \x00 inside"},
+        {"content": "lone \ud800 surrogate"},
+        {"content": "x" * 65537},
+        {"content": 42},
+        {"content": None},
+        {"content": "Hello", "role": "robot"},
+        {"content": "Hello", "type": "metrics"},
+        {"content": "Hello", "extra": "ignored by the serializer"},
+        {"content": "Hello", "tool_call": {"name": " save ", "arguments": {}}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": []}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": None}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "id": "x"}},
+        {"content": "Hello", "tool_call": {"name": "s" * 65, "arguments": {}}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {"a": "\x00"}}},
+        {"content": "Hello", "tool_call": "save"},
+    ],
+)
+def test_the_plain_check_leaves_everything_else_to_the_serializer(changes):
+    assert _assert_agrees({**_PLAIN, **changes}) is None
+
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+_short_names = st.text(min_size=1, max_size=12)
+# Values the serializer mostly accepts, and values it mostly refuses.
+_plain_values = {
+    "id": st.uuids().map(str),
+    "type": st.just("transcript"),
+    "timestamp": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    "role": st.sampled_from(["user", "assistant", "system", "tool"]),
+    "content": st.text(max_size=30),
+    "agent_name": st.none() | _short_names,
+    "tool_call": st.none()
+    | st.fixed_dictionaries(
+        {"name": _short_names, "arguments": st.dictionaries(st.text(max_size=3), _json_scalars)}
+    ),
+}
+_odd_values = {
+    "id": st.sampled_from([_ID.upper(), _ID[:-1], _ID.replace("-", ""), "", 1]),
+    "type": st.sampled_from(["metrics", "Transcript", None]),
+    "timestamp": st.datetimes().map(lambda d: d.isoformat()) | _json_scalars,
+    "role": _json_scalars,
+    "content": _json_scalars,
+    "agent_name": _json_scalars | st.text(max_size=3).map(" {} ".format),
+    "tool_call": _json_scalars
+    | st.fixed_dictionaries({"name": _json_scalars, "arguments": _json_scalars}),
+}
+_REQUIRED = ("id", "type", "timestamp", "role", "content")
+
+
+def _events(values: dict) -> st.SearchStrategy:
+    return st.fixed_dictionaries(
+        {k: values[k] for k in _REQUIRED},
+        optional={k: v for k, v in values.items() if k not in _REQUIRED},
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_events(_plain_values))
+def test_the_plain_check_gives_the_serializers_data_for_generated_lines(event):
+    _assert_agrees(event)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_events({k: v | _odd_values[k] for k, v in _plain_values.items()}))
+def test_the_plain_check_never_disagrees_with_the_serializer(event):
+    _assert_agrees(event)

@@ -62,6 +62,16 @@ def test_the_organization_override_replaces_the_default_limit(api, workflow, set
     assert response.json()["meta"] == {"active_calls": 1, "concurrency_limit": 1}
 
 
+def test_exempt_organizations_have_no_concurrency_limit(api, workflow, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 1
+    settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
+
+    statuses = [api.post(CALLS, {"workflow_slug": "daily-call"}).status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 201]
+    assert Call.objects.count() == 3
+
+
 @pytest.mark.parametrize("status", [CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE])
 def test_every_call_not_yet_ended_counts(api, workflow, settings, status):
     settings.CALLS_CONCURRENCY_LIMIT = 1

@@ -228,6 +228,11 @@ CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
 API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
 # Organizations (slugs) no create rate applies to, e.g. the benchmarks' own.
 THROTTLE_EXEMPT_ORGANIZATIONS = env.list("THROTTLE_EXEMPT_ORGANIZATIONS", default=[])
+# Organizations (slugs) whose calls no concurrency limit applies to (load tests, the
+# benchmarks' own): creating a call takes neither the organization lock nor the count.
+CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS = env.list(
+    "CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS", default=[]
+)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "voicecalls API",

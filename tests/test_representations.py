@@ -85,7 +85,8 @@ def test_active_items_are_the_serializers_answer(organization, calls) -> None:
     )
 
 
-def test_transcript_items_are_the_serializers_answer(organization) -> None:
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_transcript_items_are_the_serializers_answer(organization, zone: str) -> None:
     call = CallFactory(organization=organization, completed=True)
     t0 = timezone.now()
     for i, text in enumerate(AWKWARD_TEXT):
@@ -108,9 +109,14 @@ def test_transcript_items_are_the_serializers_answer(organization) -> None:
         .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
     )
 
-    assert representations.transcript_json(selectors.call_transcript_rows(call=call)) == render(
-        TranscriptEntrySerializer(reference, many=True).data
+    TranscriptEntryFactory(
+        call=call, timestamp=datetime.datetime(5, 1, 1, tzinfo=datetime.UTC), content="old"
     )
+
+    with timezone.override(zone):
+        assert representations.transcript_json(selectors.call_transcript_rows(call=call)) == render(
+            TranscriptEntrySerializer(reference, many=True).data
+        )
 
 
 def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None:

@@ -210,6 +210,24 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
     return validated
 
 
+def plain_transcript_batch(data: object) -> list[dict] | None:
+    """AgentEventsBatchSerializer's validated events for a batch of plain transcript
+    lines only (the usual flush), without its per-item machinery; else None."""
+    if type(data) is not dict or data.keys() != {"events"}:
+        return None
+    events = data["events"]
+    if type(events) is not list or not 1 <= len(events) <= MAX_EVENTS_PER_BATCH:
+        return None
+    tz = timezone.get_current_timezone()
+    validated = []
+    for event in events:
+        plain = plain_transcript_event(event, tz)
+        if plain is None:
+            return None
+        validated.append(plain)
+    return validated
+
+
 def _plain_tool_call(data: object) -> dict | None:
     # ToolCallInputSerializer's validated data, or None: the serializer decides.
     if type(data) is not dict or data.keys() != {"name", "arguments"}:
@@ -291,7 +309,10 @@ class AgentCallEventsView(APIView):
     def post(self, request: Request, call_id: str) -> Response:
         queryset = selectors.agent_call_queryset(organization=request.user.organization)
         call = get_object_or_404(queryset.only("id", "status"), pk=call_id)
-        batch = AgentEventsBatchSerializer(data=request.data)
-        batch.is_valid(raise_exception=True)
-        result = services.agent_events_record(call=call, events=batch.validated_data["events"])
+        events = plain_transcript_batch(request.data)
+        if events is None:
+            batch = AgentEventsBatchSerializer(data=request.data)
+            batch.is_valid(raise_exception=True)
+            events = batch.validated_data["events"]
+        result = services.agent_events_record(call=call, events=events)
         return Response(AgentEventsResultSerializer(result).data)

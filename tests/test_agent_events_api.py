@@ -10,7 +10,12 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calls.events_api import TranscriptEventSerializer, plain_transcript_event
+from calls.events_api import (
+    AgentEventsBatchSerializer,
+    TranscriptEventSerializer,
+    plain_transcript_batch,
+    plain_transcript_event,
+)
 from calls.models import AgentEvent, Call, CallStatus, MetricSample, TranscriptEntry
 from tests.conftest import bearer_client
 from tests.factories import CallFactory
@@ -558,3 +563,30 @@ def test_the_plain_check_gives_the_serializers_data_for_generated_lines(event):
 @given(_events({k: v | _odd_values[k] for k, v in _plain_values.items()}))
 def test_the_plain_check_never_disagrees_with_the_serializer(event):
     _assert_agrees(event)
+
+
+def _batch_result(data: object) -> list[dict] | None:
+    serializer = AgentEventsBatchSerializer(data=data)
+    return serializer.validated_data["events"] if serializer.is_valid() else None
+
+
+def test_a_batch_of_plain_lines_gets_the_serializers_events():
+    data = {"events": [{**_PLAIN, "id": str(uuid.uuid4()), "content": f"{i}"} for i in range(500)]}
+
+    assert plain_transcript_batch(data) == _batch_result(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"events": []},
+        {"events": [{**_PLAIN, "content": "x", "id": str(uuid.uuid4())} for _ in range(501)]},
+        {"events": [{**_PLAIN, "content": "x"}, {**_PLAIN, "content": "x", "role": "robot"}]},
+        {"events": [{**_PLAIN, "content": "x"}, metrics(tokens=3)]},
+        {"events": [{**_PLAIN, "content": "x"}], "extra": 1},
+        {"events": {"0": {**_PLAIN, "content": "x"}}},
+        [{**_PLAIN, "content": "x"}],
+    ],
+)
+def test_any_other_batch_is_left_to_the_serializer(data):
+    assert plain_transcript_batch(data) is None

@@ -39,7 +39,9 @@ AGENT_STATUSES = [
 
 
 class _EventBase(JSONTypedSerializer):
-    id = serializers.UUIDField(help_text="Client-made event id; re-sending it is a no-op.")
+    id = serializers.UUIDField(
+        help_text="Client-made event id; re-sending it to the same call is a no-op."
+    )
     type = serializers.CharField()
     timestamp = serializers.DateTimeField(help_text="When it happened (ISO-8601).")
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.management.organizations import ORG_OPTION_HELP, organization_from_option
 from accounts.models import KeyKind
-from accounts.services import api_key_create, organization_get_or_create
+from accounts.services import api_key_create
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="A label for the key, shown in the admin.")
-        parser.add_argument("--org", help="Organization slug; created when missing.")
+        parser.add_argument("--org", help=ORG_OPTION_HELP)
         parser.add_argument(
             "--agent",
             action="store_true",
@@ -26,10 +26,7 @@ class Command(BaseCommand):
             raise CommandError("NAME must be at most 50 characters.")
         if not agent and not org:
             raise CommandError("A client key needs --org SLUG.")
-        try:
-            organization = organization_get_or_create(slug=org) if org else None
-        except ValidationError as exc:
-            raise CommandError(f"Invalid organization slug {org!r}.") from exc
+        organization = organization_from_option(org) if org else None
         kind = KeyKind.AGENT if agent else KeyKind.CLIENT
         api_key, plaintext = api_key_create(name=name, kind=kind, organization=organization)
         scope = f"organization {organization.slug}" if organization else "every organization"

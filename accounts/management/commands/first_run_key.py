@@ -2,24 +2,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from accounts.management.organizations import ORG_OPTION_HELP, organization_from_option
 from accounts.models import APIKey, KeyKind
-from accounts.services import api_key_create, organization_get_or_create
+from accounts.services import api_key_create
 
 
 class Command(BaseCommand):
     help = "On first run only, create and print a client API key for the organization."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--org", required=True, help="Organization slug; created when missing.")
+        parser.add_argument("--org", required=True, help=ORG_OPTION_HELP)
 
     def handle(self, *args: Any, org: str, **options: Any) -> None:
-        try:
-            organization = organization_get_or_create(slug=org)
-        except ValidationError as exc:
-            raise CommandError(f"Invalid organization slug {org!r}.") from exc
+        organization = organization_from_option(org)
         if APIKey.objects.filter(organization=organization, kind=KeyKind.CLIENT).exists():
             self.stdout.write(
                 f"Organization {org} already has a client key (keys are shown only once; "

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from accounts.services import organization_get_or_create
+from accounts.management.organizations import ORG_OPTION_HELP, organization_from_option
 from workflows.services import workflow_demo_load
 
 
@@ -13,13 +12,10 @@ class Command(BaseCommand):
     help = "Create the demo workflow daily-call in an organization (idempotent)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--org", required=True, help="Organization slug; created when missing.")
+        parser.add_argument("--org", required=True, help=ORG_OPTION_HELP)
 
     def handle(self, *args: Any, org: str, **options: Any) -> None:
-        try:
-            organization = organization_get_or_create(slug=org)
-        except ValidationError as exc:
-            raise CommandError(f"Invalid organization slug {org!r}.") from exc
+        organization = organization_from_option(org)
         workflow, created = workflow_demo_load(organization=organization)
         verb = "Created" if created else "Already present:"
         self.stdout.write(f"{verb} workflow {workflow.slug} ({workflow.id}) in {organization.slug}")

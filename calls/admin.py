@@ -7,14 +7,16 @@ same service the API uses.
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
+from collections.abc import Iterator
 from functools import cached_property
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -57,6 +59,54 @@ class CappedCountPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self.count > COUNT_CAP
+
+
+def _period_starts(
+    first: datetime.datetime, last: datetime.datetime, kind: str, tz: datetime.tzinfo
+) -> Iterator[tuple[datetime.datetime, datetime.datetime]]:
+    """(start, end) of every year, month or day from `first`'s to `last`'s, in `tz`."""
+
+    def start_of(year: int, month: int = 1, day: int = 1) -> datetime.datetime:
+        return datetime.datetime(year, month, day, tzinfo=tz)
+
+    def following(start: datetime.datetime) -> datetime.datetime:
+        if kind == "year":
+            return start_of(start.year + 1)
+        if kind == "month":
+            return start_of(start.year + start.month // 12, start.month % 12 + 1)
+        return start_of(*(start.date() + datetime.timedelta(days=1)).timetuple()[:3])
+
+    fields = {"year": 1, "month": 2, "day": 3}[kind]
+    start = start_of(*first.timetuple()[:fields])
+    while start <= last:
+        end = following(start)
+        yield start, end
+        start = end
+
+
+class ProbedDatesQuerySet(QuerySet):
+    """The call list's queryset, whose `datetimes()` (what the admin's date hierarchy
+    asks for at each level) probes each year, month or day for one call through the
+    started_at index instead of grouping every call: `SELECT DISTINCT date_trunc(…)`
+    read all million calls (~550 ms a level); ≤ 31 index probes take a few ms."""
+
+    def datetimes(  # type: ignore[override]
+        self, field_name: str, kind: str, order: str = "ASC", tzinfo: datetime.tzinfo | None = None
+    ) -> list[datetime.datetime]:
+        if kind not in ("year", "month", "day"):
+            return list(super().datetimes(field_name, kind, order=order, tzinfo=tzinfo))
+        tz = tzinfo or timezone.get_current_timezone()
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        found = [
+            start
+            for start, end in _period_starts(
+                bounds["first"].astimezone(tz), bounds["last"].astimezone(tz), kind, tz
+            )
+            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists()
+        ]
+        return found if order == "ASC" else found[::-1]
 
 
 def status_badge(status: str) -> str:
@@ -136,21 +186,33 @@ class CallAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
-        return (
+        calls = (
             super()
             .get_queryset(request)
             .select_related("organization", "workflow", "workflow_version")
         )
+        return ProbedDatesQuerySet(model=Call, query=calls.query.chain(), using=calls.db)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
     ) -> tuple[QuerySet[Call], bool]:
         term = search_term.strip()
+        if not term:
+            return queryset, False
         call_id = term.removeprefix("call-")
         try:
             return queryset.filter(pk=uuid.UUID(call_id)), False
         except ValueError:
-            return super().get_search_results(request, queryset, term)
+            # Exact and case-sensitive, as the API's filter: an index range (call_user),
+            # where the admin's own `=user_id` (iexact) would read every call.
+            return queryset.filter(user_id=term), False
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        # Drilled into the started_at hierarchy: latest started first, a range of the
+        # call_started index (newest created first would walk every newer call).
+        if any(key.startswith("started_at__") for key in request.GET):
+            return ["-started_at", "-id"]
+        return super().get_ordering(request)
 
     # --- columns -----------------------------------------------------------------
 

@@ -1,13 +1,15 @@
 """Numbers for the admin dashboard: a handful of aggregate queries over recent calls.
 
 Each query reads a bounded window (the last 30 days of calls through the
-`created_at` index, the not-ended calls through their partial index, the most
+`call_created` index, the not-ended calls through their partial index, the most
 recent latency samples), so the page stays fast at millions of calls.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections import Counter
+from dataclasses import dataclass
 
 from django.db.models import Count
 from django.db.models.functions import TruncDate
@@ -21,41 +23,57 @@ DAYS = 30
 LATENCY_WINDOW = 10_000
 
 
-def calls_per_day(*, since: datetime.datetime, days: int) -> list[tuple[str, int]]:
+@dataclass(frozen=True)
+class RecentCalls:
+    """Calls created since a moment: per day (oldest first, empty days included), and
+    per status and per end reason (largest first)."""
+
+    per_day: list[tuple[str, int]]
+    statuses: list[tuple[str, int]]
+    end_reasons: list[tuple[str, int]]
+
+
+def recent_calls(*, since: datetime.datetime, days: int) -> RecentCalls:
+    """One pass over the window, grouped by (day, status, end reason) — at most a few
+    hundred groups — instead of one query per chart: an index-only scan of
+    `call_created`, which carries status and end_reason (324,000 calls: ~3× faster
+    than three scans; bench/README.md)."""
     rows = (
         Call.objects.filter(created_at__gte=since)
         .annotate(day=TruncDate("created_at"))
-        .values("day")
+        .values("day", "status", "end_reason")
         .annotate(n=Count("id"))
-        .order_by("day")
+        .order_by()
     )
-    by_day = {row["day"]: row["n"] for row in rows}
+    by_day: Counter = Counter()
+    by_status: Counter = Counter()
+    by_reason: Counter = Counter()
+    for row in rows:
+        by_day[row["day"]] += row["n"]
+        by_status[row["status"]] += row["n"]
+        by_reason[row["end_reason"] or "—"] += row["n"]
     first = since.date()
-    return [
+    per_day = [
         (
             (first + datetime.timedelta(days=i)).strftime("%m-%d"),
-            by_day.get(first + datetime.timedelta(days=i), 0),
+            by_day[first + datetime.timedelta(days=i)],
         )
         for i in range(days + 1)
     ]
-
-
-def counts_by(field: str, *, since: datetime.datetime) -> list[tuple[str, int]]:
-    rows = (
-        Call.objects.filter(created_at__gte=since)
-        .values(field)
-        .annotate(n=Count("id"))
-        .order_by("-n", field)
+    return RecentCalls(
+        per_day=per_day, statuses=_largest_first(by_status), end_reasons=_largest_first(by_reason)
     )
-    return [(row[field] or "—", row["n"]) for row in rows]
+
+
+def _largest_first(counts: Counter) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def dashboard_context(*, now: datetime.datetime | None = None) -> dict:
     now = now or timezone.now()
     since = (now - datetime.timedelta(days=DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
-    per_day = calls_per_day(since=since, days=DAYS)
-    statuses = counts_by("status", since=since)
-    end_reasons = counts_by("end_reason", since=since)
+    recent = recent_calls(since=since, days=DAYS)
+    per_day, statuses, end_reasons = recent.per_day, recent.statuses, recent.end_reasons
     latency = recent_latency(samples=LATENCY_WINDOW)
     latency_rows = [
         {"component": component, **latency[component]} for component in ("stt", "llm", "tts")

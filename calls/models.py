@@ -121,6 +121,17 @@ class Call(models.Model):
                 fields=["organization", "workflow", "started_at", "created_at", "id"],
                 name="call_org_workflow_started",
             ),
+            # Across organizations (the admin's call list, search and dashboard, staff
+            # only): newest first; the started_at date hierarchy's first/last, probes and
+            # drilled-down list (calls.admin); a user's calls.
+            # status and end_reason ride along (PostgreSQL) for the dashboard's counts.
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="call_created",
+                include=["status", "end_reason"],
+            ),
+            models.Index(fields=["-started_at", "-id"], name="call_started"),
+            models.Index(fields=["user_id", "-created_at", "-id"], name="call_user"),
             # Calls not yet ended are a tiny fraction: a partial index serves
             # /calls/active and expire_calls.
             models.Index(

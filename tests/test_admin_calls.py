@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 
-from calls.admin import COUNT_CAP
-from calls.models import CallStatus
+from calls.admin import COUNT_CAP, ProbedDatesQuerySet
+from calls.models import Call, CallStatus
 from tests.factories import CallFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -62,9 +63,12 @@ def test_search_finds_calls_by_exact_user_id(staff: Client, organization) -> Non
     other = CallFactory(organization=organization, user_id="user-1234")
 
     html = staff.get("/admin/calls/call/", {"q": "user-123"}).content.decode()
+    other_case = staff.get("/admin/calls/call/", {"q": "USER-123"}).content.decode()
 
     assert str(mine.id)[:8] in html
     assert str(other.id)[:8] not in html
+    # Exact as the API's user_id filter (and an index range): case matters.
+    assert str(mine.id)[:8] not in other_case
 
 
 def test_filters_narrow_the_list(staff: Client, organization) -> None:
@@ -85,6 +89,58 @@ def test_the_count_stops_at_the_cap(staff: Client, organization, monkeypatch) ->
 
     assert 'id="count-capped"' in html
     assert COUNT_CAP == 10_000
+
+
+# The date hierarchy at a million calls: each level probes its periods through the
+# started_at index instead of grouping every call; it must list what grouping lists.
+HIERARCHY_MOMENTS = [
+    datetime.datetime(2024, 3, 10, 12, 0, tzinfo=datetime.UTC),
+    datetime.datetime(2025, 6, 1, 0, 30, tzinfo=datetime.UTC),
+    datetime.datetime(2025, 12, 1, 0, 0, tzinfo=datetime.UTC),
+    datetime.datetime(2025, 12, 15, 10, 0, tzinfo=datetime.UTC),
+    datetime.datetime(2025, 12, 31, 23, 30, tzinfo=datetime.UTC),  # 2026 in Paris
+    datetime.datetime(2026, 1, 1, 0, 0, tzinfo=datetime.UTC),
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+@pytest.mark.parametrize(
+    "kind, lookup",
+    [
+        ("year", {}),
+        ("month", {"started_at__year": 2025}),
+        ("day", {"started_at__year": 2025, "started_at__month": 12}),
+        ("day", {"started_at__year": 2026, "started_at__month": 1}),
+    ],
+)
+def test_the_date_hierarchy_finds_the_periods_grouping_finds(
+    organization, zone: str, kind: str, lookup: dict
+) -> None:
+    for moment in HIERARCHY_MOMENTS:
+        CallFactory(organization=organization, completed=True, started_at=moment)
+    CallFactory(organization=organization, status=CallStatus.PENDING, started_at=None)
+
+    with timezone.override(zone):
+        probed = ProbedDatesQuerySet(model=Call).filter(**lookup).datetimes("started_at", kind)
+        grouped = Call.objects.filter(**lookup).datetimes("started_at", kind)
+        local = [(d.year, d.month, d.day) for d in grouped]
+
+        assert [(d.year, d.month, d.day) for d in probed] == local
+        assert local  # every case has periods to find
+
+
+def test_the_date_hierarchy_drills_down_to_days(staff: Client, organization) -> None:
+    for moment in HIERARCHY_MOMENTS:
+        CallFactory(organization=organization, completed=True, started_at=moment)
+
+    years = staff.get("/admin/calls/call/").content.decode()
+    days = staff.get(
+        "/admin/calls/call/", {"started_at__year": 2025, "started_at__month": 12}
+    ).content.decode()
+
+    assert all(f"started_at__year={year}" in years for year in (2024, 2025, 2026))
+    linked_days = {int(day) for day in re.findall(r"started_at__day=(\d+)", days)}
+    assert linked_days == {1, 15, 31}
 
 
 def test_the_change_list_costs_constant_queries(

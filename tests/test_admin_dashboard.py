@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from calls.dashboard import calls_per_day, counts_by, dashboard_context
+from calls.dashboard import dashboard_context, recent_calls
 from tests.factories import CallFactory
 from voicecalls.charts import bar_chart, horizontal_bars
 
@@ -21,9 +21,9 @@ def test_calls_per_day_counts_each_day_including_empty_ones(organization) -> Non
     CallFactory(organization=organization, created_at=day1 + datetime.timedelta(days=2))
     CallFactory(organization=organization, created_at=day1 - datetime.timedelta(days=30))
 
-    points = calls_per_day(since=datetime.datetime(2026, 3, 7, tzinfo=datetime.UTC), days=3)
+    recent = recent_calls(since=datetime.datetime(2026, 3, 7, tzinfo=datetime.UTC), days=3)
 
-    assert points == [("03-07", 0), ("03-08", 2), ("03-09", 0), ("03-10", 1)]
+    assert recent.per_day == [("03-07", 0), ("03-08", 2), ("03-09", 0), ("03-10", 1)]
 
 
 def test_counts_by_status_and_end_reason_are_largest_first(organization) -> None:
@@ -33,8 +33,10 @@ def test_counts_by_status_and_end_reason_are_largest_first(organization) -> None
     )
     since = NOW - datetime.timedelta(days=1)
 
-    assert counts_by("status", since=since) == [("completed", 2), ("failed", 1)]
-    assert counts_by("end_reason", since=since) == [("user_hangup", 2), ("agent_error", 1)]
+    recent = recent_calls(since=since, days=1)
+
+    assert recent.statuses == [("completed", 2), ("failed", 1)]
+    assert recent.end_reasons == [("user_hangup", 2), ("agent_error", 1)]
 
 
 def test_the_dashboard_counts_calls_not_yet_ended(organization) -> None:

@@ -347,6 +347,74 @@ def test_retries_follow_the_schedule_then_give_up(organization: Organization, ca
     assert attempt(delivery, timezone.now() + datetime.timedelta(days=30)) is None
 
 
+# --- Endpoints that keep failing are disabled ------------------------------------------
+
+
+def _give_up(delivery: WebhookDelivery) -> None:
+    """Attempt the delivery at each due time (a frozen clock) until it gives up."""
+    while attempt(delivery) == DeliveryStatus.PENDING:
+        pass
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED
+
+
+def _failing_endpoint(organization: Organization, url: str, *, changed_days_ago: float):
+    endpoint, _ = endpoint_create(organization, url, [EventType.CALL_STATUS_CHANGED])
+    changed = timezone.now() - datetime.timedelta(days=changed_days_ago)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(created_at=changed, updated_at=changed)
+    return endpoint
+
+
+def test_an_endpoint_failing_for_days_is_disabled_when_a_delivery_gives_up(
+    organization: Organization, call: Call
+) -> None:
+    with Receiver(default_status=500) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=6)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        _give_up(WebhookDelivery.objects.get())
+
+        record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup")
+
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is False
+    assert endpoint.disabled_reason == (
+        "No delivery succeeded for 5 days; enable it when it answers."
+    )
+    # Nothing new is queued for it; what was queued fails without being sent.
+    assert WebhookDelivery.objects.count() == 1
+    assert len(receiver.received) == 10
+
+
+def test_an_endpoint_that_delivered_recently_stays_enabled(
+    organization: Organization, call: Call
+) -> None:
+    with Receiver(default_status=500) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=30)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivered = WebhookDelivery.objects.get()
+        WebhookDelivery.objects.filter(pk=delivered.pk).update(
+            status=DeliveryStatus.SUCCEEDED, delivered_at=timezone.now()
+        )
+        record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup")
+        _give_up(WebhookDelivery.objects.exclude(pk=delivered.pk).get())
+
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is True
+
+
+def test_an_endpoint_its_owner_changed_recently_stays_enabled(
+    organization: Organization, call: Call
+) -> None:
+    with Receiver(default_status=500) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=1)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        _give_up(WebhookDelivery.objects.get())
+
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is True
+    assert endpoint.disabled_reason == ""
+
+
 @pytest.mark.parametrize(
     ("round_attempts", "low", "high"),
     [(0, 0, 0), (1, 5, 5.5), (2, 300, 330), (5, 18000, 19800), (9, 86400, 95040)],

@@ -319,6 +319,10 @@ WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=Fa
 WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
 # One delivery attempt gives up after this long (connect + response).
 WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+# An endpoint that delivered nothing for this many days, and that its owner has not
+# changed meanwhile, is disabled when a delivery gives up (its ~3-day schedule ran
+# out) instead of being retried for ever; enabling it again through the API resumes.
+WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
 
 # X-Request-ID: taken from the client when it is a valid uuid, else generated;
 # returned on every response and attached to every log record.

@@ -484,6 +484,7 @@ def _attempt_finish(
         if delay is None:
             outcome = DeliveryStatus.FAILED
             changes["last_error"] = f"{error} (gave up after {number} attempts)"[:500]
+            _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
         else:
             outcome = DeliveryStatus.PENDING
             changes["next_attempt_at"] = now + datetime.timedelta(seconds=delay)
@@ -506,6 +507,29 @@ def _attempt_finish(
         status_code or error,
     )
     return outcome
+
+
+def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
+    """Disable an endpoint that has delivered nothing for WEBHOOKS_DISABLE_AFTER_DAYS
+    (and was not changed by its owner meanwhile: a fixed URL or a re-enabled endpoint
+    gets its own days). Called when a delivery gives up, so it costs nothing while
+    deliveries succeed."""
+    days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
+    since = now - datetime.timedelta(days=days)
+    delivered = WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, status=DeliveryStatus.SUCCEEDED, delivered_at__gte=since
+    )
+    if delivered.exists():
+        return
+    disabled = WebhookEndpoint.objects.filter(
+        pk=endpoint_id, enabled=True, updated_at__lte=since
+    ).update(
+        enabled=False,
+        disabled_reason=f"No delivery succeeded for {days:g} days; enable it when it answers.",
+        updated_at=now,
+    )
+    if disabled:
+        logger.warning("webhook endpoint %s disabled: failing for %g days", endpoint_id, days)
 
 
 @transaction.atomic

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
-from django.db.models.expressions import RawSQL
 
 from accounts.models import Organization
 from calls.models import NOT_ENDED_STATUSES, Call, CallCount, MetricSample, TranscriptEntry
@@ -27,6 +26,18 @@ LIST_FIELDS = (
     "ended_at",
     "created_at",
 )
+_LIST_COLUMNS = ", ".join(f'"{Call._meta.get_field(name).column}"' for name in LIST_FIELDS)
+_AGENT_HISTORY = LIST_FIELDS.index("agent_history")
+
+
+def _list_row(row: tuple) -> dict:
+    """A `_fetch_fast` row of `_LIST_COLUMNS` as `values(*LIST_FIELDS)` gives it."""
+    values = dict(zip(LIST_FIELDS, row, strict=True))
+    history = row[_AGENT_HISTORY]
+    values["agent_history"] = json.loads(history) if isinstance(history, str) else history
+    return values
+
+
 ACTIVE_FIELDS = (
     "id",
     "workflow_id",
@@ -65,6 +76,16 @@ class CallListing:
     calls: QuerySet[Call]
     filters: Mapping[str, object]
     _total: int | None = field(default=None, init=False)
+    _filtered: tuple[str, tuple] | None = field(default=None, init=False)
+
+    def _filtered_sql(self) -> tuple[str, tuple]:
+        """The filtered calls' `id, created_at` as SQL and parameters, compiled by the ORM
+        once for both the count and the page (compiling a query costs about what
+        running these ones does: ~1 ms each, bench/README.md)."""
+        if self._filtered is None:
+            query = self.calls.order_by().values("id", "created_at").query
+            self._filtered = query.sql_with_params()
+        return self._filtered
 
     def total(self) -> int:
         """Unfiltered or filtered by status alone (the lists matching the most calls),
@@ -76,6 +97,11 @@ class CallListing:
             if self.filters.get("status"):
                 counts = counts.filter(status__in=set(self.filters["status"]))
             self._total = counts.aggregate(total=Sum("count"))["total"] or 0
+        elif _fast_rows_possible():
+            sql, params = self._filtered_sql()
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT count(*) FROM ({sql}) AS filtered", params)
+                self._total = cursor.fetchone()[0]
         else:
             self._total = self.calls.count()
         return self._total
@@ -87,20 +113,26 @@ class CallListing:
         ordering columns and the id), then only those rows are read: a deep page skips
         index entries, not table rows.
         """
-        ids = self.calls.order_by(*NEWEST_FIRST).values("pk")[offset : offset + limit]
-        if self._sort_window():
-            # With a started_* window PostgreSQL walks the other filters' newest-first
-            # index expecting a match soon, but created_at moves with started_at: a
-            # window in the past first reads every newer call (a month of one workflow
-            # two months back: 250 ms). Instead take the window's ids from its own
-            # index (OFFSET 0 keeps the planner from reordering) and sort those.
-            sql, params = self.calls.order_by().values("id", "created_at").query.sql_with_params()
-            ids = RawSQL(
-                f"SELECT w.id FROM ({sql} OFFSET 0) AS w"
-                " ORDER BY w.created_at DESC, w.id DESC LIMIT %s OFFSET %s",
-                (*params, limit, offset),
+        if not _fast_rows_possible():
+            ids = self.calls.order_by(*NEWEST_FIRST).values("pk")[offset : offset + limit]
+            return list(
+                Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS)
             )
-        return list(Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS))
+        sql, params = self._filtered_sql()
+        # With a started_* window PostgreSQL walks the other filters' newest-first index
+        # expecting a match soon, but created_at moves with started_at: a window in the
+        # past first reads every newer call (a month of one workflow two months back:
+        # 250 ms). Then the window's ids come from its own index (OFFSET 0 keeps the
+        # planner from reordering) and are sorted apart.
+        fence = " OFFSET 0" if self._sort_window() else ""
+        rows = _fetch_fast(
+            f"SELECT {_LIST_COLUMNS} FROM calls_call WHERE id IN ("
+            f"SELECT f.id FROM ({sql}{fence}) AS f"
+            " ORDER BY f.created_at DESC, f.id DESC LIMIT %s OFFSET %s"
+            ") ORDER BY created_at DESC, id DESC",
+            (*params, limit, offset),
+        )
+        return [_list_row(row) for row in rows]
 
     def _sort_window(self) -> bool:
         windowed = self.filters.get("started_after") or self.filters.get("started_before")
@@ -122,29 +154,37 @@ def active_calls(*, organization: Organization, limit: int) -> list[dict]:
     )
 
 
+def _fast_rows_possible() -> bool:
+    return connection.vendor == "postgresql" and connection.timezone_name == "UTC"
+
+
+def _fetch_fast(sql: str, params: Sequence) -> list[tuple]:
+    """Rows of `sql`, timestamptz read by psycopg's own C loader (PostgreSQL, session in
+    UTC): Django reads each through a Python subclass of it (to pin its time zone),
+    ~8× the cost, for the same aware UTC datetimes (bench/README.md). jsonb comes back
+    as text, as Django reads it."""
+    from psycopg.types.datetime import TimestamptzLoader
+
+    with connection.cursor() as cursor:
+        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def call_transcript_rows(*, call: Call) -> list[tuple]:
     """The transcript as `TRANSCRIPT_COLUMNS` tuples, ordered by (timestamp, arrival order).
 
-    A long call has thousands of lines, and Django reads each timestamptz through a
-    Python subclass of psycopg's loader (to pin its time zone): 5,000 timestamps cost
-    about 8x what psycopg's own C loader does (bench/README.md). With the session in
-    UTC, Django's setting here, both give the same aware UTC datetimes, so this query
-    is run with psycopg's loader; its jsonb comes back as text, parsed as JSONField does.
+    A long call has thousands of lines: on PostgreSQL they are read with psycopg's C
+    timestamp loader (`_fetch_fast`); the tool calls' jsonb is parsed as JSONField does.
     """
     entries = (
         TranscriptEntry.objects.filter(call=call)
         .order_by("timestamp", "id")
         .values_list(*TRANSCRIPT_COLUMNS)
     )
-    if connection.vendor != "postgresql" or connection.timezone_name != "UTC":
+    if not _fast_rows_possible():
         return list(entries)
-    from psycopg.types.datetime import TimestamptzLoader
-
-    sql, params = entries.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = _fetch_fast(*entries.query.sql_with_params())
     return [
         row if row[5] is None else (*row[:5], json.loads(row[5]))  # tool_call
         for row in rows

@@ -97,7 +97,7 @@ class CallListing:
             if self.filters.get("status"):
                 counts = counts.filter(status__in=set(self.filters["status"]))
             self._total = counts.aggregate(total=Sum("count"))["total"] or 0
-        elif _fast_rows_possible():
+        elif _raw_rows_possible():
             sql, params = self._filtered_sql()
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT count(*) FROM ({sql}) AS filtered", params)
@@ -113,7 +113,7 @@ class CallListing:
         ordering columns and the id), then only those rows are read: a deep page skips
         index entries, not table rows.
         """
-        if not _fast_rows_possible():
+        if not _raw_rows_possible():
             ids = self.calls.order_by(*NEWEST_FIRST).values("pk")[offset : offset + limit]
             return list(
                 Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS)
@@ -154,19 +154,21 @@ def active_calls(*, organization: Organization, limit: int) -> list[dict]:
     )
 
 
-def _fast_rows_possible() -> bool:
-    return connection.vendor == "postgresql" and connection.timezone_name == "UTC"
+def _raw_rows_possible() -> bool:
+    # The hand-assembled statements below are PostgreSQL's; SQLite keeps the ORM path.
+    return connection.vendor == "postgresql"
 
 
 def _fetch_fast(sql: str, params: Sequence) -> list[tuple]:
-    """Rows of `sql`, timestamptz read by psycopg's own C loader (PostgreSQL, session in
-    UTC): Django reads each through a Python subclass of it (to pin its time zone),
-    ~8× the cost, for the same aware UTC datetimes (bench/README.md). jsonb comes back
-    as text, as Django reads it."""
+    """Rows of `sql` (PostgreSQL). With the session in UTC (Django's setting here),
+    timestamptz is read by psycopg's own C loader: Django reads each through a Python
+    subclass of it (to pin its time zone), ~8× the cost, for the same aware UTC
+    datetimes (bench/README.md). jsonb comes back as text, as Django reads it."""
     from psycopg.types.datetime import TimestamptzLoader
 
     with connection.cursor() as cursor:
-        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        if connection.timezone_name == "UTC":
+            cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -182,7 +184,7 @@ def call_transcript_rows(*, call: Call) -> list[tuple]:
         .order_by("timestamp", "id")
         .values_list(*TRANSCRIPT_COLUMNS)
     )
-    if not _fast_rows_possible():
+    if not _raw_rows_possible():
         return list(entries)
     rows = _fetch_fast(*entries.query.sql_with_params())
     return [

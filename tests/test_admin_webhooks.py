@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
@@ -152,10 +155,13 @@ def test_a_delivery_page_shows_its_attempts_and_no_secret(
     assert 'name="_save"' not in html  # read-only evidence
     assert_no_secret(html, secrets)
     event_page = admin_client.get(
-        reverse("admin:webhooks_webhookevent_change", args=[delivery.event_id])
+        reverse("admin:webhooks_webhookevent_change", args=[quote(delivery.event_id)])
     )
     assert event_page.status_code == 200
     assert_no_secret(event_page.content.decode(), secrets)
+    # The delivery page's own link reaches the event (ids are quoted in admin URLs).
+    link = re.search(r'href="(/admin/webhooks/webhookevent/[^"]+/change/)"', html)
+    assert link and admin_client.get(link.group(1)).status_code == 200
 
 
 def test_replay_resends_the_same_event_id(

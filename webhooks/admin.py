@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -144,7 +145,8 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="event")
     def event_link(self, delivery: WebhookDelivery) -> str:
-        url = reverse("admin:webhooks_webhookevent_change", args=[delivery.event_id])
+        # Admin URLs carry primary keys quoted: "evt_26…" would read back as "evt&…".
+        url = reverse("admin:webhooks_webhookevent_change", args=[quote(delivery.event_id)])
         return format_html('<a href="{}">{}</a>', url, delivery.event_id)
 
     @admin.action(

@@ -25,6 +25,11 @@ def active_call_count(*, organization: Organization) -> int:
     return Call.objects.filter(organization=organization, status__in=NOT_ENDED_STATUSES).count()
 
 
+def concurrency_limited(*, organization: Organization) -> bool:
+    """False for organizations in `CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS`."""
+    return organization.slug not in settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS
+
+
 def concurrency_check(*, organization: Organization) -> None:
     """Raise ConcurrencyLimitReached when one more call would exceed the limit.
 
@@ -33,7 +38,7 @@ def concurrency_check(*, organization: Organization) -> None:
     other and never overshoot (on SQLite, writes are serialized anyway).
     Organizations in `CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS` are not checked.
     """
-    if organization.slug in settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS:
+    if not concurrency_limited(organization=organization):
         return
     override = (
         Organization.objects.select_for_update()

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
-from calls.limits import concurrency_check
+from calls.limits import concurrency_check, concurrency_limited
 from calls.models import (
     ENDED_STATUSES,
     NOT_ENDED_STATUSES,
@@ -27,10 +27,10 @@ from calls.models import (
     MetricSample,
     TranscriptEntry,
 )
-from calls.sql import JSONArrayAppend, insert_new
+from calls.sql import JSONArrayAppend, insert_instance, insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
-from workflows.models import Workflow
+from workflows.selectors import CallTarget
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,10 @@ def call_participant_token(*, call: Call) -> str:
     )
 
 
-@transaction.atomic
 def call_create(
     *,
     organization: Organization,
-    workflow: Workflow,
+    target: CallTarget,
     user_id: str | None = None,
     user_data: dict | None = None,
     metadata: dict | None = None,
@@ -73,23 +72,29 @@ def call_create(
     No LiveKit server call: LiveKit creates the room and dispatches the agent when
     the user joins with this token, so creating calls works with LiveKit down.
     Raises ConcurrencyLimitReached when the organization has as many open calls as
-    it may (checked under a lock on the organization's row).
+    it may (checked under a lock on the organization's row, in the transaction that
+    inserts the call). Without a limit to check, the insert is one statement and
+    needs no transaction of its own.
     """
-    concurrency_check(organization=organization)
-    version = workflow.current_version
-    call = Call.objects.create(
+    call = Call(
         organization=organization,
-        workflow=workflow,
-        workflow_version=version,
-        workflow_slug=workflow.slug,
+        workflow_id=target.workflow_id,
+        workflow_version_id=target.version_id,
+        workflow_slug=target.workflow_slug,
         user_id=user_id,
         user_data=user_data or {},
         metadata=metadata or {},
         direction=direction,
         status=CallStatus.CONNECTING,
-        connect_timeout_seconds=version.connect_timeout_seconds,
-        max_duration_seconds=version.max_duration_seconds,
+        connect_timeout_seconds=target.connect_timeout_seconds,
+        max_duration_seconds=target.max_duration_seconds,
     )
+    if concurrency_limited(organization=organization):
+        with transaction.atomic():
+            concurrency_check(organization=organization)
+            insert_instance(call)
+    else:
+        insert_instance(call)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
 
 

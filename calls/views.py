@@ -42,7 +42,7 @@ from voicecalls.errors import (
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
-from workflows.selectors import workflow_get_by_slug
+from workflows.selectors import workflow_call_target
 
 CONCURRENCY_LIMIT_DETAIL = (
     "Your organization has as many calls in progress as it may; end one or wait for one to end."
@@ -148,15 +148,15 @@ class CallViewSet(viewsets.GenericViewSet):
         params = CallCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = dict(params.validated_data)
-        workflow = workflow_get_by_slug(organization=organization, slug=data.pop("workflow_slug"))
-        if workflow is None:
+        target = workflow_call_target(organization=organization, slug=data.pop("workflow_slug"))
+        if target is None:
             raise serializers.ValidationError(
                 {"workflow_slug": ["No workflow with this slug in your organization."]}
             )
 
         def run() -> tuple[int, dict]:
             try:
-                joined = services.call_create(organization=organization, workflow=workflow, **data)
+                joined = services.call_create(organization=organization, target=target, **data)
             except ConcurrencyLimitReached as exc:
                 raise LimitReached(
                     CONCURRENCY_LIMIT_DETAIL,

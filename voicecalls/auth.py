@@ -13,6 +13,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from accounts.models import APIKey, KeyKind, Organization
+from accounts.selectors import api_key_get_from_key
 from voicecalls.logging import organization_id_var
 
 
@@ -45,10 +46,9 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        try:
-            api_key = APIKey.objects.get_from_key(raw_key)
-        except APIKey.DoesNotExist as exc:
-            raise exceptions.AuthenticationFailed("Invalid API key.") from exc
+        api_key = api_key_get_from_key(raw_key)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("API key has expired.")
         organization_id_var.set(str(api_key.organization_id) if api_key.organization_id else None)

@@ -34,6 +34,7 @@ from calls.models import CallStatus  # noqa: E402
 from calls.services import agent_events_record, call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
 from webhooks.services import webhook_endpoint_create  # noqa: E402
+from workflows.selectors import workflow_call_target  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
 
 ORGANIZATION = "fuzz"
@@ -78,7 +79,8 @@ def main(state_path: str) -> None:
         for index in range(2)
     ]
 
-    calls = [call_create(organization=organization, workflow=demo).call for _ in range(6)]
+    target = workflow_call_target(organization=organization, slug=demo.slug)
+    calls = [call_create(organization=organization, target=target).call for _ in range(6)]
     active, talked, completed, failed = calls[1], calls[2], calls[3], calls[4]
     for call in (active, talked):
         call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE)

@@ -13,7 +13,7 @@ from calls.models import Call, CallStatus
 from calls.services import agent_events_record, call_create, livekit_webhook_receive
 from voicecalls.livekit import webhook_authorization
 from workflows.demo import DEMO_SLUG
-from workflows.selectors import workflow_get_by_slug
+from workflows.selectors import workflow_call_target
 
 
 class Command(BaseCommand):
@@ -98,15 +98,15 @@ class Command(BaseCommand):
             if call.status != CallStatus.CONNECTING:
                 raise CommandError(f"Call {call_id} is {call.status}, not connecting.")
             return call
-        workflow = workflow_get_by_slug(organization=organization, slug=workflow_slug)
-        if workflow is None:
+        target = workflow_call_target(organization=organization, slug=workflow_slug)
+        if target is None:
             raise CommandError(
                 f"No workflow {workflow_slug!r} in {organization.slug} "
                 f"(python manage.py load_demo --org {organization.slug})."
             )
         return call_create(
             organization=organization,
-            workflow=workflow,
+            target=target,
             user_id="simulated-user",
             user_data={"name": "John Doe"},
             metadata={"source": "simulate_call"},

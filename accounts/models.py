@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+from rest_framework_api_key.models import AbstractAPIKey
 
 
 class Organization(models.Model):
@@ -39,12 +39,6 @@ class KeyKind(models.TextChoices):
     AGENT = "agent", "Agent worker"
 
 
-class APIKeyManager(BaseAPIKeyManager):
-    def get_usable_keys(self) -> models.QuerySet:
-        # Authentication needs the organization on every request: one query, not two.
-        return super().get_usable_keys().select_related("organization")
-
-
 class APIKey(AbstractAPIKey):
     """A hashed API key. Only its prefix is readable after creation.
 
@@ -52,8 +46,6 @@ class APIKey(AbstractAPIKey):
     either belong to one organization (a customer running their own worker) or to
     none (the platform's fleet, reaching any call).
     """
-
-    objects = APIKeyManager()
 
     kind = models.CharField(max_length=10, choices=KeyKind.choices, default=KeyKind.CLIENT)
     organization = models.ForeignKey(

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from django.db import connection, models
+from django.db.models.expressions import Col
 
 from accounts.models import APIKey, Organization
 
@@ -43,14 +47,24 @@ def api_key_get_from_key(raw_key: str) -> APIKey | None:
 def _from_row(model: type[models.Model], values: tuple) -> models.Model:
     """A model instance from its concrete fields' values, converted as the ORM's
     compiler converts them (on SQLite: uuids from hex, datetimes from text)."""
+    attnames, readers = _row_readers(model, connection.vendor)
     converted = []
-    for field, value in zip(model._meta.concrete_fields, values, strict=True):
-        column = field.get_col(model._meta.db_table)
-        for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
-            connection
-        ):
+    for (column, converters), value in zip(readers, values, strict=True):
+        for converter in converters:
             value = converter(value, column, connection)
         converted.append(value)
-    return model.from_db(
-        connection.alias, [field.attname for field in model._meta.concrete_fields], converted
-    )
+    return model.from_db(connection.alias, attnames, converted)
+
+
+@functools.cache
+def _row_readers(
+    model: type[models.Model], vendor: str
+) -> tuple[list[str], list[tuple[Col, list[Callable]]]]:
+    """Per concrete field: its column expression and database converters. The same for
+    every row, so worked out once per model and database vendor, not per request."""
+    readers = []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        readers.append((column, converters))
+    return [field.attname for field in model._meta.concrete_fields], readers

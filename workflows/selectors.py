@@ -39,17 +39,22 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
     `POST /calls` reads this on every create: one plain statement, without the ORM's
     query compilation and model building (~1 ms of a ~10 ms request, bench/README.md).
     The limits come from `WorkflowVersion`'s own properties, so their defaults live in
-    one place.
+    one place. Which workflows it sees is `workflow_queryset`'s rule (the organization's,
+    not deleted), spelled in SQL: change both together (tests/test_workflow_selectors.py).
     """
     workflow_meta, version_meta = Workflow._meta, WorkflowVersion._meta
-    id_field = workflow_meta.pk
     definition_field = version_meta.get_field("definition")
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT w.id, v.id, v.definition FROM {workflow_meta.db_table} w"
             f" JOIN {version_meta.db_table} v ON v.id = w.current_version_id"
             " WHERE w.organization_id = %s AND w.slug = %s AND w.deleted_at IS NULL",
-            [id_field.get_db_prep_value(organization.pk, connection), slug],
+            [
+                workflow_meta.get_field("organization").get_db_prep_value(
+                    organization.pk, connection
+                ),
+                slug,
+            ],
         )
         row = cursor.fetchone()
     if row is None:
@@ -59,9 +64,9 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
         definition=definition_field.from_db_value(definition, None, connection)
     )
     return CallTarget(
-        workflow_id=id_field.to_python(workflow_id),
+        workflow_id=workflow_meta.pk.to_python(workflow_id),
         workflow_slug=slug,
-        version_id=id_field.to_python(version_id),
+        version_id=version_meta.pk.to_python(version_id),
         connect_timeout_seconds=version.connect_timeout_seconds,
         max_duration_seconds=version.max_duration_seconds,
     )

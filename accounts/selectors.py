@@ -7,6 +7,7 @@ from django.db import connection, models
 from django.db.models.expressions import Col
 
 from accounts.models import APIKey, Organization
+from voicecalls.db import bound_cursor
 
 
 def api_key_get_from_key(raw_key: str) -> APIKey | None:
@@ -26,7 +27,7 @@ def api_key_get_from_key(raw_key: str) -> APIKey | None:
         [f"k.{quote(field.column)}" for field in key_fields]
         + [f"o.{quote(field.column)}" for field in organization_fields]
     )
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM {quote(APIKey._meta.db_table)} k"
             f" LEFT JOIN {quote(Organization._meta.db_table)} o ON o.id = k.organization_id"

@@ -11,14 +11,16 @@ the ORM would send them.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import sqlite3
 import uuid
 from collections.abc import Sequence
 
-import psycopg
-from django.db import NotSupportedError, connection, models
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connection, connections, models
 from django.db.models.options import Options
+
+from voicecalls.db import bound_cursor
 
 # PostgreSQL's limit on bind parameters per statement.
 _POSTGRES_MAX_PARAMS = 65535
@@ -37,24 +39,33 @@ def insert_instance(obj: models.Model) -> None:
 
     Each value is what the ORM would send (`pre_save`, so `auto_now_add` is set on
     `obj` too, then `get_db_prep_save`). The ORM's insert compiler costs ~0.6 ms a call
-    for `Call`'s 27 columns, a tenth of a create request (bench/README.md). No signals
-    are sent: none are connected to the models that use this (`tests/test_sql.py`
-    checks). The primary key must come from Python (a uuid4 default), not the database.
+    for `Call`'s 27 columns, a tenth of a create request (bench/README.md); the
+    statement's text is the same for every row of a model, so it is built once and
+    bound server-side (`voicecalls.db`). No signals are sent: none are connected to
+    the models that use this (`tests/test_sql.py` checks). The primary key must come
+    from Python (a uuid4 default), not the database.
     """
     meta = obj._meta
     if obj.pk is None:
         raise ValueError(f"insert_instance needs a primary key set in Python ({meta.label}).")
-    fields = meta.local_concrete_fields
-    values = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
-            f" VALUES ({', '.join(['%s'] * len(fields))})",
-            values,
-        )
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: read ~30 times below
+    fields, statement = _insert_statement(type(obj), db.vendor)
+    values = [field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields]
+    with bound_cursor() as cursor:
+        cursor.execute(statement, values)
     obj._state.adding = False
-    obj._state.db = connection.alias
+    obj._state.db = db.alias
+
+
+@functools.cache
+def _insert_statement(model: type[models.Model], vendor: str) -> tuple[list, str]:
+    """`model`'s concrete fields and the INSERT of one row of them."""
+    meta = model._meta
+    fields = meta.local_concrete_fields
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return fields, f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
 
 
 def insert_new(
@@ -121,20 +132,13 @@ def _insert_new_arrays(
     Django binds parameters client-side (psycopg's ClientCursor): each array would be
     spelled out as a quoted literal in the statement, escaped in Python element by
     element and parsed back by the server. Bound as binary arrays the same 500-line
-    insert takes about half the time (bench/README.md). The cursor is still Django's
-    wrapper, so query logging and assertNumQueries see the statement."""
+    insert takes about half the time (bench/README.md). The statement's text does not
+    depend on the batch's size, so `voicecalls.db.bound_cursor` gets it prepared."""
     quote = connection.ops.quote_name
     names = [f"c{i}" for i in range(len(fields))]
     arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)
     params = [_db_values(field, [row[field.name] for row in rows]) for field in fields]
-    connection.ensure_connection()
-    raw = psycopg.Cursor(connection.connection)
-    wrapped = (
-        connection.make_debug_cursor(raw)
-        if connection.queries_logged
-        else connection.make_cursor(raw)
-    )
-    with wrapped as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
             f"SELECT {', '.join(names)} FROM unnest({arrays}) WITH ORDINALITY "

@@ -71,6 +71,45 @@ def test_a_malformed_setting_is_refused() -> None:
     assert "LIVEKIT_TOKEN_TTL_SECONDS" in result.stderr
 
 
+def _prepare_threshold(value: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings;"
+            " print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "voicecalls.settings",
+            "DEBUG": "1",
+            "DATABASE_URL": "postgres://app@db.example.com/voicecalls",
+            "DATABASE_PREPARE_THRESHOLD": value,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("value", "threshold"), [("5", "5"), ("0", "0"), ("none", "None")])
+def test_preparing_statements_on_postgresql_can_be_tuned_or_turned_off(
+    value: str, threshold: str
+) -> None:
+    result = _prepare_threshold(value)
+
+    assert result.stdout.strip() == threshold, result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "-1", "five", "5.0"])
+def test_a_malformed_prepare_threshold_is_refused(value: str) -> None:
+    result = _prepare_threshold(value)
+
+    assert result.returncode != 0
+    assert "DATABASE_PREPARE_THRESHOLD must be a whole number or none" in result.stderr
+
+
 def test_check_deploy_is_clean_with_production_settings() -> None:
     result = run_check(
         {**PRODUCTION_SECRETS, "DEBUG": "0", "ALLOWED_HOSTS": "api.example.com"},

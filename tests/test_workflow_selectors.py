@@ -45,6 +45,16 @@ def test_limits_missing_from_the_definition_take_the_versions_defaults(
     assert (target.connect_timeout_seconds, target.max_duration_seconds) == (60, 1800)
 
 
+def test_a_limit_left_out_of_the_settings_takes_its_default(organization: Organization) -> None:
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["settings"] = {"max_duration_seconds": 300}
+    WorkflowFactory(organization=organization, slug="short", definition=definition)
+
+    target = workflow_call_target(organization=organization, slug="short")
+
+    assert (target.connect_timeout_seconds, target.max_duration_seconds) == (60, 300)
+
+
 def test_it_follows_the_current_version(organization: Organization, workflow: Workflow) -> None:
     newer = workflow.versions.create(number=2, definition=copy.deepcopy(DEMO_DEFINITION))
     Workflow.objects.filter(pk=workflow.pk).update(current_version=newer)

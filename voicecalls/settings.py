@@ -161,6 +161,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The hot paths' statements (voicecalls/db.py) are prepared once a connection has
+    # run them this many times; Django's default is never, for poolers in
+    # transaction mode that lose prepared statements: "none" restores it.
+    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").lower()
+    if _prepare != "none" and not _prepare.isdigit():
+        raise ImproperlyConfigured("DATABASE_PREPARE_THRESHOLD must be a whole number or none.")
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if _prepare == "none" else int(_prepare)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

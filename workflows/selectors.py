@@ -7,6 +7,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from accounts.models import Organization
+from voicecalls.db import bound_cursor
 from workflows.models import Workflow, WorkflowVersion
 
 
@@ -37,16 +38,22 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
     """The organization's live workflow with that slug, as a call starts from it.
 
     `POST /calls` reads this on every create: one plain statement, without the ORM's
-    query compilation and model building (~1 ms of a ~10 ms request, bench/README.md).
-    The limits come from `WorkflowVersion`'s own properties, so their defaults live in
-    one place. Which workflows it sees is `workflow_queryset`'s rule (the organization's,
-    not deleted), spelled in SQL: change both together (tests/test_workflow_selectors.py).
+    query compilation and model building (~1 ms of a ~10 ms request, bench/README.md),
+    reading only the version's `settings` (its prompts can be large). The limits come
+    from `WorkflowVersion`'s own properties, so their defaults live in one place. Which
+    workflows it sees is `workflow_queryset`'s rule (the organization's, not deleted),
+    spelled in SQL: change both together (tests/test_workflow_selectors.py).
     """
     workflow_meta, version_meta = Workflow._meta, WorkflowVersion._meta
     definition_field = version_meta.get_field("definition")
-    with connection.cursor() as cursor:
+    settings = (
+        "v.definition -> 'settings'"
+        if connection.vendor == "postgresql"
+        else "json_extract(v.definition, '$.settings')"
+    )
+    with bound_cursor() as cursor:
         cursor.execute(
-            f"SELECT w.id, v.id, v.definition FROM {workflow_meta.db_table} w"
+            f"SELECT w.id, v.id, {settings} FROM {workflow_meta.db_table} w"
             f" JOIN {version_meta.db_table} v ON v.id = w.current_version_id"
             " WHERE w.organization_id = %s AND w.slug = %s AND w.deleted_at IS NULL",
             [
@@ -59,10 +66,10 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow_id, version_id, definition = row
-    version = WorkflowVersion(
-        definition=definition_field.from_db_value(definition, None, connection)
-    )
+    workflow_id, version_id, limits = row
+    if limits is not None:
+        limits = definition_field.from_db_value(limits, None, connection)
+    version = WorkflowVersion(definition={} if limits is None else {"settings": limits})
     return CallTarget(
         workflow_id=workflow_meta.pk.to_python(workflow_id),
         workflow_slug=slug,

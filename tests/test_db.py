@@ -1,0 +1,99 @@
+"""`bound_cursor`: the hot paths' statements bound on the server and prepared by
+psycopg, yet seen, counted and health-checked like any Django cursor."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.utils import IntegrityError
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Organization
+from voicecalls.db import bound_cursor
+
+pytestmark = pytest.mark.django_db
+
+STATEMENT = "SELECT slug FROM accounts_organization WHERE id = %s"
+
+
+def _pk(organization: Organization) -> object:
+    # As the database stores it (on SQLite, 32 hex digits).
+    return Organization._meta.pk.get_db_prep_value(organization.pk, connection)
+
+
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_it_answers_like_a_django_cursor(organization: Organization) -> None:
+    with bound_cursor() as cursor:
+        cursor.execute(STATEMENT, [_pk(organization)])
+        assert cursor.fetchall() == [(organization.slug,)]
+
+
+def test_its_statements_are_counted_and_logged(
+    organization: Organization, django_assert_num_queries
+) -> None:
+    with django_assert_num_queries(1), CaptureQueriesContext(connection) as queries:
+        with bound_cursor() as cursor:
+            cursor.execute(STATEMENT, [_pk(organization)])
+    assert queries.captured_queries[0]["sql"].startswith("SELECT slug FROM")
+
+
+def test_database_errors_are_djangos(organization: Organization) -> None:
+    with pytest.raises(IntegrityError), bound_cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO accounts_organization SELECT * FROM accounts_organization WHERE id = %s",
+            [_pk(organization)],
+        )
+
+
+@pytest.mark.postgres
+def test_on_postgresql_timestamps_come_back_as_the_orm_reads_them(
+    organization: Organization,
+) -> None:
+    with bound_cursor() as cursor:
+        cursor.execute(
+            "SELECT created_at FROM accounts_organization WHERE id = %s", [_pk(organization)]
+        )
+        (created_at,) = cursor.fetchone()
+    assert created_at == Organization.objects.get(pk=organization.pk).created_at
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_statement_run_often_is_prepared(organization: Organization) -> None:
+    assert connection.connection.prepare_threshold == 5  # DATABASE_PREPARE_THRESHOLD's default
+    server_side = STATEMENT.replace("%s", "$1")
+
+    with bound_cursor() as cursor:
+        cursor.execute(STATEMENT, [_pk(organization)])
+    assert server_side not in _prepared_statements()
+
+    for _ in range(10):
+        with bound_cursor() as cursor:
+            cursor.execute(STATEMENT, [_pk(organization)])
+    assert server_side in _prepared_statements()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_django_cursors_stay_unprepared(organization: Organization) -> None:
+    for _ in range(10):
+        with connection.cursor() as cursor:
+            cursor.execute(STATEMENT, [_pk(organization)])
+    assert not any(statement.startswith("SELECT slug FROM") for statement in _prepared_statements())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_connection_lost_between_requests_is_replaced(
+    organization: Organization,
+) -> None:
+    connection.ensure_connection()
+    connection.connection.close()  # the server went away while the worker was idle
+    connection.health_check_done = False  # what request_started does
+
+    with bound_cursor() as cursor:
+        cursor.execute(STATEMENT, [_pk(organization)])
+        assert cursor.fetchall() == [(organization.slug,)]

@@ -1,0 +1,55 @@
+"""A database cursor for the hot paths' hand-written statements.
+
+Django binds parameters client-side on PostgreSQL (psycopg's `ClientCursor`): each
+value is quoted into the statement text in Python and the server parses and plans the
+whole statement again on every request. The statements run on every API request
+(authentication, `POST /calls`'s workflow lookup and insert, agent event batches)
+are the same text each time, so they go through a server-side-binding psycopg cursor
+instead: parameters travel apart from the text (dumped in C, binary where asked with
+`%b`), and psycopg prepares a statement once a connection has run it
+`prepare_threshold` times (psycopg's default, 5), after which the server skips
+parsing and planning it (bench/README.md, item 14).
+
+Behind a connection pooler in transaction mode that does not track prepared
+statements (PgBouncer before 1.21, or without `max_prepared_statements`), set
+`DATABASE_PREPARE_THRESHOLD=none`: psycopg then never prepares; binding stays
+server-side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
+from psycopg.pq import Format
+
+
+@contextmanager
+def bound_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[CursorWrapper]:
+    """A cursor binding parameters on the server (PostgreSQL; elsewhere Django's own).
+
+    Made as `connection.cursor()` makes one (the per-request health check, the
+    session's time zone for timestamps) and wrapped by Django's cursor wrapper, so
+    errors are Django's, the statement is logged in DEBUG and
+    `django_assert_num_queries` counts it. The statement text must not depend on the
+    values (use `%s` placeholders), or it is never the same statement twice and
+    nothing is prepared.
+    """
+    db = connections[using]
+    if db.vendor != "postgresql":
+        with db.cursor() as cursor:
+            yield cursor
+        return
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        raw = ServerBindingCursor(db.connection)
+        # As Django's `create_cursor`: the session's time zone changed since connecting.
+        if db.timezone != db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
+            register_tzloader(db.timezone, raw)
+    with db._prepare_cursor(raw) as cursor:
+        yield cursor

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from calls import selectors, services
 from calls.models import AgentEventType, CallStatus, TranscriptRole
 from voicecalls.auth import IsAgentKey
-from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, plain_text
 
 MAX_EVENTS_PER_BATCH = 500
 # A latency over ten minutes is a clock or unit bug, not a measurement.
@@ -129,7 +129,6 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 # tests/test_agent_events.py holds the two to the same validated data.
 
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _TRANSCRIPT_KEYS = frozenset(
     {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call"}
 )
@@ -141,16 +140,6 @@ _AGENT_NAME_MAX = _TRANSCRIPT_FIELDS["agent_name"].max_length
 _TOOL_CALL_FIELDS = ToolCallInputSerializer().fields
 _TOOL_NAME_MAX = _TOOL_CALL_FIELDS["name"].max_length
 _TOOL_ARGUMENTS = _TOOL_CALL_FIELDS["arguments"]
-
-
-def _plain_text(value: object, max_length: int) -> bool:
-    # What CharField's validators accept, for a value it would not strip or coerce.
-    return (
-        type(value) is str
-        and len(value) <= max_length
-        and "\x00" not in value
-        and (value.isascii() or not _SURROGATE.search(value))
-    )
 
 
 def _aware_timestamp(value: str, tz: datetime.tzinfo) -> datetime.datetime | None:
@@ -181,7 +170,7 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
         return None
     if type(role) is not str or role not in _TRANSCRIPT_ROLES:
         return None
-    if not _plain_text(content, _TRANSCRIPT_CONTENT_MAX) or type(timestamp) is not str:
+    if not plain_text(content, _TRANSCRIPT_CONTENT_MAX) or type(timestamp) is not str:
         return None
     aware = _aware_timestamp(timestamp, tz)
     if aware is None:
@@ -196,7 +185,7 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
     if "agent_name" in data:
         agent_name = data["agent_name"]
         if agent_name is not None and not (
-            _plain_text(agent_name, _AGENT_NAME_MAX)
+            plain_text(agent_name, _AGENT_NAME_MAX)
             and agent_name
             and agent_name == agent_name.strip()
         ):
@@ -235,7 +224,7 @@ def _plain_tool_call(data: object) -> dict | None:
     if type(data) is not dict or data.keys() != {"name", "arguments"}:
         return None
     name = data["name"]
-    if not (_plain_text(name, _TOOL_NAME_MAX) and name and name == name.strip()):
+    if not (plain_text(name, _TOOL_NAME_MAX) and name and name == name.strip()):
         return None
     try:
         arguments = _TOOL_ARGUMENTS.run_validation(data["arguments"])

@@ -1,5 +1,5 @@
-"""The hot read paths' answers built from `values()` rows: call lists, active calls and
-transcripts (5,000 lines in a long call).
+"""The hot paths' answers built from rows and plain objects: call lists, active calls,
+transcripts (5,000 lines in a long call) and a new call's join details.
 
 Each function returns exactly what its DRF serializer in `calls.serializers` (still the
 schema, and still used for single objects) returns for the same row, without a field
@@ -12,11 +12,15 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import orjson
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES
+
+if TYPE_CHECKING:
+    from calls.services import CallJoinInfo
 
 
 def _datetime(value: datetime.datetime | None, tz: datetime.tzinfo) -> str | None:
@@ -36,6 +40,17 @@ def _duration(started: datetime.datetime | None, ended: datetime.datetime | None
     if started is None:
         return None
     return max(0, int(((ended or timezone.now()) - started).total_seconds()))
+
+
+def call_join(joined: CallJoinInfo) -> dict:
+    """CallJoinSerializer(joined).data: what `POST /calls` answers."""
+    return {
+        "call_id": str(joined.call.id),
+        "room_name": joined.call.room_name,
+        "livekit_url": joined.livekit_url,
+        "token": joined.token,
+        "status": str(joined.call.status),
+    }
 
 
 def call_list_items(rows: Iterable[dict]) -> list[dict]:

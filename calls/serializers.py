@@ -10,6 +10,8 @@ from voicecalls.fields import (
     BoundedJSONObjectField,
     JSONTypedSerializer,
     QueryParamsSerializer,
+    json_object_problem,
+    plain_text,
 )
 
 USER_DATA_MAX_BYTES = 32 * 1024
@@ -45,6 +47,58 @@ class CallCreateSerializer(JSONTypedSerializer):
         choices=CallDirection.choices,
         default=CallDirection.INBOUND,
         help_text="`inbound`: the user starts the call; `outbound`: your system calls the user.",
+    )
+
+
+# The bounds are the serializer's own fields', so the two cannot drift apart.
+_CALL_CREATE = CallCreateSerializer._declared_fields
+_CALL_CREATE_OBJECTS = tuple(
+    (name, field.max_bytes, field.max_depth)
+    for name, field in _CALL_CREATE.items()
+    if isinstance(field, BoundedJSONObjectField)
+)
+_DIRECTIONS = frozenset(CallDirection.values)
+
+
+def call_create_plain(data: object) -> dict | None:
+    """`CallCreateSerializer`'s validated data for a usual body, or None when the body
+    is anything else: the serializer then decides, and explains.
+
+    `POST /calls` is the busiest write; building the serializer's fields for each
+    request (DRF deep-copies them) cost more than checking the body
+    (bench/README.md, item 14). tests/test_call_create_body.py holds the two to the
+    same answers, on hand-picked and generated bodies.
+    """
+    if type(data) is not dict or not data.keys() <= _CALL_CREATE.keys():
+        return None
+    slug = data.get("workflow_slug")
+    if not _plain_char(slug, "workflow_slug"):
+        return None
+    validated: dict = {"workflow_slug": slug}
+    if "user_id" in data:
+        user_id = data["user_id"]
+        if user_id is not None and not _plain_char(user_id, "user_id"):
+            return None
+        validated["user_id"] = user_id
+    for name, max_bytes, max_depth in _CALL_CREATE_OBJECTS:
+        if name in data:
+            value = data[name]
+            if type(value) is not dict or json_object_problem(
+                value, max_bytes=max_bytes, max_depth=max_depth
+            ):
+                return None
+            validated[name] = value
+    direction = data.get("direction", CallDirection.INBOUND)
+    if "direction" in data and (type(direction) is not str or direction not in _DIRECTIONS):
+        return None
+    validated["direction"] = direction
+    return validated
+
+
+def _plain_char(value: object, name: str) -> bool:
+    # A CharField (trimming, not blank) returns such a value unchanged.
+    return (
+        plain_text(value, _CALL_CREATE[name].max_length) and bool(value) and value == value.strip()
     )
 
 

@@ -31,6 +31,7 @@ from calls.serializers import (
     CallMetricsSerializer,
     CallSerializer,
     TranscriptEntrySerializer,
+    call_create_plain,
 )
 from voicecalls.errors import (
     BadGateway,
@@ -145,9 +146,11 @@ class CallViewSet(viewsets.GenericViewSet):
             raise serializers.ValidationError(
                 {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]}
             )
-        params = CallCreateSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = dict(params.validated_data)
+        data = call_create_plain(request.data)
+        if data is None:
+            params = CallCreateSerializer(data=request.data)
+            params.is_valid(raise_exception=True)
+            data = dict(params.validated_data)
         target = workflow_call_target(organization=organization, slug=data.pop("workflow_slug"))
         if target is None:
             raise serializers.ValidationError(
@@ -166,7 +169,7 @@ class CallViewSet(viewsets.GenericViewSet):
                         "concurrency_limit": exc.concurrency_limit,
                     },
                 ) from exc
-            return status.HTTP_201_CREATED, CallJoinSerializer(joined).data
+            return status.HTTP_201_CREATED, representations.call_join(joined)
 
         if key is None:
             code, body = run()

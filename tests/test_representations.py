@@ -13,9 +13,11 @@ from calls import representations, selectors
 from calls.models import Call, CallStatus, TranscriptEntry
 from calls.serializers import (
     ActiveCallSerializer,
+    CallJoinSerializer,
     CallListItemSerializer,
     TranscriptEntrySerializer,
 )
+from calls.services import CallJoinInfo
 from tests.factories import CallFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +135,10 @@ def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None
             "tool_call": {"name": "t", "arguments": {"a": 1}},
         }
     ]
+
+
+@pytest.mark.parametrize("status", [CallStatus.CONNECTING, CallStatus.PENDING])
+def test_a_new_calls_join_details_are_the_serializers(organization, status) -> None:
+    joined = CallJoinInfo(call=CallFactory(organization=organization, status=status), token="a.b.c")
+
+    assert render(representations.call_join(joined)) == render(CallJoinSerializer(joined).data)

@@ -70,7 +70,7 @@ def _client(port: int, key: str, seconds: float, worker: int, out: multiprocessi
 
 
 def _floor_worker(organization_id: str, seconds: float, out: multiprocessing.Queue) -> None:
-    conn = floor.connect()
+    conn = floor.connect(prepare=True)
     latencies = []
     n = 0
     deadline = time.perf_counter() + seconds

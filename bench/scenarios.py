@@ -143,6 +143,7 @@ def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]
 def build(ctx: Context) -> list[Scenario]:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {ctx.client_key}")
     conn = floor.connect()
+    writes = floor.connect(prepare=True)
     org = ctx.organization_id
     scenarios = list_scenarios(ctx, client, conn)
     scenarios += [
@@ -163,9 +164,9 @@ def build(ctx: Context) -> list[Scenario]:
             stack=lambda _: _get(client, f"{API}/calls/{ctx.heavy_call}/transcript"),
             floor=lambda _: floor.transcript(conn, organization_id=org, call_id=ctx.heavy_call),
         ),
-        _create_call(ctx, client, conn),
+        _create_call(ctx, client, writes),
     ]
-    scenarios += _agent_events(ctx, conn)
+    scenarios += _agent_events(ctx, writes)
     return scenarios
 
 

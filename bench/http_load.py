@@ -2,17 +2,24 @@
 loopback, driven by a small load generator on the same machine: a few processes, each
 sending one request per connection (sync workers close every connection), as fast as
 answers come back. Its floor is the same work by hand (SQL, token, json.dumps) in as
-many processes as gunicorn has workers."""
+many processes as gunicorn has workers.
+
+When `wrk` is installed (`apt-get install wrk`), the same server is also driven by it:
+one C thread for the same number of connections, so the generator takes less of the
+two cores from the server than four Python processes do. Both are reported and judged."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,7 +130,7 @@ def _summary(rounds: list[tuple[list[float], int, float]]) -> dict:
     }
 
 
-def create_calls(ctx) -> dict:  # noqa: ANN001 - bench.scenarios.Context
+def create_calls(ctx) -> list[dict]:  # noqa: ANN001 - bench.scenarios.Context
     from django.db import connections
 
     port = _free_port()
@@ -142,32 +149,114 @@ def create_calls(ctx) -> dict:  # noqa: ANN001 - bench.scenarios.Context
         cwd=ROOT,
         env=env,
     )
+    wrk = shutil.which("wrk")
     try:
         _wait_ready(port)
         connections.close_all()  # nothing shared with the forked processes
-        stack_rounds, floor_rounds = [], []
-        # Warm both workers (imports, connections) before timing.
+        stack_rounds, wrk_rounds, floor_rounds = [], [], []
+        # Warm both workers (imports, connections, prepared statements) before timing.
         _parallel(_client, lambda i: (port, ctx.client_key, 1.0, i), CLIENTS)
         for _ in range(ROUNDS):
             stack_rounds.append(
                 _parallel(_client, lambda i: (port, ctx.client_key, SECONDS, i), CLIENTS)
             )
+            if wrk:
+                wrk_rounds.append(_wrk(wrk, port, ctx.client_key, SECONDS))
             floor_rounds.append(
                 _parallel(_floor_worker, lambda i: (ctx.organization_id, SECONDS), WORKERS)
             )
     finally:
         server.terminate()
         server.wait(timeout=30)
-    stack, raw = _summary(stack_rounds), _summary(floor_rounds)
+    raw = _summary(floor_rounds)
+    results = [_result(f"{CLIENTS} clients", _summary(stack_rounds), raw)]
+    if wrk:
+        results.append(_result(f"wrk, {CLIENTS} connections", _wrk_summary(wrk_rounds), raw))
+    else:
+        ctx.notes.append("wrk is not installed: POST /calls measured with the Python clients only")
+    return results
+
+
+def _result(driver: str, stack: dict, raw: dict) -> dict:
     if stack["errors"]:
         # A 429 or 500 is answered fast: counting it would flatter the throughput.
         raise AssertionError(f"POST /calls through gunicorn: {stack['errors']} answers not 201")
     return {
-        "name": f"POST /calls (gunicorn, {WORKERS} workers, {CLIENTS} clients)",
+        "name": f"POST /calls (gunicorn, {WORKERS} workers, {driver})",
         "stack": stack,
         "floor": raw,
         "ratio": round(raw["requests_per_s"] / stack["requests_per_s"], 2),
         "ratio_note": "floor throughput / stack throughput",
+    }
+
+
+# The same bodies as `_request`; `done` prints what `_wrk_summary` reads.
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+wrk.headers["Connection"] = "close"
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{"workflow_slug": "flow-00", "user_id": "bench-user-%d", '
+    .. '"user_data": {"name": "Bench User", "language": "en"}, '
+    .. '"metadata": {"source": "bench-wrk", "n": %d}}', n % 1000, n)
+  return wrk.format(nil, "/api/v1/calls", nil, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("bench-wrk %d %d %d %d %d\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(95)))
+end
+"""
+
+
+def _wrk(wrk: str, port: int, key: str, seconds: float) -> dict:
+    """One round of wrk: one thread, CLIENTS connections, a new connection per request."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT)
+        script.flush()
+        out = subprocess.run(
+            [
+                wrk,
+                "-t1",
+                f"-c{CLIENTS}",
+                f"-d{int(seconds)}s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}",
+            ],
+            env={**os.environ, "BENCH_KEY": key},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    match = re.search(r"^bench-wrk (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary: {out!r}")
+    requests, duration_us, errors, p50_us, p95_us = map(int, match.groups())
+    return {
+        "requests": requests,
+        "seconds": duration_us / 1e6,
+        "errors": errors,
+        "p50_ms": p50_us / 1000,
+        "p95_ms": p95_us / 1000,
+    }
+
+
+def _wrk_summary(rounds: list[dict]) -> dict:
+    """As `_summary`, from wrk's own per-round percentiles (medians over the rounds)."""
+    rates = [r["requests"] / r["seconds"] for r in rounds]
+    return {
+        "n": sum(r["requests"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "p50_ms": round(statistics.median(r["p50_ms"] for r in rounds), 3),
+        "p95_ms": round(statistics.median(r["p95_ms"] for r in rounds), 3),
+        "requests_per_s": round(statistics.median(rates), 1),
+        "round_requests_per_s": [round(r, 1) for r in rates],
+        "spread_pct": round(100 * (max(rates) - min(rates)) / statistics.median(rates), 1),
     }
 
 

@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 from django.conf import settings
@@ -172,7 +173,16 @@ def _webhook_floor(conn: psycopg.Connection, payload: tuple[str, bytes, str]) ->
 
 def webhook_scenario(ctx, conn: psycopg.Connection) -> Scenario:  # noqa: ANN001
     client = Client()
-    pool = iter(_connecting_calls(conn, ctx.organization_id, 5000))
+    pool: Iterator[str] | None = None
+
+    def next_call() -> str:
+        nonlocal pool
+        if pool is None:
+            # Inserted when this scenario first runs, after the lists: made at build time,
+            # 5,000 new rows on pages no VACUUM has seen were the newest calls every list
+            # read, and a deep page fetched half its skipped entries from the heap.
+            pool = iter(_connecting_calls(conn, ctx.organization_id, 5000))
+        return next(pool)
 
     def stack(payload: tuple[str, bytes, str]) -> bytes:
         _, body, token = payload
@@ -187,6 +197,6 @@ def webhook_scenario(ctx, conn: psycopg.Connection) -> Scenario:  # noqa: ANN001
         name="POST LiveKit webhook (participant_joined)",
         stack=stack,
         floor=lambda payload: _webhook_floor(conn, payload),
-        prepare=lambda: _signed_joined(next(pool)),
+        prepare=lambda: _signed_joined(next_call()),
         compare=False,
     )

@@ -189,8 +189,7 @@ def run(*, only: str | None, label: str, load_timings: dict | None) -> None:
         results.append(result)
         print(f"bench: {scenario.name}: {json.dumps(result)}", flush=True)
     if not only or "gunicorn" in only:
-        result = http_load.create_calls(ctx)
-        if result:
+        for result in http_load.create_calls(ctx):
             results.append(result)
             print(f"bench: {result['name']}: {json.dumps(result)}", flush=True)
     scenarios.judge(results)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.http import QueryDict
 from rest_framework.test import APIClient
 
-from calls.models import CallStatus
+from calls.filters import CallFilter
+from calls.models import Call, CallStatus
 from tests.factories import CallFactory
 
 CALLS = "/api/v1/calls"
@@ -28,3 +30,14 @@ def test_an_unknown_status_among_repeated_ones_is_400(api: APIClient) -> None:
 
     assert response.status_code == 400
     assert [e["attr"] for e in response.json()["errors"]] == ["status"]
+
+
+def test_one_form_class_serves_every_request_and_still_validates_each() -> None:
+    good = CallFilter(QueryDict("user_id=u1"), queryset=Call.objects.none())
+    bad = CallFilter(QueryDict("status=ringing&workflow_id=nope"), queryset=Call.objects.none())
+
+    assert good.get_form_class() is bad.get_form_class()
+    assert good.is_valid()
+    assert not bad.is_valid()
+    assert set(bad.errors) == {"status", "workflow_id"}
+    assert good.form.cleaned_data["user_id"] == "u1"

@@ -20,29 +20,35 @@ def api_key_get_from_key(raw_key: str) -> APIKey | None:
     each field's database converters, then `Model.from_db`.
     """
     prefix, _, _ = raw_key.partition(".")
-    key_fields = APIKey._meta.concrete_fields
-    organization_fields = Organization._meta.concrete_fields
-    quote = connection.ops.quote_name
-    columns = ", ".join(
-        [f"k.{quote(field.column)}" for field in key_fields]
-        + [f"o.{quote(field.column)}" for field in organization_fields]
-    )
+    key_columns, statement = _key_statement(connection.vendor)
     with bound_cursor() as cursor:
-        cursor.execute(
-            f"SELECT {columns} FROM {quote(APIKey._meta.db_table)} k"
-            f" LEFT JOIN {quote(Organization._meta.db_table)} o ON o.id = k.organization_id"
-            " WHERE k.prefix = %s AND k.revoked = %s",
-            [prefix, False],
-        )
+        cursor.execute(statement, [prefix, False])
         row = cursor.fetchone()
     if row is None:
         return None
-    api_key = _from_row(APIKey, row[: len(key_fields)])
+    api_key = _from_row(APIKey, row[:key_columns])
     if not api_key.is_valid(raw_key):
         return None
     if api_key.organization_id is not None:
-        api_key.organization = _from_row(Organization, row[len(key_fields) :])
+        api_key.organization = _from_row(Organization, row[key_columns:])
     return api_key
+
+
+@functools.cache
+def _key_statement(vendor: str) -> tuple[int, str]:
+    """How many columns are the key's, and the statement reading a usable key and its
+    organization by prefix: the same text for every request, so built once."""
+    key_fields = APIKey._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        [f"k.{quote(field.column)}" for field in key_fields]
+        + [f"o.{quote(field.column)}" for field in Organization._meta.concrete_fields]
+    )
+    return len(key_fields), (
+        f"SELECT {columns} FROM {quote(APIKey._meta.db_table)} k"
+        f" LEFT JOIN {quote(Organization._meta.db_table)} o ON o.id = k.organization_id"
+        " WHERE k.prefix = %s AND k.revoked = %s"
+    )
 
 
 def _from_row(model: type[models.Model], values: tuple) -> models.Model:

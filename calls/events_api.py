@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from calls import selectors, services
 from calls.models import AgentEventType, CallStatus, TranscriptRole
 from voicecalls.auth import IsAgentKey
-from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, plain_text
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, plain_char, plain_text
 
 MAX_EVENTS_PER_BATCH = 500
 # A latency over ten minutes is a clock or unit bug, not a measurement.
@@ -184,11 +184,7 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
     }
     if "agent_name" in data:
         agent_name = data["agent_name"]
-        if agent_name is not None and not (
-            plain_text(agent_name, _AGENT_NAME_MAX)
-            and agent_name
-            and agent_name == agent_name.strip()
-        ):
+        if agent_name is not None and not plain_char(agent_name, _AGENT_NAME_MAX):
             return None
         validated["agent_name"] = agent_name
     if "tool_call" in data:
@@ -224,7 +220,7 @@ def _plain_tool_call(data: object) -> dict | None:
     if type(data) is not dict or data.keys() != {"name", "arguments"}:
         return None
     name = data["name"]
-    if not (plain_text(name, _TOOL_NAME_MAX) and name and name == name.strip()):
+    if not plain_char(name, _TOOL_NAME_MAX):
         return None
     try:
         arguments = _TOOL_ARGUMENTS.run_validation(data["arguments"])

@@ -11,7 +11,7 @@ from voicecalls.fields import (
     JSONTypedSerializer,
     QueryParamsSerializer,
     json_object_problem,
-    plain_text,
+    plain_char,
 )
 
 USER_DATA_MAX_BYTES = 32 * 1024
@@ -72,12 +72,12 @@ def call_create_plain(data: object) -> dict | None:
     if type(data) is not dict or not data.keys() <= _CALL_CREATE.keys():
         return None
     slug = data.get("workflow_slug")
-    if not _plain_char(slug, "workflow_slug"):
+    if not plain_char(slug, _CALL_CREATE["workflow_slug"].max_length):
         return None
     validated: dict = {"workflow_slug": slug}
     if "user_id" in data:
         user_id = data["user_id"]
-        if user_id is not None and not _plain_char(user_id, "user_id"):
+        if user_id is not None and not plain_char(user_id, _CALL_CREATE["user_id"].max_length):
             return None
         validated["user_id"] = user_id
     for name, max_bytes, max_depth in _CALL_CREATE_OBJECTS:
@@ -93,13 +93,6 @@ def call_create_plain(data: object) -> dict | None:
         return None
     validated["direction"] = direction
     return validated
-
-
-def _plain_char(value: object, name: str) -> bool:
-    # A CharField (trimming, not blank) returns such a value unchanged.
-    return (
-        plain_text(value, _CALL_CREATE[name].max_length) and bool(value) and value == value.strip()
-    )
 
 
 @extend_schema_serializer(examples=[examples.CALL_JOIN])

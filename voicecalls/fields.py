@@ -61,6 +61,12 @@ def plain_text(value: object, max_length: int) -> bool:
     )
 
 
+def plain_char(value: object, max_length: int) -> bool:
+    """Whether a trimming, not-blank CharField (DRF's default) returns `value` unchanged:
+    `plain_text`, not empty, no surrounding whitespace."""
+    return plain_text(value, max_length) and bool(value) and value == value.strip()
+
+
 def json_object_problem(value: object, *, max_bytes: int, max_depth: int) -> str | None:
     """The `BoundedJSONObjectField` error code `value` earns, or None when it is a JSON
     object within the bounds."""

@@ -136,12 +136,15 @@ USER_IDENTITY_PREFIX = "user-"
 
 
 def _call_id_from_room(room_name: str) -> uuid.UUID | None:
+    """The call whose room this is: only the exact name we gave it (`call-<uuid>`, the
+    uuid in its canonical lowercase, dashed form) matches."""
     if not room_name.startswith(ROOM_PREFIX):
         return None
     try:
-        return uuid.UUID(room_name.removeprefix(ROOM_PREFIX))
+        call_id = uuid.UUID(room_name.removeprefix(ROOM_PREFIX))
     except ValueError:
         return None
+    return call_id if room_name == f"{ROOM_PREFIX}{call_id}" else None
 
 
 def _is_user(call_id: uuid.UUID, identity: str) -> bool:

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from calls.services import WebhookResult, livekit_webhook_receive
 from voicecalls.errors import ErrorResponseSerializer
-from voicecalls.livekit import WebhookSignatureError
+from voicecalls.livekit import WebhookPayloadError, WebhookSignatureError
 
 WEBHOOK_MEDIA_TYPE = "application/webhook+json"
 
@@ -90,7 +90,11 @@ class LiveKitWebhookView(APIView):
         request={WEBHOOK_MEDIA_TYPE: LiveKitWebhookEventSerializer},
         responses={
             200: LiveKitWebhookResultSerializer,
-            400: OpenApiResponse(ErrorResponseSerializer, description="The body is not UTF-8."),
+            400: OpenApiResponse(
+                ErrorResponseSerializer,
+                description="Signed, but the body is not UTF-8, not a LiveKit event, or holds "
+                "text that cannot be stored (U+0000); nothing changed.",
+            ),
             401: OpenApiResponse(
                 ErrorResponseSerializer,
                 description="Missing, invalid or foreign signature; nothing changed.",
@@ -123,6 +127,8 @@ class LiveKitWebhookView(APIView):
             )
         except WebhookSignatureError as exc:
             raise WebhookSignatureInvalid() from exc
+        except WebhookPayloadError as exc:
+            raise ParseError(str(exc)) from exc
         return Response({"result": result})
 
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from calls.models import CallStatus, LiveKitWebhookEvent
 from tests.factories import CallFactory
@@ -254,3 +258,97 @@ def test_a_webhook_takes_few_queries(call, django_assert_max_num_queries):  # no
     body = webhook_body("participant_joined", call_id=call.pk)
     with django_assert_max_num_queries(7):
         assert post_webhook(body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "room",
+    [
+        "call-{upper}",
+        "call-{dashless}",
+        "call-{{{lower}}}",
+        "call-urn:uuid:{lower}",
+        " call-{lower}",
+    ],
+)
+def test_only_the_calls_exact_room_name_reaches_it(active_call, room):
+    call_id = active_call.pk
+    room = room.format(upper=str(call_id).upper(), dashless=call_id.hex, lower=call_id)
+    body = webhook_body("room_finished", call_id=call_id).replace(f"call-{call_id}", room)
+    before = _state(active_call)
+    response = post_webhook(body)
+    assert response.json() == {"result": "unknown_room"}
+    assert _state(active_call) == before
+
+
+@pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
+@pytest.mark.parametrize("field", ["id", "room", "identity"])
+def test_a_signed_webhook_with_text_the_database_cannot_store_is_400(call, field, bad):
+    payload = json.loads(webhook_body("participant_joined", call_id=call.pk))
+    if field == "id":
+        payload["id"] = f"EV_{bad}"
+    elif field == "room":
+        payload["room"]["name"] = f"call-{call.pk}{bad}"
+    else:
+        payload["participant"]["identity"] = f"user-{call.pk}{bad}"
+    before = _state(call)
+    response = post_webhook(json.dumps(payload))
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "parse_error"
+    assert _state(call) == before
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
+def test_a_signed_webhook_with_an_overlong_id_is_400(call):
+    payload = json.loads(webhook_body("participant_joined", call_id=call.pk))
+    payload["id"] = "EV_" + "x" * 200
+    assert post_webhook(json.dumps(payload)).status_code == 400
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"event": 5}', "[1, 2]", "{not json", '{"room": {"name": ["a"]}}'],
+)
+def test_a_signed_body_that_is_no_event_is_400(db, body):  # noqa: ANN001
+    response = post_webhook(body)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["detail"] == "The body is not a LiveKit webhook event."
+
+
+_texts = st.text(max_size=12) | st.sampled_from(["", "\x00", "\ud800", "x" * 300])
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_texts, children, max_size=3),
+    max_leaves=10,
+)
+_webhook_like = st.fixed_dictionaries(
+    {
+        "event": st.sampled_from(["participant_joined", "participant_left", "room_finished"])
+        | _texts,
+        "id": _texts,
+    },
+    optional={
+        "room": st.fixed_dictionaries({"name": _texts}, optional={"sid": _json_values}),
+        "participant": st.fixed_dictionaries(
+            {"identity": _texts},
+            optional={"kind": _json_values, "disconnectReason": _json_values},
+        ),
+        "createdAt": _json_values,
+    },
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(body=_webhook_like | _json_values)
+def test_no_signed_body_makes_a_server_error(call, body):
+    """Any JSON signed with our key: handled, ignored or 400, never a 5xx (on PostgreSQL
+    too, where text with U+0000 or lone surrogates fails inside the database)."""
+    text = json.dumps(body)
+    with transaction.atomic():
+        response = post_webhook(text)
+        transaction.set_rollback(True)
+    assert response.status_code in (200, 400), (response.status_code, text)

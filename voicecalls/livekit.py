@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import aiohttp
 from django.conf import settings
+from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import models as livekit_models
 
@@ -32,6 +33,14 @@ class LiveKitError(Exception):
 
 class WebhookSignatureError(Exception):
     """A webhook without a valid signature by our API key and secret."""
+
+
+class WebhookPayloadError(Exception):
+    """A correctly signed webhook whose body is not an event we can store."""
+
+
+# LiveKit's event ids are short ("EV_" and a dozen characters); stored ids are bounded.
+WEBHOOK_EVENT_ID_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,9 @@ class WebhookEvent:
 def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     """Verify a webhook's JWT (HS256 by our secret, issuer our key, sha256 of the body).
 
-    Raises `WebhookSignatureError` for unsigned, tampered or foreign events.
+    Raises `WebhookSignatureError` for unsigned, tampered or foreign events, and
+    `WebhookPayloadError` for a signed body that is no event we can store (not a
+    WebhookEvent, or text PostgreSQL cannot hold).
     """
     token = authorization.strip()
     if token.lower().startswith("bearer "):
@@ -63,9 +74,15 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     )
     try:
         event = receiver.receive(body, token)
-    except Exception as exc:  # jwt errors, hash mismatch, malformed JSON
+    except (json_format.ParseError, RecursionError) as exc:
+        # Parsed only once the signature and the body's hash matched.
+        raise WebhookPayloadError("The body is not a LiveKit webhook event.") from exc
+    except Exception as exc:  # jwt errors, hash mismatch
         raise WebhookSignatureError(str(exc) or exc.__class__.__name__) from exc
     participant = event.participant
+    texts = "".join((event.id, event.event, event.room.name, participant.identity))
+    if not _storable(texts) or len(event.id) > WEBHOOK_EVENT_ID_MAX:
+        raise WebhookPayloadError("The event's id, room or participant cannot be stored.")
     return WebhookEvent(
         id=event.id,
         event=event.event,
@@ -75,6 +92,17 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         disconnect_reason=livekit_models.DisconnectReason.Name(participant.disconnect_reason),
         created_at=event.created_at,
     )
+
+
+def _storable(text: str) -> bool:
+    """Text PostgreSQL can store: no U+0000, no lone surrogates (JSON lets both in)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def webhook_authorization(body: str) -> str:

@@ -49,6 +49,9 @@ CONCURRENCY_LIMIT_DETAIL = (
     "Your organization has as many calls in progress as it may; end one or wait for one to end."
 )
 
+# A slot frees when a call ends, which nobody can predict: a short, fixed wait.
+CONCURRENCY_RETRY_AFTER_SECONDS = 5
+
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
@@ -104,7 +107,8 @@ class CallViewSet(viewsets.GenericViewSet):
                 description=(
                     "`concurrency_limit_reached`: the organization has as many calls not "
                     "yet ended as it may (`meta` has the numbers; see GET /usage). "
-                    "`throttled`: too many creations; wait `Retry-After` seconds."
+                    "`throttled`: too many creations. Either way, wait `Retry-After` "
+                    "seconds."
                 ),
                 examples=[
                     OpenApiExample(
@@ -168,6 +172,7 @@ class CallViewSet(viewsets.GenericViewSet):
                         "active_calls": exc.active_calls,
                         "concurrency_limit": exc.concurrency_limit,
                     },
+                    retry_after=CONCURRENCY_RETRY_AFTER_SECONDS,
                 ) from exc
             return status.HTTP_201_CREATED, representations.call_join(joined)
 

@@ -565,6 +565,28 @@ def test_the_plain_check_never_disagrees_with_the_serializer(event):
     _assert_agrees(event)
 
 
+# Lines the plain check exists for: storable text, names without surrounding blanks.
+_storable = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+_bare_names = _storable.map(str.strip).filter(lambda name: 0 < len(name) <= 12)
+_fast_values = {
+    **_plain_values,
+    "content": _storable,
+    "agent_name": st.none() | _bare_names,
+    "tool_call": st.none()
+    | st.fixed_dictionaries(
+        {"name": _bare_names, "arguments": st.dictionaries(_bare_names, _json_scalars)}
+    ),
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_events(_fast_values))
+def test_the_plain_check_takes_every_plain_line_the_serializer_takes(event):
+    """Without this the agreement tests above pass for a check that declines everything."""
+    if _serializer_result(event) is not None:
+        assert _assert_agrees(event) is not None
+
+
 def _batch_result(data: object) -> list[dict] | None:
     serializer = AgentEventsBatchSerializer(data=data)
     return serializer.validated_data["events"] if serializer.is_valid() else None

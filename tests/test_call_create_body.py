@@ -142,3 +142,16 @@ def test_the_plain_check_gives_the_serializers_data_for_generated_bodies(body):
 @given(_bodies({k: v | _odd_values[k] for k, v in _plain_values.items()}) | _json)
 def test_the_plain_check_never_disagrees_with_the_serializer(body):
     _assert_agrees(body)
+
+
+# Bodies the plain check exists for: storable text, values without surrounding blanks.
+_storable = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+_bare = _storable.map(str.strip).filter(lambda text: 0 < len(text) <= 12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_bodies({**_plain_values, "workflow_slug": _bare, "user_id": st.none() | _bare}))
+def test_the_plain_check_takes_every_plain_body_the_serializer_takes(body):
+    """Without this the agreement tests above pass for a check that declines everything."""
+    if _serializer_result(body) is not None:
+        assert _assert_agrees(body) is not None

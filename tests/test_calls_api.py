@@ -198,6 +198,41 @@ def test_malformed_json_is_a_400_parse_error(api: APIClient, workflow: Workflow)
     assert response.json()["errors"][0]["code"] == "parse_error"
 
 
+@pytest.mark.parametrize("number", ["123456789012345678901234567890", "18446744073709551616"])
+def test_an_integer_beyond_64_bits_is_a_400_not_a_float(
+    api: APIClient, workflow: Workflow, number: str
+) -> None:
+    body = '{"workflow_slug": "daily-call", "user_data": {"n": %s}}' % number
+
+    response = api.post(CALLS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "parse_error",
+                "detail": f"JSON parse error - the integer {number} does not fit in 64 bits",
+                "attr": None,
+            }
+        ],
+    }
+    assert Call.objects.count() == 0
+
+
+def test_64_bit_integers_and_long_digit_strings_come_back_exactly(
+    api: APIClient, workflow: Workflow
+) -> None:
+    user_data = {"max": 18446744073709551615, "min": -9223372036854775808, "id": "1" * 40}
+    body = json.dumps({"workflow_slug": "daily-call", "user_data": user_data})
+
+    created = api.post(CALLS, body, content_type="application/json")
+
+    assert created.status_code == 201
+    call = api.get(f"{CALLS}/{created.json()['call_id']}")
+    assert json.loads(call.content)["user_data"] == user_data
+
+
 def test_a_json_list_body_is_a_400(api: APIClient, workflow: Workflow) -> None:
     response = api.post(CALLS, "[1, 2]", content_type="application/json")
 

@@ -48,6 +48,7 @@ def test_it_refuses_a_call_over_the_concurrency_limit(api, workflow, settings):
 
     assert response.status_code == 429
     assert response.json() == _limit_body(active_calls=2, concurrency_limit=2)
+    assert response["Retry-After"] == "5"
     assert Call.objects.count() == 2
 
 

@@ -43,9 +43,13 @@ class LimitReached(APIException):
     default_detail = "A limit of your organization was reached."
     default_code = "limit_reached"
 
-    def __init__(self, detail: str, *, code: str, meta: dict[str, Any]) -> None:
+    def __init__(
+        self, detail: str, *, code: str, meta: dict[str, Any], retry_after: int | None = None
+    ) -> None:
         super().__init__(detail, code=code)
         self.meta = meta
+        # DRF's exception handler turns `wait` into the Retry-After header.
+        self.wait = retry_after
 
 
 class ExceptionFormatter(BaseExceptionFormatter):

@@ -202,7 +202,7 @@ def test_malformed_json_is_a_400_parse_error(api: APIClient, workflow: Workflow)
 def test_an_integer_beyond_64_bits_is_a_400_not_a_float(
     api: APIClient, workflow: Workflow, number: str
 ) -> None:
-    body = '{"workflow_slug": "daily-call", "user_data": {"n": %s}}' % number
+    body = '{"workflow_slug": "daily-call", "user_data": {"n": NUMBER}}'.replace("NUMBER", number)
 
     response = api.post(CALLS, body, content_type="application/json")
 

@@ -130,7 +130,7 @@ def _summary(rounds: list[tuple[list[float], int, float]]) -> dict:
     }
 
 
-def create_calls(ctx) -> list[dict]:  # noqa: ANN001 - bench.scenarios.Context
+def create_calls(ctx) -> list[dict]:
     from django.db import connections
 
     port = _free_port()

@@ -83,7 +83,7 @@ def _active_call(conn: psycopg.Connection, organization_id: str) -> str:
     )
 
 
-def event_scenarios(ctx, conn: psycopg.Connection) -> list[Scenario]:  # noqa: ANN001
+def event_scenarios(ctx, conn: psycopg.Connection) -> list[Scenario]:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {ctx.agent_key}")
     call_id = _active_call(conn, ctx.organization_id)
     url = EVENTS_URL.format(call_id=call_id)
@@ -171,7 +171,7 @@ def _webhook_floor(conn: psycopg.Connection, payload: tuple[str, bytes, str]) ->
     return floor.dumps({"result": "handled" if inserted else "duplicate"})
 
 
-def webhook_scenario(ctx, conn: psycopg.Connection) -> Scenario:  # noqa: ANN001
+def webhook_scenario(ctx, conn: psycopg.Connection) -> Scenario:
     client = Client()
     pool: Iterator[str] | None = None
 

@@ -80,7 +80,7 @@ class CallFilter(filters.FilterSet):
         model = Call
         fields = ["status", "workflow_id", "user_id", "started_after", "started_before"]
 
-    def __init__(self, data=None, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+    def __init__(self, data=None, *args, **kwargs) -> None:
         # `status=a,b` is the documented form; some generated clients (openapi-python-client)
         # repeat the parameter instead (`status=a&status=b`), so both mean the same.
         if data is not None and len(data.getlist("status")) > 1:

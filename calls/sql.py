@@ -195,14 +195,14 @@ class JSONArrayAppend(models.Func):
         super().__init__(models.F(expression))
         self.values = list(values)
 
-    def as_sql(self, compiler, connection, **extra):  # noqa: ANN001, ANN201 - Django hook
+    def as_sql(self, compiler, connection, **extra):
         raise NotSupportedError(f"JSONArrayAppend is not implemented for {connection.vendor}.")
 
-    def as_postgresql(self, compiler, connection, **extra):  # noqa: ANN001, ANN201
+    def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         return f"(COALESCE({sql}, '[]'::jsonb) || %s::jsonb)", [*params, json.dumps(self.values)]
 
-    def as_sqlite(self, compiler, connection, **extra):  # noqa: ANN001, ANN201
+    def as_sqlite(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         sql, params = f"COALESCE({sql}, '[]')", list(params)
         # json_insert applies its path/value pairs left to right ('$[#]' is the end);

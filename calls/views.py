@@ -85,7 +85,7 @@ class CallViewSet(viewsets.GenericViewSet):
     serializer_class = CallSerializer
     queryset = Call.objects.none()  # for schema generation; real reads are scoped below
 
-    def get_queryset(self):  # noqa: ANN201 - DRF hook
+    def get_queryset(self):
         return selectors.call_queryset(organization=self.request.user.organization)
 
     def _get_call(self) -> Call:

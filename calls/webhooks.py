@@ -38,7 +38,7 @@ class _WebhookParticipantSerializer(serializers.Serializer):
     sid = serializers.CharField(required=False)
     identity = serializers.CharField(help_text="`user-<call_id>` for the end user.")
     kind = serializers.CharField(required=False, help_text="e.g. `STANDARD`, `AGENT`.")
-    disconnectReason = serializers.CharField(  # noqa: N815 - LiveKit's field name
+    disconnectReason = serializers.CharField(
         required=False, help_text="On `participant_left`, e.g. `CLIENT_INITIATED`."
     )
 
@@ -51,9 +51,7 @@ class LiveKitWebhookEventSerializer(serializers.Serializer):
         help_text="`participant_joined`, `participant_left` and `room_finished` are "
         "handled; other events are acknowledged and ignored."
     )
-    createdAt = serializers.CharField(  # noqa: N815 - LiveKit's field name
-        required=False, help_text="Unix seconds."
-    )
+    createdAt = serializers.CharField(required=False, help_text="Unix seconds.")
     room = _WebhookRoomSerializer(required=False)
     participant = _WebhookParticipantSerializer(required=False)
 

@@ -117,7 +117,7 @@ def outsider_workflow(outsider: Organization) -> Workflow:
 
 
 @pytest.fixture
-def fake_livekit(settings):  # noqa: ANN001, ANN201 - pytest-django's settings fixture
+def fake_livekit(settings):
     """A fake LiveKit server on a loopback port; settings.LIVEKIT_URL points at it."""
     from tests import fake_livekit as fake_server
 

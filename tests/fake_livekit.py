@@ -100,18 +100,18 @@ class FakeLiveKit:
             return 200, "application/json", json_format.MessageToJson(response).encode()
         return 200, "application/protobuf", response.SerializeToString()
 
-    def _DeleteRoom(self, message, response_class):  # noqa: ANN001, ANN202, N802
+    def _DeleteRoom(self, message, response_class):
         with self._lock:
             if self.rooms.pop(message.room, None) is None:
                 return None
         return response_class()
 
-    def _ListRooms(self, message, response_class):  # noqa: ANN001, ANN202, N802
+    def _ListRooms(self, message, response_class):
         with self._lock:
             names = [n for n in self.rooms if not message.names or n in message.names]
         return response_class(rooms=[api.Room(name=n, sid=f"RM_{n[-8:]}") for n in names])
 
-    def _ListParticipants(self, message, response_class):  # noqa: ANN001, ANN202, N802
+    def _ListParticipants(self, message, response_class):
         with self._lock:
             identities = self.rooms.get(message.room)
         if identities is None:
@@ -132,7 +132,7 @@ def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, Th
     fake = FakeLiveKit(api_key=api_key, api_secret=api_secret)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server hook
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             if not self.path.startswith(PREFIX):
@@ -151,7 +151,7 @@ def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, Th
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout) before we answered
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)

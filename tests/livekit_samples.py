@@ -52,7 +52,7 @@ def sign(body: str, *, key: str | None = None, secret: str | None = None) -> str
     )
 
 
-def post_webhook(body: str, *, authorization: str | None = None, client: Client | None = None):  # noqa: ANN201
+def post_webhook(body: str, *, authorization: str | None = None, client: Client | None = None):
     return (client or Client()).post(
         URL,
         data=body,
@@ -61,6 +61,6 @@ def post_webhook(body: str, *, authorization: str | None = None, client: Client 
     )
 
 
-def send(name: str, call_id: object, **kwargs: object):  # noqa: ANN201
+def send(name: str, call_id: object, **kwargs: object):
     """Post the signed sample; returns the response."""
     return post_webhook(webhook_body(name, call_id=call_id, **kwargs))

@@ -66,7 +66,7 @@ def status(value: str, reason: str | None = None, at: float = 3) -> dict:
 
 
 @pytest.fixture
-def call(workflow):  # noqa: ANN001, ANN201
+def call(workflow):
     return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
 
 
@@ -311,7 +311,7 @@ def test_a_batch_of_500_is_accepted(agent_api, call):
     assert response.json() == {"accepted": 500, "duplicates": 0}
 
 
-def test_an_unknown_call_is_404(agent_api, db):  # noqa: ANN001
+def test_an_unknown_call_is_404(agent_api, db):
     assert agent_api.post(url(uuid.uuid4()), {"events": GOOD}).status_code == 404
     assert TranscriptEntry.objects.count() == 0
 
@@ -386,7 +386,7 @@ def test_concurrent_overlapping_batches_and_webhooks_count_everything_once(agent
             ending = ["CLIENT_INITIATED", "CONNECTION_TIMEOUT", "ROOM_DELETED"][n % 3]
             send("participant_left", call.pk, reason=ending)
             client.post(url(call.pk), {"events": [status("completed", at=99)]})
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

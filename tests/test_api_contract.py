@@ -175,7 +175,7 @@ def schema() -> dict:
     return yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
 
 
-def _operations(schema: dict):  # noqa: ANN202
+def _operations(schema: dict):
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             if method in {"get", "post", "put", "patch", "delete"}:

@@ -11,7 +11,7 @@ from tests.livekit_samples import send
 S = CallStatus
 
 
-def end(api, call):  # noqa: ANN001, ANN201
+def end(api, call):
     # A 5xx answer is also reported as an exception (for error trackers); the test
     # client would re-raise it instead of returning the response.
     api.raise_request_exception = False
@@ -19,7 +19,7 @@ def end(api, call):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def call(workflow, fake_livekit):  # noqa: ANN001, ANN201
+def call(workflow, fake_livekit):
     call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
     fake_livekit.add_room(call.room_name, [f"user-{call.pk}", "agent-AJ_1"])
     return call
@@ -92,7 +92,7 @@ def test_livekit_failing_is_502_and_the_call_is_unchanged(api, call, fake_liveki
     assert call.end_reason is None
 
 
-def test_livekit_unreachable_is_502(api, workflow, settings, db):  # noqa: ANN001
+def test_livekit_unreachable_is_502(api, workflow, settings, db):
     settings.LIVEKIT_URL = "http://127.0.0.1:9"  # discard port: nothing listens
     call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
     assert end(api, call).status_code == 502

@@ -30,7 +30,7 @@ LEGAL = [
 ILLEGAL = [(a, b) for a in ALL for b in ALL if (a, b) not in LEGAL and b != S.PENDING]
 
 
-def _call(status: str, workflow):  # noqa: ANN001, ANN202
+def _call(status: str, workflow):
     extra = {}
     if status == S.ACTIVE:
         extra = {
@@ -178,11 +178,11 @@ def test_racing_enders_leave_one_terminal_state(workflow, agent_key, fake_liveki
     def expire() -> None:
         services.calls_expire()
 
-    def run(target) -> None:  # noqa: ANN001
+    def run(target) -> None:
         try:
             barrier.wait()
             target()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -21,8 +21,8 @@ def ago(seconds: float) -> datetime.datetime:
 
 
 @pytest.fixture
-def make(workflow):  # noqa: ANN001, ANN201
-    def make(**kwargs: object):  # noqa: ANN202
+def make(workflow):
+    def make(**kwargs: object):
         return CallFactory(organization=workflow.organization, workflow=workflow, **kwargs)
 
     return make
@@ -144,7 +144,7 @@ def test_the_command_runs_one_pass(make, fake_livekit, capsys):
     assert "connect_timeout=1" in capsys.readouterr().out
 
 
-def test_every_must_be_positive(db):  # noqa: ANN001
+def test_every_must_be_positive(db):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError):
@@ -180,7 +180,7 @@ def test_concurrent_runs_end_each_call_once(workflow, fake_livekit):
         assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
 
 
-def test_old_webhook_ids_are_pruned(db, fake_livekit):  # noqa: ANN001
+def test_old_webhook_ids_are_pruned(db, fake_livekit):
     from calls.models import LiveKitWebhookEvent
 
     LiveKitWebhookEvent.objects.create(

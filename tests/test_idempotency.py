@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 BODY = {"workflow_slug": "daily-call", "user_id": "user-123"}
 
 
-def post(api: APIClient, body: dict, key: str):  # noqa: ANN201
+def post(api: APIClient, body: dict, key: str):
     return api.post("/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 

@@ -160,7 +160,7 @@ def _workflow_body(slug: str) -> dict:
 
 
 @pytest.fixture
-def two_per_minute(settings):  # noqa: ANN001, ANN201
+def two_per_minute(settings):
     settings.API_CREATE_RATE = "2/minute"
     settings.CALLS_CONCURRENCY_LIMIT = 100
 

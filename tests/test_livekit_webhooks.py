@@ -17,16 +17,16 @@ S = CallStatus
 
 
 @pytest.fixture
-def call(workflow):  # noqa: ANN001, ANN201
+def call(workflow):
     return CallFactory(organization=workflow.organization, workflow=workflow)
 
 
 @pytest.fixture
-def active_call(workflow):  # noqa: ANN001, ANN201
+def active_call(workflow):
     return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
 
 
-def _state(call) -> tuple:  # noqa: ANN001
+def _state(call) -> tuple:
     call.refresh_from_db()
     return (call.status, call.end_reason, call.started_at, call.ended_at, call.agent_history)
 
@@ -87,7 +87,7 @@ def test_a_webhook_signed_for_the_right_body_by_a_bearer_header_is_accepted(call
     assert post_webhook(body, authorization=f"Bearer {sign(body)}").status_code == 200
 
 
-def test_get_is_405(client):  # noqa: ANN001
+def test_get_is_405(client):
     assert client.get("/api/v1/webhooks/livekit").status_code == 405
 
 
@@ -238,7 +238,7 @@ def test_late_events_never_move_an_ended_call(workflow):
 
 
 @pytest.mark.parametrize("room", ["call-not-a-uuid", "some-other-room", f"call-{'0' * 32}"])
-def test_events_for_unknown_rooms_are_acknowledged(db, room):  # noqa: ANN001
+def test_events_for_unknown_rooms_are_acknowledged(db, room):
     body = webhook_body("participant_joined", call_id="x").replace("call-x", room)
     response = post_webhook(body)
     assert response.status_code == 200
@@ -254,7 +254,7 @@ def test_other_events_are_acknowledged_and_not_recorded(call):
     assert call.status == S.CONNECTING
 
 
-def test_a_webhook_takes_few_queries(call, django_assert_max_num_queries):  # noqa: ANN001
+def test_a_webhook_takes_few_queries(call, django_assert_max_num_queries):
     body = webhook_body("participant_joined", call_id=call.pk)
     with django_assert_max_num_queries(7):
         assert post_webhook(body).status_code == 200
@@ -309,7 +309,7 @@ def test_a_signed_webhook_with_an_overlong_id_is_400(call):
     "body",
     ['{"event": 5}', "[1, 2]", "{not json", '{"room": {"name": ["a"]}}'],
 )
-def test_a_signed_body_that_is_no_event_is_400(db, body):  # noqa: ANN001
+def test_a_signed_body_that_is_no_event_is_400(db, body):
     response = post_webhook(body)
     assert response.status_code == 400
     assert response.json()["errors"][0]["detail"] == "The body is not a LiveKit webhook event."

@@ -69,7 +69,7 @@ def test_records_carry_request_and_tenant_context(
 
         original = views.CallViewSet.retrieve
 
-        def logged_retrieve(self, request, pk):  # noqa: ANN001, ANN202
+        def logged_retrieve(self, request, pk):
             logging.getLogger("calls").warning("reading a call")
             return original(self, request, pk)
 

@@ -36,7 +36,7 @@ def _set(body: dict, path: str, value: object) -> dict:
     return body
 
 
-def _assert_refused(response, attr: str) -> None:  # noqa: ANN001
+def _assert_refused(response, attr: str) -> None:
     assert response.status_code == 400, response.content
     body = response.json()
     assert body["type"] == "validation_error"

@@ -7,7 +7,7 @@ from calls.models import Call, CallStatus
 from tests.factories import CallFactory
 
 
-def simulate(*args: str, capsys) -> str:  # noqa: ANN001
+def simulate(*args: str, capsys) -> str:
     call_command("simulate_call", *args)
     return capsys.readouterr().out.strip().splitlines()[-1]
 

@@ -66,7 +66,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def event_types(self, endpoint: WebhookEndpoint) -> str:
         return ", ".join(endpoint.events)
 
-    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:  # noqa: ANN001
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:
         services.webhook_endpoint_update(
             endpoint=obj, url=obj.url, enabled=obj.enabled, description=obj.description
         )

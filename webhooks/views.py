@@ -61,7 +61,7 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     queryset = WebhookEndpoint.objects.none()  # for schema generation; reads are scoped below
     http_method_names = ["get", "post", "patch", "delete", "options"]
 
-    def get_queryset(self):  # noqa: ANN201 - DRF hook
+    def get_queryset(self):
         return selectors.webhook_endpoint_queryset(organization=self.request.user.organization)
 
     def _get_endpoint(self) -> WebhookEndpoint:

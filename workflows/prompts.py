@@ -122,7 +122,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             return operator.mod(left, right)
         return super().call_binop(context, op, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):

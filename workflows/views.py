@@ -71,7 +71,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     serializer_class = WorkflowSerializer
     queryset = Workflow.objects.none()  # for schema generation; real reads are scoped below
 
-    def get_queryset(self):  # noqa: ANN201 - DRF hook
+    def get_queryset(self):
         return selectors.workflow_queryset(organization=self.request.user.organization)
 
     def _get_workflow(self) -> Workflow:

@@ -111,7 +111,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     agent_key = keys["agent_key"]
 
     port = _free_port()
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed below
+    log = open(workdir / "server.log", "w")
     server = subprocess.Popen(
         [WEB_PYTHON, str(AGENT_DIR / "tests" / "wsgi_server.py"), str(port)],
         cwd=WEB_ROOT,

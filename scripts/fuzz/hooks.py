@@ -25,10 +25,10 @@ WEBHOOK_PATHS = r"^/api/v1/webhooks/"
 class AgentKey:
     """The voice-agent worker's key (a platform key: reaches any call)."""
 
-    def get(self, case, ctx):  # noqa: ANN001, ANN201
+    def get(self, case, ctx):
         return STATE["agent_key"]
 
-    def set(self, case, data, ctx):  # noqa: ANN001, ANN201
+    def set(self, case, data, ctx):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
@@ -38,10 +38,10 @@ class AgentKey:
 class ClientKey:
     """A client key of organization `fuzz`."""
 
-    def get(self, case, ctx):  # noqa: ANN001, ANN201
+    def get(self, case, ctx):
         return STATE["client_key"]
 
-    def set(self, case, data, ctx):  # noqa: ANN001, ANN201
+    def set(self, case, data, ctx):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
@@ -64,7 +64,7 @@ def _is_uuid(value: object) -> bool:
 
 
 @schemathesis.hook
-def flatmap_path_parameters(ctx, path_parameters):  # noqa: ANN001, ANN201
+def flatmap_path_parameters(ctx, path_parameters):
     """Two in three well-formed ids become an existing object's (malformed ones stay:
     they are negative cases, and must stay invalid)."""
     for prefix, (name, ids) in REFERENCES.items():
@@ -75,7 +75,7 @@ def flatmap_path_parameters(ctx, path_parameters):  # noqa: ANN001, ANN201
 
 
 @schemathesis.hook
-def flatmap_body(ctx, body):  # noqa: ANN001, ANN201
+def flatmap_body(ctx, body):
     """Most call creations name a workflow that exists (any other slug is a 400)."""
     operation = ctx.operation
     slug = body.get("workflow_slug") if isinstance(body, dict) else None

@@ -112,7 +112,7 @@ def api_server(fake_livekit_url: str, django_db_blocker: Any) -> Iterator[LiveSe
     live = LiveServer(url=f"http://127.0.0.1:{port}", env=env, db_blocker=django_db_blocker)
     live.manage("migrate", "--noinput")
     live.manage("createcachetable")
-    log = open(SDK / "server.log", "w")  # noqa: SIM115 - closed below
+    log = open(SDK / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "voicecalls.wsgi:application", "-c", "gunicorn.conf.py"],
         cwd=ROOT,

@@ -15,8 +15,8 @@ from tests.sdk.conftest import ROOT, SDK, LiveServer
 
 sys.path.insert(0, str(SDK / "python"))
 
-from voicecalls_client import AuthenticatedClient  # noqa: E402
-from voicecalls_client.api.calls import (  # noqa: E402
+from voicecalls_client import AuthenticatedClient
+from voicecalls_client.api.calls import (
     calls_active,
     calls_create,
     calls_end,
@@ -26,18 +26,18 @@ from voicecalls_client.api.calls import (  # noqa: E402
     calls_token,
     calls_transcript,
 )
-from voicecalls_client.api.provider_keys import (  # noqa: E402
+from voicecalls_client.api.provider_keys import (
     provider_keys_create,
     provider_keys_destroy,
     provider_keys_list,
 )
-from voicecalls_client.api.webhook_endpoints import (  # noqa: E402
+from voicecalls_client.api.webhook_endpoints import (
     webhook_endpoints_create,
     webhook_endpoints_destroy,
     webhook_endpoints_list,
 )
-from voicecalls_client.api.workflows import workflows_list  # noqa: E402
-from voicecalls_client.models import (  # noqa: E402
+from voicecalls_client.api.workflows import workflows_list
+from voicecalls_client.models import (
     ActiveCall,
     Call,
     CallCreateRequest,
@@ -61,7 +61,7 @@ from voicecalls_client.models import (  # noqa: E402
     WebhookEndpointWriteRequest,
     WebhookEventTypeEnum,
 )
-from voicecalls_client.types import UNSET  # noqa: E402
+from voicecalls_client.types import UNSET
 
 ORG = "sdk-python"
 

@@ -37,7 +37,7 @@ from tests.factories import (  # noqa: E402
     TranscriptEntryFactory,
 )
 from tests.webhook_receiver import Receiver  # noqa: E402
-from webhooks import services  # noqa: E402
+from webhooks import outbox, services  # noqa: E402
 from webhooks.models import WebhookDelivery, WebhookEvent  # noqa: E402
 
 DELIVERIES = 300
@@ -46,7 +46,7 @@ TRANSCRIPT_LINES = 2000
 
 def record(call_id: object) -> None:
     with transaction.atomic():
-        services.call_status_changed_record(
+        outbox.call_status_changed_record(
             call_id=call_id,
             from_status="connecting",
             to_status="active",
@@ -129,7 +129,7 @@ def main() -> None:
             organization=organization, type="call.ended", call=call, occurred_at=timezone.now()
         )
         started = time.perf_counter()
-        body = services._event_body(event)
+        body = outbox.event_body(event)
         elapsed = time.perf_counter() - started
         print(
             f"build a call.ended report with {TRANSCRIPT_LINES} transcript lines: "

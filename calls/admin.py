@@ -31,9 +31,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from calls import selectors
+from calls import representations, selectors
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
-from calls.serializers import CallSerializer
 
 COUNT_CAP = 10_000
 
@@ -332,7 +331,8 @@ class CallAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         call = get_object_or_404(self.get_queryset(request), pk=pk)
-        return JsonResponse(CallSerializer(call).data, json_dumps_params={"indent": 2})
+        body = representations.call_detail(call, latency=selectors.call_latency(call=call))
+        return JsonResponse(body, json_dumps_params={"indent": 2})
 
     def end_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         """Hang up a live call through `call_end`, the same service as the API."""

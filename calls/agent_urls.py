@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.urls import path
 
+from calls.agent_events_api import AgentCallEventsView
 from calls.agent_session import AgentSessionView
-from calls.events_api import AgentCallEventsView
 
 urlpatterns: list = [
     path("calls/<uuid:call_id>/session", AgentSessionView.as_view(), name="agent-call-session"),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from rest_framework import serializers
 
 from accounts.models import Organization
 from calls.models import IdempotencyRecord
@@ -57,6 +58,16 @@ def _claim(*, organization: Organization, key: str, request_hash: str) -> Idempo
                 continue
             return existing
     raise Conflict("A request with this Idempotency-Key is in progress.")
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    """The request's `Idempotency-Key` (1 to 255 characters), or None without one."""
+    key = headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise serializers.ValidationError(
+            {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]}
+        )
+    return key
 
 
 def idempotent_call(

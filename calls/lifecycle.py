@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
-from webhooks.services import call_status_changed_record
+from calls.signals import call_status_changed
 
 S = CallStatus
 
@@ -64,8 +64,8 @@ def call_transition(
     `only_from` narrows the allowed from-states further (e.g. a connect timeout
     applies only to calls that have not started). Entering `active` sets
     `started_at`, `agent_history = [start agent]` and `current_agent`; entering a
-    terminal state sets `ended_at`, `end_reason` and clears `current_agent`. The
-    change's customer-webhook events are written in the same transaction.
+    terminal state sets `ended_at`, `end_reason` and clears `current_agent`.
+    `call_status_changed` is sent in the same transaction (customer webhooks).
     """
     if to_status not in ALLOWED_FROM:
         raise ValueError(f"No transition leads to {to_status!r}.")
@@ -98,8 +98,8 @@ def call_transition(
     elif end_reason:
         changes["end_reason"] = end_reason
     with transaction.atomic(savepoint=False):
-        # Customer webhooks need the exact from-state: the only one allowed, else read
-        # under a row lock. Their outbox rows commit (or roll back) with the change.
+        # Receivers need the exact from-state: the only one allowed, else read under a
+        # row lock. What they write commits (or rolls back) with the change.
         if len(from_states) == 1:
             from_status = str(next(iter(from_states)))
         else:
@@ -107,7 +107,8 @@ def call_transition(
             from_status = locked.values_list("status", flat=True).first()
         updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
         if updated:
-            call_status_changed_record(
+            call_status_changed.send(
+                sender=Call,
                 call_id=call_id,
                 from_status=from_status,
                 to_status=to_status,

@@ -9,13 +9,24 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import NOT_ENDED_STATUSES, Call
+from voicecalls.errors import LimitExceeded
 
 
-class ConcurrencyLimitReached(Exception):
+class ConcurrencyLimitReached(LimitExceeded):
     """The organization already has as many calls not yet ended as it may."""
 
+    code = "concurrency_limit_reached"
+    detail = (
+        "Your organization has as many calls in progress as it may; end one or wait for one to end."
+    )
+    # A slot frees when a call ends, which nobody can predict: a short, fixed wait.
+    RETRY_AFTER_SECONDS = 5
+
     def __init__(self, *, active_calls: int, concurrency_limit: int) -> None:
-        super().__init__(f"{active_calls} calls open; the limit is {concurrency_limit}.")
+        super().__init__(
+            meta={"active_calls": active_calls, "concurrency_limit": concurrency_limit},
+            retry_after=self.RETRY_AFTER_SECONDS,
+        )
         self.active_calls = active_calls
         self.concurrency_limit = concurrency_limit
 

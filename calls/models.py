@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.db import models
@@ -26,6 +27,25 @@ ENDED_STATUSES = (
     CallStatus.DISCONNECTED,
     CallStatus.TIMEOUT,
 )
+
+
+# A call's LiveKit room is `call-<id>`; its end user joins as `user-<id>`.
+ROOM_PREFIX = "call-"
+USER_IDENTITY_PREFIX = "user-"
+
+# Per-turn latencies the agent reports (MetricSample columns `<component>_latency_ms`);
+# the call keeps running means of the seed's three (Call `<component>_latency_ms_sum`).
+LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
+MEAN_LATENCY_COMPONENTS = ("stt", "llm", "tts")
+
+
+def duration_between(
+    started_at: datetime.datetime | None, ended_at: datetime.datetime | None
+) -> int | None:
+    """Whole seconds a call has run: null before it started, until now while it runs."""
+    if started_at is None:
+        return None
+    return max(0, int(((ended_at or timezone.now()) - started_at).total_seconds()))
 
 
 class CallDirection(models.TextChoices):
@@ -145,7 +165,12 @@ class Call(models.Model):
 
     @property
     def room_name(self) -> str:
-        return f"call-{self.id}"
+        return f"{ROOM_PREFIX}{self.id}"
+
+    @property
+    def user_identity(self) -> str:
+        """The end user's LiveKit identity: what their token carries."""
+        return f"{USER_IDENTITY_PREFIX}{self.id}"
 
     @property
     def is_ended(self) -> bool:
@@ -153,10 +178,7 @@ class Call(models.Model):
 
     @property
     def duration_seconds(self) -> int | None:
-        if self.started_at is None:
-            return None
-        end = self.ended_at or timezone.now()
-        return max(0, int((end - self.started_at).total_seconds()))
+        return duration_between(self.started_at, self.ended_at)
 
     def metrics(self) -> dict:
         def mean(total: float, count: int) -> int | None:

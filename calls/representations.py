@@ -1,30 +1,29 @@
-"""The hot paths' answers built from rows and plain objects: call lists, active calls,
-transcripts (5,000 lines in a long call) and a new call's join details.
+"""What the calls API answers: one function per response shape, used by every endpoint
+(and customer webhook) that returns that shape.
 
-Each function returns exactly what its DRF serializer in `calls.serializers` (still the
-schema, and still used for single objects) returns for the same row, without a field
-object call per value; tests/test_representations.py holds them to it. Measured at a
-million calls in bench/README.md.
+`calls.serializers` describes the same shapes for the schema and SDKs;
+tests/test_representations.py holds each function to its schema component, key for key.
+The functions read rows (`selectors.LIST_FIELDS`, `ACTIVE_FIELDS`, `TRANSCRIPT_COLUMNS`)
+or a model instance and build plain dicts, with no field object per value: lists and
+transcripts are the hot read paths.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 import orjson
+from django.conf import settings
 from django.utils import timezone
 
-from calls.models import ENDED_STATUSES
-
-if TYPE_CHECKING:
-    from calls.services import CallJoinInfo
+from calls.models import ENDED_STATUSES, Call, duration_between
+from calls.selectors import LIST_FIELDS
 
 
 def _datetime(value: datetime.datetime | None, tz: datetime.tzinfo) -> str | None:
-    # DRF's DateTimeField: in the current time zone, ISO 8601, UTC spelled `Z`.
+    # As DRF's DateTimeField: in the current time zone, ISO 8601, UTC spelled `Z`.
     if value is None:
         return None
     text = value.astimezone(tz).isoformat()
@@ -35,49 +34,64 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _duration(started: datetime.datetime | None, ended: datetime.datetime | None) -> int | None:
-    # Call.duration_seconds, from the row.
-    if started is None:
-        return None
-    return max(0, int(((ended or timezone.now()) - started).total_seconds()))
-
-
-def call_join(joined: CallJoinInfo) -> dict:
-    """CallJoinSerializer(joined).data: what `POST /calls` answers."""
+def call_join(*, call: Call, token: str) -> dict:
+    """`CallJoin`: what a client needs to join the call's room (POST /calls, /token)."""
     return {
-        "call_id": str(joined.call.id),
-        "room_name": joined.call.room_name,
-        "livekit_url": joined.livekit_url,
-        "token": joined.token,
-        "status": str(joined.call.status),
+        "call_id": str(call.id),
+        "room_name": call.room_name,
+        "livekit_url": settings.LIVEKIT_URL,
+        "token": token,
+        "status": str(call.status),
     }
 
 
-def call_list_items(rows: Iterable[dict]) -> list[dict]:
-    """CallListItemSerializer(many=True).data for `selectors.LIST_FIELDS` rows."""
+def call_summary(row: Mapping, tz: datetime.tzinfo) -> dict:
+    """`CallSummary`: a call as lists show it, from a `LIST_FIELDS` row."""
+    status = row["status"]
+    return {
+        "id": str(row["id"]),
+        "workflow_id": str(row["workflow_id"]),
+        "workflow_slug": str(row["workflow_slug"]),
+        "user_id": _str(row["user_id"]),
+        "status": status,
+        "direction": row["direction"],
+        "duration_seconds": duration_between(row["started_at"], row["ended_at"]),
+        "agent_history": [_str(agent) for agent in row["agent_history"]],
+        # The agent speaking now; nobody speaks on an ended call.
+        "current_agent": None if status in ENDED_STATUSES else row["current_agent"],
+        "end_reason": _str(row["end_reason"]),
+        "started_at": _datetime(row["started_at"], tz),
+        "ended_at": _datetime(row["ended_at"], tz),
+        "created_at": _datetime(row["created_at"], tz),
+    }
+
+
+def call_summaries(rows: Iterable[Mapping]) -> list[dict]:
     tz = timezone.get_current_timezone()
-    return [
-        {
-            "id": str(row["id"]),
-            "workflow_id": str(row["workflow_id"]),
-            "workflow_slug": str(row["workflow_slug"]),
-            "user_id": _str(row["user_id"]),
-            "status": row["status"],
-            "direction": row["direction"],
-            "duration_seconds": _duration(row["started_at"], row["ended_at"]),
-            "agent_history": [_str(agent) for agent in row["agent_history"]],
-            "current_agent": None if row["status"] in ENDED_STATUSES else row["current_agent"],
-            "end_reason": _str(row["end_reason"]),
-            "started_at": _datetime(row["started_at"], tz),
-            "ended_at": _datetime(row["ended_at"], tz),
-            "created_at": _datetime(row["created_at"], tz),
-        }
-        for row in rows
-    ]
+    return [call_summary(row, tz) for row in rows]
 
 
-def active_call_items(rows: Iterable[dict]) -> list[dict]:
-    """ActiveCallSerializer(many=True).data for `selectors.ACTIVE_FIELDS` rows."""
+def call_metrics(call: Call, *, latency: dict[str, dict]) -> dict:
+    """`CallMetrics`: the seed's means, tokens and handoffs, and latency percentiles
+    (`selectors.call_latency`)."""
+    return {**call.metrics(), "latency": latency}
+
+
+def call_detail(call: Call, *, latency: dict[str, dict]) -> dict:
+    """`Call`: a call with its metrics (latency from `selectors.call_latency`), data and
+    room."""
+    row = {name: getattr(call, name) for name in LIST_FIELDS}
+    return {
+        **call_summary(row, timezone.get_current_timezone()),
+        "room_name": call.room_name,
+        "metrics": call_metrics(call, latency=latency),
+        "metadata": call.metadata,
+        "user_data": call.user_data,
+    }
+
+
+def active_calls(rows: Iterable[Mapping]) -> list[dict]:
+    """`ActiveCall` items from `ACTIVE_FIELDS` rows."""
     tz = timezone.get_current_timezone()
     return [
         {
@@ -96,18 +110,16 @@ def active_call_items(rows: Iterable[dict]) -> list[dict]:
 
 
 def transcript_json(rows: Iterable[tuple]) -> bytes:
-    """JSONRenderer().render(TranscriptEntrySerializer(many=True).data), byte for byte,
-    for `selectors.TRANSCRIPT_COLUMNS` rows.
+    """`[TranscriptEntry]` as JSON bytes (what DRF's JSONRenderer would write), from
+    `TRANSCRIPT_COLUMNS` rows; `tool_call` only on lines that have one.
 
-    Serialized by orjson, which writes strings, integers and null exactly as DRF's
-    renderer (compact, UTF-8 as is); the tool-call arguments, free JSON that may hold
-    floats (orjson writes 1e-07 as 1e-7), go through the standard library as DRF would,
-    and DRF's escaping of U+2028/U+2029 is applied at the end.
+    orjson writes strings, integers and null as DRF's renderer does (compact, UTF-8 as
+    is); the tool calls' arguments are free JSON that may hold floats (orjson spells
+    1e-07 as 1e-7), so they go through the standard library as DRF's renderer would,
+    and its escaping of U+2028/U+2029 is applied at the end.
     """
     tz = timezone.get_current_timezone()
-    # In UTC (the setting), a UTC timestamp is written by orjson itself (OPT_UTC_Z:
-    # ISO 8601, microseconds only when non-zero, `Z`), exactly as DRF spells it: no
-    # astimezone() and isoformat() per line, a fifth of a 5,000-line transcript.
+    # orjson writes a UTC datetime as DRF spells it (OPT_UTC_Z); other zones are converted.
     utc = str(tz) == "UTC"
     items = []
     for id_, role, content, timestamp, agent_name, tool_call in rows:

@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
+from django.http import QueryDict
+from django_filters.utils import translate_validation
 
 from accounts.models import Organization
-from calls.models import NOT_ENDED_STATUSES, Call, CallCount, MetricSample, TranscriptEntry
+from calls.filters import CallFilter
+from calls.models import (
+    LATENCY_COMPONENTS,
+    NOT_ENDED_STATUSES,
+    Call,
+    CallCount,
+    MetricSample,
+    TranscriptEntry,
+)
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
 LIST_FIELDS = (
@@ -58,8 +68,17 @@ def call_queryset(*, organization: Organization) -> QuerySet[Call]:
     return Call.objects.filter(organization=organization)
 
 
-def call_list(*, organization: Organization) -> QuerySet[Call]:
-    return call_queryset(organization=organization).only(*LIST_FIELDS).order_by(*NEWEST_FIRST)
+def call_list(*, organization: Organization, filters: QueryDict) -> CallListing:
+    """The organization's calls under the list's query parameters (`CallFilter`: status,
+    workflow_id, user_id, started_after, started_before); a parameter that is not valid
+    raises ValidationError naming it."""
+    calls = call_queryset(organization=organization).only(*LIST_FIELDS).order_by(*NEWEST_FIRST)
+    filterset = CallFilter(filters, queryset=calls)
+    if not filterset.is_valid():
+        raise translate_validation(filterset.errors)
+    return CallListing(
+        organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
+    )
 
 
 # A started_* window holding at most this many calls is read whole from its own index
@@ -194,7 +213,7 @@ def call_transcript_rows(*, call: Call) -> list[tuple]:
 
 
 def call_transcript(*, call: Call) -> list[dict]:
-    """The transcript as plain dicts, ordered by (timestamp, arrival order)."""
+    """The transcript as dicts of `TRANSCRIPT_COLUMNS` (the admin's conversation view)."""
     return [
         dict(zip(TRANSCRIPT_COLUMNS, row, strict=True)) for row in call_transcript_rows(call=call)
     ]
@@ -214,7 +233,6 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
 LATENCY_COLUMNS = tuple(f"{component}_latency_ms" for component in LATENCY_COMPONENTS)
 
 
@@ -247,8 +265,3 @@ def recent_latency(*, samples: int) -> dict[str, dict]:
     """Latency percentiles over the platform's most recent metric samples (bounded)."""
     rows = MetricSample.objects.order_by("-id").values_list(*LATENCY_COLUMNS)[:samples]
     return latency_summary(rows)
-
-
-def call_metrics(*, call: Call) -> dict:
-    """The seed's metrics (means over samples, tokens summed, handoffs) and `latency`."""
-    return {**call.metrics(), "latency": call_latency(call=call)}

@@ -3,16 +3,9 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from calls.models import Call, CallDirection, CallStatus, TranscriptRole
-from calls.selectors import call_metrics
+from calls.models import CallDirection, CallStatus, TranscriptRole
 from voicecalls import openapi_examples as examples
-from voicecalls.fields import (
-    BoundedJSONObjectField,
-    JSONTypedSerializer,
-    QueryParamsSerializer,
-    json_object_problem,
-    plain_char,
-)
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, QueryParamsSerializer
 
 USER_DATA_MAX_BYTES = 32 * 1024
 METADATA_MAX_BYTES = 16 * 1024
@@ -50,62 +43,19 @@ class CallCreateSerializer(JSONTypedSerializer):
     )
 
 
-# The bounds are the serializer's own fields', so the two cannot drift apart.
-_CALL_CREATE = CallCreateSerializer._declared_fields
-_CALL_CREATE_OBJECTS = tuple(
-    (name, field.max_bytes, field.max_depth)
-    for name, field in _CALL_CREATE.items()
-    if isinstance(field, BoundedJSONObjectField)
-)
-_DIRECTIONS = frozenset(CallDirection.values)
-
-
-def call_create_plain(data: object) -> dict | None:
-    """`CallCreateSerializer`'s validated data for a usual body, or None when the body
-    is anything else: the serializer then decides, and explains.
-
-    `POST /calls` is the busiest write; building the serializer's fields for each
-    request (DRF deep-copies them) cost more than checking the body
-    (bench/README.md, item 14). tests/test_call_create_body.py holds the two to the
-    same answers, on hand-picked and generated bodies.
-    """
-    if type(data) is not dict or not data.keys() <= _CALL_CREATE.keys():
-        return None
-    slug = data.get("workflow_slug")
-    if not plain_char(slug, _CALL_CREATE["workflow_slug"].max_length):
-        return None
-    validated: dict = {"workflow_slug": slug}
-    if "user_id" in data:
-        user_id = data["user_id"]
-        if user_id is not None and not plain_char(user_id, _CALL_CREATE["user_id"].max_length):
-            return None
-        validated["user_id"] = user_id
-    for name, max_bytes, max_depth in _CALL_CREATE_OBJECTS:
-        if name in data:
-            value = data[name]
-            if type(value) is not dict or json_object_problem(
-                value, max_bytes=max_bytes, max_depth=max_depth
-            ):
-                return None
-            validated[name] = value
-    direction = data.get("direction", CallDirection.INBOUND)
-    if "direction" in data and (type(direction) is not str or direction not in _DIRECTIONS):
-        return None
-    validated["direction"] = direction
-    return validated
+# The response serializers below describe shapes for the schema; the answers themselves
+# are built by `calls.representations`, one function per shape.
 
 
 @extend_schema_serializer(examples=[examples.CALL_JOIN])
 class CallJoinSerializer(serializers.Serializer):
     """What a client needs to join the call's LiveKit room."""
 
-    call_id = serializers.UUIDField(source="call.id", help_text="Unique call identifier.")
-    room_name = serializers.CharField(source="call.room_name", help_text="LiveKit room name.")
+    call_id = serializers.UUIDField(help_text="Unique call identifier.")
+    room_name = serializers.CharField(help_text="LiveKit room name.")
     livekit_url = serializers.CharField(help_text="LiveKit server WebSocket URL.")
     token = serializers.CharField(help_text="JWT for LiveKit authentication (≤ 15 minutes).")
-    status = serializers.ChoiceField(
-        source="call.status", choices=CallStatus.choices, help_text="Initial call status."
-    )
+    status = serializers.ChoiceField(choices=CallStatus.choices, help_text="Initial call status.")
 
 
 class LatencyStatsSerializer(serializers.Serializer):
@@ -144,16 +94,11 @@ class _CallBaseSerializer(serializers.Serializer):
     direction = serializers.ChoiceField(choices=CallDirection.choices)
     duration_seconds = serializers.IntegerField(allow_null=True)
     agent_history = serializers.ListField(child=serializers.CharField())
-    current_agent = serializers.SerializerMethodField()
+    current_agent = serializers.CharField(read_only=True, allow_null=True)
     end_reason = serializers.CharField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
-
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_current_agent(self, call: Call) -> str | None:
-        # The agent speaking now; nobody speaks on an ended call.
-        return None if call.is_ended else call.current_agent
 
 
 @extend_schema_serializer(component_name="CallSummary", examples=[examples.CALL_SUMMARY])
@@ -164,13 +109,9 @@ class CallListItemSerializer(_CallBaseSerializer):
 @extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
-    metrics = serializers.SerializerMethodField()
+    metrics = CallMetricsSerializer(read_only=True)
     metadata = serializers.DictField()
     user_data = serializers.DictField()
-
-    @extend_schema_field(CallMetricsSerializer)
-    def get_metrics(self, call: Call) -> dict:
-        return CallMetricsSerializer(call_metrics(call=call)).data
 
 
 @extend_schema_serializer(examples=[examples.ACTIVE_CALL])
@@ -207,9 +148,3 @@ class TranscriptEntrySerializer(serializers.Serializer):
     agent_name = serializers.CharField(allow_null=True)
     sequence = serializers.IntegerField(source="id", help_text="Server arrival order.")
     tool_call = ToolCallSerializer(required=False)
-
-    def to_representation(self, entry: dict) -> dict:
-        data = super().to_representation(entry)
-        if entry.get("tool_call") is None:
-            data.pop("tool_call", None)
-        return data

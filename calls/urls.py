@@ -1,9 +1,9 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from calls.livekit_webhooks import livekit_webhook
 from calls.usage_api import UsageView
 from calls.views import CallViewSet
-from calls.webhooks import livekit_webhook
 
 # SimpleRouter: exactly the seed's paths, no trailing slash, no `.json` suffixes.
 router = SimpleRouter(trailing_slash=False)

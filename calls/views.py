@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from django_filters.rest_framework import DjangoFilterBackend
-from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -17,9 +18,10 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.models import Organization
 from calls import representations, selectors, services
 from calls.filters import CallFilter
-from calls.idempotency import MAX_KEY_LENGTH, idempotent_call
+from calls.idempotency import idempotency_key, idempotent_call
 from calls.limits import ConcurrencyLimitReached
 from calls.models import Call
 from calls.serializers import (
@@ -31,26 +33,12 @@ from calls.serializers import (
     CallMetricsSerializer,
     CallSerializer,
     TranscriptEntrySerializer,
-    call_create_plain,
 )
-from voicecalls.errors import (
-    BadGateway,
-    Conflict,
-    LimitErrorResponseSerializer,
-    LimitReached,
-    error_responses,
-)
+from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
-from workflows.selectors import workflow_call_target
-
-CONCURRENCY_LIMIT_DETAIL = (
-    "Your organization has as many calls in progress as it may; end one or wait for one to end."
-)
-
-# A slot frees when a call ends, which nobody can predict: a short, fixed wait.
-CONCURRENCY_RETRY_AFTER_SECONDS = 5
+from workflows.selectors import CallTarget, workflow_call_target
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -117,8 +105,8 @@ class CallViewSet(viewsets.GenericViewSet):
                             "type": "client_error",
                             "errors": [
                                 {
-                                    "code": "concurrency_limit_reached",
-                                    "detail": CONCURRENCY_LIMIT_DETAIL,
+                                    "code": ConcurrencyLimitReached.code,
+                                    "detail": ConcurrencyLimitReached.detail,
                                     "attr": None,
                                 }
                             ],
@@ -145,60 +133,31 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     def create(self, request: Request) -> Response:
         organization = request.user.organization
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-            raise serializers.ValidationError(
-                {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]}
-            )
-        data = call_create_plain(request.data)
-        if data is None:
-            params = CallCreateSerializer(data=request.data)
-            params.is_valid(raise_exception=True)
-            data = dict(params.validated_data)
+        key = idempotency_key(request.headers)
+        data = _CALL_CREATE.run_validation(request.data)
         target = workflow_call_target(organization=organization, slug=data.pop("workflow_slug"))
         if target is None:
             raise serializers.ValidationError(
                 {"workflow_slug": ["No workflow with this slug in your organization."]}
             )
-
-        def run() -> tuple[int, dict]:
-            try:
-                joined = services.call_create(organization=organization, target=target, **data)
-            except ConcurrencyLimitReached as exc:
-                raise LimitReached(
-                    CONCURRENCY_LIMIT_DETAIL,
-                    code="concurrency_limit_reached",
-                    meta={
-                        "active_calls": exc.active_calls,
-                        "concurrency_limit": exc.concurrency_limit,
-                    },
-                    retry_after=CONCURRENCY_RETRY_AFTER_SECONDS,
-                ) from exc
-            return status.HTTP_201_CREATED, representations.call_join(joined)
-
+        create = functools.partial(_call_created, organization=organization, target=target, **data)
         if key is None:
-            code, body = run()
+            code, body = create()
         else:
             code, body = idempotent_call(
-                organization=organization, key=key, body=request.data, run=run
+                organization=organization, key=key, body=request.data, run=create
             )
         return Response(body, status=code)
 
     def list(self, request: Request) -> Response:
-        organization = request.user.organization
-        filterset = DjangoFilterBackend().get_filterset(
-            request, selectors.call_list(organization=organization), self
-        )
-        if not filterset.is_valid():
-            raise translate_validation(filterset.errors)
-        listing = selectors.CallListing(
-            organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
+        listing = selectors.call_list(
+            organization=request.user.organization, filters=request.query_params
         )
         page = self.paginator.paginate(request, count=listing.total, fetch=listing.page)
-        return self.get_paginated_response(representations.call_list_items(page))
+        return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(CallSerializer(self._get_call()).data)
+        return Response(_call_detail(self._get_call()))
 
     @extend_schema(
         summary="List active calls",
@@ -210,12 +169,11 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
     def active(self, request: Request) -> Response:
-        params = ActiveCallsQuerySerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
+        params = _ACTIVE_QUERY.run_validation(request.query_params)
         calls = selectors.active_calls(
-            organization=request.user.organization, limit=params.validated_data["limit"]
+            organization=request.user.organization, limit=params["limit"]
         )
-        return Response(representations.active_call_items(calls))
+        return Response(representations.active_calls(calls))
 
     @extend_schema(
         summary="Get call transcript",
@@ -230,8 +188,7 @@ class CallViewSet(viewsets.GenericViewSet):
         # Only the call's existence in this organization matters here, not its blobs.
         call = get_object_or_404(self.get_queryset().only("id"), pk=pk)
         rows = selectors.call_transcript_rows(call=call)
-        # Already the JSONRenderer's bytes (content negotiation has run): see
-        # representations.transcript_json.
+        # Already JSON bytes (content negotiation has run: JSON is all the API speaks).
         return HttpResponse(representations.transcript_json(rows), content_type="application/json")
 
     @extend_schema(
@@ -244,7 +201,9 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def metrics(self, request: Request, pk: str) -> Response:
-        return Response(CallMetricsSerializer(selectors.call_metrics(call=self._get_call())).data)
+        call = self._get_call()
+        latency = selectors.call_latency(call=call)
+        return Response(representations.call_metrics(call, latency=latency))
 
     @extend_schema(
         summary="Issue a fresh join token",
@@ -260,8 +219,8 @@ class CallViewSet(viewsets.GenericViewSet):
         call = self._get_call()
         if call.is_ended:
             raise Conflict("This call has ended.", code="call_ended")
-        joined = services.CallJoinInfo(call=call, token=services.call_participant_token(call=call))
-        return Response(CallJoinSerializer(joined).data)
+        token = services.call_participant_token(call=call)
+        return Response(representations.call_join(call=call, token=token))
 
     @extend_schema(
         summary="End call (hang up)",
@@ -281,4 +240,20 @@ class CallViewSet(viewsets.GenericViewSet):
             call = services.call_end(call=self._get_call())
         except LiveKitError as exc:
             raise BadGateway("LiveKit could not close the room; the call is unchanged.") from exc
-        return Response(CallSerializer(call).data)
+        return Response(_call_detail(call))
+
+
+# Built once and used by every request: building a serializer deep-copies its fields.
+_CALL_CREATE = CallCreateSerializer()
+_ACTIVE_QUERY = ActiveCallsQuerySerializer()
+
+
+def _call_created(
+    *, organization: Organization, target: CallTarget, **data: Any
+) -> tuple[int, dict]:
+    joined = services.call_create(organization=organization, target=target, **data)
+    return status.HTTP_201_CREATED, representations.call_join(call=joined.call, token=joined.token)
+
+
+def _call_detail(call: Call) -> dict:
+    return representations.call_detail(call, latency=selectors.call_latency(call=call))

@@ -12,7 +12,8 @@ from accounts.models import Organization
 from calls.models import CallStatus
 from tests.factories import CallFactory
 from tests.webhook_receiver import Receiver, Reply
-from webhooks import services
+from webhooks import outbox, services
+from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
 
 
@@ -45,7 +46,7 @@ def deliveries(organization: Organization, endpoint_and_secrets: tuple) -> list[
     """Two deliveries: one failed once (and retrying), one succeeded."""
     call = CallFactory(organization=organization)
     for to_status in (CallStatus.ACTIVE, CallStatus.COMPLETED):
-        services.call_status_changed_record(
+        outbox.call_status_changed_record(
             call_id=call.id,
             from_status=None,
             to_status=to_status,
@@ -54,7 +55,7 @@ def deliveries(organization: Organization, endpoint_and_secrets: tuple) -> list[
         )
     rows = list(WebhookDelivery.objects.order_by("id"))
     for delivery in rows:
-        services.webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
         delivery.refresh_from_db()
     assert [d.status for d in rows] == [DeliveryStatus.PENDING, DeliveryStatus.SUCCEEDED]
     return rows

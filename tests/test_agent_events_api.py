@@ -10,11 +10,11 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calls.events_api import (
+from calls.agent_events_api import (
     AgentEventsBatchSerializer,
     TranscriptEventSerializer,
-    plain_transcript_batch,
-    plain_transcript_event,
+    canonical_transcript_batch,
+    canonical_transcript_line,
 )
 from calls.models import AgentEvent, Call, CallStatus, MetricSample, TranscriptEntry
 from tests.conftest import bearer_client
@@ -434,10 +434,10 @@ def test_an_event_id_used_on_another_call_is_a_new_event_there(agent_api, call, 
     assert _written(call) == _written(other) == (1, 1, 0)
 
 
-# --- The plain-line check agrees with the serializer --------------------------------------
-# events_api.plain_transcript_event validates the common transcript line without DRF's
-# field machinery; TranscriptEventSerializer stays the judge. For any input the check
-# either declines (None) or returns exactly the serializer's validated data.
+# --- The canonical-line check agrees with the serializer -------------------------------
+# agent_events_api.canonical_transcript_line takes a transcript line already in canonical
+# form without DRF's field machinery; TranscriptEventSerializer stays the judge. For any
+# input the check either declines (None) or returns exactly the serializer's data.
 
 _ID = "0b6e7a3c-3c1f-4b8e-9a55-1f0c5e2d9a10"
 _PLAIN = {"id": _ID, "type": "transcript", "timestamp": "2026-01-17T10:30:00Z", "role": "user"}
@@ -451,14 +451,14 @@ def _serializer_result(event: object) -> dict | None:
 
 
 def _assert_agrees(event: object) -> dict | None:
-    plain = plain_transcript_event(event, timezone.get_current_timezone())
+    line = canonical_transcript_line(event, timezone.get_current_timezone())
     expected = _serializer_result(event)
-    if plain is not None:
-        assert plain == expected
+    if line is not None:
+        assert line == expected
         # Same instant is not enough: the same time zone and spelling too.
-        assert str(plain["timestamp"]) == str(expected["timestamp"])
-        assert list(plain) == list(expected)
-    return plain
+        assert str(line["timestamp"]) == str(expected["timestamp"])
+        assert list(line) == list(expected)
+    return line
 
 
 @pytest.mark.parametrize(
@@ -476,7 +476,7 @@ def _assert_agrees(event: object) -> dict | None:
         {"content": "x" * 65536},
     ],
 )
-def test_the_plain_check_accepts_plain_lines_as_the_serializer_does(changes):
+def test_the_canonical_check_accepts_canonical_lines_as_the_serializer_does(changes):
     assert _assert_agrees({**_PLAIN, **changes}) is not None
 
 
@@ -514,14 +514,14 @@ def test_the_plain_check_accepts_plain_lines_as_the_serializer_does(changes):
         {"content": "Hello", "tool_call": "save"},
     ],
 )
-def test_the_plain_check_leaves_everything_else_to_the_serializer(changes):
+def test_the_canonical_check_leaves_everything_else_to_the_serializer(changes):
     assert _assert_agrees({**_PLAIN, **changes}) is None
 
 
 _json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
 _short_names = st.text(min_size=1, max_size=12)
 # Values the serializer mostly accepts, and values it mostly refuses.
-_plain_values = {
+_usual_values = {
     "id": st.uuids().map(str),
     "type": st.just("transcript"),
     "timestamp": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
@@ -554,22 +554,22 @@ def _events(values: dict) -> st.SearchStrategy:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_events(_plain_values))
-def test_the_plain_check_gives_the_serializers_data_for_generated_lines(event):
+@given(_events(_usual_values))
+def test_the_canonical_check_gives_the_serializers_data_for_generated_lines(event):
     _assert_agrees(event)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_events({k: v | _odd_values[k] for k, v in _plain_values.items()}))
-def test_the_plain_check_never_disagrees_with_the_serializer(event):
+@given(_events({k: v | _odd_values[k] for k, v in _usual_values.items()}))
+def test_the_canonical_check_never_disagrees_with_the_serializer(event):
     _assert_agrees(event)
 
 
-# Lines the plain check exists for: storable text, names without surrounding blanks.
+# Lines the canonical check exists for: storable text, names without surrounding blanks.
 _storable = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
 _bare_names = _storable.map(str.strip).filter(lambda name: 0 < len(name) <= 12)
 _fast_values = {
-    **_plain_values,
+    **_usual_values,
     "content": _storable,
     "agent_name": st.none() | _bare_names,
     "tool_call": st.none()
@@ -581,7 +581,7 @@ _fast_values = {
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_events(_fast_values))
-def test_the_plain_check_takes_every_plain_line_the_serializer_takes(event):
+def test_the_canonical_check_takes_every_canonical_line_the_serializer_takes(event):
     """Without this the agreement tests above pass for a check that declines everything."""
     if _serializer_result(event) is not None:
         assert _assert_agrees(event) is not None
@@ -592,10 +592,10 @@ def _batch_result(data: object) -> list[dict] | None:
     return serializer.validated_data["events"] if serializer.is_valid() else None
 
 
-def test_a_batch_of_plain_lines_gets_the_serializers_events():
+def test_a_batch_of_canonical_lines_gets_the_serializers_events():
     data = {"events": [{**_PLAIN, "id": str(uuid.uuid4()), "content": f"{i}"} for i in range(500)]}
 
-    assert plain_transcript_batch(data) == _batch_result(data)
+    assert canonical_transcript_batch(data) == _batch_result(data)
 
 
 @pytest.mark.parametrize(
@@ -611,4 +611,4 @@ def test_a_batch_of_plain_lines_gets_the_serializers_events():
     ],
 )
 def test_any_other_batch_is_left_to_the_serializer(data):
-    assert plain_transcript_batch(data) is None
+    assert canonical_transcript_batch(data) is None

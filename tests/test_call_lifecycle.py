@@ -143,6 +143,7 @@ def test_racing_enders_leave_one_terminal_state(workflow, agent_key, fake_liveki
     from django.db import connection
 
     from calls import services
+    from calls.expiry import calls_expire
     from tests.conftest import bearer_client
     from tests.livekit_samples import send
 
@@ -176,7 +177,7 @@ def test_racing_enders_leave_one_terminal_state(workflow, agent_key, fake_liveki
         )
 
     def expire() -> None:
-        services.calls_expire()
+        calls_expire()
 
     def run(target) -> None:
         try:

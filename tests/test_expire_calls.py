@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from calls.expiry import calls_expire
 from calls.models import CallStatus
-from calls.services import calls_expire
 from tests.factories import CallFactory
 from tests.livekit_samples import send
 

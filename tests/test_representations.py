@@ -1,23 +1,24 @@
-"""The hot read paths build their answers from rows without DRF serializers; the answer
-must stay exactly what the serializers (still the schema) give, down to the bytes."""
+"""Each response shape has one renderer (`calls.representations`); the committed schema
+must describe exactly what it returns: every key a property, every required property
+present, every value of the stated type (objects closed: no key the schema lacks)."""
 
 from __future__ import annotations
 
 import datetime
+import json
+from functools import cache
+from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
+from django.conf import settings
+from django.http import QueryDict
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from calls import representations, selectors
-from calls.models import Call, CallStatus, TranscriptEntry
-from calls.serializers import (
-    ActiveCallSerializer,
-    CallJoinSerializer,
-    CallListItemSerializer,
-    TranscriptEntrySerializer,
-)
-from calls.services import CallJoinInfo
+from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -37,8 +38,37 @@ AWKWARD_ARGUMENTS = [
 ]
 
 
-def render(data: object) -> bytes:
-    return JSONRenderer().render(data)
+def _closed(schema: object) -> object:
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable` as a null type, and every object
+    with properties closed to other keys."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _closed(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable"):
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        if "enum" in converted:
+            converted["enum"] = [*converted["enum"], None]
+        if "allOf" in converted or "$ref" in converted:
+            converted = {"anyOf": [converted, {"type": "null"}]}
+    if "properties" in converted and "additionalProperties" not in converted:
+        converted["additionalProperties"] = False
+    return converted
+
+
+@cache
+def _components() -> dict:
+    document = yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
+    return _closed(document["components"])
+
+
+def assert_described(value: object, component: str, *, many: bool = False) -> None:
+    """`value` (as it goes over the wire) is exactly what the schema's `component` says."""
+    ref = {"$ref": f"#/components/schemas/{component}"}
+    schema = {**({"type": "array", "items": ref} if many else ref), "components": _components()}
+    jsonschema.validate(json.loads(json.dumps(value)), schema)
 
 
 @pytest.fixture
@@ -54,6 +84,8 @@ def calls(organization) -> list[Call]:
             current_agent="meal-agent",
             started_at=now - datetime.timedelta(seconds=90, microseconds=123),
             ended_at=now.replace(microsecond=0),
+            user_data={"name": "Ada", "n": [1, 2.5, None]},
+            metadata={"source": "app"},
         ),
         CallFactory(organization=organization, status=CallStatus.PENDING),
         CallFactory(organization=organization, status=CallStatus.TIMEOUT, end_reason="x"),
@@ -61,34 +93,68 @@ def calls(organization) -> list[Call]:
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
-def test_list_items_are_the_serializers_answer(organization, calls, zone: str) -> None:
+def test_list_items_are_what_the_schema_says(organization, calls, zone: str) -> None:
+    listing = selectors.call_list(organization=organization, filters=QueryDict())
     with timezone.override(zone):
-        rows = selectors.CallListing(
-            organization=organization,
-            calls=selectors.call_list(organization=organization),
-            filters={},
-        ).page(0, 20)
-        expected = CallListItemSerializer(
-            selectors.call_list(organization=organization), many=True
-        ).data
+        items = representations.call_summaries(listing.page(0, 20))
 
-        assert render(representations.call_list_items(rows)) == render(expected)
+    assert len(items) == 5
+    assert_described(items, "CallSummary", many=True)
+    ended = next(item for item in items if item["status"] == "completed")
+    assert ended["current_agent"] is None
+    assert ended["duration_seconds"] == calls[2].duration_seconds == 89
 
 
-def test_active_items_are_the_serializers_answer(organization, calls) -> None:
-    rows = selectors.active_calls(organization=organization, limit=50)
-    instances = Call.objects.filter(pk__in=[row["id"] for row in rows]).order_by(
-        "-created_at", "-id"
+def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) -> None:
+    call = calls[2]
+    MetricSample.objects.create(
+        call=call,
+        event_id="6f1c2e0a-4b7d-4c1e-9a51-0f3b2d7c8e91",
+        stt_latency_ms=120,
+        e2e_latency_ms=800.5,
+        timestamp=timezone.now(),
+    )
+    latency = selectors.call_latency(call=call)
+
+    detail = representations.call_detail(call, latency=latency)
+    metrics = representations.call_metrics(call, latency=latency)
+
+    assert_described(detail, "Call")
+    assert_described(metrics, "CallMetrics")
+    assert detail["metrics"] == metrics
+    assert detail["user_data"] == {"name": "Ada", "n": [1, 2.5, None]}
+    assert metrics["latency"]["stt"] == {"p50": 120, "p95": 120, "max": 120, "count": 1}
+
+
+def test_a_call_not_yet_started_is_what_the_schema_says(organization, calls) -> None:
+    call = calls[0]
+    detail = representations.call_detail(call, latency=selectors.call_latency(call=call))
+
+    assert_described(detail, "Call")
+    assert (detail["started_at"], detail["duration_seconds"]) == (None, None)
+
+
+def test_active_calls_are_what_the_schema_says(organization, calls) -> None:
+    items = representations.active_calls(
+        selectors.active_calls(organization=organization, limit=50)
     )
 
-    assert len(rows) == 3
-    assert render(representations.active_call_items(rows)) == render(
-        ActiveCallSerializer(instances, many=True).data
-    )
+    assert [item["status"] for item in items] == ["pending", "active", "connecting"]
+    assert_described(items, "ActiveCall", many=True)
+
+
+@pytest.mark.parametrize("status", [CallStatus.CONNECTING, CallStatus.PENDING])
+def test_join_details_are_what_the_schema_says(organization, status) -> None:
+    call = CallFactory(organization=organization, status=status)
+
+    joined = representations.call_join(call=call, token="a.b.c")
+
+    assert_described(joined, "CallJoin")
+    assert joined["room_name"] == f"call-{call.pk}"
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
-def test_transcript_items_are_the_serializers_answer(organization, zone: str) -> None:
+def test_transcript_lines_are_what_the_schema_says_in_drfs_bytes(organization, zone) -> None:
     call = CallFactory(organization=organization, completed=True)
     t0 = timezone.now()
     for i, text in enumerate(AWKWARD_TEXT):
@@ -105,20 +171,18 @@ def test_transcript_items_are_the_serializers_answer(organization, zone: str) ->
             tool_call={"name": "save_meal", "arguments": arguments},
             timestamp=t0.replace(microsecond=0),
         )
-    reference = (
-        TranscriptEntry.objects.filter(call=call)
-        .order_by("timestamp", "id")
-        .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
-    )
-
     TranscriptEntryFactory(
         call=call, timestamp=datetime.datetime(5, 1, 1, tzinfo=datetime.UTC), content="old"
     )
 
     with timezone.override(zone):
-        assert representations.transcript_json(selectors.call_transcript_rows(call=call)) == render(
-            TranscriptEntrySerializer(reference, many=True).data
-        )
+        body = representations.transcript_json(selectors.call_transcript_rows(call=call))
+
+    lines = json.loads(body)
+    assert_described(lines, "TranscriptEntry", many=True)
+    assert ["tool_call" in line for line in lines].count(True) == len(AWKWARD_ARGUMENTS)
+    # Written as DRF's JSONRenderer writes the same values (floats, U+2028, UTF-8).
+    assert body == JSONRenderer().render(lines)
 
 
 def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None:
@@ -137,8 +201,11 @@ def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None
     ]
 
 
-@pytest.mark.parametrize("status", [CallStatus.CONNECTING, CallStatus.PENDING])
-def test_a_new_calls_join_details_are_the_serializers(organization, status) -> None:
-    joined = CallJoinInfo(call=CallFactory(organization=organization, status=status), token="a.b.c")
+def test_a_schema_with_a_key_the_renderer_lacks_fails_the_check(organization) -> None:
+    """The check itself: a renderer missing a required key, or adding one, is caught."""
+    joined = representations.call_join(call=CallFactory(organization=organization), token="t")
 
-    assert render(representations.call_join(joined)) == render(CallJoinSerializer(joined).data)
+    with pytest.raises(jsonschema.ValidationError):
+        assert_described({**joined, "extra": 1}, "CallJoin")
+    with pytest.raises(jsonschema.ValidationError):
+        assert_described({k: v for k, v in joined.items() if k != "status"}, "CallJoin")

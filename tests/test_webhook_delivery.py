@@ -18,13 +18,18 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Organization
+from calls import representations, selectors
 from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
-from calls.selectors import call_metrics
-from calls.serializers import CallSerializer
 from tests.factories import CallFactory, TranscriptEntryFactory
 from tests.webhook_receiver import Receiver, Reply
-from webhooks import services
+from webhooks import outbox, services
+from webhooks.delivery import (
+    _signing_secrets,
+    retry_delay,
+    webhook_delivery_attempt,
+    webhook_delivery_replay,
+)
 from webhooks.models import (
     DeliveryStatus,
     EventType,
@@ -62,7 +67,7 @@ def record(
         if end_reason:
             changes.update(end_reason=end_reason, ended_at=at, current_agent=None)
         Call.objects.filter(pk=call.pk).update(**changes)
-        return services.call_status_changed_record(
+        return outbox.call_status_changed_record(
             call_id=call.id,
             from_status=from_status,
             to_status=to_status,
@@ -93,9 +98,7 @@ def run_worker() -> None:
 
 def attempt(delivery: WebhookDelivery, now: datetime.datetime | None = None) -> str | None:
     delivery.refresh_from_db()
-    return services.webhook_delivery_attempt(
-        delivery_id=delivery.pk, now=now or delivery.next_attempt_at
-    )
+    return webhook_delivery_attempt(delivery_id=delivery.pk, now=now or delivery.next_attempt_at)
 
 
 @pytest.fixture
@@ -269,9 +272,14 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
     assert [p["id"] for p in payloads] == ids
     report = payloads[2]["data"]
     call.refresh_from_db()
-    assert report["call"] == json.loads(json.dumps(CallSerializer(call).data))
+    latency = selectors.call_latency(call=call)
+    assert report["call"] == json.loads(
+        json.dumps(representations.call_detail(call, latency=latency))
+    )
     assert report["call"]["status"] == "completed"
-    assert report["metrics"] == json.loads(json.dumps(call_metrics(call=call)))
+    assert report["metrics"] == json.loads(
+        json.dumps(representations.call_metrics(call, latency=latency))
+    )
     assert [line["content"] for line in report["transcript"]] == [
         "Hello! How are you today?",
         "Fine, thanks.",
@@ -292,7 +300,7 @@ def test_a_receiver_failing_twice_gets_the_same_event_three_times(
 ) -> None:
     # Waits shrunk to zero so the real worker runs the retries now; the schedule
     # itself is checked with a frozen clock below.
-    monkeypatch.setattr(services, "RETRY_SCHEDULE", (0,) * 10)
+    monkeypatch.setattr("webhooks.delivery.RETRY_SCHEDULE", (0,) * 10)
     with Receiver([Reply(500), Reply(503)]) as receiver:
         endpoint, secret = endpoint_create(
             organization, receiver.url, [EventType.CALL_STATUS_CHANGED]
@@ -422,17 +430,17 @@ def test_an_endpoint_its_owner_changed_recently_stays_enabled(
 def test_retry_delay_is_the_schedule_plus_up_to_ten_percent_jitter(
     round_attempts: int, low: float, high: float
 ) -> None:
-    delays = [services.retry_delay(round_attempts=round_attempts) for _ in range(200)]
+    delays = [retry_delay(round_attempts=round_attempts) for _ in range(200)]
     assert all(low <= d <= high for d in delays)
     if high > low:
         assert len(set(delays)) > 1
 
 
 def test_retry_delay_gives_up_after_ten_attempts_and_honours_retry_after() -> None:
-    assert services.retry_delay(round_attempts=10) is None
-    assert services.retry_delay(round_attempts=1, retry_after=120) == 120
-    assert services.retry_delay(round_attempts=9, retry_after=10) >= 86400
-    assert services.retry_delay(round_attempts=1, retry_after=10**9) == 86400
+    assert retry_delay(round_attempts=10) is None
+    assert retry_delay(round_attempts=1, retry_after=120) == 120
+    assert retry_delay(round_attempts=9, retry_after=10) >= 86400
+    assert retry_delay(round_attempts=1, retry_after=10**9) == 86400
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
@@ -609,7 +617,7 @@ def test_a_replay_resends_the_same_event(
     delivery = WebhookDelivery.objects.get()
     assert attempt(delivery) == DeliveryStatus.SUCCEEDED
 
-    services.webhook_delivery_replay(delivery=delivery)
+    webhook_delivery_replay(delivery=delivery)
     assert attempt(delivery) == DeliveryStatus.SUCCEEDED
 
     first, second = receiver.received
@@ -634,9 +642,7 @@ def test_after_a_rotation_deliveries_carry_both_signatures_for_a_day(
     received.verify(old)
     received.verify(new)
     endpoint.refresh_from_db()
-    assert services._signing_secrets(
-        endpoint, now=timezone.now() + datetime.timedelta(hours=25)
-    ) == [new]
+    assert _signing_secrets(endpoint, now=timezone.now() + datetime.timedelta(hours=25)) == [new]
 
 
 def test_secrets_and_signatures_never_reach_the_delivery_log(
@@ -767,7 +773,7 @@ def test_concurrent_wake_ups_send_a_delivery_once(organization: Organization) ->
         def wake() -> None:
             try:
                 barrier.wait()
-                outcomes.append(services.webhook_delivery_attempt(delivery_id=delivery.pk))
+                outcomes.append(webhook_delivery_attempt(delivery_id=delivery.pk))
             finally:
                 connection.close()
 
@@ -791,7 +797,7 @@ def test_recording_costs_the_same_queries_for_any_number_of_endpoints(
 
     # endpoints, 2 × (event, deliveries)
     with django_assert_num_queries(5):
-        events = services.call_status_changed_record(
+        events = outbox.call_status_changed_record(
             call_id=call.id,
             from_status=CallStatus.ACTIVE,
             to_status=CallStatus.COMPLETED,
@@ -804,7 +810,7 @@ def test_recording_costs_the_same_queries_for_any_number_of_endpoints(
 
 def test_recording_without_endpoints_is_one_query(call: Call, django_assert_num_queries) -> None:
     with django_assert_num_queries(1):  # the organization's endpoints
-        services.call_status_changed_record(
+        outbox.call_status_changed_record(
             call_id=call.id,
             from_status=CallStatus.CONNECTING,
             to_status=CallStatus.ACTIVE,

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from tests.factories import CallFactory
-from webhooks import services
+from webhooks import outbox, services
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint
 
 URL = "/api/v1/webhook-endpoints"
@@ -262,10 +262,10 @@ def test_deliveries_lists_the_log_newest_first_with_attempts(
     endpoint, secret = endpoint_create(organization)
     call = CallFactory(organization=organization, workflow__organization=organization)
     at = timezone.now()
-    services.call_status_changed_record(
+    outbox.call_status_changed_record(
         call_id=call.id, from_status="connecting", to_status="active", end_reason=None, at=at
     )
-    services.call_status_changed_record(
+    outbox.call_status_changed_record(
         call_id=call.id,
         from_status="active",
         to_status="completed",
@@ -334,7 +334,7 @@ def test_deliveries_refuses_bad_paging(api: APIClient, organization: Organizatio
 def test_deliveries_filter_by_status(api: APIClient, organization: Organization) -> None:
     endpoint, _ = endpoint_create(organization)
     call = CallFactory(organization=organization)
-    services.call_status_changed_record(
+    outbox.call_status_changed_record(
         call_id=call.id,
         from_status="active",
         to_status="failed",

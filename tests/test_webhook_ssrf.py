@@ -11,7 +11,8 @@ from accounts.models import Organization
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory
 from tests.webhook_receiver import Receiver
-from webhooks import services, transport
+from webhooks import outbox, transport
+from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
 
 REAL_GETADDRINFO = socket.getaddrinfo
@@ -117,7 +118,7 @@ def deliver_to(url: str, organization: Organization, call: Call) -> WebhookDeliv
         events=[EventType.CALL_STATUS_CHANGED],
         secret="whsec_dm9pY2VjYWxscy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=",
     )
-    services.call_status_changed_record(
+    outbox.call_status_changed_record(
         call_id=call.id,
         from_status=CallStatus.CONNECTING,
         to_status=CallStatus.ACTIVE,
@@ -125,7 +126,7 @@ def deliver_to(url: str, organization: Organization, call: Call) -> WebhookDeliv
         at=call.created_at,
     )
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
-    services.webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
     delivery.refresh_from_db()
     return delivery
 

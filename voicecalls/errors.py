@@ -13,6 +13,7 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from drf_standardized_errors.formatter import ExceptionFormatter as BaseExceptionFormatter
+from drf_standardized_errors.handler import ExceptionHandler as BaseExceptionHandler
 from drf_standardized_errors.types import ErrorResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
@@ -34,6 +35,19 @@ class BadGateway(APIException):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = "An upstream service failed."
     default_code = "bad_gateway"
+
+
+class LimitExceeded(Exception):
+    """A per-organization limit a service would not pass (raised by services, which know
+    no HTTP); `exception_handler` answers it as a 429 with `meta` and Retry-After."""
+
+    code = "limit_reached"
+    detail = "A limit of your organization was reached."
+
+    def __init__(self, *, meta: dict[str, Any], retry_after: int | None = None) -> None:
+        super().__init__(self.detail)
+        self.meta = meta
+        self.retry_after = retry_after
 
 
 class LimitReached(APIException):
@@ -61,6 +75,17 @@ class ExceptionFormatter(BaseExceptionFormatter):
         if meta is not None:
             body["meta"] = meta
         return body
+
+
+class ExceptionHandler(BaseExceptionHandler):
+    """drf-standardized-errors' handler, with the services' own limits as 429s."""
+
+    def convert_known_exceptions(self, exc: Exception) -> Exception:
+        if isinstance(exc, LimitExceeded):
+            return LimitReached(
+                exc.detail, code=exc.code, meta=exc.meta, retry_after=exc.retry_after
+            )
+        return super().convert_known_exceptions(exc)
 
 
 def error_json(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.fields import empty
 
 
 def json_depth(value: object) -> int:
@@ -46,46 +46,6 @@ def json_has_nul(value: object) -> bool:
     return False
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def plain_text(value: object, max_length: int) -> bool:
-    """Whether a CharField's validators accept `value` as it is: a string (not coerced)
-    of at most `max_length` characters, without U+0000 or lone surrogates. Blank and
-    surrounding whitespace are the caller's to check (they depend on the field)."""
-    return (
-        type(value) is str
-        and len(value) <= max_length
-        and "\x00" not in value
-        and (value.isascii() or not _SURROGATE.search(value))
-    )
-
-
-def plain_char(value: object, max_length: int) -> bool:
-    """Whether a trimming, not-blank CharField (DRF's default) returns `value` unchanged:
-    `plain_text`, not empty, no surrounding whitespace."""
-    return plain_text(value, max_length) and bool(value) and value == value.strip()
-
-
-def json_object_problem(value: object, *, max_bytes: int, max_depth: int) -> str | None:
-    """The `BoundedJSONObjectField` error code `value` earns, or None when it is a JSON
-    object within the bounds."""
-    if not isinstance(value, dict):
-        return "not_an_object"
-    if json_depth(value) > max_depth:
-        return "too_deep"
-    try:
-        # Strict JSON, as DRF's JSONField checks it: no NaN or Infinity.
-        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
-    except (TypeError, ValueError):
-        return "invalid"
-    if size > max_bytes:
-        return "too_large"
-    if json_has_nul(value):
-        return "null_characters_not_allowed"
-    return None
-
-
 class BoundedJSONObjectField(serializers.JSONField):
     """A JSON object (not a list or scalar) of at most `max_bytes` once serialized and
     at most `max_depth` levels deep."""
@@ -104,9 +64,16 @@ class BoundedJSONObjectField(serializers.JSONField):
 
     def to_internal_value(self, data: object) -> dict:
         value = super().to_internal_value(data)
-        problem = json_object_problem(value, max_bytes=self.max_bytes, max_depth=self.max_depth)
-        if problem:
-            self.fail(problem, max_bytes=self.max_bytes, max_depth=self.max_depth)
+        if not isinstance(value, dict):
+            self.fail("not_an_object")
+        if json_depth(value) > self.max_depth:
+            self.fail("too_deep", max_depth=self.max_depth)
+        # Strict JSON (no NaN or Infinity) was checked by JSONField.
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > self.max_bytes:
+            self.fail("too_large", max_bytes=self.max_bytes)
+        if json_has_nul(value):
+            self.fail("null_characters_not_allowed")
         return value
 
 
@@ -187,8 +154,7 @@ class QueryParamsSerializer(serializers.Serializer):
     an HTML form and silently drops a blank optional parameter (`?limit=`); here a
     blank value is validated like any other (a 400 naming it)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        data = kwargs.get("data")
-        if data is not None and hasattr(data, "getlist"):
-            kwargs["data"] = data.dict()
-        super().__init__(*args, **kwargs)
+    def run_validation(self, data: Any = empty) -> Any:
+        if hasattr(data, "getlist"):
+            data = data.dict()
+        return super().run_validation(data)

@@ -225,6 +225,8 @@ DRF_STANDARDIZED_ERRORS = {
     ],
     # Errors may carry a top-level `meta` (429 limits: the numbers a client needs).
     "EXCEPTION_FORMATTER_CLASS": "voicecalls.errors.ExceptionFormatter",
+    # Services' own limits (voicecalls.errors.LimitExceeded) become 429s.
+    "EXCEPTION_HANDLER_CLASS": "voicecalls.errors.ExceptionHandler",
 }
 
 # --- Per-organization limits ------------------------------------------------------------

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from webhooks import services
+from webhooks.delivery import webhook_delivery_replay
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.transport import url_problem
 
@@ -156,7 +157,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         count = 0
         for delivery in queryset:
-            services.webhook_delivery_replay(delivery=delivery)
+            webhook_delivery_replay(delivery=delivery)
             count += 1
         self.message_user(request, f"{count} delivery(ies) queued for replay.", messages.SUCCESS)
 

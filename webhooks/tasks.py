@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django_tasks import task
 
-from webhooks import services
+from webhooks.delivery import webhook_delivery_attempt
 
 
 @task(queue_name="webhooks")
 def deliver_webhook(delivery_id: int) -> str | None:
     """Wake a delivery up for its due attempt; its row decides what happens."""
-    return services.webhook_delivery_attempt(delivery_id=delivery_id)
+    return webhook_delivery_attempt(delivery_id=delivery_id)

@@ -29,9 +29,10 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import KeyKind, Organization  # noqa: E402
 from accounts.services import api_key_create, organization_get_or_create  # noqa: E402
+from calls.agent_events import agent_events_record  # noqa: E402
 from calls.lifecycle import call_transition  # noqa: E402
 from calls.models import CallStatus  # noqa: E402
-from calls.services import agent_events_record, call_create  # noqa: E402
+from calls.services import call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
 from webhooks.services import webhook_endpoint_create  # noqa: E402
 from workflows.selectors import workflow_call_target  # noqa: E402

@@ -6,7 +6,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
-from calls.services import calls_expire
+from calls.expiry import calls_expire
 
 
 class Command(BaseCommand):

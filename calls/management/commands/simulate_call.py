@@ -8,9 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from accounts.models import Organization
-from calls.events_api import AgentEventsBatchSerializer
+from calls.agent_events import agent_events_record
+from calls.agent_events_api import AgentEventsBatchSerializer
+from calls.livekit_events import livekit_webhook_receive
 from calls.models import Call, CallStatus
-from calls.services import agent_events_record, call_create, livekit_webhook_receive
+from calls.services import call_create
 from voicecalls.livekit import webhook_authorization
 from workflows.demo import DEMO_SLUG
 from workflows.selectors import workflow_call_target

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from webhooks.services import webhook_deliveries_wake_overdue
+from webhooks.delivery import webhook_deliveries_wake_overdue
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls.services import WebhookResult, livekit_webhook_receive
+from calls.livekit_events import WebhookResult, livekit_webhook_receive
 from voicecalls.errors import ErrorResponseSerializer
 from voicecalls.livekit import WebhookPayloadError, WebhookSignatureError
 

@@ -18,10 +18,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import selectors, services
-from calls.models import AgentEventType, CallStatus, TranscriptRole
+from calls import selectors
+from calls.agent_events import agent_events_record
+from calls.models import LATENCY_COMPONENTS, AgentEventType, CallStatus, TranscriptRole
 from voicecalls.auth import IsAgentKey
-from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, plain_char, plain_text
+from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
 
 MAX_EVENTS_PER_BATCH = 500
 # A latency over ten minutes is a clock or unit bug, not a measurement.
@@ -93,7 +94,7 @@ class MetricsEventSerializer(_EventBase):
     )
 
     def validate(self, attrs: dict) -> dict:
-        measured = [f"{c}_latency_ms" for c in services.LATENCY_COMPONENTS] + ["tokens"]
+        measured = [f"{c}_latency_ms" for c in LATENCY_COMPONENTS] + ["tokens"]
         if all(attrs.get(name) is None for name in measured):
             raise serializers.ValidationError(
                 "A metrics event needs at least one of: " + ", ".join(measured) + "."
@@ -120,13 +121,13 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 }
 
 
-# --- The common case without a serializer -------------------------------------------
-# A 500-line batch through TranscriptEventSerializer costs ~60 ms of field machinery,
-# more than storing it (bench/README.md). A plain transcript line (canonical uuid, no
-# tool call, agent name without surrounding blanks) is checked here instead; anything
-# else (and every event this check does not accept) goes through the serializer, which
-# stays the one judge of what is valid and of every error message.
-# tests/test_agent_events.py holds the two to the same validated data.
+# --- Transcript lines already in canonical form ---------------------------------------
+# Agents flush transcript lines in batches of up to 500, and the serializer's field
+# machinery costs more per batch than storing it (bench/README.md). A line already in
+# the form the serializer returns (canonical uuid, aware ISO timestamp, a known role,
+# storable text, names without surrounding blanks) is taken as it is; any other event
+# goes through the serializer, the one judge of what is valid and of every message.
+# tests/test_agent_events_api.py holds the two to the same validated data.
 
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 _TRANSCRIPT_KEYS = frozenset(
@@ -142,6 +143,25 @@ _TOOL_NAME_MAX = _TOOL_CALL_FIELDS["name"].max_length
 _TOOL_ARGUMENTS = _TOOL_CALL_FIELDS["arguments"]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable_text(value: object, max_length: int) -> bool:
+    """Whether a CharField's validators take `value` as it is: a string (not coerced) of
+    at most `max_length` characters, without U+0000 or lone surrogates."""
+    return (
+        type(value) is str
+        and len(value) <= max_length
+        and "\x00" not in value
+        and (value.isascii() or not _SURROGATE.search(value))
+    )
+
+
+def _trimmed_text(value: object, max_length: int) -> bool:
+    """Whether a trimming, not-blank CharField (DRF's default) returns `value` unchanged."""
+    return _storable_text(value, max_length) and bool(value) and value == value.strip()
+
+
 def _aware_timestamp(value: str, tz: datetime.tzinfo) -> datetime.datetime | None:
     # DateTimeField: parse_datetime tries fromisoformat first, and enforce_timezone
     # moves an aware value to the current time zone. Naive or odd values: the field.
@@ -152,10 +172,10 @@ def _aware_timestamp(value: str, tz: datetime.tzinfo) -> datetime.datetime | Non
         return None
 
 
-def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
-    """TranscriptEventSerializer's validated data for a plain transcript line (`tz`: the
-    current time zone), or None when the line is not plain (the serializer then
-    decides, and explains)."""
+def canonical_transcript_line(data: object, tz: datetime.tzinfo) -> dict | None:
+    """TranscriptEventSerializer's validated data for a line in canonical form (`tz`: the
+    current time zone), or None for any other line (the serializer then decides, and
+    explains)."""
     if type(data) is not dict or data.get("type") != AgentEventType.TRANSCRIPT:
         return None
     if not data.keys() <= _TRANSCRIPT_KEYS:
@@ -170,7 +190,7 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
         return None
     if type(role) is not str or role not in _TRANSCRIPT_ROLES:
         return None
-    if not plain_text(content, _TRANSCRIPT_CONTENT_MAX) or type(timestamp) is not str:
+    if not _storable_text(content, _TRANSCRIPT_CONTENT_MAX) or type(timestamp) is not str:
         return None
     aware = _aware_timestamp(timestamp, tz)
     if aware is None:
@@ -184,21 +204,21 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
     }
     if "agent_name" in data:
         agent_name = data["agent_name"]
-        if agent_name is not None and not plain_char(agent_name, _AGENT_NAME_MAX):
+        if agent_name is not None and not _trimmed_text(agent_name, _AGENT_NAME_MAX):
             return None
         validated["agent_name"] = agent_name
     if "tool_call" in data:
         tool_call = data["tool_call"]
         if tool_call is not None:
-            tool_call = _plain_tool_call(tool_call)
+            tool_call = _canonical_tool_call(tool_call)
             if tool_call is None:
                 return None
         validated["tool_call"] = tool_call
     return validated
 
 
-def plain_transcript_batch(data: object) -> list[dict] | None:
-    """AgentEventsBatchSerializer's validated events for a batch of plain transcript
+def canonical_transcript_batch(data: object) -> list[dict] | None:
+    """AgentEventsBatchSerializer's validated events for a batch of canonical transcript
     lines only (the usual flush), without its per-item machinery; else None."""
     if type(data) is not dict or data.keys() != {"events"}:
         return None
@@ -208,19 +228,19 @@ def plain_transcript_batch(data: object) -> list[dict] | None:
     tz = timezone.get_current_timezone()
     validated = []
     for event in events:
-        plain = plain_transcript_event(event, tz)
-        if plain is None:
+        line = canonical_transcript_line(event, tz)
+        if line is None:
             return None
-        validated.append(plain)
+        validated.append(line)
     return validated
 
 
-def _plain_tool_call(data: object) -> dict | None:
+def _canonical_tool_call(data: object) -> dict | None:
     # ToolCallInputSerializer's validated data, or None: the serializer decides.
     if type(data) is not dict or data.keys() != {"name", "arguments"}:
         return None
     name = data["name"]
-    if not plain_char(name, _TOOL_NAME_MAX):
+    if not _trimmed_text(name, _TOOL_NAME_MAX):
         return None
     try:
         arguments = _TOOL_ARGUMENTS.run_validation(data["arguments"])
@@ -245,9 +265,9 @@ class AgentEventField(serializers.Field):
         tz = self.__dict__.get("_timezone")
         if tz is None:
             tz = self.__dict__["_timezone"] = timezone.get_current_timezone()
-        plain = plain_transcript_event(data, tz)
-        if plain is not None:
-            return plain
+        line = canonical_transcript_line(data, tz)
+        if line is not None:
+            return line
         if not isinstance(data, dict):
             raise serializers.ValidationError("Expected an object.", code="invalid")
         event_type = data.get("type")
@@ -296,10 +316,10 @@ class AgentCallEventsView(APIView):
     def post(self, request: Request, call_id: str) -> Response:
         queryset = selectors.agent_call_queryset(organization=request.user.organization)
         call = get_object_or_404(queryset.only("id", "status"), pk=call_id)
-        events = plain_transcript_batch(request.data)
+        events = canonical_transcript_batch(request.data)
         if events is None:
             batch = AgentEventsBatchSerializer(data=request.data)
             batch.is_valid(raise_exception=True)
             events = batch.validated_data["events"]
-        result = services.agent_events_record(call=call, events=events)
+        result = agent_events_record(call=call, events=events)
         return Response(AgentEventsResultSerializer(result).data)

@@ -1,0 +1,200 @@
+"""Events the voice-agent worker reports (transcript lines, handoffs, metrics,
+status), stored once each and applied to the call."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from calls.lifecycle import EndReason, call_transition
+from calls.models import (
+    LATENCY_COMPONENTS,
+    MEAN_LATENCY_COMPONENTS,
+    AgentEvent,
+    AgentEventType,
+    Call,
+    CallStatus,
+    MetricSample,
+    TranscriptEntry,
+)
+from calls.sql import JSONArrayAppend, insert_new
+
+_DEFAULT_END_REASON = {
+    CallStatus.COMPLETED: EndReason.AGENT_HANGUP,
+    CallStatus.FAILED: EndReason.AGENT_ERROR,
+    CallStatus.DISCONNECTED: EndReason.CONNECTION_LOST,
+    CallStatus.TIMEOUT: EndReason.MAX_DURATION,
+}
+
+
+@dataclass(frozen=True)
+class AgentEventsResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class _NewEvents:
+    """The events of a batch that were stored now (not seen before), by type."""
+
+    transcript: int
+    samples: list[dict]
+    handoffs: list[dict]
+    statuses: list[dict]
+
+    @property
+    def count(self) -> int:
+        return self.transcript + len(self.samples) + len(self.handoffs) + len(self.statuses)
+
+
+@transaction.atomic
+def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
+    """Record a validated batch of agent events once each, all or nothing.
+
+    The call row is locked first, so concurrent batches for one call run one after
+    the other (and cannot deadlock on each other's ids). Only the events stored now
+    move the call: a replayed batch changes nothing. Transcript and metrics events are
+    accepted after the end (late flush).
+    """
+    now = timezone.now()
+    status, hangup_requested_at = (
+        Call.objects.select_for_update()
+        .filter(pk=call.pk)
+        .values_list("status", "hangup_requested_at")
+        .get()
+    )
+    new = _store(call_id=call.pk, events=events, now=now)
+    # The agent reports the call started (or hands off, which it only does in a
+    # conversation): start it first, so its handoffs append to [start agent].
+    if status == CallStatus.CONNECTING and (
+        new.handoffs or any(e["status"] == CallStatus.ACTIVE for e in new.statuses)
+    ):
+        call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
+    _aggregate(call_id=call.pk, new=new, now=now)
+    _apply_statuses(
+        call_id=call.pk,
+        statuses=new.statuses,
+        hung_up_by_api=hangup_requested_at is not None,
+        now=now,
+    )
+    return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
+
+
+def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) -> _NewEvents:
+    """Insert each event once (ON CONFLICT DO NOTHING RETURNING: a row already there is
+    a duplicate); the new handoffs and statuses in time order."""
+    first_of_each: dict[uuid.UUID, dict] = {}
+    for event in events:
+        first_of_each.setdefault(event["id"], event)
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for event in first_of_each.values():
+        by_type[event["type"]].append(event)
+    transcript_ids = insert_new(
+        TranscriptEntry,
+        [
+            {
+                "call": call_id,
+                "event_id": e["id"],
+                "role": e["role"],
+                "content": e["content"],
+                "agent_name": e.get("agent_name"),
+                "tool_call": e.get("tool_call"),
+                "timestamp": e["timestamp"],
+                "created_at": now,
+            }
+            for e in by_type[AgentEventType.TRANSCRIPT]
+        ],
+        unique="event_id",
+        unique_with=("call",),
+    )
+    samples = by_type[AgentEventType.METRICS]
+    metric_ids = insert_new(
+        MetricSample,
+        [
+            {
+                "call": call_id,
+                "event_id": e["id"],
+                "agent_name": e.get("agent_name"),
+                "turn_index": e.get("turn_index"),
+                **{f"{c}_latency_ms": e.get(f"{c}_latency_ms") for c in LATENCY_COMPONENTS},
+                "tokens": e.get("tokens"),
+                "timestamp": e["timestamp"],
+                "created_at": now,
+            }
+            for e in samples
+        ],
+        unique="event_id",
+        unique_with=("call",),
+    )
+    ledger = by_type[AgentEventType.AGENT_HANDOFF] + by_type[AgentEventType.STATUS]
+    ledger_ids = insert_new(
+        AgentEvent,
+        [
+            {
+                "id": e["id"],
+                "call": call_id,
+                "type": e["type"],
+                "payload": {k: v for k, v in e.items() if k not in ("id", "type", "timestamp")},
+                "timestamp": e["timestamp"],
+                "created_at": now,
+            }
+            for e in ledger
+        ],
+        unique="id",
+    )
+
+    def new_in_time_order(items: list[dict], ids: set) -> list[dict]:
+        return sorted((e for e in items if e["id"] in ids), key=lambda e: e["timestamp"])
+
+    return _NewEvents(
+        transcript=len(transcript_ids),
+        samples=[e for e in samples if e["id"] in metric_ids],
+        handoffs=new_in_time_order(by_type[AgentEventType.AGENT_HANDOFF], ledger_ids),
+        statuses=new_in_time_order(by_type[AgentEventType.STATUS], ledger_ids),
+    )
+
+
+def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -> None:
+    """Move the call's running sums, tokens and agent history by the new events, in one
+    atomic UPDATE (F() expressions: no read-modify-write)."""
+    changes: dict[str, object] = {"last_event_at": now}
+    for component in MEAN_LATENCY_COMPONENTS:
+        name = f"{component}_latency_ms"
+        values = [e[name] for e in new.samples if e.get(name) is not None]
+        if values:
+            changes[f"{name}_sum"] = F(f"{name}_sum") + sum(values)
+            changes[f"{component}_latency_count"] = F(f"{component}_latency_count") + len(values)
+    tokens = sum(e.get("tokens") or 0 for e in new.samples)
+    if tokens:
+        changes["total_tokens"] = F("total_tokens") + tokens
+    if new.handoffs:
+        changes["agent_history"] = JSONArrayAppend(
+            "agent_history", [e["to_agent"] for e in new.handoffs]
+        )
+        changes["agent_handoffs"] = F("agent_handoffs") + len(new.handoffs)
+        # Nobody speaks on an ended call: a late handoff extends the history only.
+        changes["current_agent"] = Case(
+            When(status=CallStatus.ACTIVE, then=Value(new.handoffs[-1]["to_agent"])),
+            default=F("current_agent"),
+        )
+    Call.objects.filter(pk=call_id).update(**changes)
+
+
+def _apply_statuses(
+    *, call_id: uuid.UUID, statuses: list[dict], hung_up_by_api: bool, now: datetime.datetime
+) -> None:
+    """The agent ends the call: the first terminal status wins (terminal is final)."""
+    for event in statuses:
+        if event["status"] == CallStatus.ACTIVE:
+            continue
+        end_reason = event.get("reason") or _DEFAULT_END_REASON[event["status"]]
+        if event["status"] == CallStatus.COMPLETED and hung_up_by_api:
+            # The agent saw the room close because we hung up through the API.
+            end_reason = EndReason.API_REQUEST
+        call_transition(call_id=call_id, to_status=event["status"], end_reason=end_reason, at=now)

@@ -1,0 +1,266 @@
+"""Delivery: one signed attempt at a time, retried on a schedule of about three days.
+
+An attempt first claims its delivery with a conditional UPDATE, so a lost or duplicated
+wake-up does nothing; its outcome is logged as a `WebhookAttempt`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from webhooks import signing, transport
+from webhooks.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from webhooks.outbox import event_body, wake
+
+logger = logging.getLogger(__name__)
+
+# Seconds to wait before attempt n+1 of a round, after n failed attempts (Standard
+# Webhooks' example schedule): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
+# 20 h, 24 h — ten attempts over about three days.
+RETRY_SCHEDULE: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# Each wait is stretched by up to this fraction, so endpoints that failed together are
+# not retried in lockstep.
+RETRY_JITTER = 0.1
+# A receiver's Retry-After is honoured up to this long.
+RETRY_AFTER_MAX_SECONDS = 86400
+# An attempt holds its delivery this long; longer than any request may take.
+ATTEMPT_LEASE = datetime.timedelta(seconds=120)
+
+
+def _signing_secrets(endpoint: WebhookEndpoint, *, now: datetime.datetime) -> list[str]:
+    secrets = [endpoint.secret]
+    if (
+        endpoint.previous_secret
+        and endpoint.previous_secret_expires_at
+        and endpoint.previous_secret_expires_at > now
+    ):
+        secrets.append(endpoint.previous_secret)
+    return secrets
+
+
+def retry_delay(
+    *, round_attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+) -> float | None:
+    """Seconds to wait after `round_attempts` failed attempts, or None: give up.
+
+    The schedule's wait plus up to 10 % jitter; a receiver's Retry-After (capped at a
+    day) when it asks for longer.
+    """
+    if round_attempts >= len(RETRY_SCHEDULE):
+        return None
+    base = RETRY_SCHEDULE[round_attempts]
+    delay = base + (rng or random).uniform(0, base * RETRY_JITTER)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
+    return delay
+
+
+def _retryable(status_code: int) -> bool:
+    # 3xx counts as a failure (redirects are never followed) and, like 5xx, may be
+    # fixed on the receiver's side while we retry; other 4xx will not change.
+    return status_code == 429 or status_code >= 500 or 300 <= status_code < 400
+
+
+def webhook_delivery_attempt(
+    *, delivery_id: int, now: datetime.datetime | None = None
+) -> str | None:
+    """Make the delivery's due attempt, log it and schedule what follows.
+
+    Returns the delivery's status afterwards, or None when there was nothing to do
+    (already delivered, given up, or not due: a stale or duplicate wake-up).
+    """
+    now = now or timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    ).update(next_attempt_at=now + ATTEMPT_LEASE)
+    if not claimed:
+        return None
+    delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+    endpoint = delivery.endpoint
+    if not endpoint.enabled:
+        return _attempt_finish(
+            delivery,
+            now=now,
+            url=endpoint.url,
+            status_code=None,
+            duration_ms=0,
+            error=" ".join(["endpoint disabled.", endpoint.disabled_reason]).strip(),
+            excerpt="",
+            outcome=DeliveryStatus.FAILED,
+        )
+    body = event_body(delivery.event).encode()
+    timestamp = int(now.timestamp())
+    headers = signing.signed_headers(
+        secrets=_signing_secrets(endpoint, now=now),
+        msg_id=delivery.event_id,
+        timestamp=timestamp,
+        body=body,
+    )
+    retry_after = None
+    try:
+        answer = transport.post(
+            endpoint.url,
+            body=body,
+            headers=headers,
+            timeout=settings.WEBHOOKS_TIMEOUT_SECONDS,
+            allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS,
+        )
+    except transport.DeliveryError as exc:
+        status_code, duration_ms, error, excerpt = None, exc.duration_ms, str(exc), ""
+        outcome = None if exc.retryable else DeliveryStatus.FAILED
+    else:
+        status_code, duration_ms, excerpt = answer.status_code, answer.duration_ms, answer.excerpt
+        retry_after = answer.retry_after_seconds
+        error = "" if 200 <= status_code < 300 else f"HTTP {status_code}"
+        if 200 <= status_code < 300:
+            outcome = DeliveryStatus.SUCCEEDED
+        elif status_code == 410:
+            outcome = DeliveryStatus.FAILED
+            error = "HTTP 410 Gone: endpoint disabled"
+        elif _retryable(status_code):
+            outcome = None
+        else:
+            outcome = DeliveryStatus.FAILED
+    return _attempt_finish(
+        delivery,
+        now=now,
+        url=endpoint.url,
+        status_code=status_code,
+        duration_ms=duration_ms,
+        error=error,
+        excerpt=excerpt,
+        outcome=outcome,
+        retry_after=retry_after,
+    )
+
+
+@transaction.atomic
+def _attempt_finish(
+    delivery: WebhookDelivery,
+    *,
+    now: datetime.datetime,
+    url: str,
+    status_code: int | None,
+    duration_ms: int,
+    error: str,
+    excerpt: str,
+    outcome: str | None,
+    retry_after: float | None = None,
+) -> str:
+    """Log the attempt and move the delivery on: delivered, failed, or retried later
+    (`outcome` None) unless the schedule is exhausted."""
+    number = delivery.attempt_count + 1
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        number=number,
+        attempted_at=now,
+        url=url,
+        status_code=status_code,
+        duration_ms=duration_ms,
+        error=error[:500],
+        response_excerpt=excerpt,
+    )
+    changes: dict[str, object] = {
+        "attempt_count": F("attempt_count") + 1,
+        "round_attempts": F("round_attempts") + 1,
+        "last_status_code": status_code,
+        "last_error": error[:500],
+        "updated_at": now,
+        "next_attempt_at": None,
+    }
+    if outcome is None:
+        delay = retry_delay(round_attempts=delivery.round_attempts + 1, retry_after=retry_after)
+        if delay is None:
+            outcome = DeliveryStatus.FAILED
+            changes["last_error"] = f"{error} (gave up after {number} attempts)"[:500]
+            _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
+        else:
+            outcome = DeliveryStatus.PENDING
+            changes["next_attempt_at"] = now + datetime.timedelta(seconds=delay)
+    changes["status"] = outcome
+    if outcome == DeliveryStatus.SUCCEEDED:
+        changes["delivered_at"] = now
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
+    if status_code == 410:
+        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
+            enabled=False, disabled_reason="The receiver answered 410 Gone.", updated_at=now
+        )
+    if outcome == DeliveryStatus.PENDING:
+        wake(delivery.pk, at=changes["next_attempt_at"])
+    log = logger.info if outcome != DeliveryStatus.FAILED else logger.warning
+    log(
+        "webhook delivery %s attempt %s: %s (%s)",
+        delivery.pk,
+        number,
+        outcome,
+        status_code or error,
+    )
+    return outcome
+
+
+def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
+    """Disable an endpoint that has delivered nothing for WEBHOOKS_DISABLE_AFTER_DAYS
+    (and was not changed by its owner meanwhile: a fixed URL or a re-enabled endpoint
+    gets its own days). Called when a delivery gives up, so it costs nothing while
+    deliveries succeed."""
+    days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
+    since = now - datetime.timedelta(days=days)
+    delivered = WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, status=DeliveryStatus.SUCCEEDED, delivered_at__gte=since
+    )
+    if delivered.exists():
+        return
+    disabled = WebhookEndpoint.objects.filter(
+        pk=endpoint_id, enabled=True, updated_at__lte=since
+    ).update(
+        enabled=False,
+        disabled_reason=f"No delivery succeeded for {days:g} days; enable it when it answers.",
+        updated_at=now,
+    )
+    if disabled:
+        logger.warning("webhook endpoint %s disabled: failing for %g days", endpoint_id, days)
+
+
+@transaction.atomic
+def webhook_delivery_replay(
+    *, delivery: WebhookDelivery, now: datetime.datetime | None = None
+) -> None:
+    """Send the delivery's event again, with the same event id and body, starting a
+    new round of the retry schedule."""
+    now = now or timezone.now()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now, updated_at=now
+    )
+    wake(delivery.pk, at=now)
+
+
+def webhook_deliveries_wake_overdue(
+    *, now: datetime.datetime | None = None, grace: datetime.timedelta | None = None
+) -> int:
+    """Enqueue pending deliveries whose attempt is overdue by more than `grace` (a
+    wake-up lost with a crashed worker or a failed enqueue). Safe to run any time: a
+    duplicate wake-up does nothing."""
+    now = now or timezone.now()
+    grace = ATTEMPT_LEASE if grace is None else grace
+    overdue = list(
+        WebhookDelivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace
+        ).values_list("pk", flat=True)
+    )
+    with transaction.atomic():
+        for delivery_id in overdue:
+            wake(delivery_id, at=now)
+    return len(overdue)

@@ -1,0 +1,194 @@
+"""The outbox: the events a call's status change causes, written in the same
+transaction as the change (`calls.signals.call_status_changed`), one delivery per
+subscribed endpoint, and the bodies they carry.
+
+Delivery tasks are enqueued on commit; the delivery row is the source of truth (the
+queue only wakes it up), so a lost or duplicated wake-up costs nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import serializers
+
+from calls import representations, selectors
+from calls.models import ENDED_STATUSES, Call
+from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
+
+_iso = serializers.DateTimeField().to_representation
+
+
+def _dumps(payload: dict) -> str:
+    return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+def wake(delivery_id: int, *, at: datetime.datetime) -> None:
+    """Enqueue the delivery's attempt at `at`, once the current transaction commits."""
+    from webhooks.tasks import deliver_webhook
+
+    def enqueue() -> None:
+        task = deliver_webhook
+        if at > timezone.now() and task.get_backend().supports_defer:
+            task = task.using(run_after=at)
+        task.enqueue(delivery_id)
+
+    # robust: a failed enqueue must not fail the change that already committed; the
+    # delivery stays pending and `webhook_deliveries_wake_overdue` picks it up.
+    transaction.on_commit(enqueue, robust=True)
+
+
+def _event_create(
+    *,
+    organization_id: UUID,
+    call_id: UUID | str,
+    type: str,
+    occurred_at: datetime.datetime,
+    endpoints: list[WebhookEndpoint],
+    payload: dict | None,
+    deliver_at: datetime.datetime,
+) -> WebhookEvent:
+    event = WebhookEvent(
+        organization_id=organization_id, type=type, call_id=call_id, occurred_at=occurred_at
+    )
+    if payload is not None:
+        event.body = _dumps(
+            {"id": event.id, "type": type, "timestamp": _iso(occurred_at), "data": payload}
+        )
+    event.save(force_insert=True)
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(event=event, endpoint=endpoint, next_attempt_at=deliver_at)
+            for endpoint in endpoints
+        ]
+    )
+    for delivery in deliveries:
+        wake(delivery.pk, at=deliver_at)
+    return event
+
+
+def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
+    """`calls.signals.call_status_changed` → `call_status_changed_record`."""
+    call_status_changed_record(**change)
+
+
+def call_status_changed_record(
+    *,
+    call_id: UUID | str,
+    from_status: str | None,
+    to_status: str,
+    end_reason: str | None,
+    at: datetime.datetime,
+) -> list[WebhookEvent]:
+    """Write the events a call's status change causes, for every enabled endpoint of
+    its organization subscribed to them: `call.status_changed` always, `call.ended`
+    when the call ended. Call it inside the transaction that changes the status.
+
+    The end-of-call report is built at its first delivery attempt, no sooner than
+    `WEBHOOKS_END_REPORT_DELAY` after the end, so late transcript lines are in it.
+    """
+    # One query when, as for most calls, nobody is subscribed.
+    endpoints = list(
+        WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
+            "id", "organization_id", "events"
+        )
+    )
+    if not endpoints:
+        return []
+    # One transaction with the change when called inside it (no savepoint: a failure
+    # here fails the change); its own transaction otherwise.
+    with transaction.atomic(savepoint=False):
+        return _call_events_create(
+            organization_id=endpoints[0].organization_id,
+            endpoints=endpoints,
+            call_id=call_id,
+            from_status=from_status,
+            to_status=to_status,
+            end_reason=end_reason,
+            at=at,
+        )
+
+
+def _call_events_create(
+    *,
+    organization_id: UUID,
+    endpoints: list[WebhookEndpoint],
+    call_id: UUID | str,
+    from_status: str | None,
+    to_status: str,
+    end_reason: str | None,
+    at: datetime.datetime,
+) -> list[WebhookEvent]:
+    events = []
+    subscribed = [e for e in endpoints if EventType.CALL_STATUS_CHANGED in e.events]
+    if subscribed:
+        payload = {
+            "call_id": str(call_id),
+            "from_status": from_status,
+            "to_status": to_status,
+            "end_reason": end_reason,
+        }
+        events.append(
+            _event_create(
+                organization_id=organization_id,
+                call_id=call_id,
+                type=EventType.CALL_STATUS_CHANGED,
+                occurred_at=at,
+                endpoints=subscribed,
+                payload=payload,
+                deliver_at=timezone.now(),
+            )
+        )
+    subscribed = [e for e in endpoints if EventType.CALL_ENDED in e.events]
+    if to_status in ENDED_STATUSES and subscribed:
+        delay = datetime.timedelta(seconds=settings.WEBHOOKS_END_REPORT_DELAY)
+        events.append(
+            _event_create(
+                organization_id=organization_id,
+                call_id=call_id,
+                type=EventType.CALL_ENDED,
+                occurred_at=at,
+                endpoints=subscribed,
+                payload=None,
+                deliver_at=max(at, timezone.now()) + delay,
+            )
+        )
+    return events
+
+
+def _call_ended_payload(call_id: UUID) -> dict:
+    """The end-of-call report: the call, its metrics and its whole transcript, exactly
+    as GET /calls/{id}, /metrics and /transcript answer them."""
+    call = Call.objects.get(pk=call_id)
+    latency = selectors.call_latency(call=call)
+    rows = selectors.call_transcript_rows(call=call)
+    return {
+        "call": representations.call_detail(call, latency=latency),
+        "metrics": representations.call_metrics(call, latency=latency),
+        "transcript": json.loads(representations.transcript_json(rows)),
+    }
+
+
+def event_body(event: WebhookEvent) -> str:
+    """The event's body, building and freezing the end-of-call report on first use.
+    Whoever freezes first wins; everybody sends the frozen bytes."""
+    if event.body is not None:
+        return event.body
+    body = _dumps(
+        {
+            "id": event.id,
+            "type": event.type,
+            "timestamp": _iso(event.occurred_at),
+            "data": _call_ended_payload(event.call_id),
+        }
+    )
+    WebhookEvent.objects.filter(pk=event.pk, body__isnull=True).update(body=body)
+    event.body = WebhookEvent.objects.values_list("body", flat=True).get(pk=event.pk)
+    return event.body

@@ -90,8 +90,8 @@ class CallFilter(filters.FilterSet):
 
     def get_form_class(self) -> type:
         # django-filter builds a new form class, with new fields and labels, for every
-        # request (a tenth of a list request's CPU, bench/README.md item 15). These
-        # filters are the same for every request, so one class serves them all.
+        # request (bench/README.md item 15). These filters are the same for every
+        # request, so one class serves them all.
         cls = type(self)
         if "_form_class" not in cls.__dict__:
             cls._form_class = super().get_form_class()

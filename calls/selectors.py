@@ -100,7 +100,7 @@ class CallListing:
     def _filtered_sql(self) -> tuple[str, tuple]:
         """The filtered calls' `id, created_at` as SQL and parameters, compiled by the ORM
         once for both the count and the page (compiling a query costs about what
-        running these ones does: ~1 ms each, bench/README.md)."""
+        running these ones does, bench/README.md)."""
         if self._filtered is None:
             query = self.calls.order_by().values("id", "created_at").query
             self._filtered = query.sql_with_params()
@@ -140,8 +140,8 @@ class CallListing:
         sql, params = self._filtered_sql()
         # With a started_* window PostgreSQL walks the other filters' newest-first index
         # expecting a match soon, but created_at moves with started_at: a window in the
-        # past first reads every newer call (a month of one workflow two months back:
-        # 250 ms). Then the window's ids come from its own index (OFFSET 0 keeps the
+        # past first reads every newer call. Then the window's ids come from its own
+        # index (OFFSET 0 keeps the
         # planner from reordering) and are sorted apart.
         fence = " OFFSET 0" if self._sort_window() else ""
         rows = _fetch_fast(
@@ -181,8 +181,8 @@ def _raw_rows_possible() -> bool:
 def _fetch_fast(sql: str, params: Sequence) -> list[tuple]:
     """Rows of `sql` (PostgreSQL). With the session in UTC (Django's setting here),
     timestamptz is read by psycopg's own C loader: Django reads each through a Python
-    subclass of it (to pin its time zone), ~8× the cost, for the same aware UTC
-    datetimes (bench/README.md). jsonb comes back as text, as Django reads it."""
+    subclass of it (to pin its time zone), at several times the cost, for the same
+    aware UTC datetimes (bench/README.md). jsonb comes back as text, as Django reads it."""
     from psycopg.types.datetime import TimestamptzLoader
 
     with connection.cursor() as cursor:

@@ -38,12 +38,11 @@ def insert_instance(obj: models.Model) -> None:
     plain statement.
 
     Each value is what the ORM would send (`pre_save`, so `auto_now_add` is set on
-    `obj` too, then `get_db_prep_save`). The ORM's insert compiler costs ~0.6 ms a call
-    for `Call`'s 27 columns, a tenth of a create request (bench/README.md); the
-    statement's text is the same for every row of a model, so it is built once and
-    bound server-side (`voicecalls.db`). No signals are sent: none are connected to
-    the models that use this (`tests/test_sql.py` checks). The primary key must come
-    from Python (a uuid4 default), not the database.
+    `obj` too, then `get_db_prep_save`), without running the ORM's insert compiler on
+    every create (bench/README.md): the statement's text is the same for every row of
+    a model, so it is built once and bound server-side (`voicecalls.db`). No signals
+    are sent: none are connected to the models that use this (`tests/test_sql.py`
+    checks). The primary key must come from Python (a uuid4 default), not the database.
     """
     meta = obj._meta
     if obj.pk is None:
@@ -131,8 +130,8 @@ def _insert_new_arrays(
 
     Django binds parameters client-side (psycopg's ClientCursor): each array would be
     spelled out as a quoted literal in the statement, escaped in Python element by
-    element and parsed back by the server. Bound as binary arrays the same 500-line
-    insert takes about half the time (bench/README.md). The statement's text does not
+    element and parsed back by the server; bound as binary arrays it is neither
+    (bench/README.md). The statement's text does not
     depend on the batch's size, so `voicecalls.db.bound_cursor` gets it prepared."""
     quote = connection.ops.quote_name
     names = [f"c{i}" for i in range(len(fields))]

@@ -92,3 +92,43 @@ def test_an_expired_key_is_found_and_says_so(organization: Organization) -> None
     APIKey.objects.filter(pk=key.pk).update(expiry_date=timezone.now() - datetime.timedelta(days=1))
 
     assert api_key_get_from_key(plaintext).has_expired is True
+
+
+def _library_answer(raw_key: str) -> APIKey | None:
+    try:
+        return APIKey.objects.get_from_key(raw_key)
+    except APIKey.DoesNotExist:
+        return None
+
+
+def test_every_kind_of_key_gets_the_librarys_answer(organization: Organization) -> None:
+    """The agreement the hand-written statement promises, over every state a key can be in."""
+    _, client = api_key_create(name="client", organization=organization)
+    _, agent = api_key_create(name="agent", kind=KeyKind.AGENT)
+    _, own_agent = api_key_create(name="own", kind=KeyKind.AGENT, organization=organization)
+    revoked_key, revoked = api_key_create(name="revoked", organization=organization)
+    APIKey.objects.filter(pk=revoked_key.pk).update(revoked=True)
+    expired_key, expired = api_key_create(name="expired", organization=organization)
+    APIKey.objects.filter(pk=expired_key.pk).update(
+        expiry_date=timezone.now() - datetime.timedelta(days=1)
+    )
+    prefix = client.partition(".")[0]
+    raw_keys = [
+        client,
+        agent,
+        own_agent,
+        revoked,
+        expired,
+        f"{prefix}.{'x' * 32}",  # the right prefix, a wrong secret
+        f"{prefix}.",
+        prefix,
+        "nokey123.abcdefghabcdefghabcdefghabcdefgh",
+        "",
+        ".",
+    ]
+
+    for raw_key in raw_keys:
+        ours, library = api_key_get_from_key(raw_key), _library_answer(raw_key)
+        assert (ours and ours.pk) == (library and library.pk), raw_key
+        if library is not None:
+            assert ours.organization_id == library.organization_id

@@ -97,3 +97,44 @@ def test_on_postgresql_a_connection_lost_between_requests_is_replaced(
     with bound_cursor() as cursor:
         cursor.execute(STATEMENT, [_pk(organization)])
         assert cursor.fetchall() == [(organization.slug,)]
+
+
+# The private Django code bound_cursor mirrors or calls; a Django upgrade that changes any
+# of it must be read against voicecalls/db.py before this test is updated.
+_DJANGO_INTERNALS = {
+    "postgresql DatabaseWrapper.create_cursor": (
+        "django.db.backends.postgresql.base:DatabaseWrapper.create_cursor",
+        "5309d92ffca3e8718d0054b64fcd32ce8fb9cb7f260b914e844d4efcda62f81a",
+    ),
+    "BaseDatabaseWrapper._prepare_cursor": (
+        "django.db.backends.base.base:BaseDatabaseWrapper._prepare_cursor",
+        "92079d0eed95d59d4d770845075e27b7f7e3034331b95aec778b7cfcdca64cb2",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DJANGO_INTERNALS))
+def test_the_private_django_code_it_relies_on_is_unchanged(name: str) -> None:
+    import hashlib
+    import importlib
+    import inspect
+
+    dotted, expected = _DJANGO_INTERNALS[name]
+    module_name, _, attribute = dotted.partition(":")
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    digest = hashlib.sha256(inspect.getsource(target).encode()).hexdigest()
+    assert digest == expected, (
+        f"Django's {name} changed: voicecalls.db.bound_cursor copies or calls it. Read the "
+        "new code against bound_cursor, then update this digest."
+    )
+
+
+def test_the_names_it_imports_from_djangos_backend_still_exist() -> None:
+    from django.db.backends.postgresql import base
+
+    assert base.ServerBindingCursor.__mro__[0].__name__ == "ServerBindingCursor"
+    assert isinstance(base.TIMESTAMPTZ_OID, int)
+    for method in ("close_if_health_check_failed", "ensure_connection", "_prepare_cursor"):
+        assert callable(getattr(base.DatabaseWrapper, method))

@@ -86,3 +86,32 @@ def test_it_takes_one_query(
 ) -> None:
     with django_assert_num_queries(1):
         workflow_call_target(organization=organization, slug="daily-call")
+
+
+def test_it_sees_exactly_the_workflows_workflow_queryset_sees(
+    organization: Organization, outsider: Organization
+) -> None:
+    """The rule `workflow_call_target` spells in SQL is `workflow_queryset`'s."""
+    from workflows.selectors import workflow_queryset
+    from workflows.services import workflow_delete
+
+    live = WorkflowFactory(organization=organization, slug="live")
+    workflow_delete(workflow=WorkflowFactory(organization=organization, slug="gone"))
+    workflow_delete(workflow=WorkflowFactory(organization=organization, slug="again"))
+    again = WorkflowFactory(organization=organization, slug="again")
+    WorkflowFactory(organization=outsider, slug="theirs")
+    newer = live.versions.create(number=2, definition=copy.deepcopy(DEMO_DEFINITION))
+    Workflow.objects.filter(pk=live.pk).update(current_version=newer)
+
+    for org in (organization, outsider):
+        for slug in ("live", "gone", "again", "theirs", "missing"):
+            target = workflow_call_target(organization=org, slug=slug)
+            workflow = workflow_queryset(organization=org).filter(slug=slug).first()
+            if workflow is None:
+                assert target is None, (org.slug, slug)
+                continue
+            assert (target.workflow_id, target.version_id) == (
+                workflow.pk,
+                workflow.current_version_id,
+            ), (org.slug, slug)
+    assert workflow_call_target(organization=organization, slug="again").workflow_id == again.pk

@@ -38,8 +38,8 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
     """The organization's live workflow with that slug, as a call starts from it.
 
     `POST /calls` reads this on every create: one plain statement, without the ORM's
-    query compilation and model building (~1 ms of a ~10 ms request, bench/README.md),
-    reading only the version's `settings` (its prompts can be large). The limits come
+    query compilation and model building (bench/README.md), reading only the
+    version's `settings` (its prompts can be large). The limits come
     from `WorkflowVersion`'s own properties, so their defaults live in one place. Which
     workflows it sees is `workflow_queryset`'s rule (the organization's, not deleted),
     spelled in SQL: change both together (tests/test_workflow_selectors.py).

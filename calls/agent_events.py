@@ -95,59 +95,12 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
     by_type: dict[str, list[dict]] = defaultdict(list)
     for event in first_of_each.values():
         by_type[event["type"]].append(event)
-    transcript_ids = insert_new(
-        TranscriptEntry,
-        [
-            {
-                "call": call_id,
-                "event_id": e["id"],
-                "role": e["role"],
-                "content": e["content"],
-                "agent_name": e.get("agent_name"),
-                "tool_call": e.get("tool_call"),
-                "timestamp": e["timestamp"],
-                "created_at": now,
-            }
-            for e in by_type[AgentEventType.TRANSCRIPT]
-        ],
-        unique="event_id",
-        unique_with=("call",),
-    )
-    samples = by_type[AgentEventType.METRICS]
-    metric_ids = insert_new(
-        MetricSample,
-        [
-            {
-                "call": call_id,
-                "event_id": e["id"],
-                "agent_name": e.get("agent_name"),
-                "turn_index": e.get("turn_index"),
-                **{f"{c}_latency_ms": e.get(f"{c}_latency_ms") for c in LATENCY_COMPONENTS},
-                "tokens": e.get("tokens"),
-                "timestamp": e["timestamp"],
-                "created_at": now,
-            }
-            for e in samples
-        ],
-        unique="event_id",
-        unique_with=("call",),
-    )
+    lines, samples = by_type[AgentEventType.TRANSCRIPT], by_type[AgentEventType.METRICS]
     ledger = by_type[AgentEventType.AGENT_HANDOFF] + by_type[AgentEventType.STATUS]
-    ledger_ids = insert_new(
-        AgentEvent,
-        [
-            {
-                "id": e["id"],
-                "call": call_id,
-                "type": e["type"],
-                "payload": {k: v for k, v in e.items() if k not in ("id", "type", "timestamp")},
-                "timestamp": e["timestamp"],
-                "created_at": now,
-            }
-            for e in ledger
-        ],
-        unique="id",
-    )
+    per_call = {"unique": "event_id", "unique_with": ("call",)}
+    transcript_ids = insert_new(TranscriptEntry, _transcript_rows(call_id, lines, now), **per_call)
+    metric_ids = insert_new(MetricSample, _sample_rows(call_id, samples, now), **per_call)
+    ledger_ids = insert_new(AgentEvent, _ledger_rows(call_id, ledger, now), unique="id")
 
     def new_in_time_order(items: list[dict], ids: set) -> list[dict]:
         return sorted((e for e in items if e["id"] in ids), key=lambda e: e["timestamp"])
@@ -158,6 +111,53 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
         handoffs=new_in_time_order(by_type[AgentEventType.AGENT_HANDOFF], ledger_ids),
         statuses=new_in_time_order(by_type[AgentEventType.STATUS], ledger_ids),
     )
+
+
+def _transcript_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime) -> list:
+    return [
+        {
+            "call": call_id,
+            "event_id": e["id"],
+            "role": e["role"],
+            "content": e["content"],
+            "agent_name": e.get("agent_name"),
+            "tool_call": e.get("tool_call"),
+            "timestamp": e["timestamp"],
+            "created_at": now,
+        }
+        for e in events
+    ]
+
+
+def _sample_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime) -> list:
+    return [
+        {
+            "call": call_id,
+            "event_id": e["id"],
+            "agent_name": e.get("agent_name"),
+            "turn_index": e.get("turn_index"),
+            **{f"{c}_latency_ms": e.get(f"{c}_latency_ms") for c in LATENCY_COMPONENTS},
+            "tokens": e.get("tokens"),
+            "timestamp": e["timestamp"],
+            "created_at": now,
+        }
+        for e in events
+    ]
+
+
+def _ledger_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime) -> list:
+    # Handoffs and statuses: kept whole, by their event id, for idempotency.
+    return [
+        {
+            "id": e["id"],
+            "call": call_id,
+            "type": e["type"],
+            "payload": {k: v for k, v in e.items() if k not in ("id", "type", "timestamp")},
+            "timestamp": e["timestamp"],
+            "created_at": now,
+        }
+        for e in events
+    ]
 
 
 def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -> None:

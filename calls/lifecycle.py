@@ -75,28 +75,9 @@ def call_transition(
     if not from_states:
         return False
     at = at or timezone.now()
-    changes: dict[str, object] = {"status": to_status}
-    if to_status == S.ACTIVE:
-        # The workflow version is immutable, so reading it first races with nothing.
-        start_agent = (
-            Call.objects.filter(pk=call_id)
-            .values_list("workflow_version__definition__start_agent", flat=True)
-            .first()
-        )
-        if start_agent is None:
-            return False
-        changes.update(
-            started_at=at,
-            last_event_at=at,
-            agent_history=[start_agent],
-            current_agent=start_agent,
-        )
-    elif to_status in ENDED_STATUSES:
-        if not end_reason:
-            raise ValueError("Ending a call needs an end_reason.")
-        changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
-    elif end_reason:
-        changes["end_reason"] = end_reason
+    changes = _changes(call_id=call_id, to_status=to_status, end_reason=end_reason, at=at)
+    if changes is None:
+        return False
     with transaction.atomic(savepoint=False):
         # Receivers need the exact from-state: the only one allowed, else read under a
         # row lock. What they write commits (or rolls back) with the change.
@@ -116,3 +97,29 @@ def call_transition(
                 at=at,
             )
     return updated == 1
+
+
+def _changes(
+    *, call_id: UUID | str, to_status: str, end_reason: str | None, at: datetime.datetime
+) -> dict[str, object] | None:
+    """The columns entering `to_status` sets; None when the call does not exist."""
+    changes: dict[str, object] = {"status": to_status}
+    if to_status == S.ACTIVE:
+        # The workflow version is immutable, so reading it first races with nothing.
+        start_agent = (
+            Call.objects.filter(pk=call_id)
+            .values_list("workflow_version__definition__start_agent", flat=True)
+            .first()
+        )
+        if start_agent is None:
+            return None
+        changes.update(
+            started_at=at, last_event_at=at, agent_history=[start_agent], current_agent=start_agent
+        )
+    elif to_status in ENDED_STATUSES:
+        if not end_reason:
+            raise ValueError("Ending a call needs an end_reason.")
+        changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
+    elif end_reason:
+        changes["end_reason"] = end_reason
+    return changes

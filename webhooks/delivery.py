@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import random
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
@@ -74,6 +75,19 @@ def _retryable(status_code: int) -> bool:
     return status_code == 429 or status_code >= 500 or 300 <= status_code < 400
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """What one HTTP request of a delivery came to; `outcome` None: retry later."""
+
+    url: str
+    status_code: int | None
+    duration_ms: int
+    error: str
+    excerpt: str
+    outcome: str | None
+    retry_after: float | None = None
+
+
 def webhook_delivery_attempt(
     *, delivery_id: int, now: datetime.datetime | None = None
 ) -> str | None:
@@ -91,25 +105,24 @@ def webhook_delivery_attempt(
     delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
     endpoint = delivery.endpoint
     if not endpoint.enabled:
-        return _attempt_finish(
-            delivery,
-            now=now,
-            url=endpoint.url,
-            status_code=None,
-            duration_ms=0,
-            error=" ".join(["endpoint disabled.", endpoint.disabled_reason]).strip(),
-            excerpt="",
-            outcome=DeliveryStatus.FAILED,
-        )
+        error = " ".join(["endpoint disabled.", endpoint.disabled_reason]).strip()
+        attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED)
+    else:
+        attempt = _send(delivery, endpoint=endpoint, now=now)
+    return _attempt_finish(delivery, attempt=attempt, now=now)
+
+
+def _send(
+    delivery: WebhookDelivery, *, endpoint: WebhookEndpoint, now: datetime.datetime
+) -> _Attempt:
+    """POST the event, signed with the endpoint's secrets, and judge the answer."""
     body = event_body(delivery.event).encode()
-    timestamp = int(now.timestamp())
     headers = signing.signed_headers(
         secrets=_signing_secrets(endpoint, now=now),
         msg_id=delivery.event_id,
-        timestamp=timestamp,
+        timestamp=int(now.timestamp()),
         body=body,
     )
-    retry_after = None
     try:
         answer = transport.post(
             endpoint.url,
@@ -119,47 +132,31 @@ def webhook_delivery_attempt(
             allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS,
         )
     except transport.DeliveryError as exc:
-        status_code, duration_ms, error, excerpt = None, exc.duration_ms, str(exc), ""
         outcome = None if exc.retryable else DeliveryStatus.FAILED
+        return _Attempt(endpoint.url, None, exc.duration_ms, str(exc), "", outcome)
+    status_code = answer.status_code
+    error = "" if 200 <= status_code < 300 else f"HTTP {status_code}"
+    if 200 <= status_code < 300:
+        outcome = DeliveryStatus.SUCCEEDED
+    elif status_code == 410:
+        outcome, error = DeliveryStatus.FAILED, "HTTP 410 Gone: endpoint disabled"
+    elif _retryable(status_code):
+        outcome = None
     else:
-        status_code, duration_ms, excerpt = answer.status_code, answer.duration_ms, answer.excerpt
-        retry_after = answer.retry_after_seconds
-        error = "" if 200 <= status_code < 300 else f"HTTP {status_code}"
-        if 200 <= status_code < 300:
-            outcome = DeliveryStatus.SUCCEEDED
-        elif status_code == 410:
-            outcome = DeliveryStatus.FAILED
-            error = "HTTP 410 Gone: endpoint disabled"
-        elif _retryable(status_code):
-            outcome = None
-        else:
-            outcome = DeliveryStatus.FAILED
-    return _attempt_finish(
-        delivery,
-        now=now,
-        url=endpoint.url,
-        status_code=status_code,
-        duration_ms=duration_ms,
-        error=error,
-        excerpt=excerpt,
-        outcome=outcome,
-        retry_after=retry_after,
+        outcome = DeliveryStatus.FAILED
+    return _Attempt(
+        endpoint.url,
+        status_code,
+        answer.duration_ms,
+        error,
+        answer.excerpt,
+        outcome,
+        answer.retry_after_seconds,
     )
 
 
 @transaction.atomic
-def _attempt_finish(
-    delivery: WebhookDelivery,
-    *,
-    now: datetime.datetime,
-    url: str,
-    status_code: int | None,
-    duration_ms: int,
-    error: str,
-    excerpt: str,
-    outcome: str | None,
-    retry_after: float | None = None,
-) -> str:
+def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: datetime.datetime) -> str:
     """Log the attempt and move the delivery on: delivered, failed, or retried later
     (`outcome` None) unless the schedule is exhausted."""
     number = delivery.attempt_count + 1
@@ -167,25 +164,28 @@ def _attempt_finish(
         delivery=delivery,
         number=number,
         attempted_at=now,
-        url=url,
-        status_code=status_code,
-        duration_ms=duration_ms,
-        error=error[:500],
-        response_excerpt=excerpt,
+        url=attempt.url,
+        status_code=attempt.status_code,
+        duration_ms=attempt.duration_ms,
+        error=attempt.error[:500],
+        response_excerpt=attempt.excerpt,
     )
     changes: dict[str, object] = {
         "attempt_count": F("attempt_count") + 1,
         "round_attempts": F("round_attempts") + 1,
-        "last_status_code": status_code,
-        "last_error": error[:500],
+        "last_status_code": attempt.status_code,
+        "last_error": attempt.error[:500],
         "updated_at": now,
         "next_attempt_at": None,
     }
+    outcome = attempt.outcome
     if outcome is None:
-        delay = retry_delay(round_attempts=delivery.round_attempts + 1, retry_after=retry_after)
+        delay = retry_delay(
+            round_attempts=delivery.round_attempts + 1, retry_after=attempt.retry_after
+        )
         if delay is None:
             outcome = DeliveryStatus.FAILED
-            changes["last_error"] = f"{error} (gave up after {number} attempts)"[:500]
+            changes["last_error"] = f"{attempt.error} (gave up after {number} attempts)"[:500]
             _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
         else:
             outcome = DeliveryStatus.PENDING
@@ -194,20 +194,15 @@ def _attempt_finish(
     if outcome == DeliveryStatus.SUCCEEDED:
         changes["delivered_at"] = now
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
-    if status_code == 410:
+    if attempt.status_code == 410:
         WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
             enabled=False, disabled_reason="The receiver answered 410 Gone.", updated_at=now
         )
     if outcome == DeliveryStatus.PENDING:
         wake(delivery.pk, at=changes["next_attempt_at"])
     log = logger.info if outcome != DeliveryStatus.FAILED else logger.warning
-    log(
-        "webhook delivery %s attempt %s: %s (%s)",
-        delivery.pk,
-        number,
-        outcome,
-        status_code or error,
-    )
+    detail = attempt.status_code or attempt.error
+    log("webhook delivery %s attempt %s: %s (%s)", delivery.pk, number, outcome, detail)
     return outcome
 
 

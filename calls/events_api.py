@@ -64,6 +64,11 @@ class TranscriptEventSerializer(_EventBase):
     content = serializers.CharField(allow_blank=True, max_length=65536, trim_whitespace=False)
     agent_name = serializers.CharField(max_length=100, required=False, allow_null=True)
     tool_call = ToolCallInputSerializer(required=False, allow_null=True)
+    interrupted = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Assistant lines: the caller cut the agent off. Ignored on other roles.",
+    )
 
 
 class AgentHandoffEventSerializer(_EventBase):
@@ -130,7 +135,7 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 _TRANSCRIPT_KEYS = frozenset(
-    {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call"}
+    {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call", "interrupted"}
 )
 _TRANSCRIPT_ROLES = frozenset(TranscriptRole.values)
 # The limits are the serializers' own.
@@ -194,6 +199,11 @@ def plain_transcript_event(data: object, tz: datetime.tzinfo) -> dict | None:
             if tool_call is None:
                 return None
         validated["tool_call"] = tool_call
+    if "interrupted" in data:
+        interrupted = data["interrupted"]
+        if interrupted is not None and type(interrupted) is not bool:
+            return None
+        validated["interrupted"] = interrupted
     return validated
 
 

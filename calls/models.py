@@ -217,6 +217,9 @@ class TranscriptEntry(models.Model):
     content = models.TextField(blank=True)
     agent_name = models.CharField(max_length=100, null=True, blank=True)
     tool_call = models.JSONField(null=True, blank=True)
+    # Assistant lines only: the caller cut the agent off before it finished (the API
+    # shows it on assistant lines alone). A database default, so bulk loads may omit it.
+    interrupted = models.BooleanField(default=False, db_default=False)
     timestamp = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 

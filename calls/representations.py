@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 from django.utils import timezone
 
-from calls.models import ENDED_STATUSES
+from calls.models import ENDED_STATUSES, TranscriptRole
 
 if TYPE_CHECKING:
     from calls.services import CallJoinInfo
@@ -110,7 +110,7 @@ def transcript_json(rows: Iterable[tuple]) -> bytes:
     # astimezone() and isoformat() per line, a fifth of a 5,000-line transcript.
     utc = str(tz) == "UTC"
     items = []
-    for id_, role, content, timestamp, agent_name, tool_call in rows:
+    for id_, role, content, timestamp, agent_name, tool_call, interrupted in rows:
         item = {
             "role": role,
             "content": str(content),
@@ -125,6 +125,8 @@ def transcript_json(rows: Iterable[tuple]) -> bytes:
             item["tool_call"] = orjson.Fragment(
                 _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
             )
+        if role == TranscriptRole.ASSISTANT:
+            item["interrupted"] = bool(interrupted)
         items.append(item)
     body = orjson.dumps(items, option=orjson.OPT_UTC_Z)
     if b"\xe2\x80\xa8" in body or b"\xe2\x80\xa9" in body:

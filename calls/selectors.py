@@ -50,7 +50,15 @@ ACTIVE_FIELDS = (
     "created_at",
 )
 NEWEST_FIRST = ("-created_at", "-id")
-TRANSCRIPT_COLUMNS = ("id", "role", "content", "timestamp", "agent_name", "tool_call")
+TRANSCRIPT_COLUMNS = (
+    "id",
+    "role",
+    "content",
+    "timestamp",
+    "agent_name",
+    "tool_call",
+    "interrupted",
+)
 
 
 def call_queryset(*, organization: Organization) -> QuerySet[Call]:
@@ -188,7 +196,7 @@ def call_transcript_rows(*, call: Call) -> list[tuple]:
         return list(entries)
     rows = _fetch_fast(*entries.query.sql_with_params())
     return [
-        row if row[5] is None else (*row[:5], json.loads(row[5]))  # tool_call
+        row if row[5] is None else (*row[:5], json.loads(row[5]), *row[6:])  # tool_call
         for row in rows
     ]
 

@@ -199,7 +199,8 @@ class ToolCallSerializer(serializers.Serializer):
 
 @extend_schema_serializer(examples=[examples.TRANSCRIPT_ENTRY])
 class TranscriptEntrySerializer(serializers.Serializer):
-    """One line; `tool_call` is present only on entries that have one."""
+    """One line; `tool_call` is present only on entries that have one, `interrupted` only
+    on assistant lines."""
 
     role = serializers.ChoiceField(choices=TranscriptRole.choices)
     content = serializers.CharField(allow_blank=True)
@@ -207,9 +208,17 @@ class TranscriptEntrySerializer(serializers.Serializer):
     agent_name = serializers.CharField(allow_null=True)
     sequence = serializers.IntegerField(source="id", help_text="Server arrival order.")
     tool_call = ToolCallSerializer(required=False)
+    interrupted = serializers.BooleanField(
+        required=False,
+        help_text="Assistant lines only: the caller cut the agent off before it finished.",
+    )
 
     def to_representation(self, entry: dict) -> dict:
         data = super().to_representation(entry)
         if entry.get("tool_call") is None:
             data.pop("tool_call", None)
+        if entry["role"] == TranscriptRole.ASSISTANT:
+            data["interrupted"] = bool(entry.get("interrupted"))
+        else:
+            data.pop("interrupted", None)
         return data

@@ -26,6 +26,7 @@ from calls.models import (
     LiveKitWebhookEvent,
     MetricSample,
     TranscriptEntry,
+    TranscriptRole,
 )
 from calls.sql import JSONArrayAppend, insert_instance, insert_new
 from voicecalls import livekit
@@ -339,6 +340,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
                 "content": e["content"],
                 "agent_name": e.get("agent_name"),
                 "tool_call": e.get("tool_call"),
+                "interrupted": e["role"] == TranscriptRole.ASSISTANT and bool(e.get("interrupted")),
                 "timestamp": e["timestamp"],
                 "created_at": now,
             }

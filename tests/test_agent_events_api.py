@@ -111,6 +111,40 @@ def test_a_batch_is_recorded_and_counted(agent_api, api, call):
     assert "tool_call" not in lines[0]
 
 
+def test_assistant_lines_carry_interrupted_and_no_other_line_has_it(agent_api, api, call):
+    events = [
+        transcript(0, content="Let me tell you about", interrupted=True),
+        transcript(1, role="user", content="Stop", interrupted=True),
+        transcript(2, content="Sure."),
+        transcript(3, role="tool", content="{}", interrupted=None),
+        transcript(4, content="And then", interrupted=False),
+    ]
+    assert agent_api.post(url(call.pk), {"events": events}).status_code == 200
+
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+
+    assert [(line["role"], line.get("interrupted", "absent")) for line in lines] == [
+        ("assistant", True),
+        ("user", "absent"),
+        ("assistant", False),
+        ("tool", "absent"),
+        ("assistant", False),
+    ]
+    assert list(
+        TranscriptEntry.objects.filter(call=call)
+        .order_by("id")
+        .values_list("interrupted", flat=True)
+    ) == [True, False, False, False, False]
+
+
+def test_an_interrupted_flag_that_is_not_a_boolean_is_400(agent_api, call):
+    response = agent_api.post(url(call.pk), {"events": [transcript(0, interrupted="yes")]})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "events.0.interrupted"
+    assert _written(call) == (0, 0, 0)
+
+
 def test_a_replayed_batch_changes_nothing(agent_api, api, call):
     events = [
         transcript(0),
@@ -471,6 +505,9 @@ def _assert_agrees(event: object) -> dict | None:
         {"content": "Hello", "agent_name": None},
         {"content": "Hello", "tool_call": None},
         {"content": "Hello", "tool_call": {"name": "save_meal", "arguments": {"n": 1.5}}},
+        {"content": "Hello", "role": "assistant", "interrupted": True},
+        {"content": "Hello", "role": "assistant", "interrupted": False},
+        {"content": "Hello", "interrupted": None},
         {"content": "Hello", "id": _ID.upper()},
         {"content": "Hello", "timestamp": "2026-01-17T12:30:00.123456+02:00"},
         {"content": "x" * 65536},
@@ -512,6 +549,8 @@ def test_the_plain_check_accepts_plain_lines_as_the_serializer_does(changes):
         {"content": "Hello", "tool_call": {"name": "s" * 65, "arguments": {}}},
         {"content": "Hello", "tool_call": {"name": "save", "arguments": {"a": "\x00"}}},
         {"content": "Hello", "tool_call": "save"},
+        {"content": "Hello", "interrupted": 1},
+        {"content": "Hello", "interrupted": "true"},
     ],
 )
 def test_the_plain_check_leaves_everything_else_to_the_serializer(changes):
@@ -532,6 +571,7 @@ _plain_values = {
     | st.fixed_dictionaries(
         {"name": _short_names, "arguments": st.dictionaries(st.text(max_size=3), _json_scalars)}
     ),
+    "interrupted": st.none() | st.booleans(),
 }
 _odd_values = {
     "id": st.sampled_from([_ID.upper(), _ID[:-1], _ID.replace("-", ""), "", 1]),
@@ -542,6 +582,7 @@ _odd_values = {
     "agent_name": _json_scalars | st.text(max_size=3).map(" {} ".format),
     "tool_call": _json_scalars
     | st.fixed_dictionaries({"name": _json_scalars, "arguments": _json_scalars}),
+    "interrupted": _json_scalars,
 }
 _REQUIRED = ("id", "type", "timestamp", "role", "content")
 

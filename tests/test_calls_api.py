@@ -370,6 +370,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
         agent_name="meal-agent",
         timestamp=t0 + datetime.timedelta(seconds=5),
         tool_call={"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+        interrupted=True,
     )
 
     response = api.get(f"{CALLS}/{call.id}/transcript")
@@ -389,6 +390,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
             "timestamp": iso(t0 + datetime.timedelta(seconds=5)),
             "agent_name": "greeter-agent",
             "sequence": second_a.id,
+            "interrupted": False,
         },
         {
             "role": "assistant",
@@ -397,6 +399,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
             "agent_name": "meal-agent",
             "sequence": second_b.id,
             "tool_call": {"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+            "interrupted": True,
         },
         {
             "role": "user",

@@ -96,6 +96,8 @@ def test_transcript_items_are_the_serializers_answer(organization, zone: str) ->
             call=call,
             content=text,
             agent_name=None if i == 0 else "greeter-agent",
+            role=("assistant", "user", "system")[i % 3],
+            interrupted=i % 2 == 0,
             timestamp=t0 + datetime.timedelta(seconds=i, microseconds=i),
         )
     for arguments in AWKWARD_ARGUMENTS:
@@ -108,7 +110,7 @@ def test_transcript_items_are_the_serializers_answer(organization, zone: str) ->
     reference = (
         TranscriptEntry.objects.filter(call=call)
         .order_by("timestamp", "id")
-        .values("id", "role", "content", "timestamp", "agent_name", "tool_call")
+        .values("id", "role", "content", "timestamp", "agent_name", "tool_call", "interrupted")
     )
 
     TranscriptEntryFactory(
@@ -133,6 +135,7 @@ def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None
             "timestamp": entry.timestamp,
             "agent_name": entry.agent_name,
             "tool_call": {"name": "t", "arguments": {"a": 1}},
+            "interrupted": False,
         }
     ]
 

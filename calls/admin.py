@@ -282,6 +282,8 @@ class CallAdmin(admin.ModelAdmin):
                 ("STT latency (mean)", _ms(metrics["stt_latency_ms"])),
                 ("LLM latency (mean)", _ms(metrics["llm_latency_ms"])),
                 ("TTS latency (mean)", _ms(metrics["tts_latency_ms"])),
+                ("end of utterance (mean)", _ms(metrics["eou_latency_ms"])),
+                ("turn, end to end (mean)", _ms(metrics["e2e_latency_ms"])),
                 ("tokens", metrics["total_tokens"]),
                 ("agent handoffs", metrics["agent_handoffs"]),
             ],

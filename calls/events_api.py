@@ -83,12 +83,28 @@ def _latency_field() -> serializers.FloatField:
     )
 
 
+class ServedBySerializer(JSONTypedSerializer):
+    provider = serializers.CharField(max_length=50)
+    model = serializers.CharField(max_length=100)
+
+
+class TurnProvidersSerializer(JSONTypedSerializer):
+    """Which provider and model served each component of the turn (with fallbacks, not
+    always the workflow's first choice)."""
+
+    stt = ServedBySerializer(required=False)
+    llm = ServedBySerializer(required=False)
+    tts = ServedBySerializer(required=False)
+
+
 class MetricsEventSerializer(_EventBase):
     type = serializers.ChoiceField(choices=[AgentEventType.METRICS])
     stt_latency_ms = _latency_field()
     llm_latency_ms = _latency_field()
     tts_latency_ms = _latency_field()
     e2e_latency_ms = _latency_field()
+    eou_latency_ms = _latency_field()
+    providers = TurnProvidersSerializer(required=False, allow_null=True)
     tokens = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_TOKENS_PER_SAMPLE
     )

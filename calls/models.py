@@ -84,6 +84,11 @@ class Call(models.Model):
     llm_latency_count = models.PositiveIntegerField(default=0)
     tts_latency_ms_sum = models.FloatField(default=0)
     tts_latency_count = models.PositiveIntegerField(default=0)
+    # End of the caller's utterance → turn committed, and → agent audio started.
+    eou_latency_ms_sum = models.FloatField(default=0, db_default=0)
+    eou_latency_count = models.PositiveIntegerField(default=0, db_default=0)
+    e2e_latency_ms_sum = models.FloatField(default=0, db_default=0)
+    e2e_latency_count = models.PositiveIntegerField(default=0, db_default=0)
     total_tokens = models.BigIntegerField(default=0)
     agent_handoffs = models.PositiveIntegerField(default=0)
 
@@ -169,6 +174,8 @@ class Call(models.Model):
             "tts_latency_ms": mean(self.tts_latency_ms_sum, self.tts_latency_count),
             "total_tokens": self.total_tokens,
             "agent_handoffs": self.agent_handoffs,
+            "eou_latency_ms": mean(self.eou_latency_ms_sum, self.eou_latency_count),
+            "e2e_latency_ms": mean(self.e2e_latency_ms_sum, self.e2e_latency_count),
         }
 
 
@@ -291,6 +298,10 @@ class MetricSample(models.Model):
     llm_latency_ms = models.FloatField(null=True, blank=True)
     tts_latency_ms = models.FloatField(null=True, blank=True)
     e2e_latency_ms = models.FloatField(null=True, blank=True)
+    eou_latency_ms = models.FloatField(null=True, blank=True)
+    # Which provider and model served the turn's stt/llm/tts (a fallback, maybe):
+    # {"llm": {"provider": ..., "model": ...}, ...}.
+    providers = models.JSONField(null=True, blank=True)
     tokens = models.PositiveIntegerField(null=True, blank=True)
     timestamp = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)

@@ -222,13 +222,13 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
+LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e", "eou")
 LATENCY_COLUMNS = tuple(f"{component}_latency_ms" for component in LATENCY_COMPONENTS)
 
 
 def latency_summary(rows: Iterable[tuple[float | None, ...]]) -> dict[str, dict]:
-    """Per component (stt, llm, tts, e2e) of LATENCY_COLUMNS rows: p50, p95, max (ms,
-    rounded) and count."""
+    """Per component (stt, llm, tts, e2e, eou) of LATENCY_COLUMNS rows: p50, p95, max
+    (ms, rounded) and count."""
     samples: dict[str, list[float]] = {component: [] for component in LATENCY_COMPONENTS}
     for row in rows:
         for component, value in zip(LATENCY_COMPONENTS, row, strict=True):
@@ -246,9 +246,18 @@ def latency_summary(rows: Iterable[tuple[float | None, ...]]) -> dict[str, dict]
     return latency
 
 
-def call_latency(*, call: Call) -> dict[str, dict]:
-    """Per component (stt, llm, tts, e2e): p50, p95, max (ms, rounded) and count."""
-    return latency_summary(MetricSample.objects.filter(call=call).values_list(*LATENCY_COLUMNS))
+def providers_summary(served: Iterable[dict | None]) -> list[dict]:
+    """Each (component, provider, model) that served turns, with how many, in the order
+    first seen: which fallback answered when the first choice failed."""
+    turns: dict[tuple[str, str, str], int] = {}
+    for providers in served:
+        for component, choice in (providers or {}).items():
+            key = (component, choice["provider"], choice["model"])
+            turns[key] = turns.get(key, 0) + 1
+    return [
+        {"component": component, "provider": provider, "model": model, "turns": n}
+        for (component, provider, model), n in turns.items()
+    ]
 
 
 def recent_latency(*, samples: int) -> dict[str, dict]:
@@ -258,5 +267,12 @@ def recent_latency(*, samples: int) -> dict[str, dict]:
 
 
 def call_metrics(*, call: Call) -> dict:
-    """The seed's metrics (means over samples, tokens summed, handoffs) and `latency`."""
-    return {**call.metrics(), "latency": call_latency(call=call)}
+    """The seed's metrics (means over samples, tokens summed, handoffs), the turn
+    latencies' means, `latency` percentiles and the `providers` that served."""
+    rows = MetricSample.objects.filter(call=call).order_by("id")
+    rows = list(rows.values_list(*LATENCY_COLUMNS, "providers"))
+    return {
+        **call.metrics(),
+        "latency": latency_summary(row[:-1] for row in rows),
+        "providers": providers_summary(row[-1] for row in rows),
+    }

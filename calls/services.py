@@ -287,9 +287,10 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
 
 # --- Agent events --------------------------------------------------------------------
 
-LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
-# Components whose means the call keeps as running sums (the seed's metrics).
-_SUMMED_COMPONENTS = ("stt", "llm", "tts")
+LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e", "eou")
+# Components whose means the call keeps as running sums (the seed's metrics, and the
+# end-of-utterance and end-to-end turn latencies).
+_SUMMED_COMPONENTS = ("stt", "llm", "tts", "e2e", "eou")
 
 _DEFAULT_END_REASON = {
     CallStatus.COMPLETED: EndReason.AGENT_HANGUP,
@@ -358,6 +359,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
                 "agent_name": e.get("agent_name"),
                 "turn_index": e.get("turn_index"),
                 **{f"{c}_latency_ms": e.get(f"{c}_latency_ms") for c in LATENCY_COMPONENTS},
+                "providers": e.get("providers"),
                 "tokens": e.get("tokens"),
                 "timestamp": e["timestamp"],
                 "created_at": now,

@@ -268,7 +268,10 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
             "tts_latency_ms": 85,
             "total_tokens": 1500,
             "agent_handoffs": 2,
+            "eou_latency_ms": None,
+            "e2e_latency_ms": None,
             "latency": NO_LATENCY_SAMPLES,
+            "providers": [],
         },
         "started_at": iso(call.started_at),
         "ended_at": iso(call.ended_at),
@@ -297,7 +300,10 @@ def test_a_new_call_has_no_duration_no_agent_and_empty_metrics(
         "tts_latency_ms": None,
         "total_tokens": 0,
         "agent_handoffs": 0,
+        "eou_latency_ms": None,
+        "e2e_latency_ms": None,
         "latency": NO_LATENCY_SAMPLES,
+        "providers": [],
     }
 
 
@@ -433,7 +439,7 @@ def test_transcript_costs_constant_queries(
 # calls made by the factory have only the running sums.
 NO_LATENCY_SAMPLES = {
     component: {"p50": None, "p95": None, "max": None, "count": 0}
-    for component in ("stt", "llm", "tts", "e2e")
+    for component in ("stt", "llm", "tts", "e2e", "eou")
 }
 
 
@@ -450,6 +456,10 @@ def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organiz
         llm_latency_count=0,
         tts_latency_ms_sum=85,
         tts_latency_count=1,
+        eou_latency_ms_sum=1001,
+        eou_latency_count=2,
+        e2e_latency_ms_sum=2100.6,
+        e2e_latency_count=3,
         total_tokens=1500,
         agent_handoffs=2,
     )
@@ -463,7 +473,10 @@ def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organiz
         "tts_latency_ms": 85,
         "total_tokens": 1500,
         "agent_handoffs": 2,
+        "eou_latency_ms": 500,  # 500.5 rounds half to even
+        "e2e_latency_ms": 700,
         "latency": NO_LATENCY_SAMPLES,
+        "providers": [],
     }
 
 

@@ -33,6 +33,8 @@ from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
 from workflows.selectors import CallTarget
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class CallJoinInfo:
@@ -130,6 +132,27 @@ def call_end(*, call: Call) -> Call:
     return call
 
 
+def call_room_delete(*, call_id: uuid.UUID) -> bool:
+    """Delete an ended call's room, so nobody is left in it until LiveKit's departure
+    timeout; True if it was deleted or already gone. LiveKit failures are logged: the
+    departure timeout and `expire_calls` remain behind it."""
+    try:
+        livekit.room_delete(room_name=f"{ROOM_PREFIX}{call_id}")
+    except livekit.LiveKitError as exc:
+        logger.warning("could not delete the room of ended call %s: %s", call_id, exc)
+        return False
+    return True
+
+
+def call_room_close_later(*, call_id: uuid.UUID) -> None:
+    """Delete the call's room once the current transaction commits, in the task queue:
+    never a LiveKit request inside a transaction or on the request that ended the call."""
+    from calls.tasks import call_room_close
+
+    # robust: a failed enqueue must not undo the end that already committed.
+    transaction.on_commit(lambda: call_room_close.enqueue(str(call_id)), robust=True)
+
+
 # --- LiveKit webhooks ----------------------------------------------------------------
 
 ROOM_PREFIX = "call-"
@@ -189,22 +212,24 @@ def _room_finished_outcome(*, status: str, hangup_requested: bool) -> Outcome:
 
 def _transition_by_state(
     *, call_id: uuid.UUID, decide: Callable[[str, bool], Outcome], at: datetime.datetime
-) -> None:
+) -> bool:
     """Apply the outcome `decide(status, hangup_requested)` picks for the call's
-    current state; if the state changed meanwhile, decide again for the new one."""
+    current state; if the state changed meanwhile, decide again for the new one.
+    True if the call moved."""
     for _ in range(3):
         row = Call.objects.filter(pk=call_id).values_list("status", "hangup_requested_at").first()
         if row is None or row[0] in ENDED_STATUSES:
-            return
+            return False
         status, hangup_requested_at = row
         outcome = decide(status, hangup_requested_at is not None)
         if outcome is None:
-            return
+            return False
         to_status, end_reason = outcome
         if call_transition(
             call_id=call_id, to_status=to_status, end_reason=end_reason, at=at, only_from={status}
         ):
-            return
+            return True
+    return False
 
 
 def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
@@ -216,13 +241,15 @@ def _on_participant_left(call_id: uuid.UUID, event: WebhookEvent, at: datetime.d
     # The agent participant's own departure never ends the call; the user's does.
     if not _is_user(call_id, event.participant_identity):
         return
-    _transition_by_state(
+    if _transition_by_state(
         call_id=call_id,
         decide=lambda status, hangup: _user_departure_outcome(
             reason=event.disconnect_reason, status=status, hangup_requested=hangup
         ),
         at=at,
-    )
+    ):
+        # The user left a room the agent may still be in.
+        call_room_close_later(call_id=call_id)
 
 
 def _on_room_finished(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
@@ -435,15 +462,14 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
             if event["status"] == CallStatus.COMPLETED and hangup_requested_at is not None:
                 # The agent saw the room close because we hung up through the API.
                 end_reason = EndReason.API_REQUEST
-            call_transition(
+            if call_transition(
                 call_id=call.pk, to_status=event["status"], end_reason=end_reason, at=now
-            )
+            ):
+                call_room_close_later(call_id=call.pk)
     return AgentEventsResult(accepted=len(new_ids), duplicates=len(events) - len(new_ids))
 
 
 # --- Timeouts and reconciliation (expire_calls) ---------------------------------------
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -67,24 +67,22 @@ def call_id_from_metadata(metadata: str | None) -> str:
 async def fetch_session(
     api: AgentAPI, call_id: str, *, deadline: float = SESSION_FETCH_DEADLINE
 ) -> dict:
-    """The call's session, retried on network errors and 5xx until `deadline` seconds
-    have passed in all; the last error is raised then."""
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + deadline
-    attempt = 0
-    while True:
-        remaining = give_up_at - loop.time()
-        try:
-            return await api.get_session(
-                call_id, timeout=max(0.1, min(SESSION_ATTEMPT_TIMEOUT, remaining))
-            )
-        except AgentAPIError as exc:
-            pause = 0.5 * 2**attempt
-            if not exc.retryable or loop.time() + pause >= give_up_at:
-                raise
-            logger.warning("call %s: fetching the session failed (%s); retrying", call_id, exc)
-            await asyncio.sleep(pause)
-            attempt += 1
+    """The call's session, retried on network errors and 5xx within `deadline` seconds
+    in all; an AgentAPIError (retryable: no answer) once they are over."""
+    try:
+        async with asyncio.timeout(deadline):
+            attempt = 0
+            while True:
+                try:
+                    return await api.get_session(call_id, timeout=SESSION_ATTEMPT_TIMEOUT)
+                except AgentAPIError as exc:
+                    if not exc.retryable:
+                        raise
+                    logger.warning("call %s: fetching the session failed (%s)", call_id, exc)
+                await asyncio.sleep(0.5 * 2**attempt)
+                attempt += 1
+    except TimeoutError as exc:
+        raise AgentAPIError(f"GET calls/{call_id}/session: no session within {deadline} s") from exc
 
 
 def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str, Any]:
@@ -198,12 +196,13 @@ class CallJob:
         options = session_options(runtime.settings, turn_detection=turn_detection)
         return AgentSession(**{**options, **overrides})
 
-    async def start(self, runtime: CallRuntime, session: AgentSession, **start: Any) -> None:
+    async def start(self, runtime: CallRuntime, session: AgentSession, **start: Any) -> Any:
         """Run the call's first agent in `session`; closing it ends the job."""
         runtime.attach(session)
         session.on("close", self._on_close)
         runtime.started()
-        await session.start(runtime.agents[runtime.workflow["start_agent"]], record=False, **start)
+        first_agent = runtime.agents[runtime.workflow["start_agent"]]
+        return await session.start(first_agent, record=False, **start)
 
     def _on_close(self, event: Any) -> None:
         reason = getattr(getattr(event, "reason", None), "value", "closed")
@@ -224,14 +223,15 @@ class CallJob:
 
     async def run(self) -> None:
         """The whole job in a LiveKit room (what the tests drive step by step)."""
-        runtime = await self.prepare(vad=self.ctx.proc.userdata["vad"])
+        vad = self.ctx.proc.userdata.get("vad")  # loaded by `prewarm`
+        runtime = await self.prepare(vad=vad)
         if runtime is None:
             return
         try:
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
             user_identity = f"user-{self.call_id}"
             await self.ctx.wait_for_participant(identity=user_identity)
-            session = self.session(runtime, vad=self.ctx.proc.userdata["vad"])
+            session = self.session(runtime, vad=vad)
             await self.start(
                 runtime,
                 session,

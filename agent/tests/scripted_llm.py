@@ -55,9 +55,11 @@ class ScriptedLLM(llm.LLM):
         delay: float = 0.01,
         provider: str = "tests",
         model: str = "scripted",
+        after: object = "(the script has ended)",
     ) -> None:
         super().__init__()
         self._replies = list(replies)
+        self._after = after  # the reply to every request once the script is over
         self.delay = delay
         self._provider = provider
         self._model = model
@@ -97,7 +99,7 @@ class ScriptedLLM(llm.LLM):
                 tools=sorted(getattr(t, "id", getattr(t, "name", "?")) for t in tools),
             )
         )
-        reply = self._replies.pop(0) if self._replies else "(the script has ended)"
+        reply = self._replies.pop(0) if self._replies else self._after
         return _ScriptedStream(
             self, reply, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options
         )

@@ -165,7 +165,7 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) ->
     assert metrics["total_tokens"] == TOKENS_PER_REQUEST * len(scripted.requests)
     assert metrics["llm_latency_ms"] is not None and metrics["llm_latency_ms"] >= 0
     assert metrics["stt_latency_ms"] is None  # text input: nothing was transcribed
-    assert {"component": "llm", "provider": "tests", "model": "scripted", "turns": 4} in (
+    assert {"component": "llm", "provider": "tests", "model": "scripted", "turns": 3} in (
         metrics["providers"]
     )
 
@@ -262,3 +262,29 @@ async def test_an_invalid_event_is_dropped_and_the_rest_of_its_batch_lands(web: 
 
     assert reporter.dropped == [bad]
     assert [line["content"] for line in web.transcript(call_id)] == ["kept", "also kept"]
+
+
+async def test_while_the_api_is_down_the_oldest_lines_are_kept_and_new_ones_refused_loudly(
+    web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    call_id = web.create_call()["call_id"]
+    transport = FlakyTransport(plan=["503", "503", "503"])  # down for three tries
+    reporter = make_reporter(web, call_id, transport=transport, max_pending_events=5)
+    for n in range(8):
+        reporter.transcript(role="user", content=f"line {n}", agent_name="greeter-agent")
+    reporter.status("active")  # the call's status always gets through
+
+    assert (reporter.pending, reporter.refused) == (6, 3)
+    refusals = [r for r in caplog.records if "refusing new events" in r.getMessage()]
+    assert [r.levelname for r in refusals] == ["ERROR"]  # once, not per event
+
+    await reporter.flush()
+    reporter.transcript(role="user", content="after the outage", agent_name="greeter-agent")
+    await reporter.aclose()
+
+    assert "accepting events again; 3 refused in all" in caplog.text
+    assert [line["content"] for line in web.transcript(call_id)] == [
+        *(f"line {n}" for n in range(5)),
+        "after the outage",
+    ]
+    assert web.call(call_id)["status"] == "active"

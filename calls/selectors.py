@@ -251,9 +251,12 @@ def providers_summary(served: Iterable[dict | None]) -> list[dict]:
     first seen: which fallback answered when the first choice failed."""
     turns: dict[tuple[str, str, str], int] = {}
     for providers in served:
-        for component, choice in (providers or {}).items():
-            key = (component, choice["provider"], choice["model"])
-            turns[key] = turns.get(key, 0) + 1
+        # In pipeline order: jsonb keeps no key order.
+        for component in ("stt", "llm", "tts"):
+            choice = (providers or {}).get(component)
+            if choice:
+                key = (component, choice["provider"], choice["model"])
+                turns[key] = turns.get(key, 0) + 1
     return [
         {"component": component, "provider": provider, "model": model, "turns": n}
         for (component, provider, model), n in turns.items()

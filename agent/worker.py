@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import (
@@ -28,7 +29,7 @@ from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.config import Config
 from agent.languages import call_language
-from agent.providers import ComponentCache, ComponentError
+from agent.providers import ComponentCache, ComponentError, build_component
 from agent.reporter import EventReporter
 from agent.workflow import ToolRunner
 
@@ -111,6 +112,8 @@ def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str,
 
 
 class CallJob:
+    """One dispatch of one call: `run` in a LiveKit room, or its steps in tests."""
+
     def __init__(
         self,
         ctx: JobContext,
@@ -118,7 +121,7 @@ class CallJob:
         config: Config,
         call_id: str,
         api: AgentAPI | None = None,
-        build: Any = None,
+        build: Callable[[str, dict, str | None], Any] = build_component,
         fetch_deadline: float = SESSION_FETCH_DEADLINE,
         late_after: float = SESSION_LATE_AFTER,
     ) -> None:
@@ -130,7 +133,7 @@ class CallJob:
             call_id=call_id, allow_private_urls=config.tools_allow_private_urls
         )
         self.runtime: CallRuntime | None = None
-        self._build = build  # the plugin factory (tests: the providers' stand-ins)
+        self._build = build  # the plugin factory (in tests: the providers' stand-ins)
         self._fetch_deadline = fetch_deadline
         self._late_after = late_after
         self._closing: asyncio.Task | None = None
@@ -162,11 +165,7 @@ class CallJob:
             )
             self.ctx.shutdown(reason="not this job's call")
             return None
-        components = ComponentCache(
-            **({"build": self._build} if self._build else {}),
-            language=call_language(data),
-            vad=vad,
-        )
+        components = ComponentCache(self._build, language=call_language(data), vad=vad)
         late = loop.time() - started > self._late_after
         runtime = CallRuntime(
             data, self.reporter, components=components, runner=self.runner, late=late

@@ -16,6 +16,15 @@ class AgentAPIError(Exception):
         self.body = body
 
     @property
+    def code(self) -> str | None:
+        """The API's machine code of the (first) error, e.g. `call_ended`."""
+        if isinstance(self.body, dict):
+            errors = self.body.get("errors") or [{}]
+            if isinstance(errors[0], dict):
+                return errors[0].get("code")
+        return None
+
+    @property
     def retryable(self) -> bool:
         """Network errors, 429 and 5xx may succeed later; other 4xx will not."""
         return self.status_code is None or self.status_code == 429 or self.status_code >= 500
@@ -39,8 +48,10 @@ class AgentAPI:
             transport=transport,
         )
 
-    async def get_session(self, call_id: str) -> dict:
-        return await self._request("GET", f"calls/{call_id}/session")
+    async def get_session(self, call_id: str, *, timeout: float | None = None) -> dict:
+        """The call's session; 409 `call_ended` (an AgentAPIError) once it has ended."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        return await self._request("GET", f"calls/{call_id}/session", **extra)
 
     async def post_events(self, call_id: str, events: list[dict]) -> dict:
         return await self._request("POST", f"calls/{call_id}/events", json={"events": events})

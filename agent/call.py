@@ -1,7 +1,8 @@
-"""One call: its agents built from the session payload, and what the AgentSession does
-turned into agent events (transcript, handoffs, per-turn metrics, status).
+"""One call: its agents built from the session payload, how it ends (hang-up after the
+goodbye, an apology on a fatal error, silence), and what the AgentSession does turned
+into agent events (transcript, handoffs, per-turn metrics, status).
 
-Kept free of the LiveKit room so tests can drive it with a text-only AgentSession.
+Kept free of the LiveKit room so tests can drive it with a room-less AgentSession.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from typing import Any
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.providers import ComponentCache
@@ -24,7 +25,12 @@ logger = logging.getLogger("voicecalls.agent.call")
 
 MAX_LATENCY_MS = 10 * 60 * 1000  # the API refuses more: a clock or unit bug
 MAX_ERROR_CHARS = 300
-HANGUP_FLUSH_TIMEOUT = 5.0
+# How long the apology for a fatal error may take to play before the call closes.
+APOLOGY_TIMEOUT = 15.0
+SILENCE_INSTRUCTIONS = (
+    "The caller has said nothing for a while. Ask, in one short sentence, whether they "
+    "are still there."
+)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -32,6 +38,13 @@ def _ms(seconds: float | None) -> float | None:
         return None
     value = round(seconds * 1000, 1)
     return value if 0 <= value <= MAX_LATENCY_MS else None
+
+
+def _served(metadata: dict | None) -> dict | None:
+    """`{provider, model}` from a turn's `*_metadata`, within the API's bounds."""
+    if not metadata or not metadata.get("model_provider") or not metadata.get("model_name"):
+        return None
+    return {"provider": metadata["model_provider"][:50], "model": metadata["model_name"][:100]}
 
 
 def _arguments(raw: str) -> dict:
@@ -42,6 +55,11 @@ def _arguments(raw: str) -> dict:
     return value if isinstance(value, dict) else {"_value": value}
 
 
+def describe_error(error: Any) -> str:
+    cause = getattr(error, "error", error)
+    return f"{getattr(error, 'type', 'error')} in {getattr(error, 'label', '?')}: {cause!r}"
+
+
 class CallRuntime:
     def __init__(
         self,
@@ -50,46 +68,69 @@ class CallRuntime:
         *,
         components: ComponentCache,
         runner: ToolRunner,
-        on_hangup: Callable[[], Awaitable[None]] | None = None,
+        late: bool = False,
     ) -> None:
         self.data = session_data
         self.call_id = str(session_data["call_id"])
         self.workflow = session_data["workflow"]
+        self.settings: dict = self.workflow.get("settings") or {}
         self.reporter = reporter
         self.runner = runner
         self._components = components
-        self._on_hangup = on_hangup
         self.session: AgentSession | None = None
         self.agents: dict[str, WorkflowAgent] = {}
         self.ended = False
-        self.hung_up = False
+        self.hanging_up = False
         self.turn_index = 0
-        self._pending_stt_ms: float | None = None
+        self._late = late
+        self._silence_prompted = False
+        self._pending_user: dict | None = None
         self._tokens_seen = 0
+        # Background work started from sync session callbacks, referenced until done.
+        self._tasks: set[asyncio.Task] = set()
 
     # -- building ------------------------------------------------------------------------
 
     def build(self) -> WorkflowAgent:
         """Every agent; the start agent. Raises ComponentError (unknown provider, no key)."""
         self.agents = build_agents(
-            self.workflow, components=self._components, runner=self.runner, hang_up=self.hang_up
+            self.workflow, components=self._components, runner=self.runner, call=self
         )
         return self.agents[self.workflow["start_agent"]]
 
-    # -- status --------------------------------------------------------------------------
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def background(self) -> frozenset[asyncio.Task]:
+        """Work started from session callbacks (a hang-up, a fatal error) not yet done."""
+        return frozenset(self._tasks)
+
+    def take_late_apology(self) -> bool:
+        """True once when the caller waited for the session: the first agent apologises."""
+        late, self._late = self._late, False
+        return late
+
+    # -- how the call ends ---------------------------------------------------------------
 
     def started(self) -> None:
         """The session runs with the user in the room."""
         self.reporter.status("active")
 
     def fail(self, detail: str) -> None:
-        """A fatal error: say why in the transcript, end the call `failed`/`agent_error`.
+        """Report a fatal error: why in the transcript, the call `failed`/`agent_error`.
 
         The API keeps `reason` as a machine code (`^[a-z0-9_]+$`), so the human detail
         goes in a system transcript line ("agent_error: missing key for llm")."""
         if self.ended:
             return
-        self.ended = True
+        self.ended = self.hanging_up = True
+        self._report_failure(detail)
+
+    def _report_failure(self, detail: str) -> None:
         detail = detail[:MAX_ERROR_CHARS]
         logger.error("call %s failed: %s", self.call_id, detail)
         self.reporter.transcript(
@@ -97,20 +138,49 @@ class CallRuntime:
         )
         self.reporter.status("failed", reason="agent_error")
 
-    async def hang_up(self) -> None:
-        """The agent ends the call (its `end_call` tool): after the goodbye is spoken."""
+    async def fatal(self, detail: str) -> None:
+        """A provider keeps failing: say the workflow's `error_message` when the session
+        still can (the TTS may be what fails), fail the call, close the session."""
         if self.ended:
             return
-        self.ended = True
-        self.hung_up = True
-        self.reporter.status("completed", reason="agent_hangup")
-        # Recorded before the room goes: the API then ends the call as an agent hang-up.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.reporter.flush(), HANGUP_FLUSH_TIMEOUT)
+        self.ended = self.hanging_up = True
+        message = self.settings.get("error_message")
+        if message and self.session is not None:
+            with contextlib.suppress(Exception):  # closing already, or nothing can speak
+                handle = self.session.say(message, allow_interruptions=False)
+                await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
+        self._report_failure(detail)
         if self.session is not None:
             self.session.shutdown(drain=True)
-        if self._on_hangup is not None:
-            await self._on_hangup()
+
+    async def hang_up(
+        self, context: RunContext | None = None, *, reason: str = "agent_hangup"
+    ) -> None:
+        """The agent ends the call (its `end_call` tool, or silence): once the goodbye
+        said before it has played, report `completed` and close the session, which
+        closes the room (agent/worker.py). From the decision on, nothing is answered."""
+        if self.ended:
+            return
+        self.ended = self.hanging_up = True
+        if context is not None:
+            with contextlib.suppress(RuntimeError):  # already cut off by the caller
+                context.disallow_interruptions()
+            await context.wait_for_playout()
+        self.reporter.status("completed", reason=reason)
+        if self.session is not None:
+            self.session.shutdown(drain=True)
+
+    def _on_silence(self) -> None:
+        """Nobody spoke for `silence_timeout_seconds`: ask once, then hang up."""
+        if not self.settings.get("silence_timeout_seconds") or self.ended or not self.session:
+            return
+        if self._silence_prompted:
+            self.spawn(self.hang_up(reason="silence_timeout"))
+            return
+        self._silence_prompted = True
+        self.session.generate_reply(instructions=SILENCE_INSTRUCTIONS, tool_choice="none")
+        # The caller is "away" until they speak; the second silence counts from here.
+        self.session.reset_away_timer()
 
     # -- session events → agent events ---------------------------------------------------
 
@@ -119,6 +189,8 @@ class CallRuntime:
         session.on("conversation_item_added", self._on_item_added)
         session.on("function_tools_executed", self._on_tools_executed)
         session.on("session_usage_updated", self._on_usage_updated)
+        session.on("user_state_changed", self._on_user_state)
+        session.on("error", self._on_error)
         session.on("close", self._on_close)
 
     def _agent_name(self) -> str | None:
@@ -141,35 +213,60 @@ class CallRuntime:
             return
         if item.type != "message" or item.role not in ("user", "assistant"):
             return
-        text = item.text_content or ""
-        agent_name = self._agent_name()
         metrics = item.metrics or {}
         # An item is added when its turn is over; order the transcript by when it began.
         spoken_at = metrics.get("started_speaking_at") or item.created_at
-        if text:
+        if item.text_content:
             self.reporter.transcript(
-                role=item.role, content=text, agent_name=agent_name, timestamp=spoken_at
+                role=item.role,
+                content=item.text_content,
+                agent_name=self._agent_name(),
+                interrupted=item.interrupted if item.role == "assistant" else None,
+                timestamp=spoken_at,
             )
         if item.role == "user":
-            if self._pending_stt_ms is not None:  # a user turn that got no reply
-                self.reporter.metrics(
-                    stt_latency_ms=self._pending_stt_ms,
-                    agent_name=agent_name,
-                    turn_index=self.turn_index,
-                )
-            self._pending_stt_ms = _ms(metrics.get("transcription_delay"))
-            return
+            self._on_user_turn(metrics)
+        else:
+            self._on_agent_turn(metrics, spoken_at)
+
+    def _on_user_turn(self, metrics: dict) -> None:
+        self._silence_prompted = False
+        if self._pending_user is not None:  # a user turn that got no reply
+            self._report_turn(self._pending_user)
+        self._pending_user = {
+            "stt_latency_ms": _ms(metrics.get("transcription_delay")),
+            "eou_latency_ms": _ms(metrics.get("end_of_turn_delay")),
+            "providers": {"stt": _served(metrics.get("stt_metadata"))},
+        }
+
+    def _on_agent_turn(self, metrics: dict, spoken_at: float) -> None:
+        user = self._pending_user or {"providers": {}}
+        self._pending_user = None
         self.turn_index += 1
-        self.reporter.metrics(
-            stt_latency_ms=self._pending_stt_ms,
-            llm_latency_ms=_ms(metrics.get("llm_node_ttft")),
-            tts_latency_ms=_ms(metrics.get("tts_node_ttfb")),
-            e2e_latency_ms=_ms(metrics.get("e2e_latency")),
-            agent_name=agent_name,
-            turn_index=self.turn_index,
+        self._report_turn(
+            {
+                **user,
+                "llm_latency_ms": _ms(metrics.get("llm_node_ttft")),
+                "tts_latency_ms": _ms(metrics.get("tts_node_ttfb")),
+                "e2e_latency_ms": _ms(metrics.get("e2e_latency")),
+                "providers": {
+                    **user["providers"],
+                    "llm": _served(metrics.get("llm_metadata")),
+                    "tts": _served(metrics.get("tts_metadata")),
+                },
+            },
             timestamp=spoken_at,
         )
-        self._pending_stt_ms = None
+
+    def _report_turn(self, sample: dict, timestamp: float | None = None) -> None:
+        providers = {k: v for k, v in sample.pop("providers").items() if v}
+        self.reporter.metrics(
+            **sample,
+            providers=providers or None,
+            agent_name=self._agent_name(),
+            turn_index=self.turn_index,
+            timestamp=timestamp,
+        )
 
     def _on_tools_executed(self, event: Any) -> None:
         agent_name = self._agent_name()
@@ -197,8 +294,17 @@ class CallRuntime:
                 tokens=delta, agent_name=self._agent_name(), turn_index=self.turn_index
             )
 
+    def _on_user_state(self, event: Any) -> None:
+        if event.new_state == "speaking":
+            self._silence_prompted = False
+        elif event.new_state == "away":
+            self._on_silence()
+
+    def _on_error(self, event: Any) -> None:
+        # A recoverable error is retried by livekit-agents; any other ends the call.
+        if not getattr(event.error, "recoverable", True):
+            self.spawn(self.fatal(describe_error(event.error)))
+
     def _on_close(self, event: Any) -> None:
-        error = event.error
-        if error is not None:
-            cause = getattr(error, "error", error)
-            self.fail(f"{error.type} in {getattr(error, 'label', '?')}: {cause!r}")
+        if event.error is not None:
+            self.fail(describe_error(event.error))

@@ -1,14 +1,22 @@
-"""STT, LLM and TTS plugin instances from a session's `{provider, model, voice?, api_key}`.
+"""STT, LLM and TTS plugin instances from a session's `{provider, model, voice?, api_key,
+fallbacks}`, in the call's language.
 
 One registry entry per provider in the web service's catalog (providerkeys/catalog.py).
 Keys always come from the session payload and are passed explicitly: a multi-tenant
-worker must never fall back to a provider key in its own environment.
+worker must never fall back to a provider key in its own environment. A component with
+fallbacks is livekit-agents' `FallbackAdapter` over the first choice and its fallbacks.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
+
+from agent.languages import MULTILINGUAL, primary_subtag
+
+logger = logging.getLogger("voicecalls.agent.providers")
 
 COMPONENTS = ("stt", "llm", "tts")
 
@@ -32,67 +40,75 @@ def _opt(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v}
 
 
+def _iso639(language: str | None) -> str | None:
+    """`es` of `es-MX`, for plugins that take a bare language code."""
+    if not language or language == MULTILINGUAL:
+        return None
+    return primary_subtag(language)
+
+
 # -- STT ---------------------------------------------------------------------------------
 
 
-def _stt_deepgram(model: str, api_key: str, voice: str | None) -> Any:
+def _stt_deepgram(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import deepgram
 
-    return deepgram.STT(api_key=api_key, **_opt(model=model))
+    return deepgram.STT(api_key=api_key, **_opt(model=model, language=language))
 
 
-def _stt_assemblyai(model: str, api_key: str, voice: str | None) -> Any:
+def _stt_assemblyai(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import assemblyai
 
-    return assemblyai.STT(api_key=api_key, **_opt(model=model))
+    codes = [primary_subtag(language)] if language else None
+    return assemblyai.STT(api_key=api_key, **_opt(model=model, language_codes=codes))
 
 
-def _stt_openai(model: str, api_key: str, voice: str | None) -> Any:
+def _stt_openai(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import openai
 
-    return openai.STT(api_key=api_key, **_opt(model=model))
+    return openai.STT(api_key=api_key, **_opt(model=model, language=_iso639(language)))
 
 
-def _stt_speechmatics(model: str, api_key: str, voice: str | None) -> Any:
+def _stt_speechmatics(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import speechmatics
 
-    return speechmatics.STT(api_key=api_key, **_opt(model=model))
+    return speechmatics.STT(api_key=api_key, **_opt(model=model, language=_iso639(language)))
 
 
-def _stt_groq(model: str, api_key: str, voice: str | None) -> Any:
+def _stt_groq(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import groq
 
-    return groq.STT(api_key=api_key, **_opt(model=model))
+    return groq.STT(api_key=api_key, **_opt(model=model, language=_iso639(language)))
 
 
 # -- LLM ---------------------------------------------------------------------------------
 
 
-def _llm_openai(model: str, api_key: str, voice: str | None) -> Any:
+def _llm_openai(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import openai
 
     return openai.LLM(api_key=api_key, **_opt(model=model))
 
 
-def _llm_anthropic(model: str, api_key: str, voice: str | None) -> Any:
+def _llm_anthropic(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import anthropic
 
     return anthropic.LLM(api_key=api_key, **_opt(model=model))
 
 
-def _llm_groq(model: str, api_key: str, voice: str | None) -> Any:
+def _llm_groq(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import groq
 
     return groq.LLM(api_key=api_key, **_opt(model=model))
 
 
-def _llm_mistral(model: str, api_key: str, voice: str | None) -> Any:
+def _llm_mistral(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import mistralai
 
     return mistralai.LLM(api_key=api_key, **_opt(model=model))
 
 
-def _llm_google(model: str, api_key: str, voice: str | None) -> Any:
+def _llm_google(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import google
 
     # The Gemini API with a key, never Vertex AI (which would need cloud credentials).
@@ -102,32 +118,37 @@ def _llm_google(model: str, api_key: str, voice: str | None) -> Any:
 # -- TTS ---------------------------------------------------------------------------------
 
 
-def _tts_elevenlabs(model: str, api_key: str, voice: str | None) -> Any:
+def _tts_elevenlabs(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import elevenlabs
 
-    return elevenlabs.TTS(api_key=api_key, **_opt(model=model, voice_id=voice))
+    return elevenlabs.TTS(
+        api_key=api_key, **_opt(model=model, voice_id=voice, language=_iso639(language))
+    )
 
 
-def _tts_cartesia(model: str, api_key: str, voice: str | None) -> Any:
+def _tts_cartesia(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import cartesia
 
-    return cartesia.TTS(api_key=api_key, **_opt(model=model, voice=voice))
+    return cartesia.TTS(
+        api_key=api_key, **_opt(model=model, voice=voice, language=_iso639(language))
+    )
 
 
-def _tts_openai(model: str, api_key: str, voice: str | None) -> Any:
+def _tts_openai(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import openai
 
+    # OpenAI's voices take no language: they speak the language of the text.
     return openai.TTS(api_key=api_key, **_opt(model=model, voice=voice))
 
 
-def _tts_deepgram(model: str, api_key: str, voice: str | None) -> Any:
+def _tts_deepgram(model: str, api_key: str, voice: str | None, language: str | None) -> Any:
     from livekit.plugins import deepgram
 
-    # Deepgram's voice is part of the model name (aura-2-<voice>-en).
+    # Deepgram's voice, and so its language, is the model name (aura-2-<voice>-en).
     return deepgram.TTS(api_key=api_key, **_opt(model=model))
 
 
-Builder = Callable[[str, str, "str | None"], Any]
+Builder = Callable[[str, str, "str | None", "str | None"], Any]
 
 REGISTRY: dict[str, dict[str, Builder]] = {
     "stt": {
@@ -162,34 +183,70 @@ def check_component(component: str, config: dict) -> None:
         raise MissingKeyError(component, provider)
 
 
-def build_component(component: str, config: dict) -> Any:
-    """The plugin instance for one session component (`stt`, `llm` or `tts`)."""
+def build_component(component: str, config: dict, language: str | None = None) -> Any:
+    """The plugin instance for one choice of a component (`stt`, `llm` or `tts`)."""
     check_component(component, config)
     builder = REGISTRY[component][config["provider"]]
     try:
-        return builder(config.get("model") or "", config["api_key"], config.get("voice"))
+        return builder(config.get("model") or "", config["api_key"], config.get("voice"), language)
     except Exception as exc:  # a plugin refusing its options must not crash the worker
         raise ComponentError(
             component, f"cannot build {component} {config['provider']}: {type(exc).__name__}"
         ) from exc
 
 
-class ComponentCache:
-    """Builds each distinct component once per call, shared by the agents that use it."""
+def fallback_adapter(component: str, instances: list, *, vad: Any = None) -> Any:
+    """livekit-agents' FallbackAdapter for `component` over `instances`, tried in order.
+    STT needs the VAD to stream through providers that only transcribe whole clips."""
+    from livekit.agents import llm, stt, tts
 
-    def __init__(self, build: Callable[[str, dict], Any] = build_component) -> None:
+    if component == "stt":
+        return stt.FallbackAdapter(instances, vad=vad)
+    if component == "llm":
+        return llm.FallbackAdapter(instances)
+    return tts.FallbackAdapter(instances)
+
+
+class ComponentCache:
+    """Builds each distinct component (with its fallbacks) once per call, shared by the
+    agents that use it."""
+
+    def __init__(
+        self,
+        build: Callable[[str, dict, str | None], Any] = build_component,
+        *,
+        language: str | None = None,
+        vad: Any = None,
+    ) -> None:
         self._build = build
-        self._built: dict[tuple, Any] = {}
+        self._language = language
+        self._vad = vad
+        self._built: dict[str, Any] = {}
 
     def get(self, component: str, config: dict) -> Any:
+        """The component: its first choice alone, or a FallbackAdapter over it and the
+        fallbacks that can be built. Raises ComponentError when the first choice cannot."""
         check_component(component, config)
-        key = (
-            component,
-            config.get("provider"),
-            config.get("model"),
-            config.get("voice"),
-            config.get("api_key"),
-        )
+        key = json.dumps([component, config], sort_keys=True)
         if key not in self._built:
-            self._built[key] = self._build(component, config)
+            primary = self._build(component, config, self._language)
+            instances = [primary, *self._fallbacks(component, config)]
+            self._built[key] = (
+                primary
+                if len(instances) == 1
+                else fallback_adapter(component, instances, vad=self._vad)
+            )
         return self._built[key]
+
+    def _fallbacks(self, component: str, config: dict) -> list:
+        # A fallback that cannot be built (no key) is left out: the call still runs on
+        # the first choice, and on the fallbacks that can.
+        instances = []
+        for fallback in config.get("fallbacks") or []:
+            try:
+                instances.append(self._build(component, fallback, self._language))
+            except ComponentError as exc:
+                logger.warning(
+                    "%s fallback %s left out: %s", component, fallback.get("provider"), exc
+                )
+        return instances

@@ -6,6 +6,13 @@ about once a second. Every event carries a client-made uuid `id`, which is the A
 idempotency key: a batch that failed on the network or with a 5xx/429 is re-sent as it
 was, and whatever the server had already stored counts as a duplicate, not twice.
 `aclose()` flushes what is left within a deadline (the job's shutdown budget).
+
+The events not yet sent are bounded (`max_pending_events`, `max_pending_bytes`): when
+the API stays down that long, the reporter stops accepting new transcript lines,
+metrics and handoffs, and logs an error saying how many it refused. What it already
+holds (the oldest lines) is kept and delivered when the API is back; nothing goes to
+disk, which would hold callers' words outside the API's erasure and retention. Status
+events are always accepted: the call's end must reach the API.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 512 * 1024
 # The API's limit for a transcript line's content.
 MAX_CONTENT_CHARS = 65536
+# About an hour of conversation; a worker runs many calls, so each stays small.
+MAX_PENDING_EVENTS = 5_000
+MAX_PENDING_BYTES = 8 * 1024 * 1024
 FLUSH_INTERVAL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
@@ -50,6 +60,8 @@ class EventReporter:
         *,
         max_batch_events: int = MAX_BATCH_EVENTS,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_pending_events: int = MAX_PENDING_EVENTS,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         flush_interval: float = FLUSH_INTERVAL,
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
@@ -58,6 +70,8 @@ class EventReporter:
         self.call_id = call_id
         self._max_events = max_batch_events
         self._max_bytes = max_batch_bytes
+        self._max_pending_events = max_pending_events
+        self._max_pending_bytes = max_pending_bytes
         self._interval = flush_interval
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -75,10 +89,16 @@ class EventReporter:
         self.duplicates = 0
         self.attempts = 0
         self.dropped: list[dict] = []
+        # Events refused while full, and whether the last one offered was.
+        self.refused = 0
+        self._refusing = False
 
     # -- adding events (synchronous: safe from any session callback) --------------------
 
-    def report(self, event_type: str, *, timestamp: float | None = None, **fields: object) -> dict:
+    def report(
+        self, event_type: str, *, timestamp: float | None = None, **fields: object
+    ) -> dict | None:
+        """Queue an event; None when the reporter is full and refused it (logged)."""
         event = {
             "id": str(uuid.uuid4()),
             "type": event_type,
@@ -86,11 +106,35 @@ class EventReporter:
             **{k: v for k, v in fields.items() if v is not None},
         }
         size = len(json.dumps(event, separators=(",", ":"), default=str).encode())
+        if event_type != "status" and self._full(size):
+            return None
         self._pending.append((event, size))
         self._pending_bytes += size
         self._idle.clear()
         self._wakeup.set()
         return event
+
+    def _full(self, size: int) -> bool:
+        full = (
+            len(self._pending) >= self._max_pending_events
+            or self._pending_bytes + size > self._max_pending_bytes
+        )
+        if full:
+            self.refused += 1
+            if not self._refusing:
+                logger.error(
+                    "call %s: %d event(s) wait for the API, the most this worker holds; "
+                    "refusing new events until it takes some (%d refused so far)",
+                    self.call_id,
+                    len(self._pending),
+                    self.refused,
+                )
+        elif self._refusing:
+            logger.error(
+                "call %s: accepting events again; %d refused in all", self.call_id, self.refused
+            )
+        self._refusing = full
+        return full
 
     def transcript(
         self,
@@ -99,8 +143,9 @@ class EventReporter:
         content: str,
         agent_name: str | None,
         tool_call: dict | None = None,
+        interrupted: bool | None = None,
         timestamp: float | None = None,
-    ) -> dict:
+    ) -> dict | None:
         return self.report(
             "transcript",
             timestamp=timestamp,
@@ -108,21 +153,26 @@ class EventReporter:
             content=content[:MAX_CONTENT_CHARS],
             agent_name=agent_name,
             tool_call=tool_call,
+            interrupted=interrupted,
         )
 
-    def handoff(self, *, from_agent: str, to_agent: str, timestamp: float | None = None) -> dict:
+    def handoff(
+        self, *, from_agent: str, to_agent: str, timestamp: float | None = None
+    ) -> dict | None:
         return self.report(
             "agent_handoff", timestamp=timestamp, from_agent=from_agent, to_agent=to_agent
         )
 
     def metrics(self, *, timestamp: float | None = None, **values: object) -> dict | None:
-        measured = ("stt_latency_ms", "llm_latency_ms", "tts_latency_ms", "e2e_latency_ms")
+        measured = [f"{c}_latency_ms" for c in ("stt", "llm", "tts", "e2e", "eou")]
         if all(values.get(name) is None for name in (*measured, "tokens")):
             return None  # the API wants at least one measurement per sample
         return self.report("metrics", timestamp=timestamp, **values)
 
     def status(self, status: str, *, reason: str | None = None) -> dict:
-        return self.report("status", status=status, reason=reason)
+        event = self.report("status", status=status, reason=reason)
+        assert event is not None  # status events are never refused
+        return event
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -151,6 +201,8 @@ class EventReporter:
                 self.call_id,
                 len(self._pending) + (1 if self._in_flight else 0),
             )
+        if self.refused:
+            logger.error("call %s: %d event(s) were refused while full", self.call_id, self.refused)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

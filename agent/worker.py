@@ -1,4 +1,11 @@
-"""The LiveKit job: one call room, one AgentSession running the call's workflow."""
+"""The LiveKit job: one call room, one AgentSession running the call's workflow.
+
+`entrypoint` is what LiveKit runs; `CallJob` is the job's life, in steps tests can
+drive without a LiveKit server: `prepare` (the session, bounded in time; a late or
+duplicate dispatch leaves here), `start` (the AgentSession with the workflow's
+turn-taking), and `close` (whenever the session closes: every event delivered, the
+room deleted, the job shut down, so nobody is left in a silent room).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from livekit.agents import (
     AgentSession,
@@ -19,7 +28,8 @@ from livekit.agents import (
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.config import Config
-from agent.providers import ComponentCache, ComponentError
+from agent.languages import call_language
+from agent.providers import ComponentCache, ComponentError, build_component
 from agent.reporter import EventReporter
 from agent.workflow import ToolRunner
 
@@ -28,11 +38,20 @@ logger = logging.getLogger("voicecalls.agent")
 # The job's shutdown callbacks get `shutdown_process_timeout` (10 s) in all: the final
 # flush must fit in it.
 FLUSH_TIMEOUT = 7.0
-SESSION_FETCH_ATTEMPTS = 4
-# Endpointing on voice activity needs no model download and no LiveKit Cloud.
-TURN_HANDLING = {"turn_detection": "vad", "interruption": {"mode": "vad"}}
+# Before the room is deleted, what the call reported must be at the API.
+CLOSE_FLUSH_TIMEOUT = 5.0
+ROOM_DELETE_TIMEOUT = 5.0
+# The whole session fetch, retries included; each try gets what is left, at most
+# SESSION_ATTEMPT_TIMEOUT. A caller hears nothing until it is over.
+SESSION_FETCH_DEADLINE = 12.0
+SESSION_ATTEMPT_TIMEOUT = 5.0
+# A session fetched later than this: the first agent apologises for the wait.
+SESSION_LATE_AFTER = 2.5
+# livekit-agents' away timer when the workflow sets no silence timeout (its default).
+DEFAULT_USER_AWAY_TIMEOUT = 15.0
 # Tool calls the model may chain in one turn (several meals, then a handoff).
 MAX_TOOL_STEPS = 5
+ENDED_STATUSES = frozenset({"completed", "failed", "disconnected", "timeout"})
 
 
 def call_id_from_metadata(metadata: str | None) -> str:
@@ -46,17 +65,184 @@ def call_id_from_metadata(metadata: str | None) -> str:
     return call_id
 
 
-async def fetch_session(api: AgentAPI, call_id: str) -> dict:
-    """The call's session, retrying briefly while the API is unreachable or failing."""
-    for attempt in range(SESSION_FETCH_ATTEMPTS):
+async def fetch_session(
+    api: AgentAPI, call_id: str, *, deadline: float = SESSION_FETCH_DEADLINE
+) -> dict:
+    """The call's session, retried on network errors and 5xx within `deadline` seconds
+    in all; an AgentAPIError (retryable: no answer) once they are over."""
+    try:
+        async with asyncio.timeout(deadline):
+            attempt = 0
+            while True:
+                try:
+                    return await api.get_session(call_id, timeout=SESSION_ATTEMPT_TIMEOUT)
+                except AgentAPIError as exc:
+                    if not exc.retryable:
+                        raise
+                    logger.warning("call %s: fetching the session failed (%s)", call_id, exc)
+                await asyncio.sleep(0.5 * 2**attempt)
+                attempt += 1
+    except TimeoutError as exc:
+        raise AgentAPIError(f"GET calls/{call_id}/session: no session within {deadline} s") from exc
+
+
+def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str, Any]:
+    """AgentSession options from the workflow's settings (defaults: livekit-agents' own).
+    Endpointing on voice activity (Silero) needs no model download and no LiveKit Cloud;
+    `turn_detection="stt"` ends turns on the STT's end of speech instead."""
+    interruption: dict[str, Any] = {
+        "enabled": settings.get("allow_interruptions", True),
+        "false_interruption_timeout": settings.get("false_interruption_timeout", 2.0),
+        "resume_false_interruption": settings.get("resume_false_interruption", True),
+    }
+    if turn_detection == "vad":
+        interruption["mode"] = "vad"
+    return {
+        "turn_handling": {
+            "turn_detection": turn_detection,
+            "endpointing": {
+                "min_delay": settings.get("min_endpointing_delay", 0.5),
+                "max_delay": settings.get("max_endpointing_delay", 3.0),
+            },
+            "interruption": interruption,
+        },
+        "user_away_timeout": settings.get("silence_timeout_seconds") or DEFAULT_USER_AWAY_TIMEOUT,
+        "max_tool_steps": MAX_TOOL_STEPS,
+    }
+
+
+class CallJob:
+    """One dispatch of one call: `run` in a LiveKit room, or its steps in tests."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        *,
+        config: Config,
+        call_id: str,
+        api: AgentAPI | None = None,
+        build: Callable[[str, dict, str | None], Any] = build_component,
+        fetch_deadline: float = SESSION_FETCH_DEADLINE,
+        late_after: float = SESSION_LATE_AFTER,
+    ) -> None:
+        self.ctx = ctx
+        self.call_id = call_id
+        self.api = api or AgentAPI(config.api_url, config.agent_key)
+        self.reporter = EventReporter(self.api, call_id)
+        self.runner = ToolRunner(
+            call_id=call_id, allow_private_urls=config.tools_allow_private_urls
+        )
+        self.runtime: CallRuntime | None = None
+        self._build = build  # the plugin factory (in tests: the providers' stand-ins)
+        self._fetch_deadline = fetch_deadline
+        self._late_after = late_after
+        self._closing: asyncio.Task | None = None
+        self.reporter.start()
+        ctx.add_shutdown_callback(self._flush_on_shutdown)
+
+    async def _flush_on_shutdown(self, reason: str) -> None:
+        await self.runner.aclose()
+        await self.reporter.aclose(timeout=FLUSH_TIMEOUT)
+
+    async def prepare(self, *, vad: Any = None) -> CallRuntime | None:
+        """The call's runtime with its agents built; None when this job must not run the
+        call (ended, not this room, no session, a component missing: said and done)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            return await api.get_session(call_id)
+            data = await fetch_session(self.api, self.call_id, deadline=self._fetch_deadline)
         except AgentAPIError as exc:
-            if not exc.retryable or attempt == SESSION_FETCH_ATTEMPTS - 1:
-                raise
-            logger.warning("call %s: fetching the session failed (%s); retrying", call_id, exc)
-            await asyncio.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+            return self._leave(exc)
+        room = self.ctx.job.room.name
+        if data["status"] in ENDED_STATUSES or data["room_name"] != room:
+            # A late or duplicate dispatch: another job ran (or runs) this call.
+            logger.warning(
+                "call %s (%s, room %s) is not this job's to run in room %s",
+                self.call_id,
+                data["status"],
+                data["room_name"],
+                room,
+            )
+            self.ctx.shutdown(reason="not this job's call")
+            return None
+        components = ComponentCache(self._build, language=call_language(data), vad=vad)
+        late = loop.time() - started > self._late_after
+        runtime = CallRuntime(
+            data, self.reporter, components=components, runner=self.runner, late=late
+        )
+        try:
+            runtime.build()
+        except ComponentError as exc:
+            runtime.fail(str(exc))
+            await self.close("agent_error")
+            return None
+        self.runtime = runtime
+        return runtime
+
+    def _leave(self, exc: AgentAPIError) -> None:
+        if exc.status_code == 409 and exc.code == "call_ended":
+            logger.warning("call %s has ended: this dispatch leaves", self.call_id)
+            self.ctx.shutdown(reason="call ended")
+        else:
+            # Without a session there is nothing to run, and nobody to report to.
+            logger.error("call %s: cannot fetch its session: %s %s", self.call_id, exc, exc.body)
+            self.ctx.shutdown(reason="session unavailable")
+
+    def session(
+        self, runtime: CallRuntime, *, turn_detection: str = "vad", **overrides: Any
+    ) -> AgentSession:
+        """The AgentSession for the call, with the workflow's turn-taking settings."""
+        options = session_options(runtime.settings, turn_detection=turn_detection)
+        return AgentSession(**{**options, **overrides})
+
+    async def start(self, runtime: CallRuntime, session: AgentSession, **start: Any) -> Any:
+        """Run the call's first agent in `session`; closing it ends the job."""
+        runtime.attach(session)
+        session.on("close", self._on_close)
+        runtime.started()
+        first_agent = runtime.agents[runtime.workflow["start_agent"]]
+        return await session.start(first_agent, record=False, **start)
+
+    def _on_close(self, event: Any) -> None:
+        reason = getattr(getattr(event, "reason", None), "value", "closed")
+        self._closing = self._closing or asyncio.get_running_loop().create_task(
+            self.close(f"session closed: {reason}")
+        )
+
+    async def close(self, reason: str) -> None:
+        """The end of the job: what the call reported reaches the API (so the room's own
+        webhooks cannot relabel its end), then the room goes, then the job."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reporter.flush(), CLOSE_FLUSH_TIMEOUT)
+        # By the job's room name: before the job connects, `ctx.room` has none.
+        deletion = self.ctx.delete_room(room_name=self.ctx.job.room.name)
+        with contextlib.suppress(Exception):  # logged by livekit-agents
+            await asyncio.wait_for(deletion, ROOM_DELETE_TIMEOUT)
+        self.ctx.shutdown(reason=reason)
+
+    async def run(self) -> None:
+        """The whole job in a LiveKit room (what the tests drive step by step)."""
+        vad = self.ctx.proc.userdata.get("vad")  # loaded by `prewarm`
+        runtime = await self.prepare(vad=vad)
+        if runtime is None:
+            return
+        try:
+            await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+            user_identity = f"user-{self.call_id}"
+            await self.ctx.wait_for_participant(identity=user_identity)
+            session = self.session(runtime, vad=vad)
+            await self.start(
+                runtime,
+                session,
+                room=self.ctx.room,
+                room_options=room_io.RoomOptions(
+                    participant_identity=user_identity, close_on_disconnect=True
+                ),
+            )
+        except Exception as exc:
+            logger.exception("call %s: the session failed", self.call_id)
+            runtime.fail(f"{type(exc).__name__}: {exc}")
+            await self.close("agent_error")
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -73,75 +259,7 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.error("%s; leaving room %s", exc, ctx.job.room.name)
         ctx.shutdown(reason="no call_id")
         return
-
-    api = AgentAPI(config.api_url, config.agent_key)
-    reporter = EventReporter(api, call_id)
-    reporter.start()
-    runner = ToolRunner(call_id=call_id, allow_private_urls=config.tools_allow_private_urls)
-
-    async def flush_on_shutdown(reason: str) -> None:
-        await runner.aclose()
-        await reporter.aclose(timeout=FLUSH_TIMEOUT)
-
-    ctx.add_shutdown_callback(flush_on_shutdown)
-
-    try:
-        data = await fetch_session(api, call_id)
-    except AgentAPIError as exc:
-        # Without a session there is nothing to run, and nobody to report to.
-        logger.error("call %s: cannot fetch its session: %s %s", call_id, exc, exc.body)
-        ctx.shutdown(reason="session unavailable")
-        return
-
-    runtime = CallRuntime(
-        data,
-        reporter,
-        components=ComponentCache(),
-        runner=runner,
-    )
-    try:
-        start_agent = runtime.build()
-    except ComponentError as exc:
-        runtime.fail(str(exc))
-        ctx.shutdown(reason="agent_error")
-        return
-
-    try:
-        await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
-        user_identity = f"user-{call_id}"
-        await ctx.wait_for_participant(identity=user_identity)
-
-        session = AgentSession(
-            vad=ctx.proc.userdata["vad"],
-            turn_handling=TURN_HANDLING,
-            max_tool_steps=MAX_TOOL_STEPS,
-        )
-        runtime.attach(session)
-
-        async def end_job(reason: str) -> None:
-            if runtime.hung_up:
-                # The agent hung up: close the room, which disconnects the user.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ctx.delete_room(), 5)
-            ctx.shutdown(reason=reason)
-
-        @session.on("close")
-        def _closed(event: object) -> None:
-            asyncio.create_task(end_job(f"session closed: {getattr(event, 'reason', '')}"))
-
-        runtime.started()
-        await session.start(
-            start_agent,
-            room=ctx.room,
-            room_options=room_io.RoomOptions(
-                participant_identity=user_identity, close_on_disconnect=True
-            ),
-            record=False,
-        )
-    except Exception as exc:
-        logger.exception("call %s: the session failed", call_id)
-        runtime.fail(f"{type(exc).__name__}: {exc}")
-        ctx.shutdown(reason="agent_error")
+    await CallJob(ctx, config=config, call_id=call_id).run()
 
 
 def worker_options(config: Config) -> WorkerOptions:

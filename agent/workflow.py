@@ -1,6 +1,6 @@
 """A call's workflow as livekit-agents `Agent`s: rendered instructions, a greeting on
 enter, tools from JSON Schema, one `transfer_to_<agent>` tool per allowed handoff and a
-built-in `end_call`.
+built-in `end_call` that lets the goodbye play out before it hangs up.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +29,22 @@ END_CALL_TOOL = "end_call"
 TOOL_TIMEOUT_SECONDS = 10.0
 MAX_TOOL_RESULT_CHARS = 16_000
 EMPTY_OBJECT_SCHEMA = {"type": "object", "properties": {}}
+# Said first when the caller waited in silence for the call's session (agent/worker.py).
+LATE_INSTRUCTIONS = (
+    "The caller has been waiting in silence for a few seconds. Apologise for the wait in "
+    "one short sentence, in the language of your instructions, and say nothing else."
+)
+
+
+class CallControl(Protocol):
+    """What the agents need from the call they run in (agent/call.py's CallRuntime)."""
+
+    @property
+    def hanging_up(self) -> bool: ...
+
+    def take_late_apology(self) -> bool: ...
+
+    async def hang_up(self, context: RunContext | None = None, *, reason: str = ...) -> None: ...
 
 
 class WorkflowAgent(Agent):
@@ -44,17 +59,25 @@ class WorkflowAgent(Agent):
         greeting: str,
         tools: list,
         components: dict[str, Any],
+        call: CallControl,
     ) -> None:
         super().__init__(id=name, instructions=instructions, tools=tools, **components)
         self.name = name
         self.greeting = greeting
+        self._call = call
 
     async def on_enter(self) -> None:
+        if self._call.take_late_apology():
+            self.session.generate_reply(instructions=LATE_INSTRUCTIONS, tool_choice="none")
         if self.greeting:
             self.session.say(self.greeting)
         else:
             # No fixed greeting (typically after a handoff): let the model continue.
             self.session.generate_reply()
+
+    async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
+        if self._call.hanging_up:
+            raise StopResponse()  # the agent said goodbye: it answers nothing more
 
 
 def tool_parameters(spec: dict) -> dict:
@@ -202,9 +225,10 @@ def handoff_tool(target: str, agents: dict[str, WorkflowAgent]):
     )
 
 
-def end_call_tool(hang_up: Callable[[], Awaitable[None]]):
+def end_call_tool(call: CallControl):
     async def _end_call(raw_arguments: dict, context: RunContext) -> None:
-        asyncio.get_running_loop().create_task(hang_up())
+        # Returns once the goodbye said before this call has played out.
+        await call.hang_up(context)
         raise StopResponse()  # nothing more to say: the goodbye was already spoken
 
     return function_tool(
@@ -224,7 +248,7 @@ def build_agents(
     *,
     components: ComponentCache,
     runner: ToolRunner,
-    hang_up: Callable[[], Awaitable[None]],
+    call: CallControl,
 ) -> dict[str, WorkflowAgent]:
     """Every agent of the workflow by name. Raises ComponentError (from `components`)
     when a provider is unknown or its key is missing."""
@@ -234,12 +258,13 @@ def build_agents(
         tools = [workflow_tool(tool, runner, name) for tool in spec.get("tools") or []]
         tools += [handoff_tool(target, agents) for target in spec.get("handoffs") or []]
         if END_CALL_TOOL not in {tool["name"] for tool in spec.get("tools") or []}:
-            tools.append(end_call_tool(hang_up))
+            tools.append(end_call_tool(call))
         agents[name] = WorkflowAgent(
             name=name,
             instructions=spec.get("instructions") or "",
             greeting=spec.get("greeting") or "",
             tools=tools,
             components={c: components.get(c, spec[c]) for c in ("stt", "llm", "tts")},
+            call=call,
         )
     return agents

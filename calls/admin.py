@@ -281,6 +281,8 @@ class CallAdmin(admin.ModelAdmin):
                 ("STT latency (mean)", _ms(metrics["stt_latency_ms"])),
                 ("LLM latency (mean)", _ms(metrics["llm_latency_ms"])),
                 ("TTS latency (mean)", _ms(metrics["tts_latency_ms"])),
+                ("end of utterance (mean)", _ms(metrics["eou_latency_ms"])),
+                ("turn, end to end (mean)", _ms(metrics["e2e_latency_ms"])),
                 ("tokens", metrics["total_tokens"]),
                 ("agent handoffs", metrics["agent_handoffs"]),
             ],
@@ -331,7 +333,7 @@ class CallAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         call = get_object_or_404(self.get_queryset(request), pk=pk)
-        body = representations.call_detail(call, latency=selectors.call_latency(call=call))
+        body = representations.call_detail(call, samples=selectors.call_samples(call=call))
         return JsonResponse(body, json_dumps_params={"indent": 2})
 
     def end_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

@@ -15,14 +15,15 @@ from django.utils import timezone
 from calls.lifecycle import EndReason, call_transition
 from calls.models import (
     LATENCY_COMPONENTS,
-    MEAN_LATENCY_COMPONENTS,
     AgentEvent,
     AgentEventType,
     Call,
     CallStatus,
     MetricSample,
     TranscriptEntry,
+    TranscriptRole,
 )
+from calls.services import call_room_close_later
 from calls.sql import JSONArrayAppend, insert_new
 
 _DEFAULT_END_REASON = {
@@ -122,6 +123,7 @@ def _transcript_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datet
             "content": e["content"],
             "agent_name": e.get("agent_name"),
             "tool_call": e.get("tool_call"),
+            "interrupted": e["role"] == TranscriptRole.ASSISTANT and bool(e.get("interrupted")),
             "timestamp": e["timestamp"],
             "created_at": now,
         }
@@ -137,6 +139,7 @@ def _sample_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime)
             "agent_name": e.get("agent_name"),
             "turn_index": e.get("turn_index"),
             **{f"{c}_latency_ms": e.get(f"{c}_latency_ms") for c in LATENCY_COMPONENTS},
+            "providers": e.get("providers"),
             "tokens": e.get("tokens"),
             "timestamp": e["timestamp"],
             "created_at": now,
@@ -164,7 +167,7 @@ def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -
     """Move the call's running sums, tokens and agent history by the new events, in one
     atomic UPDATE (F() expressions: no read-modify-write)."""
     changes: dict[str, object] = {"last_event_at": now}
-    for component in MEAN_LATENCY_COMPONENTS:
+    for component in LATENCY_COMPONENTS:
         name = f"{component}_latency_ms"
         values = [e[name] for e in new.samples if e.get(name) is not None]
         if values:
@@ -197,4 +200,7 @@ def _apply_statuses(
         if event["status"] == CallStatus.COMPLETED and hung_up_by_api:
             # The agent saw the room close because we hung up through the API.
             end_reason = EndReason.API_REQUEST
-        call_transition(call_id=call_id, to_status=event["status"], end_reason=end_reason, at=now)
+        if call_transition(
+            call_id=call_id, to_status=event["status"], end_reason=end_reason, at=now
+        ):
+            call_room_close_later(call_id=call_id)

@@ -65,6 +65,11 @@ class TranscriptEventSerializer(_EventBase):
     content = serializers.CharField(allow_blank=True, max_length=65536, trim_whitespace=False)
     agent_name = serializers.CharField(max_length=100, required=False, allow_null=True)
     tool_call = ToolCallInputSerializer(required=False, allow_null=True)
+    interrupted = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Assistant lines: the caller cut the agent off. Ignored on other roles.",
+    )
 
 
 class AgentHandoffEventSerializer(_EventBase):
@@ -79,12 +84,28 @@ def _latency_field() -> serializers.FloatField:
     )
 
 
+class ServedBySerializer(JSONTypedSerializer):
+    provider = serializers.CharField(max_length=50)
+    model = serializers.CharField(max_length=100)
+
+
+class TurnProvidersSerializer(JSONTypedSerializer):
+    """Which provider and model served each component of the turn (with fallbacks, not
+    always the workflow's first choice)."""
+
+    stt = ServedBySerializer(required=False)
+    llm = ServedBySerializer(required=False)
+    tts = ServedBySerializer(required=False)
+
+
 class MetricsEventSerializer(_EventBase):
     type = serializers.ChoiceField(choices=[AgentEventType.METRICS])
     stt_latency_ms = _latency_field()
     llm_latency_ms = _latency_field()
     tts_latency_ms = _latency_field()
     e2e_latency_ms = _latency_field()
+    eou_latency_ms = _latency_field()
+    providers = TurnProvidersSerializer(required=False, allow_null=True)
     tokens = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_TOKENS_PER_SAMPLE
     )
@@ -131,7 +152,7 @@ EVENT_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
 
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 _TRANSCRIPT_KEYS = frozenset(
-    {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call"}
+    {"id", "type", "timestamp", "role", "content", "agent_name", "tool_call", "interrupted"}
 )
 _TRANSCRIPT_ROLES = frozenset(TranscriptRole.values)
 # The limits are the serializers' own.
@@ -214,6 +235,11 @@ def canonical_transcript_line(data: object, tz: datetime.tzinfo) -> dict | None:
             if tool_call is None:
                 return None
         validated["tool_call"] = tool_call
+    if "interrupted" in data:
+        interrupted = data["interrupted"]
+        if interrupted is not None and type(interrupted) is not bool:
+            return None
+        validated["interrupted"] = interrupted
     return validated
 
 

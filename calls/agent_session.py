@@ -7,6 +7,8 @@ cached (`Cache-Control: no-store`).
 
 from __future__ import annotations
 
+import logging
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -18,15 +20,37 @@ from calls.models import Call, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
 from voicecalls.auth import IsAgentKey
+from voicecalls.errors import Conflict, error_responses
 from workflows.prompts import agents_rendered, template_context
 from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
 
 COMPONENTS = ("stt", "llm", "tts")
 
+logger = logging.getLogger(__name__)
+
+
+class CallEnded(Conflict):
+    default_detail = "The call has ended: its session (and its provider keys) is gone."
+    default_code = "call_ended"
+
+
+def _with_key(config: dict, component: str, call: Call, keys: dict) -> dict:
+    """`config` with its provider's key: the same rule for a component and its fallbacks."""
+    lookup = (component, config["provider"])
+    if lookup not in keys:
+        found = provider_key_for(
+            organization=call.organization,
+            provider_type=component,
+            provider_name=config["provider"],
+        )
+        keys[lookup] = found.api_key if found is not None else None
+    return {**config, "api_key": keys[lookup], "missing_key": keys[lookup] is None}
+
 
 def agent_session(*, call: Call) -> dict:
     """The call's session: its data, and its workflow version with prompts rendered and
-    each component's provider key resolved (one query per distinct provider)."""
+    each component's (and fallback's) provider key resolved, one query per distinct
+    provider."""
     version = call.workflow_version
     context = template_context(
         user_data=call.user_data, metadata=call.metadata, call_id=str(call.id)
@@ -35,17 +59,11 @@ def agent_session(*, call: Call) -> dict:
     agents = agents_rendered(definition=version.definition, context=context)
     for agent in agents:
         for component in COMPONENTS:
-            config = dict(agent[component])
-            lookup = (component, config["provider"])
-            if lookup not in keys:
-                found = provider_key_for(
-                    organization=call.organization,
-                    provider_type=component,
-                    provider_name=config["provider"],
-                )
-                keys[lookup] = found.api_key if found is not None else None
-            config["api_key"] = keys[lookup]
-            config["missing_key"] = keys[lookup] is None
+            config = _with_key(agent[component], component, call, keys)
+            config["fallbacks"] = [
+                _with_key(fallback, component, call, keys)
+                for fallback in agent[component].get("fallbacks", [])
+            ]
             agent[component] = config
     return {
         "call_id": call.id,
@@ -61,6 +79,7 @@ def agent_session(*, call: Call) -> dict:
             "version": version.number,
             "start_agent": version.start_agent,
             "settings": {
+                **version.settings,
                 "connect_timeout_seconds": version.connect_timeout_seconds,
                 "max_duration_seconds": version.max_duration_seconds,
             },
@@ -69,7 +88,7 @@ def agent_session(*, call: Call) -> dict:
     }
 
 
-class SessionComponentSerializer(serializers.Serializer):
+class SessionFallbackSerializer(serializers.Serializer):
     provider = serializers.CharField()
     model = serializers.CharField()
     voice = serializers.CharField(allow_null=True, default=None)
@@ -78,6 +97,12 @@ class SessionComponentSerializer(serializers.Serializer):
     )
     missing_key = serializers.BooleanField(
         help_text="True when the organization has no key for this provider."
+    )
+
+
+class SessionComponentSerializer(SessionFallbackSerializer):
+    fallbacks = SessionFallbackSerializer(
+        many=True, help_text="Tried in order when the one before fails, each with its key."
     )
 
 
@@ -121,15 +146,26 @@ class AgentSessionView(APIView):
         description=(
             "Everything the voice-agent worker needs for a call: its data, and the "
             "workflow version it started with, prompts rendered and provider keys "
-            "decrypted. Agent keys only; never cache it."
+            "decrypted. Agent keys only; never cache it. A call that has ended is 409 "
+            "`call_ended`, without keys: a late or duplicate dispatch must not run it."
         ),
-        responses={200: AgentSessionSerializer},
+        responses={200: AgentSessionSerializer, **error_responses(409)},
     )
     def get(self, request: Request, call_id: str) -> Response:
         calls = agent_call_queryset(organization=request.user.organization).select_related(
             "workflow_version", "organization"
         )
         call = get_object_or_404(calls, pk=call_id)
+        # Who read which customer's keys, for audit; never the keys themselves.
+        logger.info(
+            "agent session read: agent key %s, organization %s, call %s, status %s",
+            request.auth.prefix,
+            call.organization.slug,
+            call.id,
+            call.status,
+        )
+        if call.is_ended:
+            raise CallEnded()
         response = Response(AgentSessionSerializer(agent_session(call=call)).data)
         response["Cache-Control"] = "no-store"
         return response

@@ -21,6 +21,14 @@ from voicecalls import charts
 
 DAYS = 30
 LATENCY_WINDOW = 10_000
+# What the caller feels (end of utterance, whole turn) after the three providers.
+LATENCY_ROWS = (
+    ("stt", "STT"),
+    ("llm", "LLM"),
+    ("tts", "TTS"),
+    ("eou", "end of utterance"),
+    ("e2e", "turn, end to end"),
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ def dashboard_context(*, now: datetime.datetime | None = None) -> dict:
     per_day, statuses, end_reasons = recent.per_day, recent.statuses, recent.end_reasons
     latency = recent_latency(samples=LATENCY_WINDOW)
     latency_rows = [
-        {"component": component, **latency[component]} for component in ("stt", "llm", "tts")
+        {"component": component, "label": label, **latency[component]}
+        for component, label in LATENCY_ROWS
     ]
     return {
         "days": DAYS,

@@ -20,6 +20,7 @@ from calls.models import (
     CallStatus,
     LiveKitWebhookEvent,
 )
+from calls.services import call_room_close_later
 from calls.sql import insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
@@ -81,22 +82,24 @@ def _room_finished_outcome(*, status: str, hangup_requested: bool) -> Outcome:
 
 def _transition_by_state(
     *, call_id: uuid.UUID, decide: Callable[[str, bool], Outcome], at: datetime.datetime
-) -> None:
+) -> bool:
     """Apply the outcome `decide(status, hangup_requested)` picks for the call's
-    current state; if the state changed meanwhile, decide again for the new one."""
+    current state; if the state changed meanwhile, decide again for the new one.
+    True if the call moved."""
     for _ in range(3):
         row = Call.objects.filter(pk=call_id).values_list("status", "hangup_requested_at").first()
         if row is None or row[0] in ENDED_STATUSES:
-            return
+            return False
         status, hangup_requested_at = row
         outcome = decide(status, hangup_requested_at is not None)
         if outcome is None:
-            return
+            return False
         to_status, end_reason = outcome
         if call_transition(
             call_id=call_id, to_status=to_status, end_reason=end_reason, at=at, only_from={status}
         ):
-            return
+            return True
+    return False
 
 
 def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
@@ -108,13 +111,15 @@ def _on_participant_left(call_id: uuid.UUID, event: WebhookEvent, at: datetime.d
     # The agent participant's own departure never ends the call; the user's does.
     if not _is_user(call_id, event.participant_identity):
         return
-    _transition_by_state(
+    if _transition_by_state(
         call_id=call_id,
         decide=lambda status, hangup: _user_departure_outcome(
             reason=event.disconnect_reason, status=status, hangup_requested=hangup
         ),
         at=at,
-    )
+    ):
+        # The user left a room the agent may still be in.
+        call_room_close_later(call_id=call_id)
 
 
 def _on_room_finished(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -34,9 +34,9 @@ ROOM_PREFIX = "call-"
 USER_IDENTITY_PREFIX = "user-"
 
 # Per-turn latencies the agent reports (MetricSample columns `<component>_latency_ms`);
-# the call keeps running means of the seed's three (Call `<component>_latency_ms_sum`).
-LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e")
-MEAN_LATENCY_COMPONENTS = ("stt", "llm", "tts")
+# the call keeps a running sum and count of each for its means (Call
+# `<component>_latency_ms_sum`, `<component>_latency_count`).
+LATENCY_COMPONENTS = ("stt", "llm", "tts", "e2e", "eou")
 
 
 def duration_between(
@@ -104,6 +104,11 @@ class Call(models.Model):
     llm_latency_count = models.PositiveIntegerField(default=0)
     tts_latency_ms_sum = models.FloatField(default=0)
     tts_latency_count = models.PositiveIntegerField(default=0)
+    # End of the caller's utterance → turn committed, and → agent audio started.
+    eou_latency_ms_sum = models.FloatField(default=0, db_default=0)
+    eou_latency_count = models.PositiveIntegerField(default=0, db_default=0)
+    e2e_latency_ms_sum = models.FloatField(default=0, db_default=0)
+    e2e_latency_count = models.PositiveIntegerField(default=0, db_default=0)
     total_tokens = models.BigIntegerField(default=0)
     agent_handoffs = models.PositiveIntegerField(default=0)
 
@@ -191,6 +196,8 @@ class Call(models.Model):
             "tts_latency_ms": mean(self.tts_latency_ms_sum, self.tts_latency_count),
             "total_tokens": self.total_tokens,
             "agent_handoffs": self.agent_handoffs,
+            "eou_latency_ms": mean(self.eou_latency_ms_sum, self.eou_latency_count),
+            "e2e_latency_ms": mean(self.e2e_latency_ms_sum, self.e2e_latency_count),
         }
 
 
@@ -239,6 +246,9 @@ class TranscriptEntry(models.Model):
     content = models.TextField(blank=True)
     agent_name = models.CharField(max_length=100, null=True, blank=True)
     tool_call = models.JSONField(null=True, blank=True)
+    # Assistant lines only: the caller cut the agent off before it finished (the API
+    # shows it on assistant lines alone). A database default, so bulk loads may omit it.
+    interrupted = models.BooleanField(default=False, db_default=False)
     timestamp = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -310,6 +320,10 @@ class MetricSample(models.Model):
     llm_latency_ms = models.FloatField(null=True, blank=True)
     tts_latency_ms = models.FloatField(null=True, blank=True)
     e2e_latency_ms = models.FloatField(null=True, blank=True)
+    eou_latency_ms = models.FloatField(null=True, blank=True)
+    # Which provider and model served the turn's stt/llm/tts (a fallback, maybe):
+    # {"llm": {"provider": ..., "model": ...}, ...}.
+    providers = models.JSONField(null=True, blank=True)
     tokens = models.PositiveIntegerField(null=True, blank=True)
     timestamp = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)

@@ -18,7 +18,7 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from calls.models import ENDED_STATUSES, Call, duration_between
+from calls.models import ENDED_STATUSES, Call, TranscriptRole, duration_between
 from calls.selectors import LIST_FIELDS
 
 
@@ -71,20 +71,20 @@ def call_summaries(rows: Iterable[Mapping]) -> list[dict]:
     return [call_summary(row, tz) for row in rows]
 
 
-def call_metrics(call: Call, *, latency: dict[str, dict]) -> dict:
-    """`CallMetrics`: the seed's means, tokens and handoffs, and latency percentiles
-    (`selectors.call_latency`)."""
-    return {**call.metrics(), "latency": latency}
+def call_metrics(call: Call, *, samples: dict) -> dict:
+    """`CallMetrics`: the seed's means, tokens and handoffs, the turn latencies' means,
+    and what the samples add (`selectors.call_samples`: percentiles, providers)."""
+    return {**call.metrics(), **samples}
 
 
-def call_detail(call: Call, *, latency: dict[str, dict]) -> dict:
-    """`Call`: a call with its metrics (latency from `selectors.call_latency`), data and
+def call_detail(call: Call, *, samples: dict) -> dict:
+    """`Call`: a call with its metrics (`selectors.call_samples` completes them), data and
     room."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
     return {
         **call_summary(row, timezone.get_current_timezone()),
         "room_name": call.room_name,
-        "metrics": call_metrics(call, latency=latency),
+        "metrics": call_metrics(call, samples=samples),
         "metadata": call.metadata,
         "user_data": call.user_data,
     }
@@ -111,7 +111,8 @@ def active_calls(rows: Iterable[Mapping]) -> list[dict]:
 
 def transcript_json(rows: Iterable[tuple]) -> bytes:
     """`[TranscriptEntry]` as JSON bytes (what DRF's JSONRenderer would write), from
-    `TRANSCRIPT_COLUMNS` rows; `tool_call` only on lines that have one.
+    `TRANSCRIPT_COLUMNS` rows; `tool_call` only on lines that have one, `interrupted` on
+    assistant lines only.
 
     orjson writes strings, integers and null as DRF's renderer does (compact, UTF-8 as
     is); the tool calls' arguments are free JSON that may hold floats (orjson spells
@@ -122,7 +123,7 @@ def transcript_json(rows: Iterable[tuple]) -> bytes:
     # orjson writes a UTC datetime as DRF spells it (OPT_UTC_Z); other zones are converted.
     utc = str(tz) == "UTC"
     items = []
-    for id_, role, content, timestamp, agent_name, tool_call in rows:
+    for id_, role, content, timestamp, agent_name, tool_call, interrupted in rows:
         item = {
             "role": role,
             "content": str(content),
@@ -137,6 +138,8 @@ def transcript_json(rows: Iterable[tuple]) -> bytes:
             item["tool_call"] = orjson.Fragment(
                 _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
             )
+        if role == TranscriptRole.ASSISTANT:
+            item["interrupted"] = bool(interrupted)
         items.append(item)
     body = orjson.dumps(items, option=orjson.OPT_UTC_Z)
     if b"\xe2\x80\xa8" in body or b"\xe2\x80\xa9" in body:

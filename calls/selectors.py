@@ -60,7 +60,15 @@ ACTIVE_FIELDS = (
     "created_at",
 )
 NEWEST_FIRST = ("-created_at", "-id")
-TRANSCRIPT_COLUMNS = ("id", "role", "content", "timestamp", "agent_name", "tool_call")
+TRANSCRIPT_COLUMNS = (
+    "id",
+    "role",
+    "content",
+    "timestamp",
+    "agent_name",
+    "tool_call",
+    "interrupted",
+)
 
 
 def call_queryset(*, organization: Organization) -> QuerySet[Call]:
@@ -207,7 +215,7 @@ def call_transcript_rows(*, call: Call) -> list[tuple]:
         return list(entries)
     rows = _fetch_fast(*entries.query.sql_with_params())
     return [
-        row if row[5] is None else (*row[:5], json.loads(row[5]))  # tool_call
+        row if row[5] is None else (*row[:5], json.loads(row[5]), *row[6:])  # tool_call
         for row in rows
     ]
 
@@ -237,8 +245,8 @@ LATENCY_COLUMNS = tuple(f"{component}_latency_ms" for component in LATENCY_COMPO
 
 
 def latency_summary(rows: Iterable[tuple[float | None, ...]]) -> dict[str, dict]:
-    """Per component (stt, llm, tts, e2e) of LATENCY_COLUMNS rows: p50, p95, max (ms,
-    rounded) and count."""
+    """Per component (stt, llm, tts, e2e, eou) of LATENCY_COLUMNS rows: p50, p95, max
+    (ms, rounded) and count."""
     samples: dict[str, list[float]] = {component: [] for component in LATENCY_COMPONENTS}
     for row in rows:
         for component, value in zip(LATENCY_COMPONENTS, row, strict=True):
@@ -256,12 +264,35 @@ def latency_summary(rows: Iterable[tuple[float | None, ...]]) -> dict[str, dict]
     return latency
 
 
-def call_latency(*, call: Call) -> dict[str, dict]:
-    """Per component (stt, llm, tts, e2e): p50, p95, max (ms, rounded) and count."""
-    return latency_summary(MetricSample.objects.filter(call=call).values_list(*LATENCY_COLUMNS))
+def providers_summary(served: Iterable[dict | None]) -> list[dict]:
+    """Each (component, provider, model) that served turns, with how many, in the order
+    first seen: which fallback answered when the first choice failed."""
+    turns: dict[tuple[str, str, str], int] = {}
+    for providers in served:
+        # In pipeline order: jsonb keeps no key order.
+        for component in ("stt", "llm", "tts"):
+            choice = (providers or {}).get(component)
+            if choice:
+                key = (component, choice["provider"], choice["model"])
+                turns[key] = turns.get(key, 0) + 1
+    return [
+        {"component": component, "provider": provider, "model": model, "turns": n}
+        for (component, provider, model), n in turns.items()
+    ]
 
 
 def recent_latency(*, samples: int) -> dict[str, dict]:
     """Latency percentiles over the platform's most recent metric samples (bounded)."""
     rows = MetricSample.objects.order_by("-id").values_list(*LATENCY_COLUMNS)[:samples]
     return latency_summary(rows)
+
+
+def call_samples(*, call: Call) -> dict:
+    """What a call's metric samples add to its metrics: `latency` percentiles per
+    component and the `providers` that served its turns (one query)."""
+    rows = MetricSample.objects.filter(call=call).order_by("id")
+    rows = list(rows.values_list(*LATENCY_COLUMNS, "providers"))
+    return {
+        "latency": latency_summary(row[:-1] for row in rows),
+        "providers": providers_summary(row[-1] for row in rows),
+    }

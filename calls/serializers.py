@@ -70,6 +70,14 @@ class LatencySerializer(serializers.Serializer):
     llm = LatencyStatsSerializer()
     tts = LatencyStatsSerializer()
     e2e = LatencyStatsSerializer(help_text="User stopped speaking → agent audio started.")
+    eou = LatencyStatsSerializer(help_text="User stopped speaking → their turn was committed.")
+
+
+class ServedBySummarySerializer(serializers.Serializer):
+    component = serializers.ChoiceField(choices=["stt", "llm", "tts"])
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    turns = serializers.IntegerField(help_text="Turns it served.")
 
 
 @extend_schema_serializer(examples=[examples.CALL_METRICS])
@@ -80,8 +88,21 @@ class CallMetricsSerializer(serializers.Serializer):
     tts_latency_ms = serializers.IntegerField(allow_null=True)
     total_tokens = serializers.IntegerField()
     agent_handoffs = serializers.IntegerField()
+    eou_latency_ms = serializers.IntegerField(
+        allow_null=True,
+        help_text="Mean end-of-utterance delay: the caller stopped → their turn was committed.",
+    )
+    e2e_latency_ms = serializers.IntegerField(
+        allow_null=True,
+        help_text="Mean end-to-end turn latency: the caller stopped → the agent's audio began.",
+    )
     latency = LatencySerializer(
         help_text="Per-component latency percentiles over the samples (nearest rank)."
+    )
+    providers = ServedBySummarySerializer(
+        many=True,
+        help_text="Which provider and model served the turns, per component, in order of "
+        "first use (a fallback shows here when the first choice failed).",
     )
 
 
@@ -140,7 +161,8 @@ class ToolCallSerializer(serializers.Serializer):
 
 @extend_schema_serializer(examples=[examples.TRANSCRIPT_ENTRY])
 class TranscriptEntrySerializer(serializers.Serializer):
-    """One line; `tool_call` is present only on entries that have one."""
+    """One line; `tool_call` is present only on entries that have one, `interrupted` only
+    on assistant lines."""
 
     role = serializers.ChoiceField(choices=TranscriptRole.choices)
     content = serializers.CharField(allow_blank=True)
@@ -148,3 +170,7 @@ class TranscriptEntrySerializer(serializers.Serializer):
     agent_name = serializers.CharField(allow_null=True)
     sequence = serializers.IntegerField(source="id", help_text="Server arrival order.")
     tool_call = ToolCallSerializer(required=False)
+    interrupted = serializers.BooleanField(
+        required=False,
+        help_text="Assistant lines only: the caller cut the agent off before it finished.",
+    )

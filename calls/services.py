@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -10,10 +12,12 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import concurrency_check, concurrency_limited
-from calls.models import NOT_ENDED_STATUSES, Call, CallDirection, CallStatus
+from calls.models import NOT_ENDED_STATUSES, ROOM_PREFIX, Call, CallDirection, CallStatus
 from calls.sql import insert_instance
 from voicecalls import livekit
 from workflows.selectors import CallTarget
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,24 @@ def call_end(*, call: Call) -> Call:
         )
     call.refresh_from_db()
     return call
+
+
+def call_room_delete(*, call_id: uuid.UUID) -> bool:
+    """Delete an ended call's room, so nobody is left in it until LiveKit's departure
+    timeout; True if it was deleted or already gone. LiveKit failures are logged: the
+    departure timeout and `expire_calls` remain behind it."""
+    try:
+        livekit.room_delete(room_name=f"{ROOM_PREFIX}{call_id}")
+    except livekit.LiveKitError as exc:
+        logger.warning("could not delete the room of ended call %s: %s", call_id, exc)
+        return False
+    return True
+
+
+def call_room_close_later(*, call_id: uuid.UUID) -> None:
+    """Delete the call's room once the current transaction commits, in the task queue:
+    never a LiveKit request inside a transaction or on the request that ended the call."""
+    from calls.tasks import call_room_close
+
+    # robust: a failed enqueue must not undo the end that already committed.
+    transaction.on_commit(lambda: call_room_close.enqueue(str(call_id)), robust=True)

@@ -202,8 +202,8 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def metrics(self, request: Request, pk: str) -> Response:
         call = self._get_call()
-        latency = selectors.call_latency(call=call)
-        return Response(representations.call_metrics(call, latency=latency))
+        samples = selectors.call_samples(call=call)
+        return Response(representations.call_metrics(call, samples=samples))
 
     @extend_schema(
         summary="Issue a fresh join token",
@@ -256,4 +256,4 @@ def _call_created(
 
 
 def _call_detail(call: Call) -> dict:
-    return representations.call_detail(call, latency=selectors.call_latency(call=call))
+    return representations.call_detail(call, samples=selectors.call_samples(call=call))

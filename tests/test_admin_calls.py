@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -11,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from calls.admin import COUNT_CAP, ProbedDatesQuerySet
-from calls.models import Call, CallStatus
+from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -255,6 +256,22 @@ def test_the_dashboard_shows_charts_and_active_calls(staff: Client, organization
     assert '<div class="vc-big" id="active-now">2</div>' in html
     assert html.count("<svg") >= 3
     assert "agent_error" in html
+
+
+def test_the_dashboard_shows_what_the_caller_feels_per_turn(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization, active=True)
+    MetricSample.objects.create(
+        call=call,
+        event_id=uuid.uuid4(),
+        eou_latency_ms=512,
+        e2e_latency_ms=1234,
+        timestamp=timezone.now(),
+    )
+
+    html = staff.get("/admin/").content.decode()
+
+    assert "<tr><td>end of utterance</td><td>512 ms</td><td>512 ms</td><td>1</td></tr>" in html
+    assert "<tr><td>turn, end to end</td><td>1234 ms</td><td>1234 ms</td><td>1</td></tr>" in html
 
 
 def test_support_staff_can_read_calls(support: Client, organization) -> None:

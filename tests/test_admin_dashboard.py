@@ -82,14 +82,33 @@ def test_latency_percentiles_come_from_the_most_recent_samples(organization) -> 
             event_id=f"00000000-0000-4000-8000-{i:012d}",
             stt_latency_ms=value,
             llm_latency_ms=value * 2 if i < 2 else None,
+            eou_latency_ms=value + 1 if i == 4 else None,
+            e2e_latency_ms=value * 3,
             timestamp=NOW,
         )
 
     context = dashboard_context(now=NOW)
 
     assert context["latency"] == [
-        {"component": "stt", "p50": 300, "p95": 1000, "max": 1000, "count": 5},
-        {"component": "llm", "p50": 200, "p95": 400, "max": 400, "count": 2},
-        {"component": "tts", "p50": None, "p95": None, "max": None, "count": 0},
+        {"component": "stt", "label": "STT", "p50": 300, "p95": 1000, "max": 1000, "count": 5},
+        {"component": "llm", "label": "LLM", "p50": 200, "p95": 400, "max": 400, "count": 2},
+        {"component": "tts", "label": "TTS", "p50": None, "p95": None, "max": None, "count": 0},
+        {
+            "component": "eou",
+            "label": "end of utterance",
+            "p50": 1001,
+            "p95": 1001,
+            "max": 1001,
+            "count": 1,
+        },
+        {
+            "component": "e2e",
+            "label": "turn, end to end",
+            "p50": 900,
+            "p95": 3000,
+            "max": 3000,
+            "count": 5,
+        },
     ]
     assert "stt p95" in str(context["latency_chart"])
+    assert "eou p95" in str(context["latency_chart"]) and "e2e p50" in str(context["latency_chart"])

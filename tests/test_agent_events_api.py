@@ -111,6 +111,40 @@ def test_a_batch_is_recorded_and_counted(agent_api, api, call):
     assert "tool_call" not in lines[0]
 
 
+def test_assistant_lines_carry_interrupted_and_no_other_line_has_it(agent_api, api, call):
+    events = [
+        transcript(0, content="Let me tell you about", interrupted=True),
+        transcript(1, role="user", content="Stop", interrupted=True),
+        transcript(2, content="Sure."),
+        transcript(3, role="tool", content="{}", interrupted=None),
+        transcript(4, content="And then", interrupted=False),
+    ]
+    assert agent_api.post(url(call.pk), {"events": events}).status_code == 200
+
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+
+    assert [(line["role"], line.get("interrupted", "absent")) for line in lines] == [
+        ("assistant", True),
+        ("user", "absent"),
+        ("assistant", False),
+        ("tool", "absent"),
+        ("assistant", False),
+    ]
+    assert list(
+        TranscriptEntry.objects.filter(call=call)
+        .order_by("id")
+        .values_list("interrupted", flat=True)
+    ) == [True, False, False, False, False]
+
+
+def test_an_interrupted_flag_that_is_not_a_boolean_is_400(agent_api, call):
+    response = agent_api.post(url(call.pk), {"events": [transcript(0, interrupted="yes")]})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "events.0.interrupted"
+    assert _written(call) == (0, 0, 0)
+
+
 def test_a_replayed_batch_changes_nothing(agent_api, api, call):
     events = [
         transcript(0),
@@ -159,6 +193,8 @@ def test_metrics_are_the_means_and_sums_of_the_samples(agent_api, api, call):
         metrics(stt_latency_ms=141, llm_latency_ms=310, tokens=450, turn_index=1),
         metrics(stt_latency_ms=120.5, tts_latency_ms=91, e2e_latency_ms=900),
         metrics(tokens=250),
+        metrics(eou_latency_ms=500.4, e2e_latency_ms=650.2),
+        metrics(eou_latency_ms=301),
     ]
     agent_api.post(url(call.pk), {"events": samples})
     agent_api.post(url(call.pk), {"events": [handoff("greeter-agent", "meal-agent")]})
@@ -171,11 +207,14 @@ def test_metrics_are_the_means_and_sums_of_the_samples(agent_api, api, call):
         "agent_handoffs": 1,
     }
     assert {k: body[k] for k in expected_seed} == expected_seed
+    assert body["eou_latency_ms"] == round((500.4 + 301) / 2)
+    assert body["e2e_latency_ms"] == round((700 + 900 + 650.2) / 3)
     assert body["latency"] == {
         "stt": {"p50": 120, "p95": 141, "max": 141, "count": 3},
         "llm": {"p50": 250, "p95": 310, "max": 310, "count": 2},
         "tts": {"p50": 80, "p95": 91, "max": 91, "count": 2},
-        "e2e": {"p50": 700, "p95": 900, "max": 900, "count": 2},
+        "e2e": {"p50": 700, "p95": 900, "max": 900, "count": 3},
+        "eou": {"p50": 301, "p95": 500, "max": 500, "count": 2},
     }
     detail = api.get(f"/api/v1/calls/{call.pk}").json()
     assert detail["metrics"] == body
@@ -184,9 +223,47 @@ def test_metrics_are_the_means_and_sums_of_the_samples(agent_api, api, call):
 def test_metrics_without_samples_are_null_and_zero(api, call):
     body = api.get(f"/api/v1/calls/{call.pk}/metrics").json()
     assert body["stt_latency_ms"] is None
+    assert body["eou_latency_ms"] is None and body["e2e_latency_ms"] is None
+    assert body["providers"] == []
     assert body["total_tokens"] == 0
     assert body["agent_handoffs"] == 0
     assert body["latency"]["e2e"] == {"p50": None, "p95": None, "max": None, "count": 0}
+
+
+def test_metrics_name_the_provider_that_served_each_turn(agent_api, api, call):
+    openai = {"provider": "openai", "model": "gpt-4.1-mini"}
+    anthropic = {"provider": "anthropic", "model": "claude-haiku"}
+    deepgram = {"provider": "deepgram", "model": "nova-3"}
+    samples = [
+        metrics(llm_latency_ms=300, providers={"llm": openai, "stt": deepgram}),
+        metrics(llm_latency_ms=310, providers={"llm": anthropic}),
+        metrics(llm_latency_ms=320, providers={"llm": anthropic, "stt": deepgram}),
+        metrics(tokens=5),
+    ]
+    assert agent_api.post(url(call.pk), {"events": samples}).status_code == 200
+
+    body = api.get(f"/api/v1/calls/{call.pk}/metrics").json()
+
+    assert body["providers"] == [
+        {"component": "stt", "provider": "deepgram", "model": "nova-3", "turns": 2},
+        {"component": "llm", "provider": "openai", "model": "gpt-4.1-mini", "turns": 1},
+        {"component": "llm", "provider": "anthropic", "model": "claude-haiku", "turns": 2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("providers", "attr"),
+    [
+        ({"llm": {"provider": "openai"}}, "events.0.providers.llm.model"),
+        ({"llm": "openai"}, "events.0.providers.llm.non_field_errors"),
+        ({"llm": {"provider": "o" * 51, "model": "m"}}, "events.0.providers.llm.provider"),
+    ],
+)
+def test_a_malformed_providers_object_is_400(agent_api, call, providers, attr):
+    response = agent_api.post(url(call.pk), {"events": [metrics(tokens=1, providers=providers)]})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == attr
 
 
 def test_handoffs_build_the_agent_history(agent_api, call):
@@ -471,6 +548,9 @@ def _assert_agrees(event: object) -> dict | None:
         {"content": "Hello", "agent_name": None},
         {"content": "Hello", "tool_call": None},
         {"content": "Hello", "tool_call": {"name": "save_meal", "arguments": {"n": 1.5}}},
+        {"content": "Hello", "role": "assistant", "interrupted": True},
+        {"content": "Hello", "role": "assistant", "interrupted": False},
+        {"content": "Hello", "interrupted": None},
         {"content": "Hello", "id": _ID.upper()},
         {"content": "Hello", "timestamp": "2026-01-17T12:30:00.123456+02:00"},
         {"content": "x" * 65536},
@@ -512,6 +592,8 @@ def test_the_canonical_check_accepts_canonical_lines_as_the_serializer_does(chan
         {"content": "Hello", "tool_call": {"name": "s" * 65, "arguments": {}}},
         {"content": "Hello", "tool_call": {"name": "save", "arguments": {"a": "\x00"}}},
         {"content": "Hello", "tool_call": "save"},
+        {"content": "Hello", "interrupted": 1},
+        {"content": "Hello", "interrupted": "true"},
     ],
 )
 def test_the_canonical_check_leaves_everything_else_to_the_serializer(changes):
@@ -532,6 +614,7 @@ _usual_values = {
     | st.fixed_dictionaries(
         {"name": _short_names, "arguments": st.dictionaries(st.text(max_size=3), _json_scalars)}
     ),
+    "interrupted": st.none() | st.booleans(),
 }
 _odd_values = {
     "id": st.sampled_from([_ID.upper(), _ID[:-1], _ID.replace("-", ""), "", 1]),
@@ -542,6 +625,7 @@ _odd_values = {
     "agent_name": _json_scalars | st.text(max_size=3).map(" {} ".format),
     "tool_call": _json_scalars
     | st.fixed_dictionaries({"name": _json_scalars, "arguments": _json_scalars}),
+    "interrupted": _json_scalars,
 }
 _REQUIRED = ("id", "type", "timestamp", "role", "content")
 

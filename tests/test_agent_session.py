@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from accounts.models import Organization
 from calls.models import Call
 from tests.factories import CallFactory, ProviderKeyFactory, WorkflowFactory
+from tests.test_workflows_api import DEFAULT_SETTINGS
 from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow
 from workflows.services import workflow_delete, workflow_update
@@ -62,6 +63,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "voice": None,
         "api_key": DEEPGRAM_KEY,
         "missing_key": False,
+        "fallbacks": [],
     }
     llm = {
         "provider": "openai",
@@ -69,6 +71,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "voice": None,
         "api_key": OPENAI_KEY,
         "missing_key": False,
+        "fallbacks": [],
     }
     tts = {
         "provider": "cartesia",
@@ -76,6 +79,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "voice": "f786b574-daa5-4673-aa0c-cbe3e8534c02",
         "api_key": None,
         "missing_key": True,
+        "fallbacks": [],
     }
     save_meal = copy.deepcopy(DEMO_DEFINITION["agents"][1]["tools"][0])
     assert response.json() == {
@@ -91,7 +95,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
             "slug": "daily-call",
             "version": 1,
             "start_agent": "greeter-agent",
-            "settings": {"connect_timeout_seconds": 60, "max_duration_seconds": 1800},
+            "settings": DEFAULT_SETTINGS,
             "agents": [
                 {
                     "name": "greeter-agent",
@@ -334,3 +338,113 @@ def test_plaintext_keys_appear_nowhere_but_the_session(
         text = json.dumps(response.json())
         assert DEEPGRAM_KEY not in text and OPENAI_KEY not in text
         assert "api_key" not in text
+
+
+def test_each_fallback_gets_its_key_by_the_components_rule(
+    agent_api: APIClient, organization: Organization, keys: None
+) -> None:
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    for agent in definition["agents"]:
+        agent["llm"] = {
+            **agent["llm"],
+            "fallbacks": [
+                {"provider": "anthropic", "model": "claude-haiku"},
+                {"provider": "groq", "model": "llama"},
+            ],
+        }
+    ProviderKeyFactory(
+        organization=organization,
+        provider_type="llm",
+        provider_name="anthropic",
+        api_key="sk-ant-older",
+    )
+    ProviderKeyFactory(
+        organization=organization,
+        provider_type="llm",
+        provider_name="anthropic",
+        api_key="sk-ant-newest",
+    )
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=workflow)
+
+    llm = agent_api.get(session_url(call)).json()["workflow"]["agents"][0]["llm"]
+
+    assert (llm["provider"], llm["api_key"]) == ("openai", OPENAI_KEY)
+    assert llm["fallbacks"] == [
+        {
+            "provider": "anthropic",
+            "model": "claude-haiku",
+            "voice": None,
+            "api_key": "sk-ant-newest",
+            "missing_key": False,
+        },
+        {
+            "provider": "groq",
+            "model": "llama",
+            "voice": None,
+            "api_key": None,
+            "missing_key": True,
+        },
+    ]
+
+
+def test_the_call_settings_reach_the_worker(
+    agent_api: APIClient, organization: Organization
+) -> None:
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["settings"] = {"language": "fr", "silence_timeout_seconds": 20}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=workflow)
+
+    settings = agent_api.get(session_url(call)).json()["workflow"]["settings"]
+
+    assert settings == {**DEFAULT_SETTINGS, "language": "fr", "silence_timeout_seconds": 20}
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "disconnected", "timeout"])
+def test_an_ended_call_is_409_call_ended_without_keys(
+    agent_api: APIClient, call: Call, keys: None, status: str
+) -> None:
+    Call.objects.filter(pk=call.pk).update(status=status)
+
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "call_ended",
+                "detail": "The call has ended: its session (and its provider keys) is gone.",
+                "attr": None,
+            }
+        ],
+    }
+    assert DEEPGRAM_KEY not in response.content.decode()
+    assert OPENAI_KEY not in response.content.decode()
+
+
+def test_every_session_read_is_logged_with_who_and_whose_call_but_no_key(
+    agent_api: APIClient,
+    agent_key: str,
+    organization: Organization,
+    call: Call,
+    keys: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="calls.agent_session"):
+        agent_api.get(session_url(call))
+        Call.objects.filter(pk=call.pk).update(status="completed")
+        agent_api.get(session_url(call))
+
+    reads = [r.getMessage() for r in caplog.records if r.name == "calls.agent_session"]
+    prefix = agent_key.split(".")[0]
+    assert reads == [
+        f"agent session read: agent key {prefix}, organization {organization.slug}, "
+        f"call {call.id}, status connecting",
+        f"agent session read: agent key {prefix}, organization {organization.slug}, "
+        f"call {call.id}, status completed",
+    ]
+    assert all(r.levelname == "INFO" for r in caplog.records if r.name == "calls.agent_session")
+    logged = caplog.text
+    assert DEEPGRAM_KEY not in logged and OPENAI_KEY not in logged

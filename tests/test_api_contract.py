@@ -12,6 +12,7 @@ from django.conf import settings
 
 from calls.models import Call
 from tests.factories import CallFactory
+from tests.test_workflows_api import DEFAULT_SETTINGS
 from workflows.models import Workflow
 
 # --- JSON types ---------------------------------------------------------------------------
@@ -68,10 +69,7 @@ def test_an_agent_event_id_must_be_a_string(agent_api, workflow):
 def test_settings_null_means_every_default(api, workflow):
     response = api.patch(f"/api/v1/workflows/{workflow.pk}", {"settings": None})
     assert response.status_code == 200
-    assert response.json()["settings"] == {
-        "connect_timeout_seconds": 60,
-        "max_duration_seconds": 1800,
-    }
+    assert response.json()["settings"] == DEFAULT_SETTINGS
 
 
 # --- What PostgreSQL cannot store -----------------------------------------------------------

@@ -303,7 +303,10 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
             "tts_latency_ms": 85,
             "total_tokens": 1500,
             "agent_handoffs": 2,
+            "eou_latency_ms": None,
+            "e2e_latency_ms": None,
             "latency": NO_LATENCY_SAMPLES,
+            "providers": [],
         },
         "started_at": iso(call.started_at),
         "ended_at": iso(call.ended_at),
@@ -332,7 +335,10 @@ def test_a_new_call_has_no_duration_no_agent_and_empty_metrics(
         "tts_latency_ms": None,
         "total_tokens": 0,
         "agent_handoffs": 0,
+        "eou_latency_ms": None,
+        "e2e_latency_ms": None,
         "latency": NO_LATENCY_SAMPLES,
+        "providers": [],
     }
 
 
@@ -405,6 +411,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
         agent_name="meal-agent",
         timestamp=t0 + datetime.timedelta(seconds=5),
         tool_call={"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+        interrupted=True,
     )
 
     response = api.get(f"{CALLS}/{call.id}/transcript")
@@ -424,6 +431,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
             "timestamp": iso(t0 + datetime.timedelta(seconds=5)),
             "agent_name": "greeter-agent",
             "sequence": second_a.id,
+            "interrupted": False,
         },
         {
             "role": "assistant",
@@ -432,6 +440,7 @@ def test_transcript_is_ordered_by_timestamp_then_arrival(api: APIClient, organiz
             "agent_name": "meal-agent",
             "sequence": second_b.id,
             "tool_call": {"name": "save_meal", "arguments": {"meal_type": "breakfast"}},
+            "interrupted": True,
         },
         {
             "role": "user",
@@ -465,7 +474,7 @@ def test_transcript_costs_constant_queries(
 # calls made by the factory have only the running sums.
 NO_LATENCY_SAMPLES = {
     component: {"p50": None, "p95": None, "max": None, "count": 0}
-    for component in ("stt", "llm", "tts", "e2e")
+    for component in ("stt", "llm", "tts", "e2e", "eou")
 }
 
 
@@ -482,6 +491,10 @@ def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organiz
         llm_latency_count=0,
         tts_latency_ms_sum=85,
         tts_latency_count=1,
+        eou_latency_ms_sum=1001,
+        eou_latency_count=2,
+        e2e_latency_ms_sum=2100.6,
+        e2e_latency_count=3,
         total_tokens=1500,
         agent_handoffs=2,
     )
@@ -495,7 +508,10 @@ def test_metrics_are_means_of_samples_and_sums_of_tokens(api: APIClient, organiz
         "tts_latency_ms": 85,
         "total_tokens": 1500,
         "agent_handoffs": 2,
+        "eou_latency_ms": 500,  # 500.5 rounds half to even
+        "e2e_latency_ms": 700,
         "latency": NO_LATENCY_SAMPLES,
+        "providers": [],
     }
 
 

@@ -114,10 +114,10 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
         e2e_latency_ms=800.5,
         timestamp=timezone.now(),
     )
-    latency = selectors.call_latency(call=call)
+    samples = selectors.call_samples(call=call)
 
-    detail = representations.call_detail(call, latency=latency)
-    metrics = representations.call_metrics(call, latency=latency)
+    detail = representations.call_detail(call, samples=samples)
+    metrics = representations.call_metrics(call, samples=samples)
 
     assert_described(detail, "Call")
     assert_described(metrics, "CallMetrics")
@@ -128,7 +128,7 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
 
 def test_a_call_not_yet_started_is_what_the_schema_says(organization, calls) -> None:
     call = calls[0]
-    detail = representations.call_detail(call, latency=selectors.call_latency(call=call))
+    detail = representations.call_detail(call, samples=selectors.call_samples(call=call))
 
     assert_described(detail, "Call")
     assert (detail["started_at"], detail["duration_seconds"]) == (None, None)
@@ -162,6 +162,8 @@ def test_transcript_lines_are_what_the_schema_says_in_drfs_bytes(organization, z
             call=call,
             content=text,
             agent_name=None if i == 0 else "greeter-agent",
+            role=("assistant", "user", "system")[i % 3],
+            interrupted=i % 2 == 0,
             timestamp=t0 + datetime.timedelta(seconds=i, microseconds=i),
         )
     for arguments in AWKWARD_ARGUMENTS:
@@ -181,6 +183,11 @@ def test_transcript_lines_are_what_the_schema_says_in_drfs_bytes(organization, z
     lines = json.loads(body)
     assert_described(lines, "TranscriptEntry", many=True)
     assert ["tool_call" in line for line in lines].count(True) == len(AWKWARD_ARGUMENTS)
+    assert {line["role"] for line in lines if "interrupted" in line} == {"assistant"}
+    assert [line["interrupted"] for line in lines if line["role"] == "assistant"][:2] == [
+        True,
+        False,
+    ]
     # Written as DRF's JSONRenderer writes the same values (floats, U+2028, UTF-8).
     assert body == JSONRenderer().render(lines)
 
@@ -197,6 +204,7 @@ def test_the_admin_reads_the_same_transcript_rows_as_dicts(organization) -> None
             "timestamp": entry.timestamp,
             "agent_name": entry.agent_name,
             "tool_call": {"name": "t", "arguments": {"a": 1}},
+            "interrupted": False,
         }
     ]
 

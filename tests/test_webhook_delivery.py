@@ -272,13 +272,13 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
     assert [p["id"] for p in payloads] == ids
     report = payloads[2]["data"]
     call.refresh_from_db()
-    latency = selectors.call_latency(call=call)
+    samples = selectors.call_samples(call=call)
     assert report["call"] == json.loads(
-        json.dumps(representations.call_detail(call, latency=latency))
+        json.dumps(representations.call_detail(call, samples=samples))
     )
     assert report["call"]["status"] == "completed"
     assert report["metrics"] == json.loads(
-        json.dumps(representations.call_metrics(call, latency=latency))
+        json.dumps(representations.call_metrics(call, samples=samples))
     )
     assert [line["content"] for line in report["transcript"]] == [
         "Hello! How are you today?",

@@ -13,8 +13,23 @@ from accounts.models import Organization
 from calls.models import Call
 from tests.factories import CallFactory, WorkflowFactory
 from workflows.models import Workflow, WorkflowVersion
+from workflows.settings import DEFAULT_ERROR_MESSAGE
 
 ANY_ID = "00000000-0000-4000-8000-000000000000"
+
+# What a workflow saved without `settings` holds: every default.
+DEFAULT_SETTINGS = {
+    "connect_timeout_seconds": 60,
+    "max_duration_seconds": 1800,
+    "language": None,
+    "error_message": DEFAULT_ERROR_MESSAGE,
+    "allow_interruptions": True,
+    "min_endpointing_delay": 0.5,
+    "max_endpointing_delay": 3.0,
+    "false_interruption_timeout": 2.0,
+    "resume_false_interruption": True,
+    "silence_timeout_seconds": None,
+}
 
 VOICE = {
     "stt": {"provider": "deepgram", "model": "nova-3"},
@@ -62,9 +77,9 @@ def body(**overrides: Any) -> dict:
 
 def expected_agents() -> list[dict]:
     """`body()`'s agents as the API returns them: every default filled in."""
-    stt = {"provider": "deepgram", "model": "nova-3", "voice": None}
-    llm = {"provider": "openai", "model": "gpt-4.1-mini", "voice": None}
-    tts = {"provider": "cartesia", "model": "sonic-2", "voice": "v-1"}
+    stt = {"provider": "deepgram", "model": "nova-3", "voice": None, "fallbacks": []}
+    llm = {"provider": "openai", "model": "gpt-4.1-mini", "voice": None, "fallbacks": []}
+    tts = {"provider": "cartesia", "model": "sonic-2", "voice": "v-1", "fallbacks": []}
     return [
         {
             "name": "triage",
@@ -108,7 +123,7 @@ def expected(workflow: Workflow, **overrides: Any) -> dict:
         "name": "Support line",
         "start_agent": "triage",
         "agents": expected_agents(),
-        "settings": {"connect_timeout_seconds": 60, "max_duration_seconds": 1800},
+        "settings": DEFAULT_SETTINGS,
         "version": 1,
         "created_at": workflow.created_at.isoformat().replace("+00:00", "Z"),
         "updated_at": workflow.updated_at.isoformat().replace("+00:00", "Z"),
@@ -149,7 +164,7 @@ def test_settings_are_stored_as_given(api: APIClient) -> None:
     response = api.post("/api/v1/workflows", body(settings=settings), format="json")
 
     assert response.status_code == 201
-    assert response.json()["settings"] == settings
+    assert response.json()["settings"] == {**DEFAULT_SETTINGS, **settings}
     assert Workflow.objects.get().current_version.max_duration_seconds == 600
 
 
@@ -288,7 +303,7 @@ def test_patch_changes_only_the_fields_given(api: APIClient) -> None:
     assert response.status_code == 200, response.json()
     assert response.json() == expected(
         Workflow.objects.get(),
-        settings={"connect_timeout_seconds": 60, "max_duration_seconds": 300},
+        settings={**DEFAULT_SETTINGS, "max_duration_seconds": 300},
         version=2,
     )
 
@@ -766,6 +781,7 @@ def test_concurrent_patches_of_different_fields_keep_both(
     assert workflow.name == "Renamed"
     assert workflow.current_version.start_agent == "meal-agent"
     assert workflow.current_version.settings == {
+        **DEFAULT_SETTINGS,
         "connect_timeout_seconds": 30,
         "max_duration_seconds": 300,
     }

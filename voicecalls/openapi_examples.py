@@ -21,13 +21,23 @@ SEED_METRICS = {
     "tts_latency_ms": 85,
     "total_tokens": 1500,
     "agent_handoffs": 2,
-    # Added to the seed's fields: percentiles over the reported samples.
+    # Added to the seed's fields: the turn latencies' means, percentiles over the
+    # reported samples, and who served the turns.
+    "eou_latency_ms": 512,
+    "e2e_latency_ms": 714,
     "latency": {
         "stt": {"p50": 119, "p95": 124, "max": 124, "count": 3},
         "llm": {"p50": 274, "p95": 301, "max": 301, "count": 3},
         "tts": {"p50": 85, "p95": 88, "max": 88, "count": 3},
         "e2e": {"p50": 701, "p95": 742, "max": 742, "count": 3},
+        "eou": {"p50": 505, "p95": 531, "max": 531, "count": 3},
     },
+    "providers": [
+        {"component": "stt", "provider": "deepgram", "model": "nova-3", "turns": 3},
+        {"component": "llm", "provider": "openai", "model": "gpt-4.1-mini", "turns": 2},
+        {"component": "llm", "provider": "anthropic", "model": "claude-haiku-4-5", "turns": 1},
+        {"component": "tts", "provider": "cartesia", "model": "sonic-2", "turns": 3},
+    ],
 }
 
 CALL_CREATE = OpenApiExample(

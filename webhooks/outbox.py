@@ -167,11 +167,11 @@ def _call_ended_payload(call_id: UUID) -> dict:
     """The end-of-call report: the call, its metrics and its whole transcript, exactly
     as GET /calls/{id}, /metrics and /transcript answer them."""
     call = Call.objects.get(pk=call_id)
-    latency = selectors.call_latency(call=call)
+    samples = selectors.call_samples(call=call)
     rows = selectors.call_transcript_rows(call=call)
     return {
-        "call": representations.call_detail(call, latency=latency),
-        "metrics": representations.call_metrics(call, latency=latency),
+        "call": representations.call_detail(call, samples=samples),
+        "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),
     }
 

@@ -18,8 +18,9 @@ from rest_framework.settings import api_settings
 
 from providerkeys.catalog import PROVIDER_CATALOG
 from voicecalls.fields import JSONTypedSerializer, json_depth, json_has_nul
-from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
+from workflows.languages import agents_language_problems
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
+from workflows.settings import WorkflowSettingsSerializer
 
 # Agent and tool names become LLM function names (`transfer_to_<agent>`), whose
 # providers accept ^[a-zA-Z0-9_-]{1,64}$.
@@ -32,8 +33,7 @@ MAX_GREETING_CHARS = 2_000
 MAX_TOOL_DESCRIPTION_CHARS = 1_024
 MAX_PARAMETERS_BYTES = 16 * 1024
 MAX_PARAMETERS_DEPTH = 32
-CONNECT_TIMEOUT_BOUNDS = (5, 600)
-MAX_DURATION_BOUNDS = (30, 4 * 3600)
+MAX_FALLBACKS = 3
 
 
 def _error(message: str, code: str) -> list[ErrorDetail]:
@@ -150,11 +150,16 @@ class WorkflowToolSerializer(JSONTypedSerializer):
 
 
 class _ComponentSerializer(JSONTypedSerializer):
+    """A provider and model; the `fallbacks` of a component have this shape."""
+
     component_type = ""
 
     provider = serializers.CharField(max_length=50)
     model = serializers.CharField(max_length=100)
     voice = serializers.CharField(max_length=200, required=False, allow_null=True, default=None)
+
+    class Meta:
+        list_serializer_class = _ListSerializer
 
     def validate_provider(self, value: str) -> str:
         allowed = PROVIDER_CATALOG[self.component_type]
@@ -166,22 +171,46 @@ class _ComponentSerializer(JSONTypedSerializer):
             )
         return value
 
+    def validate(self, data: dict) -> dict:
+        # Fallbacks never repeat a choice tried before them.
+        seen = {(data["provider"], data["model"], data.get("voice"))}
+        for index, fallback in enumerate(data.get("fallbacks", [])):
+            choice = (fallback["provider"], fallback["model"], fallback.get("voice"))
+            if choice in seen:
+                raise serializers.ValidationError(
+                    {f"fallbacks.{index}": _error("Already tried before it.", "duplicate")}
+                )
+            seen.add(choice)
+        return data
+
 
 def _providers_help(component_type: str) -> str:
     return f"Provider, one of: {', '.join(PROVIDER_CATALOG[component_type])}."
 
 
-class SpeechToTextSerializer(_ComponentSerializer):
+def _fallbacks_field(serializer_class: type[_ComponentSerializer]) -> serializers.Field:
+    return serializer_class(
+        many=True,
+        max_length=MAX_FALLBACKS,
+        default=list,
+        help_text=(
+            f"Tried in order when the one before fails (at most {MAX_FALLBACKS}); each "
+            "uses the organization's key for its provider."
+        ),
+    )
+
+
+class SpeechToTextFallbackSerializer(_ComponentSerializer):
     component_type = "stt"
     provider = serializers.CharField(max_length=50, help_text=_providers_help("stt"))
 
 
-class LanguageModelSerializer(_ComponentSerializer):
+class LanguageModelFallbackSerializer(_ComponentSerializer):
     component_type = "llm"
     provider = serializers.CharField(max_length=50, help_text=_providers_help("llm"))
 
 
-class TextToSpeechSerializer(_ComponentSerializer):
+class TextToSpeechFallbackSerializer(_ComponentSerializer):
     component_type = "tts"
     provider = serializers.CharField(max_length=50, help_text=_providers_help("tts"))
     voice = serializers.CharField(
@@ -191,6 +220,18 @@ class TextToSpeechSerializer(_ComponentSerializer):
         default=None,
         help_text="Provider's voice id; the provider's default voice when null.",
     )
+
+
+class SpeechToTextSerializer(SpeechToTextFallbackSerializer):
+    fallbacks = _fallbacks_field(SpeechToTextFallbackSerializer)
+
+
+class LanguageModelSerializer(LanguageModelFallbackSerializer):
+    fallbacks = _fallbacks_field(LanguageModelFallbackSerializer)
+
+
+class TextToSpeechSerializer(TextToSpeechFallbackSerializer):
+    fallbacks = _fallbacks_field(TextToSpeechFallbackSerializer)
 
 
 class WorkflowAgentSerializer(JSONTypedSerializer):
@@ -250,21 +291,6 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
         return data
 
 
-class WorkflowSettingsSerializer(JSONTypedSerializer):
-    connect_timeout_seconds = serializers.IntegerField(
-        min_value=CONNECT_TIMEOUT_BOUNDS[0],
-        max_value=CONNECT_TIMEOUT_BOUNDS[1],
-        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
-        help_text="A call nobody joined within this many seconds ends as `timeout`.",
-    )
-    max_duration_seconds = serializers.IntegerField(
-        min_value=MAX_DURATION_BOUNDS[0],
-        max_value=MAX_DURATION_BOUNDS[1],
-        default=DEFAULT_MAX_DURATION_SECONDS,
-        help_text="A call running longer than this ends as `timeout`.",
-    )
-
-
 class WorkflowDefinitionSerializer(JSONTypedSerializer):
     """What one workflow version holds: `start_agent`, `agents`, `settings`."""
 
@@ -303,6 +329,13 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
                         "which is not in `agents`.",
                         "unknown_agent",
                     )
+        language = data["settings"].get("language")
+        if language:
+            problems = agents_language_problems(data["agents"], language)
+            if problems:
+                errors["settings.language"] = [
+                    ErrorDetail(problem, code="unsupported_language") for problem in problems
+                ]
         if errors:
             raise serializers.ValidationError(errors)
         return data

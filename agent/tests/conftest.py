@@ -4,10 +4,15 @@ server subprocess. Nothing of the API is mocked.
 
 `VOICECALLS_WEB_ROOT` (default: the repo root) and `VOICECALLS_WEB_PYTHON` (default:
 `<root>/.venv/bin/python`) say which app and interpreter to run.
+
+LiveKit is the web service's own Twirp stand-in (tests/fake_livekit.py), one for the
+session: the web server and the worker's jobs both point at it, and it records every
+DeleteRoom (by room name, so each test reads its own call's).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -20,6 +25,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests import fake_livekit as fake_livekit_server
+
+LIVEKIT_KEY, LIVEKIT_SECRET = "devkey", "secret"
 
 AGENT_DIR = Path(__file__).resolve().parent.parent
 WEB_ROOT = Path(os.environ.get("VOICECALLS_WEB_ROOT") or AGENT_DIR.parent)
@@ -68,6 +77,38 @@ class Web:
     def metrics(self, call_id: str, org: str = "demo") -> dict:
         return self.ok("GET", f"/api/v1/calls/{call_id}/metrics", self.orgs[org].client_key)
 
+    def end_call(self, call_id: str, org: str = "demo") -> dict:
+        return self.ok("POST", f"/api/v1/calls/{call_id}/end", self.orgs[org].client_key)
+
+    def add_key(self, component: str, provider: str, org: str = "demo") -> str:
+        key = f"test-{provider}-{component}-key"
+        body = {"provider_type": component, "provider_name": provider, "api_key": key}
+        self.ok("POST", "/api/v1/provider-keys", self.orgs[org].client_key, json=body)
+        return key
+
+    def create_workflow(
+        self, slug: str, *, settings: dict | None = None, org: str = "demo", **components: dict
+    ) -> dict:
+        """The demo workflow as `slug`, with `settings` and every agent's `components`
+        (e.g. `llm={...}`) replaced."""
+        key = self.orgs[org].client_key
+        demo = next(
+            w
+            for w in self.ok("GET", "/api/v1/workflows", key, params={"page_size": 100})["items"]
+            if w["slug"] == "daily-call"
+        )
+        agents = copy.deepcopy(demo["agents"])
+        for agent in agents:
+            agent.update(copy.deepcopy(components))
+        body = {
+            "slug": slug,
+            "name": slug,
+            "start_agent": demo["start_agent"],
+            "agents": agents,
+            "settings": settings or {},
+        }
+        return self.ok("POST", "/api/v1/workflows", key, json=body)
+
     def close(self) -> None:
         self._http.close()
 
@@ -79,7 +120,33 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+def fake_livekit() -> Iterator[fake_livekit_server.FakeLiveKit]:
+    fake, server = fake_livekit_server.start(LIVEKIT_KEY, LIVEKIT_SECRET)
+    yield fake
+    fake.stop()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _livekit_env(
+    monkeypatch: pytest.MonkeyPatch, fake_livekit: fake_livekit_server.FakeLiveKit
+) -> None:
+    """What the worker's job process exports for `ctx.api` (livekit-agents reads it)."""
+    monkeypatch.setenv("LIVEKIT_URL", fake_livekit.url)
+    monkeypatch.setenv("LIVEKIT_API_KEY", LIVEKIT_KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", LIVEKIT_SECRET)
+
+
+def deleted_rooms(fake: fake_livekit_server.FakeLiveKit, room_name: str) -> int:
+    """How many DeleteRoom requests LiveKit got for `room_name`."""
+    return sum(1 for r in fake.calls("DeleteRoom") if r.body.get("room") == room_name)
+
+
+@pytest.fixture(scope="session")
+def web(
+    tmp_path_factory: pytest.TempPathFactory, fake_livekit: fake_livekit_server.FakeLiveKit
+) -> Iterator[Web]:
     if not Path(WEB_PYTHON).exists():
         pytest.fail(f"the web venv is missing ({WEB_PYTHON}): run `make install` first")
     workdir = tmp_path_factory.mktemp("web")
@@ -95,6 +162,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         WEBHOOKS_ALLOW_PRIVATE_URLS="1",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
+        LIVEKIT_URL=fake_livekit.url,
+        LIVEKIT_API_KEY=LIVEKIT_KEY,
+        LIVEKIT_API_SECRET=LIVEKIT_SECRET,
     )
     setup = subprocess.run(
         [WEB_PYTHON, str(AGENT_DIR / "tests" / "web_setup.py"), "demo", "nollm"],

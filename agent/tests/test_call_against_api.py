@@ -7,21 +7,19 @@ session fetch, agents, tools, handoffs, the reporter and the events endpoint —
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
-from livekit.agents import AgentSession
-from livekit.agents.testing import fake_job_context
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.providers import ComponentCache, MissingKeyError
 from agent.reporter import EventReporter
-from agent.tests.conftest import Web
+from agent.tests.conftest import Web, deleted_rooms
+from agent.tests.harness import TextProviders, call_job, live_job
 from agent.tests.scripted_llm import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, call
-from agent.worker import entrypoint, fetch_session
+from agent.worker import fetch_session
 from agent.workflow import ToolRunner, WorkflowAgent
 
 pytestmark = pytest.mark.api
@@ -56,33 +54,16 @@ class FlakyTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def scripted_components(scripted: ScriptedLLM) -> ComponentCache:
-    """Provider keys are checked as in production; the LLM is the script, and there is
-    no STT/TTS in a text-only session."""
-    return ComponentCache(build=lambda component, config: scripted if component == "llm" else None)
-
-
 def make_reporter(web: Web, call_id: str, **kwargs: object) -> EventReporter:
     transport = kwargs.pop("transport", None)
     api = AgentAPI(web.base_url, web.agent_key, transport=transport)
     return EventReporter(api, call_id, backoff_base=0.05, backoff_cap=0.2, **kwargs)
 
 
-async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
+async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) -> None:
     created = web.create_call(user_id="u-42", user_data={"name": "Ada"})
     call_id = created["call_id"]
     assert created["status"] == "connecting"
-
-    transport = FlakyTransport(plan=[])
-    reporter = make_reporter(web, call_id, transport=transport)
-    reporter.start()
-    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
-    assert data["call_id"] == call_id
-    assert data["workflow"]["start_agent"] == "greeter-agent"
-    greeter = data["workflow"]["agents"][0]
-    assert greeter["greeting"] == "Hello Ada! How are you today?"
-    assert "check-in call to Ada" in greeter["instructions"]
-    assert greeter["llm"]["api_key"] == "test-openai-llm-key"
 
     scripted = ScriptedLLM(
         [
@@ -93,26 +74,21 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
             "Lovely, I noted your lunch.",
         ]
     )
-    hangups: list[str] = []
+    providers = TextProviders(llm=scripted)
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime = await job.prepare()
+        assert runtime is not None
+        greeter = runtime.data["workflow"]["agents"][0]
+        assert greeter["greeting"] == "Hello Ada! How are you today?"
+        assert "check-in call to Ada" in greeter["instructions"]
+        assert sorted(runtime.agents) == ["feedback-agent", "greeter-agent", "meal-agent"]
+        # Each agent runs on the organization's key for its provider.
+        assert ("llm", "openai", "test-openai-llm-key", None) in providers.builds
 
-    async def on_hangup() -> None:
-        hangups.append(call_id)
-
-    runtime = CallRuntime(
-        data,
-        reporter,
-        components=scripted_components(scripted),
-        runner=ToolRunner(call_id=call_id),
-        on_hangup=on_hangup,
-    )
-    start_agent = runtime.build()
-    assert sorted(runtime.agents) == ["feedback-agent", "greeter-agent", "meal-agent"]
-
-    # As in the worker, the session has no models of its own: each agent brings its own.
-    async with AgentSession() as session:
-        runtime.attach(session)
-        runtime.started()
-        greeting = await session.start(start_agent, capture_run=True)
+        # As in the worker, the session has no models of its own: each agent brings its own.
+        session = job.session(runtime, vad=None, turn_detection="stt")
+        greeting = await job.start(runtime, session, capture_run=True)
         greeting.expect.next_event().is_agent_handoff(new_agent_type=WorkflowAgent)
         greeting.expect.next_event().is_message(role="assistant")
         assert session.history.items[-1].text_content == "Hello Ada! How are you today?"
@@ -128,7 +104,7 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
         assert scripted.requests[1].messages[0][1].startswith("Ask Ada what they ate")
         assert ("user", "I'm fine, thanks") in scripted.requests[1].messages
 
-        await reporter.flush()
+        await job.reporter.flush()
         midway = web.call(call_id)
         assert midway["status"] == "active"
         assert midway["current_agent"] == "meal-agent"
@@ -149,15 +125,11 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
         result = await session.run(user_input="That's all, bye")
         result.expect.contains_message(role="assistant")
         result.expect.contains_function_call(name="end_call")
-        for _ in range(100):  # end_call hangs up in the background, after the goodbye
-            if hangups:
-                break
-            await asyncio.sleep(0.05)
-    assert hangups == [call_id]
-    await reporter.aclose()
+        assert await live.finish() == "session closed: user_initiated"
 
-    assert reporter.dropped == []
-    assert reporter.duplicates == 0
+    assert job.reporter.dropped == []
+    assert job.reporter.duplicates == 0
+    assert deleted_rooms(fake_livekit, created["room_name"]) == 1
     ended = web.call(call_id)
     assert ended["status"] == "completed"
     assert ended["end_reason"] == "agent_hangup"
@@ -172,6 +144,8 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
     ]
     assert ("assistant", "meal-agent", "What did you eat today?") in said
     assert ("assistant", "meal-agent", "Goodbye Ada!") in said
+    assert {line.get("interrupted") for line in lines if line["role"] == "assistant"} == {False}
+    assert all("interrupted" not in line for line in lines if line["role"] != "assistant")
     tool_lines = [line for line in lines if "tool_call" in line]
     assert [line["tool_call"]["name"] for line in tool_lines] == [
         "transfer_to_meal-agent",
@@ -191,6 +165,9 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web) -> None:
     assert metrics["total_tokens"] == TOKENS_PER_REQUEST * len(scripted.requests)
     assert metrics["llm_latency_ms"] is not None and metrics["llm_latency_ms"] >= 0
     assert metrics["stt_latency_ms"] is None  # text input: nothing was transcribed
+    assert {"component": "llm", "provider": "tests", "model": "scripted", "turns": 3} in (
+        metrics["providers"]
+    )
 
 
 async def test_a_missing_llm_key_fails_the_call_with_a_clear_reason(web: Web) -> None:
@@ -287,38 +264,27 @@ async def test_an_invalid_event_is_dropped_and_the_rest_of_its_batch_lands(web: 
     assert [line["content"] for line in web.transcript(call_id)] == ["kept", "also kept"]
 
 
-async def test_the_job_entrypoint_fails_a_call_whose_llm_key_is_missing(
-    web: Web, monkeypatch: pytest.MonkeyPatch
+async def test_while_the_api_is_down_the_oldest_lines_are_kept_and_new_ones_refused_loudly(
+    web: Web, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The real entrypoint in a fake (room-less) job: it stops before connecting."""
-    call_id = web.create_call(org="nollm")["call_id"]
-    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
-    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
-    shutdowns: list[str] = []
-    with fake_job_context(job_metadata=json.dumps({"call_id": call_id})) as ctx:
-        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
-        await entrypoint(ctx)
-        # What the job process does on shutdown: run the callbacks (the final flush).
-        for callback in ctx._shutdown_callbacks:
-            await callback(shutdowns[0])
-    assert shutdowns == ["agent_error"]
-    ended = web.call(call_id, org="nollm")
-    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
-    assert [line["content"] for line in web.transcript(call_id, org="nollm")] == [
-        "agent_error: missing key for llm"
+    call_id = web.create_call()["call_id"]
+    transport = FlakyTransport(plan=["503", "503", "503"])  # down for three tries
+    reporter = make_reporter(web, call_id, transport=transport, max_pending_events=5)
+    for n in range(8):
+        reporter.transcript(role="user", content=f"line {n}", agent_name="greeter-agent")
+    reporter.status("active")  # the call's status always gets through
+
+    assert (reporter.pending, reporter.refused) == (6, 3)
+    refusals = [r for r in caplog.records if "refusing new events" in r.getMessage()]
+    assert [r.levelname for r in refusals] == ["ERROR"]  # once, not per event
+
+    await reporter.flush()
+    reporter.transcript(role="user", content="after the outage", agent_name="greeter-agent")
+    await reporter.aclose()
+
+    assert "accepting events again; 3 refused in all" in caplog.text
+    assert [line["content"] for line in web.transcript(call_id)] == [
+        *(f"line {n}" for n in range(5)),
+        "after the outage",
     ]
-
-
-async def test_the_job_entrypoint_leaves_a_call_it_cannot_fetch(
-    web: Web, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("VOICECALLS_API_URL", web.base_url)
-    monkeypatch.setenv("VOICECALLS_AGENT_KEY", web.agent_key)
-    unknown = "00000000-0000-4000-8000-000000000000"
-    shutdowns: list[str] = []
-    with fake_job_context(job_metadata=json.dumps({"call_id": unknown})) as ctx:
-        monkeypatch.setattr(ctx, "shutdown", lambda reason="": shutdowns.append(reason))
-        await entrypoint(ctx)
-        for callback in ctx._shutdown_callbacks:
-            await callback(shutdowns[0])
-    assert shutdowns == ["session unavailable"]
+    assert web.call(call_id)["status"] == "active"

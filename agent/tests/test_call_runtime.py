@@ -1,47 +1,50 @@
-"""Session events → agent events, for what a text-only session cannot produce (speech
-timings from a voice pipeline, usage snapshots)."""
+"""Session events → agent events, for what a session here cannot produce (timings out of
+range, usage snapshots of several providers), through the real reporter to a stand-in
+events endpoint; and the runtime's hold on its background work."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import json
 import time
 from types import SimpleNamespace
 
+import httpx
 from livekit.agents import llm
 from livekit.agents.metrics.usage import LLMModelUsage, TTSModelUsage
 
+from agent.api import AgentAPI
 from agent.call import CallRuntime
 from agent.providers import ComponentCache
+from agent.reporter import EventReporter
 from agent.workflow import ToolRunner
 
 DATA = {"call_id": "c1", "workflow": {"start_agent": "greeter-agent", "agents": []}}
 
 
-class Recorder:
+class EventsEndpoint:
+    """Stands in for `POST /api/v1/agent/calls/{id}/events`: accepts and keeps events."""
+
     def __init__(self) -> None:
         self.events: list[dict] = []
 
-    def report(self, event_type: str, **fields: object) -> dict:
-        event = {"type": event_type, **{k: v for k, v in fields.items() if v is not None}}
-        event.pop("timestamp", None)
-        self.events.append(event)
-        return event
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        events = json.loads(request.content)["events"]
+        self.events.extend(events)
+        return httpx.Response(200, json={"accepted": len(events), "duplicates": 0})
 
-    def transcript(self, **fields: object) -> dict:
-        return self.report("transcript", **fields)
-
-    def handoff(self, **fields: object) -> dict:
-        return self.report("agent_handoff", **fields)
-
-    def metrics(self, **fields: object) -> dict:
-        return self.report("metrics", **fields)
-
-    def status(self, status: str, reason: str | None = None) -> dict:
-        return self.report("status", status=status, reason=reason)
+    def sent(self) -> list[dict]:
+        return [{k: v for k, v in e.items() if k not in ("id", "timestamp")} for e in self.events]
 
 
-def runtime_with(recorder: Recorder, agent: str = "meal-agent") -> CallRuntime:
+def runtime_with(endpoint: EventsEndpoint, agent: str = "meal-agent") -> CallRuntime:
+    api = AgentAPI("http://api.invalid", "k", transport=httpx.MockTransport(endpoint))
     runtime = CallRuntime(
-        DATA, recorder, components=ComponentCache(), runner=ToolRunner(call_id="c1")
+        DATA,
+        EventReporter(api, "c1"),
+        components=ComponentCache(),
+        runner=ToolRunner(call_id="c1"),
     )
     runtime.session = SimpleNamespace(current_agent=SimpleNamespace(id=agent))
     return runtime
@@ -51,16 +54,22 @@ def added(item: object) -> SimpleNamespace:
     return SimpleNamespace(item=item)
 
 
-def test_a_voice_turn_becomes_one_latency_sample():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_a_voice_turn_becomes_one_sample_naming_who_served_it() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
     now = time.time()
+    served = {"model_name": "nova-3", "model_provider": "deepgram"}
     runtime._on_item_added(
         added(
             llm.ChatMessage(
                 role="user",
                 content=["I had soup"],
-                metrics={"started_speaking_at": now, "transcription_delay": 0.21},
+                metrics={
+                    "started_speaking_at": now,
+                    "transcription_delay": 0.21,
+                    "end_of_turn_delay": 0.5,
+                    "stt_metadata": served,
+                },
             )
         )
     )
@@ -69,55 +78,73 @@ def test_a_voice_turn_becomes_one_latency_sample():
             llm.ChatMessage(
                 role="assistant",
                 content=["Noted."],
+                interrupted=True,
                 metrics={
                     "started_speaking_at": now + 2,
                     "llm_node_ttft": 0.3456,
                     "tts_node_ttfb": 0.15,
                     "e2e_latency": 0.9,
+                    "llm_metadata": {"model_name": "gpt-4.1-mini", "model_provider": "openai"},
+                    "tts_metadata": {"model_name": "", "model_provider": "cartesia"},
                 },
             )
         )
     )
-    assert recorder.events == [
+    await runtime.reporter.aclose()
+
+    assert endpoint.sent() == [
         {"type": "transcript", "role": "user", "content": "I had soup", "agent_name": "meal-agent"},
         {
             "type": "transcript",
             "role": "assistant",
             "content": "Noted.",
             "agent_name": "meal-agent",
+            "interrupted": True,
         },
         {
             "type": "metrics",
             "stt_latency_ms": 210.0,
+            "eou_latency_ms": 500.0,
             "llm_latency_ms": 345.6,
             "tts_latency_ms": 150.0,
             "e2e_latency_ms": 900.0,
+            "providers": {
+                "stt": {"provider": "deepgram", "model": "nova-3"},
+                "llm": {"provider": "openai", "model": "gpt-4.1-mini"},
+            },
             "agent_name": "meal-agent",
             "turn_index": 1,
         },
     ]
 
 
-def test_a_user_turn_without_a_reply_still_reports_its_stt_latency():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_a_user_turn_without_a_reply_still_reports_its_latencies() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
     for text in ("hello", "hello?"):
         runtime._on_item_added(
             added(
-                llm.ChatMessage(role="user", content=[text], metrics={"transcription_delay": 0.1})
+                llm.ChatMessage(
+                    role="user",
+                    content=[text],
+                    metrics={"transcription_delay": 0.1, "end_of_turn_delay": 0.6},
+                )
             )
         )
-    assert recorder.events[-1] == {
+    await runtime.reporter.aclose()
+
+    assert endpoint.sent()[-1] == {
         "type": "metrics",
         "stt_latency_ms": 100.0,
+        "eou_latency_ms": 600.0,
         "agent_name": "meal-agent",
         "turn_index": 0,
     }
 
 
-def test_implausible_latencies_are_left_out():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_implausible_latencies_are_left_out() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
     runtime._on_item_added(
         added(
             llm.ChatMessage(
@@ -127,14 +154,16 @@ def test_implausible_latencies_are_left_out():
             )
         )
     )
-    assert recorder.events[-1]["e2e_latency_ms"] == 1000.0
-    assert "llm_latency_ms" not in recorder.events[-1]
-    assert "tts_latency_ms" not in recorder.events[-1]
+    await runtime.reporter.aclose()
+
+    sample = endpoint.sent()[-1]
+    assert sample["e2e_latency_ms"] == 1000.0
+    assert "llm_latency_ms" not in sample and "tts_latency_ms" not in sample
 
 
-def test_token_counts_are_deltas_of_the_cumulative_usage():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_token_counts_are_deltas_of_the_cumulative_usage() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
 
     def usage(input_tokens: int, output_tokens: int) -> SimpleNamespace:
         return SimpleNamespace(
@@ -154,30 +183,36 @@ def test_token_counts_are_deltas_of_the_cumulative_usage():
     runtime._on_usage_updated(usage(40, 7))
     runtime._on_usage_updated(usage(40, 7))  # a TTS/STT update: no new LLM tokens
     runtime._on_usage_updated(usage(100, 20))
-    assert [e["tokens"] for e in recorder.events] == [47, 73]
+    await runtime.reporter.aclose()
+
+    assert [e["tokens"] for e in endpoint.sent()] == [47, 73]
 
 
-def test_the_first_agent_is_not_a_handoff():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_the_first_agent_is_not_a_handoff() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
     runtime._on_item_added(added(llm.AgentHandoff(old_agent_id=None, new_agent_id="greeter-agent")))
     runtime._on_item_added(
         added(llm.AgentHandoff(old_agent_id="greeter-agent", new_agent_id="meal-agent"))
     )
-    assert recorder.events == [
+    await runtime.reporter.aclose()
+
+    assert endpoint.sent() == [
         {"type": "agent_handoff", "from_agent": "greeter-agent", "to_agent": "meal-agent"}
     ]
 
 
-def test_a_fatal_session_error_fails_the_call_once():
-    recorder = Recorder()
-    runtime = runtime_with(recorder)
+async def test_a_session_closed_by_an_error_fails_the_call_once() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
     error = llm.LLMError(
         timestamp=0, label="openai.LLM", error=RuntimeError("401 Unauthorized"), recoverable=False
     )
     runtime._on_close(SimpleNamespace(error=error))
     runtime._on_close(SimpleNamespace(error=error))
-    assert recorder.events == [
+    await runtime.reporter.aclose()
+
+    assert endpoint.sent() == [
         {
             "type": "transcript",
             "role": "system",
@@ -186,3 +221,25 @@ def test_a_fatal_session_error_fails_the_call_once():
         },
         {"type": "status", "status": "failed", "reason": "agent_error"},
     ]
+
+
+async def test_background_work_is_held_until_it_is_done() -> None:
+    """A task only the event loop knows of can be garbage-collected mid-way: the runtime
+    keeps a reference to what it starts from session callbacks."""
+    runtime = runtime_with(EventsEndpoint())
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def work() -> None:
+        await release.wait()
+        finished.append("done")
+
+    runtime.spawn(work())  # the caller keeps nothing
+    gc.collect()
+    assert len(runtime.background) == 1
+    release.set()
+    await asyncio.sleep(0.01)
+
+    assert finished == ["done"]
+    assert runtime.background == frozenset()
+    await runtime.reporter.aclose()

@@ -1,11 +1,14 @@
 """Every provider in the web service's catalog builds a real plugin instance offline,
-with the key from the session (plugins connect lazily)."""
+with the key from the session (plugins connect lazily), in the call's language, and
+behind livekit-agents' FallbackAdapter when it has fallbacks."""
 
 from __future__ import annotations
 
 import pytest
 from livekit.agents import llm, stt, tts
+from livekit.plugins import silero
 
+from agent import languages
 from agent.providers import (
     REGISTRY,
     ComponentCache,
@@ -14,6 +17,7 @@ from agent.providers import (
     build_component,
 )
 from providerkeys.catalog import PROVIDER_CATALOG
+from workflows import languages as web_languages
 
 BASES = {"stt": stt.STT, "llm": llm.LLM, "tts": tts.TTS}
 
@@ -61,8 +65,97 @@ def test_an_unknown_provider_is_an_error():
 
 def test_the_cache_builds_each_distinct_component_once():
     built: list[tuple] = []
-    cache = ComponentCache(build=lambda c, cfg: built.append((c, cfg["model"])) or object())
+    cache = ComponentCache(build=lambda c, cfg, lang: built.append((c, cfg["model"])) or object())
     first = cache.get("llm", config("openai", model="a"))
     assert cache.get("llm", config("openai", model="a")) is first
     assert cache.get("llm", config("openai", model="b")) is not first
     assert built == [("llm", "a"), ("llm", "b")]
+
+
+@pytest.mark.parametrize(
+    ("component", "adapter", "fallback"),
+    [
+        ("llm", llm.FallbackAdapter, config("anthropic", model="claude-haiku-4-5")),
+        ("stt", stt.FallbackAdapter, config("openai", model="gpt-4o-mini-transcribe")),
+        ("tts", tts.FallbackAdapter, config("openai", model="gpt-4o-mini-tts")),
+    ],
+)
+async def test_a_component_with_fallbacks_is_a_fallback_adapter_over_them_in_order(
+    component: str, adapter: type, fallback: dict
+):
+    first = {"llm": "openai", "stt": "deepgram", "tts": "cartesia"}[component]
+    cache = ComponentCache(vad=silero.VAD.load())
+
+    built = cache.get(component, config(first, fallbacks=[fallback]))
+
+    assert isinstance(built, adapter)
+    instances = getattr(built, f"_{component}_instances")
+    assert len(instances) == 2
+    # A fallback STT that only transcribes whole clips streams through the VAD.
+    plugins = [getattr(i, "wrapped_stt", i) for i in instances]
+    assert [type(p).__module__.split(".")[2] for p in plugins] == [first, fallback["provider"]]
+
+
+async def test_a_fallback_without_a_key_is_left_out_and_the_call_runs_on_the_rest():
+    cache = ComponentCache()
+    without_key = {"provider": "groq", "model": "x", "api_key": None, "missing_key": True}
+
+    built = cache.get("llm", config("openai", fallbacks=[without_key]))
+
+    assert isinstance(built, llm.LLM) and not isinstance(built, llm.FallbackAdapter)
+
+
+@pytest.mark.parametrize(
+    ("component", "provider", "language", "option", "expected"),
+    [
+        ("stt", "deepgram", "fr-CA", "_opts.language", "fr-CA"),
+        ("stt", "deepgram", "multi", "_opts.language", "multi"),
+        ("stt", "openai", "es-MX", "_opts.languages", ["es"]),
+        ("stt", "groq", "it", "_opts.languages", ["it"]),
+        ("stt", "speechmatics", "de", "_stt_options.language", "de"),
+        ("stt", "assemblyai", "pt-BR", "_opts.language_codes", ["pt"]),
+        ("tts", "cartesia", "fr-FR", "_opts.language", "fr"),
+        ("tts", "elevenlabs", "de", "_opts.language", "de"),
+    ],
+)
+def test_the_calls_language_is_given_to_stt_and_tts(
+    component: str, provider: str, language: str, option: str, expected: object
+):
+    built = build_component(component, config(provider), language)
+
+    holder, name = option.split(".")
+    assert getattr(getattr(built, holder), name) == expected
+
+
+def test_without_a_language_each_provider_keeps_its_default():
+    assert build_component("stt", config("deepgram"), None)._opts.language == "en-US"
+    assert build_component("tts", config("cartesia"), None)._opts.language == "en"
+
+
+def test_the_web_services_language_lists_are_the_plugins():
+    assert web_languages.DEEPGRAM_STT_LANGUAGES == languages.deepgram_stt_languages()
+    assert web_languages.CARTESIA_TTS_LANGUAGES == languages.cartesia_tts_languages()
+
+
+@pytest.mark.parametrize(
+    ("component", "provider", "model", "language"),
+    [
+        ("stt", "deepgram", "nova-3", "xh"),
+        ("stt", "deepgram", "nova-3", "es-419"),
+        ("stt", "openai", "whisper-1", "multi"),
+        ("tts", "cartesia", "sonic-2", "sw"),
+        ("tts", "cartesia", "sonic-2", "fr-CA"),
+        ("tts", "deepgram", "aura-2-thalia-en", "de"),
+        ("tts", "deepgram", "aura-2-thalia-en", "en-GB"),
+        ("tts", "openai", "tts-1", "sw"),
+    ],
+)
+def test_the_worker_and_the_web_service_judge_languages_alike(
+    component: str, provider: str, model: str, language: str
+):
+    web = web_languages.language_problem(
+        component=component, provider=provider, model=model, language=language
+    )
+    assert languages.supports(
+        component=component, provider=provider, model=model, language=language
+    ) is (web is None)

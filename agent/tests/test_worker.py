@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,10 @@ from livekit.agents import AgentSession
 from agent.api import AgentAPI, AgentAPIError
 from agent.config import Config, ConfigError
 from agent.worker import (
-    MAX_TOOL_STEPS,
-    TURN_HANDLING,
     call_id_from_metadata,
     fetch_session,
     prewarm,
+    session_options,
     worker_options,
 )
 
@@ -70,6 +70,26 @@ async def test_fetching_the_session_retries_server_errors_only():
     assert raised.value.status_code == 404
 
 
+async def test_the_whole_session_fetch_is_bounded_by_its_deadline():
+    """Before, 4 tries of up to 10 s each: ~43 s of silence for a caller."""
+    tries: list[float] = []
+
+    async def hangs(request: httpx.Request) -> httpx.Response:
+        tries.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    api = AgentAPI("http://api.invalid", "k", transport=httpx.MockTransport(hangs))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(AgentAPIError) as raised:
+        await fetch_session(api, "c1", deadline=1.0)
+
+    assert loop.time() - started < 1.5
+    assert raised.value.retryable
+    assert 1 <= len(tries) <= 2
+
+
 def test_the_worker_cli_starts():
     result = subprocess.run(
         [sys.executable, "-m", "agent", "--help"],
@@ -101,8 +121,37 @@ async def test_the_voice_session_options_are_valid_offline():
     detection, so a call needs neither a model download nor LiveKit Cloud inference."""
     proc = SimpleNamespace(userdata={})
     prewarm(proc)
-    session = AgentSession(
-        vad=proc.userdata["vad"], turn_handling=TURN_HANDLING, max_tool_steps=MAX_TOOL_STEPS
-    )
+    session = AgentSession(vad=proc.userdata["vad"], **session_options({}))
     assert session.turn_detection == "vad"
+    await session.aclose()
+
+
+async def test_the_workflows_turn_taking_settings_become_the_sessions_options():
+    settings = {
+        "allow_interruptions": False,
+        "min_endpointing_delay": 0.2,
+        "max_endpointing_delay": 1.5,
+        "false_interruption_timeout": None,
+        "resume_false_interruption": False,
+        "silence_timeout_seconds": 20,
+    }
+    session = AgentSession(vad=None, **session_options(settings, turn_detection="stt"))
+
+    assert session.options.endpointing["min_delay"] == 0.2
+    assert session.options.endpointing["max_delay"] == 1.5
+    assert session.options.interruption["enabled"] is False
+    assert session.options.interruption["false_interruption_timeout"] is None
+    assert session.options.interruption["resume_false_interruption"] is False
+    assert session.options.user_away_timeout == 20
+    await session.aclose()
+
+
+async def test_without_settings_the_session_keeps_livekit_agents_defaults():
+    session = AgentSession(vad=None, **session_options({}, turn_detection="stt"))
+
+    assert session.options.endpointing["min_delay"] == 0.5
+    assert session.options.endpointing["max_delay"] == 3.0
+    assert session.options.interruption["enabled"] is True
+    assert session.options.interruption["false_interruption_timeout"] == 2.0
+    assert session.options.user_away_timeout == 15.0
     await session.aclose()

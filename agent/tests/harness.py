@@ -1,0 +1,156 @@
+"""Running the worker's own job (`agent.worker.CallJob`) against the live API, with
+stand-ins only for what is outside it: the LiveKit server (tests/fake_livekit.py, the
+web service's Twirp stand-in, which records DeleteRoom), the job process around the
+entrypoint (a real, not fake, `JobContext`), the providers' plugins, and room audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession, JobContext, JobProcess
+from livekit.agents.job import (
+    JobAcceptArguments,
+    JobExecutorType,
+    RunningJobInfo,
+    _JobContextVar,
+)
+from livekit.agents.utils import http_context
+from livekit.protocol import agent as agent_proto
+from livekit.protocol import models
+
+from agent.call import CallRuntime
+from agent.config import Config
+from agent.providers import check_component
+from agent.tests.conftest import Web
+from agent.tests.scripted_llm import ScriptedLLM
+from agent.tests.voice import ScriptedSTT, ScriptedTTS, SilentMic, Speaker
+from agent.worker import CallJob
+
+
+class _NoInference:
+    async def do_inference(self, method: str, data: bytes) -> bytes | None:
+        raise NotImplementedError
+
+
+@dataclass
+class LiveJob:
+    """A job as the worker's job process runs it: `ctx.shutdown(reason)` is recorded,
+    then `finish()` runs the shutdown callbacks as the process does."""
+
+    ctx: JobContext
+    shutdowns: list[str] = field(default_factory=list)
+
+    async def finish(self, timeout: float = 20.0) -> str:
+        await wait_until(lambda: self.shutdowns, timeout=timeout)
+        for callback in self.ctx._shutdown_callbacks:
+            await callback(self.shutdowns[0])
+        return self.shutdowns[0]
+
+
+@contextlib.asynccontextmanager
+async def live_job(*, room_name: str, call_id: str) -> AsyncIterator[LiveJob]:
+    """A real JobContext for a dispatch into `room_name` (not a fake job: its
+    `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at)."""
+    job = agent_proto.Job(
+        id=f"AJ_{call_id[:8]}",
+        room=models.Room(name=room_name, sid="RM_tests"),
+        type=agent_proto.JobType.JT_ROOM,
+        metadata=json.dumps({"call_id": call_id}),
+    )
+    info = RunningJobInfo(
+        accept_arguments=JobAcceptArguments(identity="agent-tests", name="", metadata=""),
+        job=job,
+        url="",
+        token="",
+        worker_id="tests",
+        fake_job=False,
+    )
+    live = LiveJob(ctx=None)  # type: ignore[arg-type]
+    proc = JobProcess(executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=None)
+    proc.userdata["vad"] = None
+    live.ctx = JobContext(
+        proc=proc,
+        info=info,
+        room=rtc.Room(),
+        on_connect=lambda: None,
+        on_shutdown=live.shutdowns.append,
+        inference_executor=_NoInference(),  # type: ignore[arg-type]
+    )
+    token = _JobContextVar.set(live.ctx)
+    try:
+        async with http_context.open():
+            yield live
+    finally:
+        _JobContextVar.reset(token)
+
+
+class Providers:
+    """Stand-ins for the provider plugins `agent.providers.build_component` builds: one
+    per (component, provider), each checked as the real builder checks its config.
+    `builds` records what the worker asked for: provider, key and language."""
+
+    def __init__(self, *, llm: ScriptedLLM | None = None, **by_provider: Any) -> None:
+        self.stt = ScriptedSTT()
+        self.tts = ScriptedTTS()
+        self.speaker = Speaker()
+        self.llm = llm or ScriptedLLM([])
+        # "llm_openai": instance; otherwise the defaults above serve every provider.
+        self.by_provider = by_provider
+        self.builds: list[tuple[str, str, str, str | None]] = []
+
+    def build(self, component: str, config: dict, language: str | None) -> Any:
+        check_component(component, config)
+        self.builds.append((component, config["provider"], config["api_key"], language))
+        default = getattr(self, component)
+        return self.by_provider.get(f"{component}_{config['provider']}", default)
+
+
+class TextProviders(Providers):
+    """A text-only call: the model alone, no STT or TTS."""
+
+    def build(self, component: str, config: dict, language: str | None) -> Any:
+        built = super().build(component, config, language)
+        return built if component == "llm" else None
+
+
+def config_for(web: Web) -> Config:
+    return Config(api_url=web.base_url, agent_key=web.agent_key)
+
+
+def call_job(web: Web, live: LiveJob, call_id: str, providers: Providers, **kwargs: Any) -> CallJob:
+    return CallJob(
+        live.ctx, config=config_for(web), call_id=call_id, build=providers.build, **kwargs
+    )
+
+
+async def start_voice_call(job: CallJob, providers: Providers) -> tuple[CallRuntime, AgentSession]:
+    """The job's call with the voice pipeline: the caller's speech comes from the STT
+    stand-in (no VAD model here, so its end of speech ends the turn), the agent's from
+    the TTS stand-in, played in real time."""
+    runtime = await job.prepare()
+    assert runtime is not None
+    session = job.session(runtime, turn_detection="stt", vad=None)
+    session.input.audio = SilentMic()
+    session.output.audio = providers.speaker
+    await job.start(runtime, session)
+    return runtime, session
+
+
+async def wait_until(condition: Callable[[], object], *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition did not come true in time")
+        await asyncio.sleep(0.02)
+
+
+def spoken(providers: Providers) -> list[str]:
+    return list(providers.tts.spoken)

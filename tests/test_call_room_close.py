@@ -1,0 +1,166 @@
+"""When the API ends a call, whatever the cause, it closes the call's LiveKit room
+itself (DeleteRoom in the task queue after the change commits), instead of leaving a
+caller or an agent in it until LiveKit's departure timeout."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django_tasks_db.models import DBTaskResult
+
+from calls.models import CallStatus
+from calls.tasks import call_room_close
+from tests.factories import CallFactory
+from tests.livekit_samples import send
+
+S = CallStatus
+IMMEDIATE_TASKS = {
+    "default": {
+        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+        "QUEUES": ["default", "webhooks"],
+    }
+}
+
+
+@pytest.fixture
+def call(workflow):
+    return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+
+@pytest.fixture
+def tasks_run_at_once(settings):
+    settings.TASKS = IMMEDIATE_TASKS
+
+
+def status_event(value: str, reason: str | None = None) -> dict:
+    event = {
+        "id": str(uuid.uuid4()),
+        "type": "status",
+        "timestamp": "2026-01-17T10:30:00Z",
+        "status": value,
+    }
+    if reason:
+        event["reason"] = reason
+    return event
+
+
+def report(agent_api, call, *events: dict):
+    return agent_api.post(f"/api/v1/agent/calls/{call.pk}/events", {"events": list(events)})
+
+
+def deleted_rooms(fake_livekit) -> list[str]:
+    return [request.body["room"] for request in fake_livekit.calls("DeleteRoom")]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("failed", "agent_error"), ("completed", "agent_hangup"), ("completed", "silence_timeout")],
+)
+def test_the_agent_ending_the_call_closes_its_room(
+    agent_api,
+    call,
+    fake_livekit,
+    tasks_run_at_once,
+    django_capture_on_commit_callbacks,
+    status,
+    reason,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = report(agent_api, call, status_event(status, reason))
+
+    assert response.status_code == 200
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (status, reason)
+    assert deleted_rooms(fake_livekit) == [f"call-{call.pk}"]
+
+
+def test_the_events_request_itself_makes_no_livekit_request(
+    agent_api, call, fake_livekit, django_capture_on_commit_callbacks
+):
+    """The default (database) task queue: the request only enqueues the deletion."""
+    with django_capture_on_commit_callbacks(execute=True):
+        response = report(agent_api, call, status_event("failed", "agent_error"))
+
+    assert response.status_code == 200
+    assert fake_livekit.requests == []
+    assert DBTaskResult.objects.filter(task_path="calls.tasks.call_room_close").count() == 1
+
+
+def test_the_deletion_is_enqueued_only_when_the_change_commits(
+    agent_api, call, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        report(agent_api, call, status_event("failed", "agent_error"))
+    assert DBTaskResult.objects.count() == 0
+
+    for callback in callbacks:
+        callback()
+
+    task = DBTaskResult.objects.get()
+    assert task.task_path == "calls.tasks.call_room_close"
+    assert task.args_kwargs["args"] == [str(call.pk)]
+
+
+def test_a_call_that_does_not_end_keeps_its_room(
+    agent_api, call, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report(agent_api, call, status_event("active"))
+
+    assert fake_livekit.requests == []
+
+
+def test_a_second_end_report_deletes_nothing_again(
+    agent_api, call, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report(agent_api, call, status_event("completed", "agent_hangup"))
+    with django_capture_on_commit_callbacks(execute=True):
+        report(agent_api, call, status_event("failed", "agent_error"))
+
+    assert deleted_rooms(fake_livekit) == [f"call-{call.pk}"]
+    call.refresh_from_db()
+    assert call.end_reason == "agent_hangup"
+
+
+def test_the_user_leaving_closes_the_room_the_agent_is_still_in(
+    call, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    assert response.status_code == 200
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+    assert deleted_rooms(fake_livekit) == [f"call-{call.pk}"]
+
+
+@pytest.mark.parametrize(
+    ("sample", "identity"),
+    [("participant_left", "agent-AJ_x1"), ("room_finished", None)],
+)
+def test_no_deletion_when_the_agent_leaves_or_the_room_is_already_gone(
+    call, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks, sample, identity
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        send(sample, call.pk, **({"identity": identity} if identity else {}))
+
+    assert fake_livekit.requests == []
+
+
+def test_livekit_failing_is_logged_and_leaves_the_call_as_it_ended(
+    call, fake_livekit, caplog: pytest.LogCaptureFixture
+):
+    fake_livekit.fail("DeleteRoom", "500")
+
+    result = call_room_close.call(str(call.pk))
+
+    assert result is False
+    assert f"could not delete the room of ended call {call.pk}" in caplog.text
+
+
+def test_a_room_livekit_does_not_know_counts_as_closed(call, fake_livekit):
+    fake_livekit.fail("DeleteRoom", "not_found")
+
+    assert call_room_close.call(str(call.pk)) is True

@@ -1,0 +1,113 @@
+"""A workflow's `settings`: limits the API applies, and how the voice agent behaves on
+the call (language, turn-taking, silence, what it says when it fails).
+
+Every setting has a default that keeps what calls did before it existed, so versions
+saved earlier read back with the defaults filled in.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+from voicecalls.fields import JSONTypedSerializer
+from workflows.languages import LANGUAGE_PATTERN
+from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
+
+CONNECT_TIMEOUT_BOUNDS = (5, 600)
+MAX_DURATION_BOUNDS = (30, 4 * 3600)
+DEFAULT_ERROR_MESSAGE = "I'm sorry, something went wrong on our side. Please call again later."
+MAX_ERROR_MESSAGE_CHARS = 500
+# livekit-agents' own defaults (voice/turn.py), which calls used before these settings.
+DEFAULT_MIN_ENDPOINTING_DELAY = 0.5
+DEFAULT_MAX_ENDPOINTING_DELAY = 3.0
+DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 2.0
+MIN_ENDPOINTING_BOUNDS = (0.0, 5.0)
+MAX_ENDPOINTING_BOUNDS = (0.5, 30.0)
+FALSE_INTERRUPTION_BOUNDS = (0.5, 10.0)
+SILENCE_TIMEOUT_BOUNDS = (5, 600)
+
+
+class WorkflowSettingsSerializer(JSONTypedSerializer):
+    connect_timeout_seconds = serializers.IntegerField(
+        min_value=CONNECT_TIMEOUT_BOUNDS[0],
+        max_value=CONNECT_TIMEOUT_BOUNDS[1],
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        help_text="A call nobody joined within this many seconds ends as `timeout`.",
+    )
+    max_duration_seconds = serializers.IntegerField(
+        min_value=MAX_DURATION_BOUNDS[0],
+        max_value=MAX_DURATION_BOUNDS[1],
+        default=DEFAULT_MAX_DURATION_SECONDS,
+        help_text="A call running longer than this ends as `timeout`.",
+    )
+    language = serializers.RegexField(
+        LANGUAGE_PATTERN,
+        max_length=35,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "Language the agent hears and speaks (`en`, `es-MX`; `multi`: Deepgram's "
+            "multilingual speech-to-text), given to speech-to-text and text-to-speech. "
+            "A call's `user_data.language` overrides it. Null: each provider's default."
+        ),
+    )
+    error_message = serializers.CharField(
+        max_length=MAX_ERROR_MESSAGE_CHARS,
+        allow_blank=True,
+        default=DEFAULT_ERROR_MESSAGE,
+        help_text="Said when the call cannot go on (a provider keeps failing); empty: say nothing.",
+    )
+    allow_interruptions = serializers.BooleanField(
+        default=True, help_text="Whether the caller can interrupt the agent by speaking."
+    )
+    min_endpointing_delay = serializers.FloatField(
+        min_value=MIN_ENDPOINTING_BOUNDS[0],
+        max_value=MIN_ENDPOINTING_BOUNDS[1],
+        default=DEFAULT_MIN_ENDPOINTING_DELAY,
+        help_text="Seconds of silence before the caller's turn may end.",
+    )
+    max_endpointing_delay = serializers.FloatField(
+        min_value=MAX_ENDPOINTING_BOUNDS[0],
+        max_value=MAX_ENDPOINTING_BOUNDS[1],
+        default=DEFAULT_MAX_ENDPOINTING_DELAY,
+        help_text="Seconds after which the caller's turn ends whatever the turn detector says.",
+    )
+    false_interruption_timeout = serializers.FloatField(
+        min_value=FALSE_INTERRUPTION_BOUNDS[0],
+        max_value=FALSE_INTERRUPTION_BOUNDS[1],
+        allow_null=True,
+        default=DEFAULT_FALSE_INTERRUPTION_TIMEOUT,
+        help_text=(
+            "Seconds without words after the caller interrupted before the interruption "
+            "counts as false (a cough, a noise); null: never."
+        ),
+    )
+    resume_false_interruption = serializers.BooleanField(
+        default=True,
+        help_text="After a false interruption the agent resumes what it was saying.",
+    )
+    silence_timeout_seconds = serializers.IntegerField(
+        min_value=SILENCE_TIMEOUT_BOUNDS[0],
+        max_value=SILENCE_TIMEOUT_BOUNDS[1],
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "After this many seconds in which nobody spoke the agent asks whether the "
+            "caller is still there; after as many again it hangs up (`end_reason` "
+            "`silence_timeout`). Null: wait for the caller."
+        ),
+    )
+
+    def validate(self, data: dict) -> dict:
+        if data["min_endpointing_delay"] > data["max_endpointing_delay"]:
+            raise serializers.ValidationError(
+                {
+                    "min_endpointing_delay": [
+                        ErrorDetail("Must not exceed max_endpointing_delay.", code="min_over_max")
+                    ]
+                }
+            )
+        return data

@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "calls",
     "providerkeys",
     "webhooks",
+    "analysis",
 ]
 
 MIDDLEWARE = [

@@ -6,6 +6,7 @@ DEBUG off the process refuses to start while a secret still has its dev default.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -81,8 +82,6 @@ if not DEBUG:
         raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")
 elif LIVEKIT_API_SECRET == DEV_LIVEKIT_API_SECRET:
     # `livekit-server --dev`'s secret is short by design; PyJWT warns on every token.
-    import warnings
-
     from jwt.warnings import InsecureKeyLengthWarning
 
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
@@ -101,6 +100,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, pinned, served from this host
     "drf_standardized_errors",
     "django_tasks",
     "django_tasks_db",
@@ -117,6 +117,7 @@ MIDDLEWARE = [
     "django_guid.middleware.guid_middleware",
     "voicecalls.logging.LogContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "voicecalls.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -190,6 +191,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the admin's and Swagger UI's assets from the installed packages
+# under runserver and gunicorn alike, DEBUG on or off: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
+# STATIC_ROOT exists only once someone runs the (optional) collectstatic.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # Request bodies over 1 MiB are refused with 413 before any parsing.
 API_MAX_BODY_BYTES = 1024 * 1024
@@ -256,6 +262,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Swagger UI from the pinned drf-spectacular-sidecar, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "TAGS": [
         {
             "name": "calls",

@@ -15,6 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# A newcomer's shell has none of the variables below: `make run` writes a git-ignored
+# .env on its first run (scripts/dev_env.py) with DEBUG=1 and generated dev secrets, read
+# here so every README command works in a new shell. The real environment wins over the
+# file; VOICECALLS_ENV_FILE names another one (os.devnull: none).
+environ.Env.read_env(env.str("VOICECALLS_ENV_FILE", default=str(BASE_DIR / ".env")))
 
 # Dev defaults of secrets. They are public (they are in this file), so production
 # must override every one of them: see `_refuse_dev_secrets` below.

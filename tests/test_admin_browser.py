@@ -40,6 +40,7 @@ def test_staff_see_the_dashboard_charts(logged_in: Page, organization) -> None:
 
     logged_in.reload()
 
+    expect(logged_in.locator("#open-now")).to_have_text("1")
     expect(logged_in.locator("#active-now")).to_have_text("1")
     assert logged_in.locator("#dashboard svg.vc-chart").count() >= 3
     screenshot(logged_in, "dashboard")

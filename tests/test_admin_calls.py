@@ -247,13 +247,22 @@ def test_active_calls_page_lists_live_calls_and_refreshes(staff: Client, organiz
 
 def test_the_dashboard_shows_charts_and_active_calls(staff: Client, organization) -> None:
     CallFactory.create_batch(2, organization=organization, active=True)
+    CallFactory(organization=organization, status=CallStatus.CONNECTING)
     CallFactory(organization=organization, completed=True)
     CallFactory(organization=organization, status=CallStatus.FAILED, end_reason="agent_error")
 
     html = staff.get("/admin/").content.decode()
 
     assert 'id="dashboard"' in html
-    assert '<div class="vc-big" id="active-now">2</div>' in html
+    # The big number counts open calls and says so; "active" means in the call.
+    assert "<h2>Open calls now</h2>" in html
+    assert '<div class="vc-big" id="open-now">3</div>' in html
+    assert (
+        '<p id="open-now-by-status"><span id="active-now">2</span> active · '
+        '<span id="connecting-now">1</span> connecting · '
+        '<span id="pending-now">0</span> pending</p>'
+    ) in html
+    assert "Active now" not in html
     assert html.count("<svg") >= 3
     assert "agent_error" in html
 

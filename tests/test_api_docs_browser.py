@@ -81,6 +81,7 @@ def gunicorn_debug_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 @pytest.fixture(params=["gunicorn, DEBUG off", "development server"])
 def server_url(request: pytest.FixtureRequest) -> str:
     if request.param == "development server":
+        request.getfixturevalue("transactional_db")  # its requests reach the test database
         return request.getfixturevalue("live_server").url
     return request.getfixturevalue("gunicorn_debug_off")
 

@@ -200,7 +200,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # under runserver and gunicorn alike, DEBUG on or off: no collectstatic step to forget.
 WHITENOISE_USE_FINDERS = True
 # STATIC_ROOT exists only once someone runs the (optional) collectstatic.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 # Request bodies over 1 MiB are refused with 413 before any parsing.
 API_MAX_BODY_BYTES = 1024 * 1024

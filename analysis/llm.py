@@ -7,6 +7,7 @@ raises has it scrubbed, so it cannot reach a stored error, a log line or the adm
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 from dataclasses import dataclass
@@ -28,9 +29,7 @@ class ProviderError(Exception):
     """The provider gave no usable answer. `retryable`: 429, 5xx, timeouts, connection
     failures; `retry_after`: seconds the provider asked us to wait, if it said."""
 
-    def __init__(
-        self, message: str, *, retryable: bool, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
@@ -61,10 +60,14 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, (parsed - timezone.now()).total_seconds())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # neither seconds nor an HTTP date: ignored, the backoff applies
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return max(0.0, (parsed - timezone.now()).total_seconds())
 
 
 def _provider_message(body: bytes) -> str:

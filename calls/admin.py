@@ -317,7 +317,11 @@ class CallAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         call = get_object_or_404(self.get_queryset(request), pk=pk)
-        body = representations.call_detail(call, samples=selectors.call_samples(call=call))
+        body = representations.call_detail(
+            call,
+            samples=selectors.call_samples(call=call),
+            analysis=selectors.call_analysis(call=call),
+        )
         return JsonResponse(body, json_dumps_params={"indent": 2})
 
     def end_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

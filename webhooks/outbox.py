@@ -170,7 +170,9 @@ def _call_ended_payload(call_id: UUID) -> dict:
     samples = selectors.call_samples(call=call)
     rows = selectors.call_transcript_rows(call=call)
     return {
-        "call": representations.call_detail(call, samples=samples),
+        "call": representations.call_detail(
+            call, samples=samples, analysis=selectors.call_analysis(call=call)
+        ),
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),
     }

@@ -19,6 +19,10 @@ from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFactory, WorkflowFactory
 from tests.fake_llm import FakeLLM, Outcome
+from tests.test_webhook_delivery import run_worker as run_webhooks_worker
+from tests.webhook_receiver import Receiver
+from webhooks.models import EventType, WebhookEvent
+from webhooks.services import webhook_endpoint_create
 from workflows.demo import DEMO_DEFINITION
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -261,3 +265,72 @@ def test_a_call_of_a_workflow_without_analysis_gets_none(
 
     assert not CallAnalysis.objects.filter(call=call).exists()
     assert fake_llm.requests == []
+
+
+# Webhooks: the end-of-call report carries a ready analysis, else `call.analyzed` follows.
+
+ENDED_AND_ANALYZED = [EventType.CALL_ENDED, EventType.CALL_ANALYZED]
+
+
+def test_an_analysis_ready_before_the_report_rides_in_call_ended_alone(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        _, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=ENDED_AND_ANALYZED
+        )
+        call = ended_call(organization)
+
+        run_worker()  # the analysis first
+        run_webhooks_worker()
+
+        (report,) = [r.verify(secret) for r in receiver.received]
+    assert report["type"] == "call.ended"
+    assert report["data"]["call"]["analysis"] == {
+        "status": "completed",
+        **VALID,
+        "error": None,
+        "model": "gpt-4.1-mini",
+    }
+    assert analysis_of(call).status == "completed"
+
+
+def test_an_analysis_finishing_after_the_report_is_sent_as_call_analyzed(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        _, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=ENDED_AND_ANALYZED
+        )
+        call = ended_call(organization)
+
+        run_webhooks_worker()  # the report first: the analysis is still pending
+        run_worker()
+        run_webhooks_worker()
+
+        report, analyzed = [r.verify(secret) for r in receiver.received]
+    assert report["type"] == "call.ended"
+    assert report["data"]["call"]["analysis"]["status"] == "pending"
+    assert analyzed["type"] == "call.analyzed"
+    assert analyzed["data"] == {
+        "call_id": str(call.pk),
+        "analysis": {"status": "completed", **VALID, "error": None, "model": "gpt-4.1-mini"},
+    }
+
+
+def test_call_analyzed_goes_only_to_endpoints_subscribed_to_it(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    with Receiver() as receiver:
+        webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=[EventType.CALL_STATUS_CHANGED]
+        )
+        ended_call(organization)
+
+        run_worker()
+        run_webhooks_worker()
+
+        assert [r.headers["webhook-id"] for r in receiver.received]
+        assert not WebhookEvent.objects.filter(type=EventType.CALL_ANALYZED).exists()

@@ -160,7 +160,9 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(_call_detail(self._get_call()))
+        # The analysis joins the call's own query (a one-to-one, at most one row).
+        queryset = self.get_queryset().select_related("analysis")
+        return Response(_call_detail(get_object_or_404(queryset, pk=pk)))
 
     @extend_schema(
         summary="List active calls",

@@ -138,6 +138,7 @@ class CallAdmin(admin.ModelAdmin):
         ("Who and what", {"fields": ["organization", "workflow", "workflow_version", "user_id"]}),
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
+        ("Post-call analysis", {"fields": ["analysis_html"]}),
     ]
     readonly_fields = [
         "id",
@@ -155,6 +156,7 @@ class CallAdmin(admin.ModelAdmin):
         "duration",
         "user_data_json",
         "metadata_json",
+        "analysis_html",
     ]
 
     # --- read-only: calls are evidence ---------------------------------------------
@@ -222,6 +224,14 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="metadata")
     def metadata_json(self, call: Call) -> str:
         return format_html("<pre>{}</pre>", json.dumps(call.metadata, indent=2))
+
+    @admin.display(description="analysis")
+    def analysis_html(self, call: Call) -> str:
+        """What GET /calls/{id}/analysis answers (its error never holds a key)."""
+        analysis = representations.call_analysis(selectors.call_analysis(call=call))
+        if analysis is None:
+            return "No analysis: the call's workflow version has no analysis setting."
+        return format_html("<pre>{}</pre>", json.dumps(analysis, indent=2, ensure_ascii=False))
 
     # --- the call page: transcript, agent timeline, metrics --------------------------
 
@@ -317,7 +327,11 @@ class CallAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         call = get_object_or_404(self.get_queryset(request), pk=pk)
-        body = representations.call_detail(call, samples=selectors.call_samples(call=call))
+        body = representations.call_detail(
+            call,
+            samples=selectors.call_samples(call=call),
+            analysis=selectors.call_analysis(call=call),
+        )
         return JsonResponse(body, json_dumps_params={"indent": 2})
 
     def end_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

@@ -7,6 +7,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
+from analysis.models import AnalysisStatus
 from calls.models import Call, CallStatus
 
 
@@ -35,6 +36,35 @@ class UTCIsoDateTimeField(_NotBlankMixin, IsoDateTimeField):
             return parsed.astimezone(datetime.UTC)
         except OverflowError as exc:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """`true` or `false` (also `1`/`0`, `True`/`False`); anything else is a 400, not a
+    filter silently dropped as NullBooleanField would."""
+
+    def to_python(self, value: object) -> bool | None:
+        if value in (None, ""):
+            return None if value is None else self.fail_blank()
+        if value in ("true", "True", "1", True):
+            return True
+        if value in ("false", "False", "0", False):
+            return False
+        raise forms.ValidationError("Must be true or false.", code="invalid")
+
+    def fail_blank(self) -> None:
+        raise forms.ValidationError("May not be empty.", code="blank")
+
+    def validate(self, value: object) -> None:
+        pass
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # django-filter's BooleanWidget would turn an unknown value into None.
+        self.extra["widget"] = forms.TextInput
 
 
 class UUIDFilter(filters.UUIDFilter):
@@ -76,9 +106,27 @@ class CallFilter(filters.FilterSet):
         help_text="Calls started before this ISO-8601 time.",
     )
 
+    success = StrictBooleanFilter(
+        field_name="analysis__success",
+        help_text="Calls whose post-call analysis judged them successful (true) or not (false).",
+    )
+    analysis_status = filters.ChoiceFilter(
+        field_name="analysis__status",
+        choices=AnalysisStatus.choices,
+        help_text="Calls whose post-call analysis has this status.",
+    )
+
     class Meta:
         model = Call
-        fields = ["status", "workflow_id", "user_id", "started_after", "started_before"]
+        fields = [
+            "status",
+            "workflow_id",
+            "user_id",
+            "started_after",
+            "started_before",
+            "success",
+            "analysis_status",
+        ]
 
     def __init__(self, data=None, *args, **kwargs) -> None:
         # `status=a,b` is the documented form; some generated clients (openapi-python-client)

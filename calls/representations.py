@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -77,9 +78,9 @@ def call_metrics(call: Call, *, samples: dict) -> dict:
     return {**call.metrics(), **samples}
 
 
-def call_detail(call: Call, *, samples: dict) -> dict:
-    """`Call`: a call with its metrics (`selectors.call_samples` completes them), data and
-    room."""
+def call_detail(call: Call, *, samples: dict, analysis: Any | None) -> dict:
+    """`Call`: a call with its metrics (`selectors.call_samples` completes them), data,
+    room and post-call analysis (`selectors.call_analysis`)."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
     return {
         **call_summary(row, timezone.get_current_timezone()),
@@ -87,6 +88,22 @@ def call_detail(call: Call, *, samples: dict) -> dict:
         "metrics": call_metrics(call, samples=samples),
         "metadata": call.metadata,
         "user_data": call.user_data,
+        "analysis": call_analysis(analysis),
+    }
+
+
+def call_analysis(analysis: Any | None) -> dict | None:
+    """`CallAnalysis` (analysis.models.CallAnalysis, or None: the call's workflow asked
+    for none)."""
+    if analysis is None:
+        return None
+    return {
+        "status": analysis.status,
+        "summary": analysis.summary,
+        "structured_data": analysis.structured_data,
+        "success": analysis.success,
+        "error": analysis.error or None,
+        "model": analysis.model or None,
     }
 
 

@@ -4,7 +4,9 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.http import QueryDict
@@ -296,3 +298,13 @@ def call_samples(*, call: Call) -> dict:
         "latency": latency_summary(row[:-1] for row in rows),
         "providers": providers_summary(row[-1] for row in rows),
     }
+
+
+def call_analysis(*, call: Call) -> Any | None:
+    """The call's post-call analysis row (analysis.models.CallAnalysis), or None when its
+    workflow version asked for none. Read through the reverse relation: calls does not
+    import the analysis app."""
+    try:
+        return call.analysis
+    except ObjectDoesNotExist:
+        return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from analysis.models import AnalysisStatus
 from calls.models import CallDirection, CallStatus, TranscriptRole
 from voicecalls import openapi_examples as examples
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, QueryParamsSerializer
@@ -127,12 +128,34 @@ class CallListItemSerializer(_CallBaseSerializer):
     pass
 
 
+class CallAnalysisSerializer(serializers.Serializer):
+    """The post-call analysis (`representations.call_analysis`)."""
+
+    status = serializers.ChoiceField(
+        choices=AnalysisStatus.choices,
+        help_text="pending (waiting for the transcript to settle or for a retry), running, "
+        "completed, failed (`error` says why) or skipped (`error` says why, e.g. no LLM key).",
+    )
+    summary = serializers.CharField(allow_null=True)
+    structured_data = serializers.JSONField(
+        allow_null=True, help_text="Matches the workflow's `structured_data_schema`."
+    )
+    success = serializers.BooleanField(
+        allow_null=True, help_text="Whether the call met the workflow's `success_criteria`."
+    )
+    error = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True, help_text="The model that answered.")
+
+
 @extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
     metrics = CallMetricsSerializer(read_only=True)
     metadata = serializers.DictField()
     user_data = serializers.DictField()
+    analysis = CallAnalysisSerializer(
+        allow_null=True, help_text="Null when the call's workflow has no `analysis` setting."
+    )
 
 
 @extend_schema_serializer(examples=[examples.ACTIVE_CALL])

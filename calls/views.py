@@ -15,10 +15,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Organization
+from analysis import services as analysis_services
 from calls import representations, selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import idempotency_key, idempotent_call
@@ -27,6 +29,7 @@ from calls.models import Call
 from calls.serializers import (
     ActiveCallSerializer,
     ActiveCallsQuerySerializer,
+    CallAnalysisSerializer,
     CallCreateSerializer,
     CallJoinSerializer,
     CallListItemSerializer,
@@ -157,7 +160,9 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(_call_detail(self._get_call()))
+        # The analysis joins the call's own query (a one-to-one, at most one row).
+        queryset = self.get_queryset().select_related("analysis")
+        return Response(_call_detail(get_object_or_404(queryset, pk=pk)))
 
     @extend_schema(
         summary="List active calls",
@@ -204,6 +209,50 @@ class CallViewSet(viewsets.GenericViewSet):
         call = self._get_call()
         samples = selectors.call_samples(call=call)
         return Response(representations.call_metrics(call, samples=samples))
+
+    @extend_schema(
+        methods=["GET"],
+        summary="Get call analysis",
+        operation_id="calls_analysis_retrieve",
+        description="The post-call analysis of the call; 404 when its workflow has no "
+        "`analysis` setting.",
+        responses={200: CallAnalysisSerializer},
+        filters=False,
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Re-run call analysis",
+        operation_id="calls_analysis_rerun",
+        description="Analyse an ended call again (with the workflow version it ran). While a "
+        "run is pending or running, that run is returned (idempotent); a call not yet ended "
+        "is 409; a workflow with no `analysis` setting is 409.",
+        request=None,
+        responses={202: CallAnalysisSerializer, **error_responses(409)},
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        pagination_class=None,
+        filterset_class=None,
+        url_path="analysis",
+    )
+    def analysis(self, request: Request, pk: str) -> Response:
+        call = self._get_call()
+        if request.method == "GET":
+            analysis = selectors.call_analysis(call=call)
+            if analysis is None:
+                raise NotFound("This call's workflow has no analysis setting.")
+            return Response(representations.call_analysis(analysis))
+        try:
+            analysis = analysis_services.call_analysis_rerun(call=call)
+        except analysis_services.CallNotEnded as exc:
+            raise Conflict("This call has not ended yet.", code="call_not_ended") from exc
+        except analysis_services.AnalysisNotConfigured as exc:
+            raise Conflict(
+                "This call's workflow has no analysis setting.", code="analysis_not_configured"
+            ) from exc
+        return Response(representations.call_analysis(analysis), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Issue a fresh join token",
@@ -256,4 +305,6 @@ def _call_created(
 
 
 def _call_detail(call: Call) -> dict:
-    return representations.call_detail(call, samples=selectors.call_samples(call=call))
+    return representations.call_detail(
+        call, samples=selectors.call_samples(call=call), analysis=selectors.call_analysis(call=call)
+    )

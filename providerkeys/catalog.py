@@ -17,3 +17,13 @@ PROVIDER_CATALOG: dict[str, tuple[str, ...]] = {
 
 def providers_for(provider_type: str) -> tuple[str, ...]:
     return PROVIDER_CATALOG.get(provider_type, ())
+
+
+# LLM providers that answer OpenAI's chat-completions API (with `response_format`
+# JSON Schema) at these base URLs: post-call analysis runs only on these.
+OPENAI_COMPATIBLE_LLM: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "google": "https://generativelanguage.googleapis.com/v1beta/openai",
+}

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 
+from analysis.models import CallAnalysis
 from calls.admin import CallAdmin, ProbedDatesQuerySet
 from calls.admin_paging import COUNT_CAP
 from calls.models import Call, CallStatus, MetricSample
@@ -307,6 +308,26 @@ def test_the_call_page_costs_constant_queries(
 
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert staff.get(f"/admin/calls/call/{call.id}/change/").status_code == 200
+
+
+def test_the_call_page_shows_the_analysis_escaped(staff: Client, organization) -> None:
+    call = CallFactory(organization=organization, completed=True)
+    CallAnalysis.objects.create(
+        call=call,
+        provider="openai",
+        status="completed",
+        summary="<b>Ada</b> logged lunch.",
+        structured_data={"meal_type": "lunch"},
+        success=True,
+        model="gpt-4.1-mini",
+    )
+
+    html = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert "Post-call analysis" in html
+    assert "&lt;b&gt;Ada&lt;/b&gt; logged lunch." in html
+    assert "&quot;meal_type&quot;: &quot;lunch&quot;" in html
+    assert "&quot;success&quot;: true" in html
 
 
 def test_the_json_link_shows_the_api_body(staff: Client, organization) -> None:

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from analysis.models import CallAnalysis
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, TranscriptEntryFactory, WorkflowFactory
 from workflows.models import Workflow
@@ -308,6 +309,8 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
             "latency": NO_LATENCY_SAMPLES,
             "providers": [],
         },
+        # Beyond the seed: null for a workflow without an `analysis` setting.
+        "analysis": None,
         "started_at": iso(call.started_at),
         "ended_at": iso(call.ended_at),
         "created_at": iso(call.created_at),
@@ -385,8 +388,18 @@ def test_reading_a_call_costs_constant_queries(
 ) -> None:
     call = CallFactory(organization=organization, completed=True)
 
-    with django_assert_num_queries(3):  # API key + call + latency samples
+    with django_assert_num_queries(3):  # API key + call (and its analysis) + latency samples
         assert api.get(f"{CALLS}/{call.id}").status_code == 200
+
+
+def test_reading_an_analysed_call_costs_no_extra_query(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    call = CallFactory(organization=organization, completed=True)
+    CallAnalysis.objects.create(call=call, provider="openai", status="completed")
+
+    with django_assert_num_queries(3):
+        assert api.get(f"{CALLS}/{call.id}").json()["analysis"]["status"] == "completed"
 
 
 # --- GET /calls/{id}/transcript ------------------------------------------------------

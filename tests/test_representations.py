@@ -116,7 +116,7 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
     )
     samples = selectors.call_samples(call=call)
 
-    detail = representations.call_detail(call, samples=samples)
+    detail = representations.call_detail(call, samples=samples, analysis=None)
     metrics = representations.call_metrics(call, samples=samples)
 
     assert_described(detail, "Call")
@@ -128,7 +128,9 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
 
 def test_a_call_not_yet_started_is_what_the_schema_says(organization, calls) -> None:
     call = calls[0]
-    detail = representations.call_detail(call, samples=selectors.call_samples(call=call))
+    detail = representations.call_detail(
+        call, samples=selectors.call_samples(call=call), analysis=None
+    )
 
     assert_described(detail, "Call")
     assert (detail["started_at"], detail["duration_seconds"]) == (None, None)

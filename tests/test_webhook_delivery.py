@@ -274,7 +274,11 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
     call.refresh_from_db()
     samples = selectors.call_samples(call=call)
     assert report["call"] == json.loads(
-        json.dumps(representations.call_detail(call, samples=samples))
+        json.dumps(
+            representations.call_detail(
+                call, samples=samples, analysis=selectors.call_analysis(call=call)
+            )
+        )
     )
     assert report["call"]["status"] == "completed"
     assert report["metrics"] == json.loads(

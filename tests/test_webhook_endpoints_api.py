@@ -53,7 +53,7 @@ def test_create_subscribes_to_every_event_by_default(api: APIClient) -> None:
     response = api.post(URL, {"url": RECEIVER}, format="json")
 
     assert response.status_code == 201
-    assert response.json()["events"] == ["call.status_changed", "call.ended"]
+    assert response.json()["events"] == ["call.status_changed", "call.ended", "call.analyzed"]
 
 
 @pytest.mark.parametrize(

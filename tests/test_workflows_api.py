@@ -124,6 +124,7 @@ def expected(workflow: Workflow, **overrides: Any) -> dict:
         "start_agent": "triage",
         "agents": expected_agents(),
         "settings": DEFAULT_SETTINGS,
+        "analysis": None,
         "version": 1,
         "created_at": workflow.created_at.isoformat().replace("+00:00", "Z"),
         "updated_at": workflow.updated_at.isoformat().replace("+00:00", "Z"),

@@ -65,6 +65,15 @@ CALL_JOIN = OpenApiExample(
     response_only=True,
 )
 
+CALL_ANALYSIS_VALUE = {
+    "status": "completed",
+    "summary": "John logged oatmeal for breakfast and said he felt fine.",
+    "structured_data": {"meal_type": "breakfast", "calories": 350},
+    "success": True,
+    "error": None,
+    "model": "gpt-4.1-mini",
+}
+
 CALL = OpenApiExample(
     "Completed call",
     value={
@@ -82,6 +91,7 @@ CALL = OpenApiExample(
         "room_name": f"call-{CALL_ID}",
         "metadata": {"session_id": "abc123", "source": "mobile-app"},
         "user_data": {"name": "John Doe", "language": "en"},
+        "analysis": CALL_ANALYSIS_VALUE,
         "started_at": "2026-01-17T10:30:00Z",
         "ended_at": "2026-01-17T10:33:00Z",
         "created_at": "2026-01-17T10:29:55Z",

@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "calls",
     "providerkeys",
     "webhooks",
+    "analysis",
 ]
 
 MIDDLEWARE = [
@@ -333,7 +334,7 @@ IDEMPOTENCY_LOCK_SECONDS = 60
 TASKS = {
     "default": {
         "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default", "webhooks"],
+        "QUEUES": ["default", "webhooks", "analysis"],
     }
 }
 
@@ -349,6 +350,16 @@ WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
 # changed meanwhile, is disabled when a delivery gives up (its ~3-day schedule ran
 # out) instead of being retried for ever; enabling it again through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
+
+# Post-call analysis (analysis/): one chat completion per call on the organization's
+# LLM key. ANALYSIS_LLM_BASE_URL sends every provider's requests to one
+# OpenAI-compatible base URL instead of the provider's own (a gateway; tests' stand-in).
+ANALYSIS_LLM_BASE_URL = env.str("ANALYSIS_LLM_BASE_URL", default="")
+ANALYSIS_TIMEOUT_SECONDS = env.float("ANALYSIS_TIMEOUT_SECONDS", default=60.0)
+# Provider errors (429, 5xx, timeouts) retry with exponential backoff from this base,
+# at most ANALYSIS_MAX_ATTEMPTS requests per run.
+ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
+ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
 
 # X-Request-ID: taken from the client when it is a valid uuid, else generated;
 # returned on every response and attached to every log record.

@@ -19,6 +19,8 @@ from providerkeys.fields import EncryptedSecretField
 class EventType(models.TextChoices):
     CALL_STATUS_CHANGED = "call.status_changed", "Call status changed"
     CALL_ENDED = "call.ended", "Call ended (end-of-call report)"
+    # The post-call analysis finished after the end-of-call report was built.
+    CALL_ANALYZED = "call.analyzed", "Call analyzed (post-call analysis)"
 
 
 def new_event_id() -> str:

@@ -170,7 +170,9 @@ def _call_ended_payload(call_id: UUID) -> dict:
     samples = selectors.call_samples(call=call)
     rows = selectors.call_transcript_rows(call=call)
     return {
-        "call": representations.call_detail(call, samples=samples),
+        "call": representations.call_detail(
+            call, samples=samples, analysis=selectors.call_analysis(call=call)
+        ),
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),
     }
@@ -181,6 +183,15 @@ def event_body(event: WebhookEvent) -> str:
     Whoever freezes first wins; everybody sends the frozen bytes."""
     if event.body is not None:
         return event.body
+    with transaction.atomic():
+        # The call row's lock orders the freeze against an analysis finishing
+        # (analysis.services): the report either has the result, or the analysis sees
+        # the report frozen and sends `call.analyzed` (call_analyzed_record).
+        Call.objects.select_for_update().filter(pk=event.call_id).values_list("pk").first()
+        return _freeze(event)
+
+
+def _freeze(event: WebhookEvent) -> str:
     body = _dumps(
         {
             "id": event.id,
@@ -192,3 +203,45 @@ def event_body(event: WebhookEvent) -> str:
     WebhookEvent.objects.filter(pk=event.pk, body__isnull=True).update(body=body)
     event.body = WebhookEvent.objects.values_list("body", flat=True).get(pk=event.pk)
     return event.body
+
+
+def call_analyzed_receiver(signal: object, sender: type, **change: Any) -> None:
+    """`analysis.signals.call_analyzed` → `call_analyzed_record`."""
+    call_analyzed_record(**change)
+
+
+def call_analyzed_record(*, call_id: UUID | str, at: datetime.datetime) -> WebhookEvent | None:
+    """A call's analysis reached a final status: `call.analyzed` to every endpoint
+    subscribed to it, except those whose end-of-call report is not built yet (it will
+    carry the analysis). Called inside the transaction that stored the result, holding
+    the call row's lock."""
+    endpoints = list(
+        WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
+            "id", "organization_id", "events"
+        )
+    )
+    subscribed = [e for e in endpoints if EventType.CALL_ANALYZED in e.events]
+    if not subscribed:
+        return None
+    waiting = set(
+        WebhookDelivery.objects.filter(
+            event__call_id=call_id, event__type=EventType.CALL_ENDED, event__body__isnull=True
+        ).values_list("endpoint_id", flat=True)
+    )
+    subscribed = [e for e in subscribed if e.pk not in waiting]
+    if not subscribed:
+        return None
+    call = Call.objects.get(pk=call_id)
+    payload = {
+        "call_id": str(call_id),
+        "analysis": representations.call_analysis(selectors.call_analysis(call=call)),
+    }
+    return _event_create(
+        organization_id=subscribed[0].organization_id,
+        call_id=call_id,
+        type=EventType.CALL_ANALYZED,
+        occurred_at=at,
+        endpoints=subscribed,
+        payload=payload,
+        deliver_at=timezone.now(),
+    )

@@ -77,6 +77,10 @@ class WorkflowVersion(models.Model):
         return self.definition.get("settings") or {}
 
     @property
+    def analysis(self) -> dict | None:
+        return self.definition.get("analysis")
+
+    @property
     def connect_timeout_seconds(self) -> int:
         return int(self.settings.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS))
 

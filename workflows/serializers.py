@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
 
+from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
 from voicecalls.fields import JSONTypedSerializer, json_depth, json_has_nul
 from workflows.languages import agents_language_problems
@@ -301,6 +302,13 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
     settings = WorkflowSettingsSerializer(
         required=False, allow_null=True, help_text="Omitted or null: every default."
     )
+    analysis = AnalysisSettingsSerializer(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Post-call analysis (summary, structured data, success verdict) on the "
+        "organization's LLM key; null: none.",
+    )
 
     def to_internal_value(self, data: Any) -> dict:
         if isinstance(data, dict) and data.get("settings") is None:
@@ -329,6 +337,12 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
                         "which is not in `agents`.",
                         "unknown_agent",
                     )
+        analysis = data.get("analysis")
+        start = next((a for a in data["agents"] if a["name"] == data["start_agent"]), None)
+        if analysis and start is not None:
+            problem = analysis_llm_problem(analysis, start["llm"])
+            if problem:
+                errors["analysis.provider"] = _error(problem, "unsupported_provider")
         language = data["settings"].get("language")
         if language:
             problems = agents_language_problems(data["agents"], language)
@@ -349,16 +363,16 @@ class WorkflowWriteSerializer(WorkflowDefinitionSerializer):
 
 
 def definition_of(data: dict) -> dict:
-    """The versioned part of validated workflow data, as plain JSON."""
-    return json.loads(
-        json.dumps(
-            {
-                "start_agent": data["start_agent"],
-                "agents": data["agents"],
-                "settings": data["settings"],
-            }
-        )
-    )
+    """The versioned part of validated workflow data, as plain JSON. `analysis` only
+    when set, so versions saved before it existed compare equal to an unchanged save."""
+    definition = {
+        "start_agent": data["start_agent"],
+        "agents": data["agents"],
+        "settings": data["settings"],
+    }
+    if data.get("analysis"):
+        definition["analysis"] = data["analysis"]
+    return json.loads(json.dumps(definition))
 
 
 class WorkflowSerializer(serializers.Serializer):
@@ -370,6 +384,9 @@ class WorkflowSerializer(serializers.Serializer):
     start_agent = serializers.CharField(source="current_version.start_agent")
     agents = WorkflowAgentSerializer(many=True, source="current_version.definition.agents")
     settings = WorkflowSettingsSerializer(source="current_version.settings")
+    analysis = AnalysisSettingsSerializer(
+        source="current_version.analysis", allow_null=True, help_text="Null: no analysis."
+    )
     version = serializers.IntegerField(
         source="current_version.number", help_text="Current version number; new calls use it."
     )
@@ -382,6 +399,7 @@ class WorkflowVersionSerializer(serializers.Serializer):
     start_agent = serializers.CharField()
     agents = WorkflowAgentSerializer(many=True, source="definition.agents")
     settings = WorkflowSettingsSerializer()
+    analysis = AnalysisSettingsSerializer(allow_null=True, help_text="Null: no analysis.")
     created_at = serializers.DateTimeField()
 
 

@@ -106,6 +106,8 @@ test("a call is created, driven and read back", async () => {
   assert.equal(call.metrics.stt_latency_ms, 120);
   assert.equal(call.metrics.llm_latency_ms, 280);
   assert.equal(call.metrics.tts_latency_ms, 85);
+  // The demo workflow asks for no post-call analysis.
+  assert.equal(call.analysis, null);
 
   const { data: metrics } = await callsMetrics({ client, path: { id: joined.call_id } });
   assert.deepEqual(metrics, call.metrics);

@@ -18,6 +18,8 @@ sys.path.insert(0, str(SDK / "python"))
 from voicecalls_client import AuthenticatedClient
 from voicecalls_client.api.calls import (
     calls_active,
+    calls_analysis_rerun,
+    calls_analysis_retrieve,
     calls_create,
     calls_end,
     calls_list,
@@ -159,6 +161,14 @@ def test_a_call_is_created_driven_and_read_back(
         "agent_handoffs": 2,
     }
     assert {k: call.metrics.to_dict()[k] for k in seed_metrics} == seed_metrics
+
+    # The demo workflow asks for no post-call analysis: null, and its path says so.
+    assert call.analysis is None
+    assert calls_analysis_retrieve.sync_detailed(joined.call_id, client=client).status_code == 404
+    rerun = calls_analysis_rerun.sync_detailed(joined.call_id, client=client)
+    assert rerun.status_code == 409
+    assert isinstance(rerun.parsed, ErrorResponse)
+    assert rerun.parsed.errors[0].code == "analysis_not_configured"
 
     metrics = calls_metrics.sync(joined.call_id, client=client)
     assert isinstance(metrics, CallMetrics)

@@ -1,0 +1,132 @@
+"""The one module that calls LLM providers: OpenAI-compatible chat completions over
+HTTP (urllib3), with a JSON Schema `response_format`.
+
+The API key goes only into the Authorization header: every message this module
+raises has it scrubbed, so it cannot reach a stored error, a log line or the admin.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+from dataclasses import dataclass
+
+import urllib3
+from django.conf import settings
+from django.utils import timezone
+
+from providerkeys.catalog import OPENAI_COMPATIBLE_LLM
+
+USER_AGENT = "voicecalls-analysis/1"
+MAX_MESSAGE_CHARS = 300
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+_http = urllib3.PoolManager(retries=False, headers={"User-Agent": USER_AGENT})
+
+
+class ProviderError(Exception):
+    """The provider gave no usable answer. `retryable`: 429, 5xx, timeouts, connection
+    failures; `retry_after`: seconds the provider asked us to wait, if it said."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    model: str
+
+
+def base_url(provider: str) -> str:
+    """Where `provider`'s OpenAI-compatible API lives; `ANALYSIS_LLM_BASE_URL` points
+    every provider elsewhere (a gateway, or the test suite's stand-in)."""
+    return (settings.ANALYSIS_LLM_BASE_URL or OPENAI_COMPATIBLE_LLM[provider]).rstrip("/")
+
+
+def scrub(text: str, secret: str) -> str:
+    """`text` without the secret, cut to a length fit for a stored error."""
+    if secret:
+        text = text.replace(secret, "••••")
+    return text[:MAX_MESSAGE_CHARS]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # neither seconds nor an HTTP date: ignored, the backoff applies
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return max(0.0, (parsed - timezone.now()).total_seconds())
+
+
+def _provider_message(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(error, dict):
+        return str(error.get("message") or "")
+    return str(error or "")
+
+
+def chat_completion(
+    *, provider: str, model: str, api_key: str, messages: list[dict], schema: dict
+) -> Completion:
+    """One chat completion asking for JSON matching `schema`; ProviderError otherwise."""
+    body = {
+        "model": model,
+        "messages": messages,
+        "response_format": {
+            "type": "json_schema",
+            # Not strict: customers' schemas need not close every object.
+            "json_schema": {"name": "call_analysis", "schema": schema, "strict": False},
+        },
+    }
+    try:
+        response = _http.request(
+            "POST",
+            f"{base_url(provider)}/chat/completions",
+            body=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            timeout=urllib3.Timeout(total=settings.ANALYSIS_TIMEOUT_SECONDS),
+            redirect=False,
+            preload_content=False,
+        )
+        try:
+            raw = response.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+        finally:
+            response.release_conn()
+    except urllib3.exceptions.HTTPError as exc:
+        kind = "timed out" if isinstance(exc, urllib3.exceptions.TimeoutError) else "failed"
+        raise ProviderError(
+            f"The request to {provider} {kind} ({type(exc).__name__}).", retryable=True
+        ) from None
+    status = response.status
+    if status != 200:
+        message = scrub(_provider_message(raw), api_key)
+        raise ProviderError(
+            f"{provider} answered HTTP {status}" + (f": {message}" if message else "."),
+            retryable=status == 429 or status >= 500,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+    try:
+        answer = json.loads(raw)
+        content = answer["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError):
+        raise ProviderError(
+            f"{provider} answered something that is not a chat completion.", retryable=True
+        ) from None
+    if not isinstance(content, str):
+        content = ""
+    return Completion(content=content, model=str(answer.get("model") or model)[:100])

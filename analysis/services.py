@@ -1,0 +1,227 @@
+"""Writes of post-call analysis: schedule it when a call ends, run it (one chat
+completion, validated, retried), re-run it on request.
+
+A run is woken by the task queue (`analysis.tasks`), no sooner than
+`WEBHOOKS_END_REPORT_DELAY` after the end, the same rule as the end-of-call report, so
+the agent's late transcript lines are in it. The `CallAnalysis` row decides: a wake-up
+for an older run, or one that finds the run already claimed, does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from analysis import llm
+from analysis.models import AnalysisStatus, CallAnalysis
+from analysis.prompt import answer_problem, answer_schema, messages, transcript_text
+from analysis.settings import analysis_llm
+from analysis.signals import call_analyzed
+from calls import selectors
+from calls.models import ENDED_STATUSES, Call
+from providerkeys.selectors import provider_key_for
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY_SECONDS = 3600.0
+# A run claimed longer ago than this is taken for lost (its worker died): a re-run may
+# start over.
+STALE_RUN_SECONDS = 900
+
+
+class CallNotEnded(Exception):
+    pass
+
+
+class AnalysisNotConfigured(Exception):
+    pass
+
+
+def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
+    """`calls.signals.call_status_changed` → schedule the analysis of an ended call."""
+    if change["to_status"] in ENDED_STATUSES:
+        call_analysis_schedule(call_id=change["call_id"], at=change["at"])
+
+
+def _wake(call_id: UUID | str, *, run: int, at: datetime.datetime) -> None:
+    """Enqueue the run's attempt at `at`, once the current transaction commits."""
+    from analysis.tasks import analyse_call
+
+    def enqueue() -> None:
+        task = analyse_call
+        if at > timezone.now() and task.get_backend().supports_defer:
+            task = task.using(run_after=at)
+        task.enqueue(str(call_id), run)
+
+    # robust: a failed enqueue must not fail the change that already committed.
+    transaction.on_commit(enqueue, robust=True)
+
+
+def call_analysis_schedule(*, call_id: UUID | str, at: datetime.datetime) -> CallAnalysis | None:
+    """Create the pending analysis of a call that just ended, if its workflow version
+    asks for one. Call it in the transaction that ended the call."""
+    definition = (
+        Call.objects.filter(pk=call_id)
+        .values_list("workflow_version__definition", flat=True)
+        .first()
+    )
+    chosen = analysis_llm(definition or {})
+    if chosen is None:
+        return None
+    due = max(at, timezone.now()) + datetime.timedelta(seconds=settings.WEBHOOKS_END_REPORT_DELAY)
+    analysis, created = CallAnalysis.objects.get_or_create(
+        call_id=call_id,
+        defaults={"provider": chosen[0], "model": chosen[1], "next_attempt_at": due},
+    )
+    if created:
+        _wake(call_id, run=analysis.run, at=due)
+    return analysis
+
+
+@transaction.atomic
+def call_analysis_rerun(*, call: Call) -> CallAnalysis:
+    """Analyse an ended call again. While a run is pending or running, that run is the
+    answer (idempotent); CallNotEnded for an open call; AnalysisNotConfigured when its
+    workflow version has no analysis."""
+    if call.status not in ENDED_STATUSES:
+        raise CallNotEnded()
+    chosen = analysis_llm(call.workflow_version.definition)
+    if chosen is None:
+        raise AnalysisNotConfigured()
+    now = timezone.now()
+    current = CallAnalysis.objects.select_for_update().filter(call=call).first()
+    if current is None:
+        try:
+            with transaction.atomic():
+                current = CallAnalysis.objects.create(
+                    call=call, provider=chosen[0], model=chosen[1], next_attempt_at=now
+                )
+        except IntegrityError:  # a concurrent re-run created it: that run answers
+            return CallAnalysis.objects.get(call=call)
+        _wake(call.pk, run=current.run, at=now)
+        return current
+    stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
+    if current.status == AnalysisStatus.PENDING or (
+        current.status == AnalysisStatus.RUNNING and current.updated_at > stale
+    ):
+        return current
+    current.run += 1
+    current.status = AnalysisStatus.PENDING
+    current.provider, current.model = chosen
+    current.summary = current.structured_data = current.success = None
+    current.error = ""
+    current.attempts = 0
+    current.next_attempt_at = current.updated_at = now
+    current.finished_at = None
+    current.save()
+    _wake(call.pk, run=current.run, at=now)
+    return current
+
+
+@dataclass
+class _Outcome:
+    status: str
+    error: str = ""
+    result: dict = field(default_factory=dict)
+    retry_in: float | None = None
+
+
+def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
+    """The task's work: claim the run if it is due, make the request, store the outcome.
+    Returns what happened (for the task result and tests)."""
+    now = timezone.now()
+    claimed = CallAnalysis.objects.filter(
+        call_id=call_id, run=run, status=AnalysisStatus.PENDING, next_attempt_at__lte=now
+    ).update(
+        status=AnalysisStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if not claimed:
+        return "not due"
+    analysis = CallAnalysis.objects.select_related("call__workflow_version").get(call_id=call_id)
+    outcome = _outcome(analysis)
+    return _finish(analysis, outcome)
+
+
+def _outcome(analysis: CallAnalysis) -> _Outcome:
+    call = analysis.call
+    setting = call.workflow_version.analysis or {}
+    key = provider_key_for(
+        organization=call.organization_id, provider_type="llm", provider_name=analysis.provider
+    )
+    if key is None:
+        return _Outcome(
+            AnalysisStatus.SKIPPED,
+            f"The organization has no LLM key for {analysis.provider!r}.",
+        )
+    api_key = key.api_key
+    transcript = transcript_text(selectors.call_transcript_rows(call=call))
+    asked = messages(analysis=setting, call=call, transcript=transcript)
+    request = {"provider": analysis.provider, "model": analysis.model, "api_key": api_key}
+    schema_for_answer = answer_schema(setting)
+    try:
+        completion = llm.chat_completion(**request, messages=asked, schema=schema_for_answer)
+        answer, problem = answer_problem(completion.content, setting)
+        if problem:
+            # Once more, telling the model what was wrong.
+            asked = [
+                *asked,
+                {"role": "assistant", "content": completion.content},
+                {"role": "user", "content": f"{problem} Answer again, matching the schema."},
+            ]
+            completion = llm.chat_completion(**request, messages=asked, schema=schema_for_answer)
+            answer, problem = answer_problem(completion.content, setting)
+    except llm.ProviderError as exc:
+        message = llm.scrub(str(exc), api_key)
+        logger.warning("analysis request failed", extra={"call_id": str(call.pk)})
+        if exc.retryable and analysis.attempts < settings.ANALYSIS_MAX_ATTEMPTS:
+            backoff = settings.ANALYSIS_RETRY_BASE_SECONDS * 2 ** (analysis.attempts - 1)
+            delay = min(max(backoff, exc.retry_after or 0.0), MAX_RETRY_DELAY_SECONDS)
+            return _Outcome(AnalysisStatus.PENDING, message, retry_in=delay)
+        return _Outcome(AnalysisStatus.FAILED, message)
+    if problem:
+        return _Outcome(AnalysisStatus.FAILED, f"Invalid answer after one retry: {problem}")
+    return _Outcome(
+        AnalysisStatus.COMPLETED,
+        result={
+            "summary": answer.get("summary"),
+            "structured_data": answer.get("structured_data"),
+            "success": answer.get("success") if setting.get("success_criteria") else None,
+            "model": completion.model,
+        },
+    )
+
+
+def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": outcome.status, "error": outcome.error[:500]}
+    changes["updated_at"] = now
+    if outcome.retry_in is not None:
+        changes["next_attempt_at"] = now + datetime.timedelta(seconds=outcome.retry_in)
+    else:
+        changes["finished_at"] = now
+        changes.update(outcome.result)
+    with transaction.atomic():
+        # The call row's lock orders this against the end-of-call report being frozen
+        # (webhooks.outbox.event_body): either the report has the result, or the
+        # `call.analyzed` event goes to its endpoints.
+        Call.objects.select_for_update().filter(pk=analysis.call_id).values_list("pk").first()
+        updated = CallAnalysis.objects.filter(
+            call_id=analysis.call_id, run=analysis.run, status=AnalysisStatus.RUNNING
+        ).update(**changes)
+        if not updated:
+            return "superseded"
+        if outcome.retry_in is not None:
+            _wake(analysis.call_id, run=analysis.run, at=changes["next_attempt_at"])
+        else:
+            call_analyzed.send(sender=CallAnalysis, call_id=analysis.call_id, at=now)
+    return str(outcome.status)

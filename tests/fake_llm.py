@@ -1,0 +1,115 @@
+"""A stand-in for an LLM provider's OpenAI-compatible chat-completions API, on loopback
+(stdlib http.server in a thread). Not a provider: tests point `ANALYSIS_LLM_BASE_URL`
+at it.
+
+It answers from a script of planned outcomes, then `default`, and records every request
+so tests can assert what was sent (the rendered prompt, the transcript, the key).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One answer: `content` as the assistant message (HTTP 200), or an error `status`."""
+
+    content: str = ""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    # An error message quoting the request's Authorization header, as careless APIs do.
+    echo_authorization: bool = False
+
+    @classmethod
+    def answer(cls, value: object, delay: float = 0.0) -> Outcome:
+        return cls(content=json.dumps(value), delay=delay)
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: dict
+
+    @property
+    def messages(self) -> list[dict]:
+        return self.body["messages"]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+
+class FakeLLM:
+    def __init__(self, outcomes: list[Outcome] | None = None, default: Outcome | None = None):
+        self.outcomes = list(outcomes or [])
+        self.default = default or Outcome.answer({"summary": "(default)"})
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with fake._lock:
+                    fake.requests.append(
+                        Request(
+                            path=self.path,
+                            headers={k.lower(): v for k, v in self.headers.items()},
+                            body=json.loads(body),
+                        )
+                    )
+                    outcome = fake.outcomes.pop(0) if fake.outcomes else fake.default
+                if outcome.delay:
+                    time.sleep(outcome.delay)
+                if outcome.status == 200:
+                    payload = {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "model": json.loads(body).get("model"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": outcome.content},
+                            }
+                        ],
+                    }
+                else:
+                    message = f"fake error {outcome.status}"
+                    if outcome.echo_authorization:
+                        message = self.headers.get("Authorization", "")
+                    payload = {"error": {"message": message}}
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(outcome.status)
+                    for name, value in outcome.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLM:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,336 @@
+"""The post-call analysis run, through the real db_worker against the fake_llm stand-in:
+one chat completion per call, validated, retried once on an invalid answer, retried with
+backoff on provider errors, skipped without a key, and never leaking the key."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import Organization
+from analysis.models import CallAnalysis
+from calls.lifecycle import call_transition
+from calls.models import Call, CallStatus
+from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFactory, WorkflowFactory
+from tests.fake_llm import FakeLLM, Outcome
+from tests.test_webhook_delivery import run_worker as run_webhooks_worker
+from tests.webhook_receiver import Receiver
+from webhooks.models import EventType, WebhookEvent
+from webhooks.services import webhook_endpoint_create
+from workflows.demo import DEMO_DEFINITION
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-analysis-secret-0123456789"
+SCHEMA = {
+    "type": "object",
+    "properties": {"meal_type": {"type": "string"}, "calories": {"type": "integer"}},
+    "required": ["meal_type"],
+}
+ANALYSIS = {
+    "summary_prompt": "Summarize the call with {{ user.name }} in one sentence.",
+    "structured_data_schema": SCHEMA,
+    "success_criteria": "A meal was logged.",
+    "provider": None,
+    "model": None,
+}
+VALID = {"summary": "Ada logged lunch.", "structured_data": {"meal_type": "lunch"}, "success": True}
+
+
+def run_worker() -> None:
+    """The real task worker (django-tasks-db): runs every analysis task due now, then exits."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        call_command(
+            "db_worker",
+            "--batch",
+            "--queue-name",
+            "analysis",
+            "--no-startup-delay",
+            "--no-reload",
+            "--interval",
+            "0",
+            verbosity=0,
+        )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@pytest.fixture
+def fake_llm(settings: object) -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        yield fake
+
+
+def ended_call(organization: Organization, *, key: bool = True, name: str = "Ada") -> Call:
+    """An active call of a workflow with analysis, with a transcript, then ended."""
+    definition = {**copy.deepcopy(DEMO_DEFINITION), "analysis": ANALYSIS}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    if key and not organization.provider_keys.filter(provider_type="llm").exists():
+        ProviderKeyFactory(
+            organization=organization, provider_type="llm", provider_name="openai", api_key=KEY
+        )
+    call = CallFactory(
+        organization=organization, workflow=workflow, active=True, user_data={"name": name}
+    )
+    TranscriptEntryFactory(call=call, role="assistant", content=f"Hi {name}, what did you eat?")
+    TranscriptEntryFactory(call=call, role="user", content=f"{name} here: a salad for lunch.")
+    assert call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup"
+    )
+    return call
+
+
+def analysis_of(call: Call) -> CallAnalysis:
+    return CallAnalysis.objects.get(call=call)
+
+
+def test_a_valid_answer_completes_the_analysis_with_the_rendered_prompt_and_this_calls_transcript(
+    organization: Organization, outsider: Organization, fake_llm: FakeLLM
+) -> None:
+    other = ended_call(outsider, name="Bob")
+    call = ended_call(organization)
+    fake_llm.default = Outcome.answer(VALID)
+
+    run_worker()
+
+    first, second = fake_llm.requests
+    mine = first if "Ada" in first.text else second
+    assert mine.path == "/v1/chat/completions"
+    assert mine.headers["authorization"] == f"Bearer {KEY}"
+    assert mine.body["model"] == "gpt-4.1-mini"
+    assert mine.body["response_format"]["type"] == "json_schema"
+    assert (
+        mine.body["response_format"]["json_schema"]["schema"]["properties"]["structured_data"]
+        == SCHEMA
+    )
+    system, user = mine.messages
+    assert "Summarize the call with Ada in one sentence." in system["content"]
+    assert "A meal was logged." in system["content"]
+    assert user["content"] == (
+        "Transcript:\nassistant (greeter-agent): Hi Ada, what did you eat?\n"
+        "user: Ada here: a salad for lunch."
+    )
+    assert "Bob" not in mine.text
+    analysis = analysis_of(call)
+    assert analysis.status == "completed"
+    assert analysis.error == ""
+    assert analysis.model == "gpt-4.1-mini"
+    assert (analysis.summary, analysis.structured_data, analysis.success) == (
+        "Ada logged lunch.",
+        {"meal_type": "lunch"},
+        True,
+    )
+    assert analysis_of(other).status == "completed"
+
+
+def test_invalid_json_is_retried_once_with_the_error_then_completes(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization)
+    fake_llm.outcomes = [Outcome(content="not json {"), Outcome.answer(VALID)]
+
+    run_worker()
+
+    first, retry = fake_llm.requests
+    assert retry.messages[:2] == first.messages
+    assert retry.messages[2] == {"role": "assistant", "content": "not json {"}
+    assert "not valid JSON" in retry.messages[3]["content"]
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.summary, analysis.success) == (
+        "completed",
+        "Ada logged lunch.",
+        True,
+    )
+
+
+def test_a_schema_violating_answer_twice_fails_with_the_reason(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization)
+    wrong = {**VALID, "structured_data": {"calories": "many"}}
+    fake_llm.outcomes = [Outcome.answer(wrong), Outcome.answer(wrong)]
+
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    assert (
+        "does not match the schema at /structured_data"
+        in fake_llm.requests[1].messages[3]["content"]
+    )
+    analysis = analysis_of(call)
+    assert analysis.status == "failed"
+    assert analysis.error.startswith("Invalid answer after one retry: The answer does not match")
+    assert analysis.summary is None
+
+
+def test_a_429_is_retried_after_its_retry_after(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization)
+    fake_llm.outcomes = [Outcome(status=429, headers={"Retry-After": "1"}), Outcome.answer(VALID)]
+
+    run_worker()
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.attempts) == ("pending", 1)
+    assert "HTTP 429" in analysis.error
+    assert 0.5 < (analysis.next_attempt_at - analysis.updated_at).total_seconds() <= 1.01
+    time.sleep(1.1)
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    assert analysis_of(call).status == "completed"
+
+
+def test_a_500_is_retried_with_backoff_and_fails_after_the_last_attempt(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    settings.ANALYSIS_MAX_ATTEMPTS = 2
+    call = ended_call(organization)
+    fake_llm.default = Outcome(status=500)
+
+    for _ in range(3):
+        run_worker()
+
+    assert len(fake_llm.requests) == 2
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.attempts) == ("failed", 2)
+    assert analysis.error == "openai answered HTTP 500: fake error 500"
+
+
+def test_a_slow_answer_times_out_and_is_retried(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    settings.ANALYSIS_TIMEOUT_SECONDS = 0.3
+    call = ended_call(organization)
+    fake_llm.outcomes = [Outcome.answer(VALID, delay=1.0)]
+    fake_llm.default = Outcome.answer(VALID)
+
+    run_worker()
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    analysis = analysis_of(call)
+    assert analysis.status == "completed"
+    assert analysis.attempts == 2
+
+
+def test_without_a_key_the_analysis_is_skipped_with_the_reason_and_nothing_is_sent(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization, key=False)
+
+    run_worker()
+
+    assert fake_llm.requests == []
+    analysis = analysis_of(call)
+    assert analysis.status == "skipped"
+    assert analysis.error == "The organization has no LLM key for 'openai'."
+
+
+def test_the_key_never_reaches_the_stored_error_or_the_logs(
+    organization: Organization, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A provider that echoes the Authorization header back in its error message.
+    fake_llm.default = Outcome(status=401, echo_authorization=True)
+    call = ended_call(organization)
+    caplog.set_level(logging.DEBUG)
+
+    run_worker()
+
+    analysis = analysis_of(call)
+    assert analysis.status == "failed"
+    assert analysis.error == "openai answered HTTP 401: Bearer ••••"
+    assert KEY not in analysis.error
+    assert KEY not in caplog.text
+
+
+def test_a_call_of_a_workflow_without_analysis_gets_none(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = CallFactory(organization=organization, active=True)
+    call_transition(call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+
+    run_worker()
+
+    assert not CallAnalysis.objects.filter(call=call).exists()
+    assert fake_llm.requests == []
+
+
+# Webhooks: the end-of-call report carries a ready analysis, else `call.analyzed` follows.
+
+ENDED_AND_ANALYZED = [EventType.CALL_ENDED, EventType.CALL_ANALYZED]
+
+
+def test_an_analysis_ready_before_the_report_rides_in_call_ended_alone(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        _, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=ENDED_AND_ANALYZED
+        )
+        call = ended_call(organization)
+
+        run_worker()  # the analysis first
+        run_webhooks_worker()
+
+        (report,) = [r.verify(secret) for r in receiver.received]
+    assert report["type"] == "call.ended"
+    assert report["data"]["call"]["analysis"] == {
+        "status": "completed",
+        **VALID,
+        "error": None,
+        "model": "gpt-4.1-mini",
+    }
+    assert analysis_of(call).status == "completed"
+
+
+def test_an_analysis_finishing_after_the_report_is_sent_as_call_analyzed(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        _, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=ENDED_AND_ANALYZED
+        )
+        call = ended_call(organization)
+
+        run_webhooks_worker()  # the report first: the analysis is still pending
+        run_worker()
+        run_webhooks_worker()
+
+        report, analyzed = [r.verify(secret) for r in receiver.received]
+    assert report["type"] == "call.ended"
+    assert report["data"]["call"]["analysis"]["status"] == "pending"
+    assert analyzed["type"] == "call.analyzed"
+    assert analyzed["data"] == {
+        "call_id": str(call.pk),
+        "analysis": {"status": "completed", **VALID, "error": None, "model": "gpt-4.1-mini"},
+    }
+
+
+def test_call_analyzed_goes_only_to_endpoints_subscribed_to_it(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    with Receiver() as receiver:
+        webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=[EventType.CALL_STATUS_CHANGED]
+        )
+        ended_call(organization)
+
+        run_worker()
+        run_webhooks_worker()
+
+        assert [r.headers["webhook-id"] for r in receiver.received]
+        assert not WebhookEvent.objects.filter(type=EventType.CALL_ANALYZED).exists()

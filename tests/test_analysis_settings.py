@@ -1,0 +1,122 @@
+"""A workflow's `analysis` setting: validated at save time, versioned with the workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.test_workflows_api import body, errors
+from workflows.models import Workflow
+
+pytestmark = pytest.mark.django_db
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"meal_type": {"type": "string"}, "calories": {"type": "integer"}},
+    "required": ["meal_type"],
+}
+
+
+def with_analysis(analysis: Any, **overrides: Any) -> dict:
+    return body(analysis=analysis, **overrides)
+
+
+def test_an_analysis_setting_is_stored_with_its_defaults_filled(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/workflows",
+        with_analysis({"structured_data_schema": SCHEMA, "success_criteria": "A meal logged."}),
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["analysis"] == {
+        "summary_prompt": "Summarize the call in two or three sentences.",
+        "structured_data_schema": SCHEMA,
+        "success_criteria": "A meal logged.",
+        "provider": None,
+        "model": None,
+    }
+    version = Workflow.objects.get().current_version
+    assert version.analysis["structured_data_schema"] == SCHEMA
+
+
+def test_without_analysis_the_version_holds_no_analysis_key(api: APIClient) -> None:
+    response = api.post("/api/v1/workflows", body(), format="json")
+
+    assert response.json()["analysis"] is None
+    assert "analysis" not in Workflow.objects.get().current_version.definition
+
+
+def test_patching_the_analysis_adds_a_version_and_null_removes_it(api: APIClient) -> None:
+    created = api.post("/api/v1/workflows", body(), format="json").json()
+    url = f"/api/v1/workflows/{created['id']}"
+
+    added = api.patch(url, {"analysis": {"success_criteria": "Booked."}}, format="json")
+    removed = api.patch(url, {"analysis": None}, format="json")
+
+    assert added.json()["version"] == 2
+    assert added.json()["analysis"]["success_criteria"] == "Booked."
+    assert removed.json()["version"] == 3
+    assert removed.json()["analysis"] is None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "attr", "code"),
+    [
+        ({"summary_prompt": "{{ user.name "}, "analysis.summary_prompt", "template_syntax_error"),
+        ({"summary_prompt": "x" * 8001}, "analysis.summary_prompt", "max_length"),
+        ({"structured_data_schema": {"type": "nope"}}, "analysis.structured_data_schema", None),
+        ({"structured_data_schema": [1]}, "analysis.structured_data_schema", "not_an_object"),
+        (
+            {"structured_data_schema": {"type": "object", "description": "x" * 17000}},
+            "analysis.structured_data_schema",
+            "too_large",
+        ),
+        (
+            {"structured_data_schema": {"$ref": "https://example.com/schema.json"}},
+            "analysis.structured_data_schema",
+            "remote_ref",
+        ),
+        ({"provider": "anthropic", "model": "claude"}, "analysis.provider", None),
+        ({"provider": "nope", "model": "x"}, "analysis.provider", "unsupported_provider"),
+        ({"provider": "openai"}, "analysis.model", "required"),
+        ({"model": "gpt-4.1-mini"}, "analysis.provider", "required"),
+        ({"success_criteria": "x" * 4001}, "analysis.success_criteria", "max_length"),
+        ("not an object", "analysis.non_field_errors", None),
+    ],
+)
+def test_an_invalid_analysis_setting_is_a_400_naming_it(
+    api: APIClient, analysis: Any, attr: str, code: str | None
+) -> None:
+    response = api.post("/api/v1/workflows", with_analysis(analysis), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert attr in {a for a, _ in errors(response)}
+    if code:
+        assert (attr, code) in errors(response)
+    assert Workflow.objects.count() == 0
+
+
+def test_analysis_on_a_start_agent_llm_without_an_openai_compatible_api_is_a_400(
+    api: APIClient,
+) -> None:
+    data = with_analysis({"success_criteria": "Booked."})
+    data["agents"][0]["llm"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400
+    assert ("analysis.provider", "unsupported_provider") in errors(response)
+
+
+def test_an_anthropic_start_agent_may_run_its_analysis_on_another_provider(
+    api: APIClient,
+) -> None:
+    data = with_analysis({"provider": "groq", "model": "llama-3.3-70b-versatile"})
+    data["agents"][0]["llm"] = {"provider": "anthropic", "model": "claude-sonnet-4-6"}
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 201, response.json()

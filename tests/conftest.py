@@ -135,3 +135,12 @@ def _allow_private_webhook_urls(settings: object) -> None:
     """Tests deliver webhooks to receivers on 127.0.0.1, as `make run` allows;
     tests/test_webhook_ssrf.py turns the guard back on."""
     settings.WEBHOOKS_ALLOW_PRIVATE_URLS = True
+
+
+@pytest.fixture(scope="session")
+def live_server_gunicorn(tmp_path_factory: pytest.TempPathFactory):
+    """gunicorn serving the app with gunicorn.conf.py on its own SQLite file."""
+    from tests.live_server import gunicorn_server
+
+    with gunicorn_server(tmp_path_factory.mktemp("gunicorn")) as live:
+        yield live

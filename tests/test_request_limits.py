@@ -67,6 +67,24 @@ def test_call_fields_over_their_bounds_are_refused(api, workflow, field, value):
     assert Call.objects.count() == 0
 
 
+@pytest.mark.parametrize("field", ["user_data", "metadata"])
+def test_call_json_nested_a_thousand_levels_is_refused_not_a_500(api, workflow, field):
+    """orjson parses 1,000 levels; DRF's JSONField re-encoded them recursively (500)."""
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    body = f'{{"workflow_slug": "{workflow.slug}", "{field}": {deep}}}'
+
+    response = api.post("/api/v1/calls", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {"code": "too_deep", "detail": "Must be nested at most 8 levels deep.", "attr": field}
+        ],
+    }
+    assert Call.objects.count() == 0
+
+
 def test_an_idempotency_key_over_255_characters_is_refused(api, workflow):
     response = api.post("/api/v1/calls", CALL, HTTP_IDEMPOTENCY_KEY="k" * 256)
     _assert_refused(response, "Idempotency-Key")

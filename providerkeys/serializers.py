@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import get_error_detail
 
 from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
@@ -100,9 +104,23 @@ class ProviderKeyCreateSerializer(JSONTypedSerializer):
         return attrs
 
 
+IMMUTABLE_FIELDS = ("provider_type", "provider_name", "api_key")
+
+
 class ProviderKeyUpdateSerializer(JSONTypedSerializer):
+    """Only `is_default` changes: a key is replaced by deleting it and creating another,
+    so a request that tries to change the rest is refused rather than half-applied."""
+
     is_default = StrictBooleanField(
         required=False,
         help_text="true: make this the default key for its type (unsetting the previous "
         "default); false: stop it being the default.",
     )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping) and (fixed := [n for n in IMMUTABLE_FIELDS if n in data]):
+            message = "Cannot be changed: delete this provider key and create a new one."
+            raise serializers.ValidationError(
+                {name: [ErrorDetail(message, code="immutable")] for name in fixed}
+            )
+        return super().to_internal_value(data)

@@ -17,3 +17,10 @@ PROVIDER_CATALOG: dict[str, tuple[str, ...]] = {
 
 def providers_for(provider_type: str) -> tuple[str, ...]:
     return PROVIDER_CATALOG.get(provider_type, ())
+
+
+# Named for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+STT_PROVIDERS = PROVIDER_CATALOG["stt"]
+LLM_PROVIDERS = PROVIDER_CATALOG["llm"]
+TTS_PROVIDERS = PROVIDER_CATALOG["tts"]
+ALL_PROVIDERS = tuple(sorted(set().union(*PROVIDER_CATALOG.values())))

@@ -4,11 +4,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import get_error_detail
 
-from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
+from providerkeys.catalog import ALL_PROVIDERS, PROVIDER_CATALOG, PROVIDER_TYPES
 from providerkeys.models import (
     API_KEY_MAX_LENGTH,
     API_KEY_MIN_LENGTH,
@@ -51,6 +52,13 @@ class SecretKeyField(serializers.CharField):
         return value
 
 
+# Every provider of the catalog; which ones a `provider_type` takes is a cross-field
+# rule (validate() below) the schema does not state.
+@extend_schema_field({"type": "string", "enum": list(ALL_PROVIDERS)})
+class ProviderNameField(serializers.CharField):
+    pass
+
+
 class ProviderKeySerializer(serializers.Serializer):
     """A provider key as the API shows it: never the key itself, only its last 4 characters."""
 
@@ -74,7 +82,7 @@ class ProviderKeyCreateSerializer(JSONTypedSerializer):
         error_messages={"invalid_choice": f"Must be one of: {', '.join(PROVIDER_TYPES)}."},
         help_text="The component the key is for.",
     )
-    provider_name = serializers.CharField(
+    provider_name = ProviderNameField(
         max_length=50,
         # Raised by validate(), which knows the type; listed here for the schema.
         error_messages={"invalid_choice": "Unknown provider for this type."},

@@ -11,11 +11,9 @@ import datetime
 import json
 import uuid
 from collections.abc import Iterator
-from functools import cached_property
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import Max, Min, QuerySet
 from django.http import (
     HttpRequest,
@@ -32,9 +30,8 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from calls import representations, selectors
+from calls.admin_paging import CappedCountPaginator
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
-
-COUNT_CAP = 10_000
 
 STATUS_COLORS = {
     CallStatus.PENDING: "#8a8a8a",
@@ -45,19 +42,6 @@ STATUS_COLORS = {
     CallStatus.DISCONNECTED: "#d35400",
     CallStatus.TIMEOUT: "#7f5a83",
 }
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most COUNT_CAP + 1 rows: an exact count of a million calls would
-    cost more than the page itself. Past the cap the list says "10,000+"."""
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list[: COUNT_CAP + 1].count()
-
-    @property
-    def capped(self) -> bool:
-        return self.count > COUNT_CAP
 
 
 def _period_starts(

@@ -4,6 +4,7 @@ agent-worker clients, and the demo workflow."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from django.db import connection
@@ -144,3 +145,19 @@ def live_server_gunicorn(tmp_path_factory: pytest.TempPathFactory):
 
     with gunicorn_server(tmp_path_factory.mktemp("gunicorn")) as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict:
+    """Tests marked `browser` drive Debian's chromium (pytest-playwright's launch args)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM calls in
+    # the test body are still synchronous, so tell Django that is intended.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    return {
+        "executable_path": chromium,
+        "headless": True,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    }

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "correct-horse-battery"
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
-    # Playwright's sync API runs an event loop in this thread; Django's ORM calls in
-    # the test body are still synchronous, so tell Django that is intended.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    return {
-        "executable_path": chromium,
-        "headless": True,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    }
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -57,6 +40,7 @@ def test_staff_see_the_dashboard_charts(logged_in: Page, organization) -> None:
 
     logged_in.reload()
 
+    expect(logged_in.locator("#open-now")).to_have_text("1")
     expect(logged_in.locator("#active-now")).to_have_text("1")
     assert logged_in.locator("#dashboard svg.vc-chart").count() >= 3
     screenshot(logged_in, "dashboard")

@@ -11,7 +11,8 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 
-from calls.admin import COUNT_CAP, ProbedDatesQuerySet
+from calls.admin import CallAdmin, ProbedDatesQuerySet
+from calls.admin_paging import COUNT_CAP
 from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, TranscriptEntryFactory
 
@@ -83,13 +84,104 @@ def test_filters_narrow_the_list(staff: Client, organization) -> None:
 
 
 def test_the_count_stops_at_the_cap(staff: Client, organization, monkeypatch) -> None:
-    monkeypatch.setattr("calls.admin.COUNT_CAP", 3)
+    monkeypatch.setattr("calls.admin_paging.COUNT_CAP", 3)
     CallFactory.create_batch(5, organization=organization)
 
     html = staff.get("/admin/calls/call/").content.decode()
 
     assert 'id="count-capped"' in html
     assert COUNT_CAP == 10_000
+    assert '<span id="capped-count">3+</span> calls' in html
+
+
+# Paging at a million calls, in miniature: the count stops at COUNT_CAP, 2 calls a page.
+@pytest.fixture
+def twelve_calls(organization, monkeypatch) -> list[str]:
+    """Twelve calls, newest first (the list's order), as the list shows their ids."""
+    monkeypatch.setattr(CallAdmin, "list_per_page", 2)
+    start = timezone.now()
+    calls = [
+        CallFactory(organization=organization, created_at=start - datetime.timedelta(minutes=i))
+        for i in range(12)
+    ]
+    return [str(call.id)[:8] for call in calls]
+
+
+def shown(html: str, ids: list[str]) -> list[str]:
+    return [short for short in ids if short in html]
+
+
+def test_pages_past_the_counted_calls_keep_paging(
+    staff: Client, twelve_calls: list[str], monkeypatch
+) -> None:
+    monkeypatch.setattr("calls.admin_paging.COUNT_CAP", 4)  # counts 5: pages 1-3
+
+    last_counted = staff.get("/admin/calls/call/", {"p": 3})
+    past_count = staff.get("/admin/calls/call/", {"p": 5})
+
+    assert shown(last_counted.content.decode(), twelve_calls) == twelve_calls[4:6]
+    assert past_count.status_code == 200
+    html = past_count.content.decode()
+    assert shown(html, twelve_calls) == twelve_calls[8:10]
+    assert 'id="page-past-count"' in html
+    assert '<span class="this-page">5</span>' in html
+    assert "?p=6" in html  # and on to the next page
+
+
+def test_a_page_past_the_last_call_says_so_instead_of_showing_page_1(
+    staff: Client, twelve_calls: list[str], monkeypatch
+) -> None:
+    monkeypatch.setattr("calls.admin_paging.COUNT_CAP", 4)
+
+    response = staff.get("/admin/calls/call/", {"p": 500})
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert shown(html, twelve_calls) == []
+    assert (
+        '<p class="errornote" id="page-past-end">Page 500 is past the last matching call.</p>'
+    ) in html
+
+
+def test_a_page_past_a_counted_list_names_its_last_page(
+    staff: Client, twelve_calls: list[str]
+) -> None:
+    response = staff.get("/admin/calls/call/", {"p": 500})
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert shown(html, twelve_calls) == []
+    assert (
+        '<p class="errornote" id="page-past-end">Page 500 is past the last matching call: '
+        "the list has 6 pages.</p>"
+    ) in html
+
+
+def test_a_page_deeper_than_the_list_pages_asks_for_filters(
+    staff: Client, twelve_calls: list[str], monkeypatch
+) -> None:
+    monkeypatch.setattr("calls.admin_paging.COUNT_CAP", 4)
+    monkeypatch.setattr("calls.admin_paging.MAX_PAGED_ROWS", 8)  # pages 1-4
+
+    deepest = staff.get("/admin/calls/call/", {"p": 4}).content.decode()
+    deeper = staff.get("/admin/calls/call/", {"p": 5}).content.decode()
+
+    assert shown(deepest, twelve_calls) == twelve_calls[6:8]
+    assert shown(deeper, twelve_calls) == []
+    assert 'id="page-too-deep"' in deeper
+
+
+def test_a_page_number_on_a_one_page_list_says_there_is_one_page(
+    staff: Client, organization
+) -> None:
+    call = CallFactory(organization=organization)
+
+    response = staff.get("/admin/calls/call/", {"p": 500})
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert str(call.id)[:8] in html
+    assert 'id="page-past-end">There is no page 500' in html
 
 
 # The date hierarchy at a million calls: each level probes its periods through the
@@ -247,13 +339,22 @@ def test_active_calls_page_lists_live_calls_and_refreshes(staff: Client, organiz
 
 def test_the_dashboard_shows_charts_and_active_calls(staff: Client, organization) -> None:
     CallFactory.create_batch(2, organization=organization, active=True)
+    CallFactory(organization=organization, status=CallStatus.CONNECTING)
     CallFactory(organization=organization, completed=True)
     CallFactory(organization=organization, status=CallStatus.FAILED, end_reason="agent_error")
 
     html = staff.get("/admin/").content.decode()
 
     assert 'id="dashboard"' in html
-    assert '<div class="vc-big" id="active-now">2</div>' in html
+    # The big number counts open calls and says so; "active" means in the call.
+    assert "<h2>Open calls now</h2>" in html
+    assert '<div class="vc-big" id="open-now">3</div>' in html
+    assert (
+        '<p id="open-now-by-status"><span id="active-now">2</span> active · '
+        '<span id="connecting-now">1</span> connecting · '
+        '<span id="pending-now">0</span> pending</p>'
+    ) in html
+    assert "Active now" not in html
     assert html.count("<svg") >= 3
     assert "agent_error" in html
 

@@ -45,8 +45,23 @@ def test_the_dashboard_counts_calls_not_yet_ended(organization) -> None:
 
     context = dashboard_context(now=NOW)
 
-    assert context["active_now"] == 2
+    assert context["open_now"] == 2
     assert context["calls_in_window"] == 3
+
+
+def test_open_calls_are_told_apart_from_active_ones(organization) -> None:
+    """Open counts every call not yet ended; active only those the user joined,
+    as the status mix counts them."""
+    CallFactory(organization=organization, active=True, created_at=NOW)
+    CallFactory.create_batch(2, organization=organization, status="connecting", created_at=NOW)
+    CallFactory(organization=organization, status="pending", created_at=NOW)
+    CallFactory(organization=organization, completed=True, created_at=NOW)
+
+    context = dashboard_context(now=NOW)
+
+    assert context["open_now"] == 4
+    assert context["open_now_by_status"] == [("active", 1), ("connecting", 2), ("pending", 1)]
+    assert ("active", 1) in context["statuses"]
 
 
 def test_the_dashboard_costs_a_handful_of_queries(

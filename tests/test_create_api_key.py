@@ -59,3 +59,42 @@ def test_an_invalid_organization_slug_is_refused(db: None) -> None:
     with pytest.raises(CommandError):
         run("x", "--org", "not a slug!")
     assert Organization.objects.count() == 0
+
+
+def first_run_key(org: str) -> str:
+    out = StringIO()
+    call_command("first_run_key", "--org", org, stdout=out)
+    return out.getvalue()
+
+
+def test_the_first_run_key_stands_in_a_box_on_a_line_of_its_own(db: None) -> None:
+    output = first_run_key("demo")
+
+    lines = output.splitlines()
+    plaintext = lines[5].strip()
+    rule = "=" * 76
+    assert lines == [
+        "",
+        rule,
+        "  Your client API key for organization demo. It is shown only this once:",
+        "  copy it now, before the server's log below pushes it out of sight.",
+        "",
+        f"    {plaintext}",
+        "",
+        '  Use it as "Authorization: Bearer <key>" (README: "A call, with curl").',
+        "  Lost it? .venv/bin/python manage.py create_api_key NAME --org demo",
+        rule,
+    ]
+    assert bearer_client(plaintext).get("/api/v1/calls").status_code == 200
+
+
+def test_the_first_run_key_is_shown_on_the_first_run_only(db: None) -> None:
+    first_run_key("demo")
+
+    output = first_run_key("demo")
+
+    assert output == (
+        "Organization demo already has a client key (keys are shown only once; make another "
+        "with: .venv/bin/python manage.py create_api_key NAME --org demo).\n"
+    )
+    assert APIKey.objects.filter(organization__slug="demo").count() == 1

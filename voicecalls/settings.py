@@ -6,6 +6,7 @@ DEBUG off the process refuses to start while a secret still has its dev default.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -14,6 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# A newcomer's shell has none of the variables below: `make run` writes a git-ignored
+# .env on its first run (scripts/dev_env.py) with DEBUG=1 and generated dev secrets, read
+# here so every README command works in a new shell. The real environment wins over the
+# file; VOICECALLS_ENV_FILE names another one (os.devnull: none).
+environ.Env.read_env(env.str("VOICECALLS_ENV_FILE", default=str(BASE_DIR / ".env")))
 
 # Dev defaults of secrets. They are public (they are in this file), so production
 # must override every one of them: see `_refuse_dev_secrets` below.
@@ -81,8 +87,6 @@ if not DEBUG:
         raise ImproperlyConfigured("CRYPTOGRAPHY_KEY must differ from SECRET_KEY")
 elif LIVEKIT_API_SECRET == DEV_LIVEKIT_API_SECRET:
     # `livekit-server --dev`'s secret is short by design; PyJWT warns on every token.
-    import warnings
-
     from jwt.warnings import InsecureKeyLengthWarning
 
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
@@ -101,6 +105,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, pinned, served from this host
     "drf_standardized_errors",
     "django_tasks",
     "django_tasks_db",
@@ -117,6 +122,7 @@ MIDDLEWARE = [
     "django_guid.middleware.guid_middleware",
     "voicecalls.logging.LogContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "voicecalls.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -190,6 +196,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the admin's and Swagger UI's assets from the installed packages
+# under runserver and gunicorn alike, DEBUG on or off: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
+# STATIC_ROOT exists only once someone runs the (optional) collectstatic.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 # Request bodies over 1 MiB are refused with 413 before any parsing.
 API_MAX_BODY_BYTES = 1024 * 1024
@@ -256,6 +267,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Swagger UI from the pinned drf-spectacular-sidecar, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "TAGS": [
         {
             "name": "calls",

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from voicecalls.api_index import ApiIndexView
 from voicecalls.errors import not_found
 from voicecalls.health import healthz, readyz
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("api/v1/agent/", include("calls.agent_urls")),
+    path("api/v1/", ApiIndexView.as_view(), name="api-index"),
     path("api/v1/", include("calls.urls")),
     path("api/v1/", include("providerkeys.urls")),
     path("api/v1/", include("workflows.urls")),

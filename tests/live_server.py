@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +111,8 @@ def _wait_until_ready(live: LiveServer, server: subprocess.Popen) -> None:
         try:
             with urllib.request.urlopen(f"{live.url}/readyz", timeout=2):
                 return
-        except (urllib.error.URLError, ConnectionError):
+        # A worker still booting on a busy machine times the request out: wait on.
+        except OSError:  # URLError, ConnectionError and TimeoutError alike
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

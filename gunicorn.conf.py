@@ -19,5 +19,7 @@ max_requests_jitter = 500
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = "-"
 errorlog = "-"
-# The access log must not carry credentials: no headers, path only.
+# The access log must not carry credentials: no request headers, and the logger
+# masks query values named like a credential and anything shaped like a key.
+logger_class = "voicecalls.redaction.RedactingLogger"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'

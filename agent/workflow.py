@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import json
 import logging
 import socket
@@ -20,6 +19,9 @@ from jsonschema import validators as jsonschema_validators
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
 from agent.providers import ComponentCache
+
+# The web service's SSRF rule, shared (standard library only, no Django).
+from voicecalls.addresses import address_is_public
 
 logger = logging.getLogger("voicecalls.agent.workflow")
 
@@ -121,8 +123,7 @@ async def check_tool_url(url: str, *, allow_private: bool) -> None:
     except OSError as exc:
         raise UnsafeToolURL(f"cannot resolve {parts.hostname}") from exc
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not address_is_public(info[4][0]):
             raise UnsafeToolURL(f"{parts.hostname} is not a public address")
 
 

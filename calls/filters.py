@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
 from calls.models import Call, CallStatus
+from voicecalls.filters import text_filter
 
 
 class _NotBlankMixin:
@@ -94,7 +95,7 @@ class CallFilter(filters.FilterSet):
         help_text="Filter by status: one value, or several comma-separated.",
     )
     workflow_id = UUIDFilter(field_name="workflow_id", help_text="Filter by workflow.")
-    user_id = filters.CharFilter(field_name="user_id", max_length=255, help_text="Filter by user.")
+    user_id = text_filter(field_name="user_id", max_length=255, help_text="Filter by user.")
     started_after = IsoDateTimeFilter(
         field_name="started_at",
         lookup_expr="gte",

@@ -27,3 +27,10 @@ OPENAI_COMPATIBLE_LLM: dict[str, str] = {
     "mistral": "https://api.mistral.ai/v1",
     "google": "https://generativelanguage.googleapis.com/v1beta/openai",
 }
+
+
+# Named for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+STT_PROVIDERS = PROVIDER_CATALOG["stt"]
+LLM_PROVIDERS = PROVIDER_CATALOG["llm"]
+TTS_PROVIDERS = PROVIDER_CATALOG["tts"]
+ALL_PROVIDERS = tuple(sorted(set().union(*PROVIDER_CATALOG.values())))

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import get_error_detail
 
-from providerkeys.catalog import PROVIDER_CATALOG, PROVIDER_TYPES
+from providerkeys.catalog import ALL_PROVIDERS, PROVIDER_CATALOG, PROVIDER_TYPES
 from providerkeys.models import (
     API_KEY_MAX_LENGTH,
     API_KEY_MIN_LENGTH,
@@ -47,6 +52,13 @@ class SecretKeyField(serializers.CharField):
         return value
 
 
+# Every provider of the catalog; which ones a `provider_type` takes is a cross-field
+# rule (validate() below) the schema does not state.
+@extend_schema_field({"type": "string", "enum": list(ALL_PROVIDERS)})
+class ProviderNameField(serializers.CharField):
+    pass
+
+
 class ProviderKeySerializer(serializers.Serializer):
     """A provider key as the API shows it: never the key itself, only its last 4 characters."""
 
@@ -70,7 +82,7 @@ class ProviderKeyCreateSerializer(JSONTypedSerializer):
         error_messages={"invalid_choice": f"Must be one of: {', '.join(PROVIDER_TYPES)}."},
         help_text="The component the key is for.",
     )
-    provider_name = serializers.CharField(
+    provider_name = ProviderNameField(
         max_length=50,
         # Raised by validate(), which knows the type; listed here for the schema.
         error_messages={"invalid_choice": "Unknown provider for this type."},
@@ -100,9 +112,23 @@ class ProviderKeyCreateSerializer(JSONTypedSerializer):
         return attrs
 
 
+IMMUTABLE_FIELDS = ("provider_type", "provider_name", "api_key")
+
+
 class ProviderKeyUpdateSerializer(JSONTypedSerializer):
+    """Only `is_default` changes: a key is replaced by deleting it and creating another,
+    so a request that tries to change the rest is refused rather than half-applied."""
+
     is_default = StrictBooleanField(
         required=False,
         help_text="true: make this the default key for its type (unsetting the previous "
         "default); false: stop it being the default.",
     )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping) and (fixed := [n for n in IMMUTABLE_FIELDS if n in data]):
+            message = "Cannot be changed: delete this provider key and create a new one."
+            raise serializers.ValidationError(
+                {name: [ErrorDetail(message, code="immutable")] for name in fixed}
+            )
+        return super().to_internal_value(data)

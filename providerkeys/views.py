@@ -56,7 +56,9 @@ class ProviderKeyDetailView(APIView):
     @extend_schema(
         summary="Update provider key",
         description="Make a key its type's default (the previous default stops being one), "
-        "or stop it being the default.",
+        "or stop it being the default. Nothing else changes: the key itself, its type or its "
+        "provider name in the body is a 400 naming the field (replace a key by deleting it "
+        "and creating another).",
         operation_id="provider_keys_partial_update",
         parameters=[ID],
         request=ProviderKeyUpdateSerializer,

@@ -139,6 +139,15 @@ def _allow_private_webhook_urls(settings: object) -> None:
 
 
 @pytest.fixture(scope="session")
+def live_server_gunicorn(tmp_path_factory: pytest.TempPathFactory):
+    """gunicorn serving the app with gunicorn.conf.py on its own SQLite file."""
+    from tests.live_server import gunicorn_server
+
+    with gunicorn_server(tmp_path_factory.mktemp("gunicorn")) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict:
     """Tests marked `browser` drive Debian's chromium (pytest-playwright's launch args)."""
     chromium = shutil.which("chromium")

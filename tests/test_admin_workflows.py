@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -207,9 +208,37 @@ def test_preview_explains_bad_sample_data(
 ) -> None:
     response = staff_client.get(preview_url(workflow), {"user_data": user_data})
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert error in response.content.decode()
     assert "Rendered prompts" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("user_data", "[" * 1000, "Enter a valid JSON."),
+        ("user_data", "[" * 3000 + "]" * 3000, "Enter a valid JSON."),
+        ("user_data", '{"a":' * 1000 + "1" + "}" * 1000, "Must be nested at most 8 levels"),
+        ("user_data", '{"a":' * 9 + "1" + "}" * 9, "Must be nested at most 8 levels deep."),
+        ("metadata", '{"a":' * 9 + "1" + "}" * 9, "Must be nested at most 8 levels deep."),
+        ("user_data", json.dumps({"x": "y" * 33_000}), "Must be at most 32768 bytes as JSON."),
+        ("metadata", json.dumps({"x": "y" * 17_000}), "Must be at most 16384 bytes as JSON."),
+    ],
+)
+def test_preview_bounds_sample_data_as_the_api_does(
+    staff_client: Client, workflow: Workflow, field: str, value: str, error: str
+) -> None:
+    """Deep nesting was a RecursionError (500); the API's own depth and size bounds."""
+    params = {"user_data": "{}", "metadata": "{}", field: value}
+
+    started = time.monotonic()
+    response = staff_client.get(preview_url(workflow), params)
+
+    assert time.monotonic() - started < 5
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert error in html
+    assert "Rendered prompts" not in html
 
 
 def test_preview_needs_staff(client: Client, workflow: Workflow) -> None:

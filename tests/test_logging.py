@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -24,6 +27,16 @@ pytestmark = pytest.mark.django_db
         ("openai sk-proj-1234567890abcdef failed", "1234567890abcdef"),
         ('{"api_key": "dg_live_0123456789"}', "dg_live_0123456789"),
         ("api_key='gsk_abcdef123456'", "gsk_abcdef123456"),
+        ("GET /api/v1/calls?api_key=opaque-value-123 HTTP/1.1", "opaque-value-123"),
+        ("/api/v1/calls?page=2&token=sk-proj-1234567890abcdef", "1234567890abcdef"),
+        ("/x?access_token=eyJhbGciOi.payload.sig&page=1", "eyJhbGciOi"),
+        ("/x?a=1&client_secret=hunter2hunter2", "hunter2hunter2"),
+        ("/x?password=correct-horse;key=battery", "correct-horse"),
+        ("/x?password=correct-horse;key=battery", "battery"),
+        ("/x?Authorization=Bearer%20abc123def456", "abc123def456"),
+        ("/x?api%5Fkey=percent-encoded-name", "percent-encoded-name"),
+        ("/x?q=abcdefgh%2EABCDEFGHIJKLMNOPQRSTUVWXYZ012345", "ABCDEFGHIJKLMNOP"),
+        ("<WSGIRequest: GET '/api/v1/calls?secret=s3cr3t-value'>", "s3cr3t-value"),
     ],
 )
 def test_redact_masks_every_shape_of_secret(text: str, secret: str) -> None:
@@ -123,9 +136,78 @@ def test_hostile_requests_leave_no_secret_in_any_log(
     )
     bearer_client(client_key).get("/api/v1/calls?page=0")
     bearer_client(client_key).get("/api/v1/calls/not-a-uuid")
+    # A key in the query string: django.request logs the 401 with the request itself.
+    APIClient().get(f"/api/v1/calls?api_key={client_key}")
+    APIClient().get(f"/api/v1/calls?token={PROVIDER_SECRET}")
+    bearer_client(client_key).get(f"/api/v1/calls/not-a-uuid?key={client_key}")
 
+    assert any(r.name == "django.request" and hasattr(r, "request") for r in caplog.records)
     for record in caplog.records:
         handler_filter.filter(record)
-        text = record.getMessage() + (record.exc_text or "")
-        for secret in secrets:
-            assert secret not in text
+        line = json_line(record)
+        for secret in [*secrets, PROVIDER_SECRET[3:]]:
+            assert secret not in line
+
+
+PROVIDER_SECRET = "sk-proj-0123456789abcdefghij"
+
+
+def json_line(record: logging.LogRecord) -> str:
+    """The record as the console handler writes it: message and every extra."""
+    from django.conf import settings
+    from pythonjsonlogger.json import JsonFormatter
+
+    config = settings.LOGGING["formatters"]["json"]
+    return JsonFormatter(config["fmt"], rename_fields=config["rename_fields"]).format(record)
+
+
+def test_the_filter_masks_extras_and_keeps_plain_ones(rf) -> None:
+    request = rf.get("/api/v1/calls", {"api_key": "abcdefgh.ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"})
+    clean = rf.get("/api/v1/calls", {"page": "2"})
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "x", None, None)
+    record.request = request
+    record.status_code = 401
+    record.detail = {"token": "sk-live-0123456789", "codes": [1, 2]}
+    other = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "x", None, None)
+    other.request = clean
+
+    RedactSecretsFilter().filter(record)
+    RedactSecretsFilter().filter(other)
+
+    assert record.request == "<WSGIRequest: GET '/api/v1/calls?api_key=[redacted]'>"
+    assert record.status_code == 401
+    assert record.detail == {"token": "sk-[redacted]", "codes": [1, 2]}
+    assert other.request is clean
+
+
+def test_gunicorn_logs_hold_no_key_from_the_query_string(live_server_gunicorn) -> None:
+    """The access log (`%(r)s`, the request line) and the app's log, as gunicorn runs it."""
+    live = live_server_gunicorn
+    key = live.client_key
+    requests = [
+        f"/api/v1/calls?api_key={key}",
+        f"/api/v1/calls?page=1&token={PROVIDER_SECRET}",
+        f"/api/v1/calls/not-a-uuid?access_token={key.split('.', 1)[1]}",
+        f"/api/v1/nowhere?q={key}",
+    ]
+    for path in requests:
+        try:
+            urllib.request.urlopen(live.url + path, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code in (401, 404)
+
+    logs = wait_for(live, lambda text: "/api/v1/nowhere?q=[redacted]" in text)
+    assert '"GET /api/v1/calls?api_key=[redacted] HTTP/1.1" 401' in logs
+    assert "/api/v1/calls?page=1&token=[redacted]" in logs
+    assert '"request": "<WSGIRequest: GET \'/api/v1/calls?api_key=[redacted]\'>"' in logs
+    for secret in (key, key.split(".", 1)[1], PROVIDER_SECRET[3:]):
+        assert secret not in logs
+
+
+def wait_for(live, ready) -> str:
+    """Both logs once `ready(text)` holds (gunicorn writes the access line after the
+    response is sent)."""
+    deadline = time.monotonic() + 10
+    while not ready(text := live.logs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text

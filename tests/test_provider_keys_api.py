@@ -203,6 +203,37 @@ def test_patch_without_fields_changes_nothing(api: APIClient, organization: Orga
     assert response.json() == masked_item(key)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"api_key": "sk-replacement-key-0123"},
+        {"api_key": "sk-replacement-key-0123", "is_default": False},
+        {"provider_name": "assemblyai"},
+        {"provider_type": "tts", "api_key": 12},
+    ],
+)
+def test_patch_refuses_to_change_the_key_or_its_provider(
+    api: APIClient, organization: Organization, body: dict
+) -> None:
+    key = ProviderKeyFactory(organization=organization, is_default=True)
+    before = (key.provider_type, key.provider_name, key.api_key, key.is_default)
+
+    response = api.patch(detail_url(key.id), body)
+
+    message = "Cannot be changed: delete this provider key and create a new one."
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {"code": "immutable", "detail": message, "attr": name}
+            for name in ("provider_type", "provider_name", "api_key")
+            if name in body
+        ],
+    }
+    key.refresh_from_db()
+    assert (key.provider_type, key.provider_name, key.api_key, key.is_default) == before
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("operation", ["create", "patch"])
@@ -506,7 +537,7 @@ def test_the_plaintext_is_in_no_response_error_or_log_record(
         ]
 
     assert responses[0].status_code == 201
-    assert [r.status_code for r in responses[1:]] == [400] * 7 + [200, 200, 404, 200, 403, 401, 400]
+    assert [r.status_code for r in responses[1:]] == [400] * 7 + [200, 400, 404, 200, 403, 401, 400]
     for response in responses:
         assert SECRET not in response.content.decode()
         assert SECRET[-8:] not in response.content.decode()

@@ -4,6 +4,8 @@ in the one error shape, and nothing is written."""
 from __future__ import annotations
 
 import copy
+import http.client
+import json
 import uuid
 from collections.abc import Callable
 
@@ -64,6 +66,24 @@ CALL = {"workflow_slug": "daily-call", "user_id": "u", "user_data": {}, "metadat
 )
 def test_call_fields_over_their_bounds_are_refused(api, workflow, field, value):
     _assert_refused(api.post("/api/v1/calls", _set(CALL, field, value)), field)
+    assert Call.objects.count() == 0
+
+
+@pytest.mark.parametrize("field", ["user_data", "metadata"])
+def test_call_json_nested_a_thousand_levels_is_refused_not_a_500(api, workflow, field):
+    """orjson parses 1,000 levels; DRF's JSONField re-encoded them recursively (500)."""
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    body = f'{{"workflow_slug": "{workflow.slug}", "{field}": {deep}}}'
+
+    response = api.post("/api/v1/calls", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {"code": "too_deep", "detail": "Must be nested at most 8 levels deep.", "attr": field}
+        ],
+    }
     assert Call.objects.count() == 0
 
 
@@ -252,3 +272,62 @@ def test_a_batch_over_500_events_is_refused(agent_api, workflow):
     events = [_event(**TRANSCRIPT) for _ in range(501)]
     response = agent_api.post(f"/api/v1/agent/calls/{call.pk}/events", {"events": events})
     _assert_refused(response, "events")
+
+
+# --- Chunked request bodies, as gunicorn hands them over -------------------------------------
+
+
+def post_chunked(live, path: str, chunks: list[bytes]) -> tuple[int, dict]:
+    """A POST whose body goes in chunks (Transfer-Encoding: chunked, no Content-Length)."""
+    host, port = live.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(
+            "POST",
+            path,
+            body=iter(chunks),
+            headers={
+                "Authorization": f"Bearer {live.client_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_is_read(live_server_gunicorn) -> None:
+    body = json.dumps(
+        {"provider_type": "stt", "provider_name": "deepgram", "api_key": "dg-chunked-0123"}
+    ).encode()
+
+    status, answer = post_chunked(
+        live_server_gunicorn, "/api/v1/provider-keys", [body[:10], body[10:30], body[30:]]
+    )
+
+    assert status == 201, answer
+    assert {k: answer[k] for k in ("provider_type", "provider_name", "masked_key")} == {
+        "provider_type": "stt",
+        "provider_name": "deepgram",
+        "masked_key": "••••0123",
+    }
+
+
+def test_a_chunked_body_over_the_limit_is_413(live_server_gunicorn) -> None:
+    chunk = b" " * 65536
+    chunks = [b'{"provider_type": "stt"', *[chunk] * 16, b"}"]  # 1 MiB and 25 bytes
+
+    status, answer = post_chunked(live_server_gunicorn, "/api/v1/provider-keys", chunks)
+
+    assert status == 413
+    assert answer == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "request_too_large",
+                "detail": "Request body exceeds 1048576 bytes.",
+                "attr": None,
+            }
+        ],
+    }

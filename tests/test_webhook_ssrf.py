@@ -3,14 +3,17 @@ addresses: refused when the endpoint is saved and again, after resolving, at sen
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
+from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory
 from tests.webhook_receiver import Receiver
+from voicecalls.addresses import address_is_public
 from webhooks import outbox, transport
 from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
@@ -43,40 +46,115 @@ def resolve_as(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]]) -> 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
+# Every form an internal IPv4 address can take inside an IPv6 one, and the special
+# blocks Python's `is_global` (3.11) calls global.
+NOT_PUBLIC = [
+    "127.0.0.1",
+    "127.8.9.10",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "192.0.0.8",
+    "192.0.2.1",
+    "192.88.99.1",  # deprecated 6to4 relay anycast
+    "198.18.0.1",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "168.63.129.16",
+    "::1",
+    "::",
+    "fe80::1",
+    "fe80::1%eth0",
+    "fc00::1",
+    "fec0::1",  # site-local (deprecated, not global)
+    "fd00:ec2::254",
+    "ff02::1",
+    "ff0e::1",
+    "100::1",
+    "2001:db8::1",
+    "3fff::1",
+    "5f00::1",
+    "::ffff:127.0.0.1",  # IPv4-mapped
+    "::ffff:10.0.0.1",
+    "::ffff:0:127.0.0.1",  # IPv4-translated (SIIT)
+    "::127.0.0.1",  # IPv4-compatible
+    "::169.254.169.254",
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a00:1::",  # 6to4 of 10.0.0.1
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+    "2002:c0a8:101:1::1",  # 6to4 of 192.168.1.1
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::808:808",  # local-use NAT64: never public
+    "64:ff9b:1:7f00:1::",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1 (obfuscated)
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+    "2001:0:a00:1:8000:63bf:3fff:fdd2",  # Teredo, server 10.0.0.1
+]
+PUBLIC = [
+    "93.184.215.14",
+    "1.1.1.1",
+    "2606:4700:4700::1111",
+    "2001:4860:4860::8888",
+    "::ffff:1.1.1.1",
+    "2002:101:101::1",  # 6to4 of 1.1.1.1
+    "64:ff9b::101:101",  # NAT64 of 1.1.1.1
+    "2001:0:4136:e378:8000:63bf:fefe:fefe",  # Teredo, server and client public
+]
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_internal_addresses_in_every_form_are_not_public(address: str) -> None:
+    assert not address_is_public(address)
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_unicast_addresses_in_every_form_are_public(address: str) -> None:
+    assert address_is_public(address)
+
+
+def test_the_teredo_client_address_is_unwrapped_from_its_obfuscation() -> None:
+    assert ipaddress.ip_address("2001:0:4136:e378:8000:63bf:80ff:fffe").teredo == (
+        ipaddress.ip_address("65.54.227.120"),
+        ipaddress.ip_address("127.0.0.1"),
+    )
+
+
+@pytest.mark.parametrize("address", [a for a in NOT_PUBLIC if "%" not in a])
+def test_endpoint_urls_at_internal_addresses_are_refused_when_saved(
+    api: APIClient, address: str
+) -> None:
+    host = f"[{address}]" if ":" in address else address
+    response = api.post(
+        "/api/v1/webhook-endpoints",
+        {"url": f"https://{host}/hook", "events": [EventType.CALL_STATUS_CHANGED]},
+        format="json",
+    )
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["errors"][0]["attr"] == "url"
+    assert WebhookEndpoint.objects.count() == 0
+
+
 @pytest.mark.parametrize(
-    "address",
-    [
-        "127.0.0.1",
-        "127.8.9.10",
-        "10.0.0.1",
-        "172.16.5.4",
-        "192.168.1.1",
-        "169.254.169.254",
-        "100.64.0.1",
-        "0.0.0.0",
-        "224.0.0.1",
-        "240.0.0.1",
-        "255.255.255.255",
-        "168.63.129.16",
-        "::1",
-        "::",
-        "fe80::1",
-        "fe80::1%eth0",
-        "fc00::1",
-        "fd00:ec2::254",
-        "ff02::1",
-        "::ffff:127.0.0.1",
-        "::ffff:10.0.0.1",
-        "64:ff9b::a00:1",
-    ],
+    "address", ["2002:7f00:1::", "64:ff9b::a9fe:a9fe", "fec0::1", "192.88.99.1", "::127.0.0.1"]
 )
-def test_internal_addresses_are_blocked(address: str) -> None:
-    assert transport.address_is_blocked(address)
+def test_a_name_resolving_to_an_internal_transition_address_is_refused_at_connect(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    resolve_as(monkeypatch, {"hooks.example.com": [address]})
 
+    delivery = deliver_to("https://hooks.example.com/x", organization, call)
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
-def test_public_addresses_are_not_blocked(address: str) -> None:
-    assert not transport.address_is_blocked(address)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.last_error == (
+        f"refused: hooks.example.com resolves to non-public address {address}"
+    )
 
 
 @pytest.mark.parametrize(

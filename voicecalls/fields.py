@@ -63,11 +63,13 @@ class BoundedJSONObjectField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: object) -> dict:
-        value = super().to_internal_value(data)
-        if not isinstance(value, dict):
+        # Shape and depth first: JSONField's own check encodes the value recursively
+        # (a RecursionError, a 500, at ~1000 levels that orjson parsed).
+        if not isinstance(data, dict):
             self.fail("not_an_object")
-        if json_depth(value) > self.max_depth:
+        if json_depth(data) > self.max_depth:
             self.fail("too_deep", max_depth=self.max_depth)
+        value = super().to_internal_value(data)
         # Strict JSON (no NaN or Infinity) was checked by JSONField.
         size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > self.max_bytes:

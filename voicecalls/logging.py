@@ -11,40 +11,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django_guid import get_guid
 
+# The filter settings.LOGGING names here; the patterns live beside gunicorn's logger.
+from voicecalls.redaction import RedactSecretsFilter, redact  # noqa: F401
+
 organization_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "organization_id", default=None
 )
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
-
-REDACTED = "[redacted]"
-# Shapes of secrets that could reach a log line: bearer credentials, our API keys
-# (8-char prefix, dot, 32-char secret), webhook signing secrets, provider keys that
-# follow well-known formats, and JSON/form fields named like a key.
-SECRET_PATTERNS = [
-    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s,;\"']+"), r"\1 " + REDACTED),
-    (re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b"), REDACTED),
-    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
-    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}"), r"\1-" + REDACTED),
-    (
-        re.compile(
-            r"(?i)([\"']?(?:api[_-]?key|secret|password|token|authorization)[\"']?\s*[:=]\s*)"
-            r"([\"'])(?:(?!\2).)*\2"
-        ),
-        r"\1\2" + REDACTED + r"\2",
-    ),
-]
-
-
-def redact(text: str) -> str:
-    for pattern, replacement in SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 class RequestContextFilter(logging.Filter):
@@ -54,23 +32,6 @@ class RequestContextFilter(logging.Filter):
         record.request_id = get_guid()
         record.organization_id = organization_id_var.get()
         record.call_id = call_id_var.get()
-        return True
-
-
-class RedactSecretsFilter(logging.Filter):
-    """Rewrites the message (with its arguments merged in) with secrets masked."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = str(record.msg)
-        record.msg = redact(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
         return True
 
 

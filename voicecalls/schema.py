@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import is_list_serializer
 from drf_spectacular.utils import OpenApiResponse
 from drf_standardized_errors.openapi import AutoSchema as StandardizedErrorsAutoSchema
+from rest_framework import serializers
 
 from voicecalls.errors import ERROR_DESCRIPTIONS, ErrorResponseSerializer
 
@@ -22,6 +24,18 @@ class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
 
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+# DRF's CharField refuses U+0000 and, unless blank is allowed, a value that is only
+# whitespace once trimmed: at least one character that is neither.
+_NO_NUL = r"^[^\u0000]*$"
+_NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+def _state_text_rules(field: serializers.CharField, schema: dict) -> None:
+    """Add the text rules DRF applies to every CharField that the schema does not
+    already state by a pattern, a format or an enum."""
+    if schema.get("type") != "string" or {"pattern", "format", "enum"} & set(schema):
+        return
+    schema["pattern"] = _NO_NUL if field.allow_blank else _NOT_BLANK
 
 
 class AutoSchema(StandardizedErrorsAutoSchema):
@@ -40,6 +54,20 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         return bool(self.view.get_throttles()) and is_create_operation(
             method=self.method, action=getattr(self.view, "action", None), path=self.path
         )
+
+    def _map_serializer_field(self, field: object, direction: str, **kwargs: object) -> dict:
+        # drf-spectacular states the item bounds of a ListField, not of a nested
+        # serializer with many=True (`agents`, `tools`, `fallbacks`...).
+        schema = super()._map_serializer_field(field, direction, **kwargs)
+        if direction == "request" and isinstance(field, serializers.CharField) and schema:
+            _state_text_rules(field, schema)
+        if is_list_serializer(field) and schema and schema.get("type") == "array":
+            min_items = field.min_length if field.allow_empty else max(field.min_length or 0, 1)
+            if min_items:
+                schema["minItems"] = min_items
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        return schema
 
     def _get_error_response_serializer(self, status_code: str) -> OpenApiResponse:
         return OpenApiResponse(

@@ -18,16 +18,11 @@ from urllib.parse import urlsplit
 import urllib3
 from django.utils import timezone
 
+from voicecalls.addresses import address_is_public
+
 USER_AGENT = "voicecalls-webhooks/1"
 EXCERPT_CHARS = 200
 
-# Cloud metadata services that sit on otherwise public addresses.
-METADATA_ADDRESSES = frozenset(
-    {
-        ipaddress.ip_address("168.63.129.16"),  # Azure wireserver
-        ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6
-    }
-)
 BLOCKED_HOSTNAMES = ("localhost", "metadata.google.internal")
 BLOCKED_SUFFIXES = (".localhost", ".internal")
 
@@ -52,23 +47,6 @@ class Answer:
     duration_ms: int
     excerpt: str
     retry_after_seconds: float | None
-
-
-def address_is_blocked(address: str) -> bool:
-    """Loopback, private, link-local, multicast, reserved, unspecified or metadata."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        not ip.is_global
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_unspecified
-        or ip in METADATA_ADDRESSES
-    )
 
 
 def url_problem(url: str, *, allow_private: bool) -> str | None:
@@ -97,7 +75,7 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
         ipaddress.ip_address(host)
     except ValueError:
         return None  # a name: resolved and checked at send time
-    if address_is_blocked(host):
+    if not address_is_public(host):
         return "The URL must not point at a private, loopback or reserved address."
     return None
 
@@ -112,7 +90,7 @@ def _resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
         raise DeliveryError(f"DNS resolution returned no address for {host}")
     if not allow_private:
         for address in addresses:
-            if address_is_blocked(address):
+            if not address_is_public(address):
                 raise BlockedTarget(f"refused: {host} resolves to non-public address {address}")
     return addresses
 

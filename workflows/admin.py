@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -19,6 +21,7 @@ from django.utils.html import format_html
 from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
 
+from calls.serializers import CallCreateSerializer
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
@@ -234,7 +237,8 @@ class WorkflowAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request,
             "admin/workflows/workflow/preview_prompts.html",
-            {
+            status=400 if form.errors else 200,
+            context={
                 **self.admin_site.each_context(request),
                 "opts": self.model._meta,
                 "original": workflow,
@@ -246,17 +250,50 @@ class WorkflowAdmin(admin.ModelAdmin):
         )
 
 
+class SampleJSONField(forms.JSONField):
+    """Sample `user_data` / `metadata` held to the API's own field (size and depth), and
+    parsed with orjson, whose nesting limit ends in an error where the standard library
+    would exhaust the recursion limit (a 500) on `[[[[...`."""
+
+    def __init__(self, *, api_field: serializers.Field, **kwargs: Any) -> None:
+        self.api_field = api_field
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str):
+            return value
+        if value in self.empty_values:
+            return None
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+        try:
+            return self.api_field.run_validation(parsed)
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError([str(e) for e in exc.detail]) from exc
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed: re-encoding it would meet the same recursion limit.
+        return initial if self.disabled or data is None else InvalidJSONInput(data)
+
+
+_API_FIELDS = CallCreateSerializer().fields
+
+
 class PreviewForm(forms.Form):
     version = forms.ModelChoiceField(
         queryset=WorkflowVersion.objects.none(), required=False, empty_label="Current version"
     )
     agent = forms.ChoiceField(required=False)
-    user_data = forms.JSONField(
+    user_data = SampleJSONField(
+        api_field=_API_FIELDS["user_data"],
         initial={"name": "Ada", "language": "en"},
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "style": "font-family: monospace"}),
         help_text="Sample `user_data` (a JSON object), available as {{ user.* }}.",
     )
-    metadata = forms.JSONField(
+    metadata = SampleJSONField(
+        api_field=_API_FIELDS["metadata"],
         initial={},
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "style": "font-family: monospace"}),
@@ -272,7 +309,7 @@ class PreviewForm(forms.Form):
         self.fields["agent"].choices = [("", "All agents"), *[(n, n) for n in names]]
 
     def clean_user_data(self) -> dict:
-        return _object_field(self.cleaned_data["user_data"])
+        return self.cleaned_data["user_data"] or {}
 
     def clean_metadata(self) -> dict:
-        return _object_field(self.cleaned_data["metadata"] or {})
+        return self.cleaned_data["metadata"] or {}

@@ -49,7 +49,9 @@ def _json_size(value: Any) -> int:
     {
         "type": "object",
         "additionalProperties": True,
-        "description": "A JSON Schema (type `object`) for the tool's arguments.",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": ["object"]}},
+        "description": "A JSON Schema (type `object`) for the tool's arguments; omitted: none.",
         "example": {
             "type": "object",
             "properties": {"meal_type": {"type": "string"}},
@@ -185,6 +187,17 @@ class _ComponentSerializer(JSONTypedSerializer):
         return data
 
 
+def _provider_field_class(component_type: str) -> type[serializers.CharField]:
+    """A CharField whose schema lists the catalog's providers of `component_type`
+    (validate_provider enforces it with the message it has always given)."""
+    schema = {"type": "string", "enum": list(PROVIDER_CATALOG[component_type])}
+    name = f"{component_type.capitalize()}ProviderField"
+    return extend_schema_field(schema)(type(name, (serializers.CharField,), {}))
+
+
+_PROVIDER_FIELDS = {kind: _provider_field_class(kind) for kind in PROVIDER_CATALOG}
+
+
 def _providers_help(component_type: str) -> str:
     return f"Provider, one of: {', '.join(PROVIDER_CATALOG[component_type])}."
 
@@ -203,17 +216,17 @@ def _fallbacks_field(serializer_class: type[_ComponentSerializer]) -> serializer
 
 class SpeechToTextFallbackSerializer(_ComponentSerializer):
     component_type = "stt"
-    provider = serializers.CharField(max_length=50, help_text=_providers_help("stt"))
+    provider = _PROVIDER_FIELDS["stt"](max_length=50, help_text=_providers_help("stt"))
 
 
 class LanguageModelFallbackSerializer(_ComponentSerializer):
     component_type = "llm"
-    provider = serializers.CharField(max_length=50, help_text=_providers_help("llm"))
+    provider = _PROVIDER_FIELDS["llm"](max_length=50, help_text=_providers_help("llm"))
 
 
 class TextToSpeechFallbackSerializer(_ComponentSerializer):
     component_type = "tts"
-    provider = serializers.CharField(max_length=50, help_text=_providers_help("tts"))
+    provider = _PROVIDER_FIELDS["tts"](max_length=50, help_text=_providers_help("tts"))
     voice = serializers.CharField(
         max_length=200,
         required=False,

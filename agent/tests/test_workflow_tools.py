@@ -118,6 +118,16 @@ async def test_a_failing_url_tool_tells_the_model(answer, message):
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/x",
         "ftp://tools.example.com/x",
+        # Internal IPv4 inside IPv6 transition forms, and blocks Python calls global.
+        "https://[2002:7f00:1::]/x",
+        "https://[2002:a9fe:a9fe::]/x",
+        "https://[64:ff9b::a00:1]/x",
+        "https://[64:ff9b:1::808:808]/x",
+        "https://[::ffff:0:127.0.0.1]/x",
+        "https://[::127.0.0.1]/x",
+        "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",
+        "https://[fec0::1]/x",
+        "https://192.88.99.1/x",
     ],
 )
 async def test_tool_urls_must_be_public_https(url):

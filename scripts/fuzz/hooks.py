@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -85,3 +86,76 @@ def flatmap_body(ctx, body):
         return st.just(body)
     existing = st.sampled_from(STATE["workflow_slugs"]).map(lambda s: {**body, "workflow_slug": s})
     return st.one_of(st.just(body), existing, existing, existing)
+
+
+# --- Schema-valid requests may be refused only for rules JSON Schema cannot state -----------
+# schemathesis.toml lets these operations answer 400 to schema-valid data; this check
+# narrows that to the rules named here (attr pattern, error code). A 400 for anything
+# else means the schema could state the rule and does not: state it.
+_AGENT = r"agents\.\d+"
+_WORKFLOW_RULES = [
+    (rf"{_AGENT}\.name|{_AGENT}\.tools\.\d+\.name", "duplicate"),  # unique by name
+    (r"start_agent|" + rf"{_AGENT}\.handoffs\.\d+", "unknown_agent"),  # names an agent of `agents`
+    (rf"{_AGENT}\.handoffs\.\d+", "self_handoff"),
+    (rf"{_AGENT}\.(stt|llm|tts)\.fallbacks\.\d+", "duplicate"),  # repeats a choice before it
+    (rf"{_AGENT}\.tools\.\d+\.url", "invalid"),  # Django's URL validator (labels, IDNA)
+    # A valid JSON Schema (jsonschema's meta-schema), bounded in depth and size, no NUL.
+    (
+        rf"{_AGENT}\.tools\.\d+\.parameters",
+        "invalid_schema|too_deep|too_large|null_characters_not_allowed",
+    ),
+    (r"settings\.min_endpointing_delay", "min_over_max"),
+    (r"settings\.language", "unsupported_language"),  # every STT/TTS must take it
+    (r"slug", "unique"),  # unique in the organization
+]
+_WEBHOOK_RULES = [
+    # Django's URL validator and the endpoint checks: host labels of at most 63
+    # characters, a host of at most 253, valid IDNA and IPv6, a port of 1 to 65535, no
+    # credentials (the SSRF guard's public-address rule is off in this run).
+    (r"url", "invalid"),
+    (r"None", "limit_reached"),  # the organization's endpoint cap
+]
+# Any JSON body: an integer beyond 64 bits is refused, not rounded (free-form objects
+# such as `user_data` cannot state it).
+_LONG_INTEGER = (r"None", "parse_error")
+UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
+    "POST /api/v1/calls": [
+        (r"workflow_slug", "invalid"),  # a workflow of this organization
+    ],
+    "POST /api/v1/workflows": _WORKFLOW_RULES,
+    "PUT /api/v1/workflows/{id}": _WORKFLOW_RULES,
+    "PATCH /api/v1/workflows/{id}": _WORKFLOW_RULES,
+    # `provider_name` must be in the catalog of the chosen `provider_type`; the key is
+    # trimmed before its 8-character minimum is checked.
+    "POST /api/v1/provider-keys": [("provider_name", "invalid_choice"), ("api_key", "min_length")],
+    "POST /api/v1/agent/calls/{call_id}/events": [
+        (r"events\.\d+\.non_field_errors", "invalid"),  # a metrics event measures something
+        (r"events\.\d+\..*", "null_characters_not_allowed"),  # NUL inside free-form JSON
+    ],
+    "POST /api/v1/webhook-endpoints": _WEBHOOK_RULES,
+    "PATCH /api/v1/webhook-endpoints/{id}": _WEBHOOK_RULES,
+}
+
+
+@schemathesis.check
+def refused_only_for_unstated_rules(ctx, response, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
+        return None
+    rules = [*UNSTATED_RULES.get(case.operation.label, []), _LONG_INTEGER]
+    errors = response.json().get("errors", [])
+    stated = [
+        error
+        for error in errors
+        if not any(
+            re.fullmatch(attr, str(error.get("attr")))
+            and re.fullmatch(code, str(error.get("code")))
+            for attr, code in rules
+        )
+    ]
+    if stated:
+        raise AssertionError(
+            "Schema-valid request refused for a rule the schema could state: "
+            + json.dumps(stated)[:500]
+        )
+    return None

@@ -1,0 +1,84 @@
+"""The rules JSON Schema can express are stated in openapi.yaml, so that a client (or
+schemathesis) that keeps to the schema is not refused: issue 17's six
+`positive_data_acceptance` findings, each pinned by the schema fact and by the server
+accepting a value at the schema's edge and refusing one past it."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import yaml
+from django.conf import settings
+
+from calls.idempotency import MAX_KEY_LENGTH
+from providerkeys.catalog import PROVIDER_CATALOG
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return yaml.safe_load((settings.BASE_DIR / "openapi.yaml").read_text())
+
+
+def _parameter(schema: dict, path: str, method: str, name: str) -> dict:
+    operation = schema["paths"][path][method]
+    return next(p for p in operation["parameters"] if p["name"] == name)["schema"]
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    if "allOf" in node:
+        node = node["allOf"][0]
+    if "$ref" in node:
+        return schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def test_the_workflow_slug_filter_states_that_a_nul_is_refused(schema, api) -> None:
+    slug = _parameter(schema, "/api/v1/workflows", "get", "slug")
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("a\x00b", slug)
+    jsonschema.validate("x" * slug["maxLength"], slug)
+    assert api.get("/api/v1/workflows", {"slug": "x" * slug["maxLength"]}).status_code == 200
+    assert api.get("/api/v1/workflows", {"slug": "a\x00b"}).status_code == 400
+
+
+def test_the_idempotency_key_header_states_the_servers_bounds(schema, api, workflow) -> None:
+    header = _parameter(schema, "/api/v1/calls", "post", "Idempotency-Key")
+    body = {"workflow_slug": workflow.slug}
+
+    assert (header["minLength"], header["maxLength"]) == (1, MAX_KEY_LENGTH)
+    longest = api.post(
+        "/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY="k" * MAX_KEY_LENGTH
+    )
+    too_long = api.post(
+        "/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY="k" * (MAX_KEY_LENGTH + 1)
+    )
+    assert (longest.status_code, too_long.status_code) == (201, 400)
+
+
+def test_provider_names_are_enums_of_the_catalog(schema) -> None:
+    components = schema["components"]["schemas"]
+    every_provider = sorted(set().union(*PROVIDER_CATALOG.values()))
+    create = _resolve(schema, components["ProviderKeyCreateRequest"]["properties"]["provider_name"])
+
+    assert sorted(create["enum"]) == every_provider
+    for kind in ("stt", "llm", "tts"):
+        enum = components[f"{kind.capitalize()}ProviderEnum"]["enum"]
+        assert sorted(enum) == sorted(PROVIDER_CATALOG[kind]), kind
+
+
+def test_every_workflow_component_names_its_provider_from_the_catalog(schema) -> None:
+    text = yaml.safe_dump(schema["components"]["schemas"])
+    for kind in ("Stt", "Llm", "Tts"):
+        assert f"#/components/schemas/{kind}ProviderEnum" in text, kind
+
+
+def test_webhook_urls_state_their_length(schema, api) -> None:
+    write = schema["components"]["schemas"]["WebhookEndpointWriteRequest"]["properties"]["url"]
+    too_long = "https://" + "a" * write["maxLength"] + ".example.com/h"
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(too_long, write)
+    response = api.post("/api/v1/webhook-endpoints", {"url": too_long}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "url"

@@ -27,9 +27,15 @@ def _readme() -> str:
 def test_the_readme_names_the_port_option_make_run_honours() -> None:
     assert "`make run PORT=8001`" in _readme()
 
+    # Run as a top-level make: under CI's own `make test` the inherited MAKEFLAGS
+    # would add "Entering/Leaving directory" lines around the commands.
+    top_level = {
+        k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    }
     dry_run = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "run", "PORT=8001"],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "run", "PORT=8001"],
         cwd=settings.BASE_DIR,
+        env=top_level,
         capture_output=True,
         text=True,
         timeout=60,

@@ -101,6 +101,11 @@ def _has_remote_ref(value: object) -> bool:
 _COMPATIBLE = ", ".join(OPENAI_COMPATIBLE_LLM)
 
 
+@extend_schema_field({"type": "string", "enum": list(OPENAI_COMPATIBLE_LLM)})
+class AnalysisProviderField(serializers.CharField):
+    """States the providers in the schema; validate_provider keeps its clearer message."""
+
+
 class AnalysisSettingsSerializer(JSONTypedSerializer):
     summary_prompt = serializers.CharField(
         max_length=MAX_SUMMARY_PROMPT_CHARS,
@@ -119,7 +124,7 @@ class AnalysisSettingsSerializer(JSONTypedSerializer):
         trim_whitespace=False,
         help_text="When the call counts as a success; empty: no verdict (`success` null).",
     )
-    provider = serializers.CharField(
+    provider = AnalysisProviderField(
         max_length=50,
         required=False,
         allow_null=True,

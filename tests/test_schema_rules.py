@@ -11,7 +11,8 @@ import yaml
 from django.conf import settings
 
 from calls.idempotency import MAX_KEY_LENGTH
-from providerkeys.catalog import PROVIDER_CATALOG
+from providerkeys.catalog import OPENAI_COMPATIBLE_LLM, PROVIDER_CATALOG
+from workflows.languages import LANGUAGE_PATTERN
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +83,18 @@ def test_webhook_urls_state_their_length(schema, api) -> None:
     response = api.post("/api/v1/webhook-endpoints", {"url": too_long}, format="json")
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "url"
+
+
+def test_a_regex_field_states_its_own_pattern_not_only_the_blank_rule(schema) -> None:
+    request = schema["components"]["schemas"]["WorkflowSettingsRequest"]["properties"]
+
+    assert request["language"]["pattern"] == LANGUAGE_PATTERN
+    jsonschema.validate("es-MX", request["language"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("0", request["language"])
+
+
+def test_the_analysis_provider_is_an_enum_of_the_openai_compatible_providers(schema) -> None:
+    settings_ = schema["components"]["schemas"]["AnalysisSettingsRequest"]["properties"]
+
+    assert _resolve(schema, settings_["provider"])["enum"] == list(OPENAI_COMPATIBLE_LLM)

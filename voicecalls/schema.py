@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import is_list_serializer
 from drf_spectacular.utils import OpenApiResponse
@@ -35,6 +36,8 @@ def _state_text_rules(field: serializers.CharField, schema: dict) -> None:
     already state by a pattern, a format or an enum."""
     if schema.get("type") != "string" or {"pattern", "format", "enum"} & set(schema):
         return
+    if any(isinstance(v, RegexValidator) for v in field.validators):
+        return  # drf-spectacular states the field's own regex as the pattern afterwards
     schema["pattern"] = _NO_NUL if field.allow_blank else _NOT_BLANK
 
 

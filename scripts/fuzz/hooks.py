@@ -107,6 +107,16 @@ _WORKFLOW_RULES = [
     (r"settings\.min_endpointing_delay", "min_over_max"),
     (r"settings\.language", "unsupported_language"),  # every STT/TTS must take it
     (r"slug", "unique"),  # unique in the organization
+    # Analysis: a valid template and JSON Schema (bounded, local `$ref`s only); provider
+    # and model named together; with no provider, the start agent's LLM must speak
+    # OpenAI's API.
+    (r"analysis\.summary_prompt", "template_syntax_error"),
+    (
+        r"analysis\.structured_data_schema",
+        "invalid_schema|too_deep|too_large|null_characters_not_allowed|remote_ref",
+    ),
+    (r"analysis\.(provider|model)", "required"),
+    (r"analysis\.provider", "unsupported_provider"),
 ]
 _WEBHOOK_RULES = [
     # Django's URL validator and the endpoint checks: host labels of at most 63

@@ -15,9 +15,9 @@ admin.site.unregister(UnusedLibraryAPIKey)
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "concurrency_limit", "created_at"]
+    list_display = ["slug", "name", "concurrency_limit", "open_calls", "created_at"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["id", "created_at"]
+    readonly_fields = ["id", "open_calls", "created_at"]
 
 
 @admin.register(APIKey)

@@ -20,6 +20,13 @@ class Organization(models.Model):
         help_text="Most calls not yet ended at once; empty means the platform default "
         "(CALLS_CONCURRENCY_LIMIT).",
     )
+    # Moved by every call creation and every end, in their transactions, so the limit
+    # check is one conditional UPDATE however many calls are open (calls/limits.py).
+    open_calls = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Calls not yet ended (pending, connecting, active), kept as a counter.",
+    )
 
     class Meta:
         ordering = ["slug"]

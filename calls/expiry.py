@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition
+from calls.limits import open_calls_reconcile
 from calls.models import (
     NOT_ENDED_STATUSES,
     ROOM_PREFIX,
@@ -32,6 +33,7 @@ class ExpireResult:
     reconciled: int = 0
     livekit_errors: int = 0
     webhook_ids_pruned: int = 0
+    open_counters_repaired: int = 0
 
 
 # LiveKit retries a webhook for well under a minute; ids older than this cannot recur.
@@ -48,7 +50,8 @@ def _room_close(*, call_id: uuid.UUID, result: ExpireResult) -> None:
 
 
 def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
-    """Apply connect timeouts and max durations, and reconcile silent active calls.
+    """Apply connect timeouts and max durations, reconcile silent active calls, and
+    repair open-call counters that differ from the calls.
 
     Each call is moved to its terminal state *before* its room is deleted, so the
     room's own webhooks (user left with ROOM_DELETED) find it ended and cannot
@@ -102,6 +105,9 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
             silent.append(call_id)
     if silent:
         _calls_reconcile(call_ids=silent, now=now, result=result)
+    # After the ends above, which released their places: a counter that still differs
+    # was moved behind the state machine's back (a staff edit, a restore).
+    result.open_counters_repaired = open_calls_reconcile()
     result.webhook_ids_pruned, _ = LiveKitWebhookEvent.objects.filter(
         received_at__lt=now - WEBHOOK_DEDUP_WINDOW
     ).delete()

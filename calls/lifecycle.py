@@ -20,6 +20,7 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
+from calls.limits import open_call_release
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from calls.signals import call_status_changed
 
@@ -63,9 +64,11 @@ def call_transition(
 
     `only_from` narrows the allowed from-states further (e.g. a connect timeout
     applies only to calls that have not started). Entering `active` sets
-    `started_at`, `agent_history = [start agent]` and `current_agent`; entering a
+    `started_at`, `agent_history = [start agent]` and `current_agent`, and only within
+    the call's start delay after its creation (DESIGN.md "Call lifecycle"); entering a
     terminal state sets `ended_at`, `end_reason` and clears `current_agent`.
-    `call_status_changed` is sent in the same transaction (customer webhooks).
+    Ending a call releases its place in the organization's open-call counter, and
+    `call_status_changed` is sent, in the same transaction (customer webhooks).
     """
     if to_status not in ALLOWED_FROM:
         raise ValueError(f"No transition leads to {to_status!r}.")
@@ -78,6 +81,7 @@ def call_transition(
     changes = _changes(call_id=call_id, to_status=to_status, end_reason=end_reason, at=at)
     if changes is None:
         return False
+    at = changes.get("started_at", at)
     with transaction.atomic(savepoint=False):
         # Receivers need the exact from-state: the only one allowed, else read under a
         # row lock. What they write commits (or rolls back) with the change.
@@ -87,6 +91,8 @@ def call_transition(
             locked = Call.objects.select_for_update().filter(pk=call_id)
             from_status = locked.values_list("status", flat=True).first()
         updated = Call.objects.filter(pk=call_id, status__in=from_states).update(**changes)
+        if updated and to_status in ENDED_STATUSES:
+            open_call_release(call_id=call_id)  # every from-state is an open one
         if updated:
             call_status_changed.send(
                 sender=Call,
@@ -105,14 +111,23 @@ def _changes(
     """The columns entering `to_status` sets; None when the call does not exist."""
     changes: dict[str, object] = {"status": to_status}
     if to_status == S.ACTIVE:
-        # The workflow version is immutable, so reading it first races with nothing.
-        start_agent = (
+        # What this reads never changes after creation, so reading it first races with
+        # nothing.
+        row = (
             Call.objects.filter(pk=call_id)
-            .values_list("workflow_version__definition__start_agent", flat=True)
+            .values_list(
+                "workflow_version__definition__start_agent", "created_at", "connect_timeout_seconds"
+            )
             .first()
         )
-        if start_agent is None:
+        if row is None or row[0] is None:
             return None
+        start_agent, created_at, connect_timeout = row
+        if at > created_at + datetime.timedelta(seconds=connect_timeout):
+            return None  # past its start delay: the connect timeout ends it, a join never
+        # A start stamped before the call existed (another host's clock) counts from its
+        # creation, so `created_at <= started_at <= created_at + start delay` always holds.
+        at = max(at, created_at)
         changes.update(
             started_at=at, last_event_at=at, agent_history=[start_agent], current_agent=start_agent
         )

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import datetime
+import logging
+from uuid import UUID
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import NOT_ENDED_STATUSES, Call
 from voicecalls.errors import LimitExceeded
+
+logger = logging.getLogger(__name__)
 
 
 class ConcurrencyLimitReached(LimitExceeded):
@@ -32,7 +39,7 @@ class ConcurrencyLimitReached(LimitExceeded):
 
 
 def active_call_count(*, organization: Organization) -> int:
-    """Calls not yet ended (pending, connecting, active); a partial index serves it."""
+    """Calls not yet ended (pending, connecting, active), counted; a partial index serves it."""
     return Call.objects.filter(organization=organization, status__in=NOT_ENDED_STATUSES).count()
 
 
@@ -41,26 +48,84 @@ def concurrency_limited(*, organization: Organization) -> bool:
     return organization.slug not in settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS
 
 
-def concurrency_check(*, organization: Organization) -> None:
-    """Raise ConcurrencyLimitReached when one more call would exceed the limit.
+def open_call_reserve(*, organization: Organization) -> None:
+    """Count one more open call, or raise ConcurrencyLimitReached at the limit.
 
-    Call inside the transaction that creates the call: it locks the organization's
-    row first, so concurrent creations for one organization count one after the
-    other and never overshoot (on SQLite, writes are serialized anyway).
-    Organizations in `CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS` are not checked.
+    One conditional UPDATE of the organization's `open_calls`, whatever the number of
+    open calls. Call it in the transaction that inserts the call: the row lock it takes
+    holds concurrent creations of the organization until that commits, so they never
+    overshoot. Exempt organizations are counted, never refused.
     """
+    organizations = Organization.objects.filter(pk=organization.pk)
+    one_more = {"open_calls": F("open_calls") + 1}
     if not concurrency_limited(organization=organization):
+        organizations.update(**one_more)
         return
-    override = (
-        Organization.objects.select_for_update()
-        .filter(pk=organization.pk)
-        .values_list("concurrency_limit", flat=True)
-        .get()
+    limit = Coalesce("concurrency_limit", Value(settings.CALLS_CONCURRENCY_LIMIT))
+    if organizations.filter(open_calls__lt=limit).update(**one_more):
+        return
+    open_calls, override = organizations.values_list("open_calls", "concurrency_limit").get()
+    raise ConcurrencyLimitReached(
+        active_calls=open_calls,
+        concurrency_limit=settings.CALLS_CONCURRENCY_LIMIT if override is None else override,
     )
-    limit = settings.CALLS_CONCURRENCY_LIMIT if override is None else override
-    active = active_call_count(organization=organization)
-    if active >= limit:
-        raise ConcurrencyLimitReached(active_calls=active, concurrency_limit=limit)
+
+
+def open_call_release(*, call_id: UUID | str) -> None:
+    """Count one open call fewer for the call's organization; call it in the transaction
+    that ends the call. Never below zero, should a call have been ended behind the
+    state machine's back (`open_calls_reconcile` repairs that)."""
+    organization_id = Call.objects.filter(pk=call_id).values("organization_id")
+    Organization.objects.filter(pk=Subquery(organization_id)).update(
+        open_calls=Greatest(F("open_calls") - 1, Value(0))
+    )
+
+
+def open_calls_reconcile() -> int:
+    """Repair every organization's `open_calls` that differs from its count of calls
+    not yet ended; the number repaired (0 unless something bypassed the state machine).
+
+    A first unlocked pass finds suspects (open calls are few: a partial index serves
+    the count). Each suspect's row is then locked before its calls are counted again,
+    so a creation or an end in flight either commits before that count (and is in it)
+    or moves the counter after the repair.
+    """
+    counted = dict(
+        Call.objects.filter(status__in=NOT_ENDED_STATUSES)
+        .values("organization_id")
+        .annotate(n=Count("id"))
+        .values_list("organization_id", "n")
+    )
+    stored = dict(
+        Organization.objects.filter(Q(open_calls__gt=0) | Q(pk__in=list(counted))).values_list(
+            "pk", "open_calls"
+        )
+    )
+    repaired = 0
+    for pk in stored.keys() | counted.keys():
+        if stored.get(pk, 0) != counted.get(pk, 0) and _open_calls_repair(organization_id=pk):
+            repaired += 1
+    return repaired
+
+
+def _open_calls_repair(*, organization_id: UUID) -> bool:
+    with transaction.atomic():
+        stored = (
+            Organization.objects.select_for_update()
+            .filter(pk=organization_id)
+            .values_list("open_calls", flat=True)
+            .first()
+        )
+        counted = Call.objects.filter(
+            organization_id=organization_id, status__in=NOT_ENDED_STATUSES
+        ).count()
+        if stored is None or stored == counted:
+            return False
+        Organization.objects.filter(pk=organization_id).update(open_calls=counted)
+    logger.warning(
+        "open_calls of organization %s was %s; %s calls are open", organization_id, stored, counted
+    )
+    return True
 
 
 def organization_usage(*, organization: Organization) -> dict[str, int]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
-from calls.limits import concurrency_check, concurrency_limited
+from calls.limits import open_call_reserve
 from calls.models import NOT_ENDED_STATUSES, ROOM_PREFIX, Call, CallDirection, CallStatus
 from calls.sql import insert_instance
 from voicecalls import livekit
@@ -53,9 +53,7 @@ def call_create(
     No LiveKit server call: LiveKit creates the room and dispatches the agent when
     the user joins with this token, so creating calls works with LiveKit down.
     Raises ConcurrencyLimitReached when the organization has as many open calls as
-    it may (checked under a lock on the organization's row, in the transaction that
-    inserts the call). Without a limit to check, the insert is one statement and
-    needs no transaction of its own.
+    it may: its open-call counter moves in the transaction that inserts the call.
     """
     call = Call(
         organization=organization,
@@ -70,11 +68,8 @@ def call_create(
         connect_timeout_seconds=target.connect_timeout_seconds,
         max_duration_seconds=target.max_duration_seconds,
     )
-    if concurrency_limited(organization=organization):
-        with transaction.atomic():
-            concurrency_check(organization=organization)
-            insert_instance(call)
-    else:
+    with transaction.atomic():
+        open_call_reserve(organization=organization)
         insert_instance(call)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
 

@@ -4,10 +4,11 @@ import copy
 import datetime
 
 import factory
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Organization
-from calls.models import Call, CallStatus, TranscriptEntry, TranscriptRole
+from calls.models import NOT_ENDED_STATUSES, Call, CallStatus, TranscriptEntry, TranscriptRole
 from providerkeys.models import ProviderKey
 from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow, WorkflowVersion
@@ -43,8 +44,12 @@ class WorkflowFactory(factory.django.DjangoModelFactory):
 
 
 class CallFactory(factory.django.DjangoModelFactory):
+    """A call inserted as it is; an open one takes its place in the organization's
+    open-call counter, as `call_create` does."""
+
     class Meta:
         model = Call
+        skip_postgeneration_save = True
 
     organization = factory.SubFactory(OrganizationFactory)
     workflow = factory.SubFactory(
@@ -74,6 +79,13 @@ class CallFactory(factory.django.DjangoModelFactory):
             ended_at=factory.LazyFunction(timezone.now),
             agent_history=["greeter-agent", "meal-agent"],
         )
+
+    @factory.post_generation
+    def open_calls(self, create: bool, extracted: object, **kwargs: object) -> None:
+        if create and self.status in NOT_ENDED_STATUSES:
+            Organization.objects.filter(pk=self.organization_id).update(
+                open_calls=F("open_calls") + 1
+            )
 
 
 class TranscriptEntryFactory(factory.django.DjangoModelFactory):

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from calls.lifecycle import ALLOWED_FROM, EndReason, call_transition
-from calls.models import CallStatus
+from calls.models import Call, CallStatus
 from tests.factories import CallFactory
 
 S = CallStatus
@@ -74,6 +74,9 @@ def test_every_illegal_transition_is_refused(workflow, from_status, to_status):
 
 def test_becoming_active_starts_the_call_with_the_start_agent(workflow):
     call = _call(S.CONNECTING, workflow)
+    Call.objects.filter(pk=call.pk).update(
+        created_at=timezone.now() - datetime.timedelta(seconds=9)
+    )
     at = timezone.now() - datetime.timedelta(seconds=5)
     assert call_transition(call_id=call.pk, to_status=S.ACTIVE, at=at)
     call.refresh_from_db()
@@ -81,6 +84,28 @@ def test_becoming_active_starts_the_call_with_the_start_agent(workflow):
     assert call.agent_history == ["greeter-agent"]
     assert call.current_agent == "greeter-agent"
     assert call.duration_seconds >= 5
+
+
+def test_a_call_becomes_active_only_within_its_connect_timeout_after_creation(workflow):
+    call = _call(S.CONNECTING, workflow)
+    created = timezone.now() - datetime.timedelta(seconds=call.connect_timeout_seconds + 1)
+    Call.objects.filter(pk=call.pk).update(created_at=created)
+
+    assert not call_transition(call_id=call.pk, to_status=S.ACTIVE)
+
+    call.refresh_from_db()
+    assert (call.status, call.started_at, call.current_agent) == (S.CONNECTING, None, None)
+
+
+def test_a_start_stamped_before_the_call_existed_counts_from_its_creation(workflow):
+    call = _call(S.CONNECTING, workflow)
+
+    assert call_transition(
+        call_id=call.pk, to_status=S.ACTIVE, at=call.created_at - datetime.timedelta(seconds=3)
+    )
+
+    call.refresh_from_db()
+    assert call.started_at == call.created_at
 
 
 def test_ended_at_is_set_exactly_once(workflow):
@@ -104,6 +129,7 @@ def test_ended_at_is_set_exactly_once(workflow):
 def test_duration_is_ended_minus_started_in_whole_seconds(workflow):
     call = _call(S.CONNECTING, workflow)
     start = timezone.now() - datetime.timedelta(minutes=3)
+    Call.objects.filter(pk=call.pk).update(created_at=start - datetime.timedelta(seconds=1))
     call_transition(call_id=call.pk, to_status=S.ACTIVE, at=start)
     call_transition(
         call_id=call.pk,

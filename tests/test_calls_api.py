@@ -93,30 +93,34 @@ def test_creating_a_call_takes_limits_from_the_workflow_version(
     assert (call.connect_timeout_seconds, call.max_duration_seconds) == (15, 120)
 
 
-def test_creating_a_call_checks_the_limit_and_inserts_in_one_transaction(
+def test_creating_a_call_moves_the_open_call_counter_and_inserts_in_one_transaction(
     api: APIClient, workflow: Workflow, settings, django_assert_num_queries
 ) -> None:
-    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]  # no cache reads
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]  # no counter
 
     # API key, workflow, then in one transaction (a savepoint inside the test's own):
-    # the organization's lock, the open-call count and the insert.
-    with django_assert_num_queries(7):
+    # the counter's conditional UPDATE and the insert. No count, however many are open.
+    with django_assert_num_queries(6):
         response = api.post(CALLS, {"workflow_slug": "daily-call"}, format="json")
 
     assert response.status_code == 201
+    workflow.organization.refresh_from_db()
+    assert workflow.organization.open_calls == 1
 
 
-def test_creating_a_call_for_an_exempt_organization_is_three_queries_and_no_transaction(
+def test_an_exempt_organizations_call_is_counted_in_the_same_queries(
     api: APIClient, workflow: Workflow, settings, django_assert_num_queries
 ) -> None:
     settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
     settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
 
-    with django_assert_num_queries(3):  # API key, workflow, insert
+    with django_assert_num_queries(6):  # API key, workflow, savepoint, counter, insert, release
         response = api.post(CALLS, {"workflow_slug": "daily-call"}, format="json")
 
     assert response.status_code == 201
     assert Call.objects.get().pk.hex in response.json()["room_name"].replace("-", "")
+    workflow.organization.refresh_from_db()
+    assert workflow.organization.open_calls == 1
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from accounts.services import api_key_create
+from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.conftest import bearer_client
 from tests.factories import CallFactory, OrganizationFactory
@@ -98,7 +99,7 @@ def test_a_refused_idempotent_request_can_be_retried_with_its_key(api, workflow,
     body = {"workflow_slug": "daily-call"}
     assert api.post(CALLS, body, **headers).status_code == 429
 
-    Call.objects.filter(pk=busy.pk).update(status=CallStatus.COMPLETED)
+    call_transition(call_id=busy.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
 
     assert api.post(CALLS, body, **headers).status_code == 201
 

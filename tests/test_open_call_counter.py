@@ -1,0 +1,140 @@
+"""The organization's open-call counter (`Organization.open_calls`): every creation
+and every end moves it in its own transaction, it never drifts from the calls it
+counts, and `expire_calls` repairs it when something bypassed the state machine."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from accounts.models import Organization
+from calls.expiry import calls_expire
+from calls.lifecycle import ALLOWED_FROM, EndReason, call_transition
+from calls.limits import ConcurrencyLimitReached, open_calls_reconcile
+from calls.models import ENDED_STATUSES, NOT_ENDED_STATUSES, Call, CallStatus
+from calls.services import call_create
+from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
+from workflows.selectors import workflow_call_target
+
+S = CallStatus
+
+
+def _open_calls(organization: Organization) -> int:
+    return Organization.objects.values_list("open_calls", flat=True).get(pk=organization.pk)
+
+
+def _counted(organization: Organization) -> int:
+    return Call.objects.filter(organization=organization, status__in=NOT_ENDED_STATUSES).count()
+
+
+def test_a_created_call_takes_a_place_and_a_refused_one_takes_none(api, workflow, settings):
+    settings.CALLS_CONCURRENCY_LIMIT = 1
+    assert api.post("/api/v1/calls", {"workflow_slug": "daily-call"}).status_code == 201
+
+    assert api.post("/api/v1/calls", {"workflow_slug": "daily-call"}).status_code == 429
+
+    assert _open_calls(workflow.organization) == 1
+
+
+@pytest.mark.parametrize(
+    ("from_status", "to_status"),
+    [(f, t) for t in ENDED_STATUSES for f in sorted(ALLOWED_FROM[t])],
+)
+def test_every_way_a_call_ends_releases_its_place(workflow, from_status, to_status):
+    CallFactory(organization=workflow.organization, workflow=workflow)
+    call = CallFactory(organization=workflow.organization, workflow=workflow, status=from_status)
+    assert _open_calls(workflow.organization) == 2
+
+    assert call_transition(call_id=call.pk, to_status=to_status, end_reason="user_hangup")
+
+    assert _open_calls(workflow.organization) == 1 == _counted(workflow.organization)
+
+
+def test_ending_an_ended_call_again_releases_nothing(workflow):
+    CallFactory(organization=workflow.organization, workflow=workflow)
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason=EndReason.USER_HANGUP)
+
+    for status in ENDED_STATUSES:
+        assert not call_transition(call_id=call.pk, to_status=status, end_reason="again")
+
+    assert _open_calls(workflow.organization) == 1
+
+
+def test_becoming_active_keeps_the_place(workflow):
+    call = CallFactory(organization=workflow.organization, workflow=workflow)
+
+    assert call_transition(call_id=call.pk, to_status=S.ACTIVE)
+
+    assert _open_calls(workflow.organization) == 1
+
+
+def test_the_counter_never_goes_below_zero(workflow):
+    call = CallFactory(organization=workflow.organization, workflow=workflow)
+    Organization.objects.filter(pk=workflow.organization_id).update(open_calls=0)
+
+    call_transition(call_id=call.pk, to_status=S.FAILED, end_reason=EndReason.AGENT_ERROR)
+
+    assert _open_calls(workflow.organization) == 0
+
+
+def test_reconciling_repairs_a_counter_moved_behind_the_state_machine(workflow, outsider_workflow):
+    CallFactory(organization=workflow.organization, workflow=workflow)
+    bypassed = CallFactory(organization=workflow.organization, workflow=workflow)
+    CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
+    Call.objects.filter(pk=bypassed.pk).update(status=S.COMPLETED)  # e.g. a staff edit
+    Organization.objects.filter(pk=outsider_workflow.organization_id).update(open_calls=9)
+
+    assert open_calls_reconcile() == 2
+
+    assert _open_calls(workflow.organization) == 1
+    assert _open_calls(outsider_workflow.organization) == 1
+    assert open_calls_reconcile() == 0
+
+
+def test_expire_calls_repairs_the_counters(workflow):
+    CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    Organization.objects.filter(pk=workflow.organization_id).update(open_calls=5)
+
+    result = calls_expire()
+
+    assert result.open_counters_repaired == 1
+    assert _open_calls(workflow.organization) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_and_ends_leave_the_counter_equal_to_the_open_calls(settings):
+    """Eight threads create and end calls of one organization at once, at its limit:
+    no place is lost or counted twice, and the limit is never passed."""
+    settings.CALLS_CONCURRENCY_LIMIT = 5
+    organization = OrganizationFactory()
+    workflow = WorkflowFactory(organization=organization, slug="daily-call")
+    target = workflow_call_target(organization=organization, slug=workflow.slug)
+    barrier = threading.Barrier(8)
+    most_open: list[int] = []
+
+    def work() -> None:
+        try:
+            barrier.wait(timeout=10)
+            for _ in range(15):
+                try:
+                    call = call_create(organization=organization, target=target).call
+                except ConcurrencyLimitReached:
+                    continue
+                most_open.append(_counted(organization))
+                call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert most_open and max(most_open) <= 5
+    assert _open_calls(organization) == _counted(organization) == 0
+    assert open_calls_reconcile() == 0

@@ -68,3 +68,17 @@ class APIKey(AbstractAPIKey):
                 name="client_key_has_organization",
             ),
         ]
+
+
+class RateLimitState(models.Model):
+    """One rate limit's state (GCRA): the time by which the requests let through so far
+    would have been spaced out at the allowed rate. accounts/rates.py moves it."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    tat = models.FloatField(help_text="Theoretical arrival time, in Unix seconds.")
+
+    class Meta:
+        verbose_name = "rate limit state"
+
+    def __str__(self) -> str:
+        return self.key

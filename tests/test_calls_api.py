@@ -96,7 +96,7 @@ def test_creating_a_call_takes_limits_from_the_workflow_version(
 def test_creating_a_call_moves_the_open_call_counter_and_inserts_in_one_transaction(
     api: APIClient, workflow: Workflow, settings, django_assert_num_queries
 ) -> None:
-    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]  # no counter
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]  # no rate row
 
     # API key, workflow, then in one transaction (a savepoint inside the test's own):
     # the counter's conditional UPDATE and the insert. No count, however many are open.

@@ -189,6 +189,15 @@ def test_create_requests_over_the_rate_are_429_with_retry_after(
     assert [(e["code"], e["attr"]) for e in body["errors"]] == [("throttled", None)]
 
 
+def test_a_create_request_counts_against_the_rate_in_one_statement(
+    api, workflow, two_per_minute, django_assert_num_queries
+):
+    # API key, the rate's upsert, workflow, then savepoint, open-call counter, insert,
+    # release: nothing grows with the rate or with the calls already made.
+    with django_assert_num_queries(7):
+        assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+
+
 def test_the_rate_counts_all_create_endpoints_of_an_organization_together(
     api, workflow, two_per_minute
 ):

@@ -1,9 +1,9 @@
 """Rate limits on create requests, per organization, shared by every process.
 
-Counters live in Django's default cache (the database's cache table unless
-`CACHE_URL` names another), so any number of gunicorn workers and hosts count
-together. Only requests that create something are counted: a client polling a
-call's status is never throttled, while a runaway loop creating calls is.
+Each organization's rate is one row moved by one statement (accounts/rates.py), so
+any number of gunicorn workers and hosts count together at a constant cost. Only
+requests that create something are counted: a client polling a call's status is
+never throttled, while a runaway loop creating calls is.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from accounts.rates import rate_hit
 from voicecalls.auth import Principal
 
 # Viewset actions and plain-view methods that create a resource.
@@ -31,12 +32,25 @@ def is_create_operation(*, method: str, action: str | None, path: str) -> bool:
 
 class OrganizationCreateThrottle(SimpleRateThrottle):
     """`API_CREATE_RATE` create requests per organization; over it, 429 + Retry-After.
+    DRF's parsing of the rate and its hooks, our counting (GCRA, not DRF's list of
+    timestamps in the cache, which grows with the rate).
 
     Agent-worker keys are not throttled here (their event batches are idempotent and
     bounded per request), nor are organizations in `THROTTLE_EXEMPT_ORGANIZATIONS`.
     """
 
     scope = "create"
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        decision = rate_hit(key=key, limit=self.num_requests, window=self.duration)
+        self.retry_after = decision.retry_after
+        return decision.allowed
+
+    def wait(self) -> float:
+        return self.retry_after
 
     def get_rate(self) -> str:
         # Read per request (DRF reads its rates once, at import) so settings changes apply.

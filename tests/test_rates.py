@@ -1,0 +1,85 @@
+"""accounts/rates.py: `limit` requests per `window` seconds per key (GCRA), in one
+statement per request, exact under concurrency and without a window boundary."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from accounts.models import RateLimitState
+from accounts.rates import RateDecision, rate_hit
+
+ALLOWED = RateDecision(allowed=True, retry_after=0)
+
+
+def _hits(key: str, times: list[float], limit: int = 3, window: float = 60) -> list[RateDecision]:
+    return [rate_hit(key=key, limit=limit, window=window, now=t) for t in times]
+
+
+def test_a_burst_of_the_limit_passes_and_the_next_waits_one_interval(db):
+    decisions = _hits("k", [1000.0] * 4)
+
+    assert decisions == [ALLOWED] * 3 + [RateDecision(allowed=False, retry_after=20)]
+
+
+def test_after_one_interval_exactly_one_more_request_passes(db):
+    _hits("k", [1000.0] * 3)
+
+    assert _hits("k", [1020.0, 1020.0]) == [ALLOWED, RateDecision(allowed=False, retry_after=20)]
+
+
+def test_requests_at_the_allowed_rate_all_pass(db):
+    assert _hits("k", [1000.0 + 20 * i for i in range(30)]) == [ALLOWED] * 30
+
+
+def test_there_is_no_window_boundary_letting_twice_the_limit_through(db):
+    """A fixed window resetting at t=1020 would let 2 more through at once."""
+    _hits("k", [1019.0, 1019.0], limit=2, window=20)
+
+    assert _hits("k", [1021.0], limit=2, window=20) == [RateDecision(allowed=False, retry_after=8)]
+
+
+def test_a_refused_request_does_not_push_the_next_one_back(db):
+    _hits("k", [1000.0] * 3)
+    _hits("k", [1001.0] * 50)
+
+    assert _hits("k", [1020.0]) == [ALLOWED]
+
+
+def test_keys_are_limited_apart(db):
+    _hits("a", [1000.0] * 3)
+
+    assert _hits("b", [1000.0]) == [ALLOWED]
+    assert RateLimitState.objects.count() == 2
+
+
+def test_a_request_that_passes_costs_one_statement(db, django_assert_num_queries):
+    _hits("k", [1000.0])
+
+    with django_assert_num_queries(1):
+        assert _hits("k", [1000.0]) == [ALLOWED]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_pass_exactly_the_limit() -> None:
+    barrier = threading.Barrier(10)
+    decisions: list[bool] = []
+
+    def hit() -> None:
+        try:
+            barrier.wait(timeout=10)
+            for _ in range(3):
+                decisions.append(rate_hit(key="race", limit=7, window=3600).allowed)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=hit) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(decisions) == [False] * 23 + [True] * 7

@@ -56,6 +56,7 @@ from voicecalls_client.models import (
     ProviderKey,
     ProviderKeyCreateRequest,
     ProviderKeyList,
+    ProviderNameEnum,
     ProviderTypeEnum,
     TranscriptEntry,
     TranscriptRoleEnum,
@@ -96,7 +97,7 @@ def test_provider_keys_are_created_listed_masked_and_deleted(client: Authenticat
         client=client,
         body=ProviderKeyCreateRequest(
             provider_type=ProviderTypeEnum.STT,
-            provider_name="deepgram",
+            provider_name=ProviderNameEnum.DEEPGRAM,
             api_key="dg_sdk_test_5678",
             is_default=True,
         ),

@@ -21,7 +21,7 @@ _TABLE = RateLimitState._meta.db_table
 
 # Let the request through and move the key's theoretical arrival time (TAT) on by one
 # interval, unless that would put it more than the window ahead of now.
-_HIT = f"""
+RATE_HIT_SQL = f"""
 INSERT INTO {_TABLE} ("key", tat) VALUES (%(key)s, %(now)s + %(interval)s)
 ON CONFLICT ("key") DO UPDATE
 SET tat = {{greatest}}({_TABLE}.tat, %(now)s) + %(interval)s
@@ -43,7 +43,7 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     params = {"key": key, "now": now, "interval": interval, "window": window}
     with connection.cursor() as cursor:
-        cursor.execute(_HIT.format(greatest=greatest), params)
+        cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)
         if cursor.fetchone() is not None:
             return RateDecision(allowed=True, retry_after=0)
     tat = RateLimitState.objects.values_list("tat", flat=True).get(key=key)

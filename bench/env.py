@@ -1,5 +1,5 @@
 """The benchmark's process environment: production-like settings (DEBUG off, so no
-query log), throwaway secrets, plain HTTP on loopback, quiet logs, and the benchmark
+query log), throwaway secrets, plain HTTP on loopback, production logging, and the benchmark
 organization exempt from the create throttle and the concurrency limit (issue 7's
 limits would otherwise turn the write scenarios into 429s)."""
 
@@ -17,7 +17,6 @@ BENCH_ENV = {
     "LIVEKIT_API_KEY": "bench-key",
     "LIVEKIT_API_SECRET": "bench-" + secrets.token_urlsafe(32),
     "SECURE_SSL_REDIRECT": "0",
-    "LOG_LEVEL": "WARNING",
     "CONN_MAX_AGE": "600",
     # bench.load.BENCH_ORG (not imported: this module is read before Django starts).
     "THROTTLE_EXEMPT_ORGANIZATIONS": "bench-a",

@@ -76,7 +76,9 @@ def _client(port: int, key: str, seconds: float, worker: int, out: multiprocessi
     out.put((latencies, errors))
 
 
-def _floor_worker(organization_id: str, seconds: float, out: multiprocessing.Queue) -> None:
+def _floor_worker(
+    organization_id: str, limit: int | None, seconds: float, out: multiprocessing.Queue
+) -> None:
     conn = floor.connect(prepare=True)
     latencies = []
     n = 0
@@ -90,6 +92,7 @@ def _floor_worker(organization_id: str, seconds: float, out: multiprocessing.Que
             user_id=f"bench-user-{n % 1000}",
             user_data={"name": "Bench User", "language": "en"},
             metadata={"source": "bench-floor", "n": n},
+            concurrency_limit=limit,
         )
         latencies.append((time.perf_counter() - started) * 1000)
         n += 1
@@ -130,7 +133,25 @@ def _summary(rounds: list[tuple[list[float], int, float]]) -> dict:
     }
 
 
+# The headline: the create throttle and the concurrency limit on, checked on every
+# request at a rate and a limit the load never reaches (a 429 is answered fast and
+# would flatter the figure), with the benchmark's open calls growing all the while.
+LIMITS_ON = {
+    "THROTTLE_EXEMPT_ORGANIZATIONS": "",
+    "CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS": "",
+    "API_CREATE_RATE": "1000000/minute",
+    "CALLS_CONCURRENCY_LIMIT": "100000000",
+}
+
+
 def create_calls(ctx) -> list[dict]:
+    """The headline with the limits on, then the diagnostic run exempt from them."""
+    results = _create_calls(ctx, env_extra=LIMITS_ON, label="limits on")
+    results += _create_calls(ctx, env_extra={}, label="exempt from limits, diagnostic")
+    return results
+
+
+def _create_calls(ctx, *, env_extra: dict, label: str) -> list[dict]:
     from django.db import connections
 
     port = _free_port()
@@ -143,12 +164,13 @@ def create_calls(ctx) -> list[dict]:
             "gunicorn.conf.py",
             "--bind",
             f"127.0.0.1:{port}",
-            "--access-logfile",
-            "/dev/null",
         ],
         cwd=ROOT,
-        env=env,
+        env={**env, **env_extra},
+        # gunicorn.conf.py's access log is written, as in production, then discarded.
+        stdout=subprocess.DEVNULL,
     )
+    limit = int(env_extra["CALLS_CONCURRENCY_LIMIT"]) if env_extra else None
     wrk = shutil.which("wrk")
     try:
         _wait_ready(port)
@@ -163,15 +185,17 @@ def create_calls(ctx) -> list[dict]:
             if wrk:
                 wrk_rounds.append(_wrk(wrk, port, ctx.client_key, SECONDS))
             floor_rounds.append(
-                _parallel(_floor_worker, lambda i: (ctx.organization_id, SECONDS), WORKERS)
+                _parallel(_floor_worker, lambda i: (ctx.organization_id, limit, SECONDS), WORKERS)
             )
     finally:
         server.terminate()
         server.wait(timeout=30)
     raw = _summary(floor_rounds)
-    results = [_result(f"{CLIENTS} clients", _summary(stack_rounds), raw)]
+    results = [_result(f"{CLIENTS} clients, {label}", _summary(stack_rounds), raw)]
     if wrk:
-        results.append(_result(f"wrk, {CLIENTS} connections", _wrk_summary(wrk_rounds), raw))
+        results.append(
+            _result(f"wrk, {CLIENTS} connections, {label}", _wrk_summary(wrk_rounds), raw)
+        )
     else:
         ctx.notes.append("wrk is not installed: POST /calls measured with the Python clients only")
     return results

@@ -304,9 +304,19 @@ def _transcripts(timings: dict, shape: Shape) -> None:
 
 
 def _recount(timings: dict) -> None:
-    """The per-status call counts, as migration calls/0003 starts them: the load ran
-    with triggers off."""
+    """The per-status call counts, as migration calls/0003 starts them (the load ran
+    with triggers off), and each organization's open-call counter, as calls/0008 does."""
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_name = 'accounts_organization' AND column_name = 'open_calls'"
+        )
+        if cursor.fetchone():
+            cursor.execute(
+                "UPDATE accounts_organization o SET open_calls = (SELECT count(*)"
+                " FROM calls_call c WHERE c.organization_id = o.id"
+                " AND c.status IN ('pending', 'connecting', 'active'))"
+            )
         cursor.execute("SELECT to_regclass('calls_callcount') IS NOT NULL")
         if not cursor.fetchone()[0]:
             return

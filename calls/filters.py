@@ -3,12 +3,13 @@ from __future__ import annotations
 import datetime
 
 from django import forms
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
-from calls.models import Call, CallStatus
+from calls.models import MAX_START_DELAY, Call, CallStatus
 from voicecalls.filters import text_filter
 
 
@@ -128,6 +129,19 @@ class CallFilter(filters.FilterSet):
             "success",
             "analysis_status",
         ]
+
+    def filter_queryset(self, queryset: QuerySet[Call]) -> QuerySet[Call]:
+        """The filters, plus the creation times a started_* window implies: a call starts
+        between its creation and MAX_START_DELAY after it, so the newest-first
+        `created_at` indexes find any window's first page without reading the window."""
+        queryset = super().filter_queryset(queryset)
+        started_after = self.form.cleaned_data.get("started_after")
+        started_before = self.form.cleaned_data.get("started_before")
+        if started_after is not None:
+            queryset = queryset.filter(created_at__gte=started_after - MAX_START_DELAY)
+        if started_before is not None:
+            queryset = queryset.filter(created_at__lt=started_before)
+        return queryset
 
     def __init__(self, data=None, *args, **kwargs) -> None:
         # `status=a,b` is the documented form; some generated clients (openapi-python-client)

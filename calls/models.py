@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from workflows.models import Workflow, WorkflowVersion
+from workflows.settings import CONNECT_TIMEOUT_BOUNDS
 
 
 class CallStatus(models.TextChoices):
@@ -21,6 +22,9 @@ class CallStatus(models.TextChoices):
 
 
 NOT_ENDED_STATUSES = (CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE)
+# The longest a call may wait for its start: a call starts, if ever, between its
+# creation and this long after it (calls/lifecycle.py enforces each call's own bound).
+MAX_START_DELAY = datetime.timedelta(seconds=CONNECT_TIMEOUT_BOUNDS[1])
 ENDED_STATUSES = (
     CallStatus.COMPLETED,
     CallStatus.FAILED,

@@ -1,5 +1,5 @@
 """Pages of a filtered list, however they are read (per-status counts, a started_*
-window sorted apart), cover every matching call once, newest first."""
+window bounded by creation times), cover every matching call once, newest first."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import datetime
 import pytest
 from rest_framework.test import APIClient
 
-from calls.models import CallStatus
+from calls.models import MAX_START_DELAY, CallStatus
 from tests.factories import CallFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,14 +27,15 @@ def test_pages_cover_the_matching_calls_once_newest_first(
     api: APIClient, organization, query: dict
 ) -> None:
     t = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
-    now = datetime.datetime.now(datetime.UTC)
+    # Every call starts within its start delay of creation (DESIGN.md "Call lifecycle"),
+    # some seconds after it, others never.
     calls = [
         CallFactory(
             organization=organization,
             completed=i % 3 != 0,
             status=CallStatus.COMPLETED if i % 3 != 0 else CallStatus.CONNECTING,
-            started_at=t + datetime.timedelta(hours=i) if i % 3 != 0 else None,
-            created_at=now - datetime.timedelta(minutes=i // 2),
+            started_at=t + datetime.timedelta(hours=i // 2) if i % 3 != 0 else None,
+            created_at=t + datetime.timedelta(hours=i // 2, seconds=-2 * i),
         )
         for i in range(30)
     ]
@@ -57,3 +58,29 @@ def test_pages_cover_the_matching_calls_once_newest_first(
         seen += [item["id"] for item in body["items"]]
 
     assert seen == [str(call.id) for call in expected[:16]]
+
+
+def test_a_started_window_finds_calls_created_up_to_the_longest_start_delay_before_it(
+    api: APIClient, organization
+) -> None:
+    after = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    before = after + datetime.timedelta(hours=1)
+    waited_longest = CallFactory(
+        organization=organization,
+        completed=True,
+        connect_timeout_seconds=int(MAX_START_DELAY.total_seconds()),
+        created_at=after - MAX_START_DELAY,
+        started_at=after,
+    )
+    last = CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=before - datetime.timedelta(seconds=1),
+        started_at=before - datetime.timedelta(microseconds=1),
+    )
+    CallFactory(organization=organization, completed=True, created_at=before, started_at=before)
+
+    body = api.get("/api/v1/calls", {"started_after": after, "started_before": before}).json()
+
+    assert [item["id"] for item in body["items"]] == [str(last.id), str(waited_longest.id)]
+    assert body["total"] == 2

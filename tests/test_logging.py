@@ -54,6 +54,17 @@ def test_the_request_id_is_returned_and_taken_from_the_client(api: APIClient) ->
     assert echoed["X-Request-ID"] == mine
 
 
+def test_a_successful_request_without_a_request_id_writes_no_log_line(
+    api: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The access log has the line; the app adds none (django_guid would, at INFO)."""
+    caplog.set_level(logging.INFO)
+
+    assert api.get("/api/v1/calls").status_code == 200
+
+    assert [(r.name, r.getMessage()) for r in caplog.records] == []
+
+
 def test_a_malformed_request_id_is_replaced(api: APIClient) -> None:
     response = api.get("/api/v1/calls", HTTP_X_REQUEST_ID="<script>")
 

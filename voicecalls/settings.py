@@ -403,6 +403,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # It logs at INFO on every request that brings no X-Request-ID (most do not):
+        # a line per request that says nothing the access log does not.
+        "django_guid": {"level": "WARNING"},
     },
 }
 

@@ -131,13 +131,18 @@ _LONG_INTEGER = (r"None", "parse_error")
 UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     "POST /api/v1/calls": [
         (r"workflow_slug", "invalid"),  # a workflow of this organization
+        (r"metadata|user_data", "null_characters_not_allowed"),  # NUL inside free-form JSON
     ],
     "POST /api/v1/workflows": _WORKFLOW_RULES,
     "PUT /api/v1/workflows/{id}": _WORKFLOW_RULES,
     "PATCH /api/v1/workflows/{id}": _WORKFLOW_RULES,
     # `provider_name` must be in the catalog of the chosen `provider_type`; the key is
-    # trimmed before its 8-character minimum is checked.
-    "POST /api/v1/provider-keys": [("provider_name", "invalid_choice"), ("api_key", "min_length")],
+    # trimmed (Python's whitespace, which no ECMA pattern matches exactly) before its
+    # 8-character minimum and its printable-ASCII rule are checked.
+    "POST /api/v1/provider-keys": [
+        ("provider_name", "invalid_choice"),
+        ("api_key", "min_length|invalid_characters"),
+    ],
     "POST /api/v1/agent/calls/{call_id}/events": [
         (r"events\.\d+\.non_field_errors", "invalid"),  # a metrics event measures something
         (r"events\.\d+\..*", "null_characters_not_allowed"),  # NUL inside free-form JSON

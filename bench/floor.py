@@ -145,19 +145,35 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
+def _providers(served: object) -> list[dict]:
+    turns: dict[tuple[str, str, str], int] = {}
+    for providers in served:
+        for component in ("stt", "llm", "tts"):
+            choice = (providers or {}).get(component)
+            if choice:
+                key = (component, choice["provider"], choice["model"])
+                turns[key] = turns.get(key, 0) + 1
+    return [
+        {"component": c, "provider": p, "model": m, "turns": n} for (c, p, m), n in turns.items()
+    ]
+
+
 def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
     row = conn.execute(
         f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
         " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
-        " total_tokens, agent_handoffs FROM calls_call WHERE id = %s AND organization_id = %s",
+        " total_tokens, agent_handoffs, eou_latency_ms_sum, eou_latency_count,"
+        " e2e_latency_ms_sum, e2e_latency_count"
+        " FROM calls_call WHERE id = %s AND organization_id = %s",
         [call_id, organization_id],
     ).fetchone()
     body = list_item(row)
     user_data, metadata = row[12:14]
     stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
+    eou_sum, eou_n, e2e_sum, e2e_n = row[22:26]
     samples = conn.execute(
-        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms"
-        " FROM calls_metricsample WHERE call_id = %s",
+        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms,"
+        " eou_latency_ms, providers FROM calls_metricsample WHERE call_id = %s ORDER BY id",
         [call_id],
     ).fetchall()
     body["room_name"] = f"call-{row[0]}"
@@ -168,13 +184,33 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         "tts_latency_ms": _mean(tts_sum, tts_n),
         "total_tokens": tokens,
         "agent_handoffs": handoffs,
+        "eou_latency_ms": _mean(eou_sum, eou_n),
+        "e2e_latency_ms": _mean(e2e_sum, e2e_n),
         "latency": {
             component: _percentiles(sorted(s[i] for s in samples if s[i] is not None))
-            for i, component in enumerate(("stt", "llm", "tts", "e2e"))
+            for i, component in enumerate(("stt", "llm", "tts", "e2e", "eou"))
         },
+        "providers": _providers(s[5] for s in samples),
     }
     body["metadata"] = metadata
     body["user_data"] = user_data
+    analysis = conn.execute(
+        "SELECT status, summary, structured_data, success, error, model"
+        " FROM analysis_callanalysis WHERE call_id = %s",
+        [call_id],
+    ).fetchone()
+    body["analysis"] = (
+        None
+        if analysis is None
+        else {
+            "status": analysis[0],
+            "summary": analysis[1],
+            "structured_data": analysis[2],
+            "success": analysis[3],
+            "error": analysis[4] or None,
+            "model": analysis[5] or None,
+        }
+    )
     return dumps(body)
 
 
@@ -184,12 +220,12 @@ def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) 
         [call_id, organization_id],
     ).fetchone()
     rows = conn.execute(
-        "SELECT id, role, content, timestamp, agent_name, tool_call FROM calls_transcriptentry"
-        " WHERE call_id = %s ORDER BY timestamp, id",
+        "SELECT id, role, content, timestamp, agent_name, tool_call, interrupted"
+        " FROM calls_transcriptentry WHERE call_id = %s ORDER BY timestamp, id",
         [call_id],
     )
     entries = []
-    for id_, role, content, timestamp, agent_name, tool_call in rows:
+    for id_, role, content, timestamp, agent_name, tool_call, interrupted in rows:
         entry = {
             "role": role,
             "content": content,
@@ -199,6 +235,8 @@ def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) 
         }
         if tool_call is not None:
             entry["tool_call"] = tool_call
+        if role == "assistant":
+            entry["interrupted"] = interrupted
         entries.append(entry)
     return dumps(entries)
 

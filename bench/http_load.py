@@ -18,25 +18,16 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from bench import floor
+from bench import floor, http_client
+from bench.http_client import WORKERS
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKERS = 2
 CLIENTS = int(os.environ.get("BENCH_HTTP_CLIENTS", 4))
 SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", 6))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _request(port: int, key: str, n: int) -> bytes:
@@ -154,26 +145,9 @@ def create_calls(ctx) -> list[dict]:
 def _create_calls(ctx, *, env_extra: dict, label: str) -> list[dict]:
     from django.db import connections
 
-    port = _free_port()
-    env = {**os.environ, "GUNICORN_MAX_REQUESTS": "0", "WEB_CONCURRENCY": str(WORKERS)}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "voicecalls.wsgi:application",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=ROOT,
-        env={**env, **env_extra},
-        # gunicorn.conf.py's access log is written, as in production, then discarded.
-        stdout=subprocess.DEVNULL,
-    )
     limit = int(env_extra["CALLS_CONCURRENCY_LIMIT"]) if env_extra else None
     wrk = shutil.which("wrk")
-    try:
-        _wait_ready(port)
+    with http_client.gunicorn(env_extra) as port:
         connections.close_all()  # nothing shared with the forked processes
         stack_rounds, wrk_rounds, floor_rounds = [], [], []
         # Warm both workers (imports, connections, prepared statements) before timing.
@@ -187,9 +161,6 @@ def _create_calls(ctx, *, env_extra: dict, label: str) -> list[dict]:
             floor_rounds.append(
                 _parallel(_floor_worker, lambda i: (ctx.organization_id, limit, SECONDS), WORKERS)
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     raw = _summary(floor_rounds)
     results = [_result(f"{CLIENTS} clients, {label}", _summary(stack_rounds), raw)]
     if wrk:
@@ -282,17 +253,3 @@ def _wrk_summary(rounds: list[dict]) -> dict:
         "round_requests_per_s": [round(r, 1) for r in rates],
         "spread_pct": round(100 * (max(rates) - min(rates)) / statistics.median(rates), 1),
     }
-
-
-def _wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not answer /healthz within 60 s")

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import psycopg
 from django.conf import settings
-from django.test import Client
 from livekit import api
 from psycopg.types.json import Jsonb
 
 from bench import floor
+from bench.http_client import GunicornClient
 from bench.load import PHRASES
 from bench.runner import Scenario
 
@@ -84,7 +84,7 @@ def _active_call(conn: psycopg.Connection, organization_id: str) -> str:
 
 
 def event_scenarios(ctx, conn: psycopg.Connection) -> list[Scenario]:
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {ctx.agent_key}")
+    client = GunicornClient(ctx.port, HTTP_AUTHORIZATION=f"Bearer {ctx.agent_key}")
     call_id = _active_call(conn, ctx.organization_id)
     url = EVENTS_URL.format(call_id=call_id)
 
@@ -172,7 +172,7 @@ def _webhook_floor(conn: psycopg.Connection, payload: tuple[str, bytes, str]) ->
 
 
 def webhook_scenario(ctx, conn: psycopg.Connection) -> Scenario:
-    client = Client()
+    client = GunicornClient(ctx.port)
     pool: Iterator[str] | None = None
 
     def next_call() -> str:

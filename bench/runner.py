@@ -1,6 +1,6 @@
-"""Timed scenarios: each request through the real stack (Django's test client in
-process, or gunicorn on loopback) and its raw floor in the same run, in alternating
-rounds so machine noise hits both alike; then a table and a JSON file in bench/results/."""
+"""Timed scenarios: each request through the real stack (gunicorn on loopback, DEBUG
+off, production logging) and its raw floor in the same run, in alternating rounds so
+machine noise hits both alike; then a table and a JSON file in bench/results/."""
 
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def _git() -> str:
 
 
 def run(*, only: str | None, label: str, load_timings: dict | None) -> None:
-    from bench import http_load, scenarios
+    from bench import http_client, http_load, scenarios
 
     ctx = scenarios.Context.build()
     for note in ctx.notes:
@@ -182,12 +182,13 @@ def run(*, only: str | None, label: str, load_timings: dict | None) -> None:
     started = datetime.datetime.now(datetime.UTC)
     machine_before = _machine()
     results: list[dict] = []
-    for scenario in scenarios.build(ctx):
-        if only and only not in scenario.name:
-            continue
-        result = measure(scenario)
-        results.append(result)
-        print(f"bench: {scenario.name}: {json.dumps(result)}", flush=True)
+    with http_client.gunicorn() as ctx.port:
+        for scenario in scenarios.build(ctx):
+            if only and only not in scenario.name:
+                continue
+            result = measure(scenario)
+            results.append(result)
+            print(f"bench: {scenario.name}: {json.dumps(result)}", flush=True)
     if not only or "gunicorn" in only:
         for result in http_load.create_calls(ctx):
             results.append(result)

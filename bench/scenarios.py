@@ -8,10 +8,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from django.test import Client
 from django.urls import Resolver404, resolve
 
 from bench import floor
+from bench.http_client import GunicornClient
 from bench.load import BENCH_ORG
 from bench.runner import Scenario
 
@@ -32,6 +32,7 @@ class Context:
     detail_call: str
     window: tuple[datetime.datetime, datetime.datetime]
     notes: list[str] = field(default_factory=list)
+    port: int = 0  # the gunicorn the scenarios' requests go to (bench.http_client)
 
     @classmethod
     def build(cls) -> Context:
@@ -83,7 +84,8 @@ class Context:
             f"limits: {BENCH_ORG} is exempt from the create throttle "
             f"(THROTTLE_EXEMPT_ORGANIZATIONS={settings.THROTTLE_EXEMPT_ORGANIZATIONS}) and "
             "the concurrency limit (CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS="
-            f"{settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS})"
+            f"{settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS}) except in the POST /calls "
+            "headline (bench/http_load.py LIMITS_ON)"
         )
         if BENCH_ORG not in settings.THROTTLE_EXEMPT_ORGANIZATIONS or (
             BENCH_ORG not in settings.CONCURRENCY_LIMIT_EXEMPT_ORGANIZATIONS
@@ -104,7 +106,7 @@ def _routed(path: str) -> bool:
         return False
 
 
-def _get(client: Client, path: str, params: dict | None = None) -> bytes:
+def _get(client: GunicornClient, path: str, params: dict | None = None) -> bytes:
     response = client.get(path, params or {})
     if response.status_code != 200:
         raise AssertionError(f"GET {path} {params}: {response.status_code} {response.content!r}")
@@ -170,7 +172,7 @@ def one_page_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
     ]
 
 
-def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]:
+def list_scenarios(ctx: Context, client: GunicornClient, conn: object) -> list[Scenario]:
     pages = [(f, page) for f in list_filters(ctx) for page in (1, PAGE_500)]
     pages += [(f, 1) for f in one_page_filters(ctx)]
     return [
@@ -188,7 +190,7 @@ def list_scenarios(ctx: Context, client: Client, conn: object) -> list[Scenario]
 
 
 def build(ctx: Context) -> list[Scenario]:
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {ctx.client_key}")
+    client = GunicornClient(ctx.port, HTTP_AUTHORIZATION=f"Bearer {ctx.client_key}")
     conn = floor.connect()
     writes = floor.connect(prepare=True)
     org = ctx.organization_id
@@ -226,7 +228,7 @@ def _create_call_body(n: int) -> dict:
     }
 
 
-def _create_call(ctx: Context, client: Client, conn: object) -> Scenario:
+def _create_call(ctx: Context, client: GunicornClient, conn: object) -> Scenario:
     counter = iter(range(10**9))
 
     def stack(body: dict | None) -> bytes:
@@ -251,7 +253,7 @@ def _create_call(ctx: Context, client: Client, conn: object) -> Scenario:
         )
 
     return Scenario(
-        name="POST /calls (in process)",
+        name="POST /calls (one client)",
         stack=stack,
         floor=raw,
         prepare=lambda: _create_call_body(next(counter)),

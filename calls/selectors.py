@@ -91,11 +91,6 @@ def call_list(*, organization: Organization, filters: QueryDict) -> CallListing:
     )
 
 
-# A started_* window holding at most this many calls is read whole from its own index
-# and sorted for the page (CallListing.page); the count has just read as many entries.
-WINDOW_SORT_MAX = 50_000
-
-
 @dataclass
 class CallListing:
     """The organization's calls under validated list filters (`calls` is the filtered
@@ -148,29 +143,17 @@ class CallListing:
                 Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS)
             )
         sql, params = self._filtered_sql()
-        # With a started_* window PostgreSQL walks the other filters' newest-first index
-        # expecting a match soon, but created_at moves with started_at: a window in the
-        # past first reads every newer call. Then the window's ids come from its own
-        # index (OFFSET 0 keeps the
-        # planner from reordering) and are sorted apart.
-        fence = " OFFSET 0" if self._sort_window() else ""
+        # A started_* window comes with the created_at range it implies (CallFilter), so
+        # the newest-first indexes reach a window's first page directly, however old.
         rows = _fetch_fast(
             f"SELECT {_LIST_COLUMNS} FROM calls_call WHERE id IN ("
-            f"SELECT f.id FROM ({sql}{fence}) AS f"
+            f"SELECT f.id FROM ({sql}) AS f"
             " ORDER BY f.created_at DESC, f.id DESC LIMIT %s OFFSET %s"
             ") ORDER BY created_at DESC, id DESC",
             (*params, limit, offset),
         )
         return [_list_row(row) for row in rows]
 
-    def _sort_window(self) -> bool:
-        windowed = self.filters.get("started_after") or self.filters.get("started_before")
-        return (
-            connection.vendor == "postgresql"
-            and bool(windowed)
-            and self._total is not None
-            and self._total <= WINDOW_SORT_MAX
-        )
 
 
 def active_calls(*, organization: Organization, limit: int) -> list[dict]:

@@ -1,5 +1,6 @@
-"""The database cache's table (throttle counters live there), made by `migrate`
-so every database the app runs on has it, test databases included."""
+"""The database cache's table (Django's default cache, `CACHE_URL`), made by `migrate`
+so every database the app runs on has it, test databases included. The create
+throttle's counters were kept there; they are rows of accounts.RateLimitState now."""
 
 from django.core.management import call_command
 from django.db import migrations

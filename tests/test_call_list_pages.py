@@ -4,11 +4,13 @@ window bounded by creation times), cover every matching call once, newest first.
 from __future__ import annotations
 
 import datetime
+import importlib
 
 import pytest
+from django.apps import apps as django_apps
 from rest_framework.test import APIClient
 
-from calls.models import MAX_START_DELAY, CallStatus
+from calls.models import MAX_START_DELAY, Call, CallStatus
 from tests.factories import CallFactory
 
 pytestmark = pytest.mark.django_db
@@ -84,3 +86,17 @@ def test_a_started_window_finds_calls_created_up_to_the_longest_start_delay_befo
 
     assert [item["id"] for item in body["items"]] == [str(last.id), str(waited_longest.id)]
     assert body["total"] == 2
+
+
+def test_the_migration_moves_a_start_stamped_before_creation_to_the_creation(organization):
+    clamp = importlib.import_module("calls.migrations.0009_started_at_not_before_created_at")
+    t = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    skewed = CallFactory(organization=organization, completed=True, created_at=t, started_at=t)
+    fine = CallFactory(organization=organization, completed=True, created_at=t, started_at=t)
+    Call.objects.filter(pk=skewed.pk).update(started_at=t - datetime.timedelta(seconds=2))
+    Call.objects.filter(pk=fine.pk).update(started_at=t + datetime.timedelta(seconds=5))
+
+    clamp.started_at_clamp(django_apps, None)
+
+    assert Call.objects.get(pk=skewed.pk).started_at == t
+    assert Call.objects.get(pk=fine.pk).started_at == t + datetime.timedelta(seconds=5)

@@ -4,9 +4,11 @@ counts, and `expire_calls` repairs it when something bypassed the state machine.
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 
 from accounts.models import Organization
@@ -138,3 +140,18 @@ def test_concurrent_creations_and_ends_leave_the_counter_equal_to_the_open_calls
     assert most_open and max(most_open) <= 5
     assert _open_calls(organization) == _counted(organization) == 0
     assert open_calls_reconcile() == 0
+
+
+def test_the_migration_starts_each_counter_at_the_organizations_open_calls(
+    workflow, outsider_workflow
+):
+    backfill = importlib.import_module("calls.migrations.0008_open_calls_backfill")
+    CallFactory(organization=workflow.organization, workflow=workflow)
+    CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
+    Organization.objects.update(open_calls=7)
+
+    backfill.open_calls_backfill(django_apps, None)
+
+    assert _open_calls(workflow.organization) == 2
+    assert _open_calls(outsider_workflow.organization) == 0

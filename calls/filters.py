@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import datetime
 
 from django import forms
@@ -159,3 +160,16 @@ class CallFilter(filters.FilterSet):
         if "_form_class" not in cls.__dict__:
             cls._form_class = super().get_form_class()
         return cls._form_class
+
+
+class _FiltersCopiedPerRequest(dict):
+    """django-filter deep-copies a FilterSet's filters (their choices, widgets, field
+    classes) for every request (bench/README.md "Issue 19"). A request sets only
+    `model` and `parent` on its filters (the form class is built once, above), so a
+    shallow copy of each filter object serves."""
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return {name: copy.copy(filter_) for name, filter_ in self.items()}
+
+
+CallFilter.base_filters = _FiltersCopiedPerRequest(CallFilter.base_filters)

@@ -8,8 +8,10 @@ import importlib
 
 import pytest
 from django.apps import apps as django_apps
+from django.http import QueryDict
 from rest_framework.test import APIClient
 
+from calls.filters import CallFilter
 from calls.models import MAX_START_DELAY, Call, CallStatus
 from tests.factories import CallFactory
 
@@ -100,3 +102,13 @@ def test_the_migration_moves_a_start_stamped_before_creation_to_the_creation(org
 
     assert Call.objects.get(pk=skewed.pk).started_at == t
     assert Call.objects.get(pk=fine.pk).started_at == t + datetime.timedelta(seconds=5)
+
+
+def test_each_request_filters_with_its_own_copies_of_the_filters() -> None:
+    first = CallFilter(QueryDict("status=failed"))
+    second = CallFilter(QueryDict("status=completed"))
+
+    for name, base in CallFilter.base_filters.items():
+        assert first.filters[name] is not base and second.filters[name] is not first.filters[name]
+        assert (first.filters[name].parent, second.filters[name].parent) == (first, second)
+        assert getattr(base, "parent", None) is None

@@ -708,17 +708,21 @@ def test_started_after_is_inclusive_and_started_before_exclusive(
     api: APIClient, organization
 ) -> None:
     t = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
-    at_start = CallFactory(organization=organization, completed=True, started_at=t)
-    inside = CallFactory(
-        organization=organization, completed=True, started_at=t + datetime.timedelta(minutes=30)
-    )
-    CallFactory(
-        organization=organization, completed=True, started_at=t + datetime.timedelta(hours=1)
-    )
-    CallFactory(
-        organization=organization, completed=True, started_at=t - datetime.timedelta(seconds=1)
-    )
-    CallFactory(organization=organization)  # never started: outside any started_* range
+
+    def started(at: datetime.datetime):
+        # A call starts within its start delay of its creation (DESIGN.md).
+        return CallFactory(
+            organization=organization,
+            completed=True,
+            created_at=at - datetime.timedelta(seconds=5),
+            started_at=at,
+        )
+
+    at_start = started(t)
+    inside = started(t + datetime.timedelta(minutes=30))
+    started(t + datetime.timedelta(hours=1))
+    started(t - datetime.timedelta(seconds=1))
+    CallFactory(organization=organization, created_at=t)  # never started: outside any range
 
     body = api.get(
         CALLS,

@@ -155,7 +155,6 @@ class CallListing:
         return [_list_row(row) for row in rows]
 
 
-
 def active_calls(*, organization: Organization, limit: int) -> list[dict]:
     """Calls not yet ended, newest first, as `ACTIVE_FIELDS` rows."""
     return list(

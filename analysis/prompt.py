@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from analysis.settings import schema_validator
+from voicecalls.fields import schema_validator
 from workflows.prompts import render, template_context
 
 # A transcript longer than this is cut (the start is kept, with a note): the request

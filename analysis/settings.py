@@ -7,17 +7,12 @@ refuses, or a provider the analysis cannot call.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from drf_spectacular.utils import extend_schema_field
-from jsonschema import exceptions as jsonschema_exceptions
-from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from providerkeys.catalog import OPENAI_COMPATIBLE_LLM, PROVIDER_CATALOG
-from voicecalls.fields import JSONTypedSerializer, json_depth, json_has_nul
+from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
 from workflows.prompts import template_error
 
 DEFAULT_SUMMARY_PROMPT = "Summarize the call in two or three sentences."
@@ -25,14 +20,6 @@ MAX_SUMMARY_PROMPT_CHARS = 8_000
 MAX_SUCCESS_CRITERIA_CHARS = 4_000
 MAX_SCHEMA_BYTES = 16 * 1024
 MAX_SCHEMA_DEPTH = 16
-
-
-def schema_validator(schema: dict) -> Any:
-    """The jsonschema validator for `schema` (its `$schema`, else draft 2020-12)."""
-    cls = jsonschema_validators.validator_for(
-        schema, default=jsonschema_validators.Draft202012Validator
-    )
-    return cls(schema)
 
 
 @extend_schema_field(
@@ -49,37 +36,17 @@ def schema_validator(schema: dict) -> Any:
         },
     }
 )
-class StructuredDataSchemaField(serializers.JSONField):
+class StructuredDataSchemaField(JSONSchemaDocumentField):
+    max_depth = MAX_SCHEMA_DEPTH
+    max_bytes = MAX_SCHEMA_BYTES
     default_error_messages = {
-        "not_an_object": "Must be a JSON Schema object.",
-        "invalid_schema": "Not a valid JSON Schema: {message}",
-        "too_large": "Must be at most {max_bytes} bytes as JSON.",
-        "too_deep": "Must be nested at most {max_depth} levels deep.",
-        "null_characters_not_allowed": "Null characters are not allowed.",
         "remote_ref": "References must stay inside the schema (`#...`).",
     }
 
-    def to_internal_value(self, data: object) -> dict:
-        value = super().to_internal_value(data)
-        if not isinstance(value, dict):
-            self.fail("not_an_object")
-        # Before the validator walks it: it recurses once per level.
-        if json_depth(value) > MAX_SCHEMA_DEPTH:
-            self.fail("too_deep", max_depth=MAX_SCHEMA_DEPTH)
-        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_SCHEMA_BYTES:
-            self.fail("too_large", max_bytes=MAX_SCHEMA_BYTES)
-        if json_has_nul(value):
-            self.fail("null_characters_not_allowed")
+    def check_document(self, value: dict) -> None:
         if _has_remote_ref(value):
             # The validator would fetch a remote `$ref` over the network.
             self.fail("remote_ref")
-        try:
-            schema_validator(value).check_schema(value)
-        except jsonschema_exceptions.SchemaError as exc:
-            path = "/".join(str(part) for part in exc.path)
-            where = f" at /{path}" if path else ""
-            self.fail("invalid_schema", message=f"{exc.message}{where}")
-        return value
 
 
 def _has_remote_ref(value: object) -> bool:

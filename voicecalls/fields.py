@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import empty
@@ -77,6 +79,53 @@ class BoundedJSONObjectField(serializers.JSONField):
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")
         return value
+
+
+def schema_validator(schema: dict) -> Any:
+    """The jsonschema validator for `schema` (its `$schema`, else draft 2020-12)."""
+    cls = jsonschema_validators.validator_for(
+        schema, default=jsonschema_validators.Draft202012Validator
+    )
+    return cls(schema)
+
+
+class JSONSchemaDocumentField(serializers.JSONField):
+    """A JSON Schema given as a JSON object: bounded in depth and size, without NUL, and
+    one jsonschema accepts. Subclasses set the bounds and add their own rules in
+    `check_document` (before the meta-schema check) or after `to_internal_value`."""
+
+    max_depth = 32
+    max_bytes = 16 * 1024
+    default_error_messages = {
+        "not_an_object": "Must be a JSON Schema object.",
+        "invalid_schema": "Not a valid JSON Schema: {message}",
+        "too_large": "Must be at most {max_bytes} bytes as JSON.",
+        "too_deep": "Must be nested at most {max_depth} levels deep.",
+        "null_characters_not_allowed": "Null characters are not allowed.",
+    }
+
+    def to_internal_value(self, data: object) -> dict:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_an_object")
+        # Before the validator walks it: it recurses once per level.
+        if json_depth(value) > self.max_depth:
+            self.fail("too_deep", max_depth=self.max_depth)
+        if len(json.dumps(value, separators=(",", ":")).encode()) > self.max_bytes:
+            self.fail("too_large", max_bytes=self.max_bytes)
+        if json_has_nul(value):
+            self.fail("null_characters_not_allowed")
+        self.check_document(value)
+        try:
+            schema_validator(value).check_schema(value)
+        except jsonschema_exceptions.SchemaError as exc:
+            path = "/".join(str(part) for part in exc.path)
+            where = f" at /{path}" if path else ""
+            self.fail("invalid_schema", message=f"{exc.message}{where}")
+        return value
+
+    def check_document(self, value: dict) -> None:
+        """A subclass's own rules, checked before the meta-schema."""
 
 
 def json_type_error(field: serializers.Field, value: Any) -> ErrorDetail | dict | None:

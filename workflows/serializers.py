@@ -10,15 +10,13 @@ import json
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
-from jsonschema import exceptions as jsonschema_exceptions
-from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
 
 from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
-from voicecalls.fields import JSONTypedSerializer, json_depth, json_has_nul
+from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
 from workflows.languages import agents_language_problems
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
 from workflows.settings import WorkflowSettingsSerializer
@@ -41,10 +39,6 @@ def _error(message: str, code: str) -> list[ErrorDetail]:
     return [ErrorDetail(message, code=code)]
 
 
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")).encode())
-
-
 @extend_schema_field(
     {
         "type": "object",
@@ -59,38 +53,17 @@ def _json_size(value: Any) -> int:
         },
     }
 )
-class JSONSchemaField(serializers.JSONField):
+class JSONSchemaField(JSONSchemaDocumentField):
     """A JSON Schema for a tool's arguments: an object schema the validator accepts."""
 
+    max_depth = MAX_PARAMETERS_DEPTH
+    max_bytes = MAX_PARAMETERS_BYTES
     default_error_messages = {
-        "not_an_object": "Must be a JSON Schema object.",
         "not_object_type": 'Tool parameters must be a schema of "type": "object".',
-        "invalid_schema": "Not a valid JSON Schema: {message}",
-        "too_large": "Must be at most {max_bytes} bytes as JSON.",
-        "too_deep": "Must be nested at most {max_depth} levels deep.",
-        "null_characters_not_allowed": "Null characters are not allowed.",
     }
 
     def to_internal_value(self, data: object) -> dict:
         value = super().to_internal_value(data)
-        if not isinstance(value, dict):
-            self.fail("not_an_object")
-        # Before the validator walks it: it recurses once per level.
-        if json_depth(value) > MAX_PARAMETERS_DEPTH:
-            self.fail("too_deep", max_depth=MAX_PARAMETERS_DEPTH)
-        if _json_size(value) > MAX_PARAMETERS_BYTES:
-            self.fail("too_large", max_bytes=MAX_PARAMETERS_BYTES)
-        if json_has_nul(value):
-            self.fail("null_characters_not_allowed")
-        validator = jsonschema_validators.validator_for(
-            value, default=jsonschema_validators.Draft202012Validator
-        )
-        try:
-            validator.check_schema(value)
-        except jsonschema_exceptions.SchemaError as exc:
-            path = "/".join(str(part) for part in exc.path)
-            where = f" at /{path}" if path else ""
-            self.fail("invalid_schema", message=f"{exc.message}{where}")
         if value.get("type") != "object":
             self.fail("not_object_type")
         return value

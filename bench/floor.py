@@ -145,20 +145,9 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
-def _providers(served: object) -> list[dict]:
-    turns: dict[tuple[str, str, str], int] = {}
-    for providers in served:
-        for component in ("stt", "llm", "tts"):
-            choice = (providers or {}).get(component)
-            if choice:
-                key = (component, choice["provider"], choice["model"])
-                turns[key] = turns.get(key, 0) + 1
-    return [
-        {"component": c, "provider": p, "model": m, "turns": n} for (c, p, m), n in turns.items()
-    ]
-
-
 def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
+    from calls.selectors import providers_summary  # pure Python: the floor needs it too
+
     row = conn.execute(
         f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
         " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
@@ -190,7 +179,7 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
             component: _percentiles(sorted(s[i] for s in samples if s[i] is not None))
             for i, component in enumerate(("stt", "llm", "tts", "e2e", "eou"))
         },
-        "providers": _providers(s[5] for s in samples),
+        "providers": providers_summary(s[5] for s in samples),
     }
     body["metadata"] = metadata
     body["user_data"] = user_data

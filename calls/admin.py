@@ -139,6 +139,7 @@ class CallAdmin(admin.ModelAdmin):
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
         ("Post-call analysis", {"fields": ["analysis_html"]}),
+        ("Cost", {"fields": ["cost_html"]}),
     ]
     readonly_fields = [
         "id",
@@ -157,6 +158,7 @@ class CallAdmin(admin.ModelAdmin):
         "user_data_json",
         "metadata_json",
         "analysis_html",
+        "cost_html",
     ]
 
     # --- read-only: calls are evidence ---------------------------------------------
@@ -224,6 +226,14 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="metadata")
     def metadata_json(self, call: Call) -> str:
         return format_html("<pre>{}</pre>", json.dumps(call.metadata, indent=2))
+
+    @admin.display(description="cost")
+    def cost_html(self, call: Call) -> str:
+        """What the call detail's `cost` says."""
+        cost = representations.call_cost(selectors.call_cost(call=call))
+        if cost is None:
+            return "Not priced yet: a call is priced when it ends."
+        return format_html("<pre>{}</pre>", json.dumps(cost, indent=2))
 
     @admin.display(description="analysis")
     def analysis_html(self, call: Call) -> str:
@@ -331,6 +341,7 @@ class CallAdmin(admin.ModelAdmin):
             call,
             samples=selectors.call_samples(call=call),
             analysis=selectors.call_analysis(call=call),
+            cost=selectors.call_cost(call=call),
         )
         return JsonResponse(body, json_dumps_params={"indent": 2})
 

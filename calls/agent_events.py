@@ -24,6 +24,7 @@ from calls.models import (
     TranscriptRole,
 )
 from calls.services import call_room_close_later
+from calls.signals import call_usage_reported
 from calls.sql import JSONArrayAppend, insert_new
 
 _DEFAULT_END_REASON = {
@@ -48,10 +49,12 @@ class _NewEvents:
     samples: list[dict]
     handoffs: list[dict]
     statuses: list[dict]
+    usage: list[dict]
 
     @property
     def count(self) -> int:
-        return self.transcript + len(self.samples) + len(self.handoffs) + len(self.statuses)
+        ledger = len(self.handoffs) + len(self.statuses) + len(self.usage)
+        return self.transcript + len(self.samples) + ledger
 
 
 @transaction.atomic
@@ -60,7 +63,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
 
     The call row is locked first, so concurrent batches for one call run one after
     the other (and cannot deadlock on each other's ids). Only the events stored now
-    move the call: a replayed batch changes nothing. Transcript and metrics events are
+    move the call: a replayed batch changes nothing. Transcript, metrics and usage events are
     accepted after the end (late flush).
     """
     now = timezone.now()
@@ -84,6 +87,12 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
         hung_up_by_api=hangup_requested_at is not None,
         now=now,
     )
+    if new.usage:
+        # Reports are cumulative: only the newest of the batch matters.
+        newest = new.usage[-1]
+        call_usage_reported.send(
+            sender=Call, call_id=call.pk, usage=newest["usage"], at=newest["timestamp"]
+        )
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
 
 
@@ -97,7 +106,11 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
     for event in first_of_each.values():
         by_type[event["type"]].append(event)
     lines, samples = by_type[AgentEventType.TRANSCRIPT], by_type[AgentEventType.METRICS]
-    ledger = by_type[AgentEventType.AGENT_HANDOFF] + by_type[AgentEventType.STATUS]
+    ledger = (
+        by_type[AgentEventType.AGENT_HANDOFF]
+        + by_type[AgentEventType.STATUS]
+        + by_type[AgentEventType.USAGE]
+    )
     per_call = {"unique": "event_id", "unique_with": ("call",)}
     transcript_ids = insert_new(TranscriptEntry, _transcript_rows(call_id, lines, now), **per_call)
     metric_ids = insert_new(MetricSample, _sample_rows(call_id, samples, now), **per_call)
@@ -111,6 +124,7 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
         samples=[e for e in samples if e["id"] in metric_ids],
         handoffs=new_in_time_order(by_type[AgentEventType.AGENT_HANDOFF], ledger_ids),
         statuses=new_in_time_order(by_type[AgentEventType.STATUS], ledger_ids),
+        usage=new_in_time_order(by_type[AgentEventType.USAGE], ledger_ids),
     )
 
 

@@ -347,10 +347,11 @@ class AgentEventType(models.TextChoices):
     AGENT_HANDOFF = "agent_handoff", "Agent handoff"
     METRICS = "metrics", "Metrics"
     STATUS = "status", "Status"
+    USAGE = "usage", "Usage"
 
 
 class AgentEvent(models.Model):
-    """An `agent_handoff` or `status` event the agent reported, kept by its id.
+    """An `agent_handoff`, `status` or `usage` event the agent reported, kept by its id.
 
     Transcript lines and metric samples live in their own tables (each unique by
     event id); this ledger makes the other event types idempotent too.

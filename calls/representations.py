@@ -78,9 +78,9 @@ def call_metrics(call: Call, *, samples: dict) -> dict:
     return {**call.metrics(), **samples}
 
 
-def call_detail(call: Call, *, samples: dict, analysis: Any | None) -> dict:
+def call_detail(call: Call, *, samples: dict, analysis: Any | None, cost: Any | None) -> dict:
     """`Call`: a call with its metrics (`selectors.call_samples` completes them), data,
-    room and post-call analysis (`selectors.call_analysis`)."""
+    room, post-call analysis (`selectors.call_analysis`) and cost (`selectors.call_cost`)."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
     return {
         **call_summary(row, timezone.get_current_timezone()),
@@ -89,6 +89,18 @@ def call_detail(call: Call, *, samples: dict, analysis: Any | None) -> dict:
         "metadata": call.metadata,
         "user_data": call.user_data,
         "analysis": call_analysis(analysis),
+        "cost": call_cost(cost),
+    }
+
+
+def call_cost(cost: Any | None) -> dict | None:
+    """`CallCost` (billing.models.CallCost, or None: not priced yet)."""
+    if cost is None or cost.total_usd is None:
+        return None
+    return {
+        "total_usd": str(cost.total_usd),
+        "breakdown": cost.breakdown,
+        "complete": cost.complete,
     }
 
 

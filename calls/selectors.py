@@ -290,3 +290,12 @@ def call_analysis(*, call: Call) -> Any | None:
         return call.analysis
     except ObjectDoesNotExist:
         return None
+
+
+def call_cost(*, call: Call) -> Any | None:
+    """The call's usage and cost row (billing.models.CallCost), or None when it has none;
+    through the reverse relation, as `call_analysis`."""
+    try:
+        return call.cost
+    except ObjectDoesNotExist:
+        return None

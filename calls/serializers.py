@@ -147,6 +147,44 @@ class CallAnalysisSerializer(serializers.Serializer):
     model = serializers.CharField(allow_null=True, help_text="The model that answered.")
 
 
+class CostLineSerializer(serializers.Serializer):
+    component = serializers.ChoiceField(
+        choices=["stt", "llm_prompt", "llm_cached", "llm_completion", "tts", "room", "sip"]
+    )
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    quantity = serializers.DecimalField(
+        max_digits=30, decimal_places=6, help_text="In `unit`s: minutes, tokens or characters."
+    )
+    unit = serializers.ChoiceField(choices=["minute", "token", "character"])
+    unit_price_usd = serializers.DecimalField(
+        max_digits=30,
+        decimal_places=12,
+        allow_null=True,
+        help_text="Null when the price table has no line for this model.",
+    )
+    amount_usd = serializers.DecimalField(
+        max_digits=30,
+        decimal_places=6,
+        allow_null=True,
+        help_text="quantity × unit price, shown rounded to a millionth of a dollar.",
+    )
+
+
+class CallCostSerializer(serializers.Serializer):
+    """What the call cost (`representations.call_cost`)."""
+
+    total_usd = serializers.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        help_text="The exact sum of the lines' amounts, rounded once to a millionth.",
+    )
+    breakdown = CostLineSerializer(many=True)
+    complete = serializers.BooleanField(
+        help_text="False when some usage had no price: its amount is null and not in the total."
+    )
+
+
 @extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
@@ -155,6 +193,11 @@ class CallSerializer(_CallBaseSerializer):
     user_data = serializers.DictField()
     analysis = CallAnalysisSerializer(
         allow_null=True, help_text="Null when the call's workflow has no `analysis` setting."
+    )
+    cost = CallCostSerializer(
+        allow_null=True,
+        help_text="Known once the call ended (repriced when the agent's last usage arrives "
+        "later); null before.",
     )
 
 

@@ -10,3 +10,8 @@ from django.dispatch import Signal
 # A call moved from one status to another. Arguments (keywords): call_id,
 # from_status, to_status, end_reason (None unless it ended), at (when).
 call_status_changed = Signal()
+
+# The agent reported its usage so far (cumulative, per provider and model), newer than
+# any report before it in the batch. Arguments (keywords): call_id, usage, at. Sent with
+# the call's row locked.
+call_usage_reported = Signal()

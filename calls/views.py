@@ -160,8 +160,8 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        # The analysis joins the call's own query (a one-to-one, at most one row).
-        queryset = self.get_queryset().select_related("analysis")
+        # The analysis and cost join the call's own query (one-to-ones, one row each).
+        queryset = self.get_queryset().select_related("analysis", "cost")
         return Response(_call_detail(get_object_or_404(queryset, pk=pk)))
 
     @extend_schema(
@@ -306,5 +306,8 @@ def _call_created(
 
 def _call_detail(call: Call) -> dict:
     return representations.call_detail(
-        call, samples=selectors.call_samples(call=call), analysis=selectors.call_analysis(call=call)
+        call,
+        samples=selectors.call_samples(call=call),
+        analysis=selectors.call_analysis(call=call),
+        cost=selectors.call_cost(call=call),
     )

@@ -17,6 +17,7 @@ from django.http import QueryDict
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
+from billing.services import call_usage_record
 from calls import representations, selectors
 from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, TranscriptEntryFactory
@@ -115,21 +116,28 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
         timestamp=timezone.now(),
     )
     samples = selectors.call_samples(call=call)
+    stt = {"component": "stt", "provider": "deepgram", "model": "nova-3", "audio_seconds": 61.5}
+    unpriced = {"component": "tts", "provider": "acme", "model": "x", "characters": 10}
+    call_usage_record(call_id=call.id, usage=[stt, unpriced], at=timezone.now())
+    call.refresh_from_db()
 
-    detail = representations.call_detail(call, samples=samples, analysis=None)
+    detail = representations.call_detail(
+        call, samples=samples, analysis=None, cost=selectors.call_cost(call=call)
+    )
     metrics = representations.call_metrics(call, samples=samples)
 
     assert_described(detail, "Call")
     assert_described(metrics, "CallMetrics")
     assert detail["metrics"] == metrics
     assert detail["user_data"] == {"name": "Ada", "n": [1, 2.5, None]}
+    assert [line["component"] for line in detail["cost"]["breakdown"]] == ["stt", "tts", "room"]
     assert metrics["latency"]["stt"] == {"p50": 120, "p95": 120, "max": 120, "count": 1}
 
 
 def test_a_call_not_yet_started_is_what_the_schema_says(organization, calls) -> None:
     call = calls[0]
     detail = representations.call_detail(
-        call, samples=selectors.call_samples(call=call), analysis=None
+        call, samples=selectors.call_samples(call=call), analysis=None, cost=None
     )
 
     assert_described(detail, "Call")

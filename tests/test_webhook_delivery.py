@@ -276,7 +276,10 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
     assert report["call"] == json.loads(
         json.dumps(
             representations.call_detail(
-                call, samples=samples, analysis=selectors.call_analysis(call=call)
+                call,
+                samples=samples,
+                analysis=selectors.call_analysis(call=call),
+                cost=selectors.call_cost(call=call),
             )
         )
     )

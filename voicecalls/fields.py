@@ -11,6 +11,7 @@ from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import empty
+from rest_framework.settings import api_settings
 
 
 def json_depth(value: object) -> int:
@@ -128,6 +129,11 @@ class JSONSchemaDocumentField(serializers.JSONField):
         """A subclass's own rules, checked before the meta-schema."""
 
 
+def _decimal_as_string(field: serializers.DecimalField) -> bool:
+    # DRF's own rule (DecimalField.to_representation).
+    return getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+
+
 def json_type_error(field: serializers.Field, value: Any) -> ErrorDetail | dict | None:
     """What is wrong with `value`'s JSON type for `field`, or None.
 
@@ -141,6 +147,8 @@ def json_type_error(field: serializers.Field, value: Any) -> ErrorDetail | dict 
         expected = (bool,)
     elif isinstance(field, serializers.IntegerField):
         expected = (int,)
+    elif isinstance(field, serializers.DecimalField) and _decimal_as_string(field):
+        expected = (str,)  # as the schema states it: money stays exact in transit
     elif isinstance(field, serializers.FloatField | serializers.DecimalField):
         expected = (int, float)
     elif isinstance(

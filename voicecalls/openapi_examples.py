@@ -74,6 +74,39 @@ CALL_ANALYSIS_VALUE = {
     "model": "gpt-4.1-mini",
 }
 
+
+def _cost_line(component: str, provider: str, model: str, *numbers: str) -> dict:
+    quantity, unit, unit_price, amount = numbers
+    return {
+        "component": component,
+        "provider": provider,
+        "model": model,
+        "quantity": quantity,
+        "unit": unit,
+        "unit_price_usd": unit_price,
+        "amount_usd": amount,
+    }
+
+
+CALL_COST_VALUE = {
+    "total_usd": "0.095440",
+    "breakdown": [
+        _cost_line("stt", "deepgram", "nova-3", "2.92", "minute", "0.0077", "0.022484"),
+        _cost_line(
+            "llm_prompt", "openai", "gpt-4.1-mini", "4200", "token", "0.0000004", "0.001680"
+        ),
+        _cost_line(
+            "llm_cached", "openai", "gpt-4.1-mini", "1200", "token", "0.0000001", "0.000120"
+        ),
+        _cost_line(
+            "llm_completion", "openai", "gpt-4.1-mini", "410", "token", "0.0000016", "0.000656"
+        ),
+        _cost_line("tts", "cartesia", "sonic-2", "2300", "character", "0.00003", "0.069000"),
+        _cost_line("room", "livekit", "room", "3", "minute", "0.0005", "0.001500"),
+    ],
+    "complete": True,
+}
+
 CALL = OpenApiExample(
     "Completed call",
     value={
@@ -92,6 +125,7 @@ CALL = OpenApiExample(
         "metadata": {"session_id": "abc123", "source": "mobile-app"},
         "user_data": {"name": "John Doe", "language": "en"},
         "analysis": CALL_ANALYSIS_VALUE,
+        "cost": CALL_COST_VALUE,
         "started_at": "2026-01-17T10:30:00Z",
         "ended_at": "2026-01-17T10:33:00Z",
         "created_at": "2026-01-17T10:29:55Z",

@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("providerkeys.urls")),
     path("api/v1/", include("workflows.urls")),
     path("api/v1/", include("webhooks.urls")),
+    path("api/v1/", include("billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

@@ -171,7 +171,10 @@ def _call_ended_payload(call_id: UUID) -> dict:
     rows = selectors.call_transcript_rows(call=call)
     return {
         "call": representations.call_detail(
-            call, samples=samples, analysis=selectors.call_analysis(call=call)
+            call,
+            samples=samples,
+            analysis=selectors.call_analysis(call=call),
+            cost=selectors.call_cost(call=call),
         ),
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),

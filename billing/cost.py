@@ -1,0 +1,146 @@
+"""A call's cost: its usage and timings priced by the table, in `Decimal`.
+
+Amounts are exact products (quantity × unit price, 34 significant digits); the total is
+their exact sum, rounded once to a millionth of a dollar. The breakdown shows each line
+rounded the same way for reading, so its lines may differ from the total in the last
+digit; the total is never a sum of rounded lines.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+
+from billing.prices import Key, Price, price_for
+
+EXACT = Context(prec=34)
+MICRO = Decimal("0.000001")
+SECONDS_PER_MINUTE = Decimal(60)
+
+
+@dataclass(frozen=True)
+class Line:
+    component: str
+    provider: str
+    model: str
+    quantity: Decimal
+    unit: str
+    price: Price | None
+
+    @property
+    def amount(self) -> Decimal | None:
+        if self.price is None:
+            return None
+        return EXACT.multiply(self.quantity, self.price.unit_price_usd)
+
+
+@dataclass(frozen=True)
+class Cost:
+    total_usd: Decimal
+    breakdown: list[dict]
+    # False when some usage has no price (its amount is null and not in the total).
+    complete: bool
+
+
+def _minutes(seconds: float | Decimal) -> Decimal:
+    return EXACT.divide(Decimal(str(seconds)), SECONDS_PER_MINUTE)
+
+
+def _item_lines(item: dict, prices: dict[Key, Price]) -> list[Line]:
+    """One usage item (a provider's model, cumulative) as priced lines."""
+    provider, model = item["provider"], item["model"]
+
+    def line(component: str, quantity: Decimal, unit: str, price: Price | None = None) -> Line:
+        price = price or price_for(prices, component, provider, model)
+        return Line(component, provider, model, quantity, unit, price)
+
+    if item["component"] == "stt":
+        return [line("stt", _minutes(item.get("audio_seconds", 0)), "minute")]
+    if item["component"] == "tts":
+        return [line("tts", Decimal(item.get("characters", 0)), "character")]
+    cached = item.get("cached_tokens", 0)
+    prompt_price = price_for(prices, "llm_prompt", provider, model)
+    # Cached tokens without a price of their own cost what prompt tokens do.
+    cached_price = price_for(prices, "llm_cached", provider, model) or prompt_price
+    return [
+        line("llm_prompt", Decimal(max(item.get("prompt_tokens", 0) - cached, 0)), "token"),
+        line("llm_cached", Decimal(cached), "token", cached_price),
+        line("llm_completion", Decimal(item.get("completion_tokens", 0)), "token"),
+    ]
+
+
+def _time_lines(
+    *,
+    started_at: datetime.datetime | None,
+    ended_at: datetime.datetime | None,
+    sip_direction: str | None,
+    prices: dict[Key, Price],
+) -> list[Line]:
+    if started_at is None or ended_at is None or ended_at <= started_at:
+        return []
+    minutes = _minutes(Decimal((ended_at - started_at).total_seconds()))
+    lines = [
+        Line(
+            "room",
+            "livekit",
+            "room",
+            minutes,
+            "minute",
+            price_for(prices, "room", "livekit", "room"),
+        )
+    ]
+    if sip_direction is not None:
+        price = price_for(prices, "sip", "livekit", sip_direction)
+        lines.append(Line("sip", "livekit", sip_direction, minutes, "minute", price))
+    return lines
+
+
+def _rounded(value: Decimal | None) -> str | None:
+    return None if value is None else str(value.quantize(MICRO, rounding=ROUND_HALF_EVEN))
+
+
+def _plain(value: Decimal) -> str:
+    # 1200 tokens, 1.5 minutes: no exponent, no trailing zeros.
+    return format(value.quantize(MICRO, rounding=ROUND_HALF_EVEN).normalize(), "f")
+
+
+def _plain_price(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def call_cost_compute(
+    *,
+    usage: list[dict],
+    started_at: datetime.datetime | None,
+    ended_at: datetime.datetime | None,
+    prices: dict[Key, Price],
+    sip_direction: str | None = None,
+) -> Cost:
+    """The cost of a call: the usage the agent reported (cumulative, per provider and
+    model), room minutes (and SIP minutes for a phone call) from its timings."""
+    lines = [line for item in usage for line in _item_lines(item, prices)] + _time_lines(
+        started_at=started_at, ended_at=ended_at, sip_direction=sip_direction, prices=prices
+    )
+    lines = [line for line in lines if line.quantity > 0]
+    amounts = [line.amount for line in lines]
+    total = sum((a for a in amounts if a is not None), Decimal(0))
+    breakdown = [
+        {
+            "component": line.component,
+            "provider": line.provider,
+            "model": line.model,
+            "quantity": _plain(line.quantity),
+            "unit": line.unit,
+            "unit_price_usd": None
+            if line.price is None
+            else _plain_price(line.price.unit_price_usd),
+            "amount_usd": _rounded(amount),
+        }
+        for line, amount in zip(lines, amounts, strict=True)
+    ]
+    return Cost(
+        total_usd=total.quantize(MICRO, rounding=ROUND_HALF_EVEN),
+        breakdown=breakdown,
+        complete=all(a is not None for a in amounts),
+    )

@@ -1,0 +1,112 @@
+"""Reads: usage per day and workflow, the price table an organization sees, and the
+admin dashboard's cost per day."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from accounts.models import Organization
+from billing.models import CallCost, PriceOverride
+from billing.prices import Price, organization_prices
+from calls.models import Call
+
+_CALL_SECONDS = ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField())
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    seconds: float = 0.0
+    cost_usd: Decimal = Decimal(0)
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.seconds += other.seconds
+        self.cost_usd += other.cost_usd
+
+
+@dataclass
+class UsageDay:
+    date: datetime.date
+    usage: Usage = field(default_factory=Usage)
+    # workflow id → (slug, usage), in the order first seen.
+    workflows: dict = field(default_factory=dict)
+
+
+def _day_bounds(start: datetime.date, end: datetime.date) -> tuple:
+    first = datetime.datetime.combine(start, datetime.time.min, tzinfo=datetime.UTC)
+    after = datetime.datetime.combine(end, datetime.time.min, tzinfo=datetime.UTC)
+    return first, after + datetime.timedelta(days=1)
+
+
+def usage_daily(
+    *, organization: Organization, start: datetime.date, end: datetime.date
+) -> list[UsageDay]:
+    """Every day from `start` to `end` (UTC, inclusive), with its calls (by creation),
+    their minutes (started to ended) and cost, in total and per workflow: two grouped
+    reads, each an index range of this organization's calls or costs."""
+    first, after = _day_bounds(start, end)
+    calls = (
+        Call.objects.filter(organization=organization, created_at__gte=first, created_at__lt=after)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "workflow_id", "workflow_slug")
+        .annotate(calls=Count("id"), duration=Sum(_CALL_SECONDS))
+        .order_by()
+    )
+    costs = (
+        CallCost.objects.filter(
+            organization=organization,
+            call_created_at__gte=first,
+            call_created_at__lt=after,
+            total_usd__isnull=False,
+        )
+        .annotate(day=TruncDate("call_created_at"))
+        .values("day", "workflow_id")
+        .annotate(cost=Sum("total_usd"))
+        .order_by()
+    )
+    cost_of = {(row["day"], row["workflow_id"]): row["cost"] for row in costs}
+    days = {
+        start + datetime.timedelta(days=i): UsageDay(date=start + datetime.timedelta(days=i))
+        for i in range((end - start).days + 1)
+    }
+    for row in sorted(calls, key=lambda r: (r["day"], r["workflow_slug"], str(r["workflow_id"]))):
+        duration = row["duration"]
+        usage = Usage(
+            calls=row["calls"],
+            seconds=duration.total_seconds() if duration else 0.0,
+            cost_usd=cost_of.get((row["day"], row["workflow_id"])) or Decimal(0),
+        )
+        day = days[row["day"]]
+        slug, per_workflow = day.workflows.setdefault(
+            row["workflow_id"], (row["workflow_slug"], Usage())
+        )
+        per_workflow.add(usage)
+        day.usage.add(usage)
+    return list(days.values())
+
+
+def price_table(*, organization: Organization) -> list[Price]:
+    prices = organization_prices(organization_id=organization.pk)
+    return sorted(prices.values(), key=lambda p: (p.component, p.provider, p.model))
+
+
+def price_overrides(*, organization: Organization) -> QuerySet[PriceOverride]:
+    return PriceOverride.objects.filter(organization=organization)
+
+
+def cost_per_day(*, since: datetime.datetime) -> dict[datetime.date, Decimal]:
+    """Across organizations (the admin dashboard): what the calls created each day cost."""
+    rows = (
+        CallCost.objects.filter(call_created_at__gte=since, total_usd__isnull=False)
+        .annotate(day=TruncDate("call_created_at"))
+        .values("day")
+        .annotate(cost=Sum("total_usd"))
+        .order_by()
+    )
+    return {row["day"]: row["cost"] for row in rows}

@@ -1,0 +1,126 @@
+"""Writes: a call's usage and cost, and an organization's price overrides."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from billing.cost import call_cost_compute
+from billing.models import CallCost, PriceOverride
+from billing.prices import organization_prices
+from calls.models import ENDED_STATUSES, Call
+
+_CALL_COLUMNS = (
+    "organization_id",
+    "workflow_id",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "cost__usage",
+    "cost__usage_at",
+)
+
+
+def _call_with_cost(call_id: UUID | str) -> tuple[Call, CallCost | None] | None:
+    call = Call.objects.select_related("cost").only(*_CALL_COLUMNS).filter(pk=call_id).first()
+    if call is None:
+        return None
+    try:
+        return call, call.cost
+    except ObjectDoesNotExist:
+        return call, None
+
+
+def _cost_save(
+    *, call: Call, existing: CallCost | None, usage: list[dict], usage_at: datetime.datetime | None
+) -> None:
+    """Store the usage, and the cost once the call ended (an upsert: the caller holds the
+    call's row lock, so no other writer of this row runs meanwhile)."""
+    values: dict[str, Any] = {"usage": usage, "usage_at": usage_at}
+    if call.ended_at is not None:
+        cost = call_cost_compute(
+            usage=usage,
+            started_at=call.started_at,
+            ended_at=call.ended_at,
+            prices=organization_prices(organization_id=call.organization_id),
+        )
+        values.update(
+            total_usd=cost.total_usd,
+            breakdown=cost.breakdown,
+            complete=cost.complete,
+            computed_at=timezone.now(),
+        )
+    if existing is not None:
+        CallCost.objects.filter(pk=call.pk).update(**values)
+    else:
+        CallCost.objects.create(
+            call_id=call.pk,
+            organization_id=call.organization_id,
+            workflow_id=call.workflow_id,
+            call_created_at=call.created_at,
+            **values,
+        )
+
+
+def call_usage_record(*, call_id: UUID | str, usage: list[dict], at: datetime.datetime) -> bool:
+    """Keep the agent's usage report if it is newer than the one kept (reports are
+    cumulative: an older or replayed one changes nothing); re-price an ended call.
+    True if it was kept."""
+    found = _call_with_cost(call_id)
+    if found is None:
+        return False
+    call, existing = found
+    if existing is not None and existing.usage_at is not None and existing.usage_at >= at:
+        return False
+    _cost_save(call=call, existing=existing, usage=usage, usage_at=at)
+    return True
+
+
+def call_cost_update(*, call_id: UUID | str) -> None:
+    """Price an ended call with the usage reported so far."""
+    found = _call_with_cost(call_id)
+    if found is None:
+        return
+    call, existing = found
+    usage, usage_at = (existing.usage, existing.usage_at) if existing else ([], None)
+    _cost_save(call=call, existing=existing, usage=usage, usage_at=usage_at)
+
+
+def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
+    if change["to_status"] in ENDED_STATUSES:
+        call_cost_update(call_id=change["call_id"])
+
+
+def call_usage_reported_receiver(signal: object, sender: type, **report: Any) -> None:
+    call_usage_record(call_id=report["call_id"], usage=report["usage"], at=report["at"])
+
+
+@transaction.atomic
+def price_override_set(
+    *,
+    organization: Organization,
+    component: str,
+    provider: str,
+    model: str,
+    unit_price_usd: Decimal,
+) -> tuple[PriceOverride, bool]:
+    """The organization's price for one line, replacing its previous one; True if new.
+    Applies to calls that end from now on."""
+    return PriceOverride.objects.update_or_create(
+        organization=organization,
+        component=component,
+        provider=provider,
+        model=model,
+        defaults={"unit_price_usd": unit_price_usd},
+    )
+
+
+def price_override_delete(*, override: PriceOverride) -> None:
+    override.delete()

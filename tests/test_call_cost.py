@@ -1,0 +1,282 @@
+"""A call's cost: the agent's usage (per provider and model) and the call's minutes,
+priced by the table (billing/prices.csv and the organization's overrides), shown on
+the call once it ended."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from billing.models import CallCost, PriceOverride
+from calls.models import AgentEvent, CallStatus
+from tests.factories import CallFactory
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+STT = {"component": "stt", "provider": "deepgram", "model": "nova-3", "audio_seconds": 120}
+LLM = {
+    "component": "llm",
+    "provider": "openai",
+    "model": "gpt-4.1-mini",
+    "prompt_tokens": 5000,
+    "completion_tokens": 500,
+    "cached_tokens": 1000,
+}
+TTS = {"component": "tts", "provider": "cartesia", "model": "sonic-2", "characters": 1000}
+
+
+def usage(*items: dict, at: datetime.datetime = T0) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "usage",
+        "timestamp": at.isoformat(),
+        "usage": list(items),
+    }
+
+
+def line(component: str, provider: str, model: str, *numbers: str) -> dict:
+    quantity, unit, unit_price, amount = numbers
+    return {
+        "component": component,
+        "provider": provider,
+        "model": model,
+        "quantity": quantity,
+        "unit": unit,
+        "unit_price_usd": unit_price,
+        "amount_usd": amount,
+    }
+
+
+def report(agent_api, call, *events: dict):
+    return agent_api.post(
+        f"/api/v1/agent/calls/{call.id}/events", {"events": list(events)}, format="json"
+    )
+
+
+@pytest.fixture
+def ended_call(workflow):
+    """A three-minute call that ended (usage arrives after the end: the agent's last flush)."""
+    return CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=3),
+    )
+
+
+def test_usage_reported_after_the_end_prices_the_call_line_by_line(
+    api, agent_api, ended_call
+) -> None:
+    response = report(agent_api, ended_call, usage(STT, LLM, TTS))
+
+    assert response.status_code == 200, response.data
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    assert api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"] == {
+        "total_usd": "0.049400",
+        "breakdown": [
+            line("stt", "deepgram", "nova-3", "2", "minute", "0.0077", "0.015400"),
+            line("llm_prompt", "openai", "gpt-4.1-mini", "4000", "token", "0.0000004", "0.001600"),
+            line("llm_cached", "openai", "gpt-4.1-mini", "1000", "token", "0.0000001", "0.000100"),
+            line(
+                "llm_completion", "openai", "gpt-4.1-mini", "500", "token", "0.0000016", "0.000800"
+            ),
+            line("tts", "cartesia", "sonic-2", "1000", "character", "0.00003", "0.030000"),
+            line("room", "livekit", "room", "3", "minute", "0.0005", "0.001500"),
+        ],
+        "complete": True,
+    }
+
+
+def test_a_call_not_yet_ended_has_no_cost_even_with_usage(api, agent_api, workflow) -> None:
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+    report(agent_api, call, usage(STT))
+
+    assert api.get(f"/api/v1/calls/{call.id}").json()["cost"] is None
+    assert CallCost.objects.get(call=call).usage == [STT]
+
+
+def test_a_call_ended_by_the_agent_is_priced_with_its_minutes_at_the_end(
+    api, agent_api, workflow
+) -> None:
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    report(agent_api, call, usage(STT))
+
+    ended = {"id": str(uuid.uuid4()), "type": "status", "timestamp": T0.isoformat()}
+    report(agent_api, call, {**ended, "status": "completed"})
+
+    call.refresh_from_db()
+    assert call.status == CallStatus.COMPLETED
+    cost = api.get(f"/api/v1/calls/{call.id}").json()["cost"]
+    minutes = Decimal((call.ended_at - call.started_at).total_seconds()) / 60
+    room = Decimal(cost["breakdown"][1]["amount_usd"])
+    assert [item["component"] for item in cost["breakdown"]] == ["stt", "room"]
+    assert cost["breakdown"][1]["quantity"] == str(
+        minutes.quantize(Decimal("0.000001")).normalize()
+    )
+    assert Decimal(cost["total_usd"]) == Decimal("0.015400") + room
+
+
+def test_a_call_that_never_started_costs_nothing_and_has_no_lines(
+    api, workflow, fake_livekit
+) -> None:
+    call = CallFactory(organization=workflow.organization, workflow=workflow)
+    api.post(f"/api/v1/calls/{call.id}/end")
+
+    assert api.get(f"/api/v1/calls/{call.id}").json()["cost"] == {
+        "total_usd": "0.000000",
+        "breakdown": [],
+        "complete": True,
+    }
+
+
+def test_an_older_or_replayed_usage_report_changes_nothing(api, agent_api, ended_call) -> None:
+    newer = usage(STT, at=T0 + datetime.timedelta(seconds=10))
+    report(agent_api, ended_call, newer)
+    priced = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
+
+    older = usage({**STT, "audio_seconds": 30}, at=T0)
+    assert report(agent_api, ended_call, older).json() == {"accepted": 1, "duplicates": 0}
+    assert report(agent_api, ended_call, newer).json() == {"accepted": 0, "duplicates": 1}
+
+    assert api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"] == priced
+    assert priced["breakdown"][0]["quantity"] == "2"
+
+
+def test_the_newest_report_of_a_batch_wins_whatever_its_place(api, agent_api, ended_call) -> None:
+    later = usage({**STT, "audio_seconds": 180}, at=T0 + datetime.timedelta(seconds=20))
+    earlier = usage(STT, at=T0)
+
+    report(agent_api, ended_call, later, earlier)
+
+    cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
+    assert cost["breakdown"][0]["quantity"] == "3"
+
+
+def test_an_organizations_override_prices_its_calls_and_no_one_elses(
+    api, agent_api, ended_call, outsider
+) -> None:
+    override = {
+        "component": "tts",
+        "provider": "cartesia",
+        "model": "*",
+        "unit_price_usd": "0.00001",
+    }
+    assert api.post("/api/v1/prices/overrides", override, format="json").status_code == 201
+    PriceOverride.objects.create(
+        organization=outsider,
+        component="stt",
+        provider="deepgram",
+        model="nova-3",
+        unit_price_usd=1,
+    )
+
+    report(agent_api, ended_call, usage(STT, TTS))
+
+    breakdown = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]["breakdown"]
+    assert breakdown[0]["unit_price_usd"] == "0.0077"
+    assert breakdown[1] == line(
+        "tts", "cartesia", "sonic-2", "1000", "character", "0.00001", "0.010000"
+    )
+
+
+def test_a_model_without_a_price_is_listed_unpriced_and_the_cost_is_incomplete(
+    api, agent_api, ended_call
+) -> None:
+    unknown = {"component": "llm", "provider": "acme", "model": "x-1", "prompt_tokens": 10}
+
+    report(agent_api, ended_call, usage(unknown))
+
+    cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
+    assert cost["complete"] is False
+    assert cost["breakdown"][0] == line("llm_prompt", "acme", "x-1", "10", "token", None, None)
+    assert cost["total_usd"] == "0.001500"  # the room's three minutes only
+
+
+def test_the_total_is_rounded_once_not_summed_from_rounded_lines(
+    api, agent_api, ended_call
+) -> None:
+    for component, provider in (("tts", "cartesia"), ("stt", "deepgram")):
+        PriceOverride.objects.create(
+            organization=ended_call.organization,
+            component=component,
+            provider=provider,
+            model="*",
+            unit_price_usd=Decimal("0.0000004"),
+        )
+    PriceOverride.objects.create(
+        organization=ended_call.organization,
+        component="room",
+        provider="livekit",
+        model="room",
+        unit_price_usd=0,
+    )
+    one_minute_of_audio = {**STT, "model": "other", "audio_seconds": 60}
+    one_character = {**TTS, "model": "other", "characters": 1}
+
+    report(agent_api, ended_call, usage(one_minute_of_audio, one_character))
+
+    cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
+    assert [item["amount_usd"] for item in cost["breakdown"]] == [
+        "0.000000",
+        "0.000000",
+        "0.000000",
+    ]
+    assert cost["total_usd"] == "0.000001"  # 0.0000008, rounded once
+
+
+@pytest.mark.parametrize(
+    ("item", "attr"),
+    [
+        ({**STT, "characters": 5}, "events.0.usage.0.characters"),
+        ({**STT, "audio_seconds": -1}, "events.0.usage.0.audio_seconds"),
+        ({**STT, "audio_seconds": "12"}, "events.0.usage.0.audio_seconds"),
+        ({**LLM, "prompt_tokens": 10**11}, "events.0.usage.0.prompt_tokens"),
+        ({**STT, "component": "vision"}, "events.0.usage.0.component"),
+        ({**STT, "provider": "x" * 101}, "events.0.usage.0.provider"),
+        ({"component": "stt", "model": "nova-3"}, "events.0.usage.0.provider"),
+    ],
+)
+def test_a_malformed_usage_item_is_a_400_naming_it_and_nothing_is_stored(
+    agent_api, ended_call, item: dict, attr: str
+) -> None:
+    response = report(agent_api, ended_call, usage(item))
+
+    assert response.status_code == 400
+    assert [error["attr"] for error in response.json()["errors"]] == [attr]
+    assert not AgentEvent.objects.filter(call=ended_call).exists()
+    assert not CallCost.objects.filter(call=ended_call).exists()
+
+
+def test_the_same_model_twice_in_one_report_is_a_400(agent_api, ended_call) -> None:
+    response = report(agent_api, ended_call, usage(STT, STT))
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "events.0.usage"
+
+
+def test_an_organizations_agent_key_cannot_report_usage_on_another_organizations_call(
+    org_agent_api, outsider
+) -> None:
+    call = CallFactory(organization=outsider, completed=True)
+
+    assert report(org_agent_api, call, usage(STT)).status_code == 404
+    assert not CallCost.objects.filter(call=call).exists()
+
+
+def test_usage_reported_before_the_call_row_is_priced_is_kept_with_the_call(
+    agent_api, ended_call
+) -> None:
+    report(agent_api, ended_call, usage(STT))
+
+    cost = CallCost.objects.get(call=ended_call)
+    assert cost.organization_id == ended_call.organization_id
+    assert cost.workflow_id == ended_call.workflow_id
+    assert cost.call_created_at == ended_call.created_at
+    assert cost.computed_at is not None and cost.computed_at <= timezone.now()

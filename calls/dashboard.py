@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from analysis.selectors import success_per_workflow
+from billing.selectors import cost_per_day
 from calls.models import NOT_ENDED_STATUSES, Call
 from calls.selectors import recent_latency
 from voicecalls import charts
@@ -89,6 +92,40 @@ def open_calls() -> list[tuple[str, int]]:
     return [(status, counts.get(status, 0)) for status in reversed(NOT_ENDED_STATUSES)]
 
 
+def _days(since: datetime.datetime, days: int) -> list[datetime.date]:
+    return [since.date() + datetime.timedelta(days=i) for i in range(days + 1)]
+
+
+def success_rates(*, since: datetime.datetime) -> list[dict]:
+    """Per workflow: the calls whose analysis gave a success verdict, and the share of
+    them that succeeded (percent, one decimal)."""
+    return [
+        {
+            "workflow_slug": slug,
+            "judged": judged,
+            "succeeded": succeeded,
+            "rate": round(100 * succeeded / judged, 1),
+        }
+        for slug, judged, succeeded in success_per_workflow(since=since)
+    ]
+
+
+def _cost_context(*, since: datetime.datetime) -> dict:
+    costs = cost_per_day(since=since)
+    per_day = [(day.strftime("%m-%d"), float(costs.get(day, 0))) for day in _days(since, DAYS)]
+    rates = success_rates(since=since)
+    return {
+        "cost_in_window": sum(costs.values(), Decimal(0)).quantize(Decimal("0.01")),
+        "cost_chart": charts.bar_chart(per_day, title="Cost per day (USD)", label_every=5),
+        "success_rates": rates,
+        "success_chart": charts.horizontal_bars(
+            [(row["workflow_slug"], row["rate"]) for row in rates],
+            title="Success rate per workflow (%)",
+            unit=" %",
+        ),
+    }
+
+
 def dashboard_context(*, now: datetime.datetime | None = None) -> dict:
     now = now or timezone.now()
     since = (now - datetime.timedelta(days=DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -121,4 +158,5 @@ def dashboard_context(*, now: datetime.datetime | None = None) -> dict:
         "end_reason_chart": charts.horizontal_bars(end_reasons, title="End reasons"),
         "statuses": statuses,
         "end_reasons": end_reasons,
+        **_cost_context(since=since),
     }

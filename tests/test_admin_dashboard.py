@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 
 import pytest
 
-from calls.dashboard import dashboard_context, recent_calls
-from tests.factories import CallFactory
+from analysis.models import CallAnalysis
+from billing.models import CallCost
+from calls.dashboard import dashboard_context, recent_calls, success_rates
+from tests.factories import CallFactory, WorkflowFactory
 from voicecalls.charts import bar_chart, horizontal_bars
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +72,7 @@ def test_the_dashboard_costs_a_handful_of_queries(
 ) -> None:
     CallFactory.create_batch(10, organization=organization, completed=True)
 
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(8):
         dashboard_context()
 
 
@@ -127,3 +130,59 @@ def test_latency_percentiles_come_from_the_most_recent_samples(organization) -> 
     ]
     assert "stt p95" in str(context["latency_chart"])
     assert "eou p95" in str(context["latency_chart"]) and "e2e p50" in str(context["latency_chart"])
+
+
+def _priced(organization, *, at: datetime.datetime, usd: str) -> None:
+    call = CallFactory(organization=organization, completed=True, created_at=at)
+    CallCost.objects.create(
+        call=call,
+        organization=organization,
+        workflow_id=call.workflow_id,
+        call_created_at=at,
+        total_usd=Decimal(usd),
+        breakdown=[],
+    )
+
+
+def test_cost_per_day_sums_every_organizations_priced_calls(organization, outsider) -> None:
+    _priced(organization, at=NOW, usd="1.25")
+    _priced(outsider, at=NOW, usd="0.50")
+    _priced(organization, at=NOW - datetime.timedelta(days=2), usd="0.004")
+    _priced(organization, at=NOW - datetime.timedelta(days=40), usd="99")
+
+    context = dashboard_context(now=NOW)
+
+    assert context["cost_in_window"] == Decimal("1.75")
+    assert "Cost per day (USD)" in str(context["cost_chart"])
+
+
+def test_success_rate_per_workflow_counts_only_calls_with_a_verdict(organization) -> None:
+    greet, remind = (
+        WorkflowFactory(organization=organization, slug=s) for s in ("greet", "remind")
+    )
+    verdicts = [(greet, True), (greet, True), (greet, False), (remind, False), (remind, None)]
+    for workflow, success in verdicts:
+        call = CallFactory(
+            organization=organization, workflow=workflow, completed=True, created_at=NOW
+        )
+        CallAnalysis.objects.create(call=call, status="completed", success=success)
+
+    rates = success_rates(since=NOW - datetime.timedelta(days=1))
+
+    assert rates == [
+        {"workflow_slug": "greet", "judged": 3, "succeeded": 2, "rate": 66.7},
+        {"workflow_slug": "remind", "judged": 1, "succeeded": 0, "rate": 0.0},
+    ]
+
+
+def test_the_admin_index_shows_cost_and_success_rates(
+    client, django_user_model, organization
+) -> None:
+    client.force_login(django_user_model.objects.create_superuser("boss", password="x" * 12))
+    call = CallFactory(organization=organization, completed=True)
+    CallAnalysis.objects.create(call=call, status="completed", success=True)
+
+    html = client.get("/admin/").content.decode()
+
+    assert 'id="cost"' in html and "Cost per day (USD" in html
+    assert f"<td>{call.workflow_slug}</td><td>100.0 %</td><td>1 of 1</td>" in html

@@ -28,6 +28,16 @@ def test_it_plays_a_whole_call_visible_in_the_api(api, workflow, capsys):
     assert metrics["total_tokens"] == 1500
     assert metrics["agent_handoffs"] == 2
     assert metrics["latency"]["e2e"]["count"] == 3
+    cost = call["cost"]
+    assert [line["component"] for line in cost["breakdown"][:5]] == [
+        "stt",
+        "llm_prompt",
+        "llm_cached",
+        "llm_completion",
+        "tts",
+    ]
+    assert cost["complete"] is True
+    assert float(cost["total_usd"]) >= 0.01  # 41.5 s of nova-3 and 214 Sonic characters
     transcript = api.get(f"/api/v1/calls/{call_id}/transcript").json()
     assert transcript[0]["content"] == "Call started"
     tool_lines = [line for line in transcript if "tool_call" in line]

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from accounts.models import Organization
+from calls import selectors
 from calls.agent_events import agent_events_record
 from calls.agent_events_api import AgentEventsBatchSerializer
 from calls.livekit_events import livekit_webhook_receive
@@ -78,6 +79,8 @@ class Command(BaseCommand):
                 _line("user", "A five, thank you!", "feedback-agent"),
                 _line("assistant", "Thank you, talk tomorrow. Goodbye!", "feedback-agent"),
                 _metrics(stt=119, llm=274, tts=85, e2e=701, tokens=470, agent="feedback-agent"),
+                # The agent's usage so far, per provider and model (cumulative).
+                _usage(audio_seconds=41.5, prompt=1280, cached=512, completion=220, characters=214),
             ],
         )
         self._webhook(call, "participant_left", identity=user, reason="CLIENT_INITIATED")
@@ -87,7 +90,8 @@ class Command(BaseCommand):
         call.refresh_from_db()
         self.stdout.write(
             f"Call {call.pk}: {call.status} ({call.end_reason}), agents "
-            f"{' → '.join(call.agent_history)}, {call.total_tokens} tokens."
+            f"{' → '.join(call.agent_history)}, {call.total_tokens} tokens, "
+            f"cost {selectors.call_cost(call=call).total_usd} USD."
         )
         self.stdout.write(str(call.pk))
 
@@ -167,4 +171,35 @@ def _metrics(*, stt: int, llm: int, tts: int, e2e: int, tokens: int, agent: str)
         "e2e_latency_ms": e2e,
         "tokens": tokens,
         "agent_name": agent,
+    }
+
+
+def _usage(
+    *, audio_seconds: float, prompt: int, cached: int, completion: int, characters: int
+) -> dict:
+    # The demo workflow's providers (workflows/demo.py).
+    return {
+        "type": "usage",
+        "usage": [
+            {
+                "component": "stt",
+                "provider": "deepgram",
+                "model": "nova-3",
+                "audio_seconds": audio_seconds,
+            },
+            {
+                "component": "llm",
+                "provider": "openai",
+                "model": "gpt-4.1-mini",
+                "prompt_tokens": prompt,
+                "cached_tokens": cached,
+                "completion_tokens": completion,
+            },
+            {
+                "component": "tts",
+                "provider": "cartesia",
+                "model": "sonic-2",
+                "characters": characters,
+            },
+        ],
     }

@@ -6,6 +6,7 @@ bodies too (`bench.runner` compares them byte for byte before timing anything)."
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 import math
 import os
@@ -200,7 +201,91 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
             "model": analysis[5] or None,
         }
     )
+    cost = conn.execute(
+        "SELECT total_usd, breakdown, complete FROM billing_callcost WHERE call_id = %s",
+        [call_id],
+    ).fetchone()
+    body["cost"] = (
+        None
+        if cost is None or cost[0] is None
+        else {"total_usd": str(cost[0]), "breakdown": cost[1], "complete": cost[2]}
+    )
     return dumps(body)
+
+
+def _usage_figures(calls: int, seconds: decimal.Decimal, cost: decimal.Decimal) -> dict:
+    minutes = (seconds / 60).quantize(decimal.Decimal("0.01"), rounding=decimal.ROUND_HALF_EVEN)
+    micro = decimal.Decimal("0.000001")
+    return {
+        "calls": calls,
+        "minutes": str(minutes),
+        "cost_usd": str(cost.quantize(micro, rounding=decimal.ROUND_HALF_EVEN)),
+    }
+
+
+def _exact_seconds(value: datetime.timedelta | None) -> decimal.Decimal:
+    if value is None:
+        return decimal.Decimal(0)
+    microseconds = (value.days * 86400 + value.seconds) * 10**6 + value.microseconds
+    return decimal.Decimal(microseconds).scaleb(-6)
+
+
+def usage_daily(
+    conn: psycopg.Connection, *, organization_id: str, start: datetime.date, end: datetime.date
+) -> bytes:
+    """GET /usage/daily: calls and minutes per (UTC day, workflow), and their cost."""
+    first = datetime.datetime.combine(start, datetime.time.min, tzinfo=datetime.UTC)
+    after = datetime.datetime.combine(end, datetime.time.min, tzinfo=datetime.UTC)
+    bounds = [organization_id, first, after + datetime.timedelta(days=1)]
+    calls = conn.execute(
+        "SELECT (created_at AT TIME ZONE 'UTC')::date, workflow_id, workflow_slug, count(*),"
+        " sum(ended_at - started_at) FROM calls_call"
+        " WHERE organization_id = %s AND created_at >= %s AND created_at < %s"
+        " GROUP BY 1, 2, 3",
+        bounds,
+    ).fetchall()
+    calls.sort(key=lambda row: (row[0], row[2], str(row[1])))  # day, slug, id: as documented
+    costs = dict(
+        ((day, workflow), cost)
+        for day, workflow, cost in conn.execute(
+            "SELECT (call_created_at AT TIME ZONE 'UTC')::date, workflow_id, sum(total_usd)"
+            " FROM billing_callcost WHERE organization_id = %s AND call_created_at >= %s"
+            " AND call_created_at < %s AND total_usd IS NOT NULL GROUP BY 1, 2",
+            bounds,
+        )
+    )
+    zero = decimal.Decimal(0)
+    days = {start + datetime.timedelta(days=i): [] for i in range((end - start).days + 1)}
+    for day, workflow, slug, count, duration in calls:
+        days[day].append(
+            (workflow, slug, count, _exact_seconds(duration), costs.get((day, workflow)) or zero)
+        )
+    body_days, total = [], [0, zero, zero]
+    for day, rows in days.items():
+        sums = [
+            sum(r[2] for r in rows),
+            sum((r[3] for r in rows), zero),
+            sum((r[4] for r in rows), zero),
+        ]
+        total = [a + b for a, b in zip(total, sums, strict=True)]
+        body_days.append(
+            {
+                "date": day.isoformat(),
+                **_usage_figures(*sums),
+                "workflows": [
+                    {"workflow_id": str(r[0]), "workflow_slug": r[1], **_usage_figures(*r[2:])}
+                    for r in rows
+                ],
+            }
+        )
+    return dumps(
+        {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "days": body_days,
+            "total": _usage_figures(*total),
+        }
+    )
 
 
 def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:

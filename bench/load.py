@@ -11,6 +11,8 @@ Shape (defaults; each can be changed through the environment):
 - BENCH_HEAVY_CALLS=1000 completed calls of the benchmark organization with
   BENCH_HEAVY_ENTRIES=5000 transcript entries each; every other call that started has
   0..BENCH_TAIL_MAX (40) entries, inserted by BENCH_LOAD_JOBS (2) parallel connections.
+- Every call that started and ended has its cost row (billing_callcost), as the stack
+  stores it when a call ends.
 
 Secondary indexes and unique constraints are dropped during the load and rebuilt after
 (as `pg_restore` does), with triggers off (foreign keys; the call counts are recounted
@@ -30,7 +32,7 @@ from django.db import connection
 
 ORGANIZATIONS = [("bench-a", 10, 40_000), ("bench-b", 6, 20_000), ("bench-c", 4, 7_000)]
 BENCH_ORG = "bench-a"
-LOADED_TABLES = ("calls_call", "calls_transcriptentry")
+LOADED_TABLES = ("calls_call", "calls_transcriptentry", "billing_callcost")
 
 PHRASES = [
     "Hello! This is your daily check-in. How are you feeling today?",
@@ -234,6 +236,47 @@ JOIN bench_workflow w
   ON w.org_no = f.org_no AND w.idx = floor(f.workflows * power(f.r_wf, 1.6))::int
 """
 
+# Every call that started and ended is priced: a usage snapshot and a six-line breakdown
+# of the demo providers (their sizes as the stack stores them), the total from its
+# minutes and tokens.
+COSTS_SQL = """
+INSERT INTO billing_callcost (
+    call_id, organization_id, workflow_id, call_created_at, usage, usage_at,
+    total_usd, breakdown, complete, computed_at
+)
+SELECT c.id, c.organization_id, c.workflow_id, c.created_at, %(usage)s::jsonb, c.ended_at,
+       round((extract(epoch FROM c.ended_at - c.started_at) / 60 * 0.0412
+              + c.total_tokens * 0.0000008)::numeric, 6),
+       %(breakdown)s::jsonb, true, c.ended_at
+FROM calls_call c
+WHERE c.started_at IS NOT NULL AND c.ended_at IS NOT NULL
+"""
+_LINE = (
+    '{{"component": "{}", "provider": "{}", "model": "{}", "quantity": "{}", "unit": "{}",'
+    ' "unit_price_usd": "{}", "amount_usd": "{}"}}'
+)
+COST_BREAKDOWN = (
+    "["
+    + ", ".join(
+        _LINE.format(*line)
+        for line in (
+            ("stt", "deepgram", "nova-3", "2.92", "minute", "0.0077", "0.022484"),
+            ("llm_prompt", "openai", "gpt-4.1-mini", "4200", "token", "0.0000004", "0.001680"),
+            ("llm_cached", "openai", "gpt-4.1-mini", "1200", "token", "0.0000001", "0.000120"),
+            ("llm_completion", "openai", "gpt-4.1-mini", "410", "token", "0.0000016", "0.000656"),
+            ("tts", "cartesia", "sonic-2", "2300", "character", "0.00003", "0.069000"),
+            ("room", "livekit", "room", "3", "minute", "0.0005", "0.001500"),
+        )
+    )
+    + "]"
+)
+COST_USAGE = (
+    '[{"component": "stt", "provider": "deepgram", "model": "nova-3", "audio_seconds": 175.2},'
+    ' {"component": "llm", "provider": "openai", "model": "gpt-4.1-mini", "prompt_tokens": 5400,'
+    ' "completion_tokens": 410, "cached_tokens": 1200},'
+    ' {"component": "tts", "provider": "cartesia", "model": "sonic-2", "characters": 2300}]'
+)
+
 HEAVY_SQL = """
 CREATE TABLE bench_heavy AS
 SELECT c.id FROM calls_call c
@@ -352,6 +395,7 @@ def load(shape: Shape) -> dict:
         {"bench_org": BENCH_ORG, "heavy_calls": shape.heavy_calls},
     )
     _transcripts(timings, shape)
+    _step(timings, "call costs", COSTS_SQL, {"usage": COST_USAGE, "breakdown": COST_BREAKDOWN})
     with connection.cursor() as cursor:
         cursor.execute("SET session_replication_role = DEFAULT")
     _recount(timings)

@@ -213,10 +213,29 @@ def build(ctx: Context) -> list[Scenario]:
             stack=lambda _: _get(client, f"{API}/calls/{ctx.heavy_call}/transcript"),
             floor=lambda _: floor.transcript(conn, organization_id=org, call_id=ctx.heavy_call),
         ),
+        _usage_daily(ctx, client, conn),
         _create_call(ctx, client, writes),
     ]
     scenarios += _agent_events(ctx, writes)
     return scenarios
+
+
+USAGE_DAYS = 30
+
+
+def _usage_daily(ctx: Context, client: GunicornClient, conn: object) -> Scenario:
+    """The default 30 days, ending yesterday: the calls the write scenarios add (today)
+    never change it between the stack's answer and the floor's."""
+    end = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)
+    start = end - datetime.timedelta(days=USAGE_DAYS - 1)
+    query = {"from": start.isoformat(), "to": end.isoformat()}
+    return Scenario(
+        name=f"GET /usage/daily ({USAGE_DAYS} days)",
+        stack=lambda _: _get(client, f"{API}/usage/daily", query),
+        floor=lambda _: floor.usage_daily(
+            conn, organization_id=ctx.organization_id, start=start, end=end
+        ),
+    )
 
 
 def _create_call_body(n: int) -> dict:
@@ -300,6 +319,9 @@ def judge(results: list[dict]) -> None:
             if first:
                 limit = 2 * first["stack"]["p50_ms"]
                 verdicts.append((stack["p50_ms"] <= limit, f"p50 ≤ 2× page 1 = {limit:.1f} ms"))
+        if name.startswith("GET /usage/daily") and raw:
+            limit = 1.5 * raw["p50_ms"]
+            verdicts.append((stack["p50_ms"] <= limit, f"p50 ≤ 1.5× floor = {limit:.1f} ms"))
         if "transcript" in name:
             verdicts.append((stack["p50_ms"] <= 40, "p50 ≤ 40 ms"))
             verdicts.append((stack["p95_ms"] <= 60, "p95 ≤ 60 ms"))

@@ -75,7 +75,7 @@ class UsageDailySerializer(serializers.Serializer):
 
 
 def _figures(usage: Usage) -> dict:
-    minutes = (Decimal(str(usage.seconds)) / 60).quantize(HUNDREDTH, rounding=ROUND_HALF_EVEN)
+    minutes = (usage.seconds / 60).quantize(HUNDREDTH, rounding=ROUND_HALF_EVEN)
     return {
         "calls": usage.calls,
         "minutes": str(minutes),

@@ -21,7 +21,7 @@ _CALL_SECONDS = ExpressionWrapper(F("ended_at") - F("started_at"), output_field=
 @dataclass
 class Usage:
     calls: int = 0
-    seconds: float = 0.0
+    seconds: Decimal = Decimal(0)  # exact: microseconds summed, never floats
     cost_usd: Decimal = Decimal(0)
 
     def add(self, other: Usage) -> None:
@@ -42,6 +42,13 @@ def _day_bounds(start: datetime.date, end: datetime.date) -> tuple:
     first = datetime.datetime.combine(start, datetime.time.min, tzinfo=datetime.UTC)
     after = datetime.datetime.combine(end, datetime.time.min, tzinfo=datetime.UTC)
     return first, after + datetime.timedelta(days=1)
+
+
+def _seconds(duration: datetime.timedelta | None) -> Decimal:
+    if duration is None:
+        return Decimal(0)
+    whole = duration.days * 86400 + duration.seconds
+    return Decimal(whole) + Decimal(duration.microseconds).scaleb(-6)
 
 
 def usage_daily(
@@ -76,10 +83,9 @@ def usage_daily(
         for i in range((end - start).days + 1)
     }
     for row in sorted(calls, key=lambda r: (r["day"], r["workflow_slug"], str(r["workflow_id"]))):
-        duration = row["duration"]
         usage = Usage(
             calls=row["calls"],
-            seconds=duration.total_seconds() if duration else 0.0,
+            seconds=_seconds(row["duration"]),
             cost_usd=cost_of.get((row["day"], row["workflow_id"])) or Decimal(0),
         )
         day = days[row["day"]]

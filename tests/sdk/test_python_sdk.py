@@ -28,11 +28,13 @@ from voicecalls_client.api.calls import (
     calls_token,
     calls_transcript,
 )
+from voicecalls_client.api.prices import prices_list, prices_overrides_destroy, prices_overrides_set
 from voicecalls_client.api.provider_keys import (
     provider_keys_create,
     provider_keys_destroy,
     provider_keys_list,
 )
+from voicecalls_client.api.usage import usage_daily
 from voicecalls_client.api.webhook_endpoints import (
     webhook_endpoints_create,
     webhook_endpoints_destroy,
@@ -42,6 +44,7 @@ from voicecalls_client.api.workflows import workflows_list
 from voicecalls_client.models import (
     ActiveCall,
     Call,
+    CallCost,
     CallCreateRequest,
     CallCreateRequestMetadata,
     CallCreateRequestUserData,
@@ -49,10 +52,15 @@ from voicecalls_client.models import (
     CallJoin,
     CallMetrics,
     CallStatusEnum,
+    CostComponentEnum,
     ErrorResponse,
+    OriginEnum,
     PaginatedCallSummaryList,
     PaginatedWebhookEndpointList,
     PaginatedWorkflowList,
+    Price,
+    PriceOverride,
+    PriceOverrideRequest,
     ProviderKey,
     ProviderKeyCreateRequest,
     ProviderKeyList,
@@ -60,6 +68,8 @@ from voicecalls_client.models import (
     ProviderTypeEnum,
     TranscriptEntry,
     TranscriptRoleEnum,
+    UnitEnum,
+    UsageDaily,
     WebhookEndpointWithSecret,
     WebhookEndpointWriteRequest,
     WebhookEventTypeEnum,
@@ -171,6 +181,12 @@ def test_a_call_is_created_driven_and_read_back(
     assert isinstance(rerun.parsed, ErrorResponse)
     assert rerun.parsed.errors[0].code == "analysis_not_configured"
 
+    # simulate_call reports the demo providers' usage: the call is priced line by line.
+    assert isinstance(call.cost, CallCost) and call.cost.complete is True
+    assert [line.component.value for line in call.cost.breakdown][:2] == ["stt", "llm_prompt"]
+    assert call.cost.breakdown[0].unit == UnitEnum.MINUTE
+    assert float(call.cost.total_usd) > 0
+
     metrics = calls_metrics.sync(joined.call_id, client=client)
     assert isinstance(metrics, CallMetrics)
     assert metrics.to_dict() == call.metrics.to_dict()
@@ -191,6 +207,32 @@ def test_a_call_is_created_driven_and_read_back(
 
     assert calls_active.sync(client=client) == []
     assert calls_token.sync_detailed(joined.call_id, client=client).status_code == 409
+
+
+def test_usage_per_day_and_prices_are_typed(client: AuthenticatedClient) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    daily = usage_daily.sync(client=client, from_=today - dt.timedelta(days=1), to=today)
+    assert isinstance(daily, UsageDaily)
+    assert [day.date for day in daily.days] == [today - dt.timedelta(days=1), today]
+    assert daily.total.calls == sum(day.calls for day in daily.days)
+
+    override = prices_overrides_set.sync(
+        client=client,
+        body=PriceOverrideRequest(
+            component=CostComponentEnum.TTS,
+            provider="cartesia",
+            model="*",
+            unit_price_usd="0.00002",
+        ),
+    )
+    assert isinstance(override, PriceOverride) and override.unit == "character"
+    table = prices_list.sync(client=client)
+    assert all(isinstance(price, Price) for price in table)
+    mine = [p for p in table if p.origin == OriginEnum.ORGANIZATION]
+    assert [(p.component, p.provider, p.model) for p in mine] == [
+        (CostComponentEnum.TTS, "cartesia", "*")
+    ]
+    assert prices_overrides_destroy.sync_detailed(override.id, client=client).status_code == 204
 
 
 def test_the_demo_workflow_is_listed(client: AuthenticatedClient) -> None:

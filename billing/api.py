@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import re
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -165,6 +166,27 @@ class PricesView(APIView):
         return Response([price_representation(price) for price in prices])
 
 
+UNIT_PRICE_PATTERN = rf"^\d{{1,{PRICE_DIGITS - PRICE_PLACES}}}(\.\d{{1,{PRICE_PLACES}}})?$"
+
+
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": UNIT_PRICE_PATTERN, "example": "0.0000004"}
+)
+class UnitPriceField(serializers.DecimalField):
+    """Dollars as a plain decimal string (no sign, exponent or blanks): money stays exact
+    in transit, and what the schema's pattern takes is exactly what is accepted."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, **kwargs)
+
+    def to_internal_value(self, data: object) -> Decimal:
+        if not isinstance(data, str) or not re.fullmatch(UNIT_PRICE_PATTERN, data, re.ASCII):
+            raise serializers.ValidationError(
+                'A plain decimal string of dollars, e.g. "0.0000004".', code="invalid"
+            )
+        return super().to_internal_value(data)
+
+
 class PriceOverrideSerializer(JSONTypedSerializer):
     id = serializers.UUIDField(read_only=True)
     component = serializers.ChoiceField(choices=CostComponent.choices)
@@ -172,11 +194,8 @@ class PriceOverrideSerializer(JSONTypedSerializer):
     model = serializers.RegexField(
         r"^(\*|[A-Za-z0-9_.:/@-]{1,100})$", help_text="A model name, or `*` for the others."
     )
-    unit_price_usd = serializers.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        min_value=Decimal(0),
-        help_text="Per the component's unit (minute, token or character).",
+    unit_price_usd = UnitPriceField(
+        help_text="Per the component's unit (minute, token or character)."
     )
     unit = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)

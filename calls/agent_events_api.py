@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from calls import selectors
 from calls.agent_events import agent_events_record
 from calls.models import LATENCY_COMPONENTS, AgentEventType, CallStatus, TranscriptRole
+from calls.usage_items import MAX_USAGE_ITEMS, UsageItemField
 from voicecalls.auth import IsAgentKey
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
 
@@ -134,56 +135,12 @@ class StatusEventSerializer(_EventBase):
     )
 
 
-# A call's cumulative usage: a week of audio, ten billion tokens, a billion characters.
-MAX_USAGE_SECONDS = 7 * 24 * 3600
-MAX_USAGE_TOKENS = 10**10
-MAX_USAGE_CHARACTERS = 10**9
-MAX_USAGE_ITEMS = 50
-USAGE_QUANTITIES = {
-    "stt": ("audio_seconds",),
-    "llm": ("prompt_tokens", "completion_tokens", "cached_tokens"),
-    "tts": ("characters",),
-}
-USAGE_COMPONENTS = list(USAGE_QUANTITIES)
-
-
-def _count_field(maximum: int, help_text: str) -> serializers.IntegerField:
-    return serializers.IntegerField(
-        required=False, min_value=0, max_value=maximum, help_text=help_text
-    )
-
-
-class UsageItemSerializer(JSONTypedSerializer):
-    """One provider's model, what it used since the call began (cumulative)."""
-
-    component = serializers.ChoiceField(choices=USAGE_COMPONENTS)
-    provider = serializers.CharField(max_length=100)
-    model = serializers.CharField(max_length=100)
-    audio_seconds = serializers.FloatField(
-        required=False, min_value=0, max_value=MAX_USAGE_SECONDS, help_text="stt: audio heard."
-    )
-    prompt_tokens = _count_field(MAX_USAGE_TOKENS, "llm: input tokens, cached ones included.")
-    completion_tokens = _count_field(MAX_USAGE_TOKENS, "llm: output tokens.")
-    cached_tokens = _count_field(MAX_USAGE_TOKENS, "llm: input tokens served from cache.")
-    characters = _count_field(MAX_USAGE_CHARACTERS, "tts: characters synthesized.")
-
-    def validate(self, attrs: dict) -> dict:
-        allowed = USAGE_QUANTITIES[attrs["component"]]
-        foreign = [name for name in self.fields if name in attrs and name not in allowed]
-        foreign = [name for name in foreign if name not in ("component", "provider", "model")]
-        if foreign:
-            raise serializers.ValidationError(
-                {name: [f"Not a quantity of {attrs['component']}."] for name in foreign}
-            )
-        return attrs
-
-
 class UsageEventSerializer(_EventBase):
     """The agent's usage so far, per provider and model; the newest report is kept."""
 
     type = serializers.ChoiceField(choices=[AgentEventType.USAGE])
     usage = serializers.ListField(
-        child=UsageItemSerializer(), max_length=MAX_USAGE_ITEMS, allow_empty=True
+        child=UsageItemField(), max_length=MAX_USAGE_ITEMS, allow_empty=True
     )
 
     def validate_usage(self, items: list[dict]) -> list[dict]:

@@ -234,7 +234,6 @@ def test_the_total_is_rounded_once_not_summed_from_rounded_lines(
 @pytest.mark.parametrize(
     ("item", "attr"),
     [
-        ({**STT, "characters": 5}, "events.0.usage.0.characters"),
         ({**STT, "audio_seconds": -1}, "events.0.usage.0.audio_seconds"),
         ({**STT, "audio_seconds": "12"}, "events.0.usage.0.audio_seconds"),
         ({**LLM, "prompt_tokens": 10**11}, "events.0.usage.0.prompt_tokens"),
@@ -252,6 +251,12 @@ def test_a_malformed_usage_item_is_a_400_naming_it_and_nothing_is_stored(
     assert [error["attr"] for error in response.json()["errors"]] == [attr]
     assert not AgentEvent.objects.filter(call=ended_call).exists()
     assert not CallCost.objects.filter(call=ended_call).exists()
+
+
+def test_a_quantity_of_another_component_is_ignored(agent_api, ended_call) -> None:
+    report(agent_api, ended_call, usage({**STT, "characters": 5}))
+
+    assert CallCost.objects.get(call=ended_call).usage == [STT]
 
 
 def test_the_same_model_twice_in_one_report_is_a_400(agent_api, ended_call) -> None:

@@ -96,6 +96,11 @@ def test_another_organizations_override_is_invisible_and_cannot_be_deleted(
         ({"unit_price_usd": "0.0000000000001"}, "unit_price_usd"),
         ({"unit_price_usd": "123456789"}, "unit_price_usd"),
         ({"unit_price_usd": "NaN"}, "unit_price_usd"),
+        ({"unit_price_usd": "1e-5"}, "unit_price_usd"),
+        ({"unit_price_usd": "+1"}, "unit_price_usd"),
+        ({"unit_price_usd": " 1"}, "unit_price_usd"),
+        ({"unit_price_usd": "\u0663"}, "unit_price_usd"),  # an Arabic-Indic digit
+        ({"unit_price_usd": ""}, "unit_price_usd"),
         ({"component": "llm"}, "component"),
         ({"provider": "Open AI"}, "provider"),
         ({"model": "gpt 4"}, "model"),

@@ -302,7 +302,6 @@ SPECTACULAR_SETTINGS = {
         "ErrorTypeEnum": "voicecalls.errors.ERROR_TYPES",
         "CallStatusEnum": "calls.models.CallStatus.choices",
         "CostComponentEnum": "billing.models.CostComponent.choices",
-        "UsageComponentEnum": "calls.agent_events_api.USAGE_COMPONENTS",
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
         "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",

@@ -149,6 +149,9 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     ],
     "POST /api/v1/webhook-endpoints": _WEBHOOK_RULES,
     "PATCH /api/v1/webhook-endpoints/{id}": _WEBHOOK_RULES,
+    # Across parameters: `from` on or before `to`, at most 366 days apart, and the
+    # default range (the 30 days up to `to`) within the calendar.
+    "GET /api/v1/usage/daily": [("from|to", "invalid")],
 }
 
 

@@ -19,6 +19,7 @@ from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.providers import ComponentCache
 from agent.reporter import EventReporter
+from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
 logger = logging.getLogger("voicecalls.agent.call")
@@ -86,6 +87,7 @@ class CallRuntime:
         self._silence_prompted = False
         self._pending_user: dict | None = None
         self._tokens_seen = 0
+        self._usage_reported: list[dict] | None = None
         # Background work started from sync session callbacks, referenced until done.
         self._tasks: set[asyncio.Task] = set()
 
@@ -281,7 +283,21 @@ class CallRuntime:
             )
 
     def _on_usage_updated(self, event: Any) -> None:
-        """The session's usage is cumulative; the API sums samples: report the delta."""
+        self._report_usage(event.usage.model_usage)
+        self._report_tokens(event)
+
+    def _report_usage(self, model_usage: Any, *, final: bool = False) -> None:
+        """The usage so far per provider and model, when it changed: the session emits
+        an update for every metric (VAD ones too), most of them changing nothing. The
+        API keeps the newest report, so the last one at the close is sent regardless."""
+        items = usage_items(model_usage)
+        if not items or (items == self._usage_reported and not final):
+            return
+        self._usage_reported = items
+        self.reporter.usage(items)
+
+    def _report_tokens(self, event: Any) -> None:
+        """The `metrics` samples' tokens: the API sums samples, so the delta."""
         total = sum(
             usage.input_tokens + usage.output_tokens
             for usage in event.usage.model_usage
@@ -306,5 +322,9 @@ class CallRuntime:
             self.spawn(self.fatal(describe_error(event.error)))
 
     def _on_close(self, event: Any) -> None:
+        # Runs before the job's own close handler (attached first), so the final totals
+        # are queued before the job's last flush.
+        if self.session is not None:
+            self._report_usage(self.session.usage.model_usage, final=True)
         if event.error is not None:
             self.fail(describe_error(event.error))

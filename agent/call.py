@@ -17,6 +17,7 @@ from typing import Any
 from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
+from agent.phone import Callee, masked
 from agent.providers import ComponentCache
 from agent.reporter import EventReporter
 from agent.usage import usage_items
@@ -74,6 +75,9 @@ class CallRuntime:
         self.data = session_data
         self.call_id = str(session_data["call_id"])
         self.workflow = session_data["workflow"]
+        # Sessions from an API before phone calls say neither: those calls are web calls.
+        self.channel: str = session_data.get("channel") or "web"
+        self.phone_number: str | None = session_data.get("phone_number")
         self.settings: dict = self.workflow.get("settings") or {}
         self.reporter = reporter
         self.runner = runner
@@ -115,6 +119,19 @@ class CallRuntime:
         """True once when the caller waited for the session: the first agent apologises."""
         late, self._late = self._late, False
         return late
+
+    def answered(self, callee: Callee) -> None:
+        """The phone was answered. A callee who picked up after the agent was ready
+        heard no silence, so a late session needs no apology."""
+        if not callee.answered_before_wait:
+            self._late = False
+        if callee.phone_number and self.phone_number and callee.phone_number != self.phone_number:
+            logger.warning(
+                "call %s: the callee's sip.phoneNumber (%s) is not the call's number (%s)",
+                self.call_id,
+                masked(callee.phone_number),
+                masked(self.phone_number),
+            )
 
     # -- how the call ends ---------------------------------------------------------------
 

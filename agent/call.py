@@ -17,8 +17,10 @@ from typing import Any
 from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
+from agent.phone import Callee, masked
 from agent.providers import ComponentCache
 from agent.reporter import EventReporter
+from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
 logger = logging.getLogger("voicecalls.agent.call")
@@ -73,6 +75,9 @@ class CallRuntime:
         self.data = session_data
         self.call_id = str(session_data["call_id"])
         self.workflow = session_data["workflow"]
+        # Sessions from an API before phone calls say neither: those calls are web calls.
+        self.channel: str = session_data.get("channel") or "web"
+        self.phone_number: str | None = session_data.get("phone_number")
         self.settings: dict = self.workflow.get("settings") or {}
         self.reporter = reporter
         self.runner = runner
@@ -86,6 +91,7 @@ class CallRuntime:
         self._silence_prompted = False
         self._pending_user: dict | None = None
         self._tokens_seen = 0
+        self._usage_reported: list[dict] | None = None
         # Background work started from sync session callbacks, referenced until done.
         self._tasks: set[asyncio.Task] = set()
 
@@ -113,6 +119,19 @@ class CallRuntime:
         """True once when the caller waited for the session: the first agent apologises."""
         late, self._late = self._late, False
         return late
+
+    def answered(self, callee: Callee) -> None:
+        """The phone was answered. A callee who picked up after the agent was ready
+        heard no silence, so a late session needs no apology."""
+        if not callee.answered_before_wait:
+            self._late = False
+        if callee.phone_number and self.phone_number and callee.phone_number != self.phone_number:
+            logger.warning(
+                "call %s: the callee's sip.phoneNumber (%s) is not the call's number (%s)",
+                self.call_id,
+                masked(callee.phone_number),
+                masked(self.phone_number),
+            )
 
     # -- how the call ends ---------------------------------------------------------------
 
@@ -281,7 +300,21 @@ class CallRuntime:
             )
 
     def _on_usage_updated(self, event: Any) -> None:
-        """The session's usage is cumulative; the API sums samples: report the delta."""
+        self._report_usage(event.usage.model_usage)
+        self._report_tokens(event)
+
+    def _report_usage(self, model_usage: Any, *, final: bool = False) -> None:
+        """The usage so far per provider and model, when it changed: the session emits
+        an update for every metric (VAD ones too), most of them changing nothing. The
+        API keeps the newest report, so the last one at the close is sent regardless."""
+        items = usage_items(model_usage)
+        if not items or (items == self._usage_reported and not final):
+            return
+        self._usage_reported = items
+        self.reporter.usage(items)
+
+    def _report_tokens(self, event: Any) -> None:
+        """The `metrics` samples' tokens: the API sums samples, so the delta."""
         total = sum(
             usage.input_tokens + usage.output_tokens
             for usage in event.usage.model_usage
@@ -306,5 +339,9 @@ class CallRuntime:
             self.spawn(self.fatal(describe_error(event.error)))
 
     def _on_close(self, event: Any) -> None:
+        # Runs before the job's own close handler (attached first), so the final totals
+        # are queued before the job's last flush.
+        if self.session is not None:
+            self._report_usage(self.session.usage.model_usage, final=True)
         if event.error is not None:
             self.fail(describe_error(event.error))

@@ -13,6 +13,11 @@ metrics and handoffs, and logs an error saying how many it refused. What it alre
 holds (the oldest lines) is kept and delivered when the API is back; nothing goes to
 disk, which would hold callers' words outside the API's erasure and retention. Status
 events are always accepted: the call's end must reach the API.
+
+Usage reports (`usage`: cumulative totals per provider and model) are held apart: only
+the newest waits (a newer report replaces it, so they never fill the reporter), and it
+goes in a POST of its own, so an API that refuses it (one that predates usage events
+answers 400) can never cost a transcript line; after a refusal the call sends no more.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ class EventReporter:
         # (event, its size as JSON) not yet taken into a batch
         self._pending: list[tuple[dict, int]] = []
         self._pending_bytes = 0
+        # The newest usage report not yet sent (each one holds the totals so far).
+        self._usage: dict | None = None
+        self._usage_refused = False
         self._in_flight = False
         self._urgent = False
         self._wakeup = asyncio.Event()
@@ -99,12 +107,7 @@ class EventReporter:
         self, event_type: str, *, timestamp: float | None = None, **fields: object
     ) -> dict | None:
         """Queue an event; None when the reporter is full and refused it (logged)."""
-        event = {
-            "id": str(uuid.uuid4()),
-            "type": event_type,
-            "timestamp": iso_timestamp(timestamp),
-            **{k: v for k, v in fields.items() if v is not None},
-        }
+        event = _event(event_type, timestamp, fields)
         size = len(json.dumps(event, separators=(",", ":"), default=str).encode())
         if event_type != "status" and self._full(size):
             return None
@@ -169,6 +172,16 @@ class EventReporter:
             return None  # the API wants at least one measurement per sample
         return self.report("metrics", timestamp=timestamp, **values)
 
+    def usage(self, items: list[dict], *, timestamp: float | None = None) -> dict | None:
+        """Report the call's usage so far; it replaces a report still waiting. None once
+        the API has refused one (it would refuse the next the same way)."""
+        if self._usage_refused:
+            return None
+        self._usage = _event("usage", timestamp, {"usage": items})
+        self._idle.clear()
+        self._wakeup.set()
+        return self._usage
+
     def status(self, status: str, *, reason: str | None = None) -> dict:
         event = self.report("status", status=status, reason=reason)
         assert event is not None  # status events are never refused
@@ -182,7 +195,7 @@ class EventReporter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + (self._usage is not None)
 
     async def flush(self) -> None:
         """Send everything reported so far now (no batching delay); wait until done."""
@@ -199,7 +212,7 @@ class EventReporter:
             logger.error(
                 "call %s: %d event(s) could not be delivered before shutdown",
                 self.call_id,
-                len(self._pending) + (1 if self._in_flight else 0),
+                self.pending + (1 if self._in_flight else 0),
             )
         if self.refused:
             logger.error("call %s: %d event(s) were refused while full", self.call_id, self.refused)
@@ -215,7 +228,7 @@ class EventReporter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            if not self._pending and self._usage is None:
                 self._urgent = False
                 self._idle.set()
                 self._wakeup.clear()
@@ -229,12 +242,24 @@ class EventReporter:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
-            batch = self._take_batch()
             self._in_flight = True
             try:
-                await self._send(batch)
+                if self._pending:
+                    await self._send(self._take_batch())
+                if self._usage is not None:
+                    await self._send_usage()
             finally:
                 self._in_flight = False
+
+    async def _send_usage(self) -> None:
+        event, self._usage = self._usage, None
+        assert event is not None
+        dropped = len(self.dropped)
+        await self._send([event])
+        if len(self.dropped) > dropped:
+            self._usage_refused = True
+            self._usage = None
+            logger.error("call %s: the API refused a usage report: no more are sent", self.call_id)
 
     def _batch_ready(self) -> bool:
         return (
@@ -305,6 +330,15 @@ class EventReporter:
         entries = [(e, len(json.dumps(e, separators=(",", ":")).encode())) for e in events]
         self._pending[:0] = entries
         self._pending_bytes += sum(size for _, size in entries)
+
+
+def _event(event_type: str, timestamp: float | None, fields: dict[str, object]) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": event_type,
+        "timestamp": iso_timestamp(timestamp),
+        **{k: v for k, v in fields.items() if v is not None},
+    }
 
 
 def _invalid_event_index(exc: AgentAPIError, batch_len: int) -> int | None:

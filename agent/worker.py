@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import (
     AgentSession,
     AutoSubscribe,
@@ -29,6 +30,7 @@ from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.config import Config
 from agent.languages import call_language
+from agent.phone import CalleeGone, answer_timeout, masked, wait_for_callee
 from agent.providers import ComponentCache, ComponentError, build_component
 from agent.reporter import EventReporter
 from agent.workflow import ToolRunner
@@ -220,6 +222,26 @@ class CallJob:
             await asyncio.wait_for(deletion, ROOM_DELETE_TIMEOUT)
         self.ctx.shutdown(reason=reason)
 
+    async def wait_for_user(self, runtime: CallRuntime, room: rtc.Room) -> bool:
+        """The user in the room: a web caller once joined, a phone once answered (its
+        SIP participant joins while it rings). False when a phone was never answered:
+        the job is closed without a word, since the API owns how an unanswered call
+        ended (busy, no answer, ...) and nobody is there to hear the agent."""
+        identity = f"user-{self.call_id}"
+        if runtime.channel != "phone":
+            await self.ctx.wait_for_participant(identity=identity)
+            return True
+        try:
+            callee = await wait_for_callee(
+                room, identity=identity, timeout=answer_timeout(runtime.settings)
+            )
+        except CalleeGone as exc:
+            logger.warning("call %s to %s: %s", self.call_id, masked(runtime.phone_number), exc)
+            await self.close("phone not answered")
+            return False
+        runtime.answered(callee)
+        return True
+
     async def run(self) -> None:
         """The whole job in a LiveKit room (what the tests drive step by step)."""
         vad = self.ctx.proc.userdata.get("vad")  # loaded by `prewarm`
@@ -228,8 +250,9 @@ class CallJob:
             return
         try:
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+            if not await self.wait_for_user(runtime, self.ctx.room):
+                return
             user_identity = f"user-{self.call_id}"
-            await self.ctx.wait_for_participant(identity=user_identity)
             session = self.session(runtime, vad=vad)
             await self.start(
                 runtime,

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import httpx
 from livekit.agents import llm
-from livekit.agents.metrics.usage import LLMModelUsage, TTSModelUsage
+from livekit.agents.metrics.usage import AgentSessionUsage, LLMModelUsage, TTSModelUsage
 
 from agent.api import AgentAPI
 from agent.call import CallRuntime
@@ -46,7 +46,9 @@ def runtime_with(endpoint: EventsEndpoint, agent: str = "meal-agent") -> CallRun
         components=ComponentCache(),
         runner=ToolRunner(call_id="c1"),
     )
-    runtime.session = SimpleNamespace(current_agent=SimpleNamespace(id=agent))
+    runtime.session = SimpleNamespace(
+        current_agent=SimpleNamespace(id=agent), usage=AgentSessionUsage(model_usage=[])
+    )
     return runtime
 
 
@@ -161,31 +163,54 @@ async def test_implausible_latencies_are_left_out() -> None:
     assert "llm_latency_ms" not in sample and "tts_latency_ms" not in sample
 
 
+def usage(input_tokens: int, output_tokens: int) -> SimpleNamespace:
+    """A `session_usage_updated` event: the session's usage so far."""
+    return SimpleNamespace(
+        usage=AgentSessionUsage(
+            model_usage=[
+                LLMModelUsage(
+                    provider="openai",
+                    model="m",
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                ),
+                TTSModelUsage(provider="cartesia", model="sonic", characters_count=99),
+            ]
+        )
+    )
+
+
 async def test_token_counts_are_deltas_of_the_cumulative_usage() -> None:
     endpoint = EventsEndpoint()
     runtime = runtime_with(endpoint)
-
-    def usage(input_tokens: int, output_tokens: int) -> SimpleNamespace:
-        return SimpleNamespace(
-            usage=SimpleNamespace(
-                model_usage=[
-                    LLMModelUsage(
-                        provider="openai",
-                        model="m",
-                        input_tokens=input_tokens,
-                        output_tokens=output_tokens,
-                    ),
-                    TTSModelUsage(provider="cartesia", model="sonic", characters_count=99),
-                ]
-            )
-        )
 
     runtime._on_usage_updated(usage(40, 7))
     runtime._on_usage_updated(usage(40, 7))  # a TTS/STT update: no new LLM tokens
     runtime._on_usage_updated(usage(100, 20))
     await runtime.reporter.aclose()
 
-    assert [e["tokens"] for e in endpoint.sent()] == [47, 73]
+    assert [e["tokens"] for e in endpoint.sent() if e["type"] == "metrics"] == [47, 73]
+
+
+async def test_usage_is_reported_when_it_changed_and_once_more_when_the_session_closes() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
+
+    for update in (usage(40, 7), usage(40, 7), usage(100, 20)):
+        runtime._on_usage_updated(update)
+        await runtime.reporter.flush()
+    runtime.session.usage = usage(100, 20).usage
+    runtime._on_close(SimpleNamespace(error=None))
+    await runtime.reporter.aclose()
+
+    reports = [e["usage"] for e in endpoint.sent() if e["type"] == "usage"]
+    tts = {"component": "tts", "provider": "cartesia", "model": "sonic", "characters": 99}
+    llm_usage = {"component": "llm", "provider": "openai", "model": "m", "cached_tokens": 0}
+    assert reports == [
+        [{**llm_usage, "prompt_tokens": 40, "completion_tokens": 7}, tts],
+        [{**llm_usage, "prompt_tokens": 100, "completion_tokens": 20}, tts],
+        [{**llm_usage, "prompt_tokens": 100, "completion_tokens": 20}, tts],
+    ]
 
 
 async def test_the_first_agent_is_not_a_handoff() -> None:

@@ -161,3 +161,58 @@ async def test_reporting_does_not_wait_for_the_network() -> None:
     release.set()
     await reporter.aclose()
     assert reporter.pending == 0
+
+
+STT_USAGE = [{"component": "stt", "provider": "deepgram", "model": "nova-3", "audio_seconds": 1.5}]
+
+
+async def test_usage_goes_in_a_post_of_its_own_and_only_the_newest_waits() -> None:
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+    first = say(reporter, 1)[0]
+    reporter.usage(STT_USAGE)
+    newest = reporter.usage([{**STT_USAGE[0], "audio_seconds": 3.0}])
+    last = say(reporter, 1)[0]
+    assert reporter.pending == 3
+    await reporter.aclose()
+
+    assert endpoint.batches == [[first, last], [newest]]
+    assert set(newest) == {"id", "type", "timestamp", "usage"}
+    assert newest["type"] == "usage"
+    assert newest["usage"] == [{**STT_USAGE[0], "audio_seconds": 3.0}]
+
+
+async def test_a_refused_usage_report_costs_no_transcript_line_and_is_not_sent_again() -> None:
+    """An API that predates usage events answers 400 naming the event's type."""
+    unknown_type = httpx.Response(
+        400,
+        json={
+            "type": "validation_error",
+            "errors": [{"code": "invalid_choice", "detail": "x", "attr": "events.0.type"}],
+        },
+    )
+    endpoint = Endpoint([200, unknown_type])
+    reporter = reporter_for(endpoint)
+    lines = say(reporter, 2)
+    refused = reporter.usage(STT_USAGE)
+    await reporter.flush()
+    more = say(reporter, 1)
+    assert reporter.usage(STT_USAGE) is None
+    await reporter.aclose()
+
+    assert endpoint.batches == [lines, [refused], more]
+    assert reporter.dropped == [refused]
+    assert reporter.accepted == 3
+
+
+async def test_usage_is_taken_even_while_the_reporter_is_full() -> None:
+    """At most one report waits, so it cannot fill the reporter."""
+    endpoint = Endpoint([503, 503])
+    reporter = reporter_for(endpoint, max_pending_events=2)
+    say(reporter, 3)
+    assert reporter.refused == 1
+    assert reporter.usage(STT_USAGE) is not None
+    await reporter.aclose()
+
+    assert [event["type"] for event in endpoint.batches[-1]] == ["usage"]
+    assert reporter.accepted == 3

@@ -5,7 +5,8 @@ interruptions, TTS synthesis and playout in real time — and reports the timing
 (end of utterance, end to end) a real call does.
 
 - `SilentMic`: room audio in, 10 ms of silence at a time (the STT decides what is said).
-- `ScriptedSTT`: hears what the test says the caller says (`stt.hear("hello")`).
+- `ScriptedSTT`: hears what the test says the caller says (`stt.hear("hello")`), and
+  reports the seconds it heard as usage, as providers' streaming STTs do.
 - `ScriptedTTS`: synthesizes silence, `SECONDS_PER_CHAR` per character of text.
 - `Speaker`: room audio out, played in real time, so the agent's speech takes as long
   as it would and can be cut off.
@@ -99,6 +100,12 @@ class _ScriptedRecognition(stt.RecognizeStream):
                     )
                 )
                 self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+                self._event_ch.send_nowait(
+                    stt.SpeechEvent(
+                        type=stt.SpeechEventType.RECOGNITION_USAGE,
+                        recognition_usage=stt.RecognitionUsage(audio_duration=speaking),
+                    )
+                )
         finally:
             listening.cancel()
 

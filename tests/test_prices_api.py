@@ -124,3 +124,12 @@ def test_a_bad_override_id_is_a_404(api, organization) -> None:
 def test_prices_need_a_client_key(anonymous_api, agent_api) -> None:
     assert anonymous_api.get(PRICES).status_code == 401
     assert agent_api.post(OVERRIDES, {}, format="json").status_code == 403
+
+
+def test_the_table_and_an_override_are_what_the_schema_says(api, organization) -> None:
+    from tests.test_representations import assert_described
+
+    override = api.post(OVERRIDES, {**GPT_PROMPT, "unit_price_usd": "0.5"}, format="json").json()
+
+    assert_described(api.get(PRICES).json(), "Price", many=True)
+    assert_described(override, "PriceOverride")

@@ -164,3 +164,11 @@ def test_usage_daily_reads_the_database_a_fixed_number_of_times(
 def test_usage_needs_a_client_key(anonymous_api, agent_api) -> None:
     assert anonymous_api.get(URL).status_code == 401
     assert agent_api.get(URL).status_code == 403
+
+
+def test_the_answer_is_what_the_schema_says(api, workflow) -> None:
+    from tests.test_representations import assert_described
+
+    ended(workflow, at=DAY, seconds=61, cost="0.0123456")
+
+    assert_described(api.get(URL, {"from": "2026-03-09", "to": "2026-03-10"}).json(), "UsageDaily")

@@ -1,0 +1,68 @@
+"""Writes of telephony: SIP trunks, created and deleted in LiveKit first."""
+
+from __future__ import annotations
+
+import logging
+
+from accounts.models import Organization
+from telephony.models import SipTrunk, TrunkDirection
+from voicecalls import livekit
+
+logger = logging.getLogger(__name__)
+
+
+def sip_trunk_create(
+    *,
+    organization: Organization,
+    name: str,
+    direction: str,
+    numbers: list[str],
+    address: str = "",
+    auth_username: str = "",
+    auth_password: str = "",
+) -> SipTrunk:
+    """Create the trunk in LiveKit, then store it with LiveKit's id.
+
+    LiveKit refusing or unreachable raises `LiveKitError` and nothing is stored. Should
+    the insert fail after LiveKit created it, the LiveKit trunk is deleted again.
+    """
+    if direction == TrunkDirection.OUTBOUND:
+        trunk_id = livekit.create_outbound_trunk(
+            name=name,
+            address=address,
+            numbers=numbers,
+            auth_username=auth_username,
+            auth_password=auth_password,
+        )
+    else:
+        trunk_id = livekit.create_inbound_trunk(
+            name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
+        )
+    try:
+        return SipTrunk.objects.create(
+            organization=organization,
+            name=name,
+            direction=direction,
+            address=address,
+            numbers=numbers,
+            auth_username=auth_username,
+            auth_password=auth_password or None,
+            livekit_trunk_id=trunk_id,
+        )
+    except Exception:
+        _livekit_trunk_forget(trunk_id)
+        raise
+
+
+def _livekit_trunk_forget(trunk_id: str) -> None:
+    try:
+        livekit.delete_trunk(trunk_id=trunk_id)
+    except livekit.LiveKitError as exc:
+        logger.warning("could not delete LiveKit trunk %s again: %s", trunk_id, exc)
+
+
+def sip_trunk_delete(*, trunk: SipTrunk) -> None:
+    """Delete the trunk in LiveKit (already gone there is fine), then here.
+    `LiveKitError` leaves it as it was."""
+    livekit.delete_trunk(trunk_id=trunk.livekit_trunk_id)
+    trunk.delete()

@@ -56,19 +56,22 @@ class CallCreateSerializer(JSONTypedSerializer):
         "(default: your organization's `default_caller_number`).",
     )
 
-    def validate(self, data: dict) -> dict:
-        if "phone_number" not in data:
-            if "from_number" in data:
+    def run_validation(self, data: object = serializers.empty) -> dict:
+        # `direction` defaults to inbound: only the request says whether it was given.
+        asked = data.get("direction") if isinstance(data, dict) else None
+        value = super().run_validation(data)
+        if "phone_number" not in value:
+            if "from_number" in value:
                 raise serializers.ValidationError(
                     {"from_number": ["Only with `phone_number` (phone calls)."]}
                 )
-            return data
-        if self.initial_data.get("direction") == CallDirection.INBOUND:
+            return value
+        if asked == CallDirection.INBOUND:
             raise serializers.ValidationError(
                 {"direction": ["A call to `phone_number` is `outbound`."]}
             )
-        data["direction"] = CallDirection.OUTBOUND
-        return data
+        value["direction"] = CallDirection.OUTBOUND
+        return value
 
 
 # The response serializers below describe shapes for the schema; the answers themselves

@@ -66,6 +66,7 @@ def phone_call_create(
     commits. Nothing is dialed here; refusals happen before anything is."""
     destination = guard.destination_check(organization=organization, number=phone_number)
     caller = guard.caller_id_pick(organization=organization, from_number=from_number)
+    guard.outbound_allowance_take(organization=organization)
     now = timezone.now()
     start_bound = target.dial_deadline_seconds + target.ring_timeout_seconds + START_MARGIN_SECONDS
     call = Call(
@@ -152,7 +153,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
         # LiveKit itself failed (down, refused): the call is not retried, which could
         # ring the phone twice; it fails `sip_error` and its room is closed.
         logger.warning("dialing phone call %s failed: %s", call.id, exc)
-        return _dial_failed(call=call, code=None, text=str(exc)[:200])
+        return _dial_failed(call=call, code=None, text=None)
     # Answered. A hang-up meanwhile has already ended the call: then this moves nothing.
     call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING})
     return "answered"

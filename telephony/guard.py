@@ -14,8 +14,10 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from accounts.models import Organization
+from accounts.rates import rate_hit
 from telephony import numbers, selectors
 from telephony.models import SipTrunk
+from voicecalls.errors import LimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +100,33 @@ def caller_id_pick(*, organization: Organization, from_number: str | None) -> Ca
         )
         raise _refuse(organization=organization, attr=attr, detail=detail, number=from_number)
     return CallerId(number=from_number, trunk=trunk)
+
+
+class OutboundRateReached(LimitExceeded):
+    """The organization started as many phone calls as it may this minute or day."""
+
+    code = "outbound_rate_limited"
+    detail = "Your organization started as many phone calls as it may for now; retry later."
+
+
+# (setting, window in seconds): the per-minute rate and the daily cap, each a GCRA
+# bucket of accounts/rates.py (the daily cap is over any 24 hours, not a calendar day).
+_OUTBOUND_WINDOWS = (("outbound_calls_per_minute", 60), ("outbound_calls_per_day", 86400))
+
+
+def outbound_allowance_take(*, organization: Organization) -> None:
+    """Count one phone call against the organization's rate and daily cap, or raise
+    OutboundRateReached (429 with Retry-After and `meta`). Checked after the number
+    passed, before anything is dialed; a refused call counts too."""
+    for setting, window in _OUTBOUND_WINDOWS:
+        limit = getattr(organization, f"effective_{setting}")
+        decision = rate_hit(key=f"{setting}:{organization.pk}", limit=limit, window=window)
+        if not decision.allowed:
+            logger.info(
+                "phone call refused (%s): organization %s",
+                OutboundRateReached.code,
+                organization.pk,
+            )
+            raise OutboundRateReached(
+                meta={"limit": setting, setting: limit}, retry_after=decision.retry_after
+            )

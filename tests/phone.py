@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 
-import pytest
 from django.core.management import call_command
 
 from accounts.models import Organization
@@ -56,11 +55,10 @@ def phone_ready(organization: Organization, *, countries: tuple[str, ...] = ("US
     )
 
 
-@pytest.fixture
-def sip_fake(fake_livekit):
-    """The fake LiveKit, delivering its webhooks to our webhook view as LiveKit would
-    (on its own thread, before it answers the dial); `sip_fake.webhook_answers` keeps
-    the view's status codes."""
+def webhooks_to_our_view(fake_livekit) -> None:
+    """Have the fake LiveKit deliver its webhooks to our webhook view as LiveKit would
+    (on its own thread, before it answers the dial); `webhook_answers` keeps the view's
+    status codes."""
     from tests.livekit_samples import post_webhook
 
     fake_livekit.webhook_answers = []
@@ -76,4 +74,3 @@ def sip_fake(fake_livekit):
             connection.close()
 
     fake_livekit.webhook_sink = sink
-    return fake_livekit

@@ -314,7 +314,6 @@ SPECTACULAR_SETTINGS = {
         "TtsProviderEnum": "providerkeys.catalog.TTS_PROVIDERS",
         "WebhookEventTypeEnum": "webhooks.models.EventType.choices",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
-        "TrunkDirectionEnum": "telephony.models.TrunkDirection.choices",
         "CallChannelEnum": "calls.models.CallChannel.choices",
     },
     "APPEND_COMPONENTS": {

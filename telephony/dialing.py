@@ -67,9 +67,36 @@ def phone_call_create(
     destination = guard.destination_check(organization=organization, number=phone_number)
     caller = guard.caller_id_pick(organization=organization, from_number=from_number)
     guard.outbound_allowance_take(organization=organization)
+    call = phone_call_build(
+        organization=organization,
+        target=target,
+        phone_number=destination,
+        from_number=caller.number,
+        sip_trunk_id=caller.trunk.livekit_trunk_id,
+        user_id=user_id,
+        user_data=user_data,
+        metadata=metadata,
+    )
+    call_insert(call=call)
+    transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
+    return CallJoinInfo(call=call, token=call_participant_token(call=call))
+
+
+def phone_call_build(
+    *,
+    organization: Organization,
+    target: CallTarget,
+    phone_number: str,
+    from_number: str | None,
+    sip_trunk_id: str | None,
+    user_id: str | None = None,
+    user_data: dict | None = None,
+    metadata: dict | None = None,
+) -> Call:
+    """A new `pending` outbound phone call (not saved) to numbers already checked."""
     now = timezone.now()
     start_bound = target.dial_deadline_seconds + target.ring_timeout_seconds + START_MARGIN_SECONDS
-    call = Call(
+    return Call(
         organization=organization,
         workflow_id=target.workflow_id,
         workflow_version_id=target.version_id,
@@ -77,20 +104,17 @@ def phone_call_create(
         user_id=user_id,
         user_data=user_data or {},
         metadata=metadata or {},
-        direction=direction,
+        direction=CallDirection.OUTBOUND,
         channel=CallChannel.PHONE,
-        phone_number=destination,
-        from_number=caller.number,
-        sip_trunk_id=caller.trunk.livekit_trunk_id,
+        phone_number=phone_number,
+        from_number=from_number,
+        sip_trunk_id=sip_trunk_id,
         dial_deadline_at=now + datetime.timedelta(seconds=target.dial_deadline_seconds),
         status=CallStatus.PENDING,
         connect_timeout_seconds=max(target.connect_timeout_seconds, start_bound),
         max_duration_seconds=target.max_duration_seconds,
         created_at=now,
     )
-    call_insert(call=call)
-    transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
-    return CallJoinInfo(call=call, token=call_participant_token(call=call))
 
 
 def _dial_later(call_id: uuid.UUID) -> None:
@@ -99,7 +123,7 @@ def _dial_later(call_id: uuid.UUID) -> None:
     phone_call_dial.enqueue(str(call_id))
 
 
-def _dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
+def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
     """Record the dial attempt, before dialing, once: a retried or duplicated job finds
     it recorded and dials nothing. None when the call is not to be dialed (ended,
     already attempted, past its deadline: then it fails `dial_timeout`)."""
@@ -132,7 +156,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     """The dial job: dispatch the agent, dial, and apply the outcome. Returns what
     happened (for the task's result)."""
     now = timezone.now()
-    call = _dial_claim(call_id=call_id, now=now)
+    call = dial_claim(call_id=call_id, now=now)
     if call is None:
         return "not dialed"
     version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
@@ -154,9 +178,16 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
         # ring the phone twice; it fails `sip_error` and its room is closed.
         logger.warning("dialing phone call %s failed: %s", call.id, exc)
         return _dial_failed(call=call, code=None, text=None)
-    # Answered. A hang-up meanwhile has already ended the call: then this moves nothing.
-    call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING})
+    phone_call_answered(call_id=call.pk)
     return "answered"
+
+
+def phone_call_answered(*, call_id: uuid.UUID) -> bool:
+    """The dial returned: the callee answered. A hang-up meanwhile has already ended
+    the call: then this moves nothing."""
+    return call_transition(
+        call_id=call_id, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING}
+    )
 
 
 @transaction.atomic

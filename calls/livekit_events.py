@@ -117,11 +117,11 @@ def _transition_by_state(
 def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
     if not _is_user(call_id, event.participant_identity):
         return  # the agent, or a phone call's listen-only monitor
-    channel = Call.objects.filter(pk=call_id).values_list("channel", flat=True).first()
     # A phone's SIP participant joins while it still rings: only an answered one
-    # (`sip.callStatus` active) starts the call; else the dial's result will.
-    if channel == CallChannel.PHONE and event.participant_attributes.get("sip.callStatus") != (
-        "active"
+    # (`sip.callStatus` active) starts the call; else the dial's result will. (Only a
+    # phone call's callee joins as `user-<id>` of kind SIP: no query needed.)
+    if event.participant_kind == "SIP" and (
+        event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
     call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)

@@ -299,11 +299,14 @@ def test_a_monitor_joining_or_the_sip_participant_ringing_never_changes_the_call
     call_id = create(api)["call_id"]
     room = f"call-{call_id}"
 
-    for identity, attributes in [
-        (f"monitor-{call_id}", {}),
-        (f"user-{call_id}", {"sip.callStatus": "ringing"}),
+    kinds = livekit_api.ParticipantInfo.Kind
+    for identity, kind, attributes in [
+        (f"monitor-{call_id}", kinds.STANDARD, {}),
+        (f"user-{call_id}", kinds.SIP, {"sip.callStatus": "ringing"}),
     ]:
-        participant = livekit_api.ParticipantInfo(identity=identity, attributes=attributes)
+        participant = livekit_api.ParticipantInfo(
+            identity=identity, kind=kind, attributes=attributes
+        )
         sip_fake.webhooks_send("participant_joined", room, participant)
 
     assert sip_fake.webhook_answers == [200, 200]

@@ -101,11 +101,22 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         event=event.event,
         room_name=event.room.name,
         participant_identity=participant.identity,
-        participant_kind=livekit_models.ParticipantInfo.Kind.Name(participant.kind),
-        disconnect_reason=livekit_models.DisconnectReason.Name(participant.disconnect_reason),
+        participant_kind=_enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
+        disconnect_reason=_enum_name(
+            livekit_models.DisconnectReason, participant.disconnect_reason
+        ),
         created_at=event.created_at,
         participant_attributes=dict(participant.attributes),
     )
+
+
+def _enum_name(enum: object, value: int) -> str:
+    """The name of a protobuf enum value; a value this SDK does not know (a newer
+    server's, or a signed body's -1) is "UNKNOWN" rather than an error."""
+    try:
+        return enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return "UNKNOWN"
 
 
 def _storable(text: str) -> bool:

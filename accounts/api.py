@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Organization
 from accounts.services import organization_settings_update
+from telephony.serializers import E164TextField
 from voicecalls.fields import JSONTypedSerializer
 
 STAFF_ONLY = (
@@ -51,8 +52,7 @@ class OrganizationSerializer(serializers.Serializer):
 
 
 class OrganizationUpdateSerializer(JSONTypedSerializer):
-    default_caller_number = serializers.CharField(
-        max_length=16,
+    default_caller_number = E164TextField(
         required=False,
         allow_null=True,
         help_text="One of your outbound SIP trunks' numbers (E.164), or null.",

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from analysis.models import AnalysisStatus
 from calls.models import CallChannel, CallDirection, CallStatus, TranscriptRole
+from telephony.serializers import E164TextField
 from voicecalls import openapi_examples as examples
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, QueryParamsSerializer
 
@@ -42,15 +43,13 @@ class CallCreateSerializer(JSONTypedSerializer):
         default=CallDirection.INBOUND,
         help_text="`inbound`: the user starts the call; `outbound`: your system calls the user.",
     )
-    phone_number = serializers.CharField(
-        max_length=16,
+    phone_number = E164TextField(
         required=False,
         help_text="Call this phone (E.164, e.g. `+14155550123`): an `outbound` phone call, "
         "dialed at once. Its country must be allowed for your organization; premium-rate "
         "and shared-cost numbers are refused.",
     )
-    from_number = serializers.CharField(
-        max_length=16,
+    from_number = E164TextField(
         required=False,
         help_text="Caller id of a phone call: one of your outbound SIP trunks' numbers "
         "(default: your organization's `default_caller_number`).",

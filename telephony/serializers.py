@@ -12,6 +12,16 @@ MAX_TRUNK_NUMBERS = 100
 
 
 @extend_schema_field({"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16})
+class E164TextField(serializers.CharField):
+    """A phone number the schema states as E.164; the toll-fraud guard parses it (so
+    every refusal is its, and logged)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(**kwargs)
+
+
+@extend_schema_field({"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16})
 class E164Field(serializers.CharField):
     """A valid phone number in E.164 (`+14155550123`), parsed with `phonenumbers`."""
 

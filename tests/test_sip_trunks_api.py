@@ -153,3 +153,20 @@ def test_a_failed_delete_in_livekit_is_502_and_keeps_the_trunk(api, fake_livekit
 def test_trunks_need_a_client_key(anonymous_api, agent_api):
     assert anonymous_api.get(URL).status_code == 401
     assert agent_api.get(URL).status_code == 403
+
+
+def test_the_schema_never_shows_a_trunk_password(api, fake_livekit):
+    """The answer's schema has only the mask; the request's password is write-only, and
+    no example carries a password."""
+    import yaml
+    from django.conf import settings as django_settings
+
+    api.post(URL, BODY, format="json")
+    schema = yaml.safe_load((django_settings.BASE_DIR / "openapi.yaml").read_text())
+    components = schema["components"]["schemas"]
+
+    assert "auth_password" not in components["SipTrunk"]["properties"]
+    assert components["SipTrunk"]["properties"]["auth_password_masked"]["type"] == "string"
+    assert components["SipTrunkCreateRequest"]["properties"]["auth_password"]["writeOnly"] is True
+    assert BODY["auth_password"] not in (django_settings.BASE_DIR / "openapi.yaml").read_text()
+    assert BODY["auth_password"] not in api.get("/api/schema/").content.decode()

@@ -337,3 +337,21 @@ def test_phone_number_with_direction_inbound_is_400(api, phone) -> None:
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "direction"
     assert Call.objects.count() == 0
+
+
+def test_a_dial_job_that_died_while_dialing_leaves_no_call_open_forever(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+    call = Call.objects.get(pk=call_id)
+    bound = call.connect_timeout_seconds
+    Call.objects.filter(pk=call_id).update(
+        status="connecting",
+        dial_attempted_at=timezone.now(),
+        created_at=timezone.now() - datetime.timedelta(seconds=bound + 1),
+    )
+
+    call_command("expire_calls", verbosity=0)
+
+    assert outcome(detail(api, call_id)) == ("timeout", "connect_timeout", None, None)
+    assert bound >= 60 + 30  # the dial deadline and the ringing, at least

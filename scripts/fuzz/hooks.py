@@ -53,6 +53,7 @@ REFERENCES = {
     "/api/v1/workflows/{id}": ("id", STATE["workflow_ids"]),
     "/api/v1/provider-keys/{id}": ("id", STATE["provider_key_ids"]),
     "/api/v1/webhook-endpoints/{id}": ("id", STATE["webhook_endpoint_ids"]),
+    "/api/v1/sip-trunks/{id}": ("id", STATE["sip_trunk_ids"]),
 }
 
 

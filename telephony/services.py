@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from django.db import transaction
+
 from accounts.models import Organization
 from telephony.models import SipTrunk, TrunkDirection
+from telephony.selectors import outbound_numbers
 from voicecalls import livekit
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,13 @@ def _livekit_trunk_forget(trunk_id: str) -> None:
 
 def sip_trunk_delete(*, trunk: SipTrunk) -> None:
     """Delete the trunk in LiveKit (already gone there is fine), then here.
-    `LiveKitError` leaves it as it was."""
+    `LiveKitError` leaves it as it was. A default caller number no other outbound
+    trunk of the organization has is cleared with it: calls would refuse it."""
     livekit.delete_trunk(trunk_id=trunk.livekit_trunk_id)
-    trunk.delete()
+    with transaction.atomic():
+        trunk.delete()
+        organization = Organization.objects.select_for_update().get(pk=trunk.organization_id)
+        default = organization.default_caller_number
+        if default and default not in outbound_numbers(organization=organization):
+            organization.default_caller_number = None
+            organization.save(update_fields=["default_caller_number"])

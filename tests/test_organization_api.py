@@ -126,3 +126,8 @@ def test_the_default_caller_number_must_be_one_of_the_organizations_own(
 def test_the_organization_needs_a_client_key(anonymous_api, agent_api) -> None:
     assert anonymous_api.get(URL).status_code == 401
     assert agent_api.get(URL).status_code == 403
+
+
+def test_the_organization_takes_a_fixed_number_of_queries(api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(2):  # the key and its organization
+        assert api.get(URL).status_code == 200

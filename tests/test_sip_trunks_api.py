@@ -170,3 +170,25 @@ def test_the_schema_never_shows_a_trunk_password(api, fake_livekit):
     assert components["SipTrunkCreateRequest"]["properties"]["auth_password"]["writeOnly"] is True
     assert BODY["auth_password"] not in (django_settings.BASE_DIR / "openapi.yaml").read_text()
     assert BODY["auth_password"] not in api.get("/api/schema/").content.decode()
+
+
+def test_the_trunk_list_and_a_trunk_take_a_fixed_number_of_queries(
+    api, fake_livekit, django_assert_max_num_queries
+):
+    for index in range(3):
+        api.post(URL, {**BODY, "numbers": [f"+1415555011{index}"]}, format="json")
+    trunk = SipTrunk.objects.first()
+
+    with django_assert_max_num_queries(3):  # the key, its organization, the trunks
+        assert len(api.get(URL).json()["items"]) == 3
+    with django_assert_max_num_queries(3):
+        assert api.get(f"{URL}/{trunk.pk}").status_code == 200
+
+
+def test_deleting_the_trunk_of_the_default_caller_number_clears_it(api, fake_livekit):
+    trunk_id = api.post(URL, BODY, format="json").json()["id"]
+    api.patch("/api/v1/organization", {"default_caller_number": "+14155550100"}, format="json")
+
+    assert api.delete(f"{URL}/{trunk_id}").status_code == 204
+
+    assert api.get("/api/v1/organization").json()["default_caller_number"] is None

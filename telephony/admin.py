@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from rest_framework import serializers
 
 from telephony import services
 from telephony.models import PASSWORD_MAX_LENGTH, SipTrunk
@@ -49,6 +50,8 @@ class SipTrunkAddForm(forms.ModelForm):
             )
         except LiveKitError as exc:
             self.add_error(None, f"LiveKit refused the trunk: {exc}")
+        except serializers.ValidationError as exc:  # the organization's trunk cap
+            self.add_error(None, [str(detail) for detail in exc.detail])
 
 
 @admin.register(SipTrunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from rest_framework import serializers
 
 from accounts.models import Organization
 from telephony.models import SipTrunk, TrunkDirection
@@ -12,6 +13,16 @@ from telephony.selectors import outbound_numbers
 from voicecalls import livekit
 
 logger = logging.getLogger(__name__)
+
+MAX_TRUNKS_PER_ORGANIZATION = 20
+
+
+def _trunk_cap_check(*, organization: Organization) -> None:
+    if SipTrunk.objects.filter(organization=organization).count() >= MAX_TRUNKS_PER_ORGANIZATION:
+        raise serializers.ValidationError(
+            f"An organization can have at most {MAX_TRUNKS_PER_ORGANIZATION} SIP trunks.",
+            code="limit_reached",
+        )
 
 
 def sip_trunk_create(
@@ -27,8 +38,11 @@ def sip_trunk_create(
     """Create the trunk in LiveKit, then store it with LiveKit's id.
 
     LiveKit refusing or unreachable raises `LiveKitError` and nothing is stored. Should
-    the insert fail after LiveKit created it, the LiveKit trunk is deleted again.
+    the insert fail after LiveKit created it (a concurrent create took the last place
+    under the cap, checked again under the organization's row lock), the LiveKit trunk
+    is deleted again.
     """
+    _trunk_cap_check(organization=organization)
     if direction == TrunkDirection.OUTBOUND:
         trunk_id = livekit.create_outbound_trunk(
             name=name,
@@ -42,16 +56,19 @@ def sip_trunk_create(
             name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
         )
     try:
-        return SipTrunk.objects.create(
-            organization=organization,
-            name=name,
-            direction=direction,
-            address=address,
-            numbers=numbers,
-            auth_username=auth_username,
-            auth_password=auth_password or None,
-            livekit_trunk_id=trunk_id,
-        )
+        with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+            _trunk_cap_check(organization=organization)
+            return SipTrunk.objects.create(
+                organization=organization,
+                name=name,
+                direction=direction,
+                address=address,
+                numbers=numbers,
+                auth_username=auth_username,
+                auth_password=auth_password or None,
+                livekit_trunk_id=trunk_id,
+            )
     except Exception:
         _livekit_trunk_forget(trunk_id)
         raise

@@ -192,3 +192,34 @@ def test_deleting_the_trunk_of_the_default_caller_number_clears_it(api, fake_liv
     assert api.delete(f"{URL}/{trunk_id}").status_code == 204
 
     assert api.get("/api/v1/organization").json()["default_caller_number"] is None
+
+
+def test_an_organization_has_at_most_20_trunks_and_livekit_is_not_asked_for_more(
+    api, organization, fake_livekit
+):
+    SipTrunk.objects.bulk_create(
+        SipTrunk(
+            organization=organization,
+            name=f"t{index}",
+            direction="inbound",
+            numbers=[f"+1415555020{index % 10}"],
+            livekit_trunk_id=f"ST_cap{index}",
+        )
+        for index in range(20)
+    )
+
+    response = api.post(URL, BODY, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "limit_reached",
+                "detail": "An organization can have at most 20 SIP trunks.",
+                "attr": None,
+            }
+        ],
+    }
+    assert fake_livekit.calls("CreateSIPOutboundTrunk") == []
+    assert SipTrunk.objects.count() == 20

@@ -168,6 +168,7 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     "POST /api/v1/sip-trunks": [
         (r"numbers(\.\d+)?", "invalid_phone_number|emergency_number|invalid"),
         ("address", "invalid"),
+        (r"None", "limit_reached"),  # the organization's trunk cap
     ],
     # Under the organization's own ceilings; the caller id one of its trunks' numbers.
     "PATCH /api/v1/organization": [

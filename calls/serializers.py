@@ -46,8 +46,9 @@ class CallCreateSerializer(JSONTypedSerializer):
     phone_number = E164TextField(
         required=False,
         help_text="Call this phone (E.164, e.g. `+14155550123`): an `outbound` phone call "
-        "(`direction` left out or `outbound`; `inbound` is 400), dialed at once. Its country must be allowed for your organization; premium-rate "
-        "and shared-cost numbers are refused.",
+        "(`direction` left out or `outbound`; `inbound` is 400), dialed at once. Its "
+        "country must be allowed for your organization; premium-rate and shared-cost "
+        "numbers are refused.",
     )
     from_number = E164TextField(
         required=False,

@@ -36,7 +36,7 @@ from calls.serializers import (
     CallSerializer,
     TranscriptEntrySerializer,
 )
-from telephony.dialing import phone_call_create
+from telephony.services import phone_call_create
 from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination

@@ -1,5 +1,5 @@
-"""Outbound phone calls: create one (guarded, `pending`, answered at once) and dial it
-in the `dial` task queue (DESIGN.md "Phone calls").
+"""Dialing an outbound phone call, in the `dial` task queue (DESIGN.md "Phone calls");
+telephony.services creates it.
 
 A phone call moves `pending` → `connecting` (the dial job started) → `active` (the
 callee answered: the dial returned) or `failed` with an end reason from the SIP status.
@@ -14,14 +14,11 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
-from calls.models import Call, CallChannel, CallDirection, CallStatus
-from calls.services import CallJoinInfo, call_insert, call_participant_token, call_room_close_later
-from telephony import guard
+from calls.models import Call, CallChannel, CallStatus
+from calls.services import call_room_close_later
 from voicecalls import livekit
 from workflows.models import WorkflowVersion
-from workflows.selectors import CallTarget
 
 logger = logging.getLogger(__name__)
 
@@ -40,87 +37,9 @@ SIP_END_REASONS: dict[int, str] = {
     604: EndReason.INVALID_NUMBER,
 }
 
-# After the dial deadline and the ringing, a little longer for LiveKit to answer: a
-# phone call that has not started by then ends `timeout` (expire_calls), whatever
-# happened to its dial job.
-START_MARGIN_SECONDS = 15
-
 
 def sip_end_reason(sip_status_code: int | None) -> str:
     return SIP_END_REASONS.get(sip_status_code or 0, EndReason.SIP_ERROR)
-
-
-def phone_call_create(
-    *,
-    organization: Organization,
-    target: CallTarget,
-    phone_number: str,
-    from_number: str | None = None,
-    user_id: str | None = None,
-    user_data: dict | None = None,
-    metadata: dict | None = None,
-    direction: str = CallDirection.OUTBOUND,
-) -> CallJoinInfo:
-    """Check the destination and caller id (400s), insert a `pending` outbound phone
-    call within the concurrency limit (429), and have it dialed once this transaction
-    commits. Nothing is dialed here; refusals happen before anything is."""
-    destination = guard.destination_check(organization=organization, number=phone_number)
-    caller = guard.caller_id_pick(organization=organization, from_number=from_number)
-    guard.outbound_allowance_take(organization=organization)
-    call = phone_call_build(
-        organization=organization,
-        target=target,
-        phone_number=destination,
-        from_number=caller.number,
-        sip_trunk_id=caller.trunk.livekit_trunk_id,
-        user_id=user_id,
-        user_data=user_data,
-        metadata=metadata,
-    )
-    call_insert(call=call)
-    transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
-    return CallJoinInfo(call=call, token=call_participant_token(call=call))
-
-
-def phone_call_build(
-    *,
-    organization: Organization,
-    target: CallTarget,
-    phone_number: str,
-    from_number: str | None,
-    sip_trunk_id: str | None,
-    user_id: str | None = None,
-    user_data: dict | None = None,
-    metadata: dict | None = None,
-) -> Call:
-    """A new `pending` outbound phone call (not saved) to numbers already checked."""
-    now = timezone.now()
-    start_bound = target.dial_deadline_seconds + target.ring_timeout_seconds + START_MARGIN_SECONDS
-    return Call(
-        organization=organization,
-        workflow_id=target.workflow_id,
-        workflow_version_id=target.version_id,
-        workflow_slug=target.workflow_slug,
-        user_id=user_id,
-        user_data=user_data or {},
-        metadata=metadata or {},
-        direction=CallDirection.OUTBOUND,
-        channel=CallChannel.PHONE,
-        phone_number=phone_number,
-        from_number=from_number,
-        sip_trunk_id=sip_trunk_id,
-        dial_deadline_at=now + datetime.timedelta(seconds=target.dial_deadline_seconds),
-        status=CallStatus.PENDING,
-        connect_timeout_seconds=max(target.connect_timeout_seconds, start_bound),
-        max_duration_seconds=target.max_duration_seconds,
-        created_at=now,
-    )
-
-
-def _dial_later(call_id: uuid.UUID) -> None:
-    from telephony.tasks import phone_call_dial
-
-    phone_call_dial.enqueue(str(call_id))
 
 
 def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:

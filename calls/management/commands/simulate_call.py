@@ -15,8 +15,9 @@ from calls.livekit_events import livekit_webhook_receive
 from calls.models import Call, CallStatus
 from calls.services import call_create, call_insert
 from telephony import numbers
-from telephony.dialing import dial_claim, phone_call_answered, phone_call_build
+from telephony.dialing import dial_claim, phone_call_answered
 from telephony.selectors import outbound_numbers
+from telephony.services import phone_call_build
 from voicecalls.livekit import webhook_authorization
 from workflows.demo import DEMO_SLUG
 from workflows.selectors import workflow_call_target

@@ -190,6 +190,12 @@ class Call(models.Model):
                 name="call_not_ended",
                 condition=models.Q(status__in=["pending", "connecting", "active"]),
             ),
+            # Phone calls of an organization today: its daily cap (telephony.guard).
+            models.Index(
+                fields=["organization", "-created_at"],
+                name="call_org_phone_created",
+                condition=models.Q(channel="phone"),
+            ),
         ]
 
     def __str__(self) -> str:

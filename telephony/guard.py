@@ -7,14 +7,18 @@ whole number: logs travel further than the database).
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 from dataclasses import dataclass
 
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from accounts.models import Organization
 from accounts.rates import rate_hit
+from calls.models import Call, CallChannel
 from telephony import numbers, selectors
 from telephony.models import SipTrunk
 from voicecalls.errors import LimitExceeded
@@ -109,24 +113,49 @@ class OutboundRateReached(LimitExceeded):
     detail = "Your organization started as many phone calls as it may for now; retry later."
 
 
-# (setting, window in seconds): the per-minute rate and the daily cap, each a GCRA
-# bucket of accounts/rates.py (the daily cap is over any 24 hours, not a calendar day).
-_OUTBOUND_WINDOWS = (("outbound_calls_per_minute", 60), ("outbound_calls_per_day", 86400))
+def _refuse_rate(*, setting: str, limit: int, retry_after: int, organization: Organization):
+    logger.info(
+        "phone call refused (%s, %s): organization %s",
+        OutboundRateReached.code,
+        setting,
+        organization.pk,
+    )
+    return OutboundRateReached(meta={"limit": setting, setting: limit}, retry_after=retry_after)
 
 
-def outbound_allowance_take(*, organization: Organization) -> None:
-    """Count one phone call against the organization's rate and daily cap, or raise
-    OutboundRateReached (429 with Retry-After and `meta`). Checked after the number
-    passed, before anything is dialed; a refused call counts too."""
-    for setting, window in _OUTBOUND_WINDOWS:
-        limit = getattr(organization, f"effective_{setting}")
-        decision = rate_hit(key=f"{setting}:{organization.pk}", limit=limit, window=window)
-        if not decision.allowed:
-            logger.info(
-                "phone call refused (%s): organization %s",
-                OutboundRateReached.code,
-                organization.pk,
-            )
-            raise OutboundRateReached(
-                meta={"limit": setting, setting: limit}, retry_after=decision.retry_after
-            )
+def outbound_rate_take(*, organization: Organization) -> None:
+    """Count one phone call against the organization's calls per minute (a GCRA bucket
+    of accounts/rates.py), or raise OutboundRateReached (429 with Retry-After and
+    `meta`). Checked once the numbers passed, before anything is dialed; a call refused
+    later (concurrency, daily cap) counts too."""
+    setting = "outbound_calls_per_minute"
+    limit = organization.effective_outbound_calls_per_minute
+    decision = rate_hit(key=f"{setting}:{organization.pk}", limit=limit, window=60)
+    if not decision.allowed:
+        raise _refuse_rate(
+            setting=setting,
+            limit=limit,
+            retry_after=decision.retry_after,
+            organization=organization,
+        )
+
+
+def outbound_daily_cap_check(*, organization: Organization) -> None:
+    """Raise OutboundRateReached when the organization already made as many phone calls
+    this UTC day as its daily cap allows (Retry-After: until midnight UTC). Call it
+    holding the organization's row lock (open_call_reserve takes it), in the
+    transaction that inserts the call: concurrent creations then never overshoot."""
+    limit = organization.effective_outbound_calls_per_day
+    now = timezone.now().astimezone(datetime.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    made = Call.objects.filter(
+        organization=organization, channel=CallChannel.PHONE, created_at__gte=midnight
+    ).count()
+    if made >= limit:
+        tomorrow = midnight + datetime.timedelta(days=1)
+        raise _refuse_rate(
+            setting="outbound_calls_per_day",
+            limit=limit,
+            retry_after=max(1, math.ceil((tomorrow - now).total_seconds())),
+            organization=organization,
+        )

@@ -12,8 +12,10 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
+from calls.limits import open_call_reserve
 from calls.models import Call, CallChannel, CallDirection, CallStatus
-from calls.services import CallJoinInfo, call_insert, call_participant_token
+from calls.services import CallJoinInfo, call_participant_token
+from calls.sql import insert_instance
 from telephony import guard
 from telephony.models import SipTrunk, TrunkDirection
 from telephony.selectors import outbound_numbers
@@ -125,7 +127,7 @@ def phone_call_create(
     commits. Nothing is dialed here; refusals happen before anything is."""
     destination = guard.destination_check(organization=organization, number=phone_number)
     caller = guard.caller_id_pick(organization=organization, from_number=from_number)
-    guard.outbound_allowance_take(organization=organization)
+    guard.outbound_rate_take(organization=organization)
     call = phone_call_build(
         organization=organization,
         target=target,
@@ -136,7 +138,10 @@ def phone_call_create(
         user_data=user_data,
         metadata=metadata,
     )
-    call_insert(call=call)
+    with transaction.atomic():
+        open_call_reserve(organization=organization)  # locks the organization's row
+        guard.outbound_daily_cap_check(organization=organization)
+        insert_instance(call)
     transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
 

@@ -4,12 +4,15 @@ number (DESIGN.md "Toll-fraud guard")."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import Call
+from tests.factories import CallFactory
 from tests.phone import CALLEE, CALLS, phone_ready, run_dial_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -163,18 +166,25 @@ def test_over_the_rate_per_minute_is_429_with_retry_after_and_meta(
     assert Call.objects.count() == 2
 
 
-def test_over_the_daily_cap_is_429_naming_the_daily_cap(api, organization, phone) -> None:
-    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=1)
+def test_over_the_daily_cap_is_429_until_midnight_utc(api, organization, phone) -> None:
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=2)
+    yesterday = timezone.now() - datetime.timedelta(days=1, hours=1)
+    CallFactory(organization=organization, channel="phone", created_at=yesterday)
+    CallFactory(organization=organization, channel="web")  # web calls do not count
 
     first = post(api, phone_number=CALLEE)
+    second = post(api, phone_number=CALLEE)
     refused = post(api, phone_number=CALLEE)
 
-    assert (first.status_code, refused.status_code) == (201, 429)
+    assert (first.status_code, second.status_code, refused.status_code) == (201, 201, 429)
     assert refused.json()["meta"] == {
         "limit": "outbound_calls_per_day",
-        "outbound_calls_per_day": 1,
+        "outbound_calls_per_day": 2,
     }
-    assert int(refused["Retry-After"]) > 60
+    now = timezone.now().astimezone(datetime.UTC)
+    midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert abs(int(refused["Retry-After"]) - (midnight - now).total_seconds()) < 5
+    assert Call.objects.filter(channel="phone").count() == 3
 
 
 def test_phone_calls_count_against_the_concurrency_limit(api, organization, phone) -> None:

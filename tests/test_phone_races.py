@@ -77,3 +77,19 @@ def test_the_same_idempotency_key_in_parallel_makes_one_call_and_one_dial(
     assert len({a.json()["call_id"] for a in answers if a.status_code == 201}) == 1
     assert Call.objects.count() == 1
     assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+
+
+def test_concurrent_phone_calls_at_the_daily_cap_end_with_exactly_the_cap(
+    client_key, organization, workflow, sip_fake
+) -> None:
+    phone_ready(organization)
+    Organization.objects.filter(pk=organization.pk).update(
+        max_outbound_calls_per_day=3, max_outbound_calls_per_minute=100
+    )
+
+    answers = in_parallel(10, client_key, lambda c: c.post(CALLS, BODY, format="json"))
+
+    assert sorted(a.status_code for a in answers) == [201] * 3 + [429] * 7
+    refused = [a.json() for a in answers if a.status_code == 429]
+    assert {b["meta"]["limit"] for b in refused} == {"outbound_calls_per_day"}
+    assert Call.objects.count() == 3

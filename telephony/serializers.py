@@ -37,6 +37,19 @@ class E164Field(serializers.CharField):
             raise serializers.ValidationError([exc.detail]) from None
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16},
+        "minItems": 1,
+        "maxItems": MAX_TRUNK_NUMBERS,
+        "uniqueItems": True,
+    }
+)
+class TrunkNumbersField(serializers.ListField):
+    """A trunk's numbers, each once (the schema states it)."""
+
+
 class SipTrunkCreateSerializer(JSONTypedSerializer):
     name = serializers.CharField(max_length=100)
     direction = serializers.ChoiceField(choices=TrunkDirection.choices)
@@ -48,8 +61,8 @@ class SipTrunkCreateSerializer(JSONTypedSerializer):
         allow_blank=True,
         help_text="The carrier's SIP host (outbound trunks), e.g. `example.pstn.twilio.com`.",
     )
-    numbers = serializers.ListField(
-        child=E164Field(), min_length=1, max_length=MAX_TRUNK_NUMBERS, help_text="E.164."
+    numbers = TrunkNumbersField(
+        child=E164Field(), min_length=1, max_length=MAX_TRUNK_NUMBERS, help_text="E.164, each once."
     )
     auth_username = serializers.CharField(
         max_length=255, required=False, default="", allow_blank=True

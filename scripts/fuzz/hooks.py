@@ -164,11 +164,12 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     # Across parameters: `from` on or before `to`, at most 366 days apart, and the
     # default range (the 30 days up to `to`) within the calendar.
     "GET /api/v1/usage/daily": [("from|to", "invalid")],
-    # A number valid in its country's plan and not repeated; an outbound trunk's address.
+    # A number valid in its country's plan; an outbound trunk's address.
     "POST /api/v1/sip-trunks": [
-        (r"numbers(\.\d+)?", "invalid_phone_number|emergency_number|invalid"),
+        (r"numbers\.\d+", "invalid_phone_number|emergency_number"),
         ("address", "invalid"),
         (r"None", "limit_reached"),  # the organization's trunk cap
+        ("auth_password", "invalid_characters"),  # printable ASCII, as provider keys
     ],
     # Under the organization's own ceilings; the caller id one of its trunks' numbers.
     "PATCH /api/v1/organization": [

@@ -27,6 +27,34 @@ class Organization(models.Model):
         editable=False,
         help_text="Calls not yet ended (pending, connecting, active), kept as a counter.",
     )
+    # Phone calls (DESIGN.md "Phone calls"). The organization's own choices, which its
+    # client keys set (GET/PATCH /organization) ...
+    default_caller_number = models.CharField(
+        max_length=16,
+        null=True,
+        blank=True,
+        help_text="E.164 caller id of outbound calls without `from_number` (one of the "
+        "organization's outbound trunk numbers).",
+    )
+    outbound_calls_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the ceiling below."
+    )
+    outbound_calls_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the ceiling below."
+    )
+    # ... and the platform's ceilings on them, which only staff set (admin): they bound
+    # money and abuse (toll fraud).
+    allowed_destination_countries = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='ISO 3166 region codes outbound calls may reach, e.g. ["US", "CA"]; empty: none.',
+    )
+    max_outbound_calls_per_minute = models.PositiveIntegerField(
+        default=10, help_text="Ceiling of outbound_calls_per_minute."
+    )
+    max_outbound_calls_per_day = models.PositiveIntegerField(
+        default=500, help_text="Ceiling of outbound_calls_per_day (per UTC day)."
+    )
 
     class Meta:
         ordering = ["slug"]
@@ -39,6 +67,18 @@ class Organization(models.Model):
         if self.concurrency_limit is not None:
             return self.concurrency_limit
         return settings.CALLS_CONCURRENCY_LIMIT
+
+    @property
+    def effective_outbound_calls_per_minute(self) -> int:
+        own = self.outbound_calls_per_minute
+        ceiling = self.max_outbound_calls_per_minute
+        return ceiling if own is None else min(own, ceiling)
+
+    @property
+    def effective_outbound_calls_per_day(self) -> int:
+        own = self.outbound_calls_per_day
+        ceiling = self.max_outbound_calls_per_day
+        return ceiling if own is None else min(own, ceiling)
 
 
 class KeyKind(models.TextChoices):

@@ -44,3 +44,12 @@ def support_group_ensure() -> None:
         for app, codename in SUPPORT_PERMISSIONS
     ]
     group.permissions.set([p for p in permissions if p is not None])
+
+
+def organization_settings_update(*, organization: Organization, **changes: object) -> Organization:
+    """Apply a client's validated settings changes (accounts.api checks the ceilings)."""
+    for name, value in changes.items():
+        setattr(organization, name, value)
+    if changes:
+        organization.save(update_fields=list(changes))
+    return organization

@@ -122,7 +122,7 @@ class CallAdmin(admin.ModelAdmin):
         "started_at",
         "created_at",
     ]
-    list_filter = ["status", "direction", "workflow", "organization"]
+    list_filter = ["status", "direction", "channel", "workflow", "organization"]
     list_select_related = ["organization"]
     date_hierarchy = "started_at"
     search_fields = ["=user_id"]
@@ -136,6 +136,10 @@ class CallAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["id", "status_badge", "end_reason", "direction", "room_name"]}),
         ("Who and what", {"fields": ["organization", "workflow", "workflow_version", "user_id"]}),
+        (
+            "Phone",
+            {"fields": ["channel", "phone_number", "from_number", "sip_status_code", "sip_status"]},
+        ),
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
         ("Post-call analysis", {"fields": ["analysis_html"]}),
@@ -151,6 +155,11 @@ class CallAdmin(admin.ModelAdmin):
         "workflow",
         "workflow_version",
         "user_id",
+        "channel",
+        "phone_number",
+        "from_number",
+        "sip_status_code",
+        "sip_status",
         "created_at",
         "started_at",
         "ended_at",

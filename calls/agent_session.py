@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls.models import Call, CallDirection, CallStatus
+from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
 from voicecalls.auth import IsAgentKey
@@ -70,6 +70,9 @@ def agent_session(*, call: Call) -> dict:
         "room_name": call.room_name,
         "status": call.status,
         "direction": call.direction,
+        "channel": call.channel,
+        "phone_number": call.phone_number,
+        "from_number": call.from_number,
         "user_id": call.user_id,
         "user_data": call.user_data,
         "metadata": call.metadata,
@@ -82,6 +85,8 @@ def agent_session(*, call: Call) -> dict:
                 **version.settings,
                 "connect_timeout_seconds": version.connect_timeout_seconds,
                 "max_duration_seconds": version.max_duration_seconds,
+                "ring_timeout_seconds": version.ring_timeout_seconds,
+                "dial_deadline_seconds": version.dial_deadline_seconds,
             },
             "agents": agents,
         },
@@ -131,6 +136,17 @@ class AgentSessionSerializer(serializers.Serializer):
     room_name = serializers.CharField()
     status = serializers.ChoiceField(choices=CallStatus.choices)
     direction = serializers.ChoiceField(choices=CallDirection.choices)
+    channel = serializers.ChoiceField(
+        choices=CallChannel.choices,
+        help_text="`phone`: the user is a callee dialed over SIP (`user-<call_id>`, kind "
+        "SIP); greet once its `sip.callStatus` is `active`.",
+    )
+    phone_number = serializers.CharField(
+        allow_null=True, help_text="Phone calls: the callee's number (E.164)."
+    )
+    from_number = serializers.CharField(
+        allow_null=True, help_text="Phone calls: the caller id the callee sees (E.164)."
+    )
     user_id = serializers.CharField(allow_null=True)
     user_data = serializers.DictField()
     metadata = serializers.DictField()

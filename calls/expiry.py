@@ -18,6 +18,7 @@ from calls.models import (
     ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
+    CallChannel,
     CallStatus,
     LiveKitWebhookEvent,
 )
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ExpireResult:
     connect_timeouts: int = 0
+    dial_timeouts: int = 0
     max_durations: int = 0
     reconciled: int = 0
     livekit_errors: int = 0
@@ -60,6 +62,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     """
     now = now or timezone.now()
     result = ExpireResult()
+    _dial_timeouts(now=now, result=result)
     # Calls not yet ended are few (a partial index serves this scan).
     open_calls = Call.objects.filter(status__in=NOT_ENDED_STATUSES).values_list(
         "id",
@@ -112,6 +115,27 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         received_at__lt=now - WEBHOOK_DEDUP_WINDOW
     ).delete()
     return result
+
+
+def _dial_timeouts(*, now: datetime.datetime, result: ExpireResult) -> None:
+    """Phone calls whose dial job never started by their dial deadline (the `dial`
+    worker down or behind) fail `dial_timeout`; a job that starts later finds them
+    ended and dials nothing."""
+    late = Call.objects.filter(
+        status=CallStatus.PENDING,
+        channel=CallChannel.PHONE,
+        dial_attempted_at__isnull=True,
+        dial_deadline_at__lt=now,
+    ).values_list("id", flat=True)
+    for call_id in list(late):
+        if call_transition(
+            call_id=call_id,
+            to_status=CallStatus.FAILED,
+            end_reason=EndReason.DIAL_TIMEOUT,
+            at=now,
+            only_from={CallStatus.PENDING},
+        ):
+            result.dial_timeouts += 1
 
 
 def _calls_reconcile(

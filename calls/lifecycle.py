@@ -50,6 +50,13 @@ class EndReason:
     JOIN_FAILURE = "join_failure"
     ROOM_CLOSED = "room_closed"
     RECONCILED = "reconciled"
+    # Phone calls (telephony.dialing.SIP_END_REASONS maps SIP statuses to these).
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    REJECTED = "rejected"
+    INVALID_NUMBER = "invalid_number"
+    SIP_ERROR = "sip_error"
+    DIAL_TIMEOUT = "dial_timeout"
 
 
 def call_transition(

@@ -17,6 +17,7 @@ from calls.models import (
     ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
+    CallChannel,
     CallStatus,
     LiveKitWebhookEvent,
 )
@@ -80,17 +81,28 @@ def _room_finished_outcome(*, status: str, hangup_requested: bool) -> Outcome:
     return CallStatus.FAILED, EndReason.ROOM_CLOSED
 
 
+def _dialing(channel: str, status: str) -> bool:
+    """A phone call whose dial job is (or is about to be) waiting for the dial's result,
+    which decides how it ends: while it rings, the callee's SIP participant joins and,
+    when the dial fails, leaves again; its departure then is no outcome of its own."""
+    return channel == CallChannel.PHONE and status in (CallStatus.PENDING, CallStatus.CONNECTING)
+
+
 def _transition_by_state(
     *, call_id: uuid.UUID, decide: Callable[[str, bool], Outcome], at: datetime.datetime
 ) -> bool:
     """Apply the outcome `decide(status, hangup_requested)` picks for the call's
     current state; if the state changed meanwhile, decide again for the new one.
-    True if the call moved."""
+    True if the call moved. A phone call being dialed is left to its dial's result."""
     for _ in range(3):
-        row = Call.objects.filter(pk=call_id).values_list("status", "hangup_requested_at").first()
-        if row is None or row[0] in ENDED_STATUSES:
+        row = (
+            Call.objects.filter(pk=call_id)
+            .values_list("status", "hangup_requested_at", "channel")
+            .first()
+        )
+        if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
-        status, hangup_requested_at = row
+        status, hangup_requested_at, _channel = row
         outcome = decide(status, hangup_requested_at is not None)
         if outcome is None:
             return False
@@ -103,8 +115,16 @@ def _transition_by_state(
 
 
 def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
-    if _is_user(call_id, event.participant_identity):
-        call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)
+    if not _is_user(call_id, event.participant_identity):
+        return  # the agent, or a phone call's listen-only monitor
+    # A phone's SIP participant joins while it still rings: only an answered one
+    # (`sip.callStatus` active) starts the call; else the dial's result will. (Only a
+    # phone call's callee joins as `user-<id>` of kind SIP: no query needed.)
+    if event.participant_kind == "SIP" and (
+        event.participant_attributes.get("sip.callStatus") != "active"
+    ):
+        return
+    call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)
 
 
 def _on_participant_left(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -57,6 +57,15 @@ class CallDirection(models.TextChoices):
     OUTBOUND = "outbound", "Outbound"
 
 
+class CallChannel(models.TextChoices):
+    WEB = "web", "Web"
+    PHONE = "phone", "Phone"
+
+
+# A phone call's callee listens in as `monitor-<id>` (listen-only token).
+MONITOR_IDENTITY_PREFIX = "monitor-"
+
+
 class TranscriptRole(models.TextChoices):
     SYSTEM = "system", "System"
     USER = "user", "User"
@@ -86,6 +95,20 @@ class Call(models.Model):
     direction = models.CharField(
         max_length=10, choices=CallDirection.choices, default=CallDirection.INBOUND
     )
+
+    channel = models.CharField(
+        max_length=5, choices=CallChannel.choices, default=CallChannel.WEB, db_default="web"
+    )
+    # Phone calls (channel `phone`): whom we dial, from which number, over which
+    # LiveKit trunk; when the dial job must have started by, when it did, and the
+    # SIP status the carrier answered a failed dial with.
+    phone_number = models.CharField(max_length=16, null=True, blank=True)
+    from_number = models.CharField(max_length=16, null=True, blank=True)
+    sip_trunk_id = models.CharField(max_length=100, null=True, blank=True)
+    dial_deadline_at = models.DateTimeField(null=True, blank=True)
+    dial_attempted_at = models.DateTimeField(null=True, blank=True)
+    sip_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    sip_status = models.CharField(max_length=200, null=True, blank=True)
 
     status = models.CharField(
         max_length=12, choices=CallStatus.choices, default=CallStatus.CONNECTING
@@ -167,6 +190,12 @@ class Call(models.Model):
                 name="call_not_ended",
                 condition=models.Q(status__in=["pending", "connecting", "active"]),
             ),
+            # Phone calls of an organization today: its daily cap (telephony.guard).
+            models.Index(
+                fields=["organization", "-created_at"],
+                name="call_org_phone_created",
+                condition=models.Q(channel="phone"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -180,6 +209,15 @@ class Call(models.Model):
     def user_identity(self) -> str:
         """The end user's LiveKit identity: what their token carries."""
         return f"{USER_IDENTITY_PREFIX}{self.id}"
+
+    @property
+    def monitor_identity(self) -> str:
+        """A phone call's listen-only observer (the callee is `user-<id>`)."""
+        return f"{MONITOR_IDENTITY_PREFIX}{self.id}"
+
+    @property
+    def is_phone(self) -> bool:
+        return self.channel == CallChannel.PHONE
 
     @property
     def is_ended(self) -> bool:

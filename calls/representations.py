@@ -43,6 +43,7 @@ def call_join(*, call: Call, token: str) -> dict:
         "livekit_url": settings.LIVEKIT_URL,
         "token": token,
         "status": str(call.status),
+        "channel": str(call.channel),
     }
 
 
@@ -56,6 +57,7 @@ def call_summary(row: Mapping, tz: datetime.tzinfo) -> dict:
         "user_id": _str(row["user_id"]),
         "status": status,
         "direction": row["direction"],
+        "channel": row["channel"],
         "duration_seconds": duration_between(row["started_at"], row["ended_at"]),
         "agent_history": [_str(agent) for agent in row["agent_history"]],
         # The agent speaking now; nobody speaks on an ended call.
@@ -85,6 +87,10 @@ def call_detail(call: Call, *, samples: dict, analysis: Any | None, cost: Any | 
     return {
         **call_summary(row, timezone.get_current_timezone()),
         "room_name": call.room_name,
+        "phone_number": call.phone_number,
+        "from_number": call.from_number,
+        "sip_status_code": call.sip_status_code,
+        "sip_status": call.sip_status,
         "metrics": call_metrics(call, samples=samples),
         "metadata": call.metadata,
         "user_data": call.user_data,
@@ -130,6 +136,7 @@ def active_calls(rows: Iterable[Mapping]) -> list[dict]:
             "user_id": _str(row["user_id"]),
             "status": row["status"],
             "direction": row["direction"],
+            "channel": row["channel"],
             "current_agent": _str(row["current_agent"]),
             "started_at": _datetime(row["started_at"], tz),
             "created_at": _datetime(row["created_at"], tz),

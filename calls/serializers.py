@@ -4,7 +4,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from analysis.models import AnalysisStatus
-from calls.models import CallDirection, CallStatus, TranscriptRole
+from calls.models import CallChannel, CallDirection, CallStatus, TranscriptRole
+from telephony.serializers import E164TextField
 from voicecalls import openapi_examples as examples
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, QueryParamsSerializer
 
@@ -42,6 +43,35 @@ class CallCreateSerializer(JSONTypedSerializer):
         default=CallDirection.INBOUND,
         help_text="`inbound`: the user starts the call; `outbound`: your system calls the user.",
     )
+    phone_number = E164TextField(
+        required=False,
+        help_text="Call this phone (E.164, e.g. `+14155550123`): an `outbound` phone call "
+        "(`direction` left out or `outbound`; `inbound` is 400), dialed at once. Its "
+        "country must be allowed for your organization; premium-rate and shared-cost "
+        "numbers are refused.",
+    )
+    from_number = E164TextField(
+        required=False,
+        help_text="Caller id of a phone call: one of your outbound SIP trunks' numbers "
+        "(default: your organization's `default_caller_number`).",
+    )
+
+    def run_validation(self, data: object = serializers.empty) -> dict:
+        # `direction` defaults to inbound: only the request says whether it was given.
+        asked = data.get("direction") if isinstance(data, dict) else None
+        value = super().run_validation(data)
+        if "phone_number" not in value:
+            if "from_number" in value:
+                raise serializers.ValidationError(
+                    {"from_number": ["Only with `phone_number` (phone calls)."]}
+                )
+            return value
+        if asked == CallDirection.INBOUND:
+            raise serializers.ValidationError(
+                {"direction": ["A call to `phone_number` is `outbound`."]}
+            )
+        value["direction"] = CallDirection.OUTBOUND
+        return value
 
 
 # The response serializers below describe shapes for the schema; the answers themselves
@@ -57,6 +87,9 @@ class CallJoinSerializer(serializers.Serializer):
     livekit_url = serializers.CharField(help_text="LiveKit server WebSocket URL.")
     token = serializers.CharField(help_text="JWT for LiveKit authentication (≤ 15 minutes).")
     status = serializers.ChoiceField(choices=CallStatus.choices, help_text="Initial call status.")
+    channel = serializers.ChoiceField(
+        choices=CallChannel.choices, help_text="`phone`: the token is listen-only."
+    )
 
 
 class LatencyStatsSerializer(serializers.Serializer):
@@ -114,6 +147,7 @@ class _CallBaseSerializer(serializers.Serializer):
     user_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=CallStatus.choices)
     direction = serializers.ChoiceField(choices=CallDirection.choices)
+    channel = serializers.ChoiceField(choices=CallChannel.choices)
     duration_seconds = serializers.IntegerField(allow_null=True)
     agent_history = serializers.ListField(child=serializers.CharField())
     current_agent = serializers.CharField(read_only=True, allow_null=True)
@@ -188,6 +222,14 @@ class CallCostSerializer(serializers.Serializer):
 @extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
+    phone_number = serializers.CharField(allow_null=True, help_text="Phone calls: whom (E.164).")
+    from_number = serializers.CharField(allow_null=True, help_text="Phone calls: caller id.")
+    sip_status_code = serializers.IntegerField(
+        allow_null=True, help_text="Phone calls that failed: the carrier's SIP status code."
+    )
+    sip_status = serializers.CharField(
+        allow_null=True, help_text="Phone calls that failed: the SIP status text."
+    )
     metrics = CallMetricsSerializer(read_only=True)
     metadata = serializers.DictField()
     user_data = serializers.DictField()
@@ -209,6 +251,7 @@ class ActiveCallSerializer(serializers.Serializer):
     user_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=CallStatus.choices)
     direction = serializers.ChoiceField(choices=CallDirection.choices)
+    channel = serializers.ChoiceField(choices=CallChannel.choices)
     current_agent = serializers.CharField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()

@@ -29,7 +29,10 @@ class CallJoinInfo:
 
 
 def call_participant_token(*, call: Call) -> str:
-    """A fresh LiveKit token for the call's end user (identity `user-<call_id>`)."""
+    """A fresh LiveKit token for the call's end user (identity `user-<call_id>`); for a
+    phone call, whose user is the callee, a listen-only token (`monitor-<call_id>`)."""
+    if call.is_phone:
+        return livekit.monitor_token(room_name=call.room_name, identity=call.monitor_identity)
     name = call.user_data.get("name") if isinstance(call.user_data, dict) else None
     return livekit.participant_token(
         room_name=call.room_name,
@@ -68,10 +71,16 @@ def call_create(
         connect_timeout_seconds=target.connect_timeout_seconds,
         max_duration_seconds=target.max_duration_seconds,
     )
-    with transaction.atomic():
-        open_call_reserve(organization=organization)
-        insert_instance(call)
+    call_insert(call=call)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
+
+
+def call_insert(*, call: Call) -> None:
+    """Insert a new call, counting it against its organization's concurrency limit in
+    the same transaction (raises ConcurrencyLimitReached)."""
+    with transaction.atomic():
+        open_call_reserve(organization=call.organization)
+        insert_instance(call)
 
 
 def call_end(*, call: Call) -> Call:

@@ -36,6 +36,7 @@ from calls.serializers import (
     CallSerializer,
     TranscriptEntrySerializer,
 )
+from telephony.services import phone_call_create
 from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
@@ -87,7 +88,9 @@ class CallViewSet(viewsets.GenericViewSet):
         operation_id="calls_create",
         description="Start a call from a workflow. The response carries the LiveKit room and "
         "a join token for the end user (valid up to 15 minutes); the agent is dispatched when "
-        "the user joins. Send an `Idempotency-Key` to retry safely.",
+        "the user joins. With `phone_number` the call is a phone call: answered `pending` "
+        "at once and dialed in the background; its token is listen-only. Send an "
+        "`Idempotency-Key` to retry safely.",
         request=CallCreateSerializer,
         parameters=[IDEMPOTENCY_KEY],
         responses={
@@ -258,7 +261,8 @@ class CallViewSet(viewsets.GenericViewSet):
         summary="Issue a fresh join token",
         operation_id="calls_token",
         description="A fresh join token for a call that has not ended (a call may outlive "
-        "its 15-minute token); an ended call is 409.",
+        "its 15-minute token); for a phone call a fresh listen-only one. An ended call is "
+        "409.",
         request=None,
         responses={200: CallJoinSerializer, **error_responses(409)},
         filters=False,
@@ -300,7 +304,10 @@ _ACTIVE_QUERY = ActiveCallsQuerySerializer()
 def _call_created(
     *, organization: Organization, target: CallTarget, **data: Any
 ) -> tuple[int, dict]:
-    joined = services.call_create(organization=organization, target=target, **data)
+    if "phone_number" in data:
+        joined = phone_call_create(organization=organization, target=target, **data)
+    else:
+        joined = services.call_create(organization=organization, target=target, **data)
     return status.HTTP_201_CREATED, representations.call_join(call=joined.call, token=joined.token)
 
 

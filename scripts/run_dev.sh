@@ -16,8 +16,12 @@ trap stop EXIT INT TERM
 "$PY" manage.py expire_calls --every 10 &
 pids+=($!)
 
-# The task queue's worker: customer webhook deliveries.
-"$PY" manage.py db_worker --queue-name '*' --no-reload &
+# The task queue's worker: customer webhook deliveries and the rest, all but dialing.
+"$PY" manage.py db_worker --queue-name '*' --exclude-queues dial --no-reload &
+pids+=($!)
+
+# Dialing phone calls: a worker of its own, so a ringing phone never holds up the rest.
+"$PY" manage.py db_worker --queue-name dial --no-reload &
 pids+=($!)
 
 "$PY" manage.py runserver "127.0.0.1:$PORT" &

@@ -131,6 +131,15 @@ def fake_livekit(settings):
     server.server_close()
 
 
+@pytest.fixture
+def sip_fake(fake_livekit):
+    """The fake LiveKit, its webhooks delivered to our webhook view (tests/phone.py)."""
+    from tests.phone import webhooks_to_our_view
+
+    webhooks_to_our_view(fake_livekit)
+    return fake_livekit
+
+
 @pytest.fixture(autouse=True)
 def _allow_private_webhook_urls(settings: object) -> None:
     """Tests deliver webhooks to receivers on 127.0.0.1, as `make run` allows;

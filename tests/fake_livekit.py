@@ -1,11 +1,17 @@
-"""A fake LiveKit *server* for tests: RoomService over Twirp, on a loopback port.
+"""A fake LiveKit *server* for tests: RoomService, AgentDispatchService and SIP over
+Twirp, on a loopback port.
 
-It speaks what livekit-api's Twirp client sends: `POST /twirp/livekit.RoomService/
+It speaks what livekit-api's Twirp client sends: `POST /twirp/livekit.<Service>/
 <Method>` with a protobuf body (JSON bodies are accepted too) and `Authorization:
 Bearer <JWT>`, which it verifies with the API secret and checks for the grant each
-method needs. Errors are Twirp JSON (`{"code", "msg"}`). It keeps rooms and their
-participants, records every request, and fails on demand: `fail("DeleteRoom",
+method needs. Errors are Twirp JSON (`{"code", "msg", "meta"}`). It keeps rooms and
+their participants, records every request, and fails on demand: `fail("DeleteRoom",
 "500" | "not_found" | "hang")`.
+
+Dialing (`CreateSIPParticipant`) plays the outcome scripted for the number
+(`sip_outcomes`, tests/fake_livekit_sip.py) and sends the webhooks a real server would
+to `webhook_sink` (the SIP participant joining while it rings, leaving when the call
+fails) before it answers the dial.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from livekit import api
 
+from tests import fake_livekit_sip as sip
+
 METHODS = {
     # method: (request class, response class, grant the token must carry)
     "DeleteRoom": (api.DeleteRoomRequest, api.DeleteRoomResponse, "room_create"),
     "ListRooms": (api.ListRoomsRequest, api.ListRoomsResponse, "room_list"),
     "ListParticipants": (api.ListParticipantsRequest, api.ListParticipantsResponse, "room_admin"),
+    **sip.METHODS,
 }
-PREFIX = "/twirp/livekit.RoomService/"
+SERVICES = {"RoomService", "AgentDispatchService", "SIP"}
+PREFIX = "/twirp/livekit."
 
 
 @dataclass
@@ -35,7 +45,7 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeLiveKit:
+class FakeLiveKit(sip.SipMixin):
     api_key: str
     api_secret: str
     rooms: dict[str, list[str]] = field(default_factory=dict)  # room name → identities
@@ -45,6 +55,13 @@ class FakeLiveKit:
     url: str = ""
     _release: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # SIP (tests/fake_livekit_sip.py): scripted outcome per dialed number, trunks, and
+    # where the webhooks go (a callable taking the body and its Authorization).
+    sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
+    trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
+    webhook_sink: object = None
+    on_ringing: object = None
+    _cancels: dict[str, threading.Event] = field(default_factory=dict)
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "not_found" or "hang"."""
@@ -76,7 +93,9 @@ class FakeLiveKit:
             claims = api.TokenVerifier(self.api_key, self.api_secret).verify(
                 auth.removeprefix("Bearer ")
             )
-            authorized = bool(getattr(claims.video, grant, False))
+            scope, _, name = grant.rpartition(".")
+            grants = claims.sip if scope == "sip" else claims.video
+            authorized = bool(getattr(grants, name, False))
         except Exception:
             authorized = False
         with self._lock:
@@ -96,12 +115,17 @@ class FakeLiveKit:
         response = getattr(self, f"_{method}")(message, response_class)
         if response is None:
             return _error(404, "not_found", "requested room does not exist")
+        if isinstance(response, tuple):  # an error the method chose (SIP failures)
+            return response
         if as_json:
             return 200, "application/json", json_format.MessageToJson(response).encode()
         return 200, "application/protobuf", response.SerializeToString()
 
     def _DeleteRoom(self, message, response_class):
         with self._lock:
+            cancel = self._cancels.get(message.room)
+            if cancel is not None:
+                cancel.set()  # a phone still ringing in the room stops ringing
             if self.rooms.pop(message.room, None) is None:
                 return None
         return response_class()
@@ -124,8 +148,9 @@ class FakeLiveKit:
         self._release.set()
 
 
-def _error(status: int, code: str, msg: str) -> tuple[int, str, bytes]:
-    return status, "application/json", json.dumps({"code": code, "msg": msg}).encode()
+def _error(status: int, code: str, msg: str, meta: dict | None = None) -> tuple[int, str, bytes]:
+    body = {"code": code, "msg": msg, **({"meta": meta} if meta else {})}
+    return status, "application/json", json.dumps(body).encode()
 
 
 def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, ThreadingHTTPServer]:
@@ -135,13 +160,12 @@ def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, Th
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            if not self.path.startswith(PREFIX):
+            service, _, method = self.path.removeprefix(PREFIX).partition("/")
+            if not self.path.startswith(PREFIX) or service not in SERVICES:
                 status, content_type, body = _error(404, "bad_route", self.path)
             else:
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, content_type, body = fake.handle(
-                    self.path.removeprefix(PREFIX), headers, raw
-                )
+                status, content_type, body = fake.handle(method, headers, raw)
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)

@@ -87,6 +87,9 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "room_name": f"call-{call.id}",
         "status": "connecting",
         "direction": "inbound",
+        "channel": "web",
+        "phone_number": None,
+        "from_number": None,
         "user_id": call.user_id,
         "user_data": {"name": "Ada", "language": "fr"},
         "metadata": {"source": "app"},
@@ -448,3 +451,22 @@ def test_every_session_read_is_logged_with_who_and_whose_call_but_no_key(
     assert all(r.levelname == "INFO" for r in caplog.records if r.name == "calls.agent_session")
     logged = caplog.text
     assert DEEPGRAM_KEY not in logged and OPENAI_KEY not in logged
+
+
+def test_a_phone_calls_session_says_it_is_a_phone_call_and_whom_it_dials(
+    agent_api: APIClient, organization: Organization, workflow: Workflow
+) -> None:
+    call = CallFactory(
+        organization=organization,
+        workflow=workflow,
+        channel="phone",
+        direction="outbound",
+        phone_number="+14155550123",
+        from_number="+14155550100",
+    )
+
+    body = agent_api.get(session_url(call)).json()
+
+    assert (body["channel"], body["direction"]) == ("phone", "outbound")
+    assert (body["phone_number"], body["from_number"]) == ("+14155550123", "+14155550100")
+    assert body["workflow"]["settings"]["ring_timeout_seconds"] == 30

@@ -47,6 +47,7 @@ def test_creating_a_call_answers_the_seed_shape(api: APIClient, workflow: Workfl
         "livekit_url": "ws://localhost:7880",
         "token": body["token"],
         "status": "connecting",
+        "channel": "web",
     }
     assert body["token"].startswith("eyJ")
     assert call.user_id == "user-123"
@@ -298,6 +299,7 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         "user_id": "user-123",
         "status": "completed",
         "direction": "outbound",
+        "channel": "web",
         "duration_seconds": 180,
         "agent_history": ["greeter-agent", "meal-agent", "feedback-agent"],
         "current_agent": None,
@@ -321,6 +323,10 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         "created_at": iso(call.created_at),
         "end_reason": "user_hangup",
         "room_name": f"call-{call.id}",
+        "phone_number": None,
+        "from_number": None,
+        "sip_status_code": None,
+        "sip_status": None,
         "metadata": {"source": "mobile-app"},
         "user_data": {"name": "John"},
     }
@@ -556,6 +562,7 @@ def test_the_list_answers_the_seed_page_shape_newest_first(api: APIClient, organ
         "user_id": older.user_id,
         "status": "completed",
         "direction": "inbound",
+        "channel": "web",
         "duration_seconds": 180,
         "agent_history": ["greeter-agent", "meal-agent"],
         "current_agent": None,
@@ -807,6 +814,7 @@ def test_active_lists_calls_not_yet_ended_newest_first(api: APIClient, organizat
         "user_id": "user-456",
         "status": "active",
         "direction": "inbound",
+        "channel": "web",
         "current_agent": "meal-agent",
         "started_at": iso(active.started_at),
         "created_at": iso(active.created_at),
@@ -866,6 +874,7 @@ def test_a_call_not_yet_ended_gets_a_fresh_token(api: APIClient, organization) -
         "livekit_url": "ws://localhost:7880",
         "token": body["token"],
         "status": "active",
+        "channel": "web",
     }
 
 

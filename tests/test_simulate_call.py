@@ -70,3 +70,21 @@ def test_an_ended_call_cannot_be_simulated_again(workflow):
     ended = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
     with pytest.raises(CommandError, match="not connecting"):
         call_command("simulate_call", "--org", "acme", "--call", str(ended.pk))
+
+
+def test_it_plays_a_whole_outbound_phone_call(api, workflow, capsys):
+    call_id = simulate("--org", "acme", "--phone", "+14155550123", capsys=capsys)
+
+    call = api.get(f"/api/v1/calls/{call_id}").json()
+    assert (call["channel"], call["direction"]) == ("phone", "outbound")
+    assert call["phone_number"] == "+14155550123"
+    assert (call["status"], call["end_reason"]) == ("completed", "user_hangup")
+    assert call["started_at"] is not None
+    assert call["agent_history"] == ["greeter-agent", "meal-agent", "feedback-agent"]
+
+
+@pytest.mark.parametrize("number", ["+1415555012a", "+19002345678", "+33112"])
+def test_it_refuses_a_number_voicecalls_would_not_dial(workflow, number):
+    with pytest.raises(CommandError, match="--phone"):
+        call_command("simulate_call", "--org", "acme", "--phone", number)
+    assert Call.objects.count() == 0

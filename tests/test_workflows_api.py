@@ -21,6 +21,8 @@ ANY_ID = "00000000-0000-4000-8000-000000000000"
 DEFAULT_SETTINGS = {
     "connect_timeout_seconds": 60,
     "max_duration_seconds": 1800,
+    "ring_timeout_seconds": 30,
+    "dial_deadline_seconds": 60,
     "language": None,
     "error_message": DEFAULT_ERROR_MESSAGE,
     "allow_interruptions": True,

@@ -1,4 +1,5 @@
-"""The one module that talks to LiveKit: tokens, webhook verification, RoomService.
+"""The one module that talks to LiveKit: tokens, webhook verification, RoomService,
+agent dispatch and SIP (trunks, dialing).
 
 Minting a token and verifying a webhook are local: they need the API key and secret,
 not the server. RoomService calls go over HTTP (Twirp) with a timeout; livekit-api is
@@ -15,7 +16,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
@@ -29,6 +30,15 @@ T = TypeVar("T")
 
 class LiveKitError(Exception):
     """LiveKit could not be reached or answered with an error."""
+
+
+class SipDialError(LiveKitError):
+    """LiveKit dialed and the call failed with a SIP status (busy, rejected, ...)."""
+
+    def __init__(self, message: str, *, sip_status_code: int | None, sip_status: str | None):
+        super().__init__(message)
+        self.sip_status_code = sip_status_code
+        self.sip_status = sip_status
 
 
 class WebhookSignatureError(Exception):
@@ -55,6 +65,9 @@ class WebhookEvent:
     # A `DisconnectReason` name, e.g. "CLIENT_INITIATED" ("UNKNOWN_REASON" when absent).
     disconnect_reason: str
     created_at: int
+    # The participant's attributes; a SIP participant's carry `sip.callStatus`
+    # (dialing, ringing, active, hangup) and `sip.phoneNumber`.
+    participant_attributes: dict[str, str] = field(default_factory=dict)
 
 
 def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
@@ -88,10 +101,22 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         event=event.event,
         room_name=event.room.name,
         participant_identity=participant.identity,
-        participant_kind=livekit_models.ParticipantInfo.Kind.Name(participant.kind),
-        disconnect_reason=livekit_models.DisconnectReason.Name(participant.disconnect_reason),
+        participant_kind=_enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
+        disconnect_reason=_enum_name(
+            livekit_models.DisconnectReason, participant.disconnect_reason
+        ),
         created_at=event.created_at,
+        participant_attributes=dict(participant.attributes),
     )
+
+
+def _enum_name(enum: object, value: int) -> str:
+    """The name of a protobuf enum value; a value this SDK does not know (a newer
+    server's, or a signed body's -1) is "UNKNOWN" rather than an error."""
+    try:
+        return enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return "UNKNOWN"
 
 
 def _storable(text: str) -> bool:
@@ -115,9 +140,13 @@ def webhook_authorization(body: str) -> str:
     )
 
 
-def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
+def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]], *, timeout: float | None = None) -> T:
+    """Run one LiveKit API request, bounded by `timeout` seconds (default
+    LIVEKIT_API_TIMEOUT_SECONDS; dialing a phone waits for the ringing)."""
+    limit = timeout or settings.LIVEKIT_API_TIMEOUT_SECONDS
+
     async def main() -> T:
-        timeout = aiohttp.ClientTimeout(total=settings.LIVEKIT_API_TIMEOUT_SECONDS)
+        timeout = aiohttp.ClientTimeout(total=limit)
         client = api.LiveKitAPI(
             settings.LIVEKIT_URL,
             settings.LIVEKIT_API_KEY,
@@ -128,7 +157,7 @@ def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]]) -> T:
         try:
             # livekit-api passes `timeout=None` per request, which aiohttp reads as "no
             # timeout" and so overrides the session's: bound the whole call here.
-            return await asyncio.wait_for(call(client), settings.LIVEKIT_API_TIMEOUT_SECONDS)
+            return await asyncio.wait_for(call(client), limit)
         finally:
             await client.aclose()
 
@@ -224,3 +253,121 @@ def participant_token(*, room_name: str, identity: str, name: str | None, call_i
     if name:
         token = token.with_name(name)
     return token.to_jwt()
+
+
+def monitor_token(*, room_name: str, identity: str) -> str:
+    """A listen-only JWT for a phone call's room: hidden, subscribe-only, no room
+    configuration (joining dispatches nothing), valid at most 15 minutes."""
+    token = (
+        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
+        .with_identity(identity)
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room_name,
+                can_publish=False,
+                can_subscribe=True,
+                can_publish_data=False,
+                hidden=True,
+            )
+        )
+        .with_ttl(datetime.timedelta(seconds=min(settings.LIVEKIT_TOKEN_TTL_SECONDS, 900)))
+    )
+    return token.to_jwt()
+
+
+def create_outbound_trunk(
+    *, name: str, address: str, numbers: list[str], auth_username: str, auth_password: str
+) -> str:
+    """Create an outbound SIP trunk in LiveKit; its LiveKit id."""
+    trunk = api.SIPOutboundTrunkInfo(
+        name=name,
+        address=address,
+        numbers=numbers,
+        auth_username=auth_username,
+        auth_password=auth_password,
+    )
+    request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
+    try:
+        info = _run(lambda lk: lk.sip.create_outbound_trunk(request))
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateSIPOutboundTrunk: {exc.code}") from None
+    return info.sip_trunk_id
+
+
+def create_inbound_trunk(
+    *, name: str, numbers: list[str], auth_username: str, auth_password: str
+) -> str:
+    """Create an inbound SIP trunk in LiveKit; its LiveKit id."""
+    trunk = api.SIPInboundTrunkInfo(
+        name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
+    )
+    request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
+    try:
+        info = _run(lambda lk: lk.sip.create_inbound_trunk(request))
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateSIPInboundTrunk: {exc.code}") from None
+    return info.sip_trunk_id
+
+
+def delete_trunk(*, trunk_id: str) -> bool:
+    """Delete a SIP trunk; True if it existed, False if LiveKit no longer has it."""
+    try:
+        _run(lambda lk: lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)))
+    except api.TwirpError as exc:
+        if _is_not_found(exc):
+            return False
+        raise LiveKitError(f"LiveKit refused DeleteSIPTrunk: {exc.code}") from None
+    return True
+
+
+def agent_dispatch(*, room_name: str, call_id: str) -> None:
+    """Dispatch our agent into a room (LiveKit creates the room if needed)."""
+    request = api.CreateAgentDispatchRequest(
+        agent_name=settings.LIVEKIT_AGENT_NAME,
+        room=room_name,
+        metadata=json.dumps({"call_id": call_id}),
+    )
+    try:
+        _run(lambda lk: lk.agent_dispatch.create_dispatch(request))
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateAgentDispatch: {exc.code}") from None
+
+
+# Beyond the ringing: LiveKit answers a dial a little after its ringing timeout.
+DIAL_TIMEOUT_MARGIN_SECONDS = 5.0
+
+
+def sip_dial(
+    *,
+    trunk_id: str,
+    to_number: str,
+    from_number: str,
+    room_name: str,
+    identity: str,
+    ringing_timeout_seconds: int,
+    max_call_duration_seconds: int,
+) -> None:
+    """Dial a phone into a room and wait until it is answered (returns) or fails:
+    `SipDialError` with the SIP status, `LiveKitError` when LiveKit failed otherwise."""
+    request = api.CreateSIPParticipantRequest(
+        sip_trunk_id=trunk_id,
+        sip_call_to=to_number,
+        sip_number=from_number,
+        room_name=room_name,
+        participant_identity=identity,
+        wait_until_answered=True,
+    )
+    request.ringing_timeout.seconds = ringing_timeout_seconds
+    request.max_call_duration.seconds = max_call_duration_seconds
+    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
+    try:
+        _run(lambda lk: lk.sip.create_sip_participant(request, timeout=timeout), timeout=timeout)
+    except api.SipCallError as exc:
+        raise SipDialError(
+            f"SIP call failed: {exc.sip_status_code} {exc.sip_status}",
+            sip_status_code=exc.sip_status_code,
+            sip_status=exc.sip_status,
+        ) from None
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None

@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "webhooks",
     "analysis",
     "billing",
+    "telephony",
 ]
 
 MIDDLEWARE = [
@@ -280,6 +281,8 @@ SPECTACULAR_SETTINGS = {
         {"name": "workflows", "description": "The agents, prompts and providers a call runs."},
         {"name": "provider-keys", "description": "Bring-your-own provider keys (masked)."},
         {"name": "webhook-endpoints", "description": "Where call events are delivered."},
+        {"name": "telephony", "description": "SIP trunks for phone calls."},
+        {"name": "organization", "description": "Your organization's settings and limits."},
         {"name": "agent", "description": "For the voice-agent worker (agent keys only)."},
     ],
     "ENUM_NAME_OVERRIDES": {
@@ -311,6 +314,7 @@ SPECTACULAR_SETTINGS = {
         "TtsProviderEnum": "providerkeys.catalog.TTS_PROVIDERS",
         "WebhookEventTypeEnum": "webhooks.models.EventType.choices",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
+        "CallChannelEnum": "calls.models.CallChannel.choices",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
@@ -340,7 +344,9 @@ IDEMPOTENCY_LOCK_SECONDS = 60
 TASKS = {
     "default": {
         "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default", "webhooks", "analysis"],
+        # `dial`: phone calls being dialed, in a worker of their own (a ringing phone
+        # holds its worker for up to the ringing timeout).
+        "QUEUES": ["default", "webhooks", "analysis", "dial"],
     }
 }
 

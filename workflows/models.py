@@ -8,6 +8,8 @@ from accounts.models import Organization
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 60
 DEFAULT_MAX_DURATION_SECONDS = 1800
+DEFAULT_RING_TIMEOUT_SECONDS = 30
+DEFAULT_DIAL_DEADLINE_SECONDS = 60
 
 
 class Workflow(models.Model):
@@ -87,3 +89,11 @@ class WorkflowVersion(models.Model):
     @property
     def max_duration_seconds(self) -> int:
         return int(self.settings.get("max_duration_seconds", DEFAULT_MAX_DURATION_SECONDS))
+
+    @property
+    def ring_timeout_seconds(self) -> int:
+        return int(self.settings.get("ring_timeout_seconds", DEFAULT_RING_TIMEOUT_SECONDS))
+
+    @property
+    def dial_deadline_seconds(self) -> int:
+        return int(self.settings.get("dial_deadline_seconds", DEFAULT_DIAL_DEADLINE_SECONDS))

@@ -32,6 +32,8 @@ class CallTarget:
     version_id: uuid.UUID
     connect_timeout_seconds: int
     max_duration_seconds: int
+    ring_timeout_seconds: int = 30
+    dial_deadline_seconds: int = 60
 
 
 def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget | None:
@@ -76,6 +78,8 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
         version_id=version_meta.pk.to_python(version_id),
         connect_timeout_seconds=version.connect_timeout_seconds,
         max_duration_seconds=version.max_duration_seconds,
+        ring_timeout_seconds=version.ring_timeout_seconds,
+        dial_deadline_seconds=version.dial_deadline_seconds,
     )
 
 

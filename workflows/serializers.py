@@ -221,6 +221,19 @@ class TextToSpeechSerializer(TextToSpeechFallbackSerializer):
     fallbacks = _fallbacks_field(TextToSpeechFallbackSerializer)
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64},
+        "maxItems": MAX_AGENTS,
+        "uniqueItems": True,
+    }
+)
+class HandoffsField(serializers.ListField):
+    """Agent names, each at most once (the schema states it; validation names the
+    repeated one)."""
+
+
 class WorkflowAgentSerializer(JSONTypedSerializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     instructions = serializers.CharField(
@@ -236,11 +249,11 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
         help_text="Said when the agent takes over (template); empty to say nothing.",
     )
     tools = WorkflowToolSerializer(many=True, max_length=MAX_TOOLS_PER_AGENT, default=list)
-    handoffs = serializers.ListField(
+    handoffs = HandoffsField(
         child=serializers.RegexField(NAME_PATTERN, max_length=64),
         max_length=MAX_AGENTS,
         default=list,
-        help_text="Names of agents this agent may hand the call to.",
+        help_text="Names of agents this agent may hand the call to, each once.",
     )
     stt = SpeechToTextSerializer()
     llm = LanguageModelSerializer()

@@ -12,7 +12,12 @@ from rest_framework.exceptions import ErrorDetail
 
 from voicecalls.fields import JSONTypedSerializer
 from workflows.languages import LANGUAGE_PATTERN
-from workflows.models import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_MAX_DURATION_SECONDS
+from workflows.models import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_DIAL_DEADLINE_SECONDS,
+    DEFAULT_MAX_DURATION_SECONDS,
+    DEFAULT_RING_TIMEOUT_SECONDS,
+)
 
 CONNECT_TIMEOUT_BOUNDS = (5, 600)
 MAX_DURATION_BOUNDS = (30, 4 * 3600)
@@ -26,6 +31,8 @@ MIN_ENDPOINTING_BOUNDS = (0.0, 5.0)
 MAX_ENDPOINTING_BOUNDS = (0.5, 30.0)
 FALSE_INTERRUPTION_BOUNDS = (0.5, 10.0)
 SILENCE_TIMEOUT_BOUNDS = (5, 600)
+RING_TIMEOUT_BOUNDS = (5, 120)
+DIAL_DEADLINE_BOUNDS = (10, 600)
 
 
 class WorkflowSettingsSerializer(JSONTypedSerializer):
@@ -40,6 +47,20 @@ class WorkflowSettingsSerializer(JSONTypedSerializer):
         max_value=MAX_DURATION_BOUNDS[1],
         default=DEFAULT_MAX_DURATION_SECONDS,
         help_text="A call running longer than this ends as `timeout`.",
+    )
+    ring_timeout_seconds = serializers.IntegerField(
+        min_value=RING_TIMEOUT_BOUNDS[0],
+        max_value=RING_TIMEOUT_BOUNDS[1],
+        default=DEFAULT_RING_TIMEOUT_SECONDS,
+        help_text="Phone calls: a phone nobody answers within this many seconds ends the "
+        "call as `failed`/`no_answer`.",
+    )
+    dial_deadline_seconds = serializers.IntegerField(
+        min_value=DIAL_DEADLINE_BOUNDS[0],
+        max_value=DIAL_DEADLINE_BOUNDS[1],
+        default=DEFAULT_DIAL_DEADLINE_SECONDS,
+        help_text="Phone calls: a call not dialed within this many seconds of its creation "
+        "ends as `failed`/`dial_timeout`.",
     )
     language = serializers.RegexField(
         LANGUAGE_PATTERN,

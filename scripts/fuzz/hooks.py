@@ -53,6 +53,7 @@ REFERENCES = {
     "/api/v1/workflows/{id}": ("id", STATE["workflow_ids"]),
     "/api/v1/provider-keys/{id}": ("id", STATE["provider_key_ids"]),
     "/api/v1/webhook-endpoints/{id}": ("id", STATE["webhook_endpoint_ids"]),
+    "/api/v1/sip-trunks/{id}": ("id", STATE["sip_trunk_ids"]),
 }
 
 
@@ -131,6 +132,17 @@ _LONG_INTEGER = (r"None", "parse_error")
 UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     "POST /api/v1/calls": [
         (r"workflow_slug", "invalid"),  # a workflow of this organization
+        # The toll-fraud guard: a number valid in its country's plan, not an emergency,
+        # premium-rate or shared-cost number, in a country staff allowed, with an
+        # outbound trunk; the caller id one of the organization's own numbers; a phone
+        # call is outbound; `from_number` only with `phone_number`.
+        (
+            "phone_number",
+            "invalid_phone_number|emergency_number|costly_number|destination_not_allowed"
+            "|no_outbound_trunk",
+        ),
+        ("from_number", "invalid_phone_number|not_your_number|invalid"),
+        ("direction", "invalid"),
         (r"metadata|user_data", "null_characters_not_allowed"),  # NUL inside free-form JSON
     ],
     "POST /api/v1/workflows": _WORKFLOW_RULES,
@@ -152,6 +164,18 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     # Across parameters: `from` on or before `to`, at most 366 days apart, and the
     # default range (the 30 days up to `to`) within the calendar.
     "GET /api/v1/usage/daily": [("from|to", "invalid")],
+    # A number valid in its country's plan; an outbound trunk's address.
+    "POST /api/v1/sip-trunks": [
+        (r"numbers\.\d+", "invalid_phone_number|emergency_number"),
+        ("address", "invalid"),
+        (r"None", "limit_reached"),  # the organization's trunk cap
+        ("auth_password", "invalid_characters"),  # printable ASCII, as provider keys
+    ],
+    # Under the organization's own ceilings; the caller id one of its trunks' numbers.
+    "PATCH /api/v1/organization": [
+        ("outbound_calls_per_minute|outbound_calls_per_day", "above_maximum"),
+        ("default_caller_number", "invalid_phone_number|not_your_number|emergency_number"),
+    ],
 }
 
 

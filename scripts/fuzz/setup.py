@@ -34,6 +34,7 @@ from calls.lifecycle import call_transition  # noqa: E402
 from calls.models import CallStatus  # noqa: E402
 from calls.services import call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
+from telephony.models import SipTrunk  # noqa: E402
 from webhooks.services import webhook_endpoint_create  # noqa: E402
 from workflows.selectors import workflow_call_target  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
@@ -43,7 +44,14 @@ ORGANIZATION = "fuzz"
 
 def main(state_path: str) -> None:
     organization = organization_get_or_create(slug=ORGANIZATION, name="Fuzz")
-    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=1_000_000)
+    # Phone calls to the US get past the guard (their rate raised like the concurrency);
+    # nothing dials them: no `dial` worker runs while fuzzing.
+    Organization.objects.filter(pk=organization.pk).update(
+        concurrency_limit=1_000_000,
+        allowed_destination_countries=["US"],
+        max_outbound_calls_per_minute=1_000_000,
+        max_outbound_calls_per_day=1_000_000,
+    )
     organization.refresh_from_db()
     _, client_key = api_key_create(name="fuzz-client", organization=organization)
     _, agent_key = api_key_create(name="fuzz-agent", kind=KeyKind.AGENT)
@@ -114,6 +122,22 @@ def main(state_path: str) -> None:
     call_transition(call_id=completed.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
     call_transition(call_id=failed.pk, to_status=CallStatus.FAILED, end_reason="agent_error")
 
+    # Trunks stored directly: the fake LiveKit is not up yet. Deleting one through the
+    # API asks LiveKit, which no longer has it (not_found): gone there already, fine.
+    trunks = [
+        SipTrunk.objects.create(
+            organization=organization,
+            name=f"Fuzz trunk {index}",
+            direction="outbound",
+            address="fuzz.pstn.example.com",
+            numbers=[f"+1415555010{index}"],
+            auth_username="fuzz",
+            auth_password="fuzz-trunk-password",
+            livekit_trunk_id=f"ST_fuzz{index}",
+        )
+        for index in range(3)
+    ]
+
     state = {
         "client_key": client_key,
         "agent_key": agent_key,
@@ -122,6 +146,7 @@ def main(state_path: str) -> None:
         "provider_key_ids": [str(k.pk) for k in provider_keys],
         "call_ids": [str(c.pk) for c in calls],
         "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
+        "sip_trunk_ids": [str(t.pk) for t in trunks],
     }
     Path(state_path).write_text(json.dumps(state, indent=2))
 

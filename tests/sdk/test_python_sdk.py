@@ -357,3 +357,74 @@ def test_the_python_example_runs(api_server: LiveServer) -> None:
     call_id = lines[0].split()[1]
     assert f"Join room call-{call_id}" in lines[1]
     assert lines[2] == "Active calls: 1"
+
+
+def test_an_outbound_phone_call_through_the_sdk(api_server: LiveServer) -> None:
+    """A trunk (created in the fake LiveKit), the caller id, then a phone call: 201
+    `pending`, `channel` phone; a country staff did not allow is an ErrorResponse."""
+    from voicecalls_client.api.organization import organization_partial_update
+    from voicecalls_client.api.telephony import sip_trunks_create
+    from voicecalls_client.models import (
+        CallChannelEnum,
+        PatchedOrganizationUpdateRequest,
+        SipTrunk,
+        SipTrunkCreateRequest,
+    )
+    from voicecalls_client.models import (
+        Organization as OrganizationSettings,
+    )
+
+    from accounts.models import Organization
+
+    key = api_server.client_key("sdk-python-phone")
+    with api_server.db_blocker.unblock():  # staff allow the US (the admin's job)
+        Organization.objects.filter(slug="sdk-python-phone").update(
+            allowed_destination_countries=["US"]
+        )
+    with AuthenticatedClient(base_url=api_server.url, token=key) as phone_client:
+        trunk = sip_trunks_create.sync(
+            client=phone_client,
+            body=SipTrunkCreateRequest(
+                name="Twilio",
+                direction=CallDirectionEnum.OUTBOUND,
+                address="acme.pstn.twilio.com",
+                numbers=["+14155550100"],
+                auth_username="acme",
+                auth_password="sdk-trunk-secret",
+            ),
+        )
+        assert isinstance(trunk, SipTrunk), trunk
+        assert trunk.auth_password_masked == "••••"
+        settings = organization_partial_update.sync(
+            client=phone_client,
+            body=PatchedOrganizationUpdateRequest(default_caller_number="+14155550100"),
+        )
+        assert isinstance(settings, OrganizationSettings), settings
+        assert settings.default_caller_number == "+14155550100"
+
+        joined = calls_create.sync(
+            client=phone_client,
+            # The SDK sends `direction` (default inbound) always: a phone call says outbound.
+            body=CallCreateRequest(
+                workflow_slug="daily-call",
+                phone_number="+14155550123",
+                direction=CallDirectionEnum.OUTBOUND,
+            ),
+        )
+        assert isinstance(joined, CallJoin), joined
+        assert (joined.status, joined.channel) == (CallStatusEnum.PENDING, CallChannelEnum.PHONE)
+        call = calls_retrieve.sync(joined.call_id, client=phone_client)
+        assert isinstance(call, Call)
+        assert (call.phone_number, call.from_number) == ("+14155550123", "+14155550100")
+        assert call.direction == CallDirectionEnum.OUTBOUND
+
+        refused = calls_create.sync(
+            client=phone_client,
+            body=CallCreateRequest(
+                workflow_slug="daily-call",
+                phone_number="+442071838750",
+                direction=CallDirectionEnum.OUTBOUND,
+            ),
+        )
+        assert isinstance(refused, ErrorResponse), refused
+        assert refused.errors[0].code == "destination_not_allowed"

@@ -41,13 +41,15 @@ class Command(BaseCommand):
         result = calls_expire()
         if (
             result.connect_timeouts
+            or result.dial_timeouts
             or result.max_durations
             or result.reconciled
             or result.livekit_errors
             or result.open_counters_repaired
         ):
             self.stdout.write(
-                f"connect_timeout={result.connect_timeouts} max_duration={result.max_durations} "
+                f"connect_timeout={result.connect_timeouts} dial_timeout={result.dial_timeouts} "
+                f"max_duration={result.max_durations} "
                 f"reconciled={result.reconciled} livekit_errors={result.livekit_errors} "
                 f"open_counters_repaired={result.open_counters_repaired}"
             )

@@ -13,7 +13,11 @@ from calls.agent_events import agent_events_record
 from calls.agent_events_api import AgentEventsBatchSerializer
 from calls.livekit_events import livekit_webhook_receive
 from calls.models import Call, CallStatus
-from calls.services import call_create
+from calls.services import call_create, call_insert
+from telephony import numbers
+from telephony.dialing import dial_claim, phone_call_answered
+from telephony.selectors import outbound_numbers
+from telephony.services import phone_call_build
 from voicecalls.livekit import webhook_authorization
 from workflows.demo import DEMO_SLUG
 from workflows.selectors import workflow_call_target
@@ -27,6 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--workflow", default=DEMO_SLUG, help="Workflow slug.")
         parser.add_argument("--call", metavar="ID", help="Drive this connecting call instead.")
         parser.add_argument(
+            "--phone",
+            metavar="NUMBER",
+            help="Play an outbound phone call to NUMBER (E.164): dialed, ringing, answered.",
+        )
+        parser.add_argument(
             "--pace", type=float, default=0.0, metavar="SECONDS", help="Pause between steps."
         )
 
@@ -34,12 +43,18 @@ class Command(BaseCommand):
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
             raise CommandError(f"No organization {options['org']!r}.")
-        call = self._call(organization, options["workflow"], options["call"])
         self.pace = options["pace"]
+        if options["phone"]:
+            call = self._phone_call(organization, options["workflow"], options["phone"])
+        else:
+            call = self._call(organization, options["workflow"], options["call"])
         user, agent = f"user-{call.pk}", f"agent-AJ_{uuid.uuid4().hex[:12]}"
 
-        self._webhook(call, "participant_joined", identity=user)
-        self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
+        if call.is_phone:
+            self._phone_answered(call, agent)
+        else:
+            self._webhook(call, "participant_joined", identity=user)
+            self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
         self._events(
             call,
             [
@@ -118,7 +133,50 @@ class Command(BaseCommand):
             metadata={"source": "simulate_call"},
         ).call
 
-    def _webhook(self, call: Call, event: str, **participant: str) -> None:
+    def _phone_call(self, organization: Organization, workflow_slug: str, number: str) -> Call:
+        """A `pending` outbound phone call to `number` (valid E.164, not premium-rate),
+        inserted within the concurrency limit. Nothing is dialed (no LiveKit): the
+        trunk, the allowed countries and the rate are not needed."""
+        target = workflow_call_target(organization=organization, slug=workflow_slug)
+        if target is None:
+            raise CommandError(f"No workflow {workflow_slug!r} in {organization.slug}.")
+        try:
+            parsed = numbers.number_parse(number)
+        except numbers.InvalidNumber as exc:
+            raise CommandError(f"--phone: {exc.detail}") from None
+        if numbers.number_is_costly(parsed):
+            raise CommandError("--phone: premium-rate and shared-cost numbers are refused.")
+        outbound = outbound_numbers(organization=organization)
+        call = phone_call_build(
+            organization=organization,
+            target=target,
+            phone_number=numbers.number_e164(parsed),
+            from_number=organization.default_caller_number or next(iter(outbound), None),
+            sip_trunk_id=None,
+            user_id="simulated-callee",
+            user_data={"name": "John Doe"},
+            metadata={"source": "simulate_call"},
+        )
+        call_insert(call=call)
+        return call
+
+    def _phone_answered(self, call: Call, agent: str) -> None:
+        """What the dial job and LiveKit SIP do: the agent is dispatched, the call is
+        `connecting` while the callee's SIP participant joins ringing (no change),
+        then the callee answers (the dial returns) and the call is `active`."""
+        if dial_claim(call_id=call.pk, now=timezone.now()) is None:
+            raise CommandError(f"Call {call.pk} could not be dialed.")
+        self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
+        self._webhook(
+            call,
+            "participant_joined",
+            identity=f"user-{call.pk}",
+            kind="SIP",
+            attributes={"sip.callStatus": "ringing", "sip.phoneNumber": call.phone_number},
+        )
+        phone_call_answered(call_id=call.pk)
+
+    def _webhook(self, call: Call, event: str, **participant: object) -> None:
         """Sign the event as LiveKit does and pass it through the real verification."""
         payload: dict = {
             "event": event,
@@ -133,6 +191,8 @@ class Command(BaseCommand):
                 "state": "DISCONNECTED" if event == "participant_left" else "ACTIVE",
                 "kind": participant.get("kind", "STANDARD"),
             }
+            if "attributes" in participant:
+                payload["participant"]["attributes"] = participant["attributes"]
             if "reason" in participant:
                 payload["participant"]["disconnectReason"] = participant["reason"]
         body = json.dumps(payload)

@@ -1,0 +1,122 @@
+"""`GET/PATCH /organization`: the one resource for an organization's settings.
+
+Settings that bound money or abuse have ceilings only staff set (admin); a client
+key reads them and may lower its own settings under them, never raise them.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Organization
+from accounts.services import organization_settings_update
+from telephony.serializers import E164TextField
+from voicecalls.fields import JSONTypedSerializer
+
+STAFF_ONLY = (
+    "allowed_destination_countries",
+    "max_outbound_calls_per_minute",
+    "max_outbound_calls_per_day",
+)
+READ_ONLY = ("id", "slug", "name", "concurrency_limit", *STAFF_ONLY)
+
+
+class OrganizationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    concurrency_limit = serializers.IntegerField(
+        source="effective_concurrency_limit", help_text="Most calls not yet ended at once."
+    )
+    default_caller_number = serializers.CharField(
+        allow_null=True, help_text="Caller id of phone calls without `from_number` (E.164)."
+    )
+    outbound_calls_per_minute = serializers.IntegerField(
+        source="effective_outbound_calls_per_minute",
+        help_text="Phone calls you may start per minute (≤ the maximum).",
+    )
+    outbound_calls_per_day = serializers.IntegerField(
+        source="effective_outbound_calls_per_day",
+        help_text="Phone calls you may start per UTC day (≤ the maximum).",
+    )
+    max_outbound_calls_per_minute = serializers.IntegerField(help_text="Set by support.")
+    max_outbound_calls_per_day = serializers.IntegerField(help_text="Set by support.")
+    allowed_destination_countries = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Countries (ISO 3166 codes) phone calls may reach; set by support.",
+    )
+
+
+class OrganizationUpdateSerializer(JSONTypedSerializer):
+    default_caller_number = E164TextField(
+        required=False,
+        allow_null=True,
+        help_text="One of your outbound SIP trunks' numbers (E.164), or null.",
+    )
+    outbound_calls_per_minute = serializers.IntegerField(min_value=1, required=False)
+    outbound_calls_per_day = serializers.IntegerField(min_value=1, required=False)
+
+    def validate(self, data: dict) -> dict:
+        organization: Organization = self.context["organization"]
+        errors: dict[str, list] = {}
+        for name in set(self.initial_data) & set(READ_ONLY):
+            errors[name] = [
+                serializers.ErrorDetail("Read-only; support sets it.", code="read_only")
+            ]
+        for name in ("outbound_calls_per_minute", "outbound_calls_per_day"):
+            ceiling = getattr(organization, f"max_{name}")
+            if name in data and data[name] > ceiling:
+                errors[name] = [
+                    serializers.ErrorDetail(
+                        f"Must be at most {ceiling}, your organization's maximum.",
+                        code="above_maximum",
+                    )
+                ]
+        number = data.get("default_caller_number")
+        if number is not None:
+            from telephony.guard import caller_id_pick
+
+            try:
+                data["default_caller_number"] = caller_id_pick(
+                    organization=organization, from_number=number
+                ).number
+            except serializers.ValidationError as exc:
+                errors["default_caller_number"] = exc.detail.get("from_number") or exc.detail
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
+
+
+class OrganizationView(APIView):
+    @extend_schema(
+        summary="Get organization settings",
+        operation_id="organization_retrieve",
+        responses={200: OrganizationSerializer},
+        tags=["organization"],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(OrganizationSerializer(request.user.organization).data)
+
+    @extend_schema(
+        summary="Update organization settings",
+        description="Change your own settings. Limits may be lowered under the maximum "
+        "support set, never raised above it (400); support's fields are read-only (400).",
+        operation_id="organization_partial_update",
+        request=OrganizationUpdateSerializer,
+        responses={200: OrganizationSerializer},
+        tags=["organization"],
+    )
+    def patch(self, request: Request) -> Response:
+        organization = Organization.objects.get(pk=request.user.organization.pk)
+        params = OrganizationUpdateSerializer(
+            data=request.data, context={"organization": organization}
+        )
+        params.is_valid(raise_exception=True)
+        organization = organization_settings_update(
+            organization=organization, **params.validated_data
+        )
+        return Response(OrganizationSerializer(organization).data)

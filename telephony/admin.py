@@ -1,0 +1,108 @@
+"""SIP trunks in the admin: created and deleted through the services (so in LiveKit
+too); the password is write-only, shown only as a mask after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework import serializers
+
+from telephony import services
+from telephony.models import PASSWORD_MAX_LENGTH, SipTrunk
+from voicecalls.livekit import LiveKitError
+
+
+class SipTrunkAddForm(forms.ModelForm):
+    # Never rendered back, not even when the form comes back with errors.
+    auth_password = forms.CharField(
+        required=False,
+        max_length=PASSWORD_MAX_LENGTH,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted; never shown again.",
+    )
+
+    class Meta:
+        model = SipTrunk
+        fields = ["organization", "name", "direction", "address", "numbers", "auth_username"]
+
+    def _post_clean(self) -> None:
+        """Create the trunk in LiveKit (and here) once the form is valid; LiveKit
+        refusing is a form error and nothing is stored. Excludes `livekit_trunk_id`,
+        which only LiveKit gives."""
+        super()._post_clean()
+        self.created: SipTrunk | None = None
+        if self.errors:
+            return
+        data = self.cleaned_data
+        try:
+            self.created = services.sip_trunk_create(
+                organization=data["organization"],
+                name=data["name"],
+                direction=data["direction"],
+                numbers=list(data.get("numbers") or []),
+                address=data.get("address") or "",
+                auth_username=data.get("auth_username") or "",
+                auth_password=data.get("auth_password") or "",
+            )
+        except LiveKitError as exc:
+            self.add_error(None, f"LiveKit refused the trunk: {exc}")
+        except serializers.ValidationError as exc:  # the organization's trunk cap
+            self.add_error(None, [str(detail) for detail in exc.detail])
+
+
+@admin.register(SipTrunk)
+class SipTrunkAdmin(admin.ModelAdmin):
+    add_form = SipTrunkAddForm
+    list_display = ["name", "direction", "organization", "livekit_trunk_id", "created_at"]
+    list_filter = ["direction"]
+    list_select_related = ["organization"]
+    search_fields = ["=id", "name", "organization__slug", "livekit_trunk_id"]
+    SHOWN = [
+        "id",
+        "organization",
+        "name",
+        "direction",
+        "address",
+        "numbers",
+        "auth_username",
+        "password",
+        "livekit_trunk_id",
+        "created_at",
+    ]
+
+    def get_fields(self, request: HttpRequest, obj: SipTrunk | None = None) -> list[str]:
+        if obj is None:
+            return [*SipTrunkAddForm.Meta.fields, "auth_password"]
+        return self.SHOWN
+
+    def get_readonly_fields(self, request: HttpRequest, obj: SipTrunk | None = None) -> list[str]:
+        return [] if obj is None else self.SHOWN
+
+    def get_form(
+        self, request: HttpRequest, obj: SipTrunk | None = None, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Password")
+    def password(self, obj: SipTrunk) -> str:
+        return obj.auth_password_masked or "—"
+
+    def save_model(
+        self, request: HttpRequest, obj: SipTrunk, form: forms.ModelForm, change: bool
+    ) -> None:
+        # Added: the form created it (in LiveKit too); nothing on a trunk changes.
+        if not change:
+            obj.pk = form.created.pk
+
+    def delete_model(self, request: HttpRequest, obj: SipTrunk) -> None:
+        services.sip_trunk_delete(trunk=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SipTrunk]) -> None:
+        for trunk in queryset:
+            services.sip_trunk_delete(trunk=trunk)

@@ -1,0 +1,126 @@
+"""Dialing an outbound phone call, in the `dial` task queue (DESIGN.md "Phone calls");
+telephony.services creates it.
+
+A phone call moves `pending` → `connecting` (the dial job started) → `active` (the
+callee answered: the dial returned) or `failed` with an end reason from the SIP status.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from calls.lifecycle import EndReason, call_transition
+from calls.models import Call, CallChannel, CallStatus
+from calls.services import call_room_close_later
+from voicecalls import livekit
+from workflows.models import WorkflowVersion
+
+logger = logging.getLogger(__name__)
+
+# SIP status → end reason (DESIGN.md); any other status, or none, is `sip_error`.
+SIP_END_REASONS: dict[int, str] = {
+    486: EndReason.BUSY,
+    600: EndReason.BUSY,
+    408: EndReason.NO_ANSWER,
+    480: EndReason.NO_ANSWER,
+    487: EndReason.NO_ANSWER,
+    603: EndReason.REJECTED,
+    607: EndReason.REJECTED,
+    608: EndReason.REJECTED,
+    404: EndReason.INVALID_NUMBER,
+    484: EndReason.INVALID_NUMBER,
+    604: EndReason.INVALID_NUMBER,
+}
+
+
+def sip_end_reason(sip_status_code: int | None) -> str:
+    return SIP_END_REASONS.get(sip_status_code or 0, EndReason.SIP_ERROR)
+
+
+def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
+    """Record the dial attempt, before dialing, once: a retried or duplicated job finds
+    it recorded and dials nothing. None when the call is not to be dialed (ended,
+    already attempted, past its deadline: then it fails `dial_timeout`)."""
+    call = Call.objects.filter(pk=call_id, channel=CallChannel.PHONE).first()
+    if call is None or call.status != CallStatus.PENDING or call.dial_attempted_at:
+        return None
+    if call.dial_deadline_at and now > call.dial_deadline_at:
+        call_transition(
+            call_id=call_id,
+            to_status=CallStatus.FAILED,
+            end_reason=EndReason.DIAL_TIMEOUT,
+            at=now,
+            only_from={CallStatus.PENDING},
+        )
+        return None
+    claimed = Call.objects.filter(
+        pk=call_id, status=CallStatus.PENDING, dial_attempted_at__isnull=True
+    ).update(dial_attempted_at=now)
+    if not claimed:
+        return None
+    # `connecting` once dialing starts; a hang-up that came first wins (no dial).
+    if not call_transition(
+        call_id=call_id, to_status=CallStatus.CONNECTING, at=now, only_from={CallStatus.PENDING}
+    ):
+        return None
+    return call
+
+
+def phone_call_dial(*, call_id: uuid.UUID) -> str:
+    """The dial job: dispatch the agent, dial, and apply the outcome. Returns what
+    happened (for the task's result)."""
+    now = timezone.now()
+    call = dial_claim(call_id=call_id, now=now)
+    if call is None:
+        return "not dialed"
+    version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
+    try:
+        livekit.agent_dispatch(room_name=call.room_name, call_id=str(call.id))
+        livekit.sip_dial(
+            trunk_id=call.sip_trunk_id or "",
+            to_number=call.phone_number or "",
+            from_number=call.from_number or "",
+            room_name=call.room_name,
+            identity=call.user_identity,
+            ringing_timeout_seconds=version.ring_timeout_seconds,
+            max_call_duration_seconds=call.max_duration_seconds,
+        )
+    except livekit.SipDialError as exc:
+        return _dial_failed(call=call, code=exc.sip_status_code, text=exc.sip_status)
+    except livekit.LiveKitError as exc:
+        # LiveKit itself failed (down, refused): the call is not retried, which could
+        # ring the phone twice; it fails `sip_error` and its room is closed.
+        logger.warning("dialing phone call %s failed: %s", call.id, exc)
+        return _dial_failed(call=call, code=None, text=None)
+    phone_call_answered(call_id=call.pk)
+    return "answered"
+
+
+def phone_call_answered(*, call_id: uuid.UUID) -> bool:
+    """The dial returned: the callee answered. A hang-up meanwhile has already ended
+    the call: then this moves nothing."""
+    return call_transition(
+        call_id=call_id, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING}
+    )
+
+
+@transaction.atomic
+def _dial_failed(*, call: Call, code: int | None, text: str | None) -> str:
+    """The dial's own result ends the call, with the SIP status kept on it."""
+    reason = sip_end_reason(code)
+    Call.objects.filter(pk=call.pk, status=CallStatus.CONNECTING).update(
+        sip_status_code=code, sip_status=(text or "")[:200] or None
+    )
+    if call_transition(
+        call_id=call.pk,
+        to_status=CallStatus.FAILED,
+        end_reason=reason,
+        only_from={CallStatus.CONNECTING},
+    ):
+        call_room_close_later(call_id=call.pk)
+    return reason

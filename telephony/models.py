@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization
+from providerkeys.fields import EncryptedSecretField
+
+PASSWORD_MASK = "••••"
+PASSWORD_MAX_LENGTH = 256
+
+
+class TrunkDirection(models.TextChoices):
+    OUTBOUND = "outbound", "Outbound"
+    INBOUND = "inbound", "Inbound"
+
+
+class SipTrunk(models.Model):
+    """An organization's SIP trunk at its carrier, mirrored in LiveKit (`livekit_trunk_id`).
+
+    The password is ciphertext at rest (the provider keys' encryption) and never shown:
+    the API and admin show only whether there is one.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="sip_trunks"
+    )
+    name = models.CharField(max_length=100)
+    direction = models.CharField(max_length=8, choices=TrunkDirection.choices)
+    # The carrier's SIP host (outbound trunks).
+    address = models.CharField(max_length=255, blank=True)
+    numbers = models.JSONField(default=list, help_text="E.164 numbers of this trunk.")
+    auth_username = models.CharField(max_length=255, blank=True)
+    auth_password = EncryptedSecretField(max_length=PASSWORD_MAX_LENGTH, null=True, blank=True)
+    livekit_trunk_id = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "-created_at", "-id"], name="trunk_list")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.direction})"
+
+    @property
+    def auth_password_masked(self) -> str | None:
+        return PASSWORD_MASK if self.auth_password else None

@@ -1,0 +1,68 @@
+"""Phone numbers: strict E.164 parsing with `phonenumbers`, and masking for logs."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import PhoneNumberType, shortnumberinfo
+from rest_framework.exceptions import ErrorDetail
+
+# E.164 as written: "+", a country code not starting with 0, at most 15 digits, nothing
+# else (no letters, spaces or punctuation: phonenumbers would read "1-800-FLOWERS").
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+_E164 = re.compile(E164_PATTERN)
+
+# Numbers whose caller pays the callee (or shares the cost): toll fraud's favourites.
+_COSTLY_TYPES = {PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST}
+
+
+class InvalidNumber(Exception):
+    """Not a number voicecalls will dial; `code` and `detail` say why."""
+
+    def __init__(self, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.detail = ErrorDetail(detail, code=code)
+
+
+def number_parse(text: str) -> phonenumbers.PhoneNumber:
+    """A valid E.164 number, or InvalidNumber."""
+    if not isinstance(text, str) or not _E164.fullmatch(text):
+        raise InvalidNumber(
+            "Must be an E.164 phone number: + and up to 15 digits, e.g. +14155550123.",
+            "invalid_phone_number",
+        )
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber("Not a phone number.", "invalid_phone_number") from exc
+    region = phonenumbers.region_code_for_number(number)
+    national = phonenumbers.national_significant_number(number)
+    if region and shortnumberinfo.is_emergency_number(national, region):
+        raise InvalidNumber("Emergency numbers cannot be called.", "emergency_number")
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidNumber("Not a valid phone number.", "invalid_phone_number")
+    return number
+
+
+def number_e164(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def number_is_costly(number: phonenumbers.PhoneNumber) -> bool:
+    return phonenumbers.number_type(number) in _COSTLY_TYPES
+
+
+def number_region(number: phonenumbers.PhoneNumber) -> str | None:
+    return phonenumbers.region_code_for_number(number)
+
+
+def number_masked(text: str) -> str:
+    """For info logs: the country code and the last two digits, the rest starred."""
+    try:
+        number = phonenumbers.parse(text, None)
+        prefix = f"+{number.country_code}"
+    except phonenumbers.NumberParseException:
+        prefix = "+"
+    digits = "".join(char for char in str(text) if char.isdigit())
+    return f"{prefix}{'*' * max(0, len(digits) - len(prefix) - 1)}{digits[-2:]}"

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from providerkeys.serializers import SecretKeyField
+from telephony import numbers
+from telephony.models import PASSWORD_MAX_LENGTH, TrunkDirection
+from voicecalls.fields import JSONTypedSerializer
+
+MAX_TRUNK_NUMBERS = 100
+
+
+@extend_schema_field({"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16})
+class E164TextField(serializers.CharField):
+    """A phone number the schema states as E.164; the toll-fraud guard parses it (so
+    every refusal is its, and logged)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(**kwargs)
+
+
+@extend_schema_field({"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16})
+class E164Field(serializers.CharField):
+    """A valid phone number in E.164 (`+14155550123`), parsed with `phonenumbers`."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return numbers.number_e164(numbers.number_parse(value))
+        except numbers.InvalidNumber as exc:
+            raise serializers.ValidationError([exc.detail]) from None
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": numbers.E164_PATTERN, "maxLength": 16},
+        "minItems": 1,
+        "maxItems": MAX_TRUNK_NUMBERS,
+        "uniqueItems": True,
+    }
+)
+class TrunkNumbersField(serializers.ListField):
+    """A trunk's numbers, each once (the schema states it)."""
+
+
+class SipTrunkCreateSerializer(JSONTypedSerializer):
+    name = serializers.CharField(max_length=100)
+    direction = serializers.ChoiceField(choices=TrunkDirection.choices)
+    address = serializers.RegexField(
+        r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        max_length=255,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="The carrier's SIP host (outbound trunks), e.g. `example.pstn.twilio.com`.",
+    )
+    numbers = TrunkNumbersField(
+        child=E164Field(), min_length=1, max_length=MAX_TRUNK_NUMBERS, help_text="E.164, each once."
+    )
+    auth_username = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True
+    )
+    auth_password = SecretKeyField(
+        max_length=PASSWORD_MAX_LENGTH,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Write-only: stored encrypted, never shown again.",
+    )
+
+    def validate(self, data: dict) -> dict:
+        if data["direction"] == TrunkDirection.OUTBOUND and not data["address"]:
+            raise serializers.ValidationError(
+                {"address": ["An outbound trunk needs its carrier's SIP address."]}
+            )
+        if len(set(data["numbers"])) != len(data["numbers"]):
+            raise serializers.ValidationError({"numbers": ["Numbers must not repeat."]})
+        return data
+
+
+class SipTrunkSerializer(serializers.Serializer):
+    """A trunk as the API shows it: never the password, only whether there is one."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    direction = serializers.ChoiceField(choices=TrunkDirection.choices)
+    address = serializers.CharField()
+    numbers = serializers.ListField(child=serializers.CharField())
+    auth_username = serializers.CharField()
+    auth_password_masked = serializers.CharField(
+        allow_null=True, help_text="`••••` when a password is set, else null."
+    )
+    livekit_trunk_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class SipTrunkListSerializer(serializers.Serializer):
+    items = SipTrunkSerializer(many=True)

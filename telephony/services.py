@@ -1,0 +1,187 @@
+"""Writes of telephony: SIP trunks (created and deleted in LiveKit first) and outbound
+phone calls (guarded, `pending`, dialed by the `dial` job: telephony.dialing)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import serializers
+
+from accounts.models import Organization
+from calls.limits import open_call_reserve
+from calls.models import Call, CallChannel, CallDirection, CallStatus
+from calls.services import CallJoinInfo, call_participant_token
+from calls.sql import insert_instance
+from telephony import guard
+from telephony.models import SipTrunk, TrunkDirection
+from telephony.selectors import outbound_numbers
+from voicecalls import livekit
+from workflows.selectors import CallTarget
+
+logger = logging.getLogger(__name__)
+
+MAX_TRUNKS_PER_ORGANIZATION = 20
+
+
+def _trunk_cap_check(*, organization: Organization) -> None:
+    if SipTrunk.objects.filter(organization=organization).count() >= MAX_TRUNKS_PER_ORGANIZATION:
+        raise serializers.ValidationError(
+            f"An organization can have at most {MAX_TRUNKS_PER_ORGANIZATION} SIP trunks.",
+            code="limit_reached",
+        )
+
+
+def sip_trunk_create(
+    *,
+    organization: Organization,
+    name: str,
+    direction: str,
+    numbers: list[str],
+    address: str = "",
+    auth_username: str = "",
+    auth_password: str = "",
+) -> SipTrunk:
+    """Create the trunk in LiveKit, then store it with LiveKit's id.
+
+    LiveKit refusing or unreachable raises `LiveKitError` and nothing is stored. Should
+    the insert fail after LiveKit created it (a concurrent create took the last place
+    under the cap, checked again under the organization's row lock), the LiveKit trunk
+    is deleted again.
+    """
+    _trunk_cap_check(organization=organization)
+    if direction == TrunkDirection.OUTBOUND:
+        trunk_id = livekit.create_outbound_trunk(
+            name=name,
+            address=address,
+            numbers=numbers,
+            auth_username=auth_username,
+            auth_password=auth_password,
+        )
+    else:
+        trunk_id = livekit.create_inbound_trunk(
+            name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
+        )
+    try:
+        with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+            _trunk_cap_check(organization=organization)
+            return SipTrunk.objects.create(
+                organization=organization,
+                name=name,
+                direction=direction,
+                address=address,
+                numbers=numbers,
+                auth_username=auth_username,
+                auth_password=auth_password or None,
+                livekit_trunk_id=trunk_id,
+            )
+    except Exception:
+        _livekit_trunk_forget(trunk_id)
+        raise
+
+
+def _livekit_trunk_forget(trunk_id: str) -> None:
+    try:
+        livekit.delete_trunk(trunk_id=trunk_id)
+    except livekit.LiveKitError as exc:
+        logger.warning("could not delete LiveKit trunk %s again: %s", trunk_id, exc)
+
+
+def sip_trunk_delete(*, trunk: SipTrunk) -> None:
+    """Delete the trunk in LiveKit (already gone there is fine), then here.
+    `LiveKitError` leaves it as it was. A default caller number no other outbound
+    trunk of the organization has is cleared with it: calls would refuse it."""
+    livekit.delete_trunk(trunk_id=trunk.livekit_trunk_id)
+    with transaction.atomic():
+        trunk.delete()
+        organization = Organization.objects.select_for_update().get(pk=trunk.organization_id)
+        default = organization.default_caller_number
+        if default and default not in outbound_numbers(organization=organization):
+            organization.default_caller_number = None
+            organization.save(update_fields=["default_caller_number"])
+
+
+# After the dial deadline and the ringing, a little longer for LiveKit to answer: a
+# phone call that has not started by then ends `timeout` (expire_calls), whatever
+# happened to its dial job.
+START_MARGIN_SECONDS = 15
+
+
+def phone_call_create(
+    *,
+    organization: Organization,
+    target: CallTarget,
+    phone_number: str,
+    from_number: str | None = None,
+    user_id: str | None = None,
+    user_data: dict | None = None,
+    metadata: dict | None = None,
+    direction: str = CallDirection.OUTBOUND,
+) -> CallJoinInfo:
+    """Check the destination and caller id (400s), insert a `pending` outbound phone
+    call within the concurrency limit (429), and have it dialed once this transaction
+    commits. Nothing is dialed here; refusals happen before anything is."""
+    destination = guard.destination_check(organization=organization, number=phone_number)
+    caller = guard.caller_id_pick(organization=organization, from_number=from_number)
+    guard.outbound_rate_take(organization=organization)
+    call = phone_call_build(
+        organization=organization,
+        target=target,
+        phone_number=destination,
+        from_number=caller.number,
+        sip_trunk_id=caller.trunk.livekit_trunk_id,
+        user_id=user_id,
+        user_data=user_data,
+        metadata=metadata,
+    )
+    with transaction.atomic():
+        open_call_reserve(organization=organization)  # locks the organization's row
+        guard.outbound_daily_cap_check(organization=organization)
+        insert_instance(call)
+    transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
+    return CallJoinInfo(call=call, token=call_participant_token(call=call))
+
+
+def phone_call_build(
+    *,
+    organization: Organization,
+    target: CallTarget,
+    phone_number: str,
+    from_number: str | None,
+    sip_trunk_id: str | None,
+    user_id: str | None = None,
+    user_data: dict | None = None,
+    metadata: dict | None = None,
+) -> Call:
+    """A new `pending` outbound phone call (not saved) to numbers already checked."""
+    now = timezone.now()
+    start_bound = target.dial_deadline_seconds + target.ring_timeout_seconds + START_MARGIN_SECONDS
+    return Call(
+        organization=organization,
+        workflow_id=target.workflow_id,
+        workflow_version_id=target.version_id,
+        workflow_slug=target.workflow_slug,
+        user_id=user_id,
+        user_data=user_data or {},
+        metadata=metadata or {},
+        direction=CallDirection.OUTBOUND,
+        channel=CallChannel.PHONE,
+        phone_number=phone_number,
+        from_number=from_number,
+        sip_trunk_id=sip_trunk_id,
+        dial_deadline_at=now + datetime.timedelta(seconds=target.dial_deadline_seconds),
+        status=CallStatus.PENDING,
+        connect_timeout_seconds=max(target.connect_timeout_seconds, start_bound),
+        max_duration_seconds=target.max_duration_seconds,
+        created_at=now,
+    )
+
+
+def _dial_later(call_id: uuid.UUID) -> None:
+    from telephony.tasks import phone_call_dial
+
+    phone_call_dial.enqueue(str(call_id))

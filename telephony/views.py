@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from telephony import selectors, services
+from telephony.serializers import (
+    SipTrunkCreateSerializer,
+    SipTrunkListSerializer,
+    SipTrunkSerializer,
+)
+from voicecalls.errors import BadGateway, error_responses
+from voicecalls.livekit import LiveKitError
+
+ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Trunk ID.")
+
+
+class SipTrunkListView(APIView):
+    @extend_schema(
+        summary="List SIP trunks",
+        description="Your SIP trunks, newest first (passwords are never shown).",
+        operation_id="sip_trunks_list",
+        responses={200: SipTrunkListSerializer},
+        tags=["telephony"],
+    )
+    def get(self, request: Request) -> Response:
+        trunks = selectors.sip_trunk_queryset(organization=request.user.organization)
+        return Response({"items": SipTrunkSerializer(trunks, many=True).data})
+
+    @extend_schema(
+        summary="Create SIP trunk",
+        description="Add your carrier's SIP trunk. It is created in LiveKit first; if "
+        "LiveKit refuses it or is unreachable the answer is 502 and nothing is stored. "
+        "The password is stored encrypted and never shown again.",
+        operation_id="sip_trunks_create",
+        request=SipTrunkCreateSerializer,
+        responses={201: SipTrunkSerializer, **error_responses(413, 502)},
+        tags=["telephony"],
+    )
+    def post(self, request: Request) -> Response:
+        params = SipTrunkCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            trunk = services.sip_trunk_create(
+                organization=request.user.organization, **params.validated_data
+            )
+        except LiveKitError as exc:
+            raise BadGateway("LiveKit could not create the trunk; nothing was stored.") from exc
+        return Response(SipTrunkSerializer(trunk).data, status=status.HTTP_201_CREATED)
+
+
+class SipTrunkDetailView(APIView):
+    def _get(self, request: Request, pk: str):
+        queryset = selectors.sip_trunk_queryset(organization=request.user.organization)
+        return get_object_or_404(queryset, pk=pk)
+
+    @extend_schema(
+        summary="Get SIP trunk",
+        operation_id="sip_trunks_retrieve",
+        parameters=[ID],
+        responses={200: SipTrunkSerializer},
+        tags=["telephony"],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        return Response(SipTrunkSerializer(self._get(request, pk)).data)
+
+    @extend_schema(
+        summary="Delete SIP trunk",
+        description="Delete the trunk in LiveKit and here; 502 (and the trunk kept) when "
+        "LiveKit fails.",
+        operation_id="sip_trunks_destroy",
+        parameters=[ID],
+        responses={204: None, **error_responses(502)},
+        tags=["telephony"],
+    )
+    def delete(self, request: Request, pk: str) -> Response:
+        trunk = self._get(request, pk)
+        try:
+            services.sip_trunk_delete(trunk=trunk)
+        except LiveKitError as exc:
+            raise BadGateway("LiveKit could not delete the trunk; it is kept.") from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)

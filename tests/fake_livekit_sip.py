@@ -1,0 +1,192 @@
+"""The fake LiveKit's SIP side (tests/fake_livekit.py): trunks, agent dispatch, and
+dialing with an outcome scripted per number, as LiveKit's SIP service answers.
+
+A dial with `wait_until_answered` blocks until the outcome: the SIP participant joins
+the room while it rings (`participant_joined`, kind SIP, `sip.callStatus` ringing),
+then either the dial returns (answered) or the participant leaves
+(`participant_left` with USER_UNAVAILABLE / USER_REJECTED / SIP_TRUNK_FAILURE) and the
+dial fails with the Twirp code LiveKit maps the SIP status to and `meta`
+`{"sip_status_code", "sip_status"}` (livekit/protocol sip.go). Deleting the room while
+it rings cancels it (487).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from livekit import api
+from livekit.protocol import models as livekit_models
+
+METHODS = {
+    "CreateSIPOutboundTrunk": (
+        api.CreateSIPOutboundTrunkRequest,
+        api.SIPOutboundTrunkInfo,
+        "sip.admin",
+    ),
+    "CreateSIPInboundTrunk": (
+        api.CreateSIPInboundTrunkRequest,
+        api.SIPInboundTrunkInfo,
+        "sip.admin",
+    ),
+    "DeleteSIPTrunk": (api.DeleteSIPTrunkRequest, api.SIPTrunkInfo, "sip.admin"),
+    "CreateSIPParticipant": (api.CreateSIPParticipantRequest, api.SIPParticipantInfo, "sip.call"),
+    "CreateDispatch": (api.CreateAgentDispatchRequest, api.AgentDispatch, "room_admin"),
+}
+
+
+@dataclass(frozen=True)
+class SipOutcome:
+    """What dialing a number does: rings `ring_seconds`, then answers (no `sip_code`)
+    or fails with `sip_code`/`sip_status`."""
+
+    sip_code: int | None = None
+    sip_status: str = ""
+    ring_seconds: float = 0.0
+
+
+ANSWER = SipOutcome()
+BUSY = SipOutcome(486, "Busy Here")
+NO_ANSWER = SipOutcome(480, "Temporarily Unavailable")
+REJECT = SipOutcome(603, "Decline")
+INVALID = SipOutcome(404, "Not Found")
+CARRIER_ERROR = SipOutcome(503, "Service Unavailable")
+
+
+def answer_after(seconds: float) -> SipOutcome:
+    return SipOutcome(ring_seconds=seconds)
+
+
+def _twirp(sip_code: int) -> tuple[int, str]:
+    """LiveKit's SIP status → Twirp code and HTTP status (livekit/protocol sip.go)."""
+    if sip_code in (486, 600, 480):
+        return 429, "resource_exhausted"
+    if sip_code in (408, 504):
+        return 408, "deadline_exceeded"
+    if sip_code == 487:
+        return 409, "aborted"
+    if sip_code in (401, 402, 403, 603, 607, 608):
+        return 403, "permission_denied"
+    if sip_code in (404, 604):
+        return 404, "not_found"
+    return 412, "failed_precondition"
+
+
+def _disconnect_reason(sip_code: int) -> int:
+    reasons = livekit_models.DisconnectReason
+    if sip_code in (408, 480, 486, 487, 600):
+        return reasons.USER_UNAVAILABLE
+    if sip_code in (603, 607, 608):
+        return reasons.USER_REJECTED
+    return reasons.SIP_TRUNK_FAILURE
+
+
+_ids = itertools.count(1)
+
+
+class SipMixin:
+    """FakeLiveKit's SIP, dispatch and webhook methods (its fields hold the state)."""
+
+    def webhooks_send(self, event: str, room: str, participant: api.ParticipantInfo) -> None:
+        """Sign and hand a webhook to `webhook_sink(body, authorization)`, as LiveKit
+        posts it."""
+        if self.webhook_sink is None:
+            return
+        message = api.WebhookEvent(
+            id=f"EV_fake{next(_ids)}",
+            event=event,
+            room=api.Room(name=room),
+            participant=participant,
+            created_at=int(time.time()),
+        )
+        body = json_format.MessageToJson(message)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        token = api.AccessToken(self.api_key, self.api_secret).with_sha256(digest).to_jwt()
+        self.webhook_sink(body, token)
+
+    def _CreateSIPOutboundTrunk(self, message, response_class):
+        return self._trunk_create(message.trunk, "outbound", response_class)
+
+    def _CreateSIPInboundTrunk(self, message, response_class):
+        return self._trunk_create(message.trunk, "inbound", response_class)
+
+    def _trunk_create(self, trunk, direction: str, response_class):
+        trunk_id = f"ST_fake{next(_ids)}"
+        with self._lock:
+            self.trunks[trunk_id] = direction
+        info = response_class()
+        info.CopyFrom(trunk)
+        info.sip_trunk_id = trunk_id
+        info.auth_password = ""  # LiveKit does not echo secrets either
+        return info
+
+    def _DeleteSIPTrunk(self, message, response_class):
+        with self._lock:
+            if self.trunks.pop(message.sip_trunk_id, None) is None:
+                return None
+        return response_class(sip_trunk_id=message.sip_trunk_id)
+
+    def _CreateDispatch(self, message, response_class):
+        with self._lock:
+            self.rooms.setdefault(message.room, [])
+        return response_class(
+            id=f"AD_fake{next(_ids)}",
+            agent_name=message.agent_name,
+            room=message.room,
+            metadata=message.metadata,
+        )
+
+    def _CreateSIPParticipant(self, message, response_class):
+        if message.sip_trunk_id not in self.trunks:
+            return 404, "application/json", _json_error("not_found", "no such trunk")
+        outcome = self.sip_outcomes.get(message.sip_call_to, ANSWER)
+        room, identity = message.room_name, message.participant_identity
+        cancel = threading.Event()
+        attributes = {
+            "sip.callStatus": "ringing",
+            "sip.phoneNumber": message.sip_call_to,
+            "sip.trunkID": message.sip_trunk_id,
+        }
+        participant = api.ParticipantInfo(
+            identity=identity, kind=api.ParticipantInfo.Kind.SIP, attributes=attributes
+        )
+        with self._lock:
+            self.rooms.setdefault(room, []).append(identity)
+            self._cancels[room] = cancel
+        self.webhooks_send("participant_joined", room, participant)
+        if self.on_ringing is not None:
+            self.on_ringing(room)
+        ring_limit = message.ringing_timeout.seconds or 30
+        sip_code, sip_status = outcome.sip_code, outcome.sip_status
+        if cancel.wait(min(outcome.ring_seconds, ring_limit)):
+            sip_code, sip_status = 487, "Request Terminated"
+        elif sip_code is None and outcome.ring_seconds > ring_limit:
+            sip_code, sip_status = 408, "Request Timeout"
+        with self._lock:
+            self._cancels.pop(room, None)
+        if sip_code is None:
+            return response_class(
+                participant_id=f"PA_fake{next(_ids)}",
+                participant_identity=identity,
+                room_name=room,
+                sip_call_id=f"SCL_fake{next(_ids)}",
+            )
+        with self._lock:
+            if identity in self.rooms.get(room, []):
+                self.rooms[room].remove(identity)
+        participant.attributes["sip.callStatus"] = "hangup"
+        participant.disconnect_reason = _disconnect_reason(sip_code)
+        self.webhooks_send("participant_left", room, participant)
+        status, code = _twirp(sip_code)
+        meta = {"sip_status_code": str(sip_code), "sip_status": sip_status}
+        return status, "application/json", _json_error(code, f"sip status {sip_code}", meta)
+
+
+def _json_error(code: str, msg: str, meta: dict | None = None) -> bytes:
+    return json.dumps({"code": code, "msg": msg, **({"meta": meta} if meta else {})}).encode()

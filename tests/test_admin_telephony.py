@@ -1,0 +1,126 @@
+"""SIP trunks and the organization's phone ceilings in the admin: the trunk password
+is write-only (never in any page), trunks are created and deleted in LiveKit too, and
+calls show their phone facts."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Organization
+from telephony.models import SipTrunk
+from tests.factories import CallFactory
+from tests.phone import phone_ready
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "admin-trunk-secret-77"
+ADD_URL = reverse("admin:telephony_siptrunk_add")
+LIST_URL = reverse("admin:telephony_siptrunk_changelist")
+
+
+@pytest.fixture
+def staff_client(django_user_model: type) -> Client:
+    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def add_form(organization: Organization, **changes: object) -> dict:
+    return {
+        "organization": organization.pk,
+        "name": "Telnyx",
+        "direction": "outbound",
+        "address": "sip.telnyx.com",
+        "numbers": '["+14155550100"]',
+        "auth_username": "acme",
+        "auth_password": PASSWORD,
+        **changes,
+    }
+
+
+def test_staff_add_a_trunk_through_a_password_field_and_it_is_created_in_livekit(
+    staff_client, organization, fake_livekit
+) -> None:
+    page = staff_client.get(ADD_URL).content.decode()
+    assert 'type="password"' in page
+
+    response = staff_client.post(ADD_URL, add_form(organization))
+
+    assert response.status_code == 302
+    trunk = SipTrunk.objects.get()
+    assert trunk.auth_password == PASSWORD
+    (sent,) = fake_livekit.calls("CreateSIPOutboundTrunk")
+    assert sent.body["trunk"]["authPassword"] == PASSWORD
+    assert trunk.livekit_trunk_id.startswith("ST_")
+
+
+def test_a_trunk_livekit_refuses_in_the_admin_is_a_form_error_that_never_echoes_the_password(
+    staff_client, organization, fake_livekit
+) -> None:
+    fake_livekit.fail("CreateSIPOutboundTrunk", "500")
+
+    response = staff_client.post(ADD_URL, add_form(organization))
+
+    assert response.status_code == 200
+    assert "LiveKit refused the trunk" in response.content.decode()
+    assert PASSWORD not in response.content.decode()
+    assert SipTrunk.objects.count() == 0
+
+
+def test_trunk_pages_show_only_the_mask(staff_client, organization, fake_livekit) -> None:
+    trunk = phone_ready(organization)
+    change = reverse("admin:telephony_siptrunk_change", args=[trunk.pk])
+    delete = reverse("admin:telephony_siptrunk_delete", args=[trunk.pk])
+
+    pages = [staff_client.get(url).content.decode() for url in (LIST_URL, change, delete)]
+
+    assert "••••" in pages[1]
+    assert all("trunk-secret-pw" not in page for page in pages)
+
+
+def test_deleting_a_trunk_in_the_admin_deletes_it_in_livekit(
+    staff_client, organization, fake_livekit
+) -> None:
+    trunk = phone_ready(organization)
+    delete = reverse("admin:telephony_siptrunk_delete", args=[trunk.pk])
+
+    response = staff_client.post(delete, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert SipTrunk.objects.count() == 0
+    (sent,) = fake_livekit.calls("DeleteSIPTrunk")
+    assert sent.body == {"sipTrunkId": trunk.livekit_trunk_id}
+
+
+def test_staff_set_the_phone_ceilings_on_the_organization_page(staff_client, organization) -> None:
+    page = staff_client.get(
+        reverse("admin:accounts_organization_change", args=[organization.pk])
+    ).content.decode()
+
+    for name in (
+        "allowed_destination_countries",
+        "max_outbound_calls_per_minute",
+        "max_outbound_calls_per_day",
+    ):
+        assert f'name="{name}"' in page
+
+
+def test_a_calls_admin_page_shows_its_phone_number_and_sip_status(staff_client, organization):
+    call = CallFactory(
+        organization=organization,
+        channel="phone",
+        phone_number="+14155550123",
+        from_number="+14155550100",
+        status="failed",
+        end_reason="busy",
+        sip_status_code=486,
+        sip_status="Busy Here",
+    )
+
+    page = staff_client.get(reverse("admin:calls_call_change", args=[call.pk])).content.decode()
+
+    for text in ("+14155550123", "+14155550100", "486", "Busy Here"):
+        assert text in page

@@ -1,0 +1,133 @@
+"""GET/PATCH /api/v1/organization: the organization's own phone settings, lowered
+never raised above the ceilings only staff set."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import Organization
+from tests.phone import CALLER, phone_ready
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/organization"
+
+
+def settings_body(organization: Organization, **changes: object) -> dict:
+    return {
+        "id": str(organization.pk),
+        "slug": organization.slug,
+        "name": organization.name,
+        "concurrency_limit": 10,
+        "default_caller_number": None,
+        "outbound_calls_per_minute": 10,
+        "outbound_calls_per_day": 500,
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+        "allowed_destination_countries": [],
+        **changes,
+    }
+
+
+def test_a_new_organization_may_call_no_country_at_10_a_minute_and_500_a_day(
+    api, organization, settings
+) -> None:
+    settings.CALLS_CONCURRENCY_LIMIT = 10
+
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    assert response.json() == settings_body(organization)
+
+
+def test_a_client_lowers_its_rate_and_daily_cap(api, organization, settings) -> None:
+    settings.CALLS_CONCURRENCY_LIMIT = 10
+
+    response = api.patch(
+        URL, {"outbound_calls_per_minute": 3, "outbound_calls_per_day": 40}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json() == settings_body(
+        organization, outbound_calls_per_minute=3, outbound_calls_per_day=40
+    )
+    assert api.get(URL).json() == response.json()
+
+
+@pytest.mark.parametrize(
+    ("name", "ceiling"), [("outbound_calls_per_minute", 10), ("outbound_calls_per_day", 500)]
+)
+def test_a_client_never_raises_a_limit_above_its_ceiling(api, organization, name, ceiling):
+    response = api.patch(URL, {name: ceiling + 1}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "above_maximum",
+                "detail": f"Must be at most {ceiling}, your organization's maximum.",
+                "attr": name,
+            }
+        ],
+    }
+    organization.refresh_from_db()
+    assert getattr(organization, name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("allowed_destination_countries", ["US"]),
+        ("max_outbound_calls_per_minute", 100),
+        ("max_outbound_calls_per_day", 10000),
+        ("concurrency_limit", 100),
+    ],
+)
+def test_the_ceilings_staff_set_are_read_only(api, organization, name, value) -> None:
+    response = api.patch(URL, {name: value}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"code": "read_only", "detail": "Read-only; support sets it.", "attr": name}
+    ]
+    organization.refresh_from_db()
+    assert getattr(organization, name) != value
+
+
+def test_a_lowered_ceiling_lowers_the_effective_limit(api, organization) -> None:
+    api.patch(URL, {"outbound_calls_per_minute": 8}, format="json")
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=5)
+
+    assert api.get(URL).json()["outbound_calls_per_minute"] == 5
+
+
+def test_the_default_caller_number_must_be_one_of_the_organizations_own(
+    api, organization, fake_livekit
+) -> None:
+    phone_ready(organization)
+
+    refused = api.patch(URL, {"default_caller_number": "+14155550199"}, format="json")
+    accepted = api.patch(URL, {"default_caller_number": CALLER}, format="json")
+    cleared = api.patch(URL, {"default_caller_number": None}, format="json")
+
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [
+        {
+            "code": "not_your_number",
+            "detail": "Must be a number of one of your organization's outbound SIP trunks.",
+            "attr": "default_caller_number",
+        }
+    ]
+    assert accepted.json()["default_caller_number"] == CALLER
+    assert cleared.json()["default_caller_number"] is None
+
+
+def test_the_organization_needs_a_client_key(anonymous_api, agent_api) -> None:
+    assert anonymous_api.get(URL).status_code == 401
+    assert agent_api.get(URL).status_code == 403
+
+
+def test_the_organization_takes_a_fixed_number_of_queries(api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(2):  # the key and its organization
+        assert api.get(URL).status_code == 200

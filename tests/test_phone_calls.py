@@ -1,0 +1,355 @@
+"""Outbound phone calls through the API, the real `dial` worker and the fake LiveKit's
+SIP service (tests/fake_livekit_sip.py): each scripted outcome ends in its status and
+end reason, with the SIP status kept (DESIGN.md "Phone calls")."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.utils import timezone
+from livekit import api as livekit_api
+
+from calls.models import Call
+from telephony.tasks import phone_call_dial
+from tests import fake_livekit_sip as sip
+from tests.phone import CALLEE, CALLER, CALLS, phone_ready, run_dial_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def phone(organization, workflow, sip_fake):
+    """An organization that may call the US from its own trunk, with the demo workflow."""
+    return phone_ready(organization)
+
+
+def create(api, number: str = CALLEE, **extra) -> dict:
+    response = api.post(
+        CALLS, {"workflow_slug": "daily-call", "phone_number": number, **extra}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def detail(api, call_id: str) -> dict:
+    return api.get(f"{CALLS}/{call_id}").json()
+
+
+def outcome(body: dict) -> tuple:
+    return body["status"], body["end_reason"], body["sip_status_code"], body["sip_status"]
+
+
+def test_a_phone_call_is_answered_pending_at_once_with_a_listen_only_token(api, phone) -> None:
+    body = create(api)
+
+    call = Call.objects.get(pk=body["call_id"])
+    assert body == {
+        "call_id": str(call.id),
+        "room_name": f"call-{call.id}",
+        "livekit_url": settings.LIVEKIT_URL,
+        "token": body["token"],
+        "status": "pending",
+        "channel": "phone",
+    }
+    claims = livekit_api.TokenVerifier(
+        settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET
+    ).verify(body["token"])
+    assert claims.identity == f"monitor-{call.id}"
+    assert claims.video.room == f"call-{call.id}"
+    assert claims.video.hidden is True
+    assert claims.video.can_subscribe is True
+    assert not claims.video.can_publish
+    assert not claims.video.can_publish_data
+    assert claims.room_config is None
+    assert (call.direction, call.phone_number, call.from_number) == ("outbound", CALLEE, CALLER)
+
+
+def test_a_fresh_token_for_a_phone_call_is_listen_only_too(api, phone) -> None:
+    call_id = create(api)["call_id"]
+
+    response = api.post(f"{CALLS}/{call_id}/token")
+
+    assert response.status_code == 200
+    assert response.json()["channel"] == "phone"
+    claims = livekit_api.TokenVerifier(
+        settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET
+    ).verify(response.json()["token"])
+    assert (claims.identity, claims.video.can_publish) == (f"monitor-{call_id}", False)
+
+
+def test_web_calls_say_their_channel_is_web(api, workflow) -> None:
+    body = api.post(CALLS, {"workflow_slug": "daily-call"}, format="json").json()
+
+    assert body["channel"] == "web"
+    assert detail(api, body["call_id"])["channel"] == "web"
+    assert detail(api, body["call_id"])["phone_number"] is None
+
+
+def test_the_dial_job_dispatches_the_agent_then_dials_the_callee_and_answered_is_active(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    (dispatch,) = sip_fake.calls("CreateDispatch")
+    assert dispatch.identity_ok
+    assert dispatch.body["room"] == f"call-{call_id}"
+    assert json.loads(dispatch.body["metadata"]) == {"call_id": call_id}
+    (dial,) = sip_fake.calls("CreateSIPParticipant")
+    assert dial.identity_ok
+    assert dial.body == {
+        "sipTrunkId": phone.livekit_trunk_id,
+        "sipCallTo": CALLEE,
+        "sipNumber": CALLER,
+        "roomName": f"call-{call_id}",
+        "participantIdentity": f"user-{call_id}",
+        "ringingTimeout": "30s",
+        "maxCallDuration": "1800s",
+        "waitUntilAnswered": True,
+    }
+    body = detail(api, call_id)
+    assert outcome(body) == ("active", None, None, None)
+    assert (body["channel"], body["direction"]) == ("phone", "outbound")
+    assert (body["phone_number"], body["from_number"]) == (CALLEE, CALLER)
+    assert sip_fake.webhook_answers == [200]  # participant_joined while ringing
+
+
+@pytest.mark.parametrize(
+    ("scripted", "end_reason"),
+    [
+        (sip.BUSY, "busy"),
+        (sip.NO_ANSWER, "no_answer"),
+        (sip.REJECT, "rejected"),
+        (sip.INVALID, "invalid_number"),
+        (sip.CARRIER_ERROR, "sip_error"),
+    ],
+    ids=["busy-486", "no-answer-480", "reject-603", "invalid-404", "carrier-503"],
+)
+def test_a_failed_dial_ends_failed_with_the_reason_of_its_sip_status(
+    api, phone, sip_fake, scripted, end_reason
+) -> None:
+    sip_fake.sip_outcomes[CALLEE] = scripted
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    body = detail(api, call_id)
+    assert outcome(body) == ("failed", end_reason, scripted.sip_code, scripted.sip_status)
+    # The SIP participant joined while ringing and left: both webhooks accepted, and
+    # its departure did not change the dial's reason.
+    assert sip_fake.webhook_answers == [200, 200]
+
+
+def test_the_phone_ringing_is_connecting_and_only_the_answer_makes_it_active(
+    api, phone, sip_fake
+) -> None:
+    sip_fake.sip_outcomes[CALLEE] = sip.answer_after(0.5)
+    seen: list[str] = []
+
+    def on_ringing(room: str) -> None:
+        from django.db import connection
+
+        try:
+            seen.append(Call.objects.get(pk=room.removeprefix("call-")).status)
+        finally:
+            connection.close()
+
+    sip_fake.on_ringing = on_ringing
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert seen == ["connecting"]
+    assert detail(api, call_id)["status"] == "active"
+
+
+def test_a_phone_nobody_answers_within_the_ringing_timeout_is_no_answer(
+    api, phone, sip_fake, workflow
+) -> None:
+    version = workflow.current_version
+    definition = {**version.definition, "settings": {**version.settings, "ring_timeout_seconds": 5}}
+    type(version).objects.filter(pk=version.pk).update(definition=definition)
+    sip_fake.sip_outcomes[CALLEE] = sip.answer_after(8)
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    (dial,) = sip_fake.calls("CreateSIPParticipant")
+    assert dial.body["ringingTimeout"] == "5s"
+    assert outcome(detail(api, call_id)) == ("failed", "no_answer", 408, "Request Timeout")
+
+
+def test_ending_a_ringing_call_cancels_it_and_it_ends_as_requested(
+    api, phone, sip_fake, client_key
+) -> None:
+    sip_fake.sip_outcomes[CALLEE] = sip.answer_after(10)
+    answers: list[int] = []
+
+    def on_ringing(room: str) -> None:
+        from django.db import connection
+
+        from tests.conftest import bearer_client
+
+        try:
+            call = Call.objects.get(pk=room.removeprefix("call-"))
+            answers.append(bearer_client(client_key).post(f"{CALLS}/{call.id}/end").status_code)
+        finally:
+            connection.close()
+
+    sip_fake.on_ringing = on_ringing
+    call_id = create(api)["call_id"]
+    started = timezone.now()
+
+    run_dial_worker()
+
+    assert answers == [200]
+    assert timezone.now() - started < datetime.timedelta(seconds=8)
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+
+
+def test_a_call_ended_before_its_dial_job_ran_is_never_dialed(api, phone, sip_fake) -> None:
+    call_id = create(api)["call_id"]
+    assert api.post(f"{CALLS}/{call_id}/end").status_code == 200
+
+    run_dial_worker()
+
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    assert sip_fake.calls("CreateDispatch") == []
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+
+
+def test_a_retried_dial_job_never_dials_twice(api, phone, sip_fake) -> None:
+    call_id = create(api)["call_id"]
+    run_dial_worker()
+
+    phone_call_dial.enqueue(call_id)
+    run_dial_worker()
+
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+    assert detail(api, call_id)["status"] == "active"
+
+
+def test_a_call_not_dialed_within_its_dial_deadline_fails_dial_timeout(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+    Call.objects.filter(pk=call_id).update(
+        dial_deadline_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+    call_command("expire_calls", verbosity=0)
+    run_dial_worker()
+
+    assert outcome(detail(api, call_id)) == ("failed", "dial_timeout", None, None)
+    assert sip_fake.calls("CreateSIPParticipant") == []
+
+
+def test_a_dial_job_that_starts_after_the_deadline_dials_nothing(api, phone, sip_fake) -> None:
+    call_id = create(api)["call_id"]
+    Call.objects.filter(pk=call_id).update(
+        dial_deadline_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+    run_dial_worker()
+
+    assert outcome(detail(api, call_id)) == ("failed", "dial_timeout", None, None)
+    assert sip_fake.calls("CreateSIPParticipant") == []
+
+
+def test_livekit_failing_while_dialing_fails_the_call_sip_error_without_a_second_dial(
+    api, phone, sip_fake
+) -> None:
+    """Documented choice: LiveKit failing (not the carrier) is not retried, which could
+    ring the phone twice; the call ends `failed`/`sip_error`."""
+    sip_fake.fail("CreateSIPParticipant", "500")
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+    phone_call_dial.enqueue(call_id)
+    run_dial_worker()
+
+    assert outcome(detail(api, call_id)) == ("failed", "sip_error", None, None)
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+
+
+def test_the_same_idempotency_key_makes_one_phone_call_and_one_dial(api, phone, sip_fake) -> None:
+    headers = {"HTTP_IDEMPOTENCY_KEY": "phone-once-1"}
+    body = {"workflow_slug": "daily-call", "phone_number": CALLEE}
+
+    first = api.post(CALLS, body, format="json", **headers)
+    again = api.post(CALLS, body, format="json", **headers)
+    run_dial_worker()
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json()["call_id"] == first.json()["call_id"]
+    assert Call.objects.count() == 1
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+
+
+def test_a_monitor_joining_or_the_sip_participant_ringing_never_changes_the_call(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+    room = f"call-{call_id}"
+
+    kinds = livekit_api.ParticipantInfo.Kind
+    for identity, kind, attributes in [
+        (f"monitor-{call_id}", kinds.STANDARD, {}),
+        (f"user-{call_id}", kinds.SIP, {"sip.callStatus": "ringing"}),
+    ]:
+        participant = livekit_api.ParticipantInfo(
+            identity=identity, kind=kind, attributes=attributes
+        )
+        sip_fake.webhooks_send("participant_joined", room, participant)
+
+    assert sip_fake.webhook_answers == [200, 200]
+    assert detail(api, call_id)["status"] == "pending"
+
+
+def test_a_sip_participant_joining_answered_makes_the_call_active(api, phone, sip_fake) -> None:
+    call_id = create(api)["call_id"]
+    Call.objects.filter(pk=call_id).update(status="connecting")
+    participant = livekit_api.ParticipantInfo(
+        identity=f"user-{call_id}",
+        kind=livekit_api.ParticipantInfo.Kind.SIP,
+        attributes={"sip.callStatus": "active"},
+    )
+
+    sip_fake.webhooks_send("participant_joined", f"call-{call_id}", participant)
+
+    assert detail(api, call_id)["status"] == "active"
+
+
+def test_phone_number_with_direction_inbound_is_400(api, phone) -> None:
+    response = api.post(
+        CALLS,
+        {"workflow_slug": "daily-call", "phone_number": CALLEE, "direction": "inbound"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "direction"
+    assert Call.objects.count() == 0
+
+
+def test_a_dial_job_that_died_while_dialing_leaves_no_call_open_forever(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+    call = Call.objects.get(pk=call_id)
+    bound = call.connect_timeout_seconds
+    Call.objects.filter(pk=call_id).update(
+        status="connecting",
+        dial_attempted_at=timezone.now(),
+        created_at=timezone.now() - datetime.timedelta(seconds=bound + 1),
+    )
+
+    call_command("expire_calls", verbosity=0)
+
+    assert outcome(detail(api, call_id)) == ("timeout", "connect_timeout", None, None)
+    assert bound >= 60 + 30  # the dial deadline and the ringing, at least

@@ -19,6 +19,8 @@ from calls.models import ENDED_STATUSES, Call
 
 _CALL_COLUMNS = (
     "organization_id",
+    "channel",
+    "direction",
     "workflow_id",
     "created_at",
     "started_at",
@@ -50,6 +52,8 @@ def _cost_save(
             started_at=call.started_at,
             ended_at=call.ended_at,
             prices=organization_prices(organization_id=call.organization_id),
+            # A phone call's minutes are SIP minutes too, priced by its direction.
+            sip_direction=call.direction if call.is_phone else None,
         )
         values.update(
             total_usd=cost.total_usd,

@@ -285,3 +285,27 @@ def test_usage_reported_before_the_call_row_is_priced_is_kept_with_the_call(
     assert cost.workflow_id == ended_call.workflow_id
     assert cost.call_created_at == ended_call.created_at
     assert cost.computed_at is not None and cost.computed_at <= timezone.now()
+
+
+def test_a_phone_calls_minutes_are_priced_as_sip_minutes_too(api, agent_api, workflow) -> None:
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        direction="outbound",
+        channel="phone",
+        phone_number="+14155550123",
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=2),
+    )
+
+    report(agent_api, call, usage())
+
+    assert api.get(f"/api/v1/calls/{call.id}").json()["cost"] == {
+        "total_usd": "0.009000",
+        "breakdown": [
+            line("room", "livekit", "room", "2", "minute", "0.0005", "0.001000"),
+            line("sip", "livekit", "outbound", "2", "minute", "0.004", "0.008000"),
+        ],
+        "complete": True,
+    }

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from rest_framework import serializers
 
 from telephony import services
-from telephony.models import PASSWORD_MAX_LENGTH, SipTrunk
+from telephony.models import PASSWORD_MAX_LENGTH, PhoneNumber, SipTrunk
 from voicecalls.livekit import LiveKitError
 
 
@@ -106,3 +106,52 @@ class SipTrunkAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SipTrunk]) -> None:
         for trunk in queryset:
             services.sip_trunk_delete(trunk=trunk)
+
+
+@admin.register(PhoneNumber)
+class PhoneNumberAdmin(admin.ModelAdmin):
+    """Customers add numbers through the API; staff verify them here (creating the
+    LiveKit dispatch rule) once they know the number is the customer's."""
+
+    list_display = ["number", "organization", "workflow_slug", "status", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["organization", "workflow"]
+    search_fields = ["=id", "number", "organization__slug"]
+    readonly_fields = [
+        "id",
+        "organization",
+        "number",
+        "trunk",
+        "workflow",
+        "status",
+        "livekit_dispatch_rule_id",
+        "verified_at",
+        "created_at",
+    ]
+    actions = ["verify"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Workflow")
+    def workflow_slug(self, obj: PhoneNumber) -> str:
+        return obj.workflow.slug
+
+    @admin.action(description="Verify selected numbers (creates their LiveKit dispatch rules)")
+    def verify(self, request: HttpRequest, queryset: QuerySet[PhoneNumber]) -> None:
+        for number in queryset:
+            try:
+                services.phone_number_verify(phone_number=number)
+            except LiveKitError as exc:
+                self.message_user(
+                    request, f"{number}: LiveKit refused its rule: {exc}", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{number} verified.", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: PhoneNumber) -> None:
+        services.phone_number_delete(phone_number=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PhoneNumber]) -> None:
+        for number in queryset:
+            services.phone_number_delete(phone_number=number)

@@ -48,3 +48,50 @@ class SipTrunk(models.Model):
     @property
     def auth_password_masked(self) -> str | None:
         return PASSWORD_MASK if self.auth_password else None
+
+
+class PhoneNumberStatus(models.TextChoices):
+    UNVERIFIED = "unverified", "Unverified"
+    VERIFIED = "verified", "Verified"
+
+
+class PhoneNumber(models.Model):
+    """A number on one of the organization's inbound trunks that callers dial to reach a
+    workflow. Unique platform-wide; `unverified` (no LiveKit dispatch rule, so no calls)
+    until staff verify it in the admin, so nobody can claim another customer's number."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="phone_numbers"
+    )
+    number = models.CharField(max_length=16, unique=True, help_text="E.164.")
+    # PROTECT: a trunk is deleted only once its numbers are (their dispatch rules name it).
+    trunk = models.ForeignKey(SipTrunk, on_delete=models.PROTECT, related_name="phone_numbers")
+    workflow = models.ForeignKey(
+        "workflows.Workflow", on_delete=models.PROTECT, related_name="phone_numbers"
+    )
+    status = models.CharField(
+        max_length=10, choices=PhoneNumberStatus.choices, default=PhoneNumberStatus.UNVERIFIED
+    )
+    livekit_dispatch_rule_id = models.CharField(max_length=100, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at", "-id"], name="phone_number_list")
+        ]
+        constraints = [
+            # A verified number always has its LiveKit rule; an unverified one never.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(status="verified") & ~models.Q(livekit_dispatch_rule_id="")
+                    | models.Q(status="unverified", livekit_dispatch_rule_id="")
+                ),
+                name="phone_number_rule_iff_verified",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.number

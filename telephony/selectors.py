@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from accounts.models import Organization
-from telephony.models import SipTrunk, TrunkDirection
+from telephony.models import PhoneNumber, SipTrunk, TrunkDirection
 
 
 def sip_trunk_queryset(*, organization: Organization) -> QuerySet[SipTrunk]:
@@ -21,3 +22,21 @@ def outbound_trunk_for_number(*, organization: Organization, number: str) -> Sip
 def outbound_numbers(*, organization: Organization) -> list[str]:
     trunks = sip_trunk_queryset(organization=organization).filter(direction=TrunkDirection.OUTBOUND)
     return [number for trunk in trunks for number in trunk.numbers]
+
+
+def phone_number_queryset(*, organization: Organization) -> QuerySet[PhoneNumber]:
+    """The organization's phone numbers: the only way client views reach them."""
+    return PhoneNumber.objects.filter(organization=organization).select_related("trunk", "workflow")
+
+
+def number_held_elsewhere(*, organization: Organization, number: str) -> bool:
+    """Whether another organization has `number`: as a phone number, or on one of its
+    trunks (a JSON list; its text holds `"<number>"`, quoted, on every database)."""
+    if PhoneNumber.objects.filter(number=number).exclude(organization=organization).exists():
+        return True
+    return (
+        SipTrunk.objects.exclude(organization=organization)
+        .annotate(numbers_text=Cast("numbers", TextField()))
+        .filter(numbers_text__contains=f'"{number}"')
+        .exists()
+    )

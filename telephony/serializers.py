@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from providerkeys.serializers import SecretKeyField
 from telephony import numbers
-from telephony.models import PASSWORD_MAX_LENGTH, TrunkDirection
+from telephony.models import PASSWORD_MAX_LENGTH, PhoneNumberStatus, TrunkDirection
 from voicecalls.fields import JSONTypedSerializer
 
 MAX_TRUNK_NUMBERS = 100
@@ -103,3 +103,34 @@ class SipTrunkSerializer(serializers.Serializer):
 
 class SipTrunkListSerializer(serializers.Serializer):
     items = SipTrunkSerializer(many=True)
+
+
+class PhoneNumberCreateSerializer(JSONTypedSerializer):
+    number = E164Field(help_text="E.164; one of the trunk's numbers.")
+    trunk_id = serializers.UUIDField(help_text="One of your inbound trunks.")
+    workflow_slug = serializers.SlugField(max_length=100, help_text="The workflow callers reach.")
+
+
+class PhoneNumberSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    number = serializers.CharField()
+    trunk_id = serializers.UUIDField()
+    workflow_slug = serializers.CharField(source="workflow.slug")
+    status = serializers.ChoiceField(
+        choices=PhoneNumberStatus.choices,
+        help_text="`unverified` (no calls reach it) until staff verify it.",
+    )
+    livekit_dispatch_rule_id = serializers.CharField(
+        allow_null=True, help_text="LiveKit's dispatch rule once verified, else null."
+    )
+    verified_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["livekit_dispatch_rule_id"] = data["livekit_dispatch_rule_id"] or None
+        return data
+
+
+class PhoneNumberListSerializer(serializers.Serializer):
+    items = PhoneNumberSerializer(many=True)

@@ -7,7 +7,7 @@ import datetime
 import logging
 import uuid
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -17,14 +17,16 @@ from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import CallJoinInfo, call_participant_token
 from calls.sql import insert_instance
 from telephony import guard
-from telephony.models import SipTrunk, TrunkDirection
-from telephony.selectors import outbound_numbers
+from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
+from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
 from voicecalls import livekit
-from workflows.selectors import CallTarget
+from voicecalls.errors import Conflict
+from workflows.selectors import CallTarget, workflow_queryset
 
 logger = logging.getLogger(__name__)
 
 MAX_TRUNKS_PER_ORGANIZATION = 20
+NUMBER_TAKEN = "This number is not available."
 
 
 def _trunk_cap_check(*, organization: Organization) -> None:
@@ -53,6 +55,7 @@ def sip_trunk_create(
     is deleted again.
     """
     _trunk_cap_check(organization=organization)
+    _trunk_numbers_check(organization=organization, numbers=numbers)
     if direction == TrunkDirection.OUTBOUND:
         trunk_id = livekit.create_outbound_trunk(
             name=name,
@@ -84,6 +87,18 @@ def sip_trunk_create(
         raise
 
 
+def _trunk_numbers_check(*, organization: Organization, numbers: list[str]) -> None:
+    """No trunk lists a number another organization has mapped to a workflow."""
+    taken = set(
+        PhoneNumber.objects.filter(number__in=numbers)
+        .exclude(organization=organization)
+        .values_list("number", flat=True)
+    )
+    for index, number in enumerate(numbers):
+        if number in taken:
+            raise serializers.ValidationError({"numbers": {index: [NUMBER_TAKEN]}})
+
+
 def _livekit_trunk_forget(trunk_id: str) -> None:
     try:
         livekit.delete_trunk(trunk_id=trunk_id)
@@ -94,7 +109,10 @@ def _livekit_trunk_forget(trunk_id: str) -> None:
 def sip_trunk_delete(*, trunk: SipTrunk) -> None:
     """Delete the trunk in LiveKit (already gone there is fine), then here.
     `LiveKitError` leaves it as it was. A default caller number no other outbound
-    trunk of the organization has is cleared with it: calls would refuse it."""
+    trunk of the organization has is cleared with it: calls would refuse it. A trunk
+    with phone numbers is `TrunkInUse` (their dispatch rules name it)."""
+    if trunk.phone_numbers.exists():
+        raise TrunkInUse()
     livekit.delete_trunk(trunk_id=trunk.livekit_trunk_id)
     with transaction.atomic():
         trunk.delete()
@@ -185,3 +203,85 @@ def _dial_later(call_id: uuid.UUID) -> None:
     from telephony.tasks import phone_call_dial
 
     phone_call_dial.enqueue(str(call_id))
+
+
+class TrunkInUse(Conflict):
+    default_detail = "The trunk has phone numbers: delete them first."
+    default_code = "trunk_in_use"
+
+
+def phone_number_create(
+    *, organization: Organization, number: str, trunk_id: uuid.UUID, workflow_slug: str
+) -> PhoneNumber:
+    """Map `number` on one of the organization's inbound trunks to a workflow, as
+    `unverified`: nothing reaches LiveKit until staff verify it (phone_number_verify).
+    400s name the field: a trunk that is not the organization's inbound trunk, a number
+    not on it, a number anyone else holds (a phone number, or on another organization's
+    trunk), an unknown workflow."""
+    trunk = (
+        sip_trunk_queryset(organization=organization)
+        .filter(pk=trunk_id, direction=TrunkDirection.INBOUND)
+        .first()
+    )
+    if trunk is None:
+        raise serializers.ValidationError({"trunk_id": ["No inbound trunk of yours has this id."]})
+    if number not in trunk.numbers:
+        raise serializers.ValidationError({"number": ["The trunk does not have this number."]})
+    workflow = workflow_queryset(organization=organization).filter(slug=workflow_slug).first()
+    if workflow is None:
+        raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    if PhoneNumber.objects.filter(number=number).exists() or number_held_elsewhere(
+        organization=organization, number=number
+    ):
+        raise serializers.ValidationError({"number": [NUMBER_TAKEN]})
+    try:
+        with transaction.atomic():
+            return PhoneNumber.objects.create(
+                organization=organization, number=number, trunk=trunk, workflow=workflow
+            )
+    except IntegrityError:  # a concurrent create of the same number won
+        raise serializers.ValidationError({"number": [NUMBER_TAKEN]}) from None
+
+
+@transaction.atomic
+def phone_number_verify(*, phone_number: PhoneNumber) -> PhoneNumber:
+    """Staff verified the number: create its LiveKit dispatch rule (each caller in a new
+    room, our agent dispatched with metadata naming the number) and mark it verified.
+    Idempotent; `LiveKitError` leaves it unverified."""
+    locked = PhoneNumber.objects.select_for_update().select_related("trunk").get(pk=phone_number.pk)
+    if locked.status == PhoneNumberStatus.VERIFIED:
+        return locked
+    rule_id = livekit.create_dispatch_rule(
+        trunk_id=locked.trunk.livekit_trunk_id,
+        number=locked.number,
+        phone_number_id=str(locked.pk),
+    )
+    try:
+        locked.status = PhoneNumberStatus.VERIFIED
+        locked.livekit_dispatch_rule_id = rule_id
+        locked.verified_at = timezone.now()
+        with transaction.atomic():
+            locked.save(update_fields=["status", "livekit_dispatch_rule_id", "verified_at"])
+    except Exception:
+        _livekit_rule_forget(rule_id)
+        raise
+    return locked
+
+
+def _livekit_rule_forget(rule_id: str) -> None:
+    try:
+        livekit.delete_dispatch_rule(rule_id=rule_id)
+    except livekit.LiveKitError as exc:
+        logger.warning("could not delete LiveKit dispatch rule %s again: %s", rule_id, exc)
+
+
+@transaction.atomic
+def phone_number_delete(*, phone_number: PhoneNumber) -> None:
+    """Delete the number's dispatch rule in LiveKit (already gone there is fine), then
+    the number. `LiveKitError` keeps it as it was."""
+    locked = PhoneNumber.objects.select_for_update().filter(pk=phone_number.pk).first()
+    if locked is None:
+        return
+    if locked.livekit_dispatch_rule_id:
+        livekit.delete_dispatch_rule(rule_id=locked.livekit_dispatch_rule_id)
+    locked.delete()

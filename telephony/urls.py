@@ -1,6 +1,11 @@
 from django.urls import path, re_path
 
-from telephony.views import SipTrunkDetailView, SipTrunkListView
+from telephony.views import (
+    PhoneNumberDetailView,
+    PhoneNumberListView,
+    SipTrunkDetailView,
+    SipTrunkListView,
+)
 from voicecalls.routing import UUID_PATTERN
 
 urlpatterns = [
@@ -9,5 +14,11 @@ urlpatterns = [
         rf"^sip-trunks/(?P<pk>{UUID_PATTERN})$",
         SipTrunkDetailView.as_view(),
         name="sip-trunk-detail",
+    ),
+    path("phone-numbers", PhoneNumberListView.as_view(), name="phone-number-list"),
+    re_path(
+        rf"^phone-numbers/(?P<pk>{UUID_PATTERN})$",
+        PhoneNumberDetailView.as_view(),
+        name="phone-number-detail",
     ),
 ]

@@ -10,6 +10,9 @@ from rest_framework.views import APIView
 
 from telephony import selectors, services
 from telephony.serializers import (
+    PhoneNumberCreateSerializer,
+    PhoneNumberListSerializer,
+    PhoneNumberSerializer,
     SipTrunkCreateSerializer,
     SipTrunkListSerializer,
     SipTrunkSerializer,
@@ -72,10 +75,10 @@ class SipTrunkDetailView(APIView):
     @extend_schema(
         summary="Delete SIP trunk",
         description="Delete the trunk in LiveKit and here; 502 (and the trunk kept) when "
-        "LiveKit fails.",
+        "LiveKit fails. 409 `trunk_in_use` while phone numbers use it.",
         operation_id="sip_trunks_destroy",
         parameters=[ID],
-        responses={204: None, **error_responses(502)},
+        responses={204: None, **error_responses(409, 502)},
         tags=["telephony"],
     )
     def delete(self, request: Request, pk: str) -> Response:
@@ -84,4 +87,73 @@ class SipTrunkDetailView(APIView):
             services.sip_trunk_delete(trunk=trunk)
         except LiveKitError as exc:
             raise BadGateway("LiveKit could not delete the trunk; it is kept.") from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+NUMBER_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Phone number ID."
+)
+
+
+class PhoneNumberListView(APIView):
+    @extend_schema(
+        summary="List phone numbers",
+        description="Your inbound numbers and the workflows they reach, newest first.",
+        operation_id="phone_numbers_list",
+        responses={200: PhoneNumberListSerializer},
+        tags=["telephony"],
+    )
+    def get(self, request: Request) -> Response:
+        numbers = selectors.phone_number_queryset(organization=request.user.organization)
+        return Response({"items": PhoneNumberSerializer(numbers, many=True).data})
+
+    @extend_schema(
+        summary="Create phone number",
+        description="Map a number of one of your inbound trunks to a workflow. It stays "
+        "`unverified`, and no call reaches it, until staff verify it; then callers "
+        "dialing it talk to the workflow's agent. A number belongs to one account only.",
+        operation_id="phone_numbers_create",
+        request=PhoneNumberCreateSerializer,
+        responses={201: PhoneNumberSerializer, **error_responses(413)},
+        tags=["telephony"],
+    )
+    def post(self, request: Request) -> Response:
+        params = PhoneNumberCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        number = services.phone_number_create(
+            organization=request.user.organization, **params.validated_data
+        )
+        return Response(PhoneNumberSerializer(number).data, status=status.HTTP_201_CREATED)
+
+
+class PhoneNumberDetailView(APIView):
+    def _get(self, request: Request, pk: str):
+        queryset = selectors.phone_number_queryset(organization=request.user.organization)
+        return get_object_or_404(queryset, pk=pk)
+
+    @extend_schema(
+        summary="Get phone number",
+        operation_id="phone_numbers_retrieve",
+        parameters=[NUMBER_ID],
+        responses={200: PhoneNumberSerializer},
+        tags=["telephony"],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        return Response(PhoneNumberSerializer(self._get(request, pk)).data)
+
+    @extend_schema(
+        summary="Delete phone number",
+        description="Delete the number and its LiveKit dispatch rule: no new call reaches "
+        "it. 502 (and the number kept) when LiveKit fails.",
+        operation_id="phone_numbers_destroy",
+        parameters=[NUMBER_ID],
+        responses={204: None, **error_responses(502)},
+        tags=["telephony"],
+    )
+    def delete(self, request: Request, pk: str) -> Response:
+        number = self._get(request, pk)
+        try:
+            services.phone_number_delete(phone_number=number)
+        except LiveKitError as exc:
+            raise BadGateway("LiveKit could not delete the number's rule; it is kept.") from exc
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus, TranscriptEntry, TranscriptRole
 from providerkeys.models import ProviderKey
+from telephony.models import PhoneNumber
 from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow, WorkflowVersion
 
@@ -110,3 +111,18 @@ class ProviderKeyFactory(factory.django.DjangoModelFactory):
     last4 = factory.LazyAttribute(lambda o: o.api_key[-4:])
     is_default = False
     created_at = factory.LazyFunction(timezone.now)
+
+
+class PhoneNumberFactory(factory.django.DjangoModelFactory):
+    """An unverified number of `trunk` (an inbound trunk already in LiveKit; create it with
+    `telephony.services.sip_trunk_create`), mapped to a workflow of its organization."""
+
+    class Meta:
+        model = PhoneNumber
+
+    trunk = None
+    organization = factory.LazyAttribute(lambda o: o.trunk.organization)
+    number = factory.LazyAttribute(lambda o: o.trunk.numbers[0])
+    workflow = factory.SubFactory(
+        WorkflowFactory, organization=factory.SelfAttribute("..organization")
+    )

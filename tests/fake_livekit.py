@@ -59,6 +59,7 @@ class FakeLiveKit(sip.SipMixin):
     # where the webhooks go (a callable taking the body and its Authorization).
     sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
     trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
+    dispatch_rules: dict[str, api.SIPDispatchRuleInfo] = field(default_factory=dict)
     webhook_sink: object = None
     on_ringing: object = None
     _cancels: dict[str, threading.Event] = field(default_factory=dict)

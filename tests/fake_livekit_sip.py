@@ -38,6 +38,21 @@ METHODS = {
     "DeleteSIPTrunk": (api.DeleteSIPTrunkRequest, api.SIPTrunkInfo, "sip.admin"),
     "CreateSIPParticipant": (api.CreateSIPParticipantRequest, api.SIPParticipantInfo, "sip.call"),
     "CreateDispatch": (api.CreateAgentDispatchRequest, api.AgentDispatch, "room_admin"),
+    "CreateSIPDispatchRule": (
+        api.CreateSIPDispatchRuleRequest,
+        api.SIPDispatchRuleInfo,
+        "sip.admin",
+    ),
+    "ListSIPDispatchRule": (
+        api.ListSIPDispatchRuleRequest,
+        api.ListSIPDispatchRuleResponse,
+        "sip.admin",
+    ),
+    "DeleteSIPDispatchRule": (
+        api.DeleteSIPDispatchRuleRequest,
+        api.SIPDispatchRuleInfo,
+        "sip.admin",
+    ),
 }
 
 
@@ -131,6 +146,31 @@ class SipMixin:
             if self.trunks.pop(message.sip_trunk_id, None) is None:
                 return None
         return response_class(sip_trunk_id=message.sip_trunk_id)
+
+    def _CreateSIPDispatchRule(self, message, response_class):
+        """As LiveKit: the rule's trunks must exist, and two rules must not claim the
+        same number on the same trunk."""
+        info = response_class()
+        info.CopyFrom(message.dispatch_rule)
+        with self._lock:
+            if any(trunk_id not in self.trunks for trunk_id in info.trunk_ids):
+                return 400, "application/json", _json_error("invalid_argument", "no such trunk")
+            for other in self.dispatch_rules.values():
+                if set(other.trunk_ids) & set(info.trunk_ids) and (
+                    set(other.numbers) & set(info.numbers)
+                ):
+                    return 400, "application/json", _json_error("invalid_argument", "conflict")
+            info.sip_dispatch_rule_id = f"SDR_fake{next(_ids)}"
+            self.dispatch_rules[info.sip_dispatch_rule_id] = info
+        return info
+
+    def _ListSIPDispatchRule(self, message, response_class):
+        with self._lock:
+            return response_class(items=list(self.dispatch_rules.values()))
+
+    def _DeleteSIPDispatchRule(self, message, response_class):
+        with self._lock:
+            return self.dispatch_rules.pop(message.sip_dispatch_rule_id, None)
 
     def _CreateDispatch(self, message, response_class):
         with self._lock:

@@ -74,3 +74,16 @@ def webhooks_to_our_view(fake_livekit) -> None:
             connection.close()
 
     fake_livekit.webhook_sink = sink
+
+
+INBOUND_NUMBER = "+14155550140"
+SECOND_INBOUND_NUMBER = "+14155550141"
+
+
+def inbound_trunk(
+    organization: Organization, numbers: tuple[str, ...] = (INBOUND_NUMBER, SECOND_INBOUND_NUMBER)
+) -> SipTrunk:
+    """An inbound trunk of the organization (through the fake LiveKit)."""
+    return sip_trunk_create(
+        organization=organization, name="inbound", direction="inbound", numbers=list(numbers)
+    )

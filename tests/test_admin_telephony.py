@@ -4,14 +4,16 @@ calls show their phone facts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from accounts.models import Organization
-from telephony.models import SipTrunk
-from tests.factories import CallFactory
-from tests.phone import phone_ready
+from telephony.models import PhoneNumber, SipTrunk
+from tests.factories import CallFactory, PhoneNumberFactory
+from tests.phone import INBOUND_NUMBER, inbound_trunk, phone_ready
 
 pytestmark = pytest.mark.django_db
 
@@ -124,3 +126,98 @@ def test_a_calls_admin_page_shows_its_phone_number_and_sip_status(staff_client, 
 
     for text in ("+14155550123", "+14155550100", "486", "Busy Here"):
         assert text in page
+
+
+NUMBERS_URL = reverse("admin:telephony_phonenumber_changelist")
+
+
+def verify_in_admin(staff_client: Client, number: PhoneNumber):
+    return staff_client.post(
+        NUMBERS_URL, {"action": "verify", "_selected_action": [str(number.pk)]}, follow=True
+    )
+
+
+def test_staff_verifying_a_number_creates_its_dispatch_rule_in_livekit(
+    staff_client, organization, fake_livekit, settings
+) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+
+    response = verify_in_admin(staff_client, number)
+
+    assert response.status_code == 200
+    assert f"{INBOUND_NUMBER} verified." in response.content.decode()
+    number.refresh_from_db()
+    (sent,) = fake_livekit.calls("CreateSIPDispatchRule")
+    assert sent.identity_ok
+    assert sent.body == {
+        "dispatchRule": {
+            "rule": {"dispatchRuleIndividual": {"roomPrefix": "inbound-"}},
+            "trunkIds": [number.trunk.livekit_trunk_id],
+            "numbers": [INBOUND_NUMBER],
+            "name": f"voicecalls {INBOUND_NUMBER}",
+            "roomConfig": {
+                "departureTimeout": settings.LIVEKIT_DEPARTURE_TIMEOUT,
+                "agents": [
+                    {
+                        "agentName": settings.LIVEKIT_AGENT_NAME,
+                        "metadata": json.dumps(
+                            {"phone_number": INBOUND_NUMBER, "phone_number_id": str(number.pk)}
+                        ),
+                    }
+                ],
+            },
+        }
+    }
+    assert number.status == "verified"
+    assert number.verified_at is not None
+    assert number.livekit_dispatch_rule_id in fake_livekit.dispatch_rules
+
+
+def test_verifying_a_verified_number_again_creates_no_second_rule(
+    staff_client, organization, fake_livekit
+) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+    verify_in_admin(staff_client, number)
+
+    verify_in_admin(staff_client, number)
+
+    assert len(fake_livekit.calls("CreateSIPDispatchRule")) == 1
+
+
+@pytest.mark.parametrize("mode", ["500", "hang"])
+def test_a_rule_livekit_refuses_leaves_the_number_unverified(
+    staff_client, organization, fake_livekit, mode
+) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+    fake_livekit.fail("CreateSIPDispatchRule", mode)
+
+    response = verify_in_admin(staff_client, number)
+
+    assert "LiveKit refused its rule" in response.content.decode()
+    number.refresh_from_db()
+    assert (number.status, number.livekit_dispatch_rule_id, number.verified_at) == (
+        "unverified",
+        "",
+        None,
+    )
+
+
+def test_staff_cannot_add_numbers_customers_do(staff_client) -> None:
+    response = staff_client.get(reverse("admin:telephony_phonenumber_add"))
+
+    assert response.status_code == 403
+
+
+def test_staff_deleting_a_verified_number_deletes_its_rule(
+    staff_client, organization, fake_livekit
+) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+    verify_in_admin(staff_client, number)
+
+    response = staff_client.post(
+        reverse("admin:telephony_phonenumber_delete", args=[number.pk]), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert fake_livekit.dispatch_rules == {}
+    assert PhoneNumber.objects.count() == 0

@@ -371,3 +371,51 @@ def sip_dial(
         ) from None
     except api.TwirpError as exc:
         raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None
+
+
+# Inbound rooms: `inbound-<random>`, one per caller (never `call-<id>`: the call is
+# created when the caller arrives, and found by its stored room name).
+INBOUND_ROOM_PREFIX = "inbound-"
+
+
+def create_dispatch_rule(*, trunk_id: str, number: str, phone_number_id: str) -> str:
+    """Create the SIP dispatch rule for calls to `number` on trunk `trunk_id`: each
+    caller in a new room of its own, our agent dispatched into it with metadata naming
+    the number. Its LiveKit id."""
+    rule = api.SIPDispatchRuleInfo(
+        rule=api.SIPDispatchRule(
+            dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=INBOUND_ROOM_PREFIX)
+        ),
+        trunk_ids=[trunk_id],
+        numbers=[number],
+        name=f"voicecalls {number}",
+        room_config=api.RoomConfiguration(
+            departure_timeout=settings.LIVEKIT_DEPARTURE_TIMEOUT,
+            agents=[
+                api.RoomAgentDispatch(
+                    agent_name=settings.LIVEKIT_AGENT_NAME,
+                    metadata=json.dumps(
+                        {"phone_number": number, "phone_number_id": phone_number_id}
+                    ),
+                )
+            ],
+        ),
+    )
+    request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
+    try:
+        info = _run(lambda lk: lk.sip.create_dispatch_rule(request))
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateSIPDispatchRule: {exc.code}") from None
+    return info.sip_dispatch_rule_id
+
+
+def delete_dispatch_rule(*, rule_id: str) -> bool:
+    """Delete a SIP dispatch rule; True if it existed, False if LiveKit no longer has it."""
+    request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)
+    try:
+        _run(lambda lk: lk.sip.delete_dispatch_rule(request))
+    except api.TwirpError as exc:
+        if _is_not_found(exc):
+            return False
+        raise LiveKitError(f"LiveKit refused DeleteSIPDispatchRule: {exc.code}") from None
+    return True

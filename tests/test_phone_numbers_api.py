@@ -1,0 +1,271 @@
+"""`/api/v1/phone-numbers`: an organization's inbound numbers mapped to workflows,
+unique platform-wide, `unverified` until staff verify them (tests/test_admin_telephony.py),
+their LiveKit dispatch rule deleted with them (DESIGN.md "Phone calls", Inbound)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk
+from telephony.services import phone_number_verify
+from tests.factories import PhoneNumberFactory, WorkflowFactory
+from tests.phone import INBOUND_NUMBER, SECOND_INBOUND_NUMBER, inbound_trunk, phone_ready
+
+URL = "/api/v1/phone-numbers"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _five_hundreds_as_responses(api):
+    api.raise_request_exception = False
+
+
+@pytest.fixture
+def trunk(organization, fake_livekit) -> SipTrunk:
+    return inbound_trunk(organization)
+
+
+def body(trunk: SipTrunk, **changes: object) -> dict:
+    return {
+        "number": INBOUND_NUMBER,
+        "trunk_id": str(trunk.id),
+        "workflow_slug": "daily-call",
+        **changes,
+    }
+
+
+def test_a_new_number_is_unverified_and_nothing_reaches_livekit(api, workflow, trunk, fake_livekit):
+    requests_before = len(fake_livekit.requests)
+
+    response = api.post(URL, body(trunk), format="json")
+
+    assert response.status_code == 201, response.content
+    number = PhoneNumber.objects.get()
+    assert response.json() == {
+        "id": str(number.id),
+        "number": INBOUND_NUMBER,
+        "trunk_id": str(trunk.id),
+        "workflow_slug": "daily-call",
+        "status": "unverified",
+        "livekit_dispatch_rule_id": None,
+        "verified_at": None,
+        "created_at": response.json()["created_at"],
+    }
+    assert (number.organization, number.workflow) == (trunk.organization, workflow)
+    assert len(fake_livekit.requests) == requests_before
+    assert fake_livekit.dispatch_rules == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "attr"),
+    [
+        ({"number": "4155550140"}, "number"),
+        ({"number": "+1415"}, "number"),
+        ({"number": "+1 415 555 0140"}, "number"),
+        ({"number": None}, "number"),
+        ({"trunk_id": "not-a-uuid"}, "trunk_id"),
+        ({"trunk_id": str(uuid.uuid4())}, "trunk_id"),
+        ({"workflow_slug": "no-such-workflow"}, "workflow_slug"),
+        ({"workflow_slug": "not a slug"}, "workflow_slug"),
+        ({"number": "+14155550199"}, "number"),  # not one of the trunk's numbers
+    ],
+)
+def test_invalid_numbers_are_400_naming_the_field(api, workflow, trunk, change, attr):
+    response = api.post(URL, body(trunk, **change), format="json")
+
+    assert response.status_code == 400, response.content
+    assert [error["attr"] for error in response.json()["errors"]] == [attr]
+    assert PhoneNumber.objects.count() == 0
+
+
+@pytest.mark.parametrize("field", ["number", "trunk_id", "workflow_slug"])
+def test_each_field_is_required(api, workflow, trunk, field):
+    data = body(trunk)
+    del data[field]
+
+    response = api.post(URL, data, format="json")
+
+    assert response.status_code == 400
+    assert [error["attr"] for error in response.json()["errors"]] == [field]
+
+
+def test_an_outbound_trunk_cannot_take_calls(api, organization, workflow, fake_livekit):
+    outbound = phone_ready(organization)
+
+    response = api.post(URL, body(outbound, number=outbound.numbers[0]), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "trunk_id"
+    assert PhoneNumber.objects.count() == 0
+
+
+def test_another_organizations_trunk_is_400_like_an_unknown_one(
+    api, workflow, outsider, fake_livekit
+):
+    theirs = inbound_trunk(outsider, numbers=("+14155550150",))
+
+    response = api.post(URL, body(theirs, number="+14155550150"), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "trunk_id"
+
+
+def test_a_deleted_workflow_cannot_take_calls(api, workflow, trunk):
+    workflow.deleted_at = workflow.created_at
+    workflow.save(update_fields=["deleted_at"])
+
+    response = api.post(URL, body(trunk), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "workflow_slug"
+
+
+def test_a_number_another_organization_mapped_is_not_available_and_says_nothing_of_whose(
+    api, workflow, trunk, outsider, fake_livekit
+):
+    PhoneNumberFactory(trunk=inbound_trunk(outsider, numbers=(INBOUND_NUMBER,)))
+
+    response = api.post(URL, body(trunk), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"code": "invalid", "detail": "This number is not available.", "attr": "number"}
+    ]
+    assert PhoneNumber.objects.filter(organization=trunk.organization).count() == 0
+
+
+def test_a_trunk_cannot_list_a_number_another_organization_mapped(
+    api, organization, outsider, fake_livekit
+):
+    PhoneNumberFactory(trunk=inbound_trunk(outsider, numbers=(INBOUND_NUMBER,)))
+    requests_before = len(fake_livekit.requests)
+
+    response = api.post(
+        "/api/v1/sip-trunks",
+        {"name": "In", "direction": "inbound", "numbers": ["+14155550151", INBOUND_NUMBER]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"code": "invalid", "detail": "This number is not available.", "attr": "numbers.1"}
+    ]
+    assert len(fake_livekit.requests) == requests_before
+    assert SipTrunk.objects.filter(organization=organization).count() == 0
+
+
+def test_a_number_on_another_organizations_trunk_is_not_available(
+    api, workflow, trunk, outsider, fake_livekit
+):
+    inbound_trunk(outsider, numbers=(INBOUND_NUMBER,))
+
+    response = api.post(URL, body(trunk), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["detail"] == "This number is not available."
+    assert PhoneNumber.objects.count() == 0
+
+
+def test_the_same_number_twice_is_400(api, workflow, trunk):
+    assert api.post(URL, body(trunk), format="json").status_code == 201
+
+    response = api.post(URL, body(trunk), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "number"
+
+
+def test_numbers_are_listed_newest_first_in_constant_queries(
+    api, workflow, trunk, django_assert_num_queries
+):
+    first = PhoneNumberFactory(trunk=trunk, number=INBOUND_NUMBER, workflow=workflow)
+    other = WorkflowFactory(organization=trunk.organization, slug="support")
+    second = PhoneNumberFactory(trunk=trunk, number=SECOND_INBOUND_NUMBER, workflow=other)
+
+    with django_assert_num_queries(2):  # the key, the numbers
+        response = api.get(URL)
+
+    assert response.status_code == 200
+    assert [(n["id"], n["workflow_slug"]) for n in response.json()["items"]] == [
+        (str(second.id), "support"),
+        (str(first.id), "daily-call"),
+    ]
+
+
+def test_a_number_is_read_by_id(api, workflow, trunk, django_assert_num_queries):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    with django_assert_num_queries(2):
+        response = api.get(f"{URL}/{number.id}")
+
+    assert response.status_code == 200
+    assert response.json()["number"] == INBOUND_NUMBER
+    assert response.json()["status"] == "unverified"
+
+
+def test_another_organizations_numbers_are_not_found(outsider_api, workflow, trunk):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    assert outsider_api.get(URL).json() == {"items": []}
+    assert outsider_api.get(f"{URL}/{number.id}").status_code == 404
+    assert outsider_api.delete(f"{URL}/{number.id}").status_code == 404
+    assert PhoneNumber.objects.count() == 1
+
+
+def test_deleting_an_unverified_number_asks_nothing_of_livekit(api, workflow, trunk, fake_livekit):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    assert api.delete(f"{URL}/{number.id}").status_code == 204
+
+    assert fake_livekit.calls("DeleteSIPDispatchRule") == []
+    assert PhoneNumber.objects.count() == 0
+
+
+def test_deleting_a_verified_number_deletes_its_dispatch_rule(api, workflow, trunk, fake_livekit):
+    number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+
+    assert api.delete(f"{URL}/{number.id}").status_code == 204
+
+    (sent,) = fake_livekit.calls("DeleteSIPDispatchRule")
+    assert sent.body == {"sipDispatchRuleId": number.livekit_dispatch_rule_id}
+    assert sent.identity_ok
+    assert fake_livekit.dispatch_rules == {}
+    assert PhoneNumber.objects.count() == 0
+
+
+def test_a_rule_livekit_no_longer_has_is_deleted_here_too(api, workflow, trunk, fake_livekit):
+    number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+    fake_livekit.dispatch_rules.clear()
+
+    assert api.delete(f"{URL}/{number.id}").status_code == 204
+    assert PhoneNumber.objects.count() == 0
+
+
+@pytest.mark.parametrize("mode", ["500", "hang"])
+def test_a_delete_livekit_fails_is_502_and_the_number_is_kept(
+    api, workflow, trunk, fake_livekit, mode
+):
+    number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+    fake_livekit.fail("DeleteSIPDispatchRule", mode)
+
+    response = api.delete(f"{URL}/{number.id}")
+
+    assert response.status_code == 502
+    assert response.json()["errors"][0]["code"] == "bad_gateway"
+    number.refresh_from_db()
+    assert number.status == PhoneNumberStatus.VERIFIED
+    assert number.livekit_dispatch_rule_id in fake_livekit.dispatch_rules
+
+
+def test_a_trunk_with_numbers_is_not_deleted(api, workflow, trunk, fake_livekit):
+    PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    response = api.delete(f"/api/v1/sip-trunks/{trunk.id}")
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "trunk_in_use"
+    assert fake_livekit.calls("DeleteSIPTrunk") == []
+    assert SipTrunk.objects.filter(pk=trunk.pk).exists()

@@ -12,6 +12,7 @@ import logging
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,8 +20,10 @@ from rest_framework.views import APIView
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
+from telephony.inbound import InboundCaller, inbound_call_get_or_create
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
+from voicecalls.fields import JSONTypedSerializer
 from workflows.prompts import agents_rendered, template_context
 from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
 
@@ -168,6 +171,10 @@ class AgentSessionView(APIView):
         responses={200: AgentSessionSerializer, **error_responses(409)},
     )
     def get(self, request: Request, call_id: str) -> Response:
+        return self.respond(request, call_id=call_id)
+
+    @staticmethod
+    def respond(request: Request, *, call_id: object) -> Response:
         calls = agent_call_queryset(organization=request.user.organization).select_related(
             "workflow_version", "organization"
         )
@@ -185,3 +192,60 @@ class AgentSessionView(APIView):
         response = Response(AgentSessionSerializer(agent_session(call=call)).data)
         response["Cache-Control"] = "no-store"
         return response
+
+
+class InboundSessionRequestSerializer(JSONTypedSerializer):
+    """The caller's SIP participant as the agent sees it in the room LiveKit's dispatch
+    rule made (its attributes `sip.phoneNumber`, `sip.trunkPhoneNumber`, `sip.trunkID`)."""
+
+    room_name = serializers.CharField(max_length=200)
+    participant_identity = serializers.CharField(max_length=200)
+    phone_number = serializers.CharField(
+        max_length=16, help_text="The number called: `sip.trunkPhoneNumber`."
+    )
+    caller = serializers.CharField(
+        max_length=64, allow_blank=True, help_text="The caller's number: `sip.phoneNumber`."
+    )
+    sip_trunk_id = serializers.CharField(
+        max_length=100, required=False, default="", allow_blank=True, help_text="`sip.trunkID`."
+    )
+
+
+class InboundCallUnknown(NotFound):
+    default_detail = "No verified number of this organization was called: hang up."
+    default_code = "unknown_number"
+
+
+class AgentInboundSessionView(APIView):
+    permission_classes = [IsAgentKey]
+
+    @extend_schema(
+        summary="Get or create an inbound phone call's agent session",
+        operation_id="agent_inbound_calls_session",
+        description=(
+            "For a room LiveKit's dispatch rule made for a caller of one of the "
+            "organization's verified numbers: the room's call, created unless the SIP "
+            "participant's `participant_joined` webhook created it first (exactly one call "
+            "per room), and its session as `GET /agent/calls/{id}/session` gives it. 404 "
+            "`unknown_number` when no verified number was called (hang up); 409 "
+            "`call_ended` when the call has ended (over the concurrency limit, it is "
+            "created ended)."
+        ),
+        request=InboundSessionRequestSerializer,
+        responses={200: AgentSessionSerializer, **error_responses(409)},
+    )
+    def post(self, request: Request) -> Response:
+        params = InboundSessionRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        caller = InboundCaller(
+            room_name=data["room_name"],
+            participant_identity=data["participant_identity"],
+            caller=data["caller"],
+            called=data["phone_number"],
+            livekit_trunk_id=data["sip_trunk_id"],
+        )
+        call = inbound_call_get_or_create(caller=caller, organization=request.user.organization)
+        if call is None:
+            raise InboundCallUnknown()
+        return AgentSessionView.respond(request, call_id=call.pk)

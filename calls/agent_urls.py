@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.urls import path
 
 from calls.agent_events_api import AgentCallEventsView
-from calls.agent_session import AgentSessionView
+from calls.agent_session import AgentInboundSessionView, AgentSessionView
 
 urlpatterns: list = [
+    path("inbound-calls", AgentInboundSessionView.as_view(), name="agent-inbound-session"),
     path("calls/<uuid:call_id>/session", AgentSessionView.as_view(), name="agent-call-session"),
     path("calls/<uuid:call_id>/events", AgentCallEventsView.as_view(), name="agent-call-events"),
 ]

@@ -15,7 +15,6 @@ from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_calls_reconcile
 from calls.models import (
     NOT_ENDED_STATUSES,
-    ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
     CallChannel,
@@ -42,10 +41,10 @@ class ExpireResult:
 WEBHOOK_DEDUP_WINDOW = datetime.timedelta(days=1)
 
 
-def _room_close(*, call_id: uuid.UUID, result: ExpireResult) -> None:
+def _room_close(*, call_id: uuid.UUID, room_name: str, result: ExpireResult) -> None:
     """Delete an ended call's room; LiveKit failures are logged, not fatal."""
     try:
-        livekit.room_delete(room_name=f"{ROOM_PREFIX}{call_id}")
+        livekit.room_delete(room_name=room_name)
     except livekit.LiveKitError as exc:
         result.livekit_errors += 1
         logger.warning("expire_calls: could not delete the room of call %s: %s", call_id, exc)
@@ -72,8 +71,10 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         "last_event_at",
         "connect_timeout_seconds",
         "max_duration_seconds",
+        "room_name",
+        "participant_identity",
     )
-    silent: list[uuid.UUID] = []
+    silent: list[SilentCall] = []
     silence = datetime.timedelta(seconds=settings.CALL_RECONCILE_AFTER_SECONDS)
     for (
         call_id,
@@ -83,6 +84,8 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         last_event_at,
         connect,
         max_duration,
+        room_name,
+        participant_identity,
     ) in list(open_calls):
         if status != CallStatus.ACTIVE:
             if now - created_at >= datetime.timedelta(seconds=connect) and call_transition(
@@ -93,7 +96,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
                 only_from={CallStatus.PENDING, CallStatus.CONNECTING},
             ):
                 result.connect_timeouts += 1
-                _room_close(call_id=call_id, result=result)
+                _room_close(call_id=call_id, room_name=room_name, result=result)
         elif started_at and now - started_at >= datetime.timedelta(seconds=max_duration):
             if call_transition(
                 call_id=call_id,
@@ -103,11 +106,12 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
                 only_from={CallStatus.ACTIVE},
             ):
                 result.max_durations += 1
-                _room_close(call_id=call_id, result=result)
+                _room_close(call_id=call_id, room_name=room_name, result=result)
         elif now - (last_event_at or started_at or created_at) >= silence:
-            silent.append(call_id)
+            user = participant_identity or f"{USER_IDENTITY_PREFIX}{call_id}"
+            silent.append(SilentCall(call_id, room_name, user))
     if silent:
-        _calls_reconcile(call_ids=silent, now=now, result=result)
+        _calls_reconcile(calls=silent, now=now, result=result)
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).
     result.open_counters_repaired = open_calls_reconcile()
@@ -138,8 +142,15 @@ def _dial_timeouts(*, now: datetime.datetime, result: ExpireResult) -> None:
             result.dial_timeouts += 1
 
 
+@dataclass(frozen=True)
+class SilentCall:
+    id: uuid.UUID
+    room_name: str
+    user_identity: str
+
+
 def _calls_reconcile(
-    *, call_ids: list[uuid.UUID], now: datetime.datetime, result: ExpireResult
+    *, calls: list[SilentCall], now: datetime.datetime, result: ExpireResult
 ) -> None:
     """End silent active calls whose room or user LiveKit no longer has.
 
@@ -148,13 +159,13 @@ def _calls_reconcile(
     for all of them, then ListParticipants for the rooms that still exist.
     """
     try:
-        rooms = livekit.rooms_existing(room_names=[f"{ROOM_PREFIX}{c}" for c in call_ids])
+        rooms = livekit.rooms_existing(room_names=[call.room_name for call in calls])
     except livekit.LiveKitError as exc:
         result.livekit_errors += 1
         logger.warning("expire_calls: cannot reconcile, ListRooms failed: %s", exc)
         return
-    for call_id in call_ids:
-        room_name = f"{ROOM_PREFIX}{call_id}"
+    for call in calls:
+        call_id, room_name = call.id, call.room_name
         identities: set[str] | None = None
         if room_name in rooms:
             try:
@@ -163,7 +174,7 @@ def _calls_reconcile(
                 result.livekit_errors += 1
                 logger.warning("expire_calls: ListParticipants failed for %s: %s", room_name, exc)
                 continue
-        if identities is not None and f"{USER_IDENTITY_PREFIX}{call_id}" in identities:
+        if identities is not None and call.user_identity in identities:
             # Still talking, just quiet: look again after another silent stretch.
             Call.objects.filter(pk=call_id, status=CallStatus.ACTIVE).update(last_event_at=now)
             continue
@@ -177,4 +188,4 @@ def _calls_reconcile(
         ):
             result.reconciled += 1
             if identities is not None:  # the room lingers (agent still in it): close it
-                _room_close(call_id=call_id, result=result)
+                _room_close(call_id=call_id, room_name=room_name, result=result)

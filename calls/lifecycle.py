@@ -57,6 +57,8 @@ class EndReason:
     INVALID_NUMBER = "invalid_number"
     SIP_ERROR = "sip_error"
     DIAL_TIMEOUT = "dial_timeout"
+    # An inbound call over the organization's concurrency limit.
+    CONCURRENCY_LIMIT = "concurrency_limit"
 
 
 def call_transition(

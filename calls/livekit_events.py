@@ -7,14 +7,14 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition
 from calls.models import (
     ENDED_STATUSES,
-    ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
     CallChannel,
@@ -27,20 +27,44 @@ from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
 
 
-def _call_id_from_room(room_name: str) -> uuid.UUID | None:
-    """The call whose room this is: only the exact name we gave it (`call-<uuid>`, the
-    uuid in its canonical lowercase, dashed form) matches."""
-    if not room_name.startswith(ROOM_PREFIX):
-        return None
-    try:
-        call_id = uuid.UUID(room_name.removeprefix(ROOM_PREFIX))
-    except ValueError:
-        return None
-    return call_id if room_name == f"{ROOM_PREFIX}{call_id}" else None
+@dataclass(frozen=True)
+class CallRef:
+    """The call whose room an event is about, and its end user's identity."""
+
+    id: uuid.UUID
+    user_identity: str
 
 
-def _is_user(call_id: uuid.UUID, identity: str) -> bool:
-    return identity == f"{USER_IDENTITY_PREFIX}{call_id}"
+def _call_in_room(room_name: str, now: datetime.datetime) -> CallRef | None:
+    """The call whose stored room this is (exact name), marked as just heard from: one
+    `UPDATE … RETURNING` (PostgreSQL and SQLite ≥ 3.35 alike)."""
+    table = Call._meta.db_table
+    last_event_at = Call._meta.get_field("last_event_at").get_db_prep_save(now, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_event_at = %s WHERE room_name = %s"
+            " RETURNING id, participant_identity",
+            [last_event_at, room_name],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    call_id = Call._meta.pk.to_python(row[0])
+    return CallRef(call_id, row[1] or f"{USER_IDENTITY_PREFIX}{call_id}")
+
+
+def _inbound_call_open(event: WebhookEvent) -> None:
+    """A caller's SIP participant joined a room no call has yet: an inbound call to
+    one of our numbers, created here unless the agent's session request did first."""
+    if event.event != "participant_joined" or event.participant_kind != "SIP":
+        return
+    from telephony.inbound import inbound_call_open
+
+    inbound_call_open(
+        room_name=event.room_name,
+        participant_identity=event.participant_identity,
+        attributes=event.participant_attributes,
+    )
 
 
 # A participant_left for the user with these reasons does not mean the user left:
@@ -114,8 +138,8 @@ def _transition_by_state(
     return False
 
 
-def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
-    if not _is_user(call_id, event.participant_identity):
+def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
+    if event.participant_identity != call.user_identity:
         return  # the agent, or a phone call's listen-only monitor
     # A phone's SIP participant joins while it still rings: only an answered one
     # (`sip.callStatus` active) starts the call; else the dial's result will. (Only a
@@ -124,27 +148,27 @@ def _on_participant_joined(call_id: uuid.UUID, event: WebhookEvent, at: datetime
         event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
-    call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)
+    call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at)
 
 
-def _on_participant_left(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
+def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     # The agent participant's own departure never ends the call; the user's does.
-    if not _is_user(call_id, event.participant_identity):
+    if event.participant_identity != call.user_identity:
         return
     if _transition_by_state(
-        call_id=call_id,
+        call_id=call.id,
         decide=lambda status, hangup: _user_departure_outcome(
             reason=event.disconnect_reason, status=status, hangup_requested=hangup
         ),
         at=at,
     ):
         # The user left a room the agent may still be in.
-        call_room_close_later(call_id=call_id)
+        call_room_close_later(call_id=call.id)
 
 
-def _on_room_finished(call_id: uuid.UUID, event: WebhookEvent, at: datetime.datetime) -> None:
+def _on_room_finished(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     _transition_by_state(
-        call_id=call_id,
+        call_id=call.id,
         decide=lambda status, hangup: _room_finished_outcome(
             status=status, hangup_requested=hangup
         ),
@@ -152,7 +176,7 @@ def _on_room_finished(call_id: uuid.UUID, event: WebhookEvent, at: datetime.date
     )
 
 
-_WEBHOOK_HANDLERS: dict[str, Callable[[uuid.UUID, WebhookEvent, datetime.datetime], None]] = {
+_WEBHOOK_HANDLERS: dict[str, Callable[[CallRef, WebhookEvent, datetime.datetime], None]] = {
     "participant_joined": _on_participant_joined,
     "participant_left": _on_participant_left,
     "room_finished": _on_room_finished,
@@ -194,9 +218,12 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
         )
         if not new:
             return WebhookResult.DUPLICATE
-    call_id = _call_id_from_room(event.room_name)
     now = timezone.now()
-    if call_id is None or not Call.objects.filter(pk=call_id).update(last_event_at=now):
+    call = _call_in_room(event.room_name, now)
+    if call is None:
+        _inbound_call_open(event)
+        call = _call_in_room(event.room_name, now)
+    if call is None:
         return WebhookResult.UNKNOWN_ROOM
-    handler(call_id, event, now)
+    handler(call, event, now)
     return WebhookResult.HANDLED

@@ -73,6 +73,19 @@ class TranscriptRole(models.TextChoices):
     TOOL = "tool", "Tool"
 
 
+class RoomNameField(models.CharField):
+    """A call's LiveKit room: `call-<id>` unless set (inbound phone calls join the room
+    LiveKit's dispatch rule made). Filled in on insert, whichever way the row is
+    inserted (`save`, `bulk_create`, calls.sql.insert_instance all call `pre_save`)."""
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> str:
+        value = getattr(model_instance, self.attname)
+        if not value:
+            value = f"{ROOM_PREFIX}{model_instance.pk}"
+            setattr(model_instance, self.attname, value)
+        return value
+
+
 class Call(models.Model):
     """One voice call: who, which workflow version, where it stands, and its aggregates.
 
@@ -109,6 +122,12 @@ class Call(models.Model):
     dial_attempted_at = models.DateTimeField(null=True, blank=True)
     sip_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     sip_status = models.CharField(max_length=200, null=True, blank=True)
+    # Every room→call lookup (webhooks, expiry, reconciliation) goes through these:
+    # the room, unique (an inbound call is created once per room, whoever asks first),
+    # and the end user's identity when LiveKit chose it (an inbound caller's SIP
+    # participant), else null for `user-<id>`.
+    room_name = RoomNameField(max_length=200, unique=True, editable=False)
+    participant_identity = models.CharField(max_length=200, null=True, blank=True)
 
     status = models.CharField(
         max_length=12, choices=CallStatus.choices, default=CallStatus.CONNECTING
@@ -202,13 +221,10 @@ class Call(models.Model):
         return str(self.id)
 
     @property
-    def room_name(self) -> str:
-        return f"{ROOM_PREFIX}{self.id}"
-
-    @property
     def user_identity(self) -> str:
-        """The end user's LiveKit identity: what their token carries."""
-        return f"{USER_IDENTITY_PREFIX}{self.id}"
+        """The end user's LiveKit identity: what their token carries, or an inbound
+        caller's SIP participant."""
+        return self.participant_identity or f"{USER_IDENTITY_PREFIX}{self.id}"
 
     @property
     def monitor_identity(self) -> str:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_call_reserve
-from calls.models import NOT_ENDED_STATUSES, ROOM_PREFIX, Call, CallDirection, CallStatus
+from calls.models import NOT_ENDED_STATUSES, Call, CallDirection, CallStatus
 from calls.sql import insert_instance
 from voicecalls import livekit
 from workflows.selectors import CallTarget
@@ -115,8 +115,11 @@ def call_room_delete(*, call_id: uuid.UUID) -> bool:
     """Delete an ended call's room, so nobody is left in it until LiveKit's departure
     timeout; True if it was deleted or already gone. LiveKit failures are logged: the
     departure timeout and `expire_calls` remain behind it."""
+    room_name = Call.objects.filter(pk=call_id).values_list("room_name", flat=True).first()
+    if room_name is None:
+        return True
     try:
-        livekit.room_delete(room_name=f"{ROOM_PREFIX}{call_id}")
+        livekit.room_delete(room_name=room_name)
     except livekit.LiveKitError as exc:
         logger.warning("could not delete the room of ended call %s: %s", call_id, exc)
         return False

@@ -60,6 +60,8 @@ class FakeLiveKit(sip.SipMixin):
     sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
     trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
     dispatch_rules: dict[str, api.SIPDispatchRuleInfo] = field(default_factory=dict)
+    # Agents dispatch rules sent into rooms: (room, agent name, metadata).
+    agent_dispatches: list[tuple[str, str, str]] = field(default_factory=list)
     webhook_sink: object = None
     on_ringing: object = None
     _cancels: dict[str, threading.Event] = field(default_factory=dict)

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import itertools
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -171,6 +172,35 @@ class SipMixin:
     def _DeleteSIPDispatchRule(self, message, response_class):
         with self._lock:
             return self.dispatch_rules.pop(message.sip_dispatch_rule_id, None)
+
+    def inbound_call(self, *, to: str, caller: str) -> tuple[str, str] | None:
+        """A caller dials `to`: as LiveKit's SIP service, find the dispatch rule for the
+        number (none: the call is rejected, None), create the caller's room
+        (`<room_prefix>_<caller>_<random>`, an individual rule), dispatch the rule's agents
+        into it, and send `participant_joined` for the caller's SIP participant. The room
+        and the participant's identity."""
+        with self._lock:
+            rule = next((r for r in self.dispatch_rules.values() if to in r.numbers), None)
+            if rule is None:
+                return None
+            prefix = rule.rule.dispatch_rule_individual.room_prefix
+            room = f"{prefix}_{caller}_{secrets.token_hex(6)}"
+            identity = f"sip_{caller}"
+            self.rooms[room] = [identity]
+            for agent in rule.room_config.agents:
+                self.agent_dispatches.append((room, agent.agent_name, agent.metadata))
+        participant = api.ParticipantInfo(
+            identity=identity,
+            kind=api.ParticipantInfo.Kind.SIP,
+            attributes={
+                "sip.callStatus": "active",
+                "sip.phoneNumber": caller,
+                "sip.trunkPhoneNumber": to,
+                "sip.trunkID": rule.trunk_ids[0] if rule.trunk_ids else "",
+            },
+        )
+        self.webhooks_send("participant_joined", room, participant)
+        return room, identity
 
     def _CreateDispatch(self, message, response_class):
         with self._lock:

@@ -31,7 +31,8 @@ def _call(workflow: Workflow, **fields: object) -> Call:
 
 def _stored(call_id: uuid.UUID) -> dict:
     row = Call.objects.filter(pk=call_id).values().get()
-    del row["id"], row["created_at"]
+    assert row["room_name"] == f"call-{call_id}"
+    del row["id"], row["created_at"], row["room_name"]
     return row
 
 

@@ -1,0 +1,168 @@
+"""Inbound phone calls: a caller dialed one of an organization's verified numbers,
+LiveKit's dispatch rule put them in a room of their own (`inbound-…`) and dispatched
+the agent. The call is created by whichever arrives first, the agent's session
+request or the SIP participant's `participant_joined` webhook, exactly once per room:
+both lock the organization's row and look for the room's call before inserting, and
+the room name is unique (DESIGN.md "Phone calls", Inbound)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.lifecycle import EndReason, call_transition
+from calls.limits import ConcurrencyLimitReached, open_call_reserve
+from calls.models import Call, CallChannel, CallDirection, CallStatus
+from calls.sql import insert_instance
+from telephony.models import PhoneNumber, PhoneNumberStatus
+from workflows.selectors import workflow_call_target
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InboundCaller:
+    """Who is in the room: the SIP participant LiveKit made for the caller
+    (attributes `sip.phoneNumber`, `sip.trunkPhoneNumber`, `sip.trunkID`)."""
+
+    room_name: str
+    participant_identity: str
+    caller: str
+    called: str
+    livekit_trunk_id: str = ""
+
+    @classmethod
+    def from_attributes(
+        cls, *, room_name: str, participant_identity: str, attributes: dict[str, str]
+    ) -> InboundCaller:
+        return cls(
+            room_name=room_name,
+            participant_identity=participant_identity,
+            caller=attributes.get("sip.phoneNumber", ""),
+            called=attributes.get("sip.trunkPhoneNumber", ""),
+            livekit_trunk_id=attributes.get("sip.trunkID", ""),
+        )
+
+
+def inbound_call_open(
+    *, room_name: str, participant_identity: str, attributes: dict[str, str]
+) -> Call | None:
+    """The webhook's way in: the room's call, created if this SIP participant called
+    one of our verified numbers; None (logged) for anything else."""
+    return inbound_call_get_or_create(
+        caller=InboundCaller.from_attributes(
+            room_name=room_name, participant_identity=participant_identity, attributes=attributes
+        )
+    )
+
+
+def inbound_number_for(
+    *, caller: InboundCaller, organization: Organization | None = None
+) -> PhoneNumber | None:
+    """The verified number the caller dialed, on the trunk LiveKit says the call came
+    in on (when it says), of `organization` when given."""
+    numbers = PhoneNumber.objects.select_related("organization", "trunk", "workflow").filter(
+        number=caller.called, status=PhoneNumberStatus.VERIFIED
+    )
+    if organization is not None:
+        numbers = numbers.filter(organization=organization)
+    number = numbers.first()
+    if number is None:
+        return None
+    if caller.livekit_trunk_id and caller.livekit_trunk_id != number.trunk.livekit_trunk_id:
+        return None
+    return number
+
+
+def inbound_call_get_or_create(
+    *, caller: InboundCaller, organization: Organization | None = None
+) -> Call | None:
+    """The room's call, created on first sight: direction `inbound`, channel `phone`,
+    `active` (the caller is in the room), `user_id` the caller's number, `user_data`
+    `{caller, called}`, on the number's workflow as it is now. Over the organization's
+    concurrency limit it is created `failed`/`concurrency_limit`. None, logged, when
+    the room has no call and the caller dialed no verified number of ours (a number
+    deleted while LiveKit still routed to it, or a workflow deleted since)."""
+    existing = Call.objects.filter(room_name=caller.room_name).first()
+    if existing is not None:
+        return existing
+    number = inbound_number_for(caller=caller, organization=organization)
+    if number is None:
+        logger.warning(
+            "inbound call in room %s to %r: no verified number of ours; not answered",
+            caller.room_name,
+            caller.called,
+        )
+        return None
+    target = (
+        workflow_call_target(organization=number.organization, slug=number.workflow.slug)
+        if number.workflow.deleted_at is None
+        else None
+    )
+    if target is None:
+        logger.warning(
+            "inbound call in room %s to %s: its workflow is deleted; not answered",
+            caller.room_name,
+            number.number,
+        )
+        return None
+    organization = number.organization
+    now = timezone.now()
+    call = Call(
+        organization=organization,
+        workflow_id=target.workflow_id,
+        workflow_version_id=target.version_id,
+        workflow_slug=target.workflow_slug,
+        user_id=caller.caller or None,
+        user_data={"caller": caller.caller, "called": number.number},
+        direction=CallDirection.INBOUND,
+        channel=CallChannel.PHONE,
+        phone_number=number.number,
+        from_number=caller.caller or None,
+        sip_trunk_id=number.trunk.livekit_trunk_id,
+        room_name=caller.room_name,
+        participant_identity=caller.participant_identity,
+        status=CallStatus.CONNECTING,
+        connect_timeout_seconds=target.connect_timeout_seconds,
+        max_duration_seconds=target.max_duration_seconds,
+        created_at=now,
+    )
+    with transaction.atomic():
+        # Both ways in lock the organization's row first, so the second finds the
+        # first's call (PostgreSQL reads committed rows again after the lock).
+        Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+        existing = Call.objects.filter(room_name=caller.room_name).first()
+        if existing is not None:
+            return existing
+        try:
+            open_call_reserve(organization=organization)
+            over_limit = False
+        except ConcurrencyLimitReached:
+            # Counted anyway: ending it below releases its place.
+            Organization.objects.filter(pk=organization.pk).update(open_calls=F("open_calls") + 1)
+            over_limit = True
+        try:
+            with transaction.atomic():
+                insert_instance(call)
+        except IntegrityError:  # the room's call exists after all (unique room name)
+            existing = Call.objects.filter(room_name=caller.room_name).first()
+            if existing is None:
+                raise
+            transaction.set_rollback(True)
+            return existing
+        if over_limit:
+            call_transition(
+                call_id=call.pk,
+                to_status=CallStatus.FAILED,
+                end_reason=EndReason.CONCURRENCY_LIMIT,
+                at=now,
+            )
+        else:
+            call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
+    call.refresh_from_db()
+    return call

@@ -1,0 +1,295 @@
+"""Inbound phone calls: a caller dials a verified number, LiveKit's dispatch rule puts
+them in a room of their own and dispatches the agent; the call is created once per
+room by whichever arrives first, the agent's session request or the SIP participant's
+`participant_joined` webhook (DESIGN.md "Phone calls", Inbound). Through the fake
+LiveKit's SIP service, the real webhook view and the real agent API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from accounts.models import KeyKind, Organization
+from accounts.services import api_key_create
+from calls.models import Call
+from telephony.models import PhoneNumber
+from telephony.services import phone_number_verify
+from tests.conftest import bearer_client
+from tests.factories import PhoneNumberFactory, WorkflowFactory
+from tests.livekit_samples import post_webhook
+from tests.phone import INBOUND_NUMBER, inbound_trunk
+
+CALLER = "+12025550177"
+SESSION = "/api/v1/agent/inbound-calls"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def delivered(sip_fake) -> list[tuple[str, str]]:
+    """The fake LiveKit's webhooks, posted to our view and kept for replaying."""
+    kept: list[tuple[str, str]] = []
+
+    def sink(body: str, authorization: str) -> None:
+        kept.append((body, authorization))
+        sip_fake.webhook_answers.append(post_webhook(body, authorization=authorization).status_code)
+
+    sip_fake.webhook_sink = sink
+    return kept
+
+
+@pytest.fixture
+def number(organization, workflow, sip_fake) -> PhoneNumber:
+    """A verified number of the organization, reaching its `daily-call` workflow."""
+    trunk = inbound_trunk(organization)
+    return phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+
+
+def agent_asks(client, room: str, identity: str = f"sip_{CALLER}", **changes):
+    body = {
+        "room_name": room,
+        "participant_identity": identity,
+        "phone_number": INBOUND_NUMBER,
+        "caller": CALLER,
+        **changes,
+    }
+    return client.post(SESSION, body, format="json")
+
+
+def call_in(room: str) -> Call:
+    (call,) = Call.objects.filter(room_name=room)
+    return call
+
+
+def test_the_webhook_of_the_callers_sip_participant_creates_the_call(
+    api, number, sip_fake, delivered
+):
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    assert sip_fake.webhook_answers == [200]
+    call = call_in(room)
+    body = api.get(f"/api/v1/calls/{call.id}").json()
+    assert (body["direction"], body["channel"], body["status"]) == ("inbound", "phone", "active")
+    assert body["room_name"] == room
+    assert body["user_id"] == CALLER
+    assert body["user_data"] == {"caller": CALLER, "called": INBOUND_NUMBER}
+    assert body["workflow_slug"] == "daily-call"
+    assert body["started_at"] is not None
+    assert (call.participant_identity, call.sip_trunk_id) == (
+        identity,
+        number.trunk.livekit_trunk_id,
+    )
+    assert room.startswith("inbound-_") and not room.startswith("call-")
+
+
+def test_the_dispatch_rule_sends_the_agent_metadata_naming_the_number(number, sip_fake, delivered):
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    ((dispatched_room, agent_name, metadata),) = sip_fake.agent_dispatches
+    assert (dispatched_room, agent_name) == (room, settings.LIVEKIT_AGENT_NAME)
+    assert json.loads(metadata) == {
+        "phone_number": INBOUND_NUMBER,
+        "phone_number_id": str(number.id),
+    }
+
+
+def test_the_agents_session_request_creates_the_call_when_it_comes_first(
+    agent_api, number, sip_fake
+):
+    """The agent asks before the webhook arrives (here: none is delivered at all)."""
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    assert Call.objects.count() == 0
+
+    response = agent_asks(agent_api, room, identity)
+
+    assert response.status_code == 200, response.content
+    call = call_in(room)
+    session = response.json()
+    assert session["call_id"] == str(call.id)
+    assert session["room_name"] == room
+    assert (session["direction"], session["channel"], session["status"]) == (
+        "inbound",
+        "phone",
+        "active",
+    )
+    assert session["user_id"] == CALLER
+    assert session["user_data"] == {"caller": CALLER, "called": INBOUND_NUMBER}
+    assert session["workflow"]["slug"] == "daily-call"
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_the_webhook_after_the_agent_finds_the_agents_call(agent_api, number, sip_fake, delivered):
+    sink, sip_fake.webhook_sink = sip_fake.webhook_sink, None  # held back: the agent is first
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call_id = agent_asks(agent_api, room, identity).json()["call_id"]
+    sip_fake.webhook_sink = sink
+
+    participant_joined_for(sip_fake, room, identity)
+
+    assert sip_fake.webhook_answers == [200]
+    assert [str(c.id) for c in Call.objects.all()] == [call_id]
+    assert call_in(room).status == "active"
+
+
+def participant_joined_for(sip_fake, room: str, identity: str) -> None:
+    from livekit import api as livekit_api
+
+    sip_fake.webhooks_send(
+        "participant_joined",
+        room,
+        livekit_api.ParticipantInfo(
+            identity=identity,
+            kind=livekit_api.ParticipantInfo.Kind.SIP,
+            attributes={
+                "sip.callStatus": "active",
+                "sip.phoneNumber": CALLER,
+                "sip.trunkPhoneNumber": INBOUND_NUMBER,
+            },
+        ),
+    )
+
+
+def test_the_agent_after_the_webhook_gets_the_webhooks_call(agent_api, number, sip_fake, delivered):
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call = call_in(room)
+
+    response = agent_asks(agent_api, room, identity)
+
+    assert response.json()["call_id"] == str(call.id)
+    assert Call.objects.count() == 1
+
+
+def test_a_replayed_webhook_creates_nothing_more(number, sip_fake, delivered):
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    ((body, auth),) = delivered
+
+    assert post_webhook(body, authorization=auth).status_code == 200
+
+    assert Call.objects.filter(room_name=room).count() == 1
+    assert Call.objects.count() == 1
+
+
+def test_the_caller_hanging_up_ends_the_call_found_by_its_room(number, sip_fake, delivered):
+    from livekit import api as livekit_api
+
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    left = livekit_api.ParticipantInfo(
+        identity=identity,
+        kind=livekit_api.ParticipantInfo.Kind.SIP,
+        disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+    )
+
+    sip_fake.webhooks_send("participant_left", room, left)
+
+    call = call_in(room)
+    assert (call.status, call.end_reason) == ("completed", "user_hangup")
+
+
+def test_an_unverified_number_has_no_rule_so_no_call(organization, workflow, sip_fake, delivered):
+    PhoneNumberFactory(trunk=inbound_trunk(organization), workflow=workflow)
+
+    assert sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER) is None
+    assert Call.objects.count() == 0
+
+
+def test_a_call_that_still_arrives_for_a_deleted_number_is_logged_and_not_created(
+    api, agent_api, number, sip_fake, delivered, caplog
+):
+    """LiveKit routed the call just before the rule went: nobody answers it for us."""
+    rule = sip_fake.dispatch_rules[number.livekit_dispatch_rule_id]
+    assert api.delete(f"/api/v1/phone-numbers/{number.id}").status_code == 204
+    sip_fake.dispatch_rules[rule.sip_dispatch_rule_id] = rule  # still in LiveKit's cache
+    caplog.set_level(logging.WARNING)
+
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    response = agent_asks(agent_api, room, identity)
+
+    assert sip_fake.webhook_answers == [200]
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "unknown_number"
+    assert Call.objects.count() == 0
+    assert f"inbound call in room {room}" in caplog.text
+
+
+def test_another_organizations_agent_key_cannot_open_the_call(outsider, number, sip_fake):
+    _, key = api_key_create(name="their-worker", kind=KeyKind.AGENT, organization=outsider)
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    response = agent_asks(bearer_client(key), room, identity)
+
+    assert response.status_code == 404
+    assert Call.objects.count() == 0
+
+
+def test_a_call_over_the_concurrency_limit_is_created_failed(
+    organization, number, sip_fake, delivered
+):
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=0)
+
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    call = call_in(room)
+    assert (call.status, call.end_reason) == ("failed", "concurrency_limit")
+    organization.refresh_from_db()
+    assert organization.open_calls == 0
+
+
+def test_changing_the_numbers_workflow_affects_only_new_calls(
+    organization, number, sip_fake, delivered
+):
+    first, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    PhoneNumber.objects.filter(pk=number.pk).update(
+        workflow=WorkflowFactory(organization=organization, slug="support")
+    )
+
+    second, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller="+12025550178")
+
+    assert call_in(first).workflow_slug == "daily-call"
+    assert call_in(second).workflow_slug == "support"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_agent_and_the_webhook_racing_make_exactly_one_call(agent_key, number, sip_fake):
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    bodies: list[tuple[str, str]] = []
+    sip_fake.webhook_sink = lambda body, auth: bodies.append((body, auth))
+    participant_joined_for(sip_fake, room, identity)
+    (body, auth) = bodies[0]
+    threads_count = 8
+    barrier = threading.Barrier(threads_count)
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            if n % 2:
+                answers.append(post_webhook(body, authorization=auth).status_code)
+            else:
+                answers.append(agent_asks(bearer_client(agent_key), room, identity).status_code)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors, errors
+    assert sorted(answers) == [200] * threads_count
+    call = call_in(room)
+    assert call.status == "active"
+    organization = Organization.objects.get(pk=number.organization_id)
+    assert organization.open_calls == 1

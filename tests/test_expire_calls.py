@@ -208,3 +208,38 @@ def test_roomservice_calls_work_while_an_event_loop_runs_in_the_thread(fake_live
     # In a fresh thread: this one may already run a loop (the browser tests leave one).
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(asyncio.run, from_async()).result() == {"user-x"}
+
+
+@pytest.mark.parametrize(("caller_there", "ended"), [(True, False), (False, True)])
+def test_an_inbound_call_is_reconciled_by_its_stored_room_and_caller(
+    make, fake_livekit, settings, caller_there, ended
+):
+    settings.CALL_RECONCILE_AFTER_SECONDS = 120
+    call = make(
+        active=True,
+        started_at=ago(600),
+        last_event_at=ago(121),
+        channel="phone",
+        room_name="inbound-_+12025550177_ab12cd34ef56",
+        participant_identity="sip_+12025550177",
+    )
+    fake_livekit.add_room(
+        call.room_name, ["agent-AJ_1", *(["sip_+12025550177"] if caller_there else [])]
+    )
+
+    result = calls_expire()
+
+    call.refresh_from_db()
+    assert (result.reconciled == 1) is ended
+    assert (call.status == S.COMPLETED) is ended
+    assert fake_livekit.calls("ListRooms")[0].body == {"names": [call.room_name]}
+    if ended:
+        assert fake_livekit.calls("DeleteRoom")[0].body == {"room": call.room_name}
+
+
+def test_an_inbound_call_nobody_answered_times_out_and_its_own_room_is_deleted(make, fake_livekit):
+    make(created_at=ago(61), connect_timeout_seconds=60, room_name="inbound-_x_1")
+
+    assert calls_expire().connect_timeouts == 1
+
+    assert fake_livekit.calls("DeleteRoom")[0].body == {"room": "inbound-_x_1"}

@@ -6,6 +6,7 @@ LiveKit's SIP service, the real webhook view and the real agent API."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from tests.conftest import bearer_client
 from tests.factories import PhoneNumberFactory, WorkflowFactory
 from tests.livekit_samples import post_webhook
 from tests.phone import INBOUND_NUMBER, inbound_trunk
+from workflows.demo import DEMO_DEFINITION
 
 CALLER = "+12025550177"
 SESSION = "/api/v1/agent/inbound-calls"
@@ -293,3 +295,17 @@ def test_the_agent_and_the_webhook_racing_make_exactly_one_call(agent_key, numbe
     assert call.status == "active"
     organization = Organization.objects.get(pk=number.organization_id)
     assert organization.open_calls == 1
+
+
+def test_prompts_can_greet_the_caller_by_number(agent_api, organization, sip_fake):
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["agents"][0]["greeting"] = "You called from {{ user.caller }}."
+    workflow = WorkflowFactory(organization=organization, slug="support", definition=definition)
+    trunk = inbound_trunk(organization)
+    phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    session = agent_asks(agent_api, room, identity).json()
+
+    assert session["workflow"]["agents"][0]["greeting"] == f"You called from {CALLER}."

@@ -134,3 +134,15 @@ class PhoneNumberSerializer(serializers.Serializer):
 
 class PhoneNumberListSerializer(serializers.Serializer):
     items = PhoneNumberSerializer(many=True)
+
+
+class PhoneNumberUpdateSerializer(JSONTypedSerializer):
+    workflow_slug = serializers.SlugField(max_length=100, help_text="The workflow callers reach.")
+
+    def validate(self, data: dict) -> dict:
+        for fixed in ("number", "trunk_id"):
+            if fixed in self.initial_data:
+                raise serializers.ValidationError(
+                    {fixed: ["A number's number and trunk do not change: delete it and add it."]}
+                )
+        return data

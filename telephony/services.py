@@ -285,3 +285,17 @@ def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     if locked.livekit_dispatch_rule_id:
         livekit.delete_dispatch_rule(rule_id=locked.livekit_dispatch_rule_id)
     locked.delete()
+
+
+def phone_number_update(*, phone_number: PhoneNumber, workflow_slug: str) -> PhoneNumber:
+    """Point the number at another workflow of its organization: calls already in
+    progress keep theirs, the next caller reaches the new one. The dispatch rule names
+    only the number, so LiveKit is not asked."""
+    workflow = (
+        workflow_queryset(organization=phone_number.organization).filter(slug=workflow_slug).first()
+    )
+    if workflow is None:
+        raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    phone_number.workflow = workflow
+    phone_number.save(update_fields=["workflow"])
+    return phone_number

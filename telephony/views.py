@@ -13,6 +13,7 @@ from telephony.serializers import (
     PhoneNumberCreateSerializer,
     PhoneNumberListSerializer,
     PhoneNumberSerializer,
+    PhoneNumberUpdateSerializer,
     SipTrunkCreateSerializer,
     SipTrunkListSerializer,
     SipTrunkSerializer,
@@ -140,6 +141,24 @@ class PhoneNumberDetailView(APIView):
     )
     def get(self, request: Request, pk: str) -> Response:
         return Response(PhoneNumberSerializer(self._get(request, pk)).data)
+
+    @extend_schema(
+        summary="Update phone number",
+        description="Point the number at another workflow: calls in progress keep theirs, "
+        "the next caller reaches the new one. The number and its trunk do not change.",
+        operation_id="phone_numbers_partial_update",
+        parameters=[NUMBER_ID],
+        request=PhoneNumberUpdateSerializer,
+        responses={200: PhoneNumberSerializer},
+        tags=["telephony"],
+    )
+    def patch(self, request: Request, pk: str) -> Response:
+        params = PhoneNumberUpdateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        number = services.phone_number_update(
+            phone_number=self._get(request, pk), **params.validated_data
+        )
+        return Response(PhoneNumberSerializer(number).data)
 
     @extend_schema(
         summary="Delete phone number",

@@ -269,3 +269,58 @@ def test_a_trunk_with_numbers_is_not_deleted(api, workflow, trunk, fake_livekit)
     assert response.json()["errors"][0]["code"] == "trunk_in_use"
     assert fake_livekit.calls("DeleteSIPTrunk") == []
     assert SipTrunk.objects.filter(pk=trunk.pk).exists()
+
+
+def test_a_number_is_pointed_at_another_workflow(api, workflow, trunk, fake_livekit):
+    number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+    WorkflowFactory(organization=trunk.organization, slug="support")
+    requests_before = len(fake_livekit.requests)
+
+    response = api.patch(f"{URL}/{number.id}", {"workflow_slug": "support"}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "id": str(number.id),
+        "number": INBOUND_NUMBER,
+        "trunk_id": str(trunk.id),
+        "workflow_slug": "support",
+        "status": "verified",
+        "livekit_dispatch_rule_id": number.livekit_dispatch_rule_id,
+        "verified_at": response.json()["verified_at"],
+        "created_at": response.json()["created_at"],
+    }
+    assert len(fake_livekit.requests) == requests_before
+
+
+@pytest.mark.parametrize(
+    ("data", "attr"),
+    [
+        ({"workflow_slug": "no-such-workflow"}, "workflow_slug"),
+        ({}, "workflow_slug"),
+        ({"workflow_slug": "daily-call", "number": SECOND_INBOUND_NUMBER}, "number"),
+        ({"workflow_slug": "daily-call", "trunk_id": str(uuid.uuid4())}, "trunk_id"),
+    ],
+)
+def test_invalid_updates_are_400_naming_the_field_and_change_nothing(
+    api, workflow, trunk, data, attr
+):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    response = api.patch(f"{URL}/{number.id}", data, format="json")
+
+    assert response.status_code == 400
+    assert [error["attr"] for error in response.json()["errors"]] == [attr]
+    number.refresh_from_db()
+    assert (number.number, number.workflow_id) == (INBOUND_NUMBER, workflow.id)
+
+
+def test_another_organizations_number_cannot_be_updated(
+    outsider_api, outsider_workflow, workflow, trunk
+):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    response = outsider_api.patch(f"{URL}/{number.id}", {"workflow_slug": "daily-call"})
+
+    assert response.status_code == 404
+    number.refresh_from_db()
+    assert number.workflow_id == workflow.id

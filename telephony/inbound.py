@@ -24,6 +24,9 @@ from workflows.selectors import workflow_call_target
 
 logger = logging.getLogger(__name__)
 
+ROOM_NAME_MAX = Call._meta.get_field("room_name").max_length
+FROM_NUMBER_MAX = Call._meta.get_field("from_number").max_length
+
 
 @dataclass(frozen=True)
 class InboundCaller:
@@ -88,8 +91,13 @@ def inbound_call_get_or_create(
     concurrency limit it is created `failed`/`concurrency_limit`. None, logged, when
     the room has no call and the caller dialed no verified number of ours (a number
     deleted while LiveKit still routed to it, or a workflow deleted since)."""
+    if len(caller.room_name) > ROOM_NAME_MAX:
+        logger.warning("inbound call in a room named beyond %s characters: ignored", ROOM_NAME_MAX)
+        return None
     existing = Call.objects.filter(room_name=caller.room_name).first()
     if existing is not None:
+        if organization is not None and existing.organization_id != organization.pk:
+            return None
         return existing
     number = inbound_number_for(caller=caller, organization=organization)
     if number is None:
@@ -123,7 +131,8 @@ def inbound_call_get_or_create(
         direction=CallDirection.INBOUND,
         channel=CallChannel.PHONE,
         phone_number=number.number,
-        from_number=caller.caller or None,
+        # What fits the column: a caller id may be no number at all ("anonymous").
+        from_number=caller.caller if 0 < len(caller.caller) <= FROM_NUMBER_MAX else None,
         sip_trunk_id=number.trunk.livekit_trunk_id,
         room_name=caller.room_name,
         participant_identity=caller.participant_identity,

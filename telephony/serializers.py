@@ -137,7 +137,9 @@ class PhoneNumberListSerializer(serializers.Serializer):
 
 
 class PhoneNumberUpdateSerializer(JSONTypedSerializer):
-    workflow_slug = serializers.SlugField(max_length=100, help_text="The workflow callers reach.")
+    workflow_slug = serializers.SlugField(
+        max_length=100, required=False, help_text="The workflow callers reach."
+    )
 
     def validate(self, data: dict) -> dict:
         for fixed in ("number", "trunk_id"):

@@ -287,10 +287,14 @@ def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     locked.delete()
 
 
-def phone_number_update(*, phone_number: PhoneNumber, workflow_slug: str) -> PhoneNumber:
+def phone_number_update(
+    *, phone_number: PhoneNumber, workflow_slug: str | None = None
+) -> PhoneNumber:
     """Point the number at another workflow of its organization: calls already in
     progress keep theirs, the next caller reaches the new one. The dispatch rule names
-    only the number, so LiveKit is not asked."""
+    only the number, so LiveKit is not asked. Nothing given, nothing changes."""
+    if workflow_slug is None:
+        return phone_number
     workflow = (
         workflow_queryset(organization=phone_number.organization).filter(slug=workflow_slug).first()
     )

@@ -230,6 +230,31 @@ def test_another_organizations_agent_key_cannot_open_the_call(outsider, number, 
     assert Call.objects.count() == 0
 
 
+def test_another_organizations_agent_key_cannot_read_an_existing_inbound_call(
+    outsider, number, sip_fake
+):
+    _, key = api_key_create(name="their-worker", kind=KeyKind.AGENT, organization=outsider)
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    assert Call.objects.filter(room_name=room).exists()
+
+    response = agent_asks(bearer_client(key), room, identity)
+
+    assert response.status_code == 404
+    assert "api_key" not in response.content.decode()
+
+
+def test_an_anonymous_caller_is_answered_without_a_caller_number(agent_api, number, sip_fake):
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller="anonymous-caller-id-x")
+
+    response = agent_asks(agent_api, room, identity, caller="anonymous-caller-id-x")
+
+    assert response.status_code == 200, response.content
+    call = call_in(room)
+    assert (call.user_id, call.from_number) == ("anonymous-caller-id-x", None)
+    assert call.user_data == {"caller": "anonymous-caller-id-x", "called": INBOUND_NUMBER}
+
+
 def test_a_call_over_the_concurrency_limit_is_created_failed(
     organization, number, sip_fake, delivered
 ):

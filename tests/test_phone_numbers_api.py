@@ -296,7 +296,6 @@ def test_a_number_is_pointed_at_another_workflow(api, workflow, trunk, fake_live
     ("data", "attr"),
     [
         ({"workflow_slug": "no-such-workflow"}, "workflow_slug"),
-        ({}, "workflow_slug"),
         ({"workflow_slug": "daily-call", "number": SECOND_INBOUND_NUMBER}, "number"),
         ({"workflow_slug": "daily-call", "trunk_id": str(uuid.uuid4())}, "trunk_id"),
     ],
@@ -312,6 +311,15 @@ def test_invalid_updates_are_400_naming_the_field_and_change_nothing(
     assert [error["attr"] for error in response.json()["errors"]] == [attr]
     number.refresh_from_db()
     assert (number.number, number.workflow_id) == (INBOUND_NUMBER, workflow.id)
+
+
+def test_an_empty_update_changes_nothing(api, workflow, trunk):
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+
+    response = api.patch(f"{URL}/{number.id}", {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["workflow_slug"] == "daily-call"
 
 
 def test_another_organizations_number_cannot_be_updated(

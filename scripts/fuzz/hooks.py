@@ -54,6 +54,7 @@ REFERENCES = {
     "/api/v1/provider-keys/{id}": ("id", STATE["provider_key_ids"]),
     "/api/v1/webhook-endpoints/{id}": ("id", STATE["webhook_endpoint_ids"]),
     "/api/v1/sip-trunks/{id}": ("id", STATE["sip_trunk_ids"]),
+    "/api/v1/phone-numbers/{id}": ("id", STATE["phone_number_ids"]),
 }
 
 
@@ -171,6 +172,13 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         (r"None", "limit_reached"),  # the organization's trunk cap
         ("auth_password", "invalid_characters"),  # printable ASCII, as provider keys
     ],
+    # One of the organization's inbound trunks, one of its numbers, nobody else's; a
+    # workflow of the organization; the number and trunk do not change.
+    "POST /api/v1/phone-numbers": [
+        ("number", "invalid|invalid_phone_number|emergency_number"),
+        ("trunk_id|workflow_slug", "invalid"),
+    ],
+    "PATCH /api/v1/phone-numbers/{id}": [("number|trunk_id|workflow_slug", "invalid")],
     # Under the organization's own ceilings; the caller id one of its trunks' numbers.
     "PATCH /api/v1/organization": [
         ("outbound_calls_per_minute|outbound_calls_per_day", "above_maximum"),

@@ -34,7 +34,7 @@ from calls.lifecycle import call_transition  # noqa: E402
 from calls.models import CallStatus  # noqa: E402
 from calls.services import call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
-from telephony.models import SipTrunk  # noqa: E402
+from telephony.models import PhoneNumber, SipTrunk  # noqa: E402
 from webhooks.services import webhook_endpoint_create  # noqa: E402
 from workflows.selectors import workflow_call_target  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
@@ -138,6 +138,20 @@ def main(state_path: str) -> None:
         for index in range(3)
     ]
 
+    inbound = SipTrunk.objects.create(
+        organization=organization,
+        name="Fuzz inbound",
+        direction="inbound",
+        numbers=["+14155550140", "+14155550141"],
+        livekit_trunk_id="ST_fuzz_inbound",
+    )
+    phone_numbers = [
+        PhoneNumber.objects.create(
+            organization=organization, number=number, trunk=inbound, workflow=demo
+        )
+        for number in inbound.numbers
+    ]
+
     state = {
         "client_key": client_key,
         "agent_key": agent_key,
@@ -147,6 +161,7 @@ def main(state_path: str) -> None:
         "call_ids": [str(c.pk) for c in calls],
         "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
         "sip_trunk_ids": [str(t.pk) for t in trunks],
+        "phone_number_ids": [str(n.pk) for n in phone_numbers],
     }
     Path(state_path).write_text(json.dumps(state, indent=2))
 

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
+from accounts.validators import region_codes_validator
+
 
 class Organization(models.Model):
     """A customer: owns workflows, calls, provider keys and client API keys."""
@@ -47,6 +49,7 @@ class Organization(models.Model):
     allowed_destination_countries = models.JSONField(
         default=list,
         blank=True,
+        validators=[region_codes_validator],
         help_text='ISO 3166 region codes outbound calls may reach, e.g. ["US", "CA"]; empty: none.',
     )
     max_outbound_calls_per_minute = models.PositiveIntegerField(

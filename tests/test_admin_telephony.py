@@ -128,6 +128,34 @@ def test_a_calls_admin_page_shows_its_phone_number_and_sip_status(staff_client, 
         assert text in page
 
 
+@pytest.mark.parametrize(
+    ("countries", "saved"),
+    [('["US", "CA"]', ["US", "CA"]), ('["us"]', None), ('["XX"]', None), ('"US"', None)],
+)
+def test_staff_may_allow_only_region_codes_the_guard_knows(
+    staff_client, organization, countries: str, saved: list | None
+) -> None:
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+    form = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "allowed_destination_countries": countries,
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+    }
+
+    response = staff_client.post(url, form)
+
+    organization.refresh_from_db()
+    if saved is None:
+        assert response.status_code == 200
+        assert "region codes" in response.content.decode()
+        assert organization.allowed_destination_countries == []
+    else:
+        assert response.status_code == 302
+        assert organization.allowed_destination_countries == saved
+
+
 NUMBERS_URL = reverse("admin:telephony_phonenumber_changelist")
 
 

@@ -5,10 +5,12 @@ the call once it ended."""
 from __future__ import annotations
 
 import datetime
+import threading
 import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from billing.models import CallCost, PriceOverride
@@ -309,3 +311,57 @@ def test_a_phone_calls_minutes_are_priced_as_sip_minutes_too(api, agent_api, wor
         ],
         "complete": True,
     }
+
+
+def test_more_than_fifty_usage_items_is_a_400(agent_api, ended_call) -> None:
+    items = [{**STT, "model": f"m-{n}"} for n in range(51)]
+
+    response = report(agent_api, ended_call, usage(*items))
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "events.0.usage"
+
+
+def _together(*requests: tuple[str, str, dict | None]) -> list[int]:
+    """POST each (key, path, body) at the same moment, one thread each; their statuses."""
+    from tests.conftest import bearer_client
+
+    barrier = threading.Barrier(len(requests))
+    statuses: list[int] = []
+
+    def send(key: str, path: str, body: dict | None) -> None:
+        client = bearer_client(key)
+        try:
+            barrier.wait(timeout=10)
+            statuses.append(client.post(path, body, format="json").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_usage_racing_the_end_is_priced_whichever_commits_first(
+    agent_key, client_key, workflow, fake_livekit
+) -> None:
+    """The agent's last usage report and the hang-up arrive together: both take the
+    call's row lock, so the cost always ends up priced with the usage."""
+    for _ in range(5):
+        call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+        statuses = _together(
+            (agent_key, f"/api/v1/agent/calls/{call.id}/events", {"events": [usage(STT)]}),
+            (client_key, f"/api/v1/calls/{call.id}/end", None),
+        )
+
+        assert sorted(statuses) == [200, 200]
+        cost = CallCost.objects.get(call=call)
+        assert cost.usage == [STT]
+        assert cost.total_usd is not None
+        assert cost.breakdown[0]["component"] == "stt"

@@ -220,6 +220,15 @@ def room_participant_identities(*, room_name: str) -> set[str] | None:
     return {participant.identity for participant in response.participants}
 
 
+def _access_token(*, identity: str, grants: api.VideoGrants, ttl_seconds: int) -> api.AccessToken:
+    return (
+        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
+        .with_identity(identity)
+        .with_grants(grants)
+        .with_ttl(datetime.timedelta(seconds=ttl_seconds))
+    )
+
+
 def participant_token(*, room_name: str, identity: str, name: str | None, call_id: str) -> str:
     """A JWT for the end user: join exactly `room_name`; dispatch our agent on join.
 
@@ -235,21 +244,12 @@ def participant_token(*, room_name: str, identity: str, name: str | None, call_i
             )
         ],
     )
-    token = (
-        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
-        .with_identity(identity)
-        .with_grants(
-            api.VideoGrants(
-                room_join=True,
-                room=room_name,
-                can_publish=True,
-                can_subscribe=True,
-                can_publish_data=True,
-            )
-        )
-        .with_ttl(datetime.timedelta(seconds=settings.LIVEKIT_TOKEN_TTL_SECONDS))
-        .with_room_config(room_config)
+    grants = api.VideoGrants(
+        room_join=True, room=room_name, can_publish=True, can_subscribe=True, can_publish_data=True
     )
+    token = _access_token(
+        identity=identity, grants=grants, ttl_seconds=settings.LIVEKIT_TOKEN_TTL_SECONDS
+    ).with_room_config(room_config)
     if name:
         token = token.with_name(name)
     return token.to_jwt()
@@ -258,22 +258,16 @@ def participant_token(*, room_name: str, identity: str, name: str | None, call_i
 def monitor_token(*, room_name: str, identity: str) -> str:
     """A listen-only JWT for a phone call's room: hidden, subscribe-only, no room
     configuration (joining dispatches nothing), valid at most 15 minutes."""
-    token = (
-        api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
-        .with_identity(identity)
-        .with_grants(
-            api.VideoGrants(
-                room_join=True,
-                room=room_name,
-                can_publish=False,
-                can_subscribe=True,
-                can_publish_data=False,
-                hidden=True,
-            )
-        )
-        .with_ttl(datetime.timedelta(seconds=min(settings.LIVEKIT_TOKEN_TTL_SECONDS, 900)))
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room_name,
+        can_publish=False,
+        can_subscribe=True,
+        can_publish_data=False,
+        hidden=True,
     )
-    return token.to_jwt()
+    ttl = min(settings.LIVEKIT_TOKEN_TTL_SECONDS, 900)
+    return _access_token(identity=identity, grants=grants, ttl_seconds=ttl).to_jwt()
 
 
 def create_outbound_trunk(

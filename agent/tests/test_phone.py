@@ -3,8 +3,9 @@
 The room is a stand-in for what LiveKit SIP does in it (tests have no LiveKit server):
 the SIP participant `user-<call_id>` joins while the phone rings and its
 `sip.callStatus` attribute changes as the call progresses. The job and the session
-endpoint are the real ones; since the API does not yet say `channel`/`phone_number`
-(issue 20), `PhoneSession` adds them to its answer, as the API will.
+endpoint are the real ones, for a web call: a real phone call would need the dial
+worker and a trunk, so `PhoneSession` sets `channel`/`phone_number` in the answer as
+the API does for a phone call (tests/test_agent_session.py checks the API's side).
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ import {
   callsMetrics,
   callsRetrieve,
   callsTranscript,
+  organizationPartialUpdate,
   providerKeysCreate,
   providerKeysDestroy,
   providerKeysList,
+  sipTrunksCreate,
 } from "../../sdk/typescript";
 import { createClient } from "../../sdk/typescript/client";
 
@@ -171,4 +173,38 @@ test("the list filters and pages; a call is hung up", async () => {
   assert.equal(ended.status, "completed");
   assert.equal(ended.end_reason, "api_request");
   assert.deepEqual((await callsActive({ client })).data, []);
+});
+
+test("an outbound phone call: a trunk, the caller id, then the call", async () => {
+  // Staff allow the US (the admin's job): the guard refuses every country until then.
+  const allow = `from accounts.models import Organization as O; O.objects.filter(slug=${JSON.stringify(ORG)}).update(allowed_destination_countries=["US"])`;
+  execFileSync(env("VOICECALLS_PYTHON"), ["manage.py", "shell", "-c", allow], {
+    cwd: env("VOICECALLS_ROOT"),
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const { data: trunk } = await sipTrunksCreate({
+    client,
+    body: {
+      name: "Telnyx",
+      direction: "outbound",
+      address: "sip.telnyx.com",
+      numbers: ["+14155550100"],
+      auth_username: "acme",
+      auth_password: "sdk-trunk-secret",
+    },
+  });
+  assert.equal(trunk.auth_password_masked, "••••");
+  await organizationPartialUpdate({ client, body: { default_caller_number: "+14155550100" } });
+
+  // The SDK sends `direction` as given: a phone call says outbound.
+  const { data: joined, response } = await callsCreate({
+    client,
+    body: { workflow_slug: "daily-call", phone_number: "+14155550123", direction: "outbound" },
+  });
+  assert.equal(response.status, 201);
+  assert.equal(joined.status, "pending");
+  assert.equal(joined.channel, "phone");
+  const { data: call } = await callsRetrieve({ client, path: { id: joined.call_id } });
+  assert.equal(call.phone_number, "+14155550123");
+  assert.equal(call.from_number, "+14155550100");
 });

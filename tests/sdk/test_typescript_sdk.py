@@ -34,7 +34,7 @@ def test_the_typescript_client_passes_its_node_tests(api_server: LiveServer) -> 
         api_server, "sdk-typescript", "--test", str(BUILD / "tests" / "sdk" / "calls.test.js")
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 3" in result.stdout and "# fail 0" in result.stdout, result.stdout
+    assert "# pass 4" in result.stdout and "# fail 0" in result.stdout, result.stdout
 
 
 def test_the_typescript_example_runs(api_server: LiveServer) -> None:

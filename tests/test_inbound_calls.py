@@ -231,7 +231,7 @@ def test_another_organizations_agent_key_cannot_open_the_call(outsider, number, 
 
 
 def test_another_organizations_agent_key_cannot_read_an_existing_inbound_call(
-    outsider, number, sip_fake
+    outsider, number, sip_fake, delivered
 ):
     _, key = api_key_create(name="their-worker", kind=KeyKind.AGENT, organization=outsider)
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)

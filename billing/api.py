@@ -14,7 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import selectors, services
-from billing.models import COST_PLACES, PRICE_DIGITS, PRICE_PLACES, CostComponent
+from billing.cost import plain_text, usd_text
+from billing.models import PRICE_DIGITS, PRICE_PLACES, CostComponent
 from billing.prices import UNITS, Price
 from billing.selectors import Usage, UsageDay
 from voicecalls.errors import error_responses
@@ -23,7 +24,6 @@ from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 HUNDREDTH = Decimal("0.01")
-MICRO = Decimal(1).scaleb(-COST_PLACES)
 
 
 class UsageDailyQuerySerializer(QueryParamsSerializer):
@@ -80,7 +80,7 @@ def _figures(usage: Usage) -> dict:
     return {
         "calls": usage.calls,
         "minutes": str(minutes),
-        "cost_usd": str(usage.cost_usd.quantize(MICRO, rounding=ROUND_HALF_EVEN)),
+        "cost_usd": usd_text(usage.cost_usd),
     }
 
 
@@ -146,7 +146,7 @@ def price_representation(price: Price) -> dict:
         "provider": price.provider,
         "model": price.model,
         "unit": price.unit,
-        "unit_price_usd": format(price.unit_price_usd.normalize(), "f"),
+        "unit_price_usd": plain_text(price.unit_price_usd),
         "origin": price.origin,
         "as_of": price.as_of,
         "source": price.source,

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from billing import selectors, services
 from billing.cost import plain_text, usd_text
 from billing.models import PRICE_DIGITS, PRICE_PLACES, CostComponent
-from billing.prices import UNITS, Price
+from billing.prices import COST_UNITS, UNITS, Price
 from billing.selectors import Usage, UsageDay
 from voicecalls.errors import error_responses
 from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
@@ -131,7 +131,7 @@ class PriceSerializer(serializers.Serializer):
     component = serializers.ChoiceField(choices=CostComponent.choices)
     provider = serializers.CharField()
     model = serializers.CharField(help_text="`*`: the provider's models without a line.")
-    unit = serializers.ChoiceField(choices=sorted(set(UNITS.values())))
+    unit = serializers.ChoiceField(choices=COST_UNITS)
     unit_price_usd = serializers.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES)
     origin = serializers.ChoiceField(
         choices=["platform", "organization"], help_text="The platform's table or your override."

@@ -14,8 +14,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import selectors, services
-from billing.models import COST_PLACES, PRICE_DIGITS, PRICE_PLACES, CostComponent
-from billing.prices import UNITS, Price
+from billing.cost import plain_text, usd_text
+from billing.models import PRICE_DIGITS, PRICE_PLACES, CostComponent
+from billing.prices import COST_UNITS, UNITS, Price
 from billing.selectors import Usage, UsageDay
 from voicecalls.errors import error_responses
 from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
@@ -23,7 +24,6 @@ from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 HUNDREDTH = Decimal("0.01")
-MICRO = Decimal(1).scaleb(-COST_PLACES)
 
 
 class UsageDailyQuerySerializer(QueryParamsSerializer):
@@ -80,7 +80,7 @@ def _figures(usage: Usage) -> dict:
     return {
         "calls": usage.calls,
         "minutes": str(minutes),
-        "cost_usd": str(usage.cost_usd.quantize(MICRO, rounding=ROUND_HALF_EVEN)),
+        "cost_usd": usd_text(usage.cost_usd),
     }
 
 
@@ -131,7 +131,7 @@ class PriceSerializer(serializers.Serializer):
     component = serializers.ChoiceField(choices=CostComponent.choices)
     provider = serializers.CharField()
     model = serializers.CharField(help_text="`*`: the provider's models without a line.")
-    unit = serializers.ChoiceField(choices=sorted(set(UNITS.values())))
+    unit = serializers.ChoiceField(choices=COST_UNITS)
     unit_price_usd = serializers.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES)
     origin = serializers.ChoiceField(
         choices=["platform", "organization"], help_text="The platform's table or your override."
@@ -146,7 +146,7 @@ def price_representation(price: Price) -> dict:
         "provider": price.provider,
         "model": price.model,
         "unit": price.unit,
-        "unit_price_usd": format(price.unit_price_usd.normalize(), "f"),
+        "unit_price_usd": plain_text(price.unit_price_usd),
         "origin": price.origin,
         "as_of": price.as_of,
         "source": price.source,

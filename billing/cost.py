@@ -12,10 +12,11 @@ import datetime
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
+from billing.models import COST_PLACES
 from billing.prices import Key, Price, price_for
 
 EXACT = Context(prec=34)
-MICRO = Decimal("0.000001")
+MICRO = Decimal(1).scaleb(-COST_PLACES)
 SECONDS_PER_MINUTE = Decimal(60)
 
 
@@ -96,16 +97,13 @@ def _time_lines(
     return lines
 
 
-def _rounded(value: Decimal | None) -> str | None:
-    return None if value is None else str(value.quantize(MICRO, rounding=ROUND_HALF_EVEN))
+def usd_text(value: Decimal) -> str:
+    """Dollars rounded (half to even) to a millionth, e.g. "0.001680"."""
+    return str(value.quantize(MICRO, rounding=ROUND_HALF_EVEN))
 
 
-def _plain(value: Decimal) -> str:
-    # 1200 tokens, 1.5 minutes: no exponent, no trailing zeros.
-    return format(value.quantize(MICRO, rounding=ROUND_HALF_EVEN).normalize(), "f")
-
-
-def _plain_price(value: Decimal) -> str:
+def plain_text(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: 1200 tokens, "0.0000004" USD."""
     return format(value.normalize(), "f")
 
 
@@ -130,12 +128,10 @@ def call_cost_compute(
             "component": line.component,
             "provider": line.provider,
             "model": line.model,
-            "quantity": _plain(line.quantity),
+            "quantity": plain_text(line.quantity.quantize(MICRO, rounding=ROUND_HALF_EVEN)),
             "unit": line.unit,
-            "unit_price_usd": None
-            if line.price is None
-            else _plain_price(line.price.unit_price_usd),
-            "amount_usd": _rounded(amount),
+            "unit_price_usd": None if line.price is None else plain_text(line.price.unit_price_usd),
+            "amount_usd": None if amount is None else usd_text(amount),
         }
         for line, amount in zip(lines, amounts, strict=True)
     ]

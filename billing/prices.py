@@ -22,6 +22,7 @@ UNITS = {
     "room": "minute",
     "sip": "minute",
 }
+COST_UNITS = sorted(set(UNITS.values()))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -106,7 +105,6 @@ def call_usage_reported_receiver(signal: object, sender: type, **report: Any) ->
     call_usage_record(call_id=report["call_id"], usage=report["usage"], at=report["at"])
 
 
-@transaction.atomic
 def price_override_set(
     *,
     organization: Organization,

@@ -44,6 +44,10 @@ class RecentCalls:
     end_reasons: list[tuple[str, int]]
 
 
+def _days(since: datetime.datetime, days: int) -> list[datetime.date]:
+    return [since.date() + datetime.timedelta(days=i) for i in range(days + 1)]
+
+
 def recent_calls(*, since: datetime.datetime, days: int) -> RecentCalls:
     """One pass over the window, grouped by (day, status, end reason) — at most a few
     hundred groups — instead of one query per chart: an index-only scan of
@@ -62,14 +66,7 @@ def recent_calls(*, since: datetime.datetime, days: int) -> RecentCalls:
         by_day[row["day"]] += row["n"]
         by_status[row["status"]] += row["n"]
         by_reason[row["end_reason"] or "—"] += row["n"]
-    first = since.date()
-    per_day = [
-        (
-            (first + datetime.timedelta(days=i)).strftime("%m-%d"),
-            by_day[first + datetime.timedelta(days=i)],
-        )
-        for i in range(days + 1)
-    ]
+    per_day = [(day.strftime("%m-%d"), by_day[day]) for day in _days(since, days)]
     return RecentCalls(
         per_day=per_day, statuses=_largest_first(by_status), end_reasons=_largest_first(by_reason)
     )
@@ -90,10 +87,6 @@ def open_calls() -> list[tuple[str, int]]:
         .order_by()
     )
     return [(status, counts.get(status, 0)) for status in reversed(NOT_ENDED_STATUSES)]
-
-
-def _days(since: datetime.datetime, days: int) -> list[datetime.date]:
-    return [since.date() + datetime.timedelta(days=i) for i in range(days + 1)]
 
 
 def success_rates(*, since: datetime.datetime) -> list[dict]:

@@ -62,7 +62,7 @@ class CallChannel(models.TextChoices):
     PHONE = "phone", "Phone"
 
 
-# A phone call's callee listens in as `monitor-<id>` (listen-only token).
+# Whoever watches a phone call (its user is the callee) joins as `monitor-<id>`, listen-only.
 MONITOR_IDENTITY_PREFIX = "monitor-"
 
 

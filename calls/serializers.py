@@ -4,6 +4,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from analysis.models import AnalysisStatus
+from billing.models import CostComponent
+from billing.prices import COST_UNITS
 from calls.models import CallChannel, CallDirection, CallStatus, TranscriptRole
 from telephony.serializers import E164TextField
 from voicecalls import openapi_examples as examples
@@ -182,15 +184,13 @@ class CallAnalysisSerializer(serializers.Serializer):
 
 
 class CostLineSerializer(serializers.Serializer):
-    component = serializers.ChoiceField(
-        choices=["stt", "llm_prompt", "llm_cached", "llm_completion", "tts", "room", "sip"]
-    )
+    component = serializers.ChoiceField(choices=CostComponent.choices)
     provider = serializers.CharField()
     model = serializers.CharField()
     quantity = serializers.DecimalField(
         max_digits=30, decimal_places=6, help_text="In `unit`s: minutes, tokens or characters."
     )
-    unit = serializers.ChoiceField(choices=["minute", "token", "character"])
+    unit = serializers.ChoiceField(choices=COST_UNITS)
     unit_price_usd = serializers.DecimalField(
         max_digits=30,
         decimal_places=12,

@@ -138,6 +138,7 @@ def phone_call_create(
     user_id: str | None = None,
     user_data: dict | None = None,
     metadata: dict | None = None,
+    # Taken with the rest of the request; always outbound (an inbound phone_number is 400).
     direction: str = CallDirection.OUTBOUND,
 ) -> CallJoinInfo:
     """Check the destination and caller id (400s), insert a `pending` outbound phone

@@ -185,38 +185,51 @@ def _is_not_found(exc: api.TwirpError) -> bool:
     return exc.code == api.TwirpErrorCode.NOT_FOUND
 
 
+_RAISE = object()
+
+
+def _request(
+    method: str,
+    call: Callable[[api.LiveKitAPI], Awaitable[T]],
+    *,
+    if_not_found: object = _RAISE,
+    timeout: float | None = None,
+) -> T:
+    """One Twirp request; LiveKit refusing it is a LiveKitError naming `method` and the
+    Twirp code only (a refusal's message may echo the request, e.g. a trunk password),
+    or `if_not_found` when given and the code is NOT_FOUND."""
+    try:
+        return _run(call, timeout=timeout)
+    except api.TwirpError as exc:
+        if if_not_found is not _RAISE and _is_not_found(exc):
+            return if_not_found  # type: ignore[return-value]
+        raise LiveKitError(f"LiveKit refused {method}: {exc.code}") from None
+
+
 def room_delete(*, room_name: str) -> bool:
     """Delete a room (disconnecting everyone); True if it existed, False if already gone."""
-    try:
-        _run(lambda lk: lk.room.delete_room(api.DeleteRoomRequest(room=room_name)))
-    except api.TwirpError as exc:
-        if _is_not_found(exc):
-            return False
-        raise LiveKitError(f"LiveKit refused DeleteRoom: {exc}") from exc
-    return True
+    request = api.DeleteRoomRequest(room=room_name)
+    deleted = _request("DeleteRoom", lambda lk: lk.room.delete_room(request), if_not_found=None)
+    return deleted is not None
 
 
 def rooms_existing(*, room_names: list[str]) -> set[str]:
     """Which of these rooms LiveKit currently has (one ListRooms request)."""
     if not room_names:
         return set()
-    try:
-        response = _run(lambda lk: lk.room.list_rooms(api.ListRoomsRequest(names=room_names)))
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused ListRooms: {exc}") from exc
+    request = api.ListRoomsRequest(names=room_names)
+    response = _request("ListRooms", lambda lk: lk.room.list_rooms(request))
     return {room.name for room in response.rooms}
 
 
 def room_participant_identities(*, room_name: str) -> set[str] | None:
     """Identities in a room now, or None when LiveKit does not know the room."""
-    try:
-        response = _run(
-            lambda lk: lk.room.list_participants(api.ListParticipantsRequest(room=room_name))
-        )
-    except api.TwirpError as exc:
-        if _is_not_found(exc):
-            return None
-        raise LiveKitError(f"LiveKit refused ListParticipants: {exc}") from exc
+    request = api.ListParticipantsRequest(room=room_name)
+    response = _request(
+        "ListParticipants", lambda lk: lk.room.list_participants(request), if_not_found=None
+    )
+    if response is None:
+        return None
     return {participant.identity for participant in response.participants}
 
 
@@ -282,10 +295,7 @@ def create_outbound_trunk(
         auth_password=auth_password,
     )
     request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
-    try:
-        info = _run(lambda lk: lk.sip.create_outbound_trunk(request))
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused CreateSIPOutboundTrunk: {exc.code}") from None
+    info = _request("CreateSIPOutboundTrunk", lambda lk: lk.sip.create_outbound_trunk(request))
     return info.sip_trunk_id
 
 
@@ -297,22 +307,15 @@ def create_inbound_trunk(
         name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
     )
     request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
-    try:
-        info = _run(lambda lk: lk.sip.create_inbound_trunk(request))
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused CreateSIPInboundTrunk: {exc.code}") from None
+    info = _request("CreateSIPInboundTrunk", lambda lk: lk.sip.create_inbound_trunk(request))
     return info.sip_trunk_id
 
 
 def delete_trunk(*, trunk_id: str) -> bool:
     """Delete a SIP trunk; True if it existed, False if LiveKit no longer has it."""
-    try:
-        _run(lambda lk: lk.sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)))
-    except api.TwirpError as exc:
-        if _is_not_found(exc):
-            return False
-        raise LiveKitError(f"LiveKit refused DeleteSIPTrunk: {exc.code}") from None
-    return True
+    request = api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)
+    deleted = _request("DeleteSIPTrunk", lambda lk: lk.sip.delete_trunk(request), if_not_found=None)
+    return deleted is not None
 
 
 def agent_dispatch(*, room_name: str, call_id: str) -> None:
@@ -322,10 +325,7 @@ def agent_dispatch(*, room_name: str, call_id: str) -> None:
         room=room_name,
         metadata=json.dumps({"call_id": call_id}),
     )
-    try:
-        _run(lambda lk: lk.agent_dispatch.create_dispatch(request))
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused CreateAgentDispatch: {exc.code}") from None
+    _request("CreateAgentDispatch", lambda lk: lk.agent_dispatch.create_dispatch(request))
 
 
 # Beyond the ringing: LiveKit answers a dial a little after its ringing timeout.

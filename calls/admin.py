@@ -138,7 +138,16 @@ class CallAdmin(admin.ModelAdmin):
         ("Who and what", {"fields": ["organization", "workflow", "workflow_version", "user_id"]}),
         (
             "Phone",
-            {"fields": ["channel", "phone_number", "from_number", "sip_status_code", "sip_status"]},
+            {
+                "fields": [
+                    "channel",
+                    "phone_number",
+                    "from_number",
+                    "sip_status_code",
+                    "sip_status",
+                    "transfer_destination",
+                ]
+            },
         ),
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
@@ -160,6 +169,7 @@ class CallAdmin(admin.ModelAdmin):
         "from_number",
         "sip_status_code",
         "sip_status",
+        "transfer_destination",
         "created_at",
         "started_at",
         "ended_at",

@@ -67,10 +67,10 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     accepted after the end (late flush).
     """
     now = timezone.now()
-    status, hangup_requested_at = (
+    status, hangup_requested_at, end_reason = (
         Call.objects.select_for_update()
         .filter(pk=call.pk)
-        .values_list("status", "hangup_requested_at")
+        .values_list("status", "hangup_requested_at", "end_reason")
         .get()
     )
     new = _store(call_id=call.pk, events=events, now=now)
@@ -84,7 +84,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     _apply_statuses(
         call_id=call.pk,
         statuses=new.statuses,
-        hung_up_by_api=hangup_requested_at is not None,
+        requested=end_reason if hangup_requested_at is not None else None,
         now=now,
     )
     if new.usage:
@@ -204,16 +204,17 @@ def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -
 
 
 def _apply_statuses(
-    *, call_id: uuid.UUID, statuses: list[dict], hung_up_by_api: bool, now: datetime.datetime
+    *, call_id: uuid.UUID, statuses: list[dict], requested: str | None, now: datetime.datetime
 ) -> None:
-    """The agent ends the call: the first terminal status wins (terminal is final)."""
+    """The agent ends the call: the first terminal status wins (terminal is final).
+    `requested`: the end we asked LiveKit for (an API hang-up, a transfer), if any."""
     for event in statuses:
         if event["status"] == CallStatus.ACTIVE:
             continue
         end_reason = event.get("reason") or _DEFAULT_END_REASON[event["status"]]
-        if event["status"] == CallStatus.COMPLETED and hung_up_by_api:
-            # The agent saw the room close because we hung up through the API.
-            end_reason = EndReason.API_REQUEST
+        if event["status"] == CallStatus.COMPLETED and requested:
+            # The agent saw the room close (or the caller leave) because we asked.
+            end_reason = requested
         if call_transition(
             call_id=call_id, to_status=event["status"], end_reason=end_reason, at=now
         ):

@@ -7,9 +7,12 @@ cached (`Cache-Control: no-store`).
 
 from __future__ import annotations
 
+import datetime
 import logging
+from typing import Any
 
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -17,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.lifecycle import EndReason
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
@@ -24,8 +28,9 @@ from telephony.inbound import InboundCaller, inbound_call_get_or_create
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
-from workflows.prompts import agents_rendered, template_context
+from workflows.prompts import agents_rendered, render, template_context
 from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
+from workflows.settings import default_voicemail
 
 COMPONENTS = ("stt", "llm", "tts")
 
@@ -50,6 +55,20 @@ def _with_key(config: dict, component: str, call: Call, keys: dict) -> dict:
     return {**config, "api_key": keys[lookup], "missing_key": keys[lookup] is None}
 
 
+def _settings_rendered(version: Any, context: dict) -> dict:
+    """The version's settings, the voicemail message rendered for this call (the
+    serializer fills what versions saved before a setting existed lack)."""
+    voicemail = version.settings.get("voicemail") or default_voicemail()
+    return {
+        **version.settings,
+        "connect_timeout_seconds": version.connect_timeout_seconds,
+        "max_duration_seconds": version.max_duration_seconds,
+        "ring_timeout_seconds": version.ring_timeout_seconds,
+        "dial_deadline_seconds": version.dial_deadline_seconds,
+        "voicemail": {**voicemail, "message": render(voicemail["message"], context)},
+    }
+
+
 def agent_session(*, call: Call) -> dict:
     """The call's session: its data, and its workflow version with prompts rendered and
     each component's (and fallback's) provider key resolved, one query per distinct
@@ -72,6 +91,7 @@ def agent_session(*, call: Call) -> dict:
         "call_id": call.id,
         "room_name": call.room_name,
         "status": call.status,
+        "end_reason": call.end_reason,
         "direction": call.direction,
         "channel": call.channel,
         "phone_number": call.phone_number,
@@ -84,13 +104,7 @@ def agent_session(*, call: Call) -> dict:
             "slug": call.workflow_slug,
             "version": version.number,
             "start_agent": version.start_agent,
-            "settings": {
-                **version.settings,
-                "connect_timeout_seconds": version.connect_timeout_seconds,
-                "max_duration_seconds": version.max_duration_seconds,
-                "ring_timeout_seconds": version.ring_timeout_seconds,
-                "dial_deadline_seconds": version.dial_deadline_seconds,
-            },
+            "settings": _settings_rendered(version, context),
             "agents": agents,
         },
     }
@@ -138,6 +152,11 @@ class AgentSessionSerializer(serializers.Serializer):
     call_id = serializers.UUIDField()
     room_name = serializers.CharField()
     status = serializers.ChoiceField(choices=CallStatus.choices)
+    end_reason = serializers.CharField(
+        allow_null=True,
+        help_text="Set only on an inbound call over the concurrency limit (`failed`, "
+        "`concurrency_limit`): say `workflow.settings.busy_message` and hang up.",
+    )
     direction = serializers.ChoiceField(choices=CallDirection.choices)
     channel = serializers.ChoiceField(
         choices=CallChannel.choices,
@@ -174,7 +193,9 @@ class AgentSessionView(APIView):
         return self.respond(request, call_id=call_id)
 
     @staticmethod
-    def respond(request: Request, *, call_id: object) -> Response:
+    def respond(request: Request, *, call_id: object, busy_answer: bool = False) -> Response:
+        """The session; `busy_answer`: an inbound call just refused for the concurrency
+        limit gets it too, so the agent can tell the caller with the workflow's voice."""
         calls = agent_call_queryset(organization=request.user.organization).select_related(
             "workflow_version", "organization"
         )
@@ -187,11 +208,24 @@ class AgentSessionView(APIView):
             call.id,
             call.status,
         )
-        if call.is_ended:
+        if call.is_ended and not (busy_answer and _just_refused_busy(call)):
             raise CallEnded()
         response = Response(AgentSessionSerializer(agent_session(call=call)).data)
         response["Cache-Control"] = "no-store"
         return response
+
+
+# How long after an inbound call was refused for the concurrency limit the agent may
+# still fetch its session to say the busy message (it asks right after the caller joins).
+BUSY_ANSWER_SECONDS = 60
+
+
+def _just_refused_busy(call: Call) -> bool:
+    return (
+        call.end_reason == EndReason.CONCURRENCY_LIMIT
+        and call.ended_at is not None
+        and timezone.now() - call.ended_at < datetime.timedelta(seconds=BUSY_ANSWER_SECONDS)
+    )
 
 
 class InboundSessionRequestSerializer(JSONTypedSerializer):
@@ -228,8 +262,9 @@ class AgentInboundSessionView(APIView):
             "participant's `participant_joined` webhook created it first (exactly one call "
             "per room), and its session as `GET /agent/calls/{id}/session` gives it. 404 "
             "`unknown_number` when no verified number was called (hang up); 409 "
-            "`call_ended` when the call has ended (over the concurrency limit, it is "
-            "created ended)."
+            "`call_ended` when the call has ended. Over the organization's concurrency "
+            "limit the call is created `failed`/`concurrency_limit` and its session is "
+            "still given for a minute: the agent says `busy_message` and hangs up."
         ),
         request=InboundSessionRequestSerializer,
         responses={200: AgentSessionSerializer, **error_responses(409)},
@@ -248,4 +283,4 @@ class AgentInboundSessionView(APIView):
         call = inbound_call_get_or_create(caller=caller, organization=request.user.organization)
         if call is None:
             raise InboundCallUnknown()
-        return AgentSessionView.respond(request, call_id=call.pk)
+        return AgentSessionView.respond(request, call_id=call.pk, busy_answer=True)

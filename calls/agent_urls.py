@@ -6,9 +6,15 @@ from django.urls import path
 
 from calls.agent_events_api import AgentCallEventsView
 from calls.agent_session import AgentInboundSessionView, AgentSessionView
+from telephony.views import AgentCallTransferView
 
 urlpatterns: list = [
     path("inbound-calls", AgentInboundSessionView.as_view(), name="agent-inbound-session"),
     path("calls/<uuid:call_id>/session", AgentSessionView.as_view(), name="agent-call-session"),
     path("calls/<uuid:call_id>/events", AgentCallEventsView.as_view(), name="agent-call-events"),
+    path(
+        "calls/<uuid:call_id>/transfer",
+        AgentCallTransferView.as_view(),
+        name="agent-call-transfer",
+    ),
 ]

@@ -59,6 +59,9 @@ class EndReason:
     DIAL_TIMEOUT = "dial_timeout"
     # An inbound call over the organization's concurrency limit.
     CONCURRENCY_LIMIT = "concurrency_limit"
+    # Handed to a person (a transfer tool's destination), or answered by a machine.
+    TRANSFERRED = "transferred"
+    VOICEMAIL = "voicemail"
 
 
 def call_transition(

@@ -75,16 +75,20 @@ _USER_STILL_THERE = frozenset({"DUPLICATE_IDENTITY", "MIGRATION"})
 Outcome = tuple[str, str] | None  # (to_status, end_reason), or None: no change
 
 
-def _user_departure_outcome(*, reason: str, status: str, hangup_requested: bool) -> Outcome:
-    """How the end user's departure ends the call, by LiveKit's DisconnectReason."""
+def _user_departure_outcome(*, reason: str, status: str, requested: str | None) -> Outcome:
+    """How the end user's departure ends the call, by LiveKit's DisconnectReason;
+    `requested` is the end we asked LiveKit for (an API hang-up, a transfer), if any."""
     if reason in _USER_STILL_THERE:
         return None
+    if requested == EndReason.TRANSFERRED:
+        # A transferred caller leaves the room for the transfer's destination.
+        return CallStatus.COMPLETED, EndReason.TRANSFERRED
     started = status == CallStatus.ACTIVE
     if reason == "CLIENT_INITIATED":
         return CallStatus.COMPLETED, EndReason.USER_HANGUP
     if reason == "ROOM_DELETED":
         # We delete rooms on API hang-ups (recorded first); otherwise the agent did.
-        cause = EndReason.API_REQUEST if hangup_requested else EndReason.AGENT_HANGUP
+        cause = requested or EndReason.AGENT_HANGUP
         return CallStatus.COMPLETED, cause
     if reason == "AGENT_ERROR":
         return CallStatus.FAILED, EndReason.AGENT_ERROR
@@ -95,11 +99,11 @@ def _user_departure_outcome(*, reason: str, status: str, hangup_requested: bool)
     return (CallStatus.DISCONNECTED if started else CallStatus.FAILED), EndReason.CONNECTION_LOST
 
 
-def _room_finished_outcome(*, status: str, hangup_requested: bool) -> Outcome:
+def _room_finished_outcome(*, status: str, requested: str | None) -> Outcome:
     """The room closed while the call was not ended (its user's departure was lost,
     or nobody ever joined): completed if it ran, else failed to connect."""
-    if hangup_requested:
-        return CallStatus.COMPLETED, EndReason.API_REQUEST
+    if requested:
+        return CallStatus.COMPLETED, requested
     if status == CallStatus.ACTIVE:
         return CallStatus.COMPLETED, EndReason.ROOM_CLOSED
     return CallStatus.FAILED, EndReason.ROOM_CLOSED
@@ -113,21 +117,21 @@ def _dialing(channel: str, status: str) -> bool:
 
 
 def _transition_by_state(
-    *, call_id: uuid.UUID, decide: Callable[[str, bool], Outcome], at: datetime.datetime
+    *, call_id: uuid.UUID, decide: Callable[[str, str | None], Outcome], at: datetime.datetime
 ) -> bool:
-    """Apply the outcome `decide(status, hangup_requested)` picks for the call's
+    """Apply the outcome `decide(status, requested end)` picks for the call's
     current state; if the state changed meanwhile, decide again for the new one.
     True if the call moved. A phone call being dialed is left to its dial's result."""
     for _ in range(3):
         row = (
             Call.objects.filter(pk=call_id)
-            .values_list("status", "hangup_requested_at", "channel")
+            .values_list("status", "hangup_requested_at", "channel", "end_reason")
             .first()
         )
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
-        status, hangup_requested_at, _channel = row
-        outcome = decide(status, hangup_requested_at is not None)
+        status, hangup_requested_at, _channel, end_reason = row
+        outcome = decide(status, end_reason if hangup_requested_at is not None else None)
         if outcome is None:
             return False
         to_status, end_reason = outcome
@@ -157,8 +161,8 @@ def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.dateti
         return
     if _transition_by_state(
         call_id=call.id,
-        decide=lambda status, hangup: _user_departure_outcome(
-            reason=event.disconnect_reason, status=status, hangup_requested=hangup
+        decide=lambda status, requested: _user_departure_outcome(
+            reason=event.disconnect_reason, status=status, requested=requested
         ),
         at=at,
     ):
@@ -169,9 +173,7 @@ def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.dateti
 def _on_room_finished(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     _transition_by_state(
         call_id=call.id,
-        decide=lambda status, hangup: _room_finished_outcome(
-            status=status, hangup_requested=hangup
-        ),
+        decide=lambda status, requested: _room_finished_outcome(status=status, requested=requested),
         at=at,
     )
 

@@ -122,6 +122,9 @@ class Call(models.Model):
     dial_attempted_at = models.DateTimeField(null=True, blank=True)
     sip_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     sip_status = models.CharField(max_length=200, null=True, blank=True)
+    # Where a transferred call went (an E.164 number or a sip: URI of the workflow's
+    # transfer tool): set with `end_reason` `transferred`.
+    transfer_destination = models.CharField(max_length=260, null=True, blank=True)
     # Every room→call lookup (webhooks, expiry, reconciliation) goes through these:
     # the room, unique (an inbound call is created once per room, whoever asks first),
     # and the end user's identity when LiveKit chose it (an inbound caller's SIP

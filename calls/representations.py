@@ -91,6 +91,7 @@ def call_detail(call: Call, *, samples: dict, analysis: Any | None, cost: Any | 
         "from_number": call.from_number,
         "sip_status_code": call.sip_status_code,
         "sip_status": call.sip_status,
+        "transfer_destination": call.transfer_destination,
         "metrics": call_metrics(call, samples=samples),
         "metadata": call.metadata,
         "user_data": call.user_data,

@@ -230,6 +230,11 @@ class CallSerializer(_CallBaseSerializer):
     sip_status = serializers.CharField(
         allow_null=True, help_text="Phone calls that failed: the SIP status text."
     )
+    transfer_destination = serializers.CharField(
+        allow_null=True,
+        help_text="Transferred calls (`end_reason` `transferred`): the E.164 number or "
+        "`sip:` URI the caller was handed to.",
+    )
     metrics = CallMetricsSerializer(read_only=True)
     metadata = serializers.DictField()
     user_data = serializers.DictField()

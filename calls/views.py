@@ -165,7 +165,7 @@ class CallViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         # The analysis and cost join the call's own query (one-to-ones, one row each).
         queryset = self.get_queryset().select_related("analysis", "cost")
-        return Response(_call_detail(get_object_or_404(queryset, pk=pk)))
+        return Response(call_detail_data(get_object_or_404(queryset, pk=pk)))
 
     @extend_schema(
         summary="List active calls",
@@ -293,7 +293,7 @@ class CallViewSet(viewsets.GenericViewSet):
             call = services.call_end(call=self._get_call())
         except LiveKitError as exc:
             raise BadGateway("LiveKit could not close the room; the call is unchanged.") from exc
-        return Response(_call_detail(call))
+        return Response(call_detail_data(call))
 
 
 # Built once and used by every request: building a serializer deep-copies its fields.
@@ -311,7 +311,7 @@ def _call_created(
     return status.HTTP_201_CREATED, representations.call_join(call=joined.call, token=joined.token)
 
 
-def _call_detail(call: Call) -> dict:
+def call_detail_data(call: Call) -> dict:
     return representations.call_detail(
         call,
         samples=selectors.call_samples(call=call),

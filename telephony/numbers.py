@@ -12,6 +12,15 @@ from rest_framework.exceptions import ErrorDetail
 # else (no letters, spaces or punctuation: phonenumbers would read "1-800-FLOWERS").
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 _E164 = re.compile(E164_PATTERN)
+# Where a call may be transferred: an E.164 number, or a SIP URI (a PBX, a queue), which
+# the guard cannot judge and so must be listed explicitly in a workflow's transfer tool.
+SIP_URI_PATTERN = r"sips?:[^\s@<>\"]{1,64}@[A-Za-z0-9.-]{1,190}(:[0-9]{1,5})?"
+TRANSFER_DESTINATION_PATTERN = rf"^(\+[1-9][0-9]{{1,14}}|{SIP_URI_PATTERN})$"
+
+
+def is_sip_uri(destination: str) -> bool:
+    return destination.startswith(("sip:", "sips:"))
+
 
 # Numbers whose caller pays the callee (or shares the cost): toll fraud's favourites.
 _COSTLY_TYPES = {PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST}

@@ -148,3 +148,28 @@ class PhoneNumberUpdateSerializer(JSONTypedSerializer):
                     {fixed: ["A number's number and trunk do not change: delete it and add it."]}
                 )
         return data
+
+
+class CallTransferSerializer(JSONTypedSerializer):
+    destination = serializers.RegexField(
+        numbers.TRANSFER_DESTINATION_PATTERN,
+        max_length=260,
+        error_messages={"invalid": "Must be an E.164 number or a sip: URI."},
+        help_text="An E.164 number or `sip:` URI listed in a `transfer` tool of the call's "
+        "workflow version.",
+    )
+
+
+class AgentCallTransferSerializer(CallTransferSerializer):
+    tool = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{1,64}$",
+        max_length=64,
+        help_text="The transfer tool the model called: `destination` must be one of its.",
+    )
+
+
+class AgentCallTransferResultSerializer(serializers.Serializer):
+    call_id = serializers.UUIDField()
+    status = serializers.CharField(help_text="`completed`: the caller is on their way.")
+    end_reason = serializers.CharField(help_text="`transferred`.")
+    transfer_destination = serializers.CharField()

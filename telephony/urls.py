@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
 from telephony.views import (
+    CallTransferView,
     PhoneNumberDetailView,
     PhoneNumberListView,
     SipTrunkDetailView,
@@ -9,6 +10,11 @@ from telephony.views import (
 from voicecalls.routing import UUID_PATTERN
 
 urlpatterns = [
+    re_path(
+        rf"^calls/(?P<pk>{UUID_PATTERN})/transfer$",
+        CallTransferView.as_view(),
+        name="call-transfer",
+    ),
     path("sip-trunks", SipTrunkListView.as_view(), name="sip-trunk-list"),
     re_path(
         rf"^sip-trunks/(?P<pk>{UUID_PATTERN})$",

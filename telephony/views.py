@@ -8,8 +8,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.models import Call
+from calls.selectors import agent_call_queryset, call_queryset
+from calls.serializers import CallSerializer
+from calls.views import call_detail_data
 from telephony import selectors, services
 from telephony.serializers import (
+    AgentCallTransferResultSerializer,
+    AgentCallTransferSerializer,
+    CallTransferSerializer,
     PhoneNumberCreateSerializer,
     PhoneNumberListSerializer,
     PhoneNumberSerializer,
@@ -18,10 +25,13 @@ from telephony.serializers import (
     SipTrunkListSerializer,
     SipTrunkSerializer,
 )
+from telephony.transfer import call_transfer
+from voicecalls.auth import IsAgentKey
 from voicecalls.errors import BadGateway, error_responses
-from voicecalls.livekit import LiveKitError
+from voicecalls.livekit import LiveKitError, SipTransferError
 
 ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Trunk ID.")
+CALL_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Call ID.")
 
 
 class SipTrunkListView(APIView):
@@ -176,3 +186,74 @@ class PhoneNumberDetailView(APIView):
         except LiveKitError as exc:
             raise BadGateway("LiveKit could not delete the number's rule; it is kept.") from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _transfer(call: Call, destination: str, tool: str | None = None) -> Call:
+    try:
+        return call_transfer(call=call, destination=destination, tool=tool)
+    except SipTransferError as exc:
+        raise BadGateway(
+            f"The destination did not take the call ({exc}); the caller is still on the line.",
+            code="transfer_failed",
+        ) from exc
+    except LiveKitError as exc:
+        raise BadGateway("LiveKit could not transfer the call; it is unchanged.") from exc
+
+
+TRANSFER_ERRORS = error_responses(409, 429, 502)
+
+
+class CallTransferView(APIView):
+    @extend_schema(
+        summary="Transfer a phone call",
+        description="Hand a live phone call's caller to a person: a cold transfer to a "
+        "destination listed in a `transfer` tool of the call's workflow version, through "
+        "the toll-fraud guard. The call ends `completed` with `end_reason` `transferred` "
+        "and `transfer_destination`. A web call, an ended call or one not answered yet is "
+        "409; LiveKit failing, or the destination not taking the call, is 502 and the "
+        "call goes on unchanged.",
+        operation_id="calls_transfer",
+        parameters=[CALL_ID],
+        request=CallTransferSerializer,
+        responses={200: CallSerializer, **TRANSFER_ERRORS},
+        tags=["calls"],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        params = CallTransferSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        queryset = call_queryset(organization=request.user.organization).select_related(
+            "organization", "workflow_version"
+        )
+        call = get_object_or_404(queryset, pk=pk)
+        call = _transfer(call, params.validated_data["destination"])
+        return Response(call_detail_data(call))
+
+
+class AgentCallTransferView(APIView):
+    permission_classes = [IsAgentKey]
+
+    @extend_schema(
+        summary="Transfer a phone call (agent)",
+        description="The agent's transfer tool: `destination` must be listed in the tool "
+        "`tool` of the call's workflow version (400 otherwise); then as "
+        "`POST /calls/{id}/transfer`.",
+        operation_id="agent_calls_transfer",
+        request=AgentCallTransferSerializer,
+        responses={200: AgentCallTransferResultSerializer, **TRANSFER_ERRORS},
+    )
+    def post(self, request: Request, call_id: str) -> Response:
+        params = AgentCallTransferSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        queryset = agent_call_queryset(organization=request.user.organization).select_related(
+            "organization", "workflow_version"
+        )
+        call = get_object_or_404(queryset, pk=call_id)
+        call = _transfer(call, params.validated_data["destination"], params.validated_data["tool"])
+        return Response(
+            {
+                "call_id": call.pk,
+                "status": call.status,
+                "end_reason": call.end_reason,
+                "transfer_destination": call.transfer_destination,
+            }
+        )

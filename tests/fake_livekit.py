@@ -58,6 +58,7 @@ class FakeLiveKit(sip.SipMixin):
     # SIP (tests/fake_livekit_sip.py): scripted outcome per dialed number, trunks, and
     # where the webhooks go (a callable taking the body and its Authorization).
     sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
+    transfer_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)  # by transfer_to
     trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
     dispatch_rules: dict[str, api.SIPDispatchRuleInfo] = field(default_factory=dict)
     # Agents dispatch rules sent into rooms: (room, agent name, metadata).

@@ -38,6 +38,11 @@ METHODS = {
     ),
     "DeleteSIPTrunk": (api.DeleteSIPTrunkRequest, api.SIPTrunkInfo, "sip.admin"),
     "CreateSIPParticipant": (api.CreateSIPParticipantRequest, api.SIPParticipantInfo, "sip.call"),
+    "TransferSIPParticipant": (
+        api.TransferSIPParticipantRequest,
+        api.TransferSIPParticipantResponse,
+        "sip.call",
+    ),
     "CreateDispatch": (api.CreateAgentDispatchRequest, api.AgentDispatch, "room_admin"),
     "CreateSIPDispatchRule": (
         api.CreateSIPDispatchRuleRequest,
@@ -201,6 +206,40 @@ class SipMixin:
         )
         self.webhooks_send("participant_joined", room, participant)
         return room, identity
+
+    def _TransferSIPParticipant(self, message, response_class):
+        """A cold transfer (SIP REFER) with the outcome scripted for its destination
+        (`transfer_outcomes`, by `transfer_to`): answered, the caller's SIP participant
+        leaves the room (`participant_left`); refused, it stays and the request fails as
+        LiveKit's does, with the SIP status and transfer reason in `meta`."""
+        room, identity = message.room_name, message.participant_identity
+        with self._lock:
+            if identity not in self.rooms.get(room, []):
+                return None
+        outcome = self.transfer_outcomes.get(message.transfer_to, ANSWER)
+        if outcome.ring_seconds:
+            time.sleep(min(outcome.ring_seconds, message.ringing_timeout.seconds or 30))
+        if outcome.sip_code is not None:
+            status, code = _twirp(outcome.sip_code)
+            meta = {
+                "sip_status_code": str(outcome.sip_code),
+                "sip_status": outcome.sip_status,
+                "sip_transfer_reason": "STR_REJECTED",
+            }
+            return status, "application/json", _json_error(code, "transfer failed", meta)
+        with self._lock:
+            self.rooms[room].remove(identity)
+        participant = api.ParticipantInfo(
+            identity=identity,
+            kind=api.ParticipantInfo.Kind.SIP,
+            attributes={"sip.callStatus": "hangup"},
+            disconnect_reason=livekit_models.DisconnectReason.CLIENT_INITIATED,
+        )
+        self.webhooks_send("participant_left", room, participant)
+        return response_class(
+            transfer_id=f"STR_fake{next(_ids)}",
+            status=api.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL,
+        )
 
     def _CreateDispatch(self, message, response_class):
         with self._lock:

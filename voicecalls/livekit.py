@@ -24,6 +24,7 @@ from django.conf import settings
 from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import models as livekit_models
+from livekit.protocol import sip as sip_models
 
 T = TypeVar("T")
 
@@ -396,20 +397,51 @@ def create_dispatch_rule(*, trunk_id: str, number: str, phone_number_id: str) ->
         ),
     )
     request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
-    try:
-        info = _run(lambda lk: lk.sip.create_dispatch_rule(request))
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused CreateSIPDispatchRule: {exc.code}") from None
+    info = _request("CreateSIPDispatchRule", lambda lk: lk.sip.create_dispatch_rule(request))
     return info.sip_dispatch_rule_id
 
 
 def delete_dispatch_rule(*, rule_id: str) -> bool:
     """Delete a SIP dispatch rule; True if it existed, False if LiveKit no longer has it."""
     request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)
+    deleted = _request(
+        "DeleteSIPDispatchRule", lambda lk: lk.sip.delete_dispatch_rule(request), if_not_found=None
+    )
+    return deleted is not None
+
+
+class SipTransferError(LiveKitError):
+    """The transfer was tried and did not complete (the destination refused, rang out,
+    or the carrier failed): the caller is still in the room."""
+
+    def __init__(self, message: str, *, sip_status_code: int | None) -> None:
+        super().__init__(message)
+        self.sip_status_code = sip_status_code
+
+
+def sip_transfer(
+    *, room_name: str, identity: str, transfer_to: str, ringing_timeout_seconds: int
+) -> None:
+    """Hand the SIP participant `identity` to `transfer_to` (`tel:+…` or `sip:…`), a
+    cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit reports it
+    successful; `SipTransferError` when it was tried and failed, `LiveKitError` when
+    LiveKit failed otherwise."""
+    request = api.TransferSIPParticipantRequest(
+        room_name=room_name, participant_identity=identity, transfer_to=transfer_to
+    )
+    request.ringing_timeout.seconds = ringing_timeout_seconds
+    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
     try:
-        _run(lambda lk: lk.sip.delete_dispatch_rule(request))
+        response = _run(
+            lambda lk: lk.sip.transfer_sip_participant(request, timeout=timeout), timeout=timeout
+        )
+    except api.SipCallError as exc:
+        raise SipTransferError(
+            f"SIP transfer failed: {exc.sip_status_code or exc.sip_transfer_reason or exc.code}",
+            sip_status_code=exc.sip_status_code,
+        ) from None
     except api.TwirpError as exc:
-        if _is_not_found(exc):
-            return False
-        raise LiveKitError(f"LiveKit refused DeleteSIPDispatchRule: {exc.code}") from None
-    return True
+        raise LiveKitError(f"LiveKit refused TransferSIPParticipant: {exc.code}") from None
+    if response.status != sip_models.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL:
+        reason = _enum_name(sip_models.SIPTransferReason, response.reason)
+        raise SipTransferError(f"SIP transfer did not complete: {reason}", sip_status_code=None)

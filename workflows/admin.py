@@ -97,7 +97,10 @@ class WorkflowForm(forms.ModelForm):
             return data
         try:
             self.validated = services.workflow_validate(
-                slug=data["slug"], name=data["name"], definition=data["definition"]
+                organization=data["organization"],
+                slug=data["slug"],
+                name=data["name"],
+                definition=data["definition"],
             )
         except serializers.ValidationError as exc:
             for error in flatten_errors(exc.detail):

@@ -16,6 +16,7 @@ from rest_framework.settings import api_settings
 
 from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
+from telephony.numbers import TRANSFER_DESTINATION_PATTERN
 from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
 from workflows.languages import agents_language_problems
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
@@ -33,6 +34,13 @@ MAX_TOOL_DESCRIPTION_CHARS = 1_024
 MAX_PARAMETERS_BYTES = 16 * 1024
 MAX_PARAMETERS_DEPTH = 32
 MAX_FALLBACKS = 3
+MAX_TRANSFER_DESTINATIONS = 10
+MAX_TRANSFER_MESSAGE_CHARS = 500
+
+
+class ToolType:
+    FUNCTION = "function"
+    TRANSFER = "transfer"
 
 
 def _error(message: str, code: str) -> list[ErrorDetail]:
@@ -87,6 +95,12 @@ class _ListSerializer(serializers.ListSerializer):
 
 class WorkflowToolSerializer(JSONTypedSerializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
+    type = serializers.ChoiceField(
+        choices=[ToolType.FUNCTION, ToolType.TRANSFER],
+        default=ToolType.FUNCTION,
+        help_text="`function`: the model calls it with `parameters` (POSTed to `url` when "
+        "set). `transfer`: on phone calls, hands the caller to one of `destinations`.",
+    )
     description = serializers.CharField(
         max_length=MAX_TOOL_DESCRIPTION_CHARS,
         allow_blank=True,
@@ -100,6 +114,23 @@ class WorkflowToolSerializer(JSONTypedSerializer):
         allow_null=True,
         default=None,
         help_text="Optional https endpoint the worker POSTs the arguments to.",
+    )
+    destinations = serializers.ListField(
+        child=serializers.RegexField(
+            TRANSFER_DESTINATION_PATTERN,
+            max_length=260,
+            error_messages={"invalid": "Must be an E.164 number or a sip: URI."},
+        ),
+        max_length=MAX_TRANSFER_DESTINATIONS,
+        default=list,
+        help_text="`transfer` tools: where the call may go, E.164 numbers or `sip:` URIs; "
+        "the only destinations a transfer accepts.",
+    )
+    message = serializers.CharField(
+        max_length=MAX_TRANSFER_MESSAGE_CHARS,
+        allow_blank=True,
+        default="",
+        help_text="`transfer` tools: said to the caller before the transfer; empty: nothing.",
     )
 
     class Meta:
@@ -117,6 +148,26 @@ class WorkflowToolSerializer(JSONTypedSerializer):
         if value is not None and not value.lower().startswith("https://"):
             raise serializers.ValidationError("Tool URLs must use https.", code="https_required")
         return value
+
+    def validate(self, data: dict) -> dict:
+        if data["type"] == ToolType.TRANSFER:
+            if not data["destinations"]:
+                raise serializers.ValidationError(
+                    {"destinations": _error("A transfer tool needs destinations.", "required")}
+                )
+            if data["url"] is not None:
+                raise serializers.ValidationError(
+                    {"url": _error("A transfer tool has no url.", "not_allowed")}
+                )
+            return data
+        if data["destinations"] or data["message"]:
+            field = "destinations" if data["destinations"] else "message"
+            raise serializers.ValidationError(
+                {field: _error("Only transfer tools have this.", "not_allowed")}
+            )
+        # Stored as before transfer tools existed: a function tool has neither.
+        del data["destinations"], data["message"]
+        return data
 
     def to_internal_value(self, data: Any) -> dict:
         value = super().to_internal_value(data)

@@ -32,12 +32,28 @@ from workflows.serializers import (
 SLUG_TAKEN = "A workflow with this slug already exists in your organization."
 
 
-def workflow_validate(*, slug: str, name: str, definition: dict) -> dict:
+def workflow_validate(
+    *, organization: Organization, slug: str, name: str, definition: dict
+) -> dict:
     """The validated, normalized workflow (defaults filled); ValidationError naming
-    the offending field otherwise (`agents.1.handoffs.0`)."""
+    the offending field otherwise (`agents.1.handoffs.0`). Transfer destinations pass
+    the organization's toll-fraud guard too (its countries, no premium rate)."""
     data = WorkflowWriteSerializer(data={**definition, "slug": slug, "name": name})
     data.is_valid(raise_exception=True)
+    _transfer_destinations_check(organization=organization, agents=data.validated_data["agents"])
     return data.validated_data
+
+
+def _transfer_destinations_check(*, organization: Organization, agents: list[dict]) -> None:
+    from telephony.guard import destination_check  # telephony builds on workflows
+    from telephony.numbers import is_sip_uri
+
+    for a, agent in enumerate(agents):
+        for t, tool in enumerate(agent["tools"]):
+            for d, destination in enumerate(tool.get("destinations", [])):
+                if not is_sip_uri(destination):
+                    attr = f"agents.{a}.tools.{t}.destinations.{d}"
+                    destination_check(organization=organization, number=destination, attr=attr)
 
 
 def _slug_taken(*, organization_id: int, slug: str, exclude: Workflow | None) -> bool:
@@ -58,7 +74,7 @@ def workflow_create(
     *, organization: Organization, slug: str, name: str, definition: dict
 ) -> Workflow:
     """Create a workflow with its first version."""
-    data = workflow_validate(slug=slug, name=name, definition=definition)
+    data = workflow_validate(organization=organization, slug=slug, name=name, definition=definition)
     if _slug_taken(organization_id=organization.pk, slug=data["slug"], exclude=None):
         raise _slug_error()
     try:
@@ -118,7 +134,9 @@ def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dic
     A changed definition becomes a new immutable version that new calls start with;
     calls already made keep theirs.
     """
-    data = workflow_validate(slug=slug, name=name, definition=definition)
+    data = workflow_validate(
+        organization=workflow.organization, slug=slug, name=name, definition=definition
+    )
     return _apply(workflow=_lock(workflow), data=data)
 
 
@@ -135,7 +153,12 @@ def workflow_patch(*, workflow: Workflow, changes: Any) -> Workflow:
         raise serializers.ValidationError(
             {api_settings.NON_FIELD_ERRORS_KEY: ["Expected a JSON object."]}, code="invalid"
         )
-    data = workflow_validate(slug=merged.get("slug"), name=merged.get("name"), definition=merged)
+    data = workflow_validate(
+        organization=workflow.organization,
+        slug=merged.get("slug"),
+        name=merged.get("name"),
+        definition=merged,
+    )
     return _apply(workflow=workflow, data=data)
 
 

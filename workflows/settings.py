@@ -18,6 +18,7 @@ from workflows.models import (
     DEFAULT_MAX_DURATION_SECONDS,
     DEFAULT_RING_TIMEOUT_SECONDS,
 )
+from workflows.prompts import template_error
 
 CONNECT_TIMEOUT_BOUNDS = (5, 600)
 MAX_DURATION_BOUNDS = (30, 4 * 3600)
@@ -33,6 +34,46 @@ FALSE_INTERRUPTION_BOUNDS = (0.5, 10.0)
 SILENCE_TIMEOUT_BOUNDS = (5, 600)
 RING_TIMEOUT_BOUNDS = (5, 120)
 DIAL_DEADLINE_BOUNDS = (10, 600)
+DEFAULT_BUSY_MESSAGE = "All our lines are busy right now. Please call again later."
+MAX_VOICEMAIL_MESSAGE_CHARS = 2_000
+
+
+class VoicemailAction:
+    HANG_UP = "hang_up"
+    LEAVE_MESSAGE = "leave_message"
+
+
+def default_voicemail() -> dict:
+    return {"action": VoicemailAction.HANG_UP, "message": ""}
+
+
+class VoicemailSerializer(JSONTypedSerializer):
+    """What the agent does when an answering machine picks up an outbound phone call."""
+
+    action = serializers.ChoiceField(
+        choices=[VoicemailAction.HANG_UP, VoicemailAction.LEAVE_MESSAGE],
+        default=VoicemailAction.HANG_UP,
+        help_text="`hang_up` at once, or `leave_message` (say `message`, then hang up).",
+    )
+    message = serializers.CharField(
+        max_length=MAX_VOICEMAIL_MESSAGE_CHARS,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="Said after the beep with `leave_message`: a template like the prompts.",
+    )
+
+    def validate(self, data: dict) -> dict:
+        error = template_error(data["message"])
+        if error:
+            raise serializers.ValidationError(
+                {"message": [ErrorDetail(f"Voicemail message: {error}", "template_syntax_error")]}
+            )
+        if data["action"] == VoicemailAction.LEAVE_MESSAGE and not data["message"].strip():
+            raise serializers.ValidationError(
+                {"message": [ErrorDetail("leave_message needs a message.", "required")]}
+            )
+        return data
 
 
 class WorkflowSettingsSerializer(JSONTypedSerializer):
@@ -120,6 +161,17 @@ class WorkflowSettingsSerializer(JSONTypedSerializer):
             "caller is still there; after as many again it hangs up (`end_reason` "
             "`silence_timeout`). Null: wait for the caller."
         ),
+    )
+
+    voicemail = VoicemailSerializer(
+        default=default_voicemail,
+        help_text="Outbound phone calls answered by a machine end `completed`/`voicemail`.",
+    )
+    busy_message = serializers.CharField(
+        max_length=MAX_ERROR_MESSAGE_CHARS,
+        default=DEFAULT_BUSY_MESSAGE,
+        help_text="Inbound phone calls over the organization's concurrency limit hear this, "
+        "then the agent hangs up (`failed`/`concurrency_limit`).",
     )
 
     def validate(self, data: dict) -> dict:

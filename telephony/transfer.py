@@ -1,0 +1,124 @@
+"""Transfer to a human: hand a live phone call's caller to a destination listed in a
+`transfer` tool of the call's workflow version, through the toll-fraud guard, as a
+cold transfer (LiveKit `TransferSIPParticipant`, a SIP REFER). DESIGN.md "Phone
+calls", Transfer to a human.
+
+Like an API hang-up, the request is recorded on the call before LiveKit is asked (so
+the caller's departure from the room is attributed to the transfer, whichever of the
+webhook and LiveKit's answer comes first) and withdrawn when LiveKit fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import serializers
+
+from calls.lifecycle import EndReason, call_transition
+from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
+from calls.services import call_room_close_later
+from telephony import guard
+from telephony.numbers import is_sip_uri, number_masked
+from voicecalls import livekit
+from voicecalls.errors import Conflict
+from workflows.serializers import ToolType
+
+logger = logging.getLogger(__name__)
+
+
+def transfer_destinations(*, call: Call, tool: str | None = None) -> set[str]:
+    """The destinations the call's workflow version lists in its transfer tools (in the
+    tool named `tool` only, when given)."""
+    found: set[str] = set()
+    for agent in call.workflow_version.definition["agents"]:
+        for spec in agent.get("tools", []):
+            if spec.get("type") == ToolType.TRANSFER and tool in (None, spec["name"]):
+                found.update(spec["destinations"])
+    return found
+
+
+def _transferable_check(call: Call) -> None:
+    if call.channel != CallChannel.PHONE:
+        raise Conflict("Only phone calls can be transferred.", code="not_phone_call")
+    if call.is_ended:
+        raise Conflict("The call has ended.", code="call_ended")
+    if call.status != CallStatus.ACTIVE:
+        raise Conflict("The call is not answered yet.", code="call_not_active")
+
+
+def _destination_check(*, call: Call, destination: str, tool: str | None) -> str:
+    """`destination` as it will be dialed, or a 400: not listed in the workflow's
+    transfer tools (the model cannot make one up), or refused by the guard."""
+    if destination not in transfer_destinations(call=call, tool=tool):
+        logger.info(
+            "transfer refused (destination_not_listed): call %s, %s",
+            call.pk,
+            number_masked(destination),
+        )
+        raise serializers.ValidationError(
+            {"destination": ["Not a destination of this workflow's transfer tools."]},
+            code="destination_not_listed",
+        )
+    if is_sip_uri(destination):
+        return destination
+    number = guard.destination_check(
+        organization=call.organization, number=destination, attr="destination"
+    )
+    guard.outbound_rate_take(organization=call.organization)
+    return f"tel:{number}"
+
+
+def call_transfer(*, call: Call, destination: str, tool: str | None = None) -> Call:
+    """Transfer the call's caller to `destination` and end the call `completed` /
+    `transferred`, with the destination and a system line in the transcript. 409 for a
+    web call, an ended call or one not answered yet; 400 for a destination the workflow
+    does not list or the guard refuses; `LiveKitError` (the call unchanged, the caller
+    still in the room) when LiveKit fails or the destination does not take the call."""
+    _transferable_check(call)
+    transfer_to = _destination_check(call=call, destination=destination, tool=tool)
+    requested_at = timezone.now()
+    recorded = Call.objects.filter(
+        pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at__isnull=True
+    ).update(
+        hangup_requested_at=requested_at,
+        end_reason=EndReason.TRANSFERRED,
+        transfer_destination=destination,
+    )
+    if not recorded:
+        call.refresh_from_db()
+        _transferable_check(call)
+        raise Conflict("The call is already being ended.", code="call_ending")
+    try:
+        livekit.sip_transfer(
+            room_name=call.room_name,
+            identity=call.user_identity,
+            transfer_to=transfer_to,
+            ringing_timeout_seconds=call.workflow_version.ring_timeout_seconds,
+        )
+    except livekit.LiveKitError:
+        Call.objects.filter(
+            pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at=requested_at
+        ).update(hangup_requested_at=None, end_reason=None, transfer_destination=None)
+        raise
+    _transferred(call=call, destination=destination)
+    call.refresh_from_db()
+    return call
+
+
+@transaction.atomic
+def _transferred(*, call: Call, destination: str) -> None:
+    now = timezone.now()
+    TranscriptEntry.objects.create(
+        call_id=call.pk,
+        role=TranscriptRole.SYSTEM,
+        content=f"Call transferred to {destination}.",
+        timestamp=now,
+    )
+    # The caller's departure (its webhook) may have ended it already, as transferred.
+    call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.TRANSFERRED, at=now
+    )
+    # The agent may still be in the room.
+    call_room_close_later(call_id=call.pk)

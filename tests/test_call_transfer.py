@@ -1,0 +1,270 @@
+"""Transfer to a human: the agent's transfer tool (`POST /api/v1/agent/calls/{id}/transfer`)
+and the customer's system (`POST /api/v1/calls/{id}/transfer`) hand a live phone call's
+caller to a destination listed in a `transfer` tool of the call's workflow version,
+through the toll-fraud guard, with LiveKit's TransferSIPParticipant (DESIGN.md "Phone
+calls", Transfer to a human). A real inbound call through the fake LiveKit, whose
+webhooks reach the real webhook view on its own thread, as LiveKit's do."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from accounts.models import Organization
+from calls.models import Call
+from telephony.services import phone_number_verify
+from tests import fake_livekit_sip as sip
+from tests.factories import CallFactory, PhoneNumberFactory
+from tests.phone import INBOUND_NUMBER, inbound_trunk
+from workflows.demo import DEMO_DEFINITION
+from workflows.services import workflow_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALLER = "+12025550177"
+DESK = "+14155550188"
+PBX = "sip:support@pbx.example.com"
+UNLISTED = "+14155550199"
+
+
+def with_transfer_tool(definition: dict, destinations: list[str]) -> dict:
+    definition = copy.deepcopy(definition)
+    definition["agents"][0]["tools"].append(
+        {
+            "name": "hand_to_person",
+            "type": "transfer",
+            "description": "Hand the caller to a person.",
+            "destinations": destinations,
+            "message": "Putting you through now.",
+        }
+    )
+    return definition
+
+
+@pytest.fixture(autouse=True)
+def _502_is_a_status(api, agent_api) -> None:
+    api.raise_request_exception = agent_api.raise_request_exception = False
+
+
+@pytest.fixture
+def support(organization):
+    Organization.objects.filter(pk=organization.pk).update(allowed_destination_countries=["US"])
+    organization.refresh_from_db()
+    return workflow_create(
+        organization=organization,
+        slug="support",
+        name="Support",
+        definition=with_transfer_tool(DEMO_DEFINITION, [DESK, PBX]),
+    )
+
+
+@pytest.fixture
+def live_call(organization, support, sip_fake) -> Call:
+    """A caller on the line with the support workflow (an answered inbound call)."""
+    trunk = inbound_trunk(organization)
+    phone_number_verify(
+        phone_number=PhoneNumberFactory(trunk=trunk, workflow=support, number=INBOUND_NUMBER)
+    )
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call = Call.objects.get(room_name=room)
+    assert call.status == "active"
+    return call
+
+
+def agent_transfer(agent_api, call: Call, destination: str, tool: str = "hand_to_person"):
+    return agent_api.post(
+        f"/api/v1/agent/calls/{call.id}/transfer",
+        {"tool": tool, "destination": destination},
+        format="json",
+    )
+
+
+def transcript(api, call: Call) -> list[tuple[str, str]]:
+    lines = api.get(f"/api/v1/calls/{call.id}/transcript").json()
+    return [(line["role"], line["content"]) for line in lines]
+
+
+def test_the_agent_transfers_to_a_listed_number_and_the_call_ends_transferred(
+    api, agent_api, live_call, sip_fake
+):
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "call_id": str(live_call.id),
+        "status": "completed",
+        "end_reason": "transferred",
+        "transfer_destination": DESK,
+    }
+    (request,) = sip_fake.calls("TransferSIPParticipant")
+    assert request.identity_ok
+    assert request.body["roomName"] == live_call.room_name
+    assert request.body["participantIdentity"] == live_call.participant_identity
+    assert request.body["transferTo"] == f"tel:{DESK}"
+    detail = api.get(f"/api/v1/calls/{live_call.id}").json()
+    assert (detail["status"], detail["end_reason"], detail["transfer_destination"]) == (
+        "completed",
+        "transferred",
+        DESK,
+    )
+    assert transcript(api, live_call) == [("system", f"Call transferred to {DESK}.")]
+
+
+def test_the_callers_departure_webhook_arriving_first_still_ends_it_transferred(
+    api, agent_api, live_call, sip_fake
+):
+    """The fake LiveKit posts the caller's participant_left before it answers the
+    transfer, as LiveKit may: the webhook finds the transfer recorded on the call."""
+    agent_transfer(agent_api, live_call, DESK)
+
+    assert sip_fake.webhook_answers[-1] == 200
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("completed", "transferred")
+
+
+def test_a_sip_uri_listed_in_the_tool_is_transferred_to_as_it_is(agent_api, live_call, sip_fake):
+    response = agent_transfer(agent_api, live_call, PBX)
+
+    assert response.status_code == 200, response.content
+    (request,) = sip_fake.calls("TransferSIPParticipant")
+    assert request.body["transferTo"] == PBX
+
+
+def test_a_destination_the_workflow_does_not_list_is_400_and_nothing_is_asked(
+    api, agent_api, live_call, sip_fake
+):
+    response = agent_transfer(agent_api, live_call, UNLISTED)
+
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert (error["attr"], error["code"]) == ("destination", "destination_not_listed")
+    assert sip_fake.calls("TransferSIPParticipant") == []
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.hangup_requested_at) == (
+        "active",
+        None,
+        None,
+    )
+
+
+def test_a_destination_of_another_tool_than_the_one_called_is_400(agent_api, live_call):
+    response = agent_transfer(agent_api, live_call, DESK, tool="save_meal")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "destination_not_listed"
+
+
+def test_a_listed_number_in_a_country_staff_no_longer_allow_is_refused_by_the_guard(
+    organization, agent_api, live_call, sip_fake
+):
+    Organization.objects.filter(pk=organization.pk).update(allowed_destination_countries=["GB"])
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert (error["attr"], error["code"]) == ("destination", "destination_not_allowed")
+    assert sip_fake.calls("TransferSIPParticipant") == []
+
+
+def test_livekit_down_is_502_and_the_call_goes_on_unchanged(api, agent_api, live_call, sip_fake):
+    sip_fake.fail("TransferSIPParticipant", "500")
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 502
+    live_call.refresh_from_db()
+    assert (
+        live_call.status,
+        live_call.end_reason,
+        live_call.hangup_requested_at,
+        live_call.transfer_destination,
+    ) == ("active", None, None, None)
+    assert transcript(api, live_call) == []
+
+
+def test_a_destination_that_does_not_take_the_call_is_502_transfer_failed_and_the_caller_stays(
+    agent_api, live_call, sip_fake
+):
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.BUSY
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 502
+    assert response.json()["errors"][0]["code"] == "transfer_failed"
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("active", None)
+    assert live_call.participant_identity in sip_fake.rooms[live_call.room_name]
+
+
+def test_a_failed_transfer_can_be_tried_again(agent_api, live_call, sip_fake):
+    sip_fake.fail("TransferSIPParticipant", "500")
+    assert agent_transfer(agent_api, live_call, DESK).status_code == 502
+    sip_fake.failures.clear()
+
+    assert agent_transfer(agent_api, live_call, DESK).status_code == 200
+
+
+def test_an_ended_call_is_409(agent_api, live_call):
+    assert agent_transfer(agent_api, live_call, DESK).status_code == 200
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "call_ended"
+
+
+def test_the_customers_system_transfers_a_live_phone_call_to_a_listed_destination(
+    api, live_call
+):
+    response = api.post(
+        f"/api/v1/calls/{live_call.id}/transfer", {"destination": PBX}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["id"], body["status"], body["end_reason"], body["transfer_destination"]) == (
+        str(live_call.id),
+        "completed",
+        "transferred",
+        PBX,
+    )
+
+
+def test_the_customers_system_cannot_transfer_to_an_unlisted_destination(api, live_call):
+    response = api.post(
+        f"/api/v1/calls/{live_call.id}/transfer", {"destination": UNLISTED}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "destination_not_listed"
+
+
+def test_a_web_call_is_409(api, organization, support):
+    call = CallFactory(organization=organization, workflow=support, active=True)
+
+    response = api.post(f"/api/v1/calls/{call.id}/transfer", {"destination": DESK}, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "not_phone_call"
+
+
+def test_another_organizations_call_is_404(outsider_api, live_call, sip_fake):
+    response = outsider_api.post(
+        f"/api/v1/calls/{live_call.id}/transfer", {"destination": DESK}, format="json"
+    )
+
+    assert response.status_code == 404
+    assert sip_fake.calls("TransferSIPParticipant") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"destination": 5}, {"destination": "14155550188"}, {"destination": "x" * 300}],
+)
+def test_a_malformed_destination_is_400(api, live_call, body):
+    response = api.post(f"/api/v1/calls/{live_call.id}/transfer", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "destination"

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from calls.lifecycle import EndReason, call_transition
+from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     LATENCY_COMPONENTS,
     AgentEvent,
@@ -84,7 +84,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     _apply_statuses(
         call_id=call.pk,
         statuses=new.statuses,
-        requested=end_reason if hangup_requested_at is not None else None,
+        requested=requested_end(hangup_requested_at, end_reason),
         now=now,
     )
     if new.usage:

@@ -64,6 +64,16 @@ class EndReason:
     VOICEMAIL = "voicemail"
 
 
+def requested_end(
+    hangup_requested_at: datetime.datetime | None, end_reason: str | None
+) -> str | None:
+    """The end we asked LiveKit for (recorded before asking: an API hang-up, a
+    transfer), or None: what a departure or a closed room then means."""
+    if hangup_requested_at is None:
+        return None
+    return end_reason or EndReason.API_REQUEST
+
+
 def call_transition(
     *,
     call_id: UUID | str,

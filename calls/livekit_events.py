@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from calls.lifecycle import EndReason, call_transition
+from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     ENDED_STATUSES,
     USER_IDENTITY_PREFIX,
@@ -131,7 +131,7 @@ def _transition_by_state(
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
         status, hangup_requested_at, _channel, end_reason = row
-        outcome = decide(status, end_reason if hangup_requested_at is not None else None)
+        outcome = decide(status, requested_end(hangup_requested_at, end_reason))
         if outcome is None:
             return False
         to_status, end_reason = outcome

@@ -86,6 +86,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "call_id": str(call.id),
         "room_name": f"call-{call.id}",
         "status": "connecting",
+        "end_reason": None,
         "direction": "inbound",
         "channel": "web",
         "phone_number": None,
@@ -120,7 +121,15 @@ def test_it_returns_the_whole_session_to_an_agent_key(
                         "with save_meal. Then hand off to the feedback agent."
                     ),
                     "greeting": "",
-                    "tools": [{**save_meal, "url": None}],
+                    "tools": [
+                        {
+                            **save_meal,
+                            "type": "function",
+                            "url": None,
+                            "destinations": [],
+                            "message": "",
+                        }
+                    ],
                     "handoffs": ["feedback-agent"],
                     "stt": stt,
                     "llm": llm,

@@ -10,10 +10,12 @@ import copy
 import json
 import logging
 import threading
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 
 from accounts.models import KeyKind, Organization
 from accounts.services import api_key_create
@@ -334,3 +336,38 @@ def test_prompts_can_greet_the_caller_by_number(agent_api, organization, sip_fak
     session = agent_asks(agent_api, room, identity).json()
 
     assert session["workflow"]["agents"][0]["greeting"] == f"You called from {CALLER}."
+
+
+def test_over_the_limit_the_agent_still_gets_the_session_to_say_the_busy_message(
+    organization, agent_api, number, sip_fake
+):
+    """Never silence: the call is refused (`failed`/`concurrency_limit`), but the agent
+    gets the workflow's voice and busy message to tell the caller before hanging up."""
+    sip_fake.webhook_sink = None
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=0)
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    response = agent_asks(agent_api, room, identity)
+
+    assert response.status_code == 200, response.content
+    session = response.json()
+    assert (session["status"], session["end_reason"]) == ("failed", "concurrency_limit")
+    assert session["workflow"]["settings"]["busy_message"].startswith("All our lines are busy")
+    assert session["workflow"]["agents"][0]["tts"]["provider"] == "cartesia"
+
+
+def test_a_refused_calls_session_is_gone_a_minute_later_and_never_by_call_id(
+    organization, agent_api, number, sip_fake
+):
+    sip_fake.webhook_sink = None
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=0)
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    assert agent_asks(agent_api, room, identity).status_code == 200
+    call = call_in(room)
+
+    by_id = agent_api.get(f"/api/v1/agent/calls/{call.id}/session")
+    Call.objects.filter(pk=call.pk).update(ended_at=F("ended_at") - timedelta(seconds=61))
+    later = agent_asks(agent_api, room, identity)
+
+    assert (by_id.status_code, by_id.json()["errors"][0]["code"]) == (409, "call_ended")
+    assert (later.status_code, later.json()["errors"][0]["code"]) == (409, "call_ended")

@@ -13,7 +13,7 @@ from accounts.models import Organization
 from calls.models import Call
 from tests.factories import CallFactory, WorkflowFactory
 from workflows.models import Workflow, WorkflowVersion
-from workflows.settings import DEFAULT_ERROR_MESSAGE
+from workflows.settings import DEFAULT_BUSY_MESSAGE, DEFAULT_ERROR_MESSAGE
 
 ANY_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -31,6 +31,8 @@ DEFAULT_SETTINGS = {
     "false_interruption_timeout": 2.0,
     "resume_false_interruption": True,
     "silence_timeout_seconds": None,
+    "voicemail": {"action": "hang_up", "message": ""},
+    "busy_message": DEFAULT_BUSY_MESSAGE,
 }
 
 VOICE = {
@@ -90,6 +92,7 @@ def expected_agents() -> list[dict]:
             "tools": [
                 {
                     "name": "lookup_order",
+                    "type": "function",
                     "description": "Find an order.",
                     "parameters": {
                         "type": "object",
@@ -97,6 +100,8 @@ def expected_agents() -> list[dict]:
                         "required": ["order_id"],
                     },
                     "url": "https://example.com/tools/lookup",
+                    "destinations": [],
+                    "message": "",
                 }
             ],
             "handoffs": ["billing"],

@@ -315,6 +315,8 @@ SPECTACULAR_SETTINGS = {
         "WebhookEventTypeEnum": "webhooks.models.EventType.choices",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
         "CallChannelEnum": "calls.models.CallChannel.choices",
+        "VoicemailActionEnum": "workflows.settings.VOICEMAIL_ACTIONS",
+        "ToolTypeEnum": "workflows.serializers.TOOL_TYPES",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

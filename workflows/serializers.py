@@ -43,6 +43,9 @@ class ToolType:
     TRANSFER = "transfer"
 
 
+TOOL_TYPES = [ToolType.FUNCTION, ToolType.TRANSFER]
+
+
 def _error(message: str, code: str) -> list[ErrorDetail]:
     return [ErrorDetail(message, code=code)]
 
@@ -96,7 +99,7 @@ class _ListSerializer(serializers.ListSerializer):
 class WorkflowToolSerializer(JSONTypedSerializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
     type = serializers.ChoiceField(
-        choices=[ToolType.FUNCTION, ToolType.TRANSFER],
+        choices=TOOL_TYPES,
         default=ToolType.FUNCTION,
         help_text="`function`: the model calls it with `parameters` (POSTed to `url` when "
         "set). `transfer`: on phone calls, hands the caller to one of `destinations`.",

@@ -43,6 +43,9 @@ class VoicemailAction:
     LEAVE_MESSAGE = "leave_message"
 
 
+VOICEMAIL_ACTIONS = [VoicemailAction.HANG_UP, VoicemailAction.LEAVE_MESSAGE]
+
+
 def default_voicemail() -> dict:
     return {"action": VoicemailAction.HANG_UP, "message": ""}
 
@@ -51,7 +54,7 @@ class VoicemailSerializer(JSONTypedSerializer):
     """What the agent does when an answering machine picks up an outbound phone call."""
 
     action = serializers.ChoiceField(
-        choices=[VoicemailAction.HANG_UP, VoicemailAction.LEAVE_MESSAGE],
+        choices=VOICEMAIL_ACTIONS,
         default=VoicemailAction.HANG_UP,
         help_text="`hang_up` at once, or `leave_message` (say `message`, then hang up).",
     )

@@ -215,9 +215,7 @@ def test_an_ended_call_is_409(agent_api, live_call):
     assert response.json()["errors"][0]["code"] == "call_ended"
 
 
-def test_the_customers_system_transfers_a_live_phone_call_to_a_listed_destination(
-    api, live_call
-):
+def test_the_customers_system_transfers_a_live_phone_call_to_a_listed_destination(api, live_call):
     response = api.post(
         f"/api/v1/calls/{live_call.id}/transfer", {"destination": PBX}, format="json"
     )

@@ -61,7 +61,10 @@ def test_a_function_tool_is_stored_without_transfer_fields(api: APIClient) -> No
     ("data", "expected"),
     [
         (with_tool(type="transfer"), [("agents.0.tools.1.destinations", "required")]),
-        (with_tool(type="transfer", destinations=[]), [("agents.0.tools.1.destinations", "required")]),
+        (
+            with_tool(type="transfer", destinations=[]),
+            [("agents.0.tools.1.destinations", "required")],
+        ),
         (
             with_tool(type="transfer", destinations=["4155550188"]),
             [("agents.0.tools.1.destinations.0", "invalid")],
@@ -159,9 +162,7 @@ def test_voicemail_defaults_to_hanging_up_and_busy_message_to_a_polite_sentence(
 def test_a_malformed_voicemail_setting_is_400(
     api: APIClient, voicemail: object, expected: list
 ) -> None:
-    response = api.post(
-        "/api/v1/workflows", body(settings={"voicemail": voicemail}), format="json"
-    )
+    response = api.post("/api/v1/workflows", body(settings={"voicemail": voicemail}), format="json")
 
     assert response.status_code == 400
     assert errors(response) == expected

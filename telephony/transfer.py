@@ -11,6 +11,7 @@ webhook and LiveKit's answer comes first) and withdrawn when LiveKit fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 from django.utils import timezone
@@ -70,12 +71,19 @@ def _destination_check(*, call: Call, destination: str, tool: str | None) -> str
     return f"tel:{number}"
 
 
-def call_transfer(*, call: Call, destination: str, tool: str | None = None) -> Call:
+def call_transfer(
+    *,
+    call: Call,
+    destination: str,
+    tool: str | None = None,
+    sip_transfer: Callable[..., None] = livekit.sip_transfer,
+) -> Call:
     """Transfer the call's caller to `destination` and end the call `completed` /
     `transferred`, with the destination and a system line in the transcript. 409 for a
     web call, an ended call or one not answered yet; 400 for a destination the workflow
     does not list or the guard refuses; `LiveKitError` (the call unchanged, the caller
-    still in the room) when LiveKit fails or the destination does not take the call."""
+    still in the room) when LiveKit fails or the destination does not take the call.
+    `sip_transfer` is LiveKit's transfer (`simulate_call` plays LiveKit's part)."""
     _transferable_check(call)
     transfer_to = _destination_check(call=call, destination=destination, tool=tool)
     requested_at = timezone.now()
@@ -91,7 +99,7 @@ def call_transfer(*, call: Call, destination: str, tool: str | None = None) -> C
         _transferable_check(call)
         raise Conflict("The call is already being ended.", code="call_ending")
     try:
-        livekit.sip_transfer(
+        sip_transfer(
             room_name=call.room_name,
             identity=call.user_identity,
             transfer_to=transfer_to,

@@ -88,3 +88,72 @@ def test_it_refuses_a_number_voicecalls_would_not_dial(workflow, number):
     with pytest.raises(CommandError, match="--phone"):
         call_command("simulate_call", "--org", "acme", "--phone", number)
     assert Call.objects.count() == 0
+
+
+@pytest.fixture
+def support_line(organization, sip_fake):
+    """A verified number reaching a workflow whose agent may transfer to the front desk."""
+    from accounts.models import Organization
+    from telephony.services import phone_number_verify
+    from tests.factories import PhoneNumberFactory
+    from tests.phone import INBOUND_NUMBER, inbound_trunk
+    from tests.test_call_transfer import PBX, with_transfer_tool
+    from workflows.demo import DEMO_DEFINITION
+    from workflows.services import workflow_create
+
+    Organization.objects.filter(pk=organization.pk).update(allowed_destination_countries=["US"])
+    organization.refresh_from_db()
+    support = workflow_create(
+        organization=organization,
+        slug="support",
+        name="Support",
+        definition=with_transfer_tool(DEMO_DEFINITION, [PBX]),
+    )
+    trunk = inbound_trunk(organization)
+    phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=support))
+    return INBOUND_NUMBER, PBX
+
+
+def test_it_plays_an_inbound_call_the_agent_transfers(api, support_line, capsys):
+    number, desk = support_line
+
+    call_id = simulate("--org", "acme", "--inbound", number, "--transfer", desk, capsys=capsys)
+
+    call = api.get(f"/api/v1/calls/{call_id}").json()
+    assert (call["direction"], call["channel"], call["workflow_slug"]) == (
+        "inbound",
+        "phone",
+        "support",
+    )
+    assert (call["status"], call["end_reason"], call["transfer_destination"]) == (
+        "completed",
+        "transferred",
+        desk,
+    )
+    assert call["user_data"] == {"caller": "+12025550143", "called": number}
+    lines = api.get(f"/api/v1/calls/{call_id}/transcript").json()
+    assert lines[-1]["role"] == "system"
+    assert lines[-1]["content"] == f"Call transferred to {desk}."
+
+
+def test_an_inbound_caller_who_is_not_transferred_hangs_up(api, support_line, capsys):
+    number, _ = support_line
+
+    call_id = simulate("--org", "acme", "--inbound", number, capsys=capsys)
+
+    call = api.get(f"/api/v1/calls/{call_id}").json()
+    assert (call["status"], call["end_reason"]) == ("completed", "user_hangup")
+
+
+def test_an_inbound_call_to_a_number_that_is_not_verified_is_refused(workflow):
+    with pytest.raises(CommandError, match="no verified number"):
+        call_command("simulate_call", "--org", "acme", "--inbound", "+14155550140")
+
+
+def test_a_transfer_to_a_destination_the_workflow_does_not_list_is_refused(support_line):
+    number, _ = support_line
+
+    with pytest.raises(CommandError, match="--transfer"):
+        call_command(
+            "simulate_call", "--org", "acme", "--inbound", number, "--transfer", "+14155550199"
+        )

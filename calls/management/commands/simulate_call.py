@@ -6,6 +6,7 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from rest_framework.exceptions import APIException
 
 from accounts.models import Organization
 from calls import selectors
@@ -16,11 +17,16 @@ from calls.models import Call, CallStatus
 from calls.services import call_create, call_insert
 from telephony import numbers
 from telephony.dialing import dial_claim, phone_call_answered
+from telephony.models import PhoneNumber, PhoneNumberStatus
 from telephony.selectors import outbound_numbers
 from telephony.services import phone_call_build
-from voicecalls.livekit import webhook_authorization
+from telephony.transfer import call_transfer
+from voicecalls.livekit import INBOUND_ROOM_PREFIX, webhook_authorization
 from workflows.demo import DEMO_SLUG
 from workflows.selectors import workflow_call_target
+
+# Who calls in --inbound calls (a US number reserved for fiction).
+SIMULATED_CALLER = "+12025550143"
 
 
 class Command(BaseCommand):
@@ -36,6 +42,17 @@ class Command(BaseCommand):
             help="Play an outbound phone call to NUMBER (E.164): dialed, ringing, answered.",
         )
         parser.add_argument(
+            "--inbound",
+            metavar="NUMBER",
+            help="Play a caller dialing NUMBER, a verified phone number of the organization.",
+        )
+        parser.add_argument(
+            "--transfer",
+            metavar="DESTINATION",
+            help="With --inbound: the agent transfers the caller to DESTINATION, which the "
+            "number's workflow must list in a transfer tool (LiveKit's part is played).",
+        )
+        parser.add_argument(
             "--pace", type=float, default=0.0, metavar="SECONDS", help="Pause between steps."
         )
 
@@ -44,6 +61,11 @@ class Command(BaseCommand):
         if organization is None:
             raise CommandError(f"No organization {options['org']!r}.")
         self.pace = options["pace"]
+        if options["inbound"]:
+            self._inbound(organization, options["inbound"], options["transfer"])
+            return
+        if options["transfer"]:
+            raise CommandError("--transfer needs --inbound.")
         if options["phone"]:
             call = self._phone_call(organization, options["workflow"], options["phone"])
         else:
@@ -53,8 +75,8 @@ class Command(BaseCommand):
         if call.is_phone:
             self._phone_answered(call, agent)
         else:
-            self._webhook(call, "participant_joined", identity=user)
-            self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
+            self._webhook(call.room_name, "participant_joined", identity=user)
+            self._webhook(call.room_name, "participant_joined", identity=agent, kind="AGENT")
         self._events(
             call,
             [
@@ -98,17 +120,79 @@ class Command(BaseCommand):
                 _usage(audio_seconds=41.5, prompt=1280, cached=512, completion=220, characters=214),
             ],
         )
-        self._webhook(call, "participant_left", identity=user, reason="CLIENT_INITIATED")
-        self._webhook(call, "participant_left", identity=agent, kind="AGENT", reason="ROOM_DELETED")
-        self._webhook(call, "room_finished")
+        self._webhook(call.room_name, "participant_left", identity=user, reason="CLIENT_INITIATED")
+        self._room_closes(call, agent)
+        self._report(call)
 
+    def _room_closes(self, call: Call, agent: str) -> None:
+        self._webhook(
+            call.room_name, "participant_left", identity=agent, kind="AGENT", reason="ROOM_DELETED"
+        )
+        self._webhook(call.room_name, "room_finished")
+
+    def _report(self, call: Call) -> None:
         call.refresh_from_db()
+        cost = selectors.call_cost(call=call)
         self.stdout.write(
             f"Call {call.pk}: {call.status} ({call.end_reason}), agents "
             f"{' → '.join(call.agent_history)}, {call.total_tokens} tokens, "
-            f"cost {selectors.call_cost(call=call).total_usd} USD."
+            f"cost {cost.total_usd if cost else None} USD."
         )
         self.stdout.write(str(call.pk))
+
+    def _inbound(self, organization: Organization, number: str, transfer: str | None) -> None:
+        """A caller dials `number`: LiveKit's dispatch rule puts them in a room of their
+        own and their SIP participant's `participant_joined` creates the call; the agent
+        greets them, then either transfers them (`transfer`) or they hang up."""
+        if not PhoneNumber.objects.filter(
+            organization=organization, number=number, status=PhoneNumberStatus.VERIFIED
+        ).exists():
+            raise CommandError(f"--inbound: {number} is no verified number of {organization.slug}.")
+        room = f"{INBOUND_ROOM_PREFIX}_{SIMULATED_CALLER}_{uuid.uuid4().hex[:12]}"
+        caller = f"sip_{SIMULATED_CALLER}"
+        attributes = {
+            "sip.callStatus": "active",
+            "sip.phoneNumber": SIMULATED_CALLER,
+            "sip.trunkPhoneNumber": number,
+        }
+        self._webhook(
+            room, "participant_joined", identity=caller, kind="SIP", attributes=attributes
+        )
+        call = Call.objects.filter(room_name=room).first()
+        if call is None or call.is_ended:
+            raise CommandError(f"The call to {number} was not answered (see the log).")
+        agent = f"agent-AJ_{uuid.uuid4().hex[:12]}"
+        self._webhook(room, "participant_joined", identity=agent, kind="AGENT")
+        start = call.workflow_version.start_agent
+        self._events(
+            call,
+            [
+                _line("assistant", "Hello, thanks for calling. How can I help?", start),
+                _line("user", "I'd like to talk to a person, please.", start),
+            ],
+        )
+        if transfer:
+            self._events(call, [_line("assistant", "Of course, putting you through.", start)])
+            try:
+                call_transfer(
+                    call=call,
+                    destination=transfer,
+                    sip_transfer=lambda **request: self._webhook(
+                        room,
+                        "participant_left",
+                        identity=caller,
+                        kind="SIP",
+                        reason="CLIENT_INITIATED",
+                    ),
+                )
+            except APIException as exc:  # refused: not listed, the guard, ...
+                raise CommandError(f"--transfer: {exc.detail}") from None
+        else:
+            self._webhook(
+                room, "participant_left", identity=caller, kind="SIP", reason="CLIENT_INITIATED"
+            )
+        self._room_closes(call, agent)
+        self._report(call)
 
     def _call(self, organization: Organization, workflow_slug: str, call_id: str | None) -> Call:
         if call_id:
@@ -166,9 +250,9 @@ class Command(BaseCommand):
         then the callee answers (the dial returns) and the call is `active`."""
         if dial_claim(call_id=call.pk, now=timezone.now()) is None:
             raise CommandError(f"Call {call.pk} could not be dialed.")
-        self._webhook(call, "participant_joined", identity=agent, kind="AGENT")
+        self._webhook(call.room_name, "participant_joined", identity=agent, kind="AGENT")
         self._webhook(
-            call,
+            call.room_name,
             "participant_joined",
             identity=f"user-{call.pk}",
             kind="SIP",
@@ -176,11 +260,14 @@ class Command(BaseCommand):
         )
         phone_call_answered(call_id=call.pk)
 
-    def _webhook(self, call: Call, event: str, **participant: object) -> None:
+    def _webhook(self, room_name: str, event: str, **participant: object) -> None:
         """Sign the event as LiveKit does and pass it through the real verification."""
         payload: dict = {
             "event": event,
-            "room": {"sid": f"RM_{call.pk.hex[:12]}", "name": call.room_name},
+            "room": {
+                "sid": f"RM_{uuid.uuid5(uuid.NAMESPACE_URL, room_name).hex[:12]}",
+                "name": room_name,
+            },
             "id": f"EV_{uuid.uuid4().hex[:12]}",
             "createdAt": str(int(time.time())),
         }

@@ -24,7 +24,7 @@ from calls.lifecycle import EndReason
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.selectors import provider_key_for
-from telephony.inbound import InboundCaller, inbound_call_get_or_create
+from telephony.inbound import BUSY_ANSWER_SECONDS, InboundCaller, inbound_call_get_or_create
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
@@ -213,11 +213,6 @@ class AgentSessionView(APIView):
         response = Response(AgentSessionSerializer(agent_session(call=call)).data)
         response["Cache-Control"] = "no-store"
         return response
-
-
-# How long after an inbound call was refused for the concurrency limit the agent may
-# still fetch its session to say the busy message (it asks right after the caller joins).
-BUSY_ANSWER_SECONDS = 60
 
 
 def _just_refused_busy(call: Call) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 from dataclasses import dataclass
@@ -126,10 +127,14 @@ def call_room_delete(*, call_id: uuid.UUID) -> bool:
     return True
 
 
-def call_room_close_later(*, call_id: uuid.UUID) -> None:
-    """Delete the call's room once the current transaction commits, in the task queue:
-    never a LiveKit request inside a transaction or on the request that ended the call."""
+def call_room_close_later(*, call_id: uuid.UUID, after_seconds: int = 0) -> None:
+    """Delete the call's room once the current transaction commits (and `after_seconds`
+    more), in the task queue: never a LiveKit request inside a transaction or on the
+    request that ended the call."""
     from calls.tasks import call_room_close
 
+    task = call_room_close
+    if after_seconds:
+        task = task.using(run_after=timezone.now() + datetime.timedelta(seconds=after_seconds))
     # robust: a failed enqueue must not undo the end that already committed.
-    transaction.on_commit(lambda: call_room_close.enqueue(str(call_id)), robust=True)
+    transaction.on_commit(lambda: task.enqueue(str(call_id)), robust=True)

@@ -18,6 +18,7 @@ from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import ConcurrencyLimitReached, open_call_reserve
 from calls.models import Call, CallChannel, CallDirection, CallStatus
+from calls.services import call_room_close_later
 from calls.sql import insert_instance
 from telephony.models import PhoneNumber, PhoneNumberStatus
 from workflows.selectors import workflow_call_target
@@ -25,6 +26,10 @@ from workflows.selectors import workflow_call_target
 logger = logging.getLogger(__name__)
 
 ROOM_NAME_MAX = Call._meta.get_field("room_name").max_length
+# An inbound call refused for the concurrency limit: for this long its session is still
+# given to the agent, which says the busy message and hangs up; then the room is closed
+# in any case, so a caller is never left in silence when no agent came.
+BUSY_ANSWER_SECONDS = 60
 FROM_NUMBER_MAX = Call._meta.get_field("from_number").max_length
 
 
@@ -171,6 +176,7 @@ def inbound_call_get_or_create(
                 end_reason=EndReason.CONCURRENCY_LIMIT,
                 at=now,
             )
+            call_room_close_later(call_id=call.pk, after_seconds=BUSY_ANSWER_SECONDS)
         else:
             call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
     call.refresh_from_db()

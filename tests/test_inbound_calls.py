@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.db.models import F
+from django_tasks_db.models import DBTaskResult
 
 from accounts.models import KeyKind, Organization
 from accounts.services import api_key_create
@@ -371,3 +372,18 @@ def test_a_refused_calls_session_is_gone_a_minute_later_and_never_by_call_id(
 
     assert (by_id.status_code, by_id.json()["errors"][0]["code"]) == (409, "call_ended")
     assert (later.status_code, later.json()["errors"][0]["code"]) == (409, "call_ended")
+
+
+def test_a_refused_calls_room_is_closed_a_minute_later_even_if_no_agent_comes(
+    organization, number, sip_fake, delivered, django_capture_on_commit_callbacks
+):
+    Organization.objects.filter(pk=organization.pk).update(concurrency_limit=0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    (task,) = DBTaskResult.objects.filter(task_path="calls.tasks.call_room_close")
+    assert task.args_kwargs["args"] == [str(call_in(room).id)]
+    assert task.run_after - call_in(room).ended_at == pytest.approx(
+        timedelta(seconds=60), abs=timedelta(seconds=5)
+    )

@@ -17,7 +17,7 @@ from django.utils import timezone
 from calls.lifecycle import EndReason, call_transition
 from calls.models import Call, CallChannel, CallStatus
 from calls.services import call_room_close_later
-from voicecalls import livekit
+from voicecalls import livekit, livekit_sip
 from workflows.models import WorkflowVersion
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
     try:
         livekit.agent_dispatch(room_name=call.room_name, call_id=str(call.id))
-        livekit.sip_dial(
+        livekit_sip.sip_dial(
             trunk_id=call.sip_trunk_id or "",
             to_number=call.phone_number or "",
             from_number=call.from_number or "",
@@ -90,7 +90,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
             ringing_timeout_seconds=version.ring_timeout_seconds,
             max_call_duration_seconds=call.max_duration_seconds,
         )
-    except livekit.SipDialError as exc:
+    except livekit_sip.SipDialError as exc:
         return _dial_failed(call=call, code=exc.sip_status_code, text=exc.sip_status)
     except livekit.LiveKitError as exc:
         # LiveKit itself failed (down, refused): the call is not retried, which could

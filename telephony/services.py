@@ -19,7 +19,7 @@ from calls.sql import insert_instance
 from telephony import guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
 from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
-from voicecalls import livekit
+from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget, workflow_queryset
 
@@ -57,7 +57,7 @@ def sip_trunk_create(
     _trunk_cap_check(organization=organization)
     _trunk_numbers_check(organization=organization, numbers=numbers)
     if direction == TrunkDirection.OUTBOUND:
-        trunk_id = livekit.create_outbound_trunk(
+        trunk_id = livekit_sip.create_outbound_trunk(
             name=name,
             address=address,
             numbers=numbers,
@@ -65,7 +65,7 @@ def sip_trunk_create(
             auth_password=auth_password,
         )
     else:
-        trunk_id = livekit.create_inbound_trunk(
+        trunk_id = livekit_sip.create_inbound_trunk(
             name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
         )
     try:
@@ -101,7 +101,7 @@ def _trunk_numbers_check(*, organization: Organization, numbers: list[str]) -> N
 
 def _livekit_trunk_forget(trunk_id: str) -> None:
     try:
-        livekit.delete_trunk(trunk_id=trunk_id)
+        livekit_sip.delete_trunk(trunk_id=trunk_id)
     except livekit.LiveKitError as exc:
         logger.warning("could not delete LiveKit trunk %s again: %s", trunk_id, exc)
 
@@ -113,7 +113,7 @@ def sip_trunk_delete(*, trunk: SipTrunk) -> None:
     with phone numbers is `TrunkInUse` (their dispatch rules name it)."""
     if trunk.phone_numbers.exists():
         raise TrunkInUse()
-    livekit.delete_trunk(trunk_id=trunk.livekit_trunk_id)
+    livekit_sip.delete_trunk(trunk_id=trunk.livekit_trunk_id)
     with transaction.atomic():
         trunk.delete()
         organization = Organization.objects.select_for_update().get(pk=trunk.organization_id)
@@ -252,7 +252,7 @@ def phone_number_verify(*, phone_number: PhoneNumber) -> PhoneNumber:
     locked = PhoneNumber.objects.select_for_update().select_related("trunk").get(pk=phone_number.pk)
     if locked.status == PhoneNumberStatus.VERIFIED:
         return locked
-    rule_id = livekit.create_dispatch_rule(
+    rule_id = livekit_sip.create_dispatch_rule(
         trunk_id=locked.trunk.livekit_trunk_id,
         number=locked.number,
         phone_number_id=str(locked.pk),
@@ -271,7 +271,7 @@ def phone_number_verify(*, phone_number: PhoneNumber) -> PhoneNumber:
 
 def _livekit_rule_forget(rule_id: str) -> None:
     try:
-        livekit.delete_dispatch_rule(rule_id=rule_id)
+        livekit_sip.delete_dispatch_rule(rule_id=rule_id)
     except livekit.LiveKitError as exc:
         logger.warning("could not delete LiveKit dispatch rule %s again: %s", rule_id, exc)
 
@@ -284,7 +284,7 @@ def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     if locked is None:
         return
     if locked.livekit_dispatch_rule_id:
-        livekit.delete_dispatch_rule(rule_id=locked.livekit_dispatch_rule_id)
+        livekit_sip.delete_dispatch_rule(rule_id=locked.livekit_dispatch_rule_id)
     locked.delete()
 
 

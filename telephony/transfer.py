@@ -22,7 +22,7 @@ from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, Transcr
 from calls.services import call_room_close_later
 from telephony import guard
 from telephony.numbers import is_sip_uri, number_masked
-from voicecalls import livekit
+from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
 from workflows.serializers import ToolType
 
@@ -76,7 +76,7 @@ def call_transfer(
     call: Call,
     destination: str,
     tool: str | None = None,
-    sip_transfer: Callable[..., None] = livekit.sip_transfer,
+    sip_transfer: Callable[..., None] = livekit_sip.sip_transfer,
 ) -> Call:
     """Transfer the call's caller to `destination` and end the call `completed` /
     `transferred`, with the destination and a system line in the transcript. 409 for a

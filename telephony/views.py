@@ -28,7 +28,8 @@ from telephony.serializers import (
 from telephony.transfer import call_transfer
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import BadGateway, error_responses
-from voicecalls.livekit import LiveKitError, SipTransferError
+from voicecalls.livekit import LiveKitError
+from voicecalls.livekit_sip import SipTransferError
 
 ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Trunk ID.")
 CALL_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Call ID.")

@@ -24,22 +24,12 @@ from django.conf import settings
 from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import models as livekit_models
-from livekit.protocol import sip as sip_models
 
 T = TypeVar("T")
 
 
 class LiveKitError(Exception):
     """LiveKit could not be reached or answered with an error."""
-
-
-class SipDialError(LiveKitError):
-    """LiveKit dialed and the call failed with a SIP status (busy, rejected, ...)."""
-
-    def __init__(self, message: str, *, sip_status_code: int | None, sip_status: str | None):
-        super().__init__(message)
-        self.sip_status_code = sip_status_code
-        self.sip_status = sip_status
 
 
 class WebhookSignatureError(Exception):
@@ -102,16 +92,14 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         event=event.event,
         room_name=event.room.name,
         participant_identity=participant.identity,
-        participant_kind=_enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
-        disconnect_reason=_enum_name(
-            livekit_models.DisconnectReason, participant.disconnect_reason
-        ),
+        participant_kind=enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
+        disconnect_reason=enum_name(livekit_models.DisconnectReason, participant.disconnect_reason),
         created_at=event.created_at,
         participant_attributes=dict(participant.attributes),
     )
 
 
-def _enum_name(enum: object, value: int) -> str:
+def enum_name(enum: object, value: int) -> str:
     """The name of a protobuf enum value; a value this SDK does not know (a newer
     server's, or a signed body's -1) is "UNKNOWN" rather than an error."""
     try:
@@ -141,7 +129,9 @@ def webhook_authorization(body: str) -> str:
     )
 
 
-def _run(call: Callable[[api.LiveKitAPI], Awaitable[T]], *, timeout: float | None = None) -> T:
+def livekit_run(
+    call: Callable[[api.LiveKitAPI], Awaitable[T]], *, timeout: float | None = None
+) -> T:
     """Run one LiveKit API request, bounded by `timeout` seconds (default
     LIVEKIT_API_TIMEOUT_SECONDS; dialing a phone waits for the ringing)."""
     limit = timeout or settings.LIVEKIT_API_TIMEOUT_SECONDS
@@ -189,7 +179,7 @@ def _is_not_found(exc: api.TwirpError) -> bool:
 _RAISE = object()
 
 
-def _request(
+def twirp_request(
     method: str,
     call: Callable[[api.LiveKitAPI], Awaitable[T]],
     *,
@@ -200,7 +190,7 @@ def _request(
     Twirp code only (a refusal's message may echo the request, e.g. a trunk password),
     or `if_not_found` when given and the code is NOT_FOUND."""
     try:
-        return _run(call, timeout=timeout)
+        return livekit_run(call, timeout=timeout)
     except api.TwirpError as exc:
         if if_not_found is not _RAISE and _is_not_found(exc):
             return if_not_found  # type: ignore[return-value]
@@ -210,7 +200,9 @@ def _request(
 def room_delete(*, room_name: str) -> bool:
     """Delete a room (disconnecting everyone); True if it existed, False if already gone."""
     request = api.DeleteRoomRequest(room=room_name)
-    deleted = _request("DeleteRoom", lambda lk: lk.room.delete_room(request), if_not_found=None)
+    deleted = twirp_request(
+        "DeleteRoom", lambda lk: lk.room.delete_room(request), if_not_found=None
+    )
     return deleted is not None
 
 
@@ -219,14 +211,14 @@ def rooms_existing(*, room_names: list[str]) -> set[str]:
     if not room_names:
         return set()
     request = api.ListRoomsRequest(names=room_names)
-    response = _request("ListRooms", lambda lk: lk.room.list_rooms(request))
+    response = twirp_request("ListRooms", lambda lk: lk.room.list_rooms(request))
     return {room.name for room in response.rooms}
 
 
 def room_participant_identities(*, room_name: str) -> set[str] | None:
     """Identities in a room now, or None when LiveKit does not know the room."""
     request = api.ListParticipantsRequest(room=room_name)
-    response = _request(
+    response = twirp_request(
         "ListParticipants", lambda lk: lk.room.list_participants(request), if_not_found=None
     )
     if response is None:
@@ -284,41 +276,6 @@ def monitor_token(*, room_name: str, identity: str) -> str:
     return _access_token(identity=identity, grants=grants, ttl_seconds=ttl).to_jwt()
 
 
-def create_outbound_trunk(
-    *, name: str, address: str, numbers: list[str], auth_username: str, auth_password: str
-) -> str:
-    """Create an outbound SIP trunk in LiveKit; its LiveKit id."""
-    trunk = api.SIPOutboundTrunkInfo(
-        name=name,
-        address=address,
-        numbers=numbers,
-        auth_username=auth_username,
-        auth_password=auth_password,
-    )
-    request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
-    info = _request("CreateSIPOutboundTrunk", lambda lk: lk.sip.create_outbound_trunk(request))
-    return info.sip_trunk_id
-
-
-def create_inbound_trunk(
-    *, name: str, numbers: list[str], auth_username: str, auth_password: str
-) -> str:
-    """Create an inbound SIP trunk in LiveKit; its LiveKit id."""
-    trunk = api.SIPInboundTrunkInfo(
-        name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
-    )
-    request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
-    info = _request("CreateSIPInboundTrunk", lambda lk: lk.sip.create_inbound_trunk(request))
-    return info.sip_trunk_id
-
-
-def delete_trunk(*, trunk_id: str) -> bool:
-    """Delete a SIP trunk; True if it existed, False if LiveKit no longer has it."""
-    request = api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)
-    deleted = _request("DeleteSIPTrunk", lambda lk: lk.sip.delete_trunk(request), if_not_found=None)
-    return deleted is not None
-
-
 def agent_dispatch(*, room_name: str, call_id: str) -> None:
     """Dispatch our agent into a room (LiveKit creates the room if needed)."""
     request = api.CreateAgentDispatchRequest(
@@ -326,122 +283,4 @@ def agent_dispatch(*, room_name: str, call_id: str) -> None:
         room=room_name,
         metadata=json.dumps({"call_id": call_id}),
     )
-    _request("CreateAgentDispatch", lambda lk: lk.agent_dispatch.create_dispatch(request))
-
-
-# Beyond the ringing: LiveKit answers a dial a little after its ringing timeout.
-DIAL_TIMEOUT_MARGIN_SECONDS = 5.0
-
-
-def sip_dial(
-    *,
-    trunk_id: str,
-    to_number: str,
-    from_number: str,
-    room_name: str,
-    identity: str,
-    ringing_timeout_seconds: int,
-    max_call_duration_seconds: int,
-) -> None:
-    """Dial a phone into a room and wait until it is answered (returns) or fails:
-    `SipDialError` with the SIP status, `LiveKitError` when LiveKit failed otherwise."""
-    request = api.CreateSIPParticipantRequest(
-        sip_trunk_id=trunk_id,
-        sip_call_to=to_number,
-        sip_number=from_number,
-        room_name=room_name,
-        participant_identity=identity,
-        wait_until_answered=True,
-    )
-    request.ringing_timeout.seconds = ringing_timeout_seconds
-    request.max_call_duration.seconds = max_call_duration_seconds
-    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
-    try:
-        _run(lambda lk: lk.sip.create_sip_participant(request, timeout=timeout), timeout=timeout)
-    except api.SipCallError as exc:
-        raise SipDialError(
-            f"SIP call failed: {exc.sip_status_code} {exc.sip_status}",
-            sip_status_code=exc.sip_status_code,
-            sip_status=exc.sip_status,
-        ) from None
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None
-
-
-# Inbound rooms: `inbound-<random>`, one per caller (never `call-<id>`: the call is
-# created when the caller arrives, and found by its stored room name).
-INBOUND_ROOM_PREFIX = "inbound-"
-
-
-def create_dispatch_rule(*, trunk_id: str, number: str, phone_number_id: str) -> str:
-    """Create the SIP dispatch rule for calls to `number` on trunk `trunk_id`: each
-    caller in a new room of its own, our agent dispatched into it with metadata naming
-    the number. Its LiveKit id."""
-    rule = api.SIPDispatchRuleInfo(
-        rule=api.SIPDispatchRule(
-            dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=INBOUND_ROOM_PREFIX)
-        ),
-        trunk_ids=[trunk_id],
-        numbers=[number],
-        name=f"voicecalls {number}",
-        room_config=api.RoomConfiguration(
-            departure_timeout=settings.LIVEKIT_DEPARTURE_TIMEOUT,
-            agents=[
-                api.RoomAgentDispatch(
-                    agent_name=settings.LIVEKIT_AGENT_NAME,
-                    metadata=json.dumps(
-                        {"phone_number": number, "phone_number_id": phone_number_id}
-                    ),
-                )
-            ],
-        ),
-    )
-    request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
-    info = _request("CreateSIPDispatchRule", lambda lk: lk.sip.create_dispatch_rule(request))
-    return info.sip_dispatch_rule_id
-
-
-def delete_dispatch_rule(*, rule_id: str) -> bool:
-    """Delete a SIP dispatch rule; True if it existed, False if LiveKit no longer has it."""
-    request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)
-    deleted = _request(
-        "DeleteSIPDispatchRule", lambda lk: lk.sip.delete_dispatch_rule(request), if_not_found=None
-    )
-    return deleted is not None
-
-
-class SipTransferError(LiveKitError):
-    """The transfer was tried and did not complete (the destination refused, rang out,
-    or the carrier failed): the caller is still in the room."""
-
-    def __init__(self, message: str, *, sip_status_code: int | None) -> None:
-        super().__init__(message)
-        self.sip_status_code = sip_status_code
-
-
-def sip_transfer(
-    *, room_name: str, identity: str, transfer_to: str, ringing_timeout_seconds: int
-) -> None:
-    """Hand the SIP participant `identity` to `transfer_to` (`tel:+…` or `sip:…`), a
-    cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit reports it
-    successful; `SipTransferError` when it was tried and failed, `LiveKitError` when
-    LiveKit failed otherwise."""
-    request = api.TransferSIPParticipantRequest(
-        room_name=room_name, participant_identity=identity, transfer_to=transfer_to
-    )
-    request.ringing_timeout.seconds = ringing_timeout_seconds
-    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
-    try:
-        response = _run(
-            lambda lk: lk.sip.transfer_sip_participant(request, timeout=timeout), timeout=timeout
-        )
-    except api.SipCallError as exc:
-        raise SipTransferError(
-            f"SIP transfer failed: {exc.sip_status_code or exc.sip_transfer_reason or exc.code}",
-            sip_status_code=exc.sip_status_code,
-        ) from None
-    except api.TwirpError as exc:
-        raise LiveKitError(f"LiveKit refused TransferSIPParticipant: {exc.code}") from None
-    if response.status != sip_models.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL:
-        reason = _enum_name(sip_models.SIPTransferReason, response.reason)
-        raise SipTransferError(f"SIP transfer did not complete: {reason}", sip_status_code=None)
+    twirp_request("CreateAgentDispatch", lambda lk: lk.agent_dispatch.create_dispatch(request))

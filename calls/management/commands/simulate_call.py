@@ -21,7 +21,8 @@ from telephony.models import PhoneNumber, PhoneNumberStatus
 from telephony.selectors import outbound_numbers
 from telephony.services import phone_call_build
 from telephony.transfer import call_transfer
-from voicecalls.livekit import INBOUND_ROOM_PREFIX, webhook_authorization
+from voicecalls.livekit import webhook_authorization
+from voicecalls.livekit_sip import INBOUND_ROOM_PREFIX
 from workflows.demo import DEMO_SLUG
 from workflows.selectors import workflow_call_target
 

@@ -1,0 +1,179 @@
+"""LiveKit's SIP service: trunks, dialing a phone, inbound dispatch rules and transfers
+(DESIGN.md "Phone calls (LiveKit SIP)"). Requests and refusals go through
+`voicecalls.livekit` like every LiveKit request."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from livekit import api
+from livekit.protocol import sip as sip_models
+
+from voicecalls.livekit import LiveKitError, enum_name, livekit_run, twirp_request
+
+
+class SipDialError(LiveKitError):
+    """LiveKit dialed and the call failed with a SIP status (busy, rejected, ...)."""
+
+    def __init__(self, message: str, *, sip_status_code: int | None, sip_status: str | None):
+        super().__init__(message)
+        self.sip_status_code = sip_status_code
+        self.sip_status = sip_status
+
+
+def create_outbound_trunk(
+    *, name: str, address: str, numbers: list[str], auth_username: str, auth_password: str
+) -> str:
+    """Create an outbound SIP trunk in LiveKit; its LiveKit id."""
+    trunk = api.SIPOutboundTrunkInfo(
+        name=name,
+        address=address,
+        numbers=numbers,
+        auth_username=auth_username,
+        auth_password=auth_password,
+    )
+    request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
+    info = twirp_request("CreateSIPOutboundTrunk", lambda lk: lk.sip.create_outbound_trunk(request))
+    return info.sip_trunk_id
+
+
+def create_inbound_trunk(
+    *, name: str, numbers: list[str], auth_username: str, auth_password: str
+) -> str:
+    """Create an inbound SIP trunk in LiveKit; its LiveKit id."""
+    trunk = api.SIPInboundTrunkInfo(
+        name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
+    )
+    request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
+    info = twirp_request("CreateSIPInboundTrunk", lambda lk: lk.sip.create_inbound_trunk(request))
+    return info.sip_trunk_id
+
+
+def delete_trunk(*, trunk_id: str) -> bool:
+    """Delete a SIP trunk; True if it existed, False if LiveKit no longer has it."""
+    request = api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id)
+    deleted = twirp_request(
+        "DeleteSIPTrunk", lambda lk: lk.sip.delete_trunk(request), if_not_found=None
+    )
+    return deleted is not None
+
+
+# Beyond the ringing: LiveKit answers a dial a little after its ringing timeout.
+DIAL_TIMEOUT_MARGIN_SECONDS = 5.0
+
+
+def sip_dial(
+    *,
+    trunk_id: str,
+    to_number: str,
+    from_number: str,
+    room_name: str,
+    identity: str,
+    ringing_timeout_seconds: int,
+    max_call_duration_seconds: int,
+) -> None:
+    """Dial a phone into a room and wait until it is answered (returns) or fails:
+    `SipDialError` with the SIP status, `LiveKitError` when LiveKit failed otherwise."""
+    request = api.CreateSIPParticipantRequest(
+        sip_trunk_id=trunk_id,
+        sip_call_to=to_number,
+        sip_number=from_number,
+        room_name=room_name,
+        participant_identity=identity,
+        wait_until_answered=True,
+    )
+    request.ringing_timeout.seconds = ringing_timeout_seconds
+    request.max_call_duration.seconds = max_call_duration_seconds
+    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
+    try:
+        livekit_run(
+            lambda lk: lk.sip.create_sip_participant(request, timeout=timeout), timeout=timeout
+        )
+    except api.SipCallError as exc:
+        raise SipDialError(
+            f"SIP call failed: {exc.sip_status_code} {exc.sip_status}",
+            sip_status_code=exc.sip_status_code,
+            sip_status=exc.sip_status,
+        ) from None
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None
+
+
+# Inbound rooms: `inbound-<random>`, one per caller (never `call-<id>`: the call is
+# created when the caller arrives, and found by its stored room name).
+INBOUND_ROOM_PREFIX = "inbound-"
+
+
+def create_dispatch_rule(*, trunk_id: str, number: str, phone_number_id: str) -> str:
+    """Create the SIP dispatch rule for calls to `number` on trunk `trunk_id`: each
+    caller in a new room of its own, our agent dispatched into it with metadata naming
+    the number. Its LiveKit id."""
+    rule = api.SIPDispatchRuleInfo(
+        rule=api.SIPDispatchRule(
+            dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=INBOUND_ROOM_PREFIX)
+        ),
+        trunk_ids=[trunk_id],
+        numbers=[number],
+        name=f"voicecalls {number}",
+        room_config=api.RoomConfiguration(
+            departure_timeout=settings.LIVEKIT_DEPARTURE_TIMEOUT,
+            agents=[
+                api.RoomAgentDispatch(
+                    agent_name=settings.LIVEKIT_AGENT_NAME,
+                    metadata=json.dumps(
+                        {"phone_number": number, "phone_number_id": phone_number_id}
+                    ),
+                )
+            ],
+        ),
+    )
+    request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
+    info = twirp_request("CreateSIPDispatchRule", lambda lk: lk.sip.create_dispatch_rule(request))
+    return info.sip_dispatch_rule_id
+
+
+def delete_dispatch_rule(*, rule_id: str) -> bool:
+    """Delete a SIP dispatch rule; True if it existed, False if LiveKit no longer has it."""
+    request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)
+    deleted = twirp_request(
+        "DeleteSIPDispatchRule", lambda lk: lk.sip.delete_dispatch_rule(request), if_not_found=None
+    )
+    return deleted is not None
+
+
+class SipTransferError(LiveKitError):
+    """The transfer was tried and did not complete (the destination refused, rang out,
+    or the carrier failed): the caller is still in the room."""
+
+    def __init__(self, message: str, *, sip_status_code: int | None) -> None:
+        super().__init__(message)
+        self.sip_status_code = sip_status_code
+
+
+def sip_transfer(
+    *, room_name: str, identity: str, transfer_to: str, ringing_timeout_seconds: int
+) -> None:
+    """Hand the SIP participant `identity` to `transfer_to` (`tel:+…` or `sip:…`), a
+    cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit reports it
+    successful; `SipTransferError` when it was tried and failed, `LiveKitError` when
+    LiveKit failed otherwise."""
+    request = api.TransferSIPParticipantRequest(
+        room_name=room_name, participant_identity=identity, transfer_to=transfer_to
+    )
+    request.ringing_timeout.seconds = ringing_timeout_seconds
+    timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
+    try:
+        response = livekit_run(
+            lambda lk: lk.sip.transfer_sip_participant(request, timeout=timeout), timeout=timeout
+        )
+    except api.SipCallError as exc:
+        raise SipTransferError(
+            f"SIP transfer failed: {exc.sip_status_code or exc.sip_transfer_reason or exc.code}",
+            sip_status_code=exc.sip_status_code,
+        ) from None
+    except api.TwirpError as exc:
+        raise LiveKitError(f"LiveKit refused TransferSIPParticipant: {exc.code}") from None
+    if response.status != sip_models.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL:
+        reason = enum_name(sip_models.SIPTransferReason, response.reason)
+        raise SipTransferError(f"SIP transfer did not complete: {reason}", sip_status_code=None)

@@ -327,6 +327,7 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         "from_number": None,
         "sip_status_code": None,
         "sip_status": None,
+        "transfer_destination": None,
         "metadata": {"source": "mobile-app"},
         "user_data": {"name": "John"},
     }

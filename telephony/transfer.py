@@ -118,15 +118,18 @@ def call_transfer(
 @transaction.atomic
 def _transferred(*, call: Call, destination: str) -> None:
     now = timezone.now()
+    # The caller's departure (its webhook) may have ended it already, as transferred.
+    call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.TRANSFERRED, at=now
+    )
+    ended = Call.objects.select_for_update().filter(pk=call.pk).values_list("end_reason").get()
+    if ended != (EndReason.TRANSFERRED,):
+        return  # a hang-up overtook the transfer: the call ended as that says
     TranscriptEntry.objects.create(
         call_id=call.pk,
         role=TranscriptRole.SYSTEM,
         content=f"Call transferred to {destination}.",
         timestamp=now,
-    )
-    # The caller's departure (its webhook) may have ended it already, as transferred.
-    call_transition(
-        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.TRANSFERRED, at=now
     )
     # The agent may still be in the room.
     call_room_close_later(call_id=call.pk)

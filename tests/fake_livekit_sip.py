@@ -213,12 +213,14 @@ class SipMixin:
         leaves the room (`participant_left`); refused, it stays and the request fails as
         LiveKit's does, with the SIP status and transfer reason in `meta`."""
         room, identity = message.room_name, message.participant_identity
-        with self._lock:
-            if identity not in self.rooms.get(room, []):
-                return None
         outcome = self.transfer_outcomes.get(message.transfer_to, ANSWER)
         if outcome.ring_seconds:
             time.sleep(min(outcome.ring_seconds, message.ringing_timeout.seconds or 30))
+        with self._lock:
+            if identity not in self.rooms.get(room, []):
+                return None  # gone meanwhile (the room deleted, the caller hung up)
+            if outcome.sip_code is None:
+                self.rooms[room].remove(identity)
         if outcome.sip_code is not None:
             status, code = _twirp(outcome.sip_code)
             meta = {
@@ -227,8 +229,6 @@ class SipMixin:
                 "sip_transfer_reason": "STR_REJECTED",
             }
             return status, "application/json", _json_error(code, "transfer failed", meta)
-        with self._lock:
-            self.rooms[room].remove(identity)
         participant = api.ParticipantInfo(
             identity=identity,
             kind=api.ParticipantInfo.Kind.SIP,

@@ -266,3 +266,46 @@ def test_a_malformed_destination_is_400(api, live_call, body):
 
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "destination"
+
+
+@pytest.mark.postgres
+def test_transfers_racing_on_one_call_transfer_it_once(client_key, live_call, sip_fake):
+    """Five requests at once (the destination takes a moment to answer): one transfer
+    reaches LiveKit, the others find it under way (409)."""
+    from tests.test_phone_races import in_parallel
+
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.answer_after(0.5)
+    url = f"/api/v1/calls/{live_call.id}/transfer"
+
+    answers = in_parallel(
+        5, client_key, lambda c: c.post(url, {"destination": DESK}, format="json")
+    )
+
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 4
+    codes = {a.json()["errors"][0]["code"] for a in answers if a.status_code == 409}
+    assert codes <= {"call_ending", "call_ended"}
+    assert len(sip_fake.calls("TransferSIPParticipant")) == 1
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("completed", "transferred")
+
+
+@pytest.mark.postgres
+def test_a_hang_up_racing_a_transfer_leaves_one_end(api, client_key, live_call, sip_fake):
+    from tests.test_phone_races import in_parallel
+
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.answer_after(0.3)
+    base = f"/api/v1/calls/{live_call.id}"
+
+    requests = [
+        lambda c: c.post(f"{base}/transfer", {"destination": DESK}, format="json"),
+        lambda c: c.post(f"{base}/end"),
+    ]
+
+    answers = in_parallel(2, client_key, lambda c: requests.pop()(c))
+
+    assert all(a.status_code in (200, 409, 502) for a in answers), [a.content for a in answers]
+    live_call.refresh_from_db()
+    assert live_call.status == "completed"
+    assert live_call.end_reason in ("transferred", "api_request")
+    lines = api.get(f"{base}/transcript").json()
+    assert (live_call.end_reason == "transferred") == bool(lines)

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from livekit import rtc
@@ -33,6 +34,9 @@ from agent.tests.conftest import Web
 from agent.tests.scripted_llm import ScriptedLLM
 from agent.tests.voice import ScriptedSTT, ScriptedTTS, SilentMic, Speaker
 from agent.worker import CallJob
+
+SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+NUMBER = "+14155550123"  # the callee of the tests' outbound phone calls
 
 
 class _NoInference:
@@ -56,14 +60,17 @@ class LiveJob:
 
 
 @contextlib.asynccontextmanager
-async def live_job(*, room_name: str, call_id: str) -> AsyncIterator[LiveJob]:
+async def live_job(
+    *, room_name: str, call_id: str | None = None, metadata: str | None = None
+) -> AsyncIterator[LiveJob]:
     """A real JobContext for a dispatch into `room_name` (not a fake job: its
-    `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at)."""
+    `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at), with the
+    API's metadata for `call_id`, or `metadata` as a dispatch rule gives it."""
     job = agent_proto.Job(
-        id=f"AJ_{call_id[:8]}",
+        id=f"AJ_{room_name[-8:]}",
         room=models.Room(name=room_name, sid="RM_tests"),
         type=agent_proto.JobType.JT_ROOM,
-        metadata=json.dumps({"call_id": call_id}),
+        metadata=metadata if metadata is not None else json.dumps({"call_id": call_id}),
     )
     info = RunningJobInfo(
         accept_arguments=JobAcceptArguments(identity="agent-tests", name="", metadata=""),
@@ -90,6 +97,46 @@ async def live_job(*, room_name: str, call_id: str) -> AsyncIterator[LiveJob]:
             yield live
     finally:
         _JobContextVar.reset(token)
+
+
+class Room(rtc.EventEmitter):
+    """A call's room as the agent sees it, driven as LiveKit SIP would: remote
+    participants and their events, and the agent's own participant, which records the
+    DTMF tones it publishes as `(code, digit)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remote_participants: dict[str, SimpleNamespace] = {}
+        self.dtmf: list[tuple[int, str]] = []
+        self.local_participant = SimpleNamespace(publish_dtmf=self._publish_dtmf)
+
+    async def _publish_dtmf(self, *, code: int, digit: str) -> None:
+        self.dtmf.append((code, digit))
+
+    def join(
+        self,
+        identity: str,
+        *,
+        kind: int = SIP,
+        status: str = "dialing",
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        if attributes is None and kind == SIP:
+            attributes = {"sip.callStatus": status, "sip.phoneNumber": NUMBER}
+        participant = SimpleNamespace(identity=identity, kind=kind, attributes=attributes or {})
+        self.remote_participants[identity] = participant
+        self.emit("participant_connected", participant)
+
+    def call_status(self, identity: str, status: str) -> None:
+        participant = self.remote_participants[identity]
+        participant.attributes["sip.callStatus"] = status
+        self.emit("participant_attributes_changed", ["sip.callStatus"], participant)
+
+    def leave(self, identity: str) -> None:
+        self.emit("participant_disconnected", self.remote_participants.pop(identity))
+
+    def listeners(self) -> int:
+        return sum(len(callbacks) for callbacks in self._events.values())
 
 
 class Providers:

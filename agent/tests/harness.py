@@ -139,6 +139,39 @@ class Room(rtc.EventEmitter):
         return sum(len(callbacks) for callbacks in self._events.values())
 
 
+CALLER = "+12025550177"  # who calls the tests' inbound numbers
+
+
+@dataclass
+class DialIn:
+    """An inbound call as LiveKit's SIP service makes it: the caller's room, their SIP
+    participant in it (`room`, the agent's view), and the dispatch's metadata."""
+
+    room_name: str
+    identity: str
+    metadata: str
+    room: Room
+
+
+def dial_in(fake_livekit: Any, number: str, *, caller: str = CALLER) -> DialIn:
+    """`caller` dials `number`: the LiveKit stand-in finds the number's dispatch rule,
+    makes the room with the caller in it and dispatches the agent."""
+    room_name, identity = fake_livekit.inbound_call(to=number, caller=caller)
+    metadata = next(m for r, _, m in fake_livekit.agent_dispatches if r == room_name)
+    rule = next(r for r in fake_livekit.dispatch_rules.values() if number in r.numbers)
+    room = Room()
+    room.join(
+        identity,
+        attributes={
+            "sip.callStatus": "active",
+            "sip.phoneNumber": caller,
+            "sip.trunkPhoneNumber": number,
+            "sip.trunkID": rule.trunk_ids[0],
+        },
+    )
+    return DialIn(room_name, identity, metadata, room)
+
+
 class Providers:
     """Stand-ins for the provider plugins `agent.providers.build_component` builds: one
     per (component, provider), each checked as the real builder checks its config.

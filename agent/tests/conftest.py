@@ -277,3 +277,14 @@ def web(
         log.close()
         if sys.exc_info()[0] is not None:
             print((workdir / "server.log").read_text()[-5000:])
+
+
+@pytest.fixture(scope="session")
+def voicemail_workflows(web: Web) -> dict[str, str]:
+    """A workflow per voicemail action, by action."""
+    message = "Hi {{ user.name }}, this is your daily call. We will try again tomorrow."
+    web.create_workflow(
+        "vm-leave", settings={"voicemail": {"action": "leave_message", "message": message}}
+    )
+    web.create_workflow("vm-hang-up", settings={"voicemail": {"action": "hang_up"}})
+    return {"leave_message": "vm-leave", "hang_up": "vm-hang-up"}

@@ -234,3 +234,29 @@ async def wait_until(condition: Callable[[], object], *, timeout: float = 10.0) 
 
 def spoken(providers: Providers) -> list[str]:
     return list(providers.tts.spoken)
+
+
+@contextlib.asynccontextmanager
+async def outbound_call(
+    web: Web, providers: Providers, workflow: str, room: Room | None = None
+) -> AsyncIterator[tuple[CallJob, LiveJob, str]]:
+    """The API's outbound phone call to NUMBER (its dial job is not run: in `room`, the
+    callee's SIP participant answers as LiveKit SIP's would), its session started: the
+    job, the job process and the room's name."""
+    created = web.create_call(
+        workflow_slug=workflow, phone_number=NUMBER, user_data={"name": "Ada"}
+    )
+    call_id = created["call_id"]
+    room = room or Room()
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        job.room = room
+        runtime = await job.prepare()
+        assert (runtime.channel, runtime.direction) == ("phone", "outbound")
+        room.join(f"user-{call_id}", status="active")
+        assert await job.wait_for_user(runtime, room)
+        session = job.session(runtime, turn_detection="stt", vad=None)
+        session.input.audio = SilentMic()
+        session.output.audio = providers.speaker
+        await job.start(runtime, session)
+        yield job, live, created["room_name"]

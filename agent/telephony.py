@@ -121,9 +121,10 @@ class PhoneLine:
                 detection_options={"no_speech_threshold": AMD_NO_SPEECH_SECONDS},
             ) as detector:
                 return await detector.execute()
-        except Exception:
-            # Never keep a person from the greeting because the detector broke.
-            logger.exception("call %s: answering machine detection failed", self.call.call_id)
+        except Exception as exc:
+            # Never keep a person from the greeting because the detector broke (or the
+            # session closed under it: the callee hung up).
+            logger.warning("call %s: no answering machine verdict: %r", self.call.call_id, exc)
             return None
 
     def answered_by_greeting(self, message: Any) -> bool:

@@ -184,6 +184,30 @@ def deleted_rooms(fake: fake_livekit_server.FakeLiveKit, room_name: str) -> int:
     return sum(1 for r in fake.calls("DeleteRoom") if r.body.get("room") == room_name)
 
 
+def _prepare_database(env: dict[str, str]) -> tuple[dict[str, Org], str]:
+    """Migrate and seed the web database (tests/web_setup.py): the organizations with
+    their client keys, and the agent key."""
+    setup = subprocess.run(
+        [
+            WEB_PYTHON,
+            str(AGENT_DIR / "tests" / "web_setup.py"),
+            *("demo", "nollm", "busy"),
+            *("--phone", f"demo={INBOUND_NUMBER}", "--phone", f"busy={BUSY_NUMBER}"),
+            *("--concurrency-limit", "busy=0"),
+        ],
+        cwd=WEB_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if setup.returncode != 0:
+        raise RuntimeError(f"preparing the web database failed:\n{setup.stdout}{setup.stderr}")
+    keys = json.loads(setup.stdout.strip().splitlines()[-1])
+    orgs = {slug: Org(slug, key) for slug, key in keys["client_keys"].items()}
+    return orgs, keys["agent_key"]
+
+
 @pytest.fixture(scope="session")
 def web(
     tmp_path_factory: pytest.TempPathFactory, fake_livekit: fake_livekit_server.FakeLiveKit
@@ -207,25 +231,7 @@ def web(
         LIVEKIT_API_KEY=LIVEKIT_KEY,
         LIVEKIT_API_SECRET=LIVEKIT_SECRET,
     )
-    setup = subprocess.run(
-        [
-            WEB_PYTHON,
-            str(AGENT_DIR / "tests" / "web_setup.py"),
-            *("demo", "nollm", "busy"),
-            *("--phone", f"demo={INBOUND_NUMBER}", "--phone", f"busy={BUSY_NUMBER}"),
-            *("--concurrency-limit", "busy=0"),
-        ],
-        cwd=WEB_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if setup.returncode != 0:
-        raise RuntimeError(f"preparing the web database failed:\n{setup.stdout}{setup.stderr}")
-    keys = json.loads(setup.stdout.strip().splitlines()[-1])
-    orgs = {slug: Org(slug, key) for slug, key in keys["client_keys"].items()}
-    agent_key = keys["agent_key"]
+    orgs, agent_key = _prepare_database(env)
 
     port = _free_port()
     log = open(workdir / "server.log", "w")

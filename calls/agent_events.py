@@ -24,8 +24,8 @@ from calls.models import (
     TranscriptRole,
 )
 from calls.services import call_room_close_later
-from calls.signals import call_usage_reported
-from calls.sql import JSONArrayAppend, insert_new
+from calls.signals import call_events_recorded, call_usage_reported
+from calls.sql import JSONArrayAppend, insert_new, insert_new_ids
 
 _DEFAULT_END_REASON = {
     CallStatus.COMPLETED: EndReason.AGENT_HANGUP,
@@ -43,18 +43,20 @@ class AgentEventsResult:
 
 @dataclass(frozen=True)
 class _NewEvents:
-    """The events of a batch that were stored now (not seen before), by type."""
+    """The events of a batch that were stored now (not seen before), by type; `rows`
+    maps the new transcript lines' and samples' event ids to their rows' ids."""
 
-    transcript: int
+    transcript: list[dict]
     samples: list[dict]
     handoffs: list[dict]
     statuses: list[dict]
     usage: list[dict]
+    rows: dict
 
     @property
     def count(self) -> int:
         ledger = len(self.handoffs) + len(self.statuses) + len(self.usage)
-        return self.transcript + len(self.samples) + ledger
+        return len(self.transcript) + len(self.samples) + ledger
 
 
 @transaction.atomic
@@ -80,6 +82,14 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
         new.handoffs or any(e["status"] == CallStatus.ACTIVE for e in new.statuses)
     ):
         call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
+    if new.transcript or new.samples or new.handoffs:
+        call_events_recorded.send(
+            sender=Call,
+            call_id=call.pk,
+            lines=[(new.rows[e["id"]], e["timestamp"]) for e in new.transcript],
+            samples=[(new.rows[e["id"]], e["timestamp"]) for e in new.samples],
+            handoffs=new.handoffs,
+        )
     _aggregate(call_id=call.pk, new=new, now=now)
     _apply_statuses(
         call_id=call.pk,
@@ -112,19 +122,22 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
         + by_type[AgentEventType.USAGE]
     )
     per_call = {"unique": "event_id", "unique_with": ("call",)}
-    transcript_ids = insert_new(TranscriptEntry, _transcript_rows(call_id, lines, now), **per_call)
-    metric_ids = insert_new(MetricSample, _sample_rows(call_id, samples, now), **per_call)
+    transcript_ids = insert_new_ids(
+        TranscriptEntry, _transcript_rows(call_id, lines, now), **per_call
+    )
+    metric_ids = insert_new_ids(MetricSample, _sample_rows(call_id, samples, now), **per_call)
     ledger_ids = insert_new(AgentEvent, _ledger_rows(call_id, ledger, now), unique="id")
 
     def new_in_time_order(items: list[dict], ids: set) -> list[dict]:
         return sorted((e for e in items if e["id"] in ids), key=lambda e: e["timestamp"])
 
     return _NewEvents(
-        transcript=len(transcript_ids),
+        transcript=[e for e in lines if e["id"] in transcript_ids],
         samples=[e for e in samples if e["id"] in metric_ids],
         handoffs=new_in_time_order(by_type[AgentEventType.AGENT_HANDOFF], ledger_ids),
         statuses=new_in_time_order(by_type[AgentEventType.STATUS], ledger_ids),
         usage=new_in_time_order(by_type[AgentEventType.USAGE], ledger_ids),
+        rows={**transcript_ids, **metric_ids},
     )
 
 

@@ -166,6 +166,9 @@ class Call(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     # Last webhook or agent event seen: `expire_calls` reconciles calls silent too long.
     last_event_at = models.DateTimeField(null=True, blank=True)
+    # The last id given to an event of the call's live stream (streams.feed): moved
+    # under the call's row lock, so the stream's ids follow commit order.
+    stream_seq = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -157,31 +157,83 @@ def transcript_json(rows: Iterable[tuple]) -> bytes:
     and its escaping of U+2028/U+2029 is applied at the end.
     """
     tz = timezone.get_current_timezone()
+    return _json_bytes([_transcript_item(row, tz) for row in rows])
+
+
+def transcript_line_json(row: tuple) -> bytes:
+    """One `TranscriptEntry` as `transcript_json` writes it in the list (the live stream)."""
+    return _json_bytes(_transcript_item(row, timezone.get_current_timezone()))
+
+
+def _transcript_item(row: tuple, tz: datetime.tzinfo) -> dict:
+    id_, role, content, timestamp, agent_name, tool_call, interrupted = row
     # orjson writes a UTC datetime as DRF spells it (OPT_UTC_Z); other zones are converted.
     utc = str(tz) == "UTC"
-    items = []
-    for id_, role, content, timestamp, agent_name, tool_call, interrupted in rows:
-        item = {
-            "role": role,
-            "content": str(content),
-            "timestamp": (
-                timestamp if utc and timestamp.tzinfo is datetime.UTC else _datetime(timestamp, tz)
-            ),
-            "agent_name": _str(agent_name),
-            "sequence": id_,
-        }
-        if tool_call is not None:
-            arguments = {str(key): value for key, value in tool_call["arguments"].items()}
-            item["tool_call"] = orjson.Fragment(
-                _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
-            )
-        if role == TranscriptRole.ASSISTANT:
-            item["interrupted"] = bool(interrupted)
-        items.append(item)
-    body = orjson.dumps(items, option=orjson.OPT_UTC_Z)
+    item = {
+        "role": role,
+        "content": str(content),
+        "timestamp": (
+            timestamp if utc and timestamp.tzinfo is datetime.UTC else _datetime(timestamp, tz)
+        ),
+        "agent_name": _str(agent_name),
+        "sequence": id_,
+    }
+    if tool_call is not None:
+        arguments = {str(key): value for key, value in tool_call["arguments"].items()}
+        item["tool_call"] = orjson.Fragment(
+            _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
+        )
+    if role == TranscriptRole.ASSISTANT:
+        item["interrupted"] = bool(interrupted)
+    return item
+
+
+def _json_bytes(value: object) -> bytes:
+    body = orjson.dumps(value, option=orjson.OPT_UTC_Z)
     if b"\xe2\x80\xa8" in body or b"\xe2\x80\xa9" in body:
         body = body.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
     return body
+
+
+# Per-turn metrics as the agent reported them (`MetricSample` columns; the live stream).
+METRIC_SAMPLE_COLUMNS = (
+    "agent_name",
+    "turn_index",
+    "stt_latency_ms",
+    "llm_latency_ms",
+    "tts_latency_ms",
+    "eou_latency_ms",
+    "e2e_latency_ms",
+    "tokens",
+    "providers",
+    "timestamp",
+)
+
+
+def metric_sample(row: Mapping) -> dict:
+    """`MetricSample`: one turn's metrics, from a `METRIC_SAMPLE_COLUMNS` row."""
+    tz = timezone.get_current_timezone()
+    return {**row, "timestamp": _datetime(row["timestamp"], tz)}
+
+
+def agent_handoff(data: Mapping) -> dict:
+    """`AgentHandoff`: who handed the call to whom, and when (ISO 8601, as stored)."""
+    return {
+        "from_agent": data.get("from_agent"),
+        "to_agent": data["to_agent"],
+        "timestamp": data["timestamp"],
+    }
+
+
+def call_status_change(call_id: object, data: Mapping) -> dict:
+    """`CallStatusChange`: the `call.status_changed` webhook's data, and when."""
+    return {
+        "call_id": str(call_id),
+        "from_status": data.get("from_status"),
+        "to_status": data["to_status"],
+        "end_reason": data.get("end_reason"),
+        "at": data["at"],
+    }
 
 
 def _stdlib_json(value: object) -> bytes:

@@ -15,3 +15,9 @@ call_status_changed = Signal()
 # any report before it in the batch. Arguments (keywords): call_id, usage, at. Sent with
 # the call's row locked.
 call_usage_reported = Signal()
+
+# The agent's new transcript lines, metric samples and handoffs were stored (a replayed
+# event is not new). Arguments (keywords): call_id, lines and samples ([(row id,
+# timestamp)] in the batch's order), handoffs ([{from_agent, to_agent, timestamp}], in
+# time order). Sent with the call's row locked, before its aggregates move.
+call_events_recorded = Signal()

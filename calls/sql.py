@@ -77,13 +77,26 @@ def insert_new(
     """Insert `rows` (dicts of field name → value), skipping those whose `unique`
     field (together with the `unique_with` fields: a unique constraint over all of
     them must exist) already exists; return the `unique` values of the rows inserted.
+    `insert_new_ids` returns their primary keys too.
 
     One statement for a whole agent batch (500 rows) on both databases. Rows are
     inserted in the given order: callers sort them so concurrent batches take the
     unique-index locks in the same order and cannot deadlock.
     """
+    return set(insert_new_ids(model, rows, unique=unique, unique_with=unique_with))
+
+
+def insert_new_ids(
+    model: type[models.Model],
+    rows: Sequence[dict],
+    *,
+    unique: str,
+    unique_with: Sequence[str] = (),
+) -> dict[uuid.UUID | str, int]:
+    """`insert_new`, answering {unique value: primary key} for the rows inserted (in
+    the same statement: RETURNING both)."""
     if not rows:
-        return set()
+        return {}
     meta = model._meta
     fields = [meta.get_field(name) for name in rows[0]]
     unique_field = meta.get_field(unique)
@@ -94,7 +107,8 @@ def insert_new(
     columns = ", ".join(quote(field.column) for field in fields)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     per_statement = max(1, _max_params() // len(fields))
-    inserted: set[uuid.UUID | str] = set()
+    returning = f"{quote(unique_field.column)}, {quote(meta.pk.column)}"
+    inserted: dict[uuid.UUID | str, int] = {}
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
@@ -107,14 +121,13 @@ def insert_new(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) "
                 f"VALUES {', '.join([row_sql] * len(chunk))} "
                 f"ON CONFLICT ({target}) DO NOTHING "
-                f"RETURNING {quote(unique_field.column)}",
+                f"RETURNING {returning}",
                 params,
             )
-            for (value,) in cursor.fetchall():
+            for value, pk in cursor.fetchall():
                 # SQLite returns UUIDs as 32 hex digits, PostgreSQL as uuid.UUID.
-                inserted.add(
-                    uuid.UUID(str(value)) if isinstance(unique_field, models.UUIDField) else value
-                )
+                key = uuid.UUID(str(value)) if isinstance(unique_field, models.UUIDField) else value
+                inserted[key] = pk
     return inserted
 
 
@@ -124,7 +137,7 @@ def _insert_new_arrays(
     rows: Sequence[dict],
     unique_field: models.Field,
     target: str,
-) -> set[uuid.UUID | str]:
+) -> dict[uuid.UUID | str, int]:
     """PostgreSQL: one array per column, unnested in order, sent as binary parameters
     of a server-side-bound statement.
 
@@ -143,10 +156,10 @@ def _insert_new_arrays(
             f"SELECT {', '.join(names)} FROM unnest({arrays}) WITH ORDINALITY "
             f"AS u({', '.join(names)}, n) ORDER BY n "
             f"ON CONFLICT ({target}) DO NOTHING "
-            f"RETURNING {quote(unique_field.column)}",
+            f"RETURNING {quote(unique_field.column)}, {quote(meta.pk.column)}",
             params,
         )
-        return {value for (value,) in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 # Fields whose get_db_prep_save returns a value of this type unchanged on PostgreSQL

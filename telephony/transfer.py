@@ -20,6 +20,7 @@ from rest_framework import serializers
 from calls.lifecycle import EndReason, call_transition
 from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
 from calls.services import call_room_close_later
+from calls.signals import call_events_recorded
 from telephony import guard
 from telephony.numbers import is_sip_uri, number_masked
 from voicecalls import livekit, livekit_sip
@@ -125,11 +126,14 @@ def _transferred(*, call: Call, destination: str) -> None:
     ended = Call.objects.select_for_update().filter(pk=call.pk).values_list("end_reason").get()
     if ended != (EndReason.TRANSFERRED,):
         return  # a hang-up overtook the transfer: the call ended as that says
-    TranscriptEntry.objects.create(
+    line = TranscriptEntry.objects.create(
         call_id=call.pk,
         role=TranscriptRole.SYSTEM,
         content=f"Call transferred to {destination}.",
         timestamp=now,
+    )
+    call_events_recorded.send(
+        sender=Call, call_id=call.pk, lines=[(line.pk, now)], samples=[], handoffs=[]
     )
     # The agent may still be in the room.
     call_room_close_later(call_id=call.pk)

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "analysis",
     "billing",
     "telephony",
+    "streams",
 ]
 
 MIDDLEWARE = [
@@ -334,6 +335,27 @@ SPECTACULAR_SETTINGS = {
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",
     ],
 }
+
+# --- Live call streams (streams/; README "Watching a call live") ----------------------
+# Streams are fed by PostgreSQL LISTEN/NOTIFY over one direct connection per process:
+# PgBouncer in transaction mode cannot LISTEN, so DATABASE_LISTEN_URL names the
+# database itself when DATABASE_URL goes through a pooler. SQLite polls instead.
+DATABASE_LISTEN = (
+    env.db_url("DATABASE_LISTEN_URL") if env.str("DATABASE_LISTEN_URL", default="") else None
+)
+# Streams an organization may have open at once, over every process: over it, 429.
+STREAMS_PER_ORGANIZATION = env.int("STREAMS_PER_ORGANIZATION", default=200)
+# A comment line this often keeps proxies from closing a quiet stream; at the same
+# beat each process renews its streams' leases and closes those of revoked keys.
+STREAMS_HEARTBEAT_SECONDS = env.float("STREAMS_HEARTBEAT_SECONDS", default=15.0)
+# A stream whose process stopped renewing it stops counting against the cap after this.
+STREAMS_LEASE_SECONDS = env.float("STREAMS_LEASE_SECONDS", default=60.0)
+# A client that reads nothing for this long (its socket buffers full) is disconnected.
+STREAMS_SEND_TIMEOUT_SECONDS = env.float("STREAMS_SEND_TIMEOUT_SECONDS", default=30.0)
+# Seconds an ended call's stream stays open for the agent's last lines (late flush).
+STREAMS_END_GRACE_SECONDS = env.float("STREAMS_END_GRACE_SECONDS", default=5.0)
+# SQLite only: how often the one poller per process looks for new events.
+STREAMS_POLL_SECONDS = env.float("STREAMS_POLL_SECONDS", default=0.5)
 
 # Idempotency-Key records are honoured for this long.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from streams.views import staff_call_stream
 from voicecalls.api_index import ApiIndexView
 from voicecalls.errors import not_found
 from voicecalls.health import healthz, readyz
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/v1/agent/", include("calls.agent_urls")),
     path("api/v1/", ApiIndexView.as_view(), name="api-index"),
     path("api/v1/", include("calls.urls")),
+    path("api/v1/", include("streams.urls")),
     path("api/v1/", include("providerkeys.urls")),
     path("api/v1/", include("workflows.urls")),
     path("api/v1/", include("webhooks.urls")),
@@ -26,6 +28,12 @@ urlpatterns = [
     path("api/v1/", include("accounts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The admin call page's live transcript (staff session; streams.views).
+    path(
+        "admin/calls/call/<uuid:pk>/stream/",
+        admin.site.admin_view(staff_call_stream),
+        name="admin-call-stream",
+    ),
     path("admin/", admin.site.urls),
     # Unknown API paths answer in the API's error shape, in DEBUG too, whatever the
     # method (the API has no cookies, so no CSRF check either).

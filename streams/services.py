@@ -1,0 +1,86 @@
+"""Stream leases: the per-organization cap on open streams, across every process, and
+the revocation check of the keys they were opened with."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+import zlib
+from collections.abc import Collection
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import APIKey, Organization
+from streams.models import StreamLease
+from voicecalls.errors import LimitExceeded
+
+
+class StreamLimitReached(LimitExceeded):
+    """The organization has as many streams open as it may."""
+
+    code = "stream_limit_reached"
+    detail = "Your organization has as many live streams open as it may; close one first."
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, *, open_streams: int, stream_limit: int) -> None:
+        super().__init__(
+            meta={"open_streams": open_streams, "stream_limit": stream_limit},
+            retry_after=self.RETRY_AFTER_SECONDS,
+        )
+
+
+def _lease_cutoff(now: datetime.datetime) -> datetime.datetime:
+    return now - datetime.timedelta(seconds=settings.STREAMS_LEASE_SECONDS)
+
+
+@transaction.atomic
+def stream_lease_open(
+    *, organization: Organization, api_key_id: str, call_id: uuid.UUID
+) -> StreamLease:
+    """A lease for one more stream of the organization, or StreamLimitReached.
+
+    Opens of one organization are serialized by a transaction-level advisory lock
+    (SQLite: its one writer), so concurrent opens never overshoot the cap; the
+    organization's row, which call creation locks, is left alone. Leases nobody
+    renewed for `STREAMS_LEASE_SECONDS` (their process died) are removed on the way.
+    """
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            key = zlib.crc32(f"streams:{organization.pk}".encode())
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    leases = StreamLease.objects.filter(organization=organization)
+    leases.filter(renewed_at__lt=_lease_cutoff(now)).delete()
+    open_streams = leases.count()
+    limit = settings.STREAMS_PER_ORGANIZATION
+    if open_streams >= limit:
+        raise StreamLimitReached(open_streams=open_streams, stream_limit=limit)
+    return StreamLease.objects.create(
+        organization=organization, api_key_id=api_key_id, call_id=call_id, opened_at=now
+    )
+
+
+def stream_lease_close(*, lease_id: uuid.UUID) -> None:
+    StreamLease.objects.filter(pk=lease_id).delete()
+
+
+def stream_leases_renew(*, lease_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Renew the leases whose key is still usable; answer the others (revoked, expired
+    or deleted keys, leases gone): their streams must close. Two statements, whatever
+    the number of streams."""
+    if not lease_ids:
+        return set()
+    now = timezone.now()
+    usable_keys = APIKey.objects.filter(revoked=False).filter(
+        Q(expiry_date__isnull=True) | Q(expiry_date__gt=now)
+    )
+    live = set(
+        StreamLease.objects.filter(pk__in=lease_ids, api_key__in=usable_keys).values_list(
+            "pk", flat=True
+        )
+    )
+    StreamLease.objects.filter(pk__in=live).update(renewed_at=now)
+    return set(lease_ids) - live

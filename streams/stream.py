@@ -1,0 +1,132 @@
+"""A call's stream as Server-Sent Events: what exists after the client's position, then
+live events, a comment every heartbeat, and `end` once the call has ended and
+everything was sent.
+
+Two ways to serve it. Under ASGI (the streams service, `make run`): `live_stream`, an
+async generator that waits for news without holding a thread or a database
+connection. Under WSGI (the API's gunicorn, if a stream request reaches it):
+`catch_up_stream` sends what exists and closes, asking the client to come back with
+its Last-Event-ID (`retry`), so a sync worker is never held by a stream.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import orjson
+from django.conf import settings
+from django.utils import timezone
+
+from calls.models import ENDED_STATUSES
+from streams.hub import get_hub
+from streams.selectors import PAGE_SIZE, StreamEvent, call_events_after
+
+# Milliseconds a client waits before reconnecting (EventSource's `retry` field).
+RETRY_MS = 2000
+RETRY = b"retry: %d\n\n" % RETRY_MS
+PING = b": ping\n\n"
+
+
+@dataclass
+class StreamStart:
+    """Where a stream starts: the call, the client's position, and the call's state
+    when it connected (an ended call ends its stream once everything was sent)."""
+
+    call_id: uuid.UUID
+    after: int
+    status: str
+    end_reason: str | None
+    ended_at: datetime.datetime | None
+
+
+def _sse(seq: int, type_: str, data: bytes) -> bytes:
+    # Compact JSON has no line breaks (they are escaped in strings): one data line.
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, type_.encode(), data)
+
+
+class _Position:
+    """What a stream has sent so far, and what it knows of the call's end."""
+
+    def __init__(self, start: StreamStart) -> None:
+        self.call_id = start.call_id
+        self.seq = start.after
+        self.status = start.status
+        self.end_reason = start.end_reason
+        self.ended_at = start.ended_at if start.status in ENDED_STATUSES else None
+
+    def render(self, events: list[StreamEvent]) -> bytes:
+        chunks = []
+        for event in events:
+            self.seq = event.seq
+            if event.data is None:
+                continue  # its row is gone (erased): skipped, never sent
+            chunks.append(_sse(event.seq, event.type, event.data))
+            if event.type == "status":
+                change = orjson.loads(event.data)
+                self.status, self.end_reason = change["to_status"], change["end_reason"]
+                if self.status in ENDED_STATUSES and self.ended_at is None:
+                    self.ended_at = timezone.now()
+        return b"".join(chunks)
+
+    def seconds_to_end(self) -> float | None:
+        """None while the call runs; else how long to wait for late lines first."""
+        if self.ended_at is None:
+            return None
+        grace = datetime.timedelta(seconds=settings.STREAMS_END_GRACE_SECONDS)
+        return (self.ended_at + grace - timezone.now()).total_seconds()
+
+    def end(self) -> bytes:
+        data = orjson.dumps({"status": self.status, "end_reason": self.end_reason})
+        return _sse(self.seq, "end", data)
+
+
+def catch_up_stream(start: StreamStart) -> Iterator[bytes]:
+    """WSGI: what exists after the client's position, `end` if the call is over, and
+    the client reconnects after RETRY_MS for more."""
+    position = _Position(start)
+    yield RETRY
+    while True:
+        events = call_events_after(call_id=start.call_id, after=position.seq)
+        chunk = position.render(events)
+        if chunk:
+            yield chunk
+        if len(events) < PAGE_SIZE:
+            break
+    remaining = position.seconds_to_end()
+    if remaining is not None and remaining <= 0:
+        yield position.end()
+
+
+async def live_stream(start: StreamStart, *, lease_id: uuid.UUID | None) -> AsyncIterator[bytes]:
+    """ASGI: what exists, then live events until the call has ended and everything was
+    sent; closed early when the key is revoked or the client stops reading."""
+    hub = get_hub()
+    subscription = await hub.subscribe(call_id=start.call_id, lease_id=lease_id)
+    position = _Position(start)
+    try:
+        yield RETRY
+        force = True  # the first read goes to the database whatever the hub knows
+        while not subscription.closed:
+            events = await hub.events_after(start.call_id, position.seq, force=force)
+            force = False
+            chunk = position.render(events)
+            if chunk:
+                subscription.sending_since = hub.loop.time()
+                yield chunk
+                subscription.sending_since = None
+            if len(events) == PAGE_SIZE:
+                continue
+            timeout = settings.STREAMS_HEARTBEAT_SECONDS
+            remaining = position.seconds_to_end()
+            if remaining is not None:
+                if remaining <= 0:
+                    yield position.end()
+                    return
+                timeout = min(timeout, remaining)
+            if not await subscription.wait(timeout) and remaining is None:
+                yield PING
+    finally:
+        await hub.release(subscription)

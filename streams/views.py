@@ -1,0 +1,169 @@
+"""`GET /api/v1/calls/{id}/stream` and the admin's staff-only stream of a call.
+
+Both views are sync: they authenticate, find the call and open a lease in a thread,
+then hand an iterator to the server (streams.stream), so the API's authentication,
+tenancy and error shape apply unchanged, and under ASGI no thread is held while the
+stream waits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from calls import selectors
+from calls.models import Call
+from streams.services import stream_lease_open
+from streams.stream import StreamStart, catch_up_stream, live_stream
+from voicecalls.errors import ErrorResponseSerializer
+
+LAST_EVENT_ID = OpenApiParameter(
+    "Last-Event-ID",
+    {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+    OpenApiParameter.HEADER,
+    description="Resume after this event id (EventSource sends it when it reconnects): "
+    "the events after it, none twice, none skipped.",
+)
+
+STREAM_DESCRIPTION = """\
+Server-Sent Events (`text/event-stream`) of the call as it happens: first what exists
+(or what follows `Last-Event-ID`), then each event as it is recorded. Every event has an
+`id` (per call, increasing in the order the events were recorded) and a type (`event:`);
+its `data` is JSON in the API's own shapes:
+
+- `transcript`: a transcript line, as `GET /calls/{id}/transcript` lists it.
+- `status`: `{call_id, from_status, to_status, end_reason, at}` (as the
+  `call.status_changed` webhook, with the time of the change).
+- `handoff`: `{from_agent, to_agent, timestamp}`.
+- `metrics`: one turn's sample as the agent reported it: `{agent_name, turn_index,
+  stt_latency_ms, llm_latency_ms, tts_latency_ms, eou_latency_ms, e2e_latency_ms,
+  tokens, providers, timestamp}`.
+- `end`: `{status, end_reason}`, once the call has ended and everything was sent
+  (a few seconds after the end, for the agent's last lines); then the server closes.
+
+A comment line (`: ping`) comes every 15 seconds. The stream closes within a heartbeat
+of the key's revocation, and when the client reads nothing for 30 seconds. Each
+organization may have a limited number of streams open at once (429 beyond it).
+"""
+
+STREAM_EXAMPLE = (
+    "retry: 2000\n\n"
+    'id: 7\nevent: transcript\ndata: {"role":"assistant","content":"Hello John!",'
+    '"timestamp":"2026-01-01T10:00:02Z","agent_name":"greeter-agent","sequence":42,'
+    '"interrupted":false}\n\n'
+    ": ping\n\n"
+)
+
+
+class _IgnoreAccept(BaseContentNegotiation):
+    """EventSource asks for `text/event-stream`: errors are JSON whatever was asked."""
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request: Request, parsers: list):
+        return parsers[0] if parsers else None
+
+
+def _last_event_id(request: HttpRequest, fallback: str | None = None) -> int:
+    value = request.headers.get("Last-Event-ID", fallback)
+    if value is None:
+        return 0
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise serializers.ValidationError({"Last-Event-ID": ["An event id: a whole number."]})
+    return int(value)
+
+
+def _start(call: Call, after: int) -> StreamStart:
+    return StreamStart(
+        call_id=call.pk,
+        after=after,
+        status=call.status,
+        end_reason=call.end_reason,
+        ended_at=call.ended_at,
+    )
+
+
+def event_stream_response(
+    request: HttpRequest, start: StreamStart, *, lease: Callable[[], uuid.UUID] | None
+) -> StreamingHttpResponse:
+    """The response: live under ASGI, catching up under WSGI (see streams.stream)."""
+    if isinstance(request, ASGIRequest):
+        content = live_stream(start, lease_id=lease() if lease else None)
+        # This thread's connection is not held for the stream's lifetime: the stream
+        # reads with connections of its own, each closed after its read.
+        if not connection.in_atomic_block:
+            connection.close()
+    else:
+        content = catch_up_stream(start)
+    response = StreamingHttpResponse(content, content_type="text/event-stream")
+    response["Cache-Control"] = "no-store"
+    # nginx and other proxies must pass each event on at once.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+class CallStreamView(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _IgnoreAccept
+
+    @extend_schema(
+        summary="Watch a call live (Server-Sent Events)",
+        operation_id="calls_stream",
+        tags=["calls"],
+        description=STREAM_DESCRIPTION,
+        parameters=[LAST_EVENT_ID],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The call's events (see above).",
+                examples=[OpenApiExample("A line and a heartbeat", value=STREAM_EXAMPLE)],
+            ),
+            429: OpenApiResponse(
+                ErrorResponseSerializer,
+                description="`stream_limit_reached`: your organization has as many streams "
+                "open as it may (`meta`: `open_streams`, `stream_limit`); close one, or "
+                "retry after `Retry-After` seconds.",
+            ),
+        },
+    )
+    def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
+        organization = request.user.organization
+        queryset = selectors.call_queryset(organization=organization)
+        call = get_object_or_404(queryset.only("id", "status", "end_reason", "ended_at"), pk=pk)
+        start = _start(call, _last_event_id(request))
+
+        def lease() -> uuid.UUID:
+            opened = stream_lease_open(
+                organization=organization, api_key_id=request.user.api_key_id, call_id=call.pk
+            )
+            return opened.pk
+
+        return event_stream_response(request._request, start, lease=lease)
+
+
+def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """The admin's call page follows the call with this (session auth, no API key in the
+    page; the admin site checks staff login); `after` is where the page's transcript
+    stopped when it was rendered."""
+    if not request.user.has_perm("calls.view_call"):
+        raise PermissionDenied
+    call = get_object_or_404(Call.objects.only("id", "status", "end_reason", "ended_at"), pk=pk)
+    try:
+        after = _last_event_id(request, fallback=request.GET.get("after"))
+    except serializers.ValidationError:
+        return HttpResponseBadRequest("Last-Event-ID and after are event ids: whole numbers.")
+    return event_stream_response(request, _start(call, after), lease=None)

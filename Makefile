@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench clean sdk sdk-test
+.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ run: install
 # Production-style server (set DEBUG=0 and real secrets in the environment).
 serve: install
 	$(VENV)/bin/gunicorn voicecalls.wsgi:application -c gunicorn.conf.py
+
+# The live call streams' service (ASGI, uvicorn workers), beside `serve`: the proxy
+# sends /api/v1/calls/*/stream and /admin/calls/call/*/stream/ here (README).
+serve-streams: install
+	$(VENV)/bin/gunicorn voicecalls.asgi:application -c gunicorn.streams.conf.py
 
 test: install lint migrations-check fuzz test-sqlite test-postgres agent-test sdk-test
 

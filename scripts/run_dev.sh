@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: the development server with its background loops beside it, stopped with it.
+# `make run`: the development server (uvicorn, ASGI) with its background loops beside it,
+# stopped with it.
 #   scripts/run_dev.sh PYTHON PORT
 set -euo pipefail
 PY=${1:?python}
@@ -24,7 +25,15 @@ pids+=($!)
 "$PY" manage.py db_worker --queue-name dial --no-reload &
 pids+=($!)
 
-"$PY" manage.py runserver "127.0.0.1:$PORT" &
+# uvicorn serves the ASGI application: the API, the admin and the live call streams on
+# one port (streams need ASGI: README "Watching a call live"); reloaded on code changes.
+VENV_BIN=$(dirname "$PY")
+reload_dirs=()
+for dir in */; do
+  if [ -f "$dir/__init__.py" ] || [ "$dir" = "templates/" ]; then reload_dirs+=(--reload-dir "$dir"); fi
+done
+"$VENV_BIN/uvicorn" voicecalls.asgi:application --host 127.0.0.1 --port "$PORT" \
+  --reload "${reload_dirs[@]}" --reload-include '*.html' --no-server-header &
 pids+=($!)
 
 # Whichever stops first (Ctrl-C, a crash) stops the others.

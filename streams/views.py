@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 
 from calls import selectors
 from calls.models import Call
-from streams.services import stream_lease_open
+from streams.services import StreamLimitReached, stream_lease_open
 from streams.stream import StreamStart, catch_up_stream, live_stream
 from voicecalls.errors import ErrorResponseSerializer
 
@@ -137,6 +137,22 @@ class CallStreamView(APIView):
                 description="`stream_limit_reached`: your organization has as many streams "
                 "open as it may (`meta`: `open_streams`, `stream_limit`); close one, or "
                 "retry after `Retry-After` seconds.",
+                examples=[
+                    OpenApiExample(
+                        "Stream limit reached",
+                        value={
+                            "type": "client_error",
+                            "errors": [
+                                {
+                                    "code": "stream_limit_reached",
+                                    "detail": StreamLimitReached.detail,
+                                    "attr": None,
+                                }
+                            ],
+                            "meta": {"open_streams": 200, "stream_limit": 200},
+                        },
+                    )
+                ],
             ),
         },
     )

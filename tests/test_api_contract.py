@@ -207,9 +207,14 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
         if method in {"post", "put", "patch"}:
             assert {"413", "415"} <= codes, where
         is_create = method == "post" and "{" not in path and path != "/api/v1/webhooks/livekit"
-        # A transfer dials too: it counts against the outbound calls per minute.
-        dials = operation["operationId"] in {"calls_transfer", "agent_calls_transfer"}
-        assert ("429" in codes) == (is_create or dials), where
+        # A transfer dials too: it counts against the outbound calls per minute. Live
+        # streams count against the organization's open streams.
+        limited = operation["operationId"] in {
+            "calls_transfer",
+            "agent_calls_transfer",
+            "calls_stream",
+        }
+        assert ("429" in codes) == (is_create or limited), where
 
 
 @pytest.mark.parametrize(
@@ -218,6 +223,7 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
         ("calls_create", {"409", "422", "429"}),
         ("calls_token", {"409"}),
         ("calls_end", {"502"}),
+        ("calls_stream", {"400", "404", "429"}),
         ("calls_transfer", {"409", "429", "502"}),
         ("agent_calls_transfer", {"409", "429", "502"}),
         ("livekit_webhook", {"401"}),

@@ -1,0 +1,26 @@
+"""gunicorn settings of the live call streams' service (`make serve-streams`): the same
+Django project under ASGI (voicecalls.asgi) with uvicorn workers, serving only
+`/api/v1/calls/{id}/stream` and `/admin/calls/call/{id}/stream/` (the proxy routes
+them here). The API stays on sync workers (gunicorn.conf.py): README "Watching a call
+live" says why. Every value can be overridden by the environment."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("STREAMS_BIND", "0.0.0.0:8001")
+worker_class = "uvicorn_worker.UvicornWorker"
+# One event loop per core: a loop holds thousands of idle streams, each a few KiB
+# (bench/README.md), and one LISTEN connection to the database.
+workers = int(os.environ.get("STREAMS_WORKERS", multiprocessing.cpu_count()))
+# A stream is a long response: the worker's heartbeat to the arbiter is what `timeout`
+# watches (uvicorn workers notify while they serve), not the length of a request.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On a restart open streams are cut; their clients reconnect with Last-Event-ID.
+graceful_timeout = int(os.environ.get("STREAMS_GRACEFUL_TIMEOUT", "5"))
+keepalive = 5
+# Never recycled by request count: a recycled worker cuts every stream it holds.
+max_requests = 0
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# uvicorn logs each request line (no headers: keys travel in headers, never in paths).
+accesslog = "-"
+errorlog = "-"

@@ -1,0 +1,115 @@
+"""The admin's call page follows a live call: its staff-only stream (session auth, no
+API key in the page), and in headless Chromium the transcript growing while
+`simulate_call --pace` plays the call, without a reload."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from playwright.sync_api import Page, expect
+
+from calls.lifecycle import call_transition
+from tests.factories import CallFactory
+from tests.stream_server import asgi_server
+from tests.test_agent_events_api import transcript
+from tests.test_call_stream import parse, record
+
+PASSWORD = "correct-horse-battery"
+
+
+def stream_url(call_id: object) -> str:
+    return f"/admin/calls/call/{call_id}/stream/"
+
+
+@pytest.fixture
+def staff(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", PASSWORD))
+    return client
+
+
+@pytest.fixture
+def call(workflow):
+    return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+
+def test_the_staff_stream_needs_a_staff_login(client: Client, call) -> None:
+    response = client.get(stream_url(call.pk))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_the_staff_stream_starts_where_the_page_stopped(
+    staff: Client, agent_api, call, settings
+) -> None:
+    record(agent_api, call, transcript(0), transcript(1))
+    page = staff.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert f'{stream_url(call.pk)}?after=2"' in page
+    assert "Bearer" not in page
+    record(agent_api, call, transcript(2))
+    settings.STREAMS_END_GRACE_SECONDS = 0
+    call_transition(call_id=call.pk, to_status="completed", end_reason="user_hangup")
+    response = staff.get(stream_url(call.pk) + "?after=2")
+    events = parse(b"".join(response.streaming_content))
+    assert [(e["id"], e["event"]) for e in events] == [
+        ("3", "transcript"),
+        ("4", "status"),
+        ("4", "end"),
+    ]
+
+
+def test_an_ended_calls_page_does_not_follow_it(staff: Client, workflow) -> None:
+    ended = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
+    page = staff.get(f"/admin/calls/call/{ended.pk}/change/").content.decode()
+    assert "EventSource" not in page
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_lines_appear_on_the_call_page_while_the_call_plays(
+    page: Page, organization, workflow, settings
+) -> None:
+    settings.STREAMS_POLL_SECONDS = 0.1
+    User.objects.create_superuser("staff", "staff@example.com", PASSWORD)
+    call = CallFactory(organization=organization, workflow=workflow)  # connecting
+    with asgi_server() as base:
+        page.goto(f"{base}/admin/login/?next=/admin/calls/call/{call.pk}/change/")
+        page.fill("#id_username", "staff")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        transcript_box = page.locator("#transcript")
+        expect(transcript_box).to_contain_text("No transcript yet.")
+
+        def play() -> None:
+            try:
+                call_command(
+                    "simulate_call",
+                    "--org",
+                    organization.slug,
+                    "--call",
+                    str(call.pk),
+                    "--pace",
+                    "0.4",
+                    stdout=open("/dev/null", "w"),
+                )
+            finally:
+                connection.close()
+
+        player = threading.Thread(target=play)
+        player.start()
+        try:
+            expect(transcript_box).to_contain_text("Hello! How are you today?", timeout=15_000)
+            # Still playing: more lines come, into the same page.
+            expect(transcript_box).not_to_contain_text("Goodbye")
+            expect(transcript_box).to_contain_text("save_meal", timeout=15_000)
+            expect(transcript_box).to_contain_text("Goodbye!", timeout=15_000)
+            expect(page.locator("#live-status")).to_contain_text("ended", timeout=15_000)
+        finally:
+            player.join(timeout=60)
+        assert page.locator("#transcript .vc-line").count() == 10  # each line once
+        assert "Bearer" not in page.content()

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench clean sdk sdk-test
+.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench bench-streams clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -91,6 +91,12 @@ BENCH_PG_OPTS ?= -c shared_buffers=1GB -c effective_cache_size=8GB -c work_mem=1
 	-c random_page_cost=1.1
 bench: install
 	PG_EXTRA_OPTS="$(BENCH_PG_OPTS)" scripts/with_postgres.sh $(PY) -m bench all $(BENCH_ARGS)
+
+# Live call streams under load (bench/README.md "Live streams"): 1,000 streams while calls
+# run, POST /calls and the lists timed with and without them. BENCH_CALLS defaults to
+# 50,000 here.
+bench-streams: install
+	PG_EXTRA_OPTS="$(BENCH_PG_OPTS)" scripts/with_postgres.sh $(PY) -m bench.streams
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

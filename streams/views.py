@@ -8,8 +8,10 @@ stream waits.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
@@ -103,10 +105,6 @@ def event_stream_response(
     """The response: live under ASGI, catching up under WSGI (see streams.stream)."""
     if isinstance(request, ASGIRequest):
         content = live_stream(start, lease_id=lease() if lease else None)
-        # This thread's connection is not held for the stream's lifetime: the stream
-        # reads with connections of its own, each closed after its read.
-        if not connection.in_atomic_block:
-            connection.close()
     else:
         content = catch_up_stream(start)
     response = StreamingHttpResponse(content, content_type="text/event-stream")
@@ -116,9 +114,34 @@ def event_stream_response(
     return response
 
 
+# Under ASGI every request runs in a thread of its own with a connection of its own: a
+# burst of a thousand clients (reconnecting after a deploy) would open a thousand
+# database connections at once. Openings take turns instead, a few at a time.
+_OPENINGS = threading.BoundedSemaphore(8)
+
+
+@contextmanager
+def _opening(request: HttpRequest) -> Iterator[None]:
+    """One of the few openings at a time (ASGI), its thread's connection closed after:
+    the stream reads with connections of its own, each closed after its read."""
+    if not isinstance(request, ASGIRequest):
+        yield
+        return
+    with _OPENINGS:
+        try:
+            yield
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
+
+
 class CallStreamView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _IgnoreAccept
+
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        with _opening(request):
+            return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(
         summary="Watch a call live (Server-Sent Events)",
@@ -175,11 +198,13 @@ def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """The admin's call page follows the call with this (session auth, no API key in the
     page; the admin site checks staff login); `after` is where the page's transcript
     stopped when it was rendered."""
-    if not request.user.has_perm("calls.view_call"):
-        raise PermissionDenied
-    call = get_object_or_404(Call.objects.only("id", "status", "end_reason", "ended_at"), pk=pk)
-    try:
-        after = _last_event_id(request, fallback=request.GET.get("after"))
-    except serializers.ValidationError:
-        return HttpResponseBadRequest("Last-Event-ID and after are event ids: whole numbers.")
-    return event_stream_response(request, _start(call, after), lease=None)
+    with _opening(request):
+        if not request.user.has_perm("calls.view_call"):
+            raise PermissionDenied
+        queryset = Call.objects.only("id", "status", "end_reason", "ended_at")
+        call = get_object_or_404(queryset, pk=pk)
+        try:
+            after = _last_event_id(request, fallback=request.GET.get("after"))
+        except serializers.ValidationError:
+            return HttpResponseBadRequest("Last-Event-ID and after are event ids: whole numbers.")
+        return event_stream_response(request, _start(call, after), lease=None)

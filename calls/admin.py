@@ -32,6 +32,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from calls import representations, selectors
 from calls.admin_paging import CappedCountPaginator
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
+from recordings import selectors as recording_selectors
 
 STATUS_COLORS = {
     CallStatus.PENDING: "#8a8a8a",
@@ -361,6 +362,7 @@ class CallAdmin(admin.ModelAdmin):
             samples=selectors.call_samples(call=call),
             analysis=selectors.call_analysis(call=call),
             cost=selectors.call_cost(call=call),
+            recording=recording_selectors.call_recording(call=call),
         )
         return JsonResponse(body, json_dumps_params={"indent": 2})
 

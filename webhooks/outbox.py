@@ -21,6 +21,7 @@ from rest_framework import serializers
 
 from calls import representations, selectors
 from calls.models import ENDED_STATUSES, Call
+from recordings import selectors as recording_selectors
 from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 _iso = serializers.DateTimeField().to_representation
@@ -175,6 +176,7 @@ def _call_ended_payload(call_id: UUID) -> dict:
             samples=samples,
             analysis=selectors.call_analysis(call=call),
             cost=selectors.call_cost(call=call),
+            recording=recording_selectors.call_recording(call=call),
         ),
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),

@@ -131,3 +131,27 @@ def test_an_unsigned_egress_webhook_is_401_and_changes_nothing(recording) -> Non
 
     assert response.status_code == 401
     assert state(recording) == ("starting", None, None, "")
+
+
+def test_the_call_detail_reads_the_recording_in_the_calls_own_query(
+    api, recording, django_assert_num_queries
+) -> None:
+    with django_assert_num_queries(3):  # API key + call (analysis, cost, recording) + samples
+        response = api.get(f"/api/v1/calls/{recording.call_id}")
+
+    assert response.json()["recording"] == {
+        "status": "starting",
+        "duration_seconds": None,
+        "size_bytes": None,
+    }
+
+
+def test_the_recording_endpoint_takes_two_queries(
+    api, recording, recordings_bucket, django_assert_num_queries
+) -> None:
+    send("egress_ended", recording)
+
+    with django_assert_num_queries(2):  # API key + call with its recording; signed locally
+        response = api.get(f"/api/v1/calls/{recording.call_id}/recording")
+
+    assert response.json()["url"] is not None

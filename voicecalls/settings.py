@@ -318,6 +318,7 @@ SPECTACULAR_SETTINGS = {
         "CallChannelEnum": "calls.models.CallChannel.choices",
         "VoicemailActionEnum": "workflows.settings.VOICEMAIL_ACTIONS",
         "ToolTypeEnum": "workflows.serializers.TOOL_TYPES",
+        "RecordingStatusEnum": "recordings.models.RecordingStatus.choices",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

@@ -179,7 +179,14 @@ class CallAdmin(admin.ModelAdmin):
         "metadata_json",
         "analysis_html",
         "cost_html",
+        "recording_html",
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Call | None = None) -> list:
+        # Hearing a call is more than reading it: only staff allowed to view recordings.
+        if request.user.has_perm("recordings.view_recording"):
+            return [*self.fieldsets, ("Recording", {"fields": ["recording_html"]})]
+        return self.fieldsets
 
     # --- read-only: calls are evidence ---------------------------------------------
 
@@ -254,6 +261,13 @@ class CallAdmin(admin.ModelAdmin):
         if cost is None:
             return "Not priced yet: a call is priced when it ends."
         return format_html("<pre>{}</pre>", json.dumps(cost, indent=2))
+
+    @admin.display(description="recording")
+    def recording_html(self, call: Call) -> str:
+        """A player whose link is presigned for this page view (at most 15 minutes)."""
+        from recordings.admin import recording_player_html
+
+        return recording_player_html(call)
 
     @admin.display(description="analysis")
     def analysis_html(self, call: Call) -> str:

@@ -35,7 +35,10 @@ def recording_link(*, recording: Recording, organization_id: object) -> Recordin
     was deleted, or when no credentials reach its bucket any more."""
     if recording.status != RecordingStatus.COMPLETE:
         return RecordingLink(None, None)
-    target = storage.target_of(recording, organization_id=organization_id)
+    try:
+        target = storage.target_of(recording, organization_id=organization_id)
+    except storage.StorageError:
+        target = None
     if target is None:
         return RecordingLink(None, None)
     ttl = settings.RECORDINGS_URL_TTL_SECONDS

@@ -67,8 +67,28 @@ def recording_schedule(*, call_id: UUID | str) -> Recording | None:
     )
     if row is None or not isinstance(row[1], dict) or row[1].get("enabled") is not True:
         return None
-    organization_id = row[0]
-    where = storage.target_for_new_recording(organization_id=organization_id)
+    try:
+        # A savepoint: whatever goes wrong here must not undo the call's activation.
+        with transaction.atomic():
+            recording = _recording_create(call_id=call_id, organization_id=row[0])
+    except Exception:
+        logger.exception("call %s is not recorded: its recording could not be set up", call_id)
+        return None
+    if recording is None:
+        return None
+    from recordings.tasks import recording_start as task
+
+    # robust: a failed enqueue must not undo the activation that already committed.
+    transaction.on_commit(lambda: task.enqueue(str(recording.pk)), robust=True)
+    return recording
+
+
+def _recording_create(*, call_id: UUID | str, organization_id: object) -> Recording | None:
+    try:
+        where = storage.target_for_new_recording(organization_id=organization_id)
+    except storage.StorageError as exc:
+        logger.error("call %s is not recorded: %s", call_id, exc)
+        return None
     if where is None:
         logger.warning(
             "call %s is not recorded: its workflow records calls but no recording storage "
@@ -77,7 +97,7 @@ def recording_schedule(*, call_id: UUID | str) -> Recording | None:
         )
         return None
     kind, target = where
-    recording = Recording.objects.create(
+    return Recording.objects.create(
         call_id=call_id,
         storage=kind,
         endpoint=target.endpoint,
@@ -85,11 +105,6 @@ def recording_schedule(*, call_id: UUID | str) -> Recording | None:
         region=target.region,
         object_key=object_key_for(organization_id=organization_id, call_id=call_id),
     )
-    from recordings.tasks import recording_start as task
-
-    # robust: a failed enqueue must not undo the activation that already committed.
-    transaction.on_commit(lambda: task.enqueue(str(recording.pk)), robust=True)
-    return recording
 
 
 def recording_start(*, recording_id: UUID | str) -> str:
@@ -103,7 +118,11 @@ def recording_start(*, recording_id: UUID | str) -> str:
     if call.status in ENDED_STATUSES:
         _fail(recording.pk, "The call ended before the recording could start.")
         return "failed"
-    target = storage.target_of(recording, organization_id=call.organization_id)
+    try:
+        target = storage.target_of(recording, organization_id=call.organization_id)
+    except storage.StorageError as exc:
+        _fail(recording.pk, str(exc))
+        return "failed"
     if target is None:
         _fail(recording.pk, "The recording storage is no longer configured.")
         return "failed"

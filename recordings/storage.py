@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from providerkeys.crypto import UndecryptableValue
 from recordings.models import Recording, RecordingStorage, StorageKind
 from voicecalls.addresses import address_is_public
 
@@ -64,10 +65,21 @@ def _organization_target(storage: RecordingStorage) -> S3Target:
     )
 
 
+def _storage_row(organization_id: object) -> RecordingStorage | None:
+    try:
+        return RecordingStorage.objects.filter(organization_id=organization_id).first()
+    except UndecryptableValue:
+        raise StorageError(
+            "The organization's storage credentials cannot be decrypted with the configured "
+            "CRYPTOGRAPHY_KEY (or its fallbacks)."
+        ) from None
+
+
 def target_for_new_recording(*, organization_id: object) -> tuple[str, S3Target] | None:
     """Where a new recording of this organization goes: its own bucket when it set one,
-    else the platform's; None when neither exists."""
-    storage = RecordingStorage.objects.filter(organization_id=organization_id).first()
+    else the platform's; None when neither exists. StorageError when its own bucket's
+    credentials cannot be read."""
+    storage = _storage_row(organization_id)
     if storage is not None:
         return StorageKind.ORGANIZATION, _organization_target(storage)
     platform = platform_target()
@@ -79,9 +91,9 @@ def target_for_new_recording(*, organization_id: object) -> tuple[str, S3Target]
 def target_of(recording: Recording, *, organization_id: object) -> S3Target | None:
     """The bucket a recording was written to, with the credentials that reach it now;
     None when they are gone (the organization removed its storage, the platform's
-    bucket was unconfigured)."""
+    bucket was unconfigured). StorageError when the credentials cannot be read."""
     if recording.storage == StorageKind.ORGANIZATION:
-        storage = RecordingStorage.objects.filter(organization_id=organization_id).first()
+        storage = _storage_row(organization_id)
         credentials = _organization_target(storage) if storage is not None else None
     else:
         credentials = platform_target()

@@ -12,7 +12,8 @@ Dialing (`CreateSIPParticipant`) plays the outcome scripted for the number
 (`sip_outcomes`, tests/fake_livekit_sip.py) and sends the webhooks a real server would
 to `webhook_sink` (the SIP participant joining while it rings, leaving when the call
 fails) before it answers the dial. A room composite egress (tests/fake_livekit_egress.py)
-uploads a real OGG file to the S3 stand-in and sends the egress webhooks after answering.
+uploads a real OGG file to the S3 stand-in and sends the egress webhooks once the test
+lets it run (`egress_run()`), after answering.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     egress_error: str = "Start signal not received"
     egress_file: bytes = field(default_factory=egress.default_file)
     egress_uploads: list[dict] = field(default_factory=list)
-    _after: dict[int, list] = field(default_factory=dict)
-    _pending: int = 0
+    _egress_jobs: list = field(default_factory=list)
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "not_found" or "hang"."""
@@ -188,12 +188,8 @@ def start(api_key: str, api_secret: str, port: int = 0) -> tuple[FakeLiveKit, Th
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout) before we answered
-            # What LiveKit does after answering (an egress recording, uploading, and
-            # sending its webhooks).
-            fake.run_after_response()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -8,7 +8,7 @@ key and credentials the request names, and sends the webhooks LiveKit sends to
 EGRESS_COMPLETE and the file's size and duration, or EGRESS_FAILED when the upload
 failed. `egress_outcome` scripts it: "complete" (default), "failed" (LiveKit's error
 `egress_error`), or "manual" (answer only; the test sends the webhooks).
-`egress_wait()` waits until every egress started so far has played out.
+Each egress runs when the test calls `egress_run()`, after LiveKit's answer.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class EgressMixin:
         with self._lock:
             self.egresses[info.egress_id] = info
         if self.egress_outcome != "manual":
-            self._after_response(lambda: self._egress_play(info.egress_id, message))
+            with self._lock:
+                self._egress_jobs.append(lambda: self._egress_play(info.egress_id, message))
         return info
 
     def _ListEgress(self, message, response_class):
@@ -125,31 +126,21 @@ class EgressMixin:
         message.egress_info.CopyFrom(info)
         self.webhook_sign_and_send(json_format.MessageToJson(message))
 
-    # --- running work after the answer (on the request's server thread) ---
+    # --- the egress runs apart from the API that started it ---
 
-    def _after_response(self, job) -> None:
+    def egress_run(self, timeout: float = 10.0) -> None:
+        """Let every egress started so far run (upload, webhooks) on a thread of its own,
+        as LiveKit's egress service does after the API answered, and wait for them. The
+        test decides when: SQLite's shared in-memory test database must not be written
+        from two threads at once (the task worker is still finishing its job)."""
         with self._lock:
-            self._pending += 1
-            self._after.setdefault(threading.get_ident(), []).append(job)
-
-    def run_after_response(self) -> None:
-        with self._lock:
-            jobs = self._after.pop(threading.get_ident(), [])
+            jobs, self._egress_jobs[:] = list(self._egress_jobs), []
         for job in jobs:
-            try:
-                job()
-            finally:
-                with self._lock:
-                    self._pending -= 1
-
-    def egress_wait(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._pending == 0:
-                    return
-            time.sleep(0.02)
-        raise TimeoutError("the fake egress did not finish")
+            thread = threading.Thread(target=job, daemon=True)
+            thread.start()
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError("the fake egress did not finish")
 
 
 def default_file() -> bytes:

@@ -59,7 +59,7 @@ def test_a_recorded_call_is_uploaded_and_downloadable_through_a_presigned_link(
     assert started_egresses(egress_fake) == []  # never on the request that made it active
 
     run_worker()
-    egress_fake.egress_wait()
+    egress_fake.egress_run()
 
     recording = Recording.objects.get(call_id=call_id)
     [request] = started_egresses(egress_fake)
@@ -113,7 +113,7 @@ def test_storage_credentials_reach_no_client_and_no_log(
         call_id = start_call(api)
         join(call_id)
         run_worker()
-        egress_fake.egress_wait()
+        egress_fake.egress_run()
         token = api.post(f"/api/v1/calls/{call_id}/token").json()["token"]
         seen = [
             base64.urlsafe_b64decode(token.split(".")[1] + "==").decode(),  # the JWT's claims
@@ -208,7 +208,7 @@ def test_a_failed_egress_shows_livekits_error_and_leaves_the_call_alone(
     join(call_id)
 
     run_worker()
-    egress_fake.egress_wait()
+    egress_fake.egress_run()
 
     body = api.get(f"/api/v1/calls/{call_id}/recording").json()
     assert (body["status"], body["url"], body["error"]) == (
@@ -241,7 +241,7 @@ def test_an_organization_bucket_is_used_and_its_credentials_reach_only_the_egres
     join(call_id)
 
     run_worker()
-    egress_fake.egress_wait()
+    egress_fake.egress_run()
 
     [request] = started_egresses(egress_fake)
     assert request["fileOutputs"][0]["s3"]["bucket"] == own_bucket
@@ -264,10 +264,31 @@ def test_another_organizations_recording_is_never_issued(
     call_id = start_call(api)
     join(call_id)
     run_worker()
-    egress_fake.egress_wait()
+    egress_fake.egress_run()
 
     response = outsider_api.get(f"/api/v1/calls/{call_id}/recording")
 
     assert response.status_code == 404
     assert "X-Amz" not in response.content.decode()
     assert recordings_bucket not in response.content.decode()
+
+
+def test_organization_credentials_no_key_opens_leave_the_call_unrecorded_not_broken(
+    api, recording_workflow, egress_fake, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.put(
+        "/api/v1/organization/recording-storage",
+        {"bucket": "acme-own", "access_key_id": ORG_KEY_ID, "secret_access_key": ORG_SECRET},
+        format="json",
+    )
+    settings.CRYPTOGRAPHY_KEY = "a-new-key-without-the-old-one-as-fallback"
+    call_id = start_call(api)
+
+    with caplog.at_level(logging.WARNING, logger="recordings.services"):
+        join(call_id)
+    run_worker()
+
+    assert Call.objects.get(pk=call_id).status == "active"
+    assert Recording.objects.count() == 0
+    assert started_egresses(egress_fake) == []
+    assert "cannot be decrypted" in caplog.text

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "analysis",
     "billing",
     "telephony",
+    "privacy",
 ]
 
 MIDDLEWARE = [

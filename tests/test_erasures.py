@@ -29,6 +29,7 @@ from privacy.erasure import erasure_create, erasure_run, erasures_wake_due
 from privacy.keys import user_id_hash
 from privacy.models import Erasure, ErasureStatus
 from tests.conftest import bearer_client
+from tests.fake_llm import FakeLLM, Outcome
 from tests.privacy import (
     CALLEE,
     CALLER,
@@ -38,6 +39,8 @@ from tests.privacy import (
     personal_call,
     transcript,
 )
+from tests.test_analysis_run import VALID, ended_call
+from tests.test_analysis_run import run_worker as run_analysis_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import EventErased, webhook_delivery_attempt, webhook_delivery_replay
@@ -407,4 +410,36 @@ def test_late_agent_events_racing_the_erasure_never_bring_content_back(
     assert lines.count() == 3 * (2 + 75)
     assert set(lines.values_list("content", flat=True)) == {ERASED_CONTENT}
     assert not lines.filter(tool_call__isnull=False).exists()
+    assert Erasure.objects.get().status == ErasureStatus.COMPLETED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words(
+    organization, settings
+) -> None:
+    """The provider read the transcript before the erasure and answers after it."""
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    with FakeLLM(default=Outcome.answer(VALID, delay=1.5)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        call = ended_call(organization)
+        Call.objects.filter(pk=call.pk).update(user_id="user-123")
+
+        def erase_while_the_provider_thinks() -> None:
+            try:
+                while not fake.requests:
+                    threading.Event().wait(0.05)
+                erase(organization, key, "user-123")
+            finally:
+                connection.close()
+
+        eraser = threading.Thread(target=erase_while_the_provider_thinks)
+        eraser.start()
+        run_analysis_worker()
+        eraser.join()
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.success) == ("completed", True)
+    assert (analysis.summary, analysis.structured_data) == (None, None)
     assert Erasure.objects.get().status == ErasureStatus.COMPLETED

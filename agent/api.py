@@ -18,11 +18,20 @@ class AgentAPIError(Exception):
     @property
     def code(self) -> str | None:
         """The API's machine code of the (first) error, e.g. `call_ended`."""
+        return self._first_error().get("code")
+
+    @property
+    def detail(self) -> str:
+        """The API's message for the (first) error, else what failed."""
+        return str(self._first_error().get("detail") or self)
+
+    def _first_error(self) -> dict:
+        # The API's one error shape: `{"type": ..., "errors": [{"code", "detail", "attr"}]}`.
         if isinstance(self.body, dict):
             errors = self.body.get("errors") or [{}]
             if isinstance(errors[0], dict):
-                return errors[0].get("code")
-        return None
+                return errors[0]
+        return {}
 
     @property
     def retryable(self) -> bool:
@@ -31,7 +40,7 @@ class AgentAPIError(Exception):
 
 
 class AgentAPI:
-    """`GET .../session` and `POST .../events` with the worker's agent key."""
+    """The agent API (`/api/v1/agent/`) with the worker's agent key."""
 
     def __init__(
         self,
@@ -55,6 +64,19 @@ class AgentAPI:
 
     async def post_events(self, call_id: str, events: list[dict]) -> dict:
         return await self._request("POST", f"calls/{call_id}/events", json={"events": events})
+
+    async def post_inbound_call(self, caller: dict, *, timeout: float | None = None) -> dict:
+        """The session of the inbound call in the caller's room, created on first sight
+        (so asking again is safe); 404 `unknown_number`, 409 `call_ended`."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        return await self._request("POST", "inbound-calls", json=caller, **extra)
+
+    async def post_transfer(
+        self, call_id: str, *, tool: str, destination: str, timeout: float
+    ) -> dict:
+        """Have LiveKit hand the caller to `destination`; the API ends the call on success."""
+        body = {"tool": tool, "destination": destination}
+        return await self._request("POST", f"calls/{call_id}/transfer", json=body, timeout=timeout)
 
     async def _request(self, method: str, path: str, **kwargs: object) -> dict:
         try:

@@ -17,9 +17,11 @@ from typing import Any
 from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
+from agent.api import AgentAPI
 from agent.phone import Callee, masked
 from agent.providers import ComponentCache
 from agent.reporter import EventReporter
+from agent.telephony import PhoneLine
 from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
@@ -70,6 +72,8 @@ class CallRuntime:
         *,
         components: ComponentCache,
         runner: ToolRunner,
+        api: AgentAPI | None = None,
+        room: Any = None,
         late: bool = False,
     ) -> None:
         self.data = session_data
@@ -77,6 +81,7 @@ class CallRuntime:
         self.workflow = session_data["workflow"]
         # Sessions from an API before phone calls say neither: those calls are web calls.
         self.channel: str = session_data.get("channel") or "web"
+        self.direction: str | None = session_data.get("direction")
         self.phone_number: str | None = session_data.get("phone_number")
         self.settings: dict = self.workflow.get("settings") or {}
         self.reporter = reporter
@@ -94,13 +99,24 @@ class CallRuntime:
         self._usage_reported: list[dict] | None = None
         # Background work started from sync session callbacks, referenced until done.
         self._tasks: set[asyncio.Task] = set()
+        # Transfers, DTMF and answering machines: phone calls only (transfers need the
+        # API, which runs them).
+        self.phone: PhoneLine | None = (
+            PhoneLine(self, api=api, room=room)
+            if self.channel == "phone" and api is not None
+            else None
+        )
 
     # -- building ------------------------------------------------------------------------
 
     def build(self) -> WorkflowAgent:
         """Every agent; the start agent. Raises ComponentError (unknown provider, no key)."""
         self.agents = build_agents(
-            self.workflow, components=self._components, runner=self.runner, call=self
+            self.workflow,
+            components=self._components,
+            runner=self.runner,
+            call=self,
+            phone=self.phone,
         )
         return self.agents[self.workflow["start_agent"]]
 
@@ -119,6 +135,15 @@ class CallRuntime:
         """True once when the caller waited for the session: the first agent apologises."""
         late, self._late = self._late, False
         return late
+
+    async def screen(self, llm: Any) -> bool:
+        """Before the first greeting: True when a person is there to greet (on an
+        outbound phone call an answering machine may be: agent/telephony.py)."""
+        return True if self.phone is None else await self.phone.screen(llm)
+
+    def answered_by_greeting(self, message: Any) -> bool:
+        """A turn said while the agent found out who answered: the greeting answers it."""
+        return self.phone is not None and self.phone.answered_by_greeting(message)
 
     def answered(self, callee: Callee) -> None:
         """The phone was answered. A callee who picked up after the agent was ready
@@ -153,7 +178,7 @@ class CallRuntime:
         detail = detail[:MAX_ERROR_CHARS]
         logger.error("call %s failed: %s", self.call_id, detail)
         self.reporter.transcript(
-            role="system", content=f"agent_error: {detail}", agent_name=self._agent_name()
+            role="system", content=f"agent_error: {detail}", agent_name=self.agent_name()
         )
         self.reporter.status("failed", reason="agent_error")
 
@@ -212,7 +237,8 @@ class CallRuntime:
         session.on("error", self._on_error)
         session.on("close", self._on_close)
 
-    def _agent_name(self) -> str | None:
+    def agent_name(self) -> str | None:
+        """The agent speaking now (the start agent before the session runs)."""
         try:
             agent = self.session.current_agent if self.session is not None else None
         except RuntimeError:
@@ -239,7 +265,7 @@ class CallRuntime:
             self.reporter.transcript(
                 role=item.role,
                 content=item.text_content,
-                agent_name=self._agent_name(),
+                agent_name=self.agent_name(),
                 interrupted=item.interrupted if item.role == "assistant" else None,
                 timestamp=spoken_at,
             )
@@ -282,13 +308,13 @@ class CallRuntime:
         self.reporter.metrics(
             **sample,
             providers=providers or None,
-            agent_name=self._agent_name(),
+            agent_name=self.agent_name(),
             turn_index=self.turn_index,
             timestamp=timestamp,
         )
 
     def _on_tools_executed(self, event: Any) -> None:
-        agent_name = self._agent_name()
+        agent_name = self.agent_name()
         for call, output in event.zipped():
             content = output.output if output is not None else ""
             self.reporter.transcript(
@@ -324,7 +350,7 @@ class CallRuntime:
         if delta > 0:
             self._tokens_seen = total
             self.reporter.metrics(
-                tokens=delta, agent_name=self._agent_name(), turn_index=self.turn_index
+                tokens=delta, agent_name=self.agent_name(), turn_index=self.turn_index
             )
 
     def _on_user_state(self, event: Any) -> None:

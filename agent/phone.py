@@ -1,10 +1,11 @@
-"""The callee of a phone call, as LiveKit SIP puts them in the call's room.
+"""The other end of a phone call, as LiveKit SIP puts them in the call's room.
 
 The API dials (`CreateSIPParticipant`, identity `user-<call_id>`) after dispatching the
 agent, and the SIP participant joins the room while the phone still rings. Its
 `sip.callStatus` attribute goes `dialing` → `ringing` → `active` (answered) or
 `hangup`; `sip.phoneNumber` is the number on the other end. The agent greets only an
-answered phone: a greeting said while it rings is lost.
+answered phone: a greeting said while it rings is lost. An inbound caller is in the
+room (kind SIP) before the agent knows which call it is (agent/inbound.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from livekit import rtc
 
 SIP_CALL_STATUS = "sip.callStatus"
 SIP_PHONE_NUMBER = "sip.phoneNumber"
+# Inbound calls: the number the caller dialed, and the LiveKit trunk it came in on.
+SIP_TRUNK_PHONE_NUMBER = "sip.trunkPhoneNumber"
+SIP_TRUNK_ID = "sip.trunkID"
 ANSWERED = "active"
 HUNG_UP = "hangup"
 # The API dials within its `dial_deadline_seconds` (default 60) of creating the call;
@@ -114,3 +118,30 @@ async def wait_for_callee(room: rtc.Room, *, identity: str, timeout: float) -> C
         phone_number=participant.attributes.get(SIP_PHONE_NUMBER) or None,
         answered_before_wait=before,
     )
+
+
+async def wait_for_sip_caller(room: rtc.Room, *, timeout: float) -> Any:
+    """The first SIP participant in the room (an inbound caller: LiveKit's dispatch
+    rule made the room for them); CalleeGone when the room closes or `timeout` passes."""
+    found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_joined(participant: Any) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP and not found.done():
+            found.set_result(participant)
+
+    def on_connection(state: int) -> None:
+        if state == rtc.ConnectionState.CONN_DISCONNECTED and not found.done():
+            found.set_exception(CalleeGone("the room closed before the caller joined"))
+
+    room.on("participant_connected", on_joined)
+    room.on("connection_state_changed", on_connection)
+    try:
+        for participant in list(room.remote_participants.values()):
+            on_joined(participant)
+        try:
+            return await asyncio.wait_for(found, timeout)
+        except TimeoutError as exc:
+            raise CalleeGone(f"no caller within {timeout:.0f} s") from exc
+    finally:
+        room.off("participant_connected", on_joined)
+        room.off("connection_state_changed", on_connection)

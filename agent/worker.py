@@ -1,10 +1,12 @@
 """The LiveKit job: one call room, one AgentSession running the call's workflow.
 
-`entrypoint` is what LiveKit runs; `CallJob` is the job's life, in steps tests can
-drive without a LiveKit server: `prepare` (the session, bounded in time; a late or
-duplicate dispatch leaves here), `start` (the AgentSession with the workflow's
-turn-taking), and `close` (whenever the session closes: every event delivered, the
-room deleted, the job shut down, so nobody is left in a silent room).
+`entrypoint` is what LiveKit runs: a dispatch names its call (`{"call_id"}`, from the
+API), or is an inbound phone call's (agent/inbound.py finds its call first). `CallJob`
+is the job's life, in steps tests can drive without a LiveKit server: `prepare` (the
+session, bounded in time; a late or duplicate dispatch leaves here), `start` (the
+AgentSession with the workflow's turn-taking), and `close` (whenever the session
+closes: every event delivered, the room deleted, the job shut down, so nobody is left
+in a silent room).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit import rtc
@@ -67,25 +69,56 @@ def call_id_from_metadata(metadata: str | None) -> str:
     return call_id
 
 
-async def fetch_session(
-    api: AgentAPI, call_id: str, *, deadline: float = SESSION_FETCH_DEADLINE
+def inbound_number_from_metadata(metadata: str | None) -> str | None:
+    """The number called, from the metadata LiveKit's SIP dispatch rule gives an inbound
+    call's dispatch (`{"phone_number": ..., "phone_number_id": ...}`, no call yet)."""
+    try:
+        number = json.loads(metadata or "").get("phone_number")
+    except (ValueError, AttributeError):
+        return None
+    return number if isinstance(number, str) and number else None
+
+
+async def with_retries(
+    request: Callable[[float], Awaitable[dict]], *, what: str, deadline: float
 ) -> dict:
-    """The call's session, retried on network errors and 5xx within `deadline` seconds
-    in all; an AgentAPIError (retryable: no answer) once they are over."""
+    """`request(attempt_timeout)`, retried on network errors and 5xx within `deadline`
+    seconds in all; an AgentAPIError (retryable: no answer) once they are over."""
     try:
         async with asyncio.timeout(deadline):
             attempt = 0
             while True:
                 try:
-                    return await api.get_session(call_id, timeout=SESSION_ATTEMPT_TIMEOUT)
+                    return await request(SESSION_ATTEMPT_TIMEOUT)
                 except AgentAPIError as exc:
                     if not exc.retryable:
                         raise
-                    logger.warning("call %s: fetching the session failed (%s)", call_id, exc)
+                    logger.warning("%s failed (%s)", what, exc)
                 await asyncio.sleep(0.5 * 2**attempt)
                 attempt += 1
     except TimeoutError as exc:
-        raise AgentAPIError(f"GET calls/{call_id}/session: no session within {deadline} s") from exc
+        raise AgentAPIError(f"{what}: no answer within {deadline} s") from exc
+
+
+async def fetch_session(
+    api: AgentAPI, call_id: str, *, deadline: float = SESSION_FETCH_DEADLINE
+) -> dict:
+    """The call's session, retried on network errors and 5xx within `deadline` seconds
+    in all; an AgentAPIError (retryable: no answer) once they are over."""
+    return await with_retries(
+        lambda timeout: api.get_session(call_id, timeout=timeout),
+        what=f"GET calls/{call_id}/session",
+        deadline=deadline,
+    )
+
+
+async def close_room(ctx: JobContext, reason: str) -> None:
+    """Delete the job's room (by its name: before the job connects, `ctx.room` has
+    none), then end the job. Nobody is left in a silent room."""
+    deletion = ctx.delete_room(room_name=ctx.job.room.name)
+    with contextlib.suppress(Exception):  # logged by livekit-agents
+        await asyncio.wait_for(deletion, ROOM_DELETE_TIMEOUT)
+    ctx.shutdown(reason=reason)
 
 
 def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str, Any]:
@@ -126,10 +159,20 @@ class CallJob:
         build: Callable[[str, dict, str | None], Any] = build_component,
         fetch_deadline: float = SESSION_FETCH_DEADLINE,
         late_after: float = SESSION_LATE_AFTER,
+        session_data: dict | None = None,
+        user_identity: str | None = None,
+        late: bool = False,
     ) -> None:
         self.ctx = ctx
         self.call_id = call_id
         self.api = api or AgentAPI(config.api_url, config.agent_key)
+        # An inbound call's session and caller are known before the job (agent/inbound.py).
+        self._session_data = session_data
+        self.user_identity = user_identity or f"user-{call_id}"
+        self._inbound_caller = user_identity is not None
+        self._late = late
+        # Where DTMF tones go on a phone call (tests put a stand-in here).
+        self.room: Any = ctx.room
         self.reporter = EventReporter(self.api, call_id)
         self.runner = ToolRunner(
             call_id=call_id, allow_private_urls=config.tools_allow_private_urls
@@ -151,10 +194,12 @@ class CallJob:
         call (ended, not this room, no session, a component missing: said and done)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:
-            data = await fetch_session(self.api, self.call_id, deadline=self._fetch_deadline)
-        except AgentAPIError as exc:
-            return self._leave(exc)
+        data = self._session_data
+        if data is None:
+            try:
+                data = await fetch_session(self.api, self.call_id, deadline=self._fetch_deadline)
+            except AgentAPIError as exc:
+                return self._leave(exc)
         room = self.ctx.job.room.name
         if data["status"] in ENDED_STATUSES or data["room_name"] != room:
             # A late or duplicate dispatch: another job ran (or runs) this call.
@@ -168,9 +213,15 @@ class CallJob:
             self.ctx.shutdown(reason="not this job's call")
             return None
         components = ComponentCache(self._build, language=call_language(data), vad=vad)
-        late = loop.time() - started > self._late_after
+        late = self._late or loop.time() - started > self._late_after
         runtime = CallRuntime(
-            data, self.reporter, components=components, runner=self.runner, late=late
+            data,
+            self.reporter,
+            components=components,
+            runner=self.runner,
+            api=self.api,
+            room=self.room,
+            late=late,
         )
         try:
             runtime.build()
@@ -216,18 +267,16 @@ class CallJob:
         webhooks cannot relabel its end), then the room goes, then the job."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.reporter.flush(), CLOSE_FLUSH_TIMEOUT)
-        # By the job's room name: before the job connects, `ctx.room` has none.
-        deletion = self.ctx.delete_room(room_name=self.ctx.job.room.name)
-        with contextlib.suppress(Exception):  # logged by livekit-agents
-            await asyncio.wait_for(deletion, ROOM_DELETE_TIMEOUT)
-        self.ctx.shutdown(reason=reason)
+        await close_room(self.ctx, reason)
 
     async def wait_for_user(self, runtime: CallRuntime, room: rtc.Room) -> bool:
         """The user in the room: a web caller once joined, a phone once answered (its
         SIP participant joins while it rings). False when a phone was never answered:
         the job is closed without a word, since the API owns how an unanswered call
         ended (busy, no answer, ...) and nobody is there to hear the agent."""
-        identity = f"user-{self.call_id}"
+        identity = self.user_identity
+        if self._inbound_caller:
+            return True  # the caller is in the room: their SIP participant asked for the call
         if runtime.channel != "phone":
             await self.ctx.wait_for_participant(identity=identity)
             return True
@@ -252,14 +301,13 @@ class CallJob:
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
             if not await self.wait_for_user(runtime, self.ctx.room):
                 return
-            user_identity = f"user-{self.call_id}"
             session = self.session(runtime, vad=vad)
             await self.start(
                 runtime,
                 session,
                 room=self.ctx.room,
                 room_options=room_io.RoomOptions(
-                    participant_identity=user_identity, close_on_disconnect=True
+                    participant_identity=self.user_identity, close_on_disconnect=True
                 ),
             )
         except Exception as exc:
@@ -279,6 +327,12 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         call_id = call_id_from_metadata(ctx.job.metadata)
     except ValueError as exc:
+        if inbound_number_from_metadata(ctx.job.metadata):
+            # Imported here: an inbound call is a CallJob once the API named the call.
+            from agent.inbound import InboundCall
+
+            await InboundCall(ctx, config=config).run()
+            return
         logger.error("%s; leaving room %s", exc, ctx.job.room.name)
         ctx.shutdown(reason="no call_id")
         return

@@ -1,6 +1,7 @@
 """A call's workflow as livekit-agents `Agent`s: rendered instructions, a greeting on
 enter, tools from JSON Schema, one `transfer_to_<agent>` tool per allowed handoff and a
-built-in `end_call` that lets the goodbye play out before it hangs up.
+built-in `end_call` that lets the goodbye play out before it hangs up. Phone calls add
+transfer tools and, outbound, `send_dtmf` and `voicemail_detected` (agent/telephony.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jsonschema import validators as jsonschema_validators
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
 from agent.providers import ComponentCache
+from agent.telephony import PhoneLine, transfer_tool
 
 # The web service's SSRF rule, shared (standard library only, no Django).
 from voicecalls.addresses import address_is_public
@@ -46,6 +48,10 @@ class CallControl(Protocol):
 
     def take_late_apology(self) -> bool: ...
 
+    async def screen(self, llm: Any) -> bool: ...
+
+    def answered_by_greeting(self, message: Any) -> bool: ...
+
     async def hang_up(self, context: RunContext | None = None, *, reason: str = ...) -> None: ...
 
 
@@ -69,6 +75,8 @@ class WorkflowAgent(Agent):
         self._call = call
 
     async def on_enter(self) -> None:
+        if not await self._call.screen(self.llm):
+            return  # an answering machine or a phone menu: not for the greeting
         if self._call.take_late_apology():
             self.session.generate_reply(instructions=LATE_INSTRUCTIONS, tool_choice="none")
         if self.greeting:
@@ -80,6 +88,8 @@ class WorkflowAgent(Agent):
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
         if self._call.hanging_up:
             raise StopResponse()  # the agent said goodbye: it answers nothing more
+        if self._call.answered_by_greeting(new_message):
+            raise StopResponse()
 
 
 def tool_parameters(spec: dict) -> dict:
@@ -244,22 +254,42 @@ def end_call_tool(call: CallControl):
     )
 
 
+def agent_tools(spec: dict, runner: ToolRunner, phone: PhoneLine | None) -> tuple[list, list]:
+    """The agent's own tools, and the names of transfer tools left out: they hand a
+    phone caller over, so a web call has none."""
+    tools, left_out = [], []
+    for tool in spec.get("tools") or []:
+        if tool.get("type", "function") != "transfer":
+            tools.append(workflow_tool(tool, runner, spec["name"]))
+        elif phone is not None:
+            tools.append(transfer_tool(tool, phone))
+        else:
+            left_out.append(tool["name"])
+    return tools, left_out
+
+
 def build_agents(
     workflow: dict,
     *,
     components: ComponentCache,
     runner: ToolRunner,
     call: CallControl,
+    phone: PhoneLine | None = None,
 ) -> dict[str, WorkflowAgent]:
     """Every agent of the workflow by name. Raises ComponentError (from `components`)
     when a provider is unknown or its key is missing."""
     agents: dict[str, WorkflowAgent] = {}
+    left_out: list[str] = []
     for spec in workflow["agents"]:
         name = spec["name"]
-        tools = [workflow_tool(tool, runner, name) for tool in spec.get("tools") or []]
+        tools, skipped = agent_tools(spec, runner, phone)
+        left_out += skipped
         tools += [handoff_tool(target, agents) for target in spec.get("handoffs") or []]
-        if END_CALL_TOOL not in {tool["name"] for tool in spec.get("tools") or []}:
+        defined = {tool["name"] for tool in spec.get("tools") or []}
+        if END_CALL_TOOL not in defined:
             tools.append(end_call_tool(call))
+        if phone is not None:
+            tools += phone.tools(defined)
         agents[name] = WorkflowAgent(
             name=name,
             instructions=spec.get("instructions") or "",
@@ -268,4 +298,6 @@ def build_agents(
             components={c: components.get(c, spec[c]) for c in ("stt", "llm", "tts")},
             call=call,
         )
+    if left_out:
+        logger.info("transfer tools left out of a web call: %s", ", ".join(left_out))
     return agents

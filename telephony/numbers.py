@@ -14,8 +14,17 @@ E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 _E164 = re.compile(E164_PATTERN)
 # Where a call may be transferred: an E.164 number, or a SIP URI (a PBX, a queue), which
 # the guard cannot judge and so must be listed explicitly in a workflow's transfer tool.
-SIP_URI_PATTERN = r"sips?:[^\s@<>\"]{1,64}@[A-Za-z0-9.-]{1,190}(:[0-9]{1,5})?"
+# The user part in printable ASCII without space, `"`, `<`, `>` or `@` (anything else is
+# percent-encoded in a URI), spelled as ranges so Python and JSON Schema read it alike.
+SIP_URI_PATTERN = r"sips?:[!#-;=?A-~]{1,64}@[A-Za-z0-9.-]{1,190}(:[0-9]{1,5})?"
 TRANSFER_DESTINATION_PATTERN = rf"^(\+[1-9][0-9]{{1,14}}|{SIP_URI_PATTERN})$"
+_TRANSFER_DESTINATION = re.compile(TRANSFER_DESTINATION_PATTERN)
+
+
+def is_transfer_destination(text: str) -> bool:
+    """An E.164 number or a SIP URI, the whole text (Python's `$` would let a trailing
+    newline through)."""
+    return _TRANSFER_DESTINATION.fullmatch(text) is not None
 
 
 def is_sip_uri(destination: str) -> bool:

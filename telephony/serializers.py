@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from providerkeys.serializers import SecretKeyField
 from telephony import numbers
+from telephony.fields import TransferDestinationField
 from telephony.models import PASSWORD_MAX_LENGTH, PhoneNumberStatus, TrunkDirection
 from voicecalls.fields import JSONTypedSerializer
 
@@ -151,10 +152,7 @@ class PhoneNumberUpdateSerializer(JSONTypedSerializer):
 
 
 class CallTransferSerializer(JSONTypedSerializer):
-    destination = serializers.RegexField(
-        numbers.TRANSFER_DESTINATION_PATTERN,
-        max_length=260,
-        error_messages={"invalid": "Must be an E.164 number or a sip: URI."},
+    destination = TransferDestinationField(
         help_text="An E.164 number or `sip:` URI listed in a `transfer` tool of the call's "
         "workflow version.",
     )

@@ -259,7 +259,13 @@ def test_another_organizations_call_is_404(outsider_api, live_call, sip_fake):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"destination": 5}, {"destination": "14155550188"}, {"destination": "x" * 300}],
+    [
+        {},
+        {"destination": 5},
+        {"destination": "14155550188"},
+        {"destination": "x" * 300},
+        {"destination": f"{PBX}\n"},
+    ],
 )
 def test_a_malformed_destination_is_400(api, live_call, body):
     response = api.post(f"/api/v1/calls/{live_call.id}/transfer", body, format="json")

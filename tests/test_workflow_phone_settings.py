@@ -74,6 +74,14 @@ def test_a_function_tool_is_stored_without_transfer_fields(api: APIClient) -> No
             [("agents.0.tools.1.destinations.0", "invalid")],
         ),
         (
+            with_tool(type="transfer", destinations=["sip:desk@pbx.example.com\n"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
+        (
+            with_tool(type="transfer", destinations=["sip:d\u0085sk@pbx.example.com"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
+        (
             with_tool(type="transfer", destinations=[DESK] * 11),
             [("agents.0.tools.1.destinations", "max_length")],
         ),

@@ -120,6 +120,7 @@ INSTALLED_APPS = [
     "billing",
     "telephony",
     "recordings",
+    "privacy",
 ]
 
 MIDDLEWARE = [

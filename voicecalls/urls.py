@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include("telephony.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("recordings.urls")),
+    path("api/v1/", include("privacy.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

@@ -16,7 +16,7 @@ from rest_framework.settings import api_settings
 
 from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
-from telephony.numbers import TRANSFER_DESTINATION_PATTERN
+from telephony.fields import TransferDestinationField
 from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
 from workflows.languages import agents_language_problems
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
@@ -119,11 +119,7 @@ class WorkflowToolSerializer(JSONTypedSerializer):
         help_text="Optional https endpoint the worker POSTs the arguments to.",
     )
     destinations = serializers.ListField(
-        child=serializers.RegexField(
-            TRANSFER_DESTINATION_PATTERN,
-            max_length=260,
-            error_messages={"invalid": "Must be an E.164 number or a sip: URI."},
-        ),
+        child=TransferDestinationField(),
         max_length=MAX_TRANSFER_DESTINATIONS,
         default=list,
         help_text="`transfer` tools: where the call may go, E.164 numbers or `sip:` URIs; "

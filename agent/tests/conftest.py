@@ -5,14 +5,21 @@ server subprocess. Nothing of the API is mocked.
 `VOICECALLS_WEB_ROOT` (default: the repo root) and `VOICECALLS_WEB_PYTHON` (default:
 `<root>/.venv/bin/python`) say which app and interpreter to run.
 
-LiveKit is the web service's own Twirp stand-in (tests/fake_livekit.py), one for the
-session: the web server and the worker's jobs both point at it, and it records every
-DeleteRoom (by room name, so each test reads its own call's).
+LiveKit is the web service's own Twirp stand-in (`<web root>/tests/fake_livekit.py`,
+the one of the app under test), one for the session: the web server and the worker's
+jobs both point at it, and it records every DeleteRoom (by room name, so each test
+reads its own call's). Its SIP side makes inbound calls (`inbound_call`) and
+transfers them as LiveKit's SIP service would.
+
+Organizations: `demo` (phone lines: outbound calls to the US, and `INBOUND_NUMBER`
+reaching its `daily-call`), `nollm` (no LLM key) and `busy` (`BUSY_NUMBER`, and a
+concurrency limit of 0: every inbound call is over it).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import socket
@@ -26,14 +33,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import fake_livekit as fake_livekit_server
-
 LIVEKIT_KEY, LIVEKIT_SECRET = "devkey", "secret"
 
 AGENT_DIR = Path(__file__).resolve().parent.parent
 WEB_ROOT = Path(os.environ.get("VOICECALLS_WEB_ROOT") or AGENT_DIR.parent)
 WEB_PYTHON = os.environ.get("VOICECALLS_WEB_PYTHON") or str(WEB_ROOT / ".venv" / "bin" / "python")
 START_TIMEOUT = 60.0
+INBOUND_NUMBER = "+14155550140"
+BUSY_NUMBER = "+14155550150"
+
+
+def _web_tests_package() -> None:
+    """`tests` is the web root's test package: its LiveKit stand-in knows what the app
+    under test asks LiveKit, which another checkout's may not (a new SIP method)."""
+    package = WEB_ROOT / "tests"
+    spec = importlib.util.spec_from_file_location(
+        "tests", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tests"] = module
+    spec.loader.exec_module(module)
+
+
+_web_tests_package()
+from tests import fake_livekit as fake_livekit_server  # noqa: E402
 
 # The demo workflow's components (workflows/demo.py) and another org without an LLM key.
 DEMO_KEYS = {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
@@ -87,10 +111,15 @@ class Web:
         return key
 
     def create_workflow(
-        self, slug: str, *, settings: dict | None = None, org: str = "demo", **components: dict
+        self,
+        slug: str,
+        *,
+        settings: dict | None = None,
+        org: str = "demo",
+        **components: dict | list,
     ) -> dict:
         """The demo workflow as `slug`, with `settings` and every agent's `components`
-        (e.g. `llm={...}`) replaced."""
+        (e.g. `llm={...}`, or `tools=[...]`) replaced."""
         key = self.orgs[org].client_key
         demo = next(
             w
@@ -108,6 +137,18 @@ class Web:
             "settings": settings or {},
         }
         return self.ok("POST", "/api/v1/workflows", key, json=body)
+
+    def route_number(self, number: str, workflow_slug: str, org: str = "demo") -> None:
+        """Callers of `number` reach `workflow_slug` from now on."""
+        key = self.orgs[org].client_key
+        numbers = self.ok("GET", "/api/v1/phone-numbers", key, params={"page_size": 100})
+        (found,) = [n for n in numbers["items"] if n["number"] == number]
+        self.ok(
+            "PATCH",
+            f"/api/v1/phone-numbers/{found['id']}",
+            key,
+            json={"workflow_slug": workflow_slug},
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -143,6 +184,30 @@ def deleted_rooms(fake: fake_livekit_server.FakeLiveKit, room_name: str) -> int:
     return sum(1 for r in fake.calls("DeleteRoom") if r.body.get("room") == room_name)
 
 
+def _prepare_database(env: dict[str, str]) -> tuple[dict[str, Org], str]:
+    """Migrate and seed the web database (tests/web_setup.py): the organizations with
+    their client keys, and the agent key."""
+    setup = subprocess.run(
+        [
+            WEB_PYTHON,
+            str(AGENT_DIR / "tests" / "web_setup.py"),
+            *("demo", "nollm", "busy"),
+            *("--phone", f"demo={INBOUND_NUMBER}", "--phone", f"busy={BUSY_NUMBER}"),
+            *("--concurrency-limit", "busy=0"),
+        ],
+        cwd=WEB_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if setup.returncode != 0:
+        raise RuntimeError(f"preparing the web database failed:\n{setup.stdout}{setup.stderr}")
+    keys = json.loads(setup.stdout.strip().splitlines()[-1])
+    orgs = {slug: Org(slug, key) for slug, key in keys["client_keys"].items()}
+    return orgs, keys["agent_key"]
+
+
 @pytest.fixture(scope="session")
 def web(
     tmp_path_factory: pytest.TempPathFactory, fake_livekit: fake_livekit_server.FakeLiveKit
@@ -166,19 +231,7 @@ def web(
         LIVEKIT_API_KEY=LIVEKIT_KEY,
         LIVEKIT_API_SECRET=LIVEKIT_SECRET,
     )
-    setup = subprocess.run(
-        [WEB_PYTHON, str(AGENT_DIR / "tests" / "web_setup.py"), "demo", "nollm"],
-        cwd=WEB_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if setup.returncode != 0:
-        raise RuntimeError(f"preparing the web database failed:\n{setup.stdout}{setup.stderr}")
-    keys = json.loads(setup.stdout.strip().splitlines()[-1])
-    orgs = {slug: Org(slug, key) for slug, key in keys["client_keys"].items()}
-    agent_key = keys["agent_key"]
+    orgs, agent_key = _prepare_database(env)
 
     port = _free_port()
     log = open(workdir / "server.log", "w")
@@ -230,3 +283,14 @@ def web(
         log.close()
         if sys.exc_info()[0] is not None:
             print((workdir / "server.log").read_text()[-5000:])
+
+
+@pytest.fixture(scope="session")
+def voicemail_workflows(web: Web) -> dict[str, str]:
+    """A workflow per voicemail action, by action."""
+    message = "Hi {{ user.name }}, this is your daily call. We will try again tomorrow."
+    web.create_workflow(
+        "vm-leave", settings={"voicemail": {"action": "leave_message", "message": message}}
+    )
+    web.create_workflow("vm-hang-up", settings={"voicemail": {"action": "hang_up"}})
+    return {"leave_message": "vm-leave", "hang_up": "vm-hang-up"}

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from livekit import rtc
@@ -33,6 +34,9 @@ from agent.tests.conftest import Web
 from agent.tests.scripted_llm import ScriptedLLM
 from agent.tests.voice import ScriptedSTT, ScriptedTTS, SilentMic, Speaker
 from agent.worker import CallJob
+
+SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+NUMBER = "+14155550123"  # the callee of the tests' outbound phone calls
 
 
 class _NoInference:
@@ -56,14 +60,17 @@ class LiveJob:
 
 
 @contextlib.asynccontextmanager
-async def live_job(*, room_name: str, call_id: str) -> AsyncIterator[LiveJob]:
+async def live_job(
+    *, room_name: str, call_id: str | None = None, metadata: str | None = None
+) -> AsyncIterator[LiveJob]:
     """A real JobContext for a dispatch into `room_name` (not a fake job: its
-    `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at)."""
+    `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at), with the
+    API's metadata for `call_id`, or `metadata` as a dispatch rule gives it."""
     job = agent_proto.Job(
-        id=f"AJ_{call_id[:8]}",
+        id=f"AJ_{room_name[-8:]}",
         room=models.Room(name=room_name, sid="RM_tests"),
         type=agent_proto.JobType.JT_ROOM,
-        metadata=json.dumps({"call_id": call_id}),
+        metadata=metadata if metadata is not None else json.dumps({"call_id": call_id}),
     )
     info = RunningJobInfo(
         accept_arguments=JobAcceptArguments(identity="agent-tests", name="", metadata=""),
@@ -90,6 +97,79 @@ async def live_job(*, room_name: str, call_id: str) -> AsyncIterator[LiveJob]:
             yield live
     finally:
         _JobContextVar.reset(token)
+
+
+class Room(rtc.EventEmitter):
+    """A call's room as the agent sees it, driven as LiveKit SIP would: remote
+    participants and their events, and the agent's own participant, which records the
+    DTMF tones it publishes as `(code, digit)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remote_participants: dict[str, SimpleNamespace] = {}
+        self.dtmf: list[tuple[int, str]] = []
+        self.local_participant = SimpleNamespace(publish_dtmf=self._publish_dtmf)
+
+    async def _publish_dtmf(self, *, code: int, digit: str) -> None:
+        self.dtmf.append((code, digit))
+
+    def join(
+        self,
+        identity: str,
+        *,
+        kind: int = SIP,
+        status: str = "dialing",
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        if attributes is None and kind == SIP:
+            attributes = {"sip.callStatus": status, "sip.phoneNumber": NUMBER}
+        participant = SimpleNamespace(identity=identity, kind=kind, attributes=attributes or {})
+        self.remote_participants[identity] = participant
+        self.emit("participant_connected", participant)
+
+    def call_status(self, identity: str, status: str) -> None:
+        participant = self.remote_participants[identity]
+        participant.attributes["sip.callStatus"] = status
+        self.emit("participant_attributes_changed", ["sip.callStatus"], participant)
+
+    def leave(self, identity: str) -> None:
+        self.emit("participant_disconnected", self.remote_participants.pop(identity))
+
+    def listeners(self) -> int:
+        return sum(len(callbacks) for callbacks in self._events.values())
+
+
+CALLER = "+12025550177"  # who calls the tests' inbound numbers
+
+
+@dataclass
+class DialIn:
+    """An inbound call as LiveKit's SIP service makes it: the caller's room, their SIP
+    participant in it (`room`, the agent's view), and the dispatch's metadata."""
+
+    room_name: str
+    identity: str
+    metadata: str
+    room: Room
+
+
+def dial_in(fake_livekit: Any, number: str, *, caller: str = CALLER) -> DialIn:
+    """`caller` dials `number`: the LiveKit stand-in finds the number's dispatch rule,
+    makes the room with the caller in it and dispatches the agent."""
+    room_name, identity = fake_livekit.inbound_call(to=number, caller=caller)
+    metadata = next(m for r, _, m in fake_livekit.agent_dispatches if r == room_name)
+    rule = next(r for r in fake_livekit.dispatch_rules.values() if number in r.numbers)
+    room = Room()
+    room.join(
+        identity,
+        attributes={
+            "sip.callStatus": "active",
+            "sip.phoneNumber": caller,
+            "sip.trunkPhoneNumber": number,
+            "sip.trunkID": rule.trunk_ids[0],
+        },
+    )
+    return DialIn(room_name, identity, metadata, room)
 
 
 class Providers:
@@ -154,3 +234,29 @@ async def wait_until(condition: Callable[[], object], *, timeout: float = 10.0) 
 
 def spoken(providers: Providers) -> list[str]:
     return list(providers.tts.spoken)
+
+
+@contextlib.asynccontextmanager
+async def outbound_call(
+    web: Web, providers: Providers, workflow: str, room: Room | None = None
+) -> AsyncIterator[tuple[CallJob, LiveJob, str]]:
+    """The API's outbound phone call to NUMBER (its dial job is not run: in `room`, the
+    callee's SIP participant answers as LiveKit SIP's would), its session started: the
+    job, the job process and the room's name."""
+    created = web.create_call(
+        workflow_slug=workflow, phone_number=NUMBER, user_data={"name": "Ada"}
+    )
+    call_id = created["call_id"]
+    room = room or Room()
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        job.room = room
+        runtime = await job.prepare()
+        assert (runtime.channel, runtime.direction) == ("phone", "outbound")
+        room.join(f"user-{call_id}", status="active")
+        assert await job.wait_for_user(runtime, room)
+        session = job.session(runtime, turn_detection="stt", vad=None)
+        session.input.audio = SilentMic()
+        session.output.audio = providers.speaker
+        await job.start(runtime, session)
+        yield job, live, created["room_name"]

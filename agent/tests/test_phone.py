@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -22,7 +21,9 @@ from agent.api import AgentAPI
 from agent.phone import CalleeGone, answer_timeout, wait_for_callee
 from agent.tests.conftest import Web, deleted_rooms
 from agent.tests.harness import (
+    NUMBER,
     Providers,
+    Room,
     call_job,
     live_job,
     wait_until,
@@ -30,35 +31,8 @@ from agent.tests.harness import (
 from agent.tests.scripted_llm import ScriptedLLM
 from agent.tests.voice import SilentMic
 
-SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
-NUMBER = "+14155550123"
 GREETING = "Hello Ada! How are you today?"
 APOLOGY = "Sorry for the wait."
-
-
-class Room(rtc.EventEmitter):
-    """The call's room as the agent sees it: remote participants and their events."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.remote_participants: dict[str, SimpleNamespace] = {}
-
-    def join(self, identity: str, *, kind: int = SIP, status: str = "dialing") -> None:
-        attributes = {"sip.callStatus": status, "sip.phoneNumber": NUMBER} if kind == SIP else {}
-        participant = SimpleNamespace(identity=identity, kind=kind, attributes=attributes)
-        self.remote_participants[identity] = participant
-        self.emit("participant_connected", participant)
-
-    def call_status(self, identity: str, status: str) -> None:
-        participant = self.remote_participants[identity]
-        participant.attributes["sip.callStatus"] = status
-        self.emit("participant_attributes_changed", ["sip.callStatus"], participant)
-
-    def leave(self, identity: str) -> None:
-        self.emit("participant_disconnected", self.remote_participants.pop(identity))
-
-    def listeners(self) -> int:
-        return sum(len(callbacks) for callbacks in self._events.values())
 
 
 async def test_a_phone_ringing_in_the_room_is_not_yet_the_callee() -> None:

@@ -106,6 +106,16 @@ _WORKFLOW_RULES = [
         rf"{_AGENT}\.tools\.\d+\.parameters",
         "invalid_schema|too_deep|too_large|null_characters_not_allowed",
     ),
+    # A tool's fields by its `type` (the schema lists one flat tool): destinations and a
+    # message for transfer tools only, which need destinations and have no url; each
+    # number passes the toll-fraud guard (a valid number in a country staff allowed).
+    (rf"{_AGENT}\.tools\.\d+\.(destinations|message|url)", "not_allowed"),
+    (rf"{_AGENT}\.tools\.\d+\.destinations", "required"),
+    (
+        rf"{_AGENT}\.tools\.\d+\.destinations\.\d+",
+        "invalid_phone_number|emergency_number|costly_number|destination_not_allowed",
+    ),
+    (r"settings\.voicemail\.message", "required|template_syntax_error"),
     (r"settings\.min_endpointing_delay", "min_over_max"),
     (r"settings\.language", "unsupported_language"),  # every STT/TTS must take it
     (r"slug", "unique"),  # unique in the organization
@@ -119,6 +129,13 @@ _WORKFLOW_RULES = [
     ),
     (r"analysis\.(provider|model)", "required"),
     (r"analysis\.provider", "unsupported_provider"),
+]
+_TRANSFER_RULES = [
+    (
+        "destination",
+        "destination_not_listed|invalid_phone_number|emergency_number|costly_number"
+        "|destination_not_allowed",
+    ),
 ]
 _WEBHOOK_RULES = [
     # Django's URL validator and the endpoint checks: host labels of at most 63
@@ -160,6 +177,9 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         (r"events\.\d+\.non_field_errors", "invalid"),  # a metrics event measures something
         (r"events\.\d+\..*", "null_characters_not_allowed"),  # NUL inside free-form JSON
     ],
+    # A destination the call's workflow lists, through the toll-fraud guard.
+    "POST /api/v1/calls/{id}/transfer": _TRANSFER_RULES,
+    "POST /api/v1/agent/calls/{call_id}/transfer": _TRANSFER_RULES,
     "POST /api/v1/webhook-endpoints": _WEBHOOK_RULES,
     "PATCH /api/v1/webhook-endpoints/{id}": _WEBHOOK_RULES,
     # Across parameters: `from` on or before `to`, at most 366 days apart, and the

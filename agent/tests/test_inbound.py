@@ -1,0 +1,201 @@
+"""Inbound phone calls: LiveKit's dispatch rule sends the agent into the caller's room
+with the number's metadata and no call; the agent finds the caller's SIP participant,
+asks the real API for the room's call and runs it with the caller as its user.
+
+LiveKit is the web service's stand-in: its SIP side makes the room, puts the caller in
+it and dispatches the agent as a verified number's dispatch rule does (the numbers are
+seeded by conftest). The room the agent sees is the harness's stand-in, with the
+caller's SIP participant and the attributes LiveKit gives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from livekit import rtc
+
+from agent.inbound import InboundCall, caller_request
+from agent.phone import CalleeGone, wait_for_sip_caller
+from agent.tests.conftest import BUSY_NUMBER, INBOUND_NUMBER, Web, deleted_rooms
+from agent.tests.harness import (
+    CALLER,
+    Providers,
+    Room,
+    config_for,
+    dial_in,
+    live_job,
+    start_voice_call,
+    wait_until,
+)
+from agent.tests.scripted_llm import ScriptedLLM
+from agent.worker import inbound_number_from_metadata
+
+GREETING = "Hello there! How are you today?"
+BUSY_MESSAGE = "All our lines are busy right now. Please call again later."
+
+
+def said(lines: list[dict]) -> list[tuple[str, str]]:
+    return [(line["role"], line["content"]) for line in lines]
+
+
+def test_an_inbound_dispatch_is_told_by_its_metadata() -> None:
+    rule_metadata = json.dumps({"phone_number": INBOUND_NUMBER, "phone_number_id": "c0ffee"})
+
+    assert inbound_number_from_metadata(rule_metadata) == INBOUND_NUMBER
+    assert inbound_number_from_metadata(json.dumps({"call_id": "6f1c"})) is None
+    assert inbound_number_from_metadata("not json") is None
+    assert inbound_number_from_metadata(None) is None
+
+
+async def test_the_caller_is_the_first_sip_participant_in_the_room() -> None:
+    room = Room()
+    waiting = asyncio.create_task(wait_for_sip_caller(room, timeout=5))
+    room.join("someone", kind=rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD)
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+
+    room.join("sip_+12025550177", attributes={"sip.phoneNumber": CALLER})
+
+    assert (await waiting).identity == "sip_+12025550177"
+    assert room.listeners() == 0
+
+
+async def test_no_caller_in_the_room_is_given_up_on() -> None:
+    room = Room()
+    with pytest.raises(CalleeGone, match="no caller within"):
+        await wait_for_sip_caller(room, timeout=0.05)
+
+    waiting = asyncio.create_task(wait_for_sip_caller(room, timeout=5))
+    await asyncio.sleep(0.01)
+    room.emit("connection_state_changed", rtc.ConnectionState.CONN_DISCONNECTED)
+    with pytest.raises(CalleeGone, match="room closed"):
+        await waiting
+
+
+def test_the_request_names_the_room_the_caller_and_the_number_called() -> None:
+    room = Room()
+    room.join(
+        "sip_x",
+        attributes={
+            "sip.phoneNumber": CALLER,
+            "sip.trunkPhoneNumber": INBOUND_NUMBER,
+            "sip.trunkID": "ST_1",
+        },
+    )
+    room.join("sip_anonymous", attributes={})
+
+    assert caller_request("inbound-_x", room.remote_participants["sip_x"]) == {
+        "room_name": "inbound-_x",
+        "participant_identity": "sip_x",
+        "phone_number": INBOUND_NUMBER,
+        "caller": CALLER,
+        "sip_trunk_id": "ST_1",
+    }
+    anonymous = caller_request("inbound-_y", room.remote_participants["sip_anonymous"])
+    assert (anonymous["caller"], anonymous["sip_trunk_id"]) == ("", "")
+
+
+@pytest.mark.api
+async def test_an_inbound_caller_gets_the_rooms_call_and_is_greeted_as_its_user(
+    web: Web, fake_livekit
+) -> None:
+    web.route_number(INBOUND_NUMBER, "daily-call")
+    dial = dial_in(fake_livekit, INBOUND_NUMBER)
+    providers = Providers(llm=ScriptedLLM(["Glad to hear it."]))
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as live:
+        inbound = InboundCall(live.ctx, config=config_for(web), build=providers.build)
+        caller = await inbound.caller(dial.room)
+        data = await inbound.session(caller)
+        assert data is not None
+        job = inbound.job(data, caller)
+        assert (job.call_id, job.user_identity) == (str(data["call_id"]), dial.identity)
+        runtime, session = await start_voice_call(job, providers)
+        assert await job.wait_for_user(runtime, dial.room) is True  # already in the room
+        await wait_until(lambda: GREETING in providers.tts.spoken)
+        providers.stt.hear("Fine, thanks")
+        await wait_until(lambda: "Glad to hear it." in providers.tts.spoken)
+        await session.aclose()
+        assert (await live.finish()).startswith("session closed")
+
+    call = web.call(job.call_id)
+    assert (call["direction"], call["channel"], call["phone_number"]) == (
+        "inbound",
+        "phone",
+        INBOUND_NUMBER,
+    )
+    assert (call["room_name"], call["user_id"]) == (dial.room_name, CALLER)
+    assert said(web.transcript(job.call_id))[:3] == [
+        ("assistant", GREETING),
+        ("user", "Fine, thanks"),
+        ("assistant", "Glad to hear it."),
+    ]
+    assert deleted_rooms(fake_livekit, dial.room_name) == 1
+
+
+@pytest.mark.api
+async def test_a_number_that_is_not_ours_closes_the_room_without_a_word(
+    web: Web, fake_livekit
+) -> None:
+    before = web.ok("GET", "/api/v1/calls", web.orgs["demo"].client_key)["total"]
+    room = Room()
+    room.join("sip_x", attributes={"sip.phoneNumber": CALLER, "sip.trunkPhoneNumber": "+1415"})
+    metadata = json.dumps({"phone_number": "+1415", "phone_number_id": "gone"})
+    async with live_job(room_name="inbound-_stray", metadata=metadata) as live:
+        inbound = InboundCall(live.ctx, config=config_for(web))
+        assert await inbound.session(await inbound.caller(room)) is None
+        assert await live.finish() == "no inbound call"
+
+    assert web.ok("GET", "/api/v1/calls", web.orgs["demo"].client_key)["total"] == before
+    assert deleted_rooms(fake_livekit, "inbound-_stray") == 1
+
+
+@pytest.mark.api
+async def test_a_dispatch_for_an_inbound_call_already_over_closes_the_room(
+    web: Web, fake_livekit
+) -> None:
+    web.route_number(INBOUND_NUMBER, "daily-call")
+    dial = dial_in(fake_livekit, INBOUND_NUMBER)
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as first:
+        inbound = InboundCall(first.ctx, config=config_for(web))
+        data = await inbound.session(await inbound.caller(dial.room))
+        await inbound.api.aclose()
+        first.ctx.shutdown(reason="test over")
+        await first.finish()
+    web.end_call(str(data["call_id"]))
+
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as again:
+        inbound = InboundCall(again.ctx, config=config_for(web))
+        assert await inbound.session(await inbound.caller(dial.room)) is None
+        assert await again.finish() == "no inbound call"
+
+    assert web.transcript(str(data["call_id"])) == []
+
+
+@pytest.mark.api
+async def test_a_caller_over_the_concurrency_limit_hears_the_busy_message_then_the_room_closes(
+    web: Web, fake_livekit
+) -> None:
+    dial = dial_in(fake_livekit, BUSY_NUMBER)
+    providers = Providers()
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as live:
+        inbound = InboundCall(live.ctx, config=config_for(web), build=providers.build)
+        data = await inbound.session(await inbound.caller(dial.room))
+        assert data is not None, "the API answered no busy session"
+        assert (data["status"], data["end_reason"]) == ("failed", "concurrency_limit")
+        session = inbound.busy_session(data)
+        session.output.audio = providers.speaker
+        await inbound.say_busy(data, session)
+        assert await live.finish() == "all lines busy"
+
+    # The TTS is given the message sentence by sentence.
+    assert " ".join(providers.tts.spoken) == BUSY_MESSAGE
+    assert providers.speaker.finished[-1][1] is False  # played to the end
+    assert providers.llm.requests == []  # no workflow ran
+    # The start agent's voice, on the busy organization's key.
+    assert ("tts", "cartesia", "test-cartesia-tts-key", None) in providers.builds
+    call = web.call(str(data["call_id"]), org="busy")
+    assert (call["status"], call["end_reason"]) == ("failed", "concurrency_limit")
+    assert web.transcript(str(data["call_id"]), org="busy") == []
+    assert deleted_rooms(fake_livekit, dial.room_name) == 1

@@ -38,6 +38,7 @@ class ErasureAdmin(admin.ModelAdmin):
         "calls_waiting",
         "transcript_lines_erased",
         "webhook_events_scrubbed",
+        "recordings_deleted",
         "batches",
         "created_at",
         "started_at",

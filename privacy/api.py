@@ -42,6 +42,9 @@ class ErasureSerializer(serializers.Serializer):
     webhook_events_scrubbed = serializers.IntegerField(
         help_text="Stored webhook event bodies rebuilt without the erased data."
     )
+    recordings_deleted = serializers.IntegerField(
+        help_text="Call recordings deleted from their storage."
+    )
     requested_by_key_prefix = serializers.CharField(help_text="The API key that asked.")
     requested_by_key_name = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -53,7 +56,7 @@ class ErasureListView(APIView):
     @extend_schema(
         summary="Erase a user's data",
         description="Erases, in the background, the personal data of every call of this "
-        "user in your organization: transcript words (a marker stays with each line's "
+        "user in your organization: recordings, transcript words (a marker stays with each line's "
         "role and time), tool calls, user_data, metadata, the user id and phone numbers, "
         "the analysis's summary and structured data, and stored webhook bodies. Ids, "
         "statuses, timings, metrics and costs stay. Follow it with GET /erasures/{id}.",

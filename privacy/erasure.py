@@ -4,7 +4,8 @@ twice at once (a lease on the erasure row; row locks on the calls).
 
 Which calls: `user_id` equal to the given id; when that id is an E.164 number, also the
 phone calls where it is the person's number (the callee of an outbound call, the caller
-of an inbound one). What: transcript words (a marker instead) and tool calls,
+of an inbound one). What: recordings (deleted from their storage first, outside the
+batch's transaction), transcript words (a marker instead) and tool calls,
 user_data, metadata, the analysis's summary and structured data, the stored customer
 webhook bodies; on ended calls also user_id, the person's phone number and the LiveKit
 names made from it. A call still open keeps those until it ends (its room and dialing
@@ -15,6 +16,7 @@ metrics and costs stay.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 from uuid import UUID
 
@@ -28,6 +30,10 @@ from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
 from privacy import scrub
 from privacy.keys import user_id_hash
 from privacy.models import Erasure, ErasureStatus
+from privacy.recordings import recordings_delete
+from recordings.storage import StorageError
+
+logger = logging.getLogger(__name__)
 
 # A run holds its erasure this long past its last batch; then another may take over.
 LEASE = datetime.timedelta(minutes=5)
@@ -105,11 +111,39 @@ def erasure_run(
     if erasure.batches == 0:
         Erasure.objects.filter(pk=erasure.pk).update(calls_matched=calls.count())
     for _ in range(max_batches):
+        try:
+            _batch_recordings_delete(erasure_id=erasure.pk, calls=calls, batch_size=batch_size)
+        except StorageError as exc:
+            logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
+            return _later(erasure_id=erasure.pk, now=now, at=now + WAIT_FOR_OPEN_CALLS)
         if not _batch(erasure_id=erasure.pk, calls=calls, now=now, batch_size=batch_size):
             return _finish(erasure_id=erasure.pk, calls=calls, now=now)
     # More to do: a fresh task continues (and other work gets the worker meanwhile).
     Erasure.objects.filter(pk=erasure.pk).update(lease_until=None, next_run_at=now)
     _wake(erasure.pk, at=now)
+    return ErasureStatus.RUNNING
+
+
+def _batch_rows(calls: QuerySet[Call]) -> QuerySet[Call]:
+    """The user's calls the next batch takes, in id order (an open call already erased
+    waits for its end)."""
+    return calls.exclude(erased_at__isnull=False, ended_at__isnull=True).order_by("id")
+
+
+def _batch_recordings_delete(*, erasure_id: UUID, calls: QuerySet[Call], batch_size: int) -> None:
+    """Delete the recordings of the calls the next batch takes, before it locks them:
+    the storage is asked outside any transaction. StorageError: retry later."""
+    ids = list(_batch_rows(calls).values_list("id", flat=True)[:batch_size])
+    deleted = recordings_delete(call_ids=ids)
+    if deleted:
+        Erasure.objects.filter(pk=erasure_id).update(
+            recordings_deleted=F("recordings_deleted") + deleted
+        )
+
+
+def _later(*, erasure_id: UUID, now: datetime.datetime, at: datetime.datetime) -> str:
+    Erasure.objects.filter(pk=erasure_id).update(lease_until=None, next_run_at=at, updated_at=now)
+    _wake(erasure_id, at=at)
     return ErasureStatus.RUNNING
 
 
@@ -120,9 +154,8 @@ def _batch(
     """Erase one batch of the user's calls, locked in id order; False when none is left.
     An open call already erased waits for its end (it still matches by its ids)."""
     rows = list(
-        calls.exclude(erased_at__isnull=False, ended_at__isnull=True)
+        _batch_rows(calls)
         .select_for_update()
-        .order_by("id")
         .values_list("id", "channel", "direction", "status", "erased_at")[:batch_size]
     )
     if not rows:
@@ -151,14 +184,8 @@ def _finish(*, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime) 
     """Complete the erasure (the user id is dropped), or wait for open calls to end."""
     waiting = calls.filter(erased_at__isnull=False, ended_at__isnull=True).count()
     if waiting:
-        Erasure.objects.filter(pk=erasure_id).update(
-            calls_waiting=waiting,
-            lease_until=None,
-            next_run_at=now + WAIT_FOR_OPEN_CALLS,
-            updated_at=now,
-        )
-        _wake(erasure_id, at=now + WAIT_FOR_OPEN_CALLS)
-        return ErasureStatus.RUNNING
+        Erasure.objects.filter(pk=erasure_id).update(calls_waiting=waiting)
+        return _later(erasure_id=erasure_id, now=now, at=now + WAIT_FOR_OPEN_CALLS)
     erasure = Erasure.objects.get(pk=erasure_id)
     Erasure.objects.filter(pk=erasure_id).update(
         status=ErasureStatus.COMPLETED,

@@ -1,5 +1,6 @@
-"""Retention: an organization's transcripts and callers' identities are kept for as many
-days after a call ended as it chose, then removed by `expire_data`, in batches.
+"""Retention: an organization's transcripts, callers' identities and recordings are kept
+for as many days after a call ended as it chose, then removed by `expire_data`, in
+batches (recordings through privacy/recordings.py).
 
 Each batch is its own transaction and marks what it did on the calls
 (`transcript_expired_at`, `user_data_expired_at`), so a pass that dies is continued by
@@ -21,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.models import ENDED_STATUSES, Call
 from privacy import scrub
+from privacy.recordings import recordings_expire
 
 
 @dataclass
@@ -29,6 +31,9 @@ class RetentionResult:
     transcript_lines_deleted: int = 0
     user_data_expired: int = 0
     webhook_events_scrubbed: int = 0
+    recordings_deleted: int = 0
+    # Organizations whose storage refused a deletion this pass (the next pass retries).
+    recording_storages_failed: int = 0
     batches: int = 0
 
 
@@ -57,6 +62,10 @@ def retention_apply(
                 result=result,
             ):
                 pass
+    # Files in S3: outside any transaction, after the rows' work.
+    result.recordings_deleted, result.recording_storages_failed = recordings_expire(
+        now=now, batch_size=batch_size
+    )
     return result
 
 

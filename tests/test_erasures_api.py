@@ -36,6 +36,7 @@ def erasure_body(erasure: Erasure, **changes: object) -> dict:
         "calls_waiting": 0,
         "transcript_lines_erased": 0,
         "webhook_events_scrubbed": 0,
+        "recordings_deleted": 0,
         "requested_by_key_prefix": APIKey.objects.get(name="test").prefix,
         "requested_by_key_name": "test",
         "created_at": iso(erasure.created_at),

@@ -41,11 +41,13 @@ class Command(BaseCommand):
     def _run_once(self) -> None:
         result = retention_apply()
         woken = erasures_wake_due()
-        if result.batches or woken:
+        if result.batches or result.recordings_deleted or woken:
             self.stdout.write(
                 f"transcripts_expired={result.transcripts_expired} "
                 f"transcript_lines_deleted={result.transcript_lines_deleted} "
                 f"user_data_expired={result.user_data_expired} "
                 f"webhook_events_scrubbed={result.webhook_events_scrubbed} "
+                f"recordings_deleted={result.recordings_deleted} "
+                f"recording_storages_failed={result.recording_storages_failed} "
                 f"batches={result.batches} erasures_woken={woken}"
             )

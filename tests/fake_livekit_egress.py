@@ -17,9 +17,6 @@ import itertools
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import egress as egress_models
@@ -92,6 +89,12 @@ class EgressMixin:
 
     def _upload(self, output: api.EncodedFileOutput) -> str:
         """Upload the file as the egress does; LiveKit's error text when that fails."""
+        # Imported here: the agent's tests load this stand-in in the agent's own venv,
+        # which has no boto3 (and never records).
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
         upload = output.s3
         client = boto3.client(
             "s3",

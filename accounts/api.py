@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Organization
+from accounts.models import RETENTION_DAYS, Organization
 from accounts.services import organization_settings_update
 from telephony.serializers import E164TextField
 from voicecalls.fields import JSONTypedSerializer
@@ -23,6 +23,25 @@ STAFF_ONLY = (
     "max_outbound_calls_per_day",
 )
 READ_ONLY = ("id", "slug", "name", "concurrency_limit", *STAFF_ONLY)
+
+
+RETENTION_HELP = {
+    "transcript_retention_days": "Days after a call ended its transcript lines and tool "
+    "calls are deleted (and the analysis's summary); null: kept.",
+    "recording_retention_days": "Days after a call ended its recording is deleted; null: kept.",
+    "user_data_retention_days": "Days after a call ended its user_id, user_data, metadata "
+    "and the caller's or callee's phone number are removed; null: kept.",
+}
+
+
+def _retention_field(name: str) -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=RETENTION_DAYS[0],
+        max_value=RETENTION_DAYS[1],
+        allow_null=True,
+        required=False,
+        help_text=RETENTION_HELP[name],
+    )
 
 
 class OrganizationSerializer(serializers.Serializer):
@@ -49,6 +68,15 @@ class OrganizationSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Countries (ISO 3166 codes) phone calls may reach; set by support.",
     )
+    transcript_retention_days = serializers.IntegerField(
+        allow_null=True, help_text=RETENTION_HELP["transcript_retention_days"]
+    )
+    recording_retention_days = serializers.IntegerField(
+        allow_null=True, help_text=RETENTION_HELP["recording_retention_days"]
+    )
+    user_data_retention_days = serializers.IntegerField(
+        allow_null=True, help_text=RETENTION_HELP["user_data_retention_days"]
+    )
 
 
 class OrganizationUpdateSerializer(JSONTypedSerializer):
@@ -59,6 +87,9 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
     )
     outbound_calls_per_minute = serializers.IntegerField(min_value=1, required=False)
     outbound_calls_per_day = serializers.IntegerField(min_value=1, required=False)
+    transcript_retention_days = _retention_field("transcript_retention_days")
+    recording_retention_days = _retention_field("recording_retention_days")
+    user_data_retention_days = _retention_field("user_data_retention_days")
 
     def validate(self, data: dict) -> dict:
         organization: Organization = self.context["organization"]

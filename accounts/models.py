@@ -3,10 +3,19 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
 from accounts.validators import region_codes_validator
+
+# Retention settings, in days: at least a day, at most ten years.
+RETENTION_DAYS = (1, 3650)
+RETENTION_SETTINGS = (
+    "transcript_retention_days",
+    "recording_retention_days",
+    "user_data_retention_days",
+)
 
 
 class Organization(models.Model):
@@ -59,8 +68,40 @@ class Organization(models.Model):
         default=500, help_text="Ceiling of outbound_calls_per_day (per UTC day)."
     )
 
+    # Retention (docs/privacy.md): how many days after a call ended its transcript, its
+    # recording and who the caller was are kept; empty keeps them. `expire_data` deletes
+    # what is past them.
+    transcript_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_DAYS[0]), MaxValueValidator(RETENTION_DAYS[1])],
+        help_text="Days a call's transcript (and tool calls) is kept after the call ended; "
+        "empty: kept.",
+    )
+    recording_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_DAYS[0]), MaxValueValidator(RETENTION_DAYS[1])],
+        help_text="Days a call's recording is kept after the call ended; empty: kept.",
+    )
+    user_data_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_DAYS[0]), MaxValueValidator(RETENTION_DAYS[1])],
+        help_text="Days a call's user_id, user_data, metadata and the caller's or callee's "
+        "phone number are kept after the call ended; empty: kept.",
+    )
+
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(**{f"{name}__isnull": True})
+                | models.Q(**{f"{name}__range": RETENTION_DAYS}),
+                name=f"organization_{name}_range",
+            )
+            for name in RETENTION_SETTINGS
+        ]
 
     def __str__(self) -> str:
         return self.slug

@@ -96,6 +96,8 @@ class EventReporter:
         self.accepted = 0
         self.duplicates = 0
         self.attempts = 0
+        # Events the API refused, by id and type only: their words are not kept (the
+        # reporter holds a caller's words only until the API has them).
         self.dropped: list[dict] = []
         # Events refused while full, and whether the last one offered was.
         self.refused = 0
@@ -292,8 +294,16 @@ class EventReporter:
                 if invalid is not None:
                     # One bad event would sink the whole (all-or-nothing) batch.
                     event = batch.pop(invalid)
-                    self.dropped.append(event)
-                    logger.error("call %s: API refused event %s: %s", self.call_id, event, exc.body)
+                    self.dropped.append(_trace(event))
+                    # Ids, codes and fields only: the event's content (and an error
+                    # detail quoting a value) is the caller's words, kept out of logs.
+                    logger.error(
+                        "call %s: API refused %s event %s: %s",
+                        self.call_id,
+                        event["type"],
+                        event["id"],
+                        _error_codes(exc),
+                    )
                     continue
                 if exc.status_code == 413 and len(batch) > 1:
                     half = len(batch) // 2
@@ -301,13 +311,13 @@ class EventReporter:
                     del batch[half:]
                     continue
                 if not exc.retryable:
-                    self.dropped.extend(batch)
+                    self.dropped.extend(_trace(event) for event in batch)
                     logger.error(
                         "call %s: dropped %d event(s): %s %s",
                         self.call_id,
                         len(batch),
                         exc,
-                        exc.body,
+                        _error_codes(exc),
                     )
                     return
                 delay = min(self._backoff_cap, self._backoff_base * 2**failures)
@@ -339,6 +349,22 @@ def _event(event_type: str, timestamp: float | None, fields: dict[str, object]) 
         "timestamp": iso_timestamp(timestamp),
         **{k: v for k, v in fields.items() if v is not None},
     }
+
+
+def _trace(event: dict) -> dict:
+    """What is kept of an event the API refused: which one it was, not what it said."""
+    return {"id": event["id"], "type": event["type"]}
+
+
+def _error_codes(exc: AgentAPIError) -> str:
+    """The API's error codes and the fields they name (`invalid_choice at events.1.role`),
+    without its details, which may quote what was sent."""
+    errors = exc.body.get("errors") if isinstance(exc.body, dict) else None
+    if not isinstance(errors, list):
+        return f"HTTP {exc.status_code}"
+    return "; ".join(
+        f"{error.get('code')} at {error.get('attr')}" for error in errors if isinstance(error, dict)
+    )
 
 
 def _invalid_event_index(exc: AgentAPIError, batch_len: int) -> int | None:

@@ -214,7 +214,16 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
         # The call row's lock orders this against the end-of-call report being frozen
         # (webhooks.outbox.event_body): either the report has the result, or the
         # `call.analyzed` event goes to its endpoints.
-        Call.objects.select_for_update().filter(pk=analysis.call_id).values_list("pk").first()
+        removed = (
+            Call.objects.select_for_update()
+            .filter(pk=analysis.call_id)
+            .values_list("erased_at", "transcript_expired_at")
+            .first()
+        )
+        if removed and any(removed):
+            # The call was erased (or its transcript expired) while the provider read
+            # it: the verdict stays, the words it wrote about the caller do not.
+            changes.update(summary=None, structured_data=None)
         updated = CallAnalysis.objects.filter(
             call_id=analysis.call_id, run=analysis.run, status=AnalysisStatus.RUNNING
         ).update(**changes)

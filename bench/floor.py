@@ -210,6 +210,19 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         if cost is None or cost[0] is None
         else {"total_usd": str(cost[0]), "breakdown": cost[1], "complete": cost[2]}
     )
+    recording = conn.execute(
+        "SELECT status, duration_seconds, size_bytes FROM recordings_recording WHERE call_id = %s",
+        [call_id],
+    ).fetchone()
+    body["recording"] = (
+        None
+        if recording is None
+        else {
+            "status": recording[0],
+            "duration_seconds": recording[1],
+            "size_bytes": recording[2],
+        }
+    )
     return dumps(body)
 
 

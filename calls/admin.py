@@ -32,6 +32,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from calls import representations, selectors
 from calls.admin_paging import CappedCountPaginator
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
+from recordings import selectors as recording_selectors
 
 STATUS_COLORS = {
     CallStatus.PENDING: "#8a8a8a",
@@ -178,7 +179,14 @@ class CallAdmin(admin.ModelAdmin):
         "metadata_json",
         "analysis_html",
         "cost_html",
+        "recording_html",
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Call | None = None) -> list:
+        # Hearing a call is more than reading it: only staff allowed to view recordings.
+        if request.user.has_perm("recordings.view_recording"):
+            return [*self.fieldsets, ("Recording", {"fields": ["recording_html"]})]
+        return self.fieldsets
 
     # --- read-only: calls are evidence ---------------------------------------------
 
@@ -253,6 +261,13 @@ class CallAdmin(admin.ModelAdmin):
         if cost is None:
             return "Not priced yet: a call is priced when it ends."
         return format_html("<pre>{}</pre>", json.dumps(cost, indent=2))
+
+    @admin.display(description="recording")
+    def recording_html(self, call: Call) -> str:
+        """A player whose link is presigned for this page view (at most 15 minutes)."""
+        from recordings.admin import recording_player_html
+
+        return recording_player_html(call)
 
     @admin.display(description="analysis")
     def analysis_html(self, call: Call) -> str:
@@ -361,6 +376,7 @@ class CallAdmin(admin.ModelAdmin):
             samples=selectors.call_samples(call=call),
             analysis=selectors.call_analysis(call=call),
             cost=selectors.call_cost(call=call),
+            recording=recording_selectors.call_recording(call=call),
         )
         return JsonResponse(body, json_dumps_params={"indent": 2})
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
+    ERASED_CONTENT,
     LATENCY_COMPONENTS,
     AgentEvent,
     AgentEventType,
@@ -69,13 +70,18 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     accepted after the end (late flush).
     """
     now = timezone.now()
-    status, hangup_requested_at, end_reason = (
+    status, hangup_requested_at, end_reason, erased_at, transcript_expired_at = (
         Call.objects.select_for_update()
         .filter(pk=call.pk)
-        .values_list("status", "hangup_requested_at", "end_reason")
+        .values_list(
+            "status", "hangup_requested_at", "end_reason", "erased_at", "transcript_expired_at"
+        )
         .get()
     )
-    new = _store(call_id=call.pk, events=events, now=now)
+    # Read under the lock the erasure and retention take too: a line arriving after
+    # either is stored without its words, so nothing removed comes back.
+    keep_content = erased_at is None and transcript_expired_at is None
+    new = _store(call_id=call.pk, events=events, now=now, keep_content=keep_content)
     # The agent reports the call started (or hands off, which it only does in a
     # conversation): start it first, so its handoffs append to [start agent].
     if status == CallStatus.CONNECTING and (
@@ -106,7 +112,9 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
 
 
-def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) -> _NewEvents:
+def _store(
+    *, call_id: uuid.UUID, events: list[dict], now: datetime.datetime, keep_content: bool
+) -> _NewEvents:
     """Insert each event once (ON CONFLICT DO NOTHING RETURNING: a row already there is
     a duplicate); the new handoffs and statuses in time order."""
     first_of_each: dict[uuid.UUID, dict] = {}
@@ -122,9 +130,10 @@ def _store(*, call_id: uuid.UUID, events: list[dict], now: datetime.datetime) ->
         + by_type[AgentEventType.USAGE]
     )
     per_call = {"unique": "event_id", "unique_with": ("call",)}
-    transcript_ids = insert_new_ids(
-        TranscriptEntry, _transcript_rows(call_id, lines, now), **per_call
-    )
+    rows = _transcript_rows(call_id, lines, now)
+    if not keep_content:
+        rows = [{**row, "content": ERASED_CONTENT, "tool_call": None} for row in rows]
+    transcript_ids = insert_new_ids(TranscriptEntry, rows, **per_call)
     metric_ids = insert_new_ids(MetricSample, _sample_rows(call_id, samples, now), **per_call)
     ledger_ids = insert_new(AgentEvent, _ledger_rows(call_id, ledger, now), unique="id")
 

@@ -185,6 +185,17 @@ _WEBHOOK_HANDLERS: dict[str, Callable[[CallRef, WebhookEvent, datetime.datetime]
 }
 
 
+# Egress (recording) events: about a recording, not the call's state (recordings app).
+_EGRESS_EVENTS = frozenset({"egress_started", "egress_updated", "egress_ended"})
+
+
+def _on_egress(event: WebhookEvent, at: datetime.datetime) -> str:
+    from recordings.services import recording_egress_update
+
+    known = recording_egress_update(egress=event.egress, room_name=event.room_name, at=at)
+    return WebhookResult.HANDLED if known else WebhookResult.UNKNOWN_ROOM
+
+
 class WebhookResult:
     HANDLED = "handled"
     DUPLICATE = "duplicate"
@@ -202,7 +213,8 @@ def livekit_webhook_receive(*, body: str, authorization: str) -> str:
 def livekit_webhook_handle(*, event: WebhookEvent) -> str:
     """Apply a verified webhook event once: its id is recorded in the same transaction."""
     handler = _WEBHOOK_HANDLERS.get(event.event)
-    if handler is None:
+    egress = event.event in _EGRESS_EVENTS and event.egress is not None
+    if handler is None and not egress:
         return WebhookResult.IGNORED
     if event.id:
         new = insert_new(
@@ -221,6 +233,8 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
         if not new:
             return WebhookResult.DUPLICATE
     now = timezone.now()
+    if egress:
+        return _on_egress(event, now)
     call = _call_in_room(event.room_name, now)
     if call is None:
         _inbound_call_open(event)

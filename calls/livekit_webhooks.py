@@ -43,17 +43,26 @@ class _WebhookParticipantSerializer(serializers.Serializer):
     )
 
 
+class _WebhookEgressInfoSerializer(serializers.Serializer):
+    egressId = serializers.CharField()
+    roomName = serializers.CharField(required=False)
+    status = serializers.CharField(help_text="e.g. `EGRESS_ACTIVE`, `EGRESS_COMPLETE`.")
+    error = serializers.CharField(required=False, help_text="Why a failed egress failed.")
+
+
 class LiveKitWebhookEventSerializer(serializers.Serializer):
     """A LiveKit `WebhookEvent` (protobuf JSON); unknown fields are ignored."""
 
     id = serializers.CharField(help_text="Event id; a re-delivered id changes nothing.")
     event = serializers.CharField(
-        help_text="`participant_joined`, `participant_left` and `room_finished` are "
-        "handled; other events are acknowledged and ignored."
+        help_text="`participant_joined`, `participant_left`, `room_finished` and the "
+        "recordings' `egress_started`, `egress_updated`, `egress_ended` are handled; other "
+        "events are acknowledged and ignored."
     )
     createdAt = serializers.CharField(required=False, help_text="Unix seconds.")
     room = _WebhookRoomSerializer(required=False)
     participant = _WebhookParticipantSerializer(required=False)
+    egressInfo = _WebhookEgressInfoSerializer(required=False)
 
 
 class LiveKitWebhookResultSerializer(serializers.Serializer):

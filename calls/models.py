@@ -73,6 +73,11 @@ class TranscriptRole(models.TextChoices):
     TOOL = "tool", "Tool"
 
 
+# What an erased call's transcript lines say instead of their content (role, agent and
+# time are kept): docs/privacy.md.
+ERASED_CONTENT = "[erased]"
+
+
 class RoomNameField(models.CharField):
     """A call's LiveKit room: `call-<id>` unless set (inbound phone calls join the room
     LiveKit's dispatch rule made). Filled in on insert, whichever way the row is
@@ -169,6 +174,12 @@ class Call(models.Model):
     # The last id given to an event of the call's live stream (streams.feed): moved
     # under the call's row lock, so the stream's ids follow commit order.
     stream_seq = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
+    # Privacy (docs/privacy.md): when retention deleted the transcript, when it cleared
+    # who the caller was, and when an erasure erased the call's personal data. Agent
+    # events reaching an erased call are stored without their content.
+    transcript_expired_at = models.DateTimeField(null=True, blank=True)
+    user_data_expired_at = models.DateTimeField(null=True, blank=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -214,6 +225,31 @@ class Call(models.Model):
                 fields=["organization", "-created_at", "-id"],
                 name="call_not_ended",
                 condition=models.Q(status__in=["pending", "connecting", "active"]),
+            ),
+            # Retention (privacy.retention): an organization's ended calls not yet
+            # expired, oldest end first. Expired calls leave the index, so each pass
+            # reads only what it expires.
+            models.Index(
+                fields=["organization", "ended_at"],
+                name="call_transcript_retention",
+                condition=models.Q(ended_at__isnull=False, transcript_expired_at__isnull=True),
+            ),
+            models.Index(
+                fields=["organization", "ended_at"],
+                name="call_user_data_retention",
+                condition=models.Q(ended_at__isnull=False, user_data_expired_at__isnull=True),
+            ),
+            # Erasure of a phone number (privacy.erasure): the callee of outbound phone
+            # calls, the caller of inbound ones.
+            models.Index(
+                fields=["organization", "phone_number"],
+                name="call_org_callee",
+                condition=models.Q(channel="phone", direction="outbound"),
+            ),
+            models.Index(
+                fields=["organization", "from_number"],
+                name="call_org_caller",
+                condition=models.Q(channel="phone", direction="inbound"),
             ),
             # Phone calls of an organization today: its daily cap (telephony.guard).
             models.Index(

@@ -80,9 +80,12 @@ def call_metrics(call: Call, *, samples: dict) -> dict:
     return {**call.metrics(), **samples}
 
 
-def call_detail(call: Call, *, samples: dict, analysis: Any | None, cost: Any | None) -> dict:
+def call_detail(
+    call: Call, *, samples: dict, analysis: Any | None, cost: Any | None, recording: Any | None
+) -> dict:
     """`Call`: a call with its metrics (`selectors.call_samples` completes them), data,
-    room, post-call analysis (`selectors.call_analysis`) and cost (`selectors.call_cost`)."""
+    room, post-call analysis (`selectors.call_analysis`), cost (`selectors.call_cost`) and
+    recording (`recordings.selectors.call_recording`)."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
     return {
         **call_summary(row, timezone.get_current_timezone()),
@@ -97,6 +100,18 @@ def call_detail(call: Call, *, samples: dict, analysis: Any | None, cost: Any | 
         "user_data": call.user_data,
         "analysis": call_analysis(analysis),
         "cost": call_cost(cost),
+        "recording": call_recording(recording),
+    }
+
+
+def call_recording(recording: Any | None) -> dict | None:
+    """`CallRecording` (recordings.models.Recording, or None: the call was not recorded)."""
+    if recording is None:
+        return None
+    return {
+        "status": recording.status,
+        "duration_seconds": recording.duration_seconds,
+        "size_bytes": recording.size_bytes,
     }
 
 

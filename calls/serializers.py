@@ -7,6 +7,7 @@ from analysis.models import AnalysisStatus
 from billing.models import CostComponent
 from billing.prices import COST_UNITS
 from calls.models import CallChannel, CallDirection, CallStatus, TranscriptRole
+from recordings.models import RecordingStatus
 from telephony.serializers import E164TextField
 from voicecalls import openapi_examples as examples
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer, QueryParamsSerializer
@@ -219,6 +220,26 @@ class CallCostSerializer(serializers.Serializer):
     )
 
 
+RECORDING_STATUS_HELP = (
+    "starting (asked of LiveKit), recording, processing (the file is being written), "
+    "complete (downloadable), failed (see GET /calls/{id}/recording) or deleted."
+)
+
+
+class CallRecordingSerializer(serializers.Serializer):
+    """The call's recording (`representations.call_recording`)."""
+
+    status = serializers.ChoiceField(
+        choices=RecordingStatus.choices, help_text=RECORDING_STATUS_HELP
+    )
+    duration_seconds = serializers.IntegerField(
+        allow_null=True, help_text="Length of the file; null until it is complete."
+    )
+    size_bytes = serializers.IntegerField(
+        allow_null=True, help_text="Size of the OGG file; null until it is complete."
+    )
+
+
 @extend_schema_serializer(examples=[examples.CALL])
 class CallSerializer(_CallBaseSerializer):
     room_name = serializers.CharField()
@@ -245,6 +266,11 @@ class CallSerializer(_CallBaseSerializer):
         allow_null=True,
         help_text="Known once the call ended (repriced when the agent's last usage arrives "
         "later); null before.",
+    )
+    recording = CallRecordingSerializer(
+        allow_null=True,
+        help_text="Null when the call is not recorded (its workflow's `recording` setting "
+        "is off, or no storage was configured).",
     )
 
 

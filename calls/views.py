@@ -36,6 +36,8 @@ from calls.serializers import (
     CallSerializer,
     TranscriptEntrySerializer,
 )
+from recordings import selectors as recording_selectors
+from recordings.serializers import RecordingAccessSerializer, recording_access
 from telephony.services import phone_call_create
 from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
@@ -163,8 +165,8 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        # The analysis and cost join the call's own query (one-to-ones, one row each).
-        queryset = self.get_queryset().select_related("analysis", "cost")
+        # The analysis, cost and recording join the call's own query (one-to-ones).
+        queryset = self.get_queryset().select_related("analysis", "cost", "recording")
         return Response(call_detail_data(get_object_or_404(queryset, pk=pk)))
 
     @extend_schema(
@@ -258,6 +260,23 @@ class CallViewSet(viewsets.GenericViewSet):
         return Response(representations.call_analysis(analysis), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
+        summary="Get call recording",
+        operation_id="calls_recording_retrieve",
+        description="The call's recording: its status and, once the file is complete, a "
+        "download link (`url`, an OGG/Opus file) that works until `expires_at` (at most 15 "
+        "minutes; ask again for a fresh one). 404 when the call is not recorded.",
+        responses={200: RecordingAccessSerializer},
+        filters=False,
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def recording(self, request: Request, pk: str) -> Response:
+        call = get_object_or_404(self.get_queryset().select_related("recording"), pk=pk)
+        recording = recording_selectors.call_recording(call=call)
+        if recording is None:
+            raise NotFound("This call has no recording.")
+        return Response(recording_access(recording, organization_id=call.organization_id))
+
+    @extend_schema(
         summary="Issue a fresh join token",
         operation_id="calls_token",
         description="A fresh join token for a call that has not ended (a call may outlive "
@@ -317,4 +336,5 @@ def call_detail_data(call: Call) -> dict:
         samples=selectors.call_samples(call=call),
         analysis=selectors.call_analysis(call=call),
         cost=selectors.call_cost(call=call),
+        recording=recording_selectors.call_recording(call=call),
     )

@@ -17,6 +17,11 @@ trap stop EXIT INT TERM
 "$PY" manage.py expire_calls --every 10 &
 pids+=($!)
 
+# Retention (transcripts, callers' data past the organization's days) and erasures
+# whose wake-up was lost.
+"$PY" manage.py expire_data --every 60 &
+pids+=($!)
+
 # The task queue's worker: customer webhook deliveries and the rest, all but dialing.
 "$PY" manage.py db_worker --queue-name '*' --exclude-queues dial --no-reload &
 pids+=($!)

@@ -170,3 +170,39 @@ def browser_type_launch_args() -> dict:
         "headless": True,
         "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
     }
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The S3 stand-in: moto's server mode on a loopback port, spoken to over HTTP by
+    boto3 (ours and the fake egress's) and by browsers fetching presigned links."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def recordings_bucket(settings, s3_server) -> str:
+    """A fresh bucket in the S3 stand-in, configured as the platform's recording storage."""
+    from tests.recordings import bucket_create
+
+    bucket = bucket_create(s3_server)
+    settings.RECORDINGS_S3_ENDPOINT = s3_server
+    settings.RECORDINGS_S3_BUCKET = bucket
+    settings.RECORDINGS_S3_REGION = "us-east-1"
+    settings.RECORDINGS_S3_ACCESS_KEY_ID = "AKIAPLATFORMKEY0001"
+    settings.RECORDINGS_S3_SECRET_ACCESS_KEY = "platform-secret-Xq7vT2mN9pL4kR8w"
+    return bucket
+
+
+@pytest.fixture
+def egress_fake(fake_livekit):
+    """The fake LiveKit, its (egress) webhooks delivered to our webhook view."""
+    from tests.phone import webhooks_to_our_view
+
+    webhooks_to_our_view(fake_livekit)
+    return fake_livekit

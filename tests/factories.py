@@ -126,3 +126,23 @@ class PhoneNumberFactory(factory.django.DjangoModelFactory):
     workflow = factory.SubFactory(
         WorkflowFactory, organization=factory.SelfAttribute("..organization")
     )
+
+
+class RecordingFactory(factory.django.DjangoModelFactory):
+    """A call's recording in the platform's bucket (complete unless told otherwise)."""
+
+    class Meta:
+        model = "recordings.Recording"
+
+    call = factory.SubFactory(CallFactory, completed=True)
+    status = "complete"
+    egress_id = factory.Sequence(lambda n: f"EG_factory{n}")
+    storage = "platform"
+    endpoint = ""
+    bucket = "recordings"
+    region = "us-east-1"
+    object_key = factory.LazyAttribute(
+        lambda o: f"recordings/{o.call.organization_id}/{o.call.id}/tok{o.egress_id}.ogg"
+    )
+    duration_seconds = 2
+    size_bytes = 561

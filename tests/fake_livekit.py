@@ -1,5 +1,5 @@
-"""A fake LiveKit *server* for tests: RoomService, AgentDispatchService and SIP over
-Twirp, on a loopback port.
+"""A fake LiveKit *server* for tests: RoomService, AgentDispatchService, SIP and Egress
+over Twirp, on a loopback port.
 
 It speaks what livekit-api's Twirp client sends: `POST /twirp/livekit.<Service>/
 <Method>` with a protobuf body (JSON bodies are accepted too) and `Authorization:
@@ -11,7 +11,9 @@ their participants, records every request, and fails on demand: `fail("DeleteRoo
 Dialing (`CreateSIPParticipant`) plays the outcome scripted for the number
 (`sip_outcomes`, tests/fake_livekit_sip.py) and sends the webhooks a real server would
 to `webhook_sink` (the SIP participant joining while it rings, leaving when the call
-fails) before it answers the dial.
+fails) before it answers the dial. A room composite egress (tests/fake_livekit_egress.py)
+uploads a real OGG file to the S3 stand-in and sends the egress webhooks once the test
+lets it run (`egress_run()`), after answering.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from livekit import api
 
+from tests import fake_livekit_egress as egress
 from tests import fake_livekit_sip as sip
 
 METHODS = {
@@ -32,8 +35,9 @@ METHODS = {
     "ListRooms": (api.ListRoomsRequest, api.ListRoomsResponse, "room_list"),
     "ListParticipants": (api.ListParticipantsRequest, api.ListParticipantsResponse, "room_admin"),
     **sip.METHODS,
+    **egress.METHODS,
 }
-SERVICES = {"RoomService", "AgentDispatchService", "SIP"}
+SERVICES = {"RoomService", "AgentDispatchService", "SIP", "Egress"}
 PREFIX = "/twirp/livekit."
 
 
@@ -45,7 +49,7 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeLiveKit(sip.SipMixin):
+class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     api_key: str
     api_secret: str
     rooms: dict[str, list[str]] = field(default_factory=dict)  # room name → identities
@@ -66,6 +70,14 @@ class FakeLiveKit(sip.SipMixin):
     webhook_sink: object = None
     on_ringing: object = None
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
+    # Egress (tests/fake_livekit_egress.py): every egress started, how the next ones
+    # end, the file they upload, and what they uploaded where with which access key.
+    egresses: dict[str, api.EgressInfo] = field(default_factory=dict)
+    egress_outcome: str = "complete"
+    egress_error: str = "Start signal not received"
+    egress_file: bytes = field(default_factory=egress.default_file)
+    egress_uploads: list[dict] = field(default_factory=list)
+    _egress_jobs: list = field(default_factory=list)
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "not_found" or "hang"."""

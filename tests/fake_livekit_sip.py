@@ -126,7 +126,10 @@ class SipMixin:
             participant=participant,
             created_at=int(time.time()),
         )
-        body = json_format.MessageToJson(message)
+        self.webhook_sign_and_send(json_format.MessageToJson(message))
+
+    def webhook_sign_and_send(self, body: str) -> None:
+        """Hand `body` to `webhook_sink` with the Authorization LiveKit would sign it with."""
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
         token = api.AccessToken(self.api_key, self.api_secret).with_sha256(digest).to_jwt()
         self.webhook_sink(body, token)

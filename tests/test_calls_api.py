@@ -318,6 +318,8 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         # Beyond the seed: null for a workflow without an `analysis` setting.
         "analysis": None,
         "cost": None,
+        # Null for a call that was not recorded.
+        "recording": None,
         "started_at": iso(call.started_at),
         "ended_at": iso(call.ended_at),
         "created_at": iso(call.created_at),

@@ -25,6 +25,9 @@ def settings_body(organization: Organization, **changes: object) -> dict:
         "max_outbound_calls_per_minute": 10,
         "max_outbound_calls_per_day": 500,
         "allowed_destination_countries": [],
+        "transcript_retention_days": None,
+        "recording_retention_days": None,
+        "user_data_retention_days": None,
         **changes,
     }
 
@@ -131,3 +134,50 @@ def test_the_organization_needs_a_client_key(anonymous_api, agent_api) -> None:
 def test_the_organization_takes_a_fixed_number_of_queries(api, django_assert_max_num_queries):
     with django_assert_max_num_queries(2):  # the key and its organization
         assert api.get(URL).status_code == 200
+
+
+RETENTION = ("transcript_retention_days", "recording_retention_days", "user_data_retention_days")
+
+
+def test_a_client_sets_and_clears_its_retention_in_days(api, organization, settings) -> None:
+    settings.CALLS_CONCURRENCY_LIMIT = 10
+    days = {"transcript_retention_days": 30, "recording_retention_days": 1}
+    days["user_data_retention_days"] = 3650
+
+    response = api.patch(URL, days, format="json")
+    cleared = api.patch(URL, {"recording_retention_days": None}, format="json")
+
+    assert response.status_code == 200
+    assert response.json() == settings_body(organization, **days)
+    assert cleared.json() == settings_body(
+        organization, **{**days, "recording_retention_days": None}
+    )
+    organization.refresh_from_db()
+    assert (organization.transcript_retention_days, organization.recording_retention_days) == (
+        30,
+        None,
+    )
+
+
+@pytest.mark.parametrize("name", RETENTION)
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (0, "min_value"),
+        (-5, "min_value"),
+        (3651, "max_value"),
+        ("30", "invalid"),
+        (1.5, "invalid"),
+        (True, "invalid"),
+        ([30], "invalid"),
+    ],
+)
+def test_a_retention_is_a_whole_number_of_days_from_1_to_3650(
+    api, organization, name, value, code
+) -> None:
+    response = api.patch(URL, {name: value}, format="json")
+
+    assert response.status_code == 400
+    assert [(e["code"], e["attr"]) for e in response.json()["errors"]] == [(code, name)]
+    organization.refresh_from_db()
+    assert getattr(organization, name) is None

@@ -20,7 +20,7 @@ from rest_framework.renderers import JSONRenderer
 from billing.services import call_usage_record
 from calls import representations, selectors
 from calls.models import Call, CallStatus, MetricSample
-from tests.factories import CallFactory, TranscriptEntryFactory
+from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -121,8 +121,13 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
     call_usage_record(call_id=call.id, usage=[stt, unpriced], at=timezone.now())
     call.refresh_from_db()
 
+    recording = RecordingFactory(call=call)
     detail = representations.call_detail(
-        call, samples=samples, analysis=None, cost=selectors.call_cost(call=call)
+        call,
+        samples=samples,
+        analysis=None,
+        cost=selectors.call_cost(call=call),
+        recording=recording,
     )
     metrics = representations.call_metrics(call, samples=samples)
 
@@ -131,13 +136,14 @@ def test_a_call_with_its_metrics_is_what_the_schema_says(organization, calls) ->
     assert detail["metrics"] == metrics
     assert detail["user_data"] == {"name": "Ada", "n": [1, 2.5, None]}
     assert [line["component"] for line in detail["cost"]["breakdown"]] == ["stt", "tts", "room"]
+    assert detail["recording"] == {"status": "complete", "duration_seconds": 2, "size_bytes": 561}
     assert metrics["latency"]["stt"] == {"p50": 120, "p95": 120, "max": 120, "count": 1}
 
 
 def test_a_call_not_yet_started_is_what_the_schema_says(organization, calls) -> None:
     call = calls[0]
     detail = representations.call_detail(
-        call, samples=selectors.call_samples(call=call), analysis=None, cost=None
+        call, samples=selectors.call_samples(call=call), analysis=None, cost=None, recording=None
     )
 
     assert_described(detail, "Call")

@@ -280,6 +280,7 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
                 samples=samples,
                 analysis=selectors.call_analysis(call=call),
                 cost=selectors.call_cost(call=call),
+                recording=None,
             )
         )
     )

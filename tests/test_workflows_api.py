@@ -33,6 +33,7 @@ DEFAULT_SETTINGS = {
     "silence_timeout_seconds": None,
     "voicemail": {"action": "hang_up", "message": ""},
     "busy_message": DEFAULT_BUSY_MESSAGE,
+    "recording": {"enabled": False},
 }
 
 VOICE = {

@@ -23,6 +23,7 @@ import aiohttp
 from django.conf import settings
 from google.protobuf import json_format
 from livekit import api
+from livekit.protocol import egress as livekit_egress
 from livekit.protocol import models as livekit_models
 
 T = TypeVar("T")
@@ -45,6 +46,19 @@ WEBHOOK_EVENT_ID_MAX = 100
 
 
 @dataclass(frozen=True)
+class EgressUpdate:
+    """What an egress webhook (`egress_started`/`_updated`/`_ended`) says of a recording."""
+
+    egress_id: str
+    # An `EgressStatus` name, e.g. "EGRESS_COMPLETE" ("UNKNOWN" for a newer server's).
+    status: str
+    error: str
+    # Of the first file written (a room composite to one file writes one), if any.
+    duration_ns: int | None = None
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
     """The parts of a LiveKit webhook event the call lifecycle reads."""
 
@@ -59,6 +73,7 @@ class WebhookEvent:
     # The participant's attributes; a SIP participant's carry `sip.callStatus`
     # (dialing, ringing, active, hangup) and `sip.phoneNumber`.
     participant_attributes: dict[str, str] = field(default_factory=dict)
+    egress: EgressUpdate | None = None
 
 
 def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
@@ -84,18 +99,39 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     except Exception as exc:  # jwt errors, hash mismatch
         raise WebhookSignatureError(str(exc) or exc.__class__.__name__) from exc
     participant = event.participant
-    texts = "".join((event.id, event.event, event.room.name, participant.identity))
+    egress = _egress_update(event)
+    # Egress events name their room in `egress_info` only.
+    room_name = event.room.name or (event.egress_info.room_name if egress else "")
+    texts = "".join((event.id, event.event, room_name, participant.identity))
+    if egress is not None:
+        texts += egress.egress_id + egress.error
     if not _storable(texts) or len(event.id) > WEBHOOK_EVENT_ID_MAX:
         raise WebhookPayloadError("The event's id, room or participant cannot be stored.")
     return WebhookEvent(
         id=event.id,
         event=event.event,
-        room_name=event.room.name,
+        room_name=room_name,
         participant_identity=participant.identity,
         participant_kind=enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
         disconnect_reason=enum_name(livekit_models.DisconnectReason, participant.disconnect_reason),
         created_at=event.created_at,
         participant_attributes=dict(participant.attributes),
+        egress=egress,
+    )
+
+
+def _egress_update(event: object) -> EgressUpdate | None:
+    if not event.HasField("egress_info"):  # type: ignore[attr-defined]
+        return None
+    info = event.egress_info  # type: ignore[attr-defined]
+    files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
+    first = files[0] if files else None
+    return EgressUpdate(
+        egress_id=info.egress_id,
+        status=enum_name(livekit_egress.EgressStatus, info.status),
+        error=info.error,
+        duration_ns=first.duration if first is not None else None,
+        size_bytes=first.size if first is not None else None,
     )
 
 

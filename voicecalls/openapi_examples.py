@@ -126,6 +126,7 @@ CALL = OpenApiExample(
         "user_data": {"name": "John Doe", "language": "en"},
         "analysis": CALL_ANALYSIS_VALUE,
         "cost": CALL_COST_VALUE,
+        "recording": {"status": "complete", "duration_seconds": 178, "size_bytes": 1432104},
         "started_at": "2026-01-17T10:30:00Z",
         "ended_at": "2026-01-17T10:33:00Z",
         "created_at": "2026-01-17T10:29:55Z",

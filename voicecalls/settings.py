@@ -119,6 +119,8 @@ INSTALLED_APPS = [
     "analysis",
     "billing",
     "telephony",
+    "recordings",
+    "privacy",
     "streams",
 ]
 
@@ -318,6 +320,7 @@ SPECTACULAR_SETTINGS = {
         "CallChannelEnum": "calls.models.CallChannel.choices",
         "VoicemailActionEnum": "workflows.settings.VOICEMAIL_ACTIONS",
         "ToolTypeEnum": "workflows.serializers.TOOL_TYPES",
+        "RecordingStatusEnum": "recordings.models.RecordingStatus.choices",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
@@ -396,6 +399,29 @@ ANALYSIS_TIMEOUT_SECONDS = env.float("ANALYSIS_TIMEOUT_SECONDS", default=60.0)
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
 ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
 ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
+
+# Call recordings (recordings/): LiveKit Egress writes each recorded call as one OGG file
+# to S3-compatible storage, the platform's bucket below unless the organization set its
+# own. No bucket and no organization storage: workflows asking for recordings record
+# nothing (logged), the calls run as usual. RECORDINGS_S3_ENDPOINT empty means AWS; any
+# other endpoint (MinIO, R2, ...) is addressed path-style. Empty credentials let boto3 and
+# the egress service use their own (an instance role), which then must be able to write
+# and read the bucket.
+RECORDINGS_S3_ENDPOINT = env.str("RECORDINGS_S3_ENDPOINT", default="")
+RECORDINGS_S3_BUCKET = env.str("RECORDINGS_S3_BUCKET", default="")
+RECORDINGS_S3_REGION = env.str("RECORDINGS_S3_REGION", default="us-east-1")
+RECORDINGS_S3_ACCESS_KEY_ID = _secret("RECORDINGS_S3_ACCESS_KEY_ID", "")
+RECORDINGS_S3_SECRET_ACCESS_KEY = _secret("RECORDINGS_S3_SECRET_ACCESS_KEY", "")
+if bool(RECORDINGS_S3_ACCESS_KEY_ID) != bool(RECORDINGS_S3_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "Set both RECORDINGS_S3_ACCESS_KEY_ID and RECORDINGS_S3_SECRET_ACCESS_KEY, or neither."
+    )
+# How long a recording's presigned download URL works (API and admin), at most 15 minutes.
+RECORDINGS_URL_TTL_SECONDS = env.int("RECORDINGS_URL_TTL_SECONDS", default=900)
+if not 60 <= RECORDINGS_URL_TTL_SECONDS <= 900:
+    raise ImproperlyConfigured("RECORDINGS_URL_TTL_SECONDS must be between 60 and 900")
+# Every S3 request the server makes itself (deleting a recording) gives up after this.
+RECORDINGS_S3_TIMEOUT_SECONDS = env.float("RECORDINGS_S3_TIMEOUT_SECONDS", default=10.0)
 
 # X-Request-ID: taken from the client when it is a valid uuid, else generated;
 # returned on every response and attached to every log record.

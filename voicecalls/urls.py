@@ -26,6 +26,8 @@ urlpatterns = [
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("telephony.urls")),
     path("api/v1/", include("accounts.urls")),
+    path("api/v1/", include("recordings.urls")),
+    path("api/v1/", include("privacy.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # The admin call page's live transcript (staff session; streams.views).

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from webhooks import services
-from webhooks.delivery import webhook_delivery_replay
+from webhooks.delivery import EventErased, webhook_delivery_replay
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.transport import url_problem
 
@@ -155,11 +155,21 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         permissions=["change"],
     )
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        count = 0
+        count = refused = 0
         for delivery in queryset:
-            webhook_delivery_replay(delivery=delivery)
+            try:
+                webhook_delivery_replay(delivery=delivery)
+            except EventErased:
+                refused += 1
+                continue
             count += 1
         self.message_user(request, f"{count} delivery(ies) queued for replay.", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request,
+                f"{refused} delivery(ies) not replayed: their call was erased.",
+                messages.WARNING,
+            )
 
 
 @admin.register(WebhookEvent)

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from calls.models import Call
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
@@ -229,13 +230,20 @@ def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
         logger.warning("webhook endpoint %s disabled: failing for %g days", endpoint_id, days)
 
 
+class EventErased(Exception):
+    """The event's call was erased (docs/privacy.md): it is never sent again."""
+
+
 @transaction.atomic
 def webhook_delivery_replay(
     *, delivery: WebhookDelivery, now: datetime.datetime | None = None
 ) -> None:
     """Send the delivery's event again, with the same event id and body, starting a
-    new round of the retry schedule."""
+    new round of the retry schedule. EventErased when the event's call was erased."""
     now = now or timezone.now()
+    erased = Call.objects.filter(pk=delivery.event.call_id, erased_at__isnull=False)
+    if delivery.event.call_id is not None and erased.exists():
+        raise EventErased()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now, updated_at=now
     )

@@ -21,6 +21,7 @@ from rest_framework import serializers
 
 from calls import representations, selectors
 from calls.models import ENDED_STATUSES, Call
+from recordings import selectors as recording_selectors
 from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 _iso = serializers.DateTimeField().to_representation
@@ -175,6 +176,7 @@ def _call_ended_payload(call_id: UUID) -> dict:
             samples=samples,
             analysis=selectors.call_analysis(call=call),
             cost=selectors.call_cost(call=call),
+            recording=recording_selectors.call_recording(call=call),
         ),
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),
@@ -206,6 +208,36 @@ def _freeze(event: WebhookEvent) -> str:
     WebhookEvent.objects.filter(pk=event.pk, body__isnull=True).update(body=body)
     event.body = WebhookEvent.objects.values_list("body", flat=True).get(pk=event.pk)
     return event.body
+
+
+# Events whose stored body carries a call's personal data (the end-of-call report, the
+# analysis); `call.status_changed` carries ids and statuses only.
+PERSONAL_EVENT_TYPES = (EventType.CALL_ENDED, EventType.CALL_ANALYZED)
+
+
+def call_event_bodies_rebuild(*, call_ids: list[UUID]) -> int:
+    """Rebuild the stored bodies of these calls' events from the calls as they are now,
+    after retention or an erasure removed personal data from them: a queued delivery,
+    a retry or a replay then sends the scrubbed body (same event id, type and time).
+    Bodies not built yet are left alone: they are built from the call when first sent.
+    Call it in the transaction that changed the calls, holding their rows' locks (so an
+    end-of-call report cannot be frozen from the data being removed). Returns how many
+    bodies were rebuilt."""
+    events = list(
+        WebhookEvent.objects.filter(
+            call_id__in=call_ids, type__in=PERSONAL_EVENT_TYPES, body__isnull=False
+        ).only("id", "type", "call_id", "occurred_at")
+    )
+    for event in events:
+        if event.type == EventType.CALL_ENDED:
+            data = _call_ended_payload(event.call_id)
+        else:
+            call = Call.objects.get(pk=event.call_id)
+            analysis = representations.call_analysis(selectors.call_analysis(call=call))
+            data = {"call_id": str(event.call_id), "analysis": analysis}
+        body = {"id": event.id, "type": event.type, "timestamp": _iso(event.occurred_at)}
+        WebhookEvent.objects.filter(pk=event.pk).update(body=_dumps({**body, "data": data}))
+    return len(events)
 
 
 def call_analyzed_receiver(signal: object, sender: type, **change: Any) -> None:

@@ -79,6 +79,21 @@ class VoicemailSerializer(JSONTypedSerializer):
         return data
 
 
+def default_recording() -> dict:
+    return {"enabled": False}
+
+
+class RecordingSettingSerializer(JSONTypedSerializer):
+    """Whether the workflow's calls are recorded (recordings/)."""
+
+    enabled = serializers.BooleanField(
+        default=False,
+        help_text="Record each call, audio only, from the moment it becomes `active` "
+        "(GET /calls/{id}/recording). Needs recording storage: the platform's, or your "
+        "own (PUT /organization/recording-storage); without any, calls are not recorded.",
+    )
+
+
 class WorkflowSettingsSerializer(JSONTypedSerializer):
     connect_timeout_seconds = serializers.IntegerField(
         min_value=CONNECT_TIMEOUT_BOUNDS[0],
@@ -175,6 +190,9 @@ class WorkflowSettingsSerializer(JSONTypedSerializer):
         default=DEFAULT_BUSY_MESSAGE,
         help_text="Inbound phone calls over the organization's concurrency limit hear this, "
         "then the agent hangs up (`failed`/`concurrency_limit`).",
+    )
+    recording = RecordingSettingSerializer(
+        default=default_recording, help_text="Off unless enabled: calls are not recorded."
     )
 
     def validate(self, data: dict) -> dict:

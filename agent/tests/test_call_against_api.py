@@ -260,7 +260,7 @@ async def test_an_invalid_event_is_dropped_and_the_rest_of_its_batch_lands(web: 
     reporter.transcript(role="assistant", content="also kept", agent_name="greeter-agent")
     await reporter.aclose()
 
-    assert reporter.dropped == [bad]
+    assert reporter.dropped == [{"id": bad["id"], "type": bad["type"]}]
     assert [line["content"] for line in web.transcript(call_id)] == ["kept", "also kept"]
 
 

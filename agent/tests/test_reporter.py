@@ -89,7 +89,7 @@ async def test_a_refused_request_is_not_retried() -> None:
     sent = say(reporter, 2)
     await reporter.aclose()
     assert len(endpoint.batches) == 1
-    assert reporter.dropped == sent
+    assert reporter.dropped == [{"id": e["id"], "type": e["type"]} for e in sent]
 
 
 async def test_a_400_naming_an_event_drops_only_that_event() -> None:
@@ -105,7 +105,7 @@ async def test_a_400_naming_an_event_drops_only_that_event() -> None:
     first, bad, last = say(reporter, 3)
     await reporter.aclose()
     assert endpoint.batches == [[first, bad, last], [first, last]]
-    assert reporter.dropped == [bad]
+    assert reporter.dropped == [{"id": bad["id"], "type": "transcript"}]
 
 
 async def test_a_413_splits_the_batch() -> None:
@@ -201,7 +201,7 @@ async def test_a_refused_usage_report_costs_no_transcript_line_and_is_not_sent_a
     await reporter.aclose()
 
     assert endpoint.batches == [lines, [refused], more]
-    assert reporter.dropped == [refused]
+    assert reporter.dropped == [{"id": refused["id"], "type": "usage"}]
     assert reporter.accepted == 3
 
 
@@ -216,3 +216,37 @@ async def test_usage_is_taken_even_while_the_reporter_is_full() -> None:
 
     assert [event["type"] for event in endpoint.batches[-1]] == ["usage"]
     assert reporter.accepted == 3
+
+
+async def test_delivered_events_leave_the_reporter_and_refused_ones_keep_no_words(
+    caplog,
+) -> None:
+    """Nothing of a caller's words stays in the worker once the API has answered: not
+    in memory (erasure and retention could not reach it), not in the logs."""
+    refusal = httpx.Response(
+        400,
+        json={
+            "type": "validation_error",
+            "errors": [
+                {"code": "invalid", "detail": "'my secret' is wrong", "attr": "events.0.role"}
+            ],
+        },
+    )
+    endpoint = Endpoint([refusal, 200, 403])
+    reporter = reporter_for(endpoint)
+    bad = reporter.transcript(role="user", content="my secret allergy", agent_name="a")
+    delivered = reporter.transcript(role="user", content="my secret address", agent_name="a")
+    await reporter.flush()
+    refused = reporter.transcript(role="user", content="my secret diagnosis", agent_name="a")
+    await reporter.aclose()
+
+    assert endpoint.batches == [[bad, delivered], [delivered], [refused]]
+    assert reporter.pending == 0
+    assert reporter._pending == [] and reporter._pending_bytes == 0
+    assert reporter.dropped == [
+        {"id": bad["id"], "type": "transcript"},
+        {"id": refused["id"], "type": "transcript"},
+    ]
+    assert "secret" not in repr(vars(reporter))
+    assert caplog.records and "secret" not in caplog.text
+    assert f"transcript event {bad['id']}: invalid at events.0.role" in caplog.text

@@ -199,6 +199,13 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         ("trunk_id|workflow_slug", "invalid"),
     ],
     "PATCH /api/v1/phone-numbers/{id}": [("number|trunk_id|workflow_slug", "invalid")],
+    # The endpoint passes the webhook URLs' checks (https, a valid host and port); the
+    # credentials are trimmed before their 1-character minimum and their printable-ASCII
+    # rule are checked, as provider keys.
+    "PUT /api/v1/organization/recording-storage": [
+        ("endpoint", "invalid"),
+        ("access_key_id|secret_access_key", "blank|min_length|invalid_characters"),
+    ],
     # Under the organization's own ceilings; the caller id one of its trunks' numbers.
     "PATCH /api/v1/organization": [
         ("outbound_calls_per_minute|outbound_calls_per_day", "above_maximum"),

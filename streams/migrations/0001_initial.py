@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0006_allowed_countries_are_region_codes'),
-        ('calls', '0015_call_stream_seq'),
+        ('calls', '0016_call_stream_seq'),
     ]
 
     operations = [

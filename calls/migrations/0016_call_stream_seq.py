@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0014_call_transfer_destination'),
+        ('calls', '0015_privacy_retention'),
     ]
 
     operations = [

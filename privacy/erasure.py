@@ -1,0 +1,217 @@
+"""Erasure: every call of one user in an organization loses its personal data, in
+batches run by a task (`privacy.tasks.erasure_run_task`), resumable and safe to run
+twice at once (a lease on the erasure row; row locks on the calls).
+
+Which calls: `user_id` equal to the given id; when that id is an E.164 number, also the
+phone calls where it is the person's number (the callee of an outbound call, the caller
+of an inbound one). What: recordings (deleted from their storage first, outside the
+batch's transaction), transcript words (a marker instead) and tool calls,
+user_data, metadata, the analysis's summary and structured data, the stored customer
+webhook bodies; on ended calls also user_id, the person's phone number and the LiveKit
+names made from it. A call still open keeps those until it ends (its room and dialing
+need them); the erasure waits for it and finishes the job then. Ids, statuses, timings,
+metrics and costs stay.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import APIKey, Organization
+from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
+from privacy import scrub
+from privacy.keys import user_id_hash
+from privacy.models import Erasure, ErasureStatus
+from privacy.recordings import recordings_delete
+from recordings.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+# A run holds its erasure this long past its last batch; then another may take over.
+LEASE = datetime.timedelta(minutes=5)
+# Batches per run before it hands over to a fresh task (fairness with other work).
+MAX_BATCHES_PER_RUN = 40
+# How often an erasure waiting for open calls to end looks again.
+WAIT_FOR_OPEN_CALLS = datetime.timedelta(minutes=1)
+# Stored phone numbers are E.164 (telephony normalises them).
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def erasure_create(*, organization: Organization, user_id: str, api_key: APIKey) -> Erasure:
+    """Record the request (who asked, the user id's hash) and start it after commit."""
+    erasure = Erasure.objects.create(
+        organization=organization,
+        user_id=user_id,
+        user_id_hash=user_id_hash(organization_id=organization.pk, user_id=user_id),
+        requested_by_key_prefix=api_key.prefix,
+        requested_by_key_name=api_key.name,
+        next_run_at=timezone.now(),
+    )
+    _wake(erasure.pk, at=timezone.now())
+    return erasure
+
+
+def _wake(erasure_id: UUID, *, at: datetime.datetime) -> None:
+    from privacy.tasks import erasure_run_task
+
+    def enqueue() -> None:
+        task = erasure_run_task
+        if at > timezone.now() and task.get_backend().supports_defer:
+            task = task.using(run_after=at)
+        task.enqueue(str(erasure_id))
+
+    # robust: `expire_data` wakes an erasure whose enqueue failed (next_run_at passed).
+    transaction.on_commit(enqueue, robust=True)
+
+
+def calls_of_user(*, organization_id: UUID, user_id: str) -> QuerySet[Call]:
+    """The organization's calls of this user (indexes call_org_user, call_org_callee,
+    call_org_caller)."""
+    match = Q(user_id=user_id)
+    if E164.match(user_id):
+        phone = Q(channel=CallChannel.PHONE)
+        match |= phone & Q(direction=CallDirection.OUTBOUND, phone_number=user_id)
+        match |= phone & Q(direction=CallDirection.INBOUND, from_number=user_id)
+    return Call.objects.filter(match, organization_id=organization_id)
+
+
+def erasure_run(
+    *,
+    erasure_id: UUID | str,
+    now: datetime.datetime | None = None,
+    batch_size: int = scrub.BATCH_SIZE,
+    max_batches: int = MAX_BATCHES_PER_RUN,
+) -> str | None:
+    """Run the erasure for up to `max_batches` batches; its status afterwards, or None
+    when another run holds it or it is complete."""
+    now = now or timezone.now()
+    claimed = (
+        Erasure.objects.filter(pk=erasure_id)
+        .exclude(status=ErasureStatus.COMPLETED)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            status=ErasureStatus.RUNNING,
+            started_at=Coalesce("started_at", now),
+            lease_until=now + LEASE,
+            updated_at=now,
+        )
+    )
+    if not claimed:
+        return None
+    erasure = Erasure.objects.get(pk=erasure_id)
+    calls = calls_of_user(organization_id=erasure.organization_id, user_id=erasure.user_id)
+    if erasure.batches == 0:
+        Erasure.objects.filter(pk=erasure.pk).update(calls_matched=calls.count())
+    for _ in range(max_batches):
+        try:
+            _batch_recordings_delete(erasure_id=erasure.pk, calls=calls, batch_size=batch_size)
+        except StorageError as exc:
+            logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
+            return _later(erasure_id=erasure.pk, now=now, at=now + WAIT_FOR_OPEN_CALLS)
+        if not _batch(erasure_id=erasure.pk, calls=calls, now=now, batch_size=batch_size):
+            return _finish(erasure_id=erasure.pk, calls=calls, now=now)
+    # More to do: a fresh task continues (and other work gets the worker meanwhile).
+    Erasure.objects.filter(pk=erasure.pk).update(lease_until=None, next_run_at=now)
+    _wake(erasure.pk, at=now)
+    return ErasureStatus.RUNNING
+
+
+def _batch_rows(calls: QuerySet[Call]) -> QuerySet[Call]:
+    """The user's calls the next batch takes, in id order (an open call already erased
+    waits for its end)."""
+    return calls.exclude(erased_at__isnull=False, ended_at__isnull=True).order_by("id")
+
+
+def _batch_recordings_delete(*, erasure_id: UUID, calls: QuerySet[Call], batch_size: int) -> None:
+    """Delete the recordings of the calls the next batch takes, before it locks them:
+    the storage is asked outside any transaction. StorageError: retry later."""
+    ids = list(_batch_rows(calls).values_list("id", flat=True)[:batch_size])
+    deleted = recordings_delete(call_ids=ids)
+    if deleted:
+        Erasure.objects.filter(pk=erasure_id).update(
+            recordings_deleted=F("recordings_deleted") + deleted
+        )
+
+
+def _later(*, erasure_id: UUID, now: datetime.datetime, at: datetime.datetime) -> str:
+    Erasure.objects.filter(pk=erasure_id).update(lease_until=None, next_run_at=at, updated_at=now)
+    _wake(erasure_id, at=at)
+    return ErasureStatus.RUNNING
+
+
+@transaction.atomic
+def _batch(
+    *, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime, batch_size: int
+) -> bool:
+    """Erase one batch of the user's calls, locked in id order; False when none is left.
+    An open call already erased waits for its end (it still matches by its ids)."""
+    rows = list(
+        _batch_rows(calls)
+        .select_for_update()
+        .values_list("id", "channel", "direction", "status", "erased_at")[:batch_size]
+    )
+    if not rows:
+        return False
+    ids = [row[0] for row in rows]
+    lines = scrub.transcript_erase(call_ids=ids)
+    scrub.data_clear(call_ids=ids)
+    scrub.analysis_erase(call_ids=ids)
+    ended = [(call_id, c, d) for call_id, c, d, status, _ in rows if status in ENDED_STATUSES]
+    if ended:
+        scrub.identity_clear(calls=ended)
+    Call.objects.filter(pk__in=ids).update(erased_at=Coalesce("erased_at", now))
+    events = scrub.webhook_bodies_scrub(call_ids=ids)
+    Erasure.objects.filter(pk=erasure_id).update(
+        calls_erased=F("calls_erased") + sum(1 for row in rows if row[4] is None),
+        transcript_lines_erased=F("transcript_lines_erased") + lines,
+        webhook_events_scrubbed=F("webhook_events_scrubbed") + events,
+        batches=F("batches") + 1,
+        lease_until=now + LEASE,
+        updated_at=now,
+    )
+    return True
+
+
+def _finish(*, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime) -> str:
+    """Complete the erasure (the user id is dropped), or wait for open calls to end."""
+    waiting = calls.filter(erased_at__isnull=False, ended_at__isnull=True).count()
+    if waiting:
+        Erasure.objects.filter(pk=erasure_id).update(calls_waiting=waiting)
+        return _later(erasure_id=erasure_id, now=now, at=now + WAIT_FOR_OPEN_CALLS)
+    erasure = Erasure.objects.get(pk=erasure_id)
+    Erasure.objects.filter(pk=erasure_id).update(
+        status=ErasureStatus.COMPLETED,
+        user_id=None,
+        calls_matched=max(erasure.calls_matched, erasure.calls_erased),
+        calls_waiting=0,
+        lease_until=None,
+        next_run_at=None,
+        finished_at=now,
+        updated_at=now,
+    )
+    return ErasureStatus.COMPLETED
+
+
+def erasures_wake_due(*, now: datetime.datetime | None = None, limit: int = 100) -> int:
+    """Wake unfinished erasures that are due and not held by a run (a lost wake-up, a
+    worker that died mid-run). A duplicate wake-up does nothing."""
+    now = now or timezone.now()
+    due = list(
+        Erasure.objects.exclude(status=ErasureStatus.COMPLETED)
+        .filter(next_run_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("next_run_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    with transaction.atomic():
+        for erasure_id in due:
+            _wake(erasure_id, at=now)
+    return len(due)

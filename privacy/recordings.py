@@ -1,0 +1,61 @@
+"""Recordings in retention and erasure: each deleted through
+`recordings.services.recording_delete`, which asks the storage to delete the file, so
+always outside a transaction (never while calls' rows are locked).
+
+A storage that cannot be reached (or whose credentials are gone) stops the work for that
+organization in this pass; the next pass (retention) or run (erasure) tries again from
+where it stopped, since only recordings not yet `deleted` are looked for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Sequence
+from uuid import UUID
+
+from accounts.models import Organization
+from calls.models import ENDED_STATUSES
+from privacy import scrub
+from recordings.models import Recording, RecordingStatus
+from recordings.services import recording_delete
+from recordings.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+def recordings_delete(*, call_ids: Sequence[UUID]) -> int:
+    """Delete these calls' recordings (those they have); how many were deleted now.
+    Raises StorageError at the first one the storage refuses (the rest stay)."""
+    pending = Recording.objects.filter(call_id__in=call_ids).exclude(status=RecordingStatus.DELETED)
+    deleted = 0
+    for call_id in pending.values_list("call_id", flat=True):
+        recording_delete(call_id=call_id)
+        deleted += 1
+    return deleted
+
+
+def recordings_expire(*, now: datetime.datetime, batch_size: int) -> tuple[int, int]:
+    """Delete the recordings of calls ended before each organization's
+    `recording_retention_days`; (deleted, organizations whose storage failed)."""
+    deleted = failed = 0
+    organizations = Organization.objects.filter(recording_retention_days__isnull=False)
+    for organization_id, days in organizations.values_list("id", "recording_retention_days"):
+        due = Recording.objects.filter(
+            call__organization_id=organization_id,
+            call__ended_at__lte=scrub.cutoff(now=now, days=days),
+            call__status__in=ENDED_STATUSES,
+        ).exclude(status=RecordingStatus.DELETED)
+        try:
+            while ids := list(
+                due.order_by("call__ended_at").values_list("call_id", flat=True)[:batch_size]
+            ):
+                deleted += recordings_delete(call_ids=ids)
+        except StorageError as exc:
+            failed += 1
+            logger.warning(
+                "recordings of organization %s past retention not deleted: %s",
+                organization_id,
+                exc,
+            )
+    return deleted, failed

@@ -1,0 +1,117 @@
+"""Retention: an organization's transcripts, callers' identities and recordings are kept
+for as many days after a call ended as it chose, then removed by `expire_data`, in
+batches (recordings through privacy/recordings.py).
+
+Each batch is its own transaction and marks what it did on the calls
+(`transcript_expired_at`, `user_data_expired_at`), so a pass that dies is continued by
+the next, and several passes at once (on PostgreSQL) skip each other's locked rows.
+Only ended calls are touched: the clock starts at `ended_at`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Organization
+from calls.models import ENDED_STATUSES, Call
+from privacy import scrub
+from privacy.recordings import recordings_expire
+
+
+@dataclass
+class RetentionResult:
+    transcripts_expired: int = 0
+    transcript_lines_deleted: int = 0
+    user_data_expired: int = 0
+    webhook_events_scrubbed: int = 0
+    recordings_deleted: int = 0
+    # Organizations whose storage refused a deletion this pass (the next pass retries).
+    recording_storages_failed: int = 0
+    batches: int = 0
+
+
+def retention_apply(
+    *, now: datetime.datetime | None = None, batch_size: int = scrub.BATCH_SIZE
+) -> RetentionResult:
+    """Expire, in every organization that set a retention, what is past it at `now`."""
+    now = now or timezone.now()
+    result = RetentionResult()
+    steps: list[tuple[str, str, Callable]] = [
+        ("transcript_retention_days", "transcript_expired_at", _transcripts_expire),
+        ("user_data_retention_days", "user_data_expired_at", _user_data_expire),
+    ]
+    for setting, marker, expire in steps:
+        # Organizations are few next to calls; only those with the setting are read.
+        organizations = Organization.objects.filter(**{f"{setting}__isnull": False})
+        for organization_id, days in organizations.values_list("id", setting).iterator():
+            before = scrub.cutoff(now=now, days=days)
+            while _batch(
+                organization_id=organization_id,
+                before=before,
+                marker=marker,
+                expire=expire,
+                now=now,
+                batch_size=batch_size,
+                result=result,
+            ):
+                pass
+    # Files in S3: outside any transaction, after the rows' work.
+    result.recordings_deleted, result.recording_storages_failed = recordings_expire(
+        now=now, batch_size=batch_size
+    )
+    return result
+
+
+@transaction.atomic
+def _batch(
+    *,
+    organization_id: UUID,
+    before: datetime.datetime,
+    marker: str,
+    expire: Callable,
+    now: datetime.datetime,
+    batch_size: int,
+    result: RetentionResult,
+) -> bool:
+    """Expire one batch of the organization's calls ended by `before`; False when none
+    was left. The partial indexes call_transcript_retention and
+    call_user_data_retention hold exactly the calls not yet expired."""
+    due = Call.objects.filter(
+        Q(organization_id=organization_id, ended_at__lte=before, status__in=ENDED_STATUSES),
+        **{f"{marker}__isnull": True},
+    )
+    calls = list(
+        due.select_for_update(skip_locked=True)
+        .order_by("ended_at")
+        .values_list("id", "channel", "direction")[:batch_size]
+    )
+    if not calls:
+        return False
+    ids = [call_id for call_id, _, _ in calls]
+    expire(calls=calls, ids=ids, result=result)
+    Call.objects.filter(pk__in=ids).update(**{marker: now})
+    result.webhook_events_scrubbed += scrub.webhook_bodies_scrub(call_ids=ids)
+    result.batches += 1
+    return len(calls) == batch_size
+
+
+def _transcripts_expire(*, calls: list, ids: list[UUID], result: RetentionResult) -> None:
+    result.transcript_lines_deleted += scrub.transcript_delete(call_ids=ids)
+    # The analysis was written from the transcript: its words go with it.
+    scrub.analysis_erase(call_ids=ids)
+    result.transcripts_expired += len(ids)
+
+
+def _user_data_expire(*, calls: list, ids: list[UUID], result: RetentionResult) -> None:
+    scrub.data_clear(call_ids=ids)
+    scrub.identity_clear(calls=calls)
+    # The analysis may quote the caller's details (its prompt sees user_data).
+    scrub.analysis_erase(call_ids=ids)
+    result.user_data_expired += len(ids)

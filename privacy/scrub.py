@@ -1,0 +1,87 @@
+"""What retention and erasure do to a batch of calls, one statement per table.
+
+Each function takes the ids of at most a batch of calls (privacy.BATCH_SIZE) whose rows
+the caller holds locked in its transaction, so agent events, analyses and end-of-call
+reports (which lock the call row first) see the calls before or after, never between.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from uuid import UUID
+
+from django.db.models import Q
+
+from analysis.models import CallAnalysis
+from calls.models import (
+    ERASED_CONTENT,
+    ROOM_PREFIX,
+    Call,
+    CallChannel,
+    CallDirection,
+    TranscriptEntry,
+)
+from webhooks.outbox import call_event_bodies_rebuild
+
+# Calls per transaction: bounded IN lists and short row locks.
+BATCH_SIZE = 500
+
+
+def transcript_delete(*, call_ids: Sequence[UUID]) -> int:
+    """Delete the calls' transcript lines (tool calls with them); the count deleted."""
+    deleted, _ = TranscriptEntry.objects.filter(call_id__in=call_ids).delete()
+    return deleted
+
+
+def transcript_erase(*, call_ids: Sequence[UUID]) -> int:
+    """Replace each line's words by the marker and drop its tool call, keeping its role,
+    agent and time; the count of lines changed (already erased ones are not)."""
+    lines = TranscriptEntry.objects.filter(call_id__in=call_ids).exclude(
+        content=ERASED_CONTENT, tool_call__isnull=True
+    )
+    return lines.update(content=ERASED_CONTENT, tool_call=None)
+
+
+def analysis_erase(*, call_ids: Sequence[UUID]) -> int:
+    """Remove what the post-call analysis wrote (summary, structured data); its status
+    and success verdict stay."""
+    analyses = CallAnalysis.objects.filter(call_id__in=call_ids).filter(
+        Q(summary__isnull=False) | Q(structured_data__isnull=False)
+    )
+    return analyses.update(summary=None, structured_data=None)
+
+
+def data_clear(*, call_ids: Sequence[UUID]) -> None:
+    """Empty user_data and metadata (whatever the customer put there)."""
+    Call.objects.filter(pk__in=call_ids).update(user_data={}, metadata={})
+
+
+def identity_clear(*, calls: Sequence[tuple[UUID, str, str]]) -> None:
+    """Remove who the caller was from ended calls, given (id, channel, direction):
+    `user_id`; the callee's number of an outbound phone call (`phone_number`); the
+    caller's number of an inbound one (`from_number`), and the LiveKit room name and
+    participant identity LiveKit made from it, which become the call's own
+    (`call-<id>`, `user-<id>`). The organization's own numbers stay."""
+    Call.objects.filter(pk__in=[call_id for call_id, _, _ in calls]).update(user_id=None)
+    phone = [(call_id, d) for call_id, channel, d in calls if channel == CallChannel.PHONE]
+    callees = [call_id for call_id, direction in phone if direction == CallDirection.OUTBOUND]
+    callers = [call_id for call_id, direction in phone if direction == CallDirection.INBOUND]
+    if callees:
+        Call.objects.filter(pk__in=callees).update(phone_number=None)
+    if callers:
+        Call.objects.filter(pk__in=callers).update(from_number=None, participant_identity=None)
+        Call.objects.bulk_update(
+            [Call(pk=call_id, room_name=f"{ROOM_PREFIX}{call_id}") for call_id in callers],
+            ["room_name"],
+        )
+
+
+def webhook_bodies_scrub(*, call_ids: Sequence[UUID]) -> int:
+    """Rebuild the calls' stored customer-webhook bodies from what is left of them."""
+    return call_event_bodies_rebuild(call_ids=list(call_ids))
+
+
+def cutoff(*, now: datetime.datetime, days: int) -> datetime.datetime:
+    """Calls that ended at or before this are past a retention of `days`."""
+    return now - datetime.timedelta(days=days)

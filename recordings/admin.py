@@ -1,0 +1,91 @@
+"""Recordings in the staff console: the call page's player (its `<audio>` loads a link
+presigned when the page is rendered), a read-only list of recordings, and organizations'
+own buckets with the credentials never shown."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from calls.models import Call
+from recordings.models import Recording, RecordingStatus, RecordingStorage
+from recordings.selectors import call_recording, recording_link
+
+
+def recording_player_html(call: Call) -> str:
+    """The call's recording for the call page: a player once the file is complete."""
+    recording = call_recording(call=call)
+    if recording is None:
+        return "Not recorded: the call's workflow version does not record calls."
+    facts = format_html(
+        '<span id="recording-status">{}</span> · {} s · {} bytes',
+        recording.status,
+        "—" if recording.duration_seconds is None else recording.duration_seconds,
+        "—" if recording.size_bytes is None else recording.size_bytes,
+    )
+    if recording.status == RecordingStatus.FAILED:
+        return format_html("{}<br>{}", facts, recording.error)
+    link = recording_link(recording=recording, organization_id=call.organization_id)
+    if link.url is None:
+        return facts
+    return format_html(
+        '{}<br><audio id="recording-audio" controls preload="metadata" src="{}"></audio>',
+        facts,
+        link.url,
+    )
+
+
+@admin.register(Recording)
+class RecordingAdmin(admin.ModelAdmin):
+    """Evidence, like calls: read-only. Deleting a recording is `recording_delete`'s
+    (retention, erasure), which removes the file too."""
+
+    list_display = ["call", "status", "storage", "duration_seconds", "size_bytes", "created_at"]
+    list_filter = ["status", "storage"]
+    list_select_related = ["call"]
+    search_fields = ["=egress_id"]
+    fields = [
+        "call",
+        "status",
+        "egress_id",
+        "storage",
+        "endpoint",
+        "bucket",
+        "object_key",
+        "duration_seconds",
+        "size_bytes",
+        "error",
+        "created_at",
+        "ended_at",
+        "deleted_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Recording | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Recording | None = None) -> bool:
+        return False
+
+
+@admin.register(RecordingStorage)
+class RecordingStorageAdmin(admin.ModelAdmin):
+    """Organizations set their own bucket through the API; staff see where it is, the
+    access key id masked, never the secret."""
+
+    list_display = ["organization", "bucket", "endpoint", "region", "access_key_id_masked"]
+    list_select_related = ["organization"]
+    fields = ["organization", "endpoint", "bucket", "region", "access_key_id_masked", "updated_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: RecordingStorage | None = None
+    ) -> bool:
+        return False

@@ -1,0 +1,51 @@
+"""Reads of recordings: what a client may see of one, and its download link."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.utils import timezone
+
+from calls.models import Call
+from recordings import storage
+from recordings.models import Recording, RecordingStatus, RecordingStorage
+
+
+def call_recording(*, call: Call) -> Recording | None:
+    """The call's recording, or None when it was not recorded; through the reverse
+    relation, so a call read with `select_related("recording")` costs no query."""
+    try:
+        return call.recording
+    except ObjectDoesNotExist:
+        return None
+
+
+@dataclass(frozen=True)
+class RecordingLink:
+    url: str | None
+    expires_at: datetime.datetime | None
+
+
+def recording_link(*, recording: Recording, organization_id: object) -> RecordingLink:
+    """A presigned download link of a complete recording, valid RECORDINGS_URL_TTL_SECONDS
+    (at most 15 minutes), signed locally; no link before the file is complete, after it
+    was deleted, or when no credentials reach its bucket any more."""
+    if recording.status != RecordingStatus.COMPLETE:
+        return RecordingLink(None, None)
+    try:
+        target = storage.target_of(recording, organization_id=organization_id)
+    except storage.StorageError:
+        target = None
+    if target is None:
+        return RecordingLink(None, None)
+    ttl = settings.RECORDINGS_URL_TTL_SECONDS
+    expires_at = timezone.now() + datetime.timedelta(seconds=ttl)
+    url = storage.presigned_get_url(target, key=recording.object_key, expires_in=ttl)
+    return RecordingLink(url, expires_at)
+
+
+def recording_storage_of(*, organization_id: object) -> RecordingStorage | None:
+    return RecordingStorage.objects.filter(organization_id=organization_id).first()

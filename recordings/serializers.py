@@ -1,0 +1,106 @@
+"""What the recordings API takes and answers: a call's recording with its download link,
+and an organization's own bucket (write-only credentials)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from calls.serializers import RECORDING_STATUS_HELP
+from providerkeys.serializers import SecretKeyField
+from recordings.models import Recording, RecordingStatus, RecordingStorage
+from recordings.selectors import recording_link
+from voicecalls.fields import JSONTypedSerializer
+
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+REGION_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,31}$"
+DEFAULT_REGION = "us-east-1"
+
+
+class RecordingAccessSerializer(serializers.Serializer):
+    """A call's recording and, once it is complete, where to download it."""
+
+    status = serializers.ChoiceField(
+        choices=RecordingStatus.choices, help_text=RECORDING_STATUS_HELP
+    )
+    url = serializers.URLField(
+        allow_null=True,
+        help_text="Downloads the OGG/Opus file until `expires_at`; null unless `complete`.",
+    )
+    expires_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.IntegerField(allow_null=True)
+    size_bytes = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(
+        allow_null=True, help_text="Why a `failed` recording failed (LiveKit's reason)."
+    )
+
+
+def recording_access(recording: Recording, *, organization_id: object) -> dict:
+    """`RecordingAccess`, with a freshly presigned link."""
+    link = recording_link(recording=recording, organization_id=organization_id)
+    return RecordingAccessSerializer(
+        {
+            "status": recording.status,
+            "url": link.url,
+            "expires_at": link.expires_at,
+            "duration_seconds": recording.duration_seconds,
+            "size_bytes": recording.size_bytes,
+            "error": recording.error or None,
+        }
+    ).data
+
+
+@extend_schema_field({"type": "string", "format": "uri", "maxLength": 255})
+class EndpointField(serializers.CharField):
+    """An https URL of an S3-compatible service, guarded like a webhook URL."""
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        if not value:
+            return ""
+        from webhooks.transport import url_problem
+
+        problem = url_problem(value, allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS)
+        if problem:
+            raise serializers.ValidationError(problem.replace("URL", "endpoint"), code="invalid")
+        return value.rstrip("/")
+
+
+class RecordingStorageSerializer(serializers.Serializer):
+    """An organization's own bucket, as the API shows it: never the secret."""
+
+    endpoint = serializers.CharField(help_text="Empty: AWS S3.")
+    bucket = serializers.CharField()
+    region = serializers.CharField()
+    masked_access_key_id = serializers.CharField(
+        source="access_key_id_masked", help_text="The access key id's last 4 characters."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class RecordingStorageWriteSerializer(JSONTypedSerializer):
+    endpoint = EndpointField(
+        max_length=255,
+        allow_blank=True,
+        default="",
+        help_text="The S3 API's base URL of an S3-compatible service (https; MinIO, R2, "
+        "...), addressed path-style; empty or left out: AWS S3.",
+    )
+    bucket = serializers.RegexField(
+        BUCKET_PATTERN, max_length=63, help_text="An existing bucket (S3 naming rules)."
+    )
+    region = serializers.RegexField(REGION_PATTERN, max_length=32, default=DEFAULT_REGION)
+    access_key_id = SecretKeyField(min_length=1, max_length=128)
+    secret_access_key = SecretKeyField(
+        min_length=1,
+        max_length=256,
+        help_text="Stored encrypted; never shown again. LiveKit's egress writes recordings "
+        "with this key and voicecalls signs download links and deletes files with it: "
+        "allow s3:PutObject, s3:GetObject and s3:DeleteObject under `recordings/`.",
+    )
+
+
+def recording_storage_data(storage: RecordingStorage) -> dict:
+    return RecordingStorageSerializer(storage).data

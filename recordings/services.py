@@ -1,0 +1,275 @@
+"""Writes of call recordings: schedule one when a call of a recording workflow becomes
+active, start its egress (a task, outside any transaction), follow LiveKit's egress
+webhooks, delete the file.
+
+The `Recording` row is created before LiveKit is asked, so an egress webhook that
+overtakes LiveKit's answer still finds it (by the call's room), and its status only
+moves forward (`models.STATUS_RANK`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from calls.models import ENDED_STATUSES, Call, CallStatus
+from recordings import storage
+from recordings.models import Recording, RecordingStatus, RecordingStorage, statuses_below
+from voicecalls import livekit_egress
+from voicecalls.livekit import EgressUpdate, LiveKitError
+
+logger = logging.getLogger(__name__)
+
+S = RecordingStatus
+ERROR_MAX_CHARS = 500
+
+# LiveKit's EgressStatus → ours. A limit reached ends the file early: LiveKit counts it a
+# failure, and so do we (its error says which limit).
+EGRESS_STATUSES = {
+    "EGRESS_STARTING": S.STARTING,
+    "EGRESS_ACTIVE": S.RECORDING,
+    "EGRESS_ENDING": S.PROCESSING,
+    "EGRESS_COMPLETE": S.COMPLETE,
+    "EGRESS_FAILED": S.FAILED,
+    "EGRESS_ABORTED": S.FAILED,
+    "EGRESS_LIMIT_REACHED": S.FAILED,
+}
+
+
+def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
+    """`calls.signals.call_status_changed` → schedule the recording of a call that just
+    became active."""
+    if change["to_status"] == CallStatus.ACTIVE:
+        recording_schedule(call_id=change["call_id"])
+
+
+def object_key_for(*, organization_id: object, call_id: object) -> str:
+    """Per organization and call, ending in a random token: a key cannot be guessed
+    from ids a client knows."""
+    return f"recordings/{organization_id}/{call_id}/{secrets.token_urlsafe(18)}.ogg"
+
+
+def recording_schedule(*, call_id: UUID | str) -> Recording | None:
+    """Create the recording of a call that became active, if its workflow version
+    records calls, and start it once this transaction commits. Called inside the
+    transaction that made the call active; never asks LiveKit itself. Without any
+    storage nothing is recorded (logged) and the call goes on as usual."""
+    row = (
+        Call.objects.filter(pk=call_id)
+        .values_list("organization_id", "workflow_version__definition__settings__recording")
+        .first()
+    )
+    if row is None or not isinstance(row[1], dict) or row[1].get("enabled") is not True:
+        return None
+    try:
+        # A savepoint: whatever goes wrong here must not undo the call's activation.
+        with transaction.atomic():
+            recording = _recording_create(call_id=call_id, organization_id=row[0])
+    except Exception:
+        logger.exception("call %s is not recorded: its recording could not be set up", call_id)
+        return None
+    if recording is None:
+        return None
+    from recordings.tasks import recording_start as task
+
+    # robust: a failed enqueue must not undo the activation that already committed.
+    transaction.on_commit(lambda: task.enqueue(str(recording.pk)), robust=True)
+    return recording
+
+
+def _recording_create(*, call_id: UUID | str, organization_id: object) -> Recording | None:
+    try:
+        where = storage.target_for_new_recording(organization_id=organization_id)
+    except storage.StorageError as exc:
+        logger.error("call %s is not recorded: %s", call_id, exc)
+        return None
+    if where is None:
+        logger.warning(
+            "call %s is not recorded: its workflow records calls but no recording storage "
+            "is configured (RECORDINGS_S3_BUCKET or the organization's own)",
+            call_id,
+        )
+        return None
+    kind, target = where
+    return Recording.objects.create(
+        call_id=call_id,
+        storage=kind,
+        endpoint=target.endpoint,
+        bucket=target.bucket,
+        region=target.region,
+        object_key=object_key_for(organization_id=organization_id, call_id=call_id),
+    )
+
+
+def recording_start(*, recording_id: UUID | str) -> str:
+    """The task's work: ask LiveKit for the egress and keep its id. LiveKit failing
+    marks the recording `failed` with the reason; the call is never touched. Not in a
+    transaction: a LiveKit request never holds rows locked. Returns what happened."""
+    recording = Recording.objects.select_related("call").filter(pk=recording_id).first()
+    if recording is None or recording.egress_id or recording.status != S.STARTING:
+        return "skipped"
+    call = recording.call
+    if call.status in ENDED_STATUSES:
+        _fail(recording.pk, "The call ended before the recording could start.")
+        return "failed"
+    try:
+        target = storage.target_of(recording, organization_id=call.organization_id)
+    except storage.StorageError as exc:
+        _fail(recording.pk, str(exc))
+        return "failed"
+    if target is None:
+        _fail(recording.pk, "The recording storage is no longer configured.")
+        return "failed"
+    try:
+        egress_id = livekit_egress.room_audio_recording_start(
+            room_name=call.room_name,
+            filepath=recording.object_key,
+            endpoint=target.endpoint,
+            bucket=target.bucket,
+            region=target.region,
+            access_key=target.access_key_id,
+            secret=target.secret_access_key,
+        )
+    except LiveKitError as exc:
+        logger.warning("could not start recording call %s: %s", call.pk, exc)
+        _fail(recording.pk, f"LiveKit could not start the recording: {exc}")
+        return "failed"
+    # An egress webhook may have come first and set the same id already.
+    Recording.objects.filter(pk=recording.pk, egress_id__isnull=True).update(
+        egress_id=egress_id, updated_at=timezone.now()
+    )
+    return "started"
+
+
+def _fail(recording_id: UUID, error: str) -> bool:
+    now = timezone.now()
+    return bool(
+        Recording.objects.filter(pk=recording_id, status__in=statuses_below(S.FAILED)).update(
+            status=S.FAILED, error=error[:ERROR_MAX_CHARS], ended_at=now, updated_at=now
+        )
+    )
+
+
+def _recording_of_egress(*, egress_id: str, room_name: str) -> Recording | None:
+    """The recording an egress writes: by its id, or — when its webhook overtook
+    LiveKit's answer to the start request — the call's in that room, claimed for it."""
+    recording = Recording.objects.filter(egress_id=egress_id).first()
+    if recording is not None or not room_name or not egress_id:
+        return recording
+    unclaimed = Recording.objects.filter(call__room_name=room_name, egress_id__isnull=True)
+    pk = unclaimed.values_list("pk", flat=True).first()
+    if pk is None:
+        return None
+    Recording.objects.filter(pk=pk, egress_id__isnull=True).update(egress_id=egress_id)
+    return Recording.objects.filter(egress_id=egress_id).first()
+
+
+def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetime.datetime) -> bool:
+    """Apply an egress webhook to the recording it is about; False when it is about no
+    recording of ours. The status only moves forward, so a replayed or late event
+    (an `egress_started` after `egress_ended`) changes nothing."""
+    recording = _recording_of_egress(egress_id=egress.egress_id, room_name=room_name)
+    if recording is None:
+        return False
+    status = EGRESS_STATUSES.get(egress.status)
+    if status is None:
+        return True
+    changes: dict[str, object] = {"status": status, "updated_at": at}
+    if status == S.COMPLETE:
+        changes["ended_at"] = at
+        if egress.duration_ns is not None:
+            changes["duration_seconds"] = round(egress.duration_ns / 1_000_000_000)
+        if egress.size_bytes is not None:
+            changes["size_bytes"] = egress.size_bytes
+    elif status == S.FAILED:
+        changes["ended_at"] = at
+        changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
+    moved = Recording.objects.filter(pk=recording.pk, status__in=statuses_below(status)).update(
+        **changes
+    )
+    if not moved and status == S.COMPLETE and recording.status == S.DELETED:
+        # Deleted while the egress was still writing: the file it just finished goes too.
+        from recordings.tasks import recording_file_delete
+
+        pk = str(recording.pk)
+        transaction.on_commit(lambda: recording_file_delete.enqueue(pk), robust=True)
+    return True
+
+
+def recording_delete(*, call_id: UUID | str) -> bool:
+    """Delete a call's recording: the file, from whichever storage holds it, then the
+    row is marked `deleted` (kept, without anything personal: the call's history shows
+    there was one). True once the recording is deleted (now or before); False when the
+    call has none. Idempotent. Raises `storage.StorageError`, leaving the recording as
+    it was, when the storage cannot be reached or its credentials are gone: retry
+    later. Call it outside a transaction (it makes a request to the storage)."""
+    recording = Recording.objects.select_related("call").filter(call_id=call_id).first()
+    if recording is None:
+        return False
+    if recording.status == S.DELETED:
+        return True
+    _file_delete(recording)
+    now = timezone.now()
+    Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED).update(
+        status=S.DELETED, deleted_at=now, updated_at=now
+    )
+    logger.info("recording of call %s deleted", call_id)
+    return True
+
+
+def recording_file_delete(*, recording_id: UUID | str) -> bool:
+    """Delete a deleted recording's file again (the egress finished it afterwards)."""
+    recording = Recording.objects.select_related("call").filter(pk=recording_id).first()
+    if recording is None or recording.status != S.DELETED:
+        return False
+    _file_delete(recording)
+    return True
+
+
+def _file_delete(recording: Recording) -> None:
+    target = storage.target_of(recording, organization_id=recording.call.organization_id)
+    if target is None:
+        raise storage.StorageError(
+            "No credentials reach this recording's bucket any more (its storage was removed)."
+        )
+    storage.object_delete(target, key=recording.object_key)
+
+
+def recording_storage_set(
+    *,
+    organization_id: object,
+    endpoint: str,
+    bucket: str,
+    region: str,
+    access_key_id: str,
+    secret_access_key: str,
+) -> RecordingStorage:
+    """Set (or replace) the organization's own bucket: its calls' next recordings go
+    there. Recordings already made stay where they are."""
+    storage_row, _ = RecordingStorage.objects.update_or_create(
+        organization_id=organization_id,
+        defaults={
+            "endpoint": endpoint,
+            "bucket": bucket,
+            "region": region,
+            "access_key_id": access_key_id,
+            "secret_access_key": secret_access_key,
+            "access_key_id_last4": access_key_id[-4:],
+            "updated_at": timezone.now(),
+        },
+    )
+    logger.info("recording storage of organization %s set to bucket %s", organization_id, bucket)
+    return storage_row
+
+
+def recording_storage_delete(*, organization_id: object) -> bool:
+    """Remove the organization's own bucket: later recordings go to the platform's (if
+    any). Files already in its bucket stay there, out of our reach."""
+    deleted, _ = RecordingStorage.objects.filter(organization_id=organization_id).delete()
+    return bool(deleted)

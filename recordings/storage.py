@@ -1,0 +1,171 @@
+"""The one module that talks to S3-compatible storage (boto3): where a recording goes,
+presigned download links, deleting a file.
+
+Credentials come from the deployment's settings (the platform's bucket) or from the
+organization's `RecordingStorage`, decrypted only here, and go to exactly two places:
+boto3 (signing) and the egress start request to LiveKit. `S3Target` keeps them out of
+its `repr`, so a log line or traceback showing one shows no secret.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from providerkeys.crypto import UndecryptableValue
+from recordings.models import Recording, RecordingStorage, StorageKind
+from voicecalls.addresses import address_is_public
+
+
+class StorageError(Exception):
+    """The storage could not be reached or refused the request (no credentials in it)."""
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """A bucket and the credentials to write and read it."""
+
+    endpoint: str
+    bucket: str
+    region: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    # An organization's own endpoint, chosen by its client key: guarded like a webhook URL.
+    customer: bool = False
+
+
+def platform_target() -> S3Target | None:
+    """The platform's bucket (RECORDINGS_S3_*), or None when none is configured."""
+    if not settings.RECORDINGS_S3_BUCKET:
+        return None
+    return S3Target(
+        endpoint=settings.RECORDINGS_S3_ENDPOINT,
+        bucket=settings.RECORDINGS_S3_BUCKET,
+        region=settings.RECORDINGS_S3_REGION,
+        access_key_id=settings.RECORDINGS_S3_ACCESS_KEY_ID,
+        secret_access_key=settings.RECORDINGS_S3_SECRET_ACCESS_KEY,
+    )
+
+
+def _organization_target(storage: RecordingStorage) -> S3Target:
+    return S3Target(
+        endpoint=storage.endpoint,
+        bucket=storage.bucket,
+        region=storage.region,
+        access_key_id=storage.access_key_id,
+        secret_access_key=storage.secret_access_key,
+        customer=True,
+    )
+
+
+def _storage_row(organization_id: object) -> RecordingStorage | None:
+    try:
+        return RecordingStorage.objects.filter(organization_id=organization_id).first()
+    except UndecryptableValue:
+        raise StorageError(
+            "The organization's storage credentials cannot be decrypted with the configured "
+            "CRYPTOGRAPHY_KEY (or its fallbacks)."
+        ) from None
+
+
+def target_for_new_recording(*, organization_id: object) -> tuple[str, S3Target] | None:
+    """Where a new recording of this organization goes: its own bucket when it set one,
+    else the platform's; None when neither exists. StorageError when its own bucket's
+    credentials cannot be read."""
+    storage = _storage_row(organization_id)
+    if storage is not None:
+        return StorageKind.ORGANIZATION, _organization_target(storage)
+    platform = platform_target()
+    if platform is not None:
+        return StorageKind.PLATFORM, platform
+    return None
+
+
+def target_of(recording: Recording, *, organization_id: object) -> S3Target | None:
+    """The bucket a recording was written to, with the credentials that reach it now;
+    None when they are gone (the organization removed its storage, the platform's
+    bucket was unconfigured). StorageError when the credentials cannot be read."""
+    if recording.storage == StorageKind.ORGANIZATION:
+        storage = _storage_row(organization_id)
+        credentials = _organization_target(storage) if storage is not None else None
+    else:
+        credentials = platform_target()
+    if credentials is None:
+        return None
+    return S3Target(
+        endpoint=recording.endpoint,
+        bucket=recording.bucket,
+        region=recording.region,
+        access_key_id=credentials.access_key_id,
+        secret_access_key=credentials.secret_access_key,
+        customer=credentials.customer,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _client(target: S3Target):  # botocore's client classes are generated: no hint
+    # Building a client loads the S3 service model (tens of ms); clients are thread-safe.
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if target.endpoint else "auto"},
+        connect_timeout=settings.RECORDINGS_S3_TIMEOUT_SECONDS,
+        read_timeout=settings.RECORDINGS_S3_TIMEOUT_SECONDS,
+        retries={"max_attempts": 2, "mode": "standard"},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=target.endpoint or None,
+        region_name=target.region or None,
+        aws_access_key_id=target.access_key_id or None,
+        aws_secret_access_key=target.secret_access_key or None,
+        config=config,
+    )
+
+
+def presigned_get_url(target: S3Target, *, key: str, expires_in: int) -> str:
+    """A link that downloads the object for `expires_in` seconds, signed locally (no
+    request). It names the access key id, as every SigV4 link does, never the secret."""
+    return _client(target).generate_presigned_url(
+        "get_object",
+        Params={"Bucket": target.bucket, "Key": key, "ResponseContentType": "audio/ogg"},
+        ExpiresIn=expires_in,
+    )
+
+
+def object_delete(target: S3Target, *, key: str) -> None:
+    """Delete the object (deleting one that is not there succeeds, as S3 answers)."""
+    if target.customer:
+        _refuse_private_endpoint(target.endpoint)
+    try:
+        _client(target).delete_object(Bucket=target.bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        problem = _describe(exc)
+        raise StorageError(f"The storage refused or could not be reached: {problem}") from None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "error"))
+    return exc.__class__.__name__
+
+
+def _refuse_private_endpoint(endpoint: str) -> None:
+    """An organization's endpoint is a URL its client key chose: the server requests it
+    only while it resolves to public addresses (as customer webhooks), unless private
+    targets are allowed (WEBHOOKS_ALLOW_PRIVATE_URLS, local development and tests)."""
+    if not endpoint or settings.WEBHOOKS_ALLOW_PRIVATE_URLS:  # AWS itself, or allowed
+        return
+    parts = urlsplit(endpoint)
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 443)
+    except (OSError, UnicodeError) as exc:
+        raise StorageError(f"The storage's host does not resolve: {exc}") from None
+    if any(not address_is_public(info[4][0]) for info in infos):
+        raise StorageError("The storage's host resolves to a non-public address.")

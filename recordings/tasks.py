@@ -1,0 +1,20 @@
+"""Background tasks of recordings (django-tasks; `manage.py db_worker --queue-name '*'`)."""
+
+from __future__ import annotations
+
+from django_tasks import task
+
+from recordings import services
+
+
+@task()
+def recording_start(recording_id: str) -> str:
+    """Ask LiveKit to start recording a call that became active, off the request (or
+    webhook) that made it active."""
+    return services.recording_start(recording_id=recording_id)
+
+
+@task()
+def recording_file_delete(recording_id: str) -> bool:
+    """Delete a file the egress finished writing after its recording was deleted."""
+    return services.recording_file_delete(recording_id=recording_id)

@@ -1,0 +1,150 @@
+"""The fake LiveKit's Egress service (tests/fake_livekit.py): a room composite egress
+does what LiveKit's egress does with an audio-only OGG file output to S3.
+
+Once it has answered `StartRoomCompositeEgress` (EGRESS_STARTING and the egress id), it
+uploads a short real Ogg Opus file (tests/ogg.py) through boto3 to the endpoint, bucket,
+key and credentials the request names, and sends the webhooks LiveKit sends to
+`webhook_sink`: `egress_started` (EGRESS_ACTIVE), then `egress_ended` with
+EGRESS_COMPLETE and the file's size and duration, or EGRESS_FAILED when the upload
+failed. `egress_outcome` scripts it: "complete" (default), "failed" (LiveKit's error
+`egress_error`), or "manual" (answer only; the test sends the webhooks).
+Each egress runs when the test calls `egress_run()`, after LiveKit's answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from google.protobuf import json_format
+from livekit import api
+from livekit.protocol import egress as egress_models
+
+from tests.ogg import ogg_opus_silence
+
+METHODS = {
+    "StartRoomCompositeEgress": (api.RoomCompositeEgressRequest, api.EgressInfo, "room_record"),
+    "ListEgress": (api.ListEgressRequest, api.ListEgressResponse, "room_record"),
+}
+RECORDED_SECONDS = 2.0
+_ids = itertools.count(1)
+
+
+def _ns() -> int:
+    return time.time_ns()
+
+
+class EgressMixin:
+    """FakeLiveKit's egress methods (its fields hold the state)."""
+
+    def _StartRoomCompositeEgress(self, message, response_class):
+        info = api.EgressInfo(
+            egress_id=f"EG_fake{next(_ids)}",
+            room_name=message.room_name,
+            status=egress_models.EgressStatus.EGRESS_STARTING,
+            started_at=_ns(),
+        )
+        info.room_composite.CopyFrom(message)
+        with self._lock:
+            self.egresses[info.egress_id] = info
+        if self.egress_outcome != "manual":
+            with self._lock:
+                self._egress_jobs.append(lambda: self._egress_play(info.egress_id, message))
+        return info
+
+    def _ListEgress(self, message, response_class):
+        with self._lock:
+            items = [
+                info
+                for info in self.egresses.values()
+                if not message.room_name or info.room_name == message.room_name
+            ]
+        return response_class(items=items)
+
+    def _egress_play(self, egress_id: str, request: api.RoomCompositeEgressRequest) -> None:
+        info = self.egresses[egress_id]
+        info.status = egress_models.EgressStatus.EGRESS_ACTIVE
+        self.egress_webhook_send("egress_started", info)
+        output = request.file_outputs[0]
+        error = self.egress_error if self.egress_outcome == "failed" else self._upload(output)
+        info.ended_at = info.updated_at = _ns()
+        if error:
+            info.status = egress_models.EgressStatus.EGRESS_FAILED
+            info.error = error
+        else:
+            info.status = egress_models.EgressStatus.EGRESS_COMPLETE
+            upload = output.s3
+            info.file_results.append(
+                api.FileInfo(
+                    filename=output.filepath,
+                    started_at=info.started_at,
+                    ended_at=info.ended_at,
+                    duration=int(RECORDED_SECONDS * 1e9),
+                    size=len(self.egress_file),
+                    location=f"{upload.endpoint}/{upload.bucket}/{output.filepath}",
+                )
+            )
+        self.egress_webhook_send("egress_ended", info)
+
+    def _upload(self, output: api.EncodedFileOutput) -> str:
+        """Upload the file as the egress does; LiveKit's error text when that fails."""
+        # Imported here: the agent's tests load this stand-in in the agent's own venv,
+        # which has no boto3 (and never records).
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        upload = output.s3
+        client = boto3.client(
+            "s3",
+            endpoint_url=upload.endpoint or None,
+            region_name=upload.region or None,
+            aws_access_key_id=upload.access_key,
+            aws_secret_access_key=upload.secret,
+            config=Config(s3={"addressing_style": "path" if upload.force_path_style else "auto"}),
+        )
+        try:
+            client.put_object(
+                Bucket=upload.bucket,
+                Key=output.filepath,
+                Body=self.egress_file,
+                ContentType="audio/ogg",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            return f"could not upload file: {exc.__class__.__name__}"
+        with self._lock:
+            self.egress_uploads.append(
+                {"bucket": upload.bucket, "key": output.filepath, "access_key": upload.access_key}
+            )
+        return ""
+
+    def egress_webhook_send(self, event: str, info: api.EgressInfo) -> None:
+        """Sign and hand an egress webhook to `webhook_sink`, as LiveKit posts it."""
+        if self.webhook_sink is None:
+            return
+        message = api.WebhookEvent(
+            id=f"EV_egress{next(_ids)}", event=event, created_at=int(time.time())
+        )
+        message.egress_info.CopyFrom(info)
+        self.webhook_sign_and_send(json_format.MessageToJson(message))
+
+    # --- the egress runs apart from the API that started it ---
+
+    def egress_run(self, timeout: float = 10.0) -> None:
+        """Let every egress started so far run (upload, webhooks) on a thread of its own,
+        as LiveKit's egress service does after the API answered, and wait for them. The
+        test decides when: SQLite's shared in-memory test database must not be written
+        from two threads at once (the task worker is still finishing its job)."""
+        with self._lock:
+            jobs, self._egress_jobs[:] = list(self._egress_jobs), []
+        for job in jobs:
+            thread = threading.Thread(target=job, daemon=True)
+            thread.start()
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError("the fake egress did not finish")
+
+
+def default_file() -> bytes:
+    return ogg_opus_silence(RECORDED_SECONDS)

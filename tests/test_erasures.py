@@ -1,0 +1,445 @@
+"""Erasure: one user's personal data leaves every copy of the organization's calls
+(transcript words, tool calls, user data, numbers, analysis, stored webhook bodies), in
+batches; ids, statuses, timings and metrics stay, and nothing erased comes back."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from accounts.models import APIKey, Organization
+from accounts.services import api_key_create
+from analysis.models import CallAnalysis
+from calls.lifecycle import call_transition
+from calls.models import (
+    ERASED_CONTENT,
+    Call,
+    CallStatus,
+    TranscriptEntry,
+    TranscriptRole,
+)
+from privacy.erasure import erasure_create, erasure_run, erasures_wake_due
+from privacy.keys import user_id_hash
+from privacy.models import Erasure, ErasureStatus
+from tests.conftest import bearer_client
+from tests.fake_llm import FakeLLM, Outcome
+from tests.privacy import (
+    CALLEE,
+    CALLER,
+    OUR_NUMBER,
+    inbound_phone_call,
+    outbound_phone_call,
+    personal_call,
+    transcript,
+)
+from tests.test_analysis_run import VALID, ended_call
+from tests.test_analysis_run import run_worker as run_analysis_worker
+from tests.webhook_receiver import Receiver, Reply
+from webhooks import outbox, services
+from webhooks.delivery import EventErased, webhook_delivery_attempt, webhook_delivery_replay
+from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
+
+pytestmark = pytest.mark.django_db
+
+ERASED_LINES = [
+    (TranscriptRole.USER, ERASED_CONTENT, None),
+    (TranscriptRole.ASSISTANT, ERASED_CONTENT, None),
+]
+
+
+@pytest.fixture
+def key(organization: Organization) -> APIKey:
+    api_key, _ = api_key_create(name="privacy-bot", organization=organization)
+    return api_key
+
+
+def erase(organization: Organization, key: APIKey, user_id: str, **run: object) -> Erasure:
+    erasure = erasure_create(organization=organization, user_id=user_id, api_key=key)
+    erasure_run(erasure_id=erasure.pk, **run)
+    return Erasure.objects.get(pk=erasure.pk)
+
+
+def kept(call: Call) -> dict:
+    """What an erasure never changes."""
+    call.refresh_from_db()
+    fields = ("id", "status", "end_reason", "created_at", "started_at", "ended_at", "channel")
+    return {**{name: getattr(call, name) for name in fields}, "metrics": call.metrics()}
+
+
+def test_an_erasure_removes_the_users_data_and_keeps_ids_statuses_timings_and_metrics(
+    organization, key
+) -> None:
+    call = personal_call(organization)
+    before = kept(call)
+
+    erasure = erase(organization, key, "user-123")
+
+    assert transcript(call) == ERASED_LINES
+    assert kept(call) == before
+    call.refresh_from_db()
+    assert (call.user_id, call.user_data, call.metadata) == (None, {}, {})
+    assert call.erased_at is not None
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.summary, analysis.structured_data, analysis.success) == (
+        "completed",
+        None,
+        None,
+        True,
+    )
+    assert erasure.status == ErasureStatus.COMPLETED
+    assert (erasure.calls_matched, erasure.calls_erased, erasure.transcript_lines_erased) == (
+        1,
+        1,
+        2,
+    )
+    assert erasure.finished_at is not None
+
+
+def test_the_audit_record_keeps_who_asked_and_a_keyed_hash_never_the_user_id(
+    organization, key, django_capture_on_commit_callbacks
+) -> None:
+    personal_call(organization)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        erasure = erase(organization, key, "user-123")
+
+    assert erasure.user_id is None
+    assert erasure.user_id_hash == user_id_hash(organization_id=organization.pk, user_id="user-123")
+    assert len(erasure.user_id_hash) == 64
+    assert (erasure.requested_by_key_prefix, erasure.requested_by_key_name) == (
+        key.prefix,
+        "privacy-bot",
+    )
+    stored = json.dumps(list(Erasure.objects.values()), default=str)
+    tasks = list(DBTaskResult.objects.values_list("args_kwargs", flat=True))
+    assert tasks == [{"args": [str(erasure.pk)], "kwargs": {}}]
+    assert "user-123" not in stored
+
+
+def test_the_hash_differs_per_organization_and_per_secret(organization, outsider, settings):
+    mine = user_id_hash(organization_id=organization.pk, user_id="user-123")
+    theirs = user_id_hash(organization_id=outsider.pk, user_id="user-123")
+    settings.SECRET_KEY = "another-secret-key-for-this-test-only"
+    rotated = user_id_hash(organization_id=organization.pk, user_id="user-123")
+
+    assert len({mine, theirs, rotated}) == 3
+
+
+def test_other_users_and_other_organizations_calls_are_untouched(
+    organization, outsider, key
+) -> None:
+    mine = personal_call(organization)
+    someone_else = personal_call(organization, user_id="user-456")
+    theirs = personal_call(outsider)
+
+    erasure = erase(organization, key, "user-123")
+
+    assert erasure.calls_erased == 1
+    assert transcript(mine) == ERASED_LINES
+    for call in (someone_else, theirs):
+        call.refresh_from_db()
+        assert call.erased_at is None
+        assert call.user_data == {"name": "John Doe", "allergies": "peanuts"}
+        assert [line[1] for line in transcript(call)] == ["I am John", "Saved your meal, John."]
+
+
+def test_a_phone_number_erases_the_calls_to_and_from_it(organization, key) -> None:
+    outbound = outbound_phone_call(organization, user_id="crm-42")
+    inbound = inbound_phone_call(organization, user_id=CALLEE, from_number=CALLEE)
+    someone_else = outbound_phone_call(organization, phone_number="+14155550199")
+
+    erasure = erase(organization, key, CALLEE)
+
+    assert erasure.calls_erased == 2
+    outbound.refresh_from_db()
+    inbound.refresh_from_db()
+    assert (outbound.user_id, outbound.phone_number, outbound.from_number) == (
+        None,
+        None,
+        OUR_NUMBER,
+    )
+    assert (inbound.user_id, inbound.from_number, inbound.phone_number) == (None, None, OUR_NUMBER)
+    assert (inbound.room_name, inbound.participant_identity) == (f"call-{inbound.pk}", None)
+    someone_else.refresh_from_db()
+    assert someone_else.erased_at is None
+
+
+def test_the_organizations_own_number_is_nobodys_personal_number(organization, key) -> None:
+    outbound_phone_call(organization)
+    inbound_phone_call(organization)
+
+    erasure = erase(organization, key, OUR_NUMBER)
+
+    assert (erasure.status, erasure.calls_matched, erasure.calls_erased) == ("completed", 0, 0)
+    assert not Call.objects.filter(erased_at__isnull=False).exists()
+
+
+def test_an_open_call_is_erased_now_and_loses_its_numbers_when_it_ends(organization, key):
+    call = inbound_phone_call(organization, open_call=True)
+    now = timezone.now()
+
+    erasure = erase(organization, key, CALLER, now=now)
+
+    assert (erasure.status, erasure.calls_erased, erasure.calls_waiting) == ("running", 1, 1)
+    assert transcript(call) == ERASED_LINES
+    call.refresh_from_db()
+    assert call.user_data == {}
+    # Its room and LiveKit's webhooks still find it by these while it runs.
+    assert call.from_number == CALLER
+    assert call.room_name.startswith(f"inbound-_{CALLER}_")
+    assert erasure_run(erasure_id=erasure.pk, now=now + datetime.timedelta(minutes=1)) == "running"
+
+    call_transition(call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    status = erasure_run(erasure_id=erasure.pk, now=now + datetime.timedelta(minutes=2))
+
+    assert status == ErasureStatus.COMPLETED
+    call.refresh_from_db()
+    assert (call.user_id, call.from_number, call.room_name) == (None, None, f"call-{call.pk}")
+    erasure.refresh_from_db()
+    assert (erasure.calls_erased, erasure.calls_waiting, erasure.user_id) == (1, 0, None)
+
+
+def test_an_erasure_of_10000_calls_runs_in_batches_over_several_runs(organization, key):
+    workflow = personal_call(organization).workflow
+    calls = [
+        Call(
+            organization=organization,
+            workflow=workflow,
+            workflow_version_id=workflow.current_version_id,
+            workflow_slug=workflow.slug,
+            user_id="user-123",
+            user_data={"name": "John Doe"},
+            status=CallStatus.COMPLETED,
+            ended_at=timezone.now(),
+            connect_timeout_seconds=60,
+            max_duration_seconds=1800,
+        )
+        for _ in range(9_999)
+    ]
+    Call.objects.bulk_create(calls, batch_size=1000)
+    TranscriptEntry.objects.bulk_create(
+        [
+            TranscriptEntry(call=call, role="user", content="my secret", timestamp=timezone.now())
+            for call in calls
+        ],
+        batch_size=1000,
+    )
+    bystander = personal_call(organization, user_id="user-456")
+
+    erasure = erase(organization, key, "user-123", max_batches=8)
+    assert (erasure.status, erasure.batches, erasure.calls_erased) == ("running", 8, 4000)
+    while erasure_run(erasure_id=erasure.pk) != ErasureStatus.COMPLETED:
+        pass
+
+    erasure.refresh_from_db()
+    assert (erasure.calls_matched, erasure.calls_erased, erasure.batches) == (10_000, 10_000, 20)
+    assert erasure.transcript_lines_erased == 9_999 + 2
+    assert not TranscriptEntry.objects.filter(content="my secret").exists()
+    assert Call.objects.filter(user_id="user-123").count() == 0
+    assert Call.objects.filter(erased_at__isnull=False).count() == 10_000
+    assert len(transcript(bystander)) == 2 and transcript(bystander) != ERASED_LINES
+
+
+def test_late_agent_events_for_an_erased_call_store_no_content(organization, key, agent_key):
+    call = personal_call(organization)
+    erase(organization, key, "user-123")
+    line = {
+        "id": str(uuid.uuid4()),
+        "type": "transcript",
+        "timestamp": timezone.now().isoformat(),
+        "role": "assistant",
+        "content": "Goodbye John, enjoy the peanut soup.",
+        "agent_name": "greeter-agent",
+        "tool_call": {"name": "save_meal", "arguments": {"meal": "peanut soup"}},
+    }
+
+    response = bearer_client(agent_key).post(
+        f"/api/v1/agent/calls/{call.pk}/events", {"events": [line]}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    assert transcript(call) == [*ERASED_LINES, (TranscriptRole.ASSISTANT, ERASED_CONTENT, None)]
+
+
+def ended_call_with_report(organization: Organization, receiver: Receiver) -> tuple:
+    """A call whose end-of-call report was built (frozen) by a first attempt the
+    receiver refused: the delivery waits for its retry."""
+    endpoint, secret = services.webhook_endpoint_create(
+        organization=organization, url=receiver.url, events=[EventType.CALL_ENDED]
+    )
+    call = personal_call(organization)
+    outbox.call_status_changed_record(
+        call_id=call.pk,
+        from_status=CallStatus.ACTIVE,
+        to_status=CallStatus.COMPLETED,
+        end_reason="user_hangup",
+        at=call.ended_at,
+    )
+    delivery = WebhookDelivery.objects.get()
+    return call, delivery, secret
+
+
+def test_a_queued_delivery_sends_the_scrubbed_body(organization, key) -> None:
+    with Receiver(replies=[Reply(status=500)]) as receiver:
+        call, delivery, secret = ended_call_with_report(organization, receiver)
+        delivery.refresh_from_db()
+        assert webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+        assert "John" in receiver.received[0].body.decode()
+
+        erasure = erase(organization, key, "user-123")
+        delivery.refresh_from_db()
+        status = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+
+    assert erasure.webhook_events_scrubbed == 1
+    assert status == DeliveryStatus.SUCCEEDED
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    payload = second.verify(secret)
+    assert "John" not in second.body.decode() and "peanut" not in second.body.decode()
+    assert payload["data"]["transcript"][0]["content"] == ERASED_CONTENT
+    assert payload["data"]["call"]["user_id"] is None
+    assert payload["data"]["call"]["analysis"]["summary"] is None
+    assert payload["data"]["metrics"] == json.loads(first.body)["data"]["metrics"]
+
+
+def test_a_report_built_after_the_erasure_has_nothing_erased_in_it(organization, key) -> None:
+    with Receiver() as receiver:
+        call, delivery, secret = ended_call_with_report(organization, receiver)
+        erase(organization, key, "user-123")
+        delivery.refresh_from_db()
+        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+
+    (received,) = receiver.received
+    assert "John" not in received.body.decode()
+    assert received.verify(secret)["data"]["call"]["user_data"] == {}
+
+
+def test_a_replay_of_an_erased_event_is_refused(organization, key) -> None:
+    with Receiver() as receiver:
+        call, delivery, secret = ended_call_with_report(organization, receiver)
+        delivery.refresh_from_db()
+        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+        erase(organization, key, "user-123")
+
+        with pytest.raises(EventErased):
+            webhook_delivery_replay(delivery=delivery)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.SUCCEEDED, None)
+    assert len(receiver.received) == 1
+
+
+def test_a_run_holding_the_erasure_keeps_others_out_until_its_lease_ends(
+    organization, key, django_capture_on_commit_callbacks
+):
+    personal_call(organization)
+    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
+    now = timezone.now()
+    Erasure.objects.filter(pk=erasure.pk).update(
+        status=ErasureStatus.RUNNING, lease_until=now + datetime.timedelta(minutes=5)
+    )
+
+    assert erasure_run(erasure_id=erasure.pk, now=now) is None
+    assert erasures_wake_due(now=now) == 0
+    later = now + datetime.timedelta(minutes=6)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert erasures_wake_due(now=later) == 1
+    (task,) = DBTaskResult.objects.all()
+    assert task.args_kwargs == {"args": [str(erasure.pk)], "kwargs": {}}
+    assert erasure_run(erasure_id=erasure.pk, now=later) == ErasureStatus.COMPLETED
+    assert erasure_run(erasure_id=erasure.pk, now=later) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_late_agent_events_racing_the_erasure_never_bring_content_back(
+    organization, agent_key
+) -> None:
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    calls = [personal_call(organization) for _ in range(3)]
+    barrier = threading.Barrier(len(calls) + 1)
+    posted: list[int] = []
+
+    def agent(call: Call) -> None:
+        client = bearer_client(agent_key)
+        try:
+            barrier.wait(timeout=10)
+            for n in range(15):
+                events = [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "type": "transcript",
+                        "timestamp": timezone.now().isoformat(),
+                        "role": "user",
+                        "content": f"secret words {n}.{i}",
+                        "tool_call": {"name": "save_meal", "arguments": {"n": n}},
+                    }
+                    for i in range(5)
+                ]
+                answer = client.post(
+                    f"/api/v1/agent/calls/{call.pk}/events", {"events": events}, format="json"
+                )
+                posted.append(answer.status_code)
+        finally:
+            connection.close()
+
+    def erasure() -> None:
+        try:
+            barrier.wait(timeout=10)
+            erase(organization, key, "user-123", batch_size=1)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=agent, args=(call,)) for call in calls]
+    threads.append(threading.Thread(target=erasure))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert posted == [200] * 45
+    lines = TranscriptEntry.objects.filter(call__in=calls)
+    assert lines.count() == 3 * (2 + 75)
+    assert set(lines.values_list("content", flat=True)) == {ERASED_CONTENT}
+    assert not lines.filter(tool_call__isnull=False).exists()
+    assert Erasure.objects.get().status == ErasureStatus.COMPLETED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words(
+    organization, settings
+) -> None:
+    """The provider read the transcript before the erasure and answers after it."""
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    with FakeLLM(default=Outcome.answer(VALID, delay=1.5)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        call = ended_call(organization)
+        Call.objects.filter(pk=call.pk).update(user_id="user-123")
+
+        def erase_while_the_provider_thinks() -> None:
+            try:
+                while not fake.requests:
+                    threading.Event().wait(0.05)
+                erase(organization, key, "user-123")
+            finally:
+                connection.close()
+
+        eraser = threading.Thread(target=erase_while_the_provider_thinks)
+        eraser.start()
+        run_analysis_worker()
+        eraser.join()
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.success) == ("completed", True)
+    assert (analysis.summary, analysis.structured_data) == (None, None)
+    assert Erasure.objects.get().status == ErasureStatus.COMPLETED

@@ -1,0 +1,149 @@
+"""Recordings in retention and erasure: past `recording_retention_days`, or when their
+user is erased, recordings are deleted from the storage holding them (moto's S3 server,
+through boto3); a storage that fails is tried again later and nothing is half-done."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Organization
+from accounts.services import api_key_create
+from privacy.erasure import erasure_create, erasure_run
+from privacy.models import Erasure
+from privacy.retention import retention_apply
+from recordings.models import Recording
+from tests.factories import CallFactory, RecordingFactory
+from tests.recordings import object_keys, s3_client
+
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def stored(organization, recordings_bucket, s3_server):
+    """A completed call of `organization` with its recording's file in the bucket."""
+
+    def make(*, ended_ago: datetime.timedelta, user_id: str = "user-1", org=None) -> Recording:
+        ended = timezone.now() - ended_ago
+        call = CallFactory(
+            organization=org or organization,
+            completed=True,
+            user_id=user_id,
+            started_at=ended - datetime.timedelta(minutes=2),
+            ended_at=ended,
+        )
+        recording = RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket)
+        s3_client(s3_server).put_object(
+            Bucket=recordings_bucket, Key=recording.object_key, Body=b"audio"
+        )
+        return recording
+
+    return make
+
+
+def erasure_of(organization: Organization, user_id: str) -> Erasure:
+    api_key, _ = api_key_create(name="privacy", organization=organization)
+    return erasure_create(organization=organization, user_id=user_id, api_key=api_key)
+
+
+def status_of(recording: Recording) -> str:
+    recording.refresh_from_db()
+    return recording.status
+
+
+def test_retention_deletes_recordings_of_calls_ended_before_it_and_keeps_the_rest(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    old = stored(ended_ago=31 * DAY)
+    recent = stored(ended_ago=29 * DAY)
+
+    result = retention_apply()
+
+    assert result.recordings_deleted == 1
+    assert (status_of(old), status_of(recent)) == ("deleted", "complete")
+    assert object_keys(s3_server, recordings_bucket) == [recent.object_key]
+
+
+def test_retention_without_a_recording_setting_deletes_no_recording(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    Organization.objects.filter(pk=organization.pk).update(transcript_retention_days=1)
+    old = stored(ended_ago=400 * DAY)
+
+    assert retention_apply().recordings_deleted == 0
+    assert status_of(old) == "complete"
+
+
+def test_retention_goes_through_every_batch_and_a_second_pass_deletes_nothing(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=1)
+    recordings = [stored(ended_ago=(2 + n) * DAY) for n in range(5)]
+
+    first = retention_apply(batch_size=2)
+    second = retention_apply(batch_size=2)
+
+    assert (first.recordings_deleted, second.recordings_deleted) == (5, 0)
+    assert {status_of(r) for r in recordings} == {"deleted"}
+    assert object_keys(s3_server, recordings_bucket) == []
+
+
+def test_a_storage_that_fails_is_skipped_this_pass_and_retried_by_the_next(
+    organization, stored, recordings_bucket, s3_server, settings
+) -> None:
+    settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=1)
+    recording = stored(ended_ago=2 * DAY)
+    Recording.objects.filter(pk=recording.pk).update(endpoint="http://127.0.0.1:9")
+
+    failed = retention_apply()
+    Recording.objects.filter(pk=recording.pk).update(endpoint=s3_server)
+    retried = retention_apply()
+
+    assert (failed.recordings_deleted, failed.recording_storages_failed) == (0, 1)
+    assert (retried.recordings_deleted, retried.recording_storages_failed) == (1, 0)
+    assert status_of(recording) == "deleted"
+
+
+def test_an_erasure_deletes_the_users_recordings_and_counts_them(
+    organization, outsider, stored, recordings_bucket, s3_server
+) -> None:
+    theirs = [stored(ended_ago=DAY, user_id="user-9"), stored(ended_ago=2 * DAY, user_id="user-9")]
+    someone_else = stored(ended_ago=DAY, user_id="user-8")
+    other_org = stored(ended_ago=DAY, user_id="user-9", org=outsider)
+    erasure = erasure_of(organization, "user-9")
+
+    assert erasure_run(erasure_id=erasure.pk) == "completed"
+
+    erasure.refresh_from_db()
+    assert (erasure.calls_erased, erasure.recordings_deleted) == (2, 2)
+    assert [status_of(r) for r in theirs] == ["deleted", "deleted"]
+    assert (status_of(someone_else), status_of(other_org)) == ("complete", "complete")
+    assert sorted(object_keys(s3_server, recordings_bucket)) == sorted(
+        [someone_else.object_key, other_org.object_key]
+    )
+
+
+def test_an_erasure_whose_storage_fails_waits_and_erases_nothing_of_that_batch_yet(
+    organization, stored, recordings_bucket, s3_server, settings
+) -> None:
+    settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
+    recording = stored(ended_ago=DAY, user_id="user-9")
+    Recording.objects.filter(pk=recording.pk).update(endpoint="http://127.0.0.1:9")
+    erasure = erasure_of(organization, "user-9")
+
+    status = erasure_run(erasure_id=erasure.pk)
+
+    erasure.refresh_from_db()
+    recording.call.refresh_from_db()
+    assert (status, erasure.status, erasure.calls_erased) == ("running", "running", 0)
+    assert erasure.next_run_at > timezone.now()
+    assert (recording.call.erased_at, recording.call.user_id) == (None, "user-9")
+
+    Recording.objects.filter(pk=recording.pk).update(endpoint=s3_server)
+    Erasure.objects.filter(pk=erasure.pk).update(lease_until=None)
+    assert erasure_run(erasure_id=erasure.pk) == "completed"
+    assert status_of(recording) == "deleted"

@@ -1,0 +1,137 @@
+"""`recordings.services.recording_delete`, for retention and erasure: the file goes from
+whichever bucket holds it, the recording is marked `deleted`; idempotent."""
+
+from __future__ import annotations
+
+import pytest
+
+from recordings.models import Recording
+from recordings.services import recording_delete, recording_egress_update
+from recordings.storage import StorageError
+from recordings.tasks import recording_file_delete
+from tests.factories import CallFactory, RecordingFactory
+from tests.recordings import object_keys, s3_client
+from voicecalls.livekit import EgressUpdate
+
+ORG_KEY_ID = "AKIAORGANIZATION0042"
+ORG_SECRET = "org-secret-2bq9Vx7LmT4pWz1K"
+
+
+@pytest.fixture
+def platform_recording(organization, recordings_bucket, s3_server) -> Recording:
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True),
+        endpoint=s3_server,
+        bucket=recordings_bucket,
+    )
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"x")
+    return recording
+
+
+def test_it_deletes_the_file_and_marks_the_recording_deleted(
+    api, platform_recording, recordings_bucket, s3_server
+) -> None:
+    assert recording_delete(call_id=platform_recording.call_id) is True
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    platform_recording.refresh_from_db()
+    assert platform_recording.status == "deleted"
+    assert platform_recording.deleted_at is not None
+    body = api.get(f"/api/v1/calls/{platform_recording.call_id}/recording").json()
+    assert (body["status"], body["url"]) == ("deleted", None)
+
+
+def test_deleting_again_is_a_no_op_that_still_answers_true(platform_recording) -> None:
+    recording_delete(call_id=platform_recording.call_id)
+
+    assert recording_delete(call_id=platform_recording.call_id) is True
+
+
+def test_a_call_without_a_recording_answers_false(organization) -> None:
+    call = CallFactory(organization=organization, completed=True)
+
+    assert recording_delete(call_id=call.pk) is False
+
+
+def test_a_recording_in_the_organizations_bucket_is_deleted_there(
+    api, organization, recordings_bucket, s3_server
+) -> None:
+    s3_client(s3_server).create_bucket(Bucket="acme-own")
+    api.put(
+        "/api/v1/organization/recording-storage",
+        {
+            "endpoint": s3_server,
+            "bucket": "acme-own",
+            "access_key_id": ORG_KEY_ID,
+            "secret_access_key": ORG_SECRET,
+        },
+        format="json",
+    )
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True),
+        storage="organization",
+        endpoint=s3_server,
+        bucket="acme-own",
+    )
+    s3_client(s3_server).put_object(Bucket="acme-own", Key=recording.object_key, Body=b"x")
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"y")
+
+    assert recording_delete(call_id=recording.call_id) is True
+
+    assert object_keys(s3_server, "acme-own") == []
+    assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
+
+
+def test_storage_unreachable_raises_and_leaves_the_recording_as_it_was(
+    organization, recordings_bucket, settings
+) -> None:
+    settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True),
+        endpoint="http://127.0.0.1:9",
+        bucket=recordings_bucket,
+    )
+
+    with pytest.raises(StorageError) as raised:
+        recording_delete(call_id=recording.call_id)
+
+    assert settings.RECORDINGS_S3_SECRET_ACCESS_KEY not in str(raised.value)
+    recording.refresh_from_db()
+    assert recording.status == "complete"
+
+
+def test_storage_removed_by_the_organization_raises(organization) -> None:
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True), storage="organization"
+    )
+
+    with pytest.raises(StorageError, match="storage was removed"):
+        recording_delete(call_id=recording.call_id)
+
+
+def test_a_file_the_egress_finishes_after_the_deletion_is_deleted_too(
+    organization, recordings_bucket, s3_server, django_capture_on_commit_callbacks
+) -> None:
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, active=True),
+        status="recording",
+        endpoint=s3_server,
+        bucket=recordings_bucket,
+        duration_seconds=None,
+        size_bytes=None,
+    )
+    recording_delete(call_id=recording.call_id)
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"x")
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        recording_egress_update(
+            egress=EgressUpdate(recording.egress_id, "EGRESS_COMPLETE", "", 2_000_000_000, 1),
+            room_name=recording.call.room_name,
+            at=recording.created_at,
+        )
+    assert len(callbacks) == 1
+    assert recording_file_delete.call(str(recording.pk)) is True
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    recording.refresh_from_db()
+    assert recording.status == "deleted"

@@ -1,0 +1,155 @@
+"""An organization's own bucket for its recordings: PUT/GET/DELETE
+/organization/recording-storage; credentials encrypted and write-only."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import connection
+
+from recordings.models import RecordingStorage
+
+URL = "/api/v1/organization/recording-storage"
+KEY_ID = "AKIAORGANIZATION0042"
+SECRET = "org-secret-2bq9Vx7LmT4pWz1K"
+
+
+def body(**overrides: object) -> dict:
+    return {
+        "endpoint": "https://s3.example.com",
+        "bucket": "acme-recordings",
+        "region": "eu-west-1",
+        "access_key_id": KEY_ID,
+        "secret_access_key": SECRET,
+        **overrides,
+    }
+
+
+def errors(response) -> list[tuple]:
+    return [(e["attr"], e["code"]) for e in response.json()["errors"]]
+
+
+def test_put_stores_it_and_answers_it_without_the_secret(api, organization) -> None:
+    response = api.put(URL, body(), format="json")
+
+    assert response.status_code == 200
+    storage = RecordingStorage.objects.get()
+    assert response.json() == {
+        "endpoint": "https://s3.example.com",
+        "bucket": "acme-recordings",
+        "region": "eu-west-1",
+        "masked_access_key_id": "••••0042",
+        "created_at": storage.created_at.isoformat().replace("+00:00", "Z"),
+        "updated_at": storage.updated_at.isoformat().replace("+00:00", "Z"),
+    }
+    assert api.get(URL).json() == response.json()
+    assert (storage.access_key_id, storage.secret_access_key) == (KEY_ID, SECRET)
+
+
+def test_the_credentials_are_encrypted_at_rest(api, organization) -> None:
+    api.put(URL, body(), format="json")
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT access_key_id, secret_access_key FROM {RecordingStorage._meta.db_table}"
+        )
+        row = cursor.fetchone()
+    raw = b"".join(bytes(value) for value in row)
+    assert KEY_ID.encode() not in raw and SECRET.encode() not in raw
+
+
+def test_put_again_replaces_it(api, organization) -> None:
+    api.put(URL, body(), format="json")
+
+    response = api.put(
+        URL, body(bucket="acme-other", access_key_id="AKIANEW0000009999"), format="json"
+    )
+
+    assert response.json()["bucket"] == "acme-other"
+    assert response.json()["masked_access_key_id"] == "••••9999"
+    assert RecordingStorage.objects.count() == 1
+
+
+def test_endpoint_and_region_have_defaults(api, organization) -> None:
+    data = body()
+    del data["endpoint"], data["region"]
+
+    response = api.put(URL, data, format="json")
+
+    assert (response.json()["endpoint"], response.json()["region"]) == ("", "us-east-1")
+
+
+def test_get_and_delete_without_storage_are_404(api, organization) -> None:
+    assert api.get(URL).status_code == 404
+    assert api.delete(URL).status_code == 404
+
+
+def test_delete_removes_it(api, organization) -> None:
+    api.put(URL, body(), format="json")
+
+    assert api.delete(URL).status_code == 204
+    assert RecordingStorage.objects.count() == 0
+    assert api.delete(URL).status_code == 404
+
+
+def test_another_organizations_storage_is_invisible(api, outsider_api, organization) -> None:
+    api.put(URL, body(), format="json")
+
+    assert outsider_api.get(URL).status_code == 404
+    assert outsider_api.delete(URL).status_code == 404
+    assert RecordingStorage.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"bucket": "A_Bad_Bucket"}, [("bucket", "invalid")]),
+        ({"bucket": "ab"}, [("bucket", "invalid")]),
+        ({"region": "EU WEST"}, [("region", "invalid")]),
+        ({"endpoint": "ftp://s3.example.com"}, [("endpoint", "invalid")]),
+        ({"access_key_id": ""}, [("access_key_id", "blank")]),
+        ({"secret_access_key": 12345678}, [("secret_access_key", "invalid")]),
+        ({"secret_access_key": "tab\there"}, [("secret_access_key", "invalid_characters")]),
+        ({"bucket": None}, [("bucket", "null")]),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(api, organization, overrides, expected) -> None:
+    response = api.put(URL, body(**overrides), format="json")
+
+    assert response.status_code == 400
+    assert errors(response) == expected
+    assert RecordingStorage.objects.count() == 0
+
+
+def test_a_private_endpoint_is_refused_outside_local_development(
+    api, organization, settings
+) -> None:
+    settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
+
+    response = api.put(URL, body(endpoint="https://169.254.169.254"), format="json")
+
+    assert response.status_code == 400
+    assert errors(response) == [("endpoint", "invalid")]
+
+
+def test_the_secret_is_never_echoed_in_errors_or_logs(
+    api, organization, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        bad = api.put(URL, body(bucket="No", secret_access_key=SECRET + "\x01"), format="json")
+        good = api.put(URL, body(), format="json")
+
+    assert bad.status_code == 400
+    for text in (bad.content.decode(), good.content.decode(), caplog.text):
+        assert SECRET not in text
+        assert KEY_ID not in text
+
+
+def test_the_schema_states_the_credentials_write_only(api) -> None:
+    schema = api.get("/api/schema/?format=json").json()
+    write = schema["components"]["schemas"]["RecordingStorageWriteRequest"]["properties"]
+    read = schema["components"]["schemas"]["RecordingStorage"]["properties"]
+
+    assert {"access_key_id", "secret_access_key"} <= set(write)
+    assert not {"access_key_id", "secret_access_key"} & set(read)

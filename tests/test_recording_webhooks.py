@@ -1,0 +1,157 @@
+"""LiveKit's egress webhooks move a call's recording: deduplicated by event id, never
+backwards, failures shown with LiveKit's error, the call itself never touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from calls.models import LiveKitWebhookEvent
+from recordings.models import Recording
+from tests.factories import CallFactory, RecordingFactory
+from tests.livekit_samples import post_webhook, sign
+from tests.recordings import egress_body, send_egress
+
+EGRESS = "EG_hSjqRk4U3Ztq"
+
+
+@pytest.fixture
+def recording(organization, workflow) -> Recording:
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    return RecordingFactory(
+        call=call, status="starting", egress_id=EGRESS, duration_seconds=None, size_bytes=None
+    )
+
+
+def state(recording: Recording) -> tuple:
+    recording.refresh_from_db()
+    return recording.status, recording.duration_seconds, recording.size_bytes, recording.error
+
+
+def send(name: str, recording: Recording, **kwargs: object) -> dict:
+    response = send_egress(name, call_id=recording.call_id, egress_id=EGRESS, **kwargs)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_started_updated_ended_move_the_recording_to_complete(api, recording) -> None:
+    assert send("egress_started", recording) == {"result": "handled"}
+    assert state(recording) == ("recording", None, None, "")
+    send("egress_updated", recording)
+    assert state(recording) == ("processing", None, None, "")
+    send("egress_ended", recording)
+
+    assert state(recording) == ("complete", 181, 1432104, "")
+    detail = api.get(f"/api/v1/calls/{recording.call_id}").json()
+    assert detail["recording"] == {
+        "status": "complete",
+        "duration_seconds": 181,
+        "size_bytes": 1432104,
+    }
+    assert detail["status"] == "active"  # the call is the call's own business
+
+
+def test_a_late_started_after_ended_changes_nothing(recording) -> None:
+    send("egress_ended", recording)
+    send("egress_updated", recording)
+    send("egress_started", recording)
+
+    assert state(recording) == ("complete", 181, 1432104, "")
+
+
+def test_a_replayed_event_is_acknowledged_and_applied_once(recording) -> None:
+    body = egress_body("egress_ended", call_id=recording.call_id, egress_id=EGRESS)
+    first = post_webhook(body)
+    Recording.objects.filter(pk=recording.pk).update(size_bytes=1)  # would be overwritten
+
+    again = post_webhook(body)
+
+    assert (first.json(), again.json()) == ({"result": "handled"}, {"result": "duplicate"})
+    assert LiveKitWebhookEvent.objects.filter(event="egress_ended").count() == 1
+    assert state(recording)[2] == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "shown"),
+    [
+        (
+            "EGRESS_FAILED",
+            "could not upload file: AccessDenied",
+            "could not upload file: AccessDenied",
+        ),
+        ("EGRESS_ABORTED", "Start signal not received", "Start signal not received"),
+        ("EGRESS_LIMIT_REACHED", "", "EGRESS_LIMIT_REACHED"),
+    ],
+)
+def test_a_failed_egress_shows_failed_with_livekits_error(
+    api, recording, status: str, error: str, shown: str
+) -> None:
+    send("egress_started", recording)
+    send("egress_ended", recording, status=status, error=error)
+
+    assert state(recording) == ("failed", None, None, shown)
+    body = api.get(f"/api/v1/calls/{recording.call_id}/recording").json()
+    assert (body["status"], body["url"], body["error"]) == ("failed", None, shown)
+    assert api.get(f"/api/v1/calls/{recording.call_id}").json()["status"] == "active"
+
+
+def test_a_complete_after_a_failure_changes_nothing(recording) -> None:
+    send("egress_ended", recording, status="EGRESS_FAILED", error="boom")
+    send("egress_ended", recording)
+
+    assert state(recording) == ("failed", None, None, "boom")
+
+
+def test_an_egress_webhook_overtaking_livekits_answer_claims_the_calls_recording(
+    organization, workflow
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(
+        call=call, status="starting", egress_id=None, duration_seconds=None, size_bytes=None
+    )
+
+    send("egress_started", recording)
+
+    recording.refresh_from_db()
+    assert (recording.egress_id, recording.status) == (EGRESS, "recording")
+
+
+def test_an_egress_of_no_recording_of_ours_changes_nothing(recording) -> None:
+    other = CallFactory(organization=recording.call.organization, active=True)
+
+    response = send_egress("egress_ended", call_id=other.pk, egress_id="EG_someone_else")
+
+    assert response.json() == {"result": "unknown_room"}
+    assert state(recording) == ("starting", None, None, "")
+
+
+def test_an_unsigned_egress_webhook_is_401_and_changes_nothing(recording) -> None:
+    body = egress_body("egress_ended", call_id=recording.call_id, egress_id=EGRESS)
+
+    response = post_webhook(body, authorization=sign(body, secret="not-our-secret-at-all"))
+
+    assert response.status_code == 401
+    assert state(recording) == ("starting", None, None, "")
+
+
+def test_the_call_detail_reads_the_recording_in_the_calls_own_query(
+    api, recording, django_assert_num_queries
+) -> None:
+    with django_assert_num_queries(3):  # API key + call (analysis, cost, recording) + samples
+        response = api.get(f"/api/v1/calls/{recording.call_id}")
+
+    assert response.json()["recording"] == {
+        "status": "starting",
+        "duration_seconds": None,
+        "size_bytes": None,
+    }
+
+
+def test_the_recording_endpoint_takes_two_queries(
+    api, recording, recordings_bucket, django_assert_num_queries
+) -> None:
+    send("egress_ended", recording)
+
+    with django_assert_num_queries(2):  # API key + call with its recording; signed locally
+        response = api.get(f"/api/v1/calls/{recording.call_id}/recording")
+
+    assert response.json()["url"] is not None

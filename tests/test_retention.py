@@ -1,0 +1,263 @@
+"""Retention: `expire_data` deletes transcripts and clears who the caller was once an
+organization's retention has passed since the call ended, in batches, never on an open
+call."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import threading
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import Organization
+from analysis.models import CallAnalysis
+from calls.models import Call, CallStatus
+from privacy.retention import retention_apply
+from tests.privacy import (
+    CALLEE,
+    CALLER,
+    OUR_NUMBER,
+    inbound_phone_call,
+    outbound_phone_call,
+    personal_call,
+    transcript,
+)
+from webhooks import outbox, services
+from webhooks.models import EventType, WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+DAY = datetime.timedelta(days=1)
+SECOND = datetime.timedelta(seconds=1)
+
+
+def retain(organization: Organization, **days: int | None) -> None:
+    Organization.objects.filter(pk=organization.pk).update(**days)
+
+
+def kept_as_it_was(call: Call) -> dict:
+    """What retention never changes: ids, status, timings, metrics."""
+    call.refresh_from_db()
+    return {
+        "id": call.id,
+        "status": call.status,
+        "end_reason": call.end_reason,
+        "created_at": call.created_at,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "metrics": call.metrics(),
+    }
+
+
+def test_a_transcript_is_deleted_once_its_retention_has_passed_since_the_end(organization):
+    retain(organization, transcript_retention_days=30)
+    due = personal_call(organization, ended_at=NOW - 30 * DAY)
+    not_yet = personal_call(organization, ended_at=NOW - 30 * DAY + SECOND)
+    before = kept_as_it_was(due)
+
+    result = retention_apply(now=NOW)
+
+    assert (result.transcripts_expired, result.transcript_lines_deleted) == (1, 2)
+    assert transcript(due) == []
+    assert kept_as_it_was(due) == before
+    due.refresh_from_db()
+    assert due.transcript_expired_at == NOW
+    # Who the caller was is another setting's business.
+    assert (due.user_id, due.user_data) == (
+        "user-123",
+        {"name": "John Doe", "allergies": "peanuts"},
+    )
+    analysis = CallAnalysis.objects.get(call=due)
+    assert (analysis.summary, analysis.structured_data, analysis.success) == (None, None, True)
+    assert len(transcript(not_yet)) == 2
+    assert CallAnalysis.objects.get(call=not_yet).summary == "John ate peanut soup."
+
+
+def test_open_calls_are_never_touched_however_old(organization) -> None:
+    retain(organization, transcript_retention_days=1, user_data_retention_days=1)
+    open_call = personal_call(
+        organization, open_call=True, created_at=NOW - 400 * DAY, started_at=NOW - 400 * DAY
+    )
+
+    result = retention_apply(now=NOW)
+
+    assert result.batches == 0
+    open_call.refresh_from_db()
+    assert len(transcript(open_call)) == 2
+    assert open_call.user_data == {"name": "John Doe", "allergies": "peanuts"}
+    assert open_call.transcript_expired_at is open_call.user_data_expired_at is None
+
+
+def test_user_data_past_retention_clears_the_user_but_keeps_the_transcript(organization):
+    retain(organization, user_data_retention_days=7)
+    call = personal_call(organization, ended_at=NOW - 7 * DAY)
+    before = kept_as_it_was(call)
+
+    result = retention_apply(now=NOW)
+
+    assert result.user_data_expired == 1
+    call.refresh_from_db()
+    assert (call.user_id, call.user_data, call.metadata) == (None, {}, {})
+    assert call.user_data_expired_at == NOW
+    assert kept_as_it_was(call) == before
+    assert len(transcript(call)) == 2
+    assert CallAnalysis.objects.get(call=call).summary is None
+
+
+def test_the_persons_number_goes_and_the_organizations_own_number_stays(organization):
+    retain(organization, user_data_retention_days=7)
+    outbound = outbound_phone_call(organization, ended_at=NOW - 8 * DAY)
+    inbound = inbound_phone_call(organization, ended_at=NOW - 8 * DAY)
+
+    retention_apply(now=NOW)
+
+    outbound.refresh_from_db()
+    inbound.refresh_from_db()
+    assert (outbound.phone_number, outbound.from_number) == (None, OUR_NUMBER)
+    assert (inbound.phone_number, inbound.from_number, inbound.user_id) == (OUR_NUMBER, None, None)
+    # LiveKit named the room and the caller's participant after the caller's number.
+    assert inbound.room_name == f"call-{inbound.pk}"
+    assert inbound.participant_identity is None
+    assert CALLER not in json.dumps(list(Call.objects.values()), default=str)
+    assert CALLEE not in json.dumps(list(Call.objects.values()), default=str)
+
+
+def test_organizations_without_retention_keep_everything(organization, outsider) -> None:
+    retain(organization, transcript_retention_days=1)
+    theirs = personal_call(outsider, ended_at=NOW - 3000 * DAY)
+
+    assert retention_apply(now=NOW).batches == 0
+    assert len(transcript(theirs)) == 2
+
+
+def test_a_pass_works_in_batches_and_a_second_pass_redoes_nothing(organization) -> None:
+    retain(organization, transcript_retention_days=1)
+    calls = [personal_call(organization, ended_at=NOW - 2 * DAY - n * SECOND) for n in range(7)]
+
+    first = retention_apply(now=NOW, batch_size=3)
+    second = retention_apply(now=NOW + DAY, batch_size=3)
+
+    assert (first.batches, first.transcripts_expired, first.transcript_lines_deleted) == (3, 7, 14)
+    assert second.batches == 0
+    assert set(Call.objects.values_list("transcript_expired_at", flat=True)) == {NOW}
+    assert all(transcript(call) == [] for call in calls)
+
+
+def test_a_pass_after_a_crash_continues_with_the_calls_not_yet_marked(organization) -> None:
+    """Each batch commits with its mark: the calls a crashed pass finished are skipped."""
+    retain(organization, transcript_retention_days=1)
+    calls = [personal_call(organization, ended_at=NOW - 2 * DAY) for _ in range(4)]
+    done_before = NOW - DAY
+    Call.objects.filter(pk__in=[c.pk for c in calls[:2]]).update(transcript_expired_at=done_before)
+
+    result = retention_apply(now=NOW)
+
+    assert result.transcripts_expired == 2
+    assert [len(transcript(call)) for call in calls] == [2, 2, 0, 0]
+    expired_at = [Call.objects.get(pk=c.pk).transcript_expired_at for c in calls]
+    assert expired_at == [done_before, done_before, NOW, NOW]
+
+
+def test_stored_webhook_bodies_lose_what_retention_removed(organization) -> None:
+    retain(organization, transcript_retention_days=1, user_data_retention_days=1)
+    services.webhook_endpoint_create(
+        organization=organization, url="http://127.0.0.1:9/hook", events=[EventType.CALL_ENDED]
+    )
+    call = personal_call(organization, ended_at=NOW - 2 * DAY)
+    outbox.call_status_changed_record(
+        call_id=call.pk,
+        from_status=CallStatus.ACTIVE,
+        to_status=CallStatus.COMPLETED,
+        end_reason="user_hangup",
+        at=NOW - 2 * DAY,
+    )
+    event = WebhookEvent.objects.get()
+    frozen = json.loads(outbox.event_body(event))
+    assert frozen["data"]["transcript"] != []
+
+    result = retention_apply(now=NOW)
+
+    assert result.webhook_events_scrubbed == 2  # one per retention step
+    event.refresh_from_db()
+    body = json.loads(event.body)
+    assert {k: body[k] for k in ("id", "type", "timestamp")} == {
+        k: frozen[k] for k in ("id", "type", "timestamp")
+    }
+    assert body["data"]["transcript"] == []
+    assert body["data"]["call"]["user_id"] is None
+    assert body["data"]["call"]["user_data"] == body["data"]["call"]["metadata"] == {}
+    assert body["data"]["call"]["analysis"]["summary"] is None
+    assert body["data"]["metrics"] == frozen["data"]["metrics"]
+    assert "John" not in event.body
+
+
+def test_expire_data_runs_a_pass_and_says_what_it_did(organization) -> None:
+    retain(organization, transcript_retention_days=1)
+    personal_call(organization, ended_at=timezone.now() - 2 * DAY)
+    out = io.StringIO()
+
+    call_command("expire_data", stdout=out)
+
+    assert out.getvalue() == (
+        "transcripts_expired=1 transcript_lines_deleted=2 user_data_expired=0 "
+        "webhook_events_scrubbed=0 recordings_deleted=0 recording_storages_failed=0 "
+        "batches=1 erasures_woken=0\n"
+    )
+
+
+def test_expire_data_refuses_a_period_that_is_not_positive() -> None:
+    with pytest.raises(CommandError, match="--every must be a positive number"):
+        call_command("expire_data", "--every", "0")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_passes_expire_each_call_once(organization) -> None:
+    retain(organization, transcript_retention_days=1)
+    for _ in range(30):
+        personal_call(organization, ended_at=NOW - 2 * DAY)
+    barrier = threading.Barrier(3)
+    results = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(retention_apply(now=NOW, batch_size=4))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(r.transcripts_expired for r in results) == 30
+    assert sum(r.transcript_lines_deleted for r in results) == 60
+    assert not Call.objects.filter(transcript_expired_at__isnull=True).exists()
+
+
+@pytest.mark.postgres
+def test_retention_reads_its_partial_indexes(organization) -> None:
+    """The job's queries stay index ranges at millions of calls (seq scans disallowed so
+    the planner shows which index it would take on a big table)."""
+    retain(organization, transcript_retention_days=1)
+    due = Call.objects.filter(
+        organization=organization,
+        ended_at__lte=NOW,
+        status__in=["completed"],
+        transcript_expired_at__isnull=True,
+    ).order_by("ended_at")[:500]
+    user_due = Call.objects.filter(
+        organization=organization, ended_at__lte=NOW, user_data_expired_at__isnull=True
+    ).order_by("ended_at")[:500]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    assert "call_transcript_retention" in due.explain()
+    assert "call_user_data_retention" in user_due.explain()

@@ -9,8 +9,8 @@ import os
 
 bind = os.environ.get("STREAMS_BIND", "0.0.0.0:8001")
 worker_class = "uvicorn_worker.UvicornWorker"
-# One event loop per core: a loop holds thousands of idle streams, each a few KiB
-# (bench/README.md), and one LISTEN connection to the database.
+# One event loop per core: a loop holds a thousand idle streams (≈ 145 KiB each, most of
+# it a parked thread: bench/README.md) and one LISTEN connection to the database.
 workers = int(os.environ.get("STREAMS_WORKERS", multiprocessing.cpu_count()))
 # A stream is a long response: the worker's heartbeat to the arbiter is what `timeout`
 # watches (uvicorn workers notify while they serve), not the length of a request.

@@ -1,0 +1,53 @@
+"""The calls app's models: the call (call.py) and what it accumulates (records.py)."""
+
+from calls.models.call import (
+    ENDED_STATUSES,
+    ERASED_CONTENT,
+    LATENCY_COMPONENTS,
+    MAX_START_DELAY,
+    MONITOR_IDENTITY_PREFIX,
+    NOT_ENDED_STATUSES,
+    ROOM_PREFIX,
+    USER_IDENTITY_PREFIX,
+    Call,
+    CallChannel,
+    CallDirection,
+    CallStatus,
+    RoomNameField,
+    TranscriptRole,
+    duration_between,
+)
+from calls.models.records import (
+    AgentEvent,
+    AgentEventType,
+    CallCount,
+    IdempotencyRecord,
+    LiveKitWebhookEvent,
+    MetricSample,
+    TranscriptEntry,
+)
+
+__all__ = [
+    "CallStatus",
+    "NOT_ENDED_STATUSES",
+    "MAX_START_DELAY",
+    "ENDED_STATUSES",
+    "ROOM_PREFIX",
+    "USER_IDENTITY_PREFIX",
+    "LATENCY_COMPONENTS",
+    "duration_between",
+    "CallDirection",
+    "CallChannel",
+    "MONITOR_IDENTITY_PREFIX",
+    "TranscriptRole",
+    "ERASED_CONTENT",
+    "RoomNameField",
+    "Call",
+    "CallCount",
+    "TranscriptEntry",
+    "IdempotencyRecord",
+    "MetricSample",
+    "AgentEventType",
+    "AgentEvent",
+    "LiveKitWebhookEvent",
+]

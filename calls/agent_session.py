@@ -29,8 +29,9 @@ from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
 from workflows.prompts import agents_rendered, render, template_context
-from workflows.serializers import WorkflowSettingsSerializer, WorkflowToolSerializer
+from workflows.serializers import WorkflowSettingsSerializer
 from workflows.settings import default_voicemail
+from workflows.tools import WorkflowToolSerializer
 
 COMPONENTS = ("stt", "llm", "tts")
 

@@ -25,7 +25,7 @@ from telephony import guard
 from telephony.numbers import is_sip_uri, number_masked
 from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
-from workflows.serializers import ToolType
+from workflows.tools import ToolType
 
 logger = logging.getLogger(__name__)
 

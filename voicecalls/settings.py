@@ -319,7 +319,7 @@ SPECTACULAR_SETTINGS = {
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
         "CallChannelEnum": "calls.models.CallChannel.choices",
         "VoicemailActionEnum": "workflows.settings.VOICEMAIL_ACTIONS",
-        "ToolTypeEnum": "workflows.serializers.TOOL_TYPES",
+        "ToolTypeEnum": "workflows.tools.TOOL_TYPES",
         "RecordingStatusEnum": "recordings.models.RecordingStatus.choices",
     },
     "APPEND_COMPONENTS": {

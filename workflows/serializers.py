@@ -12,167 +12,25 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
-from rest_framework.settings import api_settings
 
 from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
-from telephony.fields import TransferDestinationField
-from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
+from voicecalls.fields import JSONTypedSerializer
 from workflows.languages import agents_language_problems
 from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
 from workflows.settings import WorkflowSettingsSerializer
+from workflows.tools import (
+    NAME_HELP,
+    NAME_PATTERN,
+    ReportingListSerializer,
+    WorkflowToolSerializer,
+    error_detail,
+)
 
-# Agent and tool names become LLM function names (`transfer_to_<agent>`), whose
-# providers accept ^[a-zA-Z0-9_-]{1,64}$.
-NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-NAME_HELP = "Letters, digits, `_` and `-`; at most 64 characters."
-RESERVED_TOOL_PREFIX = "transfer_to_"
 MAX_AGENTS = 20
 MAX_TOOLS_PER_AGENT = 32
 MAX_GREETING_CHARS = 2_000
-MAX_TOOL_DESCRIPTION_CHARS = 1_024
-MAX_PARAMETERS_BYTES = 16 * 1024
-MAX_PARAMETERS_DEPTH = 32
 MAX_FALLBACKS = 3
-MAX_TRANSFER_DESTINATIONS = 10
-MAX_TRANSFER_MESSAGE_CHARS = 500
-
-
-class ToolType:
-    FUNCTION = "function"
-    TRANSFER = "transfer"
-
-
-TOOL_TYPES = [ToolType.FUNCTION, ToolType.TRANSFER]
-
-
-def _error(message: str, code: str) -> list[ErrorDetail]:
-    return [ErrorDetail(message, code=code)]
-
-
-@extend_schema_field(
-    {
-        "type": "object",
-        "additionalProperties": True,
-        "required": ["type"],
-        "properties": {"type": {"type": "string", "enum": ["object"]}},
-        "description": "A JSON Schema (type `object`) for the tool's arguments; omitted: none.",
-        "example": {
-            "type": "object",
-            "properties": {"meal_type": {"type": "string"}},
-            "required": ["meal_type"],
-        },
-    }
-)
-class JSONSchemaField(JSONSchemaDocumentField):
-    """A JSON Schema for a tool's arguments: an object schema the validator accepts."""
-
-    max_depth = MAX_PARAMETERS_DEPTH
-    max_bytes = MAX_PARAMETERS_BYTES
-    default_error_messages = {
-        "not_object_type": 'Tool parameters must be a schema of "type": "object".',
-    }
-
-    def to_internal_value(self, data: object) -> dict:
-        value = super().to_internal_value(data)
-        if value.get("type") != "object":
-            self.fail("not_object_type")
-        return value
-
-
-class _ListSerializer(serializers.ListSerializer):
-    """Reports a wrong list length on the list itself (`agents`), not on
-    `agents.non_field_errors`."""
-
-    def to_internal_value(self, data: Any) -> list:
-        try:
-            return super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            detail = exc.detail
-            if isinstance(detail, dict) and set(detail) == {api_settings.NON_FIELD_ERRORS_KEY}:
-                raise serializers.ValidationError(
-                    detail[api_settings.NON_FIELD_ERRORS_KEY]
-                ) from exc
-            raise
-
-
-class WorkflowToolSerializer(JSONTypedSerializer):
-    name = serializers.RegexField(NAME_PATTERN, max_length=64, help_text=NAME_HELP)
-    type = serializers.ChoiceField(
-        choices=TOOL_TYPES,
-        default=ToolType.FUNCTION,
-        help_text="`function`: the model calls it with `parameters` (POSTed to `url` when "
-        "set). `transfer`: on phone calls, hands the caller to one of `destinations`.",
-    )
-    description = serializers.CharField(
-        max_length=MAX_TOOL_DESCRIPTION_CHARS,
-        allow_blank=True,
-        default="",
-        help_text="What the tool does, for the LLM.",
-    )
-    parameters = JSONSchemaField(default=dict)
-    url = serializers.URLField(
-        max_length=2000,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Optional https endpoint the worker POSTs the arguments to.",
-    )
-    destinations = serializers.ListField(
-        child=TransferDestinationField(),
-        max_length=MAX_TRANSFER_DESTINATIONS,
-        default=list,
-        help_text="`transfer` tools: where the call may go, E.164 numbers or `sip:` URIs; "
-        "the only destinations a transfer accepts.",
-    )
-    message = serializers.CharField(
-        max_length=MAX_TRANSFER_MESSAGE_CHARS,
-        allow_blank=True,
-        default="",
-        help_text="`transfer` tools: said to the caller before the transfer; empty: nothing.",
-    )
-
-    class Meta:
-        list_serializer_class = _ListSerializer
-
-    def validate_name(self, value: str) -> str:
-        if value.startswith(RESERVED_TOOL_PREFIX):
-            raise serializers.ValidationError(
-                f"Tool names starting with {RESERVED_TOOL_PREFIX!r} are reserved for handoffs.",
-                code="reserved",
-            )
-        return value
-
-    def validate_url(self, value: str | None) -> str | None:
-        if value is not None and not value.lower().startswith("https://"):
-            raise serializers.ValidationError("Tool URLs must use https.", code="https_required")
-        return value
-
-    def validate(self, data: dict) -> dict:
-        if data["type"] == ToolType.TRANSFER:
-            if not data["destinations"]:
-                raise serializers.ValidationError(
-                    {"destinations": _error("A transfer tool needs destinations.", "required")}
-                )
-            if data["url"] is not None:
-                raise serializers.ValidationError(
-                    {"url": _error("A transfer tool has no url.", "not_allowed")}
-                )
-            return data
-        if data["destinations"] or data["message"]:
-            field = "destinations" if data["destinations"] else "message"
-            raise serializers.ValidationError(
-                {field: _error("Only transfer tools have this.", "not_allowed")}
-            )
-        # Stored as before transfer tools existed: a function tool has neither.
-        del data["destinations"], data["message"]
-        return data
-
-    def to_internal_value(self, data: Any) -> dict:
-        value = super().to_internal_value(data)
-        if not value["parameters"]:
-            value["parameters"] = {"type": "object", "properties": {}}
-        return value
 
 
 class _ComponentSerializer(JSONTypedSerializer):
@@ -185,7 +43,7 @@ class _ComponentSerializer(JSONTypedSerializer):
     voice = serializers.CharField(max_length=200, required=False, allow_null=True, default=None)
 
     class Meta:
-        list_serializer_class = _ListSerializer
+        list_serializer_class = ReportingListSerializer
 
     def validate_provider(self, value: str) -> str:
         allowed = PROVIDER_CATALOG[self.component_type]
@@ -204,7 +62,7 @@ class _ComponentSerializer(JSONTypedSerializer):
             choice = (fallback["provider"], fallback["model"], fallback.get("voice"))
             if choice in seen:
                 raise serializers.ValidationError(
-                    {f"fallbacks.{index}": _error("Already tried before it.", "duplicate")}
+                    {f"fallbacks.{index}": error_detail("Already tried before it.", "duplicate")}
                 )
             seen.add(choice)
         return data
@@ -310,31 +168,33 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
     tts = TextToSpeechSerializer()
 
     class Meta:
-        list_serializer_class = _ListSerializer
+        list_serializer_class = ReportingListSerializer
 
     def validate(self, data: dict) -> dict:
         errors: dict[str, list[ErrorDetail]] = {}
         for field in ("instructions", "greeting"):
             error = template_error(data[field])
             if error:
-                errors[field] = _error(
+                errors[field] = error_detail(
                     f"Agent {data['name']!r} {field}: {error}", "template_syntax_error"
                 )
         seen_tools: set[str] = set()
         for index, tool in enumerate(data["tools"]):
             if tool["name"] in seen_tools:
-                errors[f"tools.{index}.name"] = _error(
+                errors[f"tools.{index}.name"] = error_detail(
                     f"Duplicate tool name {tool['name']!r}.", "duplicate"
                 )
             seen_tools.add(tool["name"])
         seen_handoffs: set[str] = set()
         for index, target in enumerate(data["handoffs"]):
             if target == data["name"]:
-                errors[f"handoffs.{index}"] = _error(
+                errors[f"handoffs.{index}"] = error_detail(
                     "An agent cannot hand off to itself.", "self_handoff"
                 )
             elif target in seen_handoffs:
-                errors[f"handoffs.{index}"] = _error(f"Duplicate handoff {target!r}.", "duplicate")
+                errors[f"handoffs.{index}"] = error_detail(
+                    f"Duplicate handoff {target!r}.", "duplicate"
+                )
             seen_handoffs.add(target)
         if errors:
             raise serializers.ValidationError(errors)
@@ -370,18 +230,18 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
         names: set[str] = set()
         for index, agent in enumerate(data["agents"]):
             if agent["name"] in names:
-                errors[f"agents.{index}.name"] = _error(
+                errors[f"agents.{index}.name"] = error_detail(
                     f"Duplicate agent name {agent['name']!r}.", "duplicate"
                 )
             names.add(agent["name"])
         if data["start_agent"] not in names:
-            errors["start_agent"] = _error(
+            errors["start_agent"] = error_detail(
                 f"No agent named {data['start_agent']!r} in `agents`.", "unknown_agent"
             )
         for index, agent in enumerate(data["agents"]):
             for position, target in enumerate(agent["handoffs"]):
                 if target not in names:
-                    errors[f"agents.{index}.handoffs.{position}"] = _error(
+                    errors[f"agents.{index}.handoffs.{position}"] = error_detail(
                         f"Agent {agent['name']!r} hands off to {target!r}, "
                         "which is not in `agents`.",
                         "unknown_agent",
@@ -391,7 +251,7 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
         if analysis and start is not None:
             problem = analysis_llm_problem(analysis, start["llm"])
             if problem:
-                errors["analysis.provider"] = _error(problem, "unsupported_provider")
+                errors["analysis.provider"] = error_detail(problem, "unsupported_provider")
         language = data["settings"].get("language")
         if language:
             problems = agents_language_problems(data["agents"], language)

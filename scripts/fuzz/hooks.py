@@ -116,6 +116,9 @@ _WORKFLOW_RULES = [
         "invalid_phone_number|emergency_number|costly_number|destination_not_allowed",
     ),
     (r"settings\.voicemail\.message", "required|template_syntax_error"),
+    # Model and voice names are trimmed (Python's whitespace, which includes characters
+    # such as \x1e that no ECMA pattern's \s matches) before they must be non-empty.
+    (rf"{_AGENT}\.(stt|llm|tts)(\.fallbacks\.\d+)?\.(model|voice)", "blank"),
     (r"settings\.min_endpointing_delay", "min_over_max"),
     (r"settings\.language", "unsupported_language"),  # every STT/TTS must take it
     (r"slug", "unique"),  # unique in the organization

@@ -4,13 +4,10 @@ the real `dial` worker."""
 
 from __future__ import annotations
 
-import signal
-
-from django.core.management import call_command
-
 from accounts.models import Organization
 from telephony.models import SipTrunk
 from telephony.services import sip_trunk_create
+from tests.tasks import run_task_worker
 
 CALLS = "/api/v1/calls"
 CALLER = "+14155550100"
@@ -19,22 +16,7 @@ CALLEE = "+14155550123"
 
 def run_dial_worker() -> None:
     """The real task worker on the `dial` queue: runs every job due now, then exits."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        call_command(
-            "db_worker",
-            "--batch",
-            "--queue-name",
-            "dial",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0",
-            verbosity=0,
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    run_task_worker("dial")
 
 
 def phone_ready(organization: Organization, *, countries: tuple[str, ...] = ("US",)) -> SipTrunk:

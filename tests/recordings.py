@@ -4,13 +4,12 @@ real task worker, and egress webhooks signed as LiveKit signs them."""
 from __future__ import annotations
 
 import json
-import signal
 import uuid
 
 import boto3
-from django.core.management import call_command
 
 from tests.livekit_samples import post_webhook, sample
+from tests.tasks import run_task_worker
 from workflows.models import Workflow
 
 
@@ -45,22 +44,7 @@ def recording_on(workflow: Workflow) -> Workflow:
 
 def run_worker() -> None:
     """The real task worker on the default queue: runs every job due now, then exits."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        call_command(
-            "db_worker",
-            "--batch",
-            "--queue-name",
-            "default",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0",
-            verbosity=0,
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    run_task_worker("default")
 
 
 def egress_body(

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import signal
 import time
 from collections.abc import Iterator
 
 import pytest
-from django.core.management import call_command
 
 from accounts.models import Organization
 from analysis.models import CallAnalysis
@@ -19,6 +17,7 @@ from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFactory, WorkflowFactory
 from tests.fake_llm import FakeLLM, Outcome
+from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import run_worker as run_webhooks_worker
 from tests.webhook_receiver import Receiver
 from webhooks.models import EventType, WebhookEvent
@@ -45,22 +44,7 @@ VALID = {"summary": "Ada logged lunch.", "structured_data": {"meal_type": "lunch
 
 def run_worker() -> None:
     """The real task worker (django-tasks-db): runs every analysis task due now, then exits."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        call_command(
-            "db_worker",
-            "--batch",
-            "--queue-name",
-            "analysis",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0",
-            verbosity=0,
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    run_task_worker("analysis")
 
 
 @pytest.fixture

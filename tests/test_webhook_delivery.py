@@ -4,7 +4,6 @@ import datetime
 import email.utils
 import io
 import json
-import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from calls import representations, selectors
 from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, TranscriptEntryFactory
+from tests.tasks import run_task_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import (
@@ -78,22 +78,7 @@ def record(
 
 def run_worker() -> None:
     """The real task worker (django-tasks-db): runs every task due now, then exits."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        call_command(
-            "db_worker",
-            "--batch",
-            "--queue-name",
-            "webhooks",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0",
-            verbosity=0,
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    run_task_worker("webhooks")
 
 
 def attempt(delivery: WebhookDelivery, now: datetime.datetime | None = None) -> str | None:

@@ -1,0 +1,27 @@
+"""The real task worker in tests: `db_worker --batch` on one queue runs every job due
+now, then exits (restoring the signal handlers it installs)."""
+
+from __future__ import annotations
+
+import signal
+
+from django.core.management import call_command
+
+
+def run_task_worker(queue: str) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        call_command(
+            "db_worker",
+            "--batch",
+            "--queue-name",
+            queue,
+            "--no-startup-delay",
+            "--no-reload",
+            "--interval",
+            "0",
+            verbosity=0,
+        )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

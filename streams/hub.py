@@ -60,9 +60,13 @@ async def in_db_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) 
 class Subscription:
     """One open stream, as the hub sees it."""
 
-    def __init__(self, call_id: uuid.UUID, lease_id: uuid.UUID | None) -> None:
+    def __init__(
+        self, call_id: uuid.UUID, lease_id: uuid.UUID | None, session_key: str | None = None
+    ) -> None:
         self.call_id = call_id
         self.lease_id = lease_id
+        # A staff stream (the admin's call page) lives as long as its login session.
+        self.session_key = session_key
         self.closed = False
         # The task serving the response: cancelled when its client stops reading.
         self.task = asyncio.current_task()
@@ -117,11 +121,13 @@ class Hub:
     def subscriptions(self) -> list[Subscription]:
         return [s for watch in self.watches.values() for s in watch.subscriptions]
 
-    async def subscribe(self, *, call_id: uuid.UUID, lease_id: uuid.UUID | None) -> Subscription:
+    async def subscribe(
+        self, *, call_id: uuid.UUID, lease_id: uuid.UUID | None, session_key: str | None = None
+    ) -> Subscription:
         """Watch `call_id`; returns once news of it will wake the subscription (its
         channel is listened on), so a read made afterwards misses nothing."""
         self._start()
-        subscription = Subscription(call_id, lease_id)
+        subscription = Subscription(call_id, lease_id, session_key)
         watch = self.watches.setdefault(call_id, _Watch())
         watch.subscriptions.add(subscription)
         if self.postgres:
@@ -238,16 +244,29 @@ class Hub:
         while True:
             await asyncio.sleep(settings.STREAMS_HEARTBEAT_SECONDS)
             self._cancel_stalled()
-            leased = {s.lease_id: s for s in self.subscriptions if s.lease_id is not None}
-            if not leased:
-                continue
-            try:
-                gone = await in_db_thread(services.stream_leases_renew, lease_ids=list(leased))
-            except Exception:
-                logger.exception("renewing the stream leases failed")
-                continue
+            for check in (self._renew_leases, self._check_sessions):
+                try:
+                    await check()
+                except Exception:
+                    logger.exception("the streams' beat failed (%s)", check.__name__)
+
+    async def _renew_leases(self) -> None:
+        """Keep the API streams' leases; close the streams whose key was revoked."""
+        leased = {s.lease_id: s for s in self.subscriptions if s.lease_id is not None}
+        if leased:
+            gone = await in_db_thread(services.stream_leases_renew, lease_ids=list(leased))
             for lease_id in gone:
                 leased[lease_id].close()
+
+    async def _check_sessions(self) -> None:
+        """Close the staff streams whose login ended (logged out, expired, no more staff)."""
+        staff = [s for s in self.subscriptions if s.session_key is not None]
+        if staff:
+            keys = {s.session_key for s in staff}
+            ended = await in_db_thread(services.staff_sessions_ended, session_keys=keys)
+            for subscription in staff:
+                if subscription.session_key in ended:
+                    subscription.close()
 
     def _cancel_stalled(self) -> None:
         """Disconnect the clients that read nothing for `STREAMS_SEND_TIMEOUT_SECONDS`:

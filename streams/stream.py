@@ -100,11 +100,16 @@ def catch_up_stream(start: StreamStart) -> Iterator[bytes]:
         yield position.end()
 
 
-async def live_stream(start: StreamStart, *, lease_id: uuid.UUID | None) -> AsyncIterator[bytes]:
+async def live_stream(
+    start: StreamStart, *, lease_id: uuid.UUID | None, session_key: str | None = None
+) -> AsyncIterator[bytes]:
     """ASGI: what exists, then live events until the call has ended and everything was
-    sent; closed early when the key is revoked or the client stops reading."""
+    sent; closed early when the key is revoked, the staff login ends, or the client
+    stops reading."""
     hub = get_hub()
-    subscription = await hub.subscribe(call_id=start.call_id, lease_id=lease_id)
+    subscription = await hub.subscribe(
+        call_id=start.call_id, lease_id=lease_id, session_key=session_key
+    )
     position = _Position(start)
     try:
         yield RETRY

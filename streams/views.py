@@ -100,11 +100,15 @@ def _start(call: Call, after: int) -> StreamStart:
 
 
 def event_stream_response(
-    request: HttpRequest, start: StreamStart, *, lease: Callable[[], uuid.UUID] | None
+    request: HttpRequest,
+    start: StreamStart,
+    *,
+    lease: Callable[[], uuid.UUID] | None,
+    session_key: str | None = None,
 ) -> StreamingHttpResponse:
     """The response: live under ASGI, catching up under WSGI (see streams.stream)."""
     if isinstance(request, ASGIRequest):
-        content = live_stream(start, lease_id=lease() if lease else None)
+        content = live_stream(start, lease_id=lease() if lease else None, session_key=session_key)
     else:
         content = catch_up_stream(start)
     response = StreamingHttpResponse(content, content_type="text/event-stream")
@@ -196,8 +200,9 @@ class CallStreamView(APIView):
 
 def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """The admin's call page follows the call with this (session auth, no API key in the
-    page; the admin site checks staff login); `after` is where the page's transcript
-    stopped when it was rendered."""
+    page; the admin site checks staff login, and the stream closes within a heartbeat
+    of that login ending); `after` is where the page's transcript stopped when it was
+    rendered."""
     with _opening(request):
         if not request.user.has_perm("calls.view_call"):
             raise PermissionDenied
@@ -207,4 +212,6 @@ def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
             after = _last_event_id(request, fallback=request.GET.get("after"))
         except serializers.ValidationError:
             return HttpResponseBadRequest("Last-Event-ID and after are event ids: whole numbers.")
-        return event_stream_response(request, _start(call, after), lease=None)
+        return event_stream_response(
+            request, _start(call, after), lease=None, session_key=request.session.session_key
+        )

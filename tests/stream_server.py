@@ -109,3 +109,14 @@ class EventReader:
             if "id" in event:
                 found.append(event)
         return found
+
+    def closed_within(self, seconds: float) -> bool:
+        """True when the server closes the stream within `seconds` (heartbeats and
+        events read meanwhile), False when it is still open then."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.next()
+            except StopIteration:
+                return True
+        return False

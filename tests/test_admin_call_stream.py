@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -14,8 +15,9 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from calls.lifecycle import call_transition
+from streams.services import staff_sessions_ended
 from tests.factories import CallFactory
-from tests.stream_server import asgi_server
+from tests.stream_server import EventReader, asgi_server, retry_locked
 from tests.test_agent_events_api import transcript
 from tests.test_call_stream import parse, record
 
@@ -67,6 +69,37 @@ def test_an_ended_calls_page_does_not_follow_it(staff: Client, workflow) -> None
     ended = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
     page = staff.get(f"/admin/calls/call/{ended.pk}/change/").content.decode()
     assert "EventSource" not in page
+
+
+def test_a_login_that_ended_or_lost_staff_ends_its_sessions_streams(staff: Client) -> None:
+    keep = staff.session.session_key
+    demoted = Client()
+    demoted.force_login(User.objects.create_user("former", password=PASSWORD, is_staff=True))
+    logged_out = Client()
+    logged_out.force_login(User.objects.create_user("left", password=PASSWORD, is_staff=True))
+    left = logged_out.session.session_key
+    logged_out.logout()
+    User.objects.filter(username="former").update(is_staff=False)
+    keys = {keep, demoted.session.session_key, left, "never-a-session"}
+    assert staff_sessions_ended(session_keys=keys) == keys - {keep}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_stream_closes_within_a_heartbeat_of_logging_out(settings, workflow) -> None:
+    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("admin", "a@example.com", PASSWORD))
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    cookie = {"sessionid": staff.cookies["sessionid"].value}
+    with (
+        asgi_server() as base,
+        httpx.stream("GET", base + stream_url(call.pk), cookies=cookie, timeout=5) as response,
+    ):
+        assert response.status_code == 200
+        reader = EventReader(response)
+        assert reader.next() == {"retry": "2000"}
+        retry_locked(staff.logout)
+        assert reader.closed_within(2 * 0.5 + 0.5)
 
 
 @pytest.mark.browser

@@ -9,28 +9,33 @@ gunicorn with one uvicorn worker (gunicorn.streams.conf.py):
 2. Without streams: POST /calls (4 client processes) and the lists are timed.
 3. STREAMS streams are opened (spread over the live calls) and held; the streams
    worker's memory and CPU are read from /proc; each event's delay from the agent's
-   POST answered (its transaction committed) to its arrival on every stream is taken.
-4. With the streams open: POST /calls and the lists are timed again.
+   POST being sent to its arrival on every stream is taken.
+4. With the streams open: POST /calls and the lists are timed again; the streams are
+   closed and 2-4 repeat (BENCH_STREAM_CYCLES), then 2 once more, so every
+   with-streams run is compared with the runs on both sides of it.
+
+The stream clients and the agent run in a process of their own (bench.stream_clients),
+never in the one that times the API, and their CPU is reported apart.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from bench import env
+from bench import env, stream_clients
 
 STREAMS = int(os.environ.get("BENCH_STREAMS", 1000))
 LIVE_CALLS = int(os.environ.get("BENCH_LIVE_CALLS", 50))
 POST_INTERVAL = float(os.environ.get("BENCH_POST_INTERVAL", 0.1))
 SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", 6))
+CYCLES = int(os.environ.get("BENCH_STREAM_CYCLES", 3))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,6 +48,20 @@ def _proc_stat(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def _postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process now running (the streams' reads, their
+    connections and the NOTIFYs included)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if "(postgres)" in text:
+            total += _proc_stat(int(stat.parent.name))[0]
+    return total
+
+
 def _worker_pid(arbiter: int) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -51,95 +70,6 @@ def _worker_pid(arbiter: int) -> int:
             return int(children[0])
         time.sleep(0.1)
     raise RuntimeError("the streams service started no worker")
-
-
-async def _http(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    await writer.drain()
-    body = await reader.read()
-    writer.close()
-    return body
-
-
-def _post(port: int, path: str, key: str, body: dict) -> bytes:
-    data = json.dumps(body).encode()
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + data
-
-
-class StreamLoad:
-    """Streams held open in this process's event loop, and the agent posting."""
-
-    def __init__(self, api_port: int, stream_port: int, ctx, calls: list[str]) -> None:
-        self.api_port, self.stream_port, self.ctx, self.calls = api_port, stream_port, ctx, calls
-        # marker → when the agent's POST was sent: its transaction commits before the
-        # answer, which a stream may beat, so delays count from the request (an upper
-        # bound of commit → arrival) and the POST's own latency is reported beside them.
-        self.sent: dict[str, float] = {}
-        self.delays: list[float] = []
-        self.post_ms: list[float] = []
-        self.opened = 0
-        self.refused: list[bytes] = []
-        self.posting = True
-
-    async def stream(self, call_id: str) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.stream_port)
-        writer.write(
-            f"GET /api/v1/calls/{call_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {self.ctx.client_key}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        status = await reader.readline()
-        if b" 200 " not in status:
-            self.refused.append(status + await reader.read(2000))
-            return
-        self.opened += 1
-        try:
-            while line := await reader.readline():
-                if line.startswith(b'data: {"role"'):
-                    marker = json.loads(line[6:])["content"]
-                    sent = self.sent.get(marker)
-                    if sent is not None:
-                        self.delays.append(time.monotonic() - sent)
-        finally:  # cancelled: the stream's socket closes with it
-            writer.close()
-
-    async def agent(self) -> None:
-        n = 0
-        while self.posting:
-            call_id = self.calls[n % len(self.calls)]
-            markers = [f"m-{n}-{i}" for i in range(5)]
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            events = [
-                {
-                    "id": str(uuid.uuid4()),
-                    "type": "transcript",
-                    "timestamp": now,
-                    "role": "assistant",
-                    "content": m,
-                    "agent_name": "bench",
-                }
-                for m in markers
-            ]
-            request = _post(
-                self.api_port,
-                f"/api/v1/agent/calls/{call_id}/events",
-                self.ctx.agent_key,
-                {"events": events},
-            )
-            started = time.monotonic()
-            for marker in markers:
-                self.sent[marker] = started
-            answer = await _http(self.api_port, request)
-            self.post_ms.append(1000 * (time.monotonic() - started))
-            if not answer.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"agent events refused: {answer[:200]!r}")
-            n += 1
-            await asyncio.sleep(POST_INTERVAL)
 
 
 def _lists(port: int, key: str, seconds: float) -> dict:
@@ -176,11 +106,24 @@ def _creates(port: int, key: str) -> dict:
     return {"requests_per_s": summary["requests_per_s"], "p50_ms": summary["p50_ms"]}
 
 
-def _ratio(with_streams: dict, before: dict, after: dict) -> float:
-    """POST /calls throughput with streams over the mean of the runs around it."""
-    rate = "requests_per_s"
-    around = (before["POST /calls"][rate] + after["POST /calls"][rate]) / 2
-    return round(with_streams["POST /calls"][rate] / around, 3)
+RATIOS = ("POST /calls", "GET /calls", "GET /calls/active")
+
+
+def _figure(name: str, run: dict) -> float:
+    return run[name]["requests_per_s"] if name == "POST /calls" else run[name]
+
+
+def _ratios(withs: list[dict], arounds: list[dict]) -> dict:
+    """Each with-streams figure over the mean of the without-streams runs around it:
+    throughput for POST /calls (higher is better), p50 for the lists (lower is)."""
+    ratios: dict[str, list[float]] = {}
+    for i, with_streams in enumerate(withs):
+        for name in RATIOS:
+            value, before, after = (
+                _figure(name, run) for run in (with_streams, arounds[i], arounds[i + 1])
+            )
+            ratios.setdefault(name, []).append(round(value / ((before + after) / 2), 3))
+    return ratios
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -206,15 +149,79 @@ def _streams_service(port: int) -> subprocess.Popen:
 
 
 def _measure(ctx, api_port: int) -> dict:
-    return {
+    """POST /calls and the lists timed, and PostgreSQL's CPU meanwhile."""
+    started, pg0 = time.monotonic(), _postgres_cpu()
+    figures = {
         "POST /calls": _creates(api_port, ctx.client_key),
         **_lists(api_port, ctx.client_key, SECONDS),
+    }
+    pg_pct = 100 * (_postgres_cpu() - pg0) / (time.monotonic() - started)
+    return {**figures, "postgres_cpu_pct": round(pg_pct, 1)}
+
+
+class Clients:
+    """The stream clients and the agent, in their own process (bench.stream_clients)."""
+
+    def __init__(self, api_port: int, stream_port: int, ctx, calls: list[str]) -> None:
+        mp = multiprocessing.get_context("spawn")
+        self.conn, child = mp.Pipe()
+        keys = {"client": ctx.client_key, "agent": ctx.agent_key}
+        args = (child, api_port, stream_port, keys, calls, POST_INTERVAL)
+        self.process = mp.Process(target=stream_clients.serve, args=args, daemon=True)
+        self.process.start()
+
+    def ask(self, name: str, arg: int = 0):
+        self.conn.send((name, arg))
+        answer = self.conn.recv()
+        if isinstance(answer, dict) and "error" in answer:
+            raise RuntimeError(f"the stream clients stopped: {answer['error']}")
+        return answer
+
+    def stop(self) -> None:
+        self.conn.send(("stop", 0))
+        self.conn.recv()
+        self.process.join(timeout=10)
+
+
+def _with_streams(ctx, api_port: int, worker: int, clients: Clients) -> dict:
+    """Open the streams, time POST /calls and the lists with them open, close them."""
+    cpu0, rss0 = _proc_stat(worker)
+    opening = time.monotonic()
+    answer = clients.ask("open", STREAMS)
+    if answer["opened"] < STREAMS:
+        raise RuntimeError(f"only {answer['opened']} streams opened: {answer['refused']}")
+    opened_in = time.monotonic() - opening
+    time.sleep(2)
+    clients.ask("reset")
+    cpu1, rss1 = _proc_stat(worker)
+    client_cpu1, _ = _proc_stat(clients.process.pid)
+    window = time.monotonic()
+    figures = _measure(ctx, api_port)
+    cpu2, rss2 = _proc_stat(worker)
+    client_cpu2, _ = _proc_stat(clients.process.pid)
+    window = time.monotonic() - window
+    seen = clients.ask("collect")
+    clients.ask("close")
+    delays = seen["delays"]
+    return {
+        "figures": figures,
+        "opened_in_s": round(opened_in, 2),
+        "cpu_seconds_opening": round(cpu1 - cpu0, 2),
+        "worker_rss_mb": {"before": round(rss0 / 2**20, 1), "with_streams": round(rss2 / 2**20, 1)},
+        "rss_kib_per_stream": round((rss1 - rss0) / 1024 / STREAMS, 1),
+        "worker_cpu_pct_while_measuring": round(100 * (cpu2 - cpu1) / window, 1),
+        "cpu_ms_per_stream_per_s": round(1000 * (cpu2 - cpu1) / window / STREAMS, 3),
+        "clients_cpu_pct_while_measuring": round(100 * (client_cpu2 - client_cpu1) / window, 1),
+        "deliveries": len(delays),
+        "agent_post_ms_p50": round(statistics.median(seen["post_ms"]), 1),
+        "delay_from_agent_request_ms": {
+            "p50": round(1000 * _percentile(delays, 0.5), 1),
+            "p95": round(1000 * _percentile(delays, 0.95), 1),
+        },
     }
 
 
 def run(ctx) -> dict:
-    import threading
-
     from bench import http_client
 
     stream_port = http_client.free_port()
@@ -230,65 +237,31 @@ def run(ctx) -> dict:
                 api.post("/api/v1/calls", {"workflow_slug": ctx.workflow_slug}).json()["call_id"]
                 for _ in range(LIVE_CALLS)
             ]
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, daemon=True).start()
-            load = StreamLoad(api_port, stream_port, ctx, calls)
-            agent = asyncio.run_coroutine_threadsafe(load.agent(), loop)
+            clients = Clients(api_port, stream_port, ctx, calls)
             time.sleep(2)
-            if agent.done():
-                agent.result()  # raises what stopped it
-            without = _measure(ctx, api_port)
-            cpu0, rss0 = _proc_stat(worker)
-            opening = time.monotonic()
-            streams = [
-                asyncio.run_coroutine_threadsafe(load.stream(calls[i % len(calls)]), loop)
-                for i in range(STREAMS)
-            ]
-            while load.opened < STREAMS:
-                if time.monotonic() - opening > 120:
-                    raise RuntimeError(f"only {load.opened} streams opened: {load.refused[:1]}")
-                time.sleep(0.1)
-            opened_in = time.monotonic() - opening
-            time.sleep(2)
-            load.delays.clear()
-            load.post_ms.clear()
-            cpu1, rss1 = _proc_stat(worker)
-            window = time.monotonic()
-            with_streams = _measure(ctx, api_port)
-            cpu2, rss2 = _proc_stat(worker)
-            window = time.monotonic() - window
-            delays, post_ms = list(load.delays), list(load.post_ms)
-            # Without streams again, after them: before/with/after brackets the with-streams
-            # rounds, so a warming database cannot pass for the streams' cost.
-            for stream in streams:
-                stream.cancel()
-            time.sleep(3)
-            after = _measure(ctx, api_port)
-            load.posting = False
+            clients.ask("reset")  # raises if the agent could not post
+            _measure(ctx, api_port)  # warm-up: the first run after loading is slower
+            # Without, with, without, with, ..., without: every with-streams run has a
+            # without-streams run on each side, so a warming database cannot pass for
+            # the streams' cost (nor the opposite).
+            arounds = [_measure(ctx, api_port)]
+            cycles = []
+            for _ in range(CYCLES):
+                cycles.append(_with_streams(ctx, api_port, worker, clients))
+                time.sleep(3)
+                arounds.append(_measure(ctx, api_port))
+            clients.stop()
         finally:
             service.terminate()
             service.wait(timeout=30)
-    events_per_s = 5 / POST_INTERVAL
+    ratios = _ratios([cycle.pop("figures") for cycle in cycles], arounds)
     return {
         "streams": STREAMS,
         "live_calls": LIVE_CALLS,
-        "agent_lines_per_s_posted_at_most": events_per_s,
-        "opened_in_s": round(opened_in, 2),
-        "worker_rss_mb": {"before": round(rss0 / 2**20, 1), "with_streams": round(rss2 / 2**20, 1)},
-        "rss_kib_per_stream": round((rss1 - rss0) / 1024 / STREAMS, 1),
-        "worker_cpu_pct_while_measuring": round(100 * (cpu2 - cpu1) / window, 1),
-        "cpu_ms_per_stream_per_s": round(1000 * (cpu2 - cpu1) / window / STREAMS, 3),
-        "deliveries": len(delays),
-        "agent_post_ms_p50": round(statistics.median(post_ms), 1),
-        "delay_from_agent_request_ms": {
-            "p50": round(1000 * _percentile(delays, 0.5), 1),
-            "p95": round(1000 * _percentile(delays, 0.95), 1),
-        },
-        "without_streams": without,
-        "with_streams": with_streams,
-        "without_streams_after": after,
-        "post_calls_with_vs_without": _ratio(with_streams, without, after),
-        "cpu_seconds_opening": round(cpu1 - cpu0, 2),
+        "agent_lines_per_s_posted_at_most": 5 / POST_INTERVAL,
+        "without_streams": arounds,
+        "with_streams": cycles,
+        "with_vs_around": ratios,
     }
 
 

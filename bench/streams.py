@@ -254,7 +254,7 @@ def run(ctx) -> dict:
         finally:
             service.terminate()
             service.wait(timeout=30)
-    ratios = _ratios([cycle.pop("figures") for cycle in cycles], arounds)
+    ratios = _ratios([cycle["figures"] for cycle in cycles], arounds)
     return {
         "streams": STREAMS,
         "live_calls": LIVE_CALLS,

@@ -39,13 +39,15 @@ CYCLES = int(os.environ.get("BENCH_STREAM_CYCLES", 3))
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _stat_fields(text: str) -> tuple[float, int]:
+    fields = text.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _proc_stat(pid: int) -> tuple[float, int]:
     """CPU seconds (user + system) and resident bytes of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss
+    return _stat_fields(Path(f"/proc/{pid}/stat").read_text())
 
 
 def _postgres_cpu() -> float:
@@ -58,7 +60,7 @@ def _postgres_cpu() -> float:
         except OSError:
             continue  # gone meanwhile
         if "(postgres)" in text:
-            total += _proc_stat(int(stat.parent.name))[0]
+            total += _stat_fields(text)[0]
     return total
 
 

@@ -123,10 +123,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, pinned, served from this host
     "drf_standardized_errors",
+    # Before django_tasks_db: its `db_worker` command is voicecalls' own (a database
+    # outage pauses the worker instead of ending it).
+    "voicecalls",
     "django_tasks",
     "django_tasks_db",
     "django_guid",
-    "voicecalls",
     "accounts",
     "workflows",
     "calls",

@@ -80,6 +80,14 @@ async def _traffic(fleet: fleet_module.Fleet, settings: dict, record: Record, fa
         record.traffic_seconds = record.now()
         stop.set()
         await asyncio.gather(*background)
+        # The live streams close by themselves once their calls ended (the last within
+        # the reconciliation delay); any still open then never will.
+        if record.stream_tasks:
+            await asyncio.wait(
+                record.stream_tasks, timeout=fleet_module.RECONCILE_AFTER_SECONDS + 60
+            )
+        for task in record.stream_tasks:
+            task.cancel()
 
 
 def _livekit_stats(fleet: fleet_module.Fleet) -> dict:
@@ -134,8 +142,12 @@ def run(work: Path, settings: dict) -> dict:
     more, rss = report.memory(sampler.samples, seconds)
     violations += more
     violations += [f"fault not injected: {f.name}: {f.detail}" for f in faults if not f.survived]
+    if record.streams["ended"] != record.streams["opened"]:
+        violations.append(f"live streams that never sent `end`: {record.streams}")
     figures = checked["figures"]
-    figures.update(**errors, **rss, concurrency=settings["concurrency"], minutes=settings["minutes"])
+    figures.update(
+        **errors, **rss, concurrency=settings["concurrency"], minutes=settings["minutes"]
+    )
     figures.update(
         requests=len(record.requests),
         requests_per_second=round(len(record.requests) / record.traffic_seconds, 1),

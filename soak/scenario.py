@@ -66,6 +66,8 @@ class CallRun:
             await self._until_ended(call_id, 90)
             return self.record
         stream = asyncio.create_task(self._watch(call_id))
+        self.http.record.stream_tasks.add(stream)
+        stream.add_done_callback(self.http.record.stream_tasks.discard)
         await self._control("/join", room=room, user=user, agent=agent)
         await self.http.call("GET", f"{self.target.api}/api/v1/agent/calls/{call_id}/session",
                              "agent_session", ok=ok2xx, headers=self.agent)  # fmt: skip
@@ -77,7 +79,6 @@ class CallRun:
                              "transcript", ok=ok2xx, headers=self.client)  # fmt: skip
         if self.plan == "max_duration":
             await self._until_ended(call_id, 90)
-        stream.cancel()
         return self.record
 
     async def _create(self) -> bool:

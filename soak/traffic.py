@@ -34,6 +34,7 @@ class Record:
     calls: list[dict] = field(default_factory=list)
     unretried: list[dict] = field(default_factory=list)  # 5xx never followed by success
     unexpected: list[dict] = field(default_factory=list)  # hostile requests answered wrong
+    stream_tasks: set[asyncio.Task] = field(default_factory=set)
     streams: dict[str, int] = field(default_factory=lambda: {"opened": 0, "ended": 0, "events": 0})
 
     def now(self) -> float:

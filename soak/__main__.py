@@ -134,9 +134,12 @@ def run(work: Path, settings: dict) -> dict:
     asyncio.run(_traffic(fleet, settings, record, faults))
     print(f"soak: traffic over after {record.now():.0f} s; draining, then checking", flush=True)
     checked = _check(fleet, settings, record)
+    dead = [name for name, proc in fleet.procs.items() if not proc.alive()]
     stop_wake.set()
     sampler.stopped.set()
     violations = checked["violations"] + _expire_logs(fleet)
+    if dead:
+        violations.append(f"processes that died on their own: {dead}")
     more, errors = report.server_errors(record, faults)
     violations += more
     more, rss = report.memory(sampler.samples, seconds)

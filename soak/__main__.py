@@ -113,8 +113,12 @@ def _expire_logs(fleet: fleet_module.Fleet) -> list[str]:
     """`expire_calls` never had to repair a counter (nothing bypassed the state machine)."""
     repaired = []
     for log in fleet.work.glob("expire_*.log"):
-        repaired += [line for line in log.read_text().splitlines() if "open_counters_repaired=" in line
-                     and not line.rstrip().endswith("open_counters_repaired=0")]  # fmt: skip
+        repaired += [
+            line
+            for line in log.read_text().splitlines()
+            if "open_counters_repaired=" in line
+            and not line.rstrip().endswith("open_counters_repaired=0")
+        ]
     return [f"expire_calls repaired open-call counters: {repaired[:5]}"] if repaired else []
 
 
@@ -158,8 +162,13 @@ def run(work: Path, settings: dict) -> dict:
         latency=report.latency(record, faults),
         restarts={name: proc.restarts for name, proc in fleet.procs.items() if proc.restarts},
     )
-    return {"violations": violations, "figures": figures, "faults": [asdict(f) for f in faults],
-            "settings": settings, "rss_samples": sampler.samples}  # fmt: skip
+    return {
+        "violations": violations,
+        "figures": figures,
+        "faults": [asdict(f) for f in faults],
+        "settings": settings,
+        "rss_samples": sampler.samples,
+    }
 
 
 def main() -> None:

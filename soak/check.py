@@ -66,8 +66,14 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
                 f"{call.pk}: {len(lines)}/{len(expected)}"
             )
         sums = record.get("sums") or {"stt": 0, "llm": 0, "tts": 0, "tokens": 0, "samples": 0}
-        stored = (call.stt_latency_ms_sum, call.llm_latency_ms_sum, call.tts_latency_ms_sum,
-                  call.total_tokens, call.stt_latency_count, call.agent_handoffs)  # fmt: skip
+        stored = (
+            call.stt_latency_ms_sum,
+            call.llm_latency_ms_sum,
+            call.tts_latency_ms_sum,
+            call.total_tokens,
+            call.stt_latency_count,
+            call.agent_handoffs,
+        )
         wanted = (
             sums["stt"],
             sums["llm"],

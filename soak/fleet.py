@@ -150,9 +150,12 @@ def _psql(fleet: Fleet, command: str) -> str | None:
     """A command on PgBouncer's admin console, or None when it does not answer."""
     argv = ["psql", "-X", "-h", "127.0.0.1", "-p", str(fleet.ports["pgbouncer"]), "-U", "postgres"]
     result = subprocess.run(
-        [*argv, "pgbouncer", "-Atc", command], capture_output=True, text=True, timeout=10,
+        [*argv, "pgbouncer", "-Atc", command],
+        capture_output=True,
+        text=True,
+        timeout=10,
         env={**os.environ, "PGCONNECT_TIMEOUT": "3"},
-    )  # fmt: skip
+    )
     return result.stdout if result.returncode == 0 else None
 
 

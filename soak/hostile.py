@@ -31,7 +31,7 @@ def _requests(target: Target, rng: random.Random) -> list[tuple[str, str, dict, 
             calls,
             {"headers": client, "json": {"workflow_slug": "soak", "user_data": {"x": "y" * 40000}}},
             {400, 413},
-        ),  # fmt: skip
+        ),
         ("GET", f"{calls}/{nobody}", {"headers": client}, {404}),
         (
             "GET",
@@ -44,7 +44,7 @@ def _requests(target: Target, rng: random.Random) -> list[tuple[str, str, dict, 
             f"{target.api}/api/v1/agent/calls/{nobody}/events",
             {"headers": agent, "json": {"events": [{"type": "transcript"}]}},
             {400, 404},
-        ),  # fmt: skip
+        ),
         (
             "POST",
             f"{target.api}/api/v1/webhooks/livekit",
@@ -53,7 +53,7 @@ def _requests(target: Target, rng: random.Random) -> list[tuple[str, str, dict, 
                 "data": b'{"event": "room_finished", "room": {"name": "call-x"}}',
             },
             {401},
-        ),  # fmt: skip
+        ),
         ("GET", f"{calls}?page_size=1000", {"headers": client}, {400}),
     ]
 

@@ -42,9 +42,13 @@ class Proc:
     def start(self) -> Proc:
         out = self.log.open("ab")
         self.popen = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         out.close()
         self.history.append(self.popen.pid)
         if self not in _RUNNING:

@@ -95,7 +95,8 @@ def render(results: dict) -> str:
         f"LiveKit webhooks: {f['livekit']}",
         f"reconciliation closed {len(f['reconcile_seconds'])} calls whose webhooks were dropped, "
         f"after {_spread(f['reconcile_seconds'])} s",
-        f"5xx/no answer: {f['5xx_or_no_answer']} (outside fault windows: {f['5xx_outside_faults']})",
+        f"5xx/no answer: {f['5xx_or_no_answer']} "
+        f"(outside fault windows: {f['5xx_outside_faults']})",
         f"drain: {f['drain_seconds']} s; whole run {f.get('wall_seconds')} s; "
         f"peak RSS MiB: {f['rss_peak_mib']}; restarted: {f['restarts']}",
         "faults:",

@@ -69,22 +69,40 @@ class CallRun:
         self.http.record.stream_tasks.add(stream)
         stream.add_done_callback(self.http.record.stream_tasks.discard)
         await self._control("/join", room=room, user=user, agent=agent)
-        await self.http.call("GET", f"{self.target.api}/api/v1/agent/calls/{call_id}/session",
-                             "agent_session", ok=ok2xx, headers=self.agent)  # fmt: skip
+        await self.http.call(
+            "GET",
+            f"{self.target.api}/api/v1/agent/calls/{call_id}/session",
+            "agent_session",
+            ok=ok2xx,
+            headers=self.agent,
+        )
         await self._talk(call_id, fast=self.plan == "max_duration")
         await self._end(call_id, room, user, agent)
-        await self.http.call("GET", f"{self.target.api}/api/v1/calls/{call_id}", "call_detail",
-                             ok=ok2xx, headers=self.client)  # fmt: skip
-        await self.http.call("GET", f"{self.target.api}/api/v1/calls/{call_id}/transcript",
-                             "transcript", ok=ok2xx, headers=self.client)  # fmt: skip
+        await self.http.call(
+            "GET",
+            f"{self.target.api}/api/v1/calls/{call_id}",
+            "call_detail",
+            ok=ok2xx,
+            headers=self.client,
+        )
+        await self.http.call(
+            "GET",
+            f"{self.target.api}/api/v1/calls/{call_id}/transcript",
+            "transcript",
+            ok=ok2xx,
+            headers=self.client,
+        )
         if self.plan == "max_duration":
             await self._until_ended(call_id, 90)
         return self.record
 
     async def _create(self) -> bool:
         slug = "soak-short" if self.plan == "max_duration" else "soak"
-        body = {"workflow_slug": slug, "user_id": f"soak-user-{self.number}",
-                "metadata": {"soak_call": self.number}}  # fmt: skip
+        body = {
+            "workflow_slug": slug,
+            "user_id": f"soak-user-{self.number}",
+            "metadata": {"soak_call": self.number},
+        }
         key = f"soak-{uuid.uuid4()}"
         headers = {**self.client, "Idempotency-Key": key}
         url = f"{self.target.api}/api/v1/calls"
@@ -117,12 +135,27 @@ class CallRun:
         for index in range(lines):
             at = (start + datetime.timedelta(milliseconds=index)).isoformat()
             if index in (lines // 3, 2 * lines // 3):
-                events.append({"type": "agent_handoff", "id": str(uuid.uuid4()), "timestamp": at,
-                               "from_agent": agents[0], "to_agent": agents[1]})  # fmt: skip
+                events.append(
+                    {
+                        "type": "agent_handoff",
+                        "id": str(uuid.uuid4()),
+                        "timestamp": at,
+                        "from_agent": agents[0],
+                        "to_agent": agents[1],
+                    }
+                )
                 agents.pop(0)
             role = "user" if index % 2 else "assistant"
-            events.append({"type": "transcript", "id": str(uuid.uuid4()), "timestamp": at, "role": role,
-                           "content": content(self.number, index), "agent_name": agents[0]})  # fmt: skip
+            events.append(
+                {
+                    "type": "transcript",
+                    "id": str(uuid.uuid4()),
+                    "timestamp": at,
+                    "role": role,
+                    "content": content(self.number, index),
+                    "agent_name": agents[0],
+                }
+            )
         batches, position = [], 0
         while position < len(events):
             size = self.rng.randint(5, 25)
@@ -133,12 +166,24 @@ class CallRun:
             for name, value in (*sample.items(), ("tokens", tokens)):
                 sums[name] += value
             sums["samples"] += 1
-            batch.append({"type": "metrics", "id": str(uuid.uuid4()), "timestamp": batch[-1]["timestamp"],
-                          "stt_latency_ms": sample["stt"], "llm_latency_ms": sample["llm"],
-                          "tts_latency_ms": sample["tts"], "tokens": tokens})  # fmt: skip
+            batch.append(
+                {
+                    "type": "metrics",
+                    "id": str(uuid.uuid4()),
+                    "timestamp": batch[-1]["timestamp"],
+                    "stt_latency_ms": sample["stt"],
+                    "llm_latency_ms": sample["llm"],
+                    "tts_latency_ms": sample["tts"],
+                    "tokens": tokens,
+                }
+            )
             batches.append(batch)
-        self.record.update(lines=lines, sums=sums, handoffs=2,
-                           line_ids=[e["id"] for e in events if e["type"] == "transcript"])  # fmt: skip
+        self.record.update(
+            lines=lines,
+            sums=sums,
+            handoffs=2,
+            line_ids=[e["id"] for e in events if e["type"] == "transcript"],
+        )
         return batches
 
     async def _talk(self, call_id: str, *, fast: bool) -> None:
@@ -150,12 +195,24 @@ class CallRun:
         url = f"{self.target.api}/api/v1/agent/calls/{call_id}/events"
         resent = 0
         for index in order:
-            await self.http.call("POST", url, "agent_events", ok=ok2xx, json={"events": batches[index]},
-                                 headers=self.agent)  # fmt: skip
+            await self.http.call(
+                "POST",
+                url,
+                "agent_events",
+                ok=ok2xx,
+                json={"events": batches[index]},
+                headers=self.agent,
+            )
             if self.rng.random() < 0.1:  # re-sent (the agent never saw the answer)
                 resent += 1
-                await self.http.call("POST", url, "agent_events", ok=ok2xx,
-                                     json={"events": batches[index]}, headers=self.agent)  # fmt: skip
+                await self.http.call(
+                    "POST",
+                    url,
+                    "agent_events",
+                    ok=ok2xx,
+                    json={"events": batches[index]},
+                    headers=self.agent,
+                )
             await asyncio.sleep(self.rng.uniform(0.2, 0.6) if fast else self.rng.uniform(0.5, 2.5))
         self.record["batches_resent"] = resent
 
@@ -163,17 +220,28 @@ class CallRun:
         self.record["ended_at"] = self.http.record.now()
         if self.plan in ("user_hangup", "dropped_user", "reconciled"):
             reason = "SIGNAL_CLOSE" if self.plan == "dropped_user" else "CLIENT_INITIATED"
-            await self._control("/leave", room=room, user=user, agent=agent, reason=reason,
-                                drop=self.plan == "reconciled")  # fmt: skip
+            await self._control(
+                "/leave",
+                room=room,
+                user=user,
+                agent=agent,
+                reason=reason,
+                drop=self.plan == "reconciled",
+            )
         elif self.plan == "api_end":
             url = f"{self.target.api}/api/v1/calls/{call_id}/end"
             await self.http.call("POST", url, "end", ok=ok2xx, headers=self.client)
         elif self.plan == "agent_hangup":
             url = f"{self.target.api}/api/v1/agent/calls/{call_id}/events"
-            event = {"type": "status", "id": str(uuid.uuid4()), "status": "completed",
-                     "timestamp": datetime.datetime.now(datetime.UTC).isoformat()}  # fmt: skip
-            await self.http.call("POST", url, "agent_events", ok=ok2xx, json={"events": [event]},
-                                 headers=self.agent)  # fmt: skip
+            event = {
+                "type": "status",
+                "id": str(uuid.uuid4()),
+                "status": "completed",
+                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+            }
+            await self.http.call(
+                "POST", url, "agent_events", ok=ok2xx, json={"events": [event]}, headers=self.agent
+            )
             await self._control("/delete", room=room)
 
     async def _until_ended(self, call_id: str, seconds: float) -> None:

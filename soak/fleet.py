@@ -228,7 +228,12 @@ frontend api
 backend app
     balance roundrobin
     option httpchk GET /healthz
-    default-server inter 1s fall 2 rise 2
+    # A server takes no more requests than its threads serve (2 workers x 4 threads):
+    # the rest wait here, so a health check never queues behind a flood and times out
+    # (a 1 s check timing out under load marked both servers down: 503s).
+    timeout queue 60s
+    timeout check 10s
+    default-server inter 2s fall 3 rise 1 maxconn 8
     server a 127.0.0.1:{fleet.ports["app_a"]} check
     server b 127.0.0.1:{fleet.ports["app_b"]} check
 """

@@ -109,7 +109,7 @@ class WebhookSender:
             headers={"Content-Type": "application/webhook+json", "Authorization": token},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return 200 <= response.status < 300
         except (urllib.error.URLError, OSError):
             return False

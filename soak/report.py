@@ -87,7 +87,10 @@ def render(results: dict) -> str:
     lines = [
         f"soak: {f['calls']} calls ({f['concurrency']} in flight, {f['minutes']} min), "
         f"{f['requests']} requests, {f['requests_per_second']} req/s held",
-        f"calls by plan: {f['plans']}; {f['transcript_lines']} transcript lines",
+        f"calls by plan: {f['plans']}; {f['transcript_lines']} transcript lines; "
+        f"ended otherwise because LiveKit gave up on a webhook: {f['livekit_lost_ends']}; "
+        f"end-of-call reports built before lines sent after the end: "
+        f"{f['reports_predating_late_lines']}",
         f"streams: {f['streams']}",
         f"events: {f['events']} customer webhook events, lost {f['events_lost']}; "
         f"deliveries received {f['deliveries_received']} (answered 500 while failing: "

@@ -107,7 +107,7 @@ class CallRun:
         headers = {**self.client, "Idempotency-Key": key}
         url = f"{self.target.api}/api/v1/calls"
         status, answer = await self.http.call(
-            "POST", url, "create", ok=ok2xx, json=body, headers=headers
+            "POST", url, "create", ok=ok2xx, in_flight=True, json=body, headers=headers
         )
         self.record.update(key=key, create_status=status)
         if status != 201 or not isinstance(answer, dict):
@@ -116,7 +116,7 @@ class CallRun:
         self.record["call_id"] = answer["call_id"]
         if self.rng.random() < 0.2:  # the client did not see the answer and sends it again
             again, replay = await self.http.call(
-                "POST", url, "create", ok=ok2xx, json=body, headers=headers
+                "POST", url, "create", ok=ok2xx, in_flight=True, json=body, headers=headers
             )
             self.record["replayed"] = isinstance(replay, dict) and replay.get("call_id")
         return True
@@ -128,7 +128,8 @@ class CallRun:
 
     def _batches(self) -> list[list[dict]]:
         """20–200 lines, two handoffs, a metrics sample per batch, in batches of 5–25."""
-        lines = self.rng.randint(20, 200)
+        # A call that runs into its maximum duration says everything well before it.
+        lines = self.rng.randint(20, 60 if self.plan == "max_duration" else 200)
         start = datetime.datetime.now(datetime.UTC)
         events, agents = [], list(AGENTS)
         sums = {"stt": 0, "llm": 0, "tts": 0, "tokens": 0, "samples": 0}
@@ -213,8 +214,9 @@ class CallRun:
                     json={"events": batches[index]},
                     headers=self.agent,
                 )
-            await asyncio.sleep(self.rng.uniform(0.2, 0.6) if fast else self.rng.uniform(0.5, 2.5))
+            await asyncio.sleep(self.rng.uniform(0.05, 0.2) if fast else self.rng.uniform(1.0, 4.0))
         self.record["batches_resent"] = resent
+        self.record["talk_done_at"] = self.http.record.now()
 
     async def _end(self, call_id: str, room: str, user: str, agent: str) -> None:
         self.record["ended_at"] = self.http.record.now()

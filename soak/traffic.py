@@ -67,15 +67,24 @@ class Http:
         return status, body
 
     async def call(
-        self, method: str, url: str, endpoint: str, *, ok: Callable[[int], bool], **kwargs: object
+        self,
+        method: str,
+        url: str,
+        endpoint: str,
+        *,
+        ok: Callable[[int], bool],
+        in_flight: bool = False,
+        **kwargs: object,
     ) -> tuple[int, object]:
-        """Retry 5xx, 409 (the same key still in flight) and no answer until `ok`."""
+        """Retry 5xx and no answer until `ok`; with `in_flight`, 409 as well (the same
+        Idempotency-Key still in flight)."""
         deadline = time.monotonic() + RETRY_FOR_SECONDS
         wait = 0.2
         failures: list[tuple[float, int]] = []
         while True:
             status, body = await self.once(method, url, endpoint, **kwargs)
-            if ok(status) or not (status >= 500 or status in (0, 409)):
+            retry = status >= 500 or status == 0 or (in_flight and status == 409)
+            if ok(status) or not retry:
                 return status, body
             failures.append((self.record.now(), status))
             if time.monotonic() > deadline:

@@ -20,7 +20,7 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from calls.limits import open_call_organization_lock, open_call_release
+from calls.limits import open_call_release
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from calls.signals import call_status_changed
 
@@ -105,9 +105,6 @@ def call_transition(
         return False
     at = changes.get("started_at", at)
     with transaction.atomic(savepoint=False):
-        if to_status in ENDED_STATUSES:
-            # Lock order: the organization's row, then the call's status counters.
-            open_call_organization_lock(call_id=call_id)
         # Receivers need the exact from-state: the only one allowed, else read under a
         # row lock. What they write commits (or rolls back) with the change.
         if len(from_states) == 1:

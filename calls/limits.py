@@ -71,15 +71,6 @@ def open_call_reserve(*, organization: Organization) -> None:
     )
 
 
-def open_call_organization_lock(*, call_id: UUID | str) -> None:
-    """Lock the row of the call's organization, first thing in a transaction that ends
-    the call. Creations lock it before their call's status counter (its insert's
-    trigger); an end that locked its counters first and the organization's row last
-    (releasing its place) could deadlock with one on the same counter shard."""
-    organization_id = Call.objects.filter(pk=call_id).values("organization_id")
-    Organization.objects.select_for_update().filter(pk=Subquery(organization_id)).exists()
-
-
 def open_call_release(*, call_id: UUID | str) -> None:
     """Count one open call fewer for the call's organization; call it in the transaction
     that ends the call. Never below zero, should a call have been ended behind the

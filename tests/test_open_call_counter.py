@@ -168,10 +168,11 @@ def test_a_call_ending_while_another_is_created_on_the_same_counter_shard_never_
     workflow,
 ):
     """Creating a call locked the organization's row, then (inserting) its status
-    counter's row; ending one locked the counter rows, then the organization's row
+    counter's row; ending one locks the counter rows, then the organization's row
     (releasing its place). Two such transactions on one counter shard (the backend's pid
     % 16) deadlocked: 500s under load, found by the soak. Here a third transaction holds
-    the organization's row until both wait, on backends of one shard."""
+    the organization's row while the creation and then the end start, on backends of
+    one shard."""
     organization = workflow.organization
     target = workflow_call_target(organization=organization, slug=workflow.slug)
     ending = CallFactory(organization=organization, workflow=workflow, open_calls=True)

@@ -20,8 +20,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def in_window(t: float, faults: list[Fault]) -> bool:
-    return any(f.start - 1 <= t <= f.end + GRACE_SECONDS for f in faults if f.end)
+def in_window(t: float, faults: list[Fault], ms: float = 0.0) -> bool:
+    """Whether a request (sent at `t`, answered `ms` later) overlapped a fault's window."""
+    return any(f.start - 1 <= t + ms / 1000 and t <= f.end + GRACE_SECONDS for f in faults if f.end)
 
 
 def latency(record: Record, faults: list[Fault]) -> dict[str, dict]:
@@ -43,7 +44,7 @@ def server_errors(record: Record, faults: list[Fault]) -> tuple[list[str], dict]
     """5xx (and unanswered requests) outside every fault window, and any never retried
     to success, are violations."""
     failures = [r for r in record.requests if r.status >= 500 or r.status == 0]
-    outside = [r for r in failures if not in_window(r.t, faults) and r.endpoint != "stream"]
+    outside = [r for r in failures if not in_window(r.t, faults, r.ms)]
     violations = []
     if outside:
         shown = "; ".join(f"{r.t:.1f}s {r.endpoint} {r.status}" for r in outside[:10])

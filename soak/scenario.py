@@ -63,7 +63,7 @@ class CallRun:
         room, user = f"call-{call_id}", f"user-{call_id}"
         agent = f"agent-AJ_{uuid.uuid4().hex[:12]}"
         if self.plan == "connect_timeout":
-            await self._until_ended(call_id, 90)
+            await self._until_ended(call_id, 120)
             return self.record
         stream = asyncio.create_task(self._watch(call_id))
         self.http.record.stream_tasks.add(stream)
@@ -93,7 +93,7 @@ class CallRun:
             headers=self.client,
         )
         if self.plan == "max_duration":
-            await self._until_ended(call_id, 90)
+            await self._until_ended(call_id, 120)
         return self.record
 
     async def _create(self) -> bool:

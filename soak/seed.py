@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 ORGANIZATION = "soak"
-CONNECT_TIMEOUT_SECONDS = 20
+# Longer than LiveKit holds a webhook back (past 30 s): a late join must still start it.
+CONNECT_TIMEOUT_SECONDS = 60
 SHORT_MAX_DURATION_SECONDS = 30
 
 

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz pytest lint format schema migrations-check bench bench-streams clean sdk sdk-test
+.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz soak soak-short pytest lint format schema migrations-check bench bench-streams clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,7 +36,7 @@ serve: install
 serve-streams: install
 	$(VENV)/bin/gunicorn voicecalls.asgi:application -c gunicorn.streams.conf.py
 
-test: install lint migrations-check fuzz test-sqlite test-postgres agent-test sdk-test
+test: install lint migrations-check fuzz soak-short test-sqlite test-postgres agent-test sdk-test
 
 test-sqlite: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -49,6 +49,20 @@ test-postgres: install
 # gunicorn + PostgreSQL + fake LiveKit (schemathesis.toml, scripts/fuzz/).
 fuzz: install
 	scripts/with_postgres.sh scripts/fuzz/run.sh $(VENV)
+
+# The soak (README "Soak", docs/reliability.md): the fleet on this machine (HAProxy, two
+# gunicorn instances, PgBouncer, streams, two db_workers, two expire_calls loops, a fake
+# LiveKit, a customer receiver) under SOAK_CALLS calls in flight for SOAK_MINUTES, with
+# faults; fails when an invariant is violated. Too long for `make test`.
+SOAK_CALLS ?= 200
+SOAK_MINUTES ?= 10
+soak: install
+	SOAK_CALLS=$(SOAK_CALLS) SOAK_MINUTES=$(SOAK_MINUTES) scripts/with_postgres.sh $(PY) -m soak
+
+# Its one-minute version, so the harness cannot rot: fewer calls, two faults.
+soak-short: install
+	SOAK_CALLS=25 SOAK_MINUTES=1 SOAK_FAULTS=kill_gunicorn_worker,postgres_restart \
+		SOAK_DRAIN_SECONDS=180 scripts/with_postgres.sh $(PY) -m soak
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -78,10 +78,16 @@ def call_create(
 
 def call_insert(*, call: Call) -> None:
     """Insert a new call, counting it against its organization's concurrency limit in
-    the same transaction (raises ConcurrencyLimitReached)."""
+    the same transaction (raises ConcurrencyLimitReached, and nothing is inserted).
+
+    The insert comes first: its trigger locks the call's status counter, and the
+    reservation the organization's row, the order in which ending a call takes them
+    (the counters with the call's update, the organization's row releasing its place).
+    The other order deadlocked with an end on the same counter shard.
+    """
     with transaction.atomic():
-        open_call_reserve(organization=call.organization)
         insert_instance(call)
+        open_call_reserve(organization=call.organization)
 
 
 def call_end(*, call: Call) -> Call:

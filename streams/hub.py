@@ -292,15 +292,24 @@ def _stream_counters(call_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, int]]:
 def _listen_params() -> dict[str, Any]:
     """Where to LISTEN: `DATABASE_LISTEN_URL`, else the database Django uses."""
     config = settings.DATABASE_LISTEN or connections["default"].settings_dict
+    # The URL's query (`?host=/socket/dir&sslmode=...`) lands in OPTIONS: every libpq
+    # parameter there counts (Django's own, such as prepare_threshold, are not libpq's).
     params = {
-        "dbname": config["NAME"],
-        "user": config.get("USER"),
-        "password": config.get("PASSWORD"),
-        "host": config.get("HOST"),
-        "port": config.get("PORT"),
-        "sslmode": (config.get("OPTIONS") or {}).get("sslmode"),
+        key: value for key, value in (config.get("OPTIONS") or {}).items() if key in _LIBPQ_KEYWORDS
     }
+    params.update(
+        dbname=config["NAME"],
+        user=config.get("USER"),
+        password=config.get("PASSWORD"),
+        host=config.get("HOST") or params.get("host"),
+        port=config.get("PORT") or params.get("port"),
+    )
     return {key: value for key, value in params.items() if value not in (None, "")}
+
+
+_LIBPQ_KEYWORDS = frozenset(
+    option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()
+)
 
 
 _hub: Hub | None = None

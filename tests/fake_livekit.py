@@ -6,7 +6,7 @@ It speaks what livekit-api's Twirp client sends: `POST /twirp/livekit.<Service>/
 Bearer <JWT>`, which it verifies with the API secret and checks for the grant each
 method needs. Errors are Twirp JSON (`{"code", "msg", "meta"}`). It keeps rooms and
 their participants, records every request, and fails on demand: `fail("DeleteRoom",
-"500" | "not_found" | "hang")`.
+"500" | "503" | "not_found" | "hang")`.
 
 Dialing (`CreateSIPParticipant`) plays the outcome scripted for the number
 (`sip_outcomes`, tests/fake_livekit_sip.py) and sends the webhooks a real server would
@@ -80,7 +80,7 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     _egress_jobs: list = field(default_factory=list)
 
     def fail(self, method: str, mode: str) -> None:
-        """Make every later request to `method` fail: "500", "not_found" or "hang"."""
+        """Make every later request to `method` fail: "500", "503", "not_found" or "hang"."""
         self.failures[method] = mode
 
     def add_room(self, name: str, identities: list[str] | None = None) -> None:
@@ -126,6 +126,8 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
             return _error(503, "unavailable", "hung")
         if mode == "500":
             return _error(500, "internal", "boom")
+        if mode == "503":
+            return _error(503, "unavailable", "LiveKit is unavailable")
         if mode == "not_found":
             return _error(404, "not_found", "requested room does not exist")
         response = getattr(self, f"_{method}")(message, response_class)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+import environ
 import psycopg
 import pytest
 from django.db import connection, transaction
@@ -127,6 +128,25 @@ def test_each_write_notifies_the_calls_channel_with_its_last_id_on_commit(workfl
         call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
         notes = [(n.channel, n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
     assert notes == [(channel_name(call.pk), "2"), (channel_name(call.pk), "3")]
+
+
+def test_the_listening_connection_keeps_every_libpq_parameter_of_the_url(settings):
+    """A socket directory given as `?host=` (how scripts/with_postgres.sh and Cloud SQL
+    name theirs) was dropped, so the LISTEN went to libpq's default socket and failed
+    for ever: found by the soak, whose processes have no PGHOST to fall back on."""
+    settings.DATABASE_LISTEN = environ.Env.db_url_config(
+        "postgres://app:pw@/voicecalls?host=/run/pg&connect_timeout=3&sslmode=require"
+    )
+    settings.DATABASE_LISTEN["OPTIONS"]["prepare_threshold"] = None
+
+    assert _listen_params() == {
+        "dbname": "voicecalls",
+        "user": "app",
+        "password": "pw",
+        "host": "/run/pg",
+        "connect_timeout": 3,
+        "sslmode": "require",
+    }
 
 
 @pytest.mark.postgres

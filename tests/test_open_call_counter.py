@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 
 import pytest
 from django.apps import apps as django_apps
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import Organization
 from calls.expiry import calls_expire
@@ -140,6 +141,86 @@ def test_concurrent_creations_and_ends_leave_the_counter_equal_to_the_open_calls
     assert most_open and max(most_open) <= 5
     assert _open_calls(organization) == _counted(organization) == 0
     assert open_calls_reconcile() == 0
+
+
+def _backend_pid() -> int:
+    connection.ensure_connection()
+    return connection.connection.info.backend_pid
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return bool(row) and row[0] == "Lock"
+
+
+def _until(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_call_ending_while_another_is_created_on_the_same_counter_shard_never_deadlocks(
+    workflow,
+):
+    """Creating a call locked the organization's row, then (inserting) its status
+    counter's row; ending one locks the counter rows, then the organization's row
+    (releasing its place). Two such transactions on one counter shard (the backend's pid
+    % 16) deadlocked: 500s under load, found by the soak. Here a third transaction holds
+    the organization's row while the creation and then the end start, on backends of
+    one shard."""
+    organization = workflow.organization
+    target = workflow_call_target(organization=organization, slug=workflow.slug)
+    ending = CallFactory(organization=organization, workflow=workflow, open_calls=True)
+    held, release = threading.Event(), threading.Event()
+    pids: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def hold_the_organization() -> None:
+        with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    def create() -> None:
+        pids["create"] = _backend_pid()
+        try:
+            call_create(organization=organization, target=target)
+        except BaseException as exc:
+            errors.append(exc)
+        connection.close()
+
+    def end() -> None:
+        while _backend_pid() % 16 != pids["create"] % 16:  # the creation's shard
+            connection.close()
+        pids["end"] = connection.connection.info.backend_pid
+        try:
+            call_transition(call_id=ending.pk, to_status=S.TIMEOUT, end_reason="connect_timeout")
+        except BaseException as exc:
+            errors.append(exc)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_organization)
+    holder.start()
+    held.wait(10)
+    creator = threading.Thread(target=create)
+    creator.start()
+    _until(lambda: "create" in pids and _waits_for_a_lock(pids["create"]))
+    ender = threading.Thread(target=end)
+    ender.start()
+    _until(lambda: "end" in pids and _waits_for_a_lock(pids["end"]))
+    release.set()
+    for thread in (holder, creator, ender):
+        thread.join(30)
+
+    assert errors == []
+    assert Call.objects.get(pk=ending.pk).status == S.TIMEOUT
+    assert _open_calls(organization) == _counted(organization) == 1
 
 
 def test_the_migration_starts_each_counter_at_the_organizations_open_calls(

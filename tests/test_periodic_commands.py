@@ -44,3 +44,30 @@ def test_a_loop_keeps_running_and_stops_cleanly_on_sigterm(tmp_path) -> None:
         assert "pass failed" not in loop.stderr.read()
     finally:
         loop.kill()
+
+
+def test_the_task_worker_outlives_a_database_outage_and_still_stops_on_sigterm(
+    tmp_path,
+) -> None:
+    """Upstream's `db_worker` ended on any database error but a locked SQLite file, so
+    a PostgreSQL restart stopped every worker, and customer webhooks, for good (found by
+    the soak). Here its database has no tables yet: it waits for them, runs once they
+    are there, and leaves on SIGTERM with status 0."""
+    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    worker = subprocess.Popen(
+        [*manage, "db_worker", "--queue-name", "*", "--interval", "0.2", "--no-reload"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        failed = "db_worker: the database failed"
+        assert any(failed in line for line, _ in zip(worker.stderr, range(20), strict=False))
+        subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+        assert worker.poll() is None
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        worker.kill()

@@ -72,6 +72,37 @@ def test_a_malformed_setting_is_refused() -> None:
     assert "LIVEKIT_TOKEN_TTL_SECONDS" in result.stderr
 
 
+def test_the_webhook_retry_schedule_comes_from_the_environment() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; print(settings.WEBHOOKS_RETRY_SCHEDULE)",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "voicecalls.settings",
+            "VOICECALLS_ENV_FILE": os.devnull,
+            "DEBUG": "1",
+            "WEBHOOKS_RETRY_SCHEDULE": "0, 1,2.5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.stdout.strip() == "(0.0, 1.0, 2.5)", result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "5,soon", "0,-1"])
+def test_a_malformed_webhook_retry_schedule_is_refused(value: str) -> None:
+    result = run_check({"DEBUG": "1", "WEBHOOKS_RETRY_SCHEDULE": value})
+
+    assert result.returncode != 0
+    assert "WEBHOOKS_RETRY_SCHEDULE" in result.stderr
+
+
 def _prepare_threshold(value: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [

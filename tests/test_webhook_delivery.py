@@ -289,11 +289,11 @@ def test_a_receiver_gets_every_event_of_a_call_signed(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_receiver_failing_twice_gets_the_same_event_three_times(
-    organization: Organization, monkeypatch: pytest.MonkeyPatch
+    organization: Organization, settings: object
 ) -> None:
     # Waits shrunk to zero so the real worker runs the retries now; the schedule
     # itself is checked with a frozen clock below.
-    monkeypatch.setattr("webhooks.delivery.RETRY_SCHEDULE", (0,) * 10)
+    settings.WEBHOOKS_RETRY_SCHEDULE = (0,) * 10
     with Receiver([Reply(500), Reply(503)]) as receiver:
         endpoint, secret = endpoint_create(
             organization, receiver.url, [EventType.CALL_STATUS_CHANGED]
@@ -427,6 +427,14 @@ def test_retry_delay_is_the_schedule_plus_up_to_ten_percent_jitter(
     assert all(low <= d <= high for d in delays)
     if high > low:
         assert len(set(delays)) > 1
+
+
+def test_the_retry_schedule_is_a_setting(settings: object) -> None:
+    settings.WEBHOOKS_RETRY_SCHEDULE = (0.0, 2.0, 4.0)
+    assert retry_delay(round_attempts=0) == 0
+    assert 2 <= retry_delay(round_attempts=1) <= 2.2
+    assert 4 <= retry_delay(round_attempts=2) <= 4.4
+    assert retry_delay(round_attempts=3) is None
 
 
 def test_retry_delay_gives_up_after_ten_attempts_and_honours_retry_after() -> None:

@@ -43,6 +43,19 @@ def _secret(name: str, default: str) -> str:
     return env.str(name, default=default)
 
 
+def _retry_schedule(value: str) -> tuple[float, ...]:
+    """WEBHOOKS_RETRY_SCHEDULE: comma-separated waits in seconds, at least one, none < 0."""
+    try:
+        waits = tuple(float(part) for part in value.split(","))
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "WEBHOOKS_RETRY_SCHEDULE must be comma-separated seconds"
+        ) from exc
+    if any(wait < 0 for wait in waits):
+        raise ImproperlyConfigured("WEBHOOKS_RETRY_SCHEDULE waits must not be negative")
+    return waits
+
+
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
 CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
@@ -110,10 +123,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, pinned, served from this host
     "drf_standardized_errors",
+    # Before django_tasks_db: its `db_worker` command is voicecalls' own (a database
+    # outage pauses the worker instead of ending it).
+    "voicecalls",
     "django_tasks",
     "django_tasks_db",
     "django_guid",
-    "voicecalls",
     "accounts",
     "workflows",
     "calls",
@@ -316,6 +331,13 @@ WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
 # changed meanwhile, is disabled when a delivery gives up (its ~3-day schedule ran
 # out) instead of being retried for ever; enabling it again through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
+# Seconds to wait before each attempt of a delivery after a failure (comma-separated),
+# the first for the first retry: Standard Webhooks' example schedule of ten attempts over
+# about three days (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
+# The soak (soak/) shortens it to seconds.
+WEBHOOKS_RETRY_SCHEDULE = _retry_schedule(
+    env.str("WEBHOOKS_RETRY_SCHEDULE", default="0,5,300,1800,7200,18000,36000,50400,72000,86400")
+)
 
 # Post-call analysis (analysis/): one chat completion per call on the organization's
 # LLM key. ANALYSIS_LLM_BASE_URL sends every provider's requests to one

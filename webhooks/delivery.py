@@ -29,10 +29,10 @@ from webhooks.outbox import event_body, wake
 
 logger = logging.getLogger(__name__)
 
-# Seconds to wait before attempt n+1 of a round, after n failed attempts (Standard
-# Webhooks' example schedule): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
-# 20 h, 24 h — ten attempts over about three days.
-RETRY_SCHEDULE: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# The seconds to wait before attempt n+1 of a round, after n failed attempts, are
+# settings.WEBHOOKS_RETRY_SCHEDULE (Standard Webhooks' example schedule by default:
+# immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h — ten attempts over
+# about three days).
 # Each wait is stretched by up to this fraction, so endpoints that failed together are
 # not retried in lockstep.
 RETRY_JITTER = 0.1
@@ -61,9 +61,10 @@ def retry_delay(
     The schedule's wait plus up to 10 % jitter; a receiver's Retry-After (capped at a
     day) when it asks for longer.
     """
-    if round_attempts >= len(RETRY_SCHEDULE):
+    schedule = settings.WEBHOOKS_RETRY_SCHEDULE
+    if round_attempts >= len(schedule):
         return None
-    base = RETRY_SCHEDULE[round_attempts]
+    base = schedule[round_attempts]
     delay = base + (rng or random).uniform(0, base * RETRY_JITTER)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))

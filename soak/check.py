@@ -1,0 +1,236 @@
+"""The invariants, checked at the end of the run against the generator's own record
+(record.json), LiveKit's stats (livekit.json) and the receiver's log (receiver.jsonl),
+after a drain period in which the fleet finishes what is in flight. Writes check.json:
+{"violations": [...], "figures": {...}}.
+
+    python -m soak.check WORK_DIR DRAIN_SECONDS
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ENDED = ("completed", "failed", "timeout", "disconnected")
+SHOWN = 10  # violations listed per invariant
+
+
+def drain(organization_id: int, call_ids: list[str], seconds: float) -> float:
+    """Wait until every call ended and no delivery is pending; the seconds it took."""
+    from calls.models import Call
+    from webhooks.models import DeliveryStatus, WebhookDelivery
+
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        open_calls = Call.objects.filter(pk__in=call_ids).exclude(status__in=ENDED).count()
+        pending = WebhookDelivery.objects.filter(
+            event__organization_id=organization_id, status=DeliveryStatus.PENDING
+        ).count()
+        if not open_calls and not pending:
+            break
+        time.sleep(5)
+    return time.monotonic() - started
+
+
+def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[list[str], dict]:
+    """Every call terminal with the right end reason; its transcript and metrics exact."""
+    from calls import selectors
+    from calls.models import Call
+    from soak.scenario import content
+
+    bad: dict[str, list[str]] = defaultdict(list)
+    reconcile_seconds: list[float] = []
+    by_id = {str(c.pk): c for c in Call.objects.filter(pk__in=[r["call_id"] for r in calls])}
+    for record in calls:
+        call = by_id.get(record["call_id"])
+        if call is None:
+            bad["calls missing"].append(record["call_id"])
+            continue
+        status, reason = record["expected"]
+        if call.room_name in gave_up and call.status in ENDED:
+            # LiveKit gave up on one of the room's webhooks (as it does after 30 s): a
+            # lost join times the call out, a lost departure leaves it to reconciliation.
+            status, reason = call.status, call.end_reason
+            bad["ended otherwise: LiveKit gave up on a webhook (not a violation)"].append("")
+        if (call.status, call.end_reason) != (status, reason):
+            bad["wrong end"].append(f"{call.pk} {record['plan']}: {call.status}/{call.end_reason}")
+        if record.get("replayed") not in (None, record["call_id"]):
+            bad["idempotent replay made another call"].append(f"{call.pk} → {record['replayed']}")
+        if record["plan"] == "reconciled" and call.ended_at:
+            reconcile_seconds.append(call.ended_at.timestamp() - run_started - record["ended_at"])
+        lines = [row[2] for row in selectors.call_transcript_rows(call=call)]
+        expected = [content(record["n"], index) for index in range(record.get("lines", 0))]
+        if lines != expected:
+            bad["transcript not exactly once in order"].append(
+                f"{call.pk}: {len(lines)}/{len(expected)}"
+            )
+        sums = record.get("sums") or {"stt": 0, "llm": 0, "tts": 0, "tokens": 0, "samples": 0}
+        stored = (
+            call.stt_latency_ms_sum,
+            call.llm_latency_ms_sum,
+            call.tts_latency_ms_sum,
+            call.total_tokens,
+            call.stt_latency_count,
+            call.agent_handoffs,
+        )
+        wanted = (
+            sums["stt"],
+            sums["llm"],
+            sums["tts"],
+            sums["tokens"],
+            sums["samples"],
+            record.get("handoffs", 0),
+        )
+        if stored != wanted:
+            bad["metrics sums"].append(f"{call.pk}: {stored} != {wanted}")
+    figures = {"reconcile_seconds": sorted(round(s, 1) for s in reconcile_seconds)}
+    figures["livekit_lost_ends"] = len(
+        bad.pop("ended otherwise: LiveKit gave up on a webhook (not a violation)", [])
+    )
+    return _listed(bad), figures
+
+
+def _listed(bad: dict[str, list[str]]) -> list[str]:
+    return [
+        f"{name} ({len(items)}): {'; '.join(items[:SHOWN])}" for name, items in bad.items() if items
+    ]
+
+
+def _counters(organization_id: int, call_ids: set[str]) -> list[str]:
+    """`total` counters equal count(*); the open-call counter is back to 0; no
+    Idempotency-Key made two calls (every call is one the generator made)."""
+    from django.db.models import Count, Sum
+
+    from accounts.models import Organization
+    from calls.models import Call, CallCount
+
+    bad = []
+    counted = dict(
+        Call.objects.filter(organization_id=organization_id)
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    stored = dict(
+        CallCount.objects.filter(organization_id=organization_id)
+        .values_list("status")
+        .annotate(n=Sum("count"))
+    )
+    if {k: v for k, v in stored.items() if v} != counted:
+        bad.append(f"call counters {stored} != count(*) {counted}")
+    open_calls = Organization.objects.get(pk=organization_id).open_calls
+    if (
+        open_calls
+        != Call.objects.filter(organization_id=organization_id).exclude(status__in=ENDED).count()
+    ):
+        bad.append(f"open_calls counter {open_calls} differs from the open calls")
+    made = {
+        str(pk)
+        for pk in Call.objects.filter(organization_id=organization_id).values_list("pk", flat=True)
+    }
+    if made != call_ids:
+        bad.append(f"calls the generator did not make: {sorted(made - call_ids)[:SHOWN]}")
+    return bad
+
+
+def _webhooks(
+    organization_id: int, calls: list[dict], received: list[dict], started: float
+) -> tuple[list[str], dict]:
+    """Every event delivered, received and verified, with one id; every report whole."""
+    from calls.models import Call
+    from soak.scenario import content
+    from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+
+    bad: dict[str, list[str]] = defaultdict(list)
+    undelivered = WebhookDelivery.objects.filter(event__organization_id=organization_id).exclude(
+        status=DeliveryStatus.SUCCEEDED
+    )
+    for delivery_id, status in undelivered.values_list("pk", "status")[:SHOWN]:
+        bad["deliveries not delivered"].append(f"{delivery_id} {status}")
+    accepted = [entry for entry in received if entry["answer"] == 200]
+    bad["bad signatures"] = [e["id"] for e in accepted if not e.get("verified")]
+    ids_by_event: dict[tuple, set[str]] = defaultdict(set)
+    for entry in received:
+        if entry["answer"] == 200:
+            ids_by_event[(entry["type"], entry["call_id"], entry.get("to_status"))].add(entry["id"])
+            if entry["id"] != entry.get("body_id"):
+                bad["header id differs from body id"].append(entry["id"])
+    bad["one event, several ids"] = [
+        f"{k}: {sorted(v)}" for k, v in ids_by_event.items() if len(v) > 1
+    ]
+    got = {entry["id"] for entry in accepted}
+    events = WebhookEvent.objects.filter(organization_id=organization_id).values_list(
+        "id", "type", "call_id"
+    )
+    lost = [
+        f"{type} {call_id} {event_id}" for event_id, type, call_id in events if event_id not in got
+    ]
+    bad["events lost"] = lost
+    reports = {e["call_id"]: e for e in accepted if e["type"] == "call.ended"}
+    ended_at = dict(
+        Call.objects.filter(pk__in=[r["call_id"] for r in calls]).values_list("pk", "ended_at")
+    )
+    late = 0
+    for record in calls:
+        report = reports.get(record["call_id"])
+        end = ended_at.get(uuid.UUID(record["call_id"]))
+        if end and record.get("talk_done_at", 0) + started > end.timestamp():
+            late += 1  # lines still sent after the call ended: the report may predate them
+            continue
+        expected = [content(record["n"], index) for index in range(record.get("lines", 0))]
+        if report is None:
+            bad["no end-of-call report"].append(record["call_id"])
+        elif report["lines"] != expected:
+            bad["report missing lines"].append(
+                f"{record['call_id']}: {len(report['lines'])}/{len(expected)}"
+            )
+    figures = {
+        "events": len(events),
+        "events_lost": len(lost),
+        "deliveries_received": len(received),
+        "answered_500": len(received) - len(accepted),
+        "duplicates_received": len(accepted) - len(got),
+        "reports_predating_late_lines": late,
+    }
+    return _listed(bad), figures
+
+
+def main(work: Path, drain_seconds: float) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecalls.settings")
+    import django
+
+    django.setup()
+    state = json.loads((work / "state.json").read_text())
+    record = json.loads((work / "record.json").read_text())
+    calls = [c for c in record["calls"] if c.get("call_id")]
+    call_ids = [c["call_id"] for c in calls]
+    drained = drain(state["organization_id"], call_ids, drain_seconds)
+    time.sleep(2)  # the receiver's last lines
+    livekit = json.loads((work / "livekit.json").read_text())
+    gave_up = {event["room"] for event in livekit["given_up"]}
+    received = [json.loads(line) for line in (work / "receiver.jsonl").read_text().splitlines()]
+    violations, figures = _calls(calls, gave_up, record["started"])
+    violations += _counters(state["organization_id"], set(call_ids))
+    hooks, hook_figures = _webhooks(state["organization_id"], calls, received, record["started"])
+    violations += hooks
+    failed_creates = [c for c in record["calls"] if c.get("error")]
+    if failed_creates:
+        violations.append(
+            f"creates that never succeeded ({len(failed_creates)}): {failed_creates[:3]}"
+        )
+    plans = Counter(c["plan"] for c in calls)
+    figures.update(
+        hook_figures, drain_seconds=round(drained, 1), calls=len(calls), plans=dict(plans)
+    )
+    figures["transcript_lines"] = sum(c.get("lines", 0) for c in calls)
+    (work / "check.json").write_text(
+        json.dumps({"violations": violations, "figures": figures}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), float(sys.argv[2]))

@@ -359,9 +359,9 @@ def call_create(
         " workflow_slug, user_id, user_data, metadata, direction, status, agent_history,"
         " connect_timeout_seconds, max_duration_seconds, stt_latency_ms_sum,"
         " stt_latency_count, llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum,"
-        " tts_latency_count, total_tokens, agent_handoffs, created_at)"
+        " tts_latency_count, total_tokens, agent_handoffs, created_at, room_name)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'inbound', 'connecting', '[]', %s, %s,"
-        " 0, 0, 0, 0, 0, 0, 0, 0, now())"
+        " 0, 0, 0, 0, 0, 0, 0, 0, now(), %s)"
     )
     params = [
         call_id,
@@ -374,6 +374,7 @@ def call_create(
         Jsonb(metadata),
         int(limits.get("connect_timeout_seconds", 60)),
         int(limits.get("max_duration_seconds", 1800)),
+        f"call-{call_id}",
     ]
     if concurrency_limit is not None:
         # accounts/rates.py's statement, at a rate the benchmark never reaches.
@@ -387,13 +388,13 @@ def call_create(
                 "window": window,
             },
         )
-        with conn.transaction():
+        with conn.transaction():  # in calls.services.call_insert's order
+            conn.execute(insert, params)
             conn.execute(
                 "UPDATE accounts_organization SET open_calls = open_calls + 1"
                 " WHERE id = %s AND open_calls < coalesce(concurrency_limit, %s)",
                 [organization_id, concurrency_limit],
             )
-            conn.execute(insert, params)
     else:
         conn.execute(insert, params)
     name = user_data.get("name")

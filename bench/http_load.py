@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import socket
@@ -101,13 +102,25 @@ def _parallel(
     started = time.perf_counter()
     for proc in procs:
         proc.start()
-    results = [out.get() for _ in procs]
+    results = [_gathered(out, procs) for _ in procs]
     elapsed = time.perf_counter() - started
     for proc in procs:
         proc.join()
     latencies = [value for lat, _ in results for value in lat]
     errors = sum(err for _, err in results)
     return latencies, errors, elapsed
+
+
+def _gathered(out, procs: list) -> tuple:
+    """One process's result; a process that died without one fails the run (waiting for
+    it would hang the benchmark for ever)."""
+    while True:
+        try:
+            return out.get(timeout=1)
+        except queue.Empty:
+            dead = [proc for proc in procs if proc.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a load process exited with {dead[0].exitcode}") from None
 
 
 def _summary(rounds: list[tuple[list[float], int, float]]) -> dict:

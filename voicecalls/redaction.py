@@ -101,15 +101,15 @@ _FILTER = RedactSecretsFilter()
 
 
 class RedactingLogger(GunicornLogger):
-    """gunicorn's logger with every access-log atom (request line, path, query string,
-    headers, referer) and every error-log record masked."""
+    """gunicorn's logger with every access line (request line, query string, headers,
+    referer: whatever the format prints) and every error-log record masked.
+
+    The access line is masked once formatted, not atom by atom: gunicorn builds an atom
+    per request and response header whether the format prints it or not.
+    """
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        self.error_log.addFilter(_FILTER)  # the same object: added once on reloads
-
-    def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
-        return {
-            key: redact(value) if isinstance(value, str) else value
-            for key, value in super().atoms(resp, req, environ, request_time).items()
-        }
+        # The same filter object on each: added once however often a reload runs setup.
+        self.error_log.addFilter(_FILTER)
+        self.access_log.addFilter(_FILTER)

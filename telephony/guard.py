@@ -140,17 +140,22 @@ def outbound_rate_take(*, organization: Organization) -> None:
         )
 
 
-def outbound_daily_cap_check(*, organization: Organization) -> None:
+def outbound_daily_cap_check(*, organization: Organization, call: Call) -> None:
     """Raise OutboundRateReached when the organization already made as many phone calls
-    this UTC day as its daily cap allows (Retry-After: until midnight UTC). Call it
-    holding the organization's row lock (open_call_reserve takes it), in the
-    transaction that inserts the call: concurrent creations then never overshoot."""
+    this UTC day, `call` aside, as its daily cap allows (Retry-After: until midnight
+    UTC). Call it after inserting `call` and holding the organization's row lock
+    (open_call_reserve takes it), in that transaction: each creation then counts every
+    one that took the lock before it, so concurrent creations never overshoot."""
     limit = organization.effective_outbound_calls_per_day
     now = timezone.now().astimezone(datetime.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    made = Call.objects.filter(
-        organization=organization, channel=CallChannel.PHONE, created_at__gte=midnight
-    ).count()
+    made = (
+        Call.objects.filter(
+            organization=organization, channel=CallChannel.PHONE, created_at__gte=midnight
+        )
+        .exclude(pk=call.pk)
+        .count()
+    )
     if made >= limit:
         tomorrow = midnight + datetime.timedelta(days=1)
         raise _refuse_rate(

@@ -158,9 +158,12 @@ def phone_call_create(
         metadata=metadata,
     )
     with transaction.atomic():
-        open_call_reserve(organization=organization)  # locks the organization's row
-        guard.outbound_daily_cap_check(organization=organization)
+        # In calls.services.call_insert's order, the call before the organization's row
+        # (the order in which ending a call takes its locks); the daily cap is counted
+        # holding that row, so concurrent creations never overshoot it.
         insert_instance(call)
+        open_call_reserve(organization=organization)
+        guard.outbound_daily_cap_check(organization=organization, call=call)
     transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
 

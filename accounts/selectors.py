@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
-from django.db import connection, models
-from django.db.models.expressions import Col
+from django.db import connection
 
 from accounts.models import APIKey, Organization
 from voicecalls.db import bound_cursor
+from voicecalls.rows import instance_from_row, select_columns
 
 
 def api_key_get_from_key(raw_key: str) -> APIKey | None:
@@ -27,11 +26,11 @@ def api_key_get_from_key(raw_key: str) -> APIKey | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    api_key = _from_row(APIKey, row[:key_columns])
+    api_key = instance_from_row(APIKey, row[:key_columns])
     if not api_key.is_valid(raw_key):
         return None
     if api_key.organization_id is not None:
-        api_key.organization = _from_row(Organization, row[key_columns:])
+        api_key.organization = instance_from_row(Organization, row[key_columns:])
     return api_key
 
 
@@ -41,38 +40,9 @@ def _key_statement(vendor: str) -> tuple[int, str]:
     organization by prefix: the same text for every request, so built once."""
     key_fields = APIKey._meta.concrete_fields
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        [f"k.{quote(field.column)}" for field in key_fields]
-        + [f"o.{quote(field.column)}" for field in Organization._meta.concrete_fields]
-    )
+    columns = ", ".join(select_columns(APIKey, "k") + select_columns(Organization, "o"))
     return len(key_fields), (
         f"SELECT {columns} FROM {quote(APIKey._meta.db_table)} k"
         f" LEFT JOIN {quote(Organization._meta.db_table)} o ON o.id = k.organization_id"
         " WHERE k.prefix = %s AND k.revoked = %s"
     )
-
-
-def _from_row(model: type[models.Model], values: tuple) -> models.Model:
-    """A model instance from its concrete fields' values, converted as the ORM's
-    compiler converts them (on SQLite: uuids from hex, datetimes from text)."""
-    attnames, readers = _row_readers(model, connection.vendor)
-    converted = []
-    for (column, converters), value in zip(readers, values, strict=True):
-        for converter in converters:
-            value = converter(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, attnames, converted)
-
-
-@functools.cache
-def _row_readers(
-    model: type[models.Model], vendor: str
-) -> tuple[list[str], list[tuple[Col, list[Callable]]]]:
-    """Per concrete field: its column expression and database converters. The same for
-    every row, so worked out once per model and database vendor, not per request."""
-    readers = []
-    for field in model._meta.concrete_fields:
-        column = field.get_col(model._meta.db_table)
-        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        readers.append((column, converters))
-    return [field.attname for field in model._meta.concrete_fields], readers

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from calls.models import (
     MetricSample,
     TranscriptEntry,
 )
+from voicecalls.db import bound_cursor
+from voicecalls.rows import instance_from_row, select_columns
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
 LIST_FIELDS = (
@@ -301,3 +304,58 @@ def call_cost(*, call: Call) -> Any | None:
         return call.cost
     except ObjectDoesNotExist:
         return None
+
+
+# A call's one-to-ones the detail answer shows (analysis, cost, recording), read with
+# it. Named, not imported: calls does not import the apps that own them.
+DETAIL_RELATED = ("analysis", "cost", "recording")
+
+
+def call_detail_get(*, organization: Organization, call_id: str) -> Call | None:
+    """The organization's call `call_id` with its analysis, cost and recording loaded
+    (each None when it has none), or None: what `call_queryset(...).select_related(
+    *DETAIL_RELATED).filter(pk=call_id).first()` returns, in one statement built once
+    per process (compiling that query was most of a detail's time: bench/README.md)."""
+    pk = Call._meta.pk
+    params = [pk.get_db_prep_value(pk.to_python(v), connection) for v in (organization.pk, call_id)]
+    spans, statement = _detail_statement(connection.vendor)
+    with bound_cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (start, end, _), *related_spans = spans
+    call = instance_from_row(Call, row[start:end])
+    for name, (start, end, pk_at) in zip(DETAIL_RELATED, related_spans, strict=True):
+        relation = Call._meta.get_field(name)
+        related = None
+        if row[start + pk_at] is not None:  # a LEFT JOIN that found no row
+            related = instance_from_row(relation.related_model, row[start:end])
+            relation.field.set_cached_value(related, call)
+        relation.set_cached_value(call, related)
+    return call
+
+
+@functools.cache
+def _detail_statement(vendor: str) -> tuple[list[tuple[int, int, int]], str]:
+    """Per model read (the call, then DETAIL_RELATED): where its columns start and end in
+    the row and where its primary key is among them; and the statement."""
+    quote = connection.ops.quote_name
+    call_pk = Call._meta.pk.column
+    models = [Call] + [Call._meta.get_field(name).related_model for name in DETAIL_RELATED]
+    columns: list[str] = []
+    spans = []
+    for index, model in enumerate(models):
+        fields = model._meta.concrete_fields
+        spans.append((len(columns), len(columns) + len(fields), fields.index(model._meta.pk)))
+        columns += select_columns(model, f"t{index}")
+    joins = "".join(
+        f" LEFT JOIN {quote(model._meta.db_table)} t{index}"
+        f" ON t{index}.{quote(Call._meta.get_field(name).field.column)} = t0.{quote(call_pk)}"
+        for index, (name, model) in enumerate(zip(DETAIL_RELATED, models[1:], strict=True), 1)
+    )
+    return spans, (
+        f"SELECT {', '.join(columns)} FROM {quote(Call._meta.db_table)} t0{joins}"
+        f" WHERE t0.{quote(Call._meta.get_field('organization').column)} = %s"
+        f" AND t0.{quote(call_pk)} = %s"
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -165,9 +165,10 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        # The analysis, cost and recording join the call's own query (one-to-ones).
-        queryset = self.get_queryset().select_related("analysis", "cost", "recording")
-        return Response(call_detail_data(get_object_or_404(queryset, pk=pk)))
+        call = selectors.call_detail_get(organization=request.user.organization, call_id=pk)
+        if call is None:
+            raise Http404
+        return Response(call_detail_data(call))
 
     @extend_schema(
         summary="List active calls",

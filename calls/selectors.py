@@ -311,14 +311,17 @@ def call_cost(*, call: Call) -> Any | None:
 DETAIL_RELATED = ("analysis", "cost", "recording")
 
 
-def call_detail_get(*, organization: Organization, call_id: str) -> Call | None:
-    """The organization's call `call_id` with its analysis, cost and recording loaded
-    (each None when it has none), or None: what `call_queryset(...).select_related(
-    *DETAIL_RELATED).filter(pk=call_id).first()` returns, in one statement built once
-    per process (compiling that query was most of a detail's time: bench/README.md)."""
+def call_get(
+    *, organization: Organization, call_id: str, related: tuple[str, ...] = ()
+) -> Call | None:
+    """The organization's call `call_id`, with the `related` one-to-ones loaded (each
+    None when the call has none, e.g. DETAIL_RELATED), or None: what
+    `call_queryset(...).select_related(*related).filter(pk=call_id).first()` returns,
+    in one statement built once per process (compiling that query was most of a one-row
+    answer's time: bench/README.md)."""
     pk = Call._meta.pk
     params = [pk.get_db_prep_value(pk.to_python(v), connection) for v in (organization.pk, call_id)]
-    spans, statement = _detail_statement(connection.vendor)
+    spans, statement = _call_statement(connection.vendor, related)
     with bound_cursor() as cursor:
         cursor.execute(statement, params)
         row = cursor.fetchone()
@@ -326,23 +329,25 @@ def call_detail_get(*, organization: Organization, call_id: str) -> Call | None:
         return None
     (start, end, _), *related_spans = spans
     call = instance_from_row(Call, row[start:end])
-    for name, (start, end, pk_at) in zip(DETAIL_RELATED, related_spans, strict=True):
+    for name, (start, end, pk_at) in zip(related, related_spans, strict=True):
         relation = Call._meta.get_field(name)
-        related = None
+        found = None
         if row[start + pk_at] is not None:  # a LEFT JOIN that found no row
-            related = instance_from_row(relation.related_model, row[start:end])
-            relation.field.set_cached_value(related, call)
-        relation.set_cached_value(call, related)
+            found = instance_from_row(relation.related_model, row[start:end])
+            relation.field.set_cached_value(found, call)
+        relation.set_cached_value(call, found)
     return call
 
 
 @functools.cache
-def _detail_statement(vendor: str) -> tuple[list[tuple[int, int, int]], str]:
-    """Per model read (the call, then DETAIL_RELATED): where its columns start and end in
-    the row and where its primary key is among them; and the statement."""
+def _call_statement(
+    vendor: str, related: tuple[str, ...]
+) -> tuple[list[tuple[int, int, int]], str]:
+    """Per model read (the call, then each of `related`): where its columns start and end
+    in the row and where its primary key is among them; and the statement."""
     quote = connection.ops.quote_name
     call_pk = Call._meta.pk.column
-    models = [Call] + [Call._meta.get_field(name).related_model for name in DETAIL_RELATED]
+    models = [Call] + [Call._meta.get_field(name).related_model for name in related]
     columns: list[str] = []
     spans = []
     for index, model in enumerate(models):
@@ -352,7 +357,7 @@ def _detail_statement(vendor: str) -> tuple[list[tuple[int, int, int]], str]:
     joins = "".join(
         f" LEFT JOIN {quote(model._meta.db_table)} t{index}"
         f" ON t{index}.{quote(Call._meta.get_field(name).field.column)} = t0.{quote(call_pk)}"
-        for index, (name, model) in enumerate(zip(DETAIL_RELATED, models[1:], strict=True), 1)
+        for index, (name, model) in enumerate(zip(related, models[1:], strict=True), 1)
     )
     return spans, (
         f"SELECT {', '.join(columns)} FROM {quote(Call._meta.db_table)} t0{joins}"

@@ -82,8 +82,13 @@ class CallViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return selectors.call_queryset(organization=self.request.user.organization)
 
-    def _get_call(self) -> Call:
-        return get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+    def _get_call(self, related: tuple[str, ...] = ()) -> Call:
+        call = selectors.call_get(
+            organization=self.request.user.organization, call_id=self.kwargs["pk"], related=related
+        )
+        if call is None:
+            raise Http404
+        return call
 
     @extend_schema(
         summary="Initiate call",
@@ -165,10 +170,7 @@ class CallViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(representations.call_summaries(page))
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        call = selectors.call_detail_get(organization=request.user.organization, call_id=pk)
-        if call is None:
-            raise Http404
-        return Response(call_detail_data(call))
+        return Response(call_detail_data(self._get_call(selectors.DETAIL_RELATED)))
 
     @extend_schema(
         summary="List active calls",
@@ -271,7 +273,7 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def recording(self, request: Request, pk: str) -> Response:
-        call = get_object_or_404(self.get_queryset().select_related("recording"), pk=pk)
+        call = self._get_call(("recording",))
         recording = recording_selectors.call_recording(call=call)
         if recording is None:
             raise NotFound("This call has no recording.")

@@ -1,4 +1,4 @@
-"""`call_detail_get`: the one plain statement behind `GET /calls/{id}` answers exactly
+"""`call_get`: the one plain statement behind `GET /calls/{id}` answers exactly
 what the ORM's `select_related` query answers, its one-to-ones included or absent."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.utils import timezone
 from analysis.models import CallAnalysis
 from billing.models import CallCost
 from calls.models import Call
-from calls.selectors import DETAIL_RELATED, call_detail_get
+from calls.selectors import DETAIL_RELATED, call_get
 from tests.factories import CallFactory, RecordingFactory
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +50,7 @@ def test_a_call_with_its_analysis_cost_and_recording_reads_back_as_the_orm_reads
     )
     RecordingFactory(call=call)
 
-    found = call_detail_get(organization=organization, call_id=str(call.pk))
+    found = call_get(organization=organization, call_id=str(call.pk), related=DETAIL_RELATED)
     expected = _orm(call)
 
     assert _fields(found) == _fields(expected)
@@ -70,7 +70,7 @@ def test_a_call_without_them_has_none_and_asking_costs_no_query(
     call = CallFactory(organization=organization, workflow=workflow)
 
     with django_assert_num_queries(1):
-        found = call_detail_get(organization=organization, call_id=str(call.pk))
+        found = call_get(organization=organization, call_id=str(call.pk), related=DETAIL_RELATED)
         for name in DETAIL_RELATED:
             with pytest.raises(Call._meta.get_field(name).related_model.DoesNotExist):
                 getattr(found, name)
@@ -83,6 +83,22 @@ def test_another_organizations_call_and_an_unknown_id_are_none(
 ) -> None:
     theirs = CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
 
-    assert call_detail_get(organization=organization, call_id=str(theirs.pk)) is None
+    assert call_get(organization=organization, call_id=str(theirs.pk)) is None
     unknown = "0b0e9c1e-6c55-4a36-9a55-3c1f3f3c0000"
-    assert call_detail_get(organization=organization, call_id=unknown) is None
+    assert call_get(organization=organization, call_id=unknown) is None
+
+
+def test_only_the_one_to_ones_asked_for_are_loaded(
+    organization, workflow, django_assert_num_queries
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    RecordingFactory(call=call)
+
+    found = call_get(organization=organization, call_id=str(call.pk), related=("recording",))
+
+    assert _fields(found) == _fields(_orm(call))
+    with django_assert_num_queries(0):
+        assert found.recording.egress_id == call.recording.egress_id
+    with django_assert_num_queries(1):
+        with pytest.raises(CallAnalysis.DoesNotExist):
+            assert found.analysis is None  # raises: the call has none

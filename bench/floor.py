@@ -153,7 +153,8 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
         " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
         " total_tokens, agent_handoffs, eou_latency_ms_sum, eou_latency_count,"
-        " e2e_latency_ms_sum, e2e_latency_count"
+        " e2e_latency_ms_sum, e2e_latency_count, channel, room_name, phone_number,"
+        " from_number, sip_status_code, sip_status, transfer_destination"
         " FROM calls_call WHERE id = %s AND organization_id = %s",
         [call_id, organization_id],
     ).fetchone()
@@ -166,7 +167,13 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         " eou_latency_ms, providers FROM calls_metricsample WHERE call_id = %s ORDER BY id",
         [call_id],
     ).fetchall()
-    body["room_name"] = f"call-{row[0]}"
+    body["channel"], body["room_name"] = row[26:28]
+    for name, value in zip(
+        ("phone_number", "from_number", "sip_status_code", "sip_status", "transfer_destination"),
+        row[28:33],
+        strict=True,
+    ):
+        body[name] = value
     body["metrics"] = {
         "duration_seconds": body["duration_seconds"],
         "stt_latency_ms": _mean(stt_sum, stt_n),

@@ -7,13 +7,14 @@ import logging
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Subquery, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import NOT_ENDED_STATUSES, Call
+from voicecalls.db import bound_cursor
 from voicecalls.errors import LimitExceeded
 
 logger = logging.getLogger(__name__)
@@ -54,21 +55,32 @@ def open_call_reserve(*, organization: Organization) -> None:
     One conditional UPDATE of the organization's `open_calls`, whatever the number of
     open calls. Call it in the transaction that inserts the call: the row lock it takes
     holds concurrent creations of the organization until that commits, so they never
-    overshoot. Exempt organizations are counted, never refused.
+    overshoot. Exempt organizations are counted, never refused. A plain statement:
+    every create runs it (the ORM compiled it anew each time).
     """
-    organizations = Organization.objects.filter(pk=organization.pk)
-    one_more = {"open_calls": F("open_calls") + 1}
-    if not concurrency_limited(organization=organization):
-        organizations.update(**one_more)
-        return
-    limit = Coalesce("concurrency_limit", Value(settings.CALLS_CONCURRENCY_LIMIT))
-    if organizations.filter(open_calls__lt=limit).update(**one_more):
-        return
-    open_calls, override = organizations.values_list("open_calls", "concurrency_limit").get()
+    pk = Organization._meta.pk
+    limited = concurrency_limited(organization=organization)
+    with bound_cursor() as cursor:
+        cursor.execute(
+            _RESERVE_LIMITED if limited else _RESERVE,
+            [pk.get_db_prep_value(organization.pk, connection)]
+            + ([settings.CALLS_CONCURRENCY_LIMIT] if limited else []),
+        )
+        if cursor.rowcount == 1 or not limited:
+            return
+    open_calls, override = (
+        Organization.objects.filter(pk=organization.pk)
+        .values_list("open_calls", "concurrency_limit")
+        .get()
+    )
     raise ConcurrencyLimitReached(
         active_calls=open_calls,
         concurrency_limit=settings.CALLS_CONCURRENCY_LIMIT if override is None else override,
     )
+
+
+_RESERVE = f"UPDATE {Organization._meta.db_table} SET open_calls = open_calls + 1 WHERE id = %s"
+_RESERVE_LIMITED = _RESERVE + " AND open_calls < COALESCE(concurrency_limit, %s)"
 
 
 def open_call_release(*, call_id: UUID | str) -> None:

@@ -87,11 +87,11 @@ def call_list(
     items = []
     if offset < total:
         rows = conn.execute(
-            f"SELECT {LIST_COLUMNS} FROM calls_call WHERE {scope} "
+            f"SELECT {LIST_COLUMNS}, channel FROM calls_call WHERE {scope} "
             "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
             [organization_id, *params, page_size, offset],
         )
-        items = [list_item(row) for row in rows]
+        items = [{**list_item(row), "channel": row[12]} for row in rows]
     return dumps(
         {
             "items": items,
@@ -106,7 +106,7 @@ def call_list(
 def active_calls(conn: psycopg.Connection, *, organization_id: str, limit: int = 50) -> bytes:
     rows = conn.execute(
         "SELECT id, workflow_id, workflow_slug, user_id, status, direction, current_agent,"
-        " started_at, created_at FROM calls_call WHERE organization_id = %s"
+        " started_at, created_at, channel FROM calls_call WHERE organization_id = %s"
         " AND status IN ('pending', 'connecting', 'active')"
         " ORDER BY created_at DESC, id DESC LIMIT %s",
         [organization_id, limit],
@@ -120,6 +120,7 @@ def active_calls(conn: psycopg.Connection, *, organization_id: str, limit: int =
                 "user_id": row[3],
                 "status": row[4],
                 "direction": row[5],
+                "channel": row[9],
                 "current_agent": row[6],
                 "started_at": iso(row[7]),
                 "created_at": iso(row[8]),

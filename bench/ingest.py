@@ -114,10 +114,11 @@ def _connecting_calls(conn: psycopg.Connection, organization_id: str, n: int) ->
         " workflow_slug, user_id, user_data, metadata, direction, status, agent_history,"
         " connect_timeout_seconds, max_duration_seconds, stt_latency_ms_sum,"
         " stt_latency_count, llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum,"
-        " tts_latency_count, total_tokens, agent_handoffs, created_at)"
-        " SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug,"
+        " tts_latency_count, total_tokens, agent_handoffs, created_at, room_name)"
+        " SELECT g.id, w.organization_id, w.workflow_id, w.version_id, w.slug,"
         " NULL, '{}', '{}', 'inbound', 'connecting', '[]', 60, 1800,"
-        " 0, 0, 0, 0, 0, 0, 0, 0, now() FROM bench_workflow w, generate_series(1, %s)"
+        " 0, 0, 0, 0, 0, 0, 0, 0, now(), 'call-' || g.id FROM bench_workflow w,"
+        " (SELECT gen_random_uuid() AS id FROM generate_series(1, %s)) g"
         " WHERE w.organization_id = %s AND w.idx = 0 RETURNING id",
         [n, organization_id],
     ).fetchall()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from uuid import UUID
 
 from django.conf import settings
@@ -81,6 +82,27 @@ def open_call_reserve(*, organization: Organization) -> None:
 
 _RESERVE = f"UPDATE {Organization._meta.db_table} SET open_calls = open_calls + 1 WHERE id = %s"
 _RESERVE_LIMITED = _RESERVE + " AND open_calls < COALESCE(concurrency_limit, %s)"
+
+
+def call_counts_lock(*, organization: Organization, statuses: Sequence[str]) -> None:
+    """Lock this database session's status counter rows (`CallCount`) of `statuses`,
+    adding nothing to them: for a transaction that moves its call into them only after
+    reserving its place. Every other one takes its counter rows (through its call's
+    insert or update) before the organization's row (the reservation, the release);
+    taken the other way round, two of them deadlock. SQLite keeps no counter rows."""
+    if connection.vendor != "postgresql":
+        return
+    pk = Organization._meta.pk.get_db_prep_value(organization.pk, connection)
+    with bound_cursor() as cursor:
+        for status in statuses:  # the shard is the trigger's (calls migration 0003)
+            cursor.execute(_COUNT_LOCK, [pk, status])
+
+
+_COUNT_LOCK = (
+    "INSERT INTO calls_callcount AS c (organization_id, status, shard, count)"
+    " VALUES (%s, %s, pg_backend_pid() %% 16, 0)"
+    " ON CONFLICT (organization_id, status, shard) DO UPDATE SET count = c.count"
+)
 
 
 def open_call_release(*, call_id: UUID | str) -> None:

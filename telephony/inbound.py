@@ -2,8 +2,8 @@
 LiveKit's dispatch rule put them in a room of their own (`inbound-…`) and dispatched
 the agent. The call is created by whichever arrives first, the agent's session
 request or the SIP participant's `participant_joined` webhook, exactly once per room:
-both lock the organization's row and look for the room's call before inserting, and
-the room name is unique (DESIGN.md "Phone calls", Inbound)."""
+the room name is unique, and the second to insert finds the first's call (DESIGN.md
+"Phone calls", Inbound)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
-from calls.limits import ConcurrencyLimitReached, open_call_reserve
+from calls.limits import ConcurrencyLimitReached, call_counts_lock, open_call_reserve
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import call_room_close_later
 from calls.sql import insert_instance
@@ -147,12 +147,18 @@ def inbound_call_get_or_create(
         created_at=now,
     )
     with transaction.atomic():
-        # Both ways in lock the organization's row first, so the second finds the
-        # first's call (PostgreSQL reads committed rows again after the lock).
-        Organization.objects.select_for_update().filter(pk=organization.pk).exists()
-        existing = Call.objects.filter(room_name=caller.room_name).first()
-        if existing is not None:
+        # Whichever way in inserts second waits on the unique room name, then finds the
+        # first's call. The call and the counter rows it moves into come before the
+        # organization's row, the order every creation and end takes (calls.limits).
+        try:
+            with transaction.atomic():
+                insert_instance(call)
+        except IntegrityError:
+            existing = Call.objects.filter(room_name=caller.room_name).first()
+            if existing is None:
+                raise
             return existing
+        call_counts_lock(organization=organization, statuses=[CallStatus.ACTIVE, CallStatus.FAILED])
         try:
             open_call_reserve(organization=organization)
             over_limit = False
@@ -160,15 +166,6 @@ def inbound_call_get_or_create(
             # Counted anyway: ending it below releases its place.
             Organization.objects.filter(pk=organization.pk).update(open_calls=F("open_calls") + 1)
             over_limit = True
-        try:
-            with transaction.atomic():
-                insert_instance(call)
-        except IntegrityError:  # the room's call exists after all (unique room name)
-            existing = Call.objects.filter(room_name=caller.room_name).first()
-            if existing is None:
-                raise
-            transaction.set_rollback(True)
-            return existing
         if over_limit:
             call_transition(
                 call_id=call.pk,

@@ -18,9 +18,10 @@ from calls.lifecycle import ALLOWED_FROM, EndReason, call_transition
 from calls.limits import ConcurrencyLimitReached, open_calls_reconcile
 from calls.models import ENDED_STATUSES, NOT_ENDED_STATUSES, Call, CallStatus
 from calls.services import call_create
-from telephony.services import phone_call_create
-from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
-from tests.phone import CALLEE, phone_ready
+from telephony.inbound import InboundCaller, inbound_call_get_or_create
+from telephony.services import phone_call_create, phone_number_verify
+from tests.factories import CallFactory, OrganizationFactory, PhoneNumberFactory, WorkflowFactory
+from tests.phone import CALLEE, CALLER, INBOUND_NUMBER, inbound_trunk, phone_ready
 from workflows.selectors import workflow_call_target
 
 S = CallStatus
@@ -166,21 +167,25 @@ def _until(check, seconds: float = 10.0) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("channel", ["web", "phone"])
+@pytest.mark.parametrize("channel", ["web", "phone", "inbound"])
 def test_a_call_ending_while_another_is_created_on_the_same_counter_shard_never_deadlocks(
     workflow, channel, request
 ):
     """Creating a call locked the organization's row, then (inserting) its status
     counter's row; ending one locks the counter rows, then the organization's row
     (releasing its place). Two such transactions on one counter shard (the backend's pid
-    % 16) deadlocked: 500s under load, found by the soak (web calls; outbound phone
-    calls had the same order). Here a third transaction holds the organization's row
+    % 16) deadlocked: 500s under load, found by the soak (web calls; phone calls,
+    outbound and inbound, had the same order). Here a third transaction holds the organization's row
     while the creation and then the end start, on backends of one shard."""
     organization = workflow.organization
     target = workflow_call_target(organization=organization, slug=workflow.slug)
     if channel == "phone":
         request.getfixturevalue("sip_fake")
         phone_ready(organization)
+    if channel == "inbound":
+        request.getfixturevalue("sip_fake")
+        trunk = inbound_trunk(organization)
+        phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
     # In the status the creation inserts its call in: the counter row both lock.
     created_status = S.PENDING if channel == "phone" else S.CONNECTING
     ending = CallFactory(
@@ -202,6 +207,14 @@ def test_a_call_ending_while_another_is_created_on_the_same_counter_shard_never_
         try:
             if channel == "phone":
                 phone_call_create(organization=organization, target=target, phone_number=CALLEE)
+            elif channel == "inbound":
+                caller = InboundCaller(
+                    room_name="inbound-race",
+                    participant_identity="sip_caller",
+                    caller=CALLER,
+                    called=INBOUND_NUMBER,
+                )
+                assert inbound_call_get_or_create(caller=caller) is not None
             else:
                 call_create(organization=organization, target=target)
         except BaseException as exc:

@@ -69,32 +69,17 @@ class CallRun:
         self.http.record.stream_tasks.add(stream)
         stream.add_done_callback(self.http.record.stream_tasks.discard)
         await self._control("/join", room=room, user=user, agent=agent)
-        await self.http.call(
-            "GET",
-            f"{self.target.api}/api/v1/agent/calls/{call_id}/session",
-            "agent_session",
-            ok=ok2xx,
-            headers=self.agent,
-        )
+        await self._get(f"/api/v1/agent/calls/{call_id}/session", "agent_session", self.agent)
         await self._talk(call_id, fast=self.plan == "max_duration")
         await self._end(call_id, room, user, agent)
-        await self.http.call(
-            "GET",
-            f"{self.target.api}/api/v1/calls/{call_id}",
-            "call_detail",
-            ok=ok2xx,
-            headers=self.client,
-        )
-        await self.http.call(
-            "GET",
-            f"{self.target.api}/api/v1/calls/{call_id}/transcript",
-            "transcript",
-            ok=ok2xx,
-            headers=self.client,
-        )
+        await self._get(f"/api/v1/calls/{call_id}", "call_detail", self.client)
+        await self._get(f"/api/v1/calls/{call_id}/transcript", "transcript", self.client)
         if self.plan == "max_duration":
             await self._until_ended(call_id, 120)
         return self.record
+
+    async def _get(self, path: str, name: str, headers: dict) -> None:
+        await self.http.call("GET", f"{self.target.api}{path}", name, ok=ok2xx, headers=headers)
 
     async def _create(self) -> bool:
         slug = "soak-short" if self.plan == "max_duration" else "soak"

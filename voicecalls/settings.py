@@ -192,6 +192,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, its per-request health check without a round trip when the
+    # connection is quiet (voicecalls/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "voicecalls.postgresql"
     # The hot paths' statements (voicecalls/db.py) are prepared once a connection has
     # run them this many times; Django's default is never, for poolers in
     # transaction mode that lose prepared statements: "none" restores it.

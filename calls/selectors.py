@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from calls.models import (
     TranscriptEntry,
 )
 from voicecalls.db import bound_cursor
-from voicecalls.rows import instance_from_row, select_columns
+from voicecalls.rows import ValuesStatement, instance_from_row, select_columns
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
 LIST_FIELDS = (
@@ -161,12 +162,20 @@ class CallListing:
 
 
 def active_calls(*, organization: Organization, limit: int) -> list[dict]:
-    """Calls not yet ended, newest first, as `ACTIVE_FIELDS` rows."""
-    return list(
-        call_queryset(organization=organization)
-        .filter(status__in=NOT_ENDED_STATUSES)
+    """Calls not yet ended, newest first, as `ACTIVE_FIELDS` rows (at most `limit`)."""
+    return _active_calls_statement(connection.vendor, limit).rows(organization.pk)
+
+
+@functools.lru_cache(maxsize=256)
+def _active_calls_statement(vendor: str, limit: int) -> ValuesStatement:
+    placeholder = uuid.UUID(int=0)
+    calls = (
+        Call.objects.filter(organization_id=placeholder, status__in=NOT_ENDED_STATUSES)
         .order_by(*NEWEST_FIRST)
         .values(*ACTIVE_FIELDS)[:limit]
+    )
+    return ValuesStatement(
+        calls, field=Call._meta.get_field("organization").target_field, placeholder=placeholder
     )
 
 

@@ -1,7 +1,7 @@
 """Model instances from hand-written statements, read as the ORM reads them.
 
-The hottest one-row reads (the API key of every request, a call's detail) run one
-statement whose text is built once per process instead of compiling the ORM's query
+The hottest one-row reads (the API key of every request, a call's detail, the active
+calls) run one statement whose text is built once per process instead of compiling the ORM's query
 on every request (bench/README.md); their rows still go through each field's database
 converters and `Model.from_db`, so what comes back is what the ORM would return.
 """
@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from django.db import connection, models
 from django.db.models.expressions import Col
+
+from voicecalls.db import bound_cursor
 
 
 def select_columns(model: type[models.Model], alias: str) -> list[str]:
@@ -46,3 +48,45 @@ def _row_readers(
         converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         readers.append((column, converters))
     return [field.attname for field in model._meta.concrete_fields], readers
+
+
+class ValuesStatement:
+    """A `values()` queryset compiled once, run per request with one of its parameters
+    changed: the ORM builds and compiles a query on every call (most of a one-row
+    answer's time in process: bench/README.md), though only a value differs.
+
+    `queryset` is built with `placeholder` where the per-request value goes (compared
+    as `field` stores it; it must occur once among the statement's parameters); `rows`
+    answers what the queryset would, for `value` instead of `placeholder`."""
+
+    def __init__(self, queryset: models.QuerySet, *, field: models.Field, placeholder: object):
+        compiler = queryset.query.get_compiler(connection=connection)
+        self.sql, params = compiler.as_sql()
+        self.params = list(params)
+        self.field = field
+        slots = [i for i, p in enumerate(params) if p == self._prepared(placeholder)]
+        if len(slots) != 1:
+            raise ValueError(f"the placeholder is parameter {slots} of {self.sql}")
+        self.slot = slots[0]
+        query = queryset.query
+        self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
+        columns = [column for column, _, _ in compiler.select]
+        self.converters = list(compiler.get_converters(columns).items())
+
+    def _prepared(self, value: object) -> object:
+        return self.field.get_db_prep_value(self.field.to_python(value), connection)
+
+    def rows(self, value: object) -> list[dict]:
+        params = self.params.copy()
+        params[self.slot] = self._prepared(value)
+        with bound_cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        answer = []
+        for row in rows:
+            row = list(row)
+            for position, (converters, column) in self.converters:
+                for converter in converters:
+                    row[position] = converter(row[position], column, connection)
+            answer.append(dict(zip(self.names, row, strict=True)))
+        return answer

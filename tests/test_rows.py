@@ -1,0 +1,78 @@
+"""`ValuesStatement`: a `values()` queryset compiled once answers, for any value of its
+one changing parameter, exactly what the ORM's queryset answers (as `active_calls`
+reads the open calls)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from calls.models import NOT_ENDED_STATUSES, Call
+from calls.selectors import ACTIVE_FIELDS, NEWEST_FIRST, active_calls
+from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
+from voicecalls.rows import ValuesStatement
+
+pytestmark = pytest.mark.django_db
+
+ORGANIZATION = Call._meta.get_field("organization").target_field
+
+
+def _orm(organization_id: object, limit: int) -> list[dict]:
+    return list(
+        Call.objects.filter(organization_id=organization_id, status__in=NOT_ENDED_STATUSES)
+        .order_by(*NEWEST_FIRST)
+        .values(*ACTIVE_FIELDS)[:limit]
+    )
+
+
+def _calls_of_two_organizations() -> tuple:
+    first, second = OrganizationFactory(), OrganizationFactory()
+    for organization in (first, second):
+        workflow = WorkflowFactory(organization=organization)
+        CallFactory.create_batch(3, organization=organization, workflow=workflow)
+        CallFactory(organization=organization, workflow=workflow, active=True)
+        CallFactory(organization=organization, workflow=workflow, completed=True)
+    return first, second
+
+
+def test_one_statement_answers_as_the_orm_for_each_value_types_included() -> None:
+    first, second = _calls_of_two_organizations()
+    placeholder = uuid.UUID(int=0)
+    statement = ValuesStatement(
+        Call.objects.filter(organization_id=placeholder, status__in=NOT_ENDED_STATUSES)
+        .order_by(*NEWEST_FIRST)
+        .values(*ACTIVE_FIELDS)[:3],
+        field=ORGANIZATION,
+        placeholder=placeholder,
+    )
+
+    for organization in (first, second):
+        found = statement.rows(organization.pk)
+        assert found == _orm(organization.pk, 3)
+        assert [type(row[name]) for row in found for name in ACTIVE_FIELDS] == [
+            type(row[name]) for row in _orm(organization.pk, 3) for name in ACTIVE_FIELDS
+        ]
+        assert {row["workflow_id"] for row in found} <= set(
+            organization.workflows.values_list("pk", flat=True)
+        )
+    assert statement.rows(str(uuid.uuid4())) == []
+
+
+def test_active_calls_reads_through_it_the_orms_answer(django_assert_num_queries) -> None:
+    first, _ = _calls_of_two_organizations()
+
+    with django_assert_num_queries(1):
+        found = active_calls(organization=first, limit=50)
+
+    assert found == _orm(first.pk, 50)
+    assert len(found) == 4  # three pending, one active; neither the ended one nor others'
+
+
+def test_a_placeholder_that_is_not_one_of_its_parameters_is_refused() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        ValuesStatement(
+            Call.objects.filter(status="active").values("id"),
+            field=ORGANIZATION,
+            placeholder=uuid.UUID(int=0),
+        )

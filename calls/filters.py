@@ -158,8 +158,19 @@ class CallFilter(filters.FilterSet):
         # request, so one class serves them all.
         cls = type(self)
         if "_form_class" not in cls.__dict__:
-            cls._form_class = super().get_form_class()
+            form_class = super().get_form_class()
+            form_class.base_fields = _FormFieldsSharedPerRequest(form_class.base_fields)
+            cls._form_class = form_class
         return cls._form_class
+
+
+class _FormFieldsSharedPerRequest(dict):
+    """Django deep-copies a form's fields (widgets, choices, validators) for every form
+    made, so that a rendered form can change its own. This form only validates query
+    parameters, changing no field, so each request's form shares the fields."""
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return dict(self)
 
 
 class _FiltersCopiedPerRequest(dict):

@@ -41,3 +41,15 @@ def test_one_form_class_serves_every_request_and_still_validates_each() -> None:
     assert not bad.is_valid()
     assert set(bad.errors) == {"status", "workflow_id"}
     assert good.form.cleaned_data["user_id"] == "u1"
+
+
+def test_each_requests_form_shares_the_fields_yet_keeps_its_own_data_and_errors() -> None:
+    first = CallFilter(QueryDict("status=ringing"), queryset=Call.objects.none())
+    second = CallFilter(QueryDict("status=active"), queryset=Call.objects.none())
+
+    assert first.form.fields["status"] is second.form.fields["status"]
+    assert first.form.fields is not second.form.fields
+    assert not first.is_valid()
+    assert second.is_valid()
+    assert set(first.errors) == {"status"}
+    assert second.form.cleaned_data["status"] == ["active"]

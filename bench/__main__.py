@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument(
         "command", choices=["load", "run", "all", "explain"], nargs="?", default="all"
     )
-    parser.add_argument("--only", help="run only scenarios whose name contains this (or any of a|b|c)")
+    parser.add_argument("--only", help="run only scenarios whose name holds this (or any of a|b|c)")
     parser.add_argument("--label", default="", help="a label for the results file")
     args = parser.parse_args()
     env.setup()

@@ -45,9 +45,17 @@ class PagePagination(BasePagination):
         self, request: Request, *, count: Callable[[], int], fetch: Callable[[int, int], list]
     ) -> list:
         """The requested page: `count()` is the exact total, `fetch(offset, limit)` the
-        rows, not asked for past the end. For lists that count or fetch their own way."""
+        rows, not asked for past the end. For lists that count or fetch their own way.
+
+        A first page that is not full holds every row there is: its length is the total,
+        and nothing is counted. Any other page is counted first, so that a page past the
+        end is never read (a deep offset skips index entries all the way)."""
         params = _PAGE_QUERY.run_validation(request.query_params)
         self.page, self.page_size = params["page"], params["page_size"]
+        if self.page == 1:
+            rows = fetch(0, self.page_size)
+            self.total = len(rows) if len(rows) < self.page_size else count()
+            return rows
         self.total = count()
         offset = (self.page - 1) * self.page_size
         if offset >= self.total:

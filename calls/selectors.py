@@ -288,12 +288,22 @@ def recent_latency(*, samples: int) -> dict[str, dict]:
 def call_samples(*, call: Call) -> dict:
     """What a call's metric samples add to its metrics: `latency` percentiles per
     component and the `providers` that served its turns (one query)."""
-    rows = MetricSample.objects.filter(call=call).order_by("id")
-    rows = list(rows.values_list(*LATENCY_COLUMNS, "providers"))
+    rows = _call_samples_statement(connection.vendor).tuples(call.pk)
     return {
         "latency": latency_summary(row[:-1] for row in rows),
         "providers": providers_summary(row[-1] for row in rows),
     }
+
+
+@functools.cache
+def _call_samples_statement(vendor: str) -> ValuesStatement:
+    placeholder = uuid.UUID(int=0)
+    samples = MetricSample.objects.filter(call_id=placeholder).order_by("id")
+    return ValuesStatement(
+        samples.values_list(*LATENCY_COLUMNS, "providers"),
+        field=MetricSample._meta.get_field("call").target_field,
+        placeholder=placeholder,
+    )
 
 
 def call_analysis(*, call: Call) -> Any | None:

@@ -1,14 +1,15 @@
 """`ValuesStatement`: a `values()` queryset compiled once answers, for any value of its
 one changing parameter, exactly what the ORM's queryset answers (as `active_calls`
-reads the open calls)."""
+reads the open calls, and `call_samples` a call's metric samples)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from django.utils import timezone
 
-from calls.models import NOT_ENDED_STATUSES, Call
+from calls.models import NOT_ENDED_STATUSES, Call, MetricSample
 from calls.selectors import ACTIVE_FIELDS, NEWEST_FIRST, active_calls
 from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
 from voicecalls.rows import ValuesStatement
@@ -76,3 +77,38 @@ def test_a_placeholder_that_is_not_one_of_its_parameters_is_refused() -> None:
             field=ORGANIZATION,
             placeholder=uuid.UUID(int=0),
         )
+
+
+def test_a_values_list_statement_reads_tuples_as_the_orm_json_included() -> None:
+    first, second = _calls_of_two_organizations()
+    calls = [first.calls.first(), second.calls.first()]
+    for number, call in enumerate(calls):
+        for turn in range(3):
+            MetricSample.objects.create(
+                call=call,
+                event_id=uuid.uuid4(),
+                turn_index=turn,
+                stt_latency_ms=100 + turn,
+                e2e_latency_ms=800.5 if turn else None,
+                providers={"llm": {"provider": "openai", "model": f"m{number}"}},
+                timestamp=timezone.now(),
+            )
+    placeholder = uuid.UUID(int=0)
+    statement = ValuesStatement(
+        MetricSample.objects.filter(call_id=placeholder)
+        .order_by("id")
+        .values_list("turn_index", "stt_latency_ms", "e2e_latency_ms", "providers"),
+        field=MetricSample._meta.get_field("call").target_field,
+        placeholder=placeholder,
+    )
+
+    for call in calls:
+        expected = list(
+            MetricSample.objects.filter(call=call)
+            .order_by("id")
+            .values_list("turn_index", "stt_latency_ms", "e2e_latency_ms", "providers")
+        )
+        assert statement.tuples(call.pk) == expected
+        assert [type(v) for row in statement.tuples(call.pk) for v in row] == [
+            type(v) for row in expected for v in row
+        ]

@@ -51,8 +51,8 @@ def _row_readers(
 
 
 class ValuesStatement:
-    """A `values()` queryset compiled once, run per request with one of its parameters
-    changed: the ORM builds and compiles a query on every call (most of a one-row
+    """A `values()` or `values_list()` queryset compiled once, run per request with one
+    of its parameters changed: the ORM builds and compiles a query on every call (most of a one-row
     answer's time in process: bench/README.md), though only a value differs.
 
     `queryset` is built with `placeholder` where the per-request value goes (compared
@@ -77,16 +77,23 @@ class ValuesStatement:
         return self.field.get_db_prep_value(self.field.to_python(value), connection)
 
     def rows(self, value: object) -> list[dict]:
+        """The rows for `value`, as `values()` answers them (dicts by field name)."""
+        return [dict(zip(self.names, row, strict=True)) for row in self.tuples(value)]
+
+    def tuples(self, value: object) -> list[tuple]:
+        """The rows for `value`, as `values_list()` answers them."""
         params = self.params.copy()
         params[self.slot] = self._prepared(value)
         with bound_cursor() as cursor:
             cursor.execute(self.sql, params)
             rows = cursor.fetchall()
+        if not self.converters:
+            return rows
         answer = []
         for row in rows:
             row = list(row)
             for position, (converters, column) in self.converters:
                 for converter in converters:
                     row[position] = converter(row[position], column, connection)
-            answer.append(dict(zip(self.names, row, strict=True)))
+            answer.append(tuple(row))
         return answer

@@ -24,7 +24,7 @@ from calls.models import (
     MetricSample,
     TranscriptEntry,
 )
-from voicecalls.db import bound_cursor
+from voicecalls.db import bound_cursor, timestamps_read_natively
 from voicecalls.rows import ValuesStatement, instance_from_row, select_columns
 
 # Columns the list and detail answers read; the JSON blobs stay out of lists.
@@ -185,15 +185,10 @@ def _raw_rows_possible() -> bool:
 
 
 def _fetch_fast(sql: str, params: Sequence) -> list[tuple]:
-    """Rows of `sql` (PostgreSQL). With the session in UTC (Django's setting here),
-    timestamptz is read by psycopg's own C loader: Django reads each through a Python
-    subclass of it (to pin its time zone), at several times the cost, for the same
-    aware UTC datetimes (bench/README.md). jsonb comes back as text, as Django reads it."""
-    from psycopg.types.datetime import TimestamptzLoader
-
+    """Rows of `sql` (PostgreSQL), timestamps read natively (`voicecalls.db`). jsonb
+    comes back as text, as Django reads it."""
     with connection.cursor() as cursor:
-        if connection.timezone_name == "UTC":
-            cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        timestamps_read_natively(cursor)
         cursor.execute(sql, params)
         return cursor.fetchall()
 

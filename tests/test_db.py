@@ -3,6 +3,8 @@ psycopg, yet seen, counted and health-checked like any Django cursor."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from django.db import connection
 from django.db.utils import IntegrityError
@@ -138,3 +140,28 @@ def test_the_names_it_imports_from_djangos_backend_still_exist() -> None:
     assert isinstance(base.TIMESTAMPTZ_OID, int)
     for method in ("close_if_health_check_failed", "ensure_connection", "_prepare_cursor"):
         assert callable(getattr(base.DatabaseWrapper, method))
+
+
+@pytest.mark.postgres
+def test_timestamps_read_natively_are_the_aware_utc_datetimes_django_reads() -> None:
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID
+    from psycopg.pq import Format
+    from psycopg.types.datetime import TimestamptzLoader
+
+    from voicecalls.db import timestamps_read_natively
+
+    statement = "SELECT '2026-03-29 01:30:00.123456+02'::timestamptz, NULL::timestamptz"
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        djangos = cursor.fetchone()
+    with bound_cursor() as cursor:
+        timestamps_read_natively(cursor)
+        loader = cursor.cursor.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        cursor.execute(statement)
+        native = cursor.fetchone()
+
+    # psycopg's own (its C version when installed), not Django's Python subclass.
+    assert loader.__name__ == TimestamptzLoader.__name__
+    assert native == djangos
+    assert native[0].utcoffset() == djangos[0].utcoffset() == datetime.timedelta(0)
+    assert native[0].isoformat() == "2026-03-28T23:30:00.123456+00:00"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from django.db import connection, models
 from django.db.models.expressions import Col
 
-from voicecalls.db import bound_cursor
+from voicecalls.db import bound_cursor, timestamps_read_natively
 
 
 def select_columns(model: type[models.Model], alias: str) -> list[str]:
@@ -85,6 +85,7 @@ class ValuesStatement:
         params = self.params.copy()
         params[self.slot] = self._prepared(value)
         with bound_cursor() as cursor:
+            timestamps_read_natively(cursor)
             cursor.execute(self.sql, params)
             rows = cursor.fetchall()
         if not self.converters:

@@ -1,9 +1,10 @@
 """Model instances from hand-written statements, read as the ORM reads them.
 
-The hottest one-row reads (the API key of every request, a call's detail, the active
-calls) run one statement whose text is built once per process instead of compiling the ORM's query
-on every request (bench/README.md); their rows still go through each field's database
-converters and `Model.from_db`, so what comes back is what the ORM would return.
+The hottest reads (the API key of every request, a call's detail and its metric
+samples, the active calls) run one statement whose text is built once per process
+instead of compiling the ORM's query on every request (bench/README.md); their rows
+still go through each field's database converters (and `Model.from_db` for instances),
+so what comes back is what the ORM would return.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ def _row_readers(
 
 
 class ValuesStatement:
-    """A `values()` or `values_list()` queryset compiled once, run per request with one
-    of its parameters changed: the ORM builds and compiles a query on every call (most of a one-row
-    answer's time in process: bench/README.md), though only a value differs.
+    """A `values()` or `values_list()` queryset compiled once, then run per request with
+    one of its parameters changed: the ORM builds and compiles a query on every call
+    (most of a one-row answer's time in process: bench/README.md), though only a value
+    differs.
 
     `queryset` is built with `placeholder` where the per-request value goes (compared
-    as `field` stores it; it must occur once among the statement's parameters); `rows`
-    answers what the queryset would, for `value` instead of `placeholder`."""
+    as `field` stores it; it must occur once among the statement's parameters); `rows` and
+    `tuples` answer what the queryset would, for `value` instead of `placeholder`."""
 
     def __init__(self, queryset: models.QuerySet, *, field: models.Field, placeholder: object):
         compiler = queryset.query.get_compiler(connection=connection)

@@ -15,6 +15,14 @@ from accounts.models import Organization
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_connection_after():
+    # These tests end connections on purpose: whatever happens, the next test of this
+    # worker starts on a new one.
+    yield
+    connection.close()
+
+
 def _other_connection() -> psycopg.Connection:
     params = connection.get_connection_params()
     wanted = ("dbname", "user", "password", "host", "port")
@@ -51,6 +59,9 @@ def test_a_connection_the_server_ended_between_requests_is_replaced(
     dropped = connection.connection
     with _other_connection() as other:
         other.execute("SELECT pg_terminate_backend(%s)", [dropped.info.backend_pid])
+    # The backend ends a moment after it is told to: wait until it has gone, as a
+    # connection dropped while the worker was idle has.
+    assert select.select([dropped.fileno()], [], [], 5)[0], "the backend did not end"
     _new_request()
 
     assert _slug_of(organization) == organization.slug

@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--runs", type=int, default=2, help="runs per side (default 2)")
-    parser.add_argument("--only", help="only scenarios whose name contains this (or any of a|b|c)")
+    parser.add_argument("--only", help="only scenarios whose name holds this (or any of a|b|c)")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
     runs: dict[str, list[dict]] = {"before": [], "after": []}

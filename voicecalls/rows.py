@@ -66,7 +66,8 @@ class ValuesStatement:
         self.sql, params = compiler.as_sql()
         self.params = list(params)
         self.field = field
-        slots = [i for i, p in enumerate(params) if p == self._prepared(placeholder)]
+        prepared = self._prepared(placeholder)
+        slots = [i for i, param in enumerate(params) if param == prepared]
         if len(slots) != 1:
             raise ValueError(f"the placeholder is parameter {slots} of {self.sql}")
         self.slot = slots[0]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+from collections.abc import Mapping
 
 from django import forms
 from django.db.models import QuerySet
@@ -132,17 +133,29 @@ class CallFilter(filters.FilterSet):
         ]
 
     def filter_queryset(self, queryset: QuerySet[Call]) -> QuerySet[Call]:
-        """The filters, plus the creation times a started_* window implies: a call starts
-        between its creation and MAX_START_DELAY after it, so the newest-first
-        `created_at` indexes find any window's first page without reading the window."""
-        queryset = super().filter_queryset(queryset)
-        started_after = self.form.cleaned_data.get("started_after")
-        started_before = self.form.cleaned_data.get("started_before")
-        if started_after is not None:
-            queryset = queryset.filter(created_at__gte=started_after - MAX_START_DELAY)
-        if started_before is not None:
-            queryset = queryset.filter(created_at__lt=started_before)
-        return queryset
+        return self.queryset_filtered(queryset, self.form.cleaned_data)
+
+    def queryset_filtered(
+        self, queryset: QuerySet[Call], values: Mapping[str, object]
+    ) -> QuerySet[Call]:
+        """`queryset` under these filters given `values` (cleaned; as django-filter's
+        `filter_queryset` applies them), and the creation times a started_* window implies."""
+        for name, value in values.items():
+            queryset = self.filters[name].filter(queryset, value)
+        bounds = self.creation_bounds(values)
+        return queryset.filter(**bounds) if bounds else queryset
+
+    @staticmethod
+    def creation_bounds(values: Mapping[str, object]) -> dict[str, datetime.datetime]:
+        """The creation times a started_* window implies, as lookups: a call starts between
+        its creation and MAX_START_DELAY after it, so the newest-first `created_at`
+        indexes find any window's first page without reading the window."""
+        bounds = {}
+        if values.get("started_after") is not None:
+            bounds["created_at__gte"] = values["started_after"] - MAX_START_DELAY
+        if values.get("started_before") is not None:
+            bounds["created_at__lt"] = values["started_before"]
+        return bounds
 
     def __init__(self, data=None, *args, **kwargs) -> None:
         # `status=a,b` is the documented form; some generated clients (openapi-python-client)

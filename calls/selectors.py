@@ -4,23 +4,18 @@ import functools
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
-from django.db.models import QuerySet, Sum
-from django.http import QueryDict
-from django_filters.utils import translate_validation
+from django.db.models import QuerySet
 
 from accounts.models import Organization
-from calls.filters import CallFilter
 from calls.models import (
     LATENCY_COMPONENTS,
     NOT_ENDED_STATUSES,
     Call,
-    CallCount,
     MetricSample,
     TranscriptEntry,
 )
@@ -43,18 +38,6 @@ LIST_FIELDS = (
     "ended_at",
     "created_at",
 )
-_LIST_COLUMNS = ", ".join(f'"{Call._meta.get_field(name).column}"' for name in LIST_FIELDS)
-_AGENT_HISTORY = LIST_FIELDS.index("agent_history")
-
-
-def _list_row(row: tuple) -> dict:
-    """A `_fetch_fast` row of `_LIST_COLUMNS` as `values(*LIST_FIELDS)` gives it."""
-    values = dict(zip(LIST_FIELDS, row, strict=True))
-    history = row[_AGENT_HISTORY]
-    values["agent_history"] = json.loads(history) if isinstance(history, str) else history
-    return values
-
-
 ACTIVE_FIELDS = (
     "id",
     "workflow_id",
@@ -86,83 +69,6 @@ def call_queryset(*, organization: Organization) -> QuerySet[Call]:
     return Call.objects.filter(organization=organization)
 
 
-def call_list(*, organization: Organization, filters: QueryDict) -> CallListing:
-    """The organization's calls under the list's query parameters (`CallFilter`: status,
-    workflow_id, user_id, started_after, started_before); a parameter that is not valid
-    raises ValidationError naming it."""
-    calls = call_queryset(organization=organization).only(*LIST_FIELDS).order_by(*NEWEST_FIRST)
-    filterset = CallFilter(filters, queryset=calls)
-    if not filterset.is_valid():
-        raise translate_validation(filterset.errors)
-    return CallListing(
-        organization=organization, calls=filterset.qs, filters=filterset.form.cleaned_data
-    )
-
-
-@dataclass
-class CallListing:
-    """The organization's calls under validated list filters (`calls` is the filtered
-    queryset, `filters` the filter form's cleaned data): the exact total, then pages."""
-
-    organization: Organization
-    calls: QuerySet[Call]
-    filters: Mapping[str, object]
-    _total: int | None = field(default=None, init=False)
-    _filtered: tuple[str, tuple] | None = field(default=None, init=False)
-
-    def _filtered_sql(self) -> tuple[str, tuple]:
-        """The filtered calls' `id, created_at` as SQL and parameters, compiled by the ORM
-        once for both the count and the page (compiling a query costs about what
-        running these ones does, bench/README.md)."""
-        if self._filtered is None:
-            query = self.calls.order_by().values("id", "created_at").query
-            self._filtered = query.sql_with_params()
-        return self._filtered
-
-    def total(self) -> int:
-        """Unfiltered or filtered by status alone (the lists matching the most calls),
-        PostgreSQL's per-status counters answer from a few rows; any other filter
-        narrows enough for `count(*)` over its composite index (bench/README.md)."""
-        given = {name for name, value in self.filters.items() if value not in (None, "", [])}
-        if connection.vendor == "postgresql" and given <= {"status"}:
-            counts = CallCount.objects.filter(organization=self.organization)
-            if self.filters.get("status"):
-                counts = counts.filter(status__in=set(self.filters["status"]))
-            self._total = counts.aggregate(total=Sum("count"))["total"] or 0
-        elif _raw_rows_possible():
-            sql, params = self._filtered_sql()
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT count(*) FROM ({sql}) AS filtered", params)
-                self._total = cursor.fetchone()[0]
-        else:
-            self._total = self.calls.count()
-        return self._total
-
-    def page(self, offset: int, limit: int) -> list[dict]:
-        """Calls `offset`..`offset + limit` newest first, as `LIST_FIELDS` rows.
-
-        The page's ids are found first, from an index alone (every list index holds the
-        ordering columns and the id), then only those rows are read: a deep page skips
-        index entries, not table rows.
-        """
-        if not _raw_rows_possible():
-            ids = self.calls.order_by(*NEWEST_FIRST).values("pk")[offset : offset + limit]
-            return list(
-                Call.objects.filter(pk__in=ids).order_by(*NEWEST_FIRST).values(*LIST_FIELDS)
-            )
-        sql, params = self._filtered_sql()
-        # A started_* window comes with the created_at range it implies (CallFilter), so
-        # the newest-first indexes reach a window's first page directly, however old.
-        rows = _fetch_fast(
-            f"SELECT {_LIST_COLUMNS} FROM calls_call WHERE id IN ("
-            f"SELECT f.id FROM ({sql}) AS f"
-            " ORDER BY f.created_at DESC, f.id DESC LIMIT %s OFFSET %s"
-            ") ORDER BY created_at DESC, id DESC",
-            (*params, limit, offset),
-        )
-        return [_list_row(row) for row in rows]
-
-
 def active_calls(*, organization: Organization, limit: int) -> list[dict]:
     """Calls not yet ended, newest first, as `ACTIVE_FIELDS` rows (at most `limit`)."""
     return _active_calls_statement(connection.vendor, limit).rows(organization.pk)
@@ -181,15 +87,17 @@ def _active_calls_statement(vendor: str, limit: int) -> ValuesStatement:
     )
 
 
-def _raw_rows_possible() -> bool:
+def raw_rows_possible() -> bool:
     # The hand-assembled statements below are PostgreSQL's; SQLite keeps the ORM path.
     return connection.vendor == "postgresql"
 
 
-def _fetch_fast(sql: str, params: Sequence) -> list[tuple]:
+def fetch_fast(sql: str, params: Sequence) -> list[tuple]:
     """Rows of `sql` (PostgreSQL), timestamps read natively (`voicecalls.db`). jsonb
-    comes back as text, as Django reads it."""
-    with connection.cursor() as cursor:
+    comes back as text, as Django reads it. Bound on the server: a list's text is the
+    same for every request with the same filters, so PostgreSQL prepares it rather than
+    planning it again (planning was half of a one-call list's query, bench/README.md)."""
+    with bound_cursor() as cursor:
         timestamps_read_natively(cursor)
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -199,16 +107,16 @@ def call_transcript_rows(*, call: Call) -> list[tuple]:
     """The transcript as `TRANSCRIPT_COLUMNS` tuples, ordered by (timestamp, arrival order).
 
     A long call has thousands of lines: on PostgreSQL they are read with psycopg's C
-    timestamp loader (`_fetch_fast`); the tool calls' jsonb is parsed as JSONField does.
+    timestamp loader (`fetch_fast`); the tool calls' jsonb is parsed as JSONField does.
     """
     entries = (
         TranscriptEntry.objects.filter(call=call)
         .order_by("timestamp", "id")
         .values_list(*TRANSCRIPT_COLUMNS)
     )
-    if not _raw_rows_possible():
+    if not raw_rows_possible():
         return list(entries)
-    rows = _fetch_fast(*entries.query.sql_with_params())
+    rows = fetch_fast(*entries.query.sql_with_params())
     return [
         row if row[5] is None else (*row[:5], json.loads(row[5]), *row[6:])  # tool_call
         for row in rows

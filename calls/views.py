@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from accounts.models import Organization
 from analysis import services as analysis_services
+from calls import listing as call_listing
 from calls import representations, selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import MAX_KEY_LENGTH, idempotency_key, idempotent_call
@@ -163,7 +164,7 @@ class CallViewSet(viewsets.GenericViewSet):
         return Response(body, status=code)
 
     def list(self, request: Request) -> Response:
-        listing = selectors.call_list(
+        listing = call_listing.call_list(
             organization=request.user.organization, filters=request.query_params
         )
         page = self.paginator.paginate(request, count=listing.total, fetch=listing.page)

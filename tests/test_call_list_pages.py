@@ -8,6 +8,7 @@ import importlib
 
 import pytest
 from django.apps import apps as django_apps
+from django.db import connection
 from django.http import QueryDict
 from rest_framework.test import APIClient
 
@@ -112,3 +113,24 @@ def test_each_request_filters_with_its_own_copies_of_the_filters() -> None:
         assert first.filters[name] is not base and second.filters[name] is not first.filters[name]
         assert (first.filters[name].parent, second.filters[name].parent) == (first, second)
         assert getattr(base, "parent", None) is None
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_list_asked_again_with_other_values_is_prepared_not_planned_again(
+    api: APIClient, organization
+) -> None:
+    """The page and the count are the same statement for every request with the same
+    filters, so PostgreSQL prepares them (voicecalls/db.py) instead of planning each."""
+    for i in range(22):
+        CallFactory(organization=organization, user_id="many" if i < 21 else "one")
+
+    for _ in range(6):
+        # A full first page of "many" is counted; "one"'s first page is its own total.
+        assert api.get("/api/v1/calls", {"user_id": "many"}).json()["total"] == 21
+        assert api.get("/api/v1/calls", {"user_id": "one", "page_size": 5}).json()["total"] == 1
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any(s.startswith("SELECT count(*) FROM (SELECT") for s in prepared)
+    assert any(s.startswith('SELECT "id", "workflow_id"') and "LIMIT $" in s for s in prepared)

@@ -19,6 +19,7 @@ from rest_framework.renderers import JSONRenderer
 
 from billing.services import call_usage_record
 from calls import representations, selectors
+from calls.listing import call_list
 from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
 
@@ -95,7 +96,7 @@ def calls(organization) -> list[Call]:
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
 def test_list_items_are_what_the_schema_says(organization, calls, zone: str) -> None:
-    listing = selectors.call_list(organization=organization, filters=QueryDict())
+    listing = call_list(organization=organization, filters=QueryDict())
     with timezone.override(zone):
         items = representations.call_summaries(listing.page(0, 20))
 

@@ -201,7 +201,7 @@ class Call(models.Model):
             ),
             # A started_* window is a range of these, alone or with workflow_id; the
             # ordering columns ride along so the count and the page's ids come from the
-            # index alone (calls.selectors.CallListing). Key columns rather than INCLUDE,
+            # index alone (calls.listing.CallListing). Key columns rather than INCLUDE,
             # which SQLite lacks.
             models.Index(
                 fields=["organization", "started_at", "created_at", "id"],

@@ -1,0 +1,116 @@
+"""`calls.listing`: the list's filtered statement, compiled once per shape of filters
+with stand-ins, answers every request with that request's own values, exactly as the
+ORM's query of the same filters does."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+from urllib.parse import urlencode
+
+import pytest
+from django.http import QueryDict
+
+from analysis.models import AnalysisStatus, CallAnalysis
+from calls.listing import _filtered_statement, call_list
+from calls.models import CallStatus
+from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
+
+pytestmark = pytest.mark.django_db
+
+T = datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC)
+
+
+@pytest.fixture
+def calls(organization) -> dict:
+    """Two workflows, two users, calls started across two days; half analysed."""
+    workflows = [WorkflowFactory(organization=organization) for _ in range(2)]
+    made = []
+    for i, (workflow, user) in enumerate(itertools.product(workflows * 3, ["ann", "bob"])):
+        started = T + datetime.timedelta(hours=4 * i)
+        call = CallFactory(
+            organization=organization,
+            workflow=workflow,
+            user_id=user,
+            status=CallStatus.COMPLETED if i % 2 else CallStatus.FAILED,
+            end_reason="x",
+            created_at=started - datetime.timedelta(seconds=5),
+            started_at=started,
+            ended_at=started + datetime.timedelta(minutes=1),
+        )
+        if i % 3:
+            CallAnalysis.objects.create(
+                call=call, status=AnalysisStatus.COMPLETED, success=bool(i % 2)
+            )
+        made.append(call)
+    # Another organization's calls match every filter but never its lists.
+    other = OrganizationFactory()
+    CallFactory(organization=other, user_id="ann", started_at=T, created_at=T, completed=True)
+    return {"workflows": workflows, "calls": made}
+
+
+def _ids(query: dict, organization) -> tuple[list[str], int]:
+    listing = call_list(organization=organization, filters=QueryDict(urlencode(query)))
+    return [str(row["id"]) for row in listing.page(0, 100)], listing.total()
+
+
+def _orm_ids(query: dict, organization) -> tuple[list[str], int]:
+    listing = call_list(organization=organization, filters=QueryDict(urlencode(query)))
+    ordered = listing.calls().order_by("-created_at", "-id")
+    return [str(pk) for pk in ordered.values_list("pk", flat=True)], ordered.count()
+
+
+def _queries(workflows) -> list[dict]:
+    day = datetime.timedelta(days=1)
+    return [
+        {},
+        {"user_id": "ann"},
+        {"user_id": "bob"},
+        {"workflow_id": str(workflows[0].pk), "user_id": "bob"},
+        {"workflow_id": str(workflows[1].pk), "user_id": "ann"},
+        {"status": "completed", "user_id": "ann"},
+        {"status": "failed,completed", "workflow_id": str(workflows[1].pk)},
+        {"started_after": T.isoformat(), "started_before": (T + day).isoformat()},
+        {"started_after": (T + day / 2).isoformat(), "started_before": (T + 2 * day).isoformat()},
+        {"started_after": (T + day).isoformat(), "user_id": "bob"},
+        {"started_before": (T + day / 3).isoformat()},
+        {"success": "true", "user_id": "ann"},
+        {"success": "false", "workflow_id": str(workflows[0].pk)},
+        {"analysis_status": "completed", "started_after": T.isoformat()},
+    ]
+
+
+@pytest.mark.postgres
+def test_every_request_of_a_shape_gets_its_own_values_answered_as_the_orm_answers(
+    organization, calls
+) -> None:
+    _filtered_statement.cache_clear()
+    for query in _queries(calls["workflows"]) * 2:  # the second time from the cache
+        assert _ids(query, organization) == _orm_ids(query, organization), query
+    assert _filtered_statement.cache_info().hits > 0
+
+
+@pytest.mark.postgres
+def test_a_shape_compiled_for_one_organization_answers_another_with_its_own_calls(
+    organization, calls
+) -> None:
+    other = OrganizationFactory()
+    theirs = CallFactory(organization=other, user_id="ann", completed=True)
+
+    assert len(_ids({"user_id": "ann"}, organization)[0]) == 6
+    assert _ids({"user_id": "ann"}, other) == ([str(theirs.id)], 1)
+
+
+@pytest.mark.postgres
+def test_a_statement_names_every_value_its_stand_ins_stood_for() -> None:
+    statement = _filtered_statement(
+        (("status", ("completed",)), ("user_id", None), ("started_after", None))
+    )
+
+    assert sorted({name for name, _ in statement.slots if name}) == [
+        "created_at__gte",
+        "organization",
+        "started_after",
+        "user_id",
+    ]
+    assert [constant for name, constant in statement.slots if not name] == ["completed"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
 from accounts.models import Organization
@@ -92,15 +93,22 @@ def raw_rows_possible() -> bool:
     return connection.vendor == "postgresql"
 
 
-def fetch_fast(sql: str, params: Sequence) -> list[tuple]:
+def fetch_fast(sql: str, params: Sequence, *, prepared: bool = True) -> list[tuple]:
     """Rows of `sql` (PostgreSQL), timestamps read natively (`voicecalls.db`). jsonb
-    comes back as text, as Django reads it. Bound on the server: a list's text is the
-    same for every request with the same filters, so PostgreSQL prepares it rather than
-    planning it again (planning was half of a one-call list's query, bench/README.md)."""
-    with bound_cursor() as cursor:
+    comes back as text, as Django reads it. `prepared`: bound on the server, so that a
+    statement whose text is the same for every request is prepared rather than planned
+    again (planning was half of a one-call list's query, bench/README.md); otherwise
+    planned for its own values (`planned_cursor`)."""
+    with bound_cursor() if prepared else planned_cursor() as cursor:
         timestamps_read_natively(cursor)
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def planned_cursor() -> CursorWrapper:
+    """Django's own cursor, binding values into the text on the client: PostgreSQL plans
+    each statement for its values, never reusing a generic plan."""
+    return connection.cursor()
 
 
 def call_transcript_rows(*, call: Call) -> list[tuple]:

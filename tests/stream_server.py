@@ -64,8 +64,9 @@ def asgi_server() -> Iterator[str]:
 
 
 def retry_locked(function: Callable[[], T]) -> T:
-    """Run a write of the test's own thread, again while the in-memory SQLite database
-    is locked by a server thread's write (shared cache: no busy wait)."""
+    """Run a query of the test's own thread (a write, or a read of a table the server
+    writes), again while the in-memory SQLite database is locked by a server thread's
+    write (shared cache: table locks, no busy wait)."""
     for attempt in range(20):
         try:
             return function()

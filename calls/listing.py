@@ -34,6 +34,7 @@ from calls.selectors import (
     raw_rows_possible,
 )
 from voicecalls.db import bound_cursor
+from voicecalls.rows import StandInStatement
 
 _LIST_COLUMNS = ", ".join(f'"{Call._meta.get_field(name).column}"' for name in LIST_FIELDS)
 _AGENT_HISTORY = LIST_FIELDS.index("agent_history")
@@ -164,31 +165,14 @@ def _free_values(organization_id: uuid.UUID, given: Mapping[str, object]) -> dic
     return values
 
 
-@dataclass(frozen=True)
-class _FilteredStatement:
-    sql: str
-    # Per parameter: the name of its per-request value, or None and the shape's constant.
-    slots: tuple[tuple[str | None, object], ...]
-
-    def params(self, values: Mapping[str, object]) -> list:
-        return [values[name] if name else constant for name, constant in self.slots]
-
-
 @functools.lru_cache(maxsize=256)
-def _filtered_statement(shape: tuple) -> _FilteredStatement:
+def _filtered_statement(shape: tuple) -> StandInStatement:
     """The shape's filtered query compiled with stand-ins; each parameter equal to a
-    stand-in (or to a bound it implies) becomes that value's slot."""
+    stand-in (or to a creation bound it implies) becomes that value's slot (created_at__lt
+    is started_before itself)."""
     given = {name: _STAND_INS[name] if name in _STAND_INS else value for name, value in shape}
     calls = CallFilter().queryset_filtered(
         call_queryset(organization=Organization(pk=_STAND_INS["organization"])), given
     )
     sql, params = calls.order_by().values("id", "created_at").query.sql_with_params()
-    stand_ins = _free_values(_STAND_INS["organization"], given)
-    slots = []
-    for param in params:
-        # created_at__lt is started_before itself: either name gives the same value.
-        name = next((name for name, value in stand_ins.items() if value == param), None)
-        slots.append((name, None) if name else (None, param))
-    if missing := [name for name, value in stand_ins.items() if value not in params]:
-        raise ValueError(f"{missing} not among the parameters of {sql}")
-    return _FilteredStatement(sql=sql, slots=tuple(slots))
+    return StandInStatement.compiled(sql, params, _free_values(_STAND_INS["organization"], given))

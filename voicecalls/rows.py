@@ -10,7 +10,8 @@ so what comes back is what the ORM would return.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from django.db import connection, models
 from django.db.models.expressions import Col
@@ -51,6 +52,35 @@ def _row_readers(
     return [field.attname for field in model._meta.concrete_fields], readers
 
 
+@dataclass(frozen=True)
+class StandInStatement:
+    """SQL the ORM compiled once with stand-in values, run per request with real ones:
+    per parameter, the name of the value that takes its place, or None and the
+    parameter itself (a constant of the statement)."""
+
+    sql: str
+    slots: tuple[tuple[str | None, object], ...]
+
+    @classmethod
+    def compiled(
+        cls, sql: str, params: Sequence, stand_ins: Mapping[str, object]
+    ) -> StandInStatement:
+        """`sql` and its `params` as compiled with `stand_ins` (name: value as compared
+        in the parameters); every stand-in must be among them. Stand-ins equal to each
+        other stand for the same value, so the first name serves."""
+        slots = []
+        for param in params:
+            name = next((name for name, value in stand_ins.items() if value == param), None)
+            slots.append((name, None) if name else (None, param))
+        if missing := [name for name, value in stand_ins.items() if value not in params]:
+            raise ValueError(f"stand-ins {missing} are not among the parameters of {sql}")
+        return cls(sql=sql, slots=tuple(slots))
+
+    def params(self, values: Mapping[str, object]) -> list:
+        """The parameters with `values` (by name) in the stand-ins' places."""
+        return [values[name] if name else constant for name, constant in self.slots]
+
+
 class ValuesStatement:
     """A `values()` or `values_list()` queryset compiled once, then run per request with
     one of its parameters changed: the ORM builds and compiles a query on every call
@@ -63,14 +93,12 @@ class ValuesStatement:
 
     def __init__(self, queryset: models.QuerySet, *, field: models.Field, placeholder: object):
         compiler = queryset.query.get_compiler(connection=connection)
-        self.sql, params = compiler.as_sql()
-        self.params = list(params)
+        sql, params = compiler.as_sql()
         self.field = field
         prepared = self._prepared(placeholder)
-        slots = [i for i, param in enumerate(params) if param == prepared]
-        if len(slots) != 1:
-            raise ValueError(f"the placeholder is parameter {slots} of {self.sql}")
-        self.slot = slots[0]
+        if list(params).count(prepared) != 1:
+            raise ValueError(f"the placeholder is not once among the parameters of {sql}")
+        self.statement = StandInStatement.compiled(sql, params, {"value": prepared})
         query = queryset.query
         self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
         columns = [column for column, _, _ in compiler.select]
@@ -85,11 +113,10 @@ class ValuesStatement:
 
     def tuples(self, value: object) -> list[tuple]:
         """The rows for `value`, as `values_list()` answers them."""
-        params = self.params.copy()
-        params[self.slot] = self._prepared(value)
+        params = self.statement.params({"value": self._prepared(value)})
         with bound_cursor() as cursor:
             timestamps_read_natively(cursor)
-            cursor.execute(self.sql, params)
+            cursor.execute(self.statement.sql, params)
             rows = cursor.fetchall()
         if not self.converters:
             return rows

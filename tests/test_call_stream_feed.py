@@ -17,9 +17,9 @@ from calls.agent_events import agent_events_record
 from calls.agent_events_api import AgentEventsBatchSerializer
 from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
-from streams.feed import channel_name
+from streams.feed import FeedEvent, call_events_append, channel_name
 from streams.hub import _listen_params
-from streams.models import CallEvent
+from streams.models import CallEvent, CallEventType
 from tests.factories import CallFactory
 from tests.stream_server import asgi_server
 from tests.test_agent_events_api import handoff, transcript
@@ -71,6 +71,23 @@ def test_transcript_content_is_never_copied_into_the_feed(call):
     [(ref_id, data)] = CallEvent.objects.filter(call=call).values_list("ref_id", "data")
     assert data is None
     assert call.transcript.get().pk == ref_id
+
+
+def test_an_event_for_a_call_that_does_not_exist_is_not_stored(workflow):
+    """The feed's rows have no foreign key in the database: the statement that numbers
+    them moves the call's counter, and numbers nothing when there is no such call."""
+    missing = CallFactory.build(organization=workflow.organization, workflow=workflow)
+    with transaction.atomic():
+        call_transition(call_id=missing.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+        call_events_append(call_id=missing.pk, events=[FeedEvent(CallEventType.STATUS, data={})])
+    assert not CallEvent.objects.filter(call_id=missing.pk).exists()
+
+
+def test_deleting_a_call_deletes_its_events(call):
+    recorded(call, transcript(0), handoff("greeter-agent", "meal-agent"))
+    assert CallEvent.objects.filter(call=call).count() == 2
+    call.delete()
+    assert not CallEvent.objects.filter(call_id=call.pk).exists()
 
 
 @pytest.mark.postgres

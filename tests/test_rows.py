@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from calls.models import NOT_ENDED_STATUSES, Call, MetricSample
-from calls.selectors import ACTIVE_FIELDS, NEWEST_FIRST, active_calls
+from calls.selectors import ACTIVE_FIELDS, NEWEST_FIRST, _active_calls_statement, active_calls
 from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
 from voicecalls.rows import ValuesStatement
 
@@ -112,3 +113,26 @@ def test_a_values_list_statement_reads_tuples_as_the_orm_json_included() -> None
         assert [type(v) for row in statement.tuples(call.pk) for v in row] == [
             type(v) for row in expected for v in row
         ]
+
+
+@pytest.mark.postgres
+def test_the_open_calls_statement_names_its_statuses_so_a_generic_plan_uses_their_index():
+    """Prepared after five runs, the statement is planned once for any organization: with
+    the statuses as parameters that plan could not use the partial index of open calls,
+    and read an organization's every call (0.8 s at a million calls)."""
+    statement = _active_calls_statement("postgresql", 50).statement
+    assert statement.slots == (("value", None),)
+    assert all(f"'{status}'" in statement.sql for status in NOT_ENDED_STATUSES)
+
+    text = statement.sql.replace("%s", "$1").replace("%%", "%")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"PREPARE open_calls_probe(uuid) AS {text}")
+        try:
+            cursor.execute(f"EXPLAIN EXECUTE open_calls_probe('{uuid.uuid4()}')")
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE open_calls_probe")
+
+    assert "call_not_ended" in plan, plan

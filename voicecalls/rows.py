@@ -10,6 +10,7 @@ so what comes back is what the ORM would return.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,11 +53,23 @@ def _row_readers(
     return [field.attname for field in model._meta.concrete_fields], readers
 
 
+# A parameter's place in compiled SQL (`%%` is a literal percent sign).
+_PLACE = re.compile(r"%%|%s")
+# Constants written into PostgreSQL's text as literals, quoted by psycopg (choices
+# such as CallStatus are str; bool is an int).
+_LITERAL_TYPES = (str, int)
+
+
 @dataclass(frozen=True)
 class StandInStatement:
     """SQL the ORM compiled once with stand-in values, run per request with real ones:
     per parameter, the name of the value that takes its place, or None and the
-    parameter itself (a constant of the statement)."""
+    parameter itself (a constant of the statement).
+
+    On PostgreSQL the constants (statuses, flags) are written into the text instead:
+    these statements are prepared, and a generic plan does not know a parameter's
+    value, so a partial index on `status IN (...)` could not serve it (the open calls
+    walked an organization's whole history at a million calls, bench/README.md)."""
 
     sql: str
     slots: tuple[tuple[str | None, object], ...]
@@ -68,12 +81,25 @@ class StandInStatement:
         """`sql` and its `params` as compiled with `stand_ins` (name: value as compared
         in the parameters); every stand-in must be among them. Stand-ins equal to each
         other stand for the same value, so the first name serves."""
-        slots = []
-        for param in params:
-            name = next((name for name, value in stand_ins.items() if value == param), None)
-            slots.append((name, None) if name else (None, param))
         if missing := [name for name, value in stand_ins.items() if value not in params]:
             raise ValueError(f"stand-ins {missing} are not among the parameters of {sql}")
+        inline = connection.vendor == "postgresql"
+        remaining = iter(params)
+        slots = []
+
+        def place(match: re.Match) -> str:
+            if match.group() == "%%":
+                return "%%"
+            param = next(remaining)
+            name = next((name for name, value in stand_ins.items() if value == param), None)
+            if name is None and inline and isinstance(param, _LITERAL_TYPES):
+                return connection.ops.compose_sql("%s", [param]).replace("%", "%%")
+            slots.append((name, None) if name else (None, param))
+            return "%s"
+
+        sql = _PLACE.sub(place, sql)
+        if next(remaining, _PLACE) is not _PLACE:
+            raise ValueError(f"more parameters than places in {sql}")
         return cls(sql=sql, slots=tuple(slots))
 
     def params(self, values: Mapping[str, object]) -> list:

@@ -21,7 +21,7 @@ from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import call_room_close_later
 from calls.sql import insert_instance
 from telephony.models import PhoneNumber, PhoneNumberStatus
-from workflows.selectors import workflow_call_target
+from workflows.selectors import CallTarget, workflow_call_target
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,18 @@ def inbound_call_get_or_create(
         if organization is not None and existing.organization_id != organization.pk:
             return None
         return existing
+    answered = _answering_number(caller=caller, organization=organization)
+    if answered is None:
+        return None
+    number, target = answered
+    return _inbound_call_insert(call=_inbound_call(caller=caller, number=number, target=target))
+
+
+def _answering_number(
+    *, caller: InboundCaller, organization: Organization | None
+) -> tuple[PhoneNumber, CallTarget] | None:
+    """The verified number the caller dialed and its workflow's current version; None,
+    logged, when there is no such number or its workflow is deleted."""
     number = inbound_number_for(caller=caller, organization=organization)
     if number is None:
         logger.warning(
@@ -124,10 +136,13 @@ def inbound_call_get_or_create(
             number.number,
         )
         return None
-    organization = number.organization
-    now = timezone.now()
-    call = Call(
-        organization=organization,
+    return number, target
+
+
+def _inbound_call(*, caller: InboundCaller, number: PhoneNumber, target: CallTarget) -> Call:
+    """The unsaved call of `caller`, who dialed `number`."""
+    return Call(
+        organization=number.organization,
         workflow_id=target.workflow_id,
         workflow_version_id=target.version_id,
         workflow_slug=target.workflow_slug,
@@ -144,8 +159,14 @@ def inbound_call_get_or_create(
         status=CallStatus.CONNECTING,
         connect_timeout_seconds=target.connect_timeout_seconds,
         max_duration_seconds=target.max_duration_seconds,
-        created_at=now,
+        created_at=timezone.now(),
     )
+
+
+def _inbound_call_insert(*, call: Call) -> Call:
+    """Insert `call` and start it, or fail it over the concurrency limit; the room's
+    call already there when another way in inserted first."""
+    organization = call.organization
     with transaction.atomic():
         # Whichever way in inserts second waits on the unique room name, then finds the
         # first's call. The call and the counter rows it moves into come before the
@@ -154,27 +175,24 @@ def inbound_call_get_or_create(
             with transaction.atomic():
                 insert_instance(call)
         except IntegrityError:
-            existing = Call.objects.filter(room_name=caller.room_name).first()
+            existing = Call.objects.filter(room_name=call.room_name).first()
             if existing is None:
                 raise
             return existing
         call_counts_lock(organization=organization, statuses=[CallStatus.ACTIVE, CallStatus.FAILED])
         try:
             open_call_reserve(organization=organization)
-            over_limit = False
         except ConcurrencyLimitReached:
             # Counted anyway: ending it below releases its place.
             Organization.objects.filter(pk=organization.pk).update(open_calls=F("open_calls") + 1)
-            over_limit = True
-        if over_limit:
             call_transition(
                 call_id=call.pk,
                 to_status=CallStatus.FAILED,
                 end_reason=EndReason.CONCURRENCY_LIMIT,
-                at=now,
+                at=call.created_at,
             )
             call_room_close_later(call_id=call.pk, after_seconds=BUSY_ANSWER_SECONDS)
         else:
-            call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
+            call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=call.created_at)
     call.refresh_from_db()
     return call

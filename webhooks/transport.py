@@ -124,21 +124,10 @@ def post(
         raise BlockedTarget(f"refused: {problem}")
     parts = urlsplit(url)
     host = parts.hostname.rstrip(".")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = _resolve(host, port, allow_private=allow_private)[0]
-
-    pool_kwargs: dict[str, object] = {
-        "timeout": urllib3.Timeout(total=timeout),
-        "retries": False,
-        "maxsize": 1,
-    }
-    if parts.scheme == "https":
-        pool_kwargs.update(cert_reqs="CERT_REQUIRED", server_hostname=host, assert_hostname=host)
-        pool_class = urllib3.HTTPSConnectionPool
-    else:
-        pool_class = urllib3.HTTPConnectionPool
-    netloc_host = f"[{host}]" if ":" in host else host
     default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port
+    address = _resolve(host, port, allow_private=allow_private)[0]
+    netloc_host = f"[{host}]" if ":" in host else host
     request_headers = {
         **headers,
         "Host": netloc_host if port == default_port else f"{netloc_host}:{port}",
@@ -148,19 +137,55 @@ def post(
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-
+    pool = _pool(parts.scheme, address, port, host=host, timeout=timeout)
     started = time.monotonic()
+    try:
+        status_code, excerpt, retry_after = _send(pool, path, body, request_headers)
+    except DeliveryError as exc:
+        exc.duration_ms = int((time.monotonic() - started) * 1000)
+        raise
+    finally:
+        pool.close()
+    return Answer(
+        status_code=status_code,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        excerpt=excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS],
+        retry_after_seconds=_retry_after(retry_after),
+    )
 
-    def elapsed_ms() -> int:
-        return int((time.monotonic() - started) * 1000)
 
-    pool = pool_class(address, port, **pool_kwargs)
+def _pool(
+    scheme: str, address: str, port: int, *, host: str, timeout: float
+) -> urllib3.HTTPConnectionPool:
+    """A one-connection pool to the checked `address`; TLS verified against `host`."""
+    kwargs: dict[str, object] = {
+        "timeout": urllib3.Timeout(total=timeout),
+        "retries": False,
+        "maxsize": 1,
+    }
+    if scheme != "https":
+        return urllib3.HTTPConnectionPool(address, port, **kwargs)
+    return urllib3.HTTPSConnectionPool(
+        address,
+        port,
+        cert_reqs="CERT_REQUIRED",
+        server_hostname=host,
+        assert_hostname=host,
+        **kwargs,
+    )
+
+
+def _send(
+    pool: urllib3.HTTPConnectionPool, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes, str | None]:
+    """The answer's status, the start of its body and its Retry-After; DeliveryError
+    (its duration set by the caller) when there is no answer."""
     try:
         response = pool.urlopen(
             "POST",
             path,
             body=body,
-            headers=request_headers,
+            headers=headers,
             redirect=False,
             assert_same_host=False,
             preload_content=False,
@@ -171,20 +196,10 @@ def post(
             response.release_conn()
     except urllib3.exceptions.NewConnectionError as exc:
         # A subclass of ConnectTimeoutError in urllib3 2, but a refusal, not a timeout.
-        raise DeliveryError(
-            f"connection failed: {exc.__context__ or exc}"[:300], duration_ms=elapsed_ms()
-        ) from exc
+        raise DeliveryError(f"connection failed: {exc.__context__ or exc}"[:300]) from exc
     except urllib3.exceptions.TimeoutError as exc:
-        raise DeliveryError(f"timeout after {timeout:g} s", duration_ms=elapsed_ms()) from exc
+        timeout = pool.timeout.total
+        raise DeliveryError(f"timeout after {timeout:g} s") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise DeliveryError(
-            f"connection error: {type(exc).__name__}: {exc}"[:300], duration_ms=elapsed_ms()
-        ) from exc
-    finally:
-        pool.close()
-    return Answer(
-        status_code=response.status,
-        duration_ms=elapsed_ms(),
-        excerpt=excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS],
-        retry_after_seconds=_retry_after(response.headers.get("Retry-After")),
-    )
+        raise DeliveryError(f"connection error: {type(exc).__name__}: {exc}"[:300]) from exc
+    return response.status, excerpt, response.headers.get("Retry-After")

@@ -3,6 +3,7 @@ whose end LiveKit's webhooks never told us."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import uuid
@@ -64,52 +65,14 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     _dial_timeouts(now=now, result=result)
     # Calls not yet ended are few (a partial index serves this scan).
     open_calls = Call.objects.filter(status__in=NOT_ENDED_STATUSES).values_list(
-        "id",
-        "status",
-        "created_at",
-        "started_at",
-        "last_event_at",
-        "connect_timeout_seconds",
-        "max_duration_seconds",
-        "room_name",
-        "participant_identity",
+        *(field.name for field in dataclasses.fields(_OpenCall))
     )
     silent: list[SilentCall] = []
-    silence = datetime.timedelta(seconds=settings.CALL_RECONCILE_AFTER_SECONDS)
-    for (
-        call_id,
-        status,
-        created_at,
-        started_at,
-        last_event_at,
-        connect,
-        max_duration,
-        room_name,
-        participant_identity,
-    ) in list(open_calls):
-        if status != CallStatus.ACTIVE:
-            if now - created_at >= datetime.timedelta(seconds=connect) and call_transition(
-                call_id=call_id,
-                to_status=CallStatus.TIMEOUT,
-                end_reason=EndReason.CONNECT_TIMEOUT,
-                at=now,
-                only_from={CallStatus.PENDING, CallStatus.CONNECTING},
-            ):
-                result.connect_timeouts += 1
-                _room_close(call_id=call_id, room_name=room_name, result=result)
-        elif started_at and now - started_at >= datetime.timedelta(seconds=max_duration):
-            if call_transition(
-                call_id=call_id,
-                to_status=CallStatus.TIMEOUT,
-                end_reason=EndReason.MAX_DURATION,
-                at=now,
-                only_from={CallStatus.ACTIVE},
-            ):
-                result.max_durations += 1
-                _room_close(call_id=call_id, room_name=room_name, result=result)
-        elif now - (last_event_at or started_at or created_at) >= silence:
-            user = participant_identity or f"{USER_IDENTITY_PREFIX}{call_id}"
-            silent.append(SilentCall(call_id, room_name, user))
+    for row in list(open_calls):
+        call = _OpenCall(*row)
+        if not _open_call_expire(call=call, now=now, result=result) and call.is_silent(now):
+            user = call.participant_identity or f"{USER_IDENTITY_PREFIX}{call.id}"
+            silent.append(SilentCall(call.id, call.room_name, user))
     if silent:
         _calls_reconcile(calls=silent, now=now, result=result)
     # After the ends above, which released their places: a counter that still differs
@@ -119,6 +82,66 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         received_at__lt=now - WEBHOOK_DEDUP_WINDOW
     ).delete()
     return result
+
+
+@dataclass(frozen=True)
+class _OpenCall:
+    """What expiry reads of a call not yet ended (fields named as the model's)."""
+
+    id: uuid.UUID
+    status: str
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    last_event_at: datetime.datetime | None
+    connect_timeout_seconds: int
+    max_duration_seconds: int
+    room_name: str
+    participant_identity: str | None
+
+    def is_silent(self, now: datetime.datetime) -> bool:
+        """Active, and nothing heard of it for `CALL_RECONCILE_AFTER_SECONDS`."""
+        heard = self.last_event_at or self.started_at or self.created_at
+        silence = datetime.timedelta(seconds=settings.CALL_RECONCILE_AFTER_SECONDS)
+        return self.status == CallStatus.ACTIVE and now - heard >= silence
+
+
+def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: ExpireResult) -> bool:
+    """Time `call` out if it never started within its connect timeout or has run past
+    its maximum duration; whether either limit was reached."""
+    if call.status != CallStatus.ACTIVE:
+        if now - call.created_at < datetime.timedelta(seconds=call.connect_timeout_seconds):
+            return False
+        not_started = {CallStatus.PENDING, CallStatus.CONNECTING}
+        if _call_time_out(call, EndReason.CONNECT_TIMEOUT, not_started, now=now, result=result):
+            result.connect_timeouts += 1
+        return True
+    max_duration = datetime.timedelta(seconds=call.max_duration_seconds)
+    if not call.started_at or now - call.started_at < max_duration:
+        return False
+    if _call_time_out(call, EndReason.MAX_DURATION, {CallStatus.ACTIVE}, now=now, result=result):
+        result.max_durations += 1
+    return True
+
+
+def _call_time_out(
+    call: _OpenCall,
+    reason: str,
+    only_from: set[str],
+    *,
+    now: datetime.datetime,
+    result: ExpireResult,
+) -> bool:
+    """Move `call` to `timeout` (unless another run ended it) and close its room."""
+    ended = call_transition(
+        call_id=call.id,
+        to_status=CallStatus.TIMEOUT,
+        end_reason=reason,
+        at=now,
+        only_from=only_from,
+    )
+    if ended:
+        _room_close(call_id=call.id, room_name=call.room_name, result=result)
+    return ended
 
 
 def _dial_timeouts(*, now: datetime.datetime, result: ExpireResult) -> None:

@@ -78,49 +78,8 @@ class Command(BaseCommand):
         else:
             self._webhook(call.room_name, "participant_joined", identity=user)
             self._webhook(call.room_name, "participant_joined", identity=agent, kind="AGENT")
-        self._events(
-            call,
-            [
-                _line("system", "Call started", "greeter-agent"),
-                _line("assistant", "Hello! How are you today?", "greeter-agent"),
-                _line("user", "I'm doing well, thanks!", "greeter-agent"),
-                _metrics(stt=118, llm=265, tts=82, e2e=690, tokens=420, agent="greeter-agent"),
-            ],
-        )
-        self._events(
-            call,
-            [
-                _handoff("greeter-agent", "meal-agent"),
-                _line("assistant", "Great! What did you have for breakfast?", "meal-agent"),
-                _line("user", "Oatmeal with blueberries.", "meal-agent"),
-                _line(
-                    "assistant",
-                    "Lovely, I'll note that down.",
-                    "meal-agent",
-                    tool_call={
-                        "name": "save_meal",
-                        "arguments": {
-                            "meal_type": "breakfast",
-                            "description": "oatmeal with blueberries",
-                        },
-                    },
-                ),
-                _line("tool", '{"saved": true}', "meal-agent"),
-                _metrics(stt=124, llm=301, tts=88, e2e=742, tokens=610, agent="meal-agent"),
-            ],
-        )
-        self._events(
-            call,
-            [
-                _handoff("meal-agent", "feedback-agent"),
-                _line("assistant", "How was today's call, from 1 to 5?", "feedback-agent"),
-                _line("user", "A five, thank you!", "feedback-agent"),
-                _line("assistant", "Thank you, talk tomorrow. Goodbye!", "feedback-agent"),
-                _metrics(stt=119, llm=274, tts=85, e2e=701, tokens=470, agent="feedback-agent"),
-                # The agent's usage so far, per provider and model (cumulative).
-                _usage(audio_seconds=41.5, prompt=1280, cached=512, completion=220, characters=214),
-            ],
-        )
+        for batch in _conversation():
+            self._events(call, batch)
         self._webhook(call.room_name, "participant_left", identity=user, reason="CLIENT_INITIATED")
         self._room_closes(call, agent)
         self._report(call)
@@ -300,6 +259,47 @@ class Command(BaseCommand):
     def _pause(self) -> None:
         if self.pace:
             time.sleep(self.pace)
+
+
+def _conversation() -> list[list[dict]]:
+    """The demo workflow's three agents in turn, as the agent worker would flush them:
+    each stage's lines, its metrics, and at the end the usage so far."""
+    return [
+        [
+            _line("system", "Call started", "greeter-agent"),
+            _line("assistant", "Hello! How are you today?", "greeter-agent"),
+            _line("user", "I'm doing well, thanks!", "greeter-agent"),
+            _metrics(stt=118, llm=265, tts=82, e2e=690, tokens=420, agent="greeter-agent"),
+        ],
+        [
+            _handoff("greeter-agent", "meal-agent"),
+            _line("assistant", "Great! What did you have for breakfast?", "meal-agent"),
+            _line("user", "Oatmeal with blueberries.", "meal-agent"),
+            _line(
+                "assistant",
+                "Lovely, I'll note that down.",
+                "meal-agent",
+                tool_call={
+                    "name": "save_meal",
+                    "arguments": {
+                        "meal_type": "breakfast",
+                        "description": "oatmeal with blueberries",
+                    },
+                },
+            ),
+            _line("tool", '{"saved": true}', "meal-agent"),
+            _metrics(stt=124, llm=301, tts=88, e2e=742, tokens=610, agent="meal-agent"),
+        ],
+        [
+            _handoff("meal-agent", "feedback-agent"),
+            _line("assistant", "How was today's call, from 1 to 5?", "feedback-agent"),
+            _line("user", "A five, thank you!", "feedback-agent"),
+            _line("assistant", "Thank you, talk tomorrow. Goodbye!", "feedback-agent"),
+            _metrics(stt=119, llm=274, tts=85, e2e=701, tokens=470, agent="feedback-agent"),
+            # The agent's usage so far, per provider and model (cumulative).
+            _usage(audio_seconds=41.5, prompt=1280, cached=512, completion=220, characters=214),
+        ],
+    ]
 
 
 def _line(role: str, content: str, agent: str, **extra: object) -> dict:

@@ -51,7 +51,7 @@ WITH counter AS (
     INSERT INTO streams_callevent (call_id, seq, type, ref_id, data, created_at)
     SELECT %s, counter.stream_seq - %s + e.ord, e.type, e.ref_id, e.data::jsonb, %s
     FROM counter,
-        unnest(%s::text[], %s::bigint[], %s::text[]) WITH ORDINALITY AS e(type, ref_id, data, ord)
+        unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY AS e(type, ref_id, data, ord)
     RETURNING seq
 )
 SELECT pg_notify(%s, last.seq::text)

@@ -139,25 +139,37 @@ def _insert_new_arrays(
     target: str,
 ) -> dict[uuid.UUID | str, int]:
     """PostgreSQL: one array per column, unnested in order, sent as binary parameters
-    of a server-side-bound statement.
+    of a server-side-bound statement; a column with one value in every row (the call,
+    the arrival time) is sent once instead.
 
     Django binds parameters client-side (psycopg's ClientCursor): each array would be
     spelled out as a quoted literal in the statement, escaped in Python element by
     element and parsed back by the server; bound as binary arrays it is neither
-    (bench/README.md). The statement's text does not
-    depend on the batch's size, so `voicecalls.db.bound_cursor` gets it prepared."""
+    (bench/README.md). The statement's text does not depend on the batch's size, so
+    `voicecalls.db.bound_cursor` gets it prepared."""
     quote = connection.ops.quote_name
-    names = [f"c{i}" for i in range(len(fields))]
-    arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)
-    params = [_db_values(field, [row[field.name] for row in rows]) for field in fields]
+    selected, arrays, names, scalars, columns = [], [], [], [], []
+    for i, field in enumerate(fields):
+        values = _db_values(field, [row[field.name] for row in rows])
+        db_type = field.db_type(connection)
+        # Never the unique column: one array is left to unnest, whatever the rows.
+        constant = field is not unique_field and values.count(values[0]) == len(values)
+        if len(values) > 1 and constant:
+            selected.append(f"%b::{db_type}")
+            scalars.append(values[0])
+        else:
+            selected.append(f"c{i}")
+            names.append(f"c{i}")
+            arrays.append(f"%b::{db_type}[]")
+            columns.append(values)
     with bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-            f"SELECT {', '.join(names)} FROM unnest({arrays}) WITH ORDINALITY "
+            f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) WITH ORDINALITY "
             f"AS u({', '.join(names)}, n) ORDER BY n "
             f"ON CONFLICT ({target}) DO NOTHING "
             f"RETURNING {quote(unique_field.column)}, {quote(meta.pk.column)}",
-            params,
+            scalars + columns,
         )
         return dict(cursor.fetchall())
 

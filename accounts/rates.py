@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from accounts.models import RateLimitState
+from voicecalls.db import bound_cursor
 
 _TABLE = RateLimitState._meta.db_table
 
@@ -42,7 +43,8 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
     interval = window / limit
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     params = {"key": key, "now": now, "interval": interval, "window": window}
-    with connection.cursor() as cursor:
+    # Bound on the server: the same text every request, so PostgreSQL keeps it prepared.
+    with bound_cursor() as cursor:
         cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)
         if cursor.fetchone() is not None:
             return RateDecision(allowed=True, retry_after=0)

@@ -63,6 +63,16 @@ def test_a_request_that_passes_costs_one_statement(db, django_assert_num_queries
 
 
 @pytest.mark.postgres
+def test_on_postgresql_its_statement_is_prepared_once_it_runs_often(db):
+    _hits("k", [1000.0 + 20 * i for i in range(10)])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any(s.lstrip().startswith("INSERT INTO accounts_ratelimitstate") for s in prepared)
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_pass_exactly_the_limit() -> None:
     barrier = threading.Barrier(10)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition, requested_end
@@ -61,18 +61,24 @@ class _NewEvents:
 
 
 @transaction.atomic
-def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
-    """Record a validated batch of agent events once each, all or nothing.
+def agent_events_record(
+    *, call_id: uuid.UUID, events: list[dict], calls: QuerySet[Call] | None = None
+) -> AgentEventsResult:
+    """Record a validated batch of agent events once each, all or nothing; raises
+    Call.DoesNotExist, storing nothing, when `call_id` is none of `calls` (the calls
+    the reporting key reaches; any call when None).
 
     The call row is locked first, so concurrent batches for one call run one after
-    the other (and cannot deadlock on each other's ids). Only the events stored now
-    move the call: a replayed batch changes nothing. Transcript, metrics and usage events are
-    accepted after the end (late flush).
+    the other (and cannot deadlock on each other's ids); finding and locking it are
+    one statement. Only the events stored now move the call: a replayed batch changes
+    nothing. Transcript, metrics and usage events are accepted after the end (late
+    flush).
     """
     now = timezone.now()
     status, hangup_requested_at, end_reason, erased_at, transcript_expired_at = (
-        Call.objects.select_for_update()
-        .filter(pk=call.pk)
+        (Call.objects if calls is None else calls)
+        .select_for_update()
+        .filter(pk=call_id)
         .values_list(
             "status", "hangup_requested_at", "end_reason", "erased_at", "transcript_expired_at"
         )
@@ -81,24 +87,24 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
     # Read under the lock the erasure and retention take too: a line arriving after
     # either is stored without its words, so nothing removed comes back.
     keep_content = erased_at is None and transcript_expired_at is None
-    new = _store(call_id=call.pk, events=events, now=now, keep_content=keep_content)
+    new = _store(call_id=call_id, events=events, now=now, keep_content=keep_content)
     # The agent reports the call started (or hands off, which it only does in a
     # conversation): start it first, so its handoffs append to [start agent].
     if status == CallStatus.CONNECTING and (
         new.handoffs or any(e["status"] == CallStatus.ACTIVE for e in new.statuses)
     ):
-        call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=now)
+        call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=now)
     if new.transcript or new.samples or new.handoffs:
         call_events_recorded.send(
             sender=Call,
-            call_id=call.pk,
+            call_id=call_id,
             lines=[(new.rows[e["id"]], e["timestamp"]) for e in new.transcript],
             samples=[(new.rows[e["id"]], e["timestamp"]) for e in new.samples],
             handoffs=new.handoffs,
         )
-    _aggregate(call_id=call.pk, new=new, now=now)
+    _aggregate(call_id=call_id, new=new, now=now)
     _apply_statuses(
-        call_id=call.pk,
+        call_id=call_id,
         statuses=new.statuses,
         requested=requested_end(hangup_requested_at, end_reason),
         now=now,
@@ -107,7 +113,7 @@ def agent_events_record(*, call: Call, events: list[dict]) -> AgentEventsResult:
         # Reports are cumulative: only the newest of the batch matters.
         newest = new.usage[-1]
         call_usage_reported.send(
-            sender=Call, call_id=call.pk, usage=newest["usage"], at=newest["timestamp"]
+            sender=Call, call_id=call_id, usage=newest["usage"], at=newest["timestamp"]
         )
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
 

@@ -10,17 +10,17 @@ import datetime
 import re
 import uuid
 
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls import selectors
 from calls.agent_events import agent_events_record
-from calls.models import LATENCY_COMPONENTS, AgentEventType, CallStatus, TranscriptRole
+from calls.models import LATENCY_COMPONENTS, AgentEventType, Call, CallStatus, TranscriptRole
 from calls.usage_items import MAX_USAGE_ITEMS, UsageItemField
 from voicecalls.auth import IsAgentKey
 from voicecalls.fields import BoundedJSONObjectField, JSONTypedSerializer
@@ -356,13 +356,16 @@ class AgentCallEventsView(APIView):
         request=AgentEventsBatchSerializer,
         responses={200: AgentEventsResultSerializer},
     )
-    def post(self, request: Request, call_id: str) -> Response:
-        queryset = selectors.agent_call_queryset(organization=request.user.organization)
-        call = get_object_or_404(queryset.only("id", "status"), pk=call_id)
+    def post(self, request: Request, call_id: uuid.UUID) -> Response:
         events = canonical_transcript_batch(request.data)
         if events is None:
             batch = AgentEventsBatchSerializer(data=request.data)
             batch.is_valid(raise_exception=True)
             events = batch.validated_data["events"]
-        result = agent_events_record(call=call, events=events)
+        # The call is found as it is locked: a batch is validated before it is known.
+        calls = selectors.agent_call_queryset(organization=request.user.organization)
+        try:
+            result = agent_events_record(call_id=call_id, events=events, calls=calls)
+        except Call.DoesNotExist:
+            raise NotFound from None
         return Response(AgentEventsResultSerializer(result).data)

@@ -389,7 +389,13 @@ def test_a_batch_of_500_is_accepted(agent_api, call):
 
 
 def test_an_unknown_call_is_404(agent_api, db):
-    assert agent_api.post(url(uuid.uuid4()), {"events": GOOD}).status_code == 404
+    response = agent_api.post(url(uuid.uuid4()), {"events": GOOD})
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [{"code": "not_found", "detail": "Not found.", "attr": None}],
+    }
     assert TranscriptEntry.objects.count() == 0
 
 
@@ -424,11 +430,12 @@ def test_queries_do_not_grow_with_the_batch(agent_api, call, size, django_assert
             lambda i: handoff("a", f"agent-{i}"),
         ][i % 3]
         events.append(maker(i))
-    # auth (2), call lookup, lock, three inserts (one skipped when there is nothing of
-    # its kind), the live stream's feed (streams.feed: one statement on PostgreSQL, an
-    # UPDATE and an INSERT on SQLite), the aggregate UPDATE, savepoint-free atomic block.
+    # auth (2), the call found and locked in one, three inserts (one skipped when there
+    # is nothing of its kind), the live stream's feed (streams.feed: one statement on
+    # PostgreSQL, an UPDATE and an INSERT on SQLite), the aggregate UPDATE,
+    # savepoint-free atomic block.
     feed = 1 if connection.vendor == "postgresql" else 2
-    expected = (9 if size >= 3 else 7) + feed
+    expected = (8 if size >= 3 else 6) + feed
     with django_assert_num_queries(expected):
         response = agent_api.post(url(call.pk), {"events": events})
     assert response.json()["accepted"] == size

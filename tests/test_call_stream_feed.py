@@ -35,7 +35,7 @@ def call(workflow):
 def recorded(call: Call, *events: dict) -> None:
     batch = AgentEventsBatchSerializer(data={"events": list(events)})
     batch.is_valid(raise_exception=True)
-    agent_events_record(call=call, events=batch.validated_data["events"])
+    agent_events_record(call_id=call.pk, events=batch.validated_data["events"])
 
 
 def numbered(call: Call) -> list[tuple[int, str]]:

@@ -95,7 +95,7 @@ def main(state_path: str) -> None:
         call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE)
     now = timezone.now()
     agent_events_record(
-        call=talked,
+        call_id=talked.pk,
         events=[
             {
                 "id": uuid.uuid4(),

@@ -253,7 +253,7 @@ class Command(BaseCommand):
             event["timestamp"] = timezone.now().isoformat()
         batch = AgentEventsBatchSerializer(data={"events": events})
         batch.is_valid(raise_exception=True)
-        agent_events_record(call=call, events=batch.validated_data["events"])
+        agent_events_record(call_id=call.pk, events=batch.validated_data["events"])
         self._pause()
 
     def _pause(self) -> None:

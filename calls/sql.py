@@ -182,6 +182,7 @@ _STORED_AS_IS: dict[type[models.Field], type] = {
     models.CharField: str,
     models.TextField: str,
     models.DateTimeField: datetime.datetime,
+    models.BooleanField: bool,
 }
 
 

@@ -145,8 +145,9 @@ def _insert_new_arrays(
     Django binds parameters client-side (psycopg's ClientCursor): each array would be
     spelled out as a quoted literal in the statement, escaped in Python element by
     element and parsed back by the server; bound as binary arrays it is neither
-    (bench/README.md). The statement's text does not depend on the batch's size, so
-    `voicecalls.db.bound_cursor` gets it prepared."""
+    (bench/README.md). The statement's text depends on which columns are constant,
+    never on the batch's size: a few texts per model, each prepared by
+    `voicecalls.db.bound_cursor`."""
     quote = connection.ops.quote_name
     selected, arrays, names, scalars, columns = [], [], [], [], []
     for i, field in enumerate(fields):

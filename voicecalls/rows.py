@@ -98,7 +98,7 @@ class StandInStatement:
             return "%s"
 
         sql = _PLACE.sub(place, sql)
-        if next(remaining, _PLACE) is not _PLACE:
+        if list(remaining):
             raise ValueError(f"more parameters than places in {sql}")
         return cls(sql=sql, slots=tuple(slots))
 

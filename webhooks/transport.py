@@ -139,16 +139,20 @@ def post(
         path = f"{path}?{parts.query}"
     pool = _pool(parts.scheme, address, port, host=host, timeout=timeout)
     started = time.monotonic()
+
+    def elapsed_ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
     try:
         status_code, excerpt, retry_after = _send(pool, path, body, request_headers)
     except DeliveryError as exc:
-        exc.duration_ms = int((time.monotonic() - started) * 1000)
+        exc.duration_ms = elapsed_ms()
         raise
     finally:
         pool.close()
     return Answer(
         status_code=status_code,
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=elapsed_ms(),
         excerpt=excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS],
         retry_after_seconds=_retry_after(retry_after),
     )

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import runpy
 import time
 import urllib.error
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.glogging import SafeAtoms
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer_client
 from voicecalls.logging import RedactSecretsFilter, RequestContextFilter, redact
+from voicecalls.redaction import RedactingLogger
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +229,56 @@ def wait_for(live, ready) -> str:
     while not ready(text := live.logs()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return text
+
+
+# What gunicorn hands its logger for one request: its response, request and WSGI environ.
+ACCESS_RESPONSE = SimpleNamespace(
+    status="201 Created",
+    sent=347,
+    headers=[("Content-Type", "application/json"), ("X-Request-ID", "3f2a9c")],
+)
+ACCESS_REQUEST = SimpleNamespace(
+    headers=[("USER-AGENT", "sdk/1.0"), ("AUTHORIZATION", "Bearer abcdefgh.secret")]
+)
+ACCESS_ENVIRON = {
+    "REMOTE_ADDR": "10.0.0.7",
+    "REQUEST_METHOD": "POST",
+    "RAW_URI": "/api/v1/calls?page=2",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "PATH_INFO": "/api/v1/calls",
+    "QUERY_STRING": "page=2",
+    "HTTP_USER_AGENT": "sdk/1.0",
+}
+
+
+def access_line(logger: GunicornLogger, atoms: dict) -> str:
+    return logger.cfg.access_log_format % SafeAtoms(atoms)
+
+
+def gunicorn_logger(access_log_format: str) -> RedactingLogger:
+    cfg = Config()
+    cfg.set("access_log_format", access_log_format)
+    return RedactingLogger(cfg)
+
+
+def test_our_access_format_gets_only_its_atoms_and_the_line_gunicorns_own_print() -> None:
+    logger = gunicorn_logger(runpy.run_path("gunicorn.conf.py")["access_log_format"])
+    took = datetime.timedelta(microseconds=12_345)
+    args = (ACCESS_RESPONSE, ACCESS_REQUEST, ACCESS_ENVIRON, took)
+
+    atoms = logger.atoms(*args)
+    line = access_line(logger, atoms)
+
+    assert set(atoms) == {"h", "r", "s", "b", "M", "{content-type}o", "{x-request-id}o"}
+
+    assert line == access_line(logger, GunicornLogger.atoms(logger, *args))
+    assert line == '10.0.0.7 "POST /api/v1/calls?page=2 HTTP/1.1" 201 347 12ms rid=3f2a9c'
+
+
+def test_a_format_printing_other_atoms_gets_gunicorns_own() -> None:
+    logger = gunicorn_logger('%(h)s "%(a)s" %(U)s %({user-agent}i)s %(s)s')
+    args = (ACCESS_RESPONSE, ACCESS_REQUEST, ACCESS_ENVIRON, datetime.timedelta(0))
+
+    line = access_line(logger, logger.atoms(*args))
+
+    assert line == '10.0.0.7 "sdk/1.0" /api/v1/calls sdk/1.0 201'

@@ -4,14 +4,16 @@ status), stored once each and applied to the call."""
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db import transaction
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     ERASED_CONTENT,
@@ -27,6 +29,7 @@ from calls.models import (
 from calls.services import call_room_close_later
 from calls.signals import call_events_recorded, call_usage_reported
 from calls.sql import JSONArrayAppend, insert_new, insert_new_ids
+from voicecalls.db import bound_cursor
 
 _DEFAULT_END_REASON = {
     CallStatus.COMPLETED: EndReason.AGENT_HANGUP,
@@ -62,27 +65,21 @@ class _NewEvents:
 
 @transaction.atomic
 def agent_events_record(
-    *, call_id: uuid.UUID, events: list[dict], calls: QuerySet[Call] | None = None
+    *, call_id: uuid.UUID, events: list[dict], organization: Organization | None = None
 ) -> AgentEventsResult:
     """Record a validated batch of agent events once each, all or nothing; raises
-    Call.DoesNotExist, storing nothing, when `call_id` is none of `calls` (the calls
-    the reporting key reaches; any call when None).
+    Call.DoesNotExist, storing nothing, when `call_id` is not a call of `organization`
+    (the reporting key's; any call when None).
 
     The call row is locked first, so concurrent batches for one call run one after
-    the other (and cannot deadlock on each other's ids); finding and locking it are
-    one statement. Only the events stored now move the call: a replayed batch changes
-    nothing. Transcript, metrics and usage events are accepted after the end (late
-    flush).
+    the other (and cannot deadlock on each other's ids); finding it, locking it and
+    noting the report's time are one statement. Only the events stored now move the
+    call otherwise: a replayed batch changes nothing else. Transcript, metrics and
+    usage events are accepted after the end (late flush).
     """
     now = timezone.now()
-    status, hangup_requested_at, end_reason, erased_at, transcript_expired_at = (
-        (Call.objects if calls is None else calls)
-        .select_for_update()
-        .filter(pk=call_id)
-        .values_list(
-            "status", "hangup_requested_at", "end_reason", "erased_at", "transcript_expired_at"
-        )
-        .get()
+    status, hangup_requested_at, end_reason, erased_at, transcript_expired_at = _call_touch(
+        call_id=call_id, organization=organization, now=now
     )
     # Read under the lock the erasure and retention take too: a line arriving after
     # either is stored without its words, so nothing removed comes back.
@@ -116,6 +113,52 @@ def agent_events_record(
             sender=Call, call_id=call_id, usage=newest["usage"], at=newest["timestamp"]
         )
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
+
+
+def _call_touch(
+    *, call_id: uuid.UUID, organization: Organization | None, now: datetime.datetime
+) -> tuple:
+    """Lock the call (of `organization`, unless None) and set its `last_event_at`, in
+    one plain statement, prepared on PostgreSQL (it runs on every batch; the ORM's
+    lock and update were two, compiled each time); its status, hangup request, end
+    reason, erasure and transcript expiry. Raises Call.DoesNotExist."""
+    pk = Call._meta.pk
+    params = [
+        Call._meta.get_field("last_event_at").get_db_prep_save(now, connection),
+        pk.get_db_prep_value(call_id, connection),
+    ]
+    if organization is not None:
+        params.append(Organization._meta.pk.get_db_prep_value(organization.pk, connection))
+    with bound_cursor() as cursor:
+        statement = _call_touch_statement(
+            connection.vendor, by_organization=organization is not None
+        )
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Call.DoesNotExist
+    return row
+
+
+_CALL_TOUCH_RETURNS = (
+    "status",
+    "hangup_requested_at",
+    "end_reason",
+    "erased_at",
+    "transcript_expired_at",
+)
+
+
+@functools.cache
+def _call_touch_statement(vendor: str, *, by_organization: bool) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in _CALL_TOUCH_RETURNS)
+    return (
+        f"UPDATE {quote(Call._meta.db_table)} SET {quote('last_event_at')} = %s"
+        f" WHERE {quote('id')} = %s"
+        + (f" AND {quote('organization_id')} = %s" if by_organization else "")
+        + f" RETURNING {columns}"
+    )
 
 
 def _store(
@@ -207,8 +250,9 @@ def _ledger_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime)
 
 def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -> None:
     """Move the call's running sums, tokens and agent history by the new events, in one
-    atomic UPDATE (F() expressions: no read-modify-write)."""
-    changes: dict[str, object] = {"last_event_at": now}
+    atomic UPDATE (F() expressions: no read-modify-write); none when they move nothing
+    (a batch of transcript lines: `_call_touch` noted its time)."""
+    changes: dict[str, object] = {}
     for component in LATENCY_COMPONENTS:
         name = f"{component}_latency_ms"
         values = [e[name] for e in new.samples if e.get(name) is not None]
@@ -228,7 +272,8 @@ def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -
             When(status=CallStatus.ACTIVE, then=Value(new.handoffs[-1]["to_agent"])),
             default=F("current_agent"),
         )
-    Call.objects.filter(pk=call_id).update(**changes)
+    if changes:
+        Call.objects.filter(pk=call_id).update(**changes)
 
 
 def _apply_statuses(

@@ -18,7 +18,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import selectors
 from calls.agent_events import agent_events_record
 from calls.models import LATENCY_COMPONENTS, AgentEventType, Call, CallStatus, TranscriptRole
 from calls.usage_items import MAX_USAGE_ITEMS, UsageItemField
@@ -363,9 +362,10 @@ class AgentCallEventsView(APIView):
             batch.is_valid(raise_exception=True)
             events = batch.validated_data["events"]
         # The call is found as it is locked: a batch is validated before it is known.
-        calls = selectors.agent_call_queryset(organization=request.user.organization)
         try:
-            result = agent_events_record(call_id=call_id, events=events, calls=calls)
+            result = agent_events_record(
+                call_id=call_id, events=events, organization=request.user.organization
+            )
         except Call.DoesNotExist:
             raise NotFound from None
         return Response(AgentEventsResultSerializer(result).data)

@@ -405,10 +405,26 @@ def test_an_organization_key_cannot_reach_another_organizations_call(
     call = CallFactory(organization=outsider_workflow.organization, workflow=outsider_workflow)
     assert org_agent_api.post(url(call.pk), {"events": GOOD}).status_code == 404
     assert _written(call) == (0, 0, 0)
+    call.refresh_from_db()
+    assert call.last_event_at is None
 
 
 def test_an_organization_key_reaches_its_own_calls(org_agent_api, call):
     assert org_agent_api.post(url(call.pk), {"events": GOOD}).status_code == 200
+
+
+def test_every_batch_notes_when_the_agent_last_reported_a_replayed_one_too(agent_api, call):
+    batch = {"events": [transcript(0)]}
+    before = timezone.now()
+    agent_api.post(url(call.pk), batch)
+    call.refresh_from_db()
+    first = call.last_event_at
+
+    response = agent_api.post(url(call.pk), batch)
+
+    call.refresh_from_db()
+    assert response.json() == {"accepted": 0, "duplicates": 1}
+    assert before <= first < call.last_event_at <= timezone.now()
 
 
 def test_a_client_key_is_403(api, call):
@@ -430,12 +446,12 @@ def test_queries_do_not_grow_with_the_batch(agent_api, call, size, django_assert
             lambda i: handoff("a", f"agent-{i}"),
         ][i % 3]
         events.append(maker(i))
-    # auth (2), the call found and locked in one, three inserts (one skipped when there
-    # is nothing of its kind), the live stream's feed (streams.feed: one statement on
-    # PostgreSQL, an UPDATE and an INSERT on SQLite), the aggregate UPDATE,
-    # savepoint-free atomic block.
+    # auth (2), the call found, locked and its report time noted in one, three inserts
+    # (one skipped when there is nothing of its kind), the live stream's feed
+    # (streams.feed: one statement on PostgreSQL, an UPDATE and an INSERT on SQLite),
+    # the aggregate UPDATE (none for transcript lines only), savepoint-free atomic block.
     feed = 1 if connection.vendor == "postgresql" else 2
-    expected = (8 if size >= 3 else 6) + feed
+    expected = (8 if size >= 3 else 5) + feed
     with django_assert_num_queries(expected):
         response = agent_api.post(url(call.pk), {"events": events})
     assert response.json()["accepted"] == size

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -231,6 +232,7 @@ def wait_for(live, ready) -> str:
     return text
 
 
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 # What gunicorn hands its logger for one request: its response, request and WSGI environ.
 ACCESS_RESPONSE = SimpleNamespace(
     status="201 Created",
@@ -262,7 +264,7 @@ def gunicorn_logger(access_log_format: str) -> RedactingLogger:
 
 
 def test_our_access_format_gets_only_its_atoms_and_the_line_gunicorns_own_print() -> None:
-    logger = gunicorn_logger(runpy.run_path("gunicorn.conf.py")["access_log_format"])
+    logger = gunicorn_logger(runpy.run_path(str(GUNICORN_CONF))["access_log_format"])
     took = datetime.timedelta(microseconds=12_345)
     args = (ACCESS_RESPONSE, ACCESS_REQUEST, ACCESS_ENVIRON, took)
 
@@ -270,7 +272,6 @@ def test_our_access_format_gets_only_its_atoms_and_the_line_gunicorns_own_print(
     line = access_line(logger, atoms)
 
     assert set(atoms) == {"h", "r", "s", "b", "M", "{content-type}o", "{x-request-id}o"}
-
     assert line == access_line(logger, GunicornLogger.atoms(logger, *args))
     assert line == '10.0.0.7 "POST /api/v1/calls?page=2 HTTP/1.1" 201 347 12ms rid=3f2a9c'
 

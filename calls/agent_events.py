@@ -99,7 +99,7 @@ def agent_events_record(
             samples=[(new.rows[e["id"]], e["timestamp"]) for e in new.samples],
             handoffs=new.handoffs,
         )
-    _aggregate(call_id=call_id, new=new, now=now)
+    _aggregate(call_id=call_id, new=new)
     _apply_statuses(
         call_id=call_id,
         statuses=new.statuses,
@@ -248,7 +248,7 @@ def _ledger_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime)
     ]
 
 
-def _aggregate(*, call_id: uuid.UUID, new: _NewEvents, now: datetime.datetime) -> None:
+def _aggregate(*, call_id: uuid.UUID, new: _NewEvents) -> None:
     """Move the call's running sums, tokens and agent history by the new events, in one
     atomic UPDATE (F() expressions: no read-modify-write); none when they move nothing
     (a batch of transcript lines: `_call_touch` noted its time)."""

@@ -132,7 +132,7 @@ class RedactingLogger(GunicornLogger):
             "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
             "s": status.split(None, 1)[0] if isinstance(status, str) else status,
             "b": str(sent) if sent is not None else "-",
-            "M": request_time.seconds * 1000 + int(request_time.microseconds / 1000),
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
         }
         atoms.update((f"{{{name.lower()}}}o", value) for name, value in resp.headers)
         return atoms

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import re
 from urllib.parse import urlencode
 
 import pytest
@@ -129,7 +130,8 @@ def _plan(sql: str) -> str:
 @pytest.mark.postgres
 def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(organization) -> None:
     """A window's first page walks the creation-order index newest first and checks
-    started_at there; its count by workflow and status reads the window's index alone.
+    started_at there; its count by workflow and status reads a workflow index alone
+    (either carries the window's columns and the status).
     Seq scans, bitmap scans and sorts are disallowed, so the planner shows the index
     path a big table gets (on a few hundred rows every path costs about the same)."""
     workflow = WorkflowFactory(organization=organization)
@@ -164,7 +166,7 @@ def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(orga
             cursor.execute(f"SET LOCAL enable_{method} = off")
 
     assert "Index Only Scan using call_org_created" in _plan(page)
-    assert "Index Only Scan using call_org_workflow_started" in _plan(count)
+    assert re.search(r"Index Only Scan using call_org_workflow(_started)? on", _plan(count))
 
 
 @pytest.mark.postgres

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
+from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 import pytest
@@ -121,33 +122,52 @@ def test_a_statement_names_every_value_its_stand_ins_stood_for() -> None:
     assert "IN ('completed')" in statement.sql or "= 'completed'" in statement.sql
 
 
-def _plan(sql: str) -> str:
+def _plan(sql: str, params: Sequence = ()) -> str:
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql)
+        cursor.execute("EXPLAIN " + sql, params or None)
         return "\n".join(line for (line,) in cursor.fetchall())
+
+
+def _index_paths_only() -> None:
+    """Fresh statistics, and seq scans, bitmap scans and sorts disallowed for the rest of
+    the test's transaction, so the planner shows the index path a big table gets (on a
+    few thousand rows every path costs about the same)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE calls_call")
+        for method in ("seqscan", "bitmapscan", "sort"):
+            cursor.execute(f"SET LOCAL enable_{method} = off")
+
+
+def _ended_calls_a_minute_apart(count: int, fields: Callable[[int], dict]) -> None:
+    """`count` calls created a minute apart from T, each started 3 s after its creation
+    and ended a minute later, the i-th with `fields(i)`."""
+    Call.objects.bulk_create(
+        CallFactory.build(
+            end_reason="x",
+            created_at=T + datetime.timedelta(minutes=i),
+            started_at=T + datetime.timedelta(minutes=i, seconds=3),
+            ended_at=T + datetime.timedelta(minutes=i + 1),
+            **fields(i),
+        )
+        for i in range(count)
+    )
 
 
 @pytest.mark.postgres
 def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(organization) -> None:
     """A window's first page walks the creation-order index newest first and checks
     started_at there; its count by workflow and status reads a workflow index alone
-    (either carries the window's columns and the status).
-    Seq scans, bitmap scans and sorts are disallowed, so the planner shows the index
-    path a big table gets (on a few hundred rows every path costs about the same)."""
+    (either carries the window's columns and the status)."""
     workflow = WorkflowFactory(organization=organization)
     others = OrganizationFactory()
     other_workflow = WorkflowFactory(organization=others)
-    Call.objects.bulk_create(
-        CallFactory.build(
-            organization=organization if i % 10 == 0 else others,
-            workflow=workflow if i % 10 == 0 else other_workflow,
-            status=CallStatus.COMPLETED,
-            end_reason="x",
-            created_at=T + datetime.timedelta(minutes=i),
-            started_at=T + datetime.timedelta(minutes=i, seconds=3),
-            ended_at=T + datetime.timedelta(minutes=i + 1),
-        )
-        for i in range(3000)
+    _ended_calls_a_minute_apart(
+        3000,
+        lambda i: {
+            "organization": organization if i % 10 == 0 else others,
+            "workflow": workflow if i % 10 == 0 else other_workflow,
+            "status": CallStatus.COMPLETED,
+        },
     )
     window = {
         "started_after": T.isoformat(),
@@ -160,10 +180,7 @@ def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(orga
         assert len(alone.page(0, 20)) == 20
         assert by_workflow.total() == 144
     page, count = (query["sql"] for query in queries.captured_queries)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE calls_call")
-        for method in ("seqscan", "bitmapscan", "sort"):
-            cursor.execute(f"SET LOCAL enable_{method} = off")
+    _index_paths_only()
 
     assert "Index Only Scan using call_org_created" in _plan(page)
     assert re.search(r"Index Only Scan using call_org_workflow(_started)? on", _plan(count))
@@ -183,21 +200,16 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
 ) -> None:
     """A page walks its first filter's index newest first and checks the other filters'
     columns there, reading no table row for a call that does not match (a burst of
-    recent calls in another status costs an index entry each). Seq scans, bitmap scans
-    and sorts are disallowed, as above."""
+    recent calls in another status costs an index entry each)."""
     workflow, other_workflow = WorkflowFactory.create_batch(2, organization=organization)
-    Call.objects.bulk_create(
-        CallFactory.build(
-            organization=organization,
-            workflow=workflow if i % 10 == 0 else other_workflow,
-            user_id="ann" if i % 10 == 0 else f"user-{i}",
-            status=CallStatus.COMPLETED if i % 3 else CallStatus.FAILED,
-            end_reason="x",
-            created_at=T + datetime.timedelta(minutes=i),
-            started_at=T + datetime.timedelta(minutes=i, seconds=3),
-            ended_at=T + datetime.timedelta(minutes=i + 1),
-        )
-        for i in range(3000)
+    _ended_calls_a_minute_apart(
+        3000,
+        lambda i: {
+            "organization": organization,
+            "workflow": workflow if i % 10 == 0 else other_workflow,
+            "user_id": "ann" if i % 10 == 0 else f"user-{i}",
+            "status": CallStatus.COMPLETED if i % 3 else CallStatus.FAILED,
+        },
     )
     filters = {
         "workflow and status": {"workflow_id": str(workflow.pk), "status": "completed"},
@@ -212,14 +224,9 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
     assert len(listing.page(0, 20)) == 20
     # The page's ids, as `CallListing.page` selects them, with the request's values.
     sql, params = listing._filtered_sql()
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE calls_call")
-        for method in ("seqscan", "bitmapscan", "sort"):
-            cursor.execute(f"SET LOCAL enable_{method} = off")
-        cursor.execute(
-            f"EXPLAIN SELECT f.id FROM ({sql}) AS f ORDER BY f.created_at DESC, f.id DESC LIMIT 20",
-            params,
-        )
-        plan = "\n".join(line for (line,) in cursor.fetchall())
+    _index_paths_only()
+    plan = _plan(
+        f"SELECT f.id FROM ({sql}) AS f ORDER BY f.created_at DESC, f.id DESC LIMIT 20", params
+    )
 
     assert f"Index Only Scan using {index} on" in plan

@@ -1,0 +1,66 @@
+"""calls 0018: the list indexes are widened and narrowed again by the migration, on
+PostgreSQL built concurrently under a temporary name that takes the old one's place."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = ("calls", "0017_list_indexes_carry_window_columns")
+AFTER = ("calls", "0018_list_indexes_carry_filter_columns")
+NAMES = ("call_org_status", "call_org_user", "call_org_workflow")
+
+
+def _migrate(target: tuple[str, str]) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([target])
+
+
+def _indexes() -> dict[str, str]:
+    """The three list indexes' columns as the database describes them, and any index
+    left under a temporary name."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid"
+                " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = 'calls_call'::regclass"
+            )
+            rows = [(name, sql if valid else "INVALID") for name, sql, valid in cursor]
+        else:
+            cursor.execute(
+                "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'calls_call'"
+                " AND type = 'index'"
+            )
+            rows = cursor.fetchall()
+    found = {name: sql for name, sql in rows if name in NAMES or name.endswith("_building")}
+    return {name: sql[sql.index("(") :].replace('"', "") for name, sql in found.items()}
+
+
+def test_the_migration_widens_the_list_indexes_and_its_reverse_narrows_them() -> None:
+    try:
+        _migrate(BEFORE)
+        narrowed = _indexes()
+        _migrate(AFTER)
+        widened = _indexes()
+    finally:
+        _migrate(AFTER)
+
+    assert narrowed == {
+        "call_org_status": "(organization_id, status, created_at DESC, id DESC)",
+        "call_org_user": "(organization_id, user_id, created_at DESC, id DESC)",
+        "call_org_workflow": "(organization_id, workflow_id, created_at DESC, id DESC)",
+    }
+    assert widened == {
+        "call_org_status": "(organization_id, status, created_at DESC, id DESC, started_at)",
+        "call_org_user": (
+            "(organization_id, user_id, created_at DESC, id DESC, status, started_at)"
+        ),
+        "call_org_workflow": (
+            "(organization_id, workflow_id, created_at DESC, id DESC, status, started_at)"
+        ),
+    }

@@ -86,6 +86,13 @@ def call_analysis_schedule(*, call_id: UUID | str, at: datetime.datetime) -> Cal
     return analysis
 
 
+def _call_lock(call_id: UUID | str) -> None:
+    """Lock the call's row before its analysis's: a status change of the analysis
+    updates the call too (its copy of it, by trigger: analysis migration 0002), and
+    `_finish` locks the call first. The other order could deadlock with it."""
+    Call.objects.select_for_update().filter(pk=call_id).values_list("pk", flat=True).first()
+
+
 @transaction.atomic
 def call_analysis_rerun(*, call: Call) -> CallAnalysis:
     """Analyse an ended call again. While a run is pending or running, that run is the
@@ -97,6 +104,7 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
     if chosen is None:
         raise AnalysisNotConfigured()
     now = timezone.now()
+    _call_lock(call.pk)
     current = CallAnalysis.objects.select_for_update().filter(call=call).first()
     if current is None:
         try:
@@ -138,13 +146,15 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     """The task's work: claim the run if it is due, make the request, store the outcome.
     Returns what happened (for the task result and tests)."""
     now = timezone.now()
-    claimed = CallAnalysis.objects.filter(
-        call_id=call_id, run=run, status=AnalysisStatus.PENDING, next_attempt_at__lte=now
-    ).update(
-        status=AnalysisStatus.RUNNING,
-        attempts=F("attempts") + 1,
-        updated_at=now,
-    )
+    with transaction.atomic():
+        _call_lock(call_id)
+        claimed = CallAnalysis.objects.filter(
+            call_id=call_id, run=run, status=AnalysisStatus.PENDING, next_attempt_at__lte=now
+        ).update(
+            status=AnalysisStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
     if not claimed:
         return "not due"
     analysis = CallAnalysis.objects.select_related("call__workflow_version").get(call_id=call_id)

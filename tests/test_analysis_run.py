@@ -13,6 +13,7 @@ import pytest
 
 from accounts.models import Organization
 from analysis.models import CallAnalysis
+from analysis.services import call_analysis_rerun
 from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFactory, WorkflowFactory
@@ -116,6 +117,22 @@ def test_a_valid_answer_completes_the_analysis_with_the_rendered_prompt_and_this
         True,
     )
     assert analysis_of(other).status == "completed"
+
+
+def test_the_calls_copy_of_its_analysis_follows_the_run_and_a_rerun(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization)
+    fake_llm.default = Outcome.answer({**VALID, "success": False})
+
+    def copied() -> tuple:
+        return Call.objects.values_list("analysis_status", "analysis_success").get(pk=call.pk)
+
+    assert copied() == ("pending", None)
+    run_worker()
+    assert copied() == ("completed", False)
+    call_analysis_rerun(call=Call.objects.get(pk=call.pk))
+    assert copied() == ("pending", None)
 
 
 def test_invalid_json_is_retried_once_with_the_error_then_completes(

@@ -182,6 +182,11 @@ class Call(models.Model):
     transcript_expired_at = models.DateTimeField(null=True, blank=True)
     user_data_expired_at = models.DateTimeField(null=True, blank=True)
     erased_at = models.DateTimeField(null=True, blank=True)
+    # A copy of the post-call analysis's status and verdict (analysis.CallAnalysis),
+    # kept by a trigger on that table (analysis migration 0002), so the list filters
+    # `analysis_status` and `success` read the call's own indexes rather than a join.
+    analysis_status = models.CharField(max_length=10, null=True, blank=True, editable=False)
+    analysis_success = models.BooleanField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -224,6 +229,36 @@ class Call(models.Model):
                 # status too: a window's count by workflow and status reads the index alone.
                 fields=["organization", "workflow", "started_at", "created_at", "id", "status"],
                 name="call_org_workflow_started",
+            ),
+            # The analysis filters (calls.filters), with the other filters' columns as
+            # above; only analysed calls are in them. A verdict exists only for a
+            # completed analysis, so `success` implies that status: the condition
+            # PostgreSQL needs to use the index for `success=false` (`NOT col`).
+            models.Index(
+                fields=[
+                    "organization",
+                    "analysis_status",
+                    "-created_at",
+                    "-id",
+                    "workflow",
+                    "status",
+                    "started_at",
+                ],
+                name="call_org_analysis_status",
+                condition=models.Q(analysis_status__isnull=False),
+            ),
+            models.Index(
+                fields=[
+                    "organization",
+                    "analysis_success",
+                    "-created_at",
+                    "-id",
+                    "workflow",
+                    "status",
+                    "started_at",
+                ],
+                name="call_org_analysis_success",
+                condition=models.Q(analysis_status="completed"),
             ),
             # Across organizations (the admin's call list, search and dashboard, staff
             # only): newest first; the started_at date hierarchy's first/last, probes and

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from django import forms
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
+from django_filters.constants import EMPTY_VALUES
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
@@ -71,6 +72,38 @@ class StrictBooleanFilter(filters.BooleanFilter):
         self.extra["widget"] = forms.TextInput
 
 
+class SuccessFilter(StrictBooleanFilter):
+    """The analysis's verdict (the call's copy of it). Only a completed analysis has
+    one, so the filter says so too: PostgreSQL then reads `call_org_analysis_success`,
+    whose condition that is, for `false` as for `true`."""
+
+    def filter(self, queryset: QuerySet[Call], value: object) -> QuerySet[Call]:
+        if value in EMPTY_VALUES:
+            return queryset
+        return queryset.filter(analysis_status=AnalysisStatus.COMPLETED, analysis_success=value)
+
+
+ANALYSIS_STATUS_HELP = "Calls whose post-call analysis has this status."
+
+
+# The call's copy of the status is null for a call not analysed, but the parameter
+# takes one of the statuses (never null), described as the analysis's own field is.
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": list(AnalysisStatus.values),
+        "description": "\n\n".join(
+            [
+                ANALYSIS_STATUS_HELP,
+                "\n".join(f"* `{value}` - {label}" for value, label in AnalysisStatus.choices),
+            ]
+        ),
+    }
+)
+class AnalysisStatusFilter(filters.ChoiceFilter):
+    pass
+
+
 class UUIDFilter(filters.UUIDFilter):
     field_class = NotBlankUUIDField
 
@@ -110,14 +143,14 @@ class CallFilter(filters.FilterSet):
         help_text="Calls started before this ISO-8601 time.",
     )
 
-    success = StrictBooleanFilter(
-        field_name="analysis__success",
+    success = SuccessFilter(
+        field_name="analysis_success",
         help_text="Calls whose post-call analysis judged them successful (true) or not (false).",
     )
-    analysis_status = filters.ChoiceFilter(
-        field_name="analysis__status",
+    analysis_status = AnalysisStatusFilter(
+        field_name="analysis_status",
         choices=AnalysisStatus.choices,
-        help_text="Calls whose post-call analysis has this status.",
+        help_text=ANALYSIS_STATUS_HELP,
     )
 
     class Meta:

@@ -138,10 +138,10 @@ def _index_paths_only() -> None:
             cursor.execute(f"SET LOCAL enable_{method} = off")
 
 
-def _ended_calls_a_minute_apart(count: int, fields: Callable[[int], dict]) -> None:
+def _ended_calls_a_minute_apart(count: int, fields: Callable[[int], dict]) -> list[Call]:
     """`count` calls created a minute apart from T, each started 3 s after its creation
     and ended a minute later, the i-th with `fields(i)`."""
-    Call.objects.bulk_create(
+    return Call.objects.bulk_create(
         CallFactory.build(
             end_reason="x",
             created_at=T + datetime.timedelta(minutes=i),
@@ -193,6 +193,8 @@ def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(orga
         ("workflow and status", "call_org_workflow"),
         ("user and status", "call_org_user"),
         ("status and window", "call_org_status"),
+        ("verdict and workflow", "call_org_analysis_success"),
+        ("analysis status and status", "call_org_analysis_status"),
     ],
 )
 def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
@@ -202,7 +204,7 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
     columns there, reading no table row for a call that does not match (a burst of
     recent calls in another status costs an index entry each)."""
     workflow, other_workflow = WorkflowFactory.create_batch(2, organization=organization)
-    _ended_calls_a_minute_apart(
+    calls = _ended_calls_a_minute_apart(
         3000,
         lambda i: {
             "organization": organization,
@@ -210,6 +212,13 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
             "user_id": "ann" if i % 10 == 0 else f"user-{i}",
             "status": CallStatus.COMPLETED if i % 3 else CallStatus.FAILED,
         },
+    )
+    # Analysed: one in seven failed, the others completed, judged unsuccessful one in four.
+    CallAnalysis.objects.bulk_create(
+        CallAnalysis(call=call, status=AnalysisStatus.COMPLETED, success=i % 4 != 0)
+        if i % 7
+        else CallAnalysis(call=call, status=AnalysisStatus.FAILED)
+        for i, call in enumerate(calls)
     )
     filters = {
         "workflow and status": {"workflow_id": str(workflow.pk), "status": "completed"},
@@ -219,6 +228,8 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
             "started_after": T.isoformat(),
             "started_before": (T + datetime.timedelta(days=1)).isoformat(),
         },
+        "verdict and workflow": {"success": "false", "workflow_id": str(workflow.pk)},
+        "analysis status and status": {"analysis_status": "failed", "status": "completed"},
     }[narrowed_by]
     listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
     # The page's statement as sent, with its values (a prepared one's captured text

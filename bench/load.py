@@ -13,6 +13,10 @@ Shape (defaults; each can be changed through the environment):
   0..BENCH_TAIL_MAX (40) entries, inserted by BENCH_LOAD_JOBS (2) parallel connections.
 - Every call that started and ended has its cost row (billing_callcost), as the stack
   stores it when a call ends.
+- The even-numbered workflows ask for a post-call analysis: each of their ended calls has
+  its analysis row (analysis_callanalysis) and the call its copy of the status and verdict,
+  as the stack keeps them: 92 % `completed` (70 % of them judged successful), 5 % `failed`,
+  3 % `skipped` (none still pending).
 
 Secondary indexes and unique constraints are dropped during the load and rebuilt after
 (as `pg_restore` does), with triggers off (foreign keys; the call counts are recounted
@@ -32,7 +36,12 @@ from django.db import connection
 
 ORGANIZATIONS = [("bench-a", 10, 40_000), ("bench-b", 6, 20_000), ("bench-c", 4, 7_000)]
 BENCH_ORG = "bench-a"
-LOADED_TABLES = ("calls_call", "calls_transcriptentry", "billing_callcost")
+LOADED_TABLES = (
+    "calls_call",
+    "calls_transcriptentry",
+    "billing_callcost",
+    "analysis_callanalysis",
+)
 
 PHRASES = [
     "Hello! This is your daily check-in. How are you feeling today?",
@@ -178,7 +187,9 @@ WITH base AS (
            CASE WHEN l.status IN ('pending', 'connecting')
                      OR (l.status IN ('timeout', 'failed') AND l.never_joined) THEN NULL
                 ELSE l.created + l.delay END AS started,
-           l.status NOT IN ('pending', 'connecting', 'active') AS ended
+           l.status NOT IN ('pending', 'connecting', 'active') AS ended,
+           (hashint4(l.g)::bigint + 2147483648) %% 100 AS h_analysis,
+           (hashtext(l.g::text)::bigint + 2147483648) %% 100 AS h_success
     FROM lived l
 )
 INSERT INTO calls_call (
@@ -187,7 +198,7 @@ INSERT INTO calls_call (
     agent_history, current_agent, connect_timeout_seconds, max_duration_seconds,
     stt_latency_ms_sum, stt_latency_count, llm_latency_ms_sum, llm_latency_count,
     tts_latency_ms_sum, tts_latency_count, total_tokens, agent_handoffs,
-    created_at, started_at, ended_at, last_event_at
+    created_at, started_at, ended_at, last_event_at, analysis_status, analysis_success
 )
 SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug,
        CASE WHEN f.r_user < 0.1 THEN NULL
@@ -230,7 +241,14 @@ SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug
        CASE WHEN NOT f.ended THEN coalesce(f.started, f.created)
             WHEN f.started IS NULL THEN f.created + interval '60 seconds'
             WHEN f.status = 'timeout' THEN f.started + interval '1800 seconds'
-            ELSE f.started + f.talk END
+            ELSE f.started + f.talk END,
+       -- The analysis (ANALYSES_SQL copies it into its table): from a hash of the row
+       -- number, so the other columns' random draws stay those of earlier rounds.
+       CASE WHEN f.ended AND w.idx %% 2 = 0 THEN
+           CASE WHEN f.h_analysis < 3 THEN 'skipped' WHEN f.h_analysis < 8 THEN 'failed'
+                ELSE 'completed' END
+       END,
+       CASE WHEN f.ended AND w.idx %% 2 = 0 AND f.h_analysis >= 8 THEN f.h_success < 70 END
 FROM final f
 JOIN bench_workflow w
   ON w.org_no = f.org_no AND w.idx = floor(f.workflows * power(f.r_wf, 1.6))::int
@@ -279,6 +297,26 @@ COST_USAGE = (
     ' "completion_tokens": 410, "cached_tokens": 1200},'
     ' {"component": "tts", "provider": "cartesia", "model": "sonic-2", "characters": 2300}]'
 )
+
+ANALYSES_SQL = """
+INSERT INTO analysis_callanalysis (
+    call_id, status, summary, structured_data, success, error, provider, model, run,
+    attempts, next_attempt_at, created_at, updated_at, finished_at
+)
+SELECT c.id, c.analysis_status,
+       CASE WHEN c.analysis_status = 'completed'
+            THEN 'The user reported their meals and sleep.' END,
+       CASE WHEN c.analysis_status = 'completed' THEN '{"meals": 2, "sleep_score": 6}'::jsonb END,
+       c.analysis_success,
+       CASE c.analysis_status WHEN 'failed' THEN 'The provider answered 503 four times.'
+                              WHEN 'skipped' THEN 'The organization has no LLM key for ''openai''.'
+                              ELSE '' END,
+       'openai', 'gpt-4.1-mini', 1, CASE WHEN c.analysis_status = 'failed' THEN 4 ELSE 1 END,
+       c.ended_at + interval '5 seconds', c.ended_at, c.ended_at + interval '9 seconds',
+       c.ended_at + interval '9 seconds'
+FROM calls_call c
+WHERE c.analysis_status IS NOT NULL
+"""
 
 HEAVY_SQL = """
 CREATE TABLE bench_heavy AS
@@ -403,6 +441,7 @@ def load(shape: Shape) -> dict:
     )
     _transcripts(timings, shape)
     _step(timings, "call costs", COSTS_SQL, {"usage": COST_USAGE, "breakdown": COST_BREAKDOWN})
+    _step(timings, "call analyses", ANALYSES_SQL)
     with connection.cursor() as cursor:
         cursor.execute("SET session_replication_role = DEFAULT")
     _recount(timings)

@@ -66,7 +66,7 @@ SQLITE_DROP = [
     "DROP TRIGGER analysis_call_copy_delete",
 ]
 
-BATCH = 10_000
+BATCH = 2_000
 # The next batch's last analysis (by call id), and the copy of a batch.
 POSTGRESQL_BATCH_END = """
 SELECT call_id FROM analysis_callanalysis WHERE call_id > %s

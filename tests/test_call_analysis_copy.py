@@ -4,14 +4,30 @@ writes the analysis, and migration analysis 0002 fills it for analyses made befo
 
 from __future__ import annotations
 
+import copy
+import datetime
+import threading
+import time
+
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from analysis.models import AnalysisStatus, CallAnalysis
+from analysis.services import call_analysis_attempt, call_analysis_rerun
 from calls.models import Call
 from privacy.scrub import analysis_erase
-from tests.factories import CallFactory
+from tests.factories import CallFactory, WorkflowFactory
+from workflows.demo import DEMO_DEFINITION
+
+ANALYSIS = {
+    "summary_prompt": "Summarize.",
+    "structured_data_schema": None,
+    "success_criteria": "A meal was logged.",
+    "provider": None,
+    "model": None,
+}
 
 
 def _copy(call: Call) -> tuple[str | None, bool | None]:
@@ -77,3 +93,61 @@ def test_the_migration_copies_the_analyses_made_before_it_and_its_reverse_stops_
     assert before == [(None, None)] * 3
     assert after == [("completed", True), ("failed", None), (None, None)]
     assert kept == ("skipped", None)
+
+
+def _waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        # Inside a transaction the activity view keeps its first reading unless cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["claim", "rerun"])
+def test_a_run_changing_an_analysis_waits_for_the_calls_row_before_taking_the_analysiss(
+    organization, change: str
+) -> None:
+    """A finishing run locks the call's row, then its analysis's (analysis.services
+    `_finish`), and the trigger makes every change of an analysis's status update its
+    call. A claim or a re-run that locked the analysis first would then wait for the
+    call while holding it: a deadlock with the finishing run. Here a transaction holds
+    the call's row while the other change starts, and must still get the analysis."""
+    definition = {**copy.deepcopy(DEMO_DEFINITION), "analysis": ANALYSIS}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    due = timezone.now() - datetime.timedelta(minutes=1)
+    status = AnalysisStatus.PENDING if change == "claim" else AnalysisStatus.COMPLETED
+    CallAnalysis.objects.create(call=call, status=status, next_attempt_at=due)
+    outcome: list[object] = []
+
+    def run_the_change() -> None:
+        try:
+            if change == "claim":
+                outcome.append(call_analysis_attempt(call_id=call.pk, run=1))
+            else:
+                outcome.append(call_analysis_rerun(call=call).status)
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=run_the_change)
+    with transaction.atomic():
+        Call.objects.select_for_update().filter(pk=call.pk).exists()
+        other.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_for_a_lock():
+            assert time.monotonic() < deadline, "the change never waited"
+            time.sleep(0.02)
+        # What the finishing run takes next; NOWAIT fails if the change holds it.
+        CallAnalysis.objects.select_for_update(nowait=True).filter(call=call).exists()
+    other.join(10)
+
+    # A claimed run without the organization's LLM key is skipped.
+    assert outcome == (["skipped"] if change == "claim" else ["pending"])
+    assert _copy(call) == (("skipped", None) if change == "claim" else ("pending", None))

@@ -50,8 +50,8 @@ class CallAnalysis(models.Model):
     class Meta:
         verbose_name_plural = "call analyses"
         indexes = [
-            # The call list's `analysis_status` and `success` filters join through these.
-            models.Index(fields=["status", "call"], name="analysis_status_call"),
+            # The admin dashboard's verdicts per workflow. The call list's filters read
+            # the call's copy of status and verdict instead (calls `Call.Meta.indexes`).
             models.Index(fields=["success", "call"], name="analysis_success_call"),
         ]
 

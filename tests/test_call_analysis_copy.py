@@ -19,15 +19,8 @@ from analysis.services import call_analysis_attempt, call_analysis_rerun
 from calls.models import Call
 from privacy.scrub import analysis_erase
 from tests.factories import CallFactory, WorkflowFactory
+from tests.test_analysis_api import ANALYSIS
 from workflows.demo import DEMO_DEFINITION
-
-ANALYSIS = {
-    "summary_prompt": "Summarize.",
-    "structured_data_schema": None,
-    "success_criteria": "A meal was logged.",
-    "provider": None,
-    "model": None,
-}
 
 
 def _copy(call: Call) -> tuple[str | None, bool | None]:

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from django_filters.constants import EMPTY_VALUES
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.plumbing import build_choice_description_list
 from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
@@ -93,10 +94,7 @@ ANALYSIS_STATUS_HELP = "Calls whose post-call analysis has this status."
         "type": "string",
         "enum": list(AnalysisStatus.values),
         "description": "\n\n".join(
-            [
-                ANALYSIS_STATUS_HELP,
-                "\n".join(f"* `{value}` - {label}" for value, label in AnalysisStatus.choices),
-            ]
+            [ANALYSIS_STATUS_HELP, build_choice_description_list(AnalysisStatus.choices)]
         ),
     }
 )

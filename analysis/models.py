@@ -49,11 +49,6 @@ class CallAnalysis(models.Model):
 
     class Meta:
         verbose_name_plural = "call analyses"
-        indexes = [
-            # The admin dashboard's verdicts per workflow. The call list's filters read
-            # the call's copy of status and verdict instead (calls `Call.Meta.indexes`).
-            models.Index(fields=["success", "call"], name="analysis_success_call"),
-        ]
 
     def __str__(self) -> str:
         return f"{self.call_id} {self.status}"

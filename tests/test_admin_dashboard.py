@@ -6,6 +6,8 @@ import datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from analysis.models import CallAnalysis
 from billing.models import CallCost
@@ -173,6 +175,21 @@ def test_success_rate_per_workflow_counts_only_calls_with_a_verdict(organization
         {"workflow_slug": "greet", "judged": 3, "succeeded": 2, "rate": 66.7},
         {"workflow_slug": "remind", "judged": 1, "succeeded": 0, "rate": 0.0},
     ]
+
+
+def test_success_rates_follow_a_changed_verdict_without_reading_the_analyses(
+    organization,
+) -> None:
+    workflow = WorkflowFactory(organization=organization, slug="greet")
+    call = CallFactory(organization=organization, workflow=workflow, completed=True, created_at=NOW)
+    CallAnalysis.objects.create(call=call, status="completed", success=True)
+    CallAnalysis.objects.filter(call=call).update(success=False)
+
+    with CaptureQueriesContext(connection) as queries:
+        rates = success_rates(since=NOW - datetime.timedelta(days=1))
+
+    assert rates == [{"workflow_slug": "greet", "judged": 1, "succeeded": 0, "rate": 0.0}]
+    assert len(queries) == 1 and "analysis_callanalysis" not in queries[0]["sql"]
 
 
 def test_the_admin_index_shows_cost_and_success_rates(

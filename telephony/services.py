@@ -22,6 +22,7 @@ from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_tru
 from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget, workflow_queryset
+from workflows.settings import PHONE_START_MARGIN_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +124,6 @@ def sip_trunk_delete(*, trunk: SipTrunk) -> None:
             organization.save(update_fields=["default_caller_number"])
 
 
-# After the dial deadline and the ringing, a little longer for LiveKit to answer: a
-# phone call that has not started by then ends `timeout` (expire_calls), whatever
-# happened to its dial job.
-START_MARGIN_SECONDS = 15
-
-
 def phone_call_create(
     *,
     organization: Organization,
@@ -181,7 +176,9 @@ def phone_call_build(
 ) -> Call:
     """A new `pending` outbound phone call (not saved) to numbers already checked."""
     now = timezone.now()
-    start_bound = target.dial_deadline_seconds + target.ring_timeout_seconds + START_MARGIN_SECONDS
+    start_bound = (
+        target.dial_deadline_seconds + target.ring_timeout_seconds + PHONE_START_MARGIN_SECONDS
+    )
     return Call(
         organization=organization,
         workflow_id=target.workflow_id,

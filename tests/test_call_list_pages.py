@@ -3,6 +3,7 @@ window bounded by creation times), cover every matching call once, newest first.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib
 
@@ -13,8 +14,13 @@ from django.http import QueryDict
 from rest_framework.test import APIClient
 
 from calls.filters import CallFilter
+from calls.lifecycle import call_transition
 from calls.models import MAX_START_DELAY, Call, CallStatus
-from tests.factories import CallFactory
+from calls.services import call_insert
+from telephony.services import phone_call_build
+from tests.factories import CallFactory, WorkflowFactory
+from workflows.selectors import workflow_call_target
+from workflows.settings import CONNECT_TIMEOUT_BOUNDS, DIAL_DEADLINE_BOUNDS, RING_TIMEOUT_BOUNDS
 
 pytestmark = pytest.mark.django_db
 
@@ -89,6 +95,36 @@ def test_a_started_window_finds_calls_created_up_to_the_longest_start_delay_befo
 
     assert [item["id"] for item in body["items"]] == [str(last.id), str(waited_longest.id)]
     assert body["total"] == 2
+
+
+def test_a_started_window_finds_a_phone_call_that_started_at_the_end_of_its_longest_wait(
+    api: APIClient, organization
+) -> None:
+    # A phone call may wait its dial deadline, then ring, before it starts: at their
+    # largest, longer than a web call's longest connect timeout.
+    workflow = WorkflowFactory(organization=organization)
+    target = dataclasses.replace(
+        workflow_call_target(organization=organization, slug=workflow.slug),
+        connect_timeout_seconds=CONNECT_TIMEOUT_BOUNDS[1],
+        dial_deadline_seconds=DIAL_DEADLINE_BOUNDS[1],
+        ring_timeout_seconds=RING_TIMEOUT_BOUNDS[1],
+    )
+    call = phone_call_build(
+        organization=organization,
+        target=target,
+        phone_number="+14155550123",
+        from_number="+14155550100",
+        sip_trunk_id=None,
+    )
+    call_insert(call=call)
+    started = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
+    call_transition(call_id=call.id, to_status=CallStatus.CONNECTING, at=call.created_at)
+    assert call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=started)
+
+    body = api.get("/api/v1/calls", {"started_after": started}).json()
+
+    assert [item["id"] for item in body["items"]] == [str(call.id)]
+    assert call.connect_timeout_seconds <= MAX_START_DELAY.total_seconds()
 
 
 def test_the_migration_moves_a_start_stamped_before_creation_to_the_creation(organization):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from workflows.models import Workflow, WorkflowVersion
-from workflows.settings import CONNECT_TIMEOUT_BOUNDS
+from workflows.settings import MAX_START_DELAY_SECONDS
 
 
 class CallStatus(models.TextChoices):
@@ -26,7 +26,7 @@ class CallStatus(models.TextChoices):
 NOT_ENDED_STATUSES = (CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE)
 # The longest a call may wait for its start: a call starts, if ever, between its
 # creation and this long after it (calls/lifecycle.py enforces each call's own bound).
-MAX_START_DELAY = datetime.timedelta(seconds=CONNECT_TIMEOUT_BOUNDS[1])
+MAX_START_DELAY = datetime.timedelta(seconds=MAX_START_DELAY_SECONDS)
 ENDED_STATUSES = (
     CallStatus.COMPLETED,
     CallStatus.FAILED,

@@ -18,7 +18,7 @@ from rest_framework.exceptions import ErrorDetail
 
 from accounts.models import Organization
 from accounts.rates import rate_hit
-from calls.models import Call, CallChannel
+from calls.models import Call, CallChannel, CallDirection
 from telephony import numbers, selectors
 from telephony.models import SipTrunk
 from voicecalls.errors import LimitExceeded
@@ -141,17 +141,21 @@ def outbound_rate_take(*, organization: Organization) -> None:
 
 
 def outbound_daily_cap_check(*, organization: Organization, call: Call) -> None:
-    """Raise OutboundRateReached when the organization already made as many phone calls
-    this UTC day, `call` aside, as its daily cap allows (Retry-After: until midnight
-    UTC). Call it after inserting `call` and holding the organization's row lock
-    (open_call_reserve takes it), in that transaction: each creation then counts every
-    one that took the lock before it, so concurrent creations never overshoot."""
+    """Raise OutboundRateReached when the organization already made as many outbound
+    phone calls this UTC day, `call` aside, as its daily cap allows (Retry-After: until
+    midnight UTC); calls it received do not count. Call it after inserting `call` and
+    holding the organization's row lock (open_call_reserve takes it), in that
+    transaction: each creation then counts every one that took the lock before it, so
+    concurrent creations never overshoot."""
     limit = organization.effective_outbound_calls_per_day
     now = timezone.now().astimezone(datetime.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     made = (
         Call.objects.filter(
-            organization=organization, channel=CallChannel.PHONE, created_at__gte=midnight
+            organization=organization,
+            channel=CallChannel.PHONE,
+            direction=CallDirection.OUTBOUND,
+            created_at__gte=midnight,
         )
         .exclude(pk=call.pk)
         .count()

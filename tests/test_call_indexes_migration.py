@@ -1,5 +1,6 @@
 """calls 0018: the list indexes are widened and narrowed again by the migration, on
-PostgreSQL built concurrently under a temporary name that takes the old one's place."""
+PostgreSQL built concurrently under a temporary name that takes the old one's place;
+calls 0020: the daily cap's index swapped for one of outbound calls, and back."""
 
 from __future__ import annotations
 
@@ -66,3 +67,22 @@ def test_the_migration_widens_the_list_indexes_and_its_reverse_narrows_them() ->
             "(organization_id, workflow_id, created_at DESC, id DESC, status, started_at)"
         ),
     }
+
+
+def _daily_cap_indexes() -> set[str]:
+    names = connection.introspection.get_constraints(connection.cursor(), "calls_call")
+    return {
+        name for name in names if name in ("call_org_phone_created", "call_org_outbound_created")
+    }
+
+
+def test_the_daily_cap_index_holds_outbound_calls_after_the_migration_and_all_before() -> None:
+    try:
+        _migrate(("calls", "0019_call_analysis_copy"))
+        before = _daily_cap_indexes()
+        _migrate(("calls", "0020_daily_cap_counts_outbound_calls"))
+        after = _daily_cap_indexes()
+    finally:
+        _migrate()
+
+    assert (before, after) == ({"call_org_phone_created"}, {"call_org_outbound_created"})

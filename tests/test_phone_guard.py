@@ -166,11 +166,17 @@ def test_over_the_rate_per_minute_is_429_with_retry_after_and_meta(
     assert Call.objects.count() == 2
 
 
-def test_over_the_daily_cap_is_429_until_midnight_utc(api, organization, phone) -> None:
+def test_over_the_daily_cap_of_outbound_calls_is_429_until_midnight_utc(
+    api, organization, phone
+) -> None:
     Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=2)
     yesterday = timezone.now() - datetime.timedelta(days=1, hours=1)
-    CallFactory(organization=organization, channel="phone", created_at=yesterday)
+    CallFactory(
+        organization=organization, channel="phone", direction="outbound", created_at=yesterday
+    )
     CallFactory(organization=organization, channel="web")  # web calls do not count
+    # Nor do calls the organization received.
+    CallFactory(organization=organization, channel="phone", direction="inbound", completed=True)
 
     first = post(api, phone_number=CALLEE)
     second = post(api, phone_number=CALLEE)
@@ -184,7 +190,7 @@ def test_over_the_daily_cap_is_429_until_midnight_utc(api, organization, phone) 
     now = timezone.now().astimezone(datetime.UTC)
     midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert abs(int(refused["Retry-After"]) - (midnight - now).total_seconds()) < 5
-    assert Call.objects.filter(channel="phone").count() == 3
+    assert Call.objects.filter(channel="phone", direction="outbound").count() == 3
 
 
 def test_phone_calls_count_against_the_concurrency_limit(api, organization, phone) -> None:

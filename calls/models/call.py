@@ -302,11 +302,11 @@ class Call(models.Model):
                 name="call_org_caller",
                 condition=models.Q(channel="phone", direction="inbound"),
             ),
-            # Phone calls of an organization today: its daily cap (telephony.guard).
+            # Outbound phone calls of an organization today: its daily cap (telephony.guard).
             models.Index(
                 fields=["organization", "-created_at"],
-                name="call_org_phone_created",
-                condition=models.Q(channel="phone"),
+                name="call_org_outbound_created",
+                condition=models.Q(channel="phone", direction="outbound"),
             ),
         ]
 

@@ -278,9 +278,8 @@ def usage_daily(
     zero = decimal.Decimal(0)
     days = {start + datetime.timedelta(days=i): [] for i in range((end - start).days + 1)}
     for day, workflow, slug, count, duration in calls:
-        days[day].append(
-            (workflow, slug, count, _exact_seconds(duration), costs.get((day, workflow)) or zero)
-        )
+        cost = costs.pop((day, workflow), None) or zero
+        days[day].append((workflow, slug, count, _exact_seconds(duration), cost))
     body_days, total = [], [0, zero, zero]
     for day, rows in days.items():
         sums = [

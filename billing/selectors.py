@@ -86,7 +86,8 @@ def usage_daily(
         usage = Usage(
             calls=row["calls"],
             seconds=_seconds(row["duration"]),
-            cost_usd=cost_of.get((row["day"], row["workflow_id"])) or Decimal(0),
+            # Once per day and workflow: a workflow renamed that day has a row per slug.
+            cost_usd=cost_of.pop((row["day"], row["workflow_id"]), None) or Decimal(0),
         )
         day = days[row["day"]]
         slug, per_workflow = day.workflows.setdefault(

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import CallCost
+from calls.models import Call
 from tests.factories import CallFactory, WorkflowFactory
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +78,20 @@ def test_each_day_of_the_range_shows_its_calls_minutes_and_cost_per_workflow(
         ],
         "total": figures(5, "13.00", "1.384567"),
     }
+
+
+def test_a_workflow_renamed_during_the_day_counts_each_calls_cost_once(api, workflow) -> None:
+    ended(workflow, at=DAY, seconds=60, cost="0.100000")
+    renamed = ended(workflow, at=DAY, seconds=60, cost="0.200000")
+    Call.objects.filter(pk=renamed.pk).update(workflow_slug="before-rename")
+
+    body = api.get(URL, {"from": "2026-03-10", "to": "2026-03-10"}).json()
+
+    assert body["days"][0]["workflows"] == [
+        {"workflow_id": str(workflow.id), "workflow_slug": "before-rename"}
+        | figures(2, "2.00", "0.300000")
+    ]
+    assert body["total"] == figures(2, "2.00", "0.300000")
 
 
 def test_days_are_utc_days(api, workflow) -> None:

@@ -260,7 +260,7 @@ def usage_daily(
     bounds = [organization_id, first, after + datetime.timedelta(days=1)]
     calls = conn.execute(
         "SELECT (created_at AT TIME ZONE 'UTC')::date, workflow_id, workflow_slug, count(*),"
-        " sum(ended_at - started_at) FROM calls_call"
+        " sum(greatest(ended_at - started_at, interval '0')) FROM calls_call"
         " WHERE organization_id = %s AND created_at >= %s AND created_at < %s"
         " GROUP BY 1, 2, 3",
         bounds,

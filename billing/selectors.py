@@ -7,15 +7,20 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Sum, Value
+from django.db.models.functions import Greatest, TruncDate
 
 from accounts.models import Organization
 from billing.models import CallCost, PriceOverride
 from billing.prices import Price, organization_prices
 from calls.models import Call
 
-_CALL_SECONDS = ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField())
+# Never negative: calls ended before calls/lifecycle.py kept `ended_at >= started_at`
+# may carry an end another host's clock stamped before the start.
+_CALL_SECONDS = Greatest(
+    ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField()),
+    Value(datetime.timedelta(0), DurationField()),
+)
 
 
 @dataclass

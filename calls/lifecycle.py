@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import DateTimeField, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from calls.limits import open_call_release
@@ -156,7 +158,10 @@ def _changes(
     elif to_status in ENDED_STATUSES:
         if not end_reason:
             raise ValueError("Ending a call needs an end_reason.")
-        changes.update(ended_at=at, end_reason=end_reason, current_agent=None)
+        # Nor an end before the start (or, never started, the creation): with another
+        # host's clock behind, `started_at <= ended_at` still holds.
+        ended_at = Greatest(Value(at, DateTimeField()), Coalesce("started_at", "created_at"))
+        changes.update(ended_at=ended_at, end_reason=end_reason, current_agent=None)
     elif end_reason:
         changes["end_reason"] = end_reason
     return changes

@@ -108,6 +108,36 @@ def test_a_start_stamped_before_the_call_existed_counts_from_its_creation(workfl
     assert call.started_at == call.created_at
 
 
+def test_an_end_stamped_before_the_start_counts_from_the_start(workflow):
+    call = _call(S.CONNECTING, workflow)
+    behind = call.created_at - datetime.timedelta(seconds=30)  # another host's clock
+    assert call_transition(call_id=call.pk, to_status=S.ACTIVE, at=behind)
+
+    assert call_transition(
+        call_id=call.pk,
+        to_status=S.COMPLETED,
+        end_reason=EndReason.USER_HANGUP,
+        at=behind + datetime.timedelta(seconds=5),
+    )
+
+    call.refresh_from_db()
+    assert call.ended_at == call.started_at == call.created_at
+
+
+def test_a_never_started_call_ends_no_earlier_than_its_creation(workflow):
+    call = _call(S.CONNECTING, workflow)
+
+    assert call_transition(
+        call_id=call.pk,
+        to_status=S.TIMEOUT,
+        end_reason=EndReason.CONNECT_TIMEOUT,
+        at=call.created_at - datetime.timedelta(seconds=1),
+    )
+
+    call.refresh_from_db()
+    assert call.ended_at == call.created_at
+
+
 def test_ended_at_is_set_exactly_once(workflow):
     call = _call(S.ACTIVE, workflow)
     first = timezone.now()

@@ -94,6 +94,16 @@ def test_a_workflow_renamed_during_the_day_counts_each_calls_cost_once(api, work
     assert body["total"] == figures(2, "2.00", "0.300000")
 
 
+def test_an_end_stamped_before_the_start_counts_no_minutes(api, workflow) -> None:
+    ended(workflow, at=DAY, seconds=60)
+    skewed = ended(workflow, at=DAY, seconds=60)
+    Call.objects.filter(pk=skewed.pk).update(ended_at=DAY - datetime.timedelta(seconds=30))
+
+    body = api.get(URL, {"from": "2026-03-10", "to": "2026-03-10"}).json()
+
+    assert body["total"] == figures(2, "1.00", "0.000000")
+
+
 def test_days_are_utc_days(api, workflow) -> None:
     ended(workflow, at=datetime.datetime(2026, 3, 10, 23, 59, 59, tzinfo=datetime.UTC), seconds=60)
     ended(workflow, at=datetime.datetime(2026, 3, 11, 0, 0, 0, tzinfo=datetime.UTC), seconds=60)

@@ -20,9 +20,11 @@ from billing.selectors import cost_per_day
 from calls.models import NOT_ENDED_STATUSES, Call
 from calls.selectors import recent_latency
 from voicecalls import charts
+from workflows.models import Workflow
 
 DAYS = 30
 LATENCY_WINDOW = 10_000
+SUCCESS_RATES_SHOWN = 20
 # What the caller feels (end of utterance, whole turn) after the three providers.
 LATENCY_ROWS = (
     ("stt", "STT"),
@@ -89,19 +91,27 @@ def open_calls() -> list[tuple[str, int]]:
 
 
 def success_rates(*, since: datetime.datetime) -> list[dict]:
-    """Per workflow: the calls created since `since` whose analysis gave a success
-    verdict, and the share of them that succeeded (percent, one decimal), most judged
-    first. Reads the call's copy of the verdict (analysis migration 0002), so the
-    window's calls come from `call_created` with no join to the analyses."""
-    rows = (
+    """Per workflow (each organization's own): the calls created since `since` whose
+    analysis gave a success verdict, and the share of them that succeeded (percent, one
+    decimal); the SUCCESS_RATES_SHOWN most judged. Reads the call's copy of the verdict
+    (analysis migration 0002), so the window's calls come from `call_created` with no
+    join; the shown workflows' names are read apart."""
+    rows = list(
         Call.objects.filter(created_at__gte=since, analysis_success__isnull=False)
-        .values("workflow_slug")
+        .values("workflow_id")
         .annotate(judged=Count("id"), succeeded=Count("id", filter=Q(analysis_success=True)))
-        .order_by("-judged", "workflow_slug")
+        .order_by("-judged", "workflow_id")[:SUCCESS_RATES_SHOWN]
     )
+    names = {
+        pk: (organization_slug, slug)
+        for pk, organization_slug, slug in Workflow.objects.filter(
+            pk__in=[row["workflow_id"] for row in rows]
+        ).values_list("pk", "organization__slug", "slug")
+    }
     return [
         {
-            "workflow_slug": row["workflow_slug"],
+            "organization_slug": names[row["workflow_id"]][0],
+            "workflow_slug": names[row["workflow_id"]][1],
             "judged": row["judged"],
             "succeeded": row["succeeded"],
             "rate": round(100 * row["succeeded"] / row["judged"], 1),
@@ -118,8 +128,12 @@ def _cost_context(*, since: datetime.datetime) -> dict:
         "cost_in_window": sum(costs.values(), Decimal(0)).quantize(Decimal("0.01")),
         "cost_chart": charts.bar_chart(per_day, title="Cost per day (USD)", label_every=5),
         "success_rates": rates,
+        "success_rates_shown": SUCCESS_RATES_SHOWN,
         "success_chart": charts.horizontal_bars(
-            [(row["workflow_slug"], row["rate"]) for row in rates],
+            [
+                (f"{row['organization_slug']} / {row['workflow_slug']}", row["rate"])
+                for row in rates
+            ],
             title="Success rate per workflow (%)",
             unit=" %",
         ),

@@ -11,13 +11,17 @@ from django.test.utils import CaptureQueriesContext
 
 from analysis.models import CallAnalysis
 from billing.models import CallCost
-from calls.dashboard import dashboard_context, recent_calls, success_rates
+from calls.dashboard import SUCCESS_RATES_SHOWN, dashboard_context, recent_calls, success_rates
 from tests.factories import CallFactory, WorkflowFactory
 from voicecalls.charts import bar_chart, horizontal_bars
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime.datetime(2026, 3, 10, 12, 0, tzinfo=datetime.UTC)
+
+
+def figures(judged: int, succeeded: int, rate: float) -> dict:
+    return {"judged": judged, "succeeded": succeeded, "rate": rate}
 
 
 def test_calls_per_day_counts_each_day_including_empty_ones(organization) -> None:
@@ -172,8 +176,8 @@ def test_success_rate_per_workflow_counts_only_calls_with_a_verdict(organization
     rates = success_rates(since=NOW - datetime.timedelta(days=1))
 
     assert rates == [
-        {"workflow_slug": "greet", "judged": 3, "succeeded": 2, "rate": 66.7},
-        {"workflow_slug": "remind", "judged": 1, "succeeded": 0, "rate": 0.0},
+        {"organization_slug": "acme", "workflow_slug": "greet", **figures(3, 2, 66.7)},
+        {"organization_slug": "acme", "workflow_slug": "remind", **figures(1, 0, 0.0)},
     ]
 
 
@@ -188,8 +192,28 @@ def test_success_rates_follow_a_changed_verdict_without_reading_the_analyses(
     with CaptureQueriesContext(connection) as queries:
         rates = success_rates(since=NOW - datetime.timedelta(days=1))
 
-    assert rates == [{"workflow_slug": "greet", "judged": 1, "succeeded": 0, "rate": 0.0}]
-    assert len(queries) == 1 and "analysis_callanalysis" not in queries[0]["sql"]
+    assert rates == [{"organization_slug": "acme", "workflow_slug": "greet", **figures(1, 0, 0.0)}]
+    assert not any("analysis_callanalysis" in query["sql"] for query in queries)
+
+
+def test_success_rates_keep_each_organizations_workflow_apart_and_show_the_most_judged(
+    organization, outsider
+) -> None:
+    ours, theirs = (WorkflowFactory(organization=o, slug="daily") for o in (organization, outsider))
+    busier = WorkflowFactory.create_batch(SUCCESS_RATES_SHOWN - 1, organization=outsider)
+    verdicts = [(ours, True), (theirs, False), (theirs, False)]
+    verdicts += [(workflow, True) for workflow in busier for _ in range(3)]
+    for workflow, success in verdicts:
+        call = CallFactory(organization=workflow.organization, workflow=workflow, created_at=NOW)
+        CallAnalysis.objects.create(call=call, status="completed", success=success)
+
+    rates = success_rates(since=NOW - datetime.timedelta(days=1))
+
+    assert len(rates) == SUCCESS_RATES_SHOWN
+    assert all(row["judged"] == 3 for row in rates[:-1])
+    assert rates[-1] == {"organization_slug": outsider.slug, "workflow_slug": "daily"} | figures(
+        2, 0, 0.0
+    )
 
 
 def test_the_admin_index_shows_cost_and_success_rates(
@@ -202,4 +226,7 @@ def test_the_admin_index_shows_cost_and_success_rates(
     html = client.get("/admin/").content.decode()
 
     assert 'id="cost"' in html and "Cost per day (USD" in html
-    assert f"<td>{call.workflow_slug}</td><td>100.0 %</td><td>1 of 1</td>" in html
+    assert (
+        f"<td>{organization.slug}</td><td>{call.workflow_slug}</td><td>100.0 %</td>"
+        "<td>1 of 1</td>" in html
+    )

@@ -22,7 +22,7 @@ from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_tru
 from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget, workflow_queryset
-from workflows.settings import PHONE_START_MARGIN_SECONDS
+from workflows.settings import phone_start_delay_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ def phone_call_build(
 ) -> Call:
     """A new `pending` outbound phone call (not saved) to numbers already checked."""
     now = timezone.now()
-    start_bound = (
-        target.dial_deadline_seconds + target.ring_timeout_seconds + PHONE_START_MARGIN_SECONDS
+    start_bound = phone_start_delay_seconds(
+        dial_deadline=target.dial_deadline_seconds, ring_timeout=target.ring_timeout_seconds
     )
     return Call(
         organization=organization,

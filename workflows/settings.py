@@ -34,18 +34,24 @@ FALSE_INTERRUPTION_BOUNDS = (0.5, 10.0)
 SILENCE_TIMEOUT_BOUNDS = (5, 600)
 RING_TIMEOUT_BOUNDS = (5, 120)
 DIAL_DEADLINE_BOUNDS = (10, 600)
-# After the dial deadline and the ringing, a little longer for LiveKit to answer: a
-# phone call that has not started by then ends `timeout` (telephony.services).
-PHONE_START_MARGIN_SECONDS = 15
-# The longest any call may wait for its start (a started_* window implies creation
-# times from it): a web call's connect timeout, or a phone call's dial deadline,
-# ringing and margin, each at its largest.
-MAX_START_DELAY_SECONDS = max(
-    CONNECT_TIMEOUT_BOUNDS[1],
-    DIAL_DEADLINE_BOUNDS[1] + RING_TIMEOUT_BOUNDS[1] + PHONE_START_MARGIN_SECONDS,
-)
 DEFAULT_BUSY_MESSAGE = "All our lines are busy right now. Please call again later."
 MAX_VOICEMAIL_MESSAGE_CHARS = 2_000
+
+
+def phone_start_delay_seconds(*, dial_deadline: int, ring_timeout: int) -> int:
+    """How long a phone call may wait for its start: its dial deadline, the ringing, and
+    a little longer for LiveKit to answer; by then it ends `timeout` (telephony.services)."""
+    return dial_deadline + ring_timeout + 15
+
+
+# The longest any call may wait for its start (a started_* window implies creation
+# times from it): a web call's connect timeout, or a phone call's wait, at its largest.
+MAX_START_DELAY_SECONDS = max(
+    CONNECT_TIMEOUT_BOUNDS[1],
+    phone_start_delay_seconds(
+        dial_deadline=DIAL_DEADLINE_BOUNDS[1], ring_timeout=RING_TIMEOUT_BOUNDS[1]
+    ),
+)
 
 
 class VoicemailAction:

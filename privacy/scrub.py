@@ -22,6 +22,7 @@ from calls.models import (
     CallDirection,
     TranscriptEntry,
 )
+from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased
 from webhooks.outbox import call_event_bodies_rebuild
 
 # Calls per transaction: bounded IN lists and short row locks.
@@ -61,8 +62,9 @@ def identity_clear(*, calls: Sequence[tuple[UUID, str, str]]) -> None:
     """Remove who the caller was from ended calls, given (id, channel, direction):
     `user_id`; the callee's number of an outbound phone call (`phone_number`); the
     caller's number of an inbound one (`from_number`), and the LiveKit room name and
-    participant identity LiveKit made from it, which become the call's own
-    (`call-<id>`, `user-<id>`). The organization's own numbers stay."""
+    participant identity LiveKit made from it: the room gets its keyed hash (see
+    `privacy.keys.room_name_erased`), the identity becomes the call's own (`user-<id>`).
+    The organization's own numbers stay."""
     Call.objects.filter(pk__in=[call_id for call_id, _, _ in calls]).update(user_id=None)
     phone = [(call_id, d) for call_id, channel, d in calls if channel == CallChannel.PHONE]
     callees = [call_id for call_id, direction in phone if direction == CallDirection.OUTBOUND]
@@ -71,10 +73,20 @@ def identity_clear(*, calls: Sequence[tuple[UUID, str, str]]) -> None:
         Call.objects.filter(pk__in=callees).update(phone_number=None)
     if callers:
         Call.objects.filter(pk__in=callers).update(from_number=None, participant_identity=None)
-        Call.objects.bulk_update(
-            [Call(pk=call_id, room_name=f"{ROOM_PREFIX}{call_id}") for call_id in callers],
-            ["room_name"],
-        )
+        _rooms_rename(call_ids=callers)
+
+
+def _rooms_rename(*, call_ids: list[UUID]) -> None:
+    """Give the inbound calls' rooms their erased names; a name already erased (or the
+    call's own, as erasures before the keyed name left it) stays."""
+    rooms = Call.objects.filter(pk__in=call_ids).exclude(room_name__startswith=ERASED_ROOM_PREFIX)
+    renamed = [
+        Call(pk=call_id, room_name=room_name_erased(room_name))
+        for call_id, room_name in rooms.values_list("pk", "room_name")
+        if room_name != f"{ROOM_PREFIX}{call_id}"
+    ]
+    if renamed:
+        Call.objects.bulk_update(renamed, ["room_name"])
 
 
 def webhook_bodies_scrub(*, call_ids: Sequence[UUID]) -> int:

@@ -20,6 +20,7 @@ from calls.limits import ConcurrencyLimitReached, call_counts_lock, open_call_re
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import call_room_close_later
 from calls.sql import insert_instance
+from privacy.keys import room_names_erased
 from telephony.models import PhoneNumber, PhoneNumberStatus
 from workflows.selectors import CallTarget, workflow_call_target
 
@@ -99,7 +100,10 @@ def inbound_call_get_or_create(
     if len(caller.room_name) > ROOM_NAME_MAX:
         logger.warning("inbound call in a room named beyond %s characters: ignored", ROOM_NAME_MAX)
         return None
-    existing = Call.objects.filter(room_name=caller.room_name).first()
+    # The call may be ended and erased, its room renamed: a late webhook or agent
+    # request then finds it under the erased name and opens nothing new.
+    names = [caller.room_name, *room_names_erased(caller.room_name)]
+    existing = Call.objects.filter(room_name__in=names).first()
     if existing is not None:
         if organization is not None and existing.organization_id != organization.pk:
             return None

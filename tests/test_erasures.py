@@ -26,7 +26,7 @@ from calls.models import (
     TranscriptRole,
 )
 from privacy.erasure import erasure_create, erasure_run, erasures_wake_due
-from privacy.keys import user_id_hash
+from privacy.keys import room_name_erased, user_id_hash
 from privacy.models import Erasure, ErasureStatus
 from tests.conftest import bearer_client
 from tests.fake_llm import FakeLLM, Outcome
@@ -154,6 +154,7 @@ def test_a_phone_number_erases_the_calls_to_and_from_it(organization, key) -> No
     outbound = outbound_phone_call(organization, user_id="crm-42")
     inbound = inbound_phone_call(organization, user_id=CALLEE, from_number=CALLEE)
     someone_else = outbound_phone_call(organization, phone_number="+14155550199")
+    room = inbound.room_name
 
     erasure = erase(organization, key, CALLEE)
 
@@ -166,7 +167,7 @@ def test_a_phone_number_erases_the_calls_to_and_from_it(organization, key) -> No
         OUR_NUMBER,
     )
     assert (inbound.user_id, inbound.from_number, inbound.phone_number) == (None, None, OUR_NUMBER)
-    assert (inbound.room_name, inbound.participant_identity) == (f"call-{inbound.pk}", None)
+    assert (inbound.room_name, inbound.participant_identity) == (room_name_erased(room), None)
     someone_else.refresh_from_db()
     assert someone_else.erased_at is None
 
@@ -193,7 +194,8 @@ def test_an_open_call_is_erased_now_and_loses_its_numbers_when_it_ends(organizat
     assert call.user_data == {}
     # Its room and LiveKit's webhooks still find it by these while it runs.
     assert call.from_number == CALLER
-    assert call.room_name.startswith(f"inbound-_{CALLER}_")
+    room = call.room_name
+    assert room.startswith(f"inbound-_{CALLER}_")
     assert erasure_run(erasure_id=erasure.pk, now=now + datetime.timedelta(minutes=1)) == "running"
 
     call_transition(call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
@@ -201,7 +203,7 @@ def test_an_open_call_is_erased_now_and_loses_its_numbers_when_it_ends(organizat
 
     assert status == ErasureStatus.COMPLETED
     call.refresh_from_db()
-    assert (call.user_id, call.from_number, call.room_name) == (None, None, f"call-{call.pk}")
+    assert (call.user_id, call.from_number, call.room_name) == (None, None, room_name_erased(room))
     erasure.refresh_from_db()
     assert (erasure.calls_erased, erasure.calls_waiting, erasure.user_id) == (1, 0, None)
 

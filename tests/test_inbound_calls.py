@@ -20,7 +20,10 @@ from django_tasks_db.models import DBTaskResult
 
 from accounts.models import KeyKind, Organization
 from accounts.services import api_key_create
-from calls.models import Call
+from calls.lifecycle import call_transition
+from calls.models import Call, CallStatus
+from privacy.erasure import erasure_create, erasure_run
+from privacy.models import ErasureStatus
 from telephony.models import PhoneNumber
 from telephony.services import phone_number_verify
 from tests.conftest import bearer_client
@@ -387,3 +390,47 @@ def test_a_refused_calls_room_is_closed_a_minute_later_even_if_no_agent_comes(
     assert task.run_after - call_in(room).ended_at == pytest.approx(
         timedelta(seconds=60), abs=timedelta(seconds=5)
     )
+
+
+def test_a_late_webhook_or_agent_request_for_an_erased_calls_room_opens_no_second_call(
+    organization, agent_api, number, sip_fake, delivered
+):
+    """The erasure renames the ended call's room (its name holds the caller's number);
+    a participant_joined that LiveKit delivers only now (its first delivery failed) or an
+    agent's retried request still finds that call, so no phantom call opens."""
+    sink, sip_fake.webhook_sink = sip_fake.webhook_sink, None  # the webhook is held back
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call_id = agent_asks(agent_api, room, identity).json()["call_id"]
+    call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    erasure = erasure_create(organization=organization, user_id=CALLER, api_key=key)
+    assert erasure_run(erasure_id=erasure.pk) == ErasureStatus.COMPLETED
+    assert CALLER not in Call.objects.get(pk=call_id).room_name
+    sip_fake.webhook_sink = sink
+
+    participant_joined_for(sip_fake, room, identity)
+    late = agent_asks(agent_api, room, identity)
+
+    assert sip_fake.webhook_answers == [200]
+    assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
+    assert [str(c.id) for c in Call.objects.all()] == [call_id]
+
+
+def test_a_room_erased_before_a_secret_key_rotation_still_finds_its_call(
+    organization, agent_api, number, sip_fake, settings
+):
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call_id = agent_asks(agent_api, room, identity).json()["call_id"]
+    call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    erasure_run(
+        erasure_id=erasure_create(organization=organization, user_id=CALLER, api_key=key).pk
+    )
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY
+
+    late = agent_asks(agent_api, room, identity)
+
+    assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
+    assert Call.objects.count() == 1

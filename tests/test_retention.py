@@ -15,8 +15,11 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Organization
+from accounts.services import api_key_create
 from analysis.models import CallAnalysis
 from calls.models import Call, CallStatus
+from privacy.erasure import erasure_create, erasure_run
+from privacy.keys import room_name_erased
 from privacy.retention import retention_apply
 from tests.factories import CallFactory, WorkflowFactory
 from tests.privacy import (
@@ -116,6 +119,8 @@ def test_the_persons_number_goes_and_the_organizations_own_number_stays(organiza
     outbound = outbound_phone_call(organization, ended_at=NOW - 8 * DAY)
     inbound = inbound_phone_call(organization, ended_at=NOW - 8 * DAY)
 
+    room = inbound.room_name
+
     retention_apply(now=NOW)
 
     outbound.refresh_from_db()
@@ -123,10 +128,26 @@ def test_the_persons_number_goes_and_the_organizations_own_number_stays(organiza
     assert (outbound.phone_number, outbound.from_number) == (None, OUR_NUMBER)
     assert (inbound.phone_number, inbound.from_number, inbound.user_id) == (OUR_NUMBER, None, None)
     # LiveKit named the room and the caller's participant after the caller's number.
-    assert inbound.room_name == f"call-{inbound.pk}"
+    assert inbound.room_name == room_name_erased(room)
     assert inbound.participant_identity is None
     assert CALLER not in json.dumps(list(Call.objects.values()), default=str)
     assert CALLEE not in json.dumps(list(Call.objects.values()), default=str)
+
+
+def test_a_room_an_erasure_renamed_keeps_that_name_when_retention_comes(organization):
+    """Renamed twice, a late webhook for the room would no longer find its call."""
+    retain(organization, user_data_retention_days=7)
+    inbound = inbound_phone_call(organization, ended_at=NOW - 8 * DAY)
+    room = inbound.room_name
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    erasure = erasure_create(organization=organization, user_id=CALLER, api_key=key)
+    erasure_run(erasure_id=erasure.pk, now=NOW)
+
+    retention_apply(now=NOW)
+
+    inbound.refresh_from_db()
+    assert inbound.user_data_expired_at == NOW
+    assert inbound.room_name == room_name_erased(room)
 
 
 def test_organizations_without_retention_keep_everything(organization, outsider) -> None:

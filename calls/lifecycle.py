@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import DateTimeField, Value
-from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from calls.limits import open_call_release
@@ -109,7 +107,10 @@ def call_transition(
     with transaction.atomic(savepoint=False):
         # Receivers need the exact from-state: the only one allowed, else read under a
         # row lock. What they write commits (or rolls back) with the change.
-        if len(from_states) == 1:
+        if to_status in ENDED_STATUSES:
+            from_status, at = _end_read(call_id=call_id, at=at)
+            changes["ended_at"] = at
+        elif len(from_states) == 1:
             from_status = str(next(iter(from_states)))
         else:
             locked = Call.objects.select_for_update().filter(pk=call_id)
@@ -158,10 +159,25 @@ def _changes(
     elif to_status in ENDED_STATUSES:
         if not end_reason:
             raise ValueError("Ending a call needs an end_reason.")
-        # Nor an end before the start (or, never started, the creation): with another
-        # host's clock behind, `started_at <= ended_at` still holds.
-        ended_at = Greatest(Value(at, DateTimeField()), Coalesce("started_at", "created_at"))
-        changes.update(ended_at=ended_at, end_reason=end_reason, current_agent=None)
+        changes.update(end_reason=end_reason, current_agent=None)  # ended_at: _end_read
     elif end_reason:
         changes["end_reason"] = end_reason
     return changes
+
+
+def _end_read(
+    *, call_id: UUID | str, at: datetime.datetime
+) -> tuple[str | None, datetime.datetime]:
+    """The call's status, read under its row lock, and the end to stamp: `at`, but never
+    before the start (or, never started, the creation), so with another host's clock
+    behind `started_at <= ended_at` still holds, in the row and in what receivers send."""
+    row = (
+        Call.objects.select_for_update()
+        .filter(pk=call_id)
+        .values_list("status", "started_at", "created_at")
+        .first()
+    )
+    if row is None:
+        return None, at
+    status, started_at, created_at = row
+    return status, max(at, started_at or created_at)

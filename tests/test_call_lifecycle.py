@@ -8,6 +8,8 @@ from django.utils import timezone
 from calls.lifecycle import ALLOWED_FROM, EndReason, call_transition
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory
+from webhooks import services
+from webhooks.models import EventType, WebhookEvent
 
 S = CallStatus
 ALL = list(S.values)
@@ -122,6 +124,28 @@ def test_an_end_stamped_before_the_start_counts_from_the_start(workflow):
 
     call.refresh_from_db()
     assert call.ended_at == call.started_at == call.created_at
+
+
+def test_the_status_change_webhook_carries_the_end_as_stored_not_the_skewed_one(workflow):
+    services.webhook_endpoint_create(
+        organization=workflow.organization,
+        url="https://hooks.example.com/calls",
+        events=[EventType.CALL_STATUS_CHANGED, EventType.CALL_ENDED],
+    )
+    call = _call(S.ACTIVE, workflow)
+    behind = call.started_at - datetime.timedelta(seconds=30)  # another host's clock
+
+    assert call_transition(
+        call_id=call.pk, to_status=S.COMPLETED, end_reason=EndReason.USER_HANGUP, at=behind
+    )
+
+    call.refresh_from_db()
+    events = WebhookEvent.objects.filter(call_id=call.pk).order_by("type")
+    assert [(e.type, e.occurred_at) for e in events] == [
+        (EventType.CALL_ENDED, call.started_at),
+        (EventType.CALL_STATUS_CHANGED, call.started_at),
+    ]
+    assert call.ended_at == call.started_at
 
 
 def test_a_never_started_call_ends_no_earlier_than_its_creation(workflow):

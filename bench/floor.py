@@ -260,12 +260,11 @@ def usage_daily(
     bounds = [organization_id, first, after + datetime.timedelta(days=1)]
     calls = conn.execute(
         "SELECT (created_at AT TIME ZONE 'UTC')::date, workflow_id, workflow_slug, count(*),"
-        " sum(greatest(ended_at - started_at, interval '0')) FROM calls_call"
+        " sum(greatest(ended_at - started_at, interval '0')), max(created_at) FROM calls_call"
         " WHERE organization_id = %s AND created_at >= %s AND created_at < %s"
         " GROUP BY 1, 2, 3",
         bounds,
     ).fetchall()
-    calls.sort(key=lambda row: (row[0], row[2], str(row[1])))  # day, slug, id: as documented
     costs = dict(
         ((day, workflow), cost)
         for day, workflow, cost in conn.execute(
@@ -276,10 +275,20 @@ def usage_daily(
         )
     )
     zero = decimal.Decimal(0)
+    # (day, workflow) → [slug of its latest call, latest, count, seconds, cost]
+    merged: dict = {}
+    for day, workflow, slug, count, duration, latest in calls:
+        row = merged.setdefault((day, workflow), [slug, latest, 0, zero, zero])
+        if latest > row[1]:
+            row[:2] = slug, latest
+        row[2] += count
+        row[3] += _exact_seconds(duration)
+        row[4] += costs.pop((day, workflow), None) or zero
     days = {start + datetime.timedelta(days=i): [] for i in range((end - start).days + 1)}
-    for day, workflow, slug, count, duration in calls:
-        cost = costs.pop((day, workflow), None) or zero
-        days[day].append((workflow, slug, count, _exact_seconds(duration), cost))
+    for (day, workflow), (slug, _, count, seconds, cost) in merged.items():
+        days[day].append((workflow, slug, count, seconds, cost))
+    for rows in days.values():
+        rows.sort(key=lambda r: (r[1], str(r[0])))  # slug, id: as documented
     body_days, total = [], [0, zero, zero]
     for day, rows in days.items():
         sums = [

@@ -60,12 +60,15 @@ class UsageFiguresSerializer(serializers.Serializer):
 
 class WorkflowUsageSerializer(UsageFiguresSerializer):
     workflow_id = serializers.UUIDField()
-    workflow_slug = serializers.CharField()
+    workflow_slug = serializers.CharField(
+        help_text="As the workflow's latest call that day had it: a workflow renamed during "
+        "the day is one entry, under its new slug."
+    )
 
 
 class UsageDaySerializer(UsageFiguresSerializer):
     date = serializers.DateField()
-    workflows = WorkflowUsageSerializer(many=True)
+    workflows = WorkflowUsageSerializer(many=True, help_text="By slug, then id.")
 
 
 class UsageDailySerializer(serializers.Serializer):
@@ -99,8 +102,12 @@ def usage_daily_representation(
                 "date": day.date.isoformat(),
                 **_figures(day.usage),
                 "workflows": [
-                    {"workflow_id": str(workflow_id), "workflow_slug": slug, **_figures(usage)}
-                    for workflow_id, (slug, usage) in day.workflows.items()
+                    {
+                        "workflow_id": str(workflow_id),
+                        "workflow_slug": entry.slug,
+                        **_figures(entry.usage),
+                    }
+                    for workflow_id, entry in day.workflows.items()
                 ],
             }
             for day in days

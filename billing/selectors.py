@@ -7,7 +7,16 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Sum, Value
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    QuerySet,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Greatest, TruncDate
 
 from accounts.models import Organization
@@ -36,10 +45,17 @@ class Usage:
 
 
 @dataclass
+class WorkflowUsage:
+    slug: str  # of the workflow's latest call that day: a rename shows its new name
+    latest: datetime.datetime
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
 class UsageDay:
     date: datetime.date
     usage: Usage = field(default_factory=Usage)
-    # workflow id → (slug, usage), in the order first seen.
+    # workflow id → its usage, by slug then id.
     workflows: dict = field(default_factory=dict)
 
 
@@ -67,7 +83,7 @@ def usage_daily(
         Call.objects.filter(organization=organization, created_at__gte=first, created_at__lt=after)
         .annotate(day=TruncDate("created_at"))
         .values("day", "workflow_id", "workflow_slug")
-        .annotate(calls=Count("id"), duration=Sum(_CALL_SECONDS))
+        .annotate(calls=Count("id"), duration=Sum(_CALL_SECONDS), latest=Max("created_at"))
         .order_by()
     )
     costs = (
@@ -87,7 +103,7 @@ def usage_daily(
         start + datetime.timedelta(days=i): UsageDay(date=start + datetime.timedelta(days=i))
         for i in range((end - start).days + 1)
     }
-    for row in sorted(calls, key=lambda r: (r["day"], r["workflow_slug"], str(r["workflow_id"]))):
+    for row in calls:
         usage = Usage(
             calls=row["calls"],
             seconds=_seconds(row["duration"]),
@@ -95,11 +111,15 @@ def usage_daily(
             cost_usd=cost_of.pop((row["day"], row["workflow_id"]), None) or Decimal(0),
         )
         day = days[row["day"]]
-        slug, per_workflow = day.workflows.setdefault(
-            row["workflow_id"], (row["workflow_slug"], Usage())
+        entry = day.workflows.setdefault(
+            row["workflow_id"], WorkflowUsage(slug=row["workflow_slug"], latest=row["latest"])
         )
-        per_workflow.add(usage)
+        if row["latest"] > entry.latest:
+            entry.slug, entry.latest = row["workflow_slug"], row["latest"]
+        entry.usage.add(usage)
         day.usage.add(usage)
+    for day in days.values():
+        day.workflows = dict(sorted(day.workflows.items(), key=lambda i: (i[1].slug, str(i[0]))))
     return list(days.values())
 
 

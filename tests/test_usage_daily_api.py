@@ -80,15 +80,16 @@ def test_each_day_of_the_range_shows_its_calls_minutes_and_cost_per_workflow(
     }
 
 
-def test_a_workflow_renamed_during_the_day_counts_each_calls_cost_once(api, workflow) -> None:
-    ended(workflow, at=DAY, seconds=60, cost="0.100000")
-    renamed = ended(workflow, at=DAY, seconds=60, cost="0.200000")
-    Call.objects.filter(pk=renamed.pk).update(workflow_slug="before-rename")
+def test_a_workflow_renamed_during_the_day_is_one_entry_under_its_new_slug(api, workflow) -> None:
+    """Each call's cost counted once; the slug its latest call had, whichever sorts first."""
+    before = ended(workflow, at=DAY, seconds=60, cost="0.100000")
+    Call.objects.filter(pk=before.pk).update(workflow_slug="a-before-rename")
+    ended(workflow, at=DAY + datetime.timedelta(hours=1), seconds=60, cost="0.200000")
 
     body = api.get(URL, {"from": "2026-03-10", "to": "2026-03-10"}).json()
 
     assert body["days"][0]["workflows"] == [
-        {"workflow_id": str(workflow.id), "workflow_slug": "before-rename"}
+        {"workflow_id": str(workflow.id), "workflow_slug": workflow.slug}
         | figures(2, "2.00", "0.300000")
     ]
     assert body["total"] == figures(2, "2.00", "0.300000")

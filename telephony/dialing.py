@@ -14,7 +14,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from calls.lifecycle import EndReason, call_transition
+from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import Call, CallChannel, CallStatus
 from calls.services import call_room_close_later
 from voicecalls import livekit, livekit_sip
@@ -111,7 +111,19 @@ def phone_call_answered(*, call_id: uuid.UUID) -> bool:
 
 @transaction.atomic
 def _dial_failed(*, call: Call, code: int | None, text: str | None) -> str:
-    """The dial's own result ends the call, with the SIP status kept on it."""
+    """The dial's own result ends the call, with the SIP status kept on it; but a dial
+    our hang-up cancelled (LiveKit may answer the dial before the room's deletion) ends
+    as that hang-up asked."""
+    row = Call.objects.filter(pk=call.pk).values_list("hangup_requested_at", "end_reason").first()
+    requested = requested_end(*row) if row else None
+    if requested is not None:
+        call_transition(
+            call_id=call.pk,
+            to_status=CallStatus.COMPLETED,
+            end_reason=requested,
+            only_from={CallStatus.CONNECTING},
+        )
+        return requested
     reason = sip_end_reason(code)
     Call.objects.filter(pk=call.pk, status=CallStatus.CONNECTING).update(
         sip_status_code=code, sip_status=(text or "")[:200] or None

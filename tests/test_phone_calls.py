@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
+import time
 
 import pytest
 from django.conf import settings
@@ -209,6 +211,50 @@ def test_ending_a_ringing_call_cancels_it_and_it_ends_as_requested(
 
     assert answers == [200]
     assert timezone.now() - started < datetime.timedelta(seconds=8)
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+
+
+def test_a_hang_up_while_ringing_ends_as_requested_when_the_cancelled_dial_answers_first(
+    api, phone, sip_fake, client_key
+) -> None:
+    """LiveKit cancels the ringing as it deletes the room; its dial may answer (487)
+    before its DeleteRoom does, so the dial job sees the failure before the hang-up
+    ends the call."""
+    sip_fake.sip_outcomes[CALLEE] = sip.answer_after(10)
+    delete_room = sip_fake._DeleteRoom
+
+    def delete_room_answering_late(message, response_class):
+        answer = delete_room(message, response_class)  # the ringing is cancelled now
+        time.sleep(0.6)
+        return answer
+
+    sip_fake._DeleteRoom = delete_room_answering_late
+    answers: list[int] = []
+    threads: list[threading.Thread] = []
+
+    def hang_up(call_id: str) -> None:
+        from django.db import connection
+
+        from tests.conftest import bearer_client
+
+        try:
+            answers.append(bearer_client(client_key).post(f"{CALLS}/{call_id}/end").status_code)
+        finally:
+            connection.close()
+
+    def on_ringing(room: str) -> None:
+        threads.append(threading.Thread(target=hang_up, args=(room.removeprefix("call-"),)))
+        threads[-1].start()
+        time.sleep(0.2)  # the hang-up is recorded and LiveKit asked
+
+    sip_fake.on_ringing = on_ringing
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+    for thread in threads:
+        thread.join()
+
+    assert answers == [200]
     assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
 
 

@@ -263,17 +263,33 @@ def _aggregate(*, call_id: uuid.UUID, new: _NewEvents) -> None:
     if tokens:
         changes["total_tokens"] = F("total_tokens") + tokens
     if new.handoffs:
-        changes["agent_history"] = JSONArrayAppend(
-            "agent_history", [e["to_agent"] for e in new.handoffs]
+        history = _history_rebuilt(call_id=call_id, handoffs=new.handoffs)
+        changes["agent_history"] = (
+            JSONArrayAppend("agent_history", [e["to_agent"] for e in new.handoffs])
+            if history is None
+            else history
         )
         changes["agent_handoffs"] = F("agent_handoffs") + len(new.handoffs)
         # Nobody speaks on an ended call: a late handoff extends the history only.
+        latest = new.handoffs[-1]["to_agent"] if history is None else history[-1]
         changes["current_agent"] = Case(
-            When(status=CallStatus.ACTIVE, then=Value(new.handoffs[-1]["to_agent"])),
-            default=F("current_agent"),
+            When(status=CallStatus.ACTIVE, then=Value(latest)), default=F("current_agent")
         )
     if changes:
         Call.objects.filter(pk=call_id).update(**changes)
+
+
+def _history_rebuilt(*, call_id: uuid.UUID, handoffs: list[dict]) -> list[str] | None:
+    """The agent history in time order when a batch of handoffs arrived after a later
+    one (batches can cross in transit); None when they are the newest, to be appended."""
+    stored = AgentEvent.objects.filter(call_id=call_id, type=AgentEventType.AGENT_HANDOFF)
+    new_ids = [e["id"] for e in handoffs]
+    if not stored.filter(timestamp__gt=handoffs[0]["timestamp"]).exclude(pk__in=new_ids).exists():
+        return None
+    history, count = Call.objects.values_list("agent_history", "agent_handoffs").get(pk=call_id)
+    before = history[: len(history) - count]  # [start agent]: what no handoff added
+    ordered = stored.order_by("timestamp", "created_at").values_list("payload", flat=True)
+    return before + [payload["to_agent"] for payload in ordered]
 
 
 def _apply_statuses(

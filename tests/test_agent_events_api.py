@@ -282,6 +282,39 @@ def test_handoffs_build_the_agent_history(agent_api, call):
     assert call.agent_handoffs == 2
 
 
+def test_handoff_batches_that_cross_in_transit_still_leave_the_latest_agent_current(
+    agent_api, call
+):
+    for batch in (
+        [handoff("meal-agent", "feedback-agent", at=9)],
+        [handoff("greeter-agent", "meal-agent", at=5)],
+        [handoff("feedback-agent", "closing-agent", at=12)],
+    ):
+        assert agent_api.post(url(call.pk), {"events": batch}).status_code == 200
+
+    call.refresh_from_db()
+    assert call.agent_history == [
+        "greeter-agent",
+        "meal-agent",
+        "feedback-agent",
+        "closing-agent",
+    ]
+    assert (call.current_agent, call.agent_handoffs) == ("closing-agent", 3)
+
+
+def test_a_handoff_arriving_after_a_later_one_on_an_ended_call_keeps_no_current_agent(
+    agent_api, call
+):
+    agent_api.post(url(call.pk), {"events": [handoff("meal-agent", "feedback-agent", at=9)]})
+    agent_api.post(url(call.pk), {"events": [status("completed", at=10)]})
+
+    agent_api.post(url(call.pk), {"events": [handoff("greeter-agent", "meal-agent", at=5)]})
+
+    call.refresh_from_db()
+    assert call.agent_history == ["greeter-agent", "meal-agent", "feedback-agent"]
+    assert (call.current_agent, call.agent_handoffs) == (None, 2)
+
+
 def test_the_agent_reporting_active_starts_a_connecting_call(agent_api, workflow):
     call = CallFactory(organization=workflow.organization, workflow=workflow)
     agent_api.post(
@@ -449,9 +482,10 @@ def test_queries_do_not_grow_with_the_batch(agent_api, call, size, django_assert
     # auth (2), the call found, locked and its report time noted in one, three inserts
     # (one skipped when there is nothing of its kind), the live stream's feed
     # (streams.feed: one statement on PostgreSQL, an UPDATE and an INSERT on SQLite),
-    # the aggregate UPDATE (none for transcript lines only), savepoint-free atomic block.
+    # the aggregate UPDATE (none for transcript lines only), savepoint-free atomic block;
+    # with handoffs, whether a stored one is later (batches that crossed in transit).
     feed = 1 if connection.vendor == "postgresql" else 2
-    expected = (8 if size >= 3 else 5) + feed
+    expected = (9 if size >= 3 else 5) + feed
     with django_assert_num_queries(expected):
         response = agent_api.post(url(call.pk), {"events": events})
     assert response.json()["accepted"] == size

@@ -183,7 +183,10 @@ class CallFilter(filters.FilterSet):
         indexes find any window's first page without reading the window."""
         bounds = {}
         if values.get("started_after") is not None:
-            bounds["created_at__gte"] = values["started_after"] - MAX_START_DELAY
+            try:
+                bounds["created_at__gte"] = values["started_after"] - MAX_START_DELAY
+            except OverflowError:
+                pass  # a window from year 1: it bounds no creation time
         if values.get("started_before") is not None:
             bounds["created_at__lt"] = values["started_before"]
         return bounds

@@ -97,6 +97,17 @@ def test_a_started_window_finds_calls_created_up_to_the_longest_start_delay_befo
     assert body["total"] == 2
 
 
+def test_a_window_started_after_year_one_lists_every_started_call(
+    api: APIClient, organization
+) -> None:
+    """Year 1 less the longest start delay is no date: the window bounds no creation."""
+    call = CallFactory(organization=organization, completed=True)
+
+    body = api.get("/api/v1/calls", {"started_after": "0001-01-01T00:00:00Z"}).json()
+
+    assert [item["id"] for item in body["items"]] == [str(call.id)]
+
+
 def test_a_started_window_finds_a_phone_call_that_started_at_the_end_of_its_longest_wait(
     api: APIClient, organization
 ) -> None:

@@ -44,7 +44,7 @@ from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
-from workflows.selectors import CallTarget, workflow_call_target
+from workflows.selectors import workflow_call_target
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -149,12 +149,9 @@ class CallViewSet(viewsets.GenericViewSet):
         organization = request.user.organization
         key = idempotency_key(request.headers)
         data = _CALL_CREATE.run_validation(request.data)
-        target = workflow_call_target(organization=organization, slug=data.pop("workflow_slug"))
-        if target is None:
-            raise serializers.ValidationError(
-                {"workflow_slug": ["No workflow with this slug in your organization."]}
-            )
-        create = functools.partial(_call_created, organization=organization, target=target, **data)
+        # The slug is looked up inside the idempotent run: a retry after the workflow was
+        # renamed or deleted gets the first answer, not a 400 about the slug.
+        create = functools.partial(_call_of_slug, organization=organization, **data)
         if key is None:
             code, body = create()
         else:
@@ -324,9 +321,15 @@ _CALL_CREATE = CallCreateSerializer()
 _ACTIVE_QUERY = ActiveCallsQuerySerializer()
 
 
-def _call_created(
-    *, organization: Organization, target: CallTarget, **data: Any
+def _call_of_slug(
+    *, organization: Organization, workflow_slug: str, **data: Any
 ) -> tuple[int, dict]:
+    """Create the call on the slug's workflow as it is now: (201, the join answer)."""
+    target = workflow_call_target(organization=organization, slug=workflow_slug)
+    if target is None:
+        raise serializers.ValidationError(
+            {"workflow_slug": ["No workflow with this slug in your organization."]}
+        )
     if "phone_number" in data:
         joined = phone_call_create(organization=organization, target=target, **data)
     else:

@@ -42,6 +42,23 @@ def test_the_same_key_with_another_body_is_422(api: APIClient, workflow) -> None
     assert Call.objects.count() == 1
 
 
+@pytest.mark.parametrize("change", ["rename", "delete"])
+def test_a_retry_after_the_workflow_was_renamed_or_deleted_gets_the_first_response(
+    api: APIClient, workflow, change: str
+) -> None:
+    first = post(api, BODY, "k-1")
+    if change == "rename":
+        renamed = api.patch(f"/api/v1/workflows/{workflow.id}", {"slug": "v2"}, format="json")
+        assert renamed.status_code == 200, renamed.content
+    else:
+        assert api.delete(f"/api/v1/workflows/{workflow.id}").status_code == 204
+
+    retry = post(api, BODY, "k-1")
+
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert Call.objects.count() == 1
+
+
 def test_key_order_in_the_body_does_not_matter(api: APIClient, workflow) -> None:
     first = post(api, {"workflow_slug": "daily-call", "user_id": "u"}, "k-1")
     second = post(api, {"user_id": "u", "workflow_slug": "daily-call"}, "k-1")

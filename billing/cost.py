@@ -9,11 +9,14 @@ digit; the total is never a sum of rounded lines.
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
-from billing.models import COST_PLACES
+from billing.models import COST_DIGITS, COST_PLACES
 from billing.prices import Key, Price, price_for
+
+logger = logging.getLogger(__name__)
 
 EXACT = Context(prec=34)
 MICRO = Decimal(1).scaleb(-COST_PLACES)
@@ -36,9 +39,14 @@ class Line:
         return EXACT.multiply(self.quantity, self.price.unit_price_usd)
 
 
+# The largest total a call's cost can hold (billing.models.CallCost.total_usd).
+COST_MAX = Decimal(10) ** (COST_DIGITS - COST_PLACES) - MICRO
+
+
 @dataclass(frozen=True)
 class Cost:
-    total_usd: Decimal
+    # None when the total is beyond COST_MAX (prices set absurdly high): not priced.
+    total_usd: Decimal | None
     breakdown: list[dict]
     # False when some usage has no price (its amount is null and not in the total).
     complete: bool
@@ -135,8 +143,8 @@ def call_cost_compute(
         }
         for line, amount in zip(lines, amounts, strict=True)
     ]
-    return Cost(
-        total_usd=total.quantize(MICRO, rounding=ROUND_HALF_EVEN),
-        breakdown=breakdown,
-        complete=all(a is not None for a in amounts),
-    )
+    total = total.quantize(MICRO, rounding=ROUND_HALF_EVEN)
+    if total > COST_MAX:
+        logger.warning("a call's cost of %s USD is beyond what is stored: not priced", total)
+        return Cost(total_usd=None, breakdown=breakdown, complete=False)
+    return Cost(total_usd=total, breakdown=breakdown, complete=all(a is not None for a in amounts))

@@ -265,7 +265,7 @@ class CallSerializer(_CallBaseSerializer):
     cost = CallCostSerializer(
         allow_null=True,
         help_text="Known once the call ended (repriced when the agent's last usage arrives "
-        "later); null before.",
+        "later); null before, and when your prices make it $10 billion or more.",
     )
     recording = CallRecordingSerializer(
         allow_null=True,

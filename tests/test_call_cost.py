@@ -201,6 +201,27 @@ def test_a_model_without_a_price_is_listed_unpriced_and_the_cost_is_incomplete(
     assert cost["total_usd"] == "0.001500"  # the room's three minutes only
 
 
+def test_a_call_costing_beyond_what_a_cost_holds_still_ends_and_is_left_unpriced(
+    api, agent_api, workflow, fake_livekit
+) -> None:
+    """Prices the API accepts can make a total past $10 billion (numeric(16, 6)); the
+    end must not fail on it (it is priced in the ending's transaction)."""
+    override = {"component": "llm_prompt", "provider": "openai", "model": "*"}
+    response = api.post(
+        "/api/v1/prices/overrides", {**override, "unit_price_usd": "99999999"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    assert report(agent_api, call, usage(LLM)).status_code == 200
+
+    ended = api.post(f"/api/v1/calls/{call.id}/end")
+
+    assert ended.status_code == 200, ended.content
+    detail = api.get(f"/api/v1/calls/{call.id}").json()
+    assert (detail["status"], detail["cost"]) == ("completed", None)
+    assert CallCost.objects.get(call=call).complete is False
+
+
 def test_the_total_is_rounded_once_not_summed_from_rounded_lines(
     api, agent_api, ended_call
 ) -> None:

@@ -32,18 +32,18 @@ class RecordingLink:
 def recording_link(*, recording: Recording, organization_id: object) -> RecordingLink:
     """A presigned download link of a complete recording, valid RECORDINGS_URL_TTL_SECONDS
     (at most 15 minutes), signed locally; no link before the file is complete, after it
-    was deleted, or when no credentials reach its bucket any more."""
+    was deleted, or when no credentials (or no usable endpoint) reach its bucket any more."""
     if recording.status != RecordingStatus.COMPLETE:
-        return RecordingLink(None, None)
-    try:
-        target = storage.target_of(recording, organization_id=organization_id)
-    except storage.StorageError:
-        target = None
-    if target is None:
         return RecordingLink(None, None)
     ttl = settings.RECORDINGS_URL_TTL_SECONDS
     expires_at = timezone.now() + datetime.timedelta(seconds=ttl)
-    url = storage.presigned_get_url(target, key=recording.object_key, expires_in=ttl)
+    try:
+        target = storage.target_of(recording, organization_id=organization_id)
+        if target is None:
+            return RecordingLink(None, None)
+        url = storage.presigned_get_url(target, key=recording.object_key, expires_in=ttl)
+    except storage.StorageError:
+        return RecordingLink(None, None)
     return RecordingLink(url, expires_at)
 
 

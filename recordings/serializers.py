@@ -3,6 +3,7 @@ and an organization's own bucket (write-only credentials)."""
 
 from __future__ import annotations
 
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -64,6 +65,14 @@ class EndpointField(serializers.CharField):
         problem = url_problem(value, allow_private=settings.WEBHOOKS_ALLOW_PRIVATE_URLS)
         if problem:
             raise serializers.ValidationError(problem.replace("URL", "endpoint"), code="invalid")
+        # What botocore refuses to build a client for (an underscore or a non-ASCII
+        # letter in the host) would break every download link and file deletion later.
+        if not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value)):
+            raise serializers.ValidationError(
+                "An S3 client cannot use this endpoint: its host may have only ASCII "
+                "letters, digits, dots and hyphens.",
+                code="invalid",
+            )
         return value.rstrip("/")
 
 

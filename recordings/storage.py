@@ -109,8 +109,15 @@ def target_of(recording: Recording, *, organization_id: object) -> S3Target | No
     )
 
 
-@functools.lru_cache(maxsize=32)
 def _client(target: S3Target):  # botocore's client classes are generated: no hint
+    try:
+        return _client_built(target)
+    except ValueError as exc:  # botocore refuses the endpoint or region
+        raise StorageError(f"The storage's endpoint or region is not usable: {exc}") from None
+
+
+@functools.lru_cache(maxsize=32)
+def _client_built(target: S3Target):
     # Building a client loads the S3 service model (tens of ms); clients are thread-safe.
     config = Config(
         signature_version="s3v4",

@@ -19,6 +19,9 @@ from tests.factories import CallFactory, RecordingFactory
 from tests.recordings import object_keys, s3_client
 
 DAY = datetime.timedelta(days=1)
+UNREACHABLE = "http://127.0.0.1:9"
+# Stored before the API refused hosts an S3 client cannot use: botocore raises ValueError.
+UNUSABLE = "https://minio_1.example.com"
 
 
 @pytest.fixture
@@ -91,13 +94,14 @@ def test_retention_goes_through_every_batch_and_a_second_pass_deletes_nothing(
     assert object_keys(s3_server, recordings_bucket) == []
 
 
+@pytest.mark.parametrize("broken", [UNREACHABLE, UNUSABLE])
 def test_a_storage_that_fails_is_skipped_this_pass_and_retried_by_the_next(
-    organization, stored, recordings_bucket, s3_server, settings
+    organization, stored, recordings_bucket, s3_server, settings, broken
 ) -> None:
     settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
     Organization.objects.filter(pk=organization.pk).update(recording_retention_days=1)
     recording = stored(ended_ago=2 * DAY)
-    Recording.objects.filter(pk=recording.pk).update(endpoint="http://127.0.0.1:9")
+    Recording.objects.filter(pk=recording.pk).update(endpoint=broken)
 
     failed = retention_apply()
     Recording.objects.filter(pk=recording.pk).update(endpoint=s3_server)
@@ -127,12 +131,13 @@ def test_an_erasure_deletes_the_users_recordings_and_counts_them(
     )
 
 
+@pytest.mark.parametrize("broken", [UNREACHABLE, UNUSABLE])
 def test_an_erasure_whose_storage_fails_waits_and_erases_nothing_of_that_batch_yet(
-    organization, stored, recordings_bucket, s3_server, settings
+    organization, stored, recordings_bucket, s3_server, settings, broken
 ) -> None:
     settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
     recording = stored(ended_ago=DAY, user_id="user-9")
-    Recording.objects.filter(pk=recording.pk).update(endpoint="http://127.0.0.1:9")
+    Recording.objects.filter(pk=recording.pk).update(endpoint=broken)
     erasure = erasure_of(organization, "user-9")
 
     status = erasure_run(erasure_id=erasure.pk)

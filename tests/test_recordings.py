@@ -15,6 +15,7 @@ from django.conf import settings
 
 from calls.models import Call
 from recordings.models import Recording
+from tests.factories import CallFactory, RecordingFactory
 from tests.livekit_samples import send
 from tests.ogg import ogg_opus_silence
 from tests.recordings import object_keys, recording_on, run_worker, s3_client
@@ -104,6 +105,20 @@ def test_a_recorded_call_is_uploaded_and_downloadable_through_a_presigned_link(
     assert "X-Amz-Expires=900" in body["url"]
     assert settings.RECORDINGS_S3_SECRET_ACCESS_KEY not in json.dumps(body)
     assert download(body["url"]) == ogg_opus_silence(2.0) == egress_fake.egress_file
+
+
+def test_a_recording_on_an_endpoint_no_s3_client_accepts_has_no_link_and_no_error(
+    api, organization, recordings_bucket, s3_server
+) -> None:
+    """Stored before the API refused such hosts: the answer says complete, without a link."""
+    call = CallFactory(organization=organization, completed=True)
+    RecordingFactory(call=call, endpoint="https://minio_1.example.com", bucket="acme")
+
+    response = api.get(f"/api/v1/calls/{call.id}/recording")
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["status"], response.json()["url"]) == ("complete", None)
+    assert api.get(f"/api/v1/calls/{call.id}").status_code == 200
 
 
 def test_storage_credentials_reach_no_client_and_no_log(

@@ -111,12 +111,19 @@ def sip_trunk_delete(*, trunk: SipTrunk) -> None:
     """Delete the trunk in LiveKit (already gone there is fine), then here.
     `LiveKitError` leaves it as it was. A default caller number no other outbound
     trunk of the organization has is cleared with it: calls would refuse it. A trunk
-    with phone numbers is `TrunkInUse` (their dispatch rules name it)."""
-    if trunk.phone_numbers.exists():
-        raise TrunkInUse()
-    livekit_sip.delete_trunk(trunk_id=trunk.livekit_trunk_id)
+    with phone numbers is `TrunkInUse` (their dispatch rules name it).
+
+    One transaction around LiveKit's delete, the trunk's row locked: a number being
+    added to it meanwhile waits (phone_number_create locks the trunk too) and then finds
+    no trunk; a LiveKit failure rolls the row's delete back."""
     with transaction.atomic():
-        trunk.delete()
+        locked = SipTrunk.objects.select_for_update().filter(pk=trunk.pk).first()
+        if locked is None:
+            return
+        if locked.phone_numbers.exists():
+            raise TrunkInUse()
+        locked.delete()
+        livekit_sip.delete_trunk(trunk_id=trunk.livekit_trunk_id)
         organization = Organization.objects.select_for_update().get(pk=trunk.organization_id)
         default = organization.default_caller_number
         if default and default not in outbound_numbers(organization=organization):
@@ -219,13 +226,27 @@ def phone_number_create(
     400s name the field: a trunk that is not the organization's inbound trunk, a number
     not on it, a number anyone else holds (a phone number, or on another organization's
     trunk), an unknown workflow."""
-    trunk = (
-        sip_trunk_queryset(organization=organization)
-        .filter(pk=trunk_id, direction=TrunkDirection.INBOUND)
-        .first()
-    )
-    if trunk is None:
-        raise serializers.ValidationError({"trunk_id": ["No inbound trunk of yours has this id."]})
+    with transaction.atomic():
+        # Locked until the number is in: a delete of the trunk waits for it, or this for
+        # the delete (then the trunk is gone).
+        trunk = (
+            sip_trunk_queryset(organization=organization)
+            .select_for_update()
+            .filter(pk=trunk_id, direction=TrunkDirection.INBOUND)
+            .first()
+        )
+        if trunk is None:
+            raise serializers.ValidationError(
+                {"trunk_id": ["No inbound trunk of yours has this id."]}
+            )
+        return _phone_number_insert(
+            organization=organization, number=number, trunk=trunk, workflow_slug=workflow_slug
+        )
+
+
+def _phone_number_insert(
+    *, organization: Organization, number: str, trunk: SipTrunk, workflow_slug: str
+) -> PhoneNumber:
     if number not in trunk.numbers:
         raise serializers.ValidationError({"number": ["The trunk does not have this number."]})
     workflow = workflow_queryset(organization=organization).filter(slug=workflow_slug).first()

@@ -4,6 +4,8 @@ their LiveKit dispatch rule deleted with them (DESIGN.md "Phone calls", Inbound)
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
@@ -269,6 +271,43 @@ def test_a_trunk_with_numbers_is_not_deleted(api, workflow, trunk, fake_livekit)
     assert response.json()["errors"][0]["code"] == "trunk_in_use"
     assert fake_livekit.calls("DeleteSIPTrunk") == []
     assert SipTrunk.objects.filter(pk=trunk.pk).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_number_added_while_its_trunk_is_deleted_waits_and_finds_no_trunk(
+    api, workflow, trunk, fake_livekit, client_key
+):
+    """Without the trunk's lock the number went in during LiveKit's delete, and the
+    trunk's row delete then failed on it: a 500, the trunk gone in LiveKit only."""
+    delete_in_livekit = fake_livekit._DeleteSIPTrunk
+    added: list[int] = []
+    adding = threading.Thread(target=_number_add, args=(client_key, trunk, added))
+
+    def delete_while_a_number_is_added(message, response_class):
+        adding.start()
+        time.sleep(0.5)  # the number's request reaches the trunk's lock meanwhile
+        return delete_in_livekit(message, response_class)
+
+    fake_livekit._DeleteSIPTrunk = delete_while_a_number_is_added
+
+    deleted = api.delete(f"/api/v1/sip-trunks/{trunk.id}")
+    adding.join()
+
+    assert (deleted.status_code, added) == (204, [400])
+    assert not SipTrunk.objects.filter(pk=trunk.pk).exists()
+    assert not PhoneNumber.objects.exists()
+
+
+def _number_add(client_key: str, trunk: SipTrunk, answers: list[int]) -> None:
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    try:
+        answers.append(bearer_client(client_key).post(URL, body(trunk), format="json").status_code)
+    finally:
+        connection.close()
 
 
 def test_a_number_is_pointed_at_another_workflow(api, workflow, trunk, fake_livekit):

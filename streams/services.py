@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import datetime
 import uuid
-import zlib
 from collections.abc import Collection
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.models import Session
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
 from streams.models import StreamLease
+from voicecalls.db import advisory_lock
 from voicecalls.errors import LimitExceeded
 
 
@@ -51,10 +51,7 @@ def stream_lease_open(
     renewed for `STREAMS_LEASE_SECONDS` (their process died) are removed on the way.
     """
     now = timezone.now()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            key = zlib.crc32(f"streams:{organization.pk}".encode())
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    advisory_lock(f"streams:{organization.pk}")
     leases = StreamLease.objects.filter(organization=organization)
     leases.filter(renewed_at__lt=_lease_cutoff(now)).delete()
     open_streams = leases.count()

@@ -20,6 +20,7 @@ from telephony import guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
 from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
 from voicecalls import livekit, livekit_sip
+from voicecalls.db import advisory_lock
 from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget, workflow_queryset
 from workflows.settings import phone_start_delay_seconds
@@ -73,6 +74,10 @@ def sip_trunk_create(
         with transaction.atomic():
             Organization.objects.select_for_update().filter(pk=organization.pk).exists()
             _trunk_cap_check(organization=organization)
+            # Again, with the numbers locked: another organization may have mapped one
+            # while LiveKit created the trunk.
+            _numbers_lock(numbers)
+            _trunk_numbers_check(organization=organization, numbers=numbers)
             return SipTrunk.objects.create(
                 organization=organization,
                 name=name,
@@ -98,6 +103,14 @@ def _trunk_numbers_check(*, organization: Organization, numbers: list[str]) -> N
     for index, number in enumerate(numbers):
         if number in taken:
             raise serializers.ValidationError({"numbers": {index: [NUMBER_TAKEN]}})
+
+
+def _numbers_lock(numbers: list[str]) -> None:
+    """Whoever claims these numbers (a trunk listing them, a number mapped) goes one at
+    a time, across organizations, until the transaction ends; in one order, so two
+    claims of the same numbers never deadlock."""
+    for number in sorted(set(numbers)):
+        advisory_lock(f"phone-number:{number}")
 
 
 def _livekit_trunk_forget(trunk_id: str) -> None:
@@ -247,11 +260,13 @@ def phone_number_create(
 def _phone_number_insert(
     *, organization: Organization, number: str, trunk: SipTrunk, workflow_slug: str
 ) -> PhoneNumber:
+    """Insert the number on the (locked) trunk once it is known to be free."""
     if number not in trunk.numbers:
         raise serializers.ValidationError({"number": ["The trunk does not have this number."]})
     workflow = workflow_queryset(organization=organization).filter(slug=workflow_slug).first()
     if workflow is None:
         raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    _numbers_lock([number])  # until it is in: a trunk listing it elsewhere waits
     if PhoneNumber.objects.filter(number=number).exists() or number_held_elsewhere(
         organization=organization, number=number
     ):

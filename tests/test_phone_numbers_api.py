@@ -159,6 +159,34 @@ def test_a_trunk_cannot_list_a_number_another_organization_mapped(
     assert SipTrunk.objects.filter(organization=organization).count() == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_trunk_listing_a_number_mapped_while_livekit_created_the_trunk_is_refused(
+    api, outsider_api, organization, workflow, fake_livekit
+):
+    """The number is checked again once LiveKit answered, under the numbers' lock."""
+    ours = inbound_trunk(organization)
+    create_in_livekit = fake_livekit._CreateSIPInboundTrunk
+    mapped: list[int] = []
+
+    def create_while_the_number_is_mapped(message, response_class):
+        mapped.append(api.post(URL, body(ours), format="json").status_code)
+        return create_in_livekit(message, response_class)
+
+    fake_livekit._CreateSIPInboundTrunk = create_while_the_number_is_mapped
+
+    theirs = outsider_api.post(
+        "/api/v1/sip-trunks",
+        {"name": "In", "direction": "inbound", "numbers": [INBOUND_NUMBER]},
+        format="json",
+    )
+
+    assert mapped == [201]
+    assert theirs.status_code == 400
+    assert theirs.json()["errors"][0]["attr"] == "numbers.0"
+    assert [t.livekit_trunk_id for t in SipTrunk.objects.all()] == [ours.livekit_trunk_id]
+    assert list(fake_livekit.trunks) == [ours.livekit_trunk_id]
+
+
 def test_a_number_on_another_organizations_trunk_is_not_available(
     api, workflow, trunk, outsider, fake_livekit
 ):

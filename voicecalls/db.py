@@ -18,6 +18,7 @@ server-side.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -64,3 +65,14 @@ def timestamps_read_natively(cursor: CursorWrapper) -> None:
     db = cursor.db
     if db.vendor == "postgresql" and db.timezone_name == "UTC":
         cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+
+
+def advisory_lock(name: str, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Hold the lock `name` until the transaction ends: PostgreSQL's transaction-level
+    advisory lock, keyed by the name's CRC-32 (a collision only serializes two unrelated
+    names). Nothing on SQLite, whose one writer serializes writes already."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(name.encode())])

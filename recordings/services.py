@@ -148,39 +148,51 @@ def recording_start(*, recording_id: UUID | str) -> str:
 
 
 def _fail(recording_id: UUID, error: str) -> bool:
+    """Fail a recording no egress has claimed: one whose webhook came while LiveKit's
+    answer was lost is running, whatever our request says."""
     now = timezone.now()
+    unclaimed = Recording.objects.filter(
+        pk=recording_id, egress_id__isnull=True, status__in=statuses_below(S.FAILED)
+    )
     return bool(
-        Recording.objects.filter(pk=recording_id, status__in=statuses_below(S.FAILED)).update(
+        unclaimed.update(
             status=S.FAILED, error=error[:ERROR_MAX_CHARS], ended_at=now, updated_at=now
         )
     )
 
 
-def _recording_of_egress(*, egress_id: str, room_name: str) -> Recording | None:
+def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording | None, bool]:
     """The recording an egress writes: by its id, or — when its webhook overtook
-    LiveKit's answer to the start request — the call's in that room, claimed for it."""
+    LiveKit's answer to the start request, or that answer was lost — the call's in that
+    room, claimed for it (then True)."""
     recording = Recording.objects.filter(egress_id=egress_id).first()
     if recording is not None or not room_name or not egress_id:
-        return recording
+        return recording, False
     unclaimed = Recording.objects.filter(call__room_name=room_name, egress_id__isnull=True)
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
-        return None
+        return None, False
     Recording.objects.filter(pk=pk, egress_id__isnull=True).update(egress_id=egress_id)
-    return Recording.objects.filter(egress_id=egress_id).first()
+    return Recording.objects.filter(egress_id=egress_id).first(), True
 
 
 def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetime.datetime) -> bool:
     """Apply an egress webhook to the recording it is about; False when it is about no
     recording of ours. The status only moves forward, so a replayed or late event
     (an `egress_started` after `egress_ended`) changes nothing."""
-    recording = _recording_of_egress(egress_id=egress.egress_id, room_name=room_name)
+    recording, claimed = _recording_of_egress(egress_id=egress.egress_id, room_name=room_name)
     if recording is None:
         return False
     status = EGRESS_STATUSES.get(egress.status)
     if status is None:
         return True
     changes: dict[str, object] = {"status": status, "updated_at": at}
+    from_statuses = statuses_below(status)
+    if claimed:
+        # Failed with no egress id: LiveKit's answer to the start was lost (a timeout),
+        # a guess LiveKit's own word on the room's egress now replaces.
+        from_statuses.append(S.FAILED)
+        changes.update(error="", ended_at=None)
     if status == S.COMPLETE:
         changes["ended_at"] = at
         if egress.duration_ns is not None:
@@ -190,9 +202,7 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     elif status == S.FAILED:
         changes["ended_at"] = at
         changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
-    moved = Recording.objects.filter(pk=recording.pk, status__in=statuses_below(status)).update(
-        **changes
-    )
+    moved = Recording.objects.filter(pk=recording.pk, status__in=from_statuses).update(**changes)
     if not moved and status == S.COMPLETE and recording.status == S.DELETED:
         # Deleted while the egress was still writing: the file it just finished goes too.
         from recordings.tasks import recording_file_delete

@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
 from django.conf import settings
+from livekit.protocol import egress as egress_models
 
 from calls.models import Call
 from recordings.models import Recording
@@ -212,6 +214,56 @@ def test_livekit_unreachable_at_the_start_fails_the_recording(
     assert recording.status == "failed"
     assert recording.error.startswith("LiveKit could not start the recording: LiveKit unreachable")
     assert Call.objects.get(pk=call_id).status == "active"
+
+
+def answer_lost(egress_fake, *, then=None) -> None:
+    """LiveKit starts the egress but its answer comes after our client gave up; `then`
+    runs with the egress before that (e.g. its webhook overtaking the answer)."""
+    start = egress_fake._StartRoomCompositeEgress
+
+    def start_answering_late(message, response_class):
+        info = start(message, response_class)
+        if then is not None:
+            then(info)
+        time.sleep(1.5)  # beyond LIVEKIT_API_TIMEOUT_SECONDS (1.0 in tests)
+        return info
+
+    egress_fake._StartRoomCompositeEgress = start_answering_late
+
+
+def test_an_egress_that_ran_after_its_start_answer_was_lost_is_complete_not_failed(
+    api, recording_workflow, egress_fake, recordings_bucket, s3_server
+) -> None:
+    answer_lost(egress_fake)
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+    assert Recording.objects.get(call_id=call_id).status == "failed"  # our guess, for now
+    egress_fake.egress_run()
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.duration_seconds, recording.error) == ("complete", 2, "")
+    assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
+    assert api.get(f"/api/v1/calls/{call_id}/recording").json()["url"] is not None
+
+
+def test_an_egress_whose_webhook_overtook_a_lost_answer_is_not_failed_by_it(
+    api, recording_workflow, egress_fake, recordings_bucket, s3_server
+) -> None:
+    def started(info) -> None:
+        info.status = egress_models.EgressStatus.EGRESS_ACTIVE
+        egress_fake.egress_webhook_send("egress_started", info)
+
+    answer_lost(egress_fake, then=started)
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.error) == ("recording", "")
+    assert recording.egress_id in egress_fake.egresses
 
 
 def test_a_failed_egress_shows_livekits_error_and_leaves_the_call_alone(

@@ -234,12 +234,27 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
             return WebhookResult.DUPLICATE
     now = timezone.now()
     if egress:
-        return _on_egress(event, now)
+        return _on_egress(event, event_time(event, now))
     call = _call_in_room(event.room_name, now)
     if call is None:
         _inbound_call_open(event)
         call = _call_in_room(event.room_name, now)
     if call is None:
         return WebhookResult.UNKNOWN_ROOM
-    handler(call, event, now)
+    handler(call, event, event_time(event, now))
     return WebhookResult.HANDLED
+
+
+# LiveKit stamps an event in whole seconds. Delivered within this of its stamp, an event
+# is timed by its arrival (to the millisecond); delivered later (LiveKit retried it,
+# or it queued), by the stamp, so a join that came within the connect timeout still
+# starts the call and a late departure does not lengthen it.
+LATE_DELIVERY = datetime.timedelta(seconds=2)
+
+
+def event_time(event: WebhookEvent, now: datetime.datetime) -> datetime.datetime:
+    """When the event happened, as well as we know: see LATE_DELIVERY."""
+    if not event.created_at:
+        return now
+    stamped = datetime.datetime.fromtimestamp(event.created_at, tz=datetime.UTC)
+    return stamped if now - stamped > LATE_DELIVERY else now

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -28,8 +29,10 @@ def webhook_body(
     identity: str | None = None,
     reason: str | None = None,
     event_id: str | None = None,
+    created_at: float | None = None,
 ) -> str:
-    """The sample `name`, moved to the call's room (and the user's identity)."""
+    """The sample `name`, moved to the call's room (and the user's identity), stamped
+    `created_at` (Unix seconds; default now)."""
     payload = sample(name)
     payload["room"]["name"] = f"call-{call_id}"
     if "participant" in payload:
@@ -40,6 +43,9 @@ def webhook_body(
         if reason is not None:
             payload["participant"]["disconnectReason"] = reason
     payload["id"] = event_id or f"EV_{uuid.uuid4().hex[:12]}"
+    # Stamped now, as LiveKit stamps an event it sends (created_at: a late delivery is
+    # timed by it; tests of that set their own).
+    payload["createdAt"] = str(int(created_at if created_at is not None else time.time()))
     return json.dumps(payload)
 
 

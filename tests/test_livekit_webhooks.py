@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
@@ -41,6 +42,46 @@ def test_the_user_joining_makes_the_call_active(call):
     assert call.agent_history == ["greeter-agent"]
     assert call.current_agent == "greeter-agent"
     assert call.last_event_at is not None
+
+
+def test_a_join_within_the_connect_timeout_delivered_after_it_still_starts_the_call(workflow):
+    """LiveKit retried it (our first answer failed): it is timed by LiveKit's stamp."""
+    now = timezone.now()
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        connect_timeout_seconds=60,
+        created_at=now - datetime.timedelta(seconds=70),
+    )
+    joined = int(now.timestamp()) - 20
+
+    assert send("participant_joined", call.pk, created_at=joined).json() == {"result": "handled"}
+
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+    assert call.started_at == datetime.datetime.fromtimestamp(joined, tz=datetime.UTC)
+
+
+def test_a_departure_delivered_late_ends_the_call_when_it_happened(active_call):
+    left = int(timezone.now().timestamp()) - 30
+    active_call.started_at = datetime.datetime.fromtimestamp(left - 60, tz=datetime.UTC)
+    active_call.save()
+
+    send("participant_left", active_call.pk, reason="CLIENT_INITIATED", created_at=left)
+
+    active_call.refresh_from_db()
+    assert (active_call.status, active_call.end_reason) == (S.COMPLETED, "user_hangup")
+    assert active_call.ended_at == datetime.datetime.fromtimestamp(left, tz=datetime.UTC)
+
+
+def test_an_event_delivered_at_once_is_timed_by_its_arrival_to_the_millisecond(call):
+    """LiveKit's stamp is whole seconds; the arrival is the closer time."""
+    before = timezone.now()
+
+    send("participant_joined", call.pk)
+
+    call.refresh_from_db()
+    assert before <= call.started_at <= timezone.now()
 
 
 def test_the_agent_joining_does_not_start_the_call(call):

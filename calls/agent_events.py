@@ -184,7 +184,7 @@ def _store(
         rows = [{**row, "content": ERASED_CONTENT, "tool_call": None} for row in rows]
     transcript_ids = insert_new_ids(TranscriptEntry, rows, **per_call)
     metric_ids = insert_new_ids(MetricSample, _sample_rows(call_id, samples, now), **per_call)
-    ledger_ids = insert_new(AgentEvent, _ledger_rows(call_id, ledger, now), unique="id")
+    ledger_ids = _ledger_insert(call_id=call_id, rows=_ledger_rows(call_id, ledger, now))
 
     def new_in_time_order(items: list[dict], ids: set) -> list[dict]:
         return sorted((e for e in items if e["id"] in ids), key=lambda e: e["timestamp"])
@@ -246,6 +246,25 @@ def _ledger_rows(call_id: uuid.UUID, events: list[dict], now: datetime.datetime)
         }
         for e in events
     ]
+
+
+def _ledger_insert(*, call_id: uuid.UUID, rows: list[dict]) -> set:
+    """Store handoffs, statuses and usage reports once per call; the event ids stored
+    now. A row is keyed by its event id, or, when another call holds that id (ids are
+    unique per call, as the API says), by one derived from both (uuid5): a replay to
+    this call finds it there. Only a conflict costs more than the one insert."""
+    new = insert_new(AgentEvent, rows, unique="id")
+    taken = [row["id"] for row in rows if row["id"] not in new]
+    if not taken:
+        return new
+    ours = set(
+        AgentEvent.objects.filter(call_id=call_id, pk__in=taken).values_list("pk", flat=True)
+    )
+    namespace = uuid.UUID(str(call_id))
+    elsewhere = {uuid.uuid5(namespace, str(row["id"])): row for row in rows if row["id"] in taken}
+    derived = [{**row, "id": key} for key, row in elsewhere.items() if row["id"] not in ours]
+    stored = insert_new(AgentEvent, derived, unique="id")
+    return new | {elsewhere[key]["id"] for key in stored}
 
 
 def _aggregate(*, call_id: uuid.UUID, new: _NewEvents) -> None:

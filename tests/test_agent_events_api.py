@@ -570,6 +570,36 @@ def test_an_event_id_used_on_another_call_is_a_new_event_there(agent_api, call, 
     assert _written(call) == _written(other) == (1, 1, 0)
 
 
+def test_a_status_handoff_or_usage_id_used_on_another_call_is_new_there_and_once(
+    agent_api, call, workflow
+):
+    other = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    usage = {
+        "id": str(uuid.uuid4()),
+        "type": "usage",
+        "timestamp": ts(2),
+        "usage": [{"component": "tts", "provider": "cartesia", "model": "sonic-2"}],
+    }
+    batch = [handoff("greeter-agent", "meal-agent"), usage, status("completed")]
+    assert agent_api.post(url(call.pk), {"events": batch}).json() == {
+        "accepted": 3,
+        "duplicates": 0,
+    }
+
+    first = agent_api.post(url(other.pk), {"events": batch})
+    replay = agent_api.post(url(other.pk), {"events": batch})
+
+    assert first.json() == {"accepted": 3, "duplicates": 0}
+    assert replay.json() == {"accepted": 0, "duplicates": 3}
+    other.refresh_from_db()
+    assert (other.status, other.end_reason, other.agent_handoffs) == (
+        S.COMPLETED,
+        "agent_hangup",
+        1,
+    )
+    assert AgentEvent.objects.filter(call=other).count() == 3
+
+
 # --- The canonical-line check agrees with the serializer -------------------------------
 # agent_events_api.canonical_transcript_line takes a transcript line already in canonical
 # form without DRF's field machinery; TranscriptEventSerializer stays the judge. For any

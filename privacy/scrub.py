@@ -20,6 +20,7 @@ from calls.models import (
     Call,
     CallChannel,
     CallDirection,
+    LiveKitWebhookEvent,
     TranscriptEntry,
 )
 from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased
@@ -80,13 +81,20 @@ def _rooms_rename(*, call_ids: list[UUID]) -> None:
     """Give the inbound calls' rooms their erased names; a name already erased (or the
     call's own, as erasures before the keyed name left it) stays."""
     rooms = Call.objects.filter(pk__in=call_ids).exclude(room_name__startswith=ERASED_ROOM_PREFIX)
-    renamed = [
-        Call(pk=call_id, room_name=room_name_erased(room_name))
+    named = [
+        (call_id, room_name)
         for call_id, room_name in rooms.values_list("pk", "room_name")
         if room_name != f"{ROOM_PREFIX}{call_id}"
     ]
-    if renamed:
-        Call.objects.bulk_update(renamed, ["room_name"])
+    if named:
+        Call.objects.bulk_update(
+            [Call(pk=call_id, room_name=room_name_erased(name)) for call_id, name in named],
+            ["room_name"],
+        )
+        # The webhook ledger (kept a day, for retries) named the room and the caller too.
+        LiveKitWebhookEvent.objects.filter(room_name__in=[name for _, name in named]).update(
+            room_name="", participant_identity=""
+        )
 
 
 def webhook_bodies_scrub(*, call_ids: Sequence[UUID]) -> int:

@@ -21,7 +21,7 @@ from django_tasks_db.models import DBTaskResult
 from accounts.models import KeyKind, Organization
 from accounts.services import api_key_create
 from calls.lifecycle import call_transition
-from calls.models import Call, CallStatus
+from calls.models import Call, CallStatus, LiveKitWebhookEvent
 from privacy.erasure import erasure_create, erasure_run
 from privacy.models import ErasureStatus
 from telephony.models import PhoneNumber
@@ -434,3 +434,26 @@ def test_a_room_erased_before_a_secret_key_rotation_still_finds_its_call(
 
     assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
     assert Call.objects.count() == 1
+
+
+def test_an_erasure_removes_the_callers_number_from_the_webhook_ledger_too(
+    organization, number, sip_fake, delivered
+):
+    from livekit import api as livekit_api
+
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    left = livekit_api.ParticipantInfo(
+        identity=identity,
+        kind=livekit_api.ParticipantInfo.Kind.SIP,
+        disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+    )
+    sip_fake.webhooks_send("participant_left", room, left)
+    assert LiveKitWebhookEvent.objects.filter(room_name=room).count() == 2
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+
+    erasure_run(
+        erasure_id=erasure_create(organization=organization, user_id=CALLER, api_key=key).pk
+    )
+
+    ledger = list(LiveKitWebhookEvent.objects.values("room_name", "participant_identity"))
+    assert ledger == [{"room_name": "", "participant_identity": ""}] * 2

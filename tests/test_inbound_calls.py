@@ -145,6 +145,24 @@ def test_the_webhook_after_the_agent_finds_the_agents_call(agent_api, number, si
     assert call_in(room).status == "active"
 
 
+def caller_hangs_up(sip_fake, room: str, identity: str) -> None:
+    from livekit import api as livekit_api
+
+    left = livekit_api.ParticipantInfo(
+        identity=identity,
+        kind=livekit_api.ParticipantInfo.Kind.SIP,
+        disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+    )
+    sip_fake.webhooks_send("participant_left", room, left)
+
+
+def caller_erased(organization) -> str:
+    """Erase the caller (by their number, the inbound call's user id); its status."""
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    erasure = erasure_create(organization=organization, user_id=CALLER, api_key=key)
+    return erasure_run(erasure_id=erasure.pk)
+
+
 def participant_joined_for(sip_fake, room: str, identity: str) -> None:
     from livekit import api as livekit_api
 
@@ -184,16 +202,9 @@ def test_a_replayed_webhook_creates_nothing_more(number, sip_fake, delivered):
 
 
 def test_the_caller_hanging_up_ends_the_call_found_by_its_room(number, sip_fake, delivered):
-    from livekit import api as livekit_api
-
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
-    left = livekit_api.ParticipantInfo(
-        identity=identity,
-        kind=livekit_api.ParticipantInfo.Kind.SIP,
-        disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
-    )
 
-    sip_fake.webhooks_send("participant_left", room, left)
+    caller_hangs_up(sip_fake, room, identity)
 
     call = call_in(room)
     assert (call.status, call.end_reason) == ("completed", "user_hangup")
@@ -402,9 +413,7 @@ def test_a_late_webhook_or_agent_request_for_an_erased_calls_room_opens_no_secon
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
     call_id = agent_asks(agent_api, room, identity).json()["call_id"]
     call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
-    key, _ = api_key_create(name="privacy-bot", organization=organization)
-    erasure = erasure_create(organization=organization, user_id=CALLER, api_key=key)
-    assert erasure_run(erasure_id=erasure.pk) == ErasureStatus.COMPLETED
+    assert caller_erased(organization) == ErasureStatus.COMPLETED
     assert CALLER not in Call.objects.get(pk=call_id).room_name
     sip_fake.webhook_sink = sink
 
@@ -423,10 +432,7 @@ def test_a_room_erased_before_a_secret_key_rotation_still_finds_its_call(
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
     call_id = agent_asks(agent_api, room, identity).json()["call_id"]
     call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
-    key, _ = api_key_create(name="privacy-bot", organization=organization)
-    erasure_run(
-        erasure_id=erasure_create(organization=organization, user_id=CALLER, api_key=key).pk
-    )
+    caller_erased(organization)
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY
 
@@ -439,21 +445,11 @@ def test_a_room_erased_before_a_secret_key_rotation_still_finds_its_call(
 def test_an_erasure_removes_the_callers_number_from_the_webhook_ledger_too(
     organization, number, sip_fake, delivered
 ):
-    from livekit import api as livekit_api
-
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
-    left = livekit_api.ParticipantInfo(
-        identity=identity,
-        kind=livekit_api.ParticipantInfo.Kind.SIP,
-        disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
-    )
-    sip_fake.webhooks_send("participant_left", room, left)
+    caller_hangs_up(sip_fake, room, identity)
     assert LiveKitWebhookEvent.objects.filter(room_name=room).count() == 2
-    key, _ = api_key_create(name="privacy-bot", organization=organization)
 
-    erasure_run(
-        erasure_id=erasure_create(organization=organization, user_id=CALLER, api_key=key).pk
-    )
+    assert caller_erased(organization) == ErasureStatus.COMPLETED
 
     ledger = list(LiveKitWebhookEvent.objects.values("room_name", "participant_identity"))
     assert ledger == [{"room_name": "", "participant_identity": ""}] * 2

@@ -185,8 +185,8 @@ class CallFilter(filters.FilterSet):
         if values.get("started_after") is not None:
             try:
                 bounds["created_at__gte"] = values["started_after"] - MAX_START_DELAY
-            except OverflowError:
-                pass  # a window from year 1: it bounds no creation time
+            except OverflowError:  # a window from year 1: the earliest time there is
+                bounds["created_at__gte"] = datetime.datetime.min.replace(tzinfo=datetime.UTC)
         if values.get("started_before") is not None:
             bounds["created_at__lt"] = values["started_before"]
         return bounds

@@ -136,6 +136,11 @@ class Hub:
             except TimeoutError:
                 # The LISTEN connection is down: the heartbeat poll still wakes it.
                 logger.warning("stream of call %s opened without LISTEN", call_id)
+            except asyncio.CancelledError:
+                # The client left meanwhile: no stream will release it, the beat would
+                # renew its lease for ever.
+                self.loop.create_task(self.release(subscription))
+                raise
         return subscription
 
     async def release(self, subscription: Subscription) -> None:

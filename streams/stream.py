@@ -116,13 +116,15 @@ async def live_stream(
         force = True  # the first read goes to the database whatever the hub knows
         while not subscription.closed:
             events = await hub.events_after(start.call_id, position.seq, force=force)
-            force = False
+            # A full page: more may exist than the hub has heard of (a stream opened on
+            # a long call), so the next page is read, not looked up.
+            force = len(events) == PAGE_SIZE
             chunk = position.render(events)
             if chunk:
                 subscription.sending_since = hub.loop.time()
                 yield chunk
                 subscription.sending_since = None
-            if len(events) == PAGE_SIZE:
+            if force:
                 continue
             timeout = settings.STREAMS_HEARTBEAT_SECONDS
             remaining = position.seconds_to_end()

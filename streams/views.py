@@ -186,8 +186,16 @@ class CallStreamView(APIView):
     def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
         organization = request.user.organization
         queryset = selectors.call_queryset(organization=organization)
-        call = get_object_or_404(queryset.only("id", "status", "end_reason", "ended_at"), pk=pk)
-        start = _start(call, _last_event_id(request))
+        fields = ("id", "status", "end_reason", "ended_at", "stream_seq")
+        call = get_object_or_404(queryset.only(*fields), pk=pk)
+        after = _last_event_id(request)
+        if after > call.stream_seq:
+            # No event of this call has that id (another call's, or made up): resuming
+            # after it would hide the call's next events.
+            raise serializers.ValidationError(
+                {"Last-Event-ID": ["No event of this call has this id yet."]}
+            )
+        start = _start(call, after)
 
         def lease() -> uuid.UUID:
             opened = stream_lease_open(

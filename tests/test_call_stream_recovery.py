@@ -1,0 +1,128 @@
+"""A live stream misses nothing and leaks nothing in the harder cases: a call with more
+than a page of events, a resume id the call never gave, erased words the process still
+holds, a client that leaves while its stream is opening."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from calls.lifecycle import call_transition
+from calls.models import CallStatus
+from streams.models import StreamLease
+from tests.factories import CallFactory
+from tests.stream_server import EventReader, asgi_server, retry_locked
+from tests.test_agent_events_api import transcript
+
+S = CallStatus
+live = pytest.mark.django_db(transaction=True)
+
+
+def record(agent_api, call, *events: dict) -> None:
+    url = f"/api/v1/agent/calls/{call.pk}/events"
+    response = retry_locked(lambda: agent_api.post(url, {"events": list(events)}))
+    assert response.status_code == 200, response.content
+
+
+def open_stream(server: str, key: str, call_id: object, **headers: str):
+    return httpx.stream(
+        "GET",
+        f"{server}/api/v1/calls/{call_id}/stream",
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=httpx.Timeout(10, read=5),
+    )
+
+
+def read_all(response: httpx.Response) -> list[dict]:
+    reader, events = EventReader(response), []
+    while True:
+        try:
+            event = reader.next()
+        except (StopIteration, httpx.ReadTimeout):
+            return events
+        if "id" in event:
+            events.append(event)
+
+
+@pytest.fixture
+def call(workflow):
+    return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+
+
+@pytest.fixture
+def server(transactional_db, settings):
+    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
+    settings.STREAMS_POLL_SECONDS = 0.05
+    settings.STREAMS_END_GRACE_SECONDS = 0.3
+    with asgi_server() as base:
+        yield base
+
+
+@live
+def test_an_ended_calls_live_stream_sends_every_page_before_end(
+    server, client_key, agent_api, call, settings
+):
+    """It ended the stream after the first page (100 events): the hub had not heard of
+    the rest."""
+    settings.STREAMS_END_GRACE_SECONDS = 0
+    record(agent_api, call, *[transcript(i) for i in range(150)])
+    retry_locked(
+        lambda: call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+    )
+
+    with open_stream(server, client_key, call.pk) as response:
+        assert response.status_code == 200
+        events = read_all(response)
+
+    kinds = [event["event"] for event in events]
+    assert kinds.count("transcript") == 150, (len(events), events[-1])
+    assert kinds[-2:] == ["status", "end"]
+    assert [int(event["id"]) for event in events] == [*range(1, 152), 151]
+
+
+def test_a_last_event_id_the_call_never_gave_is_400_not_a_stream_of_nothing(api, agent_api, call):
+    """Resuming after it would hide the call's next events (an id of another call)."""
+    record(agent_api, call, transcript(0), transcript(1))
+    url = f"/api/v1/calls/{call.pk}/stream"
+
+    beyond = api.get(url, headers={"Last-Event-ID": "3"})
+    last = api.get(url, headers={"Last-Event-ID": "2"})
+
+    assert beyond.status_code == 400
+    assert beyond.json()["errors"][0]["attr"] == "Last-Event-ID"
+    assert last.status_code == 200
+
+
+@pytest.mark.postgres
+@live
+def test_a_client_gone_while_its_stream_subscribes_leaves_no_lease_renewed_for_ever(
+    client_key, call, settings
+):
+    """With the LISTEN connection down a stream waits a heartbeat to subscribe; a client
+    leaving then left a subscription whose lease every beat renewed."""
+    settings.STREAMS_HEARTBEAT_SECONDS = 1.5
+    default = settings.DATABASES["default"]
+    settings.DATABASE_LISTEN = {
+        **default,
+        "NAME": "no_such_database",
+        "OPTIONS": {**default.get("OPTIONS", {})},
+    }
+    with asgi_server() as server:
+        host, port = server.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)))
+        client.sendall(
+            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
+        )
+        client.settimeout(5)
+        assert client.recv(100).startswith(b"HTTP/1.1 200")  # subscribing now
+        client.close()
+        time.sleep(5 * 1.5)  # the subscribing is long over: five beats
+
+        leases = list(StreamLease.objects.values_list("opened_at", "renewed_at"))
+
+    assert leases == [], [(renewed - opened).total_seconds() for opened, renewed in leases]

@@ -24,6 +24,7 @@ from calls.models import (
     TranscriptEntry,
 )
 from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased
+from streams.feed import call_feeds_scrubbed
 from webhooks.outbox import call_event_bodies_rebuild
 
 # Calls per transaction: bounded IN lists and short row locks.
@@ -33,6 +34,7 @@ BATCH_SIZE = 500
 def transcript_delete(*, call_ids: Sequence[UUID]) -> int:
     """Delete the calls' transcript lines (tool calls with them); the count deleted."""
     deleted, _ = TranscriptEntry.objects.filter(call_id__in=call_ids).delete()
+    call_feeds_scrubbed(call_ids=call_ids)
     return deleted
 
 
@@ -42,7 +44,9 @@ def transcript_erase(*, call_ids: Sequence[UUID]) -> int:
     lines = TranscriptEntry.objects.filter(call_id__in=call_ids).exclude(
         content=ERASED_CONTENT, tool_call__isnull=True
     )
-    return lines.update(content=ERASED_CONTENT, tool_call=None)
+    changed = lines.update(content=ERASED_CONTENT, tool_call=None)
+    call_feeds_scrubbed(call_ids=call_ids)
+    return changed
 
 
 def analysis_erase(*, call_ids: Sequence[UUID]) -> int:

@@ -39,6 +39,10 @@ class FeedEvent:
     data: dict | None = None
 
 
+# The payload of a NOTIFY that says a call's words were erased (others carry a number).
+SCRUBBED = "scrubbed"
+
+
 def channel_name(call_id: uuid.UUID | str) -> str:
     """The call's NOTIFY channel (an identifier under PostgreSQL's 63 bytes)."""
     return f"call_{uuid.UUID(str(call_id)).hex}"
@@ -96,3 +100,17 @@ def call_events_append(
     insert_new(
         CallEvent, [{**r, "created_at": now} for r in rows], unique="seq", unique_with=("call",)
     )
+
+
+def call_feeds_scrubbed(*, call_ids: Sequence[uuid.UUID]) -> None:
+    """Tell the streams' processes that these calls' words were erased or deleted, so
+    none serves them again from the events it holds (streams.hub): a NOTIFY on each
+    call's channel, delivered when the transaction commits. On SQLite the streams' poll
+    sees the calls' erasure and expiry times instead."""
+    if connection.vendor != "postgresql" or not call_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_notify(channel, %s) FROM unnest(%s::text[]) AS channel",
+            [SCRUBBED, [channel_name(call_id) for call_id in call_ids]],
+        )

@@ -30,7 +30,7 @@ from django.db import DatabaseError, connection, connections
 
 from calls.models import Call
 from streams import services
-from streams.feed import channel_name
+from streams.feed import SCRUBBED, channel_name
 from streams.selectors import PAGE_SIZE, StreamEvent, call_events_after
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class _Watch:
     cache: dict[int, StreamEvent] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     listening: asyncio.Event = field(default_factory=asyncio.Event)
+    # The call's erasure and transcript expiry times as last polled (None: not yet).
+    scrubbed: tuple | None = None
 
 
 class Hub:
@@ -183,6 +185,13 @@ class Hub:
                 del watch.cache[seq]
             return events
 
+    def _scrubbed(self, call_id: uuid.UUID) -> None:
+        """The call's words were erased or deleted: what the cache holds of them goes
+        (under the lock, so a read that began before the erasure cannot refill it)."""
+        watch = self.watches.get(call_id)
+        if watch is not None:
+            self.loop.create_task(_cache_drop(watch))
+
     def _news(self, call_id: uuid.UUID, seq: int) -> None:
         watch = self.watches.get(call_id)
         if watch is None or seq <= watch.latest:
@@ -206,7 +215,11 @@ class Hub:
             except Exception:
                 logger.exception("polling the streams' calls failed")
                 continue
-            for call_id, seq in counters:
+            for call_id, seq, *scrubbed in counters:
+                watch = self.watches.get(call_id)
+                if watch is not None and watch.scrubbed != tuple(scrubbed):
+                    watch.scrubbed = tuple(scrubbed)
+                    self._scrubbed(call_id)  # (the first poll too: an erasure may precede it)
                 self._news(call_id, seq)
 
     async def _listen_forever(self) -> None:
@@ -242,6 +255,8 @@ class Hub:
                 call_id = listening.get(notify.channel)
                 if call_id is not None and notify.payload.isdigit():
                     self._news(call_id, int(notify.payload))
+                elif call_id is not None and notify.payload == SCRUBBED:
+                    self._scrubbed(call_id)
 
     # --- the beat: leases, revoked keys, clients that read nothing ---------------------
 
@@ -290,8 +305,14 @@ class Hub:
                 self.loop.create_task(self.release(subscription))
 
 
-def _stream_counters(call_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, int]]:
-    return list(Call.objects.filter(pk__in=call_ids).values_list("pk", "stream_seq"))
+def _stream_counters(call_ids: list[uuid.UUID]) -> list[tuple]:
+    calls = Call.objects.filter(pk__in=call_ids)
+    return list(calls.values_list("pk", "stream_seq", "erased_at", "transcript_expired_at"))
+
+
+async def _cache_drop(watch: _Watch) -> None:
+    async with watch.lock:
+        watch.cache.clear()
 
 
 def _listen_params() -> dict[str, Any]:

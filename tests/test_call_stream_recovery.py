@@ -1,9 +1,10 @@
 """A live stream misses nothing and leaks nothing in the harder cases: a call with more
 than a page of events, a resume id the call never gave, erased words the process still
-holds, a client that leaves while its stream is opening."""
+holds, a client that leaves while its stream subscribes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -11,8 +12,12 @@ import time
 import httpx
 import pytest
 
+from accounts.models import APIKey
+from accounts.services import api_key_create
 from calls.lifecycle import call_transition
 from calls.models import CallStatus
+from privacy.erasure import erasure_create, erasure_run
+from streams.hub import Hub, in_db_thread
 from streams.models import StreamLease
 from tests.factories import CallFactory
 from tests.stream_server import EventReader, asgi_server, retry_locked
@@ -82,6 +87,61 @@ def test_an_ended_calls_live_stream_sends_every_page_before_end(
     assert kinds.count("transcript") == 150, (len(events), events[-1])
     assert kinds[-2:] == ["status", "end"]
     assert [int(event["id"]) for event in events] == [*range(1, 152), 151]
+
+
+@live
+def test_erased_words_are_not_streamed_again_from_what_the_process_holds(
+    server, client_key, agent_api, call, organization
+):
+    """A watcher keeps the call's events in the hub's cache; once the erasure is heard
+    of (a NOTIFY at its commit; SQLite: the poll), a second stream of the call (a
+    reconnect, another tab) gets `[erased]` on every page, never the words."""
+    record(agent_api, call, *[transcript(i, content=f"secret {i}") for i in range(150)])
+    with open_stream(server, client_key, call.pk) as first:
+        assert len(EventReader(first).events(150)) == 150  # now in the hub's cache
+        key = APIKey.objects.filter(prefix=client_key.partition(".")[0]).get()
+        erasure = retry_locked(
+            lambda: erasure_create(organization=organization, user_id=call.user_id, api_key=key)
+        )
+        retry_locked(lambda: erasure_run(erasure_id=erasure.pk))
+        time.sleep(0.5)  # a few of the hub's LISTEN ticks (0.1 s) and polls (0.05 s)
+
+        with open_stream(server, client_key, call.pk) as second:
+            events = EventReader(second).events(150)
+
+    contents = {json.loads(event["data"])["content"] for event in events}
+    assert contents == {"[erased]"}
+
+
+@live
+def test_the_hub_forgets_the_words_it_holds_once_the_call_is_erased(
+    agent_api, call, organization, settings
+):
+    """A stream behind the head is served from the hub's cache when woken; after an
+    erasure that cache must not hold the words (a NOTIFY at the erasure's commit;
+    SQLite: the poll)."""
+    settings.STREAMS_POLL_SECONDS = 0.05
+    record(agent_api, call, *[transcript(i, content=f"secret {i}") for i in range(3)])
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+
+    async def served_after_the_erasure() -> list[str]:
+        hub = Hub(asyncio.get_running_loop())
+        subscription = await hub.subscribe(call_id=call.pk, lease_id=None)
+        try:
+            assert len(await hub.events_after(call.pk, 0, force=True)) == 3  # now held
+            erasure = await in_db_thread(
+                erasure_create, organization=organization, user_id=call.user_id, api_key=key
+            )
+            await in_db_thread(erasure_run, erasure_id=erasure.pk)
+            await asyncio.sleep(0.5)  # a few LISTEN ticks (0.1 s) and polls (0.05 s)
+            events = await hub.events_after(call.pk, 0, force=False)
+        finally:
+            await hub.release(subscription)
+            for task in hub._tasks:
+                task.cancel()
+        return [json.loads(event.data)["content"] for event in events]
+
+    assert asyncio.run(served_after_the_erasure()) == ["[erased]"] * 3
 
 
 def test_a_last_event_id_the_call_never_gave_is_400_not_a_stream_of_nothing(api, agent_api, call):

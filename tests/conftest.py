@@ -118,6 +118,19 @@ def outsider_workflow(outsider: Organization) -> Workflow:
 
 
 @pytest.fixture
+def stream_server(transactional_db, settings):
+    """The streams' ASGI service on a free port (its base URL), with a short heartbeat,
+    poll and end grace so tests of live streams run in seconds."""
+    from tests.stream_server import asgi_server
+
+    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
+    settings.STREAMS_POLL_SECONDS = 0.05
+    settings.STREAMS_END_GRACE_SECONDS = 0.3
+    with asgi_server() as base:
+        yield base
+
+
+@pytest.fixture
 def fake_livekit(settings):
     """A fake LiveKit server on a loopback port; settings.LIVEKIT_URL points at it."""
     from tests import fake_livekit as fake_server

@@ -20,7 +20,7 @@ from calls.lifecycle import call_transition
 from calls.models import CallStatus, TranscriptEntry
 from streams.models import StreamLease
 from tests.factories import CallFactory
-from tests.stream_server import EventReader, asgi_server, retry_locked
+from tests.stream_server import EventReader, retry_locked
 from tests.test_agent_events_api import handoff, metrics, transcript
 
 S = CallStatus
@@ -191,12 +191,8 @@ live = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def server(transactional_db, settings):
-    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
-    settings.STREAMS_POLL_SECONDS = 0.05
-    settings.STREAMS_END_GRACE_SECONDS = 0.3
-    with asgi_server() as base:
-        yield base
+def server(stream_server: str) -> str:
+    return stream_server
 
 
 def open_stream(server: str, key: str, call_id: object, **headers: str):

@@ -59,12 +59,8 @@ def call(workflow):
 
 
 @pytest.fixture
-def server(transactional_db, settings):
-    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
-    settings.STREAMS_POLL_SECONDS = 0.05
-    settings.STREAMS_END_GRACE_SECONDS = 0.3
-    with asgi_server() as base:
-        yield base
+def server(stream_server: str) -> str:
+    return stream_server
 
 
 @live

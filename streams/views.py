@@ -37,7 +37,8 @@ LAST_EVENT_ID = OpenApiParameter(
     {"type": "string", "pattern": r"^[0-9]{1,18}$"},
     OpenApiParameter.HEADER,
     description="Resume after this event id (EventSource sends it when it reconnects): "
-    "the events after it, none twice, none skipped.",
+    "the events after it, none twice, none skipped. An id beyond the call's last event "
+    "(another call's) is 400 `unknown_event_id`.",
 )
 
 STREAM_DESCRIPTION = """\
@@ -193,7 +194,8 @@ class CallStreamView(APIView):
             # No event of this call has that id (another call's, or made up): resuming
             # after it would hide the call's next events.
             raise serializers.ValidationError(
-                {"Last-Event-ID": ["No event of this call has this id yet."]}
+                {"Last-Event-ID": ["No event of this call has this id yet."]},
+                code="unknown_event_id",
             )
         start = _start(call, after)
 

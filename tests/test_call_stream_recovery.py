@@ -149,7 +149,13 @@ def test_a_last_event_id_the_call_never_gave_is_400_not_a_stream_of_nothing(api,
     last = api.get(url, headers={"Last-Event-ID": "2"})
 
     assert beyond.status_code == 400
-    assert beyond.json()["errors"][0]["attr"] == "Last-Event-ID"
+    assert beyond.json()["errors"] == [
+        {
+            "code": "unknown_event_id",
+            "detail": "No event of this call has this id yet.",
+            "attr": "Last-Event-ID",
+        }
+    ]
     assert last.status_code == 200
 
 

@@ -234,14 +234,14 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
             return WebhookResult.DUPLICATE
     now = timezone.now()
     if egress:
-        return _on_egress(event, event_time(event, now))
+        return _on_egress(event, _event_time(event, now))
     call = _call_in_room(event.room_name, now)
     if call is None:
         _inbound_call_open(event)
         call = _call_in_room(event.room_name, now)
     if call is None:
         return WebhookResult.UNKNOWN_ROOM
-    handler(call, event, event_time(event, now))
+    handler(call, event, _event_time(event, now))
     return WebhookResult.HANDLED
 
 
@@ -252,7 +252,7 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
 LATE_DELIVERY = datetime.timedelta(seconds=2)
 
 
-def event_time(event: WebhookEvent, now: datetime.datetime) -> datetime.datetime:
+def _event_time(event: WebhookEvent, now: datetime.datetime) -> datetime.datetime:
     """When the event happened, as well as we know: see LATE_DELIVERY."""
     if not event.created_at:
         return now

@@ -90,7 +90,20 @@ def _last_event_id(request: HttpRequest, fallback: str | None = None) -> int:
     return int(value)
 
 
-def _start(call: Call, after: int) -> StreamStart:
+# What a stream's start reads of its call.
+_START_FIELDS = ("id", "status", "end_reason", "ended_at", "stream_seq")
+
+
+def _start(call: Call, request: HttpRequest, fallback: str | None = None) -> StreamStart:
+    """Where the stream of `call` starts: after the client's Last-Event-ID (or
+    `fallback`), which must be one of the call's events: resuming after an id the call
+    never gave (another call's, or made up) would hide its next events."""
+    after = _last_event_id(request, fallback)
+    if after > call.stream_seq:
+        raise serializers.ValidationError(
+            {"Last-Event-ID": ["No event of this call has this id yet."]},
+            code="unknown_event_id",
+        )
     return StreamStart(
         call_id=call.pk,
         after=after,
@@ -187,17 +200,8 @@ class CallStreamView(APIView):
     def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
         organization = request.user.organization
         queryset = selectors.call_queryset(organization=organization)
-        fields = ("id", "status", "end_reason", "ended_at", "stream_seq")
-        call = get_object_or_404(queryset.only(*fields), pk=pk)
-        after = _last_event_id(request)
-        if after > call.stream_seq:
-            # No event of this call has that id (another call's, or made up): resuming
-            # after it would hide the call's next events.
-            raise serializers.ValidationError(
-                {"Last-Event-ID": ["No event of this call has this id yet."]},
-                code="unknown_event_id",
-            )
-        start = _start(call, after)
+        call = get_object_or_404(queryset.only(*_START_FIELDS), pk=pk)
+        start = _start(call, request)
 
         def lease() -> uuid.UUID:
             opened = stream_lease_open(
@@ -216,12 +220,13 @@ def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     with _opening(request):
         if not request.user.has_perm("calls.view_call"):
             raise PermissionDenied
-        queryset = Call.objects.only("id", "status", "end_reason", "ended_at")
-        call = get_object_or_404(queryset, pk=pk)
+        call = get_object_or_404(Call.objects.only(*_START_FIELDS), pk=pk)
         try:
-            after = _last_event_id(request, fallback=request.GET.get("after"))
+            start = _start(call, request, fallback=request.GET.get("after"))
         except serializers.ValidationError:
-            return HttpResponseBadRequest("Last-Event-ID and after are event ids: whole numbers.")
+            return HttpResponseBadRequest(
+                "Last-Event-ID and after are ids of the call's events: whole numbers."
+            )
         return event_stream_response(
-            request, _start(call, after), lease=None, session_key=request.session.session_key
+            request, start, lease=None, session_key=request.session.session_key
         )

@@ -65,6 +65,15 @@ def test_the_staff_stream_starts_where_the_page_stopped(
     ]
 
 
+def test_a_staff_stream_after_an_event_the_call_never_gave_is_400(
+    staff: Client, agent_api, call
+) -> None:
+    record(agent_api, call, transcript(0))
+
+    assert staff.get(stream_url(call.pk) + "?after=2").status_code == 400
+    assert staff.get(stream_url(call.pk) + "?after=1").status_code == 200
+
+
 def test_an_ended_calls_page_does_not_follow_it(staff: Client, workflow) -> None:
     ended = CallFactory(organization=workflow.organization, workflow=workflow, completed=True)
     page = staff.get(f"/admin/calls/call/{ended.pk}/change/").content.decode()

@@ -132,18 +132,38 @@ class Hub:
         subscription = Subscription(call_id, lease_id, session_key)
         watch = self.watches.setdefault(call_id, _Watch())
         watch.subscriptions.add(subscription)
-        if self.postgres:
-            try:
-                await asyncio.wait_for(watch.listening.wait(), settings.STREAMS_HEARTBEAT_SECONDS)
-            except TimeoutError:
-                # The LISTEN connection is down: the heartbeat poll still wakes it.
-                logger.warning("stream of call %s opened without LISTEN", call_id)
-            except asyncio.CancelledError:
-                # The client left meanwhile: no stream will release it, the beat would
-                # renew its lease for ever.
-                self.loop.create_task(self.release(subscription))
-                raise
+        try:
+            if lease_id is not None:
+                await self._adopt(subscription)
+            if self.postgres:
+                await self._listening(watch, call_id)
+        except asyncio.CancelledError:
+            # The client left meanwhile: no stream will release it, the beat would
+            # renew its lease for ever.
+            self.loop.create_task(self.release(subscription))
+            raise
         return subscription
+
+    async def _adopt(self, subscription: Subscription) -> None:
+        """Renew the lease the view opened, which counts for a few seconds only until
+        its stream starts (services.stream_lease_open)."""
+        try:
+            lease_ids = [subscription.lease_id]
+            gone = await in_db_thread(services.stream_leases_renew, lease_ids=lease_ids)
+        except DatabaseError:
+            logger.warning(
+                "stream of call %s: its lease is renewed at the next beat", subscription.call_id
+            )
+            return
+        if gone:
+            subscription.close()  # its key was revoked meanwhile, or its lease ran out
+
+    async def _listening(self, watch: _Watch, call_id: uuid.UUID) -> None:
+        try:
+            await asyncio.wait_for(watch.listening.wait(), settings.STREAMS_HEARTBEAT_SECONDS)
+        except TimeoutError:
+            # The LISTEN connection is down: the heartbeat poll still wakes it.
+            logger.warning("stream of call %s opened without LISTEN", call_id)
 
     async def release(self, subscription: Subscription) -> None:
         """Forget a stream and close its lease (once, whoever asks first: the stream

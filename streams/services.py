@@ -49,6 +49,10 @@ def stream_lease_open(
     (SQLite: its one writer), so concurrent opens never overshoot the cap; the
     organization's row, which call creation locks, is left alone. Leases nobody
     renewed for `STREAMS_LEASE_SECONDS` (their process died) are removed on the way.
+
+    The lease counts for `STREAMS_LEASE_ADOPT_SECONDS` only, until its stream starts
+    and renews it (Hub.subscribe): a client that left before that (while its request
+    waited for an opening) has no stream to close it.
     """
     now = timezone.now()
     advisory_lock(f"streams:{organization.pk}")
@@ -58,8 +62,13 @@ def stream_lease_open(
     limit = settings.STREAMS_PER_ORGANIZATION
     if open_streams >= limit:
         raise StreamLimitReached(open_streams=open_streams, stream_limit=limit)
+    adopt = min(settings.STREAMS_LEASE_ADOPT_SECONDS, settings.STREAMS_LEASE_SECONDS)
     return StreamLease.objects.create(
-        organization=organization, api_key_id=api_key_id, call_id=call_id, opened_at=now
+        organization=organization,
+        api_key_id=api_key_id,
+        call_id=call_id,
+        opened_at=now,
+        renewed_at=_lease_cutoff(now) + datetime.timedelta(seconds=adopt),
     )
 
 

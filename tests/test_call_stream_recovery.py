@@ -18,6 +18,7 @@ from accounts.services import api_key_create
 from calls.lifecycle import call_transition
 from calls.models import CallStatus
 from privacy.erasure import erasure_create, erasure_run
+from streams import views as streams_views
 from streams.hub import Hub, in_db_thread
 from streams.models import StreamLease
 from tests.factories import CallFactory
@@ -195,3 +196,55 @@ def test_a_client_gone_while_its_stream_subscribes_leaves_no_lease_renewed_for_e
         leases = list(StreamLease.objects.values_list("opened_at", "renewed_at"))
 
     assert leases == [], [(renewed - opened).total_seconds() for opened, renewed in leases]
+
+
+@live
+def test_a_client_gone_while_its_stream_waits_for_an_opening_frees_its_place_at_once(
+    client_key, call, settings
+):
+    """A burst fills the openings; a client that leaves while waiting still had a lease
+    opened for it by the view, which no stream ever started to release: it held one
+    place of the organization's cap for STREAMS_LEASE_SECONDS."""
+    settings.STREAMS_PER_ORGANIZATION = 1
+    settings.STREAMS_LEASE_ADOPT_SECONDS = 1.0
+    openings = [streams_views._OPENINGS.acquire() for _ in range(8)]  # a burst holds all
+    assert all(openings)
+    with asgi_server() as server:
+        host, port = server.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)))
+        client.sendall(
+            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
+        )
+        time.sleep(0.5)  # waiting for an opening
+        client.close()
+        time.sleep(0.5)
+        for _ in openings:
+            streams_views._OPENINGS.release()
+        deadline = time.monotonic() + 5
+        while not (opened := retry_locked(StreamLease.objects.exists)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # the view goes on without its client, and opens a lease
+        time.sleep(1.5)
+
+        with open_stream(server, client_key, call.pk) as response:
+            status = response.status_code
+
+    assert (opened, status) == (True, 200)
+
+
+@live
+def test_a_started_stream_keeps_its_place_beyond_the_seconds_an_unstarted_one_has(
+    client_key, call, settings
+):
+    settings.STREAMS_PER_ORGANIZATION = 1
+    settings.STREAMS_LEASE_ADOPT_SECONDS = 0.5
+    with asgi_server() as server, open_stream(server, client_key, call.pk) as first:
+        reader = EventReader(first)  # kept: collecting it would close the response
+        assert reader.next() == {"retry": "2000"}  # subscribed
+        time.sleep(1.5)  # no beat yet (every 15 s): the start renewed the lease
+
+        with open_stream(server, client_key, call.pk) as second:
+            status = second.status_code
+
+    assert status == 429

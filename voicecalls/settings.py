@@ -298,6 +298,9 @@ STREAMS_PER_ORGANIZATION = env.int("STREAMS_PER_ORGANIZATION", default=200)
 STREAMS_HEARTBEAT_SECONDS = env.float("STREAMS_HEARTBEAT_SECONDS", default=15.0)
 # A stream whose process stopped renewing it stops counting against the cap after this.
 STREAMS_LEASE_SECONDS = env.float("STREAMS_LEASE_SECONDS", default=60.0)
+# A lease its stream never started to renew (the client left while the request waited
+# for an opening) stops counting after this.
+STREAMS_LEASE_ADOPT_SECONDS = env.float("STREAMS_LEASE_ADOPT_SECONDS", default=10.0)
 # A client that reads nothing for this long (its socket buffers full) is disconnected.
 STREAMS_SEND_TIMEOUT_SECONDS = env.float("STREAMS_SEND_TIMEOUT_SECONDS", default=30.0)
 # Seconds an ended call's stream stays open for the agent's last lines (late flush).

@@ -463,6 +463,25 @@ def test_a_429_is_retried_after_its_retry_after(
     assert delivery.next_attempt_at >= now + datetime.timedelta(seconds=3590)
 
 
+@pytest.mark.parametrize("retry_after", ["\u00b2", "soon", "12 seconds"])
+def test_a_retry_after_neither_seconds_nor_a_date_leaves_the_schedule_as_it_is(
+    organization: Organization, call: Call, retry_after: str
+) -> None:
+    """ "²" is a digit to str.isdigit() and not to float(): it was a ValueError out of
+    the attempt, which then logged nothing and crashed at every wake-up."""
+    with Receiver([Reply(503, headers={"Retry-After": retry_after})]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        now = timezone.now()
+
+        assert attempt(delivery, now) == DeliveryStatus.PENDING
+
+    delivery.refresh_from_db()
+    assert (delivery.last_status_code, delivery.attempts.count()) == (503, 1)
+    assert delivery.next_attempt_at < now + datetime.timedelta(minutes=5)
+
+
 def test_a_timeout_is_retried(organization: Organization, call: Call, settings: object) -> None:
     settings.WEBHOOKS_TIMEOUT_SECONDS = 0.3
     with Receiver([Reply(200, delay=1.5)]) as receiver:

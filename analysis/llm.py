@@ -73,7 +73,7 @@ def _retry_after(value: str | None) -> float | None:
 def _provider_message(body: bytes) -> str:
     try:
         error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     if isinstance(error, dict):
         return str(error.get("message") or "")
@@ -123,7 +123,7 @@ def chat_completion(
     try:
         answer = json.loads(raw)
         content = answer["choices"][0]["message"]["content"]
-    except (ValueError, LookupError, TypeError):
+    except (ValueError, LookupError, TypeError, RecursionError):
         raise ProviderError(
             f"{provider} answered something that is not a chat completion.", retryable=True
         ) from None

@@ -49,6 +49,14 @@ class CallAnalysis(models.Model):
 
     class Meta:
         verbose_name_plural = "call analyses"
+        indexes = [
+            # The open runs by due time, for the sweep of lost wake-ups (a few rows).
+            models.Index(
+                fields=["next_attempt_at"],
+                name="callanalysis_open_due",
+                condition=models.Q(status__in=OPEN_STATUSES),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.call_id} {self.status}"

@@ -75,8 +75,15 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
     """The parsed answer and None, or None and why it does not match the schema."""
     try:
         answer = json.loads(content)
+        problem = _schema_problem(answer, analysis)
     except ValueError as exc:
         return None, f"The answer is not valid JSON ({exc.msg})."
+    except RecursionError:  # a degenerate answer, deeper than parsing or checking goes
+        return None, "The answer is nested too deeply."
+    return (None, problem) if problem else (answer, None)
+
+
+def _schema_problem(answer: object, analysis: dict) -> str | None:
     schema = answer_schema(analysis)
     # The customer's schema is checked on its own, so its `#/...` references resolve.
     custom = schema["properties"].get("structured_data")
@@ -89,5 +96,5 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
         if error is not None:
             path = "/".join(str(p) for p in [prefix, *error.absolute_path] if p != "")
             where = f" at /{path}" if path else ""
-            return None, f"The answer does not match the schema{where}: {error.message}"[:400]
-    return answer, None
+            return f"The answer does not match the schema{where}: {error.message}"[:400]
+    return None

@@ -17,16 +17,17 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from analysis import llm
-from analysis.models import AnalysisStatus, CallAnalysis
+from analysis.models import OPEN_STATUSES, AnalysisStatus, CallAnalysis
 from analysis.prompt import answer_problem, answer_schema, messages, transcript_text
 from analysis.settings import analysis_llm
 from analysis.signals import call_analyzed
 from calls import selectors
 from calls.models import ENDED_STATUSES, Call
+from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ MAX_RETRY_DELAY_SECONDS = 3600.0
 # A run claimed longer ago than this is taken for lost (its worker died): a re-run may
 # start over.
 STALE_RUN_SECONDS = 900
+# A pending run this far past its time has lost its wake-up (a crash between the end's
+# commit and the enqueue, a failed enqueue): it is woken again.
+WAKE_GRACE = datetime.timedelta(seconds=120)
 
 
 class CallNotEnded(Exception):
@@ -117,9 +121,11 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
         _wake(call.pk, run=current.run, at=now)
         return current
     stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
-    if current.status == AnalysisStatus.PENDING or (
-        current.status == AnalysisStatus.RUNNING and current.updated_at > stale
-    ):
+    if current.status == AnalysisStatus.PENDING:
+        if current.next_attempt_at <= now - WAKE_GRACE:
+            _wake(call.pk, run=current.run, at=now)  # its wake-up was lost
+        return current
+    if current.status == AnalysisStatus.RUNNING and current.updated_at > stale:
         return current
     current.run += 1
     current.status = AnalysisStatus.PENDING
@@ -158,16 +164,39 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     if not claimed:
         return "not due"
     analysis = CallAnalysis.objects.select_related("call__workflow_version").get(call_id=call_id)
-    outcome = _outcome(analysis)
+    try:
+        outcome = _outcome(analysis)
+    except Exception:
+        # Claimed, the run must end or be retried: left `running`, nothing would.
+        logger.exception("analysis attempt failed", extra={"call_id": str(call_id)})
+        outcome = _retry_or_fail(analysis, "The analysis stopped on an internal error.")
     return _finish(analysis, outcome)
+
+
+def _retry_or_fail(
+    analysis: CallAnalysis, error: str, retry_after: float | None = None
+) -> _Outcome:
+    """Pending again after a backoff while attempts remain, else failed."""
+    if analysis.attempts >= settings.ANALYSIS_MAX_ATTEMPTS:
+        return _Outcome(AnalysisStatus.FAILED, error)
+    backoff = settings.ANALYSIS_RETRY_BASE_SECONDS * 2 ** (analysis.attempts - 1)
+    delay = min(max(backoff, retry_after or 0.0), MAX_RETRY_DELAY_SECONDS)
+    return _Outcome(AnalysisStatus.PENDING, error, retry_in=delay)
 
 
 def _outcome(analysis: CallAnalysis) -> _Outcome:
     call = analysis.call
     setting = call.workflow_version.analysis or {}
-    key = provider_key_for(
-        organization=call.organization_id, provider_type="llm", provider_name=analysis.provider
-    )
+    try:
+        key = provider_key_for(
+            organization=call.organization_id, provider_type="llm", provider_name=analysis.provider
+        )
+    except UndecryptableValue:
+        return _Outcome(
+            AnalysisStatus.FAILED,
+            f"The organization's LLM key for {analysis.provider!r} cannot be decrypted with "
+            "the configured CRYPTOGRAPHY_KEY (or its fallbacks).",
+        )
     if key is None:
         return _Outcome(
             AnalysisStatus.SKIPPED,
@@ -193,10 +222,8 @@ def _outcome(analysis: CallAnalysis) -> _Outcome:
     except llm.ProviderError as exc:
         message = llm.scrub(str(exc), api_key)
         logger.warning("analysis request failed", extra={"call_id": str(call.pk)})
-        if exc.retryable and analysis.attempts < settings.ANALYSIS_MAX_ATTEMPTS:
-            backoff = settings.ANALYSIS_RETRY_BASE_SECONDS * 2 ** (analysis.attempts - 1)
-            delay = min(max(backoff, exc.retry_after or 0.0), MAX_RETRY_DELAY_SECONDS)
-            return _Outcome(AnalysisStatus.PENDING, message, retry_in=delay)
+        if exc.retryable:
+            return _retry_or_fail(analysis, message, exc.retry_after)
         return _Outcome(AnalysisStatus.FAILED, message)
     if problem:
         return _Outcome(AnalysisStatus.FAILED, f"Invalid answer after one retry: {problem}")
@@ -244,3 +271,34 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
         else:
             call_analyzed.send(sender=CallAnalysis, call_id=analysis.call_id, at=now)
     return str(outcome.status)
+
+
+def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
+    """Wake the open runs nothing else will: pending ones past their time by more than
+    WAKE_GRACE, and running ones claimed over STALE_RUN_SECONDS ago (their worker
+    died), pending again or, after their last attempt, failed. Safe to repeat: a
+    duplicate wake-up finds the run claimed or not due."""
+    now = now or timezone.now()
+    stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
+    # A running run was due before it was claimed: both kinds are past now - grace.
+    overdue = CallAnalysis.objects.filter(
+        status__in=OPEN_STATUSES, next_attempt_at__lte=now - WAKE_GRACE
+    ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
+    runs = list(overdue.values_list("call_id", "run", "status", "attempts"))
+    for call_id, run, status, attempts in runs:
+        if status == AnalysisStatus.PENDING:
+            with transaction.atomic():
+                _wake(call_id, run=run, at=now)
+        elif attempts >= settings.ANALYSIS_MAX_ATTEMPTS:
+            analysis = CallAnalysis.objects.get(call_id=call_id)
+            failed = _Outcome(AnalysisStatus.FAILED, "The worker running the analysis stopped.")
+            _finish(analysis, failed)
+        else:
+            with transaction.atomic():
+                _call_lock(call_id)
+                again = CallAnalysis.objects.filter(
+                    call_id=call_id, run=run, status=AnalysisStatus.RUNNING, updated_at__lt=stale
+                ).update(status=AnalysisStatus.PENDING, next_attempt_at=now, updated_at=now)
+                if again:
+                    _wake(call_id, run=run, at=now)
+    return len(runs)

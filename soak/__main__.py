@@ -46,11 +46,14 @@ def _settings() -> dict:
 
 
 def _wake_loop(fleet: fleet_module.Fleet, stop: threading.Event) -> None:
-    """`wake_webhook_deliveries` every 30 s, as cron would run it (README)."""
-    argv = [fleet_module.PY, "manage.py", "wake_webhook_deliveries"]
+    """`wake_webhook_deliveries` and `wake_analyses` every 30 s, as cron would run them
+    (README)."""
+    commands = ["wake_webhook_deliveries", "wake_analyses"]
     with (fleet.work / "wake.log").open("ab") as log:
         while not stop.wait(30):
-            subprocess.run(argv, env=fleet.app_env(), cwd=ROOT, stdout=log, stderr=log)
+            for command in commands:
+                argv = [fleet_module.PY, "manage.py", command]
+                subprocess.run(argv, env=fleet.app_env(), cwd=ROOT, stdout=log, stderr=log)
 
 
 async def _traffic(fleet: fleet_module.Fleet, settings: dict, record: Record, faults: list) -> None:

@@ -1,0 +1,142 @@
+"""An analysis never stays open for good: a degenerate answer, a key no configured
+CRYPTOGRAPHY_KEY opens, an unexpected error, a lost wake-up and a dead worker each end
+the run or run it again."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import urllib3
+from django.core.management import call_command
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from accounts.models import Organization
+from analysis.models import AnalysisStatus, CallAnalysis
+from analysis.services import STALE_RUN_SECONDS, call_analysis_rerun
+from calls.models import Call
+from tests.fake_llm import FakeLLM, Outcome
+from tests.test_analysis_run import VALID, analysis_of, ended_call, fake_llm, run_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+__all__ = ["fake_llm"]  # a fixture, used by name
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_an_answer_nested_too_deeply_is_an_invalid_answer_and_fails_the_analysis(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """json.loads raises RecursionError, not ValueError: it escaped the attempt after the
+    run was claimed, and the analysis stayed `running` for good."""
+    call = ended_call(organization)
+    fake_llm.default = Outcome(content=DEEP)
+
+    run_worker()
+
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.error) == (
+        "failed",
+        "Invalid answer after one retry: The answer is nested too deeply.",
+    )
+    assert len(fake_llm.requests) == 2
+
+
+def test_an_llm_key_no_configured_key_opens_fails_the_analysis_with_the_reason(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    call = ended_call(organization)
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-llm-key-was-not-encrypted-with"
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    run_worker()
+
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.error) == (
+        "failed",
+        "The organization's LLM key for 'openai' cannot be decrypted with the configured "
+        "CRYPTOGRAPHY_KEY (or its fallbacks).",
+    )
+    assert fake_llm.requests == []
+
+
+def test_an_unexpected_error_in_an_attempt_is_retried_then_fails_never_left_running(
+    organization: Organization, fake_llm: FakeLLM, settings: object, monkeypatch
+) -> None:
+    settings.ANALYSIS_MAX_ATTEMPTS = 2
+    call = ended_call(organization)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("an error nobody foresaw")
+
+    monkeypatch.setattr(urllib3.PoolManager, "request", broken)
+    run_worker()  # the retry is due at once (no backoff here): the same worker runs it
+
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.attempts, analysis.error) == (
+        "failed",
+        2,
+        "The analysis stopped on an internal error.",
+    )
+
+
+def lose_wake_ups() -> None:
+    """What a crash between the end's commit and the enqueue leaves: no task."""
+    DBTaskResult.objects.filter(queue_name="analysis").delete()
+
+
+def test_a_rerun_of_a_pending_analysis_whose_wake_up_was_lost_wakes_it(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    call = ended_call(organization)
+    lose_wake_ups()
+    overdue = timezone.now() - datetime.timedelta(minutes=3)
+    CallAnalysis.objects.filter(call=call).update(next_attempt_at=overdue)
+    fake_llm.default = Outcome.answer(VALID)
+
+    rerun = call_analysis_rerun(call=Call.objects.get(pk=call.pk))
+    run_worker()
+
+    assert (rerun.status, rerun.run) == ("pending", 1)
+    assert analysis_of(call).status == "completed"
+
+
+def test_wake_analyses_wakes_lost_runs_and_takes_back_those_of_dead_workers(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    settings.ANALYSIS_MAX_ATTEMPTS = 2
+    fake_llm.default = Outcome.answer(VALID)
+    lost, dead, dead_last, busy, due = (ended_call(organization) for _ in range(5))
+    lose_wake_ups()
+    now = timezone.now()
+    long_ago = now - datetime.timedelta(seconds=STALE_RUN_SECONDS + 60)
+    analyses = CallAnalysis.objects
+    analyses.filter(call=lost).update(next_attempt_at=now - datetime.timedelta(minutes=3))
+    running = {"status": AnalysisStatus.RUNNING, "next_attempt_at": long_ago}
+    analyses.filter(call=dead).update(**running, updated_at=long_ago, attempts=1)
+    analyses.filter(call=dead_last).update(**running, updated_at=long_ago, attempts=2)
+    analyses.filter(call=busy).update(**running, updated_at=now, attempts=1)
+    analyses.filter(call=due).update(next_attempt_at=now)  # its wake-up may still come
+
+    call_command("wake_analyses")
+    run_worker()
+
+    outcomes = {
+        name: (analysis_of(call).status, analysis_of(call).error)
+        for name, call in [
+            ("lost", lost),
+            ("dead", dead),
+            ("dead_last", dead_last),
+            ("busy", busy),
+            ("due", due),
+        ]
+    }
+    assert outcomes == {
+        "lost": ("completed", ""),
+        "dead": ("completed", ""),
+        "dead_last": ("failed", "The worker running the analysis stopped."),
+        "busy": ("running", ""),
+        "due": ("pending", ""),
+    }

@@ -386,6 +386,24 @@ def test_an_endpoint_failing_for_days_is_disabled_when_a_delivery_gives_up(
     assert len(receiver.received) == 10
 
 
+@pytest.mark.parametrize("status", [404, 401])
+def test_an_endpoint_failing_for_days_is_disabled_when_a_4xx_ends_a_delivery_at_once(
+    organization: Organization, call: Call, status: int
+) -> None:
+    """A 4xx ends the delivery without a schedule to run out: the check ran only when
+    one did, so a dead endpoint answering 404 got every event for good."""
+    with Receiver(default_status=status) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=6)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        assert attempt(WebhookDelivery.objects.get()) == DeliveryStatus.FAILED
+
+    endpoint.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason) == (
+        False,
+        "No delivery succeeded for 5 days; enable it when it answers.",
+    )
+
+
 def test_an_endpoint_that_delivered_recently_stays_enabled(
     organization: Organization, call: Call
 ) -> None:
@@ -647,6 +665,34 @@ def test_a_replay_resends_the_same_event(
     delivery.refresh_from_db()
     assert delivery.attempt_count == 2
     assert list(delivery.attempts.values_list("number", flat=True)) == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_while_an_attempt_is_in_flight_leaves_it_the_one_send(
+    organization: Organization, call: Call
+) -> None:
+    """The replay made the delivery due at once over the attempt's claim: a second
+    worker sent the event again while the first request was out, and the first then
+    failed to log itself (both numbered 1)."""
+    with Receiver([Reply(500, delay=1.0)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        first = threading.Thread(target=attempt, args=(delivery,))
+        first.start()
+        while not receiver.received:
+            time.sleep(0.02)  # the first request is out
+
+        webhook_delivery_replay(delivery=WebhookDelivery.objects.get())
+        second = webhook_delivery_attempt(delivery_id=delivery.pk)
+        first.join()
+        sent = len(receiver.received)
+
+    delivery.refresh_from_db()
+    assert (sent, second) == (1, None)
+    assert list(delivery.attempts.values_list("number", "status_code")) == [(1, 500)]
+    # The failed attempt is the first of the replay's round: its retry is 5 s later.
+    assert (delivery.status, delivery.round_attempts) == (DeliveryStatus.PENDING, 1)
 
 
 def test_after_a_rotation_deliveries_carry_both_signatures_for_a_day(

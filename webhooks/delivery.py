@@ -101,7 +101,7 @@ def webhook_delivery_attempt(
     now = now or timezone.now()
     claimed = WebhookDelivery.objects.filter(
         pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
-    ).update(next_attempt_at=now + ATTEMPT_LEASE)
+    ).update(next_attempt_at=now + ATTEMPT_LEASE, attempt_started_at=now)
     if not claimed:
         return None
     delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
@@ -161,7 +161,10 @@ def _send(
 def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: datetime.datetime) -> str:
     """Log the attempt and move the delivery on: delivered, failed, or retried later
     (`outcome` None) unless the schedule is exhausted."""
-    number = delivery.attempt_count + 1
+    # Counted on the row as it is now (a replay may have started a new round meanwhile).
+    counts = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
+    attempt_count, round_attempts = counts.values_list("attempt_count", "round_attempts").get()
+    number = attempt_count + 1
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=number,
@@ -179,19 +182,20 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
         "last_error": attempt.error[:500],
         "updated_at": now,
         "next_attempt_at": None,
+        "attempt_started_at": None,
     }
     outcome = attempt.outcome
     if outcome is None:
-        delay = retry_delay(
-            round_attempts=delivery.round_attempts + 1, retry_after=attempt.retry_after
-        )
+        delay = retry_delay(round_attempts=round_attempts + 1, retry_after=attempt.retry_after)
         if delay is None:
             outcome = DeliveryStatus.FAILED
             changes["last_error"] = f"{attempt.error} (gave up after {number} attempts)"[:500]
-            _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
         else:
             outcome = DeliveryStatus.PENDING
             changes["next_attempt_at"] = now + datetime.timedelta(seconds=delay)
+    if outcome == DeliveryStatus.FAILED and attempt.status_code != 410:
+        # However it failed: a dead endpoint answering 404 gives up at once.
+        _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
     changes["status"] = outcome
     if outcome == DeliveryStatus.SUCCEEDED:
         changes["delivered_at"] = now
@@ -211,7 +215,7 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
 def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
     """Disable an endpoint that has delivered nothing for WEBHOOKS_DISABLE_AFTER_DAYS
     (and was not changed by its owner meanwhile: a fixed URL or a re-enabled endpoint
-    gets its own days). Called when a delivery gives up, so it costs nothing while
+    gets its own days). Called when a delivery fails for good, so it costs nothing while
     deliveries succeed."""
     days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
     since = now - datetime.timedelta(days=days)
@@ -240,12 +244,20 @@ def webhook_delivery_replay(
     *, delivery: WebhookDelivery, now: datetime.datetime | None = None
 ) -> None:
     """Send the delivery's event again, with the same event id and body, starting a
-    new round of the retry schedule. EventErased when the event's call was erased."""
+    new round of the retry schedule. EventErased when the event's call was erased.
+
+    An attempt in flight is that send: the new round starts with it, so the event is
+    not sent twice at once (nor numbered twice in the log)."""
     now = now or timezone.now()
     erased = Call.objects.filter(pk=delivery.event.call_id, erased_at__isnull=False)
     if delivery.event.call_id is not None and erased.exists():
         raise EventErased()
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+    this = WebhookDelivery.objects.filter(pk=delivery.pk)
+    status, started = this.select_for_update().values_list("status", "attempt_started_at").get()
+    if status == DeliveryStatus.PENDING and started and started > now - ATTEMPT_LEASE:
+        this.update(round_attempts=0, updated_at=now)
+        return
+    this.update(
         status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now, updated_at=now
     )
     wake(delivery.pk, at=now)

@@ -40,6 +40,8 @@ class RateDecision:
 def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -> RateDecision:
     """Count a request against `limit` per `window` seconds for `key`, if it fits."""
     now = time.time() if now is None else now
+    if limit <= 0:  # staff set a ceiling of 0 (e.g. toll fraud): nothing gets through
+        return RateDecision(allowed=False, retry_after=math.ceil(window))
     interval = window / limit
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     params = {"key": key, "now": now, "interval": interval, "window": window}

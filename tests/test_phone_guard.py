@@ -166,6 +166,26 @@ def test_over_the_rate_per_minute_is_429_with_retry_after_and_meta(
     assert Call.objects.count() == 2
 
 
+@pytest.mark.parametrize("ceiling", ["max_outbound_calls_per_minute", "max_outbound_calls_per_day"])
+def test_a_ceiling_of_zero_staff_set_refuses_every_phone_call_with_429(
+    api, organization, phone, sip_fake, ceiling
+) -> None:
+    """Staff stop an organization's phone calls (toll fraud) with a ceiling of 0, which
+    the admin accepts: per minute, that was a ZeroDivisionError, a 500 on every call."""
+    organization.refresh_from_db()
+    setattr(organization, ceiling, 0)
+    organization.full_clean()  # what the admin's form checks
+    organization.save(update_fields=[ceiling])
+    api.raise_request_exception = False
+
+    refused = post(api, phone_number=CALLEE)
+
+    assert refused.status_code == 429, refused.content
+    assert int(refused["Retry-After"]) >= 1
+    assert refused.json()["errors"][0]["code"] == "outbound_rate_limited"
+    assert_nothing_dialed(sip_fake)
+
+
 def test_over_the_daily_cap_of_outbound_calls_is_429_until_midnight_utc(
     api, organization, phone
 ) -> None:

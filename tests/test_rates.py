@@ -48,6 +48,10 @@ def test_a_refused_request_does_not_push_the_next_one_back(db):
     assert _hits("k", [1020.0]) == [ALLOWED]
 
 
+def test_a_limit_of_zero_lets_nothing_through_for_a_window(db):
+    assert _hits("k", [1000.0], limit=0) == [RateDecision(allowed=False, retry_after=60)]
+
+
 def test_keys_are_limited_apart(db):
     _hits("a", [1000.0] * 3)
 

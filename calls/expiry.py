@@ -195,7 +195,9 @@ def _calls_reconcile(
                 identities = livekit.room_participant_identities(room_name=room_name)
             except livekit.LiveKitError as exc:
                 result.livekit_errors += 1
-                logger.warning("expire_calls: ListParticipants failed for %s: %s", room_name, exc)
+                logger.warning(
+                    "expire_calls: ListParticipants failed for call %s: %s", call_id, exc
+                )
                 continue
         if identities is not None and call.user_identity in identities:
             # Still talking, just quiet: look again after another silent stretch.

@@ -22,6 +22,7 @@ from calls.services import call_room_close_later
 from calls.sql import insert_instance
 from privacy.keys import room_names_erased
 from telephony.models import PhoneNumber, PhoneNumberStatus
+from telephony.numbers import number_masked
 from workflows.selectors import CallTarget, workflow_call_target
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,10 @@ def _answering_number(
     logged, when there is no such number or its workflow is deleted."""
     number = inbound_number_for(caller=caller, organization=organization)
     if number is None:
+        # The room's name holds the caller's number (docs/privacy.md): masked here.
         logger.warning(
-            "inbound call in room %s to %r: no verified number of ours; not answered",
-            caller.room_name,
+            "inbound call from %s to %r: no verified number of ours; not answered",
+            number_masked(caller.caller),
             caller.called,
         )
         return None
@@ -135,8 +137,8 @@ def _answering_number(
     )
     if target is None:
         logger.warning(
-            "inbound call in room %s to %s: its workflow is deleted; not answered",
-            caller.room_name,
+            "inbound call from %s to %s: its workflow is deleted; not answered",
+            number_masked(caller.caller),
             number.number,
         )
         return None

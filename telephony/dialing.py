@@ -42,12 +42,23 @@ def sip_end_reason(sip_status_code: int | None) -> str:
     return SIP_END_REASONS.get(sip_status_code or 0, EndReason.SIP_ERROR)
 
 
+# A hang-up recorded while its call was pending is asked of LiveKit, then ends the call
+# (calls.services.call_end): the dial waits this long to see which way it went.
+HANGUP_RECHECK_SECONDS = 2
+# ... and a hang-up recorded longer ago than this whose call is still pending was left
+# half-way (its process died): the call ends as it asked, never dialed.
+HANGUP_STALE_SECONDS = 60
+
+
 def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
     """Record the dial attempt, before dialing, once: a retried or duplicated job finds
     it recorded and dials nothing. None when the call is not to be dialed (ended,
-    already attempted, past its deadline: then it fails `dial_timeout`)."""
+    already attempted, past its deadline: then it fails `dial_timeout`; hung up)."""
     call = Call.objects.filter(pk=call_id, channel=CallChannel.PHONE).first()
     if call is None or call.status != CallStatus.PENDING or call.dial_attempted_at:
+        return None
+    if call.hangup_requested_at is not None:
+        _hangup_in_flight(call, now=now)
         return None
     if call.dial_deadline_at and now > call.dial_deadline_at:
         call_transition(
@@ -59,9 +70,15 @@ def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
         )
         return None
     claimed = Call.objects.filter(
-        pk=call_id, status=CallStatus.PENDING, dial_attempted_at__isnull=True
+        pk=call_id,
+        status=CallStatus.PENDING,
+        dial_attempted_at__isnull=True,
+        hangup_requested_at__isnull=True,
     ).update(dial_attempted_at=now)
     if not claimed:
+        # Attempted by a duplicate job, ended, or hung up since it was read: look again.
+        if Call.objects.filter(pk=call_id, hangup_requested_at__isnull=False).exists():
+            _dial_later(call_id)
         return None
     # `connecting` once dialing starts; a hang-up that came first wins (no dial).
     if not call_transition(
@@ -69,6 +86,28 @@ def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
     ):
         return None
     return call
+
+
+def _hangup_in_flight(call: Call, *, now: datetime.datetime) -> None:
+    """The customer hung up the pending call: never dial it. The hang-up ends the call
+    unless LiveKit fails it, which withdraws it: then the call is dialed after all."""
+    if now - call.hangup_requested_at < datetime.timedelta(seconds=HANGUP_STALE_SECONDS):
+        _dial_later(call.pk)
+        return
+    call_transition(
+        call_id=call.pk,
+        to_status=CallStatus.COMPLETED,
+        end_reason=EndReason.API_REQUEST,
+        at=now,
+        only_from={CallStatus.PENDING},
+    )
+
+
+def _dial_later(call_id: uuid.UUID) -> None:
+    from telephony.tasks import phone_call_dial
+
+    at = timezone.now() + datetime.timedelta(seconds=HANGUP_RECHECK_SECONDS)
+    phone_call_dial.using(run_after=at).enqueue(str(call_id))
 
 
 def phone_call_dial(*, call_id: uuid.UUID) -> str:

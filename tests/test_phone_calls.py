@@ -8,6 +8,7 @@ import datetime
 import json
 import threading
 import time
+import uuid
 
 import pytest
 from django.conf import settings
@@ -16,7 +17,9 @@ from django.utils import timezone
 from livekit import api as livekit_api
 
 from calls.models import Call
+from telephony import dialing
 from telephony.tasks import phone_call_dial
+from tests import fake_livekit
 from tests import fake_livekit_sip as sip
 from tests.phone import CALLEE, CALLER, CALLS, phone_ready, run_dial_worker
 
@@ -266,6 +269,70 @@ def test_a_call_ended_before_its_dial_job_ran_is_never_dialed(api, phone, sip_fa
 
     assert sip_fake.calls("CreateSIPParticipant") == []
     assert sip_fake.calls("CreateDispatch") == []
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+
+
+def hang_up_meeting_the_dial_job(sip_fake, call_id: str, *, livekit_fails: bool) -> None:
+    """The dial job starts while the hang-up of the pending call asks LiveKit to delete
+    its room (recorded, not yet ended)."""
+    delete_room = sip_fake._DeleteRoom
+
+    def delete_room_while_the_dial_job_starts(message, response_class):
+        from django.db import connection
+
+        try:
+            dialing.phone_call_dial(call_id=uuid.UUID(call_id))
+        finally:
+            connection.close()
+        if livekit_fails:
+            return fake_livekit._error(503, "unavailable", "LiveKit is unavailable")
+        return delete_room(message, response_class)
+
+    sip_fake._DeleteRoom = delete_room_while_the_dial_job_starts
+
+
+def test_a_phone_hung_up_while_its_dial_job_starts_is_never_dialed(api, phone, sip_fake) -> None:
+    """The job saw the call still `pending` and dialed it: the callee answered into a
+    call that had just ended, in a room nobody closed."""
+    call_id = create(api)["call_id"]
+    hang_up_meeting_the_dial_job(sip_fake, call_id, livekit_fails=False)
+
+    assert api.post(f"{CALLS}/{call_id}/end").status_code == 200
+    time.sleep(dialing.HANGUP_RECHECK_SECONDS + 0.1)
+    run_dial_worker()  # the job looks again once the hang-up went one way or the other
+
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+
+
+def test_a_hang_up_livekit_fails_while_the_dial_job_waits_lets_the_call_be_dialed(
+    api, phone, sip_fake
+) -> None:
+    """The hang-up answered 502, the call unchanged: it is dialed after all."""
+    api.raise_request_exception = False
+    call_id = create(api)["call_id"]
+    hang_up_meeting_the_dial_job(sip_fake, call_id, livekit_fails=True)
+
+    assert api.post(f"{CALLS}/{call_id}/end").status_code == 502
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    time.sleep(dialing.HANGUP_RECHECK_SECONDS + 0.1)
+    run_dial_worker()
+
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+    assert detail(api, call_id)["status"] == "active"
+
+
+def test_a_hang_up_left_half_way_ends_its_pending_call_when_the_dial_job_comes(
+    api, phone, sip_fake
+) -> None:
+    """Recorded, never carried out (its process died): the job ends the call as asked."""
+    call_id = create(api)["call_id"]
+    long_ago = timezone.now() - datetime.timedelta(seconds=dialing.HANGUP_STALE_SECONDS + 1)
+    Call.objects.filter(pk=call_id).update(hangup_requested_at=long_ago, end_reason="api_request")
+
+    run_dial_worker()
+
+    assert sip_fake.calls("CreateSIPParticipant") == []
     assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
 
 

@@ -16,6 +16,7 @@ from calls.limits import open_call_reserve
 from calls.models import NOT_ENDED_STATUSES, Call, CallDirection, CallStatus
 from calls.sql import insert_instance
 from voicecalls import livekit
+from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ def call_insert(*, call: Call) -> None:
         open_call_reserve(organization=call.organization)
 
 
+class CallTransferring(Conflict):
+    default_detail = "The call is being transferred; it ends when the transfer does."
+    default_code = "call_transferring"
+
+
 def call_end(*, call: Call) -> Call:
     """Hang up: record the request, delete the LiveKit room, then mark `completed`.
 
@@ -97,23 +103,34 @@ def call_end(*, call: Call) -> Call:
     so the room's own webhooks (user left with ROOM_DELETED, room_finished) are
     attributed to it. An ended call is returned as it is, without asking LiveKit.
     If LiveKit fails, the request is withdrawn and `LiveKitError` raised; the call
-    stays as it was.
+    stays as it was. CallTransferring (409) while a transfer of the call is in flight.
     """
-    requested_at = timezone.now()
-    recorded = Call.objects.filter(pk=call.pk, status__in=NOT_ENDED_STATUSES).update(
+    requested_at: datetime.datetime | None = timezone.now()
+    open_call = Call.objects.filter(pk=call.pk, status__in=NOT_ENDED_STATUSES)
+    recorded = open_call.filter(hangup_requested_at__isnull=True).update(
         hangup_requested_at=requested_at, end_reason=EndReason.API_REQUEST
     )
-    if recorded:
-        try:
-            livekit.room_delete(room_name=call.room_name)
-        except livekit.LiveKitError:
-            Call.objects.filter(
-                pk=call.pk, status__in=NOT_ENDED_STATUSES, hangup_requested_at=requested_at
-            ).update(hangup_requested_at=None, end_reason=None)
-            raise
-        call_transition(
-            call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.API_REQUEST
-        )
+    if not recorded:
+        # Another end is on its way: a transfer's record must stay (its own failure
+        # withdraws it); another hang-up's is this one's too.
+        ending = open_call.values_list("end_reason", flat=True).first()
+        if ending == EndReason.TRANSFERRED:
+            raise CallTransferring()
+        if ending is None:  # ended
+            call.refresh_from_db()
+            return call
+        requested_at = None
+    try:
+        livekit.room_delete(room_name=call.room_name)
+    except livekit.LiveKitError:
+        if requested_at is not None:
+            open_call.filter(hangup_requested_at=requested_at).update(
+                hangup_requested_at=None, end_reason=None
+            )
+        raise
+    call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.API_REQUEST
+    )
     call.refresh_from_db()
     return call
 

@@ -299,7 +299,7 @@ class CallViewSet(viewsets.GenericViewSet):
         summary="End call (hang up)",
         operation_id="calls_end",
         request=None,
-        responses={200: CallSerializer, **error_responses(502)},
+        responses={200: CallSerializer, **error_responses(409, 502)},
         filters=False,
     )
     @action(detail=True, methods=["post"], pagination_class=None, filterset_class=None)
@@ -307,7 +307,8 @@ class CallViewSet(viewsets.GenericViewSet):
         """Hang up: LiveKit closes the room, the call becomes `completed` (`api_request`).
 
         An ended call is returned unchanged. LiveKit unreachable or failing: 502 and
-        the call stays as it was.
+        the call stays as it was. While the call is being transferred: 409
+        `call_transferring` (it ends when the transfer does).
         """
         try:
             call = services.call_end(call=self._get_call())

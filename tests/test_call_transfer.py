@@ -315,3 +315,55 @@ def test_a_hang_up_racing_a_transfer_leaves_one_end(api, client_key, live_call, 
     assert live_call.end_reason in ("transferred", "api_request")
     lines = api.get(f"{base}/transcript").json()
     assert (live_call.end_reason == "transferred") == bool(lines)
+
+
+def hang_up_during_the_transfer(sip_fake, client_key: str, call: Call) -> list:
+    """LiveKit's transfer hook: the customer's POST /calls/{id}/end arrives while the
+    destination rings (the transfer recorded, LiveKit asked)."""
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    transfer = sip_fake._TransferSIPParticipant
+    answers: list = []
+
+    def hang_up_then_transfer(message, response_class):
+        try:
+            client = bearer_client(client_key)
+            client.raise_request_exception = False
+            answers.append(client.post(f"/api/v1/calls/{call.id}/end"))
+        finally:
+            connection.close()
+        return transfer(message, response_class)
+
+    sip_fake._TransferSIPParticipant = hang_up_then_transfer
+    return answers
+
+
+@pytest.mark.parametrize("delete_room", ["answers", "fails"])
+def test_a_hang_up_during_a_transfer_is_409_and_the_transfer_ends_the_call(
+    api, client_key, live_call, sip_fake, delete_room
+):
+    """The hang-up overwrote the transfer's record: a successful hang-up left a
+    completed/api_request call naming the desk it was never transferred to, and a
+    failing one (502) withdrew the transfer's record with its own, so the transfer's
+    success ended the call user_hangup."""
+    if delete_room == "fails":
+        sip_fake.fail("DeleteRoom", "503")
+    answers = hang_up_during_the_transfer(sip_fake, client_key, live_call)
+
+    response = api.post(f"/api/v1/calls/{live_call.id}/transfer", {"destination": DESK})
+
+    (hang_up,) = answers
+    assert (hang_up.status_code, hang_up.json()["errors"][0]["code"]) == (
+        409,
+        "call_transferring",
+    )
+    assert sip_fake.calls("DeleteRoom") == []
+    assert response.status_code == 200, response.content
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == (
+        "completed",
+        "transferred",
+        DESK,
+    )

@@ -159,6 +159,13 @@ def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.dateti
     # The agent participant's own departure never ends the call; the user's does.
     if event.participant_identity != call.user_identity:
         return
+    if event.participant_kind == "SIP" and event.disconnect_reason == "CLIENT_INITIATED":
+        # The callee hung up (a failed dial leaves for another reason): it answered, and
+        # its departure overtook the dial's answer. Answered now, its departure ends the
+        # call below; the answer then finds it ended. (Nothing moves if it is not dialing.)
+        call_transition(
+            call_id=call.id, to_status=CallStatus.ACTIVE, at=at, only_from={CallStatus.CONNECTING}
+        )
     if _transition_by_state(
         call_id=call.id,
         decide=lambda status, requested: _user_departure_outcome(

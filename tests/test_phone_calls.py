@@ -336,6 +336,36 @@ def test_a_hang_up_left_half_way_ends_its_pending_call_when_the_dial_job_comes(
     assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
 
 
+def test_a_callee_who_answers_and_hangs_up_before_the_dial_returns_ends_the_call(
+    api, phone, sip_fake
+) -> None:
+    """LiveKit's participant_left (the callee hung up) reached us before the dial's
+    answer: it was taken for a failed dial's departure and dropped, and the answer then
+    made the call `active` with nobody on the line."""
+    create_participant = sip_fake._CreateSIPParticipant
+
+    def answered_then_hung_up(message, response_class):
+        answer = create_participant(message, response_class)
+        callee = livekit_api.ParticipantInfo(
+            identity=message.participant_identity,
+            kind=livekit_api.ParticipantInfo.Kind.SIP,
+            attributes={"sip.callStatus": "hangup"},
+            disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+        )
+        sip_fake.webhooks_send("participant_left", message.room_name, callee)
+        return answer
+
+    sip_fake._CreateSIPParticipant = answered_then_hung_up
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert sip_fake.webhook_answers[-1] == 200
+    body = detail(api, call_id)
+    assert outcome(body) == ("completed", "user_hangup", None, None)
+    assert body["started_at"] is not None
+
+
 def test_a_retried_dial_job_never_dials_twice(api, phone, sip_fake) -> None:
     call_id = create(api)["call_id"]
     run_dial_worker()

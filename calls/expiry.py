@@ -20,6 +20,7 @@ from calls.models import (
     Call,
     CallChannel,
     CallStatus,
+    IdempotencyRecord,
     LiveKitWebhookEvent,
 )
 from voicecalls import livekit
@@ -35,6 +36,7 @@ class ExpireResult:
     reconciled: int = 0
     livekit_errors: int = 0
     webhook_ids_pruned: int = 0
+    idempotency_records_pruned: int = 0
     open_counters_repaired: int = 0
 
 
@@ -80,6 +82,12 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     result.open_counters_repaired = open_calls_reconcile()
     result.webhook_ids_pruned, _ = LiveKitWebhookEvent.objects.filter(
         received_at__lt=now - WEBHOOK_DEDUP_WINDOW
+    ).delete()
+    # Past their 24 hours a key starts over: the stored answers (their tokens name the
+    # participant) go, through the records' index on their creation time.
+    ttl = datetime.timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+    result.idempotency_records_pruned, _ = IdempotencyRecord.objects.filter(
+        created_at__lt=now - ttl
     ).delete()
     return result
 

@@ -6,10 +6,12 @@ import datetime
 import threading
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from calls.expiry import calls_expire
 from calls.models import Call, IdempotencyRecord
 
 pytestmark = pytest.mark.django_db
@@ -101,6 +103,22 @@ def test_a_key_older_than_24_hours_starts_over(api: APIClient, workflow) -> None
 
     assert second.status_code == 201
     assert second.json()["call_id"] != first.json()["call_id"]
+
+
+def test_records_past_their_24_hours_are_deleted_by_expire_calls(
+    api: APIClient, workflow, fake_livekit
+) -> None:
+    """Each holds the first answer, whose token names the participant: nothing deleted
+    them, so every keyed create's answer was kept for good, not for 24 hours."""
+    post(api, {**BODY, "user_data": {"name": "Ada"}}, "old")
+    post(api, BODY, "new")
+    day_ago = timezone.now() - datetime.timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS + 1)
+    IdempotencyRecord.objects.filter(key="old").update(created_at=day_ago)
+
+    result = calls_expire()
+
+    assert result.idempotency_records_pruned == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
 
 
 def test_an_abandoned_in_flight_key_is_taken_over(api: APIClient, organization, workflow) -> None:

@@ -55,6 +55,17 @@ def read_all(response: httpx.Response) -> list[dict]:
             events.append(event)
 
 
+def stream_request_sent(server: str, key: str, call_id: object) -> socket.socket:
+    """A client's socket with its stream request sent, to leave at a chosen moment."""
+    host, port = server.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)))
+    client.sendall(
+        f"GET /api/v1/calls/{call_id}/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {key}\r\n\r\n".encode()
+    )
+    return client
+
+
 @pytest.fixture
 def call(workflow):
     return CallFactory(organization=workflow.organization, workflow=workflow, active=True)
@@ -182,12 +193,7 @@ def test_a_client_gone_while_its_stream_subscribes_leaves_no_lease_renewed_for_e
         "OPTIONS": {**default.get("OPTIONS", {})},
     }
     with asgi_server() as server:
-        host, port = server.removeprefix("http://").split(":")
-        client = socket.create_connection((host, int(port)))
-        client.sendall(
-            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
-        )
+        client = stream_request_sent(server, client_key, call.pk)
         client.settimeout(5)
         assert client.recv(100).startswith(b"HTTP/1.1 200")  # subscribing now
         client.close()
@@ -210,12 +216,7 @@ def test_a_client_gone_while_its_stream_waits_for_an_opening_frees_its_place_at_
     openings = [streams_views._OPENINGS.acquire() for _ in range(8)]  # a burst holds all
     assert all(openings)
     with asgi_server() as server:
-        host, port = server.removeprefix("http://").split(":")
-        client = socket.create_connection((host, int(port)))
-        client.sendall(
-            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
-        )
+        client = stream_request_sent(server, client_key, call.pk)
         time.sleep(0.5)  # waiting for an opening
         client.close()
         time.sleep(0.5)

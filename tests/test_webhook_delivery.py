@@ -462,21 +462,29 @@ def test_retry_delay_gives_up_after_ten_attempts_and_honours_retry_after() -> No
     assert retry_delay(round_attempts=1, retry_after=10**9) == 86400
 
 
+def answered_once(
+    organization: Organization, call: Call, reply: Reply
+) -> tuple[WebhookDelivery, datetime.datetime]:
+    """A status change's delivery after one attempt `reply` answered (to be retried),
+    and when it was made."""
+    with Receiver([reply]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        now = timezone.now()
+        assert attempt(delivery, now) == DeliveryStatus.PENDING
+    delivery.refresh_from_db()
+    return delivery, now
+
+
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_a_429_is_retried_after_its_retry_after(
     organization: Organization, call: Call, form: str
 ) -> None:
     in_an_hour = timezone.now() + datetime.timedelta(hours=1, seconds=30)
     retry_after = "3600" if form == "seconds" else email.utils.format_datetime(in_an_hour, True)
-    with Receiver([Reply(429, headers={"Retry-After": retry_after})]) as receiver:
-        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
-        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
-        delivery = WebhookDelivery.objects.get()
-        now = timezone.now()
+    delivery, now = answered_once(organization, call, Reply(429, {"Retry-After": retry_after}))
 
-        assert attempt(delivery, now) == DeliveryStatus.PENDING
-
-    delivery.refresh_from_db()
     assert delivery.last_status_code == 429
     assert delivery.next_attempt_at >= now + datetime.timedelta(seconds=3590)
 
@@ -487,15 +495,8 @@ def test_a_retry_after_neither_seconds_nor_a_date_leaves_the_schedule_as_it_is(
 ) -> None:
     """ "²" is a digit to str.isdigit() and not to float(): it was a ValueError out of
     the attempt, which then logged nothing and crashed at every wake-up."""
-    with Receiver([Reply(503, headers={"Retry-After": retry_after})]) as receiver:
-        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
-        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
-        delivery = WebhookDelivery.objects.get()
-        now = timezone.now()
+    delivery, now = answered_once(organization, call, Reply(503, {"Retry-After": retry_after}))
 
-        assert attempt(delivery, now) == DeliveryStatus.PENDING
-
-    delivery.refresh_from_db()
     assert (delivery.last_status_code, delivery.attempts.count()) == (503, 1)
     assert delivery.next_attempt_at < now + datetime.timedelta(minutes=5)
 

@@ -87,6 +87,21 @@ def test_call_json_nested_a_thousand_levels_is_refused_not_a_500(api, workflow, 
     assert Call.objects.count() == 0
 
 
+@pytest.mark.parametrize(("field", "limit"), [("user_data", 32 * 1024), ("metadata", 16 * 1024)])
+def test_call_json_is_measured_in_the_utf8_bytes_it_takes_not_escaped(api, workflow, field, limit):
+    """Each CJK character counted 6 bytes (its \\uXXXX escape) instead of its 3 in UTF-8:
+    objects well under the limit were refused at about half of it."""
+    fits = {"note": "日" * ((limit - 20) // 3)}  # 3 bytes a character: just under
+    over = {"note": "日" * ((limit + 3) // 3)}
+
+    def post(value: dict):
+        body = json.dumps({"workflow_slug": workflow.slug, field: value}, ensure_ascii=False)
+        return api.post("/api/v1/calls", body.encode(), content_type="application/json")
+
+    assert post(fits).status_code == 201
+    _assert_refused(post(over), field)
+
+
 def test_an_idempotency_key_over_255_characters_is_refused(api, workflow):
     response = api.post("/api/v1/calls", CALL, HTTP_IDEMPOTENCY_KEY="k" * 256)
     _assert_refused(response, "Idempotency-Key")
@@ -157,6 +172,38 @@ WORKFLOW = {
 
 def _many_agents(count: int) -> list[dict]:
     return [{**AGENT, "name": f"agent-{i}"} for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("where", "attr"),
+    [
+        (("agents", 0, "tools", 0, "parameters"), "agents.0.tools.0.parameters"),
+        (("analysis", "structured_data_schema"), "analysis.structured_data_schema"),
+    ],
+)
+def test_a_workflow_json_schema_nested_a_thousand_levels_is_refused_not_a_500(
+    api, organization, where, attr
+):
+    """orjson parses 1,000 levels; DRF's JSONField re-encoded them recursively (500)
+    before the schema field's own depth check."""
+    body = copy.deepcopy(WORKFLOW)
+    body.setdefault("analysis", {"summary_prompt": "Summarize."})
+    *parents, last = where
+    node = body
+    for part in parents:
+        node = node[part]
+    node[last] = "DEEP"
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    text = json.dumps(body).replace('"DEEP"', deep)
+
+    response = api.post("/api/v1/workflows", text, content_type="application/json")
+
+    assert response.status_code == 400
+    assert (response.json()["errors"][0]["code"], response.json()["errors"][0]["attr"]) == (
+        "too_deep",
+        attr,
+    )
+    assert Workflow.objects.count() == 0
 
 
 @pytest.mark.parametrize(

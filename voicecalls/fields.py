@@ -30,6 +30,13 @@ def json_depth(value: object) -> int:
     return deepest
 
 
+def json_size(value: object) -> int:
+    """Bytes of a JSON value as compact UTF-8, as a client sends it: "日" is 3, not the
+    6 of its `\\u65e5` escape."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def json_has_nul(value: object) -> bool:
     """Whether any string in a JSON value (keys included) holds U+0000, which
     PostgreSQL's jsonb cannot store."""
@@ -74,8 +81,7 @@ class BoundedJSONObjectField(serializers.JSONField):
             self.fail("too_deep", max_depth=self.max_depth)
         value = super().to_internal_value(data)
         # Strict JSON (no NaN or Infinity) was checked by JSONField.
-        size = len(json.dumps(value, separators=(",", ":")).encode())
-        if size > self.max_bytes:
+        if json_size(value) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")
@@ -106,13 +112,14 @@ class JSONSchemaDocumentField(serializers.JSONField):
     }
 
     def to_internal_value(self, data: object) -> dict:
-        value = super().to_internal_value(data)
-        if not isinstance(value, dict):
+        # Before JSONField's own check and the validator: both recurse once per level
+        # (a RecursionError, a 500, at ~1000 levels that orjson parsed).
+        if not isinstance(data, dict):
             self.fail("not_an_object")
-        # Before the validator walks it: it recurses once per level.
-        if json_depth(value) > self.max_depth:
+        if json_depth(data) > self.max_depth:
             self.fail("too_deep", max_depth=self.max_depth)
-        if len(json.dumps(value, separators=(",", ":")).encode()) > self.max_bytes:
+        value = super().to_internal_value(data)
+        if json_size(value) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")

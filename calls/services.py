@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -18,6 +19,7 @@ from calls.sql import insert_instance
 from voicecalls import livekit
 from voicecalls.errors import Conflict
 from workflows.selectors import CallTarget
+from workflows.settings import RING_TIMEOUT_BOUNDS
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,10 @@ def call_insert(*, call: Call) -> None:
         open_call_reserve(organization=call.organization)
 
 
+# The longest a transfer waits for LiveKit: the longest ring, its margin, and room to spare.
+TRANSFER_LEFT_AFTER = datetime.timedelta(seconds=RING_TIMEOUT_BOUNDS[1] + 60)
+
+
 class CallTransferring(Conflict):
     default_detail = "The call is being transferred; it ends when the transfer does."
     default_code = "call_transferring"
@@ -107,8 +113,16 @@ def call_end(*, call: Call) -> Call:
     """
     requested_at: datetime.datetime | None = timezone.now()
     open_call = Call.objects.filter(pk=call.pk, status__in=NOT_ENDED_STATUSES)
-    recorded = open_call.filter(hangup_requested_at__isnull=True).update(
-        hangup_requested_at=requested_at, end_reason=EndReason.API_REQUEST
+    # A transfer's record older than any transfer takes was left half-way (its
+    # process died): the hang-up takes its place.
+    transfer_left = Q(
+        end_reason=EndReason.TRANSFERRED,
+        hangup_requested_at__lt=requested_at - TRANSFER_LEFT_AFTER,
+    )
+    recorded = open_call.filter(Q(hangup_requested_at__isnull=True) | transfer_left).update(
+        hangup_requested_at=requested_at,
+        end_reason=EndReason.API_REQUEST,
+        transfer_destination=None,
     )
     if not recorded:
         # Another end is on its way: a transfer's record must stay (its own failure

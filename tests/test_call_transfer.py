@@ -8,11 +8,14 @@ webhooks reach the real webhook view on its own thread, as LiveKit's do."""
 from __future__ import annotations
 
 import copy
+import datetime
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import Call
+from calls.services import TRANSFER_LEFT_AFTER
 from telephony.services import phone_number_verify
 from tests import fake_livekit_sip as sip
 from tests.factories import CallFactory, PhoneNumberFactory
@@ -367,3 +370,23 @@ def test_a_hang_up_during_a_transfer_is_409_and_the_transfer_ends_the_call(
         "transferred",
         DESK,
     )
+
+
+def test_a_transfer_left_half_way_gives_way_to_a_hang_up(api, live_call, sip_fake):
+    """Its process died with the transfer recorded: every hang-up was 409 for as long as
+    the call lasted (the record older than any transfer takes is left, not live)."""
+    long_ago = timezone.now() - TRANSFER_LEFT_AFTER - datetime.timedelta(seconds=1)
+    Call.objects.filter(pk=live_call.pk).update(
+        hangup_requested_at=long_ago, end_reason="transferred", transfer_destination=DESK
+    )
+
+    response = api.post(f"/api/v1/calls/{live_call.id}/end")
+
+    assert response.status_code == 200, response.content
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == (
+        "completed",
+        "api_request",
+        None,
+    )
+    assert len(sip_fake.calls("DeleteRoom")) == 1

@@ -286,19 +286,32 @@ def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
     ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
     runs = list(overdue.values_list("call_id", "run", "status", "attempts"))
     for call_id, run, status, attempts in runs:
-        if status == AnalysisStatus.PENDING:
-            with transaction.atomic():
+        with transaction.atomic():
+            if status == AnalysisStatus.PENDING:
                 _wake(call_id, run=run, at=now)
-        elif attempts >= settings.ANALYSIS_MAX_ATTEMPTS:
-            analysis = CallAnalysis.objects.get(call_id=call_id)
-            failed = _Outcome(AnalysisStatus.FAILED, "The worker running the analysis stopped.")
-            _finish(analysis, failed)
-        else:
-            with transaction.atomic():
-                _call_lock(call_id)
-                again = CallAnalysis.objects.filter(
-                    call_id=call_id, run=run, status=AnalysisStatus.RUNNING, updated_at__lt=stale
-                ).update(status=AnalysisStatus.PENDING, next_attempt_at=now, updated_at=now)
-                if again:
-                    _wake(call_id, run=run, at=now)
+            else:
+                _stale_run_take_back(call_id, run=run, last=attempts, stale=stale, now=now)
     return len(runs)
+
+
+def _stale_run_take_back(
+    call_id: UUID, *, run: int, last: int, stale: datetime.datetime, now: datetime.datetime
+) -> None:
+    """A run whose worker died: pending again, or failed after its last attempt; only
+    if it is still that run, still stale (a re-run may have started another)."""
+    _call_lock(call_id)
+    dead = CallAnalysis.objects.filter(
+        call_id=call_id, run=run, status=AnalysisStatus.RUNNING, updated_at__lt=stale
+    )
+    if last < settings.ANALYSIS_MAX_ATTEMPTS:
+        if dead.update(status=AnalysisStatus.PENDING, next_attempt_at=now, updated_at=now):
+            _wake(call_id, run=run, at=now)
+        return
+    failed = dead.update(
+        status=AnalysisStatus.FAILED,
+        error="The worker running the analysis stopped.",
+        updated_at=now,
+        finished_at=now,
+    )
+    if failed:
+        call_analyzed.send(sender=CallAnalysis, call_id=call_id, at=now)

@@ -14,7 +14,11 @@ from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Organization
 from analysis.models import AnalysisStatus, CallAnalysis
-from analysis.services import STALE_RUN_SECONDS, call_analysis_rerun
+from analysis.services import (
+    STALE_RUN_SECONDS,
+    _stale_run_take_back,
+    call_analysis_rerun,
+)
 from calls.models import Call
 from tests.fake_llm import FakeLLM, Outcome
 from tests.test_analysis_run import VALID, analysis_of, ended_call, fake_llm, run_worker
@@ -140,3 +144,27 @@ def test_wake_analyses_wakes_lost_runs_and_takes_back_those_of_dead_workers(
         "busy": ("running", ""),
         "due": ("pending", ""),
     }
+
+
+def test_the_sweep_leaves_alone_a_run_a_rerun_started_after_it_listed_the_dead_one(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    """The sweep lists run 1 (its worker dead, its attempts spent); a re-run then starts
+    run 2, which a worker claims. The sweep read the call's analysis again by its call
+    alone and failed run 2, whose worker's answer was then dropped as superseded."""
+    settings.ANALYSIS_MAX_ATTEMPTS = 2
+    call = ended_call(organization)
+    now = timezone.now()
+    stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
+    long_ago = stale - datetime.timedelta(seconds=60)
+    analyses = CallAnalysis.objects.filter(call=call)
+    analyses.update(status=AnalysisStatus.RUNNING, attempts=2, updated_at=long_ago)
+    listed = list(analyses.values_list("call_id", "run", "attempts"))  # what the sweep saw
+    assert call_analysis_rerun(call=Call.objects.get(pk=call.pk)).run == 2
+    analyses.update(status=AnalysisStatus.RUNNING, attempts=1, updated_at=now)  # claimed
+
+    for call_id, run, attempts in listed:
+        _stale_run_take_back(call_id, run=run, last=attempts, stale=stale, now=now)
+
+    analysis = analysis_of(call)
+    assert (analysis.run, analysis.status, analysis.error) == (2, "running", "")

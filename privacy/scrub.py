@@ -50,12 +50,14 @@ def transcript_erase(*, call_ids: Sequence[UUID]) -> int:
 
 
 def analysis_erase(*, call_ids: Sequence[UUID]) -> int:
-    """Remove what the post-call analysis wrote (summary, structured data); its status
-    and success verdict stay."""
-    analyses = CallAnalysis.objects.filter(call_id__in=call_ids).filter(
-        Q(summary__isnull=False) | Q(structured_data__isnull=False)
-    )
-    return analyses.update(summary=None, structured_data=None)
+    """Remove what the post-call analysis wrote (summary, structured data) and why it
+    failed, which may quote the model's answer or the provider's echo of the prompt;
+    its status and success verdict stay."""
+    analyses = CallAnalysis.objects.filter(call_id__in=call_ids)
+    written = analyses.filter(Q(summary__isnull=False) | Q(structured_data__isnull=False))
+    count = written.update(summary=None, structured_data=None)
+    analyses.exclude(error__in=["", ERASED_CONTENT]).update(error=ERASED_CONTENT)
+    return count
 
 
 def data_clear(*, call_ids: Sequence[UUID]) -> None:

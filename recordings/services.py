@@ -20,7 +20,13 @@ from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from recordings import storage
-from recordings.models import Recording, RecordingStatus, RecordingStorage, statuses_below
+from recordings.models import (
+    Recording,
+    RecordingStatus,
+    RecordingStorage,
+    StorageKind,
+    statuses_below,
+)
 from voicecalls import livekit_egress
 from voicecalls.livekit import EgressUpdate, LiveKitError
 
@@ -203,8 +209,9 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
         changes["ended_at"] = at
         changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
     moved = Recording.objects.filter(pk=recording.pk, status__in=from_statuses).update(**changes)
-    if not moved and status == S.COMPLETE and recording.status == S.DELETED:
-        # Deleted while the egress was still writing: the file it just finished goes too.
+    if not moved and status in (S.COMPLETE, S.FAILED) and recording.status == S.DELETED:
+        # Deleted while the egress was still writing: the file it just ended goes too
+        # (one a limit or a failure ended early is a file as well; none: a no-op).
         from recordings.tasks import recording_file_delete
 
         pk = str(recording.pk)
@@ -224,7 +231,12 @@ def recording_delete(*, call_id: UUID | str) -> bool:
         return False
     if recording.status == S.DELETED:
         return True
-    _file_delete(recording)
+    try:
+        _file_delete(recording)
+    except StorageRemoved:
+        # The organization removed its own bucket's setting: the file is theirs, out of
+        # our reach for good (docs/privacy.md). Forgotten here, it holds nothing up.
+        logger.warning("recording of call %s left in a bucket the organization removed", call_id)
     now = timezone.now()
     Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED).update(
         status=S.DELETED, deleted_at=now, updated_at=now
@@ -242,12 +254,16 @@ def recording_file_delete(*, recording_id: UUID | str) -> bool:
     return True
 
 
+class StorageRemoved(storage.StorageError):
+    """The recording is in the organization's own bucket, whose setting it removed."""
+
+
 def _file_delete(recording: Recording) -> None:
     target = storage.target_of(recording, organization_id=recording.call.organization_id)
+    if target is None and recording.storage == StorageKind.ORGANIZATION:
+        raise StorageRemoved("The organization removed the storage of this recording's bucket.")
     if target is None:
-        raise storage.StorageError(
-            "No credentials reach this recording's bucket any more (its storage was removed)."
-        )
+        raise storage.StorageError("No credentials reach the platform's bucket any more.")
     storage.object_delete(target, key=recording.object_key)
 
 

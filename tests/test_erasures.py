@@ -445,3 +445,34 @@ def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words
     assert (analysis.status, analysis.success) == ("completed", True)
     assert (analysis.summary, analysis.structured_data) == (None, None)
     assert Erasure.objects.get().status == ErasureStatus.COMPLETED
+
+
+# The model answered structured data breaking the schema, quoting the caller: the failed
+# analysis's error quotes it (jsonschema's message holds the value).
+QUOTED = "Ada Lovelace of 12 Elm Street ate a salad"
+
+
+def analysis_failed_quoting_the_caller(organization, settings) -> Call:
+    wrong = {**VALID, "structured_data": {"meal_type": "lunch", "calories": QUOTED}}
+    with FakeLLM(default=Outcome.answer(wrong)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        call = ended_call(organization, name="Ada Lovelace")
+        run_analysis_worker()
+    assert QUOTED in CallAnalysis.objects.get(call=call).error
+    return call
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_clears_a_failed_analysis_error_that_quotes_the_caller(
+    organization, settings
+) -> None:
+    call = analysis_failed_quoting_the_caller(organization, settings)
+    Call.objects.filter(pk=call.pk).update(user_id="user-ada")
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+
+    erase(organization, key, "user-ada")
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.error) == ("failed", "[erased]")

@@ -5,17 +5,19 @@ through boto3); a storage that fails is tried again later and nothing is half-do
 from __future__ import annotations
 
 import datetime
+import uuid
 
 import pytest
 from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.services import api_key_create
+from calls.models import Call
 from privacy.erasure import erasure_create, erasure_run
 from privacy.models import Erasure
 from privacy.retention import retention_apply
 from recordings.models import Recording
-from tests.factories import CallFactory, RecordingFactory
+from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
 from tests.recordings import object_keys, s3_client
 
 DAY = datetime.timedelta(days=1)
@@ -152,3 +154,51 @@ def test_an_erasure_whose_storage_fails_waits_and_erases_nothing_of_that_batch_y
     Erasure.objects.filter(pk=erasure.pk).update(lease_until=None)
     assert erasure_run(erasure_id=erasure.pk) == "completed"
     assert status_of(recording) == "deleted"
+
+
+def recording_in_a_removed_bucket(organization, *, ended_ago, user_id: str) -> Recording:
+    """Recorded into the organization's own bucket, whose setting it removed since; its
+    call has the lowest id, so it is read first."""
+    ended = timezone.now() - ended_ago
+    call = CallFactory(
+        id=uuid.UUID(int=1),
+        organization=organization,
+        completed=True,
+        user_id=user_id,
+        started_at=ended - datetime.timedelta(minutes=2),
+        ended_at=ended,
+    )
+    return RecordingFactory(
+        call=call, storage="organization", endpoint="https://s3.acme.example", bucket="acme-own"
+    )
+
+
+def test_a_recording_in_a_removed_bucket_holds_up_no_other_recordings_retention(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """Its StorageError stopped the organization's pass at the same batch, every pass."""
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    removed = recording_in_a_removed_bucket(organization, ended_ago=40 * DAY, user_id="user-1")
+    platform = stored(ended_ago=35 * DAY, user_id="user-2")
+
+    retention_apply(batch_size=1)  # a batch of one stands for a batch all out of reach
+
+    assert (status_of(removed), status_of(platform)) == ("deleted", "deleted")
+    assert object_keys(s3_server, recordings_bucket) == []
+
+
+def test_a_recording_in_a_removed_bucket_holds_up_no_erasure(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """The erasure waited and retried for ever, erasing nothing of the user."""
+    recording_in_a_removed_bucket(organization, ended_ago=2 * DAY, user_id="user-9")
+    platform = stored(ended_ago=DAY, user_id="user-9")
+    TranscriptEntryFactory(call=platform.call, role="user", content="I am Jane, 12 Elm Street")
+
+    assert erasure_run(erasure_id=erasure_of(organization, "user-9").pk) == "completed"
+
+    call = Call.objects.get(pk=platform.call_id)
+    words = list(call.transcript.values_list("content", flat=True))
+    assert (call.erased_at is not None, call.user_id, words) == (True, None, ["[erased]"])
+    assert status_of(platform) == "deleted"
+    assert object_keys(s3_server, recordings_bucket) == []

@@ -100,18 +100,39 @@ def test_storage_unreachable_raises_and_leaves_the_recording_as_it_was(
     assert recording.status == "complete"
 
 
-def test_storage_removed_by_the_organization_raises(organization) -> None:
+def test_a_recording_in_a_bucket_the_organization_removed_is_forgotten_not_a_failure(
+    organization,
+) -> None:
+    """Its file is out of our reach for good: raising held up every later recording's
+    retention and the whole erasure of its user, for ever."""
     recording = RecordingFactory(
         call=CallFactory(organization=organization, completed=True), storage="organization"
     )
 
-    with pytest.raises(StorageError, match="storage was removed"):
+    assert recording_delete(call_id=recording.call_id) is True
+
+    recording.refresh_from_db()
+    assert recording.status == "deleted"
+
+
+def test_the_platforms_bucket_unconfigured_raises_and_leaves_the_recording(
+    organization, settings
+) -> None:
+    settings.RECORDINGS_S3_BUCKET = ""
+    recording = RecordingFactory(call=CallFactory(organization=organization, completed=True))
+
+    with pytest.raises(StorageError, match="platform's bucket"):
         recording_delete(call_id=recording.call_id)
 
+    recording.refresh_from_db()
+    assert recording.status == "complete"
 
+
+@pytest.mark.parametrize("ended", ["EGRESS_COMPLETE", "EGRESS_LIMIT_REACHED", "EGRESS_FAILED"])
 def test_a_file_the_egress_finishes_after_the_deletion_is_deleted_too(
-    organization, recordings_bucket, s3_server, django_capture_on_commit_callbacks
+    organization, recordings_bucket, s3_server, django_capture_on_commit_callbacks, ended
 ) -> None:
+    """A limit or a failure ends a file early: a file all the same, which stayed."""
     recording = RecordingFactory(
         call=CallFactory(organization=organization, active=True),
         status="recording",
@@ -125,7 +146,7 @@ def test_a_file_the_egress_finishes_after_the_deletion_is_deleted_too(
 
     with django_capture_on_commit_callbacks() as callbacks:
         recording_egress_update(
-            egress=EgressUpdate(recording.egress_id, "EGRESS_COMPLETE", "", 2_000_000_000, 1),
+            egress=EgressUpdate(recording.egress_id, ended, "", 2_000_000_000, 1),
             room_name=recording.call.room_name,
             at=recording.created_at,
         )

@@ -300,3 +300,18 @@ def test_retention_reads_its_partial_indexes(organization) -> None:
         cursor.execute("SET LOCAL enable_sort = off")
     assert "call_transcript_retention" in due.explain()
     assert "call_user_data_retention" in user_due.explain()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transcript_retention_clears_a_failed_analysis_error_that_quotes_the_caller(
+    organization, settings
+) -> None:
+    from tests.test_erasures import analysis_failed_quoting_the_caller
+
+    call = analysis_failed_quoting_the_caller(organization, settings)
+    Organization.objects.filter(pk=organization.pk).update(transcript_retention_days=1)
+
+    retention_apply(now=timezone.now() + datetime.timedelta(days=2))
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.error) == ("failed", "[erased]")

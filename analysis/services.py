@@ -26,7 +26,7 @@ from analysis.prompt import answer_problem, answer_schema, messages, transcript_
 from analysis.settings import analysis_llm
 from analysis.signals import call_analyzed
 from calls import selectors
-from calls.models import ENDED_STATUSES, Call
+from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
 
@@ -254,13 +254,16 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
         removed = (
             Call.objects.select_for_update()
             .filter(pk=analysis.call_id)
-            .values_list("erased_at", "transcript_expired_at")
+            .values_list("erased_at", "transcript_expired_at", "user_data_expired_at")
             .first()
         )
         if removed and any(removed):
-            # The call was erased (or its transcript expired) while the provider read
-            # it: the verdict stays, the words it wrote about the caller do not.
+            # The call was erased (or its transcript or user data expired) while the
+            # provider read it: the verdict stays, the words it wrote about the caller,
+            # or quoted in why it failed, do not (privacy.scrub.analysis_erase).
             changes.update(summary=None, structured_data=None)
+            if changes["error"] and outcome.status != AnalysisStatus.SKIPPED:
+                changes["error"] = ERASED_CONTENT  # a skip's reason is ours, quoting nobody
         updated = CallAnalysis.objects.filter(
             call_id=analysis.call_id, run=analysis.run, status=AnalysisStatus.RUNNING
         ).update(**changes)

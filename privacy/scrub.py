@@ -13,7 +13,7 @@ from uuid import UUID
 
 from django.db.models import Q
 
-from analysis.models import CallAnalysis
+from analysis.models import AnalysisStatus, CallAnalysis
 from calls.models import (
     ERASED_CONTENT,
     ROOM_PREFIX,
@@ -56,7 +56,9 @@ def analysis_erase(*, call_ids: Sequence[UUID]) -> int:
     analyses = CallAnalysis.objects.filter(call_id__in=call_ids)
     written = analyses.filter(Q(summary__isnull=False) | Q(structured_data__isnull=False))
     count = written.update(summary=None, structured_data=None)
-    analyses.exclude(error__in=["", ERASED_CONTENT]).update(error=ERASED_CONTENT)
+    # A skip's reason is ours (no LLM key), quoting nobody.
+    failures = analyses.exclude(status=AnalysisStatus.SKIPPED)
+    failures.exclude(error__in=["", ERASED_CONTENT]).update(error=ERASED_CONTENT)
     return count
 
 

@@ -476,3 +476,37 @@ def test_an_erasure_clears_a_failed_analysis_error_that_quotes_the_caller(
 
     analysis = CallAnalysis.objects.get(call=call)
     assert (analysis.status, analysis.error) == ("failed", "[erased]")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_failing_after_the_erasure_keeps_no_error_quoting_the_caller(
+    organization, settings
+) -> None:
+    """The erasure ran while the provider answered: the run's error was stored as the
+    schema check wrote it, quoting the caller."""
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    wrong = {**VALID, "structured_data": {"meal_type": "lunch", "calories": QUOTED}}
+    with FakeLLM(default=Outcome.answer(wrong, delay=1.5)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        call = ended_call(organization, name="Ada Lovelace")
+        Call.objects.filter(pk=call.pk).update(user_id="user-ada")
+
+        def erase_while_the_provider_thinks() -> None:
+            try:
+                while not fake.requests:
+                    threading.Event().wait(0.05)
+                erase(organization, key, "user-ada")
+            finally:
+                connection.close()
+
+        eraser = threading.Thread(target=erase_while_the_provider_thinks)
+        eraser.start()
+        run_analysis_worker()
+        eraser.join()
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.error) == ("failed", "[erased]")
+    assert Erasure.objects.get().status == ErasureStatus.COMPLETED

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
@@ -19,6 +20,16 @@ class OrganizationAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "open_calls", "created_at"]
 
+    def save_model(
+        self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool
+    ) -> None:
+        # Only what the form changed: a whole-row save would overwrite the open-call
+        # counter (and settings PATCHed) that calls moved since the form was read.
+        if change:
+            obj.save(update_fields=form.changed_data)
+        else:
+            obj.save()
+
 
 @admin.register(APIKey)
 class APIKeyAdmin(APIKeyModelAdmin):
@@ -31,7 +42,7 @@ class APIKeyAdmin(APIKeyModelAdmin):
     fields = ["name", "kind", "organization", "expiry_date", "revoked", "prefix"]
     actions = ["revoke"]
 
-    @admin.action(description="Revoke selected keys (cannot be undone)")
+    @admin.action(description="Revoke selected keys (cannot be undone)", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         count = queryset.filter(revoked=False).update(revoked=True)
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)

@@ -11,7 +11,11 @@ def region_codes_validator(value: object) -> None:
     guard compares them as they are, so "us" would silently allow nothing."""
     if not isinstance(value, list):
         raise ValidationError('A list of region codes, e.g. ["US", "CA"].', code="invalid")
-    unknown = [code for code in value if code not in phonenumbers.SUPPORTED_REGIONS]
+    unknown = [
+        code
+        for code in value
+        if not isinstance(code, str) or code not in phonenumbers.SUPPORTED_REGIONS
+    ]
     if unknown:
         raise ValidationError(
             "Not ISO 3166 region codes (upper case): %(codes)s.",

@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from telephony import services
 from telephony.models import PASSWORD_MAX_LENGTH, PhoneNumber, SipTrunk
+from telephony.serializers import SipTrunkCreateSerializer
 from voicecalls.livekit import LiveKitError
 
 
@@ -37,16 +38,18 @@ class SipTrunkAddForm(forms.ModelForm):
         self.created: SipTrunk | None = None
         if self.errors:
             return
-        data = self.cleaned_data
+        # The API's own checks (E.164 numbers, each once; an outbound trunk's address).
+        fields = ["name", "direction", "address", "numbers", "auth_username", "auth_password"]
+        checked = SipTrunkCreateSerializer(
+            data={name: self.cleaned_data.get(name) or "" for name in fields}
+        )
+        if not checked.is_valid():
+            for name, errors in checked.errors.items():
+                self.add_error(name if name in self.fields else None, [str(e) for e in errors])
+            return
         try:
             self.created = services.sip_trunk_create(
-                organization=data["organization"],
-                name=data["name"],
-                direction=data["direction"],
-                numbers=list(data.get("numbers") or []),
-                address=data.get("address") or "",
-                auth_username=data.get("auth_username") or "",
-                auth_password=data.get("auth_password") or "",
+                organization=self.cleaned_data["organization"], **checked.validated_data
             )
         except LiveKitError as exc:
             self.add_error(None, f"LiveKit refused the trunk: {exc}")
@@ -137,7 +140,10 @@ class PhoneNumberAdmin(admin.ModelAdmin):
     def workflow_slug(self, obj: PhoneNumber) -> str:
         return obj.workflow.slug
 
-    @admin.action(description="Verify selected numbers (creates their LiveKit dispatch rules)")
+    @admin.action(
+        description="Verify selected numbers (creates their LiveKit dispatch rules)",
+        permissions=["change"],
+    )
     def verify(self, request: HttpRequest, queryset: QuerySet[PhoneNumber]) -> None:
         for number in queryset:
             try:

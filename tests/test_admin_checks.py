@@ -1,0 +1,204 @@
+"""The admin checks what the API checks: staff who may only view run no action that
+changes things, the add forms refuse what the API refuses, and a save writes only what
+its form changed (found by a review of the console, each a failing test first)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from accounts.services import api_key_create
+from tests.factories import PhoneNumberFactory
+from tests.phone import inbound_trunk
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_with(*perms: str) -> Client:
+    """An active staff login holding only these permissions ("app.codename")."""
+    user = User.objects.create_user("viewer", is_staff=True)
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def superuser() -> Client:
+    user = User.objects.create_superuser("root", "root@example.com", None)
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    return client
+
+
+def test_view_only_staff_cannot_revoke_api_keys(organization) -> None:
+    key, _plaintext = api_key_create(name="prod", organization=organization)
+    viewer = staff_with("accounts.view_apikey")
+    changelist = reverse("admin:accounts_apikey_changelist")
+    assert viewer.get(changelist).status_code == 200  # may look at keys
+
+    viewer.post(changelist, {"action": "revoke", "_selected_action": [str(key.pk)], "index": 0})
+
+    key.refresh_from_db()
+    # Revoking is a change: a login that may only view keys must not cut a customer off.
+    assert key.revoked is False
+
+
+def test_view_only_staff_cannot_verify_phone_numbers(organization, fake_livekit) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+    viewer = staff_with("telephony.view_phonenumber")
+    changelist = reverse("admin:telephony_phonenumber_changelist")
+    assert viewer.get(changelist).status_code == 200  # may look at numbers
+
+    viewer.post(changelist, {"action": "verify", "_selected_action": [str(number.pk)], "index": 0})
+
+    number.refresh_from_db()
+    # Verifying creates a live LiveKit dispatch rule (the number starts taking calls):
+    # a view-only login must not be able to do it.
+    assert number.status == "unverified"
+    assert fake_livekit.calls("CreateSIPDispatchRule") == []
+
+
+@pytest.mark.parametrize("countries", ['[["US"]]', '[{"US": 1}]'])
+def test_allowed_countries_that_are_not_strings_are_a_form_error_not_a_500(
+    superuser, organization, countries
+) -> None:
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+    form = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "allowed_destination_countries": countries,
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+    }
+
+    response = superuser.post(url, form)
+
+    assert response.status_code == 200
+    assert "region codes" in response.content.decode()
+    organization.refresh_from_db()
+    assert organization.allowed_destination_countries == []
+
+
+def trunk_form(organization, numbers: str) -> dict:
+    return {
+        "organization": organization.pk,
+        "name": "Telnyx",
+        "direction": "outbound",
+        "address": "sip.telnyx.com",
+        "numbers": numbers,
+        "auth_username": "acme",
+        "auth_password": "trunk-secret-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        '"+14155550100"',  # a string, not a list: stored as ["+", "1", "4", ...]
+        '["not a number"]',
+        '["+14155550100", "+14155550100"]',
+        "5",
+        '[["+14155550100"]]',
+    ],
+)
+def test_the_trunk_add_form_refuses_numbers_the_api_refuses(
+    superuser, organization, fake_livekit, numbers
+) -> None:
+    from telephony.models import SipTrunk
+
+    response = superuser.post(
+        reverse("admin:telephony_siptrunk_add"), trunk_form(organization, numbers)
+    )
+
+    # A form error, as POST /sip-trunks answers 400; nothing made in LiveKit or stored.
+    assert response.status_code == 200
+    assert SipTrunk.objects.count() == 0
+    assert fake_livekit.calls("CreateSIPOutboundTrunk") == []
+
+
+def test_the_trunk_add_form_refuses_an_outbound_trunk_without_an_address(
+    superuser, organization, fake_livekit
+) -> None:
+    from telephony.models import SipTrunk
+
+    form = {**trunk_form(organization, '["+14155550100"]'), "address": ""}
+
+    response = superuser.post(reverse("admin:telephony_siptrunk_add"), form)
+
+    # POST /sip-trunks: "An outbound trunk needs its carrier's SIP address." (400).
+    assert response.status_code == 200
+    assert SipTrunk.objects.count() == 0
+    assert fake_livekit.calls("CreateSIPOutboundTrunk") == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"unit_price_usd": "-0.5"},  # a negative price: calls would earn the customer money
+        {"provider": "Open AI"},  # never a provider name usage reports: silently unused
+        {"model": "gpt 4o"},
+    ],
+)
+def test_the_price_override_form_refuses_what_the_prices_api_refuses(
+    superuser, organization, changes
+) -> None:
+    from billing.models import PriceOverride
+
+    form = {
+        "organization": organization.pk,
+        "component": "llm_prompt",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "unit_price_usd": "0.0000004",
+        **changes,
+    }
+
+    response = superuser.post(reverse("admin:billing_priceoverride_add"), form)
+
+    assert response.status_code == 200, "saved what POST /prices/overrides answers 400 to"
+    assert PriceOverride.objects.count() == 0
+
+
+def test_saving_an_organization_in_the_admin_keeps_the_open_call_counter(
+    superuser, organization
+) -> None:
+    """The admin reads the organization, validates the form, then saves every column,
+    `open_calls` included. A call created meanwhile (its reservation commits between
+    the admin's read and its write; here run at that moment by a pre_save hook) is
+    wiped from the counter, which then lets one call too many through the limit (or,
+    taken the other way by an end, refuses one for nothing) until a reconcile."""
+    from django.db.models.signals import pre_save
+
+    from accounts.models import Organization
+    from calls.limits import open_call_reserve
+
+    def concurrent_create(sender, instance, **kwargs) -> None:
+        pre_save.disconnect(concurrent_create, sender=Organization)
+        open_call_reserve(organization=instance)  # another request's create, committed
+
+    pre_save.connect(concurrent_create, sender=Organization)
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+    form = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "concurrency_limit": 5,
+        "allowed_destination_countries": "[]",
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+    }
+    try:
+        response = superuser.post(url, form)
+    finally:
+        pre_save.disconnect(concurrent_create, sender=Organization)
+
+    assert response.status_code == 302
+    organization.refresh_from_db()
+    assert organization.concurrency_limit == 5
+    assert organization.open_calls == 1  # the call created meanwhile is still counted

@@ -263,5 +263,8 @@ def _event_time(event: WebhookEvent, now: datetime.datetime) -> datetime.datetim
     """When the event happened, as well as we know: see LATE_DELIVERY."""
     if not event.created_at:
         return now
-    stamped = datetime.datetime.fromtimestamp(event.created_at, tz=datetime.UTC)
+    try:
+        stamped = datetime.datetime.fromtimestamp(event.created_at, tz=datetime.UTC)
+    except (ValueError, OverflowError, OSError):  # an int64 beyond any date
+        return now
     return stamped if now - stamped > LATE_DELIVERY else now

@@ -74,6 +74,21 @@ def test_a_departure_delivered_late_ends_the_call_when_it_happened(active_call):
     assert active_call.ended_at == datetime.datetime.fromtimestamp(left, tz=datetime.UTC)
 
 
+@pytest.mark.parametrize("created_at", ["99999999999999", "-99999999999999"])
+def test_a_signed_event_stamped_beyond_any_date_is_timed_by_its_arrival(active_call, created_at):
+    """createdAt is an int64: a stamp no datetime holds was a ValueError, a 500."""
+    payload = json.loads(webhook_body("participant_left", call_id=active_call.pk))
+    payload["createdAt"] = created_at
+    before = timezone.now()
+
+    response = post_webhook(json.dumps(payload))
+
+    assert response.status_code == 200
+    active_call.refresh_from_db()
+    assert active_call.status == S.COMPLETED
+    assert before <= active_call.ended_at <= timezone.now()
+
+
 def test_an_event_delivered_at_once_is_timed_by_its_arrival_to_the_millisecond(call):
     """LiveKit's stamp is whole seconds; the arrival is the closer time."""
     before = timezone.now()

@@ -289,14 +289,15 @@ def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
     ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
     runs = list(overdue.values_list("call_id", "run", "status", "attempts"))
     for call_id, run, status, attempts in runs:
-        with transaction.atomic():
-            if status == AnalysisStatus.PENDING:
+        if status == AnalysisStatus.PENDING:
+            with transaction.atomic():
                 _wake(call_id, run=run, at=now)
-            else:
-                _stale_run_take_back(call_id, run=run, last=attempts, stale=stale, now=now)
+        else:
+            _stale_run_take_back(call_id, run=run, last=attempts, stale=stale, now=now)
     return len(runs)
 
 
+@transaction.atomic
 def _stale_run_take_back(
     call_id: UUID, *, run: int, last: int, stale: datetime.datetime, now: datetime.datetime
 ) -> None:

@@ -102,6 +102,11 @@ def test_missing_values_render_empty_and_default_works(source: str, rendered: st
         "{{ (['y' * 10000] * 10000) | join }}",
         "{{ ('y' * 10000).join(['x'] * 10000) }}",
         "{{ range(100000) | list | slice(1000000000) }}",
+        # doors the bounds above did not watch (found by a review)
+        "{{ (range(1000) | list | tojson(indent=100000)) | length }}",
+        "{{ (1).to_bytes(1000000000, 'big') | length }}",
+        "{% set a = 2 ** 2000 %}" + "{% set a = a * a %}" * 40 + "{{ a.bit_length() }}",
+        "{{ lipsum(1, False, 100000000, 100000001) | length }}",
     ],
 )
 def test_python_internals_and_resource_bombs_render_nothing_harmful(source: str) -> None:
@@ -211,3 +216,24 @@ def test_agents_rendered_renders_only_the_prompts() -> None:
     assert agent["greeting"] == "G c-1"
     assert agent["tools"] == [{"name": "t", "description": "{{ user.name }}"}]
     assert definition["agents"][0]["instructions"] == "I {{ user.name }}"
+
+
+@pytest.mark.parametrize("key", ["items", "values", "keys", "get"])
+def test_a_key_named_like_a_dict_method_renders_its_value(key: str) -> None:
+    """Jinja looks an attribute up before a key: `{{ user.items }}` printed the dict's
+    method (a Python repr and a memory address) into the prompt."""
+    context = template_context(user_data={key: "3 apples"}, metadata={key: "m"}, call_id="c")
+
+    assert render(f"{{{{ user.{key} }}}}/{{{{ metadata.{key} }}}}", context) == "3 apples/m"
+
+
+def test_dict_methods_still_work_on_keys_that_are_not_there() -> None:
+    source = "{% for k, v in metadata.items() %}{{ k }}={{ v }};{% endfor %}{{ user.get('name') }}"
+
+    assert render(source, CONTEXT) == "source=app;n=3;Ada"
+
+
+def test_a_null_renders_empty_not_none() -> None:
+    context = template_context(user_data={"name": None}, metadata={}, call_id="c")
+
+    assert render("Hello {{ user.name }}!", context) == "Hello !"

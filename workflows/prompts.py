@@ -4,12 +4,14 @@ users' data fills.
 - `{{ user.* }}` is the call's `user_data`, `{{ metadata.* }}` its metadata, `{{ call.id }}`
   its id. Values are data, never templates: `{{ 7*7 }}` inside user_data stays verbatim.
 - A missing value renders empty, at any depth (`{{ user.address.city }}`), so
-  `{{ user.name | default("there") }}` works.
+  `{{ user.name | default("there") }}` works; so does a null. A key wins over a dict
+  method of its name (`{{ user.items }}`).
 - The sandbox blocks Python internals (`__class__`, `__globals__`, ...). A template that
   still trips it, or fails at runtime for any other reason, renders empty: a call must
   start, and an attacker must learn nothing from the result.
-- Operators, filters and string methods that could build huge values from a short
-  template (`'a' * 10**9`, `9 ** 9 ** 9`, `'%999999999d' % 1`, `center(10**9)`) are
+- Operators, filters and methods that could build huge values from a short template
+  (`'a' * 10**9`, `9 ** 9 ** 9`, a number squared again and again, `'%999999999d' % 1`,
+  `center(10**9)`, `tojson(indent=10**5)`, `(1).to_bytes(10**9, "big")`, `lipsum`) are
   refused or size-checked; loop iterations and calls share a work budget per render
   (nested loops, exponential macros); output is cut at `MAX_RENDERED_CHARS`.
 """
@@ -113,6 +115,10 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     if len(seq) * times > _MAX_VALUE_LEN:
                         raise SecurityError("repetition too large")
+            if isinstance(left, int) and isinstance(right, int):
+                # Squaring a number again and again reaches any size a power would.
+                if left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
+                    raise SecurityError("product too large")
             return operator.mul(left, right)
         if op == "+":
             return _check_len(operator.add(left, right))
@@ -122,9 +128,18 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             return operator.mod(left, right)
         return super().call_binop(context, op, left, right)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `{{ user.items }}` is the user's "items", not the dict's method of that name.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
         owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, int | float | bytes):
+            # (1).to_bytes(10**9, "big") and the like build values without bound.
+            raise SecurityError("number methods are not available in prompts")
         if isinstance(owner, str):
             method = getattr(__obj, "__name__", "")
             if method not in _SAFE_STR_METHODS:
@@ -189,15 +204,34 @@ def _replace_filter(original: Any) -> Any:
     return replace
 
 
+def _tojson_filter(original: Any) -> Any:
+    @functools.wraps(original)
+    def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+        if indent is not None and not (isinstance(indent, int) and 0 <= indent <= 8):
+            raise SecurityError("tojson indents by 8 at most in prompts")
+        return _check_len(original(eval_ctx, value, indent))
+
+    return tojson
+
+
+def _finalize(value: Any) -> Any:
+    # A null in user_data is a value nobody gave: it renders empty, not "None".
+    return "" if value is None else value
+
+
 def _make_environment() -> PromptEnvironment:
     env = PromptEnvironment(
         undefined=ChainableUndefined,
         autoescape=False,  # prompts are plain text for an LLM, not HTML
         keep_trailing_newline=True,
         cache_size=400,
+        finalize=_finalize,
     )
     for name in _REMOVED_FILTERS:
         env.filters.pop(name, None)
+    # Lorem ipsum loops over a word count it is given before any bound applies.
+    env.globals.pop("lipsum", None)
+    env.filters["tojson"] = _tojson_filter(env.filters["tojson"])
     env.filters["list"] = _bounded_filter(env.filters["list"])
     env.filters["join"] = _join_filter(env.filters["join"])
     env.filters["replace"] = _replace_filter(env.filters["replace"])

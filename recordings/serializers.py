@@ -3,7 +3,8 @@ and an organization's own bucket (write-only credentials)."""
 
 from __future__ import annotations
 
-from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+from botocore.exceptions import InvalidRegionError
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url, validate_region_name
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -100,7 +101,12 @@ class RecordingStorageWriteSerializer(JSONTypedSerializer):
     bucket = serializers.RegexField(
         BUCKET_PATTERN, max_length=63, help_text="An existing bucket (S3 naming rules)."
     )
-    region = serializers.RegexField(REGION_PATTERN, max_length=32, default=DEFAULT_REGION)
+    region = serializers.RegexField(
+        REGION_PATTERN,
+        max_length=32,
+        default=DEFAULT_REGION,
+        help_text="Not digits only, nor ending with a hyphen (what an S3 client refuses).",
+    )
     access_key_id = SecretKeyField(min_length=1, max_length=128)
     secret_access_key = SecretKeyField(
         min_length=1,
@@ -109,6 +115,18 @@ class RecordingStorageWriteSerializer(JSONTypedSerializer):
         "with this key and voicecalls signs download links and deletes files with it: "
         "allow s3:PutObject, s3:GetObject and s3:DeleteObject under `recordings/`.",
     )
+
+    def validate_region(self, value: str) -> str:
+        # What botocore refuses (digits only, a trailing hyphen) would break every
+        # download link and file deletion later, as an unusable endpoint would.
+        try:
+            validate_region_name(value)
+        except InvalidRegionError:
+            raise serializers.ValidationError(
+                "An S3 client cannot use this region: not digits only, nor ending with a hyphen.",
+                code="invalid",
+            ) from None
+        return value
 
 
 def recording_storage_data(storage: RecordingStorage) -> dict:

@@ -111,6 +111,9 @@ def test_another_organizations_storage_is_invisible(api, outsider_api, organizat
         # Hosts an S3 client refuses: every later link and deletion would fail.
         ({"endpoint": "https://minio_1.example.com"}, [("endpoint", "invalid")]),
         ({"endpoint": "https://exaémple.com"}, [("endpoint", "invalid")]),
+        # Regions an S3 client refuses, for the same reason.
+        ({"region": "eu-west-"}, [("region", "invalid")]),
+        ({"region": "1"}, [("region", "invalid")]),
         ({"access_key_id": ""}, [("access_key_id", "blank")]),
         ({"secret_access_key": 12345678}, [("secret_access_key", "invalid")]),
         ({"secret_access_key": "tab\there"}, [("secret_access_key", "invalid_characters")]),

@@ -188,6 +188,39 @@ def test_enabling_an_endpoint_disabled_by_a_410_clears_the_reason(
     assert response.json()["disabled_reason"] == ""
 
 
+def test_a_patch_read_before_a_rotation_keeps_the_new_secret(
+    api: APIClient, organization: Organization
+) -> None:
+    """The PATCH saved every column it had read: the secret a rotation had just shown
+    (and nowhere else) was put back to the old one."""
+    endpoint, _ = endpoint_create(organization)
+    read_by_patch = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    new_secret = api.post(f"{URL}/{endpoint.pk}/rotate-secret").json()["secret"]
+
+    services.webhook_endpoint_update(endpoint=read_by_patch, description="CRM")
+
+    endpoint.refresh_from_db()
+    assert (endpoint.description, endpoint.secret) == ("CRM", new_secret)
+
+
+def test_a_patch_of_the_description_leaves_an_endpoint_a_410_disabled_meanwhile(
+    organization: Organization,
+) -> None:
+    endpoint, _ = endpoint_create(organization)
+    read_by_patch = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    gone = "The receiver answered 410 Gone."
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(enabled=False, disabled_reason=gone)
+
+    services.webhook_endpoint_update(endpoint=read_by_patch, description="CRM")
+
+    endpoint.refresh_from_db()
+    assert (endpoint.description, endpoint.enabled, endpoint.disabled_reason) == (
+        "CRM",
+        False,
+        gone,
+    )
+
+
 def test_put_is_not_allowed(api: APIClient, organization: Organization) -> None:
     endpoint, _ = endpoint_create(organization)
 

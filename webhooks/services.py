@@ -80,20 +80,28 @@ def webhook_endpoint_update(
     enabled: bool | None = None,
     description: str | None = None,
 ) -> WebhookEndpoint:
-    """Change the given fields. Enabling an endpoint clears why it was disabled."""
+    """Change the given fields, and only those: a rotation of its secret or the
+    delivery worker disabling it meanwhile stays. Enabling an endpoint clears why it
+    was disabled."""
     _validate_endpoint(url=url, events=events)
+    changed = ["updated_at"]
     if url is not None:
         endpoint.url = url
+        changed.append("url")
     if events is not None:
         endpoint.events = list(dict.fromkeys(events))
+        changed.append("events")
     if description is not None:
         endpoint.description = description
+        changed.append("description")
     if enabled is not None:
         endpoint.enabled = enabled
+        changed.append("enabled")
         if enabled:
             endpoint.disabled_reason = ""
+            changed.append("disabled_reason")
     endpoint.updated_at = timezone.now()
-    endpoint.save()
+    endpoint.save(update_fields=changed)
     return endpoint
 
 
@@ -109,13 +117,16 @@ def webhook_endpoint_rotate_secret(
     `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries."""
     now = now or timezone.now()
     secret = signing.secret_generate()
-    endpoint.previous_secret = endpoint.secret
-    endpoint.previous_secret_expires_at = now + SECRET_ROTATION_GRACE
-    endpoint.secret = secret
-    endpoint.updated_at = now
-    endpoint.save(
-        update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"]
-    )
+    with transaction.atomic():
+        # The secret as it is now: another rotation may have replaced the one read.
+        current = WebhookEndpoint.objects.select_for_update().only("secret").get(pk=endpoint.pk)
+        endpoint.previous_secret = current.secret
+        endpoint.previous_secret_expires_at = now + SECRET_ROTATION_GRACE
+        endpoint.secret = secret
+        endpoint.updated_at = now
+        endpoint.save(
+            update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"]
+        )
     return secret
 
 

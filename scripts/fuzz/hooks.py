@@ -204,11 +204,12 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         ("trunk_id|workflow_slug", "invalid"),
     ],
     "PATCH /api/v1/phone-numbers/{id}": [("number|trunk_id|workflow_slug", "invalid")],
-    # The endpoint passes the webhook URLs' checks (https, a valid host and port); the
+    # The endpoint passes the webhook URLs' checks (https, a valid host and port), the
+    # region what an S3 client takes (not digits only, no trailing hyphen); the
     # credentials are trimmed before their 1-character minimum and their printable-ASCII
     # rule are checked, as provider keys.
     "PUT /api/v1/organization/recording-storage": [
-        ("endpoint", "invalid"),
+        ("endpoint|region", "invalid"),
         ("access_key_id|secret_access_key", "blank|min_length|invalid_characters"),
     ],
     # Under the organization's own ceilings; the caller id one of its trunks' numbers.

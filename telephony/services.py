@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -39,6 +40,25 @@ def _trunk_cap_check(*, organization: Organization) -> None:
         )
 
 
+def _livekit_trunk_create(*, direction: str, **trunk: Any) -> str:
+    """The trunk made in LiveKit, its id. When LiveKit fails, a trunk it made anyway
+    (its answer lost: a timeout) is found by its marker and deleted, so a retry makes
+    no second trunk claiming the same numbers."""
+    marker = uuid.uuid4().hex
+    inbound = direction != TrunkDirection.OUTBOUND
+    try:
+        if inbound:
+            trunk.pop("address")
+            return livekit_sip.create_inbound_trunk(**trunk, marker=marker)
+        return livekit_sip.create_outbound_trunk(**trunk, marker=marker)
+    except livekit.LiveKitError:
+        try:
+            livekit_sip.trunks_marked_delete(inbound=inbound, marker=marker)
+        except livekit.LiveKitError as exc:
+            logger.warning("a SIP trunk LiveKit may have made is not deleted: %s", exc)
+        raise
+
+
 def sip_trunk_create(
     *,
     organization: Organization,
@@ -58,18 +78,14 @@ def sip_trunk_create(
     """
     _trunk_cap_check(organization=organization)
     _trunk_numbers_check(organization=organization, numbers=numbers)
-    if direction == TrunkDirection.OUTBOUND:
-        trunk_id = livekit_sip.create_outbound_trunk(
-            name=name,
-            address=address,
-            numbers=numbers,
-            auth_username=auth_username,
-            auth_password=auth_password,
-        )
-    else:
-        trunk_id = livekit_sip.create_inbound_trunk(
-            name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
-        )
+    trunk_id = _livekit_trunk_create(
+        name=name,
+        direction=direction,
+        numbers=numbers,
+        address=address,
+        auth_username=auth_username,
+        auth_password=auth_password,
+    )
     try:
         with transaction.atomic():
             Organization.objects.select_for_update().filter(pk=organization.pk).exists()
@@ -288,11 +304,13 @@ def phone_number_verify(*, phone_number: PhoneNumber) -> PhoneNumber:
     locked = PhoneNumber.objects.select_for_update().select_related("trunk").get(pk=phone_number.pk)
     if locked.status == PhoneNumberStatus.VERIFIED:
         return locked
-    rule_id = livekit_sip.create_dispatch_rule(
-        trunk_id=locked.trunk.livekit_trunk_id,
-        number=locked.number,
-        phone_number_id=str(locked.pk),
-    )
+    rule = {
+        "trunk_id": locked.trunk.livekit_trunk_id,
+        "number": locked.number,
+        "phone_number_id": str(locked.pk),
+    }
+    # A verify whose answer was lost left LiveKit's rule behind: it is this number's.
+    rule_id = livekit_sip.dispatch_rule_find(**rule) or livekit_sip.create_dispatch_rule(**rule)
     try:
         locked.status = PhoneNumberStatus.VERIFIED
         locked.livekit_dispatch_rule_id = rule_id

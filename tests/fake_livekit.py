@@ -64,6 +64,7 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
     transfer_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)  # by transfer_to
     trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
+    trunk_infos: dict[str, object] = field(default_factory=dict)  # as LiveKit lists them
     dispatch_rules: dict[str, api.SIPDispatchRuleInfo] = field(default_factory=dict)
     # Agents dispatch rules sent into rooms: (room, agent name, metadata).
     agent_dispatches: list[tuple[str, str, str]] = field(default_factory=list)

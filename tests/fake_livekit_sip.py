@@ -37,6 +37,16 @@ METHODS = {
         "sip.admin",
     ),
     "DeleteSIPTrunk": (api.DeleteSIPTrunkRequest, api.SIPTrunkInfo, "sip.admin"),
+    "ListSIPInboundTrunk": (
+        api.ListSIPInboundTrunkRequest,
+        api.ListSIPInboundTrunkResponse,
+        "sip.admin",
+    ),
+    "ListSIPOutboundTrunk": (
+        api.ListSIPOutboundTrunkRequest,
+        api.ListSIPOutboundTrunkResponse,
+        "sip.admin",
+    ),
     "CreateSIPParticipant": (api.CreateSIPParticipantRequest, api.SIPParticipantInfo, "sip.call"),
     "TransferSIPParticipant": (
         api.TransferSIPParticipantRequest,
@@ -142,16 +152,33 @@ class SipMixin:
 
     def _trunk_create(self, trunk, direction: str, response_class):
         trunk_id = f"ST_fake{next(_ids)}"
-        with self._lock:
-            self.trunks[trunk_id] = direction
         info = response_class()
         info.CopyFrom(trunk)
         info.sip_trunk_id = trunk_id
         info.auth_password = ""  # LiveKit does not echo secrets either
+        with self._lock:
+            self.trunks[trunk_id] = direction
+            self.trunk_infos[trunk_id] = info
         return info
+
+    def _ListSIPInboundTrunk(self, message, response_class):
+        return self._trunks_list("inbound", response_class)
+
+    def _ListSIPOutboundTrunk(self, message, response_class):
+        return self._trunks_list("outbound", response_class)
+
+    def _trunks_list(self, direction: str, response_class):
+        with self._lock:
+            items = [
+                self.trunk_infos[trunk_id]
+                for trunk_id, kind in self.trunks.items()
+                if kind == direction and trunk_id in self.trunk_infos
+            ]
+        return response_class(items=items)
 
     def _DeleteSIPTrunk(self, message, response_class):
         with self._lock:
+            self.trunk_infos.pop(message.sip_trunk_id, None)
             if self.trunks.pop(message.sip_trunk_id, None) is None:
                 return None
         return response_class(sip_trunk_id=message.sip_trunk_id)

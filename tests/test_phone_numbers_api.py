@@ -14,6 +14,7 @@ from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk
 from telephony.services import phone_number_verify
 from tests.factories import PhoneNumberFactory, WorkflowFactory
 from tests.phone import INBOUND_NUMBER, SECOND_INBOUND_NUMBER, inbound_trunk, phone_ready
+from voicecalls.livekit import LiveKitError
 
 URL = "/api/v1/phone-numbers"
 
@@ -399,3 +400,32 @@ def test_another_organizations_number_cannot_be_updated(
     assert response.status_code == 404
     number.refresh_from_db()
     assert number.workflow_id == workflow.id
+
+
+def answered_too_late(fake_livekit, method: str) -> None:
+    """LiveKit does the work, and its answer comes after our request timed out."""
+    original = getattr(fake_livekit, f"_{method}")
+
+    def late(message, response_class):
+        answer = original(message, response_class)
+        time.sleep(1.5)  # LIVEKIT_API_TIMEOUT_SECONDS is 1.0 in tests
+        return answer
+
+    setattr(fake_livekit, f"_{method}", late)
+
+
+def test_a_verify_whose_livekit_answer_was_lost_verifies_the_next_time(
+    workflow, trunk, fake_livekit
+) -> None:
+    """LiveKit refuses a second rule for the number: the one its lost answer made was
+    forgotten, and the number could never be verified (nor that rule deleted)."""
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+    answered_too_late(fake_livekit, "CreateSIPDispatchRule")
+    with pytest.raises(LiveKitError):
+        phone_number_verify(phone_number=number)
+    del fake_livekit._CreateSIPDispatchRule  # LiveKit answers in time again
+
+    verified = phone_number_verify(phone_number=number)
+
+    assert verified.status == PhoneNumberStatus.VERIFIED
+    assert list(fake_livekit.dispatch_rules) == [verified.livekit_dispatch_rule_id]

@@ -28,6 +28,8 @@ def test_creating_a_trunk_creates_it_in_livekit_and_never_shows_the_password(
     trunk = SipTrunk.objects.get()
     (sent,) = fake_livekit.calls("CreateSIPOutboundTrunk")
     assert sent.identity_ok
+    marker = sent.body["trunk"].pop("metadata")  # to find it should LiveKit's answer be lost
+    assert len(marker) == 32
     assert sent.body["trunk"] == {
         "name": "Twilio",
         "address": "acme.pstn.twilio.com",
@@ -223,3 +225,26 @@ def test_an_organization_has_at_most_20_trunks_and_livekit_is_not_asked_for_more
     }
     assert fake_livekit.calls("CreateSIPOutboundTrunk") == []
     assert SipTrunk.objects.count() == 20
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
+def test_a_create_whose_livekit_answer_was_lost_leaves_no_trunk_in_livekit(
+    api, fake_livekit, direction
+) -> None:
+    """LiveKit made the trunk, its answer came too late: 502 "nothing stored", while
+    LiveKit kept a trunk with the numbers and credentials, and the retry made another."""
+    from tests.test_phone_numbers_api import answered_too_late
+
+    api.raise_request_exception = False
+    method = "CreateSIPInboundTrunk" if direction == "inbound" else "CreateSIPOutboundTrunk"
+    answered_too_late(fake_livekit, method)
+    body = {"name": "Main", "direction": direction, "numbers": ["+14155550123"]}
+    if direction == "outbound":
+        body["address"] = "sip.example.com"
+
+    assert api.post("/api/v1/sip-trunks", body, format="json").status_code == 502
+    delattr(fake_livekit, f"_{method}")
+    retry = api.post("/api/v1/sip-trunks", body, format="json")
+
+    assert retry.status_code == 201, retry.content
+    assert list(fake_livekit.trunks) == [retry.json()["livekit_trunk_id"]]

@@ -23,15 +23,23 @@ class SipDialError(LiveKitError):
 
 
 def create_outbound_trunk(
-    *, name: str, address: str, numbers: list[str], auth_username: str, auth_password: str
+    *,
+    name: str,
+    address: str,
+    numbers: list[str],
+    auth_username: str,
+    auth_password: str,
+    marker: str = "",
 ) -> str:
-    """Create an outbound SIP trunk in LiveKit; its LiveKit id."""
+    """Create an outbound SIP trunk in LiveKit (`marker` in its metadata, to find it if
+    LiveKit's answer is lost); its LiveKit id."""
     trunk = api.SIPOutboundTrunkInfo(
         name=name,
         address=address,
         numbers=numbers,
         auth_username=auth_username,
         auth_password=auth_password,
+        metadata=marker,
     )
     request = api.CreateSIPOutboundTrunkRequest(trunk=trunk)
     info = twirp_request("CreateSIPOutboundTrunk", lambda lk: lk.sip.create_outbound_trunk(request))
@@ -39,15 +47,38 @@ def create_outbound_trunk(
 
 
 def create_inbound_trunk(
-    *, name: str, numbers: list[str], auth_username: str, auth_password: str
+    *, name: str, numbers: list[str], auth_username: str, auth_password: str, marker: str = ""
 ) -> str:
-    """Create an inbound SIP trunk in LiveKit; its LiveKit id."""
+    """Create an inbound SIP trunk in LiveKit (`marker` as above); its LiveKit id."""
     trunk = api.SIPInboundTrunkInfo(
-        name=name, numbers=numbers, auth_username=auth_username, auth_password=auth_password
+        name=name,
+        numbers=numbers,
+        auth_username=auth_username,
+        auth_password=auth_password,
+        metadata=marker,
     )
     request = api.CreateSIPInboundTrunkRequest(trunk=trunk)
     info = twirp_request("CreateSIPInboundTrunk", lambda lk: lk.sip.create_inbound_trunk(request))
     return info.sip_trunk_id
+
+
+def trunks_marked_delete(*, inbound: bool, marker: str) -> int:
+    """Delete the trunks LiveKit made with `marker` (a create whose answer was lost);
+    how many."""
+    if inbound:
+        listed = twirp_request(
+            "ListSIPInboundTrunk",
+            lambda lk: lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest()),
+        )
+    else:
+        listed = twirp_request(
+            "ListSIPOutboundTrunk",
+            lambda lk: lk.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest()),
+        )
+    marked = [trunk.sip_trunk_id for trunk in listed.items if marker and trunk.metadata == marker]
+    for trunk_id in marked:
+        delete_trunk(trunk_id=trunk_id)
+    return len(marked)
 
 
 def delete_trunk(*, trunk_id: str) -> bool:
@@ -131,6 +162,24 @@ def create_dispatch_rule(*, trunk_id: str, number: str, phone_number_id: str) ->
     request = api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)
     info = twirp_request("CreateSIPDispatchRule", lambda lk: lk.sip.create_dispatch_rule(request))
     return info.sip_dispatch_rule_id
+
+
+def dispatch_rule_find(*, trunk_id: str, number: str, phone_number_id: str) -> str | None:
+    """The id of the dispatch rule `create_dispatch_rule` made for this number, if
+    LiveKit has one (a create whose answer was lost): None otherwise."""
+    request = api.ListSIPDispatchRuleRequest(trunk_ids=[trunk_id])
+    listed = twirp_request("ListSIPDispatchRule", lambda lk: lk.sip.list_dispatch_rule(request))
+    for rule in listed.items:
+        if trunk_id not in rule.trunk_ids or number not in rule.numbers:
+            continue
+        for agent in rule.room_config.agents:
+            try:
+                metadata = json.loads(agent.metadata or "{}")
+            except ValueError:
+                continue
+            if isinstance(metadata, dict) and metadata.get("phone_number_id") == phone_number_id:
+                return rule.sip_dispatch_rule_id
+    return None
 
 
 def delete_dispatch_rule(*, rule_id: str) -> bool:

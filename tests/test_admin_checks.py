@@ -65,27 +65,6 @@ def test_view_only_staff_cannot_verify_phone_numbers(organization, fake_livekit)
     assert fake_livekit.calls("CreateSIPDispatchRule") == []
 
 
-@pytest.mark.parametrize("countries", ['[["US"]]', '[{"US": 1}]'])
-def test_allowed_countries_that_are_not_strings_are_a_form_error_not_a_500(
-    superuser, organization, countries
-) -> None:
-    url = reverse("admin:accounts_organization_change", args=[organization.pk])
-    form = {
-        "slug": organization.slug,
-        "name": organization.name,
-        "allowed_destination_countries": countries,
-        "max_outbound_calls_per_minute": 10,
-        "max_outbound_calls_per_day": 500,
-    }
-
-    response = superuser.post(url, form)
-
-    assert response.status_code == 200
-    assert "region codes" in response.content.decode()
-    organization.refresh_from_db()
-    assert organization.allowed_destination_countries == []
-
-
 def trunk_form(organization, numbers: str) -> dict:
     return {
         "organization": organization.pk,

@@ -130,7 +130,15 @@ def test_a_calls_admin_page_shows_its_phone_number_and_sip_status(staff_client, 
 
 @pytest.mark.parametrize(
     ("countries", "saved"),
-    [('["US", "CA"]', ["US", "CA"]), ('["us"]', None), ('["XX"]', None), ('"US"', None)],
+    [
+        ('["US", "CA"]', ["US", "CA"]),
+        ('["us"]', None),
+        ('["XX"]', None),
+        ('"US"', None),
+        # Not strings: a TypeError (unhashable), a 500, before the check looked at types.
+        ('[["US"]]', None),
+        ('[{"US": 1}]', None),
+    ],
 )
 def test_staff_may_allow_only_region_codes_the_guard_knows(
     staff_client, organization, countries: str, saved: list | None

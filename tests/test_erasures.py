@@ -415,17 +415,14 @@ def test_late_agent_events_racing_the_erasure_never_bring_content_back(
     assert Erasure.objects.get().status == ErasureStatus.COMPLETED
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words(
-    organization, settings
-) -> None:
-    """The provider read the transcript before the erasure and answers after it."""
-    key, _ = api_key_create(name="privacy-bot", organization=organization)
-    with FakeLLM(default=Outcome.answer(VALID, delay=1.5)) as fake:
+def analysed_while_erased(organization, settings, key: APIKey, answer: Outcome) -> Call:
+    """An ended call of user-123 whose analysis the provider answers (slowly) while the
+    user is erased: the provider read the transcript before the erasure."""
+    with FakeLLM(default=answer) as fake:
         settings.ANALYSIS_LLM_BASE_URL = fake.url
         settings.WEBHOOKS_END_REPORT_DELAY = 0
-        call = ended_call(organization)
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        call = ended_call(organization, name="Ada Lovelace")
         Call.objects.filter(pk=call.pk).update(user_id="user-123")
 
         def erase_while_the_provider_thinks() -> None:
@@ -440,6 +437,17 @@ def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words
         eraser.start()
         run_analysis_worker()
         eraser.join()
+    return call
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_finishing_after_the_erasure_keeps_its_verdict_not_its_words(
+    organization, settings
+) -> None:
+    """The provider read the transcript before the erasure and answers after it."""
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    call = analysed_while_erased(organization, settings, key, Outcome.answer(VALID, delay=1.5))
 
     analysis = CallAnalysis.objects.get(call=call)
     assert (analysis.status, analysis.success) == ("completed", True)
@@ -487,25 +495,7 @@ def test_an_analysis_failing_after_the_erasure_keeps_no_error_quoting_the_caller
     schema check wrote it, quoting the caller."""
     key, _ = api_key_create(name="privacy-bot", organization=organization)
     wrong = {**VALID, "structured_data": {"meal_type": "lunch", "calories": QUOTED}}
-    with FakeLLM(default=Outcome.answer(wrong, delay=1.5)) as fake:
-        settings.ANALYSIS_LLM_BASE_URL = fake.url
-        settings.WEBHOOKS_END_REPORT_DELAY = 0
-        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
-        call = ended_call(organization, name="Ada Lovelace")
-        Call.objects.filter(pk=call.pk).update(user_id="user-ada")
-
-        def erase_while_the_provider_thinks() -> None:
-            try:
-                while not fake.requests:
-                    threading.Event().wait(0.05)
-                erase(organization, key, "user-ada")
-            finally:
-                connection.close()
-
-        eraser = threading.Thread(target=erase_while_the_provider_thinks)
-        eraser.start()
-        run_analysis_worker()
-        eraser.join()
+    call = analysed_while_erased(organization, settings, key, Outcome.answer(wrong, delay=1.5))
 
     analysis = CallAnalysis.objects.get(call=call)
     assert (analysis.status, analysis.error) == ("failed", "[erased]")

@@ -17,6 +17,15 @@ from telephony.serializers import SipTrunkCreateSerializer
 from voicecalls.livekit import LiveKitError
 
 
+def _messages(errors: object) -> list[str]:
+    """A serializer field's errors as plain messages: a list's are by item (`{0: [...]}`)."""
+    if isinstance(errors, dict):
+        return [message for value in errors.values() for message in _messages(value)]
+    if isinstance(errors, list):
+        return [message for value in errors for message in _messages(value)]
+    return [str(errors)]
+
+
 class SipTrunkAddForm(forms.ModelForm):
     # Never rendered back, not even when the form comes back with errors.
     auth_password = forms.CharField(
@@ -45,7 +54,7 @@ class SipTrunkAddForm(forms.ModelForm):
         )
         if not checked.is_valid():
             for name, errors in checked.errors.items():
-                self.add_error(name if name in self.fields else None, [str(e) for e in errors])
+                self.add_error(name if name in self.fields else None, _messages(errors))
             return
         try:
             self.created = services.sip_trunk_create(

@@ -181,3 +181,16 @@ def test_saving_an_organization_in_the_admin_keeps_the_open_call_counter(
     organization.refresh_from_db()
     assert organization.concurrency_limit == 5
     assert organization.open_calls == 1  # the call created meanwhile is still counted
+
+
+def test_the_trunk_add_form_says_why_a_number_is_refused(
+    superuser, organization, fake_livekit
+) -> None:
+    """The API's errors for a list are by item ({0: [...]}): the form showed "0"."""
+    response = superuser.post(
+        reverse("admin:telephony_siptrunk_add"), trunk_form(organization, '["+1415555010x"]')
+    )
+
+    errors = response.context["adminform"].form.errors["numbers"]
+    assert errors and all(error != "0" for error in errors), errors
+    assert any("number" in error.lower() for error in errors), errors

@@ -227,13 +227,22 @@ def test_a_key_named_like_a_dict_method_renders_its_value(key: str) -> None:
     assert render(f"{{{{ user.{key} }}}}/{{{{ metadata.{key} }}}}", context) == "3 apples/m"
 
 
-def test_dict_methods_still_work_on_keys_that_are_not_there() -> None:
+def test_dict_methods_still_work_when_a_key_has_their_name() -> None:
+    """A key winning over the method, even when called, blanked the whole prompt."""
+    context = template_context(
+        user_data={"get": "x", "name": "Bob"}, metadata={"items": ["book"]}, call_id="c"
+    )
     source = "{% for k, v in metadata.items() %}{{ k }}={{ v }};{% endfor %}{{ user.get('name') }}"
 
-    assert render(source, CONTEXT) == "source=app;n=3;Ada"
+    assert render(source, context) == "items=['book'];Bob"
 
 
-def test_a_null_renders_empty_not_none() -> None:
+def test_a_method_printed_where_no_key_has_its_name_renders_empty() -> None:
+    assert render("[{{ user.keys }}]", CONTEXT) == "[]"
+
+
+@pytest.mark.parametrize("source", ["Hello {{ user.name }}!", "{{ 'Hello ' ~ user.name }}!"])
+def test_a_null_renders_empty_not_none(source: str) -> None:
     context = template_context(user_data={"name": None}, metadata={}, call_id="c")
 
-    assert render("Hello {{ user.name }}!", context) == "Hello !"
+    assert render(source, context) == "Hello !"

@@ -75,8 +75,24 @@ def _loop_budget(iterable: Any) -> Iterator[Any]:
         yield item
 
 
+def _shown(value: Any) -> Any:
+    """What a value prints as: a null as nothing, a dict method a key of the same name
+    shadows (`{{ user.items }}`: Jinja finds the method first, and calling it,
+    `metadata.items()`, must still work) as that key's value, other callables as
+    nothing."""
+    if value is None:
+        return ""
+    if callable(value):
+        owner = getattr(value, "__self__", None)
+        name = getattr(value, "__name__", None)
+        if isinstance(owner, Mapping) and name in owner:
+            return owner[name]
+        return ""  # a method or function printed: a Python repr, never prompt text
+    return value
+
+
 def _bounded_concat(values: list) -> str:
-    return _check_len("".join(str(value) for value in values))
+    return _check_len("".join(str(_shown(value)) for value in values))
 
 
 class _Bounded(NodeTransformer):
@@ -127,12 +143,6 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 raise SecurityError("string formatting is not available in prompts")
             return operator.mod(left, right)
         return super().call_binop(context, op, left, right)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # `{{ user.items }}` is the user's "items", not the dict's method of that name.
-        if isinstance(obj, Mapping) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
@@ -214,18 +224,13 @@ def _tojson_filter(original: Any) -> Any:
     return tojson
 
 
-def _finalize(value: Any) -> Any:
-    # A null in user_data is a value nobody gave: it renders empty, not "None".
-    return "" if value is None else value
-
-
 def _make_environment() -> PromptEnvironment:
     env = PromptEnvironment(
         undefined=ChainableUndefined,
         autoescape=False,  # prompts are plain text for an LLM, not HTML
         keep_trailing_newline=True,
         cache_size=400,
-        finalize=_finalize,
+        finalize=_shown,
     )
     for name in _REMOVED_FILTERS:
         env.filters.pop(name, None)

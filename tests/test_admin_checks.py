@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.services import api_key_create
-from tests.factories import PhoneNumberFactory
+from tests.factories import CallFactory, PhoneNumberFactory
 from tests.phone import inbound_trunk
 
 pytestmark = pytest.mark.django_db
@@ -194,3 +194,25 @@ def test_the_trunk_add_form_says_why_a_number_is_refused(
     errors = response.context["adminform"].form.errors["numbers"]
     assert errors and all(error != "0" for error in errors), errors
     assert any("number" in error.lower() for error in errors), errors
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "calls/call/?started_at__year=9999&started_at__month=12&started_at__day=31",
+        "calls/call/?started_at__year=9999&started_at__month=12",
+        "calls/call/?created_at__year=99999",
+        "webhooks/webhookdelivery/?created_at__year=9999&created_at__month=12",
+        "auth/user/?date_joined__year=99999",
+    ],
+)
+def test_a_date_no_datetime_holds_in_a_list_url_is_a_bad_filter_not_a_500(
+    superuser, organization, query
+) -> None:
+    """Django's date hierarchy computes the next day, month or year of the one asked for
+    (an OverflowError past 9999), and a year lookup builds the year's bounds."""
+    CallFactory(organization=organization)
+
+    response = superuser.get(f"/admin/{query}")
+
+    assert (response.status_code, response.url) == (302, f"/admin/{query.split('?')[0]}?e=1")

@@ -3,14 +3,51 @@ calls dashboard (templates/admin/index.html, `calls.templatetags.call_dashboard`
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.db.models.base import ModelBase
+from django.http import HttpRequest
+
+
+class DateSafeChangeList(ChangeList):
+    """A changelist whose URL names a date no datetime holds (`?started_at__year=9999
+    &started_at__month=12`: Django's date hierarchy computes the next month; or
+    `?created_at__year=99999`) answers as for any bad filter (`?e=1`), not a 500."""
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+    def get_results(self, request: HttpRequest) -> None:
+        try:
+            super().get_results(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
 
 class VoicecallsAdminSite(admin.AdminSite):
     site_header = "voicecalls console"
     site_title = "voicecalls"
     index_title = "Calls at a glance"
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        super().register(model_or_iterable, admin_class, **options)
+        models = (
+            [model_or_iterable] if isinstance(model_or_iterable, ModelBase) else model_or_iterable
+        )
+        for model in models:
+            # Every list, Django's own (users, groups) included, gets the date-safe one.
+            self._registry[model].get_changelist = _date_safe_changelist
+
+
+def _date_safe_changelist(request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+    return DateSafeChangeList
 
 
 class VoicecallsAdminConfig(AdminConfig):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.http import Http404
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -219,6 +220,21 @@ def test_a_patch_of_the_description_leaves_an_endpoint_a_410_disabled_meanwhile(
         False,
         gone,
     )
+
+
+def test_a_patch_of_an_endpoint_deleted_since_it_was_read_is_not_found(
+    organization: Organization,
+) -> None:
+    """Saving only the changed fields of a row gone meanwhile raised Django's "did not
+    affect any rows" (a 500); a whole-row save had silently made it again."""
+    endpoint, _ = endpoint_create(organization)
+    read_by_patch = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+
+    with pytest.raises(Http404):
+        services.webhook_endpoint_update(endpoint=read_by_patch, description="CRM")
+
+    assert not WebhookEndpoint.objects.exists()
 
 
 def test_put_is_not_allowed(api: APIClient, organization: Organization) -> None:

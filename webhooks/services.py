@@ -10,6 +10,7 @@ import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -101,7 +102,9 @@ def webhook_endpoint_update(
             endpoint.disabled_reason = ""
             changed.append("disabled_reason")
     endpoint.updated_at = timezone.now()
-    endpoint.save(update_fields=changed)
+    values = {name: getattr(endpoint, name) for name in changed}
+    if not WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**values):
+        raise Http404("No such webhook endpoint.")  # deleted since it was read
     return endpoint
 
 

@@ -78,7 +78,7 @@ def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
     if not claimed:
         # Attempted by a duplicate job, ended, or hung up since it was read: look again.
         if Call.objects.filter(pk=call_id, hangup_requested_at__isnull=False).exists():
-            _dial_later(call_id)
+            phone_call_dial_later(call_id, after_seconds=HANGUP_RECHECK_SECONDS)
         return None
     # `connecting` once dialing starts; a hang-up that came first wins (no dial).
     if not call_transition(
@@ -92,7 +92,7 @@ def _hangup_in_flight(call: Call, *, now: datetime.datetime) -> None:
     """The customer hung up the pending call: never dial it. The hang-up ends the call
     unless LiveKit fails it, which withdraws it: then the call is dialed after all."""
     if now - call.hangup_requested_at < datetime.timedelta(seconds=HANGUP_STALE_SECONDS):
-        _dial_later(call.pk)
+        phone_call_dial_later(call.pk, after_seconds=HANGUP_RECHECK_SECONDS)
         return
     call_transition(
         call_id=call.pk,
@@ -103,11 +103,14 @@ def _hangup_in_flight(call: Call, *, now: datetime.datetime) -> None:
     )
 
 
-def _dial_later(call_id: uuid.UUID) -> None:
+def phone_call_dial_later(call_id: uuid.UUID, *, after_seconds: float = 0) -> None:
+    """Enqueue the call's dial job in the `dial` queue, now or `after_seconds` later."""
     from telephony.tasks import phone_call_dial
 
-    at = timezone.now() + datetime.timedelta(seconds=HANGUP_RECHECK_SECONDS)
-    phone_call_dial.using(run_after=at).enqueue(str(call_id))
+    task = phone_call_dial
+    if after_seconds:
+        task = task.using(run_after=timezone.now() + datetime.timedelta(seconds=after_seconds))
+    task.enqueue(str(call_id))
 
 
 def phone_call_dial(*, call_id: uuid.UUID) -> str:

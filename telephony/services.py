@@ -17,7 +17,7 @@ from calls.limits import open_call_reserve
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import CallJoinInfo, call_participant_token
 from calls.sql import insert_instance
-from telephony import guard
+from telephony import dialing, guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
 from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
 from voicecalls import livekit, livekit_sip
@@ -195,7 +195,7 @@ def phone_call_create(
         insert_instance(call)
         open_call_reserve(organization=organization)
         guard.outbound_daily_cap_check(organization=organization, call=call)
-    transaction.on_commit(lambda: _dial_later(call.pk), robust=True)
+    transaction.on_commit(lambda: dialing.phone_call_dial_later(call.pk), robust=True)
     return CallJoinInfo(call=call, token=call_participant_token(call=call))
 
 
@@ -234,12 +234,6 @@ def phone_call_build(
         max_duration_seconds=target.max_duration_seconds,
         created_at=now,
     )
-
-
-def _dial_later(call_id: uuid.UUID) -> None:
-    from telephony.tasks import phone_call_dial
-
-    phone_call_dial.enqueue(str(call_id))
 
 
 class TrunkInUse(Conflict):

@@ -4,8 +4,9 @@ users' data fills.
 - `{{ user.* }}` is the call's `user_data`, `{{ metadata.* }}` its metadata, `{{ call.id }}`
   its id. Values are data, never templates: `{{ 7*7 }}` inside user_data stays verbatim.
 - A missing value renders empty, at any depth (`{{ user.address.city }}`), so
-  `{{ user.name | default("there") }}` works; so does a null. A key wins over a dict
-  method of its name (`{{ user.items }}`).
+  `{{ user.name | default("there") }}` works; a null prints empty too. Printed, a key
+  shows rather than a dict method of its name (`{{ user.items }}`), which stays callable
+  (`metadata.items()`); no other method or function prints.
 - The sandbox blocks Python internals (`__class__`, `__globals__`, ...). A template that
   still trips it, or fails at runtime for any other reason, renders empty: a call must
   start, and an attacker must learn nothing from the result.

@@ -18,6 +18,7 @@ from django.db import OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from streams import hub as hub_module
 from voicecalls.asgi import application
 
 T = TypeVar("T")
@@ -75,6 +76,18 @@ def retry_locked(function: Callable[[], T]) -> T:
                 raise
             time.sleep(0.05)
     raise AssertionError("unreachable")
+
+
+def hub_heard_of_erasure(call_id: object, *, timeout: float = 10.0) -> None:
+    """Wait until this process's hub has polled (or been told of) the call's erasure and
+    dropped what it held of its words: a fixed sleep was too short on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        watch = hub_module._hub.watches.get(call_id) if hub_module._hub else None
+        if watch is not None and watch.scrubbed and watch.scrubbed[0] and not watch.cache:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the hub did not hear of the erasure of call {call_id} in {timeout} s")
 
 
 class EventReader:

@@ -22,7 +22,7 @@ from streams import views as streams_views
 from streams.hub import Hub, in_db_thread
 from streams.models import StreamLease
 from tests.factories import CallFactory
-from tests.stream_server import EventReader, asgi_server, retry_locked
+from tests.stream_server import EventReader, asgi_server, hub_heard_of_erasure, retry_locked
 from tests.test_agent_events_api import transcript
 
 S = CallStatus
@@ -107,16 +107,19 @@ def test_erased_words_are_not_streamed_again_from_what_the_process_holds(
     reconnect, another tab) gets `[erased]` on every page, never the words."""
     record(agent_api, call, *[transcript(i, content=f"secret {i}") for i in range(150)])
     with open_stream(server, client_key, call.pk) as first:
-        assert len(EventReader(first).events(150)) == 150  # now in the hub's cache
+        # The reader is kept: a reader collected closes its response, and the stream.
+        first_reader = EventReader(first)
+        assert len(first_reader.events(150)) == 150  # now in the hub's cache
         key = APIKey.objects.filter(prefix=client_key.partition(".")[0]).get()
         erasure = retry_locked(
             lambda: erasure_create(organization=organization, user_id=call.user_id, api_key=key)
         )
         retry_locked(lambda: erasure_run(erasure_id=erasure.pk))
-        time.sleep(0.5)  # a few of the hub's LISTEN ticks (0.1 s) and polls (0.05 s)
+        hub_heard_of_erasure(call.pk)  # a NOTIFY, or a poll (every 0.05 s) on SQLite
 
         with open_stream(server, client_key, call.pk) as second:
             events = EventReader(second).events(150)
+        assert first_reader.next() == {"comment": "ping"}  # the first stream was open all along
 
     contents = {json.loads(event["data"])["content"] for event in events}
     assert contents == {"[erased]"}
@@ -142,7 +145,11 @@ def test_the_hub_forgets_the_words_it_holds_once_the_call_is_erased(
                 erasure_create, organization=organization, user_id=call.user_id, api_key=key
             )
             await in_db_thread(erasure_run, erasure_id=erasure.pk)
-            await asyncio.sleep(0.5)  # a few LISTEN ticks (0.1 s) and polls (0.05 s)
+            watch = hub.watches[call.pk]
+            for _ in range(500):  # up to 10 s (a loaded machine): a NOTIFY, or a poll
+                if watch.scrubbed and watch.scrubbed[0] and not watch.cache:
+                    break
+                await asyncio.sleep(0.02)
             events = await hub.events_after(call.pk, 0, force=False)
         finally:
             await hub.release(subscription)

@@ -7,6 +7,7 @@ from django.contrib.admin.utils import quote
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import CallStatus
@@ -88,6 +89,12 @@ def test_endpoints_are_not_added_in_the_admin(admin_client: Client) -> None:
     assert response.status_code == 403
 
 
+def read_now(endpoint: WebhookEndpoint) -> dict:
+    """The change page's hidden field: when the endpoint was read."""
+    endpoint.refresh_from_db()
+    return {"read_at": endpoint.updated_at.isoformat()}
+
+
 def test_staff_can_disable_an_endpoint_and_keep_its_secret(
     admin_client: Client, endpoint_and_secrets: tuple
 ) -> None:
@@ -95,7 +102,7 @@ def test_staff_can_disable_an_endpoint_and_keep_its_secret(
 
     response = admin_client.post(
         reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk]),
-        {"url": endpoint.url, "description": "paused by support"},
+        {"url": endpoint.url, "description": "paused by support", **read_now(endpoint)},
     )
 
     assert response.status_code == 302
@@ -103,6 +110,37 @@ def test_staff_can_disable_an_endpoint_and_keep_its_secret(
     assert endpoint.enabled is False
     assert endpoint.description == "paused by support"
     assert endpoint.secret == secrets[1]
+
+
+def test_a_change_page_read_before_the_worker_disabled_the_endpoint_does_not_enable_it(
+    admin_client: Client, endpoint_and_secrets: tuple
+) -> None:
+    """Staff opened the page (enabled, its box ticked) and edited the description; the
+    delivery worker disabled the endpoint meanwhile. Saving the page would enable it
+    again, and clear why it was disabled."""
+    endpoint, _ = endpoint_and_secrets
+    url = reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk])
+    page = admin_client.get(url).content.decode()
+    read_at = re.search(r'name="read_at" value="([^"]+)"', page).group(1)
+    disabled = "No delivery succeeded for 5 days; enable it when it answers."
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        enabled=False, disabled_reason=disabled, updated_at=timezone.now()
+    )
+
+    response = admin_client.post(
+        url, {"url": endpoint.url, "description": "new", "enabled": "on", "read_at": read_at}
+    )
+
+    assert response.status_code == 200
+    assert "This endpoint changed since this page was read (it is disabled now)" in (
+        response.content.decode()
+    )
+    endpoint.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason, endpoint.description) == (
+        False,
+        disabled,
+        "",
+    )
 
 
 def test_staff_cannot_save_an_internal_url_when_the_guard_is_on(
@@ -114,7 +152,7 @@ def test_staff_cannot_save_an_internal_url_when_the_guard_is_on(
 
     response = admin_client.post(
         reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk]),
-        {"url": "https://10.0.0.1/x", "enabled": "on"},
+        {"url": "https://10.0.0.1/x", "enabled": "on", **read_now(endpoint)},
     )
 
     assert response.status_code == 200

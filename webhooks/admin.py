@@ -17,10 +17,29 @@ from webhooks.transport import url_problem
 
 class WebhookEndpointForm(forms.ModelForm):
     url = forms.URLField(max_length=2048, assume_scheme="https")
+    # When the page was read: a save over a change made since (the delivery worker
+    # disabling the endpoint, an API PATCH) is refused instead of writing over it.
+    read_at = forms.CharField(widget=forms.HiddenInput)
 
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "description", "enabled"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["read_at"].initial = self.instance.updated_at.isoformat()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        read_at = cleaned.get("read_at")
+        if self.instance.pk and read_at != self.instance.updated_at.isoformat():
+            raise forms.ValidationError(
+                "This endpoint changed since this page was read "
+                f"(it is {'enabled' if self.instance.enabled else 'disabled'} now): "
+                "reload the page and make the change again."
+            )
+        return cleaned
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
@@ -50,6 +69,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "disabled_reason",
         "created_at",
         "updated_at",
+        "read_at",
     )
     readonly_fields = (
         "id",
@@ -68,9 +88,8 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return ", ".join(endpoint.events)
 
     def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:
-        services.webhook_endpoint_update(
-            endpoint=obj, url=obj.url, enabled=obj.enabled, description=obj.description
-        )
+        changed = {name: getattr(obj, name) for name in form.changed_data if name != "read_at"}
+        services.webhook_endpoint_update(endpoint=obj, **changed)
 
 
 class WebhookAttemptInline(admin.TabularInline):

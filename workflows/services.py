@@ -172,17 +172,23 @@ def workflow_delete(*, workflow: Workflow) -> None:
 @transaction.atomic
 def workflow_demo_load(*, organization: Organization) -> tuple[Workflow, bool]:
     """Idempotently create the demo workflow `daily-call`; returns (workflow, created)."""
-    existing = (
-        Workflow.objects.select_for_update()
-        .filter(organization=organization, slug=DEMO_SLUG, deleted_at__isnull=True)
-        .first()
+    demo = Workflow.objects.filter(
+        organization=organization, slug=DEMO_SLUG, deleted_at__isnull=True
     )
+    existing = demo.select_for_update().first()
     if existing is not None:
         return existing, False
-    workflow = workflow_create(
-        organization=organization,
-        slug=DEMO_SLUG,
-        name=DEMO_NAME,
-        definition=copy.deepcopy(DEMO_DEFINITION),
-    )
+    try:
+        workflow = workflow_create(
+            organization=organization,
+            slug=DEMO_SLUG,
+            name=DEMO_NAME,
+            definition=copy.deepcopy(DEMO_DEFINITION),
+        )
+    except serializers.ValidationError:
+        # A load running at the same time (two `make run`s) created it first.
+        existing = demo.first()
+        if existing is None:
+            raise
+        return existing, False
     return workflow, True

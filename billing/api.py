@@ -225,7 +225,9 @@ class PriceOverridesView(APIView):
         summary="Set a price override",
         operation_id="prices_overrides_set",
         description="Your price for one (component, provider, model), replacing the one you "
-        "set before (200) or adding it (201). Calls that end from now on use it.",
+        "set before (200) or adding it (201). Calls that end from now on use it. An "
+        f"organization has at most {services.MAX_PRICE_OVERRIDES_PER_ORGANIZATION} "
+        "(`limit_reached`).",
         request=PriceOverrideSerializer,
         responses={
             200: PriceOverrideSerializer,

@@ -8,13 +8,18 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import transaction
 from django.utils import timezone
+from rest_framework import serializers
 
 from accounts.models import Organization
 from billing.cost import call_cost_compute
 from billing.models import CallCost, PriceOverride
 from billing.prices import organization_prices
 from calls.models import ENDED_STATUSES, Call
+
+# Far beyond the platform's table (about fifty lines).
+MAX_PRICE_OVERRIDES_PER_ORGANIZATION = 500
 
 _CALL_COLUMNS = (
     "organization_id",
@@ -105,6 +110,7 @@ def call_usage_reported_receiver(signal: object, sender: type, **report: Any) ->
     call_usage_record(call_id=report["call_id"], usage=report["usage"], at=report["at"])
 
 
+@transaction.atomic
 def price_override_set(
     *,
     organization: Organization,
@@ -114,7 +120,23 @@ def price_override_set(
     unit_price_usd: Decimal,
 ) -> tuple[PriceOverride, bool]:
     """The organization's price for one line, replacing its previous one; True if new.
-    Applies to calls that end from now on."""
+    Applies to calls that end from now on. Every call's cost reads all of them, so an
+    organization has at most MAX_PRICE_OVERRIDES_PER_ORGANIZATION."""
+    # The organization's row, locked: concurrent adds cannot pass the cap together.
+    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+    line = PriceOverride.objects.filter(
+        organization=organization, component=component, provider=provider, model=model
+    )
+    if (
+        not line.exists()
+        and PriceOverride.objects.filter(organization=organization).count()
+        >= MAX_PRICE_OVERRIDES_PER_ORGANIZATION
+    ):
+        raise serializers.ValidationError(
+            f"An organization can have at most {MAX_PRICE_OVERRIDES_PER_ORGANIZATION} price "
+            "overrides; replace or delete one.",
+            code="limit_reached",
+        )
     return PriceOverride.objects.update_or_create(
         organization=organization,
         component=component,

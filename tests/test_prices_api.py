@@ -3,10 +3,13 @@ own overrides (/api/v1/prices/overrides)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from billing.models import PriceOverride
 from billing.prices import platform_prices
+from billing.services import MAX_PRICE_OVERRIDES_PER_ORGANIZATION
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +118,41 @@ def test_a_bad_override_is_a_400_naming_the_field_and_nothing_is_stored(
     assert response.status_code == 400
     assert [e["attr"] for e in response.json()["errors"]] == [attr]
     assert not PriceOverride.objects.exists()
+
+
+def test_an_organization_at_its_override_cap_can_replace_a_line_but_not_add_one(
+    api, organization, outsider
+) -> None:
+    """Every call's cost reads all of its organization's overrides."""
+    PriceOverride.objects.bulk_create(
+        PriceOverride(
+            organization=owner,
+            component="tts",
+            provider="acme",
+            model=f"voice-{i}",
+            unit_price_usd=Decimal("0.1"),
+        )
+        for owner in (organization, outsider)
+        for i in range(MAX_PRICE_OVERRIDES_PER_ORGANIZATION)
+    )
+    replaced = {"component": "tts", "provider": "acme", "model": "voice-7", "unit_price_usd": "2"}
+
+    added = api.post(OVERRIDES, {**GPT_PROMPT, "unit_price_usd": "1"}, format="json")
+    replacing = api.post(OVERRIDES, replaced, format="json")
+
+    assert added.status_code == 400
+    assert added.json()["errors"] == [
+        {
+            "code": "limit_reached",
+            "detail": "An organization can have at most 500 price overrides; replace or "
+            "delete one.",
+            "attr": None,
+        }
+    ]
+    assert replacing.status_code == 200
+    overrides = PriceOverride.objects.filter(organization=organization)
+    assert overrides.count() == MAX_PRICE_OVERRIDES_PER_ORGANIZATION
+    assert overrides.get(model="voice-7").unit_price_usd == Decimal("2")
 
 
 def test_a_bad_override_id_is_a_404(api, organization) -> None:

@@ -7,8 +7,8 @@ phone calls where it is the person's number (the callee of an outbound call, the
 of an inbound one). What: recordings (deleted from their storage first, outside the
 batch's transaction), transcript words (a marker instead) and tool calls,
 user_data, metadata, the analysis's summary and structured data, the stored customer
-webhook bodies; on ended calls also user_id, the person's phone number and the LiveKit
-names made from it. A call still open keeps those until it ends (its room and dialing
+webhook bodies; on ended calls also user_id, the person's phone number, the LiveKit
+names made from it and the token kept for replays of the call's creation. A call still open keeps those until it ends (its room and dialing
 need them); the erasure waits for it and finishes the job then. Ids, statuses, timings,
 metrics and costs stay.
 """
@@ -167,6 +167,7 @@ def _batch(
     ended = [(call_id, c, d) for call_id, c, d, status, _ in rows if status in ENDED_STATUSES]
     if ended:
         scrub.identity_clear(calls=ended)
+        scrub.idempotency_tokens_clear(call_ids=[call_id for call_id, _, _ in ended])
     Call.objects.filter(pk__in=ids).update(erased_at=Coalesce("erased_at", now))
     events = scrub.webhook_bodies_scrub(call_ids=ids)
     Erasure.objects.filter(pk=erasure_id).update(

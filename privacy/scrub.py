@@ -11,7 +11,9 @@ import datetime
 from collections.abc import Sequence
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 
 from analysis.models import AnalysisStatus, CallAnalysis
 from calls.models import (
@@ -20,6 +22,7 @@ from calls.models import (
     Call,
     CallChannel,
     CallDirection,
+    IdempotencyRecord,
     LiveKitWebhookEvent,
     TranscriptEntry,
 )
@@ -29,6 +32,8 @@ from webhooks.outbox import call_event_bodies_rebuild
 
 # Calls per transaction: bounded IN lists and short row locks.
 BATCH_SIZE = 500
+# Far longer than any request creating a call takes.
+_RECORD_BEFORE_CALL = datetime.timedelta(hours=1)
 
 
 def transcript_delete(*, call_ids: Sequence[UUID]) -> int:
@@ -60,6 +65,34 @@ def analysis_erase(*, call_ids: Sequence[UUID]) -> int:
     failures = analyses.exclude(status=AnalysisStatus.SKIPPED)
     failures.exclude(error__in=["", ERASED_CONTENT]).update(error=ERASED_CONTENT)
     return count
+
+
+def idempotency_tokens_clear(*, call_ids: Sequence[UUID]) -> int:
+    """Blank the LiveKit token kept for replays of the calls' `POST /calls` (its claims
+    carry the person's name from user_data); the rest of the answer stays, so a retry
+    with the same key still gets its call, never a second one. Only calls created in
+    the records' lifetime (24 h) can have one: older ones cost no search."""
+    created = Call.objects.filter(
+        pk__in=call_ids,
+        created_at__gte=timezone.now()
+        - datetime.timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS),
+    ).values_list("pk", "organization_id", "created_at")
+    recent = list(created)
+    if not recent:
+        return 0
+    # A record is written when its request starts, a moment before its call.
+    since = min(at for _, _, at in recent) - _RECORD_BEFORE_CALL
+    records = IdempotencyRecord.objects.filter(
+        organization_id__in={organization_id for _, organization_id, _ in recent},
+        created_at__gte=since,
+        response_body__call_id__in=[str(call_id) for call_id, _, _ in recent],
+    ).exclude(response_body__token="")
+    blanked = [
+        IdempotencyRecord(pk=pk, response_body={**body, "token": ""})
+        for pk, body in records.values_list("pk", "response_body")
+    ]
+    IdempotencyRecord.objects.bulk_update(blanked, ["response_body"])
+    return len(blanked)
 
 
 def data_clear(*, call_ids: Sequence[UUID]) -> None:

@@ -4,6 +4,7 @@ batches; ids, statuses, timings and metrics stay, and nothing erased comes back.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import threading
@@ -22,6 +23,7 @@ from calls.models import (
     ERASED_CONTENT,
     Call,
     CallStatus,
+    IdempotencyRecord,
     TranscriptEntry,
     TranscriptRole,
 )
@@ -500,3 +502,31 @@ def test_an_analysis_failing_after_the_erasure_keeps_no_error_quoting_the_caller
     analysis = CallAnalysis.objects.get(call=call)
     assert (analysis.status, analysis.error) == ("failed", "[erased]")
     assert Erasure.objects.get().status == ErasureStatus.COMPLETED
+
+
+def test_the_token_kept_for_replays_of_the_calls_creation_loses_the_persons_name(
+    organization, key, api, workflow
+) -> None:
+    """The token's claims carry user_data's name; a retry with the same key still gets
+    its call (never a second one), with an empty token: the call has ended."""
+    body = {"workflow_slug": "daily-call", "user_id": "user-123", "user_data": {"name": "Ada"}}
+    first = api.post("/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    call_id = first.json()["call_id"]
+    other = api.post(
+        "/api/v1/calls", {**body, "user_id": "user-9"}, format="json", HTTP_IDEMPOTENCY_KEY="k-2"
+    )
+    for created in (first, other):
+        call_transition(
+            call_id=created.json()["call_id"], to_status=CallStatus.FAILED, end_reason="error"
+        )
+
+    erase(organization, key, "user-123")
+    replay = api.post("/api/v1/calls", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert (replay.status_code, replay.json()) == (201, {**first.json(), "token": ""})
+    claims = first.json()["token"].split(".")[1]
+    assert json.loads(base64.urlsafe_b64decode(claims + "==="))["name"] == "Ada"  # was kept
+    assert Call.objects.filter(organization=organization).count() == 2
+    kept_for_replay = IdempotencyRecord.objects.get(key="k-2").response_body
+    assert kept_for_replay == other.json() and kept_for_replay["token"]
+    assert call_id != other.json()["call_id"]

@@ -88,7 +88,11 @@ class CallJoinSerializer(serializers.Serializer):
     call_id = serializers.UUIDField(help_text="Unique call identifier.")
     room_name = serializers.CharField(help_text="LiveKit room name.")
     livekit_url = serializers.CharField(help_text="LiveKit server WebSocket URL.")
-    token = serializers.CharField(help_text="JWT for LiveKit authentication (≤ 15 minutes).")
+    token = serializers.CharField(
+        help_text="JWT for LiveKit authentication (≤ 15 minutes). Empty in a replay (same "
+        "`Idempotency-Key`) of a call ended and erased since.",
+        allow_blank=True,
+    )
     status = serializers.ChoiceField(choices=CallStatus.choices, help_text="Initial call status.")
     channel = serializers.ChoiceField(
         choices=CallChannel.choices, help_text="`phone`: the token is listen-only."

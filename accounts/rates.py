@@ -44,7 +44,9 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
         return RateDecision(allowed=False, retry_after=math.ceil(window))
     interval = window / limit
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    params = {"key": key, "now": now, "interval": interval, "window": window}
+    # A microsecond of slack: at today's clock (~1.8e9 s) adding `interval` `limit`
+    # times rounds past `now + window`, and the burst's last request was refused.
+    params = {"key": key, "now": now, "interval": interval, "window": window + 1e-6}
     # Bound on the server: the same text every request, so PostgreSQL keeps it prepared.
     with bound_cursor() as cursor:
         cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)

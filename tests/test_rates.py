@@ -24,6 +24,15 @@ def test_a_burst_of_the_limit_passes_and_the_next_waits_one_interval(db):
     assert decisions == [ALLOWED] * 3 + [RateDecision(allowed=False, retry_after=20)]
 
 
+@pytest.mark.parametrize("limit", [7, 9, 11, 13])
+def test_a_whole_burst_passes_at_todays_clock_whatever_the_limit(db, limit: int):
+    """At ~1.75e9 s, `limit` intervals added one by one round past `now + window`."""
+    decisions = _hits("k", [1_751_234_567.891] * (limit + 1), limit=limit)
+
+    assert decisions[:limit] == [ALLOWED] * limit
+    assert decisions[limit].allowed is False
+
+
 def test_after_one_interval_exactly_one_more_request_passes(db):
     _hits("k", [1000.0] * 3)
 

@@ -6,6 +6,7 @@ import datetime
 import json
 import logging
 import runpy
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -122,11 +123,7 @@ def test_records_carry_request_and_tenant_context(
 
 
 def test_the_json_formatter_writes_one_object_per_line() -> None:
-    from django.conf import settings
-    from pythonjsonlogger.json import JsonFormatter
-
-    config = settings.LOGGING["formatters"]["json"]
-    formatter = JsonFormatter(config["fmt"], rename_fields=config["rename_fields"])
+    formatter = json_formatter()
     record = logging.LogRecord("calls", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     RequestContextFilter().filter(record)
     RedactSecretsFilter().filter(record)
@@ -171,13 +168,45 @@ def test_hostile_requests_leave_no_secret_in_any_log(
 PROVIDER_SECRET = "sk-proj-0123456789abcdefghij"
 
 
+def json_formatter() -> logging.Formatter:
+    """The console handler's formatter, as settings.LOGGING configures it."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    config = dict(settings.LOGGING["formatters"]["json"])
+    return import_string(config.pop("()"))(**config)
+
+
 def json_line(record: logging.LogRecord) -> str:
     """The record as the console handler writes it: message and every extra."""
-    from django.conf import settings
-    from pythonjsonlogger.json import JsonFormatter
+    return json_formatter().format(record)
 
-    config = settings.LOGGING["formatters"]["json"]
-    return JsonFormatter(config["fmt"], rename_fields=config["rename_fields"]).format(record)
+
+def test_an_exception_logged_with_its_traceback_shows_no_secret_in_the_json_line() -> None:
+    """`logger.exception` (and django.request's 500s) print the exception's message;
+    the JSON formatter formats `exc_info` itself, not the filter's masked text."""
+    try:
+        raise RuntimeError(f"provider refused Authorization: Bearer {PROVIDER_SECRET}")
+    except RuntimeError:
+        record = logging.getLogger("analysis").makeRecord(
+            "analysis",
+            logging.ERROR,
+            __file__,
+            1,
+            "attempt failed",
+            None,
+            sys.exc_info(),
+            sinfo=f"Stack (most recent call last): api_key={PROVIDER_SECRET}",
+        )
+    RedactSecretsFilter().filter(record)
+
+    line = json.loads(json_line(record))
+
+    assert line["message"] == "attempt failed"
+    assert line["exc_info"].endswith(
+        "RuntimeError: provider refused Authorization: Bearer [redacted]"
+    )
+    assert line["stack_info"] == "Stack (most recent call last): api_key=sk-[redacted]"
 
 
 def test_the_filter_masks_extras_and_keeps_plain_ones(rf) -> None:

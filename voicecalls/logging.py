@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django_guid import get_guid
+from pythonjsonlogger.json import JsonFormatter
 
 # The filter settings.LOGGING names here; the patterns live beside gunicorn's logger.
 from voicecalls.redaction import RedactSecretsFilter, redact  # noqa: F401
@@ -23,6 +24,14 @@ organization_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar
     "organization_id", default=None
 )
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines whose exception text is masked: python-json-logger formats a record's
+    `exc_info` itself, never the `exc_text` that RedactSecretsFilter masked."""
+
+    def formatException(self, ei: object) -> str:
+        return redact(super().formatException(ei))
 
 
 class RequestContextFilter(logging.Filter):

@@ -91,6 +91,8 @@ class RedactSecretsFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         for name, value in list(vars(record).items()):
             if name not in _RECORD_ATTRIBUTES:
                 setattr(record, name, _redact_value(value))

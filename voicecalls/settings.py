@@ -397,7 +397,7 @@ LOGGING = {
     },
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "voicecalls.logging.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s "
             "%(request_id)s %(organization_id)s %(call_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},

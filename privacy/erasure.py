@@ -8,9 +8,9 @@ of an inbound one). What: recordings (deleted from their storage first, outside 
 batch's transaction), transcript words (a marker instead) and tool calls,
 user_data, metadata, the analysis's summary and structured data, the stored customer
 webhook bodies; on ended calls also user_id, the person's phone number, the LiveKit
-names made from it and the token kept for replays of the call's creation. A call still open keeps those until it ends (its room and dialing
-need them); the erasure waits for it and finishes the job then. Ids, statuses, timings,
-metrics and costs stay.
+names made from it and the token kept for replays of the call's creation. A call still
+open keeps those until it ends (its room and dialing need them); the erasure waits for
+it and finishes the job then. Ids, statuses, timings, metrics and costs stay.
 """
 
 from __future__ import annotations

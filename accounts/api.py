@@ -60,7 +60,8 @@ class OrganizationSerializer(serializers.Serializer):
     )
     outbound_calls_per_day = serializers.IntegerField(
         source="effective_outbound_calls_per_day",
-        help_text="Phone calls you may start per UTC day (≤ the maximum).",
+        help_text="Phone calls you may start, and transfers to numbers, per UTC day (≤ the "
+        "maximum).",
     )
     max_outbound_calls_per_minute = serializers.IntegerField(help_text="Set by support.")
     max_outbound_calls_per_day = serializers.IntegerField(help_text="Set by support.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -75,13 +77,17 @@ def call_create(
         connect_timeout_seconds=target.connect_timeout_seconds,
         max_duration_seconds=target.max_duration_seconds,
     )
-    call_insert(call=call)
-    return CallJoinInfo(call=call, token=call_participant_token(call=call))
+    with call_inserting(call=call):
+        # Before the commit: a call whose token could not be made is not left counted.
+        token = call_participant_token(call=call)
+    return CallJoinInfo(call=call, token=token)
 
 
-def call_insert(*, call: Call) -> None:
+@contextmanager
+def call_inserting(*, call: Call) -> Iterator[None]:
     """Insert a new call, counting it against its organization's concurrency limit in
-    the same transaction (raises ConcurrencyLimitReached, and nothing is inserted).
+    the same transaction (raises ConcurrencyLimitReached, and nothing is inserted); the
+    block runs in that transaction too, so its failure inserts nothing either.
 
     The insert comes first: its trigger locks the call's status counter, and the
     reservation the organization's row, the order in which ending a call takes them
@@ -91,6 +97,13 @@ def call_insert(*, call: Call) -> None:
     with transaction.atomic():
         insert_instance(call)
         open_call_reserve(organization=call.organization)
+        yield
+
+
+def call_insert(*, call: Call) -> None:
+    """Insert a new call (call_inserting, with nothing more in its transaction)."""
+    with call_inserting(call=call):
+        pass
 
 
 # The longest a transfer waits for LiveKit: the longest ring, its margin, and room to spare.

@@ -140,27 +140,28 @@ def outbound_rate_take(*, organization: Organization) -> None:
         )
 
 
-def outbound_daily_cap_check(*, organization: Organization, call: Call) -> None:
-    """Raise OutboundRateReached when the organization already made as many outbound
-    phone calls this UTC day, `call` aside, as its daily cap allows (Retry-After: until
-    midnight UTC); calls it received do not count. Call it after inserting `call` and
-    holding the organization's row lock (open_call_reserve takes it), in that
-    transaction: each creation then counts every one that took the lock before it, so
-    concurrent creations never overshoot."""
+def outbound_daily_cap_check(*, organization: Organization) -> None:
+    """Raise OutboundRateReached when the organization dialed more numbers this UTC day
+    than its daily cap allows (Retry-After: until midnight UTC): outbound phone calls
+    and transfers to numbers; calls it received do not count. Call it after recording
+    the new call or transfer, holding the organization's row lock (open_call_reserve
+    takes it), in that transaction: each then counts every one that took the lock
+    before it, so concurrent ones never overshoot."""
     limit = organization.effective_outbound_calls_per_day
     now = timezone.now().astimezone(datetime.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    made = (
-        Call.objects.filter(
-            organization=organization,
-            channel=CallChannel.PHONE,
-            direction=CallDirection.OUTBOUND,
-            created_at__gte=midnight,
-        )
-        .exclude(pk=call.pk)
-        .count()
-    )
-    if made >= limit:
+    calls = Call.objects.filter(organization=organization)
+    made = calls.filter(
+        channel=CallChannel.PHONE, direction=CallDirection.OUTBOUND, created_at__gte=midnight
+    ).count()
+    if made <= limit:
+        # (A small partial index: the calls transferred anywhere, by when.)
+        made += calls.filter(
+            transfer_destination__isnull=False,
+            transfer_destination__startswith="+",
+            hangup_requested_at__gte=midnight,
+        ).count()
+    if made > limit:
         tomorrow = midnight + datetime.timedelta(days=1)
         raise _refuse_rate(
             setting="outbound_calls_per_day",

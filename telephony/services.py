@@ -13,10 +13,8 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
-from calls.limits import open_call_reserve
 from calls.models import Call, CallChannel, CallDirection, CallStatus
-from calls.services import CallJoinInfo, call_participant_token
-from calls.sql import insert_instance
+from calls.services import CallJoinInfo, call_inserting, call_participant_token
 from telephony import dialing, guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
 from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
@@ -188,15 +186,14 @@ def phone_call_create(
         user_data=user_data,
         metadata=metadata,
     )
-    with transaction.atomic():
-        # In calls.services.call_insert's order, the call before the organization's row
-        # (the order in which ending a call takes its locks); the daily cap is counted
-        # holding that row, so concurrent creations never overshoot it.
-        insert_instance(call)
-        open_call_reserve(organization=organization)
-        guard.outbound_daily_cap_check(organization=organization, call=call)
+    with call_inserting(call=call):
+        # The daily cap is counted holding the organization's row, so concurrent
+        # creations never overshoot it; a call whose token could not be made is not
+        # left counted.
+        guard.outbound_daily_cap_check(organization=organization)
+        token = call_participant_token(call=call)
     transaction.on_commit(lambda: dialing.phone_call_dial_later(call.pk), robust=True)
-    return CallJoinInfo(call=call, token=call_participant_token(call=call))
+    return CallJoinInfo(call=call, token=token)
 
 
 def phone_call_build(

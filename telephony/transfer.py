@@ -10,6 +10,7 @@ webhook and LiveKit's answer comes first) and withdrawn when LiveKit fails.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import serializers
 
+from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
 from calls.services import call_room_close_later
@@ -88,14 +90,7 @@ def call_transfer(
     _transferable_check(call)
     transfer_to = _destination_check(call=call, destination=destination, tool=tool)
     requested_at = timezone.now()
-    recorded = Call.objects.filter(
-        pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at__isnull=True
-    ).update(
-        hangup_requested_at=requested_at,
-        end_reason=EndReason.TRANSFERRED,
-        transfer_destination=destination,
-    )
-    if not recorded:
+    if not _transfer_record(call=call, destination=destination, requested_at=requested_at):
         call.refresh_from_db()
         _transferable_check(call)
         raise Conflict("The call is already being ended.", code="call_ending")
@@ -114,6 +109,24 @@ def call_transfer(
     _transferred(call=call, destination=destination)
     call.refresh_from_db()
     return call
+
+
+@transaction.atomic
+def _transfer_record(*, call: Call, destination: str, requested_at: datetime.datetime) -> bool:
+    """Record the transfer on the call unless it is ending already; a transfer to a
+    number counts against the organization's daily cap (429, nothing recorded), counted
+    holding its row after the call's (the order in which ending a call locks them)."""
+    recorded = Call.objects.filter(
+        pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at__isnull=True
+    ).update(
+        hangup_requested_at=requested_at,
+        end_reason=EndReason.TRANSFERRED,
+        transfer_destination=destination,
+    )
+    if recorded and not is_sip_uri(destination):
+        organization = Organization.objects.select_for_update().get(pk=call.organization_id)
+        guard.outbound_daily_cap_check(organization=organization)
+    return bool(recorded)
 
 
 @transaction.atomic

@@ -171,6 +171,66 @@ def test_a_listed_number_in_a_country_staff_no_longer_allow_is_refused_by_the_gu
     assert sip_fake.calls("TransferSIPParticipant") == []
 
 
+def test_a_transfer_to_a_number_over_the_daily_cap_is_429_and_nothing_is_asked(
+    agent_api, organization, live_call, sip_fake
+):
+    """The cap counts the numbers dialed today: the organization's outbound calls and
+    its transfers to numbers."""
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=2)
+    CallFactory(organization=organization, channel="phone", direction="outbound")
+    CallFactory(
+        organization=organization,
+        completed=True,
+        end_reason="transferred",
+        transfer_destination=DESK,
+        hangup_requested_at=timezone.now(),
+    )
+    # Neither a transfer of yesterday nor one to a SIP address counts.
+    for destination, at in ((DESK, timezone.now() - datetime.timedelta(days=1)), (PBX, None)):
+        CallFactory(
+            organization=organization,
+            completed=True,
+            end_reason="transferred",
+            transfer_destination=destination,
+            hangup_requested_at=at or timezone.now(),
+        )
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 429, response.content
+    assert response.json()["meta"] == {
+        "limit": "outbound_calls_per_day",
+        "outbound_calls_per_day": 2,
+    }
+    assert sip_fake.calls("TransferSIPParticipant") == []
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == (
+        "active",
+        None,
+        None,
+    )
+
+
+def test_a_transfer_to_a_number_within_the_daily_cap_counts_against_it(
+    api, agent_api, organization, live_call, sip_fake
+):
+    """The cap's last place goes to the first transfer; the next caller's transfer to a
+    number is refused, to a SIP address goes through."""
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=1)
+    transferred = agent_transfer(agent_api, live_call, DESK)
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller="+12025550178")
+    next_call = Call.objects.get(room_name=room)
+
+    refused = agent_transfer(agent_api, next_call, DESK)
+    to_pbx = agent_transfer(agent_api, next_call, PBX)
+
+    assert (transferred.status_code, refused.status_code, to_pbx.status_code) == (200, 429, 200)
+    assert [r.body["transferTo"] for r in sip_fake.calls("TransferSIPParticipant")] == [
+        f"tel:{DESK}",
+        PBX,
+    ]
+
+
 def test_livekit_down_is_502_and_the_call_goes_on_unchanged(api, agent_api, live_call, sip_fake):
     sip_fake.fail("TransferSIPParticipant", "500")
 

@@ -44,6 +44,25 @@ def test_a_created_call_takes_a_place_and_a_refused_one_takes_none(api, workflow
     assert _open_calls(workflow.organization) == 1
 
 
+@pytest.mark.parametrize("phone", [False, True], ids=["web", "phone"])
+def test_a_call_whose_token_cannot_be_made_is_not_created_nor_counted(
+    api, workflow, settings, sip_fake, phone
+):
+    """A 500 (LiveKit's credentials missing from the configuration) after the insert
+    had committed left a `connecting` call holding a place until it timed out."""
+    body = {"workflow_slug": "daily-call"}
+    if phone:
+        phone_ready(workflow.organization)
+        body["phone_number"] = CALLEE
+    settings.LIVEKIT_API_SECRET = ""
+    api.raise_request_exception = False
+
+    response = api.post("/api/v1/calls", body, format="json")
+
+    assert response.status_code == 500
+    assert (Call.objects.count(), _open_calls(workflow.organization)) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("from_status", "to_status"),
     [(f, t) for t in ENDED_STATUSES for f in sorted(ALLOWED_FROM[t])],

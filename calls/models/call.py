@@ -308,6 +308,12 @@ class Call(models.Model):
                 name="call_org_outbound_created",
                 condition=models.Q(channel="phone", direction="outbound"),
             ),
+            # And its transfers today (to numbers: the cap counts those too); a few calls.
+            models.Index(
+                fields=["organization", "hangup_requested_at"],
+                name="call_org_transfers",
+                condition=models.Q(transfer_destination__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from django import forms
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from django_filters.constants import EMPTY_VALUES
-from django_filters.fields import IsoDateTimeField
+from django_filters.fields import BaseCSVField, ChoiceField, IsoDateTimeField
 from drf_spectacular.plumbing import build_choice_description_list
 from drf_spectacular.utils import extend_schema_field
 
@@ -28,6 +28,20 @@ class _NotBlankMixin:
 
 class NotBlankUUIDField(_NotBlankMixin, forms.UUIDField):
     pass
+
+
+class NotBlankChoiceField(_NotBlankMixin, ChoiceField):
+    pass
+
+
+class NotBlankCSVField(BaseCSVField):
+    """`?name=`, `?name=,` or `?name=a,`: a 400, not a filter left out or matching
+    nothing."""
+
+    def clean(self, value: object) -> object:
+        if value is not None and (not value or "" in value):
+            raise forms.ValidationError("May not be empty.", code="blank")
+        return super().clean(value)
 
 
 class UTCIsoDateTimeField(_NotBlankMixin, IsoDateTimeField):
@@ -99,7 +113,7 @@ ANALYSIS_STATUS_HELP = "Calls whose post-call analysis has this status."
     }
 )
 class AnalysisStatusFilter(filters.ChoiceFilter):
-    pass
+    field_class = NotBlankChoiceField
 
 
 class UUIDFilter(filters.UUIDFilter):
@@ -118,7 +132,9 @@ class IsoDateTimeFilter(filters.IsoDateTimeFilter):
     }
 )
 class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
-    """One status or several, comma-separated; an unknown one is a 400."""
+    """One status or several, comma-separated; an unknown or empty one is a 400."""
+
+    base_field_class = NotBlankCSVField
 
 
 class CallFilter(filters.FilterSet):

@@ -79,6 +79,13 @@ def _item_lines(item: dict, prices: dict[Key, Price]) -> list[Line]:
     ]
 
 
+def seconds_exact(duration: datetime.timedelta) -> Decimal:
+    """A duration's seconds to the microsecond (`total_seconds()` is a float: 60.06 s
+    came out 60.0600000000000023, and half a millionth of a dollar rounded up)."""
+    whole = duration.days * 86400 + duration.seconds
+    return Decimal(whole) + Decimal(duration.microseconds).scaleb(-6)
+
+
 def _time_lines(
     *,
     started_at: datetime.datetime | None,
@@ -88,7 +95,7 @@ def _time_lines(
 ) -> list[Line]:
     if started_at is None or ended_at is None or ended_at <= started_at:
         return []
-    minutes = _minutes(Decimal((ended_at - started_at).total_seconds()))
+    minutes = _minutes(seconds_exact(ended_at - started_at))
     lines = [
         Line(
             "room",

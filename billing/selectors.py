@@ -20,6 +20,7 @@ from django.db.models import (
 from django.db.models.functions import Greatest, TruncDate
 
 from accounts.models import Organization
+from billing.cost import seconds_exact
 from billing.models import CallCost, PriceOverride
 from billing.prices import Price, organization_prices
 from calls.models import Call
@@ -66,10 +67,7 @@ def _day_bounds(start: datetime.date, end: datetime.date) -> tuple:
 
 
 def _seconds(duration: datetime.timedelta | None) -> Decimal:
-    if duration is None:
-        return Decimal(0)
-    whole = duration.days * 86400 + duration.seconds
-    return Decimal(whole) + Decimal(duration.microseconds).scaleb(-6)
+    return Decimal(0) if duration is None else seconds_exact(duration)
 
 
 def usage_daily(

@@ -254,6 +254,28 @@ def test_the_total_is_rounded_once_not_summed_from_rounded_lines(
     assert cost["total_usd"] == "0.000001"  # 0.0000008, rounded once
 
 
+def test_room_minutes_are_priced_from_the_exact_duration_not_a_float(
+    api, agent_api, workflow
+) -> None:
+    """60.06 s at $0.0005 a minute is $0.0005005, half a millionth: it rounds to even.
+    `total_seconds()` made it 60.0600000000000023 s, and $0.000501."""
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(seconds=60, microseconds=60_000),
+    )
+
+    report(agent_api, call, usage())
+
+    cost = api.get(f"/api/v1/calls/{call.id}").json()["cost"]
+    assert cost["breakdown"] == [
+        line("room", "livekit", "room", "1.001", "minute", "0.0005", "0.000500")
+    ]
+    assert cost["total_usd"] == "0.000500"
+
+
 @pytest.mark.parametrize(
     ("item", "attr"),
     [

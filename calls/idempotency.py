@@ -60,6 +60,18 @@ def _claim(*, organization: Organization, key: str, request_hash: str) -> Idempo
     raise Conflict("A request with this Idempotency-Key is in progress.")
 
 
+def idempotent_answer_exists(*, organization_id: object, key: str) -> bool:
+    """Whether a request with this key would get a stored answer (a retry of a create
+    that was done): the create throttle lets it through, since it creates nothing."""
+    since = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+    return IdempotencyRecord.objects.filter(
+        organization_id=organization_id,
+        key=key,
+        response_status__isnull=False,
+        created_at__gte=since,
+    ).exists()
+
+
 def idempotency_key(headers: Mapping[str, str]) -> str | None:
     """The request's `Idempotency-Key` (1 to 255 characters), or None without one."""
     key = headers.get("Idempotency-Key")

@@ -189,6 +189,22 @@ def test_create_requests_over_the_rate_are_429_with_retry_after(
     assert [(e["code"], e["attr"]) for e in body["errors"]] == [("throttled", None)]
 
 
+def test_a_retry_of_a_create_that_was_done_gets_its_answer_even_over_the_rate(
+    api, workflow, two_per_minute
+):
+    """It creates nothing: the client lost the first answer and asks again."""
+    body = {"workflow_slug": "daily-call"}
+    first = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    api.post(CALLS, body, format="json")
+
+    retry = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    new_key = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert new_key.status_code == 429
+    assert Call.objects.count() == 2
+
+
 def test_a_create_request_counts_against_the_rate_in_one_statement(
     api, workflow, two_per_minute, django_assert_num_queries
 ):

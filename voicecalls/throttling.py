@@ -3,7 +3,8 @@
 Each organization's rate is one row moved by one statement (accounts/rates.py), so
 any number of gunicorn workers and hosts count together at a constant cost. Only
 requests that create something are counted: a client polling a call's status is
-never throttled, while a runaway loop creating calls is.
+never throttled, nor one retrying a create that was done (same Idempotency-Key), while
+a runaway loop creating calls is.
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ def is_create_operation(*, method: str, action: str | None, path: str) -> bool:
     return action in CREATE_ACTIONS if action is not None else "{" not in path
 
 
+def _is_replay(request: Request) -> bool:
+    """A refused request that only replays a create done before (same Idempotency-Key)
+    gets that first answer: it creates nothing. Looked up only once refused."""
+    # Imported here: DRF imports this module while its own settings load.
+    from calls.idempotency import idempotent_answer_exists
+
+    key = request.headers.get("Idempotency-Key")
+    return bool(key) and idempotent_answer_exists(
+        organization_id=request.user.organization.pk, key=key
+    )
+
+
 class OrganizationCreateThrottle(SimpleRateThrottle):
     """`API_CREATE_RATE` create requests per organization; over it, 429 + Retry-After.
     DRF's parsing of the rate and its hooks, our counting (GCRA, not DRF's list of
@@ -47,7 +60,7 @@ class OrganizationCreateThrottle(SimpleRateThrottle):
             return True
         decision = rate_hit(key=key, limit=self.num_requests, window=self.duration)
         self.retry_after = decision.retry_after
-        return decision.allowed
+        return decision.allowed or _is_replay(request)
 
     def wait(self) -> float:
         return self.retry_after

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from accounts.models import Organization
 from billing.cost import call_cost_compute
 from billing.models import CallCost, PriceOverride
-from billing.prices import organization_prices
+from billing.prices import Key, Price, organization_prices
 from calls.models import ENDED_STATUSES, Call
 
 # Far beyond the platform's table (about fifty lines).
@@ -31,6 +31,8 @@ _CALL_COLUMNS = (
     "ended_at",
     "cost__usage",
     "cost__usage_at",
+    "cost__breakdown",
+    "cost__computed_at",
 )
 
 
@@ -44,6 +46,25 @@ def _call_with_cost(call_id: UUID | str) -> tuple[Call, CallCost | None] | None:
         return call, None
 
 
+def _prices_at_end(*, call: Call, existing: CallCost | None) -> dict[Key, Price]:
+    """The organization's prices, but those an ended call was already priced with stay:
+    a price set since applies to calls that end from then on, not to this call's late
+    usage report (a line new to the call gets the price of now: no other is kept)."""
+    prices = organization_prices(organization_id=call.organization_id)
+    if existing is None or existing.computed_at is None:
+        return prices
+    for line in existing.breakdown or []:
+        if line["unit_price_usd"] is not None:
+            key = (line["component"], line["provider"], line["model"])
+            prices[key] = Price(
+                *key,
+                unit=line["unit"],
+                unit_price_usd=Decimal(line["unit_price_usd"]),
+                origin="call",
+            )
+    return prices
+
+
 def _cost_save(
     *, call: Call, existing: CallCost | None, usage: list[dict], usage_at: datetime.datetime | None
 ) -> None:
@@ -55,7 +76,7 @@ def _cost_save(
             usage=usage,
             started_at=call.started_at,
             ended_at=call.ended_at,
-            prices=organization_prices(organization_id=call.organization_id),
+            prices=_prices_at_end(call=call, existing=existing),
             # A phone call's minutes are SIP minutes too, priced by its direction.
             sip_direction=call.direction if call.is_phone else None,
         )

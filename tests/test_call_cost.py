@@ -188,6 +188,30 @@ def test_an_organizations_override_prices_its_calls_and_no_one_elses(
     )
 
 
+def test_a_late_report_keeps_the_prices_the_call_ended_with_and_prices_new_lines_now(
+    api, agent_api, ended_call
+) -> None:
+    """A price set after the end applies to calls that end from then on: not to the
+    lines this call was priced with, only to a line it did not have (no other price is
+    kept). It re-priced the whole call."""
+    report(agent_api, ended_call, usage(STT, at=T0))
+    for component, provider in (("room", "livekit"), ("stt", "deepgram"), ("tts", "cartesia")):
+        override = {"component": component, "provider": provider, "model": "*"}
+        response = api.post(
+            "/api/v1/prices/overrides", {**override, "unit_price_usd": "1"}, format="json"
+        )
+        assert response.status_code == 201, response.content
+
+    report(agent_api, ended_call, usage(STT, TTS, at=T0 + datetime.timedelta(seconds=5)))
+
+    breakdown = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]["breakdown"]
+    assert [(item["component"], item["unit_price_usd"]) for item in breakdown] == [
+        ("stt", "0.0077"),
+        ("tts", "1"),
+        ("room", "0.0005"),
+    ]
+
+
 def test_a_model_without_a_price_is_listed_unpriced_and_the_cost_is_incomplete(
     api, agent_api, ended_call
 ) -> None:

@@ -4,11 +4,9 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
-from django.db.models.functions import Cast
+from django.db import transaction
 
 from accounts.models import Organization
-from providerkeys import crypto
 from providerkeys.catalog import PROVIDER_TYPES, providers_for
 from providerkeys.models import (
     API_KEY_MAX_LENGTH,
@@ -16,6 +14,7 @@ from providerkeys.models import (
     ProviderKey,
     is_printable_ascii,
 )
+from providerkeys.reencrypt import secrets_reencrypt
 
 logger = logging.getLogger(__name__)
 
@@ -122,44 +121,8 @@ class ReencryptResult:
     under_fallback: int
 
 
-@transaction.atomic
 def provider_keys_reencrypt(*, dry_run: bool = False) -> ReencryptResult:
-    """Re-encrypt every provider key under the current CRYPTOGRAPHY_KEY.
-
-    Each key is opened with whichever configured key works (CRYPTOGRAPHY_KEY or one of
-    CRYPTOGRAPHY_KEY_FALLBACKS). All or nothing: one key no configured key opens raises
-    UndecryptableValue and the transaction leaves every row as it was. The rows stay
-    locked until the end, so a concurrent rotation waits instead of interleaving.
-    """
-    rows = (
-        ProviderKey.objects.select_for_update()
-        .annotate(ciphertext=Cast("api_key", output_field=models.BinaryField()))
-        .order_by("pk")
-        .values_list("pk", "ciphertext")
-    )
-    undecryptable = []
-    plaintexts = {}
-    under_fallback = 0
-    for pk, ciphertext in rows:
-        try:
-            plaintext, index = crypto.decrypt_with_index(bytes(ciphertext))
-        except crypto.UndecryptableValue:
-            undecryptable.append(str(pk))
-            continue
-        plaintexts[pk] = plaintext.decode()
-        under_fallback += index > 0
-    if undecryptable:
-        raise crypto.UndecryptableValue(
-            f"No configured key opens {len(undecryptable)} provider key(s): "
-            + ", ".join(undecryptable[:20])
-            + "."
-        )
-    if not dry_run:
-        for pk, plaintext in plaintexts.items():
-            ProviderKey.objects.filter(pk=pk).update(api_key=plaintext)
-        logger.info(
-            "re-encrypted %d provider keys (%d under a fallback key)",
-            len(plaintexts),
-            under_fallback,
-        )
-    return ReencryptResult(total=len(plaintexts), under_fallback=under_fallback)
+    """Re-encrypt every provider key under the current CRYPTOGRAPHY_KEY
+    (providerkeys.reencrypt: all or nothing, the rows locked)."""
+    (column,) = secrets_reencrypt(only=[ProviderKey], dry_run=dry_run)
+    return ReencryptResult(total=column.total, under_fallback=column.under_fallback)

@@ -7,9 +7,16 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.models import Organization
+from accounts.services import api_key_create
+from privacy.erasure import erasure_create
+from privacy.models import Erasure
 from providerkeys import crypto
 from providerkeys.models import ProviderKey
+from recordings.models import RecordingStorage
+from telephony.models import SipTrunk
 from tests.factories import ProviderKeyFactory
+from webhooks.models import WebhookEndpoint
+from webhooks.services import webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +59,7 @@ def test_keys_written_under_the_old_key_read_under_the_new_one_after_rotation(
     assert (
         output
         == "Re-encrypted 3 provider keys under CRYPTOGRAPHY_KEY (3 were under a fallback key).\n"
+        "Re-encrypted other secrets: 0 (0 were under a fallback key).\n"
     )
     settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
     assert {key.pk: key.api_key for key in ProviderKey.objects.all()} == old_keys
@@ -79,6 +87,7 @@ def test_a_second_rotation_finds_nothing_under_a_fallback(old_keys: dict) -> Non
     assert rotate("--dry-run") == (
         "3 provider keys; 0 still encrypted under a fallback key. "
         "Nothing was changed (--dry-run).\n"
+        "Other secrets: 0 (0 still under a fallback key).\n"
     )
 
 
@@ -89,6 +98,57 @@ def test_dry_run_changes_nothing(old_keys: dict) -> None:
 
     assert "3 still encrypted under a fallback key" in output
     assert raw_columns() == before
+
+
+def test_every_other_stored_secret_moves_to_the_new_key_too(
+    organization: Organization, outsider: Organization, settings
+) -> None:
+    """Trunk passwords, storage credentials, signing secrets and the user id of an
+    erasure still running were left under the old key: removing it (step 5) made
+    them unreadable."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    trunk = SipTrunk.objects.create(
+        organization=organization,
+        name="carrier",
+        direction="outbound",
+        auth_username="acme",
+        auth_password="trunk-pw",
+        livekit_trunk_id="ST_1",
+    )
+    SipTrunk.objects.create(
+        organization=outsider, name="open", direction="inbound", livekit_trunk_id="ST_2"
+    )
+    RecordingStorage.objects.create(
+        organization=organization,
+        bucket="b",
+        region="us-east-1",
+        access_key_id="AKIAEXAMPLE",
+        secret_access_key="s3-secret",
+        access_key_id_last4="MPLE",
+    )
+    endpoint, signing_secret = webhook_endpoint_create(
+        organization=organization, url="https://example.com/hook", events=["call.ended"]
+    )
+    key, _ = api_key_create(name="privacy-bot", organization=organization)
+    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+
+    output = rotate()
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    assert output.splitlines()[1] == (
+        "Re-encrypted other secrets: 5 (5 were under a fallback key); "
+        "webhook endpoint secret: 1, sip trunk auth_password: 1, "
+        "recording storage access_key_id: 1, recording storage secret_access_key: 1, "
+        "erasure user_id: 1."
+    )
+    assert SipTrunk.objects.get(pk=trunk.pk).auth_password == "trunk-pw"
+    storage = RecordingStorage.objects.get(pk=organization.pk)
+    assert (storage.access_key_id, storage.secret_access_key) == ("AKIAEXAMPLE", "s3-secret")
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == signing_secret
+    assert Erasure.objects.get(pk=erasure.pk).user_id == "user-123"
 
 
 def test_a_key_nobody_can_open_aborts_the_whole_rotation(

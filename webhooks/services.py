@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
+from providerkeys.reencrypt import secrets_reencrypt
 from webhooks import signing, transport
 from webhooks.models import EventType, WebhookEndpoint
 
@@ -136,13 +137,8 @@ def webhook_endpoint_rotate_secret(
 @transaction.atomic
 def webhook_secrets_reencrypt() -> int:
     """Re-encrypt every endpoint's signing secrets under the current CRYPTOGRAPHY_KEY
-    (step 3 of a key rotation, docs/key-rotation.md). All or nothing: a secret that no
-    configured key opens raises UndecryptableValue and nothing changes."""
-    endpoints = list(
-        WebhookEndpoint.objects.select_for_update()
-        .only("id", "secret", "previous_secret")
-        .order_by("pk")
-    )
-    for endpoint in endpoints:
-        endpoint.save(update_fields=["secret", "previous_secret"])
-    return len(endpoints)
+    (step 3 of a key rotation, docs/key-rotation.md; `rotate_provider_keys` does it with
+    every other secret). All or nothing: a secret that no configured key opens raises
+    UndecryptableValue and nothing changes. The number of endpoints."""
+    columns = secrets_reencrypt(only=[WebhookEndpoint])
+    return next(column.total for column in columns if column.field == "secret")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -30,9 +30,11 @@ def _fingerprint(body: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _claim(*, organization: Organization, key: str, request_hash: str) -> IdempotencyRecord | None:
-    """Insert the key's record; return None when we own it, else the existing record."""
-    now = timezone.now()
+def _claim(
+    *, organization: Organization, key: str, request_hash: str, now: datetime
+) -> IdempotencyRecord | None:
+    """Insert the key's record (created `now`); return None when we own it, else the
+    existing record."""
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -91,7 +93,10 @@ def idempotent_call(
 ) -> tuple[int, dict]:
     """Run `run` once per (organization, key, body); replays get the stored answer."""
     request_hash = _fingerprint(body)
-    existing = _claim(organization=organization, key=key, request_hash=request_hash)
+    claimed_at = timezone.now()
+    existing = _claim(
+        organization=organization, key=key, request_hash=request_hash, now=claimed_at
+    )
     if existing is not None:
         if existing.request_hash != request_hash:
             raise UnprocessableEntity(
@@ -104,13 +109,16 @@ def idempotent_call(
                 code="idempotency_key_in_progress",
             )
         return existing.response_status, existing.response_body
+    # Our record only: a request slower than IDEMPOTENCY_LOCK_SECONDS has had its
+    # record taken over by a retry, whose own answer this one must not replace.
+    ours = IdempotencyRecord.objects.filter(
+        organization=organization, key=key, created_at=claimed_at
+    )
     try:
         with transaction.atomic():
             status_code, response_body = run()
-            IdempotencyRecord.objects.filter(organization=organization, key=key).update(
-                response_status=status_code, response_body=response_body
-            )
+            ours.update(response_status=status_code, response_body=response_body)
     except BaseException:
-        IdempotencyRecord.objects.filter(organization=organization, key=key).delete()
+        ours.delete()
         raise
     return status_code, response_body

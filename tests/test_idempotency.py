@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calls.expiry import calls_expire
+from calls.idempotency import idempotent_call
 from calls.models import Call, IdempotencyRecord
 
 pytestmark = pytest.mark.django_db
@@ -178,3 +179,44 @@ def test_concurrent_requests_with_one_key_create_one_call(client_key: str, workf
     assert 201 in statuses
     assert len(call_ids) == 1
     assert Call.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_request_slower_than_the_lock_never_replaces_the_answer_of_the_retry_that_took_over(
+    organization, settings
+) -> None:
+    """Past IDEMPOTENCY_LOCK_SECONDS a retry takes the key over and answers; the slow
+    first request then wrote its own answer over the retry's (by key alone), and
+    replays got a call the client never saw."""
+    settings.IDEMPOTENCY_LOCK_SECONDS = 0
+    running, finish = threading.Event(), threading.Event()
+    answers = {}
+
+    def slow() -> tuple[int, dict]:
+        running.set()
+        assert finish.wait(10)
+        return 201, {"call_id": "first"}
+
+    def first() -> None:
+        try:
+            answers["first"] = idempotent_call(
+                organization=organization, key="k", body={}, run=slow
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert running.wait(10)
+    retry = idempotent_call(
+        organization=organization, key="k", body={}, run=lambda: (201, {"call_id": "retry"})
+    )
+    finish.set()
+    thread.join(10)
+    replay = idempotent_call(
+        organization=organization, key="k", body={}, run=lambda: (201, {"call_id": "again"})
+    )
+
+    assert answers["first"] == (201, {"call_id": "first"})
+    assert retry == replay == (201, {"call_id": "retry"})

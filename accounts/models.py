@@ -159,7 +159,7 @@ class RateLimitState(models.Model):
     would have been spaced out at the allowed rate. accounts/rates.py moves it."""
 
     key = models.CharField(max_length=200, primary_key=True)
-    tat = models.FloatField(help_text="Theoretical arrival time, in Unix seconds.")
+    tat_us = models.BigIntegerField(help_text="Theoretical arrival time, in Unix microseconds.")
 
     class Meta:
         verbose_name = "rate limit state"

@@ -21,14 +21,18 @@ from voicecalls.db import bound_cursor
 _TABLE = RateLimitState._meta.db_table
 
 # Let the request through and move the key's theoretical arrival time (TAT) on by one
-# interval, unless that would put it more than the window ahead of now.
+# interval, unless that would put it more than the window (and the slack) ahead of now.
+# Integer microseconds: float seconds at today's clock (~1.8e9) rounded a burst's summed
+# intervals past the window, refusing its last request for limits such as 9 or 14.
 RATE_HIT_SQL = f"""
-INSERT INTO {_TABLE} ("key", tat) VALUES (%(key)s, %(now)s + %(interval)s)
+INSERT INTO {_TABLE} ("key", tat_us) VALUES (%(key)s, %(now)s + %(interval)s)
 ON CONFLICT ("key") DO UPDATE
-SET tat = {{greatest}}({_TABLE}.tat, %(now)s) + %(interval)s
-WHERE {{greatest}}({_TABLE}.tat, %(now)s) + %(interval)s <= %(now)s + %(window)s
-RETURNING tat
+SET tat_us = {{greatest}}({_TABLE}.tat_us, %(now)s) + %(interval)s
+WHERE {{greatest}}({_TABLE}.tat_us, %(now)s) + %(interval)s <= %(now)s + %(window)s
+RETURNING tat_us
 """
+
+_MICROSECONDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -38,19 +42,24 @@ class RateDecision:
 
 
 def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -> RateDecision:
-    """Count a request against `limit` per `window` seconds for `key`, if it fits."""
+    """Count a request against `limit` per `window` seconds for `key`, if it fits.
+
+    The interval is rounded up to a whole microsecond, and the window given `limit - 1`
+    microseconds of slack, so a burst of `limit` always fits and `limit + 1` never does
+    while the interval is longer than `limit` microseconds (up to 7,745 a minute)."""
     now = time.time() if now is None else now
     if limit <= 0:  # staff set a ceiling of 0 (e.g. toll fraud): nothing gets through
         return RateDecision(allowed=False, retry_after=math.ceil(window))
-    interval = window / limit
+    now_us = int(now * _MICROSECONDS)
+    window_us = int(window * _MICROSECONDS)
+    interval_us = -(-window_us // limit)  # ceiling
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    # A microsecond of slack: at today's clock (~1.8e9 s) adding `interval` `limit`
-    # times rounds past `now + window`, and the burst's last request was refused.
-    params = {"key": key, "now": now, "interval": interval, "window": window + 1e-6}
+    params = {"key": key, "now": now_us, "interval": interval_us, "window": window_us + limit - 1}
     # Bound on the server: the same text every request, so PostgreSQL keeps it prepared.
     with bound_cursor() as cursor:
         cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)
         if cursor.fetchone() is not None:
             return RateDecision(allowed=True, retry_after=0)
-    tat = RateLimitState.objects.values_list("tat", flat=True).get(key=key)
-    return RateDecision(allowed=False, retry_after=max(1, math.ceil(tat + interval - now - window)))
+    tat_us = RateLimitState.objects.values_list("tat_us", flat=True).get(key=key)
+    wait_us = tat_us + interval_us - now_us - window_us
+    return RateDecision(allowed=False, retry_after=max(1, math.ceil(wait_us / _MICROSECONDS)))

@@ -393,15 +393,16 @@ def call_create(
         f"call-{call_id}",
     ]
     if concurrency_limit is not None:
-        # accounts/rates.py's statement, at a rate the benchmark never reaches.
-        window = 60.0
+        # accounts/rates.py's statement (microseconds), at a rate the benchmark never
+        # reaches (a million a minute).
+        window_us = 60_000_000
         conn.execute(
             RATE_HIT_SQL.format(greatest="GREATEST"),
             {
                 "key": f"floor:{organization_id}",
-                "now": time.time(),
-                "interval": window / 1e6,
-                "window": window,
+                "now": int(time.time() * 1_000_000),
+                "interval": window_us // 1_000_000,
+                "window": window_us,
             },
         )
         with conn.transaction():  # in calls.services.call_insert's order

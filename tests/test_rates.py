@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from accounts.models import RateLimitState
 from accounts.rates import RateDecision, rate_hit
@@ -24,10 +25,26 @@ def test_a_burst_of_the_limit_passes_and_the_next_waits_one_interval(db):
     assert decisions == [ALLOWED] * 3 + [RateDecision(allowed=False, retry_after=20)]
 
 
-@pytest.mark.parametrize("limit", [7, 9, 11, 13])
-def test_a_whole_burst_passes_at_todays_clock_whatever_the_limit(db, limit: int):
-    """At ~1.75e9 s, `limit` intervals added one by one round past `now + window`."""
-    decisions = _hits("k", [1_751_234_567.891] * (limit + 1), limit=limit)
+@pytest.mark.parametrize(
+    ("limit", "window"),
+    [
+        (7, 60),
+        (9, 60),
+        (11, 60),
+        (13, 60),
+        (14, 60),
+        (21, 60),
+        (300, 60),
+        (19, 3600),
+        (7745, 60),
+        (999, 1),
+        (3, 86400),
+    ],
+)
+def test_a_whole_burst_passes_at_todays_clock_and_one_more_does_not(db, limit, window):
+    """In float seconds at ~1.75e9, `limit` intervals added one by one rounded past
+    `now + window` for many limits."""
+    decisions = _hits("k", [1_751_234_567.891] * (limit + 1), limit=limit, window=window)
 
     assert decisions[:limit] == [ALLOWED] * limit
     assert decisions[limit].allowed is False
@@ -106,3 +123,35 @@ def test_concurrent_requests_pass_exactly_the_limit() -> None:
         thread.join()
 
     assert sorted(decisions) == [False] * 23 + [True] * 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_carries_each_rates_state_over_in_microseconds_and_back() -> None:
+    executor = MigrationExecutor(connection)
+    before, after = (
+        ("accounts", "0007_privacy_retention"),
+        (
+            "accounts",
+            "0008_rate_limit_state_microseconds",
+        ),
+    )
+    try:
+        executor.migrate([before])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO accounts_ratelimitstate (key, tat) VALUES ('k', 1751234567.25)"
+            )
+        executor.loader.build_graph()
+        executor.migrate([after])
+        carried = list(RateLimitState.objects.values_list("key", "tat_us"))
+        executor.loader.build_graph()
+        executor.migrate([before])  # back: the float column comes back, empty
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM accounts_ratelimitstate")
+            (left,) = cursor.fetchone()
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert carried == [("k", 1_751_234_567_250_000)]
+    assert left == 0

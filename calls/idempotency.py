@@ -62,13 +62,15 @@ def _claim(
     raise Conflict("A request with this Idempotency-Key is in progress.")
 
 
-def idempotent_answer_exists(*, organization_id: object, key: str) -> bool:
-    """Whether a request with this key would get a stored answer (a retry of a create
-    that was done): the create throttle lets it through, since it creates nothing."""
+def idempotent_answer_exists(*, organization_id: object, key: str, body: object) -> bool:
+    """Whether a request with this key and body would get a stored answer (a retry of a
+    create that was done): the create throttle lets it through, since it creates
+    nothing."""
     since = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
     return IdempotencyRecord.objects.filter(
         organization_id=organization_id,
         key=key,
+        request_hash=_fingerprint(body),
         response_status__isnull=False,
         created_at__gte=since,
     ).exists()

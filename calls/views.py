@@ -79,6 +79,9 @@ class CallViewSet(viewsets.GenericViewSet):
     pagination_class = PagePagination
     serializer_class = CallSerializer
     queryset = Call.objects.none()  # for schema generation; real reads are scoped below
+    # Its create stores its answer per Idempotency-Key: a replay gets through the create
+    # throttle (voicecalls.throttling), creating nothing.
+    replays_idempotent_creates = True
 
     def get_queryset(self):
         return selectors.call_queryset(organization=self.request.user.organization)

@@ -205,6 +205,21 @@ def test_a_retry_of_a_create_that_was_done_gets_its_answer_even_over_the_rate(
     assert Call.objects.count() == 2
 
 
+def test_a_calls_key_lifts_the_rate_off_nothing_else(api, workflow, two_per_minute):
+    """Only POST /calls replays: a workflow create, or a call with another body,
+    carrying a stored call's key would create something."""
+    body = {"workflow_slug": "daily-call"}
+    assert api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1").status_code == 201
+    assert api.post(CALLS, body, format="json").status_code == 201
+
+    flow = api.post("/api/v1/workflows", _workflow_body("flow"), HTTP_IDEMPOTENCY_KEY="k-1")
+    other_body = api.post(
+        CALLS, {**body, "user_id": "u-2"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+
+    assert (flow.status_code, other_body.status_code) == (429, 429)
+
+
 def test_a_create_request_counts_against_the_rate_in_one_statement(
     api, workflow, two_per_minute, django_assert_num_queries
 ):

@@ -31,15 +31,18 @@ def is_create_operation(*, method: str, action: str | None, path: str) -> bool:
     return action in CREATE_ACTIONS if action is not None else "{" not in path
 
 
-def _is_replay(request: Request) -> bool:
-    """A refused request that only replays a create done before (same Idempotency-Key)
-    gets that first answer: it creates nothing. Looked up only once refused."""
+def _is_replay(request: Request, view: Any) -> bool:
+    """A refused request that only replays a create done before (a view that stores
+    its answers: `replays_idempotent_creates`; the same Idempotency-Key and body) gets
+    that first answer: it creates nothing. Looked up only once refused."""
     # Imported here: DRF imports this module while its own settings load.
     from calls.idempotency import idempotent_answer_exists
 
     key = request.headers.get("Idempotency-Key")
-    return bool(key) and idempotent_answer_exists(
-        organization_id=request.user.organization.pk, key=key
+    if not key or not getattr(view, "replays_idempotent_creates", False):
+        return False
+    return idempotent_answer_exists(
+        organization_id=request.user.organization.pk, key=key, body=request.data
     )
 
 
@@ -60,7 +63,7 @@ class OrganizationCreateThrottle(SimpleRateThrottle):
             return True
         decision = rate_hit(key=key, limit=self.num_requests, window=self.duration)
         self.retry_after = decision.retry_after
-        return decision.allowed or _is_replay(request)
+        return decision.allowed or _is_replay(request, view)
 
     def wait(self) -> float:
         return self.retry_after

@@ -23,6 +23,8 @@ from rest_framework.views import APIView
 from calls.lifecycle import EndReason
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
+from providerkeys.crypto import UndecryptableValue
+from providerkeys.models import ProviderKey
 from providerkeys.selectors import provider_key_for
 from telephony.inbound import BUSY_ANSWER_SECONDS, InboundCaller, inbound_call_get_or_create
 from voicecalls.auth import IsAgentKey
@@ -52,8 +54,23 @@ def _with_key(config: dict, component: str, call: Call, keys: dict) -> dict:
             provider_type=component,
             provider_name=config["provider"],
         )
-        keys[lookup] = found.api_key if found is not None else None
+        keys[lookup] = _plaintext(found) if found is not None else None
     return {**config, "api_key": keys[lookup], "missing_key": keys[lookup] is None}
+
+
+def _plaintext(key: ProviderKey) -> str | None:
+    """The key's plaintext; None (the component's key is missing: the worker fails the
+    call with that reason) when no configured CRYPTOGRAPHY_KEY opens it."""
+    try:
+        return key.api_key
+    except UndecryptableValue:
+        logger.error(
+            "provider key %s (%s %s) opens with no configured CRYPTOGRAPHY_KEY",
+            key.pk,
+            key.provider_type,
+            key.provider_name,
+        )
+        return None
 
 
 def _settings_rendered(version: Any, context: dict) -> dict:

@@ -236,6 +236,22 @@ def test_a_key_of_another_type_or_organization_is_not_used(
     assert (stt["api_key"], stt["missing_key"]) == (None, True)
 
 
+def test_a_key_no_configured_cryptography_key_opens_is_missing_not_a_500(
+    agent_api: APIClient, organization: Organization, call: Call, keys: None, settings, caplog
+) -> None:
+    """The worker took the 500 for a passing fault and retried for 12 s while the caller
+    heard nothing; a missing key fails the call with its reason."""
+    settings.CRYPTOGRAPHY_KEY = "another-key-than-they-were-written-with"
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    response = agent_api.get(session_url(call))
+
+    assert response.status_code == 200
+    stt = response.json()["workflow"]["agents"][0]["stt"]
+    assert (stt["api_key"], stt["missing_key"]) == (None, True)
+    assert "opens with no configured CRYPTOGRAPHY_KEY" in caplog.text
+
+
 def test_a_call_made_before_an_edit_keeps_its_old_prompts(
     agent_api: APIClient, call: Call, workflow: Workflow
 ) -> None:

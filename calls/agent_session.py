@@ -24,7 +24,6 @@ from calls.lifecycle import EndReason
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.crypto import UndecryptableValue
-from providerkeys.models import ProviderKey
 from providerkeys.selectors import provider_key_for
 from telephony.inbound import BUSY_ANSWER_SECONDS, InboundCaller, inbound_call_get_or_create
 from voicecalls.auth import IsAgentKey
@@ -49,28 +48,26 @@ def _with_key(config: dict, component: str, call: Call, keys: dict) -> dict:
     """`config` with its provider's key: the same rule for a component and its fallbacks."""
     lookup = (component, config["provider"])
     if lookup not in keys:
-        found = provider_key_for(
-            organization=call.organization,
-            provider_type=component,
-            provider_name=config["provider"],
-        )
-        keys[lookup] = _plaintext(found) if found is not None else None
+        keys[lookup] = _key_plaintext(call, *lookup)
     return {**config, "api_key": keys[lookup], "missing_key": keys[lookup] is None}
 
 
-def _plaintext(key: ProviderKey) -> str | None:
-    """The key's plaintext; None (the component's key is missing: the worker fails the
-    call with that reason) when no configured CRYPTOGRAPHY_KEY opens it."""
+def _key_plaintext(call: Call, component: str, provider: str) -> str | None:
+    """The key's plaintext, or None: there is none, or (logged) no configured
+    CRYPTOGRAPHY_KEY opens it; the worker then fails the call, saying the key is missing."""
     try:
-        return key.api_key
+        found = provider_key_for(
+            organization=call.organization, provider_type=component, provider_name=provider
+        )
     except UndecryptableValue:
         logger.error(
-            "provider key %s (%s %s) opens with no configured CRYPTOGRAPHY_KEY",
-            key.pk,
-            key.provider_type,
-            key.provider_name,
+            "call %s: the %s key for %s opens with no configured CRYPTOGRAPHY_KEY",
+            call.pk,
+            component,
+            provider,
         )
         return None
+    return found.api_key if found is not None else None
 
 
 def _settings_rendered(version: Any, context: dict) -> dict:

@@ -96,9 +96,7 @@ def idempotent_call(
     """Run `run` once per (organization, key, body); replays get the stored answer."""
     request_hash = _fingerprint(body)
     claimed_at = timezone.now()
-    existing = _claim(
-        organization=organization, key=key, request_hash=request_hash, now=claimed_at
-    )
+    existing = _claim(organization=organization, key=key, request_hash=request_hash, now=claimed_at)
     if existing is not None:
         if existing.request_hash != request_hash:
             raise UnprocessableEntity(

@@ -10,10 +10,19 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 class AgentAPIError(Exception):
     """A request the API answered with an error, or could not be made."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, body: object = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: object = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        # Seconds the API asked to wait (`Retry-After` of a 429 or 503), if it said.
+        self.retry_after = retry_after
 
     @property
     def code(self) -> str | None:
@@ -92,8 +101,16 @@ class AgentAPI:
                 f"{method} {path}: HTTP {response.status_code}",
                 status_code=response.status_code,
                 body=body,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         return body
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """`Retry-After` in seconds (the API sends whole seconds; an HTTP date is ignored)."""
+    if value is None or not value.isascii() or not value.strip().isdigit():
+        return None
+    return float(value.strip())

@@ -29,6 +29,11 @@ logger = logging.getLogger("voicecalls.agent.call")
 
 MAX_LATENCY_MS = 10 * 60 * 1000  # the API refuses more: a clock or unit bug
 MAX_ERROR_CHARS = 300
+# The API's bounds on a tool call's arguments; past them the model's text, cut short
+# (6 bytes a character at worst, escaped, stays under the bytes).
+MAX_ARGUMENTS_BYTES = 16 * 1024
+MAX_ARGUMENTS_DEPTH = 8
+MAX_RAW_ARGUMENTS_CHARS = 2000
 # How long the apology for a fatal error may take to play before the call closes.
 APOLOGY_TIMEOUT = 15.0
 SILENCE_INSTRUCTIONS = (
@@ -52,16 +57,58 @@ def _served(metadata: dict | None) -> dict | None:
 
 
 def _arguments(raw: str) -> dict:
+    """A tool call's arguments as the API takes them (a JSON object of at most 16 KiB and
+    8 levels): otherwise the model's text itself, cut short, so the line is never refused."""
     try:
         value = json.loads(raw or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
+        pass
+    else:
+        value = value if isinstance(value, dict) else {"_value": value}
+        if _depth(value) <= MAX_ARGUMENTS_DEPTH and _size(value) <= MAX_ARGUMENTS_BYTES:
+            return value
+    if len(raw) <= MAX_RAW_ARGUMENTS_CHARS:
         return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_value": value}
+    return {"_raw": raw[:MAX_RAW_ARGUMENTS_CHARS], "_truncated": True}
+
+
+def _depth(value: object) -> int:
+    """Nesting depth (a scalar is 0, `{}` is 1), as the API counts it, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            children = node.values() if isinstance(node, dict) else node
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+        else:
+            deepest = max(deepest, depth)
+    return deepest
+
+
+def _size(value: object) -> int:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def describe_error(error: Any) -> str:
     cause = getattr(error, "error", error)
     return f"{getattr(error, 'type', 'error')} in {getattr(error, 'label', '?')}: {cause!r}"
+
+
+def session_keys(data: object) -> set[str]:
+    """Every provider key in a session (components and their fallbacks, all agents)."""
+    found, stack = set(), [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            key = node.get("api_key")
+            if isinstance(key, str) and key:
+                found.add(key)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 class CallRuntime:
@@ -175,6 +222,9 @@ class CallRuntime:
         self._report_failure(detail)
 
     def _report_failure(self, detail: str) -> None:
+        # A provider's error may quote the key it was sent (an "incorrect API key" body).
+        for key in session_keys(self.data):
+            detail = detail.replace(key, "[redacted]")
         detail = detail[:MAX_ERROR_CHARS]
         logger.error("call %s failed: %s", self.call_id, detail)
         self.reporter.transcript(

@@ -27,6 +27,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import random
 import re
 import uuid
@@ -47,6 +48,9 @@ FLUSH_INTERVAL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
 _EVENT_ATTR = re.compile(r"^events\.(\d+)(?:\.|$)")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The longest a 429 or 503's Retry-After is followed; longer, the backoff's own cap.
+RETRY_AFTER_CAP = 60.0
 
 
 def iso_timestamp(epoch: float | None = None) -> str:
@@ -170,6 +174,7 @@ class EventReporter:
 
     def metrics(self, *, timestamp: float | None = None, **values: object) -> dict | None:
         measured = [f"{c}_latency_ms" for c in ("stt", "llm", "tts", "e2e", "eou")]
+        values = {name: json_safe(value) for name, value in values.items()}
         if all(values.get(name) is None for name in (*measured, "tokens")):
             return None  # the API wants at least one measurement per sample
         return self.report("metrics", timestamp=timestamp, **values)
@@ -322,6 +327,8 @@ class EventReporter:
                     return
                 delay = min(self._backoff_cap, self._backoff_base * 2**failures)
                 delay *= random.uniform(0.5, 1.0)
+                # An API shedding load says when to come back: no sooner.
+                delay = max(delay, min(exc.retry_after or 0.0, RETRY_AFTER_CAP))
                 failures += 1
                 logger.warning(
                     "call %s: sending %d event(s) failed (%s); retrying in %.1fs",
@@ -332,8 +339,15 @@ class EventReporter:
                 )
                 await asyncio.sleep(delay)
                 continue
-            self.accepted += int(result.get("accepted", 0))
-            self.duplicates += int(result.get("duplicates", 0))
+            except Exception:
+                # A bug of ours, not the API's answer: this batch is lost, never the
+                # reporter (its task would die, and every later event with it).
+                self.dropped.extend(_trace(event) for event in batch)
+                logger.exception("call %s: dropped %d event(s)", self.call_id, len(batch))
+                return
+            if isinstance(result, dict):  # a proxy's 200 may carry anything
+                self.accepted += _count(result.get("accepted"))
+                self.duplicates += _count(result.get("duplicates"))
             return
 
     def _requeue_front(self, events: list[dict]) -> None:
@@ -343,12 +357,33 @@ class EventReporter:
 
 
 def _event(event_type: str, timestamp: float | None, fields: dict[str, object]) -> dict:
+    safe = json_safe(fields)
     return {
         "id": str(uuid.uuid4()),
         "type": event_type,
         "timestamp": iso_timestamp(timestamp),
-        **{k: v for k, v in fields.items() if v is not None},
+        **{k: v for k, v in safe.items() if v is not None},
     }
+
+
+def json_safe(value: object) -> object:
+    """`value` as the API takes it, each part that could not be sent made the nearest
+    thing that can: a lone surrogate (half of a pair split across streamed chunks: no
+    UTF-8 has it) becomes U+FFFD, a NUL (refused) goes, NaN and infinities (no JSON has
+    them) become null. Otherwise the whole batch would fail to encode, every time."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _trace(event: dict) -> dict:

@@ -94,7 +94,8 @@ async def with_retries(
                     if not exc.retryable:
                         raise
                     logger.warning("%s failed (%s)", what, exc)
-                await asyncio.sleep(0.5 * 2**attempt)
+                    wait = max(0.5 * 2**attempt, exc.retry_after or 0.0)
+                await asyncio.sleep(wait)
                 attempt += 1
     except TimeoutError as exc:
         raise AgentAPIError(f"{what}: no answer within {deadline} s") from exc

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from agent.api import AgentAPI, AgentAPIError
-from agent.call import CallRuntime
+from agent.call import MAX_RAW_ARGUMENTS_CHARS, CallRuntime, _arguments
 from agent.providers import ComponentCache, MissingKeyError
 from agent.reporter import EventReporter
 from agent.tests.conftest import Web, deleted_rooms
@@ -194,6 +194,63 @@ async def test_a_missing_llm_key_fails_the_call_with_a_clear_reason(web: Web) ->
     assert [(line["role"], line["content"]) for line in lines] == [
         ("system", "agent_error: missing key for llm")
     ]
+
+
+async def test_a_provider_error_quoting_the_calls_key_reaches_the_transcript_without_it(
+    web: Web,
+) -> None:
+    """What some providers answer a refused key with: the key, quoted back. The
+    `agent_error:` line is in the call's transcript, its webhooks and its analysis."""
+    call_id = web.create_call(user_data={"name": "Bo"})["call_id"]
+    reporter = make_reporter(web, call_id)
+    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
+    key = data["workflow"]["agents"][0]["llm"]["api_key"]
+    runtime = CallRuntime(
+        data, reporter, components=ComponentCache(), runner=ToolRunner(call_id=call_id)
+    )
+
+    runtime.fail(f"llm_error in openai.LLM: APIStatusError('Incorrect API key provided: {key}')")
+    await reporter.aclose()
+
+    assert key and [line["content"] for line in web.transcript(call_id)] == [
+        "agent_error: llm_error in openai.LLM: APIStatusError('Incorrect API key provided: "
+        "[redacted]')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "arguments"),
+    [
+        (json.dumps({"description": "x" * 20_000}), {"_raw": ..., "_truncated": True}),
+        ("[" * 9 + "]" * 9, {"_raw": "[" * 9 + "]" * 9}),  # deeper than the API takes
+        ("{not json", {"_raw": "{not json"}),
+        ('{"meal": "soup"}', {"meal": "soup"}),
+    ],
+)
+async def test_a_tool_line_reaches_the_transcript_whatever_arguments_the_model_wrote(
+    web: Web, raw: str, arguments: dict
+) -> None:
+    """The API takes arguments of at most 16 KiB and 8 levels; beyond, it refused the
+    line, and the tool's result with it."""
+    call_id = web.create_call()["call_id"]
+    reporter = make_reporter(web, call_id)
+    tool_call = {"name": "save_meal", "arguments": _arguments(raw)}
+    reporter.transcript(
+        role="tool",
+        content='{"status": "recorded"}',
+        agent_name="greeter-agent",
+        tool_call=tool_call,
+    )
+    await reporter.aclose()
+
+    assert reporter.dropped == []
+    (line,) = web.transcript(call_id)
+    if arguments.get("_raw") is ...:
+        arguments = {**arguments, "_raw": raw[:MAX_RAW_ARGUMENTS_CHARS]}
+    assert (line["content"], line["tool_call"]["arguments"]) == (
+        '{"status": "recorded"}',
+        arguments,
+    )
 
 
 async def test_replays_after_a_503_create_no_duplicates(web: Web) -> None:

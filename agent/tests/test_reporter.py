@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 
@@ -250,3 +251,86 @@ async def test_delivered_events_leave_the_reporter_and_refused_ones_keep_no_word
     assert "secret" not in repr(vars(reporter))
     assert caplog.records and "secret" not in caplog.text
     assert f"transcript event {bad['id']}: invalid at events.0.role" in caplog.text
+
+
+# -- what a batch could not be sent with -----------------------------------------------
+
+
+def sent_ids(endpoint: Endpoint) -> list[str]:
+    return [event["id"] for batch in endpoint.batches for event in batch]
+
+
+async def test_a_lone_surrogate_is_sent_as_a_replacement_and_the_rest_of_the_call_goes_on():
+    """Half of a pair split across streamed chunks: no UTF-8 has it, the body failed to
+    encode, and the reporter's task died with every later event of the call."""
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+    reporter.start()
+    line = reporter.transcript(role="user", content="I feel \ud83d", agent_name="a")
+    await asyncio.sleep(0.05)
+    kept = reporter.transcript(role="assistant", content="Glad to hear it.", agent_name="a")
+    status = reporter.status("completed", reason="agent_hangup")
+
+    await reporter.aclose(timeout=1.0)
+
+    assert sent_ids(endpoint) == [line["id"], kept["id"], status["id"]]
+    assert endpoint.batches[0][0]["content"] == "I feel \ufffd"
+
+
+async def test_a_nan_measurement_is_left_out_and_the_rest_of_the_call_goes_on():
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+    reporter.start()
+    sample = reporter.metrics(llm_latency_ms=float("nan"), tokens=3, agent_name="a")
+    only_nan = reporter.metrics(tts_latency_ms=float("inf"), agent_name="a")
+    await asyncio.sleep(0.05)
+    kept = reporter.transcript(role="user", content="still here", agent_name="a")
+
+    await reporter.aclose(timeout=1.0)
+
+    assert only_nan is None  # nothing measured: the API wants one measurement
+    assert sent_ids(endpoint) == [sample["id"], kept["id"]]
+    assert "llm_latency_ms" not in endpoint.batches[0][0]
+
+
+async def test_a_nul_character_is_left_out_of_a_line_the_api_would_refuse_whole():
+    endpoint = Endpoint()
+    reporter = reporter_for(endpoint)
+
+    reporter.transcript(role="user", content="my card ends in 42\x00", agent_name="a")
+    await reporter.aclose(timeout=1.0)
+
+    assert endpoint.batches[0][0]["content"] == "my card ends in 42"
+
+
+async def test_a_200_whose_body_is_not_the_apis_does_not_stop_the_reporter():
+    """A proxy answering 200 in plain text: `result.get` on a str killed the task."""
+    endpoint = Endpoint([httpx.Response(200, text="OK")])
+    reporter = reporter_for(endpoint)
+    reporter.start()
+    first = reporter.transcript(role="user", content="first", agent_name="a")
+    await asyncio.sleep(0.05)
+    kept = reporter.transcript(role="user", content="second", agent_name="a")
+
+    await reporter.aclose(timeout=1.0)
+
+    assert sent_ids(endpoint) == [first["id"], kept["id"]]
+
+
+async def test_a_429_is_retried_no_sooner_than_its_retry_after():
+    times: list[float] = []
+
+    class Timed(Endpoint):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            times.append(time.monotonic())
+            return super().__call__(request)
+
+    throttled = httpx.Response(429, headers={"Retry-After": "2"}, json={"errors": []})
+    endpoint = Timed([throttled])
+    reporter = reporter_for(endpoint, backoff_base=0.5, backoff_cap=10.0)
+    reporter.transcript(role="user", content="hello", agent_name="a")
+
+    await reporter.aclose(timeout=5.0)
+
+    assert len(times) == 2
+    assert times[1] - times[0] >= 2.0

@@ -21,8 +21,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorWrapper
@@ -76,3 +77,14 @@ def advisory_lock(name: str, using: str = DEFAULT_DB_ALIAS) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(name.encode())])
+
+
+def index_add(schema_editor: Any, model: type[models.Model], index: models.Index) -> None:
+    """A migration's index: built CONCURRENTLY on PostgreSQL, so writes go on while it
+    builds (the migration must be `atomic = False`), after dropping what a build that
+    failed half-way left behind (an invalid index of that name)."""
+    if schema_editor.connection.vendor != "postgresql":
+        schema_editor.add_index(model, index)
+        return
+    schema_editor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{index.name}"')
+    schema_editor.add_index(model, index, concurrently=True)

@@ -4,6 +4,8 @@ calls are created and ended while it builds."""
 
 from django.db import migrations, models
 
+from voicecalls.db import index_add
+
 INDEX = models.Index(
     condition=models.Q(("transfer_destination__isnull", False)),
     fields=["organization", "hangup_requested_at"],
@@ -12,13 +14,7 @@ INDEX = models.Index(
 
 
 def create(apps, schema_editor) -> None:
-    model = apps.get_model("calls", "Call")
-    if schema_editor.connection.vendor != "postgresql":
-        schema_editor.add_index(model, INDEX)
-        return
-    # A build that failed half-way leaves an invalid index behind: start afresh.
-    schema_editor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{INDEX.name}"')
-    schema_editor.add_index(model, INDEX, concurrently=True)
+    index_add(schema_editor, apps.get_model("calls", "Call"), INDEX)
 
 
 def drop(apps, schema_editor) -> None:

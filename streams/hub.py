@@ -19,7 +19,8 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,15 @@ class Subscription:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around each send: the beat disconnects a client stuck in one too long."""
+        self.sending_since = asyncio.get_running_loop().time()
+        try:
+            yield
+        finally:
+            self.sending_since = None
 
     def close(self) -> None:
         self.closed = True

@@ -3,13 +3,14 @@ shapes (calls.representations)."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 
 import orjson
 
 from calls import representations
-from calls.models import MetricSample, TranscriptEntry
+from calls.models import ENDED_STATUSES, Call, MetricSample, TranscriptEntry
 from calls.selectors import TRANSCRIPT_COLUMNS
 from streams.models import CallEvent, CallEventType
 
@@ -26,6 +27,22 @@ class StreamEvent:
     seq: int
     type: str
     data: bytes | None
+
+
+def call_end_heard_at(*, call: Call) -> datetime.datetime | None:
+    """When an ended call's end was recorded (its last status event's writing), or
+    `ended_at` if later: the end is stamped with when it happened, which a webhook
+    delivered late puts long before a stream can hear of it; the grace for late lines
+    counts from the hearing. None for a call not ended."""
+    if call.status not in ENDED_STATUSES or call.ended_at is None:
+        return None
+    written = (
+        CallEvent.objects.filter(call_id=call.pk, type=CallEventType.STATUS)
+        .order_by("-seq")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return max(call.ended_at, written) if written is not None else call.ended_at
 
 
 def call_events_after(

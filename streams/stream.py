@@ -112,7 +112,8 @@ async def live_stream(
     )
     position = _Position(start)
     try:
-        yield RETRY
+        with subscription.sending():
+            yield RETRY
         force = True  # the first read goes to the database whatever the hub knows
         while not subscription.closed:
             events = await hub.events_after(start.call_id, position.seq, force=force)
@@ -121,19 +122,21 @@ async def live_stream(
             force = len(events) == PAGE_SIZE
             chunk = position.render(events)
             if chunk:
-                subscription.sending_since = hub.loop.time()
-                yield chunk
-                subscription.sending_since = None
+                with subscription.sending():
+                    yield chunk
             if force:
                 continue
             timeout = settings.STREAMS_HEARTBEAT_SECONDS
             remaining = position.seconds_to_end()
             if remaining is not None:
                 if remaining <= 0:
-                    yield position.end()
+                    with subscription.sending():
+                        yield position.end()
                     return
                 timeout = min(timeout, remaining)
             if not await subscription.wait(timeout) and remaining is None:
-                yield PING
+                # A heartbeat too can be what a client that reads nothing blocks on.
+                with subscription.sending():
+                    yield PING
     finally:
         await hub.release(subscription)

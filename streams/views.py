@@ -18,6 +18,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -28,6 +29,7 @@ from rest_framework.views import APIView
 
 from calls import selectors
 from calls.models import Call
+from streams.selectors import call_end_heard_at
 from streams.services import StreamLimitReached, stream_lease_open
 from streams.stream import StreamStart, catch_up_stream, live_stream
 from voicecalls.errors import ErrorResponseSerializer
@@ -109,7 +111,7 @@ def _start(call: Call, request: HttpRequest, fallback: str | None = None) -> Str
         after=after,
         status=call.status,
         end_reason=call.end_reason,
-        ended_at=call.ended_at,
+        ended_at=call_end_heard_at(call=call),
     )
 
 
@@ -156,6 +158,9 @@ def _opening(request: HttpRequest) -> Iterator[None]:
 class CallStreamView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _IgnoreAccept
+    # No HEAD: Django answers it with GET's response, a live stream (and a place of the
+    # organization's cap) that nobody reads.
+    http_method_names = ["get", "options"]
 
     def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         with _opening(request):
@@ -212,6 +217,7 @@ class CallStreamView(APIView):
         return event_stream_response(request._request, start, lease=lease)
 
 
+@require_GET  # not HEAD: it would start a stream nobody reads
 def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """The admin's call page follows the call with this (session auth, no API key in the
     page; the admin site checks staff login, and the stream closes within a heartbeat

@@ -93,6 +93,25 @@ def test_a_login_that_ended_or_lost_staff_ends_its_sessions_streams(staff: Clien
     assert staff_sessions_ended(session_keys=keys) == keys - {keep}
 
 
+def test_a_login_whose_password_changed_since_ends_its_sessions_streams(staff: Client) -> None:
+    """A password change is how a leaked login is ended: the admin answers that session
+    with its login page since, while its stream went on."""
+    key = staff.session.session_key
+    user = User.objects.get(username="admin")
+    user.set_password("a-new-password-after-a-leak")
+    user.save()
+
+    ended = staff_sessions_ended(session_keys={key})
+
+    assert ended == {key}
+    assert staff.get("/admin/").status_code == 302  # (which deletes the session, too)
+
+
+def test_a_head_request_starts_no_staff_stream(staff: Client, call) -> None:
+    """Django answers HEAD with GET's response: a stream nobody reads."""
+    assert staff.head(stream_url(call.pk)).status_code == 405
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_staff_stream_closes_within_a_heartbeat_of_logging_out(settings, workflow) -> None:
     settings.STREAMS_HEARTBEAT_SECONDS = 0.5

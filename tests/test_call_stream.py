@@ -155,8 +155,9 @@ def test_reading_a_stream_takes_a_constant_number_of_queries(
     settings.STREAMS_END_GRACE_SECONDS = 0
     record(agent_api, call, *[transcript(i) for i in range(30)], metrics(tokens=5))
     call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
-    # API key, the call, then the events, their lines and their samples.
-    with django_assert_num_queries(5):
+    # API key, the call, when its end was recorded, then the events, their lines and
+    # their samples.
+    with django_assert_num_queries(6):
         _, events = read(api, call.pk)
     assert len(events) == 33
 

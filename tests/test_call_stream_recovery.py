@@ -5,22 +5,27 @@ holds, a client that leaves while its stream subscribes."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import socket
 import threading
 import time
+import types
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from accounts.models import APIKey
 from accounts.services import api_key_create
 from calls.lifecycle import call_transition
 from calls.models import CallStatus
 from privacy.erasure import erasure_create, erasure_run
+from streams import hub as hub_module
 from streams import views as streams_views
 from streams.hub import Hub, in_db_thread
 from streams.models import StreamLease
+from tests import stream_server as stream_server_module
 from tests.factories import CallFactory
 from tests.stream_server import EventReader, asgi_server, hub_heard_of_erasure, retry_locked
 from tests.test_agent_events_api import transcript
@@ -44,8 +49,10 @@ def open_stream(server: str, key: str, call_id: object, **headers: str):
     )
 
 
-def read_all(response: httpx.Response) -> list[dict]:
-    reader, events = EventReader(response), []
+def read_all(response: httpx.Response, reader: EventReader | None = None) -> list[dict]:
+    """The events until the server closes (or a read times out), from `reader` if one
+    reads the response already."""
+    reader, events = reader or EventReader(response), []
     while True:
         try:
             event = reader.next()
@@ -256,3 +263,87 @@ def test_a_started_stream_keeps_its_place_beyond_the_seconds_an_unstarted_one_ha
             status = second.status_code
 
     assert status == 429
+
+
+@live
+def test_a_head_request_is_405_and_holds_no_place_of_the_organizations_streams(
+    server, client_key, call, settings
+):
+    """Django answered HEAD with GET's response: a live stream nobody read, renewing its
+    lease while the connection stayed open."""
+    settings.STREAMS_PER_ORGANIZATION = 1
+    settings.STREAMS_LEASE_ADOPT_SECONDS = 0.5  # an unstarted stream's lease: gone by then
+    headers = {"Authorization": f"Bearer {client_key}"}
+    with httpx.Client(timeout=httpx.Timeout(10, read=5)) as client:
+        head = client.head(f"{server}/api/v1/calls/{call.pk}/stream", headers=headers)
+        time.sleep(2)  # four heartbeats
+        with open_stream(server, client_key, call.pk) as response:
+            status = response.status_code
+
+    assert (head.status_code, status) == (405, 200)
+
+
+def _small_send_buffer_socket() -> socket.socket:
+    """The server's connections inherit a small kernel send buffer (loopback grows it
+    to megabytes, which a test would have to fill)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return sock
+
+
+@live
+def test_a_client_that_reads_nothing_is_cut_off_when_a_heartbeat_is_what_blocks(
+    client_key, agent_api, call, settings, monkeypatch
+):
+    """A page under the transport's buffer is handed over at once; the next send, a
+    heartbeat, waits for a drain that never comes, and only pages were timed."""
+    settings.STREAMS_HEARTBEAT_SECONDS = 0.5
+    settings.STREAMS_POLL_SECONDS = 0.05
+    settings.STREAMS_SEND_TIMEOUT_SECONDS = 0.5
+    monkeypatch.setattr(
+        stream_server_module, "socket", types.SimpleNamespace(socket=_small_send_buffer_socket)
+    )
+    big = "x" * 8000
+    with asgi_server() as server:
+        host, port = server.removeprefix("http://").split(":")
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect((host, int(port)))
+        client.sendall(
+            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
+        )
+        time.sleep(0.5)  # subscribed, `retry` sent
+        for batch in range(5):  # pages under 64 KiB each: the second pauses the transport
+            record(agent_api, call, *[transcript(batch * 7 + i, content=big) for i in range(7)])
+            time.sleep(0.5)
+        time.sleep(2)  # four beats past the send timeout
+        leased = retry_locked(StreamLease.objects.exists)
+        serving = list(hub_module._hub.subscriptions)
+        client.close()
+
+    assert (leased, serving) == (False, [])
+
+
+@live
+def test_a_stream_opened_just_after_a_late_heard_end_waits_for_the_agents_last_lines(
+    server, client_key, agent_api, call, settings
+):
+    """The grace for late lines counted from the end's stamp (a webhook delivered 30 s
+    late), not from when it was recorded: a stream opened then sent `end` at once."""
+    settings.STREAMS_END_GRACE_SECONDS = 3
+    record(agent_api, call, transcript(0))
+    stamped = timezone.now() - datetime.timedelta(seconds=30)
+    retry_locked(
+        lambda: call_transition(
+            call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup", at=stamped
+        )
+    )
+    with open_stream(server, client_key, call.pk, **{"Last-Event-ID": "2"}) as response:
+        reader = EventReader(response)
+        assert reader.next() == {"retry": "2000"}
+        time.sleep(1)  # the stream has read what exists
+        record(agent_api, call, transcript(1))  # the agent's last line, within the grace
+        events = read_all(response, reader)
+
+    assert [event["event"] for event in events] == ["transcript", "end"]

@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 S = RecordingStatus
 ERROR_MAX_CHARS = 500
+# The columns' bounds: `egress_id`, `duration_seconds` (integer), `size_bytes` (bigint).
+EGRESS_ID_MAX = Recording._meta.get_field("egress_id").max_length
+_DURATION_MAX = 2**31 - 1
+_SIZE_MAX = 2**63 - 1
 
 # LiveKit's EgressStatus → ours. A limit reached ends the file early: LiveKit counts it a
 # failure, and so do we (its error says which limit).
@@ -125,7 +129,7 @@ def recording_start(*, recording_id: UUID | str) -> str:
         _fail(recording.pk, "The call ended before the recording could start.")
         return "failed"
     try:
-        target = storage.target_of(recording, organization_id=call.organization_id)
+        target = _target_now(recording, organization_id=call.organization_id)
     except storage.StorageError as exc:
         _fail(recording.pk, str(exc))
         return "failed"
@@ -153,6 +157,22 @@ def recording_start(*, recording_id: UUID | str) -> str:
     return "started"
 
 
+def _target_now(recording: Recording, *, organization_id: object) -> storage.S3Target | None:
+    """Where a recording not started yet goes: where new ones go now (the organization
+    may have changed its storage since the call began: a bucket is never paired with
+    another's key), the row following. StorageError for an endpoint the egress must not
+    be sent to."""
+    where = storage.target_for_new_recording(organization_id=organization_id)
+    if where is None:
+        return None
+    kind, target = where
+    storage.target_reachable_check(target)
+    Recording.objects.filter(pk=recording.pk, status=S.STARTING, egress_id__isnull=True).update(
+        storage=kind, endpoint=target.endpoint, bucket=target.bucket, region=target.region
+    )
+    return target
+
+
 def _fail(recording_id: UUID, error: str) -> bool:
     """Fail a recording no egress has claimed: one whose webhook came while LiveKit's
     answer was lost is running, whatever our request says."""
@@ -171,6 +191,9 @@ def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording |
     """The recording an egress writes: by its id, or — when its webhook overtook
     LiveKit's answer to the start request, or that answer was lost — the call's in that
     room, claimed for it (then True)."""
+    if len(egress_id) > EGRESS_ID_MAX:  # no egress of ours (LiveKit's are ~15)
+        logger.warning("egress webhook with an id of %d characters ignored", len(egress_id))
+        return None, False
     recording = Recording.objects.filter(egress_id=egress_id).first()
     if recording is not None or not room_name or not egress_id:
         return recording, False
@@ -201,9 +224,11 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
         changes.update(error="", ended_at=None)
     if status == S.COMPLETE:
         changes["ended_at"] = at
-        if egress.duration_ns is not None:
-            changes["duration_seconds"] = round(egress.duration_ns / 1_000_000_000)
-        if egress.size_bytes is not None:
+        # What the columns hold: LiveKit's int64s may be anything (-1, 2^63 - 1).
+        duration = None if egress.duration_ns is None else round(egress.duration_ns / 1e9)
+        if duration is not None and 0 <= duration <= _DURATION_MAX:
+            changes["duration_seconds"] = duration
+        if egress.size_bytes is not None and 0 <= egress.size_bytes <= _SIZE_MAX:
             changes["size_bytes"] = egress.size_bytes
     elif status == S.FAILED:
         changes["ended_at"] = at
@@ -212,10 +237,7 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     if not moved and status in (S.COMPLETE, S.FAILED) and recording.status == S.DELETED:
         # Deleted while the egress was still writing: the file it just ended goes too
         # (one a limit or a failure ended early is a file as well; none: a no-op).
-        from recordings.tasks import recording_file_delete
-
-        pk = str(recording.pk)
-        transaction.on_commit(lambda: recording_file_delete.enqueue(pk), robust=True)
+        _file_delete_later(recording.pk)
     return True
 
 
@@ -238,11 +260,23 @@ def recording_delete(*, call_id: UUID | str) -> bool:
         # our reach for good (docs/privacy.md). Forgotten here, it holds nothing up.
         logger.warning("recording of call %s left in a bucket the organization removed", call_id)
     now = timezone.now()
-    Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED).update(
+    row = Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED)
+    marked = row.filter(status=recording.status).update(
         status=S.DELETED, deleted_at=now, updated_at=now
     )
+    if not marked and row.update(status=S.DELETED, deleted_at=now, updated_at=now):
+        # The egress ended while the file went: what it finished may have been written
+        # after the deletion, and its webhook saw no deleted recording to delete it.
+        _file_delete_later(recording.pk)
     logger.info("recording of call %s deleted", call_id)
     return True
+
+
+def _file_delete_later(recording_id: UUID) -> None:
+    from recordings.tasks import recording_file_delete
+
+    pk = str(recording_id)
+    transaction.on_commit(lambda: recording_file_delete.enqueue(pk), robust=True)
 
 
 def recording_file_delete(*, recording_id: UUID | str) -> bool:

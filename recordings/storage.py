@@ -138,18 +138,30 @@ def _client_built(target: S3Target):
 
 def presigned_get_url(target: S3Target, *, key: str, expires_in: int) -> str:
     """A link that downloads the object for `expires_in` seconds, signed locally (no
-    request). It names the access key id, as every SigV4 link does, never the secret."""
-    return _client(target).generate_presigned_url(
-        "get_object",
-        Params={"Bucket": target.bucket, "Key": key, "ResponseContentType": "audio/ogg"},
-        ExpiresIn=expires_in,
-    )
+    request). It names the access key id, as every SigV4 link does, never the secret.
+    StorageError when it cannot be signed (no credentials found: an instance role the
+    metadata service does not give)."""
+    try:
+        return _client(target).generate_presigned_url(
+            "get_object",
+            Params={"Bucket": target.bucket, "Key": key, "ResponseContentType": "audio/ogg"},
+            ExpiresIn=expires_in,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"The link could not be signed: {_describe(exc)}") from None
+
+
+def target_reachable_check(target: S3Target) -> None:
+    """StorageError when an organization's endpoint resolves to a non-public address:
+    neither this server nor LiveKit's egress (inside the platform's network) may be
+    sent there."""
+    if target.customer:
+        _refuse_private_endpoint(target.endpoint)
 
 
 def object_delete(target: S3Target, *, key: str) -> None:
     """Delete the object (deleting one that is not there succeeds, as S3 answers)."""
-    if target.customer:
-        _refuse_private_endpoint(target.endpoint)
+    target_reachable_check(target)
     try:
         _client(target).delete_object(Bucket=target.bucket, Key=key)
     except (BotoCoreError, ClientError) as exc:

@@ -21,7 +21,7 @@ from voicecalls.db import bound_cursor
 _TABLE = RateLimitState._meta.db_table
 
 # Let the request through and move the key's theoretical arrival time (TAT) on by one
-# interval, unless that would put it more than the window (and the slack) ahead of now.
+# interval, unless that would put it more than `limit` intervals ahead of now.
 # Integer microseconds: float seconds at today's clock (~1.8e9) rounded a burst's summed
 # intervals past the window, refusing its last request for limits such as 9 or 14.
 RATE_HIT_SQL = f"""
@@ -44,9 +44,9 @@ class RateDecision:
 def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -> RateDecision:
     """Count a request against `limit` per `window` seconds for `key`, if it fits.
 
-    The interval is rounded up to a whole microsecond, and the window given `limit - 1`
-    microseconds of slack, so a burst of `limit` always fits and `limit + 1` never does
-    while the interval is longer than `limit` microseconds (up to 7,745 a minute)."""
+    The interval is rounded up to a whole microsecond and the burst bounded by `limit`
+    of them (at most `limit - 1` µs past the window), so a burst of `limit` always fits
+    and `limit + 1` never does, whatever the limit."""
     now = time.time() if now is None else now
     if limit <= 0:  # staff set a ceiling of 0 (e.g. toll fraud): nothing gets through
         return RateDecision(allowed=False, retry_after=math.ceil(window))
@@ -54,12 +54,12 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
     window_us = int(window * _MICROSECONDS)
     interval_us = -(-window_us // limit)  # ceiling
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    params = {"key": key, "now": now_us, "interval": interval_us, "window": window_us + limit - 1}
+    params = {"key": key, "now": now_us, "interval": interval_us, "window": interval_us * limit}
     # Bound on the server: the same text every request, so PostgreSQL keeps it prepared.
     with bound_cursor() as cursor:
         cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)
         if cursor.fetchone() is not None:
             return RateDecision(allowed=True, retry_after=0)
     tat_us = RateLimitState.objects.values_list("tat_us", flat=True).get(key=key)
-    wait_us = tat_us + interval_us - now_us - window_us
+    wait_us = tat_us + interval_us - now_us - interval_us * limit
     return RateDecision(allowed=False, retry_after=max(1, math.ceil(wait_us / _MICROSECONDS)))

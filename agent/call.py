@@ -20,7 +20,7 @@ from livekit.agents.metrics.usage import LLMModelUsage
 from agent.api import AgentAPI
 from agent.phone import Callee, masked
 from agent.providers import ComponentCache
-from agent.reporter import EventReporter
+from agent.reporter import EventReporter, json_safe
 from agent.telephony import PhoneLine
 from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
@@ -64,7 +64,8 @@ def _arguments(raw: str) -> dict:
     except (ValueError, RecursionError):
         pass
     else:
-        value = value if isinstance(value, dict) else {"_value": value}
+        # Measured as sent: the reporter sends NaN (3 bytes here) as null (4).
+        value = json_safe(value if isinstance(value, dict) else {"_value": value})
         if _depth(value) <= MAX_ARGUMENTS_DEPTH and _size(value) <= MAX_ARGUMENTS_BYTES:
             return value
     if len(raw) <= MAX_RAW_ARGUMENTS_CHARS:
@@ -223,7 +224,7 @@ class CallRuntime:
 
     def _report_failure(self, detail: str) -> None:
         # A provider's error may quote the key it was sent (an "incorrect API key" body).
-        for key in session_keys(self.data):
+        for key in sorted(session_keys(self.data), key=len, reverse=True):  # (one may hold another)
             detail = detail.replace(key, "[redacted]")
         detail = detail[:MAX_ERROR_CHARS]
         logger.error("call %s failed: %s", self.call_id, detail)

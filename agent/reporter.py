@@ -51,6 +51,8 @@ _EVENT_ATTR = re.compile(r"^events\.(\d+)(?:\.|$)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The longest a 429 or 503's Retry-After is followed; longer, the backoff's own cap.
 RETRY_AFTER_CAP = 60.0
+# While closing, the last retry starts this long before the close's deadline.
+CLOSE_MARGIN = 0.5
 
 
 def iso_timestamp(epoch: float | None = None) -> str:
@@ -92,6 +94,8 @@ class EventReporter:
         self._usage_refused = False
         self._in_flight = False
         self._urgent = False
+        # When aclose must be done (loop time), once it was called.
+        self._close_by: float | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -213,6 +217,7 @@ class EventReporter:
 
     async def aclose(self, timeout: float = 8.0) -> None:
         """Flush within `timeout` seconds, then stop. Events still unsent are logged."""
+        self._close_by = asyncio.get_running_loop().time() + timeout
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except TimeoutError:
@@ -327,8 +332,12 @@ class EventReporter:
                     return
                 delay = min(self._backoff_cap, self._backoff_base * 2**failures)
                 delay *= random.uniform(0.5, 1.0)
-                # An API shedding load says when to come back: no sooner.
+                # An API shedding load says when to come back: no sooner, unless closing
+                # (then a last try before the budget ends: the call's end is in it).
                 delay = max(delay, min(exc.retry_after or 0.0, RETRY_AFTER_CAP))
+                if self._close_by is not None:
+                    left = self._close_by - asyncio.get_running_loop().time() - CLOSE_MARGIN
+                    delay = max(0.0, min(delay, left))
                 failures += 1
                 logger.warning(
                     "call %s: sending %d event(s) failed (%s); retrying in %.1fs",

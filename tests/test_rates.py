@@ -39,6 +39,8 @@ def test_a_burst_of_the_limit_passes_and_the_next_waits_one_interval(db):
         (7745, 60),
         (999, 1),
         (3, 86400),
+        (2000, 1),  # an interval shorter than the limit in microseconds
+        (10_000, 60),
     ],
 )
 def test_a_whole_burst_passes_at_todays_clock_and_one_more_does_not(db, limit, window):

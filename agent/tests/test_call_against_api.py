@@ -224,6 +224,8 @@ async def test_a_provider_error_quoting_the_calls_key_reaches_the_transcript_wit
         (json.dumps({"description": "x" * 20_000}), {"_raw": ..., "_truncated": True}),
         ("[" * 9 + "]" * 9, {"_raw": "[" * 9 + "]" * 9}),  # deeper than the API takes
         ("{not json", {"_raw": "{not json"}),
+        # Under 16 KiB as parsed (NaN: 3 bytes), over it as sent (null: 4).
+        ("[" + ",".join(["NaN"] * 4000) + "]", {"_raw": ..., "_truncated": True}),
         ('{"meal": "soup"}', {"meal": "soup"}),
     ],
 )

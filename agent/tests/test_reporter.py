@@ -334,3 +334,16 @@ async def test_a_429_is_retried_no_sooner_than_its_retry_after():
 
     assert len(times) == 2
     assert times[1] - times[0] >= 2.0
+
+
+async def test_the_calls_end_is_still_delivered_within_aclose_after_a_long_retry_after():
+    """A proxy's 503 (a deploy) with `Retry-After: 30` as the call ends: a last try
+    before the close's budget ends, or the call stays open on the API's side."""
+    unavailable = httpx.Response(503, headers={"Retry-After": "30"}, json={"errors": []})
+    endpoint = Endpoint([unavailable])
+    reporter = reporter_for(endpoint)
+    status = reporter.status("completed", reason="agent_hangup")
+
+    await reporter.aclose(timeout=2.0)
+
+    assert sent_ids(endpoint) == [status["id"]] * 2

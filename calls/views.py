@@ -112,6 +112,8 @@ class CallViewSet(viewsets.GenericViewSet):
                 description=(
                     "`concurrency_limit_reached`: the organization has as many calls not "
                     "yet ended as it may (`meta` has the numbers; see GET /usage). "
+                    "`outbound_rate_limited`: a phone call over the organization's calls "
+                    "per minute or per day (`meta`: which, and its value). "
                     "`throttled`: too many creations. Either way, wait `Retry-After` "
                     "seconds."
                 ),

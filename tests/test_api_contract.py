@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from django.conf import settings
@@ -200,6 +201,46 @@ def test_every_error_response_uses_the_one_error_shape(schema):
     assert set(error["properties"]) == {"type", "errors", "meta"}
 
 
+def _json_schema(node: object) -> object:
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable` becomes a null alternative."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _json_schema(v) for k, v in node.items() if k not in {"nullable", "example"}}
+    if node.get("nullable"):
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        if "enum" in converted:
+            converted["enum"] = [*converted["enum"], None]
+        if {"allOf", "$ref", "oneOf", "anyOf"} & set(converted):
+            converted = {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def test_every_example_is_valid_by_its_own_schema(schema):
+    """SDK docs show the examples: each must be a body the schema takes (the call's
+    examples lacked `channel` and the phone fields the schema requires)."""
+    components = _json_schema(schema["components"])
+    invalid = []
+    for path, method, operation in _operations(schema):
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += [(code, response) for code, response in operation["responses"].items()]
+        for where, body in bodies:
+            media = (body.get("content") or {}).get("application/json")
+            if not media:
+                continue
+            validator = jsonschema.Draft7Validator(
+                {**_json_schema(media["schema"]), "components": components}
+            )
+            for name, example in (media.get("examples") or {}).items():
+                invalid += [
+                    f"{method} {path} {where} {name}: {error.message}"
+                    for error in validator.iter_errors(example["value"])
+                ]
+    assert invalid == []
+
+
 def test_every_operation_documents_the_errors_it_can_answer(schema):
     for path, method, operation in _operations(schema):
         codes = set(operation["responses"])
@@ -244,4 +285,53 @@ def test_429_documents_retry_after_and_the_limit_meta(schema):
     response = create["responses"]["429"]
     assert "Retry-After" in response["headers"]
     meta = schema["components"]["schemas"]["LimitMeta"]
-    assert set(meta["properties"]) == {"active_calls", "concurrency_limit"}
+    # The concurrency limit's numbers, or (a phone call) the outbound rate's or cap's.
+    assert set(meta["properties"]) == {
+        "active_calls",
+        "concurrency_limit",
+        "limit",
+        "outbound_calls_per_minute",
+        "outbound_calls_per_day",
+    }
+    assert "required" not in meta
+
+
+def _operation(schema: dict, operation_id: str) -> dict:
+    return next(op for _, _, op in _operations(schema) if op["operationId"] == operation_id)
+
+
+def _validator(schema: dict, media: dict) -> jsonschema.Draft7Validator:
+    components = _json_schema(schema["components"])
+    return jsonschema.Draft7Validator({**_json_schema(media["schema"]), "components": components})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_phone_calls_429_over_the_outbound_rate_is_what_the_schema_says(
+    schema, api, organization, workflow, sip_fake
+):
+    """Its `meta` (which limit, and its value) was not the concurrency limit's the
+    schema required."""
+    from accounts.models import Organization
+    from tests.phone import CALLEE, phone_ready
+
+    phone_ready(organization)
+    Organization.objects.filter(pk=organization.pk).update(outbound_calls_per_minute=1)
+    body = {"workflow_slug": "daily-call", "phone_number": CALLEE}
+    assert api.post("/api/v1/calls", body, format="json").status_code == 201
+
+    refused = api.post("/api/v1/calls", body, format="json")
+
+    assert refused.status_code == 429
+    media = _operation(schema, "calls_create")["responses"]["429"]["content"]["application/json"]
+    assert list(_validator(schema, media).iter_errors(refused.json())) == []
+
+
+def test_a_workflow_read_back_is_a_write_its_schema_takes(schema, api, workflow):
+    """Blank texts (`greeting: ""`) matched both of drf-spectacular's `oneOf` branches
+    (its rules, and an empty string), which refuses what matches two."""
+    read = api.get(f"/api/v1/workflows/{workflow.pk}").json()
+    body = {name: read[name] for name in ("slug", "name", "start_agent", "agents", "settings")}
+    media = _operation(schema, "workflows_update")["requestBody"]["content"]["application/json"]
+
+    assert api.put(f"/api/v1/workflows/{workflow.pk}", body, format="json").status_code == 200
+    assert [error.message for error in _validator(schema, media).iter_errors(body)] == []

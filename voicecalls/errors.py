@@ -161,14 +161,31 @@ class ErrorResponseSerializer(serializers.Serializer):
 
 
 class LimitMetaSerializer(serializers.Serializer):
-    active_calls = serializers.IntegerField(help_text="Calls not yet ended now.")
-    concurrency_limit = serializers.IntegerField(help_text="Most calls not yet ended at once.")
+    """The numbers behind a 429 of a call's creation: the concurrency limit's, or (a
+    phone call) the outbound rate's or daily cap's."""
+
+    active_calls = serializers.IntegerField(
+        required=False, help_text="`concurrency_limit_reached`: calls not yet ended now."
+    )
+    concurrency_limit = serializers.IntegerField(
+        required=False, help_text="`concurrency_limit_reached`: most calls not yet ended at once."
+    )
+    limit = serializers.ChoiceField(
+        choices=["outbound_calls_per_minute", "outbound_calls_per_day"],
+        required=False,
+        help_text="`outbound_rate_limited`: which limit; its value is under its own name.",
+    )
+    outbound_calls_per_minute = serializers.IntegerField(required=False)
+    outbound_calls_per_day = serializers.IntegerField(required=False)
 
 
 class LimitErrorResponseSerializer(ErrorResponseSerializer):
-    """429: `concurrency_limit_reached` (with `meta`) or `throttled` (see Retry-After)."""
+    """429: `concurrency_limit_reached` or `outbound_rate_limited` (with `meta`), or
+    `throttled` (see Retry-After)."""
 
-    meta = LimitMetaSerializer(required=False, help_text="With `concurrency_limit_reached`.")
+    meta = LimitMetaSerializer(
+        required=False, help_text="With `concurrency_limit_reached` and `outbound_rate_limited`."
+    )
 
 
 ERROR_DESCRIPTIONS = {

@@ -93,3 +93,24 @@ class AutoSchema(StandardizedErrorsAutoSchema):
                 {"schema": {"type": "string"}, "description": "`Bearer`."},
             )
         return headers
+
+
+_EMPTY_TEXT = {"type": "string", "maxLength": 0}
+
+
+def blank_alternatives_postprocess(result: dict, **kwargs: object) -> dict:
+    """drf-spectacular states a text field that may be blank and has a pattern, format
+    or minimum as `oneOf: [its rules, an empty string]`; where its rules take "" too
+    (`^[^\\u0000]*$`), "" matches both and `oneOf` refuses it. `anyOf` says what the
+    API takes: either."""
+    stack: list[object] = [result]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            alternatives = node.get("oneOf")
+            if isinstance(alternatives, list) and _EMPTY_TEXT in alternatives:
+                node["anyOf"] = node.pop("oneOf")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return result

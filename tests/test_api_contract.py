@@ -335,3 +335,9 @@ def test_a_workflow_read_back_is_a_write_its_schema_takes(schema, api, workflow)
 
     assert api.put(f"/api/v1/workflows/{workflow.pk}", body, format="json").status_code == 200
     assert [error.message for error in _validator(schema, media).iter_errors(body)] == []
+
+
+def test_a_comma_separated_parameter_says_it_takes_one_value_at_least(schema):
+    """`status=` (an empty list) is a 400: the schema must not offer it."""
+    [status] = [p for p in _operation(schema, "calls_list")["parameters"] if p["name"] == "status"]
+    assert (status["style"], status["explode"], status["schema"]["minItems"]) == ("form", False, 1)

@@ -75,5 +75,6 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_standardized_errors.openapi_hooks.postprocess_schema_enums",
         "voicecalls.schema.blank_alternatives_postprocess",
+        "voicecalls.schema.csv_parameters_postprocess",
     ],
 }

@@ -114,3 +114,16 @@ def blank_alternatives_postprocess(result: dict, **kwargs: object) -> dict:
         elif isinstance(node, list):
             stack.extend(node)
     return result
+
+
+def csv_parameters_postprocess(result: dict, **kwargs: object) -> dict:
+    """A comma-separated query parameter (`status=a,b`) takes one value at least: its
+    empty form (`status=`) is a 400 (calls.filters.NotBlankCSVField)."""
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                if parameter.get("style") == "form" and parameter.get("explode") is False:
+                    if schema.get("type") == "array":
+                        schema["minItems"] = 1
+    return result

@@ -95,10 +95,14 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
     def validate(self, data: dict) -> dict:
         organization: Organization = self.context["organization"]
         errors: dict[str, list] = {}
+        # A support field sent back as it is (a GET, changed, PATCHed whole) is no
+        # change; only a change is refused.
+        current = OrganizationSerializer(organization).data
         for name in set(self.initial_data) & set(READ_ONLY):
-            errors[name] = [
-                serializers.ErrorDetail("Read-only; support sets it.", code="read_only")
-            ]
+            if self.initial_data[name] != current[name]:
+                errors[name] = [
+                    serializers.ErrorDetail("Read-only; support sets it.", code="read_only")
+                ]
         for name in ("outbound_calls_per_minute", "outbound_calls_per_day"):
             ceiling = getattr(organization, f"max_{name}")
             if name in data and data[name] > ceiling:
@@ -136,7 +140,8 @@ class OrganizationView(APIView):
     @extend_schema(
         summary="Update organization settings",
         description="Change your own settings. Limits may be lowered under the maximum "
-        "support set, never raised above it (400); support's fields are read-only (400).",
+        "support set, never raised above it (400); support's fields are read-only: sent "
+        "as they are they change nothing, a change is a 400 (`read_only`).",
         operation_id="organization_partial_update",
         request=OrganizationUpdateSerializer,
         responses={200: OrganizationSerializer},

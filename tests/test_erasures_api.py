@@ -129,6 +129,7 @@ def test_an_outsiders_erasure_never_touches_this_organizations_calls(
     [
         ({}, "required"),
         ({"user_id": ""}, "blank"),
+        ({"user_id": "   "}, "blank"),  # no call has it; the schema refuses it too
         ({"user_id": None}, "null"),
         ({"user_id": 123}, "invalid"),
         ({"user_id": True}, "invalid"),

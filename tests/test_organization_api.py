@@ -84,7 +84,7 @@ def test_a_client_never_raises_a_limit_above_its_ceiling(api, organization, name
         ("allowed_destination_countries", ["US"]),
         ("max_outbound_calls_per_minute", 100),
         ("max_outbound_calls_per_day", 10000),
-        ("concurrency_limit", 100),
+        ("concurrency_limit", 7),
     ],
 )
 def test_the_ceilings_staff_set_are_read_only(api, organization, name, value) -> None:
@@ -96,6 +96,19 @@ def test_the_ceilings_staff_set_are_read_only(api, organization, name, value) ->
     ]
     organization.refresh_from_db()
     assert getattr(organization, name) != value
+
+
+def test_the_settings_read_back_whole_with_one_changed_are_a_valid_patch(
+    api, organization
+) -> None:
+    """Support's fields sent back as they are change nothing (a GET, one setting changed,
+    the whole PATCHed back); it was a 400 `read_only` on each."""
+    settings = api.get(URL).json()
+
+    response = api.patch(URL, {**settings, "transcript_retention_days": 30}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {**settings, "transcript_retention_days": 30}
 
 
 def test_a_lowered_ceiling_lowers_the_effective_limit(api, organization) -> None:

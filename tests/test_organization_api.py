@@ -98,9 +98,7 @@ def test_the_ceilings_staff_set_are_read_only(api, organization, name, value) ->
     assert getattr(organization, name) != value
 
 
-def test_the_settings_read_back_whole_with_one_changed_are_a_valid_patch(
-    api, organization
-) -> None:
+def test_the_settings_read_back_whole_with_one_changed_are_a_valid_patch(api, organization) -> None:
     """Support's fields sent back as they are change nothing (a GET, one setting changed,
     the whole PATCHed back); it was a 400 `read_only` on each."""
     settings = api.get(URL).json()

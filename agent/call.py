@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -18,9 +17,10 @@ from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.api import AgentAPI
+from agent.events import tool_arguments
 from agent.phone import Callee, masked
 from agent.providers import ComponentCache
-from agent.reporter import EventReporter, json_safe
+from agent.reporter import EventReporter
 from agent.telephony import PhoneLine
 from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
@@ -29,11 +29,6 @@ logger = logging.getLogger("voicecalls.agent.call")
 
 MAX_LATENCY_MS = 10 * 60 * 1000  # the API refuses more: a clock or unit bug
 MAX_ERROR_CHARS = 300
-# The API's bounds on a tool call's arguments; past them the model's text, cut short
-# (6 bytes a character at worst, escaped, stays under the bytes).
-MAX_ARGUMENTS_BYTES = 16 * 1024
-MAX_ARGUMENTS_DEPTH = 8
-MAX_RAW_ARGUMENTS_CHARS = 2000
 # How long the apology for a fatal error may take to play before the call closes.
 APOLOGY_TIMEOUT = 15.0
 SILENCE_INSTRUCTIONS = (
@@ -54,42 +49,6 @@ def _served(metadata: dict | None) -> dict | None:
     if not metadata or not metadata.get("model_provider") or not metadata.get("model_name"):
         return None
     return {"provider": metadata["model_provider"][:50], "model": metadata["model_name"][:100]}
-
-
-def _arguments(raw: str) -> dict:
-    """A tool call's arguments as the API takes them (a JSON object of at most 16 KiB and
-    8 levels): otherwise the model's text itself, cut short, so the line is never refused."""
-    try:
-        value = json.loads(raw or "{}")
-    except (ValueError, RecursionError):
-        pass
-    else:
-        # Measured as sent: the reporter sends NaN (3 bytes here) as null (4).
-        value = json_safe(value if isinstance(value, dict) else {"_value": value})
-        if _depth(value) <= MAX_ARGUMENTS_DEPTH and _size(value) <= MAX_ARGUMENTS_BYTES:
-            return value
-    if len(raw) <= MAX_RAW_ARGUMENTS_CHARS:
-        return {"_raw": raw}
-    return {"_raw": raw[:MAX_RAW_ARGUMENTS_CHARS], "_truncated": True}
-
-
-def _depth(value: object) -> int:
-    """Nesting depth (a scalar is 0, `{}` is 1), as the API counts it, without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            children = node.values() if isinstance(node, dict) else node
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in children)
-        else:
-            deepest = max(deepest, depth)
-    return deepest
-
-
-def _size(value: object) -> int:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def describe_error(error: Any) -> str:
@@ -372,7 +331,7 @@ class CallRuntime:
                 role="tool",
                 content=content if isinstance(content, str) else str(content),
                 agent_name=agent_name,
-                tool_call={"name": call.name, "arguments": _arguments(call.arguments)},
+                tool_call={"name": call.name, "arguments": tool_arguments(call.arguments)},
                 timestamp=call.created_at,
             )
 

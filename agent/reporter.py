@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
-import math
 import random
 import re
-import uuid
 
 from agent.api import AgentAPI, AgentAPIError
+from agent.events import event_new, json_safe
 
 logger = logging.getLogger("voicecalls.agent.reporter")
 
@@ -48,19 +46,10 @@ FLUSH_INTERVAL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
 _EVENT_ATTR = re.compile(r"^events\.(\d+)(?:\.|$)")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # The longest a 429 or 503's Retry-After is followed; longer, the backoff's own cap.
 RETRY_AFTER_CAP = 60.0
 # While closing, the last retry starts this long before the close's deadline.
 CLOSE_MARGIN = 0.5
-
-
-def iso_timestamp(epoch: float | None = None) -> str:
-    if epoch is None:
-        moment = datetime.datetime.now(datetime.UTC)
-    else:
-        moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.isoformat()
 
 
 class EventReporter:
@@ -117,7 +106,7 @@ class EventReporter:
         self, event_type: str, *, timestamp: float | None = None, **fields: object
     ) -> dict | None:
         """Queue an event; None when the reporter is full and refused it (logged)."""
-        event = _event(event_type, timestamp, fields)
+        event = event_new(event_type, timestamp, fields)
         size = len(json.dumps(event, separators=(",", ":"), default=str).encode())
         if event_type != "status" and self._full(size):
             return None
@@ -188,7 +177,7 @@ class EventReporter:
         the API has refused one (it would refuse the next the same way)."""
         if self._usage_refused:
             return None
-        self._usage = _event("usage", timestamp, {"usage": items})
+        self._usage = event_new("usage", timestamp, {"usage": items})
         self._idle.clear()
         self._wakeup.set()
         return self._usage
@@ -363,32 +352,6 @@ class EventReporter:
         entries = [(e, len(json.dumps(e, separators=(",", ":")).encode())) for e in events]
         self._pending[:0] = entries
         self._pending_bytes += sum(size for _, size in entries)
-
-
-def _event(event_type: str, timestamp: float | None, fields: dict[str, object]) -> dict:
-    safe = json_safe(fields)
-    return {
-        "id": str(uuid.uuid4()),
-        "type": event_type,
-        "timestamp": iso_timestamp(timestamp),
-        **{k: v for k, v in safe.items() if v is not None},
-    }
-
-
-def json_safe(value: object) -> object:
-    """`value` as the API takes it, each part that could not be sent made the nearest
-    thing that can: a lone surrogate (half of a pair split across streamed chunks: no
-    UTF-8 has it) becomes U+FFFD, a NUL (refused) goes, NaN and infinities (no JSON has
-    them) become null. Otherwise the whole batch would fail to encode, every time."""
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def _count(value: object) -> int:

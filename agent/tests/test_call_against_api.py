@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from agent.api import AgentAPI, AgentAPIError
-from agent.call import MAX_RAW_ARGUMENTS_CHARS, CallRuntime, _arguments
+from agent.call import CallRuntime
+from agent.events import MAX_RAW_ARGUMENTS_CHARS, tool_arguments
 from agent.providers import ComponentCache, MissingKeyError
 from agent.reporter import EventReporter
 from agent.tests.conftest import Web, deleted_rooms
@@ -236,7 +237,7 @@ async def test_a_tool_line_reaches_the_transcript_whatever_arguments_the_model_w
     line, and the tool's result with it."""
     call_id = web.create_call()["call_id"]
     reporter = make_reporter(web, call_id)
-    tool_call = {"name": "save_meal", "arguments": _arguments(raw)}
+    tool_call = {"name": "save_meal", "arguments": tool_arguments(raw)}
     reporter.transcript(
         role="tool",
         content='{"status": "recorded"}',

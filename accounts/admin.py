@@ -42,6 +42,12 @@ class APIKeyAdmin(APIKeyModelAdmin):
     fields = ["name", "kind", "organization", "expiry_date", "revoked", "prefix"]
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: APIKey | None = None) -> list:
+        # A key's kind and organization are what its plaintext, held by its owner, can
+        # reach: changed, a customer's key would become a platform agent key.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return readonly + ["kind", "organization"] if obj is not None else readonly
+
     @admin.action(description="Revoke selected keys (cannot be undone)", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         count = queryset.filter(revoked=False).update(revoked=True)

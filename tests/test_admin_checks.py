@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.services import api_key_create
+from tests.conftest import bearer_client
 from tests.factories import CallFactory, PhoneNumberFactory
 from tests.phone import inbound_trunk
 
@@ -48,6 +49,25 @@ def test_view_only_staff_cannot_revoke_api_keys(organization) -> None:
     key.refresh_from_db()
     # Revoking is a change: a login that may only view keys must not cut a customer off.
     assert key.revoked is False
+
+
+def test_a_customers_key_cannot_be_turned_into_a_platform_agent_key_in_the_admin(
+    superuser: Client, organization, outsider
+) -> None:
+    """Its plaintext, held by the customer, then read any organization's agent session
+    (their provider keys decrypted)."""
+    key, plaintext = api_key_create(name="prod", organization=organization)
+    foreign = CallFactory(organization=outsider)
+
+    superuser.post(
+        reverse("admin:accounts_apikey_change", args=[key.pk]),
+        {"name": "prod", "kind": "agent", "organization": ""},
+    )
+
+    key.refresh_from_db()
+    assert (key.kind, key.organization_id) == ("client", organization.pk)
+    session = bearer_client(plaintext).get(f"/api/v1/agent/calls/{foreign.pk}/session")
+    assert session.status_code == 403
 
 
 def test_view_only_staff_cannot_verify_phone_numbers(organization, fake_livekit) -> None:

@@ -62,10 +62,16 @@ def read_all(response: httpx.Response, reader: EventReader | None = None) -> lis
             events.append(event)
 
 
-def stream_request_sent(server: str, key: str, call_id: object) -> socket.socket:
-    """A client's socket with its stream request sent, to leave at a chosen moment."""
+def stream_request_sent(
+    server: str, key: str, call_id: object, *, receive_buffer: int | None = None
+) -> socket.socket:
+    """A client's socket with its stream request sent, to leave at a chosen moment
+    (with a small `receive_buffer`: a client that reads nothing fills it soon)."""
     host, port = server.removeprefix("http://").split(":")
-    client = socket.create_connection((host, int(port)))
+    client = socket.socket()
+    if receive_buffer is not None:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    client.connect((host, int(port)))
     client.sendall(
         f"GET /api/v1/calls/{call_id}/stream HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {key}\r\n\r\n".encode()
@@ -305,14 +311,7 @@ def test_a_client_that_reads_nothing_is_cut_off_when_a_heartbeat_is_what_blocks(
     )
     big = "x" * 8000
     with asgi_server() as server:
-        host, port = server.removeprefix("http://").split(":")
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect((host, int(port)))
-        client.sendall(
-            f"GET /api/v1/calls/{call.pk}/stream HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {client_key}\r\n\r\n".encode()
-        )
+        client = stream_request_sent(server, client_key, call.pk, receive_buffer=4096)
         time.sleep(0.5)  # subscribed, `retry` sent
         for batch in range(5):  # pages under 64 KiB each: the second pauses the transport
             record(agent_api, call, *[transcript(batch * 7 + i, content=big) for i in range(7)])

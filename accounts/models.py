@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
 from accounts.validators import region_codes_validator
@@ -142,6 +143,11 @@ class APIKey(AbstractAPIKey):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
     )
+
+    @property
+    def has_expired(self) -> bool:
+        # The library counts a key usable at its expiry instant; it has expired by then.
+        return self.expiry_date is not None and self.expiry_date <= timezone.now()
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from django.core.validators import validate_slug
 from django.db import transaction
 
 from accounts.models import APIKey, KeyKind, Organization
 
 
 def organization_get_or_create(*, slug: str, name: str | None = None) -> Organization:
-    """The organization with this slug, created when missing (ValidationError on a bad slug)."""
-    validate_slug(slug)
+    """The organization with this slug, created when missing (ValidationError on a bad
+    slug, including one longer than the column holds)."""
+    Organization._meta.get_field("slug").run_validators(slug)
     organization, _ = Organization.objects.get_or_create(slug=slug, defaults={"name": name or slug})
     return organization
 

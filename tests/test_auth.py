@@ -61,6 +61,39 @@ def test_invalid_credentials_are_401(db: None, header: str) -> None:
     assert response["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    "raw_key", ["ab\x00cdefg.secret", "abcdefgh.sec\x00ret", "abcdefgh.", ".secret", "a.b.c", "ab-cd.x"]
+)
+def test_a_key_not_shaped_prefix_dot_secret_is_401_before_any_query(
+    db: None, raw_key: str, django_assert_num_queries
+) -> None:
+    # A NUL reaching PostgreSQL as a parameter is a 500 there, not a "no such key".
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+
+    with django_assert_num_queries(0):
+        response = client.get("/api/v1/calls")
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["detail"] == "Invalid API key."
+
+
+def test_a_key_at_its_expiry_instant_has_expired(organization, monkeypatch) -> None:
+    import datetime
+
+    from django.utils import timezone
+
+    now = datetime.datetime(2026, 12, 6, 3, 0, tzinfo=datetime.UTC)
+    key, plaintext = api_key_create(name="ends", organization=organization)
+    APIKey.objects.filter(pk=key.pk).update(expiry_date=now)
+    monkeypatch.setattr(timezone, "now", lambda: now)
+
+    response = bearer_client(plaintext).get("/api/v1/calls")
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["detail"] == "API key has expired."
+
+
 def test_a_key_with_the_right_prefix_but_wrong_secret_is_401(client_key: str) -> None:
     prefix = client_key.split(".")[0]
 

@@ -61,6 +61,19 @@ def test_an_invalid_organization_slug_is_refused(db: None) -> None:
     assert Organization.objects.count() == 0
 
 
+def test_a_slug_longer_than_the_column_is_refused_before_any_insert(db: None) -> None:
+    with pytest.raises(CommandError, match="Invalid organization slug"):
+        run("x", "--org", "a" * 65)
+    assert Organization.objects.count() == 0
+
+
+@pytest.mark.parametrize("name", ["nul\x00name", "tab\there", "   "])
+def test_a_name_that_is_not_printable_text_is_refused(organization, name: str) -> None:
+    with pytest.raises(CommandError, match="printable"):
+        run(name, "--org", organization.slug)
+    assert APIKey.objects.count() == 0
+
+
 def first_run_key(org: str) -> str:
     out = StringIO()
     call_command("first_run_key", "--org", org, stdout=out)

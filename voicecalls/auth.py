@@ -7,6 +7,7 @@ from agent-worker keys.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rest_framework import authentication, exceptions, permissions
@@ -15,6 +16,10 @@ from rest_framework.request import Request
 from accounts.models import APIKey, KeyKind, Organization
 from accounts.selectors import api_key_get_from_key
 from voicecalls.logging import organization_id_var
+
+# What the library's key generator makes: letters and digits, `prefix.secret`. Anything
+# else is refused before the lookup (PostgreSQL rejects a NUL in a parameter outright).
+KEY_SHAPE = re.compile(r"[A-Za-z0-9]{1,64}\.[A-Za-z0-9]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        api_key = api_key_get_from_key(raw_key)
+        api_key = api_key_get_from_key(raw_key) if KEY_SHAPE.fullmatch(raw_key) else None
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.has_expired:

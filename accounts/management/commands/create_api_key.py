@@ -24,6 +24,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, org: str | None, agent: bool, **options: Any) -> None:
         if len(name) > 50:
             raise CommandError("NAME must be at most 50 characters.")
+        if not name.strip() or not name.isprintable():
+            # A NUL is refused by PostgreSQL mid-insert; control characters mangle the admin.
+            raise CommandError("NAME must be printable text.")
         if not agent and not org:
             raise CommandError("A client key needs --org SLUG.")
         organization = organization_from_option(org) if org else None

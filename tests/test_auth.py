@@ -62,7 +62,8 @@ def test_invalid_credentials_are_401(db: None, header: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw_key", ["ab\x00cdefg.secret", "abcdefgh.sec\x00ret", "abcdefgh.", ".secret", "a.b.c", "ab-cd.x"]
+    "raw_key",
+    ["ab\x00cdefg.secret", "abcdefgh.sec\x00ret", "abcdefgh.", ".secret", "a.b.c", "ab-cd.x"],
 )
 def test_a_key_not_shaped_prefix_dot_secret_is_401_before_any_query(
     db: None, raw_key: str, django_assert_num_queries

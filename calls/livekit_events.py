@@ -55,8 +55,12 @@ def _call_in_room(room_name: str, now: datetime.datetime) -> CallRef | None:
 
 def _inbound_call_open(event: WebhookEvent) -> None:
     """A caller's SIP participant joined a room no call has yet: an inbound call to
-    one of our numbers, created here unless the agent's session request did first."""
-    if event.event != "participant_joined" or event.participant_kind != "SIP":
+    one of our numbers, created here unless the agent's session request did first.
+    Their departure delivered before their join opens it too, and then ends it: else
+    the late join would start a call in a room the caller has left."""
+    if event.event not in ("participant_joined", "participant_left"):
+        return
+    if event.participant_kind != "SIP":
         return
     from telephony.inbound import inbound_call_open
 

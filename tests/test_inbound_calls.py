@@ -133,6 +133,29 @@ def test_the_agents_session_request_creates_the_call_when_it_comes_first(
     assert response["Cache-Control"] == "no-store"
 
 
+def test_a_callers_departure_delivered_before_their_join_ends_the_call_it_opens(
+    api, agent_api, number, sip_fake
+):
+    held: list[tuple[str, str]] = []
+    sip_fake.webhook_sink = lambda body, authorization: held.append((body, authorization))
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    caller_hangs_up(sip_fake, room, identity)
+    (joined, joined_auth), (left, left_auth) = held
+
+    answers = [
+        post_webhook(left, authorization=left_auth).status_code,
+        post_webhook(joined, authorization=joined_auth).status_code,
+    ]
+
+    assert answers == [200, 200]
+    body = api.get(f"/api/v1/calls/{call_in(room).id}").json()
+    assert (body["status"], body["end_reason"]) == ("completed", "user_hangup")
+    late = agent_asks(agent_api, room, identity)
+    assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
+    assert Call.objects.count() == 1
+    assert Organization.objects.get(pk=number.organization_id).open_calls == 0
+
+
 def test_the_webhook_after_the_agent_finds_the_agents_call(agent_api, number, sip_fake, delivered):
     sink, sip_fake.webhook_sink = sip_fake.webhook_sink, None  # held back: the agent is first
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
@@ -149,10 +172,16 @@ def test_the_webhook_after_the_agent_finds_the_agents_call(agent_api, number, si
 def caller_hangs_up(sip_fake, room: str, identity: str) -> None:
     from livekit import api as livekit_api
 
+    # LiveKit's participant_left carries the whole participant, its attributes too.
     left = livekit_api.ParticipantInfo(
         identity=identity,
         kind=livekit_api.ParticipantInfo.Kind.SIP,
         disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+        attributes={
+            "sip.callStatus": "hangup",
+            "sip.phoneNumber": CALLER,
+            "sip.trunkPhoneNumber": INBOUND_NUMBER,
+        },
     )
     sip_fake.webhooks_send("participant_left", room, left)
 

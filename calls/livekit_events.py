@@ -170,23 +170,58 @@ def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.dateti
         call_transition(
             call_id=call.id, to_status=CallStatus.ACTIVE, at=at, only_from={CallStatus.CONNECTING}
         )
+    _user_departure_apply(call_id=call.id, reason=event.disconnect_reason, at=at)
+
+
+def _user_departure_apply(*, call_id: uuid.UUID, reason: str, at: datetime.datetime) -> None:
     if _transition_by_state(
-        call_id=call.id,
+        call_id=call_id,
         decide=lambda status, requested: _user_departure_outcome(
-            reason=event.disconnect_reason, status=status, requested=requested
+            reason=reason, status=status, requested=requested
         ),
         at=at,
     ):
         # The user left a room the agent may still be in.
-        call_room_close_later(call_id=call.id)
+        call_room_close_later(call_id=call_id)
 
 
-def _on_room_finished(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
+def _on_room_finished(call: CallRef, event: WebhookEvent | None, at: datetime.datetime) -> None:
     _transition_by_state(
         call_id=call.id,
         decide=lambda status, requested: _room_finished_outcome(status=status, requested=requested),
         at=at,
     )
+
+
+@transaction.atomic
+def call_heard_while_dialing(*, call_id: uuid.UUID) -> None:
+    """The dial answered: the callee's departure or the room's end heard while it ran
+    (left then to the dial's result; the ledger keeps it) ends the call now, as it
+    would have ended it active. Any such webhook held the call's row until it
+    committed, so the answer, written after, reads it here."""
+    call = (
+        Call.objects.filter(pk=call_id)
+        .values_list("room_name", "participant_identity", "dial_attempted_at")
+        .first()
+    )
+    if call is None or call[2] is None:
+        return
+    room_name, identity, dialed_at = call
+    identity = identity or f"{USER_IDENTITY_PREFIX}{call_id}"
+    heard = (
+        LiveKitWebhookEvent.objects.filter(
+            room_name=room_name,
+            event__in=("participant_left", "room_finished"),
+            received_at__gte=dialed_at,
+        )
+        .order_by("received_at", "id")
+        .values_list("event", "participant_identity", "disconnect_reason", "received_at")
+    )
+    for event, who, reason, at in heard:
+        if event == "room_finished":
+            _on_room_finished(CallRef(call_id, identity), None, at)
+        elif who == identity:
+            _user_departure_apply(call_id=call_id, reason=reason, at=at)
 
 
 _WEBHOOK_HANDLERS: dict[str, Callable[[CallRef, WebhookEvent, datetime.datetime], None]] = {
@@ -236,6 +271,7 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
                     "event": event.event,
                     "room_name": event.room_name[:200],
                     "participant_identity": event.participant_identity[:200],
+                    "disconnect_reason": event.disconnect_reason[:40],
                     "received_at": timezone.now(),
                 }
             ],

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition, requested_end
+from calls.livekit_events import call_heard_while_dialing
 from calls.models import Call, CallChannel, CallStatus
 from calls.services import call_room_close_later
 from voicecalls import livekit, livekit_sip
@@ -145,10 +146,14 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
 
 def phone_call_answered(*, call_id: uuid.UUID) -> bool:
     """The dial returned: the callee answered. A hang-up meanwhile has already ended
-    the call: then this moves nothing."""
-    return call_transition(
+    the call: then this moves nothing. A departure or the room's end LiveKit told of
+    while it rang, left to this answer, ends it now."""
+    if not call_transition(
         call_id=call_id, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING}
-    )
+    ):
+        return False
+    call_heard_while_dialing(call_id=call_id)
+    return True
 
 
 @transaction.atomic

@@ -21,6 +21,7 @@ from telephony import dialing
 from telephony.tasks import phone_call_dial
 from tests import fake_livekit
 from tests import fake_livekit_sip as sip
+from tests.livekit_samples import send
 from tests.phone import CALLEE, CALLER, CALLS, phone_ready, run_dial_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -364,6 +365,51 @@ def test_a_callee_who_answers_and_hangs_up_before_the_dial_returns_ends_the_call
     body = detail(api, call_id)
     assert outcome(body) == ("completed", "user_hangup", None, None)
     assert body["started_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("event", "reason", "ended"),
+    [
+        ("room_finished", None, ("completed", "room_closed")),
+        ("participant_left", "SIGNAL_CLOSE", ("disconnected", "connection_lost")),
+        ("participant_left", "ROOM_DELETED", ("completed", "agent_hangup")),
+    ],
+)
+def test_a_room_end_or_callee_departure_heard_before_the_answer_ends_the_answered_call(
+    api, phone, sip_fake, event: str, reason: str | None, ended: tuple[str, str]
+) -> None:
+    """LiveKit told of the room's end (or the callee dropping) while the dial ran: left
+    to the dial's result, it was lost when the dial answered, and the call stayed
+    `active` in a room that was gone."""
+    create_participant = sip_fake._CreateSIPParticipant
+    answers: list[int] = []
+
+    def answered_then_gone(message, response_class):
+        answer = create_participant(message, response_class)
+        call_id = message.room_name.removeprefix("call-")
+        answers.append(send(event, call_id, reason=reason).status_code)
+        return answer
+
+    sip_fake._CreateSIPParticipant = answered_then_gone
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert answers == [200]
+    body = detail(api, call_id)
+    assert outcome(body) == (*ended, None, None)
+    assert body["started_at"] is not None and body["ended_at"] is not None
+
+
+def test_a_room_that_finished_before_the_dial_started_does_not_end_the_answered_call(
+    api, phone, sip_fake
+) -> None:
+    call_id = create(api)["call_id"]
+    assert send("room_finished", call_id).status_code == 200  # pending: the dial makes it again
+
+    run_dial_worker()
+
+    assert outcome(detail(api, call_id)) == ("active", None, None, None)
 
 
 def test_a_retried_dial_job_never_dials_twice(api, phone, sip_fake) -> None:

@@ -184,6 +184,9 @@ class LiveKitWebhookEvent(models.Model):
     event = models.CharField(max_length=50)
     room_name = models.CharField(max_length=200, blank=True)
     participant_identity = models.CharField(max_length=200, blank=True)
+    # A departure's `DisconnectReason`: a phone call's callee leaving while the dial runs
+    # is applied once the dial answers (calls.livekit_events.call_heard_while_dialing).
+    disconnect_reason = models.CharField(max_length=40, blank=True, default="", db_default="")
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

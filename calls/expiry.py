@@ -74,7 +74,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         call = _OpenCall(*row)
         if not _open_call_expire(call=call, now=now, result=result) and call.is_silent(now):
             user = call.participant_identity or f"{USER_IDENTITY_PREFIX}{call.id}"
-            silent.append(SilentCall(call.id, call.room_name, user))
+            silent.append(SilentCall(call.id, call.room_name, user, call.heard_at))
     if silent:
         _calls_reconcile(calls=silent, now=now, result=result)
     # After the ends above, which released their places: a counter that still differs
@@ -106,11 +106,15 @@ class _OpenCall:
     room_name: str
     participant_identity: str | None
 
+    @property
+    def heard_at(self) -> datetime.datetime:
+        """When we last heard of the call, from LiveKit or its agent."""
+        return self.last_event_at or self.started_at or self.created_at
+
     def is_silent(self, now: datetime.datetime) -> bool:
         """Active, and nothing heard of it for `CALL_RECONCILE_AFTER_SECONDS`."""
-        heard = self.last_event_at or self.started_at or self.created_at
         silence = datetime.timedelta(seconds=settings.CALL_RECONCILE_AFTER_SECONDS)
-        return self.status == CallStatus.ACTIVE and now - heard >= silence
+        return self.status == CallStatus.ACTIVE and now - self.heard_at >= silence
 
 
 def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: ExpireResult) -> bool:
@@ -178,6 +182,7 @@ class SilentCall:
     id: uuid.UUID
     room_name: str
     user_identity: str
+    heard_at: datetime.datetime
 
 
 def _calls_reconcile(
@@ -211,12 +216,13 @@ def _calls_reconcile(
             # Still talking, just quiet: look again after another silent stretch.
             Call.objects.filter(pk=call_id, status=CallStatus.ACTIVE).update(last_event_at=now)
             continue
-        # We cannot know how it ended, only that it did: `completed`, `reconciled`.
+        # We cannot know how it ended, only that it did: `completed`, `reconciled`; and
+        # not when, only when it last showed life: it ends then, not billed for silence.
         if call_transition(
             call_id=call_id,
             to_status=CallStatus.COMPLETED,
             end_reason=EndReason.RECONCILED,
-            at=now,
+            at=call.heard_at,
             only_from={CallStatus.ACTIVE},
         ):
             result.reconciled += 1

@@ -44,7 +44,8 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
     from soak.scenario import content
 
     bad: dict[str, list[str]] = defaultdict(list)
-    reconcile_seconds: list[float] = []
+    # A reconciled call ends when it last showed life: how far that is from its real end.
+    reconciled_end_offsets: list[float] = []
     by_id = {str(c.pk): c for c in Call.objects.filter(pk__in=[r["call_id"] for r in calls])}
     for record in calls:
         call = by_id.get(record["call_id"])
@@ -62,7 +63,8 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
         if record.get("replayed") not in (None, record["call_id"]):
             bad["idempotent replay made another call"].append(f"{call.pk} → {record['replayed']}")
         if record["plan"] == "reconciled" and call.ended_at:
-            reconcile_seconds.append(call.ended_at.timestamp() - run_started - record["ended_at"])
+            offset = call.ended_at.timestamp() - run_started - record["ended_at"]
+            reconciled_end_offsets.append(offset)
         lines = [row[2] for row in selectors.call_transcript_rows(call=call)]
         expected = [content(record["n"], index) for index in range(record.get("lines", 0))]
         if lines != expected:
@@ -88,7 +90,7 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
         )
         if stored != wanted:
             bad["metrics sums"].append(f"{call.pk}: {stored} != {wanted}")
-    figures = {"reconcile_seconds": sorted(round(s, 1) for s in reconcile_seconds)}
+    figures = {"reconciled_end_offsets": sorted(round(s, 1) for s in reconciled_end_offsets)}
     figures["livekit_lost_ends"] = len(
         bad.pop("ended otherwise: LiveKit gave up on a webhook (not a violation)", [])
     )

@@ -97,8 +97,8 @@ def render(results: dict) -> str:
         f"deliveries received {f['deliveries_received']} (answered 500 while failing: "
         f"{f['answered_500']}), duplicates seen and deduplicated: {f['duplicates_received']}",
         f"LiveKit webhooks: {f['livekit']}",
-        f"reconciliation closed {len(f['reconcile_seconds'])} calls whose webhooks were dropped, "
-        f"after {_spread(f['reconcile_seconds'])} s",
+        f"reconciliation closed {len(f['reconciled_end_offsets'])} calls whose webhooks were "
+        f"dropped; their recorded end minus the real one: {_spread(f['reconciled_end_offsets'])} s",
         f"5xx/no answer: {f['5xx_or_no_answer']} "
         f"(outside fault windows: {f['5xx_outside_faults']})",
         f"drain: {f['drain_seconds']} s; whole run {f.get('wall_seconds')} s; "

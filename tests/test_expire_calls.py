@@ -104,7 +104,8 @@ def test_a_silent_active_call_is_reconciled_against_livekit(
     make, fake_livekit, settings, room, identities, ended
 ):
     settings.CALL_RECONCILE_AFTER_SECONDS = 120
-    call = make(active=True, started_at=ago(600), last_event_at=ago(121))
+    heard = ago(121)
+    call = make(active=True, started_at=ago(600), last_event_at=heard)
     if room:
         fake_livekit.add_room(
             call.room_name, [f"user-{call.pk}" if i == "USER" else i for i in identities]
@@ -114,6 +115,8 @@ def test_a_silent_active_call_is_reconciled_against_livekit(
     if ended:
         assert result.reconciled == 1
         assert (call.status, call.end_reason) == (S.COMPLETED, "reconciled")
+        # It ended when it was last heard of, not when the silence was noticed.
+        assert call.ended_at == heard
         assert call.room_name not in fake_livekit.rooms
     else:
         assert result.reconciled == 0

@@ -31,10 +31,13 @@ def _count(value: float | None) -> int:
 
 def _quantities(usage: Any) -> tuple[str, dict[str, float | int]] | None:
     if isinstance(usage, LLMModelUsage):
+        prompt = _count(usage.input_tokens)
         return "llm", {
-            "prompt_tokens": _count(usage.input_tokens),
+            "prompt_tokens": prompt,
             "completion_tokens": _count(usage.output_tokens),
-            "cached_tokens": _count(usage.input_cached_tokens),
+            # Some of the prompt (the API refuses more): a plugin counting them apart
+            # must not cost the batch its transcript lines.
+            "cached_tokens": min(_count(usage.input_cached_tokens), prompt),
         }
     if isinstance(usage, STTModelUsage):
         return "stt", {"audio_seconds": round(max(0.0, usage.audio_duration or 0.0), 3)}

@@ -39,7 +39,18 @@ class LlmUsageSerializer(_UsageItemBase):
     component = serializers.ChoiceField(choices=["llm"])
     prompt_tokens = _count_field(MAX_USAGE_TOKENS, "Input tokens, cached ones included.")
     completion_tokens = _count_field(MAX_USAGE_TOKENS, "Output tokens.")
-    cached_tokens = _count_field(MAX_USAGE_TOKENS, "Input tokens served from cache.")
+    cached_tokens = _count_field(
+        MAX_USAGE_TOKENS, "Input tokens served from cache: some of `prompt_tokens`, never more."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        # Cached tokens are priced apart from the rest of the prompt: more than the
+        # prompt would bill tokens nobody sent.
+        if attrs.get("cached_tokens", 0) > attrs.get("prompt_tokens", 0):
+            raise serializers.ValidationError(
+                {"cached_tokens": ["Must be at most prompt_tokens."]}, code="max_value"
+            )
+        return attrs
 
 
 class TtsUsageSerializer(_UsageItemBase):

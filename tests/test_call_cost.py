@@ -306,6 +306,11 @@ def test_room_minutes_are_priced_from_the_exact_duration_not_a_float(
         ({**STT, "audio_seconds": -1}, "events.0.usage.0.audio_seconds"),
         ({**STT, "audio_seconds": "12"}, "events.0.usage.0.audio_seconds"),
         ({**LLM, "prompt_tokens": 10**11}, "events.0.usage.0.prompt_tokens"),
+        ({**LLM, "prompt_tokens": 10, "cached_tokens": 11}, "events.0.usage.0.cached_tokens"),
+        (
+            {"component": "llm", "provider": "openai", "model": "m", "cached_tokens": 1},
+            "events.0.usage.0.cached_tokens",
+        ),
         ({**STT, "component": "vision"}, "events.0.usage.0.component"),
         ({**STT, "provider": "x" * 101}, "events.0.usage.0.provider"),
         ({"component": "stt", "model": "nova-3"}, "events.0.usage.0.provider"),

@@ -85,3 +85,14 @@ def test_quantities_are_never_negative_and_seconds_are_rounded_to_milliseconds()
 
     assert items[0]["audio_seconds"] == 0.3
     assert items[1]["characters"] == 0
+
+
+def test_cached_tokens_counted_apart_from_the_prompt_are_reported_as_at_most_the_prompt():
+    # The API refuses more cached tokens than prompt tokens, with the whole batch.
+    model_usage = [
+        LLMModelUsage(provider="p", model="m", input_tokens=100, input_cached_tokens=400),
+    ]
+
+    (item,) = usage_items(model_usage)
+
+    assert (item["prompt_tokens"], item["cached_tokens"]) == (100, 100)

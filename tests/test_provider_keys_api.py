@@ -559,3 +559,23 @@ def test_the_schema_never_returns_the_key_and_gives_no_example_of_one() -> None:
     assert components["ProviderKeyCreateRequest"]["properties"]["api_key"]["writeOnly"] is True
     assert "example" not in yaml.safe_dump(components["ProviderKeyCreateRequest"])
     assert "api_key" not in yaml.safe_dump(schema["paths"])  # no example carries one
+
+
+@pytest.mark.parametrize(
+    "api_key", ["sk-live-abc123", "sk ab cd ef", "sk-abc\tdef1", "sk-ключ-секрет", "sk-nul\x00-123"]
+)
+def test_the_schemas_pattern_for_a_key_accepts_exactly_what_the_api_accepts(
+    api: APIClient, api_key: str
+) -> None:
+    import re
+
+    schema = yaml.safe_load((settings.BASE_DIR / "openapi.yaml").read_text())
+    field = schema["components"]["schemas"]["ProviderKeyCreateRequest"]["properties"]["api_key"]
+
+    response = api.post(
+        URL,
+        {"provider_type": "stt", "provider_name": "deepgram", "api_key": api_key},
+        format="json",
+    )
+
+    assert (response.status_code == 201) == bool(re.fullmatch(field["pattern"], api_key))

@@ -42,6 +42,10 @@ class ExpireResult:
 
 # LiveKit retries a webhook for well under a minute; ids older than this cannot recur.
 WEBHOOK_DEDUP_WINDOW = datetime.timedelta(days=1)
+# LiveKit delivers a webhook up to 30 s late (then drops it): a join made within the
+# connect timeout may still be on its way that long after, and still starts the call.
+# So a call nobody joined times out this much later, stamped when its timeout passed.
+START_GRACE = datetime.timedelta(seconds=30)
 
 
 def _room_close(*, call_id: uuid.UUID, room_name: str, result: ExpireResult) -> None:
@@ -121,16 +125,19 @@ def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: Expire
     """Time `call` out if it never started within its connect timeout or has run past
     its maximum duration; whether either limit was reached."""
     if call.status != CallStatus.ACTIVE:
-        if now - call.created_at < datetime.timedelta(seconds=call.connect_timeout_seconds):
+        timed_out_at = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
+        if now < timed_out_at + START_GRACE:
             return False
         not_started = {CallStatus.PENDING, CallStatus.CONNECTING}
-        if _call_time_out(call, EndReason.CONNECT_TIMEOUT, not_started, now=now, result=result):
+        if _call_time_out(
+            call, EndReason.CONNECT_TIMEOUT, not_started, at=timed_out_at, result=result
+        ):
             result.connect_timeouts += 1
         return True
     max_duration = datetime.timedelta(seconds=call.max_duration_seconds)
     if not call.started_at or now - call.started_at < max_duration:
         return False
-    if _call_time_out(call, EndReason.MAX_DURATION, {CallStatus.ACTIVE}, now=now, result=result):
+    if _call_time_out(call, EndReason.MAX_DURATION, {CallStatus.ACTIVE}, at=now, result=result):
         result.max_durations += 1
     return True
 
@@ -140,15 +147,15 @@ def _call_time_out(
     reason: str,
     only_from: set[str],
     *,
-    now: datetime.datetime,
+    at: datetime.datetime,
     result: ExpireResult,
 ) -> bool:
-    """Move `call` to `timeout` (unless another run ended it) and close its room."""
+    """Move `call` to `timeout` at `at` (unless another run ended it); close its room."""
     ended = call_transition(
         call_id=call.id,
         to_status=CallStatus.TIMEOUT,
         end_reason=reason,
-        at=now,
+        at=at,
         only_from=only_from,
     )
     if ended:

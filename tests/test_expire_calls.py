@@ -29,7 +29,7 @@ def make(workflow):
 
 
 def test_a_call_nobody_joined_times_out_and_its_room_is_deleted(make, fake_livekit):
-    late = make(created_at=ago(61), connect_timeout_seconds=60)
+    late = make(created_at=ago(91), connect_timeout_seconds=60)
     pending = make(status=S.PENDING, created_at=ago(100), connect_timeout_seconds=60)
     fresh = make(created_at=ago(30), connect_timeout_seconds=60)
     result = calls_expire()
@@ -43,6 +43,29 @@ def test_a_call_nobody_joined_times_out_and_its_room_is_deleted(make, fake_livek
     assert fresh.status == S.CONNECTING
     deleted = {r.body["room"] for r in fake_livekit.calls("DeleteRoom")}
     assert deleted == {late.room_name, pending.room_name}
+
+
+def test_a_call_times_out_only_once_a_late_join_can_no_longer_arrive_stamped_at_its_timeout(
+    make, fake_livekit
+):
+    created = ago(75)
+    call = make(created_at=created, connect_timeout_seconds=60)
+
+    assert calls_expire().connect_timeouts == 0  # a join may still be on its way (30 s)
+    # LiveKit retried it: stamped within the connect timeout, it starts the call.
+    assert (
+        send("participant_joined", call.pk, created_at=created.timestamp() + 58).status_code == 200
+    )
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+
+    late = make(created_at=ago(91), connect_timeout_seconds=60)
+    assert calls_expire().connect_timeouts == 1
+    late.refresh_from_db()
+    assert (late.status, late.ended_at) == (
+        S.TIMEOUT,
+        late.created_at + datetime.timedelta(seconds=60),
+    )
 
 
 def test_a_call_past_its_max_duration_times_out(make, fake_livekit):
@@ -69,7 +92,7 @@ def test_the_rooms_own_webhooks_cannot_relabel_a_timed_out_call(make, fake_livek
 def test_the_room_is_deleted_only_after_the_call_timed_out(make, fake_livekit, monkeypatch):
     from voicecalls import livekit
 
-    call = make(created_at=ago(61))
+    call = make(created_at=ago(91))
     seen = []
 
     def delete(*, room_name: str) -> bool:
@@ -84,7 +107,7 @@ def test_the_room_is_deleted_only_after_the_call_timed_out(make, fake_livekit, m
 
 def test_livekit_failures_are_logged_not_fatal(make, fake_livekit, caplog):
     fake_livekit.fail("DeleteRoom", "500")
-    call = make(created_at=ago(61))
+    call = make(created_at=ago(91))
     result = calls_expire()
     assert (result.connect_timeouts, result.livekit_errors) == (1, 1)
     call.refresh_from_db()
@@ -140,7 +163,7 @@ def test_reconciling_survives_livekit_being_down(make, fake_livekit):
 
 
 def test_the_command_runs_one_pass(make, fake_livekit, capsys):
-    call = make(created_at=ago(61))
+    call = make(created_at=ago(91))
     call_command("expire_calls")
     call.refresh_from_db()
     assert call.status == S.TIMEOUT
@@ -158,7 +181,7 @@ def test_every_must_be_positive(db):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_runs_end_each_call_once(workflow, fake_livekit):
     calls = [
-        CallFactory(organization=workflow.organization, workflow=workflow, created_at=ago(61))
+        CallFactory(organization=workflow.organization, workflow=workflow, created_at=ago(91))
         for _ in range(20)
     ]
     results = []
@@ -241,7 +264,7 @@ def test_an_inbound_call_is_reconciled_by_its_stored_room_and_caller(
 
 
 def test_an_inbound_call_nobody_answered_times_out_and_its_own_room_is_deleted(make, fake_livekit):
-    make(created_at=ago(61), connect_timeout_seconds=60, room_name="inbound-_x_1")
+    make(created_at=ago(91), connect_timeout_seconds=60, room_name="inbound-_x_1")
 
     assert calls_expire().connect_timeouts == 1
 

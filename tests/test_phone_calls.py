@@ -535,7 +535,7 @@ def test_a_dial_job_that_died_while_dialing_leaves_no_call_open_forever(
     Call.objects.filter(pk=call_id).update(
         status="connecting",
         dial_attempted_at=timezone.now(),
-        created_at=timezone.now() - datetime.timedelta(seconds=bound + 1),
+        created_at=timezone.now() - datetime.timedelta(seconds=bound + 31),
     )
 
     call_command("expire_calls", verbosity=0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from agent.redact import log_secrets_add, session_keys
+
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
@@ -69,7 +71,9 @@ class AgentAPI:
     async def get_session(self, call_id: str, *, timeout: float | None = None) -> dict:
         """The call's session; 409 `call_ended` (an AgentAPIError) once it has ended."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return await self._request("GET", f"calls/{call_id}/session", **extra)
+        return _keys_kept_out_of_logs(
+            await self._request("GET", f"calls/{call_id}/session", **extra)
+        )
 
     async def post_events(self, call_id: str, events: list[dict]) -> dict:
         return await self._request("POST", f"calls/{call_id}/events", json={"events": events})
@@ -78,7 +82,9 @@ class AgentAPI:
         """The session of the inbound call in the caller's room, created on first sight
         (so asking again is safe); 404 `unknown_number`, 409 `call_ended`."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return await self._request("POST", "inbound-calls", json=caller, **extra)
+        return _keys_kept_out_of_logs(
+            await self._request("POST", "inbound-calls", json=caller, **extra)
+        )
 
     async def post_transfer(
         self, call_id: str, *, tool: str, destination: str, timeout: float
@@ -107,6 +113,11 @@ class AgentAPI:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _keys_kept_out_of_logs(session: dict) -> dict:
+    log_secrets_add(session_keys(session))
+    return session
 
 
 def _retry_after(value: str | None) -> float | None:

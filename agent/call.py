@@ -20,6 +20,7 @@ from agent.api import AgentAPI
 from agent.events import tool_arguments
 from agent.phone import Callee, masked
 from agent.providers import ComponentCache
+from agent.redact import log_secrets_add, redacted, session_keys
 from agent.reporter import EventReporter
 from agent.telephony import PhoneLine
 from agent.usage import usage_items
@@ -54,21 +55,6 @@ def _served(metadata: dict | None) -> dict | None:
 def describe_error(error: Any) -> str:
     cause = getattr(error, "error", error)
     return f"{getattr(error, 'type', 'error')} in {getattr(error, 'label', '?')}: {cause!r}"
-
-
-def session_keys(data: object) -> set[str]:
-    """Every provider key in a session (components and their fallbacks, all agents)."""
-    found, stack = set(), [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            key = node.get("api_key")
-            if isinstance(key, str) and key:
-                found.add(key)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 class CallRuntime:
@@ -183,9 +169,8 @@ class CallRuntime:
 
     def _report_failure(self, detail: str) -> None:
         # A provider's error may quote the key it was sent (an "incorrect API key" body).
-        for key in sorted(session_keys(self.data), key=len, reverse=True):  # (one may hold another)
-            detail = detail.replace(key, "[redacted]")
-        detail = detail[:MAX_ERROR_CHARS]
+        log_secrets_add(session_keys(self.data))
+        detail = redacted(detail)[:MAX_ERROR_CHARS]
         logger.error("call %s failed: %s", self.call_id, detail)
         self.reporter.transcript(
             role="system", content=f"agent_error: {detail}", agent_name=self.agent_name()

@@ -1,0 +1,86 @@
+"""Provider keys kept out of the agent process's logs.
+
+The worker receives each call's provider keys in its session. A provider refusing one
+may quote it back in an exception, which livekit-agents and its plugins log as they
+are. Every session's keys are registered here when the API answers, and every log
+record made in the process from then on (any logger, its message, exception and
+stack) has them replaced before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+# Shorter strings are no keys (the API takes 8 characters and up), and replacing them
+# would mangle ordinary text.
+MIN_SECRET_CHARS = 8
+
+# Longest first: one key may contain another.
+_secrets: list[str] = []
+_factory_installed = False
+
+
+def session_keys(data: object) -> set[str]:
+    """Every provider key in a session (components and their fallbacks, all agents)."""
+    found, stack = set(), [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            key = node.get("api_key")
+            if isinstance(key, str) and key:
+                found.add(key)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def log_secrets_add(secrets: Iterable[str]) -> None:
+    """Keep `secrets` out of every log record made from now on."""
+    new = {s for s in secrets if len(s) >= MIN_SECRET_CHARS} - set(_secrets)
+    if not new:
+        return
+    _secrets[:] = sorted({*_secrets, *new}, key=len, reverse=True)
+    _factory_install()
+
+
+def redacted(text: str) -> str:
+    """`text` with every registered secret replaced."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _factory_install() -> None:
+    global _factory_installed
+    if _factory_installed:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def record_redacted(*args: object, **kwargs: object) -> logging.LogRecord:
+        return _record_redacted(make_record(*args, **kwargs))
+
+    logging.setLogRecordFactory(record_redacted)
+    _factory_installed = True
+
+
+def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call: logging itself reports it, unformatted
+        return record
+    clean = redacted(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        clean = redacted(text)
+        if clean != text:
+            # Formatters print `exc_text` as given and only format `exc_info` without it.
+            record.exc_info, record.exc_text = None, clean
+    if record.stack_info:
+        record.stack_info = redacted(record.stack_info)
+    return record

@@ -1,0 +1,51 @@
+"""A call's provider keys never reach the agent process's logs, whoever logs them."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from livekit.agents.cli.log import JsonFormatter
+
+from agent.api import AgentAPI
+from agent.redact import REDACTED
+from agent.tests.conftest import Web
+from agent.worker import fetch_session
+
+
+class Refused(Exception):
+    pass
+
+
+def logged_by_a_plugin(key: str, formatter: logging.Formatter) -> str:
+    """What a provider plugin's refused-key error logs, as its handler writes it."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(formatter)
+    plugin = logging.getLogger("livekit.plugins.someprovider")
+    plugin.addHandler(handler)
+    try:
+        try:
+            raise Refused(f"401 Incorrect API key provided: {key}")
+        except Refused:
+            plugin.error("request failed (key %s)", key, exc_info=True, stack_info=True)
+    finally:
+        plugin.removeHandler(handler)
+    return output.getvalue()
+
+
+@pytest.mark.parametrize("formatter", [logging.Formatter(), JsonFormatter()])
+async def test_a_sessions_keys_are_replaced_in_every_log_record_made_after_it_came(
+    web: Web, formatter: logging.Formatter
+) -> None:
+    call_id = web.create_call(user_data={"name": "Bo"})["call_id"]
+    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
+    key = data["workflow"]["agents"][0]["llm"]["api_key"]
+
+    logged = logged_by_a_plugin(key, formatter)
+
+    assert key and key not in logged
+    # The message, the exception and the stack are all still there, the key replaced.
+    assert logged.count(REDACTED) >= 2
+    assert "Refused" in logged and "request failed" in logged

@@ -522,6 +522,59 @@ def test_a_timeout_is_retried(organization: Organization, call: Call, settings: 
     assert receiver.received[0].headers["webhook-id"] == receiver.received[1].headers["webhook-id"]
 
 
+def dripping_receiver(drip: str, stop: threading.Event) -> int:
+    """A receiver answering a byte every 0.2 s, forever, in its headers or its body;
+    its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        try:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            if drip == "body":
+                connection.sendall(b"Content-Length: 100000\r\n\r\n")
+            while not stop.is_set():
+                connection.sendall(b"x" if drip == "body" else b"X")
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            connection.close()
+            server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+@pytest.mark.parametrize("drip", ["headers", "body"])
+def test_a_receiver_dripping_its_answer_is_cut_off_at_the_timeout(drip: str) -> None:
+    """The timeout bounds the whole request, not each read: else a receiver sending a
+    byte at a time holds a worker for hours, past its lease, when another worker sends
+    the event a second time."""
+    from webhooks import transport
+
+    stop = threading.Event()
+    port = dripping_receiver(drip, stop)
+    started = time.monotonic()
+    try:
+        with pytest.raises(transport.DeliveryError, match=r"^timeout after 1 s$") as raised:
+            transport.post(
+                f"http://127.0.0.1:{port}/hook",
+                body=b"{}",
+                headers={},
+                timeout=1.0,
+                allow_private=True,
+            )
+    finally:
+        stop.set()
+
+    assert time.monotonic() - started < 3
+    assert 900 <= raised.value.duration_ms < 3000
+
+
 def test_a_refused_connection_is_retried(organization: Organization, call: Call) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,9 +8,11 @@ cannot redirect us to an internal service. Redirects are never followed.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -143,12 +145,21 @@ def post(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    # urllib3's timeout bounds each read; a receiver sending a byte at a time within it
+    # would hold the worker for hours (and past its lease, when another worker sends
+    # the event again). The watchdog cuts the connection at the deadline.
+    watchdog = threading.Timer(timeout, pool.connection_cut)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         status_code, excerpt, retry_after = _send(pool, path, body, request_headers)
     except DeliveryError as exc:
+        if pool.cut:
+            raise DeliveryError(f"timeout after {timeout:g} s", duration_ms=elapsed_ms()) from exc
         exc.duration_ms = elapsed_ms()
         raise
     finally:
+        watchdog.cancel()
         pool.close()
     return Answer(
         status_code=status_code,
@@ -158,9 +169,34 @@ def post(
     )
 
 
-def _pool(
-    scheme: str, address: str, port: int, *, host: str, timeout: float
-) -> urllib3.HTTPConnectionPool:
+class _Cuttable:
+    """A pool that keeps the connection it opened, so a watchdog can cut it."""
+
+    connection: urllib3.connection.HTTPConnection | None = None
+    cut = False
+
+    def _new_conn(self) -> urllib3.connection.HTTPConnection:
+        self.connection = super()._new_conn()
+        return self.connection
+
+    def connection_cut(self) -> None:
+        """Shut the connection's socket: a read blocked on it ends at once."""
+        self.cut = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPPool(_Cuttable, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_Cuttable, urllib3.HTTPSConnectionPool):
+    pass
+
+
+def _pool(scheme: str, address: str, port: int, *, host: str, timeout: float) -> _Cuttable:
     """A one-connection pool to the checked `address`; TLS verified against `host`."""
     kwargs: dict[str, object] = {
         "timeout": urllib3.Timeout(total=timeout),
@@ -168,8 +204,8 @@ def _pool(
         "maxsize": 1,
     }
     if scheme != "https":
-        return urllib3.HTTPConnectionPool(address, port, **kwargs)
-    return urllib3.HTTPSConnectionPool(
+        return _HTTPPool(address, port, **kwargs)
+    return _HTTPSPool(
         address,
         port,
         cert_reqs="CERT_REQUIRED",
@@ -180,7 +216,7 @@ def _pool(
 
 
 def _send(
-    pool: urllib3.HTTPConnectionPool, path: str, body: bytes, headers: dict[str, str]
+    pool: _Cuttable, path: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, bytes, str | None]:
     """The answer's status, the start of its body and its Retry-After; DeliveryError
     (its duration set by the caller) when there is no answer."""

@@ -8,7 +8,8 @@ from accounts.models import APIKey, KeyKind, Organization
 def organization_get_or_create(*, slug: str, name: str | None = None) -> Organization:
     """The organization with this slug, created when missing (ValidationError on a bad
     slug, including one longer than the column holds)."""
-    Organization._meta.get_field("slug").run_validators(slug)
+    # clean(), not run_validators(): that one lets an empty value through.
+    Organization._meta.get_field("slug").clean(slug, None)
     organization, _ = Organization.objects.get_or_create(slug=slug, defaults={"name": name or slug})
     return organization
 

@@ -61,6 +61,14 @@ def test_an_invalid_organization_slug_is_refused(db: None) -> None:
     assert Organization.objects.count() == 0
 
 
+@pytest.mark.parametrize("command", ["create_api_key", "first_run_key", "load_demo"])
+def test_an_empty_organization_slug_is_refused_not_created(db: None, command: str) -> None:
+    args = ["x"] if command == "create_api_key" else []
+    with pytest.raises(CommandError, match="(?i)slug"):
+        call_command(command, *args, "--org", "", stdout=StringIO())
+    assert Organization.objects.count() == 0
+
+
 def test_a_slug_longer_than_the_column_is_refused_before_any_insert(db: None) -> None:
     with pytest.raises(CommandError, match="Invalid organization slug"):
         run("x", "--org", "a" * 65)

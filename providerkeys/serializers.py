@@ -39,13 +39,14 @@ class SecretKeyField(serializers.CharField):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(write_only=True, **kwargs)
         # A validator, not a check in code: the schema states it as the field's pattern.
-        # It refuses NUL too: DRF's own NUL validator would only say so twice.
+        # It refuses NUL too: DRF's own NUL validator would only say so twice. Surrounding
+        # whitespace (trimmed before it runs) is allowed, as clients send it.
         self.validators = [
             v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
         ]
         self.validators.append(
             RegexValidator(
-                r"^[ -~]*[!-~][ -~]*\Z",
+                r"^\s*[ -~]*[!-~][ -~]*\s*\Z",
                 message="Must contain only printable ASCII characters.",
                 code="invalid_characters",
             )

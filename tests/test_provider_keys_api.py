@@ -562,7 +562,17 @@ def test_the_schema_never_returns_the_key_and_gives_no_example_of_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "api_key", ["sk-live-abc123", "sk ab cd ef", "sk-abc\tdef1", "sk-ключ-секрет", "sk-nul\x00-123"]
+    "api_key",
+    [
+        "sk-live-abc123",
+        "sk ab cd ef",
+        "sk-live-abc123\n",
+        "\tsk-live-abc123\r\n",
+        "sk-abc\tdef1",
+        "sk-ключ-секрет",
+        "sk-nul\x00-123",
+        "   \t   \n",
+    ],
 )
 def test_the_schemas_pattern_for_a_key_accepts_exactly_what_the_api_accepts(
     api: APIClient, api_key: str

@@ -212,10 +212,12 @@ def call_heard_while_dialing(*, call_id: uuid.UUID) -> None:
         LiveKitWebhookEvent.objects.filter(
             room_name=room_name,
             event__in=("participant_left", "room_finished"),
-            received_at__gte=dialed_at,
+            # What happened before the dial (a monitor's room closing; LiveKit may
+            # deliver it during the dial) is no end of this one.
+            happened_at__gte=dialed_at,
         )
-        .order_by("received_at", "id")
-        .values_list("event", "participant_identity", "disconnect_reason", "received_at")
+        .order_by("happened_at", "id")
+        .values_list("event", "participant_identity", "disconnect_reason", "happened_at")
     )
     for event, who, reason, at in heard:
         if event == "room_finished":
@@ -262,6 +264,8 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
     egress = event.event in _EGRESS_EVENTS and event.egress is not None
     if handler is None and not egress:
         return WebhookResult.IGNORED
+    now = timezone.now()
+    at = _event_time(event, now)
     if event.id:
         new = insert_new(
             LiveKitWebhookEvent,
@@ -272,23 +276,23 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
                     "room_name": event.room_name[:200],
                     "participant_identity": event.participant_identity[:200],
                     "disconnect_reason": event.disconnect_reason[:40],
-                    "received_at": timezone.now(),
+                    "received_at": now,
+                    "happened_at": at,
                 }
             ],
             unique="event_id",
         )
         if not new:
             return WebhookResult.DUPLICATE
-    now = timezone.now()
     if egress:
-        return _on_egress(event, _event_time(event, now))
+        return _on_egress(event, at)
     call = _call_in_room(event.room_name, now)
     if call is None:
         _inbound_call_open(event)
         call = _call_in_room(event.room_name, now)
     if call is None:
         return WebhookResult.UNKNOWN_ROOM
-    handler(call, event, _event_time(event, now))
+    handler(call, event, at)
     return WebhookResult.HANDLED
 
 

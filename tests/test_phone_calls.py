@@ -401,6 +401,32 @@ def test_a_room_end_or_callee_departure_heard_before_the_answer_ends_the_answere
     assert body["started_at"] is not None and body["ended_at"] is not None
 
 
+def test_a_room_end_stamped_before_the_dial_but_delivered_during_it_does_not_end_the_call(
+    api, phone, sip_fake
+) -> None:
+    """A room a monitor opened closed before the dial started; LiveKit retried its
+    room_finished (stamped then) and delivered it while the phone rang."""
+    create_participant = sip_fake._CreateSIPParticipant
+    answers: list[int] = []
+    before_the_dial = time.time() - 10
+
+    def answered(message, response_class):
+        call_id = message.room_name.removeprefix("call-")
+        answers.append(send("room_finished", call_id, created_at=before_the_dial).status_code)
+        return create_participant(message, response_class)
+
+    sip_fake._CreateSIPParticipant = answered
+    call_id = create(api)["call_id"]
+    Call.objects.filter(pk=call_id).update(
+        created_at=timezone.now() - datetime.timedelta(seconds=30)
+    )
+
+    run_dial_worker()
+
+    assert answers == [200]
+    assert outcome(detail(api, call_id)) == ("active", None, None, None)
+
+
 def test_a_room_that_finished_before_the_dial_started_does_not_end_the_answered_call(
     api, phone, sip_fake
 ) -> None:

@@ -188,6 +188,9 @@ class LiveKitWebhookEvent(models.Model):
     # is applied once the dial answers (calls.livekit_events.call_heard_while_dialing).
     disconnect_reason = models.CharField(max_length=40, blank=True, default="", db_default="")
     received_at = models.DateTimeField(default=timezone.now)
+    # When it happened, as well as we know (calls.livekit_events._event_time): LiveKit
+    # may deliver it up to 30 s late.
+    happened_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [

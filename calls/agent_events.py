@@ -26,7 +26,7 @@ from calls.models import (
     TranscriptEntry,
     TranscriptRole,
 )
-from calls.services import call_room_close_later
+from calls.services import call_room_close_later, call_start_refused
 from calls.signals import call_events_recorded, call_usage_reported
 from calls.sql import JSONArrayAppend, insert_new, insert_new_ids
 from voicecalls.db import bound_cursor
@@ -90,7 +90,8 @@ def agent_events_record(
     if status == CallStatus.CONNECTING and (
         new.handoffs or any(e["status"] == CallStatus.ACTIVE for e in new.statuses)
     ):
-        call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=now)
+        if not call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=now):
+            call_start_refused(call_id=call_id, at=now)
     if new.transcript or new.samples or new.handoffs:
         call_events_recorded.send(
             sender=Call,

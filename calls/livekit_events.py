@@ -21,7 +21,7 @@ from calls.models import (
     CallStatus,
     LiveKitWebhookEvent,
 )
-from calls.services import call_room_close_later
+from calls.services import call_room_close_later, call_start_refused
 from calls.sql import insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
@@ -156,7 +156,8 @@ def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.date
         event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
-    call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at)
+    if not call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
+        call_start_refused(call_id=call.id, at=at)
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_call_reserve
-from calls.models import NOT_ENDED_STATUSES, Call, CallDirection, CallStatus
+from calls.models import NOT_ENDED_STATUSES, Call, CallChannel, CallDirection, CallStatus
 from calls.sql import insert_instance
 from voicecalls import livekit
 from voicecalls.errors import Conflict
@@ -188,3 +188,33 @@ def call_room_close_later(*, call_id: uuid.UUID, after_seconds: int = 0) -> None
         task = task.using(run_after=timezone.now() + datetime.timedelta(seconds=after_seconds))
     # robust: a failed enqueue must not undo the end that already committed.
     transaction.on_commit(lambda: task.enqueue(str(call_id)), robust=True)
+
+
+NOT_STARTED = frozenset({CallStatus.PENDING, CallStatus.CONNECTING})
+
+
+def call_start_refused(*, call_id: uuid.UUID, at: datetime.datetime) -> bool:
+    """The user joined (or the agent said the call started) at `at`, past the web call's
+    start delay, so the call never starts: it timed out when its delay passed, and its
+    room closes now, before the agent talks on. (`expire_calls` waits a grace for
+    joins delivered late; this ends a call a late join proves over.) True if it ended."""
+    row = (
+        Call.objects.filter(pk=call_id, channel=CallChannel.WEB, status__in=NOT_STARTED)
+        .values_list("created_at", "connect_timeout_seconds")
+        .first()
+    )
+    if row is None:
+        return False
+    timed_out_at = row[0] + datetime.timedelta(seconds=row[1])
+    if at <= timed_out_at:
+        return False
+    ended = call_transition(
+        call_id=call_id,
+        to_status=CallStatus.TIMEOUT,
+        end_reason=EndReason.CONNECT_TIMEOUT,
+        at=timed_out_at,
+        only_from=NOT_STARTED,
+    )
+    if ended:
+        call_room_close_later(call_id=call_id)
+    return ended

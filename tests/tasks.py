@@ -7,6 +7,14 @@ import signal
 
 from django.core.management import call_command
 
+# Tasks run as they are enqueued (with django_capture_on_commit_callbacks(execute=True)).
+IMMEDIATE_TASKS = {
+    "default": {
+        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+        "QUEUES": ["default", "webhooks"],
+    }
+}
+
 
 def run_task_worker(queue: str) -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

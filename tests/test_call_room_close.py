@@ -13,14 +13,9 @@ from calls.models import CallStatus
 from calls.tasks import call_room_close
 from tests.factories import CallFactory
 from tests.livekit_samples import send
+from tests.tasks import IMMEDIATE_TASKS
 
 S = CallStatus
-IMMEDIATE_TASKS = {
-    "default": {
-        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
-        "QUEUES": ["default", "webhooks"],
-    }
-}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from calls.expiry import calls_expire
 from calls.models import CallStatus
 from tests.factories import CallFactory
 from tests.livekit_samples import send
+from tests.tasks import IMMEDIATE_TASKS
 
 S = CallStatus
 
@@ -66,6 +67,27 @@ def test_a_call_times_out_only_once_a_late_join_can_no_longer_arrive_stamped_at_
         S.TIMEOUT,
         late.created_at + datetime.timedelta(seconds=60),
     )
+
+
+def test_a_join_past_the_connect_timeout_times_the_call_out_then_and_closes_its_room(
+    make, fake_livekit, settings, django_capture_on_commit_callbacks
+):
+    """Within expire_calls' grace the call is still open: a user joining then (refused
+    as a start) must not leave the agent talking, nor relabel the timeout when they
+    hang up."""
+    call = make(created_at=ago(65), connect_timeout_seconds=60)
+    fake_livekit.add_room(call.room_name, [f"user-{call.pk}", "agent-AJ_1"])
+    calls_expire()
+    settings.TASKS = IMMEDIATE_TASKS
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send("participant_joined", call.pk).status_code == 200
+    assert send("participant_left", call.pk, reason="CLIENT_INITIATED").status_code == 200
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason, call.started_at) == (S.TIMEOUT, "connect_timeout", None)
+    assert call.ended_at == call.created_at + datetime.timedelta(seconds=60)
+    assert call.room_name not in fake_livekit.rooms
 
 
 def test_a_call_past_its_max_duration_times_out(make, fake_livekit):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[redacted]"
 # Shorter strings are no keys (the API takes 8 characters and up), and replacing them
@@ -19,7 +20,7 @@ MIN_SECRET_CHARS = 8
 
 # Longest first: one key may contain another.
 _secrets: list[str] = []
-_factory_installed = False
+_installed = False
 
 
 def session_keys(data: object) -> set[str]:
@@ -43,7 +44,7 @@ def log_secrets_add(secrets: Iterable[str]) -> None:
     if not new:
         return
     _secrets[:] = sorted({*_secrets, *new}, key=len, reverse=True)
-    _factory_install()
+    _install()
 
 
 def redacted(text: str) -> str:
@@ -54,17 +55,23 @@ def redacted(text: str) -> str:
     return text
 
 
-def _factory_install() -> None:
-    global _factory_installed
-    if _factory_installed:
+def _install() -> None:
+    global _installed
+    if _installed:
         return
-    make_record = logging.getLogRecordFactory()
+    # Logger.makeRecord, not the record factory: a record's `extra` fields (livekit-agents
+    # logs errors as `extra={"error": ...}`) are set on it after the factory returns.
+    make_record = logging.Logger.makeRecord
 
-    def record_redacted(*args: object, **kwargs: object) -> logging.LogRecord:
-        return _record_redacted(make_record(*args, **kwargs))
+    def make_record_redacted(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _record_redacted(make_record(self, *args, **kwargs))
 
-    logging.setLogRecordFactory(record_redacted)
-    _factory_installed = True
+    logging.Logger.makeRecord = make_record_redacted  # type: ignore[method-assign]
+    _installed = True
+
+
+# What every record has; anything else on one came in its `extra`.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
@@ -79,8 +86,21 @@ def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
         text = logging.Formatter().formatException(record.exc_info)
         clean = redacted(text)
         if clean != text:
-            # Formatters print `exc_text` as given and only format `exc_info` without it.
+            # Formatters print `exc_text` as given; given `exc_info`, some format it anew.
             record.exc_info, record.exc_text = None, clean
     if record.stack_info:
         record.stack_info = redacted(record.stack_info)
+    for name, value in list(record.__dict__.items()):
+        if name not in _RECORD_ATTRIBUTES and value is not None:
+            record.__dict__[name] = _value_redacted(value)
     return record
+
+
+def _value_redacted(value: object) -> object:
+    """An `extra` value, or its text redacted when that text holds a secret."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:
+        return value
+    clean = redacted(text)
+    return value if clean == text else clean

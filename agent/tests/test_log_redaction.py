@@ -9,7 +9,7 @@ import pytest
 from livekit.agents.cli.log import JsonFormatter
 
 from agent.api import AgentAPI
-from agent.redact import REDACTED
+from agent.redact import REDACTED, log_secrets_add
 from agent.tests.conftest import Web
 from agent.worker import fetch_session
 
@@ -49,3 +49,26 @@ async def test_a_sessions_keys_are_replaced_in_every_log_record_made_after_it_ca
     # The message, the exception and the stack are all still there, the key replaced.
     assert logged.count(REDACTED) >= 2
     assert "Refused" in logged and "request failed" in logged
+
+
+def test_a_key_in_a_records_extra_fields_is_replaced_too() -> None:
+    # livekit-agents logs errors as extra fields ("session closed", extra={"error": ...}),
+    # which its JsonFormatter writes out.
+    key = "sk-extra-field-0123456789"
+    log_secrets_add({key})
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(JsonFormatter())
+    session_logger = logging.getLogger("livekit.agents")
+    session_logger.addHandler(handler)
+    try:
+        session_logger.error(
+            "session closed",
+            extra={"error": Refused(f"401 Incorrect API key provided: {key}"), "attempt": 2},
+        )
+    finally:
+        session_logger.removeHandler(handler)
+
+    logged = output.getvalue()
+    assert "session closed" in logged and key not in logged
+    assert REDACTED in logged and '"attempt": 2' in logged

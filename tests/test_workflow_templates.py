@@ -246,3 +246,45 @@ def test_a_null_renders_empty_not_none(source: str) -> None:
     context = template_context(user_data={"name": None}, metadata={}, call_id="c")
 
     assert render(source, context) == "Hello !"
+
+
+class _RenderTooSlow(BaseException):
+    """Raised by the alarm; a BaseException, so render's `except Exception` lets it out."""
+
+
+def test_filters_in_a_loop_spend_the_work_budget_by_the_size_they_handle() -> None:
+    """Sorting a 100,000-item list 900 times an iteration, 19,000 times: valid when
+    saved, it rendered for hours (agent session, analysis) when filters cost nothing."""
+    import signal
+
+    source = (
+        "{% set x = range(99999)|list %}{% for i in range(19000) %}"
+        + "{% set y = x|sort %}" * 900
+        + "{% endfor %}"
+    )
+    assert template_error(source) is None
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _RenderTooSlow()
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        rendered = render(source, CONTEXT)
+    except _RenderTooSlow:
+        pytest.fail("render() was still running after 5 s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert rendered == ""
+
+
+def test_filters_and_methods_on_a_callers_data_still_render() -> None:
+    context = {**CONTEXT, "user": {"names": ["Cy", "Al", "Bo"] * 300, "bio": "x" * 5000}}
+
+    rendered = render(
+        "{{ user.names|unique|sort|join(', ') }} {{ user.bio.upper()|length }}", context
+    )
+
+    assert rendered == "Al, Bo, Cy 5000"

@@ -13,8 +13,10 @@ users' data fills.
 - Operators, filters and methods that could build huge values from a short template
   (`'a' * 10**9`, `9 ** 9 ** 9`, a number squared again and again, `'%999999999d' % 1`,
   `center(10**9)`, `tojson(indent=10**5)`, `(1).to_bytes(10**9, "big")`, `lipsum`) are
-  refused or size-checked; loop iterations and calls share a work budget per render
-  (nested loops, exponential macros); output is cut at `MAX_RENDERED_CHARS`.
+  refused or size-checked; loop iterations, calls and filters share a work budget per
+  render (nested loops, exponential macros, sorting a large list again and again: a
+  filter or method costs by the size of what it takes and makes); output is cut at
+  `MAX_RENDERED_CHARS`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 logger = logging.getLogger(__name__)
@@ -146,8 +149,8 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, op, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _spend()
         owner = getattr(__obj, "__self__", None)
+        _spend(1 + _work_of(owner))
         if isinstance(owner, int | float | bytes):
             # (1).to_bytes(10**9, "big") and the like build values without bound.
             raise SecurityError("number methods are not available in prompts")
@@ -160,7 +163,9 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 _check_join(owner, args[0])
             if method == "replace" and len(args) >= 2:
                 _check_replace(owner, args[0], args[1])
-        return _check_len(super().call(__context, __obj, *args, **kwargs))
+        result = _check_len(super().call(__context, __obj, *args, **kwargs))
+        _spend(_work_of(result))
+        return result
 
     def wrap_str_format(self, value: Any) -> Any:
         # str.format/format_map can pad to any width; the sandbox allows them otherwise.
@@ -225,6 +230,30 @@ def _tojson_filter(original: Any) -> Any:
     return tojson
 
 
+# Work a value costs to go through a filter or method: a unit per this many items or
+# characters, so a loop of sorts over a large list runs out of budget, not for hours.
+_ITEMS_PER_UNIT = 100
+_SIZED = (str, list, tuple, dict, set, frozenset, range)
+
+
+def _work_of(value: Any) -> int:
+    return len(value) // _ITEMS_PER_UNIT if isinstance(value, _SIZED) else 0
+
+
+def _costed_filter(original: Any) -> Any:
+    """`original`, spending a unit plus the size of its value and of its result."""
+    value_at = 1 if _PassArg.from_obj(original) else 0  # after the context it is passed
+
+    @functools.wraps(original)
+    def costed(*args: Any, **kwargs: Any) -> Any:
+        _spend(1 + (_work_of(args[value_at]) if len(args) > value_at else 0))
+        result = original(*args, **kwargs)
+        _spend(_work_of(result))
+        return result
+
+    return costed
+
+
 def _make_environment() -> PromptEnvironment:
     env = PromptEnvironment(
         undefined=ChainableUndefined,
@@ -241,6 +270,8 @@ def _make_environment() -> PromptEnvironment:
     env.filters["list"] = _bounded_filter(env.filters["list"])
     env.filters["join"] = _join_filter(env.filters["join"])
     env.filters["replace"] = _replace_filter(env.filters["replace"])
+    for name, original in list(env.filters.items()):
+        env.filters[name] = _costed_filter(original)
     env.filters["_loop_budget"] = _loop_budget
     env.filters["_bounded_concat"] = _bounded_concat
     return env

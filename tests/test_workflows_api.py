@@ -794,3 +794,66 @@ def test_concurrent_patches_of_different_fields_keep_both(
         "connect_timeout_seconds": 30,
         "max_duration_seconds": 300,
     }
+
+
+@pytest.mark.parametrize(
+    "instructions",
+    [
+        "{% macro greet(name, name) %}Hi {{ name }}{% endmacro %}",
+        "{{ user.get('name', default='x', default='y') }}",
+        "{{ " + "9" * 4500 + " }}",
+        "{% for a in [1] %}" * 21 + "x" + "{% endfor %}" * 21,
+        "{{ " + "(" * 90 + "1" + ")" * 90 + " }}",
+        "{{ user" + ".a" * 300 + " }}",
+    ],
+    ids=[
+        "macro-repeated-argument",
+        "repeated-keyword",
+        "long-number",
+        "nested-for",
+        "parens",
+        "attrs",
+    ],
+)
+def test_a_template_python_cannot_compile_is_a_400_naming_it(
+    api: APIClient, instructions: str
+) -> None:
+    """Jinja compiles a template to Python: what Python refuses was a 500."""
+    data = body()
+    data["agents"][0]["instructions"] = instructions
+    api.raise_request_exception = False
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["agents.0.instructions"]
+
+
+def test_an_analysis_prompt_python_cannot_compile_is_a_400_naming_it(api: APIClient) -> None:
+    data = body(analysis={"summary_prompt": "{% macro s(a, a) %}{% endmacro %}Summarize."})
+    api.raise_request_exception = False
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["analysis.summary_prompt"]
+
+
+@pytest.mark.parametrize("where", ["tool", "analysis"])
+def test_a_json_schema_whose_dollar_schema_is_not_a_string_is_a_400(
+    api: APIClient, where: str
+) -> None:
+    schema = {"type": "object", "$schema": 5}
+    data = body()
+    if where == "tool":
+        data["agents"][0]["tools"][0]["parameters"] = schema
+        attr = "agents.0.tools.0.parameters"
+    else:
+        data["analysis"] = {"structured_data_schema": schema}
+        attr = "analysis.structured_data_schema"
+    api.raise_request_exception = False
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == [attr]

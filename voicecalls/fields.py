@@ -124,6 +124,9 @@ class JSONSchemaDocumentField(serializers.JSONField):
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")
         self.check_document(value)
+        if not isinstance(value.get("$schema", ""), str):
+            # jsonschema reads it as a URI to pick the meta-schema: anything else raises.
+            self.fail("invalid_schema", message="$schema must be a string (a meta-schema URI).")
         try:
             schema_validator(value).check_schema(value)
         except jsonschema_exceptions.SchemaError as exc:

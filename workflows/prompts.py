@@ -294,6 +294,10 @@ def template_error(source: str) -> str | None:
         return f"Template syntax error on line {exc.lineno}: {exc.message}"
     except TemplateError as exc:
         return f"Template error: {exc.message}"
+    except (SyntaxError, RecursionError, ValueError, OverflowError, MemoryError):
+        # Jinja compiles a template to Python: what Python refuses to compile (a repeated
+        # argument, blocks nested too deep, a number too long) is the template's error.
+        return "Template error: it cannot be compiled (nested too deep, a repeated argument?)."
     return None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from voicecalls.fields import schema_validator
+from voicecalls.fields import json_has_nul, schema_validator
 from workflows.prompts import render, template_context
 
 # A transcript longer than this is cut (the start is kept, with a note): the request
@@ -37,12 +37,25 @@ def transcript_text(rows: Iterable[tuple]) -> str:
     return text
 
 
+# Where a schema keeps the subschemas its references name (Pydantic: `$defs`).
+_DEFINITIONS = ("$defs", "definitions")
+# Keywords whose values are data, not subschemas: a `$ref` key there is no reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NESTED_AT = "#/properties/structured_data"
+
+
 def answer_schema(analysis: dict) -> dict:
     """The JSON Schema the answer must match: a summary, the structured data when the
-    workflow asks for it, a verdict when it has success criteria."""
+    workflow asks for it, a verdict when it has success criteria. The customer's
+    schema is nested under `structured_data`: its definitions move to the root and its
+    other `#/...` references to where it now is, so every reference still resolves."""
     properties: dict = {"summary": {"type": "string"}}
-    if analysis.get("structured_data_schema"):
-        properties["structured_data"] = analysis["structured_data_schema"]
+    definitions: dict = {}
+    custom = analysis.get("structured_data_schema")
+    if custom:
+        nested = {key: value for key, value in custom.items() if key not in _DEFINITIONS}
+        properties["structured_data"] = _refs_moved(nested)
+        definitions = {key: _refs_moved(custom[key]) for key in _DEFINITIONS if key in custom}
     if analysis.get("success_criteria"):
         properties["success"] = {"type": "boolean"}
     return {
@@ -50,7 +63,24 @@ def answer_schema(analysis: dict) -> dict:
         "properties": properties,
         "required": list(properties),
         "additionalProperties": False,
+        **definitions,
     }
+
+
+def _refs_moved(node: object) -> object:
+    if isinstance(node, list):
+        return [_refs_moved(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    moved = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str) and value.startswith("#"):
+            if not value.startswith(tuple(f"#/{name}/" for name in _DEFINITIONS)):
+                value = _NESTED_AT + value[1:]
+        elif key not in _DATA_KEYWORDS:
+            value = _refs_moved(value)
+        moved[key] = value
+    return moved
 
 
 def messages(*, analysis: dict, call: object, transcript: str) -> list[dict]:
@@ -74,19 +104,28 @@ def messages(*, analysis: dict, call: object, transcript: str) -> list[dict]:
 def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | None]:
     """The parsed answer and None, or None and why it does not match the schema."""
     try:
-        answer = json.loads(content)
+        # json.loads takes NaN and Infinity, which no JSON column stores.
+        answer = json.loads(content, parse_constant=_not_json)
+        if json_has_nul(answer):
+            return None, "The answer contains NUL characters."
         problem = _schema_problem(answer, analysis)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, f"The answer is not valid JSON ({exc.msg})."
+    except ValueError as exc:
+        return None, f"The answer is not valid JSON ({exc})."
     except RecursionError:  # a degenerate answer, deeper than parsing or checking goes
         return None, "The answer is nested too deeply."
     return (None, problem) if problem else (answer, None)
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _schema_problem(answer: object, analysis: dict) -> str | None:
     schema = answer_schema(analysis)
-    # The customer's schema is checked on its own, so its `#/...` references resolve.
-    custom = schema["properties"].get("structured_data")
+    # The customer's schema is checked on its own, as they wrote it.
+    custom = analysis.get("structured_data_schema") or None
     properties = {**schema["properties"], **({"structured_data": {}} if custom else {})}
     checks = [({**schema, "properties": properties}, answer, "")]
     if custom is not None and isinstance(answer, dict) and "structured_data" in answer:

@@ -155,6 +155,77 @@ def test_invalid_json_is_retried_once_with_the_error_then_completes(
     )
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"summary": "A salad.", "structured_data": {"meal_type": "lunch", "calories": NaN}, '
+        '"success": true}',
+        '{"summary": "A salad.\\u0000", "structured_data": {"meal_type": "lunch"}, '
+        '"success": true}',
+    ],
+    ids=["nan", "nul"],
+)
+def test_an_answer_no_json_column_stores_is_retried_not_left_running(
+    organization: Organization, fake_llm: FakeLLM, content: str
+) -> None:
+    """json.loads takes NaN; storing it (or a NUL, on PostgreSQL) then failed outside
+    the attempt's error handling, leaving the run `running`: no result, no retry."""
+    call = ended_call(organization)
+    fake_llm.outcomes = [Outcome(content=content), Outcome.answer(VALID)]
+
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    assert "not valid JSON" in fake_llm.requests[1].messages[3]["content"] or (
+        "NUL" in fake_llm.requests[1].messages[3]["content"]
+    )
+    assert (analysis_of(call).status, analysis_of(call).summary) == (
+        "completed",
+        "Ada logged lunch.",
+    )
+
+
+def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvable(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """Pydantic-made schemas reference `#/$defs/...`: nested under `structured_data` of
+    another root, the references pointed at nothing and a real provider refused it."""
+    from voicecalls.fields import schema_validator
+
+    schema = {
+        "$defs": {"meal": {"type": "string", "enum": ["breakfast", "lunch", "dinner"]}},
+        "type": "object",
+        "properties": {
+            "meal_type": {"$ref": "#/$defs/meal"},
+            "again": {"$ref": "#/properties/meal_type"},
+        },
+        "required": ["meal_type"],
+    }
+    definition = {
+        **copy.deepcopy(DEMO_DEFINITION),
+        "analysis": {**ANALYSIS, "structured_data_schema": schema},
+    }
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    ProviderKeyFactory(
+        organization=organization, provider_type="llm", provider_name="openai", api_key=KEY
+    )
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    assert call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup"
+    )
+    fake_llm.default = Outcome.answer(VALID)
+
+    run_worker()
+
+    assert analysis_of(call).status == "completed"
+    (request,) = fake_llm.requests
+    sent = request.body["response_format"]["json_schema"]["schema"]
+    validator = schema_validator(sent)  # as the provider: every reference resolved
+    validator.validate(VALID)
+    wrong = {**VALID, "structured_data": {"meal_type": "brunch", "again": "lunch"}}
+    assert [e.message for e in validator.iter_errors(wrong)] != []
+
+
 def test_a_schema_violating_answer_twice_fails_with_the_reason(
     organization: Organization, fake_llm: FakeLLM
 ) -> None:

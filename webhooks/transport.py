@@ -161,6 +161,9 @@ def post(
     finally:
         watchdog.cancel()
         pool.close()
+    if pool.cut:
+        # Cut mid-answer, a read may end quietly with what had come: no answer in time.
+        raise DeliveryError(f"timeout after {timeout:g} s", duration_ms=elapsed_ms())
     return Answer(
         status_code=status_code,
         duration_ms=elapsed_ms(),

@@ -22,6 +22,13 @@ pids+=($!)
 "$PY" manage.py expire_data --every 60 &
 pids+=($!)
 
+# Analyses and webhook deliveries whose wake-up was lost (a stopped `make run`), or
+# whose worker died mid-run.
+"$PY" manage.py wake_analyses --every 60 &
+pids+=($!)
+"$PY" manage.py wake_webhook_deliveries --every 60 &
+pids+=($!)
+
 # The task queue's worker: customer webhook deliveries and the rest, all but dialing.
 "$PY" manage.py db_worker --queue-name '*' --exclude-queues dial --no-reload &
 pids+=($!)

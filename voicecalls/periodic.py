@@ -1,5 +1,6 @@
 """Management commands that run one pass, or keep running one pass every `--every`
-seconds (`expire_calls`, `expire_data`): the loop, its signals and its resilience once."""
+seconds (`expire_calls`, `expire_data`, `wake_analyses`, `wake_webhook_deliveries`): the
+loop, its signals and its resilience once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from django.db import close_old_connections
 
 
 class PeriodicCommand(BaseCommand):
-    """Subclasses implement `run_once` (one pass; it writes what it did)."""
+    """Subclasses implement `run_once` (one pass; it writes what it did, when looping
+    only what changed: `looping`)."""
+
+    looping = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -28,6 +32,7 @@ class PeriodicCommand(BaseCommand):
             return
         if every <= 0:
             raise CommandError("--every must be a positive number of seconds.")
+        self.looping = True
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
 from analysis.services import analyses_wake_overdue
+from voicecalls.periodic import PeriodicCommand
 
 
-class Command(BaseCommand):
+class Command(PeriodicCommand):
     help = (
         "Re-enqueue post-call analyses whose wake-up was lost or whose worker died "
         "(safe to repeat)."
     )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def run_once(self) -> None:
         count = analyses_wake_overdue()
-        self.stdout.write(f"Woke {count} overdue analyses.")
+        if count or not self.looping:
+            self.stdout.write(f"Woke {count} overdue analyses.")

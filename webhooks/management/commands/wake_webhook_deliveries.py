@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
+from voicecalls.periodic import PeriodicCommand
 from webhooks.delivery import webhook_deliveries_wake_overdue
 
 
-class Command(BaseCommand):
+class Command(PeriodicCommand):
     help = "Re-enqueue pending webhook deliveries whose wake-up was lost (safe to repeat)."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def run_once(self) -> None:
         count = webhook_deliveries_wake_overdue()
-        self.stdout.write(f"Woke {count} overdue webhook deliveries.")
+        if count or not self.looping:
+            self.stdout.write(f"Woke {count} overdue webhook deliveries.")

@@ -1056,3 +1056,44 @@ def test_racing_endings_emit_one_end_report(organization: Organization) -> None:
         ("active", *won[0]),
     ]
     assert WebhookEvent.objects.filter(type=EventType.CALL_ENDED).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_endpoint_while_a_call_changes_status_fails_neither(
+    organization: Organization,
+) -> None:
+    """The endpoint was read, its deletion committed before the change did: the
+    change's delivery then referenced a gone row, and PostgreSQL's deferred foreign key
+    failed the call's own change at commit. Now the deletion waits for the change and
+    takes its delivery with it."""
+    endpoint, _ = endpoint_create(organization, "https://hooks.example.com/x")
+    call = CallFactory(organization=organization)
+    deleted: list[bool] = []
+
+    def delete_endpoint() -> None:
+        try:
+            services.webhook_endpoint_delete(endpoint=WebhookEndpoint.objects.get(pk=endpoint.pk))
+            deleted.append(True)
+        finally:
+            connection.close()
+
+    deleter = threading.Thread(target=delete_endpoint)
+    with transaction.atomic():
+        Call.objects.filter(pk=call.pk).update(status=CallStatus.ACTIVE)
+        outbox.call_status_changed_record(
+            call_id=call.id,
+            from_status=CallStatus.CONNECTING,
+            to_status=CallStatus.ACTIVE,
+            end_reason=None,
+            at=timezone.now(),
+        )
+        deleter.start()
+        deleter.join(timeout=1)
+        assert deleter.is_alive()  # waiting for this change to commit
+    deleter.join(timeout=10)
+
+    call.refresh_from_db()
+    assert (call.status, deleted) == (CallStatus.ACTIVE, [True])
+    assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
+    assert not WebhookDelivery.objects.exists()

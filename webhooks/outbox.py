@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -75,6 +75,21 @@ def _event_create(
     return event
 
 
+def _endpoints_held(call_id: UUID | str) -> list[WebhookEndpoint]:
+    """The enabled endpoints of the call's organization, each held until the caller's
+    transaction ends (PostgreSQL: FOR KEY SHARE): an endpoint's deletion waits, then
+    deletes the deliveries written here, instead of this commit failing the foreign key
+    of a delivery to a row deleted meanwhile (and the call's change with it)."""
+    endpoints = WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
+        "id", "organization_id", "events"
+    )
+    if connection.vendor != "postgresql":
+        return list(endpoints)  # SQLite: one writer at a time
+    sql, params = endpoints.query.sql_with_params()
+    table = connection.ops.quote_name(WebhookEndpoint._meta.db_table)
+    return list(WebhookEndpoint.objects.raw(f"{sql} FOR KEY SHARE OF {table}", params))
+
+
 def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
     """`calls.signals.call_status_changed` → `call_status_changed_record`."""
     call_status_changed_record(**change)
@@ -95,17 +110,13 @@ def call_status_changed_record(
     The end-of-call report is built at its first delivery attempt, no sooner than
     `WEBHOOKS_END_REPORT_DELAY` after the end, so late transcript lines are in it.
     """
-    # One query when, as for most calls, nobody is subscribed.
-    endpoints = list(
-        WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
-            "id", "organization_id", "events"
-        )
-    )
-    if not endpoints:
-        return []
     # One transaction with the change when called inside it (no savepoint: a failure
-    # here fails the change); its own transaction otherwise.
+    # here fails the change); its own transaction otherwise. One query when, as for
+    # most calls, nobody is subscribed.
     with transaction.atomic(savepoint=False):
+        endpoints = _endpoints_held(call_id)
+        if not endpoints:
+            return []
         return _call_events_create(
             organization_id=endpoints[0].organization_id,
             endpoints=endpoints,
@@ -250,11 +261,7 @@ def call_analyzed_record(*, call_id: UUID | str, at: datetime.datetime) -> Webho
     subscribed to it, except those whose end-of-call report is not built yet (it will
     carry the analysis). Called inside the transaction that stored the result, holding
     the call row's lock."""
-    endpoints = list(
-        WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
-            "id", "organization_id", "events"
-        )
-    )
+    endpoints = _endpoints_held(call_id)
     subscribed = [e for e in endpoints if EventType.CALL_ANALYZED in e.events]
     if not subscribed:
         return None

@@ -109,8 +109,11 @@ def webhook_endpoint_update(
     return endpoint
 
 
+@transaction.atomic
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    """Delete an endpoint with its deliveries and their log."""
+    """Delete an endpoint with its deliveries and their log. Locked first: a status
+    change that read it (webhooks.outbox) commits its deliveries, then they go too."""
+    WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).exists()
     endpoint.delete()
 
 

@@ -366,13 +366,25 @@ def _failing_endpoint(organization: Organization, url: str, *, changed_days_ago:
     return endpoint
 
 
+def _failed_days_ago(organization: Organization, days: float) -> WebhookDelivery:
+    """An event of another call, made `days` ago, its delivery failed for good."""
+    record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+    old = WebhookDelivery.objects.order_by("-id").first()
+    made = timezone.now() - datetime.timedelta(days=days)
+    WebhookDelivery.objects.filter(pk=old.pk).update(
+        status=DeliveryStatus.FAILED, created_at=made, next_attempt_at=None
+    )
+    return old
+
+
 def test_an_endpoint_failing_for_days_is_disabled_when_a_delivery_gives_up(
     organization: Organization, call: Call
 ) -> None:
     with Receiver(default_status=500) as receiver:
-        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=6)
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=30)
+        old = _failed_days_ago(organization, 6)
         record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
-        _give_up(WebhookDelivery.objects.get())
+        _give_up(WebhookDelivery.objects.exclude(pk=old.pk).get())
 
         record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup")
 
@@ -382,8 +394,31 @@ def test_an_endpoint_failing_for_days_is_disabled_when_a_delivery_gives_up(
         "No delivery succeeded for 5 days; enable it when it answers."
     )
     # Nothing new is queued for it; what was queued fails without being sent.
-    assert WebhookDelivery.objects.count() == 1
+    assert WebhookDelivery.objects.count() == 2
     assert len(receiver.received) == 10
+
+
+def test_a_quiet_endpoint_is_not_disabled_by_its_first_failure(
+    organization: Organization, call: Call
+) -> None:
+    """Delivered fine 8 days ago, then no calls (a holiday): one event answered 400 is
+    no 5 days of failing, and must not cost it every later event."""
+    with Receiver(default_status=400) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=30)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        eight_days_ago = timezone.now() - datetime.timedelta(days=8)
+        WebhookDelivery.objects.update(
+            status=DeliveryStatus.SUCCEEDED,
+            created_at=eight_days_ago,
+            delivered_at=eight_days_ago,
+            next_attempt_at=None,
+        )
+
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+        assert attempt(WebhookDelivery.objects.get(status=DeliveryStatus.PENDING)) == "failed"
+
+    endpoint.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason) == (True, "")
 
 
 @pytest.mark.parametrize("status", [404, 401])
@@ -394,8 +429,10 @@ def test_an_endpoint_failing_for_days_is_disabled_when_a_4xx_ends_a_delivery_at_
     one did, so a dead endpoint answering 404 got every event for good."""
     with Receiver(default_status=status) as receiver:
         endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=6)
+        _failed_days_ago(organization, 6)
         record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
-        assert attempt(WebhookDelivery.objects.get()) == DeliveryStatus.FAILED
+        pending = WebhookDelivery.objects.get(status=DeliveryStatus.PENDING)
+        assert attempt(pending) == DeliveryStatus.FAILED
 
     endpoint.refresh_from_db()
     assert (endpoint.enabled, endpoint.disabled_reason) == (

@@ -213,16 +213,27 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
 
 
 def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
-    """Disable an endpoint that has delivered nothing for WEBHOOKS_DISABLE_AFTER_DAYS
-    (and was not changed by its owner meanwhile: a fixed URL or a re-enabled endpoint
+    """Disable an endpoint failing for WEBHOOKS_DISABLE_AFTER_DAYS: nothing delivered
+    since an event that much older (a quiet endpoint failing once is not failing for
+    days), and not changed by its owner meanwhile (a fixed URL or a re-enabled endpoint
     gets its own days). Called when a delivery fails for good, so it costs nothing while
     deliveries succeed."""
     days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
     since = now - datetime.timedelta(days=days)
-    delivered = WebhookDelivery.objects.filter(
-        endpoint_id=endpoint_id, status=DeliveryStatus.SUCCEEDED, delivered_at__gte=since
+    deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id)
+    last_success = (
+        deliveries.filter(status=DeliveryStatus.SUCCEEDED)
+        .order_by("-created_at")
+        .values_list("delivered_at", flat=True)
+        .first()
     )
-    if delivered.exists():
+    if last_success is not None and last_success >= since:
+        return
+    # An event made after the last success and `days` ago, never delivered since.
+    failing = deliveries.filter(created_at__lte=since)
+    if last_success is not None:
+        failing = failing.filter(created_at__gt=last_success)
+    if not failing.exists():
         return
     disabled = WebhookEndpoint.objects.filter(
         pk=endpoint_id, enabled=True, updated_at__lte=since

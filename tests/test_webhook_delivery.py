@@ -612,6 +612,49 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_timeout(drip: str) -> 
     assert 900 <= raised.value.duration_ms < 3000
 
 
+def test_a_410_from_the_old_url_leaves_an_endpoint_moved_meanwhile_enabled(
+    organization: Organization, call: Call
+) -> None:
+    """The owner moved the endpoint while an attempt at the old URL was in flight, and
+    the old URL answered 410 Gone: the endpoint at its new URL stays enabled."""
+    from webhooks import delivery as delivery_module
+
+    with Receiver([Reply(410)]) as old, Receiver() as new:
+        endpoint, _ = endpoint_create(organization, old.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.select_related("event", "endpoint").get()
+        now = timezone.now()
+        answer = delivery_module._send(delivery, endpoint=delivery.endpoint, now=now)
+        services.webhook_endpoint_update(
+            endpoint=WebhookEndpoint.objects.get(pk=endpoint.pk), url=new.url
+        )
+        delivery_module._attempt_finish(delivery, attempt=answer, now=now)
+
+    endpoint.refresh_from_db()
+    assert (endpoint.url, endpoint.enabled, endpoint.disabled_reason) == (new.url, True, "")
+
+
+def test_an_event_type_unsubscribed_meanwhile_is_not_sent_any_more(
+    organization: Organization, call: Call
+) -> None:
+    """Like a disabled endpoint's, what was queued of an event type its owner dropped
+    fails without being sent (a retry could come days later)."""
+    with Receiver(default_status=200) as receiver:
+        endpoint, _ = endpoint_create(organization, receiver.url)
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        record(call, CallStatus.ACTIVE, CallStatus.COMPLETED, "user_hangup")
+        services.webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_STATUS_CHANGED])
+        ended = WebhookDelivery.objects.get(event__type=EventType.CALL_ENDED)
+
+        assert attempt(ended) == DeliveryStatus.FAILED
+
+    assert receiver.received == []
+    ended.refresh_from_db()
+    assert ended.last_error == "endpoint no longer subscribed to call.ended."
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is True
+
+
 def test_a_refused_connection_is_retried(organization: Organization, call: Call) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

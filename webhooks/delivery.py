@@ -88,6 +88,7 @@ class _Attempt:
     excerpt: str
     outcome: str | None
     retry_after: float | None = None
+    sent: bool = True  # False: failed without a request (disabled, unsubscribed)
 
 
 def webhook_delivery_attempt(
@@ -108,7 +109,11 @@ def webhook_delivery_attempt(
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         error = " ".join(["endpoint disabled.", endpoint.disabled_reason]).strip()
-        attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED)
+        attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED, sent=False)
+    elif delivery.event.type not in endpoint.events:
+        # Its owner dropped the event type since: what was queued is not sent either.
+        error = f"endpoint no longer subscribed to {delivery.event.type}."
+        attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED, sent=False)
     else:
         attempt = _send(delivery, endpoint=endpoint, now=now)
     return _attempt_finish(delivery, attempt=attempt, now=now)
@@ -193,7 +198,7 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
         else:
             outcome = DeliveryStatus.PENDING
             changes["next_attempt_at"] = now + datetime.timedelta(seconds=delay)
-    if outcome == DeliveryStatus.FAILED and attempt.status_code != 410:
+    if outcome == DeliveryStatus.FAILED and attempt.sent and attempt.status_code != 410:
         # However it failed: a dead endpoint answering 404 gives up at once.
         _disable_if_failing(endpoint_id=delivery.endpoint_id, now=now)
     changes["status"] = outcome
@@ -201,7 +206,8 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
         changes["delivered_at"] = now
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
     if attempt.status_code == 410:
-        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
+        # The URL that answered: an endpoint its owner moved meanwhile stays enabled.
+        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, url=attempt.url).update(
             enabled=False, disabled_reason="The receiver answered 410 Gone.", updated_at=now
         )
     if outcome == DeliveryStatus.PENDING:

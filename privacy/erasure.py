@@ -28,8 +28,8 @@ from django.utils import timezone
 from accounts.models import APIKey, Organization
 from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
 from privacy import scrub
-from privacy.keys import user_id_hash
-from privacy.models import Erasure, ErasureStatus
+from privacy.keys import user_id_hash, user_id_hashes
+from privacy.models import Erasure, ErasureStatus, RetainedIdentity
 from privacy.recordings import recordings_delete
 from recordings.storage import StorageError
 
@@ -74,12 +74,16 @@ def _wake(erasure_id: UUID, *, at: datetime.datetime) -> None:
 
 def calls_of_user(*, organization_id: UUID, user_id: str) -> QuerySet[Call]:
     """The organization's calls of this user (indexes call_org_user, call_org_callee,
-    call_org_caller)."""
+    call_org_caller), and those whose identity retention removed before their words
+    (their keyed hash, under the current and earlier SECRET_KEYs)."""
     match = Q(user_id=user_id)
     if E164.match(user_id):
         phone = Q(channel=CallChannel.PHONE)
         match |= phone & Q(direction=CallDirection.OUTBOUND, phone_number=user_id)
         match |= phone & Q(direction=CallDirection.INBOUND, from_number=user_id)
+    hashes = user_id_hashes(organization_id=organization_id, user_id=user_id)
+    retained = RetainedIdentity.objects.filter(user_id_hash__in=hashes).values("call_id")
+    match |= Q(pk__in=retained)
     return Call.objects.filter(match, organization_id=organization_id)
 
 
@@ -165,6 +169,8 @@ def _batch(
     scrub.data_clear(call_ids=ids)
     scrub.analysis_erase(call_ids=ids)
     ended = [(call_id, c, d) for call_id, c, d, status, _ in rows if status in ENDED_STATUSES]
+    # Erased, the calls need no way back to the user: the next batch finds others.
+    RetainedIdentity.objects.filter(call_id__in=ids).delete()
     if ended:
         scrub.identity_clear(calls=ended)
         scrub.idempotency_tokens_clear(call_ids=[call_id for call_id, _, _ in ended])

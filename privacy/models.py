@@ -72,3 +72,24 @@ class Erasure(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class RetainedIdentity(models.Model):
+    """Who a call was with, as a keyed hash (`privacy.keys.user_id_hash`), kept when
+    user-data retention removed the identity itself but the call's words or recording
+    are kept longer: an erasure of that user must still find them. Gone when the call
+    is erased."""
+
+    id = models.BigAutoField(primary_key=True)
+    call = models.ForeignKey("calls.Call", on_delete=models.CASCADE, related_name="+")
+    user_id_hash = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name_plural = "retained identities"
+        indexes = [models.Index(fields=["user_id_hash"], name="retained_identity_hash")]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "user_id_hash"], name="one_hash_per_call")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.call_id} {self.user_id_hash[:12]}"

@@ -111,6 +111,7 @@ def _transcripts_expire(*, calls: list, ids: list[UUID], result: RetentionResult
 
 def _user_data_expire(*, calls: list, ids: list[UUID], result: RetentionResult) -> None:
     scrub.data_clear(call_ids=ids)
+    scrub.identities_retain(call_ids=ids)
     scrub.identity_clear(calls=calls)
     # The analysis may quote the caller's details (its prompt sees user_data).
     scrub.analysis_erase(call_ids=ids)

@@ -26,7 +26,8 @@ from calls.models import (
     LiveKitWebhookEvent,
     TranscriptEntry,
 )
-from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased
+from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased, user_id_hash
+from privacy.models import RetainedIdentity
 from streams.feed import call_feeds_scrubbed
 from webhooks.outbox import call_event_bodies_rebuild
 
@@ -98,6 +99,22 @@ def idempotency_tokens_clear(*, call_ids: Sequence[UUID]) -> int:
 def data_clear(*, call_ids: Sequence[UUID]) -> None:
     """Empty user_data and metadata (whatever the customer put there)."""
     Call.objects.filter(pk__in=call_ids).update(user_data={}, metadata={})
+
+
+def identities_retain(*, call_ids: list[UUID]) -> None:
+    """Keep, as keyed hashes, who the calls were with (user id, callee's or caller's
+    number), before retention clears them: their words may be kept longer, and an
+    erasure of that user must still find them (privacy.erasure.calls_of_user)."""
+    rows = Call.objects.filter(pk__in=call_ids).values_list(
+        "id", "organization_id", "user_id", "phone_number", "from_number", "direction"
+    )
+    kept = []
+    for call_id, organization_id, user_id, phone_number, from_number, direction in rows:
+        number = phone_number if direction == CallDirection.OUTBOUND else from_number
+        for identity in {user_id, number} - {None, ""}:
+            digest = user_id_hash(organization_id=organization_id, user_id=identity)
+            kept.append(RetainedIdentity(call_id=call_id, user_id_hash=digest))
+    RetainedIdentity.objects.bulk_create(kept, ignore_conflicts=True)
 
 
 def identity_clear(*, calls: Sequence[tuple[UUID, str, str]]) -> None:

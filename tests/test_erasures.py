@@ -174,6 +174,38 @@ def test_a_phone_number_erases_the_calls_to_and_from_it(organization, key) -> No
     assert someone_else.erased_at is None
 
 
+@pytest.mark.parametrize("rotated", [False, True], ids=["same-key", "secret-key-rotated"])
+def test_an_erasure_reaches_the_words_of_calls_whose_identity_retention_removed(
+    organization, key, settings, rotated: bool
+) -> None:
+    """Identities kept 30 days, transcripts longer: once retention cleared a call's user
+    id and number, the user's words were out of an erasure's reach."""
+    from privacy.models import RetainedIdentity
+    from privacy.retention import retention_apply
+
+    organization.user_data_retention_days = 30
+    organization.save(update_fields=["user_data_retention_days"])
+    month_ago = timezone.now() - datetime.timedelta(days=31)
+    web = personal_call(organization, ended_at=month_ago)
+    phone = outbound_phone_call(organization, user_id="crm-42", ended_at=month_ago)
+    retention_apply()
+    web.refresh_from_db()
+    phone.refresh_from_db()
+    assert (web.user_id, phone.phone_number) == (None, None)  # retention did its part
+    assert "I am John" in [line[1] for line in transcript(web)]
+    if rotated:
+        settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+        settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY
+
+    by_user_id = erase(organization, key, "user-123")
+    by_number = erase(organization, key, CALLEE)
+
+    assert (by_user_id.calls_erased, by_number.calls_erased) == (1, 1)
+    assert transcript(web) == ERASED_LINES
+    assert all(line[1] == ERASED_CONTENT for line in transcript(phone))
+    assert not RetainedIdentity.objects.exists()
+
+
 def test_the_organizations_own_number_is_nobodys_personal_number(organization, key) -> None:
     outbound_phone_call(organization)
     inbound_phone_call(organization)

@@ -200,6 +200,7 @@ def test_an_erasure_reaches_the_words_of_calls_whose_identity_retention_removed(
     by_user_id = erase(organization, key, "user-123")
     by_number = erase(organization, key, CALLEE)
 
+    assert (by_user_id.status, by_number.status) == (ErasureStatus.COMPLETED,) * 2
     assert (by_user_id.calls_erased, by_number.calls_erased) == (1, 1)
     assert transcript(web) == ERASED_LINES
     assert all(line[1] == ERASED_CONTENT for line in transcript(phone))

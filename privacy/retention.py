@@ -48,9 +48,10 @@ def retention_apply(
         ("user_data_retention_days", "user_data_expired_at", _user_data_expire),
     ]
     for setting, marker, expire in steps:
-        # Organizations are few next to calls; only those with the setting are read.
+        # Organizations are few next to calls; only those with the setting are read, at
+        # once (no server-side cursor: PgBouncer's transaction mode loses it).
         organizations = Organization.objects.filter(**{f"{setting}__isnull": False})
-        for organization_id, days in organizations.values_list("id", setting).iterator():
+        for organization_id, days in list(organizations.values_list("id", setting)):
             before = scrub.cutoff(now=now, days=days)
             while _batch(
                 organization_id=organization_id,

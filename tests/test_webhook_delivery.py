@@ -890,6 +890,30 @@ def test_wake_webhook_deliveries_requeues_lost_wake_ups(
     assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
 
 
+def test_waking_overdue_deliveries_queues_at_most_its_limit_most_overdue_first(
+    organization: Organization, django_capture_on_commit_callbacks
+) -> None:
+    """While the worker is down every run would queue every overdue delivery again."""
+    from webhooks.delivery import webhook_deliveries_wake_overdue
+
+    endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
+    for _ in range(3):
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+    DBTaskResult.objects.all().delete()
+    now = timezone.now()
+    deliveries = list(WebhookDelivery.objects.order_by("id"))
+    for minutes, delivery in zip([5, 30, 10], deliveries, strict=True):
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=now - datetime.timedelta(minutes=minutes)
+        )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert webhook_deliveries_wake_overdue(now=now, limit=2) == 2
+
+    woken = {result.args_kwargs["args"][0] for result in DBTaskResult.objects.all()}
+    assert woken == {deliveries[1].pk, deliveries[2].pk}
+
+
 # HTTPS: the request goes to the resolved address, TLS still checks the name.
 
 

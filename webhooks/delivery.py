@@ -281,17 +281,23 @@ def webhook_delivery_replay(
 
 
 def webhook_deliveries_wake_overdue(
-    *, now: datetime.datetime | None = None, grace: datetime.timedelta | None = None
+    *,
+    now: datetime.datetime | None = None,
+    grace: datetime.timedelta | None = None,
+    limit: int = 1000,
 ) -> int:
     """Enqueue pending deliveries whose attempt is overdue by more than `grace` (a
-    wake-up lost with a crashed worker or a failed enqueue). Safe to run any time: a
-    duplicate wake-up does nothing."""
+    wake-up lost with a crashed worker or a failed enqueue), the `limit` most overdue
+    (while the worker is down, each run would otherwise queue every one again). Safe
+    to run any time: a duplicate wake-up does nothing."""
     now = now or timezone.now()
     grace = ATTEMPT_LEASE if grace is None else grace
     overdue = list(
         WebhookDelivery.objects.filter(
             status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace
-        ).values_list("pk", flat=True)
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
     )
     with transaction.atomic():
         for delivery_id in overdue:

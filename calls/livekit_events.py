@@ -156,8 +156,15 @@ def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.date
         event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
-    if not call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
-        call_start_refused(call_id=call.id, at=at)
+    if call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
+        return
+    # Timed by its arrival, it came past the start delay; but it happened no earlier
+    # than its stamp (whole seconds): a join stamped in time still starts the call.
+    stamped = _event_stamp(event)
+    if stamped is not None and stamped < at:
+        if call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=stamped):
+            return
+    call_start_refused(call_id=call.id, at=stamped or at)
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
@@ -306,10 +313,17 @@ LATE_DELIVERY = datetime.timedelta(seconds=2)
 
 def _event_time(event: WebhookEvent, now: datetime.datetime) -> datetime.datetime:
     """When the event happened, as well as we know: see LATE_DELIVERY."""
-    if not event.created_at:
-        return now
-    try:
-        stamped = datetime.datetime.fromtimestamp(event.created_at, tz=datetime.UTC)
-    except (ValueError, OverflowError, OSError):  # an int64 beyond any date
+    stamped = _event_stamp(event)
+    if stamped is None:
         return now
     return stamped if now - stamped > LATE_DELIVERY else now
+
+
+def _event_stamp(event: WebhookEvent) -> datetime.datetime | None:
+    """LiveKit's stamp (the whole second the event happened in), if it has a valid one."""
+    if not event.created_at:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(event.created_at, tz=datetime.UTC)
+    except (ValueError, OverflowError, OSError):  # an int64 beyond any date
+        return None

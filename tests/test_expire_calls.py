@@ -90,6 +90,22 @@ def test_a_join_past_the_connect_timeout_times_the_call_out_then_and_closes_its_
     assert call.room_name not in fake_livekit.rooms
 
 
+def test_a_join_stamped_within_the_connect_timeout_but_arriving_just_after_starts_the_call(
+    make, fake_livekit
+):
+    """LiveKit stamps whole seconds: a join made just before the timeout, delivered at
+    once, arrives just after it; its stamp says it may well have been in time."""
+    import time
+
+    call = make(created_at=ago(60.3), connect_timeout_seconds=60)
+
+    assert send("participant_joined", call.pk, created_at=int(time.time() - 0.5)).status_code == 200
+
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+    assert call.created_at <= call.started_at <= call.created_at + datetime.timedelta(seconds=60)
+
+
 def test_a_call_past_its_max_duration_times_out(make, fake_livekit):
     long = make(active=True, started_at=ago(1801), max_duration_seconds=1800)
     fake_livekit.add_room(long.room_name, [f"user-{long.pk}"])

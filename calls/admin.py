@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -213,13 +213,15 @@ class CallAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        call_id = term.removeprefix("call-")
+        # Exact and case-sensitive, as the API's filter: index ranges (call_user, the room
+        # name's unique index), where the admin's own `=user_id` (iexact) would read
+        # every call. A user id may look like a call id; an inbound room has its own name.
+        match = Q(user_id=term) | Q(room_name=term)
         try:
-            return queryset.filter(pk=uuid.UUID(call_id)), False
+            match |= Q(pk=uuid.UUID(term.removeprefix("call-")))
         except ValueError:
-            # Exact and case-sensitive, as the API's filter: an index range (call_user),
-            # where the admin's own `=user_id` (iexact) would read every call.
-            return queryset.filter(user_id=term), False
+            pass
+        return queryset.filter(match), False
 
     def get_ordering(self, request: HttpRequest) -> list[str]:
         # Drilled into the started_at hierarchy: latest started first, a range of the
@@ -386,7 +388,7 @@ class CallAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        from calls.services import call_end
+        from calls.services import CallTransferring, call_end
         from voicecalls.livekit import LiveKitError
 
         call = get_object_or_404(Call, pk=pk)
@@ -395,6 +397,12 @@ class CallAdmin(admin.ModelAdmin):
         except LiveKitError:
             self.message_user(
                 request, "LiveKit could not be reached: the call was not ended.", messages.ERROR
+            )
+        except CallTransferring:
+            self.message_user(
+                request,
+                "The call is being transferred: it ends when the transfer does.",
+                messages.WARNING,
             )
         else:
             self.message_user(request, f"Call {call.id} is {call.status}.", messages.SUCCESS)

@@ -66,8 +66,35 @@ class SipTrunkAddForm(forms.ModelForm):
             self.add_error(None, [str(detail) for detail in exc.detail])
 
 
+class LiveKitDeletes:
+    """Deleting through a service that asks LiveKit first: a refusal keeps the row and
+    says so, instead of a 500 (and, in bulk, a batch stopped half-way)."""
+
+    def deletes_each(self, request: HttpRequest, objects: Any, delete: Any) -> None:
+        for obj in objects:
+            try:
+                delete(obj)
+            except LiveKitError as exc:
+                request.livekit_refused = True
+                self.message_user(
+                    request, f"{obj}: LiveKit refused its deletion, kept: {exc}", messages.ERROR
+                )
+
+    def message_user(
+        self,
+        request: HttpRequest,
+        message: str,
+        level: int = messages.INFO,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        if level == messages.SUCCESS and getattr(request, "livekit_refused", False):
+            return  # Django's "deleted successfully" would be untrue
+        super().message_user(request, message, level, *args, **kwargs)
+
+
 @admin.register(SipTrunk)
-class SipTrunkAdmin(admin.ModelAdmin):
+class SipTrunkAdmin(LiveKitDeletes, admin.ModelAdmin):
     add_form = SipTrunkAddForm
     list_display = ["name", "direction", "organization", "livekit_trunk_id", "created_at"]
     list_filter = ["direction"]
@@ -113,15 +140,14 @@ class SipTrunkAdmin(admin.ModelAdmin):
             obj.pk = form.created.pk
 
     def delete_model(self, request: HttpRequest, obj: SipTrunk) -> None:
-        services.sip_trunk_delete(trunk=obj)
+        self.deletes_each(request, [obj], lambda trunk: services.sip_trunk_delete(trunk=trunk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SipTrunk]) -> None:
-        for trunk in queryset:
-            services.sip_trunk_delete(trunk=trunk)
+        self.deletes_each(request, queryset, lambda trunk: services.sip_trunk_delete(trunk=trunk))
 
 
 @admin.register(PhoneNumber)
-class PhoneNumberAdmin(admin.ModelAdmin):
+class PhoneNumberAdmin(LiveKitDeletes, admin.ModelAdmin):
     """Customers add numbers through the API; staff verify them here (creating the
     LiveKit dispatch rule) once they know the number is the customer's."""
 
@@ -165,8 +191,7 @@ class PhoneNumberAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{number} verified.", messages.SUCCESS)
 
     def delete_model(self, request: HttpRequest, obj: PhoneNumber) -> None:
-        services.phone_number_delete(phone_number=obj)
+        self.deletes_each(request, [obj], lambda n: services.phone_number_delete(phone_number=n))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PhoneNumber]) -> None:
-        for number in queryset:
-            services.phone_number_delete(phone_number=number)
+        self.deletes_each(request, queryset, lambda n: services.phone_number_delete(phone_number=n))

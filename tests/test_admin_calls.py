@@ -74,6 +74,53 @@ def test_search_finds_calls_by_exact_user_id(staff: Client, organization) -> Non
     assert str(mine.id)[:8] not in other_case
 
 
+def test_search_finds_calls_by_a_user_id_that_looks_like_a_call_id(
+    staff: Client, organization
+) -> None:
+    user_id = str(uuid.uuid4())
+    call = CallFactory(organization=organization, user_id=user_id)
+    other = CallFactory(organization=organization)
+
+    html = staff.get("/admin/calls/call/", {"q": user_id}).content.decode()
+
+    assert str(call.id)[:8] in html
+    assert str(other.id)[:8] not in html
+
+
+def test_search_finds_an_inbound_call_by_the_room_name_livekit_gave_it(
+    staff: Client, organization
+) -> None:
+    room = "inbound-_+14155550123_Xq7bKp2LmN"
+    call = CallFactory(organization=organization, channel="phone", room_name=room)
+    other = CallFactory(organization=organization)
+
+    html = staff.get("/admin/calls/call/", {"q": room}).content.decode()
+
+    assert str(call.id)[:8] in html
+    assert str(other.id)[:8] not in html
+
+
+def test_ending_a_call_being_transferred_is_a_message_not_a_500(
+    staff: Client, organization
+) -> None:
+    call = CallFactory(organization=organization, active=True)
+    Call.objects.filter(pk=call.pk).update(
+        hangup_requested_at=timezone.now(),
+        end_reason="transferred",
+        transfer_destination="+14155550199",
+    )
+    staff.raise_request_exception = False
+
+    response = staff.post(f"/admin/calls/call/{call.id}/end/", {"next": "/admin/"}, follow=True)
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "The call is being transferred: it ends when the transfer does."
+    ]
+    call.refresh_from_db()
+    assert call.status == CallStatus.ACTIVE
+
+
 def test_filters_narrow_the_list(staff: Client, organization) -> None:
     active = CallFactory(organization=organization, active=True)
     done = CallFactory(organization=organization, completed=True)

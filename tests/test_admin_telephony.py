@@ -257,3 +257,41 @@ def test_staff_deleting_a_verified_number_deletes_its_rule(
     assert response.status_code == 302
     assert fake_livekit.dispatch_rules == {}
     assert PhoneNumber.objects.count() == 0
+
+
+def test_deleting_a_trunk_livekit_refuses_keeps_it_with_a_message_not_a_500(
+    staff_client, organization, fake_livekit
+) -> None:
+    trunk = phone_ready(organization)
+    fake_livekit.fail("DeleteSIPTrunk", "500")
+    staff_client.raise_request_exception = False
+
+    response = staff_client.post(
+        reverse("admin:telephony_siptrunk_delete", args=[trunk.pk]), {"post": "yes"}, follow=True
+    )
+
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert len(shown) == 1 and "LiveKit refused its deletion, kept" in shown[0]
+    assert SipTrunk.objects.filter(pk=trunk.pk).exists()
+
+
+def test_deleting_numbers_in_bulk_keeps_the_one_livekit_refuses_and_says_so(
+    staff_client, organization, fake_livekit
+) -> None:
+    from telephony.services import phone_number_verify
+
+    number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=inbound_trunk(organization)))
+    fake_livekit.fail("DeleteSIPDispatchRule", "500")
+    staff_client.raise_request_exception = False
+
+    response = staff_client.post(
+        reverse("admin:telephony_phonenumber_changelist"),
+        {"action": "delete_selected", "_selected_action": [number.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert len(shown) == 1 and "LiveKit refused its deletion, kept" in shown[0]
+    assert PhoneNumber.objects.filter(pk=number.pk).exists()

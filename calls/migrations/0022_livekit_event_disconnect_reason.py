@@ -1,6 +1,6 @@
-"""The ledger keeps a departure's reason and when the event happened: a phone call's
-callee leaving while its dial runs is applied when the dial answers. Columns with a
-constant default or none: no rewrite on PostgreSQL."""
+"""The ledger keeps a departure's reason: a phone call's callee leaving while its dial
+runs is applied when the dial answers. A column with a constant default: no rewrite on
+PostgreSQL."""
 
 from django.db import migrations, models
 
@@ -16,10 +16,5 @@ class Migration(migrations.Migration):
             model_name='livekitwebhookevent',
             name='disconnect_reason',
             field=models.CharField(blank=True, db_default='', default='', max_length=40),
-        ),
-        migrations.AddField(
-            model_name='livekitwebhookevent',
-            name='happened_at',
-            field=models.DateTimeField(blank=True, null=True),
         ),
     ]

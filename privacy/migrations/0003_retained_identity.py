@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0022_livekit_event_disconnect_reason'),
+        ('calls', '0023_livekit_event_happened_at'),
         ('privacy', '0002_erasure_recordings_deleted'),
     ]
 

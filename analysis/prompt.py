@@ -5,6 +5,7 @@ and the check of an answer against it."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 from voicecalls.fields import json_has_nul, schema_validator
@@ -105,7 +106,7 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
     """The parsed answer and None, or None and why it does not match the schema."""
     try:
         # json.loads takes NaN and Infinity, which no JSON column stores.
-        answer = json.loads(content, parse_constant=_not_json)
+        answer = json.loads(content, parse_constant=_not_json, parse_float=_finite)
         if json_has_nul(answer):
             return None, "The answer contains NUL characters."
         problem = _schema_problem(answer, analysis)
@@ -120,6 +121,14 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
 
 def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    # 1e400 parses as infinity, which no JSON column stores either.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a double")
+    return value
 
 
 def _schema_problem(answer: object, analysis: dict) -> str | None:

@@ -82,13 +82,10 @@ def calls_of_user(*, organization_id: UUID, user_id: str) -> QuerySet[Call]:
         match |= phone & Q(direction=CallDirection.OUTBOUND, phone_number=user_id)
         match |= phone & Q(direction=CallDirection.INBOUND, from_number=user_id)
     hashes = user_id_hashes(organization_id=organization_id, user_id=user_id)
-    # Ids, not a subquery: `id IN (…)` joins the OR of index scans; a subquery in it
-    # would filter every call of the organization.
-    retained = RetainedIdentity.objects.filter(user_id_hash__in=hashes)
-    call_ids = list(retained.values_list("call_id", flat=True))
-    if call_ids:
-        # Not erased yet: erasing deletes their hashes, but this list was read before.
-        match |= Q(pk__in=call_ids, erased_at__isnull=True)
+    # A subquery, read in each batch's own statement: retention clears a user id and
+    # keeps its hash in one transaction, so a batch sees a call by one or the other.
+    retained = RetainedIdentity.objects.filter(user_id_hash__in=hashes).values("call_id")
+    match |= Q(pk__in=retained)
     return Call.objects.filter(match, organization_id=organization_id)
 
 

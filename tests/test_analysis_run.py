@@ -162,8 +162,10 @@ def test_invalid_json_is_retried_once_with_the_error_then_completes(
         '"success": true}',
         '{"summary": "A salad.\\u0000", "structured_data": {"meal_type": "lunch"}, '
         '"success": true}',
+        '{"summary": "A salad.", "structured_data": {"meal_type": "lunch", "calories": 1e400}, '
+        '"success": true}',
     ],
-    ids=["nan", "nul"],
+    ids=["nan", "nul", "beyond-a-double"],
 )
 def test_an_answer_no_json_column_stores_is_retried_not_left_running(
     organization: Organization, fake_llm: FakeLLM, content: str

@@ -563,3 +563,29 @@ def test_the_token_kept_for_replays_of_the_calls_creation_loses_the_persons_name
     kept_for_replay = IdempotencyRecord.objects.get(key="k-2").response_body
     assert kept_for_replay == other.json() and kept_for_replay["token"]
     assert call_id != other.json()["call_id"]
+
+
+def test_retention_clearing_a_call_while_an_erasure_runs_leaves_it_in_the_erasures_reach(
+    organization, key, monkeypatch
+) -> None:
+    """Retention committing after the erasure found the user's calls (it clears the
+    user id and keeps the hash at once) must not take a call out of its reach."""
+    from privacy import erasure as erasure_module
+    from privacy.retention import retention_apply
+
+    organization.user_data_retention_days = 30
+    organization.save(update_fields=["user_data_retention_days"])
+    call = personal_call(organization, ended_at=timezone.now() - datetime.timedelta(days=31))
+    found_calls_of_user = erasure_module.calls_of_user
+
+    def calls_then_retention(**kwargs):
+        calls = found_calls_of_user(**kwargs)
+        retention_apply()  # expire_data's pass, committing meanwhile
+        return calls
+
+    monkeypatch.setattr(erasure_module, "calls_of_user", calls_then_retention)
+
+    erasure = erase(organization, key, "user-123")
+
+    assert erasure.status == ErasureStatus.COMPLETED
+    assert transcript(call) == ERASED_LINES

@@ -671,6 +671,32 @@ def test_a_refused_connection_is_retried(organization: Organization, call: Call)
     assert delivery.next_attempt_at is not None
 
 
+def test_an_endpoint_a_replay_reached_yesterday_is_not_disabled_by_a_failure(
+    organization: Organization, call: Call
+) -> None:
+    """The last success is the latest delivery, not the success of the latest event:
+    an old event replayed and delivered yesterday proves the endpoint works."""
+    day = datetime.timedelta(days=1)
+    now = timezone.now()
+    with Receiver(default_status=404) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=30)
+        replayed = _failed_days_ago(organization, 10)
+        WebhookDelivery.objects.filter(pk=replayed.pk).update(
+            status=DeliveryStatus.SUCCEEDED, delivered_at=now - day
+        )
+        older = _failed_days_ago(organization, 9)
+        WebhookDelivery.objects.filter(pk=older.pk).update(
+            status=DeliveryStatus.SUCCEEDED, delivered_at=now - 9 * day
+        )
+        _failed_days_ago(organization, 7)
+
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        assert attempt(WebhookDelivery.objects.get(status=DeliveryStatus.PENDING)) == "failed"
+
+    endpoint.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason) == (True, "")
+
+
 def test_a_410_disables_the_endpoint(organization: Organization, call: Call) -> None:
     with Receiver([Reply(410)]) as receiver:
         endpoint, _ = endpoint_create(organization, receiver.url)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from calls.models import Call
@@ -227,12 +227,10 @@ def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
     days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
     since = now - datetime.timedelta(days=days)
     deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id)
-    last_success = (
-        deliveries.filter(status=DeliveryStatus.SUCCEEDED)
-        .order_by("-created_at")
-        .values_list("delivered_at", flat=True)
-        .first()
-    )
+    # The latest delivery, whatever its event's age (an old event replayed yesterday).
+    last_success = deliveries.filter(status=DeliveryStatus.SUCCEEDED).aggregate(
+        last=Max("delivered_at")
+    )["last"]
     if last_success is not None and last_success >= since:
         return
     # An event made after the last success and `days` ago, never delivered since.

@@ -288,3 +288,19 @@ def test_filters_and_methods_on_a_callers_data_still_render() -> None:
     )
 
     assert rendered == "Al, Bo, Cy 5000"
+
+
+def test_a_long_list_tested_by_its_length_in_a_loop_still_renders() -> None:
+    """`length` looks at a list without walking it: charged by the list's size at every
+    iteration, a 2,000-slot list ran out of budget and the prompt rendered empty."""
+    slots = [f"slot-{n:04d}" for n in range(2000)]
+    context = {**CONTEXT, "user": {"slots": slots}}
+    source = (
+        "Free slots: {% for s in user.slots %}{{ s }}"
+        "{% if loop.index < user.slots | length %}, {% endif %}{% endfor %}"
+    )
+
+    rendered = render(source, context)
+
+    assert rendered.startswith("Free slots: slot-0000, slot-0001")
+    assert rendered.endswith("slot-1999")

@@ -240,6 +240,12 @@ def _work_of(value: Any) -> int:
     return len(value) // _ITEMS_PER_UNIT if isinstance(value, _SIZED) else 0
 
 
+# Filters that look at a value without walking it: a unit each, whatever its size.
+_CONSTANT_TIME_FILTERS = frozenset(
+    "length count first default d int float abs round bool e escape safe attr".split()
+)
+
+
 def _costed_filter(original: Any) -> Any:
     """`original`, spending a unit plus the size of its value and of its result."""
     value_at = 1 if _PassArg.from_obj(original) else 0  # after the context it is passed
@@ -271,7 +277,8 @@ def _make_environment() -> PromptEnvironment:
     env.filters["join"] = _join_filter(env.filters["join"])
     env.filters["replace"] = _replace_filter(env.filters["replace"])
     for name, original in list(env.filters.items()):
-        env.filters[name] = _costed_filter(original)
+        if name not in _CONSTANT_TIME_FILTERS:
+            env.filters[name] = _costed_filter(original)
     env.filters["_loop_budget"] = _loop_budget
     env.filters["_bounded_concat"] = _bounded_concat
     return env

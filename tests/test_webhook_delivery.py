@@ -1190,20 +1190,27 @@ def test_racing_endings_emit_one_end_report(organization: Organization) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("where", ["api", "admin"])
 def test_deleting_an_endpoint_while_a_call_changes_status_fails_neither(
-    organization: Organization,
+    organization: Organization, where: str
 ) -> None:
     """The endpoint was read, its deletion committed before the change did: the
     change's delivery then referenced a gone row, and PostgreSQL's deferred foreign key
     failed the call's own change at commit. Now the deletion waits for the change and
-    takes its delivery with it."""
+    takes its delivery with it, from the API's service and the admin alike."""
+    from django.contrib import admin as django_admin
+
     endpoint, _ = endpoint_create(organization, "https://hooks.example.com/x")
     call = CallFactory(organization=organization)
     deleted: list[bool] = []
 
     def delete_endpoint() -> None:
         try:
-            services.webhook_endpoint_delete(endpoint=WebhookEndpoint.objects.get(pk=endpoint.pk))
+            found = WebhookEndpoint.objects.get(pk=endpoint.pk)
+            if where == "admin":
+                django_admin.site._registry[WebhookEndpoint].delete_model(None, found)
+            else:
+                services.webhook_endpoint_delete(endpoint=found)
             deleted.append(True)
         finally:
             connection.close()
@@ -1227,3 +1234,44 @@ def test_deleting_an_endpoint_while_a_call_changes_status_fails_neither(
     assert (call.status, deleted) == (CallStatus.ACTIVE, [True])
     assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
     assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_endpoint_while_a_delivery_to_it_fails_for_good_deadlocks_neither(
+    organization: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker finishing an attempt holds the delivery's row, then writes the endpoint
+    (disabling it); a deletion holding the endpoint first would wait for the delivery:
+    each waiting for the other."""
+    from webhooks import delivery as delivery_module
+
+    errors: list[Exception] = []
+    disable = delivery_module._disable_if_failing
+
+    def delete_endpoint(pk: object) -> None:
+        try:
+            services.webhook_endpoint_delete(endpoint=WebhookEndpoint.objects.get(pk=pk))
+        except Exception as exc:  # what the test reports
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with Receiver(default_status=404) as receiver:
+        endpoint = _failing_endpoint(organization, receiver.url, changed_days_ago=30)
+        _failed_days_ago(organization, 6)
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+        pending = WebhookDelivery.objects.get(status=DeliveryStatus.PENDING)
+        deleter = threading.Thread(target=delete_endpoint, args=(endpoint.pk,))
+
+        def disable_while_deleted(**kwargs: object) -> None:
+            deleter.start()
+            time.sleep(1)  # the deleter is at work, waiting for this delivery's row
+            disable(**kwargs)
+
+        monkeypatch.setattr(delivery_module, "_disable_if_failing", disable_while_deleted)
+        attempt(pending)
+        deleter.join(timeout=10)
+
+    assert errors == []
+    assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.utils import timezone
 from rest_framework import serializers
@@ -109,12 +109,22 @@ def webhook_endpoint_update(
     return endpoint
 
 
-@transaction.atomic
+# A status change holding the endpoint (webhooks.outbox: FOR KEY SHARE) commits a
+# delivery the deletion had not seen; the deletion's foreign key check then fails at
+# commit, and it starts again, seeing it.
+DELETE_ATTEMPTS = 3
+
+
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    """Delete an endpoint with its deliveries and their log. Locked first: a status
-    change that read it (webhooks.outbox) commits its deliveries, then they go too."""
-    WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).exists()
-    endpoint.delete()
+    """Delete an endpoint with its deliveries and their log."""
+    for attempt in range(1, DELETE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+            return
+        except IntegrityError:
+            if attempt == DELETE_ATTEMPTS:
+                raise
 
 
 def webhook_endpoint_rotate_secret(

@@ -33,6 +33,11 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+# What str.strip() (DRF's trimming) removes, spelled out: `\s` means other characters to
+# clients' ECMA regular expressions (U+FEFF in, U+001C-U+001F out) than to Python's.
+_STRIPPED = r"[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 class SecretKeyField(serializers.CharField):
     """A write-only secret of printable ASCII. Errors say what is wrong, never echo it."""
 
@@ -46,7 +51,7 @@ class SecretKeyField(serializers.CharField):
         ]
         self.validators.append(
             RegexValidator(
-                r"^\s*[ -~]*[!-~][ -~]*\s*\Z",
+                rf"^{_STRIPPED}*[ -~]*[!-~][ -~]*{_STRIPPED}*\Z",
                 message="Must contain only printable ASCII characters.",
                 code="invalid_characters",
             )

@@ -589,3 +589,27 @@ def test_the_schemas_pattern_for_a_key_accepts_exactly_what_the_api_accepts(
     )
 
     assert (response.status_code == 201) == bool(re.fullmatch(field["pattern"], api_key))
+
+
+# ECMA-262's \s, which JSON Schema validators and clients apply to a `pattern`: it has
+# U+FEFF and lacks U+001C-U+001F, both of which Python's str.strip() treats otherwise.
+_ECMA_SPACE = "[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+
+
+@pytest.mark.parametrize("api_key", ["\ufeffsk-live-abc123", "sk-live-abc123\x1c"])
+def test_the_schemas_pattern_read_as_a_client_reads_it_accepts_what_the_api_accepts(
+    api: APIClient, api_key: str
+) -> None:
+    import re
+
+    schema = yaml.safe_load((settings.BASE_DIR / "openapi.yaml").read_text())
+    field = schema["components"]["schemas"]["ProviderKeyCreateRequest"]["properties"]["api_key"]
+    as_ecma = field["pattern"].replace(r"\s", _ECMA_SPACE)
+
+    response = api.post(
+        URL,
+        {"provider_type": "stt", "provider_name": "deepgram", "api_key": api_key},
+        format="json",
+    )
+
+    assert (response.status_code == 201) == bool(re.fullmatch(as_ecma, api_key))

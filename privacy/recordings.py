@@ -51,6 +51,7 @@ def recordings_expire(*, now: datetime.datetime, batch_size: int) -> tuple[int, 
                 due.order_by("call__ended_at").values_list("call_id", flat=True)[:batch_size]
             ):
                 deleted += recordings_delete(call_ids=ids)
+                scrub.identities_release(call_ids=ids)
         except StorageError as exc:
             failed += 1
             logger.warning(

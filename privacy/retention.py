@@ -98,6 +98,7 @@ def _batch(
     ids = [call_id for call_id, _, _ in calls]
     expire(calls=calls, ids=ids, result=result)
     Call.objects.filter(pk__in=ids).update(**{marker: now})
+    scrub.identities_release(call_ids=ids)
     result.webhook_events_scrubbed += scrub.webhook_bodies_scrub(call_ids=ids)
     result.batches += 1
     return len(calls) == batch_size

@@ -28,6 +28,7 @@ from calls.models import (
 )
 from privacy.keys import ERASED_ROOM_PREFIX, room_name_erased, user_id_hash
 from privacy.models import RetainedIdentity
+from recordings.models import Recording, RecordingStatus
 from streams.feed import call_feeds_scrubbed
 from webhooks.outbox import call_event_bodies_rebuild
 
@@ -115,6 +116,17 @@ def identities_retain(*, call_ids: list[UUID]) -> None:
             digest = user_id_hash(organization_id=organization_id, user_id=identity)
             kept.append(RetainedIdentity(call_id=call_id, user_id_hash=digest))
     RetainedIdentity.objects.bulk_create(kept, ignore_conflicts=True)
+
+
+def identities_release(*, call_ids: Sequence[UUID]) -> None:
+    """Forget the kept hashes of calls left with nothing an erasure would reach: their
+    transcript expired, and no recording file is kept."""
+    recorded = Recording.objects.filter(call_id__in=call_ids).exclude(
+        status=RecordingStatus.DELETED
+    )
+    RetainedIdentity.objects.filter(
+        call_id__in=call_ids, call__transcript_expired_at__isnull=False
+    ).exclude(call_id__in=recorded.values("call_id")).delete()
 
 
 def identity_clear(*, calls: Sequence[tuple[UUID, str, str]]) -> None:

@@ -315,3 +315,30 @@ def test_transcript_retention_clears_a_failed_analysis_error_that_quotes_the_cal
 
     analysis = CallAnalysis.objects.get(call=call)
     assert (analysis.status, analysis.error) == ("failed", "[erased]")
+
+
+def test_the_kept_identity_goes_once_the_words_it_was_kept_for_are_gone(organization) -> None:
+    """User data kept 7 days, transcripts 30: the keyed hashes kept at day 7 (so an
+    erasure still reaches the words) have nothing left to reach at day 30."""
+    from privacy.models import RetainedIdentity
+
+    retain(organization, user_data_retention_days=7, transcript_retention_days=30)
+    call = personal_call(organization, ended_at=NOW - 7 * DAY)
+    retention_apply(now=NOW)
+    assert RetainedIdentity.objects.filter(call=call).exists()  # kept for the words
+
+    retention_apply(now=NOW + 30 * DAY)
+
+    assert transcript(call) == []
+    assert not RetainedIdentity.objects.filter(call=call).exists()
+
+
+def test_no_identity_is_kept_when_nothing_is_kept_longer(organization) -> None:
+    from privacy.models import RetainedIdentity
+
+    retain(organization, user_data_retention_days=7, transcript_retention_days=7)
+    personal_call(organization, ended_at=NOW - 8 * DAY)
+
+    retention_apply(now=NOW)
+
+    assert not RetainedIdentity.objects.exists()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -8,17 +9,46 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 
 from accounts.models import APIKey, Organization
+from telephony.admin import LiveKitDeletes
+from telephony.services import organization_delete
 
 # The library registers its own concrete key model; ours (with kind and organization)
 # replaces it, so staff see one list of keys.
 admin.site.unregister(UnusedLibraryAPIKey)
 
 
+class OrganizationForm(ModelForm):
+    def clean_default_caller_number(self) -> str | None:
+        """One of the organization's outbound numbers, as the API checks it: else every
+        phone call without a `from_number` is refused."""
+        number = self.cleaned_data.get("default_caller_number") or None
+        if number is None or self.instance.pk is None:
+            return number
+        from rest_framework.exceptions import ValidationError as APIValidationError
+
+        from telephony.guard import caller_id_pick
+
+        try:
+            return caller_id_pick(organization=self.instance, from_number=number).number
+        except APIValidationError as exc:
+            detail = exc.detail.get("from_number") if isinstance(exc.detail, dict) else None
+            raise ValidationError(str((detail or [exc.detail])[0])) from exc
+
+
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(LiveKitDeletes, admin.ModelAdmin):
+    form = OrganizationForm
     list_display = ["slug", "name", "concurrency_limit", "open_calls", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "open_calls", "created_at"]
+
+    def delete_model(self, request: HttpRequest, obj: Organization) -> None:
+        # Its numbers' dispatch rules and its trunks (carrier credentials) are in
+        # LiveKit too: deleted there first, through their services.
+        self.deletes_each(request, [obj], organization_delete)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        self.deletes_each(request, queryset, organization_delete)
 
     def save_model(
         self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool

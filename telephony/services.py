@@ -349,3 +349,15 @@ def phone_number_update(
     phone_number.workflow = workflow
     phone_number.save(update_fields=["workflow"])
     return phone_number
+
+
+@transaction.atomic
+def organization_delete(organization: Organization) -> None:
+    """Delete an organization with what it has in LiveKit: its numbers' dispatch rules
+    and its trunks (carrier credentials), which its rows' cascade would leave there.
+    `LiveKitError` keeps it all as it was (what LiveKit deleted already is gone)."""
+    for number in organization.phone_numbers.all():
+        phone_number_delete(phone_number=number)
+    for trunk in organization.sip_trunks.all():
+        sip_trunk_delete(trunk=trunk)
+    organization.delete()

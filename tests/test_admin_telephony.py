@@ -13,7 +13,7 @@ from django.urls import reverse
 from accounts.models import Organization
 from telephony.models import PhoneNumber, SipTrunk
 from tests.factories import CallFactory, PhoneNumberFactory
-from tests.phone import INBOUND_NUMBER, inbound_trunk, phone_ready
+from tests.phone import CALLER, INBOUND_NUMBER, inbound_trunk, phone_ready
 
 pytestmark = pytest.mark.django_db
 
@@ -295,3 +295,46 @@ def test_deleting_numbers_in_bulk_keeps_the_one_livekit_refuses_and_says_so(
     shown = [str(m) for m in response.context["messages"]]
     assert len(shown) == 1 and "LiveKit refused its deletion, kept" in shown[0]
     assert PhoneNumber.objects.filter(pk=number.pk).exists()
+
+
+def test_deleting_an_organization_deletes_its_trunk_in_livekit_too(
+    staff_client, outsider, fake_livekit
+) -> None:
+    """Its rows' cascade left the trunk, carrier credentials included, in LiveKit."""
+    trunk = phone_ready(outsider)
+
+    response = staff_client.post(
+        reverse("admin:accounts_organization_delete", args=[outsider.pk]), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert not Organization.objects.filter(pk=outsider.pk).exists()
+    (sent,) = fake_livekit.calls("DeleteSIPTrunk")
+    assert sent.body == {"sipTrunkId": trunk.livekit_trunk_id}
+
+
+def test_staff_cannot_set_a_default_caller_number_no_trunk_of_the_organization_has(
+    staff_client, organization, fake_livekit
+) -> None:
+    phone_ready(organization)
+    organization.refresh_from_db()
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+    form = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "default_caller_number": "+14155550999",
+        "allowed_destination_countries": '["US"]',
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+    }
+
+    response = staff_client.post(url, form)
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "default_caller_number" in response.context["adminform"].form.errors
+    organization.refresh_from_db()
+    assert organization.default_caller_number != "+14155550999"
+    # One of its trunk's numbers is taken.
+    assert staff_client.post(url, {**form, "default_caller_number": CALLER}).status_code == 302
+    organization.refresh_from_db()
+    assert organization.default_caller_number == CALLER

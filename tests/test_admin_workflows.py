@@ -63,6 +63,11 @@ def test_the_change_page_shows_versions_read_only(staff_client: Client, workflow
     assert 'name="versions-0-number"' not in html  # shown, not editable
 
 
+def read_at(workflow: Workflow) -> str:
+    """What the change page holds of when it was read."""
+    return Workflow.objects.get(pk=workflow.pk).updated_at.isoformat()
+
+
 def test_saving_a_changed_definition_adds_a_version(
     staff_client: Client, workflow: Workflow
 ) -> None:
@@ -75,6 +80,7 @@ def test_saving_a_changed_definition_adds_a_version(
             "slug": "daily-call",
             "name": "Daily",
             "definition": json.dumps(definition),
+            "read_at": read_at(workflow),
             "versions-TOTAL_FORMS": "1",
             "versions-INITIAL_FORMS": "1",
         },
@@ -106,6 +112,7 @@ def test_the_admin_cannot_save_an_invalid_definition(
             "slug": "daily-call",
             "name": "Daily",
             "definition": json.dumps(definition),
+            "read_at": read_at(workflow),
             "versions-TOTAL_FORMS": "1",
             "versions-INITIAL_FORMS": "1",
         },
@@ -114,6 +121,38 @@ def test_the_admin_cannot_save_an_invalid_definition(
     assert response.status_code == 200
     assert message in response.content.decode()
     assert workflow.versions.count() == 1
+
+
+def test_a_workflow_changed_since_its_page_was_read_is_not_written_over(
+    staff_client: Client, workflow: Workflow
+) -> None:
+    """Saving the page wrote what it held as the next version: a change made through
+    the API meanwhile was silently undone."""
+    from workflows.services import workflow_update
+
+    page_read_at = read_at(workflow)
+    held = copy.deepcopy(workflow.current_version.definition)
+    changed = copy.deepcopy(held)
+    changed["agents"][0]["greeting"] = "Changed through the API"
+    workflow_update(workflow=workflow, slug=workflow.slug, name=workflow.name, definition=changed)
+    held["agents"][0]["instructions"] = "Staff's edit of the page as read."
+
+    response = staff_client.post(
+        change_url(workflow),
+        {
+            "slug": workflow.slug,
+            "name": "Renamed by staff",
+            "definition": json.dumps(held),
+            "read_at": page_read_at,
+            "versions-TOTAL_FORMS": "2",
+            "versions-INITIAL_FORMS": "2",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "changed since this page was read" in response.content.decode()
+    workflow.refresh_from_db()
+    assert workflow.current_version.definition == changed
 
 
 def test_the_admin_creates_workflows_through_the_service(

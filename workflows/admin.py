@@ -74,6 +74,9 @@ class WorkflowForm(forms.ModelForm):
         help_text="`start_agent`, `agents` and `settings`, as in the API. Saving a "
         "changed definition creates a new version; calls already made keep theirs.",
     )
+    # When the page was read: a save over a change made since through the API would
+    # silently put back what the page held.
+    read_at = forms.CharField(widget=forms.HiddenInput, required=False)
 
     class Meta:
         model = Workflow
@@ -87,12 +90,20 @@ class WorkflowForm(forms.ModelForm):
             self.fields["definition"].initial = self.instance.current_version.definition
         if editing and "organization" in self.fields:
             self.fields["organization"].disabled = True
+        if editing and "read_at" in self.fields:
+            self.fields["read_at"].initial = self.instance.updated_at.isoformat()
 
     def clean_definition(self) -> dict:
         return _object_field(self.cleaned_data["definition"])
 
     def clean(self) -> dict:
         data = super().clean()
+        editing = not self.instance._state.adding
+        if editing and data.get("read_at") != self.instance.updated_at.isoformat():
+            raise forms.ValidationError(
+                "This workflow changed since this page was read: reload the page and make "
+                "the change again."
+            )
         if self.errors:
             return data
         try:
@@ -132,7 +143,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Workflow | None = None) -> list[str]:
         fields = ["organization", "slug", "name", "definition"]
-        return fields if obj is None else [*fields, *self.readonly_fields]
+        return fields if obj is None else [*fields, "read_at", *self.readonly_fields]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Workflow | None = None) -> list[str]:
         if obj is not None and obj.deleted_at is not None:

@@ -5,12 +5,14 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 
 from accounts.models import APIKey, Organization
 from telephony.admin import LiveKitDeletes
 from telephony.services import organization_delete
+from voicecalls.admin_confirm import action_confirmation
 
 # The library registers its own concrete key model; ours (with kind and organization)
 # replaces it, so staff see one list of keys.
@@ -79,6 +81,17 @@ class APIKeyAdmin(APIKeyModelAdmin):
         return readonly + ["kind", "organization"] if obj is not None else readonly
 
     @admin.action(description="Revoke selected keys (cannot be undone)", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> TemplateResponse | None:
+        asking = action_confirmation(
+            self,
+            request,
+            queryset,
+            action="revoke",
+            title="Revoke these keys?",
+            consequence="Every request made with them fails from now on; this cannot be undone.",
+        )
+        if asking is not None:
+            return asking
         count = queryset.filter(revoked=False).update(revoked=True)
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+        return None

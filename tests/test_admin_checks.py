@@ -44,11 +44,27 @@ def test_view_only_staff_cannot_revoke_api_keys(organization) -> None:
     changelist = reverse("admin:accounts_apikey_changelist")
     assert viewer.get(changelist).status_code == 200  # may look at keys
 
-    viewer.post(changelist, {"action": "revoke", "_selected_action": [str(key.pk)], "index": 0})
+    chosen = {"action": "revoke", "_selected_action": [str(key.pk)], "index": 0, "post": "yes"}
+    viewer.post(changelist, chosen)
 
     key.refresh_from_db()
     # Revoking is a change: a login that may only view keys must not cut a customer off.
     assert key.revoked is False
+
+
+def test_revoking_api_keys_asks_first_then_revokes(superuser: Client, organization) -> None:
+    key, _plaintext = api_key_create(name="prod", organization=organization)
+    changelist = reverse("admin:accounts_apikey_changelist")
+    chosen = {"action": "revoke", "_selected_action": [str(key.pk)], "index": 0}
+
+    asked = superuser.post(changelist, chosen)
+    key.refresh_from_db()
+    assert (asked.status_code, key.revoked) == (200, False)
+    assert "Revoke these keys?" in asked.content.decode()
+
+    assert superuser.post(changelist, {**chosen, "post": "yes"}).status_code == 302
+    key.refresh_from_db()
+    assert key.revoked is True
 
 
 def test_a_customers_key_cannot_be_turned_into_a_platform_agent_key_in_the_admin(

@@ -180,11 +180,13 @@ def test_the_soft_delete_action_keeps_calls(
     staff_client: Client, organization: Organization, workflow: Workflow
 ) -> None:
     call = CallFactory(organization=organization, workflow=workflow)
+    chosen = {"action": "soft_delete", "_selected_action": [str(workflow.id)]}
 
-    response = staff_client.post(
-        "/admin/workflows/workflow/",
-        {"action": "soft_delete", "_selected_action": [str(workflow.id)]},
-    )
+    asked = staff_client.post("/admin/workflows/workflow/", chosen)
+    workflow.refresh_from_db()
+    assert (asked.status_code, workflow.deleted_at) == (200, None)  # asks first
+    assert "Delete these workflows?" in asked.content.decode()
+    response = staff_client.post("/admin/workflows/workflow/", {**chosen, "post": "yes"})
 
     assert response.status_code == 302
     workflow.refresh_from_db()

@@ -22,6 +22,7 @@ from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
 
 from calls.serializers import CallCreateSerializer
+from voicecalls.admin_confirm import action_confirmation
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
@@ -205,11 +206,25 @@ class WorkflowAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">Preview prompts</a>', url)
 
     @admin.action(description="Delete selected workflows (soft: calls keep working)")
-    def soft_delete(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+    def soft_delete(
+        self, request: HttpRequest, queryset: QuerySet[Workflow]
+    ) -> TemplateResponse | None:
+        asking = action_confirmation(
+            self,
+            request,
+            queryset,
+            action="soft_delete",
+            title="Delete these workflows?",
+            consequence="No new call can be made from them (calls made keep working); "
+            "this cannot be undone here.",
+        )
+        if asking is not None:
+            return asking
         live = list(queryset.filter(deleted_at__isnull=True))
         for workflow in live:
             services.workflow_delete(workflow=workflow)
         self.message_user(request, f"Deleted {len(live)} workflow(s).", messages.SUCCESS)
+        return None
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)

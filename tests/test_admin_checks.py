@@ -252,3 +252,28 @@ def test_a_date_no_datetime_holds_in_a_list_url_is_a_bad_filter_not_a_500(
     response = superuser.get(f"/admin/{query}")
 
     assert (response.status_code, response.url) == (302, f"/admin/{query.split('?')[0]}?e=1")
+
+
+def test_a_key_created_in_the_admin_is_shown_once_and_never_carried_in_a_cookie(
+    superuser: Client, organization
+) -> None:
+    """The admin shows a new key's plaintext in a message; Django's default message
+    storage keeps it in a cookie (signed, not encrypted) until shown."""
+    from accounts.models import APIKey
+
+    response = superuser.post(
+        reverse("admin:accounts_apikey_add"),
+        {"name": "from-admin", "kind": "client", "organization": organization.pk},
+    )
+
+    assert response.status_code == 302
+    key = APIKey.objects.get(name="from-admin")
+    shown = superuser.get(response["Location"])
+    import re
+
+    found = set(re.findall(rf"{key.prefix}\.[A-Za-z0-9]{{32}}", shown.content.decode()))
+    assert len(found) == 1
+    plaintext = found.pop()
+    assert key.is_valid(plaintext)
+    # Compressed, a cookie does not show it as such, and anyone holding it decodes it.
+    assert "messages" not in response.cookies

@@ -178,6 +178,8 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     ],
     "POST /api/v1/agent/calls/{call_id}/events": [
         (r"events\.\d+\.non_field_errors", "invalid"),  # a metrics event measures something
+        # A usage item's cached tokens are some of its prompt tokens, never more.
+        (r"events\.\d+\.usage\.\d+\.cached_tokens", "max_value"),
         (r"events\.\d+\..*", "null_characters_not_allowed"),  # NUL inside free-form JSON
     ],
     # A destination the call's workflow lists, through the toll-fraud guard.

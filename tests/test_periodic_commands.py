@@ -1,9 +1,12 @@
-"""`expire_calls` and `expire_data` run one pass, or one every `--every` seconds until
-SIGINT/SIGTERM (voicecalls/periodic.py), as `make run` and production run them."""
+"""`expire_calls`, `expire_data` and the wake commands run one pass, or one every
+`--every` seconds until SIGINT/SIGTERM (voicecalls/periodic.py), as `make run` and
+production run them."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,13 +16,31 @@ import pytest
 from django.core.management import CommandError, call_command
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["expire_calls", "expire_data"]
+COMMANDS = ["expire_calls", "expire_data", "wake_analyses", "wake_webhook_deliveries"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_must_be_a_positive_number_of_seconds(db, command) -> None:
     with pytest.raises(CommandError, match="positive"):
         call_command(command, "--every", "0")
+
+
+def test_make_run_keeps_every_periodic_command_looping_beside_the_server() -> None:
+    """A lost wake-up (a stopped `make run`, a killed worker) is recovered only by
+    these loops: without them an analysis or a delivery stayed open for good."""
+    script = (ROOT / "scripts" / "run_dev.sh").read_text()
+
+    looping = set(re.findall(r"manage\.py (\w+) --every", script))
+
+    assert looping == set(COMMANDS)
+
+
+def test_a_one_off_wake_says_what_it_woke(db) -> None:
+    out = io.StringIO()
+
+    call_command("wake_webhook_deliveries", stdout=out)
+
+    assert out.getvalue() == "Woke 0 overdue webhook deliveries.\n"
 
 
 def test_a_loop_keeps_running_and_stops_cleanly_on_sigterm(tmp_path) -> None:

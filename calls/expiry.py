@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_calls_reconcile
 from calls.models import (
     NOT_ENDED_STATUSES,
+    NOT_STARTED_STATUSES,
     USER_IDENTITY_PREFIX,
     Call,
     CallChannel,
@@ -128,9 +130,8 @@ def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: Expire
         timed_out_at = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
         if now < timed_out_at + START_GRACE:
             return False
-        not_started = {CallStatus.PENDING, CallStatus.CONNECTING}
         if _call_time_out(
-            call, EndReason.CONNECT_TIMEOUT, not_started, at=timed_out_at, result=result
+            call, EndReason.CONNECT_TIMEOUT, NOT_STARTED_STATUSES, at=timed_out_at, result=result
         ):
             result.connect_timeouts += 1
         return True
@@ -145,7 +146,7 @@ def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: Expire
 def _call_time_out(
     call: _OpenCall,
     reason: str,
-    only_from: set[str],
+    only_from: Iterable[str],
     *,
     at: datetime.datetime,
     result: ExpireResult,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     ENDED_STATUSES,
+    NOT_STARTED_STATUSES,
     USER_IDENTITY_PREFIX,
     Call,
     CallChannel,
@@ -117,7 +118,7 @@ def _dialing(channel: str, status: str) -> bool:
     """A phone call whose dial job is (or is about to be) waiting for the dial's result,
     which decides how it ends: while it rings, the callee's SIP participant joins and,
     when the dial fails, leaves again; its departure then is no outcome of its own."""
-    return channel == CallChannel.PHONE and status in (CallStatus.PENDING, CallStatus.CONNECTING)
+    return channel == CallChannel.PHONE and status in NOT_STARTED_STATUSES
 
 
 def _transition_by_state(
@@ -156,15 +157,10 @@ def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.date
         event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
-    if call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
-        return
-    # Timed by its arrival, it came past the start delay; but it happened no earlier
-    # than its stamp (whole seconds): a join stamped in time still starts the call.
-    stamped = _event_stamp(event)
-    if stamped is not None and stamped < at:
-        if call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=stamped):
-            return
-    call_start_refused(call_id=call.id, at=stamped or at)
+    if not call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
+        # Timed by its arrival it may be past the start delay, yet have happened as
+        # early as its stamp (whole seconds): a join stamped in time still starts it.
+        call_start_refused(call_id=call.id, at=at, earliest=_event_stamp(event))
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -16,7 +16,14 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_call_reserve
-from calls.models import NOT_ENDED_STATUSES, Call, CallChannel, CallDirection, CallStatus
+from calls.models import (
+    NOT_ENDED_STATUSES,
+    NOT_STARTED_STATUSES,
+    Call,
+    CallChannel,
+    CallDirection,
+    CallStatus,
+)
 from calls.sql import insert_instance
 from voicecalls import livekit
 from voicecalls.errors import Conflict
@@ -190,30 +197,34 @@ def call_room_close_later(*, call_id: uuid.UUID, after_seconds: int = 0) -> None
     transaction.on_commit(lambda: task.enqueue(str(call_id)), robust=True)
 
 
-NOT_STARTED = frozenset({CallStatus.PENDING, CallStatus.CONNECTING})
-
-
-def call_start_refused(*, call_id: uuid.UUID, at: datetime.datetime) -> bool:
-    """The user joined (or the agent said the call started) at `at`, past the web call's
-    start delay, so the call never starts: it timed out when its delay passed, and its
-    room closes now, before the agent talks on. (`expire_calls` waits a grace for
-    joins delivered late; this ends a call a late join proves over.) True if it ended."""
+def call_start_refused(
+    *, call_id: uuid.UUID, at: datetime.datetime, earliest: datetime.datetime | None = None
+) -> bool:
+    """The user joined (or the agent said the call started) at `at`, and the call did
+    not start: already started or ended (nothing to do), or past its start delay. If
+    the join may have come in time (`earliest`: LiveKit's whole-second stamp), the call
+    starts then. Else a web call never starts: it timed out when its delay passed, and
+    its room closes now, before the agent talks on (`expire_calls` waits a grace for
+    joins delivered late; this ends a call a late join proves over). True if it moved."""
     row = (
-        Call.objects.filter(pk=call_id, channel=CallChannel.WEB, status__in=NOT_STARTED)
-        .values_list("created_at", "connect_timeout_seconds")
+        Call.objects.filter(pk=call_id, status__in=NOT_STARTED_STATUSES)
+        .values_list("channel", "created_at", "connect_timeout_seconds")
         .first()
     )
     if row is None:
         return False
-    timed_out_at = row[0] + datetime.timedelta(seconds=row[1])
-    if at <= timed_out_at:
+    channel, created_at, connect_timeout_seconds = row
+    timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout_seconds)
+    if earliest is not None and earliest <= timed_out_at:
+        return call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=earliest)
+    if channel != CallChannel.WEB or at <= timed_out_at:
         return False
     ended = call_transition(
         call_id=call_id,
         to_status=CallStatus.TIMEOUT,
         end_reason=EndReason.CONNECT_TIMEOUT,
         at=timed_out_at,
-        only_from=NOT_STARTED,
+        only_from=NOT_STARTED_STATUSES,
     )
     if ended:
         call_room_close_later(call_id=call_id)

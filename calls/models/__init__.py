@@ -7,6 +7,7 @@ from calls.models.call import (
     MAX_START_DELAY,
     MONITOR_IDENTITY_PREFIX,
     NOT_ENDED_STATUSES,
+    NOT_STARTED_STATUSES,
     ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
@@ -30,6 +31,7 @@ from calls.models.records import (
 __all__ = [
     "CallStatus",
     "NOT_ENDED_STATUSES",
+    "NOT_STARTED_STATUSES",
     "MAX_START_DELAY",
     "ENDED_STATUSES",
     "ROOM_PREFIX",

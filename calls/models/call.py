@@ -24,6 +24,7 @@ class CallStatus(models.TextChoices):
 
 
 NOT_ENDED_STATUSES = (CallStatus.PENDING, CallStatus.CONNECTING, CallStatus.ACTIVE)
+NOT_STARTED_STATUSES = frozenset({CallStatus.PENDING, CallStatus.CONNECTING})
 # The longest a call may wait for its start: a call starts, if ever, between its
 # creation and this long after it (calls/lifecycle.py enforces each call's own bound).
 MAX_START_DELAY = datetime.timedelta(seconds=MAX_START_DELAY_SECONDS)

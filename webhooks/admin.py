@@ -56,14 +56,6 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     form = WebhookEndpointForm
     list_display = ("url", "organization", "enabled", "event_types", "created_at")
-
-    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
-        services.webhook_endpoint_delete(endpoint=obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
-        for endpoint in queryset:
-            services.webhook_endpoint_delete(endpoint=endpoint)
-
     list_filter = ("enabled", "organization")
     list_select_related = ("organization",)
     search_fields = ("url", "description", "organization__slug")
@@ -87,6 +79,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        services.webhook_endpoint_delete(endpoint=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        for endpoint in queryset:
+            services.webhook_endpoint_delete(endpoint=endpoint)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

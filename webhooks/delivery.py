@@ -227,12 +227,11 @@ def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
     days = settings.WEBHOOKS_DISABLE_AFTER_DAYS
     since = now - datetime.timedelta(days=days)
     deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id)
+    succeeded = deliveries.filter(status=DeliveryStatus.SUCCEEDED)
+    if succeeded.filter(delivered_at__gte=since).exists():
+        return  # (stops at the first recent one; the latest needs them all)
     # The latest delivery, whatever its event's age (an old event replayed yesterday).
-    last_success = deliveries.filter(status=DeliveryStatus.SUCCEEDED).aggregate(
-        last=Max("delivered_at")
-    )["last"]
-    if last_success is not None and last_success >= since:
-        return
+    last_success = succeeded.aggregate(last=Max("delivered_at"))["last"]
     # An event made after the last success and `days` ago, never delivered since.
     failing = deliveries.filter(created_at__lte=since)
     if last_success is not None:

@@ -6,11 +6,13 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from rest_framework.exceptions import ValidationError as APIValidationError
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 
 from accounts.models import APIKey, Organization
 from telephony.admin import LiveKitDeletes
+from telephony.guard import caller_id_pick
 from telephony.services import organization_delete
 from voicecalls.admin_confirm import action_confirmation
 
@@ -26,10 +28,6 @@ class OrganizationForm(ModelForm):
         number = self.cleaned_data.get("default_caller_number") or None
         if number is None or self.instance.pk is None:
             return number
-        from rest_framework.exceptions import ValidationError as APIValidationError
-
-        from telephony.guard import caller_id_pick
-
         try:
             return caller_id_pick(organization=self.instance, from_number=number).number
         except APIValidationError as exc:

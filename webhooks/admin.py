@@ -9,37 +9,29 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from voicecalls.admin_forms import ReadAtForm
 from webhooks import services
 from webhooks.delivery import EventErased, webhook_delivery_replay
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.transport import url_problem
 
 
-class WebhookEndpointForm(forms.ModelForm):
+class WebhookEndpointForm(ReadAtForm, forms.ModelForm):
+    """A save over a change made since the page was read (the delivery worker disabling
+    the endpoint, an API PATCH) is refused."""
+
     url = forms.URLField(max_length=2048, assume_scheme="https")
-    # When the page was read: a save over a change made since (the delivery worker
-    # disabling the endpoint, an API PATCH) is refused instead of writing over it.
-    read_at = forms.CharField(widget=forms.HiddenInput)
 
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "description", "enabled"]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.fields["read_at"].initial = self.instance.updated_at.isoformat()
-
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        read_at = cleaned.get("read_at")
-        if self.instance.pk and read_at != self.instance.updated_at.isoformat():
-            raise forms.ValidationError(
-                "This endpoint changed since this page was read "
-                f"(it is {'enabled' if self.instance.enabled else 'disabled'} now): "
-                "reload the page and make the change again."
-            )
-        return cleaned
+    def changed_since_read(self) -> str:
+        return (
+            "This endpoint changed since this page was read "
+            f"(it is {'enabled' if self.instance.enabled else 'disabled'} now): "
+            "reload the page and make the change again."
+        )
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]

@@ -23,6 +23,7 @@ from rest_framework import serializers
 
 from calls.serializers import CallCreateSerializer
 from voicecalls.admin_confirm import action_confirmation
+from voicecalls.admin_forms import ReadAtForm
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
@@ -69,15 +70,12 @@ def _object_field(value: Any) -> dict:
     return value
 
 
-class WorkflowForm(forms.ModelForm):
+class WorkflowForm(ReadAtForm, forms.ModelForm):
     definition = forms.JSONField(
         widget=forms.Textarea(attrs={"rows": 30, "cols": 110, "style": "font-family: monospace"}),
         help_text="`start_agent`, `agents` and `settings`, as in the API. Saving a "
         "changed definition creates a new version; calls already made keep theirs.",
     )
-    # When the page was read: a save over a change made since through the API would
-    # silently put back what the page held.
-    read_at = forms.CharField(widget=forms.HiddenInput, required=False)
 
     class Meta:
         model = Workflow
@@ -91,20 +89,12 @@ class WorkflowForm(forms.ModelForm):
             self.fields["definition"].initial = self.instance.current_version.definition
         if editing and "organization" in self.fields:
             self.fields["organization"].disabled = True
-        if editing and "read_at" in self.fields:
-            self.fields["read_at"].initial = self.instance.updated_at.isoformat()
 
     def clean_definition(self) -> dict:
         return _object_field(self.cleaned_data["definition"])
 
     def clean(self) -> dict:
         data = super().clean()
-        editing = not self.instance._state.adding
-        if editing and data.get("read_at") != self.instance.updated_at.isoformat():
-            raise forms.ValidationError(
-                "This workflow changed since this page was read: reload the page and make "
-                "the change again."
-            )
         if self.errors:
             return data
         try:

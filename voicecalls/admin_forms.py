@@ -1,0 +1,33 @@
+"""What several admin change pages share."""
+
+from __future__ import annotations
+
+from django import forms
+
+
+class ReadAtForm(forms.Form):
+    """A change page carrying when it was read (the row's `updated_at`): a save over a
+    change made since (an API PATCH, a worker) is refused instead of writing what the
+    page held over it. Mixed into a ModelForm whose model has `updated_at`."""
+
+    read_at = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding and "read_at" in self.fields:
+            self.fields["read_at"].initial = self.instance.updated_at.isoformat()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        read_at = cleaned.get("read_at")
+        if not self.instance._state.adding and read_at != self.instance.updated_at.isoformat():
+            raise forms.ValidationError(self.changed_since_read())
+        return cleaned
+
+    def changed_since_read(self) -> str:
+        """Why the save is refused."""
+        name = self.instance._meta.verbose_name
+        return (
+            f"This {name} changed since this page was read: reload the page and make the "
+            "change again."
+        )

@@ -1217,14 +1217,7 @@ def test_deleting_an_endpoint_while_a_call_changes_status_fails_neither(
 
     deleter = threading.Thread(target=delete_endpoint)
     with transaction.atomic():
-        Call.objects.filter(pk=call.pk).update(status=CallStatus.ACTIVE)
-        outbox.call_status_changed_record(
-            call_id=call.id,
-            from_status=CallStatus.CONNECTING,
-            to_status=CallStatus.ACTIVE,
-            end_reason=None,
-            at=timezone.now(),
-        )
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
         deleter.start()
         deleter.join(timeout=1)
         assert deleter.is_alive()  # waiting for this change to commit

@@ -31,7 +31,6 @@ from typing import Any
 from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 logger = logging.getLogger(__name__)
@@ -248,7 +247,8 @@ _CONSTANT_TIME_FILTERS = frozenset(
 
 def _costed_filter(original: Any) -> Any:
     """`original`, spending a unit plus the size of its value and of its result."""
-    value_at = 1 if _PassArg.from_obj(original) else 0  # after the context it is passed
+    # Marked by Jinja's pass_context (and the like), it takes that first, then the value.
+    value_at = 1 if getattr(original, "jinja_pass_arg", None) else 0
 
     @functools.wraps(original)
     def costed(*args: Any, **kwargs: Any) -> Any:

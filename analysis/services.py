@@ -29,6 +29,7 @@ from calls import selectors
 from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
+from voicecalls.task_queue import task_waiting_args
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,9 @@ def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
     """Wake the open runs nothing else will: pending ones past their time by more than
     WAKE_GRACE, and running ones claimed over STALE_RUN_SECONDS ago (their worker
     died), pending again or, after their last attempt, failed. Safe to repeat: a
-    duplicate wake-up finds the run claimed or not due."""
+    duplicate wake-up finds the run claimed or not due. Returns how many it woke."""
+    from analysis.tasks import analyse_call
+
     now = now or timezone.now()
     stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
     # A running run was due before it was claimed: both kinds are past now - grace.
@@ -288,6 +291,10 @@ def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
         status__in=OPEN_STATUSES, next_attempt_at__lte=now - WAKE_GRACE
     ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
     runs = list(overdue.values_list("call_id", "run", "status", "attempts"))
+    # A pending run whose wake-up waits in the queue (the worker is down) is not lost.
+    pending = [(str(c), run) for c, run, status, _ in runs if status == AnalysisStatus.PENDING]
+    waiting = task_waiting_args(analyse_call, pending)
+    runs = [r for r in runs if (str(r[0]), r[1]) not in waiting]
     for call_id, run, status, attempts in runs:
         if status == AnalysisStatus.PENDING:
             with transaction.atomic():

@@ -17,6 +17,7 @@ from analysis.models import AnalysisStatus, CallAnalysis
 from analysis.services import (
     STALE_RUN_SECONDS,
     _stale_run_take_back,
+    analyses_wake_overdue,
     call_analysis_rerun,
 )
 from calls.models import Call
@@ -144,6 +145,33 @@ def test_wake_analyses_wakes_lost_runs_and_takes_back_those_of_dead_workers(
         "busy": ("running", ""),
         "due": ("pending", ""),
     }
+
+
+def test_while_the_worker_is_down_the_sweep_queues_each_lost_run_once(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """Every pass used to queue every overdue run again: a worker down for an hour and
+    a sweep each minute left sixty task rows per run."""
+    fake_llm.default = Outcome.answer(VALID)
+    calls = [ended_call(organization) for _ in range(2)]
+    lose_wake_ups()
+    overdue = timezone.now() - datetime.timedelta(minutes=3)
+    CallAnalysis.objects.update(next_attempt_at=overdue)
+
+    woken = [analyses_wake_overdue() for _ in range(3)]
+
+    assert woken == [2, 0, 0]
+    queued = DBTaskResult.objects.filter(queue_name="analysis")
+    assert sorted(r.args_kwargs["args"] for r in queued) == sorted(
+        [str(call.pk), 1] for call in calls
+    )
+    run_worker()  # the worker is back: the queue drains, and a lost run is woken again
+    assert [analysis_of(call).status for call in calls] == ["completed", "completed"]
+    lose_wake_ups()
+    CallAnalysis.objects.filter(call=calls[0]).update(
+        status=AnalysisStatus.PENDING, next_attempt_at=overdue
+    )
+    assert analyses_wake_overdue() == 1
 
 
 def test_the_sweep_leaves_alone_a_run_a_rerun_started_after_it_listed_the_dead_one(

@@ -940,6 +940,34 @@ def test_waking_overdue_deliveries_queues_at_most_its_limit_most_overdue_first(
     assert woken == {deliveries[1].pk, deliveries[2].pk}
 
 
+def test_while_the_worker_is_down_waking_overdue_deliveries_queues_each_once(
+    organization: Organization, django_capture_on_commit_callbacks
+) -> None:
+    """Every pass used to queue every overdue delivery again: a worker down for an hour
+    and a sweep each minute left sixty task rows per delivery."""
+    from webhooks.delivery import webhook_deliveries_wake_overdue
+
+    endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
+    for _ in range(2):
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+    DBTaskResult.objects.all().delete()
+    now = timezone.now()
+    WebhookDelivery.objects.update(next_attempt_at=now - datetime.timedelta(minutes=5))
+
+    woken = []
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            woken.append(webhook_deliveries_wake_overdue(now=now))
+
+    assert woken == [2, 0, 0]
+    queued = sorted(result.args_kwargs["args"] for result in DBTaskResult.objects.all())
+    assert queued == sorted([pk] for pk in WebhookDelivery.objects.values_list("pk", flat=True))
+    # A wake-up a worker took (and lost) is not waiting: the delivery is woken again.
+    DBTaskResult.objects.update(status="RUNNING")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert webhook_deliveries_wake_overdue(now=now) == 2
+
+
 # HTTPS: the request goes to the resolved address, TLS still checks the name.
 
 

@@ -18,6 +18,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from calls.models import Call
+from voicecalls.task_queue import task_waiting_args
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
@@ -284,19 +285,25 @@ def webhook_deliveries_wake_overdue(
     limit: int = 1000,
 ) -> int:
     """Enqueue pending deliveries whose attempt is overdue by more than `grace` (a
-    wake-up lost with a crashed worker or a failed enqueue), the `limit` most overdue
-    (while the worker is down, each run would otherwise queue every one again). Safe
-    to run any time: a duplicate wake-up does nothing."""
+    wake-up lost with a crashed worker or a failed enqueue), of the `limit` most
+    overdue those with no wake-up already waiting in the queue (while the worker is
+    down, each run would otherwise queue every one again). Returns how many it queued.
+    Safe to run any time: a duplicate wake-up does nothing."""
+    from webhooks.tasks import deliver_webhook
+
     now = now or timezone.now()
     grace = ATTEMPT_LEASE if grace is None else grace
-    overdue = list(
-        WebhookDelivery.objects.filter(
+    overdue = [
+        (pk,)
+        for pk in WebhookDelivery.objects.filter(
             status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace
         )
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
-    )
+    ]
+    waiting = task_waiting_args(deliver_webhook, overdue)
+    lost = [args for args in overdue if args not in waiting]
     with transaction.atomic():
-        for delivery_id in overdue:
+        for (delivery_id,) in lost:
             wake(delivery_id, at=now)
-    return len(overdue)
+    return len(lost)

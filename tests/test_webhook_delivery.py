@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -25,6 +26,7 @@ from tests.tasks import run_task_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import (
+    _disable_if_failing,
     _signing_secrets,
     retry_delay,
     webhook_delivery_attempt,
@@ -375,6 +377,30 @@ def _failed_days_ago(organization: Organization, days: float) -> WebhookDelivery
         status=DeliveryStatus.FAILED, created_at=made, next_attempt_at=None
     )
     return old
+
+
+@pytest.mark.postgres
+def test_the_check_for_an_endpoint_failing_for_days_reads_its_successes_by_index(
+    organization: Organization,
+) -> None:
+    """It reads the endpoint's latest success: over every delivery it ever made, until
+    a partial index held the successes by time. Seq scans are disallowed so the planner
+    shows the path a big table gets."""
+    endpoint = _failing_endpoint(organization, "https://d.example.com/x", changed_days_ago=30)
+    _failed_days_ago(organization, 6)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE webhooks_webhookdelivery")
+    with CaptureQueriesContext(connection) as queries:
+        _disable_if_failing(endpoint_id=endpoint.pk, now=timezone.now())
+
+    reads = [q["sql"] for q in queries if "delivered_at" in q["sql"]]
+    assert len(reads) == 2  # a recent success, then the latest one
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in reads:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "webhook_delivery_succeeded" in plan, plan
 
 
 def test_an_endpoint_failing_for_days_is_disabled_when_a_delivery_gives_up(

@@ -140,6 +140,12 @@ class WebhookDelivery(models.Model):
                 name="webhook_delivery_pending",
                 condition=models.Q(status="pending"),
             ),
+            # An endpoint's latest success, read when a delivery fails for good.
+            models.Index(
+                fields=["endpoint", "delivered_at"],
+                name="webhook_delivery_succeeded",
+                condition=models.Q(status="succeeded"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -7,14 +7,12 @@ same service the API uses.
 
 from __future__ import annotations
 
-import datetime
 import json
 import uuid
-from collections.abc import Iterator
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -30,7 +28,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from calls import representations, selectors
-from calls.admin_paging import CappedCountPaginator
+from calls.admin_paging import CappedCountPaginator, ProbedDatesQuerySet
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
 from recordings import selectors as recording_selectors
 
@@ -43,54 +41,6 @@ STATUS_COLORS = {
     CallStatus.DISCONNECTED: "#d35400",
     CallStatus.TIMEOUT: "#7f5a83",
 }
-
-
-def _period_starts(
-    first: datetime.datetime, last: datetime.datetime, kind: str, tz: datetime.tzinfo
-) -> Iterator[tuple[datetime.datetime, datetime.datetime]]:
-    """(start, end) of every year, month or day from `first`'s to `last`'s, in `tz`."""
-
-    def start_of(year: int, month: int = 1, day: int = 1) -> datetime.datetime:
-        return datetime.datetime(year, month, day, tzinfo=tz)
-
-    def following(start: datetime.datetime) -> datetime.datetime:
-        if kind == "year":
-            return start_of(start.year + 1)
-        if kind == "month":
-            return start_of(start.year + start.month // 12, start.month % 12 + 1)
-        return start_of(*(start.date() + datetime.timedelta(days=1)).timetuple()[:3])
-
-    fields = {"year": 1, "month": 2, "day": 3}[kind]
-    start = start_of(*first.timetuple()[:fields])
-    while start <= last:
-        end = following(start)
-        yield start, end
-        start = end
-
-
-class ProbedDatesQuerySet(QuerySet):
-    """The call list's queryset, whose `datetimes()` (what the admin's date hierarchy
-    asks for at each level) probes each year, month or day for one call through the
-    started_at index instead of grouping every call: `SELECT DISTINCT date_trunc(…)`
-    reads every call at each level, where at most 31 index probes do."""
-
-    def datetimes(  # type: ignore[override]
-        self, field_name: str, kind: str, order: str = "ASC", tzinfo: datetime.tzinfo | None = None
-    ) -> list[datetime.datetime]:
-        if kind not in ("year", "month", "day"):
-            return list(super().datetimes(field_name, kind, order=order, tzinfo=tzinfo))
-        tz = tzinfo or timezone.get_current_timezone()
-        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
-        if bounds["first"] is None:
-            return []
-        found = [
-            start
-            for start, end in _period_starts(
-                bounds["first"].astimezone(tz), bounds["last"].astimezone(tz), kind, tz
-            )
-            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists()
-        ]
-        return found if order == "ASC" else found[::-1]
 
 
 def status_badge(status: str) -> str:

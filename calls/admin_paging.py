@@ -1,12 +1,16 @@
-"""The admin call list's paginator: at a million calls it neither counts every call
-nor sends someone who asked for a deep page back to page 1."""
+"""The admin call list at a million calls: its paginator neither counts every call nor
+sends someone who asked for a deep page back to page 1, and its date hierarchy probes
+the index instead of grouping every call."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from functools import cached_property
 
 from django.core.paginator import EmptyPage, Page, Paginator
+from django.db.models import Max, Min, QuerySet
+from django.utils import timezone
 
 COUNT_CAP = 10_000
 # An uncounted call list pages this deep at most (an offset walks the index row by
@@ -83,3 +87,51 @@ class CappedCountPaginator(Paginator):
             yield from range(number + 1, last + 1)
             if last < self.deepest_page:
                 yield self.ELLIPSIS
+
+
+def _period_starts(
+    first: datetime.datetime, last: datetime.datetime, kind: str, tz: datetime.tzinfo
+) -> Iterator[tuple[datetime.datetime, datetime.datetime]]:
+    """(start, end) of every year, month or day from `first`'s to `last`'s, in `tz`."""
+
+    def start_of(year: int, month: int = 1, day: int = 1) -> datetime.datetime:
+        return datetime.datetime(year, month, day, tzinfo=tz)
+
+    def following(start: datetime.datetime) -> datetime.datetime:
+        if kind == "year":
+            return start_of(start.year + 1)
+        if kind == "month":
+            return start_of(start.year + start.month // 12, start.month % 12 + 1)
+        return start_of(*(start.date() + datetime.timedelta(days=1)).timetuple()[:3])
+
+    fields = {"year": 1, "month": 2, "day": 3}[kind]
+    start = start_of(*first.timetuple()[:fields])
+    while start <= last:
+        end = following(start)
+        yield start, end
+        start = end
+
+
+class ProbedDatesQuerySet(QuerySet):
+    """The call list's queryset, whose `datetimes()` (what the admin's date hierarchy
+    asks for at each level) probes each year, month or day for one call through the
+    started_at index instead of grouping every call: `SELECT DISTINCT date_trunc(…)`
+    reads every call at each level, where at most 31 index probes do."""
+
+    def datetimes(  # type: ignore[override]
+        self, field_name: str, kind: str, order: str = "ASC", tzinfo: datetime.tzinfo | None = None
+    ) -> list[datetime.datetime]:
+        if kind not in ("year", "month", "day"):
+            return list(super().datetimes(field_name, kind, order=order, tzinfo=tzinfo))
+        tz = tzinfo or timezone.get_current_timezone()
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        found = [
+            start
+            for start, end in _period_starts(
+                bounds["first"].astimezone(tz), bounds["last"].astimezone(tz), kind, tz
+            )
+            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists()
+        ]
+        return found if order == "ASC" else found[::-1]

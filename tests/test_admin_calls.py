@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 
 from analysis.models import CallAnalysis
-from calls.admin import CallAdmin, ProbedDatesQuerySet
-from calls.admin_paging import COUNT_CAP
+from calls.admin import CallAdmin
+from calls.admin_paging import COUNT_CAP, ProbedDatesQuerySet
 from calls.models import Call, CallStatus, MetricSample
 from tests.factories import CallFactory, TranscriptEntryFactory
 

@@ -14,23 +14,14 @@ from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
 from calls.models import MAX_START_DELAY, Call, CallStatus
-from voicecalls.filters import text_filter
+from voicecalls.filters import NotBlankMixin, text_filter
 
 
-class _NotBlankMixin:
-    """An empty `?name=` is a 400, not a filter silently left out."""
-
-    def clean(self, value: object) -> object:
-        if value == "":
-            raise forms.ValidationError("May not be empty.", code="blank")
-        return super().clean(value)
-
-
-class NotBlankUUIDField(_NotBlankMixin, forms.UUIDField):
+class NotBlankUUIDField(NotBlankMixin, forms.UUIDField):
     pass
 
 
-class NotBlankChoiceField(_NotBlankMixin, ChoiceField):
+class NotBlankChoiceField(NotBlankMixin, ChoiceField):
     pass
 
 
@@ -44,7 +35,7 @@ class NotBlankCSVField(BaseCSVField):
         return super().clean(value)
 
 
-class UTCIsoDateTimeField(_NotBlankMixin, IsoDateTimeField):
+class UTCIsoDateTimeField(NotBlankMixin, IsoDateTimeField):
     """ISO-8601, compared in UTC: offsets the database cannot store (PostgreSQL takes
     up to ±15:59) are converted first, and a time that leaves the calendar is a 400."""
 

@@ -18,6 +18,22 @@ ACTIVE_DEFAULT_LIMIT = 50
 ACTIVE_MAX_LIMIT = 100
 
 
+class UserIdField(serializers.CharField):
+    """An end user's id, up to 255 characters, kept as sent: the list's `user_id`
+    filter and erasure find it by the characters the client sent (trimmed at create,
+    "user-1 " was stored as "user-1" and erasing "user-1 " matched nothing). Only
+    whitespace is refused as blank."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(max_length=255, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        if not value.strip():
+            self.fail("blank")
+        return value
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class _ObjectField(BoundedJSONObjectField):
     pass
@@ -28,9 +44,7 @@ class CallCreateSerializer(JSONTypedSerializer):
     workflow_slug = serializers.CharField(
         max_length=100, help_text="Workflow to use for this call."
     )
-    user_id = serializers.CharField(
-        max_length=255, required=False, allow_null=True, help_text="External user identifier."
-    )
+    user_id = UserIdField(required=False, allow_null=True, help_text="External user identifier.")
     user_data = _ObjectField(
         max_bytes=USER_DATA_MAX_BYTES,
         required=False,

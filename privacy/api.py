@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.serializers import UserIdField
 from privacy import selectors
 from privacy.erasure import erasure_create
 from privacy.models import ErasureStatus
@@ -20,19 +21,10 @@ ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, descriptio
 
 
 class ErasureCreateSerializer(JSONTypedSerializer):
-    user_id = serializers.CharField(
-        min_length=1,
-        max_length=255,
-        trim_whitespace=False,
+    user_id = UserIdField(
         help_text="The user whose data is erased: calls with this `user_id`; when it is an "
         "E.164 number, also phone calls to or from it.",
     )
-
-    def validate_user_id(self, value: str) -> str:
-        # Kept as sent (no call has a user id of spaces: POST /calls refuses one).
-        if not value.strip():
-            raise serializers.ValidationError("May not be blank.", code="blank")
-        return value
 
 
 class ErasureSerializer(serializers.Serializer):

@@ -111,6 +111,8 @@ def test_a_null_character_in_tool_parameters_is_refused(api, workflow):
     ("query", "attr"),
     [
         ("workflow_id=", "workflow_id"),
+        # An empty user id (a client's unset variable) returned every user's calls.
+        ("user_id=", "user_id"),
         # A blank status matched every call; `,` none; `completed,` ignored its blank.
         ("status=", "status"),
         ("status=,", "status"),
@@ -129,6 +131,12 @@ def test_blank_or_out_of_range_query_parameters_are_400(api, query, attr):
     response = api.get(f"/api/v1/calls?{query}")
     assert response.status_code == 400
     assert [e["attr"] for e in response.json()["errors"]] == [attr]
+
+
+def test_a_blank_workflow_slug_filter_is_400(api):
+    response = api.get("/api/v1/workflows?slug=")
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["slug"]
 
 
 def test_an_offset_beyond_the_databases_range_is_compared_in_utc(api, workflow):

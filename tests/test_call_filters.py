@@ -53,3 +53,19 @@ def test_each_requests_form_shares_the_fields_yet_keeps_its_own_data_and_errors(
     assert second.is_valid()
     assert set(first.errors) == {"status"}
     assert second.form.cleaned_data["status"] == ["active"]
+
+
+def test_a_call_is_found_by_the_user_id_it_was_created_with_surrounding_spaces_and_all(
+    api: APIClient, workflow
+) -> None:
+    """Create trimmed the user id and the filter did not: "user-123 " found nothing."""
+    created = api.post(CALLS, {"workflow_slug": "daily-call", "user_id": "user-123 "})
+    assert created.status_code == 201
+
+    found = api.get(CALLS, {"user_id": "user-123 "}).json()
+    trimmed = api.get(CALLS, {"user_id": "user-123"}).json()
+
+    assert [item["id"] for item in found["items"]] == [created.json()["call_id"]]
+    assert found["items"][0]["user_id"] == "user-123 "
+    assert trimmed["items"] == []
+

@@ -137,6 +137,8 @@ def test_an_exempt_organizations_call_is_counted_in_the_same_queries(
         ({"workflow_slug": "daily-call", "metadata": 42}, "metadata", "not_an_object"),
         ({"workflow_slug": "daily-call", "user_id": "u" * 256}, "user_id", "max_length"),
         ({"workflow_slug": "daily-call", "user_id": {"a": 1}}, "user_id", "invalid"),
+        ({"workflow_slug": "daily-call", "user_id": ""}, "user_id", "blank"),
+        ({"workflow_slug": "daily-call", "user_id": " \t "}, "user_id", "blank"),
         ({"workflow_slug": "daily-call", "direction": "sideways"}, "direction", "invalid_choice"),
         (
             {"workflow_slug": "daily-call", "user_data": {"blob": "x" * (32 * 1024)}},

@@ -83,6 +83,24 @@ def test_an_erasure_shows_what_it_erased_once_completed(api, organization) -> No
     )
 
 
+def test_erasing_the_user_id_a_call_was_created_with_erases_that_call(api, workflow) -> None:
+    """Create trimmed "user-123 " and erasure kept it as sent: it matched no call, and
+    the user's data stayed."""
+    created = api.post(
+        "/api/v1/calls",
+        {"workflow_slug": "daily-call", "user_id": "user-123 ", "user_data": {"name": "Ann"}},
+        format="json",
+    )
+    assert created.status_code == 201
+
+    erasure_id = api.post(URL, {"user_id": "user-123 "}, format="json").json()["id"]
+    erasure_run(erasure_id=erasure_id)
+
+    body = api.get(f"{URL}/{erasure_id}").json()
+    assert (body["calls_matched"], body["calls_erased"]) == (1, 1)
+    assert api.get(f"/api/v1/calls/{created.json()['call_id']}").json()["user_data"] == {}
+
+
 def test_an_erasure_of_a_user_without_calls_completes_with_nothing_matched(api) -> None:
     erasure_id = api.post(URL, {"user_id": "nobody"}, format="json").json()["id"]
     erasure_run(erasure_id=erasure_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
@@ -11,12 +12,34 @@ from drf_spectacular.utils import extend_schema_field
 NO_NUL_PATTERN = r"^[^\u0000]*$"
 
 
+class NotBlankMixin:
+    """An empty `?name=` is a 400, not a filter silently left out (for a user id, a
+    client whose variable was empty would get every user's calls)."""
+
+    def clean(self, value: object) -> object:
+        if value == "":
+            raise forms.ValidationError("May not be empty.", code="blank")
+        return super().clean(value)
+
+
+class NotBlankCharField(NotBlankMixin, forms.CharField):
+    pass
+
+
+class NotBlankCharFilter(filters.CharFilter):
+    field_class = NotBlankCharField
+
+
 def text_filter(*, max_length: int, **kwargs: Any) -> filters.CharFilter:
-    """A text filter whose every rule the schema states: at most `max_length`
-    characters as sent (not stripped first, so the length is the one the client
-    chose), no NUL character."""
-    text = filters.CharFilter(max_length=max_length, strip=False, **kwargs)
-    schema = {"type": "string", "maxLength": max_length, "pattern": NO_NUL_PATTERN}
+    """A text filter whose every rule the schema states: 1 to `max_length` characters
+    as sent (not stripped first: values are stored as sent), no NUL character."""
+    text = NotBlankCharFilter(max_length=max_length, strip=False, **kwargs)
+    schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "pattern": NO_NUL_PATTERN,
+    }
     if "help_text" in kwargs:
         schema["description"] = kwargs["help_text"]
     return extend_schema_field(schema)(text)

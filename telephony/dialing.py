@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.livekit_events import call_heard_while_dialing
-from calls.models import Call, CallChannel, CallStatus
+from calls.models import ENDED_STATUSES, Call, CallChannel, CallStatus
 from calls.services import call_room_close_later
 from voicecalls import livekit, livekit_sip
 from workflows.models import WorkflowVersion
@@ -124,6 +124,11 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
     try:
         livekit.agent_dispatch(room_name=call.room_name, call_id=str(call.id))
+        if not _still_to_dial(call.pk):
+            # Hung up since the claim: deleting the room found none (the dispatch made
+            # it since), so nothing else closes it; the phone must not ring.
+            call_room_close_later(call_id=call.pk)
+            return "not dialed"
         livekit_sip.sip_dial(
             trunk_id=call.sip_trunk_id or "",
             to_number=call.phone_number or "",
@@ -144,16 +149,26 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     return "answered"
 
 
+def _still_to_dial(call_id: uuid.UUID) -> bool:
+    return Call.objects.filter(
+        pk=call_id, status=CallStatus.CONNECTING, hangup_requested_at__isnull=True
+    ).exists()
+
+
 def phone_call_answered(*, call_id: uuid.UUID) -> bool:
-    """The dial returned: the callee answered. A hang-up meanwhile has already ended
-    the call: then this moves nothing. A departure or the room's end LiveKit told of
-    while it rang, left to this answer, ends it now."""
-    if not call_transition(
+    """The dial returned: the callee answered. A departure or the room's end LiveKit
+    told of while it rang, left to this answer, ends the call now, also when the
+    callee's join or the agent started it first. A call ended meanwhile (a hang-up)
+    has its room closed: the callee who answered is not left in it."""
+    moved = call_transition(
         call_id=call_id, to_status=CallStatus.ACTIVE, only_from={CallStatus.CONNECTING}
-    ):
-        return False
-    call_heard_while_dialing(call_id=call_id)
-    return True
+    )
+    status = Call.objects.filter(pk=call_id).values_list("status", flat=True).first()
+    if status == CallStatus.ACTIVE:
+        call_heard_while_dialing(call_id=call_id)
+    elif status in ENDED_STATUSES:
+        call_room_close_later(call_id=call_id)
+    return moved
 
 
 @transaction.atomic

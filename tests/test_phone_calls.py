@@ -23,6 +23,7 @@ from tests import fake_livekit
 from tests import fake_livekit_sip as sip
 from tests.livekit_samples import send
 from tests.phone import CALLEE, CALLER, CALLS, phone_ready, run_dial_worker
+from tests.tasks import run_task_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -568,3 +569,156 @@ def test_a_dial_job_that_died_while_dialing_leaves_no_call_open_forever(
 
     assert outcome(detail(api, call_id)) == ("timeout", "connect_timeout", None, None)
     assert bound >= 60 + 30  # the dial deadline and the ringing, at least
+
+
+def test_a_departure_heard_while_dialing_ends_the_call_though_a_retried_join_started_it(
+    api, phone, sip_fake
+) -> None:
+    """LiveKit delivered the callee's departure (a dropped line) during the dial, and
+    its participant_joined (answered) after it (a retried delivery): the join makes the
+    call active, the dial's answer then moves nothing, and the departure heard while
+    dialing is never applied: the call stays active with nobody on the line."""
+    create_participant = sip_fake._CreateSIPParticipant
+    kinds = livekit_api.ParticipantInfo.Kind
+
+    def answered_dropped_join_retried(message, response_class):
+        answer = create_participant(message, response_class)
+        identity = message.participant_identity
+        left = livekit_api.ParticipantInfo(
+            identity=identity,
+            kind=kinds.SIP,
+            attributes={"sip.callStatus": "hangup"},
+            disconnect_reason=livekit_api.DisconnectReason.SIGNAL_CLOSE,
+        )
+        sip_fake.webhooks_send("participant_left", message.room_name, left)
+        joined = livekit_api.ParticipantInfo(
+            identity=identity, kind=kinds.SIP, attributes={"sip.callStatus": "active"}
+        )
+        sip_fake.webhooks_send("participant_joined", message.room_name, joined)
+        return answer
+
+    sip_fake._CreateSIPParticipant = answered_dropped_join_retried
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert sip_fake.webhook_answers[-2:] == [200, 200]
+    body = detail(api, call_id)
+    assert outcome(body) == ("disconnected", "connection_lost", None, None)
+
+
+def test_a_departure_heard_while_dialing_ends_the_call_though_the_agent_started_it_first(
+    api, agent_api, phone, sip_fake
+) -> None:
+    """The callee answered and dropped while the dial's answer was on its way; the agent
+    saw the answer and reported the call started (status active) before the dial job
+    got its answer: the departure heard while dialing is never applied."""
+    create_participant = sip_fake._CreateSIPParticipant
+    answers: list[int] = []
+
+    def answered_dropped_agent_started(message, response_class):
+        from django.db import connection
+
+        answer = create_participant(message, response_class)
+        call_id = message.room_name.removeprefix("call-")
+        answers.append(send("participant_left", call_id, reason="SIGNAL_CLOSE").status_code)
+        try:
+            answers.append(
+                agent_api.post(
+                    f"/api/v1/agent/calls/{call_id}/events",
+                    {
+                        "events": [
+                            {
+                                "id": str(uuid.uuid4()),
+                                "type": "status",
+                                "timestamp": timezone.now().isoformat(),
+                                "status": "active",
+                            }
+                        ]
+                    },
+                    format="json",
+                ).status_code
+            )
+        finally:
+            connection.close()
+        return answer
+
+    sip_fake._CreateSIPParticipant = answered_dropped_agent_started
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert answers == [200, 200]
+    body = detail(api, call_id)
+    assert outcome(body) == ("disconnected", "connection_lost", None, None)
+
+
+def test_a_hang_up_after_the_dial_job_claimed_the_call_rings_no_phone(
+    api, client_key, phone, sip_fake
+) -> None:
+    """The customer hung up just after the dial job claimed the call (it is
+    `connecting`) and before it dialed: the room did not exist yet, so deleting it was
+    "already gone", and the call ended completed/api_request. The job went on, created
+    the room and dialed: the phone rang and was answered in a room nobody closes."""
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    dispatch = sip_fake._CreateDispatch
+    ends: list[int] = []
+
+    def hang_up_then_dispatch(message, response_class):
+        try:
+            client = bearer_client(client_key)
+            ends.append(
+                client.post(f"{CALLS}/{message.room.removeprefix('call-')}/end").status_code
+            )
+        finally:
+            connection.close()
+        return dispatch(message, response_class)
+
+    sip_fake._CreateDispatch = hang_up_then_dispatch
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert ends == [200]
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+    rang = bool(sip_fake.calls("CreateSIPParticipant"))
+    callee_left_in_room = f"user-{call_id}" in sip_fake.rooms.get(f"call-{call_id}", [])
+    assert (rang, callee_left_in_room) == (False, False)
+
+
+def test_a_callee_who_answers_a_call_hung_up_while_dialing_is_not_left_in_its_room(
+    api, client_key, phone, sip_fake
+) -> None:
+    """The hang-up came after the last check before dialing, with no room yet to
+    delete; the dial then made the room and the callee answered into a call already
+    `completed`. The answer closes the room."""
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    dial = sip_fake._CreateSIPParticipant
+    ends: list[int] = []
+
+    def hang_up_then_dial(message, response_class):
+        try:
+            client = bearer_client(client_key)
+            call_id = message.room_name.removeprefix("call-")
+            ends.append(client.post(f"{CALLS}/{call_id}/end").status_code)
+        finally:
+            connection.close()
+        return dial(message, response_class)
+
+    sip_fake._CreateSIPParticipant = hang_up_then_dial
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+    answered_into = list(sip_fake.rooms.get(f"call-{call_id}", []))
+    run_task_worker("default")  # where rooms are closed
+
+    assert ends == [200]
+    assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
+    assert answered_into == [f"user-{call_id}"]
+    assert f"call-{call_id}" not in sip_fake.rooms

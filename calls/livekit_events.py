@@ -22,7 +22,7 @@ from calls.models import (
     CallStatus,
     LiveKitWebhookEvent,
 )
-from calls.services import call_room_close_later, call_start_refused
+from calls.services import TRANSFER_LEFT_AFTER, call_room_close_later, call_start_refused
 from calls.sql import insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
@@ -121,12 +121,23 @@ def _dialing(channel: str, status: str) -> bool:
     return channel == CallChannel.PHONE and status in NOT_STARTED_STATUSES
 
 
+def _transferring(end_reason: str | None, requested_at: datetime.datetime | None) -> bool:
+    """A transfer recorded and still waiting for LiveKit's answer, which decides how
+    the call ends: transferred, or (it failed) as what was heard meanwhile says."""
+    return (
+        end_reason == EndReason.TRANSFERRED
+        and requested_at is not None
+        and requested_at >= timezone.now() - TRANSFER_LEFT_AFTER
+    )
+
+
 def _transition_by_state(
     *, call_id: uuid.UUID, decide: Callable[[str, str | None], Outcome], at: datetime.datetime
 ) -> bool:
     """Apply the outcome `decide(status, requested end)` picks for the call's
     current state; if the state changed meanwhile, decide again for the new one.
-    True if the call moved. A phone call being dialed is left to its dial's result."""
+    True if the call moved. A phone call being dialed is left to its dial's result,
+    one being transferred to the transfer's (the ledger keeps the event for both)."""
     for _ in range(3):
         row = (
             Call.objects.filter(pk=call_id)
@@ -136,6 +147,8 @@ def _transition_by_state(
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
         status, hangup_requested_at, _channel, end_reason = row
+        if _transferring(end_reason, hangup_requested_at):
+            return False
         outcome = decide(status, requested_end(hangup_requested_at, end_reason))
         if outcome is None:
             return False
@@ -200,25 +213,30 @@ def _on_room_finished(call: CallRef, event: WebhookEvent | None, at: datetime.da
 @transaction.atomic
 def call_heard_while_dialing(*, call_id: uuid.UUID) -> None:
     """The dial answered: the callee's departure or the room's end heard while it ran
-    (left then to the dial's result; the ledger keeps it) ends the call now, as it
-    would have ended it active. Any such webhook held the call's row until it
-    committed, so the answer, written after, reads it here."""
-    call = (
-        Call.objects.filter(pk=call_id)
-        .values_list("room_name", "participant_identity", "dial_attempted_at")
-        .first()
-    )
-    if call is None or call[2] is None:
+    (left then to the dial's result) ends the call now, as it would have ended it
+    active."""
+    dialed_at = Call.objects.filter(pk=call_id).values_list("dial_attempted_at", flat=True)
+    # What happened before the dial (a monitor's room closing; LiveKit may deliver it
+    # during the dial) is no end of this one.
+    call_heard_since(call_id=call_id, since=dialed_at.first())
+
+
+def call_heard_since(*, call_id: uuid.UUID, since: datetime.datetime | None) -> None:
+    """Apply the user's departures and the room's end that happened from `since` on,
+    left meanwhile to a dial's or a transfer's result (the ledger keeps them). Any such
+    webhook held the call's row until it committed, so a result written after reads
+    it here."""
+    call = Call.objects.filter(pk=call_id).values_list("room_name", "participant_identity")
+    found = call.first()
+    if found is None or since is None:
         return
-    room_name, identity, dialed_at = call
+    room_name, identity = found
     identity = identity or f"{USER_IDENTITY_PREFIX}{call_id}"
     heard = (
         LiveKitWebhookEvent.objects.filter(
             room_name=room_name,
             event__in=("participant_left", "room_finished"),
-            # What happened before the dial (a monitor's room closing; LiveKit may
-            # deliver it during the dial) is no end of this one.
-            happened_at__gte=dialed_at,
+            happened_at__gte=since,
         )
         .order_by("happened_at", "id")
         .values_list("event", "participant_identity", "disconnect_reason", "happened_at")

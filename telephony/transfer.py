@@ -20,6 +20,7 @@ from rest_framework import serializers
 
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
+from calls.livekit_events import call_heard_since
 from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
 from calls.services import call_room_close_later
 from calls.signals import call_events_recorded
@@ -105,6 +106,10 @@ def call_transfer(
         Call.objects.filter(
             pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at=requested_at
         ).update(hangup_requested_at=None, end_reason=None, transfer_destination=None)
+        # The caller's departure or the room's end heard while it was in flight (left
+        # to its result) ends the call now, as what it was: not a transfer.
+        # (Whole seconds: a departure LiveKit stamped in the second of the request.)
+        call_heard_since(call_id=call.pk, since=requested_at.replace(microsecond=0))
         raise
     _transferred(call=call, destination=destination)
     call.refresh_from_db()

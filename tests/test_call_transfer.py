@@ -450,3 +450,46 @@ def test_a_transfer_left_half_way_gives_way_to_a_hang_up(api, live_call, sip_fak
         None,
     )
     assert len(sip_fake.calls("DeleteRoom")) == 1
+
+
+@pytest.mark.parametrize(
+    ("heard", "ended"),
+    [
+        ("participant_left", ("completed", "user_hangup")),
+        ("room_finished", ("completed", "room_closed")),
+    ],
+)
+def test_what_was_heard_while_a_transfer_failed_ends_the_call_as_what_it_was(
+    api, agent_api, live_call, sip_fake, heard, ended
+):
+    """The caller hung up (or the room closed) while the desk rang; LiveKit then failed
+    the transfer and the API answered 502, "the call unchanged". The webhook was taken
+    for the transfer's end: the call read completed / transferred to the desk."""
+    from livekit import api as livekit_api
+
+    transfer = sip_fake._TransferSIPParticipant
+
+    def heard_then_transfer(message, response_class):
+        with sip_fake._lock:
+            sip_fake.rooms[message.room_name].remove(message.participant_identity)
+        caller = livekit_api.ParticipantInfo(
+            identity=message.participant_identity,
+            kind=livekit_api.ParticipantInfo.Kind.SIP,
+            attributes={"sip.callStatus": "hangup"},
+            disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+        )
+        sip_fake.webhooks_send(heard, message.room_name, caller)
+        return transfer(message, response_class)
+
+    sip_fake._TransferSIPParticipant = heard_then_transfer
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 502
+    assert sip_fake.webhook_answers[-1] == 200
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == (
+        *ended,
+        None,
+    )
+    assert transcript(api, live_call) == []

@@ -25,7 +25,12 @@ from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
-from telephony.inbound import BUSY_ANSWER_SECONDS, InboundCaller, inbound_call_get_or_create
+from telephony.inbound import (
+    BUSY_ANSWER_SECONDS,
+    CALLER_MAX,
+    InboundCaller,
+    inbound_call_get_or_create,
+)
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
@@ -248,7 +253,9 @@ class InboundSessionRequestSerializer(JSONTypedSerializer):
         max_length=16, help_text="The number called: `sip.trunkPhoneNumber`."
     )
     caller = serializers.CharField(
-        max_length=64, allow_blank=True, help_text="The caller's number: `sip.phoneNumber`."
+        max_length=CALLER_MAX,
+        allow_blank=True,
+        help_text="The caller's number: `sip.phoneNumber`.",
     )
     sip_trunk_id = serializers.CharField(
         max_length=100, required=False, default="", allow_blank=True, help_text="`sip.trunkID`."

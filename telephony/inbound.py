@@ -33,6 +33,12 @@ ROOM_NAME_MAX = Call._meta.get_field("room_name").max_length
 # in any case, so a caller is never left in silence when no agent came.
 BUSY_ANSWER_SECONDS = 60
 FROM_NUMBER_MAX = Call._meta.get_field("from_number").max_length
+CALLER_MAX = 64  # a caller id (`sip.phoneNumber`), kept as the call's user_id
+_CALLER_MAX_LENGTHS = {
+    "room_name": ROOM_NAME_MAX,
+    "participant_identity": Call._meta.get_field("participant_identity").max_length,
+    "caller": CALLER_MAX,
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,14 @@ class InboundCaller:
     caller: str
     called: str
     livekit_trunk_id: str = ""
+
+    def too_long(self) -> str | None:
+        """What of it the call cannot store (the agent's session request refuses the
+        same), or None: a 500 on PostgreSQL, else."""
+        for name, limit in _CALLER_MAX_LENGTHS.items():
+            if len(getattr(self, name)) > limit:
+                return name
+        return None
 
     @classmethod
     def from_attributes(
@@ -98,8 +112,8 @@ def inbound_call_get_or_create(
     concurrency limit it is created `failed`/`concurrency_limit`. None, logged, when
     the room has no call and the caller dialed no verified number of ours (a number
     deleted while LiveKit still routed to it, or a workflow deleted since)."""
-    if len(caller.room_name) > ROOM_NAME_MAX:
-        logger.warning("inbound call in a room named beyond %s characters: ignored", ROOM_NAME_MAX)
+    if too_long := caller.too_long():
+        logger.warning("inbound call whose %s is beyond its columns' length: ignored", too_long)
         return None
     # The call may be ended and erased, its room renamed: a late webhook or agent
     # request then finds it under the erased name and opens nothing new.

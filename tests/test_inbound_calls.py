@@ -485,3 +485,37 @@ def test_an_erasure_removes_the_callers_number_from_the_webhook_ledger_too(
 
     ledger = list(LiveKitWebhookEvent.objects.values("room_name", "participant_identity"))
     assert ledger == [{"room_name": "", "participant_identity": ""}] * 2
+
+
+@pytest.mark.parametrize(
+    ("identity", "caller", "too_long"),
+    [
+        ("sip_" + "9" * 300, CALLER, "participant_identity"),
+        (f"sip_{CALLER}", "+1" + "2" * 300, "caller"),
+    ],
+)
+def test_a_callers_participant_the_call_cannot_store_is_ignored_not_a_500(
+    number, sip_fake, delivered, caplog, identity, caller, too_long
+):
+    """An identity or caller id beyond its column was a DataError on PostgreSQL: the
+    webhook answered 500 (and LiveKit retried it). The agent's session request refuses
+    the same lengths."""
+    from livekit import api as livekit_api
+
+    sip_fake.webhooks_send(
+        "participant_joined",
+        "inbound-_long",
+        livekit_api.ParticipantInfo(
+            identity=identity,
+            kind=livekit_api.ParticipantInfo.Kind.SIP,
+            attributes={
+                "sip.callStatus": "active",
+                "sip.phoneNumber": caller,
+                "sip.trunkPhoneNumber": INBOUND_NUMBER,
+            },
+        ),
+    )
+
+    assert sip_fake.webhook_answers == [200]
+    assert not Call.objects.exists()
+    assert f"inbound call whose {too_long} is beyond" in caplog.text

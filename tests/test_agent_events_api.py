@@ -111,6 +111,20 @@ def test_a_batch_is_recorded_and_counted(agent_api, api, call):
     assert "tool_call" not in lines[0]
 
 
+@pytest.mark.parametrize("spelling", [str.upper, lambda text: text.replace("-", "")])
+def test_the_agents_paths_take_every_spelling_of_the_call_id(agent_api, api, call, spelling):
+    """As the customer's call paths do; Django's `uuid` converter took only one."""
+    call_id = spelling(str(call.pk))
+
+    session = agent_api.get(f"/api/v1/agent/calls/{call_id}/session")
+    response = agent_api.post(url(call_id), {"events": [transcript(0)]})
+
+    assert (session.status_code, response.status_code) == (200, 200)
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+    assert [line["content"] for line in lines] == ["line 0"]
+
+
 def test_assistant_lines_carry_interrupted_and_no_other_line_has_it(agent_api, api, call):
     events = [
         transcript(0, content="Let me tell you about", interrupted=True),

@@ -194,6 +194,18 @@ def _operations(schema: dict):
                 yield path, method, operation
 
 
+def test_every_path_parameter_is_a_uuid_to_sdks(schema):
+    """The seed types a call's `id` as a uuid; the routers' segments were plain text
+    with a pattern, which SDKs typed as strings."""
+    untyped = [
+        (path, method, parameter["name"], parameter["schema"])
+        for path, method, operation in _operations(schema)
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path" and parameter["schema"] != {"type": "string", "format": "uuid"}
+    ]
+    assert untyped == []
+
+
 def test_every_error_response_uses_the_one_error_shape(schema):
     shapes = set()
     for _, _, operation in _operations(schema):

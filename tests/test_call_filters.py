@@ -68,4 +68,3 @@ def test_a_call_is_found_by_the_user_id_it_was_created_with_surrounding_spaces_a
     assert [item["id"] for item in found["items"]] == [created.json()["call_id"]]
     assert found["items"][0]["user_id"] == "user-123 "
     assert trimmed["items"] == []
-

@@ -70,6 +70,21 @@ def played(call, agent_api, settings):
 # --- What exists, through the WSGI client ----------------------------------------------------
 
 
+@pytest.mark.parametrize("spelling", [str.upper, lambda text: text.replace("-", "")])
+def test_the_stream_takes_every_spelling_of_the_call_id_the_other_call_paths_take(
+    api, played, spelling
+):
+    """Django's `uuid` converter takes lower case with dashes only: the stream was a
+    404 for the spellings the call's other paths answer."""
+    call_id = spelling(str(played.pk))
+    assert api.get(f"/api/v1/calls/{call_id}/transcript").status_code == 200
+
+    response, events = read(api, call_id)
+
+    assert response.status_code == 200
+    assert [event["event"] for event in events][-1] == "end"
+
+
 def test_an_ended_calls_stream_sends_every_event_in_order_then_end(api, played):
     response, events = read(api, played.pk)
     assert response.status_code == 200

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.plumbing import is_list_serializer
+from drf_spectacular.plumbing import build_basic_type, is_list_serializer
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from drf_standardized_errors.openapi import AutoSchema as StandardizedErrorsAutoSchema
 from rest_framework import serializers
 
 from voicecalls.errors import ERROR_DESCRIPTIONS, ErrorResponseSerializer
+from voicecalls.routing import UUID_PATTERN
 
 
 class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
@@ -57,6 +59,14 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         return bool(self.view.get_throttles()) and is_create_operation(
             method=self.method, action=getattr(self.view, "action", None), path=self.path
         )
+
+    def _resolve_path_parameters(self, variables: list[str]) -> list[dict]:
+        # The routers' uuid segments (`lookup_value_regex`) are uuids to SDKs, not text.
+        parameters = super()._resolve_path_parameters(variables)
+        for parameter in parameters:
+            if parameter["schema"].get("pattern") == f"^{UUID_PATTERN}$":
+                parameter["schema"] = build_basic_type(OpenApiTypes.UUID)
+        return parameters
 
     def _map_serializer_field(self, field: object, direction: str, **kwargs: object) -> dict:
         # drf-spectacular states the item bounds of a ListField, not of a nested

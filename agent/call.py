@@ -87,6 +87,7 @@ class CallRuntime:
         self.turn_index = 0
         self._late = late
         self._silence_prompted = False
+        self._max_duration: asyncio.TimerHandle | None = None
         self._pending_user: dict | None = None
         self._tokens_seen = 0
         self._usage_reported: list[dict] | None = None
@@ -154,8 +155,17 @@ class CallRuntime:
     # -- how the call ends ---------------------------------------------------------------
 
     def started(self) -> None:
-        """The session runs with the user in the room."""
+        """The session runs with the user in the room, for the workflow's
+        `max_duration_seconds` at most: then the call ends `timeout`/`max_duration` on
+        time (the API's `expire_calls` would end it up to a pass later)."""
         self.reporter.status("active")
+        limit = self.settings.get("max_duration_seconds")
+        if limit:
+            self._max_duration = asyncio.get_running_loop().call_later(limit, self._on_max_duration)
+
+    def _on_max_duration(self) -> None:
+        if not self.ended:
+            self.spawn(self.hang_up(reason="max_duration", status="timeout"))
 
     def fail(self, detail: str) -> None:
         """Report a fatal error: why in the transcript, the call `failed`/`agent_error`.
@@ -193,11 +203,16 @@ class CallRuntime:
             self.session.shutdown(drain=True)
 
     async def hang_up(
-        self, context: RunContext | None = None, *, reason: str = "agent_hangup"
+        self,
+        context: RunContext | None = None,
+        *,
+        reason: str = "agent_hangup",
+        status: str = "completed",
     ) -> None:
-        """The agent ends the call (its `end_call` tool, or silence): once the goodbye
-        said before it has played, report `completed` and close the session, which
-        closes the room (agent/worker.py). From the decision on, nothing is answered."""
+        """The agent ends the call (its `end_call` tool, silence, the maximum duration):
+        once the goodbye said before it has played, report `status` and close the
+        session, which closes the room (agent/worker.py). From the decision on, nothing
+        is answered."""
         if self.ended:
             return
         self.ended = self.hanging_up = True
@@ -205,7 +220,7 @@ class CallRuntime:
             with contextlib.suppress(RuntimeError):  # already cut off by the caller
                 context.disallow_interruptions()
             await context.wait_for_playout()
-        self.reporter.status("completed", reason=reason)
+        self.reporter.status(status, reason=reason)
         if self.session is not None:
             self.session.shutdown(drain=True)
 
@@ -362,6 +377,8 @@ class CallRuntime:
     def _on_close(self, event: Any) -> None:
         # Runs before the job's own close handler (attached first), so the final totals
         # are queued before the job's last flush.
+        if self._max_duration is not None:
+            self._max_duration.cancel()
         if self.session is not None:
             self._report_usage(self.session.usage.model_usage, final=True)
         if event.error is not None:

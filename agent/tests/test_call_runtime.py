@@ -268,3 +268,36 @@ async def test_background_work_is_held_until_it_is_done() -> None:
     assert finished == ["done"]
     assert runtime.background == frozenset()
     await runtime.reporter.aclose()
+
+
+async def test_a_call_past_its_maximum_duration_ends_timeout_max_duration_on_time() -> None:
+    """Only `expire_calls` ended it, up to a pass of that job after the limit."""
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
+    runtime.settings = {"max_duration_seconds": 0.05}
+    closed: list[bool] = []
+    runtime.session.shutdown = lambda drain: closed.append(drain)
+
+    runtime.started()
+    await asyncio.sleep(0.2)
+    await runtime.reporter.flush()
+
+    statuses = [e for e in endpoint.sent() if e["type"] == "status"]
+    assert statuses == [
+        {"type": "status", "status": "active"},
+        {"type": "status", "status": "timeout", "reason": "max_duration"},
+    ]
+    assert (runtime.ended, closed) == (True, [True])
+
+
+async def test_a_call_that_ended_before_its_maximum_duration_is_left_alone() -> None:
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
+    runtime.settings = {"max_duration_seconds": 0.05}
+    runtime.started()
+
+    runtime._on_close(SimpleNamespace(error=None))
+    await asyncio.sleep(0.2)
+    await runtime.reporter.flush()
+
+    assert [e["status"] for e in endpoint.sent() if e["type"] == "status"] == ["active"]

@@ -45,11 +45,13 @@ def _ms(seconds: float | None) -> float | None:
     return value if 0 <= value <= MAX_LATENCY_MS else None
 
 
-def _served(metadata: dict | None) -> dict | None:
-    """`{provider, model}` from a turn's `*_metadata`, within the API's bounds."""
+def _served(metadata: dict | None, component: str, names: dict) -> dict | None:
+    """`{provider, model}` from a turn's `*_metadata`, within the API's bounds, the
+    provider named as the catalog names it (`ComponentCache.provider_names`)."""
     if not metadata or not metadata.get("model_provider") or not metadata.get("model_name"):
         return None
-    return {"provider": metadata["model_provider"][:50], "model": metadata["model_name"][:100]}
+    provider = names.get((component, metadata["model_provider"]), metadata["model_provider"])
+    return {"provider": provider[:50], "model": metadata["model_name"][:100]}
 
 
 def describe_error(error: Any) -> str:
@@ -291,7 +293,7 @@ class CallRuntime:
         self._pending_user = {
             "stt_latency_ms": _ms(metrics.get("transcription_delay")),
             "eou_latency_ms": _ms(metrics.get("end_of_turn_delay")),
-            "providers": {"stt": _served(metrics.get("stt_metadata"))},
+            "providers": {"stt": self._served(metrics, "stt")},
         }
 
     def _on_agent_turn(self, metrics: dict, spoken_at: float) -> None:
@@ -306,12 +308,16 @@ class CallRuntime:
                 "e2e_latency_ms": _ms(metrics.get("e2e_latency")),
                 "providers": {
                     **user["providers"],
-                    "llm": _served(metrics.get("llm_metadata")),
-                    "tts": _served(metrics.get("tts_metadata")),
+                    "llm": self._served(metrics, "llm"),
+                    "tts": self._served(metrics, "tts"),
                 },
             },
             timestamp=spoken_at,
         )
+
+    def _served(self, metrics: dict, component: str) -> dict | None:
+        metadata = metrics.get(f"{component}_metadata")
+        return _served(metadata, component, self._components.provider_names)
 
     def _report_turn(self, sample: dict, timestamp: float | None = None) -> None:
         providers = {k: v for k, v in sample.pop("providers").items() if v}
@@ -343,7 +349,7 @@ class CallRuntime:
         """The usage so far per provider and model, when it changed: the session emits
         an update for every metric (VAD ones too), most of them changing nothing. The
         API keeps the newest report, so the last one at the close is sent regardless."""
-        items = usage_items(model_usage)
+        items = usage_items(model_usage, self._components.provider_names)
         if not items or (items == self._usage_reported and not final):
             return
         self._usage_reported = items

@@ -222,6 +222,10 @@ class ComponentCache:
         self._language = language
         self._vad = vad
         self._built: dict[str, Any] = {}
+        # (component, the plugin's own provider label) → the catalog's provider name.
+        # livekit-agents labels usage with the plugin's label ("Deepgram",
+        # "api.openai.com"); the API prices by the catalog's ("deepgram", "openai").
+        self.provider_names: dict[tuple[str, str], str] = {}
 
     def get(self, component: str, config: dict) -> Any:
         """The component: its first choice alone, or a FallbackAdapter over it and the
@@ -229,7 +233,7 @@ class ComponentCache:
         check_component(component, config)
         key = json.dumps([component, config], sort_keys=True)
         if key not in self._built:
-            primary = self._build(component, config, self._language)
+            primary = self._build_one(component, config)
             instances = [primary, *self._fallbacks(component, config)]
             self._built[key] = (
                 primary
@@ -238,13 +242,20 @@ class ComponentCache:
             )
         return self._built[key]
 
+    def _build_one(self, component: str, config: dict) -> Any:
+        instance = self._build(component, config, self._language)
+        label = getattr(instance, "provider", None)
+        if isinstance(label, str):
+            self.provider_names[(component, label)] = config["provider"]
+        return instance
+
     def _fallbacks(self, component: str, config: dict) -> list:
         # A fallback that cannot be built (no key) is left out: the call still runs on
         # the first choice, and on the fallbacks that can.
         instances = []
         for fallback in config.get("fallbacks") or []:
             try:
-                instances.append(self._build(component, fallback, self._language))
+                instances.append(self._build_one(component, fallback))
             except ComponentError as exc:
                 logger.warning(
                     "%s fallback %s left out: %s", component, fallback.get("provider"), exc

@@ -9,7 +9,7 @@ other usage (interruption and end-of-turn models) is left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from livekit.agents.metrics.usage import LLMModelUsage, STTModelUsage, TTSModelUsage
@@ -46,17 +46,23 @@ def _quantities(usage: Any) -> tuple[str, dict[str, float | int]] | None:
     return None
 
 
-def usage_items(model_usage: Iterable[Any]) -> list[dict]:
-    """One item per component, provider and model, in livekit's order. Names that only
+def usage_items(
+    model_usage: Iterable[Any], provider_names: Mapping[tuple[str, str], str] | None = None
+) -> list[dict]:
+    """One item per component, provider and model, in livekit's order, each provider
+    named as the catalog names it (`provider_names`: the plugins' own labels, which
+    price nothing, to the catalog's; `ComponentCache.provider_names`). Names that only
     differ past the API's length bound (or are both unnamed) are summed into one item:
     the API takes one item per component, provider and model."""
+    names = provider_names or {}
     items: dict[tuple[str, str, str], dict] = {}
     for usage in model_usage:
         quantities = _quantities(usage)
         if quantities is None:
             continue
         component, amounts = quantities
-        key = (component, _name(usage.provider), _name(usage.model))
+        provider = names.get((component, usage.provider), usage.provider)
+        key = (component, _name(provider), _name(usage.model))
         item = items.setdefault(
             key,
             {"component": component, "provider": key[1], "model": key[2]}

@@ -29,6 +29,21 @@ def test_every_platform_line_is_dated_and_sourced() -> None:
         assert price.unit_price_usd >= 0
 
 
+def test_every_provider_of_the_catalog_is_priced_under_the_catalogs_name() -> None:
+    """Workflows, provider keys and the worker name providers as the catalog does: the
+    Mistral lines, under "mistralai", priced nobody's usage."""
+    from providerkeys.catalog import PROVIDER_CATALOG
+
+    priced = {
+        (price.component.split("_")[0], price.provider) for price in platform_prices().values()
+    }
+    catalog = {
+        (component, p) for component, providers in PROVIDER_CATALOG.items() for p in providers
+    }
+
+    assert catalog - priced == set()
+
+
 def test_the_table_lists_the_platforms_lines_with_their_date_and_source(api, organization) -> None:
     prices = api.get(PRICES).json()
 

@@ -166,7 +166,7 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) ->
     assert metrics["total_tokens"] == TOKENS_PER_REQUEST * len(scripted.requests)
     assert metrics["llm_latency_ms"] is not None and metrics["llm_latency_ms"] >= 0
     assert metrics["stt_latency_ms"] is None  # text input: nothing was transcribed
-    assert {"component": "llm", "provider": "tests", "model": "scripted", "turns": 3} in (
+    assert {"component": "llm", "provider": "openai", "model": "scripted", "turns": 3} in (
         metrics["providers"]
     )
 

@@ -96,3 +96,42 @@ def test_cached_tokens_counted_apart_from_the_prompt_are_reported_as_at_most_the
     (item,) = usage_items(model_usage)
 
     assert (item["prompt_tokens"], item["cached_tokens"]) == (100, 100)
+
+
+def test_a_real_plugins_usage_is_reported_under_the_catalogs_provider_name():
+    """livekit-agents labels usage with the plugin's own `provider` ("Deepgram",
+    "api.openai.com", "MistralAI", ...); the API prices by the catalog's names, so no
+    real call's STT, LLM or TTS was ever priced."""
+    from agent.providers import REGISTRY, ComponentCache, build_component
+
+    usage_class = {"stt": STTModelUsage, "llm": LLMModelUsage, "tts": TTSModelUsage}
+    for component, providers in REGISTRY.items():
+        for provider in providers:
+            cache = ComponentCache(build_component)
+            plugin = cache.get(component, {"provider": provider, "api_key": "k" * 32})
+            # What livekit-agents keys the session's usage by (its metrics' metadata).
+            usage = usage_class[component](provider=plugin.provider, model=plugin.model)
+
+            (item,) = usage_items([usage], cache.provider_names)
+
+            assert (item["provider"], item["model"]) == (provider, plugin.model)
+
+
+def test_a_fallbacks_usage_is_named_as_the_catalog_names_it_too():
+    from agent.providers import ComponentCache, build_component
+
+    cache = ComponentCache(build_component)
+    config = {
+        "provider": "deepgram",
+        "api_key": "k" * 32,
+        "fallbacks": [{"provider": "assemblyai", "api_key": "a" * 32}],
+    }
+    cache.get("stt", config)
+    usage = [
+        STTModelUsage(provider="Deepgram", model="nova-3", audio_duration=3.0),
+        STTModelUsage(provider="AssemblyAI", model="universal", audio_duration=2.0),
+    ]
+
+    items = usage_items(usage, cache.provider_names)
+
+    assert [item["provider"] for item in items] == ["deepgram", "assemblyai"]

@@ -59,9 +59,10 @@ async def test_a_call_reports_its_usage_per_provider_and_model(web: Web) -> None
     last = usage_posts[-1][0][0]
     assert set(last) == {"id", "type", "timestamp", "usage"}
     items = {item["component"]: item for item in last["usage"]}
+    # The stand-ins label their usage "tests"; the workflow chose these providers.
     assert items["llm"] == {
         "component": "llm",
-        "provider": "tests",
+        "provider": "openai",
         "model": "scripted",
         "prompt_tokens": PROMPT_TOKENS,
         "completion_tokens": COMPLETION_TOKENS,
@@ -69,14 +70,14 @@ async def test_a_call_reports_its_usage_per_provider_and_model(web: Web) -> None
     }
     assert items["tts"] == {
         "component": "tts",
-        "provider": "tests",
+        "provider": "cartesia",
         "model": "scripted-tts",
         "characters": len(GREETING) + len(REPLY),
     }
     # The STT stand-in reports the seconds the caller spoke (0.3 s by default).
     assert items["stt"] == {
         "component": "stt",
-        "provider": "tests",
+        "provider": "deepgram",
         "model": "scripted-stt",
         "audio_seconds": 0.3,
     }
@@ -92,6 +93,6 @@ async def test_a_call_reports_its_usage_per_provider_and_model(web: Web) -> None
         (line["component"], line["provider"], line["model"]): line["quantity"]
         for line in web.call(call_id)["cost"]["breakdown"]
     }
-    assert float(lines[("llm_prompt", "tests", "scripted")]) == PROMPT_TOKENS
-    assert float(lines[("tts", "tests", "scripted-tts")]) == len(GREETING) + len(REPLY)
-    assert float(lines[("stt", "tests", "scripted-stt")]) == pytest.approx(0.3 / 60, abs=1e-6)
+    assert float(lines[("llm_prompt", "openai", "scripted")]) == PROMPT_TOKENS
+    assert float(lines[("tts", "cartesia", "scripted-tts")]) == len(GREETING) + len(REPLY)
+    assert float(lines[("stt", "deepgram", "scripted-stt")]) == pytest.approx(0.3 / 60, abs=1e-6)

@@ -38,10 +38,9 @@ class AgentAPIError(Exception):
 
     def _first_error(self) -> dict:
         # The API's one error shape: `{"type": ..., "errors": [{"code", "detail", "attr"}]}`.
-        if isinstance(self.body, dict):
-            errors = self.body.get("errors") or [{}]
-            if isinstance(errors[0], dict):
-                return errors[0]
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return errors[0]
         return {}
 
     @property
@@ -102,7 +101,9 @@ class AgentAPI:
             body = response.json()
         except ValueError:
             body = response.text[:500]
-        if response.is_error:
+        # A redirect (an http:// URL to an https-only API) is no answer: httpx does not
+        # follow it here, and its empty body would pass for a delivery.
+        if not response.is_success:
             raise AgentAPIError(
                 f"{method} {path}: HTTP {response.status_code}",
                 status_code=response.status_code,

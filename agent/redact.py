@@ -64,7 +64,20 @@ def _install() -> None:
     make_record = logging.Logger.makeRecord
 
     def make_record_redacted(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        return _record_redacted(make_record(self, *args, **kwargs))
+        record = make_record(self, *args, **kwargs)
+        try:
+            return _record_redacted(record)
+        except Exception:
+            # Never the caller's error (an odd `exc_info`), never a secret left in it:
+            # the record keeps its message's text alone, redacted.
+            record.msg = redacted(str(record.msg))
+            record.args, record.exc_info, record.exc_text, record.stack_info = (
+                None,
+                None,
+                None,
+                None,
+            )
+            return record
 
     logging.Logger.makeRecord = make_record_redacted  # type: ignore[method-assign]
     _installed = True
@@ -77,11 +90,14 @@ _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message",
 def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
     try:
         message = record.getMessage()
-    except Exception:  # a malformed call: logging itself reports it, unformatted
-        return record
-    clean = redacted(message)
-    if clean != message:
-        record.msg, record.args = clean, None
+    except Exception:
+        # A malformed call: logging reports it, printing its arguments as they are.
+        record.msg = redacted(str(record.msg))
+        record.args = _args_redacted(record.args)
+    else:
+        clean = redacted(message)
+        if clean != message:
+            record.msg, record.args = clean, None
     if record.exc_info and record.exc_info[1] is not None:
         text = logging.Formatter().formatException(record.exc_info)
         clean = redacted(text)
@@ -94,6 +110,14 @@ def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
         if name not in _RECORD_ATTRIBUTES and value is not None:
             record.__dict__[name] = _value_redacted(value)
     return record
+
+
+def _args_redacted(args: object) -> object:
+    if isinstance(args, tuple):
+        return tuple(_value_redacted(arg) for arg in args)
+    if isinstance(args, dict):
+        return {key: _value_redacted(arg) for key, arg in args.items()}
+    return args
 
 
 def _value_redacted(value: object) -> object:

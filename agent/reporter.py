@@ -85,6 +85,7 @@ class EventReporter:
         self._urgent = False
         # When aclose must be done (loop time), once it was called.
         self._close_by: float | None = None
+        self._close_started = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -207,6 +208,7 @@ class EventReporter:
     async def aclose(self, timeout: float = 8.0) -> None:
         """Flush within `timeout` seconds, then stop. Events still unsent are logged."""
         self._close_by = asyncio.get_running_loop().time() + timeout
+        self._close_started.set()
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except TimeoutError:
@@ -282,8 +284,32 @@ class EventReporter:
             size += event_size
         return batch
 
+    def _closing_delay(self, delay: float, last_try: bool) -> tuple[float, bool]:
+        """While closing, the wait before the next try: within the close's budget, then
+        one last try at once (the call's end is in it), then past the budget (the close
+        cancels the task): never a storm of tries at an API shedding load."""
+        if self._close_by is None:
+            return delay, last_try
+        now = asyncio.get_running_loop().time()
+        left = self._close_by - now - CLOSE_MARGIN
+        if left > 0:
+            return min(delay, left), last_try
+        if not last_try:
+            return 0.0, True
+        return self._close_by - now + CLOSE_MARGIN, True
+
+    async def _retry_wait(self, delay: float) -> None:
+        """Wait `delay`; a wait begun before the close ends when it starts, so the
+        close's budget still holds a last try."""
+        if self._close_by is not None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._close_started.wait(), delay)
+
     async def _send(self, batch: list[dict]) -> None:
         failures = 0
+        last_try = False
         while batch:
             self.attempts += 1
             try:
@@ -319,14 +345,12 @@ class EventReporter:
                         _error_codes(exc),
                     )
                     return
-                delay = min(self._backoff_cap, self._backoff_base * 2**failures)
+                # (The exponent is bounded: 2**1024 is no float, after a long outage.)
+                delay = min(self._backoff_cap, self._backoff_base * 2 ** min(failures, 32))
                 delay *= random.uniform(0.5, 1.0)
-                # An API shedding load says when to come back: no sooner, unless closing
-                # (then a last try before the budget ends: the call's end is in it).
+                # An API shedding load says when to come back: no sooner, unless closing.
                 delay = max(delay, min(exc.retry_after or 0.0, RETRY_AFTER_CAP))
-                if self._close_by is not None:
-                    left = self._close_by - asyncio.get_running_loop().time() - CLOSE_MARGIN
-                    delay = max(0.0, min(delay, left))
+                delay, last_try = self._closing_delay(delay, last_try)
                 failures += 1
                 logger.warning(
                     "call %s: sending %d event(s) failed (%s); retrying in %.1fs",
@@ -335,7 +359,7 @@ class EventReporter:
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._retry_wait(delay)
                 continue
             except Exception:
                 # A bug of ours, not the API's answer: this batch is lost, never the
@@ -378,7 +402,10 @@ def _invalid_event_index(exc: AgentAPIError, batch_len: int) -> int | None:
     """The index of the event a 400 names (`attr` `events.N.field`), if it names one."""
     if exc.status_code != 400 or not isinstance(exc.body, dict):
         return None
-    for error in exc.body.get("errors") or []:
+    errors = exc.body.get("errors")
+    for error in errors if isinstance(errors, list) else []:
+        if not isinstance(error, dict):
+            continue  # a proxy's or gateway's own shape
         match = _EVENT_ATTR.match(str(error.get("attr") or ""))
         if match and int(match.group(1)) < batch_len:
             return int(match.group(1))

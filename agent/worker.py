@@ -42,6 +42,10 @@ logger = logging.getLogger("voicecalls.agent")
 # The job's shutdown callbacks get `shutdown_process_timeout` (10 s) in all: the final
 # flush must fit in it.
 FLUSH_TIMEOUT = 7.0
+# All of the shutdown callback (the session's close, the job's, then the flush), and
+# what the flush keeps at least of it.
+SHUTDOWN_BUDGET = 9.0
+FLUSH_MINIMUM = 2.0
 # Before the room is deleted, what the call reported must be at the API.
 CLOSE_FLUSH_TIMEOUT = 5.0
 ROOM_DELETE_TIMEOUT = 5.0
@@ -187,8 +191,24 @@ class CallJob:
         ctx.add_shutdown_callback(self._flush_on_shutdown)
 
     async def _flush_on_shutdown(self, reason: str) -> None:
+        """livekit-agents runs the shutdown callbacks at once, the session's own close
+        among them: what the session reports as it closes (its final usage, a failure)
+        and the job's close are awaited first, then the reporter's flush and close."""
+        loop = asyncio.get_running_loop()
+        flush_by = loop.time() + SHUTDOWN_BUDGET - FLUSH_MINIMUM
+        session = self.runtime.session if self.runtime is not None else None
+        if session is not None and self._closing is None:
+            # Closed here, or by its own callback: this waits for that close's lock (its
+            # teardown takes seconds), under which its `close` event starts the job's.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.aclose(), max(0.0, flush_by - loop.time()))
+        if self._closing is not None:
+            with contextlib.suppress(Exception):
+                left = max(0.0, flush_by - loop.time())
+                await asyncio.wait_for(asyncio.shield(self._closing), left)
         await self.runner.aclose()
-        await self.reporter.aclose(timeout=FLUSH_TIMEOUT)
+        left = flush_by + FLUSH_MINIMUM - loop.time()
+        await self.reporter.aclose(timeout=min(FLUSH_TIMEOUT, max(FLUSH_MINIMUM, left)))
 
     async def prepare(self, *, vad: Any = None) -> CallRuntime | None:
         """The call's runtime with its agents built; None when this job must not run the

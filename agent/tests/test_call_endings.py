@@ -5,6 +5,7 @@ question then a hang-up, and every close deletes the room."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 
@@ -178,3 +179,34 @@ async def test_silence_gets_one_question_then_a_hang_up_as_silence_timeout(
     ended = web.call(call_id)
     assert (ended["status"], ended["end_reason"]) == ("completed", "silence_timeout")
     assert deleted_rooms(fake_livekit, room) == 1
+
+
+async def test_a_job_shut_down_mid_call_still_delivers_what_the_closing_session_reports(
+    web: Web, fake_livekit
+) -> None:
+    """The job shuts down while the session runs (a worker drain, the room deleted by
+    an API hang-up). livekit-agents runs the shutdown callbacks concurrently
+    (job_proc_lazy_main: asyncio.gather), the session's own close among them: what the
+    session reports as it closes (its last line, the final usage) must still go out."""
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = Providers()
+    transport = RecordingTransport()
+    async with live_job(room_name=room, call_id=call_id) as live:
+        api = AgentAPI(web.base_url, web.agent_key, transport=transport)
+        job = call_job(web, live, call_id, providers, api=api)
+        await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)  # the greeting played
+        await wait_until(lambda: job.reporter.pending == 0)
+        live.ctx.shutdown(reason="worker draining")
+        # As the job process runs them: all at once.
+        await asyncio.gather(
+            *(asyncio.create_task(cb(live.shutdowns[0])) for cb in live.ctx._shutdown_callbacks)
+        )
+        if job._closing is not None:
+            await job._closing
+
+    usage_posts = [e for e in transport.events if e["type"] == "usage"]
+    assert job.reporter.pending == 0
+    assert job.reporter.dropped == []
+    assert usage_posts  # at least the final totals reported at the close

@@ -72,3 +72,43 @@ def test_a_key_in_a_records_extra_fields_is_replaced_too() -> None:
     logged = output.getvalue()
     assert "session closed" in logged and key not in logged
     assert REDACTED in logged and '"attempt": 2' in logged
+
+
+def test_a_key_in_the_arguments_of_a_malformed_log_call_is_replaced_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A call whose message and arguments do not match (a plugin's bug) fails to format;
+    # logging then writes "Message: ... Arguments: (...)" to stderr (Handler.handleError).
+    key = "sk-malformed-0123456789"
+    log_secrets_add({key})
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    plugin = logging.getLogger("livekit.plugins.malformed")
+    plugin.addHandler(handler)
+    plugin.propagate = False  # only this handler (pytest's own raises on a logging error)
+    try:
+        plugin.error("request failed with key %s", key, "unexpected extra argument")
+    finally:
+        plugin.removeHandler(handler)
+        plugin.propagate = True
+
+    err = capsys.readouterr().err
+    assert "Logging error" in err  # logging did report the malformed call
+    assert key not in output.getvalue() + err
+
+
+def test_a_log_call_that_logging_itself_survives_does_not_raise_once_keys_are_registered():
+    # A hand-made exc_info logging takes (the handler reports what it cannot format):
+    # redaction formats it inside makeRecord, where nothing catches what it raises.
+    log_secrets_add({"sk-never-raise-0123456789"})
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.handleError = lambda record: None  # type: ignore[method-assign]
+    plugin = logging.getLogger("livekit.plugins.oddexcinfo")
+    plugin.addHandler(handler)
+    plugin.propagate = False
+    try:
+        plugin.error("request failed", exc_info=(ValueError, "not an exception", None))
+    finally:
+        plugin.removeHandler(handler)
+        plugin.propagate = True

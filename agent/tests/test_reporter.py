@@ -347,3 +347,82 @@ async def test_the_calls_end_is_still_delivered_within_aclose_after_a_long_retry
     await reporter.aclose(timeout=2.0)
 
     assert sent_ids(endpoint) == [status["id"]] * 2
+
+
+async def test_a_redirect_is_not_taken_for_delivery() -> None:
+    # The API behind SECURE_SSL_REDIRECT (on by default without DEBUG) answers an
+    # http:// VOICECALLS_API_URL with a 301; httpx does not follow it. Nothing was
+    # stored: the lines must be retried or at least counted as dropped, never lost in silence.
+    redirect = httpx.Response(301, headers={"Location": "https://api.invalid/api/v1/agent/"})
+    endpoint = Endpoint([redirect])
+    reporter = reporter_for(endpoint)
+    sent = say(reporter, 2)
+    await reporter.aclose(timeout=1.0)
+    delivered = reporter.accepted == len(sent)
+    assert delivered or reporter.dropped == [{"id": e["id"], "type": e["type"]} for e in sent]
+
+
+async def test_an_api_shedding_load_is_not_hammered_once_the_last_try_before_close_failed():
+    """`Retry-After` is followed except for one last try before the close's budget ends;
+    once that try failed too, there is no time left for another: no request storm."""
+    unavailable = httpx.Response(503, headers={"Retry-After": "30"}, json={"errors": []})
+    endpoint = Endpoint([unavailable] * 10_000)
+    reporter = reporter_for(endpoint)
+    reporter.status("completed", reason="agent_hangup")
+
+    await reporter.aclose(timeout=1.0)
+
+    assert len(endpoint.batches) <= 3
+
+
+async def test_a_long_outage_does_not_kill_the_reporter():
+    """Retried about 1,100 times (a long outage: at the 10 s cap about three hours of a
+    call; here a tiny backoff), the reporter still delivers once the API is back."""
+    endpoint = Endpoint([503] * 1100)
+    reporter = reporter_for(endpoint, backoff_base=0.0001, backoff_cap=0.0001)
+    line = reporter.transcript(role="user", content="still there?", agent_name="a")
+
+    await asyncio.wait_for(reporter.flush(), 10)
+
+    assert reporter.accepted == 1
+    assert endpoint.batches[-1] == [line]
+    await reporter.aclose()
+
+
+async def test_a_400_in_another_error_shape_drops_its_batch_and_the_reporter_goes_on():
+    """A proxy or gateway in front of the API may answer 400 in its own shape (here
+    `{"errors": ["..."]}`): that batch is refused, the next one still goes out."""
+    refusal = httpx.Response(400, json={"errors": ["Bad Request"]})
+    endpoint = Endpoint([refusal])
+    reporter = reporter_for(endpoint)
+    first = say(reporter, 1)
+    await asyncio.wait_for(reporter.flush(), 5)
+    later = say(reporter, 1)
+    await asyncio.wait_for(reporter.flush(), 5)
+
+    assert reporter.dropped == [{"id": first[0]["id"], "type": "transcript"}]
+    assert endpoint.batches[-1] == later
+    await reporter.aclose()
+
+
+async def test_a_retry_wait_begun_before_the_close_still_leaves_a_last_try_within_aclose():
+    """A proxy's 503 with `Retry-After: 30` (a deploy) a moment before the call ends:
+    the reporter is already waiting when aclose starts, yet the call's last lines and
+    its end must still get their last try within the close's budget."""
+    unavailable = httpx.Response(503, headers={"Retry-After": "30"}, json={"errors": []})
+    endpoint = Endpoint([unavailable])
+    reporter = reporter_for(endpoint)
+    reporter.start()
+    line = reporter.transcript(role="user", content="bye then", agent_name="a")
+    await asyncio.wait_for(wait_for_batches(endpoint, 1), 5)  # refused: now waiting
+    status = reporter.status("completed", reason="agent_hangup")
+
+    await reporter.aclose(timeout=2.0)
+
+    delivered = [event["id"] for batch in endpoint.batches[1:] for event in batch]
+    assert line["id"] in delivered and status["id"] in delivered
+
+
+async def wait_for_batches(endpoint: Endpoint, n: int) -> None:
+    while len(endpoint.batches) < n:
+        await asyncio.sleep(0.01)

@@ -280,7 +280,8 @@ class CallViewSet(viewsets.GenericViewSet):
         recording = recording_selectors.call_recording(call=call)
         if recording is None:
             raise NotFound("This call has no recording.")
-        return Response(recording_access(recording, organization_id=call.organization_id))
+        retention_days = request.user.organization.recording_retention_days
+        return Response(recording_access(recording, call=call, retention_days=retention_days))
 
     @extend_schema(
         summary="Issue a fresh join token",

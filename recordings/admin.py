@@ -26,7 +26,8 @@ def recording_player_html(call: Call) -> str:
     )
     if recording.status == RecordingStatus.FAILED:
         return format_html("{}<br>{}", facts, recording.error)
-    link = recording_link(recording=recording, organization_id=call.organization_id)
+    retention_days = call.organization.recording_retention_days
+    link = recording_link(recording=recording, call=call, retention_days=retention_days)
     if link.url is None:
         return facts
     return format_html(

@@ -29,22 +29,31 @@ class RecordingLink:
     expires_at: datetime.datetime | None
 
 
-def recording_link(*, recording: Recording, organization_id: object) -> RecordingLink:
+def recording_link(
+    *, recording: Recording, call: Call, retention_days: int | None
+) -> RecordingLink:
     """A presigned download link of a complete recording, valid RECORDINGS_URL_TTL_SECONDS
-    (at most 15 minutes), signed locally; no link before the file is complete, after it
-    was deleted, or when no credentials (or no usable endpoint) reach its bucket any more."""
+    (at most 15 minutes) and never past the organization's recording retention, signed
+    locally; no link before the file is complete, after it was deleted or its retention
+    ran out (a retention pass that met a storage failure deletes it later), or when no
+    credentials (or no usable endpoint) reach its bucket any more."""
     if recording.status != RecordingStatus.COMPLETE:
         return RecordingLink(None, None)
-    ttl = settings.RECORDINGS_URL_TTL_SECONDS
-    expires_at = timezone.now() + datetime.timedelta(seconds=ttl)
+    now = timezone.now()
+    ttl = datetime.timedelta(seconds=settings.RECORDINGS_URL_TTL_SECONDS)
+    if retention_days is not None and call.ended_at is not None:
+        ttl = min(ttl, call.ended_at + datetime.timedelta(days=retention_days) - now)
+    seconds = int(ttl.total_seconds())
+    if seconds <= 0:
+        return RecordingLink(None, None)
     try:
-        target = storage.target_of(recording, organization_id=organization_id)
+        target = storage.target_of(recording, organization_id=call.organization_id)
         if target is None:
             return RecordingLink(None, None)
-        url = storage.presigned_get_url(target, key=recording.object_key, expires_in=ttl)
+        url = storage.presigned_get_url(target, key=recording.object_key, expires_in=seconds)
     except storage.StorageError:
         return RecordingLink(None, None)
-    return RecordingLink(url, expires_at)
+    return RecordingLink(url, now + datetime.timedelta(seconds=seconds))
 
 
 def recording_storage_of(*, organization_id: object) -> RecordingStorage | None:

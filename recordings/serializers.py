@@ -3,12 +3,15 @@ and an organization's own bucket (write-only credentials)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from botocore.exceptions import InvalidRegionError
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url, validate_region_name
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from calls.models import Call
 from calls.serializers import RECORDING_STATUS_HELP
 from providerkeys.serializers import SecretKeyField
 from recordings.models import Recording, RecordingStatus, RecordingStorage
@@ -38,9 +41,9 @@ class RecordingAccessSerializer(serializers.Serializer):
     )
 
 
-def recording_access(recording: Recording, *, organization_id: object) -> dict:
+def recording_access(recording: Recording, *, call: Call, retention_days: int | None) -> dict:
     """`RecordingAccess`, with a freshly presigned link."""
-    link = recording_link(recording=recording, organization_id=organization_id)
+    link = recording_link(recording=recording, call=call, retention_days=retention_days)
     return RecordingAccessSerializer(
         {
             "status": recording.status,
@@ -67,7 +70,13 @@ class EndpointField(serializers.CharField):
         if problem:
             raise serializers.ValidationError(problem.replace("URL", "endpoint"), code="invalid")
         # What botocore refuses to build a client for (an underscore or a non-ASCII
-        # letter in the host) would break every download link and file deletion later.
+        # letter in the host, a query or a fragment) would break every download link and
+        # file deletion later.
+        parts = urlsplit(value)
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise serializers.ValidationError(
+                "An S3 endpoint has no query or fragment.", code="invalid"
+            )
         if not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value)):
             raise serializers.ValidationError(
                 "An S3 client cannot use this endpoint: its host may have only ASCII "

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
+from privacy.keys import room_names_erased
 from recordings import storage
 from recordings.models import (
     Recording,
@@ -72,11 +73,15 @@ def recording_schedule(*, call_id: UUID | str) -> Recording | None:
     storage nothing is recorded (logged) and the call goes on as usual."""
     row = (
         Call.objects.filter(pk=call_id)
-        .values_list("organization_id", "workflow_version__definition__settings__recording")
+        .values_list(
+            "organization_id", "workflow_version__definition__settings__recording", "erased_at"
+        )
         .first()
     )
     if row is None or not isinstance(row[1], dict) or row[1].get("enabled") is not True:
         return None
+    if row[2] is not None:
+        return None  # its user was erased while it connected: nothing of them is kept
     try:
         # A savepoint: whatever goes wrong here must not undo the call's activation.
         with transaction.atomic():
@@ -127,6 +132,9 @@ def recording_start(*, recording_id: UUID | str) -> str:
     call = recording.call
     if call.status in ENDED_STATUSES:
         _fail(recording.pk, "The call ended before the recording could start.")
+        return "failed"
+    if call.erased_at is not None:
+        _fail(recording.pk, "The call's user was erased before the recording could start.")
         return "failed"
     try:
         target = _target_now(recording, organization_id=call.organization_id)
@@ -197,7 +205,10 @@ def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording |
     recording = Recording.objects.filter(egress_id=egress_id).first()
     if recording is not None or not room_name or not egress_id:
         return recording, False
-    unclaimed = Recording.objects.filter(call__room_name=room_name, egress_id__isnull=True)
+    # An erasure may have renamed the call's room since (an inbound call's name holds
+    # the caller's number): LiveKit still says the name it had.
+    names = [room_name, *room_names_erased(room_name)]
+    unclaimed = Recording.objects.filter(call__room_name__in=names, egress_id__isnull=True)
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
         return None, False
@@ -234,7 +245,13 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
         changes["ended_at"] = at
         changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
     moved = Recording.objects.filter(pk=recording.pk, status__in=from_statuses).update(**changes)
-    if not moved and status in (S.COMPLETE, S.FAILED) and recording.status == S.DELETED:
+    if (
+        not moved
+        and status in (S.COMPLETE, S.FAILED)
+        # As it is now, not as read before the update: a deletion may have marked it
+        # since, after its own file deletion found nothing yet.
+        and Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists()
+    ):
         # Deleted while the egress was still writing: the file it just ended goes too
         # (one a limit or a failure ended early is a file as well; none: a no-op).
         _file_delete_later(recording.pk)
@@ -277,6 +294,28 @@ def _file_delete_later(recording_id: UUID) -> None:
 
     pk = str(recording_id)
     transaction.on_commit(lambda: recording_file_delete.enqueue(pk), robust=True)
+
+
+# A late file's deletion meeting a storage failure is tried again after 1, 2, 4, ...
+# minutes, at most 6 hours apart, for about two weeks; then it is logged as left.
+FILE_DELETE_RETRIES = 64
+FILE_DELETE_RETRY_MAX = datetime.timedelta(hours=6)
+
+
+def recording_file_delete_retry(
+    *, recording_id: UUID | str, attempt: int, error: Exception
+) -> None:
+    from recordings.tasks import recording_file_delete
+
+    if attempt >= FILE_DELETE_RETRIES:
+        logger.error("recording %s: its late file is left in storage: %s", recording_id, error)
+        return
+    delay = min(datetime.timedelta(minutes=2 ** min(attempt, 16)), FILE_DELETE_RETRY_MAX)
+    logger.warning(
+        "recording %s: deleting its late file failed (%s); retrying", recording_id, error
+    )
+    task = recording_file_delete.using(run_after=timezone.now() + delay)
+    task.enqueue(str(recording_id), attempt + 1)
 
 
 def recording_file_delete(*, recording_id: UUID | str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_tasks import task
 
-from recordings import services
+from recordings import services, storage
 
 
 @task()
@@ -15,6 +15,11 @@ def recording_start(recording_id: str) -> str:
 
 
 @task()
-def recording_file_delete(recording_id: str) -> bool:
-    """Delete a file the egress finished writing after its recording was deleted."""
-    return services.recording_file_delete(recording_id=recording_id)
+def recording_file_delete(recording_id: str, attempt: int = 0) -> bool:
+    """Delete a file the egress finished writing after its recording was deleted. Nothing
+    else will look at it again (the row is `deleted`): a storage failure is retried."""
+    try:
+        return services.recording_file_delete(recording_id=recording_id)
+    except storage.StorageError as exc:
+        services.recording_file_delete_retry(recording_id=recording_id, attempt=attempt, error=exc)
+        return False

@@ -16,9 +16,10 @@ from calls.models import Call
 from privacy.erasure import erasure_create, erasure_run
 from privacy.models import Erasure
 from privacy.retention import retention_apply
+from recordings import storage
 from recordings.models import Recording
 from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
-from tests.recordings import object_keys, s3_client
+from tests.recordings import object_keys, run_worker, s3_client
 
 DAY = datetime.timedelta(days=1)
 UNREACHABLE = "http://127.0.0.1:9"
@@ -202,3 +203,108 @@ def test_a_recording_in_a_removed_bucket_holds_up_no_erasure(
     assert (call.erased_at is not None, call.user_id, words) == (True, None, ["[erased]"])
     assert status_of(platform) == "deleted"
     assert object_keys(s3_server, recordings_bucket) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_egress_ending_after_an_erasure_renamed_an_inbound_calls_room_deletes_its_file(
+    organization, recordings_bucket, s3_server
+) -> None:
+    """LiveKit's answer to the start was lost (the recording failed without an egress
+    id) but the egress ran. The caller is erased: the recording is deleted and the
+    inbound room renamed `erased-<hash>`. LiveKit's egress_ended, about the room by its
+    real name, comes next with the file uploaded: the file must go, as it does for any
+    other call (recording_egress_update finds recordings by the room name)."""
+    import json
+
+    from accounts.services import api_key_create
+    from privacy.erasure import erasure_create, erasure_run
+    from tests.livekit_samples import post_webhook
+    from tests.privacy import CALLER, inbound_phone_call
+    from tests.recordings import egress_body
+
+    call = inbound_phone_call(organization)
+    room = call.room_name
+    recording = RecordingFactory(
+        call=call,
+        status="failed",
+        egress_id=None,
+        object_key=f"recordings/{organization.pk}/{call.pk}/tokLost.ogg",
+        error="LiveKit could not start the recording: timed out",
+        endpoint=s3_server,
+        bucket=recordings_bucket,
+        duration_seconds=None,
+        size_bytes=None,
+    )
+    api_key, _ = api_key_create(name="privacy", organization=organization)
+    erasure = erasure_create(organization=organization, user_id=CALLER, api_key=api_key)
+    assert erasure_run(erasure_id=erasure.pk) == "completed"
+    recording.refresh_from_db()
+    assert recording.status == "deleted"
+
+    # The egress finishes its upload, and LiveKit reports it about the room it recorded.
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"o")
+    payload = json.loads(egress_body("egress_ended", call_id=call.pk, egress_id="EG_lostanswer1"))
+    payload["egressInfo"]["roomName"] = room
+    payload["egressInfo"]["roomComposite"]["roomName"] = room
+    assert post_webhook(json.dumps(payload)).json() == {"result": "handled"}
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+
+
+def test_no_download_link_for_a_recording_past_its_retention(
+    api, organization, recordings_bucket, s3_server, monkeypatch
+) -> None:
+    """Retention of 30 days; the call ended 31 days ago. The pass that should have
+    deleted the file met an S3 outage (it tries again next pass). Meanwhile the API
+    must not hand out fresh 15-minute links to a recording past its retention."""
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    ended = timezone.now() - 31 * DAY
+    call = CallFactory(
+        organization=organization,
+        completed=True,
+        started_at=ended - datetime.timedelta(minutes=3),
+        ended_at=ended,
+    )
+    recording = RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket)
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"o")
+
+    def outage(target, *, key):
+        raise storage.StorageError("The storage refused or could not be reached: timeout")
+
+    monkeypatch.setattr(storage, "object_delete", outage)
+    assert retention_apply().recording_storages_failed == 1
+    monkeypatch.undo()  # S3 is back, the next pass is a minute away
+
+    body = api.get(f"/api/v1/calls/{call.pk}/recording").json()
+    assert body["url"] is None, body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_erased_before_it_became_active_is_not_recorded_afterwards(
+    api, organization, workflow, egress_fake, recordings_bucket, s3_server
+) -> None:
+    """The user is erased while their call is still connecting (the erasure waits for
+    it to end). When the user then joins, no recording of the erased person's voice
+    may be started: lines reported after an erasure are stored `[erased]`, and a link
+    to a fresh recording of an erased call must never be handed out."""
+    from accounts.services import api_key_create
+    from privacy.erasure import erasure_create, erasure_run
+    from tests.livekit_samples import send
+    from tests.recordings import recording_on
+
+    recording_on(workflow)
+    created = api.post(
+        "/api/v1/calls", {"workflow_slug": workflow.slug, "user_id": "user-77"}, format="json"
+    )
+    assert created.status_code == 201, created.content
+    call_id = created.json()["call_id"]
+    api_key, _ = api_key_create(name="privacy", organization=organization)
+    erasure = erasure_create(organization=organization, user_id="user-77", api_key=api_key)
+    assert erasure_run(erasure_id=erasure.pk) == "running"  # waits for the call's end
+
+    assert send("participant_joined", call_id).status_code == 200  # the user joins
+    run_worker()
+
+    assert egress_fake.calls("StartRoomCompositeEgress") == []
+    assert not Recording.objects.filter(call_id=call_id).exclude(status="deleted").exists()

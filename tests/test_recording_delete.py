@@ -156,3 +156,50 @@ def test_a_file_the_egress_finishes_after_the_deletion_is_deleted_too(
     assert object_keys(s3_server, recordings_bucket) == []
     recording.refresh_from_db()
     assert recording.status == "deleted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_files_deletion_that_meets_a_storage_failure_is_retried_later(
+    organization, recordings_bucket, s3_server, monkeypatch
+) -> None:
+    """Nothing else looks at a `deleted` recording's file again: the task ended FAILED
+    on one S3 blip, and the erased (or expired) person's audio stayed for good."""
+    import datetime
+
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from recordings import storage
+    from tests.recordings import run_worker, send_egress
+
+    call = CallFactory(organization=organization, completed=True)
+    recording = RecordingFactory(
+        call=call, status="processing", endpoint=s3_server, bucket=recordings_bucket,
+        duration_seconds=None, size_bytes=None,
+    )  # fmt: skip
+    assert recording_delete(call_id=call.pk) is True
+    s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"o")
+    real_delete = storage.object_delete
+    outage = {"on": True}
+
+    def flaky_delete(target, *, key):
+        if outage["on"]:
+            raise StorageError("The storage refused or could not be reached: timeout")
+        return real_delete(target, key=key)
+
+    monkeypatch.setattr(storage, "object_delete", flaky_delete)
+    assert send_egress("egress_ended", call_id=call.pk, egress_id=recording.egress_id).json() == {
+        "result": "handled"
+    }
+    run_worker()  # the file's deletion meets the outage
+
+    (retry,) = DBTaskResult.objects.filter(status="READY", task_path__endswith="file_delete")
+    assert retry.args_kwargs["args"] == [str(recording.pk), 1]
+    assert retry.run_after > timezone.now()
+    outage["on"] = False  # S3 is back; the retry comes due
+    DBTaskResult.objects.filter(pk=retry.pk).update(
+        run_after=timezone.now() - datetime.timedelta(seconds=1)
+    )
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []

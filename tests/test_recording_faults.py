@@ -9,11 +9,14 @@ import json
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from recordings import storage
 from recordings.models import Recording
+from recordings.services import recording_delete
 from tests.factories import CallFactory, RecordingFactory
 from tests.livekit_samples import post_webhook
-from tests.recordings import egress_body
+from tests.recordings import egress_body, object_keys, run_worker, s3_client
 
 EGRESS = "EG_review0001"
 
@@ -214,3 +217,80 @@ def test_a_storage_change_before_the_egress_starts_never_mixes_buckets_and_keys(
     assert (s3["bucket"], s3["accessKey"]) == ("acme-b", "AKIAORGKEYBBBB")  # where new ones go
     recording.refresh_from_db()
     assert recording.bucket == "acme-b"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_egress_ended_read_before_the_deletion_marks_the_row_still_deletes_the_late_file(
+    organization, recordings_bucket, s3_server, monkeypatch
+) -> None:
+    """recording_delete asks S3 to delete (no file yet); the egress then uploads and its
+    egress_ended is handled concurrently: it reads the recording as `recording` before
+    recording_delete marks it `deleted`, and updates after. Neither side deletes the
+    file: recording_delete's mark matched the status it read (no later deletion), and
+    the webhook's decision uses the status it read before its UPDATE (stale)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from recordings import services
+    from voicecalls.livekit import EgressUpdate
+
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True),
+        status="recording",
+        endpoint=s3_server,
+        bucket=recordings_bucket,
+        duration_seconds=None,
+        size_bytes=None,
+    )
+    read_done, delete_done = threading.Event(), threading.Event()
+    real_find = services._recording_of_egress
+
+    def find_then_pause(**kwargs):
+        found = real_find(**kwargs)
+        read_done.set()
+        delete_done.wait(10)  # the deletion's UPDATE commits meanwhile
+        return found
+
+    monkeypatch.setattr(services, "_recording_of_egress", find_then_pause)
+    errors: list[BaseException] = []
+
+    def webhook() -> None:
+        try:
+            with transaction.atomic():  # as livekit_webhook_handle
+                services.recording_egress_update(
+                    egress=EgressUpdate(
+                        recording.egress_id, "EGRESS_COMPLETE", "", 2_000_000_000, 9
+                    ),
+                    room_name=recording.call.room_name,
+                    at=timezone.now(),
+                )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=webhook)
+    client = storage._client(storage.target_of(recording, organization_id=organization.pk))
+
+    def egress_uploads_and_reports(**_: object) -> None:
+        s3_client(s3_server).put_object(
+            Bucket=recordings_bucket, Key=recording.object_key, Body=b"o"
+        )
+        thread.start()
+        assert read_done.wait(10)
+
+    client.meta.events.register_first("after-call.s3.DeleteObject", egress_uploads_and_reports)
+    try:
+        assert recording_delete(call_id=recording.call_id) is True
+    finally:
+        client.meta.events.unregister("after-call.s3.DeleteObject", egress_uploads_and_reports)
+        delete_done.set()
+        thread.join(10)
+    assert errors == []
+    run_worker()  # any file deletion queued
+
+    recording.refresh_from_db()
+    assert recording.status == "deleted"
+    assert object_keys(s3_server, recordings_bucket) == []

@@ -8,7 +8,10 @@ import logging
 import pytest
 from django.db import connection
 
+from recordings import storage
 from recordings.models import RecordingStorage
+from recordings.services import recording_delete
+from tests.factories import CallFactory, RecordingFactory
 
 URL = "/api/v1/organization/recording-storage"
 KEY_ID = "AKIAORGANIZATION0042"
@@ -159,3 +162,32 @@ def test_the_schema_states_the_credentials_write_only(api) -> None:
 
     assert {"access_key_id", "secret_access_key"} <= set(write)
     assert not {"access_key_id", "secret_access_key"} & set(read)
+
+
+@pytest.mark.parametrize("endpoint", ["https://s3.example.com/?x-id=1", "https://s3.example.com?x"])
+def test_an_endpoint_with_a_query_or_fragment_is_refused_not_stored_to_break_every_deletion(
+    api, organization, endpoint
+) -> None:
+    """Like a host with an underscore (refused), such an endpoint is one botocore cannot
+    resolve: stored, every download link is null and every file deletion fails, so
+    that organization's retention fails every pass and its erasures never complete."""
+    response = api.put(
+        "/api/v1/organization/recording-storage",
+        {
+            "endpoint": endpoint,
+            "bucket": "acme-recordings",
+            "access_key_id": "AKIAORGANIZATION0042",
+            "secret_access_key": "org-secret-2bq9Vx7LmT4pWz1K",
+        },
+        format="json",
+    )
+    if response.status_code == 200:  # what happens to what it records
+        recording = RecordingFactory(
+            call=CallFactory(organization=organization, completed=True),
+            storage="organization",
+            endpoint=response.json()["endpoint"],
+            bucket="acme-recordings",
+        )
+        with pytest.raises(storage.StorageError, match="EndpointResolutionError"):
+            recording_delete(call_id=recording.call_id)
+    assert response.status_code == 400, response.json()

@@ -30,7 +30,7 @@ from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
 from privacy import scrub
 from privacy.keys import user_id_hash, user_id_hashes
 from privacy.models import Erasure, ErasureStatus, RetainedIdentity
-from privacy.recordings import recordings_delete
+from privacy.recordings import RecordingsDeleteFailed, recordings_delete
 from recordings.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -118,11 +118,18 @@ def erasure_run(
         Erasure.objects.filter(pk=erasure.pk).update(calls_matched=calls.count())
     for _ in range(max_batches):
         try:
-            _batch_recordings_delete(erasure_id=erasure.pk, calls=calls, batch_size=batch_size)
+            ids = _batch_recordings_delete(
+                erasure_id=erasure.pk, calls=calls, batch_size=batch_size
+            )
         except StorageError as exc:
             logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
             return _later(erasure_id=erasure.pk, now=now, at=now + WAIT_FOR_OPEN_CALLS)
-        if not _batch(erasure_id=erasure.pk, calls=calls, now=now, batch_size=batch_size):
+        # The batch takes only the calls whose recordings went: one that ended since is
+        # taken by the next, its recording first (it no longer matches once erased).
+        if not ids and _batch_rows(calls).exists():
+            continue
+        batch = calls.filter(pk__in=ids)
+        if not ids or not _batch(erasure_id=erasure.pk, calls=batch, now=now, batch_size=len(ids)):
             return _finish(erasure_id=erasure.pk, calls=calls, now=now)
     # More to do: a fresh task continues (and other work gets the worker meanwhile).
     Erasure.objects.filter(pk=erasure.pk).update(lease_until=None, next_run_at=now)
@@ -136,11 +143,23 @@ def _batch_rows(calls: QuerySet[Call]) -> QuerySet[Call]:
     return calls.exclude(erased_at__isnull=False, ended_at__isnull=True).order_by("id")
 
 
-def _batch_recordings_delete(*, erasure_id: UUID, calls: QuerySet[Call], batch_size: int) -> None:
+def _batch_recordings_delete(
+    *, erasure_id: UUID, calls: QuerySet[Call], batch_size: int
+) -> list[UUID]:
     """Delete the recordings of the calls the next batch takes, before it locks them:
-    the storage is asked outside any transaction. StorageError: retry later."""
+    the storage is asked outside any transaction; those calls' ids. StorageError: retry
+    later."""
     ids = list(_batch_rows(calls).values_list("id", flat=True)[:batch_size])
-    deleted = recordings_delete(call_ids=ids)
+    try:
+        deleted = recordings_delete(call_ids=ids)
+    except RecordingsDeleteFailed as exc:
+        _recordings_deleted_count(erasure_id, exc.deleted)
+        raise
+    _recordings_deleted_count(erasure_id, deleted)
+    return ids
+
+
+def _recordings_deleted_count(erasure_id: UUID, deleted: int) -> None:
     if deleted:
         Erasure.objects.filter(pk=erasure_id).update(
             recordings_deleted=F("recordings_deleted") + deleted

@@ -18,20 +18,31 @@ from accounts.models import Organization
 from calls.models import ENDED_STATUSES
 from privacy import scrub
 from recordings.models import Recording, RecordingStatus
-from recordings.services import recording_delete
+from recordings.services import recording_delete_marking
 from recordings.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
 
+class RecordingsDeleteFailed(StorageError):
+    """The storage refused one of them; `deleted` went before it."""
+
+    def __init__(self, error: StorageError, *, deleted: int) -> None:
+        super().__init__(str(error))
+        self.deleted = deleted
+
+
 def recordings_delete(*, call_ids: Sequence[UUID]) -> int:
-    """Delete these calls' recordings (those they have); how many were deleted now.
-    Raises StorageError at the first one the storage refuses (the rest stay)."""
+    """Delete these calls' recordings (those they have); how many this run deleted (one
+    another run marked meanwhile is its to count). Raises RecordingsDeleteFailed at the
+    first one the storage refuses (the rest stay)."""
     pending = Recording.objects.filter(call_id__in=call_ids).exclude(status=RecordingStatus.DELETED)
     deleted = 0
     for call_id in pending.values_list("call_id", flat=True):
-        recording_delete(call_id=call_id)
-        deleted += 1
+        try:
+            deleted += bool(recording_delete_marking(call_id=call_id))
+        except StorageError as exc:
+            raise RecordingsDeleteFailed(exc, deleted=deleted) from exc
     return deleted
 
 
@@ -50,9 +61,13 @@ def recordings_expire(*, now: datetime.datetime, batch_size: int) -> tuple[int, 
             while ids := list(
                 due.order_by("call__ended_at").values_list("call_id", flat=True)[:batch_size]
             ):
-                deleted += recordings_delete(call_ids=ids)
-                scrub.identities_release(call_ids=ids)
-        except StorageError as exc:
+                try:
+                    deleted += recordings_delete(call_ids=ids)
+                finally:
+                    # Those deleted before a failure are never looked at again.
+                    scrub.identities_release(call_ids=ids)
+        except RecordingsDeleteFailed as exc:
+            deleted += exc.deleted
             failed += 1
             logger.warning(
                 "recordings of organization %s past retention not deleted: %s",

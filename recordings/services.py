@@ -259,17 +259,24 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
 
 
 def recording_delete(*, call_id: UUID | str) -> bool:
+    """Delete a call's recording: see `recording_delete_marking`; True once the
+    recording is deleted (now or before), False when the call has none."""
+    return recording_delete_marking(call_id=call_id) is not None
+
+
+def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
     """Delete a call's recording: the file, from whichever storage holds it, then the
     row is marked `deleted` (kept, without anything personal: the call's history shows
-    there was one). True once the recording is deleted (now or before); False when the
-    call has none. Idempotent. Raises `storage.StorageError`, leaving the recording as
+    there was one). True when this call marked it; False when it was deleted before (or
+    by another run meanwhile: an audit counts it once); None when the call has none.
+    Idempotent. Raises `storage.StorageError`, leaving the recording as
     it was, when the storage cannot be reached or its credentials are gone: retry
     later. Call it outside a transaction (it makes a request to the storage)."""
     recording = Recording.objects.select_related("call").filter(call_id=call_id).first()
     if recording is None:
-        return False
+        return None
     if recording.status == S.DELETED:
-        return True
+        return False
     try:
         _file_delete(recording)
     except StorageRemoved:
@@ -281,12 +288,13 @@ def recording_delete(*, call_id: UUID | str) -> bool:
     marked = row.filter(status=recording.status).update(
         status=S.DELETED, deleted_at=now, updated_at=now
     )
-    if not marked and row.update(status=S.DELETED, deleted_at=now, updated_at=now):
+    late = not marked and row.update(status=S.DELETED, deleted_at=now, updated_at=now)
+    if late:
         # The egress ended while the file went: what it finished may have been written
         # after the deletion, and its webhook saw no deleted recording to delete it.
         _file_delete_later(recording.pk)
     logger.info("recording of call %s deleted", call_id)
-    return True
+    return bool(marked or late)
 
 
 def _file_delete_later(recording_id: UUID) -> None:

@@ -308,3 +308,121 @@ def test_a_call_erased_before_it_became_active_is_not_recorded_afterwards(
 
     assert egress_fake.calls("StartRoomCompositeEgress") == []
     assert not Recording.objects.filter(call_id=call_id).exclude(status="deleted").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_that_ends_between_the_erasures_recording_step_and_its_batch_keeps_no_recording(
+    api, organization, workflow, egress_fake, recordings_bucket, s3_server, monkeypatch
+) -> None:
+    """An erased call still open (it waits for its end) has a recording not yet deleted
+    (it became active after the erasure). It ends right after the erasure's run listed
+    the calls whose recordings to delete, before the batch locks the calls: the batch
+    takes it, clears its user id (it no longer matches) and the erasure completes,
+    leaving the erased user's recording complete and downloadable for good."""
+    from accounts.services import api_key_create
+    from calls.lifecycle import call_transition
+    from privacy import erasure as erasure_module
+    from privacy.erasure import erasure_create, erasure_run
+    from tests.livekit_samples import send
+    from tests.recordings import recording_on
+
+    recording_on(workflow)
+    created = api.post(
+        "/api/v1/calls", {"workflow_slug": workflow.slug, "user_id": "user-77"}, format="json"
+    )
+    call_id = created.json()["call_id"]
+    assert send("participant_joined", call_id).status_code == 200
+    run_worker()  # recording
+    api_key, _ = api_key_create(name="privacy", organization=organization)
+    erasure = erasure_create(organization=organization, user_id="user-77", api_key=api_key)
+    assert erasure_run(erasure_id=erasure.pk) == "running"  # waits for the call's end
+    Recording.objects.filter(call_id=call_id).update(status="complete")  # egress done
+
+    real = erasure_module.recordings_delete
+
+    def then_the_call_ends(*, call_ids):
+        deleted = real(call_ids=call_ids)
+        call_transition(call_id=call_id, to_status="completed", end_reason="user_hangup")
+        return deleted
+
+    monkeypatch.setattr(erasure_module, "recordings_delete", then_the_call_ends)
+    later = timezone.now() + datetime.timedelta(minutes=2)
+    assert erasure_run(erasure_id=erasure.pk, now=later) == "completed"
+
+    assert Recording.objects.get(call_id=call_id).status == "deleted"
+
+
+def test_two_erasures_of_one_user_at_once_count_one_recording_deleted_once(
+    organization, recordings_bucket, s3_server
+) -> None:
+    """Two erasures of one user run at once (docs: each call is erased once). Both
+    find the recording not yet deleted; both recording_delete calls answer True, and
+    both audit records count it: two `recordings_deleted` for one file."""
+    from accounts.services import api_key_create
+    from privacy.erasure import erasure_create, erasure_run
+    from privacy.models import Erasure
+
+    call = CallFactory(organization=organization, completed=True, user_id="user-9")
+    recording = RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket)
+    api_key, _ = api_key_create(name="privacy", organization=organization)
+    first = erasure_create(organization=organization, user_id="user-9", api_key=api_key)
+    second = erasure_create(organization=organization, user_id="user-9", api_key=api_key)
+    client = storage._client(storage.target_of(recording, organization_id=organization.pk))
+    ran: list[str | None] = []
+    started: list[bool] = []
+
+    def the_other_runs_meanwhile(**_: object) -> None:
+        if not started:
+            started.append(True)
+            ran.append(erasure_run(erasure_id=second.pk))
+
+    client.meta.events.register_first("after-call.s3.DeleteObject", the_other_runs_meanwhile)
+    try:
+        assert erasure_run(erasure_id=first.pk) == "completed"
+    finally:
+        client.meta.events.unregister("after-call.s3.DeleteObject", the_other_runs_meanwhile)
+
+    assert ran == ["completed"]
+    counts = sorted(Erasure.objects.values_list("recordings_deleted", flat=True))
+    assert sum(counts) == 1, counts
+
+
+def test_retained_identities_of_recordings_deleted_in_a_pass_that_then_failed_are_released(
+    organization, recordings_bucket, s3_server, settings
+) -> None:
+    """Transcript and user data expired (the caller kept as a keyed hash because the
+    recording was kept longer). Recording retention then deletes A's recording, and
+    B's (same batch) meets an outage: the pass stops before releasing A's hash. The
+    next pass deletes B and releases B's hash, but A is no longer looked at: its hash
+    (personal data, pseudonymous) is kept for ever, contrary to docs/privacy.md."""
+    from privacy.models import RetainedIdentity
+
+    settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
+    Organization.objects.filter(pk=organization.pk).update(
+        transcript_retention_days=1, user_data_retention_days=1, recording_retention_days=30
+    )
+    recordings = []
+    for n, user in enumerate(["user-a", "user-b"]):
+        ended = timezone.now() - (41 - n) * DAY
+        call = CallFactory(
+            organization=organization,
+            completed=True,
+            user_id=user,
+            started_at=ended - datetime.timedelta(minutes=3),
+            ended_at=ended,
+        )
+        recordings.append(RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket))
+    a, b = recordings
+    Recording.objects.filter(pk=b.pk).update(endpoint="http://127.0.0.1:9")  # an outage
+    # recordings_delete takes them newest recording first: A, then B.
+    Recording.objects.filter(pk=a.pk).update(created_at=timezone.now() + DAY)
+
+    first = retention_apply()
+    assert first.recording_storages_failed == 1
+    assert Recording.objects.get(pk=a.pk).status == "deleted"  # A went before B failed
+    Recording.objects.filter(pk=b.pk).update(endpoint=s3_server)  # S3 is back
+    second = retention_apply()
+    assert second.recordings_deleted == 1
+
+    kept = list(RetainedIdentity.objects.values_list("call_id", flat=True))
+    assert kept == [], "A's hash kept" if kept == [a.call_id] else kept

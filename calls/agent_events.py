@@ -87,11 +87,13 @@ def agent_events_record(
     new = _store(call_id=call_id, events=events, now=now, keep_content=keep_content)
     # The agent reports the call started (or hands off, which it only does in a
     # conversation): start it first, so its handoffs append to [start agent].
-    if status == CallStatus.CONNECTING and (
-        new.handoffs or any(e["status"] == CallStatus.ACTIVE for e in new.statuses)
-    ):
+    started = [e["timestamp"] for e in new.statuses if e["status"] == CallStatus.ACTIVE]
+    if status == CallStatus.CONNECTING and (new.handoffs or started):
         if not call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=now):
-            call_start_refused(call_id=call_id, at=now)
+            # Retried through an outage it may arrive past the start delay, yet have
+            # happened in time (the agent's stamp), as a LiveKit join's may.
+            earliest = min(started, default=None)
+            call_start_refused(call_id=call_id, at=now, earliest=earliest)
     if new.transcript or new.samples or new.handoffs:
         call_events_recorded.send(
             sender=Call,

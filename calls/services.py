@@ -202,10 +202,11 @@ def call_start_refused(
 ) -> bool:
     """The user joined (or the agent said the call started) at `at`, and the call did
     not start: already started or ended (nothing to do), or past its start delay. If
-    the join may have come in time (`earliest`: LiveKit's whole-second stamp), the call
-    starts then. Else a web call never starts: it timed out when its delay passed, and
-    its room closes now, before the agent talks on (`expire_calls` waits a grace for
-    joins delivered late; this ends a call a late join proves over). True if it moved."""
+    the join may have come in time (`earliest`: LiveKit's whole-second stamp, or the
+    agent's), the call starts then. Else a web call never starts: it timed out when its
+    delay passed, and its room closes now, before the agent talks on (`expire_calls`
+    waits a grace for joins delivered late; this ends a call a late join proves over).
+    True if it moved."""
     row = (
         Call.objects.filter(pk=call_id, status__in=NOT_STARTED_STATUSES)
         .values_list("channel", "created_at", "connect_timeout_seconds")
@@ -216,7 +217,9 @@ def call_start_refused(
     channel, created_at, connect_timeout_seconds = row
     timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout_seconds)
     if earliest is not None and earliest <= timed_out_at:
-        return call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=earliest)
+        # (Never before the call was made: a stamp is a clock's, maybe skewed.)
+        at = max(earliest, created_at)
+        return call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)
     if channel != CallChannel.WEB or at <= timed_out_at:
         return False
     ended = call_transition(

@@ -125,6 +125,44 @@ def test_the_agents_paths_take_every_spelling_of_the_call_id(agent_api, api, cal
     assert [line["content"] for line in lines] == ["line 0"]
 
 
+def test_the_agents_start_retried_past_the_connect_timeout_starts_the_call_when_stamped(
+    agent_api, workflow
+):
+    """Retried through an outage (the join webhook lost), the agent's `active` arrived
+    after the connect timeout: timed by its arrival, the call in progress timed out
+    and its room was closed. It is timed by the agent's stamp, as a LiveKit join is."""
+    now = timezone.now()
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        connect_timeout_seconds=60,
+        created_at=now - datetime.timedelta(seconds=70),
+    )
+    started = now - datetime.timedelta(seconds=20)
+    event = {**status("active"), "timestamp": started.isoformat()}
+
+    assert agent_api.post(url(call.pk), {"events": [event]}).status_code == 200
+
+    call.refresh_from_db()
+    assert (call.status, call.started_at) == (S.ACTIVE, started)
+
+
+def test_the_agents_start_stamped_past_the_connect_timeout_times_the_call_out(agent_api, workflow):
+    now = timezone.now()
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        connect_timeout_seconds=60,
+        created_at=now - datetime.timedelta(seconds=70),
+    )
+    event = {**status("active"), "timestamp": now.isoformat()}
+
+    assert agent_api.post(url(call.pk), {"events": [event]}).status_code == 200
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
+
+
 def test_assistant_lines_carry_interrupted_and_no_other_line_has_it(agent_api, api, call):
     events = [
         transcript(0, content="Let me tell you about", interrupted=True),

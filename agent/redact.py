@@ -70,13 +70,8 @@ def _install() -> None:
         except Exception:
             # Never the caller's error (an odd `exc_info`), never a secret left in it:
             # the record keeps its message's text alone, redacted.
-            record.msg = redacted(str(record.msg))
-            record.args, record.exc_info, record.exc_text, record.stack_info = (
-                None,
-                None,
-                None,
-                None,
-            )
+            record.msg = redacted(_text_of(record.msg))
+            record.args = record.exc_info = record.exc_text = record.stack_info = None
             return record
 
     logging.Logger.makeRecord = make_record_redacted  # type: ignore[method-assign]
@@ -92,7 +87,7 @@ def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
         message = record.getMessage()
     except Exception:
         # A malformed call: logging reports it, printing its arguments as they are.
-        record.msg = redacted(str(record.msg))
+        record.msg = redacted(_text_of(record.msg))
         record.args = _args_redacted(record.args)
     else:
         clean = redacted(message)
@@ -110,6 +105,13 @@ def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
         if name not in _RECORD_ATTRIBUTES and value is not None:
             record.__dict__[name] = _value_redacted(value)
     return record
+
+
+def _text_of(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # an object whose text cannot be made (a broken __str__)
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _args_redacted(args: object) -> object:

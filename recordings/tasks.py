@@ -20,6 +20,9 @@ def recording_file_delete(recording_id: str, attempt: int = 0) -> bool:
     else will look at it again (the row is `deleted`): a storage failure is retried."""
     try:
         return services.recording_file_delete(recording_id=recording_id)
+    except services.StorageRemoved:
+        # The organization's own bucket, whose setting it removed: out of reach for good.
+        return False
     except storage.StorageError as exc:
         services.recording_file_delete_retry(recording_id=recording_id, attempt=attempt, error=exc)
         return False

@@ -203,3 +203,19 @@ def test_a_late_files_deletion_that_meets_a_storage_failure_is_retried_later(
     run_worker()
 
     assert object_keys(s3_server, recordings_bucket) == []
+
+
+def test_a_late_file_in_a_bucket_the_organization_removed_is_not_retried(monkeypatch) -> None:
+    """Out of reach for good (the organization removed its storage): retrying it would
+    warn 64 times over two weeks."""
+    from django_tasks_db.models import DBTaskResult
+
+    from recordings import services
+
+    def removed(*, recording_id: object) -> bool:
+        raise services.StorageRemoved("The organization removed the storage of this bucket.")
+
+    monkeypatch.setattr(services, "recording_file_delete", removed)
+
+    assert recording_file_delete.call("6f1c1f0e-0000-4000-8000-000000000001") is False
+    assert not DBTaskResult.objects.filter(task_path__endswith="file_delete").exists()

@@ -1322,3 +1322,35 @@ def test_deleting_an_endpoint_while_a_delivery_to_it_fails_for_good_deadlocks_ne
 
     assert errors == []
     assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
+
+
+def test_a_wake_up_queued_for_a_later_time_does_not_count_as_waiting(
+    organization: Organization, django_capture_on_commit_callbacks
+) -> None:
+    """A retry's wake-up queued for in an hour is READY, but it does not wake a
+    delivery replayed now whose own wake-up was lost: the sweep must queue it."""
+    from webhooks.delivery import webhook_deliveries_wake_overdue
+    from webhooks.tasks import deliver_webhook
+
+    endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
+    record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+    DBTaskResult.objects.all().delete()
+    delivery = WebhookDelivery.objects.get()
+    now = timezone.now()
+    later = now + datetime.timedelta(hours=1)
+    # Its last attempt failed: the retry is due in an hour, its wake-up queued for then.
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=later,
+        attempt_started_at=now - datetime.timedelta(minutes=10),
+    )
+    deliver_webhook.using(run_after=later).enqueue(delivery.pk)
+    # Replayed now, and that wake-up is lost (a failed enqueue).
+    with django_capture_on_commit_callbacks(execute=False):
+        webhook_delivery_replay(delivery=WebhookDelivery.objects.get(), now=now)
+
+    sweep_at = now + datetime.timedelta(minutes=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        woken = webhook_deliveries_wake_overdue(now=sweep_at)
+
+    assert woken == 1

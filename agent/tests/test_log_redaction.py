@@ -112,3 +112,24 @@ def test_a_log_call_that_logging_itself_survives_does_not_raise_once_keys_are_re
     finally:
         plugin.removeHandler(handler)
         plugin.propagate = True
+
+
+def test_a_message_whose_text_cannot_be_made_does_not_raise_once_keys_are_registered():
+    # logger.warning(exc) with an exception whose __str__ fails: logging itself survives
+    # it (the handler reports it); redaction, run inside makeRecord, must not raise.
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    log_secrets_add({"sk-never-raise-unprintable-0123"})
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.handleError = lambda record: None  # type: ignore[method-assign]
+    plugin = logging.getLogger("livekit.plugins.unprintable")
+    plugin.addHandler(handler)
+    plugin.propagate = False
+    try:
+        plugin.warning(Unprintable())
+    finally:
+        plugin.removeHandler(handler)
+        plugin.propagate = True

@@ -209,8 +209,12 @@ class Hub:
             events = await in_db_thread(call_events_after, call_id=call_id, after=position)
             for event in events:
                 watch.cache[event.seq] = event
-            if events:
-                watch.latest = max(watch.latest, events[-1].seq)
+            if events and events[-1].seq > watch.latest:
+                # News the hub had not heard: the call's other streams wait for it
+                # (its poll or NOTIFY, when it comes, is then no longer news).
+                watch.latest = events[-1].seq
+                for subscription in watch.subscriptions:
+                    subscription.wake()
             for seq in sorted(watch.cache)[:-_CACHE_EVENTS]:
                 del watch.cache[seq]
             return events

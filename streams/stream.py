@@ -130,6 +130,16 @@ async def live_stream(
             remaining = position.seconds_to_end()
             if remaining is not None:
                 if remaining <= 0:
+                    # "Everything was sent" is the database's word, not what the hub
+                    # heard (a poll or a NOTIFY behind): a last line may be there.
+                    last = await hub.events_after(start.call_id, position.seq, force=True)
+                    if last:
+                        force = len(last) == PAGE_SIZE
+                        chunk = position.render(last)
+                        if chunk:
+                            with subscription.sending():
+                                yield chunk
+                        continue
                     with subscription.sending():
                         yield position.end()
                     return

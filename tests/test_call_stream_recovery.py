@@ -346,3 +346,93 @@ def test_a_stream_opened_just_after_a_late_heard_end_waits_for_the_agents_last_l
         events = read_all(response, reader)
 
     assert [event["event"] for event in events] == ["transcript", "end"]
+
+
+@live
+def test_a_line_recorded_within_the_grace_is_sent_before_end_even_if_the_hub_has_not_heard(
+    stream_server, client_key, agent_api, call, settings
+):
+    """`end` means "everything was sent": the last read before it must go to the
+    database, not trust the hub's idea of the newest id (a poll or a NOTIFY behind)."""
+    settings.STREAMS_POLL_SECONDS = 30  # the hub's news lags (e.g. LISTEN down: 1 heartbeat)
+    settings.STREAMS_HEARTBEAT_SECONDS = 30
+    settings.STREAMS_END_GRACE_SECONDS = 2
+    retry_locked(
+        lambda: call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+    )
+    with open_stream(stream_server, client_key, call.pk) as response:
+        reader = EventReader(response)
+        assert reader.next() == {"retry": "2000"}
+        [status] = reader.events(1)
+        assert status["event"] == "status"
+        record(agent_api, call, transcript(9))  # the agent's last line, well within the grace
+        events = read_all(response, reader)
+
+    assert [event["event"] for event in events] == ["transcript", "end"]
+
+
+@live
+def test_a_watcher_is_woken_for_an_event_another_watchers_read_found_first(
+    stream_server, client_key, agent_api, call, settings
+):
+    """Two streams of one call: B's first read finds event 2 before the hub heard of it
+    (poll / NOTIFY not there yet); A, already waiting, must still get it promptly, not a
+    heartbeat later."""
+    settings.STREAMS_POLL_SECONDS = 1
+    settings.STREAMS_HEARTBEAT_SECONDS = 8
+    record(agent_api, call, transcript(0))
+    patient = {"timeout": httpx.Timeout(20, read=15)}
+    with httpx.stream(
+        "GET",
+        f"{stream_server}/api/v1/calls/{call.pk}/stream",
+        headers={"Authorization": f"Bearer {client_key}"},
+        **patient,
+    ) as a:
+        reader_a = EventReader(a)
+        assert reader_a.next() == {"retry": "2000"}
+        [first] = reader_a.events(1)
+        time.sleep(1.5)  # A waits now, the hub has polled
+        record(agent_api, call, transcript(1))
+        with open_stream(stream_server, client_key, call.pk) as b:  # reads event 2 at once
+            reader_b = EventReader(b)
+            assert [e["id"] for e in reader_b.events(2)] == ["1", "2"]
+            started = time.monotonic()
+            [second] = reader_a.events(1)
+            waited = time.monotonic() - started
+    assert second["id"] == "2"
+    assert waited < 4, f"A got event 2 only after {waited:.1f} s (a heartbeat)"
+
+
+@pytest.mark.postgres
+@live
+def test_postgres_listen_down_a_line_within_the_grace_is_sent_before_end(
+    client_key, agent_api, call, settings
+):
+    """PostgreSQL with the LISTEN connection down (its documented fallback: the poll at
+    every heartbeat): a line the agent flushes within the grace is dropped, `end` sent."""
+    from tests.stream_server import asgi_server
+
+    settings.STREAMS_HEARTBEAT_SECONDS = 4
+    settings.STREAMS_END_GRACE_SECONDS = 2
+    default = settings.DATABASES["default"]
+    settings.DATABASE_LISTEN = {
+        **default,
+        "NAME": "no_such_database",
+        "OPTIONS": {**default.get("OPTIONS", {})},
+    }
+    with asgi_server() as server:
+        with httpx.stream(
+            "GET",
+            f"{server}/api/v1/calls/{call.pk}/stream",
+            headers={"Authorization": f"Bearer {client_key}"},
+            timeout=httpx.Timeout(20, read=15),
+        ) as response:
+            reader = EventReader(response)
+            assert reader.next() == {"retry": "2000"}
+            call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+            [status] = reader.events(1)  # heard at a poll
+            assert status["event"] == "status"
+            record(agent_api, call, transcript(9))  # the agent's last line, within the grace
+            events = read_all(response, reader)
+
+    assert [event["event"] for event in events] == ["transcript", "end"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 import uuid
 
 from django.db import transaction
@@ -49,6 +50,10 @@ HANGUP_RECHECK_SECONDS = 2
 # ... and a hang-up recorded longer ago than this whose call is still pending was left
 # half-way (its process died): the call ends as it asked, never dialed.
 HANGUP_STALE_SECONDS = 60
+# One recorded after the dial job claimed the call is waited for before dialing (it
+# ends the call, or LiveKit fails it and it is withdrawn), this long at most.
+HANGUP_SETTLE_SECONDS = 15.0
+HANGUP_SETTLE_POLL_SECONDS = 0.2
 
 
 def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
@@ -124,10 +129,10 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
     try:
         livekit.agent_dispatch(room_name=call.room_name, call_id=str(call.id))
-        if not _still_to_dial(call.pk):
+        if not _to_dial_after_hang_ups(call.pk):
             # Hung up since the claim: deleting the room found none (the dispatch made
             # it since), so nothing else closes it; the phone must not ring.
-            call_room_close_later(call_id=call.pk)
+            _hung_up_before_dialing(call.pk)
             return "not dialed"
         livekit_sip.sip_dial(
             trunk_id=call.sip_trunk_id or "",
@@ -149,10 +154,32 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     return "answered"
 
 
-def _still_to_dial(call_id: uuid.UUID) -> bool:
-    return Call.objects.filter(
-        pk=call_id, status=CallStatus.CONNECTING, hangup_requested_at__isnull=True
-    ).exists()
+def _to_dial_after_hang_ups(call_id: uuid.UUID) -> bool:
+    """Whether to dial now: the call still connecting with no hang-up recorded, or with
+    one LiveKit failed (withdrawn: the call is dialed after all). A hang-up in flight
+    is waited for, HANGUP_SETTLE_SECONDS at most."""
+    deadline = time.monotonic() + HANGUP_SETTLE_SECONDS
+    while True:
+        row = Call.objects.filter(pk=call_id).values_list("status", "hangup_requested_at").first()
+        if row is None or row[0] != CallStatus.CONNECTING:
+            return False
+        if row[1] is None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(HANGUP_SETTLE_POLL_SECONDS)
+
+
+def _hung_up_before_dialing(call_id: uuid.UUID) -> None:
+    """Not dialed: a hang-up ended the call, or is left half-way (then it ends as it
+    asked, as a stale one of a pending call does); either way its room is closed."""
+    call_transition(
+        call_id=call_id,
+        to_status=CallStatus.COMPLETED,
+        end_reason=EndReason.API_REQUEST,
+        only_from={CallStatus.CONNECTING},
+    )
+    call_room_close_later(call_id=call_id)
 
 
 def phone_call_answered(*, call_id: uuid.UUID) -> bool:

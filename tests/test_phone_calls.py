@@ -722,3 +722,47 @@ def test_a_callee_who_answers_a_call_hung_up_while_dialing_is_not_left_in_its_ro
     assert outcome(detail(api, call_id)) == ("completed", "api_request", None, None)
     assert answered_into == [f"user-{call_id}"]
     assert f"call-{call_id}" not in sip_fake.rooms
+
+
+@pytest.mark.parametrize("settled", ["withdrawn", "left half-way"])
+def test_a_hang_up_in_flight_when_the_dial_job_would_dial_is_waited_for(
+    api, phone, sip_fake, monkeypatch, settled
+) -> None:
+    """A hang-up recorded while the job dispatched the agent, whose room deletion
+    LiveKit then failed (withdrawn, a 502: "the call stays as it was"): the job gave up
+    for good and closed the room, and the call never rang. It waits for the hang-up,
+    then dials; one never settled (its process died) ends the call as it asked."""
+    from django.db import connection
+
+    monkeypatch.setattr(dialing, "HANGUP_SETTLE_SECONDS", 1.0, raising=False)
+    dispatch = sip_fake._CreateDispatch
+
+    def withdraw(call_id: str) -> None:
+        try:
+            Call.objects.filter(pk=call_id).update(hangup_requested_at=None, end_reason=None)
+        finally:
+            connection.close()
+
+    def hang_up_in_flight_then_dispatch(message, response_class):
+        call_id = message.room.removeprefix("call-")
+        try:
+            Call.objects.filter(pk=call_id).update(
+                hangup_requested_at=timezone.now(), end_reason="api_request"
+            )
+        finally:
+            connection.close()
+        if settled == "withdrawn":
+            threading.Timer(0.3, withdraw, args=[call_id]).start()
+        return dispatch(message, response_class)
+
+    sip_fake._CreateDispatch = hang_up_in_flight_then_dispatch
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    rang = bool(sip_fake.calls("CreateSIPParticipant"))
+    if settled == "withdrawn":
+        assert (rang, detail(api, call_id)["status"]) == (True, "active")
+    else:
+        ended = outcome(detail(api, call_id))[:2]
+        assert (rang, ended) == (False, ("completed", "api_request"))

@@ -197,6 +197,10 @@ def call_room_close_later(*, call_id: uuid.UUID, after_seconds: int = 0) -> None
     transaction.on_commit(lambda: task.enqueue(str(call_id)), robust=True)
 
 
+# LiveKit stamps events in whole seconds, rounded down.
+STAMP_ROUNDING = datetime.timedelta(seconds=1)
+
+
 def call_start_refused(
     *, call_id: uuid.UUID, at: datetime.datetime, earliest: datetime.datetime | None = None
 ) -> bool:
@@ -216,9 +220,10 @@ def call_start_refused(
         return False
     channel, created_at, connect_timeout_seconds = row
     timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout_seconds)
+    if earliest is not None and earliest < created_at - STAMP_ROUNDING:
+        earliest = None  # before the call was made: a skewed clock's, no evidence
     if earliest is not None and earliest <= timed_out_at:
-        # (Never before the call was made: a stamp is a clock's, maybe skewed.)
-        at = max(earliest, created_at)
+        at = max(earliest, created_at)  # (LiveKit's whole seconds round down)
         return call_transition(call_id=call_id, to_status=CallStatus.ACTIVE, at=at)
     if channel != CallChannel.WEB or at <= timed_out_at:
         return False

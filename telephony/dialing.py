@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -129,10 +130,9 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
     version = WorkflowVersion.objects.only("definition").get(pk=call.workflow_version_id)
     try:
         livekit.agent_dispatch(room_name=call.room_name, call_id=str(call.id))
-        if not _to_dial_after_hang_ups(call.pk):
+        if not _to_dial_after_hang_ups(call.pk) and _hung_up_before_dialing(call.pk):
             # Hung up since the claim: deleting the room found none (the dispatch made
             # it since), so nothing else closes it; the phone must not ring.
-            _hung_up_before_dialing(call.pk)
             return "not dialed"
         livekit_sip.sip_dial(
             trunk_id=call.sip_trunk_id or "",
@@ -158,7 +158,9 @@ def _to_dial_after_hang_ups(call_id: uuid.UUID) -> bool:
     """Whether to dial now: the call still connecting with no hang-up recorded, or with
     one LiveKit failed (withdrawn: the call is dialed after all). A hang-up in flight
     is waited for, HANGUP_SETTLE_SECONDS at most."""
-    deadline = time.monotonic() + HANGUP_SETTLE_SECONDS
+    # (Longer than LiveKit's own timeout: the hang-up's room deletion settles first.)
+    wait = max(HANGUP_SETTLE_SECONDS, settings.LIVEKIT_API_TIMEOUT_SECONDS + 5)
+    deadline = time.monotonic() + wait
     while True:
         row = Call.objects.filter(pk=call_id).values_list("status", "hangup_requested_at").first()
         if row is None or row[0] != CallStatus.CONNECTING:
@@ -170,16 +172,27 @@ def _to_dial_after_hang_ups(call_id: uuid.UUID) -> bool:
         time.sleep(HANGUP_SETTLE_POLL_SECONDS)
 
 
-def _hung_up_before_dialing(call_id: uuid.UUID) -> None:
+def _hung_up_before_dialing(call_id: uuid.UUID) -> bool:
     """Not dialed: a hang-up ended the call, or is left half-way (then it ends as it
-    asked, as a stale one of a pending call does); either way its room is closed."""
-    call_transition(
-        call_id=call_id,
-        to_status=CallStatus.COMPLETED,
-        end_reason=EndReason.API_REQUEST,
-        only_from={CallStatus.CONNECTING},
-    )
-    call_room_close_later(call_id=call_id)
+    asked, as a stale one of a pending call does); either way its room is closed.
+    False (dial after all) when the hang-up was withdrawn since it was read."""
+    with transaction.atomic():
+        row = (
+            Call.objects.select_for_update()
+            .filter(pk=call_id)
+            .values_list("status", "hangup_requested_at")
+            .first()
+        )
+        if row is not None and row[0] == CallStatus.CONNECTING and row[1] is None:
+            return False
+        call_transition(
+            call_id=call_id,
+            to_status=CallStatus.COMPLETED,
+            end_reason=EndReason.API_REQUEST,
+            only_from={CallStatus.CONNECTING},
+        )
+        call_room_close_later(call_id=call_id)
+    return True
 
 
 def phone_call_answered(*, call_id: uuid.UUID) -> bool:

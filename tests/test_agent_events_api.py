@@ -837,3 +837,25 @@ def test_a_batch_of_canonical_lines_gets_the_serializers_events():
 )
 def test_any_other_batch_is_left_to_the_serializer(data):
     assert canonical_transcript_batch(data) is None
+
+
+def test_an_agent_start_stamped_before_the_call_existed_proves_nothing_past_the_timeout(
+    agent_api, workflow
+):
+    """An `active` stamped 10 minutes before the call was even created is a skewed
+    clock, not proof the start came in time: arriving past the connect timeout, the
+    call timed out (as before e143c0c), not started at its creation."""
+    now = timezone.now()
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        connect_timeout_seconds=60,
+        created_at=now - datetime.timedelta(seconds=70),
+    )
+    skewed = now - datetime.timedelta(minutes=10)
+    event = {**status("active"), "timestamp": skewed.isoformat()}
+
+    assert agent_api.post(url(call.pk), {"events": [event]}).status_code == 200
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")

@@ -766,3 +766,54 @@ def test_a_hang_up_in_flight_when_the_dial_job_would_dial_is_waited_for(
     else:
         ended = outcome(detail(api, call_id))[:2]
         assert (rang, ended) == (False, ("completed", "api_request"))
+
+
+def test_a_hang_up_withdrawn_just_as_the_settle_wait_runs_out_is_not_applied(
+    api, phone, sip_fake, monkeypatch
+) -> None:
+    """The dial job read the hang-up still recorded, then (before it ended the call) the
+    hang-up's LiveKit request failed and withdrew it: the customer was told the call
+    stays as it was (502). The job must not end the call as that withdrawn hang-up asked."""
+    from django.db import connection
+
+    dispatch = sip_fake._CreateDispatch
+    ids: list[str] = []
+
+    def hang_up_in_flight_then_dispatch(message, response_class):
+        call_id = message.room.removeprefix("call-")
+        ids.append(call_id)
+        try:
+            Call.objects.filter(pk=call_id).update(
+                hangup_requested_at=timezone.now(), end_reason="api_request"
+            )
+        finally:
+            connection.close()
+        return dispatch(message, response_class)
+
+    class Clock:
+        """time for dialing: the deadline check right after a read finds the hang-up
+        still recorded is where call_end's except branch withdraws it."""
+
+        calls = 0
+
+        def monotonic(self) -> float:
+            Clock.calls += 1
+            if Clock.calls == 1:
+                return 0.0  # the deadline is computed
+            # (call_end: LiveKit failed, the hang-up is withdrawn, 502 to the customer)
+            Call.objects.filter(pk=ids[0]).update(hangup_requested_at=None, end_reason=None)
+            return 1e9  # ... just as the wait ran out
+
+        def sleep(self, seconds: float) -> None:
+            time.sleep(seconds)
+
+    monkeypatch.setattr(dialing, "time", Clock())
+    sip_fake._CreateDispatch = hang_up_in_flight_then_dispatch
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    call = Call.objects.get(pk=call_id)
+    assert call.hangup_requested_at is None  # withdrawn
+    rang = bool(sip_fake.calls("CreateSIPParticipant"))
+    assert (rang, call.status, call.end_reason) == (True, "active", None)

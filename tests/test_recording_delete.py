@@ -205,6 +205,7 @@ def test_a_late_files_deletion_that_meets_a_storage_failure_is_retried_later(
     assert object_keys(s3_server, recordings_bucket) == []
 
 
+@pytest.mark.django_db
 def test_a_late_file_in_a_bucket_the_organization_removed_is_not_retried(monkeypatch) -> None:
     """Out of reach for good (the organization removed its storage): retrying it would
     warn 64 times over two weeks."""

@@ -14,8 +14,6 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the pinned drf-spectacular-sidecar, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    # voicecalls.routing's converter: a uuid, whatever its spelling.
-    "PATH_CONVERTER_OVERRIDES": {"any_uuid": {"type": "string", "format": "uuid"}},
     "TAGS": [
         {
             "name": "calls",

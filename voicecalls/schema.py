@@ -61,7 +61,8 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         )
 
     def _resolve_path_parameters(self, variables: list[str]) -> list[dict]:
-        # The routers' uuid segments (`lookup_value_regex`) are uuids to SDKs, not text.
+        # Uuid segments (the routers' `lookup_value_regex`, `<any_uuid:>`) are uuids to
+        # SDKs, not patterned text.
         parameters = super()._resolve_path_parameters(variables)
         for parameter in parameters:
             if parameter["schema"].get("pattern") == f"^{UUID_PATTERN}$":

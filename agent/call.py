@@ -293,7 +293,7 @@ class CallRuntime:
         self._pending_user = {
             "stt_latency_ms": _ms(metrics.get("transcription_delay")),
             "eou_latency_ms": _ms(metrics.get("end_of_turn_delay")),
-            "providers": {"stt": self._served(metrics, "stt")},
+            "providers": {"stt": self._served_by(metrics, "stt")},
         }
 
     def _on_agent_turn(self, metrics: dict, spoken_at: float) -> None:
@@ -308,14 +308,14 @@ class CallRuntime:
                 "e2e_latency_ms": _ms(metrics.get("e2e_latency")),
                 "providers": {
                     **user["providers"],
-                    "llm": self._served(metrics, "llm"),
-                    "tts": self._served(metrics, "tts"),
+                    "llm": self._served_by(metrics, "llm"),
+                    "tts": self._served_by(metrics, "tts"),
                 },
             },
             timestamp=spoken_at,
         )
 
-    def _served(self, metrics: dict, component: str) -> dict | None:
+    def _served_by(self, metrics: dict, component: str) -> dict | None:
         metadata = metrics.get(f"{component}_metadata")
         return _served(metadata, component, self._components.provider_names)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
@@ -120,6 +121,26 @@ def usd_text(value: Decimal) -> str:
 def plain_text(value: Decimal) -> str:
     """A decimal without exponent or trailing zeros: 1200 tokens, "0.0000004" USD."""
     return format(value.normalize(), "f")
+
+
+_ITEM_KEY = ("component", "provider", "model")
+
+
+def usage_summed(reports: Iterable[list[dict]]) -> list[dict]:
+    """Usage reports of one call's agent sessions as one: an item per component,
+    provider and model, its quantities summed (audio to the millisecond, as reported)."""
+    items: dict[tuple[str, str, str], dict] = {}
+    for report in reports:
+        for item in report:
+            key = (item["component"], item["provider"], item["model"])
+            summed = items.setdefault(key, dict(zip(_ITEM_KEY, key, strict=True)))
+            for name, amount in item.items():
+                if name not in _ITEM_KEY:
+                    summed[name] = summed.get(name, 0) + amount
+    for item in items.values():
+        if "audio_seconds" in item:
+            item["audio_seconds"] = round(item["audio_seconds"], 3)
+    return list(items.values())
 
 
 def call_cost_compute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -13,13 +14,18 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
-from billing.cost import call_cost_compute
+from billing.cost import call_cost_compute, usage_summed
 from billing.models import CallCost, PriceOverride
 from billing.prices import Key, Price, organization_prices
 from calls.models import ENDED_STATUSES, Call
 
 # Far beyond the platform's table (about fifty lines).
 MAX_PRICE_OVERRIDES_PER_ORGANIZATION = 500
+# An agent's runs of one call (each re-dispatch after a worker died is one more): more
+# is a dispatch loop, whose reports are not kept.
+MAX_USAGE_SESSIONS = 16
+
+logger = logging.getLogger(__name__)
 
 _CALL_COLUMNS = (
     "organization_id",
@@ -31,6 +37,7 @@ _CALL_COLUMNS = (
     "ended_at",
     "cost__usage",
     "cost__usage_at",
+    "cost__usage_sessions",
     "cost__breakdown",
     "cost__computed_at",
 )
@@ -66,11 +73,18 @@ def _prices_at_end(*, call: Call, existing: CallCost | None) -> dict[Key, Price]
 
 
 def _cost_save(
-    *, call: Call, existing: CallCost | None, usage: list[dict], usage_at: datetime.datetime | None
+    *,
+    call: Call,
+    existing: CallCost | None,
+    usage: list[dict],
+    usage_at: datetime.datetime | None,
+    sessions: dict | None = None,
 ) -> None:
     """Store the usage, and the cost once the call ended (an upsert: the caller holds the
     call's row lock, so no other writer of this row runs meanwhile)."""
     values: dict[str, Any] = {"usage": usage, "usage_at": usage_at}
+    if sessions is not None:
+        values["usage_sessions"] = sessions
     if call.ended_at is not None:
         cost = call_cost_compute(
             usage=usage,
@@ -98,17 +112,47 @@ def _cost_save(
         )
 
 
-def call_usage_record(*, call_id: UUID | str, usage: list[dict], at: datetime.datetime) -> bool:
-    """Keep the agent's usage report if it is newer than the one kept (reports are
-    cumulative: an older or replayed one changes nothing); re-price an ended call.
-    True if it was kept."""
+def _usage_sessions(existing: CallCost | None) -> dict[str, dict]:
+    """The newest report of each agent session, `{session: {"usage", "at"}}`; a row
+    kept before sessions were is one session, ""."""
+    if existing is None:
+        return {}
+    if existing.usage_sessions or existing.usage_at is None:
+        return dict(existing.usage_sessions)
+    return {"": {"usage": existing.usage, "at": existing.usage_at.isoformat()}}
+
+
+def call_usage_record(
+    *, call_id: UUID | str, usage: list[dict], at: datetime.datetime, session: str = ""
+) -> bool:
+    """Keep the agent's usage report if it is newer than its session's (reports are
+    cumulative per session: an older or replayed one changes nothing). The call's usage
+    is the sum of its sessions': an agent re-dispatched mid-call counts from zero, and
+    what the first run used is still billed. Re-prices an ended call. True if kept."""
     found = _call_with_cost(call_id)
     if found is None:
         return False
     call, existing = found
-    if existing is not None and existing.usage_at is not None and existing.usage_at >= at:
+    sessions = _usage_sessions(existing)
+    kept = sessions.get(session)
+    if kept is not None and datetime.datetime.fromisoformat(kept["at"]) >= at:
         return False
-    _cost_save(call=call, existing=existing, usage=usage, usage_at=at)
+    if kept is None and len(sessions) >= MAX_USAGE_SESSIONS:
+        logger.warning(
+            "call %s: usage from a new agent session refused (%d sessions already)",
+            call.pk,
+            len(sessions),
+        )
+        return False
+    sessions[session] = {"usage": usage, "at": at.isoformat()}
+    newest = max(datetime.datetime.fromisoformat(s["at"]) for s in sessions.values())
+    _cost_save(
+        call=call,
+        existing=existing,
+        usage=usage_summed(s["usage"] for s in sessions.values()),
+        usage_at=newest,
+        sessions=sessions,
+    )
     return True
 
 
@@ -128,7 +172,12 @@ def call_status_changed_receiver(signal: object, sender: type, **change: Any) ->
 
 
 def call_usage_reported_receiver(signal: object, sender: type, **report: Any) -> None:
-    call_usage_record(call_id=report["call_id"], usage=report["usage"], at=report["at"])
+    call_usage_record(
+        call_id=report["call_id"],
+        session=report.get("session", ""),
+        usage=report["usage"],
+        at=report["at"],
+    )
 
 
 @transaction.atomic

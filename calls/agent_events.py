@@ -109,11 +109,15 @@ def agent_events_record(
         requested=requested_end(hangup_requested_at, end_reason),
         now=now,
     )
-    if new.usage:
-        # Reports are cumulative: only the newest of the batch matters.
-        newest = new.usage[-1]
+    # Reports are cumulative per agent session: only each session's newest matters.
+    newest = {e.get("session") or "": e for e in new.usage}
+    for session, report in newest.items():
         call_usage_reported.send(
-            sender=Call, call_id=call_id, usage=newest["usage"], at=newest["timestamp"]
+            sender=Call,
+            call_id=call_id,
+            session=session,
+            usage=report["usage"],
+            at=report["timestamp"],
         )
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
 

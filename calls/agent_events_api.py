@@ -135,9 +135,17 @@ class StatusEventSerializer(_EventBase):
 
 
 class UsageEventSerializer(_EventBase):
-    """The agent's usage so far, per provider and model; the newest report is kept."""
+    """The agent's usage so far, per provider and model; the newest report of each
+    session is kept, and the call's usage is the sum of its sessions'."""
 
     type = serializers.ChoiceField(choices=[AgentEventType.USAGE])
+    session = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{1,64}$",
+        required=False,
+        allow_null=True,
+        help_text="The agent's run of this call, counting from zero (a re-dispatched "
+        "agent is a new session). Reports without one are one session.",
+    )
     usage = serializers.ListField(
         child=UsageItemField(), max_length=MAX_USAGE_ITEMS, allow_empty=True
     )

@@ -111,6 +111,7 @@ def agent_session(*, call: Call) -> dict:
         "call_id": call.id,
         "room_name": call.room_name,
         "status": call.status,
+        "started_at": call.started_at,
         "end_reason": call.end_reason,
         "direction": call.direction,
         "channel": call.channel,
@@ -172,6 +173,11 @@ class AgentSessionSerializer(serializers.Serializer):
     call_id = serializers.UUIDField()
     room_name = serializers.CharField()
     status = serializers.ChoiceField(choices=CallStatus.choices)
+    started_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the call became active; null before. An agent dispatched again "
+        "mid-call times `max_duration_seconds` from it.",
+    )
     end_reason = serializers.CharField(
         allow_null=True,
         help_text="Set only on an inbound call over the concurrency limit (`failed`, "

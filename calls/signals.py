@@ -12,8 +12,9 @@ from django.dispatch import Signal
 call_status_changed = Signal()
 
 # The agent reported its usage so far (cumulative, per provider and model), newer than
-# any report before it in the batch. Arguments (keywords): call_id, usage, at. Sent with
-# the call's row locked.
+# any report of its session before it in the batch. Arguments (keywords): call_id,
+# session (the agent's run of the call; "" when it named none), usage, at. Sent once per
+# session of the batch, with the call's row locked.
 call_usage_reported = Signal()
 
 # The agent's new transcript lines, metric samples and handoffs were stored (a replayed

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from typing import Any
 
@@ -50,6 +51,16 @@ def keys(organization: Organization) -> None:
     )
 
 
+def test_an_active_calls_session_says_when_it_started(agent_api: APIClient, call: Call) -> None:
+    """An agent dispatched again mid-call times the maximum duration from it."""
+    started = datetime.datetime(2026, 3, 1, 9, 30, 15, 250000, tzinfo=datetime.UTC)
+    Call.objects.filter(pk=call.pk).update(status="active", started_at=started)
+
+    body = agent_api.get(session_url(call)).json()
+
+    assert (body["status"], body["started_at"]) == ("active", "2026-03-01T09:30:15.250000Z")
+
+
 def test_it_returns_the_whole_session_to_an_agent_key(
     agent_api: APIClient, call: Call, keys: None
 ) -> None:
@@ -86,6 +97,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "call_id": str(call.id),
         "room_name": f"call-{call.id}",
         "status": "connecting",
+        "started_at": None,
         "end_reason": None,
         "direction": "inbound",
         "channel": "web",

@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import CallCost, PriceOverride
+from billing.services import MAX_USAGE_SESSIONS
 from calls.models import AgentEvent, CallStatus
 from tests.factories import CallFactory
 
@@ -32,13 +33,14 @@ LLM = {
 TTS = {"component": "tts", "provider": "cartesia", "model": "sonic-2", "characters": 1000}
 
 
-def usage(*items: dict, at: datetime.datetime = T0) -> dict:
-    return {
+def usage(*items: dict, at: datetime.datetime = T0, session: str | None = None) -> dict:
+    event = {
         "id": str(uuid.uuid4()),
         "type": "usage",
         "timestamp": at.isoformat(),
         "usage": list(items),
     }
+    return event if session is None else event | {"session": session}
 
 
 def line(component: str, provider: str, model: str, *numbers: str) -> dict:
@@ -159,6 +161,71 @@ def test_the_newest_report_of_a_batch_wins_whatever_its_place(api, agent_api, en
 
     cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
     assert cost["breakdown"][0]["quantity"] == "3"
+
+
+def test_a_re_dispatched_agents_usage_adds_to_what_the_first_run_reported(
+    api, agent_api, ended_call
+) -> None:
+    # The first worker died after two minutes of audio; the next counts from zero.
+    first = usage(STT, LLM, at=T0 + datetime.timedelta(seconds=50), session="run-1")
+    second = usage({**STT, "audio_seconds": 60}, TTS, at=T0, session="run-2")
+
+    report(agent_api, ended_call, first)
+    report(agent_api, ended_call, second)
+
+    cost = CallCost.objects.get(call=ended_call)
+    assert cost.usage == [{**STT, "audio_seconds": 180}, LLM, TTS]
+    assert cost.usage_at == T0 + datetime.timedelta(seconds=50)
+    breakdown = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]["breakdown"]
+    assert breakdown[0]["quantity"] == "3"
+
+
+def test_each_sessions_newest_report_is_kept_whatever_the_order(agent_api, ended_call) -> None:
+    later = T0 + datetime.timedelta(seconds=20)
+    report(
+        agent_api,
+        ended_call,
+        usage({**STT, "audio_seconds": 90}, at=later, session="run-2"),
+        usage({**STT, "audio_seconds": 30}, at=T0, session="run-2"),
+        usage({**STT, "audio_seconds": 12}, at=later, session="run-1"),
+    )
+    report(agent_api, ended_call, usage({**STT, "audio_seconds": 6}, at=T0, session="run-1"))
+
+    assert CallCost.objects.get(call=ended_call).usage == [{**STT, "audio_seconds": 102}]
+
+
+def test_usage_kept_before_sessions_were_named_counts_as_one_session(agent_api, ended_call) -> None:
+    report(agent_api, ended_call, usage(STT, at=T0))
+    CallCost.objects.filter(call=ended_call).update(usage_sessions={})  # a row from before
+
+    report(agent_api, ended_call, usage({**STT, "audio_seconds": 30}, at=T0, session="run-2"))
+    report(agent_api, ended_call, usage({**STT, "audio_seconds": 1}, at=T0))  # not newer
+
+    assert CallCost.objects.get(call=ended_call).usage == [{**STT, "audio_seconds": 150}]
+
+
+def test_a_dispatch_loops_sessions_beyond_the_bound_are_not_kept(agent_api, ended_call) -> None:
+    sessions = [
+        usage({**STT, "audio_seconds": 1}, session=f"run-{n}") for n in range(MAX_USAGE_SESSIONS)
+    ]
+    report(agent_api, ended_call, *sessions)
+    one_more = usage({**STT, "audio_seconds": 500}, session="run-loop")
+
+    assert report(agent_api, ended_call, one_more).status_code == 200
+
+    cost = CallCost.objects.get(call=ended_call)
+    assert cost.usage == [{**STT, "audio_seconds": MAX_USAGE_SESSIONS}]
+    assert "run-loop" not in cost.usage_sessions
+
+
+@pytest.mark.parametrize("session", ["", "a b", "x" * 65, "run/1", 7])
+def test_a_malformed_usage_session_is_a_400_naming_it(agent_api, ended_call, session) -> None:
+    response = report(agent_api, ended_call, usage(STT, session=session))
+
+    assert response.status_code == 400
+    assert [error["attr"] for error in response.json()["errors"]] == ["events.0.session"]
+    assert not AgentEvent.objects.filter(call=ended_call).exists()
+    assert not CallCost.objects.filter(call=ended_call).exists()
 
 
 def test_an_organizations_override_prices_its_calls_and_no_one_elses(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -163,7 +164,26 @@ class CallRuntime:
         self.reporter.status("active")
         limit = self.settings.get("max_duration_seconds")
         if limit:
-            self._max_duration = asyncio.get_running_loop().call_later(limit, self._on_max_duration)
+            self._max_duration = asyncio.get_running_loop().call_later(
+                self._duration_left(limit), self._on_max_duration
+            )
+
+    def _duration_left(self, limit: float) -> float:
+        """`limit` less the time the call has been active: an agent dispatched again
+        mid-call (its worker died) has only what the first run left. A start stamped
+        ahead of this clock is taken as now."""
+        started_at = self.data.get("started_at")
+        if not started_at:
+            return limit
+        try:
+            started = datetime.datetime.fromisoformat(started_at)
+            active = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+        except (TypeError, ValueError):  # not a time, or one without its zone
+            logger.warning(
+                "call %s: the session's started_at %r is no time", self.call_id, started_at
+            )
+            return limit
+        return min(limit, max(0.0, limit - active))
 
     def _on_max_duration(self) -> None:
         if not self.ended:

@@ -18,6 +18,8 @@ Usage reports (`usage`: cumulative totals per provider and model) are held apart
 the newest waits (a newer report replaces it, so they never fill the reporter), and it
 goes in a POST of its own, so an API that refuses it (one that predates usage events
 answers 400) can never cost a transcript line; after a refusal the call sends no more.
+Each names the reporter's `session`: this run's totals count from zero, so a job
+re-dispatched after its worker died adds to what the first run reported, not replaces it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import logging
 import random
 import re
+import uuid
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.events import event_new, json_safe
@@ -78,8 +81,9 @@ class EventReporter:
         # (event, its size as JSON) not yet taken into a batch
         self._pending: list[tuple[dict, int]] = []
         self._pending_bytes = 0
-        # The newest usage report not yet sent (each one holds the totals so far).
+        # The newest usage report not yet sent (each one holds this run's totals so far).
         self._usage: dict | None = None
+        self.session = uuid.uuid4().hex
         self._usage_refused = False
         self._in_flight = False
         self._urgent = False
@@ -178,7 +182,7 @@ class EventReporter:
         the API has refused one (it would refuse the next the same way)."""
         if self._usage_refused:
             return None
-        self._usage = event_new("usage", timestamp, {"usage": items})
+        self._usage = event_new("usage", timestamp, {"usage": items, "session": self.session})
         self._idle.clear()
         self._wakeup.set()
         return self._usage

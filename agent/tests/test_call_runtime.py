@@ -5,12 +5,14 @@ events endpoint; and the runtime's hold on its background work."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import json
 import time
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from livekit.agents import llm
 from livekit.agents.metrics.usage import AgentSessionUsage, LLMModelUsage, TTSModelUsage
 
@@ -288,6 +290,34 @@ async def test_a_call_past_its_maximum_duration_ends_timeout_max_duration_on_tim
         {"type": "status", "status": "timeout", "reason": "max_duration"},
     ]
     assert (runtime.ended, closed) == (True, [True])
+
+
+@pytest.mark.parametrize(
+    ("active_for", "limit", "left"),
+    [
+        (None, 600, 600),  # a first dispatch: the call starts now
+        (datetime.timedelta(seconds=450), 600, 150),
+        (datetime.timedelta(seconds=900), 600, 0),  # past it already: hang up now
+        (datetime.timedelta(seconds=-30), 600, 600),  # a start ahead of this clock
+    ],
+)
+def test_an_agent_dispatched_mid_call_has_only_the_time_the_first_run_left(
+    active_for, limit, left
+) -> None:
+    runtime = runtime_with(EventsEndpoint())
+    if active_for is not None:
+        started = datetime.datetime.now(datetime.UTC) - active_for
+        runtime.data = {**DATA, "started_at": started.isoformat().replace("+00:00", "Z")}
+
+    assert runtime._duration_left(limit) == pytest.approx(left, abs=1)
+
+
+@pytest.mark.parametrize("started_at", ["yesterday", "2026-01-01T10:00:00", 17])
+def test_a_started_at_that_is_no_time_leaves_the_whole_duration(started_at) -> None:
+    runtime = runtime_with(EventsEndpoint())
+    runtime.data = {**DATA, "started_at": started_at}
+
+    assert runtime._duration_left(600) == 600
 
 
 async def test_a_call_that_ended_before_its_maximum_duration_is_left_alone() -> None:

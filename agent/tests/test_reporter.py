@@ -178,9 +178,25 @@ async def test_usage_goes_in_a_post_of_its_own_and_only_the_newest_waits() -> No
     await reporter.aclose()
 
     assert endpoint.batches == [[first, last], [newest]]
-    assert set(newest) == {"id", "type", "timestamp", "usage"}
+    assert set(newest) == {"id", "type", "timestamp", "usage", "session"}
     assert newest["type"] == "usage"
     assert newest["usage"] == [{**STT_USAGE[0], "audio_seconds": 3.0}]
+
+
+async def test_each_reporter_names_its_own_usage_session() -> None:
+    """A job re-dispatched after its worker died gets a new reporter: its totals, counted
+    from zero, must not replace the first run's."""
+    endpoint = Endpoint()
+    first, second = reporter_for(endpoint), reporter_for(endpoint)
+
+    one = first.usage(STT_USAGE)
+    again = first.usage(STT_USAGE)
+    other = second.usage(STT_USAGE)
+
+    assert one["session"] == again["session"] == first.session
+    assert other["session"] == second.session != first.session
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_a_refused_usage_report_costs_no_transcript_line_and_is_not_sent_again() -> None:

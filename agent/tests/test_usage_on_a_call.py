@@ -57,7 +57,9 @@ async def test_a_call_reports_its_usage_per_provider_and_model(web: Web) -> None
     assert all(len(batch) == 1 for batch, _ in usage_posts)
     assert len(usage_posts) >= 2  # during the call, and the last totals at its close
     last = usage_posts[-1][0][0]
-    assert set(last) == {"id", "type", "timestamp", "usage"}
+    assert set(last) == {"id", "type", "timestamp", "session", "usage"}
+    # One run of the call: the API keeps its newest report (another run would add to it).
+    assert {batch[0]["session"] for batch, _ in usage_posts} == {job.reporter.session}
     items = {item["component"]: item for item in last["usage"]}
     # The stand-ins label their usage "tests"; the workflow chose these providers.
     assert items["llm"] == {

@@ -26,7 +26,7 @@ from calls.models import (
     TranscriptEntry,
     TranscriptRole,
 )
-from calls.services import call_room_close_later, call_start_refused
+from calls.services import call_room_close_later, call_start_refused, call_transfer_in_flight
 from calls.signals import call_events_recorded, call_usage_reported
 from calls.sql import JSONArrayAppend, insert_new, insert_new_ids
 from voicecalls.db import bound_cursor
@@ -103,12 +103,14 @@ def agent_events_record(
             handoffs=new.handoffs,
         )
     _aggregate(call_id=call_id, new=new)
-    _apply_statuses(
-        call_id=call_id,
-        statuses=new.statuses,
-        requested=requested_end(hangup_requested_at, end_reason),
-        now=now,
-    )
+    if not call_transfer_in_flight(end_reason, hangup_requested_at):
+        # (In flight, the transfer's result decides: `agent_statuses_held_apply`.)
+        _apply_statuses(
+            call_id=call_id,
+            statuses=new.statuses,
+            requested=requested_end(hangup_requested_at, end_reason),
+            now=now,
+        )
     # Reports are cumulative per agent session: only each session's newest matters.
     newest = {e.get("session") or "": e for e in new.usage}
     for session, report in newest.items():
@@ -144,7 +146,10 @@ def _call_touch(
         row = cursor.fetchone()
     if row is None:
         raise Call.DoesNotExist
-    return row
+    status, requested_at, *rest = row
+    if requested_at is not None and timezone.is_naive(requested_at):  # SQLite's plain row
+        requested_at = timezone.make_aware(requested_at, datetime.UTC)
+    return (status, requested_at, *rest)
 
 
 _CALL_TOUCH_RETURNS = (
@@ -316,6 +321,21 @@ def _history_rebuilt(*, call_id: uuid.UUID, handoffs: list[dict]) -> list[str] |
     before = history[: len(history) - count]  # [start agent]: what no handoff added
     ordered = stored.order_by("timestamp", "created_at").values_list("payload", flat=True)
     return before + [payload["to_agent"] for payload in ordered]
+
+
+def agent_statuses_held_apply(*, call_id: uuid.UUID, since: datetime.datetime) -> None:
+    """Apply the agent's end reports that arrived from `since` on, held meanwhile for a
+    transfer's result (the ledger keeps them): the transfer failed, so the call ends
+    as the agent said, when it said it."""
+    held = (
+        AgentEvent.objects.filter(
+            call_id=call_id, type=AgentEventType.STATUS, created_at__gte=since
+        )
+        .order_by("created_at", "timestamp", "id")
+        .values_list("payload", "created_at")
+    )
+    for payload, arrived_at in held:
+        _apply_statuses(call_id=call_id, statuses=[payload], requested=None, now=arrived_at)
 
 
 def _apply_statuses(

@@ -22,7 +22,7 @@ from calls.models import (
     CallStatus,
     LiveKitWebhookEvent,
 )
-from calls.services import TRANSFER_LEFT_AFTER, call_room_close_later, call_start_refused
+from calls.services import call_room_close_later, call_start_refused, call_transfer_in_flight
 from calls.sql import insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
@@ -121,16 +121,6 @@ def _dialing(channel: str, status: str) -> bool:
     return channel == CallChannel.PHONE and status in NOT_STARTED_STATUSES
 
 
-def _transferring(end_reason: str | None, requested_at: datetime.datetime | None) -> bool:
-    """A transfer recorded and still waiting for LiveKit's answer, which decides how
-    the call ends: transferred, or (it failed) as what was heard meanwhile says."""
-    return (
-        end_reason == EndReason.TRANSFERRED
-        and requested_at is not None
-        and requested_at >= timezone.now() - TRANSFER_LEFT_AFTER
-    )
-
-
 def _transition_by_state(
     *, call_id: uuid.UUID, decide: Callable[[str, str | None], Outcome], at: datetime.datetime
 ) -> bool:
@@ -147,7 +137,7 @@ def _transition_by_state(
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
         status, hangup_requested_at, _channel, end_reason = row
-        if _transferring(end_reason, hangup_requested_at):
+        if call_transfer_in_flight(end_reason, hangup_requested_at):
             return False
         outcome = decide(status, requested_end(hangup_requested_at, end_reason))
         if outcome is None:

@@ -117,6 +117,16 @@ def call_insert(*, call: Call) -> None:
 TRANSFER_LEFT_AFTER = datetime.timedelta(seconds=RING_TIMEOUT_BOUNDS[1] + 60)
 
 
+def call_transfer_in_flight(end_reason: str | None, requested_at: datetime.datetime | None) -> bool:
+    """A transfer recorded and still waiting for LiveKit's answer, which decides how
+    the call ends: transferred, or (it failed) as what was heard meanwhile says."""
+    return (
+        end_reason == EndReason.TRANSFERRED
+        and requested_at is not None
+        and requested_at >= timezone.now() - TRANSFER_LEFT_AFTER
+    )
+
+
 class CallTransferring(Conflict):
     default_detail = "The call is being transferred; it ends when the transfer does."
     default_code = "call_transferring"

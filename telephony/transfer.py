@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
+from calls.agent_events import agent_statuses_held_apply
 from calls.lifecycle import EndReason, call_transition
 from calls.livekit_events import call_heard_since
 from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
@@ -110,6 +111,7 @@ def call_transfer(
         # to its result) ends the call now, as what it was: not a transfer.
         # (Whole seconds: a departure LiveKit stamped in the second of the request.)
         call_heard_since(call_id=call.pk, since=requested_at.replace(microsecond=0))
+        agent_statuses_held_apply(call_id=call.pk, since=requested_at)
         raise
     _transferred(call=call, destination=destination)
     call.refresh_from_db()

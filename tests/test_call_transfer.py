@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -493,3 +494,57 @@ def test_what_was_heard_while_a_transfer_failed_ends_the_call_as_what_it_was(
         None,
     )
     assert transcript(api, live_call) == []
+
+
+def agent_reports_during_the_transfer(sip_fake, agent_key: str, call: Call, status: dict) -> list:
+    """LiveKit's transfer hook: the agent's end report arrives while the desk rings."""
+    from django.db import connection
+
+    from tests.conftest import bearer_client
+
+    transfer = sip_fake._TransferSIPParticipant
+    answers: list = []
+
+    def report_then_transfer(message, response_class):
+        event = {"id": str(uuid.uuid4()), "type": "status", "timestamp": "2026-01-01T00:00:00Z"}
+        try:
+            client = bearer_client(agent_key)
+            client.raise_request_exception = False
+            answers.append(
+                client.post(
+                    f"/api/v1/agent/calls/{call.id}/events",
+                    {"events": [event | status]},
+                    format="json",
+                )
+            )
+        finally:
+            connection.close()
+        return transfer(message, response_class)
+
+    sip_fake._TransferSIPParticipant = report_then_transfer
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("status", "desk_answers", "ended"),
+    [
+        # The transfer failed: the call ends as the agent said, not transferred.
+        ({"status": "completed"}, False, ("completed", "agent_hangup", None)),
+        ({"status": "failed", "reason": "agent_error"}, False, ("failed", "agent_error", None)),
+        # It succeeded: the agent's report does not take the transfer's place.
+        ({"status": "failed", "reason": "agent_error"}, True, ("completed", "transferred", DESK)),
+    ],
+)
+def test_the_agents_end_report_during_a_transfer_waits_for_the_transfers_result(
+    agent_api, agent_key, live_call, sip_fake, status, desk_answers, ended
+):
+    if not desk_answers:
+        sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.BUSY
+    answers = agent_reports_during_the_transfer(sip_fake, agent_key, live_call, status)
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == (200 if desk_answers else 502), response.content
+    assert [answer.json() for answer in answers] == [{"accepted": 1, "duplicates": 0}]
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == ended

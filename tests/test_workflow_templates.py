@@ -281,6 +281,76 @@ def test_filters_in_a_loop_spend_the_work_budget_by_the_size_they_handle() -> No
     assert rendered == ""
 
 
+def render_within_30_seconds(source: str) -> str:
+    """Render with an alarm far above what a bounded render takes on a loaded CI
+    machine (about half a second); an unbounded one would take hours."""
+    import signal
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _RenderTooSlow()
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 30.0)
+    try:
+        return render(source, CONTEXT)
+    except _RenderTooSlow:
+        pytest.fail("render() was still running after 30 s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "{% set y = [0] * 99999 %}",  # operators cost by what they build
+        "{% if 99998 in x %}{% endif %}",  # comparisons cost a unit and look at the clock
+        "{% set y = x[1:] %}",  # so do slices
+    ],
+)
+def test_operators_comparisons_and_slices_in_a_loop_cannot_render_for_hours(step: str) -> None:
+    """19,000 iterations of 700 such steps: valid when saved, each rendered for about
+    15 minutes in the web process answering the agent's session request."""
+    source = "{% set x = range(99999)|list %}{% for i in range(19000) %}" + step * 700
+    source += "{% endfor %}"
+    assert template_error(source) is None
+
+    assert render_within_30_seconds(source) == ""
+
+
+def peak_memory_of_render(source: str) -> tuple[str, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        rendered = render(source, CONTEXT)
+        return rendered, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # A list of one long string, many times: printed, all of them at once.
+        "{% set a = 'x' * 99999 %}{{ [a] * 500 }}",
+        "{% set a = 'x' * 99999 %}{{ [" + ",".join(["a"] * 500) + "] }}",
+        "{% set a = 'x' * 99999 %}{{ [" + ",".join(["a"] * 500) + "]|tojson }}",
+        # What a block captures is not streamed out: the output's cut never saw it.
+        "{% set a = 'x' * 99999 %}"
+        "{% set x %}{% for i in range(500) %}{{ a }}{% endfor %}{% endset %}{{ x|length }}",
+        "{% set a = 'x' * 99999 %}{% macro m() %}{% for i in range(500) %}{{ a }}{% endfor %}"
+        "{% endmacro %}{{ m()|length }}",
+    ],
+)
+def test_a_nested_or_captured_value_cannot_grow_past_the_value_bound(source: str) -> None:
+    rendered, peak = peak_memory_of_render(source)
+
+    assert rendered == ""
+    # 500 copies of 100,000 characters would be 50 MB; the bounds allow a few.
+    assert peak < 10_000_000, f"render allocated {peak // 1_000_000} MB"
+
+
 def test_filters_and_methods_on_a_callers_data_still_render() -> None:
     context = {**CONTEXT, "user": {"names": ["Cy", "Al", "Bo"] * 300, "bio": "x" * 5000}}
 

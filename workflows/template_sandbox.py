@@ -1,0 +1,355 @@
+"""The sandbox prompt templates render in (`workflows.prompts` says what a prompt may
+do): Jinja2's immutable sandbox, with operators, filters, string methods, loops and
+captures bounded, and a work budget and a deadline per render (`render_budget`).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from jinja2 import ChainableUndefined, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
+
+# Bounds so a short template cannot make the service allocate or compute without
+# limit: the longest string or list an expression may build, the largest power, and
+# the work units (loop iterations plus calls) one render may spend.
+_MAX_VALUE_LEN = 100_000
+_MAX_POWER_BITS = 4096
+_MAX_WORK = 20_000
+# What no bound above foresaw (comparisons and `in` over long values cost no work)
+# still ends: a session renders up to about forty prompts, well within a worker's
+# timeout. Real prompts render in milliseconds.
+MAX_RENDER_SECONDS = 0.5
+# Filters whose arguments can build huge values or loop a given number of times.
+_REMOVED_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "slice", "batch")
+# str methods a prompt may call; the others (ljust, zfill, expandtabs, format, ...) can
+# pad or multiply without bound.
+_SAFE_STR_METHODS = frozenset(
+    "capitalize casefold count endswith find index isalnum isalpha isdecimal isdigit "
+    "islower isnumeric isspace istitle isupper lower lstrip partition removeprefix "
+    "removesuffix rfind rindex rpartition rsplit rstrip split splitlines startswith "
+    "strip swapcase title upper replace join".split()
+)
+
+# The render's work units left, and its deadline (time.monotonic()).
+_budget: ContextVar[list[float] | None] = ContextVar("prompt_work_budget", default=None)
+
+
+def _spend(units: int = 1) -> None:
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget[0] -= units
+    if budget[0] < 0:
+        raise SecurityError("the template does too much work")
+    if time.monotonic() > budget[1]:
+        raise SecurityError("the template takes too long")
+
+
+def _size(value: Any, limit: int = _MAX_VALUE_LEN) -> int:
+    """The characters and items in `value`, those nested in it included (what printing
+    it walks), counted until past `limit`."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, Mapping):
+            total += len(item)
+            if total <= limit:
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += len(item)
+            if total <= limit:
+                stack.extend(item)
+        elif isinstance(item, range):
+            total += len(item)
+    return total
+
+
+def _check_len(value: Any) -> Any:
+    if _size(value) > _MAX_VALUE_LEN:
+        raise SecurityError("value too large")
+    return value
+
+
+def _check_walked(value: Any) -> Any:
+    """A value about to be walked whole (printed, or given to a filter): a string is
+    no larger walked than held, but a list may hold one long string many times."""
+    return value if isinstance(value, str) else _check_len(value)
+
+
+def _loop_budget(iterable: Any) -> Iterator[Any]:
+    for item in iterable:
+        _spend()
+        yield item
+
+
+def _compared(result: Any) -> Any:
+    _spend()
+    return result
+
+
+def _shown(value: Any) -> Any:
+    """What a value prints as: a null as nothing, a dict method a key of the same name
+    shadows (`{{ user.items }}`: Jinja finds the method first, and calling it,
+    `metadata.items()`, must still work) as that key's value, other callables as
+    nothing."""
+    if value is None:
+        return ""
+    _check_walked(value)
+    if callable(value):
+        owner = getattr(value, "__self__", None)
+        name = getattr(value, "__name__", None)
+        if isinstance(owner, Mapping) and name in owner:
+            return owner[name]
+        return ""  # a method or function printed: a Python repr, never prompt text
+    return value
+
+
+def _bounded_concat(values: list) -> str:
+    return _check_len("".join(str(_shown(value)) for value in values))
+
+
+def _captured(chunks: Iterator[str]) -> str:
+    """What a `{% set %}` block, a macro or `caller()` captured, stopped at the value
+    bound (the output's own cut applies only to what is streamed out)."""
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > _MAX_VALUE_LEN:
+            raise SecurityError("value too large")
+        parts.append(chunk)
+    return "".join(parts)
+
+
+class _Bounded(NodeTransformer):
+    """Rewrites a parsed template so every loop iteration spends the work budget and
+    every `~` concatenation is size-checked."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "_loop_budget", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        # `in` and `==` over long values cost no work otherwise: each spends a unit (and
+        # looks at the clock) once done.
+        self.generic_visit(node)
+        return nodes.Filter(node, "_compared", [], [], None, None, lineno=node.lineno)
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        items = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(items, "_bounded_concat", [], [], None, None, lineno=node.lineno)
+
+
+class PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox (no internals, no mutating lists/dicts) plus bounded operators,
+    filters, string methods, loops and calls."""
+
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+    concat = staticmethod(_captured)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _Bounded().visit(super()._parse(source, name, filename))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # (A slice copies: a unit per slice and the clock, as any step.)
+        _spend(isinstance(argument, slice))
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        if op == "**":
+            if isinstance(right, int | float) and isinstance(left, int | float):
+                size = max(abs(int(left)), 2).bit_length() * abs(right)
+                if size > _MAX_POWER_BITS:
+                    raise SecurityError("power too large")
+            return operator.pow(left, right)
+        if op == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if _size(seq) * times > _MAX_VALUE_LEN:
+                        raise SecurityError("repetition too large")
+            if isinstance(left, int) and isinstance(right, int):
+                # Squaring a number again and again reaches any size a power would.
+                if left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
+                    raise SecurityError("product too large")
+            return _spent_on(operator.mul(left, right))
+        if op == "+":
+            return _spent_on(_check_len(operator.add(left, right)))
+        if op == "%":
+            if isinstance(left, str):
+                raise SecurityError("string formatting is not available in prompts")
+            return operator.mod(left, right)
+        return super().call_binop(context, op, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        _spend(1 + _work_of(owner))
+        if isinstance(owner, int | float | bytes):
+            # (1).to_bytes(10**9, "big") and the like build values without bound.
+            raise SecurityError("number methods are not available in prompts")
+        if isinstance(owner, str):
+            method = getattr(__obj, "__name__", "")
+            if method not in _SAFE_STR_METHODS:
+                raise SecurityError("this string method is not available in prompts")
+            if method == "join" and args:
+                args = (list(args[0]), *args[1:])
+                _check_join(owner, args[0])
+            if method == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
+        result = _check_len(super().call(__context, __obj, *args, **kwargs))
+        _spend(_work_of(result))
+        return result
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # str.format/format_map can pad to any width; the sandbox allows them otherwise.
+        if super().wrap_str_format(value) is None:
+            return None
+
+        def refuse(*args: Any, **kwargs: Any) -> str:
+            raise SecurityError("string formatting is not available in prompts")
+
+        return refuse
+
+
+def _spent_on(value: Any) -> Any:
+    """`value`, made by an operator: it costs by its size, as a filter's result does."""
+    _spend(1 + _work_of(value))
+    return value
+
+
+def _bounded_filter(original: Any) -> Any:
+    # functools.wraps keeps Jinja's pass_context/pass_eval_context marker.
+    @functools.wraps(original)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        return _check_len(original(*args, **kwargs))
+
+    return bounded
+
+
+def _check_join(separator: Any, items: list) -> None:
+    size = len(str(separator)) * max(len(items) - 1, 0) + sum(len(str(item)) for item in items)
+    if size > _MAX_VALUE_LEN:
+        raise SecurityError("value too large")
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    text, old, new = str(text), str(old), str(new)
+    count = text.count(old) if old else len(text) + 1
+    if len(text) + count * len(new) > _MAX_VALUE_LEN:
+        raise SecurityError("value too large")
+
+
+def _join_filter(original: Any) -> Any:
+    @functools.wraps(original)
+    def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = list(value)
+        if attribute is None:
+            _check_join(d, items)
+        return _check_len(original(eval_ctx, items, d, attribute))
+
+    return join
+
+
+def _replace_filter(original: Any) -> Any:
+    @functools.wraps(original)
+    def replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> Any:
+        _check_replace(s, old, new)
+        return original(eval_ctx, s, old, new, count)
+
+    return replace
+
+
+def _tojson_filter(original: Any) -> Any:
+    @functools.wraps(original)
+    def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+        if indent is not None and not (isinstance(indent, int) and 0 <= indent <= 8):
+            raise SecurityError("tojson indents by 8 at most in prompts")
+        return _check_len(original(eval_ctx, value, indent))
+
+    return tojson
+
+
+# Work a value costs to go through a filter or method: a unit per this many items or
+# characters, so a loop of sorts over a large list runs out of budget, not for hours.
+_ITEMS_PER_UNIT = 100
+_SIZED = (str, list, tuple, dict, set, frozenset, range)
+
+
+def _work_of(value: Any) -> int:
+    return len(value) // _ITEMS_PER_UNIT if isinstance(value, _SIZED) else 0
+
+
+# Filters that look at a value without walking it: a unit each, whatever its size.
+_CONSTANT_TIME_FILTERS = frozenset(
+    "length count first default d int float abs round bool e escape safe attr".split()
+)
+
+
+def _costed_filter(original: Any) -> Any:
+    """`original`, spending a unit plus the size of its value and of its result."""
+    # Marked by Jinja's pass_context (and the like), it takes that first, then the value.
+    value_at = 1 if getattr(original, "jinja_pass_arg", None) else 0
+
+    @functools.wraps(original)
+    def costed(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > value_at:
+            # (`tojson`, `string`, `sum` walk all a nested value holds before any check.)
+            _spend(1 + _work_of(_check_walked(args[value_at])))
+        else:
+            _spend()
+        result = original(*args, **kwargs)
+        _spend(_work_of(result))
+        return result
+
+    return costed
+
+
+def _make_environment() -> PromptEnvironment:
+    env = PromptEnvironment(
+        undefined=ChainableUndefined,
+        autoescape=False,  # prompts are plain text for an LLM, not HTML
+        keep_trailing_newline=True,
+        cache_size=400,
+        finalize=_shown,
+    )
+    for name in _REMOVED_FILTERS:
+        env.filters.pop(name, None)
+    # Lorem ipsum loops over a word count it is given before any bound applies.
+    env.globals.pop("lipsum", None)
+    env.filters["tojson"] = _tojson_filter(env.filters["tojson"])
+    env.filters["list"] = _bounded_filter(env.filters["list"])
+    env.filters["join"] = _join_filter(env.filters["join"])
+    env.filters["replace"] = _replace_filter(env.filters["replace"])
+    for name, original in list(env.filters.items()):
+        if name not in _CONSTANT_TIME_FILTERS:
+            env.filters[name] = _costed_filter(original)
+    env.filters["_loop_budget"] = _loop_budget
+    env.filters["_bounded_concat"] = _bounded_concat
+    env.filters["_compared"] = _compared
+    return env
+
+
+environment = _make_environment()
+
+
+@contextmanager
+def render_budget() -> Iterator[None]:
+    """One render's work budget and deadline, for the sandbox's bounds to spend."""
+    token = _budget.set([_MAX_WORK, time.monotonic() + MAX_RENDER_SECONDS])
+    try:
+        yield
+    finally:
+        _budget.reset(token)

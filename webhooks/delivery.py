@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import random
+import dataclasses
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -171,6 +172,8 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
     counts = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
     attempt_count, round_attempts = counts.values_list("attempt_count", "round_attempts").get()
     number = attempt_count + 1
+    # A library's message may quote what the receiver sent: NUL is no text to PostgreSQL.
+    attempt = dataclasses.replace(attempt, error=attempt.error.replace("\x00", "\ufffd"))
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=number,

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
 import urllib3
 from django.utils import timezone
 
@@ -65,6 +66,10 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         return "The URL must have a host."
+    try:
+        host = ascii_host(host)
+    except UnicodeError:
+        return "Enter a valid host name."
     if parts.username is not None or parts.password is not None:
         return "The URL must not contain credentials."
     if port == 0:
@@ -80,6 +85,14 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
     if not address_is_public(host):
         return "The URL must not point at a private, loopback or reserved address."
     return None
+
+
+def ascii_host(host: str) -> str:
+    """`host` as DNS, TLS and the Host header take it: an internationalised name in its
+    punycode form, mapped as browsers map it (UTS-46). UnicodeError when it has none."""
+    if host.isascii():
+        return host
+    return idna.encode(host, uts46=True).decode("ascii")
 
 
 def _resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
@@ -105,7 +118,7 @@ def _retry_after(value: str | None) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a huge field is an OverflowError
         return None
     if when.tzinfo is None:
         return None
@@ -125,7 +138,7 @@ def post(
     if problem:
         raise BlockedTarget(f"refused: {problem}")
     parts = urlsplit(url)
-    host = parts.hostname.rstrip(".")
+    host = ascii_host(parts.hostname.rstrip("."))  # (url_problem found it has one)
     default_port = 443 if parts.scheme == "https" else 80
     port = parts.port or default_port
     address = _resolve(host, port, allow_private=allow_private)[0]
@@ -167,7 +180,8 @@ def post(
     return Answer(
         status_code=status_code,
         duration_ms=elapsed_ms(),
-        excerpt=excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS],
+        # (NUL is no text to PostgreSQL: a binary body could not be logged.)
+        excerpt=excerpt.decode("utf-8", "replace").replace("\x00", "\ufffd")[:EXCERPT_CHARS],
         retry_after_seconds=_retry_after(retry_after),
     )
 
@@ -245,4 +259,8 @@ def _send(
         raise DeliveryError(f"timeout after {timeout:g} s") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise DeliveryError(f"connection error: {type(exc).__name__}: {exc}"[:300]) from exc
+    except Exception as exc:
+        # Whatever else an odd answer makes the client raise: an attempt that escapes
+        # unlogged leaves the delivery claimed, and every later wake-up sends it again.
+        raise DeliveryError(f"unreadable answer: {type(exc).__name__}"[:300]) from exc
     return response.status, excerpt, response.headers.get("Retry-After")

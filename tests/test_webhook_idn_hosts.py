@@ -98,8 +98,11 @@ def test_an_https_delivery_to_an_idn_endpoint_with_a_valid_certificate_succeeds(
         with transaction.atomic():
             Call.objects.filter(pk=call.pk).update(status=CallStatus.ACTIVE)
             outbox.call_status_changed_record(
-                call_id=call.id, from_status=CallStatus.CONNECTING,
-                to_status=CallStatus.ACTIVE, end_reason=None, at=timezone.now(),
+                call_id=call.id,
+                from_status=CallStatus.CONNECTING,
+                to_status=CallStatus.ACTIVE,
+                end_reason=None,
+                at=timezone.now(),
             )
         delivery = WebhookDelivery.objects.get()
         result = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)

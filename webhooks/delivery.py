@@ -6,10 +6,10 @@ wake-up does nothing; its outcome is logged as a `WebhookAttempt`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import random
-import dataclasses
 from dataclasses import dataclass
 from uuid import UUID
 

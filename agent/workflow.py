@@ -15,8 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from jsonschema import exceptions as jsonschema_exceptions
-from jsonschema import validators as jsonschema_validators
+import jsonschema_rs
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
 from agent.providers import ComponentCache
@@ -100,15 +99,25 @@ def tool_parameters(spec: dict) -> dict:
     return parameters
 
 
+def _no_retrieval(uri: str) -> object:
+    raise ValueError(f"{uri} is not fetched")
+
+
 def validation_error(schema: dict, arguments: object) -> str | None:
-    """A short message for the LLM when `arguments` do not match `schema`, else None."""
-    validator_class = jsonschema_validators.validator_for(
-        schema, default=jsonschema_validators.Draft202012Validator
-    )
-    error = jsonschema_exceptions.best_match(validator_class(schema).iter_errors(arguments))
+    """A short message for the LLM when `arguments` do not match `schema`, else None.
+    Checked by jsonschema-rs: the arguments are the LLM's, the schema the customer's,
+    and Python's `re` backtracks for hours on a `"pattern": "^(a+)+$"` (the worker's
+    loop, and every call on it, would stall). A schema it cannot take (one saved
+    before the API checked this) checks nothing: the tool's endpoint still does."""
+    try:
+        validator = jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
+    except ValueError:
+        logger.warning("a tool's parameters schema cannot be checked; arguments pass as sent")
+        return None
+    error = next(iter(validator.iter_errors(arguments)), None)
     if error is None:
         return None
-    where = "/".join(str(part) for part in error.absolute_path)
+    where = "/".join(str(part) for part in error.instance_path)
     return f"{error.message} (at /{where})" if where else error.message
 
 

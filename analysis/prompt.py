@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Iterable
 
-from voicecalls.fields import json_has_nul, schema_validator
+from voicecalls.fields import first_schema_error, json_has_nul
 from workflows.prompts import render, template_context
 
 # A transcript longer than this is cut (the start is kept, with a note): the request
@@ -140,9 +140,13 @@ def _schema_problem(answer: object, analysis: dict) -> str | None:
     if custom is not None and isinstance(answer, dict) and "structured_data" in answer:
         checks.append((custom, answer["structured_data"], "structured_data"))
     for check_schema, value, prefix in checks:
-        error = next(iter(schema_validator(check_schema).iter_errors(value)), None)
+        try:
+            error = first_schema_error(check_schema, value)
+        except ValueError as exc:  # a schema saved before jsonschema-rs checked it
+            return f"The schema cannot be checked: {str(exc).splitlines()[0]}"[:400]
         if error is not None:
-            path = "/".join(str(p) for p in [prefix, *error.absolute_path] if p != "")
+            message, at = error
+            path = "/".join(str(p) for p in [prefix, *at] if p != "")
             where = f" at /{path}" if path else ""
-            return f"The answer does not match the schema{where}: {error.message}"[:400]
+            return f"The answer does not match the schema{where}: {message}"[:400]
     return None

@@ -79,6 +79,12 @@ def test_patching_the_analysis_adds_a_version_and_null_removes_it(api: APIClient
             "analysis.structured_data_schema",
             "remote_ref",
         ),
+        (
+            # Python reads `\Z`; the checker of answers (ECMA-262 regexes) does not.
+            {"structured_data_schema": {"type": "string", "pattern": "a\\Z"}},
+            "analysis.structured_data_schema",
+            "invalid_schema",
+        ),
         ({"provider": "anthropic", "model": "claude"}, "analysis.provider", None),
         ({"provider": "nope", "model": "x"}, "analysis.provider", "unsupported_provider"),
         ({"provider": "openai"}, "analysis.model", "required"),
@@ -120,3 +126,40 @@ def test_an_anthropic_start_agent_may_run_its_analysis_on_another_provider(
     response = api.post("/api/v1/workflows", data, format="json")
 
     assert response.status_code == 201, response.json()
+
+
+class _TooSlow(BaseException):
+    """Raised by the alarm; a BaseException, so nothing on the way catches it."""
+
+
+def test_a_schema_pattern_that_backtracks_forever_in_python_checks_an_answer_at_once() -> None:
+    """Python's `re` took hours on `^(a+)+$` and forty a's and a "!": the model's answer
+    stalled the analysis queue's worker, every organization's analyses with it."""
+    import signal
+
+    from analysis.prompt import answer_problem
+    from analysis.settings import AnalysisSettingsSerializer
+
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
+    settings = AnalysisSettingsSerializer(data={"structured_data_schema": schema})
+    assert settings.is_valid(), settings.errors
+    content = '{"summary": "s", "structured_data": {"code": "' + "a" * 40 + '!"}}'
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _TooSlow()
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 30.0)
+    try:
+        problem = answer_problem(content, dict(settings.validated_data))
+    except _TooSlow:
+        pytest.fail("checking a 40-character answer was still running after 30 s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert problem == (
+        None,
+        "The answer does not match the schema at /structured_data/code: "
+        '"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!" does not match "^(a+)+$"',
+    )

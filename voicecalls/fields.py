@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
@@ -96,6 +97,26 @@ def schema_validator(schema: dict) -> Any:
     return cls(schema)
 
 
+def _no_retrieval(uri: str) -> object:
+    raise ValueError(f"{uri} is not fetched: references must stay inside the schema")
+
+
+def checking_validator(schema: dict) -> Any:
+    """A jsonschema-rs validator for `schema`, for checking values someone else chose
+    (an LLM's answer) against a schema a customer wrote: its regexes give up rather
+    than backtrack for hours, as Python's `re` does on `"pattern": "^(a+)+$"` and
+    forty a's and a "!". It never fetches a remote `$ref`. ValueError when it cannot
+    take the schema (a regex only Python reads, a remote reference)."""
+    return jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
+
+
+def first_schema_error(schema: dict, value: object) -> tuple[str, list] | None:
+    """The first way `value` breaks `schema` (`checking_validator`): its message, and the
+    path to the part of `value` at fault. None when it matches."""
+    error = next(iter(checking_validator(schema).iter_errors(value)), None)
+    return None if error is None else (error.message, list(error.instance_path))
+
+
 class JSONSchemaDocumentField(serializers.JSONField):
     """A JSON Schema given as a JSON object: bounded in depth and size, without NUL, and
     one jsonschema accepts. Subclasses set the bounds and add their own rules in
@@ -133,6 +154,10 @@ class JSONSchemaDocumentField(serializers.JSONField):
             path = "/".join(str(part) for part in exc.path)
             where = f" at /{path}" if path else ""
             self.fail("invalid_schema", message=f"{exc.message}{where}")
+        try:
+            checking_validator(value)
+        except ValueError as exc:  # what the values are checked with must take it too
+            self.fail("invalid_schema", message=str(exc).split("\n", 1)[0])
         return value
 
     def check_document(self, value: dict) -> None:

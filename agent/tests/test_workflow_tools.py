@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -37,9 +38,9 @@ SAVE_MEAL = {
     [
         ({"meal_type": "lunch"}, None),
         ({"meal_type": "lunch", "description": "soup"}, None),
-        ({}, "'meal_type' is a required property"),
-        ({"meal_type": "brunch"}, "'brunch' is not one of"),
-        ({"meal_type": "lunch", "description": 3}, "3 is not of type 'string' (at /description)"),
+        ({}, '"meal_type" is a required property'),
+        ({"meal_type": "brunch"}, '"brunch" is not one of'),
+        ({"meal_type": "lunch", "description": 3}, '3 is not of type "string" (at /description)'),
     ],
 )
 def test_arguments_are_checked_against_the_tool_schema(arguments: dict, problem: str | None):
@@ -48,6 +49,28 @@ def test_arguments_are_checked_against_the_tool_schema(arguments: dict, problem:
         assert found is None
     else:
         assert problem in found
+
+
+def test_a_pattern_that_backtracks_forever_in_python_is_checked_at_once():
+    """Python's `re` takes hours on these forty a's and a "!"; the worker's loop (and
+    every call on it) would stall while the LLM's arguments were checked."""
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^(b+)+$": {"type": "integer"}},
+    }
+    started = time.monotonic()
+
+    problem = validation_error(schema, {"code": "a" * 40 + "!", "b" * 40 + "!": "x"})
+
+    assert problem is not None and "does not match" in problem
+    assert time.monotonic() - started < 5
+
+
+def test_a_remote_reference_is_never_fetched_and_checks_nothing():
+    schema = {"type": "object", "properties": {"x": {"$ref": "http://169.254.169.254/x"}}}
+
+    assert validation_error(schema, {"x": 1}) is None
 
 
 def test_a_tool_without_parameters_gets_an_empty_object_schema():

@@ -101,7 +101,8 @@ _WORKFLOW_RULES = [
     (rf"{_AGENT}\.handoffs\.\d+", "self_handoff"),
     (rf"{_AGENT}\.(stt|llm|tts)\.fallbacks\.\d+", "duplicate"),  # repeats a choice before it
     (rf"{_AGENT}\.tools\.\d+\.url", "invalid"),  # Django's URL validator (labels, IDNA)
-    # A valid JSON Schema (jsonschema's meta-schema), bounded in depth and size, no NUL.
+    # A valid JSON Schema (jsonschema's meta-schema; jsonschema-rs takes it too), bounded
+    # in depth and size, no NUL.
     (
         rf"{_AGENT}\.tools\.\d+\.parameters",
         "invalid_schema|too_deep|too_large|null_characters_not_allowed",

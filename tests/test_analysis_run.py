@@ -20,9 +20,9 @@ from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFact
 from tests.fake_llm import FakeLLM, Outcome
 from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import run_worker as run_webhooks_worker
-from tests.webhook_receiver import Receiver
-from webhooks.models import EventType, WebhookEvent
-from webhooks.services import webhook_endpoint_create
+from tests.webhook_receiver import Receiver, Reply
+from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEvent
+from webhooks.services import webhook_endpoint_create, webhook_endpoint_update
 from workflows.demo import DEMO_DEFINITION
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -408,3 +408,53 @@ def test_call_analyzed_goes_only_to_endpoints_subscribed_to_it(
 
         assert [r.headers["webhook-id"] for r in receiver.received]
         assert not WebhookEvent.objects.filter(type=EventType.CALL_ANALYZED).exists()
+
+
+def test_an_endpoint_that_dropped_call_ended_still_gets_call_analyzed(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """Its queued report ended unsent; the analysis waited for it all the same."""
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        endpoint, secret = webhook_endpoint_create(
+            organization=organization,
+            url=receiver.url,
+            events=[EventType.CALL_ENDED, EventType.CALL_ANALYZED],
+        )
+        call = ended_call(organization)
+        # The owner now only wants the analysis.
+        webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_ANALYZED])
+
+        run_webhooks_worker()  # the queued report is not sent: no longer subscribed
+        assert WebhookDelivery.objects.get().status == DeliveryStatus.FAILED
+        run_worker()
+        assert analysis_of(call).status == "completed"
+        run_webhooks_worker()
+
+        types = [r.verify(secret)["type"] for r in receiver.received]
+    assert types == ["call.analyzed"]
+
+
+def test_a_rerun_reaches_an_endpoint_that_was_disabled_when_the_call_ended(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """The endpoint answered 410 to the status change (disabled), so the report was
+    not sent; its owner fixed and re-enabled it and re-ran the analysis. An unsent
+    report was taken for one still to be built (with the analysis): never sent."""
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver([Reply(410)]) as receiver:
+        endpoint, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=list(EventType.values)
+        )
+        call = ended_call(organization)
+        run_webhooks_worker()  # 410 to call.status_changed disables; call.ended not sent
+        run_worker()  # the analysis completes while the endpoint is disabled
+        webhook_endpoint_update(endpoint=endpoint, enabled=True)
+
+        call_analysis_rerun(call=Call.objects.get(pk=call.pk))
+        run_worker()
+        assert analysis_of(call).status == "completed"
+        run_webhooks_worker()
+
+        types = [r.verify(secret)["type"] for r in receiver.received[1:]]
+    assert "call.analyzed" in types

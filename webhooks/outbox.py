@@ -22,7 +22,13 @@ from rest_framework import serializers
 from calls import representations, selectors
 from calls.models import ENDED_STATUSES, Call
 from recordings import selectors as recording_selectors
-from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import (
+    DeliveryStatus,
+    EventType,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 _iso = serializers.DateTimeField().to_representation
 
@@ -265,12 +271,19 @@ def call_analyzed_record(*, call_id: UUID | str, at: datetime.datetime) -> Webho
     subscribed = [e for e in endpoints if EventType.CALL_ANALYZED in e.events]
     if not subscribed:
         return None
+    # A report that ended unsent (its endpoint dropped call.ended, or was disabled) is
+    # never built: only one still to be sent carries the analysis.
     waiting = set(
         WebhookDelivery.objects.filter(
-            event__call_id=call_id, event__type=EventType.CALL_ENDED, event__body__isnull=True
+            event__call_id=call_id,
+            event__type=EventType.CALL_ENDED,
+            event__body__isnull=True,
+            status=DeliveryStatus.PENDING,
         ).values_list("endpoint_id", flat=True)
     )
-    subscribed = [e for e in subscribed if e.pk not in waiting]
+    subscribed = [
+        e for e in subscribed if not (e.pk in waiting and EventType.CALL_ENDED in e.events)
+    ]
     if not subscribed:
         return None
     call = Call.objects.get(pk=call_id)

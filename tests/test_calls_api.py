@@ -228,6 +228,65 @@ def test_an_integer_beyond_64_bits_is_a_400_not_a_float(
     assert Call.objects.count() == 0
 
 
+@pytest.mark.parametrize("number", ["1e20", "-1e19", "1.8446744073709552e19", "1e308"])
+def test_a_float_beyond_64_bits_is_a_400_naming_the_field(
+    api: APIClient, workflow: Workflow, number: str
+) -> None:
+    """PostgreSQL's jsonb answers 1e20 as 100000000000000000000: a number this API's
+    own parser refuses, so a client could not send a call's metadata back."""
+    body = '{"workflow_slug": "daily-call", "metadata": {"n": NUMBER}}'.replace("NUMBER", number)
+
+    response = api.post(CALLS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "number_too_large",
+                "detail": "Numbers must fit in 64 bits.",
+                "attr": "metadata",
+            }
+        ],
+    }
+    assert Call.objects.count() == 0
+
+
+def test_floats_count_toward_the_size_as_they_are_stored_in_full(
+    api: APIClient, workflow: Workflow
+) -> None:
+    """jsonb prints 1e-300 as 0.000…1: 2,000 of them, under 32 KiB as sent, were 600 KiB
+    stored and answered on every read of the call."""
+    tiny = {f"k{n}": 1e-300 for n in range(2000)}
+    assert len(json.dumps(tiny, separators=(",", ":"))) < 32 * 1024
+
+    response = api.post(CALLS, {"workflow_slug": "daily-call", "user_data": tiny}, format="json")
+
+    assert response.status_code == 400
+    assert [(e["attr"], e["code"]) for e in response.json()["errors"]] == [
+        ("user_data", "too_large")
+    ]
+    assert Call.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_a_calls_float_metadata_comes_back_as_a_number_it_can_send_again(
+    api: APIClient, workflow: Workflow
+) -> None:
+    body = '{"workflow_slug": "daily-call", "metadata": {"amount": 1e18, "tiny": 1.5e-7}}'
+    created = api.post(CALLS, body, content_type="application/json")
+    answered = api.get(f"{CALLS}/{created.json()['call_id']}")
+
+    again = api.post(
+        CALLS,
+        {"workflow_slug": "daily-call", "metadata": answered.json()["metadata"]},
+        format="json",
+    )
+
+    assert answered.json()["metadata"] == {"amount": 10**18, "tiny": 1.5e-7}
+    assert again.status_code == 201, again.content
+
+
 def test_64_bit_integers_and_long_digit_strings_come_back_exactly(
     api: APIClient, workflow: Workflow
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import jsonschema_rs
@@ -57,15 +58,41 @@ def json_has_nul(value: object) -> bool:
     return False
 
 
+# The integers the parser takes (voicecalls/parsers.py): a float beyond them comes back
+# from PostgreSQL's jsonb as an integer that a request could not send.
+_INT_MIN, _INT_END = -(2**63), 2**64
+
+
+def json_float_growth(value: object) -> int | None:
+    """The bytes PostgreSQL's jsonb adds to a JSON value by printing its floats in full
+    (`1e-300` as `0.000…1`, `1e18` as nineteen digits); None when a float would come
+    back as an integer beyond 64 bits (`1e20`)."""
+    growth, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float):
+            if not _INT_MIN <= node < _INT_END:
+                return None
+            sent = repr(node)
+            if "e" in sent:
+                growth += len(format(Decimal(sent), "f")) - len(sent)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return growth
+
+
 class BoundedJSONObjectField(serializers.JSONField):
-    """A JSON object (not a list or scalar) of at most `max_bytes` once serialized and
-    at most `max_depth` levels deep."""
+    """A JSON object (not a list or scalar) of at most `max_bytes` once serialized (as
+    PostgreSQL stores and answers it) and at most `max_depth` levels deep."""
 
     default_error_messages = {
         "not_an_object": "Must be a JSON object.",
         "too_large": "Must be at most {max_bytes} bytes as JSON.",
         "too_deep": "Must be nested at most {max_depth} levels deep.",
         "null_characters_not_allowed": "Null characters are not allowed.",
+        "number_too_large": "Numbers must fit in 64 bits.",
     }
 
     def __init__(self, *, max_bytes: int, max_depth: int = 8, **kwargs: object) -> None:
@@ -82,7 +109,10 @@ class BoundedJSONObjectField(serializers.JSONField):
             self.fail("too_deep", max_depth=self.max_depth)
         value = super().to_internal_value(data)
         # Strict JSON (no NaN or Infinity) was checked by JSONField.
-        if json_size(value) > self.max_bytes:
+        growth = json_float_growth(value)
+        if growth is None:
+            self.fail("number_too_large")
+        if json_size(value) + growth > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")

@@ -4,6 +4,7 @@ bounds take, so a value that could not be sent never costs the event (or its bat
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 import math
 import re
@@ -16,6 +17,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_ARGUMENTS_BYTES = 16 * 1024
 MAX_ARGUMENTS_DEPTH = 8
 MAX_RAW_ARGUMENTS_CHARS = 2000
+# The integers the API's JSON takes: 64 bits, signed or not.
+_INT_MIN, _INT_END = -(2**63), 2**64
 
 
 def iso_timestamp(epoch: float | None = None) -> str:
@@ -44,7 +47,13 @@ def json_safe(value: object) -> object:
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
+        # The API takes 64-bit numbers only (its database answers 1e20 as an integer);
+        # a 400 for one would cost its event, and a parse error the whole batch.
+        return value if _INT_MIN <= value < _INT_END else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT_MIN <= value < _INT_END else str(value)
     if isinstance(value, dict):
         return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -84,5 +93,18 @@ def _depth(value: object) -> int:
 
 
 def _size(value: object) -> int:
+    """Bytes as the API counts them: the JSON sent, its floats as PostgreSQL prints
+    them, in full (1e-300 as 0.000…1)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text.encode("utf-8", "surrogatepass")) + _float_growth(value)
+
+
+def _float_growth(value: object) -> int:
+    growth, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and "e" in repr(node):
+            growth += len(format(decimal.Decimal(repr(node)), "f")) - len(repr(node))
+        elif isinstance(node, dict | list):
+            stack.extend(node.values() if isinstance(node, dict) else node)
+    return growth

@@ -228,6 +228,12 @@ async def test_a_provider_error_quoting_the_calls_key_reaches_the_transcript_wit
         # Under 16 KiB as parsed (NaN: 3 bytes), over it as sent (null: 4).
         ("[" + ",".join(["NaN"] * 4000) + "]", {"_raw": ..., "_truncated": True}),
         ('{"meal": "soup"}', {"meal": "soup"}),
+        # Beyond 64 bits: the API refused the whole batch (an integer) or the line (a
+        # float its database would answer as an integer); sent as text instead.
+        ('{"id": 123456789012345678901234567890}', {"id": "123456789012345678901234567890"}),
+        ('{"amount": 1e20, "n": 1e18}', {"amount": "1e+20", "n": 1e18}),
+        # 16 KiB as sent, far more as the database prints it (0.000…1).
+        ("[" + ",".join(["1e-300"] * 2000) + "]", {"_raw": ..., "_truncated": True}),
     ],
 )
 async def test_a_tool_line_reaches_the_transcript_whatever_arguments_the_model_wrote(

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import F
 
 from accounts.models import RateLimitState
 from voicecalls.db import bound_cursor
@@ -63,3 +64,13 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
     tat_us = RateLimitState.objects.values_list("tat_us", flat=True).get(key=key)
     wait_us = tat_us + interval_us - now_us - interval_us * limit
     return RateDecision(allowed=False, retry_after=max(1, math.ceil(wait_us / _MICROSECONDS)))
+
+
+def rate_refund(*, key: str, limit: int, window: float) -> None:
+    """Give back a request `rate_hit` let through for `key` (it made nothing: a replay
+    of a create done before). Moving the arrival time back by one interval undoes the
+    hit; one left behind the clock counts as now at the next hit."""
+    if limit <= 0:
+        return
+    interval_us = -(-int(window * _MICROSECONDS) // limit)
+    RateLimitState.objects.filter(key=key).update(tat_us=F("tat_us") - interval_us)

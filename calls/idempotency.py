@@ -92,8 +92,10 @@ def idempotent_call(
     key: str,
     body: object,
     run: Callable[[], tuple[int, dict]],
+    on_replay: Callable[[], None] | None = None,
 ) -> tuple[int, dict]:
-    """Run `run` once per (organization, key, body); replays get the stored answer."""
+    """Run `run` once per (organization, key, body); replays get the stored answer
+    (`on_replay` called first)."""
     request_hash = _fingerprint(body)
     claimed_at = timezone.now()
     existing = _claim(organization=organization, key=key, request_hash=request_hash, now=claimed_at)
@@ -108,6 +110,8 @@ def idempotent_call(
                 "A request with this Idempotency-Key is still in progress.",
                 code="idempotency_key_in_progress",
             )
+        if on_replay is not None:
+            on_replay()
         return existing.response_status, existing.response_body
     # Our record only: a request slower than IDEMPOTENCY_LOCK_SECONDS has had its
     # record taken over by a retry, whose own answer this one must not replace.

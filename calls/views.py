@@ -44,6 +44,7 @@ from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
+from voicecalls.throttling import create_uncount
 from workflows.selectors import workflow_call_target
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -161,7 +162,11 @@ class CallViewSet(viewsets.GenericViewSet):
             code, body = create()
         else:
             code, body = idempotent_call(
-                organization=organization, key=key, body=request.data, run=create
+                organization=organization,
+                key=key,
+                body=request.data,
+                run=create,
+                on_replay=functools.partial(create_uncount, request),
             )
         return Response(body, status=code)
 

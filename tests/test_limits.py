@@ -205,6 +205,22 @@ def test_a_retry_of_a_create_that_was_done_gets_its_answer_even_over_the_rate(
     assert Call.objects.count() == 2
 
 
+def test_a_retry_of_a_create_that_was_done_under_the_rate_uses_up_no_create(
+    api, workflow, two_per_minute
+):
+    """Counted while under the rate, one retry took the slot of the next real call."""
+    body = {"workflow_slug": "daily-call"}
+    first = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    retries = [api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1") for _ in range(3)]
+
+    second = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    third = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-3")
+
+    assert [(r.status_code, r.json()) for r in retries] == [(201, first.json())] * 3
+    assert (second.status_code, third.status_code) == (201, 429)
+    assert Call.objects.count() == 2
+
+
 def test_a_calls_key_lifts_the_rate_off_nothing_else(api, workflow, two_per_minute):
     """Only POST /calls replays: a workflow create, or a call with another body,
     carrying a stored call's key would create something."""

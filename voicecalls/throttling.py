@@ -3,8 +3,9 @@
 Each organization's rate is one row moved by one statement (accounts/rates.py), so
 any number of gunicorn workers and hosts count together at a constant cost. Only
 requests that create something are counted: a client polling a call's status is
-never throttled, nor one retrying a create that was done (same Idempotency-Key), while
-a runaway loop creating calls is.
+never throttled, nor one retrying a create that was done (same Idempotency-Key: let
+through when over the rate, its slot given back when under it), while a runaway loop
+creating calls is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-from accounts.rates import rate_hit
+from accounts.rates import rate_hit, rate_refund
 from voicecalls.auth import Principal
 
 # Viewset actions and plain-view methods that create a resource.
@@ -63,7 +64,14 @@ class OrganizationCreateThrottle(SimpleRateThrottle):
             return True
         decision = rate_hit(key=key, limit=self.num_requests, window=self.duration)
         self.retry_after = decision.retry_after
-        return decision.allowed or _is_replay(request, view)
+        if decision.allowed:
+            request.create_counted = {
+                "key": key,
+                "limit": self.num_requests,
+                "window": self.duration,
+            }
+            return True
+        return _is_replay(request, view)
 
     def wait(self) -> float:
         return self.retry_after
@@ -84,3 +92,10 @@ class OrganizationCreateThrottle(SimpleRateThrottle):
         if not is_create_operation(method=request.method, action=action, path=path):
             return None
         return f"throttle:create:{organization.pk}"
+
+
+def create_uncount(request: Request) -> None:
+    """Give back the create a request was counted for: it replayed one done before."""
+    counted = getattr(request, "create_counted", None)
+    if counted is not None:
+        rate_refund(**counted)

@@ -42,6 +42,10 @@ def transcript_text(rows: Iterable[tuple]) -> str:
 _DEFINITIONS = ("$defs", "definitions")
 # Keywords whose values are data, not subschemas: a `$ref` key there is no reference.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+# Keywords whose values map names (a property's, a definition's) to subschemas.
+_NAMED_SUBSCHEMAS = frozenset(
+    {"properties", "patternProperties", "dependentSchemas", *_DEFINITIONS}
+)
 _NESTED_AT = "#/properties/structured_data"
 
 
@@ -68,18 +72,23 @@ def answer_schema(analysis: dict) -> dict:
     }
 
 
-def _refs_moved(node: object) -> object:
+def _refs_moved(node: object, *, names: bool = False) -> object:
+    """`node` with its references moved; `names`: it maps names to subschemas (the
+    value of `properties` and the like), so its keys are names, never keywords: a
+    property called `default` holds a subschema, not data."""
     if isinstance(node, list):
         return [_refs_moved(item) for item in node]
     if not isinstance(node, dict):
         return node
+    if names:
+        return {name: _refs_moved(subschema) for name, subschema in node.items()}
     moved = {}
     for key, value in node.items():
         if key == "$ref" and isinstance(value, str) and value.startswith("#"):
             if not value.startswith(tuple(f"#/{name}/" for name in _DEFINITIONS)):
                 value = _NESTED_AT + value[1:]
         elif key not in _DATA_KEYWORDS:
-            value = _refs_moved(value)
+            value = _refs_moved(value, names=key in _NAMED_SUBSCHEMAS)
         moved[key] = value
     return moved
 

@@ -191,7 +191,8 @@ def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvab
     organization: Organization, fake_llm: FakeLLM
 ) -> None:
     """Pydantic-made schemas reference `#/$defs/...`: nested under `structured_data` of
-    another root, the references pointed at nothing and a real provider refused it."""
+    another root, the references pointed at nothing and a real provider refused it. So
+    did one in a property named like a keyword whose value is data (`default`)."""
     from voicecalls.fields import schema_validator
 
     schema = {
@@ -200,6 +201,7 @@ def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvab
         "properties": {
             "meal_type": {"$ref": "#/$defs/meal"},
             "again": {"$ref": "#/properties/meal_type"},
+            "default": {"$ref": "#/properties/meal_type"},
         },
         "required": ["meal_type"],
     }
@@ -226,6 +228,8 @@ def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvab
     validator.validate(VALID)
     wrong = {**VALID, "structured_data": {"meal_type": "brunch", "again": "lunch"}}
     assert [e.message for e in validator.iter_errors(wrong)] != []
+    wrong_default = {**VALID, "structured_data": {"meal_type": "lunch", "default": "brunch"}}
+    assert [e.message for e in validator.iter_errors(wrong_default)] != []
 
 
 def test_a_schema_violating_answer_twice_fails_with_the_reason(

@@ -47,6 +47,14 @@ def call_join(*, call: Call, token: str) -> dict:
     }
 
 
+def call_join_as_first_sent(stored: Mapping) -> dict:
+    """A `CallJoin` kept for idempotent replays, its keys in `call_join`'s order again:
+    PostgreSQL's jsonb keeps them in its own, and a replay is the first answer, byte
+    for byte."""
+    order = ("call_id", "room_name", "livekit_url", "token", "status", "channel")
+    return {**{key: stored[key] for key in order if key in stored}, **stored}
+
+
 def call_summary(row: Mapping, tz: datetime.tzinfo) -> dict:
     """`CallSummary`: a call as lists show it, from a `LIST_FIELDS` row."""
     status = row["status"]

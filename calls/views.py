@@ -168,6 +168,7 @@ class CallViewSet(viewsets.GenericViewSet):
                 run=create,
                 on_replay=functools.partial(create_uncount, request),
             )
+            body = representations.call_join_as_first_sent(body)
         return Response(body, status=code)
 
     def list(self, request: Request) -> Response:

@@ -220,3 +220,14 @@ def test_a_request_slower_than_the_lock_never_replaces_the_answer_of_the_retry_t
 
     assert answers["first"] == (201, {"call_id": "first"})
     assert retry == replay == (201, {"call_id": "retry"})
+
+
+@pytest.mark.postgres
+def test_a_replay_is_the_first_answer_byte_for_byte(api: APIClient, workflow) -> None:
+    """PostgreSQL's jsonb keeps the stored answer's keys in its own order: the replay
+    began with "token", the first answer with "call_id"."""
+    first = post(api, BODY, "order-42")
+    replay = post(api, BODY, "order-42")
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.content == first.content

@@ -40,6 +40,8 @@ from workflows.settings import default_voicemail
 from workflows.tools import WorkflowToolSerializer
 
 COMPONENTS = ("stt", "llm", "tts")
+# What the agent may send as the caller id; only CALLER_MAX of it is kept.
+CALLER_ID_SENT_MAX = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -259,9 +261,10 @@ class InboundSessionRequestSerializer(JSONTypedSerializer):
         max_length=16, help_text="The number called: `sip.trunkPhoneNumber`."
     )
     caller = serializers.CharField(
-        max_length=CALLER_MAX,
+        max_length=CALLER_ID_SENT_MAX,
         allow_blank=True,
-        help_text="The caller's number: `sip.phoneNumber`.",
+        help_text=f"The caller's number: `sip.phoneNumber` (over {CALLER_MAX} characters, "
+        "the call is answered as from an unknown caller).",
     )
     sip_trunk_id = serializers.CharField(
         max_length=100, required=False, default="", allow_blank=True, help_text="`sip.trunkID`."

@@ -7,6 +7,7 @@ the room name is unique, and the second to insert finds the first's call (DESIGN
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -33,11 +34,12 @@ ROOM_NAME_MAX = Call._meta.get_field("room_name").max_length
 # in any case, so a caller is never left in silence when no agent came.
 BUSY_ANSWER_SECONDS = 60
 FROM_NUMBER_MAX = Call._meta.get_field("from_number").max_length
-CALLER_MAX = 64  # a caller id (`sip.phoneNumber`), kept as the call's user_id
+# A caller id (`sip.phoneNumber`) is kept as the call's user_id; a longer one is no
+# number anyone could call back, and the call is answered as from an unknown caller.
+CALLER_MAX = 64
 _CALLER_MAX_LENGTHS = {
     "room_name": ROOM_NAME_MAX,
     "participant_identity": Call._meta.get_field("participant_identity").max_length,
-    "caller": CALLER_MAX,
 }
 
 
@@ -115,6 +117,9 @@ def inbound_call_get_or_create(
     if too_long := caller.too_long():
         logger.warning("inbound call whose %s is beyond its columns' length: ignored", too_long)
         return None
+    if len(caller.caller) > CALLER_MAX:
+        logger.warning("inbound caller id of %d characters: taken as none", len(caller.caller))
+        caller = dataclasses.replace(caller, caller="")
     # The call may be ended and erased, its room renamed: a late webhook or agent
     # request then finds it under the erased name and opens nothing new.
     names = [caller.room_name, *room_names_erased(caller.room_name)]

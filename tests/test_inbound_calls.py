@@ -487,19 +487,7 @@ def test_an_erasure_removes_the_callers_number_from_the_webhook_ledger_too(
     assert ledger == [{"room_name": "", "participant_identity": ""}] * 2
 
 
-@pytest.mark.parametrize(
-    ("identity", "caller", "too_long"),
-    [
-        ("sip_" + "9" * 300, CALLER, "participant_identity"),
-        (f"sip_{CALLER}", "+1" + "2" * 300, "caller"),
-    ],
-)
-def test_a_callers_participant_the_call_cannot_store_is_ignored_not_a_500(
-    number, sip_fake, delivered, caplog, identity, caller, too_long
-):
-    """An identity or caller id beyond its column was a DataError on PostgreSQL: the
-    webhook answered 500 (and LiveKit retried it). The agent's session request refuses
-    the same lengths."""
+def long_caller_joins(sip_fake, *, identity: str, caller: str) -> None:
     from livekit import api as livekit_api
 
     sip_fake.webhooks_send(
@@ -516,6 +504,37 @@ def test_a_callers_participant_the_call_cannot_store_is_ignored_not_a_500(
         ),
     )
 
+
+def test_a_callers_participant_the_call_cannot_store_is_ignored_not_a_500(
+    number, sip_fake, delivered, caplog
+):
+    """An identity beyond its column was a DataError on PostgreSQL: the webhook
+    answered 500 (and LiveKit retried it). The agent's session request refuses it too."""
+    long_caller_joins(sip_fake, identity="sip_" + "9" * 300, caller=CALLER)
+
     assert sip_fake.webhook_answers == [200]
     assert not Call.objects.exists()
-    assert f"inbound call whose {too_long} is beyond" in caplog.text
+    assert "inbound call whose participant_identity is beyond" in caplog.text
+
+
+def test_a_caller_id_too_long_to_keep_is_answered_as_an_unknown_caller(
+    number, sip_fake, delivered, caplog
+):
+    """It was ignored, and nobody answered the caller."""
+    long_caller_joins(sip_fake, identity=f"sip_{CALLER}", caller="+1" + "2" * 300)
+
+    assert sip_fake.webhook_answers == [200]
+    call = Call.objects.get()
+    assert (call.status, call.user_id, call.from_number) == ("active", None, None)
+    assert call.user_data == {"caller": "", "called": INBOUND_NUMBER}
+    assert "inbound caller id of 302 characters: taken as none" in caplog.text
+
+
+def test_the_agent_asking_for_a_caller_whose_id_is_too_long_to_keep_gets_its_session(
+    number, agent_api
+):
+    response = agent_asks(agent_api, "inbound-_long", caller="+1" + "2" * 300)
+
+    assert response.status_code == 200, response.content
+    call = Call.objects.get(pk=response.json()["call_id"])
+    assert (call.status, call.user_id) == ("active", None)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -22,6 +24,14 @@ admin.site.unregister(UnusedLibraryAPIKey)
 
 
 class OrganizationForm(ModelForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each field posts the value the page was read with, so a field counts as changed
+        # only if staff changed it: compared with the row as it is at the save, a
+        # setting the customer PATCHed meanwhile was "changed" back to the page's value.
+        for field in self.fields.values():
+            field.show_hidden_initial = True
+
     def clean_default_caller_number(self) -> str | None:
         """One of the organization's outbound numbers, as the API checks it: else every
         phone call without a `from_number` is refused."""
@@ -41,6 +51,16 @@ class OrganizationAdmin(LiveKitDeletes, admin.ModelAdmin):
     list_display = ["slug", "name", "concurrency_limit", "open_calls", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "open_calls", "created_at"]
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
+        """An organization with calls cannot be deleted (calls are evidence): said at
+        once, without Django's listing of every related row, a customer's millions of
+        calls read into memory to answer the same."""
+        with_calls = Organization.objects.filter(pk__in=[o.pk for o in objs], calls__isnull=False)
+        if with_calls.exists():
+            names = ", ".join(sorted({o.slug for o in with_calls.distinct()[:10]}))
+            return [], {}, set(), [f"Organizations with calls (calls are kept): {names}"]
+        return super().get_deleted_objects(objs, request)
 
     def delete_model(self, request: HttpRequest, obj: Organization) -> None:
         # Its numbers' dispatch rules and its trunks (carrier credentials) are in

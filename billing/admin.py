@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from rest_framework.exceptions import ValidationError as APIValidationError
 
 from billing.api import PriceOverrideSerializer
 from billing.models import PriceOverride
+from billing.services import price_override_room_check
 
 
 class PriceOverrideForm(forms.ModelForm):
@@ -30,6 +32,14 @@ class PriceOverrideForm(forms.ModelForm):
             for name, errors in checked.errors.items():
                 if name in self.fields and name not in self.errors:
                     self.add_error(name, [str(error) for error in errors])
+        organization = data.get("organization")
+        if organization is not None:
+            # The API's cap too (checked inside the admin's save transaction).
+            same_line = PriceOverride.objects.filter(organization=organization, pk=self.instance.pk)
+            try:
+                price_override_room_check(organization=organization, replacing=same_line)
+            except APIValidationError as exc:
+                self.add_error("organization", [str(error) for error in exc.detail])
         return data
 
 

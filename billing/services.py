@@ -10,6 +10,7 @@ from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -192,13 +193,28 @@ def price_override_set(
     """The organization's price for one line, replacing its previous one; True if new.
     Applies to calls that end from now on. Every call's cost reads all of them, so an
     organization has at most MAX_PRICE_OVERRIDES_PER_ORGANIZATION."""
-    # The organization's row, locked: concurrent adds cannot pass the cap together.
-    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     line = PriceOverride.objects.filter(
         organization=organization, component=component, provider=provider, model=model
     )
+    price_override_room_check(organization=organization, replacing=line)
+    return PriceOverride.objects.update_or_create(
+        organization=organization,
+        component=component,
+        provider=provider,
+        model=model,
+        defaults={"unit_price_usd": unit_price_usd},
+    )
+
+
+def price_override_room_check(
+    *, organization: Organization, replacing: QuerySet[PriceOverride]
+) -> None:
+    """ValidationError (`limit_reached`) unless the organization has room for one more
+    override, or one in `replacing` is being replaced. Locks the organization's row
+    until the transaction ends: concurrent adds cannot pass the cap together."""
+    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     if (
-        not line.exists()
+        not replacing.exists()
         and PriceOverride.objects.filter(organization=organization).count()
         >= MAX_PRICE_OVERRIDES_PER_ORGANIZATION
     ):
@@ -207,13 +223,6 @@ def price_override_set(
             "overrides; replace or delete one.",
             code="limit_reached",
         )
-    return PriceOverride.objects.update_or_create(
-        organization=organization,
-        component=component,
-        provider=provider,
-        model=model,
-        defaults={"unit_price_usd": unit_price_usd},
-    )
 
 
 def price_override_delete(*, override: PriceOverride) -> None:

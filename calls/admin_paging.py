@@ -1,6 +1,7 @@
 """The admin call list at a million calls: its paginator neither counts every call nor
-sends someone who asked for a deep page back to page 1, and its date hierarchy probes
-the index instead of grouping every call."""
+sends someone who asked for a deep page back to page 1 (the lists that grow with calls,
+recordings and webhook deliveries and events, page the same way), and its date
+hierarchy probes the index instead of grouping every call."""
 
 from __future__ import annotations
 

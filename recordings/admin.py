@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from calls.admin_paging import CappedCountPaginator
 from calls.models import Call
 from recordings.models import Recording, RecordingStatus, RecordingStorage
 from recordings.selectors import call_recording, recording_link
@@ -46,6 +47,9 @@ class RecordingAdmin(admin.ModelAdmin):
     list_filter = ["status", "storage"]
     list_select_related = ["call"]
     search_fields = ["=egress_id"]
+    # One per recorded call: counted no further than the call list is.
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     fields = [
         "call",
         "status",

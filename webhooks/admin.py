@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from calls.admin_paging import CappedCountPaginator
 from voicecalls.admin_forms import ReadAtForm
 from webhooks import services
 from webhooks.delivery import EventErased, webhook_delivery_replay
@@ -125,7 +126,10 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("status", "event__type", "endpoint__organization")
     list_select_related = ("event", "endpoint")
     search_fields = ("event__id", "event__call__id", "endpoint__url")
-    date_hierarchy = "created_at"
+    # Several per call and endpoint: counted no further than the call list is (and no
+    # date hierarchy, which groups every row).
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     fields = (
         "event_link",
         "event_type",
@@ -198,6 +202,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_filter = ("type", "organization")
     list_select_related = ("organization",)
     search_fields = ("id", "call__id")
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     fields = ("id", "type", "organization", "call", "occurred_at", "created_at", "body")
     readonly_fields = fields
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import F
@@ -40,6 +40,8 @@ _MICROSECONDS = 1_000_000
 class RateDecision:
     allowed: bool
     retry_after: int  # whole seconds until a request would be let through; 0 if allowed
+    # Let through: the key's arrival time it left (µs), for `rate_refund`.
+    tat_us: int | None = field(default=None, compare=False)
 
 
 def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -> RateDecision:
@@ -59,18 +61,25 @@ def rate_hit(*, key: str, limit: int, window: float, now: float | None = None) -
     # Bound on the server: the same text every request, so PostgreSQL keeps it prepared.
     with bound_cursor() as cursor:
         cursor.execute(RATE_HIT_SQL.format(greatest=greatest), params)
-        if cursor.fetchone() is not None:
-            return RateDecision(allowed=True, retry_after=0)
+        row = cursor.fetchone()
+        if row is not None:
+            return RateDecision(allowed=True, retry_after=0, tat_us=row[0])
     tat_us = RateLimitState.objects.values_list("tat_us", flat=True).get(key=key)
     wait_us = tat_us + interval_us - now_us - interval_us * limit
     return RateDecision(allowed=False, retry_after=max(1, math.ceil(wait_us / _MICROSECONDS)))
 
 
-def rate_refund(*, key: str, limit: int, window: float) -> None:
-    """Give back a request `rate_hit` let through for `key` (it made nothing: a replay
-    of a create done before). Moving the arrival time back by one interval undoes the
-    hit; one left behind the clock counts as now at the next hit."""
+def rate_refund(
+    *, key: str, limit: int, window: float, hit_tat_us: int, now: float | None = None
+) -> None:
+    """Give back what a request `rate_hit` let through (leaving `hit_tat_us`) still holds
+    of the rate: it made nothing (a replay of a create done before). That is its
+    interval, less what has elapsed of it since: a slot already run out holds nothing,
+    and taking an interval back then would free another request's."""
+    now_us = int((time.time() if now is None else now) * _MICROSECONDS)
     if limit <= 0:
         return
     interval_us = -(-int(window * _MICROSECONDS) // limit)
-    RateLimitState.objects.filter(key=key).update(tat_us=F("tat_us") - interval_us)
+    held_us = min(interval_us, hit_tat_us - now_us)
+    if held_us > 0:
+        RateLimitState.objects.filter(key=key).update(tat_us=F("tat_us") - held_us)

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-import jsonschema_rs
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
 from agent.providers import ComponentCache
@@ -23,6 +22,7 @@ from agent.telephony import PhoneLine, transfer_tool
 
 # The web service's SSRF rule, shared (standard library only, no Django).
 from voicecalls.addresses import address_is_public
+from voicecalls.json_schemas import checking_validator
 
 logger = logging.getLogger("voicecalls.agent.workflow")
 
@@ -99,18 +99,14 @@ def tool_parameters(spec: dict) -> dict:
     return parameters
 
 
-def _no_retrieval(uri: str) -> object:
-    raise ValueError(f"{uri} is not fetched")
-
-
 def validation_error(schema: dict, arguments: object) -> str | None:
     """A short message for the LLM when `arguments` do not match `schema`, else None.
-    Checked by jsonschema-rs: the arguments are the LLM's, the schema the customer's,
-    and Python's `re` backtracks for hours on a `"pattern": "^(a+)+$"` (the worker's
-    loop, and every call on it, would stall). A schema it cannot take (one saved
-    before the API checked this) checks nothing: the tool's endpoint still does."""
+    The arguments are the LLM's, the schema the customer's (`checking_validator`: a
+    regex must not stall the worker's loop, and every call on it). A schema it cannot
+    take (one saved before the API checked this) checks nothing: the tool's endpoint
+    still does."""
     try:
-        validator = jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
+        validator = checking_validator(schema)
     except ValueError:
         logger.warning("a tool's parameters schema cannot be checked; arguments pass as sent")
         return None

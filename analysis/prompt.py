@@ -8,7 +8,8 @@ import json
 import math
 from collections.abc import Iterable
 
-from voicecalls.fields import first_schema_error, json_has_nul
+from voicecalls.fields import json_has_nul
+from voicecalls.json_schemas import first_schema_error
 from workflows.prompts import render, template_context
 
 # A transcript longer than this is cut (the start is kept, with a note): the request
@@ -44,7 +45,7 @@ _DEFINITIONS = ("$defs", "definitions")
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 # Keywords whose values map names (a property's, a definition's) to subschemas.
 _NAMED_SUBSCHEMAS = frozenset(
-    {"properties", "patternProperties", "dependentSchemas", *_DEFINITIONS}
+    {"properties", "patternProperties", "dependentSchemas", "dependencies", *_DEFINITIONS}
 )
 _NESTED_AT = "#/properties/structured_data"
 
@@ -60,7 +61,9 @@ def answer_schema(analysis: dict) -> dict:
     if custom:
         nested = {key: value for key, value in custom.items() if key not in _DEFINITIONS}
         properties["structured_data"] = _refs_moved(nested)
-        definitions = {key: _refs_moved(custom[key]) for key in _DEFINITIONS if key in custom}
+        definitions = {
+            key: _refs_moved(custom[key], names=True) for key in _DEFINITIONS if key in custom
+        }
     if analysis.get("success_criteria"):
         properties["success"] = {"type": "boolean"}
     return {

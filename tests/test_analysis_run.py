@@ -462,3 +462,24 @@ def test_a_rerun_reaches_an_endpoint_that_was_disabled_when_the_call_ended(
 
         types = [r.verify(secret)["type"] for r in receiver.received[1:]]
     assert "call.analyzed" in types
+
+
+def test_a_definition_named_like_a_data_keyword_keeps_its_references_resolvable() -> None:
+    """A top-level definition called `default` was read as data: its reference to the
+    customer's root pointed at the root of what the provider is sent."""
+    from analysis.prompt import answer_schema
+    from voicecalls.fields import schema_validator
+
+    schema = {
+        "$defs": {"default": {"$ref": "#/properties/meal_type"}},
+        "type": "object",
+        "properties": {
+            "meal_type": {"type": "string", "enum": ["breakfast", "lunch", "dinner"]},
+            "usual": {"$ref": "#/$defs/default"},
+        },
+    }
+    sent = answer_schema({"summary_prompt": "s", "structured_data_schema": schema})
+
+    assert sent["$defs"]["default"] == {"$ref": "#/properties/structured_data/properties/meal_type"}
+    wrong = {"summary": "s", "structured_data": {"meal_type": "lunch", "usual": "brunch"}}
+    assert [e.message for e in schema_validator(sent).iter_errors(wrong)] != []

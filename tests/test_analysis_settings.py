@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -85,6 +86,16 @@ def test_patching_the_analysis_adds_a_version_and_null_removes_it(api: APIClient
             "analysis.structured_data_schema",
             "invalid_schema",
         ),
+        (
+            {
+                "structured_data_schema": {
+                    "$schema": "http://json-schema.org/draft-03/schema#",
+                    "type": "object",
+                }
+            },
+            "analysis.structured_data_schema",
+            "invalid_schema",
+        ),
         ({"provider": "anthropic", "model": "claude"}, "analysis.provider", None),
         ({"provider": "nope", "model": "x"}, "analysis.provider", "unsupported_provider"),
         ({"provider": "openai"}, "analysis.model", "required"),
@@ -162,4 +173,46 @@ def test_a_schema_pattern_that_backtracks_forever_in_python_checks_an_answer_at_
         None,
         "The answer does not match the schema at /structured_data/code: "
         '"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!" does not match "^(a+)+$"',
+    )
+
+
+# What zod-to-json-schema and Pydantic v1 emit: a draft-07 `$schema`, and `format`.
+DRAFT7_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email"},
+        "callback_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["email"],
+}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        DRAFT7_SCHEMA,
+        {**DRAFT7_SCHEMA, "$schema": "https://example.com/schemas/lead"},  # read as 2020-12
+    ],
+)
+def test_an_answer_is_checked_as_the_schema_always_was_read(api: APIClient, schema: dict) -> None:
+    """`format` is an annotation (jsonschema-rs asserted it under drafts 4 to 7), and a
+    `$schema` no validator knows is draft 2020-12 (it refused to compile it)."""
+    from analysis.prompt import answer_problem
+
+    assert (
+        api.post(
+            "/api/v1/workflows", with_analysis({"structured_data_schema": schema}), format="json"
+        ).status_code
+        == 201
+    )
+    analysis = {"summary_prompt": "s", "structured_data_schema": schema}
+    spoken = {"email": "ada at example dot com", "callback_at": "2026-12-07 10:00"}
+
+    passes = answer_problem(json.dumps({"summary": "s", "structured_data": spoken}), analysis)
+    fails = answer_problem(json.dumps({"summary": "s", "structured_data": {}}), analysis)
+
+    assert passes == ({"summary": "s", "structured_data": spoken}, None)
+    assert fails[1] == (
+        'The answer does not match the schema at /structured_data: "email" is a required property'
     )

@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from accounts.models import RateLimitState
-from accounts.rates import RateDecision, rate_hit
+from accounts.rates import RateDecision, rate_hit, rate_refund
 
 ALLOWED = RateDecision(allowed=True, retry_after=0)
 
@@ -157,3 +157,29 @@ def test_the_migration_carries_each_rates_state_over_in_microseconds_and_back() 
 
     assert carried == [("k", 1_751_234_567_250_000)]
     assert left == 0
+
+
+def _burst(key: str, *, now: float) -> int:
+    allowed = 0
+    while rate_hit(key=key, limit=10, window=10, now=now).allowed:
+        allowed += 1
+    return allowed
+
+
+def test_a_refund_gives_back_what_the_request_still_holds_of_the_rate(db):
+    hit = rate_hit(key="k", limit=10, window=10, now=1000.0)
+
+    rate_refund(key="k", limit=10, window=10, hit_tat_us=hit.tat_us, now=1000.0)
+
+    assert _burst("k", now=1000.0) == 10
+
+
+def test_a_refund_after_the_requests_slot_ran_out_frees_no_other_requests_slot(db):
+    """A whole interval given back once the slot had run out took the slot of a create
+    counted since: eleven went through at once, the limit ten."""
+    replay = rate_hit(key="k", limit=10, window=10, now=1000.0)
+    assert rate_hit(key="k", limit=10, window=10, now=1005.0).allowed  # a real create
+
+    rate_refund(key="k", limit=10, window=10, hit_tat_us=replay.tat_us, now=1005.0)
+
+    assert _burst("k", now=1005.0) == 9

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-import jsonschema_rs
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
+
+from voicecalls.json_schemas import checking_validator
 
 
 def json_depth(value: object) -> int:
@@ -125,26 +126,6 @@ def schema_validator(schema: dict) -> Any:
         schema, default=jsonschema_validators.Draft202012Validator
     )
     return cls(schema)
-
-
-def _no_retrieval(uri: str) -> object:
-    raise ValueError(f"{uri} is not fetched: references must stay inside the schema")
-
-
-def checking_validator(schema: dict) -> Any:
-    """A jsonschema-rs validator for `schema`, for checking values someone else chose
-    (an LLM's answer) against a schema a customer wrote: its regexes give up rather
-    than backtrack for hours, as Python's `re` does on `"pattern": "^(a+)+$"` and
-    forty a's and a "!". It never fetches a remote `$ref`. ValueError when it cannot
-    take the schema (a regex only Python reads, a remote reference)."""
-    return jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
-
-
-def first_schema_error(schema: dict, value: object) -> tuple[str, list] | None:
-    """The first way `value` breaks `schema` (`checking_validator`): its message, and the
-    path to the part of `value` at fault. None when it matches."""
-    error = next(iter(checking_validator(schema).iter_errors(value)), None)
-    return None if error is None else (error.message, list(error.instance_path))
 
 
 class JSONSchemaDocumentField(serializers.JSONField):

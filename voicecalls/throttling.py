@@ -69,6 +69,7 @@ class OrganizationCreateThrottle(SimpleRateThrottle):
                 "key": key,
                 "limit": self.num_requests,
                 "window": self.duration,
+                "hit_tat_us": decision.tat_us,
             }
             return True
         return _is_replay(request, view)

@@ -72,8 +72,9 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     if not source:
         return ""
     try:
+        template = _compiled(source)  # (compiling, once per process, is not rendering)
         with render_budget():
-            return _rendered(_compiled(source), context)
+            return _rendered(template, context)
     except Exception as exc:
         # Whatever a template does (sandbox violation, bad operand, exhausted budget), the
         # call must still start: the prompt renders empty. The message may quote user

@@ -24,9 +24,9 @@ from jinja2.visitor import NodeTransformer
 _MAX_VALUE_LEN = 100_000
 _MAX_POWER_BITS = 4096
 _MAX_WORK = 20_000
-# What no bound above foresaw (comparisons and `in` over long values cost no work)
-# still ends: a session renders up to about forty prompts, well within a worker's
-# timeout. Real prompts render in milliseconds.
+# What no bound above foresaw still ends: a session renders up to about forty prompts,
+# well within a worker's timeout. Real prompts render in milliseconds; compiling (once
+# per process) is not counted.
 MAX_RENDER_SECONDS = 0.5
 # Filters whose arguments can build huge values or loop a given number of times.
 _REMOVED_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "slice", "batch")
@@ -94,9 +94,11 @@ def _loop_budget(iterable: Any) -> Iterator[Any]:
         yield item
 
 
-def _compared(result: Any) -> Any:
-    _spend()
-    return result
+def _compared(operand: Any) -> Any:
+    """An operand of a comparison, which costs a unit plus its size (and a look at the
+    clock) before the comparison walks it."""
+    _spend(1 + _work_of(operand))
+    return operand
 
 
 def _shown(value: Any) -> Any:
@@ -143,10 +145,16 @@ class _Bounded(NodeTransformer):
         return node
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
-        # `in` and `==` over long values cost no work otherwise: each spends a unit (and
-        # looks at the clock) once done.
+        # `in` and `==` walk their operands: each costs by their size, as a filter does.
         self.generic_visit(node)
-        return nodes.Filter(node, "_compared", [], [], None, None, lineno=node.lineno)
+        node.expr = self._sized(node.expr)
+        for operand in node.ops:
+            operand.expr = self._sized(operand.expr)
+        return node
+
+    @staticmethod
+    def _sized(expr: nodes.Expr) -> nodes.Expr:
+        return nodes.Filter(expr, "_compared", [], [], None, None, lineno=expr.lineno)
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)

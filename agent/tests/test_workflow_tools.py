@@ -67,6 +67,22 @@ def test_a_pattern_that_backtracks_forever_in_python_is_checked_at_once():
     assert time.monotonic() - started < 5
 
 
+def test_formats_are_annotations_and_an_unknown_meta_schema_is_draft_2020_12():
+    """As jsonschema read them before: zod-to-json-schema's draft-07 output had its
+    `format` asserted, and a `$schema` no validator knows refused to compile."""
+    draft7 = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"email": {"type": "string", "format": "email"}},
+        "required": ["email"],
+    }
+    unknown = {**draft7, "$schema": "https://example.com/schemas/lead"}
+
+    for schema in (draft7, unknown):
+        assert validation_error(schema, {"email": "ada at example dot com"}) is None
+        assert validation_error(schema, {}) == '"email" is a required property'
+
+
 def test_a_remote_reference_is_never_fetched_and_checks_nothing():
     schema = {"type": "object", "properties": {"x": {"$ref": "http://169.254.169.254/x"}}}
 

@@ -1,0 +1,48 @@
+"""Checking values someone else chose (an LLM's answer, its tool arguments) against a
+JSON Schema a customer wrote: the API's analyses (analysis/prompt.py) and the
+voice-agent worker's tool calls (agent/workflow.py).
+
+jsonschema-rs checks them: its regexes give up rather than backtrack for hours, as
+Python's `re` does on `"pattern": "^(a+)+$"` and forty a's and a "!". It reads schemas
+as the `jsonschema` package did before it: by their `$schema` (an unknown one as draft
+2020-12), `format` as an annotation only, and it never fetches a remote `$ref`.
+
+Django-free: the agent worker has its own venv and imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema_rs
+from jsonschema import validators as jsonschema_validators
+
+_RS_VALIDATORS = {
+    jsonschema_validators.Draft4Validator: jsonschema_rs.Draft4Validator,
+    jsonschema_validators.Draft6Validator: jsonschema_rs.Draft6Validator,
+    jsonschema_validators.Draft7Validator: jsonschema_rs.Draft7Validator,
+    jsonschema_validators.Draft201909Validator: jsonschema_rs.Draft201909Validator,
+    jsonschema_validators.Draft202012Validator: jsonschema_rs.Draft202012Validator,
+}
+
+
+def _no_retrieval(uri: str) -> object:
+    raise ValueError(f"{uri} is not fetched: references must stay inside the schema")
+
+
+def checking_validator(schema: dict) -> Any:
+    """A jsonschema-rs validator for `schema`. ValueError when it cannot take it (a
+    regex only Python reads, a remote reference, draft 3)."""
+    draft = jsonschema_validators.validator_for(
+        schema, default=jsonschema_validators.Draft202012Validator
+    )
+    if draft not in _RS_VALIDATORS:
+        raise ValueError(f"{schema.get('$schema')}: this draft of JSON Schema is not supported")
+    return _RS_VALIDATORS[draft](schema, validate_formats=False, retriever=_no_retrieval)
+
+
+def first_schema_error(schema: dict, value: object) -> tuple[str, list] | None:
+    """The first way `value` breaks `schema` (`checking_validator`): its message, and the
+    path to the part of `value` at fault. None when it matches."""
+    error = next(iter(checking_validator(schema).iter_errors(value)), None)
+    return None if error is None else (error.message, list(error.instance_path))

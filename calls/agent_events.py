@@ -7,6 +7,7 @@ import datetime
 import functools
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -104,7 +105,7 @@ def agent_events_record(
         )
     _aggregate(call_id=call_id, new=new)
     if not call_transfer_in_flight(end_reason, hangup_requested_at):
-        # (In flight, the transfer's result decides: `agent_statuses_held_apply`.)
+        # (In flight, the transfer's result decides: `agent_statuses_held`.)
         _apply_statuses(
             call_id=call_id,
             statuses=new.statuses,
@@ -323,10 +324,12 @@ def _history_rebuilt(*, call_id: uuid.UUID, handoffs: list[dict]) -> list[str] |
     return before + [payload["to_agent"] for payload in ordered]
 
 
-def agent_statuses_held_apply(*, call_id: uuid.UUID, since: datetime.datetime) -> None:
-    """Apply the agent's end reports that arrived from `since` on, held meanwhile for a
-    transfer's result (the ledger keeps them): the transfer failed, so the call ends
-    as the agent said, when it said it."""
+def agent_statuses_held(
+    *, call_id: uuid.UUID, since: datetime.datetime
+) -> list[tuple[datetime.datetime, Callable[[], None]]]:
+    """The agent's end reports that arrived from `since` on, held meanwhile for a
+    transfer's result (the ledger keeps them): when each arrived, and how to apply it
+    (the transfer failed, so the call ends as the agent said, when it said it)."""
     held = (
         AgentEvent.objects.filter(
             call_id=call_id, type=AgentEventType.STATUS, created_at__gte=since
@@ -334,8 +337,15 @@ def agent_statuses_held_apply(*, call_id: uuid.UUID, since: datetime.datetime) -
         .order_by("created_at", "timestamp", "id")
         .values_list("payload", "created_at")
     )
-    for payload, arrived_at in held:
-        _apply_statuses(call_id=call_id, statuses=[payload], requested=None, now=arrived_at)
+    return [
+        (
+            arrived_at,
+            functools.partial(
+                _apply_statuses, call_id=call_id, statuses=[payload], requested=None, now=arrived_at
+            ),
+        )
+        for payload, arrived_at in held
+    ]
 
 
 def _apply_statuses(

@@ -5,6 +5,7 @@ recorded in the same transaction) and never moves a call backwards."""
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,12 +217,21 @@ def call_heard_since(*, call_id: uuid.UUID, since: datetime.datetime | None) -> 
     left meanwhile to a dial's or a transfer's result (the ledger keeps them). Any such
     webhook held the call's row until it committed, so a result written after reads
     it here."""
+    for _, apply in heard_since(call_id=call_id, since=since):
+        apply()
+
+
+def heard_since(
+    *, call_id: uuid.UUID, since: datetime.datetime | None
+) -> list[tuple[datetime.datetime, Callable[[], None]]]:
+    """What `call_heard_since` applies, in the order it happened: when each arrived
+    (the server's clock, as the agent's reports are stamped), and how to apply it."""
     call = Call.objects.filter(pk=call_id).values_list("room_name", "participant_identity")
     found = call.first()
     if found is None or since is None:
-        return
+        return []
     room_name, identity = found
-    identity = identity or f"{USER_IDENTITY_PREFIX}{call_id}"
+    ref = CallRef(call_id, identity or f"{USER_IDENTITY_PREFIX}{call_id}")
     heard = (
         LiveKitWebhookEvent.objects.filter(
             room_name=room_name,
@@ -229,13 +239,20 @@ def call_heard_since(*, call_id: uuid.UUID, since: datetime.datetime | None) -> 
             happened_at__gte=since,
         )
         .order_by("happened_at", "id")
-        .values_list("event", "participant_identity", "disconnect_reason", "happened_at")
+        .values_list(
+            "event", "participant_identity", "disconnect_reason", "happened_at", "received_at"
+        )
     )
-    for event, who, reason, at in heard:
-        if event == "room_finished":
-            _on_room_finished(CallRef(call_id, identity), None, at)
-        elif who == identity:
-            _user_departure_apply(call_id=call_id, reason=reason, at=at)
+    return [
+        (arrived, functools.partial(_on_room_finished, ref, None, at))
+        if event == "room_finished"
+        else (
+            arrived,
+            functools.partial(_user_departure_apply, call_id=call_id, reason=reason, at=at),
+        )
+        for event, who, reason, at, arrived in heard
+        if event == "room_finished" or who == ref.user_identity
+    ]
 
 
 _WEBHOOK_HANDLERS: dict[str, Callable[[CallRef, WebhookEvent, datetime.datetime], None]] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import operator
 from collections.abc import Callable
 
 from django.db import transaction
@@ -19,9 +20,9 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
-from calls.agent_events import agent_statuses_held_apply
+from calls.agent_events import agent_statuses_held
 from calls.lifecycle import EndReason, call_transition
-from calls.livekit_events import call_heard_since
+from calls.livekit_events import heard_since
 from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, TranscriptRole
 from calls.services import call_room_close_later
 from calls.signals import call_events_recorded
@@ -110,8 +111,11 @@ def call_transfer(
         # The caller's departure or the room's end heard while it was in flight (left
         # to its result) ends the call now, as what it was: not a transfer.
         # (Whole seconds: a departure LiveKit stamped in the second of the request.)
-        call_heard_since(call_id=call.pk, since=requested_at.replace(microsecond=0))
-        agent_statuses_held_apply(call_id=call.pk, since=requested_at)
+        # The first to arrive ends it, as it would have without the transfer.
+        heard = heard_since(call_id=call.pk, since=requested_at.replace(microsecond=0))
+        reported = agent_statuses_held(call_id=call.pk, since=requested_at)
+        for _, apply in sorted(heard + reported, key=operator.itemgetter(0)):
+            apply()
         raise
     _transferred(call=call, destination=destination)
     call.refresh_from_db()

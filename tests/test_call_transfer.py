@@ -548,3 +548,59 @@ def test_the_agents_end_report_during_a_transfer_waits_for_the_transfers_result(
     assert [answer.json() for answer in answers] == [{"accepted": 1, "duplicates": 0}]
     live_call.refresh_from_db()
     assert (live_call.status, live_call.end_reason, live_call.transfer_destination) == ended
+
+
+def test_a_failed_transfer_ends_the_call_as_what_happened_first(
+    agent_api, agent_key, live_call, sip_fake
+):
+    """While the desk rings the agent fails (its report arrives first), then the caller,
+    left in silence, hangs up. Without a transfer the agent's report ends the call
+    failed / agent_error (the first end wins); LiveKit's departures were applied before
+    the agent's held reports whatever their order: completed / user_hangup."""
+    from django.db import connection
+    from livekit import api as livekit_api
+
+    from tests.conftest import bearer_client
+
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.BUSY
+    transfer = sip_fake._TransferSIPParticipant
+    answers: list = []
+
+    def agent_fails_then_caller_leaves(message, response_class):
+        event = {
+            "id": str(uuid.uuid4()),
+            "type": "status",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "status": "failed",
+            "reason": "agent_error",
+        }
+        try:
+            client = bearer_client(agent_key)
+            client.raise_request_exception = False
+            answers.append(
+                client.post(
+                    f"/api/v1/agent/calls/{live_call.id}/events", {"events": [event]}, format="json"
+                )
+            )
+        finally:
+            connection.close()
+        with sip_fake._lock:
+            sip_fake.rooms[message.room_name].remove(message.participant_identity)
+        caller = livekit_api.ParticipantInfo(
+            identity=message.participant_identity,
+            kind=livekit_api.ParticipantInfo.Kind.SIP,
+            attributes={"sip.callStatus": "hangup"},
+            disconnect_reason=livekit_api.DisconnectReason.CLIENT_INITIATED,
+        )
+        sip_fake.webhooks_send("participant_left", message.room_name, caller)
+        return transfer(message, response_class)
+
+    sip_fake._TransferSIPParticipant = agent_fails_then_caller_leaves
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 502, response.content
+    assert [a.json() for a in answers] == [{"accepted": 1, "duplicates": 0}]
+    assert sip_fake.webhook_answers[-1] == 200
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("failed", "agent_error")

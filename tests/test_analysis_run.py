@@ -483,3 +483,31 @@ def test_a_definition_named_like_a_data_keyword_keeps_its_references_resolvable(
     assert sent["$defs"]["default"] == {"$ref": "#/properties/structured_data/properties/meal_type"}
     wrong = {"summary": "s", "structured_data": {"meal_type": "lunch", "usual": "brunch"}}
     assert [e.message for e in schema_validator(sent).iter_errors(wrong)] != []
+
+
+def test_an_endpoint_that_drops_call_ended_after_the_analysis_still_gets_it(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """Judged once, when the analysis finished: `call.ended` dropped a moment later,
+    inside the report's delay, the report failed unsent and the analysis it was held
+    back for never reached the endpoint."""
+    fake_llm.default = Outcome.answer(VALID)
+    with Receiver() as receiver:
+        endpoint, secret = webhook_endpoint_create(
+            organization=organization,
+            url=receiver.url,
+            events=[EventType.CALL_ENDED, EventType.CALL_ANALYZED],
+        )
+        call = ended_call(organization)
+        run_worker()  # the analysis finishes first: withheld for the report to carry
+        assert analysis_of(call).status == "completed"
+        # Within the report's delay, the owner now only wants the analysis.
+        webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_ANALYZED])
+
+        run_webhooks_worker()  # the report is not sent: no longer subscribed
+        run_webhooks_worker()
+
+        ended = WebhookDelivery.objects.get(event__type=EventType.CALL_ENDED)
+        types = [r.verify(secret)["type"] for r in receiver.received]
+    assert ended.status == DeliveryStatus.FAILED
+    assert types == ["call.analyzed"]

@@ -23,11 +23,12 @@ from voicecalls.task_queue import task_waiting_args
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
+    EventType,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
-from webhooks.outbox import event_body, wake
+from webhooks.outbox import call_analyzed_owed_record, event_body, wake
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,10 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
         )
     if outcome == DeliveryStatus.PENDING:
         wake(delivery.pk, at=changes["next_attempt_at"])
+    event = delivery.event
+    if not attempt.sent and event.type == EventType.CALL_ENDED and event.body is None:
+        # The analysis waited for this report to carry it: it goes on its own now.
+        call_analyzed_owed_record(call_id=event.call_id, endpoint_id=delivery.endpoint_id, at=now)
     log = logger.info if outcome != DeliveryStatus.FAILED else logger.warning
     detail = attempt.status_code or attempt.error
     log("webhook delivery %s attempt %s: %s (%s)", delivery.pk, number, outcome, detail)

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
+from analysis.models import FINAL_STATUSES
 from calls import representations, selectors
 from calls.models import ENDED_STATUSES, Call
 from recordings import selectors as recording_selectors
@@ -286,17 +287,47 @@ def call_analyzed_record(*, call_id: UUID | str, at: datetime.datetime) -> Webho
     ]
     if not subscribed:
         return None
-    call = Call.objects.get(pk=call_id)
+    return _call_analyzed_create(call=Call.objects.get(pk=call_id), endpoints=subscribed, at=at)
+
+
+def _call_analyzed_create(
+    *, call: Call, endpoints: list[WebhookEndpoint], at: datetime.datetime
+) -> WebhookEvent:
     payload = {
-        "call_id": str(call_id),
+        "call_id": str(call.pk),
         "analysis": representations.call_analysis(selectors.call_analysis(call=call)),
     }
     return _event_create(
-        organization_id=subscribed[0].organization_id,
-        call_id=call_id,
+        organization_id=endpoints[0].organization_id,
+        call_id=call.pk,
         type=EventType.CALL_ANALYZED,
         occurred_at=at,
-        endpoints=subscribed,
+        endpoints=endpoints,
         payload=payload,
         deliver_at=timezone.now(),
     )
+
+
+def call_analyzed_owed_record(
+    *, call_id: UUID | str, endpoint_id: UUID, at: datetime.datetime
+) -> WebhookEvent | None:
+    """The end-of-call report to an endpoint ended unsent (the endpoint dropped
+    `call.ended`, or was disabled), never built: if the call's analysis, held back for
+    that report, is final, `call.analyzed` goes to the endpoint now, if it takes it.
+    Holds the call's row, as `call_analyzed_record` does, so only one of the two sends
+    it."""
+    call = Call.objects.select_for_update().filter(pk=call_id).first()
+    analysis = selectors.call_analysis(call=call) if call is not None else None
+    if analysis is None or analysis.status not in FINAL_STATUSES:
+        return None  # not done yet: `call_analyzed_record` will find the report failed
+    endpoints = [
+        e
+        for e in _endpoints_held(call_id)
+        if e.pk == endpoint_id and EventType.CALL_ANALYZED in e.events
+    ]
+    sent = WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, event__call_id=call_id, event__type=EventType.CALL_ANALYZED
+    )
+    if not endpoints or sent.exists():
+        return None
+    return _call_analyzed_create(call=call, endpoints=endpoints, at=at)

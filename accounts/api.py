@@ -6,6 +6,7 @@ key reads them and may lower its own settings under them, never raise them.
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -147,8 +148,11 @@ class OrganizationView(APIView):
         responses={200: OrganizationSerializer},
         tags=["organization"],
     )
+    @transaction.atomic
     def patch(self, request: Request) -> Response:
-        organization = Organization.objects.get(pk=request.user.organization.pk)
+        # Checked and saved holding the row, as a trunk's deletion clears a default
+        # caller number holding it: a number checked while its trunk went is not kept.
+        organization = Organization.objects.select_for_update().get(pk=request.user.organization.pk)
         params = OrganizationUpdateSerializer(
             data=request.data, context={"organization": organization}
         )

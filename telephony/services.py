@@ -11,6 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 
 from accounts.models import Organization
 from calls.models import Call, CallChannel, CallDirection, CallStatus
@@ -325,11 +326,20 @@ def _livekit_rule_forget(rule_id: str) -> None:
 def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     """Delete the number's dispatch rule in LiveKit (already gone there is fine), then
     the number. `LiveKitError` keeps it as it was."""
-    locked = PhoneNumber.objects.select_for_update().filter(pk=phone_number.pk).first()
+    locked = (
+        PhoneNumber.objects.select_for_update().select_related("trunk").filter(pk=phone_number.pk)
+    ).first()
     if locked is None:
         return
-    if locked.livekit_dispatch_rule_id:
-        livekit_sip.delete_dispatch_rule(rule_id=locked.livekit_dispatch_rule_id)
+    rule_id = locked.livekit_dispatch_rule_id or livekit_sip.dispatch_rule_find(
+        # A verify whose answer was lost left the rule there: it would route callers to
+        # a number we no longer have, and refuse the number's rule when it is added again.
+        trunk_id=locked.trunk.livekit_trunk_id,
+        number=locked.number,
+        phone_number_id=str(locked.pk),
+    )
+    if rule_id:
+        livekit_sip.delete_dispatch_rule(rule_id=rule_id)
     locked.delete()
 
 
@@ -346,8 +356,10 @@ def phone_number_update(
     )
     if workflow is None:
         raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    # Deleted meanwhile, the number is not found (a save of a row gone is a 500).
+    if not PhoneNumber.objects.filter(pk=phone_number.pk).update(workflow=workflow):
+        raise NotFound()
     phone_number.workflow = workflow
-    phone_number.save(update_fields=["workflow"])
     return phone_number
 
 

@@ -192,3 +192,48 @@ def test_a_retention_is_a_whole_number_of_days_from_1_to_3650(
     assert [(e["code"], e["attr"]) for e in response.json()["errors"]] == [(code, name)]
     organization.refresh_from_db()
     assert getattr(organization, name) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_default_caller_number_set_while_its_trunk_is_deleted_is_not_left_dangling(
+    api, organization, sip_fake
+):
+    """Checked against the outbound trunks, then saved, with no lock between: a trunk
+    deleted in between (its deletion clears only a default already stored) left the
+    default naming a number no trunk has, and every phone call without `from_number`
+    was a 400 about a `from_number` nobody sent. (The deletion starts from the database
+    driver's hook, just before the PATCH's UPDATE; it may wait for the PATCH.)"""
+    import threading
+
+    from django.db import connection
+
+    from telephony.services import sip_trunk_delete
+
+    trunk = phone_ready(organization)
+    deletion = threading.Thread(target=lambda: _trunk_delete_elsewhere(sip_trunk_delete, trunk))
+
+    def before_update(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "accounts_organization"') and not deletion.is_alive():
+            deletion.start()
+            deletion.join(timeout=2)  # done, unless it waits for this PATCH's lock
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(before_update):
+        patched = api.patch(
+            "/api/v1/organization", {"default_caller_number": CALLER}, format="json"
+        )
+    deletion.join()
+
+    assert not sip_fake.trunks
+    organization.refresh_from_db()
+    assert (patched.status_code, organization.default_caller_number) in [(200, None), (400, None)]
+
+
+def _trunk_delete_elsewhere(sip_trunk_delete, trunk) -> None:
+    from django.db import connection as own
+
+    try:
+        sip_trunk_delete(trunk=trunk)  # what DELETE /sip-trunks/{id} runs
+    finally:
+        own.close()

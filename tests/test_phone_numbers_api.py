@@ -429,3 +429,74 @@ def test_a_verify_whose_livekit_answer_was_lost_verifies_the_next_time(
 
     assert verified.status == PhoneNumberStatus.VERIFIED
     assert list(fake_livekit.dispatch_rules) == [verified.livekit_dispatch_rule_id]
+
+
+def _answered_too_late(fake_livekit, method: str) -> None:
+    """LiveKit does the work, and its answer comes after our request timed out."""
+    original = getattr(fake_livekit, f"_{method}")
+
+    def late(message, response_class):
+        answer = original(message, response_class)
+        time.sleep(1.5)  # LIVEKIT_API_TIMEOUT_SECONDS is 1.0 in tests
+        return answer
+
+    setattr(fake_livekit, f"_{method}", late)
+
+
+def test_deleting_a_number_whose_verify_answer_was_lost_deletes_the_rule_livekit_made(
+    api, organization, workflow, fake_livekit
+):
+    """The number had no rule id, so its deletion asked LiveKit nothing: the rule kept
+    routing callers, and the number added again could never be verified (LiveKit
+    refuses a second rule for the same number on the same trunk)."""
+    trunk = inbound_trunk(organization)
+    body = {"number": INBOUND_NUMBER, "trunk_id": str(trunk.id), "workflow_slug": "daily-call"}
+    created = api.post("/api/v1/phone-numbers", body, format="json")
+    _answered_too_late(fake_livekit, "CreateSIPDispatchRule")
+    with pytest.raises(LiveKitError):
+        phone_number_verify(phone_number=PhoneNumber.objects.get())
+    del fake_livekit._CreateSIPDispatchRule  # LiveKit answers in time again
+
+    assert api.delete(f"/api/v1/phone-numbers/{created.json()['id']}").status_code == 204
+    assert list(fake_livekit.dispatch_rules) == []
+    assert api.post("/api/v1/phone-numbers", body, format="json").status_code == 201
+    verified = phone_number_verify(phone_number=PhoneNumber.objects.get())
+
+    assert verified.status == PhoneNumberStatus.VERIFIED
+    assert list(fake_livekit.dispatch_rules) == [verified.livekit_dispatch_rule_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_number_deleted_while_it_is_pointed_at_another_workflow_is_404_not_500(
+    api, organization, workflow, fake_livekit
+):
+    """The save of a row deleted meanwhile raised "did not affect any rows": a 500. (The
+    DELETE runs from the database driver's hook, just before the PATCH's UPDATE.)"""
+    from django.db import connection
+
+    WorkflowFactory(organization=organization, slug="other")
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization), workflow=workflow)
+    api.raise_request_exception = False
+
+    def delete_elsewhere() -> None:
+        from django.db import connection as own
+
+        try:
+            PhoneNumber.objects.filter(pk=number.pk).delete()
+        finally:
+            own.close()
+
+    def before_update(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "telephony_phonenumber"'):
+            thread = threading.Thread(target=delete_elsewhere)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(before_update):
+        response = api.patch(
+            f"/api/v1/phone-numbers/{number.id}", {"workflow_slug": "other"}, format="json"
+        )
+
+    assert response.status_code == 404, response.content

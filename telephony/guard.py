@@ -20,7 +20,7 @@ from accounts.models import Organization
 from accounts.rates import rate_hit
 from calls.models import Call, CallChannel, CallDirection
 from telephony import numbers, selectors
-from telephony.models import SipTrunk
+from telephony.models import RefusedTransfer, SipTrunk
 from voicecalls.errors import LimitExceeded
 
 logger = logging.getLogger(__name__)
@@ -143,10 +143,11 @@ def outbound_rate_take(*, organization: Organization) -> None:
 def outbound_daily_cap_check(*, organization: Organization) -> None:
     """Raise OutboundRateReached when the organization dialed more numbers this UTC day
     than its daily cap allows (Retry-After: until midnight UTC): outbound phone calls
-    and transfers to numbers; calls it received do not count. Call it after recording
-    the new call or transfer, holding the organization's row lock (open_call_reserve
-    takes it), in that transaction: each then counts every one that took the lock
-    before it, so concurrent ones never overshoot."""
+    and transfers to numbers, those the destination refused too; calls it received do
+    not count. Call it after recording the new call or transfer, holding the
+    organization's row lock (open_call_reserve takes it), in that transaction: each
+    then counts every one that took the lock before it, so concurrent ones never
+    overshoot."""
     limit = organization.effective_outbound_calls_per_day
     now = timezone.now().astimezone(datetime.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -160,6 +161,10 @@ def outbound_daily_cap_check(*, organization: Organization) -> None:
             transfer_destination__isnull=False,
             transfer_destination__startswith="+",
             hangup_requested_at__gte=midnight,
+        ).count()
+    if made <= limit:
+        made += RefusedTransfer.objects.filter(
+            organization=organization, attempted_at__gte=midnight
         ).count()
     if made > limit:
         tomorrow = midnight + datetime.timedelta(days=1)

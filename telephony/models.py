@@ -95,3 +95,20 @@ class PhoneNumber(models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+
+class RefusedTransfer(models.Model):
+    """A transfer to a number the carrier dialed and the destination did not take (busy,
+    no answer): the number was dialed that day, and counts against the organization's
+    daily cap as a busy outbound call does. Only when: whom is no one's business here."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    attempted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organization", "attempted_at"], name="refused_transfer_by_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.attempted_at:%Y-%m-%d %H:%M}"

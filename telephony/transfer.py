@@ -27,6 +27,7 @@ from calls.models import Call, CallChannel, CallStatus, TranscriptEntry, Transcr
 from calls.services import call_room_close_later
 from calls.signals import call_events_recorded
 from telephony import guard
+from telephony.models import RefusedTransfer
 from telephony.numbers import is_sip_uri, number_masked
 from voicecalls import livekit, livekit_sip
 from voicecalls.errors import Conflict
@@ -104,10 +105,14 @@ def call_transfer(
             transfer_to=transfer_to,
             ringing_timeout_seconds=call.workflow_version.ring_timeout_seconds,
         )
-    except livekit.LiveKitError:
-        Call.objects.filter(
-            pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at=requested_at
-        ).update(hangup_requested_at=None, end_reason=None, transfer_destination=None)
+    except livekit.LiveKitError as exc:
+        with transaction.atomic():  # counted against the cap all along
+            Call.objects.filter(
+                pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at=requested_at
+            ).update(hangup_requested_at=None, end_reason=None, transfer_destination=None)
+            if isinstance(exc, livekit_sip.SipTransferError) and not is_sip_uri(destination):
+                # The carrier dialed the number: it was dialed today, taken or not.
+                RefusedTransfer.objects.create(organization_id=call.organization_id)
         # The caller's departure or the room's end heard while it was in flight (left
         # to its result) ends the call now, as what it was: not a transfer.
         # (Whole seconds: a departure LiveKit stamped in the second of the request.)

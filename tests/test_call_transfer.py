@@ -604,3 +604,31 @@ def test_a_failed_transfer_ends_the_call_as_what_happened_first(
     assert sip_fake.webhook_answers[-1] == 200
     live_call.refresh_from_db()
     assert (live_call.status, live_call.end_reason) == ("failed", "agent_error")
+
+
+def test_a_transfer_the_destination_refused_counts_against_the_daily_cap(
+    agent_api, organization, live_call, sip_fake
+):
+    """The carrier dialed the desk (busy): a number dialed that day, as a busy outbound
+    call's is. Uncounted, a model (or a prompt injection) could ring numbers all day at
+    the per-minute rate."""
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=1)
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.BUSY
+
+    first = agent_transfer(agent_api, live_call, DESK)
+    second = agent_transfer(agent_api, live_call, DESK)
+
+    assert (first.status_code, first.json()["errors"][0]["code"]) == (502, "transfer_failed")
+    assert second.status_code == 429, second.content
+    assert len(sip_fake.calls("TransferSIPParticipant")) == 1
+
+
+def test_a_transfer_livekit_never_tried_does_not_count_against_the_daily_cap(
+    agent_api, organization, live_call, sip_fake
+):
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=1)
+    sip_fake.fail("TransferSIPParticipant", "500")
+    assert agent_transfer(agent_api, live_call, DESK).status_code == 502
+    sip_fake.fail("TransferSIPParticipant", None)
+
+    assert agent_transfer(agent_api, live_call, DESK).status_code == 200

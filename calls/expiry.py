@@ -25,6 +25,7 @@ from calls.models import (
     IdempotencyRecord,
     LiveKitWebhookEvent,
 )
+from telephony.models import RefusedTransfer
 from voicecalls import livekit
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ExpireResult:
     livekit_errors: int = 0
     webhook_ids_pruned: int = 0
     idempotency_records_pruned: int = 0
+    refused_transfers_pruned: int = 0
     open_counters_repaired: int = 0
 
 
@@ -94,6 +96,10 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     ttl = datetime.timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
     result.idempotency_records_pruned, _ = IdempotencyRecord.objects.filter(
         created_at__lt=now - ttl
+    ).delete()
+    # Counted for a UTC day's cap only (telephony.guard).
+    result.refused_transfers_pruned, _ = RefusedTransfer.objects.filter(
+        attempted_at__lt=now - datetime.timedelta(days=2)
     ).delete()
     return result
 

@@ -257,6 +257,16 @@ def test_old_webhook_ids_are_pruned(db, fake_livekit):
     assert list(LiveKitWebhookEvent.objects.values_list("event_id", flat=True)) == ["EV_new"]
 
 
+def test_refused_transfers_past_any_days_cap_are_pruned(organization, fake_livekit):
+    from telephony.models import RefusedTransfer
+
+    RefusedTransfer.objects.create(organization=organization, attempted_at=ago(2 * 86_400 + 1))
+    kept = RefusedTransfer.objects.create(organization=organization, attempted_at=ago(86_400))
+
+    assert calls_expire().refused_transfers_pruned == 1
+    assert list(RefusedTransfer.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
 def test_roomservice_calls_work_while_an_event_loop_runs_in_the_thread(fake_livekit):
     """Sync code called from async code (or a harness driving a loop, like Playwright)."""
     import asyncio

@@ -127,7 +127,9 @@ def outbound_rate_take(*, organization: Organization) -> None:
     """Count one phone call against the organization's calls per minute (a GCRA bucket
     of accounts/rates.py), or raise OutboundRateReached (429 with Retry-After and
     `meta`). Checked once the numbers passed, before anything is dialed; a call refused
-    later (concurrency, daily cap) counts too."""
+    later (concurrency, daily cap) counts too, unless its request carried an
+    Idempotency-Key: that run is one transaction, undone whole when refused (so the
+    refused key can be used again), this count with it. Nothing was dialed either way."""
     setting = "outbound_calls_per_minute"
     limit = organization.effective_outbound_calls_per_minute
     decision = rate_hit(key=f"{setting}:{organization.pk}", limit=limit, window=60)

@@ -165,7 +165,9 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         ),
         ("from_number", "invalid_phone_number|not_your_number|invalid"),
         ("direction", "invalid"),
-        (r"metadata|user_data", "null_characters_not_allowed"),  # NUL inside free-form JSON
+        # Inside free-form JSON: NUL; floats beyond 64 bits (PostgreSQL would answer them
+        # as integers no request can send), and the bytes PostgreSQL prints floats in.
+        (r"metadata|user_data", "null_characters_not_allowed|number_too_large|too_large"),
     ],
     "POST /api/v1/workflows": _WORKFLOW_RULES,
     "PUT /api/v1/workflows/{id}": _WORKFLOW_RULES,
@@ -181,7 +183,8 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
         (r"events\.\d+\.non_field_errors", "invalid"),  # a metrics event measures something
         # A usage item's cached tokens are some of its prompt tokens, never more.
         (r"events\.\d+\.usage\.\d+\.cached_tokens", "max_value"),
-        (r"events\.\d+\..*", "null_characters_not_allowed"),  # NUL inside free-form JSON
+        # Inside free-form JSON (tool arguments), as in POST /calls' user_data.
+        (r"events\.\d+\..*", "null_characters_not_allowed|number_too_large|too_large"),
     ],
     # A destination the call's workflow lists, through the toll-fraud guard.
     "POST /api/v1/calls/{id}/transfer": _TRANSFER_RULES,

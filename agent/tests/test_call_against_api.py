@@ -159,7 +159,7 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) ->
     assert saved["agent_name"] == "meal-agent"
     assert saved["tool_call"]["arguments"] == {"meal_type": "lunch", "description": "a salad"}
     assert saved["content"] == '{"status": "recorded"}'
-    assert "'brunch' is not one of" in tool_lines[1]["content"]
+    assert '"brunch" is not one of' in tool_lines[1]["content"]
 
     metrics = web.metrics(call_id)
     assert metrics["agent_handoffs"] == 1

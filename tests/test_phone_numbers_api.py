@@ -431,18 +431,6 @@ def test_a_verify_whose_livekit_answer_was_lost_verifies_the_next_time(
     assert list(fake_livekit.dispatch_rules) == [verified.livekit_dispatch_rule_id]
 
 
-def _answered_too_late(fake_livekit, method: str) -> None:
-    """LiveKit does the work, and its answer comes after our request timed out."""
-    original = getattr(fake_livekit, f"_{method}")
-
-    def late(message, response_class):
-        answer = original(message, response_class)
-        time.sleep(1.5)  # LIVEKIT_API_TIMEOUT_SECONDS is 1.0 in tests
-        return answer
-
-    setattr(fake_livekit, f"_{method}", late)
-
-
 def test_deleting_a_number_whose_verify_answer_was_lost_deletes_the_rule_livekit_made(
     api, organization, workflow, fake_livekit
 ):
@@ -452,7 +440,7 @@ def test_deleting_a_number_whose_verify_answer_was_lost_deletes_the_rule_livekit
     trunk = inbound_trunk(organization)
     body = {"number": INBOUND_NUMBER, "trunk_id": str(trunk.id), "workflow_slug": "daily-call"}
     created = api.post("/api/v1/phone-numbers", body, format="json")
-    _answered_too_late(fake_livekit, "CreateSIPDispatchRule")
+    answered_too_late(fake_livekit, "CreateSIPDispatchRule")
     with pytest.raises(LiveKitError):
         phone_number_verify(phone_number=PhoneNumber.objects.get())
     del fake_livekit._CreateSIPDispatchRule  # LiveKit answers in time again

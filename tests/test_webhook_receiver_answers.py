@@ -17,7 +17,7 @@ from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
 
 
-def _status_change(call: Call) -> None:
+def call_status_changed(call: Call) -> None:
     with transaction.atomic():
         Call.objects.filter(pk=call.pk).update(status=CallStatus.ACTIVE)
         outbox.call_status_changed_record(
@@ -34,7 +34,7 @@ def _attempt_once(organization: Organization, reply: Reply) -> tuple[str | None,
         services.webhook_endpoint_create(
             organization=organization, url=receiver.url, events=[EventType.CALL_STATUS_CHANGED]
         )
-        _status_change(CallFactory(organization=organization))
+        call_status_changed(CallFactory(organization=organization))
         delivery = WebhookDelivery.objects.get()
         result = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
     return result, receiver
@@ -71,7 +71,7 @@ def test_after_such_an_answer_the_event_is_not_sent_again(organization: Organiza
         services.webhook_endpoint_create(
             organization=organization, url=receiver.url, events=[EventType.CALL_STATUS_CHANGED]
         )
-        _status_change(CallFactory(organization=organization))
+        call_status_changed(CallFactory(organization=organization))
         delivery = WebhookDelivery.objects.get()
         now = delivery.next_attempt_at
         with contextlib.suppress(Exception):

@@ -251,3 +251,34 @@ def test_saving_an_organization_page_keeps_a_retention_the_customer_set_since_it
     organization.refresh_from_db()
     assert response.status_code in (200, 302)
     assert organization.transcript_retention_days == 30, "the customer's retention was wiped"
+
+
+def test_a_capped_list_says_its_count_stops_there_and_so_does_select_all(
+    superuser: Client, organization, monkeypatch
+) -> None:
+    """The recordings and webhook lists printed the capped count (cap + 1) as exact:
+    "4 webhook events", and "Select all 4 webhook events" for an action on all."""
+    from django.utils import timezone
+
+    from webhooks.models import EventType, WebhookEvent
+
+    monkeypatch.setattr("calls.admin_paging.COUNT_CAP", 3)
+    monkeypatch.setattr("webhooks.admin.WebhookEventAdmin.list_per_page", 2)
+    WebhookEvent.objects.bulk_create(
+        WebhookEvent(
+            id=f"evt_{n}",
+            organization=organization,
+            type=EventType.CALL_STATUS_CHANGED,
+            occurred_at=timezone.now(),
+            body="{}",
+        )
+        for n in range(6)
+    )
+    monkeypatch.setattr("webhooks.admin.WebhookEventAdmin.actions", ["delete_selected"])
+
+    html = superuser.get("/admin/webhooks/webhookevent/").content.decode()
+
+    assert '<span id="capped-count">3+</span> webhook events' in html
+    assert "Select all 3+ webhook events" in html
+    assert "All 3+ selected" in html
+    assert "4 webhook events" not in html

@@ -148,7 +148,9 @@ def _schema_problem(answer: object, analysis: dict) -> str | None:
     # The customer's schema is checked on its own, as they wrote it.
     custom = analysis.get("structured_data_schema") or None
     properties = {**schema["properties"], **({"structured_data": {}} if custom else {})}
-    checks = [({**schema, "properties": properties}, answer, "")]
+    # Without the customer's definitions: they are its draft's, and checked with it below.
+    root = {key: value for key, value in schema.items() if key not in _DEFINITIONS}
+    checks = [({**root, "properties": properties}, answer, "")]
     if custom is not None and isinstance(answer, dict) and "structured_data" in answer:
         checks.append((custom, answer["structured_data"], "structured_data"))
     for check_schema, value, prefix in checks:

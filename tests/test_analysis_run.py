@@ -5,11 +5,13 @@ backoff on provider errors, skipped without a key, and never leaking the key."""
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import time
 from collections.abc import Iterator
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Organization
 from analysis.models import CallAnalysis
@@ -21,6 +23,7 @@ from tests.fake_llm import FakeLLM, Outcome
 from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import run_worker as run_webhooks_worker
 from tests.webhook_receiver import Receiver, Reply
+from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEvent
 from webhooks.services import webhook_endpoint_create, webhook_endpoint_update
 from workflows.demo import DEMO_DEFINITION
@@ -511,3 +514,39 @@ def test_an_endpoint_that_drops_call_ended_after_the_analysis_still_gets_it(
         types = [r.verify(secret)["type"] for r in receiver.received]
     assert ended.status == DeliveryStatus.FAILED
     assert types == ["call.analyzed"]
+
+
+def test_an_endpoint_dropping_call_ended_gets_the_analysis_when_another_endpoint_sent_the_report(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """The report's body is the event's, shared by every endpoint: built for another, it
+    no longer told whether this endpoint's analysis was owed."""
+    fake_llm.default = Outcome.answer(VALID)
+    both = [EventType.CALL_ENDED, EventType.CALL_ANALYZED]
+    with Receiver() as first_receiver, Receiver() as second_receiver:
+        first, _ = webhook_endpoint_create(
+            organization=organization, url=first_receiver.url, events=both
+        )
+        second, second_secret = webhook_endpoint_create(
+            organization=organization, url=second_receiver.url, events=both
+        )
+        call = ended_call(organization)
+        run_worker()  # the analysis finishes first: withheld from both, for their reports
+        assert analysis_of(call).status == "completed"
+        later = timezone.now() + datetime.timedelta(seconds=1)
+
+        # The first endpoint's report goes out (building the shared event's body).
+        report = WebhookDelivery.objects.get(endpoint=first, event__type=EventType.CALL_ENDED)
+        assert webhook_delivery_attempt(delivery_id=report.pk, now=later) == "succeeded"
+        # The second endpoint's owner now wants only the analysis: its report is not sent.
+        webhook_endpoint_update(endpoint=second, events=[EventType.CALL_ANALYZED])
+        dropped = WebhookDelivery.objects.get(endpoint=second, event__type=EventType.CALL_ENDED)
+        assert webhook_delivery_attempt(delivery_id=dropped.pk, now=later) == "failed"
+
+        owed = WebhookDelivery.objects.filter(endpoint=second, event__type=EventType.CALL_ANALYZED)
+        for delivery in owed:
+            webhook_delivery_attempt(delivery_id=delivery.pk, now=later)
+        received = [r.verify(second_secret)["type"] for r in second_receiver.received]
+
+    assert WebhookDelivery.objects.get(pk=dropped.pk).status == DeliveryStatus.FAILED
+    assert received == ["call.analyzed"], "the analysis held back for its report never came"

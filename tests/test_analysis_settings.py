@@ -216,3 +216,30 @@ def test_an_answer_is_checked_as_the_schema_always_was_read(api: APIClient, sche
     assert fails[1] == (
         'The answer does not match the schema at /structured_data: "email" is a required property'
     )
+
+
+def test_a_draft7_schema_with_definitions_checks_a_matching_answer() -> None:
+    """Its definitions, moved to the root of the answer's schema, were read as draft
+    2020-12 there: a draft-07 tuple refused to compile, and every answer failed."""
+    from analysis.prompt import answer_problem
+
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"slot": {"$ref": "#/definitions/slot"}},
+        "definitions": {
+            "slot": {
+                "type": "array",
+                "items": [{"type": "string"}, {"type": "string"}],
+                "additionalItems": False,
+            }
+        },
+    }
+    analysis = {"summary_prompt": "s", "structured_data_schema": schema}
+    answer = {"summary": "s", "structured_data": {"slot": ["monday", "9am"]}}
+    wrong = {"summary": "s", "structured_data": {"slot": ["monday", "9am", "extra"]}}
+
+    assert answer_problem(json.dumps(answer), analysis) == (answer, None)
+    assert answer_problem(json.dumps(wrong), analysis)[1].startswith(
+        "The answer does not match the schema at /structured_data/slot"
+    )

@@ -262,10 +262,11 @@ ORDER BY f.created
 # minutes and tokens.
 COSTS_SQL = """
 INSERT INTO billing_callcost (
-    call_id, organization_id, workflow_id, call_created_at, usage, usage_at,
+    call_id, organization_id, workflow_id, call_created_at, usage, usage_sessions, usage_at,
     total_usd, breakdown, complete, computed_at
 )
-SELECT c.id, c.organization_id, c.workflow_id, c.created_at, %(usage)s::jsonb, c.ended_at,
+SELECT c.id, c.organization_id, c.workflow_id, c.created_at, %(usage)s::jsonb, '{}'::jsonb,
+       c.ended_at,
        round((extract(epoch FROM c.ended_at - c.started_at) / 60 * 0.0412
               + c.total_tokens * 0.0000008)::numeric, 6),
        %(breakdown)s::jsonb, true, c.ended_at

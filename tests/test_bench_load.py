@@ -1,0 +1,40 @@
+"""The bench's data generator inserts rows by hand (bench/load.py): each statement must
+still fit the tables as migrated, or `make bench` breaks at its step."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import connection
+
+from billing.models import CallCost
+from billing.services import call_usage_record
+from tests.factories import CallFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+T0 = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+
+
+def test_the_bench_prices_its_calls_as_the_stack_keeps_them(workflow) -> None:
+    """`usage_sessions` came without a database default: every row was refused."""
+    from bench.load import COST_BREAKDOWN, COST_USAGE, COSTS_SQL
+
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=3),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(COSTS_SQL, {"usage": COST_USAGE, "breakdown": COST_BREAKDOWN})
+    loaded = CallCost.objects.get(call=call)
+    # A late report of a session adds to what the bench's row holds, as to a row kept
+    # before sessions were.
+    call_usage_record(
+        call_id=call.pk, session="run-2", usage=loaded.usage, at=T0 + datetime.timedelta(hours=1)
+    )
+
+    assert len(CallCost.objects.get(call=call).usage_sessions) == 2

@@ -23,7 +23,7 @@ from tests.fake_llm import FakeLLM, Outcome
 from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import run_worker as run_webhooks_worker
 from tests.webhook_receiver import Receiver, Reply
-from webhooks.delivery import webhook_delivery_attempt
+from webhooks.delivery import webhook_delivery_attempt, webhook_delivery_replay
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEvent
 from webhooks.services import webhook_endpoint_create, webhook_endpoint_update
 from workflows.demo import DEMO_DEFINITION
@@ -550,3 +550,39 @@ def test_an_endpoint_dropping_call_ended_gets_the_analysis_when_another_endpoint
 
     assert WebhookDelivery.objects.get(pk=dropped.pk).status == DeliveryStatus.FAILED
     assert received == ["call.analyzed"], "the analysis held back for its report never came"
+
+
+def test_a_delivered_report_replayed_after_dropping_call_ended_sends_no_second_analysis(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """The endpoint's own report carried the analysis and was delivered: replayed after
+    its owner dropped call.ended, it ends unsent, and owes nothing."""
+    fake_llm.default = Outcome.answer(VALID)
+    both = [EventType.CALL_ENDED, EventType.CALL_ANALYZED]
+    with Receiver() as receiver:
+        endpoint, secret = webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=both
+        )
+        call = ended_call(organization)
+        run_worker()  # the analysis finishes first: it rides in the report
+        assert analysis_of(call).status == "completed"
+        later = timezone.now() + datetime.timedelta(seconds=1)
+        report = WebhookDelivery.objects.get(endpoint=endpoint, event__type=EventType.CALL_ENDED)
+        outcome = webhook_delivery_attempt(delivery_id=report.pk, now=later)
+        assert outcome == "succeeded", WebhookDelivery.objects.get(pk=report.pk).last_error
+        (sent,) = [r.verify(secret) for r in receiver.received]
+        assert sent["type"] == "call.ended" and sent["data"]["call"]["analysis"]["summary"]
+
+        webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_ANALYZED])
+        replay_at = later + datetime.timedelta(seconds=1)
+        webhook_delivery_replay(delivery=report, now=replay_at)
+        assert webhook_delivery_attempt(delivery_id=report.pk, now=replay_at) == "failed"
+
+        extra = WebhookDelivery.objects.filter(
+            endpoint=endpoint, event__type=EventType.CALL_ANALYZED
+        )
+        for delivery in extra:
+            webhook_delivery_attempt(delivery_id=delivery.pk, now=replay_at)
+        types = [r.verify(secret)["type"] for r in receiver.received]
+
+    assert types == ["call.ended"], "the analysis it already had came again as call.analyzed"

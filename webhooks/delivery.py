@@ -218,9 +218,10 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
     if outcome == DeliveryStatus.PENDING:
         wake(delivery.pk, at=changes["next_attempt_at"])
     event = delivery.event
-    if not attempt.sent and event.type == EventType.CALL_ENDED:
+    if not attempt.sent and event.type == EventType.CALL_ENDED and delivery.delivered_at is None:
         # The analysis may have waited for this report to carry it: it goes on its own.
-        # (The report's body is shared: another endpoint's may have been built.)
+        # (The report's body is shared: another endpoint's may have been built. One
+        # delivered before, replayed now, carried it.)
         call_analyzed_owed_record(call_id=event.call_id, endpoint_id=delivery.endpoint_id, at=now)
     log = logger.info if outcome != DeliveryStatus.FAILED else logger.warning
     detail = attempt.status_code or attempt.error

@@ -314,15 +314,30 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
         if not new:
             return WebhookResult.DUPLICATE
     if egress:
-        return _on_egress(event, at)
+        result = _on_egress(event, at)
+        _ledger_forget_if_erased(event)
+        return result
     call = _call_in_room(event.room_name, now)
     if call is None:
         _inbound_call_open(event)
         call = _call_in_room(event.room_name, now)
     if call is None:
+        _ledger_forget_if_erased(event)
         return WebhookResult.UNKNOWN_ROOM
     handler(call, event, at)
     return WebhookResult.HANDLED
+
+
+def _ledger_forget_if_erased(event: WebhookEvent) -> None:
+    """A late event (LiveKit retried it) of a call erased, or past its user data's
+    retention, since: its room name and identity name the caller, and the row just
+    recorded keeps neither, as the erasure's scrub of the ledger left the others."""
+    from privacy.keys import room_names_erased
+
+    if event.id and Call.objects.filter(room_name__in=room_names_erased(event.room_name)).exists():
+        LiveKitWebhookEvent.objects.filter(event_id=event.id).update(
+            room_name="", participant_identity=""
+        )
 
 
 # LiveKit stamps an event in whole seconds. Delivered within this of its stamp, an event

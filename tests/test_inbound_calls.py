@@ -538,3 +538,48 @@ def test_the_agent_asking_for_a_caller_whose_id_is_too_long_to_keep_gets_its_ses
     assert response.status_code == 200, response.content
     call = Call.objects.get(pk=response.json()["call_id"])
     assert (call.status, call.user_id) == ("active", None)
+
+
+def test_a_webhook_livekit_delivers_after_the_erasure_leaves_no_caller_number_in_the_ledger(
+    organization, agent_api, number, sip_fake, delivered
+):
+    """LiveKit retried a webhook whose first delivery failed: recorded after the
+    erasure's scrub of the ledger, its row kept the caller's number for a day."""
+    sink, sip_fake.webhook_sink = sip_fake.webhook_sink, None  # webhooks held back
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call_id = agent_asks(agent_api, room, identity).json()["call_id"]
+    call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    assert caller_erased(organization) == ErasureStatus.COMPLETED
+    sip_fake.webhook_sink = sink
+
+    # LiveKit retries its participant_left now (its first delivery failed).
+    caller_hangs_up(sip_fake, room, identity)
+
+    ledger = list(LiveKitWebhookEvent.objects.values_list("room_name", "participant_identity"))
+    assert ledger, "the late webhook was recorded"
+    assert not [row for row in ledger if CALLER in row[0] or CALLER in row[1]], ledger
+
+
+def test_a_webhook_livekit_delivers_after_user_data_retention_leaves_no_caller_number(
+    organization, agent_api, number, sip_fake, delivered
+):
+    import datetime
+
+    from django.utils import timezone
+
+    from accounts.models import Organization
+    from privacy.retention import retention_apply
+
+    sink, sip_fake.webhook_sink = sip_fake.webhook_sink, None  # webhooks held back
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    call_id = agent_asks(agent_api, room, identity).json()["call_id"]
+    call_transition(call_id=call_id, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+    Organization.objects.filter(pk=organization.pk).update(user_data_retention_days=1)
+    assert retention_apply(now=timezone.now() + datetime.timedelta(days=2)).user_data_expired == 1
+    sip_fake.webhook_sink = sink
+
+    caller_hangs_up(sip_fake, room, identity)
+
+    ledger = list(LiveKitWebhookEvent.objects.values_list("room_name", "participant_identity"))
+    assert ledger, "the late webhook was recorded"
+    assert not [row for row in ledger if CALLER in row[0] or CALLER in row[1]], ledger

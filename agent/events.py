@@ -4,11 +4,12 @@ bounds take, so a value that could not be sent never costs the event (or its bat
 from __future__ import annotations
 
 import datetime
-import decimal
 import json
 import math
 import re
 import uuid
+
+from voicecalls.json_numbers import fits_64_bits, json_float_growth
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -17,8 +18,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_ARGUMENTS_BYTES = 16 * 1024
 MAX_ARGUMENTS_DEPTH = 8
 MAX_RAW_ARGUMENTS_CHARS = 2000
-# The integers the API's JSON takes: 64 bits, signed or not.
-_INT_MIN, _INT_END = -(2**63), 2**64
 
 
 def iso_timestamp(epoch: float | None = None) -> str:
@@ -51,9 +50,9 @@ def json_safe(value: object) -> object:
             return None
         # The API takes 64-bit numbers only (its database answers 1e20 as an integer);
         # a 400 for one would cost its event, and a parse error the whole batch.
-        return value if _INT_MIN <= value < _INT_END else repr(value)
+        return value if fits_64_bits(value) else repr(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if _INT_MIN <= value < _INT_END else str(value)
+        return value if fits_64_bits(value) else str(value)
     if isinstance(value, dict):
         return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -96,15 +95,5 @@ def _size(value: object) -> int:
     """Bytes as the API counts them: the JSON sent, its floats as PostgreSQL prints
     them, in full (1e-300 as 0.000…1)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode("utf-8", "surrogatepass")) + _float_growth(value)
-
-
-def _float_growth(value: object) -> int:
-    growth, stack = 0, [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, float) and "e" in repr(node):
-            growth += len(format(decimal.Decimal(repr(node)), "f")) - len(repr(node))
-        elif isinstance(node, dict | list):
-            stack.extend(node.values() if isinstance(node, dict) else node)
-    return growth
+    # (Its floats were made to fit 64 bits: `json_safe`.)
+    return len(text.encode("utf-8", "surrogatepass")) + (json_float_growth(value) or 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 from jsonschema import exceptions as jsonschema_exceptions
@@ -14,6 +13,7 @@ from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
+from voicecalls.json_numbers import json_float_growth
 from voicecalls.json_schemas import checking_validator
 
 
@@ -57,31 +57,6 @@ def json_has_nul(value: object) -> bool:
         elif isinstance(node, list):
             stack.extend(node)
     return False
-
-
-# The integers the parser takes (voicecalls/parsers.py): a float beyond them comes back
-# from PostgreSQL's jsonb as an integer that a request could not send.
-_INT_MIN, _INT_END = -(2**63), 2**64
-
-
-def json_float_growth(value: object) -> int | None:
-    """The bytes PostgreSQL's jsonb adds to a JSON value by printing its floats in full
-    (`1e-300` as `0.000…1`, `1e18` as nineteen digits); None when a float would come
-    back as an integer beyond 64 bits (`1e20`)."""
-    growth, stack = 0, [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, float):
-            if not _INT_MIN <= node < _INT_END:
-                return None
-            sent = repr(node)
-            if "e" in sent:
-                growth += len(format(Decimal(sent), "f")) - len(sent)
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return growth
 
 
 class BoundedJSONObjectField(serializers.JSONField):

@@ -7,18 +7,19 @@ import orjson
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
+from voicecalls.json_numbers import fits_64_bits
+
 # orjson reads an integer beyond 64 bits as a float, silently changing the customer's
 # number; such a literal has at least 19 digits in a row. Found by mapping every digit
 # to "9" and searching for nineteen: a regular expression's scan cost more than the
 # parse itself on an agent's batch (bench/README.md).
 _DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
 _LONG_DIGITS = b"9" * 19
-_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 
 def _int_in_64_bits(text: str) -> int:
     value = int(text)
-    if not _INT_MIN <= value <= _UINT_MAX:
+    if not fits_64_bits(value):
         raise ValueError(f"the integer {text[:40]} does not fit in 64 bits")
     return value
 

@@ -312,8 +312,8 @@ def call_analyzed_owed_record(
     *, call_id: UUID | str, endpoint_id: UUID, at: datetime.datetime
 ) -> WebhookEvent | None:
     """The end-of-call report to an endpoint ended unsent (the endpoint dropped
-    `call.ended`, or was disabled), never built: if the call's analysis, held back for
-    that report, is final, `call.analyzed` goes to the endpoint now, if it takes it.
+    `call.ended`, or was disabled): if the call's analysis, held back for that report,
+    is final, `call.analyzed` goes to the endpoint now, if it takes it and has none.
     Holds the call's row, as `call_analyzed_record` does, so only one of the two sends
     it."""
     call = Call.objects.select_for_update().filter(pk=call_id).first()

@@ -34,7 +34,13 @@ from telephony.inbound import (
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
-from workflows.prompts import agents_rendered, render, template_context
+from workflows.prompts import (
+    MAX_SESSION_RENDER_SECONDS,
+    agents_rendered,
+    render,
+    renders_within,
+    template_context,
+)
 from workflows.serializers import WorkflowSettingsSerializer
 from workflows.settings import default_voicemail
 from workflows.tools import WorkflowToolSerializer
@@ -100,7 +106,9 @@ def agent_session(*, call: Call) -> dict:
         user_data=call.user_data, metadata=call.metadata, call_id=str(call.id)
     )
     keys: dict[tuple[str, str], str | None] = {}
-    agents = agents_rendered(definition=version.definition, context=context)
+    with renders_within(MAX_SESSION_RENDER_SECONDS):
+        agents = agents_rendered(definition=version.definition, context=context)
+        settings = _settings_rendered(version, context)
     for agent in agents:
         for component in COMPONENTS:
             config = _with_key(agent[component], component, call, keys)
@@ -127,7 +135,7 @@ def agent_session(*, call: Call) -> dict:
             "slug": call.workflow_slug,
             "version": version.number,
             "start_agent": version.start_agent,
-            "settings": _settings_rendered(version, context),
+            "settings": settings,
             "agents": agents,
         },
     }

@@ -341,6 +341,59 @@ def test_hostile_templates_render_empty_instead_of_failing(
     assert (agent["instructions"], agent["greeting"]) == ("", "")
 
 
+class _SessionTooSlow(BaseException):
+    """Raised by the alarm; a BaseException, so nothing in the request path catches it."""
+
+
+def test_the_prompts_of_one_session_share_a_deadline(
+    agent_api: APIClient, organization: Organization
+) -> None:
+    """Twenty agents, each prompt stopped only by a render's own half-second deadline,
+    held the worker answering the agent for 20 s (41 renders)."""
+    import signal
+
+    # A tuple nested 22 deep is 4 million leaves hashed on every lookup, which the work
+    # budget does not count: each render stops at its own deadline.
+    slow = "{% set t0 = (1, 2) %}" + "".join(
+        f"{{% set t{i} = (t{i - 1}, t{i - 1}) %}}" for i in range(1, 23)
+    )
+    slow += "{% set d = {} %}{% for i in range(19000) %}{{ d[t22] }}{% endfor %}"
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["agents"] = [
+        {
+            **copy.deepcopy(definition["agents"][2]),
+            "name": f"agent-{i}",
+            "instructions": slow,
+            "greeting": slow,
+        }
+        for i in range(20)
+    ]
+    definition["start_agent"] = "agent-0"
+    call = CallFactory(
+        organization=organization,
+        workflow=WorkflowFactory(organization=organization, definition=definition),
+    )
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _SessionTooSlow()
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    # MAX_SESSION_RENDER_SECONDS is 2; far above it for a loaded CI machine, and far
+    # below the 20 s of forty renders at their own bound.
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        response = agent_api.get(session_url(call))
+    except _SessionTooSlow:
+        pytest.fail("the session was still rendering after 10 s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert response.status_code == 200
+    agents = response.json()["workflow"]["agents"]
+    assert {(a["instructions"], a["greeting"]) for a in agents} == {("", "")}
+
+
 def test_query_count_does_not_grow_with_agents(
     agent_api: APIClient, organization: Organization, django_assert_num_queries: Any
 ) -> None:

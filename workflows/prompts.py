@@ -17,7 +17,8 @@ users' data fills.
   prints as a huge string); loop iterations, calls, filters and `*`/`+` share a work
   budget per render (nested loops, exponential macros, sorting a large list again and
   again: a filter or method costs by the size of what it takes and makes), and a render
-  stops after `MAX_RENDER_SECONDS` whatever it does; output is cut at
+  stops after `MAX_RENDER_SECONDS` whatever it does (a session's renders all together
+  after `MAX_SESSION_RENDER_SECONDS`); output is cut at
   `MAX_RENDERED_CHARS`, and what a block or macro captures at the value bound.
 """
 
@@ -30,12 +31,15 @@ from typing import Any
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError
 
-from workflows.template_sandbox import environment, render_budget
+from workflows.template_sandbox import environment, render_budget, renders_within
 
 logger = logging.getLogger(__name__)
 
 MAX_TEMPLATE_CHARS = 20_000
 MAX_RENDERED_CHARS = 64 * 1024
+# All the prompts of one session or preview (up to forty-one) together: real ones take
+# milliseconds, and hostile ones must not hold a worker for forty times a render's bound.
+MAX_SESSION_RENDER_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -97,11 +101,12 @@ def _rendered(template: Template, context: Mapping[str, Any]) -> str:
 
 def agents_rendered(*, definition: dict, context: Mapping[str, Any]) -> list[dict]:
     """A version's agents with `instructions` and `greeting` rendered for one call."""
-    return [
-        {
-            **agent,
-            "instructions": render(agent.get("instructions", ""), context),
-            "greeting": render(agent.get("greeting", ""), context),
-        }
-        for agent in definition.get("agents", [])
-    ]
+    with renders_within(MAX_SESSION_RENDER_SECONDS):
+        return [
+            {
+                **agent,
+                "instructions": render(agent.get("instructions", ""), context),
+                "greeting": render(agent.get("greeting", ""), context),
+            }
+            for agent in definition.get("agents", [])
+        ]

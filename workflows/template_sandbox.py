@@ -24,9 +24,9 @@ from jinja2.visitor import NodeTransformer
 _MAX_VALUE_LEN = 100_000
 _MAX_POWER_BITS = 4096
 _MAX_WORK = 20_000
-# What no bound above foresaw still ends: a session renders up to about forty prompts,
-# well within a worker's timeout. Real prompts render in milliseconds; compiling (once
-# per process) is not counted.
+# What no bound above foresaw still ends (and a session's renders share a deadline too,
+# `renders_within`). Real prompts render in milliseconds; compiling (once per process)
+# is not counted.
 MAX_RENDER_SECONDS = 0.5
 # Filters whose arguments can build huge values or loop a given number of times.
 _REMOVED_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "slice", "batch")
@@ -41,6 +41,9 @@ _SAFE_STR_METHODS = frozenset(
 
 # The render's work units left, and its deadline (time.monotonic()).
 _budget: ContextVar[list[float] | None] = ContextVar("prompt_work_budget", default=None)
+# A deadline the renders of one session share (`renders_within`), so forty hostile
+# prompts cannot hold a worker forty times MAX_RENDER_SECONDS.
+_shared_deadline: ContextVar[float | None] = ContextVar("prompt_renders_deadline", default=None)
 
 
 def _spend(units: int = 1) -> None:
@@ -356,8 +359,23 @@ environment = _make_environment()
 @contextmanager
 def render_budget() -> Iterator[None]:
     """One render's work budget and deadline, for the sandbox's bounds to spend."""
-    token = _budget.set([_MAX_WORK, time.monotonic() + MAX_RENDER_SECONDS])
+    deadline = time.monotonic() + MAX_RENDER_SECONDS
+    shared = _shared_deadline.get()
+    token = _budget.set([_MAX_WORK, deadline if shared is None else min(deadline, shared)])
     try:
         yield
     finally:
         _budget.reset(token)
+
+
+@contextmanager
+def renders_within(seconds: float) -> Iterator[None]:
+    """Every render in this block stops `seconds` from now at the latest (each keeps its
+    own bounds too); nested blocks keep the earlier deadline."""
+    deadline = time.monotonic() + seconds
+    outer = _shared_deadline.get()
+    token = _shared_deadline.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _shared_deadline.reset(token)

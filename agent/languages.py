@@ -72,7 +72,7 @@ def call_language(session: dict) -> str | None:
     wanted = user_data.get("language") if isinstance(user_data, dict) else None
     if not isinstance(wanted, str) or wanted == configured:
         return configured
-    if not LANGUAGE_PATTERN.match(wanted):
+    if not LANGUAGE_PATTERN.fullmatch(wanted):  # (`$` would take a final newline)
         logger.warning(
             "call %s: user_data.language %r is not a language tag", session["call_id"], wanted
         )

@@ -159,3 +159,24 @@ def test_the_worker_and_the_web_service_judge_languages_alike(
     assert languages.supports(
         component=component, provider=provider, model=model, language=language
     ) is (web is None)
+
+
+def test_a_callers_language_with_a_trailing_newline_is_no_language_tag():
+    """`$` also matches before a final newline: `user_data.language` "es\\n" (a form
+    field, a CSV cell) passed as a tag and went to every provider that states no list
+    (OpenAI STT got "es\\n" and refuses every turn), not the workflow's language."""
+    agents = [
+        {
+            "name": "a",
+            "stt": {"provider": "openai", "model": "gpt-4o-transcribe"},
+            "tts": {"provider": "elevenlabs", "model": "eleven_flash_v2_5"},
+        }
+    ]
+    session = {
+        "call_id": "c1",
+        "user_data": {"language": "es\n"},
+        "workflow": {"agents": agents, "settings": {"language": "en"}},
+    }
+
+    assert languages.call_language(session) == "en"
+    assert languages.call_language({**session, "user_data": {"language": "es"}}) == "es"

@@ -10,18 +10,21 @@ import asyncio
 import hashlib
 import json
 import logging
-import socket
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
+from agent.events import json_safe
 from agent.providers import ComponentCache
 from agent.telephony import PhoneLine, transfer_tool
-
-# The web service's SSRF rule, shared (standard library only, no Django).
-from voicecalls.addresses import address_is_public
+from agent.tool_http import (
+    AnswerTooLarge,
+    PublicOnlyTransport,
+    UnsafeToolURL,
+    answer_read,
+    check_tool_url,
+)
 from voicecalls.json_schemas import checking_validator
 
 logger = logging.getLogger("voicecalls.agent.workflow")
@@ -31,6 +34,8 @@ MAX_TOOL_NAME = 64  # what LLM providers accept for a function name
 END_CALL_TOOL = "end_call"
 TOOL_TIMEOUT_SECONDS = 10.0
 MAX_TOOL_RESULT_CHARS = 16_000
+# The most of a tool's answer the worker reads (it is cut to MAX_TOOL_RESULT_CHARS).
+MAX_TOOL_RESPONSE_BYTES = 1024 * 1024
 EMPTY_OBJECT_SCHEMA = {"type": "object", "properties": {}}
 # Said first when the caller waited in silence for the call's session (agent/worker.py).
 LATE_INSTRUCTIONS = (
@@ -117,31 +122,6 @@ def validation_error(schema: dict, arguments: object) -> str | None:
     return f"{error.message} (at /{where})" if where else error.message
 
 
-class UnsafeToolURL(Exception):
-    pass
-
-
-async def check_tool_url(url: str, *, allow_private: bool) -> None:
-    """Tool endpoints are public https URLs: the worker runs inside the platform's
-    network, so a customer's URL must not reach it (SSRF)."""
-    parts = urlsplit(url)
-    if allow_private:
-        if parts.scheme not in ("https", "http"):
-            raise UnsafeToolURL("tool url must be http(s)")
-        return
-    if parts.scheme != "https" or not parts.hostname:
-        raise UnsafeToolURL("tool url must be https")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
-        )
-    except OSError as exc:
-        raise UnsafeToolURL(f"cannot resolve {parts.hostname}") from exc
-    for info in infos:
-        if not address_is_public(info[4][0]):
-            raise UnsafeToolURL(f"{parts.hostname} is not a public address")
-
-
 class ToolRunner:
     """Runs a workflow tool call: validate, then POST to its url or acknowledge."""
 
@@ -153,7 +133,10 @@ class ToolRunner:
         allow_private_urls: bool = False,
     ) -> None:
         self.call_id = call_id
-        self._http = http or httpx.AsyncClient(timeout=TOOL_TIMEOUT_SECONDS)
+        if http is None:
+            transport = None if allow_private_urls else PublicOnlyTransport()
+            http = httpx.AsyncClient(timeout=TOOL_TIMEOUT_SECONDS, transport=transport)
+        self._http = http
         self._allow_private = allow_private_urls
 
     async def run(self, spec: dict, arguments: dict, *, agent_name: str) -> str:
@@ -169,27 +152,36 @@ class ToolRunner:
             logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
             raise ToolError(f"{spec['name']} is unavailable.") from exc
         try:
-            response = await self._http.post(
-                url,
-                json=arguments,
-                headers={
-                    "X-Voicecalls-Call-Id": self.call_id,
-                    "X-Voicecalls-Tool": spec["name"],
-                    "X-Voicecalls-Agent": agent_name,
-                },
-                timeout=TOOL_TIMEOUT_SECONDS,
-                follow_redirects=False,
-            )
-        except httpx.HTTPError as exc:
+            # httpx's timeout bounds each read; this bounds the whole answer.
+            async with asyncio.timeout(TOOL_TIMEOUT_SECONDS):
+                async with self._http.stream(
+                    "POST",
+                    url,
+                    json=arguments,
+                    headers={
+                        "X-Voicecalls-Call-Id": self.call_id,
+                        "X-Voicecalls-Tool": spec["name"],
+                        "X-Voicecalls-Agent": agent_name,
+                    },
+                    timeout=TOOL_TIMEOUT_SECONDS,
+                    follow_redirects=False,
+                ) as response:
+                    if response.is_error:
+                        raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
+                    body = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
+        except (httpx.HTTPError, TimeoutError) as exc:
             logger.warning("call %s: tool %s failed: %r", self.call_id, spec["name"], exc)
             raise ToolError(f"{spec['name']} did not answer in time.") from exc
-        if response.is_error:
-            raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
+        except AnswerTooLarge as exc:
+            logger.warning("call %s: tool %s answered too much", self.call_id, spec["name"])
+            raise ToolError(f"{spec['name']}'s answer was too large.") from exc
         try:
-            result = response.json()
-        except ValueError as exc:
+            # As written (the transcript shows it), a lone surrogate made U+FFFD: no
+            # provider could encode it.
+            result = json.dumps(json_safe(json.loads(body)), ensure_ascii=False)
+        except (ValueError, RecursionError) as exc:
             raise ToolError(f"{spec['name']} did not return JSON.") from exc
-        return json.dumps(result)[:MAX_TOOL_RESULT_CHARS]
+        return result[:MAX_TOOL_RESULT_CHARS]
 
     async def aclose(self) -> None:
         await self._http.aclose()

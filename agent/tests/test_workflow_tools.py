@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 import time
 
 import httpx
 import pytest
 from livekit.agents import ToolError
 
+from agent.tool_http import UnsafeToolURL, check_tool_url
 from agent.workflow import (
+    TOOL_TIMEOUT_SECONDS,
     ToolRunner,
-    UnsafeToolURL,
-    check_tool_url,
     handoff_tool_name,
     tool_parameters,
     validation_error,
@@ -193,3 +195,143 @@ def test_handoff_tool_names_fit_the_providers_limit():
     long_a, long_b = "a" * 60 + "-one", "a" * 60 + "-two"
     assert len(handoff_tool_name(long_a)) == 64
     assert handoff_tool_name(long_a) != handoff_tool_name(long_b)
+
+
+# -- A tool endpoint's answer is bounded: in time, in size, and in where it comes from. --
+
+
+async def _tool_server(answer):
+    """A stand-in for a customer's tool endpoint on loopback: `answer(writer)` writes
+    the HTTP answer once the request has come. Returns (server, url, stats)."""
+    stats = {"connections": 0, "sent": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats["connections"] += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(writer, stats)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/tool", stats
+
+
+async def test_a_tool_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout():
+    """httpx's timeout bounds each read, not the answer: an endpoint that sends a byte
+    a second (a stuck proxy, a slow upstream) held the caller in silence for as long as
+    it liked. The tool gets TOOL_TIMEOUT_SECONDS in all, as the README says (10 s)."""
+    body = json.dumps({"saved": True, "note": "x" * 30}).encode()
+
+    async def drip(writer: asyncio.StreamWriter, stats: dict) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for byte in body:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            stats["sent"] += 1
+            await asyncio.sleep(0.5)  # well within httpx's per-read timeout
+
+    server, url, _ = await _tool_server(drip)
+    runner = ToolRunner(call_id="c1", allow_private_urls=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ToolError, match="did not answer in time"):
+            await runner.run({**SAVE_MEAL, "url": url}, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        elapsed = time.monotonic() - started
+        await runner.aclose()
+        server.close()
+    assert elapsed < TOOL_TIMEOUT_SECONDS + 2
+
+
+async def test_a_huge_tool_answer_is_refused_without_being_read_whole():
+    """The worker runs many calls in one process: an endpoint answering hundreds of MiB
+    (a log dump, a misrouted download) was read whole into memory, then cut to 16,000
+    characters. An answer over MAX_TOOL_RESPONSE_BYTES is an error for the model, and
+    the worker stops reading it."""
+    size = 256 * 1024 * 1024
+    chunk = b"x" * 65536
+
+    async def flood(writer: asyncio.StreamWriter, stats: dict) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b'Content-Length: %d\r\n\r\n["' % (size + 4)
+        )
+        while stats["sent"] < size:
+            writer.write(chunk)
+            await writer.drain()
+            stats["sent"] += len(chunk)
+        writer.write(b'"]\r\n')
+        await writer.drain()
+
+    server, url, stats = await _tool_server(flood)
+    runner = ToolRunner(call_id="c1", allow_private_urls=True)
+    try:
+        with pytest.raises(ToolError, match="too large"):
+            await runner.run({**SAVE_MEAL, "url": url}, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        await runner.aclose()
+        server.close()
+    # What the kernel's buffers held when the worker hung up, not the whole answer.
+    assert stats["sent"] < 32 * 1024 * 1024
+
+
+async def test_a_tool_host_rebinding_to_a_private_address_after_the_check_is_not_reached(
+    monkeypatch,
+):
+    """DNS rebinding: the customer's name resolves to a public address when the URL is
+    checked and to an internal one when httpx connects (a TTL of 0 does it). The
+    address connected to must be the checked one (as the webhook transport does), so
+    the worker never reaches a service inside the platform's network."""
+    reached = {"connections": 0}
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached["connections"] += 1
+        writer.close()
+
+    internal = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = internal.sockets[0].getsockname()[1]
+    real_getaddrinfo = socket.getaddrinfo
+    answers = {"tools.rebind.example": 0}
+
+    def rebinding_dns(host, *args, **kwargs):  # a DNS server's stand-in
+        if isinstance(host, bytes):  # (anyio asks for the IDNA-encoded name)
+            host = host.decode("ascii")
+        if host in answers:
+            answers[host] += 1
+            address = "93.184.215.14" if answers[host] == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    runner = ToolRunner(call_id="c1")
+    spec = {**SAVE_MEAL, "url": f"https://tools.rebind.example:{port}/meals"}
+    try:
+        with pytest.raises(ToolError):
+            await runner.run(spec, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        await runner.aclose()
+        internal.close()
+    assert answers["tools.rebind.example"] >= 1
+    assert reached["connections"] == 0
+
+
+async def test_a_tool_answer_keeps_its_words_as_written():
+    """The result is the model's input and the tool's transcript line: `{"city":
+    "M\\u00fcnchen"}` showed escapes to whoever reads the transcript, and a Japanese
+    answer took six of the 16,000 characters per character."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"city": "München", "note": "予約済み"})
+
+    runner = url_runner(handler)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+    result = await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
+    assert "München" in result and "予約済み" in result
+    assert json.loads(result) == {"city": "München", "note": "予約済み"}

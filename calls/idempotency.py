@@ -25,9 +25,44 @@ from voicecalls.errors import Conflict, UnprocessableEntity
 MAX_KEY_LENGTH = 255
 
 
+def _canonical(body: object) -> str:
+    """`json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)`: the
+    parser takes bodies nested up to 1024 levels (unknown fields are ignored, not
+    refused), deeper than the encoder's recursion limit; those are written without
+    recursion, to the same text."""
+    try:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError:
+        pass
+    out: list[str] = []
+    # Work items: a value to write, or literal text (a closing bracket, a separator).
+    stack: list[tuple[bool, object]] = [(False, body)]
+    while stack:
+        is_text, item = stack.pop()
+        if is_text:
+            out.append(item)  # type: ignore[arg-type]
+        elif isinstance(item, dict):
+            out.append("{")
+            stack.append((True, "}"))
+            pairs = sorted(item.items())
+            for index in range(len(pairs) - 1, -1, -1):
+                key, value = pairs[index]
+                stack.append((False, value))
+                stack.append((True, ("," if index else "") + json.dumps(key) + ":"))
+        elif isinstance(item, (list, tuple)):
+            out.append("[")
+            stack.append((True, "]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((False, item[index]))
+                if index:
+                    stack.append((True, ","))
+        else:
+            out.append(json.dumps(item, default=str))
+    return "".join(out)
+
+
 def _fingerprint(body: object) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()
 
 
 def _claim(

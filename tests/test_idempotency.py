@@ -231,3 +231,23 @@ def test_a_replay_is_the_first_answer_byte_for_byte(api: APIClient, workflow) ->
 
     assert first.status_code == replay.status_code == 201
     assert replay.content == first.content
+
+
+def test_a_deeply_nested_unknown_field_with_a_key_is_not_a_500(api: APIClient, workflow) -> None:
+    """Unknown fields are ignored (DESIGN.md, Errors), and the parser takes nesting up
+    to 1024 levels: the key's fingerprint of such a body must not blow Python's
+    recursion limit (it was a 500 from `_fingerprint`'s json.dumps)."""
+    nested = "[" * 1020 + "]" * 1020
+    body = '{"workflow_slug": "daily-call", "client_context": ' + nested + "}"
+
+    first = api.post(
+        "/api/v1/calls", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="deep-1"
+    )
+    replay = api.post(
+        "/api/v1/calls", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="deep-1"
+    )
+
+    assert first.status_code == 201, first.content
+    assert replay.status_code == 201
+    assert replay.json()["call_id"] == first.json()["call_id"]
+    assert Call.objects.count() == 1

@@ -18,6 +18,7 @@ from providerkeys.models import (
 )
 from providerkeys.services import provider_name_validate
 from voicecalls.fields import JSONTypedSerializer
+from voicecalls.schema import STRIPPED_CHARS
 
 _CATALOG_TEXT = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in PROVIDER_CATALOG.items())
 
@@ -33,9 +34,7 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
-# What str.strip() (DRF's trimming) removes, spelled out: `\s` means other characters to
-# clients' ECMA regular expressions (U+FEFF in, U+001C-U+001F out) than to Python's.
-_STRIPPED = r"[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_STRIPPED = rf"[{STRIPPED_CHARS}]"
 
 
 class SecretKeyField(serializers.CharField):

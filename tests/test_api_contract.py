@@ -152,6 +152,35 @@ def test_a_blank_limit_on_active_calls_is_400(api):
     assert response.json()["errors"][0]["attr"] == "limit"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/calls", "/api/v1/calls/active", "/api/v1/provider-keys"])
+def test_more_query_parameters_than_django_parses_is_a_400_not_a_500(api, path):
+    """Django refuses a query string of more than DATA_UPLOAD_MAX_NUMBER_FIELDS (1000)
+    parameters with TooManyFieldsSent (a SuspiciousOperation, its own 400 outside DRF);
+    inside a DRF view it reached drf-standardized-errors as an unknown exception: a 500.
+    `?&&…&` (1000 ampersands, a 1 KB URL that gunicorn takes) is such a query string."""
+    api.raise_request_exception = False
+    query = "&" * 1000
+
+    response = api.get(f"{path}?{query}")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["type"] == "client_error"
+
+
+@pytest.mark.parametrize("value", ["xml", "api", "csv"])
+def test_a_format_query_parameter_does_not_turn_a_seed_path_into_a_404(api, workflow, value):
+    """The API speaks JSON only. DRF's URL_FORMAT_OVERRIDE read `?format=` and answered
+    any format without a renderer 404 "Not found." on a path that exists, before the
+    view ran: a list looked missing and a create was refused as if the path were wrong."""
+    listed = api.get(f"/api/v1/calls?format={value}")
+    created = api.post(
+        f"/api/v1/calls?format={value}", {"workflow_slug": "daily-call"}, format="json"
+    )
+
+    assert listed.status_code == 200, listed.content
+    assert created.status_code == 201, created.content
+
+
 # --- Unknown paths and the LiveKit webhook --------------------------------------------------
 
 

@@ -98,3 +98,29 @@ def test_the_analysis_provider_is_an_enum_of_the_openai_compatible_providers(sch
     settings_ = schema["components"]["schemas"]["AnalysisSettingsRequest"]["properties"]
 
     assert _resolve(schema, settings_["provider"])["enum"] == list(OPENAI_COMPATIBLE_LLM)
+
+
+# ECMA-262's \s, which JSON Schema validators and clients apply to a `pattern`: it has
+# U+FEFF and lacks U+001C-U+001F and U+0085, which Python's str.strip() treats otherwise.
+# Written without brackets: the pattern uses it inside a class (`[^\s\u0000]`).
+_ECMA_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
+@pytest.mark.parametrize("user_id", ["\ufeff", "\x1c", "\x85"])
+def test_the_not_blank_pattern_read_as_a_client_reads_it_accepts_what_the_api_accepts(
+    schema, api, workflow, user_id: str
+) -> None:
+    """Every request text field that may not be blank gets `_NOT_BLANK` (voicecalls/
+    schema.py), written with `\\s`; the server's rule is DRF's `str.strip()`. Read as
+    ECMA-262 (as the JSON Schema spec and every JS/TS SDK read it), the schema refuses a
+    user id the API takes (U+FEFF) and takes ones the API refuses as blank (U+001C, U+0085)."""
+    import re
+
+    field = schema["components"]["schemas"]["CallCreateRequest"]["properties"]["user_id"]
+    as_ecma = field["pattern"].replace(r"\s", _ECMA_SPACE)
+
+    response = api.post(
+        "/api/v1/calls", {"workflow_slug": workflow.slug, "user_id": user_id}, format="json"
+    )
+
+    assert (response.status_code == 201) == bool(re.fullmatch(as_ecma, user_id)), response.content

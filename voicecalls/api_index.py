@@ -1,4 +1,5 @@
-"""`GET /api/v1/`: where the API's documentation, schema and resources live.
+"""`GET /api/v1/`: where the API's documentation, schema and resources live; and the
+schema's own view.
 
 The README sends a newcomer here first, so it answers without a key: it names only
 public paths, never anything of an organization.
@@ -6,10 +7,14 @@ public paths, never anything of an organization.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -71,3 +76,14 @@ class ApiIndexView(APIView):
             "resources": {field: url(url_name) for field, url_name in RESOURCES.items()},
         }
         return Response(ApiIndexSerializer(body).data)
+
+
+class _SchemaNegotiation(DefaultContentNegotiation):
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE="format")
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI document, YAML unless `?format=json` (drf-spectacular's way, which
+    the rest of the API, JSON only, does not read)."""
+
+    content_negotiation_class = _SchemaNegotiation

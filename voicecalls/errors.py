@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -16,7 +17,7 @@ from drf_standardized_errors.formatter import ExceptionFormatter as BaseExceptio
 from drf_standardized_errors.handler import ExceptionHandler as BaseExceptionHandler
 from drf_standardized_errors.types import ErrorResponse
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 
 
 class Conflict(APIException):
@@ -85,6 +86,11 @@ class ExceptionHandler(BaseExceptionHandler):
             return LimitReached(
                 exc.detail, code=exc.code, meta=exc.meta, retry_after=exc.retry_after
             )
+        if isinstance(exc, SuspiciousOperation):
+            # Django's own 400s raised while a DRF view reads the request (over
+            # DATA_UPLOAD_MAX_NUMBER_FIELDS query parameters: TooManyFieldsSent), which
+            # Django answers 400 outside DRF; its message may name settings: not echoed.
+            return ParseError("The request could not be read.", code="bad_request")
         return super().convert_known_exceptions(exc)
 
 

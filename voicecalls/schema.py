@@ -27,10 +27,14 @@ class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
 
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+# What str.strip() (DRF's trimming) removes, as a character class's contents, spelled
+# out: `\s` means other characters to clients' ECMA-262 regular expressions (U+FEFF in;
+# U+001C-U+001F and U+0085 out) than to Python's.
+STRIPPED_CHARS = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # DRF's CharField refuses U+0000 and, unless blank is allowed, a value that is only
 # whitespace once trimmed: at least one character that is neither.
 _NO_NUL = r"^[^\u0000]*$"
-_NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+_NOT_BLANK = rf"^[^\u0000]*[^{STRIPPED_CHARS}\u0000][^\u0000]*$"
 
 
 def _state_text_rules(field: serializers.CharField, schema: dict) -> None:

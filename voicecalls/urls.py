@@ -1,10 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from streams.views import staff_call_stream
-from voicecalls.api_index import ApiIndexView
+from voicecalls.api_index import ApiIndexView, SchemaView
 from voicecalls.errors import not_found
 from voicecalls.health import healthz, readyz
 
@@ -28,7 +28,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("recordings.urls")),
     path("api/v1/", include("privacy.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     # The admin call page's live transcript (staff session; streams.views).
     path(

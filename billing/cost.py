@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 EXACT = Context(prec=34)
 MICRO = Decimal(1).scaleb(-COST_PLACES)
-SECONDS_PER_MINUTE = Decimal(60)
+SECONDS_PER_MINUTE = 60
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,27 @@ class Line:
     component: str
     provider: str
     model: str
-    quantity: Decimal
+    # What was measured (seconds, tokens, characters), and how many of it make one
+    # `unit` (60 seconds a minute): the quantity is their quotient.
+    measured: Decimal
     unit: str
     price: Price | None
+    per: int = 1
+
+    @property
+    def quantity(self) -> Decimal:
+        return EXACT.divide(self.measured, Decimal(self.per))
 
     @property
     def amount(self) -> Decimal | None:
+        """measured × unit price ÷ per: multiplied first, so an amount that ends (as
+        60.035 s at $0.006 a minute, $0.0060035) is exact, not 1.000583333... minutes
+        cut at 34 digits times the price, a hair under half a millionth."""
         if self.price is None:
             return None
-        return EXACT.multiply(self.quantity, self.price.unit_price_usd)
+        return EXACT.divide(
+            EXACT.multiply(self.measured, self.price.unit_price_usd), Decimal(self.per)
+        )
 
 
 # The largest total a call's cost can hold (billing.models.CallCost.total_usd).
@@ -53,20 +65,23 @@ class Cost:
     complete: bool
 
 
-def _minutes(seconds: float | Decimal) -> Decimal:
-    return EXACT.divide(Decimal(str(seconds)), SECONDS_PER_MINUTE)
+def _seconds(seconds: float | Decimal) -> Decimal:
+    return Decimal(str(seconds))
 
 
 def _item_lines(item: dict, prices: dict[Key, Price]) -> list[Line]:
     """One usage item (a provider's model, cumulative) as priced lines."""
     provider, model = item["provider"], item["model"]
 
-    def line(component: str, quantity: Decimal, unit: str, price: Price | None = None) -> Line:
+    def line(
+        component: str, measured: Decimal, unit: str, price: Price | None = None, per: int = 1
+    ) -> Line:
         price = price or price_for(prices, component, provider, model)
-        return Line(component, provider, model, quantity, unit, price)
+        return Line(component, provider, model, measured, unit, price, per)
 
     if item["component"] == "stt":
-        return [line("stt", _minutes(item.get("audio_seconds", 0)), "minute")]
+        seconds = _seconds(item.get("audio_seconds", 0))
+        return [line("stt", seconds, "minute", per=SECONDS_PER_MINUTE)]
     if item["component"] == "tts":
         return [line("tts", Decimal(item.get("characters", 0)), "character")]
     cached = item.get("cached_tokens", 0)
@@ -96,20 +111,23 @@ def _time_lines(
 ) -> list[Line]:
     if started_at is None or ended_at is None or ended_at <= started_at:
         return []
-    minutes = _minutes(seconds_exact(ended_at - started_at))
+    seconds = seconds_exact(ended_at - started_at)
     lines = [
         Line(
             "room",
             "livekit",
             "room",
-            minutes,
+            seconds,
             "minute",
             price_for(prices, "room", "livekit", "room"),
+            SECONDS_PER_MINUTE,
         )
     ]
     if sip_direction is not None:
         price = price_for(prices, "sip", "livekit", sip_direction)
-        lines.append(Line("sip", "livekit", sip_direction, minutes, "minute", price))
+        lines.append(
+            Line("sip", "livekit", sip_direction, seconds, "minute", price, SECONDS_PER_MINUTE)
+        )
     return lines
 
 

@@ -367,6 +367,23 @@ def test_room_minutes_are_priced_from_the_exact_duration_not_a_float(
     assert cost["total_usd"] == "0.000500"
 
 
+def test_a_lines_amount_is_rounded_from_its_exact_value_not_a_rounded_minute_count(
+    api, agent_api, ended_call
+) -> None:
+    """60.035 s of audio at $0.006 a minute is $0.0060035, half a millionth: it rounds to
+    even, $0.006004. Dividing the seconds by 60 first (1.000583333... minutes, cut at 34
+    digits) made it $0.0060034999...98, shown as $0.006003."""
+    audio = {**STT, "provider": "openai", "model": "gpt-4o-transcribe", "audio_seconds": 60.035}
+
+    report(agent_api, ended_call, usage(audio))
+
+    cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
+    assert cost["breakdown"][0] == line(
+        "stt", "openai", "gpt-4o-transcribe", "1.000583", "minute", "0.006", "0.006004"
+    )
+    assert cost["total_usd"] == "0.007504"  # $0.0075035 with the room's three minutes
+
+
 @pytest.mark.parametrize(
     ("item", "attr"),
     [

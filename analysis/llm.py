@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+import re
+import time
 from dataclasses import dataclass
 
 import urllib3
@@ -47,11 +49,21 @@ def base_url(provider: str) -> str:
     return (settings.ANALYSIS_LLM_BASE_URL or OPENAI_COMPATIBLE_LLM[provider]).rstrip("/")
 
 
+# What no text column stores (JSON lets both in): U+0000 (PostgreSQL) and lone
+# surrogates (neither database: they are no UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what no column stores replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def scrub(text: str, secret: str) -> str:
     """`text` without the secret, cut to a length fit for a stored error."""
     if secret:
         text = text.replace(secret, "••••")
-    return text[:MAX_MESSAGE_CHARS]
+    return storable(text[:MAX_MESSAGE_CHARS])
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -63,7 +75,7 @@ def _retry_after(value: str | None) -> float | None:
         pass
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None  # neither seconds nor an HTTP date: ignored, the backoff applies
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
@@ -80,6 +92,23 @@ def _provider_message(body: bytes) -> str:
     return str(error or "")
 
 
+def _body_read(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+    """The body, up to MAX_RESPONSE_BYTES + 1, by the deadline: the socket's timeout
+    bounds each read only, so an answer trickling in would hold the attempt for as long
+    as the provider kept sending."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_RESPONSE_BYTES:
+        if time.monotonic() > deadline:
+            raise urllib3.exceptions.TimeoutError("the answer took longer than the timeout")
+        chunk = response.read1(MAX_RESPONSE_BYTES + 1 - size, decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def chat_completion(
     *, provider: str, model: str, api_key: str, messages: list[dict], schema: dict
 ) -> Completion:
@@ -93,6 +122,7 @@ def chat_completion(
             "json_schema": {"name": "call_analysis", "schema": schema, "strict": False},
         },
     }
+    deadline = time.monotonic() + settings.ANALYSIS_TIMEOUT_SECONDS
     try:
         response = _http.request(
             "POST",
@@ -104,7 +134,7 @@ def chat_completion(
             preload_content=False,
         )
         try:
-            raw = response.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            raw = _body_read(response, deadline)
         finally:
             response.release_conn()
     except urllib3.exceptions.HTTPError as exc:
@@ -129,4 +159,4 @@ def chat_completion(
         ) from None
     if not isinstance(content, str):
         content = ""
-    return Completion(content=content, model=str(answer.get("model") or model)[:100])
+    return Completion(content=content, model=storable(str(answer.get("model") or model)[:100]))

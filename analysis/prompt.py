@@ -121,6 +121,8 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
         answer = json.loads(content, parse_constant=_not_json, parse_float=_finite)
         if json_has_nul(answer):
             return None, "The answer contains NUL characters."
+        if not _is_unicode_text(answer):
+            return None, "The answer contains lone surrogates (\\ud800-\\udfff): not Unicode text."
         problem = _schema_problem(answer, analysis)
     except json.JSONDecodeError as exc:
         return None, f"The answer is not valid JSON ({exc.msg})."
@@ -129,6 +131,16 @@ def answer_problem(content: str, analysis: dict) -> tuple[dict | None, str | Non
     except RecursionError:  # a degenerate answer, deeper than parsing or checking goes
         return None, "The answer is nested too deeply."
     return (None, problem) if problem else (answer, None)
+
+
+def _is_unicode_text(answer: object) -> bool:
+    """json.loads decodes an escaped half of a surrogate pair (`\\ud800`) alone, which
+    no text column stores (no UTF-8 spells it)."""
+    try:
+        json.dumps(answer, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _not_json(constant: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -48,6 +48,17 @@ class CallNotEnded(Exception):
 
 class AnalysisNotConfigured(Exception):
     pass
+
+
+class CallTranscriptRemoved(Exception):
+    """The call's transcript was erased or is past its retention: there is nothing left
+    to analyse, and the verdict it had is kept."""
+
+
+def _transcript_removed(call_id: UUID | str) -> bool:
+    return Call.objects.filter(
+        Q(erased_at__isnull=False) | Q(transcript_expired_at__isnull=False), pk=call_id
+    ).exists()
 
 
 def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
@@ -110,6 +121,9 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
         raise AnalysisNotConfigured()
     now = timezone.now()
     _call_lock(call.pk)
+    # Read under the call's lock, which the erasure and retention take too.
+    if _transcript_removed(call.pk):
+        raise CallTranscriptRemoved()
     current = CallAnalysis.objects.select_for_update().filter(call=call).first()
     if current is None:
         try:
@@ -171,7 +185,15 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
         # Claimed, the run must end or be retried: left `running`, nothing would.
         logger.exception("analysis attempt failed", extra={"call_id": str(call_id)})
         outcome = _retry_or_fail(analysis, "The analysis stopped on an internal error.")
-    return _finish(analysis, outcome)
+    try:
+        return _finish(analysis, outcome)
+    except (DatabaseError, UnicodeEncodeError):
+        # A result no column takes (what the checks above missed): retried, not left
+        # `running` until the sweep takes it back.
+        logger.exception("analysis result not stored", extra={"call_id": str(call_id)})
+        return _finish(
+            analysis, _retry_or_fail(analysis, "The analysis stopped on an internal error.")
+        )
 
 
 def _retry_or_fail(
@@ -188,6 +210,9 @@ def _retry_or_fail(
 def _outcome(analysis: CallAnalysis) -> _Outcome:
     call = analysis.call
     setting = call.workflow_version.analysis or {}
+    if call.erased_at is not None or call.transcript_expired_at is not None:
+        # Erased before its run: the provider would judge `[erased]` lines.
+        return _Outcome(AnalysisStatus.SKIPPED, "The call's transcript was removed.")
     try:
         key = provider_key_for(
             organization=call.organization_id, provider_type="llm", provider_name=analysis.provider

@@ -242,7 +242,8 @@ class CallViewSet(viewsets.GenericViewSet):
         operation_id="calls_analysis_rerun",
         description="Analyse an ended call again (with the workflow version it ran). While a "
         "run is pending or running, that run is returned (idempotent); a call not yet ended "
-        "is 409; a workflow with no `analysis` setting is 409.",
+        "is 409; a workflow with no `analysis` setting is 409; a call whose transcript was "
+        "erased or is past its retention is 409 (its verdict stays).",
         request=None,
         responses={202: CallAnalysisSerializer, **error_responses(409)},
         filters=False,
@@ -268,6 +269,12 @@ class CallViewSet(viewsets.GenericViewSet):
         except analysis_services.AnalysisNotConfigured as exc:
             raise Conflict(
                 "This call's workflow has no analysis setting.", code="analysis_not_configured"
+            ) from exc
+        except analysis_services.CallTranscriptRemoved as exc:
+            raise Conflict(
+                "This call's transcript was erased or is past its retention: nothing is left "
+                "to analyse.",
+                code="transcript_removed",
             ) from exc
         return Response(representations.call_analysis(analysis), status=status.HTTP_202_ACCEPTED)
 

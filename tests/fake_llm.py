@@ -25,6 +25,10 @@ class Outcome:
     delay: float = 0.0
     # An error message quoting the request's Authorization header, as careless APIs do.
     echo_authorization: bool = False
+    # The error's message, when not the default one.
+    message: str | None = None
+    # Seconds between each tenth of the body: an answer trickling in (a slow gateway).
+    drip: float = 0.0
 
     @classmethod
     def answer(cls, value: object, delay: float = 0.0) -> Outcome:
@@ -82,7 +86,7 @@ class FakeLLM:
                         ],
                     }
                 else:
-                    message = f"fake error {outcome.status}"
+                    message = outcome.message or f"fake error {outcome.status}"
                     if outcome.echo_authorization:
                         message = self.headers.get("Authorization", "")
                     payload = {"error": {"message": message}}
@@ -94,7 +98,14 @@ class FakeLLM:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if outcome.drip:
+                        step = max(1, len(data) // 10)
+                        for start in range(0, len(data), step):
+                            self.wfile.write(data[start : start + step])
+                            self.wfile.flush()
+                            time.sleep(outcome.drip)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up
 

@@ -16,6 +16,20 @@ def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored(value: str 
     assert _retry_after(value) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Mon, 01 Jan 2020 99999999999999999999:00:00 GMT",
+        "Mon, 01 Jan 2020 10:00:00 +99999999999999999999",
+        "Mon, 01 Jan 99999999999 10:00:00 GMT",
+    ],
+)
+def test_a_retry_after_date_beyond_the_calendar_is_ignored(value: str) -> None:
+    """email.utils raises OverflowError for these (no ValueError): the provider's 429
+    became "The analysis stopped on an internal error", its own message lost."""
+    assert _retry_after(value) is None
+
+
 def test_a_retry_after_in_seconds_or_as_an_http_date_is_honoured() -> None:
     later = timezone.now() + datetime.timedelta(seconds=120)
 

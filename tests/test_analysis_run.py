@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -190,6 +191,45 @@ def test_an_answer_no_json_column_stores_is_retried_not_left_running(
     )
 
 
+def test_an_answer_with_a_lone_surrogate_is_retried_not_left_running(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """json.loads turns an escaped half of a surrogate pair into a lone surrogate, which
+    no column stores: writing the result failed after the attempt's error handling,
+    leaving the run `running` (until the sweep took it back, a quarter of an hour on)."""
+    call = ended_call(organization)
+    content = (
+        '{"summary": "A salad.\\ud800", "structured_data": {"meal_type": "lunch"}, "success": true}'
+    )
+    fake_llm.outcomes = [Outcome(content=content), Outcome.answer(VALID)]
+
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    assert (analysis_of(call).status, analysis_of(call).summary) == (
+        "completed",
+        "Ada logged lunch.",
+    )
+
+
+@pytest.mark.parametrize("message", ["bad \ud800 request", "bad \x00 request"])
+def test_a_provider_error_no_column_stores_fails_the_analysis_not_left_running(
+    organization: Organization, fake_llm: FakeLLM, message: str
+) -> None:
+    """The provider's message is stored as the error: a lone surrogate (or, on
+    PostgreSQL, a NUL) in it failed the write and left the run `running`."""
+    fake_llm.default = Outcome(status=400, message=message)
+    call = ended_call(organization)
+
+    run_worker()
+
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.error) == (
+        "failed",
+        "openai answered HTTP 400: bad \ufffd request",
+    )
+
+
 def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvable(
     organization: Organization, fake_llm: FakeLLM
 ) -> None:
@@ -304,6 +344,25 @@ def test_a_slow_answer_times_out_and_is_retried(
     analysis = analysis_of(call)
     assert analysis.status == "completed"
     assert analysis.attempts == 2
+
+
+def test_an_answer_trickling_in_past_the_timeout_is_cut_off_and_retried(
+    organization: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    """The timeout bounds the whole request: an answer sent a little at a time (each
+    piece sooner than the timeout) held the attempt, and the worker, for as long as the
+    provider kept sending."""
+    settings.ANALYSIS_TIMEOUT_SECONDS = 0.5
+    call = ended_call(organization)
+    fake_llm.outcomes = [Outcome(content=json.dumps(VALID), drip=0.3)]
+    fake_llm.default = Outcome.answer(VALID)
+
+    run_worker()
+    run_worker()
+
+    assert len(fake_llm.requests) == 2
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.attempts) == ("completed", 2)
 
 
 def test_without_a_key_the_analysis_is_skipped_with_the_reason_and_nothing_is_sent(

@@ -589,3 +589,49 @@ def test_retention_clearing_a_call_while_an_erasure_runs_leaves_it_in_the_erasur
 
     assert erasure.status == ErasureStatus.COMPLETED
     assert transcript(call) == ERASED_LINES
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erased_calls_analysis_is_not_rerun_on_its_erased_transcript(
+    organization, key, api, settings
+) -> None:
+    """The erasure keeps the analysis's verdict; a re-run would ask the provider about a
+    transcript of `[erased]` lines and replace the verdict with one about nothing."""
+    with FakeLLM(default=Outcome.answer(VALID)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        call = ended_call(organization, name="Ada Lovelace")
+        Call.objects.filter(pk=call.pk).update(user_id="user-123")
+        run_analysis_worker()
+        erase(organization, key, "user-123")
+        fake.default = Outcome.answer({**VALID, "success": False})
+        asked = len(fake.requests)
+
+        response = api.post(f"/api/v1/calls/{call.pk}/analysis")
+        run_analysis_worker()
+
+        assert response.status_code == 409, response.json()
+        assert len(fake.requests) == asked
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.success, analysis.run) == ("completed", True, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_erased_before_its_analysis_ran_is_skipped_not_judged_on_erased_lines(
+    organization, key, settings
+) -> None:
+    """The user is erased in the moments between the end and the analysis's run: nothing
+    is left to judge, so nothing is asked of the customer's LLM (on their key)."""
+    with FakeLLM(default=Outcome.answer({**VALID, "success": False})) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        call = ended_call(organization, name="Ada Lovelace")
+        Call.objects.filter(pk=call.pk).update(user_id="user-123")
+        erase(organization, key, "user-123")
+
+        run_analysis_worker()
+
+        assert fake.requests == []
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.success) == ("skipped", None)

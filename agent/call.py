@@ -115,7 +115,16 @@ class CallRuntime:
             call=self,
             phone=self.phone,
         )
-        return self.agents[self.workflow["start_agent"]]
+        return self.agents[self.first_agent_name()]
+
+    def first_agent_name(self) -> str:
+        """The start agent; for an agent dispatched again mid-call (its worker died), the
+        agent the call was with, so the caller is not sent back to the first one."""
+        current = self.data.get("current_agent")
+        names = {agent.get("name") for agent in self.workflow.get("agents", [])}
+        if self.data.get("status") == "active" and current in names:
+            return current
+        return self.workflow["start_agent"]
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -275,7 +284,7 @@ class CallRuntime:
             agent = self.session.current_agent if self.session is not None else None
         except RuntimeError:
             agent = None
-        return agent.id if agent is not None else self.workflow.get("start_agent")
+        return agent.id if agent is not None else self.first_agent_name()
 
     def _on_item_added(self, event: Any) -> None:
         item = event.item

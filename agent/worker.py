@@ -274,7 +274,7 @@ class CallJob:
         runtime.attach(session)
         session.on("close", self._on_close)
         runtime.started()
-        first_agent = runtime.agents[runtime.workflow["start_agent"]]
+        first_agent = runtime.agents[runtime.first_agent_name()]
         return await session.start(first_agent, record=False, **start)
 
     def _on_close(self, event: Any) -> None:

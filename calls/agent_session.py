@@ -122,6 +122,7 @@ def agent_session(*, call: Call) -> dict:
         "room_name": call.room_name,
         "status": call.status,
         "started_at": call.started_at,
+        "current_agent": call.current_agent,
         "end_reason": call.end_reason,
         "direction": call.direction,
         "channel": call.channel,
@@ -187,6 +188,11 @@ class AgentSessionSerializer(serializers.Serializer):
         allow_null=True,
         help_text="When the call became active; null before. An agent dispatched again "
         "mid-call times `max_duration_seconds` from it.",
+    )
+    current_agent = serializers.CharField(
+        allow_null=True,
+        help_text="The agent the call is with (null before it starts): an agent dispatched "
+        "again mid-call resumes with it rather than the start agent.",
     )
     end_reason = serializers.CharField(
         allow_null=True,

@@ -61,6 +61,19 @@ def test_an_active_calls_session_says_when_it_started(agent_api: APIClient, call
     assert (body["status"], body["started_at"]) == ("active", "2026-03-01T09:30:15.250000Z")
 
 
+def test_an_active_calls_session_names_the_agent_it_is_with(
+    agent_api: APIClient, call: Call
+) -> None:
+    """An agent dispatched again mid-call resumes with it, not the start agent."""
+    Call.objects.filter(pk=call.pk).update(
+        status="active", started_at=datetime.datetime.now(datetime.UTC), current_agent="meal-agent"
+    )
+
+    body = agent_api.get(session_url(call)).json()
+
+    assert (body["status"], body["current_agent"]) == ("active", "meal-agent")
+
+
 def test_it_returns_the_whole_session_to_an_agent_key(
     agent_api: APIClient, call: Call, keys: None
 ) -> None:
@@ -98,6 +111,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "room_name": f"call-{call.id}",
         "status": "connecting",
         "started_at": None,
+        "current_agent": None,
         "end_reason": None,
         "direction": "inbound",
         "channel": "web",

@@ -171,6 +171,43 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) ->
     )
 
 
+async def test_an_agent_dispatched_again_mid_call_resumes_with_the_agent_it_was_with(
+    web: Web, fake_livekit
+) -> None:
+    """The first worker died after handing the caller to the meal agent: the next
+    dispatch goes on with the meal agent, not the greeter's hello, and the call's
+    history stays what it was."""
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    first_run = make_reporter(web, call_id)
+    first_run.status("active")
+    first_run.handoff(from_agent="greeter-agent", to_agent="meal-agent")
+    await first_run.aclose()
+
+    scripted = ScriptedLLM(["Where were we? What did you eat today?"])
+    providers = TextProviders(llm=scripted)
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime = await job.prepare()
+        assert runtime is not None
+        session = job.session(runtime, vad=None, turn_detection="stt")
+        resumed = await job.start(runtime, session, capture_run=True)
+        resumed.expect.next_event().is_agent_handoff(new_agent_type=WorkflowAgent)
+        resumed.expect.next_event().is_message(role="assistant")
+        assert session.current_agent.id == "meal-agent"
+        assert scripted.requests[0].messages[0][1].startswith("Ask Ada what they ate")
+        await job.reporter.flush()
+
+        midway = web.call(call_id)
+        assert (midway["current_agent"], midway["agent_history"]) == (
+            "meal-agent",
+            ["greeter-agent", "meal-agent"],
+        )
+        scripted.add(["Goodbye Ada!", call("end_call")])
+        await session.run(user_input="That's all, bye")
+        assert await live.finish() == "session closed: user_initiated"
+
+
 async def test_a_missing_llm_key_fails_the_call_with_a_clear_reason(web: Web) -> None:
     call_id = web.create_call(org="nollm", user_data={"name": "Bo"})["call_id"]
     reporter = make_reporter(web, call_id)

@@ -312,6 +312,28 @@ def test_an_agent_dispatched_mid_call_has_only_the_time_the_first_run_left(
     assert runtime._duration_left(limit) == pytest.approx(left, abs=1)
 
 
+@pytest.mark.parametrize(
+    ("status", "current_agent", "first"),
+    [
+        ("active", "meal-agent", "meal-agent"),  # dispatched again mid-call: resumes
+        ("connecting", None, "greeter-agent"),  # a first dispatch
+        ("active", None, "greeter-agent"),  # an API before current_agent was sent
+        ("active", "gone-agent", "greeter-agent"),  # a name the version does not have
+    ],
+)
+def test_an_agent_dispatched_mid_call_resumes_with_the_agent_the_call_was_with(
+    status, current_agent, first
+) -> None:
+    """Its worker died: starting again at the start agent sent the caller back to the
+    greeting, and the API's `current_agent` no longer named who spoke."""
+    runtime = runtime_with(EventsEndpoint())
+    agents = [{"name": "greeter-agent"}, {"name": "meal-agent"}]
+    runtime.workflow = {**DATA["workflow"], "agents": agents}
+    runtime.data = {**DATA, "status": status, "current_agent": current_agent}
+
+    assert runtime.first_agent_name() == first
+
+
 @pytest.mark.parametrize("started_at", ["yesterday", "2026-01-01T10:00:00", 17])
 def test_a_started_at_that_is_no_time_leaves_the_whole_duration(started_at) -> None:
     runtime = runtime_with(EventsEndpoint())

@@ -328,3 +328,43 @@ def test_view_only_staff_see_the_definition_read_only(client: Client, workflow: 
 
     assert response.status_code == 200
     assert 'name="definition"' not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("definition", "message"),
+    [
+        # The standard library's parser blows the recursion limit (a 500), as the
+        # preview form's sample data did.
+        ('{"agents": ' + "[" * 100_000 + "]" * 100_000 + "}", "depth limit exceeded"),
+        # An integer the API's own parser refuses: a client could read the workflow
+        # back but never save it again (PUT was a 400).
+        ('{"x": 100000000000000000000000}', "does not fit in 64 bits"),
+    ],
+    ids=["deep", "integer-beyond-64-bits"],
+)
+def test_the_admin_refuses_a_definition_the_api_could_not_take(
+    staff_client: Client, workflow: Workflow, definition: str, message: str
+) -> None:
+    held = workflow.current_version.definition
+    tool = held["agents"][1]["tools"][0]
+    text = json.dumps(held).replace(
+        json.dumps(tool["parameters"]), definition.replace("{", '{"type": "object", ', 1), 1
+    )
+    assert text != json.dumps(held)
+    staff_client.raise_request_exception = False
+
+    response = staff_client.post(
+        change_url(workflow),
+        {
+            "slug": "daily-call",
+            "name": "Daily",
+            "definition": text,
+            "read_at": read_at(workflow),
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+        },
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert workflow.versions.count() == 1

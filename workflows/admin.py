@@ -4,10 +4,10 @@ soft-delete, and preview an agent's prompts rendered for sample user data."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
-import orjson
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -20,10 +20,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 
 from calls.serializers import CallCreateSerializer
 from voicecalls.admin_confirm import action_confirmation
 from voicecalls.admin_forms import ReadAtForm
+from voicecalls.parsers import JSONParser
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
@@ -70,8 +72,30 @@ def _object_field(value: Any) -> dict:
     return value
 
 
+class APIJSONField(forms.JSONField):
+    """JSON read as the API reads a body (`voicecalls.parsers`): orjson's nesting limit
+    ends in an error where the standard library would exhaust the recursion limit (a
+    500) on `[[[[...`, and an integer beyond 64 bits, which the API would answer but
+    never take back, is refused."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str):
+            return value
+        if value in self.empty_values:
+            return None
+        try:
+            return JSONParser().parse(io.BytesIO(value.encode("utf-8", "surrogatepass")))
+        except ParseError as exc:
+            message = f"{self.error_messages['invalid']} {exc.detail}"
+            raise forms.ValidationError(message, code="invalid") from exc
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed: re-encoding it would meet the same recursion limit.
+        return initial if self.disabled or data is None else InvalidJSONInput(data)
+
+
 class WorkflowForm(ReadAtForm, forms.ModelForm):
-    definition = forms.JSONField(
+    definition = APIJSONField(
         widget=forms.Textarea(attrs={"rows": 30, "cols": 110, "style": "font-family: monospace"}),
         help_text="`start_agent`, `agents` and `settings`, as in the API. Saving a "
         "changed definition creates a new version; calls already made keep theirs.",
@@ -269,32 +293,21 @@ class WorkflowAdmin(admin.ModelAdmin):
         )
 
 
-class SampleJSONField(forms.JSONField):
-    """Sample `user_data` / `metadata` held to the API's own field (size and depth), and
-    parsed with orjson, whose nesting limit ends in an error where the standard library
-    would exhaust the recursion limit (a 500) on `[[[[...`."""
+class SampleJSONField(APIJSONField):
+    """Sample `user_data` / `metadata` held to the API's own field (size and depth)."""
 
     def __init__(self, *, api_field: serializers.Field, **kwargs: Any) -> None:
         self.api_field = api_field
         super().__init__(**kwargs)
 
     def to_python(self, value: Any) -> Any:
-        if self.disabled or not isinstance(value, str):
-            return value
-        if value in self.empty_values:
-            return None
-        try:
-            parsed = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+        parsed = super().to_python(value)
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return parsed
         try:
             return self.api_field.run_validation(parsed)
         except serializers.ValidationError as exc:
             raise forms.ValidationError([str(e) for e in exc.detail]) from exc
-
-    def bound_data(self, data: Any, initial: Any) -> Any:
-        # Shown again as typed: re-encoding it would meet the same recursion limit.
-        return initial if self.disabled or data is None else InvalidJSONInput(data)
 
 
 _API_FIELDS = CallCreateSerializer().fields

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -857,3 +859,87 @@ def test_a_json_schema_whose_dollar_schema_is_not_a_string_is_a_400(
 
     assert response.status_code == 400
     assert [e["attr"] for e in response.json()["errors"]] == [attr]
+
+
+@pytest.mark.parametrize("where", ["tool", "analysis"])
+@pytest.mark.parametrize("number", ["1e20", "-1e19", "1e308"])
+def test_a_json_schema_float_beyond_64_bits_is_a_400_naming_the_field(
+    api: APIClient, where: str, number: str
+) -> None:
+    """PostgreSQL's jsonb answers 1e20 as 100000000000000000000, a number this API's own
+    parser refuses: the workflow read back could not be saved again (PUT is a 400)."""
+    schema = '{"type": "object", "properties": {"n": {"type": "number", "maximum": NUMBER}}}'
+    data = json.loads(json.dumps(body()))
+    if where == "tool":
+        data["agents"][0]["tools"][0]["parameters"] = "SCHEMA"
+        attr = "agents.0.tools.0.parameters"
+    else:
+        data["analysis"] = {"structured_data_schema": "SCHEMA"}
+        attr = "analysis.structured_data_schema"
+    raw = json.dumps(data).replace('"SCHEMA"', schema.replace("NUMBER", number))
+
+    response = api.post("/api/v1/workflows", raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert errors(response) == [(attr, "number_too_large")]
+    assert Workflow.objects.count() == 0
+
+
+@pytest.mark.parametrize("where", ["tool", "analysis"])
+def test_json_schema_floats_count_toward_the_size_as_they_are_stored_in_full(
+    api: APIClient, where: str
+) -> None:
+    """jsonb prints 1e-300 as 0.000…1: a 16 KiB schema of them came back as ~800 KiB on
+    every read of the workflow, its versions and each call's agent session."""
+    schema = {"type": "object", "examples": [1e-300] * 2000}
+    assert len(json.dumps(schema, separators=(",", ":"))) < 16 * 1024
+    data = body()
+    if where == "tool":
+        data["agents"][0]["tools"][0]["parameters"] = schema
+        attr = "agents.0.tools.0.parameters"
+    else:
+        data["analysis"] = {"structured_data_schema": schema}
+        attr = "analysis.structured_data_schema"
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400, response.content
+    assert errors(response) == [(attr, "too_large")]
+    assert Workflow.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_a_workflow_read_back_can_be_saved_again(api: APIClient) -> None:
+    data = body()
+    data["agents"][0]["tools"][0]["parameters"]["properties"]["order_id"] = {
+        "type": "number",
+        "maximum": 1e18,
+        "multipleOf": 1.5e-7,
+    }
+    created = api.post("/api/v1/workflows", data, format="json")
+    answered = api.get(f"/api/v1/workflows/{created.json()['id']}").json()
+
+    again = api.put(f"/api/v1/workflows/{answered['id']}", answered, format="json")
+
+    assert again.status_code == 200, again.content
+    assert again.json()["version"] == 1
+
+
+def test_a_body_of_many_large_tool_schemas_is_validated_in_seconds(api: APIClient) -> None:
+    """Each tool's schema is checked against its meta-schema: in pure Python that cost
+    ~0.2 ms per subschema, so a body under 1 MiB of 16 KiB schemas of `{}`s held a sync
+    worker for a minute and more, past gunicorn's 30 s timeout (the worker killed, the
+    client answered 502); a few such requests at once took the service down."""
+    schema = {"type": "object", "anyOf": [{}] * 5_000}
+    assert len(json.dumps(schema, separators=(",", ":"))) < 16 * 1024
+    data = body()
+    for agent in data["agents"]:
+        agent["tools"] = [{"name": f"t{n}", "parameters": schema} for n in range(30)]
+    raw = json.dumps(data, separators=(",", ":"))
+    assert len(raw) < 1024 * 1024
+
+    started = time.monotonic()
+    response = api.post("/api/v1/workflows", raw, content_type="application/json")
+
+    assert time.monotonic() - started < 10
+    assert response.status_code in (201, 400), response.content

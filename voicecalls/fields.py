@@ -6,7 +6,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
@@ -14,7 +13,7 @@ from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
 from voicecalls.json_numbers import json_float_growth
-from voicecalls.json_schemas import checking_validator
+from voicecalls.json_schemas import checking_validator, meta_schema_problem
 
 
 def json_depth(value: object) -> int:
@@ -116,6 +115,7 @@ class JSONSchemaDocumentField(serializers.JSONField):
         "too_large": "Must be at most {max_bytes} bytes as JSON.",
         "too_deep": "Must be nested at most {max_depth} levels deep.",
         "null_characters_not_allowed": "Null characters are not allowed.",
+        "number_too_large": "Numbers must fit in 64 bits.",
     }
 
     def to_internal_value(self, data: object) -> dict:
@@ -126,7 +126,12 @@ class JSONSchemaDocumentField(serializers.JSONField):
         if json_depth(data) > self.max_depth:
             self.fail("too_deep", max_depth=self.max_depth)
         value = super().to_internal_value(data)
-        if json_size(value) > self.max_bytes:
+        # As BoundedJSONObjectField: jsonb prints floats in full (1e20 as an integer the
+        # parser refuses, 1e-300 as 300 digits), so the stored schema is what counts.
+        growth = json_float_growth(value)
+        if growth is None:
+            self.fail("number_too_large")
+        if json_size(value) + growth > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if json_has_nul(value):
             self.fail("null_characters_not_allowed")
@@ -134,12 +139,9 @@ class JSONSchemaDocumentField(serializers.JSONField):
         if not isinstance(value.get("$schema", ""), str):
             # jsonschema reads it as a URI to pick the meta-schema: anything else raises.
             self.fail("invalid_schema", message="$schema must be a string (a meta-schema URI).")
-        try:
-            schema_validator(value).check_schema(value)
-        except jsonschema_exceptions.SchemaError as exc:
-            path = "/".join(str(part) for part in exc.path)
-            where = f" at /{path}" if path else ""
-            self.fail("invalid_schema", message=f"{exc.message}{where}")
+        problem = meta_schema_problem(value)
+        if problem is not None:
+            self.fail("invalid_schema", message=problem)
         try:
             checking_validator(value)
         except ValueError as exc:  # what the values are checked with must take it too

@@ -12,6 +12,7 @@ Django-free: the agent worker has its own venv and imports this module.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jsonschema_rs
@@ -30,12 +31,38 @@ def _no_retrieval(uri: str) -> object:
     raise ValueError(f"{uri} is not fetched: references must stay inside the schema")
 
 
+def _draft_of(schema: dict) -> type:
+    return jsonschema_validators.validator_for(
+        schema, default=jsonschema_validators.Draft202012Validator
+    )
+
+
+@functools.cache
+def _meta_checker(draft: type) -> Any:
+    """A jsonschema-rs validator of `draft`'s meta-schema (its `regex` format read as
+    jsonschema-rs reads patterns, which is what checks values against them)."""
+    return _RS_VALIDATORS[draft](draft.META_SCHEMA, validate_formats=True, retriever=_no_retrieval)
+
+
+def meta_schema_problem(schema: dict) -> str | None:
+    """Why `schema` is not a valid JSON Schema of its draft (by its `$schema`, else draft
+    2020-12), or None. jsonschema's own `check_schema` walks the meta-schema in Python at
+    ~0.2 ms a subschema: a 16 KiB schema of `{}`s took a second, a request of sixty of
+    them minutes; here it is a millisecond."""
+    draft = _draft_of(schema)
+    if draft not in _RS_VALIDATORS:
+        return f"{schema.get('$schema')}: this draft of JSON Schema is not supported"
+    error = next(iter(_meta_checker(draft).iter_errors(schema)), None)
+    if error is None:
+        return None
+    path = "/".join(str(part) for part in error.instance_path)
+    return f"{error.message} at /{path}" if path else error.message
+
+
 def checking_validator(schema: dict) -> Any:
     """A jsonschema-rs validator for `schema`. ValueError when it cannot take it (a
     regex only Python reads, a remote reference, draft 3)."""
-    draft = jsonschema_validators.validator_for(
-        schema, default=jsonschema_validators.Draft202012Validator
-    )
+    draft = _draft_of(schema)
     if draft not in _RS_VALIDATORS:
         raise ValueError(f"{schema.get('$schema')}: this draft of JSON Schema is not supported")
     return _RS_VALIDATORS[draft](schema, validate_formats=False, retriever=_no_retrieval)

@@ -102,10 +102,10 @@ _WORKFLOW_RULES = [
     (rf"{_AGENT}\.(stt|llm|tts)\.fallbacks\.\d+", "duplicate"),  # repeats a choice before it
     (rf"{_AGENT}\.tools\.\d+\.url", "invalid"),  # Django's URL validator (labels, IDNA)
     # A valid JSON Schema (jsonschema's meta-schema; jsonschema-rs takes it too), bounded
-    # in depth and size, no NUL.
+    # in depth and size (floats as PostgreSQL prints them), no NUL, no float beyond 64 bits.
     (
         rf"{_AGENT}\.tools\.\d+\.parameters",
-        "invalid_schema|too_deep|too_large|null_characters_not_allowed",
+        "invalid_schema|too_deep|too_large|null_characters_not_allowed|number_too_large",
     ),
     # A tool's fields by its `type` (the schema lists one flat tool): destinations and a
     # message for transfer tools only, which need destinations and have no url; each
@@ -129,7 +129,7 @@ _WORKFLOW_RULES = [
     (r"analysis\.summary_prompt", "template_syntax_error"),
     (
         r"analysis\.structured_data_schema",
-        "invalid_schema|too_deep|too_large|null_characters_not_allowed|remote_ref",
+        "invalid_schema|too_deep|too_large|null_characters_not_allowed|remote_ref|number_too_large",
     ),
     (r"analysis\.(provider|model)", "required"),
     (r"analysis\.provider", "unsupported_provider"),

@@ -118,7 +118,9 @@ def test_a_call_ended_by_the_agent_is_priced_with_its_minutes_at_the_end(
     call.refresh_from_db()
     assert call.status == CallStatus.COMPLETED
     cost = api.get(f"/api/v1/calls/{call.id}").json()["cost"]
-    minutes = Decimal((call.ended_at - call.started_at).total_seconds()) / 60
+    # Exact (a float's seconds were a hair off a rounding tie now and then).
+    duration = call.ended_at - call.started_at
+    minutes = Decimal(duration // datetime.timedelta(microseconds=1)) / 60_000_000
     room = Decimal(cost["breakdown"][1]["amount_usd"])
     assert [item["component"] for item in cost["breakdown"]] == ["stt", "room"]
     assert cost["breakdown"][1]["quantity"] == str(

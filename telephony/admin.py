@@ -62,8 +62,8 @@ class SipTrunkAddForm(forms.ModelForm):
             )
         except LiveKitError as exc:
             self.add_error(None, f"LiveKit refused the trunk: {exc}")
-        except serializers.ValidationError as exc:  # the organization's trunk cap
-            self.add_error(None, [str(detail) for detail in exc.detail])
+        except serializers.ValidationError as exc:  # the trunk cap, a number not available
+            self.add_error(None, _messages(exc.detail))
 
 
 class LiveKitDeletes:

@@ -341,3 +341,22 @@ def test_staff_cannot_set_a_default_caller_number_no_trunk_of_the_organization_h
     assert staff_client.post(url, {**form, "default_caller_number": CALLER}).status_code == 302
     organization.refresh_from_db()
     assert organization.default_caller_number == CALLER
+
+
+def test_a_trunk_listing_a_number_another_organization_mapped_is_a_form_error_naming_why(
+    staff_client, organization, outsider, fake_livekit
+) -> None:
+    """The service's refusal ({"numbers": {0: [...]}}) reaches staff as its message, not
+    as the word "numbers"."""
+    PhoneNumberFactory(trunk=inbound_trunk(outsider, numbers=(INBOUND_NUMBER,)))
+
+    response = staff_client.post(
+        ADD_URL,
+        add_form(organization, direction="inbound", address="", numbers=f'["{INBOUND_NUMBER}"]'),
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.non_field_errors() == [
+        "This number is not available."
+    ]
+    assert SipTrunk.objects.filter(organization=organization).count() == 0

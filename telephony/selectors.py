@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
 from accounts.models import Organization
@@ -40,3 +40,21 @@ def number_held_elsewhere(*, organization: Organization, number: str) -> bool:
         .filter(numbers_text__contains=f'"{number}"')
         .exists()
     )
+
+
+def numbers_on_inbound_trunks(numbers: list[str]) -> set[str]:
+    """Which of `numbers` an inbound trunk (of any organization) already answers: LiveKit
+    refuses a second inbound trunk with the same number ("Conflicting inbound SIP
+    Trunks"), and a number belongs to one organization only."""
+    if not numbers:
+        return set()
+    listed = Q()
+    for number in numbers:
+        listed |= Q(numbers_text__contains=f'"{number}"')
+    trunks = (
+        SipTrunk.objects.filter(direction=TrunkDirection.INBOUND)
+        .annotate(numbers_text=Cast("numbers", TextField()))
+        .filter(listed)
+        .values_list("numbers", flat=True)
+    )
+    return {number for held in trunks for number in held} & set(numbers)

@@ -18,7 +18,12 @@ from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.services import CallJoinInfo, call_inserting, call_participant_token
 from telephony import dialing, guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
-from telephony.selectors import number_held_elsewhere, outbound_numbers, sip_trunk_queryset
+from telephony.selectors import (
+    number_held_elsewhere,
+    numbers_on_inbound_trunks,
+    outbound_numbers,
+    sip_trunk_queryset,
+)
 from voicecalls import livekit, livekit_sip
 from voicecalls.db import advisory_lock
 from voicecalls.errors import Conflict
@@ -76,7 +81,7 @@ def sip_trunk_create(
     is deleted again.
     """
     _trunk_cap_check(organization=organization)
-    _trunk_numbers_check(organization=organization, numbers=numbers)
+    _trunk_numbers_check(organization=organization, numbers=numbers, direction=direction)
     trunk_id = _livekit_trunk_create(
         name=name,
         direction=direction,
@@ -92,7 +97,7 @@ def sip_trunk_create(
             # Again, with the numbers locked: another organization may have mapped one
             # while LiveKit created the trunk.
             _numbers_lock(numbers)
-            _trunk_numbers_check(organization=organization, numbers=numbers)
+            _trunk_numbers_check(organization=organization, numbers=numbers, direction=direction)
             return SipTrunk.objects.create(
                 organization=organization,
                 name=name,
@@ -108,13 +113,16 @@ def sip_trunk_create(
         raise
 
 
-def _trunk_numbers_check(*, organization: Organization, numbers: list[str]) -> None:
-    """No trunk lists a number another organization has mapped to a workflow."""
+def _trunk_numbers_check(*, organization: Organization, numbers: list[str], direction: str) -> None:
+    """No trunk lists a number another organization has mapped to a workflow, and no
+    inbound trunk a number another inbound trunk answers (LiveKit refuses it)."""
     taken = set(
         PhoneNumber.objects.filter(number__in=numbers)
         .exclude(organization=organization)
         .values_list("number", flat=True)
     )
+    if direction == TrunkDirection.INBOUND:
+        taken |= numbers_on_inbound_trunks(numbers)
     for index, number in enumerate(numbers):
         if number in taken:
             raise serializers.ValidationError({"numbers": {index: [NUMBER_TAKEN]}})

@@ -151,12 +151,23 @@ class SipMixin:
         return self._trunk_create(message.trunk, "inbound", response_class)
 
     def _trunk_create(self, trunk, direction: str, response_class):
+        """As LiveKit: two inbound trunks answering the same number (neither restricted
+        by `allowed_numbers`) conflict, and the second is refused (livekit/livekit
+        service/sip.go CreateSIPInboundTrunk → protocol sip.ValidateTrunksIter)."""
         trunk_id = f"ST_fake{next(_ids)}"
         info = response_class()
         info.CopyFrom(trunk)
         info.sip_trunk_id = trunk_id
         info.auth_password = ""  # LiveKit does not echo secrets either
         with self._lock:
+            if direction == "inbound" and not trunk.allowed_numbers:
+                for other_id, kind in self.trunks.items():
+                    other = self.trunk_infos.get(other_id)
+                    if kind == "inbound" and other is not None and not other.allowed_numbers:
+                        if set(other.numbers) & set(trunk.numbers):
+                            message = "Conflicting inbound SIP Trunks"
+                            body = _json_error("invalid_argument", message)
+                            return 400, "application/json", body
             self.trunks[trunk_id] = direction
             self.trunk_infos[trunk_id] = info
         return info

@@ -126,10 +126,23 @@ def test_a_deleted_workflow_cannot_take_calls(api, workflow, trunk):
     assert response.json()["errors"][0]["attr"] == "workflow_slug"
 
 
+def legacy_inbound_trunk(organization, number: str) -> SipTrunk:
+    """An inbound trunk listing `number` that another inbound trunk lists too: LiveKit
+    refuses to make such a trunk ("Conflicting inbound SIP Trunks"), and so does
+    sip_trunk_create; rows from before it did may remain."""
+    return SipTrunk.objects.create(
+        organization=organization,
+        name="legacy",
+        direction="inbound",
+        numbers=[number],
+        livekit_trunk_id=f"ST_legacy{uuid.uuid4().hex[:8]}",
+    )
+
+
 def test_a_number_another_organization_mapped_is_not_available_and_says_nothing_of_whose(
     api, workflow, trunk, outsider, fake_livekit
 ):
-    PhoneNumberFactory(trunk=inbound_trunk(outsider, numbers=(INBOUND_NUMBER,)))
+    PhoneNumberFactory(trunk=legacy_inbound_trunk(outsider, INBOUND_NUMBER))
 
     response = api.post(URL, body(trunk), format="json")
 
@@ -166,18 +179,23 @@ def test_a_trunk_listing_a_number_mapped_while_livekit_created_the_trunk_is_refu
 ):
     """The number is checked again once LiveKit answered, under the numbers' lock."""
     ours = inbound_trunk(organization)
-    create_in_livekit = fake_livekit._CreateSIPInboundTrunk
+    create_in_livekit = fake_livekit._CreateSIPOutboundTrunk
     mapped: list[int] = []
 
     def create_while_the_number_is_mapped(message, response_class):
         mapped.append(api.post(URL, body(ours), format="json").status_code)
         return create_in_livekit(message, response_class)
 
-    fake_livekit._CreateSIPInboundTrunk = create_while_the_number_is_mapped
+    fake_livekit._CreateSIPOutboundTrunk = create_while_the_number_is_mapped
 
     theirs = outsider_api.post(
         "/api/v1/sip-trunks",
-        {"name": "In", "direction": "inbound", "numbers": [INBOUND_NUMBER]},
+        {
+            "name": "Out",
+            "direction": "outbound",
+            "address": "sip.example.com",
+            "numbers": [INBOUND_NUMBER],
+        },
         format="json",
     )
 
@@ -191,7 +209,7 @@ def test_a_trunk_listing_a_number_mapped_while_livekit_created_the_trunk_is_refu
 def test_a_number_on_another_organizations_trunk_is_not_available(
     api, workflow, trunk, outsider, fake_livekit
 ):
-    inbound_trunk(outsider, numbers=(INBOUND_NUMBER,))
+    legacy_inbound_trunk(outsider, INBOUND_NUMBER)
 
     response = api.post(URL, body(trunk), format="json")
 

@@ -248,3 +248,40 @@ def test_a_create_whose_livekit_answer_was_lost_leaves_no_trunk_in_livekit(
 
     assert retry.status_code == 201, retry.content
     assert list(fake_livekit.trunks) == [retry.json()["livekit_trunk_id"]]
+
+
+def test_an_inbound_trunk_cannot_list_a_number_on_another_organizations_inbound_trunk(
+    api, outsider_api, fake_livekit
+):
+    """A number is unique platform-wide, across every trunk's numbers (DESIGN.md "Phone
+    calls", Inbound), and LiveKit itself refuses a second inbound trunk with the same
+    number ("Conflicting inbound SIP Trunks": livekit/livekit service/sip.go
+    CreateSIPInboundTrunk → sip.ValidateTrunksIter): a 400 naming it, not a 502 that no
+    retry cures, and LiveKit is not asked."""
+    theirs = {"name": "Theirs", "direction": "inbound", "numbers": ["+14155550140"]}
+    assert outsider_api.post(URL, theirs, format="json").status_code == 201
+    requests_before = len(fake_livekit.requests)
+    ours = {"name": "Ours", "direction": "inbound", "numbers": ["+14155550151", "+14155550140"]}
+
+    response = api.post(URL, ours, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == [
+        {"code": "invalid", "detail": "This number is not available.", "attr": "numbers.1"}
+    ]
+    assert len(fake_livekit.requests) == requests_before
+    assert [t.name for t in SipTrunk.objects.all()] == ["Theirs"]
+
+
+def test_a_second_inbound_trunk_with_the_same_number_is_400_not_502(api, fake_livekit):
+    """LiveKit refuses two inbound trunks answering the same number (neither restricted
+    by allowed_numbers): "Conflicting inbound SIP Trunks" (invalid_argument), so it is
+    refused here first, naming the number, rather than a 502 a retry never cures."""
+    first = {"name": "In", "direction": "inbound", "numbers": ["+14155550140"]}
+    assert api.post(URL, first, format="json").status_code == 201
+
+    response = api.post(URL, {**first, "name": "In again"}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][0]["attr"] == "numbers.0"
+    assert SipTrunk.objects.count() == 1

@@ -141,7 +141,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
             room_name=call.room_name,
             identity=call.user_identity,
             ringing_timeout_seconds=version.ring_timeout_seconds,
-            max_call_duration_seconds=call.max_duration_seconds,
+            max_call_duration_seconds=_livekit_max_call_duration(call, version),
         )
     except livekit_sip.SipDialError as exc:
         return _dial_failed(call=call, code=exc.sip_status_code, text=exc.sip_status)
@@ -152,6 +152,16 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
         return _dial_failed(call=call, code=None, text=None)
     phone_call_answered(call_id=call.pk)
     return "answered"
+
+
+# LiveKit's own cap on the phone call is a backstop behind the agent's and expire_calls'
+# (which end it `timeout`/`max_duration`): whether its clock starts at the dial or the
+# answer, it must not hang up first, as if the callee had.
+LIVEKIT_DURATION_GRACE_SECONDS = 60
+
+
+def _livekit_max_call_duration(call: Call, version: WorkflowVersion) -> int:
+    return call.max_duration_seconds + version.ring_timeout_seconds + LIVEKIT_DURATION_GRACE_SECONDS
 
 
 def _to_dial_after_hang_ups(call_id: uuid.UUID) -> bool:

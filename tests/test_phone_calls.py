@@ -116,7 +116,8 @@ def test_the_dial_job_dispatches_the_agent_then_dials_the_callee_and_answered_is
         "roomName": f"call-{call_id}",
         "participantIdentity": f"user-{call_id}",
         "ringingTimeout": "30s",
-        "maxCallDuration": "1800s",
+        # A backstop past the call's own 1800 s, counted from the dial (ring + grace).
+        "maxCallDuration": "1890s",
         "waitUntilAnswered": True,
     }
     body = detail(api, call_id)

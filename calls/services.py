@@ -47,10 +47,12 @@ def call_participant_token(*, call: Call) -> str:
     if call.is_phone:
         return livekit.monitor_token(room_name=call.room_name, identity=call.monitor_identity)
     name = call.user_data.get("name") if isinstance(call.user_data, dict) else None
+    # Only text is a display name: an object or list printed would carry other user
+    # data into a token every participant can read.
     return livekit.participant_token(
         room_name=call.room_name,
         identity=call.user_identity,
-        name=str(name) if name not in (None, "") else None,
+        name=name if isinstance(name, str) and name else None,
         call_id=str(call.id),
     )
 

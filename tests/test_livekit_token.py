@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 
 import pytest
@@ -21,6 +22,10 @@ def create_call(api: APIClient, **body: object) -> tuple[Call, livekit_api.Claim
     return Call.objects.get(pk=response.json()["call_id"]), verifier.verify(
         response.json()["token"]
     )
+
+
+def jwt_payload(token: str) -> str:
+    return base64.urlsafe_b64decode(token.split(".")[1] + "==").decode()
 
 
 def test_the_token_lets_the_user_join_exactly_the_calls_room(api: APIClient, workflow) -> None:
@@ -61,12 +66,30 @@ def test_the_token_carries_the_display_name_and_no_other_user_data(
     ).verify(token)
 
     assert claims.name == "John Doe"
-    import base64
-
-    payload = base64.urlsafe_b64decode(token.split(".")[1] + "==").decode()
+    payload = jwt_payload(token)
     assert "private-detail" not in payload
     assert "metadata-detail" not in payload
     assert not claims.metadata
+
+
+@pytest.mark.parametrize(
+    "name", [{"first": "John", "diagnosis": "private-detail"}, ["John", "private-detail"], True]
+)
+def test_a_name_that_is_not_text_is_no_display_name(api: APIClient, workflow, name) -> None:
+    """Printed, `{"first": ..., "diagnosis": ...}` put the rest of it in a token every
+    participant of the room reads."""
+    response = api.post(
+        "/api/v1/calls",
+        {"workflow_slug": "daily-call", "user_data": {"name": name}},
+        format="json",
+    )
+    token = response.json()["token"]
+    claims = livekit_api.TokenVerifier(
+        settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET
+    ).verify(token)
+
+    assert not claims.name
+    assert "private-detail" not in jwt_payload(token)
 
 
 def test_the_token_lives_at_most_15_minutes(api: APIClient, workflow) -> None:

@@ -418,7 +418,7 @@ def call_create(
     token = participant_token(
         room_name=f"call-{call_id}",
         identity=f"user-{call_id}",
-        name=str(name) if name else None,
+        name=name if isinstance(name, str) and name else None,
         call_id=str(call_id),
     )
     return dumps(

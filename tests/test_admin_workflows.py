@@ -68,6 +68,18 @@ def read_at(workflow: Workflow) -> str:
     return Workflow.objects.get(pk=workflow.pk).updated_at.isoformat()
 
 
+def change_form(workflow: Workflow, *, definition: str) -> dict:
+    """The change page's form, as staff post it, with `definition` as typed."""
+    return {
+        "slug": "daily-call",
+        "name": "Daily",
+        "definition": definition,
+        "read_at": read_at(workflow),
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+    }
+
+
 def test_saving_a_changed_definition_adds_a_version(
     staff_client: Client, workflow: Workflow
 ) -> None:
@@ -75,15 +87,7 @@ def test_saving_a_changed_definition_adds_a_version(
     definition["agents"][0]["greeting"] = "Hey {{ user.name }}"
 
     response = staff_client.post(
-        change_url(workflow),
-        {
-            "slug": "daily-call",
-            "name": "Daily",
-            "definition": json.dumps(definition),
-            "read_at": read_at(workflow),
-            "versions-TOTAL_FORMS": "1",
-            "versions-INITIAL_FORMS": "1",
-        },
+        change_url(workflow), change_form(workflow, definition=json.dumps(definition))
     )
 
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -107,15 +111,7 @@ def test_the_admin_cannot_save_an_invalid_definition(
     definition = {**copy.deepcopy(workflow.current_version.definition), **change}
 
     response = staff_client.post(
-        change_url(workflow),
-        {
-            "slug": "daily-call",
-            "name": "Daily",
-            "definition": json.dumps(definition),
-            "read_at": read_at(workflow),
-            "versions-TOTAL_FORMS": "1",
-            "versions-INITIAL_FORMS": "1",
-        },
+        change_url(workflow), change_form(workflow, definition=json.dumps(definition))
     )
 
     assert response.status_code == 200
@@ -353,17 +349,7 @@ def test_the_admin_refuses_a_definition_the_api_could_not_take(
     assert text != json.dumps(held)
     staff_client.raise_request_exception = False
 
-    response = staff_client.post(
-        change_url(workflow),
-        {
-            "slug": "daily-call",
-            "name": "Daily",
-            "definition": text,
-            "read_at": read_at(workflow),
-            "versions-TOTAL_FORMS": "1",
-            "versions-INITIAL_FORMS": "1",
-        },
-    )
+    response = staff_client.post(change_url(workflow), change_form(workflow, definition=text))
 
     assert response.status_code == 200
     assert message in response.content.decode()

@@ -841,18 +841,23 @@ def test_an_analysis_prompt_python_cannot_compile_is_a_400_naming_it(api: APICli
     assert [e["attr"] for e in response.json()["errors"]] == ["analysis.summary_prompt"]
 
 
+def body_with_schema(where: str, schema: object) -> tuple[dict, str]:
+    """A workflow body with `schema` as a tool's parameters or the analysis's structured
+    data schema, and the error attr naming it."""
+    data = body()
+    if where == "tool":
+        data["agents"][0]["tools"][0]["parameters"] = schema
+        return data, "agents.0.tools.0.parameters"
+    data["analysis"] = {"structured_data_schema": schema}
+    return data, "analysis.structured_data_schema"
+
+
 @pytest.mark.parametrize("where", ["tool", "analysis"])
 def test_a_json_schema_whose_dollar_schema_is_not_a_string_is_a_400(
     api: APIClient, where: str
 ) -> None:
     schema = {"type": "object", "$schema": 5}
-    data = body()
-    if where == "tool":
-        data["agents"][0]["tools"][0]["parameters"] = schema
-        attr = "agents.0.tools.0.parameters"
-    else:
-        data["analysis"] = {"structured_data_schema": schema}
-        attr = "analysis.structured_data_schema"
+    data, attr = body_with_schema(where, schema)
     api.raise_request_exception = False
 
     response = api.post("/api/v1/workflows", data, format="json")
@@ -869,13 +874,7 @@ def test_a_json_schema_float_beyond_64_bits_is_a_400_naming_the_field(
     """PostgreSQL's jsonb answers 1e20 as 100000000000000000000, a number this API's own
     parser refuses: the workflow read back could not be saved again (PUT is a 400)."""
     schema = '{"type": "object", "properties": {"n": {"type": "number", "maximum": NUMBER}}}'
-    data = json.loads(json.dumps(body()))
-    if where == "tool":
-        data["agents"][0]["tools"][0]["parameters"] = "SCHEMA"
-        attr = "agents.0.tools.0.parameters"
-    else:
-        data["analysis"] = {"structured_data_schema": "SCHEMA"}
-        attr = "analysis.structured_data_schema"
+    data, attr = body_with_schema(where, "SCHEMA")
     raw = json.dumps(data).replace('"SCHEMA"', schema.replace("NUMBER", number))
 
     response = api.post("/api/v1/workflows", raw, content_type="application/json")
@@ -893,13 +892,7 @@ def test_json_schema_floats_count_toward_the_size_as_they_are_stored_in_full(
     every read of the workflow, its versions and each call's agent session."""
     schema = {"type": "object", "examples": [1e-300] * 2000}
     assert len(json.dumps(schema, separators=(",", ":"))) < 16 * 1024
-    data = body()
-    if where == "tool":
-        data["agents"][0]["tools"][0]["parameters"] = schema
-        attr = "agents.0.tools.0.parameters"
-    else:
-        data["analysis"] = {"structured_data_schema": schema}
-        attr = "analysis.structured_data_schema"
+    data, attr = body_with_schema(where, schema)
 
     response = api.post("/api/v1/workflows", data, format="json")
 

@@ -25,6 +25,7 @@ from calls.models import (
     IdempotencyRecord,
     LiveKitWebhookEvent,
 )
+from recordings.reconcile import recordings_reconcile
 from telephony.models import RefusedTransfer
 from voicecalls import livekit
 
@@ -42,6 +43,7 @@ class ExpireResult:
     idempotency_records_pruned: int = 0
     refused_transfers_pruned: int = 0
     open_counters_repaired: int = 0
+    recordings_reconciled: int = 0
 
 
 # LiveKit retries a webhook for well under a minute; ids older than this cannot recur.
@@ -85,6 +87,10 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
             silent.append(SilentCall(call.id, call.room_name, user, call.heard_at))
     if silent:
         _calls_reconcile(calls=silent, now=now, result=result)
+    # Recordings whose egress webhooks were lost, as calls whose room webhooks were.
+    reconciled, errors = recordings_reconcile(now=now)
+    result.recordings_reconciled += reconciled
+    result.livekit_errors += errors
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).
     result.open_counters_repaired = open_calls_reconcile()

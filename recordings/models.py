@@ -79,7 +79,16 @@ class Recording(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "created_at"], name="recording_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="recording_status_created"),
+            # `recordings_reconcile`: egresses not known to have ended (a few), not the
+            # millions of recordings that ended.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(ended_at__isnull=True, egress_id__isnull=False),
+                name="recording_egress_unended",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.call_id} {self.status}"

@@ -212,8 +212,10 @@ def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording |
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
         return None, False
-    Recording.objects.filter(pk=pk, egress_id__isnull=True).update(egress_id=egress_id)
-    return Recording.objects.filter(egress_id=egress_id).first(), True
+    # Claimed by this event only if this UPDATE did it: another event of the same egress
+    # that claimed it meanwhile (its lock waited for) may have moved it to a final status.
+    claimed = Recording.objects.filter(pk=pk, egress_id__isnull=True).update(egress_id=egress_id)
+    return Recording.objects.filter(egress_id=egress_id).first(), bool(claimed)
 
 
 def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetime.datetime) -> bool:
@@ -236,7 +238,8 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     if status == S.COMPLETE:
         changes["ended_at"] = at
         # What the columns hold: LiveKit's int64s may be anything (-1, 2^63 - 1).
-        duration = None if egress.duration_ns is None else round(egress.duration_ns / 1e9)
+        # Whole seconds, rounded down (DESIGN.md), in integers: a float loses nanoseconds.
+        duration = None if egress.duration_ns is None else egress.duration_ns // 1_000_000_000
         if duration is not None and 0 <= duration <= _DURATION_MAX:
             changes["duration_seconds"] = duration
         if egress.size_bytes is not None and 0 <= egress.size_bytes <= _SIZE_MAX:
@@ -293,8 +296,23 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         # The egress ended while the file went: what it finished may have been written
         # after the deletion, and its webhook saw no deleted recording to delete it.
         _file_delete_later(recording.pk)
+    if (marked or late) and recording.status in (S.STARTING, S.RECORDING):
+        # Its egress may still be recording (the call goes on, its user just erased):
+        # stopped, it records no more of them; its file goes when it ends (above).
+        _egress_stop(recording.pk)
     logger.info("recording of call %s deleted", call_id)
     return bool(marked or late)
+
+
+def _egress_stop(recording_id: UUID) -> None:
+    egress_id = Recording.objects.filter(pk=recording_id).values_list("egress_id", flat=True)
+    egress_id = egress_id.first()
+    if not egress_id:
+        return
+    try:
+        livekit_egress.egress_stop(egress_id=egress_id)
+    except LiveKitError as exc:  # it ends with the room; `recordings_reconcile` stops it
+        logger.warning("recording %s: could not stop its egress: %s", recording_id, exc)
 
 
 def _file_delete_later(recording_id: UUID) -> None:

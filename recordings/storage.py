@@ -160,11 +160,19 @@ def target_reachable_check(target: S3Target) -> None:
 
 
 def object_delete(target: S3Target, *, key: str) -> None:
-    """Delete the object (deleting one that is not there succeeds, as S3 answers)."""
+    """Delete the object (deleting one that is not there succeeds, as S3 answers; so
+    does one in a bucket that no longer exists: its files went with it, and retrying
+    would hold up every later deletion of the organization for ever)."""
     target_reachable_check(target)
     try:
         _client(target).delete_object(Bucket=target.bucket, Key=key)
-    except (BotoCoreError, ClientError) as exc:
+    except ClientError as exc:
+        if _describe(exc) == "NoSuchBucket":
+            return
+        raise StorageError(
+            f"The storage refused or could not be reached: {_describe(exc)}"
+        ) from None
+    except BotoCoreError as exc:
         problem = _describe(exc)
         raise StorageError(f"The storage refused or could not be reached: {problem}") from None
 

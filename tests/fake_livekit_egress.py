@@ -14,6 +14,7 @@ Each egress runs when the test calls `egress_run()`, after LiveKit's answer.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 
@@ -26,6 +27,7 @@ from tests.ogg import ogg_opus_silence
 METHODS = {
     "StartRoomCompositeEgress": (api.RoomCompositeEgressRequest, api.EgressInfo, "room_record"),
     "ListEgress": (api.ListEgressRequest, api.ListEgressResponse, "room_record"),
+    "StopEgress": (api.StopEgressRequest, api.EgressInfo, "room_record"),
 }
 RECORDED_SECONDS = 2.0
 _ids = itertools.count(1)
@@ -58,9 +60,30 @@ class EgressMixin:
             items = [
                 info
                 for info in self.egresses.values()
-                if not message.room_name or info.room_name == message.room_name
+                if (not message.room_name or info.room_name == message.room_name)
+                and (not message.egress_id or info.egress_id == message.egress_id)
+                and (not message.active or info.status < egress_models.EgressStatus.EGRESS_COMPLETE)
             ]
         return response_class(items=items)
+
+    def _StopEgress(self, message, response_class):
+        """As LiveKit: an egress starting or active goes ENDING (it then finishes its
+        file); any other status is FAILED_PRECONDITION, an unknown id NOT_FOUND."""
+        with self._lock:
+            info = self.egresses.get(message.egress_id)
+            if info is None:
+                return _twirp_error(404, "not_found", "egress not found")
+            if info.status not in (
+                egress_models.EgressStatus.EGRESS_STARTING,
+                egress_models.EgressStatus.EGRESS_ACTIVE,
+            ):
+                name = egress_models.EgressStatus.Name(info.status)
+                return _twirp_error(
+                    412, "failed_precondition", f"egress with status {name} cannot be stopped"
+                )
+            info.status = egress_models.EgressStatus.EGRESS_ENDING
+            info.updated_at = _ns()
+        return info
 
     def _egress_play(self, egress_id: str, request: api.RoomCompositeEgressRequest) -> None:
         info = self.egresses[egress_id]
@@ -144,6 +167,10 @@ class EgressMixin:
             thread.join(timeout)
             if thread.is_alive():
                 raise TimeoutError("the fake egress did not finish")
+
+
+def _twirp_error(status: int, code: str, msg: str) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps({"code": code, "msg": msg}).encode()
 
 
 def default_file() -> bytes:

@@ -426,3 +426,37 @@ def test_retained_identities_of_recordings_deleted_in_a_pass_that_then_failed_ar
 
     kept = list(RetainedIdentity.objects.values_list("call_id", flat=True))
     assert kept == [], "A's hash kept" if kept == [a.call_id] else kept
+
+
+def test_a_recording_in_a_bucket_that_no_longer_exists_holds_up_no_retention_or_erasure(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """A customer moving to a new bucket (PUT recording-storage) and deleting the old one
+    leaves recordings naming a bucket S3 answers NoSuchBucket for: their files are gone
+    with it. Taken as a failure to retry, it stopped the organization's retention at the
+    same recording every pass (no later recording ever expired) and made every erasure
+    of its user wait for ever."""
+    from recordings.services import recording_storage_set
+
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    recording_storage_set(
+        organization_id=organization.pk,
+        endpoint=s3_server,
+        bucket=recordings_bucket,
+        region="us-east-1",
+        access_key_id="AKIAORGANIZATION0042",
+        secret_access_key="org-secret-2bq9Vx7LmT4pWz1K",
+    )
+    gone = stored(ended_ago=40 * DAY, user_id="user-1")
+    Recording.objects.filter(pk=gone.pk).update(storage="organization", bucket="old-bucket-gone")
+    later = stored(ended_ago=35 * DAY, user_id="user-2")
+    erased = stored(ended_ago=DAY, user_id="user-9")
+    Recording.objects.filter(pk=erased.pk).update(storage="organization", bucket="old-bucket-gone")
+
+    retention_apply(batch_size=1)
+    retention_apply(batch_size=1)
+
+    assert (status_of(gone), status_of(later)) == ("deleted", "deleted")
+    assert erasure_run(erasure_id=erasure_of(organization, "user-9").pk) == "completed"
+    assert status_of(erased) == "deleted"
+    assert later.object_key not in object_keys(s3_server, recordings_bucket)

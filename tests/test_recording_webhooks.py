@@ -3,6 +3,8 @@ backwards, failures shown with LiveKit's error, the call itself never touched.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from calls.models import LiveKitWebhookEvent
@@ -155,3 +157,60 @@ def test_the_recording_endpoint_takes_two_queries(
         response = api.get(f"/api/v1/calls/{recording.call_id}/recording")
 
     assert response.json()["url"] is not None
+
+
+def test_the_duration_is_whole_seconds_rounded_down(recording) -> None:
+    """DESIGN.md: `duration_seconds` everywhere is whole seconds, rounded down; a file of
+    2.6 s is 2, as a call of 2.6 s is (it said 3, a second that was never recorded)."""
+    payload = json.loads(egress_body("egress_ended", call_id=recording.call_id, egress_id=EGRESS))
+    payload["egressInfo"]["fileResults"][0]["duration"] = "2600000000"
+
+    assert post_webhook(json.dumps(payload)).status_code == 200
+
+    assert state(recording) == ("complete", 2, 1432104, "")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_started_racing_the_ended_that_claims_the_egress_does_not_reopen_it(
+    organization, workflow
+) -> None:
+    """LiveKit's answer to the start not in yet (or lost), `egress_ended` (failed) and a
+    late `egress_started` arrive together: the first claims the recording for the
+    egress and fails it; the second, whose claim found it already taken, counted itself
+    the claimer too and so moved the final `failed` back to `recording`, for good."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from recordings.services import recording_egress_update
+    from voicecalls.livekit import EgressUpdate
+
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(
+        call=call, status="starting", egress_id=None, duration_seconds=None, size_bytes=None
+    )
+    claimed = threading.Event()
+
+    def ended_failed() -> None:
+        try:
+            with transaction.atomic():  # as livekit_webhook_handle
+                recording_egress_update(
+                    egress=EgressUpdate(EGRESS, "EGRESS_FAILED", "Start signal not received"),
+                    room_name=call.room_name,
+                    at=timezone.now(),
+                )
+                claimed.set()
+                time.sleep(1.0)  # committing while the other event is handled
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ended_failed)
+    thread.start()
+    assert claimed.wait(10)
+    send("egress_started", recording)
+    thread.join(10)
+
+    assert state(recording) == ("failed", None, None, "Start signal not received")

@@ -6,6 +6,7 @@ and sends the egress webhooks; the client downloads it through a presigned link.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ import urllib.request
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from livekit.protocol import egress as egress_models
 
 from calls.models import Call
@@ -359,3 +361,102 @@ def test_organization_credentials_no_key_opens_leave_the_call_unrecorded_not_bro
     assert Recording.objects.count() == 0
     assert started_egresses(egress_fake) == []
     assert "cannot be decrypted" in caplog.text
+
+
+def test_a_recording_whose_egress_webhooks_were_lost_is_reconciled_with_livekit(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """LiveKit drops a webhook it could not deliver within 30 s (DESIGN.md): with its
+    `egress_ended` lost, a recording whose file is in the bucket said `starting` for
+    ever, with no link. `expire_calls` asks LiveKit (ListEgress) about the egresses of
+    calls ended a while ago whose end it never heard of, as it does for silent calls."""
+    from calls.expiry import calls_expire
+
+    assert fake_livekit.webhook_sink is None  # every egress webhook is lost
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    fake_livekit.egress_run()  # the file is uploaded; LiveKit's webhooks never arrive
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    assert Recording.objects.get(call_id=call_id).status == "starting"
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.duration_seconds, recording.size_bytes) == (
+        "complete",
+        2,
+        561,
+    )
+    body = api.get(f"/api/v1/calls/{call_id}/recording").json()
+    assert download(body["url"]) == fake_livekit.egress_file
+
+
+def test_a_file_an_egress_finished_after_its_deletion_goes_even_when_its_webhook_was_lost(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """Deleted (an erasure, retention) while the egress still wrote, a recording's file
+    went only when `egress_ended` came: lost, the erased caller's voice stayed in the
+    bucket for good, with no row left to find it by."""
+    from calls.expiry import calls_expire
+    from recordings.services import recording_delete
+
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    assert recording_delete(call_id=call_id)  # nothing in the bucket yet
+    fake_livekit.egress_run()  # the egress uploads after it; its webhooks are lost
+    recording = Recording.objects.get(call_id=call_id)
+    assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert Recording.objects.get(call_id=call_id).status == "deleted"
+
+
+def test_an_egress_still_running_long_after_its_call_ended_is_stopped(
+    api, recording_workflow, egress_fake, recordings_bucket
+) -> None:
+    """The room outlived the call (its DeleteRoom failed, a caller rejoined with a token
+    still valid): the egress went on recording whoever was in it, with nothing ever
+    stopping it. `expire_calls` stops it (StopEgress); it then finishes its file."""
+    from calls.expiry import calls_expire
+
+    egress_fake.egress_outcome = "manual"  # it runs until told otherwise
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    egress_id = Recording.objects.get(call_id=call_id).egress_id
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+
+    assert [r.body for r in egress_fake.calls("StopEgress")] == [{"egressId": egress_id}]
+    assert egress_fake.egresses[egress_id].status == egress_models.EgressStatus.EGRESS_ENDING
+
+
+def test_erasing_the_user_of_a_call_being_recorded_stops_its_egress(
+    api, recording_workflow, egress_fake, recordings_bucket, organization
+) -> None:
+    """A call is not recorded once its user is erased (recording_schedule, and
+    recording_start, refuse it); one already recording went on recording the erased
+    user until the call ended, into a file deleted only afterwards."""
+    from accounts.services import api_key_create
+    from privacy.erasure import erasure_create, erasure_run
+
+    egress_fake.egress_outcome = "manual"  # it runs until the room closes or it is stopped
+    body = {"workflow_slug": "daily-call", "user_id": "user-9"}
+    call_id = api.post("/api/v1/calls", body, format="json").json()["call_id"]
+    join(call_id)
+    run_worker()
+    egress_id = Recording.objects.get(call_id=call_id).egress_id
+    key, _ = api_key_create(name="privacy", organization=organization)
+
+    erasure = erasure_create(organization=organization, user_id="user-9", api_key=key)
+    erasure_run(erasure_id=erasure.pk)
+
+    assert Recording.objects.get(call_id=call_id).status == "deleted"
+    assert [r.body for r in egress_fake.calls("StopEgress")] == [{"egressId": egress_id}]

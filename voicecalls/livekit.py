@@ -123,7 +123,11 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
 def _egress_update(event: object) -> EgressUpdate | None:
     if not event.HasField("egress_info"):  # type: ignore[attr-defined]
         return None
-    info = event.egress_info  # type: ignore[attr-defined]
+    return egress_update_of(event.egress_info)  # type: ignore[attr-defined]
+
+
+def egress_update_of(info: object) -> EgressUpdate:
+    """What an `EgressInfo` (a webhook's, or ListEgress's) says of a recording."""
     files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
     first = files[0] if files else None
     return EgressUpdate(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from livekit import api
 
-from voicecalls.livekit import twirp_request
+from voicecalls.livekit import EgressUpdate, egress_update_of, twirp_request
 
 
 def room_audio_recording_start(
@@ -42,3 +42,21 @@ def room_audio_recording_start(
         "StartRoomCompositeEgress", lambda lk: lk.egress.start_room_composite_egress(request)
     )
     return info.egress_id
+
+
+def egress_status(*, egress_id: str) -> EgressUpdate | None:
+    """What LiveKit says of an egress now (ListEgress by its id); None when it no longer
+    knows it."""
+    request = api.ListEgressRequest(egress_id=egress_id)
+    response = twirp_request("ListEgress", lambda lk: lk.egress.list_egress(request))
+    for info in response.items:
+        if info.egress_id == egress_id:
+            return egress_update_of(info)
+    return None
+
+
+def egress_stop(*, egress_id: str) -> None:
+    """Ask LiveKit to stop an egress: it finishes its file and reports it ended. One
+    LiveKit no longer knows is no failure."""
+    request = api.StopEgressRequest(egress_id=egress_id)
+    twirp_request("StopEgress", lambda lk: lk.egress.stop_egress(request), if_not_found=None)

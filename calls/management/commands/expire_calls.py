@@ -16,10 +16,12 @@ class Command(PeriodicCommand):
             or result.reconciled
             or result.livekit_errors
             or result.open_counters_repaired
+            or result.recordings_reconciled
         ):
             self.stdout.write(
                 f"connect_timeout={result.connect_timeouts} dial_timeout={result.dial_timeouts} "
                 f"max_duration={result.max_durations} "
                 f"reconciled={result.reconciled} livekit_errors={result.livekit_errors} "
-                f"open_counters_repaired={result.open_counters_repaired}"
+                f"open_counters_repaired={result.open_counters_repaired} "
+                f"recordings_reconciled={result.recordings_reconciled}"
             )

@@ -1,0 +1,36 @@
+"""The recordings whose egress is not known to have ended (`Recording.Meta.indexes`),
+for `recordings_reconcile`: a few, among millions that ended. Built CONCURRENTLY on
+PostgreSQL, so recordings go on while it builds."""
+
+from django.db import migrations, models
+
+from voicecalls.db import index_add
+
+INDEX = models.Index(
+    condition=models.Q(("egress_id__isnull", False), ("ended_at__isnull", True)),
+    fields=["created_at"],
+    name="recording_egress_unended",
+)
+
+
+def create(apps, schema_editor) -> None:
+    index_add(schema_editor, apps.get_model("recordings", "Recording"), INDEX)
+
+
+def drop(apps, schema_editor) -> None:
+    schema_editor.remove_index(apps.get_model("recordings", "Recording"), INDEX)
+
+
+class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
+    dependencies = [
+        ("recordings", "0001_initial"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            database_operations=[migrations.RunPython(create, drop)],
+            state_operations=[migrations.AddIndex(model_name="recording", index=INDEX)],
+        ),
+    ]

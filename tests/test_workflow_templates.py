@@ -375,3 +375,38 @@ def test_a_long_list_tested_by_its_length_in_a_loop_still_renders() -> None:
 
     assert rendered.startswith("Free slots: slot-0000, slot-0001")
     assert rendered.endswith("slot-1999")
+
+
+def _shared_tuple(depth: int, name: str = "t", pair: str = "({x}, {x})") -> str:
+    # (t, t) nested `depth` deep: a few dozen bytes that hash and compare as 2**depth leaves.
+    return f"{{% set {name}0 = (1, 2) %}}" + "".join(
+        f"{{% set {name}{i} = {pair.format(x=f'{name}{i - 1}')} %}}" for i in range(1, depth + 1)
+    )
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "{% set d = {} %}{{ d[t27] }}",  # a lookup hashes its key
+        "{{ t27 in {} }}",  # so does `in` on a dict
+        "{% set d = {t27: 1} %}{{ d | length }}",  # and a dict literal
+        # Lists and dicts nested so compare as deep: `==` walks both.
+        _shared_tuple(27, "u", "[{x}, {x}]")
+        + _shared_tuple(27, "v", "[{x}, {x}]")
+        + "{{ u27 == v27 }}",
+        _shared_tuple(27, "u", "{{'a': {x}, 'b': {x}}}")
+        + _shared_tuple(27, "v", "{{'a': {x}, 'b': {x}}}")
+        + "{{ u27 == v27 }}",
+    ],
+)
+def test_one_step_on_a_tuple_nested_in_itself_cannot_outlast_the_deadline(use: str) -> None:
+    """The deadline is looked at between steps: one hash of a tuple that holds itself
+    twice at every level walks 2**depth leaves in C, a second at depth 27, hours at 40,
+    and nothing stops it (the session's shared deadline included)."""
+    import time
+
+    from workflows.template_sandbox import MAX_RENDER_SECONDS
+
+    started = time.monotonic()
+    render(_shared_tuple(27) + use, CONTEXT)
+    assert time.monotonic() - started < MAX_RENDER_SECONDS + 0.5

@@ -159,6 +159,24 @@ class _Bounded(NodeTransformer):
     def _sized(expr: nodes.Expr) -> nodes.Expr:
         return nodes.Filter(expr, "_compared", [], [], None, None, lineno=expr.lineno)
 
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        self.generic_visit(node)
+        if node.ctx != "load":  # (`{% for a, b in ... %}` names, not a value)
+            return node
+        return self._built(node)
+
+    def visit_List(self, node: nodes.List) -> nodes.Node:
+        self.generic_visit(node)
+        return self._built(node)
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
+        self.generic_visit(node)
+        return self._built(node)
+
+    @staticmethod
+    def _built(expr: nodes.Expr) -> nodes.Expr:
+        return nodes.Filter(expr, "_built", [], [], None, None, lineno=expr.lineno)
+
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         items = nodes.List(node.nodes, lineno=node.lineno)
@@ -233,6 +251,13 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             raise SecurityError("string formatting is not available in prompts")
 
         return refuse
+
+
+def _built(value: Any) -> Any:
+    """A tuple, list or dict a template writes out: held to the value bound as it is
+    made. Holding another twice at each level, a few bytes nest 2**depth leaves, which
+    one hash or `==` walks in C, where no deadline is looked at."""
+    return _spent_on(_check_len(value))
 
 
 def _spent_on(value: Any) -> Any:
@@ -350,6 +375,7 @@ def _make_environment() -> PromptEnvironment:
     env.filters["_loop_budget"] = _loop_budget
     env.filters["_bounded_concat"] = _bounded_concat
     env.filters["_compared"] = _compared
+    env.filters["_built"] = _built
     return env
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpcore
 import httpx
 
@@ -41,6 +43,10 @@ async def check_tool_url(url: str, *, allow_private: bool) -> None:
             raise UnsafeToolURL(f"{parts.hostname} is not a public address")
 
 
+# What anyio waits before trying a host's next address (RFC 8305's recommendation).
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
 class _PublicAddressesOnly(httpcore.AsyncNetworkBackend):
     """Connects only to public addresses, resolved here, at connect time, and connects
     to the address it checked (TLS and the Host header keep the name): a DNS answer
@@ -66,20 +72,46 @@ class _PublicAddressesOnly(httpcore.AsyncNetworkBackend):
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if not addresses or not all(address_is_public(a) for a in addresses):
             raise httpcore.ConnectError(f"{host} is not a public address")
-        error: Exception | None = None
-        for address in addresses:  # in the resolver's order, as a plain connect tries
-            try:
-                return await self._backend.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
+        return await self._first_connected(
+            addresses,
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def _first_connected(
+        self, addresses: list[str], port: int, **options: Any
+    ) -> httpcore.AsyncNetworkStream:
+        """The first of `addresses` to connect, in the resolver's order, the next tried
+        HAPPY_EYEBALLS_DELAY on or as soon as one fails, as anyio does connecting by
+        name: one after another, a silent first address (a blackholed IPv6 route)
+        would take the tool's whole timeout."""
+        connected: list[httpcore.AsyncNetworkStream] = []
+        errors: list[Exception] = []
+        async with anyio.create_task_group() as group:
+
+            async def attempt(address: str, failed: anyio.Event) -> None:
+                try:
+                    stream = await self._backend.connect_tcp(address, port, **options)
+                except Exception as exc:  # (raised below, not as anyio's ExceptionGroup)
+                    errors.append(exc)
+                    failed.set()
+                    return
+                if connected:  # another address won meanwhile
+                    await stream.aclose()
+                    return
+                connected.append(stream)
+                group.cancel_scope.cancel()
+
+            for address in addresses:
+                failed = anyio.Event()
+                group.start_soon(attempt, address, failed)
+                with anyio.move_on_after(HAPPY_EYEBALLS_DELAY):
+                    await failed.wait()
+        if connected:
+            return connected[0]
+        raise errors[-1]
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
@@ -91,8 +123,17 @@ class PublicOnlyTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self) -> None:
         super().__init__()
+        # httpx's own limits: httpcore's defaults keep an idle connection for ever, and
+        # one a middlebox dropped silently would swallow the next tool call whole.
+        limits = httpx.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
+        )
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), network_backend=_PublicAddressesOnly()
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PublicAddressesOnly(),
         )
 
 
@@ -100,12 +141,33 @@ class AnswerTooLarge(Exception):
     pass
 
 
+# The encodings a tool may answer in (asked for by name: httpx would also offer br or
+# zstd when their packages are installed).
+ACCEPT_ENCODING = "gzip, deflate"
+
+
 async def answer_read(response: httpx.Response, limit: int) -> bytes:
-    """The answer's body, decoded (gzip counts as what it inflates to), or AnswerTooLarge
-    once past `limit` bytes, having read no more."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise AnswerTooLarge
-    return bytes(body)
+    """The answer's body, inflated (gzip or deflate), or AnswerTooLarge past `limit`
+    bytes, sent or inflated: read raw, as httpx would inflate each 64 KiB read whole (64
+    MiB of zeros). httpx.DecodingError for an encoding or stream it cannot take."""
+    if response.is_stream_consumed:  # built in memory (a stand-in transport)
+        raw = response.content
+        encoding = ""
+    else:
+        raw = bytearray()
+        async for chunk in response.aiter_raw():
+            raw += chunk
+            if len(raw) > limit:
+                raise AnswerTooLarge
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return bytes(raw)
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise httpx.DecodingError(f"the answer's encoding {encoding!r} is not taken")
+    try:  # (a gzip or zlib header, either: 32 + MAX_WBITS reads both)
+        body = zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(bytes(raw), limit + 1)
+    except zlib.error as exc:
+        raise httpx.DecodingError(str(exc)) from exc
+    if len(body) > limit:
+        raise AnswerTooLarge
+    return body

@@ -19,6 +19,7 @@ from agent.events import json_safe
 from agent.providers import ComponentCache
 from agent.telephony import PhoneLine, transfer_tool
 from agent.tool_http import (
+    ACCEPT_ENCODING,
     AnswerTooLarge,
     PublicOnlyTransport,
     UnsafeToolURL,
@@ -159,6 +160,7 @@ class ToolRunner:
                     url,
                     json=arguments,
                     headers={
+                        "Accept-Encoding": ACCEPT_ENCODING,
                         "X-Voicecalls-Call-Id": self.call_id,
                         "X-Voicecalls-Tool": spec["name"],
                         "X-Voicecalls-Agent": agent_name,

@@ -335,3 +335,62 @@ async def test_a_tool_answer_keeps_its_words_as_written():
     result = await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
     assert "München" in result and "予約済み" in result
     assert json.loads(result) == {"city": "München", "note": "予約済み"}
+
+
+async def test_a_compressed_answer_is_not_inflated_past_the_bound_in_memory():
+    """Content-Encoding: gzip inflates a 64 KiB read (one chunk of the connection) to
+    ~64 MiB before answer_read counts it: the 1 MiB bound held the body, not what the
+    worker inflated to check it. Many calls' tools at once multiply it."""
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)  # ~64 KiB
+
+    async def answer(writer: asyncio.StreamWriter, stats: dict) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
+        )
+        writer.write(bomb)
+        await writer.drain()
+
+    server, url, _ = await _tool_server(answer)
+    runner = ToolRunner(call_id="c1", allow_private_urls=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ToolError, match="too large"):
+            await runner.run({**SAVE_MEAL, "url": url}, {"meal_type": "lunch"}, agent_name="a")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await runner.aclose()
+        server.close()
+    assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", lambda data: __import__("gzip").compress(data)),
+        ("deflate", lambda data: __import__("zlib").compress(data)),
+    ],
+)
+async def test_a_compressed_answer_within_the_bound_is_read(encoding, compress):
+    body = compress(json.dumps({"saved": True, "note": "x" * 200_000}).encode())
+
+    async def answer(writer: asyncio.StreamWriter, stats: dict) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (encoding.encode(), len(body), body)
+        )
+        await writer.drain()
+
+    server, url, _ = await _tool_server(answer)
+    runner = ToolRunner(call_id="c1", allow_private_urls=True)
+    try:
+        result = await runner.run({**SAVE_MEAL, "url": url}, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        await runner.aclose()
+        server.close()
+    assert result.startswith('{"saved": true, "note": "xxx')

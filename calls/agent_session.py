@@ -307,7 +307,7 @@ class AgentInboundSessionView(APIView):
             "still given for a minute: the agent says `busy_message` and hangs up."
         ),
         request=InboundSessionRequestSerializer,
-        responses={200: AgentSessionSerializer, **error_responses(409)},
+        responses={200: AgentSessionSerializer, **error_responses(404, 409)},
     )
     def post(self, request: Request) -> Response:
         params = InboundSessionRequestSerializer(data=request.data)

@@ -15,6 +15,7 @@ from recordings.serializers import (
     RecordingStorageWriteSerializer,
     recording_storage_data,
 )
+from voicecalls.errors import error_responses
 
 NOT_SET = "Your organization has no recording storage of its own."
 
@@ -25,7 +26,7 @@ class RecordingStorageView(APIView):
         operation_id="recording_storage_retrieve",
         description="Your own bucket for call recordings; 404 when you use the platform's. "
         "The secret is never shown, the access key id only masked.",
-        responses={200: RecordingStorageSerializer},
+        responses={200: RecordingStorageSerializer, **error_responses(404)},
         tags=["organization"],
     )
     def get(self, request: Request) -> Response:
@@ -59,7 +60,7 @@ class RecordingStorageView(APIView):
         description="Later recordings go to the platform's storage (if it has one; else "
         "calls are not recorded). Files already in your bucket stay there; voicecalls can no "
         "longer serve or delete them.",
-        responses={204: None},
+        responses={204: None, **error_responses(404)},
         tags=["organization"],
     )
     def delete(self, request: Request) -> Response:

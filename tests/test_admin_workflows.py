@@ -354,3 +354,29 @@ def test_the_admin_refuses_a_definition_the_api_could_not_take(
     assert response.status_code == 200
     assert message in response.content.decode()
     assert workflow.versions.count() == 1
+
+
+@pytest.mark.parametrize("depth", [500, 900, 1000, 1020])
+def test_a_definition_nested_within_the_parsers_limit_is_no_500(
+    staff_client: Client, workflow: Workflow, depth: int
+) -> None:
+    """The API's parser takes 1,024 levels: what it takes must not reach the standard
+    library's recursive encoder (the form's has_changed, the size check) as a 500."""
+    held = workflow.current_version.definition
+    text = json.dumps(held)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    staff_client.raise_request_exception = False
+
+    response = staff_client.post(
+        change_url(workflow),
+        {
+            "slug": "daily-call",
+            "name": "Daily",
+            "definition": text,
+            "read_at": read_at(workflow),
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+        },
+    )
+
+    assert response.status_code in (200, 302), response.status_code
+    assert response.status_code == 200 or "x" not in workflow.versions.latest("number").definition

@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
 
 from telephony import services
@@ -18,12 +19,8 @@ from voicecalls.livekit import LiveKitError
 
 
 def _messages(errors: object) -> list[str]:
-    """A serializer field's errors as plain messages: a list's are by item (`{0: [...]}`)."""
-    if isinstance(errors, dict):
-        return [message for value in errors.values() for message in _messages(value)]
-    if isinstance(errors, list):
-        return [message for value in errors for message in _messages(value)]
-    return [str(errors)]
+    """A serializer's errors as plain messages (a list's are by item, `{0: [...]}`)."""
+    return [str(error.detail) for error in flatten_errors(errors)]
 
 
 class SipTrunkAddForm(forms.ModelForm):

@@ -25,7 +25,7 @@ from calls.models import (
     IdempotencyRecord,
     LiveKitWebhookEvent,
 )
-from recordings.reconcile import recordings_reconcile
+from recordings.reconcile import recordings_reconcile, recordings_wake_lost_starts
 from telephony.models import RefusedTransfer
 from voicecalls import livekit
 
@@ -91,6 +91,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     reconciled, errors = recordings_reconcile(now=now)
     result.recordings_reconciled += reconciled
     result.livekit_errors += errors
+    result.recordings_reconciled += recordings_wake_lost_starts(now=now)
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).
     result.open_counters_repaired = open_calls_reconcile()

@@ -7,6 +7,7 @@ import datetime
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 
 from calls.models import ENDED_STATUSES
 from recordings.models import Recording
@@ -14,6 +15,7 @@ from recordings.models import RecordingStatus as S
 from recordings.services import EGRESS_STATUSES, recording_egress_update
 from voicecalls import livekit_egress
 from voicecalls.livekit import EgressUpdate, LiveKitError
+from voicecalls.task_queue import task_waiting_args
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,38 @@ logger = logging.getLogger(__name__)
 RECONCILE_AFTER = datetime.timedelta(minutes=10)
 RECONCILE_BATCH = 100
 _TERMINAL = {S.COMPLETE, S.FAILED}
+# A start (`recording_start`) takes a LiveKit request, seconds at most: a recording
+# still `starting`, with no egress, this long after it was created or last claimed lost
+# its start (the worker running it was killed, the enqueue after the commit failed).
+START_LOST_AFTER = datetime.timedelta(minutes=2)
+
+
+def recordings_wake_lost_starts(*, now: datetime.datetime) -> int:
+    """Wake the starts nothing will run again (see START_LOST_AFTER); the task starts
+    the egress of a call still going and fails the recording of one that ended. Each
+    recording is woken by one pass only (a conditional UPDATE: `expire_calls` on two
+    hosts), and not while its wake-up waits in the queue. Returns how many it woke."""
+    from recordings.tasks import recording_start
+
+    lost = list(
+        Recording.objects.filter(
+            status=S.STARTING, egress_id__isnull=True, updated_at__lt=now - START_LOST_AFTER
+        )
+        .order_by("created_at")
+        .values_list("pk", "updated_at")[:RECONCILE_BATCH]
+    )
+    waiting = task_waiting_args(recording_start, [(str(pk),) for pk, _ in lost])
+    woken = 0
+    for pk, updated_at in lost:
+        if (str(pk),) in waiting:
+            continue
+        mine = Recording.objects.filter(
+            pk=pk, status=S.STARTING, egress_id__isnull=True, updated_at=updated_at
+        ).update(updated_at=now)
+        if mine:
+            recording_start.enqueue(str(pk))
+            woken += 1
+    return woken
 
 
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
@@ -31,17 +65,32 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
     `recording` or `processing`, or one deleted while its egress wrote (its late file
     goes); an egress still running is stopped (StopEgress). (reconciled, LiveKit
     errors); a LiveKit failure stops this pass."""
+    from recordings.tasks import recording_file_delete
+
     open_or_deleted_while_writing = Recording.objects.filter(
         egress_id__isnull=False,
         call__status__in=ENDED_STATUSES,
         call__ended_at__lte=now - RECONCILE_AFTER,
         ended_at__isnull=True,
-        status__in=[S.STARTING, S.RECORDING, S.PROCESSING, S.DELETED],
+    ).filter(
+        # A deleted one is `ended` only once its late file is gone (that task marks it):
+        # until then it is looked at again, every RECONCILE_AFTER at most.
+        Q(status__in=[S.STARTING, S.RECORDING, S.PROCESSING])
+        | Q(status=S.DELETED, updated_at__lt=now - RECONCILE_AFTER)
     )
+    found = list(
+        open_or_deleted_while_writing.order_by("created_at").values_list(
+            "pk", "egress_id", "call__room_name", "status"
+        )[:RECONCILE_BATCH]
+    )
+    # A late file whose deletion is queued (a storage failure's retry, later) is not
+    # queued once more.
+    deleted = [(str(pk),) for pk, _, _, status in found if status == S.DELETED]
+    queued = task_waiting_args(recording_file_delete, deleted, due_only=False)
     reconciled = 0
-    for pk, egress_id, room_name in open_or_deleted_while_writing.order_by(
-        "created_at"
-    ).values_list("pk", "egress_id", "call__room_name")[:RECONCILE_BATCH]:
+    for pk, egress_id, room_name, _status in found:
+        if (str(pk),) in queued:
+            continue
         try:
             egress = livekit_egress.egress_status(egress_id=egress_id)
         except LiveKitError as exc:
@@ -67,8 +116,11 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
                     error="LiveKit no longer knows this recording's egress.",
                 )
             recording_egress_update(egress=egress, room_name=room_name, at=now)
-            # A deleted one keeps no status of the egress: marked ended, it is not
-            # asked about again.
-            Recording.objects.filter(pk=pk, ended_at__isnull=True).update(ended_at=now)
+            unended = Recording.objects.filter(pk=pk, ended_at__isnull=True)
+            # A deleted one keeps no status of the egress. Its late file's deletion is
+            # queued (above): done, it marks it ended; lost with a worker killed, the
+            # next look queues it again.
+            unended.filter(status=S.DELETED).update(updated_at=now)
+            unended.exclude(status=S.DELETED).update(ended_at=now)
         reconciled += 1
     return reconciled, 0

@@ -129,6 +129,16 @@ def recording_start(*, recording_id: UUID | str) -> str:
     recording = Recording.objects.select_related("call").filter(pk=recording_id).first()
     if recording is None or recording.egress_id or recording.status != S.STARTING:
         return "skipped"
+    # Claimed by this run only if the row is as it was read: two wake-ups at once (a
+    # lost start woken by `recordings_wake_lost_starts` on two hosts) start one egress.
+    claimed = Recording.objects.filter(
+        pk=recording.pk,
+        status=S.STARTING,
+        egress_id__isnull=True,
+        updated_at=recording.updated_at,
+    ).update(updated_at=timezone.now())
+    if not claimed:
+        return "skipped"
     call = recording.call
     if call.status in ENDED_STATUSES:
         _fail(recording.pk, "The call ended before the recording could start.")
@@ -350,7 +360,17 @@ def recording_file_delete(*, recording_id: UUID | str) -> bool:
     if recording is None or recording.status != S.DELETED:
         return False
     _file_delete(recording)
+    late_file_settled(recording.pk)
     return True
+
+
+def late_file_settled(recording_id: UUID | str) -> None:
+    """The late file of a deleted recording is gone (or out of reach for good):
+    `recordings_reconcile` no longer looks at it."""
+    now = timezone.now()
+    Recording.objects.filter(pk=recording_id, status=S.DELETED, ended_at__isnull=True).update(
+        ended_at=now, updated_at=now
+    )
 
 
 class StorageRemoved(storage.StorageError):

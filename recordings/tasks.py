@@ -22,6 +22,7 @@ def recording_file_delete(recording_id: str, attempt: int = 0) -> bool:
         return services.recording_file_delete(recording_id=recording_id)
     except services.StorageRemoved:
         # The organization's own bucket, whose setting it removed: out of reach for good.
+        services.late_file_settled(recording_id)
         return False
     except storage.StorageError as exc:
         services.recording_file_delete_retry(recording_id=recording_id, attempt=attempt, error=exc)

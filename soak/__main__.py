@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,11 +117,11 @@ def _expire_logs(fleet: fleet_module.Fleet) -> list[str]:
     """`expire_calls` never had to repair a counter (nothing bypassed the state machine)."""
     repaired = []
     for log in fleet.work.glob("expire_*.log"):
+        # By its number: other counts follow it on the line.
         repaired += [
             line
             for line in log.read_text().splitlines()
-            if "open_counters_repaired=" in line
-            and not line.rstrip().endswith("open_counters_repaired=0")
+            if any(int(n) for n in re.findall(r"\bopen_counters_repaired=(\d+)", line))
         ]
     return [f"expire_calls repaired open-call counters: {repaired[:5]}"] if repaired else []
 

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -143,7 +142,7 @@ def _webhooks(
     organization_id: int, calls: list[dict], received: list[dict], started: float
 ) -> tuple[list[str], dict]:
     """Every event delivered, received and verified, with one id; every report whole."""
-    from calls.models import Call
+    from calls.models import Call, CallStatus
     from soak.scenario import content
     from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 
@@ -173,13 +172,29 @@ def _webhooks(
     ]
     bad["events lost"] = lost
     reports = {e["call_id"]: e for e in accepted if e["type"] == "call.ended"}
-    ended_at = dict(
-        Call.objects.filter(pk__in=[r["call_id"] for r in calls]).values_list("pk", "ended_at")
-    )
+    # The status changes each call's endpoint was owed, by the call's own history: an
+    # event the outbox never wrote is in no table, and "events lost" cannot see it.
+    changes_received = {
+        (e["call_id"], e.get("to_status")) for e in accepted if e["type"] == "call.status_changed"
+    }
+    rows = Call.objects.filter(pk__in=[r["call_id"] for r in calls])
+    history = {
+        str(pk): (status, started_at, ended_at)
+        for pk, status, started_at, ended_at in rows.values_list(
+            "pk", "status", "started_at", "ended_at"
+        )
+    }
     late = 0
     for record in calls:
         report = reports.get(record["call_id"])
-        end = ended_at.get(uuid.UUID(record["call_id"]))
+        status, started_at, end = history.get(record["call_id"], (None, None, None))
+        owed = ([CallStatus.ACTIVE] if started_at else []) + ([status] if end else [])
+        missing = [to for to in owed if (record["call_id"], to) not in changes_received]
+        if missing:
+            bad["status changes not received"].append(f"{record['call_id']}: {missing}")
+        if end and report is None:
+            bad["no end-of-call report"].append(record["call_id"])
+            continue
         # A reconciled call ends when last heard of, but its end (and report) is
         # recorded long after its last line: its report must hold every line.
         reconciled = record["plan"] == "reconciled"

@@ -5,6 +5,7 @@ the run or run it again."""
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 import urllib3
@@ -196,3 +197,25 @@ def test_the_sweep_leaves_alone_a_run_a_rerun_started_after_it_listed_the_dead_o
 
     analysis = analysis_of(call)
     assert (analysis.run, analysis.status, analysis.error) == (2, "running", "")
+
+
+def test_a_wake_up_that_comes_before_its_run_is_due_by_clock_skew_is_not_lost(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """The run was made due by the clock of the host that ended the call (or asked for
+    a re-run), its wake-up queued for at once; the worker's clock runs behind it and
+    it took the task before the run was due by its own: "not due", the task ended, and
+    the analysis waited for `wake_analyses` (WAKE_GRACE past its time)."""
+    from analysis.services import call_analysis_attempt
+
+    call = ended_call(organization)
+    fake_llm.default = Outcome.answer(VALID)
+    skew = datetime.timedelta(milliseconds=500)
+    CallAnalysis.objects.filter(call=call).update(next_attempt_at=timezone.now() + skew)
+    DBTaskResult.objects.filter(queue_name="analysis").update(status="SUCCESSFUL")  # taken
+
+    assert call_analysis_attempt(call_id=str(call.pk), run=1) == "not due"
+    time.sleep(skew.total_seconds() + 0.1)
+    run_worker()
+
+    assert analysis_of(call).status == "completed"

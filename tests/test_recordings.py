@@ -460,3 +460,93 @@ def test_erasing_the_user_of_a_call_being_recorded_stops_its_egress(
 
     assert Recording.objects.get(call_id=call_id).status == "deleted"
     assert [r.body for r in egress_fake.calls("StopEgress")] == [{"egressId": egress_id}]
+
+
+def worker_killed_mid_start() -> None:
+    """The worker that took the recording's start task was killed before it asked
+    LiveKit: django-tasks-db leaves its row `RUNNING` for good, nobody runs it again."""
+    from django_tasks_db.models import DBTaskResult
+
+    started = DBTaskResult.objects.filter(task_path="recordings.tasks.recording_start")
+    assert started.update(status="RUNNING", started_at=timezone.now()) == 1
+
+
+def test_a_recording_whose_start_task_died_with_its_worker_is_started_by_expire_calls(
+    api, recording_workflow, egress_fake, recordings_bucket, settings
+) -> None:
+    """A call of a recording workflow became active, and the worker that took its
+    `recording_start` was killed (a deploy, the OOM killer): the recording said
+    `starting` for ever, the call went on unrecorded, and nothing looked at it again
+    (`recordings_reconcile` only asks LiveKit about recordings with an egress id).
+    `expire_calls` wakes a start nobody ran, as the webhook and analysis sweeps do."""
+    from calls.expiry import calls_expire
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600  # the call is still going
+    egress_fake.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    worker_killed_mid_start()
+    run_worker()
+    assert started_egresses(egress_fake) == []
+
+    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))  # a second host
+    run_worker()
+
+    assert len(started_egresses(egress_fake)) == 1  # once, though two passes woke it
+    recording = Recording.objects.get(call_id=call_id)
+    assert recording.egress_id in egress_fake.egresses
+    assert recording.status != "failed"
+
+
+def test_a_recording_whose_start_was_lost_is_not_starting_for_ever_once_its_call_ended(
+    api, recording_workflow, egress_fake, recordings_bucket
+) -> None:
+    """The same lost start, found only after the call ended: the recording ends
+    `failed` with a reason, not `starting` for ever."""
+    from calls.expiry import calls_expire
+
+    call_id = start_call(api)
+    join(call_id)
+    worker_killed_mid_start()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    run_worker()
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert recording.status == "failed"
+    assert recording.error == "The call ended before the recording could start."
+    assert started_egresses(egress_fake) == []
+
+
+def test_a_late_file_whose_deletion_task_died_with_its_worker_is_deleted_by_a_later_pass(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """`expire_calls` found the file an egress finished after its recording's deletion
+    (an erasure) and queued its deletion, marking the recording as settled in the same
+    commit. The worker that took that task was killed: nothing ever looked again, and
+    the erased caller's voice stayed in the bucket for good."""
+    from django_tasks_db.models import DBTaskResult
+
+    from calls.expiry import calls_expire
+    from recordings.services import recording_delete
+
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    assert recording_delete(call_id=call_id)
+    fake_livekit.egress_run()  # the egress uploads after the deletion; webhooks lost
+    recording = Recording.objects.get(call_id=call_id)
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    deletion = DBTaskResult.objects.filter(task_path="recordings.tasks.recording_file_delete")
+    assert deletion.update(status="RUNNING", started_at=timezone.now()) == 1  # killed
+    run_worker()
+    assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=2))
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert Recording.objects.get(call_id=call_id).status == "deleted"

@@ -1354,3 +1354,26 @@ def test_a_wake_up_queued_for_a_later_time_does_not_count_as_waiting(
         woken = webhook_deliveries_wake_overdue(now=sweep_at)
 
     assert woken == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_taken_by_a_worker_whose_clock_is_behind_is_not_lost(
+    organization: Organization, receiver: Receiver
+) -> None:
+    """The web host writes a `call.status_changed` delivery due at its own now and
+    queues its wake-up for at once. A worker whose clock runs 50 ms behind (hosts agree
+    to milliseconds, never exactly) takes it within those 50 ms: the attempt found it
+    "not due" and returned, the task ended, and the event waited minutes for the
+    overdue sweep (ATTEMPT_LEASE past its time, then the sweep's period)."""
+    endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+    record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+    delivery = WebhookDelivery.objects.get()
+    worker_now = delivery.next_attempt_at - datetime.timedelta(milliseconds=50)
+
+    # The worker takes the task and runs it, by its clock.
+    DBTaskResult.objects.update(status="SUCCESSFUL")
+    assert webhook_delivery_attempt(delivery_id=delivery.pk, now=worker_now) is None
+    run_worker()
+
+    assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED

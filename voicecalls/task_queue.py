@@ -3,18 +3,31 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Collection
 from typing import Any
 
 from django_tasks.base import Task
 
+# How far apart two hosts' clocks may be. A row is made due by one host's clock (the web
+# request's) and its wake-up, queued for at once, is taken by a worker reading another's:
+# a wake-up that comes this little early is put back for its time, not dropped (the
+# sweeps would find it only minutes later).
+CLOCK_SKEW = datetime.timedelta(seconds=5)
 
-def task_waiting_args(task: Task, candidates: Collection[tuple[Any, ...]]) -> set[tuple]:
+
+def task_waiting_args(
+    task: Task, candidates: Collection[tuple[Any, ...]], *, due_only: bool = True
+) -> set[tuple]:
     """The candidates' argument tuples that `task` already has waiting in the queue, due
     and not yet taken by a worker. Waking those again adds only a task row that finds nothing to
     do: while the worker is down, every sweep would add one more per candidate.
 
+    With `due_only` False, also those queued for later (a retry's, in an hour), compared
+    by their first argument only (a retry's others differ: its attempt number).
+
     Only the database backend can be asked; with any other, none are known to wait."""
+    from django_tasks.base import TaskResultStatus
     from django_tasks_db.backend import DatabaseBackend
     from django_tasks_db.models import DBTaskResult
 
@@ -22,10 +35,14 @@ def task_waiting_args(task: Task, candidates: Collection[tuple[Any, ...]]) -> se
         return set()
     firsts = list({args[0] for args in candidates})
     # Due now: one queued for later (a retry's, in an hour) wakes nothing before then.
+    results = DBTaskResult.objects
     waiting = (
-        DBTaskResult.objects.ready()
+        (results.ready() if due_only else results.filter(status=TaskResultStatus.READY))
         .filter(task_path=task.module_path, args_kwargs__args__0__in=firsts)
         .values_list("args_kwargs", flat=True)
     )
     queued = {tuple(args_kwargs["args"]) for args_kwargs in waiting}
+    if not due_only:
+        queued_firsts = {args[0] for args in queued if args}
+        return {args for args in candidates if args[:1] and args[0] in queued_firsts}
     return {args for args in candidates if args in queued}

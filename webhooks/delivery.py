@@ -19,7 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from calls.models import Call
-from voicecalls.task_queue import task_waiting_args
+from voicecalls.task_queue import CLOCK_SKEW, task_waiting_args
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
@@ -107,6 +107,7 @@ def webhook_delivery_attempt(
         pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     ).update(next_attempt_at=now + ATTEMPT_LEASE, attempt_started_at=now)
     if not claimed:
+        _wake_if_early(delivery_id, now=now)
         return None
     delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
     endpoint = delivery.endpoint
@@ -120,6 +121,25 @@ def webhook_delivery_attempt(
     else:
         attempt = _send(delivery, endpoint=endpoint, now=now)
     return _attempt_finish(delivery, attempt=attempt, now=now)
+
+
+def _wake_if_early(delivery_id: int, *, now: datetime.datetime) -> None:
+    """A wake-up that came before its delivery was due, by less than CLOCK_SKEW, and
+    while no attempt holds it: the clock of whoever made it due runs ahead of this
+    worker's. It wakes it again at that time (by this worker's clock, as the queue's)."""
+    due = (
+        WebhookDelivery.objects.filter(
+            pk=delivery_id,
+            status=DeliveryStatus.PENDING,
+            attempt_started_at__isnull=True,
+            next_attempt_at__gt=now,
+            next_attempt_at__lte=now + CLOCK_SKEW,
+        )
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if due is not None:
+        wake(delivery_id, at=due)
 
 
 def _send(

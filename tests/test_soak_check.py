@@ -1,0 +1,139 @@
+"""The soak's invariants (soak/check.py) must be able to fail: each loss they are there
+to catch, made here on purpose, is reported."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from soak import check
+from tests.factories import CallFactory
+from webhooks.services import webhook_endpoint_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def endpoint(organization):
+    endpoint, _ = webhook_endpoint_create(
+        organization=organization,
+        url="http://127.0.0.1:9/hooks",
+        events=["call.status_changed", "call.ended"],
+    )
+    return endpoint
+
+
+def record_of(call, *, talk_done_at: float = 0.0) -> dict:
+    return {
+        "call_id": str(call.pk),
+        "n": 1,
+        "plan": "user_hangup",
+        "expected": ["completed", "user_hangup"],
+        "lines": 0,
+        "talk_done_at": talk_done_at,
+    }
+
+
+def received(call, type: str, *, to_status: str | None = None) -> dict:
+    event_id = f"evt_{uuid.uuid4().hex}"
+    entry = {
+        "answer": 200,
+        "verified": True,
+        "id": event_id,
+        "body_id": event_id,
+        "type": type,
+        "call_id": str(call.pk),
+        "to_status": to_status,
+    }
+    if type == "call.ended":
+        entry["lines"] = []
+    return entry
+
+
+def test_a_call_whose_status_changes_never_reached_the_receiver_is_a_violation(
+    organization, workflow, endpoint
+) -> None:
+    """The events the outbox never wrote are in no table: "events lost" (the receiver
+    against the WebhookEvent rows) cannot see them. The call's own history says which
+    status changes its endpoint was owed: to `active` (it started), to its end."""
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    only_the_report = [received(call, "call.ended")]
+
+    violations, _ = check._webhooks(organization.pk, [record_of(call)], only_the_report, 0.0)
+
+    assert any("status change" in v and str(call.pk) in v for v in violations), violations
+
+
+def test_a_call_whose_lines_came_after_its_end_still_needs_its_end_of_call_report(
+    organization, workflow, endpoint
+) -> None:
+    """Lines sent after the end excuse a report that lacks them, not a report that never
+    came: such calls were skipped whole, and their lost `call.ended` went unseen."""
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    talked_until = time.time() + 60  # the agent flushed lines after the end
+    status_changes = [
+        received(call, "call.status_changed", to_status="active"),
+        received(call, "call.status_changed", to_status="completed"),
+    ]
+
+    violations, _ = check._webhooks(
+        organization.pk, [record_of(call, talk_done_at=talked_until)], status_changes, 0.0
+    )
+
+    assert any("no end-of-call report" in v and str(call.pk) in v for v in violations), violations
+
+
+def test_a_call_whose_every_event_was_received_passes(organization, workflow, endpoint) -> None:
+    """The checks above pass a call that went through the real outbox, its every event
+    received once."""
+    from calls.lifecycle import call_transition
+    from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+
+    call = CallFactory(organization=organization, workflow=workflow)
+    call_transition(call_id=call.pk, to_status="active")
+    call_transition(call_id=call.pk, to_status="completed", end_reason="user_hangup")
+    WebhookDelivery.objects.update(status=DeliveryStatus.SUCCEEDED)
+    log = []
+    for event in WebhookEvent.objects.filter(call_id=call.pk):
+        entry = received(call, event.type, to_status=event.body and _to_status(event.body))
+        log.append({**entry, "id": event.id, "body_id": event.id})
+
+    violations, _ = check._webhooks(organization.pk, [record_of(call)], log, 0.0)
+
+    assert violations == []
+
+
+def _to_status(body: str) -> str | None:
+    return json.loads(body)["data"].get("to_status")
+
+
+def test_expire_calls_ending_calls_without_repairing_a_counter_is_no_violation(
+    organization, workflow, fake_livekit, tmp_path
+) -> None:
+    """The soak reads `expire_calls`' own lines for repaired open-call counters. It took
+    any line not ending in `open_counters_repaired=0` for a repair: since the line
+    ends with `recordings_reconciled=…`, every pass that timed a call out (each soak run
+    has its `connect_timeout` calls) was reported as one."""
+    import datetime
+    import io
+    import types
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from soak.__main__ import _expire_logs
+
+    created = timezone.now() - datetime.timedelta(minutes=5)
+    CallFactory(organization=organization, workflow=workflow, created_at=created)
+    out = io.StringIO()
+    call_command("expire_calls", stdout=out)
+    assert "connect_timeout=1" in out.getvalue()
+    (tmp_path / "expire_1.log").write_text(out.getvalue())
+
+    assert _expire_logs(types.SimpleNamespace(work=tmp_path)) == []
+
+    (tmp_path / "expire_2.log").write_text(out.getvalue().replace("repaired=0", "repaired=2"))
+    assert len(_expire_logs(types.SimpleNamespace(work=tmp_path))) == 1

@@ -410,3 +410,17 @@ def test_one_step_on_a_tuple_nested_in_itself_cannot_outlast_the_deadline(use: s
     started = time.monotonic()
     render(_shared_tuple(27) + use, CONTEXT)
     assert time.monotonic() - started < MAX_RENDER_SECONDS + 0.5
+
+
+def test_a_tuple_nested_through_a_cyclers_items_cannot_outlast_the_deadline() -> None:
+    """`_built` holds a tuple, list or dict the template writes; `cycler(t, t).items` is
+    the same tuple of two, made by a global and read as an attribute, which nothing
+    bounds: nested 27 deep, one hash walks 2**27 leaves in C, past every deadline."""
+    import time
+
+    from workflows.template_sandbox import MAX_RENDER_SECONDS
+
+    source = _shared_tuple(27, pair="cycler({x}, {x}).items") + "{{ t27 in {} }}"
+    started = time.monotonic()
+    render(source, CONTEXT)
+    assert time.monotonic() - started < MAX_RENDER_SECONDS + 0.5

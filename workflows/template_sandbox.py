@@ -365,6 +365,9 @@ def _make_environment() -> PromptEnvironment:
         env.filters.pop(name, None)
     # Lorem ipsum loops over a word count it is given before any bound applies.
     env.globals.pop("lipsum", None)
+    # A cycler's `items` is the tuple of its arguments: `cycler(t, t).items` nests a value
+    # in itself as `(t, t)` does, past `_built` (a prompt alternates with `loop.cycle`).
+    env.globals.pop("cycler", None)
     env.filters["tojson"] = _tojson_filter(env.filters["tojson"])
     env.filters["list"] = _bounded_filter(env.filters["list"])
     env.filters["join"] = _join_filter(env.filters["join"])

@@ -164,10 +164,16 @@ async def answer_read(response: httpx.Response, limit: int) -> bytes:
         return bytes(raw)
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise httpx.DecodingError(f"the answer's encoding {encoding!r} is not taken")
-    try:  # (a gzip or zlib header, either: 32 + MAX_WBITS reads both)
-        body = zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(bytes(raw), limit + 1)
-    except zlib.error as exc:
-        raise httpx.DecodingError(str(exc)) from exc
+    # A gzip or zlib header, either (32 + MAX_WBITS reads both); `deflate` is sent raw
+    # too, with no header (as httpx's DeflateDecoder, tried when the header is not one).
+    wbits = [32 + zlib.MAX_WBITS] + ([-zlib.MAX_WBITS] if encoding == "deflate" else [])
+    for tried, bits in enumerate(wbits, start=1):
+        try:
+            body = zlib.decompressobj(bits).decompress(bytes(raw), limit + 1)
+            break
+        except zlib.error as exc:
+            if tried == len(wbits):
+                raise httpx.DecodingError(str(exc)) from exc
     if len(body) > limit:
         raise AnswerTooLarge
     return body

@@ -29,7 +29,7 @@ from calls import selectors
 from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
-from voicecalls.task_queue import CLOCK_SKEW, task_waiting_args
+from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +179,10 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     if not claimed:
         # Early by less than the hosts' clocks may differ (the run made due by another
         # host's clock, its wake-up queued for at once): woken again at its time.
-        early = CallAnalysis.objects.filter(
-            call_id=call_id,
-            run=run,
-            status=AnalysisStatus.PENDING,
-            next_attempt_at__gt=now,
-            next_attempt_at__lte=now + CLOCK_SKEW,
-        ).values_list("next_attempt_at", flat=True)
-        due = early.first()
+        pending = CallAnalysis.objects.filter(
+            call_id=call_id, run=run, status=AnalysisStatus.PENDING
+        )
+        due = due_within_clock_skew(pending, now=now)
         if due is not None:
             _wake(call_id, run=run, at=due)
         return "not due"

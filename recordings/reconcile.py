@@ -7,7 +7,6 @@ import datetime
 import logging
 
 from django.db import transaction
-from django.db.models import Q
 
 from calls.models import ENDED_STATUSES
 from recordings.models import Recording
@@ -45,7 +44,11 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> int:
         .order_by("created_at")
         .values_list("pk", "updated_at")[:RECONCILE_BATCH]
     )
-    waiting = task_waiting_args(recording_start, [(str(pk),) for pk, _ in lost])
+    # A start a worker took lately runs still: woken too, the two runs could both claim
+    # the row (the second reading it after the first's claim) and start two egresses.
+    waiting = task_waiting_args(
+        recording_start, [(str(pk),) for pk, _ in lost], taken_since=now - START_LOST_AFTER
+    )
     woken = 0
     for pk, updated_at in lost:
         if (str(pk),) in waiting:
@@ -72,11 +75,11 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
         call__status__in=ENDED_STATUSES,
         call__ended_at__lte=now - RECONCILE_AFTER,
         ended_at__isnull=True,
-    ).filter(
-        # A deleted one is `ended` only once its late file is gone (that task marks it):
-        # until then it is looked at again, every RECONCILE_AFTER at most.
-        Q(status__in=[S.STARTING, S.RECORDING, S.PROCESSING])
-        | Q(status=S.DELETED, updated_at__lt=now - RECONCILE_AFTER)
+        # Looked at again every RECONCILE_AFTER at most (each look that changes nothing
+        # marks it): a deleted one is `ended` only once its late file is gone (that task
+        # marks it), an egress still ending may take a while.
+        updated_at__lt=now - RECONCILE_AFTER,
+        status__in=[S.STARTING, S.RECORDING, S.PROCESSING, S.DELETED],
     )
     found = list(
         open_or_deleted_while_writing.order_by("created_at").values_list(
@@ -105,6 +108,7 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
                     livekit_egress.egress_stop(egress_id=egress_id)
                 except LiveKitError as exc:
                     logger.warning("recordings: cannot stop egress %s: %s", egress_id, exc)
+            Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
         with transaction.atomic():
             if egress is None:

@@ -56,12 +56,21 @@ class EgressMixin:
         return info
 
     def _ListEgress(self, message, response_class):
+        """As LiveKit (pkg/service/egress.go): an egress id is looked up alone (its room
+        and `active` aside but for `active` dropping one ended), an unknown id NOT_FOUND
+        (LoadEgress: "egress does not exist"), not an empty list."""
+        if message.egress_id:
+            with self._lock:
+                info = self.egresses.get(message.egress_id)
+            if info is None:
+                return _twirp_error(404, "not_found", "egress does not exist")
+            ended = info.status >= egress_models.EgressStatus.EGRESS_COMPLETE
+            return response_class(items=[] if message.active and ended else [info])
         with self._lock:
             items = [
                 info
                 for info in self.egresses.values()
                 if (not message.room_name or info.room_name == message.room_name)
-                and (not message.egress_id or info.egress_id == message.egress_id)
                 and (not message.active or info.status < egress_models.EgressStatus.EGRESS_COMPLETE)
             ]
         return response_class(items=items)

@@ -490,10 +490,9 @@ def test_a_recording_whose_start_task_died_with_its_worker_is_started_by_expire_
     assert started_egresses(egress_fake) == []
 
     calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
-    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))  # a second host
     run_worker()
 
-    assert len(started_egresses(egress_fake)) == 1  # once, though two passes woke it
+    assert len(started_egresses(egress_fake)) == 1
     recording = Recording.objects.get(call_id=call_id)
     assert recording.egress_id in egress_fake.egresses
     assert recording.status != "failed"
@@ -550,3 +549,98 @@ def test_a_late_file_whose_deletion_task_died_with_its_worker_is_deleted_by_a_la
 
     assert object_keys(s3_server, recordings_bucket) == []
     assert Recording.objects.get(call_id=call_id).status == "deleted"
+
+
+def test_an_egress_livekit_forgot_fails_its_recording_and_holds_up_no_other(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """LiveKit keeps an ended egress a while only (its store drops it; a LiveKit
+    restart with a fresh Redis loses them all), and ListEgress by an id it no longer
+    knows is NOT_FOUND, not an empty list. Read as a LiveKit error, it stopped every
+    pass at the oldest such recording: `starting` for ever, with every recording after
+    it never reconciled, and the same ListEgress sent every minute for good."""
+    from calls.expiry import calls_expire
+
+    forgotten = start_call(api)
+    join(forgotten)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{forgotten}/end").status_code == 200
+    del fake_livekit.egresses[Recording.objects.get(call_id=forgotten).egress_id]
+    fake_livekit._egress_jobs.clear()
+    lost = start_call(api)
+    join(lost)
+    run_worker()
+    fake_livekit.egress_run()  # uploaded; its webhooks are lost
+    assert api.post(f"/api/v1/calls/{lost}/end").status_code == 200
+
+    result = calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+
+    assert result.livekit_errors == 0
+    assert Recording.objects.get(call_id=forgotten).status == "failed"
+    assert Recording.objects.get(call_id=lost).status == "complete"
+
+
+def test_an_egress_still_ending_is_asked_about_once_per_reconcile_interval_not_every_pass(
+    api, recording_workflow, egress_fake, recordings_bucket
+) -> None:
+    """An egress LiveKit still reports running or ending (stopped, its upload slow or
+    stuck, or a StopEgress refused) was asked about by every `expire_calls` pass, every
+    minute and on every host, with a StopEgress each time: as a deleted recording's
+    egress is, it is looked at again RECONCILE_AFTER on, not before."""
+    from calls.expiry import calls_expire
+
+    egress_fake.egress_outcome = "manual"  # stopped, it stays ENDING (its upload hangs)
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    egress_id = Recording.objects.get(call_id=call_id).egress_id
+    later = timezone.now() + datetime.timedelta(hours=1)
+
+    for minute in range(5):  # one pass a minute
+        calls_expire(now=later + datetime.timedelta(minutes=minute))
+
+    asked = [r for r in egress_fake.calls("ListEgress") if r.body.get("egressId") == egress_id]
+    assert len(asked) == 1
+    assert len(egress_fake.calls("StopEgress")) == 1
+
+
+def test_a_start_a_live_worker_just_took_is_not_woken_again_and_started_twice(
+    api, recording_workflow, egress_fake, recordings_bucket, settings, monkeypatch
+) -> None:
+    """A backlog held the start task queued for over START_LOST_AFTER; a worker has just
+    taken it (RUNNING) when `expire_calls` passes: only READY tasks count as waiting, so
+    the start was woken again. The woken run read the row after the first run's claim
+    (its LiveKit request in flight), so the claim, by `updated_at` as read, let it
+    through: two egresses recorded the call into one key, one of them unowned."""
+    from django_tasks_db.models import DBTaskResult
+
+    from recordings import services
+    from recordings.reconcile import recordings_wake_lost_starts
+    from voicecalls import livekit_egress
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600
+    egress_fake.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    recording = Recording.objects.get(call_id=call_id)
+    Recording.objects.filter(pk=recording.pk).update(
+        updated_at=timezone.now() - datetime.timedelta(minutes=3)  # queued 3 minutes
+    )
+    taken = DBTaskResult.objects.filter(task_path="recordings.tasks.recording_start")
+    assert taken.update(status="RUNNING", started_at=timezone.now()) == 1  # just taken
+
+    recordings_wake_lost_starts(now=timezone.now())
+    real_start = livekit_egress.room_audio_recording_start
+    in_flight = []
+
+    def start_meanwhile(**kwargs):
+        if not in_flight:
+            in_flight.append(True)
+            run_worker()  # any woken run goes while this request is in flight
+        return real_start(**kwargs)
+
+    monkeypatch.setattr(livekit_egress, "room_audio_recording_start", start_meanwhile)
+    assert services.recording_start(recording_id=recording.pk) == "started"  # the taken run
+
+    assert len(started_egresses(egress_fake)) == 1

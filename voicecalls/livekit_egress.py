@@ -46,9 +46,13 @@ def room_audio_recording_start(
 
 def egress_status(*, egress_id: str) -> EgressUpdate | None:
     """What LiveKit says of an egress now (ListEgress by its id); None when it no longer
-    knows it."""
+    knows it (LiveKit answers NOT_FOUND for an id it dropped, not an empty list)."""
     request = api.ListEgressRequest(egress_id=egress_id)
-    response = twirp_request("ListEgress", lambda lk: lk.egress.list_egress(request))
+    response = twirp_request(
+        "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
+    )
+    if response is None:
+        return None
     for info in response.items:
         if info.egress_id == egress_id:
             return egress_update_of(info)

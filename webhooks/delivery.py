@@ -19,7 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from calls.models import Call
-from voicecalls.task_queue import CLOCK_SKEW, task_waiting_args
+from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
 from webhooks import signing, transport
 from webhooks.models import (
     DeliveryStatus,
@@ -127,17 +127,10 @@ def _wake_if_early(delivery_id: int, *, now: datetime.datetime) -> None:
     """A wake-up that came before its delivery was due, by less than CLOCK_SKEW, and
     while no attempt holds it: the clock of whoever made it due runs ahead of this
     worker's. It wakes it again at that time (by this worker's clock, as the queue's)."""
-    due = (
-        WebhookDelivery.objects.filter(
-            pk=delivery_id,
-            status=DeliveryStatus.PENDING,
-            attempt_started_at__isnull=True,
-            next_attempt_at__gt=now,
-            next_attempt_at__lte=now + CLOCK_SKEW,
-        )
-        .values_list("next_attempt_at", flat=True)
-        .first()
+    unheld = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.PENDING, attempt_started_at__isnull=True
     )
+    due = due_within_clock_skew(unheld, now=now)
     if due is not None:
         wake(delivery_id, at=due)
 

@@ -48,16 +48,20 @@ CALLER_TIMEOUT = 30.0
 # How long the busy message may take to play before the room closes anyway.
 BUSY_MESSAGE_TIMEOUT = 20.0
 BUSY_REASON = "concurrency_limit"
+# The longest caller id the API takes (it keeps 64 characters at most, answering a
+# longer one as from an unknown caller): past this one is sent as none, not refused.
+CALLER_ID_SENT_MAX = 1024
 
 
 def caller_request(room_name: str, participant: Any) -> dict:
     """The inbound-calls request for the caller's SIP participant."""
     attributes = participant.attributes
+    caller = attributes.get(SIP_PHONE_NUMBER, "")
     return {
         "room_name": room_name,
         "participant_identity": participant.identity,
         "phone_number": attributes.get(SIP_TRUNK_PHONE_NUMBER, ""),
-        "caller": attributes.get(SIP_PHONE_NUMBER, ""),
+        "caller": caller if len(caller) <= CALLER_ID_SENT_MAX else "",
         "sip_trunk_id": attributes.get(SIP_TRUNK_ID, ""),
     }
 

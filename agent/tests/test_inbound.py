@@ -200,3 +200,23 @@ async def test_a_caller_over_the_concurrency_limit_hears_the_busy_message_then_t
     assert (call["status"], call["end_reason"]) == ("failed", "concurrency_limit")
     assert web.transcript(str(data["call_id"]), org="busy") == []
     assert deleted_rooms(fake_livekit, dial.room_name) == 1
+
+
+@pytest.mark.api
+async def test_a_caller_id_longer_than_the_api_takes_is_answered_as_an_unknown_caller(
+    web: Web, fake_livekit
+) -> None:
+    """The API answers a caller id too long to keep (LiveKit's participant_joined
+    webhook, or the agent's request) as an unknown caller, but refuses a request whose
+    `caller` is over 1024 characters: the agent sent `sip.phoneNumber` as it came, got a
+    400, and closed the room on a caller the webhook had already made a call for."""
+    web.route_number(INBOUND_NUMBER, "daily-call")
+    dial = dial_in(fake_livekit, INBOUND_NUMBER)
+    participant = dial.room.remote_participants[dial.identity]
+    participant.attributes["sip.phoneNumber"] = "+1" + "2" * 2000
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as live:
+        inbound = InboundCall(live.ctx, config=config_for(web))
+        caller = await inbound.caller(dial.room)
+        data = await inbound.session(caller)
+        assert data is not None, "the room was closed on the caller"
+        assert (data["status"], data["user_id"]) == ("active", None)

@@ -74,7 +74,6 @@ def _destination_check(*, call: Call, destination: str, tool: str | None) -> str
     number = guard.destination_check(
         organization=call.organization, number=destination, attr="destination"
     )
-    guard.outbound_rate_take(organization=call.organization)
     return f"tel:{number}"
 
 
@@ -142,6 +141,9 @@ def _transfer_record(*, call: Call, destination: str, requested_at: datetime.dat
     if recorded and not is_sip_uri(destination):
         organization = Organization.objects.select_for_update().get(pk=call.organization_id)
         guard.outbound_daily_cap_check(organization=organization)
+        # Last: a transfer refused (409, daily cap) takes no call of the minute; a 429
+        # here undoes the recording with this transaction.
+        guard.outbound_rate_take(organization=organization)
     return bool(recorded)
 
 

@@ -632,3 +632,40 @@ def test_a_transfer_livekit_never_tried_does_not_count_against_the_daily_cap(
     sip_fake.fail("TransferSIPParticipant", None)
 
     assert agent_transfer(agent_api, live_call, DESK).status_code == 200
+
+
+def test_a_transfer_refused_by_the_daily_cap_does_not_take_the_per_minute_rate(
+    agent_api, organization, live_call, sip_fake
+):
+    """A 429 over the daily cap dials nothing: it must not also use up the
+    organization's outbound calls per minute."""
+    Organization.objects.filter(pk=organization.pk).update(
+        max_outbound_calls_per_minute=1, max_outbound_calls_per_day=1
+    )
+    CallFactory(organization=organization, channel="phone", direction="outbound")
+    CallFactory(organization=organization, channel="phone", direction="outbound")
+
+    refused = agent_transfer(agent_api, live_call, DESK)
+    assert refused.status_code == 429, refused.content
+    assert refused.json()["meta"]["limit"] == "outbound_calls_per_day"
+
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=10)
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 200, response.content
+
+
+def test_a_transfer_refused_409_while_the_call_is_ending_does_not_take_the_per_minute_rate(
+    agent_api, organization, live_call, sip_fake, support
+):
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=1)
+    Call.objects.filter(pk=live_call.pk).update(hangup_requested_at=timezone.now())
+
+    refused = agent_transfer(agent_api, live_call, DESK)
+    assert refused.status_code == 409, refused.content
+
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller="+14155550123")
+    other = Call.objects.get(room_name=room)
+    response = agent_transfer(agent_api, other, DESK)
+
+    assert response.status_code == 200, response.content

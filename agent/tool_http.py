@@ -123,16 +123,13 @@ class PublicOnlyTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self) -> None:
         super().__init__()
-        # httpx's own limits: httpcore's defaults keep an idle connection for ever, and
+        # httpx's own default limits: httpcore's keep an idle connection for ever, and
         # one a middlebox dropped silently would swallow the next tool call whole.
-        limits = httpx.Limits(
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
-        )
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
             network_backend=_PublicAddressesOnly(),
         )
 

@@ -32,9 +32,13 @@ def _no_retrieval(uri: str) -> object:
 
 
 def _draft_of(schema: dict) -> type:
-    return jsonschema_validators.validator_for(
+    """The draft `schema` names (`$schema`, else 2020-12); ValueError if not one taken."""
+    draft = jsonschema_validators.validator_for(
         schema, default=jsonschema_validators.Draft202012Validator
     )
+    if draft not in _RS_VALIDATORS:
+        raise ValueError(f"{schema.get('$schema')}: this draft of JSON Schema is not supported")
+    return draft
 
 
 @functools.cache
@@ -49,9 +53,10 @@ def meta_schema_problem(schema: dict) -> str | None:
     2020-12), or None. jsonschema's own `check_schema` walks the meta-schema in Python at
     ~0.2 ms a subschema: a 16 KiB schema of `{}`s took a second, a request of sixty of
     them minutes; here it is a millisecond."""
-    draft = _draft_of(schema)
-    if draft not in _RS_VALIDATORS:
-        return f"{schema.get('$schema')}: this draft of JSON Schema is not supported"
+    try:
+        draft = _draft_of(schema)
+    except ValueError as exc:
+        return str(exc)
     error = next(iter(_meta_checker(draft).iter_errors(schema)), None)
     if error is None:
         return None
@@ -63,8 +68,6 @@ def checking_validator(schema: dict) -> Any:
     """A jsonschema-rs validator for `schema`. ValueError when it cannot take it (a
     regex only Python reads, a remote reference, draft 3)."""
     draft = _draft_of(schema)
-    if draft not in _RS_VALIDATORS:
-        raise ValueError(f"{schema.get('$schema')}: this draft of JSON Schema is not supported")
     return _RS_VALIDATORS[draft](schema, validate_formats=False, retriever=_no_retrieval)
 
 

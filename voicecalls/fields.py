@@ -102,7 +102,7 @@ def schema_validator(schema: dict) -> Any:
     return cls(schema)
 
 
-class JSONSchemaDocumentField(serializers.JSONField):
+class JSONSchemaDocumentField(BoundedJSONObjectField):
     """A JSON Schema given as a JSON object: bounded in depth and size, without NUL, and
     one jsonschema accepts. Subclasses set the bounds and add their own rules in
     `check_document` (before the meta-schema check) or after `to_internal_value`."""
@@ -112,29 +112,14 @@ class JSONSchemaDocumentField(serializers.JSONField):
     default_error_messages = {
         "not_an_object": "Must be a JSON Schema object.",
         "invalid_schema": "Not a valid JSON Schema: {message}",
-        "too_large": "Must be at most {max_bytes} bytes as JSON.",
-        "too_deep": "Must be nested at most {max_depth} levels deep.",
-        "null_characters_not_allowed": "Null characters are not allowed.",
-        "number_too_large": "Numbers must fit in 64 bits.",
     }
 
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(max_bytes=self.max_bytes, max_depth=self.max_depth, **kwargs)
+
     def to_internal_value(self, data: object) -> dict:
-        # Before JSONField's own check and the validator: both recurse once per level
-        # (a RecursionError, a 500, at ~1000 levels that orjson parsed).
-        if not isinstance(data, dict):
-            self.fail("not_an_object")
-        if json_depth(data) > self.max_depth:
-            self.fail("too_deep", max_depth=self.max_depth)
+        # The bounds first: the meta-schema check and the validator recurse too.
         value = super().to_internal_value(data)
-        # As BoundedJSONObjectField: jsonb prints floats in full (1e20 as an integer the
-        # parser refuses, 1e-300 as 300 digits), so the stored schema is what counts.
-        growth = json_float_growth(value)
-        if growth is None:
-            self.fail("number_too_large")
-        if json_size(value) + growth > self.max_bytes:
-            self.fail("too_large", max_bytes=self.max_bytes)
-        if json_has_nul(value):
-            self.fail("null_characters_not_allowed")
         self.check_document(value)
         if not isinstance(value.get("$schema", ""), str):
             # jsonschema reads it as a URI to pick the meta-schema: anything else raises.

@@ -21,8 +21,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.lifecycle import EndReason
-from calls.models import Call, CallChannel, CallDirection, CallStatus
-from calls.selectors import agent_call_queryset
+from calls.models import Call, CallChannel, CallDirection, CallStatus, TranscriptRole
+from calls.selectors import agent_call_queryset, call_conversation_recent
+from calls.serializers import TranscriptEntrySerializer
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
 from telephony.inbound import (
@@ -48,6 +49,13 @@ from workflows.tools import WorkflowToolSerializer
 COMPONENTS = ("stt", "llm", "tts")
 # What the agent may send as the caller id; only CALLER_MAX of it is kept.
 CALLER_ID_SENT_MAX = 1024
+# The conversation so far that an agent dispatched again mid-call goes on from: its
+# unbroken end, the caller waiting in silence while the session is read. 100 lines are
+# some fifty exchanges, ten minutes and more of talk; 24,000 characters (some 6,000
+# tokens, which every catalog model takes beside its instructions) hold a tool's
+# longest answer (the worker's 16,000) with the talk around it.
+CONVERSATION_MAX_LINES = 100
+CONVERSATION_MAX_CHARS = 24_000
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +125,9 @@ def agent_session(*, call: Call) -> dict:
                 for fallback in agent[component].get("fallbacks", [])
             ]
             agent[component] = config
+    conversation, truncated = call_conversation_recent(
+        call=call, max_lines=CONVERSATION_MAX_LINES, max_chars=CONVERSATION_MAX_CHARS
+    )
     return {
         "call_id": call.id,
         "room_name": call.room_name,
@@ -139,7 +150,20 @@ def agent_session(*, call: Call) -> dict:
             "settings": settings,
             "agents": agents,
         },
+        "conversation": [_transcript_line(row) for row in conversation],
+        "conversation_truncated": truncated,
     }
+
+
+def _transcript_line(row: dict) -> dict:
+    """A line as the transcript endpoint gives it: `tool_call` only on a line that has
+    one, `interrupted` on assistant lines only."""
+    line = {key: value for key, value in row.items() if key not in ("tool_call", "interrupted")}
+    if row["tool_call"] is not None:
+        line["tool_call"] = row["tool_call"]
+    if row["role"] == TranscriptRole.ASSISTANT:
+        line["interrupted"] = row["interrupted"]
+    return line
 
 
 class SessionFallbackSerializer(serializers.Serializer):
@@ -215,6 +239,17 @@ class AgentSessionSerializer(serializers.Serializer):
     user_data = serializers.DictField()
     metadata = serializers.DictField()
     workflow = SessionWorkflowSerializer()
+    conversation = TranscriptEntrySerializer(
+        many=True,
+        help_text="The conversation so far (user, assistant and tool lines; not system "
+        "notes), as the transcript gives it: an agent dispatched again mid-call goes on "
+        f"from it rather than greeting again. Its most recent {CONVERSATION_MAX_LINES} "
+        f"lines at most, no more of them than fit in {CONVERSATION_MAX_CHARS:,} characters "
+        "(content and tool calls); empty before anybody spoke.",
+    )
+    conversation_truncated = serializers.BooleanField(
+        help_text="Earlier lines of the conversation were left out of `conversation`."
+    )
 
 
 class AgentSessionView(APIView):

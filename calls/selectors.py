@@ -19,6 +19,7 @@ from calls.models import (
     Call,
     MetricSample,
     TranscriptEntry,
+    TranscriptRole,
 )
 from voicecalls.db import bound_cursor, timestamps_read_natively
 from voicecalls.rows import ValuesStatement, instance_from_row, select_columns
@@ -136,6 +137,41 @@ def call_transcript(*, call: Call) -> list[dict]:
     return [
         dict(zip(TRANSCRIPT_COLUMNS, row, strict=True)) for row in call_transcript_rows(call=call)
     ]
+
+
+# The lines a conversation is made of: the system's notes (an agent error, a DTMF
+# tone) are the record's, not something anybody said.
+CONVERSATION_ROLES = (TranscriptRole.USER, TranscriptRole.ASSISTANT, TranscriptRole.TOOL)
+
+
+def call_conversation_recent(
+    *, call: Call, max_lines: int, max_chars: int
+) -> tuple[list[dict], bool]:
+    """The call's most recent conversation lines as dicts of `TRANSCRIPT_COLUMNS`, in
+    transcript order (timestamp, arrival), and whether earlier lines were left out.
+
+    At most `max_lines`, and only as many, counted back from the newest, as fit in
+    `max_chars` (content plus the tool call's JSON): the kept lines are the unbroken end
+    of the conversation. One query, whatever the transcript's length: one row past
+    `max_lines` says whether there were more.
+    """
+    rows = (
+        TranscriptEntry.objects.filter(call=call, role__in=CONVERSATION_ROLES)
+        .order_by("-timestamp", "-id")
+        .values(*TRANSCRIPT_COLUMNS)[: max_lines + 1]
+    )
+    newest_first = list(rows)
+    kept: list[dict] = []
+    used = 0
+    for row in newest_first[:max_lines]:
+        used += len(row["content"])
+        if row["tool_call"] is not None:
+            used += len(json.dumps(row["tool_call"], ensure_ascii=False))
+        if used > max_chars:
+            break
+        kept.append(row)
+    kept.reverse()
+    return kept, len(kept) < len(newest_first)
 
 
 def agent_call_queryset(*, organization: Organization | None) -> QuerySet[Call]:

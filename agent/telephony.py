@@ -83,6 +83,11 @@ class PhoneLine:
 
     # -- who answered (outbound) -------------------------------------------------------
 
+    def screened_before(self) -> None:
+        """A call resumed mid-call (agent/resume.py): the run before found out who
+        answered, and the conversation is under way; nothing is screened again."""
+        self._screened = True
+
     async def screen(self, llm: Any) -> bool:
         """Once, as the first agent enters on an outbound call: who answered. True when
         a person did (or nobody can tell): the agent greets. False: a machine did, and

@@ -35,6 +35,7 @@ from agent.languages import call_language
 from agent.phone import CalleeGone, answer_timeout, masked, wait_for_callee
 from agent.providers import ComponentCache, ComponentError, build_component
 from agent.reporter import EventReporter
+from agent.resume import resume
 from agent.workflow import ToolRunner
 
 logger = logging.getLogger("voicecalls.agent")
@@ -275,6 +276,7 @@ class CallJob:
         session.on("close", self._on_close)
         runtime.started()
         first_agent = runtime.agents[runtime.first_agent_name()]
+        await resume(runtime, session, first_agent)
         return await session.start(first_agent, record=False, **start)
 
     def _on_close(self, event: Any) -> None:

@@ -78,8 +78,18 @@ class WorkflowAgent(Agent):
         self.name = name
         self.greeting = greeting
         self._call = call
+        # Set on the agent a call dispatched again mid-call resumes with (agent/resume.py):
+        # what it is told as it enters, in place of the greeting.
+        self.resume_instructions: str | None = None
 
     async def on_enter(self) -> None:
+        if self.resume_instructions is not None:
+            instructions, self.resume_instructions = self.resume_instructions, None
+            # The caller heard the greeting from the run before; the resumed words
+            # own up to the wait, so no late apology besides.
+            self._call.take_late_apology()
+            self.session.generate_reply(instructions=instructions)
+            return
         if not await self._call.screen(self.llm):
             return  # an answering machine or a phone menu: not for the greeting
         if self._call.take_late_apology():

@@ -170,6 +170,9 @@ async def test_a_resumed_agent_goes_on_from_the_conversation_without_greeting_ag
         ]
         interrupted = [m for m in agent.chat_ctx.messages() if m.interrupted]
         assert [m.text_content for m in interrupted] == ["Noted. And for din"]
+        # The session's history has it too: a handoff passes it on to the next agent.
+        history = [m.text_content for m in session.history.messages()]
+        assert history[:3] == ["Hello again, Ada!", "I'm fine, thanks", "What did you eat today?"]
 
         scripted.add(["Goodbye Ada!", call("end_call")])
         await session.run(user_input="Soup, bye")

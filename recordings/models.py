@@ -70,7 +70,8 @@ class Recording(models.Model):
     object_key = models.CharField(max_length=300, unique=True)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
-    # LiveKit's reason for a failure, or ours (LiveKit unreachable); never credentials.
+    # LiveKit's reason for a failure, or ours (LiveKit unreachable); of a complete one,
+    # why its file ended before the call (LiveKit's limit reached). Never credentials.
     error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

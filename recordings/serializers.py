@@ -35,7 +35,9 @@ class RecordingAccessSerializer(serializers.Serializer):
     duration_seconds = serializers.IntegerField(allow_null=True)
     size_bytes = serializers.IntegerField(allow_null=True)
     error = serializers.CharField(
-        allow_null=True, help_text="Why a `failed` recording failed (LiveKit's reason)."
+        allow_null=True,
+        help_text="Why a `failed` recording failed, or why a `complete` one ended before its "
+        "call did (its maximum duration: `Session limit reached`); LiveKit's reason.",
     )
 
 

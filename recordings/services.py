@@ -40,8 +40,9 @@ EGRESS_ID_MAX = Recording._meta.get_field("egress_id").max_length
 _DURATION_MAX = 2**31 - 1
 _SIZE_MAX = 2**63 - 1
 
-# LiveKit's EgressStatus → ours. A limit reached ends the file early: LiveKit counts it a
-# failure, and so do we (its error says which limit).
+# LiveKit's EgressStatus → ours. A limit reached (the egress's maximum duration) ends the
+# file early but writes and uploads it as a stop does, with its file results: complete,
+# its `error` saying why it ended before the call (LiveKit's "Session limit reached").
 EGRESS_STATUSES = {
     "EGRESS_STARTING": S.STARTING,
     "EGRESS_ACTIVE": S.RECORDING,
@@ -49,7 +50,7 @@ EGRESS_STATUSES = {
     "EGRESS_COMPLETE": S.COMPLETE,
     "EGRESS_FAILED": S.FAILED,
     "EGRESS_ABORTED": S.FAILED,
-    "EGRESS_LIMIT_REACHED": S.FAILED,
+    "EGRESS_LIMIT_REACHED": S.COMPLETE,
 }
 
 
@@ -254,6 +255,8 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
             changes["duration_seconds"] = duration
         if egress.size_bytes is not None and 0 <= egress.size_bytes <= _SIZE_MAX:
             changes["size_bytes"] = egress.size_bytes
+        if egress.status == "EGRESS_LIMIT_REACHED":  # cut short: said so
+            changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
     elif status == S.FAILED:
         changes["ended_at"] = at
         changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
@@ -266,7 +269,7 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
         and Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists()
     ):
         # Deleted while the egress was still writing: the file it just ended goes too
-        # (one a limit or a failure ended early is a file as well; none: a no-op).
+        # (one a failure ended early may be a file as well; none: a no-op).
         _file_delete_later(recording.pk)
     return True
 

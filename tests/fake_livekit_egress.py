@@ -7,7 +7,9 @@ key and credentials the request names, and sends the webhooks LiveKit sends to
 `webhook_sink`: `egress_started` (EGRESS_ACTIVE), then `egress_ended` with
 EGRESS_COMPLETE and the file's size and duration, or EGRESS_FAILED when the upload
 failed. `egress_outcome` scripts it: "complete" (default), "failed" (LiveKit's error
-`egress_error`), or "manual" (answer only; the test sends the webhooks).
+`egress_error`), "limit_reached" (it hit its maximum duration: as LiveKit's egress, it
+ends EGRESS_LIMIT_REACHED with "Session limit reached", its file uploaded and reported
+all the same), or "manual" (answer only; the test sends the webhooks).
 Each egress runs when the test calls `egress_run()`, after LiveKit's answer.
 """
 
@@ -30,6 +32,7 @@ METHODS = {
     "StopEgress": (api.StopEgressRequest, api.EgressInfo, "room_record"),
 }
 RECORDED_SECONDS = 2.0
+LIMIT_REACHED_ERROR = "Session limit reached"
 _ids = itertools.count(1)
 
 
@@ -106,6 +109,10 @@ class EgressMixin:
             info.error = error
         else:
             info.status = egress_models.EgressStatus.EGRESS_COMPLETE
+            if self.egress_outcome == "limit_reached":
+                # LiveKit's egress (pkg/info: SetLimitReached) ends the file there.
+                info.status = egress_models.EgressStatus.EGRESS_LIMIT_REACHED
+                info.error = LIMIT_REACHED_ERROR
             upload = output.s3
             info.file_results.append(
                 api.FileInfo(

@@ -81,7 +81,6 @@ def test_a_replayed_event_is_acknowledged_and_applied_once(recording) -> None:
             "could not upload file: AccessDenied",
         ),
         ("EGRESS_ABORTED", "Start signal not received", "Start signal not received"),
-        ("EGRESS_LIMIT_REACHED", "", "EGRESS_LIMIT_REACHED"),
     ],
 )
 def test_a_failed_egress_shows_failed_with_livekits_error(
@@ -94,6 +93,23 @@ def test_a_failed_egress_shows_failed_with_livekits_error(
     body = api.get(f"/api/v1/calls/{recording.call_id}/recording").json()
     assert (body["status"], body["url"], body["error"]) == ("failed", None, shown)
     assert api.get(f"/api/v1/calls/{recording.call_id}").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [("Session limit reached", "Session limit reached"), ("", "EGRESS_LIMIT_REACHED")],
+)
+def test_an_egress_ended_at_its_limit_is_complete_with_its_file_saying_why_it_ended(
+    api, recording, error: str, shown: str
+) -> None:
+    """EGRESS_LIMIT_REACHED: the egress hit its maximum duration and wrote the file
+    that far (older LiveKit egresses say so in `error`, newer ones in `details`)."""
+    send("egress_started", recording)
+    send("egress_ended", recording, status="EGRESS_LIMIT_REACHED", error=error)
+
+    assert state(recording) == ("complete", 181, 1432104, shown)
+    body = api.get(f"/api/v1/calls/{recording.call_id}/recording").json()
+    assert (body["status"], body["error"]) == ("complete", shown)
 
 
 def test_a_complete_after_a_failure_changes_nothing(recording) -> None:

@@ -289,6 +289,54 @@ def test_a_failed_egress_shows_livekits_error_and_leaves_the_call_alone(
     assert object_keys(s3_server, recordings_bucket) == []
 
 
+def test_an_egress_that_hit_its_time_limit_is_complete_with_its_file_and_says_it_was_cut(
+    api, recording_workflow, egress_fake, recordings_bucket, s3_server
+) -> None:
+    """LiveKit's egress ends at its maximum duration with EGRESS_LIMIT_REACHED, having
+    written and uploaded the file up to there (its own tests check that file): read as
+    a failure, a recording whose file was in the bucket had no link."""
+    egress_fake.egress_outcome = "limit_reached"
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+    egress_fake.egress_run()
+
+    body = api.get(f"/api/v1/calls/{call_id}/recording").json()
+    assert (body["status"], body["duration_seconds"], body["size_bytes"], body["error"]) == (
+        "complete",
+        2,
+        561,
+        "Session limit reached",
+    )
+    assert download(body["url"]) == egress_fake.egress_file
+    assert Recording.objects.get(call_id=call_id).ended_at is not None
+
+
+def test_an_egress_that_hit_its_time_limit_with_its_webhooks_lost_is_reconciled_complete(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    from calls.expiry import calls_expire
+
+    fake_livekit.egress_outcome = "limit_reached"
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    fake_livekit.egress_run()  # uploaded; its webhooks are lost
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.duration_seconds, recording.error) == (
+        "complete",
+        2,
+        "Session limit reached",
+    )
+    body = api.get(f"/api/v1/calls/{call_id}/recording").json()
+    assert download(body["url"]) == fake_livekit.egress_file
+
+
 def test_an_organization_bucket_is_used_and_its_credentials_reach_only_the_egress(
     api, recording_workflow, egress_fake, recordings_bucket, s3_server
 ) -> None:

@@ -91,7 +91,9 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     reconciled, errors = recordings_reconcile(now=now)
     result.recordings_reconciled += reconciled
     result.livekit_errors += errors
-    result.recordings_reconciled += recordings_wake_lost_starts(now=now)
+    woken, errors = recordings_wake_lost_starts(now=now)
+    result.recordings_reconciled += woken
+    result.livekit_errors += errors
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).
     result.open_counters_repaired = open_calls_reconcile()

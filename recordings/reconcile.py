@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from uuid import UUID
 
 from django.db import transaction
 
@@ -30,36 +31,72 @@ _TERMINAL = {S.COMPLETE, S.FAILED}
 START_LOST_AFTER = datetime.timedelta(minutes=2)
 
 
-def recordings_wake_lost_starts(*, now: datetime.datetime) -> int:
+def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
     """Wake the starts nothing will run again (see START_LOST_AFTER); the task starts
     the egress of a call still going and fails the recording of one that ended. Each
     recording is woken by one pass only (a conditional UPDATE: `expire_calls` on two
-    hosts), and not while its wake-up waits in the queue. Returns how many it woke."""
+    hosts), and not while its wake-up waits in the queue. A start that reached LiveKit
+    before its worker died left an egress no row names: LiveKit is asked for the room's
+    egresses first (ListEgress), and one found is the recording's, not started again.
+    (woken or adopted, LiveKit errors); a LiveKit failure stops this pass."""
     from recordings.tasks import recording_start
 
+    # Bounded, and by `recording_start_unclaimed` (a few in flight).
     lost = list(
         Recording.objects.filter(
             status=S.STARTING, egress_id__isnull=True, updated_at__lt=now - START_LOST_AFTER
         )
         .order_by("created_at")
-        .values_list("pk", "updated_at")[:RECONCILE_BATCH]
+        .values_list("pk", "updated_at", "call__room_name")[:RECONCILE_BATCH]
     )
     # A start a worker took lately runs still: woken too, the two runs could both claim
     # the row (the second reading it after the first's claim) and start two egresses.
     waiting = task_waiting_args(
-        recording_start, [(str(pk),) for pk, _ in lost], taken_since=now - START_LOST_AFTER
+        recording_start, [(str(pk),) for pk, _, _ in lost], taken_since=now - START_LOST_AFTER
     )
     woken = 0
-    for pk, updated_at in lost:
+    for pk, updated_at, room_name in lost:
         if (str(pk),) in waiting:
             continue
         mine = Recording.objects.filter(
             pk=pk, status=S.STARTING, egress_id__isnull=True, updated_at=updated_at
         ).update(updated_at=now)
-        if mine:
+        if not mine:
+            continue
+        try:
+            egresses = livekit_egress.room_egresses(room_name=room_name)
+        except LiveKitError as exc:
+            # Not woken: it could start a second egress. The next pass asks again. (The
+            # room's name is not logged: an inbound call's holds the caller's number.)
+            logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
+            return woken, 1
+        if egresses:
+            _egress_adopt(egresses, recording_id=pk, room_name=room_name, now=now)
+        else:
             recording_start.enqueue(str(pk))
-            woken += 1
-    return woken
+        woken += 1
+    return woken, 0
+
+
+def _egress_adopt(
+    egresses: list[EgressUpdate], *, recording_id: UUID, room_name: str, now: datetime.datetime
+) -> None:
+    """The recording (no egress id) of the call in `room_name` takes the egress its lost
+    start got from LiveKit, as an egress webhook overtaking LiveKit's answer would: a
+    running one, else one ended (its file is the recording's). Any other one still
+    recording writes the same key: stopped."""
+    running = [e for e in egresses if EGRESS_STATUSES.get(e.status) not in _TERMINAL]
+    chosen = (running or egresses)[0]
+    with transaction.atomic():
+        recording_egress_update(egress=chosen, room_name=room_name, at=now)
+    logger.warning("recordings: recording %s adopted egress %s", recording_id, chosen.egress_id)
+    for other in running[1:]:
+        if other.status not in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
+            continue  # ending: it is finishing already
+        try:
+            livekit_egress.egress_stop(egress_id=other.egress_id)
+        except LiveKitError as exc:
+            logger.warning("recordings: cannot stop egress %s: %s", other.egress_id, exc)
 
 
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:

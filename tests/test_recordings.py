@@ -567,6 +567,96 @@ def test_a_recording_whose_start_was_lost_is_not_starting_for_ever_once_its_call
     assert started_egresses(egress_fake) == []
 
 
+def egress_of_a_start_whose_worker_died(fake, *, call_id: str) -> str:
+    """LiveKit answered the start (StartRoomCompositeEgress) and the worker was killed
+    before the row kept the egress id; the egress's webhooks are lost."""
+    from voicecalls import livekit_egress
+
+    worker_killed_mid_start()
+    recording = Recording.objects.get(call_id=call_id)
+    egress_id = livekit_egress.room_audio_recording_start(
+        room_name=f"call-{call_id}",
+        filepath=recording.object_key,
+        endpoint=settings.RECORDINGS_S3_ENDPOINT,
+        bucket=settings.RECORDINGS_S3_BUCKET,
+        region=settings.RECORDINGS_S3_REGION,
+        access_key=settings.RECORDINGS_S3_ACCESS_KEY_ID,
+        secret=settings.RECORDINGS_S3_SECRET_ACCESS_KEY,
+    )
+    fake.egresses[egress_id].status = egress_models.EgressStatus.EGRESS_ACTIVE
+    assert Recording.objects.get(call_id=call_id).egress_id is None
+    return egress_id
+
+
+def test_an_egress_whose_start_died_before_its_id_was_kept_is_adopted_not_started_twice(
+    api, recording_workflow, fake_livekit, recordings_bucket, settings
+) -> None:
+    """The recording said `starting` with no egress while LiveKit recorded the call, and
+    `expire_calls` woke its start: a second egress into the same key, the first owned by
+    no row (never stopped, never reconciled). LiveKit is asked for the room's egresses
+    (ListEgress by room name) and the running one is the recording's."""
+    from calls.expiry import calls_expire
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600  # the call is still going
+    fake_livekit.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+
+    result = calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+    run_worker()
+
+    assert len(started_egresses(fake_livekit)) == 1
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.egress_id, recording.status) == (orphan, "recording")
+    assert {"roomName": f"call-{call_id}"} in [r.body for r in fake_livekit.calls("ListEgress")]
+    assert fake_livekit.calls("StopEgress") == []
+    assert result.livekit_errors == 0
+
+
+def test_a_lost_start_is_not_woken_while_livekit_cannot_say_whether_it_reached_it(
+    api, recording_workflow, fake_livekit, recordings_bucket, settings
+) -> None:
+    """Started again without knowing, it could be a second egress: the next pass asks."""
+    from calls.expiry import calls_expire
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600
+    call_id = start_call(api)
+    join(call_id)
+    worker_killed_mid_start()
+    fake_livekit.fail("ListEgress", "500")
+
+    result = calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+    run_worker()
+
+    assert result.livekit_errors == 1
+    assert started_egresses(fake_livekit) == []
+    assert Recording.objects.get(call_id=call_id).status == "starting"
+
+
+def test_an_adopted_egress_of_a_call_that_ended_is_stopped_by_a_later_pass(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """Adopted, the orphan is a recording's egress like any: one still running long
+    after its call ended is stopped (it was left recording the room for good)."""
+    from calls.expiry import calls_expire
+
+    fake_livekit.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    run_worker()
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=2))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.egress_id, recording.status) == (orphan, "recording")
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
+    assert fake_livekit.egresses[orphan].status == egress_models.EgressStatus.EGRESS_ENDING
+
+
 def test_a_late_file_whose_deletion_task_died_with_its_worker_is_deleted_by_a_later_pass(
     api, recording_workflow, fake_livekit, recordings_bucket, s3_server
 ) -> None:

@@ -59,6 +59,18 @@ def egress_status(*, egress_id: str) -> EgressUpdate | None:
     return None
 
 
+def room_egresses(*, room_name: str) -> list[EgressUpdate]:
+    """The egresses LiveKit knows of a room (ListEgress by its name), running or ended;
+    none when it knows no such room (older servers answer NOT_FOUND for one gone)."""
+    request = api.ListEgressRequest(room_name=room_name)
+    response = twirp_request(
+        "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
+    )
+    if response is None:
+        return []
+    return [egress_update_of(info) for info in response.items if info.room_name == room_name]
+
+
 def egress_stop(*, egress_id: str) -> None:
     """Ask LiveKit to stop an egress: it finishes its file and reports it ended. One
     LiveKit no longer knows is no failure."""

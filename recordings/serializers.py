@@ -3,6 +3,7 @@ and an organization's own bucket (write-only credentials)."""
 
 from __future__ import annotations
 
+from botocore.endpoint_provider import RuleSetStandardLibrary
 from botocore.exceptions import InvalidRegionError
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url, validate_region_name
 from django.conf import settings
@@ -19,6 +20,24 @@ from voicecalls.fields import JSONTypedSerializer
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
 REGION_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,31}$"
 DEFAULT_REGION = "us-east-1"
+# S3's bucket naming rules beyond BUCKET_PATTERN's characters: botocore's own test of a
+# DNS-compatible bucket (the S3 endpoint rules' `aws.isVirtualHostableS3Bucket`: host
+# labels, so no adjacent periods and no label starting or ending with a hyphen, and not
+# an IP address), and the prefixes and suffixes S3 reserves, which no client checks
+# (S3 User Guide, "General purpose bucket naming rules"). botocore's
+# `handlers.validate_bucket_name` (VALID_BUCKET) is looser than S3: it takes capitals,
+# underscores and 255 characters.
+_S3_RULES = RuleSetStandardLibrary(partitions_data={})
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def s3_bucket_name_allowed(name: str) -> bool:
+    return (
+        _S3_RULES.aws_is_virtual_hostable_s3_bucket(name, allow_subdomains=True)
+        and not name.startswith(BUCKET_RESERVED_PREFIXES)
+        and not name.endswith(BUCKET_RESERVED_SUFFIXES)
+    )
 
 
 class RecordingAccessSerializer(serializers.Serializer):
@@ -123,6 +142,15 @@ class RecordingStorageWriteSerializer(JSONTypedSerializer):
         "with this key and voicecalls signs download links and deletes files with it: "
         "allow s3:PutObject, s3:GetObject and s3:DeleteObject under `recordings/`.",
     )
+
+    def validate_bucket(self, value: str) -> str:
+        # S3 has no bucket by such a name: every upload, link and deletion would fail.
+        if not s3_bucket_name_allowed(value):
+            raise serializers.ValidationError(
+                "S3 does not allow this bucket name (see its bucket naming rules).",
+                code="invalid",
+            )
+        return value
 
     def validate_region(self, value: str) -> str:
         # What botocore refuses (digits only, a trailing hyphen) would break every

@@ -131,6 +131,52 @@ def test_bad_input_is_400_naming_the_field(api, organization, overrides, expecte
     assert RecordingStorage.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        "acme..recordings",  # adjacent periods
+        "192.168.5.4",  # formatted as an IP address
+        "acme.-recordings",  # a label ending or starting with a hyphen
+        "acme-.recordings",
+        "xn--acme-recordings",  # S3's reserved prefixes
+        "sthree-acme",
+        "amzn-s3-demo-acme",
+        "acme-s3alias",  # and suffixes
+        "acme--ol-s3",
+        "acme.mrap",
+        "acme--x-s3",
+        "acme--table-s3",
+    ],
+)
+def test_a_bucket_name_s3_forbids_is_400_not_stored_to_fail_every_recording(
+    api, organization, bucket: str
+) -> None:
+    """Such a name passed the API's pattern and was stored, though S3 has no bucket by
+    it (it refuses to create one): every egress upload, link and deletion failed later."""
+    response = api.put(URL, body(bucket=bucket), format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "invalid",
+                "detail": "S3 does not allow this bucket name (see its bucket naming rules).",
+                "attr": "bucket",
+            }
+        ],
+    }
+    assert RecordingStorage.objects.count() == 0
+
+
+@pytest.mark.parametrize("bucket", ["acme-recordings", "acme.recordings.eu", "a1b", "9" * 63])
+def test_a_bucket_name_s3_allows_is_stored(api, organization, bucket: str) -> None:
+    response = api.put(URL, body(bucket=bucket), format="json")
+
+    assert response.status_code == 200, response.content
+    assert RecordingStorage.objects.get().bucket == bucket
+
+
 def test_a_private_endpoint_is_refused_outside_local_development(
     api, organization, settings
 ) -> None:

@@ -1,5 +1,5 @@
 """Recordings in retention and erasure: each deleted through
-`recordings.services.recording_delete`, which asks the storage to delete the file, so
+`recordings.deletion.recording_delete`, which asks the storage to delete the file, so
 always outside a transaction (never while calls' rows are locked).
 
 A storage that cannot be reached (or whose credentials are gone) stops the work for that
@@ -17,8 +17,8 @@ from uuid import UUID
 from accounts.models import Organization
 from calls.models import ENDED_STATUSES
 from privacy import scrub
+from recordings.deletion import recording_delete_marking
 from recordings.models import Recording, RecordingStatus
-from recordings.services import recording_delete_marking
 from recordings.storage import StorageError
 
 logger = logging.getLogger(__name__)

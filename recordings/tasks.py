@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_tasks import task
 
-from recordings import services, storage
+from recordings import deletion, services, storage
 
 
 @task()
@@ -19,11 +19,11 @@ def recording_file_delete(recording_id: str, attempt: int = 0) -> bool:
     """Delete a file the egress finished writing after its recording was deleted. Nothing
     else will look at it again (the row is `deleted`): a storage failure is retried."""
     try:
-        return services.recording_file_delete(recording_id=recording_id)
-    except services.StorageRemoved:
+        return deletion.recording_file_delete(recording_id=recording_id)
+    except deletion.StorageRemoved:
         # The organization's own bucket, whose setting it removed: out of reach for good.
-        services.late_file_settled(recording_id)
+        deletion.late_file_settled(recording_id)
         return False
     except storage.StorageError as exc:
-        services.recording_file_delete_retry(recording_id=recording_id, attempt=attempt, error=exc)
+        deletion.recording_file_delete_retry(recording_id=recording_id, attempt=attempt, error=exc)
         return False

@@ -1,12 +1,13 @@
-"""`recordings.services.recording_delete`, for retention and erasure: the file goes from
+"""`recordings.deletion.recording_delete`, for retention and erasure: the file goes from
 whichever bucket holds it, the recording is marked `deleted`; idempotent."""
 
 from __future__ import annotations
 
 import pytest
 
+from recordings.deletion import recording_delete
 from recordings.models import Recording
-from recordings.services import recording_delete, recording_egress_update
+from recordings.services import recording_egress_update
 from recordings.storage import StorageError
 from recordings.tasks import recording_file_delete
 from tests.factories import CallFactory, RecordingFactory
@@ -211,12 +212,12 @@ def test_a_late_file_in_a_bucket_the_organization_removed_is_not_retried(monkeyp
     warn 64 times over two weeks."""
     from django_tasks_db.models import DBTaskResult
 
-    from recordings import services
+    from recordings import deletion
 
     def removed(*, recording_id: object) -> bool:
-        raise services.StorageRemoved("The organization removed the storage of this bucket.")
+        raise deletion.StorageRemoved("The organization removed the storage of this bucket.")
 
-    monkeypatch.setattr(services, "recording_file_delete", removed)
+    monkeypatch.setattr(deletion, "recording_file_delete", removed)
 
     assert recording_file_delete.call("6f1c1f0e-0000-4000-8000-000000000001") is False
     assert not DBTaskResult.objects.filter(task_path__endswith="file_delete").exists()

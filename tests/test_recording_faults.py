@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 
 from recordings import storage
+from recordings.deletion import recording_delete
 from recordings.models import Recording
-from recordings.services import recording_delete
 from tests.factories import CallFactory, RecordingFactory
 from tests.livekit_samples import post_webhook
 from tests.recordings import egress_body, object_keys, run_worker, s3_client
@@ -61,7 +61,7 @@ def test_a_file_the_egress_finishes_while_the_deletion_runs_is_deleted_too(
     organization, recordings_bucket, s3_server
 ) -> None:
     from recordings import storage
-    from recordings.services import recording_delete
+    from recordings.deletion import recording_delete
     from tests.recordings import object_keys, run_worker, s3_client
 
     recording = RecordingFactory(

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 
 from recordings import storage
+from recordings.deletion import recording_delete
 from recordings.models import RecordingStorage
-from recordings.services import recording_delete
 from tests.factories import CallFactory, RecordingFactory
 
 URL = "/api/v1/organization/recording-storage"

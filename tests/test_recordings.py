@@ -447,7 +447,7 @@ def test_a_file_an_egress_finished_after_its_deletion_goes_even_when_its_webhook
     went only when `egress_ended` came: lost, the erased caller's voice stayed in the
     bucket for good, with no row left to find it by."""
     from calls.expiry import calls_expire
-    from recordings.services import recording_delete
+    from recordings.deletion import recording_delete
 
     call_id = start_call(api)
     join(call_id)
@@ -667,7 +667,7 @@ def test_a_late_file_whose_deletion_task_died_with_its_worker_is_deleted_by_a_la
     from django_tasks_db.models import DBTaskResult
 
     from calls.expiry import calls_expire
-    from recordings.services import recording_delete
+    from recordings.deletion import recording_delete
 
     call_id = start_call(api)
     join(call_id)

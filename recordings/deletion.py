@@ -1,0 +1,136 @@
+"""Deleting a call's recording, for retention and erasure: its file, from whichever
+storage holds it, then the row marked `deleted`; a file its egress finished afterwards
+(a late file) is deleted by a task, retried while the storage fails."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from recordings import storage
+from recordings.models import Recording, RecordingStatus, StorageKind
+from voicecalls import livekit_egress
+from voicecalls.livekit import LiveKitError
+
+logger = logging.getLogger(__name__)
+
+S = RecordingStatus
+
+
+def recording_delete(*, call_id: UUID | str) -> bool:
+    """Delete a call's recording: see `recording_delete_marking`; True once the
+    recording is deleted (now or before), False when the call has none."""
+    return recording_delete_marking(call_id=call_id) is not None
+
+
+def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
+    """Delete a call's recording: the file, from whichever storage holds it, then the
+    row is marked `deleted` (kept, without anything personal: the call's history shows
+    there was one). True when this call marked it; False when it was deleted before (or
+    by another run meanwhile: an audit counts it once); None when the call has none.
+    Idempotent. Raises `storage.StorageError`, leaving the recording as
+    it was, when the storage cannot be reached or its credentials are gone: retry
+    later. Call it outside a transaction (it makes a request to the storage)."""
+    recording = Recording.objects.select_related("call").filter(call_id=call_id).first()
+    if recording is None:
+        return None
+    if recording.status == S.DELETED:
+        return False
+    try:
+        _file_delete(recording)
+    except StorageRemoved:
+        # The organization removed its own bucket's setting: the file is theirs, out of
+        # our reach for good (docs/privacy.md). Forgotten here, it holds nothing up.
+        logger.warning("recording of call %s left in a bucket the organization removed", call_id)
+    now = timezone.now()
+    row = Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED)
+    marked = row.filter(status=recording.status).update(
+        status=S.DELETED, deleted_at=now, updated_at=now
+    )
+    late = not marked and row.update(status=S.DELETED, deleted_at=now, updated_at=now)
+    if late:
+        # The egress ended while the file went: what it finished may have been written
+        # after the deletion, and its webhook saw no deleted recording to delete it.
+        recording_file_delete_later(recording.pk)
+    if (marked or late) and recording.status in (S.STARTING, S.RECORDING):
+        # Its egress may still be recording (the call goes on, its user just erased):
+        # stopped, it records no more of them; its file goes when it ends (above).
+        _egress_stop(recording.pk)
+    logger.info("recording of call %s deleted", call_id)
+    return bool(marked or late)
+
+
+def _egress_stop(recording_id: UUID) -> None:
+    egress_id = Recording.objects.filter(pk=recording_id).values_list("egress_id", flat=True)
+    egress_id = egress_id.first()
+    if not egress_id:
+        return
+    try:
+        livekit_egress.egress_stop(egress_id=egress_id)
+    except LiveKitError as exc:  # it ends with the room; `recordings_reconcile` stops it
+        logger.warning("recording %s: could not stop its egress: %s", recording_id, exc)
+
+
+def recording_file_delete_later(recording_id: UUID) -> None:
+    from recordings.tasks import recording_file_delete
+
+    pk = str(recording_id)
+    transaction.on_commit(lambda: recording_file_delete.enqueue(pk), robust=True)
+
+
+# A late file's deletion meeting a storage failure is tried again after 1, 2, 4, ...
+# minutes, at most 6 hours apart, for about two weeks; then it is logged as left.
+FILE_DELETE_RETRIES = 64
+FILE_DELETE_RETRY_MAX = datetime.timedelta(hours=6)
+
+
+def recording_file_delete_retry(
+    *, recording_id: UUID | str, attempt: int, error: Exception
+) -> None:
+    from recordings.tasks import recording_file_delete
+
+    if attempt >= FILE_DELETE_RETRIES:
+        logger.error("recording %s: its late file is left in storage: %s", recording_id, error)
+        return
+    delay = min(datetime.timedelta(minutes=2 ** min(attempt, 16)), FILE_DELETE_RETRY_MAX)
+    logger.warning(
+        "recording %s: deleting its late file failed (%s); retrying", recording_id, error
+    )
+    task = recording_file_delete.using(run_after=timezone.now() + delay)
+    task.enqueue(str(recording_id), attempt + 1)
+
+
+def recording_file_delete(*, recording_id: UUID | str) -> bool:
+    """Delete a deleted recording's file again (the egress finished it afterwards)."""
+    recording = Recording.objects.select_related("call").filter(pk=recording_id).first()
+    if recording is None or recording.status != S.DELETED:
+        return False
+    _file_delete(recording)
+    late_file_settled(recording.pk)
+    return True
+
+
+def late_file_settled(recording_id: UUID | str) -> None:
+    """The late file of a deleted recording is gone (or out of reach for good):
+    `recordings_reconcile` no longer looks at it."""
+    now = timezone.now()
+    Recording.objects.filter(pk=recording_id, status=S.DELETED, ended_at__isnull=True).update(
+        ended_at=now, updated_at=now
+    )
+
+
+class StorageRemoved(storage.StorageError):
+    """The recording is in the organization's own bucket, whose setting it removed."""
+
+
+def _file_delete(recording: Recording) -> None:
+    target = storage.target_of(recording, organization_id=recording.call.organization_id)
+    if target is None and recording.storage == StorageKind.ORGANIZATION:
+        raise StorageRemoved("The organization removed the storage of this recording's bucket.")
+    if target is None:
+        raise storage.StorageError("No credentials reach the platform's bucket any more.")
+    storage.object_delete(target, key=recording.object_key)

@@ -54,6 +54,7 @@ def egress_body(
     egress_id: str,
     status: str | None = None,
     error: str | None = None,
+    details: str | None = None,
     event_id: str | None = None,
 ) -> str:
     """The egress sample `name` (tests/data/livekit/), about the call's room and egress."""
@@ -65,6 +66,8 @@ def egress_body(
         info["status"] = status
     if error is not None:
         info["error"] = error
+    if details is not None:
+        info["details"] = details
     payload["id"] = event_id or f"EV_{uuid.uuid4().hex[:12]}"
     return json.dumps(payload)
 

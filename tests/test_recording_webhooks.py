@@ -96,16 +96,20 @@ def test_a_failed_egress_shows_failed_with_livekits_error(
 
 
 @pytest.mark.parametrize(
-    ("error", "shown"),
-    [("Session limit reached", "Session limit reached"), ("", "EGRESS_LIMIT_REACHED")],
+    ("error", "details", "shown"),
+    [
+        ("Session limit reached", "", "Session limit reached"),
+        ("", "Session limit reached", "Session limit reached"),
+        ("", "", "EGRESS_LIMIT_REACHED"),
+    ],
 )
 def test_an_egress_ended_at_its_limit_is_complete_with_its_file_saying_why_it_ended(
-    api, recording, error: str, shown: str
+    api, recording, error: str, details: str, shown: str
 ) -> None:
     """EGRESS_LIMIT_REACHED: the egress hit its maximum duration and wrote the file
     that far (older LiveKit egresses say so in `error`, newer ones in `details`)."""
     send("egress_started", recording)
-    send("egress_ended", recording, status="EGRESS_LIMIT_REACHED", error=error)
+    send("egress_ended", recording, status="EGRESS_LIMIT_REACHED", error=error, details=details)
 
     assert state(recording) == ("complete", 181, 1432104, shown)
     body = api.get(f"/api/v1/calls/{recording.call_id}/recording").json()

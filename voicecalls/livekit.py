@@ -52,6 +52,7 @@ class EgressUpdate:
     egress_id: str
     # An `EgressStatus` name, e.g. "EGRESS_COMPLETE" ("UNKNOWN" for a newer server's).
     status: str
+    # LiveKit's `error`, else its `details` (where newer servers say why an egress ended).
     error: str
     # Of the first file written (a room composite to one file writes one), if any.
     duration_ns: int | None = None
@@ -133,7 +134,7 @@ def egress_update_of(info: object) -> EgressUpdate:
     return EgressUpdate(
         egress_id=info.egress_id,
         status=enum_name(livekit_egress.EgressStatus, info.status),
-        error=info.error,
+        error=info.error or info.details,
         duration_ns=first.duration if first is not None else None,
         size_bytes=first.size if first is not None else None,
     )

@@ -25,8 +25,10 @@ def recording_player_html(call: Call) -> str:
         "—" if recording.duration_seconds is None else recording.duration_seconds,
         "—" if recording.size_bytes is None else recording.size_bytes,
     )
+    if recording.error:  # why it failed, or why a complete file ends before the call
+        facts = format_html("{}<br>{}", facts, recording.error)
     if recording.status == RecordingStatus.FAILED:
-        return format_html("{}<br>{}", facts, recording.error)
+        return facts
     retention_days = call.organization.recording_retention_days
     link = recording_link(recording=recording, call=call, retention_days=retention_days)
     if link.url is None:

@@ -15,7 +15,7 @@ from analysis.models import CallAnalysis
 from calls.admin import CallAdmin
 from calls.admin_paging import COUNT_CAP, ProbedDatesQuerySet
 from calls.models import Call, CallStatus, MetricSample
-from tests.factories import CallFactory, TranscriptEntryFactory
+from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -370,6 +370,24 @@ def test_the_call_page_shows_the_analysis_escaped(staff: Client, organization) -
     assert "&lt;b&gt;Ada&lt;/b&gt; logged lunch." in html
     assert "&quot;meal_type&quot;: &quot;lunch&quot;" in html
     assert "&quot;success&quot;: true" in html
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [("failed", "could not upload file: AccessDenied"), ("complete", "Session limit reached")],
+)
+def test_the_call_page_says_why_a_recording_failed_or_ends_before_the_call(
+    staff: Client, organization, status: str, error: str
+) -> None:
+    """A complete recording cut at LiveKit's limit says so in `error`, as the API shows
+    it; the page showed the reason of failed recordings only."""
+    call = CallFactory(organization=organization, completed=True)
+    RecordingFactory(call=call, status=status, error=error)
+
+    html = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert f'<span id="recording-status">{status}</span>' in html
+    assert error in html
 
 
 def test_the_json_link_shows_the_api_body(staff: Client, organization) -> None:

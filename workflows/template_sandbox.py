@@ -360,6 +360,11 @@ def _make_environment() -> PromptEnvironment:
         keep_trailing_newline=True,
         cache_size=400,
         finalize=_shown,
+        # Jinja's optimizer folds constants by trying every subexpression again at every
+        # level of an expression, cubic in its depth: a prompt of long filter or
+        # attribute chains (`{{ a|e|e|...|e }}`) compiled for minutes, and compiling
+        # cannot be interrupted. Folding saves nothing a prompt would notice.
+        optimized=False,
     )
     for name in _REMOVED_FILTERS:
         env.filters.pop(name, None)

@@ -253,13 +253,13 @@ class _RenderTooSlow(BaseException):
 
 
 def test_filters_in_a_loop_spend_the_work_budget_by_the_size_they_handle() -> None:
-    """Sorting a 100,000-item list 900 times an iteration, 19,000 times: valid when
+    """Sorting a 100,000-item list 50 times an iteration, 19,000 times: valid when
     saved, it rendered for hours (agent session, analysis) when filters cost nothing."""
     import signal
 
     source = (
         "{% set x = range(99999)|list %}{% for i in range(19000) %}"
-        + "{% set y = x|sort %}" * 900
+        + "{% set y = x|sort %}" * 50
         + "{% endfor %}"
     )
     assert template_error(source) is None
@@ -309,9 +309,9 @@ def render_within_30_seconds(source: str) -> str:
     ],
 )
 def test_operators_comparisons_and_slices_in_a_loop_cannot_render_for_hours(step: str) -> None:
-    """19,000 iterations of 700 such steps: valid when saved, each rendered for about
-    15 minutes in the web process answering the agent's session request."""
-    source = "{% set x = range(99999)|list %}{% for i in range(19000) %}" + step * 700
+    """19,000 iterations of 40 such steps (700 rendered for about 15 minutes in the web
+    process answering the agent's session request): valid when saved."""
+    source = "{% set x = range(99999)|list %}{% for i in range(19000) %}" + step * 40
     source += "{% endfor %}"
     assert template_error(source) is None
 
@@ -424,3 +424,46 @@ def test_a_tuple_nested_through_a_cyclers_items_cannot_outlast_the_deadline() ->
     started = time.monotonic()
     render(source, CONTEXT)
     assert time.monotonic() - started < MAX_RENDER_SECONDS + 0.5
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ user.name }}" * 200, "Template too complex: more than 500 tokens"),
+        ("{{ user" + ".a" * 40 + " }}", "Template too complex: nested more than 32 levels"),
+        ("{{ user.name" + " | e" * 40 + " }}", "Template too complex: nested more than 32"),
+        ("{% if a %}" * 40 + "{% endif %}" * 40, "Template too complex: nested more than 32"),
+    ],
+    ids=["tokens", "attributes", "filters", "blocks"],
+)
+def test_a_template_too_complex_to_compile_quickly_is_refused_without_compiling(
+    monkeypatch: pytest.MonkeyPatch, source: str, message: str
+) -> None:
+    """Compiling cannot be interrupted, and chains of filters or attributes compiled in
+    time cubic in their length: the bounds are checked first."""
+    from workflows.template_sandbox import environment
+
+    def compile_(*args: object, **kwargs: object) -> None:
+        pytest.fail("a template past the bounds was compiled")
+
+    monkeypatch.setattr(environment, "compile", compile_)
+
+    error = template_error(source)
+
+    assert error is not None and error.startswith(message)
+
+
+def test_a_template_at_the_bounds_is_valid() -> None:
+    from workflows.prompts import MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_TOKENS
+
+    # `{{`, `a`, then `<`, `a` pairs, then `}}`; whitespace does not count.
+    widest = "{{ a" + " < a" * ((MAX_TEMPLATE_TOKENS - 3) // 2) + " }}"
+    # Template, Output, then a Getattr per attribute above the Name.
+    deepest = "{{ user" + ".a" * (MAX_TEMPLATE_DEPTH - 2) + " }}"
+
+    assert (template_error(widest), template_error(deepest)) == (None, None)
+
+
+def test_a_template_past_the_bounds_saved_before_them_renders_empty() -> None:
+    assert render("x{{ 1 }}" * 200, CONTEXT) == ""
+    assert render("x{{ 1 }}" * 10, CONTEXT) == "x1" * 10

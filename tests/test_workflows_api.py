@@ -5,6 +5,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -936,3 +937,90 @@ def test_a_body_of_many_large_tool_schemas_is_validated_in_seconds(api: APIClien
 
     assert time.monotonic() - started < 10
     assert response.status_code in (201, 400), response.content
+
+
+def _every_template(data: dict, template: Callable[[str, int], str]) -> dict:
+    """`data` with twenty agents, and each prompt template a workflow has made by
+    `template(name, max_length)`: `name` a variable of its own, so no two are alike."""
+    agent = data["agents"][1]
+    data["agents"] = [
+        {
+            **copy.deepcopy(agent),
+            "name": f"agent-{i}",
+            "instructions": template(f"i{i}", 20_000),
+            "greeting": template(f"g{i}", 2_000),
+        }
+        for i in range(20)
+    ]
+    data["start_agent"] = "agent-0"
+    data["analysis"] = {"summary_prompt": template("s", 8_000)}
+    data["settings"] = {"voicemail": {"action": "leave_message", "message": template("v", 2_000)}}
+    return data
+
+
+class _TooSlow(BaseException):
+    """Raised by the alarm; a BaseException, so no `except Exception` holds it."""
+
+
+def _within_seconds(seconds: float, request: Any) -> Any:
+    import signal
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _TooSlow()
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return request()
+    except _TooSlow:
+        pytest.fail(f"the request was still running after {seconds} s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_workflow_of_templates_too_complex_to_compile_is_a_400_at_once(api: APIClient) -> None:
+    """Filter chains a hundred deep, as many as each template's length limit allows,
+    compiled for many minutes before anything answered."""
+
+    def chains(name: str, max_length: int) -> str:
+        chain = "{{ " + name + "|e" * 100 + " }}"
+        return chain * (max_length // len(chain))
+
+    data = _every_template(body(), chains)
+
+    response = _within_seconds(10, lambda: api.post("/api/v1/workflows", data, format="json"))
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert {e["attr"] for e in errors} == {
+        *(f"agents.{i}.{field}" for i in range(20) for field in ("instructions", "greeting")),
+        "analysis.summary_prompt",
+        "settings.voicemail.message",
+    }
+    assert {e["code"] for e in errors} == {"template_syntax_error"}
+    first = next(e for e in errors if e["attr"] == "agents.0.instructions")
+    assert first["detail"].startswith(
+        "Agent 'agent-0' instructions: Template too complex: more than 500 tokens"
+    )
+    assert Workflow.objects.count() == 0
+
+
+def test_the_slowest_workflow_to_compile_that_is_valid_is_saved_in_seconds(
+    api: APIClient,
+) -> None:
+    """Every template a comparison chain at the token bound (each operand compiles to a
+    costed filter call), the slowest valid template found; the alarm is far above what
+    it takes, and far below what templates took before they were bounded."""
+    from workflows.prompts import MAX_TEMPLATE_TOKENS
+
+    def widest(name: str, max_length: int) -> str:
+        source = "{{ " + name + f" < {name}" * ((MAX_TEMPLATE_TOKENS - 3) // 2) + " }}"
+        assert len(source) <= max_length
+        return source
+
+    data = _every_template(body(), widest)
+
+    response = _within_seconds(10, lambda: api.post("/api/v1/workflows", data, format="json"))
+
+    assert response.status_code == 201, response.json()

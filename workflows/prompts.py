@@ -20,6 +20,9 @@ users' data fills.
   stops after `MAX_RENDER_SECONDS` whatever it does (a session's renders all together
   after `MAX_SESSION_RENDER_SECONDS`); output is cut at
   `MAX_RENDERED_CHARS`, and what a block or macro captures at the value bound.
+- Compiling is bounded before it starts: a template holds at most `MAX_TEMPLATE_TOKENS`
+  tokens nested at most `MAX_TEMPLATE_DEPTH` deep (a 400 at save time; one saved before
+  the bounds renders empty).
 """
 
 from __future__ import annotations
@@ -27,31 +30,76 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
-from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
+from jinja2.lexer import ignored_tokens
 
 from workflows.template_sandbox import environment, render_budget, renders_within
 
 logger = logging.getLogger(__name__)
 
 MAX_TEMPLATE_CHARS = 20_000
+# Compiling a template cannot be interrupted, and it costs by the template's tokens
+# (names, operators, literals, tag delimiters; the text between two tags is one) and,
+# for some blocks, by the square of how deep they nest. Both are bounded before anything
+# is compiled, so the forty-odd templates of a workflow compile in about a second at
+# worst. Real prompts hold a few dozen tokens, nested a few levels.
+MAX_TEMPLATE_TOKENS = 500
+MAX_TEMPLATE_DEPTH = 32
+
 MAX_RENDERED_CHARS = 64 * 1024
 # All the prompts of one session or preview (up to forty-one) together: real ones take
 # milliseconds, and hostile ones must not hold a worker for forty times a render's bound.
 MAX_SESSION_RENDER_SECONDS = 2.0
 
 
+class TemplateTooComplex(TemplateError):
+    """A template past the bounds compiling is allowed (`MAX_TEMPLATE_TOKENS`,
+    `MAX_TEMPLATE_DEPTH`)."""
+
+
+def _parsed(source: str) -> nodes.Template:
+    """`source` parsed, once its tokens (lexed no further than the bound) and then its
+    nesting are known to be within what compiling is allowed."""
+    tokens = (kind for _, kind, _ in environment.lex(source) if kind not in ignored_tokens)
+    if next(islice(tokens, MAX_TEMPLATE_TOKENS, None), None) is not None:
+        raise TemplateTooComplex(
+            f"Template too complex: more than {MAX_TEMPLATE_TOKENS:,} tokens (each name, "
+            "operator, literal and tag delimiter counts; the text between tags counts once)."
+        )
+    tree = environment.parse(source)
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_TEMPLATE_DEPTH:
+            raise TemplateTooComplex(
+                f"Template too complex: nested more than {MAX_TEMPLATE_DEPTH} levels deep "
+                "(blocks within blocks, chains of filters, attributes or operators)."
+            )
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return tree
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled(source: str) -> Template:
     # Compiling costs far more than rendering; a session renders the same few prompts.
-    return environment.from_string(source)
+    # A template saved before the bounds existed and past them renders empty.
+    code = environment.compile(_parsed(source))
+    return environment.template_class.from_code(environment, code, environment.make_globals(None))
 
 
+# A write validates its definition twice (the view, then the service it calls), and a
+# PATCH revalidates templates it did not change.
+@functools.lru_cache(maxsize=256)
 def template_error(source: str) -> str | None:
-    """Why `source` is not a valid prompt template (syntax, unknown filter), or None."""
+    """Why `source` is not a valid prompt template (syntax, unknown filter, too complex
+    to compile), or None."""
     try:
-        environment.from_string(source)
+        environment.compile(_parsed(source))
+    except TemplateTooComplex as exc:
+        return exc.message
     except TemplateSyntaxError as exc:
         return f"Template syntax error on line {exc.lineno}: {exc.message}"
     except TemplateError as exc:

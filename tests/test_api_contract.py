@@ -303,11 +303,14 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
             assert {"413", "415"} <= codes, where
         is_create = method == "post" and "{" not in path and path != "/api/v1/webhooks/livekit"
         # A transfer dials too: it counts against the outbound calls per minute. Live
-        # streams count against the organization's open streams.
+        # streams count against the organization's open streams. Workflow writes keep
+        # a version each: they count against the workflow write rate.
         limited = operation["operationId"] in {
             "calls_transfer",
             "agent_calls_transfer",
             "calls_stream",
+            "workflows_update",
+            "workflows_partial_update",
         }
         assert ("429" in codes) == (is_create or limited), where
 
@@ -322,6 +325,9 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
         ("calls_transfer", {"409", "429", "502"}),
         ("agent_calls_transfer", {"409", "429", "502"}),
         ("livekit_webhook", {"401"}),
+        ("workflows_create", {"429"}),
+        ("workflows_update", {"429"}),
+        ("workflows_partial_update", {"429"}),
         # 404s of paths without a parameter: documented only while `?format=` could 404.
         ("recording_storage_retrieve", {"404"}),
         ("recording_storage_destroy", {"404"}),

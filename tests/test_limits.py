@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -17,6 +18,7 @@ from calls.lifecycle import call_transition
 from calls.models import Call, CallStatus
 from tests.conftest import bearer_client
 from tests.factories import CallFactory, OrganizationFactory
+from workflows.models import Workflow, WorkflowVersion
 
 CALLS = "/api/v1/calls"
 USAGE = "/api/v1/usage"
@@ -294,6 +296,127 @@ def test_agent_event_batches_are_not_throttled(agent_api, workflow, two_per_minu
             "tokens": 1,
         }
         assert agent_api.post(url, {"events": [event]}, format="json").status_code == 200
+
+
+# --- Workflow writes ----------------------------------------------------------------------
+WORKFLOWS = "/api/v1/workflows"
+
+
+@pytest.fixture
+def two_writes_per_minute(settings):
+    settings.API_WORKFLOW_WRITE_RATE = "2/minute"
+
+
+def _workflow_write(api: APIClient, method: str, workflow, i: int):
+    """A write that keeps a new version: a create, or a change of the given workflow."""
+    if method == "post":
+        return api.post(WORKFLOWS, _workflow_body(f"flow-{i}"))
+    url = f"{WORKFLOWS}/{workflow.pk}"
+    if method == "put":
+        return api.put(url, {**_workflow_body("daily-call"), "name": f"Daily {i}"})
+    return api.patch(url, {"name": f"Daily {i}"})
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+def test_workflow_writes_over_their_rate_are_429_with_retry_after_and_keep_nothing(
+    api, workflow, two_writes_per_minute, method
+):
+    """Each write keeps a new version of up to 1 MiB: the create rate (600 a minute)
+    alone let one key store them without bound."""
+    for i in range(2):
+        assert _workflow_write(api, method, workflow, i).status_code in (200, 201)
+    versions = WorkflowVersion.objects.count()
+
+    response = _workflow_write(api, method, workflow, 2)
+
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 60
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "throttled",
+                "detail": response.json()["errors"][0]["detail"],
+                "attr": None,
+            }
+        ],
+    }
+    assert response.json()["errors"][0]["detail"].startswith("Request was throttled.")
+    assert WorkflowVersion.objects.count() == versions
+
+
+def test_workflow_reads_and_deletes_are_not_counted_as_writes(api, workflow, settings):
+    settings.API_WORKFLOW_WRITE_RATE = "1/minute"
+    url = f"{WORKFLOWS}/{workflow.pk}"
+    for _ in range(3):
+        assert api.get(WORKFLOWS).status_code == 200
+        assert api.get(url).status_code == 200
+        assert api.get(f"{url}/versions").status_code == 200
+    assert api.post(WORKFLOWS, _workflow_body("spare")).status_code == 201
+    spare = Workflow.objects.get(slug="spare")
+
+    assert api.delete(f"{WORKFLOWS}/{spare.pk}").status_code == 204
+    assert api.patch(url, {"name": "Daily"}).status_code == 429
+
+
+def test_one_organizations_workflow_writes_do_not_throttle_anothers(
+    api, outsider_api, workflow, outsider_workflow, settings
+):
+    settings.API_WORKFLOW_WRITE_RATE = "1/minute"
+    assert api.post(WORKFLOWS, _workflow_body("mine")).status_code == 201
+    assert api.post(WORKFLOWS, _workflow_body("mine-too")).status_code == 429
+
+    assert outsider_api.post(WORKFLOWS, _workflow_body("theirs")).status_code == 201
+
+
+def test_exempt_organizations_workflow_writes_are_not_throttled(api, workflow, settings):
+    settings.API_WORKFLOW_WRITE_RATE = "1/minute"
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
+
+    statuses = {
+        api.patch(f"{WORKFLOWS}/{workflow.pk}", {"name": f"D{i}"}).status_code for i in range(3)
+    }
+
+    assert statuses == {200}
+
+
+def test_a_workflow_create_refused_by_the_write_rate_keeps_no_create_slot(api, workflow, settings):
+    """Both rates count a workflow create; the one that refuses it leaves the other as
+    it was, so the next call of the minute is not a 429."""
+    settings.API_CREATE_RATE = "2/minute"
+    settings.API_WORKFLOW_WRITE_RATE = "1/minute"
+    assert api.post(WORKFLOWS, _workflow_body("first")).status_code == 201
+    assert api.post(WORKFLOWS, _workflow_body("second")).status_code == 429
+
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 429
+
+
+def test_a_workflow_create_refused_by_the_create_rate_is_not_counted_as_a_write(
+    api, workflow, settings
+):
+    settings.API_CREATE_RATE = "1/minute"
+    settings.API_WORKFLOW_WRITE_RATE = "2/minute"
+    assert api.post(CALLS, {"workflow_slug": "daily-call"}).status_code == 201
+    assert api.post(WORKFLOWS, _workflow_body("refused")).status_code == 429
+
+    url = f"{WORKFLOWS}/{workflow.pk}"
+    assert [api.patch(url, {"name": f"D{i}"}).status_code for i in range(3)] == [200, 200, 429]
+
+
+def test_a_workflow_write_counts_against_its_rate_in_one_statement(api, workflow, settings):
+    """The write rate's upsert is the only statement it adds to a PATCH."""
+    url = f"{WORKFLOWS}/{workflow.pk}"
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = [workflow.organization.slug]
+    api.patch(url, {"name": "Warm"})  # (what the first request loads once)
+    with CaptureQueriesContext(connection) as exempt:
+        assert api.patch(url, {"name": "Exempt"}).status_code == 200
+    settings.THROTTLE_EXEMPT_ORGANIZATIONS = []
+
+    with CaptureQueriesContext(connection) as counted:
+        assert api.patch(url, {"name": "Counted"}).status_code == 200
+
+    assert len(counted.captured_queries) == len(exempt.captured_queries) + 1
 
 
 # --- Usage ------------------------------------------------------------------------------

@@ -58,10 +58,10 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         return super()._should_add_error_response(responses, status_code)
 
     def _should_add_http429_error_response(self) -> bool:
-        from voicecalls.throttling import is_create_operation
-
-        return bool(self.view.get_throttles()) and is_create_operation(
-            method=self.method, action=getattr(self.view, "action", None), path=self.path
+        action = getattr(self.view, "action", None)
+        return any(
+            throttle.counts_operation(method=self.method, action=action, path=self.path)
+            for throttle in self.view.get_throttles()
         )
 
     def _resolve_path_parameters(self, variables: list[str]) -> list[dict]:

@@ -279,7 +279,11 @@ CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
 # unless CACHE_URL says otherwise), so every process shares them. Over it: 429 with
 # Retry-After.
 API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
-# Organizations (slugs) no create rate applies to, e.g. the benchmarks' own.
+# Workflow writes (create, replace, update: each keeps a new version of up to 1 MiB) per
+# organization, counted like creates and besides them. Over it: 429 with Retry-After.
+API_WORKFLOW_WRITE_RATE = env.str("API_WORKFLOW_WRITE_RATE", default="60/minute")
+# Organizations (slugs) neither rate (creates, workflow writes) applies to, e.g. the
+# benchmarks' own.
 THROTTLE_EXEMPT_ORGANIZATIONS = env.list("THROTTLE_EXEMPT_ORGANIZATIONS", default=[])
 # Organizations (slugs) whose calls no concurrency limit applies to (load tests, the
 # benchmarks' own): creating a call takes neither the organization lock nor the count.

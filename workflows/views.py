@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
+from voicecalls.throttling import OrganizationCreateThrottle, WorkflowWriteThrottle
 from workflows import selectors, services
 from workflows.filters import WorkflowFilter
 from workflows.models import Workflow
@@ -17,6 +18,11 @@ from workflows.serializers import (
     WorkflowVersionSerializer,
     WorkflowWriteSerializer,
     definition_of,
+)
+
+_WRITE_RATE = (
+    "Each write counts against the organization's workflow write rate (60 a minute "
+    "unless the platform sets another): 429 with `Retry-After` beyond it."
 )
 
 
@@ -34,14 +40,19 @@ from workflows.serializers import (
     create=extend_schema(
         summary="Create workflow",
         operation_id="workflows_create",
-        description="Templates, handoffs and providers are checked now: a mistake is a 400.",
+        description=(
+            "Templates, handoffs and providers are checked now: a mistake is a 400. " + _WRITE_RATE
+        ),
         request=WorkflowWriteSerializer,
         responses={201: WorkflowSerializer},
     ),
     update=extend_schema(
         summary="Replace workflow (new version)",
         operation_id="workflows_update",
-        description="Saves a new version; calls already made keep the version they started with.",
+        description=(
+            "Saves a new version; calls already made keep the version they started with. "
+            + _WRITE_RATE
+        ),
         request=WorkflowWriteSerializer,
         responses={200: WorkflowSerializer},
     ),
@@ -50,7 +61,7 @@ from workflows.serializers import (
         operation_id="workflows_partial_update",
         description=(
             "Top-level fields given replace the current ones (`settings` merges key by "
-            "key); the result is validated as a whole."
+            "key); the result is validated as a whole. " + _WRITE_RATE
         ),
         request=WorkflowWriteSerializer(partial=True),
         responses={200: WorkflowSerializer},
@@ -65,6 +76,7 @@ from workflows.serializers import (
     ),
 )
 class WorkflowViewSet(viewsets.GenericViewSet):
+    throttle_classes = [OrganizationCreateThrottle, WorkflowWriteThrottle]
     lookup_value_regex = UUID_PATTERN
     filterset_class = WorkflowFilter
     pagination_class = PagePagination

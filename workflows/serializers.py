@@ -17,7 +17,12 @@ from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
 from providerkeys.catalog import PROVIDER_CATALOG
 from voicecalls.fields import JSONTypedSerializer
 from workflows.languages import agents_language_problems
-from workflows.prompts import MAX_TEMPLATE_CHARS, template_error
+from workflows.prompts import (
+    MAX_TEMPLATE_CHARS,
+    MAX_TEMPLATE_DEPTH,
+    MAX_TEMPLATE_TOKENS,
+    template_error,
+)
 from workflows.settings import WorkflowSettingsSerializer
 from workflows.tools import (
     NAME_HELP,
@@ -147,14 +152,21 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
     instructions = serializers.CharField(
         max_length=MAX_TEMPLATE_CHARS,
         trim_whitespace=False,
-        help_text="System prompt; a Jinja2 template with `user`, `metadata` and `call`.",
+        help_text=(
+            "System prompt; a Jinja2 template with `user`, `metadata` and `call`, of at most "
+            f"{MAX_TEMPLATE_TOKENS} tokens (each name, operator, literal and tag delimiter; "
+            f"the text between tags counts once) nested at most {MAX_TEMPLATE_DEPTH} deep."
+        ),
     )
     greeting = serializers.CharField(
         max_length=MAX_GREETING_CHARS,
         allow_blank=True,
         default="",
         trim_whitespace=False,
-        help_text="Said when the agent takes over (template); empty to say nothing.",
+        help_text=(
+            "Said when the agent takes over (a template, bounded as `instructions`); empty "
+            "to say nothing."
+        ),
     )
     tools = WorkflowToolSerializer(many=True, max_length=MAX_TOOLS_PER_AGENT, default=list)
     handoffs = HandoffsField(

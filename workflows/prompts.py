@@ -45,7 +45,8 @@ MAX_TEMPLATE_CHARS = 20_000
 # (names, operators, literals, tag delimiters; the text between two tags is one) and,
 # for some blocks, by the square of how deep they nest. Both are bounded before anything
 # is compiled, so the forty-odd templates of a workflow compile in about a second at
-# worst. Real prompts hold a few dozen tokens, nested a few levels.
+# worst. Real prompts hold a few dozen tokens (a hundred variables, or forty
+# conditions, are some 500), nested a few levels.
 MAX_TEMPLATE_TOKENS = 500
 MAX_TEMPLATE_DEPTH = 32
 

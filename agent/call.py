@@ -24,12 +24,12 @@ from agent.providers import ComponentCache
 from agent.redact import log_secrets_add, redacted, session_keys
 from agent.reporter import EventReporter
 from agent.telephony import PhoneLine
+from agent.turns import agent_turn_sample, user_turn_sample
 from agent.usage import usage_items
 from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
 logger = logging.getLogger("voicecalls.agent.call")
 
-MAX_LATENCY_MS = 10 * 60 * 1000  # the API refuses more: a clock or unit bug
 MAX_ERROR_CHARS = 300
 # How long the apology for a fatal error may take to play before the call closes.
 APOLOGY_TIMEOUT = 15.0
@@ -37,22 +37,6 @@ SILENCE_INSTRUCTIONS = (
     "The caller has said nothing for a while. Ask, in one short sentence, whether they "
     "are still there."
 )
-
-
-def _ms(seconds: float | None) -> float | None:
-    if seconds is None:
-        return None
-    value = round(seconds * 1000, 1)
-    return value if 0 <= value <= MAX_LATENCY_MS else None
-
-
-def _served(metadata: dict | None, component: str, names: dict) -> dict | None:
-    """`{provider, model}` from a turn's `*_metadata`, within the API's bounds, the
-    provider named as the catalog names it (`ComponentCache.provider_names`)."""
-    if not metadata or not metadata.get("model_provider") or not metadata.get("model_name"):
-        return None
-    provider = names.get((component, metadata["model_provider"]), metadata["model_provider"])
-    return {"provider": provider[:50], "model": metadata["model_name"][:100]}
 
 
 def describe_error(error: Any) -> str:
@@ -319,34 +303,13 @@ class CallRuntime:
         self._silence_prompted = False
         if self._pending_user is not None:  # a user turn that got no reply
             self._report_turn(self._pending_user)
-        self._pending_user = {
-            "stt_latency_ms": _ms(metrics.get("transcription_delay")),
-            "eou_latency_ms": _ms(metrics.get("end_of_turn_delay")),
-            "providers": {"stt": self._served_by(metrics, "stt")},
-        }
+        self._pending_user = user_turn_sample(metrics, self._components.provider_names)
 
     def _on_agent_turn(self, metrics: dict, spoken_at: float) -> None:
-        user = self._pending_user or {"providers": {}}
-        self._pending_user = None
+        user, self._pending_user = self._pending_user, None
         self.turn_index += 1
-        self._report_turn(
-            {
-                **user,
-                "llm_latency_ms": _ms(metrics.get("llm_node_ttft")),
-                "tts_latency_ms": _ms(metrics.get("tts_node_ttfb")),
-                "e2e_latency_ms": _ms(metrics.get("e2e_latency")),
-                "providers": {
-                    **user["providers"],
-                    "llm": self._served_by(metrics, "llm"),
-                    "tts": self._served_by(metrics, "tts"),
-                },
-            },
-            timestamp=spoken_at,
-        )
-
-    def _served_by(self, metrics: dict, component: str) -> dict | None:
-        metadata = metrics.get(f"{component}_metadata")
-        return _served(metadata, component, self._components.provider_names)
+        sample = agent_turn_sample(user, metrics, self._components.provider_names)
+        self._report_turn(sample, timestamp=spoken_at)
 
     def _report_turn(self, sample: dict, timestamp: float | None = None) -> None:
         providers = {k: v for k, v in sample.pop("providers").items() if v}

@@ -86,7 +86,9 @@ def _egress_adopt(
     running one, else one ended (its file is the recording's). Any other one still
     recording writes the same key: stopped."""
     running = [e for e in egresses if EGRESS_STATUSES.get(e.status) not in _TERMINAL]
-    chosen = (running or egresses)[0]
+    # Ended, one that wrote its file before one that failed (ListEgress has no order).
+    complete = [e for e in egresses if EGRESS_STATUSES.get(e.status) == S.COMPLETE]
+    chosen = (running or complete or egresses)[0]
     with transaction.atomic():
         recording_egress_update(egress=chosen, room_name=room_name, at=now)
     logger.warning("recordings: recording %s adopted egress %s", recording_id, chosen.egress_id)

@@ -782,3 +782,28 @@ def test_a_start_a_live_worker_just_took_is_not_woken_again_and_started_twice(
     assert services.recording_start(recording_id=recording.pk) == "started"  # the taken run
 
     assert len(started_egresses(egress_fake)) == 1
+
+
+def test_a_lost_start_adopts_the_rooms_complete_egress_not_a_failed_one_listed_first(
+    api, recording_workflow, fake_livekit, recordings_bucket, settings
+) -> None:
+    """The room's egresses have all ended: one failed (an earlier try), one complete
+    (the lost start's, its file written). ListEgress gives them in no set order; the
+    first listed was adopted, so the recording said `failed` while its file sat in the
+    bucket (never shown, never deleted with the recording)."""
+    from calls.expiry import calls_expire
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600
+    fake_livekit.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    failed = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    fake_livekit.egresses[failed].status = egress_models.EgressStatus.EGRESS_FAILED
+    fake_livekit.egresses[failed].error = "upload failed"
+    complete = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    fake_livekit.egresses[complete].status = egress_models.EgressStatus.EGRESS_COMPLETE
+
+    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.egress_id, recording.status) == (complete, "complete")

@@ -70,6 +70,13 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
             # room's name is not logged: an inbound call's holds the caller's number.)
             logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
             return woken, 1
+        # One a recording owns already is another call's (a room name used again).
+        owned = set(
+            Recording.objects.filter(egress_id__in=[e.egress_id for e in egresses]).values_list(
+                "egress_id", flat=True
+            )
+        )
+        egresses = [e for e in egresses if e.egress_id not in owned]
         if egresses:
             _egress_adopt(egresses, recording_id=pk, room_name=room_name, now=now)
         else:

@@ -807,3 +807,28 @@ def test_a_lost_start_adopts_the_rooms_complete_egress_not_a_failed_one_listed_f
 
     recording = Recording.objects.get(call_id=call_id)
     assert (recording.egress_id, recording.status) == (complete, "complete")
+
+
+def test_a_lost_start_adopts_no_egress_another_recording_owns(
+    api, recording_workflow, fake_livekit, recordings_bucket, settings
+) -> None:
+    """ListEgress by room name lists every egress the room's name had (an erased call's
+    name is free again; LiveKit keeps ended egresses a while). One a recording of ours
+    owns already is not this start's: adopted, it went to its owner (found by its id),
+    this recording stayed `starting` unstarted, and every pass asked again."""
+    from calls.expiry import calls_expire
+
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600
+    fake_livekit.egress_outcome = "manual"
+    call_id = start_call(api)
+    join(call_id)
+    earlier = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    fake_livekit.egresses[earlier].status = egress_models.EgressStatus.EGRESS_COMPLETE
+    RecordingFactory(egress_id=earlier)  # the earlier call's, in the same-named room
+
+    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+    run_worker()
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert recording.egress_id not in (None, earlier)
+    assert len(started_egresses(fake_livekit)) == 2

@@ -152,8 +152,9 @@ def call_conversation_recent(
 
     At most `max_lines`, and only as many, counted back from the newest, as fit in
     `max_chars` (content plus the tool call's JSON): the kept lines are the unbroken end
-    of the conversation. One query, whatever the transcript's length: one row past
-    `max_lines` says whether there were more.
+    of the conversation (the newest line alone over it: its content cut to fit). One
+    query, whatever the transcript's length: one row past `max_lines` says whether there
+    were more.
     """
     rows = (
         TranscriptEntry.objects.filter(call=call, role__in=CONVERSATION_ROLES)
@@ -163,15 +164,22 @@ def call_conversation_recent(
     newest_first = list(rows)
     kept: list[dict] = []
     used = 0
+    cut = False
     for row in newest_first[:max_lines]:
         used += len(row["content"])
         if row["tool_call"] is not None:
             used += len(json.dumps(row["tool_call"], ensure_ascii=False))
         if used > max_chars:
+            # The newest line alone over the bound: kept with its content cut (left out,
+            # the conversation was empty and the agent greeted the caller again).
+            room = len(row["content"]) - (used - max_chars)
+            if not kept and room > 0:
+                kept.append({**row, "content": row["content"][:room]})
+                cut = True
             break
         kept.append(row)
     kept.reverse()
-    return kept, len(kept) < len(newest_first)
+    return kept, cut or len(kept) < len(newest_first)
 
 
 def agent_call_queryset(*, organization: Organization | None) -> QuerySet[Call]:

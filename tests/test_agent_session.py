@@ -221,6 +221,32 @@ def test_the_conversation_keeps_only_the_recent_lines_that_fit_its_characters(
     assert body["conversation_truncated"] is True
 
 
+def test_a_newest_line_longer_than_the_bound_still_leaves_a_conversation(
+    agent_api: APIClient, call: Call
+) -> None:
+    """A tool's longest answer (16,000 characters) with arguments of 16 KiB, or a long
+    monologue: the newest line alone over the bound left the conversation empty, and
+    the agent dispatched again greeted the caller as if the call had just begun (and
+    screened an outbound call for a machine again). It is kept, its content cut."""
+    Call.objects.filter(pk=call.pk).update(status="active", started_at=AT)
+    TranscriptEntryFactory(call=call, role="user", content="hello", timestamp=said_at(0))
+    arguments = {"text": "y" * 10_000}
+    TranscriptEntryFactory(
+        call=call,
+        role="tool",
+        content="z" * 16_000,
+        tool_call={"name": "save_meal", "arguments": arguments},
+        timestamp=said_at(1),
+    )
+
+    body = agent_api.get(session_url(call)).json()
+
+    [line] = body["conversation"]
+    assert line["role"] == "tool" and line["tool_call"]["arguments"] == arguments
+    assert len(line["content"]) + len(json.dumps(line["tool_call"])) <= CONVERSATION_MAX_CHARS
+    assert line["content"] and body["conversation_truncated"] is True
+
+
 def test_the_session_is_the_same_queries_whatever_the_conversations_length(
     agent_api: APIClient, organization: Organization, django_assert_num_queries: Any
 ) -> None:

@@ -245,7 +245,8 @@ class AgentSessionSerializer(serializers.Serializer):
         "notes), as the transcript gives it: an agent dispatched again mid-call goes on "
         f"from it rather than greeting again. Its most recent {CONVERSATION_MAX_LINES} "
         f"lines at most, no more of them than fit in {CONVERSATION_MAX_CHARS:,} characters "
-        "(content and tool calls); empty before anybody spoke.",
+        "(content and tool calls; the newest line alone over that is cut to fit); empty "
+        "before anybody spoke.",
     )
     conversation_truncated = serializers.BooleanField(
         help_text="Earlier lines of the conversation were left out of `conversation`."

@@ -433,8 +433,10 @@ def test_a_tuple_nested_through_a_cyclers_items_cannot_outlast_the_deadline() ->
         ("{{ user" + ".a" * 40 + " }}", "Template too complex: nested more than 32 levels"),
         ("{{ user.name" + " | e" * 40 + " }}", "Template too complex: nested more than 32"),
         ("{% if a %}" * 40 + "{% endif %}" * 40, "Template too complex: nested more than 32"),
+        ("{{ " + "(" * 40 + "a" + ")" * 40 + " }}", "Template too complex: nested more than 32"),
+        ("{{ " + "[" * 40 + "]" * 40 + " }}", "Template too complex: nested more than 32"),
     ],
-    ids=["tokens", "attributes", "filters", "blocks"],
+    ids=["tokens", "attributes", "filters", "blocks", "parentheses", "lists"],
 )
 def test_a_template_too_complex_to_compile_quickly_is_refused_without_compiling(
     monkeypatch: pytest.MonkeyPatch, source: str, message: str
@@ -461,7 +463,32 @@ def test_a_template_at_the_bounds_is_valid() -> None:
     # Template, Output, then a Getattr per attribute above the Name.
     deepest = "{{ user" + ".a" * (MAX_TEMPLATE_DEPTH - 2) + " }}"
 
-    assert (template_error(widest), template_error(deepest)) == (None, None)
+    bracketed = "{{ " + "(" * MAX_TEMPLATE_DEPTH + "a" + ")" * MAX_TEMPLATE_DEPTH + " }}"
+
+    assert (template_error(widest), template_error(deepest), template_error(bracketed)) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_whether_a_template_is_valid_does_not_depend_on_how_deep_its_caller_is() -> None:
+    """The parser recurses a dozen frames into each parenthesis, which leaves no node
+    for the tree's depth check: sixty of them parsed from a shallow stack and failed
+    with RecursionError from a deeper one (a view, a serializer), and `template_error`
+    kept whichever answer came first."""
+
+    def called_from_depth(frames: int) -> str | None:
+        return template_error(source) if frames == 0 else called_from_depth(frames - 1)
+
+    source = "{{ " + "(" * 60 + "user.name" + ")" * 60 + " }}"
+    template_error.cache_clear()
+    shallow = template_error(source)
+    template_error.cache_clear()
+    deep = called_from_depth(400)
+
+    assert shallow == deep
+    assert shallow is not None and shallow.startswith("Template too complex: nested more than")
 
 
 def test_a_template_past_the_bounds_saved_before_them_renders_empty() -> None:

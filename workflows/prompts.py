@@ -49,6 +49,8 @@ MAX_TEMPLATE_CHARS = 20_000
 # conditions, are some 500), nested a few levels.
 MAX_TEMPLATE_TOKENS = 500
 MAX_TEMPLATE_DEPTH = 32
+_OPENING = frozenset("([{")
+_CLOSING = frozenset(")]}")
 
 MAX_RENDERED_CHARS = 64 * 1024
 # All the prompts of one session or preview (up to forty-one) together: real ones take
@@ -64,8 +66,19 @@ class TemplateTooComplex(TemplateError):
 def _parsed(source: str) -> nodes.Template:
     """`source` parsed, once its tokens (lexed no further than the bound) and then its
     nesting are known to be within what compiling is allowed."""
-    tokens = (kind for _, kind, _ in environment.lex(source) if kind not in ignored_tokens)
-    if next(islice(tokens, MAX_TEMPLATE_TOKENS, None), None) is not None:
+    tokens = (token for token in environment.lex(source) if token[1] not in ignored_tokens)
+    brackets = 0
+    for _, kind, value in islice(tokens, MAX_TEMPLATE_TOKENS):
+        # The parser recurses a dozen Python frames into each bracket, and parentheses
+        # leave no node for the tree's check below: bounded here, where parsing does not
+        # yet fail for a lack of stack (or pass or fail by how deep its caller's is).
+        if kind == "operator" and value in _OPENING:
+            brackets += 1
+            if brackets > MAX_TEMPLATE_DEPTH:
+                raise _too_deep()
+        elif kind == "operator" and value in _CLOSING:
+            brackets -= 1
+    if next(tokens, None) is not None:
         raise TemplateTooComplex(
             f"Template too complex: more than {MAX_TEMPLATE_TOKENS:,} tokens (each name, "
             "operator, literal and tag delimiter counts; the text between tags counts once)."
@@ -75,12 +88,16 @@ def _parsed(source: str) -> nodes.Template:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_TEMPLATE_DEPTH:
-            raise TemplateTooComplex(
-                f"Template too complex: nested more than {MAX_TEMPLATE_DEPTH} levels deep "
-                "(blocks within blocks, chains of filters, attributes or operators)."
-            )
+            raise _too_deep()
         stack.extend((child, depth + 1) for child in node.iter_child_nodes())
     return tree
+
+
+def _too_deep() -> TemplateTooComplex:
+    return TemplateTooComplex(
+        f"Template too complex: nested more than {MAX_TEMPLATE_DEPTH} levels deep "
+        "(blocks within blocks, brackets, chains of filters, attributes or operators)."
+    )
 
 
 @functools.lru_cache(maxsize=512)

@@ -7,6 +7,8 @@ import datetime
 import threading
 
 import pytest
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -460,3 +462,14 @@ def test_a_new_organization_gets_the_platform_default(db, settings):
     _, key = api_key_create(name="k", organization=organization)
 
     assert bearer_client(key).get(USAGE).json()["concurrency_limit"] == 42
+
+
+@pytest.mark.parametrize("value", ["60", "60/", "sixty/minute", "60/week"])
+@pytest.mark.parametrize("name", ["API_CREATE_RATE", "API_WORKFLOW_WRITE_RATE"])
+def test_a_rate_setting_drf_cannot_read_stops_the_start_not_every_request(
+    settings: object, name: str, value: str
+) -> None:
+    setattr(settings, name, value)
+
+    with pytest.raises(ImproperlyConfigured, match=f"{name} must be"):
+        apps.get_app_config("voicecalls").ready()

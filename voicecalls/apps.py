@@ -8,3 +8,6 @@ class VoicecallsConfig(AppConfig):
     def ready(self) -> None:
         # Registers drf-spectacular extensions (the bearer scheme).
         from voicecalls import schema  # noqa: F401
+        from voicecalls.throttling import rate_settings_check
+
+        rate_settings_check()

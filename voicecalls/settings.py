@@ -275,9 +275,8 @@ DRF_STANDARDIZED_ERRORS = {
 # Organization.concurrency_limit overrides it per organization. Over it: 429.
 CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
 # Create requests (POST that makes a resource) per organization, DRF rate syntax
-# ("<n>/<second|minute|hour|day>"). Counters live in the default cache (the database
-# unless CACHE_URL says otherwise), so every process shares them. Over it: 429 with
-# Retry-After.
+# ("<n>/<second|minute|hour|day>"; another form stops the start). Counted in the database
+# (accounts/rates.py), so every process shares them. Over it: 429 with Retry-After.
 API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
 # Workflow writes (create, replace, update: each keeps a new version of up to 1 MiB) per
 # organization, counted like creates and besides them. Over it: 429 with Retry-After.

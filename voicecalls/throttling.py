@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -144,3 +145,17 @@ def create_uncount(request: Request) -> None:
     for scope, slot in getattr(request, "rates_counted", []):
         if scope == OrganizationCreateThrottle.scope:
             rate_refund(**slot)
+
+
+def rate_settings_check() -> None:
+    """Refuse to start with a rate DRF cannot read: it would fail every request the rate
+    applies to (a 500), not the start-up."""
+    for throttle in (OrganizationCreateThrottle, WorkflowWriteThrottle):
+        try:
+            throttle()  # DRF reads the rate as the throttle is made
+        except (ValueError, LookupError, TypeError, AttributeError):
+            value = getattr(settings, throttle.rate_setting)
+            raise ImproperlyConfigured(
+                f'{throttle.rate_setting} must be "<number>/<second|minute|hour|day>", '
+                f"not {value!r}."
+            ) from None

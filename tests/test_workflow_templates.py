@@ -241,6 +241,17 @@ def test_a_method_printed_where_no_key_has_its_name_renders_empty() -> None:
     assert render("[{{ user.keys }}]", CONTEXT) == "[]"
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["[{{ [1, 2] | select }}]", "[{{ [1, 2] | map('string') }}]", "[{{ [1, 2] | reject }}]"],
+)
+def test_a_lazy_sequence_printed_unconsumed_renders_empty_not_its_repr(source: str) -> None:
+    """Filters that answer an iterator (`select`, `map`) printed a generator's repr, with
+    its memory address, into the prompt; `| list` prints the values."""
+    assert render(source, CONTEXT) == "[]"
+    assert render("{{ [1, 0, 2] | select | list }}", CONTEXT) == "[1, 2]"
+
+
 @pytest.mark.parametrize("source", ["Hello {{ user.name }}!", "{{ 'Hello ' ~ user.name }}!"])
 def test_a_null_renders_empty_not_none(source: str) -> None:
     context = template_context(user_data={"name": None}, metadata={}, call_id="c")

@@ -107,10 +107,10 @@ def _compared(operand: Any) -> Any:
 def _shown(value: Any) -> Any:
     """What a value prints as: a null as nothing, a dict method a key of the same name
     shadows (`{{ user.items }}`: Jinja finds the method first, and calling it,
-    `metadata.items()`, must still work) as that key's value, other callables as
-    nothing."""
-    if value is None:
-        return ""
+    `metadata.items()`, must still work) as that key's value, other callables and
+    unconsumed iterators (`select`, `map` without `| list`) as nothing."""
+    if value is None or isinstance(value, Iterator):
+        return ""  # (an iterator's str is its repr, with a memory address)
     _check_walked(value)
     if callable(value):
         owner = getattr(value, "__self__", None)

@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.lifecycle import EndReason
-from calls.models import Call, CallChannel, CallDirection, CallStatus, TranscriptRole
+from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset, call_conversation_recent
 from calls.serializers import TranscriptEntrySerializer
 from providerkeys.crypto import UndecryptableValue
@@ -150,20 +150,9 @@ def agent_session(*, call: Call) -> dict:
             "settings": settings,
             "agents": agents,
         },
-        "conversation": [_transcript_line(row) for row in conversation],
+        "conversation": conversation,
         "conversation_truncated": truncated,
     }
-
-
-def _transcript_line(row: dict) -> dict:
-    """A line as the transcript endpoint gives it: `tool_call` only on a line that has
-    one, `interrupted` on assistant lines only."""
-    line = {key: value for key, value in row.items() if key not in ("tool_call", "interrupted")}
-    if row["tool_call"] is not None:
-        line["tool_call"] = row["tool_call"]
-    if row["role"] == TranscriptRole.ASSISTANT:
-        line["interrupted"] = row["interrupted"]
-    return line
 
 
 class SessionFallbackSerializer(serializers.Serializer):

@@ -332,3 +332,12 @@ class TranscriptEntrySerializer(serializers.Serializer):
         required=False,
         help_text="Assistant lines only: the caller cut the agent off before it finished.",
     )
+
+    def to_representation(self, instance: dict) -> dict:
+        # A `TRANSCRIPT_COLUMNS` row, as representations.transcript_json writes it.
+        line = super().to_representation(instance)
+        if line.get("tool_call") is None:
+            line.pop("tool_call", None)
+        if line["role"] != TranscriptRole.ASSISTANT:
+            line.pop("interrupted", None)
+        return line

@@ -104,8 +104,7 @@ def _too_deep() -> TemplateTooComplex:
 def _compiled(source: str) -> Template:
     # Compiling costs far more than rendering; a session renders the same few prompts.
     # A template saved before the bounds existed and past them renders empty.
-    code = environment.compile(_parsed(source))
-    return environment.template_class.from_code(environment, code, environment.make_globals(None))
+    return environment.from_string(_parsed(source))
 
 
 # A write validates its definition twice (the view, then the service it calls), and a

@@ -100,12 +100,18 @@ def _egress_adopt(
         recording_egress_update(egress=chosen, room_name=room_name, at=now)
     logger.warning("recordings: recording %s adopted egress %s", recording_id, chosen.egress_id)
     for other in running[1:]:
-        if other.status not in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
-            continue  # ending: it is finishing already
-        try:
-            livekit_egress.egress_stop(egress_id=other.egress_id)
-        except LiveKitError as exc:
-            logger.warning("recordings: cannot stop egress %s: %s", other.egress_id, exc)
+        _egress_stop_if_recording(other)
+
+
+def _egress_stop_if_recording(egress: EgressUpdate) -> None:
+    """Stop an egress still recording: it finishes its file and reports it ended (one
+    ending is finishing already). A failure is logged; the next pass asks again."""
+    if egress.status not in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
+        return
+    try:
+        livekit_egress.egress_stop(egress_id=egress.egress_id)
+    except LiveKitError as exc:
+        logger.warning("recordings: cannot stop egress %s: %s", egress.egress_id, exc)
 
 
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
@@ -146,14 +152,9 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
             logger.warning("recordings: cannot reconcile egress %s: %s", egress_id, exc)
             return reconciled, 1
         if egress is not None and EGRESS_STATUSES.get(egress.status) not in _TERMINAL:
-            if egress.status in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
-                # Still running long after its call ended (the room outlived the call):
-                # it records nobody it should. Stopped, it finishes its file; the next
-                # pass (or its webhook) sees it ended. (Ending: it is finishing already.)
-                try:
-                    livekit_egress.egress_stop(egress_id=egress_id)
-                except LiveKitError as exc:
-                    logger.warning("recordings: cannot stop egress %s: %s", egress_id, exc)
+            # Still running long after its call ended (the room outlived the call): it
+            # records nobody it should. The next pass (or its webhook) sees it ended.
+            _egress_stop_if_recording(egress)
             Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
         with transaction.atomic():

@@ -25,7 +25,11 @@ from calls.models import (
     IdempotencyRecord,
     LiveKitWebhookEvent,
 )
-from recordings.reconcile import recordings_reconcile, recordings_wake_lost_starts
+from recordings.reconcile import (
+    recordings_deleted_starts_settle,
+    recordings_reconcile,
+    recordings_wake_lost_starts,
+)
 from telephony.models import RefusedTransfer
 from voicecalls import livekit
 
@@ -93,6 +97,9 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     result.livekit_errors += errors
     woken, errors = recordings_wake_lost_starts(now=now)
     result.recordings_reconciled += woken
+    result.livekit_errors += errors
+    settled, errors = recordings_deleted_starts_settle(now=now)
+    result.recordings_reconciled += settled
     result.livekit_errors += errors
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).

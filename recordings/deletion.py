@@ -59,12 +59,13 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
     if (marked or late) and recording.status in (S.STARTING, S.RECORDING):
         # Its egress may still be recording (the call goes on, its user just erased):
         # stopped, it records no more of them; its file goes when it ends (above).
-        _egress_stop(recording.pk)
+        recording_egress_stop(recording.pk)
     logger.info("recording of call %s deleted", call_id)
     return bool(marked or late)
 
 
-def _egress_stop(recording_id: UUID) -> None:
+def recording_egress_stop(recording_id: UUID) -> None:
+    """Stop the recording's egress, if it has one; a LiveKit failure is logged."""
     egress_id = Recording.objects.filter(pk=recording_id).values_list("egress_id", flat=True)
     egress_id = egress_id.first()
     if not egress_id:

@@ -89,12 +89,13 @@ class Recording(models.Model):
                 condition=models.Q(ended_at__isnull=True, egress_id__isnull=False),
                 name="recording_egress_unended",
             ),
-            # `recordings_wake_lost_starts`: starts with no egress id (a few in flight),
-            # not the recordings that failed before LiveKit gave one.
+            # `recordings_wake_lost_starts` and `recordings_deleted_starts_settle`:
+            # starts with no egress id, going or deleted (a few in flight), not the
+            # recordings that failed before LiveKit gave one.
             models.Index(
                 fields=["created_at"],
-                condition=models.Q(status="starting", egress_id__isnull=True),
-                name="recording_start_unclaimed",
+                condition=models.Q(egress_id__isnull=True, ended_at__isnull=True),
+                name="recording_unclaimed_unended",
             ),
         ]
 

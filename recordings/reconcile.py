@@ -44,7 +44,10 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
     # Bounded, and by `recording_start_unclaimed` (a few in flight).
     lost = list(
         Recording.objects.filter(
-            status=S.STARTING, egress_id__isnull=True, updated_at__lt=now - START_LOST_AFTER
+            status=S.STARTING,
+            egress_id__isnull=True,
+            ended_at__isnull=True,  # always, said for the index
+            updated_at__lt=now - START_LOST_AFTER,
         )
         .order_by("created_at")
         .values_list("pk", "updated_at", "call__room_name")[:RECONCILE_BATCH]
@@ -70,19 +73,21 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
             # room's name is not logged: an inbound call's holds the caller's number.)
             logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
             return woken, 1
-        # One a recording owns already is another call's (a room name used again).
-        owned = set(
-            Recording.objects.filter(egress_id__in=[e.egress_id for e in egresses]).values_list(
-                "egress_id", flat=True
-            )
-        )
-        egresses = [e for e in egresses if e.egress_id not in owned]
+        egresses = _unowned(egresses)
         if egresses:
             _egress_adopt(egresses, recording_id=pk, room_name=room_name, now=now)
         else:
             recording_start.enqueue(str(pk))
         woken += 1
     return woken, 0
+
+
+def _unowned(egresses: list[EgressUpdate]) -> list[EgressUpdate]:
+    """Those no recording owns: one that a recording owns is another call's (a room
+    name used again)."""
+    ids = [e.egress_id for e in egresses]
+    owned = set(Recording.objects.filter(egress_id__in=ids).values_list("egress_id", flat=True))
+    return [e for e in egresses if e.egress_id not in owned]
 
 
 def _egress_adopt(
@@ -175,3 +180,52 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
             unended.exclude(status=S.DELETED).update(ended_at=now)
         reconciled += 1
     return reconciled, 0
+
+
+def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, int]:
+    """A recording deleted while it was starting (its user erased mid-call) has no
+    egress id. A start that reached LiveKit before its worker died left an egress no
+    row names, whose file nobody deletes when its webhook is lost too. Once the call
+    has ended (its room closed, the egress with it), its key, which is the call's, is
+    deleted once more: the file-deletion task then marks it ended. An egress of the room
+    still recording is stopped first, and the next pass looks again. (queued, LiveKit
+    errors); a LiveKit failure stops this pass."""
+    from recordings.tasks import recording_file_delete
+
+    deleted_while_starting = Recording.objects.filter(
+        status=S.DELETED,
+        egress_id__isnull=True,
+        ended_at__isnull=True,
+        call__status__in=ENDED_STATUSES,
+        call__ended_at__lte=now - RECONCILE_AFTER,
+        updated_at__lt=now - RECONCILE_AFTER,
+    )
+    found = list(
+        deleted_while_starting.order_by("created_at").values_list(
+            "pk", "updated_at", "call__room_name"
+        )[:RECONCILE_BATCH]
+    )
+    queued = task_waiting_args(
+        recording_file_delete, [(str(pk),) for pk, _, _ in found], due_only=False
+    )
+    settled = 0
+    for pk, updated_at, room_name in found:
+        if (str(pk),) in queued:
+            continue
+        # Each looked at by one pass (`expire_calls` on two hosts), once a RECONCILE_AFTER.
+        mine = Recording.objects.filter(pk=pk, ended_at__isnull=True, updated_at=updated_at)
+        if not mine.update(updated_at=now):
+            continue
+        try:
+            # An erased inbound call's room has a new name LiveKit never knew: none found.
+            egresses = _unowned(livekit_egress.room_egresses(room_name=room_name))
+        except LiveKitError as exc:
+            logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
+            return settled, 1
+        running = [e for e in egresses if EGRESS_STATUSES.get(e.status) not in _TERMINAL]
+        for egress in running:
+            _egress_stop_if_recording(egress)
+        if not running:
+            recording_file_delete.enqueue(str(pk))
+            settled += 1
+    return settled, 0

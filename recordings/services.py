@@ -22,7 +22,7 @@ from django.utils import timezone
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from privacy.keys import room_names_erased
 from recordings import storage
-from recordings.deletion import recording_file_delete_later
+from recordings.deletion import recording_egress_stop, recording_file_delete_later
 from recordings.models import (
     Recording,
     RecordingStatus,
@@ -174,6 +174,11 @@ def recording_start(*, recording_id: UUID | str) -> str:
     Recording.objects.filter(pk=recording.pk, egress_id__isnull=True).update(
         egress_id=egress_id, updated_at=timezone.now()
     )
+    if Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists():
+        # Deleted (its user erased) while LiveKit started it: the deletion found no
+        # egress to stop, so it is stopped here. Its file goes when it ends.
+        recording_egress_stop(recording.pk)
+        return "stopped"
     return "started"
 
 

@@ -79,6 +79,9 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     egress_file: bytes = field(default_factory=egress.default_file)
     egress_uploads: list[dict] = field(default_factory=list)
     _egress_jobs: list = field(default_factory=list)
+    # Called with the new egress's info before StartRoomCompositeEgress answers (on the
+    # server's thread): what happens meanwhile on our side.
+    on_egress_start: object = None
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "503", "not_found" or "hang"."""

@@ -56,6 +56,8 @@ class EgressMixin:
         if self.egress_outcome != "manual":
             with self._lock:
                 self._egress_jobs.append(lambda: self._egress_play(info.egress_id, message))
+        if self.on_egress_start is not None:
+            self.on_egress_start(info)
         return info
 
     def _ListEgress(self, message, response_class):

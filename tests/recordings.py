@@ -7,8 +7,12 @@ import json
 import uuid
 
 import boto3
+from django.conf import settings
+from django.utils import timezone
+from livekit.protocol import egress as egress_models
 
-from tests.livekit_samples import post_webhook, sample
+from recordings.models import Recording
+from tests.livekit_samples import post_webhook, sample, send
 from tests.tasks import run_task_worker
 from workflows.models import Workflow
 
@@ -74,3 +78,44 @@ def egress_body(
 
 def send_egress(name: str, **kwargs: object):
     return post_webhook(egress_body(name, **kwargs))
+
+
+def start_call(api) -> str:
+    response = api.post("/api/v1/calls", {"workflow_slug": "daily-call"}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["call_id"]
+
+
+def join(call_id: str) -> None:
+    """The user joins: LiveKit's participant_joined makes the call active."""
+    assert send("participant_joined", call_id).status_code == 200
+
+
+def worker_killed_mid_start() -> None:
+    """The worker that took the recording's start task was killed before it asked
+    LiveKit: django-tasks-db leaves its row `RUNNING` for good, nobody runs it again."""
+    from django_tasks_db.models import DBTaskResult
+
+    started = DBTaskResult.objects.filter(task_path="recordings.tasks.recording_start")
+    assert started.update(status="RUNNING", started_at=timezone.now()) == 1
+
+
+def egress_of_a_start_whose_worker_died(fake, *, call_id: str) -> str:
+    """LiveKit answered the start (StartRoomCompositeEgress) and the worker was killed
+    before the row kept the egress id; the egress's webhooks are lost."""
+    from voicecalls import livekit_egress
+
+    worker_killed_mid_start()
+    recording = Recording.objects.get(call_id=call_id)
+    egress_id = livekit_egress.room_audio_recording_start(
+        room_name=f"call-{call_id}",
+        filepath=recording.object_key,
+        endpoint=settings.RECORDINGS_S3_ENDPOINT,
+        bucket=settings.RECORDINGS_S3_BUCKET,
+        region=settings.RECORDINGS_S3_REGION,
+        access_key=settings.RECORDINGS_S3_ACCESS_KEY_ID,
+        secret=settings.RECORDINGS_S3_SECRET_ACCESS_KEY,
+    )
+    fake.egresses[egress_id].status = egress_models.EgressStatus.EGRESS_ACTIVE
+    assert Recording.objects.get(call_id=call_id).egress_id is None
+    return egress_id

@@ -20,9 +20,17 @@ from livekit.protocol import egress as egress_models
 from calls.models import Call
 from recordings.models import Recording
 from tests.factories import CallFactory, RecordingFactory
-from tests.livekit_samples import send
 from tests.ogg import ogg_opus_silence
-from tests.recordings import object_keys, recording_on, run_worker, s3_client
+from tests.recordings import (
+    egress_of_a_start_whose_worker_died,
+    join,
+    object_keys,
+    recording_on,
+    run_worker,
+    s3_client,
+    start_call,
+    worker_killed_mid_start,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,17 +41,6 @@ ORG_SECRET = "org-secret-2bq9Vx7LmT4pWz1K"
 @pytest.fixture
 def recording_workflow(workflow):
     return recording_on(workflow)
-
-
-def start_call(api) -> str:
-    response = api.post("/api/v1/calls", {"workflow_slug": "daily-call"}, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()["call_id"]
-
-
-def join(call_id: str) -> None:
-    """The user joins: LiveKit's participant_joined makes the call active."""
-    assert send("participant_joined", call_id).status_code == 200
 
 
 def download(url: str) -> bytes:
@@ -510,15 +507,6 @@ def test_erasing_the_user_of_a_call_being_recorded_stops_its_egress(
     assert [r.body for r in egress_fake.calls("StopEgress")] == [{"egressId": egress_id}]
 
 
-def worker_killed_mid_start() -> None:
-    """The worker that took the recording's start task was killed before it asked
-    LiveKit: django-tasks-db leaves its row `RUNNING` for good, nobody runs it again."""
-    from django_tasks_db.models import DBTaskResult
-
-    started = DBTaskResult.objects.filter(task_path="recordings.tasks.recording_start")
-    assert started.update(status="RUNNING", started_at=timezone.now()) == 1
-
-
 def test_a_recording_whose_start_task_died_with_its_worker_is_started_by_expire_calls(
     api, recording_workflow, egress_fake, recordings_bucket, settings
 ) -> None:
@@ -565,27 +553,6 @@ def test_a_recording_whose_start_was_lost_is_not_starting_for_ever_once_its_call
     assert recording.status == "failed"
     assert recording.error == "The call ended before the recording could start."
     assert started_egresses(egress_fake) == []
-
-
-def egress_of_a_start_whose_worker_died(fake, *, call_id: str) -> str:
-    """LiveKit answered the start (StartRoomCompositeEgress) and the worker was killed
-    before the row kept the egress id; the egress's webhooks are lost."""
-    from voicecalls import livekit_egress
-
-    worker_killed_mid_start()
-    recording = Recording.objects.get(call_id=call_id)
-    egress_id = livekit_egress.room_audio_recording_start(
-        room_name=f"call-{call_id}",
-        filepath=recording.object_key,
-        endpoint=settings.RECORDINGS_S3_ENDPOINT,
-        bucket=settings.RECORDINGS_S3_BUCKET,
-        region=settings.RECORDINGS_S3_REGION,
-        access_key=settings.RECORDINGS_S3_ACCESS_KEY_ID,
-        secret=settings.RECORDINGS_S3_SECRET_ACCESS_KEY,
-    )
-    fake.egresses[egress_id].status = egress_models.EgressStatus.EGRESS_ACTIVE
-    assert Recording.objects.get(call_id=call_id).egress_id is None
-    return egress_id
 
 
 def test_an_egress_whose_start_died_before_its_id_was_kept_is_adopted_not_started_twice(

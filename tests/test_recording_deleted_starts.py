@@ -1,0 +1,135 @@
+"""A recording deleted while it was starting (its user erased mid-call): whatever egress
+its start got from LiveKit is stopped, and its file deleted, even when the worker that
+started it died before keeping the egress id and the egress's webhooks were lost."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from livekit.protocol import egress as egress_models
+
+from calls.expiry import calls_expire
+from recordings.deletion import recording_delete
+from recordings.models import Recording
+from tests.recordings import (
+    egress_of_a_start_whose_worker_died,
+    join,
+    object_keys,
+    recording_on,
+    run_worker,
+    start_call,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOUR = datetime.timedelta(hours=1)
+
+
+@pytest.fixture
+def recording_workflow(workflow):
+    return recording_on(workflow)
+
+
+def test_the_file_of_a_lost_start_erased_mid_call_is_deleted_once_the_call_ended(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """The start reached LiveKit and its worker died before the row kept the egress id;
+    the user was erased mid-call (the deletion found no egress to stop and no file yet);
+    the egress uploaded when the room closed and its webhooks were lost. The file was
+    nobody's: the erased caller's voice stayed in the bucket for good."""
+    call_id = start_call(api)
+    join(call_id)
+    egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert recording_delete(call_id=call_id)
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    fake_livekit.egress_run()  # the file is uploaded; no webhook arrives
+    recording = Recording.objects.get(call_id=call_id)
+    assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
+
+    result = calls_expire(now=timezone.now() + HOUR)
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    recording.refresh_from_db()
+    assert (recording.status, recording.egress_id) == ("deleted", None)
+    assert recording.ended_at is not None  # settled: no later pass looks at it again
+    assert result.livekit_errors == 0
+    listed = len(fake_livekit.calls("ListEgress"))
+    calls_expire(now=timezone.now() + 3 * HOUR)
+    assert len(fake_livekit.calls("ListEgress")) == listed
+
+
+def test_an_egress_of_a_lost_start_still_recording_after_the_call_is_stopped_then_deleted(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """The room outlived the call: its file is written only once the egress stops, so
+    deleting the key first would leave what it writes afterwards."""
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert recording_delete(call_id=call_id)
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + HOUR)
+    run_worker()
+
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
+    assert fake_livekit.egresses[orphan].status == egress_models.EgressStatus.EGRESS_ENDING
+    assert Recording.objects.get(call_id=call_id).ended_at is None
+    fake_livekit.egress_run()  # it finishes its file; no webhook arrives
+    assert object_keys(s3_server, recordings_bucket) != []
+
+    calls_expire(now=timezone.now() + 2 * HOUR)
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert Recording.objects.get(call_id=call_id).ended_at is not None
+
+
+def test_a_recording_deleted_before_its_start_reached_livekit_is_settled_once(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """Erased before its start ran: no egress, no file; it is looked at once after the
+    call, not every minute for good."""
+    call_id = start_call(api)
+    join(call_id)
+    assert recording_delete(call_id=call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + HOUR)
+    run_worker()
+    calls_expire(now=timezone.now() + 2 * HOUR)
+
+    assert fake_livekit.calls("StartRoomCompositeEgress") == []
+    assert len(fake_livekit.calls("ListEgress")) == 1
+    assert Recording.objects.get(call_id=call_id).ended_at is not None
+
+
+def test_an_egress_livekit_starts_while_the_recording_is_deleted_is_stopped_at_once(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """The user was erased while the start's request was with LiveKit: the deletion
+    found no egress id to stop, and the start kept the id on the deleted row, so the
+    erased caller went on being recorded until the call ended."""
+
+    def erased_meanwhile(info) -> None:
+        try:
+            assert recording_delete(call_id=call_id)
+        finally:
+            connection.close()  # the fake server's thread
+
+    fake_livekit.egress_outcome = "manual"
+    fake_livekit.on_egress_start = erased_meanwhile
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    [egress] = fake_livekit.egresses.values()
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": egress.egress_id}]
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id) == ("deleted", egress.egress_id)

@@ -65,15 +65,21 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
 
 
 def recording_egress_stop(recording_id: UUID) -> None:
-    """Stop the recording's egress, if it has one; a LiveKit failure is logged."""
+    """Stop the recording's egress, if it has one (see `egress_stop_logged`)."""
     egress_id = Recording.objects.filter(pk=recording_id).values_list("egress_id", flat=True)
     egress_id = egress_id.first()
-    if not egress_id:
-        return
+    if egress_id:
+        egress_stop_logged(egress_id)
+
+
+def egress_stop_logged(egress_id: str) -> None:
+    """Stop an egress: it finishes its file and reports it ended. A LiveKit failure is
+    logged: it ends with the room, and `recordings_reconcile` stops one that outlives
+    its call."""
     try:
         livekit_egress.egress_stop(egress_id=egress_id)
-    except LiveKitError as exc:  # it ends with the room; `recordings_reconcile` stops it
-        logger.warning("recording %s: could not stop its egress: %s", recording_id, exc)
+    except LiveKitError as exc:
+        logger.warning("recordings: could not stop egress %s: %s", egress_id, exc)
 
 
 def recording_file_delete_later(recording_id: UUID) -> None:

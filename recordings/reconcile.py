@@ -10,6 +10,7 @@ from uuid import UUID
 from django.db import transaction
 
 from calls.models import ENDED_STATUSES
+from recordings.deletion import egress_stop_logged
 from recordings.models import Recording
 from recordings.models import RecordingStatus as S
 from recordings.services import EGRESS_STATUSES, recording_egress_update
@@ -109,14 +110,9 @@ def _egress_adopt(
 
 
 def _egress_stop_if_recording(egress: EgressUpdate) -> None:
-    """Stop an egress still recording: it finishes its file and reports it ended (one
-    ending is finishing already). A failure is logged; the next pass asks again."""
-    if egress.status not in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
-        return
-    try:
-        livekit_egress.egress_stop(egress_id=egress.egress_id)
-    except LiveKitError as exc:
-        logger.warning("recordings: cannot stop egress %s: %s", egress.egress_id, exc)
+    """Stop an egress still recording (one ending is finishing already)."""
+    if egress.status in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
+        egress_stop_logged(egress.egress_id)
 
 
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:

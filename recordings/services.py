@@ -22,7 +22,11 @@ from django.utils import timezone
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from privacy.keys import room_names_erased
 from recordings import storage
-from recordings.deletion import recording_egress_stop, recording_file_delete_later
+from recordings.deletion import (
+    egress_stop_logged,
+    recording_egress_stop,
+    recording_file_delete_later,
+)
 from recordings.models import (
     Recording,
     RecordingStatus,
@@ -171,9 +175,15 @@ def recording_start(*, recording_id: UUID | str) -> str:
         _fail(recording.pk, f"LiveKit could not start the recording: {exc}")
         return "failed"
     # An egress webhook may have come first and set the same id already.
-    Recording.objects.filter(pk=recording.pk, egress_id__isnull=True).update(
+    kept = Recording.objects.filter(pk=recording.pk, egress_id__isnull=True).update(
         egress_id=egress_id, updated_at=timezone.now()
     )
+    if not kept and not Recording.objects.filter(pk=recording.pk, egress_id=egress_id).exists():
+        # This run was so slow that a wake-up took it for lost, and the start it woke
+        # kept its egress first: this one would write the same file. Stopped, it ends
+        # before that one, which writes the key last.
+        egress_stop_logged(egress_id)
+        return "duplicate"
     if Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists():
         # Deleted (its user erased) while LiveKit started it: the deletion found no
         # egress to stop, so it is stopped here. Its file goes when it ends.

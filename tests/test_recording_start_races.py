@@ -1,6 +1,7 @@
 """A recording deleted while it was starting (its user erased mid-call): whatever egress
 its start got from LiveKit is stopped, and its file deleted, even when the worker that
-started it died before keeping the egress id and the egress's webhooks were lost."""
+started it died before keeping the egress id and the egress's webhooks were lost. And a
+start whose egress another start of the same recording beat is stopped too."""
 
 from __future__ import annotations
 
@@ -133,3 +134,29 @@ def test_an_egress_livekit_starts_while_the_recording_is_deleted_is_stopped_at_o
     assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": egress.egress_id}]
     recording = Recording.objects.get(call_id=call_id)
     assert (recording.status, recording.egress_id) == ("deleted", egress.egress_id)
+
+
+def test_a_start_so_slow_another_kept_its_egress_first_stops_its_own(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """A wake-up took the slow start for lost, and the start it woke kept its egress
+    first: the slow one's egress, owned by no row, wrote the same file until the call
+    ended."""
+
+    def woken_start_kept_its_egress_first(info) -> None:
+        try:
+            Recording.objects.filter(call_id=call_id).update(egress_id="EG_woken")
+        finally:
+            connection.close()  # the fake server's thread
+
+    fake_livekit.egress_outcome = "manual"
+    fake_livekit.on_egress_start = woken_start_kept_its_egress_first
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    [slow] = fake_livekit.egresses
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": slow}]
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id) == ("starting", "EG_woken")

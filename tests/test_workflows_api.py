@@ -988,13 +988,14 @@ def test_a_workflow_of_templates_too_complex_to_compile_is_a_400_at_once(api: AP
         return chain * (max_length // len(chain))
 
     data = _every_template(body(), chains)
+    data["agents"] = data["agents"][:4]  # ten templates, each counting 500: the budget
 
     response = _within_seconds(10, lambda: api.post("/api/v1/workflows", data, format="json"))
 
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert {e["attr"] for e in errors} == {
-        *(f"agents.{i}.{field}" for i in range(20) for field in ("instructions", "greeting")),
+        *(f"agents.{i}.{field}" for i in range(4) for field in ("instructions", "greeting")),
         "analysis.summary_prompt",
         "settings.voicemail.message",
     }
@@ -1006,21 +1007,73 @@ def test_a_workflow_of_templates_too_complex_to_compile_is_a_400_at_once(api: AP
     assert Workflow.objects.count() == 0
 
 
+def _widest(name: str, max_length: int) -> str:
+    """A comparison chain at the token bound (each operand compiles to a costed filter
+    call): the slowest valid template found."""
+    from workflows.prompts import MAX_TEMPLATE_TOKENS
+
+    source = "{{ " + name + f" < {name}" * ((MAX_TEMPLATE_TOKENS - 3) // 2) + " }}"
+    assert len(source) <= max_length
+    return source
+
+
+def _widest_first(count: int) -> Callable[[str, int], str]:
+    """The first `count` templates `_every_template` makes at the bound, the rest small."""
+    made = iter(range(10_000))
+
+    def template(name: str, max_length: int) -> str:
+        return _widest(name, max_length) if next(made) < count else "{{ " + name + " }}"
+
+    return template
+
+
 def test_the_slowest_workflow_to_compile_that_is_valid_is_saved_in_seconds(
     api: APIClient,
 ) -> None:
-    """Every template a comparison chain at the token bound (each operand compiles to a
-    costed filter call), the slowest valid template found; the alarm is far above what
-    it takes, and far below what templates took before they were bounded."""
-    from workflows.prompts import MAX_TEMPLATE_TOKENS
-
-    def widest(name: str, max_length: int) -> str:
-        source = "{{ " + name + f" < {name}" * ((MAX_TEMPLATE_TOKENS - 3) // 2) + " }}"
-        assert len(source) <= max_length
-        return source
-
-    data = _every_template(body(), widest)
+    """As many templates at the token bound as the workflow's budget holds (5,000 tokens:
+    nine, with the rest small); the alarm is far above what it takes, and far below
+    what templates took before they were bounded."""
+    data = _every_template(body(), _widest_first(9))
 
     response = _within_seconds(10, lambda: api.post("/api/v1/workflows", data, format="json"))
 
     assert response.status_code == 201, response.json()
+
+
+def test_templates_past_the_workflows_budget_together_are_a_400_before_any_compiles(
+    api: APIClient,
+) -> None:
+    """Each template within its own bound, forty-two of them compiled for about a
+    second on every write: a hostile organization kept a core busy at its write rate."""
+    data = _every_template(body(), _widest)
+
+    response = api.post("/api/v1/workflows", data, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {
+            "attr": "agents",
+            "code": "template_syntax_error",
+            "detail": "Templates too complex together: more than 5,000 tokens in all (the "
+            "agents' instructions and greetings, the voicemail message and the analysis "
+            "prompt; each counts as it does against its own bound).",
+        }
+    ]
+    assert Workflow.objects.count() == 0
+
+
+def test_a_patch_that_takes_the_templates_past_the_budget_is_a_400_and_changes_nothing(
+    api: APIClient,
+) -> None:
+    data = _every_template(body(), _widest_first(9))
+    created = api.post("/api/v1/workflows", data, format="json")
+    assert created.status_code == 201, created.json()
+    workflow_id = created.json()["id"]
+    agents = created.json()["agents"]
+    agents[19]["instructions"] = _widest("x", 20_000)
+
+    response = api.patch(f"/api/v1/workflows/{workflow_id}", {"agents": agents}, format="json")
+
+    assert response.status_code == 400
+    assert [e["attr"] for e in response.json()["errors"]] == ["agents"]
+    assert WorkflowVersion.objects.filter(workflow_id=workflow_id).count() == 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
@@ -49,6 +49,10 @@ MAX_TEMPLATE_CHARS = 20_000
 # conditions, are some 500), nested a few levels.
 MAX_TEMPLATE_TOKENS = 500
 MAX_TEMPLATE_DEPTH = 32
+# All of a workflow's templates together (its agents' instructions and greetings, its
+# voicemail message, its analysis prompt): forty-two at the bound above compile for a
+# second, on every write. Ten at the bound is more than real workflows hold.
+MAX_WORKFLOW_TEMPLATE_TOKENS = 5_000
 _OPENING = frozenset("([{")
 _CLOSING = frozenset(")]}")
 
@@ -63,10 +67,27 @@ class TemplateTooComplex(TemplateError):
     `MAX_TEMPLATE_DEPTH`)."""
 
 
+def _tokens(source: str) -> Iterator[tuple[int, str, str]]:
+    """What compiling costs by: whitespace and comments aside, lexed as it is read."""
+    return (token for token in environment.lex(source) if token[1] not in ignored_tokens)
+
+
+def template_tokens(source: str) -> int:
+    """How many tokens `source` holds, counted no further than one past
+    MAX_TEMPLATE_TOKENS; what cannot be lexed ends the count (`template_error` says why)."""
+    count = 0
+    try:
+        for _ in islice(_tokens(source), MAX_TEMPLATE_TOKENS + 1):
+            count += 1
+    except TemplateError:
+        pass
+    return count
+
+
 def _parsed(source: str) -> nodes.Template:
     """`source` parsed, once its tokens (lexed no further than the bound) and then its
     nesting are known to be within what compiling is allowed."""
-    tokens = (token for token in environment.lex(source) if token[1] not in ignored_tokens)
+    tokens = _tokens(source)
     brackets = 0
     for _, kind, value in islice(tokens, MAX_TEMPLATE_TOKENS):
         # The parser recurses a dozen Python frames into each bracket, and parentheses

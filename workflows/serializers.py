@@ -7,6 +7,7 @@ it on every write (API, admin, `load_demo`), so nothing stores a definition it r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -21,7 +22,9 @@ from workflows.prompts import (
     MAX_TEMPLATE_CHARS,
     MAX_TEMPLATE_DEPTH,
     MAX_TEMPLATE_TOKENS,
+    MAX_WORKFLOW_TEMPLATE_TOKENS,
     template_error,
+    template_tokens,
 )
 from workflows.settings import WorkflowSettingsSerializer
 from workflows.tools import (
@@ -155,7 +158,8 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
         help_text=(
             "System prompt; a Jinja2 template with `user`, `metadata` and `call`, of at most "
             f"{MAX_TEMPLATE_TOKENS} tokens (each name, operator, literal and tag delimiter; "
-            f"the text between tags counts once) nested at most {MAX_TEMPLATE_DEPTH} deep."
+            f"the text between tags counts once) nested at most {MAX_TEMPLATE_DEPTH} deep; "
+            f"all of a workflow's templates together, at most {MAX_WORKFLOW_TEMPLATE_TOKENS:,}."
         ),
     )
     greeting = serializers.CharField(
@@ -235,6 +239,8 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
         if isinstance(data, dict) and data.get("settings") is None:
             # An omitted `settings` means every default.
             data = {**data, "settings": {}}
+        if isinstance(data, dict):
+            _templates_within_budget(data)  # before the fields compile them
         return super().to_internal_value(data)
 
     def validate(self, data: dict) -> dict:
@@ -274,6 +280,43 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return data
+
+
+def _templates_of(data: dict) -> Iterator[object]:
+    """The templates a workflow body holds, as sent (any type: the fields check them)."""
+    agents = data.get("agents")
+    for agent in agents[:MAX_AGENTS] if isinstance(agents, list) else []:
+        if isinstance(agent, dict):
+            yield agent.get("instructions")
+            yield agent.get("greeting")
+    settings, analysis = data.get("settings"), data.get("analysis")
+    voicemail = settings.get("voicemail") if isinstance(settings, dict) else None
+    if isinstance(voicemail, dict):
+        yield voicemail.get("message")
+    if isinstance(analysis, dict):
+        yield analysis.get("summary_prompt")
+
+
+def _templates_within_budget(data: dict) -> None:
+    """ValidationError (on `agents`) when the workflow's templates together hold more
+    than MAX_WORKFLOW_TEMPLATE_TOKENS. One past its own bound counts at the bound: its
+    field says what is wrong with it."""
+    tokens = 0
+    for source in _templates_of(data):
+        if isinstance(source, str) and len(source) <= MAX_TEMPLATE_CHARS:
+            tokens += min(template_tokens(source), MAX_TEMPLATE_TOKENS)
+    if tokens > MAX_WORKFLOW_TEMPLATE_TOKENS:
+        raise serializers.ValidationError(
+            {
+                "agents": error_detail(
+                    f"Templates too complex together: more than "
+                    f"{MAX_WORKFLOW_TEMPLATE_TOKENS:,} tokens in all (the agents' "
+                    "instructions and greetings, the voicemail message and the analysis "
+                    "prompt; each counts as it does against its own bound).",
+                    "template_syntax_error",
+                )
+            }
+        )
 
 
 class WorkflowWriteSerializer(WorkflowDefinitionSerializer):

@@ -158,24 +158,37 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
             _egress_stop_if_recording(egress)
             Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
-        with transaction.atomic():
-            if egress is None:
-                # LiveKit forgot it: whatever it wrote is past knowing; a deleted
-                # recording's key is deleted once more all the same.
-                egress = EgressUpdate(
-                    egress_id=egress_id,
-                    status="EGRESS_FAILED",
-                    error="LiveKit no longer knows this recording's egress.",
-                )
-            recording_egress_update(egress=egress, room_name=room_name, at=now)
-            unended = Recording.objects.filter(pk=pk, ended_at__isnull=True)
-            # A deleted one keeps no status of the egress. Its late file's deletion is
-            # queued (above): done, it marks it ended; lost with a worker killed, the
-            # next look queues it again.
-            unended.filter(status=S.DELETED).update(updated_at=now)
-            unended.exclude(status=S.DELETED).update(ended_at=now)
+        _egress_ended_apply(egress, pk=pk, egress_id=egress_id, room_name=room_name, now=now)
         reconciled += 1
     return reconciled, 0
+
+
+@transaction.atomic
+def _egress_ended_apply(
+    egress: EgressUpdate | None,
+    *,
+    pk: UUID,
+    egress_id: str,
+    room_name: str,
+    now: datetime.datetime,
+) -> None:
+    """What LiveKit says of an egress that ended (None: it forgot it), as its lost
+    `egress_ended` would have said it; the recording is then not looked at again."""
+    if egress is None:
+        # LiveKit forgot it: whatever it wrote is past knowing; a deleted
+        # recording's key is deleted once more all the same.
+        egress = EgressUpdate(
+            egress_id=egress_id,
+            status="EGRESS_FAILED",
+            error="LiveKit no longer knows this recording's egress.",
+        )
+    recording_egress_update(egress=egress, room_name=room_name, at=now)
+    unended = Recording.objects.filter(pk=pk, ended_at__isnull=True)
+    # A deleted one keeps no status of the egress. Its late file's deletion is
+    # queued (above): done, it marks it ended; lost with a worker killed, the
+    # next look queues it again.
+    unended.filter(status=S.DELETED).update(updated_at=now)
+    unended.exclude(status=S.DELETED).update(ended_at=now)
 
 
 def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, int]:

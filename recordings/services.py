@@ -174,20 +174,26 @@ def recording_start(*, recording_id: UUID | str) -> str:
         logger.warning("could not start recording call %s: %s", call.pk, exc)
         _fail(recording.pk, f"LiveKit could not start the recording: {exc}")
         return "failed"
+    return _egress_id_keep(recording.pk, egress_id)
+
+
+def _egress_id_keep(recording_id: UUID, egress_id: str) -> str:
+    """Keep the id LiveKit gave the start, unless the row has another egress or was
+    deleted meanwhile: then this one is stopped."""
     # An egress webhook may have come first and set the same id already.
-    kept = Recording.objects.filter(pk=recording.pk, egress_id__isnull=True).update(
+    kept = Recording.objects.filter(pk=recording_id, egress_id__isnull=True).update(
         egress_id=egress_id, updated_at=timezone.now()
     )
-    if not kept and not Recording.objects.filter(pk=recording.pk, egress_id=egress_id).exists():
+    if not kept and not Recording.objects.filter(pk=recording_id, egress_id=egress_id).exists():
         # This run was so slow that a wake-up took it for lost, and the start it woke
         # kept its egress first: this one would write the same file. Stopped, it ends
         # before that one, which writes the key last.
         egress_stop_logged(egress_id)
         return "duplicate"
-    if Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists():
+    if Recording.objects.filter(pk=recording_id, status=S.DELETED).exists():
         # Deleted (its user erased) while LiveKit started it: the deletion found no
         # egress to stop, so it is stopped here. Its file goes when it ends.
-        recording_egress_stop(recording.pk)
+        recording_egress_stop(recording_id)
         return "stopped"
     return "started"
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -16,6 +17,7 @@ from accounts.models import Organization
 from calls.models import Call
 from tests.factories import CallFactory, WorkflowFactory
 from workflows.models import Workflow, WorkflowVersion
+from workflows.serializers import WorkflowWriteSerializer
 from workflows.settings import DEFAULT_BUSY_MESSAGE, DEFAULT_ERROR_MESSAGE
 
 ANY_ID = "00000000-0000-4000-8000-000000000000"
@@ -710,6 +712,64 @@ def test_non_object_body_is_400(api: APIClient) -> None:
 
     assert response.status_code == 400
     assert timezone.now()  # nothing else to check: no 500
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (
+            [1, 2],
+            {
+                "attr": "non_field_errors",
+                "code": "invalid",
+                "detail": "Invalid data. Expected a dictionary, but got list.",
+            },
+        ),
+        (None, {"attr": "non_field_errors", "code": "null", "detail": "No data provided"}),
+        (
+            "x",
+            {
+                "attr": "non_field_errors",
+                "code": "invalid",
+                "detail": "Invalid data. Expected a dictionary, but got str.",
+            },
+        ),
+        (
+            _without("slug"),
+            {"attr": "slug", "code": "required", "detail": "This field is required."},
+        ),
+        (
+            body(name=None),
+            {"attr": "name", "code": "null", "detail": "This field may not be null."},
+        ),
+    ],
+)
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_body_without_an_object_slug_or_name_is_400_as_the_serializer_words_it(
+    api: APIClient, workflow: Workflow, method: str, data: Any, error: dict
+) -> None:
+    path = "/api/v1/workflows" + (f"/{workflow.id}" if method == "put" else "")
+
+    response = getattr(api, method)(path, json.dumps(data), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"type": "validation_error", "errors": [error]}
+    assert Workflow.objects.count() == 1 and workflow.versions.count() == 1
+
+
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_workflow_body_is_validated_once(api: APIClient, workflow: Workflow, method: str) -> None:
+    """Validation compiles every template, the costly part of a write: the view leaves
+    it to the service rather than running it first as well."""
+    path = "/api/v1/workflows" + (f"/{workflow.id}" if method == "put" else "")
+    is_valid = WorkflowWriteSerializer.is_valid
+    with mock.patch.object(
+        WorkflowWriteSerializer, "is_valid", autospec=True, side_effect=is_valid
+    ) as spy:
+        response = getattr(api, method)(path, body(), format="json")
+
+    assert response.status_code in (200, 201), response.json()
+    assert spy.call_count == 1
 
 
 # --- concurrency (PostgreSQL) ---------------------------------------------------------

@@ -33,15 +33,31 @@ SLUG_TAKEN = "A workflow with this slug already exists in your organization."
 
 
 def workflow_validate(
-    *, organization: Organization, slug: str, name: str, definition: dict
+    *,
+    organization: Organization,
+    definition: Any,
+    slug: str | None = None,
+    name: str | None = None,
 ) -> dict:
     """The validated, normalized workflow (defaults filled); ValidationError naming
     the offending field otherwise (`agents.1.handoffs.0`). Transfer destinations pass
-    the organization's toll-fraud guard too (its countries, no premium rate)."""
-    data = WorkflowWriteSerializer(data={**definition, "slug": slug, "name": name})
+    the organization's toll-fraud guard too (its countries, no premium rate).
+
+    `slug` and `name`, when given, replace the definition's own. The API passes its
+    body whole as `definition`, so a missing slug, a null one or a body that is not an
+    object gets the serializer's own error, as sent.
+    """
+    data = WorkflowWriteSerializer(data=_write_input(definition, slug=slug, name=name))
     data.is_valid(raise_exception=True)
     _transfer_destinations_check(organization=organization, agents=data.validated_data["agents"])
     return data.validated_data
+
+
+def _write_input(definition: Any, *, slug: str | None, name: str | None) -> Any:
+    if not isinstance(definition, dict):
+        return definition
+    given = {"slug": slug, "name": name}
+    return {**definition, **{key: value for key, value in given.items() if value is not None}}
 
 
 def _transfer_destinations_check(*, organization: Organization, agents: list[dict]) -> None:
@@ -71,9 +87,13 @@ def _slug_error() -> serializers.ValidationError:
 
 @transaction.atomic
 def workflow_create(
-    *, organization: Organization, slug: str, name: str, definition: dict
+    *,
+    organization: Organization,
+    definition: Any,
+    slug: str | None = None,
+    name: str | None = None,
 ) -> Workflow:
-    """Create a workflow with its first version."""
+    """Create a workflow with its first version (arguments as `workflow_validate`)."""
     data = workflow_validate(organization=organization, slug=slug, name=name, definition=definition)
     if _slug_taken(organization_id=organization.pk, slug=data["slug"], exclude=None):
         raise _slug_error()
@@ -128,8 +148,11 @@ def _apply(*, workflow: Workflow, data: dict) -> Workflow:
 
 
 @transaction.atomic
-def workflow_update(*, workflow: Workflow, slug: str, name: str, definition: dict) -> Workflow:
-    """Replace a workflow's slug, name and definition (PUT).
+def workflow_update(
+    *, workflow: Workflow, definition: Any, slug: str | None = None, name: str | None = None
+) -> Workflow:
+    """Replace a workflow's slug, name and definition (PUT; arguments as
+    `workflow_validate`).
 
     A changed definition becomes a new immutable version that new calls start with;
     calls already made keep theirs.

@@ -416,7 +416,7 @@ def test_one_step_on_a_tuple_nested_in_itself_cannot_outlast_the_deadline(use: s
     and nothing stops it (the session's shared deadline included)."""
     import time
 
-    from workflows.template_sandbox import MAX_RENDER_SECONDS
+    from workflows.template_bounds import MAX_RENDER_SECONDS
 
     started = time.monotonic()
     render(_shared_tuple(27) + use, CONTEXT)
@@ -429,7 +429,7 @@ def test_a_tuple_nested_through_a_cyclers_items_cannot_outlast_the_deadline() ->
     bounds: nested 27 deep, one hash walks 2**27 leaves in C, past every deadline."""
     import time
 
-    from workflows.template_sandbox import MAX_RENDER_SECONDS
+    from workflows.template_bounds import MAX_RENDER_SECONDS
 
     source = _shared_tuple(27, pair="cycler({x}, {x}).items") + "{{ t27 in {} }}"
     started = time.monotonic()

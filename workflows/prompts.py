@@ -36,7 +36,8 @@ from typing import Any
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
 from jinja2.lexer import ignored_tokens
 
-from workflows.template_sandbox import environment, render_budget, renders_within
+from workflows.template_bounds import render_budget, renders_within
+from workflows.template_sandbox import environment
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,14 @@
 """The sandbox prompt templates render in (`workflows.prompts` says what a prompt may
 do): Jinja2's immutable sandbox, with operators, filters, string methods, loops and
-captures bounded, and a work budget and a deadline per render (`render_budget`).
+captures held to the bounds of `workflows.template_bounds` (a work budget and a
+deadline per render, `render_budget`).
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import ChainableUndefined, nodes
@@ -18,16 +16,19 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-# Bounds so a short template cannot make the service allocate or compute without
-# limit: the longest string or list an expression may build, the largest power, and
-# the work units (loop iterations plus calls) one render may spend.
-_MAX_VALUE_LEN = 100_000
-_MAX_POWER_BITS = 4096
-_MAX_WORK = 20_000
-# What no bound above foresaw still ends (and a session's renders share a deadline too,
-# `renders_within`). Real prompts render in milliseconds; compiling (once per process)
-# is not counted.
-MAX_RENDER_SECONDS = 0.5
+from workflows.template_bounds import (
+    MAX_POWER_BITS,
+    MAX_VALUE_LEN,
+    check_join,
+    check_len,
+    check_replace,
+    check_walked,
+    spend,
+    spent_on,
+    value_size,
+    work_of,
+)
+
 # Filters whose arguments can build huge values or loop a given number of times.
 _REMOVED_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "slice", "batch")
 # str methods a prompt may call; the others (ljust, zfill, expandtabs, format, ...) can
@@ -39,68 +40,17 @@ _SAFE_STR_METHODS = frozenset(
     "strip swapcase title upper replace join".split()
 )
 
-# The render's work units left, and its deadline (time.monotonic()).
-_budget: ContextVar[list[float] | None] = ContextVar("prompt_work_budget", default=None)
-# A deadline the renders of one session share (`renders_within`), so forty hostile
-# prompts cannot hold a worker forty times MAX_RENDER_SECONDS.
-_shared_deadline: ContextVar[float | None] = ContextVar("prompt_renders_deadline", default=None)
-
-
-def _spend(units: int = 1) -> None:
-    budget = _budget.get()
-    if budget is None:
-        return
-    budget[0] -= units
-    if budget[0] < 0:
-        raise SecurityError("the template does too much work")
-    if time.monotonic() > budget[1]:
-        raise SecurityError("the template takes too long")
-
-
-def _size(value: Any, limit: int = _MAX_VALUE_LEN) -> int:
-    """The characters and items in `value`, those nested in it included (what printing
-    it walks), counted until past `limit`."""
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, str | bytes):
-            total += len(item)
-        elif isinstance(item, Mapping):
-            total += len(item)
-            if total <= limit:
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += len(item)
-            if total <= limit:
-                stack.extend(item)
-        elif isinstance(item, range):
-            total += len(item)
-    return total
-
-
-def _check_len(value: Any) -> Any:
-    if _size(value) > _MAX_VALUE_LEN:
-        raise SecurityError("value too large")
-    return value
-
-
-def _check_walked(value: Any) -> Any:
-    """A value about to be walked whole (printed, or given to a filter): a string is
-    no larger walked than held, but a list may hold one long string many times."""
-    return value if isinstance(value, str) else _check_len(value)
-
 
 def _loop_budget(iterable: Any) -> Iterator[Any]:
     for item in iterable:
-        _spend()
+        spend()
         yield item
 
 
 def _compared(operand: Any) -> Any:
     """An operand of a comparison, which costs a unit plus its size (and a look at the
     clock) before the comparison walks it."""
-    _spend(1 + _work_of(operand))
+    spend(1 + work_of(operand))
     return operand
 
 
@@ -111,7 +61,7 @@ def _shown(value: Any) -> Any:
     unconsumed iterators (`select`, `map` without `| list`) as nothing."""
     if value is None or isinstance(value, Iterator):
         return ""  # (an iterator's str is its repr, with a memory address)
-    _check_walked(value)
+    check_walked(value)
     if callable(value):
         owner = getattr(value, "__self__", None)
         name = getattr(value, "__name__", None)
@@ -122,7 +72,7 @@ def _shown(value: Any) -> Any:
 
 
 def _bounded_concat(values: list) -> str:
-    return _check_len("".join(str(_shown(value)) for value in values))
+    return check_len("".join(str(_shown(value)) for value in values))
 
 
 def _captured(chunks: Iterator[str]) -> str:
@@ -132,7 +82,7 @@ def _captured(chunks: Iterator[str]) -> str:
     size = 0
     for chunk in chunks:
         size += len(chunk)
-        if size > _MAX_VALUE_LEN:
+        if size > MAX_VALUE_LEN:
             raise SecurityError("value too large")
         parts.append(chunk)
     return "".join(parts)
@@ -195,28 +145,28 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         # (A slice copies: a unit per slice and the clock, as any step.)
-        _spend(isinstance(argument, slice))
+        spend(isinstance(argument, slice))
         return super().getitem(obj, argument)
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         if op == "**":
             if isinstance(right, int | float) and isinstance(left, int | float):
                 size = max(abs(int(left)), 2).bit_length() * abs(right)
-                if size > _MAX_POWER_BITS:
+                if size > MAX_POWER_BITS:
                     raise SecurityError("power too large")
             return operator.pow(left, right)
         if op == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    if _size(seq) * times > _MAX_VALUE_LEN:
+                    if value_size(seq) * times > MAX_VALUE_LEN:
                         raise SecurityError("repetition too large")
             if isinstance(left, int) and isinstance(right, int):
                 # Squaring a number again and again reaches any size a power would.
-                if left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
+                if left.bit_length() + right.bit_length() > MAX_POWER_BITS:
                     raise SecurityError("product too large")
-            return _spent_on(operator.mul(left, right))
+            return spent_on(operator.mul(left, right))
         if op == "+":
-            return _spent_on(_check_len(operator.add(left, right)))
+            return spent_on(check_len(operator.add(left, right)))
         if op == "%":
             if isinstance(left, str):
                 raise SecurityError("string formatting is not available in prompts")
@@ -225,7 +175,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
-        _spend(1 + _work_of(owner))
+        spend(1 + work_of(owner))
         if isinstance(owner, int | float | bytes):
             # (1).to_bytes(10**9, "big") and the like build values without bound.
             raise SecurityError("number methods are not available in prompts")
@@ -235,11 +185,11 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 raise SecurityError("this string method is not available in prompts")
             if method == "join" and args:
                 args = (list(args[0]), *args[1:])
-                _check_join(owner, args[0])
+                check_join(owner, args[0])
             if method == "replace" and len(args) >= 2:
-                _check_replace(owner, args[0], args[1])
-        result = _check_len(super().call(__context, __obj, *args, **kwargs))
-        _spend(_work_of(result))
+                check_replace(owner, args[0], args[1])
+        result = check_len(super().call(__context, __obj, *args, **kwargs))
+        spend(work_of(result))
         return result
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -257,35 +207,16 @@ def _built(value: Any) -> Any:
     """A tuple, list or dict a template writes out: held to the value bound as it is
     made. Holding another twice at each level, a few bytes nest 2**depth leaves, which
     one hash or `==` walks in C, where no deadline is looked at."""
-    return _spent_on(_check_len(value))
-
-
-def _spent_on(value: Any) -> Any:
-    """`value`, made by an operator: it costs by its size, as a filter's result does."""
-    _spend(1 + _work_of(value))
-    return value
+    return spent_on(check_len(value))
 
 
 def _bounded_filter(original: Any) -> Any:
     # functools.wraps keeps Jinja's pass_context/pass_eval_context marker.
     @functools.wraps(original)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        return _check_len(original(*args, **kwargs))
+        return check_len(original(*args, **kwargs))
 
     return bounded
-
-
-def _check_join(separator: Any, items: list) -> None:
-    size = len(str(separator)) * max(len(items) - 1, 0) + sum(len(str(item)) for item in items)
-    if size > _MAX_VALUE_LEN:
-        raise SecurityError("value too large")
-
-
-def _check_replace(text: Any, old: Any, new: Any) -> None:
-    text, old, new = str(text), str(old), str(new)
-    count = text.count(old) if old else len(text) + 1
-    if len(text) + count * len(new) > _MAX_VALUE_LEN:
-        raise SecurityError("value too large")
 
 
 def _join_filter(original: Any) -> Any:
@@ -293,8 +224,8 @@ def _join_filter(original: Any) -> Any:
     def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
         items = list(value)
         if attribute is None:
-            _check_join(d, items)
-        return _check_len(original(eval_ctx, items, d, attribute))
+            check_join(d, items)
+        return check_len(original(eval_ctx, items, d, attribute))
 
     return join
 
@@ -302,7 +233,7 @@ def _join_filter(original: Any) -> Any:
 def _replace_filter(original: Any) -> Any:
     @functools.wraps(original)
     def replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> Any:
-        _check_replace(s, old, new)
+        check_replace(s, old, new)
         return original(eval_ctx, s, old, new, count)
 
     return replace
@@ -313,19 +244,9 @@ def _tojson_filter(original: Any) -> Any:
     def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
         if indent is not None and not (isinstance(indent, int) and 0 <= indent <= 8):
             raise SecurityError("tojson indents by 8 at most in prompts")
-        return _check_len(original(eval_ctx, value, indent))
+        return check_len(original(eval_ctx, value, indent))
 
     return tojson
-
-
-# Work a value costs to go through a filter or method: a unit per this many items or
-# characters, so a loop of sorts over a large list runs out of budget, not for hours.
-_ITEMS_PER_UNIT = 100
-_SIZED = (str, list, tuple, dict, set, frozenset, range)
-
-
-def _work_of(value: Any) -> int:
-    return len(value) // _ITEMS_PER_UNIT if isinstance(value, _SIZED) else 0
 
 
 # Filters that look at a value without walking it: a unit each, whatever its size.
@@ -343,11 +264,11 @@ def _costed_filter(original: Any) -> Any:
     def costed(*args: Any, **kwargs: Any) -> Any:
         if len(args) > value_at:
             # (`tojson`, `string`, `sum` walk all a nested value holds before any check.)
-            _spend(1 + _work_of(_check_walked(args[value_at])))
+            spend(1 + work_of(check_walked(args[value_at])))
         else:
-            _spend()
+            spend()
         result = original(*args, **kwargs)
-        _spend(_work_of(result))
+        spend(work_of(result))
         return result
 
     return costed
@@ -388,28 +309,3 @@ def _make_environment() -> PromptEnvironment:
 
 
 environment = _make_environment()
-
-
-@contextmanager
-def render_budget() -> Iterator[None]:
-    """One render's work budget and deadline, for the sandbox's bounds to spend."""
-    deadline = time.monotonic() + MAX_RENDER_SECONDS
-    shared = _shared_deadline.get()
-    token = _budget.set([_MAX_WORK, deadline if shared is None else min(deadline, shared)])
-    try:
-        yield
-    finally:
-        _budget.reset(token)
-
-
-@contextmanager
-def renders_within(seconds: float) -> Iterator[None]:
-    """Every render in this block stops `seconds` from now at the latest (each keeps its
-    own bounds too); nested blocks keep the earlier deadline."""
-    deadline = time.monotonic() + seconds
-    outer = _shared_deadline.get()
-    token = _shared_deadline.set(deadline if outer is None else min(outer, deadline))
-    try:
-        yield
-    finally:
-        _shared_deadline.reset(token)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from agent.redact import log_secrets_add, session_keys
@@ -42,6 +44,34 @@ class AgentAPIError(Exception):
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             return errors[0]
         return {}
+
+    @property
+    def codes(self) -> str:
+        """The API's error codes and the fields they name (`invalid_choice at events.1.role`),
+        without its details, which may quote what was sent."""
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        if not isinstance(errors, list):
+            return f"HTTP {self.status_code}"
+        return "; ".join(
+            f"{error.get('code')} at {error.get('attr')}"
+            for error in errors
+            if isinstance(error, dict)
+        )
+
+    def item_index(self, field: str, count: int) -> int | None:
+        """The index of the item of list `field` a 400 names (`attr` `events.3.role`: 3),
+        if it names one below `count`."""
+        if self.status_code != 400 or not isinstance(self.body, dict):
+            return None
+        attr = re.compile(rf"^{re.escape(field)}\.(\d+)(?:\.|$)")
+        errors = self.body.get("errors")
+        for error in errors if isinstance(errors, list) else []:
+            if not isinstance(error, dict):
+                continue  # a proxy's or gateway's own shape
+            match = attr.match(str(error.get("attr") or ""))
+            if match and int(match.group(1)) < count:
+                return int(match.group(1))
+        return None
 
     @property
     def retryable(self) -> bool:

@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import random
-import re
 import uuid
 
 from agent.api import AgentAPI, AgentAPIError
@@ -48,7 +47,6 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 FLUSH_INTERVAL = 1.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
-_EVENT_ATTR = re.compile(r"^events\.(\d+)(?:\.|$)")
 # The longest a 429 or 503's Retry-After is followed; longer, the backoff's own cap.
 RETRY_AFTER_CAP = 60.0
 # While closing, the last retry starts this long before the close's deadline.
@@ -319,20 +317,10 @@ class EventReporter:
             try:
                 result = await self._api.post_events(self.call_id, batch)
             except AgentAPIError as exc:
-                invalid = _invalid_event_index(exc, len(batch))
+                invalid = exc.item_index("events", len(batch))
                 if invalid is not None:
                     # One bad event would sink the whole (all-or-nothing) batch.
-                    event = batch.pop(invalid)
-                    self.dropped.append(_trace(event))
-                    # Ids, codes and fields only: the event's content (and an error
-                    # detail quoting a value) is the caller's words, kept out of logs.
-                    logger.error(
-                        "call %s: API refused %s event %s: %s",
-                        self.call_id,
-                        event["type"],
-                        event["id"],
-                        _error_codes(exc),
-                    )
+                    self._drop_refused(batch.pop(invalid), exc)
                     continue
                 if exc.status_code == 413 and len(batch) > 1:
                     half = len(batch) // 2
@@ -346,7 +334,7 @@ class EventReporter:
                         self.call_id,
                         len(batch),
                         exc,
-                        _error_codes(exc),
+                        exc.codes,
                     )
                     return
                 # (The exponent is bounded: 2**1024 is no float, after a long outage.)
@@ -376,6 +364,18 @@ class EventReporter:
                 self.duplicates += _count(result.get("duplicates"))
             return
 
+    def _drop_refused(self, event: dict, exc: AgentAPIError) -> None:
+        self.dropped.append(_trace(event))
+        # Ids, codes and fields only: the event's content (and an error detail quoting
+        # a value) is the caller's words, kept out of logs.
+        logger.error(
+            "call %s: API refused %s event %s: %s",
+            self.call_id,
+            event["type"],
+            event["id"],
+            exc.codes,
+        )
+
     def _requeue_front(self, events: list[dict]) -> None:
         entries = [(e, len(json.dumps(e, separators=(",", ":")).encode())) for e in events]
         self._pending[:0] = entries
@@ -389,28 +389,3 @@ def _count(value: object) -> int:
 def _trace(event: dict) -> dict:
     """What is kept of an event the API refused: which one it was, not what it said."""
     return {"id": event["id"], "type": event["type"]}
-
-
-def _error_codes(exc: AgentAPIError) -> str:
-    """The API's error codes and the fields they name (`invalid_choice at events.1.role`),
-    without its details, which may quote what was sent."""
-    errors = exc.body.get("errors") if isinstance(exc.body, dict) else None
-    if not isinstance(errors, list):
-        return f"HTTP {exc.status_code}"
-    return "; ".join(
-        f"{error.get('code')} at {error.get('attr')}" for error in errors if isinstance(error, dict)
-    )
-
-
-def _invalid_event_index(exc: AgentAPIError, batch_len: int) -> int | None:
-    """The index of the event a 400 names (`attr` `events.N.field`), if it names one."""
-    if exc.status_code != 400 or not isinstance(exc.body, dict):
-        return None
-    errors = exc.body.get("errors")
-    for error in errors if isinstance(errors, list) else []:
-        if not isinstance(error, dict):
-            continue  # a proxy's or gateway's own shape
-        match = _EVENT_ATTR.match(str(error.get("attr") or ""))
-        if match and int(match.group(1)) < batch_len:
-            return int(match.group(1))
-    return None

@@ -224,10 +224,7 @@ def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: dateti
         changes["delivered_at"] = now
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
     if attempt.status_code == 410:
-        # The URL that answered: an endpoint its owner moved meanwhile stays enabled.
-        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, url=attempt.url).update(
-            enabled=False, disabled_reason="The receiver answered 410 Gone.", updated_at=now
-        )
+        _disable_gone(endpoint_id=delivery.endpoint_id, url=attempt.url, now=now)
     if outcome == DeliveryStatus.PENDING:
         wake(delivery.pk, at=changes["next_attempt_at"])
     event = delivery.event
@@ -271,6 +268,14 @@ def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:
     )
     if disabled:
         logger.warning("webhook endpoint %s disabled: failing for %g days", endpoint_id, days)
+
+
+def _disable_gone(*, endpoint_id: UUID, url: str, now: datetime.datetime) -> None:
+    """Disable an endpoint whose receiver answered 410 Gone, if it still has the URL
+    that answered: an endpoint its owner moved meanwhile stays enabled."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id, url=url).update(
+        enabled=False, disabled_reason="The receiver answered 410 Gone.", updated_at=now
+    )
 
 
 class EventErased(Exception):

@@ -129,7 +129,7 @@ def _compiled(source: str) -> Template:
     return environment.from_string(_parsed(source))
 
 
-# A write validates its definition twice (the view, then the service it calls), and a
+# The admin validates a definition twice (its form, then the service it calls), and a
 # PATCH revalidates templates it did not change.
 @functools.lru_cache(maxsize=256)
 def template_error(source: str) -> str | None:

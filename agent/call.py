@@ -101,6 +101,10 @@ class CallRuntime:
         )
         return self.agents[self.first_agent_name()]
 
+    @property
+    def components(self) -> ComponentCache:
+        return self._components
+
     def first_agent_name(self) -> str:
         """The start agent; for an agent dispatched again mid-call (its worker died), the
         agent the call was with, so the caller is not sent back to the first one."""

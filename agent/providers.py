@@ -226,6 +226,13 @@ class ComponentCache:
         # livekit-agents labels usage with the plugin's label ("Deepgram",
         # "api.openai.com"); the API prices by the catalog's ("deepgram", "openai").
         self.provider_names: dict[tuple[str, str], str] = {}
+        # Every plugin instance built, fallbacks included: (component, instance).
+        self._instances: list[tuple[str, Any]] = []
+
+    def instances(self, component: str) -> list:
+        """The plugin instances built for `component` so far, each fallback on its own
+        (not the FallbackAdapter over them)."""
+        return [instance for kind, instance in self._instances if kind == component]
 
     def get(self, component: str, config: dict) -> Any:
         """The component: its first choice alone, or a FallbackAdapter over it and the
@@ -244,6 +251,7 @@ class ComponentCache:
 
     def _build_one(self, component: str, config: dict) -> Any:
         instance = self._build(component, config, self._language)
+        self._instances.append((component, instance))
         label = getattr(instance, "provider", None)
         if isinstance(label, str):
             self.provider_names[(component, label)] = config["provider"]

@@ -10,10 +10,17 @@ again.
 
 Nothing of it is reported again: the lines are the API's already, and a seeded chat
 context emits no `conversation_item_added`.
+
+Gemini 3 answers 400 to a request whose current turn holds a function call without the
+thought signature the model gave it, and the seeded calls have none (the run that made
+them took its signatures along, or another provider made them). Google documents a
+stand-in signature for history the model did not produce; the google plugin sends
+what its LLM keeps by call id, so the seeded calls are kept there with that stand-in.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -28,6 +35,10 @@ if TYPE_CHECKING:
     from agent.call import CallRuntime
 
 logger = logging.getLogger("voicecalls.agent.resume")
+
+# The stand-in as Google's documentation spells it in the request's JSON, where the
+# field is base64: the SDK encodes these bytes back to exactly that string.
+SKIP_THOUGHT_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
 
 RESUME_INSTRUCTIONS = (
     "The call was cut off for a moment by a technical problem, and you are back. Do not "
@@ -85,6 +96,24 @@ def _epoch(timestamp: object, default: float) -> float:
         return default
 
 
+def _sign_for_gemini(instances: list, items: list[llm.ChatItem]) -> None:
+    """The seeded function calls get the stand-in signature in every Gemini 3 (or
+    later) LLM of the call, fallbacks and other agents' models too: a handoff passes
+    the history on. Other providers, and older Gemini models (which do not check a
+    signature), are left as they are."""
+    from livekit.plugins import google
+    from livekit.plugins.google.llm import _is_gemini_3_or_newer
+
+    call_ids = [item.call_id for item in items if item.type == "function_call"]
+    for instance in instances:
+        # The plugin's own store (livekit-plugins-google 1.8.9, pinned): its stream
+        # sends a call's signature from `_thought_signatures` (for Gemini 2.5 and later);
+        # Gemini 3 is the one that checks, and the stand-in is documented for it.
+        if isinstance(instance, google.LLM) and _is_gemini_3_or_newer(instance.model):
+            for call_id in call_ids:
+                instance._thought_signatures.setdefault(call_id, SKIP_THOUGHT_SIGNATURE)
+
+
 async def resume(runtime: CallRuntime, session: AgentSession, agent: WorkflowAgent) -> bool:
     """Before the session starts: when somebody already spoke on the call, `agent` (the
     one the call is with) and the session's history hold what was said, and the agent
@@ -93,6 +122,7 @@ async def resume(runtime: CallRuntime, session: AgentSession, agent: WorkflowAge
     items = chat_items(lines)
     if not any(item.type == "message" for item in items):
         return False  # nobody spoke yet (or nothing said was kept): a first greeting
+    _sign_for_gemini(runtime.components.instances("llm"), items)
     await agent.update_chat_ctx(llm.ChatContext(list(items)))
     session.history.insert(items)
     agent.resume_instructions = RESUME_INSTRUCTIONS

@@ -3,13 +3,18 @@ the API kept, against the real API (a live server, see conftest)."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web as aiohttp_web
+from google.genai import types as genai_types
+from livekit.plugins import google
 
 from agent.api import AgentAPI
 from agent.reporter import EventReporter
-from agent.resume import chat_items
+from agent.resume import _sign_for_gemini, chat_items
 from agent.tests.conftest import Web
 from agent.tests.harness import (
     NUMBER,
@@ -258,3 +263,111 @@ async def test_a_resumed_phone_call_is_not_screened_for_a_machine_again(
 
     assert " ".join(providers.tts.spoken) == "Sorry, the line dropped. I'm well, thanks!"
     assert "save_prediction" not in providers.llm.requests[0].tools
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[tuple[str, list[dict]]]:
+    """A stand-in for the Gemini API's streamGenerateContent: each request's JSON body
+    is kept, and the answer is one line of text."""
+    bodies: list[dict] = []
+
+    async def generate(request: aiohttp_web.Request) -> aiohttp_web.StreamResponse:
+        bodies.append(await request.json())
+        answer = {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": "Sorry, I lost you."}]},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 10,
+                "candidatesTokenCount": 4,
+                "totalTokenCount": 14,
+            },
+        }
+        response = aiohttp_web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(answer)}\r\n\r\n".encode())
+        await response.write_eof()
+        return response
+
+    app = aiohttp_web.Application()
+    app.router.add_post("/{path:.*}", generate)
+    runner = aiohttp_web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp_web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", bodies
+    await runner.cleanup()
+
+
+def gemini_llm(model: str, base_url: str = "http://127.0.0.1:9") -> google.LLM:
+    return google.LLM(
+        api_key="gemini-key",
+        vertexai=False,
+        model=model,
+        http_options=genai_types.HttpOptions(base_url=base_url),
+    )
+
+
+@pytest.mark.api
+async def test_gemini_3_is_sent_the_resumed_calls_with_the_documented_stand_in_signature(
+    web: Web, fake_livekit, greeting_workflow: str, gemini: tuple[str, list[dict]]
+) -> None:
+    """Gemini 3 answers 400 to a turn whose function call has no thought signature; the
+    run that made the seeded calls took their signatures along. The real google plugin
+    sends them with the stand-in Google documents, spelled on the wire as documented."""
+    base_url, bodies = gemini
+    created = web.create_call(workflow_slug=greeting_workflow, user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    await first_run_dies_with_the_meal_agent(web, call_id)
+
+    providers = TextProviders(llm=gemini_llm("gemini-3-flash-preview", base_url))
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime = await job.prepare()
+        assert runtime is not None
+        session = job.session(runtime, vad=None, turn_detection="stt")
+        resumed = await job.start(runtime, session, capture_run=True)
+        resumed.expect.next_event().is_agent_handoff(new_agent_type=WorkflowAgent)
+        resumed.expect.next_event().is_message(role="assistant")
+        await session.aclose()
+        await live.finish()
+
+    calls = [
+        part
+        for content in bodies[0]["contents"]
+        for part in content["parts"]
+        if "functionCall" in part
+    ]
+    assert [(p["functionCall"]["name"], p.get("thoughtSignature")) for p in calls] == [
+        ("save_meal", "skip_thought_signature_validator")
+    ]
+
+
+def test_only_gemini_3_and_later_models_keep_a_stand_in_signature() -> None:
+    """Older Gemini models check no signature, and other providers have none."""
+    items = chat_items(
+        [
+            {"role": "user", "content": "Lunch was pasta", "timestamp": "2026-01-01T10:00:00Z"},
+            {
+                "role": "tool",
+                "content": "ok",
+                "sequence": 3,
+                "tool_call": {"name": "save_meal", "arguments": {}},
+                "timestamp": "2026-01-01T10:00:01Z",
+            },
+        ]
+    )
+    gemini_3, gemini_2_5, other = (
+        gemini_llm("gemini-3-flash-preview"),
+        gemini_llm("gemini-2.5-flash"),
+        ScriptedLLM([]),
+    )
+    _sign_for_gemini([gemini_3, gemini_2_5, other], items)
+    assert list(gemini_3._thought_signatures) == ["resumed_3"]
+    assert gemini_2_5._thought_signatures == {}
+    assert not hasattr(other, "_thought_signatures")

@@ -57,6 +57,17 @@ class ToolCallInputSerializer(JSONTypedSerializer):
     arguments = _ToolArgumentsField(
         max_bytes=MAX_TOOL_ARGUMENTS_BYTES, help_text="JSON object, ≤ 16 KiB."
     )
+    is_error = serializers.BooleanField(
+        required=False,
+        help_text="The tool failed: the line's `content` is its error. Kept only when true.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        # Kept only on a failed call, as the transcript shows it (an agent dispatched
+        # again mid-call tells its model which answers were errors).
+        if not attrs.get("is_error"):
+            attrs.pop("is_error", None)
+        return attrs
 
 
 class TranscriptEventSerializer(_EventBase):
@@ -287,8 +298,10 @@ def canonical_transcript_batch(data: object) -> list[dict] | None:
 
 def _canonical_tool_call(data: object) -> dict | None:
     # ToolCallInputSerializer's validated data, or None: the serializer decides.
-    if type(data) is not dict or data.keys() != {"name", "arguments"}:
+    if type(data) is not dict or data.keys() - {"is_error"} != {"name", "arguments"}:
         return None
+    if "is_error" in data and data["is_error"] is not True:
+        return None  # false is left out of what is kept: not canonical
     name = data["name"]
     if not _trimmed_text(name, _TOOL_NAME_MAX):
         return None
@@ -296,6 +309,8 @@ def _canonical_tool_call(data: object) -> dict | None:
         arguments = _TOOL_ARGUMENTS.run_validation(data["arguments"])
     except serializers.ValidationError:
         return None
+    if "is_error" in data:
+        return {"name": name, "arguments": arguments, "is_error": True}
     return {"name": name, "arguments": arguments}
 
 

@@ -203,9 +203,10 @@ def _transcript_item(row: tuple, tz: datetime.tzinfo) -> dict:
     }
     if tool_call is not None:
         arguments = {str(key): value for key, value in tool_call["arguments"].items()}
-        item["tool_call"] = orjson.Fragment(
-            _stdlib_json({"name": str(tool_call["name"]), "arguments": arguments})
-        )
+        shown = {"name": str(tool_call["name"]), "arguments": arguments}
+        if tool_call.get("is_error"):
+            shown["is_error"] = True
+        item["tool_call"] = orjson.Fragment(_stdlib_json(shown))
     if role == TranscriptRole.ASSISTANT:
         item["interrupted"] = bool(interrupted)
     return item

@@ -315,6 +315,10 @@ class ActiveCallsQuerySerializer(QueryParamsSerializer):
 class ToolCallSerializer(serializers.Serializer):
     name = serializers.CharField()
     arguments = serializers.DictField()
+    is_error = serializers.BooleanField(
+        required=False,
+        help_text="Present (true) only when the tool failed: the line's `content` is its error.",
+    )
 
 
 @extend_schema_serializer(examples=[examples.TRANSCRIPT_ENTRY])

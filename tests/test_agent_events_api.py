@@ -111,6 +111,29 @@ def test_a_batch_is_recorded_and_counted(agent_api, api, call):
     assert "tool_call" not in lines[0]
 
 
+def test_a_failed_tools_line_says_so_and_only_that_one(agent_api, api, call):
+    """An agent dispatched again mid-call tells its model which tool answers were
+    errors: the transcript keeps `is_error` on a failed call's line, and only there."""
+    save = {"name": "save_meal", "arguments": {"meal_type": "lunch"}}
+    events = [
+        transcript(
+            1,
+            role="tool",
+            content="save_meal failed (HTTP 500).",
+            tool_call={**save, "is_error": True},
+        ),
+        transcript(2, role="tool", content='{"ok": true}', tool_call={**save, "is_error": False}),
+        transcript(3, role="tool", content='{"ok": true}', tool_call=save),
+    ]
+    response = agent_api.post(url(call.pk), {"events": events})
+    assert response.status_code == 200, response.json()
+
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+    assert [line["tool_call"] for line in lines] == [{**save, "is_error": True}, save, save]
+    stored = TranscriptEntry.objects.filter(call=call).order_by("timestamp")
+    assert [entry.tool_call for entry in stored] == [{**save, "is_error": True}, save, save]
+
+
 @pytest.mark.parametrize("spelling", [str.upper, lambda text: text.replace("-", "")])
 def test_the_agents_paths_take_every_spelling_of_the_call_id(agent_api, api, call, spelling):
     """As the customer's call paths do; Django's `uuid` converter took only one."""
@@ -689,6 +712,7 @@ def _assert_agrees(event: object) -> dict | None:
         {"content": "Hello", "agent_name": None},
         {"content": "Hello", "tool_call": None},
         {"content": "Hello", "tool_call": {"name": "save_meal", "arguments": {"n": 1.5}}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "is_error": True}},
         {"content": "Hello", "role": "assistant", "interrupted": True},
         {"content": "Hello", "role": "assistant", "interrupted": False},
         {"content": "Hello", "interrupted": None},
@@ -730,6 +754,11 @@ def test_the_canonical_check_accepts_canonical_lines_as_the_serializer_does(chan
         {"content": "Hello", "tool_call": {"name": "save", "arguments": []}},
         {"content": "Hello", "tool_call": {"name": "save", "arguments": None}},
         {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "id": "x"}},
+        # false is valid but left out of what is kept
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "is_error": False}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "is_error": None}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "is_error": 1}},
+        {"content": "Hello", "tool_call": {"name": "save", "arguments": {}, "is_error": "true"}},
         {"content": "Hello", "tool_call": {"name": "s" * 65, "arguments": {}}},
         {"content": "Hello", "tool_call": {"name": "save", "arguments": {"a": "\x00"}}},
         {"content": "Hello", "tool_call": "save"},
@@ -753,7 +782,8 @@ _usual_values = {
     "agent_name": st.none() | _short_names,
     "tool_call": st.none()
     | st.fixed_dictionaries(
-        {"name": _short_names, "arguments": st.dictionaries(st.text(max_size=3), _json_scalars)}
+        {"name": _short_names, "arguments": st.dictionaries(st.text(max_size=3), _json_scalars)},
+        optional={"is_error": st.booleans()},
     ),
     "interrupted": st.none() | st.booleans(),
 }
@@ -765,7 +795,9 @@ _odd_values = {
     "content": _json_scalars,
     "agent_name": _json_scalars | st.text(max_size=3).map(" {} ".format),
     "tool_call": _json_scalars
-    | st.fixed_dictionaries({"name": _json_scalars, "arguments": _json_scalars}),
+    | st.fixed_dictionaries(
+        {"name": _json_scalars, "arguments": _json_scalars}, optional={"is_error": _json_scalars}
+    ),
     "interrupted": _json_scalars,
 }
 _REQUIRED = ("id", "type", "timestamp", "role", "content")
@@ -799,7 +831,8 @@ _fast_values = {
     "agent_name": st.none() | _bare_names,
     "tool_call": st.none()
     | st.fixed_dictionaries(
-        {"name": _bare_names, "arguments": st.dictionaries(_bare_names, _json_scalars)}
+        {"name": _bare_names, "arguments": st.dictionaries(_bare_names, _json_scalars)},
+        optional={"is_error": st.just(True)},
     ),
 }
 

@@ -175,6 +175,24 @@ def test_an_active_calls_session_carries_the_conversation_so_far(
     assert body["conversation_truncated"] is False
 
 
+def test_a_failed_tools_line_comes_saying_it_failed(agent_api: APIClient, call: Call) -> None:
+    """The agent's model is told that answer was an error, as on the run before."""
+    Call.objects.filter(pk=call.pk).update(status="active", started_at=AT)
+    failed = {"name": "save_meal", "arguments": {"meal_type": "lunch"}, "is_error": True}
+    TranscriptEntryFactory(call=call, role="user", content="Pasta", timestamp=said_at(1))
+    TranscriptEntryFactory(
+        call=call,
+        role="tool",
+        content="save_meal failed (HTTP 500).",
+        tool_call=failed,
+        timestamp=said_at(2),
+    )
+
+    body = agent_api.get(session_url(call)).json()
+
+    assert [line.get("tool_call") for line in body["conversation"]] == [None, failed]
+
+
 def test_a_long_conversation_comes_as_its_most_recent_lines(
     agent_api: APIClient, call: Call
 ) -> None:

@@ -191,6 +191,13 @@ def test_transcript_lines_are_what_the_schema_says_in_drfs_bytes(organization, z
             timestamp=t0.replace(microsecond=0),
         )
     TranscriptEntryFactory(
+        call=call,
+        role="tool",
+        content="save_meal failed (HTTP 500).",
+        tool_call={"name": "save_meal", "arguments": {}, "is_error": True},
+        timestamp=t0,
+    )
+    TranscriptEntryFactory(
         call=call, timestamp=datetime.datetime(5, 1, 1, tzinfo=datetime.UTC), content="old"
     )
 
@@ -199,7 +206,10 @@ def test_transcript_lines_are_what_the_schema_says_in_drfs_bytes(organization, z
 
     lines = json.loads(body)
     assert_described(lines, "TranscriptEntry", many=True)
-    assert ["tool_call" in line for line in lines].count(True) == len(AWKWARD_ARGUMENTS)
+    assert ["tool_call" in line for line in lines].count(True) == len(AWKWARD_ARGUMENTS) + 1
+    assert [line["content"] for line in lines if line.get("tool_call", {}).get("is_error")] == [
+        "save_meal failed (HTTP 500)."
+    ]
     assert {line["role"] for line in lines if "interrupted" in line} == {"assistant"}
     # The year-5 line sorts first; the awkward ones alternate interrupted from i = 0.
     assistant = [line for line in lines if line["role"] == "assistant"]

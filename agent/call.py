@@ -329,11 +329,16 @@ class CallRuntime:
         agent_name = self.agent_name()
         for call, output in event.zipped():
             content = output.output if output is not None else ""
+            tool_call = {"name": call.name, "arguments": tool_arguments(call.arguments)}
+            if output is not None and output.is_error:
+                # The content is the error the model was told: a run dispatched again
+                # mid-call tells it the same (agent/resume.py).
+                tool_call["is_error"] = True
             self.reporter.transcript(
                 role="tool",
                 content=content if isinstance(content, str) else str(content),
                 agent_name=agent_name,
-                tool_call={"name": call.name, "arguments": tool_arguments(call.arguments)},
+                tool_call=tool_call,
                 timestamp=call.created_at,
             )
 

@@ -2,11 +2,11 @@
 
 The session carries the conversation so far (`conversation`: the most recent lines of
 the call's transcript, as the API stored them). Its user and assistant lines become
-chat messages, its tool lines a function call with its output, in the transcript's
-order; they seed the chat context of the agent the call was with (which keeps only the
-calls of its own tools, as a handoff would) and the session's history (which later
-handoffs pass on). That agent then picks up where the call stopped instead of greeting
-again.
+chat messages, its tool lines a function call with its output (an error where the
+line's `tool_call` says `is_error`), in the transcript's order; they seed the chat
+context of the agent the call was with (which keeps only the calls of its own tools, as
+a handoff would) and the session's history (which later handoffs pass on). That agent
+then picks up where the call stopped instead of greeting again.
 
 Nothing of it is reported again: the lines are the API's already, and a seeded chat
 context emits no `conversation_item_added`.
@@ -84,7 +84,13 @@ def _tool_items(tool_call: dict, output: str, sequence: object, at: float) -> li
             created_at=at,
         ),
         llm.FunctionCallOutput(
-            call_id=call_id, name=name, output=output, is_error=False, created_at=at
+            call_id=call_id,
+            name=name,
+            output=output,
+            # A failed call's line says so (one an older worker reported does not:
+            # taken as answered, as before).
+            is_error=tool_call.get("is_error") is True,
+            created_at=at,
         ),
     ]
 

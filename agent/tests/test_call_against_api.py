@@ -160,6 +160,8 @@ async def test_it_runs_the_daily_call_against_the_api(web: Web, fake_livekit) ->
     assert saved["tool_call"]["arguments"] == {"meal_type": "lunch", "description": "a salad"}
     assert saved["content"] == '{"status": "recorded"}'
     assert '"brunch" is not one of' in tool_lines[1]["content"]
+    # The model was told the brunch was an error, and so will a run dispatched again.
+    assert [line["tool_call"].get("is_error") for line in tool_lines] == [None, True, None, None]
 
     metrics = web.metrics(call_id)
     assert metrics["agent_handoffs"] == 1

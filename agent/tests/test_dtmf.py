@@ -147,5 +147,9 @@ async def test_bad_digits_from_the_model_press_nothing_and_it_is_told_why(
 
     assert room.dtmf == []
     (tool_line,) = [line for line in web.transcript(job.call_id) if line["role"] == "tool"]
-    assert tool_line["tool_call"] == {"name": "send_dtmf", "arguments": {"digits": "1-2"}}
+    assert tool_line["tool_call"] == {
+        "name": "send_dtmf",
+        "arguments": {"digits": "1-2"},
+        "is_error": True,
+    }
     assert tool_line["content"].startswith("digits must be")

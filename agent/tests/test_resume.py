@@ -68,6 +68,31 @@ def test_the_lines_keep_the_transcripts_order_whatever_the_clocks() -> None:
     assert (items[2].call_id, items[2].output, items[2].is_error) == ("resumed_7", "ok", False)
 
 
+def test_a_failed_tool_line_is_an_error_answer_again() -> None:
+    """The model was told that answer was an error on the run before: so it is now."""
+    failed, answered = chat_items(
+        [
+            {
+                "role": "tool",
+                "content": "save_meal failed (HTTP 500).",
+                "sequence": 8,
+                "tool_call": {"name": "save_meal", "arguments": {}, "is_error": True},
+                "timestamp": "2026-01-01T10:00:00Z",
+            },
+            {
+                "role": "tool",
+                "content": '{"status": "recorded"}',
+                "sequence": 9,
+                "tool_call": {"name": "save_meal", "arguments": {}},
+                "timestamp": "2026-01-01T10:00:01Z",
+            },
+        ]
+    )[1::2]
+
+    assert (failed.output, failed.is_error) == ("save_meal failed (HTTP 500).", True)
+    assert (answered.output, answered.is_error) == ('{"status": "recorded"}', False)
+
+
 @pytest.fixture(scope="module")
 def greeting_workflow(web: Web) -> str:
     """The demo workflow with a fixed greeting on every agent, the meal agent's too."""

@@ -173,7 +173,11 @@ async def test_a_refused_transfer_goes_back_to_the_model_and_the_call_goes_on(
     assert providers.tts.spoken == [GREETING, MESSAGE, sorry]
     assert len(transfers(fake_livekit, room)) == 1
     (tool_line,) = [line for line in web.transcript(job.call_id) if line["role"] == "tool"]
-    assert tool_line["tool_call"] == {"name": "front_desk", "arguments": {"destination": DESK}}
+    assert tool_line["tool_call"] == {
+        "name": "front_desk",
+        "arguments": {"destination": DESK},
+        "is_error": True,
+    }
     assert tool_line["content"].startswith("The transfer failed: ")
 
 

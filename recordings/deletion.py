@@ -14,7 +14,7 @@ from django.utils import timezone
 from recordings import storage
 from recordings.models import Recording, RecordingStatus, StorageKind
 from voicecalls import livekit_egress
-from voicecalls.livekit import LiveKitError
+from voicecalls.livekit import EgressUpdate, LiveKitError
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,16 @@ def recording_egress_stop(recording_id: UUID) -> None:
         egress_stop_logged(egress_id)
 
 
+def egress_stop_if_recording(egress: EgressUpdate) -> None:
+    """Stop an egress still recording (one ending is finishing its file already)."""
+    if egress.status in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
+        egress_stop_logged(egress.egress_id)
+
+
 def egress_stop_logged(egress_id: str) -> None:
     """Stop an egress: it finishes its file and reports it ended. A LiveKit failure is
-    logged: it ends with the room, and `recordings_reconcile` stops one that outlives
-    its call."""
+    logged: it ends with the room (`recordings_reconcile` stops a recording's egress
+    that outlives its call)."""
     try:
         livekit_egress.egress_stop(egress_id=egress_id)
     except LiveKitError as exc:

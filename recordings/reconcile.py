@@ -10,7 +10,7 @@ from uuid import UUID
 from django.db import transaction
 
 from calls.models import ENDED_STATUSES
-from recordings.deletion import egress_stop_logged
+from recordings.deletion import egress_stop_if_recording
 from recordings.models import Recording
 from recordings.models import RecordingStatus as S
 from recordings.services import EGRESS_STATUSES, recording_egress_update
@@ -42,7 +42,7 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
     (woken or adopted, LiveKit errors); a LiveKit failure stops this pass."""
     from recordings.tasks import recording_start
 
-    # Bounded, and by `recording_start_unclaimed` (a few in flight).
+    # Bounded, and by `recording_unclaimed_unended` (a few in flight).
     lost = list(
         Recording.objects.filter(
             status=S.STARTING,
@@ -106,13 +106,7 @@ def _egress_adopt(
         recording_egress_update(egress=chosen, room_name=room_name, at=now)
     logger.warning("recordings: recording %s adopted egress %s", recording_id, chosen.egress_id)
     for other in running[1:]:
-        _egress_stop_if_recording(other)
-
-
-def _egress_stop_if_recording(egress: EgressUpdate) -> None:
-    """Stop an egress still recording (one ending is finishing already)."""
-    if egress.status in ("EGRESS_STARTING", "EGRESS_ACTIVE"):
-        egress_stop_logged(egress.egress_id)
+        egress_stop_if_recording(other)
 
 
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
@@ -155,7 +149,7 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
         if egress is not None and EGRESS_STATUSES.get(egress.status) not in _TERMINAL:
             # Still running long after its call ended (the room outlived the call): it
             # records nobody it should. The next pass (or its webhook) sees it ended.
-            _egress_stop_if_recording(egress)
+            egress_stop_if_recording(egress)
             Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
         _egress_ended_apply(egress, pk=pk, egress_id=egress_id, room_name=room_name, now=now)
@@ -233,7 +227,7 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
             return settled, 1
         running = [e for e in egresses if EGRESS_STATUSES.get(e.status) not in _TERMINAL]
         for egress in running:
-            _egress_stop_if_recording(egress)
+            egress_stop_if_recording(egress)
         if not running:
             recording_file_delete.enqueue(str(pk))
             settled += 1

@@ -23,6 +23,7 @@ from calls.models import ENDED_STATUSES, Call, CallStatus
 from privacy.keys import room_names_erased
 from recordings import storage
 from recordings.deletion import (
+    egress_stop_if_recording,
     egress_stop_logged,
     recording_egress_stop,
     recording_file_delete_later,
@@ -283,17 +284,22 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
         changes["ended_at"] = at
         changes["error"] = (egress.error or egress.status)[:ERROR_MAX_CHARS]
     moved = Recording.objects.filter(pk=recording.pk, status__in=from_statuses).update(**changes)
-    if (
-        not moved
-        and status in (S.COMPLETE, S.FAILED)
-        # As it is now, not as read before the update: a deletion may have marked it
-        # since, after its own file deletion found nothing yet.
-        and Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists()
-    ):
-        # Deleted while the egress was still writing: the file it just ended goes too
-        # (one a failure ended early may be a file as well; none: a no-op).
-        recording_file_delete_later(recording.pk)
+    # As it is now, not as read before the update: a deletion may have marked it since,
+    # after its own file deletion found nothing yet.
+    if not moved and Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists():
+        _egress_of_deleted(recording.pk, egress, status)
     return True
+
+
+def _egress_of_deleted(recording_id: UUID, egress: EgressUpdate, status: str) -> None:
+    """An egress of a recording deleted while it wrote: the file it ended goes too (one
+    a failure ended early may be a file as well; none: a no-op). One still recording is
+    stopped: the deletion looked before the egress was the recording's (its start's
+    answer, or this webhook, came later), so it records the erased user no more."""
+    if status in (S.COMPLETE, S.FAILED):
+        recording_file_delete_later(recording_id)
+    else:  # after the commit: a LiveKit request never holds the row locked
+        transaction.on_commit(lambda: egress_stop_if_recording(egress), robust=True)
 
 
 def recording_storage_set(

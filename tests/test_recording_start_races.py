@@ -21,6 +21,7 @@ from tests.recordings import (
     object_keys,
     recording_on,
     run_worker,
+    send_egress,
     start_call,
 )
 
@@ -108,6 +109,26 @@ def test_a_recording_deleted_before_its_start_reached_livekit_is_settled_once(
     assert fake_livekit.calls("StartRoomCompositeEgress") == []
     assert len(fake_livekit.calls("ListEgress")) == 1
     assert Recording.objects.get(call_id=call_id).ended_at is not None
+
+
+def test_an_egress_whose_webhook_names_it_after_the_recording_was_deleted_is_stopped(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """The start's worker died after LiveKit started the egress, and the user was
+    erased (the deletion found no egress id to stop): the egress's `egress_started`
+    then named it the deleted recording's, and it went on recording the erased caller
+    until the call ended."""
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert recording_delete(call_id=call_id)
+
+    response = send_egress("egress_started", call_id=call_id, egress_id=orphan)
+
+    assert response.status_code == 200
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id) == ("deleted", orphan)
 
 
 def test_an_egress_livekit_starts_while_the_recording_is_deleted_is_stopped_at_once(

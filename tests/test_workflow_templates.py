@@ -505,3 +505,19 @@ def test_whether_a_template_is_valid_does_not_depend_on_how_deep_its_caller_is()
 def test_a_template_past_the_bounds_saved_before_them_renders_empty() -> None:
     assert render("x{{ 1 }}" * 200, CONTEXT) == ""
     assert render("x{{ 1 }}" * 10, CONTEXT) == "x1" * 10
+
+
+def test_a_template_padded_with_comments_is_refused_once_lexing_it_costs_too_much() -> None:
+    """Comments and whitespace do not count against the token bound, but lexing them
+    costs the same: twenty thousand characters of empty comments counted as three
+    tokens, and every write lexed them again."""
+    from workflows.prompts import template_tokens
+
+    padded = "{{ user.name }}" + "{##}" * 5_000
+    within = "{{ user.name }}" + "{##}" * 500  # two tokens each
+
+    assert template_error(padded) == (
+        "Template too complex: more than 2,000 tokens counting whitespace and comments."
+    )
+    assert template_tokens(padded) == 500  # at its bound, against the workflow's
+    assert (template_error(within), template_tokens(within)) == (None, 5)

@@ -14,7 +14,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
-from analysis.settings import AnalysisSettingsSerializer, analysis_llm_problem
+from analysis.settings import (
+    MAX_SUMMARY_PROMPT_CHARS,
+    AnalysisSettingsSerializer,
+    analysis_llm_problem,
+)
 from providerkeys.catalog import PROVIDER_CATALOG
 from voicecalls.fields import JSONTypedSerializer
 from workflows.languages import agents_language_problems
@@ -26,7 +30,7 @@ from workflows.prompts import (
     template_error,
     template_tokens,
 )
-from workflows.settings import WorkflowSettingsSerializer
+from workflows.settings import MAX_VOICEMAIL_MESSAGE_CHARS, WorkflowSettingsSerializer
 from workflows.tools import (
     NAME_HELP,
     NAME_PATTERN,
@@ -282,29 +286,30 @@ class WorkflowDefinitionSerializer(JSONTypedSerializer):
         return data
 
 
-def _templates_of(data: dict) -> Iterator[object]:
-    """The templates a workflow body holds, as sent (any type: the fields check them)."""
+def _templates_of(data: dict) -> Iterator[tuple[object, int]]:
+    """The templates a workflow body holds, as sent (any type: the fields check them),
+    each with its field's length limit."""
     agents = data.get("agents")
     for agent in agents[:MAX_AGENTS] if isinstance(agents, list) else []:
         if isinstance(agent, dict):
-            yield agent.get("instructions")
-            yield agent.get("greeting")
+            yield agent.get("instructions"), MAX_TEMPLATE_CHARS
+            yield agent.get("greeting"), MAX_GREETING_CHARS
     settings, analysis = data.get("settings"), data.get("analysis")
     voicemail = settings.get("voicemail") if isinstance(settings, dict) else None
     if isinstance(voicemail, dict):
-        yield voicemail.get("message")
+        yield voicemail.get("message"), MAX_VOICEMAIL_MESSAGE_CHARS
     if isinstance(analysis, dict):
-        yield analysis.get("summary_prompt")
+        yield analysis.get("summary_prompt"), MAX_SUMMARY_PROMPT_CHARS
 
 
 def _templates_within_budget(data: dict) -> None:
     """ValidationError (on `agents`) when the workflow's templates together hold more
-    than MAX_WORKFLOW_TEMPLATE_TOKENS. One past its own bound counts at the bound: its
-    field says what is wrong with it."""
+    than MAX_WORKFLOW_TEMPLATE_TOKENS. One past its own bounds counts at the bound, one
+    too long not at all: its field says what is wrong with it."""
     tokens = 0
-    for source in _templates_of(data):
-        if isinstance(source, str) and len(source) <= MAX_TEMPLATE_CHARS:
-            tokens += min(template_tokens(source), MAX_TEMPLATE_TOKENS)
+    for source, max_length in _templates_of(data):
+        if isinstance(source, str) and len(source) <= max_length:
+            tokens += template_tokens(source)
     if tokens > MAX_WORKFLOW_TEMPLATE_TOKENS:
         raise serializers.ValidationError(
             {

@@ -10,6 +10,7 @@ from uuid import UUID
 from django.db import transaction
 
 from calls.models import ENDED_STATUSES
+from privacy.keys import ERASED_ROOM_PREFIX
 from recordings.deletion import egress_stop_if_recording
 from recordings.models import Recording
 from recordings.models import RecordingStatus as S
@@ -205,14 +206,14 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
     )
     found = list(
         deleted_while_starting.order_by("created_at").values_list(
-            "pk", "updated_at", "call__room_name"
+            "pk", "updated_at", "call__room_name", "object_key"
         )[:RECONCILE_BATCH]
     )
     queued = task_waiting_args(
-        recording_file_delete, [(str(pk),) for pk, _, _ in found], due_only=False
+        recording_file_delete, [(str(pk),) for pk, *_ in found], due_only=False
     )
     settled = 0
-    for pk, updated_at, room_name in found:
+    for pk, updated_at, room_name, object_key in found:
         if (str(pk),) in queued:
             continue
         # Each looked at by one pass (`expire_calls` on two hosts), once a RECONCILE_AFTER.
@@ -220,8 +221,7 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
         if not mine.update(updated_at=now):
             continue
         try:
-            # An erased inbound call's room has a new name LiveKit never knew: none found.
-            egresses = _unowned(livekit_egress.room_egresses(room_name=room_name))
+            egresses = _egresses_of_deleted_start(room_name=room_name, object_key=object_key)
         except LiveKitError as exc:
             logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
             return settled, 1
@@ -232,3 +232,12 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
             recording_file_delete.enqueue(str(pk))
             settled += 1
     return settled, 0
+
+
+def _egresses_of_deleted_start(*, room_name: str, object_key: str) -> list[EgressUpdate]:
+    """The egresses a start of the recording may have got: the room's that no recording
+    owns. An erased inbound call's room has a name LiveKit never knew: those running
+    anywhere that write the recording's key, then (one ended wrote its file already)."""
+    if room_name.startswith(ERASED_ROOM_PREFIX):
+        return [e for e in livekit_egress.active_egresses() if e.filepath == object_key]
+    return _unowned(livekit_egress.room_egresses(room_name=room_name))

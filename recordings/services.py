@@ -258,7 +258,7 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     (an `egress_started` after `egress_ended`) changes nothing."""
     recording, claimed = _recording_of_egress(egress_id=egress.egress_id, room_name=room_name)
     if recording is None:
-        return False
+        return _egress_writing_a_kept_key(egress)
     status = EGRESS_STATUSES.get(egress.status)
     if status is None:
         return True
@@ -288,6 +288,25 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     # after its own file deletion found nothing yet.
     if not moved and Recording.objects.filter(pk=recording.pk, status=S.DELETED).exists():
         _egress_of_deleted(recording.pk, egress, status)
+    return True
+
+
+def _egress_writing_a_kept_key(egress: EgressUpdate) -> bool:
+    """An egress writing the key of a recording that kept another egress: a start's
+    that another start of the same recording beat (`_egress_id_keep`). Still
+    recording, it is stopped (it would write over the file, or record an erased user);
+    ended, what it wrote goes if the recording was deleted. False for no key of ours."""
+    if not egress.filepath:
+        return False
+    kept = Recording.objects.filter(object_key=egress.filepath, egress_id__isnull=False)
+    row = kept.exclude(egress_id=egress.egress_id).values_list("pk", "status").first()
+    if row is None:
+        return False
+    if EGRESS_STATUSES.get(egress.status) in (S.COMPLETE, S.FAILED):
+        if row[1] == S.DELETED:
+            recording_file_delete_later(row[0])
+    else:
+        transaction.on_commit(lambda: egress_stop_if_recording(egress), robust=True)
     return True
 
 

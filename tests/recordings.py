@@ -60,6 +60,7 @@ def egress_body(
     error: str | None = None,
     details: str | None = None,
     event_id: str | None = None,
+    filepath: str | None = None,
 ) -> str:
     """The egress sample `name` (tests/data/livekit/), about the call's room and egress."""
     payload = sample(name)
@@ -72,6 +73,10 @@ def egress_body(
         info["error"] = error
     if details is not None:
         info["details"] = details
+    if filepath is not None:  # where it writes: the request's output, the file's name
+        info["roomComposite"]["fileOutputs"][0]["filepath"] = filepath
+        for result in info.get("fileResults", []):
+            result["filename"] = filepath
     payload["id"] = event_id or f"EV_{uuid.uuid4().hex[:12]}"
     return json.dumps(payload)
 

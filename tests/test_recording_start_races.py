@@ -13,14 +13,18 @@ from django.utils import timezone
 from livekit.protocol import egress as egress_models
 
 from calls.expiry import calls_expire
+from calls.models import Call
+from privacy.keys import room_name_erased
 from recordings.deletion import recording_delete
 from recordings.models import Recording
+from tests.factories import CallFactory, RecordingFactory
 from tests.recordings import (
     egress_of_a_start_whose_worker_died,
     join,
     object_keys,
     recording_on,
     run_worker,
+    s3_client,
     send_egress,
     start_call,
 )
@@ -181,3 +185,76 @@ def test_a_start_so_slow_another_kept_its_egress_first_stops_its_own(
     assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": slow}]
     recording = Recording.objects.get(call_id=call_id)
     assert (recording.status, recording.egress_id) == ("starting", "EG_woken")
+
+
+@pytest.mark.parametrize(("status", "deleted"), [("deleted", True), ("complete", False)])
+def test_a_file_a_duplicate_egress_ends_goes_only_if_the_recording_was_deleted(
+    organization, workflow, fake_livekit, recordings_bucket, s3_server, status, deleted
+) -> None:
+    """The slow start's egress, stopped as a duplicate (above), uploads what it recorded
+    to the recording's key; its webhooks name no recording (the row kept the other id,
+    and is not unclaimed). Deleted meanwhile, the erased caller's file stayed for good."""
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    recording = RecordingFactory(
+        call=call, status=status, egress_id="EG_kept", endpoint=s3_server, bucket=recordings_bucket
+    )
+    s3_client(s3_server).put_object(
+        Bucket=recordings_bucket, Key=recording.object_key, Body=b"audio"
+    )
+
+    response = send_egress(
+        "egress_ended", call_id=call.pk, egress_id="EG_slow", filepath=recording.object_key
+    )
+    run_worker()
+
+    assert response.status_code == 200
+    left = [] if deleted else [recording.object_key]
+    assert object_keys(s3_server, recordings_bucket) == left
+    recording.refresh_from_db()
+    assert (recording.status, recording.egress_id) == (status, "EG_kept")
+
+
+def test_a_duplicate_egress_still_recording_is_stopped_when_its_webhook_comes(
+    organization, workflow, fake_livekit
+) -> None:
+    """Its StopEgress failed (or was never sent: the slow start died after LiveKit's
+    answer): it recorded on, and wrote over the kept egress's file at the end."""
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(call=call, status="recording", egress_id="EG_kept")
+
+    response = send_egress(
+        "egress_started", call_id=call.pk, egress_id="EG_slow", filepath=recording.object_key
+    )
+
+    assert response.status_code == 200
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": "EG_slow"}]
+    recording.refresh_from_db()
+    assert (recording.status, recording.egress_id) == ("recording", "EG_kept")
+
+
+def test_a_lost_start_of_an_erased_inbound_call_whose_room_outlived_it_is_stopped(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """Erasure renames a named room once its call ended (it holds the caller's number):
+    LiveKit knows no room of the new name, so the egress still recording was found by
+    none, the key deleted before it wrote its file, and that file left for good."""
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert recording_delete(call_id=call_id)
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    call = Call.objects.get(pk=call_id)
+    Call.objects.filter(pk=call_id).update(room_name=room_name_erased(call.room_name))
+
+    calls_expire(now=timezone.now() + HOUR)
+    run_worker()
+
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
+    assert Recording.objects.get(call_id=call_id).ended_at is None
+    fake_livekit.egress_run()  # it finishes its file; no webhook arrives
+
+    calls_expire(now=timezone.now() + 2 * HOUR)
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert Recording.objects.get(call_id=call_id).ended_at is not None

@@ -57,6 +57,8 @@ class EgressUpdate:
     # Of the first file written (a room composite to one file writes one), if any.
     duration_ns: int | None = None
     size_bytes: int | None = None
+    # Where it writes its file: a recording's `object_key` ("" if it does not say).
+    filepath: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,15 @@ def egress_update_of(info: object) -> EgressUpdate:
     """What an `EgressInfo` (a webhook's, or ListEgress's) says of a recording."""
     files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
     first = files[0] if files else None
+    # The request it runs (a room composite's, ours) names the path before any file is.
+    outputs = info.room_composite.file_outputs
     return EgressUpdate(
         egress_id=info.egress_id,
         status=enum_name(livekit_egress.EgressStatus, info.status),
         error=info.error or info.details,
         duration_ns=first.duration if first is not None else None,
         size_bytes=first.size if first is not None else None,
+        filepath=outputs[0].filepath if outputs else (first.filename if first else ""),
     )
 
 

@@ -71,6 +71,15 @@ def room_egresses(*, room_name: str) -> list[EgressUpdate]:
     return [egress_update_of(info) for info in response.items if info.room_name == room_name]
 
 
+def active_egresses() -> list[EgressUpdate]:
+    """Every egress LiveKit is running now, in any room (ListEgress with `active`)."""
+    request = api.ListEgressRequest(active=True)
+    response = twirp_request(
+        "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
+    )
+    return [] if response is None else [egress_update_of(info) for info in response.items]
+
+
 def egress_stop(*, egress_id: str) -> None:
     """Ask LiveKit to stop an egress: it finishes its file and reports it ended. One
     LiveKit no longer knows is no failure."""

@@ -234,3 +234,16 @@ def test_a_started_racing_the_ended_that_claims_the_egress_does_not_reopen_it(
     thread.join(10)
 
     assert state(recording) == ("failed", None, None, "Start signal not received")
+
+
+@pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
+def test_an_egress_webhook_whose_file_path_the_database_cannot_take_is_400(recording, bad) -> None:
+    """The path is looked up among the recordings' keys (a duplicate egress's): on
+    PostgreSQL a NUL in a query parameter was a 500."""
+    response = send_egress(
+        "egress_ended", call_id=recording.call_id, egress_id="EG_other", filepath=f"k{bad}"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "parse_error"
+    assert state(recording) == ("starting", None, None, "")

@@ -107,7 +107,7 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     room_name = event.room.name or (event.egress_info.room_name if egress else "")
     texts = "".join((event.id, event.event, room_name, participant.identity))
     if egress is not None:
-        texts += egress.egress_id + egress.error
+        texts += egress.egress_id + egress.error + egress.filepath
     if not _storable(texts) or len(event.id) > WEBHOOK_EVENT_ID_MAX:
         raise WebhookPayloadError("The event's id, room or participant cannot be stored.")
     return WebhookEvent(

@@ -521,3 +521,12 @@ def test_a_template_padded_with_comments_is_refused_once_lexing_it_costs_too_muc
     )
     assert template_tokens(padded) == 500  # at its bound, against the workflow's
     assert (template_error(within), template_tokens(within)) == (None, 5)
+
+
+def test_a_template_saved_before_the_lexing_bound_and_past_it_still_renders() -> None:
+    """The bound guards writes; a stored template past it compiles once per process,
+    and rendering it empty would have silently dropped an agent's prompt."""
+    commented = "Hello {{ user.name }}." + "{# note #}" * 700
+
+    assert template_error(commented) is not None
+    assert render(commented, CONTEXT) == "Hello Ada."

@@ -72,11 +72,11 @@ class TemplateTooComplex(TemplateError):
     `MAX_TEMPLATE_DEPTH`)."""
 
 
-def _tokens(source: str) -> Iterator[tuple[int, str, str]]:
+def _tokens(source: str, *, lexed_max: int | None) -> Iterator[tuple[int, str, str]]:
     """What compiling costs by: whitespace and comments aside, lexed as it is read, and
-    no further than MAX_LEXED_TOKENS in all (TemplateTooComplex)."""
+    no further than `lexed_max` in all (TemplateTooComplex)."""
     for lexed, token in enumerate(environment.lex(source), start=1):
-        if lexed > MAX_LEXED_TOKENS:
+        if lexed_max is not None and lexed > lexed_max:
             raise TemplateTooComplex(
                 f"Template too complex: more than {MAX_LEXED_TOKENS:,} tokens counting "
                 "whitespace and comments."
@@ -92,7 +92,7 @@ def template_tokens(source: str) -> int:
     lexed ends the count."""
     count = 0
     try:
-        for _ in islice(_tokens(source), MAX_TEMPLATE_TOKENS):
+        for _ in islice(_tokens(source, lexed_max=MAX_LEXED_TOKENS), MAX_TEMPLATE_TOKENS):
             count += 1
     except TemplateTooComplex:
         return MAX_TEMPLATE_TOKENS
@@ -101,10 +101,12 @@ def template_tokens(source: str) -> int:
     return count
 
 
-def _parsed(source: str) -> nodes.Template:
+def _parsed(source: str, *, lexed_max: int | None = None) -> nodes.Template:
     """`source` parsed, once its tokens (lexed no further than the bound) and then its
-    nesting are known to be within what compiling is allowed."""
-    tokens = _tokens(source)
+    nesting are known to be within what compiling is allowed. A write bounds lexing
+    too (`lexed_max`); a render does not, so a template saved before that bound (which
+    compiles quickly enough, and once per process) still renders."""
+    tokens = _tokens(source, lexed_max=lexed_max)
     brackets = 0
     for _, kind, value in islice(tokens, MAX_TEMPLATE_TOKENS):
         # The parser recurses a dozen Python frames into each bracket, and parentheses
@@ -152,7 +154,7 @@ def template_error(source: str) -> str | None:
     """Why `source` is not a valid prompt template (syntax, unknown filter, too complex
     to compile), or None."""
     try:
-        environment.compile(_parsed(source))
+        environment.compile(_parsed(source, lexed_max=MAX_LEXED_TOKENS))
     except TemplateTooComplex as exc:
         return exc.message
     except TemplateSyntaxError as exc:

@@ -52,15 +52,15 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
             updated_at__lt=now - START_LOST_AFTER,
         )
         .order_by("created_at")
-        .values_list("pk", "updated_at", "call__room_name")[:RECONCILE_BATCH]
+        .values_list("pk", "updated_at", "call__room_name", "object_key")[:RECONCILE_BATCH]
     )
     # A start a worker took lately runs still: woken too, the two runs could both claim
     # the row (the second reading it after the first's claim) and start two egresses.
     waiting = task_waiting_args(
-        recording_start, [(str(pk),) for pk, _, _ in lost], taken_since=now - START_LOST_AFTER
+        recording_start, [(str(pk),) for pk, *_ in lost], taken_since=now - START_LOST_AFTER
     )
     woken = 0
-    for pk, updated_at, room_name in lost:
+    for pk, updated_at, room_name, object_key in lost:
         if (str(pk),) in waiting:
             continue
         mine = Recording.objects.filter(
@@ -75,7 +75,7 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
             # room's name is not logged: an inbound call's holds the caller's number.)
             logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
             return woken, 1
-        egresses = _unowned(egresses)
+        egresses = _unowned(egresses, object_key=object_key)
         if egresses:
             _egress_adopt(egresses, recording_id=pk, room_name=room_name, now=now)
         else:
@@ -84,12 +84,14 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
     return woken, 0
 
 
-def _unowned(egresses: list[EgressUpdate]) -> list[EgressUpdate]:
-    """Those no recording owns: one that a recording owns is another call's (a room
-    name used again)."""
-    ids = [e.egress_id for e in egresses]
+def _unowned(egresses: list[EgressUpdate], *, object_key: str) -> list[EgressUpdate]:
+    """Those that write the recording's key (or do not say where they write) and that no
+    recording owns: one that a recording owns is another call's (a room name used
+    again), one writing elsewhere is not ours (another app's, on the same project)."""
+    ours = [e for e in egresses if e.filepath in ("", object_key)]
+    ids = [e.egress_id for e in ours]
     owned = set(Recording.objects.filter(egress_id__in=ids).values_list("egress_id", flat=True))
-    return [e for e in egresses if e.egress_id not in owned]
+    return [e for e in ours if e.egress_id not in owned]
 
 
 def _egress_adopt(
@@ -213,6 +215,7 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
         recording_file_delete, [(str(pk),) for pk, *_ in found], due_only=False
     )
     settled = 0
+    active: list[EgressUpdate] | None = None
     for pk, updated_at, room_name, object_key in found:
         if (str(pk),) in queued:
             continue
@@ -221,7 +224,14 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
         if not mine.update(updated_at=now):
             continue
         try:
-            egresses = _egresses_of_deleted_start(room_name=room_name, object_key=object_key)
+            if room_name.startswith(ERASED_ROOM_PREFIX):
+                # Renamed by the erasure: LiveKit never knew this name. The egresses
+                # running anywhere (listed once a pass), by the key they write.
+                active = livekit_egress.active_egresses() if active is None else active
+                egresses = [e for e in active if e.filepath == object_key]
+            else:
+                room = livekit_egress.room_egresses(room_name=room_name)
+                egresses = _unowned(room, object_key=object_key)
         except LiveKitError as exc:
             logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
             return settled, 1
@@ -232,12 +242,3 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
             recording_file_delete.enqueue(str(pk))
             settled += 1
     return settled, 0
-
-
-def _egresses_of_deleted_start(*, room_name: str, object_key: str) -> list[EgressUpdate]:
-    """The egresses a start of the recording may have got: the room's that no recording
-    owns. An erased inbound call's room has a name LiveKit never knew: those running
-    anywhere that write the recording's key, then (one ended wrote its file already)."""
-    if room_name.startswith(ERASED_ROOM_PREFIX):
-        return [e for e in livekit_egress.active_egresses() if e.filepath == object_key]
-    return _unowned(livekit_egress.room_egresses(room_name=room_name))

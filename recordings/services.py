@@ -229,10 +229,13 @@ def _fail(recording_id: UUID, error: str) -> bool:
     )
 
 
-def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording | None, bool]:
+def _recording_of_egress(
+    *, egress_id: str, room_name: str, filepath: str
+) -> tuple[Recording | None, bool]:
     """The recording an egress writes: by its id, or — when its webhook overtook
     LiveKit's answer to the start request, or that answer was lost — the call's in that
-    room, claimed for it (then True)."""
+    room, claimed for it (then True) if the egress writes its key (or does not say: an
+    egress of another app in the room is not the recording's)."""
     if len(egress_id) > EGRESS_ID_MAX:  # no egress of ours (LiveKit's are ~15)
         logger.warning("egress webhook with an id of %d characters ignored", len(egress_id))
         return None, False
@@ -243,6 +246,8 @@ def _recording_of_egress(*, egress_id: str, room_name: str) -> tuple[Recording |
     # the caller's number): LiveKit still says the name it had.
     names = [room_name, *room_names_erased(room_name)]
     unclaimed = Recording.objects.filter(call__room_name__in=names, egress_id__isnull=True)
+    if filepath:
+        unclaimed = unclaimed.filter(object_key=filepath)
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
         return None, False
@@ -256,7 +261,9 @@ def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetim
     """Apply an egress webhook to the recording it is about; False when it is about no
     recording of ours. The status only moves forward, so a replayed or late event
     (an `egress_started` after `egress_ended`) changes nothing."""
-    recording, claimed = _recording_of_egress(egress_id=egress.egress_id, room_name=room_name)
+    recording, claimed = _recording_of_egress(
+        egress_id=egress.egress_id, room_name=room_name, filepath=egress.filepath
+    )
     if recording is None:
         return _egress_writing_a_kept_key(egress)
     status = EGRESS_STATUSES.get(egress.status)

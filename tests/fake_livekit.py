@@ -82,6 +82,8 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     # Called with the new egress's info before StartRoomCompositeEgress answers (on the
     # server's thread): what happens meanwhile on our side.
     on_egress_start: object = None
+    # ListEgress of every room pages by this many (newer servers page); None: one page.
+    egress_page_size: int | None = None
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "503", "not_found" or "hang"."""

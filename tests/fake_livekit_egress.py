@@ -78,7 +78,14 @@ class EgressMixin:
                 if (not message.room_name or info.room_name == message.room_name)
                 and (not message.active or info.status < egress_models.EgressStatus.EGRESS_COMPLETE)
             ]
-        return response_class(items=items)
+        if self.egress_page_size is None or message.room_name:
+            return response_class(items=items)
+        start = int(message.page_token.token or 0)
+        end = start + self.egress_page_size
+        response = response_class(items=items[start:end])
+        if end < len(items):
+            response.next_page_token.token = str(end)
+        return response
 
     def _StopEgress(self, message, response_class):
         """As LiveKit: an egress starting or active goes ENDING (it then finishes its

@@ -73,6 +73,9 @@ def egress_body(
         info["error"] = error
     if details is not None:
         info["details"] = details
+    if filepath is None:  # as LiveKit says it of the egress we started: our key
+        keys = Recording.objects.filter(call_id=call_id).values_list("object_key", flat=True)
+        filepath = keys.first()
     if filepath is not None:  # where it writes: the request's output, the file's name
         info["roomComposite"]["fileOutputs"][0]["filepath"] = filepath
         for result in info.get("fileResults", []):

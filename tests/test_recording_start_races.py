@@ -10,7 +10,9 @@ import datetime
 import pytest
 from django.db import connection
 from django.utils import timezone
+from livekit import api as lk_api
 from livekit.protocol import egress as egress_models
+from livekit.protocol.egress import EgressStatus
 
 from calls.expiry import calls_expire
 from calls.models import Call
@@ -127,7 +129,8 @@ def test_an_egress_whose_webhook_names_it_after_the_recording_was_deleted_is_sto
     orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
     assert recording_delete(call_id=call_id)
 
-    response = send_egress("egress_started", call_id=call_id, egress_id=orphan)
+    key = Recording.objects.get(call_id=call_id).object_key
+    response = send_egress("egress_started", call_id=call_id, egress_id=orphan, filepath=key)
 
     assert response.status_code == 200
     assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
@@ -258,3 +261,49 @@ def test_a_lost_start_of_an_erased_inbound_call_whose_room_outlived_it_is_stoppe
 
     assert object_keys(s3_server, recordings_bucket) == []
     assert Recording.objects.get(call_id=call_id).ended_at is not None
+
+
+def test_an_egress_of_another_app_in_the_room_neither_takes_the_recording_nor_stops_ours(
+    organization, workflow, fake_livekit
+) -> None:
+    """Its webhook came first and took the recording that had no egress id yet (any
+    egress of the room did); the recording's own egress, writing its key, then looked
+    like a duplicate and was stopped."""
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(call=call, status="starting", egress_id=None)
+
+    foreign = send_egress(
+        "egress_started", call_id=call.pk, egress_id="EG_foreign", filepath="other/app.mp4"
+    )
+    ours = send_egress(
+        "egress_started", call_id=call.pk, egress_id="EG_ours", filepath=recording.object_key
+    )
+
+    assert (foreign.json(), ours.json()) == ({"result": "unknown_room"}, {"result": "handled"})
+    recording.refresh_from_db()
+    assert (recording.status, recording.egress_id) == ("recording", "EG_ours")
+    assert fake_livekit.calls("StopEgress") == []
+
+
+def test_an_erased_inbound_calls_egress_is_found_on_any_page_of_running_egresses(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """Newer LiveKit servers page ListEgress: the first page alone missed it, and its
+    key was deleted while it still recorded."""
+    for room in ("other-1", "other-2", "other-3"):
+        fake_livekit.egresses[f"EG_{room}"] = lk_api.EgressInfo(
+            egress_id=f"EG_{room}", room_name=room, status=EgressStatus.EGRESS_ACTIVE
+        )
+    fake_livekit.egress_page_size = 1
+    call_id = start_call(api)
+    join(call_id)
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    assert recording_delete(call_id=call_id)
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    call = Call.objects.get(pk=call_id)
+    Call.objects.filter(pk=call_id).update(room_name=room_name_erased(call.room_name))
+
+    calls_expire(now=timezone.now() + HOUR)
+
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
+    assert Recording.objects.get(call_id=call_id).ended_at is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from livekit import api
 
-from voicecalls.livekit import EgressUpdate, egress_update_of, twirp_request
+from voicecalls.livekit import EgressUpdate, LiveKitError, egress_update_of, twirp_request
 
 
 def room_audio_recording_start(
@@ -71,13 +71,33 @@ def room_egresses(*, room_name: str) -> list[EgressUpdate]:
     return [egress_update_of(info) for info in response.items if info.room_name == room_name]
 
 
+# ListEgress pages (newer servers): more pages than this of running egresses is a
+# LiveKit answering in circles.
+_ACTIVE_PAGES_MAX = 1_000
+
+
 def active_egresses() -> list[EgressUpdate]:
-    """Every egress LiveKit is running now, in any room (ListEgress with `active`)."""
-    request = api.ListEgressRequest(active=True)
-    response = twirp_request(
-        "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
-    )
-    return [] if response is None else [egress_update_of(info) for info in response.items]
+    """Every egress LiveKit is running now, in any room (ListEgress with `active`, page
+    after page on servers that page it). LiveKitError rather than part of them."""
+    found: list[EgressUpdate] = []
+    token = ""
+    for _ in range(_ACTIVE_PAGES_MAX):
+        request = api.ListEgressRequest(active=True)
+        if token:
+            request.page_token.token = token
+        response = twirp_request(
+            "ListEgress",
+            lambda lk, request=request: lk.egress.list_egress(request),
+            if_not_found=None,
+        )
+        if response is None:
+            return found
+        found += [egress_update_of(info) for info in response.items]
+        token = response.next_page_token.token
+        if not token:
+            return found
+    # Part of the list is no list: a caller would take an egress not on it for ended.
+    raise LiveKitError(f"ListEgress answered more than {_ACTIVE_PAGES_MAX} pages.")
 
 
 def egress_stop(*, egress_id: str) -> None:

@@ -85,10 +85,10 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
 
 
 def _unowned(egresses: list[EgressUpdate], *, object_key: str) -> list[EgressUpdate]:
-    """Those that write the recording's key (or do not say where they write) and that no
-    recording owns: one that a recording owns is another call's (a room name used
-    again), one writing elsewhere is not ours (another app's, on the same project)."""
-    ours = [e for e in egresses if e.filepath in ("", object_key)]
+    """Those that write the recording's key and that no recording owns: one that a
+    recording owns is another call's (a room name used again), one writing elsewhere
+    or nothing is not ours (another app's, on the same project)."""
+    ours = [e for e in egresses if e.filepath == object_key]
     ids = [e.egress_id for e in ours]
     owned = set(Recording.objects.filter(egress_id__in=ids).values_list("egress_id", flat=True))
     return [e for e in ours if e.egress_id not in owned]

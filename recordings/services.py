@@ -234,8 +234,8 @@ def _recording_of_egress(
 ) -> tuple[Recording | None, bool]:
     """The recording an egress writes: by its id, or — when its webhook overtook
     LiveKit's answer to the start request, or that answer was lost — the call's in that
-    room, claimed for it (then True) if the egress writes its key (or does not say: an
-    egress of another app in the room is not the recording's)."""
+    room, claimed for it (then True) if the egress writes its key: an egress of another
+    app in the room (a stream, a file of its own) is not the recording's."""
     if len(egress_id) > EGRESS_ID_MAX:  # no egress of ours (LiveKit's are ~15)
         logger.warning("egress webhook with an id of %d characters ignored", len(egress_id))
         return None, False
@@ -245,9 +245,9 @@ def _recording_of_egress(
     # An erasure may have renamed the call's room since (an inbound call's name holds
     # the caller's number): LiveKit still says the name it had.
     names = [room_name, *room_names_erased(room_name)]
-    unclaimed = Recording.objects.filter(call__room_name__in=names, egress_id__isnull=True)
-    if filepath:
-        unclaimed = unclaimed.filter(object_key=filepath)
+    unclaimed = Recording.objects.filter(
+        call__room_name__in=names, egress_id__isnull=True, object_key=filepath
+    )
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
         return None, False

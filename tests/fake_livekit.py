@@ -83,7 +83,10 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     # server's thread): what happens meanwhile on our side.
     on_egress_start: object = None
     # ListEgress of every room pages by this many (newer servers page); None: one page.
+    # `egress_paging` scripts a server gone wrong: "lost" answers a page token NOT_FOUND,
+    # "circles" gives the same token for ever.
     egress_page_size: int | None = None
+    egress_paging: str = "ok"
 
     def fail(self, method: str, mode: str) -> None:
         """Make every later request to `method` fail: "500", "503", "not_found" or "hang"."""

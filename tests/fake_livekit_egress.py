@@ -80,11 +80,13 @@ class EgressMixin:
             ]
         if self.egress_page_size is None or message.room_name:
             return response_class(items=items)
+        if message.page_token.token and self.egress_paging == "lost":
+            return _twirp_error(404, "not_found", "page not found")
         start = int(message.page_token.token or 0)
         end = start + self.egress_page_size
         response = response_class(items=items[start:end])
-        if end < len(items):
-            response.next_page_token.token = str(end)
+        if end < len(items) or self.egress_paging == "circles":
+            response.next_page_token.token = "1" if self.egress_paging == "circles" else str(end)
         return response
 
     def _StopEgress(self, message, response_class):

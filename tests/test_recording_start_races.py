@@ -263,8 +263,9 @@ def test_a_lost_start_of_an_erased_inbound_call_whose_room_outlived_it_is_stoppe
     assert Recording.objects.get(call_id=call_id).ended_at is not None
 
 
+@pytest.mark.parametrize("elsewhere", ["other/app.mp4", ""])  # "": a stream, or LiveKit's name
 def test_an_egress_of_another_app_in_the_room_neither_takes_the_recording_nor_stops_ours(
-    organization, workflow, fake_livekit
+    organization, workflow, fake_livekit, elsewhere
 ) -> None:
     """Its webhook came first and took the recording that had no egress id yet (any
     egress of the room did); the recording's own egress, writing its key, then looked
@@ -273,7 +274,7 @@ def test_an_egress_of_another_app_in_the_room_neither_takes_the_recording_nor_st
     recording = RecordingFactory(call=call, status="starting", egress_id=None)
 
     foreign = send_egress(
-        "egress_started", call_id=call.pk, egress_id="EG_foreign", filepath="other/app.mp4"
+        "egress_started", call_id=call.pk, egress_id="EG_foreign", filepath=elsewhere
     )
     ours = send_egress(
         "egress_started", call_id=call.pk, egress_id="EG_ours", filepath=recording.object_key
@@ -307,3 +308,63 @@ def test_an_erased_inbound_calls_egress_is_found_on_any_page_of_running_egresses
 
     assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": orphan}]
     assert Recording.objects.get(call_id=call_id).ended_at is None
+
+
+@pytest.mark.parametrize("paging", ["lost", "circles"])
+def test_running_egresses_listed_in_part_are_an_error_not_a_shorter_list(
+    fake_livekit, paging
+) -> None:
+    """A missing egress reads as one that ended: the sweep deleted the erased caller's
+    key while it still recorded. A server answering in circles is asked a bounded
+    number of times."""
+    from voicecalls import livekit_egress
+    from voicecalls.livekit import LiveKitError
+
+    for room in ("room-1", "room-2", "room-3"):
+        fake_livekit.egresses[f"EG_{room}"] = lk_api.EgressInfo(
+            egress_id=f"EG_{room}", room_name=room, status=EgressStatus.EGRESS_ACTIVE
+        )
+    fake_livekit.egress_page_size = 1
+    fake_livekit.egress_paging = paging
+
+    with pytest.raises(LiveKitError):
+        livekit_egress.active_egresses()
+
+    assert len(fake_livekit.calls("ListEgress")) <= 3
+
+
+@pytest.mark.parametrize(
+    ("info", "filepath"),
+    [
+        (
+            lk_api.EgressInfo(
+                room_composite=lk_api.RoomCompositeEgressRequest(
+                    file_outputs=[lk_api.EncodedFileOutput(filepath="recordings/a.ogg")]
+                )
+            ),
+            "recordings/a.ogg",
+        ),
+        (  # LiveKit named it: the file says where it went
+            lk_api.EgressInfo(
+                room_composite=lk_api.RoomCompositeEgressRequest(
+                    file_outputs=[lk_api.EncodedFileOutput(filepath="")]
+                ),
+                file_results=[lk_api.FileInfo(filename="room-123.ogg")],
+            ),
+            "room-123.ogg",
+        ),
+        (  # the newer StartEgress request
+            lk_api.EgressInfo(
+                egress=lk_api.StartEgressRequest(
+                    outputs=[lk_api.Output(file=lk_api.FileOutput(filepath="other/app.mp4"))]
+                )
+            ),
+            "other/app.mp4",
+        ),
+        (lk_api.EgressInfo(room_composite=lk_api.RoomCompositeEgressRequest()), ""),  # a stream
+    ],
+)
+def test_where_an_egress_writes_is_read_from_its_request_else_its_file(info, filepath) -> None:
+    from voicecalls.livekit import egress_update_of
+
+    assert egress_update_of(info).filepath == filepath

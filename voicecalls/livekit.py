@@ -57,7 +57,8 @@ class EgressUpdate:
     # Of the first file written (a room composite to one file writes one), if any.
     duration_ns: int | None = None
     size_bytes: int | None = None
-    # Where it writes its file: a recording's `object_key` ("" if it does not say).
+    # Where it writes its file: a recording's `object_key` ("" if it does not say, or
+    # writes none): an egress is a recording's only if it writes the recording's key.
     filepath: str = ""
 
 
@@ -133,16 +134,26 @@ def egress_update_of(info: object) -> EgressUpdate:
     """What an `EgressInfo` (a webhook's, or ListEgress's) says of a recording."""
     files = list(info.file_results) or ([info.file] if info.HasField("file") else [])
     first = files[0] if files else None
-    # The request it runs (a room composite's, ours) names the path before any file is.
-    outputs = info.room_composite.file_outputs
     return EgressUpdate(
         egress_id=info.egress_id,
         status=enum_name(livekit_egress.EgressStatus, info.status),
         error=info.error or info.details,
         duration_ns=first.duration if first is not None else None,
         size_bytes=first.size if first is not None else None,
-        filepath=outputs[0].filepath if outputs else (first.filename if first else ""),
+        filepath=_filepath_of(info, files),
     )
+
+
+def _filepath_of(info: object, files: list) -> str:
+    """Where an egress writes its file: as its request names it (a room composite's, as
+    ours are, or the newer StartEgress's), else its file; "" for one that writes none
+    (a stream) or lets LiveKit name it."""
+    request = info.room_composite  # type: ignore[attr-defined]
+    paths = [output.filepath for output in request.file_outputs]
+    paths.append(request.file.filepath)
+    paths += [output.file.filepath for output in info.egress.outputs]  # type: ignore[attr-defined]
+    paths += [file.filename for file in files]
+    return next((path for path in paths if path), "")
 
 
 def enum_name(enum: object, value: int) -> str:

@@ -71,33 +71,38 @@ def room_egresses(*, room_name: str) -> list[EgressUpdate]:
     return [egress_update_of(info) for info in response.items if info.room_name == room_name]
 
 
-# ListEgress pages (newer servers): more pages than this of running egresses is a
-# LiveKit answering in circles.
-_ACTIVE_PAGES_MAX = 1_000
+# ListEgress pages (newer servers). More pages than this of running egresses is a
+# LiveKit answering in circles, as is a page token given twice.
+_ACTIVE_PAGES_MAX = 100
 
 
 def active_egresses() -> list[EgressUpdate]:
     """Every egress LiveKit is running now, in any room (ListEgress with `active`, page
-    after page on servers that page it). LiveKitError rather than part of them."""
+    after page on servers that page it). LiveKitError rather than part of them: a
+    caller would take an egress missing from the list for one that ended."""
     found: list[EgressUpdate] = []
+    tokens: set[str] = set()
     token = ""
     for _ in range(_ACTIVE_PAGES_MAX):
-        request = api.ListEgressRequest(active=True)
-        if token:
-            request.page_token.token = token
-        response = twirp_request(
-            "ListEgress",
-            lambda lk, request=request: lk.egress.list_egress(request),
-            if_not_found=None,
-        )
+        response = _active_page(token)
+        if response is None and token:
+            raise LiveKitError("ListEgress lost its place between pages (NOT_FOUND).")
         if response is None:
             return found
         found += [egress_update_of(info) for info in response.items]
         token = response.next_page_token.token
         if not token:
             return found
-    # Part of the list is no list: a caller would take an egress not on it for ended.
-    raise LiveKitError(f"ListEgress answered more than {_ACTIVE_PAGES_MAX} pages.")
+        if token in tokens:
+            break
+        tokens.add(token)
+    raise LiveKitError("ListEgress kept answering with more pages.")
+
+
+def _active_page(token: str) -> api.ListEgressResponse | None:
+    request = api.ListEgressRequest(active=True)
+    request.page_token.token = token
+    return twirp_request("ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None)
 
 
 def egress_stop(*, egress_id: str) -> None:

@@ -113,6 +113,14 @@ def workflow(organization: Organization) -> Workflow:
 
 
 @pytest.fixture
+def recording_workflow(workflow: Workflow) -> Workflow:
+    """`workflow` with its `recording` setting on."""
+    from tests.recordings import recording_on
+
+    return recording_on(workflow)
+
+
+@pytest.fixture
 def outsider_workflow(outsider: Organization) -> Workflow:
     return WorkflowFactory(organization=outsider, slug="daily-call")
 

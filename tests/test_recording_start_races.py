@@ -6,6 +6,7 @@ start whose egress another start of the same recording beat is stopped too."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 import pytest
 from django.db import connection
@@ -24,7 +25,6 @@ from tests.recordings import (
     egress_of_a_start_whose_worker_died,
     join,
     object_keys,
-    recording_on,
     run_worker,
     s3_client,
     send_egress,
@@ -36,9 +36,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HOUR = datetime.timedelta(hours=1)
 
 
-@pytest.fixture
-def recording_workflow(workflow):
-    return recording_on(workflow)
+def while_livekit_answers(fake, change: Callable[[], object]) -> None:
+    """`change` happens on our side while LiveKit answers the next start (on the fake
+    server's thread, with a connection of its own); the egress then waits."""
+
+    def hook(info: object) -> None:
+        try:
+            change()
+        finally:
+            connection.close()
+
+    fake.egress_outcome = "manual"
+    fake.on_egress_start = hook
 
 
 def test_the_file_of_a_lost_start_erased_mid_call_is_deleted_once_the_call_ended(
@@ -145,14 +154,7 @@ def test_an_egress_livekit_starts_while_the_recording_is_deleted_is_stopped_at_o
     found no egress id to stop, and the start kept the id on the deleted row, so the
     erased caller went on being recorded until the call ended."""
 
-    def erased_meanwhile(info) -> None:
-        try:
-            assert recording_delete(call_id=call_id)
-        finally:
-            connection.close()  # the fake server's thread
-
-    fake_livekit.egress_outcome = "manual"
-    fake_livekit.on_egress_start = erased_meanwhile
+    while_livekit_answers(fake_livekit, lambda: recording_delete(call_id=call_id))
     call_id = start_call(api)
     join(call_id)
 
@@ -171,14 +173,10 @@ def test_a_start_so_slow_another_kept_its_egress_first_stops_its_own(
     first: the slow one's egress, owned by no row, wrote the same file until the call
     ended."""
 
-    def woken_start_kept_its_egress_first(info) -> None:
-        try:
-            Recording.objects.filter(call_id=call_id).update(egress_id="EG_woken")
-        finally:
-            connection.close()  # the fake server's thread
+    def woken_start_keeps_its_egress() -> None:
+        Recording.objects.filter(call_id=call_id).update(egress_id="EG_woken")
 
-    fake_livekit.egress_outcome = "manual"
-    fake_livekit.on_egress_start = woken_start_kept_its_egress_first
+    while_livekit_answers(fake_livekit, woken_start_keeps_its_egress)
     call_id = start_call(api)
     join(call_id)
 

@@ -25,7 +25,6 @@ from tests.recordings import (
     egress_of_a_start_whose_worker_died,
     join,
     object_keys,
-    recording_on,
     run_worker,
     s3_client,
     start_call,
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ORG_KEY_ID = "AKIAORGANIZATION0042"
 ORG_SECRET = "org-secret-2bq9Vx7LmT4pWz1K"
-
-
-@pytest.fixture
-def recording_workflow(workflow):
-    return recording_on(workflow)
 
 
 def download(url: str) -> bytes:

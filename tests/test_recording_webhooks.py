@@ -218,7 +218,12 @@ def test_a_started_racing_the_ended_that_claims_the_egress_does_not_reopen_it(
         try:
             with transaction.atomic():  # as livekit_webhook_handle
                 recording_egress_update(
-                    egress=EgressUpdate(EGRESS, "EGRESS_FAILED", "Start signal not received"),
+                    egress=EgressUpdate(
+                        EGRESS,
+                        "EGRESS_FAILED",
+                        "Start signal not received",
+                        filepath=recording.object_key,
+                    ),
                     room_name=call.room_name,
                     at=timezone.now(),
                 )

@@ -269,7 +269,7 @@ _EGRESS_EVENTS = frozenset({"egress_started", "egress_updated", "egress_ended"})
 def _on_egress(event: WebhookEvent, at: datetime.datetime) -> str:
     from recordings.services import recording_egress_update
 
-    known = recording_egress_update(egress=event.egress, room_name=event.room_name, at=at)
+    known = recording_egress_update(egress=event.egress, at=at)
     return WebhookResult.HANDLED if known else WebhookResult.UNKNOWN_ROOM
 
 

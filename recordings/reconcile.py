@@ -77,7 +77,7 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
             return woken, 1
         egresses = _unowned(egresses, object_key=object_key)
         if egresses:
-            _egress_adopt(egresses, recording_id=pk, room_name=room_name, now=now)
+            _egress_adopt(egresses, recording_id=pk, now=now)
         else:
             recording_start.enqueue(str(pk))
         woken += 1
@@ -95,9 +95,9 @@ def _unowned(egresses: list[EgressUpdate], *, object_key: str) -> list[EgressUpd
 
 
 def _egress_adopt(
-    egresses: list[EgressUpdate], *, recording_id: UUID, room_name: str, now: datetime.datetime
+    egresses: list[EgressUpdate], *, recording_id: UUID, now: datetime.datetime
 ) -> None:
-    """The recording (no egress id) of the call in `room_name` takes the egress its lost
+    """The recording (no egress id) takes the egress of its room that its lost
     start got from LiveKit, as an egress webhook overtaking LiveKit's answer would: a
     running one, else one ended (its file is the recording's). Any other one still
     recording writes the same key: stopped."""
@@ -106,7 +106,7 @@ def _egress_adopt(
     complete = [e for e in egresses if EGRESS_STATUSES.get(e.status) == S.COMPLETE]
     chosen = (running or complete or egresses)[0]
     with transaction.atomic():
-        recording_egress_update(egress=chosen, room_name=room_name, at=now)
+        recording_egress_update(egress=chosen, at=now)
     logger.warning("recordings: recording %s adopted egress %s", recording_id, chosen.egress_id)
     for other in running[1:]:
         egress_stop_if_recording(other)
@@ -133,15 +133,15 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
     )
     found = list(
         open_or_deleted_while_writing.order_by("created_at").values_list(
-            "pk", "egress_id", "call__room_name", "status"
+            "pk", "egress_id", "status"
         )[:RECONCILE_BATCH]
     )
     # A late file whose deletion is queued (a storage failure's retry, later) is not
     # queued once more.
-    deleted = [(str(pk),) for pk, _, _, status in found if status == S.DELETED]
+    deleted = [(str(pk),) for pk, _, status in found if status == S.DELETED]
     queued = task_waiting_args(recording_file_delete, deleted, due_only=False)
     reconciled = 0
-    for pk, egress_id, room_name, _status in found:
+    for pk, egress_id, _status in found:
         if (str(pk),) in queued:
             continue
         try:
@@ -155,7 +155,7 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
             egress_stop_if_recording(egress)
             Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
-        _egress_ended_apply(egress, pk=pk, egress_id=egress_id, room_name=room_name, now=now)
+        _egress_ended_apply(egress, pk=pk, egress_id=egress_id, now=now)
         reconciled += 1
     return reconciled, 0
 
@@ -166,7 +166,6 @@ def _egress_ended_apply(
     *,
     pk: UUID,
     egress_id: str,
-    room_name: str,
     now: datetime.datetime,
 ) -> None:
     """What LiveKit says of an egress that ended (None: it forgot it), as its lost
@@ -179,7 +178,7 @@ def _egress_ended_apply(
             status="EGRESS_FAILED",
             error="LiveKit no longer knows this recording's egress.",
         )
-    recording_egress_update(egress=egress, room_name=room_name, at=now)
+    recording_egress_update(egress=egress, at=now)
     unended = Recording.objects.filter(pk=pk, ended_at__isnull=True)
     # A deleted one keeps no status of the egress. Its late file's deletion is
     # queued (above): done, it marks it ended; lost with a worker killed, the

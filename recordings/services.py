@@ -20,7 +20,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.models import ENDED_STATUSES, Call, CallStatus
-from privacy.keys import room_names_erased
 from recordings import storage
 from recordings.deletion import (
     egress_stop_if_recording,
@@ -191,12 +190,39 @@ def _egress_id_keep(recording_id: UUID, egress_id: str) -> str:
         # before that one, which writes the key last.
         egress_stop_logged(egress_id)
         return "duplicate"
-    if Recording.objects.filter(pk=recording_id, status=S.DELETED).exists():
+    status, erased_at, call_status = Recording.objects.values_list(
+        "status", "call__erased_at", "call__status"
+    ).get(pk=recording_id)
+    if status == S.DELETED:
         # Deleted (its user erased) while LiveKit started it: the deletion found no
         # egress to stop, so it is stopped here. Its file goes when it ends.
         recording_egress_stop(recording_id)
         return "stopped"
+    if kept and status == S.FAILED:
+        return _failed_meanwhile(
+            recording_id,
+            egress_id,
+            erased=erased_at is not None,
+            ended=call_status in ENDED_STATUSES,
+        )
     return "started"
+
+
+def _failed_meanwhile(recording_id: UUID, egress_id: str, *, erased: bool, ended: bool) -> str:
+    """The start a wake-up ran, taking this slow one for lost, failed the recording
+    (LiveKit refused it, the call ended, its user was erased). A call going on and not
+    erased is recorded by this egress after all, as an egress webhook's claim would
+    have it. Otherwise it is stopped, and an erased call's recording deleted, so the
+    file goes when the egress ends (`recordings_reconcile` if its webhook is lost)."""
+    failed = Recording.objects.filter(pk=recording_id, status=S.FAILED, egress_id=egress_id)
+    now = timezone.now()
+    if not erased and not ended:
+        failed.update(status=S.STARTING, error="", ended_at=None, updated_at=now)
+        return "started"
+    if erased:
+        failed.update(status=S.DELETED, deleted_at=now, ended_at=None, updated_at=now)
+    egress_stop_logged(egress_id)
+    return "stopped"
 
 
 def _target_now(recording: Recording, *, organization_id: object) -> storage.S3Target | None:
@@ -229,25 +255,19 @@ def _fail(recording_id: UUID, error: str) -> bool:
     )
 
 
-def _recording_of_egress(
-    *, egress_id: str, room_name: str, filepath: str
-) -> tuple[Recording | None, bool]:
+def _recording_of_egress(*, egress_id: str, filepath: str) -> tuple[Recording | None, bool]:
     """The recording an egress writes: by its id, or — when its webhook overtook
-    LiveKit's answer to the start request, or that answer was lost — the call's in that
-    room, claimed for it (then True) if the egress writes its key: an egress of another
-    app in the room (a stream, a file of its own) is not the recording's."""
+    LiveKit's answer to the start request, or that answer was lost — the one whose key
+    it writes (unique, and random: an egress of another app in the room, a stream or a
+    file of its own, is not the recording's), claimed for it (then True)."""
     if len(egress_id) > EGRESS_ID_MAX:  # no egress of ours (LiveKit's are ~15)
         logger.warning("egress webhook with an id of %d characters ignored", len(egress_id))
         return None, False
     recording = Recording.objects.filter(egress_id=egress_id).first()
-    if recording is not None or not room_name or not egress_id:
+    if recording is not None or not filepath or not egress_id:
         return recording, False
-    # An erasure may have renamed the call's room since (an inbound call's name holds
-    # the caller's number): LiveKit still says the name it had.
-    names = [room_name, *room_names_erased(room_name)]
-    unclaimed = Recording.objects.filter(
-        call__room_name__in=names, egress_id__isnull=True, object_key=filepath
-    )
+    # By the key, not the room: an erasure may have renamed the room since.
+    unclaimed = Recording.objects.filter(object_key=filepath, egress_id__isnull=True)
     pk = unclaimed.values_list("pk", flat=True).first()
     if pk is None:
         return None, False
@@ -257,13 +277,11 @@ def _recording_of_egress(
     return Recording.objects.filter(egress_id=egress_id).first(), bool(claimed)
 
 
-def recording_egress_update(*, egress: EgressUpdate, room_name: str, at: datetime.datetime) -> bool:
+def recording_egress_update(*, egress: EgressUpdate, at: datetime.datetime) -> bool:
     """Apply an egress webhook to the recording it is about; False when it is about no
     recording of ours. The status only moves forward, so a replayed or late event
     (an `egress_started` after `egress_ended`) changes nothing."""
-    recording, claimed = _recording_of_egress(
-        egress_id=egress.egress_id, room_name=room_name, filepath=egress.filepath
-    )
+    recording, claimed = _recording_of_egress(egress_id=egress.egress_id, filepath=egress.filepath)
     if recording is None:
         return _egress_writing_a_kept_key(egress)
     status = EGRESS_STATUSES.get(egress.status)

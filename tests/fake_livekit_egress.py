@@ -78,7 +78,7 @@ class EgressMixin:
                 if (not message.room_name or info.room_name == message.room_name)
                 and (not message.active or info.status < egress_models.EgressStatus.EGRESS_COMPLETE)
             ]
-        if self.egress_page_size is None or message.room_name:
+        if self.egress_page_size is None:
             return response_class(items=items)
         if message.page_token.token and self.egress_paging == "lost":
             return _twirp_error(404, "not_found", "page not found")

@@ -148,7 +148,6 @@ def test_a_file_the_egress_finishes_after_the_deletion_is_deleted_too(
     with django_capture_on_commit_callbacks() as callbacks:
         recording_egress_update(
             egress=EgressUpdate(recording.egress_id, ended, "", 2_000_000_000, 1),
-            room_name=recording.call.room_name,
             at=recording.created_at,
         )
     assert len(callbacks) == 1

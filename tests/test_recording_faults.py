@@ -263,7 +263,6 @@ def test_an_egress_ended_read_before_the_deletion_marks_the_row_still_deletes_th
                     egress=EgressUpdate(
                         recording.egress_id, "EGRESS_COMPLETE", "", 2_000_000_000, 9
                     ),
-                    room_name=recording.call.room_name,
                     at=timezone.now(),
                 )
         except BaseException as exc:

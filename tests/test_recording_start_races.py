@@ -6,6 +6,7 @@ start whose egress another start of the same recording beat is stopped too."""
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -366,3 +367,76 @@ def test_where_an_egress_writes_is_read_from_its_request_else_its_file(info, fil
     from voicecalls.livekit import egress_update_of
 
     assert egress_update_of(info).filepath == filepath
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "status", "stopped"),
+    [("refused", "starting", False), ("ended", "failed", True), ("erased", "deleted", True)],
+)
+def test_a_slow_start_whose_recording_the_woken_start_failed_is_kept_or_stopped(
+    api, recording_workflow, fake_livekit, recordings_bucket, meanwhile, status, stopped
+) -> None:
+    """The woken start failed the recording (LiveKit refused it, the call had ended, its
+    user was erased) while the slow one's egress started: the slow one kept its egress
+    on the failed row and said "started". An erased caller was recorded on, and no
+    sweep followed a failed row's egress (its file was left)."""
+
+    def woken_start_failed_it() -> None:
+        recording = Recording.objects.filter(call_id=call_id)
+        recording.update(status="failed", error="…", ended_at=timezone.now())
+        if meanwhile == "ended":
+            Call.objects.filter(pk=call_id).update(status="completed", ended_at=timezone.now())
+        if meanwhile == "erased":
+            Call.objects.filter(pk=call_id).update(erased_at=timezone.now())
+
+    while_livekit_answers(fake_livekit, woken_start_failed_it)
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    [egress] = fake_livekit.egresses
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id) == (status, egress)
+    stops = [r.body for r in fake_livekit.calls("StopEgress")]
+    assert stops == ([{"egressId": egress}] if stopped else [])
+    assert (recording.ended_at is None) == (meanwhile != "ended")
+
+
+def test_an_egress_whose_webhook_names_another_room_is_claimed_by_the_key_it_writes(
+    organization, workflow, fake_livekit
+) -> None:
+    """The key is the recording's alone (unique, and random); the room was asked too,
+    and a name LiveKit said otherwise (an erased room under a retired secret) lost the
+    egress for good when the start's answer was lost."""
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(call=call, status="starting", egress_id=None)
+
+    response = send_egress(
+        "egress_started", call_id=uuid.uuid4(), egress_id="EG_ours", filepath=recording.object_key
+    )
+
+    assert response.json() == {"result": "handled"}
+    recording.refresh_from_db()
+    assert (recording.status, recording.egress_id) == ("recording", "EG_ours")
+
+
+def test_a_lost_starts_egress_on_a_later_page_of_its_room_is_adopted_not_started_again(
+    api, recording_workflow, fake_livekit, recordings_bucket, settings
+) -> None:
+    """Newer servers page ListEgress by room too: the first page alone held another
+    app's egress, and the recording got a second egress into the same key."""
+    settings.CALL_RECONCILE_AFTER_SECONDS = 3600  # the call is still going
+    call_id = start_call(api)
+    join(call_id)
+    fake_livekit.egresses["EG_app"] = lk_api.EgressInfo(
+        egress_id="EG_app", room_name=f"call-{call_id}", status=EgressStatus.EGRESS_ACTIVE
+    )
+    orphan = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
+    fake_livekit.egress_page_size = 1
+
+    calls_expire(now=timezone.now() + datetime.timedelta(minutes=3))
+    run_worker()
+
+    assert len(fake_livekit.calls("StartRoomCompositeEgress")) == 1
+    assert Recording.objects.get(call_id=call_id).egress_id == orphan

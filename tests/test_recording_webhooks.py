@@ -224,7 +224,6 @@ def test_a_started_racing_the_ended_that_claims_the_egress_does_not_reopen_it(
                         "Start signal not received",
                         filepath=recording.object_key,
                     ),
-                    room_name=call.room_name,
                     at=timezone.now(),
                 )
                 claimed.set()

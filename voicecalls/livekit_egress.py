@@ -62,47 +62,43 @@ def egress_status(*, egress_id: str) -> EgressUpdate | None:
 def room_egresses(*, room_name: str) -> list[EgressUpdate]:
     """The egresses LiveKit knows of a room (ListEgress by its name), running or ended;
     none when it knows no such room (older servers answer NOT_FOUND for one gone)."""
-    request = api.ListEgressRequest(room_name=room_name)
-    response = twirp_request(
-        "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
-    )
-    if response is None:
-        return []
-    return [egress_update_of(info) for info in response.items if info.room_name == room_name]
-
-
-# ListEgress pages (newer servers). More pages than this of running egresses is a
-# LiveKit answering in circles, as is a page token given twice.
-_ACTIVE_PAGES_MAX = 100
+    listed = _egresses_listed(api.ListEgressRequest(room_name=room_name))
+    return [egress for egress, room in listed if room == room_name]
 
 
 def active_egresses() -> list[EgressUpdate]:
-    """Every egress LiveKit is running now, in any room (ListEgress with `active`, page
-    after page on servers that page it). LiveKitError rather than part of them: a
-    caller would take an egress missing from the list for one that ended."""
-    found: list[EgressUpdate] = []
+    """Every egress LiveKit is running now, in any room (ListEgress with `active`)."""
+    return [egress for egress, _ in _egresses_listed(api.ListEgressRequest(active=True))]
+
+
+# ListEgress pages (newer servers). More pages than this is a LiveKit answering in
+# circles, as is a page token given twice.
+_PAGES_MAX = 100
+
+
+def _egresses_listed(request: api.ListEgressRequest) -> list[tuple[EgressUpdate, str]]:
+    """What ListEgress answers to `request`, page after page on servers that page it,
+    with each egress's room. LiveKitError rather than part of it: a caller would take an
+    egress missing from the list for one that ended, or that never started."""
+    found: list[tuple[EgressUpdate, str]] = []
     tokens: set[str] = set()
-    token = ""
-    for _ in range(_ACTIVE_PAGES_MAX):
-        response = _active_page(token)
-        if response is None and token:
+    for _ in range(_PAGES_MAX):
+        response = twirp_request(
+            "ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None
+        )
+        if response is None and request.page_token.token:
             raise LiveKitError("ListEgress lost its place between pages (NOT_FOUND).")
         if response is None:
             return found
-        found += [egress_update_of(info) for info in response.items]
+        found += [(egress_update_of(info), info.room_name) for info in response.items]
         token = response.next_page_token.token
         if not token:
             return found
         if token in tokens:
             break
         tokens.add(token)
+        request.page_token.token = token
     raise LiveKitError("ListEgress kept answering with more pages.")
-
-
-def _active_page(token: str) -> api.ListEgressResponse | None:
-    request = api.ListEgressRequest(active=True)
-    request.page_token.token = token
-    return twirp_request("ListEgress", lambda lk: lk.egress.list_egress(request), if_not_found=None)
 
 
 def egress_stop(*, egress_id: str) -> None:

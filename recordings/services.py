@@ -153,13 +153,14 @@ def recording_start(*, recording_id: UUID | str) -> str:
         _fail(recording.pk, "The call's user was erased before the recording could start.")
         return "failed"
     try:
-        target = _target_now(recording, organization_id=call.organization_id)
+        where = _target_now(recording, organization_id=call.organization_id)
     except storage.StorageError as exc:
         _fail(recording.pk, str(exc))
         return "failed"
-    if target is None:
+    if where is None:
         _fail(recording.pk, "The recording storage is no longer configured.")
         return "failed"
+    target = where[1]
     try:
         egress_id = livekit_egress.room_audio_recording_start(
             room_name=call.room_name,
@@ -174,12 +175,13 @@ def recording_start(*, recording_id: UUID | str) -> str:
         logger.warning("could not start recording call %s: %s", call.pk, exc)
         _fail(recording.pk, f"LiveKit could not start the recording: {exc}")
         return "failed"
-    return _egress_id_keep(recording.pk, egress_id)
+    return _egress_id_keep(recording.pk, egress_id, where)
 
 
-def _egress_id_keep(recording_id: UUID, egress_id: str) -> str:
-    """Keep the id LiveKit gave the start, unless the row has another egress or was
-    deleted meanwhile: then this one is stopped."""
+def _egress_id_keep(recording_id: UUID, egress_id: str, where: tuple[str, storage.S3Target]) -> str:
+    """Keep the id LiveKit gave the start, and where its egress writes (`where`),
+    unless the row has another egress or was deleted meanwhile: then this one is
+    stopped."""
     # An egress webhook may have come first and set the same id already.
     kept = Recording.objects.filter(pk=recording_id, egress_id__isnull=True).update(
         egress_id=egress_id, updated_at=timezone.now()
@@ -190,6 +192,12 @@ def _egress_id_keep(recording_id: UUID, egress_id: str) -> str:
         # before that one, which writes the key last.
         egress_stop_logged(egress_id)
         return "duplicate"
+    # A start woken meanwhile may have pointed the row at a storage changed since: the
+    # file is where this egress writes it (what links, retention and erasure read).
+    kind, target = where
+    Recording.objects.filter(pk=recording_id, egress_id=egress_id).update(
+        storage=kind, endpoint=target.endpoint, bucket=target.bucket, region=target.region
+    )
     status, erased_at, call_status = Recording.objects.values_list(
         "status", "call__erased_at", "call__status"
     ).get(pk=recording_id)
@@ -225,7 +233,9 @@ def _failed_meanwhile(recording_id: UUID, egress_id: str, *, erased: bool, ended
     return "stopped"
 
 
-def _target_now(recording: Recording, *, organization_id: object) -> storage.S3Target | None:
+def _target_now(
+    recording: Recording, *, organization_id: object
+) -> tuple[str, storage.S3Target] | None:
     """Where a recording not started yet goes: where new ones go now (the organization
     may have changed its storage since the call began: a bucket is never paired with
     another's key), the row following. StorageError for an endpoint the egress must not
@@ -238,7 +248,7 @@ def _target_now(recording: Recording, *, organization_id: object) -> storage.S3T
     Recording.objects.filter(pk=recording.pk, status=S.STARTING, egress_id__isnull=True).update(
         storage=kind, endpoint=target.endpoint, bucket=target.bucket, region=target.region
     )
-    return target
+    return where
 
 
 def _fail(recording_id: UUID, error: str) -> bool:

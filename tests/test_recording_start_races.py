@@ -440,3 +440,25 @@ def test_a_lost_starts_egress_on_a_later_page_of_its_room_is_adopted_not_started
 
     assert len(fake_livekit.calls("StartRoomCompositeEgress")) == 1
     assert Recording.objects.get(call_id=call_id).egress_id == orphan
+
+
+def test_a_slow_start_keeps_the_storage_its_egress_writes_to_not_the_one_a_woken_start_chose(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """The woken start pointed the row at a storage the organization chose since; the
+    slow one's egress, kept, wrote to the old bucket: links read, and retention and
+    erasure deleted, the key in a bucket that never had it."""
+
+    def woken_start_pointed_elsewhere() -> None:
+        Recording.objects.filter(call_id=call_id).update(bucket="their-new-bucket")
+
+    while_livekit_answers(fake_livekit, woken_start_pointed_elsewhere)
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    [request] = [r.body for r in fake_livekit.calls("StartRoomCompositeEgress")]
+    written_to = request["fileOutputs"][0]["s3"]["bucket"]
+    assert written_to == recordings_bucket
+    assert Recording.objects.get(call_id=call_id).bucket == written_to

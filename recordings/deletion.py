@@ -56,9 +56,10 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         # The egress ended while the file went: what it finished may have been written
         # after the deletion, and its webhook saw no deleted recording to delete it.
         recording_file_delete_later(recording.pk)
-    if (marked or late) and recording.status in (S.STARTING, S.RECORDING):
+    if late or (marked and recording.status in (S.STARTING, S.RECORDING)):
         # Its egress may still be recording (the call goes on, its user just erased):
         # stopped, it records no more of them; its file goes when it ends (above).
+        # Late, it moved since it was read (a slow start revived it): stopped too.
         recording_egress_stop(recording.pk)
     logger.info("recording of call %s deleted", call_id)
     return bool(marked or late)

@@ -17,14 +17,14 @@ from typing import Any
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from calls.models import ENDED_STATUSES, Call, CallStatus
+from calls.models import ENDED_STATUSES, NOT_ENDED_STATUSES, Call, CallStatus
 from recordings import storage
 from recordings.deletion import (
     egress_stop_if_recording,
     egress_stop_logged,
-    recording_egress_stop,
     recording_file_delete_later,
 )
 from recordings.models import (
@@ -181,56 +181,51 @@ def recording_start(*, recording_id: UUID | str) -> str:
 def _egress_id_keep(recording_id: UUID, egress_id: str, where: tuple[str, storage.S3Target]) -> str:
     """Keep the id LiveKit gave the start, and where its egress writes (`where`),
     unless the row has another egress or was deleted meanwhile: then this one is
-    stopped."""
-    # An egress webhook may have come first and set the same id already.
-    kept = Recording.objects.filter(pk=recording_id, egress_id__isnull=True).update(
-        egress_id=egress_id, updated_at=timezone.now()
+    stopped. Each outcome is one conditional UPDATE: an erasure or a webhook may land
+    between any two statements."""
+    now = timezone.now()
+    unclaimed = Recording.objects.filter(pk=recording_id, egress_id__isnull=True)
+    kept = unclaimed.filter(status__in=[S.STARTING, S.DELETED]).update(
+        egress_id=egress_id, updated_at=now
     )
-    if not kept and not Recording.objects.filter(pk=recording_id, egress_id=egress_id).exists():
+    failed = "" if kept else _failed_meanwhile_keep(unclaimed, egress_id=egress_id, now=now)
+    mine = Recording.objects.filter(pk=recording_id, egress_id=egress_id)
+    if not kept and not failed and not mine.exists():
         # This run was so slow that a wake-up took it for lost, and the start it woke
-        # kept its egress first: this one would write the same file. Stopped, it ends
-        # before that one, which writes the key last.
+        # kept its egress first (or an egress webhook did, before LiveKit answered):
+        # this one would write the same file. Stopped, it ends before that one.
         egress_stop_logged(egress_id)
         return "duplicate"
     # A start woken meanwhile may have pointed the row at a storage changed since: the
     # file is where this egress writes it (what links, retention and erasure read).
     kind, target = where
-    Recording.objects.filter(pk=recording_id, egress_id=egress_id).update(
-        storage=kind, endpoint=target.endpoint, bucket=target.bucket, region=target.region
-    )
-    status, erased_at, call_status = Recording.objects.values_list(
-        "status", "call__erased_at", "call__status"
-    ).get(pk=recording_id)
-    if status == S.DELETED:
-        # Deleted (its user erased) while LiveKit started it: the deletion found no
-        # egress to stop, so it is stopped here. Its file goes when it ends.
-        recording_egress_stop(recording_id)
+    mine.update(storage=kind, endpoint=target.endpoint, bucket=target.bucket, region=target.region)
+    if failed in ("deleted", "failed") or (
+        (kept or failed) and mine.filter(status=S.DELETED).update(ended_at=None)
+    ):
+        # Deleted (its user erased) while LiveKit started it, or failed for a call that
+        # ended: stopped here (the deletion found no egress id to stop). Not ended, a
+        # deleted one is followed until its file goes (`recordings_reconcile`).
+        egress_stop_logged(egress_id)
         return "stopped"
-    if kept and status == S.FAILED:
-        return _failed_meanwhile(
-            recording_id,
-            egress_id,
-            erased=erased_at is not None,
-            ended=call_status in ENDED_STATUSES,
-        )
     return "started"
 
 
-def _failed_meanwhile(recording_id: UUID, egress_id: str, *, erased: bool, ended: bool) -> str:
-    """The start a wake-up ran, taking this slow one for lost, failed the recording
-    (LiveKit refused it, the call ended, its user was erased). A call going on and not
-    erased is recorded by this egress after all, as an egress webhook's claim would
-    have it. Otherwise it is stopped, and an erased call's recording deleted, so the
-    file goes when the egress ends (`recordings_reconcile` if its webhook is lost)."""
-    failed = Recording.objects.filter(pk=recording_id, status=S.FAILED, egress_id=egress_id)
-    now = timezone.now()
-    if not erased and not ended:
-        failed.update(status=S.STARTING, error="", ended_at=None, updated_at=now)
-        return "started"
-    if erased:
-        failed.update(status=S.DELETED, deleted_at=now, ended_at=None, updated_at=now)
-    egress_stop_logged(egress_id)
-    return "stopped"
+def _failed_meanwhile_keep(unclaimed: QuerySet, *, egress_id: str, now: datetime.datetime) -> str:
+    """Keep the egress on a recording that the start a wake-up ran, taking this slow
+    one for lost, failed (LiveKit refused it, the call ended, its user was erased): a
+    call going on and not erased is recorded by it after all ("revived", as an egress
+    webhook's claim would have it); an erased call's recording is deleted ("deleted");
+    otherwise it stays failed ("failed"). "" if the row was not failed."""
+    failed = unclaimed.filter(status=S.FAILED)
+    going = failed.filter(call__erased_at__isnull=True, call__status__in=NOT_ENDED_STATUSES)
+    keep = {"egress_id": egress_id, "updated_at": now}
+    if going.update(**keep, status=S.STARTING, error="", ended_at=None):
+        return "revived"
+    erased = failed.filter(call__erased_at__isnull=False)
+    if erased.update(**keep, status=S.DELETED, deleted_at=now, ended_at=None):
+        return "deleted"
+    return "failed" if failed.update(**keep) else ""
 
 
 def _target_now(

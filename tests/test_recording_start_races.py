@@ -462,3 +462,63 @@ def test_a_slow_start_keeps_the_storage_its_egress_writes_to_not_the_one_a_woken
     written_to = request["fileOutputs"][0]["s3"]["bucket"]
     assert written_to == recordings_bucket
     assert Recording.objects.get(call_id=call_id).bucket == written_to
+
+
+def test_a_slow_start_whose_recording_was_failed_then_erased_is_stopped_and_followed(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """An erasure deletes the recording before it marks the call: the slow start found
+    it deleted, stopped its egress, but left the failure's `ended_at`, so no sweep
+    followed the egress's file when its webhook was lost."""
+
+    def woken_start_failed_it_then_the_user_was_erased() -> None:
+        failed = Recording.objects.filter(call_id=call_id)
+        failed.update(status="failed", error="…", ended_at=timezone.now())
+        assert recording_delete(call_id=call_id)
+
+    while_livekit_answers(fake_livekit, woken_start_failed_it_then_the_user_was_erased)
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    [egress] = fake_livekit.egresses
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": egress}]
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id, recording.ended_at) == (
+        "deleted",
+        egress,
+        None,
+    )
+
+
+def test_a_failure_the_egress_reports_before_its_start_is_kept_stays_a_failure(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    """Its `egress_ended` (failed) came while LiveKit answered the start: that failure
+    is LiveKit's word on the egress, not one a woken start guessed, and no start
+    revives it."""
+
+    def egress_failed_at_once(info) -> None:
+        try:
+            response = send_egress(
+                "egress_ended",
+                call_id=call_id,
+                egress_id=info.egress_id,
+                status="EGRESS_FAILED",
+                error="Start signal not received",
+            )
+            assert response.json() == {"result": "handled"}
+        finally:
+            connection.close()
+
+    fake_livekit.egress_outcome = "manual"
+    fake_livekit.on_egress_start = egress_failed_at_once
+    call_id = start_call(api)
+    join(call_id)
+
+    run_worker()
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.error) == ("failed", "Start signal not received")
+    assert fake_livekit.calls("StopEgress") == []

@@ -522,3 +522,29 @@ def test_a_failure_the_egress_reports_before_its_start_is_kept_stays_a_failure(
     recording = Recording.objects.get(call_id=call_id)
     assert (recording.status, recording.error) == ("failed", "Start signal not received")
     assert fake_livekit.calls("StopEgress") == []
+
+
+def test_a_deletion_whose_recording_a_slow_start_revived_meanwhile_stops_its_egress(
+    organization, workflow, fake_livekit, recordings_bucket, s3_server, monkeypatch
+) -> None:
+    """The deletion read the recording failed (no egress to stop); while it deleted
+    the file, a slow start kept its egress and revived the row. The deletion marked it
+    all the same, and stopped nothing, as the status it had read said."""
+    from recordings import deletion
+
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    recording = RecordingFactory(
+        call=call, status="failed", egress_id=None, endpoint=s3_server, bucket=recordings_bucket
+    )
+    real_file_delete = deletion._file_delete
+
+    def file_delete_while_a_slow_start_revives_it(row: Recording) -> None:
+        real_file_delete(row)
+        Recording.objects.filter(pk=row.pk).update(status="starting", egress_id="EG_slow")
+
+    monkeypatch.setattr(deletion, "_file_delete", file_delete_while_a_slow_start_revives_it)
+
+    assert recording_delete(call_id=call.pk)
+
+    assert [r.body for r in fake_livekit.calls("StopEgress")] == [{"egressId": "EG_slow"}]
+    assert Recording.objects.get(pk=recording.pk).status == "deleted"

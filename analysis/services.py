@@ -291,7 +291,11 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
             .values_list("erased_at", "transcript_expired_at", "user_data_expired_at")
             .first()
         )
-        if removed and any(removed):
+        # Only what went since the run read the call: user data gone before it (sooner
+        # than the transcript) was never in the prompt, and the result stays.
+        read = analysis.call
+        before = (read.erased_at, read.transcript_expired_at, read.user_data_expired_at)
+        if removed and any(at and was is None for at, was in zip(removed, before, strict=True)):
             # The call was erased (or its transcript or user data expired) while the
             # provider read it: the verdict stays, the words it wrote about the caller,
             # or quoted in why it failed, do not (privacy.scrub.analysis_erase).

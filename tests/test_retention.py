@@ -342,3 +342,39 @@ def test_no_identity_is_kept_when_nothing_is_kept_longer(organization) -> None:
     retention_apply(now=NOW)
 
     assert not RetainedIdentity.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rerun_after_the_user_data_went_keeps_what_it_read_in_the_kept_transcript(
+    organization, api, settings
+) -> None:
+    """User data may go sooner than the transcript. A re-run then reads the transcript
+    still kept and a prompt without the data that went: nothing of it is left to remove,
+    so its summary and structured data are the customer's to read, not nulled."""
+    from tests.fake_llm import FakeLLM, Outcome
+    from tests.test_analysis_run import VALID, ended_call
+    from tests.test_analysis_run import run_worker as run_analysis_worker
+
+    retain(organization, user_data_retention_days=7)
+    rerun = {**VALID, "summary": "The caller logged lunch."}
+    with FakeLLM(default=Outcome.answer(VALID)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        call = ended_call(organization, name="Ada Lovelace")
+        run_analysis_worker()
+        Call.objects.filter(pk=call.pk).update(ended_at=timezone.now() - 8 * DAY)
+        assert retention_apply().user_data_expired == 1
+        fake.default = Outcome.answer(rerun)
+
+        response = api.post(f"/api/v1/calls/{call.pk}/analysis")
+        run_analysis_worker()
+
+        assert response.status_code == 202, response.json()
+        assert "Ada" not in fake.requests[-1].messages[0]["content"]  # the prompt
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.run, analysis.summary, analysis.structured_data) == (
+        "completed",
+        2,
+        rerun["summary"],
+        rerun["structured_data"],
+    )

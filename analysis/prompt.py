@@ -87,7 +87,9 @@ def _refs_moved(node: object, *, names: bool = False) -> object:
         return {name: _refs_moved(subschema) for name, subschema in node.items()}
     moved = {}
     for key, value in node.items():
-        if key == "$ref" and isinstance(value, str) and value.startswith("#"):
+        # A path from the customer's root (`#`, `#/...`) moves; `#name`, an anchor, names
+        # its subschema wherever it now sits.
+        if key == "$ref" and isinstance(value, str) and (value == "#" or value.startswith("#/")):
             if not value.startswith(tuple(f"#/{name}/" for name in _DEFINITIONS)):
                 value = _NESTED_AT + value[1:]
         elif key not in _DATA_KEYWORDS:

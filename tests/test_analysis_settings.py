@@ -243,3 +243,28 @@ def test_a_draft7_schema_with_definitions_checks_a_matching_answer() -> None:
     assert answer_problem(json.dumps(wrong), analysis)[1].startswith(
         "The answer does not match the schema at /structured_data/slot"
     )
+
+
+ANCHORED_SCHEMA = {
+    "$defs": {"meal": {"$anchor": "meal", "type": "string", "enum": ["lunch"]}},
+    "type": "object",
+    "properties": {"meal_type": {"$ref": "#meal"}},
+}
+
+
+def test_a_schema_referencing_an_anchor_reaches_the_provider_resolvable() -> None:
+    """An anchor names a subschema wherever it sits in the document: `#meal` was moved as
+    a path, to `#/properties/structured_datameal`, which points at nothing, and a
+    provider refuses such a schema, failing every analysis of the workflow."""
+    from analysis.prompt import answer_schema
+    from analysis.settings import AnalysisSettingsSerializer
+    from voicecalls.fields import schema_validator
+
+    settings = AnalysisSettingsSerializer(data={"structured_data_schema": ANCHORED_SCHEMA})
+    assert settings.is_valid(), settings.errors
+
+    validator = schema_validator(answer_schema(dict(settings.validated_data)))
+
+    validator.validate({"summary": "s", "structured_data": {"meal_type": "lunch"}})
+    wrong = {"summary": "s", "structured_data": {"meal_type": "brunch"}}
+    assert [e.message for e in validator.iter_errors(wrong)] != []

@@ -48,6 +48,9 @@ _NAMED_SUBSCHEMAS = frozenset(
     {"properties", "patternProperties", "dependentSchemas", "dependencies", *_DEFINITIONS}
 )
 _NESTED_AT = "#/properties/structured_data"
+# The customer's own name for its schema (`id` up to draft 4): nested, it would make the
+# subschema a document of its own, in which the references moved here point at nothing.
+_BASE_KEYWORDS = ("$id", "id")
 
 
 def answer_schema(analysis: dict) -> dict:
@@ -59,7 +62,11 @@ def answer_schema(analysis: dict) -> dict:
     definitions: dict = {}
     custom = analysis.get("structured_data_schema")
     if custom:
-        nested = {key: value for key, value in custom.items() if key not in _DEFINITIONS}
+        nested = {
+            key: value
+            for key, value in custom.items()
+            if key not in _DEFINITIONS and key not in _BASE_KEYWORDS
+        }
         properties["structured_data"] = _refs_moved(nested)
         definitions = {
             key: _refs_moved(custom[key], names=True) for key in _DEFINITIONS if key in custom

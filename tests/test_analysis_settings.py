@@ -268,3 +268,30 @@ def test_a_schema_referencing_an_anchor_reaches_the_provider_resolvable() -> Non
     validator.validate({"summary": "s", "structured_data": {"meal_type": "lunch"}})
     wrong = {"summary": "s", "structured_data": {"meal_type": "brunch"}}
     assert [e.message for e in validator.iter_errors(wrong)] != []
+
+
+def test_a_schema_with_its_own_id_reaches_the_provider_resolvable() -> None:
+    """A schema file names itself (`$id`). Nested as it was, its `$id` made its subschema
+    a document of its own, against which every reference moved to the root resolved to
+    nothing."""
+    from analysis.prompt import answer_schema
+    from voicecalls.fields import schema_validator
+    from voicecalls.json_schemas import checking_validator
+
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://example.com/schemas/meal.json",
+        **ANCHORED_SCHEMA,
+        "properties": {
+            "meal_type": {"$ref": "#/$defs/meal"},
+            "again": {"$ref": "#/properties/meal_type"},
+            "anchored": {"$ref": "#meal"},
+        },
+    }
+    sent = answer_schema({"summary_prompt": "s", "structured_data_schema": schema})
+    wrong = {"summary": "s", "structured_data": {"meal_type": "lunch", "again": "brunch"}}
+    right = {"summary": "s", "structured_data": {"meal_type": "lunch", "anchored": "lunch"}}
+
+    for validator in (schema_validator(sent), checking_validator(sent)):
+        assert [e.message for e in validator.iter_errors(right)] == []
+        assert [e.message for e in validator.iter_errors(wrong)] != []

@@ -228,6 +228,21 @@ def _finish(*, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime) 
     return ErasureStatus.COMPLETED
 
 
+def erased_call_identity_clear(*, call_id: UUID | str) -> None:
+    """Finish erasing a call erased while open that has ended since: its user id,
+    numbers and room name go now, not at the erasure's next look (a minute later).
+    Called, holding the call's row, by what builds a copy sent out of voicecalls (the
+    end-of-call report), which must not carry them. Nothing for any other call."""
+    row = (
+        Call.objects.filter(pk=call_id, erased_at__isnull=False, status__in=ENDED_STATUSES)
+        .values_list("id", "channel", "direction")
+        .first()
+    )
+    if row is not None:
+        scrub.identity_clear(calls=[row])
+        scrub.idempotency_tokens_clear(call_ids=[row[0]])
+
+
 def erasures_wake_due(*, now: datetime.datetime | None = None, limit: int = 100) -> int:
     """Wake unfinished erasures that are due and not held by a run (a lost wake-up, a
     worker that died mid-run). A duplicate wake-up does nothing."""

@@ -359,6 +359,32 @@ def test_a_report_built_after_the_erasure_has_nothing_erased_in_it(organization,
     assert received.verify(secret)["data"]["call"]["user_data"] == {}
 
 
+def test_the_report_of_a_call_erased_while_open_never_carries_the_callers_number(
+    organization, key
+) -> None:
+    """The erasure looks at an open call again only a minute after it ends; its
+    end-of-call report, built 15 s after the end, must not carry who the caller was."""
+    with Receiver() as receiver:
+        endpoint, secret = services.webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=[EventType.CALL_ENDED]
+        )
+        call = inbound_phone_call(organization, open_call=True)
+        erasure = erase(organization, key, CALLER)
+        assert erasure.calls_waiting == 1
+        call_transition(call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+        status = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+
+    assert status == DeliveryStatus.SUCCEEDED
+    (received,) = receiver.received
+    assert CALLER not in received.body.decode()
+    reported = received.verify(secret)["data"]["call"]
+    assert (reported["user_id"], reported["from_number"]) == (None, None)
+    assert erasure_run(erasure_id=erasure.pk) == ErasureStatus.COMPLETED
+    call.refresh_from_db()
+    assert reported["room_name"] == call.room_name
+
+
 def test_a_replay_of_an_erased_event_is_refused(organization, key) -> None:
     with Receiver() as receiver:
         call, delivery, secret = ended_call_with_report(organization, receiver)

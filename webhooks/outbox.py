@@ -211,6 +211,11 @@ def event_body(event: WebhookEvent) -> str:
         # (analysis.services): the report either has the result, or the analysis sees
         # the report frozen and sends `call.analyzed` (call_analyzed_record).
         Call.objects.select_for_update().filter(pk=event.call_id).values_list("pk").first()
+        # A call erased while open keeps who the caller was until its erasure looks
+        # again; the report goes out before that. (Imported here: privacy imports us.)
+        from privacy.erasure import erased_call_identity_clear
+
+        erased_call_identity_clear(call_id=event.call_id)
         return _freeze(event)
 
 

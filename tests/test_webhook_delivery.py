@@ -1377,3 +1377,30 @@ def test_a_wake_up_taken_by_a_worker_whose_clock_is_behind_is_not_lost(
 
     assert len(receiver.received) == 1
     assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_while_its_delivery_is_on_the_wire_ends_the_attempt_quietly(
+    organization: Organization,
+) -> None:
+    """The deletion drops the delivery with its log; the attempt coming back finds
+    nothing to log, and its task ends without an error."""
+
+    def delete_endpoint() -> None:
+        try:
+            services.webhook_endpoint_delete(endpoint=WebhookEndpoint.objects.get())
+        finally:
+            connection.close()
+
+    with Receiver(replies=[Reply(status=200, delay=1.0)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        deleter = threading.Timer(0.3, delete_endpoint)
+        deleter.start()
+        status = attempt(delivery)
+        deleter.join()
+
+    assert status is None
+    assert len(receiver.received) == 1
+    assert not WebhookDelivery.objects.exists() and not WebhookAttempt.objects.exists()

@@ -109,7 +109,11 @@ def webhook_delivery_attempt(
     if not claimed:
         _wake_if_early(delivery_id, now=now)
         return None
-    delivery = WebhookDelivery.objects.select_related("event", "endpoint").get(pk=delivery_id)
+    delivery = (
+        WebhookDelivery.objects.select_related("event", "endpoint").filter(pk=delivery_id).first()
+    )
+    if delivery is None:
+        return None  # its endpoint was deleted since the claim
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         error = " ".join(["endpoint disabled.", endpoint.disabled_reason]).strip()
@@ -179,12 +183,19 @@ def _send(
 
 
 @transaction.atomic
-def _attempt_finish(delivery: WebhookDelivery, *, attempt: _Attempt, now: datetime.datetime) -> str:
+def _attempt_finish(
+    delivery: WebhookDelivery, *, attempt: _Attempt, now: datetime.datetime
+) -> str | None:
     """Log the attempt and move the delivery on: delivered, failed, or retried later
-    (`outcome` None) unless the schedule is exhausted."""
+    (`outcome` None) unless the schedule is exhausted. None: the delivery is gone."""
     # Counted on the row as it is now (a replay may have started a new round meanwhile).
     counts = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
-    attempt_count, round_attempts = counts.values_list("attempt_count", "round_attempts").get()
+    row = counts.values_list("attempt_count", "round_attempts").first()
+    if row is None:
+        # Its endpoint was deleted while the request was out, taking it and its log.
+        logger.info("webhook delivery %s: its endpoint was deleted meanwhile", delivery.pk)
+        return None
+    attempt_count, round_attempts = row
     number = attempt_count + 1
     # A library's message may quote what the receiver sent: NUL is no text to PostgreSQL.
     attempt = dataclasses.replace(attempt, error=attempt.error.replace("\x00", "\ufffd"))

@@ -337,8 +337,12 @@ WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=Fa
 # The end-of-call report is built no sooner than this many seconds after the call
 # ended, so the agent's last transcript lines (flushed after the room closed) are in it.
 WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
-# One delivery attempt gives up after this long (connect + response).
+# One delivery attempt gives up after this long (connect + response). At most a minute:
+# an attempt holds its delivery for 120 s (webhooks.delivery.ATTEMPT_LEASE), after which
+# the overdue sweep sends the event again.
 WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+if not 0 < WEBHOOKS_TIMEOUT_SECONDS <= 60:
+    raise ImproperlyConfigured("WEBHOOKS_TIMEOUT_SECONDS must be more than 0 and at most 60")
 # An endpoint that delivered nothing for this many days, and that its owner has not
 # changed meanwhile, is disabled when a delivery gives up (its ~3-day schedule ran
 # out) instead of being retried for ever; enabling it again through the API resumes.

@@ -26,12 +26,14 @@ from analysis.prompt import answer_problem, answer_schema, messages, transcript_
 from analysis.settings import analysis_llm
 from analysis.signals import call_analyzed
 from calls import selectors
-from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call
+from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call, TranscriptRole
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
 from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
 
 logger = logging.getLogger(__name__)
+# Lines someone said; system and tool lines alone are no conversation.
+SPOKEN_ROLES = frozenset({TranscriptRole.USER, TranscriptRole.ASSISTANT})
 
 MAX_RETRY_DELAY_SECONDS = 3600.0
 # A run claimed longer ago than this is taken for lost (its worker died): a re-run may
@@ -218,9 +220,9 @@ def _retry_or_fail(
 def _outcome(analysis: CallAnalysis) -> _Outcome:
     call = analysis.call
     setting = call.workflow_version.analysis or {}
-    if call.erased_at is not None or call.transcript_expired_at is not None:
-        # Erased before its run: the provider would judge `[erased]` lines.
-        return _Outcome(AnalysisStatus.SKIPPED, "The call's transcript was removed.")
+    rows = selectors.call_transcript_rows(call=call)
+    if skipped := _nothing_to_judge(call, rows):
+        return skipped
     try:
         key = provider_key_for(
             organization=call.organization_id, provider_type="llm", provider_name=analysis.provider
@@ -237,7 +239,7 @@ def _outcome(analysis: CallAnalysis) -> _Outcome:
             f"The organization has no LLM key for {analysis.provider!r}.",
         )
     api_key = key.api_key
-    transcript = transcript_text(selectors.call_transcript_rows(call=call))
+    transcript = transcript_text(rows)
     asked = messages(analysis=setting, call=call, transcript=transcript)
     request = {"provider": analysis.provider, "model": analysis.model, "api_key": api_key}
     schema_for_answer = answer_schema(setting)
@@ -270,6 +272,17 @@ def _outcome(analysis: CallAnalysis) -> _Outcome:
             "model": completion.model,
         },
     )
+
+
+def _nothing_to_judge(call: Call, rows: list[tuple]) -> _Outcome | None:
+    """Skipped, without asking the provider (on the organization's key), when the call's
+    words are gone or were never said (a phone nobody answered, a call that never began)."""
+    if call.erased_at is not None or call.transcript_expired_at is not None:
+        # Erased before its run: the provider would judge `[erased]` lines.
+        return _Outcome(AnalysisStatus.SKIPPED, "The call's transcript was removed.")
+    if not any(role in SPOKEN_ROLES for _id, role, *_rest in rows):
+        return _Outcome(AnalysisStatus.SKIPPED, "Nothing was said on the call.")
+    return None
 
 
 def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:

@@ -257,6 +257,7 @@ def test_the_schema_sent_to_the_provider_keeps_the_customers_references_resolvab
         organization=organization, provider_type="llm", provider_name="openai", api_key=KEY
     )
     call = CallFactory(organization=organization, workflow=workflow, active=True)
+    TranscriptEntryFactory(call=call, role="user", content="A salad for lunch.")
     assert call_transition(
         call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup"
     )
@@ -376,6 +377,33 @@ def test_without_a_key_the_analysis_is_skipped_with_the_reason_and_nothing_is_se
     analysis = analysis_of(call)
     assert analysis.status == "skipped"
     assert analysis.error == "The organization has no LLM key for 'openai'."
+
+
+@pytest.mark.parametrize("said", [[], [("system", "Dialing +14155550123.")]])
+def test_a_call_on_which_nothing_was_said_is_skipped_without_asking_the_provider(
+    organization: Organization, fake_llm: FakeLLM, said: list[tuple[str, str]]
+) -> None:
+    # A phone nobody answered: the organization's key would pay to judge an empty call.
+    definition = {**copy.deepcopy(DEMO_DEFINITION), "analysis": ANALYSIS}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    ProviderKeyFactory(
+        organization=organization, provider_type="llm", provider_name="openai", api_key=KEY
+    )
+    call = CallFactory(organization=organization, workflow=workflow)
+    for role, content in said:
+        TranscriptEntryFactory(call=call, role=role, content=content)
+    assert call_transition(call_id=call.pk, to_status=CallStatus.FAILED, end_reason="no_answer")
+
+    run_worker()
+
+    assert fake_llm.requests == []
+    analysis = analysis_of(call)
+    assert (analysis.status, analysis.error, analysis.success, analysis.summary) == (
+        "skipped",
+        "Nothing was said on the call.",
+        None,
+        None,
+    )
 
 
 def test_the_key_never_reaches_the_stored_error_or_the_logs(

@@ -25,7 +25,7 @@ from calls import representations, selectors, services
 from calls.filters import CallFilter
 from calls.idempotency import MAX_KEY_LENGTH, idempotency_key, idempotent_call
 from calls.limits import ConcurrencyLimitReached
-from calls.models import Call
+from calls.models import ENDED_STATUSES, Call
 from calls.serializers import (
     ActiveCallSerializer,
     ActiveCallsQuerySerializer,
@@ -231,8 +231,8 @@ class CallViewSet(viewsets.GenericViewSet):
         methods=["GET"],
         summary="Get call analysis",
         operation_id="calls_analysis_retrieve",
-        description="The post-call analysis of the call; 404 when its workflow has no "
-        "`analysis` setting.",
+        description="The post-call analysis of the call; 404 while the call has not ended, "
+        "and when its workflow has no `analysis` setting.",
         responses={200: CallAnalysisSerializer},
         filters=False,
     )
@@ -259,6 +259,8 @@ class CallViewSet(viewsets.GenericViewSet):
         call = self._get_call()
         if request.method == "GET":
             analysis = selectors.call_analysis(call=call)
+            if analysis is None and call.status not in ENDED_STATUSES:
+                raise NotFound("This call has not ended; its analysis runs once it has.")
             if analysis is None:
                 raise NotFound("This call's workflow has no analysis setting.")
             return Response(representations.call_analysis(analysis))

@@ -73,6 +73,28 @@ def test_a_call_of_a_workflow_without_analysis_has_null_and_its_analysis_path_is
     )
 
 
+def test_the_analysis_path_of_a_call_in_progress_is_404_saying_it_runs_after_the_end(
+    api: APIClient, organization: Organization
+) -> None:
+    definition = {**copy.deepcopy(DEMO_DEFINITION), "analysis": ANALYSIS}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+
+    response = api.get(f"/api/v1/calls/{call.pk}/analysis")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "not_found",
+                "detail": "This call has not ended; its analysis runs once it has.",
+                "attr": None,
+            }
+        ],
+    }
+
+
 def test_another_organizations_analysis_is_404(
     api: APIClient, outsider: Organization, organization: Organization
 ) -> None:

@@ -114,6 +114,17 @@ def test_a_webhook_timeout_an_attempt_cannot_keep_to_is_refused(value: str) -> N
     assert "WEBHOOKS_TIMEOUT_SECONDS" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "300"])
+def test_an_analysis_timeout_a_run_cannot_keep_to_is_refused(value: str) -> None:
+    """A run asks at most twice, each up to about twice the timeout; past 3 minutes a
+    request could still wait when the sweep takes the run for lost (15 minutes) and asks
+    the provider again on the customer's key."""
+    result = run_check({"DEBUG": "1", "ANALYSIS_TIMEOUT_SECONDS": value})
+
+    assert result.returncode != 0
+    assert "ANALYSIS_TIMEOUT_SECONDS" in result.stderr
+
+
 def _prepare_threshold(value: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [

@@ -359,7 +359,13 @@ WEBHOOKS_RETRY_SCHEDULE = _retry_schedule(
 # LLM key. ANALYSIS_LLM_BASE_URL sends every provider's requests to one
 # OpenAI-compatible base URL instead of the provider's own (a gateway; tests' stand-in).
 ANALYSIS_LLM_BASE_URL = env.str("ANALYSIS_LLM_BASE_URL", default="")
+# One provider request gives up after this long (a last slow read can add as much
+# again). At most 3 minutes: a run may ask twice (an invalid answer is asked again), and
+# a run claimed 15 minutes ago is taken for lost (analysis.services.STALE_RUN_SECONDS)
+# and started over beside the one still waiting.
 ANALYSIS_TIMEOUT_SECONDS = env.float("ANALYSIS_TIMEOUT_SECONDS", default=60.0)
+if not 0 < ANALYSIS_TIMEOUT_SECONDS <= 180:
+    raise ImproperlyConfigured("ANALYSIS_TIMEOUT_SECONDS must be more than 0 and at most 180")
 # Provider errors (429, 5xx, timeouts) retry with exponential backoff from this base,
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
 ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)

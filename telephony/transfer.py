@@ -129,8 +129,9 @@ def call_transfer(
 @transaction.atomic
 def _transfer_record(*, call: Call, destination: str, requested_at: datetime.datetime) -> bool:
     """Record the transfer on the call unless it is ending already; a transfer to a
-    number counts against the organization's daily cap (429, nothing recorded), counted
-    holding its row after the call's (the order in which ending a call locks them)."""
+    number counts against the organization's per-minute rate and daily cap (429,
+    nothing recorded), the cap counted holding its row after the call's (the order in
+    which ending a call locks them)."""
     recorded = Call.objects.filter(
         pk=call.pk, status=CallStatus.ACTIVE, hangup_requested_at__isnull=True
     ).update(
@@ -139,11 +140,13 @@ def _transfer_record(*, call: Call, destination: str, requested_at: datetime.dat
         transfer_destination=destination,
     )
     if recorded and not is_sip_uri(destination):
+        # The rate's row before the organization's, as a phone call created with an
+        # Idempotency-Key takes them in its one transaction (the other order deadlocked
+        # with it). Only once recorded: a 409 takes no call of the minute; a 429 (rate
+        # or cap) undoes the recording and the rate's hit with this transaction.
+        guard.outbound_rate_take(organization=call.organization)
         organization = Organization.objects.select_for_update().get(pk=call.organization_id)
         guard.outbound_daily_cap_check(organization=organization)
-        # Last: a transfer refused (409, daily cap) takes no call of the minute; a 429
-        # here undoes the recording with this transaction.
-        guard.outbound_rate_take(organization=organization)
     return bool(recorded)
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import copy
 import datetime
+import threading
+import time
 import uuid
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import Call
 from calls.services import TRANSFER_LEFT_AFTER
+from telephony import guard
 from telephony.services import phone_number_verify
 from tests import fake_livekit_sip as sip
 from tests.factories import CallFactory, PhoneNumberFactory
@@ -669,3 +673,49 @@ def test_a_transfer_refused_409_while_the_call_is_ending_does_not_take_the_per_m
     response = agent_transfer(agent_api, other, DESK)
 
     assert response.status_code == 200, response.content
+
+
+def _waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        # Inside a transaction the activity view keeps its first reading unless cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.postgres
+def test_a_transfer_waits_for_the_minutes_rate_before_taking_the_organizations_row(
+    agent_api, organization, live_call, sip_fake
+):
+    """A phone call created with an Idempotency-Key runs in one transaction: it takes
+    the organization's per-minute rate (its row), then, inserting the call, the
+    organization's row. A transfer that took the organization's row before the rate's
+    deadlocked with it (one of them a 500). Here a transaction holds the rate while the
+    transfer starts, and must still get the organization's row."""
+    answers: list[object] = []
+
+    def transfer() -> None:
+        try:
+            answers.append(agent_transfer(agent_api, live_call, DESK))
+        except BaseException as exc:
+            answers.append(exc)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=transfer)
+    with transaction.atomic():
+        guard.outbound_rate_take(organization=organization)
+        other.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_for_a_lock():
+            assert time.monotonic() < deadline, "the transfer never waited"
+            time.sleep(0.02)
+        # What the create takes next; NOWAIT fails if the transfer holds it.
+        Organization.objects.select_for_update(nowait=True).filter(pk=organization.pk).exists()
+    other.join(30)
+
+    (answer,) = answers
+    assert answer.status_code == 200, answer.content

@@ -5,11 +5,15 @@ import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-# Sync workers: requests are short (no LiveKit call on the hot path) and the
-# database is the bottleneck; 2 × cores + 1 is gunicorn's own advice.
+# Sync workers: requests are short (no LiveKit call on the hot path; a transfer
+# waits for one, see `timeout`) and the database is the bottleneck; 2 × cores + 1
+# is gunicorn's own advice.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# A sync worker silent this long is killed mid-request. A call transfer waits for
+# LiveKit within its request while the destination rings (at most the longest ring
+# timeout, 120 s, and a margin): killed, it would be left recorded half-way.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "150"))
 graceful_timeout = 20
 keepalive = 5
 # Recycle workers now and then so a slow leak never becomes an outage.

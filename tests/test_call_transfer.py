@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import datetime
+import runpy
 import threading
 import time
 import uuid
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -25,8 +27,10 @@ from telephony.services import phone_number_verify
 from tests import fake_livekit_sip as sip
 from tests.factories import CallFactory, PhoneNumberFactory
 from tests.phone import INBOUND_NUMBER, inbound_trunk
+from voicecalls.livekit_sip import DIAL_TIMEOUT_MARGIN_SECONDS
 from workflows.demo import DEMO_DEFINITION
 from workflows.services import workflow_create
+from workflows.settings import RING_TIMEOUT_BOUNDS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -719,3 +723,14 @@ def test_a_transfer_waits_for_the_minutes_rate_before_taking_the_organizations_r
 
     (answer,) = answers
     assert answer.status_code == 200, answer.content
+
+
+def test_a_web_worker_outlives_the_longest_transfer_wait(monkeypatch):
+    """A transfer waits for LiveKit within its request while the destination rings. A
+    sync gunicorn worker (the default: one thread) silent past `timeout` is killed,
+    leaving the transfer recorded half-way: the caller's departure and the agent's end
+    held, a hang-up 409 `call_transferring`, for minutes."""
+    monkeypatch.delenv("GUNICORN_TIMEOUT", raising=False)
+    config = runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
+
+    assert config["timeout"] > RING_TIMEOUT_BOUNDS[1] + DIAL_TIMEOUT_MARGIN_SECONDS

@@ -16,7 +16,7 @@ IMMEDIATE_TASKS = {
 }
 
 
-def run_task_worker(queue: str) -> None:
+def run_task_worker(queue: str, *extra: str) -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         call_command(
@@ -28,6 +28,7 @@ def run_task_worker(queue: str) -> None:
             "--no-reload",
             "--interval",
             "0",
+            *extra,
             verbosity=0,
         )
     finally:

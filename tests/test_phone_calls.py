@@ -451,6 +451,24 @@ def test_a_retried_dial_job_never_dials_twice(api, phone, sip_fake) -> None:
     assert detail(api, call_id)["status"] == "active"
 
 
+@pytest.mark.postgres
+def test_a_dial_worker_with_threads_rings_as_many_phones_at_once(api, phone, sip_fake) -> None:
+    """A dial job holds its worker while the phone rings: one worker rang every
+    organization's phones one after the other, and calls queued behind them failed
+    `dial_timeout`. (Workers in threads claim jobs with SKIP LOCKED: PostgreSQL.)"""
+    callees = ["+14155550124", "+14155550125", "+14155550126"]
+    for callee in callees:
+        sip_fake.sip_outcomes[callee] = sip.answer_after(2)
+    call_ids = [create(api, callee)["call_id"] for callee in callees]
+
+    started = time.monotonic()
+    run_task_worker("dial", "--threads", "3")
+
+    assert time.monotonic() - started < 4  # one after the other: 6 s
+    assert [detail(api, call_id)["status"] for call_id in call_ids] == ["active"] * 3
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 3
+
+
 def test_a_call_not_dialed_within_its_dial_deadline_fails_dial_timeout(
     api, phone, sip_fake
 ) -> None:

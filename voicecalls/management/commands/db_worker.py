@@ -1,4 +1,5 @@
-"""`db_worker` (django-tasks-db's task worker) that outlives a database outage.
+"""`db_worker` (django-tasks-db's task worker) that outlives a database outage, and
+runs several workers at once with `--threads`.
 
 Upstream's worker loop lets any database error but a locked SQLite file end the
 process: a PostgreSQL restart, or PgBouncer refusing logins meanwhile, stopped every
@@ -6,28 +7,69 @@ worker for good, and with them customer webhooks (found by the soak, soak/). Thi
 starts the worker again after a pause instead; SIGINT/SIGTERM still stop it. It takes
 upstream's place because the `voicecalls` app comes before `django_tasks_db` in
 INSTALLED_APPS.
+
+A dial job holds its worker while the phone rings: one worker rings one phone at a
+time, every organization's. `--threads N` runs N workers in this process, so N phones
+ring at once; a signal lets each finish its job, a second stops them at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import time
+from argparse import ArgumentTypeError
+from collections.abc import Callable
 
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django_tasks_db.management.commands import db_worker
 
 RETRY_SECONDS = 1.0
+MAX_THREADS = 100
 
 
 def _exit(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
+def _threads(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= MAX_THREADS:
+        raise ArgumentTypeError(f"Must be from 1 to {MAX_THREADS}.")
+    return count
+
+
+def _outliving_outages(run: Callable[[], None], *, running: Callable[[], bool]) -> None:
+    """Run a worker again after a database failure, while it is to run."""
+    while True:
+        try:
+            return run()
+        except DatabaseError as exc:
+            sys.stderr.write(f"db_worker: the database failed ({exc!r}); again in 1 s\n")
+        connections.close_all()
+        time.sleep(RETRY_SECONDS)
+        if not running():
+            return None
+
+
 class Command(db_worker.Command):
     help = "Run the database task queue's worker; a database outage pauses it, never ends it."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def add_arguments(self, parser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--threads",
+            type=_threads,
+            default=1,
+            help="Workers run at once in this process (the dial queue: phones ringing at once).",
+        )
+
+    def handle(self, *args: object, threads: int = 1, **options: object) -> None:
+        if threads > 1:
+            return self._handle_threads(threads, **options)
         while True:
             try:
                 return super().handle(*args, **options)
@@ -38,3 +80,47 @@ class Command(db_worker.Command):
                 signal.signal(sig, _exit)
             connections.close_all()
             time.sleep(RETRY_SECONDS)
+
+    def _handle_threads(self, count: int, **options: object) -> None:
+        workers = [self._worker(index, **options) for index in range(count)]
+
+        def stop(signum: int, frame: object) -> None:
+            if not all(worker.running for worker in workers):
+                os._exit(1)  # told twice: the jobs running are left as they are
+            for worker in workers:
+                worker.running = False
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+
+        def run(worker: db_worker.Worker) -> None:
+            try:
+                _outliving_outages(worker.run, running=lambda: worker.running)
+            finally:
+                connections.close_all()  # this thread's
+
+        started = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            while thread.is_alive():
+                thread.join(0.5)  # woken now and then for the signals
+
+    def _worker(self, index: int, **options: object) -> db_worker.Worker:
+        """Upstream's worker as its own `handle` makes it (no reloading in threads)."""
+        self.configure_logging(options["verbosity"])
+        queue_names = str(options["queue_name"]).split(",")
+        excluded = str(options["exclude_queues"] or "")
+        excluded_names = excluded.split(",") if excluded else []
+        if excluded_names and "*" not in queue_names:
+            raise CommandError("--exclude-queues can only be used with --queue-name=*")
+        return db_worker.Worker(
+            queue_names=queue_names,
+            interval=options["interval"],
+            batch=options["batch"],
+            backend_name=options["backend_name"],
+            startup_delay=options["startup_delay"],
+            max_tasks=options["max_tasks"],
+            worker_id=f"{str(options['worker_id'])[:60]}-{index}",
+            excluded_queue_names=excluded_names,
+        )

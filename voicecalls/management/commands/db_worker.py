@@ -24,7 +24,7 @@ from argparse import ArgumentTypeError
 from collections.abc import Callable
 
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connection, connections
 from django_tasks_db.management.commands import db_worker
 
 RETRY_SECONDS = 1.0
@@ -69,6 +69,9 @@ class Command(db_worker.Command):
 
     def handle(self, *args: object, threads: int = 1, **options: object) -> None:
         if threads > 1:
+            if connection.vendor == "sqlite":
+                # Its claims lock the whole file: jobs in threads fail on it.
+                raise CommandError("--threads needs PostgreSQL; on SQLite run one worker.")
             return self._handle_threads(threads, **options)
         while True:
             try:

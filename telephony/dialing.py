@@ -134,13 +134,16 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
             # Hung up since the claim: deleting the room found none (the dispatch made
             # it since), so nothing else closes it; the phone must not ring.
             return "not dialed"
+        ringing = _ringing_seconds(call, version)
+        if ringing is None:
+            return _dial_failed(call=call, code=None, text=None, reason=EndReason.DIAL_TIMEOUT)
         livekit_sip.sip_dial(
             trunk_id=call.sip_trunk_id or "",
             to_number=call.phone_number or "",
             from_number=call.from_number or "",
             room_name=call.room_name,
             identity=call.user_identity,
-            ringing_timeout_seconds=version.ring_timeout_seconds,
+            ringing_timeout_seconds=ringing,
             max_call_duration_seconds=_livekit_max_call_duration(call, version),
         )
     except livekit_sip.SipDialError as exc:
@@ -162,6 +165,22 @@ LIVEKIT_DURATION_GRACE_SECONDS = 60
 
 def _livekit_max_call_duration(call: Call, version: WorkflowVersion) -> int:
     return call.max_duration_seconds + version.ring_timeout_seconds + LIVEKIT_DURATION_GRACE_SECONDS
+
+
+# An answer must reach us within the call's start delay (calls.lifecycle refuses a later
+# start and expire_calls ends the call `timeout`, cutting the callee off): a dial that
+# starts late rings for what is left of it, less this for LiveKit's answer to arrive...
+ANSWER_MARGIN_SECONDS = 5
+# ...and is not started with less ringing than this left: it fails `dial_timeout`.
+MIN_RINGING_SECONDS = 5
+
+
+def _ringing_seconds(call: Call, version: WorkflowVersion) -> int | None:
+    """The ringing timeout to dial with: the workflow's, cut to the start delay left."""
+    start_by = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
+    left = int((start_by - timezone.now()).total_seconds()) - ANSWER_MARGIN_SECONDS
+    ringing = min(version.ring_timeout_seconds, left)
+    return ringing if ringing >= MIN_RINGING_SECONDS else None
 
 
 def _to_dial_after_hang_ups(call_id: uuid.UUID) -> bool:
@@ -222,10 +241,12 @@ def phone_call_answered(*, call_id: uuid.UUID) -> bool:
 
 
 @transaction.atomic
-def _dial_failed(*, call: Call, code: int | None, text: str | None) -> str:
+def _dial_failed(
+    *, call: Call, code: int | None, text: str | None, reason: str | None = None
+) -> str:
     """The dial's own result ends the call, with the SIP status kept on it; but a dial
     our hang-up cancelled (LiveKit may answer the dial before the room's deletion) ends
-    as that hang-up asked."""
+    as that hang-up asked. `reason`: the end reason when no SIP status says it."""
     row = Call.objects.filter(pk=call.pk).values_list("hangup_requested_at", "end_reason").first()
     requested = requested_end(*row) if row else None
     if requested is not None:
@@ -236,7 +257,7 @@ def _dial_failed(*, call: Call, code: int | None, text: str | None) -> str:
             only_from={CallStatus.CONNECTING},
         )
         return requested
-    reason = sip_end_reason(code)
+    reason = reason or sip_end_reason(code)
     Call.objects.filter(pk=call.pk, status=CallStatus.CONNECTING).update(
         sip_status_code=code, sip_status=(text or "")[:200] or None
     )

@@ -192,6 +192,42 @@ def test_a_phone_nobody_answers_within_the_ringing_timeout_is_no_answer(
     assert outcome(detail(api, call_id)) == ("failed", "no_answer", 408, "Request Timeout")
 
 
+def test_a_dial_starting_late_rings_only_for_what_is_left_of_the_start_delay(
+    api, phone, sip_fake
+) -> None:
+    """An answer after the start delay could not make the call active: the callee talked
+    to the agent on a call shown `connecting`, until expire_calls cut them off."""
+    sip_fake.sip_outcomes[CALLEE] = sip.answer_after(0.2)
+    call_id = create(api)["call_id"]
+    call = Call.objects.get(pk=call_id)
+    # The dial queue was behind: 80 of the 105 s (dial deadline 60 + ringing 30 + 15)
+    # have gone, and the dial deadline is not past yet.
+    assert call.connect_timeout_seconds == 105
+    Call.objects.filter(pk=call_id).update(
+        created_at=call.created_at - datetime.timedelta(seconds=80)
+    )
+
+    run_dial_worker()
+
+    (dial,) = sip_fake.calls("CreateSIPParticipant")
+    ringing = int(dial.body["ringingTimeout"].removesuffix("s"))
+    assert 18 <= ringing <= 20  # the 25 s left, less 5 for the answer to reach us
+    assert detail(api, call_id)["status"] == "active"
+
+
+def test_a_dial_with_too_little_of_its_start_delay_left_is_not_dialed(api, phone, sip_fake) -> None:
+    call_id = create(api)["call_id"]
+    call = Call.objects.get(pk=call_id)
+    Call.objects.filter(pk=call_id).update(
+        created_at=call.created_at - datetime.timedelta(seconds=97)
+    )
+
+    run_dial_worker()
+
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    assert outcome(detail(api, call_id)) == ("failed", "dial_timeout", None, None)
+
+
 def test_ending_a_ringing_call_cancels_it_and_it_ends_as_requested(
     api, phone, sip_fake, client_key
 ) -> None:

@@ -18,7 +18,7 @@ from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.api import AgentAPI
-from agent.events import tool_arguments
+from agent.events import tool_arguments, tool_name
 from agent.phone import Callee, masked
 from agent.providers import ComponentCache
 from agent.redact import log_secrets_add, redacted, session_keys
@@ -329,7 +329,7 @@ class CallRuntime:
         agent_name = self.agent_name()
         for call, output in event.zipped():
             content = output.output if output is not None else ""
-            tool_call = {"name": call.name, "arguments": tool_arguments(call.arguments)}
+            tool_call = {"name": tool_name(call.name), "arguments": tool_arguments(call.arguments)}
             if output is not None and output.is_error:
                 # The content is the error the model was told: a run dispatched again
                 # mid-call tells it the same (agent/resume.py).

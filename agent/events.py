@@ -18,6 +18,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_ARGUMENTS_BYTES = 16 * 1024
 MAX_ARGUMENTS_DEPTH = 8
 MAX_RAW_ARGUMENTS_CHARS = 2000
+# The API's bound on a tool call's name (1 to 64 characters, blanks trimmed).
+MAX_TOOL_NAME_CHARS = 64
+UNNAMED_TOOL = "unnamed"
 
 
 def iso_timestamp(epoch: float | None = None) -> str:
@@ -58,6 +61,14 @@ def json_safe(value: object) -> object:
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     return value
+
+
+def tool_name(name: str) -> str:
+    """A tool call's name as the API takes it. A model may call a tool nobody defined,
+    by any name (livekit-agents answers it an error); the line must not be refused."""
+    text = json_safe(name if isinstance(name, str) else str(name))
+    assert isinstance(text, str)
+    return text.strip()[:MAX_TOOL_NAME_CHARS] or UNNAMED_TOOL
 
 
 def tool_arguments(raw: str) -> dict:

@@ -301,6 +301,35 @@ async def test_a_tool_line_reaches_the_transcript_whatever_arguments_the_model_w
     )
 
 
+async def test_a_tool_the_model_made_up_reaches_the_transcript_whatever_its_name(
+    web: Web, fake_livekit
+) -> None:
+    """A model may call a tool nobody defined, under any name (livekit-agents answers
+    it an error): the API takes names of 1 to 64 characters, and refused the line."""
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    made_up = "functions.lookup_the_customers_most_recent_order_and_its_delivery_date"
+    scripted = ScriptedLLM([[call(made_up, order="A1"), call(" ")], "Sorry, one moment."])
+    providers = TextProviders(llm=scripted)
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime = await job.prepare()
+        assert runtime is not None
+        session = job.session(runtime, vad=None, turn_detection="stt")
+        await job.start(runtime, session, capture_run=True)
+        await session.run(user_input="Where is my order?")
+        scripted.add(["Goodbye Ada!", call("end_call")])
+        await session.run(user_input="Never mind, bye")
+        await live.finish()
+
+    assert job.reporter.dropped == []
+    tool_lines = [line for line in web.transcript(call_id) if line["role"] == "tool"]
+    names = [line["tool_call"]["name"] for line in tool_lines]
+    assert names == [made_up[:64], "unnamed", "end_call"]
+    assert all(line["tool_call"].get("is_error") for line in tool_lines[:2])
+    assert made_up in tool_lines[0]["content"]  # the error the model was told names it
+
+
 async def test_replays_after_a_503_create_no_duplicates(web: Web) -> None:
     call_id = web.create_call(user_data={"name": "Cy"})["call_id"]
     # First POST: 503 before the server sees it. Second: the server stores the batch,

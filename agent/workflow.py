@@ -158,13 +158,10 @@ class ToolRunner:
         if not url:
             return json.dumps({"status": "recorded"})
         try:
-            await check_tool_url(url, allow_private=self._allow_private)
-        except UnsafeToolURL as exc:
-            logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
-            raise ToolError(f"{spec['name']} is unavailable.") from exc
-        try:
-            # httpx's timeout bounds each read; this bounds the whole answer.
+            # httpx's timeout bounds each read; this bounds the whole answer, the URL's
+            # check included (a name server that does not answer takes its own time).
             async with asyncio.timeout(TOOL_TIMEOUT_SECONDS):
+                await check_tool_url(url, allow_private=self._allow_private)
                 async with self._http.stream(
                     "POST",
                     url,
@@ -181,6 +178,9 @@ class ToolRunner:
                     if response.is_error:
                         raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
                     body = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
+        except UnsafeToolURL as exc:
+            logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
+            raise ToolError(f"{spec['name']} is unavailable.") from exc
         except (httpx.HTTPError, TimeoutError) as exc:
             logger.warning("call %s: tool %s failed: %r", self.call_id, spec["name"], exc)
             raise ToolError(f"{spec['name']} did not answer in time.") from exc

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import threading
 import time
 import zlib
 
@@ -248,6 +249,33 @@ async def test_a_tool_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout():
         elapsed = time.monotonic() - started
         await runner.aclose()
         server.close()
+    assert elapsed < TOOL_TIMEOUT_SECONDS + 2
+
+
+async def test_a_tool_host_whose_dns_does_not_answer_is_cut_off_at_the_timeout(monkeypatch):
+    """The URL's check resolved the host outside the tool's 10 s: a customer's name
+    server that does not answer held the caller in silence for the resolver's own
+    timeouts (5 s a try, per server and attempt), however long they added up to."""
+    answered = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def silent_dns(host, *args, **kwargs):  # a name server's stand-in
+        if host in ("tools.silent.example", b"tools.silent.example"):
+            answered.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_dns)
+    runner = ToolRunner(call_id="c1")
+    spec = {**SAVE_MEAL, "url": "https://tools.silent.example/meals"}
+    started = time.monotonic()
+    try:
+        with pytest.raises(ToolError, match="did not answer in time"):
+            await runner.run(spec, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        elapsed = time.monotonic() - started
+        answered.set()
+        await runner.aclose()
     assert elapsed < TOOL_TIMEOUT_SECONDS + 2
 
 

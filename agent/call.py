@@ -275,7 +275,11 @@ class CallRuntime:
         return agent.id if agent is not None else self.first_agent_name()
 
     def _on_item_added(self, event: Any) -> None:
-        item = event.item
+        self.said(event.item)
+
+    def said(self, item: Any) -> None:
+        """A conversation item: the session's, or a turn it did not keep (one the agent
+        did not answer: agent/workflow.py's `on_user_turn_completed`)."""
         if item.type == "agent_handoff":
             # The session's first agent arrives as a handoff from nobody: not a handoff.
             if item.old_agent_id:

@@ -57,6 +57,8 @@ class CallControl(Protocol):
 
     def answered_by_greeting(self, message: Any) -> bool: ...
 
+    def said(self, item: Any) -> None: ...
+
     async def hang_up(self, context: RunContext | None = None, *, reason: str = ...) -> None: ...
 
 
@@ -101,9 +103,11 @@ class WorkflowAgent(Agent):
             self.session.generate_reply()
 
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
-        if self._call.hanging_up:
-            raise StopResponse()  # the agent said goodbye: it answers nothing more
-        if self._call.answered_by_greeting(new_message):
+        # The agent said goodbye (or hands the caller over): it answers nothing more; or
+        # the greeting answers it. livekit-agents keeps no turn a StopResponse ends, so
+        # what the caller said goes to the transcript here.
+        if self._call.hanging_up or self._call.answered_by_greeting(new_message):
+            self._call.said(new_message)
             raise StopResponse()
 
 

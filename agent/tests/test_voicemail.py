@@ -83,9 +83,11 @@ async def test_a_mailbox_that_takes_no_message_is_hung_up_on(
     assert (ended["status"], ended["end_reason"]) == ("completed", "voicemail")
 
 
-async def test_a_person_who_answers_is_greeted_and_their_hello_gets_no_second_answer(
+async def test_a_person_who_answers_is_greeted_and_their_hello_is_kept_but_not_answered_twice(
     web: Web, voicemail_workflows: dict[str, str]
 ) -> None:
+    """The greeting answers the callee's "Hello?", so the model does not; it is still
+    in the transcript (livekit-agents keeps no turn a StopResponse ends)."""
     providers = Providers(
         llm=ScriptedLLM([call("save_prediction", label="human"), "It's your daily call."])
     )
@@ -105,6 +107,12 @@ async def test_a_person_who_answers_is_greeted_and_their_hello_gets_no_second_an
 
     assert providers.tts.spoken == [GREETING, "It's your daily call."]
     assert web.call(job.call_id)["status"] != "completed"
+    assert said(web.transcript(job.call_id)) == [
+        ("user", "Hello?"),
+        ("assistant", GREETING),
+        ("user", "Who is this?"),
+        ("assistant", "It's your daily call."),
+    ]
 
 
 async def test_a_machine_the_detector_missed_is_left_the_message_when_the_model_says_so(

@@ -75,8 +75,9 @@ class AgentAPIError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Network errors, 429 and 5xx may succeed later; other 4xx will not."""
-        return self.status_code is None or self.status_code == 429 or self.status_code >= 500
+        """Network errors, 408 (a proxy gave up waiting for the request: not processed),
+        429 and 5xx may succeed later; other 4xx will not."""
+        return self.status_code is None or self.status_code in (408, 429) or self.status_code >= 500
 
 
 class AgentAPI:

@@ -84,6 +84,18 @@ async def test_network_errors_and_5xx_are_retried_with_the_same_events() -> None
     assert reporter.dropped == []
 
 
+async def test_a_request_timeout_is_retried_with_the_same_events() -> None:
+    """A 408 (a proxy or load balancer gave up waiting for the request) says the
+    request was not processed and may be sent again; it cost the batch its lines."""
+    endpoint = Endpoint([408, 200])
+    reporter = reporter_for(endpoint)
+    sent = say(reporter, 2)
+    await reporter.aclose()
+    assert endpoint.batches == [sent, sent]
+    assert reporter.accepted == 2
+    assert reporter.dropped == []
+
+
 async def test_a_refused_request_is_not_retried() -> None:
     endpoint = Endpoint([403])
     reporter = reporter_for(endpoint)

@@ -179,7 +179,8 @@ class ToolRunner:
                     timeout=TOOL_TIMEOUT_SECONDS,
                     follow_redirects=False,
                 ) as response:
-                    if response.is_error:
+                    # A redirect is not followed (its target is unchecked): no answer.
+                    if not response.is_success:
                         raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
                     body = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
         except UnsafeToolURL as exc:

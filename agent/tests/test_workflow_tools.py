@@ -152,6 +152,23 @@ async def test_a_failing_url_tool_tells_the_model(answer, message):
         await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
 
 
+async def test_a_redirect_is_not_followed_and_its_body_is_no_result():
+    """Redirects are not followed (the new location is unchecked): the tool did not
+    run there, so a redirect's own JSON body must not reach the model as its result."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        location = {"Location": "https://tools.example.com/v2/meals"}
+        return httpx.Response(308, json={"saved": True}, headers=location)
+
+    runner = url_runner(handler)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+    with pytest.raises(ToolError, match=re.escape("failed (HTTP 308)")):
+        await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
+    assert len(seen) == 1
+
+
 @pytest.mark.parametrize(
     "url",
     [

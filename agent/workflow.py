@@ -183,6 +183,7 @@ class ToolRunner:
                     if not response.is_success:
                         raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
                     body = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
+                    plain = response.headers.get("Content-Type", "").startswith("text/plain")
         except UnsafeToolURL as exc:
             logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
             raise ToolError(f"{spec['name']} is unavailable.") from exc
@@ -192,16 +193,26 @@ class ToolRunner:
         except AnswerTooLarge as exc:
             logger.warning("call %s: tool %s answered too much", self.call_id, spec["name"])
             raise ToolError(f"{spec['name']}'s answer was too large.") from exc
-        try:
-            # As written (the transcript shows it), a lone surrogate made U+FFFD: no
-            # provider could encode it.
-            result = json.dumps(json_safe(json.loads(body)), ensure_ascii=False)
-        except (ValueError, RecursionError) as exc:
-            raise ToolError(f"{spec['name']} did not return JSON.") from exc
-        return result[:MAX_TOOL_RESULT_CHARS]
+        return tool_result(spec["name"], body, plain=plain)[:MAX_TOOL_RESULT_CHARS]
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def tool_result(name: str, body: bytes, *, plain: bool) -> str:
+    """A tool's 2xx answer for the model: its JSON, or its plain text. An empty one
+    (204) means done: told as an error, the model would call the tool, and run its
+    action, again."""
+    if not body.strip():
+        return json.dumps({"status": "ok"})
+    try:
+        # As written (the transcript shows it), a lone surrogate made U+FFFD: no
+        # provider could encode it.
+        return json.dumps(json_safe(json.loads(body)), ensure_ascii=False)
+    except (ValueError, RecursionError) as exc:
+        if plain:
+            return json.dumps({"result": body.decode("utf-8", "replace")}, ensure_ascii=False)
+        raise ToolError(f"{name} did not return JSON.") from exc
 
 
 def workflow_tool(spec: dict, runner: ToolRunner, agent_name: str):

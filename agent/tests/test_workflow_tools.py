@@ -128,10 +128,27 @@ async def test_a_url_tool_posts_the_arguments_and_returns_the_json_result():
 
 
 @pytest.mark.parametrize(
+    ("answer", "result"),
+    [
+        (httpx.Response(204), {"status": "ok"}),
+        (httpx.Response(200, text=""), {"status": "ok"}),
+        (httpx.Response(200, text="Saved, id 7."), {"result": "Saved, id 7."}),  # text/plain
+    ],
+)
+async def test_a_url_tool_answering_done_without_json_succeeds(answer, result):
+    """A 204, or a plain "Saved": the action ran. Told as an error, the model would call
+    the tool again and the action would run twice."""
+    runner = url_runner(lambda request: answer)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+
+    assert json.loads(await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")) == result
+
+
+@pytest.mark.parametrize(
     ("answer", "message"),
     [
         (httpx.Response(500, json={}), "failed (HTTP 500)"),
-        (httpx.Response(200, text="<html>"), "did not return JSON"),
+        (httpx.Response(200, html="<html>"), "did not return JSON"),
         (httpx.ReadTimeout("slow"), "did not answer in time"),
     ],
 )

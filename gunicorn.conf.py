@@ -14,7 +14,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # LiveKit within its request while the destination rings (at most the longest ring
 # timeout, 120 s, and a margin): killed, it would be left recorded half-way.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "150"))
-graceful_timeout = 20
+# A restart lets requests in flight finish this long: a transfer ringing, as above
+# (give the orchestrator's own grace period as long, e.g. terminationGracePeriodSeconds).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", str(timeout)))
 keepalive = 5
 # Recycle workers now and then so a slow leak never becomes an outage.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))

@@ -731,6 +731,9 @@ def test_a_web_worker_outlives_the_longest_transfer_wait(monkeypatch):
     leaving the transfer recorded half-way: the caller's departure and the agent's end
     held, a hang-up 409 `call_transferring`, for minutes."""
     monkeypatch.delenv("GUNICORN_TIMEOUT", raising=False)
+    monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
     config = runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
 
     assert config["timeout"] > RING_TIMEOUT_BOUNDS[1] + DIAL_TIMEOUT_MARGIN_SECONDS
+    # A restart (a deploy) waits for it as long.
+    assert config["graceful_timeout"] > RING_TIMEOUT_BOUNDS[1] + DIAL_TIMEOUT_MARGIN_SECONDS

@@ -312,3 +312,38 @@ def test_a_format_printing_other_atoms_gets_gunicorns_own() -> None:
     line = access_line(logger, logger.atoms(*args))
 
     assert line == '10.0.0.7 "sdk/1.0" /api/v1/calls sdk/1.0 201'
+
+
+@pytest.mark.parametrize(
+    ("raw_uri", "kept", "personal"),
+    [
+        ("/api/v1/calls?user_id=%2B14155550123&page=2", "page=2", "14155550123"),
+        ("/api/v1/calls?status=completed&user_id=user-8812", "status=completed", "user-8812"),
+        ("/api/v1/calls?user%5Fid=user-8812", "/api/v1/calls", "user-8812"),
+        ("/admin/privacy/erasure/?q=user-8812", "/admin/privacy/erasure/", "user-8812"),
+        ("/admin/calls/call/?q=%2B14155550123&o=1", "o=1", "14155550123"),
+        (
+            "/admin/calls/call/5d7c/change/?_changelist_filters=q%3D%2B14155550123",
+            "/admin/calls/call/5d7c/change/",
+            "14155550123",
+        ),
+    ],
+)
+def test_the_access_log_keeps_no_user_id_or_number_a_list_or_a_search_asked_for(
+    raw_uri: str, kept: str, personal: str, capsys: pytest.CaptureFixture
+) -> None:
+    """docs/privacy.md: logs carry ids, never user ids or numbers. The calls list's
+    `user_id` filter and the admin's searches (staff find a user's calls and erasures by
+    the user id, which the erasure record keeps only as a keyed hash) are in the URL."""
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", runpy.run_path(str(GUNICORN_CONF))["access_log_format"])
+    logger = RedactingLogger(cfg)
+    environ = {**ACCESS_ENVIRON, "REQUEST_METHOD": "GET", "RAW_URI": raw_uri}
+
+    logger.access(ACCESS_RESPONSE, ACCESS_REQUEST, environ, datetime.timedelta(0))
+
+    line = capsys.readouterr().out
+    assert kept in line
+    assert "[redacted]" in line
+    assert personal not in line

@@ -1,6 +1,7 @@
-"""Secrets never reach a log line: the patterns, the logging filter every handler
-carries (settings.LOGGING), and gunicorn's logger class (gunicorn.conf.py), which
-masks the access log's request line, query string and headers the same way.
+"""Secrets, and the user ids a URL may ask for, never reach a log line: the patterns,
+the logging filter every handler carries (settings.LOGGING), and gunicorn's logger
+class (gunicorn.conf.py), which masks the access log's request line, query string and
+headers the same way.
 
 Pure Python plus gunicorn: the gunicorn master loads this before Django is set up.
 """
@@ -22,6 +23,12 @@ _SENSITIVE_NAME = (
     r"(?:key|token|secret|passw|pwd|auth|signature|sig|credential|session|jwt)"
     r"[^\s=&;?#\"'<>]*"
 )
+# Query parameters naming a person (docs/privacy.md: logs carry ids, never user ids or
+# numbers): the calls list's `user_id` filter, and the admin's search (`q`, carried on
+# as `_changelist_filters`), by which staff find a user's calls and erasures.
+_PERSONAL_NAME = (
+    r"(?:user(?:_|%5[Ff])id[^\s=&;?#\"'<>]*|q|(?:_|%5[Ff])changelist(?:_|%5[Ff])filters)"
+)
 # Shapes of secrets that could reach a log line: bearer credentials, our API keys
 # (8-char prefix, dot, 32-char secret; the dot perhaps percent-encoded), webhook
 # signing secrets, provider keys that follow well-known formats, JSON/form fields
@@ -40,6 +47,7 @@ SECRET_PATTERNS = [
         r"\1\2" + REDACTED + r"\2",
     ),
     (re.compile(rf"(?i)([?&;]{_SENSITIVE_NAME}=)[^&;#\s\"'<>]*"), r"\1" + REDACTED),
+    (re.compile(rf"(?i)([?&;]{_PERSONAL_NAME}=)[^&;#\s\"'<>]*"), r"\1" + REDACTED),
 ]
 
 # Attributes every LogRecord has; anything else on a record is an `extra`.

@@ -30,6 +30,7 @@ from agent.phone import (
     SIP_TRUNK_PHONE_NUMBER,
     CalleeGone,
     masked,
+    room_masked,
     wait_for_sip_caller,
 )
 from agent.providers import ComponentCache, ComponentError, build_component
@@ -99,7 +100,7 @@ class InboundCall:
         try:
             participant = await wait_for_sip_caller(room, timeout=CALLER_TIMEOUT)
         except CalleeGone as exc:
-            logger.warning("inbound room %s: %s", self.ctx.job.room.name, exc)
+            logger.warning("inbound room %s: %s", room_masked(self.ctx.job.room.name), exc)
             await self._close("no caller")
             return None
         self.number = masked(participant.attributes.get(SIP_TRUNK_PHONE_NUMBER))
@@ -114,7 +115,7 @@ class InboundCall:
         try:
             data = await with_retries(
                 lambda timeout: self.api.post_inbound_call(body, timeout=timeout),
-                what=f"POST inbound-calls (room {body['room_name']})",
+                what=f"POST inbound-calls (room {room_masked(body['room_name'])})",
                 deadline=self._fetch_deadline,
             )
         except AgentAPIError as exc:

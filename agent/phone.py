@@ -11,6 +11,7 @@ room (kind SIP) before the agent knows which call it is (agent/inbound.py).
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,15 @@ def answer_timeout(settings: dict) -> float:
 def masked(number: str | None) -> str:
     """A phone number for logs: its last four digits only."""
     return f"…{number[-4:]}" if number else "?"
+
+
+_DIGITS = re.compile(r"\+?[0-9]{5,}")
+
+
+def room_masked(room_name: str) -> str:
+    """A room's name for logs: LiveKit names an inbound caller's room after their
+    number (`inbound-_<caller>_<random>`), which is masked as `masked` does."""
+    return _DIGITS.sub(lambda found: masked(found.group()), room_name)
 
 
 def _callee(participant: Any, identity: str) -> bool:

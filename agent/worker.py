@@ -32,7 +32,7 @@ from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.config import Config
 from agent.languages import call_language
-from agent.phone import CalleeGone, answer_timeout, masked, wait_for_callee
+from agent.phone import CalleeGone, answer_timeout, masked, room_masked, wait_for_callee
 from agent.providers import ComponentCache, ComponentError, build_component
 from agent.reporter import EventReporter
 from agent.resume import resume
@@ -356,7 +356,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
             await InboundCall(ctx, config=config).run()
             return
-        logger.error("%s; leaving room %s", exc, ctx.job.room.name)
+        logger.error("%s; leaving room %s", exc, room_masked(ctx.job.room.name))
         ctx.shutdown(reason="no call_id")
         return
     await CallJob(ctx, config=config, call_id=call_id).run()

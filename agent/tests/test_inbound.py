@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from types import SimpleNamespace
 
 import pytest
 from livekit import rtc
 
+from agent.config import Config
 from agent.inbound import InboundCall, caller_request
 from agent.phone import CalleeGone, wait_for_sip_caller
 from agent.tests.conftest import BUSY_NUMBER, INBOUND_NUMBER, Web, deleted_rooms
@@ -220,3 +223,45 @@ async def test_a_caller_id_longer_than_the_api_takes_is_answered_as_an_unknown_c
         data = await inbound.session(caller)
         assert data is not None, "the room was closed on the caller"
         assert (data["status"], data["user_id"]) == ("active", None)
+
+
+class _Job:
+    """LiveKit's JobContext as an inbound dispatch sees it before it connects: its
+    room's name (LiveKit made it from the caller's number), and the room's closing."""
+
+    def __init__(self, room_name: str) -> None:
+        self.job = SimpleNamespace(room=SimpleNamespace(name=room_name))
+        self.closed: list[str] = []
+
+    async def delete_room(self, *, room_name: str) -> None:
+        pass
+
+    def shutdown(self, *, reason: str) -> None:
+        self.closed.append(reason)
+
+
+async def test_the_logs_of_an_inbound_dispatch_keep_no_callers_number_from_the_room_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/privacy.md: logs carry no numbers; an inbound room is `inbound-_<caller>_<random>`."""
+    caplog.set_level(logging.INFO)
+    room_name = "inbound-_+12025550177_Xy7Qa2"
+    # Nobody answers at this address: the session request is retried, then given up.
+    config = Config(api_url="http://127.0.0.1:9", agent_key="k")
+    job = _Job(room_name)
+    caller = SimpleNamespace(identity="sip_+12025550177", attributes={"sip.phoneNumber": CALLER})
+
+    gone = InboundCall(job, config=config)
+    empty = Room()
+    waiting = asyncio.create_task(gone.caller(empty))
+    await asyncio.sleep(0.01)
+    empty.emit("connection_state_changed", rtc.ConnectionState.CONN_DISCONNECTED)
+    assert await waiting is None
+    unanswered = InboundCall(job, config=config, fetch_deadline=0.2)
+    assert await unanswered.session(caller) is None
+
+    assert job.closed == ["no caller", "no inbound call"]
+    assert "inbound room" in caplog.text
+    assert "POST inbound-calls" in caplog.text
+    assert "5550177" not in caplog.text
+    assert "…0177" in caplog.text

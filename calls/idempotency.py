@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from rest_framework import serializers
 
 from accounts.models import Organization
@@ -61,8 +62,26 @@ def _canonical(body: object) -> str:
     return "".join(out)
 
 
+# The body's fingerprint is keyed (HMAC-SHA256 under a key derived from SECRET_KEY): a
+# plain SHA-256 of a slug and a phone number is that number to whoever reads the table,
+# also once an erasure removed it everywhere else (docs/privacy.md).
+_FINGERPRINT_SALT = "voicecalls.calls.idempotency-request"
+
+
+def _fingerprints(body: object) -> list[str]:
+    """What a record of this body may hold: its fingerprint under SECRET_KEY (what new
+    records store), under each SECRET_KEY_FALLBACKS (records made before a rotation),
+    and the plain SHA-256 records stored before fingerprints were keyed (24 h at most)."""
+    canonical = _canonical(body)
+    keyed = [
+        salted_hmac(_FINGERPRINT_SALT, canonical, secret=secret, algorithm="sha256").hexdigest()
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ]
+    return [*keyed, hashlib.sha256(canonical.encode()).hexdigest()]
+
+
 def _fingerprint(body: object) -> str:
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+    return _fingerprints(body)[0]
 
 
 def _claim(
@@ -105,7 +124,7 @@ def idempotent_answer_exists(*, organization_id: object, key: str, body: object)
     return IdempotencyRecord.objects.filter(
         organization_id=organization_id,
         key=key,
-        request_hash=_fingerprint(body),
+        request_hash__in=_fingerprints(body),
         response_status__isnull=False,
         created_at__gte=since,
     ).exists()
@@ -131,11 +150,12 @@ def idempotent_call(
 ) -> tuple[int, dict]:
     """Run `run` once per (organization, key, body); replays get the stored answer
     (`on_replay` called first)."""
-    request_hash = _fingerprint(body)
+    fingerprints = _fingerprints(body)
+    request_hash = fingerprints[0]
     claimed_at = timezone.now()
     existing = _claim(organization=organization, key=key, request_hash=request_hash, now=claimed_at)
     if existing is not None:
-        if existing.request_hash != request_hash:
+        if existing.request_hash not in fingerprints:
             raise UnprocessableEntity(
                 "This Idempotency-Key was used with a different request body.",
                 code="idempotency_key_reused",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import threading
 
 import pytest
@@ -250,4 +252,41 @@ def test_a_deeply_nested_unknown_field_with_a_key_is_not_a_500(api: APIClient, w
     assert first.status_code == 201, first.content
     assert replay.status_code == 201
     assert replay.json()["call_id"] == first.json()["call_id"]
+    assert Call.objects.count() == 1
+
+
+def _plain_sha256(body: dict) -> str:
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def test_the_stored_fingerprint_of_a_body_cannot_be_worked_back_to_its_number(
+    api: APIClient, workflow
+) -> None:
+    """A plain SHA-256 of a slug and a phone number is that number to whoever reads the
+    table (ten billion guesses), also after an erasure of it: the fingerprint is keyed."""
+    body = {"workflow_slug": "daily-call", "user_id": "+14155550123"}
+
+    assert post(api, body, "k-1").status_code == 201
+
+    stored = IdempotencyRecord.objects.get().request_hash
+    assert stored != _plain_sha256(body)
+    assert len(stored) == 64
+
+
+def test_a_retry_finds_the_first_answer_after_a_secret_key_rotation_and_in_an_older_record(
+    api: APIClient, workflow, settings
+) -> None:
+    first = post(api, BODY, "k-1")
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY
+
+    after_rotation = post(api, BODY, "k-1")
+    # A record written before fingerprints were keyed (records live 24 hours).
+    IdempotencyRecord.objects.update(request_hash=_plain_sha256(BODY))
+    older = post(api, BODY, "k-1")
+
+    assert after_rotation.json() == older.json() == first.json()
+    assert post(api, {**BODY, "user_id": "someone-else"}, "k-1").status_code == 422
     assert Call.objects.count() == 1

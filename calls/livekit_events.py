@@ -161,10 +161,24 @@ def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.date
         event.participant_attributes.get("sip.callStatus") != "active"
     ):
         return
-    if not call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
-        # Timed by its arrival it may be past the start delay, yet have happened as
-        # early as its stamp (whole seconds): a join stamped in time still starts it.
-        call_start_refused(call_id=call.id, at=at, earliest=_event_stamp(event))
+    if call_transition(call_id=call.id, to_status=CallStatus.ACTIVE, at=at):
+        return
+    # Timed by its arrival it may be past the start delay, yet have happened as
+    # early as its stamp (whole seconds): a join stamped in time still starts it.
+    if not call_start_refused(call_id=call.id, at=at, earliest=_event_stamp(event)):
+        _ended_web_room_close(call_id=call.id)
+
+
+def _ended_web_room_close(*, call_id: uuid.UUID) -> None:
+    """The user joined a web call that has ended: their token (15 minutes) outlives it,
+    so LiveKit opened its room anew and the agent dispatched there leaves at once (its
+    session is 409); nobody else would close it on them. (A phone call's room may still
+    hold an answer being played, e.g. the busy message of a call over the limit.)"""
+    ended = Call.objects.filter(
+        pk=call_id, channel=CallChannel.WEB, status__in=ENDED_STATUSES
+    ).exists()
+    if ended:
+        call_room_close_later(call_id=call_id)
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -159,3 +159,45 @@ def test_a_room_livekit_does_not_know_counts_as_closed(call, fake_livekit):
     fake_livekit.fail("DeleteRoom", "not_found")
 
     assert call_room_close.call(str(call.pk)) is True
+
+
+@pytest.mark.parametrize(
+    ("status", "end_reason"),
+    [
+        (S.TIMEOUT, "connect_timeout"),
+        (S.COMPLETED, "api_request"),
+        (S.DISCONNECTED, "connection_lost"),
+    ],
+)
+def test_the_user_joining_a_web_call_that_has_ended_closes_the_room_again(
+    workflow,
+    fake_livekit,
+    tasks_run_at_once,
+    django_capture_on_commit_callbacks,
+    status,
+    end_reason,
+):
+    """The user's token outlives the call (15 minutes): a client joining (or its SDK
+    reconnecting) after the call ended makes LiveKit open the room anew, and the agent
+    dispatched there leaves at once (the session is 409): the user would wait alone."""
+    ended = CallFactory(
+        organization=workflow.organization, workflow=workflow, status=status, end_reason=end_reason
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = send("participant_joined", ended.pk)
+
+    assert response.status_code == 200
+    assert deleted_rooms(fake_livekit) == [f"call-{ended.pk}"]
+    ended.refresh_from_db()
+    assert (ended.status, ended.end_reason) == (status, end_reason)
+
+
+def test_the_user_joining_again_a_call_in_progress_keeps_its_room(
+    call, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        send("participant_joined", call.pk)
+
+    assert fake_livekit.requests == []
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE

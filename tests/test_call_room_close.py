@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django_tasks_db.models import DBTaskResult
 
-from calls.models import CallStatus
+from calls.models import CallChannel, CallStatus
 from calls.tasks import call_room_close
 from tests.factories import CallFactory
 from tests.livekit_samples import send
@@ -201,3 +201,21 @@ def test_the_user_joining_again_a_call_in_progress_keeps_its_room(
     assert fake_livekit.requests == []
     call.refresh_from_db()
     assert call.status == S.ACTIVE
+
+
+def test_a_join_to_a_phone_call_that_has_ended_leaves_its_room_to_its_own_close(
+    workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    """A phone call's room may still play an answer after its end (an inbound call over
+    the concurrency limit hears the busy message, its room closed a minute later)."""
+    refused = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        channel=CallChannel.PHONE,
+        status=S.FAILED,
+        end_reason="concurrency_limit",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        send("participant_joined", refused.pk)
+
+    assert fake_livekit.requests == []

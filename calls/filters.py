@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 from collections.abc import Mapping
 
 from django import forms
@@ -35,11 +36,18 @@ class NotBlankCSVField(BaseCSVField):
         return super().clean(value)
 
 
+# An offset's "+" written unencoded in a URL arrives as a space (`…T10:30:00 01:00`);
+# after a time, a space then hours can only have been that "+".
+_OFFSET_PLUS_AS_SPACE = re.compile(r"^(\S+T\S*\d) (\d{2}(?::?\d{2})?)$")
+
+
 class UTCIsoDateTimeField(NotBlankMixin, IsoDateTimeField):
     """ISO-8601, compared in UTC: offsets the database cannot store (PostgreSQL takes
     up to ±15:59) are converted first, and a time that leaves the calendar is a 400."""
 
     def to_python(self, value: object) -> datetime.datetime | None:
+        if isinstance(value, str) and (unencoded := _OFFSET_PLUS_AS_SPACE.match(value)):
+            value = f"{unencoded[1]}+{unencoded[2]}"
         parsed = super().to_python(value)
         if parsed is None:
             return None

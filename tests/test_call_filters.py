@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.http import QueryDict
 from rest_framework.test import APIClient
 
@@ -68,3 +70,29 @@ def test_a_call_is_found_by_the_user_id_it_was_created_with_surrounding_spaces_a
     assert [item["id"] for item in found["items"]] == [created.json()["call_id"]]
     assert found["items"][0]["user_id"] == "user-123 "
     assert trimmed["items"] == []
+
+
+def test_a_window_whose_offset_plus_was_not_url_encoded_reads_as_that_offset(
+    api: APIClient, organization
+) -> None:
+    """`?started_after=…T10:30:00+01:00` typed into a URL: the "+" arrives as a space."""
+    t = datetime.datetime(2026, 1, 17, 9, 30, tzinfo=datetime.UTC)
+    after = CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=t,
+        started_at=t + datetime.timedelta(seconds=1),
+    )
+    CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=t - datetime.timedelta(minutes=2),
+        started_at=t - datetime.timedelta(minutes=1),
+    )
+
+    unencoded = api.get(f"{CALLS}?started_after=2026-01-17T10:30:00+01:00")
+    encoded = api.get(f"{CALLS}?started_after=2026-01-17T10:30:00%2B01:00")
+
+    assert unencoded.status_code == 200
+    assert [i["id"] for i in unencoded.json()["items"]] == [str(after.id)]
+    assert unencoded.json() == encoded.json()

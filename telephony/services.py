@@ -27,6 +27,7 @@ from telephony.selectors import (
 from voicecalls import livekit, livekit_sip
 from voicecalls.db import advisory_lock
 from voicecalls.errors import Conflict
+from workflows.models import Workflow
 from workflows.selectors import CallTarget, workflow_queryset
 from workflows.settings import phone_start_delay_seconds
 
@@ -279,9 +280,7 @@ def _phone_number_insert(
     """Insert the number on the (locked) trunk once it is known to be free."""
     if number not in trunk.numbers:
         raise serializers.ValidationError({"number": ["The trunk does not have this number."]})
-    workflow = workflow_queryset(organization=organization).filter(slug=workflow_slug).first()
-    if workflow is None:
-        raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    workflow = _workflow_locked(organization=organization, slug=workflow_slug)
     _numbers_lock([number])  # until it is in: a trunk listing it elsewhere waits
     if PhoneNumber.objects.filter(number=number).exists() or number_held_elsewhere(
         organization=organization, number=number
@@ -351,6 +350,21 @@ def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     locked.delete()
 
 
+def _workflow_locked(*, organization: Organization, slug: str) -> Workflow:
+    """The organization's live workflow `slug`, locked until the number points at it: a
+    delete of the workflow waits, or this for the delete (workflows.services)."""
+    workflow = (
+        workflow_queryset(organization=organization)
+        .select_for_update(of=("self",))
+        .filter(slug=slug)
+        .first()
+    )
+    if workflow is None:
+        raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    return workflow
+
+
+@transaction.atomic
 def phone_number_update(
     *, phone_number: PhoneNumber, workflow_slug: str | None = None
 ) -> PhoneNumber:
@@ -359,11 +373,7 @@ def phone_number_update(
     only the number, so LiveKit is not asked. Nothing given, nothing changes."""
     if workflow_slug is None:
         return phone_number
-    workflow = (
-        workflow_queryset(organization=phone_number.organization).filter(slug=workflow_slug).first()
-    )
-    if workflow is None:
-        raise serializers.ValidationError({"workflow_slug": ["No workflow has this slug."]})
+    workflow = _workflow_locked(organization=phone_number.organization, slug=workflow_slug)
     # Deleted meanwhile, the number is not found (a save of a row gone is a 500).
     if not PhoneNumber.objects.filter(pk=phone_number.pk).update(workflow=workflow):
         raise NotFound()

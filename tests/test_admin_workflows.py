@@ -10,7 +10,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from accounts.models import Organization
-from tests.factories import CallFactory, WorkflowFactory
+from tests.factories import CallFactory, PhoneNumberFactory, WorkflowFactory
+from tests.phone import inbound_trunk
 from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow
 
@@ -189,6 +190,25 @@ def test_the_soft_delete_action_keeps_calls(
     assert workflow.deleted_at is not None
     call.refresh_from_db()
     assert call.workflow_version_id == workflow.current_version_id
+
+
+def test_the_soft_delete_action_skips_workflows_inbound_numbers_reach(
+    staff_client: Client, organization: Organization, workflow: Workflow, fake_livekit
+) -> None:
+    PhoneNumberFactory(trunk=inbound_trunk(organization), workflow=workflow)
+    unused = WorkflowFactory(organization=organization, slug="unused")
+    chosen = {
+        "action": "soft_delete",
+        "_selected_action": [str(workflow.id), str(unused.id)],
+        "post": "yes",
+    }
+
+    response = staff_client.post("/admin/workflows/workflow/", chosen, follow=True)
+
+    workflow.refresh_from_db()
+    unused.refresh_from_db()
+    assert (workflow.deleted_at, unused.deleted_at is not None) == (None, True)
+    assert "Kept 1 workflow(s) inbound numbers reach: daily-call" in response.content.decode()
 
 
 def test_preview_renders_prompts_for_sample_user_data(

@@ -346,6 +346,29 @@ def test_a_number_added_while_its_trunk_is_deleted_waits_and_finds_no_trunk(
     assert not PhoneNumber.objects.exists()
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_number_added_while_its_workflow_is_deleted_waits_and_finds_no_workflow(
+    workflow, trunk, fake_livekit, client_key
+):
+    """Without the workflow's lock the number went in beside the delete, pointing at a
+    deleted workflow: its callers unanswered."""
+    from django.db import transaction
+
+    from workflows.services import workflow_delete
+
+    added: list[int] = []
+    adding = threading.Thread(target=_number_add, args=(client_key, trunk, added))
+    with transaction.atomic():
+        workflow_delete(workflow=workflow)
+        adding.start()
+        time.sleep(0.5)  # the number's request reaches the workflow's lock meanwhile
+    adding.join()
+
+    assert added == [400]
+    assert not PhoneNumber.objects.exists()
+
+
 def _number_add(client_key: str, trunk: SipTrunk, answers: list[int]) -> None:
     from django.db import connection
 

@@ -15,7 +15,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from calls.models import Call
-from tests.factories import CallFactory, WorkflowFactory
+from tests.factories import CallFactory, PhoneNumberFactory, WorkflowFactory
+from tests.phone import inbound_trunk
 from workflows.models import Workflow, WorkflowVersion
 from workflows.serializers import WorkflowWriteSerializer
 from workflows.settings import DEFAULT_BUSY_MESSAGE, DEFAULT_ERROR_MESSAGE
@@ -455,6 +456,23 @@ def test_a_deleted_workflow_cannot_start_calls(api: APIClient, workflow: Workflo
 
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "workflow_slug"
+
+
+def test_a_workflow_an_inbound_number_reaches_is_not_deleted(
+    api: APIClient, organization: Organization, workflow: Workflow, fake_livekit
+) -> None:
+    """Deleted, the number's callers would be dropped while the number still listed the
+    slug, even once a new workflow took that slug: the number is moved or deleted first."""
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization), workflow=workflow)
+
+    response = api.delete(f"/api/v1/workflows/{workflow.id}")
+
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["code"] == "workflow_in_use"
+    workflow.refresh_from_db()
+    assert workflow.deleted_at is None
+    number.delete()
+    assert api.delete(f"/api/v1/workflows/{workflow.id}").status_code == 204
 
 
 # --- tenancy and auth -----------------------------------------------------------

@@ -244,10 +244,21 @@ class WorkflowAdmin(admin.ModelAdmin):
         )
         if asking is not None:
             return asking
-        live = list(queryset.filter(deleted_at__isnull=True))
-        for workflow in live:
-            services.workflow_delete(workflow=workflow)
-        self.message_user(request, f"Deleted {len(live)} workflow(s).", messages.SUCCESS)
+        deleted, kept = 0, []
+        for workflow in queryset.filter(deleted_at__isnull=True):
+            try:
+                services.workflow_delete(workflow=workflow)
+                deleted += 1
+            except services.WorkflowInUse:
+                kept.append(workflow.slug)
+        self.message_user(request, f"Deleted {deleted} workflow(s).", messages.SUCCESS)
+        if kept:
+            self.message_user(
+                request,
+                f"Kept {len(kept)} workflow(s) inbound numbers reach: {', '.join(kept)} "
+                "(point the numbers at another workflow first).",
+                messages.WARNING,
+            )
         return None
 
     def get_actions(self, request: HttpRequest) -> dict:

@@ -20,6 +20,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.settings import api_settings
 
 from accounts.models import Organization
+from voicecalls.errors import Conflict
 from workflows.demo import DEMO_DEFINITION, DEMO_NAME, DEMO_SLUG
 from workflows.models import Workflow, WorkflowVersion
 from workflows.serializers import (
@@ -185,11 +186,27 @@ def workflow_patch(*, workflow: Workflow, changes: Any) -> Workflow:
     return _apply(workflow=workflow, data=data)
 
 
-def workflow_delete(*, workflow: Workflow) -> None:
-    """Soft delete (see the module docstring); deleting twice changes nothing."""
-    Workflow.objects.filter(pk=workflow.pk, deleted_at__isnull=True).update(
-        deleted_at=timezone.now(), updated_at=timezone.now()
+class WorkflowInUse(Conflict):
+    default_detail = (
+        "Inbound phone numbers reach this workflow: point them at another workflow or "
+        "delete them first."
     )
+    default_code = "workflow_in_use"
+
+
+@transaction.atomic
+def workflow_delete(*, workflow: Workflow) -> None:
+    """Soft delete (see the module docstring); deleting twice changes nothing.
+
+    `WorkflowInUse` while a phone number routes callers to it: its callers would go
+    unanswered. Checked holding the row, which a number's create or move locks too.
+    """
+    live = Workflow.objects.select_for_update().filter(pk=workflow.pk, deleted_at__isnull=True)
+    if not list(live.values_list("pk")):
+        return
+    if Workflow.objects.filter(pk=workflow.pk, phone_numbers__isnull=False).exists():
+        raise WorkflowInUse()
+    live.update(deleted_at=timezone.now(), updated_at=timezone.now())
 
 
 @transaction.atomic

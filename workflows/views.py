@@ -7,6 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from voicecalls.errors import error_responses
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
 from voicecalls.throttling import OrganizationCreateThrottle, WorkflowWriteThrottle
@@ -70,8 +71,10 @@ _WRITE_RATE = (
         operation_id="workflows_destroy",
         description=(
             "Soft delete: the workflow answers 404 from now on and its slug is free "
-            "again; calls already made keep their workflow version and keep working."
+            "again; calls already made keep their workflow version and keep working. 409 "
+            "`workflow_in_use` while inbound phone numbers reach it."
         ),
+        responses={204: None, **error_responses(409)},
     ),
 )
 class WorkflowViewSet(viewsets.GenericViewSet):

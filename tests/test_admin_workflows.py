@@ -173,6 +173,33 @@ def test_the_admin_creates_workflows_through_the_service(
     assert created.current_version.definition["agents"][1]["tools"][0]["url"] is None
 
 
+def test_a_slug_another_workflow_has_is_a_form_error_not_a_500(
+    staff_client: Client, organization: Organization, workflow: Workflow
+) -> None:
+    other = WorkflowFactory(organization=organization, slug="other")
+    added = staff_client.post(
+        "/admin/workflows/workflow/add/",
+        {
+            "organization": organization.pk,
+            "slug": "daily-call",
+            "name": "Again",
+            "definition": json.dumps(DEMO_DEFINITION),
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+    )
+    renamed = staff_client.post(
+        change_url(other), change_form(other, definition=json.dumps(DEMO_DEFINITION))
+    )
+
+    for response in (added, renamed):
+        assert response.status_code == 200
+        assert "A workflow with this slug already exists" in response.content.decode()
+    assert Workflow.objects.filter(slug="daily-call").count() == 1
+    other.refresh_from_db()
+    assert (other.slug, other.current_version.number) == ("other", 1)
+
+
 def test_the_soft_delete_action_keeps_calls(
     staff_client: Client, organization: Organization, workflow: Workflow
 ) -> None:

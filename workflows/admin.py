@@ -30,6 +30,7 @@ from voicecalls.parsers import JSONParser
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
+from workflows.selectors import workflow_queryset
 
 
 class WorkflowVersionInline(admin.TabularInline):
@@ -143,6 +144,11 @@ class WorkflowForm(ReadAtForm, forms.ModelForm):
                 field = error.attr if error.attr in ("slug", "name") else None
                 label = "" if field else f"{error.attr}: "
                 self.add_error(field, f"{label}{error.detail}")
+            return data
+        # The service refuses a slug in use too, but only at the save, past the form (a 500).
+        in_use = workflow_queryset(organization=data["organization"]).filter(slug=data["slug"])
+        if in_use.exclude(pk=self.instance.pk).exists():
+            self.add_error("slug", services.SLUG_TAKEN)
         return data
 
 

@@ -109,6 +109,22 @@ def test_the_settings_read_back_whole_with_one_changed_are_a_valid_patch(api, or
     assert response.json() == {**settings, "transcript_retention_days": 30}
 
 
+def test_limits_read_back_as_they_are_keep_following_the_ceilings_support_raises(
+    api, organization
+) -> None:
+    """GET shows the ceiling as the limit of an organization that set none; PATCHed back
+    whole, that pinned it there, and a ceiling support raised later changed nothing."""
+    settings = api.get(URL).json()
+    api.patch(URL, {**settings, "transcript_retention_days": 30}, format="json")
+
+    Organization.objects.filter(pk=organization.pk).update(
+        max_outbound_calls_per_minute=50, max_outbound_calls_per_day=2000
+    )
+
+    limits = api.get(URL).json()
+    assert (limits["outbound_calls_per_minute"], limits["outbound_calls_per_day"]) == (50, 2000)
+
+
 def test_a_lowered_ceiling_lowers_the_effective_limit(api, organization) -> None:
     api.patch(URL, {"outbound_calls_per_minute": 8}, format="json")
     Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=5)

@@ -184,6 +184,11 @@ def test_non_object_user_data_is_treated_as_empty(user_data: object) -> None:
         ("{{ user.name | no_such_filter }}", "no_such_filter"),
         ("{{ user.name | center(9) }}", "center"),
         ("{% endif %}", "line 1"),
+        # No other template exists: each rendered the whole prompt empty on every call.
+        ('Hi {{ user.name }}{% include "footer" %}', "include"),
+        ('{% import "macros" as m %}Hi', "import"),
+        ('{% from "macros" import greet %}Hi', "import"),
+        ('{% extends "base" %}', "extends"),
     ],
 )
 def test_template_error_explains_syntax_errors(source: str, message: str) -> None:

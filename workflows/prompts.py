@@ -147,6 +147,9 @@ def _compiled(source: str) -> Template:
     return environment.from_string(_parsed(source))
 
 
+_OTHER_TEMPLATES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
 # The admin validates a definition twice (its form, then the service it calls), and a
 # PATCH revalidates templates it did not change.
 @functools.lru_cache(maxsize=256)
@@ -154,7 +157,11 @@ def template_error(source: str) -> str | None:
     """Why `source` is not a valid prompt template (syntax, unknown filter, too complex
     to compile), or None."""
     try:
-        environment.compile(_parsed(source, lexed_max=MAX_LEXED_TOKENS))
+        tree = _parsed(source, lexed_max=MAX_LEXED_TOKENS)
+        if tree.find(_OTHER_TEMPLATES) is not None:
+            # No other template exists: rendering would fail, and the prompt be empty.
+            return "Template error: include, import and extends are not available in prompts."
+        environment.compile(tree)
     except TemplateTooComplex as exc:
         return exc.message
     except TemplateSyntaxError as exc:

@@ -106,9 +106,9 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
                 ]
         for name in ("outbound_calls_per_minute", "outbound_calls_per_day"):
             ceiling = getattr(organization, f"max_{name}")
-            if getattr(organization, name) is None and data.get(name) == ceiling:
-                # What GET shows of a limit never set (the ceiling), sent back: no change,
-                # else it stays there when support raises the ceiling.
+            if name in data and data[name] == getattr(organization, f"effective_{name}"):
+                # What GET shows (the ceiling for a limit never set, or one above it) sent
+                # back: no change, else it stays there when support raises the ceiling.
                 del data[name]
             if name in data and data[name] > ceiling:
                 errors[name] = [
@@ -146,9 +146,9 @@ class OrganizationView(APIView):
         summary="Update organization settings",
         description="Change your own settings. Limits may be lowered under the maximum "
         "support set, never raised above it (400); support's fields are read-only: sent "
-        "as they are they change nothing, a change is a 400 (`read_only`). A limit you never "
-        "set reads as the maximum and, sent back as it is, stays unset: it follows the "
-        "maximum when support raises it.",
+        "as they are they change nothing, a change is a 400 (`read_only`). A limit reads as "
+        "the maximum when you never set it (or set it above); sent back as it reads, it "
+        "stays as it was, so it follows the maximum when support raises it.",
         operation_id="organization_partial_update",
         request=OrganizationUpdateSerializer,
         responses={200: OrganizationSerializer},

@@ -125,6 +125,18 @@ def test_limits_read_back_as_they_are_keep_following_the_ceilings_support_raises
     assert (limits["outbound_calls_per_minute"], limits["outbound_calls_per_day"]) == (50, 2000)
 
 
+def test_a_limit_read_back_under_a_lowered_ceiling_comes_back_when_the_ceiling_does(
+    api, organization
+) -> None:
+    api.patch(URL, {"outbound_calls_per_minute": 8}, format="json")
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=5)
+    api.patch(URL, {**api.get(URL).json(), "transcript_retention_days": 30}, format="json")
+
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=10)
+
+    assert api.get(URL).json()["outbound_calls_per_minute"] == 8
+
+
 def test_a_lowered_ceiling_lowers_the_effective_limit(api, organization) -> None:
     api.patch(URL, {"outbound_calls_per_minute": 8}, format="json")
     Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=5)

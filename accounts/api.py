@@ -87,8 +87,18 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
         allow_null=True,
         help_text="One of your outbound SIP trunks' numbers (E.164), or null.",
     )
-    outbound_calls_per_minute = serializers.IntegerField(min_value=1, required=False)
-    outbound_calls_per_day = serializers.IntegerField(min_value=1, required=False)
+    outbound_calls_per_minute = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="At most the maximum support set; null: follow that maximum.",
+    )
+    outbound_calls_per_day = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="At most the maximum support set; null: follow that maximum.",
+    )
     transcript_retention_days = _retention_field("transcript_retention_days")
     recording_retention_days = _retention_field("recording_retention_days")
     user_data_retention_days = _retention_field("user_data_retention_days")
@@ -110,7 +120,7 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
                 # What GET shows (the ceiling for a limit never set, or one above it) sent
                 # back: no change, else it stays there when support raises the ceiling.
                 del data[name]
-            if name in data and data[name] > ceiling:
+            if data.get(name) is not None and data[name] > ceiling:
                 errors[name] = [
                     serializers.ErrorDetail(
                         f"Must be at most {ceiling}, your organization's maximum.",

@@ -137,6 +137,22 @@ def test_a_limit_read_back_under_a_lowered_ceiling_comes_back_when_the_ceiling_d
     assert api.get(URL).json()["outbound_calls_per_minute"] == 8
 
 
+def test_a_limit_set_to_null_follows_the_ceiling_again(api, organization) -> None:
+    api.patch(URL, {"outbound_calls_per_minute": 4, "outbound_calls_per_day": 40}, format="json")
+
+    response = api.patch(
+        URL, {"outbound_calls_per_minute": None, "outbound_calls_per_day": None}, format="json"
+    )
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=50)
+
+    assert response.status_code == 200
+    assert (
+        response.json()["outbound_calls_per_minute"],
+        response.json()["outbound_calls_per_day"],
+    ) == (10, 500)
+    assert api.get(URL).json()["outbound_calls_per_minute"] == 50
+
+
 def test_a_lowered_ceiling_lowers_the_effective_limit(api, organization) -> None:
     api.patch(URL, {"outbound_calls_per_minute": 8}, format="json")
     Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_minute=5)

@@ -530,6 +530,18 @@ def test_a_caller_id_too_long_to_keep_is_answered_as_an_unknown_caller(
     assert "inbound caller id of 302 characters: taken as none" in caplog.text
 
 
+def test_a_caller_id_postgresql_cannot_store_is_answered_as_an_unknown_caller(
+    number, sip_fake, delivered
+):
+    """A carrier's caller id with U+0000 made the call's insert a 500 on PostgreSQL."""
+    long_caller_joins(sip_fake, identity=f"sip_{CALLER}", caller="+1202\x00555")
+
+    assert sip_fake.webhook_answers == [200]
+    call = Call.objects.get()
+    assert (call.status, call.user_id, call.from_number) == ("active", None, None)
+    assert call.user_data == {"caller": "", "called": INBOUND_NUMBER}
+
+
 def test_the_agent_asking_for_a_caller_whose_id_is_too_long_to_keep_gets_its_session(
     number, agent_api
 ):

@@ -119,7 +119,11 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         participant_kind=enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
         disconnect_reason=enum_name(livekit_models.DisconnectReason, participant.disconnect_reason),
         created_at=event.created_at,
-        participant_attributes=dict(participant.attributes),
+        # One PostgreSQL cannot store (a carrier's caller id with U+0000) is left out: the
+        # caller is answered as unknown, not refused with a 500 LiveKit retries.
+        participant_attributes={
+            key: value for key, value in participant.attributes.items() if _storable(key + value)
+        },
         egress=egress,
     )
 

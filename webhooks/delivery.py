@@ -182,6 +182,25 @@ def _send(
     )
 
 
+def _attempt_log(
+    delivery: WebhookDelivery, *, attempt: _Attempt, number: int, now: datetime.datetime
+) -> _Attempt:
+    """Store the attempt in the delivery's log; the attempt as stored."""
+    # A library's message may quote what the receiver sent: NUL is no text to PostgreSQL.
+    attempt = dataclasses.replace(attempt, error=attempt.error.replace("\x00", "\ufffd"))
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        number=number,
+        attempted_at=now,
+        url=attempt.url,
+        status_code=attempt.status_code,
+        duration_ms=attempt.duration_ms,
+        error=attempt.error[:500],
+        response_excerpt=attempt.excerpt,
+    )
+    return attempt
+
+
 @transaction.atomic
 def _attempt_finish(
     delivery: WebhookDelivery, *, attempt: _Attempt, now: datetime.datetime
@@ -197,18 +216,7 @@ def _attempt_finish(
         return None
     attempt_count, round_attempts = row
     number = attempt_count + 1
-    # A library's message may quote what the receiver sent: NUL is no text to PostgreSQL.
-    attempt = dataclasses.replace(attempt, error=attempt.error.replace("\x00", "\ufffd"))
-    WebhookAttempt.objects.create(
-        delivery=delivery,
-        number=number,
-        attempted_at=now,
-        url=attempt.url,
-        status_code=attempt.status_code,
-        duration_ms=attempt.duration_ms,
-        error=attempt.error[:500],
-        response_excerpt=attempt.excerpt,
-    )
+    attempt = _attempt_log(delivery, attempt=attempt, number=number, now=now)
     changes: dict[str, object] = {
         "attempt_count": F("attempt_count") + 1,
         "round_attempts": F("round_attempts") + 1,

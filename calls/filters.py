@@ -39,6 +39,9 @@ class NotBlankCSVField(BaseCSVField):
 # An offset's "+" written unencoded in a URL arrives as a space (`…T10:30:00 01:00`);
 # after a time, a space then hours can only have been that "+".
 _OFFSET_PLUS_AS_SPACE = re.compile(r"^(\S+T\S*\d) (\d{2}(?::?\d{2})?)$")
+# Longer than any ISO 8601 date and time (microseconds and offset included): not
+# matched at all (the pattern backtracks quadratically on long text).
+MAX_DATETIME_CHARS = 40
 
 
 class UTCIsoDateTimeField(NotBlankMixin, IsoDateTimeField):
@@ -46,7 +49,11 @@ class UTCIsoDateTimeField(NotBlankMixin, IsoDateTimeField):
     up to ±15:59) are converted first, and a time that leaves the calendar is a 400."""
 
     def to_python(self, value: object) -> datetime.datetime | None:
-        if isinstance(value, str) and (unencoded := _OFFSET_PLUS_AS_SPACE.match(value)):
+        if (
+            isinstance(value, str)
+            and len(value) <= MAX_DATETIME_CHARS
+            and (unencoded := _OFFSET_PLUS_AS_SPACE.match(value))
+        ):
             value = f"{unencoded[1]}+{unencoded[2]}"
         parsed = super().to_python(value)
         if parsed is None:

@@ -46,7 +46,7 @@ from tests.test_analysis_run import run_worker as run_analysis_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import EventErased, webhook_delivery_attempt, webhook_delivery_replay
-from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
+from webhooks.models import DeliveryStatus, EventType, WebhookAttempt, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 
@@ -345,6 +345,22 @@ def test_a_queued_delivery_sends_the_scrubbed_body(organization, key) -> None:
     assert payload["data"]["call"]["user_id"] is None
     assert payload["data"]["call"]["analysis"]["summary"] is None
     assert payload["data"]["metrics"] == json.loads(first.body)["data"]["metrics"]
+
+
+def test_a_receivers_answer_quoting_the_report_leaves_the_delivery_log_with_the_erasure(
+    organization, key
+) -> None:
+    echo = Reply(status=400, body=b'{"error": "bad field", "got": {"user_id": "user-123"}}')
+    with Receiver(replies=[echo]) as receiver:
+        call, delivery, _secret = ended_call_with_report(organization, receiver)
+        delivery.refresh_from_db()
+        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    assert "user-123" in WebhookAttempt.objects.get(delivery=delivery).response_excerpt
+
+    erase(organization, key, "user-123")
+
+    attempt = WebhookAttempt.objects.get(delivery=delivery)
+    assert (attempt.status_code, attempt.response_excerpt) == (400, "")
 
 
 def test_a_report_built_after_the_erasure_has_nothing_erased_in_it(organization, key) -> None:

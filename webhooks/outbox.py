@@ -26,6 +26,7 @@ from recordings import selectors as recording_selectors
 from webhooks.models import (
     DeliveryStatus,
     EventType,
+    WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
@@ -260,6 +261,11 @@ def call_event_bodies_rebuild(*, call_ids: list[UUID]) -> int:
             data = {"call_id": str(event.call_id), "analysis": analysis}
         body = {"id": event.id, "type": event.type, "timestamp": _iso(event.occurred_at)}
         WebhookEvent.objects.filter(pk=event.pk).update(body=_dumps({**body, "data": data}))
+    # What the receivers answered may quote the body (a 400 echoing it), as kept in the
+    # delivery log: it goes too.
+    WebhookAttempt.objects.filter(
+        delivery__event__call_id__in=call_ids, delivery__event__type__in=PERSONAL_EVENT_TYPES
+    ).exclude(response_excerpt="").update(response_excerpt="")
     return len(events)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 
 import pytest
 from rest_framework.test import APIClient
@@ -275,6 +276,31 @@ def test_an_unresolvable_name_is_retried(
 
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.last_error.startswith("DNS resolution failed for hooks.example.com")
+
+
+def test_a_name_server_that_does_not_answer_ends_the_attempt_at_its_timeout(
+    organization: Organization, call: Call, monkeypatch: pytest.MonkeyPatch, settings: object
+) -> None:
+    """getaddrinfo has no timeout: the resolver's own (5 s a try, per server and attempt)
+    kept the attempt past its hold on the delivery, and the overdue sweep sent it again."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 0.5
+    release, answered = threading.Event(), threading.Event()
+
+    def silent_name_server(*args: object, **kwargs: object) -> list:  # a stand-in
+        release.wait(30)
+        answered.set()
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_name_server)
+    try:
+        delivery = deliver_to("https://hooks.silent.example/x", organization, call)
+        still_resolving = not answered.is_set()
+    finally:
+        release.set()
+
+    assert still_resolving
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.last_error == "DNS resolution of hooks.silent.example took over 0.5 s"
 
 
 def test_the_internal_address_a_refused_name_resolves_to_is_never_shown_to_the_customer(

@@ -8,6 +8,7 @@ cannot redirect us to an internal service. Redirects are never followed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import email.utils
 import ipaddress
@@ -98,9 +99,20 @@ def ascii_host(host: str) -> str:
     return idna.encode(host, uts46=True).decode("ascii")
 
 
-def _resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
+# getaddrinfo has no timeout: it runs here and is waited for no longer than the attempt
+# may take (a customer's name server that does not answer kept the attempt past its
+# hold on the delivery, for the resolver's own timeouts). A lookup given up on ends in
+# its thread; a few at once bound how many can.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+
+
+def _resolve(host: str, port: int, *, allow_private: bool, timeout: float) -> list[str]:
+    lookup = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=timeout)
+    except concurrent.futures.TimeoutError as exc:
+        lookup.cancel()
+        raise DeliveryError(f"DNS resolution of {host} took over {timeout:g} s") from exc
     except (OSError, UnicodeError) as exc:
         raise DeliveryError(f"DNS resolution failed for {host}: {exc}") from exc
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -147,7 +159,9 @@ def post(
     host = ascii_host(parts.hostname.rstrip("."))  # (url_problem found it has one)
     default_port = 443 if parts.scheme == "https" else 80
     port = parts.port or default_port
-    address = _resolve(host, port, allow_private=allow_private)[0]
+    deadline = time.monotonic() + timeout
+    address = _resolve(host, port, allow_private=allow_private, timeout=timeout)[0]
+    left = max(deadline - time.monotonic(), 0.1)  # what the lookup left of the timeout
     netloc_host = f"[{host}]" if ":" in host else host
     request_headers = {
         **headers,
@@ -167,7 +181,7 @@ def post(
     # urllib3's timeout bounds each read; a receiver sending a byte at a time within it
     # would hold the worker for hours (and past its lease, when another worker sends
     # the event again). The watchdog cuts the connection at the deadline.
-    watchdog = threading.Timer(timeout, pool.connection_cut)
+    watchdog = threading.Timer(left, pool.connection_cut)
     watchdog.daemon = True
     watchdog.start()
     try:

@@ -27,6 +27,9 @@ from streams.selectors import PAGE_SIZE, StreamEvent, call_events_after
 # Milliseconds a client waits before reconnecting (EventSource's `retry` field).
 RETRY_MS = 2000
 RETRY = b"retry: %d\n\n" % RETRY_MS
+# Sent with `end`: an EventSource that does not close on it (a page left open) comes
+# back after an hour, not every RETRY_MS for as long as the page stays open.
+ENDED_RETRY = b"retry: %d\n\n" % 3_600_000
 PING = b": ping\n\n"
 
 
@@ -80,7 +83,7 @@ class _Position:
 
     def end(self) -> bytes:
         data = orjson.dumps({"status": self.status, "end_reason": self.end_reason})
-        return _sse(self.seq, "end", data)
+        return ENDED_RETRY + _sse(self.seq, "end", data)
 
 
 def catch_up_stream(start: StreamStart) -> Iterator[bytes]:

@@ -57,7 +57,8 @@ its `data` is JSON in the API's own shapes:
   stt_latency_ms, llm_latency_ms, tts_latency_ms, eou_latency_ms, e2e_latency_ms,
   tokens, providers, timestamp}`.
 - `end`: `{status, end_reason}`, once the call has ended and everything was sent
-  (a few seconds after the end, for the agent's last lines); then the server closes.
+  (a few seconds after the end, for the agent's last lines), after `retry: 3600000`;
+  then the server closes.
 
 A comment line (`: ping`) comes every 15 seconds. The stream closes within a heartbeat
 of the key's revocation, and when the client reads nothing for 30 seconds. Each

@@ -139,6 +139,18 @@ def test_last_event_id_resumes_after_that_event(api, played):
     assert [e["id"] for e in events] == ["4", "5", "5"]
 
 
+def test_the_end_tells_a_client_to_come_back_an_hour_later_at_the_soonest(api, played):
+    """A browser's EventSource does not stop at `end`: it reconnected every 2 s (the
+    stream's `retry`), and got `end` again, for as long as its page stayed open."""
+    response = api.get(stream_url(played.pk), headers={"Last-Event-ID": "5"})
+    body = b"".join(response.streaming_content)
+
+    assert body == (
+        b"retry: 2000\n\nretry: 3600000\n\nid: 5\nevent: end\n"
+        b'data: {"status":"completed","end_reason":"user_hangup"}\n\n'
+    )
+
+
 def test_a_replayed_batch_adds_no_event(api, agent_api, call):
     line = transcript(0)
     record(agent_api, call, line)

@@ -56,12 +56,19 @@ def _retry_schedule(value: str) -> tuple[float, ...]:
     return waits
 
 
+def _timeout(name: str, default: float, most: float) -> float:
+    """A timeout setting: more than 0 and at most `most` seconds, else no start."""
+    value = env.float(name, default=default)
+    if not 0 < value <= most:
+        raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most:g}")
+    return value
+
+
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
 CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
-# Previous CRYPTOGRAPHY_KEYs, comma-separated: provider keys still encrypted under one
-# of them stay readable until `rotate_provider_keys` re-encrypts them
-# (docs/key-rotation.md). Writes always use CRYPTOGRAPHY_KEY.
+# Previous CRYPTOGRAPHY_KEYs (comma-separated) stay readable until `rotate_provider_keys`
+# re-encrypts with CRYPTOGRAPHY_KEY (docs/key-rotation.md).
 CRYPTOGRAPHY_KEY_FALLBACKS = [
     key.strip() for key in _secret("CRYPTOGRAPHY_KEY_FALLBACKS", "").split(",") if key.strip()
 ]
@@ -274,9 +281,8 @@ DRF_STANDARDIZED_ERRORS = {
 # Calls not yet ended (pending, connecting, active) an organization may have at once;
 # Organization.concurrency_limit overrides it per organization. Over it: 429.
 CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
-# Create requests (POST that makes a resource) per organization, DRF rate syntax
-# ("<n>/<second|minute|hour|day>"; another form stops the start). Counted in the database
-# (accounts/rates.py), so every process shares them. Over it: 429 with Retry-After.
+# Create requests per organization ("<n>/<second|minute|hour|day>", else no start),
+# counted in the database (accounts/rates.py) for every process; over it: 429.
 API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
 # Workflow writes (create, replace, update: each keeps a new version of up to 1 MiB) per
 # organization, counted like creates and besides them. Over it: 429 with Retry-After.
@@ -337,47 +343,33 @@ WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=Fa
 # The end-of-call report is built no sooner than this many seconds after the call
 # ended, so the agent's last transcript lines (flushed after the room closed) are in it.
 WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
-# One delivery attempt gives up after this long (connect + response). At most a minute:
-# an attempt holds its delivery for 120 s (webhooks.delivery.ATTEMPT_LEASE), after which
-# the overdue sweep sends the event again.
-WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
-if not 0 < WEBHOOKS_TIMEOUT_SECONDS <= 60:
-    raise ImproperlyConfigured("WEBHOOKS_TIMEOUT_SECONDS must be more than 0 and at most 60")
-# An endpoint that delivered nothing for this many days, and that its owner has not
-# changed meanwhile, is disabled when a delivery gives up (its ~3-day schedule ran
-# out) instead of being retried for ever; enabling it again through the API resumes.
+# One delivery attempt gives up after this long (name lookup, connect, answer); within
+# the 120 s it holds its delivery (webhooks.delivery.ATTEMPT_LEASE) before a resend.
+WEBHOOKS_TIMEOUT_SECONDS = _timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
+# An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
+# when a delivery gives up, not retried for ever; enabling it through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
-# Seconds to wait before each attempt of a delivery after a failure (comma-separated),
-# the first for the first retry: Standard Webhooks' example schedule of ten attempts over
-# about three days (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
-# The soak (soak/) shortens it to seconds.
+# Seconds before each attempt of a delivery (the first's ignored): Standard Webhooks'
+# example, ten attempts over about three days. The soak (soak/) shortens it to seconds.
 WEBHOOKS_RETRY_SCHEDULE = _retry_schedule(
     env.str("WEBHOOKS_RETRY_SCHEDULE", default="0,5,300,1800,7200,18000,36000,50400,72000,86400")
 )
 
-# Post-call analysis (analysis/): one chat completion per call on the organization's
-# LLM key. ANALYSIS_LLM_BASE_URL sends every provider's requests to one
-# OpenAI-compatible base URL instead of the provider's own (a gateway; tests' stand-in).
+# Post-call analysis (analysis/), on the organization's LLM key: the base URL sends every
+# provider's requests to one OpenAI-compatible gateway (tests' stand-in) instead.
 ANALYSIS_LLM_BASE_URL = env.str("ANALYSIS_LLM_BASE_URL", default="")
-# One provider request gives up after this long (a last slow read can add as much
-# again). At most 3 minutes: a run may ask twice (an invalid answer is asked again), and
-# a run claimed 15 minutes ago is taken for lost (analysis.services.STALE_RUN_SECONDS)
-# and started over beside the one still waiting.
-ANALYSIS_TIMEOUT_SECONDS = env.float("ANALYSIS_TIMEOUT_SECONDS", default=60.0)
-if not 0 < ANALYSIS_TIMEOUT_SECONDS <= 180:
-    raise ImproperlyConfigured("ANALYSIS_TIMEOUT_SECONDS must be more than 0 and at most 180")
+# A provider request gives up after this long (a last slow read adds as much); a run asks
+# twice at most, within the 15 minutes after which it is taken for lost and asked again.
+ANALYSIS_TIMEOUT_SECONDS = _timeout("ANALYSIS_TIMEOUT_SECONDS", 60.0, most=180)
 # Provider errors (429, 5xx, timeouts) retry with exponential backoff from this base,
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
 ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
 ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
 
-# Call recordings (recordings/): LiveKit Egress writes each recorded call as one OGG file
-# to S3-compatible storage, the platform's bucket below unless the organization set its
-# own. No bucket and no organization storage: workflows asking for recordings record
-# nothing (logged), the calls run as usual. RECORDINGS_S3_ENDPOINT empty means AWS; any
-# other endpoint (MinIO, R2, ...) is addressed path-style. Empty credentials let boto3 and
-# the egress service use their own (an instance role), which then must be able to write
-# and read the bucket.
+# Call recordings (recordings/; README "Recordings and privacy"): LiveKit Egress writes
+# each as one OGG file to this bucket unless the organization set its own; with neither,
+# nothing is recorded (logged). An empty endpoint is AWS (others path-style); empty
+# credentials: boto3's and the egress service's own (an instance role).
 RECORDINGS_S3_ENDPOINT = env.str("RECORDINGS_S3_ENDPOINT", default="")
 RECORDINGS_S3_BUCKET = env.str("RECORDINGS_S3_BUCKET", default="")
 RECORDINGS_S3_REGION = env.str("RECORDINGS_S3_REGION", default="us-east-1")

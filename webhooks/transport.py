@@ -143,6 +143,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - timezone.now()).total_seconds())
 
 
+_FIXED_HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+
 def post(
     url: str,
     *,
@@ -166,8 +169,7 @@ def post(
     request_headers = {
         **headers,
         "Host": netloc_host if port == default_port else f"{netloc_host}:{port}",
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
+        **_FIXED_HEADERS,
     }
     path = parts.path or "/"
     if parts.query:

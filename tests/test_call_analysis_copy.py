@@ -19,6 +19,7 @@ from analysis.services import call_analysis_attempt, call_analysis_rerun
 from calls.models import Call
 from privacy.scrub import analysis_erase
 from tests.factories import CallFactory, WorkflowFactory
+from tests.locks import a_session_waits_for_a_lock
 from tests.test_analysis_api import ANALYSIS
 from workflows.demo import DEMO_DEFINITION
 
@@ -88,17 +89,6 @@ def test_the_migration_copies_the_analyses_made_before_it_and_its_reverse_stops_
     assert kept == ("skipped", None)
 
 
-def _waiting_for_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        # Inside a transaction the activity view keeps its first reading unless cleared.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("change", ["claim", "rerun"])
@@ -134,7 +124,7 @@ def test_a_run_changing_an_analysis_waits_for_the_calls_row_before_taking_the_an
         Call.objects.select_for_update().filter(pk=call.pk).exists()
         other.start()
         deadline = time.monotonic() + 10
-        while not _waiting_for_a_lock():
+        while not a_session_waits_for_a_lock():
             assert time.monotonic() < deadline, "the change never waited"
             time.sleep(0.02)
         # What the finishing run takes next; NOWAIT fails if the change holds it.

@@ -26,6 +26,7 @@ from telephony import guard
 from telephony.services import phone_number_verify
 from tests import fake_livekit_sip as sip
 from tests.factories import CallFactory, PhoneNumberFactory
+from tests.locks import a_session_waits_for_a_lock
 from tests.phone import INBOUND_NUMBER, inbound_trunk
 from voicecalls.livekit_sip import DIAL_TIMEOUT_MARGIN_SECONDS
 from workflows.demo import DEMO_DEFINITION
@@ -679,17 +680,6 @@ def test_a_transfer_refused_409_while_the_call_is_ending_does_not_take_the_per_m
     assert response.status_code == 200, response.content
 
 
-def _waiting_for_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        # Inside a transaction the activity view keeps its first reading unless cleared.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.mark.postgres
 def test_a_transfer_waits_for_the_minutes_rate_before_taking_the_organizations_row(
     agent_api, organization, live_call, sip_fake
@@ -714,7 +704,7 @@ def test_a_transfer_waits_for_the_minutes_rate_before_taking_the_organizations_r
         guard.outbound_rate_take(organization=organization)
         other.start()
         deadline = time.monotonic() + 10
-        while not _waiting_for_a_lock():
+        while not a_session_waits_for_a_lock():
             assert time.monotonic() < deadline, "the transfer never waited"
             time.sleep(0.02)
         # What the create takes next; NOWAIT fails if the transfer holds it.

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 # Local webhook receivers (http://127.0.0.1:...) are allowed in development and tests.
 export WEBHOOKS_ALLOW_PRIVATE_URLS ?= 1
 
-.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz soak soak-short pytest lint format schema migrations-check bench bench-streams clean sdk sdk-test
+.PHONY: install run serve serve-streams test test-sqlite test-postgres fuzz soak soak-short lint format schema migrations-check bench bench-streams clean sdk sdk-test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)

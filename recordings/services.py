@@ -362,17 +362,21 @@ def recording_storage_set(
 ) -> RecordingStorage:
     """Set (or replace) the organization's own bucket: its calls' next recordings go
     there. Recordings already made stay where they are."""
+    now = timezone.now()
+    values = {
+        "endpoint": endpoint,
+        "bucket": bucket,
+        "region": region,
+        "access_key_id": access_key_id,
+        "secret_access_key": secret_access_key,
+        "access_key_id_last4": access_key_id[-4:],
+        "updated_at": now,
+    }
+    # A new row is created and updated at one time, not `updated_at` first.
     storage_row, _ = RecordingStorage.objects.update_or_create(
         organization_id=organization_id,
-        defaults={
-            "endpoint": endpoint,
-            "bucket": bucket,
-            "region": region,
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "access_key_id_last4": access_key_id[-4:],
-            "updated_at": timezone.now(),
-        },
+        defaults=values,
+        create_defaults={**values, "created_at": now},
     )
     logger.info("recording storage of organization %s set to bucket %s", organization_id, bucket)
     return storage_row

@@ -48,6 +48,7 @@ def test_put_stores_it_and_answers_it_without_the_secret(api, organization) -> N
     }
     assert api.get(URL).json() == response.json()
     assert (storage.access_key_id, storage.secret_access_key) == (KEY_ID, SECRET)
+    assert storage.updated_at == storage.created_at  # a new one, not updated before made
 
 
 def test_the_credentials_are_encrypted_at_rest(api, organization) -> None:

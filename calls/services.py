@@ -141,7 +141,8 @@ def call_end(*, call: Call) -> Call:
     so the room's own webhooks (user left with ROOM_DELETED, room_finished) are
     attributed to it. An ended call is returned as it is, without asking LiveKit.
     If LiveKit fails, the request is withdrawn and `LiveKitError` raised; the call
-    stays as it was. CallTransferring (409) while a transfer of the call is in flight.
+    stays as it was (one that ended meanwhile, by the user's hang-up, is returned).
+    CallTransferring (409) while a transfer of the call is in flight.
     """
     requested_at: datetime.datetime | None = timezone.now()
     open_call = Call.objects.filter(pk=call.pk, status__in=NOT_ENDED_STATUSES)
@@ -173,7 +174,9 @@ def call_end(*, call: Call) -> Call:
             open_call.filter(hangup_requested_at=requested_at).update(
                 hangup_requested_at=None, end_reason=None
             )
-        raise
+        if open_call.exists():
+            raise
+        # Ended meanwhile (the user hung up): it is no longer as it was, and it is over.
     call_transition(
         call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason=EndReason.API_REQUEST
     )

@@ -82,6 +82,9 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     # Called with the new egress's info before StartRoomCompositeEgress answers (on the
     # server's thread): what happens meanwhile on our side.
     on_egress_start: object = None
+    # Called with a request's method name before it is answered (on the server's
+    # thread): what happens on our side while LiveKit works on it.
+    on_request: object = None
     # ListEgress of every room pages by this many (newer servers page); None: one page.
     # `egress_paging` scripts a server gone wrong: "lost" answers a page token NOT_FOUND,
     # "circles" gives the same token for ever.
@@ -129,6 +132,8 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
             )
         if not authorized:
             return _error(401, "unauthenticated", "invalid token")
+        if self.on_request is not None:
+            self.on_request(method)
         mode = self.failures.get(method)
         if mode == "hang":
             self._release.wait(self.hang_seconds)

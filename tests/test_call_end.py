@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from calls.lifecycle import call_transition
 from calls.models import CallStatus
 from tests.factories import CallFactory
 from tests.livekit_samples import send
@@ -90,6 +91,33 @@ def test_livekit_failing_is_502_and_the_call_is_unchanged(api, call, fake_liveki
     call.refresh_from_db()
     assert call.hangup_requested_at is None
     assert call.end_reason is None
+
+
+@pytest.mark.django_db(transaction=True)  # the hang-up commits on LiveKit's thread
+def test_livekit_failing_after_the_user_hung_up_meanwhile_answers_the_ended_call(
+    api, call, fake_livekit
+):
+    """The 502 said "the call is unchanged" of a call the user's hang-up had ended."""
+    fake_livekit.fail("DeleteRoom", "500")
+
+    def user_hangs_up(method: str) -> None:
+        from django.db import connection
+
+        try:
+            if method == "DeleteRoom":
+                call_transition(call_id=call.pk, to_status=S.COMPLETED, end_reason="user_hangup")
+        finally:
+            connection.close()
+
+    fake_livekit.on_request = user_hangs_up
+
+    response = end(api, call)
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["end_reason"]) == (
+        "completed",
+        "user_hangup",
+    )
 
 
 def test_livekit_unreachable_is_502(api, workflow, settings, db):

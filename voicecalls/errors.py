@@ -200,6 +200,7 @@ ERROR_DESCRIPTIONS = {
     403: "The key may not use this endpoint (client keys vs agent keys).",
     404: "No such object in your organization.",
     405: "Method not allowed.",
+    406: "Not acceptable: the `Accept` header allows no JSON, which is all the API answers.",
     409: "Conflict with the resource's current state.",
     413: "Request body over 1 MiB.",
     415: "Unsupported media type: the API speaks JSON only.",

@@ -22,6 +22,7 @@ from providerkeys.models import (
     ProviderKey,
     is_printable_ascii,
 )
+from voicecalls.admin_forms import SaveRefused, SaveRefusedAsMessage
 
 
 class _DefaultsKeptByServiceMixin:
@@ -77,7 +78,7 @@ class ProviderKeyChangeForm(_DefaultsKeptByServiceMixin, forms.ModelForm):
 
 
 @admin.register(ProviderKey)
-class ProviderKeyAdmin(admin.ModelAdmin):
+class ProviderKeyAdmin(SaveRefusedAsMessage, admin.ModelAdmin):
     form = ProviderKeyChangeForm
     add_form = ProviderKeyAddForm
     list_display = [
@@ -133,7 +134,10 @@ class ProviderKeyAdmin(admin.ModelAdmin):
     ) -> None:
         if change:
             if "is_default" in form.changed_data:
-                services.provider_key_update(provider_key=obj, is_default=obj.is_default)
+                try:
+                    services.provider_key_update(provider_key=obj, is_default=obj.is_default)
+                except ProviderKey.DoesNotExist as exc:
+                    raise SaveRefused("The key was deleted meanwhile: nothing was saved.") from exc
             return
         created = services.provider_key_create(
             organization=obj.organization,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -141,6 +143,30 @@ def test_making_a_key_default_on_its_change_page_goes_through_the_service(
     old.refresh_from_db()
     new.refresh_from_db()
     assert (old.is_default, new.is_default) == (False, True)
+
+
+def test_a_key_deleted_while_its_change_page_saves_is_a_message_not_a_500(
+    staff_client: Client, organization: Organization
+) -> None:
+    """The key is deleted (by the API) after the admin loaded it for the save."""
+    from django.db.models.signals import post_init
+
+    key = ProviderKeyFactory(organization=organization)
+
+    def deleted_meanwhile(sender: Any, instance: ProviderKey, **kwargs: Any) -> None:
+        post_init.disconnect(deleted_meanwhile, sender=ProviderKey)
+        ProviderKey.objects.filter(pk=key.pk)._raw_delete(using="default")
+
+    post_init.connect(deleted_meanwhile, sender=ProviderKey)
+    try:
+        response = staff_client.post(change_url(key), {"is_default": "on"}, follow=True)
+    finally:
+        post_init.disconnect(deleted_meanwhile, sender=ProviderKey)
+
+    assert response.status_code == 200
+    assert "The key was deleted meanwhile: nothing was saved." in response.content.decode()
+    # (The deletion ran in the admin's transaction here, rolled back with it.)
+    assert ProviderKey.objects.get(pk=key.pk).is_default is False
 
 
 def test_delete_and_history_pages_show_only_the_mask(

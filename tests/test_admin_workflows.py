@@ -200,6 +200,41 @@ def test_a_slug_another_workflow_has_is_a_form_error_not_a_500(
     assert (other.slug, other.current_version.number) == ("other", 1)
 
 
+def test_a_slug_another_staff_member_took_meanwhile_is_a_message_not_a_500(
+    staff_client: Client, organization: Organization
+) -> None:
+    """Two staff creating the same slug at once: both forms pass their check, and the
+    second save meets the unique constraint in the service."""
+    from django.db.models.signals import pre_save
+
+    def concurrent_create(sender: Any, instance: Workflow, **kwargs: Any) -> None:
+        pre_save.disconnect(concurrent_create, sender=Workflow)
+        WorkflowFactory(organization=organization, slug="from-admin")  # the other's save
+
+    pre_save.connect(concurrent_create, sender=Workflow)
+    try:
+        response = staff_client.post(
+            "/admin/workflows/workflow/add/",
+            {
+                "organization": organization.pk,
+                "slug": "from-admin",
+                "name": "From admin",
+                "definition": json.dumps(DEMO_DEFINITION),
+                "versions-TOTAL_FORMS": "0",
+                "versions-INITIAL_FORMS": "0",
+            },
+            follow=True,
+        )
+    finally:
+        pre_save.disconnect(concurrent_create, sender=Workflow)
+
+    assert response.redirect_chain == [("/admin/workflows/workflow/add/", 302)]
+    assert "Nothing was saved: A workflow with this slug already exists" in (
+        response.content.decode()
+    )
+    assert not Workflow.objects.filter(name="From admin").exists()
+
+
 def test_the_soft_delete_action_keeps_calls(
     staff_client: Client, organization: Organization, workflow: Workflow
 ) -> None:

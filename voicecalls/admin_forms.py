@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 
 class ReadAtForm(forms.Form):
@@ -31,3 +33,27 @@ class ReadAtForm(forms.Form):
             f"This {name} changed since this page was read: reload the page and make the "
             "change again."
         )
+
+
+class SaveRefused(Exception):
+    """A service refused an admin save the form had validated: another request won a
+    race in between (the same slug created, the row deleted)."""
+
+
+class SaveRefusedAsMessage:
+    """Mixed into a ModelAdmin whose `save_model` raises SaveRefused: the page comes
+    back with the reason as an error message, instead of a 500. The save's transaction
+    was rolled back (Django wraps the change view in one)."""
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except SaveRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())

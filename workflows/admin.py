@@ -21,11 +21,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import NotFound, ParseError
 
 from calls.serializers import CallCreateSerializer
 from voicecalls.admin_confirm import action_confirmation
-from voicecalls.admin_forms import ReadAtForm
+from voicecalls.admin_forms import ReadAtForm, SaveRefused, SaveRefusedAsMessage
 from voicecalls.parsers import JSONParser
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
@@ -153,7 +153,7 @@ class WorkflowForm(ReadAtForm, forms.ModelForm):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(SaveRefusedAsMessage, admin.ModelAdmin):
     form = WorkflowForm
     inlines = [WorkflowVersionInline]
     list_display = [
@@ -194,21 +194,25 @@ class WorkflowAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: Workflow, form: WorkflowForm, change: bool
     ) -> None:
         data = form.validated
-        if change:
-            services.workflow_update(
-                workflow=obj,
-                slug=data["slug"],
-                name=data["name"],
-                definition=form.cleaned_data["definition"],
-            )
-        else:
-            created = services.workflow_create(
-                organization=form.cleaned_data["organization"],
-                slug=data["slug"],
-                name=data["name"],
-                definition=form.cleaned_data["definition"],
-            )
-            obj.pk = created.pk
+        definition = form.cleaned_data["definition"]
+        try:
+            if change:
+                services.workflow_update(
+                    workflow=obj, slug=data["slug"], name=data["name"], definition=definition
+                )
+            else:
+                created = services.workflow_create(
+                    organization=form.cleaned_data["organization"],
+                    slug=data["slug"],
+                    name=data["name"],
+                    definition=definition,
+                )
+                obj.pk = created.pk
+        except NotFound as exc:
+            raise SaveRefused("The workflow was deleted meanwhile: nothing was saved.") from exc
+        except serializers.ValidationError as exc:  # the slug taken meanwhile
+            reasons = "; ".join(str(error.detail) for error in flatten_errors(exc.detail))
+            raise SaveRefused(f"Nothing was saved: {reasons}") from exc
         obj.refresh_from_db()
 
     @admin.display(description="Definition")

@@ -16,6 +16,7 @@ from django.utils import timezone
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     ENDED_STATUSES,
+    MONITOR_IDENTITY_PREFIX,
     NOT_STARTED_STATUSES,
     USER_IDENTITY_PREFIX,
     Call,
@@ -152,6 +153,8 @@ def _transition_by_state(
 
 
 def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
+    if event.participant_identity == f"{MONITOR_IDENTITY_PREFIX}{call.id}":
+        _ended_phone_room_close(call_id=call.id)
     if event.participant_identity != call.user_identity:
         return  # the agent, or a phone call's listen-only monitor
     # A phone's SIP participant joins while it still rings: only an answered one
@@ -179,6 +182,17 @@ def _ended_web_room_close(*, call_id: uuid.UUID) -> None:
     ).exists()
     if ended:
         call_room_close_later(call_id=call_id)
+
+
+def _ended_phone_room_close(*, call_id: uuid.UUID) -> None:
+    """A listener joined a phone call that has ended: their monitor token (15 minutes)
+    outlives it, so LiveKit opened its room anew, and nobody would close it on them. The
+    task closes it only if listeners are all it holds (not a busy message playing)."""
+    ended = Call.objects.filter(
+        pk=call_id, channel=CallChannel.PHONE, status__in=ENDED_STATUSES
+    ).exists()
+    if ended:
+        call_room_close_later(call_id=call_id, unless_attended=True)
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:

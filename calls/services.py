@@ -17,6 +17,7 @@ from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_call_reserve
 from calls.models import (
+    MONITOR_IDENTITY_PREFIX,
     NOT_ENDED_STATUSES,
     NOT_STARTED_STATUSES,
     Call,
@@ -184,14 +185,19 @@ def call_end(*, call: Call) -> Call:
     return call
 
 
-def call_room_delete(*, call_id: uuid.UUID) -> bool:
+def call_room_delete(*, call_id: uuid.UUID, unless_attended: bool = False) -> bool:
     """Delete an ended call's room, so nobody is left in it until LiveKit's departure
-    timeout; True if it was deleted or already gone. LiveKit failures are logged: the
-    departure timeout and `expire_calls` remain behind it."""
+    timeout; True if it was deleted or already gone. `unless_attended`: keep a room that
+    holds anyone but listeners (False). LiveKit failures are logged: the departure
+    timeout and `expire_calls` remain behind it."""
     room_name = Call.objects.filter(pk=call_id).values_list("room_name", flat=True).first()
     if room_name is None:
         return True
     try:
+        if unless_attended:
+            identities = livekit.room_participant_identities(room_name=room_name) or set()
+            if any(not name.startswith(MONITOR_IDENTITY_PREFIX) for name in identities):
+                return False
         livekit.room_delete(room_name=room_name)
     except livekit.LiveKitError as exc:
         logger.warning("could not delete the room of ended call %s: %s", call_id, exc)
@@ -199,17 +205,20 @@ def call_room_delete(*, call_id: uuid.UUID) -> bool:
     return True
 
 
-def call_room_close_later(*, call_id: uuid.UUID, after_seconds: int = 0) -> None:
+def call_room_close_later(
+    *, call_id: uuid.UUID, after_seconds: int = 0, unless_attended: bool = False
+) -> None:
     """Delete the call's room once the current transaction commits (and `after_seconds`
     more), in the task queue: never a LiveKit request inside a transaction or on the
-    request that ended the call."""
+    request that ended the call. `unless_attended` as `call_room_delete`."""
     from calls.tasks import call_room_close
 
     task = call_room_close
     if after_seconds:
         task = task.using(run_after=timezone.now() + datetime.timedelta(seconds=after_seconds))
     # robust: a failed enqueue must not undo the end that already committed.
-    transaction.on_commit(lambda: task.enqueue(str(call_id)), robust=True)
+    options = {"unless_attended": True} if unless_attended else {}
+    transaction.on_commit(lambda: task.enqueue(str(call_id), **options), robust=True)
 
 
 # LiveKit stamps events in whole seconds, rounded down.

@@ -10,6 +10,6 @@ from calls import services
 
 
 @task()
-def call_room_close(call_id: str) -> bool:
+def call_room_close(call_id: str, unless_attended: bool = False) -> bool:
     """Delete an ended call's LiveKit room, off the request that ended it."""
-    return services.call_room_delete(call_id=uuid.UUID(call_id))
+    return services.call_room_delete(call_id=uuid.UUID(call_id), unless_attended=unless_attended)

@@ -219,3 +219,58 @@ def test_a_join_to_a_phone_call_that_has_ended_leaves_its_room_to_its_own_close(
         send("participant_joined", refused.pk)
 
     assert fake_livekit.requests == []
+
+
+def test_a_listener_joining_a_phone_call_that_has_ended_closes_the_room_it_reopened(
+    workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    """The monitor token (15 minutes) outlives the call: a listener joining after the
+    end makes LiveKit open an empty room that nobody else would close."""
+    ended = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        channel=CallChannel.PHONE,
+        status=S.COMPLETED,
+        end_reason="user_hangup",
+    )
+    fake_livekit.add_room(f"call-{ended.pk}", [f"monitor-{ended.pk}"])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = send("participant_joined", ended.pk, identity=f"monitor-{ended.pk}")
+
+    assert response.status_code == 200
+    assert deleted_rooms(fake_livekit) == [f"call-{ended.pk}"]
+
+
+def test_a_listener_joining_an_ended_phone_call_still_playing_its_answer_keeps_the_room(
+    workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    """The caller of an inbound call over the limit is still hearing the busy message."""
+    refused = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        channel=CallChannel.PHONE,
+        status=S.FAILED,
+        end_reason="concurrency_limit",
+    )
+    room = f"call-{refused.pk}"
+    fake_livekit.add_room(room, ["sip_+15550100", f"monitor-{refused.pk}"])
+    with django_capture_on_commit_callbacks(execute=True):
+        send("participant_joined", refused.pk, identity=f"monitor-{refused.pk}")
+
+    assert [request.method for request in fake_livekit.requests] == ["ListParticipants"]
+    assert room in fake_livekit.rooms
+
+
+def test_a_listener_joining_a_phone_call_in_progress_keeps_its_room(
+    workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
+):
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        channel=CallChannel.PHONE,
+        active=True,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        send("participant_joined", call.pk, identity=f"monitor-{call.pk}")
+
+    assert fake_livekit.requests == []

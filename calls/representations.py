@@ -95,15 +95,20 @@ def call_detail(
     room, post-call analysis (`selectors.call_analysis`), cost (`selectors.call_cost`) and
     recording (`recordings.selectors.call_recording`)."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
+    summary = call_summary(row, timezone.get_current_timezone())
+    # A running call's duration is read off the clock once: twice could differ by a second.
+    metrics = call_metrics(call, samples=samples) | {
+        "duration_seconds": summary["duration_seconds"]
+    }
     return {
-        **call_summary(row, timezone.get_current_timezone()),
+        **summary,
         "room_name": call.room_name,
         "phone_number": call.phone_number,
         "from_number": call.from_number,
         "sip_status_code": call.sip_status_code,
         "sip_status": call.sip_status,
         "transfer_destination": call.transfer_destination,
-        "metrics": call_metrics(call, samples=samples),
+        "metrics": metrics,
         "metadata": call.metadata,
         "user_data": call.user_data,
         "analysis": call_analysis(analysis),

@@ -433,6 +433,21 @@ def test_an_active_call_counts_its_duration_so_far(api: APIClient, organization)
     assert body["current_agent"] == "greeter-agent"
 
 
+def test_a_running_calls_duration_is_the_same_at_the_top_and_in_its_metrics(
+    api: APIClient, organization, monkeypatch
+) -> None:
+    """Read off the clock twice, a second could tick between the two (here each read of
+    the clock is 0.6 s after the one before)."""
+    started = timezone.now() - datetime.timedelta(seconds=42)
+    call = CallFactory(organization=organization, active=True, started_at=started)
+    reads = iter(started + datetime.timedelta(seconds=42.5 + 0.6 * n) for n in range(100))
+    monkeypatch.setattr(timezone, "now", lambda: next(reads))
+
+    body = api.get(f"{CALLS}/{call.id}").json()
+
+    assert body["metrics"]["duration_seconds"] == body["duration_seconds"]
+
+
 @pytest.mark.parametrize("suffix", ["", "/transcript", "/metrics"])
 def test_another_organizations_call_is_404(
     api: APIClient, outsider_workflow: Workflow, suffix: str

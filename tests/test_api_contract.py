@@ -400,3 +400,18 @@ def test_a_comma_separated_parameter_says_it_takes_one_value_at_least(schema):
     """`status=` (an empty list) is a 400: the schema must not offer it."""
     [status] = [p for p in _operation(schema, "calls_list")["parameters"] if p["name"] == "status"]
     assert (status["style"], status["explode"], status["schema"]["minItems"]) == ("form", False, 1)
+
+
+# --- OPTIONS --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/calls", "/api/v1/workflows", "/api/v1/webhook-endpoints"]
+)
+def test_options_says_what_an_endpoint_speaks_without_describing_a_wrong_body(api, path) -> None:
+    """DRF's `actions` listed the response serializer as the POST body (`id` required on
+    POST /calls, no `workflow_slug`): the bodies are in openapi.yaml."""
+    body = api.options(path).json()
+
+    assert sorted(body) == ["description", "name", "parses", "renders"]
+    assert (body["renders"], body["parses"]) == (["application/json"], ["application/json"])

@@ -250,6 +250,7 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "voicecalls.schema.AutoSchema",
+    "DEFAULT_METADATA_CLASS": "voicecalls.metadata.EndpointMetadata",
     "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["voicecalls.throttling.OrganizationCreateThrottle"],
     "UNAUTHENTICATED_USER": None,

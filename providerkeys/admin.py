@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from rest_framework import serializers
 
 from providerkeys import services
 from providerkeys.catalog import PROVIDER_CATALOG
@@ -139,13 +140,16 @@ class ProviderKeyAdmin(SaveRefusedAsMessage, admin.ModelAdmin):
                 except ProviderKey.DoesNotExist as exc:
                     raise SaveRefused("The key was deleted meanwhile: nothing was saved.") from exc
             return
-        created = services.provider_key_create(
-            organization=obj.organization,
-            provider_type=obj.provider_type,
-            provider_name=obj.provider_name,
-            api_key=form.cleaned_data["api_key"],
-            is_default=obj.is_default,
-        )
+        try:
+            created = services.provider_key_create(
+                organization=obj.organization,
+                provider_type=obj.provider_type,
+                provider_name=obj.provider_name,
+                api_key=form.cleaned_data["api_key"],
+                is_default=obj.is_default,
+            )
+        except serializers.ValidationError as exc:  # the organization's cap
+            raise SaveRefused(" ".join(str(detail) for detail in exc.detail)) from exc
         # The admin goes on with `obj` (history entry, redirect): make it the saved row.
         obj.pk, obj.last4, obj.created_at = created.pk, created.last4, created.created_at
         obj._state.adding, obj._state.db = False, created._state.db

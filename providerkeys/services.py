@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from rest_framework import serializers
 
 from accounts.models import Organization
 from providerkeys.catalog import PROVIDER_TYPES, providers_for
@@ -17,6 +18,8 @@ from providerkeys.models import (
 from providerkeys.reencrypt import secrets_reencrypt
 
 logger = logging.getLogger(__name__)
+
+MAX_KEYS_PER_ORGANIZATION = 100
 
 
 def provider_name_validate(*, provider_type: str, provider_name: str) -> None:
@@ -67,8 +70,15 @@ def provider_key_create(
             },
             code="invalid",
         )
+    _lock_defaults(organization=organization)  # also orders concurrent creates for the cap
+    if ProviderKey.objects.filter(organization=organization).count() >= MAX_KEYS_PER_ORGANIZATION:
+        # The list has no pages.
+        raise serializers.ValidationError(
+            f"An organization can have at most {MAX_KEYS_PER_ORGANIZATION} provider keys: "
+            "delete one first.",
+            code="limit_reached",
+        )
     if is_default:
-        _lock_defaults(organization=organization)
         _unset_default(organization=organization, provider_type=provider_type)
     provider_key = ProviderKey.objects.create(
         organization=organization,

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from accounts.models import Organization
 from providerkeys.models import ProviderKey
+from providerkeys.services import MAX_KEYS_PER_ORGANIZATION
 from tests.factories import ProviderKeyFactory
 
 pytestmark = pytest.mark.django_db
@@ -167,6 +168,18 @@ def test_a_key_deleted_while_its_change_page_saves_is_a_message_not_a_500(
     assert "The key was deleted meanwhile: nothing was saved." in response.content.decode()
     # (The deletion ran in the admin's transaction here, rolled back with it.)
     assert ProviderKey.objects.get(pk=key.pk).is_default is False
+
+
+def test_a_key_over_the_organizations_cap_is_a_message_not_a_500(
+    staff_client: Client, organization: Organization
+) -> None:
+    ProviderKeyFactory.create_batch(MAX_KEYS_PER_ORGANIZATION, organization=organization)
+
+    response = staff_client.post(ADD_URL, add_form(organization), follow=True)
+
+    assert response.redirect_chain == [(ADD_URL, 302)]
+    assert "at most 100 provider keys" in response.content.decode()
+    assert ProviderKey.objects.count() == MAX_KEYS_PER_ORGANIZATION
 
 
 def test_delete_and_history_pages_show_only_the_mask(

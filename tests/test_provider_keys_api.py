@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from providerkeys.models import ProviderKey
+from providerkeys.services import MAX_KEYS_PER_ORGANIZATION
 from tests.factories import ProviderKeyFactory
 
 pytestmark = pytest.mark.django_db
@@ -284,6 +285,36 @@ def test_concurrent_default_requests_leave_exactly_one_default(
 
 
 # --- delete ----------------------------------------------------------------------------
+
+
+def test_an_organization_has_at_most_100_keys(
+    api: APIClient, organization: Organization, outsider: Organization
+) -> None:
+    """The list has no pages: the keys an organization may hold are bounded."""
+    ProviderKeyFactory.create_batch(MAX_KEYS_PER_ORGANIZATION, organization=organization)
+    ProviderKeyFactory(organization=outsider)  # another organization's do not count
+
+    refused = api.post(
+        URL, {"provider_type": "stt", "provider_name": "deepgram", "api_key": "k" * 12}
+    )
+    api.delete(detail_url(ProviderKey.objects.filter(organization=organization).first().id))
+    after_a_delete = api.post(
+        URL, {"provider_type": "stt", "provider_name": "deepgram", "api_key": "k" * 12}
+    )
+
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "limit_reached",
+                "detail": "An organization can have at most 100 provider keys: delete one first.",
+                "attr": None,
+            }
+        ],
+    }
+    assert after_a_delete.status_code == 201
+    assert ProviderKey.objects.filter(organization=organization).count() == 100
 
 
 def test_delete_answers_204_then_404(api: APIClient, organization: Organization) -> None:

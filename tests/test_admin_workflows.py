@@ -69,6 +69,18 @@ def read_at(workflow: Workflow) -> str:
     return Workflow.objects.get(pk=workflow.pk).updated_at.isoformat()
 
 
+def add_form(organization: Organization, *, slug: str, name: str) -> dict:
+    """The add page's form, as staff post it, with the demo definition."""
+    return {
+        "organization": organization.pk,
+        "slug": slug,
+        "name": name,
+        "definition": json.dumps(DEMO_DEFINITION),
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
+
+
 def change_form(workflow: Workflow, *, definition: str) -> dict:
     """The change page's form, as staff post it, with `definition` as typed."""
     return {
@@ -157,14 +169,7 @@ def test_the_admin_creates_workflows_through_the_service(
 ) -> None:
     response = staff_client.post(
         "/admin/workflows/workflow/add/",
-        {
-            "organization": organization.pk,
-            "slug": "from-admin",
-            "name": "From admin",
-            "definition": json.dumps(DEMO_DEFINITION),
-            "versions-TOTAL_FORMS": "0",
-            "versions-INITIAL_FORMS": "0",
-        },
+        add_form(organization, slug="from-admin", name="From admin"),
     )
 
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -179,14 +184,7 @@ def test_a_slug_another_workflow_has_is_a_form_error_not_a_500(
     other = WorkflowFactory(organization=organization, slug="other")
     added = staff_client.post(
         "/admin/workflows/workflow/add/",
-        {
-            "organization": organization.pk,
-            "slug": "daily-call",
-            "name": "Again",
-            "definition": json.dumps(DEMO_DEFINITION),
-            "versions-TOTAL_FORMS": "0",
-            "versions-INITIAL_FORMS": "0",
-        },
+        add_form(organization, slug="daily-call", name="Again"),
     )
     renamed = staff_client.post(
         change_url(other), change_form(other, definition=json.dumps(DEMO_DEFINITION))
@@ -215,14 +213,7 @@ def test_a_slug_another_staff_member_took_meanwhile_is_a_message_not_a_500(
     try:
         response = staff_client.post(
             "/admin/workflows/workflow/add/",
-            {
-                "organization": organization.pk,
-                "slug": "from-admin",
-                "name": "From admin",
-                "definition": json.dumps(DEMO_DEFINITION),
-                "versions-TOTAL_FORMS": "0",
-                "versions-INITIAL_FORMS": "0",
-            },
+            add_form(organization, slug="from-admin", name="From admin"),
             follow=True,
         )
     finally:

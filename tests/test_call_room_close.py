@@ -44,6 +44,12 @@ def report(agent_api, call, *events: dict):
     return agent_api.post(f"/api/v1/agent/calls/{call.pk}/events", {"events": list(events)})
 
 
+def phone_call(workflow, **fields):
+    return CallFactory(
+        organization=workflow.organization, workflow=workflow, channel=CallChannel.PHONE, **fields
+    )
+
+
 def deleted_rooms(fake_livekit) -> list[str]:
     return [request.body["room"] for request in fake_livekit.calls("DeleteRoom")]
 
@@ -208,13 +214,7 @@ def test_a_join_to_a_phone_call_that_has_ended_leaves_its_room_to_its_own_close(
 ):
     """A phone call's room may still play an answer after its end (an inbound call over
     the concurrency limit hears the busy message, its room closed a minute later)."""
-    refused = CallFactory(
-        organization=workflow.organization,
-        workflow=workflow,
-        channel=CallChannel.PHONE,
-        status=S.FAILED,
-        end_reason="concurrency_limit",
-    )
+    refused = phone_call(workflow, status=S.FAILED, end_reason="concurrency_limit")
     with django_capture_on_commit_callbacks(execute=True):
         send("participant_joined", refused.pk)
 
@@ -226,13 +226,7 @@ def test_a_listener_joining_a_phone_call_that_has_ended_closes_the_room_it_reope
 ):
     """The monitor token (15 minutes) outlives the call: a listener joining after the
     end makes LiveKit open an empty room that nobody else would close."""
-    ended = CallFactory(
-        organization=workflow.organization,
-        workflow=workflow,
-        channel=CallChannel.PHONE,
-        status=S.COMPLETED,
-        end_reason="user_hangup",
-    )
+    ended = phone_call(workflow, status=S.COMPLETED, end_reason="user_hangup")
     fake_livekit.add_room(f"call-{ended.pk}", [f"monitor-{ended.pk}"])
     with django_capture_on_commit_callbacks(execute=True):
         response = send("participant_joined", ended.pk, identity=f"monitor-{ended.pk}")
@@ -245,13 +239,7 @@ def test_a_listener_joining_an_ended_phone_call_still_playing_its_answer_keeps_t
     workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
 ):
     """The caller of an inbound call over the limit is still hearing the busy message."""
-    refused = CallFactory(
-        organization=workflow.organization,
-        workflow=workflow,
-        channel=CallChannel.PHONE,
-        status=S.FAILED,
-        end_reason="concurrency_limit",
-    )
+    refused = phone_call(workflow, status=S.FAILED, end_reason="concurrency_limit")
     room = f"call-{refused.pk}"
     fake_livekit.add_room(room, ["sip_+15550100", f"monitor-{refused.pk}"])
     with django_capture_on_commit_callbacks(execute=True):
@@ -264,12 +252,7 @@ def test_a_listener_joining_an_ended_phone_call_still_playing_its_answer_keeps_t
 def test_a_listener_joining_a_phone_call_in_progress_keeps_its_room(
     workflow, fake_livekit, tasks_run_at_once, django_capture_on_commit_callbacks
 ):
-    call = CallFactory(
-        organization=workflow.organization,
-        workflow=workflow,
-        channel=CallChannel.PHONE,
-        active=True,
-    )
+    call = phone_call(workflow, active=True)
     with django_capture_on_commit_callbacks(execute=True):
         send("participant_joined", call.pk, identity=f"monitor-{call.pk}")
 

@@ -5,6 +5,7 @@ own buckets with the credentials never shown."""
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -88,6 +89,9 @@ class RecordingStorageAdmin(admin.ModelAdmin):
     list_select_related = ["organization"]
     fields = ["organization", "endpoint", "bucket", "region", "access_key_id_masked", "updated_at"]
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RecordingStorage]:
+        return super().get_queryset(request).defer(*RecordingStorage.SECRET_FIELDS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

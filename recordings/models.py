@@ -123,6 +123,10 @@ class RecordingStorage(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    # Read only where they are used (signing, the egress start): a row whose ciphertext
+    # no configured key opens must still be shown, replaced and removed.
+    SECRET_FIELDS = ("access_key_id", "secret_access_key")
+
     class Meta:
         verbose_name_plural = "recording storage"
 

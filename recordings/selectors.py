@@ -57,4 +57,5 @@ def recording_link(
 
 
 def recording_storage_of(*, organization_id: object) -> RecordingStorage | None:
-    return RecordingStorage.objects.filter(organization_id=organization_id).first()
+    storages = RecordingStorage.objects.defer(*RecordingStorage.SECRET_FIELDS)
+    return storages.filter(organization_id=organization_id).first()

@@ -372,8 +372,10 @@ def recording_storage_set(
         "access_key_id_last4": access_key_id[-4:],
         "updated_at": now,
     }
-    # A new row is created and updated at one time, not `updated_at` first.
-    storage_row, _ = RecordingStorage.objects.update_or_create(
+    # A new row is created and updated at one time, not `updated_at` first. The old
+    # credentials are not read: ones no configured key opens are replaced all the same.
+    storages = RecordingStorage.objects.defer(*RecordingStorage.SECRET_FIELDS)
+    storage_row, _ = storages.update_or_create(
         organization_id=organization_id,
         defaults=values,
         create_defaults={**values, "created_at": now},

@@ -238,3 +238,25 @@ def test_an_endpoint_with_a_query_or_fragment_is_refused_not_stored_to_break_eve
         with pytest.raises(storage.StorageError, match="EndpointResolutionError"):
             recording_delete(call_id=recording.call_id)
     assert response.status_code == 400, response.json()
+
+
+def test_storage_whose_credentials_no_key_opens_is_shown_and_replaced_not_a_500(
+    api, organization, settings
+) -> None:
+    """A key rotation gone wrong leaves the credentials unreadable: the call is then
+    not recorded (logged), and the organization's way out is to set them again. GET and
+    PUT read the stored ciphertext and answered 500, so only DELETE could get out."""
+    api.put(URL, body(), format="json")
+    settings.CRYPTOGRAPHY_KEY = "a-key-that-did-not-encrypt-it"
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+
+    shown = api.get(URL)
+    replaced = api.put(URL, body(bucket="acme-new", secret_access_key="new-secret"), format="json")
+
+    assert shown.status_code == 200
+    assert shown.json()["masked_access_key_id"] == "••••0042"
+    assert replaced.status_code == 200
+    assert replaced.json()["bucket"] == "acme-new"
+    storage_row = RecordingStorage.objects.get()
+    assert (storage_row.bucket, storage_row.secret_access_key) == ("acme-new", "new-secret")
+    assert storage_row.access_key_id == KEY_ID

@@ -27,6 +27,7 @@ from calls.models import (
 )
 from recordings.reconcile import (
     recordings_deleted_starts_settle,
+    recordings_failed_starts_settle,
     recordings_reconcile,
     recordings_wake_lost_starts,
 )
@@ -97,6 +98,9 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
     result.livekit_errors += errors
     woken, errors = recordings_wake_lost_starts(now=now)
     result.recordings_reconciled += woken
+    result.livekit_errors += errors
+    settled, errors = recordings_failed_starts_settle(now=now)
+    result.recordings_reconciled += settled
     result.livekit_errors += errors
     settled, errors = recordings_deleted_starts_settle(now=now)
     result.recordings_reconciled += settled

@@ -89,9 +89,9 @@ class Recording(models.Model):
                 condition=models.Q(ended_at__isnull=True, egress_id__isnull=False),
                 name="recording_egress_unended",
             ),
-            # `recordings_wake_lost_starts` and `recordings_deleted_starts_settle`:
-            # starts with no egress id, going or deleted (a few in flight), not the
-            # recordings that failed before LiveKit gave one.
+            # `recordings_wake_lost_starts` and `recordings_*_starts_settle`: starts
+            # with no egress id, going, failed by LiveKit or deleted (a few in flight),
+            # not the recordings settled as failed before LiveKit gave one.
             models.Index(
                 fields=["created_at"],
                 condition=models.Q(egress_id__isnull=True, ended_at__isnull=True),

@@ -112,6 +112,50 @@ def _egress_adopt(
         egress_stop_if_recording(other)
 
 
+def recordings_failed_starts_settle(*, now: datetime.datetime) -> tuple[int, int]:
+    """A start LiveKit did not answer in time (`recording_start`) may have started its
+    egress all the same: with its webhooks lost too, the recording said `failed` while
+    its file was in the bucket. Once the call has ended, LiveKit is asked for the
+    room's egresses: one writing the recording's key is adopted, as a lost start's;
+    with none, the failure stands (`ended_at`, never asked again). (looked at, LiveKit
+    errors); a LiveKit failure stops this pass."""
+    # Bounded, and by `recording_unclaimed_unended` (failed starts not yet settled).
+    unsettled = Recording.objects.filter(
+        status=S.FAILED,
+        egress_id__isnull=True,
+        ended_at__isnull=True,
+        call__status__in=ENDED_STATUSES,
+        call__ended_at__lte=now - RECONCILE_AFTER,
+    )
+    found = list(
+        unsettled.order_by("created_at").values_list(
+            "pk", "updated_at", "call__room_name", "object_key"
+        )[:RECONCILE_BATCH]
+    )
+    looked = 0
+    for pk, updated_at, room_name, object_key in found:
+        # Each looked at by one pass (`expire_calls` on two hosts).
+        mine = unsettled.filter(pk=pk, updated_at=updated_at)
+        if not mine.update(updated_at=now):
+            continue
+        egresses: list[EgressUpdate] = []
+        # Renamed by a retention a day or more after the call: LiveKit never knew that
+        # name, and an egress of the room ended with it long before.
+        if not room_name.startswith(ERASED_ROOM_PREFIX):
+            try:
+                egresses = livekit_egress.room_egresses(room_name=room_name)
+            except LiveKitError as exc:
+                logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
+                return looked, 1
+        egresses = _unowned(egresses, object_key=object_key)
+        if egresses:
+            _egress_adopt(egresses, recording_id=pk, now=now)
+        else:
+            unsettled.filter(pk=pk).update(ended_at=now)
+        looked += 1
+    return looked, 0
+
+
 def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
     """Apply what LiveKit says now (ListEgress) of the egresses of calls ended before
     RECONCILE_AFTER whose `egress_ended` never came: a recording still `starting`,

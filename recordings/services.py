@@ -173,7 +173,9 @@ def recording_start(*, recording_id: UUID | str) -> str:
         )
     except LiveKitError as exc:
         logger.warning("could not start recording call %s: %s", call.pk, exc)
-        _fail(recording.pk, f"LiveKit could not start the recording: {exc}")
+        # Not settled: LiveKit may have started it and its answer was lost (a timeout).
+        # Should its webhooks be lost too, `recordings_failed_starts_settle` asks LiveKit.
+        _fail(recording.pk, f"LiveKit could not start the recording: {exc}", settled=False)
         return "failed"
     return _egress_id_keep(recording.pk, egress_id, where)
 
@@ -246,16 +248,20 @@ def _target_now(
     return where
 
 
-def _fail(recording_id: UUID, error: str) -> bool:
+def _fail(recording_id: UUID, error: str, *, settled: bool = True) -> bool:
     """Fail a recording no egress has claimed: one whose webhook came while LiveKit's
-    answer was lost is running, whatever our request says."""
+    answer was lost is running, whatever our request says. Not `settled` (no
+    `ended_at`): LiveKit is asked about it once its call ended."""
     now = timezone.now()
     unclaimed = Recording.objects.filter(
         pk=recording_id, egress_id__isnull=True, status__in=statuses_below(S.FAILED)
     )
     return bool(
         unclaimed.update(
-            status=S.FAILED, error=error[:ERROR_MAX_CHARS], ended_at=now, updated_at=now
+            status=S.FAILED,
+            error=error[:ERROR_MAX_CHARS],
+            ended_at=now if settled else None,
+            updated_at=now,
         )
     )
 

@@ -241,6 +241,78 @@ def test_an_egress_that_ran_after_its_start_answer_was_lost_is_complete_not_fail
     assert api.get(f"/api/v1/calls/{call_id}/recording").json()["url"] is not None
 
 
+def test_an_egress_whose_start_answer_and_webhooks_were_lost_is_found_once_the_call_ended(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """LiveKit started the egress but its answer came too late, and its webhooks were
+    lost too (a deploy): the recording said `failed` for good, with no link, while its
+    file was in the bucket. `expire_calls` asks LiveKit for the room's egresses."""
+    from calls.expiry import calls_expire
+
+    answer_lost(fake_livekit)
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert Recording.objects.get(call_id=call_id).status == "failed"  # our guess, for now
+    fake_livekit.egress_run()  # the file is uploaded; LiveKit's webhooks never arrive
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.duration_seconds, recording.error) == ("complete", 2, "")
+    assert recording.egress_id in fake_livekit.egresses
+    body = api.get(f"/api/v1/calls/{call_id}/recording").json()
+    assert download(body["url"]) == fake_livekit.egress_file
+
+
+def test_a_failed_start_livekit_never_received_is_asked_about_once(
+    api, recording_workflow, fake_livekit, recordings_bucket
+) -> None:
+    from calls.expiry import calls_expire
+
+    fake_livekit.fail("StartRoomCompositeEgress", "503")
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=2))
+
+    recording = Recording.objects.get(call_id=call_id)
+    assert (recording.status, recording.egress_id) == ("failed", None)
+    assert recording.error.startswith("LiveKit could not start the recording")
+    assert recording.ended_at is not None
+    assert len(fake_livekit.calls("ListEgress")) == 1
+
+
+def test_the_file_of_an_erased_users_start_whose_answer_and_webhooks_were_lost_is_deleted(
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+) -> None:
+    """The same start, its recording deleted mid-call (the user erased): the deletion
+    found no file yet and no egress to stop, and the file the egress wrote afterwards
+    stayed in the bucket for good (the row, `deleted`, was never looked at again)."""
+    from calls.expiry import calls_expire
+    from recordings.deletion import recording_delete
+
+    answer_lost(fake_livekit)
+    call_id = start_call(api)
+    join(call_id)
+    run_worker()
+    assert recording_delete(call_id=call_id)
+    fake_livekit.egress_run()  # the egress uploads after it; its webhooks are lost
+    assert api.post(f"/api/v1/calls/{call_id}/end").status_code == 200
+    key = Recording.objects.get(call_id=call_id).object_key
+    assert object_keys(s3_server, recordings_bucket) == [key]
+
+    calls_expire(now=timezone.now() + datetime.timedelta(hours=1))
+    run_worker()
+
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert Recording.objects.get(call_id=call_id).status == "deleted"
+
+
 def test_an_egress_whose_webhook_overtook_a_lost_answer_is_not_failed_by_it(
     api, recording_workflow, egress_fake, recordings_bucket, s3_server
 ) -> None:

@@ -121,14 +121,13 @@ def recordings_failed_starts_settle(*, now: datetime.datetime) -> tuple[int, int
     errors); a LiveKit failure stops this pass."""
     # Bounded, and by `recording_unclaimed_unended` (failed starts not yet settled).
     unsettled = Recording.objects.filter(
-        status=S.FAILED,
-        egress_id__isnull=True,
-        ended_at__isnull=True,
-        call__status__in=ENDED_STATUSES,
-        call__ended_at__lte=now - RECONCILE_AFTER,
+        status=S.FAILED, egress_id__isnull=True, ended_at__isnull=True
+    )
+    ended_calls = unsettled.filter(
+        call__status__in=ENDED_STATUSES, call__ended_at__lte=now - RECONCILE_AFTER
     )
     found = list(
-        unsettled.order_by("created_at").values_list(
+        ended_calls.order_by("created_at").values_list(
             "pk", "updated_at", "call__room_name", "object_key"
         )[:RECONCILE_BATCH]
     )

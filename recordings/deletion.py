@@ -42,10 +42,11 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         return False
     try:
         _file_delete(recording)
-    except StorageRemoved:
-        # The organization removed its own bucket's setting: the file is theirs, out of
-        # our reach for good (docs/privacy.md). Forgotten here, it holds nothing up.
-        logger.warning("recording of call %s left in a bucket the organization removed", call_id)
+    except StorageRemoved as exc:
+        # The organization removed or replaced its own bucket's setting: the file is
+        # theirs, out of our reach for good (docs/privacy.md). Forgotten here, it holds
+        # nothing up.
+        logger.warning("recording of call %s left in its bucket: %s", call_id, exc)
     now = timezone.now()
     row = Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED)
     marked = row.filter(status=recording.status).update(
@@ -138,13 +139,26 @@ def late_file_settled(recording_id: UUID | str) -> None:
 
 
 class StorageRemoved(storage.StorageError):
-    """The recording is in the organization's own bucket, whose setting it removed."""
+    """The recording is in the organization's own bucket, whose setting it removed, or
+    replaced with credentials that do not reach it."""
 
 
 def _file_delete(recording: Recording) -> None:
-    target = storage.target_of(recording, organization_id=recording.call.organization_id)
-    if target is None and recording.storage == StorageKind.ORGANIZATION:
+    organization_id = recording.call.organization_id
+    target = storage.target_of(recording, organization_id=organization_id)
+    own = recording.storage == StorageKind.ORGANIZATION
+    if target is None and own:
         raise StorageRemoved("The organization removed the storage of this recording's bucket.")
     if target is None:
         raise storage.StorageError("No credentials reach the platform's bucket any more.")
-    storage.object_delete(target, key=recording.object_key)
+    try:
+        storage.object_delete(target, key=recording.object_key)
+    except storage.StorageAccessRefused:
+        # Refused in the bucket the setting names now, it is retried (its credentials
+        # may be fixed); in one it replaced, it would be refused for ever.
+        if own and not storage.bucket_is_current(recording, organization_id=organization_id):
+            raise StorageRemoved(
+                "The organization replaced its storage with credentials that do not reach "
+                "this recording's bucket."
+            ) from None
+        raise

@@ -28,6 +28,16 @@ class StorageError(Exception):
     """The storage could not be reached or refused the request (no credentials in it)."""
 
 
+class StorageAccessRefused(StorageError):
+    """The bucket refused the credentials: they do not reach it."""
+
+
+# What S3 (and the S3-compatible stores) answer credentials that do not reach a bucket.
+ACCESS_REFUSED_CODES = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
+
+
 @dataclass(frozen=True)
 class S3Target:
     """A bucket and the credentials to write and read it."""
@@ -109,6 +119,16 @@ def target_of(recording: Recording, *, organization_id: object) -> S3Target | No
     )
 
 
+def bucket_is_current(recording: Recording, *, organization_id: object) -> bool:
+    """Whether a recording in an organization's own bucket is in the bucket its storage
+    setting names now (not one it replaced)."""
+    storage = _storage_row(organization_id)
+    return storage is not None and (storage.endpoint, storage.bucket) == (
+        recording.endpoint,
+        recording.bucket,
+    )
+
+
 def _client(target: S3Target):  # botocore's client classes are generated: no hint
     try:
         return _client_built(target)
@@ -167,11 +187,11 @@ def object_delete(target: S3Target, *, key: str) -> None:
     try:
         _client(target).delete_object(Bucket=target.bucket, Key=key)
     except ClientError as exc:
-        if _describe(exc) == "NoSuchBucket":
+        code = _describe(exc)
+        if code == "NoSuchBucket":
             return
-        raise StorageError(
-            f"The storage refused or could not be reached: {_describe(exc)}"
-        ) from None
+        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
+        raise error(f"The storage refused or could not be reached: {code}") from None
     except BotoCoreError as exc:
         problem = _describe(exc)
         raise StorageError(f"The storage refused or could not be reached: {problem}") from None

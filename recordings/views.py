@@ -40,7 +40,9 @@ class RecordingStorageView(APIView):
         operation_id="recording_storage_update",
         description="Record your calls into your own S3-compatible bucket (replaces any "
         "earlier one for the next recordings; earlier recordings stay where they are and "
-        "are served with these credentials). The credentials are stored encrypted and go "
+        "are served and deleted with these credentials: one in a bucket they do not reach "
+        "is left there when retention or an erasure deletes it). The credentials are "
+        "stored encrypted and go "
         "only to LiveKit's egress and to voicecalls' own signing; they are never shown.",
         request=RecordingStorageWriteSerializer,
         responses={200: RecordingStorageSerializer},

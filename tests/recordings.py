@@ -3,8 +3,12 @@ real task worker, and egress webhooks signed as LiveKit signs them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 from django.conf import settings
@@ -25,6 +29,39 @@ def s3_client(endpoint: str, *, access_key: str = "test", secret: str = "test"):
         aws_access_key_id=access_key,
         aws_secret_access_key=secret,
     )
+
+
+class _RefusingS3(BaseHTTPRequestHandler):
+    """Answers every request as S3 answers credentials that do not reach a bucket."""
+
+    def _refuse(self) -> None:
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message><RequestId>R1</RequestId></Error>"
+        )
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _refuse
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def refusing_s3() -> Iterator[str]:
+    """A stand-in S3 endpoint refusing every request (403 AccessDenied); its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def bucket_create(endpoint: str) -> str:

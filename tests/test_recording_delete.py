@@ -11,7 +11,7 @@ from recordings.services import recording_egress_update
 from recordings.storage import StorageError
 from recordings.tasks import recording_file_delete
 from tests.factories import CallFactory, RecordingFactory
-from tests.recordings import object_keys, s3_client
+from tests.recordings import object_keys, refusing_s3, s3_client
 from voicecalls.livekit import EgressUpdate
 
 ORG_KEY_ID = "AKIAORGANIZATION0042"
@@ -114,6 +114,62 @@ def test_a_recording_in_a_bucket_the_organization_removed_is_forgotten_not_a_fai
 
     recording.refresh_from_db()
     assert recording.status == "deleted"
+
+
+def own_storage_set(api, *, endpoint: str, bucket: str) -> None:
+    response = api.put(
+        "/api/v1/organization/recording-storage",
+        {
+            "endpoint": endpoint,
+            "bucket": bucket,
+            "access_key_id": ORG_KEY_ID,
+            "secret_access_key": ORG_SECRET,
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_a_recording_in_a_bucket_the_organization_replaced_and_no_longer_reaches_is_forgotten(
+    api, organization, s3_server
+) -> None:
+    """The organization moved to a new bucket whose credentials the old bucket refuses:
+    retrying held up every later recording's retention and the whole erasure of its
+    user, for ever (as with a storage setting removed)."""
+    s3_client(s3_server).create_bucket(Bucket="acme-new")
+    own_storage_set(api, endpoint=s3_server, bucket="acme-new")
+    with refusing_s3() as old_endpoint:
+        recording = RecordingFactory(
+            call=CallFactory(organization=organization, completed=True),
+            storage="organization",
+            endpoint=old_endpoint,
+            bucket="acme-old",
+        )
+
+        assert recording_delete(call_id=recording.call_id) is True
+
+    recording.refresh_from_db()
+    assert recording.status == "deleted"
+
+
+def test_a_recording_in_the_bucket_the_organization_uses_now_is_retried_when_refused(
+    api, organization
+) -> None:
+    """Its credentials may be fixed (a policy changed by mistake): not given up."""
+    with refusing_s3() as endpoint:
+        own_storage_set(api, endpoint=endpoint, bucket="acme-own")
+        recording = RecordingFactory(
+            call=CallFactory(organization=organization, completed=True),
+            storage="organization",
+            endpoint=endpoint,
+            bucket="acme-own",
+        )
+
+        with pytest.raises(StorageError, match="AccessDenied"):
+            recording_delete(call_id=recording.call_id)
+
+    recording.refresh_from_db()
+    assert recording.status == "complete"
 
 
 def test_the_platforms_bucket_unconfigured_raises_and_leaves_the_recording(

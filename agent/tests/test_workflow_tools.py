@@ -16,6 +16,7 @@ from agent.workflow import (
     handoff_tool_name,
     tool_parameters,
     validation_error,
+    workflow_tool,
 )
 
 SAVE_MEAL = {
@@ -226,3 +227,76 @@ def test_handoff_tool_names_fit_the_providers_limit():
     long_a, long_b = "a" * 60 + "-one", "a" * 60 + "-two"
     assert len(handoff_tool_name(long_a)) == 64
     assert handoff_tool_name(long_a) != handoff_tool_name(long_b)
+
+
+def _arrays_without_items(schema: object, path: str = "") -> list[str]:
+    """OpenAI's rule for a function's parameters: every array schema says its `items`
+    (else 400 "array schema missing items" on every request that offers the tool)."""
+    found = []
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if (kind == "array" or isinstance(kind, list) and "array" in kind) and (
+            "items" not in schema
+        ):
+            found.append(path or "/")
+        for key, value in schema.items():
+            if key not in ("enum", "const", "default", "examples"):
+                found += _arrays_without_items(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found += _arrays_without_items(value, f"{path}/{index}")
+    return found
+
+
+TAG_MEAL = {
+    "name": "tag_meal",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array"},
+            "notes": {"type": ["array", "null"], "maxItems": 3},
+            "courses": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "sides": {"anyOf": [{"type": "array"}, {"type": "string"}]},
+                    },
+                },
+            },
+            "pair": {"type": "array", "prefixItems": [{"type": "string"}]},
+            "kind": {"const": {"type": "array"}},
+        },
+        "$defs": {"list": {"type": "array"}},
+    },
+}
+
+
+def test_array_schemas_without_items_get_any_items_for_the_llm():
+    """The API takes `{"type": "array"}` (valid JSON Schema); OpenAI refuses the whole
+    request that offers it, so the agent could not answer at all."""
+    tool = workflow_tool(TAG_MEAL, ToolRunner(call_id="c"), "a")
+    offered = tool.info.raw_schema["parameters"]
+
+    assert _arrays_without_items(offered) == []
+    assert offered["properties"]["tags"] == {"type": "array", "items": {}}
+    # A value (`const`) is data, not a schema: left as it is.
+    assert offered["properties"]["kind"] == {"const": {"type": "array"}}
+    assert TAG_MEAL["parameters"]["properties"]["tags"] == {"type": "array"}  # not changed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"tags": [1, "x"], "notes": None, "pair": ["a", 2, 3]}, None),
+        ({"notes": [1, 2, 3, 4]}, "has more than 3 items"),
+        ({"courses": [{"sides": 3}]}, "anyOf"),
+        ({"kind": {"type": "array", "items": {}}}, "was expected"),
+    ],
+)
+def test_arguments_are_checked_as_the_customer_schema_says(arguments: dict, problem: str | None):
+    found = validation_error(tool_parameters(TAG_MEAL), arguments)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found

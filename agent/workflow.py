@@ -7,7 +7,6 @@ transfer tools and, outbound, `send_dtmf` and `voicemail_detected` (agent/teleph
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from agent.tool_http import (
     answer_read,
     check_tool_url,
 )
+from agent.tool_schema import offered_parameters, tool_parameters
 from voicecalls.json_schemas import checking_validator
 
 logger = logging.getLogger("voicecalls.agent.workflow")
@@ -110,47 +110,6 @@ class WorkflowAgent(Agent):
         if self._call.hanging_up or self._call.answered_by_greeting(new_message):
             self._call.said(new_message)
             raise StopResponse()
-
-
-def tool_parameters(spec: dict) -> dict:
-    """The tool's JSON Schema, completed to the object schema LLM providers expect."""
-    parameters = _with_array_items(spec.get("parameters") or {})
-    parameters.setdefault("type", "object")
-    parameters.setdefault("properties", {})
-    return parameters
-
-
-# Keywords whose value is a subschema or a list of them, and those that map names to them.
-_SUBSCHEMAS = (
-    "items", "prefixItems", "additionalItems", "unevaluatedItems", "contains",
-    "additionalProperties", "unevaluatedProperties", "propertyNames",
-    "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
-)  # fmt: skip
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-
-
-def _with_array_items(schema: dict) -> dict:
-    """A copy of `schema` where every array schema without `items` has `"items": {}`:
-    OpenAI refuses a request offering a tool with one ("array schema missing items"),
-    so the agent could answer nothing. An absent `items` means `{}` in every draft."""
-    root = copy.deepcopy(schema)
-    stack: list[object] = [root]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        kind = node.get("type")
-        is_array = kind == "array" or (isinstance(kind, list) and "array" in kind)
-        if is_array and "items" not in node:
-            node["items"] = {}
-        for key in _SUBSCHEMAS:
-            value = node.get(key)
-            stack.extend(value if isinstance(value, list) else [value])
-        for key in (*_SUBSCHEMA_MAPS, "dependencies"):
-            value = node.get(key)
-            if isinstance(value, dict):
-                stack.extend(value.values())  # (`dependencies` lists of names: skipped)
-    return root
 
 
 def validation_error(schema: dict, arguments: object) -> str | None:
@@ -258,7 +217,7 @@ def workflow_tool(spec: dict, runner: ToolRunner, agent_name: str):
         raw_schema={
             "name": spec["name"],
             "description": spec.get("description") or spec["name"],
-            "parameters": tool_parameters(spec),
+            "parameters": offered_parameters(spec),
         },
     )
 

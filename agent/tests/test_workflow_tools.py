@@ -300,3 +300,44 @@ def test_arguments_are_checked_as_the_customer_schema_says(arguments: dict, prob
         assert found is None
     else:
         assert found is not None and problem in found
+
+
+# Either a phone or an email; a discount needs a code. Valid JSON Schema, which the API
+# takes; OpenAI refuses a function whose parameters have `oneOf`, `anyOf`, `allOf`,
+# `enum` or `not` at the top level, Anthropic one with the first three.
+BOOK = {
+    "name": "book",
+    "parameters": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+        "anyOf": [
+            {"properties": {"phone": {"type": "string"}}, "required": ["phone"]},
+            {"properties": {"email": {"type": "string"}}, "required": ["email"]},
+        ],
+        "allOf": [{"properties": {"code": {"type": "string"}}, "required": ["code"]}],
+        "oneOf": [{"properties": {"name": {"type": "integer"}}}, {"required": ["name"]}],
+        "not": {"required": ["spam"]},
+    },
+}
+
+
+def test_top_level_combinators_are_not_offered_to_the_llm_but_still_checked():
+    offered = workflow_tool(BOOK, ToolRunner(call_id="c"), "a").info.raw_schema["parameters"]
+
+    assert not {"oneOf", "anyOf", "allOf", "enum", "not"} & set(offered)
+    # What the branches name is offered as properties; the top level's own come first.
+    assert offered["properties"] == {
+        "name": {"type": "string"},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+        "code": {"type": "string"},
+    }
+    assert offered["required"] == ["name", "code"]  # what every branch of allOf requires
+    assert "anyOf" in BOOK["parameters"]  # the workflow's own schema is left as it is
+
+    checked = tool_parameters(BOOK)
+    assert validation_error(checked, {"name": "Ada", "phone": "1", "code": "x"}) is None
+    assert validation_error(checked, {"name": "Ada", "code": "x"}) is not None
+    assert validation_error(checked, {"name": "Ada", "phone": "1"}) is not None
+    assert validation_error(checked, {"name": "Ada", "phone": "1", "code": "x", "spam": 1})

@@ -1,0 +1,75 @@
+"""A workflow tool's JSON Schema as the worker checks arguments against it, and as the
+LLM is offered it: completed where providers refuse what JSON Schema allows (the API
+takes any valid schema of type `object`, and a refused tool fails every request)."""
+
+from __future__ import annotations
+
+import copy
+
+
+def tool_parameters(spec: dict) -> dict:
+    """The tool's JSON Schema, completed to the object schema LLM providers expect."""
+    parameters = _with_array_items(spec.get("parameters") or {})
+    parameters.setdefault("type", "object")
+    parameters.setdefault("properties", {})
+    return parameters
+
+
+# Refused at the top level of a function's parameters: by OpenAI all five, by Anthropic
+# the first three; the whole request fails, so the agent could answer nothing.
+_REFUSED_AT_TOP = ("allOf", "anyOf", "oneOf", "enum", "not")
+
+
+def offered_parameters(spec: dict) -> dict:
+    """The tool's parameters as the LLM is offered them: `tool_parameters` without what
+    providers refuse at the top level. What its branches name becomes properties (the
+    top level's own first), what `allOf` requires is required; the arguments are still
+    checked against the whole schema (`ToolRunner.run`)."""
+    parameters = tool_parameters(spec)
+    branches = {key: parameters.pop(key, None) for key in _REFUSED_AT_TOP}
+    properties = parameters["properties"]
+    required = list(parameters.get("required") or [])
+    for key in ("allOf", "anyOf", "oneOf"):
+        for branch in branches[key] if isinstance(branches[key], list) else []:
+            if not isinstance(branch, dict):
+                continue
+            for name, schema in (branch.get("properties") or {}).items():
+                properties.setdefault(name, schema)
+            if key == "allOf":
+                required += [name for name in branch.get("required") or [] if name not in required]
+    if required:
+        parameters["required"] = required
+    return parameters
+
+
+# Keywords whose value is a subschema or a list of them, and those that map names to them.
+_SUBSCHEMAS = (
+    "items", "prefixItems", "additionalItems", "unevaluatedItems", "contains",
+    "additionalProperties", "unevaluatedProperties", "propertyNames",
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+)  # fmt: skip
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def _with_array_items(schema: dict) -> dict:
+    """A copy of `schema` where every array schema without `items` has `"items": {}`:
+    OpenAI refuses a request offering a tool with one ("array schema missing items"),
+    so the agent could answer nothing. An absent `items` means `{}` in every draft."""
+    root = copy.deepcopy(schema)
+    stack: list[object] = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        is_array = kind == "array" or (isinstance(kind, list) and "array" in kind)
+        if is_array and "items" not in node:
+            node["items"] = {}
+        for key in _SUBSCHEMAS:
+            value = node.get(key)
+            stack.extend(value if isinstance(value, list) else [value])
+        for key in (*_SUBSCHEMA_MAPS, "dependencies"):
+            value = node.get(key)
+            if isinstance(value, dict):
+                stack.extend(value.values())  # (`dependencies` lists of names: skipped)
+    return root

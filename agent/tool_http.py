@@ -26,6 +26,10 @@ async def check_tool_url(url: str, *, allow_private: bool) -> None:
     """Tool endpoints are public https URLs: the worker runs inside the platform's
     network, so a customer's URL must not reach it (SSRF)."""
     parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError as exc:  # out of range: no connection can use it
+        raise UnsafeToolURL(str(exc)) from exc
     if allow_private:
         if parts.scheme not in ("https", "http"):
             raise UnsafeToolURL("tool url must be http(s)")
@@ -34,7 +38,7 @@ async def check_tool_url(url: str, *, allow_private: bool) -> None:
         raise UnsafeToolURL("tool url must be https")
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
+            parts.hostname, port, type=socket.SOCK_STREAM
         )
     except OSError as exc:
         raise UnsafeToolURL(f"cannot resolve {parts.hostname}") from exc

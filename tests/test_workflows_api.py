@@ -644,6 +644,8 @@ MANY_AGENTS = body(
         ),
         (_tool(url="http://example.com/hook"), "agents.0.tools.0.url", "https_required"),
         (_tool(url="not a url"), "agents.0.tools.0.url", "invalid"),
+        # A port no connection can use: the worker could never call the tool.
+        (_tool(url="https://example.com:99999/hook"), "agents.0.tools.0.url", "invalid"),
         (_tool(description="d" * 1025), "agents.0.tools.0.description", "max_length"),
         # providers
         (_component("stt", provider="elevenlabs"), "agents.1.stt.provider", "invalid_choice"),

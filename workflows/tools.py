@@ -4,6 +4,7 @@ https endpoint) and transfer tools (where a phone call may be handed to a person
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -133,6 +134,10 @@ class WorkflowToolSerializer(JSONTypedSerializer):
     def validate_url(self, value: str | None) -> str | None:
         if value is not None and not value.lower().startswith("https://"):
             raise serializers.ValidationError("Tool URLs must use https.", code="https_required")
+        try:
+            urlsplit(value or "").port  # noqa: B018 - URLField takes any five digits
+        except ValueError as exc:
+            raise serializers.ValidationError("Enter a valid URL.", code="invalid") from exc
         return value
 
     def validate(self, data: dict) -> dict:

@@ -201,6 +201,7 @@ async def test_a_redirect_is_not_followed_and_its_body_is_no_result():
         "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",
         "https://[fec0::1]/x",
         "https://192.88.99.1/x",
+        "https://example.com:99999/x",  # saved before the API refused such a port
     ],
 )
 async def test_tool_urls_must_be_public_https(url):

@@ -1157,3 +1157,51 @@ def test_a_patch_that_takes_the_templates_past_the_budget_is_a_400_and_changes_n
     assert response.status_code == 400
     assert [e["attr"] for e in response.json()["errors"]] == ["agents"]
     assert WorkflowVersion.objects.filter(workflow_id=workflow_id).count() == 1
+
+
+def _tool_for(llm: dict, parameters: dict) -> dict:
+    data = body()
+    data["agents"][0]["llm"] = llm
+    data["agents"][0]["tools"][0]["parameters"] = parameters
+    return data
+
+
+CLAUDE = {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+GPT_THEN_CLAUDE = {"provider": "openai", "model": "gpt-4.1-mini", "fallbacks": [CLAUDE]}
+
+
+@pytest.mark.parametrize("llm", [CLAUDE, GPT_THEN_CLAUDE])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": {"prénom": {"type": "string"}}},
+        {"type": "object", "properties": {"first name": {"type": "string"}}},
+        {"type": "object", "properties": {"filter[id]": {"type": "string"}}},
+        {"type": "object", "properties": {"x" * 65: {"type": "string"}}},
+        # The worker offers what the top level's branches name as properties.
+        {"type": "object", "anyOf": [{"properties": {"e-mail?": {"type": "string"}}}]},
+    ],
+)
+def test_property_names_anthropic_refuses_are_a_400_on_its_agents(
+    api: APIClient, llm: dict, parameters: dict
+) -> None:
+    """Anthropic refuses every request offering a tool whose argument names do not
+    match ^[a-zA-Z0-9_.-]{1,64}$: the agent could not say a word."""
+    response = api.post("/api/v1/workflows", _tool_for(llm, parameters), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert ("agents.0.tools.0.parameters", "unsupported_property_name") in errors(response)
+    assert Workflow.objects.count() == 0
+
+
+def test_other_llms_take_any_property_name(api: APIClient) -> None:
+    parameters = {"type": "object", "properties": {"prénom": {"type": "string"}, "a.b-c_1": {}}}
+    ok = _tool_for(CLAUDE, {"type": "object", "properties": {"a.b-c_1": {}}})
+
+    assert (
+        api.post(
+            "/api/v1/workflows", _tool_for(VOICE["llm"], parameters), format="json"
+        ).status_code
+        == 201
+    )
+    assert api.post("/api/v1/workflows", {**ok, "slug": "claude"}, format="json").status_code == 201

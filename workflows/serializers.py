@@ -37,6 +37,7 @@ from workflows.tools import (
     ReportingListSerializer,
     WorkflowToolSerializer,
     error_detail,
+    tool_property_problems,
 )
 
 MAX_AGENTS = 20
@@ -216,6 +217,7 @@ class WorkflowAgentSerializer(JSONTypedSerializer):
                     f"Duplicate handoff {target!r}.", "duplicate"
                 )
             seen_handoffs.add(target)
+        errors.update(tool_property_problems(data))
         if errors:
             raise serializers.ValidationError(errors)
         return data

@@ -3,6 +3,8 @@ https endpoint) and transfer tools (where a phone call may be handed to a person
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -169,3 +171,37 @@ class WorkflowToolSerializer(JSONTypedSerializer):
         if not value["parameters"]:
             value["parameters"] = {"type": "object", "properties": {}}
         return value
+
+
+# Anthropic refuses every request offering a tool whose argument names (the top-level
+# properties of its parameters) do not all match this; the worker offers what the top
+# level's allOf/anyOf/oneOf branches name as properties too (agent/tool_schema.py).
+ANTHROPIC_PROPERTY_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+
+
+def offered_property_names(parameters: dict) -> Iterator[str]:
+    yield from parameters.get("properties") or {}
+    for key in ("allOf", "anyOf", "oneOf"):
+        branches = parameters.get(key)
+        for branch in branches if isinstance(branches, list) else []:
+            if isinstance(branch, dict) and isinstance(branch.get("properties"), dict):
+                yield from branch["properties"]
+
+
+def tool_property_problems(agent: dict) -> dict[str, list[ErrorDetail]]:
+    """Errors by field for the agent's tools whose argument names its LLM (or one of
+    its fallbacks) refuses."""
+    llms = [agent["llm"], *agent["llm"].get("fallbacks", [])]
+    if not any(llm["provider"] == "anthropic" for llm in llms):
+        return {}
+    errors = {}
+    for index, tool in enumerate(agent["tools"]):
+        names = offered_property_names(tool["parameters"])
+        bad = next((n for n in names if not ANTHROPIC_PROPERTY_NAME.fullmatch(n)), None)
+        if bad is not None:
+            errors[f"tools.{index}.parameters"] = error_detail(
+                f"Argument name {bad[:80]!r}: anthropic takes only letters, digits, `_`, "
+                "`.` and `-`, at most 64 characters.",
+                "unsupported_property_name",
+            )
+    return errors

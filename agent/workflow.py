@@ -34,6 +34,10 @@ logger = logging.getLogger("voicecalls.agent.workflow")
 HANDOFF_PREFIX = "transfer_to_"
 MAX_TOOL_NAME = 64  # what LLM providers accept for a function name
 END_CALL_TOOL = "end_call"
+# Handoffs in a row without the caller speaking between them: past it the model is told
+# to answer itself. Agents each answering their entry with a handoff back ran the model
+# without end, the caller in silence, until the call's maximum duration.
+MAX_HANDOFFS_IN_A_ROW = 3
 TOOL_TIMEOUT_SECONDS = 10.0
 MAX_TOOL_RESULT_CHARS = 16_000
 # The most of a tool's answer the worker reads (it is cut to MAX_TOOL_RESULT_CHARS).
@@ -231,8 +235,21 @@ def handoff_tool_name(target: str) -> str:
     return f"{name[: MAX_TOOL_NAME - len(digest) - 1]}_{digest}"
 
 
+def handoffs_since_caller_spoke(history: Any) -> int:
+    """The handoffs since the caller's last words (the session's start is none)."""
+    count = 0
+    for item in reversed(history.items):
+        if item.type == "message" and item.role == "user":
+            break
+        if item.type == "agent_handoff" and item.old_agent_id is not None:
+            count += 1
+    return count
+
+
 def handoff_tool(target: str, agents: dict[str, WorkflowAgent]):
     async def _transfer(raw_arguments: dict, context: RunContext) -> Agent:
+        if handoffs_since_caller_spoke(context.session.history) >= MAX_HANDOFFS_IN_A_ROW:
+            raise ToolError("Too many handoffs in a row: answer the caller yourself.")
         agent = agents[target]
         # The next agent hears the conversation so far, without the previous agent's
         # instructions and tool calls (its tools are not the next agent's).

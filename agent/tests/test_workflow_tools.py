@@ -8,10 +8,16 @@ import time
 
 import httpx
 import pytest
-from livekit.agents import ToolError
+from livekit.agents import AgentSession, ToolError
 
+from agent.api import AgentAPI
+from agent.call import CallRuntime
+from agent.providers import ComponentCache
+from agent.reporter import EventReporter
+from agent.tests.scripted_llm import ScriptedLLM, call
 from agent.tool_http import UnsafeToolURL, check_tool_url
 from agent.workflow import (
+    MAX_HANDOFFS_IN_A_ROW,
     ToolRunner,
     handoff_tool_name,
     tool_parameters,
@@ -342,3 +348,53 @@ def test_top_level_combinators_are_not_offered_to_the_llm_but_still_checked():
     assert validation_error(checked, {"name": "Ada", "code": "x"}) is not None
     assert validation_error(checked, {"name": "Ada", "phone": "1"}) is not None
     assert validation_error(checked, {"name": "Ada", "phone": "1", "code": "x", "spam": 1})
+
+
+def accept_events(request: httpx.Request) -> httpx.Response:
+    events = json.loads(request.content)["events"]
+    return httpx.Response(200, json={"accepted": len(events), "duplicates": 0})
+
+
+def _component() -> dict:
+    return {"provider": "openai", "model": "m", "api_key": "k", "fallbacks": []}
+
+
+def _agent(name: str, handoffs: list[str]) -> dict:
+    # No greeting: on entering, each agent lets the model go on.
+    voice = {c: _component() for c in ("stt", "llm", "tts")}
+    return {"name": name, "instructions": name, "tools": [], "handoffs": handoffs, **voice}
+
+
+async def test_agents_handing_the_call_back_and_forth_stop_and_answer():
+    """Each agent answering its entry with a handoff ran the model without end (the
+    caller in silence, the organization's key billed) until the call's maximum duration."""
+    # The front desk hands over to b; b and c then hand the call to each other.
+    back_and_forth = [call("transfer_to_b"), call("transfer_to_c"), call("transfer_to_b")]
+    fourth, answer = call("transfer_to_c"), "How can I help?"
+    scripted = ScriptedLLM([*back_and_forth, fourth, answer, call("transfer_to_c"), "Hi"])
+    front = {**_agent("a", ["b"]), "greeting": "Hello"}
+    workflow = {"start_agent": "a", "agents": [front, _agent("b", ["c"]), _agent("c", ["b"])]}
+    api = AgentAPI("http://api.invalid", "k", transport=httpx.MockTransport(accept_events))
+    runtime = CallRuntime(
+        {"call_id": "c1", "workflow": workflow},
+        EventReporter(api, "c1"),
+        components=ComponentCache(build=lambda kind, config, language: {"llm": scripted}.get(kind)),
+        runner=ToolRunner(call_id="c1"),
+    )
+    async with AgentSession() as session:
+        await session.start(runtime.build())
+        await session.run(user_input="hello")
+        items = list(session.history.items)
+        # The caller spoke: handing off is fine again.
+        await session.run(user_input="the other one, please")
+        current = session.current_agent.id
+    await runtime.reporter.aclose()
+
+    handoffs = [i for i in items if i.type == "agent_handoff" and i.old_agent_id]
+    refused = [i for i in items if i.type == "function_call_output" and i.is_error]
+    assert len(handoffs) == MAX_HANDOFFS_IN_A_ROW
+    assert [i.output for i in refused] == [
+        "Too many handoffs in a row: answer the caller yourself."
+    ]
+    assert items[-1].type == "message" and items[-1].text_content == "How can I help?"
+    assert current == "c"

@@ -51,6 +51,11 @@ def test_it_renders_user_metadata_and_call(source: str, rendered: str) -> None:
         ('{{ user.address.zip | default("none") }}', "none"),
         ("{% if user.missing %}yes{% else %}no{% endif %}", "no"),
         ("{{ nobody }}", ""),
+        # A missing value called is missing too: the call failed, and the whole prompt
+        # with it, for every caller without that value.
+        ("Hi {{ user.missing.title() }}!", "Hi !"),
+        ('{{ user.email.lower() | default("no email") }}', "no email"),
+        ("Today is {{ now() }}.", "Today is ."),
     ],
 )
 def test_missing_values_render_empty_and_default_works(source: str, rendered: str) -> None:

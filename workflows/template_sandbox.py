@@ -11,7 +11,7 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import ChainableUndefined, nodes
+from jinja2 import ChainableUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -174,6 +174,11 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, op, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(__obj, Undefined):
+            # A missing value called (`user.email.lower()`, `now()`) is missing too, as
+            # at any depth; raising would empty the whole prompt.
+            spend()
+            return __obj
         owner = getattr(__obj, "__self__", None)
         spend(1 + work_of(owner))
         if isinstance(owner, int | float | bytes):

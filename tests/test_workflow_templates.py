@@ -56,6 +56,13 @@ def test_it_renders_user_metadata_and_call(source: str, rendered: str) -> None:
         ("Hi {{ user.missing.title() }}!", "Hi !"),
         ('{{ user.email.lower() | default("no email") }}', "no email"),
         ("Today is {{ now() }}.", "Today is ."),
+        # Compared, it is not more nor less than anything; in arithmetic, missing again.
+        (
+            "{% if user.age >= 18 %}adult{% else %}unknown{% endif %}, {{ user.name }}",
+            "unknown, Ada",
+        ),
+        ("{% if 3 < user.age %}x{% endif %}ok", "ok"),
+        ("[{{ user.age + 1 }}|{{ -user.age }}|{{ user.age * 2 }}|{{ 10 / user.age }}]", "[|||]"),
     ],
 )
 def test_missing_values_render_empty_and_default_works(source: str, rendered: str) -> None:

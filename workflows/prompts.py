@@ -3,8 +3,9 @@ users' data fills.
 
 - `{{ user.* }}` is the call's `user_data`, `{{ metadata.* }}` its metadata, `{{ call.id }}`
   its id. Values are data, never templates: `{{ 7*7 }}` inside user_data stays verbatim.
-- A missing value renders empty, at any depth (`{{ user.address.city }}`) and called
-  (`{{ user.email.lower() }}`, `{{ now() }}`), so
+- A missing value renders empty, at any depth (`{{ user.address.city }}`), called
+  (`{{ user.email.lower() }}`, `{{ now() }}`) or in arithmetic; compared, it is neither
+  more nor less than anything (`{% if user.age > 17 %}` is false). So
   `{{ user.name | default("there") }}` works; a null prints empty too. Printed, a key
   shows rather than a dict method of its name (`{{ user.items }}`), which stays callable
   (`metadata.items()`); no other method or function prints.

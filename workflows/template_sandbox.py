@@ -279,9 +279,28 @@ def _costed_filter(original: Any) -> Any:
     return costed
 
 
+class MissingValue(ChainableUndefined):
+    """A value user_data or metadata lacks: it renders empty at any depth, compared it
+    is neither more nor less than anything, in arithmetic it is missing again. Raising,
+    it emptied the whole prompt for every caller without that value."""
+
+    __slots__ = ()
+
+    def _missing(self, *args: Any, **kwargs: Any) -> MissingValue:
+        return self
+
+    def _neither(self, other: Any) -> bool:
+        return False
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _missing
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _missing
+    __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = _missing
+    __lt__ = __le__ = __gt__ = __ge__ = _neither
+
+
 def _make_environment() -> PromptEnvironment:
     env = PromptEnvironment(
-        undefined=ChainableUndefined,
+        undefined=MissingValue,
         autoescape=False,  # prompts are plain text for an LLM, not HTML
         keep_trailing_newline=True,
         cache_size=400,

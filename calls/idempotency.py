@@ -106,14 +106,30 @@ def _claim(
             abandoned = not existing.is_complete and existing.created_at < now - timedelta(
                 seconds=settings.IDEMPOTENCY_LOCK_SECONDS
             )
-            if expired or abandoned:
+            if expired:
                 # Conditional delete: only one of several racing requests takes it over.
                 IdempotencyRecord.objects.filter(
                     pk=existing.pk, created_at=existing.created_at
                 ).delete()
                 continue
+            if abandoned and _abandoned_delete(existing):
+                continue
             return existing
     raise Conflict("A request with this Idempotency-Key is in progress.")
+
+
+def _abandoned_delete(record: IdempotencyRecord) -> bool:
+    """Delete this unanswered record if the request that made it is dead: a running
+    one holds its row lock (`idempotent_call`), a dead one's connection took the lock
+    along. Whether it went. Deleted under our own lock, so a request that was only
+    slow to start finds its record gone and runs nothing. (SQLite has no row locks:
+    one writer at a time, the record's age alone decides.)"""
+    with transaction.atomic():
+        free = IdempotencyRecord.objects.select_for_update(skip_locked=True).filter(
+            pk=record.pk, created_at=record.created_at, response_status__isnull=True
+        )
+        taken = list(free.values_list("pk", flat=True))
+        return bool(taken) and IdempotencyRecord.objects.filter(pk__in=taken).delete()[0] > 0
 
 
 def idempotent_answer_exists(*, organization_id: object, key: str, body: object) -> bool:
@@ -168,13 +184,21 @@ def idempotent_call(
         if on_replay is not None:
             on_replay()
         return existing.response_status, existing.response_body
-    # Our record only: a request slower than IDEMPOTENCY_LOCK_SECONDS has had its
-    # record taken over by a retry, whose own answer this one must not replace.
+    # Our record only: one taken over by a retry (ours stalled past
+    # IDEMPOTENCY_LOCK_SECONDS before it ran) carries the retry's answer.
     ours = IdempotencyRecord.objects.filter(
         organization=organization, key=key, created_at=claimed_at
     )
     try:
         with transaction.atomic():
+            # Held until the answer commits: a retry past IDEMPOTENCY_LOCK_SECONDS sees
+            # this request alive (409), not abandoned. Gone, a retry took the key over
+            # while this one stalled before running: it runs nothing (one key, one call).
+            if ours.select_for_update().values_list("pk", flat=True).first() is None:
+                raise Conflict(
+                    "A retry with this Idempotency-Key took it over.",
+                    code="idempotency_key_in_progress",
+                )
             status_code, response_body = run()
             ours.update(response_status=status_code, response_body=response_body)
     except BaseException:

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from calls.expiry import calls_expire
 from calls.idempotency import idempotent_call
 from calls.models import Call, IdempotencyRecord
+from voicecalls.errors import Conflict
 
 pytestmark = pytest.mark.django_db
 
@@ -185,17 +186,20 @@ def test_concurrent_requests_with_one_key_create_one_call(client_key: str, workf
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_request_slower_than_the_lock_never_replaces_the_answer_of_the_retry_that_took_over(
+def test_a_retry_while_a_request_slower_than_the_lock_still_runs_is_409_and_runs_nothing(
     organization, settings
 ) -> None:
-    """Past IDEMPOTENCY_LOCK_SECONDS a retry takes the key over and answers; the slow
-    first request then wrote its own answer over the retry's (by key alone), and
-    replays got a call the client never saw."""
+    """Past IDEMPOTENCY_LOCK_SECONDS a retry took the key over although the first
+    request was still running (waiting out a PgBouncer pause, a lock): both ran, so one
+    key made two calls (a phone dialed twice). A running request holds its record's
+    row lock; only a dead one's record (its connection gone, the lock with it) is taken
+    over."""
     settings.IDEMPOTENCY_LOCK_SECONDS = 0
     running, finish = threading.Event(), threading.Event()
-    answers = {}
+    answers, runs = {}, []
 
     def slow() -> tuple[int, dict]:
+        runs.append("first")
         running.set()
         assert finish.wait(10)
         return 201, {"call_id": "first"}
@@ -208,20 +212,23 @@ def test_a_request_slower_than_the_lock_never_replaces_the_answer_of_the_retry_t
         finally:
             connection.close()
 
+    def retried() -> tuple[int, dict]:
+        runs.append("retry")
+        return 201, {"call_id": "retry"}
+
     thread = threading.Thread(target=first)
     thread.start()
     assert running.wait(10)
-    retry = idempotent_call(
-        organization=organization, key="k", body={}, run=lambda: (201, {"call_id": "retry"})
-    )
-    finish.set()
-    thread.join(10)
-    replay = idempotent_call(
-        organization=organization, key="k", body={}, run=lambda: (201, {"call_id": "again"})
-    )
+    try:
+        with pytest.raises(Conflict):
+            idempotent_call(organization=organization, key="k", body={}, run=retried)
+    finally:
+        finish.set()
+        thread.join(10)
+    replay = idempotent_call(organization=organization, key="k", body={}, run=retried)
 
-    assert answers["first"] == (201, {"call_id": "first"})
-    assert retry == replay == (201, {"call_id": "retry"})
+    assert runs == ["first"]
+    assert answers["first"] == replay == (201, {"call_id": "first"})
 
 
 @pytest.mark.postgres

@@ -59,8 +59,13 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
             bad["ended otherwise: LiveKit gave up on a webhook (not a violation)"].append("")
         if (call.status, call.end_reason) != (status, reason):
             bad["wrong end"].append(f"{call.pk} {record['plan']}: {call.status}/{call.end_reason}")
-        if record.get("replayed") not in (None, record["call_id"]):
-            bad["idempotent replay made another call"].append(f"{call.pk} → {record['replayed']}")
+        # Present when the create was sent again: anything but the first call (another
+        # call, or an error answered, which names none) breaks the key's promise.
+        if "replayed" in record and record["replayed"] != record["call_id"]:
+            answered = record.get("replay_status")
+            bad["idempotent replay made another call or was refused"].append(
+                f"{call.pk} → {record['replayed']} ({answered})"
+            )
         if record["plan"] == "reconciled" and call.ended_at:
             offset = call.ended_at.timestamp() - run_started - record["ended_at"]
             reconciled_end_offsets.append(offset)
@@ -77,14 +82,17 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
             call.tts_latency_ms_sum,
             call.total_tokens,
             call.stt_latency_count,
+            call.llm_latency_count,
+            call.tts_latency_count,
             call.agent_handoffs,
         )
+        # Every sample carries all three latencies: each count is the samples'.
         wanted = (
             sums["stt"],
             sums["llm"],
             sums["tts"],
             sums["tokens"],
-            sums["samples"],
+            *[sums["samples"]] * 3,
             record.get("handoffs", 0),
         )
         if stored != wanted:

@@ -103,7 +103,9 @@ class CallRun:
             again, replay = await self.http.call(
                 "POST", url, "create", ok=ok2xx, in_flight=True, json=body, headers=headers
             )
-            self.record["replayed"] = isinstance(replay, dict) and replay.get("call_id")
+            # The call it answered; None when it answered none (an error): see check.
+            self.record["replayed"] = replay.get("call_id") if isinstance(replay, dict) else None
+            self.record["replay_status"] = again
         return True
 
     async def _control(self, path: str, **body: object) -> None:

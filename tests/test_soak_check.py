@@ -137,3 +137,39 @@ def test_expire_calls_ending_calls_without_repairing_a_counter_is_no_violation(
 
     (tmp_path / "expire_2.log").write_text(out.getvalue().replace("repaired=0", "repaired=2"))
     assert len(_expire_logs(types.SimpleNamespace(work=tmp_path))) == 1
+
+
+def test_a_keyed_create_whose_replay_was_refused_is_a_violation(organization, workflow) -> None:
+    """A replay (the same Idempotency-Key and body) must answer the first call. One
+    answered with an error carries no `call_id`: its `replayed` was None, the mark of a
+    create never replayed, and the refusal went unseen."""
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    refused = {**record_of(call), "expected": [call.status, call.end_reason], "replayed": None}
+
+    violations, _ = check._calls([refused], set(), 0.0)
+
+    assert any("replay" in v and str(call.pk) in v for v in violations), violations
+
+
+def test_a_call_whose_llm_or_tts_samples_were_miscounted_is_a_violation(
+    organization, workflow
+) -> None:
+    """Metrics are exact in sums and counts: only the STT count was compared, so a
+    sample counted twice for the LLM or the TTS passed."""
+    call = CallFactory(
+        organization=organization,
+        workflow=workflow,
+        completed=True,
+        stt_latency_ms_sum=100,
+        stt_latency_count=1,
+        llm_latency_ms_sum=200,
+        llm_latency_count=2,
+        tts_latency_ms_sum=300,
+        tts_latency_count=1,
+    )
+    sums = {"stt": 100, "llm": 200, "tts": 300, "tokens": 0, "samples": 1}
+    record = {**record_of(call), "expected": [call.status, call.end_reason], "sums": sums}
+
+    violations, _ = check._calls([record], set(), 0.0)
+
+    assert any("metrics" in v and str(call.pk) in v for v in violations), violations

@@ -108,7 +108,9 @@ def _check(fleet: fleet_module.Fleet, settings: dict, record: Record) -> dict:
     argv = [fleet_module.PY, "-m", "soak.check", str(fleet.work), str(settings["drain"])]
     subprocess.run(argv, env=fleet.direct_env(), cwd=ROOT, check=True)
     checked = json.loads((fleet.work / "check.json").read_text())
-    livekit = {k: v for k, v in _livekit_stats(fleet).items() if k != "given_up"}
+    final = _livekit_stats(fleet)
+    checked["livekit_failures"] = final["failures"]
+    livekit = {k: v for k, v in final.items() if k not in ("given_up", "failures")}
     checked["figures"]["livekit"] = {**livekit, "given_up": len(stats["given_up"])}
     return checked
 
@@ -148,7 +150,8 @@ def run(work: Path, settings: dict) -> dict:
     violations = checked["violations"] + _expire_logs(fleet)
     if dead:
         violations.append(f"processes that died on their own: {dead}")
-    more, errors = report.server_errors(record, faults)
+    webhooks = report.livekit_webhook_failures(checked["livekit_failures"], started=record.started)
+    more, errors = report.server_errors(record, faults, extra=webhooks)
     violations += more
     more, rss = report.memory(sampler.samples, seconds)
     violations += more

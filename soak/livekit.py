@@ -53,6 +53,8 @@ class WebhookSender:
         self.stats = {"sent": 0, "duplicated": 0, "delayed": 0, "retried": 0, "dropped": 0}
         self.given_up: list[dict] = []  # events LiveKit gave up on (not on purpose)
         self.dropped_rooms: list[str] = []  # rooms whose final webhooks were dropped
+        # Attempts the fleet failed (5xx, no answer, 4xx), for the fault-window check.
+        self.failures: list[dict] = []
 
     def enqueue(self, room: str, events: list[dict]) -> None:
         with self.lock:
@@ -90,9 +92,15 @@ class WebhookSender:
         body = json.dumps(event)
         first = time.monotonic()
         for wait in (*RETRY_WAITS, None):
-            if self._post(body):
+            sent_at = time.time()
+            status = self._post(body)
+            if 200 <= status < 300:
                 self._count("sent")
                 return
+            with self.lock:
+                self.failures.append(
+                    {"t": sent_at, "ms": (time.time() - sent_at) * 1000, "status": status}
+                )
             if wait is None or time.monotonic() - first + wait > DROP_AFTER_SECONDS:
                 break
             self._count("retried")
@@ -100,7 +108,8 @@ class WebhookSender:
         with self.lock:
             self.given_up.append({"room": event["room"]["name"], "event": event["event"]})
 
-    def _post(self, body: str) -> bool:
+    def _post(self, body: str) -> int:
+        """The answer's status; 0 when none came."""
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
         token = api.AccessToken(self.key, self.secret).with_sha256(digest).to_jwt()
         request = urllib.request.Request(
@@ -110,9 +119,11 @@ class WebhookSender:
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return 200 <= response.status < 300
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
         except (urllib.error.URLError, OSError):
-            return False
+            return 0
 
 
 def webhook(event: str, room: str, identity: str | None = None, **extra: str) -> dict:
@@ -191,6 +202,7 @@ def control(fake: SoakLiveKit, sender: WebhookSender, path: str, body: dict) -> 
             return {
                 **sender.stats,
                 "given_up": list(sender.given_up),
+                "failures": list(sender.failures),
                 "open_queues": len(sender.queues),
             }
     return {"ok": True}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 
 from soak.faults import GRACE_SECONDS, Fault
-from soak.traffic import Record
+from soak.traffic import Record, Request
 
 # A process may grow this much past its size once warmed up (a quarter into its life).
 RSS_GROWTH_BOUND_KB = 96 * 1024
@@ -40,10 +41,18 @@ def latency(record: Record, faults: list[Fault]) -> dict[str, dict]:
     return dict(table)
 
 
-def server_errors(record: Record, faults: list[Fault]) -> tuple[list[str], dict]:
+def livekit_webhook_failures(failures: list[dict], *, started: float) -> list[Request]:
+    """The soak's LiveKit's failed webhook attempts (soak/livekit.py), as requests."""
+    return [Request(f["t"] - started, "livekit_webhook", f["status"], f["ms"]) for f in failures]
+
+
+def server_errors(
+    record: Record, faults: list[Fault], *, extra: Sequence[Request] = ()
+) -> tuple[list[str], dict]:
     """5xx (and unanswered requests) outside every fault window, and any never retried
-    to success, are violations."""
-    failures = [r for r in record.requests if r.status >= 500 or r.status == 0]
+    to success, are violations; `extra`: requests others made (LiveKit's webhooks)."""
+    requests = [*record.requests, *extra]
+    failures = [r for r in requests if r.status >= 500 or r.status == 0]
     outside = [r for r in failures if not in_window(r.t, faults, r.ms)]
     violations = []
     if outside:

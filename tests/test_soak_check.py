@@ -173,3 +173,44 @@ def test_a_call_whose_llm_or_tts_samples_were_miscounted_is_a_violation(
     violations, _ = check._calls([record], set(), 0.0)
 
     assert any("metrics" in v and str(call.pk) in v for v in violations), violations
+
+
+def test_a_livekit_webhook_answered_500_outside_the_fault_windows_is_a_violation() -> None:
+    """LiveKit's webhooks are requests to the fleet too, but the soak's LiveKit retried
+    a 5xx and kept nothing of it: a webhook handler failing (a deadlock's 500) outside
+    every fault window passed once a retry got through."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from soak import report
+    from soak.livekit import WebhookSender, webhook
+    from soak.traffic import Record
+
+    answers = [500, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(answers.pop(0))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/webhooks/livekit"
+        sender = WebhookSender(url=url, key="devkey", secret="secret", seed=1)
+        record = Record()
+        sender._deliver(webhook("room_finished", "call-x"))
+    finally:
+        server.shutdown()
+
+    assert sender.stats["sent"] == 1 and answers == []
+    failures = report.livekit_webhook_failures(sender.failures, started=record.started)
+    violations, figures = report.server_errors(record, [], extra=failures)
+
+    assert any("outside the fault windows" in v and "livekit_webhook 500" in v for v in violations)
+    assert figures["5xx_or_no_answer"] == {"500": 1}

@@ -25,6 +25,7 @@ from calls.models import (
     IdempotencyRecord,
     LiveKitWebhookEvent,
 )
+from calls.services import call_room_close_later
 from recordings.reconcile import (
     recordings_deleted_starts_settle,
     recordings_failed_starts_settle,
@@ -60,12 +61,14 @@ START_GRACE = datetime.timedelta(seconds=30)
 
 
 def _room_close(*, call_id: uuid.UUID, room_name: str, result: ExpireResult) -> None:
-    """Delete an ended call's room; LiveKit failures are logged, not fatal."""
+    """Delete an ended call's room; LiveKit failures are logged, and the close is
+    tried again in the task queue (`call_room_close`)."""
     try:
         livekit.room_delete(room_name=room_name)
     except livekit.LiveKitError as exc:
         result.livekit_errors += 1
         logger.warning("expire_calls: could not delete the room of call %s: %s", call_id, exc)
+        call_room_close_later(call_id=call_id, after_seconds=60)
 
 
 def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:

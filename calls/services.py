@@ -187,9 +187,9 @@ def call_end(*, call: Call) -> Call:
 
 def call_room_delete(*, call_id: uuid.UUID, unless_attended: bool = False) -> bool:
     """Delete an ended call's room, so nobody is left in it until LiveKit's departure
-    timeout; True if it was deleted or already gone. `unless_attended`: keep a room that
-    holds anyone but listeners (False). LiveKit failures are logged: the departure
-    timeout and `expire_calls` remain behind it."""
+    timeout; True if it was deleted or already gone, False when LiveKit failed (logged;
+    the task tries again). `unless_attended`: keep (True) a room that holds anyone but
+    listeners."""
     room_name = Call.objects.filter(pk=call_id).values_list("room_name", flat=True).first()
     if room_name is None:
         return True
@@ -197,7 +197,7 @@ def call_room_delete(*, call_id: uuid.UUID, unless_attended: bool = False) -> bo
         if unless_attended:
             identities = livekit.room_participant_identities(room_name=room_name) or set()
             if any(not name.startswith(MONITOR_IDENTITY_PREFIX) for name in identities):
-                return False
+                return True
         livekit.room_delete(room_name=room_name)
     except livekit.LiveKitError as exc:
         logger.warning("could not delete the room of ended call %s: %s", call_id, exc)

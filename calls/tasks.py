@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
+from django.utils import timezone
 from django_tasks import task
 
 from calls import services
 
+# A close LiveKit failed is tried again after 1, 2, 4, 8 and 16 minutes: until the room
+# goes, the user and the agent of a call recorded as ended may still talk in it.
+ROOM_CLOSE_RETRIES = 5
+
 
 @task()
-def call_room_close(call_id: str, unless_attended: bool = False) -> bool:
+def call_room_close(call_id: str, unless_attended: bool = False, attempt: int = 0) -> bool:
     """Delete an ended call's LiveKit room, off the request that ended it."""
-    return services.call_room_delete(call_id=uuid.UUID(call_id), unless_attended=unless_attended)
+    closed = services.call_room_delete(call_id=uuid.UUID(call_id), unless_attended=unless_attended)
+    if not closed and attempt < ROOM_CLOSE_RETRIES:
+        retry = call_room_close.using(
+            run_after=timezone.now() + datetime.timedelta(minutes=2**attempt)
+        )
+        options = {"unless_attended": True} if unless_attended else {}
+        retry.enqueue(call_id, attempt=attempt + 1, **options)
+    return closed

@@ -4,9 +4,11 @@ caller or an agent in it until LiveKit's departure timeout."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import pytest
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from calls.models import CallChannel, CallStatus
@@ -159,6 +161,28 @@ def test_livekit_failing_is_logged_and_leaves_the_call_as_it_ended(
 
     assert result is False
     assert f"could not delete the room of ended call {call.pk}" in caplog.text
+
+
+def test_a_close_livekit_failed_is_tried_again_later_a_bounded_number_of_times(call, fake_livekit):
+    """Nothing else closes the room of a call already ended: until it goes, the user
+    and the agent may still talk in it."""
+    from calls.tasks import ROOM_CLOSE_RETRIES
+
+    fake_livekit.fail("DeleteRoom", "503")
+    before = timezone.now()
+
+    call_room_close.call(str(call.pk))
+    call_room_close.call(str(call.pk), attempt=ROOM_CLOSE_RETRIES)
+
+    retries = list(DBTaskResult.objects.filter(task_path__endswith="call_room_close"))
+    assert [(retry.args_kwargs["args"], retry.args_kwargs["kwargs"]) for retry in retries] == [
+        ([str(call.pk)], {"attempt": 1})
+    ]
+    assert before + datetime.timedelta(minutes=1) <= retries[0].run_after
+    fake_livekit.failures.clear()
+    assert call_room_close.call(str(call.pk), attempt=1) is True
+    assert deleted_rooms(fake_livekit)[-1] == f"call-{call.pk}"
+    assert DBTaskResult.objects.count() == 1  # closed: not tried again
 
 
 def test_a_room_livekit_does_not_know_counts_as_closed(call, fake_livekit):

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from calls.expiry import calls_expire
 from calls.models import CallStatus
@@ -143,14 +144,20 @@ def test_the_room_is_deleted_only_after_the_call_timed_out(make, fake_livekit, m
     assert seen == [S.TIMEOUT]
 
 
-def test_livekit_failures_are_logged_not_fatal(make, fake_livekit, caplog):
+def test_livekit_failures_are_logged_not_fatal(
+    make, fake_livekit, caplog, django_capture_on_commit_callbacks
+):
     fake_livekit.fail("DeleteRoom", "500")
     call = make(created_at=ago(91))
-    result = calls_expire()
+    with django_capture_on_commit_callbacks(execute=True):
+        result = calls_expire()
     assert (result.connect_timeouts, result.livekit_errors) == (1, 1)
     call.refresh_from_db()
     assert call.status == S.TIMEOUT
     assert "could not delete the room" in caplog.text
+    # ... and the close is tried again in the task queue.
+    retry = DBTaskResult.objects.get(task_path__endswith="call_room_close")
+    assert retry.args_kwargs["args"] == [str(call.pk)]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from tests.tasks import run_task_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import (
+    ATTEMPT_LEASE,
     _disable_if_failing,
     _signing_secrets,
     retry_delay,
@@ -879,6 +880,33 @@ def test_a_replay_while_an_attempt_is_in_flight_leaves_it_the_one_send(
     assert list(delivery.attempts.values_list("number", "status_code")) == [(1, 500)]
     # The failed attempt is the first of the replay's round: its retry is 5 s later.
     assert (delivery.status, delivery.round_attempts) == (DeliveryStatus.PENDING, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_that_stalled_past_its_lease_never_undoes_the_one_that_took_over(
+    organization: Organization, call: Call
+) -> None:
+    """The first request stalled past the lease; the overdue sweep's attempt delivered
+    the event. The first one's late 500 scheduled a retry over the delivered event,
+    which then went out once more, and the delivery read `pending`."""
+    with Receiver([Reply(500, delay=1.0), Reply(200)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+        delivery = WebhookDelivery.objects.get()
+        first = threading.Thread(target=attempt, args=(delivery,))
+        first.start()
+        while not receiver.received:
+            time.sleep(0.02)  # the first request is out
+
+        past_the_lease = timezone.now() + ATTEMPT_LEASE + datetime.timedelta(seconds=1)
+        second = webhook_delivery_attempt(delivery_id=delivery.pk, now=past_the_lease)
+        first.join()
+
+    delivery.refresh_from_db()
+    assert second == DeliveryStatus.SUCCEEDED
+    assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.SUCCEEDED, None)
+    assert sorted(delivery.attempts.values_list("status_code", flat=True)) == [200, 500]
+    assert delivery.attempt_count == 2
 
 
 def test_after_a_rotation_deliveries_carry_both_signatures_for_a_day(

@@ -209,14 +209,17 @@ def _attempt_finish(
     (`outcome` None) unless the schedule is exhausted. None: the delivery is gone."""
     # Counted on the row as it is now (a replay may have started a new round meanwhile).
     counts = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
-    row = counts.values_list("attempt_count", "round_attempts").first()
+    fields = ("attempt_count", "round_attempts", "status", "attempt_started_at")
+    row = counts.values_list(*fields).first()
     if row is None:
         # Its endpoint was deleted while the request was out, taking it and its log.
         logger.info("webhook delivery %s: its endpoint was deleted meanwhile", delivery.pk)
         return None
-    attempt_count, round_attempts = row
+    attempt_count, round_attempts, status, started_at = row
     number = attempt_count + 1
     attempt = _attempt_log(delivery, attempt=attempt, number=number, now=now)
+    if status != DeliveryStatus.PENDING or started_at != now:
+        return _overtaken_attempt_finish(delivery, attempt=attempt, status=status, now=now)
     changes: dict[str, object] = {
         "attempt_count": F("attempt_count") + 1,
         "round_attempts": F("round_attempts") + 1,
@@ -256,6 +259,23 @@ def _attempt_finish(
     detail = attempt.status_code or attempt.error
     log("webhook delivery %s attempt %s: %s (%s)", delivery.pk, number, outcome, detail)
     return outcome
+
+
+def _overtaken_attempt_finish(
+    delivery: WebhookDelivery, *, attempt: _Attempt, status: str, now: datetime.datetime
+) -> str:
+    """An attempt that stalled past its lease, and that another attempt took over (and
+    maybe finished) meanwhile: it is counted, and a success it brought is kept, but it
+    never moves the delivery back (a retry scheduled over a delivered event, or beside
+    the attempt in flight: the event sent once more)."""
+    changes: dict[str, object] = {"attempt_count": F("attempt_count") + 1, "updated_at": now}
+    if attempt.outcome == DeliveryStatus.SUCCEEDED and status != DeliveryStatus.SUCCEEDED:
+        changes.update(status=DeliveryStatus.SUCCEEDED, delivered_at=now, next_attempt_at=None)
+        status = DeliveryStatus.SUCCEEDED
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
+    detail = attempt.status_code or attempt.error
+    logger.info("webhook delivery %s: an overtaken attempt ended (%s)", delivery.pk, detail)
+    return status
 
 
 def _disable_if_failing(*, endpoint_id: UUID, now: datetime.datetime) -> None:

@@ -36,6 +36,7 @@ class Organization(models.Model):
     # check is one conditional UPDATE however many calls are open (calls/limits.py).
     open_calls = models.PositiveIntegerField(
         default=0,
+        db_default=0,
         editable=False,
         help_text="Calls not yet ended (pending, connecting, active), kept as a counter.",
     )
@@ -58,15 +59,16 @@ class Organization(models.Model):
     # money and abuse (toll fraud).
     allowed_destination_countries = models.JSONField(
         default=list,
+        db_default=[],
         blank=True,
         validators=[region_codes_validator],
         help_text='ISO 3166 region codes outbound calls may reach, e.g. ["US", "CA"]; empty: none.',
     )
     max_outbound_calls_per_minute = models.PositiveIntegerField(
-        default=10, help_text="Ceiling of outbound_calls_per_minute."
+        default=10, db_default=10, help_text="Ceiling of outbound_calls_per_minute."
     )
     max_outbound_calls_per_day = models.PositiveIntegerField(
-        default=500, help_text="Ceiling of outbound_calls_per_day (per UTC day)."
+        default=500, db_default=500, help_text="Ceiling of outbound_calls_per_day (per UTC day)."
     )
 
     # Retention (docs/privacy.md): how many days after a call ended its transcript, its

@@ -71,7 +71,7 @@ class CallCost(models.Model):
     usage_at = models.DateTimeField(null=True, blank=True)
     # `usage` is the sum of these: each agent session's newest report, `{session:
     # {"usage", "at"}}` (a re-dispatched agent counts from zero in a new session).
-    usage_sessions = models.JSONField(default=dict, blank=True)
+    usage_sessions = models.JSONField(default=dict, db_default={}, blank=True)
     # Computed once the call ended; null before.
     total_usd = models.DecimalField(
         max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True

@@ -46,7 +46,7 @@ class Erasure(models.Model):
     calls_waiting = models.PositiveIntegerField(default=0)
     transcript_lines_erased = models.PositiveBigIntegerField(default=0)
     webhook_events_scrubbed = models.PositiveIntegerField(default=0)
-    recordings_deleted = models.PositiveIntegerField(default=0)
+    recordings_deleted = models.PositiveIntegerField(default=0, db_default=0)
     batches = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

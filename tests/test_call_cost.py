@@ -206,6 +206,26 @@ def test_usage_kept_before_sessions_were_named_counts_as_one_session(agent_api, 
     assert CallCost.objects.get(call=ended_call).usage == [{**STT, "audio_seconds": 150}]
 
 
+def test_the_release_before_sessions_still_prices_calls_while_the_migration_has_run(
+    agent_api, ended_call
+) -> None:
+    """README "Upgrading": `migrate` runs while the previous release serves; its insert
+    names no `usage_sessions`, and the call's end (which prices it) must not fail on it."""
+    ids = (ended_call.pk, ended_call.organization_id, ended_call.workflow_id)
+    uuid_field = CallCost._meta.get_field("workflow_id")
+    values = [uuid_field.get_db_prep_value(value, connection) for value in ids]
+    columns = "call_id, organization_id, workflow_id, call_created_at, usage, complete"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO billing_callcost ({columns}) VALUES (%s, %s, %s, %s, %s, %s)",
+            [*values, ended_call.created_at, "[]", True],
+        )
+
+    report(agent_api, ended_call, usage(STT, at=T0, session="run-1"))
+
+    assert CallCost.objects.get(call=ended_call).usage_sessions["run-1"]["usage"] == [STT]
+
+
 def test_a_dispatch_loops_sessions_beyond_the_bound_are_not_kept(agent_api, ended_call) -> None:
     sessions = [
         usage({**STT, "audio_seconds": 1}, session=f"run-{n}") for n in range(MAX_USAGE_SESSIONS)

@@ -327,11 +327,12 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
     return str(outcome.status)
 
 
-def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
+def analyses_wake_overdue(*, now: datetime.datetime | None = None, limit: int = 1000) -> int:
     """Wake the open runs nothing else will: pending ones past their time by more than
     WAKE_GRACE, and running ones claimed over STALE_RUN_SECONDS ago (their worker
-    died), pending again or, after their last attempt, failed. Safe to repeat: a
-    duplicate wake-up finds the run claimed or not due. Returns how many it woke."""
+    died), pending again or, after their last attempt, failed; of the `limit` most
+    overdue (a backlog is woken over several passes). Safe to repeat: a duplicate
+    wake-up finds the run claimed or not due. Returns how many it woke."""
     from analysis.tasks import analyse_call
 
     now = now or timezone.now()
@@ -340,7 +341,11 @@ def analyses_wake_overdue(*, now: datetime.datetime | None = None) -> int:
     overdue = CallAnalysis.objects.filter(
         status__in=OPEN_STATUSES, next_attempt_at__lte=now - WAKE_GRACE
     ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
-    runs = list(overdue.values_list("call_id", "run", "status", "attempts"))
+    runs = list(
+        overdue.order_by("next_attempt_at").values_list("call_id", "run", "status", "attempts")[
+            :limit
+        ]
+    )
     # A pending run whose wake-up waits in the queue (the worker is down) is not lost.
     pending = [(str(c), run) for c, run, status, _ in runs if status == AnalysisStatus.PENDING]
     waiting = task_waiting_args(analyse_call, pending)

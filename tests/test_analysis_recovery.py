@@ -175,6 +175,25 @@ def test_while_the_worker_is_down_the_sweep_queues_each_lost_run_once(
     assert analyses_wake_overdue() == 1
 
 
+def test_the_sweep_wakes_at_most_its_limit_of_lost_runs_most_overdue_first(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """A pass read every open run past its time at once: after a day's backlog (the
+    worker down), every pass loaded and matched them all against the queue."""
+    calls = [ended_call(organization) for _ in range(3)]
+    lose_wake_ups()
+    now = timezone.now()
+    for minutes, call in zip([5, 30, 10], calls, strict=True):
+        CallAnalysis.objects.filter(call=call).update(
+            next_attempt_at=now - datetime.timedelta(minutes=minutes)
+        )
+
+    assert analyses_wake_overdue(now=now, limit=2) == 2
+
+    queued = DBTaskResult.objects.filter(queue_name="analysis")
+    assert {r.args_kwargs["args"][0] for r in queued} == {str(calls[1].pk), str(calls[2].pk)}
+
+
 def test_the_sweep_leaves_alone_a_run_a_rerun_started_after_it_listed_the_dead_one(
     organization: Organization, fake_llm: FakeLLM, settings: object
 ) -> None:

@@ -123,7 +123,11 @@ def erasure_run(
             )
         except StorageError as exc:
             logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
+            now = _clock(now)
             return _later(erasure_id=erasure.pk, now=now, at=now + WAIT_FOR_OPEN_CALLS)
+        # Deleting the recordings may take minutes: the batch, its lease, and the end
+        # are stamped when they happen, not when the run began.
+        now = _clock(now)
         # The batch takes only the calls whose recordings went: one that ended since is
         # taken by the next, its recording first (it no longer matches once erased).
         if not ids and _batch_rows(calls).exists():
@@ -135,6 +139,11 @@ def erasure_run(
     Erasure.objects.filter(pk=erasure.pk).update(lease_until=None, next_run_at=now)
     _wake(erasure.pk, at=now)
     return ErasureStatus.RUNNING
+
+
+def _clock(since: datetime.datetime) -> datetime.datetime:
+    """The time now, never before `since` (a run given its start keeps to it)."""
+    return max(since, timezone.now())
 
 
 def _batch_rows(calls: QuerySet[Call]) -> QuerySet[Call]:

@@ -11,7 +11,7 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -435,6 +435,71 @@ def test_a_run_holding_the_erasure_keeps_others_out_until_its_lease_ends(
     assert task.args_kwargs == {"args": [str(erasure.pk)], "kwargs": {}}
     assert erasure_run(erasure_id=erasure.pk, now=later) == ErasureStatus.COMPLETED
     assert erasure_run(erasure_id=erasure.pk, now=later) is None
+
+
+def test_a_run_longer_than_its_lease_stamps_each_batch_and_its_end_when_they_happened(
+    organization, key
+):
+    """A run stamped everything with the time it began: a long one (thousands of
+    recordings to delete) said it finished, and held its lease until, minutes early."""
+    calls = [personal_call(organization) for _ in range(2)]
+    began = timezone.now() - datetime.timedelta(minutes=10)
+    before = timezone.now()
+
+    erasure = erase(organization, key, "user-123", now=began, batch_size=1)
+
+    assert erasure.status == ErasureStatus.COMPLETED
+    assert erasure.started_at == began
+    assert erasure.finished_at >= before
+    assert all(Call.objects.get(pk=c.pk).erased_at >= before for c in calls)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_second_run_cannot_take_over_a_long_run_that_is_still_erasing(organization, key):
+    """Its lease ran from when the run began: after five minutes of work another run
+    took it over, found the batch the first was erasing done, and marked the erasure
+    completed while the first still had calls to erase (lost, were it stopped then)."""
+    first, second = sorted((personal_call(organization) for _ in range(2)), key=lambda c: c.pk)
+    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
+    locked, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(call: Call) -> None:  # the first run's next batch waits for this lock
+        try:
+            with transaction.atomic():
+                Call.objects.select_for_update().get(pk=call.pk)
+                locked.set()
+                release.wait(timeout=20)
+        finally:
+            connection.close()
+
+    def run(name: str, **kwargs: object) -> None:
+        try:
+            results[name] = erasure_run(erasure_id=erasure.pk, batch_size=1, **kwargs)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold, args=(second,))
+    holder.start()
+    assert locked.wait(timeout=10)
+    # Begun ten minutes ago: as a run that has been deleting recordings for that long.
+    began = timezone.now() - datetime.timedelta(minutes=10)
+    long_run = threading.Thread(target=run, args=("long",), kwargs={"now": began})
+    long_run.start()
+    for _ in range(200):
+        if Erasure.objects.get(pk=erasure.pk).batches == 1:
+            break
+        threading.Event().wait(0.05)
+    other = threading.Thread(target=run, args=("other",))
+    other.start()
+    other.join(timeout=3)
+    release.set()
+    for thread in (holder, long_run, other):
+        thread.join(timeout=20)
+
+    assert results == {"long": ErasureStatus.COMPLETED, "other": None}
+    assert Call.objects.filter(pk__in=[first.pk, second.pk], erased_at__isnull=True).count() == 0
 
 
 @pytest.mark.postgres

@@ -44,7 +44,9 @@ class _EventBase(JSONTypedSerializer):
         help_text="Client-made event id; re-sending it to the same call is a no-op."
     )
     type = serializers.CharField()
-    timestamp = serializers.DateTimeField(help_text="When it happened (ISO-8601).")
+    timestamp = serializers.DateTimeField(
+        help_text="When it happened (ISO-8601); without an offset it is UTC."
+    )
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})

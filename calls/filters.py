@@ -155,12 +155,14 @@ class CallFilter(filters.FilterSet):
     started_after = IsoDateTimeFilter(
         field_name="started_at",
         lookup_expr="gte",
-        help_text="Calls started at or after this ISO-8601 time.",
+        help_text="Calls started at or after this ISO-8601 time; without an offset it is UTC "
+        "(a date alone: its 00:00 UTC).",
     )
     started_before = IsoDateTimeFilter(
         field_name="started_at",
         lookup_expr="lt",
-        help_text="Calls started before this ISO-8601 time.",
+        help_text="Calls started before this ISO-8601 time; without an offset it is UTC "
+        "(a date alone: its 00:00 UTC).",
     )
 
     success = SuccessFilter(

@@ -3,8 +3,11 @@ from __future__ import annotations
 import datetime
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -892,3 +895,15 @@ def test_an_agent_start_stamped_before_the_call_existed_proves_nothing_past_the_
 
     call.refresh_from_db()
     assert (call.status, call.end_reason) == (S.TIMEOUT, "connect_timeout")
+
+
+def test_a_timestamp_without_an_offset_is_utc_and_the_schema_says_so(agent_api, call):
+    line = {**transcript(), "timestamp": "2026-01-17T10:30:00"}
+
+    assert agent_api.post(url(call.pk), {"events": [line]}, format="json").status_code == 200
+
+    (stored,) = TranscriptEntry.objects.filter(call=call).values_list("timestamp", flat=True)
+    assert stored == datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+    schema = yaml.safe_load((Path(django_settings.BASE_DIR) / "openapi.yaml").read_text())
+    described = schema["components"]["schemas"]["TranscriptEventRequest"]["properties"]["timestamp"]
+    assert "without an offset it is UTC" in described["description"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
+import pytest
+import yaml
+from django.conf import settings
 from django.http import QueryDict
 from rest_framework.test import APIClient
 
@@ -96,3 +100,32 @@ def test_a_window_whose_offset_plus_was_not_url_encoded_reads_as_that_offset(
     assert unencoded.status_code == 200
     assert [i["id"] for i in unencoded.json()["items"]] == [str(after.id)]
     assert unencoded.json() == encoded.json()
+
+
+@pytest.mark.parametrize("given", ["2026-01-17T00:00:00", "2026-01-17"])
+def test_a_window_without_an_offset_is_utc_and_the_schema_says_so(
+    api: APIClient, organization, given
+) -> None:
+    """A naive time or a date alone was read as UTC, which the schema never said: a
+    client meaning its local midnight got calls hours off without a word."""
+    midnight = datetime.datetime(2026, 1, 17, tzinfo=datetime.UTC)
+    at_midnight = CallFactory(
+        organization=organization, completed=True, created_at=midnight, started_at=midnight
+    )
+    before = CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=midnight - datetime.timedelta(minutes=1),
+        started_at=midnight - datetime.timedelta(seconds=1),
+    )
+
+    after_it = api.get(CALLS, {"started_after": given}).json()["items"]
+    before_it = api.get(CALLS, {"started_before": given}).json()["items"]
+
+    assert [i["id"] for i in after_it] == [str(at_midnight.id)]
+    assert [i["id"] for i in before_it] == [str(before.id)]
+    schema = yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
+    parameters = schema["paths"]["/api/v1/calls"]["get"]["parameters"]
+    for name in ("started_after", "started_before"):
+        (described,) = [p["description"] for p in parameters if p["name"] == name]
+        assert "without an offset" in described and "UTC" in described, described

@@ -441,7 +441,7 @@ def test_a_run_longer_than_its_lease_stamps_each_batch_and_its_end_when_they_hap
     organization, key
 ):
     """A run stamped everything with the time it began: a long one (thousands of
-    recordings to delete) said it finished, and held its lease until, minutes early."""
+    recordings to delete) said it finished when it began, its calls erased then too."""
     calls = [personal_call(organization) for _ in range(2)]
     began = timezone.now() - datetime.timedelta(minutes=10)
     before = timezone.now()

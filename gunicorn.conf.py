@@ -29,3 +29,12 @@ errorlog = "-"
 # masks query values named like a credential and anything shaped like a key.
 logger_class = "voicecalls.redaction.RedactingLogger"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+def on_starting(server):
+    """Requests gunicorn refuses itself (a header or request line over its limits,
+    malformed HTTP) are answered in the API's error shape, not an HTML page. Imported
+    here, in the master before any worker forks, once --chdir/--pythonpath apply."""
+    from voicecalls.gunicorn_errors import answer_errors_in_json
+
+    answer_errors_in_json()

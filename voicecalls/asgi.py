@@ -6,6 +6,8 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from voicecalls.middleware import ASGIBodyLimitMiddleware
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecalls.settings")
 
-application = get_asgi_application()
+application = ASGIBodyLimitMiddleware(get_asgi_application())

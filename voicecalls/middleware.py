@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def _too_large() -> dict:
+    detail = f"Request body exceeds {settings.API_MAX_BODY_BYTES} bytes."
+    return {
+        "type": "client_error",
+        "errors": [{"code": "request_too_large", "detail": detail, "attr": None}],
+    }
 
 
 class RequestBodyLimitMiddleware:
@@ -24,19 +33,7 @@ class RequestBodyLimitMiddleware:
         except ValueError:
             length = 0
         if length > settings.API_MAX_BODY_BYTES:
-            return JsonResponse(
-                {
-                    "type": "client_error",
-                    "errors": [
-                        {
-                            "code": "request_too_large",
-                            "detail": f"Request body exceeds {settings.API_MAX_BODY_BYTES} bytes.",
-                            "attr": None,
-                        }
-                    ],
-                },
-                status=413,
-            )
+            return JsonResponse(_too_large(), status=413)
         return self.get_response(request)
 
 
@@ -63,3 +60,52 @@ class ChunkedBodyMiddleware:
             body.seek(0)
             environ["wsgi.input"] = body
         return self.app(environ, start_response)
+
+
+class ASGIBodyLimitMiddleware:
+    """ASGI middleware: Django's ASGI handler reads a whole request body into a temporary
+    file before any Django middleware runs, so RequestBodyLimitMiddleware answered only
+    after gigabytes reached the disk. Here at most `API_MAX_BODY_BYTES` + 1 bytes are
+    read: a body declared or found larger is a 413 at once (the connection closed on
+    the rest); a smaller one is handed on as it came."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = settings.API_MAX_BODY_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await _send_too_large(send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client left: Django sees it as it would have
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await _send_too_large(send)
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay() -> dict:
+            # The body as it came, then the connection's own messages (a disconnect
+            # ends a stream).
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _send_too_large(send: Callable) -> None:
+    body = json.dumps(_too_large()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

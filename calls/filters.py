@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
 from calls.models import MAX_START_DELAY, Call, CallStatus
-from voicecalls.filters import NotBlankMixin, text_filter
+from voicecalls.filters import NotBlankMixin, SingleValueFilterSet, text_filter
 
 
 class NotBlankUUIDField(NotBlankMixin, forms.UUIDField):
@@ -143,7 +143,9 @@ class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
     base_field_class = NotBlankCSVField
 
 
-class CallFilter(filters.FilterSet):
+class CallFilter(SingleValueFilterSet):
+    repeatable = frozenset({"status"})  # `?status=a&status=b` means `?status=a,b`
+
     status = StatusInFilter(
         field_name="status",
         lookup_expr="in",

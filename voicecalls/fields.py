@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jsonschema import validators as jsonschema_validators
@@ -216,12 +216,26 @@ class JSONTypedSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+def repeated_parameters(query: Any, names: Iterable[str]) -> dict[str, list[ErrorDetail]]:
+    """The parameters of `names` given more than once in `query` (a QueryDict), each
+    with its error: only the last value would be read, the others silently dropped."""
+    getlist = getattr(query, "getlist", None)
+    if getlist is None:
+        return {}
+    message = "Give this parameter once."
+    return {
+        name: [ErrorDetail(message, code="repeated")] for name in names if len(getlist(name)) > 1
+    }
+
+
 class QueryParamsSerializer(serializers.Serializer):
     """Validates query parameters as plain values: given a QueryDict, DRF treats it as
     an HTML form and silently drops a blank optional parameter (`?limit=`); here a
-    blank value is validated like any other (a 400 naming it)."""
+    blank value is validated like any other (a 400 naming it), and so is a repeated one."""
 
     def run_validation(self, data: Any = empty) -> Any:
         if hasattr(data, "getlist"):
+            if repeated := repeated_parameters(data, self.fields):
+                raise serializers.ValidationError(repeated)
             data = data.dict()
         return super().run_validation(data)

@@ -8,6 +8,8 @@ from django import forms
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
+from voicecalls.fields import repeated_parameters
+
 # Django refuses U+0000 in form input (ProhibitNullCharactersValidator).
 NO_NUL_PATTERN = r"^[^\u0000]*$"
 
@@ -43,3 +45,18 @@ def text_filter(*, max_length: int, **kwargs: Any) -> filters.CharFilter:
     if "help_text" in kwargs:
         schema["description"] = kwargs["help_text"]
     return extend_schema_field(schema)(text)
+
+
+class SingleValueFilterSet(filters.FilterSet):
+    """A filter given more than once (`?user_id=a&user_id=b`) is a 400 naming it: the
+    form reads only the last value, silently dropping the others. Filters that take
+    several values (comma-separated, or repeated) are named in `repeatable`."""
+
+    repeatable: frozenset[str] = frozenset()
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        names = [name for name in self.filters if name not in self.repeatable]
+        for name, errors in repeated_parameters(self.data, names).items():
+            self.form.add_error(name, forms.ValidationError(errors[0], code="repeated"))
+        return valid and not self.form.errors

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from django_filters import rest_framework as filters
-
-from voicecalls.filters import text_filter
+from voicecalls.filters import SingleValueFilterSet, text_filter
 from workflows.models import Workflow
 
 
-class WorkflowFilter(filters.FilterSet):
+class WorkflowFilter(SingleValueFilterSet):
     slug = text_filter(
         field_name="slug", max_length=100, help_text="Only the workflow with this slug."
     )

@@ -152,6 +152,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_guid.middleware.guid_middleware",
     "voicecalls.logging.LogContextMiddleware",
+    "voicecalls.middleware.APIHTTPSRequiredMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "voicecalls.middleware.RequestBodyLimitMiddleware",

@@ -261,18 +261,20 @@ def test_a_late_files_deletion_that_meets_a_storage_failure_is_retried_later(
     assert object_keys(s3_server, recordings_bucket) == []
 
 
-@pytest.mark.django_db
-def test_a_late_file_in_a_bucket_the_organization_removed_is_not_retried(monkeypatch) -> None:
+def test_a_late_file_in_a_bucket_the_organization_removed_is_not_retried(organization) -> None:
     """Out of reach for good (the organization removed its storage): retrying it would
     warn 64 times over two weeks."""
     from django_tasks_db.models import DBTaskResult
 
-    from recordings import deletion
+    recording = RecordingFactory(
+        call=CallFactory(organization=organization, completed=True),
+        storage="organization",
+        status="deleted",
+        ended_at=None,
+    )
 
-    def removed(*, recording_id: object) -> bool:
-        raise deletion.StorageRemoved("The organization removed the storage of this bucket.")
+    assert recording_file_delete.call(str(recording.pk)) is False
 
-    monkeypatch.setattr(deletion, "recording_file_delete", removed)
-
-    assert recording_file_delete.call("6f1c1f0e-0000-4000-8000-000000000001") is False
     assert not DBTaskResult.objects.filter(task_path__endswith="file_delete").exists()
+    recording.refresh_from_db()
+    assert recording.ended_at is not None  # settled: recordings_reconcile looks no more

@@ -51,3 +51,12 @@ def test_pages_are_redirected_and_health_checks_answer_over_plain_http(
 ) -> None:
     assert client.get("/admin/login/").status_code == 301
     assert client.get("/healthz").status_code == 200
+
+
+def test_the_api_docs_page_is_redirected_over_plain_http(production_https, client) -> None:
+    """The docs page is a page a person opens in a browser (no key, nothing to resend):
+    it is redirected to HTTPS like the admin, not answered with the API's JSON 403."""
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 301
+    assert response["Location"] == "https://testserver/api/docs/"

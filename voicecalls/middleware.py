@@ -111,18 +111,24 @@ async def _send_too_large(send: Callable) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# Under /api/ but a page a person opens in a browser (no key, nothing to resend):
+# redirected to HTTPS like the admin.
+_API_PAGES = frozenset({"/api/docs/"})
+
+
 class APIHTTPSRequiredMiddleware:
     """With SECURE_SSL_REDIRECT, an API request over plain HTTP is refused (403 in the
     error shape) before SecurityMiddleware redirects it: a client following the 301
     turns a POST into a GET (a create answered with the calls list), and its key went
-    out in the clear already."""
+    out in the clear already. The docs page is redirected."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.refuse = settings.SECURE_SSL_REDIRECT
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.refuse and request.path.startswith("/api/") and not request.is_secure():
+        api = request.path.startswith("/api/") and request.path not in _API_PAGES
+        if self.refuse and api and not request.is_secure():
             detail = "The API is served over HTTPS only: send this request to https://."
             error = {"code": "https_required", "detail": detail, "attr": None}
             return JsonResponse({"type": "client_error", "errors": [error]}, status=403)

@@ -325,8 +325,8 @@ STREAMS_POLL_SECONDS = env.float("STREAMS_POLL_SECONDS", default=0.5)
 
 # Idempotency-Key records are honoured for this long.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-# A request holding an idempotency key longer than this is presumed dead (crashed
-# worker) and its key may be taken over.
+# A request holding an idempotency key longer than this may have its key taken over
+# if it is dead (its row lock gone with its connection); a running one keeps it (409).
 IDEMPOTENCY_LOCK_SECONDS = 60
 
 # Background tasks (django-tasks) are rows in the database; `manage.py db_worker` runs

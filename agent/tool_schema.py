@@ -4,12 +4,12 @@ takes any valid schema of type `object`, and a refused tool fails every request)
 
 from __future__ import annotations
 
-import copy
+from voicecalls.json_schemas import with_array_items
 
 
 def tool_parameters(spec: dict) -> dict:
     """The tool's JSON Schema, completed to the object schema LLM providers expect."""
-    parameters = _with_array_items(spec.get("parameters") or {})
+    parameters = with_array_items(spec.get("parameters") or {})
     parameters.setdefault("type", "object")
     parameters.setdefault("properties", {})
     return parameters
@@ -40,36 +40,3 @@ def offered_parameters(spec: dict) -> dict:
     if required:
         parameters["required"] = required
     return parameters
-
-
-# Keywords whose value is a subschema or a list of them, and those that map names to them.
-_SUBSCHEMAS = (
-    "items", "prefixItems", "additionalItems", "unevaluatedItems", "contains",
-    "additionalProperties", "unevaluatedProperties", "propertyNames",
-    "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
-)  # fmt: skip
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-
-
-def _with_array_items(schema: dict) -> dict:
-    """A copy of `schema` where every array schema without `items` has `"items": {}`:
-    OpenAI refuses a request offering a tool with one ("array schema missing items"),
-    so the agent could answer nothing. An absent `items` means `{}` in every draft."""
-    root = copy.deepcopy(schema)
-    stack: list[object] = [root]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        kind = node.get("type")
-        is_array = kind == "array" or (isinstance(kind, list) and "array" in kind)
-        if is_array and "items" not in node:
-            node["items"] = {}
-        for key in _SUBSCHEMAS:
-            value = node.get(key)
-            stack.extend(value if isinstance(value, list) else [value])
-        for key in (*_SUBSCHEMA_MAPS, "dependencies"):
-            value = node.get(key)
-            if isinstance(value, dict):
-                stack.extend(value.values())  # (`dependencies` lists of names: skipped)
-    return root

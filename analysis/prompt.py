@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 
 from voicecalls.fields import json_has_nul
-from voicecalls.json_schemas import first_schema_error
+from voicecalls.json_schemas import first_schema_error, with_array_items
 from workflows.prompts import render, template_context
 
 # A transcript longer than this is cut (the start is kept, with a note): the request
@@ -73,13 +73,17 @@ def answer_schema(analysis: dict) -> dict:
         }
     if analysis.get("success_criteria"):
         properties["success"] = {"type": "boolean"}
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-        **definitions,
-    }
+    # Arrays without `items` get `{}`, as providers require; the customer's schema is
+    # still what the answer is checked against, as written (`_schema_problem`).
+    return with_array_items(
+        {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+            "additionalProperties": False,
+            **definitions,
+        }
+    )
 
 
 def _refs_moved(node: object, *, names: bool = False) -> object:

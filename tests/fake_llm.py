@@ -4,6 +4,10 @@ at it.
 
 It answers from a script of planned outcomes, then `default`, and records every request
 so tests can assert what was sent (the rendered prompt, the transcript, the key).
+
+Stand-in behaviour, as OpenAI's own check of a request's schema does (with `strict`
+false too): a `response_format` schema with an array schema without `items` is refused
+with a 400 naming where, before any answer is made.
 """
 
 from __future__ import annotations
@@ -50,6 +54,44 @@ class Request:
         return "\n".join(m["content"] for m in self.messages)
 
 
+_SUBSCHEMA_KEYS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+_SUBSCHEMA_LIST_KEYS = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
+_SUBSCHEMA_MAP_KEYS = ("properties", "$defs", "definitions", "patternProperties")
+
+
+def _schema_refusal(body: dict) -> str | None:
+    """OpenAI's refusal of the request's response schema, or None."""
+    response_format = body.get("response_format") or {}
+    spec = response_format.get("json_schema") or {}
+    context = _array_without_items(spec.get("schema"), ())
+    if context is None:
+        return None
+    return (
+        f"Invalid schema for response_format '{spec.get('name')}': In context={context}, "
+        "array schema missing items."
+    )
+
+
+def _array_without_items(schema: object, context: tuple) -> tuple | None:
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if (kind == "array" or isinstance(kind, list) and "array" in kind) and "items" not in schema:
+        return context
+    children = [((key,), schema.get(key)) for key in _SUBSCHEMA_KEYS]
+    for key in _SUBSCHEMA_LIST_KEYS:
+        if isinstance(schema.get(key), list):
+            children += [((key, str(i)), child) for i, child in enumerate(schema[key])]
+    for key in _SUBSCHEMA_MAP_KEYS:
+        if isinstance(schema.get(key), dict):
+            children += [((key, name), child) for name, child in schema[key].items()]
+    for path, child in children:
+        found = _array_without_items(child, context + path)
+        if found is not None:
+            return found
+    return None
+
+
 class FakeLLM:
     def __init__(self, outcomes: list[Outcome] | None = None, default: Outcome | None = None):
         self.outcomes = list(outcomes or [])
@@ -69,7 +111,11 @@ class FakeLLM:
                             body=json.loads(body),
                         )
                     )
-                    outcome = fake.outcomes.pop(0) if fake.outcomes else fake.default
+                    refusal = _schema_refusal(json.loads(body))
+                    if refusal:
+                        outcome = Outcome(status=400, message=refusal)
+                    else:
+                        outcome = fake.outcomes.pop(0) if fake.outcomes else fake.default
                 if outcome.delay:
                     time.sleep(outcome.delay)
                 if outcome.status == 200:

@@ -12,6 +12,7 @@ Django-free: the agent worker has its own venv and imports this module.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -76,3 +77,36 @@ def first_schema_error(schema: dict, value: object) -> tuple[str, list] | None:
     path to the part of `value` at fault. None when it matches."""
     error = next(iter(checking_validator(schema).iter_errors(value)), None)
     return None if error is None else (error.message, list(error.instance_path))
+
+
+# Keywords whose value is a subschema or a list of them, and those that map names to them.
+_SUBSCHEMAS = (
+    "items", "prefixItems", "additionalItems", "unevaluatedItems", "contains",
+    "additionalProperties", "unevaluatedProperties", "propertyNames",
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+)  # fmt: skip
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def with_array_items(schema: dict) -> dict:
+    """A copy of `schema` where every array schema without `items` has `"items": {}`:
+    OpenAI refuses a request whose tool or response schema has one ("array schema
+    missing items"), Gemini too. An absent `items` means `{}` in every draft."""
+    root = copy.deepcopy(schema)
+    stack: list[object] = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        is_array = kind == "array" or (isinstance(kind, list) and "array" in kind)
+        if is_array and "items" not in node:
+            node["items"] = {}
+        for key in _SUBSCHEMAS:
+            value = node.get(key)
+            stack.extend(value if isinstance(value, list) else [value])
+        for key in (*_SUBSCHEMA_MAPS, "dependencies"):
+            value = node.get(key)
+            if isinstance(value, dict):
+                stack.extend(value.values())  # (`dependencies` lists of names: skipped)
+    return root

@@ -91,7 +91,9 @@ _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "d
 def with_array_items(schema: dict) -> dict:
     """A copy of `schema` where every array schema without `items` has `"items": {}`:
     OpenAI refuses a request whose tool or response schema has one ("array schema
-    missing items"), Gemini too. An absent `items` means `{}` in every draft."""
+    missing items"), Gemini too. An absent `items` means `{}` in every draft, but for
+    an `unevaluatedItems` that then finds every item evaluated: what is offered is
+    looser there, so callers check values against the schema as written."""
     root = copy.deepcopy(schema)
     stack: list[object] = [root]
     while stack:

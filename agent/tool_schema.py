@@ -15,6 +15,13 @@ def tool_parameters(spec: dict) -> dict:
     return parameters
 
 
+def checked_parameters(spec: dict) -> dict:
+    """The schema the arguments are checked against: the customer's as written (an
+    empty object schema without one); `tool_parameters` is looser where it adds `items`
+    beside an `unevaluatedItems`."""
+    return spec.get("parameters") or {"type": "object", "properties": {}}
+
+
 # Refused at the top level of a function's parameters: by OpenAI all five, by Anthropic
 # the first three; the whole request fails, so the agent could answer nothing.
 _REFUSED_AT_TOP = ("allOf", "anyOf", "oneOf", "enum", "not")

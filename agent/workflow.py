@@ -26,7 +26,7 @@ from agent.tool_http import (
     answer_read,
     check_tool_url,
 )
-from agent.tool_schema import offered_parameters, tool_parameters
+from agent.tool_schema import checked_parameters, offered_parameters
 from voicecalls.json_schemas import checking_validator
 
 logger = logging.getLogger("voicecalls.agent.workflow")
@@ -152,7 +152,7 @@ class ToolRunner:
         self._allow_private = allow_private_urls
 
     async def run(self, spec: dict, arguments: dict, *, agent_name: str) -> str:
-        problem = validation_error(tool_parameters(spec), arguments)
+        problem = validation_error(checked_parameters(spec), arguments)
         if problem is not None:
             raise ToolError(f"Invalid arguments for {spec['name']}: {problem}")
         url = spec.get("url")

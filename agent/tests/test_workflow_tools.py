@@ -16,11 +16,11 @@ from agent.providers import ComponentCache
 from agent.reporter import EventReporter
 from agent.tests.scripted_llm import ScriptedLLM, call
 from agent.tool_http import UnsafeToolURL, check_tool_url
+from agent.tool_schema import checked_parameters, tool_parameters
 from agent.workflow import (
     MAX_HANDOFFS_IN_A_ROW,
     ToolRunner,
     handoff_tool_name,
-    tool_parameters,
     validation_error,
     workflow_tool,
 )
@@ -50,7 +50,7 @@ SAVE_MEAL = {
     ],
 )
 def test_arguments_are_checked_against_the_tool_schema(arguments: dict, problem: str | None):
-    found = validation_error(tool_parameters(SAVE_MEAL), arguments)
+    found = validation_error(checked_parameters(SAVE_MEAL), arguments)
     if problem is None:
         assert found is None
     else:
@@ -302,7 +302,7 @@ def test_array_schemas_without_items_get_any_items_for_the_llm():
     ],
 )
 def test_arguments_are_checked_as_the_customer_schema_says(arguments: dict, problem: str | None):
-    found = validation_error(tool_parameters(TAG_MEAL), arguments)
+    found = validation_error(checked_parameters(TAG_MEAL), arguments)
     if problem is None:
         assert found is None
     else:
@@ -343,7 +343,7 @@ def test_top_level_combinators_are_not_offered_to_the_llm_but_still_checked():
     assert offered["required"] == ["name", "code"]  # what every branch of allOf requires
     assert "anyOf" in BOOK["parameters"]  # the workflow's own schema is left as it is
 
-    checked = tool_parameters(BOOK)
+    checked = checked_parameters(BOOK)
     assert validation_error(checked, {"name": "Ada", "phone": "1", "code": "x"}) is None
     assert validation_error(checked, {"name": "Ada", "code": "x"}) is not None
     assert validation_error(checked, {"name": "Ada", "phone": "1"}) is not None
@@ -398,3 +398,27 @@ async def test_agents_handing_the_call_back_and_forth_stop_and_answer():
     ]
     assert items[-1].type == "message" and items[-1].text_content == "How can I help?"
     assert current == "c"
+
+
+async def test_arguments_are_checked_against_the_schema_as_written_not_as_offered():
+    """The LLM is offered `"items": {}` where an array has none; beside `unevaluatedItems`
+    that lets every item through. Checked against the offered schema, a second item the
+    customer's schema refuses reached the tool."""
+    spec = {
+        "name": "pick",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "pair": {
+                    "type": "array",
+                    "prefixItems": [{"type": "string"}],
+                    "unevaluatedItems": False,
+                }
+            },
+        },
+    }
+    runner = ToolRunner(call_id="c")
+
+    assert await runner.run(spec, {"pair": ["a"]}, agent_name="a") == '{"status": "recorded"}'
+    with pytest.raises(ToolError, match="Invalid arguments for pick"):
+        await runner.run(spec, {"pair": ["a", "b"]}, agent_name="a")

@@ -84,7 +84,10 @@ def _retry_after(value: str | None) -> float | None:
 
 def _provider_message(body: bytes) -> str:
     try:
-        error = json.loads(body).get("error")
+        answer = json.loads(body)
+        if isinstance(answer, list) and answer:
+            answer = answer[0]  # Gemini's OpenAI-compatible endpoint: `[{"error": ...}]`
+        error = answer.get("error")
     except (ValueError, AttributeError, RecursionError):
         return ""
     if isinstance(error, dict):

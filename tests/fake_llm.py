@@ -33,6 +33,8 @@ class Outcome:
     message: str | None = None
     # Seconds between each tenth of the body: an answer trickling in (a slow gateway).
     drip: float = 0.0
+    # The error body in a one-item list, as Gemini's OpenAI-compatible endpoint sends it.
+    error_in_list: bool = False
 
     @classmethod
     def answer(cls, value: object, delay: float = 0.0) -> Outcome:
@@ -136,6 +138,8 @@ class FakeLLM:
                     if outcome.echo_authorization:
                         message = self.headers.get("Authorization", "")
                     payload = {"error": {"message": message}}
+                    if outcome.error_in_list:
+                        payload = [{"error": {"code": outcome.status, "message": message}}]
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(outcome.status)

@@ -76,3 +76,23 @@ def test_arrays_without_items_reach_the_provider_in_a_form_it_takes_and_checks_t
         {"tags": [], "meals": [{"sides": {}}]},
     ):
         assert not sent.is_valid({**ANSWER, "structured_data": wrong}), wrong
+
+
+def test_an_answer_is_checked_against_the_schema_as_written_not_as_sent() -> None:
+    """`"items": {}` beside `unevaluatedItems` lets every item through in what the
+    provider is sent; the answer itself is still held to the customer's schema."""
+    from analysis.prompt import answer_problem
+
+    pair = {"type": "array", "prefixItems": [{"type": "string"}], "unevaluatedItems": False}
+    analysis = {
+        "summary_prompt": "s",
+        "structured_data_schema": {"type": "object", "properties": {"pair": pair}},
+    }
+
+    assert (
+        answer_problem('{"summary": "s", "structured_data": {"pair": ["a"]}}', analysis)[1] is None
+    )
+    _answer, problem = answer_problem(
+        '{"summary": "s", "structured_data": {"pair": ["a", "b"]}}', analysis
+    )
+    assert problem is not None and "/structured_data/pair" in problem

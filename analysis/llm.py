@@ -82,17 +82,31 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (parsed - timezone.now()).total_seconds())
 
 
-def _provider_message(body: bytes) -> str:
+def _provider_error(body: bytes) -> object:
+    """The error an error answer's body carries (a dict, a string), or None."""
     try:
         answer = json.loads(body)
         if isinstance(answer, list) and answer:
             answer = answer[0]  # Gemini's OpenAI-compatible endpoint: `[{"error": ...}]`
-        error = answer.get("error")
+        return answer.get("error")
     except (ValueError, AttributeError, RecursionError):
-        return ""
+        return None
+
+
+def _provider_message(error: object) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or "")
     return str(error or "")
+
+
+def _failed_generation(status: int, error: object) -> str | None:
+    """What the model wrote when the provider's own check refused it (Groq, best-effort
+    mode: 400 `json_validate_failed`): an invalid answer, retried as ours are."""
+    if status != 400 or not isinstance(error, dict):
+        return None
+    if error.get("code") != "json_validate_failed":
+        return None
+    return str(error.get("failed_generation") or "")
 
 
 def _body_read(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
@@ -147,7 +161,10 @@ def chat_completion(
         ) from None
     status = response.status
     if status != 200:
-        message = scrub(_provider_message(raw), api_key)
+        error = _provider_error(raw)
+        if (generated := _failed_generation(status, error)) is not None:
+            return Completion(content=generated, model=storable(model[:100]))
+        message = scrub(_provider_message(error), api_key)
         raise ProviderError(
             f"{provider} answered HTTP {status}" + (f": {message}" if message else "."),
             retryable=status == 429 or status >= 500,

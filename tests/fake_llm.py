@@ -35,6 +35,10 @@ class Outcome:
     drip: float = 0.0
     # The error body in a one-item list, as Gemini's OpenAI-compatible endpoint sends it.
     error_in_list: bool = False
+    # The error's `code`, and what the model wrote, as Groq's 400 `json_validate_failed`
+    # (an answer its own check found not matching the schema) carries it.
+    error_code: str | None = None
+    failed_generation: str | None = None
 
     @classmethod
     def answer(cls, value: object, delay: float = 0.0) -> Outcome:
@@ -138,6 +142,10 @@ class FakeLLM:
                     if outcome.echo_authorization:
                         message = self.headers.get("Authorization", "")
                     payload = {"error": {"message": message}}
+                    if outcome.error_code:
+                        payload["error"]["code"] = outcome.error_code
+                    if outcome.failed_generation is not None:
+                        payload["error"]["failed_generation"] = outcome.failed_generation
                     if outcome.error_in_list:
                         payload = [{"error": {"code": outcome.status, "message": message}}]
                 data = json.dumps(payload).encode()

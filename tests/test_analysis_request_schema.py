@@ -1,6 +1,6 @@
 """The structured-data schema as the provider receives it: what JSON Schema allows but
 providers refuse is sent in an equivalent form they take (the fake_llm stand-in refuses
-as OpenAI does)."""
+as OpenAI does); an answer the provider's own check refuses is retried as ours."""
 
 from __future__ import annotations
 
@@ -96,3 +96,46 @@ def test_an_answer_is_checked_against_the_schema_as_written_not_as_sent() -> Non
         '{"summary": "s", "structured_data": {"pair": ["a", "b"]}}', analysis
     )
     assert problem is not None and "/structured_data/pair" in problem
+
+
+def test_an_answer_groq_refuses_as_not_matching_is_retried_once_with_the_reason(
+    organization: Organization, settings: object
+) -> None:
+    """Groq checks a best-effort answer itself and, when it does not match, answers 400
+    `json_validate_failed` with what the model wrote: a model's slip, which failed the
+    analysis at once (a 400 is not retried) where any other invalid answer is asked
+    once more, with what was wrong."""
+    settings.WEBHOOKS_END_REPORT_DELAY = 0
+    definition = {
+        **copy.deepcopy(DEMO_DEFINITION),
+        "analysis": {
+            "summary_prompt": "Summarize.",
+            "structured_data_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            "provider": "groq",
+            "model": "llama-3.3-70b-versatile",
+        },
+    }
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    ProviderKeyFactory(organization=organization, provider_type="llm", provider_name="groq")
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    TranscriptEntryFactory(call=call, role="user", content="Three salads.")
+    assert call_transition(
+        call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup"
+    )
+    refused = Outcome(
+        status=400,
+        message="Failed to generate JSON. Please adjust your prompt.",
+        error_code="json_validate_failed",
+        failed_generation='{"summary": "s", "structured_data": {"n": "three"}}',
+    )
+    right = {"summary": "Three salads.", "structured_data": {"n": 3}}
+
+    with FakeLLM([refused], default=Outcome.answer(right)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        run_task_worker("analysis")
+
+    analysis = CallAnalysis.objects.get(call=call)
+    assert (analysis.status, analysis.structured_data) == ("completed", {"n": 3})
+    first, second = fake.requests
+    assert second.messages[2]["content"] == refused.failed_generation
+    assert "does not match the schema at /structured_data/n" in second.messages[3]["content"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# The OpenAPI schema's settings (drf-spectacular), kept apart for their length.
+# The logging and OpenAPI schema settings (drf-spectacular), kept apart for their length.
+from voicecalls.logging_settings import logging_setting
 from voicecalls.openapi_settings import SPECTACULAR_SETTINGS  # noqa: F401
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -399,39 +400,9 @@ DJANGO_GUID = {
     "UUID_FORMAT": "string",
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {
-        "request_context": {"()": "voicecalls.logging.RequestContextFilter"},
-        "redact_secrets": {"()": "voicecalls.logging.RedactSecretsFilter"},
-    },
-    "formatters": {
-        "json": {
-            "()": "voicecalls.logging.RedactingJsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s "
-            "%(request_id)s %(organization_id)s %(call_id)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-        "plain": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-        },
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": env.str("LOG_FORMAT", default="json"),
-            "filters": ["request_context", "redact_secrets"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        # It logs at INFO on every request that brings no X-Request-ID (most do not):
-        # a line per request that says nothing the access log does not.
-        "django_guid": {"level": "WARNING"},
-    },
-}
+LOGGING = logging_setting(
+    log_format=env.str("LOG_FORMAT", default="json"), level=env.str("LOG_LEVEL", default="INFO")
+)
 
 # --- HTTPS and cookies (production: DEBUG off) ----------------------------------------
 # Behind a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER_ENABLED=1 so Django trusts

@@ -19,6 +19,8 @@ from drf_standardized_errors.types import ErrorResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ParseError
 
+from voicecalls.error_shape import error_body
+
 
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
@@ -96,8 +98,7 @@ class ExceptionHandler(BaseExceptionHandler):
 
 def error_json(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:
     """The one error shape, for plain Django views (outside DRF's exception handler)."""
-    body = {"type": error_type, "errors": [{"code": code, "detail": detail, "attr": None}]}
-    return JsonResponse(body, status=status_code)
+    return JsonResponse(error_body(error_type, code, detail), status=status_code)
 
 
 _error = error_json

@@ -3,7 +3,8 @@ limits: 431, 414; malformed HTTP: 400) in the API's one error shape, where gunic
 writes an HTML page that clients' error handling cannot read.
 
 gunicorn has no hook for these answers: gunicorn.conf.py swaps its writer for this
-one. Standard library and gunicorn only: it is loaded before Django.
+one. Standard library and gunicorn only (and the shape, voicecalls.error_shape): it is
+loaded before Django.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import socket
 
 from gunicorn import util
+
+from voicecalls.error_shape import error_body
 
 _CODES = {
     400: "bad_request",
@@ -26,9 +29,9 @@ _CODES = {
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """`gunicorn.util.write_error`'s signature and framing, with a JSON body."""
-    error = {"code": _CODES.get(status_int, "error"), "detail": mesg or reason, "attr": None}
     kind = "server_error" if status_int >= 500 else "client_error"
-    body = json.dumps({"type": kind, "errors": [error]}).encode()  # ASCII: escapes the rest
+    error = error_body(kind, _CODES.get(status_int, "error"), mesg or reason)
+    body = json.dumps(error).encode()  # ASCII: escapes the rest
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

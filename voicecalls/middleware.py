@@ -8,13 +8,12 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from voicecalls.error_shape import error_body
+
 
 def _too_large() -> dict:
     detail = f"Request body exceeds {settings.API_MAX_BODY_BYTES} bytes."
-    return {
-        "type": "client_error",
-        "errors": [{"code": "request_too_large", "detail": detail, "attr": None}],
-    }
+    return error_body("client_error", "request_too_large", detail)
 
 
 class RequestBodyLimitMiddleware:
@@ -130,6 +129,5 @@ class APIHTTPSRequiredMiddleware:
         api = request.path.startswith("/api/") and request.path not in _API_PAGES
         if self.refuse and api and not request.is_secure():
             detail = "The API is served over HTTPS only: send this request to https://."
-            error = {"code": "https_required", "detail": detail, "attr": None}
-            return JsonResponse({"type": "client_error", "errors": [error]}, status=403)
+            return JsonResponse(error_body("client_error", "https_required", detail), status=403)
         return self.get_response(request)

@@ -154,7 +154,7 @@ def _transition_by_state(
 
 def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     if event.participant_identity == f"{MONITOR_IDENTITY_PREFIX}{call.id}":
-        _ended_phone_room_close(call_id=call.id)
+        _ended_room_reopened(call_id=call.id, channel=CallChannel.PHONE)
     if event.participant_identity != call.user_identity:
         return  # the agent, or a phone call's listen-only monitor
     # A phone's SIP participant joins while it still rings: only an answered one
@@ -169,30 +169,17 @@ def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.date
     # Timed by its arrival it may be past the start delay, yet have happened as
     # early as its stamp (whole seconds): a join stamped in time still starts it.
     if not call_start_refused(call_id=call.id, at=at, earliest=_event_stamp(event)):
-        _ended_web_room_close(call_id=call.id)
+        _ended_room_reopened(call_id=call.id, channel=CallChannel.WEB)
 
 
-def _ended_web_room_close(*, call_id: uuid.UUID) -> None:
-    """The user joined a web call that has ended: their token (15 minutes) outlives it,
-    so LiveKit opened its room anew and the agent dispatched there leaves at once (its
-    session is 409); nobody else would close it on them. (A phone call's room may still
-    hold an answer being played, e.g. the busy message of a call over the limit.)"""
-    ended = Call.objects.filter(
-        pk=call_id, channel=CallChannel.WEB, status__in=ENDED_STATUSES
-    ).exists()
-    if ended:
-        call_room_close_later(call_id=call_id)
-
-
-def _ended_phone_room_close(*, call_id: uuid.UUID) -> None:
-    """A listener joined a phone call that has ended: their monitor token (15 minutes)
-    outlives it, so LiveKit opened its room anew, and nobody would close it on them. The
-    task closes it only if listeners are all it holds (not a busy message playing)."""
-    ended = Call.objects.filter(
-        pk=call_id, channel=CallChannel.PHONE, status__in=ENDED_STATUSES
-    ).exists()
-    if ended:
-        call_room_close_later(call_id=call_id, unless_attended=True)
+def _ended_room_reopened(*, call_id: uuid.UUID, channel: str) -> None:
+    """Someone joined the room of a call that has ended: their token (15 minutes)
+    outlives it, so LiveKit opened the room anew and nobody else would close it on them
+    (a web call's agent dispatched there leaves at once: its session is 409). A phone
+    call's room closes only if listeners are all it holds: it may still play an answer,
+    e.g. the busy message of a call over the limit."""
+    if Call.objects.filter(pk=call_id, channel=channel, status__in=ENDED_STATUSES).exists():
+        call_room_close_later(call_id=call_id, unless_attended=channel == CallChannel.PHONE)
 
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:

@@ -68,20 +68,30 @@ def recordings_wake_lost_starts(*, now: datetime.datetime) -> tuple[int, int]:
         ).update(updated_at=now)
         if not mine:
             continue
-        try:
-            egresses = livekit_egress.room_egresses(room_name=room_name)
-        except LiveKitError as exc:
-            # Not woken: it could start a second egress. The next pass asks again. (The
-            # room's name is not logged: an inbound call's holds the caller's number.)
-            logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
-            return woken, 1
-        egresses = _unowned(egresses, object_key=object_key)
+        egresses = _egresses_of_key(recording_id=pk, room_name=room_name, object_key=object_key)
+        if egresses is None:
+            return woken, 1  # not woken: it could start a second egress; asked again next pass
         if egresses:
             _egress_adopt(egresses, recording_id=pk, now=now)
         else:
             recording_start.enqueue(str(pk))
         woken += 1
     return woken, 0
+
+
+def _egresses_of_key(
+    *, recording_id: object, room_name: str, object_key: str
+) -> list[EgressUpdate] | None:
+    """The room's egresses that write the recording's key and that no recording owns
+    (ListEgress); None when LiveKit failed (logged; the room's name is not: an inbound
+    call's holds the caller's number)."""
+    try:
+        egresses = livekit_egress.room_egresses(room_name=room_name)
+    except LiveKitError as exc:
+        message = "recordings: cannot list the egresses of recording %s: %s"
+        logger.warning(message, recording_id, exc)
+        return None
+    return _unowned(egresses, object_key=object_key)
 
 
 def _unowned(egresses: list[EgressUpdate], *, object_key: str) -> list[EgressUpdate]:
@@ -137,16 +147,15 @@ def recordings_failed_starts_settle(*, now: datetime.datetime) -> tuple[int, int
         mine = unsettled.filter(pk=pk, updated_at=updated_at)
         if not mine.update(updated_at=now):
             continue
-        egresses: list[EgressUpdate] = []
         # Renamed by a retention a day or more after the call: LiveKit never knew that
         # name, and an egress of the room ended with it long before.
-        if not room_name.startswith(ERASED_ROOM_PREFIX):
-            try:
-                egresses = livekit_egress.room_egresses(room_name=room_name)
-            except LiveKitError as exc:
-                logger.warning("recordings: cannot list the egresses of recording %s: %s", pk, exc)
-                return looked, 1
-        egresses = _unowned(egresses, object_key=object_key)
+        egresses = (
+            []
+            if room_name.startswith(ERASED_ROOM_PREFIX)
+            else _egresses_of_key(recording_id=pk, room_name=room_name, object_key=object_key)
+        )
+        if egresses is None:
+            return looked, 1
         if egresses:
             _egress_adopt(egresses, recording_id=pk, now=now)
         else:

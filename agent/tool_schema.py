@@ -4,7 +4,7 @@ takes any valid schema of type `object`, and a refused tool fails every request)
 
 from __future__ import annotations
 
-from voicecalls.json_schemas import with_array_items
+from voicecalls.json_schemas import offered_tool_parameters, with_array_items
 
 
 def tool_parameters(spec: dict) -> dict:
@@ -22,28 +22,7 @@ def checked_parameters(spec: dict) -> dict:
     return spec.get("parameters") or {"type": "object", "properties": {}}
 
 
-# Refused at the top level of a function's parameters: by OpenAI all five, by Anthropic
-# the first three; the whole request fails, so the agent could answer nothing.
-_REFUSED_AT_TOP = ("allOf", "anyOf", "oneOf", "enum", "not")
-
-
 def offered_parameters(spec: dict) -> dict:
-    """The tool's parameters as the LLM is offered them: `tool_parameters` without what
-    providers refuse at the top level. What its branches name becomes properties (the
-    top level's own first), what `allOf` requires is required; the arguments are still
-    checked against the whole schema (`ToolRunner.run`)."""
-    parameters = tool_parameters(spec)
-    branches = {key: parameters.pop(key, None) for key in _REFUSED_AT_TOP}
-    properties = parameters["properties"]
-    required = list(parameters.get("required") or [])
-    for key in ("allOf", "anyOf", "oneOf"):
-        for branch in branches[key] if isinstance(branches[key], list) else []:
-            if not isinstance(branch, dict):
-                continue
-            for name, schema in (branch.get("properties") or {}).items():
-                properties.setdefault(name, schema)
-            if key == "allOf":
-                required += [name for name in branch.get("required") or [] if name not in required]
-    if required:
-        parameters["required"] = required
-    return parameters
+    """The tool's parameters as the LLM is offered them (`offered_tool_parameters`); the
+    arguments are still checked against the whole schema (`ToolRunner.run`)."""
+    return offered_tool_parameters(tool_parameters(spec))

@@ -112,3 +112,33 @@ def with_array_items(schema: dict) -> dict:
             if isinstance(value, dict):
                 stack.extend(value.values())  # (`dependencies` lists of names: skipped)
     return root
+
+
+# Refused at the top level of a function's parameters: by OpenAI all five, by Anthropic
+# the first three; the whole request fails, so the agent could answer nothing.
+_REFUSED_AT_TOP = ("allOf", "anyOf", "oneOf", "enum", "not")
+
+
+def offered_tool_parameters(parameters: dict) -> dict:
+    """A tool's parameters (an object schema) as an LLM is offered them: without what
+    providers refuse at the top level. What its branches name becomes properties (the
+    top level's own first), what `allOf` requires is required. Looser than `parameters`:
+    arguments are checked against those. (The API refuses property names a provider
+    refuses among these: workflows.tools.)"""
+    offered = dict(parameters)
+    branches = {key: offered.pop(key, None) for key in _REFUSED_AT_TOP}
+    properties = dict(offered.get("properties") or {})
+    required = list(offered.get("required") or [])
+    for key in ("allOf", "anyOf", "oneOf"):
+        for branch in branches[key] if isinstance(branches[key], list) else []:
+            if not isinstance(branch, dict):
+                continue
+            named = branch.get("properties")
+            for name, schema in (named if isinstance(named, dict) else {}).items():
+                properties.setdefault(name, schema)
+            if key == "allOf":
+                required += [name for name in branch.get("required") or [] if name not in required]
+    offered["properties"] = properties
+    if required:
+        offered["required"] = required
+    return offered

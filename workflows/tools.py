@@ -4,7 +4,6 @@ https endpoint) and transfer tools (where a phone call may be handed to a person
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ from rest_framework.settings import api_settings
 
 from telephony.fields import TransferDestinationField
 from voicecalls.fields import JSONSchemaDocumentField, JSONTypedSerializer
+from voicecalls.json_schemas import offered_tool_parameters
 
 # Agent and tool names become LLM function names (`transfer_to_<agent>`), whose
 # providers accept ^[a-zA-Z0-9_-]{1,64}$.
@@ -173,19 +173,9 @@ class WorkflowToolSerializer(JSONTypedSerializer):
         return value
 
 
-# Anthropic refuses every request offering a tool whose argument names (the top-level
-# properties of its parameters) do not all match this; the worker offers what the top
-# level's allOf/anyOf/oneOf branches name as properties too (agent/tool_schema.py).
+# Anthropic refuses every request offering a tool whose argument names (the properties
+# of its parameters as offered, `offered_tool_parameters`) do not all match this.
 ANTHROPIC_PROPERTY_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
-
-
-def offered_property_names(parameters: dict) -> Iterator[str]:
-    yield from parameters.get("properties") or {}
-    for key in ("allOf", "anyOf", "oneOf"):
-        branches = parameters.get(key)
-        for branch in branches if isinstance(branches, list) else []:
-            if isinstance(branch, dict) and isinstance(branch.get("properties"), dict):
-                yield from branch["properties"]
 
 
 def tool_property_problems(agent: dict) -> dict[str, list[ErrorDetail]]:
@@ -196,7 +186,7 @@ def tool_property_problems(agent: dict) -> dict[str, list[ErrorDetail]]:
         return {}
     errors = {}
     for index, tool in enumerate(agent["tools"]):
-        names = offered_property_names(tool["parameters"])
+        names = offered_tool_parameters(tool["parameters"])["properties"]
         bad = next((n for n in names if not ANTHROPIC_PROPERTY_NAME.fullmatch(n)), None)
         if bad is not None:
             errors[f"tools.{index}.parameters"] = error_detail(

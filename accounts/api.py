@@ -45,6 +45,15 @@ def _retention_field(name: str) -> serializers.IntegerField:
     )
 
 
+def _outbound_limit_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="At most the maximum support set; null: follow that maximum.",
+    )
+
+
 class OrganizationSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     slug = serializers.CharField()
@@ -87,18 +96,8 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
         allow_null=True,
         help_text="One of your outbound SIP trunks' numbers (E.164), or null.",
     )
-    outbound_calls_per_minute = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        help_text="At most the maximum support set; null: follow that maximum.",
-    )
-    outbound_calls_per_day = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        help_text="At most the maximum support set; null: follow that maximum.",
-    )
+    outbound_calls_per_minute = _outbound_limit_field()
+    outbound_calls_per_day = _outbound_limit_field()
     transcript_retention_days = _retention_field("transcript_retention_days")
     recording_retention_days = _retention_field("recording_retention_days")
     user_data_retention_days = _retention_field("user_data_retention_days")

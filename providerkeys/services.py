@@ -33,8 +33,9 @@ def provider_name_validate(*, provider_type: str, provider_name: str) -> None:
         raise ValidationError({"provider_name": ValidationError(message, code="invalid_choice")})
 
 
-def _lock_defaults(*, organization: Organization) -> None:
-    """Serialize every change of an organization's defaults on its row.
+def _keys_lock(*, organization: Organization) -> None:
+    """Serialize every create of an organization's keys (its cap) and every change of
+    its defaults on its row.
 
     Without it two concurrent "make this the default" requests each clear the old
     default and then both insert one: the partial unique index refuses the second
@@ -70,7 +71,7 @@ def provider_key_create(
             },
             code="invalid",
         )
-    _lock_defaults(organization=organization)  # also orders concurrent creates for the cap
+    _keys_lock(organization=organization)
     if ProviderKey.objects.filter(organization=organization).count() >= MAX_KEYS_PER_ORGANIZATION:
         # The list has no pages.
         raise serializers.ValidationError(
@@ -107,7 +108,7 @@ def provider_key_update(*, provider_key: ProviderKey, is_default: bool) -> Provi
     """
     organization = provider_key.organization
     if is_default:
-        _lock_defaults(organization=organization)
+        _keys_lock(organization=organization)
         _unset_default(organization=organization, provider_type=provider_key.provider_type)
     updated = ProviderKey.objects.filter(pk=provider_key.pk).update(is_default=is_default)
     if not updated:

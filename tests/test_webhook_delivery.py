@@ -89,6 +89,16 @@ def attempt(delivery: WebhookDelivery, now: datetime.datetime | None = None) -> 
     return webhook_delivery_attempt(delivery_id=delivery.pk, now=now or delivery.next_attempt_at)
 
 
+def attempt_out(delivery: WebhookDelivery, receiver: Receiver) -> threading.Thread:
+    """The delivery's attempt, in a thread, once its request has reached the receiver
+    (whose reply is held back): join it to let it finish."""
+    thread = threading.Thread(target=attempt, args=(delivery,))
+    thread.start()
+    while not receiver.received:
+        time.sleep(0.02)
+    return thread
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with Receiver() as receiver:
@@ -865,10 +875,7 @@ def test_a_replay_while_an_attempt_is_in_flight_leaves_it_the_one_send(
         endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
         record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
         delivery = WebhookDelivery.objects.get()
-        first = threading.Thread(target=attempt, args=(delivery,))
-        first.start()
-        while not receiver.received:
-            time.sleep(0.02)  # the first request is out
+        first = attempt_out(delivery, receiver)
 
         webhook_delivery_replay(delivery=WebhookDelivery.objects.get())
         second = webhook_delivery_attempt(delivery_id=delivery.pk)
@@ -893,10 +900,7 @@ def test_an_attempt_that_stalled_past_its_lease_never_undoes_the_one_that_took_o
         endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
         record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
         delivery = WebhookDelivery.objects.get()
-        first = threading.Thread(target=attempt, args=(delivery,))
-        first.start()
-        while not receiver.received:
-            time.sleep(0.02)  # the first request is out
+        first = attempt_out(delivery, receiver)
 
         past_the_lease = timezone.now() + ATTEMPT_LEASE + datetime.timedelta(seconds=1)
         second = webhook_delivery_attempt(delivery_id=delivery.pk, now=past_the_lease)

@@ -14,6 +14,10 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: Django is set up by then
+    from calls.models import Call
 
 ENDED = ("completed", "failed", "timeout", "disconnected")
 SHOWN = 10  # violations listed per invariant
@@ -75,33 +79,38 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
             bad["transcript not exactly once in order"].append(
                 f"{call.pk}: {len(lines)}/{len(expected)}"
             )
-        sums = record.get("sums") or {"stt": 0, "llm": 0, "tts": 0, "tokens": 0, "samples": 0}
-        stored = (
-            call.stt_latency_ms_sum,
-            call.llm_latency_ms_sum,
-            call.tts_latency_ms_sum,
-            call.total_tokens,
-            call.stt_latency_count,
-            call.llm_latency_count,
-            call.tts_latency_count,
-            call.agent_handoffs,
-        )
-        # Every sample carries all three latencies: each count is the samples'.
-        wanted = (
-            sums["stt"],
-            sums["llm"],
-            sums["tts"],
-            sums["tokens"],
-            *[sums["samples"]] * 3,
-            record.get("handoffs", 0),
-        )
-        if stored != wanted:
-            bad["metrics sums"].append(f"{call.pk}: {stored} != {wanted}")
+        if (metrics := _metrics_mismatch(call, record)) is not None:
+            bad["metrics sums"].append(f"{call.pk}: {metrics}")
     figures = {"reconciled_end_offsets": sorted(round(s, 1) for s in reconciled_end_offsets)}
     figures["livekit_lost_ends"] = len(
         bad.pop("ended otherwise: LiveKit gave up on a webhook (not a violation)", [])
     )
     return _listed(bad), figures
+
+
+def _metrics_mismatch(call: Call, record: dict) -> str | None:
+    """How the call's stored sums and counts differ from those its agent sent, or None."""
+    sums = record.get("sums") or {"stt": 0, "llm": 0, "tts": 0, "tokens": 0, "samples": 0}
+    stored = (
+        call.stt_latency_ms_sum,
+        call.llm_latency_ms_sum,
+        call.tts_latency_ms_sum,
+        call.total_tokens,
+        call.stt_latency_count,
+        call.llm_latency_count,
+        call.tts_latency_count,
+        call.agent_handoffs,
+    )
+    # Every sample carries all three latencies: each count is the samples'.
+    wanted = (
+        sums["stt"],
+        sums["llm"],
+        sums["tts"],
+        sums["tokens"],
+        *[sums["samples"]] * 3,
+        record.get("handoffs", 0),
+    )
+    return None if stored == wanted else f"{stored} != {wanted}"
 
 
 def _listed(bad: dict[str, list[str]]) -> list[str]:

@@ -30,7 +30,6 @@ from voicecalls.parsers import JSONParser
 from workflows import services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.prompts import agents_rendered, template_context
-from workflows.selectors import workflow_queryset
 
 
 class WorkflowVersionInline(admin.TabularInline):
@@ -146,8 +145,10 @@ class WorkflowForm(ReadAtForm, forms.ModelForm):
                 self.add_error(field, f"{label}{error.detail}")
             return data
         # The service refuses a slug in use too, but only at the save, past the form (a 500).
-        in_use = workflow_queryset(organization=data["organization"]).filter(slug=data["slug"])
-        if in_use.exclude(pk=self.instance.pk).exists():
+        editing = None if self.instance._state.adding else self.instance
+        if services.workflow_slug_taken(
+            organization_id=data["organization"].pk, slug=data["slug"], exclude=editing
+        ):
             self.add_error("slug", services.SLUG_TAKEN)
         return data
 

@@ -73,7 +73,9 @@ def _transfer_destinations_check(*, organization: Organization, agents: list[dic
                     destination_check(organization=organization, number=destination, attr=attr)
 
 
-def _slug_taken(*, organization_id: int, slug: str, exclude: Workflow | None) -> bool:
+def workflow_slug_taken(*, organization_id: int, slug: str, exclude: Workflow | None) -> bool:
+    """Whether another live workflow of the organization has `slug` (`exclude`: the one
+    being changed)."""
     live = Workflow.objects.filter(
         organization_id=organization_id, slug=slug, deleted_at__isnull=True
     )
@@ -96,7 +98,7 @@ def workflow_create(
 ) -> Workflow:
     """Create a workflow with its first version (arguments as `workflow_validate`)."""
     data = workflow_validate(organization=organization, slug=slug, name=name, definition=definition)
-    if _slug_taken(organization_id=organization.pk, slug=data["slug"], exclude=None):
+    if workflow_slug_taken(organization_id=organization.pk, slug=data["slug"], exclude=None):
         raise _slug_error()
     try:
         # A savepoint, so a concurrent create with the same slug is a clean 400.
@@ -130,7 +132,9 @@ def _lock(workflow: Workflow) -> Workflow:
 def _apply(*, workflow: Workflow, data: dict) -> Workflow:
     """Store validated data on a locked workflow: a changed definition becomes a new
     version; the same definition again adds none."""
-    if _slug_taken(organization_id=workflow.organization_id, slug=data["slug"], exclude=workflow):
+    if workflow_slug_taken(
+        organization_id=workflow.organization_id, slug=data["slug"], exclude=workflow
+    ):
         raise _slug_error()
     new_definition = definition_of(data)
     if workflow.current_version is None or workflow.current_version.definition != new_definition:

@@ -8,7 +8,8 @@ import multiprocessing
 import os
 
 bind = os.environ.get("STREAMS_BIND", "0.0.0.0:8001")
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker, answering what it cannot parse in the error shape (see the module).
+worker_class = "voicecalls.uvicorn_errors.StreamsWorker"
 # One event loop per core: a loop holds a thousand idle streams (≈ 145 KiB each, most of
 # it a parked thread: bench/README.md) and one LISTEN connection to the database.
 workers = int(os.environ.get("STREAMS_WORKERS", multiprocessing.cpu_count()))

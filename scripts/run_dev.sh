@@ -45,6 +45,7 @@ for dir in */; do
   if [ -f "$dir/__init__.py" ] || [ "$dir" = "templates/" ]; then reload_dirs+=(--reload-dir "$dir"); fi
 done
 "$VENV_BIN/uvicorn" voicecalls.asgi:application --host 127.0.0.1 --port "$PORT" \
+  --http voicecalls.uvicorn_errors:JSONErrorsHttpToolsProtocol \
   --reload "${reload_dirs[@]}" --reload-include '*.html' --no-server-header &
 pids+=($!)
 

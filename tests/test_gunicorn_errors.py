@@ -1,12 +1,21 @@
-"""What gunicorn answers itself, before Django sees the request (a header or request
-line over its limits, malformed HTTP), is in the API's one error shape too."""
+"""What the servers answer themselves, before Django sees the request (gunicorn: a
+header or request line over its limits, malformed HTTP; uvicorn, serving the streams
+and `make run`: malformed HTTP), is in the API's one error shape too."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from tests.live_server import ROOT, START_TIMEOUT_SECONDS, _environment, _free_port
 
 
 def raw_request(live, request: bytes) -> tuple[int, str, dict]:
@@ -19,8 +28,10 @@ def raw_request(live, request: bytes) -> tuple[int, str, dict]:
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
-    return int(status_line.split()[1]), headers["Content-Type"], json.loads(body)
+    headers = {
+        name.lower(): value for name, value in (line.split(": ", 1) for line in header_lines)
+    }
+    return int(status_line.split()[1]), headers["content-type"], json.loads(body)
 
 
 TOO_LARGE = "request_header_fields_too_large"
@@ -52,3 +63,57 @@ def test_a_request_gunicorn_refuses_is_answered_in_the_error_shape(
     assert body["type"] == "client_error"
     assert [(error["code"], error["attr"]) for error in body["errors"]] == [(code, None)]
     assert body["errors"][0]["detail"]
+
+
+# --- uvicorn: the streams' service and `make run` -------------------------------------
+
+
+def _served(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+
+
+def _run_dev_http_protocol() -> str:
+    """The `--http` value `make run` (scripts/run_dev.sh) starts uvicorn with."""
+    script = (ROOT / "scripts" / "run_dev.sh").read_text()
+    return re.search(r"--http (\S+)", script).group(1)
+
+
+@pytest.mark.parametrize("service", ["streams-gunicorn", "make-run-uvicorn"])
+def test_a_request_uvicorn_cannot_parse_is_answered_in_the_error_shape(service, tmp_path) -> None:
+    port = _free_port()
+    env = _environment(tmp_path, port)
+    if service == "streams-gunicorn":
+        env.update(STREAMS_BIND=f"127.0.0.1:{port}", STREAMS_WORKERS="1")
+        command = [sys.executable, "-m", "gunicorn", "voicecalls.asgi:application"]
+        command += ["-c", "gunicorn.streams.conf.py", "--no-control-socket"]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "voicecalls.asgi:application"]
+        command += ["--port", str(port), "--http", _run_dev_http_protocol()]
+    server = _served(command, env, port, tmp_path / "server.log")
+    try:
+        live = SimpleNamespace(url=f"http://127.0.0.1:{port}")
+        answer_status, content_type, body = raw_request(live, b"NOT A REQUEST\r\n\r\n")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert (answer_status, content_type) == (400, "application/json")
+    assert body == {
+        "type": "client_error",
+        "errors": [
+            {"code": "bad_request", "detail": "Invalid HTTP request received.", "attr": None}
+        ],
+    }

@@ -19,6 +19,7 @@ from billing.cost import call_cost_compute, usage_summed
 from billing.models import CallCost, PriceOverride
 from billing.prices import Key, Price, organization_prices
 from calls.models import ENDED_STATUSES, Call
+from calls.usage_items import usage_report_newer
 
 # Far beyond the platform's table (about fifty lines).
 MAX_PRICE_OVERRIDES_PER_ORGANIZATION = 500
@@ -126,8 +127,9 @@ def _usage_sessions(existing: CallCost | None) -> dict[str, dict]:
 def call_usage_record(
     *, call_id: UUID | str, usage: list[dict], at: datetime.datetime, session: str = ""
 ) -> bool:
-    """Keep the agent's usage report if it is newer than its session's (reports are
-    cumulative per session: an older or replayed one changes nothing). The call's usage
+    """Keep the agent's usage report if it is newer than its session's
+    (`usage_report_newer`: reports are cumulative per session, an older or replayed one
+    changes nothing). The call's usage
     is the sum of its sessions': an agent re-dispatched mid-call counts from zero, and
     what the first run used is still billed. Re-prices an ended call. True if kept."""
     found = _call_with_cost(call_id)
@@ -136,7 +138,8 @@ def call_usage_record(
     call, existing = found
     sessions = _usage_sessions(existing)
     kept = sessions.get(session)
-    if kept is not None and datetime.datetime.fromisoformat(kept["at"]) >= at:
+    kept_at = datetime.datetime.fromisoformat(kept["at"]) if kept is not None else at
+    if kept is not None and not usage_report_newer(usage, at, kept["usage"], kept_at):
         return False
     if kept is None and len(sessions) >= MAX_USAGE_SESSIONS:
         logger.warning(
@@ -145,7 +148,8 @@ def call_usage_record(
             len(sessions),
         )
         return False
-    sessions[session] = {"usage": usage, "at": at.isoformat()}
+    # As of the latest stamp seen: a clock stepped back does not move it back.
+    sessions[session] = {"usage": usage, "at": max(at, kept_at).isoformat()}
     newest = max(datetime.datetime.fromisoformat(s["at"]) for s in sessions.values())
     _cost_save(
         call=call,

@@ -30,6 +30,7 @@ from calls.models import (
 from calls.services import call_room_close_later, call_start_refused, call_transfer_in_flight
 from calls.signals import call_events_recorded, call_usage_reported
 from calls.sql import JSONArrayAppend, insert_new, insert_new_ids
+from calls.usage_items import usage_report_newer
 from voicecalls.db import bound_cursor
 
 _DEFAULT_END_REASON = {
@@ -112,9 +113,7 @@ def agent_events_record(
             requested=requested_end(hangup_requested_at, end_reason),
             now=now,
         )
-    # Reports are cumulative per agent session: only each session's newest matters.
-    newest = {e.get("session") or "": e for e in new.usage}
-    for session, report in newest.items():
+    for session, report in _usage_newest(new.usage).items():
         call_usage_reported.send(
             sender=Call,
             call_id=call_id,
@@ -123,6 +122,20 @@ def agent_events_record(
             at=report["timestamp"],
         )
     return AgentEventsResult(accepted=new.count, duplicates=len(events) - new.count)
+
+
+def _usage_newest(reports: list[dict]) -> dict[str, dict]:
+    """Each agent session's newest report of a batch (in time order): reports are
+    cumulative per session, so only that one matters."""
+    newest: dict[str, dict] = {}
+    for report in reports:
+        session = report.get("session") or ""
+        kept = newest.get(session)
+        if kept is None or usage_report_newer(
+            report["usage"], report["timestamp"], kept["usage"], kept["timestamp"]
+        ):
+            newest[session] = report
+    return newest
 
 
 def _call_touch(

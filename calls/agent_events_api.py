@@ -149,7 +149,8 @@ class StatusEventSerializer(_EventBase):
 
 class UsageEventSerializer(_EventBase):
     """The agent's usage so far, per provider and model; the newest report of each
-    session is kept, and the call's usage is the sum of its sessions'."""
+    session is kept (the one holding more of every quantity; the later `timestamp` only
+    where neither does), and the call's usage is the sum of its sessions'."""
 
     type = serializers.ChoiceField(choices=[AgentEventType.USAGE])
     session = serializers.RegexField(

@@ -3,6 +3,8 @@ quantities of its component (`calls.agent_events_api.UsageEventSerializer`)."""
 
 from __future__ import annotations
 
+import datetime
+
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
@@ -89,3 +91,29 @@ class UsageItemField(serializers.Field):
 
     def to_representation(self, value: dict) -> dict:
         return value
+
+
+def usage_report_newer(
+    usage: list[dict], at: datetime.datetime, kept: list[dict], kept_at: datetime.datetime
+) -> bool:
+    """Whether an agent session's report `usage` (stamped `at`) is newer than the one
+    kept. A session's totals only grow, so the report holding more is the newer whatever
+    the stamps say (the agent host's clock may step back mid-call), and one holding the
+    same changes nothing; only where neither holds the other do the stamps decide."""
+    new, old = _quantities(usage), _quantities(kept)
+    if new == old:
+        return False
+    if all(new.get(key, 0) >= value for key, value in old.items()):
+        return True
+    if all(old.get(key, 0) >= value for key, value in new.items()):
+        return False
+    return at > kept_at
+
+
+def _quantities(usage: list[dict]) -> dict[tuple[str, ...], float]:
+    return {
+        (item["component"], item["provider"], item["model"], name): value
+        for item in usage
+        for name, value in item.items()
+        if name not in ("component", "provider", "model")
+    }

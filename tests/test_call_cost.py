@@ -31,6 +31,7 @@ LLM = {
     "cached_tokens": 1000,
 }
 TTS = {"component": "tts", "provider": "cartesia", "model": "sonic-2", "characters": 1000}
+MINUTE = datetime.timedelta(minutes=1)
 
 
 def usage(*items: dict, at: datetime.datetime = T0, session: str | None = None) -> dict:
@@ -163,6 +164,41 @@ def test_the_newest_report_of_a_batch_wins_whatever_its_place(api, agent_api, en
 
     cost = api.get(f"/api/v1/calls/{ended_call.id}").json()["cost"]
     assert cost["breakdown"][0]["quantity"] == "3"
+
+
+def test_a_report_holding_more_is_kept_though_the_agents_clock_stepped_back(
+    agent_api, ended_call
+) -> None:
+    # The agent host's clock stepped back 30 s mid-call: its totals still only grew.
+    report(agent_api, ended_call, usage({**STT, "audio_seconds": 60}, LLM, at=T0 + MINUTE))
+    report(agent_api, ended_call, usage(STT, LLM, TTS, at=T0 + MINUTE / 2))
+
+    cost = CallCost.objects.get(call=ended_call)
+    assert cost.usage == [STT, LLM, TTS]
+    assert cost.usage_at == T0 + MINUTE
+
+
+def test_in_one_batch_the_report_holding_more_wins_whatever_its_stamp(
+    agent_api, ended_call
+) -> None:
+    report(
+        agent_api,
+        ended_call,
+        usage({**STT, "audio_seconds": 60}, at=T0 + MINUTE),
+        usage(STT, at=T0 + MINUTE / 2),
+    )
+
+    assert CallCost.objects.get(call=ended_call).usage == [STT]
+
+
+def test_a_report_holding_less_of_one_model_and_more_of_another_is_ordered_by_its_stamp(
+    agent_api, ended_call
+) -> None:
+    # Never from one agent run (its totals only grow): the stamps are all there is.
+    report(agent_api, ended_call, usage(STT, at=T0 + MINUTE))
+    report(agent_api, ended_call, usage({**STT, "audio_seconds": 60}, TTS, at=T0))
+
+    assert CallCost.objects.get(call=ended_call).usage == [STT]
 
 
 def test_a_re_dispatched_agents_usage_adds_to_what_the_first_run_reported(

@@ -1,6 +1,7 @@
 """Erasure: every call of one user in an organization loses its personal data, in
 batches run by a task (`privacy.tasks.erasure_run_task`), resumable and safe to run
-twice at once (a lease on the erasure row; row locks on the calls).
+twice at once (a lease on the erasure row, each write of a run fenced by its own;
+row locks on the calls).
 
 Which calls: `user_id` equal to the given id; when that id is an E.164 number, also the
 phone calls where it is the person's number (the callee of an outbound call, the caller
@@ -97,8 +98,11 @@ def erasure_run(
     max_batches: int = MAX_BATCHES_PER_RUN,
 ) -> str | None:
     """Run the erasure for up to `max_batches` batches; its status afterwards, or None
-    when another run holds it or it is complete."""
+    when another run holds it (or took it over from this one) or it is complete."""
     now = now or timezone.now()
+    # The run's lease is its fencing token too: each of its writes names it, so a run
+    # that outlasted it (another took over meanwhile) writes nothing more.
+    lease = now + LEASE
     claimed = (
         Erasure.objects.filter(pk=erasure_id)
         .exclude(status=ErasureStatus.COMPLETED)
@@ -106,12 +110,33 @@ def erasure_run(
         .update(
             status=ErasureStatus.RUNNING,
             started_at=Coalesce("started_at", now),
-            lease_until=now + LEASE,
+            lease_until=lease,
             updated_at=now,
         )
     )
     if not claimed:
         return None
+    try:
+        return _batches_run(
+            erasure_id, lease=lease, now=now, batch_size=batch_size, max_batches=max_batches
+        )
+    except _LeaseLost:
+        logger.warning("erasure %s: another run took it over; this one stops", erasure_id)
+        return None
+
+
+class _LeaseLost(Exception):
+    """Another run took the erasure over (this run outlasted its lease)."""
+
+
+def _batches_run(
+    erasure_id: UUID | str,
+    *,
+    lease: datetime.datetime,
+    now: datetime.datetime,
+    batch_size: int,
+    max_batches: int,
+) -> str:
     erasure = Erasure.objects.get(pk=erasure_id)
     calls = calls_of_user(organization_id=erasure.organization_id, user_id=erasure.user_id)
     if erasure.batches == 0:
@@ -124,7 +149,7 @@ def erasure_run(
         except StorageError as exc:
             logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
             now = _clock(now)
-            return _later(erasure_id=erasure.pk, now=now, at=now + WAIT_FOR_OPEN_CALLS)
+            return _later(erasure_id=erasure.pk, lease=lease, now=now, at=now + WAIT_FOR_OPEN_CALLS)
         # Deleting the recordings may take minutes: the batch, its lease, and the end
         # are stamped when they happen, not when the run began.
         now = _clock(now)
@@ -133,12 +158,23 @@ def erasure_run(
         if not ids and _batch_rows(calls).exists():
             continue
         batch = calls.filter(pk__in=ids)
-        if not ids or not _batch(erasure_id=erasure.pk, calls=batch, now=now, batch_size=len(ids)):
-            return _finish(erasure_id=erasure.pk, calls=calls, now=now)
+        renewed = ids and _batch(
+            erasure_id=erasure.pk, calls=batch, lease=lease, now=now, batch_size=len(ids)
+        )
+        if not renewed:
+            return _finish(erasure_id=erasure.pk, calls=calls, lease=lease, now=now)
+        lease = renewed
     # More to do: a fresh task continues (and other work gets the worker meanwhile).
-    Erasure.objects.filter(pk=erasure.pk).update(lease_until=None, next_run_at=now)
+    _fenced_update(erasure.pk, lease, lease_until=None, next_run_at=now)
     _wake(erasure.pk, at=now)
     return ErasureStatus.RUNNING
+
+
+def _fenced_update(erasure_id: UUID, lease: datetime.datetime, **values: object) -> None:
+    """Update the erasure while this run (`lease`) holds it, the check and the write
+    one statement; _LeaseLost when another run has taken it over."""
+    if not Erasure.objects.filter(pk=erasure_id, lease_until=lease).update(**values):
+        raise _LeaseLost
 
 
 def _clock(since: datetime.datetime) -> datetime.datetime:
@@ -175,25 +211,33 @@ def _recordings_deleted_count(erasure_id: UUID, deleted: int) -> None:
         )
 
 
-def _later(*, erasure_id: UUID, now: datetime.datetime, at: datetime.datetime) -> str:
-    Erasure.objects.filter(pk=erasure_id).update(lease_until=None, next_run_at=at, updated_at=now)
+def _later(
+    *, erasure_id: UUID, lease: datetime.datetime, now: datetime.datetime, at: datetime.datetime
+) -> str:
+    _fenced_update(erasure_id, lease, lease_until=None, next_run_at=at, updated_at=now)
     _wake(erasure_id, at=at)
     return ErasureStatus.RUNNING
 
 
 @transaction.atomic
 def _batch(
-    *, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime, batch_size: int
-) -> bool:
-    """Erase one batch of the user's calls, locked in id order; False when none is left.
-    An open call already erased waits for its end (it still matches by its ids)."""
+    *,
+    erasure_id: UUID,
+    calls: QuerySet[Call],
+    lease: datetime.datetime,
+    now: datetime.datetime,
+    batch_size: int,
+) -> datetime.datetime | None:
+    """Erase one batch of the user's calls, locked in id order; the run's renewed lease,
+    or None when none is left (_LeaseLost: nothing of it is kept). An open call already
+    erased waits for its end (it still matches by its ids)."""
     rows = list(
         _batch_rows(calls)
         .select_for_update()
         .values_list("id", "channel", "direction", "status", "erased_at")[:batch_size]
     )
     if not rows:
-        return False
+        return None
     ids = [row[0] for row in rows]
     lines = scrub.transcript_erase(call_ids=ids)
     scrub.data_clear(call_ids=ids)
@@ -206,25 +250,32 @@ def _batch(
         scrub.idempotency_tokens_clear(call_ids=[call_id for call_id, _, _ in ended])
     Call.objects.filter(pk__in=ids).update(erased_at=Coalesce("erased_at", now))
     events = scrub.webhook_bodies_scrub(call_ids=ids)
-    Erasure.objects.filter(pk=erasure_id).update(
+    renewed = now + LEASE
+    _fenced_update(
+        erasure_id,
+        lease,
         calls_erased=F("calls_erased") + sum(1 for row in rows if row[4] is None),
         transcript_lines_erased=F("transcript_lines_erased") + lines,
         webhook_events_scrubbed=F("webhook_events_scrubbed") + events,
         batches=F("batches") + 1,
-        lease_until=now + LEASE,
+        lease_until=renewed,
         updated_at=now,
     )
-    return True
+    return renewed
 
 
-def _finish(*, erasure_id: UUID, calls: QuerySet[Call], now: datetime.datetime) -> str:
+def _finish(
+    *, erasure_id: UUID, calls: QuerySet[Call], lease: datetime.datetime, now: datetime.datetime
+) -> str:
     """Complete the erasure (the user id is dropped), or wait for open calls to end."""
     waiting = calls.filter(erased_at__isnull=False, ended_at__isnull=True).count()
     if waiting:
-        Erasure.objects.filter(pk=erasure_id).update(calls_waiting=waiting)
-        return _later(erasure_id=erasure_id, now=now, at=now + WAIT_FOR_OPEN_CALLS)
+        _fenced_update(erasure_id, lease, calls_waiting=waiting)
+        return _later(erasure_id=erasure_id, lease=lease, now=now, at=now + WAIT_FOR_OPEN_CALLS)
     erasure = Erasure.objects.get(pk=erasure_id)
-    Erasure.objects.filter(pk=erasure_id).update(
+    _fenced_update(
+        erasure_id,
+        lease,
         status=ErasureStatus.COMPLETED,
         user_id=None,
         calls_matched=max(erasure.calls_matched, erasure.calls_erased),

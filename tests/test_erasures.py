@@ -504,6 +504,56 @@ def test_a_second_run_cannot_take_over_a_long_run_that_is_still_erasing(organiza
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_run_whose_lease_another_run_took_over_mid_batch_writes_nothing_more(organization, key):
+    """A batch that outlasted its lease (its recordings took minutes to delete) while
+    another run took the erasure over went on as if it still held it: it erased and
+    counted, and marked the erasure completed under the other run."""
+    first, second = sorted((personal_call(organization) for _ in range(2)), key=lambda c: c.pk)
+    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
+    locked, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(call: Call) -> None:  # the run's second batch waits for this lock
+        try:
+            with transaction.atomic():
+                Call.objects.select_for_update().get(pk=call.pk)
+                locked.set()
+                release.wait(timeout=20)
+        finally:
+            connection.close()
+
+    def run() -> None:
+        try:
+            results["run"] = erasure_run(erasure_id=erasure.pk, batch_size=1)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold, args=(second,))
+    holder.start()
+    assert locked.wait(timeout=10)
+    stalled = threading.Thread(target=run)
+    stalled.start()
+    for _ in range(200):
+        if Erasure.objects.get(pk=erasure.pk).batches == 1:
+            break
+        threading.Event().wait(0.05)
+    # Meanwhile its lease ran out and another run claimed the erasure.
+    other_lease = timezone.now() + datetime.timedelta(minutes=20)
+    Erasure.objects.filter(pk=erasure.pk).update(lease_until=other_lease)
+    release.set()
+    for thread in (holder, stalled):
+        thread.join(timeout=20)
+
+    assert results == {"run": None}
+    erasure.refresh_from_db()
+    assert (erasure.status, erasure.batches, erasure.calls_erased) == (ErasureStatus.RUNNING, 1, 1)
+    assert erasure.lease_until == other_lease
+    assert Call.objects.get(pk=first.pk).erased_at is not None
+    assert Call.objects.get(pk=second.pk).erased_at is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_late_agent_events_racing_the_erasure_never_bring_content_back(
     organization, agent_key
 ) -> None:

@@ -50,7 +50,9 @@ _NAMED_SUBSCHEMAS = frozenset(
 _NESTED_AT = "#/properties/structured_data"
 # The customer's own name for its schema (`id` up to draft 4): nested, it would make the
 # subschema a document of its own, in which the references moved here point at nothing.
-_BASE_KEYWORDS = ("$id", "id")
+# Its draft (`$schema`) too: allowed only at a document's root, and refused nested by
+# providers that translate schemas (Gemini). The answer is checked by that draft still.
+_BASE_KEYWORDS = ("$id", "id", "$schema")
 
 
 def answer_schema(analysis: dict) -> dict:

@@ -270,6 +270,20 @@ def test_a_schema_referencing_an_anchor_reaches_the_provider_resolvable() -> Non
     assert [e.message for e in validator.iter_errors(wrong)] != []
 
 
+def test_a_schema_naming_its_draft_reaches_the_provider_without_the_name_nested() -> None:
+    """A schema file names its draft (`$schema`): nested under `structured_data`, the
+    keyword sat inside a subschema, where JSON Schema allows it only at a document's
+    root and providers translating schemas to their own format refuse it (Gemini:
+    "Unknown name $schema"), failing every analysis of the workflow."""
+    from analysis.prompt import answer_schema
+
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", **ANCHORED_SCHEMA}
+    sent = answer_schema({"summary_prompt": "s", "structured_data_schema": schema})
+
+    assert "$schema" not in sent["properties"]["structured_data"]
+    assert sent["properties"]["structured_data"]["properties"] == ANCHORED_SCHEMA["properties"]
+
+
 def test_a_schema_with_its_own_id_reaches_the_provider_resolvable() -> None:
     """A schema file names itself (`$id`). Nested as it was, its `$id` made its subschema
     a document of its own, against which every reference moved to the root resolved to

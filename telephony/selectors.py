@@ -46,15 +46,22 @@ def numbers_on_inbound_trunks(numbers: list[str]) -> set[str]:
     """Which of `numbers` an inbound trunk (of any organization) already answers: LiveKit
     refuses a second inbound trunk with the same number ("Conflicting inbound SIP
     Trunks"), and a number belongs to one organization only."""
+    return numbers_on_trunks(
+        numbers, trunks=SipTrunk.objects.filter(direction=TrunkDirection.INBOUND)
+    )
+
+
+def numbers_on_trunks(numbers: list[str], *, trunks: QuerySet[SipTrunk]) -> set[str]:
+    """Which of `numbers` one of `trunks` lists (a JSON list: its text holds
+    `"<number>"`, quoted, on every database)."""
     if not numbers:
         return set()
     listed = Q()
     for number in numbers:
         listed |= Q(numbers_text__contains=f'"{number}"')
-    trunks = (
-        SipTrunk.objects.filter(direction=TrunkDirection.INBOUND)
-        .annotate(numbers_text=Cast("numbers", TextField()))
+    held = (
+        trunks.annotate(numbers_text=Cast("numbers", TextField()))
         .filter(listed)
         .values_list("numbers", flat=True)
     )
-    return {number for held in trunks for number in held} & set(numbers)
+    return {number for trunk_numbers in held for number in trunk_numbers} & set(numbers)

@@ -21,6 +21,7 @@ from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDire
 from telephony.selectors import (
     number_held_elsewhere,
     numbers_on_inbound_trunks,
+    numbers_on_trunks,
     outbound_numbers,
     sip_trunk_queryset,
 )
@@ -115,13 +116,16 @@ def sip_trunk_create(
 
 
 def _trunk_numbers_check(*, organization: Organization, numbers: list[str], direction: str) -> None:
-    """No trunk lists a number another organization has mapped to a workflow, and no
-    inbound trunk a number another inbound trunk answers (LiveKit refuses it)."""
+    """No trunk lists a number another organization has, mapped to a workflow or on one
+    of its trunks of either direction (the first to list a number keeps it: else the
+    one whose inbound trunk answers it could no longer map it), and no inbound trunk a
+    number another inbound trunk answers (LiveKit refuses it)."""
     taken = set(
         PhoneNumber.objects.filter(number__in=numbers)
         .exclude(organization=organization)
         .values_list("number", flat=True)
     )
+    taken |= numbers_on_trunks(numbers, trunks=SipTrunk.objects.exclude(organization=organization))
     if direction == TrunkDirection.INBOUND:
         taken |= numbers_on_inbound_trunks(numbers)
     for index, number in enumerate(numbers):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from calls.models import Call
+from telephony.services import sip_trunk_create
 from tests.factories import CallFactory
 from tests.phone import CALLEE, CALLS, phone_ready, run_dial_worker
 
@@ -110,7 +111,13 @@ def test_thirty_digits_are_400_naming_phone_number(api, phone, sip_fake) -> None
 def test_from_number_must_be_one_of_the_organizations_outbound_numbers(
     api, phone, outsider, sip_fake
 ) -> None:
-    phone_ready(outsider)  # another organization's trunk has the same number as ours
+    sip_trunk_create(  # another organization's outbound number
+        organization=outsider,
+        name="theirs",
+        direction="outbound",
+        address="sip.example.com",
+        numbers=["+14155550199"],
+    )
 
     response = post(api, phone_number=CALLEE, from_number="+14155550199")
 

@@ -178,12 +178,13 @@ def test_a_trunk_listing_a_number_mapped_while_livekit_created_the_trunk_is_refu
     api, outsider_api, organization, workflow, fake_livekit
 ):
     """The number is checked again once LiveKit answered, under the numbers' lock."""
-    ours = inbound_trunk(organization)
     create_in_livekit = fake_livekit._CreateSIPOutboundTrunk
     mapped: list[int] = []
+    trunks: list[SipTrunk] = []
 
     def create_while_the_number_is_mapped(message, response_class):
-        mapped.append(api.post(URL, body(ours), format="json").status_code)
+        trunks.append(inbound_trunk(organization))
+        mapped.append(api.post(URL, body(trunks[0]), format="json").status_code)
         return create_in_livekit(message, response_class)
 
     fake_livekit._CreateSIPOutboundTrunk = create_while_the_number_is_mapped
@@ -202,6 +203,7 @@ def test_a_trunk_listing_a_number_mapped_while_livekit_created_the_trunk_is_refu
     assert mapped == [201]
     assert theirs.status_code == 400
     assert theirs.json()["errors"][0]["attr"] == "numbers.0"
+    (ours,) = trunks
     assert [t.livekit_trunk_id for t in SipTrunk.objects.all()] == [ours.livekit_trunk_id]
     assert list(fake_livekit.trunks) == [ours.livekit_trunk_id]
 

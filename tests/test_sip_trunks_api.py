@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 
 from telephony.models import SipTrunk
+from tests.factories import WorkflowFactory
 
 URL = "/api/v1/sip-trunks"
 BODY = {
@@ -271,6 +272,54 @@ def test_an_inbound_trunk_cannot_list_a_number_on_another_organizations_inbound_
     ]
     assert len(fake_livekit.requests) == requests_before
     assert [t.name for t in SipTrunk.objects.all()] == ["Theirs"]
+
+
+def trunk_body(direction: str, number: str) -> dict:
+    body = {"name": direction.title(), "direction": direction, "numbers": [number]}
+    return {**body, "address": "sip.example.com"} if direction == "outbound" else body
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours"), [("inbound", "outbound"), ("outbound", "inbound"), ("outbound", "outbound")]
+)
+def test_a_trunk_cannot_list_a_number_on_another_organizations_trunk(
+    api, outsider_api, fake_livekit, theirs, ours
+):
+    """A number is one organization's, unique across every trunk's numbers (DESIGN.md
+    "Phone calls"), whatever the trunks' directions: the first to list it keeps it, and
+    nobody learns whose it is. Listed by a second organization, the first could never
+    map it to a workflow (phone-numbers answers "not available" from then on)."""
+    assert (
+        outsider_api.post(URL, trunk_body(theirs, "+14155550140"), format="json").status_code == 201
+    )
+    requests_before = len(fake_livekit.requests)
+
+    response = api.post(URL, trunk_body(ours, "+14155550140"), format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == [
+        {"code": "invalid", "detail": "This number is not available.", "attr": "numbers.0"}
+    ]
+    assert len(fake_livekit.requests) == requests_before
+    assert SipTrunk.objects.count() == 1
+
+
+def test_a_number_of_an_inbound_trunk_stays_its_organizations_to_map(
+    api, outsider_api, outsider, fake_livekit
+):
+    """Another organization listing the number on an outbound trunk later (its caller id)
+    does not take it from the organization whose inbound trunk answers it."""
+    WorkflowFactory(organization=outsider, slug="support")
+    inbound = outsider_api.post(URL, trunk_body("inbound", "+14155550140"), format="json").json()
+    api.post(URL, trunk_body("outbound", "+14155550140"), format="json")
+
+    mapped = outsider_api.post(
+        "/api/v1/phone-numbers",
+        {"number": "+14155550140", "trunk_id": inbound["id"], "workflow_slug": "support"},
+        format="json",
+    )
+
+    assert mapped.status_code == 201, mapped.content
 
 
 def test_a_second_inbound_trunk_with_the_same_number_is_400_not_502(api, fake_livekit):

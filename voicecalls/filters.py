@@ -16,10 +16,12 @@ NO_NUL_PATTERN = r"^[^\u0000]*$"
 
 class NotBlankMixin:
     """An empty `?name=` is a 400, not a filter silently left out (for a user id, a
-    client whose variable was empty would get every user's calls)."""
+    client whose variable was empty would get every user's calls). So are blanks alone
+    where the field strips them (a uuid): stripped, they were nothing too."""
 
     def clean(self, value: object) -> object:
-        if value == "":
+        stripped = getattr(self, "strip", False) and isinstance(value, str)
+        if value == "" or (stripped and not value.strip()):
             raise forms.ValidationError("May not be empty.", code="blank")
         return super().clean(value)
 

@@ -114,3 +114,40 @@ def test_a_later_page_is_counted_first_and_one_past_the_end_is_never_read():
     page, body, asked = _paginated("page=3&page_size=2", list(range(3)))
     assert (page, body["total"]) == ([], 3)
     assert asked == ["count"]
+
+
+def test_rows_leaving_the_list_after_its_first_page_was_read_still_count_on_it():
+    """The page and its count are two statements: calls listed `?status=active` may end
+    in between. The page still shows them, and a total below its own items (pages 0
+    beside a page of calls) contradicts it."""
+    rows = list(range(4))
+
+    def fetch(offset: int, limit: int) -> list:
+        page = rows[offset : offset + limit]
+        del rows[:3]  # they end as soon as they were read
+        return page
+
+    paginator = PagePagination()
+    request = Request(APIRequestFactory().get("/items?page_size=3"))
+    page = paginator.paginate(request, count=lambda: len(rows), fetch=fetch)
+    body = paginator.get_paginated_response(page).data
+
+    assert page == [0, 1, 2]
+    assert (body["total"], body["pages"]) == (3, 1)
+
+
+def test_rows_joining_the_list_after_a_later_page_was_counted_count_on_it():
+    rows = list(range(3))
+
+    def count() -> int:
+        total = len(rows)
+        rows[:0] = ["new"]  # a call created right after the count
+        return total
+
+    paginator = PagePagination()
+    request = Request(APIRequestFactory().get("/items?page=2&page_size=2"))
+    page = paginator.paginate(request, count=count, fetch=lambda o, n: rows[o : o + n])
+    body = paginator.get_paginated_response(page).data
+
+    assert page == [1, 2]
+    assert (body["total"], body["pages"]) == (4, 2)

@@ -49,18 +49,24 @@ class PagePagination(BasePagination):
 
         A first page that is not full holds every row there is: its length is the total,
         and nothing is counted. Any other page is counted first, so that a page past the
-        end is never read (a deep offset skips index entries all the way)."""
+        end is never read (a deep offset skips index entries all the way).
+
+        The page and the count are two statements: rows that left the list or joined it
+        in between (a call ended, one created) are on the page, so the total is never
+        below what the page shows."""
         params = _PAGE_QUERY.run_validation(request.query_params)
         self.page, self.page_size = params["page"], params["page_size"]
         if self.page == 1:
             rows = fetch(0, self.page_size)
-            self.total = len(rows) if len(rows) < self.page_size else count()
+            self.total = len(rows) if len(rows) < self.page_size else max(count(), len(rows))
             return rows
         self.total = count()
         offset = (self.page - 1) * self.page_size
         if offset >= self.total:
             return []
-        return fetch(offset, self.page_size)
+        rows = fetch(offset, self.page_size)
+        self.total = max(self.total, offset + len(rows))
+        return rows
 
     def get_paginated_response(self, data: list) -> Response:
         return Response(

@@ -22,6 +22,8 @@ keepalive = 5
 # Never recycled by request count: a recycled worker cuts every stream it holds.
 max_requests = 0
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-# uvicorn logs each request line (no headers: keys travel in headers, never in paths).
+# uvicorn logs each request line (no headers) through gunicorn's handlers, which mask
+# a key put in the query string (a browser's EventSource sends no Authorization header).
 accesslog = "-"
 errorlog = "-"
+logger_class = "voicecalls.redaction.RedactingLogger"

@@ -178,6 +178,16 @@ def live_server_gunicorn(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def live_server_streams(tmp_path_factory: pytest.TempPathFactory):
+    """The live call streams' service as production runs it: voicecalls.asgi under
+    gunicorn with gunicorn.streams.conf.py (uvicorn workers), on its own SQLite file."""
+    from tests.live_server import STREAMS, gunicorn_server
+
+    with gunicorn_server(tmp_path_factory.mktemp("streams"), STREAMS) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict:
     """Tests marked `browser` drive Debian's chromium (pytest-playwright's launch args)."""
     chromium = shutil.which("chromium")

@@ -1,6 +1,8 @@
 """The web app under gunicorn with gunicorn.conf.py, as production runs it, on a fresh
 SQLite file: for what only the real server shows (its access log, how it hands a
-chunked request body to Django). Started once per test session, on first use."""
+chunked request body to Django). Started once per test session, on first use. The live
+call streams' service (voicecalls.asgi under gunicorn.streams.conf.py's uvicorn
+workers) likewise, for what only it shows."""
 
 from __future__ import annotations
 
@@ -51,7 +53,9 @@ def _environment(workdir: Path, port: int) -> dict[str, str]:
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
         GUNICORN_BIND=f"127.0.0.1:{port}",
+        STREAMS_BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY="1",
+        STREAMS_WORKERS="1",
         GUNICORN_THREADS="2",
     )
     return env
@@ -72,8 +76,14 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+# What `gunicorn_server` serves: the API (sync workers) or the live call streams (ASGI).
+API = ("voicecalls.wsgi:application", "gunicorn.conf.py")
+STREAMS = ("voicecalls.asgi:application", "gunicorn.streams.conf.py")
+
+
 @contextmanager
-def gunicorn_server(workdir: Path) -> Iterator[LiveServer]:
+def gunicorn_server(workdir: Path, service: tuple[str, str] = API) -> Iterator[LiveServer]:
+    application, conf = service
     port = _free_port()
     env = _environment(workdir, port)
     _manage(env, "migrate", "--noinput", "-v", "0")
@@ -87,8 +97,8 @@ def gunicorn_server(workdir: Path) -> Iterator[LiveServer]:
     )
     with open(live.server_log, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "voicecalls.wsgi:application"]
-            + ["-c", "gunicorn.conf.py", "--no-control-socket"]
+            [sys.executable, "-m", "gunicorn", application]
+            + ["-c", conf, "--no-control-socket"]
             + ["--access-logfile", str(live.access_log)],
             cwd=ROOT,
             env=env,

@@ -252,6 +252,25 @@ def test_gunicorn_logs_hold_no_key_from_the_query_string(live_server_gunicorn) -
         assert secret not in logs
 
 
+def test_the_streams_service_logs_hold_no_key_from_the_query_string(live_server_streams) -> None:
+    """uvicorn's workers write their own access line (the path with its query string)
+    through gunicorn's handlers: a browser's EventSource sends no header, so a key is
+    put in the URL there first."""
+    live = live_server_streams
+    key = live.client_key
+    stream = f"/api/v1/calls/{uuid.uuid4()}/stream"
+    for path in (f"{stream}?api_key={key}", f"{stream}?token={PROVIDER_SECRET}"):
+        try:
+            urllib.request.urlopen(live.url + path, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+
+    logs = wait_for(live, lambda text: f"{stream}?token=[redacted]" in text)
+    assert f"{stream}?api_key=[redacted]" in logs
+    for secret in (key, key.split(".", 1)[1], PROVIDER_SECRET[3:]):
+        assert secret not in logs
+
+
 def wait_for(live, ready) -> str:
     """Both logs once `ready(text)` holds (gunicorn writes the access line after the
     response is sent)."""

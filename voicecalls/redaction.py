@@ -112,7 +112,8 @@ _FILTER = RedactSecretsFilter()
 
 class RedactingLogger(GunicornLogger):
     """gunicorn's logger with every access line (request line, query string, headers,
-    referer: whatever the format prints) and every error-log record masked.
+    referer: whatever the format prints) and every error-log record masked, uvicorn's
+    own lines included (gunicorn.streams.conf.py).
 
     The access line is masked once formatted, not atom by atom: whatever atoms a format
     prints, the line holds no secret.
@@ -120,9 +121,12 @@ class RedactingLogger(GunicornLogger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
+        # On the handlers, not the loggers: uvicorn's workers (the streams' service) log
+        # their own access and error lines to loggers of their own given these handlers.
         # The same filter object on each: added once however often a reload runs setup.
-        self.error_log.addFilter(_FILTER)
-        self.access_log.addFilter(_FILTER)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.addFilter(_FILTER)
         self.own_atoms = all(
             name in _OWN_ATOMS or _RESPONSE_HEADER.fullmatch(name)
             for name in _FORMAT_ATOM.findall(cfg.access_log_format)

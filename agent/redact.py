@@ -1,17 +1,26 @@
-"""Provider keys kept out of the agent process's logs.
+"""Provider keys, and inbound callers' numbers, kept out of the agent process's logs.
 
 The worker receives each call's provider keys in its session. A provider refusing one
 may quote it back in an exception, which livekit-agents and its plugins log as they
 are. Every session's keys are registered here when the API answers, and every log
 record made in the process from then on (any logger, its message, exception and
 stack) has them replaced before any handler sees it.
+
+LiveKit names an inbound caller's room and SIP participant after their number
+(`inbound-_<caller>_<random>`, `sip_<caller>`), and livekit-agents logs the room of
+every job it is offered and of its job processes' lines: once `log_redaction_install`
+ran (the worker's start, each job process's), the number in them is masked as
+`agent.phone.masked` does (docs/privacy.md: logs carry no numbers).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
+
+from agent.phone import masked
 
 REDACTED = "[redacted]"
 # Shorter strings are no keys (the API takes 8 characters and up), and replacing them
@@ -47,12 +56,22 @@ def log_secrets_add(secrets: Iterable[str]) -> None:
     _install()
 
 
+# A caller's number in the name LiveKit gives their room or SIP participant.
+_CALLER_NAMED = re.compile(r"(inbound-_|sip_)(\+?[0-9]{5,})")
+
+
 def redacted(text: str) -> str:
-    """`text` with every registered secret replaced."""
+    """`text` with every registered secret replaced and callers' numbers masked."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+    return _CALLER_NAMED.sub(lambda found: found.group(1) + masked(found.group(2)), text)
+
+
+def log_redaction_install() -> None:
+    """Mask callers' numbers (and keys, once registered) in every log record made in
+    this process from now on."""
+    _install()
 
 
 def _install() -> None:

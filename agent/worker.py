@@ -34,6 +34,7 @@ from agent.config import Config
 from agent.languages import call_language
 from agent.phone import CalleeGone, answer_timeout, masked, room_masked, wait_for_callee
 from agent.providers import ComponentCache, ComponentError, build_component
+from agent.redact import log_redaction_install
 from agent.reporter import EventReporter
 from agent.resume import resume
 from agent.workflow import ToolRunner
@@ -340,6 +341,7 @@ class CallJob:
 
 
 def prewarm(proc: JobProcess) -> None:
+    log_redaction_install()  # a job process's own lines name its room
     from livekit.plugins import silero
 
     proc.userdata["vad"] = silero.VAD.load()
@@ -366,6 +368,7 @@ def worker_options(config: Config) -> WorkerOptions:
     """LiveKit URL and credentials come from LIVEKIT_URL, LIVEKIT_API_KEY and
     LIVEKIT_API_SECRET; `agent_name` makes dispatch explicit (the call's token asks for
     this agent by name)."""
+    log_redaction_install()  # livekit-agents logs the room of every job it is offered
     return WorkerOptions(
         entrypoint_fnc=entrypoint,
         prewarm_fnc=prewarm,

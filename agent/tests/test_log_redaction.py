@@ -1,4 +1,5 @@
-"""A call's provider keys never reach the agent process's logs, whoever logs them."""
+"""A call's provider keys, and an inbound caller's number, never reach the agent
+process's logs, whoever logs them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 from livekit.agents.cli.log import JsonFormatter
 
 from agent.api import AgentAPI
+from agent.config import Config
 from agent.redact import REDACTED, log_secrets_add
 from agent.tests.conftest import Web
-from agent.worker import fetch_session
+from agent.worker import fetch_session, worker_options
 
 
 class Refused(Exception):
@@ -133,3 +135,33 @@ def test_a_message_whose_text_cannot_be_made_does_not_raise_once_keys_are_regist
     finally:
         plugin.removeHandler(handler)
         plugin.propagate = True
+
+
+def test_livekit_agents_own_lines_keep_no_callers_number_from_an_inbound_room() -> None:
+    """docs/privacy.md: logs carry no numbers. livekit-agents logs every job request it
+    receives with its room, and its job processes' lines with it: LiveKit names an
+    inbound caller's room and SIP participant after their number."""
+    worker_options(Config(api_url="http://127.0.0.1:9", agent_key="k"))  # the worker starts
+    room = "inbound-_+12025550177_Xy7Qa2"
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(JsonFormatter())
+    job = {"room": {"name": room}, "participant": {"identity": "sip_+12025550177"}}
+    worker_logger = logging.getLogger("livekit.agents")
+    level = worker_logger.level
+    worker_logger.addHandler(handler)
+    worker_logger.setLevel(logging.INFO)
+    try:
+        worker_logger.info(
+            "received job request", extra={"job_id": "AJ_1", "room": room, "room_id": "RM_1"}
+        )
+        worker_logger.warning("received assignment for an unknown job", extra={"job": job})
+        worker_logger.info("job in room %s ended", room)
+    finally:
+        worker_logger.removeHandler(handler)
+        worker_logger.setLevel(level)
+
+    logged = output.getvalue()
+    assert "5550177" not in logged
+    assert logged.count("inbound-_…0177_Xy7Qa2") == 3 and "sip_…0177" in logged
+    assert '"job_id": "AJ_1"' in logged

@@ -10,7 +10,9 @@ LiveKit names an inbound caller's room and SIP participant after their number
 (`inbound-_<caller>_<random>`, `sip_<caller>`), and livekit-agents logs the room of
 every job it is offered and of its job processes' lines: once `log_redaction_install`
 ran (the worker's start, each job process's), the number in them is masked as
-`agent.phone.masked` does (docs/privacy.md: logs carry no numbers).
+`agent.phone.masked` does, and the fields livekit-agents marks as personal (what a
+caller said, a tool's arguments) are replaced (docs/privacy.md: logs carry no numbers
+and no transcript words).
 """
 
 from __future__ import annotations
@@ -121,9 +123,17 @@ def _record_redacted(record: logging.LogRecord) -> logging.LogRecord:
     if record.stack_info:
         record.stack_info = redacted(record.stack_info)
     for name, value in list(record.__dict__.items()):
-        if name not in _RECORD_ATTRIBUTES and value is not None:
-            record.__dict__[name] = _value_redacted(value)
+        if name in _RECORD_ATTRIBUTES or value is None:
+            continue
+        record.__dict__[name] = REDACTED if _is_personal(name) else _value_redacted(value)
     return record
+
+
+def _is_personal(name: str) -> bool:
+    """An `extra` field livekit-agents marks as personal: a `pii` segment in its name
+    (`lk.pii.user_input`, the words of a caller it did not answer; `lk.pii.arguments`,
+    a tool call's), its telemetry's own rule (livekit.agents.telemetry.pii)."""
+    return "pii" in name.split(".")
 
 
 def _text_of(value: object) -> str:

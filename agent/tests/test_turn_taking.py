@@ -5,7 +5,10 @@ The worker's own job and the voice pipeline (stand-ins: voice.py) against the li
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from livekit.agents.cli.log import JsonFormatter
 
 from agent.tests.conftest import Web
 from agent.tests.harness import Providers, call_job, live_job, start_voice_call, wait_until
@@ -95,3 +98,20 @@ async def test_a_workflow_that_allows_no_interruptions_plays_every_reply_out(
     assert not cut_off
     replies = [line for line in lines if line["role"] == "assistant"]
     assert (replies[1]["content"], replies[1]["interrupted"]) == (LONG_REPLY, False)
+
+
+async def test_what_a_caller_says_over_a_reply_that_cannot_be_interrupted_is_not_logged(
+    web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/privacy.md: logs carry no transcript words. livekit-agents logs the words it
+    does not answer (said over a reply that cannot be interrupted, or while agents hand
+    over) in fields it marks as personal (`lk.pii.*`), at WARNING."""
+    caplog.set_level(logging.INFO)
+    web.create_workflow("uninterrupted", settings={"allow_interruptions": False})
+
+    await _interrupted_reply(web, "uninterrupted")
+
+    skipped = [r for r in caplog.records if "cannot be interrupted" in r.getMessage()]
+    assert skipped
+    logged = "".join(JsonFormatter().format(record) for record in caplog.records)
+    assert "just the soup" not in logged

@@ -73,8 +73,11 @@ def call_language(session: dict) -> str | None:
     if not isinstance(wanted, str) or wanted == configured:
         return configured
     if not LANGUAGE_PATTERN.fullmatch(wanted):  # (`$` would take a final newline)
+        # By its length: the customer's text about their user, whatever it holds.
         logger.warning(
-            "call %s: user_data.language %r is not a language tag", session["call_id"], wanted
+            "call %s: user_data.language (%d characters) is not a language tag",
+            session["call_id"],
+            len(wanted),
         )
         return configured
     refused = [

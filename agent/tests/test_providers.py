@@ -180,3 +180,20 @@ def test_a_callers_language_with_a_trailing_newline_is_no_language_tag():
 
     assert languages.call_language(session) == "en"
     assert languages.call_language({**session, "user_data": {"language": "es"}}) == "es"
+
+
+def test_a_callers_language_that_is_no_tag_is_logged_by_its_length_not_its_text(caplog):
+    """`user_data.language` is the customer's text about their user: a sentence, a
+    name, an address put there by mistake went to the worker's log in full."""
+    session = {
+        "call_id": "c1",
+        "user_data": {"language": "Maria Lopez, 12 Calle Mayor"},
+        "workflow": {"agents": [], "settings": {"language": "en"}},
+    }
+
+    with caplog.at_level("WARNING", logger="voicecalls.agent.languages"):
+        assert languages.call_language(session) == "en"
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "call c1: user_data.language (27 characters) is not a language tag"
+    ]

@@ -454,6 +454,17 @@ def test_a_run_longer_than_its_lease_stamps_each_batch_and_its_end_when_they_hap
     assert all(Call.objects.get(pk=c.pk).erased_at >= before for c in calls)
 
 
+def call_lock_hold(call: Call, locked: threading.Event, release: threading.Event) -> None:
+    """Hold the call's row lock (in a thread) from `locked` until `release`."""
+    try:
+        with transaction.atomic():
+            Call.objects.select_for_update().get(pk=call.pk)
+            locked.set()
+            release.wait(timeout=20)
+    finally:
+        connection.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_second_run_cannot_take_over_a_long_run_that_is_still_erasing(organization, key):
@@ -465,22 +476,14 @@ def test_a_second_run_cannot_take_over_a_long_run_that_is_still_erasing(organiza
     locked, release = threading.Event(), threading.Event()
     results: dict[str, object] = {}
 
-    def hold(call: Call) -> None:  # the first run's next batch waits for this lock
-        try:
-            with transaction.atomic():
-                Call.objects.select_for_update().get(pk=call.pk)
-                locked.set()
-                release.wait(timeout=20)
-        finally:
-            connection.close()
-
     def run(name: str, **kwargs: object) -> None:
         try:
             results[name] = erasure_run(erasure_id=erasure.pk, batch_size=1, **kwargs)
         finally:
             connection.close()
 
-    holder = threading.Thread(target=hold, args=(second,))
+    # The run's second batch waits for this lock.
+    holder = threading.Thread(target=call_lock_hold, args=(second, locked, release))
     holder.start()
     assert locked.wait(timeout=10)
     # Begun ten minutes ago: as a run that has been deleting recordings for that long.
@@ -513,22 +516,14 @@ def test_a_run_whose_lease_another_run_took_over_mid_batch_writes_nothing_more(o
     locked, release = threading.Event(), threading.Event()
     results: dict[str, object] = {}
 
-    def hold(call: Call) -> None:  # the run's second batch waits for this lock
-        try:
-            with transaction.atomic():
-                Call.objects.select_for_update().get(pk=call.pk)
-                locked.set()
-                release.wait(timeout=20)
-        finally:
-            connection.close()
-
     def run() -> None:
         try:
             results["run"] = erasure_run(erasure_id=erasure.pk, batch_size=1)
         finally:
             connection.close()
 
-    holder = threading.Thread(target=hold, args=(second,))
+    # The run's second batch waits for this lock.
+    holder = threading.Thread(target=call_lock_hold, args=(second, locked, release))
     holder.start()
     assert locked.wait(timeout=10)
     stalled = threading.Thread(target=run)

@@ -124,3 +124,49 @@ def test_the_not_blank_pattern_read_as_a_client_reads_it_accepts_what_the_api_ac
     )
 
     assert (response.status_code == 201) == bool(re.fullmatch(as_ecma, user_id)), response.content
+
+
+def _declared_defaults(schema: dict, component: str) -> dict:
+    """What a generated client (openapi-python-client) sends for each property it was not
+    given a value for: the `default` the schema declares."""
+    properties = schema["components"]["schemas"][component]["properties"]
+    return {name: prop["default"] for name, prop in properties.items() if "default" in prop}
+
+
+def test_a_settings_patch_as_a_generated_client_sends_it_keeps_the_other_settings(
+    schema, api, workflow
+) -> None:
+    """`settings` merges key by key: a PATCH of one setting through the Python SDK must
+    not put back the defaults of those it did not name."""
+    url = f"/api/v1/workflows/{workflow.id}"
+    customized = {"connect_timeout_seconds": 120, "allow_interruptions": False}
+    assert api.patch(url, {"settings": customized}, format="json").status_code == 200
+
+    sent = {**_declared_defaults(schema, "WorkflowSettingsRequest"), "max_duration_seconds": 900}
+    response = api.patch(url, {"settings": sent}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert {k: response.json()["settings"][k] for k in [*customized, "max_duration_seconds"]} == {
+        **customized,
+        "max_duration_seconds": 900,
+    }
+
+
+def test_a_webhook_endpoint_patch_as_a_generated_client_sends_it_keeps_it_disabled(
+    schema, api
+) -> None:
+    """A PATCH of the description through the Python SDK must not re-enable it."""
+    created = api.post(
+        "/api/v1/webhook-endpoints", {"url": "https://example.com/hooks"}, format="json"
+    ).json()
+    url = f"/api/v1/webhook-endpoints/{created['id']}"
+    assert api.patch(url, {"enabled": False}, format="json").json()["enabled"] is False
+
+    sent = {
+        **_declared_defaults(schema, "PatchedWebhookEndpointWriteRequest"),
+        "description": "CRM",
+    }
+    response = api.patch(url, sent, format="json")
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["description"], response.json()["enabled"]) == ("CRM", False)

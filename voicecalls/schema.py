@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.plumbing import build_basic_type, is_list_serializer
+from drf_spectacular.plumbing import build_basic_type, is_list_serializer, is_patched_serializer
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from drf_standardized_errors.openapi import AutoSchema as StandardizedErrorsAutoSchema
@@ -87,6 +89,17 @@ class AutoSchema(StandardizedErrorsAutoSchema):
                 schema["maxItems"] = field.max_length
         return schema
 
+    def _map_basic_serializer(self, serializer: object, direction: str) -> dict:
+        # Generated clients (openapi-python-client) send a property's declared default
+        # whenever the caller left it out: in a body whose absent keys mean "keep", a
+        # PATCH of one field would reset the others. Such bodies declare none.
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and is_patched_serializer(serializer, direction):
+            _drop_defaults(schema, state_in_description=False)
+        elif direction == "request" and getattr(serializer, "merged_by_patch", False):
+            _drop_defaults(schema, state_in_description=True)
+        return schema
+
     def _get_error_response_serializer(self, status_code: str) -> OpenApiResponse:
         return OpenApiResponse(
             ErrorResponseSerializer, description=ERROR_DESCRIPTIONS[int(status_code)]
@@ -108,6 +121,17 @@ class AutoSchema(StandardizedErrorsAutoSchema):
                 {"schema": {"type": "string"}, "description": "`Bearer`."},
             )
         return headers
+
+
+def _drop_defaults(schema: dict, *, state_in_description: bool) -> None:
+    """Remove `default` from each property (and its inline alternatives); with
+    `state_in_description`, say it in the description instead."""
+    for prop in schema.get("properties", {}).values():
+        branches = [prop, *(b for k in ("anyOf", "oneOf") for b in prop.get(k, []))]
+        defaults = [b.pop("default") for b in branches if isinstance(b, dict) and "default" in b]
+        if defaults and state_in_description:
+            text = json.dumps(defaults[0], ensure_ascii=False)
+            prop["description"] = f"{prop.get('description', '')} Default: {text}.".strip()
 
 
 _EMPTY_TEXT = {"type": "string", "maxLength": 0}

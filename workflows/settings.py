@@ -111,6 +111,11 @@ class RecordingSettingSerializer(JSONTypedSerializer):
 
 
 class WorkflowSettingsSerializer(JSONTypedSerializer):
+    # A workflow PATCH merges `settings` key by key (serializers.patch_merge): the schema
+    # states the defaults in words, as a generated client sends a declared default for
+    # every key it was not given (voicecalls/schema.py).
+    merged_by_patch = True
+
     connect_timeout_seconds = serializers.IntegerField(
         min_value=CONNECT_TIMEOUT_BOUNDS[0],
         max_value=CONNECT_TIMEOUT_BOUNDS[1],

@@ -55,10 +55,14 @@ class CallCreateSerializer(JSONTypedSerializer):
         required=False,
         help_text="Additional metadata stored with the call (JSON object, ≤ 16 KiB).",
     )
+    # No static default: left out, it is `inbound`, or `outbound` with `phone_number`
+    # (run_validation). A declared default would be sent by generated clients, and
+    # `inbound` with a phone number is a 400.
     direction = serializers.ChoiceField(
         choices=CallDirection.choices,
-        default=CallDirection.INBOUND,
-        help_text="`inbound`: the user starts the call; `outbound`: your system calls the user.",
+        required=False,
+        help_text="`inbound`: the user starts the call; `outbound`: your system calls the "
+        "user. Left out: `inbound`, or `outbound` with `phone_number`.",
     )
     phone_number = E164TextField(
         required=False,
@@ -74,16 +78,15 @@ class CallCreateSerializer(JSONTypedSerializer):
     )
 
     def run_validation(self, data: object = serializers.empty) -> dict:
-        # `direction` defaults to inbound: only the request says whether it was given.
-        asked = data.get("direction") if isinstance(data, dict) else None
         value = super().run_validation(data)
         if "phone_number" not in value:
             if "from_number" in value:
                 raise serializers.ValidationError(
                     {"from_number": ["Only with `phone_number` (phone calls)."]}
                 )
+            value.setdefault("direction", CallDirection.INBOUND)
             return value
-        if asked == CallDirection.INBOUND:
+        if value.get("direction") == CallDirection.INBOUND:
             raise serializers.ValidationError(
                 {"direction": ["A call to `phone_number` is `outbound`."]}
             )

@@ -170,3 +170,23 @@ def test_a_webhook_endpoint_patch_as_a_generated_client_sends_it_keeps_it_disabl
 
     assert response.status_code == 200, response.content
     assert (response.json()["description"], response.json()["enabled"]) == ("CRM", False)
+
+
+def test_a_phone_call_as_a_generated_client_sends_it_is_created_outbound(
+    schema, api, organization, workflow, fake_livekit
+) -> None:
+    """`direction` left out is `outbound` with `phone_number`: the schema declares no
+    static default a client would send in its place (it was `inbound`, a 400)."""
+    from tests.phone import CALLEE, phone_ready
+
+    phone_ready(organization)
+    sent = {
+        **_declared_defaults(schema, "CallCreateRequest"),
+        "workflow_slug": workflow.slug,
+        "phone_number": CALLEE,
+    }
+
+    response = api.post("/api/v1/calls", sent, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["channel"] == "phone"

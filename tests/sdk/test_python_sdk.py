@@ -404,12 +404,8 @@ def test_an_outbound_phone_call_through_the_sdk(api_server: LiveServer) -> None:
 
         joined = calls_create.sync(
             client=phone_client,
-            # The SDK sends `direction` (default inbound) always: a phone call says outbound.
-            body=CallCreateRequest(
-                workflow_slug="daily-call",
-                phone_number="+14155550123",
-                direction=CallDirectionEnum.OUTBOUND,
-            ),
+            # `direction` left out: the SDK sends none, and a phone call is outbound.
+            body=CallCreateRequest(workflow_slug="daily-call", phone_number="+14155550123"),
         )
         assert isinstance(joined, CallJoin), joined
         assert (joined.status, joined.channel) == (CallStatusEnum.PENDING, CallChannelEnum.PHONE)

@@ -27,7 +27,12 @@ RESOURCES = {
     "workflows": "workflow-list",
     "provider_keys": "provider-key-list",
     "webhook_endpoints": "webhook-endpoint-list",
+    "sip_trunks": "sip-trunk-list",
+    "phone_numbers": "phone-number-list",
+    "organization": "organization",
     "usage": "usage",
+    "prices": "prices",
+    "erasures": "erasure-list",
     "livekit_webhooks": "livekit-webhook",
 }
 
@@ -38,7 +43,12 @@ class ApiResourcesSerializer(serializers.Serializer):
     workflows = serializers.URLField(help_text="The workflows calls start from.")
     provider_keys = serializers.URLField(help_text="Bring-your-own STT/LLM/TTS keys.")
     webhook_endpoints = serializers.URLField(help_text="Where call events are delivered.")
+    sip_trunks = serializers.URLField(help_text="Your carrier's SIP trunks, for phone calls.")
+    phone_numbers = serializers.URLField(help_text="Inbound numbers and their workflows.")
+    organization = serializers.URLField(help_text="Your organization's settings and limits.")
     usage = serializers.URLField(help_text="The organization's calls against its limits.")
+    prices = serializers.URLField(help_text="The price table your calls are priced with.")
+    erasures = serializers.URLField(help_text="Erase a user's personal data (POST).")
     livekit_webhooks = serializers.URLField(
         help_text="Where LiveKit's signed webhooks go (LiveKit's own signature, no key)."
     )

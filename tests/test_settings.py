@@ -95,6 +95,32 @@ def test_the_webhook_retry_schedule_comes_from_the_environment() -> None:
     assert result.stdout.strip() == "(0.0, 1.0, 2.5)", result.stderr
 
 
+def test_secret_key_fallbacks_come_from_the_environment() -> None:
+    """After a SECRET_KEY rotation the old key keeps the keyed hashes made under it
+    matching (idempotency fingerprints, erasures' user ids, erased room names), as
+    docs/privacy.md says: it must be settable, as CRYPTOGRAPHY_KEY_FALLBACKS is."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "voicecalls.settings",
+            "VOICECALLS_ENV_FILE": os.devnull,
+            "DEBUG": "1",
+            "SECRET_KEY_FALLBACKS": "old-secret-key, older-secret-key",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.stdout.strip() == "['old-secret-key', 'older-secret-key']", result.stderr
+
+
 @pytest.mark.parametrize("value", ["", "5,soon", "0,-1"])
 def test_a_malformed_webhook_retry_schedule_is_refused(value: str) -> None:
     result = run_check({"DEBUG": "1", "WEBHOOKS_RETRY_SCHEDULE": value})

@@ -67,6 +67,11 @@ def _timeout(name: str, default: float, most: float) -> float:
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
+# Previous SECRET_KEYs (comma-separated): sessions and the keyed hashes made under them
+# (idempotency fingerprints, erasures' user ids, erased room names) still match.
+SECRET_KEY_FALLBACKS = [
+    key.strip() for key in _secret("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
 # Previous CRYPTOGRAPHY_KEYs (comma-separated) stay readable until `rotate_provider_keys`
 # re-encrypts with CRYPTOGRAPHY_KEY (docs/key-rotation.md).

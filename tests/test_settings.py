@@ -121,6 +121,16 @@ def test_secret_key_fallbacks_come_from_the_environment() -> None:
     assert result.stdout.strip() == "['old-secret-key', 'older-secret-key']", result.stderr
 
 
+@pytest.mark.parametrize("value", ["JSON", "text"])
+def test_a_log_format_other_than_json_or_plain_is_refused_naming_it(value: str) -> None:
+    """It failed with logging's "Unable to configure handler 'console'", which names
+    neither the setting nor what it takes."""
+    result = run_check({"DEBUG": "1", "LOG_FORMAT": value})
+
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be one of: json, plain" in result.stderr
+
+
 @pytest.mark.parametrize("value", ["", "5,soon", "0,-1"])
 def test_a_malformed_webhook_retry_schedule_is_refused(value: str) -> None:
     result = run_check({"DEBUG": "1", "WEBHOOKS_RETRY_SCHEDULE": value})

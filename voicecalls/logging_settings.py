@@ -4,9 +4,16 @@ every handler (voicecalls.redaction)."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
+LOG_FORMATS = ("json", "plain")
+
 
 def logging_setting(*, log_format: str, level: str) -> dict:
     """LOGGING for `log_format` ("json" or "plain") at the root's `level`."""
+    if log_format not in LOG_FORMATS:
+        # Else logging's own "Unable to configure handler 'console'", naming neither.
+        raise ImproperlyConfigured(f"LOG_FORMAT must be one of: {', '.join(LOG_FORMATS)}")
     return {
         "version": 1,
         "disable_existing_loggers": False,

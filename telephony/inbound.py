@@ -92,7 +92,7 @@ def inbound_number_for(
 ) -> PhoneNumber | None:
     """The verified number the caller dialed, on the trunk LiveKit says the call came
     in on (when it says), of `organization` when given."""
-    numbers = PhoneNumber.objects.select_related("organization", "trunk", "workflow").filter(
+    numbers = PhoneNumber.objects.select_related("organization", "trunk").filter(
         number=caller.called, status=PhoneNumberStatus.VERIFIED
     )
     if organization is not None:
@@ -149,11 +149,8 @@ def _answering_number(
             caller.called,
         )
         return None
-    target = (
-        workflow_call_target(organization=number.organization, slug=number.workflow.slug)
-        if number.workflow.deleted_at is None
-        else None
-    )
+    # By its id: a rename of the workflow's slug since the number was read keeps it.
+    target = workflow_call_target(organization=number.organization, workflow_id=number.workflow_id)
     if target is None:
         logger.warning(
             "inbound call from %s to %s: its workflow is deleted; not answered",

@@ -595,3 +595,41 @@ def test_a_webhook_livekit_delivers_after_user_data_retention_leaves_no_caller_n
     ledger = list(LiveKitWebhookEvent.objects.values_list("room_name", "participant_identity"))
     assert ledger, "the late webhook was recorded"
     assert not [row for row in ledger if CALLER in row[0] or CALLER in row[1]], ledger
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_dialing_while_the_numbers_workflow_is_renamed_is_answered(
+    agent_api, number, sip_fake
+):
+    """The number's workflow was read, then looked up again by its slug: renamed in
+    between (a PATCH of its slug), it was not found, and the caller was told
+    `unknown_number` and hung up on. (The rename commits from the database driver's
+    hook, just before the lookup.)"""
+    from workflows.services import workflow_patch
+
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    def rename_elsewhere() -> None:
+        try:
+            workflow_patch(workflow=number.workflow, changes={"slug": "daily-call-v2"})
+        finally:
+            connection.close()
+
+    def before_lookup(execute, sql, params, many, context):
+        if "workflows_workflowversion" in sql and not renamed.is_set():
+            renamed.set()
+            thread = threading.Thread(target=rename_elsewhere)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    renamed = threading.Event()
+    with connection.execute_wrapper(before_lookup):
+        response = agent_asks(agent_api, room, identity)
+
+    assert renamed.is_set()
+    assert response.status_code == 200, response.content
+    assert response.json()["workflow"]["slug"] == "daily-call-v2"
+    assert call_in(room).workflow_slug == "daily-call-v2"

@@ -81,6 +81,20 @@ def test_only_the_exact_slug_matches(
     assert workflow_call_target(organization=organization, slug=slug) is None
 
 
+def test_by_id_it_finds_the_workflow_under_its_slug_of_now_and_only_the_organizations(
+    organization: Organization, outsider_workflow: Workflow
+) -> None:
+    workflow = WorkflowFactory(organization=organization, slug="renamed")
+
+    target = workflow_call_target(organization=organization, workflow_id=workflow.pk)
+
+    assert (target.workflow_id, target.workflow_slug) == (workflow.pk, "renamed")
+    assert target.version_id == workflow.current_version_id
+    assert workflow_call_target(organization=organization, workflow_id=outsider_workflow.pk) is None
+    Workflow.objects.filter(pk=workflow.pk).update(deleted_at=timezone.now())
+    assert workflow_call_target(organization=organization, workflow_id=workflow.pk) is None
+
+
 def test_it_takes_one_query(
     organization: Organization, workflow: Workflow, django_assert_num_queries
 ) -> None:

@@ -36,8 +36,11 @@ class CallTarget:
     dial_deadline_seconds: int = 60
 
 
-def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget | None:
-    """The organization's live workflow with that slug, as a call starts from it.
+def workflow_call_target(
+    *, organization: Organization, slug: str | None = None, workflow_id: uuid.UUID | None = None
+) -> CallTarget | None:
+    """The organization's live workflow with that slug (or, given, that id: a number's
+    workflow, which a rename of its slug must not lose), as a call starts from it.
 
     `POST /calls` reads this on every create: one plain statement, without the ORM's
     query compilation and model building (bench/README.md), reading only the
@@ -46,8 +49,15 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
     workflows it sees is `workflow_queryset`'s rule (the organization's, not deleted),
     spelled in SQL: change both together (tests/test_workflow_selectors.py).
     """
+    if (slug is None) == (workflow_id is None):
+        raise TypeError("workflow_call_target takes a slug or a workflow_id.")
     workflow_meta, version_meta = Workflow._meta, WorkflowVersion._meta
     definition_field = version_meta.get_field("definition")
+    column, value = (
+        ("slug", slug)
+        if workflow_id is None
+        else ("id", workflow_meta.pk.get_db_prep_value(workflow_id, connection))
+    )
     settings = (
         "v.definition -> 'settings'"
         if connection.vendor == "postgresql"
@@ -55,26 +65,26 @@ def workflow_call_target(*, organization: Organization, slug: str) -> CallTarget
     )
     with bound_cursor() as cursor:
         cursor.execute(
-            f"SELECT w.id, v.id, {settings} FROM {workflow_meta.db_table} w"
+            f"SELECT w.id, w.slug, v.id, {settings} FROM {workflow_meta.db_table} w"
             f" JOIN {version_meta.db_table} v ON v.id = w.current_version_id"
-            " WHERE w.organization_id = %s AND w.slug = %s AND w.deleted_at IS NULL",
+            f" WHERE w.organization_id = %s AND w.{column} = %s AND w.deleted_at IS NULL",
             [
                 workflow_meta.get_field("organization").get_db_prep_value(
                     organization.pk, connection
                 ),
-                slug,
+                value,
             ],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow_id, version_id, limits = row
+    found_id, found_slug, version_id, limits = row
     if limits is not None:
         limits = definition_field.from_db_value(limits, None, connection)
     version = WorkflowVersion(definition={} if limits is None else {"settings": limits})
     return CallTarget(
-        workflow_id=workflow_meta.pk.to_python(workflow_id),
-        workflow_slug=slug,
+        workflow_id=workflow_meta.pk.to_python(found_id),
+        workflow_slug=found_slug,
         version_id=version_meta.pk.to_python(version_id),
         connect_timeout_seconds=version.connect_timeout_seconds,
         max_duration_seconds=version.max_duration_seconds,

@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import ProtectedError, QuerySet
 from django.http import HttpRequest
 from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
@@ -76,6 +76,10 @@ class LiveKitDeletes:
                 self.message_user(
                     request, f"{obj}: LiveKit refused its deletion, kept: {exc}", messages.ERROR
                 )
+            except ProtectedError as exc:
+                # What keeps it came after the delete page looked (organization_delete).
+                request.livekit_refused = True
+                self.message_user(request, f"{obj}: {exc.args[0]}", messages.ERROR)
 
     def message_user(
         self,

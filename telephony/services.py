@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -389,7 +390,16 @@ def phone_number_update(
 def organization_delete(organization: Organization) -> None:
     """Delete an organization with what it has in LiveKit: its numbers' dispatch rules
     and its trunks (carrier credentials), which its rows' cascade would leave there.
-    `LiveKitError` keeps it all as it was (what LiveKit deleted already is gone)."""
+    `LiveKitError` keeps it all as it was (what LiveKit deleted already is gone).
+
+    `ProtectedError`, before LiveKit is asked, for one with workflows (and so calls),
+    which are kept. Checked holding its row, until the end: a row its customer adds
+    meanwhile (a first workflow, a key) waits on it (its foreign key) instead of failing
+    the rows' delete after LiveKit's were gone."""
+    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+    protecting = Workflow.objects.filter(organization=organization)[:1]
+    if protecting:
+        raise ProtectedError("The organization has workflows (and calls): kept.", set(protecting))
     for number in organization.phone_numbers.all():
         phone_number_delete(phone_number=number)
     for trunk in organization.sip_trunks.all():

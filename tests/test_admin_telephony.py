@@ -5,6 +5,7 @@ calls show their phone facts."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from django.test import Client
@@ -314,6 +315,57 @@ def test_deleting_an_organization_deletes_its_trunk_in_livekit_too(
     assert not Organization.objects.filter(pk=outsider.pk).exists()
     (sent,) = fake_livekit.calls("DeleteSIPTrunk")
     assert sent.body == {"sipTrunkId": trunk.livekit_trunk_id}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_organization_given_its_first_workflow_while_staff_delete_it_is_kept_whole(
+    staff_client, outsider, fake_livekit
+) -> None:
+    """The delete page found nothing that keeps the organization, then its customer
+    created a first workflow: the deletion had LiveKit delete the trunk, then the
+    workflow refused the organization's delete (a 500), and its rows, rolled back, were
+    left with no trunk in LiveKit: every phone call failed from then on. (The workflow
+    is created from the database driver's hook, as the admin logs the deletion.)"""
+    from django.db import connection
+
+    from workflows.demo import DEMO_DEFINITION
+    from workflows.services import workflow_create
+
+    phone_ready(outsider)
+    created = threading.Event()
+
+    def create_workflow_elsewhere() -> None:
+        from django.db import connection as own
+
+        try:
+            workflow_create(
+                organization=outsider, slug="first", name="First", definition=DEMO_DEFINITION
+            )
+            created.set()
+        finally:
+            own.close()
+
+    def once_checked(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "django_admin_log"'):
+            thread = threading.Thread(target=create_workflow_elsewhere)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(once_checked):
+        response = staff_client.post(
+            reverse("admin:accounts_organization_delete", args=[outsider.pk]),
+            {"post": "yes"},
+            follow=True,
+        )
+
+    assert created.is_set()
+    assert response.status_code == 200
+    assert "kept" in the_one_message(response)
+    assert Organization.objects.filter(pk=outsider.pk).exists()
+    assert SipTrunk.objects.filter(organization=outsider).exists()
+    assert fake_livekit.calls("DeleteSIPTrunk") == []
 
 
 def test_staff_cannot_set_a_default_caller_number_no_trunk_of_the_organization_has(

@@ -147,27 +147,12 @@ def call_end(*, call: Call) -> Call:
     """
     requested_at: datetime.datetime | None = timezone.now()
     open_call = Call.objects.filter(pk=call.pk, status__in=NOT_ENDED_STATUSES)
-    # A transfer's record older than any transfer takes was left half-way (its
-    # process died): the hang-up takes its place.
-    transfer_left = Q(
-        end_reason=EndReason.TRANSFERRED,
-        hangup_requested_at__lt=requested_at - TRANSFER_LEFT_AFTER,
-    )
-    recorded = open_call.filter(Q(hangup_requested_at__isnull=True) | transfer_left).update(
-        hangup_requested_at=requested_at,
-        end_reason=EndReason.API_REQUEST,
-        transfer_destination=None,
-    )
+    recorded = _hangup_record(call_id=call.pk, requested_at=requested_at)
+    if recorded is None:  # ended
+        call.refresh_from_db()
+        return call
     if not recorded:
-        # Another end is on its way: a transfer's record must stay (its own failure
-        # withdraws it); another hang-up's is this one's too.
-        ending = open_call.values_list("end_reason", flat=True).first()
-        if ending == EndReason.TRANSFERRED:
-            raise CallTransferring()
-        if ending is None:  # ended
-            call.refresh_from_db()
-            return call
-        requested_at = None
+        requested_at = None  # another hang-up's request is this one's too
     try:
         livekit.room_delete(room_name=call.room_name)
     except livekit.LiveKitError:
@@ -183,6 +168,37 @@ def call_end(*, call: Call) -> Call:
     )
     call.refresh_from_db()
     return call
+
+
+def _hangup_record(*, call_id: uuid.UUID, requested_at: datetime.datetime) -> bool | None:
+    """Record the hang-up on the open call: True; False when another hang-up's request
+    is on its way; None when the call has ended. CallTransferring while a transfer's
+    record stays (its own failure withdraws it)."""
+    open_call = Call.objects.filter(pk=call_id, status__in=NOT_ENDED_STATUSES)
+    # A transfer's record older than any transfer takes was left half-way (its
+    # process died): the hang-up takes its place.
+    transfer_left = Q(
+        end_reason=EndReason.TRANSFERRED,
+        hangup_requested_at__lt=requested_at - TRANSFER_LEFT_AFTER,
+    )
+    for _ in range(3):
+        recorded = open_call.filter(Q(hangup_requested_at__isnull=True) | transfer_left).update(
+            hangup_requested_at=requested_at,
+            end_reason=EndReason.API_REQUEST,
+            transfer_destination=None,
+        )
+        if recorded:
+            return True
+        ending = open_call.values_list("hangup_requested_at", "end_reason").first()
+        if ending is None:
+            return None
+        if ending[0] is not None:
+            if ending[1] == EndReason.TRANSFERRED:
+                raise CallTransferring()
+            return False
+        # Withdrawn since the update looked (the transfer, or that hang-up, failed):
+        # the call is as it was, and this hang-up records its own.
+    return False
 
 
 def call_room_delete(*, call_id: uuid.UUID, unless_attended: bool = False) -> bool:

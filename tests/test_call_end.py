@@ -171,3 +171,55 @@ def test_twirp_not_found_counts_as_already_gone(api, call, fake_livekit):
     response = end(api, call)
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_hang_up_as_a_transfer_in_flight_fails_ends_the_call(api, call, fake_livekit):
+    """The hang-up found a transfer recorded, then read the call's end reason to say so:
+    the transfer, refused by its destination in between, had withdrawn its record, and
+    the call with no end reason was taken for ended: a 200 showing it `active`, nothing
+    hung up. (The transfer's failure commits from the database driver's hook, just
+    before the read that follows the hang-up's update.)"""
+    import threading
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from calls.models import Call
+
+    Call.objects.filter(pk=call.pk).update(
+        hangup_requested_at=timezone.now(), end_reason="transferred", transfer_destination="+1"
+    )
+
+    def transfer_fails_elsewhere() -> None:
+        from django.db import connection as own
+
+        try:
+            Call.objects.filter(pk=call.pk).update(
+                hangup_requested_at=None, end_reason=None, transfer_destination=None
+            )
+        finally:
+            own.close()
+
+    def before_the_read(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "calls_call" SET "hangup_requested_at"'):
+            recording.set()
+        elif recording.is_set() and sql.startswith("SELECT") and not withdrawn.is_set():
+            withdrawn.set()
+            thread = threading.Thread(target=transfer_fails_elsewhere)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    recording, withdrawn = threading.Event(), threading.Event()
+    with connection.execute_wrapper(before_the_read):
+        response = end(api, call)
+
+    assert withdrawn.is_set()
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["end_reason"]) == (
+        "completed",
+        "api_request",
+    )
+    assert len(fake_livekit.calls("DeleteRoom")) == 1

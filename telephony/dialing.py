@@ -83,8 +83,13 @@ def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
         hangup_requested_at__isnull=True,
     ).update(dial_attempted_at=now)
     if not claimed:
-        # Attempted by a duplicate job, ended, or hung up since it was read: look again.
-        if Call.objects.filter(pk=call_id, hangup_requested_at__isnull=False).exists():
+        # Attempted by a duplicate job or ended: nothing to do. Still pending, it was hung
+        # up since it was read (maybe withdrawn again already, LiveKit failing it): looked
+        # at again, once that hang-up went one way or the other.
+        pending = Call.objects.filter(
+            pk=call_id, status=CallStatus.PENDING, dial_attempted_at__isnull=True
+        )
+        if pending.exists():
             phone_call_dial_later(call_id, after_seconds=HANGUP_RECHECK_SECONDS)
         return None
     # `connecting` once dialing starts; a hang-up that came first wins (no dial).

@@ -872,3 +872,47 @@ def test_a_hang_up_withdrawn_just_as_the_settle_wait_runs_out_is_not_applied(
     assert call.hangup_requested_at is None  # withdrawn
     rang = bool(sip_fake.calls("CreateSIPParticipant"))
     assert (rang, call.status, call.end_reason) == (True, "active", None)
+
+
+def test_a_hang_up_recorded_and_withdrawn_as_the_dial_job_claims_the_call_lets_it_be_dialed(
+    api, phone, sip_fake
+) -> None:
+    """The job's claim found a hang-up recorded (after the job read the call), then
+    looked whether it still was: LiveKit had failed it meanwhile (withdrawn, a 502, "the
+    call stays as it was"), so the job gave up without looking again, and the call was
+    never dialed: it failed `dial_timeout` at its deadline. (The hang-up is recorded,
+    then withdrawn, from the database driver's hook around the claim.)"""
+    from django.db import connection
+
+    call_id = create(api)["call_id"]
+
+    def elsewhere(**changes) -> None:
+        def run() -> None:
+            from django.db import connection as own
+
+            try:
+                Call.objects.filter(pk=call_id).update(**changes)
+            finally:
+                own.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    def around_the_claim(execute, sql, params, many, context):
+        claim = sql.startswith('UPDATE "calls_call" SET "dial_attempted_at"')
+        if claim:
+            elsewhere(hangup_requested_at=timezone.now(), end_reason="api_request")
+        result = execute(sql, params, many, context)
+        if claim:
+            elsewhere(hangup_requested_at=None, end_reason=None)
+        return result
+
+    with connection.execute_wrapper(around_the_claim):
+        run_dial_worker()
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    time.sleep(dialing.HANGUP_RECHECK_SECONDS + 0.1)
+    run_dial_worker()
+
+    assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+    assert detail(api, call_id)["status"] == "active"

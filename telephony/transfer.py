@@ -92,11 +92,7 @@ def call_transfer(
     `sip_transfer` is LiveKit's transfer (`simulate_call` plays LiveKit's part)."""
     _transferable_check(call)
     transfer_to = _destination_check(call=call, destination=destination, tool=tool)
-    requested_at = timezone.now()
-    if not _transfer_record(call=call, destination=destination, requested_at=requested_at):
-        call.refresh_from_db()
-        _transferable_check(call)
-        raise Conflict("The call is already being ended.", code="call_ending")
+    requested_at = _transfer_recorded(call=call, destination=destination)
     try:
         sip_transfer(
             room_name=call.room_name,
@@ -124,6 +120,22 @@ def call_transfer(
     _transferred(call=call, destination=destination)
     call.refresh_from_db()
     return call
+
+
+def _transfer_recorded(*, call: Call, destination: str) -> datetime.datetime:
+    """Record the transfer (see `_transfer_record`); when it was requested. 409 while
+    the call is being ended, or once it has."""
+    for _ in range(3):
+        requested_at = timezone.now()
+        if _transfer_record(call=call, destination=destination, requested_at=requested_at):
+            return requested_at
+        call.refresh_from_db()
+        _transferable_check(call)
+        if call.hangup_requested_at is not None:
+            break
+        # The end that kept it from recording was withdrawn since (LiveKit failed that
+        # hang-up, or that transfer): the call goes on, and this transfer is recorded.
+    raise Conflict("The call is already being ended.", code="call_ending")
 
 
 @transaction.atomic

@@ -727,3 +727,51 @@ def test_a_web_worker_outlives_the_longest_transfer_wait(monkeypatch):
     assert config["timeout"] > RING_TIMEOUT_BOUNDS[1] + DIAL_TIMEOUT_MARGIN_SECONDS
     # A restart (a deploy) waits for it as long.
     assert config["graceful_timeout"] > RING_TIMEOUT_BOUNDS[1] + DIAL_TIMEOUT_MARGIN_SECONDS
+
+
+@pytest.mark.postgres
+def test_a_transfer_meeting_a_hang_up_withdrawn_meanwhile_transfers_the_caller(
+    api, agent_api, live_call, sip_fake
+):
+    """The transfer found a hang-up recorded, which LiveKit then failed (withdrawn, a
+    502, "the call stays as it was"): the call went on, yet the agent was told 409
+    `call_ending` and the caller never reached the person. (The hang-up is recorded,
+    then withdrawn, from the database driver's hook around the transfer's record.)"""
+    import threading
+
+    from django.db import connection
+
+    def elsewhere(**changes) -> None:
+        def run() -> None:
+            from django.db import connection as own
+
+            try:
+                Call.objects.filter(pk=live_call.pk).update(**changes)
+            finally:
+                own.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    def around_the_record(execute, sql, params, many, context):
+        record = sql.startswith('UPDATE "calls_call" SET "hangup_requested_at"')
+        if record and not met.is_set():
+            met.set()
+            elsewhere(hangup_requested_at=timezone.now(), end_reason="api_request")
+            result = execute(sql, params, many, context)
+            elsewhere(hangup_requested_at=None, end_reason=None)
+            return result
+        return execute(sql, params, many, context)
+
+    met = threading.Event()
+    with connection.execute_wrapper(around_the_record):
+        response = agent_transfer(agent_api, live_call, DESK)
+
+    assert met.is_set()
+    assert response.status_code == 200, response.content
+    assert (response.json()["status"], response.json()["end_reason"]) == (
+        "completed",
+        "transferred",
+    )
+    assert len(sip_fake.calls("TransferSIPParticipant")) == 1

@@ -83,6 +83,9 @@ def agent_events_record(
     status, hangup_requested_at, end_reason, erased_at, transcript_expired_at = _call_touch(
         call_id=call_id, organization=organization, now=now
     )
+    # Arrived once the call's row is ours: a transfer recorded while this waited for it
+    # holds these reports for its result, which applies those that arrived after it.
+    now = max(now, timezone.now())
     # Read under the lock the erasure and retention take too: a line arriving after
     # either is stored without its words, so nothing removed comes back.
     keep_content = erased_at is None and transcript_expired_at is None

@@ -737,9 +737,6 @@ def test_a_transfer_meeting_a_hang_up_withdrawn_meanwhile_transfers_the_caller(
     502, "the call stays as it was"): the call went on, yet the agent was told 409
     `call_ending` and the caller never reached the person. (The hang-up is recorded,
     then withdrawn, from the database driver's hook around the transfer's record.)"""
-    import threading
-
-    from django.db import connection
 
     def elsewhere(**changes) -> None:
         def run() -> None:
@@ -775,3 +772,59 @@ def test_a_transfer_meeting_a_hang_up_withdrawn_meanwhile_transfers_the_caller(
         "transferred",
     )
     assert len(sip_fake.calls("TransferSIPParticipant")) == 1
+
+
+@pytest.mark.postgres
+def test_an_end_report_that_waited_for_the_transfers_record_still_ends_a_failed_transfer(
+    agent_key, agent_api, live_call, sip_fake
+):
+    """The agent's report was stamped when its request began, then reached the call's
+    row after the transfer had recorded itself there (waiting for the row the record
+    held): held for the transfer's result, yet stamped before the transfer began, and
+    the failed transfer, applying what arrived since it began, never applied it: the
+    call the agent had ended stayed `active`. (The transfer starts from the database
+    driver's hook, as the report is about to lock the call.)"""
+    from tests.conftest import bearer_client
+
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.BUSY
+    transfer = sip_fake._TransferSIPParticipant
+    recorded, reported = threading.Event(), threading.Event()
+    answers: list = []
+
+    def transfer_after_the_report(message, response_class):
+        recorded.set()
+        reported.wait(10)
+        return transfer(message, response_class)
+
+    sip_fake._TransferSIPParticipant = transfer_after_the_report
+
+    def transfer_elsewhere() -> None:
+        client = bearer_client(agent_key)
+        client.raise_request_exception = False
+        try:
+            answers.append(agent_transfer(client, live_call, DESK).status_code)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=transfer_elsewhere)
+
+    def before_the_lock(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "calls_call" SET "last_event_at"') and not thread.is_alive():
+            thread.start()
+            assert recorded.wait(10)
+        return execute(sql, params, many, context)
+
+    event = {"id": str(uuid.uuid4()), "type": "status", "timestamp": "2026-01-01T00:00:00Z"}
+    with connection.execute_wrapper(before_the_lock):
+        response = agent_api.post(
+            f"/api/v1/agent/calls/{live_call.id}/events",
+            {"events": [event | {"status": "completed"}]},
+            format="json",
+        )
+    reported.set()
+    thread.join(20)
+
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    assert answers == [502]
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("completed", "agent_hangup")

@@ -395,7 +395,10 @@ def organization_delete(organization: Organization) -> None:
     `ProtectedError`, before LiveKit is asked, for one with workflows (and so calls),
     which are kept. Checked holding its row, until the end: a row its customer adds
     meanwhile (a first workflow, a key) waits on it (its foreign key) instead of failing
-    the rows' delete after LiveKit's were gone."""
+    the rows' delete after LiveKit's were gone. Its trunks are locked before it, the
+    order in which a trunk's own deletion takes them (the other order deadlocked)."""
+    trunks = SipTrunk.objects.select_for_update().filter(organization=organization)
+    list(trunks.order_by("pk").values_list("pk"))
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     protecting = Workflow.objects.filter(organization=organization)[:1]
     if protecting:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from django.test import Client
@@ -366,6 +367,54 @@ def test_an_organization_given_its_first_workflow_while_staff_delete_it_is_kept_
     assert Organization.objects.filter(pk=outsider.pk).exists()
     assert SipTrunk.objects.filter(organization=outsider).exists()
     assert fake_livekit.calls("DeleteSIPTrunk") == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_organization_deleted_while_its_customer_deletes_a_trunk_never_deadlocks(
+    outsider_api, outsider, fake_livekit
+) -> None:
+    """A trunk's deletion locks the trunk, then (LiveKit asked) the organization's row;
+    the organization's deletion must take them in that order too. (It starts as LiveKit
+    deletes the trunk, and the trunk's deletion goes on once it waits for a lock.)"""
+    from django.db import connection
+
+    from telephony.services import organization_delete
+    from tests.locks import a_session_waits_for_a_lock
+
+    trunk = phone_ready(outsider)
+    errors: list[BaseException] = []
+
+    def delete_organization_elsewhere() -> None:
+        try:
+            organization_delete(Organization.objects.get(pk=outsider.pk))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    deletion = threading.Thread(target=delete_organization_elsewhere)
+
+    def while_livekit_deletes_the_trunk(method: str) -> None:
+        if method != "DeleteSIPTrunk" or deletion.is_alive():
+            return
+        deletion.start()
+        try:
+            for _ in range(200):
+                if a_session_waits_for_a_lock():
+                    return
+                time.sleep(0.02)
+        finally:
+            connection.close()
+
+    fake_livekit.on_request = while_livekit_deletes_the_trunk
+    outsider_api.raise_request_exception = False
+    response = outsider_api.delete(f"/api/v1/sip-trunks/{trunk.pk}")
+    deletion.join(20)
+
+    assert response.status_code == 204, response.content
+    assert errors == []
+    assert not Organization.objects.filter(pk=outsider.pk).exists()
 
 
 def test_staff_cannot_set_a_default_caller_number_no_trunk_of_the_organization_has(

@@ -140,17 +140,25 @@ def _answering_number(
 ) -> tuple[PhoneNumber, CallTarget] | None:
     """The verified number the caller dialed and its workflow's current version; None,
     logged, when there is no such number or its workflow is deleted."""
-    number = inbound_number_for(caller=caller, organization=organization)
-    if number is None:
-        # The room's name holds the caller's number (docs/privacy.md): masked here.
-        logger.warning(
-            "inbound call from %s to %r: no verified number of ours; not answered",
-            number_masked(caller.caller),
-            caller.called,
+    target = None
+    for _ in range(2):
+        number = inbound_number_for(caller=caller, organization=organization)
+        if number is None:
+            # The room's name holds the caller's number (docs/privacy.md): masked here.
+            logger.warning(
+                "inbound call from %s to %r: no verified number of ours; not answered",
+                number_masked(caller.caller),
+                caller.called,
+            )
+            return None
+        # By its id: a rename of the workflow's slug since the number was read keeps it.
+        target = workflow_call_target(
+            organization=number.organization, workflow_id=number.workflow_id
         )
-        return None
-    # By its id: a rename of the workflow's slug since the number was read keeps it.
-    target = workflow_call_target(organization=number.organization, workflow_id=number.workflow_id)
+        if target is not None:
+            break
+        # Deleted since the number was read: no workflow is while a number reaches it,
+        # so the number was moved to another meanwhile. Read again, once.
     if target is None:
         logger.warning(
             "inbound call from %s to %s: its workflow is deleted; not answered",

@@ -633,3 +633,44 @@ def test_a_caller_dialing_while_the_numbers_workflow_is_renamed_is_answered(
     assert response.status_code == 200, response.content
     assert response.json()["workflow"]["slug"] == "daily-call-v2"
     assert call_in(room).workflow_slug == "daily-call-v2"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_dialing_as_the_number_moves_to_another_workflow_reaches_that_one(
+    agent_api, organization, number, sip_fake
+):
+    """The number was read, then pointed at another workflow and its old one deleted
+    before that workflow was looked up: the caller, whose number reaches a live
+    workflow, was told `unknown_number` and hung up on. (The move commits from the
+    database driver's hook, just before the lookup.)"""
+    from telephony.services import phone_number_update
+    from workflows.services import workflow_delete
+
+    WorkflowFactory(organization=organization, slug="support")
+    sip_fake.webhook_sink = None
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+
+    def move_elsewhere() -> None:
+        try:
+            old = number.workflow
+            phone_number_update(phone_number=number, workflow_slug="support")
+            workflow_delete(workflow=old)
+        finally:
+            connection.close()
+
+    def before_lookup(execute, sql, params, many, context):
+        if "workflows_workflowversion" in sql and not moved.is_set():
+            moved.set()
+            thread = threading.Thread(target=move_elsewhere)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    moved = threading.Event()
+    with connection.execute_wrapper(before_lookup):
+        response = agent_asks(agent_api, room, identity)
+
+    assert moved.is_set()
+    assert response.status_code == 200, response.content
+    assert call_in(room).workflow_slug == "support"

@@ -83,6 +83,26 @@ def test_endpoint_pages_never_show_the_secret(
         assert_no_secret(response.content.decode(), secrets)
 
 
+def test_endpoint_pages_open_when_no_configured_key_opens_its_secret(
+    admin_client: Client, endpoint_and_secrets: tuple, settings
+) -> None:
+    """A fallback removed before `rotate_provider_keys` ran, or a mistyped key: staff
+    still see, switch off and delete the endpoint."""
+    endpoint, _ = endpoint_and_secrets
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-secrets-were-not-written-with"
+    change = reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk])
+
+    listed = admin_client.get(reverse("admin:webhooks_webhookendpoint_changelist"))
+    shown = admin_client.get(change)
+    saved = admin_client.post(change, {"url": endpoint.url, **read_now(endpoint)})
+    deleted = admin_client.post(
+        reverse("admin:webhooks_webhookendpoint_delete", args=[endpoint.pk]), {"post": "yes"}
+    )
+
+    assert [r.status_code for r in (listed, shown, saved, deleted)] == [200, 200, 302, 302]
+    assert not WebhookEndpoint.objects.exists()
+
+
 def test_endpoints_are_not_added_in_the_admin(admin_client: Client) -> None:
     response = admin_client.get(reverse("admin:webhooks_webhookendpoint_add"))
 
@@ -91,7 +111,7 @@ def test_endpoints_are_not_added_in_the_admin(admin_client: Client) -> None:
 
 def read_now(endpoint: WebhookEndpoint) -> dict:
     """The change page's hidden field: when the endpoint was read."""
-    endpoint.refresh_from_db()
+    endpoint.refresh_from_db(fields=["updated_at"])
     return {"read_at": endpoint.updated_at.isoformat()}
 
 

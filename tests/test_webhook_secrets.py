@@ -75,3 +75,53 @@ def test_reencrypt_changes_nothing_when_a_secret_cannot_be_opened(
         call_command("reencrypt_webhook_secrets", stdout=io.StringIO())
 
     assert raw_secrets() == before
+
+
+@pytest.fixture
+def endpoint_under_a_lost_key(organization: Organization, settings: object) -> WebhookEndpoint:
+    """An endpoint whose secret no configured key opens: the old key's fallback removed
+    before `rotate_provider_keys` ran, or a key mistyped in the deployment."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    endpoint, _ = endpoint_create(organization)
+    settings.CRYPTOGRAPHY_KEY = NEW
+    return endpoint
+
+
+def test_an_endpoint_whose_secret_no_key_opens_can_still_be_read_and_changed(
+    endpoint_under_a_lost_key: WebhookEndpoint, api
+) -> None:
+    url = f"/api/v1/webhook-endpoints/{endpoint_under_a_lost_key.pk}"
+
+    listed = api.get("/api/v1/webhook-endpoints")
+    shown = api.get(url)
+    changed = api.patch(url, {"description": "billing"}, format="json")
+    deliveries = api.get(f"{url}/deliveries")
+
+    assert [r.status_code for r in (listed, shown, changed, deliveries)] == [200] * 4
+    assert changed.json()["description"] == "billing"
+    assert raw_secrets()  # left as it was, for the key to come back
+
+
+def test_an_endpoint_whose_secret_no_key_opens_gets_a_new_one_by_rotation(
+    endpoint_under_a_lost_key: WebhookEndpoint, api
+) -> None:
+    """The customer's way out: a new secret, none kept beside it (the old one signs
+    nothing any more)."""
+    url = f"/api/v1/webhook-endpoints/{endpoint_under_a_lost_key.pk}"
+
+    rotated = api.post(f"{url}/rotate-secret")
+
+    assert rotated.status_code == 200
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.secret, endpoint.previous_secret) == (rotated.json()["secret"], None)
+    assert endpoint.previous_secret_expires_at is None
+
+
+def test_an_endpoint_whose_secret_no_key_opens_can_be_deleted(
+    endpoint_under_a_lost_key: WebhookEndpoint, api
+) -> None:
+    response = api.delete(f"/api/v1/webhook-endpoints/{endpoint_under_a_lost_key.pk}")
+
+    assert response.status_code == 204
+    assert not WebhookEndpoint.objects.exists()

@@ -73,6 +73,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
+        # Pages never show the secrets: never load (or decrypt) them.
+        return super().get_queryset(request).defer("secret", "previous_secret")
+
     def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
         services.webhook_endpoint_delete(endpoint=obj)
 

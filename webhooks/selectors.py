@@ -7,8 +7,16 @@ from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
 def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[WebhookEndpoint]:
-    """Every webhook endpoint of one organization: the only way views reach them."""
-    return WebhookEndpoint.objects.filter(organization=organization).order_by("-created_at", "-id")
+    """Every webhook endpoint of one organization: the only way views reach them.
+
+    Their secrets are deferred: no page shows them, and a secret no configured key opens
+    (docs/key-rotation.md) must not take the endpoint's pages, or its way out
+    (rotate-secret, delete), down with it."""
+    return (
+        WebhookEndpoint.objects.filter(organization=organization)
+        .defer("secret", "previous_secret")
+        .order_by("-created_at", "-id")
+    )
 
 
 def webhook_delivery_list(

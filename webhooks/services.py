@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
+from providerkeys.crypto import UndecryptableValue
 from providerkeys.reencrypt import secrets_reencrypt
 from webhooks import signing, transport
 from webhooks.models import EventType, WebhookEndpoint
@@ -120,7 +121,10 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     for attempt in range(1, DELETE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+                # Its secrets unread: one no configured key opens must not keep it.
+                WebhookEndpoint.objects.filter(pk=endpoint.pk).defer(
+                    "secret", "previous_secret"
+                ).delete()
             return
         except IntegrityError:
             if attempt == DELETE_ATTEMPTS:
@@ -136,9 +140,15 @@ def webhook_endpoint_rotate_secret(
     secret = signing.secret_generate()
     with transaction.atomic():
         # The secret as it is now: another rotation may have replaced the one read.
-        current = WebhookEndpoint.objects.select_for_update().only("secret").get(pk=endpoint.pk)
-        endpoint.previous_secret = current.secret
-        endpoint.previous_secret_expires_at = now + SECRET_ROTATION_GRACE
+        locked = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk)
+        try:
+            endpoint.previous_secret = locked.values_list("secret", flat=True).get()
+        except UndecryptableValue:
+            # No configured key opens it (docs/key-rotation.md): it signs nothing any
+            # more, and kept beside the new one it would stop every delivery.
+            endpoint.previous_secret = None
+        grace = endpoint.previous_secret is not None
+        endpoint.previous_secret_expires_at = now + SECRET_ROTATION_GRACE if grace else None
         endpoint.secret = secret
         endpoint.updated_at = now
         endpoint.save(

@@ -92,8 +92,10 @@ def inbound_number_for(
 ) -> PhoneNumber | None:
     """The verified number the caller dialed, on the trunk LiveKit says the call came
     in on (when it says), of `organization` when given."""
-    numbers = PhoneNumber.objects.select_related("organization", "trunk").filter(
-        number=caller.called, status=PhoneNumberStatus.VERIFIED
+    numbers = (
+        PhoneNumber.objects.select_related("organization", "trunk")
+        .defer("trunk__auth_password")
+        .filter(number=caller.called, status=PhoneNumberStatus.VERIFIED)
     )
     if organization is not None:
         numbers = numbers.filter(organization=organization)

@@ -17,6 +17,26 @@ class TrunkDirection(models.TextChoices):
     INBOUND = "inbound", "Inbound"
 
 
+class SipTrunkManager(models.Manager):
+    """Trunks without their password: LiveKit holds it (sent when the trunk was made) and
+    nothing here reads it again, so a password no configured key opens (a fallback
+    removed too early, docs/key-rotation.md) fails nothing that loads a trunk. Whether
+    there is one comes from the column, undecrypted."""
+
+    def get_queryset(self) -> models.QuerySet:
+        has_password = models.Q(auth_password__isnull=False)
+        return (
+            super()
+            .get_queryset()
+            .defer("auth_password")
+            .annotate(
+                has_auth_password=models.ExpressionWrapper(
+                    has_password, output_field=models.BooleanField()
+                )
+            )
+        )
+
+
 class SipTrunk(models.Model):
     """An organization's SIP trunk at its carrier, mirrored in LiveKit (`livekit_trunk_id`).
 
@@ -38,6 +58,8 @@ class SipTrunk(models.Model):
     livekit_trunk_id = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = SipTrunkManager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["organization", "-created_at", "-id"], name="trunk_list")]
@@ -47,7 +69,10 @@ class SipTrunk(models.Model):
 
     @property
     def auth_password_masked(self) -> str | None:
-        return PASSWORD_MASK if self.auth_password else None
+        has_password = getattr(self, "has_auth_password", None)
+        if has_password is None:  # not read through the manager: it was just made
+            has_password = bool(self.auth_password)
+        return PASSWORD_MASK if has_password else None
 
 
 class PhoneNumberStatus(models.TextChoices):

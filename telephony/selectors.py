@@ -26,7 +26,11 @@ def outbound_numbers(*, organization: Organization) -> list[str]:
 
 def phone_number_queryset(*, organization: Organization) -> QuerySet[PhoneNumber]:
     """The organization's phone numbers: the only way client views reach them."""
-    return PhoneNumber.objects.filter(organization=organization).select_related("trunk", "workflow")
+    return (
+        PhoneNumber.objects.filter(organization=organization)
+        .select_related("trunk", "workflow")
+        .defer("trunk__auth_password")  # as SipTrunk.objects: never read, never decrypted
+    )
 
 
 def number_held_elsewhere(*, organization: Organization, number: str) -> bool:

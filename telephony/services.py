@@ -305,7 +305,12 @@ def phone_number_verify(*, phone_number: PhoneNumber) -> PhoneNumber:
     """Staff verified the number: create its LiveKit dispatch rule (each caller in a new
     room, our agent dispatched with metadata naming the number) and mark it verified.
     Idempotent; `LiveKitError` leaves it unverified."""
-    locked = PhoneNumber.objects.select_for_update().select_related("trunk").get(pk=phone_number.pk)
+    locked = (
+        PhoneNumber.objects.select_for_update()
+        .select_related("trunk")
+        .defer("trunk__auth_password")
+        .get(pk=phone_number.pk)
+    )
     if locked.status == PhoneNumberStatus.VERIFIED:
         return locked
     rule = {
@@ -339,7 +344,10 @@ def phone_number_delete(*, phone_number: PhoneNumber) -> None:
     """Delete the number's dispatch rule in LiveKit (already gone there is fine), then
     the number. `LiveKitError` keeps it as it was."""
     locked = (
-        PhoneNumber.objects.select_for_update().select_related("trunk").filter(pk=phone_number.pk)
+        PhoneNumber.objects.select_for_update()
+        .select_related("trunk")
+        .defer("trunk__auth_password")
+        .filter(pk=phone_number.pk)
     ).first()
     if locked is None:
         return

@@ -50,6 +50,18 @@ def outcome(body: dict) -> tuple:
     return body["status"], body["end_reason"], body["sip_status_code"], body["sip_status"]
 
 
+def test_a_phone_call_is_placed_when_no_configured_key_opens_its_trunk_password(
+    api, phone, settings
+) -> None:
+    """The password lives on in LiveKit; a fallback removed before `rotate_provider_keys`
+    ran (or a mistyped CRYPTOGRAPHY_KEY) must not stop the organization's calls."""
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+
+    body = create(api)
+
+    assert body["status"] == "pending"
+
+
 def test_a_phone_call_is_answered_pending_at_once_with_a_listen_only_token(api, phone) -> None:
     body = create(api)
 

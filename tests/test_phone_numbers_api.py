@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk
-from telephony.services import phone_number_verify
+from telephony.services import phone_number_verify, sip_trunk_create
 from tests.factories import PhoneNumberFactory, WorkflowFactory
 from tests.phone import INBOUND_NUMBER, SECOND_INBOUND_NUMBER, inbound_trunk, phone_ready
 from voicecalls.livekit import LiveKitError
@@ -285,6 +285,30 @@ def test_deleting_a_verified_number_deletes_its_dispatch_rule(api, workflow, tru
     assert sent.identity_ok
     assert fake_livekit.dispatch_rules == {}
     assert PhoneNumber.objects.count() == 0
+
+
+def test_numbers_of_a_trunk_whose_password_no_configured_key_opens_still_work(
+    api, organization, workflow, fake_livekit, settings
+):
+    """A fallback removed before `rotate_provider_keys` ran, or a mistyped
+    CRYPTOGRAPHY_KEY: the trunk's password lives on in LiveKit, nothing here reads it."""
+    trunk = sip_trunk_create(
+        organization=organization,
+        name="carrier",
+        direction="inbound",
+        numbers=[INBOUND_NUMBER],
+        auth_username="acme",
+        auth_password="trunk-secret-pw",
+    )
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+
+    listed = api.get(URL)
+    phone_number_verify(phone_number=number)
+
+    assert listed.status_code == 200
+    assert [item["trunk_id"] for item in listed.json()["items"]] == [str(trunk.id)]
+    assert api.delete(f"{URL}/{number.id}").status_code == 204
 
 
 def test_a_rule_livekit_no_longer_has_is_deleted_here_too(api, workflow, trunk, fake_livekit):

@@ -153,6 +153,24 @@ def test_a_failed_delete_in_livekit_is_502_and_keeps_the_trunk(api, fake_livekit
     assert SipTrunk.objects.count() == 1
 
 
+def test_a_trunk_whose_password_no_configured_key_opens_is_still_listed_read_and_deleted(
+    api, fake_livekit, settings
+):
+    """A fallback removed before `rotate_provider_keys` ran, or a mistyped
+    CRYPTOGRAPHY_KEY: the password lives on in LiveKit, and no page shows it."""
+    trunk_id = api.post(URL, BODY, format="json").json()["id"]
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+
+    listed = api.get(URL)
+    shown = api.get(f"{URL}/{trunk_id}")
+
+    assert [listed.status_code, shown.status_code] == [200, 200]
+    assert listed.json()["items"][0]["auth_password_masked"] == "••••"
+    assert shown.json()["auth_password_masked"] == "••••"
+    assert api.delete(f"{URL}/{trunk_id}").status_code == 204
+    assert SipTrunk.objects.count() == 0
+
+
 def test_trunks_need_a_client_key(anonymous_api, agent_api):
     assert anonymous_api.get(URL).status_code == 401
     assert agent_api.get(URL).status_code == 403

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from privacy.keys import user_id_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_SECRETS = {
@@ -93,32 +97,6 @@ def test_the_webhook_retry_schedule_comes_from_the_environment() -> None:
     )
 
     assert result.stdout.strip() == "(0.0, 1.0, 2.5)", result.stderr
-
-
-def test_secret_key_fallbacks_come_from_the_environment() -> None:
-    """After a SECRET_KEY rotation the old key keeps the keyed hashes made under it
-    matching (idempotency fingerprints, erasures' user ids, erased room names), as
-    docs/privacy.md says: it must be settable, as CRYPTOGRAPHY_KEY_FALLBACKS is."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)",
-        ],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "voicecalls.settings",
-            "VOICECALLS_ENV_FILE": os.devnull,
-            "DEBUG": "1",
-            "SECRET_KEY_FALLBACKS": "old-secret-key, older-secret-key",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert result.stdout.strip() == "['old-secret-key', 'older-secret-key']", result.stderr
 
 
 @pytest.mark.parametrize("value", ["JSON", "text"])
@@ -209,3 +187,44 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_secret_key_fallbacks_come_comma_separated_from_the_environment_or_a_file(
+    tmp_path: Path,
+) -> None:
+    """Rotating SECRET_KEY (docs/key-rotation.md): the hashes a retained identity, an
+    erasure's record or an idempotency record keep were made under the old key, and a
+    deployment reaches them only through SECRET_KEY_FALLBACKS set in its environment."""
+    organization_id = uuid.uuid4()
+    show = (
+        "from privacy.keys import user_id_hashes; "
+        f"print(user_id_hashes(organization_id='{organization_id}', user_id='user-1')[1:])"
+    )
+
+    def fallback_hashes(**extra: str) -> list[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SECRET_KEY")}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+            cwd=ROOT,
+            env={**clean, "VOICECALLS_ENV_FILE": os.devnull, "DEBUG": "1", **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return ast.literal_eval(result.stdout.strip())
+
+    def made_under(secret: str) -> str:
+        return user_id_hash(organization_id=organization_id, user_id="user-1", secret=secret)
+
+    secret_file = tmp_path / "fallbacks"
+    secret_file.write_text("older-secret-key\n")
+
+    assert fallback_hashes(SECRET_KEY_FALLBACKS="old-secret-key, older-secret-key,") == [
+        made_under("old-secret-key"),
+        made_under("older-secret-key"),
+    ]
+    assert fallback_hashes(SECRET_KEY_FALLBACKS_FILE=str(secret_file)) == [
+        made_under("older-secret-key")
+    ]
+    assert fallback_hashes() == []

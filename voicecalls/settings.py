@@ -67,8 +67,9 @@ def _timeout(name: str, default: float, most: float) -> float:
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
-# Previous SECRET_KEYs (comma-separated): sessions and the keyed hashes made under them
-# (idempotency fingerprints, erasures' user ids, erased room names) still match.
+# Previous SECRET_KEYs (comma-separated): sessions, and the keyed hashes records keep
+# (retained identities, erasure records, erased room names, idempotency), made under them,
+# stay valid (docs/key-rotation.md).
 SECRET_KEY_FALLBACKS = [
     key.strip() for key in _secret("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
 ]

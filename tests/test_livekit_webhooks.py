@@ -147,6 +147,46 @@ def test_get_is_405(client):
     assert client.get("/api/v1/webhooks/livekit").status_code == 405
 
 
+NEW_KEY, NEW_SECRET = "APInewkey", "the-new-livekit-secret-" + "n" * 20
+
+
+def test_during_a_livekit_key_rotation_webhooks_signed_by_either_key_are_accepted(
+    workflow, settings
+):
+    """LiveKit signs its webhooks with the one key of its `webhook.api_key`: between
+    deploying the new key here and switching LiveKit's, or the other way round, its
+    webhooks come signed by the key this deployment no longer uses (docs/key-rotation.md)."""
+    old_key, old_secret = settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET
+    settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET = NEW_KEY, NEW_SECRET
+    settings.LIVEKIT_API_KEY_FALLBACKS = {old_key: old_secret}
+    by_old = CallFactory(organization=workflow.organization, workflow=workflow)
+    by_new = CallFactory(organization=workflow.organization, workflow=workflow)
+    old_body = webhook_body("participant_joined", call_id=by_old.pk)
+    new_body = webhook_body("participant_joined", call_id=by_new.pk)
+
+    old = post_webhook(old_body, authorization=sign(old_body, key=old_key, secret=old_secret))
+    new = post_webhook(new_body)
+
+    assert [old.json(), new.json()] == [{"result": "handled"}] * 2
+    by_old.refresh_from_db()
+    assert by_old.status == S.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("devkey", "secret"), ("APIoldkey", "a-forged-secret"), (NEW_KEY, "a-forged-secret")],
+)
+def test_a_webhook_by_a_key_no_longer_or_never_listed_is_401(call, settings, key, secret):
+    settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET = NEW_KEY, NEW_SECRET
+    settings.LIVEKIT_API_KEY_FALLBACKS = {"APIoldkey": "the-old-livekit-secret"}
+    body = webhook_body("participant_joined", call_id=call.pk)
+
+    response = post_webhook(body, authorization=sign(body, key=key, secret=secret))
+
+    assert response.status_code == 401
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
 def test_a_replayed_webhook_changes_nothing(active_call):
     body = webhook_body("participant_left", call_id=active_call.pk, reason="CLIENT_INITIATED")
     assert post_webhook(body).json() == {"result": "handled"}

@@ -228,3 +228,27 @@ def test_secret_key_fallbacks_come_comma_separated_from_the_environment_or_a_fil
         made_under("older-secret-key")
     ]
     assert fallback_hashes() == []
+
+
+def test_livekit_key_fallbacks_are_key_secret_pairs_and_a_malformed_one_is_refused() -> None:
+    show = "from django.conf import settings; print(settings.LIVEKIT_API_KEY_FALLBACKS)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "VOICECALLS_ENV_FILE": os.devnull,
+            "DEBUG": "1",
+            "LIVEKIT_API_KEY_FALLBACKS": "APIold:old-secret, APIolder:a:b,",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "{'APIold': 'old-secret', 'APIolder': 'a:b'}", result.stderr
+
+    refused = run_check({"DEBUG": "1", "LIVEKIT_API_KEY_FALLBACKS": "APIold-without-its-secret"})
+
+    assert refused.returncode != 0
+    assert "LIVEKIT_API_KEY_FALLBACKS must be comma-separated KEY:SECRET pairs" in refused.stderr
+    assert "APIold-without-its-secret" not in refused.stderr

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
+import jwt
 from django.conf import settings
 from google.protobuf import json_format
 from livekit import api
@@ -80,6 +81,20 @@ class WebhookEvent:
     egress: EgressUpdate | None = None
 
 
+def _webhook_verifier(token: str) -> api.TokenVerifier:
+    """The verifier of the key the token names as its issuer: LIVEKIT_API_KEY, or one of
+    LIVEKIT_API_KEY_FALLBACKS during a rotation. The issuer only picks the secret; the
+    signature is then checked by it, and the issuer again."""
+    keys = {**settings.LIVEKIT_API_KEY_FALLBACKS}
+    keys[settings.LIVEKIT_API_KEY] = settings.LIVEKIT_API_SECRET
+    try:
+        issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except (jwt.PyJWTError, AttributeError):  # not a JWT, or its claims not an object
+        issuer = None
+    key = issuer if isinstance(issuer, str) and issuer in keys else settings.LIVEKIT_API_KEY
+    return api.TokenVerifier(key, keys[key])
+
+
 def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     """Verify a webhook's JWT (HS256 by our secret, issuer our key, sha256 of the body).
 
@@ -92,9 +107,7 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         token = token[7:].strip()
     if not token:
         raise WebhookSignatureError("Missing signature.")
-    receiver = api.WebhookReceiver(
-        api.TokenVerifier(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)
-    )
+    receiver = api.WebhookReceiver(_webhook_verifier(token))
     try:
         event = receiver.receive(body, token)
     except (json_format.ParseError, RecursionError) as exc:

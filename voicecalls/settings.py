@@ -83,6 +83,20 @@ CRYPTOGRAPHY_KEY_FALLBACKS = [
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
 LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
 LIVEKIT_API_SECRET = _secret("LIVEKIT_API_SECRET", DEV_LIVEKIT_API_SECRET)
+
+
+def _key_pairs(name: str) -> dict[str, str]:
+    """NAME (or NAME_FILE): comma-separated KEY:SECRET pairs, else no start."""
+    pairs = [pair.strip() for pair in _secret(name, "").split(",") if pair.strip()]
+    if not all(":" in pair for pair in pairs):
+        # The value is secrets: the message must not quote it.
+        raise ImproperlyConfigured(f"{name} must be comma-separated KEY:SECRET pairs")
+    return dict(pair.split(":", 1) for pair in pairs)
+
+
+# Earlier LiveKit API keys whose webhooks are still accepted while LiveKit's
+# `webhook.api_key` is switched to LIVEKIT_API_KEY (docs/key-rotation.md).
+LIVEKIT_API_KEY_FALLBACKS = _key_pairs("LIVEKIT_API_KEY_FALLBACKS")
 LIVEKIT_AGENT_NAME = env.str("LIVEKIT_AGENT_NAME", default="voicecalls-agent")
 # Seconds LiveKit keeps a room open after the last participant left.
 LIVEKIT_DEPARTURE_TIMEOUT = env.int("LIVEKIT_DEPARTURE_TIMEOUT", default=10)

@@ -252,3 +252,14 @@ def test_livekit_key_fallbacks_are_key_secret_pairs_and_a_malformed_one_is_refus
     assert refused.returncode != 0
     assert "LIVEKIT_API_KEY_FALLBACKS must be comma-separated KEY:SECRET pairs" in refused.stderr
     assert "APIold-without-its-secret" not in refused.stderr
+
+
+def test_with_debug_off_a_livekit_fallback_with_the_public_dev_secret_is_refused() -> None:
+    """Anyone may sign a LiveKit webhook with `livekit-server --dev`'s secret: listed as
+    the fallback of a deployment leaving its dev keys, it would take forged events."""
+    result = run_check(
+        {**PRODUCTION_SECRETS, "DEBUG": "0", "LIVEKIT_API_KEY_FALLBACKS": "devkey:secret"}
+    )
+
+    assert result.returncode != 0
+    assert "keep their public dev defaults: LIVEKIT_API_KEY_FALLBACKS" in result.stderr

@@ -118,6 +118,8 @@ def _refuse_dev_secrets() -> None:
         "LIVEKIT_API_SECRET": (LIVEKIT_API_SECRET, DEV_LIVEKIT_API_SECRET),
     }
     unsafe = [name for name, (value, default) in dev_defaults.items() if value == default]
+    if DEV_LIVEKIT_API_SECRET in LIVEKIT_API_KEY_FALLBACKS.values():
+        unsafe.append("LIVEKIT_API_KEY_FALLBACKS")
     if unsafe:
         raise ImproperlyConfigured(
             "DEBUG is off but these secrets keep their public dev defaults: " + ", ".join(unsafe)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import Organization
 from accounts.services import api_key_create
@@ -166,3 +167,46 @@ def test_a_key_nobody_can_open_aborts_the_whole_rotation(
     assert "Nothing was changed" in str(excinfo.value)
     assert "sk-lost-forever" not in str(excinfo.value)
     assert raw_columns() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rotation_and_a_calls_status_change_do_not_wait_for_each_other(
+    organization: Organization, is_postgres: bool, settings
+) -> None:
+    """A call's status change holds its organization's webhook endpoints until it commits
+    (webhooks.outbox: FOR KEY SHARE, so none is deleted under its deliveries). The
+    rotation holds every secret's row until it commits; it changes no key, so neither
+    must wait for the other: every call's change would stall for the whole rotation."""
+    if not is_postgres:
+        pytest.skip("SQLite has no row locks")
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    endpoint, signing_secret = webhook_endpoint_create(
+        organization=organization, url="https://example.com/hook", events=["call.ended"]
+    )
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+    outcome: list[object] = []
+
+    def rotation() -> None:
+        try:
+            outcome.append(rotate())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    rotating = threading.Thread(target=rotation)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM webhooks_webhookendpoint WHERE id = %s FOR KEY SHARE", [endpoint.pk]
+        )
+        rotating.start()
+        rotating.join(10)
+        finished_while_held = not rotating.is_alive()
+    rotating.join(10)
+
+    assert finished_while_held
+    assert not isinstance(outcome[0], BaseException), outcome
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    assert WebhookEndpoint.objects.get().secret == signing_secret

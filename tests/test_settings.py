@@ -263,3 +263,19 @@ def test_with_debug_off_a_livekit_fallback_with_the_public_dev_secret_is_refused
 
     assert result.returncode != 0
     assert "keep their public dev defaults: LIVEKIT_API_KEY_FALLBACKS" in result.stderr
+
+
+def test_a_livekit_fallback_naming_the_current_key_is_refused() -> None:
+    """LiveKit holds one secret per key: a new secret under the same key cannot be
+    rotated to without downtime, and the fallback's secret would never be tried."""
+    result = run_check(
+        {
+            "DEBUG": "1",
+            "LIVEKIT_API_KEY": "APIsamekey",
+            "LIVEKIT_API_KEY_FALLBACKS": "APIsamekey:the-old-secret",
+        }
+    )
+
+    assert result.returncode != 0
+    assert "LIVEKIT_API_KEY_FALLBACKS names LIVEKIT_API_KEY" in result.stderr
+    assert "the-old-secret" not in result.stderr

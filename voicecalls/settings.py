@@ -97,6 +97,12 @@ def _key_pairs(name: str) -> dict[str, str]:
 # Earlier LiveKit API keys whose webhooks are still accepted while LiveKit's
 # `webhook.api_key` is switched to LIVEKIT_API_KEY (docs/key-rotation.md).
 LIVEKIT_API_KEY_FALLBACKS = _key_pairs("LIVEKIT_API_KEY_FALLBACKS")
+if LIVEKIT_API_KEY in LIVEKIT_API_KEY_FALLBACKS:
+    # LiveKit holds one secret per key: a rotation is to a new key, not a new secret.
+    raise ImproperlyConfigured(
+        "LIVEKIT_API_KEY_FALLBACKS names LIVEKIT_API_KEY: rotate to a new key "
+        "(docs/key-rotation.md)"
+    )
 LIVEKIT_AGENT_NAME = env.str("LIVEKIT_AGENT_NAME", default="voicecalls-agent")
 # Seconds LiveKit keeps a room open after the last participant left.
 LIVEKIT_DEPARTURE_TIMEOUT = env.int("LIVEKIT_DEPARTURE_TIMEOUT", default=10)

@@ -85,6 +85,23 @@ def test_trunk_pages_show_only_the_mask(staff_client, organization, fake_livekit
     assert all("trunk-secret-pw" not in page for page in pages)
 
 
+def test_trunk_pages_open_when_no_configured_key_opens_the_password(
+    staff_client, organization, fake_livekit, settings
+) -> None:
+    trunk = phone_ready(organization)
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+    change = reverse("admin:telephony_siptrunk_change", args=[trunk.pk])
+    delete = reverse("admin:telephony_siptrunk_delete", args=[trunk.pk])
+
+    pages = [staff_client.get(url) for url in (LIST_URL, change, delete)]
+    deleted = staff_client.post(delete, {"post": "yes"})
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert "••••" in pages[1].content.decode()
+    assert deleted.status_code == 302
+    assert SipTrunk.objects.count() == 0
+
+
 def test_deleting_a_trunk_in_the_admin_deletes_it_in_livekit(
     staff_client, organization, fake_livekit
 ) -> None:

@@ -12,13 +12,14 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# The logging and OpenAPI schema settings (drf-spectacular), kept apart for their length.
+# How the environment is read; the logging and OpenAPI schema settings (drf-spectacular):
+# kept apart for their length.
+from voicecalls.env_settings import env, key_pairs, retry_schedule, secret, secrets, timeout
 from voicecalls.logging_settings import logging_setting
 from voicecalls.openapi_settings import SPECTACULAR_SETTINGS  # noqa: F401
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
 # A newcomer's shell has none of the variables below: `make run` writes a git-ignored
 # .env on its first run (scripts/dev_env.py) with DEBUG=1 and generated dev secrets, read
 # here so every README command works in a new shell. The real environment wins over the
@@ -32,71 +33,25 @@ DEV_CRYPTOGRAPHY_KEY = "dev-insecure-cryptography-key-change-me"
 DEV_LIVEKIT_API_KEY = "devkey"
 DEV_LIVEKIT_API_SECRET = "secret"
 
-
-def _secret(name: str, default: str) -> str:
-    """A secret from NAME, or from the file NAME_FILE points at (Docker/K8s secrets)."""
-    path = env.str(f"{name}_FILE", default="")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE points at an unreadable file") from exc
-    return env.str(name, default=default)
-
-
-def _retry_schedule(value: str) -> tuple[float, ...]:
-    """WEBHOOKS_RETRY_SCHEDULE: comma-separated waits in seconds, at least one, none < 0."""
-    try:
-        waits = tuple(float(part) for part in value.split(","))
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            "WEBHOOKS_RETRY_SCHEDULE must be comma-separated seconds"
-        ) from exc
-    if any(wait < 0 for wait in waits):
-        raise ImproperlyConfigured("WEBHOOKS_RETRY_SCHEDULE waits must not be negative")
-    return waits
-
-
-def _timeout(name: str, default: float, most: float) -> float:
-    """A timeout setting: more than 0 and at most `most` seconds, else no start."""
-    value = env.float(name, default=default)
-    if not 0 < value <= most:
-        raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most:g}")
-    return value
-
-
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = _secret("SECRET_KEY", DEV_SECRET_KEY)
+SECRET_KEY = secret("SECRET_KEY", DEV_SECRET_KEY)
 # Previous SECRET_KEYs (comma-separated): sessions, and the keyed hashes records keep
 # (retained identities, erasure records, erased room names, idempotency), made under them,
 # stay valid (docs/key-rotation.md).
-SECRET_KEY_FALLBACKS = [
-    key.strip() for key in _secret("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
-]
-CRYPTOGRAPHY_KEY = _secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
+SECRET_KEY_FALLBACKS = secrets("SECRET_KEY_FALLBACKS")
+CRYPTOGRAPHY_KEY = secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
 # Previous CRYPTOGRAPHY_KEYs (comma-separated) stay readable until `rotate_provider_keys`
 # re-encrypts with CRYPTOGRAPHY_KEY (docs/key-rotation.md).
-CRYPTOGRAPHY_KEY_FALLBACKS = [
-    key.strip() for key in _secret("CRYPTOGRAPHY_KEY_FALLBACKS", "").split(",") if key.strip()
-]
+CRYPTOGRAPHY_KEY_FALLBACKS = secrets("CRYPTOGRAPHY_KEY_FALLBACKS")
 
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
-LIVEKIT_API_KEY = _secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
-LIVEKIT_API_SECRET = _secret("LIVEKIT_API_SECRET", DEV_LIVEKIT_API_SECRET)
-
-
-def _key_pairs(name: str) -> dict[str, str]:
-    """NAME (or NAME_FILE): comma-separated KEY:SECRET pairs, else no start."""
-    pairs = [pair.strip() for pair in _secret(name, "").split(",") if pair.strip()]
-    if not all(":" in pair for pair in pairs):
-        # The value is secrets: the message must not quote it.
-        raise ImproperlyConfigured(f"{name} must be comma-separated KEY:SECRET pairs")
-    return dict(pair.split(":", 1) for pair in pairs)
+LIVEKIT_API_KEY = secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
+LIVEKIT_API_SECRET = secret("LIVEKIT_API_SECRET", DEV_LIVEKIT_API_SECRET)
 
 
 # Earlier LiveKit API keys whose webhooks are still accepted while LiveKit's
 # `webhook.api_key` is switched to LIVEKIT_API_KEY (docs/key-rotation.md).
-LIVEKIT_API_KEY_FALLBACKS = _key_pairs("LIVEKIT_API_KEY_FALLBACKS")
+LIVEKIT_API_KEY_FALLBACKS = key_pairs("LIVEKIT_API_KEY_FALLBACKS")
 if LIVEKIT_API_KEY in LIVEKIT_API_KEY_FALLBACKS:
     # LiveKit holds one secret per key: a rotation is to a new key, not a new secret.
     raise ImproperlyConfigured(
@@ -377,13 +332,13 @@ WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=Fa
 WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
 # One delivery attempt gives up after this long (name lookup, connect, answer); within
 # the 120 s it holds its delivery (webhooks.delivery.ATTEMPT_LEASE) before a resend.
-WEBHOOKS_TIMEOUT_SECONDS = _timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
+WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 # An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
 # when a delivery gives up, not retried for ever; enabling it through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
 # Seconds before each attempt of a delivery (the first's ignored): Standard Webhooks'
 # example, ten attempts over about three days. The soak (soak/) shortens it to seconds.
-WEBHOOKS_RETRY_SCHEDULE = _retry_schedule(
+WEBHOOKS_RETRY_SCHEDULE = retry_schedule(
     env.str("WEBHOOKS_RETRY_SCHEDULE", default="0,5,300,1800,7200,18000,36000,50400,72000,86400")
 )
 
@@ -392,7 +347,7 @@ WEBHOOKS_RETRY_SCHEDULE = _retry_schedule(
 ANALYSIS_LLM_BASE_URL = env.str("ANALYSIS_LLM_BASE_URL", default="")
 # A provider request gives up after this long (a last slow read adds as much); a run asks
 # twice at most, within the 15 minutes after which it is taken for lost and asked again.
-ANALYSIS_TIMEOUT_SECONDS = _timeout("ANALYSIS_TIMEOUT_SECONDS", 60.0, most=180)
+ANALYSIS_TIMEOUT_SECONDS = timeout("ANALYSIS_TIMEOUT_SECONDS", 60.0, most=180)
 # Provider errors (429, 5xx, timeouts) retry with exponential backoff from this base,
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
 ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
@@ -405,8 +360,8 @@ ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
 RECORDINGS_S3_ENDPOINT = env.str("RECORDINGS_S3_ENDPOINT", default="")
 RECORDINGS_S3_BUCKET = env.str("RECORDINGS_S3_BUCKET", default="")
 RECORDINGS_S3_REGION = env.str("RECORDINGS_S3_REGION", default="us-east-1")
-RECORDINGS_S3_ACCESS_KEY_ID = _secret("RECORDINGS_S3_ACCESS_KEY_ID", "")
-RECORDINGS_S3_SECRET_ACCESS_KEY = _secret("RECORDINGS_S3_SECRET_ACCESS_KEY", "")
+RECORDINGS_S3_ACCESS_KEY_ID = secret("RECORDINGS_S3_ACCESS_KEY_ID", "")
+RECORDINGS_S3_SECRET_ACCESS_KEY = secret("RECORDINGS_S3_SECRET_ACCESS_KEY", "")
 if bool(RECORDINGS_S3_ACCESS_KEY_ID) != bool(RECORDINGS_S3_SECRET_ACCESS_KEY):
     raise ImproperlyConfigured(
         "Set both RECORDINGS_S3_ACCESS_KEY_ID and RECORDINGS_S3_SECRET_ACCESS_KEY, or neither."

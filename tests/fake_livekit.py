@@ -63,6 +63,10 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
     # where the webhooks go (a callable taking the body and its Authorization).
     sip_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)
     transfer_outcomes: dict[str, sip.SipOutcome] = field(default_factory=dict)  # by transfer_to
+    # How a transfer that went through is answered (tests/fake_livekit_sip.py): "empty"
+    # as released servers do, "reported" as the newest fills it, "failed" a status
+    # saying it failed without an error.
+    transfer_answer: str = "empty"
     trunks: dict[str, str] = field(default_factory=dict)  # LiveKit trunk id → direction
     trunk_infos: dict[str, object] = field(default_factory=dict)  # as LiveKit lists them
     dispatch_rules: dict[str, api.SIPDispatchRuleInfo] = field(default_factory=dict)

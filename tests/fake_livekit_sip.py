@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import models as livekit_models
+from livekit.protocol import sip as sip_models
 
 METHODS = {
     "CreateSIPOutboundTrunk": (
@@ -252,9 +253,22 @@ class SipMixin:
         """A cold transfer (SIP REFER) with the outcome scripted for its destination
         (`transfer_outcomes`, by `transfer_to`): answered, the caller's SIP participant
         leaves the room (`participant_left`); refused, it stays and the request fails as
-        LiveKit's does, with the SIP status and transfer reason in `meta`."""
+        LiveKit's does, with the SIP status and transfer reason in `meta`.
+
+        A transfer that went through is answered as `transfer_answer` says: "empty" as
+        every released server does (livekit/livekit pkg/service/sip.go returned
+        google.protobuf.Empty until 788d4c3, in no release; the SIP bridge, livekit/sip
+        pkg/sip/service.go at be5d3f5, still returns Empty, so even that server's
+        status reads STS_TRANSFER_ONGOING), "reported" with STS_TRANSFER_SUCCESSFUL,
+        "failed" with STS_TRANSFER_FAILED and no error (the caller then stays)."""
         room, identity = message.room_name, message.participant_identity
         outcome = self.transfer_outcomes.get(message.transfer_to, ANSWER)
+        if self.transfer_answer == "failed":
+            return response_class(
+                transfer_id=f"STR_fake{next(_ids)}",
+                status=api.SIPTransferStatus.STS_TRANSFER_FAILED,
+                reason=sip_models.SIPTransferReason.STR_REJECTED,
+            )
         if outcome.ring_seconds:
             time.sleep(min(outcome.ring_seconds, message.ringing_timeout.seconds or 30))
         with self._lock:
@@ -277,6 +291,8 @@ class SipMixin:
             disconnect_reason=livekit_models.DisconnectReason.CLIENT_INITIATED,
         )
         self.webhooks_send("participant_left", room, participant)
+        if self.transfer_answer == "empty":
+            return response_class()
         return response_class(
             transfer_id=f"STR_fake{next(_ids)}",
             status=api.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL,

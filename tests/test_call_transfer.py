@@ -124,6 +124,36 @@ def test_the_agent_transfers_to_a_listed_number_and_the_call_ends_transferred(
     assert transcript(api, live_call) == [("system", f"Call transferred to {DESK}.")]
 
 
+@pytest.mark.parametrize("answer", ["empty", "reported"])
+def test_a_transfer_livekit_answers_without_an_error_is_a_success_whatever_its_status(
+    agent_api, live_call, sip_fake, answer
+):
+    """Released LiveKit servers answer a transfer that went through with an empty
+    message (google.protobuf.Empty; only livekit/livekit 788d4c3, in no release, fills
+    TransferSIPParticipantResponse, and LiveKit's SIP bridge reports nothing to fill it
+    with): its status reads STS_TRANSFER_ONGOING, and no error means it completed."""
+    sip_fake.transfer_answer = answer
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 200, response.content
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("completed", "transferred")
+
+
+def test_a_transfer_livekit_reports_failed_without_an_error_is_502_and_the_caller_stays(
+    agent_api, live_call, sip_fake
+):
+    sip_fake.transfer_answer = "failed"
+
+    response = agent_transfer(agent_api, live_call, DESK)
+
+    assert response.status_code == 502
+    assert response.json()["errors"][0]["code"] == "transfer_failed"
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("active", None)
+
+
 def test_the_callers_departure_webhook_arriving_first_still_ends_it_transferred(
     api, agent_api, live_call, sip_fake
 ):

@@ -204,9 +204,14 @@ def sip_transfer(
     *, room_name: str, identity: str, transfer_to: str, ringing_timeout_seconds: int
 ) -> None:
     """Hand the SIP participant `identity` to `transfer_to` (`tel:+…` or `sip:…`), a
-    cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit reports it
-    successful; `SipTransferError` when it was tried and failed, `LiveKitError` when
-    LiveKit failed otherwise."""
+    cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit answers
+    without an error; `SipTransferError` when it was tried and failed, `LiveKitError`
+    when LiveKit failed otherwise.
+
+    LiveKit answers only once the transfer is over, and a failure as an error. Released
+    servers answer a success with an empty message (google.protobuf.Empty), whose
+    status reads STS_TRANSFER_ONGOING, as does the newest's, which copies the SIP
+    bridge's answer (Empty too): only a status saying it failed is a failure."""
     request = api.TransferSIPParticipantRequest(
         room_name=room_name, participant_identity=identity, transfer_to=transfer_to
     )
@@ -223,6 +228,6 @@ def sip_transfer(
         ) from None
     except api.TwirpError as exc:
         raise LiveKitError(f"LiveKit refused TransferSIPParticipant: {exc.code}") from None
-    if response.status != sip_models.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL:
+    if response.status == sip_models.SIPTransferStatus.STS_TRANSFER_FAILED:
         reason = enum_name(sip_models.SIPTransferReason, response.reason)
         raise SipTransferError(f"SIP transfer did not complete: {reason}", sip_status_code=None)

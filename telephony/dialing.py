@@ -152,7 +152,8 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
             max_call_duration_seconds=_livekit_max_call_duration(call, version),
         )
     except livekit_sip.SipDialError as exc:
-        return _dial_failed(call=call, code=exc.sip_status_code, text=exc.sip_status)
+        reason = EndReason.NO_ANSWER if exc.rang_out else None
+        return _dial_failed(call=call, code=exc.sip_status_code, text=exc.sip_status, reason=reason)
     except livekit.LiveKitError as exc:
         # LiveKit itself failed (down, refused): the call is not retried, which could
         # ring the phone twice; it fails `sip_error` and its room is closed.

@@ -6,8 +6,9 @@ the room while it rings (`participant_joined`, kind SIP, `sip.callStatus` ringin
 then either the dial returns (answered) or the participant leaves
 (`participant_left` with USER_UNAVAILABLE / USER_REJECTED / SIP_TRUNK_FAILURE) and the
 dial fails with the Twirp code LiveKit maps the SIP status to and `meta`
-`{"sip_status_code", "sip_status"}` (livekit/protocol sip.go). Deleting the room while
-it rings cancels it (487).
+`{"sip_status_code", "sip_status"}` (livekit/protocol sip.go). Ringing out, or the room
+deleted while it rings, fails it with no SIP status: Twirp `canceled` "sip request timed
+out", as LiveKit's SIP bridge does (livekit/sip pkg/sip/outbound.go).
 """
 
 from __future__ import annotations
@@ -330,12 +331,19 @@ class SipMixin:
             self.on_ringing(room)
         ring_limit = message.ringing_timeout.seconds or 30
         sip_code, sip_status = outcome.sip_code, outcome.sip_status
-        if cancel.wait(min(outcome.ring_seconds, ring_limit)):
-            sip_code, sip_status = 487, "Request Terminated"
-        elif sip_code is None and outcome.ring_seconds > ring_limit:
-            sip_code, sip_status = 408, "Request Timeout"
+        # Rung out, or cancelled by the room's deletion: LiveKit's SIP bridge stops the
+        # INVITE with no SIP status of its own (livekit/sip pkg/sip/outbound.go
+        # sipResponse: psrpc.Canceled, ErrSIPRequestTimeout), USER_UNAVAILABLE.
+        rang_out = cancel.wait(min(outcome.ring_seconds, ring_limit)) or (
+            sip_code is None and outcome.ring_seconds > ring_limit
+        )
         with self._lock:
             self._cancels.pop(room, None)
+        if rang_out:
+            self._sip_participant_gone(
+                room, participant, livekit_models.DisconnectReason.USER_UNAVAILABLE
+            )
+            return 408, "application/json", _json_error("canceled", "sip request timed out")
         if sip_code is None:
             return response_class(
                 participant_id=f"PA_fake{next(_ids)}",
@@ -343,15 +351,23 @@ class SipMixin:
                 room_name=room,
                 sip_call_id=f"SCL_fake{next(_ids)}",
             )
-        with self._lock:
-            if identity in self.rooms.get(room, []):
-                self.rooms[room].remove(identity)
-        participant.attributes["sip.callStatus"] = "hangup"
-        participant.disconnect_reason = _disconnect_reason(sip_code)
-        self.webhooks_send("participant_left", room, participant)
+        self._sip_participant_gone(room, participant, _disconnect_reason(sip_code))
         status, code = _twirp(sip_code)
         meta = {"sip_status_code": str(sip_code), "sip_status": sip_status}
         return status, "application/json", _json_error(code, f"sip status {sip_code}", meta)
+
+    def _sip_participant_gone(
+        self, room: str, participant: api.ParticipantInfo, reason: int
+    ) -> None:
+        """A failed dial's SIP participant leaves the room. Its `sip.callStatus` stays
+        as it was (livekit/sip pkg/sip/participant.go: a failed call's status has no
+        attribute); the room, when deleted, has no one to leave."""
+        with self._lock:
+            if participant.identity not in self.rooms.get(room, []):
+                return
+            self.rooms[room].remove(participant.identity)
+        participant.disconnect_reason = reason
+        self.webhooks_send("participant_left", room, participant)
 
 
 def _json_error(code: str, msg: str, meta: dict | None = None) -> bytes:

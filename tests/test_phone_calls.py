@@ -201,7 +201,8 @@ def test_a_phone_nobody_answers_within_the_ringing_timeout_is_no_answer(
 
     (dial,) = sip_fake.calls("CreateSIPParticipant")
     assert dial.body["ringingTimeout"] == "5s"
-    assert outcome(detail(api, call_id)) == ("failed", "no_answer", 408, "Request Timeout")
+    # LiveKit says no SIP status for it: its SIP bridge gave up the INVITE itself.
+    assert outcome(detail(api, call_id)) == ("failed", "no_answer", None, None)
 
 
 def test_a_dial_starting_late_rings_only_for_what_is_left_of_the_start_delay(
@@ -271,7 +272,7 @@ def test_ending_a_ringing_call_cancels_it_and_it_ends_as_requested(
 def test_a_hang_up_while_ringing_ends_as_requested_when_the_cancelled_dial_answers_first(
     api, phone, sip_fake, client_key
 ) -> None:
-    """LiveKit cancels the ringing as it deletes the room; its dial may answer (487)
+    """LiveKit cancels the ringing as it deletes the room; its dial may fail
     before its DeleteRoom does, so the dial job sees the failure before the hang-up
     ends the call."""
     sip_fake.sip_outcomes[CALLEE] = sip.answer_after(10)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from django.conf import settings
 from livekit import api
@@ -14,12 +15,21 @@ from voicecalls.livekit import LiveKitError, enum_name, livekit_run, twirp_reque
 
 
 class SipDialError(LiveKitError):
-    """LiveKit dialed and the call failed with a SIP status (busy, rejected, ...)."""
+    """LiveKit dialed and the call failed with a SIP status (busy, rejected, ...), or
+    rang out (`rang_out`: nobody answered within the ringing timeout; no SIP status)."""
 
-    def __init__(self, message: str, *, sip_status_code: int | None, sip_status: str | None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        sip_status_code: int | None,
+        sip_status: str | None,
+        rang_out: bool = False,
+    ):
         super().__init__(message)
         self.sip_status_code = sip_status_code
         self.sip_status = sip_status
+        self.rang_out = rang_out
 
 
 def create_outbound_trunk(
@@ -92,6 +102,14 @@ def delete_trunk(*, trunk_id: str) -> bool:
 
 # Beyond the ringing: LiveKit answers a dial a little after its ringing timeout.
 DIAL_TIMEOUT_MARGIN_SECONDS = 5.0
+# LiveKit waits this long at most for a dial's answer (livekit/livekit
+# pkg/service/sip.go CreateSIPParticipant, wait_until_answered), then gives it up.
+LIVEKIT_DIAL_WAIT_SECONDS = 80
+# How LiveKit answers a dial nobody answered: its SIP bridge gives up the INVITE when
+# the ringing timeout (or LiveKit's wait) passes, with no SIP status: Twirp `canceled`
+# "sip request timed out" (livekit/sip pkg/sip/outbound.go sipResponse), or
+# `deadline_exceeded` when LiveKit's own wait ran out first.
+_RANG_OUT_CODES = frozenset({api.TwirpErrorCode.CANCELED, api.TwirpErrorCode.DEADLINE_EXCEEDED})
 
 
 def sip_dial(
@@ -105,7 +123,8 @@ def sip_dial(
     max_call_duration_seconds: int,
 ) -> None:
     """Dial a phone into a room and wait until it is answered (returns) or fails:
-    `SipDialError` with the SIP status, `LiveKitError` when LiveKit failed otherwise."""
+    `SipDialError` with the SIP status (or `rang_out`), `LiveKitError` when LiveKit
+    failed otherwise."""
     request = api.CreateSIPParticipantRequest(
         sip_trunk_id=trunk_id,
         sip_call_to=to_number,
@@ -117,6 +136,7 @@ def sip_dial(
     request.ringing_timeout.seconds = ringing_timeout_seconds
     request.max_call_duration.seconds = max_call_duration_seconds
     timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
+    started = time.monotonic()
     try:
         livekit_run(
             lambda lk: lk.sip.create_sip_participant(request, timeout=timeout), timeout=timeout
@@ -128,6 +148,13 @@ def sip_dial(
             sip_status=exc.sip_status,
         ) from None
     except api.TwirpError as exc:
+        # Given up with no SIP status once it had rung all it could: nobody answered.
+        # (Sooner, the same codes are LiveKit failing: its SIP node going away.)
+        rang = min(ringing_timeout_seconds, LIVEKIT_DIAL_WAIT_SECONDS)
+        if exc.code in _RANG_OUT_CODES and time.monotonic() - started >= rang:
+            raise SipDialError(
+                "SIP call rang out", sip_status_code=None, sip_status=None, rang_out=True
+            ) from None
         raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None
 
 

@@ -182,14 +182,26 @@ def _ended_room_reopened(*, call_id: uuid.UUID, channel: str) -> None:
         call_room_close_later(call_id=call_id, unless_attended=channel == CallChannel.PHONE)
 
 
+# A SIP participant's `sip.callStatus` once its call was answered; a failed dial's stays
+# `dialing` or `ringing` (livekit/sip pkg/sip/participant.go: a failed call's status
+# sets no attribute).
+_SIP_ANSWERED = frozenset({"active", "hangup"})
+
+
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     # The agent participant's own departure never ends the call; the user's does.
     if event.participant_identity != call.user_identity:
         return
-    if event.participant_kind == "SIP" and event.disconnect_reason == "CLIENT_INITIATED":
-        # The callee hung up (a failed dial leaves for another reason): it answered, and
-        # its departure overtook the dial's answer. Answered now, its departure ends the
-        # call below; the answer then finds it ended. (Nothing moves if it is not dialing.)
+    if (
+        event.participant_kind == "SIP"
+        and event.disconnect_reason == "CLIENT_INITIATED"
+        and event.participant_attributes.get("sip.callStatus") in _SIP_ANSWERED
+    ):
+        # The callee hung up: it answered, and its departure overtook the dial's answer.
+        # Answered now, its departure ends the call below; the answer then finds it
+        # ended. (Nothing moves if it is not dialing.) A dial the carrier failed (5xx)
+        # leaves CLIENT_INITIATED too (LiveKit keeps no other reason of the SIP
+        # bridge's than unavailable and rejected), still dialing or ringing.
         call_transition(
             call_id=call.id, to_status=CallStatus.ACTIVE, at=at, only_from={CallStatus.CONNECTING}
         )

@@ -4,7 +4,7 @@ dialing with an outcome scripted per number, as LiveKit's SIP service answers.
 A dial with `wait_until_answered` blocks until the outcome: the SIP participant joins
 the room while it rings (`participant_joined`, kind SIP, `sip.callStatus` ringing),
 then either the dial returns (answered) or the participant leaves
-(`participant_left` with USER_UNAVAILABLE / USER_REJECTED / SIP_TRUNK_FAILURE) and the
+(`participant_left` with USER_UNAVAILABLE / USER_REJECTED / CLIENT_INITIATED) and the
 dial fails with the Twirp code LiveKit maps the SIP status to and `meta`
 `{"sip_status_code", "sip_status"}` (livekit/protocol sip.go). Ringing out, or the room
 deleted while it rings, fails it with no SIP status: Twirp `canceled` "sip request timed
@@ -112,12 +112,18 @@ def _twirp(sip_code: int) -> tuple[int, str]:
 
 
 def _disconnect_reason(sip_code: int) -> int:
+    """The reason a failed dial's SIP participant leaves with, as LiveKit delivers it:
+    its SIP bridge closes the room with the failed call's status (livekit/sip
+    pkg/sip/errors.go classifyInviteError, participant.go DisconnectReason: 404, 408,
+    480 unavailable, 5xx dropped, any other rejected), and LiveKit keeps only the
+    unavailable and rejected reasons a client leaves with; any other is its own
+    CLIENT_INITIATED (livekit/livekit pkg/rtc/signalling/signalhandler.go)."""
     reasons = livekit_models.DisconnectReason
-    if sip_code in (408, 480, 486, 487, 600):
+    if sip_code in (404, 408, 480):
         return reasons.USER_UNAVAILABLE
-    if sip_code in (603, 607, 608):
-        return reasons.USER_REJECTED
-    return reasons.SIP_TRUNK_FAILURE
+    if 500 <= sip_code < 600:
+        return reasons.CLIENT_INITIATED
+    return reasons.USER_REJECTED
 
 
 _ids = itertools.count(1)

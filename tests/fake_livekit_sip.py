@@ -2,7 +2,7 @@
 dialing with an outcome scripted per number, as LiveKit's SIP service answers.
 
 A dial with `wait_until_answered` blocks until the outcome: the SIP participant joins
-the room while it rings (`participant_joined`, kind SIP, `sip.callStatus` ringing),
+the room as it dials (`participant_joined`, kind SIP, `sip.callStatus` dialing),
 then either the dial returns (answered) or the participant leaves
 (`participant_left` with USER_UNAVAILABLE / USER_REJECTED / CLIENT_INITIATED) and the
 dial fails with the Twirp code LiveKit maps the SIP status to and `meta`
@@ -246,8 +246,12 @@ class SipMixin:
         participant = api.ParticipantInfo(
             identity=identity,
             kind=api.ParticipantInfo.Kind.SIP,
+            # It joins ringing: LiveKit's SIP bridge answers the caller only once the
+            # agent subscribed to them (livekit/sip pkg/sip/inbound.go), an attribute
+            # change no webhook tells of.
             attributes={
-                "sip.callStatus": "active",
+                "sip.callStatus": "ringing",
+                "sip.callID": f"SCL_fake{next(_ids)}",
                 "sip.phoneNumber": caller,
                 "sip.trunkPhoneNumber": to,
                 "sip.trunkID": rule.trunk_ids[0] if rule.trunk_ids else "",
@@ -321,8 +325,10 @@ class SipMixin:
         outcome = self.sip_outcomes.get(message.sip_call_to, ANSWER)
         room, identity = message.room_name, message.participant_identity
         cancel = threading.Event()
+        # It joins before the INVITE goes out, dialing (livekit/sip pkg/sip/outbound.go
+        # connectToRoom); ringing and active are attribute changes no webhook tells of.
         attributes = {
-            "sip.callStatus": "ringing",
+            "sip.callStatus": "dialing",
             "sip.phoneNumber": message.sip_call_to,
             "sip.trunkID": message.sip_trunk_id,
         }

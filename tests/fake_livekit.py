@@ -172,10 +172,10 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
         return response_class(rooms=[api.Room(name=n, sid=f"RM_{n[-8:]}") for n in names])
 
     def _ListParticipants(self, message, response_class):
+        """A room LiveKit does not have lists nobody, not NOT_FOUND (livekit/livekit
+        pkg/service/roomservice.go ListParticipants, localstore.go/redisstore.go)."""
         with self._lock:
-            identities = self.rooms.get(message.room)
-        if identities is None:
-            return None
+            identities = self.rooms.get(message.room, [])
         return response_class(
             participants=[api.ParticipantInfo(identity=i, sid=f"PA_{i[-8:]}") for i in identities]
         )

@@ -290,7 +290,8 @@ def rooms_existing(*, room_names: list[str]) -> set[str]:
 
 
 def room_participant_identities(*, room_name: str) -> set[str] | None:
-    """Identities in a room now, or None when LiveKit does not know the room."""
+    """Identities in a room now, or None when LiveKit answers NOT_FOUND (servers list a
+    room they do not have as empty: an empty set may mean the room is gone)."""
     request = api.ListParticipantsRequest(room=room_name)
     response = twirp_request(
         "ListParticipants", lambda lk: lk.room.list_participants(request), if_not_found=None

@@ -4,12 +4,13 @@ does what LiveKit's egress does with an audio-only OGG file output to S3.
 Once it has answered `StartRoomCompositeEgress` (EGRESS_STARTING and the egress id), it
 uploads a short real Ogg Opus file (tests/ogg.py) through boto3 to the endpoint, bucket,
 key and credentials the request names, and sends the webhooks LiveKit sends to
-`webhook_sink`: `egress_started` (EGRESS_ACTIVE), then `egress_ended` with
-EGRESS_COMPLETE and the file's size and duration, or EGRESS_FAILED when the upload
-failed. `egress_outcome` scripts it: "complete" (default), "failed" (LiveKit's error
-`egress_error`), "limit_reached" (it hit its maximum duration: as LiveKit's egress, it
-ends EGRESS_LIMIT_REACHED with "Session limit reached", its file uploaded and reported
-all the same), or "manual" (answer only; the test sends the webhooks).
+`webhook_sink`: `egress_started` (EGRESS_STARTING), `egress_updated` (EGRESS_ACTIVE,
+then EGRESS_ENDING once written), then `egress_ended` with EGRESS_COMPLETE and the
+file's size and duration, or EGRESS_FAILED when the upload failed. `egress_outcome`
+scripts it: "complete" (default), "failed" (LiveKit's error `egress_error`),
+"limit_reached" (it hit its maximum duration: as LiveKit's egress, it ends
+EGRESS_LIMIT_REACHED with "Session limit reached", its file uploaded and reported all
+the same), or "manual" (answer only; the test sends the webhooks).
 Each egress runs when the test calls `egress_run()`, after LiveKit's answer.
 """
 
@@ -109,11 +110,18 @@ class EgressMixin:
         return info
 
     def _egress_play(self, egress_id: str, request: api.RoomCompositeEgressRequest) -> None:
+        """The webhooks LiveKit sends as the egress goes (livekit/livekit
+        pkg/service/ioservice.go): `egress_started` as the egress service takes it
+        (EGRESS_STARTING), `egress_updated` active and ending, `egress_ended`."""
         info = self.egresses[egress_id]
-        info.status = egress_models.EgressStatus.EGRESS_ACTIVE
         self.egress_webhook_send("egress_started", info)
+        info.status = egress_models.EgressStatus.EGRESS_ACTIVE
+        self.egress_webhook_send("egress_updated", info)
         output = request.file_outputs[0]
         error = self.egress_error if self.egress_outcome == "failed" else self._upload(output)
+        if not error and self.egress_outcome != "limit_reached":
+            info.status = egress_models.EgressStatus.EGRESS_ENDING
+            self.egress_webhook_send("egress_updated", info)
         info.ended_at = info.updated_at = _ns()
         if error:
             info.status = egress_models.EgressStatus.EGRESS_FAILED

@@ -83,7 +83,7 @@ def test_a_recorded_call_is_uploaded_and_downloadable_through_a_presigned_link(
     assert recording.object_key.startswith(prefix)
     assert len(recording.object_key.removeprefix(prefix).removesuffix(".ogg")) >= 24
     assert object_keys(s3_server, recordings_bucket) == [recording.object_key]
-    assert egress_fake.webhook_answers == [200, 200]
+    assert egress_fake.webhook_answers == [200, 200, 200, 200]
 
     detail = api.get(f"/api/v1/calls/{call_id}").json()
     assert detail["recording"] == {"status": "complete", "duration_seconds": 2, "size_bytes": 561}

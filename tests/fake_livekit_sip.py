@@ -280,8 +280,13 @@ class SipMixin:
                 status=api.SIPTransferStatus.STS_TRANSFER_FAILED,
                 reason=sip_models.SIPTransferReason.STR_REJECTED,
             )
+        ring_limit = message.ringing_timeout.seconds or 30
         if outcome.ring_seconds:
-            time.sleep(min(outcome.ring_seconds, message.ringing_timeout.seconds or 30))
+            time.sleep(min(outcome.ring_seconds, ring_limit))
+        if outcome.sip_code is None and outcome.ring_seconds > ring_limit:
+            # Rung out: LiveKit's wait for its SIP bridge, as long as the ringing, runs
+            # out first (livekit/livekit pkg/service/sip.go; psrpc ErrRequestTimedOut).
+            return 504, "application/json", _json_error("deadline_exceeded", "request timed out")
         with self._lock:
             if identity not in self.rooms.get(room, []):
                 return None  # gone meanwhile (the room deleted, the caller hung up)

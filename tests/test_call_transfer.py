@@ -662,6 +662,31 @@ def test_a_transfer_the_destination_refused_counts_against_the_daily_cap(
     assert len(sip_fake.calls("TransferSIPParticipant")) == 1
 
 
+def test_a_transfer_nobody_answers_is_transfer_failed_and_counts_against_the_daily_cap(
+    agent_api, organization, live_call, sip_fake
+):
+    """LiveKit gives up a transfer that rang out with no SIP status: its wait for the
+    SIP bridge runs out (Twirp deadline_exceeded, "request timed out"). The desk's
+    phone rang: a number dialed that day, and a destination that did not take it."""
+    version = live_call.workflow_version
+    settings_ = {**version.settings, "ring_timeout_seconds": 5}
+    type(version).objects.filter(pk=version.pk).update(
+        definition={**version.definition, "settings": settings_}
+    )
+    Organization.objects.filter(pk=organization.pk).update(max_outbound_calls_per_day=1)
+    sip_fake.transfer_outcomes[f"tel:{DESK}"] = sip.answer_after(8)
+
+    first = agent_transfer(agent_api, live_call, DESK)
+    second = agent_transfer(agent_api, live_call, DESK)
+
+    assert (first.status_code, first.json()["errors"][0]["code"]) == (502, "transfer_failed")
+    assert second.status_code == 429, second.content
+    (request,) = sip_fake.calls("TransferSIPParticipant")
+    assert request.body["ringingTimeout"] == "5s"
+    live_call.refresh_from_db()
+    assert (live_call.status, live_call.end_reason) == ("active", None)
+
+
 def test_a_transfer_livekit_never_tried_does_not_count_against_the_daily_cap(
     agent_api, organization, live_call, sip_fake
 ):

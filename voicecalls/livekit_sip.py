@@ -148,14 +148,19 @@ def sip_dial(
             sip_status=exc.sip_status,
         ) from None
     except api.TwirpError as exc:
-        # Given up with no SIP status once it had rung all it could: nobody answered.
-        # (Sooner, the same codes are LiveKit failing: its SIP node going away.)
-        rang = min(ringing_timeout_seconds, LIVEKIT_DIAL_WAIT_SECONDS)
-        if exc.code in _RANG_OUT_CODES and time.monotonic() - started >= rang:
+        if _rang_out(exc, started=started, ringing=ringing_timeout_seconds):
             raise SipDialError(
                 "SIP call rang out", sip_status_code=None, sip_status=None, rang_out=True
             ) from None
         raise LiveKitError(f"LiveKit refused CreateSIPParticipant: {exc.code}") from None
+
+
+def _rang_out(exc: api.TwirpError, *, started: float, ringing: int) -> bool:
+    """LiveKit gave up a dial or a transfer with no SIP status once it had rung all it
+    could (`started`: time.monotonic() before asking): nobody answered. (Sooner, the
+    same codes are LiveKit failing: its SIP node going away.)"""
+    rang = min(ringing, LIVEKIT_DIAL_WAIT_SECONDS)
+    return exc.code in _RANG_OUT_CODES and time.monotonic() - started >= rang
 
 
 # Inbound rooms: `inbound-<random>`, one per caller (never `call-<id>`: the call is
@@ -232,8 +237,8 @@ def sip_transfer(
 ) -> None:
     """Hand the SIP participant `identity` to `transfer_to` (`tel:+…` or `sip:…`), a
     cold transfer (SIP REFER), waiting for its outcome: returns once LiveKit answers
-    without an error; `SipTransferError` when it was tried and failed, `LiveKitError`
-    when LiveKit failed otherwise.
+    without an error; `SipTransferError` when it was tried and failed (refused, or
+    nobody answered), `LiveKitError` when LiveKit failed otherwise.
 
     LiveKit answers only once the transfer is over, and a failure as an error. Released
     servers answer a success with an empty message (google.protobuf.Empty), whose
@@ -244,6 +249,7 @@ def sip_transfer(
     )
     request.ringing_timeout.seconds = ringing_timeout_seconds
     timeout = ringing_timeout_seconds + DIAL_TIMEOUT_MARGIN_SECONDS
+    started = time.monotonic()
     try:
         response = livekit_run(
             lambda lk: lk.sip.transfer_sip_participant(request, timeout=timeout), timeout=timeout
@@ -254,6 +260,9 @@ def sip_transfer(
             sip_status_code=exc.sip_status_code,
         ) from None
     except api.TwirpError as exc:
+        # Rung out: LiveKit's wait for it, as long as the ringing, ran out first.
+        if _rang_out(exc, started=started, ringing=ringing_timeout_seconds):
+            raise SipTransferError("SIP transfer rang out", sip_status_code=None) from None
         raise LiveKitError(f"LiveKit refused TransferSIPParticipant: {exc.code}") from None
     if response.status == sip_models.SIPTransferStatus.STS_TRANSFER_FAILED:
         reason = enum_name(sip_models.SIPTransferReason, response.reason)

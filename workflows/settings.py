@@ -133,7 +133,8 @@ class WorkflowSettingsSerializer(JSONTypedSerializer):
         max_value=RING_TIMEOUT_BOUNDS[1],
         default=DEFAULT_RING_TIMEOUT_SECONDS,
         help_text="Phone calls: a phone nobody answers within this many seconds ends the "
-        "call as `failed`/`no_answer`.",
+        "call as `failed`/`no_answer`. LiveKit waits at most 80 seconds for an answer, so "
+        "a longer timeout rings for about 80 seconds.",
     )
     dial_deadline_seconds = serializers.IntegerField(
         min_value=DIAL_DEADLINE_BOUNDS[0],

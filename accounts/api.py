@@ -6,6 +6,9 @@ key reads them and may lower its own settings under them, never raise them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -23,6 +26,7 @@ STAFF_ONLY = (
     "max_outbound_calls_per_minute",
     "max_outbound_calls_per_day",
 )
+OUTBOUND_LIMITS = ("outbound_calls_per_minute", "outbound_calls_per_day")
 READ_ONLY = ("id", "slug", "name", "concurrency_limit", *STAFF_ONLY)
 
 
@@ -102,6 +106,24 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
     recording_retention_days = _retention_field("recording_retention_days")
     user_data_retention_days = _retention_field("user_data_retention_days")
 
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            # A limit sent back as GET shows it (the ceiling for one never set, or one
+            # above it) is no change, else it stays there when support raises the
+            # ceiling; dropped before the field's checks: under a ceiling of 0 (support
+            # stopped the organization's calls) GET shows 0, less than may be set.
+            organization: Organization = self.context["organization"]
+            data = {
+                name: value
+                for name, value in data.items()
+                if not (
+                    name in OUTBOUND_LIMITS
+                    and type(value) is int
+                    and value == getattr(organization, f"effective_{name}")
+                )
+            }
+        return super().to_internal_value(data)
+
     def validate(self, data: dict) -> dict:
         organization: Organization = self.context["organization"]
         errors: dict[str, list] = {}
@@ -113,12 +135,8 @@ class OrganizationUpdateSerializer(JSONTypedSerializer):
                 errors[name] = [
                     serializers.ErrorDetail("Read-only; support sets it.", code="read_only")
                 ]
-        for name in ("outbound_calls_per_minute", "outbound_calls_per_day"):
+        for name in OUTBOUND_LIMITS:
             ceiling = getattr(organization, f"max_{name}")
-            if name in data and data[name] == getattr(organization, f"effective_{name}"):
-                # What GET shows (the ceiling for a limit never set, or one above it) sent
-                # back: no change, else it stays there when support raises the ceiling.
-                del data[name]
             if data.get(name) is not None and data[name] > ceiling:
                 errors[name] = [
                     serializers.ErrorDetail(

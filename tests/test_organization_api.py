@@ -137,6 +137,33 @@ def test_a_limit_read_back_under_a_lowered_ceiling_comes_back_when_the_ceiling_d
     assert api.get(URL).json()["outbound_calls_per_minute"] == 8
 
 
+@pytest.mark.parametrize("limit", ["outbound_calls_per_minute", "outbound_calls_per_day"])
+def test_the_settings_read_back_whole_under_a_ceiling_of_0_are_a_valid_patch(
+    api, organization, limit
+) -> None:
+    """Support stops an organization's phone calls with a ceiling of 0 (toll fraud): GET
+    then shows its limit as 0, and that sent back was a 400 (a limit is at least 1)."""
+    Organization.objects.filter(pk=organization.pk).update(**{f"max_{limit}": 0})
+    settings = api.get(URL).json()
+    assert settings[limit] == 0
+
+    response = api.patch(URL, {**settings, "transcript_retention_days": 30}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {**settings, "transcript_retention_days": 30}
+    organization.refresh_from_db()
+    assert getattr(organization, limit) is None
+
+
+def test_a_limit_of_0_is_refused_under_a_ceiling_above_it(api, organization) -> None:
+    response = api.patch(URL, {"outbound_calls_per_minute": 0}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "outbound_calls_per_minute"
+    organization.refresh_from_db()
+    assert organization.outbound_calls_per_minute is None
+
+
 def test_a_limit_set_to_null_follows_the_ceiling_again(api, organization) -> None:
     api.patch(URL, {"outbound_calls_per_minute": 4, "outbound_calls_per_day": 40}, format="json")
 

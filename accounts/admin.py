@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError as APIValidationError
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 
+from accounts.api import OUTBOUND_LIMITS
 from accounts.models import APIKey, Organization
 from telephony.admin import LiveKitDeletes
 from telephony.guard import caller_id_pick
@@ -31,6 +32,22 @@ class OrganizationForm(ModelForm):
         # setting the customer PATCHed meanwhile was "changed" back to the page's value.
         for field in self.fields.values():
             field.show_hidden_initial = True
+
+    def clean(self) -> dict[str, Any]:
+        """The organization's own limits as the API takes them: at least 1 (a 0 read
+        back by the customer was refused when sent back) and at most their ceiling.
+        Checked only when changed: a lowered ceiling leaves them above it, in force
+        again when it is raised."""
+        cleaned = super().clean()
+        for name in OUTBOUND_LIMITS:
+            value, ceiling = cleaned.get(name), cleaned.get(f"max_{name}")
+            if value is None or name not in self.changed_data:
+                continue
+            if value < 1:
+                self.add_error(name, "At least 1; empty follows the maximum below.")
+            elif ceiling is not None and value > ceiling:
+                self.add_error(name, f"Must be at most {ceiling}, the organization's maximum.")
+        return cleaned
 
     def clean_default_caller_number(self) -> str | None:
         """One of the organization's outbound numbers, as the API checks it: else every

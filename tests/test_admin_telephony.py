@@ -183,6 +183,61 @@ def test_staff_may_allow_only_region_codes_the_guard_knows(
         assert organization.allowed_destination_countries == saved
 
 
+def limits_form(organization: Organization, **changes: object) -> dict:
+    return {
+        "slug": organization.slug,
+        "name": organization.name,
+        "allowed_destination_countries": "[]",
+        "max_outbound_calls_per_minute": 10,
+        "max_outbound_calls_per_day": 500,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("outbound_calls_per_minute", 0),
+        ("outbound_calls_per_day", 0),
+        ("outbound_calls_per_minute", 11),
+        ("outbound_calls_per_day", 501),
+    ],
+)
+def test_the_organizations_own_limits_are_refused_as_the_api_refuses_them(
+    staff_client, organization, name: str, value: int
+) -> None:
+    """At least 1 and at most the ceiling: a 0 saved here was read back by the customer
+    and refused when sent back; above the ceiling it waited for a raise nobody asked."""
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+
+    response = staff_client.post(url, limits_form(organization, **{name: value}))
+
+    assert response.status_code == 200  # the form again, with the error
+    assert name in response.context["adminform"].form.errors
+    organization.refresh_from_db()
+    assert getattr(organization, name) is None
+
+
+def test_staff_lower_a_ceiling_under_the_organizations_own_limit(staff_client, organization):
+    Organization.objects.filter(pk=organization.pk).update(outbound_calls_per_minute=8)
+    url = reverse("admin:accounts_organization_change", args=[organization.pk])
+    form = limits_form(
+        organization,
+        outbound_calls_per_minute=8,
+        **{"initial-outbound_calls_per_minute": 8},
+        max_outbound_calls_per_minute=5,
+    )
+
+    response = staff_client.post(url, form)
+
+    assert response.status_code == 302
+    organization.refresh_from_db()
+    assert (organization.max_outbound_calls_per_minute, organization.outbound_calls_per_minute) == (
+        5,
+        8,
+    )
+
+
 NUMBERS_URL = reverse("admin:telephony_phonenumber_changelist")
 
 

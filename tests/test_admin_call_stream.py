@@ -9,6 +9,7 @@ import threading
 import httpx
 import pytest
 from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -174,3 +175,26 @@ def test_lines_appear_on_the_call_page_while_the_call_plays(
             player.join(timeout=60)
         assert page.locator("#transcript .vc-line").count() == 10  # each line once
         assert "Bearer" not in page.content()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_call_page_whose_login_ended_says_it_no_longer_follows_the_call(
+    page: Page, live_server, workflow
+) -> None:
+    """The stream closes when the staff login ends, and EventSource's reconnection gets
+    the login page: it gives up for good, while the page went on saying "Live"."""
+    User.objects.create_superuser("staff", "staff@example.com", PASSWORD)
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/calls/call/{call.pk}/change/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    live = page.locator("#live-status")
+    expect(live).to_contain_text("Live")
+
+    Session.objects.all().delete()  # the login ends (logged out elsewhere, expired)
+
+    # The WSGI server's stream closes at once; EventSource comes back after `retry`.
+    expect(live).to_contain_text("no longer followed", timeout=10_000)
+    expect(live).not_to_contain_text("Live")

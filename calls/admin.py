@@ -82,6 +82,8 @@ class CallAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
+    # The active calls page lists the newest this many calls not yet ended.
+    active_rows = 200
     change_form_template = "admin/calls/call/change_form.html"
     change_list_template = "admin/calls/call/change_list.html"
     fieldsets = [
@@ -296,8 +298,11 @@ class CallAdmin(admin.ModelAdmin):
         calls = list(
             self.get_queryset(request)
             .filter(status__in=NOT_ENDED_STATUSES)
-            .order_by("-created_at", "-id")[:200]
+            .order_by("-created_at", "-id")[: self.active_rows + 1]
         )
+        # One more than it lists: whether some are left out (the oldest).
+        capped = len(calls) > self.active_rows
+        calls = calls[: self.active_rows]
         rows = [
             {
                 "call": call,
@@ -314,6 +319,8 @@ class CallAdmin(admin.ModelAdmin):
             "title": "Active calls",
             "opts": self.model._meta,
             "rows": rows,
+            "capped": capped,
+            "active_rows": self.active_rows,
             "refresh_seconds": 5,
             "can_end": request.user.has_perm("calls.change_call"),
         }

@@ -418,6 +418,38 @@ def test_active_calls_page_lists_live_calls_and_refreshes(staff: Client, organiz
     assert "End call" in html
 
 
+def test_the_active_calls_page_says_when_more_calls_are_open_than_it_lists(
+    staff: Client, organization, workflow, monkeypatch
+) -> None:
+    """It lists the newest of them: with more open (an incident, a campaign), the call
+    staff looked for was silently missing, beside a dashboard counting them all."""
+    monkeypatch.setattr(CallAdmin, "active_rows", 2)
+    now = timezone.now()
+    oldest, *newer = [
+        CallFactory(
+            organization=organization,
+            workflow=workflow,
+            active=True,
+            created_at=now - datetime.timedelta(seconds=10 - i),
+        )
+        for i in range(3)
+    ]
+
+    html = staff.get("/admin/calls/call/active/").content.decode()
+
+    assert all(str(call.id)[:8] in html for call in newer)
+    assert str(oldest.id)[:8] not in html
+    assert re.search(r'id="active-capped"[^>]*>More than 2 calls are open', html)
+
+
+def test_the_active_calls_page_lists_every_open_call_it_can(staff: Client, organization) -> None:
+    CallFactory.create_batch(2, organization=organization, active=True)
+
+    html = staff.get("/admin/calls/call/active/").content.decode()
+
+    assert "active-capped" not in html
+
+
 def test_the_dashboard_shows_charts_and_active_calls(staff: Client, organization) -> None:
     CallFactory.create_batch(2, organization=organization, active=True)
     CallFactory(organization=organization, status=CallStatus.CONNECTING)

@@ -254,6 +254,46 @@ def test_replay_resends_the_same_event_id(
     assert delivered.attempt_count == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"enabled": False}, {"events": [EventType.CALL_ENDED]}],
+    ids=["disabled", "unsubscribed"],
+)
+def test_replaying_to_an_endpoint_that_takes_the_event_no_more_is_refused(
+    admin_client: Client,
+    deliveries: list[WebhookDelivery],
+    receiver: Receiver,
+    settings: object,
+    django_capture_on_commit_callbacks,
+    change: dict,
+) -> None:
+    """The worker fails such a delivery at once, sending nothing: "queued for replay"
+    was untrue, and a delivery that had succeeded read failed after."""
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+            "QUEUES": ["default", "webhooks"],
+        }
+    }
+    delivered = deliveries[1]
+    services.webhook_endpoint_update(endpoint=delivered.endpoint, **change)
+    sent_before = len(receiver.received)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:webhooks_webhookdelivery_changelist"),
+            {"action": "replay", "_selected_action": [delivered.pk]},
+            follow=True,
+        )
+
+    html = response.content.decode()
+    assert "1 delivery(ies) not replayed: their endpoint" in html
+    assert "queued for replay" not in html
+    assert len(receiver.received) == sent_before
+    delivered.refresh_from_db()
+    assert (delivered.status, delivered.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)
+
+
 def test_endpoint_search_and_filters_work(
     admin_client: Client, endpoint_and_secrets: tuple
 ) -> None:

@@ -643,7 +643,7 @@ def test_a_delivered_report_replayed_after_dropping_call_ended_sends_no_second_a
     organization: Organization, fake_llm: FakeLLM
 ) -> None:
     """The endpoint's own report carried the analysis and was delivered: replayed after
-    its owner dropped call.ended, it ends unsent, and owes nothing."""
+    its owner dropped call.ended meanwhile, it ends unsent, and owes nothing."""
     fake_llm.default = Outcome.answer(VALID)
     both = [EventType.CALL_ENDED, EventType.CALL_ANALYZED]
     with Receiver() as receiver:
@@ -660,9 +660,9 @@ def test_a_delivered_report_replayed_after_dropping_call_ended_sends_no_second_a
         (sent,) = [r.verify(secret) for r in receiver.received]
         assert sent["type"] == "call.ended" and sent["data"]["call"]["analysis"]["summary"]
 
-        webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_ANALYZED])
         replay_at = later + datetime.timedelta(seconds=1)
         webhook_delivery_replay(delivery=report, now=replay_at)
+        webhook_endpoint_update(endpoint=endpoint, events=[EventType.CALL_ANALYZED])
         assert webhook_delivery_attempt(delivery_id=report.pk, now=replay_at) == "failed"
 
         extra = WebhookDelivery.objects.filter(

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from calls.admin_paging import CappedCountPaginator
 from voicecalls.admin_forms import ReadAtForm
 from webhooks import services
-from webhooks.delivery import EventErased, webhook_delivery_replay
+from webhooks.delivery import EndpointRefusesEvent, EventErased, webhook_delivery_replay
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.transport import url_problem
 
@@ -181,21 +181,29 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         permissions=["change"],
     )
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        count = refused = 0
+        count = erased = refused = 0
         for delivery in queryset:
             try:
                 webhook_delivery_replay(delivery=delivery)
             except EventErased:
+                erased += 1
+                continue
+            except EndpointRefusesEvent:
                 refused += 1
                 continue
             count += 1
-        self.message_user(request, f"{count} delivery(ies) queued for replay.", messages.SUCCESS)
-        if refused:
+        if count:
             self.message_user(
-                request,
-                f"{refused} delivery(ies) not replayed: their call was erased.",
-                messages.WARNING,
+                request, f"{count} delivery(ies) queued for replay.", messages.SUCCESS
             )
+        for n, why in (
+            (erased, "their call was erased"),
+            (refused, "their endpoint is disabled or no longer takes the event's type"),
+        ):
+            if n:
+                self.message_user(
+                    request, f"{n} delivery(ies) not replayed: {why}.", messages.WARNING
+                )
 
 
 @admin.register(WebhookEvent)

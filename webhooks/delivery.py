@@ -321,12 +321,19 @@ class EventErased(Exception):
     """The event's call was erased (docs/privacy.md): it is never sent again."""
 
 
+class EndpointRefusesEvent(Exception):
+    """The delivery's endpoint is disabled, or no longer subscribed to the event's type:
+    an attempt would send nothing and fail the delivery."""
+
+
 @transaction.atomic
 def webhook_delivery_replay(
     *, delivery: WebhookDelivery, now: datetime.datetime | None = None
 ) -> None:
     """Send the delivery's event again, with the same event id and body, starting a
-    new round of the retry schedule. EventErased when the event's call was erased.
+    new round of the retry schedule. EventErased when the event's call was erased;
+    EndpointRefusesEvent when its endpoint would not be sent it (a delivery that had
+    succeeded would read failed, nothing sent).
 
     An attempt in flight is that send: the new round starts with it, so the event is
     not sent twice at once (nor numbered twice in the log)."""
@@ -334,6 +341,11 @@ def webhook_delivery_replay(
     erased = Call.objects.filter(pk=delivery.event.call_id, erased_at__isnull=False)
     if delivery.event.call_id is not None and erased.exists():
         raise EventErased()
+    enabled, events = WebhookEndpoint.objects.values_list("enabled", "events").get(
+        pk=delivery.endpoint_id
+    )
+    if not enabled or delivery.event.type not in events:
+        raise EndpointRefusesEvent()
     this = WebhookDelivery.objects.filter(pk=delivery.pk)
     status, started = this.select_for_update().values_list("status", "attempt_started_at").get()
     if status == DeliveryStatus.PENDING and started and started > now - ATTEMPT_LEASE:

@@ -138,3 +138,22 @@ def test_staff_end_an_active_call_from_the_console(
     call.refresh_from_db()
     assert (call.status, call.end_reason) == ("completed", "api_request")
     assert [r.body["room"] for r in fake_livekit.calls("DeleteRoom")] == [f"call-{call.id}"]
+
+
+def test_staff_end_a_call_from_its_own_page(
+    logged_in: Page, live_server, organization, fake_livekit
+) -> None:
+    """The button's form sat inside the page's own (read-only) form: browsers drop a
+    form nested in another, so the button posted the call's change form, a 403."""
+    call = CallFactory(organization=organization, active=True, user_id="user-live")
+    fake_livekit.add_room(f"call-{call.id}", [f"user-{call.id}"])
+
+    page = logged_in
+    page.goto(f"{live_server.url}/admin/calls/call/{call.id}/change/")
+    page.click("#end-call-form input[type=submit]")
+
+    expect(page.locator("ul.messagelist")).to_contain_text("is completed")
+    expect(page.locator(".field-status_badge .vc-status")).to_have_text("completed")
+    expect(page.locator("#end-call-form")).to_have_count(0)
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == ("completed", "api_request")

@@ -266,6 +266,7 @@ class CallAdmin(admin.ModelAdmin):
         metrics = call.metrics()
         return {
             "call": call,
+            "status_colors": {str(status): color for status, color in STATUS_COLORS.items()},
             "transcript": transcript,
             "agent_timeline": call.agent_history,
             "metrics_rows": [

@@ -198,3 +198,28 @@ def test_a_call_page_whose_login_ended_says_it_no_longer_follows_the_call(
     # The WSGI server's stream closes at once; EventSource comes back after `retry`.
     expect(live).to_contain_text("no longer followed", timeout=10_000)
     expect(live).not_to_contain_text("Live")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_call_page_shows_the_status_the_call_ends_in_and_no_end_button(
+    page: Page, live_server, workflow, settings
+) -> None:
+    """The stream said the call ended, but its status still read active above, with
+    the button to end it."""
+    settings.STREAMS_END_GRACE_SECONDS = 0
+    User.objects.create_superuser("staff", "staff@example.com", PASSWORD)
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/calls/call/{call.pk}/change/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    badge = page.locator(".field-status_badge .vc-status")
+    expect(badge).to_have_text("active")
+    expect(page.locator("#end-call-form")).to_be_visible()
+
+    call_transition(call_id=call.pk, to_status="completed", end_reason="user_hangup")
+
+    expect(page.locator("#live-status")).to_contain_text("ended", timeout=10_000)
+    expect(badge).to_have_text("completed")
+    expect(page.locator("#end-call-form")).to_have_count(0)

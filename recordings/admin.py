@@ -4,9 +4,12 @@ own buckets with the credentials never shown."""
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
 from calls.admin_paging import CappedCountPaginator
@@ -32,6 +35,8 @@ def recording_player_html(call: Call) -> str:
         return facts
     retention_days = call.organization.recording_retention_days
     link = recording_link(recording=recording, call=call, retention_days=retention_days)
+    if link.url is None and recording.status == RecordingStatus.COMPLETE:
+        return format_html("{}<br>No player: {}.", facts, _no_link_reason(call, retention_days))
     if link.url is None:
         return facts
     return format_html(
@@ -39,6 +44,18 @@ def recording_player_html(call: Call) -> str:
         facts,
         link.url,
     )
+
+
+def _no_link_reason(call: Call, retention_days: int | None) -> str:
+    """Why a complete recording has no link (recordings.selectors.recording_link)."""
+    if retention_days is not None and call.ended_at is not None:
+        if call.ended_at + datetime.timedelta(days=retention_days) <= timezone.now():
+            days = f"{retention_days} day{'s' if retention_days != 1 else ''}"
+            return (
+                f"past the organization's recording retention ({days}); the retention "
+                "pass deletes it"
+            )
+    return "no credentials or endpoint reach its bucket (see Recording storages)"
 
 
 @admin.register(Recording)

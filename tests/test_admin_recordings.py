@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
+from django.utils import timezone
+
+from tests.factories import CallFactory, RecordingFactory
+
 URL = "/api/v1/organization/recording-storage"
 KEY_ID = "AKIAORGANIZATION0042"
 SECRET = "org-secret-2bq9Vx7LmT4pWz1K"
@@ -30,3 +36,33 @@ def test_staff_see_storages_whose_credentials_no_key_opens_not_a_500(
     for page in (listed.content.decode(), shown.content.decode()):
         assert "acme-recordings" in page
         assert KEY_ID not in page and SECRET not in page
+
+
+def test_a_complete_recording_past_its_retention_says_why_it_has_no_player(
+    admin_client, organization
+) -> None:
+    """It read "complete" with no player and no reason, as if the page were broken."""
+    organization.recording_retention_days = 1
+    organization.save(update_fields=["recording_retention_days"])
+    ended = timezone.now() - datetime.timedelta(days=2)
+    call = CallFactory(organization=organization, completed=True, ended_at=ended)
+    RecordingFactory(call=call)
+
+    html = admin_client.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert '<span id="recording-status">complete</span>' in html
+    assert "<audio" not in html
+    assert "past the organization&#x27;s recording retention (1 day)" in html
+
+
+def test_a_complete_recording_no_credentials_reach_says_why_it_has_no_player(
+    admin_client, organization, settings
+) -> None:
+    settings.RECORDINGS_S3_BUCKET = ""  # the platform's bucket is no longer configured
+    call = CallFactory(organization=organization, completed=True)
+    RecordingFactory(call=call)
+
+    html = admin_client.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert "<audio" not in html
+    assert "no credentials or endpoint reach its bucket" in html

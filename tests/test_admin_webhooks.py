@@ -5,7 +5,9 @@ import re
 import pytest
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -292,6 +294,32 @@ def test_replaying_to_an_endpoint_that_takes_the_event_no_more_is_refused(
     assert len(receiver.received) == sent_before
     delivered.refresh_from_db()
     assert (delivered.status, delivered.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)
+
+
+def test_an_endpoints_delete_page_does_not_read_every_delivery(
+    admin_client: Client, deliveries: list[WebhookDelivery]
+) -> None:
+    """Django's delete page collects every related row to list it: an endpoint's every
+    delivery and attempt (months of events), read and listed one by one."""
+    endpoint = deliveries[0].endpoint
+    url = reverse("admin:webhooks_webhookendpoint_delete", args=[endpoint.pk])
+
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(url)
+
+    assert page.status_code == 200
+    assert endpoint.url in page.content.decode()
+    read = [
+        q["sql"]
+        for q in queries.captured_queries
+        if re.search(r'FROM "webhooks_webhook(delivery|attempt)"', q["sql"])
+        and not re.search(r"COUNT\(|\bLIMIT\s+\d", q["sql"])
+    ]
+    assert read == [], "the delete page read every delivery of the endpoint"
+
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert not WebhookEndpoint.objects.exists()
+    assert not WebhookDelivery.objects.exists()
 
 
 def test_endpoint_search_and_filters_work(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -76,6 +78,14 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
         # Pages never show the secrets: never load (or decrypt) them.
         return super().get_queryset(request).defer("secret", "previous_secret")
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
+        """Each endpoint, said to go with its deliveries and their log, without Django's
+        listing of every related row: months of deliveries and attempts read into
+        memory and listed one by one."""
+        endpoints = list(objs)
+        names = [f"{endpoint} (with its deliveries and their attempts)" for endpoint in endpoints]
+        return names, {WebhookEndpoint._meta.verbose_name_plural: len(endpoints)}, set(), []
 
     def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
         services.webhook_endpoint_delete(endpoint=obj)

@@ -31,6 +31,7 @@ from calls import representations, selectors
 from calls.admin_paging import CappedCountPaginator, ProbedDatesQuerySet
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
 from recordings import selectors as recording_selectors
+from workflows.models import Workflow
 
 STATUS_COLORS = {
     CallStatus.PENDING: "#8a8a8a",
@@ -60,6 +61,22 @@ def format_seconds(seconds: int | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+class WorkflowFilter(admin.RelatedFieldListFilter):
+    """Each workflow named with its organization (slugs repeat across organizations),
+    and only the chosen organization's once one is chosen."""
+
+    def field_choices(self, field: object, request: HttpRequest, model_admin: object) -> list:
+        workflows = Workflow.objects.order_by("organization__slug", "slug")
+        try:
+            organization = uuid.UUID(request.GET.get("organization__id__exact", ""))
+        except ValueError:
+            pass
+        else:
+            workflows = workflows.filter(organization_id=organization)
+        rows = workflows.values_list("pk", "organization__slug", "slug")
+        return [(pk, f"{organization_slug} / {slug}") for pk, organization_slug, slug in rows]
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = [
@@ -73,7 +90,7 @@ class CallAdmin(admin.ModelAdmin):
         "started_at",
         "created_at",
     ]
-    list_filter = ["status", "direction", "channel", "workflow", "organization"]
+    list_filter = ["status", "direction", "channel", ("workflow", WorkflowFilter), "organization"]
     list_select_related = ["organization"]
     date_hierarchy = "started_at"
     search_fields = ["=user_id"]

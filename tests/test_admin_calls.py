@@ -15,7 +15,12 @@ from analysis.models import CallAnalysis
 from calls.admin import CallAdmin
 from calls.admin_paging import COUNT_CAP, ProbedDatesQuerySet
 from calls.models import Call, CallStatus, MetricSample
-from tests.factories import CallFactory, RecordingFactory, TranscriptEntryFactory
+from tests.factories import (
+    CallFactory,
+    RecordingFactory,
+    TranscriptEntryFactory,
+    WorkflowFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -124,6 +129,27 @@ def test_filters_narrow_the_list(staff: Client, organization) -> None:
 
     assert str(active.id)[:8] in html
     assert str(done.id)[:8] not in html
+
+
+def test_the_workflow_filter_names_each_workflows_organization(
+    staff: Client, organization, outsider
+) -> None:
+    """Slugs repeat across organizations (every demo organization has daily-call): the
+    filter listed the same name once per organization, with nothing to tell them apart."""
+    ours = WorkflowFactory(organization=organization, slug="daily-call")
+    theirs = WorkflowFactory(organization=outsider, slug="daily-call")
+    other = WorkflowFactory(organization=organization, slug="reminder")
+    CallFactory(organization=organization, workflow=ours)
+
+    html = staff.get("/admin/calls/call/").content.decode()
+    assert f"{organization.slug} / daily-call" in html
+    assert f"{outsider.slug} / daily-call" in html
+
+    chosen = {"organization__id__exact": str(organization.pk)}
+    html = staff.get("/admin/calls/call/", chosen).content.decode()
+    assert f"workflow__id__exact={ours.pk}" in html
+    assert f"workflow__id__exact={other.pk}" in html
+    assert f"workflow__id__exact={theirs.pk}" not in html
 
 
 def test_the_count_stops_at_the_cap(staff: Client, organization, monkeypatch) -> None:

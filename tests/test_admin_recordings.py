@@ -66,3 +66,18 @@ def test_a_complete_recording_no_credentials_reach_says_why_it_has_no_player(
 
     assert "<audio" not in html
     assert "no credentials or endpoint reach its bucket" in html
+
+
+def test_staff_find_a_calls_recording_by_the_call_id(admin_client, organization) -> None:
+    """The list shows each recording's call, but searched only LiveKit's egress ids."""
+    mine, other = (RecordingFactory(call__organization=organization) for _ in range(2))
+
+    html = admin_client.get(
+        "/admin/recordings/recording/", {"q": str(mine.call_id)}
+    ).content.decode()
+
+    assert f"/admin/recordings/recording/{mine.pk}/change/" in html
+    assert f"/admin/recordings/recording/{other.pk}/change/" not in html
+    html = admin_client.get("/admin/recordings/recording/", {"q": other.egress_id}).content.decode()
+    assert f"/admin/recordings/recording/{other.pk}/change/" in html
+    assert f"/admin/recordings/recording/{mine.pk}/change/" not in html

@@ -170,7 +170,10 @@ class InboundCall:
             message = session_data["workflow"]["settings"]["busy_message"]
             try:
                 # An agent without a model: it says what it is told and nothing else.
-                await session.start(Agent(instructions=""), record=False, **start)
+                # No session host (agent/worker.py's CallJob.start says why).
+                await session.start(
+                    Agent(instructions=""), record=False, session_host=False, **start
+                )
                 handle = session.say(message, allow_interruptions=False, add_to_chat_ctx=False)
                 await asyncio.wait_for(handle.wait_for_playout(), BUSY_MESSAGE_TIMEOUT)
             except Exception:

@@ -272,13 +272,18 @@ class CallJob:
         return AgentSession(**{**options, **overrides})
 
     async def start(self, runtime: CallRuntime, session: AgentSession, **start: Any) -> Any:
-        """Run the call's first agent in `session`; closing it ends the job."""
+        """Run the call's first agent in `session`; closing it ends the job.
+
+        No session host: livekit-agents (1.8.9) would otherwise host the session for
+        remote control over the room, answering anyone in it (the call's user) the
+        agent's instructions, tools and chat context, taking their turns and muting its
+        input, and sending every session event (tool answers, usage) to all of them."""
         runtime.attach(session)
         session.on("close", self._on_close)
         runtime.started()
         first_agent = runtime.agents[runtime.first_agent_name()]
         await resume(runtime, session, first_agent)
-        return await session.start(first_agent, record=False, **start)
+        return await session.start(first_agent, record=False, session_host=False, **start)
 
     def _on_close(self, event: Any) -> None:
         reason = getattr(getattr(event, "reason", None), "value", "closed")

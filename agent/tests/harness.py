@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentSession, JobContext, JobProcess
+from livekit.agents import AgentSession, JobContext, JobProcess, room_io
 from livekit.agents.job import (
     JobAcceptArguments,
     JobExecutorType,
@@ -61,11 +61,16 @@ class LiveJob:
 
 @contextlib.asynccontextmanager
 async def live_job(
-    *, room_name: str, call_id: str | None = None, metadata: str | None = None
+    *,
+    room_name: str,
+    call_id: str | None = None,
+    metadata: str | None = None,
+    room: rtc.Room | None = None,
 ) -> AsyncIterator[LiveJob]:
     """A real JobContext for a dispatch into `room_name` (not a fake job: its
     `delete_room` asks LiveKit, here the fake server LIVEKIT_URL points at), with the
-    API's metadata for `call_id`, or `metadata` as a dispatch rule gives it."""
+    API's metadata for `call_id`, or `metadata` as a dispatch rule gives it; its room
+    is `room` (a stand-in) or one that never connects."""
     job = agent_proto.Job(
         id=f"AJ_{room_name[-8:]}",
         room=models.Room(name=room_name, sid="RM_tests"),
@@ -86,7 +91,7 @@ async def live_job(
     live.ctx = JobContext(
         proc=proc,
         info=info,
-        room=rtc.Room(),
+        room=room or rtc.Room(),
         on_connect=lambda: None,
         on_shutdown=live.shutdowns.append,
         inference_executor=_NoInference(),  # type: ignore[arg-type]
@@ -137,6 +142,55 @@ class Room(rtc.EventEmitter):
 
     def listeners(self) -> int:
         return sum(len(callbacks) for callbacks in self._events.values())
+
+
+class ConnectedRoom(rtc.Room):
+    """The job's room as a connected one looks to livekit-agents' RoomIO; what the
+    agent's participant sends to the room's other participants is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str | None, object]] = []
+
+        async def send_bytes(data: bytes, **kwargs: object) -> None:
+            self.sent.append((kwargs.get("topic"), kwargs.get("destination_identities")))
+
+        async def set_attributes(attributes: dict) -> None:
+            pass
+
+        self._agent = SimpleNamespace(
+            identity="agent-tests",
+            sid="PA_tests",
+            name="",
+            kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+            attributes={},
+            send_bytes=send_bytes,
+            set_attributes=set_attributes,
+        )
+
+    async def connect(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def isconnected(self) -> bool:
+        return True
+
+    @property
+    def local_participant(self):  # type: ignore[override]
+        return self._agent
+
+    def listens_to(self, topic: str) -> bool:
+        return topic in self._byte_stream_handlers
+
+
+def no_room_media(identity: str) -> room_io.RoomOptions:
+    """RoomIO linked to `identity`, its audio and text left to the tests' stand-ins."""
+    return room_io.RoomOptions(
+        participant_identity=identity,
+        audio_input=False,
+        audio_output=False,
+        text_input=False,
+        text_output=False,
+    )
 
 
 CALLER = "+12025550177"  # who calls the tests' inbound numbers

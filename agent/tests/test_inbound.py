@@ -24,11 +24,13 @@ from agent.phone import CalleeGone, wait_for_sip_caller
 from agent.tests.conftest import BUSY_NUMBER, INBOUND_NUMBER, Web, deleted_rooms
 from agent.tests.harness import (
     CALLER,
+    ConnectedRoom,
     Providers,
     Room,
     config_for,
     dial_in,
     live_job,
+    no_room_media,
     start_voice_call,
     wait_until,
 )
@@ -183,15 +185,20 @@ async def test_a_caller_over_the_concurrency_limit_hears_the_busy_message_then_t
 ) -> None:
     dial = dial_in(fake_livekit, BUSY_NUMBER)
     providers = Providers()
-    async with live_job(room_name=dial.room_name, metadata=dial.metadata) as live:
+    room = ConnectedRoom()
+    async with live_job(room_name=dial.room_name, metadata=dial.metadata, room=room) as live:
         inbound = InboundCall(live.ctx, config=config_for(web), build=providers.build)
         data = await inbound.session(await inbound.caller(dial.room))
         assert data is not None, "the API answered no busy session"
         assert (data["status"], data["end_reason"]) == ("failed", "concurrency_limit")
         session = inbound.busy_session(data)
         session.output.audio = providers.speaker
-        await inbound.say_busy(data, session)
+        await inbound.say_busy(data, session, room=room, room_options=no_room_media(dial.identity))
         assert await live.finish() == "all lines busy"
+
+    # The caller can neither drive the session nor hear its events (as on any call).
+    assert room.sent == []
+    assert not room.listens_to("lk.agent.session")
 
     # The TTS is given the message sentence by sentence.
     assert " ".join(providers.tts.spoken) == BUSY_MESSAGE

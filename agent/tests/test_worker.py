@@ -14,6 +14,16 @@ from livekit.agents import AgentSession
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.config import Config, ConfigError
+from agent.tests.conftest import Web
+from agent.tests.harness import (
+    ConnectedRoom,
+    TextProviders,
+    call_job,
+    live_job,
+    no_room_media,
+    wait_until,
+)
+from agent.tests.scripted_llm import ScriptedLLM
 from agent.worker import (
     call_id_from_metadata,
     fetch_session,
@@ -155,3 +165,27 @@ async def test_without_settings_the_session_keeps_livekit_agents_defaults():
     assert session.options.interruption["false_interruption_timeout"] == 2.0
     assert session.options.user_away_timeout == 15.0
     await session.aclose()
+
+
+@pytest.mark.api
+async def test_the_caller_can_neither_read_nor_drive_the_agents_session(web: Web) -> None:
+    """livekit-agents 1.8.9 hosts the primary session for remote control by default
+    (`session_host`): it would answer anyone in the room its agent's instructions, tools
+    and chat context, take their turns and mute its input, and send every session event
+    (tool arguments and answers, usage) to all of them. The call's user is in that room."""
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    room = ConnectedRoom()
+    async with live_job(room_name=created["room_name"], call_id=call_id, room=room) as live:
+        job = call_job(web, live, call_id, TextProviders(llm=ScriptedLLM([])))
+        runtime = await job.prepare()
+        assert runtime is not None
+        session = job.session(runtime, vad=None, turn_detection="stt")
+        options = no_room_media(f"user-{call_id}")
+        await job.start(runtime, session, room=room, room_options=options)
+        await wait_until(lambda: len(session.history.items) >= 2)  # the greeting was said
+        await asyncio.sleep(0.2)  # what a session host sends goes out from a task
+
+        assert room.sent == []  # was every session event, to everyone in the room
+        assert not room.listens_to("lk.agent.session")  # nor takes anybody's requests
+        await session.aclose()

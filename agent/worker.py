@@ -27,6 +27,7 @@ from livekit.agents import (
     WorkerOptions,
     room_io,
 )
+from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
@@ -61,6 +62,11 @@ SESSION_LATE_AFTER = 2.5
 DEFAULT_USER_AWAY_TIMEOUT = 15.0
 # Tool calls the model may chain in one turn (several meals, then a handoff).
 MAX_TOOL_STEPS = 5
+# The call ends at its first unrecoverable provider error, once the apology is said
+# (agent/call.py's `fatal`, at most 15 s). livekit-agents closes the session itself at
+# its 4th in a row (`max_unrecoverable_errors`, 3), and a refused STT key fails again
+# every half second: that close cut the apology short. Past this many, it still does.
+MAX_UNRECOVERABLE_ERRORS = 100
 ENDED_STATUSES = frozenset({"completed", "failed", "disconnected", "timeout"})
 
 
@@ -150,6 +156,7 @@ def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str,
         },
         "user_away_timeout": settings.get("silence_timeout_seconds") or DEFAULT_USER_AWAY_TIMEOUT,
         "max_tool_steps": MAX_TOOL_STEPS,
+        "conn_options": SessionConnectOptions(max_unrecoverable_errors=MAX_UNRECOVERABLE_ERRORS),
     }
 
 

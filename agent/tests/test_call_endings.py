@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import time
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from agent.tests.harness import (
     wait_until,
 )
 from agent.tests.scripted_llm import ScriptedLLM, call, fail
+from agent.tests.voice import RefusingSTT
 from agent.worker import entrypoint
 
 pytestmark = pytest.mark.api
@@ -36,11 +38,15 @@ class RecordingTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self.events: list[dict] = []
+        self.sent_at: dict[str, float] = {}  # event id: when the API had answered it
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
         if request.method == "POST" and request.url.path.endswith("/events"):
-            self.events.extend(json.loads(request.content)["events"])
-        return await self._inner.handle_async_request(request)
+            events = json.loads(request.content)["events"]
+            self.events.extend(events)
+            self.sent_at.update(dict.fromkeys((e["id"] for e in events), time.time()))
+        return response
 
 
 def said(lines: list[dict]) -> list[tuple[str, str]]:
@@ -114,6 +120,43 @@ async def test_a_provider_that_keeps_failing_gets_an_apology_then_the_call_fails
     assert lines[3][0] == "system"
     assert lines[3][1].startswith("agent_error: llm_error in ")
     assert "scripted provider error 401" in lines[3][1]
+    assert deleted_rooms(fake_livekit, room) == 1
+
+
+async def test_an_stt_that_keeps_failing_gets_the_apology_and_the_failure_before_the_room_goes(
+    web: Web, fake_livekit
+) -> None:
+    """livekit-agents closes the session itself (reason `error`) at its fourth
+    unrecoverable error in a row; a refused STT key gives one every half second. That
+    close must neither cut the apology short nor delete the room before `failed` is
+    at the API (the room's own webhooks would relabel the call's end)."""
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = Providers()
+    providers.stt = RefusingSTT()  # the call's STT, whichever provider
+    transport = RecordingTransport()
+    async with live_job(room_name=room, call_id=call_id) as live:
+        deleted_at: list[float] = []
+        delete_room = live.ctx.delete_room
+
+        def recorded_delete_room(**kwargs: object):
+            deleted_at.append(time.time())
+            return delete_room(**kwargs)
+
+        live.ctx.delete_room = recorded_delete_room  # type: ignore[method-assign]
+        api = AgentAPI(web.base_url, web.agent_key, transport=transport)
+        job = call_job(web, live, call_id, providers, api=api)
+        runtime, _ = await start_voice_call(job, providers)
+        assert (await live.finish()).startswith("session closed")
+
+    apology = runtime.settings["error_message"]
+    assert " ".join(providers.tts.spoken[1:]) == apology
+    assert providers.speaker.finished[-1][1] is False  # played to the end
+    failed = [e for e in transport.events if e["type"] == "status" and e["status"] == "failed"]
+    assert [e["reason"] for e in failed] == ["agent_error"]
+    assert transport.sent_at[failed[0]["id"]] < deleted_at[0]
+    ended = web.call(call_id)
+    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
     assert deleted_rooms(fake_livekit, room) == 1
 
 

@@ -19,7 +19,7 @@ import time
 import uuid
 
 from livekit import rtc
-from livekit.agents import APIConnectOptions, io, stt, tts
+from livekit.agents import APIConnectOptions, APIStatusError, io, stt, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
 SAMPLE_RATE = 16000
@@ -108,6 +108,24 @@ class _ScriptedRecognition(stt.RecognizeStream):
                 )
         finally:
             listening.cancel()
+
+
+class RefusingSTT(ScriptedSTT):
+    """A provider that refuses the key: every stream fails at once, not retryable (as a
+    401 is), and livekit-agents opens a new one half a second later."""
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.RecognizeStream:
+        return _RefusedRecognition(stt=self, conn_options=conn_options)
+
+
+class _RefusedRecognition(stt.RecognizeStream):
+    async def _run(self) -> None:
+        raise APIStatusError("scripted STT error 401", status_code=401, retryable=False)
 
 
 class ScriptedTTS(tts.TTS):

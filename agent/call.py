@@ -31,6 +31,9 @@ from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 logger = logging.getLogger("voicecalls.agent.call")
 
 MAX_ERROR_CHARS = 300
+# A tool line's least distance after the assistant line before it (the transcript is
+# ordered by time).
+TOOL_AFTER_SPEECH = 0.001
 # How long the apology for a fatal error may take to play before the call closes.
 APOLOGY_TIMEOUT = 15.0
 SILENCE_INSTRUCTIONS = (
@@ -77,6 +80,8 @@ class CallRuntime:
         self._max_duration: asyncio.TimerHandle | None = None
         self._pending_user: dict | None = None
         self._tokens_seen = 0
+        # When the last assistant line reported began to be heard (see `_on_tools_executed`).
+        self._assistant_spoken_at = 0.0
         self._usage_reported: list[dict] | None = None
         # Background work started from sync session callbacks, referenced until done.
         self._tasks: set[asyncio.Task] = set()
@@ -305,6 +310,7 @@ class CallRuntime:
         if item.role == "user":
             self._on_user_turn(metrics)
         else:
+            self._assistant_spoken_at = max(self._assistant_spoken_at, spoken_at)
             self._on_agent_turn(metrics, spoken_at)
 
     def _on_user_turn(self, metrics: dict) -> None:
@@ -330,7 +336,13 @@ class CallRuntime:
         )
 
     def _on_tools_executed(self, event: Any) -> None:
+        """Each call a `tool` line. livekit-agents runs a tool as soon as the speech said
+        before it is scheduled (its `created_at`), before that speech is heard (the
+        assistant line's time): the line goes after what the agent said before it, which
+        is always reported first (the message is added once played, then the tools are
+        awaited)."""
         agent_name = self.agent_name()
+        after_speech = self._assistant_spoken_at + TOOL_AFTER_SPEECH
         for call, output in event.zipped():
             content = output.output if output is not None else ""
             tool_call = {"name": tool_name(call.name), "arguments": tool_arguments(call.arguments)}
@@ -343,7 +355,7 @@ class CallRuntime:
                 content=content if isinstance(content, str) else str(content),
                 agent_name=agent_name,
                 tool_call=tool_call,
-                timestamp=call.created_at,
+                timestamp=max(call.created_at, after_speech),
             )
 
     def _on_usage_updated(self, event: Any) -> None:

@@ -214,8 +214,8 @@ async def test_a_resumed_agent_goes_on_from_the_conversation_without_greeting_ag
     assert [(line["role"], line["content"]) for line in lines[len(before) :]] == [
         ("assistant", "Sorry, I lost you for a moment. What about dinner?"),
         ("user", "Soup, bye"),
-        ("tool", ""),  # end_call, asked for before the goodbye it waits for was spoken
         ("assistant", "Goodbye Ada!"),
+        ("tool", ""),  # end_call, after the goodbye it waited for
     ]
     ended = web.call(call_id)
     assert (ended["status"], ended["agent_history"]) == (

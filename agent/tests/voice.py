@@ -129,7 +129,9 @@ class _RefusedRecognition(stt.RecognizeStream):
 
 
 class ScriptedTTS(tts.TTS):
-    def __init__(self, *, provider: str = "tests", model: str = "scripted-tts") -> None:
+    def __init__(
+        self, *, provider: str = "tests", model: str = "scripted-tts", ttfb: float = 0.0
+    ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
             sample_rate=SAMPLE_RATE,
@@ -137,6 +139,7 @@ class ScriptedTTS(tts.TTS):
         )
         self._provider = provider
         self._model = model
+        self.ttfb = ttfb  # before the first audio, as a provider takes (0.2 s is usual)
         self.spoken: list[str] = []
 
     @property
@@ -156,6 +159,8 @@ class ScriptedTTS(tts.TTS):
 
 class _Synthesis(tts.ChunkedStream):
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        assert isinstance(self._tts, ScriptedTTS)
+        await asyncio.sleep(self._tts.ttfb)
         output_emitter.initialize(
             request_id=uuid.uuid4().hex,
             sample_rate=SAMPLE_RATE,

@@ -336,6 +336,10 @@ WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 # An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
 # when a delivery gives up, not retried for ever; enabling it through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
+# Attempts one endpoint may have in flight at once, over every worker: a slow or
+# unanswering customer holds at most this many workers, its other deliveries wait their
+# turn (docs/webhooks.md, "Fairness"). Run more worker threads than this.
+WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = max(1, env.int("WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT", default=1))
 # Seconds before each attempt of a delivery (the first's ignored): Standard Webhooks'
 # example, ten attempts over about three days. The soak (soak/) shortens it to seconds.
 WEBHOOKS_RETRY_SCHEDULE = retry_schedule(

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from calls.models import Call
 from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
-from webhooks import signing, transport
+from webhooks import signing, transport, turns
 from webhooks.models import (
     DeliveryStatus,
     EventType,
@@ -103,9 +103,17 @@ def webhook_delivery_attempt(
     (already delivered, given up, or not due: a stale or duplicate wake-up).
     """
     now = now or timezone.now()
-    claimed = WebhookDelivery.objects.filter(
+    due = WebhookDelivery.objects.filter(
         pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
-    ).update(next_attempt_at=now + ATTEMPT_LEASE, attempt_started_at=now)
+    )
+    endpoint_id = due.values_list("endpoint_id", flat=True).first()
+    if endpoint_id is not None and turns.delivery_waits(
+        delivery_id, endpoint_id=endpoint_id, now=now, lease=ATTEMPT_LEASE
+    ):
+        return None  # its endpoint has all the attempts in flight it may
+    claimed = endpoint_id is not None and due.update(
+        next_attempt_at=now + ATTEMPT_LEASE, attempt_started_at=now
+    )
     if not claimed:
         _wake_if_early(delivery_id, now=now)
         return None
@@ -124,7 +132,10 @@ def webhook_delivery_attempt(
         attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED, sent=False)
     else:
         attempt = _send(delivery, endpoint=endpoint, now=now)
-    return _attempt_finish(delivery, attempt=attempt, now=now)
+    outcome = _attempt_finish(delivery, attempt=attempt, now=now)
+    # Its endpoint's turn passes on to a delivery waiting for it.
+    turns.endpoint_next_wake(endpoint.pk, now=now, lease=ATTEMPT_LEASE)
+    return outcome
 
 
 def _wake_if_early(delivery_id: int, *, now: datetime.datetime) -> None:
@@ -385,4 +396,6 @@ def webhook_deliveries_wake_overdue(
     with transaction.atomic():
         for (delivery_id,) in lost:
             wake(delivery_id, at=now)
-    return len(lost)
+    # And those waiting for a turn of their endpoint that nothing ahead will pass on.
+    stranded = turns.stranded_wake(now=now, grace=grace, lease=ATTEMPT_LEASE, limit=limit)
+    return len(lost) + stranded

@@ -117,6 +117,7 @@ class WebhookDelivery(models.Model):
     round_attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # When the attempt in flight was claimed (None: none is): a replay leaves it be.
+    # Pending with neither: it waits for its endpoint's turn (webhooks.turns).
     attempt_started_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True, default="")
@@ -138,6 +139,12 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"],
                 name="webhook_delivery_pending",
+                condition=models.Q(status="pending"),
+            ),
+            # An endpoint's attempts in flight and deliveries waiting for their turn.
+            models.Index(
+                fields=["endpoint", "created_at"],
+                name="webhook_delivery_endpoint_due",
                 condition=models.Q(status="pending"),
             ),
             # An endpoint's latest success, read when a delivery fails for good.

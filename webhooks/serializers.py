@@ -67,7 +67,11 @@ class WebhookDeliverySerializer(serializers.Serializer):
     call_id = serializers.UUIDField(source="event.call_id", allow_null=True)
     status = serializers.ChoiceField(choices=DeliveryStatus.choices)
     attempt_count = serializers.IntegerField()
-    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the next attempt is due. Null once the delivery ended, and while "
+        "it is pending behind the endpoint's attempts in flight (its turn comes as one ends).",
+    )
     last_status_code = serializers.IntegerField(allow_null=True)
     last_error = serializers.CharField()
     delivered_at = serializers.DateTimeField(allow_null=True)

@@ -20,7 +20,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from analysis import llm
+from analysis import llm, turns
 from analysis.models import OPEN_STATUSES, AnalysisStatus, CallAnalysis
 from analysis.prompt import answer_problem, answer_schema, messages, transcript_text
 from analysis.settings import analysis_llm
@@ -169,6 +169,11 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     """The task's work: claim the run if it is due, make the request, store the outcome.
     Returns what happened (for the task result and tests)."""
     now = timezone.now()
+    if turns.organization_full(call_id, now=now, stale_seconds=STALE_RUN_SECONDS):
+        at = turns.run_wait(call_id, run=run, now=now)
+        if at is not None:
+            _wake(call_id, run=run, at=at)
+            return "waiting"
     with transaction.atomic():
         _call_lock(call_id)
         claimed = CallAnalysis.objects.filter(

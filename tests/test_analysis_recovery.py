@@ -110,11 +110,13 @@ def test_a_rerun_of_a_pending_analysis_whose_wake_up_was_lost_wakes_it(
 
 
 def test_wake_analyses_wakes_lost_runs_and_takes_back_those_of_dead_workers(
-    organization: Organization, fake_llm: FakeLLM, settings: object
+    organization: Organization, outsider: Organization, fake_llm: FakeLLM, settings: object
 ) -> None:
     settings.ANALYSIS_MAX_ATTEMPTS = 2
     fake_llm.default = Outcome.answer(VALID)
-    lost, dead, dead_last, busy, due = (ended_call(organization) for _ in range(5))
+    lost, dead, dead_last, due = (ended_call(organization) for _ in range(4))
+    # Another organization's (one running holds up its own organization's others).
+    busy = ended_call(outsider)
     lose_wake_ups()
     now = timezone.now()
     long_ago = now - datetime.timedelta(seconds=STALE_RUN_SECONDS + 60)

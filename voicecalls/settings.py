@@ -356,6 +356,10 @@ ANALYSIS_TIMEOUT_SECONDS = timeout("ANALYSIS_TIMEOUT_SECONDS", 60.0, most=180)
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
 ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
 ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
+# Analyses one organization may have asking its provider at once, over all workers: a
+# slow provider holds at most this many workers, the organization's other analyses wait
+# their turn (docs/reliability.md, "Fairness between organizations").
+ANALYSIS_ORGANIZATION_MAX_RUNNING = max(1, env.int("ANALYSIS_ORGANIZATION_MAX_RUNNING", default=1))
 
 # Call recordings (recordings/; README "Recordings and privacy"): LiveKit Egress writes
 # each as one OGG file to this bucket unless the organization set its own; with neither,

@@ -195,6 +195,9 @@ def recordings_reconcile(*, now: datetime.datetime) -> tuple[int, int]:
     reconciled = 0
     for pk, egress_id, _status in found:
         if (str(pk),) in queued:
+            # Looked at: not again before RECONCILE_AFTER, as the others (left unmarked,
+            # one organization's queued retries, days of them, filled every batch).
+            Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
         try:
             egress = livekit_egress.egress_status(egress_id=egress_id)
@@ -269,6 +272,8 @@ def recordings_deleted_starts_settle(*, now: datetime.datetime) -> tuple[int, in
     active: list[EgressUpdate] | None = None
     for pk, updated_at, room_name, object_key in found:
         if (str(pk),) in queued:
+            # Looked at, as in `recordings_reconcile`: not filling the next batches.
+            Recording.objects.filter(pk=pk, ended_at__isnull=True).update(updated_at=now)
             continue
         # Each looked at by one pass (`expire_calls` on two hosts), once a RECONCILE_AFTER.
         mine = Recording.objects.filter(pk=pk, ended_at__isnull=True, updated_at=updated_at)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django_tasks import task
 
 from recordings import deletion, services, storage
+from voicecalls.task_queue import LIVE_CALL_PRIORITY
 
 
-@task()
+@task(priority=LIVE_CALL_PRIORITY)
 def recording_start(recording_id: str) -> str:
     """Ask LiveKit to start recording a call that became active, off the request (or
     webhook) that made it active."""

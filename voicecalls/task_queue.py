@@ -15,6 +15,10 @@ from django_tasks.base import Task
 # a wake-up that comes this little early is put back for its time, not dropped (the
 # sweeps would find it only minutes later).
 CLOCK_SKEW = datetime.timedelta(seconds=5)
+# The jobs of live calls (closing an ended call's room, starting a recording): the shared
+# worker takes them before any organization's backlog of webhook deliveries and analyses
+# (priority 0), which would otherwise hold a room open, its agent talking and billed.
+LIVE_CALL_PRIORITY = 10
 
 
 def task_waiting_args(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.models import CallStatus
 from tests.factories import CallFactory
+from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import attempt, attempt_out, endpoint_create, record, run_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks.delivery import ATTEMPT_LEASE, webhook_deliveries_wake_overdue
@@ -105,3 +106,29 @@ def test_a_delivery_left_waiting_with_nothing_ahead_is_woken_by_the_sweep(
     later = waiting_since + 2 * ATTEMPT_LEASE
     assert webhook_deliveries_wake_overdue(now=later) == 1
     assert attempt(delivery, now=later) == DeliveryStatus.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_endpoints_retries_go_after_other_organizations_deliveries(
+    organization: Organization, outsider: Organization, settings: object
+) -> None:
+    """A retry is queued for its time (run_after) and the queue takes those before any
+    queued for at once: a failing customer's retries, thousands after an outage of
+    theirs, went before every other organization's new deliveries, each holding the
+    worker up to the timeout."""
+    settings.WEBHOOKS_RETRY_SCHEDULE = [0, 0.2, 5]
+    with Receiver(default_status=503) as failing, Receiver() as fast:
+        endpoint_create(organization, failing.url, STATUS_CHANGED)
+        (retried,) = answered(organization, 1)
+        run_worker()  # a 503: again in 0.2 s
+        assert len(failing.received) == 1
+        time.sleep(0.3)
+        endpoint_create(outsider, fast.url, STATUS_CHANGED)
+        (theirs,) = answered(outsider, 1)
+
+        run_task_worker("webhooks", "--max-tasks", "1")
+
+        sent = (len(failing.received), len(fast.received))
+    assert sent == (1, 1)  # theirs, not the retry
+    theirs.refresh_from_db()
+    assert theirs.status == DeliveryStatus.SUCCEEDED

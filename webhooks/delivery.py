@@ -259,7 +259,7 @@ def _attempt_finish(
     if attempt.status_code == 410:
         _disable_gone(endpoint_id=delivery.endpoint_id, url=attempt.url, now=now)
     if outcome == DeliveryStatus.PENDING:
-        wake(delivery.pk, at=changes["next_attempt_at"])
+        wake(delivery.pk, at=changes["next_attempt_at"], retry=True)
     event = delivery.event
     if not attempt.sent and event.type == EventType.CALL_ENDED and delivery.delivered_at is None:
         # The analysis may have waited for this report to carry it: it goes on its own.

@@ -35,16 +35,23 @@ from webhooks.models import (
 _iso = serializers.DateTimeField().to_representation
 
 
+# Below every other job (priority 0) of the shared worker (voicecalls.task_queue).
+RETRY_PRIORITY = -10
+
+
 def _dumps(payload: dict) -> str:
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
-def wake(delivery_id: int, *, at: datetime.datetime) -> None:
-    """Enqueue the delivery's attempt at `at`, once the current transaction commits."""
+def wake(delivery_id: int, *, at: datetime.datetime, retry: bool = False) -> None:
+    """Enqueue the delivery's attempt at `at`, once the current transaction commits. A
+    `retry` (its endpoint failed it) waits for the workers to have nothing else to do:
+    the queue takes jobs queued for a time before those queued for at once, and a failing
+    customer's retries went before every other organization's new deliveries."""
     from webhooks.tasks import deliver_webhook
 
     def enqueue() -> None:
-        task = deliver_webhook
+        task = deliver_webhook.using(priority=RETRY_PRIORITY) if retry else deliver_webhook
         if at > timezone.now() and task.get_backend().supports_defer:
             task = task.using(run_after=at)
         task.enqueue(delivery_id)

@@ -69,12 +69,14 @@ def call_status_changed_receiver(signal: object, sender: type, **change: Any) ->
         call_analysis_schedule(call_id=change["call_id"], at=change["at"])
 
 
-def _wake(call_id: UUID | str, *, run: int, at: datetime.datetime) -> None:
-    """Enqueue the run's attempt at `at`, once the current transaction commits."""
+def _wake(call_id: UUID | str, *, run: int, at: datetime.datetime, later: bool = False) -> None:
+    """Enqueue the run's attempt at `at`, once the current transaction commits; `later`
+    (a retry, a wait for its organization's turn) below every other job: the queue takes
+    jobs queued for a time before those queued for at once (turns.LATER_PRIORITY)."""
     from analysis.tasks import analyse_call
 
     def enqueue() -> None:
-        task = analyse_call
+        task = analyse_call.using(priority=turns.LATER_PRIORITY) if later else analyse_call
         if at > timezone.now() and task.get_backend().supports_defer:
             task = task.using(run_after=at)
         task.enqueue(str(call_id), run)
@@ -172,7 +174,7 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     if turns.organization_full(call_id, now=now, stale_seconds=STALE_RUN_SECONDS):
         at = turns.run_wait(call_id, run=run, now=now)
         if at is not None:
-            _wake(call_id, run=run, at=at)
+            _wake(call_id, run=run, at=at, later=True)
             return "waiting"
     with transaction.atomic():
         _call_lock(call_id)
@@ -326,7 +328,7 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
         if not updated:
             return "superseded"
         if outcome.retry_in is not None:
-            _wake(analysis.call_id, run=analysis.run, at=changes["next_attempt_at"])
+            _wake(analysis.call_id, run=analysis.run, at=changes["next_attempt_at"], later=True)
         else:
             call_analyzed.send(sender=CallAnalysis, call_id=analysis.call_id, at=now)
     return str(outcome.status)

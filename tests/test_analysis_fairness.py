@@ -16,6 +16,7 @@ from accounts.models import Organization
 from analysis.models import AnalysisStatus, CallAnalysis
 from analysis.services import STALE_RUN_SECONDS, analyses_wake_overdue, call_analysis_attempt
 from tests.fake_llm import FakeLLM, Outcome
+from tests.tasks import run_task_worker
 from tests.test_analysis_run import VALID, analysis_of, ended_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,3 +84,24 @@ def test_a_run_whose_worker_died_holds_its_organization_only_until_taken_back(
 
     assert attempt(second) == AnalysisStatus.COMPLETED
     assert analyses_wake_overdue() == 1
+
+
+def test_a_failing_providers_retries_go_after_other_organizations_analyses(
+    organization: Organization, outsider: Organization, fake_llm: FakeLLM, settings: object
+) -> None:
+    """A retry is queued for its time (run_after) and the queue takes those before any
+    queued for at once: an organization whose provider failed had its retries go before
+    every other organization's analyses due, each holding the worker up to the timeout."""
+    settings.ANALYSIS_RETRY_BASE_SECONDS = 0.2
+    failing = analysis_of(ended_call(organization))
+    fake_llm.outcomes = [Outcome(status=500)]
+    fake_llm.default = Outcome.answer(VALID)
+    run_task_worker("analysis")  # a 500: again in 0.2 s
+    assert analysis_of(failing.call).status == AnalysisStatus.PENDING
+    time.sleep(0.3)
+    theirs = analysis_of(ended_call(outsider, name="Bob"))
+
+    run_task_worker("analysis", "--max-tasks", "1")
+
+    assert analysis_of(theirs.call).status == AnalysisStatus.COMPLETED
+    assert analysis_of(failing.call).status == AnalysisStatus.PENDING

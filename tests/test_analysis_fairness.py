@@ -64,7 +64,7 @@ def test_a_slow_provider_holds_one_worker_while_other_organizations_analyses_go_
     asked_meanwhile = len(fake_llm.requests)
     out.join()
 
-    assert elapsed < 0.5
+    assert elapsed < 0.9  # neither waited on the slow provider
     assert asked_meanwhile == 2  # the first's and theirs
     second.refresh_from_db()
     assert (waited, second.status, second.attempts) == ("waiting", AnalysisStatus.PENDING, 0)

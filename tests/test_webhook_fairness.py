@@ -42,7 +42,7 @@ def test_a_slow_endpoint_holds_one_worker_while_other_organizations_deliveries_g
     """Each of a slow endpoint's deliveries took a worker for the whole of its request (up
     to the 10 s timeout): with hundreds pending, every worker waited on that one customer
     and every other organization's webhooks (and analyses) waited behind them."""
-    with Receiver([Reply(200, delay=1.0)]) as slow, Receiver() as fast:
+    with Receiver([Reply(200, delay=1.0)] * 2) as slow, Receiver() as fast:
         endpoint_create(organization, slow.url, STATUS_CHANGED)
         endpoint_create(outsider, fast.url, STATUS_CHANGED)
         first, second = answered(organization, 2)
@@ -57,7 +57,7 @@ def test_a_slow_endpoint_holds_one_worker_while_other_organizations_deliveries_g
         out.join()
         run_worker()  # the first one's end woke the second, which waited for it
 
-    assert elapsed < 0.5
+    assert elapsed < 0.9  # neither waited on the slow receiver
     assert sent_meanwhile == 1
     second.refresh_from_db()
     assert (second.status, second.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)

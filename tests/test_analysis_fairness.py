@@ -22,6 +22,12 @@ from tests.test_analysis_run import VALID, analysis_of, ended_call
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def one_analysis_running(settings: object) -> None:
+    """A cap of one, so one run held shows it (the default is larger)."""
+    settings.ANALYSIS_ORGANIZATION_MAX_RUNNING = 1
+
+
 @pytest.fixture
 def fake_llm(settings: object) -> Iterator[FakeLLM]:
     with FakeLLM() as fake:

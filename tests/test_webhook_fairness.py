@@ -22,6 +22,12 @@ from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
 STATUS_CHANGED = [EventType.CALL_STATUS_CHANGED]
 
 
+@pytest.fixture(autouse=True)
+def one_attempt_in_flight(settings: object) -> None:
+    """A cap of one, so one attempt held shows it (the default is larger)."""
+    settings.WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = 1
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with Receiver() as receiver:

@@ -338,8 +338,9 @@ WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
 # Attempts one endpoint may have in flight at once, over every worker: a slow or
 # unanswering customer holds at most this many workers, its other deliveries wait their
-# turn (docs/webhooks.md, "Fairness"). Run more worker threads than this.
-WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = max(1, env.int("WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT", default=1))
+# turn (docs/webhooks.md, "Fairness"). Run more worker threads than this. Four: one
+# busy customer's receiver answering in 200 ms still takes 20 deliveries a second.
+WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = max(1, env.int("WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT", default=4))
 # Seconds before each attempt of a delivery (the first's ignored): Standard Webhooks'
 # example, ten attempts over about three days. The soak (soak/) shortens it to seconds.
 WEBHOOKS_RETRY_SCHEDULE = retry_schedule(
@@ -358,8 +359,9 @@ ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=3
 ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
 # Analyses one organization may have asking its provider at once, over all workers: a
 # slow provider holds at most this many workers, the organization's other analyses wait
-# their turn (docs/reliability.md, "Fairness between organizations").
-ANALYSIS_ORGANIZATION_MAX_RUNNING = max(1, env.int("ANALYSIS_ORGANIZATION_MAX_RUNNING", default=1))
+# their turn (docs/reliability.md, "Fairness between organizations"). Four: an
+# organization at its 100 open calls ends about one a second, each analysed in seconds.
+ANALYSIS_ORGANIZATION_MAX_RUNNING = max(1, env.int("ANALYSIS_ORGANIZATION_MAX_RUNNING", default=4))
 
 # Call recordings (recordings/; README "Recordings and privacy"): LiveKit Egress writes
 # each as one OGG file to this bucket unless the organization set its own; with neither,

@@ -184,6 +184,10 @@ class PhoneNumberAdmin(LiveKitDeletes, admin.ModelAdmin):
         for number in queryset:
             try:
                 services.phone_number_verify(phone_number=number)
+            except PhoneNumber.DoesNotExist:  # its customer deleted it since the list
+                self.message_user(
+                    request, f"{number}: not verified, it was deleted meanwhile.", messages.WARNING
+                )
             except LiveKitError as exc:
                 self.message_user(
                     request, f"{number}: LiveKit refused its rule: {exc}", messages.ERROR

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -310,6 +311,28 @@ def test_a_rule_livekit_refuses_leaves_the_number_unverified(
         "",
         None,
     )
+
+
+def test_a_number_deleted_as_staff_verify_it_is_a_message_not_a_500(
+    staff_client, organization, fake_livekit
+) -> None:
+    number = PhoneNumberFactory(trunk=inbound_trunk(organization))
+    deleted = []
+
+    def delete_before_verify_reads_it(execute, sql, params, many, context):
+        # The action's own read of the number (by its pk, one row): deleted just before.
+        if not deleted and '"telephony_phonenumber"' in sql and "LIMIT 21" in sql:
+            deleted.append(True)
+            PhoneNumber.objects.filter(pk=number.pk).delete()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(delete_before_verify_reads_it):
+        response = verify_in_admin(staff_client, number)
+
+    assert deleted
+    assert response.status_code == 200
+    assert the_one_message(response) == f"{INBOUND_NUMBER}: not verified, it was deleted meanwhile."
+    assert fake_livekit.calls("CreateSIPDispatchRule") == []
 
 
 def test_staff_cannot_add_numbers_customers_do(staff_client) -> None:

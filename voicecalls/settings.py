@@ -44,6 +44,10 @@ CRYPTOGRAPHY_KEY = secret("CRYPTOGRAPHY_KEY", DEV_CRYPTOGRAPHY_KEY)
 # re-encrypts with CRYPTOGRAPHY_KEY (docs/key-rotation.md).
 CRYPTOGRAPHY_KEY_FALLBACKS = secrets("CRYPTOGRAPHY_KEY_FALLBACKS")
 
+# The bearer token Prometheus scrapes GET /ops/metrics with; unset, that endpoint does
+# not exist (404).
+METRICS_TOKEN = secret("METRICS_TOKEN", "")
+
 LIVEKIT_URL = env.str("LIVEKIT_URL", default="ws://localhost:7880")
 LIVEKIT_API_KEY = secret("LIVEKIT_API_KEY", DEV_LIVEKIT_API_KEY)
 LIVEKIT_API_SECRET = secret("LIVEKIT_API_SECRET", DEV_LIVEKIT_API_SECRET)
@@ -403,7 +407,9 @@ LOGGING = logging_setting(
 if env.bool("SECURE_PROXY_SSL_HEADER_ENABLED", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# A scraper is not redirected either: it would only fail the scrape (its token already
+# went out), where Prometheus scrapes each instance over the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^ops/metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)

@@ -7,6 +7,7 @@ from streams.views import staff_call_stream
 from voicecalls.api_index import ApiIndexView, SchemaView
 from voicecalls.errors import not_found
 from voicecalls.health import healthz, readyz
+from voicecalls.ops_metrics import ops_metrics
 
 handler400 = "voicecalls.errors.bad_request"
 handler403 = "voicecalls.errors.permission_denied"
@@ -16,6 +17,8 @@ handler500 = "voicecalls.errors.server_error"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # The operator's metrics, for Prometheus (METRICS_TOKEN); not part of the API.
+    path("ops/metrics", ops_metrics, name="ops-metrics"),
     path("api/v1/agent/", include("calls.agent_urls")),
     path("api/v1/", ApiIndexView.as_view(), name="api-index"),
     path("api/v1/", include("calls.urls")),

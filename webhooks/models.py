@@ -147,6 +147,13 @@ class WebhookDelivery(models.Model):
                 name="webhook_delivery_endpoint_due",
                 condition=models.Q(status="pending"),
             ),
+            # Deliveries given up lately, by when (GET /ops/metrics, voicecalls.ops_metrics):
+            # only the failed ones, not the millions delivered.
+            models.Index(
+                fields=["updated_at"],
+                name="webhook_delivery_failed",
+                condition=models.Q(status="failed"),
+            ),
             # An endpoint's latest success, read when a delivery fails for good.
             models.Index(
                 fields=["endpoint", "delivered_at"],

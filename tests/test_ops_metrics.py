@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -208,3 +213,26 @@ def test_no_log_record_holds_the_token(
         RedactSecretsFilter().filter(record)
         assert TOKEN[:-1] not in record.getMessage()
         assert TOKEN[:-1] not in str(vars(record))
+
+
+def test_the_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    def token(**extra: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_TOKEN")}
+        show = "from django.conf import settings; print(repr(settings.METRICS_TOKEN))"
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+            cwd=django_settings.BASE_DIR,
+            env={**clean, "VOICECALLS_ENV_FILE": os.devnull, "DEBUG": "1", **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(f"{TOKEN}\n")
+
+    assert token(METRICS_TOKEN=TOKEN) == repr(TOKEN)
+    assert token(METRICS_TOKEN_FILE=str(token_file)) == repr(TOKEN)
+    assert token() == repr("")

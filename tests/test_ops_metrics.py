@@ -152,11 +152,14 @@ def test_a_scrape_costs_seven_queries_whatever_the_data(
     assert response.status_code == 200
 
 
-def test_without_a_token_set_the_endpoint_does_not_exist(settings) -> None:
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_without_a_token_set_the_endpoint_does_not_exist(settings, method: str) -> None:
     settings.METRICS_TOKEN = ""
 
-    response = scrape("")
-    unknown = Client().get("/ops/nothing")
+    client = Client(enforce_csrf_checks=True)
+
+    response = getattr(client, method)(URL, HTTP_AUTHORIZATION="Bearer ")
+    unknown = getattr(client, method)("/ops/nothing")
 
     assert response.status_code == 404
     assert response.content == unknown.content

@@ -21,6 +21,7 @@ from django.db.models.functions import Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django_tasks.base import TaskResultStatus
 from django_tasks_db.models import DBTaskResult, get_date_max
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -193,6 +194,7 @@ def _bearer(request: HttpRequest) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
+@csrf_exempt  # no cookies: unset, a POST is the same 404 as any other request
 @never_cache
 def ops_metrics(request: HttpRequest) -> HttpResponse:
     """Without METRICS_TOKEN set the endpoint does not exist; with it, only a request

@@ -182,19 +182,20 @@ test("an outbound phone call: a trunk, the caller id, then the call", async () =
     cwd: env("VOICECALLS_ROOT"),
     stdio: ["ignore", "ignore", "inherit"],
   });
+  // Not the Python SDK test's number: a number is on one organization's trunks only.
   const { data: trunk } = await sipTrunksCreate({
     client,
     body: {
       name: "Telnyx",
       direction: "outbound",
       address: "sip.telnyx.com",
-      numbers: ["+14155550100"],
+      numbers: ["+14155550101"],
       auth_username: "acme",
       auth_password: "sdk-trunk-secret",
     },
   });
   assert.equal(trunk.auth_password_masked, "••••");
-  await organizationPartialUpdate({ client, body: { default_caller_number: "+14155550100" } });
+  await organizationPartialUpdate({ client, body: { default_caller_number: "+14155550101" } });
 
   // The SDK sends `direction` as given: a phone call says outbound.
   const { data: joined, response } = await callsCreate({
@@ -206,5 +207,5 @@ test("an outbound phone call: a trunk, the caller id, then the call", async () =
   assert.equal(joined.channel, "phone");
   const { data: call } = await callsRetrieve({ client, path: { id: joined.call_id } });
   assert.equal(call.phone_number, "+14155550123");
-  assert.equal(call.from_number, "+14155550100");
+  assert.equal(call.from_number, "+14155550101");
 });

@@ -29,7 +29,7 @@ from calls import selectors
 from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call, TranscriptRole
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
-from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
+from voicecalls.task_queue import LATER_PRIORITY, due_within_clock_skew, task_waiting_args
 
 logger = logging.getLogger(__name__)
 # Lines someone said; system and tool lines alone are no conversation.
@@ -71,12 +71,11 @@ def call_status_changed_receiver(signal: object, sender: type, **change: Any) ->
 
 def _wake(call_id: UUID | str, *, run: int, at: datetime.datetime, later: bool = False) -> None:
     """Enqueue the run's attempt at `at`, once the current transaction commits; `later`
-    (a retry, a wait for its organization's turn) below every other job: the queue takes
-    jobs queued for a time before those queued for at once (turns.LATER_PRIORITY)."""
+    (a retry, a wait for its organization's turn) at LATER_PRIORITY."""
     from analysis.tasks import analyse_call
 
     def enqueue() -> None:
-        task = analyse_call.using(priority=turns.LATER_PRIORITY) if later else analyse_call
+        task = analyse_call.using(priority=LATER_PRIORITY) if later else analyse_call
         if at > timezone.now() and task.get_backend().supports_defer:
             task = task.using(run_after=at)
         task.enqueue(str(call_id), run)

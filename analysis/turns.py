@@ -23,9 +23,6 @@ from analysis.models import AnalysisStatus, CallAnalysis
 from calls.models import Call
 
 WAIT_SECONDS = 20.0
-# Retries and waits go below every other job (priority 0) of the shared worker, as
-# webhook retries do (webhooks.outbox.RETRY_PRIORITY).
-LATER_PRIORITY = -10
 
 
 def organization_full(call_id: UUID | str, *, now: datetime.datetime, stale_seconds: int) -> bool:

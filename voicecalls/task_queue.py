@@ -19,6 +19,10 @@ CLOCK_SKEW = datetime.timedelta(seconds=5)
 # worker takes them before any organization's backlog of webhook deliveries and analyses
 # (priority 0), which would otherwise hold a room open, its agent talking and billed.
 LIVE_CALL_PRIORITY = 10
+# Retries (an endpoint or a provider failed) and waits for an organization's turn: after
+# every other job, as the queue takes jobs queued for a time before those queued for at
+# once, and a failing customer's retries went before everyone's new work.
+LATER_PRIORITY = -10
 
 
 def task_waiting_args(

@@ -23,6 +23,7 @@ from analysis.models import FINAL_STATUSES
 from calls import representations, selectors
 from calls.models import ENDED_STATUSES, Call
 from recordings import selectors as recording_selectors
+from voicecalls.task_queue import LATER_PRIORITY
 from webhooks.models import (
     DeliveryStatus,
     EventType,
@@ -35,23 +36,17 @@ from webhooks.models import (
 _iso = serializers.DateTimeField().to_representation
 
 
-# Below every other job (priority 0) of the shared worker (voicecalls.task_queue).
-RETRY_PRIORITY = -10
-
-
 def _dumps(payload: dict) -> str:
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
 def wake(delivery_id: int, *, at: datetime.datetime, retry: bool = False) -> None:
-    """Enqueue the delivery's attempt at `at`, once the current transaction commits. A
-    `retry` (its endpoint failed it) waits for the workers to have nothing else to do:
-    the queue takes jobs queued for a time before those queued for at once, and a failing
-    customer's retries went before every other organization's new deliveries."""
+    """Enqueue the delivery's attempt at `at`, once the current transaction commits; a
+    `retry` (its endpoint failed it) at LATER_PRIORITY."""
     from webhooks.tasks import deliver_webhook
 
     def enqueue() -> None:
-        task = deliver_webhook.using(priority=RETRY_PRIORITY) if retry else deliver_webhook
+        task = deliver_webhook.using(priority=LATER_PRIORITY) if retry else deliver_webhook
         if at > timezone.now() and task.get_backend().supports_defer:
             task = task.using(run_after=at)
         task.enqueue(delivery_id)

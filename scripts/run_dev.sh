@@ -39,6 +39,8 @@ pids+=($!)
 
 # uvicorn serves the ASGI application: the API, the admin and the live call streams on
 # one port (streams need ASGI: README "Watching a call live"); reloaded on code changes.
+# Its access line prints the query string (where a browser's EventSource puts the key):
+# the log config masks it with the filter every other log has.
 VENV_BIN=$(dirname "$PY")
 reload_dirs=()
 for dir in */; do
@@ -46,6 +48,7 @@ for dir in */; do
 done
 "$VENV_BIN/uvicorn" voicecalls.asgi:application --host 127.0.0.1 --port "$PORT" \
   --http voicecalls.uvicorn_errors:JSONErrorsHttpToolsProtocol \
+  --log-config scripts/uvicorn_dev_logging.json \
   --reload "${reload_dirs[@]}" --reload-include '*.html' --no-server-header &
 pids+=($!)
 

@@ -7,6 +7,7 @@ workers) likewise, for what only it shows."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,3 +127,29 @@ def _wait_until_ready(live: LiveServer, server: subprocess.Popen) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def process_serving(
+    command: list[str], env: dict[str, str], port: int, log: Path
+) -> subprocess.Popen:
+    """`command` started with its output in `log`, once it accepts connections on `port`."""
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+
+
+def run_dev_option(name: str) -> str:
+    """The value of uvicorn's option `name` as `make run` (scripts/run_dev.sh) passes it."""
+    script = (ROOT / "scripts" / "run_dev.sh").read_text()
+    return re.search(rf"{name} (\S+)", script).group(1)

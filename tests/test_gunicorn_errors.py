@@ -5,17 +5,13 @@ and `make run`: malformed HTTP), is in the API's one error shape too."""
 from __future__ import annotations
 
 import json
-import re
 import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.live_server import ROOT, START_TIMEOUT_SECONDS, _environment, _free_port
+from tests.live_server import _environment, _free_port, process_serving, run_dev_option
 
 
 def raw_request(live, request: bytes) -> tuple[int, str, dict]:
@@ -68,29 +64,6 @@ def test_a_request_gunicorn_refuses_is_answered_in_the_error_shape(
 # --- uvicorn: the streams' service and `make run` -------------------------------------
 
 
-def _served(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"{command[:3]} exited:\n{log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
-
-
-def _run_dev_http_protocol() -> str:
-    """The `--http` value `make run` (scripts/run_dev.sh) starts uvicorn with."""
-    script = (ROOT / "scripts" / "run_dev.sh").read_text()
-    return re.search(r"--http (\S+)", script).group(1)
-
-
 @pytest.mark.parametrize("service", ["streams-gunicorn", "make-run-uvicorn"])
 def test_a_request_uvicorn_cannot_parse_is_answered_in_the_error_shape(service, tmp_path) -> None:
     port = _free_port()
@@ -101,8 +74,8 @@ def test_a_request_uvicorn_cannot_parse_is_answered_in_the_error_shape(service, 
         command += ["-c", "gunicorn.streams.conf.py", "--no-control-socket"]
     else:
         command = [sys.executable, "-m", "uvicorn", "voicecalls.asgi:application"]
-        command += ["--port", str(port), "--http", _run_dev_http_protocol()]
-    server = _served(command, env, port, tmp_path / "server.log")
+        command += ["--port", str(port), "--http", run_dev_option("--http")]
+    server = process_serving(command, env, port, tmp_path / "server.log")
     try:
         live = SimpleNamespace(url=f"http://127.0.0.1:{port}")
         answer_status, content_type, body = raw_request(live, b"NOT A REQUEST\r\n\r\n")

@@ -21,6 +21,7 @@ from gunicorn.glogging import SafeAtoms
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer_client
+from tests.live_server import _environment, _free_port, process_serving, run_dev_option
 from voicecalls.logging import RedactSecretsFilter, RequestContextFilter, redact
 from voicecalls.redaction import RedactingLogger
 
@@ -366,3 +367,29 @@ def test_the_access_log_keeps_no_user_id_or_number_a_list_or_a_search_asked_for(
     assert kept in line
     assert "[redacted]" in line
     assert personal not in line
+
+
+def test_make_runs_uvicorn_logs_hold_no_key_from_the_query_string(tmp_path) -> None:
+    """`make run` serves through uvicorn, whose own access line prints the query string:
+    its log config (scripts/run_dev.sh's `--log-config`) masks it as production does."""
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", "voicecalls.asgi:application"]
+    command += ["--port", str(port), "--log-config", run_dev_option("--log-config")]
+    log = tmp_path / "uvicorn.log"
+    server = process_serving(command, _environment(tmp_path, port), port, log)
+    stream = f"/api/v1/calls/{uuid.uuid4()}/stream"
+    try:
+        for query in ("api_key=abcdefgh.abcdefghabcdefghabcdefghabcdefgh", "user_id=alice"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{stream}?{query}", timeout=10)
+        deadline = time.monotonic() + 10
+        while "user_id=[redacted]" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    logs = log.read_text()
+    assert f'"GET {stream}?api_key=[redacted] HTTP/1.1" 401' in logs
+    assert f'"GET {stream}?user_id=[redacted] HTTP/1.1" 401' in logs
+    assert "abcdefghabcdefgh" not in logs and "alice" not in logs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from accounts.models import Organization
 from calls.models import IdempotencyRecord
 from voicecalls.errors import Conflict, UnprocessableEntity
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 MAX_KEY_LENGTH = 255
 
 
@@ -147,11 +149,12 @@ def idempotent_answer_exists(*, organization_id: object, key: str, body: object)
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str | None:
-    """The request's `Idempotency-Key` (1 to 255 characters), or None without one."""
+    """The request's `Idempotency-Key` (1 to 255 printable characters), or None without
+    one. A control character is no header's (RFC 9110), and PostgreSQL stores no NUL."""
     key = headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+    if key is not None and (not 0 < len(key) <= MAX_KEY_LENGTH or _CONTROL_CHARACTER.search(key)):
         raise serializers.ValidationError(
-            {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} characters."]}
+            {"Idempotency-Key": [f"Must be 1 to {MAX_KEY_LENGTH} printable characters."]}
         )
     return key
 

@@ -53,7 +53,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"\S"},
     OpenApiParameter.HEADER,
     description=(
-        "Up to 255 characters. The same key and body within 24 hours return the first "
+        "Up to 255 printable characters. The same key and body within 24 hours return the first "
         "response; another body → 422; while the first is still running → 409."
     ),
 )

@@ -154,6 +154,25 @@ def test_keys_must_be_1_to_255_characters(api: APIClient, workflow, key: str) ->
     assert Call.objects.count() == 0
 
 
+@pytest.mark.parametrize("key", ["k\x00-1", "k\x1b[31m", "k\x7f"])
+def test_a_key_with_a_control_character_is_400_not_stored(
+    api: APIClient, workflow, key: str
+) -> None:
+    """PostgreSQL cannot store a NUL in text (it was a 500 there), and no HTTP header
+    may carry a control character: the servers in front refuse them, the API too."""
+    response = post(api, BODY, key)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {
+            "code": "invalid",
+            "detail": "Must be 1 to 255 printable characters.",
+            "attr": "Idempotency-Key",
+        }
+    ]
+    assert (Call.objects.count(), IdempotencyRecord.objects.count()) == (0, 0)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_with_one_key_create_one_call(client_key: str, workflow) -> None:

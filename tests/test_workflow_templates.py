@@ -276,6 +276,47 @@ def test_a_null_renders_empty_not_none(source: str) -> None:
     assert render(source, context) == "Hello !"
 
 
+# A caller's data as the customer's app sent it, not as the template expects it.
+MISTYPED = template_context(
+    user_data={"name": "Ada", "age": "20", "orders": None, "visits": 3, "total": "9.5"},
+    metadata={"count": 0},
+    call_id="c",
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "rendered"),
+    [
+        ("{% if user.age >= 18 %}adult{% else %}unknown{% endif %}", "unknown"),
+        ("{% if 18 < user.age < 65 %}x{% endif %}", ""),
+        ("{% if 5 in user.name %}x{% endif %}", ""),
+        ("{% for o in user.orders %}{{ o }}{% else %}no orders{% endfor %}", "no orders"),
+        ("{% for v in user.visits %}{{ v }}{% endfor %}", ""),
+        (
+            "[{{ user.age + 1 }}|{{ user.age - 1 }}|{{ -user.name }}|{{ 10 / metadata.count }}]",
+            "[|||]",
+        ),
+        (
+            "[{{ user.total | round(1) }}|{{ user.visits | length }}|{{ user.visits | first }}]",
+            "[||]",
+        ),
+        ('{{ user.total | round(1) | default("?") }}', "?"),
+        ("[{{ user.name.split(1) }}|{{ range(user.age) }}]", "[|]"),
+        ("{% if user.visits is divisibleby 'x' %}x{% endif %}", ""),
+        ("[{{ user.orders | dictsort }}|{{ user.visits | reverse }}]", "[|]"),
+    ],
+)
+def test_a_value_of_an_unexpected_type_is_missing_where_used_not_the_whole_prompt(
+    source: str, rendered: str
+) -> None:
+    """The customer's app sent `"age": "20"` where the template compares a number:
+    Python's TypeError emptied the whole prompt, and the agent ran that call with no
+    instructions at all."""
+    assert render("You are Acme's agent. " + source + " Bye, {{ user.name }}.", MISTYPED) == (
+        "You are Acme's agent. " + rendered + " Bye, Ada."
+    )
+
+
 class _RenderTooSlow(BaseException):
     """Raised by the alarm; a BaseException, so render's `except Exception` lets it out."""
 

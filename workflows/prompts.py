@@ -9,6 +9,9 @@ users' data fills.
   `{{ user.name | default("there") }}` works; a null prints empty too. Printed, a key
   shows rather than a dict method of its name (`{{ user.items }}`), which stays callable
   (`metadata.items()`); no other method or function prints.
+- A value of another type than the template expects (`"age": "20"` compared with 18, a
+  loop over null, `"9.5" | round`, a division by a zero count) is missing where it is
+  used, as an absent value is: the rest of the prompt renders.
 - The sandbox blocks Python internals (`__class__`, `__globals__`, ...). A template that
   still trips it, or fails at runtime for any other reason, renders empty: a call must
   start, and an attacker must learn nothing from the result.

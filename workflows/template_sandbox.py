@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import ChainableUndefined, Undefined, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import FilterArgumentError, SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -41,17 +41,56 @@ _SAFE_STR_METHODS = frozenset(
 )
 
 
+# What Python raises for a value of another type than the template expects (`"20" >= 18`
+# from a customer's app, a loop over null, `"9.5" | round`, a division by a zero count):
+# the value is missing there, as an absent one is, and the rest of the prompt renders.
+# Raised, it emptied the whole prompt: the agent ran the call without instructions.
+WRONG_TYPE = (
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    AttributeError,  # (`dictsort` of a list)
+    LookupError,  # (`random` of a dict)
+    FilterArgumentError,  # (`reverse` of a number)
+)
+
+
 def _loop_budget(iterable: Any) -> Iterator[Any]:
-    for item in iterable:
+    try:
+        items = iter(iterable)
+    except TypeError:
+        return  # (not iterable: no iterations, and a loop's `else` renders)
+    for item in items:
         spend()
         yield item
 
 
-def _compared(operand: Any) -> Any:
-    """An operand of a comparison, which costs a unit plus its size (and a look at the
-    clock) before the comparison walks it."""
-    spend(1 + work_of(operand))
-    return operand
+_COMPARISONS = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gteq": operator.ge,
+    "lt": operator.lt,
+    "lteq": operator.le,
+    "in": lambda left, right: left in right,
+    "notin": lambda left, right: left not in right,
+}
+
+
+def _compared(left: Any, *operations: Any) -> bool:
+    """A comparison (`a < b`, `a in b`, chained), each operand costing a unit plus its
+    size (and a look at the clock) before it is walked. One Python cannot make (a text
+    and a number ordered) does not hold, as with a missing value."""
+    for operand in (left, *operations[1::2]):
+        spend(1 + work_of(operand))
+    for op, right in zip(operations[::2], operations[1::2], strict=True):
+        try:
+            if not _COMPARISONS[op](left, right):
+                return False
+        except WRONG_TYPE:
+            return False
+        left = right
+    return True
 
 
 def _shown(value: Any) -> Any:
@@ -100,14 +139,10 @@ class _Bounded(NodeTransformer):
     def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
         # `in` and `==` walk their operands: each costs by their size, as a filter does.
         self.generic_visit(node)
-        node.expr = self._sized(node.expr)
+        operations: list[nodes.Expr] = []
         for operand in node.ops:
-            operand.expr = self._sized(operand.expr)
-        return node
-
-    @staticmethod
-    def _sized(expr: nodes.Expr) -> nodes.Expr:
-        return nodes.Filter(expr, "_compared", [], [], None, None, lineno=expr.lineno)
+            operations += [nodes.Const(operand.op, lineno=node.lineno), operand.expr]
+        return nodes.Filter(node.expr, "_compared", operations, [], None, None, lineno=node.lineno)
 
     def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
         self.generic_visit(node)
@@ -137,7 +172,8 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox (no internals, no mutating lists/dicts) plus bounded operators,
     filters, string methods, loops and calls."""
 
-    intercepted_binops = frozenset(["*", "**", "%", "+"])
+    intercepted_binops = frozenset(["*", "**", "%", "+", "-", "/", "//"])
+    intercepted_unops = frozenset(["-", "+"])
     concat = staticmethod(_captured)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
@@ -149,6 +185,18 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        try:
+            return self._binop(op, left, right)
+        except WRONG_TYPE:
+            return self.undefined()
+
+    def call_unop(self, context: Any, op: str, arg: Any) -> Any:
+        try:
+            return super().call_unop(context, op, arg)
+        except WRONG_TYPE:
+            return self.undefined()
+
+    def _binop(self, op: str, left: Any, right: Any) -> Any:
         if op == "**":
             if isinstance(right, int | float) and isinstance(left, int | float):
                 size = max(abs(int(left)), 2).bit_length() * abs(right)
@@ -171,7 +219,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             if isinstance(left, str):
                 raise SecurityError("string formatting is not available in prompts")
             return operator.mod(left, right)
-        return super().call_binop(context, op, left, right)
+        return self.binop_table[op](left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(__obj, Undefined):
@@ -193,7 +241,10 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 check_join(owner, args[0])
             if method == "replace" and len(args) >= 2:
                 check_replace(owner, args[0], args[1])
-        result = check_len(super().call(__context, __obj, *args, **kwargs))
+        try:
+            result = check_len(super().call(__context, __obj, *args, **kwargs))
+        except WRONG_TYPE:
+            return __self.undefined()
         spend(work_of(result))
         return result
 
@@ -213,6 +264,19 @@ def _built(value: Any) -> Any:
     made. Holding another twice at each level, a few bytes nest 2**depth leaves, which
     one hash or `==` walks in C, where no deadline is looked at."""
     return spent_on(check_len(value))
+
+
+def _tolerant(original: Any, missing: Any) -> Any:
+    """A filter or test that answers `missing` where Python refuses the value's type."""
+
+    @functools.wraps(original)
+    def tolerant(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except WRONG_TYPE:
+            return missing()
+
+    return tolerant
 
 
 def _bounded_filter(original: Any) -> Any:
@@ -324,7 +388,10 @@ def _make_environment() -> PromptEnvironment:
     env.filters["replace"] = _replace_filter(env.filters["replace"])
     for name, original in list(env.filters.items()):
         if name not in _CONSTANT_TIME_FILTERS:
-            env.filters[name] = _costed_filter(original)
+            original = _costed_filter(original)
+        env.filters[name] = _tolerant(original, MissingValue)
+    for name, original in list(env.tests.items()):
+        env.tests[name] = _tolerant(original, bool)
     env.filters["_loop_budget"] = _loop_budget
     env.filters["_bounded_concat"] = _bounded_concat
     env.filters["_compared"] = _compared

@@ -1,13 +1,25 @@
 """README "Upgrading": `migrate` runs first, while the previous release still serves.
 Its processes insert rows naming only the columns they know, so a NOT NULL column a
-migration adds to an existing table must take its value from the database itself."""
+migration adds to an existing table must take its value from the database itself. And
+while old and new processes run side by side, each release's workers take tasks the
+other queued."""
 
 from __future__ import annotations
+
+import datetime
+import logging
 
 import pytest
 from django.apps import apps
 from django.db import connection, migrations
 from django.db.migrations.loader import MigrationLoader
+from django.utils import timezone
+from django_tasks.base import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+
+from calls.tasks import call_room_close
+from tests.factories import CallFactory
+from tests.tasks import run_task_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -51,3 +63,70 @@ def test_every_not_null_column_added_to_an_existing_table_has_a_database_default
             if column.default is None and name not in NO_DEFAULT_POSSIBLE:
                 without_default.append(name)
     assert without_default == []
+
+
+# --- Tasks another release queued ------------------------------------------------------
+# During a rolling deploy (and after a rollback) a worker takes rows a release other than
+# its own queued: a task it does not have, or arguments its function does not take.
+
+
+def queued_by_another_release(call_id: str, *, task_path: str = "", **kwargs: object):
+    """A room close queued as another release would queue it: under `task_path`, or with
+    keywords this release's function does not take."""
+    result = DBTaskResult.objects.get(pk=call_room_close.enqueue(call_id).id)
+    result.task_path = task_path or result.task_path
+    result.args_kwargs = {"args": [call_id], "kwargs": kwargs}
+    result.save(update_fields=["task_path", "args_kwargs"])
+    return result
+
+
+def run_one_task() -> None:
+    run_task_worker("*", "--exclude-queues", "dial", "--max-tasks", "1")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "queued",
+    [
+        {"from_a_later_release": True},
+        {"task_path": "calls.tasks.call_room_close_from_a_later_release"},
+    ],
+    ids=["a-keyword-it-lacks", "a-task-it-lacks"],
+)
+def test_a_task_this_release_cannot_run_waits_for_a_worker_that_can(
+    organization, fake_livekit, caplog, queued
+) -> None:
+    """A worker of the release before failed such a task for good (a TypeError, an
+    ImportError), and what it was to do never happened: the new release's worker, a
+    minute later, would have run it."""
+    call = CallFactory(organization=organization)
+    row = queued_by_another_release(str(call.pk), **queued)
+    before = timezone.now()
+
+    with caplog.at_level(logging.WARNING, logger="voicecalls.management.commands.db_worker"):
+        run_one_task()
+
+    row.refresh_from_db()
+    assert row.status == TaskResultStatus.READY
+    assert before + datetime.timedelta(seconds=59) < row.run_after
+    assert row.run_after < before + datetime.timedelta(minutes=2)
+    assert fake_livekit.requests == []
+    assert row.task_path in caplog.text and "another release" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_no_release_ran_for_a_day_fails_where_it_is_seen(organization, fake_livekit) -> None:
+    """Waiting is bounded: one no worker could run for a day fails (the admin's task
+    results, the log) rather than being tried for ever."""
+    call = CallFactory(organization=organization)
+    row = queued_by_another_release(str(call.pk), from_a_later_release=True)
+    DBTaskResult.objects.filter(pk=row.pk).update(
+        enqueued_at=timezone.now() - datetime.timedelta(days=1, minutes=1)
+    )
+
+    run_one_task()
+
+    row.refresh_from_db()
+    assert row.status == TaskResultStatus.FAILED
+    assert row.exception_class_path == "builtins.TypeError"
+    assert "from_a_later_release" in row.traceback

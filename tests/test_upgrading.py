@@ -67,6 +67,41 @@ def test_every_not_null_column_added_to_an_existing_table_has_a_database_default
     assert without_default == []
 
 
+# Operations that take away what the release before reads or writes: a table or column
+# goes or is renamed under it. Drop in the release after the one that stopped using it.
+TAKING_AWAY = (
+    migrations.RemoveField,
+    migrations.RenameField,
+    migrations.DeleteModel,
+    migrations.RenameModel,
+    migrations.AlterModelTable,
+)
+# accounts 0008 replaced the column the release before wrote (README "Upgrading").
+TAKEN_AWAY_BEFORE = {("accounts", "0008_rate_limit_state_microseconds", "RemoveField")}
+
+
+def _database_operations(operations: list) -> list:
+    flat = []
+    for operation in operations:
+        if isinstance(operation, migrations.SeparateDatabaseAndState):
+            flat += _database_operations(operation.database_operations)
+        else:
+            flat.append(operation)
+    return flat
+
+
+def test_no_migration_takes_away_a_table_or_column_the_release_before_uses() -> None:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    taking = {
+        (label, name, type(operation).__name__)
+        for (label, name), migration in loader.disk_migrations.items()
+        if label in PROJECT_APPS
+        for operation in _database_operations(migration.operations)
+        if isinstance(operation, TAKING_AWAY)
+    }
+    assert taking == TAKEN_AWAY_BEFORE
+
+
 # --- Tasks another release queued ------------------------------------------------------
 # During a rolling deploy (and after a rollback) a worker takes rows a release other than
 # its own queued: a task it does not have, or arguments its function does not take.

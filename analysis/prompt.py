@@ -12,9 +12,11 @@ from voicecalls.fields import json_has_nul
 from voicecalls.json_schemas import first_schema_error, with_array_items
 from workflows.prompts import render, template_context
 
-# A transcript longer than this is cut (the start is kept, with a note): the request
-# must fit the model's context window and the provider's body limit.
+# A transcript longer than this is cut: the request must fit the model's context window
+# and the provider's body limit. Its start (who called, about what) and, the larger part,
+# its end (how the call came out: the verdict's evidence) are kept; the middle goes.
 MAX_TRANSCRIPT_CHARS = 200_000
+HEAD_SHARE = 0.25
 
 SYSTEM = (
     "You analyse a finished call between an AI voice agent and a person. Read the "
@@ -39,10 +41,35 @@ def transcript_text(rows: Iterable[tuple]) -> str:
             arguments = json.dumps(tool_call.get("arguments"), ensure_ascii=False)
             line += f" [tool call {tool_call.get('name')} {arguments}]"
         lines.append(CONTINUATION.join(line.splitlines()))
-    text = "\n".join(lines)
-    if len(text) > MAX_TRANSCRIPT_CHARS:
-        text = text[:MAX_TRANSCRIPT_CHARS] + "\n[transcript cut here: too long]"
-    return text
+    return _middle_cut(lines)
+
+
+def _middle_cut(lines: list[str]) -> str:
+    """`lines` joined, whole lines only, at most MAX_TRANSCRIPT_CHARS of them (a line
+    alone over its share is cut), with a note where lines were left out."""
+    if sum(len(line) + 1 for line in lines) - 1 <= MAX_TRANSCRIPT_CHARS:
+        return "\n".join(lines)
+    head_budget = int(MAX_TRANSCRIPT_CHARS * HEAD_SHARE)
+    head = _lines_within(lines, head_budget)
+    tail = _lines_within(lines[len(head) :][::-1], MAX_TRANSCRIPT_CHARS - head_budget)[::-1]
+    if not head:
+        head = [lines[0][:head_budget]]
+    if not tail:
+        tail = [lines[-1][-(MAX_TRANSCRIPT_CHARS - head_budget) :]]
+    left_out = len(lines) - len(head) - len(tail)
+    note = f"[transcript cut here, too long; lines left out: {left_out}]"
+    return "\n".join([*head, note, *tail])
+
+
+def _lines_within(lines: list[str], budget: int) -> list[str]:
+    """The first of `lines` whose joined length is at most `budget`."""
+    kept, used = [], 0
+    for line in lines:
+        used += len(line) + 1
+        if used - 1 > budget:
+            break
+        kept.append(line)
+    return kept
 
 
 # Where a schema keeps the subschemas its references name (Pydantic: `$defs`).

@@ -8,6 +8,7 @@ import copy
 import datetime
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -16,9 +17,10 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from analysis.models import CallAnalysis
+from analysis.prompt import MAX_TRANSCRIPT_CHARS, transcript_text
 from analysis.services import call_analysis_rerun
 from calls.lifecycle import call_transition
-from calls.models import Call, CallStatus
+from calls.models import Call, CallStatus, TranscriptEntry
 from tests.factories import CallFactory, ProviderKeyFactory, TranscriptEntryFactory, WorkflowFactory
 from tests.fake_llm import FakeLLM, Outcome
 from tests.tasks import run_task_worker
@@ -439,6 +441,57 @@ def test_a_call_on_which_nothing_was_said_is_skipped_without_asking_the_provider
         None,
         None,
     )
+
+
+def test_a_transcript_over_the_bound_keeps_both_its_start_and_its_end(
+    organization: Organization, fake_llm: FakeLLM
+) -> None:
+    """A call of hours: the verdict is in how it ended, so the middle is what is cut."""
+    call = ended_call(organization)
+    first = TranscriptEntry.objects.filter(call=call).order_by("timestamp", "id").first()
+    TranscriptEntry.objects.bulk_create(
+        TranscriptEntry(
+            call=call,
+            role="user" if i % 2 else "assistant",
+            content=f"line {i}: " + "so " * 30,
+            timestamp=first.timestamp + datetime.timedelta(seconds=5 * (i + 1)),
+        )
+        for i in range(20_000)
+    )
+    TranscriptEntryFactory(
+        call=call,
+        role="user",
+        content="Yes, book me for Tuesday. Goodbye!",
+        timestamp=first.timestamp + datetime.timedelta(hours=30),
+    )
+    fake_llm.default = Outcome.answer(VALID)
+
+    run_worker()
+
+    (request,) = fake_llm.requests
+    sent = request.messages[1]["content"]
+    assert sent.startswith("Transcript:\nassistant (greeter-agent): Hi Ada, what did you eat?\n")
+    assert sent.endswith("\nuser: Yes, book me for Tuesday. Goodbye!")
+    assert len(sent) <= MAX_TRANSCRIPT_CHARS + 200
+    left_out = re.search(r"\n\[transcript cut here, too long; lines left out: (\d+)\]\n", sent)
+    assert left_out is not None
+    kept = sent.count("\n") - 1  # the first line and the note's are not transcript lines
+    assert kept + int(left_out[1]) == 20_003
+    assert analysis_of(call).status == "completed"
+
+
+def test_lines_each_over_their_share_of_the_bound_are_cut_not_sent_whole() -> None:
+    rows = [
+        (i, "user", text, None, None, None, False)
+        for i, text in enumerate(["a" * 120_000, "b" * 10, "c" * 190_000])
+    ]
+
+    text = transcript_text(rows)
+
+    head, note, tail = text.split("\n")
+    assert head == "user: " + "a" * (MAX_TRANSCRIPT_CHARS // 4 - len("user: "))
+    assert note == "[transcript cut here, too long; lines left out: 1]"
+    assert tail == "c" * (MAX_TRANSCRIPT_CHARS - MAX_TRANSCRIPT_CHARS // 4)
 
 
 def test_the_key_never_reaches_the_stored_error_or_the_logs(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import httpx
 from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
 
+from agent.context import recent_context
 from agent.events import json_safe
 from agent.providers import ComponentCache
 from agent.telephony import PhoneLine, transfer_tool
@@ -106,6 +107,11 @@ class WorkflowAgent(Agent):
         else:
             # No fixed greeting (typically after a handoff): let the model continue.
             self.session.generate_reply()
+
+    def llm_node(self, chat_ctx: Any, tools: list, model_settings: Any) -> Any:
+        # The newest part of a long call only: its whole would outgrow the model's
+        # context window (agent/context.py).
+        return Agent.default.llm_node(self, recent_context(chat_ctx), tools, model_settings)
 
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
         # The agent said goodbye (or hands the caller over): it answers nothing more; or

@@ -58,7 +58,11 @@ def format_seconds(seconds: int | None) -> str:
     if seconds is None:
         return "—"
     minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
+    if minutes < 60:
+        return f"{minutes}:{secs:02d}"
+    # A call of hours: "3:05:07", not "185:07".
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class WorkflowFilter(admin.RelatedFieldListFilter):

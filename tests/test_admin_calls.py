@@ -354,6 +354,24 @@ def test_the_call_page_reads_the_transcript_as_a_conversation(staff: Client, org
     assert 'name="_save"' not in html  # read-only: evidence is never edited
 
 
+def test_a_call_of_hours_reads_in_hours_minutes_and_seconds(staff: Client, organization) -> None:
+    ended = timezone.now()
+    started = ended - datetime.timedelta(hours=3, minutes=5, seconds=7)
+    call = CallFactory(
+        organization=organization, completed=True, started_at=started, ended_at=ended
+    )
+    TranscriptEntryFactory(
+        call=call, content="Still there?", timestamp=started + datetime.timedelta(seconds=7265)
+    )
+
+    page = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+    listed = staff.get("/admin/calls/call/").content.decode()
+
+    assert "3:05:07" in page  # the duration, not "185:07"
+    assert "2:01:05 · assistant" in page  # the line's offset, not "121:05"
+    assert "3:05:07" in listed
+
+
 def test_transcript_content_is_escaped(staff: Client, organization) -> None:
     call = CallFactory(organization=organization)
     TranscriptEntryFactory(call=call, content="<script>alert(1)</script>")

@@ -14,6 +14,7 @@ from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 
 from accounts.api import OUTBOUND_LIMITS
 from accounts.models import APIKey, Organization
+from accounts.services import organization_reinstate, organization_suspend
 from telephony.admin import LiveKitDeletes
 from telephony.guard import caller_id_pick
 from telephony.services import organization_delete
@@ -65,9 +66,44 @@ class OrganizationForm(ModelForm):
 @admin.register(Organization)
 class OrganizationAdmin(LiveKitDeletes, admin.ModelAdmin):
     form = OrganizationForm
-    list_display = ["slug", "name", "concurrency_limit", "open_calls", "created_at"]
+    list_display = ["slug", "name", "concurrency_limit", "open_calls", "suspended_at", "created_at"]
+    list_filter = [("suspended_at", admin.EmptyFieldListFilter)]
     search_fields = ["slug", "name"]
-    readonly_fields = ["id", "open_calls", "created_at"]
+    readonly_fields = ["id", "open_calls", "created_at", "suspended_at", "suspension_reason"]
+    actions = ["suspend", "reinstate"]
+
+    @admin.action(description="Suspend selected organizations", permissions=["change"])
+    def suspend(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> TemplateResponse | None:
+        asking = action_confirmation(
+            self,
+            request,
+            queryset,
+            action="suspend",
+            title="Suspend these organizations?",
+            consequence="Their client keys are refused (403 organization_suspended) and no "
+            "new call starts: inbound calls go unanswered, queued dials fail. Calls in "
+            "progress finish. Nothing is deleted; Reinstate undoes it.",
+            reason_label="Reason (staff only):",
+        )
+        if asking is not None:
+            return asking
+        reason = request.POST["reason"]
+        suspended = [o for o in queryset if organization_suspend(organization=o, reason=reason)]
+        for organization in suspended:
+            self.log_change(request, organization, f"Suspended: {reason.strip()}")
+        self.message_user(request, f"Suspended {len(suspended)} organization(s).", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Reinstate selected organizations", permissions=["change"])
+    def reinstate(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        reinstated = [o for o in queryset if organization_reinstate(organization=o)]
+        for organization in reinstated:
+            self.log_change(request, organization, "Reinstated.")
+        self.message_user(
+            request, f"Reinstated {len(reinstated)} organization(s).", messages.SUCCESS
+        )
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         """An organization with calls cannot be deleted (calls are evidence): said at

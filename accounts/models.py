@@ -95,6 +95,20 @@ class Organization(models.Model):
         "phone number are kept after the call ended; empty: kept.",
     )
 
+    # Staff suspend an organization (fraud, toll fraud, non-payment) from the admin: its
+    # client keys are refused and no new call starts; nothing is deleted (README).
+    suspended_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Empty: not suspended."
+    )
+    suspension_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="Why staff suspended it; staff only, never shown to the customer.",
+    )
+
     class Meta:
         ordering = ["slug"]
         constraints = [
@@ -108,6 +122,10 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
 
     @property
     def effective_concurrency_limit(self) -> int:

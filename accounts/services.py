@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import APIKey, KeyKind, Organization
 
@@ -54,3 +55,23 @@ def organization_settings_update(*, organization: Organization, **changes: objec
     if changes:
         organization.save(update_fields=list(changes))
     return organization
+
+
+SUSPENSION_REASON_MAX = Organization._meta.get_field("suspension_reason").max_length
+
+
+def organization_suspend(*, organization: Organization, reason: str) -> bool:
+    """Suspend the organization (README "Suspending an organization"); False when it
+    already was. Its row's other columns are left as they are: calls move its counter."""
+    suspended = Organization.objects.filter(pk=organization.pk, suspended_at__isnull=True).update(
+        suspended_at=timezone.now(), suspension_reason=reason.strip()[:SUSPENSION_REASON_MAX]
+    )
+    return bool(suspended)
+
+
+def organization_reinstate(*, organization: Organization) -> bool:
+    """Lift the suspension; False when it was not suspended."""
+    reinstated = Organization.objects.filter(pk=organization.pk, suspended_at__isnull=False).update(
+        suspended_at=None, suspension_reason=""
+    )
+    return bool(reinstated)

@@ -18,10 +18,13 @@ def action_confirmation(
     action: str,
     title: str,
     consequence: str,
+    reason_label: str | None = None,
 ) -> TemplateResponse | None:
-    """None once the staff member confirmed (the page posts `post=yes`); else the page
-    that asks, listing what the action would act on."""
-    if request.POST.get("post") == "yes":
+    """None once the staff member confirmed (the page posts `post=yes`, and a `reason`
+    when `reason_label` asks for one); else the page that asks, listing what the action
+    would act on."""
+    reason_given = reason_label is None or request.POST.get("reason", "").strip()
+    if request.POST.get("post") == "yes" and reason_given:
         return None
     context = {
         **model_admin.admin_site.each_context(request),
@@ -29,6 +32,7 @@ def action_confirmation(
         "consequence": consequence,
         "objects": list(queryset),
         "action": action,
+        "reason_label": reason_label,
         "opts": model_admin.model._meta,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
     }

@@ -38,6 +38,14 @@ class Principal:
         return self.kind == KeyKind.AGENT
 
 
+class OrganizationSuspended(exceptions.PermissionDenied):
+    """403 for every request of a suspended organization's client keys, and for what
+    would start a call of it (accounts.models.Organization.suspended_at)."""
+
+    default_detail = "Your organization is suspended; contact support."
+    default_code = "organization_suspended"
+
+
 class APIKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -57,6 +65,10 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("API key has expired.")
         organization_id_var.set(str(api_key.organization_id) if api_key.organization_id else None)
+        # Read with the key, no query of its own. Agent keys go on: the calls already
+        # open keep their sessions and transcripts (README "Suspending an organization").
+        if api_key.kind == KeyKind.CLIENT and api_key.organization.is_suspended:
+            raise OrganizationSuspended()
         principal = Principal(
             api_key_id=api_key.pk, kind=api_key.kind, organization=api_key.organization
         )

@@ -198,7 +198,8 @@ class LimitErrorResponseSerializer(ErrorResponseSerializer):
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: malformed JSON, or a field or query parameter named in `attr`.",
     401: "Missing or invalid API key.",
-    403: "The key may not use this endpoint (client keys vs agent keys).",
+    403: "The key may not use this endpoint (client keys vs agent keys), or "
+    "`organization_suspended`: staff suspended your organization (contact support).",
     404: "No such object in your organization.",
     405: "Method not allowed.",
     406: "Not acceptable: the `Accept` header allows no JSON, which is all the API answers.",

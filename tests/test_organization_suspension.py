@@ -1,0 +1,183 @@
+"""Staff suspend an organization (fraud, toll fraud, non-payment) from the admin, with a
+reason kept for staff: its client keys are refused, no new call of it starts, and the
+calls already in progress finish with their transcripts; reinstating restores it all
+(README "Suspending an organization")."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from accounts.models import Organization
+from accounts.services import organization_reinstate, organization_suspend
+from calls.models import Call
+from tests.factories import CallFactory
+from tests.test_admin_checks import staff_with
+from tests.test_agent_events_api import transcript
+
+pytestmark = pytest.mark.django_db
+
+SUSPENDED = {
+    "type": "client_error",
+    "errors": [
+        {
+            "code": "organization_suspended",
+            "detail": "Your organization is suspended; contact support.",
+            "attr": None,
+        }
+    ],
+}
+CHANGELIST = reverse("admin:accounts_organization_changelist")
+
+
+@pytest.fixture
+def superuser() -> Client:
+    user = User.objects.create_superuser("root", "root@example.com", None)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def suspended(organization: Organization, reason: str = "toll fraud") -> Organization:
+    assert organization_suspend(organization=organization, reason=reason)
+    organization.refresh_from_db()
+    return organization
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/calls"),
+        ("post", "/api/v1/calls"),
+        ("get", "/api/v1/organization"),
+        ("get", "/api/v1/workflows"),
+        ("get", "/api/v1/calls/7d3f3a0e-1b7c-4a57-9d0e-0d6f1b2c3a4e/stream"),
+    ],
+)
+def test_every_request_with_a_suspended_organizations_client_key_is_403_organization_suspended(
+    api: APIClient, organization, workflow, method: str, path: str
+) -> None:
+    suspended(organization)
+
+    response = getattr(api, method)(path, {"workflow_slug": "daily-call"}, format="json")
+
+    assert response.status_code == 403
+    assert response.json() == SUSPENDED
+    assert Call.objects.count() == 0
+
+
+def test_a_suspended_organization_is_refused_on_the_key_read_alone(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    """The suspension is read with the key (one statement, as on every request)."""
+    suspended(organization)
+
+    with django_assert_num_queries(1):
+        assert api.get("/api/v1/calls").status_code == 403
+
+
+def test_other_organizations_go_on(outsider_api: APIClient, organization, outsider) -> None:
+    suspended(organization)
+
+    assert outsider_api.get("/api/v1/calls").status_code == 200
+
+
+def test_reinstating_restores_the_keys_and_nothing_was_deleted(
+    api: APIClient, organization, workflow
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, completed=True)
+    suspended(organization)
+
+    assert organization_reinstate(organization=organization)
+
+    assert api.get(f"/api/v1/calls/{call.pk}").status_code == 200
+    organization.refresh_from_db()
+    assert (organization.suspended_at, organization.suspension_reason) == (None, "")
+
+
+def test_the_agent_still_records_the_transcript_of_a_call_already_in_progress(
+    agent_api: APIClient, org_agent_api: APIClient, organization, workflow
+) -> None:
+    """Never lose a transcript line: the platform's agents and the customer's own."""
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    suspended(organization)
+
+    for n, client in enumerate([agent_api, org_agent_api]):
+        url = f"/api/v1/agent/calls/{call.pk}/events"
+        assert client.post(url, {"events": [transcript(n)]}, format="json").status_code == 200
+        session = client.get(f"/api/v1/agent/calls/{call.pk}/session")
+        assert session.status_code == 200
+
+    assert call.transcript.count() == 2
+
+
+# --- the admin ------------------------------------------------------------------------
+
+
+def test_staff_suspend_from_the_admin_with_a_reason_and_the_admin_log_keeps_it(
+    superuser: Client, organization
+) -> None:
+    chosen = {"action": "suspend", "_selected_action": [str(organization.pk)], "index": 0}
+
+    asked = superuser.post(CHANGELIST, chosen)
+    assert asked.status_code == 200
+    assert 'name="reason"' in asked.content.decode()
+    # Confirmed without a reason: asked again, nothing done.
+    assert superuser.post(CHANGELIST, {**chosen, "post": "yes", "reason": " "}).status_code == 200
+    organization.refresh_from_db()
+    assert organization.suspended_at is None
+
+    done = superuser.post(CHANGELIST, {**chosen, "post": "yes", "reason": "toll fraud to +882"})
+
+    assert done.status_code == 302
+    organization.refresh_from_db()
+    assert organization.suspended_at is not None
+    assert organization.suspension_reason == "toll fraud to +882"
+    entry = LogEntry.objects.get(object_id=str(organization.pk))
+    assert (entry.action_flag, entry.change_message) == (CHANGE, "Suspended: toll fraud to +882")
+
+
+def test_staff_reinstate_from_the_admin_and_the_admin_log_keeps_it(
+    superuser: Client, organization
+) -> None:
+    suspended(organization)
+    chosen = {"action": "reinstate", "_selected_action": [str(organization.pk)], "index": 0}
+
+    assert superuser.post(CHANGELIST, chosen).status_code == 302
+
+    organization.refresh_from_db()
+    assert organization.suspended_at is None
+    entry = LogEntry.objects.get(object_id=str(organization.pk))
+    assert entry.change_message == "Reinstated."
+
+
+def test_suspending_keeps_the_open_call_counter_moved_meanwhile(
+    superuser: Client, organization
+) -> None:
+    """A conditional UPDATE of its own columns: not a save of the row as the page read it."""
+    Organization.objects.filter(pk=organization.pk).update(open_calls=3)
+    chosen = {"action": "suspend", "_selected_action": [str(organization.pk)], "index": 0}
+
+    superuser.post(CHANGELIST, {**chosen, "post": "yes", "reason": "non-payment"})
+
+    organization.refresh_from_db()
+    assert (organization.open_calls, organization.suspension_reason) == (3, "non-payment")
+
+
+@pytest.mark.parametrize("action", ["suspend", "reinstate"])
+def test_staff_who_may_only_view_organizations_can_neither_suspend_nor_reinstate(
+    organization, action: str
+) -> None:
+    viewer = staff_with("accounts.view_organization")
+    was = organization.suspended_at if action == "suspend" else suspended(organization).suspended_at
+    chosen = {"action": action, "_selected_action": [str(organization.pk)], "index": 0}
+
+    viewer.post(CHANGELIST, {**chosen, "post": "yes", "reason": "fraud"})
+
+    organization.refresh_from_db()
+    assert organization.suspended_at == was
+    assert not LogEntry.objects.exists()

@@ -59,6 +59,8 @@ class EndReason:
     DIAL_TIMEOUT = "dial_timeout"
     # An inbound call over the organization's concurrency limit.
     CONCURRENCY_LIMIT = "concurrency_limit"
+    # A phone call whose organization staff suspended before it was dialed.
+    ORGANIZATION_SUSPENDED = "organization_suspended"
     # Handed to a person (a transfer tool's destination), or answered by a machine.
     TRANSFERRED = "transferred"
     VOICEMAIL = "voicemail"

@@ -79,14 +79,15 @@ def stream_lease_close(*, lease_id: uuid.UUID) -> None:
 
 def stream_leases_renew(*, lease_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
     """Renew the leases whose key is still usable; answer the others (revoked, expired
-    or deleted keys, leases gone): their streams must close. Two statements, whatever
-    the number of streams."""
+    or deleted keys, suspended organizations, leases gone): their streams must close.
+    Two statements, whatever the number of streams."""
     if not lease_ids:
         return set()
     now = timezone.now()
-    usable_keys = APIKey.objects.filter(revoked=False).filter(
-        Q(expiry_date__isnull=True) | Q(expiry_date__gt=now)
-    )
+    # A suspended organization's keys are refused as a revoked key is.
+    usable_keys = APIKey.objects.filter(
+        revoked=False, organization__suspended_at__isnull=True
+    ).filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=now))
     live = set(
         StreamLease.objects.filter(pk__in=lease_ids, api_key__in=usable_keys).values_list(
             "pk", flat=True

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.livekit_events import call_heard_while_dialing
 from calls.models import ENDED_STATUSES, Call, CallChannel, CallStatus
@@ -60,7 +61,8 @@ HANGUP_SETTLE_POLL_SECONDS = 0.2
 def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
     """Record the dial attempt, before dialing, once: a retried or duplicated job finds
     it recorded and dials nothing. None when the call is not to be dialed (ended,
-    already attempted, past its deadline: then it fails `dial_timeout`; hung up)."""
+    already attempted, past its deadline: then it fails `dial_timeout`; its organization
+    suspended: `organization_suspended`; hung up)."""
     call = Call.objects.filter(pk=call_id, channel=CallChannel.PHONE).first()
     if call is None or call.status != CallStatus.PENDING or call.dial_attempted_at:
         return None
@@ -68,10 +70,17 @@ def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:
         _hangup_in_flight(call, now=now)
         return None
     if call.dial_deadline_at and now > call.dial_deadline_at:
+        reason = EndReason.DIAL_TIMEOUT
+    elif Organization.objects.filter(pk=call.organization_id, suspended_at__isnull=False).exists():
+        # Suspended since the call was queued (toll fraud, non-payment): never dialed.
+        reason = EndReason.ORGANIZATION_SUSPENDED
+    else:
+        reason = None
+    if reason is not None:
         call_transition(
             call_id=call_id,
             to_status=CallStatus.FAILED,
-            end_reason=EndReason.DIAL_TIMEOUT,
+            end_reason=reason,
             at=now,
             only_from={CallStatus.PENDING},
         )

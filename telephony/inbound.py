@@ -92,10 +92,16 @@ def inbound_number_for(
 ) -> PhoneNumber | None:
     """The verified number the caller dialed, on the trunk LiveKit says the call came
     in on (when it says), of `organization` when given."""
+    # A suspended organization's number answers nobody, as a number not ours (README
+    # "Suspending an organization"); its rule stays in LiveKit, for the reinstatement.
     numbers = (
         PhoneNumber.objects.select_related("organization", "trunk")
         .defer("trunk__auth_password")
-        .filter(number=caller.called, status=PhoneNumberStatus.VERIFIED)
+        .filter(
+            number=caller.called,
+            status=PhoneNumberStatus.VERIFIED,
+            organization__suspended_at__isnull=True,
+        )
     )
     if organization is not None:
         numbers = numbers.filter(organization=organization)

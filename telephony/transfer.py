@@ -30,6 +30,7 @@ from telephony import guard
 from telephony.models import RefusedTransfer
 from telephony.numbers import is_sip_uri, number_masked
 from voicecalls import livekit, livekit_sip
+from voicecalls.auth import OrganizationSuspended
 from voicecalls.errors import Conflict
 from workflows.tools import ToolType
 
@@ -48,6 +49,9 @@ def transfer_destinations(*, call: Call, tool: str | None = None) -> set[str]:
 
 
 def _transferable_check(call: Call) -> None:
+    if call.organization.is_suspended:
+        # The call goes on to its end; a transfer would dial a new leg (toll fraud).
+        raise OrganizationSuspended()
     if call.channel != CallChannel.PHONE:
         raise Conflict("Only phone calls can be transferred.", code="not_phone_call")
     if call.is_ended:

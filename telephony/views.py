@@ -237,7 +237,8 @@ class AgentCallTransferView(APIView):
         summary="Transfer a phone call (agent)",
         description="The agent's transfer tool: `destination` must be listed in the tool "
         "`tool` of the call's workflow version (400 otherwise); then as "
-        "`POST /calls/{id}/transfer`.",
+        "`POST /calls/{id}/transfer`. 403 `organization_suspended` when staff suspended "
+        "the call's organization: the call goes on, untransferred.",
         operation_id="agent_calls_transfer",
         request=AgentCallTransferSerializer,
         responses={200: AgentCallTransferResultSerializer, **TRANSFER_ERRORS},

@@ -15,9 +15,16 @@ from rest_framework.test import APIClient
 from accounts.models import Organization
 from accounts.services import organization_reinstate, organization_suspend
 from calls.models import Call
-from tests.factories import CallFactory
+from streams.services import stream_lease_open, stream_leases_renew
+from telephony.services import phone_number_verify
+from tests.factories import CallFactory, PhoneNumberFactory
+from tests.phone import CALLEE, CALLS, INBOUND_NUMBER, inbound_trunk, phone_ready, run_dial_worker
 from tests.test_admin_checks import staff_with
 from tests.test_agent_events_api import transcript
+from tests.test_call_transfer import with_transfer_tool
+from tests.test_inbound_calls import CALLER, agent_asks
+from workflows.demo import DEMO_DEFINITION
+from workflows.services import workflow_create
 
 pytestmark = pytest.mark.django_db
 
@@ -113,6 +120,96 @@ def test_the_agent_still_records_the_transcript_of_a_call_already_in_progress(
         assert session.status_code == 200
 
     assert call.transcript.count() == 2
+
+
+# --- no new call starts -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # sip_fake's sink closes the connection after a webhook
+def test_a_caller_of_a_suspended_organizations_number_is_answered_as_of_a_number_not_ours(
+    agent_api: APIClient, organization, workflow, sip_fake
+) -> None:
+    """Its number's rule stays in LiveKit (nothing is deleted): neither the webhook nor
+    the agent, told `unknown_number`, which hangs up, opens a call on its provider keys."""
+    trunk = inbound_trunk(organization)
+    phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
+    suspended(organization)
+
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    response = agent_asks(agent_api, room, identity)
+
+    assert sip_fake.webhook_answers == [200]
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "unknown_number"
+    assert Call.objects.count() == 0
+
+    organization_reinstate(organization=organization)
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    assert agent_asks(agent_api, room, identity).status_code == 200
+    assert Call.objects.get().status == "active"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_phone_call_of_an_organization_suspended_since_is_never_dialed(
+    api: APIClient, organization, workflow, sip_fake
+) -> None:
+    phone_ready(organization)
+    body = {"workflow_slug": "daily-call", "phone_number": CALLEE}
+    call_id = api.post(CALLS, body, format="json").json()["call_id"]
+    suspended(organization)
+
+    run_dial_worker()
+
+    assert sip_fake.calls("CreateDispatch") == []
+    assert sip_fake.calls("CreateSIPParticipant") == []
+    call = Call.objects.get(pk=call_id)
+    assert (call.status, call.end_reason) == ("failed", "organization_suspended")
+    organization.refresh_from_db()
+    assert organization.open_calls == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agent_cannot_transfer_a_suspended_organizations_call_which_goes_on(
+    agent_api: APIClient, organization, sip_fake
+) -> None:
+    """A transfer dials a new leg on the organization's carrier: the toll fraud a
+    suspension stops."""
+    Organization.objects.filter(pk=organization.pk).update(allowed_destination_countries=["US"])
+    organization.refresh_from_db()
+    desk = "+14155550188"
+    support = workflow_create(
+        organization=organization,
+        slug="support",
+        name="Support",
+        definition=with_transfer_tool(DEMO_DEFINITION, [desk]),
+    )
+    trunk = inbound_trunk(organization)
+    phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=support))
+    room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    suspended(organization)
+
+    call = Call.objects.get(room_name=room)
+    body = {"tool": "hand_to_person", "destination": desk}
+    response = agent_api.post(f"/api/v1/agent/calls/{call.pk}/transfer", body, format="json")
+
+    assert response.status_code == 403
+    assert response.json() == SUSPENDED
+    assert sip_fake.calls("TransferSIPParticipant") == []
+    call.refresh_from_db()
+    assert call.status == "active"
+
+
+def test_a_suspended_organizations_open_streams_close_as_a_revoked_keys_do(
+    organization, client_key: str, workflow
+) -> None:
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    key = organization.api_keys.get()
+    lease = stream_lease_open(organization=organization, api_key_id=key.pk, call_id=call.pk)
+    assert stream_leases_renew(lease_ids=[lease.pk]) == set()
+
+    suspended(organization)
+
+    assert stream_leases_renew(lease_ids=[lease.pk]) == {lease.pk}
 
 
 # --- the admin ------------------------------------------------------------------------

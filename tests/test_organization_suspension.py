@@ -236,6 +236,18 @@ def test_staff_suspend_from_the_admin_with_a_reason_and_the_admin_log_keeps_it(
     assert organization.suspension_reason == "toll fraud to +882"
     entry = LogEntry.objects.get(object_id=str(organization.pk))
     assert (entry.action_flag, entry.change_message) == (CHANGE, "Suspended: toll fraud to +882")
+    change = superuser.get(reverse("admin:accounts_organization_change", args=[organization.pk]))
+    assert "toll fraud to +882" in change.content.decode()
+
+
+def test_the_organization_list_filters_the_suspended_ones(
+    superuser: Client, organization, outsider
+) -> None:
+    suspended(organization)
+
+    listed = superuser.get(CHANGELIST, {"suspended_at__isempty": "0"})
+
+    assert [o.slug for o in listed.context["cl"].result_list] == ["acme"]
 
 
 def test_staff_reinstate_from_the_admin_and_the_admin_log_keeps_it(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import threading
 import time
@@ -20,11 +21,13 @@ from django.conf import settings
 from django.core.management import call_command
 
 from accounts.models import Organization
+from calls.models import CallStatus
+from tests.factories import CallFactory
 from tests.fake_llm import FakeLLM, Outcome
 from tests.test_analysis_run import VALID, ended_call
 from tests.test_analysis_run import fake_llm as fake_llm  # the fixture
 from tests.test_analysis_run import run_worker as run_analysis_worker
-from tests.test_webhook_delivery import attempt, run_worker
+from tests.test_webhook_delivery import attempt, record, run_worker
 from tests.test_webhook_signing import (
     VECTOR_BODY,
     VECTOR_ID,
@@ -32,6 +35,7 @@ from tests.test_webhook_signing import (
     VECTOR_SIGNATURE,
     VECTOR_TIMESTAMP,
 )
+from tests.webhook_receiver import Receiver
 from webhooks import services
 from webhooks.delivery import webhook_delivery_replay
 from webhooks.models import EventType, WebhookDelivery
@@ -211,3 +215,31 @@ def test_the_node_example_gets_every_event_once_through_a_secret_rotation(
         "call.status_changed",
         "call.status_changed",
     ]
+
+
+def test_the_docs_describe_every_event_type_sent() -> None:
+    """A customer reads the payloads there: each type the service sends has its own
+    paragraph and an example body."""
+    docs = (Path(settings.BASE_DIR) / "docs" / "webhooks.md").read_text()
+    for event_type in EventType.values:
+        assert f"\n`{event_type}` — " in docs, event_type
+        assert f'"type": "{event_type}"' in docs, event_type
+
+
+def test_the_docs_verify_function_checks_a_real_delivery(organization: Organization) -> None:
+    """The standard-library `verify` shown in docs/webhooks.md, run as it is printed."""
+    docs = (Path(settings.BASE_DIR) / "docs" / "webhooks.md").read_text()
+    code = re.search(r"```python\n(import base64.*?)```", docs, re.DOTALL).group(1)
+    namespace: dict = {}
+    exec(code, namespace)
+    with Receiver() as receiver:
+        _, secret = services.webhook_endpoint_create(
+            organization=organization, url=receiver.url, events=ALL_EVENTS
+        )
+        record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
+        attempt(WebhookDelivery.objects.get())
+
+    (got,) = receiver.received
+    assert namespace["verify"](secret, got.headers, got.body)
+    assert not namespace["verify"](secret, got.headers, got.body + b" ")
+    assert not namespace["verify"](secret, {**got.headers, "webhook-signature": "v1,é"}, got.body)

@@ -24,7 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 TOLERANCE_SECONDS = 5 * 60
-ENDED_STATUSES = {"completed", "failed", "timeout", "disconnected"}
+# A call's status only moves forward: pending → connecting → active → ended (completed,
+# failed, timeout or disconnected), any step skippable. Its events' timestamps need not.
+STATUS_STEP = {"pending": 0, "connecting": 1, "active": 2}
+ENDED_STEP = 3
 
 
 class Headers(Protocol):
@@ -62,34 +65,36 @@ class Store:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.handled: set[str] = set()
-        self.calls: dict[
-            str, dict[str, Any]
-        ] = {}  # call id → {"status", "at", "report", "analysis"}
+        # call id → {"status", "end_reason", "report", "analysis", "analysis_at"}
+        self.calls: dict[str, dict[str, Any]] = {}
 
     def handle(self, event: dict[str, Any]) -> None:
         """Apply one event, once; events of a call may come in any order."""
         with self.lock:
             if event["id"] in self.handled:
                 return  # a retry, or a replay, of an event already handled
-            data, at = event["data"], _time(event["timestamp"])
+            data = event["data"]
             if event["type"] == "call.status_changed":
                 call = self.calls.setdefault(data["call_id"], {})
-                # An ended call never changes again; an older change is out of date.
-                if call.get("status") not in ENDED_STATUSES and at >= call.get("at", at):
-                    call.update(status=data["to_status"], at=at, end_reason=data["end_reason"])
+                if _step(data["to_status"]) > _step(call.get("status")):  # else out of date
+                    call.update(status=data["to_status"], end_reason=data["end_reason"])
             elif event["type"] == "call.ended":
                 report = data["call"]
                 call = self.calls.setdefault(report["id"], {})
-                call.update(status=report["status"], end_reason=report["end_reason"], at=at)
+                call.update(status=report["status"], end_reason=report["end_reason"])
                 call["report"] = data
                 if "analysis_at" not in call:  # a call.analyzed that came first is newer
                     call["analysis"] = report["analysis"]
             elif event["type"] == "call.analyzed":
-                call = self.calls.setdefault(data["call_id"], {})
+                call, at = self.calls.setdefault(data["call_id"], {}), _time(event["timestamp"])
                 if at >= call.get("analysis_at", at):  # a run again sends a newer one
                     call.update(analysis=data["analysis"], analysis_at=at)
             # Other types: new ones may be added; answer 2xx and ignore them.
             self.handled.add(event["id"])
+
+
+def _step(status: str | None) -> int:
+    return -1 if status is None else STATUS_STEP.get(status, ENDED_STEP)
 
 
 def _time(value: str) -> datetime.datetime:

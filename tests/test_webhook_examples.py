@@ -4,6 +4,7 @@ every event, handles it once, and keeps a call's state whatever order events com
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import io
 import json
@@ -19,8 +20,10 @@ from types import ModuleType
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.utils import timezone
 
 from accounts.models import Organization
+from calls.lifecycle import call_transition
 from calls.models import CallStatus
 from tests.factories import CallFactory
 from tests.fake_llm import FakeLLM, Outcome
@@ -243,3 +246,28 @@ def test_the_docs_verify_function_checks_a_real_delivery(organization: Organizat
     assert namespace["verify"](secret, got.headers, got.body)
     assert not namespace["verify"](secret, got.headers, got.body + b" ")
     assert not namespace["verify"](secret, {**got.headers, "webhook-signature": "v1,é"}, got.body)
+
+
+@pytest.mark.parametrize("arrival", ["in order", "last first"])
+def test_the_python_example_follows_a_phone_call_whose_answer_is_stamped_before_its_dial(
+    organization: Organization, workflow: object, arrival: str
+) -> None:
+    """LiveKit stamps a join in whole seconds, by its own clock: a phone call answered
+    within the second it was dialed has `connecting → active` stamped before
+    `pending → connecting`. However they arrive, the receiver ends with `active`."""
+    secrets: list[str] = []
+    with python_receiver(secrets) as (url, store):
+        _, secret = services.webhook_endpoint_create(
+            organization=organization, url=url, events=[EventType.CALL_STATUS_CHANGED]
+        )
+        secrets.append(secret)
+        created = timezone.now().replace(microsecond=0)
+        call = CallFactory(organization=organization, status=CallStatus.PENDING, created_at=created)
+        dialed = created + datetime.timedelta(microseconds=700_000)
+        assert call_transition(call_id=call.pk, to_status=CallStatus.CONNECTING, at=dialed)
+        assert call_transition(call_id=call.pk, to_status=CallStatus.ACTIVE, at=created)
+        deliveries = list(WebhookDelivery.objects.order_by("created_at", "id"))
+        for delivery in deliveries if arrival == "in order" else deliveries[::-1]:
+            assert attempt(delivery) == "succeeded"
+
+    assert store.calls[str(call.pk)]["status"] == "active"

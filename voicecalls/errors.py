@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -38,6 +39,21 @@ class BadGateway(APIException):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = "An upstream service failed."
     default_code = "bad_gateway"
+
+
+class ServiceUnavailable(APIException):
+    """503: the database could not serve the request (refusing connections, a lock or
+    statement timeout, the connection lost); its transaction rolled back."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is busy or its database is unavailable; retry shortly."
+    default_code = "service_unavailable"
+    # A restart, a failover or a burst passes in seconds: long enough not to hammer it.
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait = self.RETRY_AFTER_SECONDS
 
 
 class LimitExceeded(Exception):
@@ -93,6 +109,10 @@ class ExceptionHandler(BaseExceptionHandler):
             # DATA_UPLOAD_MAX_NUMBER_FIELDS query parameters: TooManyFieldsSent), which
             # Django answers 400 outside DRF; its message may name settings: not echoed.
             return ParseError("The request could not be read.", code="bad_request")
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            # Transient, not a bug: a 500 said so, where Retry-After tells clients when
+            # to retry (django.request logs it with its traceback, as it did the 500).
+            return ServiceUnavailable()
         return super().convert_known_exceptions(exc)
 
 

@@ -1,0 +1,63 @@
+"""The API's answer while the database cannot serve a request (refusing connections,
+a lock or statement timeout, a connection lost): 503 in the error shape with
+Retry-After, and nothing of the request left half-written."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection
+
+from accounts.models import Organization
+from calls.models import Call
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connection_after():
+    # These tests change the session's settings: the next test starts on a new one.
+    yield
+    connection.close()
+
+
+def _other_connection() -> psycopg.Connection:
+    params = connection.get_connection_params()
+    wanted = ("dbname", "user", "password", "host", "port")
+    return psycopg.connect(**{k: params[k] for k in wanted if params.get(k)})
+
+
+def _open_calls(organization: Organization) -> int:
+    return Organization.objects.values_list("open_calls", flat=True).get(pk=organization.pk)
+
+
+def test_a_create_waiting_past_the_lock_timeout_is_503_with_retry_after_and_records_nothing(
+    api, workflow
+) -> None:
+    organization = workflow.organization
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    api.raise_request_exception = False
+    with _other_connection() as other:
+        # Another transaction holds the organization's row (an admin edit, a long one).
+        other.execute(
+            "SELECT 1 FROM accounts_organization WHERE id = %s FOR UPDATE", [organization.pk]
+        )
+        response = api.post("/api/v1/calls", {"workflow_slug": "daily-call"}, format="json")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "type": "server_error",
+        "errors": [
+            {
+                "code": "service_unavailable",
+                "detail": "The service is busy or its database is unavailable; retry shortly.",
+                "attr": None,
+            }
+        ],
+    }
+    assert int(response["Retry-After"]) > 0
+    assert not Call.objects.filter(organization=organization).exists()
+    assert _open_calls(organization) == 0

@@ -200,6 +200,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         None if _prepare == "none" else int(_prepare)
     )
+    # A database that takes the connection and never answers (a host black-holed in a
+    # failover, a stuck pooler) fails the request in seconds, a 503, not after the
+    # kernel's minutes with every worker stuck. `?connect_timeout=` in the URL wins.
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=10)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +32,15 @@ RETRY = b"retry: %d\n\n" % RETRY_MS
 # back after an hour, not every RETRY_MS for as long as the page stays open.
 ENDED_RETRY = b"retry: %d\n\n" % 3_600_000
 PING = b": ping\n\n"
+
+# Live streams this process serves: each holds a thread (bench/README.md), so the view
+# refuses more than STREAMS_PER_PROCESS. Moved by the event loop alone.
+_live_count = 0
+
+
+def live_stream_count() -> int:
+    """The live streams this process serves now."""
+    return _live_count
 
 
 @dataclass
@@ -108,7 +118,20 @@ async def live_stream(
 ) -> AsyncIterator[bytes]:
     """ASGI: what exists, then live events until the call has ended and everything was
     sent; closed early when the key is revoked, the staff login ends, or the client
-    stops reading."""
+    stops reading. Counted in `live_stream_count` while it runs."""
+    global _live_count
+    _live_count += 1
+    try:
+        async with aclosing(_live_events(start, lease_id, session_key)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        _live_count -= 1
+
+
+async def _live_events(
+    start: StreamStart, lease_id: uuid.UUID | None, session_key: str | None
+) -> AsyncIterator[bytes]:
     hub = get_hub()
     subscription = await hub.subscribe(
         call_id=start.call_id, lease_id=lease_id, session_key=session_key

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
@@ -31,8 +32,8 @@ from calls import selectors
 from calls.models import Call
 from streams.selectors import call_end_heard_at
 from streams.services import StreamLimitReached, stream_lease_open
-from streams.stream import StreamStart, catch_up_stream, live_stream
-from voicecalls.errors import ErrorResponseSerializer
+from streams.stream import StreamStart, catch_up_stream, live_stream, live_stream_count
+from voicecalls.errors import ErrorResponseSerializer, ServiceUnavailable
 
 LAST_EVENT_ID = OpenApiParameter(
     "Last-Event-ID",
@@ -116,6 +117,11 @@ def _start(call: Call, request: HttpRequest, fallback: str | None = None) -> Str
     )
 
 
+class StreamCapacityReached(ServiceUnavailable):
+    default_detail = "This server holds as many live streams as it may; retry shortly."
+    default_code = "stream_capacity_reached"
+
+
 def event_stream_response(
     request: HttpRequest,
     start: StreamStart,
@@ -123,8 +129,11 @@ def event_stream_response(
     lease: Callable[[], uuid.UUID] | None,
     session_key: str | None = None,
 ) -> StreamingHttpResponse:
-    """The response: live under ASGI, catching up under WSGI (see streams.stream)."""
+    """The response: live under ASGI, catching up under WSGI (see streams.stream).
+    StreamCapacityReached when this process serves STREAMS_PER_PROCESS streams."""
     if isinstance(request, ASGIRequest):
+        if live_stream_count() >= settings.STREAMS_PER_PROCESS:
+            raise StreamCapacityReached()
         content = live_stream(start, lease_id=lease() if lease else None, session_key=session_key)
     else:
         content = catch_up_stream(start)
@@ -201,6 +210,11 @@ class CallStreamView(APIView):
                     )
                 ],
             ),
+            503: OpenApiResponse(
+                ErrorResponseSerializer,
+                description="`stream_capacity_reached`: the server holds as many streams as "
+                "it may, every organization's; retry after `Retry-After` seconds.",
+            ),
         },
     )
     def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
@@ -234,6 +248,9 @@ def staff_call_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
             return HttpResponseBadRequest(
                 "Last-Event-ID and after are ids of the call's events: whole numbers."
             )
-        return event_stream_response(
-            request, start, lease=None, session_key=request.session.session_key
-        )
+        try:
+            return event_stream_response(
+                request, start, lease=None, session_key=request.session.session_key
+            )
+        except StreamCapacityReached as exc:  # the page's EventSource tries again
+            return HttpResponse(exc.detail, status=503, headers={"Retry-After": str(exc.wait)})

@@ -324,6 +324,33 @@ def test_streams_past_the_organizations_cap_are_429_until_one_closes(
 
 
 @live
+def test_streams_past_the_processs_capacity_are_503_with_retry_after_until_one_closes(
+    server, client_key, call, settings
+):
+    """Each live stream holds a thread of the process: past STREAMS_PER_PROCESS (every
+    organization's streams together) the next is refused, to be retried, possibly on
+    another process, where it used to take one more thread until the host refused."""
+    settings.STREAMS_PER_PROCESS = 1
+    with open_stream(server, client_key, call.pk) as one:
+        assert one.status_code == 200
+        reader = EventReader(one)
+        assert reader.next() == {"retry": "2000"}
+        assert reader.next() == {"comment": "ping"}  # served, past its first read
+        with open_stream(server, client_key, call.pk) as two:
+            assert two.status_code == 503
+            two.read()
+            assert int(two.headers["Retry-After"]) > 0
+            assert two.json()["errors"][0]["code"] == "stream_capacity_reached"
+    deadline = time.monotonic() + 5
+    while True:  # the closed stream stops counting once the server notices it left
+        with open_stream(server, client_key, call.pk) as again:
+            if again.status_code == 200:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+@live
 def test_a_revoked_keys_stream_closes_within_a_heartbeat(server, client_key, call):
     with open_stream(server, client_key, call.pk) as response:
         reader = EventReader(response)

@@ -302,6 +302,9 @@ DATABASE_LISTEN = (
 )
 # Streams an organization may have open at once, over every process: over it, 429.
 STREAMS_PER_ORGANIZATION = env.int("STREAMS_PER_ORGANIZATION", default=200)
+# Streams one process (one event loop) serves at once, every organization's: each holds a
+# thread and ≈ 145 KiB (bench/README.md). Over it: 503 with Retry-After.
+STREAMS_PER_PROCESS = env.int("STREAMS_PER_PROCESS", default=2000)
 # A comment line this often keeps proxies from closing a quiet stream; at the same
 # beat each process renews its streams' leases and closes those of revoked keys.
 STREAMS_HEARTBEAT_SECONDS = env.float("STREAMS_HEARTBEAT_SECONDS", default=15.0)

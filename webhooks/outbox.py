@@ -185,10 +185,10 @@ def _call_events_create(
     return events
 
 
-def _call_ended_payload(call_id: UUID) -> dict:
+def _call_ended_payload(call: Call) -> dict:
     """The end-of-call report: the call, its metrics and its whole transcript, exactly
-    as GET /calls/{id}, /metrics and /transcript answer them."""
-    call = Call.objects.get(pk=call_id)
+    as GET /calls/{id}, /metrics and /transcript answer them. `call` read with
+    `_calls_detailed` (its analysis, cost and recording with it)."""
     samples = selectors.call_samples(call=call)
     rows = selectors.call_transcript_rows(call=call)
     return {
@@ -202,6 +202,11 @@ def _call_ended_payload(call_id: UUID) -> dict:
         "metrics": representations.call_metrics(call, samples=samples),
         "transcript": json.loads(representations.transcript_json(rows)),
     }
+
+
+def _calls_detailed(call_ids: list[UUID]) -> dict[UUID, Call]:
+    """The calls by id, each with what its detail shows (analysis, cost, recording)."""
+    return Call.objects.select_related(*selectors.DETAIL_RELATED).in_bulk(call_ids)
 
 
 def event_body(event: WebhookEvent) -> str:
@@ -228,7 +233,7 @@ def _freeze(event: WebhookEvent) -> str:
             "id": event.id,
             "type": event.type,
             "timestamp": _iso(event.occurred_at),
-            "data": _call_ended_payload(event.call_id),
+            "data": _call_ended_payload(_calls_detailed([event.call_id])[event.call_id]),
         }
     )
     WebhookEvent.objects.filter(pk=event.pk, body__isnull=True).update(body=body)
@@ -254,11 +259,13 @@ def call_event_bodies_rebuild(*, call_ids: list[UUID]) -> int:
             call_id__in=call_ids, type__in=PERSONAL_EVENT_TYPES, body__isnull=False
         ).only("id", "type", "call_id", "occurred_at")
     )
+    # One query for the calls and their one-to-ones: the batch holds the calls' rows.
+    calls = _calls_detailed([event.call_id for event in events])
     for event in events:
+        call = calls[event.call_id]
         if event.type == EventType.CALL_ENDED:
-            data = _call_ended_payload(event.call_id)
+            data = _call_ended_payload(call)
         else:
-            call = Call.objects.get(pk=event.call_id)
             analysis = representations.call_analysis(selectors.call_analysis(call=call))
             data = {"call_id": str(event.call_id), "analysis": analysis}
         body = {"id": event.id, "type": event.type, "timestamp": _iso(event.occurred_at)}

@@ -211,7 +211,11 @@ def _batch_recordings_delete(
     """Delete the recordings of the calls the next batch takes, before it locks them:
     the storage is asked outside any transaction; those calls' ids. StorageError: retry
     later."""
-    ids = list(_batch_rows(calls).values_list("id", flat=True)[:batch_size])
+    rows = _batch_rows(calls)
+    # Calls still open go in a batch of their own: their agent's events, LiveKit's
+    # webhooks and transfers wait on their rows, never for hundreds of ended calls.
+    ids = list(rows.filter(ended_at__isnull=True).values_list("id", flat=True)[:batch_size])
+    ids = ids or list(rows.values_list("id", flat=True)[:batch_size])
     try:
         deleted = recordings_delete(call_ids=ids)
     except RecordingsDeleteFailed as exc:

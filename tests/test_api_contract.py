@@ -229,12 +229,16 @@ def _operations(schema: dict):
 
 def test_every_path_parameter_is_a_uuid_to_sdks(schema):
     """The seed types a call's `id` as a uuid; the routers' segments were plain text
-    with a pattern, which SDKs typed as strings."""
+    with a pattern, which SDKs typed as strings. (A webhook delivery's id is an
+    integer, as the deliveries list answers it.)"""
+    uuid = {"type": "string", "format": "uuid"}
     untyped = [
         (path, method, parameter["name"], parameter["schema"])
         for path, method, operation in _operations(schema)
         for parameter in operation.get("parameters", [])
-        if parameter["in"] == "path" and parameter["schema"] != {"type": "string", "format": "uuid"}
+        if parameter["in"] == "path"
+        and parameter["schema"] != uuid
+        and (parameter["name"], parameter["schema"]) != ("delivery_id", {"type": "integer"})
     ]
     assert untyped == []
 
@@ -308,8 +312,11 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
         is_create = method == "post" and "{" not in path and path != "/api/v1/webhooks/livekit"
         # A transfer dials too: it counts against the outbound calls per minute. Live
         # streams count against the organization's open streams. Workflow writes keep
-        # a version each: they count against the workflow write rate.
+        # a version each: they count against the workflow write rate. A webhook test
+        # event or replay queues a send: it counts as a create.
         limited = operation["operationId"] in {
+            "webhook_endpoints_test",
+            "webhook_endpoints_replay_delivery",
             "calls_transfer",
             "agent_calls_transfer",
             "calls_stream",

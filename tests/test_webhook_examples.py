@@ -41,7 +41,7 @@ from tests.test_webhook_signing import (
 from tests.webhook_receiver import Receiver
 from webhooks import services
 from webhooks.delivery import webhook_delivery_replay
-from webhooks.models import EventType, WebhookDelivery
+from webhooks.models import EventType, SentEventType, WebhookDelivery
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples"
 ALL_EVENTS = [EventType.CALL_STATUS_CHANGED, EventType.CALL_ENDED, EventType.CALL_ANALYZED]
@@ -220,11 +220,36 @@ def test_the_node_example_gets_every_event_once_through_a_secret_rotation(
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_both_examples_answer_a_test_event_with_2xx(api, organization: Organization) -> None:
+    """`webhook.test` is a type they do not handle: as the docs say, they answer 2xx."""
+    secrets: list[str] = []
+    with python_receiver(secrets) as (url, store):
+        endpoint, secret = services.webhook_endpoint_create(
+            organization=organization, url=url, events=[EventType.CALL_ENDED]
+        )
+        secrets.append(secret)
+        python_test = api.post(f"/api/v1/webhook-endpoints/{endpoint.id}/test").json()
+        run_worker()
+    with node_receiver([secret]) as (url, events):
+        services.webhook_endpoint_update(endpoint=endpoint, url=url)
+        node_test = api.post(f"/api/v1/webhook-endpoints/{endpoint.id}/test").json()
+        run_worker()
+        deadline = time.monotonic() + 5
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert store.handled == {python_test["event_id"]}
+    assert [e["type"] for e in events] == ["webhook.test"]
+    delivered = WebhookDelivery.objects.filter(pk__in=[python_test["id"], node_test["id"]])
+    assert sorted(d.status for d in delivered) == ["succeeded", "succeeded"]
+
+
 def test_the_docs_describe_every_event_type_sent() -> None:
     """A customer reads the payloads there: each type the service sends has its own
     paragraph and an example body."""
     docs = (Path(settings.BASE_DIR) / "docs" / "webhooks.md").read_text()
-    for event_type in EventType.values:
+    for event_type in SentEventType.values:
         assert f"\n`{event_type}` — " in docs, event_type
         assert f'"type": "{event_type}"' in docs, event_type
 

@@ -54,6 +54,7 @@ SPECTACULAR_SETTINGS = {
         "LlmProviderEnum": "providerkeys.catalog.LLM_PROVIDERS",
         "TtsProviderEnum": "providerkeys.catalog.TTS_PROVIDERS",
         "WebhookEventTypeEnum": "webhooks.models.EventType.choices",
+        "WebhookSentEventTypeEnum": "webhooks.models.SentEventType.choices",
         "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus.choices",
         "CallChannelEnum": "calls.models.CallChannel.choices",
         "VoicemailActionEnum": "workflows.settings.VOICEMAIL_ACTIONS",

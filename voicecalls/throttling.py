@@ -22,8 +22,9 @@ from rest_framework.throttling import SimpleRateThrottle
 from accounts.rates import rate_hit, rate_refund
 from voicecalls.auth import Principal
 
-# Viewset actions and plain-view methods that create a resource.
-CREATE_ACTIONS = frozenset({"create"})
+# Viewset actions and plain-view methods that create a resource, and those that queue a
+# webhook send (a test event, a replay): each costs a delivery attempt.
+CREATE_ACTIONS = frozenset({"create", "send_test", "replay_delivery"})
 # Workflow requests that keep a new version.
 WORKFLOW_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

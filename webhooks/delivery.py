@@ -27,6 +27,7 @@ from webhooks.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    endpoint_takes,
 )
 from webhooks.outbox import call_analyzed_owed_record, event_body, wake
 
@@ -126,7 +127,7 @@ def webhook_delivery_attempt(
     if not endpoint.enabled:
         error = " ".join(["endpoint disabled.", endpoint.disabled_reason]).strip()
         attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED, sent=False)
-    elif delivery.event.type not in endpoint.events:
+    elif not endpoint_takes(endpoint.events, delivery.event.type):
         # Its owner dropped the event type since: what was queued is not sent either.
         error = f"endpoint no longer subscribed to {delivery.event.type}."
         attempt = _Attempt(endpoint.url, None, 0, error, "", DeliveryStatus.FAILED, sent=False)
@@ -337,9 +338,16 @@ class EndpointRefusesEvent(Exception):
     an attempt would send nothing and fail the delivery."""
 
 
+class DeliveryPending(Exception):
+    """The delivery has not ended: its attempt is in flight or still to come."""
+
+
 @transaction.atomic
 def webhook_delivery_replay(
-    *, delivery: WebhookDelivery, now: datetime.datetime | None = None
+    *,
+    delivery: WebhookDelivery,
+    now: datetime.datetime | None = None,
+    refuse_pending: bool = False,
 ) -> None:
     """Send the delivery's event again, with the same event id and body, starting a
     new round of the retry schedule. EventErased when the event's call was erased;
@@ -347,7 +355,10 @@ def webhook_delivery_replay(
     succeeded would read failed, nothing sent).
 
     An attempt in flight is that send: the new round starts with it, so the event is
-    not sent twice at once (nor numbered twice in the log)."""
+    not sent twice at once (nor numbered twice in the log). With `refuse_pending` (the
+    API) a delivery that has not ended raises DeliveryPending instead: a customer's
+    replay neither skips the retry schedule's waits nor sends an end-of-call report
+    before its transcript is complete."""
     now = now or timezone.now()
     erased = Call.objects.filter(pk=delivery.event.call_id, erased_at__isnull=False)
     if delivery.event.call_id is not None and erased.exists():
@@ -355,10 +366,12 @@ def webhook_delivery_replay(
     enabled, events = WebhookEndpoint.objects.values_list("enabled", "events").get(
         pk=delivery.endpoint_id
     )
-    if not enabled or delivery.event.type not in events:
+    if not enabled or not endpoint_takes(events, delivery.event.type):
         raise EndpointRefusesEvent()
     this = WebhookDelivery.objects.filter(pk=delivery.pk)
     status, started = this.select_for_update().values_list("status", "attempt_started_at").get()
+    if refuse_pending and status == DeliveryStatus.PENDING:
+        raise DeliveryPending()
     if status == DeliveryStatus.PENDING and started and started > now - ATTEMPT_LEASE:
         this.update(round_attempts=0, updated_at=now)
         return

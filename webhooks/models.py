@@ -23,6 +23,21 @@ class EventType(models.TextChoices):
     CALL_ANALYZED = "call.analyzed", "Call analyzed (post-call analysis)"
 
 
+class SentEventType(models.TextChoices):
+    """Every event type sent: those subscribed to, and `webhook.test`, sent when its
+    owner asks (POST /webhook-endpoints/{id}/test) whatever the endpoint subscribed to."""
+
+    CALL_STATUS_CHANGED = EventType.CALL_STATUS_CHANGED.value, EventType.CALL_STATUS_CHANGED.label
+    CALL_ENDED = EventType.CALL_ENDED.value, EventType.CALL_ENDED.label
+    CALL_ANALYZED = EventType.CALL_ANALYZED.value, EventType.CALL_ANALYZED.label
+    WEBHOOK_TEST = "webhook.test", "Test event (sent on request)"
+
+
+def endpoint_takes(events: list[str], event_type: str) -> bool:
+    """Whether an endpoint subscribed to `events` is sent an event of this type."""
+    return event_type == SentEventType.WEBHOOK_TEST or event_type in events
+
+
 def new_event_id() -> str:
     # Standard Webhooks: the id is the receiver's idempotency key and must not contain ".".
     return f"evt_{uuid.uuid4().hex}"
@@ -77,7 +92,7 @@ class WebhookEvent(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="webhook_events"
     )
-    type = models.CharField(max_length=40, choices=EventType.choices)
+    type = models.CharField(max_length=40, choices=SentEventType.choices)
     call = models.ForeignKey(
         "calls.Call", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )

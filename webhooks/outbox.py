@@ -27,6 +27,7 @@ from voicecalls.task_queue import LATER_PRIORITY
 from webhooks.models import (
     DeliveryStatus,
     EventType,
+    SentEventType,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -56,16 +57,20 @@ def wake(delivery_id: int, *, at: datetime.datetime, retry: bool = False) -> Non
     transaction.on_commit(enqueue, robust=True)
 
 
-def _event_create(
+def _event_create(**event: Any) -> WebhookEvent:
+    return _event_deliveries_create(**event)[0]
+
+
+def _event_deliveries_create(
     *,
     organization_id: UUID,
-    call_id: UUID | str,
+    call_id: UUID | str | None,
     type: str,
     occurred_at: datetime.datetime,
     endpoints: list[WebhookEndpoint],
     payload: dict | None,
     deliver_at: datetime.datetime,
-) -> WebhookEvent:
+) -> tuple[WebhookEvent, list[WebhookDelivery]]:
     event = WebhookEvent(
         organization_id=organization_id, type=type, call_id=call_id, occurred_at=occurred_at
     )
@@ -82,7 +87,22 @@ def _event_create(
     )
     for delivery in deliveries:
         wake(delivery.pk, at=deliver_at)
-    return event
+    return event, deliveries
+
+
+def webhook_test_record(*, endpoint: WebhookEndpoint, at: datetime.datetime) -> int:
+    """A `webhook.test` event to this endpoint alone, due now: signed, retried and
+    logged as any event. Returns its delivery's id."""
+    _, (delivery,) = _event_deliveries_create(
+        organization_id=endpoint.organization_id,
+        call_id=None,
+        type=SentEventType.WEBHOOK_TEST,
+        occurred_at=at,
+        endpoints=[endpoint],
+        payload={"endpoint_id": str(endpoint.pk)},
+        deliver_at=at,
+    )
+    return delivery.pk
 
 
 def _endpoints_held(call_id: UUID | str) -> list[WebhookEndpoint]:

@@ -33,3 +33,12 @@ def webhook_delivery_list(
         .prefetch_related(Prefetch("attempts", queryset=WebhookAttempt.objects.order_by("number")))
         .order_by("-created_at", "-id")
     )
+
+
+def webhook_delivery_get(
+    *, endpoint: WebhookEndpoint, delivery_id: int, log: bool = True
+) -> WebhookDelivery | None:
+    """One of the endpoint's deliveries, as the list shows it (without its attempt log
+    unless `log`); None if it has no such one."""
+    deliveries = webhook_delivery_list(endpoint=endpoint).filter(pk=delivery_id)
+    return (deliveries if log else deliveries.prefetch_related(None)).first()

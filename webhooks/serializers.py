@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
-from webhooks.models import DeliveryStatus, EventType
+from webhooks.models import DeliveryStatus, EventType, SentEventType
 
 
 class WebhookEndpointWriteSerializer(JSONTypedSerializer):
@@ -63,8 +63,14 @@ class WebhookAttemptSerializer(serializers.Serializer):
 class WebhookDeliverySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     event_id = serializers.CharField(help_text="The `webhook-id`, the same on every attempt.")
-    event_type = serializers.ChoiceField(source="event.type", choices=EventType.choices)
-    call_id = serializers.UUIDField(source="event.call_id", allow_null=True)
+    event_type = serializers.ChoiceField(
+        source="event.type",
+        choices=SentEventType.choices,
+        help_text="The event's type: one subscribed to, or `webhook.test` (sent on request).",
+    )
+    call_id = serializers.UUIDField(
+        source="event.call_id", allow_null=True, help_text="Null for `webhook.test`."
+    )
     status = serializers.ChoiceField(choices=DeliveryStatus.choices)
     attempt_count = serializers.IntegerField()
     next_attempt_at = serializers.DateTimeField(

@@ -17,7 +17,8 @@ from rest_framework import serializers
 from accounts.models import Organization
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.reencrypt import secrets_reencrypt
-from webhooks import signing, transport
+from webhooks import outbox, signing, transport
+from webhooks.delivery import EndpointRefusesEvent
 from webhooks.models import EventType, WebhookEndpoint
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
@@ -108,6 +109,28 @@ def webhook_endpoint_update(
     if not WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**values):
         raise Http404("No such webhook endpoint.")  # deleted since it was read
     return endpoint
+
+
+@transaction.atomic
+def webhook_endpoint_test(
+    *, endpoint: WebhookEndpoint, now: datetime.datetime | None = None
+) -> int:
+    """Queue a `webhook.test` event to the endpoint; its delivery's id. EndpointRefusesEvent
+    when the endpoint is disabled (nothing would be sent)."""
+    now = now or timezone.now()
+    # Locked as read: a deletion waits for this commit (then starts again and takes the
+    # delivery with it); a PATCH disabling it meanwhile is seen.
+    enabled = (
+        WebhookEndpoint.objects.select_for_update()
+        .filter(pk=endpoint.pk)
+        .values_list("enabled", flat=True)
+        .first()
+    )
+    if enabled is None:
+        raise Http404("No such webhook endpoint.")  # deleted since it was read
+    if not enabled:
+        raise EndpointRefusesEvent()
+    return outbox.webhook_test_record(endpoint=endpoint, at=now)
 
 
 # A status change holding the endpoint (webhooks.outbox: FOR KEY SHARE) commits a

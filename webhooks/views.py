@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from voicecalls.errors import Conflict, error_responses
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
 from webhooks import selectors, services
-from webhooks.models import WebhookEndpoint
+from webhooks.delivery import (
+    DeliveryPending,
+    EndpointRefusesEvent,
+    EventErased,
+    webhook_delivery_replay,
+)
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.serializers import (
     WebhookDeliveriesQuerySerializer,
     WebhookDeliverySerializer,
@@ -127,3 +135,89 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         )
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
+
+    def _delivery_answer(self, endpoint: WebhookEndpoint, delivery_id: int) -> Response:
+        delivery = selectors.webhook_delivery_get(endpoint=endpoint, delivery_id=delivery_id)
+        if delivery is None:
+            raise Http404("No such webhook delivery.")  # its endpoint deleted meanwhile
+        body = WebhookDeliverySerializer(delivery).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Send a test event",
+        operation_id="webhook_endpoints_test",
+        description=(
+            "Queues a `webhook.test` event (data: the endpoint's id) to this endpoint, "
+            "whatever it subscribed to: signed, retried and logged as any event. Answers "
+            "its delivery, pending. A disabled endpoint is 409 `endpoint_disabled`."
+        ),
+        request=None,
+        responses={202: WebhookDeliverySerializer, **error_responses(409)},
+    )
+    @action(detail=True, methods=["post"], url_path="test", pagination_class=None)
+    def send_test(self, request: Request, pk: str) -> Response:
+        endpoint = self._get_endpoint()
+        try:
+            delivery_id = services.webhook_endpoint_test(endpoint=endpoint)
+        except EndpointRefusesEvent:
+            raise _refused(endpoint) from None
+        return self._delivery_answer(endpoint, delivery_id)
+
+    @extend_schema(
+        summary="Replay a webhook delivery",
+        operation_id="webhook_endpoints_replay_delivery",
+        description=(
+            "Sends the delivery's event to this endpoint again: the same `webhook-id` and "
+            "body, a new round of retries, attempts added to its log. Answers the "
+            "delivery, pending. 409 when it has not ended yet (`delivery_pending`), the "
+            "endpoint is disabled (`endpoint_disabled`) or no longer subscribed to the "
+            "event's type (`event_not_subscribed`), or the event's call was erased "
+            "(`event_erased`)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "delivery_id", int, OpenApiParameter.PATH, description="The delivery's `id`."
+            )
+        ],
+        request=None,
+        responses={202: WebhookDeliverySerializer, **error_responses(409)},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        # At most 18 digits: a bigger number is no delivery (and no bigint).
+        url_path=r"deliveries/(?P<delivery_id>[0-9]{1,18})/replay",
+        pagination_class=None,
+    )
+    def replay_delivery(self, request: Request, pk: str, delivery_id: str) -> Response:
+        endpoint = self._get_endpoint()
+        delivery = selectors.webhook_delivery_get(
+            endpoint=endpoint, delivery_id=int(delivery_id), log=False
+        )
+        if delivery is None:
+            raise Http404("No such webhook delivery.")
+        try:
+            webhook_delivery_replay(delivery=delivery, refuse_pending=True)
+        except (WebhookEndpoint.DoesNotExist, WebhookDelivery.DoesNotExist):
+            raise Http404("No such webhook delivery.") from None  # deleted meanwhile
+        except DeliveryPending:
+            raise Conflict(
+                "The delivery has not ended yet: replay it once it succeeded or failed.",
+                code="delivery_pending",
+            ) from None
+        except EventErased:
+            raise Conflict("The event's call was erased.", code="event_erased") from None
+        except EndpointRefusesEvent:
+            raise _refused(endpoint) from None
+        return self._delivery_answer(endpoint, delivery.pk)
+
+
+def _refused(endpoint: WebhookEndpoint) -> Conflict:
+    if not endpoint.enabled:
+        return Conflict(
+            "The endpoint is disabled: enable it first (PATCH enabled: true).",
+            code="endpoint_disabled",
+        )
+    return Conflict(
+        "The endpoint is no longer subscribed to the event's type.", code="event_not_subscribed"
+    )

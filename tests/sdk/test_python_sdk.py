@@ -39,6 +39,8 @@ from voicecalls_client.api.webhook_endpoints import (
     webhook_endpoints_create,
     webhook_endpoints_destroy,
     webhook_endpoints_list,
+    webhook_endpoints_replay_delivery,
+    webhook_endpoints_test,
 )
 from voicecalls_client.api.workflows import workflows_list
 from voicecalls_client.models import (
@@ -70,9 +72,11 @@ from voicecalls_client.models import (
     TranscriptRoleEnum,
     UnitEnum,
     UsageDaily,
+    WebhookDelivery,
     WebhookEndpointWithSecret,
     WebhookEndpointWriteRequest,
     WebhookEventTypeEnum,
+    WebhookSentEventTypeEnum,
 )
 from voicecalls_client.types import UNSET
 
@@ -261,6 +265,30 @@ def test_a_webhook_endpoint_shows_its_secret_once(client: AuthenticatedClient) -
     assert isinstance(page, PaginatedWebhookEndpointList)
     assert [(e.id, e.url) for e in page.items] == [(created.id, "http://127.0.0.1:9/voicecalls")]
     assert "secret" not in page.items[0].to_dict()
+
+    assert webhook_endpoints_destroy.sync_detailed(created.id, client=client).status_code == 204
+
+
+def test_a_test_event_is_queued_and_its_pending_delivery_not_replayed(
+    client: AuthenticatedClient,
+) -> None:
+    created = webhook_endpoints_create.sync(
+        client=client,
+        body=WebhookEndpointWriteRequest(
+            url="http://127.0.0.1:9/voicecalls", events=[WebhookEventTypeEnum.CALL_ENDED]
+        ),
+    )
+    assert isinstance(created, WebhookEndpointWithSecret), created
+
+    delivery = webhook_endpoints_test.sync(created.id, client=client)
+    assert isinstance(delivery, WebhookDelivery), delivery
+    assert delivery.event_type == WebhookSentEventTypeEnum.WEBHOOK_TEST
+    assert (delivery.call_id, delivery.attempts) == (None, [])
+
+    # Nothing answers on port 9: it stays pending (retried), and is not replayed yet.
+    refused = webhook_endpoints_replay_delivery.sync(created.id, delivery.id, client=client)
+    assert isinstance(refused, ErrorResponse), refused
+    assert refused.errors[0].code == "delivery_pending"
 
     assert webhook_endpoints_destroy.sync_detailed(created.id, client=client).status_code == 204
 

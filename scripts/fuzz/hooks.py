@@ -66,10 +66,24 @@ def _is_uuid(value: object) -> bool:
     return True
 
 
+def _delivery_references(path_parameters: dict):
+    """An existing endpoint's existing delivery, both well-formed to begin with."""
+    if not (
+        _is_uuid(path_parameters.get("id")) and isinstance(path_parameters.get("delivery_id"), int)
+    ):
+        return st.just(path_parameters)
+    existing = st.sampled_from(STATE["webhook_deliveries"]).map(
+        lambda pair: {**path_parameters, "id": pair[0], "delivery_id": pair[1]}
+    )
+    return st.one_of(st.just(path_parameters), existing, existing)
+
+
 @schemathesis.hook
 def flatmap_path_parameters(ctx, path_parameters):
     """Two in three well-formed ids become an existing object's (malformed ones stay:
     they are negative cases, and must stay invalid)."""
+    if ctx.operation.path.endswith("/deliveries/{delivery_id}/replay"):
+        return _delivery_references(path_parameters)
     for prefix, (name, ids) in REFERENCES.items():
         if ctx.operation.path.startswith(prefix) and _is_uuid(path_parameters.get(name)):
             existing = st.sampled_from(ids).map(lambda id_, n=name: {**path_parameters, n: id_})

@@ -2,7 +2,8 @@
 
 Creates organization `fuzz` (its concurrency limit raised so thousands of generated
 calls fit), its client key and a platform agent key, the demo workflow `daily-call`
-plus workflows, provider keys, webhook endpoints and calls in several states (one
+plus workflows, provider keys, webhook endpoints (a failed delivery each) and calls in
+several states (one
 with a transcript and metrics), then
 writes their keys and ids as JSON to the path given (read by scripts/fuzz/hooks.py).
 
@@ -35,7 +36,8 @@ from calls.models import CallStatus  # noqa: E402
 from calls.services import call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
 from telephony.models import PhoneNumber, SipTrunk  # noqa: E402
-from webhooks.services import webhook_endpoint_create  # noqa: E402
+from webhooks.models import DeliveryStatus, WebhookDelivery  # noqa: E402
+from webhooks.services import webhook_endpoint_create, webhook_endpoint_test  # noqa: E402
 from workflows.selectors import workflow_call_target  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
 
@@ -87,6 +89,9 @@ def main(state_path: str) -> None:
         )[0]
         for index in range(2)
     ]
+    # A delivery that ended to each (no worker runs while fuzzing), for replays to reach.
+    webhook_deliveries = [(e, webhook_endpoint_test(endpoint=e)) for e in webhook_endpoints]
+    WebhookDelivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
 
     target = workflow_call_target(organization=organization, slug=demo.slug)
     calls = [call_create(organization=organization, target=target).call for _ in range(6)]
@@ -160,6 +165,7 @@ def main(state_path: str) -> None:
         "provider_key_ids": [str(k.pk) for k in provider_keys],
         "call_ids": [str(c.pk) for c in calls],
         "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
+        "webhook_deliveries": [[str(e.pk), d] for e, d in webhook_deliveries],
         "sip_trunk_ids": [str(t.pk) for t in trunks],
         "phone_number_ids": [str(n.pk) for n in phone_numbers],
     }

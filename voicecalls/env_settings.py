@@ -1,7 +1,7 @@
-"""How voicecalls.settings reads the environment: a secret (or the file NAME_FILE names),
-a list of secrets, KEY:SECRET pairs, timeouts and the webhooks' retry schedule. A
-malformed value stops the process at start (ImproperlyConfigured), never quoting a
-secret."""
+"""How voicecalls.settings reads the environment: the database, a secret (or the file
+NAME_FILE names), a list of secrets, KEY:SECRET pairs, timeouts and the webhooks' retry
+schedule. A malformed value stops the process at start (ImproperlyConfigured), never
+quoting a secret."""
 
 from __future__ import annotations
 
@@ -57,3 +57,39 @@ def key_pairs(name: str) -> dict[str, str]:
         # The value is secrets: the message must not quote it.
         raise ImproperlyConfigured(f"{name} must be comma-separated KEY:SECRET pairs")
     return dict(pair.split(":", 1) for pair in pairs)
+
+
+def database(*, default: str) -> dict:
+    """DATABASES["default"] from DATABASE_URL (`default` without it), with the options
+    each engine runs with here."""
+    config = env.db("DATABASE_URL", default=default)
+    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    config["CONN_HEALTH_CHECKS"] = True
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL and a busy timeout let the server, expire_calls and the task worker share
+        # the embedded database without "database is locked" errors.
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, its per-request health check without a round trip when the
+        # connection is quiet (voicecalls/postgresql/base.py).
+        config["ENGINE"] = "voicecalls.postgresql"
+        # The hot paths' statements (voicecalls/db.py) are prepared once a connection has
+        # run them this many times; Django's default is never, for poolers in
+        # transaction mode that lose prepared statements: "none" restores it.
+        prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").lower()
+        if prepare != "none" and not prepare.isdigit():
+            raise ImproperlyConfigured("DATABASE_PREPARE_THRESHOLD must be a whole number or none.")
+        config.setdefault("OPTIONS", {})["prepare_threshold"] = (
+            None if prepare == "none" else int(prepare)
+        )
+        # A database that takes the connection and never answers (a host black-holed in a
+        # failover, a stuck pooler) fails the request in seconds, a 503, not after the
+        # kernel's minutes with every worker stuck. `?connect_timeout=` in the URL wins.
+        config["OPTIONS"].setdefault(
+            "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=10)
+        )
+    return config

@@ -14,7 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 # How the environment is read; the logging and OpenAPI schema settings (drf-spectacular):
 # kept apart for their length.
-from voicecalls.env_settings import env, key_pairs, retry_schedule, secret, secrets, timeout
+from voicecalls.env_settings import (
+    database,
+    env,
+    key_pairs,
+    retry_schedule,
+    secret,
+    secrets,
+    timeout,
+)
 from voicecalls.logging_settings import logging_setting
 from voicecalls.openapi_settings import SPECTACULAR_SETTINGS  # noqa: F401
 
@@ -174,38 +182,7 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "voicecalls.wsgi.application"
 
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL and a busy timeout let the server, expire_calls and the task worker share
-    # the embedded database without "database is locked" errors.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend, its per-request health check without a round trip when the
-    # connection is quiet (voicecalls/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "voicecalls.postgresql"
-    # The hot paths' statements (voicecalls/db.py) are prepared once a connection has
-    # run them this many times; Django's default is never, for poolers in
-    # transaction mode that lose prepared statements: "none" restores it.
-    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").lower()
-    if _prepare != "none" and not _prepare.isdigit():
-        raise ImproperlyConfigured("DATABASE_PREPARE_THRESHOLD must be a whole number or none.")
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        None if _prepare == "none" else int(_prepare)
-    )
-    # A database that takes the connection and never answers (a host black-holed in a
-    # failover, a stuck pooler) fails the request in seconds, a 503, not after the
-    # kernel's minutes with every worker stuck. `?connect_timeout=` in the URL wins.
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=10)
-    )
+DATABASES = {"default": database(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

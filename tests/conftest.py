@@ -23,6 +23,16 @@ def bearer_client(plaintext: str) -> APIClient:
     return client
 
 
+def another_connection(*, autocommit: bool = False):
+    """A second PostgreSQL session on the test database (to hold a lock the request
+    meets, or to end the test's own backend)."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    wanted = ("dbname", "user", "password", "host", "port")
+    return psycopg.connect(**{k: params[k] for k in wanted if params.get(k)}, autocommit=autocommit)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `postgres` skip on SQLite; .ci/run fails if any skip on PostgreSQL."""
     from django.conf import settings

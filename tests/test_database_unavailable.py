@@ -8,12 +8,12 @@ import socket
 import threading
 import time
 
-import psycopg
 import pytest
 from django.db import connection
 
 from accounts.models import Organization
 from calls.models import Call
+from tests.conftest import another_connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -23,12 +23,6 @@ def _fresh_connection_after():
     # These tests change the session's settings: the next test starts on a new one.
     yield
     connection.close()
-
-
-def _other_connection() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    wanted = ("dbname", "user", "password", "host", "port")
-    return psycopg.connect(**{k: params[k] for k in wanted if params.get(k)})
 
 
 def _open_calls(organization: Organization) -> int:
@@ -43,7 +37,7 @@ def test_a_create_waiting_past_the_lock_timeout_is_503_with_retry_after_and_reco
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '200ms'")
     api.raise_request_exception = False
-    with _other_connection() as other:
+    with another_connection() as other:
         # Another transaction holds the organization's row (an admin edit, a long one).
         other.execute(
             "SELECT 1 FROM accounts_organization WHERE id = %s FOR UPDATE", [organization.pk]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import select
 
-import psycopg
 import pytest
 from django.db import connection, connections
 
 from accounts.models import Organization
+from tests.conftest import another_connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -23,14 +23,8 @@ def _fresh_connection_after():
     connection.close()
 
 
-def _other_connection() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    wanted = ("dbname", "user", "password", "host", "port")
-    return psycopg.connect(**{k: params[k] for k in wanted if params.get(k)}, autocommit=True)
-
-
 def _last_statement_of(backend_pid: int) -> str:
-    with _other_connection() as other:
+    with another_connection(autocommit=True) as other:
         row = other.execute(
             "SELECT query FROM pg_stat_activity WHERE pid = %s", [backend_pid]
         ).fetchone()
@@ -57,7 +51,7 @@ def test_a_connection_the_server_ended_between_requests_is_replaced(
 ) -> None:
     connection.ensure_connection()
     dropped = connection.connection
-    with _other_connection() as other:
+    with another_connection(autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [dropped.info.backend_pid])
     # The backend ends a moment after it is told to: wait until it has gone, as a
     # connection dropped while the worker was idle has.
@@ -87,7 +81,7 @@ def test_a_connection_with_something_waiting_is_asked_and_kept_when_it_answers()
     with connection.cursor() as cursor:
         cursor.execute("LISTEN health_check_test")
     kept = connection.connection
-    with _other_connection() as other:
+    with another_connection(autocommit=True) as other:
         other.execute("NOTIFY health_check_test")
     select.select([kept.fileno()], [], [], 5)  # until it has arrived
     _new_request()

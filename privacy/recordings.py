@@ -17,7 +17,7 @@ from uuid import UUID
 from accounts.models import Organization
 from calls.models import ENDED_STATUSES
 from privacy import scrub
-from recordings.deletion import recording_delete_marking
+from recordings.deletion import recordings_delete_marking
 from recordings.models import Recording, RecordingStatus
 from recordings.storage import StorageError
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class RecordingsDeleteFailed(StorageError):
-    """The storage refused one of them; `deleted` went before it."""
+    """The storage refused some of them; `deleted` went (before or beside them)."""
 
     def __init__(self, error: StorageError, *, deleted: int) -> None:
         super().__init__(str(error))
@@ -33,16 +33,14 @@ class RecordingsDeleteFailed(StorageError):
 
 
 def recordings_delete(*, call_ids: Sequence[UUID]) -> int:
-    """Delete these calls' recordings (those they have); how many this run deleted (one
-    another run marked meanwhile is its to count). Raises RecordingsDeleteFailed at the
-    first one the storage refuses (the rest stay)."""
+    """Delete these calls' recordings (those they have), their files a request per
+    bucket; how many this run deleted (one another run marked meanwhile is its to
+    count). Raises RecordingsDeleteFailed when the storage refused any (they stay; the
+    others went)."""
     pending = Recording.objects.filter(call_id__in=call_ids).exclude(status=RecordingStatus.DELETED)
-    deleted = 0
-    for call_id in pending.values_list("call_id", flat=True):
-        try:
-            deleted += bool(recording_delete_marking(call_id=call_id))
-        except StorageError as exc:
-            raise RecordingsDeleteFailed(exc, deleted=deleted) from exc
+    deleted, error = recordings_delete_marking(list(pending.select_related("call")))
+    if error is not None:
+        raise RecordingsDeleteFailed(error, deleted=deleted)
     return deleted
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from uuid import UUID
 
 from django.db import transaction
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from recordings import storage
 from recordings.models import Recording, RecordingStatus, StorageKind
+from recordings.storage import StorageError
 from voicecalls import livekit_egress
 from voicecalls.livekit import EgressUpdate, LiveKitError
 
@@ -47,6 +49,12 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         # theirs, out of our reach for good (docs/privacy.md). Forgotten here, it holds
         # nothing up.
         logger.warning("recording of call %s left in its bucket: %s", call_id, exc)
+    return _marked(recording)
+
+
+def _marked(recording: Recording) -> bool:
+    """Mark the recording, its file deleted, `deleted`; True when this run marked it."""
+    call_id = recording.call_id
     now = timezone.now()
     row = Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED)
     marked = row.filter(status=recording.status).update(
@@ -64,6 +72,48 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         recording_egress_stop(recording.pk)
     logger.info("recording of call %s deleted", call_id)
     return bool(marked or late)
+
+
+def recordings_delete_marking(recordings: Sequence[Recording]) -> tuple[int, StorageError | None]:
+    """Delete these recordings (read with their call) as `recording_delete_marking`
+    does, their files asked of each bucket up to 1,000 in a request: (how many this run
+    marked, the first error of those the storage refused, left as they were)."""
+    refused = _files_delete(recordings)
+    marked = 0
+    for recording in recordings:
+        error = refused.get(recording.pk)
+        if isinstance(error, StorageRemoved):
+            logger.warning("recording of call %s left in its bucket: %s", recording.call_id, error)
+        elif error is not None:
+            continue
+        marked += _marked(recording)
+    failed = (e for e in refused.values() if not isinstance(e, StorageRemoved))
+    return marked, next(failed, None)
+
+
+def _files_delete(recordings: Sequence[Recording]) -> dict[UUID, StorageError]:
+    """Delete the recordings' files, a request per bucket and DELETE_KEYS_MAX of them;
+    those left, by recording id, with why (StorageRemoved: out of reach for good)."""
+    refused: dict[UUID, StorageError] = {}
+    buckets: dict[storage.S3Target, list[Recording]] = {}
+    for recording in recordings:
+        try:
+            target = _target(recording)
+        except StorageError as exc:
+            refused[recording.pk] = exc
+        else:
+            buckets.setdefault(target, []).append(recording)
+    size = storage.DELETE_KEYS_MAX
+    for target, held in buckets.items():
+        for chunk in (held[start : start + size] for start in range(0, len(held), size)):
+            try:
+                errors = storage.objects_delete(target, keys=[r.object_key for r in chunk])
+            except StorageError as exc:
+                errors = dict.fromkeys((r.object_key for r in chunk), exc)
+            for recording in chunk:
+                if (error := errors.get(recording.object_key)) is not None:
+                    refused[recording.pk] = _refusal(recording, error)
+    return refused
 
 
 def recording_egress_stop(recording_id: UUID) -> None:
@@ -144,21 +194,37 @@ class StorageRemoved(storage.StorageError):
 
 
 def _file_delete(recording: Recording) -> None:
-    organization_id = recording.call.organization_id
-    target = storage.target_of(recording, organization_id=organization_id)
-    own = recording.storage == StorageKind.ORGANIZATION
-    if target is None and own:
+    target = _target(recording)
+    try:
+        storage.object_delete(target, key=recording.object_key)
+    except storage.StorageError as exc:
+        raise _refusal(recording, exc) from None
+
+
+def _target(recording: Recording) -> storage.S3Target:
+    """The bucket holding the recording's file; StorageRemoved when the organization
+    removed its setting, StorageError when no credentials reach it."""
+    target = storage.target_of(recording, organization_id=recording.call.organization_id)
+    if target is None and recording.storage == StorageKind.ORGANIZATION:
         raise StorageRemoved("The organization removed the storage of this recording's bucket.")
     if target is None:
         raise storage.StorageError("No credentials reach the platform's bucket any more.")
-    try:
-        storage.object_delete(target, key=recording.object_key)
-    except storage.StorageAccessRefused:
-        # Refused in the bucket the setting names now, it is retried (its credentials
-        # may be fixed); in one it replaced, it would be refused for ever.
-        if own and not storage.bucket_is_current(recording, organization_id=organization_id):
-            raise StorageRemoved(
-                "The organization replaced its storage with credentials that do not reach "
-                "this recording's bucket."
-            ) from None
-        raise
+    return target
+
+
+def _refusal(recording: Recording, error: StorageError) -> StorageError:
+    """Why the storage refused the file's deletion: refused in the bucket the setting
+    names now, it is retried (its credentials may be fixed); in one it replaced, it
+    would be refused for ever (StorageRemoved)."""
+    own = recording.storage == StorageKind.ORGANIZATION
+    organization_id = recording.call.organization_id
+    if (
+        isinstance(error, storage.StorageAccessRefused)
+        and own
+        and not storage.bucket_is_current(recording, organization_id=organization_id)
+    ):
+        return StorageRemoved(
+            "The organization replaced its storage with credentials that do not reach "
+            "this recording's bucket."
+        )
+    return error

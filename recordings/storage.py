@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -195,6 +196,37 @@ def object_delete(target: S3Target, *, key: str) -> None:
     except BotoCoreError as exc:
         problem = _describe(exc)
         raise StorageError(f"The storage refused or could not be reached: {problem}") from None
+
+
+# S3's DeleteObjects takes at most this many keys a request.
+DELETE_KEYS_MAX = 1000
+
+
+def objects_delete(target: S3Target, *, keys: Sequence[str]) -> dict[str, StorageError]:
+    """Delete at most DELETE_KEYS_MAX objects in one request, each as `object_delete`
+    does; those the storage refused, by key (S3 answers each key apart, the others
+    deleted). StorageError when the request fails as a whole (none taken as deleted)."""
+    target_reachable_check(target)
+    objects = [{"Key": key} for key in keys]
+    try:
+        answer = _client(target).delete_objects(
+            Bucket=target.bucket, Delete={"Objects": objects, "Quiet": True}
+        )
+    except ClientError as exc:
+        code = _describe(exc)
+        if code == "NoSuchBucket":
+            return {}
+        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
+        raise error(f"The storage refused or could not be reached: {code}") from None
+    except BotoCoreError as exc:
+        problem = _describe(exc)
+        raise StorageError(f"The storage refused or could not be reached: {problem}") from None
+    refused: dict[str, StorageError] = {}
+    for failure in answer.get("Errors", []):
+        code = str(failure.get("Code", "error"))
+        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
+        refused[failure["Key"]] = error(f"The storage refused to delete it: {code}")
+    return refused
 
 
 def _describe(exc: Exception) -> str:

@@ -5,6 +5,7 @@ through boto3); a storage that fails is tried again later and nothing is half-do
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 
 import pytest
@@ -253,7 +254,7 @@ def test_an_egress_ending_after_an_erasure_renamed_an_inbound_calls_room_deletes
 
 
 def test_no_download_link_for_a_recording_past_its_retention(
-    api, organization, recordings_bucket, s3_server, monkeypatch
+    api, organization, recordings_bucket, s3_server, settings
 ) -> None:
     """Retention of 30 days; the call ended 31 days ago. The pass that should have
     deleted the file met an S3 outage (it tries again next pass). Meanwhile the API
@@ -269,12 +270,10 @@ def test_no_download_link_for_a_recording_past_its_retention(
     recording = RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket)
     s3_client(s3_server).put_object(Bucket=recordings_bucket, Key=recording.object_key, Body=b"o")
 
-    def outage(target, *, key):
-        raise storage.StorageError("The storage refused or could not be reached: timeout")
-
-    monkeypatch.setattr(storage, "object_delete", outage)
+    settings.RECORDINGS_S3_TIMEOUT_SECONDS = 1.0
+    Recording.objects.filter(pk=recording.pk).update(endpoint=UNREACHABLE)  # an outage
     assert retention_apply().recording_storages_failed == 1
-    monkeypatch.undo()  # S3 is back, the next pass is a minute away
+    Recording.objects.filter(pk=recording.pk).update(endpoint=s3_server)  # S3 is back
 
     body = api.get(f"/api/v1/calls/{call.pk}/recording").json()
     assert body["url"] is None, body
@@ -376,11 +375,11 @@ def test_two_erasures_of_one_user_at_once_count_one_recording_deleted_once(
             started.append(True)
             ran.append(erasure_run(erasure_id=second.pk))
 
-    client.meta.events.register_first("after-call.s3.DeleteObject", the_other_runs_meanwhile)
+    client.meta.events.register_first("after-call.s3.DeleteObjects", the_other_runs_meanwhile)
     try:
         assert erasure_run(erasure_id=first.pk) == "completed"
     finally:
-        client.meta.events.unregister("after-call.s3.DeleteObject", the_other_runs_meanwhile)
+        client.meta.events.unregister("after-call.s3.DeleteObjects", the_other_runs_meanwhile)
 
     assert ran == ["completed"]
     counts = sorted(Erasure.objects.values_list("recordings_deleted", flat=True))
@@ -460,3 +459,67 @@ def test_a_recording_in_a_bucket_that_no_longer_exists_holds_up_no_retention_or_
     assert erasure_run(erasure_id=erasure_of(organization, "user-9").pk) == "completed"
     assert status_of(erased) == "deleted"
     assert later.object_key not in object_keys(s3_server, recordings_bucket)
+
+
+def s3_requests(recording: Recording, organization) -> list[str]:
+    """The names of the requests our S3 client makes from now on (DeleteObject, ...)."""
+    client = storage._client(storage.target_of(recording, organization_id=organization.pk))
+    made: list[str] = []
+    client.meta.events.register("before-call.s3", lambda model, **_: made.append(model.name))
+    return made
+
+
+def test_retention_deletes_a_batch_of_recordings_in_one_request_to_their_storage(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """500 recordings past retention took 500 DeleteObject requests (5 s on a nearby
+    S3, each pass): S3's DeleteObjects takes up to 1,000 keys in one."""
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=1)
+    recordings = [stored(ended_ago=(2 + n) * DAY) for n in range(3)]
+    made = s3_requests(recordings[0], organization)
+
+    assert retention_apply().recordings_deleted == 3
+
+    assert made == ["DeleteObjects"]
+    assert {status_of(r) for r in recordings} == {"deleted"}
+    assert object_keys(s3_server, recordings_bucket) == []
+
+
+def deletion_refused(bucket: str, key: str) -> str:
+    """A bucket policy refusing the deletion of one key (S3 answers it in DeleteObjects'
+    `Errors`, AccessDenied, the other keys deleted)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:DeleteObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/{key}",
+                }
+            ],
+        }
+    )
+
+
+def test_a_recording_whose_deletion_the_storage_refuses_stays_and_is_retried(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=1)
+    refused, other = stored(ended_ago=3 * DAY), stored(ended_ago=2 * DAY)
+    s3 = s3_client(s3_server)
+    s3.put_bucket_policy(
+        Bucket=recordings_bucket, Policy=deletion_refused(recordings_bucket, refused.object_key)
+    )
+
+    first = retention_apply()
+
+    assert (first.recordings_deleted, first.recording_storages_failed) == (1, 1)
+    assert (status_of(refused), status_of(other)) == ("complete", "deleted")
+    assert object_keys(s3_server, recordings_bucket) == [refused.object_key]
+    s3.delete_bucket_policy(Bucket=recordings_bucket)
+    second = retention_apply()
+    assert (second.recordings_deleted, second.recording_storages_failed) == (1, 0)
+    assert status_of(refused) == "deleted"
+    assert object_keys(s3_server, recordings_bucket) == []

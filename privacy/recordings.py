@@ -50,14 +50,18 @@ def recordings_expire(*, now: datetime.datetime, batch_size: int) -> tuple[int, 
     deleted = failed = 0
     organizations = Organization.objects.filter(recording_retention_days__isnull=False)
     for organization_id, days in organizations.values_list("id", "recording_retention_days"):
+        cutoff = scrub.cutoff(now=now, days=days)
+        # A recording starts before its call ends: only those started before the cutoff
+        # are read (`recording_org_live`), not all the organization kept or deleted.
         due = Recording.objects.filter(
-            call__organization_id=organization_id,
-            call__ended_at__lte=scrub.cutoff(now=now, days=days),
+            organization_id=organization_id,
+            created_at__lte=cutoff,
+            call__ended_at__lte=cutoff,
             call__status__in=ENDED_STATUSES,
         ).exclude(status=RecordingStatus.DELETED)
         try:
             while ids := list(
-                due.order_by("call__ended_at").values_list("call_id", flat=True)[:batch_size]
+                due.order_by("created_at").values_list("call_id", flat=True)[:batch_size]
             ):
                 try:
                     deleted += recordings_delete(call_ids=ids)

@@ -120,6 +120,7 @@ def _recording_create(*, call_id: UUID | str, organization_id: object) -> Record
     kind, target = where
     return Recording.objects.create(
         call_id=call_id,
+        organization_id=organization_id,
         storage=kind,
         endpoint=target.endpoint,
         bucket=target.bucket,

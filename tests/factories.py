@@ -135,6 +135,9 @@ class RecordingFactory(factory.django.DjangoModelFactory):
         model = "recordings.Recording"
 
     call = factory.SubFactory(CallFactory, completed=True)
+    organization = factory.LazyAttribute(lambda o: o.call.organization)
+    # Recorded from the call's start, as the platform records a call that became active.
+    created_at = factory.LazyAttribute(lambda o: o.call.started_at or o.call.created_at)
     status = "complete"
     egress_id = factory.Sequence(lambda n: f"EG_factory{n}")
     storage = "platform"

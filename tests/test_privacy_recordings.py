@@ -413,8 +413,6 @@ def test_retained_identities_of_recordings_deleted_in_a_pass_that_then_failed_ar
         recordings.append(RecordingFactory(call=call, endpoint=s3_server, bucket=recordings_bucket))
     a, b = recordings
     Recording.objects.filter(pk=b.pk).update(endpoint="http://127.0.0.1:9")  # an outage
-    # recordings_delete takes them newest recording first: A, then B.
-    Recording.objects.filter(pk=a.pk).update(created_at=timezone.now() + DAY)
 
     first = retention_apply()
     assert first.recording_storages_failed == 1
@@ -523,3 +521,47 @@ def test_a_recording_whose_deletion_the_storage_refuses_stays_and_is_retried(
     assert (second.recordings_deleted, second.recording_storages_failed) == (1, 0)
     assert status_of(refused) == "deleted"
     assert object_keys(s3_server, recordings_bucket) == []
+
+
+@pytest.mark.postgres
+def test_retention_reads_only_the_recordings_not_yet_deleted_of_its_organization(
+    organization, recordings_bucket
+) -> None:
+    """Every minute, recording retention looked for an organization's due recordings
+    through all its calls ended before the cutoff, skipping the recordings it deleted
+    before one by one (38 ms a pass at 45k calls, growing for ever): it walks the
+    organization's recordings not yet deleted, started before the cutoff, instead."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from privacy.recordings import recordings_expire
+
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    ended = timezone.now() - 400 * DAY
+    calls = Call.objects.bulk_create(
+        CallFactory.build(
+            organization=organization,
+            status="completed",
+            end_reason="user_hangup",
+            created_at=ended + n * datetime.timedelta(minutes=10),
+            started_at=ended + n * datetime.timedelta(minutes=10),
+            ended_at=ended + n * datetime.timedelta(minutes=10, seconds=30),
+        )
+        for n in range(3000)
+    )
+    Recording.objects.bulk_create(RecordingFactory.build(call=c, status="deleted") for c in calls)
+    for _ in range(5):  # kept: within the retention
+        RecordingFactory(call=CallFactory(organization=organization, completed=True))
+    with CaptureQueriesContext(connection) as queries:
+        assert recordings_expire(now=timezone.now(), batch_size=500) == (0, 0)
+    (due,) = [q["sql"] for q in queries.captured_queries if "recordings_recording" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE recordings_recording")
+        cursor.execute("ANALYZE calls_call")
+        for method in ("seqscan", "bitmapscan", "sort"):
+            cursor.execute(f"SET LOCAL enable_{method} = off")
+        cursor.execute("EXPLAIN " + due)
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+
+    assert "Index Scan using recording_org_live on recordings_recording" in plan, plan
+    assert "Index Scan using calls_call_pkey on calls_call" in plan, plan

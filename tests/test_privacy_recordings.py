@@ -74,6 +74,23 @@ def test_retention_deletes_recordings_of_calls_ended_before_it_and_keeps_the_res
     assert object_keys(s3_server, recordings_bucket) == [recent.object_key]
 
 
+def test_a_recording_an_older_release_wrote_without_its_organization_is_still_deleted(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """The release before recordings 0005 goes on writing recordings while `migrate` and
+    the rollout run: without the organization retention reads them by."""
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    old = stored(ended_ago=31 * DAY)
+    Recording.objects.filter(pk=old.pk).update(organization=None)
+
+    result = retention_apply()
+
+    assert result.recordings_deleted == 1
+    old.refresh_from_db()
+    assert (old.status, old.organization_id) == ("deleted", organization.id)
+    assert object_keys(s3_server, recordings_bucket) == []
+
+
 def test_retention_without_a_recording_setting_deletes_no_recording(
     organization, stored, recordings_bucket, s3_server
 ) -> None:
@@ -554,7 +571,9 @@ def test_retention_reads_only_the_recordings_not_yet_deleted_of_its_organization
         RecordingFactory(call=CallFactory(organization=organization, completed=True))
     with CaptureQueriesContext(connection) as queries:
         assert recordings_expire(now=timezone.now(), batch_size=500) == (0, 0)
-    (due,) = [q["sql"] for q in queries.captured_queries if "recordings_recording" in q["sql"]]
+    # The recordings an older release left without an organization, mended first; then
+    # the organization's due ones.
+    fill, due = [q["sql"] for q in queries.captured_queries if "recordings_recording" in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE recordings_recording")
         cursor.execute("ANALYZE calls_call")
@@ -562,6 +581,10 @@ def test_retention_reads_only_the_recordings_not_yet_deleted_of_its_organization
             cursor.execute(f"SET LOCAL enable_{method} = off")
         cursor.execute("EXPLAIN " + due)
         plan = "\n".join(line for (line,) in cursor.fetchall())
+        cursor.execute("EXPLAIN " + fill)
+        fill_plan = "\n".join(line for (line,) in cursor.fetchall())
 
     assert "Index Scan using recording_org_live on recordings_recording" in plan, plan
     assert "Index Scan using calls_call_pkey on calls_call" in plan, plan
+    assert fill.startswith("UPDATE"), fill
+    assert "Index Scan using recording_org_live on recordings_recording" in fill_plan, fill_plan

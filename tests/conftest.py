@@ -197,6 +197,19 @@ def live_server_streams(tmp_path_factory: pytest.TempPathFactory):
         yield live
 
 
+@pytest.fixture
+def fake_llm(settings):
+    """The LLM providers' stand-in (tests/fake_llm.py) as the analyses' provider, with no
+    waits before the end-of-call report or between retries."""
+    from tests.fake_llm import FakeLLM
+
+    with FakeLLM() as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        settings.WEBHOOKS_END_REPORT_DELAY = 0
+        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
+        yield fake
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict:
     """Tests marked `browser` drive Debian's chromium (pytest-playwright's launch args)."""

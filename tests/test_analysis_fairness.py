@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def one_analysis_running(settings: object) -> None:
     """A cap of one, so one run held shows it (the default is larger)."""
     settings.ANALYSIS_ORGANIZATION_MAX_RUNNING = 1
-
-
-@pytest.fixture
-def fake_llm(settings: object) -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        settings.ANALYSIS_LLM_BASE_URL = fake.url
-        settings.WEBHOOKS_END_REPORT_DELAY = 0
-        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
-        yield fake
 
 
 def attempt(analysis: CallAnalysis) -> str:

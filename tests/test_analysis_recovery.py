@@ -23,11 +23,10 @@ from analysis.services import (
 )
 from calls.models import Call
 from tests.fake_llm import FakeLLM, Outcome
-from tests.test_analysis_run import VALID, analysis_of, ended_call, fake_llm, run_worker
+from tests.test_analysis_run import VALID, analysis_of, ended_call, run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-__all__ = ["fake_llm"]  # a fixture, used by name
 
 DEEP = "[" * 100_000 + "]" * 100_000
 

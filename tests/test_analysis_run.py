@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -52,15 +51,6 @@ VALID = {"summary": "Ada logged lunch.", "structured_data": {"meal_type": "lunch
 def run_worker() -> None:
     """The real task worker (django-tasks-db): runs every analysis task due now, then exits."""
     run_task_worker("analysis")
-
-
-@pytest.fixture
-def fake_llm(settings: object) -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        settings.ANALYSIS_LLM_BASE_URL = fake.url
-        settings.WEBHOOKS_END_REPORT_DELAY = 0
-        settings.ANALYSIS_RETRY_BASE_SECONDS = 0
-        yield fake
 
 
 def ended_call(organization: Organization, *, key: bool = True, name: str = "Ada") -> Call:

@@ -28,7 +28,6 @@ from calls.models import CallStatus
 from tests.factories import CallFactory
 from tests.fake_llm import FakeLLM, Outcome
 from tests.test_analysis_run import VALID, ended_call
-from tests.test_analysis_run import fake_llm as fake_llm  # the fixture
 from tests.test_analysis_run import run_worker as run_analysis_worker
 from tests.test_webhook_delivery import attempt, record, run_worker
 from tests.test_webhook_signing import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -185,17 +185,7 @@ def object_delete(target: S3Target, *, key: str) -> None:
     does one in a bucket that no longer exists: its files went with it, and retrying
     would hold up every later deletion of the organization for ever)."""
     target_reachable_check(target)
-    try:
-        _client(target).delete_object(Bucket=target.bucket, Key=key)
-    except ClientError as exc:
-        code = _describe(exc)
-        if code == "NoSuchBucket":
-            return
-        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
-        raise error(f"The storage refused or could not be reached: {code}") from None
-    except BotoCoreError as exc:
-        problem = _describe(exc)
-        raise StorageError(f"The storage refused or could not be reached: {problem}") from None
+    _deletion(lambda: _client(target).delete_object(Bucket=target.bucket, Key=key))
 
 
 # S3's DeleteObjects takes at most this many keys a request.
@@ -208,25 +198,35 @@ def objects_delete(target: S3Target, *, keys: Sequence[str]) -> dict[str, Storag
     deleted). StorageError when the request fails as a whole (none taken as deleted)."""
     target_reachable_check(target)
     objects = [{"Key": key} for key in keys]
-    try:
-        answer = _client(target).delete_objects(
+    answer = _deletion(
+        lambda: _client(target).delete_objects(
             Bucket=target.bucket, Delete={"Objects": objects, "Quiet": True}
         )
+    )
+    refused: dict[str, StorageError] = {}
+    for failure in answer.get("Errors", []):
+        code = str(failure.get("Code", "error"))
+        refused[failure["Key"]] = _refusal_class(code)(f"The storage refused to delete it: {code}")
+    return refused
+
+
+def _deletion(request: Callable[[], dict]) -> dict:
+    """The answer to a delete request; {} when the bucket no longer exists (as
+    `object_delete` says). StorageAccessRefused or StorageError when it fails."""
+    try:
+        return request()
     except ClientError as exc:
         code = _describe(exc)
         if code == "NoSuchBucket":
             return {}
-        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
-        raise error(f"The storage refused or could not be reached: {code}") from None
+        raise _refusal_class(code)(f"The storage refused or could not be reached: {code}") from None
     except BotoCoreError as exc:
         problem = _describe(exc)
         raise StorageError(f"The storage refused or could not be reached: {problem}") from None
-    refused: dict[str, StorageError] = {}
-    for failure in answer.get("Errors", []):
-        code = str(failure.get("Code", "error"))
-        error = StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
-        refused[failure["Key"]] = error(f"The storage refused to delete it: {code}")
-    return refused
+
+
+def _refusal_class(code: str) -> type[StorageError]:
+    return StorageAccessRefused if code in ACCESS_REFUSED_CODES else StorageError
 
 
 def _describe(exc: Exception) -> str:

@@ -4,7 +4,10 @@ batches (recordings through privacy/recordings.py).
 
 Each batch is its own transaction and marks what it did on the calls
 (`transcript_expired_at`, `user_data_expired_at`), so a pass that dies is continued by
-the next, and several passes at once (on PostgreSQL) skip each other's locked rows.
+the next, and several passes at once (on PostgreSQL) skip each other's locked rows. A
+batch holds at most `batch_size` calls and, but for a single longer call, `batch_lines`
+transcript lines: its work (deleting them, rebuilding end-of-call reports that carry
+them) grows with the lines, and the calls' rows stay locked meanwhile.
 Only ended calls are touched: the clock starts at `ended_at`.
 """
 
@@ -16,13 +19,16 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from accounts.models import Organization
-from calls.models import ENDED_STATUSES, Call
+from calls.models import ENDED_STATUSES, Call, TranscriptEntry
 from privacy import scrub
 from privacy.recordings import recordings_expire
+
+# Calls whose lines one statement counts (see _within_lines).
+_COUNT_CHUNK = 100
 
 
 @dataclass
@@ -38,7 +44,10 @@ class RetentionResult:
 
 
 def retention_apply(
-    *, now: datetime.datetime | None = None, batch_size: int = scrub.BATCH_SIZE
+    *,
+    now: datetime.datetime | None = None,
+    batch_size: int = scrub.BATCH_SIZE,
+    batch_lines: int = scrub.BATCH_LINES,
 ) -> RetentionResult:
     """Expire, in every organization that set a retention, what is past it at `now`."""
     now = now or timezone.now()
@@ -60,6 +69,7 @@ def retention_apply(
                 expire=expire,
                 now=now,
                 batch_size=batch_size,
+                batch_lines=batch_lines,
                 result=result,
             ):
                 pass
@@ -79,6 +89,7 @@ def _batch(
     expire: Callable,
     now: datetime.datetime,
     batch_size: int,
+    batch_lines: int,
     result: RetentionResult,
 ) -> bool:
     """Expire one batch of the organization's calls ended by `before`; False when none
@@ -95,13 +106,36 @@ def _batch(
     )
     if not calls:
         return False
+    locked = len(calls)
+    calls = _within_lines(calls, batch_lines=batch_lines)
     ids = [call_id for call_id, _, _ in calls]
     expire(calls=calls, ids=ids, result=result)
     Call.objects.filter(pk__in=ids).update(**{marker: now})
     scrub.identities_release(call_ids=ids)
     result.webhook_events_scrubbed += scrub.webhook_bodies_scrub(call_ids=ids)
     result.batches += 1
-    return len(calls) == batch_size
+    # The calls locked but left out (over the lines) are the next batch's.
+    return len(calls) < locked or locked == batch_size
+
+
+def _within_lines(calls: list[tuple], *, batch_lines: int) -> list[tuple]:
+    """The first of `calls` whose transcripts hold at most `batch_lines` lines in all,
+    at least one. Counted through transcript_call_order a chunk of calls at a time: a
+    batch of long calls stops counting at the chunk that fills it."""
+    lines = 0
+    for start in range(0, len(calls), _COUNT_CHUNK):
+        chunk = [call_id for call_id, _, _ in calls[start : start + _COUNT_CHUNK]]
+        counts = dict(
+            TranscriptEntry.objects.filter(call_id__in=chunk)
+            .order_by()
+            .values_list("call_id")
+            .annotate(Count("id"))
+        )
+        for n, call_id in enumerate(chunk, start=start):
+            lines += counts.get(call_id, 0)
+            if n and lines > batch_lines:
+                return calls[:n]
+    return calls
 
 
 def _transcripts_expire(*, calls: list, ids: list[UUID], result: RetentionResult) -> None:

@@ -12,6 +12,7 @@ import threading
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -21,7 +22,7 @@ from calls.models import Call, CallStatus
 from privacy.erasure import erasure_create, erasure_run
 from privacy.keys import room_name_erased
 from privacy.retention import retention_apply
-from tests.factories import CallFactory, WorkflowFactory
+from tests.factories import CallFactory, TranscriptEntryFactory, WorkflowFactory
 from tests.privacy import (
     CALLEE,
     CALLER,
@@ -168,6 +169,41 @@ def test_a_pass_works_in_batches_and_a_second_pass_redoes_nothing(organization) 
     assert (first.batches, first.transcripts_expired, first.transcript_lines_deleted) == (3, 7, 14)
     assert second.batches == 0
     assert set(Call.objects.values_list("transcript_expired_at", flat=True)) == {NOW}
+    assert all(transcript(call) == [] for call in calls)
+
+
+def test_a_batch_holds_at_most_its_line_budget_and_a_longer_call_goes_alone(
+    organization,
+) -> None:
+    """A batch's transaction (the calls' rows locked) deletes at most `batch_lines`
+    transcript lines: calls are taken in order until theirs would pass it; a call longer
+    than that is a batch of its own, whole (never half its transcript)."""
+    retain(organization, transcript_retention_days=1)
+    sizes = [4, 4, 4, 12, 2, 2, 2]
+    calls = [personal_call(organization, ended_at=NOW - 2 * DAY + n * SECOND) for n in range(7)]
+    for call, size in zip(calls, sizes, strict=True):
+        TranscriptEntryFactory.create_batch(size - 2, call=call)
+
+    with CaptureQueriesContext(connection) as queries:
+        result = retention_apply(now=NOW, batch_lines=8)
+
+    deletes = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith('DELETE FROM "calls_tr')
+    ]
+    batches = [
+        [
+            size
+            for call, size in zip(calls, sizes, strict=True)
+            if call.pk.hex in sql.replace("-", "")
+        ]
+        for sql in deletes
+    ]
+    assert batches == [[4, 4], [4], [12], [2, 2, 2]]
+    assert (result.batches, result.transcripts_expired, result.transcript_lines_deleted) == (
+        4,
+        7,
+        30,
+    )
     assert all(transcript(call) == [] for call in calls)
 
 

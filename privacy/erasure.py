@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,7 @@ from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
 from privacy import scrub
 from privacy.keys import user_id_hash, user_id_hashes
 from privacy.models import Erasure, ErasureStatus, RetainedIdentity
-from privacy.recordings import RecordingsDeleteFailed, recordings_delete
+from privacy.recordings import recordings_delete
 from recordings.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -216,20 +217,16 @@ def _batch_recordings_delete(
     # webhooks and transfers wait on their rows, never for hundreds of ended calls.
     ids = list(rows.filter(ended_at__isnull=True).values_list("id", flat=True)[:batch_size])
     ids = ids or list(rows.values_list("id", flat=True)[:batch_size])
-    try:
-        deleted = recordings_delete(call_ids=ids)
-    except RecordingsDeleteFailed as exc:
-        _recordings_deleted_count(erasure_id, exc.deleted)
-        raise
-    _recordings_deleted_count(erasure_id, deleted)
+    # Counted in the transaction marking them: a run killed between the two would
+    # leave them deleted, never to be found again, and uncounted.
+    recordings_delete(call_ids=ids, counted=partial(_recordings_deleted_count, erasure_id))
     return ids
 
 
 def _recordings_deleted_count(erasure_id: UUID, deleted: int) -> None:
-    if deleted:
-        Erasure.objects.filter(pk=erasure_id).update(
-            recordings_deleted=F("recordings_deleted") + deleted
-        )
+    Erasure.objects.filter(pk=erasure_id).update(
+        recordings_deleted=F("recordings_deleted") + deleted
+    )
 
 
 def _later(

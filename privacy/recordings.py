@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from django.db.models import OuterRef, Subquery
@@ -34,13 +34,16 @@ class RecordingsDeleteFailed(StorageError):
         self.deleted = deleted
 
 
-def recordings_delete(*, call_ids: Sequence[UUID]) -> int:
+def recordings_delete(
+    *, call_ids: Sequence[UUID], counted: Callable[[int], None] | None = None
+) -> int:
     """Delete these calls' recordings (those they have), their files a request per
     bucket; how many this run deleted (one another run marked meanwhile is its to
-    count). Raises RecordingsDeleteFailed when the storage refused any (they stay; the
-    others went)."""
+    count), given to `counted` in the transaction marking them. Raises
+    RecordingsDeleteFailed when the storage refused any (they stay; the others went)."""
     pending = Recording.objects.filter(call_id__in=call_ids).exclude(status=RecordingStatus.DELETED)
-    deleted, error = recordings_delete_marking(list(pending.select_related("call")))
+    recordings = list(pending.select_related("call"))
+    deleted, error = recordings_delete_marking(recordings, counted=counted)
     if error is not None:
         raise RecordingsDeleteFailed(error, deleted=deleted)
     return deleted

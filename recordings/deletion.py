@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from django.db import transaction
@@ -49,11 +49,15 @@ def recording_delete_marking(*, call_id: UUID | str) -> bool | None:
         # theirs, out of our reach for good (docs/privacy.md). Forgotten here, it holds
         # nothing up.
         logger.warning("recording of call %s left in its bucket: %s", call_id, exc)
-    return _marked(recording)
+    marked, stop = _marked(recording)
+    if stop:
+        recording_egress_stop(recording.pk)
+    return marked
 
 
-def _marked(recording: Recording) -> bool:
-    """Mark the recording, its file deleted, `deleted`; True when this run marked it."""
+def _marked(recording: Recording) -> tuple[bool, bool]:
+    """Mark the recording, its file deleted, `deleted`: (whether this run marked it,
+    whether its egress is to be stopped, which the caller does once it committed)."""
     call_id = recording.call_id
     now = timezone.now()
     row = Recording.objects.filter(pk=recording.pk).exclude(status=S.DELETED)
@@ -65,28 +69,45 @@ def _marked(recording: Recording) -> bool:
         # The egress ended while the file went: what it finished may have been written
         # after the deletion, and its webhook saw no deleted recording to delete it.
         recording_file_delete_later(recording.pk)
-    if late or (marked and recording.status in (S.STARTING, S.RECORDING)):
-        # Its egress may still be recording (the call goes on, its user just erased):
-        # stopped, it records no more of them; its file goes when it ends (above).
-        # Late, it moved since it was read (a slow start revived it): stopped too.
-        recording_egress_stop(recording.pk)
+    # Its egress may still be recording (the call goes on, its user just erased):
+    # stopped, it records no more of them; its file goes when it ends (above). Late, it
+    # moved since it was read (a slow start revived it): stopped too.
+    stop = late or (marked and recording.status in (S.STARTING, S.RECORDING))
     logger.info("recording of call %s deleted", call_id)
-    return bool(marked or late)
+    return bool(marked or late), bool(stop)
 
 
-def recordings_delete_marking(recordings: Sequence[Recording]) -> tuple[int, StorageError | None]:
+def recordings_delete_marking(
+    recordings: Sequence[Recording], *, counted: Callable[[int], None] | None = None
+) -> tuple[int, StorageError | None]:
     """Delete these recordings (read with their call) as `recording_delete_marking`
     does, their files asked of each bucket up to 1,000 in a request: (how many this run
-    marked, the first error of those the storage refused, left as they were)."""
+    marked, the first error of those the storage refused, left as they were).
+
+    The rows are marked in one transaction, in id order (two runs marking the same ones
+    wait for each other, never deadlock), with `counted(marked)` in it: a count kept of
+    them (an erasure's audit) is written with the marks or, the process killed between,
+    neither is (the next run deletes and counts them)."""
     refused = _files_delete(recordings)
     marked = 0
-    for recording in recordings:
-        error = refused.get(recording.pk)
-        if isinstance(error, StorageRemoved):
-            logger.warning("recording of call %s left in its bucket: %s", recording.call_id, error)
-        elif error is not None:
-            continue
-        marked += _marked(recording)
+    stopping: list[UUID] = []
+    with transaction.atomic():
+        for recording in sorted(recordings, key=lambda recording: recording.pk):
+            error = refused.get(recording.pk)
+            if isinstance(error, StorageRemoved):
+                logger.warning(
+                    "recording of call %s left in its bucket: %s", recording.call_id, error
+                )
+            elif error is not None:
+                continue
+            this, stop = _marked(recording)
+            marked += this
+            if stop:
+                stopping.append(recording.pk)
+        if marked and counted is not None:
+            counted(marked)
+    for recording_id in stopping:
+        recording_egress_stop(recording_id)
     failed = (e for e in refused.values() if not isinstance(e, StorageRemoved))
     return marked, next(failed, None)
 

@@ -7,14 +7,17 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.services import api_key_create
 from calls.models import Call
-from privacy.erasure import erasure_create, erasure_run
+from privacy.erasure import LEASE, erasure_create, erasure_run
 from privacy.models import Erasure
 from privacy.retention import retention_apply
 from recordings import storage
@@ -150,6 +153,55 @@ def test_an_erasure_deletes_the_users_recordings_and_counts_them(
     assert sorted(object_keys(s3_server, recordings_bucket)) == sorted(
         [someone_else.object_key, other_org.object_key]
     )
+
+
+@contextmanager
+def erasure_counts_refused() -> Iterator[None]:
+    """While in it, a statement changing an erasure's `recordings_deleted` fails: a run
+    stopping there, as a run whose process is killed between its writes never makes it."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION count_refused() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'killed'; END $$"
+            )
+            for_each, action = "FOR EACH ROW", "EXECUTE FUNCTION count_refused()"
+        else:
+            for_each, action = "", "BEGIN SELECT RAISE(ABORT, 'killed'); END"
+        cursor.execute(
+            "CREATE TRIGGER count_refused BEFORE UPDATE OF recordings_deleted ON privacy_erasure"
+            f" {for_each} WHEN (NEW.recordings_deleted <> OLD.recordings_deleted) {action}"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("DROP TRIGGER count_refused ON privacy_erasure")
+                cursor.execute("DROP FUNCTION count_refused()")
+            else:
+                cursor.execute("DROP TRIGGER count_refused")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_killed_between_deleting_recordings_and_counting_them_counts_them_later(
+    organization, stored
+) -> None:
+    """A run marks the recordings it deleted and adds them to the erasure's count
+    together: killed between the two, it keeps neither, and the next run deletes (again:
+    deleting a file gone is no error) and counts them. The audit record never says fewer
+    recordings went than did."""
+    theirs = [stored(ended_ago=n * DAY, user_id="user-9") for n in (1, 2)]
+    erasure = erasure_of(organization, "user-9")
+
+    with erasure_counts_refused(), pytest.raises(DatabaseError):
+        erasure_run(erasure_id=erasure.pk)
+    later = timezone.now() + LEASE + datetime.timedelta(seconds=1)
+    status = erasure_run(erasure_id=erasure.pk, now=later)
+
+    erasure.refresh_from_db()
+    assert (status, erasure.calls_erased, erasure.recordings_deleted) == ("completed", 2, 2)
+    assert [status_of(r) for r in theirs] == ["deleted", "deleted"]
 
 
 @pytest.mark.parametrize("broken", [UNREACHABLE, UNUSABLE])
@@ -356,8 +408,8 @@ def test_a_call_that_ends_between_the_erasures_recording_step_and_its_batch_keep
 
     real = erasure_module.recordings_delete
 
-    def then_the_call_ends(*, call_ids):
-        deleted = real(call_ids=call_ids)
+    def then_the_call_ends(*, call_ids, **counting):
+        deleted = real(call_ids=call_ids, **counting)
         call_transition(call_id=call_id, to_status="completed", end_reason="user_hangup")
         return deleted
 

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_tasks.base import TaskResult
 from django_tasks_db.models import DBTaskResult
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,6 +61,13 @@ def ago(seconds: float) -> datetime.datetime:
     return timezone.now() - datetime.timedelta(seconds=seconds)
 
 
+def failed(result: TaskResult, at: datetime.datetime, **fields: str) -> None:
+    """The queued task `result` finished at `at`, failed unless `fields` say otherwise."""
+    DBTaskResult.objects.filter(pk=result.id).update(
+        **{"status": "FAILED", "finished_at": at, **fields}
+    )
+
+
 def delivery(endpoint: WebhookEndpoint, **fields: object) -> WebhookDelivery:
     event = WebhookEvent.objects.create(
         organization=endpoint.organization, type="call.status_changed", occurred_at=ago(0)
@@ -96,6 +106,14 @@ def test_the_gauges_hold_what_the_database_holds(metrics_token: str) -> None:
     RecordingFactory(status="recording")
     RecordingFactory(status="starting", egress_id=None)
     RecordingFactory()
+    # Failed tasks: two deliveries and a dial within the day, an analysis 25 h ago, one
+    # another release queued (kept, and failed, here) and a delivery that succeeded.
+    failed(deliver_webhook.enqueue(4), ago(3600))
+    failed(deliver_webhook.enqueue(5), ago(23 * 3600))
+    failed(phone_call_dial.enqueue("y"), ago(600))
+    failed(analyse_call.enqueue("call", 2), ago(25 * 3600))
+    failed(deliver_webhook.enqueue(6), ago(60), status="SUCCESSFUL")
+    failed(deliver_webhook.enqueue(7), ago(60), task_path="webhooks.tasks.gone")
 
     got = samples(scrape())
 
@@ -128,6 +146,17 @@ def test_the_gauges_hold_what_the_database_holds(metrics_token: str) -> None:
         if name == "voicecalls_recordings_in_progress"
     }
     assert in_progress == {"starting": 1, "recording": 1, "processing": 0}
+    failures = {
+        labels[0][1]: value
+        for (name, labels), value in got.items()
+        if name == "voicecalls_tasks_failed_last_day"
+    }
+    assert {task: n for task, n in failures.items() if n} == {
+        "webhooks.tasks.deliver_webhook": 2,
+        "telephony.tasks.phone_call_dial": 1,
+        "webhooks.tasks.gone": 1,
+    }
+    assert failures["analysis.tasks.analyse_call"] == 0
 
 
 def test_with_nothing_open_every_series_is_there_at_zero(metrics_token: str) -> None:
@@ -136,20 +165,49 @@ def test_with_nothing_open_every_series_is_there_at_zero(metrics_token: str) -> 
     got = samples(scrape())
 
     assert set(got.values()) == {0}
-    assert len(got) == 6 + 1 + 4 + 4 + 4 + 2 + 2 + 3
+    # Every task of this release, none failed.
+    tasks = {labels for name, labels in got if name == "voicecalls_tasks_failed_last_day"}
+    assert {
+        (("task", "privacy.tasks.erasure_run_task"),),
+        (("task", phone_call_dial.module_path),),
+    } <= tasks
+    assert len(got) == 6 + 1 + 4 + 4 + 4 + 2 + 2 + 3 + len(tasks)
 
 
-def test_a_scrape_costs_seven_queries_whatever_the_data(
+def test_a_scrape_costs_eight_queries_whatever_the_data(
     metrics_token: str, django_assert_num_queries
 ) -> None:
     CallFactory(active=True)
     deliver_webhook.enqueue(1)
+    failed(deliver_webhook.enqueue(2), ago(60))
     RecordingFactory(status="recording")
 
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         response = scrape()
 
     assert response.status_code == 200
+
+
+@pytest.mark.postgres
+def test_the_failed_tasks_are_read_through_their_own_index(metrics_token: str) -> None:
+    """The task table keeps every task run for two weeks (prune_db_task_results): the
+    scrape reads only the failures of the day, through task_failed_finished."""
+    for n in range(200):
+        deliver_webhook.enqueue(n)
+    DBTaskResult.objects.update(status="SUCCESSFUL", finished_at=ago(60))
+    failed(deliver_webhook.enqueue(-1), ago(60))
+
+    with CaptureQueriesContext(connection) as queries:
+        scrape()
+
+    [sql] = [q["sql"] for q in queries.captured_queries if "'FAILED'" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_tasks_database_dbtaskresult")
+        for method in ("seqscan", "bitmapscan"):
+            cursor.execute(f"SET LOCAL enable_{method} = off")
+        cursor.execute("EXPLAIN " + sql)
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    assert "using task_failed_finished on django_tasks_database_dbtaskresult" in plan, plan
 
 
 @pytest.mark.parametrize("method", ["get", "post"])

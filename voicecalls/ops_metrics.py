@@ -5,24 +5,28 @@ Every gauge is read from the database when scraped, into a registry made for tha
 scrape: gunicorn's workers share nothing, and any one of them answers for the whole
 platform. Platform-wide, never per organization (a label per organization would be a
 series per customer). Each query reads an index holding only open work (partial
-indexes on the open statuses, the ready tasks, the failures of the last hour), so a
-scrape costs the same at millions of calls.
+indexes on the open statuses, the ready tasks, the failed tasks and deliveries by
+when they failed), so a scrape costs the same at millions of calls.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import hmac
+import importlib
 from collections.abc import Iterable
 
+from django.apps import apps
 from django.conf import settings
 from django.db.models import Case, Count, F, Min, Q, When
 from django.db.models.functions import Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.utils import timezone
+from django.utils.module_loading import module_has_submodule
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django_tasks.base import TaskResultStatus
+from django_tasks.base import Task, TaskResultStatus
 from django_tasks_db.models import DBTaskResult, get_date_max
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -43,6 +47,9 @@ ERASURE_STATUSES = (ErasureStatus.PENDING, ErasureStatus.RUNNING)
 # Deliveries that gave up (failed for good) within this long: a window, as failed ones
 # are kept for ever and counting them all would read them all.
 FAILED_WINDOW = datetime.timedelta(hours=1)
+# Tasks failed within this long: the task table keeps its runs for two weeks
+# (prune_db_task_results), and a failure seen a day is long enough to alert on.
+TASKS_FAILED_WINDOW = datetime.timedelta(days=1)
 
 
 def _age(now: datetime.datetime, since: datetime.datetime | None) -> float:
@@ -128,6 +135,42 @@ def _tasks(registry: CollectorRegistry, now: datetime.datetime) -> None:
         oldest.labels(queue).set(_age(now, since))
 
 
+@functools.cache
+def _task_paths() -> tuple[str, ...]:
+    """Every task of this release (each app's `tasks` module), for their series at 0."""
+    paths: set[str] = set()
+    for config in apps.get_app_configs():
+        if module_has_submodule(config.module, "tasks"):
+            module = importlib.import_module(f"{config.name}.tasks")
+            paths |= {v.module_path for v in vars(module).values() if isinstance(v, Task)}
+    return tuple(sorted(paths))
+
+
+def _tasks_failed(registry: CollectorRegistry, now: datetime.datetime) -> None:
+    # Through the partial index task_failed_finished (voicecalls 0002): the day's
+    # failures only, not the two weeks of runs the table keeps. A task no longer in
+    # this release (another queued it) is counted under its own path too.
+    rows = (
+        DBTaskResult.objects.filter(
+            status=TaskResultStatus.FAILED, finished_at__gte=now - TASKS_FAILED_WINDOW
+        )
+        .order_by()
+        .values_list("task_path")
+        .annotate(count=Count("id"))
+    )
+    gauge = Gauge(
+        "voicecalls_tasks_failed_last_day",
+        "Background tasks that failed (raised, or were given up) within the last 24 hours, "
+        "by task.",
+        ["task"],
+        registry=registry,
+    )
+    for path in _task_paths():
+        gauge.labels(path).set(0)
+    for path, count in rows:
+        gauge.labels(path).set(count)
+
+
 def _webhooks(registry: CollectorRegistry, now: datetime.datetime) -> None:
     # Pending ones through the partial index webhook_delivery_pending (on next_attempt_at,
     # which is all these read). One waiting for its next retry is not late; one due
@@ -184,6 +227,7 @@ def ops_metrics_registry(*, now: datetime.datetime | None = None) -> CollectorRe
     registry = CollectorRegistry(auto_describe=False)
     _calls(registry, now)
     _tasks(registry, now)
+    _tasks_failed(registry, now)
     _webhooks(registry, now)
     _work(registry)
     return registry

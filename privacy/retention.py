@@ -27,8 +27,9 @@ from calls.models import ENDED_STATUSES, Call, TranscriptEntry
 from privacy import scrub
 from privacy.recordings import recordings_expire
 
-# Calls whose lines one statement counts (see _within_lines).
-_COUNT_CHUNK = 100
+# Calls whose lines the first statement counts, each next one twice as many (see
+# _within_lines).
+_COUNT_FIRST = 10
 
 
 @dataclass
@@ -120,11 +121,12 @@ def _batch(
 
 def _within_lines(calls: list[tuple], *, batch_lines: int) -> list[tuple]:
     """The first of `calls` whose transcripts hold at most `batch_lines` lines in all,
-    at least one. Counted through transcript_call_order a chunk of calls at a time: a
-    batch of long calls stops counting at the chunk that fills it."""
-    lines = 0
-    for start in range(0, len(calls), _COUNT_CHUNK):
-        chunk = [call_id for call_id, _, _ in calls[start : start + _COUNT_CHUNK]]
+    at least one. Counted through transcript_call_order a chunk of calls at a time, each
+    twice the last: a batch of long calls stops having counted about twice the calls it
+    takes (not all it locked), one of short calls counts in a few statements."""
+    lines, start, size = 0, 0, _COUNT_FIRST
+    while start < len(calls):
+        chunk = [call_id for call_id, _, _ in calls[start : start + size]]
         counts = dict(
             TranscriptEntry.objects.filter(call_id__in=chunk)
             .order_by()
@@ -135,6 +137,7 @@ def _within_lines(calls: list[tuple], *, batch_lines: int) -> list[tuple]:
             lines += counts.get(call_id, 0)
             if n and lines > batch_lines:
                 return calls[:n]
+        start, size = start + size, size * 2
     return calls
 
 

@@ -207,6 +207,23 @@ def test_a_batch_holds_at_most_its_line_budget_and_a_longer_call_goes_alone(
     assert all(transcript(call) == [] for call in calls)
 
 
+def test_a_batch_of_many_short_calls_is_bounded_by_its_lines_too(organization) -> None:
+    retain(organization, transcript_retention_days=1)
+    for _ in range(40):
+        call = CallFactory(organization=organization, completed=True, ended_at=NOW - 2 * DAY)
+        TranscriptEntryFactory.create_batch(2, call=call)
+
+    result = retention_apply(now=NOW, batch_lines=50)
+
+    # 25 calls of 2 lines, then the 15 left.
+    assert (result.batches, result.transcripts_expired, result.transcript_lines_deleted) == (
+        2,
+        40,
+        80,
+    )
+    assert Call.objects.filter(transcript_expired_at=None).count() == 0
+
+
 def test_a_pass_after_a_crash_continues_with_the_calls_not_yet_marked(organization) -> None:
     """Each batch commits with its mark: the calls a crashed pass finished are skipped."""
     retain(organization, transcript_retention_days=1)

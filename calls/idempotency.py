@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from accounts.models import Organization
@@ -26,6 +27,17 @@ from voicecalls.errors import Conflict, UnprocessableEntity
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 MAX_KEY_LENGTH = 255
+# The header as the API reference describes it, on every POST that honours it.
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    # Servers drop a header value's surrounding whitespace: at least one other character.
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"\S"},
+    OpenApiParameter.HEADER,
+    description=(
+        "Up to 255 printable characters. The same key and body within 24 hours return the first "
+        "response; another body → 422; while the first is still running → 409."
+    ),
+)
 
 
 def _canonical(body: object) -> str:

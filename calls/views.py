@@ -7,7 +7,6 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiExample,
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
@@ -23,7 +22,7 @@ from analysis import services as analysis_services
 from calls import listing as call_listing
 from calls import representations, selectors, services
 from calls.filters import CallFilter
-from calls.idempotency import MAX_KEY_LENGTH, idempotency_key, idempotent_call
+from calls.idempotency import IDEMPOTENCY_KEY, idempotency_key, idempotent_call
 from calls.limits import ConcurrencyLimitReached
 from calls.models import ENDED_STATUSES, Call
 from calls.serializers import (
@@ -47,17 +46,6 @@ from voicecalls.routing import UUID_PATTERN
 from voicecalls.throttling import create_uncount
 from workflows.selectors import workflow_call_target
 
-IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key",
-    # Servers drop a header value's surrounding whitespace: at least one other character.
-    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"\S"},
-    OpenApiParameter.HEADER,
-    description=(
-        "Up to 255 printable characters. The same key and body within 24 hours return the first "
-        "response; another body → 422; while the first is still running → 409."
-    ),
-)
-
 
 @extend_schema_view(
     list=extend_schema(
@@ -80,9 +68,11 @@ class CallViewSet(viewsets.GenericViewSet):
     pagination_class = PagePagination
     serializer_class = CallSerializer
     queryset = Call.objects.none()  # for schema generation; real reads are scoped below
-    # Its create stores its answer per Idempotency-Key: a replay gets through the create
-    # throttle (voicecalls.throttling), creating nothing.
-    replays_idempotent_creates = True
+
+    def idempotent_body(self, request: Request) -> object | None:
+        """What the create stores its answer for, per Idempotency-Key: a replay gets
+        through the create throttle (voicecalls.throttling), creating nothing."""
+        return request.data if self.action == "create" else None
 
     def get_queryset(self):
         return selectors.call_queryset(organization=self.request.user.organization)

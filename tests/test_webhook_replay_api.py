@@ -329,3 +329,54 @@ def test_query_counts(
     # delivery, attempts
     with django_assert_num_queries(10):
         assert api.post(f"{URL}/{endpoint.id}/test").status_code == 202
+
+
+def test_a_test_event_retried_with_its_idempotency_key_is_sent_once(
+    api: APIClient, organization: Organization
+) -> None:
+    """The client lost the first answer and asks again: the same answer, no second event."""
+    endpoint, _ = endpoint_create(organization, "https://hooks.example.com/x")
+    test_url = f"{URL}/{endpoint.id}/test"
+
+    first = api.post(test_url, HTTP_IDEMPOTENCY_KEY="test-1")
+    retry = api.post(test_url, HTTP_IDEMPOTENCY_KEY="test-1")
+    other = api.post(test_url, HTTP_IDEMPOTENCY_KEY="test-2")
+
+    assert first.status_code == retry.status_code == other.status_code == 202
+    assert retry.content == first.content
+    assert other.json()["id"] != first.json()["id"]
+    assert endpoint.deliveries.count() == 2
+
+
+def test_a_test_events_idempotency_key_reused_with_another_request_is_422(
+    api: APIClient, organization: Organization
+) -> None:
+    """Another body, or the same key on another endpoint, is not the request it answered."""
+    endpoint, _ = endpoint_create(organization, "https://hooks.example.com/x")
+    another, _ = endpoint_create(organization, "https://hooks.example.com/y")
+    assert api.post(f"{URL}/{endpoint.id}/test", HTTP_IDEMPOTENCY_KEY="k").status_code == 202
+
+    answers = [
+        api.post(f"{URL}/{endpoint.id}/test", {"x": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k"),
+        api.post(f"{URL}/{another.id}/test", HTTP_IDEMPOTENCY_KEY="k"),
+    ]
+
+    assert [a.status_code for a in answers] == [422, 422]
+    assert {a.json()["errors"][0]["code"] for a in answers} == {"idempotency_key_reused"}
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_a_retried_test_event_over_the_create_rate_gets_its_first_answer(
+    api: APIClient, organization: Organization, settings
+) -> None:
+    """It sends nothing: the create throttle lets it through, as a retried POST /calls."""
+    settings.API_CREATE_RATE = "1/minute"
+    endpoint, _ = endpoint_create(organization, "https://hooks.example.com/x")
+    first = api.post(f"{URL}/{endpoint.id}/test", HTTP_IDEMPOTENCY_KEY="k")
+
+    retry = api.post(f"{URL}/{endpoint.id}/test", HTTP_IDEMPOTENCY_KEY="k")
+    new_key = api.post(f"{URL}/{endpoint.id}/test", HTTP_IDEMPOTENCY_KEY="k-2")
+
+    assert (retry.status_code, retry.content) == (202, first.content)
+    assert new_key.status_code == 429
+    assert endpoint.deliveries.count() == 1

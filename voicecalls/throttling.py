@@ -40,16 +40,19 @@ def is_create_operation(*, method: str, action: str | None, path: str) -> bool:
 
 def _is_replay(request: Request, view: Any) -> bool:
     """A refused request that only replays a create done before (a view that stores
-    its answers: `replays_idempotent_creates`; the same Idempotency-Key and body) gets
-    that first answer: it creates nothing. Looked up only once refused."""
+    its answers: `idempotent_body` names what they are stored for; the same
+    Idempotency-Key and body) gets that first answer: it creates nothing. Looked up only
+    once refused."""
     # Imported here: DRF imports this module while its own settings load.
     from calls.idempotency import idempotent_answer_exists
 
     key = request.headers.get("Idempotency-Key")
-    if not key or not getattr(view, "replays_idempotent_creates", False):
+    body_of = getattr(view, "idempotent_body", None)
+    body = body_of(request) if key and body_of is not None else None
+    if body is None:
         return False
     return idempotent_answer_exists(
-        organization_id=request.user.organization.pk, key=key, body=request.data
+        organization_id=request.user.organization.pk, key=key, body=body
     )
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -8,9 +11,11 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from calls.idempotency import IDEMPOTENCY_KEY, idempotency_key, idempotent_call
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
+from voicecalls.throttling import create_uncount
 from webhooks import selectors, services
 from webhooks.delivery import (
     DeliveryPending,
@@ -143,25 +148,54 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         body = WebhookDeliverySerializer(delivery).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
+    def idempotent_body(self, request: Request) -> object | None:
+        """What a test event's answer is stored for, per Idempotency-Key: its endpoint
+        and body (the same key on another endpoint is another request). A replay gets
+        through the create throttle (voicecalls.throttling), sending nothing."""
+        if self.action != "send_test":
+            return None
+        return {"webhook_endpoint_id": self.kwargs["pk"].lower(), "body": request.data}
+
     @extend_schema(
         summary="Send a test event",
         operation_id="webhook_endpoints_test",
         description=(
             "Queues a `webhook.test` event (data: the endpoint's id) to this endpoint, "
             "whatever it subscribed to: signed, retried and logged as any event. Answers "
-            "its delivery, pending. A disabled endpoint is 409 `endpoint_disabled`."
+            "its delivery, pending. A disabled endpoint is 409 `endpoint_disabled`. Send an "
+            "`Idempotency-Key` to retry safely: a retry answers the first delivery, sending "
+            "no second event."
         ),
         request=None,
-        responses={202: WebhookDeliverySerializer, **error_responses(409)},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={202: WebhookDeliverySerializer, **error_responses(409, 422)},
     )
     @action(detail=True, methods=["post"], url_path="test", pagination_class=None)
     def send_test(self, request: Request, pk: str) -> Response:
+        key = idempotency_key(request.headers)
+        if key is None:
+            code, body = self._test_send()
+        else:
+            code, body = idempotent_call(
+                organization=request.user.organization,
+                key=key,
+                body=self.idempotent_body(request),
+                run=self._test_send,
+                on_replay=functools.partial(create_uncount, request),
+            )
+            body = _delivery_as_first_sent(body)
+        return Response(body, status=code)
+
+    def _test_send(self) -> tuple[int, dict]:
+        # The endpoint is looked up in the idempotent run: a retry after it was disabled
+        # gets the first answer (that event went), not a 409.
         endpoint = self._get_endpoint()
         try:
             delivery_id = services.webhook_endpoint_test(endpoint=endpoint)
         except EndpointRefusesEvent:
             raise _refused(endpoint) from None
-        return self._delivery_answer(endpoint, delivery_id)
+        answer = self._delivery_answer(endpoint, delivery_id)
+        return answer.status_code, answer.data
 
     @extend_schema(
         summary="Replay a webhook delivery",
@@ -210,6 +244,14 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         except EndpointRefusesEvent:
             raise _refused(endpoint) from None
         return self._delivery_answer(endpoint, delivery.pk)
+
+
+def _delivery_as_first_sent(stored: Mapping) -> dict:
+    """A delivery's answer kept for idempotent replays, its keys in the serializer's
+    order again: PostgreSQL's jsonb keeps them in its own, and a replay is the first
+    answer, byte for byte. (Its attempts are none: a test event's answer is pending.)"""
+    order = WebhookDeliverySerializer().fields
+    return {**{name: stored[name] for name in order if name in stored}, **stored}
 
 
 def _refused(endpoint: WebhookEndpoint) -> Conflict:

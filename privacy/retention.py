@@ -1,6 +1,7 @@
 """Retention: an organization's transcripts, callers' identities and recordings are kept
 for as many days after a call ended as it chose, then removed by `expire_data`, in
-batches (recordings through privacy/recordings.py).
+batches (recordings through privacy/recordings.py); customer-webhook deliveries for
+WEBHOOKS_DELIVERY_RETENTION_DAYS after they ended (webhooks/retention.py).
 
 Each batch is its own transaction and marks what it did on the calls
 (`transcript_expired_at`, `user_data_expired_at`), so a pass that dies is continued by
@@ -26,6 +27,7 @@ from accounts.models import Organization
 from calls.models import ENDED_STATUSES, Call, TranscriptEntry
 from privacy import scrub
 from privacy.recordings import recordings_expire
+from webhooks.retention import webhook_history_prune
 
 # Calls whose lines the first statement counts, each next one twice as many (see
 # _within_lines).
@@ -42,6 +44,9 @@ class RetentionResult:
     # Organizations whose storage refused a deletion this pass (the next pass retries).
     recording_storages_failed: int = 0
     batches: int = 0
+    # Customer-webhook deliveries ended past WEBHOOKS_DELIVERY_RETENTION_DAYS (platform-wide).
+    webhook_deliveries_pruned: int = 0
+    webhook_events_pruned: int = 0
 
 
 def retention_apply(
@@ -76,6 +81,10 @@ def retention_apply(
                 pass
     # Files in S3: outside any transaction, after the rows' work.
     result.recordings_deleted, result.recording_storages_failed = recordings_expire(
+        now=now, batch_size=batch_size
+    )
+    # The delivery log's copies of calls (end-of-call reports) go after their own window.
+    result.webhook_deliveries_pruned, result.webhook_events_pruned = webhook_history_prune(
         now=now, batch_size=batch_size
     )
     return result

@@ -282,7 +282,7 @@ def test_expire_data_runs_a_pass_and_says_what_it_did(organization) -> None:
     assert out.getvalue() == (
         "transcripts_expired=1 transcript_lines_deleted=2 user_data_expired=0 "
         "webhook_events_scrubbed=0 recordings_deleted=0 recording_storages_failed=0 "
-        "batches=1 erasures_woken=0\n"
+        "batches=1 webhook_deliveries_pruned=0 webhook_events_pruned=0 erasures_woken=0\n"
     )
 
 

@@ -76,6 +76,15 @@ def test_a_malformed_setting_is_refused() -> None:
     assert "LIVEKIT_TOKEN_TTL_SECONDS" in result.stderr
 
 
+def test_a_webhook_history_kept_less_than_the_failing_endpoint_check_reads_is_refused() -> None:
+    """Disabling an endpoint reads its successes of the last WEBHOOKS_DISABLE_AFTER_DAYS:
+    deleted sooner, a working endpoint would be taken for failing."""
+    result = run_check({"DEBUG": "1", "WEBHOOKS_DELIVERY_RETENTION_DAYS": "4"})
+
+    assert result.returncode != 0
+    assert "WEBHOOKS_DELIVERY_RETENTION_DAYS must be at least" in result.stderr
+
+
 def test_the_webhook_retry_schedule_comes_from_the_environment() -> None:
     result = subprocess.run(
         [

@@ -326,6 +326,16 @@ WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 # An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
 # when a delivery gives up, not retried for ever; enabling it through the API resumes.
 WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
+# A delivery that ended (delivered, or failed for good) is kept, listed and replayable
+# this many days after its last change, then deleted by `expire_data` with its attempts,
+# and its event with the last of them (webhooks.retention). At least the days above: the
+# check of a failing endpoint reads its successes that recent.
+WEBHOOKS_DELIVERY_RETENTION_DAYS = env.int("WEBHOOKS_DELIVERY_RETENTION_DAYS", default=30)
+if WEBHOOKS_DELIVERY_RETENTION_DAYS < max(1, WEBHOOKS_DISABLE_AFTER_DAYS):
+    raise ImproperlyConfigured(
+        "WEBHOOKS_DELIVERY_RETENTION_DAYS must be at least WEBHOOKS_DISABLE_AFTER_DAYS "
+        f"({WEBHOOKS_DISABLE_AFTER_DAYS:g}) and 1"
+    )
 # Attempts one endpoint may have in flight at once, over every worker: a slow or
 # unanswering customer holds at most this many workers, its other deliveries wait their
 # turn (docs/webhooks.md, "Fairness"). Run more worker threads than this. Four: one

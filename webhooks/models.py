@@ -169,6 +169,13 @@ class WebhookDelivery(models.Model):
                 name="webhook_delivery_failed",
                 condition=models.Q(status="failed"),
             ),
+            # Deliveries that ended, by their last change: those past their retention
+            # (webhooks.retention) are found through this.
+            models.Index(
+                fields=["updated_at"],
+                name="webhook_delivery_ended",
+                condition=~models.Q(status="pending"),
+            ),
             # An endpoint's latest success, read when a delivery fails for good.
             models.Index(
                 fields=["endpoint", "delivered_at"],

@@ -127,7 +127,9 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="List webhook deliveries",
         operation_id="webhook_endpoints_deliveries",
-        description="Deliveries to this endpoint, newest first, each with its attempt log.",
+        description="Deliveries to this endpoint, newest first, each with its attempt log. "
+        "One that ended (succeeded or failed) is kept 30 days after its last change (the "
+        "platform's setting), then deleted with its log; a pending one is always listed.",
         parameters=[WebhookDeliveriesQuerySerializer],
         responses={200: WebhookDeliverySerializer(many=True)},
     )

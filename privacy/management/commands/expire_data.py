@@ -7,13 +7,15 @@ from voicecalls.periodic import PeriodicCommand
 
 class Command(PeriodicCommand):
     help = (
-        "Delete transcripts, recordings and callers' data past their retention; wake due erasures."
+        "Delete transcripts, recordings and callers' data past their retention, and webhook "
+        "deliveries past theirs; wake due erasures."
     )
 
     def run_once(self) -> None:
         result = retention_apply()
         woken = erasures_wake_due()
-        if result.batches or result.recordings_deleted or woken:
+        pruned = result.webhook_deliveries_pruned
+        if result.batches or result.recordings_deleted or pruned or woken:
             self.stdout.write(
                 f"transcripts_expired={result.transcripts_expired} "
                 f"transcript_lines_deleted={result.transcript_lines_deleted} "
@@ -21,5 +23,8 @@ class Command(PeriodicCommand):
                 f"webhook_events_scrubbed={result.webhook_events_scrubbed} "
                 f"recordings_deleted={result.recordings_deleted} "
                 f"recording_storages_failed={result.recording_storages_failed} "
-                f"batches={result.batches} erasures_woken={woken}"
+                f"batches={result.batches} "
+                f"webhook_deliveries_pruned={pruned} "
+                f"webhook_events_pruned={result.webhook_events_pruned} "
+                f"erasures_woken={woken}"
             )

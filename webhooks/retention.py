@@ -1,0 +1,78 @@
+"""Webhook history retention: a delivery that ended (delivered, or failed for good) more
+than WEBHOOKS_DELIVERY_RETENTION_DAYS ago is deleted with its attempt log, and its event
+once no delivery is left to send it (an end-of-call report holds the whole transcript).
+Run by `expire_data` (privacy.retention), in batches.
+
+A delivery pending or retrying is never deleted: the window runs from its last change,
+which a replay renews. Each batch is its own transaction; on PostgreSQL it skips rows
+others hold (an attempt finishing, a replay), so several passes at once split the work.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+
+# Deliveries per transaction: bounded IN lists and short row locks.
+BATCH_SIZE = 500
+
+
+def webhook_history_prune(
+    *, now: datetime.datetime | None = None, batch_size: int = BATCH_SIZE
+) -> tuple[int, int]:
+    """Delete the deliveries ended before the window, and the events left with none;
+    how many of each went."""
+    now = now or timezone.now()
+    before = now - datetime.timedelta(days=settings.WEBHOOKS_DELIVERY_RETENTION_DAYS)
+    deliveries = events = 0
+    while True:
+        batch = _batch(before=before, batch_size=batch_size)
+        if batch is None:
+            return deliveries, events
+        deliveries, events = deliveries + batch[0], events + batch[1]
+        if batch[0] < batch_size:
+            return deliveries, events
+
+
+def _due(*, before: datetime.datetime) -> QuerySet[WebhookDelivery]:
+    """Deliveries that ended before `before`, oldest first (the partial index
+    webhook_delivery_ended holds exactly those not pending, by their last change)."""
+    return (
+        WebhookDelivery.objects.exclude(status=DeliveryStatus.PENDING)
+        .filter(updated_at__lt=before)
+        .order_by("updated_at")
+    )
+
+
+@transaction.atomic
+def _batch(*, before: datetime.datetime, batch_size: int) -> tuple[int, int] | None:
+    """Delete one batch of deliveries due; (deliveries, events) deleted, None when none
+    was left."""
+    rows = list(
+        _due(before=before)
+        .select_for_update(skip_locked=True)
+        .values_list("pk", "event_id")[:batch_size]
+    )
+    if not rows:
+        return None
+    ids = [pk for pk, _ in rows]
+    # Still ended (the rows are held: a replay waits for this commit, then finds none).
+    # Their attempt logs go with them; nothing else of theirs is read.
+    deliveries = WebhookDelivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING)
+    _, deleted = deliveries.only("pk").delete()
+    # Deliveries are written with their event, never later: one left with none is done.
+    # (Its body, up to megabytes, is never read.)
+    orphans = WebhookEvent.objects.filter(
+        pk__in={event_id for _, event_id in rows}, deliveries__isnull=True
+    )
+    _, events = orphans.only("pk").delete()
+    return (
+        deleted.get(WebhookDelivery._meta.label, 0),
+        events.get(WebhookEvent._meta.label, 0),
+    )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 
 import pytest
 from django.http import Http404
@@ -10,7 +11,7 @@ from rest_framework.test import APIClient
 from accounts.models import Organization
 from tests.factories import CallFactory
 from webhooks import outbox, services
-from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint
+from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 URL = "/api/v1/webhook-endpoints"
 RECEIVER = "https://hooks.example.com/voicecalls"
@@ -251,6 +252,34 @@ def test_delete_removes_the_endpoint(api: APIClient, organization: Organization)
     assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
     assert WebhookEndpoint.objects.count() == 0
     assert api.delete(f"{URL}/{endpoint.id}").status_code == 404
+
+
+def test_delete_takes_the_events_only_that_endpoint_was_sent(
+    api: APIClient, organization: Organization
+) -> None:
+    """An end-of-call report holds the call's transcript: left without a delivery, its
+    event was never pruned (webhooks.retention goes by deliveries). One another endpoint
+    was sent stays with that delivery."""
+    endpoint, _ = endpoint_create(organization, events=["call.ended"])
+    call = CallFactory(organization=organization)
+    record = functools.partial(
+        outbox.call_status_changed_record,
+        from_status="active",
+        to_status="completed",
+        end_reason="user_hangup",
+        at=timezone.now(),
+    )
+    (its_own,) = record(call_id=call.pk)
+    other, _ = endpoint_create(
+        organization, url="https://other.example.com/x", events=["call.ended"]
+    )
+    (shared,) = record(call_id=CallFactory(organization=organization).pk)
+
+    assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
+
+    assert list(WebhookEvent.objects.all()) == [shared]
+    assert list(shared.deliveries.values_list("endpoint_id", flat=True)) == [other.pk]
+    assert its_own.pk != shared.pk
 
 
 def test_rotate_secret_shows_the_new_secret_once(

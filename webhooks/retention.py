@@ -1,7 +1,8 @@
 """Webhook history retention: a delivery that ended (delivered, or failed for good) more
 than WEBHOOKS_DELIVERY_RETENTION_DAYS ago is deleted with its attempt log, and its event
 once no delivery is left to send it (an end-of-call report holds the whole transcript).
-Run by `expire_data` (privacy.retention), in batches.
+Run by `expire_data` (privacy.retention), in batches. An endpoint's deletion takes the
+events only it was sent (webhooks.services).
 
 A delivery pending or retrying is never deleted: the window runs from its last change,
 which a replay renews. Each batch is its own transaction; on PostgreSQL it skips rows
@@ -11,6 +12,7 @@ others hold (an attempt finishing, a replay), so several passes at once split th
 from __future__ import annotations
 
 import datetime
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
@@ -66,13 +68,25 @@ def _batch(*, before: datetime.datetime, batch_size: int) -> tuple[int, int] | N
     # Their attempt logs go with them; nothing else of theirs is read.
     deliveries = WebhookDelivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING)
     _, deleted = deliveries.only("pk").delete()
-    # Deliveries are written with their event, never later: one left with none is done.
-    # (Its body, up to megabytes, is never read.)
-    orphans = WebhookEvent.objects.filter(
-        pk__in={event_id for _, event_id in rows}, deliveries__isnull=True
+    events = orphaned_events_delete(event_ids=list({event_id for _, event_id in rows}))
+    return deleted.get(WebhookDelivery._meta.label, 0), events
+
+
+def endpoint_events(*, endpoint_id: UUID) -> QuerySet[WebhookDelivery, str]:
+    """The ids of the events the endpoint was sent (its kept deliveries')."""
+    return WebhookDelivery.objects.filter(endpoint_id=endpoint_id).values_list(
+        "event_id", flat=True
     )
-    _, events = orphans.only("pk").delete()
-    return (
-        deleted.get(WebhookDelivery._meta.label, 0),
-        events.get(WebhookEvent._meta.label, 0),
-    )
+
+
+def orphaned_events_delete(*, event_ids: list[str]) -> int:
+    """Delete those of the events left without a delivery (their last one was pruned,
+    or went with its endpoint); how many. Deliveries are written with their event, never
+    later: one left with none is done. Its body (up to megabytes) is never read."""
+    deleted = 0
+    for start in range(0, len(event_ids), BATCH_SIZE):
+        orphans = WebhookEvent.objects.filter(
+            pk__in=event_ids[start : start + BATCH_SIZE], deliveries__isnull=True
+        )
+        deleted += orphans.only("pk").delete()[1].get(WebhookEvent._meta.label, 0)
+    return deleted

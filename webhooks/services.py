@@ -20,6 +20,7 @@ from providerkeys.reencrypt import secrets_reencrypt
 from webhooks import outbox, signing, transport
 from webhooks.delivery import EndpointRefusesEvent
 from webhooks.models import EventType, WebhookEndpoint
+from webhooks.retention import endpoint_events, orphaned_events_delete
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
 SECRET_ROTATION_GRACE = datetime.timedelta(hours=24)
@@ -140,14 +141,17 @@ DELETE_ATTEMPTS = 3
 
 
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    """Delete an endpoint with its deliveries and their log."""
+    """Delete an endpoint with its deliveries and their log, and the events no other
+    endpoint was sent."""
     for attempt in range(1, DELETE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
+                events = list(endpoint_events(endpoint_id=endpoint.pk))
                 # Its secrets unread: one no configured key opens must not keep it.
                 WebhookEndpoint.objects.filter(pk=endpoint.pk).defer(
                     "secret", "previous_secret"
                 ).delete()
+                orphaned_events_delete(event_ids=events)
             return
         except IntegrityError:
             if attempt == DELETE_ATTEMPTS:

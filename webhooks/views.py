@@ -64,7 +64,8 @@ from webhooks.serializers import (
     destroy=extend_schema(
         summary="Delete webhook endpoint",
         operation_id="webhook_endpoints_destroy",
-        description="Pending deliveries to it are dropped with its delivery log.",
+        description="Pending deliveries to it are dropped with its delivery log, and the "
+        "events it alone was sent.",
     ),
 )
 class WebhookEndpointViewSet(viewsets.GenericViewSet):

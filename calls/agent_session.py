@@ -1,8 +1,8 @@
 """`GET /api/v1/agent/calls/{id}/session`: everything the voice-agent worker needs to
 run a call, on the workflow version the call started with.
 
-The only place provider keys leave the service in plaintext: agent keys only, never
-cached (`Cache-Control: no-store`).
+The only place provider keys and tool signing secrets leave the service in plaintext:
+agent keys only, never cached (`Cache-Control: no-store`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from telephony.inbound import (
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer
+from webhooks.selectors import tool_signing_secrets_live
 from workflows.prompts import (
     MAX_SESSION_RENDER_SECONDS,
     agents_rendered,
@@ -152,6 +153,7 @@ def agent_session(*, call: Call) -> dict:
         },
         "conversation": conversation,
         "conversation_truncated": truncated,
+        "tool_signing_secrets": tool_signing_secrets_live(organization=call.organization),
     }
 
 
@@ -239,6 +241,12 @@ class AgentSessionSerializer(serializers.Serializer):
     )
     conversation_truncated = serializers.BooleanField(
         help_text="Earlier lines of the conversation were left out of `conversation`."
+    )
+    tool_signing_secrets = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The organization's tool signing secrets (`whsec_...`), the newest first: "
+        "each tool request carries Standard Webhooks headers with a signature by each "
+        "(two for a day after a rotation). Empty: the organization has none, send unsigned.",
     )
 
 

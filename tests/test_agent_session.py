@@ -275,9 +275,9 @@ def test_the_session_is_the_same_queries_whatever_the_conversations_length(
         for i, role in enumerate(["user", "assistant"] * CONVERSATION_MAX_LINES)
     )
 
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         assert agent_api.get(session_url(quiet)).json()["conversation"] == []
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         body = agent_api.get(session_url(talkative)).json()
     assert len(body["conversation"]) == CONVERSATION_MAX_LINES
 
@@ -348,6 +348,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "metadata": {"source": "app"},
         "conversation": [],
         "conversation_truncated": False,
+        "tool_signing_secrets": [],
         "workflow": {
             "id": str(call.workflow_id),
             "slug": "daily-call",
@@ -652,10 +653,10 @@ def test_query_count_does_not_grow_with_agents(
     )
 
     # key lookup + the call with its version and organization + one per distinct provider
-    # + the conversation so far
-    with django_assert_num_queries(6):
+    # + the conversation so far + the tool signing secrets
+    with django_assert_num_queries(7):
         agent_api.get(session_url(small))
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         agent_api.get(session_url(big))
 
 

@@ -26,6 +26,7 @@ def test_the_api_root_links_the_docs_schema_and_every_resource(anonymous_api) ->
             "workflows": f"{BASE}/api/v1/workflows",
             "provider_keys": f"{BASE}/api/v1/provider-keys",
             "webhook_endpoints": f"{BASE}/api/v1/webhook-endpoints",
+            "tool_signing_secret": f"{BASE}/api/v1/tool-signing-secret",
             "sip_trunks": f"{BASE}/api/v1/sip-trunks",
             "phone_numbers": f"{BASE}/api/v1/phone-numbers",
             "organization": f"{BASE}/api/v1/organization",

@@ -16,8 +16,8 @@ from providerkeys.models import ProviderKey
 from recordings.models import RecordingStorage
 from telephony.models import SipTrunk
 from tests.factories import ProviderKeyFactory
-from webhooks.models import WebhookEndpoint
-from webhooks.services import webhook_endpoint_create
+from webhooks.models import ToolSigningSecret, WebhookEndpoint
+from webhooks.services import tool_signing_secret_rotate, webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 
@@ -131,6 +131,7 @@ def test_every_other_stored_secret_moves_to_the_new_key_too(
     endpoint, signing_secret = webhook_endpoint_create(
         organization=organization, url="https://example.com/hook", events=["call.ended"]
     )
+    _, tool_secret, _ = tool_signing_secret_rotate(organization=organization)
     key, _ = api_key_create(name="privacy-bot", organization=organization)
     erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
     settings.CRYPTOGRAPHY_KEY = NEW
@@ -140,8 +141,8 @@ def test_every_other_stored_secret_moves_to_the_new_key_too(
     settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
 
     assert output.splitlines()[1] == (
-        "Re-encrypted other secrets: 5 (5 were under a fallback key); "
-        "webhook endpoint secret: 1, sip trunk auth_password: 1, "
+        "Re-encrypted other secrets: 6 (6 were under a fallback key); "
+        "webhook endpoint secret: 1, tool signing secret secret: 1, sip trunk auth_password: 1, "
         "recording storage access_key_id: 1, recording storage secret_access_key: 1, "
         "erasure user_id: 1."
     )
@@ -149,6 +150,7 @@ def test_every_other_stored_secret_moves_to_the_new_key_too(
     storage = RecordingStorage.objects.get(pk=organization.pk)
     assert (storage.access_key_id, storage.secret_access_key) == ("AKIAEXAMPLE", "s3-secret")
     assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == signing_secret
+    assert ToolSigningSecret.objects.get(organization=organization).secret == tool_secret
     assert Erasure.objects.get(pk=erasure.pk).user_id == "user-123"
 
 

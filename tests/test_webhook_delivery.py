@@ -28,7 +28,6 @@ from webhooks import outbox, services
 from webhooks.delivery import (
     ATTEMPT_LEASE,
     _disable_if_failing,
-    _signing_secrets,
     retry_delay,
     webhook_delivery_attempt,
     webhook_delivery_replay,
@@ -926,7 +925,7 @@ def test_after_a_rotation_deliveries_carry_both_signatures_for_a_day(
     received.verify(old)
     received.verify(new)
     endpoint.refresh_from_db()
-    assert _signing_secrets(endpoint, now=timezone.now() + datetime.timedelta(hours=25)) == [new]
+    assert endpoint.live_secrets(timezone.now() + datetime.timedelta(hours=25)) == [new]
 
 
 def test_secrets_and_signatures_never_reach_the_delivery_log(

@@ -27,6 +27,7 @@ RESOURCES = {
     "workflows": "workflow-list",
     "provider_keys": "provider-key-list",
     "webhook_endpoints": "webhook-endpoint-list",
+    "tool_signing_secret": "tool-signing-secret",
     "sip_trunks": "sip-trunk-list",
     "phone_numbers": "phone-number-list",
     "organization": "organization",
@@ -43,6 +44,9 @@ class ApiResourcesSerializer(serializers.Serializer):
     workflows = serializers.URLField(help_text="The workflows calls start from.")
     provider_keys = serializers.URLField(help_text="Bring-your-own STT/LLM/TTS keys.")
     webhook_endpoints = serializers.URLField(help_text="Where call events are delivered.")
+    tool_signing_secret = serializers.URLField(
+        help_text="The secret signing your tools' requests (rotate it with POST …/rotate)."
+    )
     sip_trunks = serializers.URLField(help_text="Your carrier's SIP trunks, for phone calls.")
     phone_numbers = serializers.URLField(help_text="Inbound numbers and their workflows.")
     organization = serializers.URLField(help_text="Your organization's settings and limits.")

@@ -46,17 +46,6 @@ RETRY_AFTER_MAX_SECONDS = 86400
 ATTEMPT_LEASE = datetime.timedelta(seconds=120)
 
 
-def _signing_secrets(endpoint: WebhookEndpoint, *, now: datetime.datetime) -> list[str]:
-    secrets = [endpoint.secret]
-    if (
-        endpoint.previous_secret
-        and endpoint.previous_secret_expires_at
-        and endpoint.previous_secret_expires_at > now
-    ):
-        secrets.append(endpoint.previous_secret)
-    return secrets
-
-
 def retry_delay(
     *, round_attempts: int, retry_after: float | None = None, rng: random.Random | None = None
 ) -> float | None:
@@ -157,7 +146,7 @@ def _send(
     """POST the event, signed with the endpoint's secrets, and judge the answer."""
     body = event_body(delivery.event).encode()
     headers = signing.signed_headers(
-        secrets=_signing_secrets(endpoint, now=now),
+        secrets=endpoint.live_secrets(now),
         msg_id=delivery.event_id,
         timestamp=int(now.timestamp()),
         body=body,

@@ -7,6 +7,7 @@ delivery up; its state (attempts, next attempt, last answer) lives here.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.db import models
@@ -43,7 +44,28 @@ def new_event_id() -> str:
     return f"evt_{uuid.uuid4().hex}"
 
 
-class WebhookEndpoint(models.Model):
+class SigningSecrets(models.Model):
+    """A signing secret (`whsec_...`) and, for a while after its rotation, the one it
+    replaced: what signs a webhook endpoint's deliveries and an organization's tool
+    requests. Both stored encrypted under CRYPTOGRAPHY_KEY, like provider keys."""
+
+    secret = EncryptedSecretField(max_length=100)
+    previous_secret = EncryptedSecretField(max_length=100, null=True, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def live_secrets(self, now: datetime.datetime) -> list[str]:
+        """The secrets that sign now: the current one, and the previous one until its
+        grace period ends (None where no configured key opened one)."""
+        secrets = [self.secret]
+        if self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            secrets.append(self.previous_secret)
+        return [secret for secret in secrets if secret]
+
+
+class WebhookEndpoint(SigningSecrets):
     """A customer's URL receiving the events it subscribed to, signed with its secret.
 
     `secret` is shown once (on creation and on rotation) and never returned again;
@@ -61,10 +83,6 @@ class WebhookEndpoint(models.Model):
     enabled = models.BooleanField(default=True)
     # Why the service disabled the endpoint (e.g. the receiver answered 410 Gone).
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
-    # Encrypted at rest under CRYPTOGRAPHY_KEY, like provider keys.
-    secret = EncryptedSecretField(max_length=100)
-    previous_secret = EncryptedSecretField(max_length=100, null=True, blank=True)
-    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -78,6 +96,23 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.url
+
+
+class ToolSigningSecret(SigningSecrets):
+    """An organization's secret signing the requests its workflows' tools are sent
+    (Standard Webhooks headers, as deliveries), so a tool endpoint can tell the voice
+    agent from anyone who learned its URL. Shown once, when created or rotated; it
+    leaves the service otherwise only in the agent session."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="tool_signing_secret"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    # The last rotation (the creation until the first).
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"tool signing secret of {self.organization_id}"
 
 
 class WebhookEvent(models.Model):

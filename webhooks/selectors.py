@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import datetime
+import logging
+
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
 from accounts.models import Organization
-from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from providerkeys.crypto import UndecryptableValue
+from webhooks.models import ToolSigningSecret, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
 
 
 def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[WebhookEndpoint]:
@@ -42,3 +49,45 @@ def webhook_delivery_get(
     unless `log`); None if it has no such one."""
     deliveries = webhook_delivery_list(endpoint=endpoint).filter(pk=delivery_id)
     return (deliveries if log else deliveries.prefetch_related(None)).first()
+
+
+def tool_signing_secret_get(*, organization: Organization) -> ToolSigningSecret | None:
+    """The organization's tool signing secret, if it made one, its secrets unread (as
+    an endpoint's pages read it)."""
+    return (
+        ToolSigningSecret.objects.filter(organization=organization)
+        .defer("secret", "previous_secret")
+        .first()
+    )
+
+
+def tool_signing_secrets_live(
+    *, organization: Organization, now: datetime.datetime | None = None
+) -> list[str]:
+    """The secrets that sign the organization's tool requests now (for the agent
+    session only): none before it made one. One no configured CRYPTOGRAPHY_KEY opens is
+    left out (logged), the other still signing; a rotation replaces it."""
+    rows = ToolSigningSecret.objects.filter(organization=organization)
+    columns = ("secret", "previous_secret", "previous_secret_expires_at")
+    try:
+        found = rows.values_list(*columns).first()
+    except UndecryptableValue:
+        logger.error(
+            "organization %s: a tool signing secret opens with no configured CRYPTOGRAPHY_KEY",
+            organization.slug,
+        )
+        found = tuple(_opened(rows, column) for column in columns)
+    if found is None:
+        return []
+    secret, previous, expires_at = found
+    holder = ToolSigningSecret(
+        secret=secret, previous_secret=previous, previous_secret_expires_at=expires_at
+    )
+    return holder.live_secrets(now or timezone.now())
+
+
+def _opened(rows: QuerySet, column: str) -> object:
+    try:
+        return rows.values_list(column, flat=True).first()
+    except UndecryptableValue:
+        return None

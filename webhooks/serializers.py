@@ -83,3 +83,25 @@ class WebhookDeliverySerializer(serializers.Serializer):
     delivered_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     attempts = WebhookAttemptSerializer(many=True)
+
+
+class ToolSigningSecretSerializer(serializers.Serializer):
+    exists = serializers.BooleanField(
+        help_text="Whether your organization has a tool signing secret. Until it has one, "
+        "tool requests are sent unsigned."
+    )
+    created_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField(
+        allow_null=True, help_text="The last rotation (the creation until the first)."
+    )
+    previous_secret_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Until when the secret the last rotation replaced signs beside the new "
+        "one; null when none was replaced.",
+    )
+
+
+class ToolSigningSecretWithSecretSerializer(ToolSigningSecretSerializer):
+    secret = serializers.CharField(
+        help_text="The signing secret (`whsec_...`). Shown only in this response: store it now."
+    )

@@ -1,4 +1,5 @@
-"""Writes for customer webhook endpoints: create, change, delete, rotate their secrets.
+"""Writes for customer webhook endpoints: create, change, delete, rotate their secrets;
+and for an organization's tool signing secret.
 
 The events they receive are recorded by `webhooks.outbox` and delivered by
 `webhooks.delivery`.
@@ -19,7 +20,7 @@ from providerkeys.crypto import UndecryptableValue
 from providerkeys.reencrypt import secrets_reencrypt
 from webhooks import outbox, signing, transport
 from webhooks.delivery import EndpointRefusesEvent
-from webhooks.models import EventType, WebhookEndpoint
+from webhooks.models import EventType, SigningSecrets, ToolSigningSecret, WebhookEndpoint
 from webhooks.retention import endpoint_events, orphaned_events_delete
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
@@ -163,25 +164,53 @@ def webhook_endpoint_rotate_secret(
 ) -> str:
     """A new signing secret, shown only now. The old one keeps signing beside it for
     `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries."""
-    now = now or timezone.now()
-    secret = signing.secret_generate()
     with transaction.atomic():
-        # The secret as it is now: another rotation may have replaced the one read.
-        locked = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk)
-        try:
-            endpoint.previous_secret = locked.values_list("secret", flat=True).get()
-        except UndecryptableValue:
-            # No configured key opens it (docs/key-rotation.md): it signs nothing any
-            # more, and kept beside the new one it would stop every delivery.
-            endpoint.previous_secret = None
-        grace = endpoint.previous_secret is not None
-        endpoint.previous_secret_expires_at = now + SECRET_ROTATION_GRACE if grace else None
-        endpoint.secret = secret
-        endpoint.updated_at = now
-        endpoint.save(
-            update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"]
-        )
+        return _secret_rotate(endpoint, now=now or timezone.now())
+
+
+def _secret_rotate(holder: SigningSecrets, *, now: datetime.datetime) -> str:
+    """Give `holder` (its row locked here: call in a transaction) a new secret, the one
+    it replaces kept signing for `SECRET_ROTATION_GRACE`; the new one's plaintext."""
+    secret = signing.secret_generate()
+    # The secret as it is now: another rotation may have replaced the one read.
+    locked = type(holder).objects.select_for_update().filter(pk=holder.pk)
+    try:
+        holder.previous_secret = locked.values_list("secret", flat=True).get()
+    except UndecryptableValue:
+        # No configured key opens it (docs/key-rotation.md): it signs nothing any
+        # more, and kept beside the new one it would stop every delivery.
+        holder.previous_secret = None
+    grace = holder.previous_secret is not None
+    holder.previous_secret_expires_at = now + SECRET_ROTATION_GRACE if grace else None
+    holder.secret = secret
+    holder.updated_at = now
+    holder.save(
+        update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"]
+    )
     return secret
+
+
+@transaction.atomic
+def tool_signing_secret_rotate(
+    *, organization: Organization, now: datetime.datetime | None = None
+) -> tuple[ToolSigningSecret, str, bool]:
+    """The organization's tool signing secret made, or rotated as an endpoint's is; it,
+    the new secret's plaintext (shown only now) and whether it was made now."""
+    now = now or timezone.now()
+    # The organization's row locked: two first requests at once make one secret.
+    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+    holder = (
+        ToolSigningSecret.objects.filter(organization=organization)
+        .defer("secret", "previous_secret")
+        .first()
+    )
+    if holder is not None:
+        return holder, _secret_rotate(holder, now=now), False
+    secret = signing.secret_generate()
+    holder = ToolSigningSecret.objects.create(
+        organization=organization, secret=secret, created_at=now, updated_at=now
+    )
+    return holder, secret, True
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from calls.idempotency import IDEMPOTENCY_KEY, idempotency_key, idempotent_call
 from voicecalls.errors import Conflict, error_responses
@@ -23,8 +24,10 @@ from webhooks.delivery import (
     EventErased,
     webhook_delivery_replay,
 )
-from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.models import ToolSigningSecret, WebhookDelivery, WebhookEndpoint
 from webhooks.serializers import (
+    ToolSigningSecretSerializer,
+    ToolSigningSecretWithSecretSerializer,
     WebhookDeliveriesQuerySerializer,
     WebhookDeliverySerializer,
     WebhookEndpointSerializer,
@@ -266,3 +269,53 @@ def _refused(endpoint: WebhookEndpoint) -> Conflict:
     return Conflict(
         "The endpoint is no longer subscribed to the event's type.", code="event_not_subscribed"
     )
+
+
+def _tool_secret_body(holder: ToolSigningSecret | None) -> dict:
+    if holder is None:
+        times = ("created_at", "updated_at", "previous_secret_expires_at")
+        return {"exists": False, **dict.fromkeys(times)}
+    return {"exists": True, **vars(holder)}
+
+
+class ToolSigningSecretView(APIView):
+    @extend_schema(
+        summary="Get tool signing secret",
+        operation_id="tool_signing_secret_retrieve",
+        description="Whether your organization has a secret signing the requests your "
+        "workflows' tools with a `url` are sent, and when it was made and last rotated; "
+        "never the secret itself.",
+        responses={200: ToolSigningSecretSerializer},
+        tags=["tool-signing-secret"],
+    )
+    def get(self, request: Request) -> Response:
+        holder = selectors.tool_signing_secret_get(organization=request.user.organization)
+        return Response(ToolSigningSecretSerializer(_tool_secret_body(holder)).data)
+
+
+class ToolSigningSecretRotateView(APIView):
+    @extend_schema(
+        summary="Create or rotate tool signing secret",
+        operation_id="tool_signing_secret_rotate",
+        description=(
+            "Your organization's first tool signing secret (201), or a new one (200), "
+            "shown only in this response. From then on every tool request the voice agent "
+            "sends carries Standard Webhooks signature headers, as webhook deliveries do; "
+            "for 24 hours after a rotation, signatures by both the old and the new secret. "
+            "Calls already running keep the secrets they started with."
+        ),
+        request=None,
+        responses={
+            200: ToolSigningSecretWithSecretSerializer,
+            201: ToolSigningSecretWithSecretSerializer,
+        },
+        tags=["tool-signing-secret"],
+    )
+    def post(self, request: Request) -> Response:
+        holder, secret, created = services.tool_signing_secret_rotate(
+            organization=request.user.organization
+        )
+        body = ToolSigningSecretWithSecretSerializer(
+            {**_tool_secret_body(holder), "secret": secret}
+        ).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -1,0 +1,254 @@
+"""An organization's tool signing secret: made and rotated through the API (shown once),
+stored encrypted, carried to the voice agent by the call's session only, so that each
+tool request is signed the Standard Webhooks way (agent/tests/test_tool_signing.py)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import yaml
+from django.conf import settings as django_settings
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import Organization
+from calls.models import Call
+from tests.factories import CallFactory
+from webhooks import services
+from webhooks.models import ToolSigningSecret
+from webhooks.selectors import tool_signing_secrets_live
+from workflows.models import Workflow
+
+URL = "/api/v1/tool-signing-secret"
+ROTATE = f"{URL}/rotate"
+OLD, NEW = "the-old-cryptography-key", "the-new-cryptography-key"
+
+
+def session_secrets(agent_api: APIClient, call: Call) -> list[str]:
+    response = agent_api.get(f"/api/v1/agent/calls/{call.id}/session")
+    assert response.status_code == 200
+    return response.json()["tool_signing_secrets"]
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def status_body(holder: ToolSigningSecret) -> dict:
+    return {
+        "exists": True,
+        "created_at": iso(holder.created_at),
+        "updated_at": iso(holder.updated_at),
+        "previous_secret_expires_at": iso(holder.previous_secret_expires_at),
+    }
+
+
+@pytest.fixture
+def call(organization: Organization, workflow: Workflow) -> Call:
+    return CallFactory(organization=organization, workflow=workflow)
+
+
+def test_an_organization_has_none_until_it_asks_for_one(api: APIClient) -> None:
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "exists": False,
+        "created_at": None,
+        "updated_at": None,
+        "previous_secret_expires_at": None,
+    }
+
+
+def test_the_first_secret_is_created_and_shown_once(api: APIClient) -> None:
+    response = api.post(ROTATE)
+
+    assert response.status_code == 201
+    holder = ToolSigningSecret.objects.get()
+    secret = response.json()["secret"]
+    assert secret.startswith("whsec_") and holder.secret == secret
+    assert response.json() == {**status_body(holder), "secret": secret}
+    shown = api.get(URL)
+    assert shown.json() == status_body(holder)
+    assert secret not in shown.content.decode()
+
+
+def test_a_rotation_shows_the_new_secret_once_and_keeps_the_old_one_signing_a_day(
+    api: APIClient, agent_api: APIClient, call: Call
+) -> None:
+    old = api.post(ROTATE).json()["secret"]
+
+    response = api.post(ROTATE)
+
+    assert response.status_code == 200
+    new = response.json()["secret"]
+    holder = ToolSigningSecret.objects.get()
+    assert new != old and (holder.secret, holder.previous_secret) == (new, old)
+    assert response.json() == {**status_body(holder), "secret": new}
+    expires = holder.previous_secret_expires_at
+    assert expires - holder.updated_at == datetime.timedelta(hours=24)
+    assert session_secrets(agent_api, call) == [new, old]
+    later = expires + datetime.timedelta(seconds=1)
+    assert tool_signing_secrets_live(organization=call.organization, now=later) == [new]
+    for body in (api.get(URL).content, api.get("/api/v1/organization").content):
+        assert new.encode() not in body and old.encode() not in body
+
+
+def test_a_second_rotation_within_the_day_drops_the_oldest_secret(
+    api: APIClient, agent_api: APIClient, call: Call
+) -> None:
+    first = api.post(ROTATE).json()["secret"]
+    second = api.post(ROTATE).json()["secret"]
+
+    third = api.post(ROTATE).json()["secret"]
+
+    assert session_secrets(agent_api, call) == [third, second]
+    assert first not in session_secrets(agent_api, call)
+
+
+def test_a_session_without_a_secret_asks_for_no_signature(
+    agent_api: APIClient, call: Call, outsider: Organization
+) -> None:
+    services.tool_signing_secret_rotate(organization=outsider)
+
+    assert session_secrets(agent_api, call) == []
+
+
+def test_another_organizations_secret_is_out_of_reach(
+    api: APIClient, outsider_api: APIClient, agent_api: APIClient, call: Call
+) -> None:
+    mine = api.post(ROTATE).json()["secret"]
+
+    theirs = outsider_api.post(ROTATE)
+
+    assert theirs.status_code == 201  # the outsider's first, not a rotation of ours
+    assert outsider_api.get(URL).json()["exists"] is True
+    assert session_secrets(agent_api, call) == [mine]
+
+
+def test_agent_keys_are_forbidden_and_anonymous_callers_unauthorized(
+    agent_api: APIClient, anonymous_api: APIClient
+) -> None:
+    assert agent_api.get(URL).status_code == 403
+    assert agent_api.post(ROTATE).status_code == 403
+    assert anonymous_api.get(URL).status_code == 401
+    assert anonymous_api.post(ROTATE).status_code == 401
+    assert not ToolSigningSecret.objects.exists()
+
+
+def test_get_is_the_only_read_and_post_the_only_write(api: APIClient) -> None:
+    assert api.post(URL).status_code == 405
+    assert api.get(ROTATE).status_code == 405
+    assert api.delete(URL).status_code == 405
+
+
+def raw_secrets() -> list[bytes]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret, previous_secret FROM webhooks_toolsigningsecret")
+        return [bytes(value) for row in cursor.fetchall() for value in row if value is not None]
+
+
+def test_secrets_are_stored_encrypted(api: APIClient) -> None:
+    shown = [api.post(ROTATE).json()["secret"] for _ in range(2)]
+
+    stored = raw_secrets()
+    assert len(stored) == 2
+    for secret in shown:
+        assert all(secret.encode() not in value for value in stored)
+        assert all(secret.removeprefix("whsec_").encode() not in value for value in stored)
+
+
+def test_secrets_appear_in_no_log(
+    api: APIClient, agent_api: APIClient, call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("DEBUG"):
+        shown = [api.post(ROTATE).json()["secret"] for _ in range(2)]
+        session_secrets(agent_api, call)
+
+    for secret in shown:
+        assert secret not in caplog.text
+        assert secret.removeprefix("whsec_") not in caplog.text
+
+
+def test_the_schema_gives_no_example_of_a_secret() -> None:
+    schema = yaml.safe_load((django_settings.BASE_DIR / "openapi.yaml").read_text())
+    text = yaml.safe_dump(schema)
+
+    assert "whsec_" not in text.replace("`whsec_...`", "")
+    components = schema["components"]["schemas"]
+    assert "secret" not in components["ToolSigningSecret"]["properties"]
+    for name in ("ToolSigningSecret", "ToolSigningSecretWithSecret", "AgentSession"):
+        assert "example" not in yaml.safe_dump(components[name])
+
+
+@pytest.fixture
+def staff_client(django_user_model: type) -> Client:
+    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_admin_never_shows_a_secret(
+    api: APIClient, staff_client: Client, organization: Organization
+) -> None:
+    shown = [api.post(ROTATE).json()["secret"] for _ in range(2)]
+    pages = [
+        reverse("admin:accounts_organization_change", args=[organization.pk]),
+        reverse("admin:accounts_organization_changelist"),
+        reverse("admin:index"),
+    ]
+
+    for page in pages:
+        response = staff_client.get(page)
+        assert response.status_code == 200
+        for secret in shown:
+            assert secret not in response.content.decode()
+
+
+@pytest.fixture
+def secret_under_a_lost_key(organization: Organization, settings: object) -> str:
+    """A secret no configured key opens (the old key's fallback removed before
+    `rotate_provider_keys` ran, or a key mistyped in the deployment)."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    _, secret, _ = services.tool_signing_secret_rotate(organization=organization)
+    settings.CRYPTOGRAPHY_KEY = NEW
+    return secret
+
+
+def test_a_secret_no_key_opens_leaves_the_session_unsigned_not_failing(
+    secret_under_a_lost_key: str, api: APIClient, agent_api: APIClient, call: Call, caplog
+) -> None:
+    assert session_secrets(agent_api, call) == []
+    assert "tool signing secret opens with no configured CRYPTOGRAPHY_KEY" in caplog.text
+    assert api.get(URL).json()["exists"] is True
+
+
+def test_a_secret_no_key_opens_is_replaced_by_rotation_without_grace(
+    secret_under_a_lost_key: str, api: APIClient, agent_api: APIClient, call: Call
+) -> None:
+    rotated = api.post(ROTATE)
+
+    assert rotated.status_code == 200
+    holder = ToolSigningSecret.objects.get()
+    assert (holder.secret, holder.previous_secret) == (rotated.json()["secret"], None)
+    assert holder.previous_secret_expires_at is None
+    assert session_secrets(agent_api, call) == [rotated.json()["secret"]]
+
+
+def test_the_session_tells_the_secrets_in_one_query(
+    organization: Organization, call: Call, django_assert_num_queries
+) -> None:
+    services.tool_signing_secret_rotate(organization=organization)
+    services.tool_signing_secret_rotate(organization=organization)
+
+    with django_assert_num_queries(1):
+        found = tool_signing_secrets_live(organization=organization, now=timezone.now())
+    assert len(found) == 2
+    assert json.dumps(found).count("whsec_") == 2

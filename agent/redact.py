@@ -35,8 +35,15 @@ _installed = False
 
 
 def session_keys(data: object) -> set[str]:
-    """Every provider key in a session (components and their fallbacks, all agents)."""
-    found, stack = set(), [data]
+    """Every provider key in a session (components and their fallbacks, all agents),
+    and its tool signing secrets."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for secret in data.get("tool_signing_secrets") or []:
+            if isinstance(secret, str) and secret:
+                # And its key alone, as a verifier's error may print it.
+                found |= {secret, secret.removeprefix("whsec_")}
+    stack = [data]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):

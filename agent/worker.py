@@ -242,6 +242,8 @@ class CallJob:
             )
             self.ctx.shutdown(reason="not this job's call")
             return None
+        # Sessions from a web service without tool signing have none: sent unsigned.
+        self.runner.signing_secrets = list(data.get("tool_signing_secrets") or [])
         components = ComponentCache(self._build, language=call_language(data), vad=vad)
         late = self._late or loop.time() - started > self._late_after
         runtime = CallRuntime(

@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
+import uuid
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +31,9 @@ from agent.tool_http import (
 )
 from agent.tool_schema import checked_parameters, offered_parameters
 from voicecalls.json_schemas import checking_validator
+
+# Standard Webhooks signing, shared with the web service's deliveries (standard library).
+from webhooks.signing import signed_headers
 
 logger = logging.getLogger("voicecalls.agent.workflow")
 
@@ -156,6 +161,28 @@ class ToolRunner:
             http = httpx.AsyncClient(timeout=TOOL_TIMEOUT_SECONDS, transport=transport)
         self._http = http
         self._allow_private = allow_private_urls
+        # The organization's tool signing secrets, from the call's session (none: the
+        # requests go unsigned, as from a web service too old to send them).
+        self.signing_secrets: list[str] = []
+
+    def _headers(self, spec: dict, agent_name: str, body: bytes) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "X-Voicecalls-Call-Id": self.call_id,
+            "X-Voicecalls-Tool": spec["name"],
+            "X-Voicecalls-Agent": agent_name,
+        }
+        if self.signing_secrets:
+            # A new id each request: a receiver deduplicating on it must not drop a
+            # second call of the same tool (the model's call ids are not unique).
+            headers |= signed_headers(
+                secrets=self.signing_secrets,
+                msg_id=f"tool_{uuid.uuid4().hex}",
+                timestamp=int(time.time()),
+                body=body,
+            )
+        return headers
 
     async def run(self, spec: dict, arguments: dict, *, agent_name: str) -> str:
         problem = validation_error(checked_parameters(spec), arguments)
@@ -164,6 +191,10 @@ class ToolRunner:
         url = spec.get("url")
         if not url:
             return json.dumps({"status": "recorded"})
+        # The bytes signed are the bytes sent (encoded as httpx's `json=` does).
+        body = json.dumps(
+            arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
         try:
             # httpx's timeout bounds each read; this bounds the whole answer, the URL's
             # check included (a name server that does not answer takes its own time).
@@ -172,20 +203,15 @@ class ToolRunner:
                 async with self._http.stream(
                     "POST",
                     url,
-                    json=arguments,
-                    headers={
-                        "Accept-Encoding": ACCEPT_ENCODING,
-                        "X-Voicecalls-Call-Id": self.call_id,
-                        "X-Voicecalls-Tool": spec["name"],
-                        "X-Voicecalls-Agent": agent_name,
-                    },
+                    content=body,
+                    headers=self._headers(spec, agent_name, body),
                     timeout=TOOL_TIMEOUT_SECONDS,
                     follow_redirects=False,
                 ) as response:
                     # A redirect is not followed (its target is unchecked): no answer.
                     if not response.is_success:
                         raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
-                    body = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
+                    answer = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
                     plain = response.headers.get("Content-Type", "").startswith("text/plain")
         except UnsafeToolURL as exc:
             logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
@@ -196,7 +222,7 @@ class ToolRunner:
         except AnswerTooLarge as exc:
             logger.warning("call %s: tool %s answered too much", self.call_id, spec["name"])
             raise ToolError(f"{spec['name']}'s answer was too large.") from exc
-        return tool_result(spec["name"], body, plain=plain)[:MAX_TOOL_RESULT_CHARS]
+        return tool_result(spec["name"], answer, plain=plain)[:MAX_TOOL_RESULT_CHARS]
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -53,6 +53,20 @@ async def test_a_sessions_keys_are_replaced_in_every_log_record_made_after_it_ca
     assert "Refused" in logged and "request failed" in logged
 
 
+async def test_a_sessions_tool_signing_secrets_are_replaced_in_every_log_record_too(
+    web: Web,
+) -> None:
+    made = web.ok("POST", "/api/v1/tool-signing-secret/rotate", web.orgs["demo"].client_key)
+    call_id = web.create_call(user_data={"name": "Bo"})["call_id"]
+    data = await fetch_session(AgentAPI(web.base_url, web.agent_key), call_id)
+    secret = made["secret"]
+    assert secret in data["tool_signing_secrets"]
+
+    for logged in (secret, secret.removeprefix("whsec_")):
+        line = logged_by_a_plugin(logged, logging.Formatter())
+        assert logged not in line and REDACTED in line
+
+
 def test_a_key_in_a_records_extra_fields_is_replaced_too() -> None:
     # livekit-agents logs errors as extra fields ("session closed", extra={"error": ...}),
     # which its JsonFormatter writes out.

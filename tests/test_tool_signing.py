@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 
 import pytest
 import yaml
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -252,3 +253,33 @@ def test_the_session_tells_the_secrets_in_one_query(
         found = tool_signing_secrets_live(organization=organization, now=timezone.now())
     assert len(found) == 2
     assert json.dumps(found).count("whsec_") == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_first_requests_at_once_make_one_secret_the_others_rotating_it(
+    client_key: str, organization: Organization
+) -> None:
+    """Without the organization's row locked both would find none and create one: the
+    second a 500 (one secret per organization)."""
+    threads_count = 4
+    barrier = threading.Barrier(threads_count)
+    statuses: list[int] = []
+
+    def request() -> None:
+        client = APIClient(raise_request_exception=False)  # a 500 is a status here
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {client_key}")
+        try:
+            barrier.wait(timeout=10)
+            statuses.append(client.post(ROTATE).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=request) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(statuses) == [200] * (threads_count - 1) + [201]
+    assert ToolSigningSecret.objects.filter(organization=organization).count() == 1

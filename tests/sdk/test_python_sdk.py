@@ -34,6 +34,10 @@ from voicecalls_client.api.provider_keys import (
     provider_keys_destroy,
     provider_keys_list,
 )
+from voicecalls_client.api.tool_signing_secret import (
+    tool_signing_secret_retrieve,
+    tool_signing_secret_rotate,
+)
 from voicecalls_client.api.usage import usage_daily
 from voicecalls_client.api.webhook_endpoints import (
     webhook_endpoints_create,
@@ -68,6 +72,8 @@ from voicecalls_client.models import (
     ProviderKeyList,
     ProviderNameEnum,
     ProviderTypeEnum,
+    ToolSigningSecret,
+    ToolSigningSecretWithSecret,
     TranscriptEntry,
     TranscriptRoleEnum,
     UnitEnum,
@@ -267,6 +273,23 @@ def test_a_webhook_endpoint_shows_its_secret_once(client: AuthenticatedClient) -
     assert "secret" not in page.items[0].to_dict()
 
     assert webhook_endpoints_destroy.sync_detailed(created.id, client=client).status_code == 204
+
+
+def test_the_tool_signing_secret_is_shown_once_on_creation_and_rotation(
+    client: AuthenticatedClient,
+) -> None:
+    first = tool_signing_secret_rotate.sync_detailed(client=client)
+    second = tool_signing_secret_rotate.sync_detailed(client=client)
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert isinstance(first.parsed, ToolSigningSecretWithSecret), first.parsed
+    assert isinstance(second.parsed, ToolSigningSecretWithSecret), second.parsed
+    assert first.parsed.secret.startswith("whsec_")
+    assert second.parsed.secret != first.parsed.secret
+    assert isinstance(second.parsed.previous_secret_expires_at, dt.datetime)
+    shown = tool_signing_secret_retrieve.sync(client=client)
+    assert isinstance(shown, ToolSigningSecret) and shown.exists is True
+    assert "secret" not in shown.to_dict()
 
 
 def test_a_test_event_is_queued_and_its_pending_delivery_not_replayed(

@@ -18,6 +18,7 @@ import urllib3
 from django.conf import settings
 from django.utils import timezone
 
+from calls.usage_items import MAX_USAGE_TOKENS
 from providerkeys.catalog import OPENAI_COMPATIBLE_LLM
 
 USER_AGENT = "voicecalls-analysis/1"
@@ -41,6 +42,33 @@ class ProviderError(Exception):
 class Completion:
     content: str
     model: str
+    # The tokens the provider says the request used (`_usage`); None when it said none.
+    usage: dict[str, int] | None = None
+
+
+def _count(value: object) -> int:
+    """A token count as reported, or 0 when it is none (not an integer, out of bounds)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value if 0 <= value <= MAX_USAGE_TOKENS else 0
+
+
+def _usage(answer: dict) -> dict[str, int] | None:
+    """The answer's `usage` (OpenAI's shape, which the compatible APIs follow):
+    {prompt_tokens, completion_tokens, cached_tokens}; cached tokens are some of the
+    prompt's, never more. None when it reports no token."""
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = _count(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    counts = {
+        "prompt_tokens": prompt,
+        "completion_tokens": _count(usage.get("completion_tokens")),
+        "cached_tokens": min(cached, prompt),
+    }
+    return counts if any(counts.values()) else None
 
 
 def base_url(provider: str) -> str:
@@ -179,4 +207,8 @@ def chat_completion(
         ) from None
     if not isinstance(content, str):
         content = ""
-    return Completion(content=content, model=storable(str(answer.get("model") or model)[:100]))
+    return Completion(
+        content=content,
+        model=storable(str(answer.get("model") or model)[:100]),
+        usage=_usage(answer),
+    )

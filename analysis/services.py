@@ -24,7 +24,7 @@ from analysis import llm, turns
 from analysis.models import OPEN_STATUSES, AnalysisStatus, CallAnalysis
 from analysis.prompt import answer_problem, answer_schema, messages, transcript_text
 from analysis.settings import analysis_llm
-from analysis.signals import call_analyzed
+from analysis.signals import call_analysis_usage_reported, call_analyzed
 from calls import selectors
 from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call, TranscriptRole
 from providerkeys.crypto import UndecryptableValue
@@ -195,20 +195,22 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
             _wake(call_id, run=run, at=due)
         return "not due"
     analysis = CallAnalysis.objects.select_related("call__workflow_version").get(call_id=call_id)
+    # The tokens each answer of this attempt reported: billed whatever the outcome.
+    spent: list[dict[str, int]] = []
     try:
-        outcome = _outcome(analysis)
+        outcome = _outcome(analysis, spent)
     except Exception:
         # Claimed, the run must end or be retried: left `running`, nothing would.
         logger.exception("analysis attempt failed", extra={"call_id": str(call_id)})
         outcome = _retry_or_fail(analysis, "The analysis stopped on an internal error.")
     try:
-        return _finish(analysis, outcome)
+        return _finish(analysis, outcome, spent)
     except (DatabaseError, UnicodeEncodeError):
         # A result no column takes (what the checks above missed): retried, not left
         # `running` until the sweep takes it back.
         logger.exception("analysis result not stored", extra={"call_id": str(call_id)})
         return _finish(
-            analysis, _retry_or_fail(analysis, "The analysis stopped on an internal error.")
+            analysis, _retry_or_fail(analysis, "The analysis stopped on an internal error."), spent
         )
 
 
@@ -223,9 +225,9 @@ def _retry_or_fail(
     return _Outcome(AnalysisStatus.PENDING, error, retry_in=delay)
 
 
-def _outcome(analysis: CallAnalysis) -> _Outcome:
+def _outcome(analysis: CallAnalysis, spent: list[dict[str, int]]) -> _Outcome:
+    """Skipped or failed before asking (nothing said, no key), else `_answer`'s."""
     call = analysis.call
-    setting = call.workflow_version.analysis or {}
     rows = selectors.call_transcript_rows(call=call)
     if skipped := _nothing_to_judge(call, rows):
         return skipped
@@ -244,13 +246,28 @@ def _outcome(analysis: CallAnalysis) -> _Outcome:
             AnalysisStatus.SKIPPED,
             f"The organization has no LLM key for {analysis.provider!r}.",
         )
-    api_key = key.api_key
-    transcript = transcript_text(rows)
+    return _answer(analysis, transcript_text(rows), key.api_key, spent)
+
+
+def _answer(
+    analysis: CallAnalysis, transcript: str, api_key: str, spent: list[dict[str, int]]
+) -> _Outcome:
+    """Ask the provider (once more on an invalid answer), adding the tokens each answer
+    reported to `spent`."""
+    call = analysis.call
+    setting = call.workflow_version.analysis or {}
     asked = messages(analysis=setting, call=call, transcript=transcript)
     request = {"provider": analysis.provider, "model": analysis.model, "api_key": api_key}
     schema_for_answer = answer_schema(setting)
-    try:
+
+    def ask(asked: list[dict]) -> llm.Completion:
         completion = llm.chat_completion(**request, messages=asked, schema=schema_for_answer)
+        if completion.usage:
+            spent.append(completion.usage)
+        return completion
+
+    try:
+        completion = ask(asked)
         answer, problem = answer_problem(completion.content, setting)
         if problem:
             # Once more, telling the model what was wrong.
@@ -259,7 +276,7 @@ def _outcome(analysis: CallAnalysis) -> _Outcome:
                 {"role": "assistant", "content": completion.content},
                 {"role": "user", "content": f"{problem} Answer again, matching the schema."},
             ]
-            completion = llm.chat_completion(**request, messages=asked, schema=schema_for_answer)
+            completion = ask(asked)
             answer, problem = answer_problem(completion.content, setting)
     except llm.ProviderError as exc:
         message = llm.scrub(str(exc), api_key)
@@ -291,7 +308,15 @@ def _nothing_to_judge(call: Call, rows: list[tuple]) -> _Outcome | None:
     return None
 
 
-def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
+def _usage_items(analysis: CallAnalysis, spent: list[dict[str, int]]) -> list[dict]:
+    """The attempt's requests as one usage item of the run's provider and model (the
+    one asked, which the price table names: the answer may name a dated snapshot)."""
+    names = ("prompt_tokens", "completion_tokens", "cached_tokens")
+    counts = {name: sum(usage[name] for usage in spent) for name in names}
+    return [{"component": "llm", "provider": analysis.provider, "model": analysis.model, **counts}]
+
+
+def _finish(analysis: CallAnalysis, outcome: _Outcome, spent: list[dict[str, int]]) -> str:
     now = timezone.now()
     changes: dict[str, Any] = {"status": outcome.status, "error": outcome.error[:500]}
     changes["updated_at"] = now
@@ -321,6 +346,12 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome) -> str:
             changes.update(summary=None, structured_data=None)
             if changes["error"] and outcome.status != AnalysisStatus.SKIPPED:
                 changes["error"] = ERASED_CONTENT  # a skip's reason is ours, quoting nobody
+        if spent:
+            # Once per attempt (this transaction ends it), before `call_analyzed`: the
+            # end-of-call report or `call.analyzed` it causes has the cost with it.
+            call_analysis_usage_reported.send(
+                sender=CallAnalysis, call_id=analysis.call_id, usage=_usage_items(analysis, spent)
+            )
         updated = CallAnalysis.objects.filter(
             call_id=analysis.call_id, run=analysis.run, status=AnalysisStatus.RUNNING
         ).update(**changes)

@@ -35,6 +35,8 @@ class Line:
     unit: str
     price: Price | None
     per: int = 1
+    # What used it: the call (`call`) or its post-call analysis (`analysis`).
+    phase: str = "call"
 
     @property
     def quantity(self) -> Decimal:
@@ -69,7 +71,7 @@ def _seconds(seconds: float | Decimal) -> Decimal:
     return Decimal(str(seconds))
 
 
-def _item_lines(item: dict, prices: dict[Key, Price]) -> list[Line]:
+def _item_lines(item: dict, prices: dict[Key, Price], phase: str = "call") -> list[Line]:
     """One usage item (a provider's model, cumulative) as priced lines."""
     provider, model = item["provider"], item["model"]
 
@@ -77,7 +79,7 @@ def _item_lines(item: dict, prices: dict[Key, Price]) -> list[Line]:
         component: str, measured: Decimal, unit: str, price: Price | None = None, per: int = 1
     ) -> Line:
         price = price or price_for(prices, component, provider, model)
-        return Line(component, provider, model, measured, unit, price, per)
+        return Line(component, provider, model, measured, unit, price, per, phase)
 
     if item["component"] == "stt":
         seconds = _seconds(item.get("audio_seconds", 0))
@@ -168,12 +170,16 @@ def call_cost_compute(
     ended_at: datetime.datetime | None,
     prices: dict[Key, Price],
     sip_direction: str | None = None,
+    analysis_usage: Iterable[dict] = (),
 ) -> Cost:
     """The cost of a call: the usage the agent reported (cumulative, per provider and
-    model), room minutes (and SIP minutes for a phone call) from its timings."""
+    model), room minutes (and SIP minutes for a phone call) from its timings, then its
+    post-call analysis's tokens, on lines of their own (`phase` `analysis`), priced with
+    the same table's lines as the conversation's."""
     lines = [line for item in usage for line in _item_lines(item, prices)] + _time_lines(
         started_at=started_at, ended_at=ended_at, sip_direction=sip_direction, prices=prices
     )
+    lines += [line for item in analysis_usage for line in _item_lines(item, prices, "analysis")]
     lines = [line for line in lines if line.quantity > 0]
     amounts = [line.amount for line in lines]
     total = sum((a for a in amounts if a is not None), Decimal(0))
@@ -186,6 +192,7 @@ def call_cost_compute(
             "unit": line.unit,
             "unit_price_usd": None if line.price is None else plain_text(line.price.unit_price_usd),
             "amount_usd": None if amount is None else usd_text(amount),
+            "phase": line.phase,
         }
         for line, amount in zip(lines, amounts, strict=True)
     ]

@@ -1,9 +1,10 @@
 """What calls used and cost, and the organizations' own prices.
 
 `CallCost` is one row per call that reported usage or ended: the agent's latest usage
-snapshot, and the cost computed from it and the call's timings when the call ended (or
-when usage arrives after the end). The organization, workflow and the call's creation
-time ride along, so the daily usage reads this table's own index, not the calls'.
+snapshot, its post-call analysis's usage, and the cost computed from them and the call's
+timings when the call ended (or when usage arrives after the end). The organization,
+workflow and the call's creation time ride along, so the daily usage reads this table's
+own index, not the calls'.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class CostComponent(models.TextChoices):
     TTS = "tts", "Text to speech (per character)"
     ROOM = "room", "LiveKit room (per minute)"
     SIP = "sip", "SIP (per minute)"
+
+
+class CostPhase(models.TextChoices):
+    CALL = "call", "The call: its agent's STT, LLM and TTS, its room and SIP minutes"
+    ANALYSIS = "analysis", "The post-call analysis: its LLM requests' tokens"
 
 
 class PriceOverride(models.Model):
@@ -72,6 +78,10 @@ class CallCost(models.Model):
     # `usage` is the sum of these: each agent session's newest report, `{session:
     # {"usage", "at"}}` (a re-dispatched agent counts from zero in a new session).
     usage_sessions = models.JSONField(default=dict, db_default={}, blank=True)
+    # The post-call analysis's LLM usage, every request of every run that reported
+    # tokens summed per provider and model (as `usage`): each attempt adds its own once
+    # (analysis.services._finish), a re-run adds its requests, the provider bills them all.
+    analysis_usage = models.JSONField(default=list, db_default=[], blank=True)
     # Computed once the call ended; null before.
     total_usd = models.DecimalField(
         max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True

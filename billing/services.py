@@ -40,6 +40,7 @@ _CALL_COLUMNS = (
     "cost__usage",
     "cost__usage_at",
     "cost__usage_sessions",
+    "cost__analysis_usage",
     "cost__breakdown",
     "cost__computed_at",
 )
@@ -81,12 +82,18 @@ def _cost_save(
     usage: list[dict],
     usage_at: datetime.datetime | None,
     sessions: dict | None = None,
+    analysis_usage: list[dict] | None = None,
 ) -> None:
     """Store the usage, and the cost once the call ended (an upsert: the caller holds the
-    call's row lock, so no other writer of this row runs meanwhile)."""
+    call's row lock, so no other writer of this row runs meanwhile). `analysis_usage`
+    replaces the kept one when given; either way the cost counts the kept one."""
     values: dict[str, Any] = {"usage": usage, "usage_at": usage_at}
     if sessions is not None:
         values["usage_sessions"] = sessions
+    if analysis_usage is not None:
+        values["analysis_usage"] = analysis_usage
+    else:
+        analysis_usage = existing.analysis_usage if existing is not None else []
     if call.ended_at is not None:
         cost = call_cost_compute(
             usage=usage,
@@ -95,6 +102,7 @@ def _cost_save(
             prices=_prices_at_end(call=call, existing=existing),
             # A phone call's minutes are SIP minutes too, priced by its direction.
             sip_direction=call.direction if call.is_phone else None,
+            analysis_usage=analysis_usage,
         )
         values.update(
             total_usd=cost.total_usd,
@@ -171,6 +179,26 @@ def call_cost_update(*, call_id: UUID | str) -> None:
     _cost_save(call=call, existing=existing, usage=usage, usage_at=usage_at)
 
 
+def call_analysis_usage_record(*, call_id: UUID | str, usage: list[dict]) -> None:
+    """Add what one attempt of the call's post-call analysis used (its requests' tokens,
+    per provider and model) to what its analysis used before, and re-price the call.
+    Not idempotent: called once per attempt, in the transaction that ends the attempt
+    (`analysis.signals.call_analysis_usage_reported`), holding the call's row lock."""
+    found = _call_with_cost(call_id)
+    if found is None:
+        return
+    call, existing = found
+    before = existing.analysis_usage if existing is not None else []
+    kept, kept_at = (existing.usage, existing.usage_at) if existing else ([], None)
+    _cost_save(
+        call=call,
+        existing=existing,
+        usage=kept,
+        usage_at=kept_at,
+        analysis_usage=usage_summed([before, usage]),
+    )
+
+
 def call_status_changed_receiver(signal: object, sender: type, **change: Any) -> None:
     if change["to_status"] in ENDED_STATUSES:
         call_cost_update(call_id=change["call_id"])
@@ -183,6 +211,10 @@ def call_usage_reported_receiver(signal: object, sender: type, **report: Any) ->
         usage=report["usage"],
         at=report["at"],
     )
+
+
+def call_analysis_usage_reported_receiver(signal: object, sender: type, **report: Any) -> None:
+    call_analysis_usage_record(call_id=report["call_id"], usage=report["usage"])
 
 
 @transaction.atomic

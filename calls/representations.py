@@ -129,12 +129,15 @@ def call_recording(recording: Any | None) -> dict | None:
 
 
 def call_cost(cost: Any | None) -> dict | None:
-    """`CallCost` (billing.models.CallCost, or None: not priced yet)."""
+    """`CallCost` (billing.models.CallCost, or None: not priced yet). Lines priced before
+    they named their `phase` were all the call's: the analysis had none."""
     if cost is None or cost.total_usd is None:
         return None
     return {
         "total_usd": str(cost.total_usd),
-        "breakdown": cost.breakdown,
+        "breakdown": [
+            line if "phase" in line else {**line, "phase": "call"} for line in cost.breakdown
+        ],
         "complete": cost.complete,
     }
 

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from analysis.models import AnalysisStatus
-from billing.models import CostComponent
+from billing.models import CostComponent, CostPhase
 from billing.prices import COST_UNITS
 from calls.models import CallChannel, CallDirection, CallStatus, TranscriptRole
 from recordings.models import RecordingStatus
@@ -225,6 +225,12 @@ class CostLineSerializer(serializers.Serializer):
         allow_null=True,
         help_text="quantity × unit price, shown rounded to a millionth of a dollar.",
     )
+    phase = serializers.ChoiceField(
+        choices=CostPhase.choices,
+        help_text="What used it. `analysis` lines are the post-call analysis's requests "
+        "(every run's, on your key), priced with the same price lines as the conversation's "
+        "LLM.",
+    )
 
 
 class CallCostSerializer(serializers.Serializer):
@@ -286,7 +292,8 @@ class CallSerializer(_CallBaseSerializer):
     cost = CallCostSerializer(
         allow_null=True,
         help_text="Known once the call ended (repriced when the agent's last usage arrives "
-        "later); null before, and when your prices make it $10 billion or more.",
+        "later, and when each post-call analysis attempt ends: its tokens are added); null "
+        "before, and when your prices make it $10 billion or more.",
     )
     recording = CallRecordingSerializer(
         allow_null=True,

@@ -39,10 +39,15 @@ class Outcome:
     # (an answer its own check found not matching the schema) carries it.
     error_code: str | None = None
     failed_generation: str | None = None
+    # An answer's `usage`, as the provider reports it (OpenAI: prompt_tokens,
+    # completion_tokens, prompt_tokens_details.cached_tokens); none when None.
+    usage: object = None
+    # The model the answer names, when not the one asked (OpenAI names a dated snapshot).
+    model: str | None = None
 
     @classmethod
-    def answer(cls, value: object, delay: float = 0.0) -> Outcome:
-        return cls(content=json.dumps(value), delay=delay)
+    def answer(cls, value: object, delay: float = 0.0, **kwargs: object) -> Outcome:
+        return cls(content=json.dumps(value), delay=delay, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ class FakeLLM:
                     payload = {
                         "id": "chatcmpl-fake",
                         "object": "chat.completion",
-                        "model": json.loads(body).get("model"),
+                        "model": outcome.model or json.loads(body).get("model"),
                         "choices": [
                             {
                                 "index": 0,
@@ -137,6 +142,8 @@ class FakeLLM:
                             }
                         ],
                     }
+                    if outcome.usage is not None:
+                        payload["usage"] = outcome.usage
                 else:
                     message = outcome.message or f"fake error {outcome.status}"
                     if outcome.echo_authorization:

@@ -50,3 +50,66 @@ def test_an_error_sent_in_a_list_as_gemini_does_keeps_its_message(settings: obje
 
     assert str(raised.value) == "google answered HTTP 400: Invalid JSON payload received."
     assert raised.value.retryable is False
+
+
+def _answered(settings: object, usage: object) -> object:
+    with FakeLLM(default=Outcome.answer({"summary": "ok"}, usage=usage)) as fake:
+        settings.ANALYSIS_LLM_BASE_URL = fake.url
+        return chat_completion(
+            provider="openai", model="gpt-4.1-mini", api_key="k", messages=[], schema={}
+        )
+
+
+def test_the_tokens_a_provider_reports_come_with_its_answer(settings: object) -> None:
+    usage = {
+        "prompt_tokens": 2000,
+        "completion_tokens": 300,
+        "total_tokens": 2300,
+        "prompt_tokens_details": {"cached_tokens": 500},
+    }
+
+    assert _answered(settings, usage).usage == {
+        "prompt_tokens": 2000,
+        "completion_tokens": 300,
+        "cached_tokens": 500,
+    }
+
+
+@pytest.mark.parametrize(
+    ("usage", "read"),
+    [
+        (None, None),
+        ("lots", None),
+        ({}, None),
+        ({"prompt_tokens": 0, "completion_tokens": 0}, None),
+        ({"prompt_tokens": 10, "completion_tokens": 2}, (10, 2, 0)),
+        ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}, (10, 2, 0)),
+        ({"prompt_tokens": -5, "completion_tokens": 2}, (0, 2, 0)),
+        ({"prompt_tokens": True, "completion_tokens": 2.5}, None),
+        ({"prompt_tokens": 10**11, "completion_tokens": 2}, (0, 2, 0)),
+        ({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}}, (10, 0, 10)),
+    ],
+    ids=[
+        "absent",
+        "not-an-object",
+        "empty",
+        "zeros",
+        "no-details",
+        "null-details",
+        "negative",
+        "not-integers",
+        "beyond-bound",
+        "cached-over-prompt",
+    ],
+)
+def test_usage_a_provider_reports_oddly_counts_only_what_makes_sense(
+    settings: object, usage: object, read: tuple | None
+) -> None:
+    """A gateway's answer may carry no usage, or nonsense: the answer is still used, and
+    no count is made up (a cached count is some of the prompt, never more)."""
+    got = _answered(settings, usage).usage
+    expected = None
+    if read is not None:
+        names = ("prompt_tokens", "completion_tokens", "cached_tokens")
+        expected = dict(zip(names, read, strict=True))
+    assert got == expected

@@ -563,6 +563,7 @@ def test_an_analysis_finishing_after_the_report_is_sent_as_call_analyzed(
     assert analyzed["data"] == {
         "call_id": str(call.pk),
         "analysis": {"status": "completed", **VALID, "error": None, "model": "gpt-4.1-mini"},
+        "cost": report["data"]["call"]["cost"],  # the answer reported no tokens
     }
 
 

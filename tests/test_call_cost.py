@@ -45,6 +45,7 @@ def usage(*items: dict, at: datetime.datetime = T0, session: str | None = None) 
 
 
 def line(component: str, provider: str, model: str, *numbers: str) -> dict:
+    """A line of what the call itself used (`phase` `call`; the analysis's: its own)."""
     quantity, unit, unit_price, amount = numbers
     return {
         "component": component,
@@ -54,6 +55,7 @@ def line(component: str, provider: str, model: str, *numbers: str) -> dict:
         "unit": unit,
         "unit_price_usd": unit_price,
         "amount_usd": amount,
+        "phase": "call",
     }
 
 

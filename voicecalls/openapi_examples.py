@@ -76,7 +76,9 @@ CALL_ANALYSIS_VALUE = {
 }
 
 
-def _cost_line(component: str, provider: str, model: str, *numbers: str) -> dict:
+def _cost_line(
+    component: str, provider: str, model: str, *numbers: str, phase: str = "call"
+) -> dict:
     quantity, unit, unit_price, amount = numbers
     return {
         "component": component,
@@ -86,11 +88,12 @@ def _cost_line(component: str, provider: str, model: str, *numbers: str) -> dict
         "unit": unit,
         "unit_price_usd": unit_price,
         "amount_usd": amount,
+        "phase": phase,
     }
 
 
 CALL_COST_VALUE = {
-    "total_usd": "0.095440",
+    "total_usd": "0.096352",
     "breakdown": [
         _cost_line("stt", "deepgram", "nova-3", "2.92", "minute", "0.0077", "0.022484"),
         _cost_line(
@@ -104,6 +107,20 @@ CALL_COST_VALUE = {
         ),
         _cost_line("tts", "cartesia", "sonic-2", "2300", "character", "0.00003", "0.069000"),
         _cost_line("room", "livekit", "room", "3", "minute", "0.0005", "0.001500"),
+        _cost_line(
+            "llm_prompt",
+            "openai",
+            "gpt-4.1-mini",
+            *("1800", "token", "0.0000004", "0.000720"),
+            phase="analysis",
+        ),
+        _cost_line(
+            "llm_completion",
+            "openai",
+            "gpt-4.1-mini",
+            *("120", "token", "0.0000016", "0.000192"),
+            phase="analysis",
+        ),
     ],
     "complete": True,
 }

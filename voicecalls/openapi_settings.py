@@ -46,6 +46,7 @@ SPECTACULAR_SETTINGS = {
         "ErrorTypeEnum": "voicecalls.errors.ERROR_TYPES",
         "CallStatusEnum": "calls.models.CallStatus.choices",
         "CostComponentEnum": "billing.models.CostComponent.choices",
+        "CostPhaseEnum": "billing.models.CostPhase.choices",
         "CallDirectionEnum": "calls.models.CallDirection.choices",
         "TranscriptRoleEnum": "calls.models.TranscriptRole.choices",
         "ProviderTypeEnum": "providerkeys.models.ProviderType.choices",

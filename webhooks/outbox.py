@@ -286,8 +286,7 @@ def call_event_bodies_rebuild(*, call_ids: list[UUID]) -> int:
         if event.type == EventType.CALL_ENDED:
             data = _call_ended_payload(call)
         else:
-            analysis = representations.call_analysis(selectors.call_analysis(call=call))
-            data = {"call_id": str(event.call_id), "analysis": analysis}
+            data = _call_analyzed_payload(call)
         body = {"id": event.id, "type": event.type, "timestamp": _iso(event.occurred_at)}
         WebhookEvent.objects.filter(pk=event.pk).update(body=_dumps({**body, "data": data}))
     # What the receivers answered may quote the body (a 400 echoing it), as kept in the
@@ -327,16 +326,24 @@ def call_analyzed_record(*, call_id: UUID | str, at: datetime.datetime) -> Webho
     ]
     if not subscribed:
         return None
-    return _call_analyzed_create(call=Call.objects.get(pk=call_id), endpoints=subscribed, at=at)
+    call = Call.objects.select_related("analysis", "cost").get(pk=call_id)
+    return _call_analyzed_create(call=call, endpoints=subscribed, at=at)
+
+
+def _call_analyzed_payload(call: Call) -> dict:
+    """`call.analyzed`'s data: the analysis, and the call's cost with its tokens in it
+    (the end-of-call report, built before, had the cost without them)."""
+    return {
+        "call_id": str(call.pk),
+        "analysis": representations.call_analysis(selectors.call_analysis(call=call)),
+        "cost": representations.call_cost(selectors.call_cost(call=call)),
+    }
 
 
 def _call_analyzed_create(
     *, call: Call, endpoints: list[WebhookEndpoint], at: datetime.datetime
 ) -> WebhookEvent:
-    payload = {
-        "call_id": str(call.pk),
-        "analysis": representations.call_analysis(selectors.call_analysis(call=call)),
-    }
+    payload = _call_analyzed_payload(call)
     return _event_create(
         organization_id=endpoints[0].organization_id,
         call_id=call.pk,

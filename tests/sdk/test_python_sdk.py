@@ -59,6 +59,7 @@ from voicecalls_client.models import (
     CallMetrics,
     CallStatusEnum,
     CostComponentEnum,
+    CostPhaseEnum,
     ErrorResponse,
     OriginEnum,
     PaginatedCallSummaryList,
@@ -195,6 +196,7 @@ def test_a_call_is_created_driven_and_read_back(
     assert isinstance(call.cost, CallCost) and call.cost.complete is True
     assert [line.component.value for line in call.cost.breakdown][:2] == ["stt", "llm_prompt"]
     assert call.cost.breakdown[0].unit == UnitEnum.MINUTE
+    assert {line.phase for line in call.cost.breakdown} == {CostPhaseEnum.CALL}  # no analysis
     assert float(call.cost.total_usd) > 0
 
     metrics = calls_metrics.sync(joined.call_id, client=client)

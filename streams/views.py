@@ -213,7 +213,8 @@ class CallStreamView(APIView):
             503: OpenApiResponse(
                 ErrorResponseSerializer,
                 description="`stream_capacity_reached`: the server holds as many streams as "
-                "it may, every organization's; retry after `Retry-After` seconds.",
+                "it may, every organization's; or `service_unavailable`: the service is "
+                "busy or its database is unavailable. Retry after `Retry-After` seconds.",
             ),
         },
     )

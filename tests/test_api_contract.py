@@ -350,6 +350,34 @@ def test_operation_specific_errors_are_documented(schema, operation_id, codes):
     assert codes <= set(operation["responses"])
 
 
+def test_every_operation_that_reads_the_database_documents_503_with_retry_after(schema):
+    """While the database refuses connections, times out or is overloaded, any operation
+    answers 503 `service_unavailable` with Retry-After (voicecalls.errors): only the
+    live stream documented a 503, so SDKs had no type for it and clients no hint to
+    retry. (The API index reads no database: test_the_api_index_reads_no_database.)"""
+    undocumented = []
+    for path, method, operation in _operations(schema):
+        if operation["operationId"] == "api_index":
+            continue
+        response = operation["responses"].get("503", {})
+        media = response.get("content", {}).get("application/json", {})
+        retry_after = response.get("headers", {}).get("Retry-After", {})
+        if (
+            media.get("schema") != {"$ref": "#/components/schemas/ErrorResponse"}
+            or retry_after.get("schema", {}).get("type") != "integer"
+            or "service_unavailable" not in response.get("description", "")
+        ):
+            undocumented.append(f"{method.upper()} {path}")
+    assert undocumented == []
+
+
+@pytest.mark.django_db
+def test_the_api_index_reads_no_database(anonymous_api, django_assert_num_queries):
+    """So it cannot answer the database's 503, and its schema does not say it may."""
+    with django_assert_num_queries(0):
+        assert anonymous_api.get("/api/v1/").status_code == 200
+
+
 def test_429_documents_retry_after_and_the_limit_meta(schema):
     [create] = [op for _, _, op in _operations(schema) if op["operationId"] == "calls_create"]
     response = create["responses"]["429"]

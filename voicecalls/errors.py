@@ -230,6 +230,8 @@ ERROR_DESCRIPTIONS = {
     429: "Too many requests; wait `Retry-After` seconds.",
     500: "Server error.",
     502: "LiveKit unreachable or failing; nothing changed.",
+    503: "`service_unavailable`: the service is busy or its database is unavailable "
+    "(restarting, failing over, overloaded); retry after `Retry-After` seconds.",
 }
 
 

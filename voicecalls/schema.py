@@ -8,11 +8,11 @@ from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_basic_type, is_list_serializer, is_patched_serializer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from drf_standardized_errors.openapi import AutoSchema as StandardizedErrorsAutoSchema
 from rest_framework import serializers
 
-from voicecalls.errors import ERROR_DESCRIPTIONS, ErrorResponseSerializer
+from voicecalls.errors import ERROR_DESCRIPTIONS, ErrorResponseSerializer, ServiceUnavailable
 from voicecalls.routing import UUID_PATTERN
 
 
@@ -29,6 +29,20 @@ class BearerAPIKeyScheme(OpenApiAuthenticationExtension):
 
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+# What ServiceUnavailable answers, shown with every 503.
+_UNAVAILABLE_EXAMPLE = OpenApiExample(
+    "Service unavailable",
+    value={
+        "type": "server_error",
+        "errors": [
+            {
+                "code": ServiceUnavailable.default_code,
+                "detail": ServiceUnavailable.default_detail,
+                "attr": None,
+            }
+        ],
+    },
+)
 # What str.strip() (DRF's trimming) removes, as a character class's contents, spelled
 # out: `\s` means other characters to clients' ECMA-262 regular expressions (U+FEFF in;
 # U+001C-U+001F and U+0085 out) than to Python's.
@@ -51,12 +65,17 @@ def _state_text_rules(field: serializers.CharField, schema: dict) -> None:
 
 class AutoSchema(StandardizedErrorsAutoSchema):
     """drf-standardized-errors' per-operation errors, all in the one `ErrorResponse`
-    component, plus 413 wherever a body is taken and 429 where requests are throttled."""
+    component, plus 413 wherever a body is taken, 429 where requests are throttled and
+    503 wherever the database is read."""
 
     def _should_add_error_response(self, responses: dict, status_code: str) -> bool:
         if status_code == "413":
             # RequestBodyLimitMiddleware answers any body over 1 MiB.
             return status_code not in responses and self.method in _BODY_METHODS
+        if status_code == "503":
+            # The exception handler answers the database's errors so (ServiceUnavailable).
+            reads_database = getattr(self.view, "reads_database", True)
+            return reads_database and super()._should_add_error_response(responses, status_code)
         return super()._should_add_error_response(responses, status_code)
 
     def _should_add_http429_error_response(self) -> bool:
@@ -101,8 +120,11 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         return schema
 
     def _get_error_response_serializer(self, status_code: str) -> OpenApiResponse:
+        examples = [_UNAVAILABLE_EXAMPLE] if status_code == "503" else []
         return OpenApiResponse(
-            ErrorResponseSerializer, description=ERROR_DESCRIPTIONS[int(status_code)]
+            ErrorResponseSerializer,
+            description=ERROR_DESCRIPTIONS[int(status_code)],
+            examples=examples,
         )
 
     def _get_response_headers_for_code(self, status_code: str, direction: str = "response") -> dict:
@@ -113,6 +135,15 @@ class AutoSchema(StandardizedErrorsAutoSchema):
                 {
                     "schema": {"type": "integer", "minimum": 0},
                     "description": "Seconds to wait before retrying (when throttled).",
+                },
+            )
+        elif str(status_code) == "503":
+            headers.setdefault(
+                "Retry-After",
+                {
+                    "schema": {"type": "integer", "minimum": 0},
+                    "required": True,
+                    "description": "Seconds to wait before retrying.",
                 },
             )
         elif str(status_code) == "401" and self._should_add_http401_error_response():

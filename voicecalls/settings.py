@@ -231,7 +231,8 @@ REST_FRAMEWORK = {
 
 DRF_STANDARDIZED_ERRORS = {
     "ENABLE_IN_DEBUG_FOR_UNHANDLED_EXCEPTIONS": True,
-    # Codes documented wherever they apply (voicecalls.schema.AutoSchema decides);
+    # Codes documented wherever they apply (voicecalls.schema.AutoSchema decides;
+    # 503, the database unavailable: every view that reads it);
     # 409/422/502 are documented per operation (voicecalls.errors.error_responses).
     "ALLOWED_ERROR_STATUS_CODES": [
         "400",
@@ -244,6 +245,7 @@ DRF_STANDARDIZED_ERRORS = {
         "415",
         "429",
         "500",
+        "503",
     ],
     # Errors may carry a top-level `meta` (429 limits: the numbers a client needs).
     "EXCEPTION_FORMATTER_CLASS": "voicecalls.errors.ExceptionFormatter",

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import pkgutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
+import httpx
 import pytest
 
 from tests.sdk.conftest import ROOT, SDK, LiveServer
+from voicecalls.errors import ServiceUnavailable
 
 sys.path.insert(0, str(SDK / "python"))
 
-from voicecalls_client import AuthenticatedClient
+from voicecalls_client import AuthenticatedClient, Client
 from voicecalls_client.api.calls import (
     calls_active,
     calls_analysis_rerun,
@@ -378,6 +383,45 @@ def test_a_wrong_key_is_a_typed_401(api_server: LiveServer) -> None:
     assert response.status_code == 401
     assert isinstance(response.parsed, ErrorResponse)
     assert response.parsed.errors[0].code == "authentication_failed"
+
+
+def test_a_database_outage_is_a_typed_503_on_every_operation() -> None:
+    """The server's answer while its database is unavailable (503 `service_unavailable`,
+    tests/test_database_unavailable.py) parses as an ErrorResponse on every operation
+    but the index, which reads no database: only the live stream typed a 503 before,
+    and every other operation returned None for it."""
+    body = {
+        "type": "server_error",
+        "errors": [
+            {
+                "code": ServiceUnavailable.default_code,
+                "detail": ServiceUnavailable.default_detail,
+                "attr": None,
+            }
+        ],
+    }
+    answer = httpx.Response(503, json=body, headers={"Retry-After": "5"})
+    untyped = []
+    with Client(base_url="http://unused") as client:
+        for module in _operation_modules():
+            if module.__name__.endswith(".api_index"):
+                continue
+            parsed = module._parse_response(client=client, response=answer)
+            if not (
+                isinstance(parsed, ErrorResponse)
+                and parsed.errors[0].code == body["errors"][0]["code"]
+            ):
+                untyped.append(module.__name__)
+    assert untyped == []
+
+
+def _operation_modules() -> list[ModuleType]:
+    import voicecalls_client.api
+
+    names = pkgutil.walk_packages(voicecalls_client.api.__path__, "voicecalls_client.api.")
+    modules = [importlib.import_module(name) for _, name, is_package in names if not is_package]
+    assert len(modules) > 50
+    return modules
 
 
 def test_another_organization_sees_none_of_it(api_server: LiveServer) -> None:

@@ -31,6 +31,7 @@ from calls import representations, selectors
 from calls.admin_paging import CappedCountPaginator, ProbedDatesQuerySet
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
 from recordings import selectors as recording_selectors
+from telephony.numbers import number_typed_e164
 from workflows.models import Workflow
 
 STATUS_COLORS = {
@@ -98,7 +99,10 @@ class CallAdmin(admin.ModelAdmin):
     list_select_related = ["organization"]
     date_hierarchy = "started_at"
     search_fields = ["=user_id"]
-    search_help_text = "Call id, room name (call-…) or exact user id."
+    search_help_text = (
+        "Call id, room name (call-…), exact user id, or a phone number with its country "
+        "code (the callee of an outbound call, the caller of an inbound one)."
+    )
     ordering = ["-created_at", "-id"]
     show_full_result_count = False
     paginator = CappedCountPaginator
@@ -194,6 +198,10 @@ class CallAdmin(admin.ModelAdmin):
             match |= Q(pk=uuid.UUID(term.removeprefix("call-")))
         except ValueError:
             pass
+        # A whole number however typed; the number indexes lead with it.
+        number = number_typed_e164(term)
+        if number is not None:
+            match |= selectors.calls_with_number(number)
         return queryset.filter(match), False
 
     def get_ordering(self, request: HttpRequest) -> list[str]:

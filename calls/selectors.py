@@ -10,13 +10,15 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.models import Organization
 from calls.models import (
     LATENCY_COMPONENTS,
     NOT_ENDED_STATUSES,
     Call,
+    CallChannel,
+    CallDirection,
     MetricSample,
     TranscriptEntry,
     TranscriptRole,
@@ -62,6 +64,17 @@ TRANSCRIPT_COLUMNS = (
     "tool_call",
     "interrupted",
 )
+
+
+def calls_with_number(number: str) -> Q:
+    """The calls with a person at `number` (E.164): the callee of an outbound phone call,
+    the caller of an inbound one (indexes call_callee, call_caller; the organization's
+    own number is nobody's)."""
+    phone = Q(channel=CallChannel.PHONE)
+    return phone & (
+        Q(direction=CallDirection.OUTBOUND, phone_number=number)
+        | Q(direction=CallDirection.INBOUND, from_number=number)
+    )
 
 
 def call_queryset(*, organization: Organization) -> QuerySet[Call]:

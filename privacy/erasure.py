@@ -29,7 +29,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import APIKey, Organization
-from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection
+from calls.models import ENDED_STATUSES, Call
+from calls.selectors import calls_with_number
 from privacy import scrub
 from privacy.keys import user_id_hash, user_id_hashes
 from privacy.models import Erasure, ErasureStatus, RetainedIdentity
@@ -76,14 +77,12 @@ def _wake(erasure_id: UUID, *, at: datetime.datetime) -> None:
 
 
 def calls_of_user(*, organization_id: UUID, user_id: str) -> QuerySet[Call]:
-    """The organization's calls of this user (indexes call_org_user, call_org_callee,
-    call_org_caller), and those whose identity retention removed before their words
+    """The organization's calls of this user (indexes call_org_user, call_callee,
+    call_caller), and those whose identity retention removed before their words
     (their keyed hash, under the current and earlier SECRET_KEYs)."""
     match = Q(user_id=user_id)
     if E164.match(user_id):
-        phone = Q(channel=CallChannel.PHONE)
-        match |= phone & Q(direction=CallDirection.OUTBOUND, phone_number=user_id)
-        match |= phone & Q(direction=CallDirection.INBOUND, from_number=user_id)
+        match |= calls_with_number(user_id)
     hashes = user_id_hashes(organization_id=organization_id, user_id=user_id)
     # A subquery, read in each batch's own statement: retention clears a user id and
     # keeps its hash in one transaction, so a batch sees a call by one or the other.

@@ -63,6 +63,23 @@ def number_parse(text: str) -> phonenumbers.PhoneNumber:
     return number
 
 
+# A number as people write it: digits, perhaps a leading +, spaces, dashes, dots, brackets.
+_TYPED_NUMBER = re.compile(r"\+?[0-9][0-9 ().-]*")
+
+
+def number_typed_e164(text: str) -> str | None:
+    """A whole number as staff type it (`+1 415-555 0123`, `14155550123`: the country
+    code always, the + perhaps not) in E.164, or None when it is not one."""
+    text = text.strip()
+    if not _TYPED_NUMBER.fullmatch(text):
+        return None
+    try:
+        number = phonenumbers.parse(text if text.startswith("+") else f"+{text}", None)
+    except phonenumbers.NumberParseException:
+        return None
+    return number_e164(number) if phonenumbers.is_possible_number(number) else None
+
+
 def number_e164(number: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from analysis.models import CallAnalysis
@@ -98,6 +100,104 @@ def test_search_finds_a_call_by_a_user_id_or_room_name_of_any_shape(
 
     assert str(call.id)[:8] in html
     assert str(other.id)[:8] not in html
+
+
+def _phone_call(organization, direction: str, **fields: object) -> Call:
+    return CallFactory(organization=organization, channel="phone", direction=direction, **fields)
+
+
+@pytest.mark.parametrize(
+    "term",
+    ["+14155550123", "+1 415 555 0123", "1-415-555-0123", "14155550123", "+1 (415) 555.0123"],
+)
+def test_search_finds_phone_calls_by_the_number_however_it_is_typed(
+    staff: Client, organization, term: str
+) -> None:
+    """Staff asked about a number found its calls only by an exact user id, which an
+    outbound call's callee is not (the client's own id) and an inbound caller's is
+    only as LiveKit wrote it."""
+    callee = _phone_call(organization, "outbound", phone_number="+14155550123", user_id="u-1")
+    caller = _phone_call(
+        organization, "inbound", from_number="+14155550123", phone_number="+14155550100"
+    )
+    other = _phone_call(organization, "outbound", phone_number="+14155550124", user_id="u-2")
+
+    html = staff.get("/admin/calls/call/", {"q": term}).content.decode()
+
+    assert str(callee.id)[:8] in html
+    assert str(caller.id)[:8] in html
+    assert str(other.id)[:8] not in html
+
+
+def test_a_number_search_leaves_the_other_searches_as_they_were(
+    staff: Client, organization
+) -> None:
+    """A user id of digits is still found exactly, and an id still finds its call."""
+    digits = CallFactory(organization=organization, user_id="4155550123")
+    by_id = CallFactory(organization=organization)
+    other = _phone_call(organization, "outbound", phone_number="+14155550123")
+
+    by_digits = staff.get("/admin/calls/call/", {"q": "4155550123"}).content.decode()
+    by_call_id = staff.get("/admin/calls/call/", {"q": str(by_id.id)}).content.decode()
+
+    assert str(digits.id)[:8] in by_digits
+    assert str(other.id)[:8] not in by_digits  # no country code: not a number
+    assert str(by_id.id)[:8] in by_call_id and str(other.id)[:8] not in by_call_id
+
+
+@pytest.mark.parametrize("term", ["555", "+1415555", "+1 415", "sk-live-4f8a9b0c1d2e3f40", "%"])
+def test_a_search_finds_no_call_by_part_of_a_number_nor_by_text_in_its_data(
+    staff: Client, organization, term: str
+) -> None:
+    """Whole numbers only: no listing every caller by a fragment, and user data and
+    metadata (clients put anything there, secrets too) are not searched."""
+    call = _phone_call(
+        organization,
+        "outbound",
+        phone_number="+14155550123",
+        user_data={"phone": "555", "api_key": "sk-live-4f8a9b0c1d2e3f40"},
+        metadata={"note": "+1 415 555"},
+    )
+
+    html = staff.get("/admin/calls/call/", {"q": term}).content.decode()
+
+    assert str(call.id)[:8] not in html
+    assert "+14155550123" not in html
+
+
+@pytest.mark.postgres
+def test_a_number_search_reads_the_number_indexes_not_every_call(
+    staff: Client, organization
+) -> None:
+    """Every organization's calls are searched: each arm of the search must be an index
+    lookup, or a number's search reads the whole table (a million calls and more)."""
+    Call.objects.bulk_create(
+        CallFactory.build(
+            organization=organization,
+            channel="phone" if i % 2 else "web",
+            direction="outbound" if i % 4 == 1 else "inbound",
+            phone_number=f"+1415555{i:04d}",
+            from_number=f"+1212555{i:04d}",
+            started_at=timezone.now() - datetime.timedelta(minutes=i),
+        )
+        for i in range(3000)
+    )
+    caller = Call.objects.get(from_number="+12125550003")
+    with CaptureQueriesContext(connection) as queries:
+        html = staff.get("/admin/calls/call/", {"q": "+1 212 555 0003"}).content.decode()
+    searches = [q["sql"] for q in queries.captured_queries if "+12125550003" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE calls_call")
+        cursor.execute("SET LOCAL enable_seqscan = off")  # what a big table gets
+        plans = []
+        for sql in searches:
+            cursor.execute("EXPLAIN " + sql)
+            plans.append("\n".join(line for (line,) in cursor.fetchall()))
+
+    assert str(caller.id)[:8] in html
+    assert plans
+    assert not any("Seq Scan on calls_call" in plan for plan in plans), plans
+    assert all("call_callee" in plan and "call_caller" in plan for plan in plans), plans
 
 
 def test_ending_a_call_being_transferred_is_a_message_not_a_500(

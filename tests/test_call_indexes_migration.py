@@ -1,6 +1,7 @@
 """calls 0018: the list indexes are widened and narrowed again by the migration, on
 PostgreSQL built concurrently under a temporary name that takes the old one's place;
-calls 0020: the daily cap's index swapped for one of outbound calls, and back."""
+calls 0020: the daily cap's index swapped for one of outbound calls, and back; calls 0024:
+the number indexes reordered, and back."""
 
 from __future__ import annotations
 
@@ -86,3 +87,29 @@ def test_the_daily_cap_index_holds_outbound_calls_after_the_migration_and_all_be
         _migrate()
 
     assert (before, after) == ({"call_org_phone_created"}, {"call_org_outbound_created"})
+
+
+def _number_indexes() -> dict[str, list[str]]:
+    constraints = connection.introspection.get_constraints(connection.cursor(), "calls_call")
+    names = ("call_org_callee", "call_org_caller", "call_callee", "call_caller")
+    return {name: found["columns"] for name, found in constraints.items() if name in names}
+
+
+def test_the_number_indexes_lead_with_the_number_after_the_migration_and_back() -> None:
+    """calls 0024: the admin's search looks a number up across organizations."""
+    try:
+        _migrate(("calls", "0023_livekit_event_happened_at"))
+        before = _number_indexes()
+        _migrate(("calls", "0024_call_number_indexes"))
+        after = _number_indexes()
+    finally:
+        _migrate()
+
+    assert before == {
+        "call_org_callee": ["organization_id", "phone_number"],
+        "call_org_caller": ["organization_id", "from_number"],
+    }
+    assert after == {
+        "call_callee": ["phone_number", "organization_id"],
+        "call_caller": ["from_number", "organization_id"],
+    }

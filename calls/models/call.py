@@ -291,16 +291,17 @@ class Call(models.Model):
                 name="call_user_data_retention",
                 condition=models.Q(ended_at__isnull=False, user_data_expired_at__isnull=True),
             ),
-            # Erasure of a phone number (privacy.erasure): the callee of outbound phone
-            # calls, the caller of inbound ones.
+            # A person's phone number (calls.selectors.calls_with_number): the callee of
+            # outbound phone calls, the caller of inbound ones. The number first: the
+            # admin's search looks it up across organizations, an erasure within one.
             models.Index(
-                fields=["organization", "phone_number"],
-                name="call_org_callee",
+                fields=["phone_number", "organization"],
+                name="call_callee",
                 condition=models.Q(channel="phone", direction="outbound"),
             ),
             models.Index(
-                fields=["organization", "from_number"],
-                name="call_org_caller",
+                fields=["from_number", "organization"],
+                name="call_caller",
                 condition=models.Q(channel="phone", direction="inbound"),
             ),
             # Outbound phone calls of an organization today: its daily cap (telephony.guard).

@@ -309,7 +309,10 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
             assert "404" in codes, where
         if method in {"post", "put", "patch"}:
             assert {"413", "415"} <= codes, where
+        # The create rate counts no agent key (nor LiveKit's webhooks): the agent's
+        # inbound call session, a create, is never throttled.
         is_create = method == "post" and "{" not in path and path != "/api/v1/webhooks/livekit"
+        is_create = is_create and not path.startswith("/api/v1/agent/")
         # A transfer dials too: it counts against the outbound calls per minute. Live
         # streams count against the organization's open streams. Workflow writes keep
         # a version each: they count against the workflow write rate. A webhook test

@@ -133,6 +133,20 @@ def test_the_agents_session_request_creates_the_call_when_it_comes_first(
     assert response["Cache-Control"] == "no-store"
 
 
+def test_the_agents_session_requests_are_not_throttled_at_the_create_rate(
+    agent_api, number, sip_fake, settings
+):
+    """Callers ring whenever they ring: the create rate counts no agent key (and the
+    schema documents no 429 here)."""
+    sip_fake.webhook_sink = None
+    settings.API_CREATE_RATE = "2/minute"
+    rooms = [sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER) for _ in range(4)]
+
+    statuses = {agent_asks(agent_api, room, identity).status_code for room, identity in rooms}
+
+    assert statuses == {200}
+
+
 def test_a_callers_departure_delivered_before_their_join_ends_the_call_it_opens(
     api, agent_api, number, sip_fake
 ):

@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from drf_standardized_errors.openapi import AutoSchema as StandardizedErrorsAutoSchema
 from rest_framework import serializers
 
+from voicecalls.auth import IsAgentKey
 from voicecalls.errors import ERROR_DESCRIPTIONS, ErrorResponseSerializer, ServiceUnavailable
 from voicecalls.routing import UUID_PATTERN
 
@@ -79,6 +80,10 @@ class AutoSchema(StandardizedErrorsAutoSchema):
         return super()._should_add_error_response(responses, status_code)
 
     def _should_add_http429_error_response(self) -> bool:
+        # The rates count no agent key (OrganizationRateThrottle): a view only they reach
+        # is never throttled.
+        if any(isinstance(p, IsAgentKey) for p in self.view.get_permissions()):
+            return False
         action = getattr(self.view, "action", None)
         return any(
             throttle.counts_operation(method=self.method, action=action, path=self.path)

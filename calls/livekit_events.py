@@ -28,6 +28,7 @@ from calls.services import call_room_close_later, call_start_refused, call_trans
 from calls.sql import insert_new
 from voicecalls import livekit
 from voicecalls.livekit import WebhookEvent
+from voicecalls.logging import log_context
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class CallRef:
 
     id: uuid.UUID
     user_identity: str
+    organization_id: uuid.UUID | None = None
 
 
 def _call_in_room(room_name: str, now: datetime.datetime) -> CallRef | None:
@@ -46,14 +48,15 @@ def _call_in_room(room_name: str, now: datetime.datetime) -> CallRef | None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET last_event_at = %s WHERE room_name = %s"
-            " RETURNING id, participant_identity",
+            " RETURNING id, participant_identity, organization_id",
             [last_event_at, room_name],
         )
         row = cursor.fetchone()
     if row is None:
         return None
     call_id = Call._meta.pk.to_python(row[0])
-    return CallRef(call_id, row[1] or f"{USER_IDENTITY_PREFIX}{call_id}")
+    organization_id = Call._meta.get_field("organization").target_field.to_python(row[2])
+    return CallRef(call_id, row[1] or f"{USER_IDENTITY_PREFIX}{call_id}", organization_id)
 
 
 def _inbound_call_open(event: WebhookEvent) -> None:
@@ -351,7 +354,8 @@ def livekit_webhook_handle(*, event: WebhookEvent) -> str:
     if call is None:
         _ledger_forget_if_erased(event)
         return WebhookResult.UNKNOWN_ROOM
-    handler(call, event, at)
+    with log_context(call_id=call.id, organization_id=call.organization_id):
+        handler(call, event, at)
     return WebhookResult.HANDLED
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from calls import services
+from voicecalls.logging import log_context
 from voicecalls.task_queue import LIVE_CALL_PRIORITY
 
 # A close LiveKit failed is tried again after 1, 2, 4, 8 and 16 minutes: until the room
@@ -19,7 +20,10 @@ ROOM_CLOSE_RETRIES = 5
 @task(priority=LIVE_CALL_PRIORITY)
 def call_room_close(call_id: str, unless_attended: bool = False, attempt: int = 0) -> bool:
     """Delete an ended call's LiveKit room, off the request that ended it."""
-    closed = services.call_room_delete(call_id=uuid.UUID(call_id), unless_attended=unless_attended)
+    with log_context(call_id=call_id):
+        closed = services.call_room_delete(
+            call_id=uuid.UUID(call_id), unless_attended=unless_attended
+        )
     if not closed and attempt < ROOM_CLOSE_RETRIES:
         retry = call_room_close.using(
             run_after=timezone.now() + datetime.timedelta(minutes=2**attempt)

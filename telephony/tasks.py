@@ -8,8 +8,10 @@ import uuid
 from django_tasks import task
 
 from telephony import dialing
+from voicecalls.logging import log_context
 
 
 @task(queue_name="dial")
 def phone_call_dial(call_id: str) -> str:
-    return dialing.phone_call_dial(call_id=uuid.UUID(call_id))
+    with log_context(call_id=call_id):
+        return dialing.phone_call_dial(call_id=uuid.UUID(call_id))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import runpy
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -393,3 +396,90 @@ def test_make_runs_uvicorn_logs_hold_no_key_from_the_query_string(tmp_path) -> N
     assert f'"GET {stream}?api_key=[redacted] HTTP/1.1" 401' in logs
     assert f'"GET {stream}?user_id=[redacted] HTTP/1.1" 401' in logs
     assert "abcdefghabcdefgh" not in logs and "alice" not in logs
+
+
+@contextlib.contextmanager
+def records_of(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logger `name` emits, with the context the console handler adds."""
+    seen: list[logging.LogRecord] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    spy = Spy(level=logging.DEBUG)
+    spy.addFilter(RequestContextFilter())
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(spy)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(spy)
+        logger.setLevel(level)
+
+
+def test_a_record_logged_with_its_call_keeps_it() -> None:
+    """`extra={"call_id": …}` (the analysis logs so) was overwritten by the filter with
+    the request's call, none in a task: the line named no call at all."""
+    record = logging.LogRecord("analysis", logging.WARNING, __file__, 1, "failed", None, None)
+    record.call_id = "4f1c1b0e-8a8e-4d8e-9d5e-2a7f3c1d9b10"
+
+    RequestContextFilter().filter(record)
+
+    assert record.call_id == "4f1c1b0e-8a8e-4d8e-9d5e-2a7f3c1d9b10"
+
+
+def test_a_webhook_delivery_attempts_lines_name_its_call_and_organization(organization) -> None:
+    """Support follows a call's webhooks in the logs by its id: the attempt's line said
+    only "webhook delivery 12 attempt 3: pending (500)"."""
+    from calls.models import CallStatus
+    from tests.factories import CallFactory
+    from tests.test_webhook_delivery import attempt, endpoint_create, record
+    from webhooks.models import EventType, WebhookDelivery
+
+    call = CallFactory(organization=organization)
+    with socket.socket() as probe:  # a port nobody listens on: the attempt fails
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint_create(organization, f"http://127.0.0.1:{port}/x", [EventType.CALL_STATUS_CHANGED])
+    record(call, CallStatus.CONNECTING, CallStatus.ACTIVE)
+
+    with records_of("webhooks.delivery") as seen:
+        attempt(WebhookDelivery.objects.get())
+
+    line = next(r for r in seen if "attempt 1" in r.getMessage())
+    assert (line.call_id, line.organization_id) == (str(call.id), str(organization.id))
+
+
+def test_a_livekit_webhooks_lines_name_the_call(recording_workflow) -> None:
+    """LiveKit's webhooks name a room, not the call: what their handling logged (here,
+    a recording workflow without storage) had no call id to search by."""
+    from tests.factories import CallFactory
+    from tests.livekit_samples import send
+
+    call = CallFactory(workflow=recording_workflow, organization=recording_workflow.organization)
+
+    with records_of("recordings.services") as seen:
+        assert send("participant_joined", call.id).status_code == 200
+
+    line = next(r for r in seen if "is not recorded" in r.getMessage())
+    assert (line.call_id, line.organization_id) == (str(call.id), str(call.organization_id))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tasks_lines_name_the_call(organization, fake_llm) -> None:
+    """The task worker serves no request: an analysis failing logged its line with no
+    call (its `extra` lost, as above), and so did each task's other lines."""
+    from tests.fake_llm import Outcome
+    from tests.test_analysis_run import ended_call, run_worker
+
+    fake_llm.default = Outcome(status=400)
+    call = ended_call(organization)
+
+    with records_of("analysis.services") as seen:
+        run_worker()
+
+    line = next(r for r in seen if r.getMessage() == "analysis request failed")
+    assert line.call_id == str(call.id)

@@ -9,9 +9,10 @@ request without being passed around.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from django.http import HttpRequest, HttpResponse
 from django_guid import get_guid
@@ -35,13 +36,33 @@ class RedactingJsonFormatter(JsonFormatter):
 
 
 class RequestContextFilter(logging.Filter):
-    """Adds request_id, organization_id and call_id to every record."""
+    """Adds request_id, organization_id and call_id to every record, unless the record
+    names them itself (`extra=`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = get_guid()
-        record.organization_id = organization_id_var.get()
-        record.call_id = call_id_var.get()
+        fields = record.__dict__
+        if fields.get("request_id") is None:
+            record.request_id = get_guid()
+        if fields.get("organization_id") is None:
+            record.organization_id = organization_id_var.get()
+        if fields.get("call_id") is None:
+            record.call_id = call_id_var.get()
         return True
+
+
+@contextlib.contextmanager
+def log_context(*, call_id: object = None, organization_id: object = None) -> Iterator[None]:
+    """Records logged within name this call and organization: work no URL names the
+    call of (a task, a LiveKit webhook) is then found in the logs by the call's id."""
+    call_token = call_id_var.set(str(call_id) if call_id else call_id_var.get())
+    org_token = organization_id_var.set(
+        str(organization_id) if organization_id else organization_id_var.get()
+    )
+    try:
+        yield
+    finally:
+        organization_id_var.reset(org_token)
+        call_id_var.reset(call_token)
 
 
 class LogContextMiddleware:

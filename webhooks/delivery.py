@@ -19,6 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from calls.models import Call
+from voicecalls.logging import log_context
 from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
 from webhooks import signing, transport, turns
 from webhooks.models import (
@@ -112,6 +113,15 @@ def webhook_delivery_attempt(
     )
     if delivery is None:
         return None  # its endpoint was deleted since the claim
+    with log_context(
+        call_id=delivery.event.call_id, organization_id=delivery.endpoint.organization_id
+    ):
+        return _attempt_make(delivery, now=now)
+
+
+def _attempt_make(delivery: WebhookDelivery, *, now: datetime.datetime) -> str:
+    """The claimed delivery's attempt: sent (or failed unsent), logged, and what follows
+    scheduled; the delivery's status afterwards."""
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         error = " ".join(["endpoint disabled.", endpoint.disabled_reason]).strip()

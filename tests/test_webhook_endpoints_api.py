@@ -431,3 +431,30 @@ def test_deliveries_filter_by_status(api: APIClient, organization: Organization)
     response = api.get(f"{URL}/{endpoint.id}/deliveries", {"status": "lost"})
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "status"
+
+
+def test_deliveries_filter_by_call(
+    api: APIClient, organization: Organization, django_assert_num_queries
+) -> None:
+    """What was sent about one call, without paging through every call's deliveries."""
+    endpoint, _ = endpoint_create(organization)
+    mine, other = CallFactory(organization=organization), CallFactory(organization=organization)
+    for call in (mine, other, mine):
+        outbox.call_status_changed_record(
+            call_id=call.id,
+            from_status="connecting",
+            to_status="active",
+            end_reason=None,
+            at=timezone.now(),
+        )
+    wanted = list(endpoint.deliveries.filter(event__call=mine).order_by("-id"))
+
+    with django_assert_num_queries(4):  # key, endpoint, page (not full), attempts
+        body = api.get(f"{URL}/{endpoint.id}/deliveries", {"call_id": str(mine.id)}).json()
+
+    assert [item["id"] for item in body["items"]] == [d.id for d in wanted]
+    assert {item["call_id"] for item in body["items"]} == {str(mine.id)}
+    assert body["total"] == 2
+    response = api.get(f"{URL}/{endpoint.id}/deliveries", {"call_id": "not-a-call"})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["attr"] == "call_id"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from uuid import UUID
 
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
@@ -27,13 +28,16 @@ def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[Webhook
 
 
 def webhook_delivery_list(
-    *, endpoint: WebhookEndpoint, status: str | None = None
+    *, endpoint: WebhookEndpoint, status: str | None = None, call_id: UUID | None = None
 ) -> QuerySet[WebhookDelivery]:
-    """The endpoint's deliveries (in one state, if given), newest first, with their
-    event and attempt log."""
+    """The endpoint's deliveries (in one state, of one call's events, if given), newest
+    first, with their event and attempt log."""
     deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
     if status is not None:
         deliveries = deliveries.filter(status=status)
+    if call_id is not None:
+        # A call has a handful of events (webhook_event_call), each delivered once here.
+        deliveries = deliveries.filter(event__call_id=call_id)
     return (
         deliveries.select_related("event")
         .defer("event__body")

@@ -45,6 +45,9 @@ class WebhookDeliveriesQuerySerializer(QueryParamsSerializer):
     status = serializers.ChoiceField(
         choices=DeliveryStatus.choices, required=False, help_text="Only deliveries in this state."
     )
+    call_id = serializers.UUIDField(
+        required=False, help_text="Only deliveries of this call's events."
+    )
 
 
 class WebhookAttemptSerializer(serializers.Serializer):

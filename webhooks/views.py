@@ -142,7 +142,9 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         params = WebhookDeliveriesQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         deliveries = selectors.webhook_delivery_list(
-            endpoint=self._get_endpoint(), status=params.validated_data.get("status")
+            endpoint=self._get_endpoint(),
+            status=params.validated_data.get("status"),
+            call_id=params.validated_data.get("call_id"),
         )
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

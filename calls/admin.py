@@ -274,6 +274,10 @@ class CallAdmin(admin.ModelAdmin):
         if call is not None:
             context.update(self.call_context(call))
             context["can_end"] = not call.is_ended and request.user.has_perm("calls.change_call")
+            if request.user.has_perm("webhooks.view_webhookdelivery"):
+                # What was sent about the call (WebhookDeliveryAdmin takes this lookup).
+                changelist = reverse("admin:webhooks_webhookdelivery_changelist")
+                context["deliveries_url"] = f"{changelist}?event__call={call.pk}"
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def call_context(self, call: Call) -> dict:

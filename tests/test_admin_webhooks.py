@@ -334,3 +334,29 @@ def test_endpoint_search_and_filters_work(
     assert response.status_code == 200
     assert endpoint.url in response.content.decode()
     assert WebhookEndpoint.objects.count() == 1
+
+
+def test_the_call_page_links_to_the_calls_deliveries(
+    admin_client: Client, organization: Organization, endpoint_and_secrets: tuple
+) -> None:
+    """Staff looking into a call see what was sent about it in one click: the call page
+    had no way to its deliveries, and the deliveries' search (a LIKE on three columns
+    across the whole log) is the slow way round."""
+    mine, other = CallFactory(organization=organization), CallFactory(organization=organization)
+    for call in (mine, other):
+        outbox.call_status_changed_record(
+            call_id=call.id,
+            from_status="connecting",
+            to_status="active",
+            end_reason=None,
+            at=timezone.now(),
+        )
+    link = f"{reverse('admin:webhooks_webhookdelivery_changelist')}?event__call={mine.pk}"
+
+    page = admin_client.get(f"/admin/calls/call/{mine.pk}/change/").content.decode()
+    listing = admin_client.get(link)
+
+    assert f'href="{link}"' in page
+    assert listing.status_code == 200
+    shown = [delivery.pk for delivery in listing.context["cl"].result_list]
+    assert shown == [WebhookDelivery.objects.get(event__call=mine).pk]

@@ -13,6 +13,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Organizations and API keys"
 
     def ready(self) -> None:
-        # Keep the staff groups right after every migrate. Hooked on the `calls` app,
-        # the last of ours, so every permission the groups name exists by then.
-        post_migrate.connect(_ensure_groups, sender=apps.get_app_config("calls"))
+        # Keep the staff groups right after every migrate. Hooked on the last installed
+        # app (post_migrate runs app by app), so every permission the groups name, of
+        # whichever app, exists by then.
+        post_migrate.connect(_ensure_groups, sender=list(apps.get_app_configs())[-1])

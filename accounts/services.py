@@ -26,13 +26,18 @@ def api_key_create(
 
 
 SUPPORT_GROUP = "support"
-# Support staff read calls, transcripts and workflows; provider keys and API keys
-# are deliberately absent.
+# Support staff read calls, transcripts and workflows, and what was sent about calls
+# to customers' webhooks (the pages show no signing secret); provider keys, API keys
+# and recordings are deliberately absent, and so is replaying (a change).
 SUPPORT_PERMISSIONS = [
     ("calls", "view_call"),
     ("calls", "view_transcriptentry"),
     ("workflows", "view_workflow"),
     ("workflows", "view_workflowversion"),
+    ("webhooks", "view_webhookendpoint"),
+    ("webhooks", "view_webhookevent"),
+    ("webhooks", "view_webhookdelivery"),
+    ("webhooks", "view_webhookattempt"),
 ]
 
 

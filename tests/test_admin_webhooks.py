@@ -360,3 +360,37 @@ def test_the_call_page_links_to_the_calls_deliveries(
     assert listing.status_code == 200
     shown = [delivery.pk for delivery in listing.context["cl"].result_list]
     assert shown == [WebhookDelivery.objects.get(event__call=mine).pk]
+
+
+def test_support_staff_follow_a_calls_deliveries_and_cannot_replay_them(
+    deliveries: list[WebhookDelivery], endpoint_and_secrets: tuple
+) -> None:
+    """Support reads calls; why a customer's webhook keeps failing (the attempts' status
+    and error, its endpoint disabled and why) was out of their reach: 403."""
+    from django.contrib.auth.models import Group
+
+    user = User.objects.create_user("support", is_staff=True)
+    user.groups.add(Group.objects.get(name="support"))
+    support = Client()
+    support.force_login(user)
+    endpoint, secrets = endpoint_and_secrets
+    delivery = deliveries[0]
+
+    call_page = support.get(f"/admin/calls/call/{delivery.event.call_id}/change/")
+    link = re.search(r'href="([^"]+)">Webhook deliveries<', call_page.content.decode())
+    listing = support.get(link.group(1).replace("&amp;", "&"))
+    page = support.get(reverse("admin:webhooks_webhookdelivery_change", args=[delivery.pk]))
+    endpoint_page = support.get(
+        reverse("admin:webhooks_webhookendpoint_change", args=[endpoint.pk])
+    )
+    replay = support.post(
+        reverse("admin:webhooks_webhookdelivery_changelist"),
+        {"action": "replay", "_selected_action": [deliveries[1].pk]},
+    )
+
+    assert listing.status_code == page.status_code == endpoint_page.status_code == 200
+    assert "HTTP 500" in page.content.decode()
+    assert_no_secret(page.content.decode() + endpoint_page.content.decode(), secrets)
+    assert 'name="_save"' not in endpoint_page.content.decode()
+    assert replay.status_code in (200, 302, 403)
+    assert WebhookDelivery.objects.get(pk=deliveries[1].pk).status == DeliveryStatus.SUCCEEDED

@@ -218,7 +218,7 @@ class ToolRunner:
             raise ToolError(f"{spec['name']} is unavailable.") from exc
         except (httpx.HTTPError, TimeoutError) as exc:
             logger.warning("call %s: tool %s failed: %r", self.call_id, spec["name"], exc)
-            raise ToolError(f"{spec['name']} did not answer in time.") from exc
+            raise ToolError(f"{spec['name']} {_no_answer(exc)}.") from exc
         except AnswerTooLarge as exc:
             logger.warning("call %s: tool %s answered too much", self.call_id, spec["name"])
             raise ToolError(f"{spec['name']}'s answer was too large.") from exc
@@ -226,6 +226,19 @@ class ToolRunner:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _no_answer(exc: Exception) -> str:
+    """Why a tool's endpoint gave no answer, as the model and the transcript tell it: a
+    refused connection said "did not answer in time" had its owner look for a slow
+    endpoint, not a down one."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not be reached"
+    if isinstance(exc, httpx.DecodingError):
+        return "answered in an encoding that cannot be read"
+    return "closed the connection unanswered"
 
 
 def tool_result(name: str, body: bytes, *, plain: bool) -> str:

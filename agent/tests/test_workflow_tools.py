@@ -157,6 +157,9 @@ async def test_a_url_tool_answering_done_without_json_succeeds(answer, result):
         (httpx.Response(500, json={}), "failed (HTTP 500)"),
         (httpx.Response(200, html="<html>"), "did not return JSON"),
         (httpx.ReadTimeout("slow"), "did not answer in time"),
+        # Down, not slow: the customer reading the transcript looks for the right fault.
+        (httpx.ConnectError("[Errno 111] Connection refused"), "could not be reached"),
+        (httpx.RemoteProtocolError("Server disconnected"), "closed the connection unanswered"),
     ],
 )
 async def test_a_failing_url_tool_tells_the_model(answer, message):

@@ -454,6 +454,21 @@ def test_the_call_page_reads_the_transcript_as_a_conversation(staff: Client, org
     assert 'name="_save"' not in html  # read-only: evidence is never edited
 
 
+def test_the_call_page_marks_a_tool_call_that_failed(staff: Client, organization) -> None:
+    """A tool's error reads like its answer in the bubble: the page dropped the line's
+    `is_error`, which the API shows."""
+    call = CallFactory(organization=organization, completed=True)
+    for content, failed in (("save_meal failed (HTTP 500).", True), ('{"saved": true}', False)):
+        tool_call = {"name": "save_meal", "arguments": {}, **({"is_error": True} if failed else {})}
+        TranscriptEntryFactory(call=call, role="tool", content=content, tool_call=tool_call)
+
+    html = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    assert html.count('class="vc-tool-failed"') == 1
+    failed_line = html[html.index("save_meal failed (HTTP 500).") :]
+    assert failed_line.index('class="vc-tool-failed"') < failed_line.index("{&quot;saved")
+
+
 def test_a_call_of_hours_reads_in_hours_minutes_and_seconds(staff: Client, organization) -> None:
     ended = timezone.now()
     started = ended - datetime.timedelta(hours=3, minutes=5, seconds=7)

@@ -302,6 +302,7 @@ class CallAdmin(admin.ModelAdmin):
             "status_colors": {str(status): color for status, color in STATUS_COLORS.items()},
             "transcript": transcript,
             "agent_timeline": call.agent_history,
+            "signals": selectors.call_signals(call=call),
             "metrics_rows": [
                 ("duration", format_seconds(metrics["duration_seconds"])),
                 ("STT latency (mean)", _ms(metrics["stt_latency_ms"])),

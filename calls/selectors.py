@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import math
@@ -16,9 +17,12 @@ from accounts.models import Organization
 from calls.models import (
     LATENCY_COMPONENTS,
     NOT_ENDED_STATUSES,
+    AgentEvent,
+    AgentEventType,
     Call,
     CallChannel,
     CallDirection,
+    LiveKitWebhookEvent,
     MetricSample,
     TranscriptEntry,
     TranscriptRole,
@@ -353,3 +357,39 @@ def _call_statement(
         f" WHERE t0.{quote(Call._meta.get_field('organization').column)} = %s"
         f" AND t0.{quote(call_pk)} = %s"
     )
+
+
+def call_signals(*, call: Call) -> list[dict]:
+    """What moved the call, in time order, for staff: its status changes, the LiveKit
+    webhooks about its room (the ledger keeps them a day: calls.expiry) and the agent's
+    own status reports; each `{at, source, what}`."""
+    from streams.models import CallEvent, CallEventType  # (streams builds on calls)
+
+    changes = CallEvent.objects.filter(call_id=call.pk, type=CallEventType.STATUS)
+    signals = [
+        _signal(
+            datetime.datetime.fromisoformat(data["at"]),
+            "status",
+            f"{data.get('from_status') or '—'} → {data['to_status']}",
+            data.get("end_reason"),
+        )
+        for data in changes.order_by("seq").values_list("data", flat=True)
+        if data and data.get("at")
+    ]
+    heard = LiveKitWebhookEvent.objects.filter(room_name=call.room_name).values_list(
+        "event", "participant_identity", "disconnect_reason", "happened_at", "received_at"
+    )
+    signals += [
+        _signal(happened or received, "LiveKit", " ".join(filter(None, [event, who, why])))
+        for event, who, why, happened, received in heard
+    ]
+    reports = AgentEvent.objects.filter(call_id=call.pk, type=AgentEventType.STATUS)
+    signals += [
+        _signal(at, "agent", str(payload.get("status")), payload.get("reason"))
+        for payload, at in reports.values_list("payload", "timestamp")
+    ]
+    return sorted(signals, key=lambda signal: signal["at"])
+
+
+def _signal(at: datetime.datetime, source: str, what: str, why: str | None = None) -> dict:
+    return {"at": at, "source": source, "what": f"{what} ({why})" if why else what}

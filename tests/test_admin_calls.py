@@ -469,6 +469,33 @@ def test_the_call_page_marks_a_tool_call_that_failed(staff: Client, organization
     assert failed_line.index('class="vc-tool-failed"') < failed_line.index("{&quot;saved")
 
 
+def test_the_call_page_shows_what_ended_the_call_livekit_and_the_agent_said(
+    staff: Client, organization
+) -> None:
+    """Why a call ended as it did: LiveKit's word (who left, its disconnect reason) and
+    the agent's own reports were kept but shown nowhere, so staff read the logs."""
+    from calls.models import AgentEvent
+    from tests.livekit_samples import send
+
+    call = CallFactory(organization=organization, active=True)
+    AgentEvent.objects.create(
+        id=uuid.uuid4(),
+        call=call,
+        type="status",
+        payload={"status": "failed", "reason": "agent_error"},
+        timestamp=timezone.now(),
+    )
+    assert send("participant_left", call.id, reason="CLIENT_INITIATED").status_code == 200
+
+    html = staff.get(f"/admin/calls/call/{call.id}/change/").content.decode()
+
+    signals = html[html.index('id="call-signals"') :]
+    assert "participant_left" in signals and f"user-{call.id}" in signals
+    assert "CLIENT_INITIATED" in signals
+    assert "active → completed (user_hangup)" in signals
+    assert "failed (agent_error)" in signals
+
+
 def test_a_call_of_hours_reads_in_hours_minutes_and_seconds(staff: Client, organization) -> None:
     ended = timezone.now()
     started = ended - datetime.timedelta(hours=3, minutes=5, seconds=7)

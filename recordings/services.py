@@ -176,7 +176,7 @@ def recording_start(*, recording_id: UUID | str) -> str:
         logger.warning("could not start recording call %s: %s", call.pk, exc)
         # Not settled: LiveKit may have started it and its answer was lost (a timeout).
         # Should its webhooks be lost too, `recordings_failed_starts_settle` asks LiveKit.
-        _fail(recording.pk, f"LiveKit could not start the recording: {exc}", settled=False)
+        _fail(recording.pk, f"LiveKit could not start the recording: {exc.summary}", settled=False)
         return "failed"
     return _egress_id_keep(recording.pk, egress_id, where)
 

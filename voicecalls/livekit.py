@@ -31,7 +31,12 @@ T = TypeVar("T")
 
 
 class LiveKitError(Exception):
-    """LiveKit could not be reached or answered with an error."""
+    """LiveKit could not be reached or answered with an error. `summary`: the same
+    without the connection's details (LiveKit's address), for what customers read."""
+
+    def __init__(self, message: str, *, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or message
 
 
 class WebhookSignatureError(Exception):
@@ -231,7 +236,9 @@ def livekit_run(
     except api.TwirpError:
         raise
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-        raise LiveKitError(f"LiveKit unreachable: {exc.__class__.__name__}: {exc}") from exc
+        raise LiveKitError(
+            f"LiveKit unreachable: {exc.__class__.__name__}: {exc}", summary="LiveKit unreachable"
+        ) from exc
 
 
 def _run_coroutine(coroutine: Awaitable[T]) -> T:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from calls.limits import open_call_release
 from calls.models import ENDED_STATUSES, Call, CallStatus
 from calls.signals import call_status_changed
+from voicecalls.logging import log_context
 
 S = CallStatus
 
@@ -121,14 +122,17 @@ def call_transition(
         if updated and to_status in ENDED_STATUSES:
             open_call_release(call_id=call_id)  # every from-state is an open one
         if updated:
-            call_status_changed.send(
-                sender=Call,
-                call_id=call_id,
-                from_status=from_status,
-                to_status=to_status,
-                end_reason=changes.get("end_reason"),
-                at=at,
-            )
+            # What the receivers log (pricing, webhooks, recordings) names the call,
+            # whoever moved it (expire_calls, a command, a task).
+            with log_context(call_id=call_id):
+                call_status_changed.send(
+                    sender=Call,
+                    call_id=call_id,
+                    from_status=from_status,
+                    to_status=to_status,
+                    end_reason=changes.get("end_reason"),
+                    at=at,
+                )
     return updated == 1
 
 

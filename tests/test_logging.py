@@ -483,3 +483,22 @@ def test_a_tasks_lines_name_the_call(organization, fake_llm) -> None:
 
     line = next(r for r in seen if r.getMessage() == "analysis request failed")
     assert line.call_id == str(call.id)
+
+
+def test_what_a_calls_end_logs_names_the_call(api, agent_api, workflow) -> None:
+    """A call ended off any request of its own (expire_calls, a command): what its end
+    logged (here its pricing, past what a cost holds) named no call."""
+    from calls.lifecycle import call_transition
+    from tests.factories import CallFactory
+    from tests.test_call_cost import LLM, report, usage
+
+    override = {"component": "llm_prompt", "provider": "openai", "model": "*"}
+    api.post("/api/v1/prices/overrides", {**override, "unit_price_usd": "99999999"}, format="json")
+    call = CallFactory(organization=workflow.organization, workflow=workflow, active=True)
+    assert report(agent_api, call, usage(LLM)).status_code == 200
+
+    with records_of("billing.cost") as seen:
+        assert call_transition(call_id=call.pk, to_status="timeout", end_reason="max_duration")
+
+    line = next(r for r in seen if "beyond what is stored" in r.getMessage())
+    assert line.call_id == str(call.id)

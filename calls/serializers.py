@@ -273,7 +273,10 @@ class CallSerializer(_CallBaseSerializer):
     phone_number = serializers.CharField(allow_null=True, help_text="Phone calls: whom (E.164).")
     from_number = serializers.CharField(allow_null=True, help_text="Phone calls: caller id.")
     sip_status_code = serializers.IntegerField(
-        allow_null=True, help_text="Phone calls that failed: the carrier's SIP status code."
+        allow_null=True,
+        help_text="Phone calls that failed: the carrier's SIP status code. Null when no "
+        "carrier answered: the phone rang out (`no_answer`), was never dialed, or LiveKit "
+        "itself failed to place the call (`sip_error` without a code).",
     )
     sip_status = serializers.CharField(
         allow_null=True, help_text="Phone calls that failed: the SIP status text."

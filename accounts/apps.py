@@ -14,6 +14,7 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # Keep the staff groups right after every migrate. Hooked on the last installed
-        # app (post_migrate runs app by app), so every permission the groups name, of
-        # whichever app, exists by then.
-        post_migrate.connect(_ensure_groups, sender=list(apps.get_app_configs())[-1])
+        # app with models (post_migrate is sent app by app, to those only), so every
+        # permission the groups name, of whichever app, exists by then.
+        last = [config for config in apps.get_app_configs() if config.models_module][-1]
+        post_migrate.connect(_ensure_groups, sender=last)

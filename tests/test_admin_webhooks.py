@@ -427,3 +427,27 @@ def test_deliveries_search_finds_a_calls_an_events_or_an_endpoints_by_index(
         q["sql"] for q in queries.captured_queries if "webhooks_webhookdelivery" in q["sql"]
     ]
     assert not [sql for sql in deliveries if "LIKE" in sql.upper()]
+
+
+@pytest.mark.parametrize("by", ["call id", "event id"])
+def test_events_search_finds_a_calls_or_an_event_by_index(
+    admin_client: Client, organization: Organization, endpoint_and_secrets: tuple, by: str
+) -> None:
+    mine, other = CallFactory(organization=organization), CallFactory(organization=organization)
+    for call in (mine, other):
+        outbox.call_status_changed_record(
+            call_id=call.id,
+            from_status="connecting",
+            to_status="active",
+            end_reason=None,
+            at=timezone.now(),
+        )
+    event = WebhookDelivery.objects.get(event__call=mine).event
+    term = {"call id": str(mine.id), "event id": event.id}[by]
+
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client.get(reverse("admin:webhooks_webhookevent_changelist"), {"q": term})
+
+    assert [e.pk for e in listing.context["cl"].result_list] == [event.pk]
+    events = [q["sql"] for q in queries.captured_queries if "webhooks_webhookevent" in q["sql"]]
+    assert not [sql for sql in events if "LIKE" in sql.upper()]

@@ -21,6 +21,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import (
     AgentSession,
+    APIConnectOptions,
     AutoSubscribe,
     JobContext,
     JobProcess,
@@ -67,6 +68,10 @@ MAX_TOOL_STEPS = 5
 # its 4th in a row (`max_unrecoverable_errors`, 3), and a refused STT key fails again
 # every half second: that close cut the apology short. Past this many, it still does.
 MAX_UNRECOVERABLE_ERRORS = 100
+# The caller hears nothing while the model is asked: livekit-agents' defaults (10 s an
+# attempt, 3 retries) left 46 s of silence before a model that never answers got the
+# apology. Its FallbackAdapter's attempt (5 s), retried once at once: at most ~10 s.
+LLM_CONN_OPTIONS = APIConnectOptions(max_retry=1, timeout=5.0)
 ENDED_STATUSES = frozenset({"completed", "failed", "disconnected", "timeout"})
 
 
@@ -156,7 +161,9 @@ def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str,
         },
         "user_away_timeout": settings.get("silence_timeout_seconds") or DEFAULT_USER_AWAY_TIMEOUT,
         "max_tool_steps": MAX_TOOL_STEPS,
-        "conn_options": SessionConnectOptions(max_unrecoverable_errors=MAX_UNRECOVERABLE_ERRORS),
+        "conn_options": SessionConnectOptions(
+            llm_conn_options=LLM_CONN_OPTIONS, max_unrecoverable_errors=MAX_UNRECOVERABLE_ERRORS
+        ),
     }
 
 

@@ -44,6 +44,9 @@ class Outcome:
     usage: object = None
     # The model the answer names, when not the one asked (OpenAI names a dated snapshot).
     model: str | None = None
+    # A streamed answer (a request with `"stream": true`, as voice agents send) ends
+    # after this many of its chunks with the connection dropped: no end, no usage.
+    drop_after: int | None = None
 
     @classmethod
     def answer(cls, value: object, delay: float = 0.0, **kwargs: object) -> Outcome:
@@ -103,6 +106,51 @@ def _array_without_items(schema: object, context: tuple) -> tuple | None:
     return None
 
 
+PROMPT_TOKENS, COMPLETION_TOKENS = 40, 7
+
+
+def _stream(handler: BaseHTTPRequestHandler, outcome: Outcome, *, model: str | None) -> None:
+    """The answer as OpenAI streams it: server-sent events in a chunked body, a chunk a
+    word, the finish, the usage, `[DONE]`; or cut off after `drop_after` chunks."""
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+    words = outcome.content.split(" ")
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": w + " " * (i < len(words) - 1)}}]}
+        for i, w in enumerate(words)
+    ]
+    chunks += [
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {
+            **base,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": COMPLETION_TOKENS,
+                "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            },
+        },
+    ]
+    events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+    events.append(b"data: [DONE]\n\n")
+    if outcome.drop_after is not None:
+        events = events[: outcome.drop_after]
+    handler.protocol_version = "HTTP/1.1"
+    try:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for event in events:
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            handler.wfile.flush()
+            time.sleep(outcome.drip)
+        if outcome.drop_after is None:
+            handler.wfile.write(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    handler.close_connection = True
+
+
 class FakeLLM:
     def __init__(self, outcomes: list[Outcome] | None = None, default: Outcome | None = None):
         self.outcomes = list(outcomes or [])
@@ -129,6 +177,9 @@ class FakeLLM:
                         outcome = fake.outcomes.pop(0) if fake.outcomes else fake.default
                 if outcome.delay:
                     time.sleep(outcome.delay)
+                if outcome.status == 200 and json.loads(body).get("stream"):
+                    _stream(self, outcome, model=json.loads(body).get("model"))
+                    return
                 if outcome.status == 200:
                     payload = {
                         "id": "chatcmpl-fake",

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from livekit.agents import AgentSession, RunContext
+from livekit.agents import AgentSession, APIConnectionError, APIStatusError, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.api import AgentAPI
@@ -40,6 +40,18 @@ SILENCE_INSTRUCTIONS = (
     "The caller has said nothing for a while. Ask, in one short sentence, whether they "
     "are still there."
 )
+
+
+def cut_off_answer(error: Any) -> bool:
+    """An LLM error a retry would have mended (the connection lost or timed out, the
+    provider overloaded), not retried only because part of the answer was already out:
+    the plugin marks it not retryable, so the caller does not hear that part twice."""
+    cause = getattr(error, "error", None)
+    if getattr(error, "type", None) != "llm_error" or getattr(cause, "retryable", True):
+        return False
+    if isinstance(cause, APIStatusError):
+        return cause.status_code >= 500 or cause.status_code in (408, 429)
+    return isinstance(cause, APIConnectionError)
 
 
 def describe_error(error: Any) -> str:
@@ -77,6 +89,8 @@ class CallRuntime:
         self.turn_index = 0
         self._late = late
         self._silence_prompted = False
+        # An answer cut off this caller turn was asked again (`_on_error`).
+        self._answer_asked_again = False
         self._max_duration: asyncio.TimerHandle | None = None
         self._pending_user: dict | None = None
         self._tokens_seen = 0
@@ -315,6 +329,7 @@ class CallRuntime:
 
     def _on_user_turn(self, metrics: dict) -> None:
         self._silence_prompted = False
+        self._answer_asked_again = False
         if self._pending_user is not None:  # a user turn that got no reply
             self._report_turn(self._pending_user)
         self._pending_user = user_turn_sample(metrics, self._components.provider_names)
@@ -393,9 +408,21 @@ class CallRuntime:
             self._on_silence()
 
     def _on_error(self, event: Any) -> None:
-        # A recoverable error is retried by livekit-agents; any other ends the call.
-        if not getattr(event.error, "recoverable", True):
-            self.spawn(self.fatal(describe_error(event.error)))
+        # A recoverable error is retried by livekit-agents; any other ends the call, but
+        # for one answer cut off mid-way (a network blip), asked again once a caller turn.
+        if getattr(event.error, "recoverable", True):
+            return
+        if cut_off_answer(event.error) and not self._answer_asked_again and not self.ended:
+            self._answer_asked_again = True
+            logger.warning(
+                "call %s: an answer was cut off, asked again: %s",
+                self.call_id,
+                redacted(describe_error(event.error))[:MAX_ERROR_CHARS],
+            )
+            if self.session is not None:
+                self.session.generate_reply()
+            return
+        self.spawn(self.fatal(describe_error(event.error)))
 
     def _on_close(self, event: Any) -> None:
         # Runs before the job's own close handler (attached first), so the final totals

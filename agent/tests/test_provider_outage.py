@@ -78,3 +78,67 @@ async def test_a_model_that_never_answers_gets_the_apology_within_ten_seconds(
     ]
     assert lines[3][0] == "system" and "APITimeoutError" in lines[3][1]
     assert deleted_rooms(fake_livekit, room) == 1
+
+
+async def test_an_answer_cut_off_by_a_dropped_connection_is_asked_again_and_the_call_goes_on(
+    web: Web, fake_livekit, fake_llm: FakeLLM
+) -> None:
+    """The connection drops three words into the answer. The plugin cannot retry what
+    was half said (the caller would hear it twice in one breath), and an error it does
+    not retry is unrecoverable: the call ended `failed` with the apology, over one
+    network blip. The model is asked again instead, and the call goes on."""
+    answer = "Glad to hear it. What did you eat today?"
+    fake_llm.outcomes = [Outcome(content=answer, drop_after=3)]
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = OpenAIProviders(fake_llm)
+    async with live_job(room_name=room, call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime, session = await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)  # the greeting
+        providers.stt.hear("I'm fine, thanks")
+        await wait_until(lambda: answer in providers.tts.spoken, timeout=15)
+        # Heard: the cut-off words, then the whole answer.
+        await wait_until(lambda: len(providers.speaker.finished) == 3)
+        providers.stt.hear("Some soup")
+        await wait_until(lambda: len(fake_llm.requests) == 3, timeout=15)
+        await wait_until(lambda: job.reporter.pending == 0 and len(providers.speaker.finished) == 4)
+        assert not runtime.ended
+        await session.aclose()
+        assert await live.finish() == "session closed: user_initiated"
+
+    assert providers.tts.spoken == [GREETING, "Glad to hear", answer, answer]
+    ended = web.call(call_id)
+    assert ended["status"] == "active"  # the caller's leaving is LiveKit's to tell
+    assert said(web.transcript(call_id)) == [
+        ("assistant", GREETING),
+        ("user", "I'm fine, thanks"),
+        ("assistant", "Glad to hear "),
+        ("assistant", answer),
+        ("user", "Some soup"),
+        ("assistant", answer),
+    ]
+
+
+async def test_an_answer_cut_off_twice_in_a_row_fails_the_call_with_the_apology(
+    web: Web, fake_livekit, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = Outcome(content="Glad to hear it. What did you eat today?", drop_after=3)
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = OpenAIProviders(fake_llm)
+    async with live_job(room_name=room, call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime, _ = await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)  # the greeting
+        providers.stt.hear("I'm fine, thanks")
+        assert await live.finish() == "session closed: user_initiated"
+
+    assert len(fake_llm.requests) == 2
+    apology = runtime.settings["error_message"]
+    assert " ".join(providers.tts.spoken[-2:]) == apology
+    ended = web.call(call_id)
+    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
+    lines = said(web.transcript(call_id))
+    assert lines[-2] == ("assistant", apology)
+    assert lines[-1][0] == "system" and "APIConnectionError" in lines[-1][1]

@@ -30,7 +30,7 @@ from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
 logger = logging.getLogger("voicecalls.agent.call")
 
-MAX_ERROR_CHARS = 300
+MAX_ERROR_CHARS = 1000
 # A tool line's least distance after the assistant line before it (the transcript is
 # ordered by time).
 TOOL_AFTER_SPEECH = 0.001
@@ -57,6 +57,14 @@ def cut_off_answer(error: Any) -> bool:
 def describe_error(error: Any) -> str:
     cause = getattr(error, "error", error)
     return f"{getattr(error, 'type', 'error')} in {getattr(error, 'label', '?')}: {cause!r}"
+
+
+def fallbacks_failed(error: Any, failures: list[str]) -> str:
+    """A FallbackAdapter's error (every choice failed, it says, and not why) with why
+    each choice did; any other error as `describe_error` has it."""
+    if not failures or not str(getattr(error, "label", "")).endswith("FallbackAdapter"):
+        return describe_error(error)
+    return f"{getattr(error, 'type', 'error')}, every choice failed: " + "; ".join(failures)
 
 
 class CallRuntime:
@@ -422,7 +430,7 @@ class CallRuntime:
             if self.session is not None:
                 self.session.generate_reply()
             return
-        self.spawn(self.fatal(describe_error(event.error)))
+        self.spawn(self.fatal(self._describe(event.error)))
 
     def _on_close(self, event: Any) -> None:
         # Runs before the job's own close handler (attached first), so the final totals
@@ -432,4 +440,8 @@ class CallRuntime:
         if self.session is not None:
             self._report_usage(self.session.usage.model_usage, final=True)
         if event.error is not None:
-            self.fail(describe_error(event.error))
+            self.fail(self._describe(event.error))
+
+    def _describe(self, error: Any) -> str:
+        component = str(getattr(error, "type", "")).removesuffix("_error")
+        return fallbacks_failed(error, self._components.failures(component))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from agent.languages import MULTILINGUAL, primary_subtag
 logger = logging.getLogger("voicecalls.agent.providers")
 
 COMPONENTS = ("stt", "llm", "tts")
+# A fallback's error this recent is part of why its adapter gave up.
+FAILURE_RECENT_SECONDS = 60.0
 
 
 class ComponentError(Exception):
@@ -207,6 +210,10 @@ def fallback_adapter(component: str, instances: list, *, vad: Any = None) -> Any
     return tts.FallbackAdapter(instances)
 
 
+def _named(config: dict) -> str:
+    return f"{config['provider']} {config.get('model') or ''}".strip()
+
+
 class ComponentCache:
     """Builds each distinct component (with its fallbacks) once per call, shared by the
     agents that use it."""
@@ -228,6 +235,8 @@ class ComponentCache:
         self.provider_names: dict[tuple[str, str], str] = {}
         # Every plugin instance built, fallbacks included: (component, instance).
         self._instances: list[tuple[str, Any]] = []
+        # Each choice behind a FallbackAdapter: its latest error, by component, provider.
+        self._failures: dict[tuple[str, str], Any] = {}
 
     def instances(self, component: str) -> list:
         """The plugin instances built for `component` so far, each fallback on its own
@@ -241,13 +250,35 @@ class ComponentCache:
         key = json.dumps([component, config], sort_keys=True)
         if key not in self._built:
             primary = self._build_one(component, config)
-            instances = [primary, *self._fallbacks(component, config)]
-            self._built[key] = (
-                primary
-                if len(instances) == 1
-                else fallback_adapter(component, instances, vad=self._vad)
-            )
+            choices = [(_named(config), primary), *self._fallbacks(component, config)]
+            if len(choices) == 1:
+                self._built[key] = primary
+            else:
+                for provider, instance in choices:
+                    self._watch(component, provider, instance)
+                instances = [instance for _, instance in choices]
+                self._built[key] = fallback_adapter(component, instances, vad=self._vad)
         return self._built[key]
+
+    def _watch(self, component: str, provider: str, instance: Any) -> None:
+        """livekit-agents' FallbackAdapter gives up saying only that every choice failed
+        (each one's error is only logged): keep each one's, to say why."""
+
+        def failed(error: Any) -> None:
+            self._failures[(component, provider)] = error
+
+        if hasattr(instance, "on"):
+            instance.on("error", failed)
+
+    def failures(self, component: str) -> list[str]:
+        """`provider model: error` for each choice behind `component`'s FallbackAdapter
+        that failed lately, in the order they first failed."""
+        recent = time.time() - FAILURE_RECENT_SECONDS
+        return [
+            f"{provider}: {getattr(error, 'error', error)!r}"
+            for (kind, provider), error in self._failures.items()
+            if kind == component and getattr(error, "timestamp", 0) >= recent
+        ]
 
     def _build_one(self, component: str, config: dict) -> Any:
         instance = self._build(component, config, self._language)
@@ -257,13 +288,13 @@ class ComponentCache:
             self.provider_names[(component, label)] = config["provider"]
         return instance
 
-    def _fallbacks(self, component: str, config: dict) -> list:
-        # A fallback that cannot be built (no key) is left out: the call still runs on
-        # the first choice, and on the fallbacks that can.
+    def _fallbacks(self, component: str, config: dict) -> list[tuple[str, Any]]:
+        """(provider, instance) of each fallback. One that cannot be built (no key) is
+        left out: the call still runs on the first choice, and on the fallbacks that can."""
         instances = []
         for fallback in config.get("fallbacks") or []:
             try:
-                instances.append(self._build_one(component, fallback))
+                instances.append((_named(fallback), self._build_one(component, fallback)))
             except ComponentError as exc:
                 logger.warning(
                     "%s fallback %s left out: %s", component, fallback.get("provider"), exc

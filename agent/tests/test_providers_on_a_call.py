@@ -98,3 +98,31 @@ async def test_the_calls_language_goes_to_its_stt_and_tts(web: Web) -> None:
     assert {lang for *_, lang in unsupported} == {"es"}
     assert {lang for *_, lang in not_a_language} == {"es"}
     assert {lang for *_, lang in by_default} == {None}
+
+
+async def test_when_every_llm_fails_the_failure_says_why_each_one_did(web: Web) -> None:
+    """livekit-agents' FallbackAdapter fails with "all LLMs failed ([labels])" and
+    nothing of why: a customer whose key was revoked read no 401 anywhere."""
+    web.add_key("llm", "anthropic")
+    web.create_workflow(
+        "both-down",
+        llm={**DEMO_LLM, "fallbacks": [{"provider": "anthropic", "model": "claude-haiku-4-5"}]},
+    )
+    created = web.create_call(workflow_slug="both-down", user_data={"name": "Ada"})
+    call_id = created["call_id"]
+    first = ScriptedLLM([], after=fail(401, retryable=False), provider="openai")
+    fallback = ScriptedLLM([], after=fail(429), provider="anthropic")
+    providers = Providers(llm_openai=first, llm_anthropic=fallback)
+    async with live_job(room_name=created["room_name"], call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)
+        providers.stt.hear("I'm fine, thanks")
+        await live.finish()
+
+    ended = web.call(call_id)
+    assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
+    (failure,) = [line["content"] for line in web.transcript(call_id) if line["role"] == "system"]
+    assert failure.startswith("agent_error: llm_error, every choice failed: ")
+    assert "openai gpt-4.1-mini: APIStatusError('scripted provider error 401'" in failure
+    assert "anthropic claude-haiku-4-5: APIStatusError('scripted provider error 429'" in failure

@@ -70,8 +70,9 @@ MAX_TOOL_STEPS = 5
 MAX_UNRECOVERABLE_ERRORS = 100
 # The caller hears nothing while the model is asked: livekit-agents' defaults (10 s an
 # attempt, 3 retries) left 46 s of silence before a model that never answers got the
-# apology. Its FallbackAdapter's attempt (5 s), retried once at once: at most ~10 s.
-LLM_CONN_OPTIONS = APIConnectOptions(max_retry=1, timeout=5.0)
+# apology. Its FallbackAdapter's attempt (5 s), retried twice (a provider's 5xx or 429
+# burst gets a second): at most ~16 s.
+LLM_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=5.0)
 ENDED_STATUSES = frozenset({"completed", "failed", "disconnected", "timeout"})
 
 

@@ -428,7 +428,8 @@ class CallRuntime:
                 redacted(describe_error(event.error))[:MAX_ERROR_CHARS],
             )
             if self.session is not None:
-                self.session.generate_reply()
+                with contextlib.suppress(RuntimeError):  # the session is closing already
+                    self.session.generate_reply()
             return
         self.spawn(self.fatal(self._describe(event.error)))
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from livekit.agents import llm
+from livekit.agents import APIConnectionError, llm
 from livekit.agents.metrics.usage import AgentSessionUsage, LLMModelUsage, TTSModelUsage
 
 from agent.api import AgentAPI
@@ -353,3 +353,26 @@ async def test_a_call_that_ended_before_its_maximum_duration_is_left_alone() -> 
     await runtime.reporter.flush()
 
     assert [e["status"] for e in endpoint.sent() if e["type"] == "status"] == ["active"]
+
+
+async def test_an_answer_cut_off_as_the_session_closes_is_left_alone() -> None:
+    """The model is asked again for an answer a lost connection cut off, unless the
+    session is closing already (the caller left): nothing to answer, nothing raised."""
+    endpoint = EventsEndpoint()
+    runtime = runtime_with(endpoint)
+
+    def closing(**kwargs: object) -> None:
+        raise RuntimeError("AgentSession isn't running")
+
+    runtime.session.generate_reply = closing
+    cut_off = llm.LLMError(
+        timestamp=time.time(),
+        label="openai.LLM",
+        error=APIConnectionError(retryable=False),
+        recoverable=False,
+    )
+    runtime._on_error(SimpleNamespace(error=cut_off))
+    await runtime.reporter.aclose()
+
+    assert not runtime.ended
+    assert endpoint.sent() == []

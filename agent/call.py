@@ -99,6 +99,9 @@ class CallRuntime:
         self._silence_prompted = False
         # An answer cut off this caller turn was asked again (`_on_error`).
         self._answer_asked_again = False
+        # When the last answer was cut off: one whose reply began before (the session
+        # adds its first words as an item after the error) was heard cut off.
+        self._cut_off_at = 0.0
         self._max_duration: asyncio.TimerHandle | None = None
         self._pending_user: dict | None = None
         self._tokens_seen = 0
@@ -326,7 +329,9 @@ class CallRuntime:
                 role=item.role,
                 content=item.text_content,
                 agent_name=self.agent_name(),
-                interrupted=item.interrupted if item.role == "assistant" else None,
+                interrupted=(item.interrupted or item.created_at < self._cut_off_at)
+                if item.role == "assistant"
+                else None,
                 timestamp=spoken_at,
             )
         if item.role == "user":
@@ -422,6 +427,7 @@ class CallRuntime:
             return
         if cut_off_answer(event.error) and not self._answer_asked_again and not self.ended:
             self._answer_asked_again = True
+            self._cut_off_at = getattr(event.error, "timestamp", 0.0)
             logger.warning(
                 "call %s: an answer was cut off, asked again: %s",
                 self.call_id,

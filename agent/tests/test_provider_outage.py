@@ -145,6 +145,15 @@ async def test_an_answer_cut_off_by_a_dropped_connection_is_asked_again_and_the_
         ("user", "Some soup"),
         ("assistant", answer),
     ]
+    # The caller heard those first words cut off.
+    assert [line.get("interrupted") for line in web.transcript(call_id)] == [
+        False,
+        None,
+        True,
+        False,
+        None,
+        False,
+    ]
 
 
 async def test_an_answer_cut_off_twice_in_a_row_fails_the_call_with_the_apology(

@@ -275,7 +275,7 @@ WHERE c.started_at IS NOT NULL AND c.ended_at IS NOT NULL
 """
 _LINE = (
     '{{"component": "{}", "provider": "{}", "model": "{}", "quantity": "{}", "unit": "{}",'
-    ' "unit_price_usd": "{}", "amount_usd": "{}"}}'
+    ' "unit_price_usd": "{}", "amount_usd": "{}", "phase": "call"}}'
 )
 COST_BREAKDOWN = (
     "["

@@ -38,3 +38,23 @@ def test_the_bench_prices_its_calls_as_the_stack_keeps_them(workflow) -> None:
     )
 
     assert len(CallCost.objects.get(call=call).usage_sessions) == 2
+
+
+def test_the_bench_s_cost_lines_hold_the_fields_the_stack_writes() -> None:
+    """The bench compares each body with its floor's, which renders the stored lines as
+    they are: lines without a field the stack now writes (`phase`) broke the detail's
+    scenario."""
+    import json
+
+    from bench.load import COST_BREAKDOWN, COST_USAGE
+    from billing.cost import call_cost_compute
+    from billing.prices import platform_prices
+
+    cost = call_cost_compute(
+        usage=json.loads(COST_USAGE),
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=3),
+        prices=platform_prices(),
+    )
+    written = {frozenset(line) for line in cost.breakdown}
+    assert {frozenset(line) for line in json.loads(COST_BREAKDOWN)} == written

@@ -1,7 +1,8 @@
 """Erasure: every call of one user in an organization loses its personal data, in
 batches run by a task (`privacy.tasks.erasure_run_task`), resumable and safe to run
 twice at once (a lease on the erasure row, each write of a run fenced by its own;
-row locks on the calls).
+row locks on the calls). A batch holds at most `batch_size` calls and, but for a single
+longer call, `batch_lines` transcript lines (scrub.within_lines), as retention's do.
 
 Which calls: `user_id` equal to the given id; when that id is an E.164 number, also the
 phone calls where it is the person's number (the callee of an outbound call, the caller
@@ -112,6 +113,7 @@ def erasure_run(
     erasure_id: UUID | str,
     now: datetime.datetime | None = None,
     batch_size: int = scrub.BATCH_SIZE,
+    batch_lines: int = scrub.BATCH_LINES,
     max_batches: int = MAX_BATCHES_PER_RUN,
 ) -> str | None:
     """Run the erasure for up to `max_batches` batches; its status afterwards, or None
@@ -135,7 +137,12 @@ def erasure_run(
         return None
     try:
         return _batches_run(
-            erasure_id, lease=lease, now=now, batch_size=batch_size, max_batches=max_batches
+            erasure_id,
+            lease=lease,
+            now=now,
+            batch_size=batch_size,
+            batch_lines=batch_lines,
+            max_batches=max_batches,
         )
     except _LeaseLost:
         logger.warning("erasure %s: another run took it over; this one stops", erasure_id)
@@ -152,6 +159,7 @@ def _batches_run(
     lease: datetime.datetime,
     now: datetime.datetime,
     batch_size: int,
+    batch_lines: int,
     max_batches: int,
 ) -> str:
     erasure = Erasure.objects.get(pk=erasure_id)
@@ -161,7 +169,7 @@ def _batches_run(
     for _ in range(max_batches):
         try:
             ids = _batch_recordings_delete(
-                erasure_id=erasure.pk, calls=calls, batch_size=batch_size
+                erasure_id=erasure.pk, calls=calls, batch_size=batch_size, batch_lines=batch_lines
             )
         except StorageError as exc:
             logger.warning("erasure %s: a recording could not be deleted: %s", erasure.pk, exc)
@@ -206,7 +214,7 @@ def _batch_rows(calls: QuerySet[Call]) -> QuerySet[Call]:
 
 
 def _batch_recordings_delete(
-    *, erasure_id: UUID, calls: QuerySet[Call], batch_size: int
+    *, erasure_id: UUID, calls: QuerySet[Call], batch_size: int, batch_lines: int
 ) -> list[UUID]:
     """Delete the recordings of the calls the next batch takes, before it locks them:
     the storage is asked outside any transaction; those calls' ids. StorageError: retry
@@ -214,8 +222,11 @@ def _batch_recordings_delete(
     rows = _batch_rows(calls)
     # Calls still open go in a batch of their own: their agent's events, LiveKit's
     # webhooks and transfers wait on their rows, never for hundreds of ended calls.
-    ids = list(rows.filter(ended_at__isnull=True).values_list("id", flat=True)[:batch_size])
-    ids = ids or list(rows.values_list("id", flat=True)[:batch_size])
+    taken = list(rows.filter(ended_at__isnull=True).values_list("id")[:batch_size])
+    taken = taken or list(rows.values_list("id")[:batch_size])
+    # Its work (lines rewritten, reports carrying them rebuilt) and so how long it holds
+    # the calls' rows grows with their lines: a long call goes alone.
+    ids = [call_id for (call_id,) in scrub.within_lines(taken, batch_lines=batch_lines)]
     # Counted in the transaction marking them: a run killed between the two would
     # leave them deleted, never to be found again, and uncounted.
     recordings_delete(call_ids=ids, counted=partial(_recordings_deleted_count, erasure_id))

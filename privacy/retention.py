@@ -20,18 +20,14 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Organization
-from calls.models import ENDED_STATUSES, Call, TranscriptEntry
+from calls.models import ENDED_STATUSES, Call
 from privacy import scrub
 from privacy.recordings import recordings_expire
 from webhooks.retention import webhook_history_prune
-
-# Calls whose lines the first statement counts, each next one twice as many (see
-# _within_lines).
-_COUNT_FIRST = 10
 
 
 @dataclass
@@ -117,7 +113,7 @@ def _batch(
     if not calls:
         return False
     locked = len(calls)
-    calls = _within_lines(calls, batch_lines=batch_lines)
+    calls = scrub.within_lines(calls, batch_lines=batch_lines)
     ids = [call_id for call_id, _, _ in calls]
     expire(calls=calls, ids=ids, result=result)
     Call.objects.filter(pk__in=ids).update(**{marker: now})
@@ -126,28 +122,6 @@ def _batch(
     result.batches += 1
     # The calls locked but left out (over the lines) are the next batch's.
     return len(calls) < locked or locked == batch_size
-
-
-def _within_lines(calls: list[tuple], *, batch_lines: int) -> list[tuple]:
-    """The first of `calls` whose transcripts hold at most `batch_lines` lines in all,
-    at least one. Counted through transcript_call_order a chunk of calls at a time, each
-    twice the last: a batch of long calls stops having counted about twice the calls it
-    takes (not all it locked), one of short calls counts in a few statements."""
-    lines, start, size = 0, 0, _COUNT_FIRST
-    while start < len(calls):
-        chunk = [call_id for call_id, _, _ in calls[start : start + size]]
-        counts = dict(
-            TranscriptEntry.objects.filter(call_id__in=chunk)
-            .order_by()
-            .values_list("call_id")
-            .annotate(Count("id"))
-        )
-        for n, call_id in enumerate(chunk, start=start):
-            lines += counts.get(call_id, 0)
-            if n and lines > batch_lines:
-                return calls[:n]
-        start, size = start + size, size * 2
-    return calls
 
 
 def _transcripts_expire(*, calls: list, ids: list[UUID], result: RetentionResult) -> None:

@@ -1,4 +1,5 @@
-"""What retention and erasure do to a batch of calls, one statement per table.
+"""What retention and erasure do to a batch of calls, one statement per table, and how
+many calls a batch takes (`within_lines`).
 
 Each function takes the ids of at most a batch of calls (privacy.BATCH_SIZE) whose rows
 the caller holds locked in its transaction, so agent events, analyses and end-of-call
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from analysis.models import AnalysisStatus, CallAnalysis
@@ -34,11 +35,36 @@ from webhooks.outbox import call_event_bodies_rebuild
 
 # Calls per transaction: bounded IN lists and short row locks.
 BATCH_SIZE = 500
-# Transcript lines per retention transaction: 500 calls of 5,000 lines held their rows
-# ~22 s; this many, at that rate, about half a second. A longer call goes alone.
+# Transcript lines per retention or erasure transaction: 500 calls of 5,000 lines held
+# their rows ~22 s; this many, at that rate, about half a second. A longer call goes alone.
 BATCH_LINES = 50_000
+# Calls whose lines within_lines counts first, each next statement twice as many.
+_COUNT_FIRST = 10
 # Far longer than any request creating a call takes.
 _RECORD_BEFORE_CALL = datetime.timedelta(hours=1)
+
+
+def within_lines(calls: list[tuple], *, batch_lines: int) -> list[tuple]:
+    """The first of `calls` (rows whose first item is the call's id) whose transcripts
+    hold at most `batch_lines` lines in all, at least one. Counted through
+    transcript_call_order a chunk of calls at a time, each twice the last: a batch of
+    long calls stops having counted about twice the calls it takes (not all it read),
+    one of short calls counts in a few statements."""
+    lines, start, size = 0, 0, _COUNT_FIRST
+    while start < len(calls):
+        chunk = [row[0] for row in calls[start : start + size]]
+        counts = dict(
+            TranscriptEntry.objects.filter(call_id__in=chunk)
+            .order_by()
+            .values_list("call_id")
+            .annotate(Count("id"))
+        )
+        for n, call_id in enumerate(chunk, start=start):
+            lines += counts.get(call_id, 0)
+            if n and lines > batch_lines:
+                return calls[:n]
+        start, size = start + size, size * 2
+    return calls
 
 
 def transcript_delete(*, call_ids: Sequence[UUID]) -> int:

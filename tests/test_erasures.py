@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -31,6 +32,7 @@ from privacy.erasure import erasure_create, erasure_run, erasures_wake_due
 from privacy.keys import room_name_erased, user_id_hash
 from privacy.models import Erasure, ErasureStatus
 from tests.conftest import bearer_client
+from tests.factories import TranscriptEntryFactory
 from tests.fake_llm import FakeLLM, Outcome
 from tests.privacy import (
     CALLEE,
@@ -283,6 +285,40 @@ def test_an_open_call_is_erased_in_a_batch_of_its_own_not_among_ended_calls(
 
     assert (erasure.calls_erased, erasure.calls_waiting, erasure.batches) == (4, 1, 2)
     assert all(transcript(call) == ERASED_LINES for call in [*ended, live])
+
+
+def test_a_batch_erases_at_most_its_line_budget_and_a_longer_call_goes_alone(
+    organization, key
+) -> None:
+    """A batch's transaction (the calls' rows locked) took 500 calls whatever their
+    lines: a user of long calls (5,000 lines each) had 2.5 million lines rewritten and
+    their reports rebuilt while every one of those rows was held. Calls are taken in id
+    order until their lines would pass `batch_lines`; a longer call goes alone, whole."""
+    sizes = [4, 4, 4, 12, 2, 2, 2]
+    calls = sorted((personal_call(organization) for _ in sizes), key=lambda call: call.pk)
+    for call, size in zip(calls, sizes, strict=True):
+        TranscriptEntryFactory.create_batch(size - 2, call=call)
+
+    with CaptureQueriesContext(connection) as queries:
+        erasure = erase(organization, key, "user-123", batch_lines=8)
+
+    updates = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('UPDATE "calls_transcriptentry"')
+    ]
+    batches = [
+        [
+            size
+            for call, size in zip(calls, sizes, strict=True)
+            if call.pk.hex in sql.replace("-", "")
+        ]
+        for sql in updates
+    ]
+    assert batches == [[4, 4], [4], [12], [2, 2, 2]]
+    assert (erasure.status, erasure.batches, erasure.calls_erased) == ("completed", 4, 7)
+    assert erasure.transcript_lines_erased == 30
+    assert not TranscriptEntry.objects.exclude(content=ERASED_CONTENT).exists()
 
 
 def test_an_erasure_of_10000_calls_runs_in_batches_over_several_runs(organization, key):

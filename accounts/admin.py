@@ -15,6 +15,7 @@ from rest_framework_api_key.models import APIKey as UnusedLibraryAPIKey
 from accounts.api import OUTBOUND_LIMITS
 from accounts.models import APIKey, Organization
 from accounts.services import organization_reinstate, organization_suspend
+from providerkeys.admin_deletes import SecretsDeferredDeletes
 from telephony.admin import LiveKitDeletes
 from telephony.guard import caller_id_pick
 from telephony.services import organization_delete
@@ -64,7 +65,7 @@ class OrganizationForm(ModelForm):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(LiveKitDeletes, admin.ModelAdmin):
+class OrganizationAdmin(LiveKitDeletes, SecretsDeferredDeletes, admin.ModelAdmin):
     form = OrganizationForm
     list_display = ["slug", "name", "concurrency_limit", "open_calls", "suspended_at", "created_at"]
     list_filter = [("suspended_at", admin.EmptyFieldListFilter)]
@@ -108,7 +109,8 @@ class OrganizationAdmin(LiveKitDeletes, admin.ModelAdmin):
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         """An organization with calls cannot be deleted (calls are evidence): said at
         once, without Django's listing of every related row, a customer's millions of
-        calls read into memory to answer the same."""
+        calls read into memory to answer the same. The rest are listed without their
+        secrets (SecretsDeferredDeletes)."""
         with_calls = Organization.objects.filter(pk__in=[o.pk for o in objs], calls__isnull=False)
         if with_calls.exists():
             names = ", ".join(sorted({o.slug for o in with_calls.distinct()[:10]}))

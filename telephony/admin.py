@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from drf_standardized_errors.formatter import flatten_errors
 from rest_framework import serializers
 
+from providerkeys.admin_deletes import SecretsDeferredDeletes
 from telephony import services
 from telephony.models import PASSWORD_MAX_LENGTH, PhoneNumber, SipTrunk
 from telephony.serializers import SipTrunkCreateSerializer
@@ -95,7 +96,7 @@ class LiveKitDeletes:
 
 
 @admin.register(SipTrunk)
-class SipTrunkAdmin(LiveKitDeletes, admin.ModelAdmin):
+class SipTrunkAdmin(LiveKitDeletes, SecretsDeferredDeletes, admin.ModelAdmin):
     add_form = SipTrunkAddForm
     list_display = ["name", "direction", "organization", "livekit_trunk_id", "created_at"]
     list_filter = ["direction"]

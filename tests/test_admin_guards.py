@@ -282,3 +282,52 @@ def test_a_capped_list_says_its_count_stops_there_and_so_does_select_all(
     assert "Select all 3+ webhook events" in html
     assert "All 3+ selected" in html
     assert "4 webhook events" not in html
+
+
+def test_an_organization_whose_secrets_no_configured_key_opens_can_still_be_deleted(
+    superuser: Client, fake_livekit, settings
+) -> None:
+    """Django's delete page lists every row the organization takes with it, each read
+    whole: one secret no configured CRYPTOGRAPHY_KEY opens (a key lost, a fallback
+    removed before rotate_provider_keys ran) made the page, and so the deletion, a 500."""
+    from django.utils import timezone
+
+    from accounts.models import Organization
+    from recordings.services import recording_storage_set
+    from tests.factories import OrganizationFactory, ProviderKeyFactory
+    from tests.phone import phone_ready
+    from webhooks.models import EventType, WebhookDelivery, WebhookEvent
+    from webhooks.services import tool_signing_secret_rotate, webhook_endpoint_create
+
+    leaving = OrganizationFactory(slug="leaving")
+    ProviderKeyFactory(organization=leaving)
+    endpoint, _ = webhook_endpoint_create(
+        organization=leaving, url="https://hooks.example.com/x", events=["call.ended"]
+    )
+    event = WebhookEvent.objects.create(
+        organization=leaving, type=EventType.CALL_STATUS_CHANGED, occurred_at=timezone.now()
+    )
+    WebhookDelivery.objects.create(event=event, endpoint=endpoint)
+    tool_signing_secret_rotate(organization=leaving)
+    recording_storage_set(
+        organization_id=leaving.pk,
+        endpoint="",
+        bucket="leaving-calls",
+        region="us-east-1",
+        access_key_id="AKIAEXAMPLE1234",
+        secret_access_key="bucket-secret",
+    )
+    phone_ready(leaving)
+    settings.CRYPTOGRAPHY_KEY = "a-key-none-of-its-secrets-was-written-with"
+    url = reverse("admin:accounts_organization_delete", args=[leaving.pk])
+
+    page = superuser.get(url)
+    deleted = superuser.post(url, {"post": "yes"})
+
+    assert page.status_code == 200
+    listed = page.content.decode()
+    for kind in ("Provider key", "Webhook endpoint", "Tool signing secret", "Sip trunk"):
+        assert kind in listed
+    assert "bucket-secret" not in listed
+    assert deleted.status_code == 302
+    assert not Organization.objects.filter(pk=leaving.pk).exists()

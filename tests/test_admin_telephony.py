@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from accounts.models import Organization
 from telephony.models import PhoneNumber, SipTrunk
+from telephony.services import sip_trunk_create
 from tests.factories import CallFactory, PhoneNumberFactory
 from tests.phone import CALLER, INBOUND_NUMBER, inbound_trunk, phone_ready
 
@@ -101,6 +102,30 @@ def test_trunk_pages_open_when_no_configured_key_opens_the_password(
     assert "••••" in pages[1].content.decode()
     assert deleted.status_code == 302
     assert SipTrunk.objects.count() == 0
+
+
+def test_a_trunks_delete_page_names_the_numbers_keeping_it_when_no_key_opens_its_password(
+    staff_client, organization, fake_livekit, settings
+) -> None:
+    """Django's page reads each number keeping the trunk (PROTECT) with its trunk, every
+    column: the password no configured key opens made it a 500, not the numbers to
+    remove first."""
+    trunk = sip_trunk_create(
+        organization=organization,
+        name="inbound",
+        direction="inbound",
+        numbers=[INBOUND_NUMBER],
+        auth_username="acme",
+        auth_password=PASSWORD,
+    )
+    PhoneNumberFactory(trunk=trunk)
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+
+    page = staff_client.get(reverse("admin:telephony_siptrunk_delete", args=[trunk.pk]))
+
+    assert page.status_code == 200
+    assert INBOUND_NUMBER in page.content.decode()
+    assert SipTrunk.objects.filter(pk=trunk.pk).exists()
 
 
 def test_deleting_a_trunk_in_the_admin_deletes_it_in_livekit(

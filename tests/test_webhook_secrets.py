@@ -12,7 +12,7 @@ from django.db import connection
 
 from accounts.models import Organization
 from webhooks import services
-from webhooks.models import WebhookEndpoint
+from webhooks.models import ToolSigningSecret, WebhookEndpoint
 
 OLD, NEW = "the-old-cryptography-key", "the-new-cryptography-key"
 
@@ -59,10 +59,35 @@ def test_reencrypt_moves_every_secret_to_the_new_key(
     out = io.StringIO()
     call_command("reencrypt_webhook_secrets", stdout=out)
 
-    assert out.getvalue() == "Re-encrypted the signing secrets of 2 webhook endpoints.\n"
+    assert out.getvalue() == (
+        "Re-encrypted the signing secrets of 2 webhook endpoints and 0 tool signing secrets.\n"
+    )
     settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
     stored = sorted(e.secret for e in WebhookEndpoint.objects.all())
     assert stored == sorted(secrets_under_old_key)
+
+
+def test_reencrypt_moves_the_tool_signing_secrets_too(
+    organization: Organization, settings: object
+) -> None:
+    """The tool signing secret is the same kind of secret, under the same key, but the
+    command moved the endpoints' alone: an operator who ran it, then removed the old
+    key, left every tool request of the organization unsigned."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    endpoint_create(organization)
+    _, tool_secret, _ = services.tool_signing_secret_rotate(organization=organization)
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+    out = io.StringIO()
+
+    call_command("reencrypt_webhook_secrets", stdout=out)
+
+    assert out.getvalue() == (
+        "Re-encrypted the signing secrets of 1 webhook endpoints and 1 tool signing secrets.\n"
+    )
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    assert ToolSigningSecret.objects.get(organization=organization).secret == tool_secret
 
 
 def test_reencrypt_changes_nothing_when_a_secret_cannot_be_opened(

@@ -214,10 +214,12 @@ def tool_signing_secret_rotate(
 
 
 @transaction.atomic
-def webhook_secrets_reencrypt() -> int:
-    """Re-encrypt every endpoint's signing secrets under the current CRYPTOGRAPHY_KEY
-    (step 3 of a key rotation, docs/key-rotation.md; `rotate_provider_keys` does it with
-    every other secret). All or nothing: a secret that no configured key opens raises
-    UndecryptableValue and nothing changes. The number of endpoints."""
-    columns = secrets_reencrypt(only=[WebhookEndpoint])
-    return next(column.total for column in columns if column.field == "secret")
+def webhook_secrets_reencrypt() -> tuple[int, int]:
+    """Re-encrypt every signing secret, the endpoints' and the organizations' tool
+    signing secrets, under the current CRYPTOGRAPHY_KEY (step 3 of a key rotation,
+    docs/key-rotation.md; `rotate_provider_keys` does it with every other secret). All or
+    nothing: a secret that no configured key opens raises UndecryptableValue and nothing
+    changes. The number of endpoints and of tool signing secrets."""
+    columns = secrets_reencrypt(only=[WebhookEndpoint, ToolSigningSecret])
+    totals = {column.model: column.total for column in columns if column.field == "secret"}
+    return totals[WebhookEndpoint], totals[ToolSigningSecret]

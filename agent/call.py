@@ -14,12 +14,19 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from livekit.agents import AgentSession, APIConnectionError, APIStatusError, RunContext
+from livekit.agents import AgentSession, RunContext
 from livekit.agents.metrics.usage import LLMModelUsage
 
 from agent.api import AgentAPI
 from agent.events import tool_arguments, tool_name
 from agent.phone import Callee, masked
+from agent.provider_errors import (
+    MAX_ERROR_CHARS,
+    ProviderErrors,
+    cut_off_answer,
+    describe_error,
+    fallbacks_failed,
+)
 from agent.providers import ComponentCache
 from agent.redact import log_secrets_add, redacted, session_keys
 from agent.reporter import EventReporter
@@ -30,7 +37,6 @@ from agent.workflow import ToolRunner, WorkflowAgent, build_agents
 
 logger = logging.getLogger("voicecalls.agent.call")
 
-MAX_ERROR_CHARS = 1000
 # A tool line's least distance after the assistant line before it (the transcript is
 # ordered by time).
 TOOL_AFTER_SPEECH = 0.001
@@ -40,31 +46,6 @@ SILENCE_INSTRUCTIONS = (
     "The caller has said nothing for a while. Ask, in one short sentence, whether they "
     "are still there."
 )
-
-
-def cut_off_answer(error: Any) -> bool:
-    """An LLM error a retry would have mended (the connection lost or timed out, the
-    provider overloaded), not retried only because part of the answer was already out:
-    the plugin marks it not retryable, so the caller does not hear that part twice."""
-    cause = getattr(error, "error", None)
-    if getattr(error, "type", None) != "llm_error" or getattr(cause, "retryable", True):
-        return False
-    if isinstance(cause, APIStatusError):
-        return cause.status_code >= 500 or cause.status_code in (408, 429)
-    return isinstance(cause, APIConnectionError)
-
-
-def describe_error(error: Any) -> str:
-    cause = getattr(error, "error", error)
-    return f"{getattr(error, 'type', 'error')} in {getattr(error, 'label', '?')}: {cause!r}"
-
-
-def fallbacks_failed(error: Any, failures: list[str]) -> str:
-    """A FallbackAdapter's error (every choice failed, it says, and not why) with why
-    each choice did; any other error as `describe_error` has it."""
-    if not failures or not str(getattr(error, "label", "")).endswith("FallbackAdapter"):
-        return describe_error(error)
-    return f"{getattr(error, 'type', 'error')}, every choice failed: " + "; ".join(failures)
 
 
 class CallRuntime:
@@ -90,6 +71,7 @@ class CallRuntime:
         self.reporter = reporter
         self.runner = runner
         self._components = components
+        self._errors = ProviderErrors()
         self.session: AgentSession | None = None
         self.agents: dict[str, WorkflowAgent] = {}
         self.ended = False
@@ -236,14 +218,14 @@ class CallRuntime:
         )
         self.reporter.status("failed", reason="agent_error")
 
-    async def fatal(self, detail: str) -> None:
+    async def fatal(self, detail: str, *, apologise: bool = True) -> None:
         """A provider keeps failing: say the workflow's `error_message` when the session
-        still can (the TTS may be what fails), fail the call, close the session."""
+        still can (not when the TTS is what failed), fail the call, close the session."""
         if self.ended:
             return
         self.ended = self.hanging_up = True
         message = self.settings.get("error_message")
-        if message and self.session is not None:
+        if message and apologise and self.session is not None:
             with contextlib.suppress(Exception):  # closing already, or nothing can speak
                 handle = self.session.say(message, allow_interruptions=False)
                 await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
@@ -421,9 +403,13 @@ class CallRuntime:
             self._on_silence()
 
     def _on_error(self, event: Any) -> None:
-        # A recoverable error is retried by livekit-agents; any other ends the call, but
-        # for one answer cut off mid-way (a network blip), asked again once a caller turn.
+        # A recoverable error is retried by livekit-agents (an STT's, for ever: see
+        # `stt_gave_up`); any other ends the call, but for one answer cut off mid-way
+        # (a network blip), asked again once a caller turn.
+        component = str(getattr(event.error, "type", "")).removesuffix("_error")
         if getattr(event.error, "recoverable", True):
+            if component == "stt" and self._errors.stt_gave_up(event.error):
+                self.spawn(self.fatal(self._describe(event.error)))
             return
         if cut_off_answer(event.error) and not self._answer_asked_again and not self.ended:
             self._answer_asked_again = True
@@ -437,7 +423,8 @@ class CallRuntime:
                 with contextlib.suppress(RuntimeError):  # the session is closing already
                     self.session.generate_reply()
             return
-        self.spawn(self.fatal(self._describe(event.error)))
+        # The apology cannot play through a TTS that just failed: the call ends at once.
+        self.spawn(self.fatal(self._describe(event.error), apologise=component != "tts"))
 
     def _on_close(self, event: Any) -> None:
         # Runs before the job's own close handler (attached first), so the final totals

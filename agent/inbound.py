@@ -33,7 +33,7 @@ from agent.phone import (
     room_masked,
     wait_for_sip_caller,
 )
-from agent.providers import ComponentCache, ComponentError, build_component
+from agent.providers import ComponentCache, ComponentError, build_component, connect_options
 from agent.worker import (
     SESSION_FETCH_DEADLINE,
     SESSION_LATE_AFTER,
@@ -157,7 +157,7 @@ class InboundCall:
         except ComponentError as exc:
             logger.error("inbound call to %s: busy, and no voice to say so: %s", self.number, exc)
             return None
-        return AgentSession(tts=tts)
+        return AgentSession(tts=tts, conn_options=connect_options())
 
     async def say_busy(
         self, session_data: dict, session: AgentSession | None, **start: Any

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from livekit.agents import APIConnectOptions
+
 from agent.languages import MULTILINGUAL, primary_subtag
 
 logger = logging.getLogger("voicecalls.agent.providers")
@@ -22,6 +24,17 @@ logger = logging.getLogger("voicecalls.agent.providers")
 COMPONENTS = ("stt", "llm", "tts")
 # A fallback's error this recent is part of why its adapter gave up.
 FAILURE_RECENT_SECONDS = 60.0
+
+# How long the session waits on each provider (livekit-agents' defaults, 10 s an attempt
+# and three retries, left a caller in silence 40 s and more before the apology).
+# The model: 5 s an attempt, retried twice (a 5xx or 429 burst gets a second): ~16 s.
+LLM_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=5.0)
+# The voice: its first audio comes within a second; the streaming plugins also wait at
+# most this long for each next message. One retry: ~10 s, then the call ends.
+TTS_CONN_OPTIONS = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=5.0)
+# The transcriber's stream lives the whole call and is silent while the caller is, so
+# its timeout only bounds each connect (a websocket opens within a second).
+STT_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=5.0)
 
 
 class ComponentError(Exception):
@@ -198,16 +211,33 @@ def build_component(component: str, config: dict, language: str | None = None) -
         ) from exc
 
 
+def connect_options(*, max_unrecoverable_errors: int = 3) -> Any:
+    """An AgentSession's `conn_options`: each component's bounded wait (above)."""
+    from livekit.agents.voice.agent_session import SessionConnectOptions
+
+    return SessionConnectOptions(
+        stt_conn_options=STT_CONN_OPTIONS,
+        llm_conn_options=LLM_CONN_OPTIONS,
+        tts_conn_options=TTS_CONN_OPTIONS,
+        max_unrecoverable_errors=max_unrecoverable_errors,
+    )
+
+
 def fallback_adapter(component: str, instances: list, *, vad: Any = None) -> Any:
     """livekit-agents' FallbackAdapter for `component` over `instances`, tried in order.
     STT needs the VAD to stream through providers that only transcribe whole clips."""
     from livekit.agents import llm, stt, tts
 
+    # Each choice gets the component's wait; the next choice is the retry (the adapters'
+    # own defaults gave each TTS three tries, each STT 10 s twice, 5 s apart).
     if component == "stt":
-        return stt.FallbackAdapter(instances, vad=vad)
+        options = STT_CONN_OPTIONS
+        return stt.FallbackAdapter(
+            instances, vad=vad, attempt_timeout=options.timeout, retry_interval=1.0
+        )
     if component == "llm":
-        return llm.FallbackAdapter(instances)
-    return tts.FallbackAdapter(instances)
+        return llm.FallbackAdapter(instances, attempt_timeout=LLM_CONN_OPTIONS.timeout)
+    return tts.FallbackAdapter(instances, max_retry_per_tts=0)
 
 
 def _named(config: dict) -> str:

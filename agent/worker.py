@@ -21,21 +21,19 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import (
     AgentSession,
-    APIConnectOptions,
     AutoSubscribe,
     JobContext,
     JobProcess,
     WorkerOptions,
     room_io,
 )
-from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from agent.api import AgentAPI, AgentAPIError
 from agent.call import CallRuntime
 from agent.config import Config
 from agent.languages import call_language
 from agent.phone import CalleeGone, answer_timeout, masked, room_masked, wait_for_callee
-from agent.providers import ComponentCache, ComponentError, build_component
+from agent.providers import ComponentCache, ComponentError, build_component, connect_options
 from agent.redact import log_redaction_install
 from agent.reporter import EventReporter
 from agent.resume import resume
@@ -68,11 +66,6 @@ MAX_TOOL_STEPS = 5
 # its 4th in a row (`max_unrecoverable_errors`, 3), and a refused STT key fails again
 # every half second: that close cut the apology short. Past this many, it still does.
 MAX_UNRECOVERABLE_ERRORS = 100
-# The caller hears nothing while the model is asked: livekit-agents' defaults (10 s an
-# attempt, 3 retries) left 46 s of silence before a model that never answers got the
-# apology. Its FallbackAdapter's attempt (5 s), retried twice (a provider's 5xx or 429
-# burst gets a second): at most ~16 s.
-LLM_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=5.0)
 ENDED_STATUSES = frozenset({"completed", "failed", "disconnected", "timeout"})
 
 
@@ -162,9 +155,8 @@ def session_options(settings: dict, *, turn_detection: str = "vad") -> dict[str,
         },
         "user_away_timeout": settings.get("silence_timeout_seconds") or DEFAULT_USER_AWAY_TIMEOUT,
         "max_tool_steps": MAX_TOOL_STEPS,
-        "conn_options": SessionConnectOptions(
-            llm_conn_options=LLM_CONN_OPTIONS, max_unrecoverable_errors=MAX_UNRECOVERABLE_ERRORS
-        ),
+        # Each provider's bounded wait: the caller hears nothing meanwhile.
+        "conn_options": connect_options(max_unrecoverable_errors=MAX_UNRECOVERABLE_ERRORS),
     }
 
 

@@ -71,7 +71,11 @@ class CallRuntime:
         self.reporter = reporter
         self.runner = runner
         self._components = components
-        self._errors = ProviderErrors()
+        # Errors the call gets past, each kind said once (a fallback's too).
+        self._errors = ProviderErrors(
+            reporter, secrets=session_keys(session_data), agent_name=self.agent_name
+        )
+        components.on_failure = self._errors.record
         self.session: AgentSession | None = None
         self.agents: dict[str, WorkflowAgent] = {}
         self.ended = False
@@ -403,16 +407,21 @@ class CallRuntime:
             self._on_silence()
 
     def _on_error(self, event: Any) -> None:
-        # A recoverable error is retried by livekit-agents (an STT's, for ever: see
-        # `stt_gave_up`); any other ends the call, but for one answer cut off mid-way
-        # (a network blip), asked again once a caller turn.
+        # A recoverable error is retried by livekit-agents (said once a kind: the caller
+        # may leave meanwhile); any other ends the call, but for one answer cut off
+        # mid-way (a network blip), asked again once a caller turn.
         component = str(getattr(event.error, "type", "")).removesuffix("_error")
+        provider = self._components.named(getattr(event, "source", None))
         if getattr(event.error, "recoverable", True):
+            if provider is not None:
+                self._errors.record(component, provider, event.error)
             if component == "stt" and self._errors.stt_gave_up(event.error):
                 self.spawn(self.fatal(self._describe(event.error)))
             return
         if cut_off_answer(event.error) and not self._answer_asked_again and not self.ended:
             self._answer_asked_again = True
+            if provider is not None:
+                self._errors.record(component, provider, event.error)
             self._cut_off_at = getattr(event.error, "timestamp", 0.0)
             logger.warning(
                 "call %s: an answer was cut off, asked again: %s",

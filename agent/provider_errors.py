@@ -1,14 +1,19 @@
 """What a call's providers' errors were: how a fatal one is described, which ones a
-retry would mend, and when an STT retried for ever has failed for good."""
+retry would mend, and the ones the call got past (retried, or an answer asked again),
+each kind said once in the transcript. A caller who hung up while the model or the
+voice was being retried ended the call as their hang-up, and nothing anywhere said the
+provider had been failing."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from livekit.agents import APIConnectionError, APIStatusError
 
 from agent.providers import STT_CONN_OPTIONS
+from agent.redact import log_secrets_add, redacted
 
 MAX_ERROR_CHARS = 1000
 # An STT error this soon after the one before it continues a run of failures: a stream
@@ -41,11 +46,42 @@ def fallbacks_failed(error: Any, failures: list[str]) -> str:
     return f"{getattr(error, 'type', 'error')}, every choice failed: " + "; ".join(failures)
 
 
+def error_kind(cause: Any) -> str:
+    """What tells one failure from another: its type and HTTP status, not its message
+    (which may carry a request id)."""
+    status = getattr(cause, "status_code", None)
+    return f"{type(cause).__name__} {status}" if status is not None else type(cause).__name__
+
+
 class ProviderErrors:
     """The errors of one call's providers that did not end it."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, reporter: Any, *, secrets: Iterable[str], agent_name: Callable[[], str | None]
+    ) -> None:
+        self._reporter = reporter
+        self._secrets = set(secrets)
+        self._agent_name = agent_name
+        self._seen: set[tuple[str, str, str]] = set()
         self._stt_run: list[float] = []
+
+    def record(self, component: str, provider: str, error: Any) -> None:
+        """A system line (`provider_error: tts deepgram aura-2: APITimeoutError(...)`) at
+        the first error of its kind from `provider`'s `component`; no more of that kind."""
+        cause = getattr(error, "error", error)
+        key = (component, provider, error_kind(cause))
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        # A provider's error may quote the key it was sent (an "incorrect API key" body).
+        log_secrets_add(self._secrets)
+        detail = redacted(f"{component} {provider}: {cause!r}")[:MAX_ERROR_CHARS]
+        self._reporter.transcript(
+            role="system",
+            content=f"provider_error: {detail}",
+            agent_name=self._agent_name(),
+            timestamp=getattr(error, "timestamp", None) or time.time(),
+        )
 
     def stt_gave_up(self, error: Any) -> bool:
         """True once the STT has failed as often in a row as its retries allow: an STT

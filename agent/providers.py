@@ -267,6 +267,10 @@ class ComponentCache:
         self._instances: list[tuple[str, Any]] = []
         # Each choice behind a FallbackAdapter: its latest error, by component, provider.
         self._failures: dict[tuple[str, str], Any] = {}
+        # `provider model` of each instance built, by its id.
+        self._names: dict[int, str] = {}
+        # Told each error of a choice behind a FallbackAdapter (component, provider, error).
+        self.on_failure: Callable[[str, str, Any], None] | None = None
 
     def instances(self, component: str) -> list:
         """The plugin instances built for `component` so far, each fallback on its own
@@ -296,6 +300,8 @@ class ComponentCache:
 
         def failed(error: Any) -> None:
             self._failures[(component, provider)] = error
+            if self.on_failure is not None:
+                self.on_failure(component, provider, error)
 
         if hasattr(instance, "on"):
             instance.on("error", failed)
@@ -310,9 +316,14 @@ class ComponentCache:
             if kind == component and getattr(error, "timestamp", 0) >= recent
         ]
 
+    def named(self, instance: Any) -> str | None:
+        """`provider model` of a plugin instance built here (None for an adapter)."""
+        return self._names.get(id(instance))
+
     def _build_one(self, component: str, config: dict) -> Any:
         instance = self._build(component, config, self._language)
         self._instances.append((component, instance))
+        self._names[id(instance)] = _named(config)
         label = getattr(instance, "provider", None)
         if isinstance(label, str):
             self.provider_names[(component, label)] = config["provider"]

@@ -71,13 +71,43 @@ async def test_a_model_that_never_answers_gets_the_apology_within_sixteen_second
     ended = web.call(call_id)
     assert (ended["status"], ended["end_reason"]) == ("failed", "agent_error")
     lines = said(web.transcript(call_id))
-    assert lines[:3] == [
+    assert [line for line in lines if line[0] != "system"] == [
         ("assistant", GREETING),
         ("user", "I'm fine, thanks"),
         ("assistant", apology),
     ]
-    assert lines[3][0] == "system" and "APITimeoutError" in lines[3][1]
+    # The retried timeout once, when it happened; then why the call failed.
+    assert [content.split(":")[0] for role, content in lines if role == "system"] == [
+        "provider_error",
+        "agent_error",
+    ]
+    assert lines[-1][0] == "system" and "APITimeoutError" in lines[-1][1]
     assert deleted_rooms(fake_livekit, room) == 1
+
+
+async def test_a_caller_who_hangs_up_while_the_model_is_retried_leaves_a_call_that_says_so(
+    web: Web, fake_livekit, fake_llm: FakeLLM
+) -> None:
+    """The model timed out and was being asked again when the caller gave up: the call
+    ended as their hang-up, and nothing anywhere said the provider had been failing."""
+    fake_llm.default = Outcome(content="Too late.", delay=15)
+    created = web.create_call(user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = OpenAIProviders(fake_llm)
+    async with live_job(room_name=room, call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        _, session = await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)  # the greeting
+        providers.stt.hear("I'm fine, thanks")
+        await wait_until(lambda: len(fake_llm.requests) == 2, timeout=15)  # asked again
+        await session.aclose()  # the caller hangs up
+        await live.finish()
+
+    assert web.call(call_id)["status"] == "active"  # their leaving is LiveKit's to tell
+    lines = said(web.transcript(call_id))
+    assert lines[:2] == [("assistant", GREETING), ("user", "I'm fine, thanks")]
+    (line,) = [content for role, content in lines if role == "system"]
+    assert line.startswith("provider_error: llm openai gpt-4.1-mini: APITimeoutError(")
 
 
 async def test_a_burst_of_overloaded_answers_is_retried_and_the_call_goes_on(
@@ -103,6 +133,10 @@ async def test_a_burst_of_overloaded_answers_is_retried_and_the_call_goes_on(
     assert providers.tts.spoken == [GREETING, answer]
     assert web.call(call_id)["status"] == "active"
     assert said(web.transcript(call_id))[-1] == ("assistant", answer)
+    # Both refusals were retried: said once, not twice.
+    (line,) = [content for role, content in said(web.transcript(call_id)) if role == "system"]
+    assert line.startswith("provider_error: llm openai gpt-4.1-mini: APIStatusError(")
+    assert "503" in line
     # Tokens are counted once: the refused requests used none.
     assert web.metrics(call_id)["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS
 
@@ -137,7 +171,8 @@ async def test_an_answer_cut_off_by_a_dropped_connection_is_asked_again_and_the_
     assert providers.tts.spoken == [GREETING, "Glad to hear", answer, answer]
     ended = web.call(call_id)
     assert ended["status"] == "active"  # the caller's leaving is LiveKit's to tell
-    assert said(web.transcript(call_id)) == [
+    lines = [line for line in web.transcript(call_id) if line["role"] != "system"]
+    assert said(lines) == [
         ("assistant", GREETING),
         ("user", "I'm fine, thanks"),
         ("assistant", "Glad to hear "),
@@ -145,8 +180,11 @@ async def test_an_answer_cut_off_by_a_dropped_connection_is_asked_again_and_the_
         ("user", "Some soup"),
         ("assistant", answer),
     ]
+    # Why the answer was cut off, though the call went on.
+    (why,) = [content for role, content in said(web.transcript(call_id)) if role == "system"]
+    assert why.startswith("provider_error: llm openai gpt-4.1-mini: APIConnectionError(")
     # The caller heard those first words cut off.
-    assert [line.get("interrupted") for line in web.transcript(call_id)] == [
+    assert [line.get("interrupted") for line in lines] == [
         False,
         None,
         True,

@@ -128,6 +128,8 @@ class CallAdmin(admin.ModelAdmin):
             },
         ),
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
+        # When the voice agent joined (calls.agent_presence).
+        ("Agent", {"fields": ["agent_joined_at"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
         ("Post-call analysis", {"fields": ["analysis_html"]}),
         ("Cost", {"fields": ["cost_html"]}),
@@ -152,6 +154,7 @@ class CallAdmin(admin.ModelAdmin):
         "started_at",
         "ended_at",
         "duration",
+        "agent_joined_at",
         "user_data_json",
         "metadata_json",
         "analysis_html",

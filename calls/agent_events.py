@@ -19,6 +19,7 @@ from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.models import (
     ERASED_CONTENT,
     LATENCY_COMPONENTS,
+    NOT_ENDED_STATUSES,
     AgentEvent,
     AgentEventType,
     Call,
@@ -144,15 +145,14 @@ def _usage_newest(reports: list[dict]) -> dict[str, dict]:
 def _call_touch(
     *, call_id: uuid.UUID, organization: Organization | None, now: datetime.datetime
 ) -> tuple:
-    """Lock the call (of `organization`, unless None) and set its `last_event_at`, in
+    """Lock the call (of `organization`, unless None) and set its `last_event_at` (and,
+    the agent reporting, its `agent_joined_at` if none and it is open), in
     one plain statement, prepared on PostgreSQL (it runs on every batch; the ORM's
     lock and update were two, compiled each time); its status, hangup request, end
     reason, erasure and transcript expiry. Raises Call.DoesNotExist."""
     pk = Call._meta.pk
-    params = [
-        Call._meta.get_field("last_event_at").get_db_prep_save(now, connection),
-        pk.get_db_prep_value(call_id, connection),
-    ]
+    at = Call._meta.get_field("last_event_at").get_db_prep_save(now, connection)
+    params = [at, at, pk.get_db_prep_value(call_id, connection)]
     if organization is not None:
         params.append(Organization._meta.pk.get_db_prep_value(organization.pk, connection))
     with bound_cursor() as cursor:
@@ -182,8 +182,14 @@ _CALL_TOUCH_RETURNS = (
 def _call_touch_statement(vendor: str, *, by_organization: bool) -> str:
     quote = connection.ops.quote_name
     columns = ", ".join(quote(name) for name in _CALL_TOUCH_RETURNS)
+    joined, open_statuses = (
+        quote("agent_joined_at"),
+        ", ".join(f"'{s}'" for s in NOT_ENDED_STATUSES),
+    )
     return (
-        f"UPDATE {quote(Call._meta.db_table)} SET {quote('last_event_at')} = %s"
+        f"UPDATE {quote(Call._meta.db_table)} SET {quote('last_event_at')} = %s,"
+        f" {joined} = CASE WHEN {joined} IS NULL AND {quote('status')} IN ({open_statuses})"
+        f" THEN %s ELSE {joined} END"
         f" WHERE {quote('id')} = %s"
         + (f" AND {quote('organization_id')} = %s" if by_organization else "")
         + f" RETURNING {columns}"

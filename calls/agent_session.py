@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.agent_presence import call_agent_seen
 from calls.lifecycle import EndReason
 from calls.models import Call, CallChannel, CallDirection, CallStatus
 from calls.selectors import agent_call_queryset, call_conversation_recent
@@ -356,4 +357,5 @@ class AgentInboundSessionView(APIView):
         call = inbound_call_get_or_create(caller=caller, organization=request.user.organization)
         if call is None:
             raise InboundCallUnknown()
+        call_agent_seen(call_id=call.pk, at=timezone.now())
         return AgentSessionView.respond(request, call_id=call.pk, busy_answer=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from calls.agent_presence import call_agent_overdue
 from calls.lifecycle import EndReason, call_transition
 from calls.limits import open_calls_reconcile
 from calls.models import (
@@ -44,6 +45,7 @@ class ExpireResult:
     dial_timeouts: int = 0
     max_durations: int = 0
     reconciled: int = 0
+    agents_not_joined: int = 0
     livekit_errors: int = 0
     webhook_ids_pruned: int = 0
     idempotency_records_pruned: int = 0
@@ -88,11 +90,18 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         *(field.name for field in dataclasses.fields(_OpenCall))
     )
     silent: list[SilentCall] = []
+    agentless: list[_OpenCall] = []
     for row in list(open_calls):
         call = _OpenCall(*row)
-        if not _open_call_expire(call=call, now=now, result=result) and call.is_silent(now):
+        if _open_call_expire(call=call, now=now, result=result):
+            continue
+        if call.agent_overdue(now):
+            agentless.append(call)
+        elif call.is_silent(now):
             user = call.participant_identity or f"{USER_IDENTITY_PREFIX}{call.id}"
             silent.append(SilentCall(call.id, call.room_name, user, call.heard_at))
+    for call in agentless:
+        _agent_not_joined(call=call, now=now, result=result)
     if silent:
         _calls_reconcile(calls=silent, now=now, result=result)
     # Recordings whose egress webhooks were lost, as calls whose room webhooks were.
@@ -140,11 +149,25 @@ class _OpenCall:
     max_duration_seconds: int
     room_name: str
     participant_identity: str | None
+    agent_joined_at: datetime.datetime | None
+    hangup_requested_at: datetime.datetime | None
 
     @property
     def heard_at(self) -> datetime.datetime:
         """When we last heard of the call, from LiveKit or its agent."""
         return self.last_event_at or self.started_at or self.created_at
+
+    def agent_overdue(self, now: datetime.datetime) -> bool:
+        """Active, no agent known in it `CALL_AGENT_JOIN_TIMEOUT_SECONDS` after the user
+        joined, and no end asked for."""
+        bound = datetime.timedelta(seconds=settings.CALL_AGENT_JOIN_TIMEOUT_SECONDS)
+        return (
+            self.status == CallStatus.ACTIVE
+            and self.agent_joined_at is None
+            and self.hangup_requested_at is None
+            and self.started_at is not None
+            and now - self.started_at >= bound
+        )
 
     def is_silent(self, now: datetime.datetime) -> bool:
         """Active, and nothing heard of it for `CALL_RECONCILE_AFTER_SECONDS`."""
@@ -265,3 +288,23 @@ def _calls_reconcile(
             result.reconciled += 1
             if identities is not None:  # the room lingers (agent still in it): close it
                 _room_close(call_id=call_id, room_name=room_name, result=result)
+
+
+def _agent_not_joined(*, call: _OpenCall, now: datetime.datetime, result: ExpireResult) -> None:
+    """Fail a call whose agent is overdue and close its room (the user is not left in
+    silence), unless LiveKit has an agent in it (its join's webhook was lost); LiveKit
+    failing, the call waits for the next pass."""
+    try:
+        agent_in_room = livekit.room_has_agent(room_name=call.room_name)
+    except livekit.LiveKitError as exc:
+        result.livekit_errors += 1
+        logger.warning("expire_calls: ListParticipants failed for call %s: %s", call.id, exc)
+        return
+    if call_agent_overdue(
+        call_id=call.id,
+        agent_in_room=agent_in_room,
+        at=now,
+        timeout_seconds=settings.CALL_AGENT_JOIN_TIMEOUT_SECONDS,
+    ):
+        result.agents_not_joined += 1
+        _room_close(call_id=call.id, room_name=call.room_name, result=result)

@@ -51,6 +51,9 @@ class EndReason:
     JOIN_FAILURE = "join_failure"
     ROOM_CLOSED = "room_closed"
     RECONCILED = "reconciled"
+    # Our voice agent failed the user (`failed`): no agent joined within
+    # CALL_AGENT_JOIN_TIMEOUT_SECONDS, or before the user hung up.
+    AGENT_NOT_JOINED = "agent_not_joined"
     # Phone calls (telephony.dialing.SIP_END_REASONS maps SIP statuses to these).
     BUSY = "busy"
     NO_ANSWER = "no_answer"

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from calls.lifecycle import EndReason, call_transition, requested_end
+from calls.agent_presence import AGENT_KIND, call_agent_joined, missing_agent_reason
+from calls.departures import Outcome, room_finished_outcome, user_departure_outcome
+from calls.lifecycle import call_transition, requested_end
 from calls.models import (
     ENDED_STATUSES,
     MONITOR_IDENTITY_PREFIX,
@@ -77,48 +79,6 @@ def _inbound_call_open(event: WebhookEvent) -> None:
     )
 
 
-# A participant_left for the user with these reasons does not mean the user left:
-# DUPLICATE_IDENTITY — the same user joined again (new tab, reconnect) and the older
-# session was closed; MIGRATION — the session moved to another LiveKit node.
-_USER_STILL_THERE = frozenset({"DUPLICATE_IDENTITY", "MIGRATION"})
-
-Outcome = tuple[str, str] | None  # (to_status, end_reason), or None: no change
-
-
-def _user_departure_outcome(*, reason: str, status: str, requested: str | None) -> Outcome:
-    """How the end user's departure ends the call, by LiveKit's DisconnectReason;
-    `requested` is the end we asked LiveKit for (an API hang-up, a transfer), if any."""
-    if reason in _USER_STILL_THERE:
-        return None
-    if requested == EndReason.TRANSFERRED:
-        # A transferred caller leaves the room for the transfer's destination.
-        return CallStatus.COMPLETED, EndReason.TRANSFERRED
-    started = status == CallStatus.ACTIVE
-    if reason == "CLIENT_INITIATED":
-        return CallStatus.COMPLETED, EndReason.USER_HANGUP
-    if reason == "ROOM_DELETED":
-        # We delete rooms on API hang-ups (recorded first); otherwise the agent did.
-        cause = requested or EndReason.AGENT_HANGUP
-        return CallStatus.COMPLETED, cause
-    if reason == "AGENT_ERROR":
-        return CallStatus.FAILED, EndReason.AGENT_ERROR
-    if reason == "JOIN_FAILURE" and not started:
-        return CallStatus.FAILED, EndReason.JOIN_FAILURE
-    # Any other reason is a dropped connection. A call we never saw start (its
-    # participant_joined was lost) cannot be `disconnected`: it failed to connect.
-    return (CallStatus.DISCONNECTED if started else CallStatus.FAILED), EndReason.CONNECTION_LOST
-
-
-def _room_finished_outcome(*, status: str, requested: str | None) -> Outcome:
-    """The room closed while the call was not ended (its user's departure was lost,
-    or nobody ever joined): completed if it ran, else failed to connect."""
-    if requested:
-        return CallStatus.COMPLETED, requested
-    if status == CallStatus.ACTIVE:
-        return CallStatus.COMPLETED, EndReason.ROOM_CLOSED
-    return CallStatus.FAILED, EndReason.ROOM_CLOSED
-
-
 def _dialing(channel: str, status: str) -> bool:
     """A phone call whose dial job is (or is about to be) waiting for the dial's result,
     which decides how it ends: while it rings, the callee's SIP participant joins and,
@@ -127,24 +87,34 @@ def _dialing(channel: str, status: str) -> bool:
 
 
 def _transition_by_state(
-    *, call_id: uuid.UUID, decide: Callable[[str, str | None], Outcome], at: datetime.datetime
+    *,
+    call_id: uuid.UUID,
+    decide: Callable[[str, str | None, str | None], Outcome],
+    at: datetime.datetime,
 ) -> bool:
-    """Apply the outcome `decide(status, requested end)` picks for the call's
-    current state; if the state changed meanwhile, decide again for the new one.
+    """Apply the outcome `decide(status, requested end, why no agent)` picks for the
+    call's current state; if the state changed meanwhile, decide again for the new one.
     True if the call moved. A phone call being dialed is left to its dial's result,
     one being transferred to the transfer's (the ledger keeps the event for both)."""
     for _ in range(3):
         row = (
             Call.objects.filter(pk=call_id)
-            .values_list("status", "hangup_requested_at", "channel", "end_reason")
+            .values_list(
+                "status",
+                "hangup_requested_at",
+                "channel",
+                "end_reason",
+                "agent_joined_at",
+            )
             .first()
         )
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
-        status, hangup_requested_at, _channel, end_reason = row
+        status, hangup_requested_at, _channel, end_reason, agent_joined_at = row
         if call_transfer_in_flight(end_reason, hangup_requested_at):
             return False
-        outcome = decide(status, requested_end(hangup_requested_at, end_reason))
+        requested = requested_end(hangup_requested_at, end_reason)
+        outcome = decide(status, requested, missing_agent_reason(agent_joined_at))
         if outcome is None:
             return False
         to_status, end_reason = outcome
@@ -156,6 +126,10 @@ def _transition_by_state(
 
 
 def _on_participant_joined(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
+    if event.participant_kind == AGENT_KIND:
+        # (Only an agent's token, with LiveKit's agent grant, joins as kind AGENT.)
+        call_agent_joined(call_id=call.id, identity=event.participant_identity, at=at)
+        return
     if event.participant_identity == f"{MONITOR_IDENTITY_PREFIX}{call.id}":
         _ended_room_reopened(call_id=call.id, channel=CallChannel.PHONE)
     if event.participant_identity != call.user_identity:
@@ -214,8 +188,8 @@ def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.dateti
 def _user_departure_apply(*, call_id: uuid.UUID, reason: str, at: datetime.datetime) -> None:
     if _transition_by_state(
         call_id=call_id,
-        decide=lambda status, requested: _user_departure_outcome(
-            reason=reason, status=status, requested=requested
+        decide=lambda status, requested, no_agent: user_departure_outcome(
+            reason=reason, status=status, requested=requested, no_agent=no_agent
         ),
         at=at,
     ):
@@ -226,7 +200,9 @@ def _user_departure_apply(*, call_id: uuid.UUID, reason: str, at: datetime.datet
 def _on_room_finished(call: CallRef, event: WebhookEvent | None, at: datetime.datetime) -> None:
     _transition_by_state(
         call_id=call.id,
-        decide=lambda status, requested: _room_finished_outcome(status=status, requested=requested),
+        decide=lambda status, requested, no_agent: room_finished_outcome(
+            status=status, requested=requested, no_agent=no_agent
+        ),
         at=at,
     )
 

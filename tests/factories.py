@@ -72,6 +72,8 @@ class CallFactory(factory.django.DjangoModelFactory):
             ),
             agent_history=["greeter-agent"],
             current_agent="greeter-agent",
+            # Its agent is in the room (calls.agent_presence).
+            agent_joined_at=factory.LazyAttribute(lambda o: o.started_at),
         )
         completed = factory.Trait(
             status=CallStatus.COMPLETED,

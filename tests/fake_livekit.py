@@ -177,7 +177,17 @@ class FakeLiveKit(sip.SipMixin, egress.EgressMixin):
         with self._lock:
             identities = self.rooms.get(message.room, [])
         return response_class(
-            participants=[api.ParticipantInfo(identity=i, sid=f"PA_{i[-8:]}") for i in identities]
+            participants=[
+                # LiveKit names an agent's participant `agent-<job id>`, of kind AGENT.
+                api.ParticipantInfo(
+                    identity=i,
+                    sid=f"PA_{i[-8:]}",
+                    kind=api.ParticipantInfo.Kind.AGENT
+                    if i.startswith("agent-")
+                    else api.ParticipantInfo.Kind.STANDARD,
+                )
+                for i in identities
+            ]
         )
 
     def stop(self) -> None:

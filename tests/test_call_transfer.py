@@ -79,7 +79,13 @@ def live_call(organization, support, sip_fake) -> Call:
     phone_number_verify(
         phone_number=PhoneNumberFactory(trunk=trunk, workflow=support, number=INBOUND_NUMBER)
     )
+    from livekit import api as livekit_api
+
     room, _ = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    agent = livekit_api.ParticipantInfo(
+        identity="agent-AJ_support1", kind=livekit_api.ParticipantInfo.Kind.AGENT
+    )
+    sip_fake.webhooks_send("participant_joined", room, agent)  # the agent with them
     call = Call.objects.get(room_name=room)
     assert call.status == "active"
     return call

@@ -163,7 +163,8 @@ def test_a_callers_departure_delivered_before_their_join_ends_the_call_it_opens(
 
     assert answers == [200, 200]
     body = api.get(f"/api/v1/calls/{call_in(room).id}").json()
-    assert (body["status"], body["end_reason"]) == ("completed", "user_hangup")
+    # No agent had joined yet (calls.agent_presence).
+    assert (body["status"], body["end_reason"]) == ("failed", "agent_not_joined")
     late = agent_asks(agent_api, room, identity)
     assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
     assert Call.objects.count() == 1
@@ -245,8 +246,18 @@ def test_a_replayed_webhook_creates_nothing_more(number, sip_fake, delivered):
     assert Call.objects.count() == 1
 
 
+def agent_joins(sip_fake, room: str) -> None:
+    from livekit import api as livekit_api
+
+    agent = livekit_api.ParticipantInfo(
+        identity="agent-AJ_inbound1", kind=livekit_api.ParticipantInfo.Kind.AGENT
+    )
+    sip_fake.webhooks_send("participant_joined", room, agent)
+
+
 def test_the_caller_hanging_up_ends_the_call_found_by_its_room(number, sip_fake, delivered):
     room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    agent_joins(sip_fake, room)
 
     caller_hangs_up(sip_fake, room, identity)
 
@@ -688,3 +699,17 @@ def test_a_caller_dialing_as_the_number_moves_to_another_workflow_reaches_that_o
     assert moved.is_set()
     assert response.status_code == 200, response.content
     assert call_in(room).workflow_slug == "support"
+
+
+def test_a_caller_hanging_up_on_the_agent_that_asked_for_their_call_is_a_hang_up(
+    agent_api, number, sip_fake, delivered
+):
+    """The agent connects to the room before it asks for the call: its join's webhook
+    finds no call yet, and its asking is what says it is there."""
+    room, identity = sip_fake.inbound_call(to=INBOUND_NUMBER, caller=CALLER)
+    assert agent_asks(agent_api, room, identity).status_code == 200
+
+    caller_hangs_up(sip_fake, room, identity)
+
+    call = call_in(room)
+    assert (call.status, call.end_reason) == (CallStatus.COMPLETED, "user_hangup")

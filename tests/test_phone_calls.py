@@ -409,6 +409,7 @@ def test_a_callee_who_answers_and_hangs_up_before_the_dial_returns_ends_the_call
 
     sip_fake._CreateSIPParticipant = answered_then_hung_up
     call_id = create(api)["call_id"]
+    send("participant_joined_agent", call_id)  # dispatched before the dial
 
     run_dial_worker()
 
@@ -443,6 +444,7 @@ def test_a_room_end_or_callee_departure_heard_before_the_answer_ends_the_answere
 
     sip_fake._CreateSIPParticipant = answered_then_gone
     call_id = create(api)["call_id"]
+    send("participant_joined_agent", call_id)  # dispatched before the dial
 
     run_dial_worker()
 

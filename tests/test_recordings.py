@@ -20,6 +20,7 @@ from livekit.protocol import egress as egress_models
 from calls.models import Call
 from recordings.models import Recording
 from tests.factories import CallFactory, RecordingFactory
+from tests.livekit_samples import send
 from tests.ogg import ogg_opus_silence
 from tests.recordings import (
     egress_of_a_start_whose_worker_died,
@@ -590,6 +591,7 @@ def test_a_recording_whose_start_task_died_with_its_worker_is_started_by_expire_
     egress_fake.egress_outcome = "manual"
     call_id = start_call(api)
     join(call_id)
+    send("participant_joined_agent", call_id)  # the agent with them
     worker_killed_mid_start()
     run_worker()
     assert started_egresses(egress_fake) == []
@@ -858,6 +860,7 @@ def test_a_lost_start_adopts_no_egress_another_recording_owns(
     fake_livekit.egress_outcome = "manual"
     call_id = start_call(api)
     join(call_id)
+    send("participant_joined_agent", call_id)  # the agent with them
     earlier = egress_of_a_start_whose_worker_died(fake_livekit, call_id=call_id)
     fake_livekit.egresses[earlier].status = egress_models.EgressStatus.EGRESS_COMPLETE
     RecordingFactory(egress_id=earlier)  # the earlier call's, in the same-named room

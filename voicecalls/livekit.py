@@ -308,6 +308,20 @@ def room_participant_identities(*, room_name: str) -> set[str] | None:
     return {participant.identity for participant in response.participants}
 
 
+def room_has_agent(*, room_name: str) -> bool:
+    """Whether an agent participant is in the room now (kind AGENT, or named as LiveKit
+    names a dispatched agent's, `agent-<job id>`); False for a room LiveKit does not
+    have."""
+    request = api.ListParticipantsRequest(room=room_name)
+    response = twirp_request(
+        "ListParticipants", lambda lk: lk.room.list_participants(request), if_not_found=None
+    )
+    if response is None:
+        return False
+    agent = livekit_models.ParticipantInfo.Kind.AGENT
+    return any(p.kind == agent or p.identity.startswith("agent-") for p in response.participants)
+
+
 def _access_token(*, identity: str, grants: api.VideoGrants, ttl_seconds: int) -> api.AccessToken:
     return (
         api.AccessToken(settings.LIVEKIT_API_KEY, settings.LIVEKIT_API_SECRET)

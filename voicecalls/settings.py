@@ -79,6 +79,11 @@ LIVEKIT_API_TIMEOUT_SECONDS = env.float("LIVEKIT_API_TIMEOUT_SECONDS", default=5
 # `expire_calls` checks an active call against LiveKit once nothing was heard of it
 # (webhook or agent event) for this long; webhooks can be lost.
 CALL_RECONCILE_AFTER_SECONDS = env.int("CALL_RECONCILE_AFTER_SECONDS", default=120)
+# An active call no agent joined this long after the user did fails `agent_not_joined`
+# (`expire_calls`). livekit-agents gives a job's process 10 s to start and our agent
+# fetches its session for up to 12 s before it connects: an agent later than 30 s is
+# not coming, and the user hears silence until then.
+CALL_AGENT_JOIN_TIMEOUT_SECONDS = env.int("CALL_AGENT_JOIN_TIMEOUT_SECONDS", default=30)
 if not 60 <= LIVEKIT_TOKEN_TTL_SECONDS <= 900:
     raise ImproperlyConfigured("LIVEKIT_TOKEN_TTL_SECONDS must be between 60 and 900")
 

@@ -148,6 +148,10 @@ class Call(models.Model):
     # delete the room, so the room's own webhooks can be attributed to it.
     hangup_requested_at = models.DateTimeField(null=True, blank=True)
 
+    # When we first knew the voice agent was in the room (its participant joined, or
+    # it reported events): calls.agent_presence.
+    agent_joined_at = models.DateTimeField(null=True, blank=True)
+
     agent_history = models.JSONField(default=list, blank=True)
     current_agent = models.CharField(max_length=100, null=True, blank=True)
 

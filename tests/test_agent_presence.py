@@ -1,0 +1,170 @@
+"""The call's voice agent never joining (a dispatch that failed, no worker, a worker that
+crashed before joining): such calls ended `completed`/`user_hangup` once the user gave
+up: the customer blamed their user, and nothing said the agent was missing."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from calls.agent_presence import call_agent_overdue
+from calls.expiry import calls_expire
+from calls.models import Call, CallStatus
+from tests.factories import CallFactory
+from tests.livekit_samples import send
+
+S = CallStatus
+
+
+def ago(seconds: float) -> datetime.datetime:
+    return timezone.now() - datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def call(workflow):
+    return CallFactory(organization=workflow.organization, workflow=workflow)
+
+
+def _joined(call: Call, *, seconds_ago: float, agent: bool) -> None:
+    """The user joined (a signed webhook) `seconds_ago`; and the agent, if `agent`."""
+    assert send("participant_joined", call.pk).json() == {"result": "handled"}
+    if agent:
+        assert send("participant_joined_agent", call.pk).json() == {"result": "handled"}
+    Call.objects.filter(pk=call.pk).update(started_at=ago(seconds_ago))
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+
+
+def _system_lines(api, call: Call) -> list[str]:
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+    return [line["content"] for line in lines if line["role"] == "system"]
+
+
+# -- the agent never joined ------------------------------------------------------------
+
+
+def test_a_call_no_agent_joined_within_the_bound_fails_and_its_room_is_closed(
+    call, workflow, fake_livekit, settings, api
+):
+    settings.CALL_AGENT_JOIN_TIMEOUT_SECONDS = 30
+    _joined(call, seconds_ago=31, agent=False)
+    fake_livekit.add_room(call.room_name, [f"user-{call.pk}"])
+    waiting = CallFactory(organization=workflow.organization, workflow=workflow)
+    _joined(waiting, seconds_ago=10, agent=False)  # the agent may still come
+
+    result = calls_expire()
+
+    assert result.agents_not_joined == 1
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.FAILED, "agent_not_joined")
+    assert call.ended_at is not None
+    assert [r.body["room"] for r in fake_livekit.calls("DeleteRoom")] == [call.room_name]
+    assert _system_lines(api, call) == ["No agent joined the call within 30 seconds."]
+    body = api.get(f"/api/v1/calls/{call.pk}").json()
+    assert (body["status"], body["end_reason"]) == ("failed", "agent_not_joined")
+    waiting.refresh_from_db()
+    assert waiting.status == S.ACTIVE
+
+
+def test_a_call_whose_agent_joined_in_time_is_left_alone(call, fake_livekit):
+    _joined(call, seconds_ago=300, agent=True)
+
+    calls_expire()
+
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+    assert call.agent_joined_at is not None
+    assert fake_livekit.calls("ListParticipants") == []
+
+
+def test_an_agent_in_the_room_whose_join_webhook_was_lost_keeps_the_call(call, fake_livekit):
+    _joined(call, seconds_ago=60, agent=False)
+    fake_livekit.add_room(call.room_name, [f"user-{call.pk}", "agent-AJ_1"])
+
+    assert calls_expire().agents_not_joined == 0
+    calls_expire()  # known now: LiveKit is not asked again
+
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+    assert call.agent_joined_at is not None
+    assert len(fake_livekit.calls("ListParticipants")) == 1
+    assert fake_livekit.calls("DeleteRoom") == []
+
+
+def test_livekit_failing_leaves_an_agentless_call_to_the_next_pass(call, fake_livekit):
+    _joined(call, seconds_ago=60, agent=False)
+    fake_livekit.fail("ListParticipants", "503")
+
+    result = calls_expire()
+
+    assert (result.agents_not_joined, result.livekit_errors) == (0, 1)
+    call.refresh_from_db()
+    assert call.status == S.ACTIVE
+
+
+def test_an_agent_joining_just_before_the_failure_is_applied_keeps_the_call(call):
+    """expire_calls asked LiveKit (no agent yet); the agent's join committed before the
+    failure took the call's row: the failure finds it and changes nothing."""
+    _joined(call, seconds_ago=60, agent=False)
+    assert send("participant_joined_agent", call.pk).status_code == 200
+
+    assert not call_agent_overdue(
+        call_id=call.pk, agent_in_room=False, at=timezone.now(), timeout_seconds=30
+    )
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.ACTIVE, None)
+
+
+def test_the_agent_reporting_events_counts_as_joined(call, agent_api, fake_livekit):
+    """Its join's webhook lost, the agent's own reports say it is there."""
+    _joined(call, seconds_ago=60, agent=False)
+    line = {
+        "id": str(uuid.uuid4()),
+        "type": "transcript",
+        "timestamp": timezone.now().isoformat(),
+        "role": "assistant",
+        "content": "Hello!",
+        "agent_name": "greeter-agent",
+    }
+    response = agent_api.post(
+        f"/api/v1/agent/calls/{call.pk}/events", {"events": [line]}, format="json"
+    )
+    assert response.status_code == 200
+
+    calls_expire()
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+    assert fake_livekit.calls("ListParticipants") == []
+
+
+def test_the_user_hanging_up_before_any_agent_joined_fails_agent_not_joined(call):
+    _joined(call, seconds_ago=8, agent=False)
+
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.FAILED, "agent_not_joined")
+
+
+def test_the_user_hanging_up_on_their_agent_is_still_a_hang_up(call):
+    _joined(call, seconds_ago=8, agent=True)
+
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+
+
+def test_staff_see_when_the_agent_joined(call, admin_client: Client):
+    _joined(call, seconds_ago=40, agent=True)
+
+    html = admin_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+
+    assert "Agent joined at" in html

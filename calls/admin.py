@@ -128,8 +128,8 @@ class CallAdmin(admin.ModelAdmin):
             },
         ),
         ("Time", {"fields": ["created_at", "started_at", "ended_at", "duration"]}),
-        # When the voice agent joined (calls.agent_presence).
-        ("Agent", {"fields": ["agent_joined_at"]}),
+        # When the voice agent joined, and when it left unexpectedly (calls.agent_presence).
+        ("Agent", {"fields": ["agent_joined_at", "agent_left_at"]}),
         ("Data", {"fields": ["user_data_json", "metadata_json"]}),
         ("Post-call analysis", {"fields": ["analysis_html"]}),
         ("Cost", {"fields": ["cost_html"]}),
@@ -155,6 +155,7 @@ class CallAdmin(admin.ModelAdmin):
         "ended_at",
         "duration",
         "agent_joined_at",
+        "agent_left_at",
         "user_data_json",
         "metadata_json",
         "analysis_html",

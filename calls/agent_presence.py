@@ -1,9 +1,12 @@
-"""Whether the call's voice agent came: its participant joining (LiveKit webhooks, kind
-AGENT) or its own reports, and `expire_calls` failing a call no agent joined.
+"""Whether the call's voice agent is in its room: its participant joining or leaving
+(LiveKit webhooks, kind AGENT), and `expire_calls` failing a call no agent joined.
 
-A user who hangs up before any agent joined ends the call `failed`/`agent_not_joined`,
-as `expire_calls` does once the agent is overdue (and closes the room, so the user is
-not left in silence): a failure of ours, not the user's hang-up.
+The agent's departure never ends the call (DESIGN.md "Call lifecycle": after a transfer
+the agent leaves and the call goes on); one nobody asked for (no transfer or hang-up
+requested, no end reported, the room not deleted: its process died) is a system line in
+the transcript, and the user's hang-up on the silence then ends the call
+`failed`/`agent_lost`. A user who hangs up before any agent joined ends it
+`failed`/`agent_not_joined`, as `expire_calls` does once the agent is overdue.
 """
 
 from __future__ import annotations
@@ -20,13 +23,23 @@ from calls.models import NOT_ENDED_STATUSES, Call, CallStatus, TranscriptEntry, 
 from calls.signals import call_events_recorded
 
 AGENT_KIND = "AGENT"
+# An agent leaving for these reasons did not fail the call: the room is being deleted
+# or closed (the agent's own hang-up, an API end, expiry), or the agent is still there
+# (it reconnected, or moved to another LiveKit node).
+_AGENT_DEPARTURES_EXPECTED = frozenset(
+    {"ROOM_DELETED", "ROOM_CLOSED", "DUPLICATE_IDENTITY", "MIGRATION"}
+)
 
 
-def missing_agent_reason(agent_joined_at: datetime.datetime | None) -> str | None:
+def missing_agent_reason(
+    agent_joined_at: datetime.datetime | None, agent_left_at: datetime.datetime | None
+) -> str | None:
     """Why no agent is with the user now (the end reason a hang-up then gets), or None
     when one is."""
     if agent_joined_at is None:
         return EndReason.AGENT_NOT_JOINED
+    if agent_left_at is not None:
+        return EndReason.AGENT_LOST
     return None
 
 
@@ -40,12 +53,29 @@ def _system_line(*, call_id: uuid.UUID, content: str, at: datetime.datetime) -> 
     )
 
 
+def _open_locked(call_id: uuid.UUID) -> tuple | None:
+    return (
+        Call.objects.select_for_update()
+        .filter(pk=call_id, status__in=NOT_ENDED_STATUSES)
+        .values_list("status", "hangup_requested_at", "agent_identity", "agent_left_at")
+        .first()
+    )
+
+
 @transaction.atomic
 def call_agent_joined(*, call_id: uuid.UUID, identity: str, at: datetime.datetime) -> None:
-    """An agent participant joined the call's room: the agent is there."""
-    Call.objects.filter(pk=call_id, status__in=NOT_ENDED_STATUSES).update(
-        agent_joined_at=Coalesce("agent_joined_at", Value(at))
+    """An agent participant joined the call's room: the agent is there (again)."""
+    row = _open_locked(call_id)
+    if row is None:
+        return  # ended: a late dispatch leaves at once (its session is 409)
+    status, _requested, _identity, left_at = row
+    Call.objects.filter(pk=call_id).update(
+        agent_joined_at=Coalesce("agent_joined_at", Value(at)),
+        agent_identity=identity,
+        agent_left_at=None,
     )
+    if left_at is not None and status == CallStatus.ACTIVE:
+        _system_line(call_id=call_id, content="An agent joined the call again.", at=at)
 
 
 def call_agent_seen(*, call_id: uuid.UUID, at: datetime.datetime) -> None:
@@ -55,6 +85,31 @@ def call_agent_seen(*, call_id: uuid.UUID, at: datetime.datetime) -> None:
     Call.objects.filter(
         pk=call_id, status__in=NOT_ENDED_STATUSES, agent_joined_at__isnull=True
     ).update(agent_joined_at=at)
+
+
+@transaction.atomic
+def call_agent_left(
+    *, call_id: uuid.UUID, identity: str, reason: str, at: datetime.datetime
+) -> None:
+    """An agent participant left the call's room: recorded if nobody asked for it (the
+    call goes on: the user's departure ends it)."""
+    row = _open_locked(call_id)
+    if row is None or reason in _AGENT_DEPARTURES_EXPECTED:
+        return
+    _status, requested_at, present, left_at = row
+    if requested_at is not None or left_at is not None:
+        return  # a transfer or a hang-up in flight: the agent leaves as it should
+    if present is not None and present != identity:
+        return  # another agent (dispatched again) has taken the call over
+    # (A departure whose join was lost still says an agent was there.)
+    Call.objects.filter(pk=call_id).update(
+        agent_joined_at=Coalesce("agent_joined_at", Value(at)),
+        agent_left_at=at,
+        agent_identity=None,
+    )
+    _system_line(
+        call_id=call_id, content=f"The agent left the call unexpectedly ({reason}).", at=at
+    )
 
 
 @transaction.atomic

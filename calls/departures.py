@@ -29,7 +29,7 @@ def user_departure_outcome(
     started = status == CallStatus.ACTIVE
     if reason == "CLIENT_INITIATED":
         if started and no_agent:
-            # They hung up on silence: our agent never came.
+            # They hung up on silence: our agent never came, or is gone.
             return CallStatus.FAILED, no_agent
         return CallStatus.COMPLETED, EndReason.USER_HANGUP
     if reason == "ROOM_DELETED":

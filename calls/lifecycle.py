@@ -52,8 +52,10 @@ class EndReason:
     ROOM_CLOSED = "room_closed"
     RECONCILED = "reconciled"
     # Our voice agent failed the user (`failed`): no agent joined within
-    # CALL_AGENT_JOIN_TIMEOUT_SECONDS, or before the user hung up.
+    # CALL_AGENT_JOIN_TIMEOUT_SECONDS, or before the user hung up; or the agent left
+    # unexpectedly (its process died) and the user then hung up on the silence.
     AGENT_NOT_JOINED = "agent_not_joined"
+    AGENT_LOST = "agent_lost"
     # Phone calls (telephony.dialing.SIP_END_REASONS maps SIP statuses to these).
     BUSY = "busy"
     NO_ANSWER = "no_answer"

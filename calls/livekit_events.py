@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from calls.agent_presence import AGENT_KIND, call_agent_joined, missing_agent_reason
+from calls.agent_presence import (
+    AGENT_KIND,
+    call_agent_joined,
+    call_agent_left,
+    missing_agent_reason,
+)
 from calls.departures import Outcome, room_finished_outcome, user_departure_outcome
 from calls.lifecycle import call_transition, requested_end
 from calls.models import (
@@ -105,16 +110,17 @@ def _transition_by_state(
                 "channel",
                 "end_reason",
                 "agent_joined_at",
+                "agent_left_at",
             )
             .first()
         )
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
-        status, hangup_requested_at, _channel, end_reason, agent_joined_at = row
+        status, hangup_requested_at, _channel, end_reason, *agent = row
         if call_transfer_in_flight(end_reason, hangup_requested_at):
             return False
         requested = requested_end(hangup_requested_at, end_reason)
-        outcome = decide(status, requested, missing_agent_reason(agent_joined_at))
+        outcome = decide(status, requested, missing_agent_reason(*agent))
         if outcome is None:
             return False
         to_status, end_reason = outcome
@@ -167,6 +173,14 @@ _SIP_ANSWERED = frozenset({"active", "hangup"})
 
 def _on_participant_left(call: CallRef, event: WebhookEvent, at: datetime.datetime) -> None:
     # The agent participant's own departure never ends the call; the user's does.
+    if event.participant_kind == AGENT_KIND:
+        call_agent_left(
+            call_id=call.id,
+            identity=event.participant_identity,
+            reason=event.disconnect_reason,
+            at=at,
+        )
+        return
     if event.participant_identity != call.user_identity:
         return
     if (

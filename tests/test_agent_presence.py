@@ -1,6 +1,7 @@
-"""The call's voice agent never joining (a dispatch that failed, no worker, a worker that
-crashed before joining): such calls ended `completed`/`user_hangup` once the user gave
-up: the customer blamed their user, and nothing said the agent was missing."""
+"""The call's voice agent missing: never joining (a dispatch that failed, no worker, a
+worker that crashed before joining) or leaving mid-call without a word (its process
+died). Such calls ended `completed`/`user_hangup` once the user gave up: the customer
+blamed their user, and nothing said the agent was missing."""
 
 from __future__ import annotations
 
@@ -162,9 +163,88 @@ def test_the_user_hanging_up_on_their_agent_is_still_a_hang_up(call):
     assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
 
 
-def test_staff_see_when_the_agent_joined(call, admin_client: Client):
+# -- the agent lost mid-call -----------------------------------------------------------
+
+
+def test_the_agent_leaving_unexpectedly_is_a_system_line_and_the_call_goes_on(call, api):
     _joined(call, seconds_ago=40, agent=True)
+
+    assert send("participant_left_agent", call.pk).json() == {"result": "handled"}
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.ACTIVE, None)
+    assert call.agent_left_at is not None
+    assert _system_lines(api, call) == ["The agent left the call unexpectedly (SIGNAL_CLOSE)."]
+
+
+def test_the_user_hanging_up_after_the_agent_was_lost_fails_agent_lost(call):
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_left_agent", call.pk, reason="CONNECTION_TIMEOUT")
+
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.FAILED, "agent_lost")
+
+
+def test_an_agent_dispatched_again_takes_the_call_back(call, api):
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_left_agent", call.pk)
+
+    send("participant_joined_agent", call.pk, identity="agent-AJ_second")
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+    assert _system_lines(api, call) == [
+        "The agent left the call unexpectedly (SIGNAL_CLOSE).",
+        "An agent joined the call again.",
+    ]
+
+
+def test_the_old_agent_leaving_after_its_successor_joined_is_no_loss(call, api):
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_joined_agent", call.pk, identity="agent-AJ_second")
+
+    send("participant_left_agent", call.pk)  # the first one's departure, late
+
+    call.refresh_from_db()
+    assert call.agent_left_at is None
+    assert _system_lines(api, call) == []
+
+
+@pytest.mark.parametrize("reason", ["ROOM_DELETED", "DUPLICATE_IDENTITY", "MIGRATION"])
+def test_an_agent_leaving_with_its_room_or_still_there_is_no_loss(call, api, reason):
+    _joined(call, seconds_ago=40, agent=True)
+
+    send("participant_left_agent", call.pk, reason=reason)
+
+    call.refresh_from_db()
+    assert call.agent_left_at is None
+    assert _system_lines(api, call) == []
+
+
+def test_the_agent_leaving_while_a_transfer_runs_is_no_loss(call, api):
+    """After a transfer the agent leaves and the call goes on (DESIGN.md)."""
+    _joined(call, seconds_ago=40, agent=True)
+    Call.objects.filter(pk=call.pk).update(
+        hangup_requested_at=timezone.now(),
+        end_reason="transferred",
+        transfer_destination="+14155550188",
+    )
+
+    send("participant_left_agent", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert call.agent_left_at is None
+    assert _system_lines(api, call) == []
+
+
+def test_staff_see_when_the_agent_joined_and_left(call, admin_client: Client):
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_left_agent", call.pk)
 
     html = admin_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
 
-    assert "Agent joined at" in html
+    assert "Agent joined at" in html and "Agent left at" in html
+    assert "The agent left the call unexpectedly (SIGNAL_CLOSE)." in html

@@ -148,9 +148,13 @@ class Call(models.Model):
     # delete the room, so the room's own webhooks can be attributed to it.
     hangup_requested_at = models.DateTimeField(null=True, blank=True)
 
-    # When we first knew the voice agent was in the room (its participant joined, or
-    # it reported events): calls.agent_presence.
+    # The voice agent in the room (DESIGN.md "Call lifecycle"; calls.agent_presence):
+    # when we first knew it there (its participant joined, or it reported events),
+    # its participant now, and when it left the call unexpectedly (not ending it, no
+    # transfer: its process died), cleared when an agent joins again.
     agent_joined_at = models.DateTimeField(null=True, blank=True)
+    agent_identity = models.CharField(max_length=200, null=True, blank=True)
+    agent_left_at = models.DateTimeField(null=True, blank=True)
 
     agent_history = models.JSONField(default=list, blank=True)
     current_agent = models.CharField(max_length=100, null=True, blank=True)

@@ -31,12 +31,24 @@ _AGENT_DEPARTURES_EXPECTED = frozenset(
 )
 
 
+# A user who leaves sooner than this after joining, no agent there yet, hung up for
+# their own reasons (a misdial, a caller still hearing the ring): agents join within a
+# few seconds, and only waiting this long in silence is ours to answer for.
+AGENT_NOT_JOINED_AFTER = datetime.timedelta(seconds=10)
+
+
 def missing_agent_reason(
-    agent_joined_at: datetime.datetime | None, agent_left_at: datetime.datetime | None
+    agent_joined_at: datetime.datetime | None,
+    agent_left_at: datetime.datetime | None,
+    *,
+    started_at: datetime.datetime | None,
+    at: datetime.datetime,
 ) -> str | None:
-    """Why no agent is with the user now (the end reason a hang-up then gets), or None
-    when one is."""
+    """Why no agent is with the user at `at` (the end reason a hang-up then gets), or
+    None when one is, or when the user joined too recently to expect one."""
     if agent_joined_at is None:
+        if started_at is not None and at - started_at < AGENT_NOT_JOINED_AFTER:
+            return None
         return EndReason.AGENT_NOT_JOINED
     if agent_left_at is not None:
         return EndReason.AGENT_LOST

@@ -109,6 +109,7 @@ def _transition_by_state(
                 "hangup_requested_at",
                 "channel",
                 "end_reason",
+                "started_at",
                 "agent_joined_at",
                 "agent_left_at",
             )
@@ -116,11 +117,12 @@ def _transition_by_state(
         )
         if row is None or row[0] in ENDED_STATUSES or _dialing(row[2], row[0]):
             return False
-        status, hangup_requested_at, _channel, end_reason, *agent = row
+        status, hangup_requested_at, _channel, end_reason, started_at, *agent = row
         if call_transfer_in_flight(end_reason, hangup_requested_at):
             return False
         requested = requested_end(hangup_requested_at, end_reason)
-        outcome = decide(status, requested, missing_agent_reason(*agent))
+        no_agent = missing_agent_reason(*agent, started_at=started_at, at=at)
+        outcome = decide(status, requested, no_agent)
         if outcome is None:
             return False
         to_status, end_reason = outcome

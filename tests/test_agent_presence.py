@@ -146,12 +146,22 @@ def test_the_agent_reporting_events_counts_as_joined(call, agent_api, fake_livek
 
 
 def test_the_user_hanging_up_before_any_agent_joined_fails_agent_not_joined(call):
-    _joined(call, seconds_ago=8, agent=False)
+    _joined(call, seconds_ago=12, agent=False)
 
     send("participant_left", call.pk, reason="CLIENT_INITIATED")
 
     call.refresh_from_db()
     assert (call.status, call.end_reason) == (S.FAILED, "agent_not_joined")
+
+
+def test_the_user_hanging_up_moments_after_joining_no_agent_yet_is_a_hang_up(call):
+    """A misdial, a caller still hearing the ring: not a failure of ours."""
+    _joined(call, seconds_ago=3, agent=False)
+
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
 
 
 def test_the_user_hanging_up_on_their_agent_is_still_a_hang_up(call):

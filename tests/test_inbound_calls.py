@@ -163,8 +163,9 @@ def test_a_callers_departure_delivered_before_their_join_ends_the_call_it_opens(
 
     assert answers == [200, 200]
     body = api.get(f"/api/v1/calls/{call_in(room).id}").json()
-    # No agent had joined yet (calls.agent_presence).
-    assert (body["status"], body["end_reason"]) == ("failed", "agent_not_joined")
+    # No agent had joined yet, but the caller left at once: their hang-up
+    # (calls.agent_presence.AGENT_NOT_JOINED_AFTER).
+    assert (body["status"], body["end_reason"]) == ("completed", "user_hangup")
     late = agent_asks(agent_api, room, identity)
     assert (late.status_code, late.json()["errors"][0]["code"]) == (409, "call_ended")
     assert Call.objects.count() == 1

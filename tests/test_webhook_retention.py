@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime
 import io
+import threading
+import time
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -158,3 +160,56 @@ def test_deliveries_due_are_read_by_index(organization: Organization) -> None:
         cursor.execute("SET LOCAL enable_sort = off")
     plan = _due(before=timezone.now() - 30 * DAY)[:500].explain()
     assert "webhook_delivery_ended" in plan, plan
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_passes_at_once_deleting_an_events_last_deliveries_delete_the_event(
+    organization: Organization, settings
+) -> None:
+    """Passes on several hosts each take the deliveries no other holds: an event sent to
+    two endpoints can have its two deliveries deleted by two passes at once. Each saw the
+    other's delivery still there (not committed yet) and left the event, which nothing
+    would delete after (pruning goes by deliveries): an end-of-call report, the call's
+    transcript, kept for good."""
+    settings.WEBHOOKS_DELIVERY_RETENTION_DAYS = 30
+    endpoint_create(organization, "a")
+    endpoint_create(organization, "b")
+    event = call_ended(organization)
+    first, second = event.deliveries.order_by("pk")
+    ended(first, "succeeded", days_ago=40)
+    ended(second, "succeeded", days_ago=40)
+    holding, first_deleted, pruning = threading.Event(), threading.Event(), threading.Event()
+    pruned: dict[str, tuple[int, int]] = {}
+
+    def one_pass() -> None:  # it took `first`, `second` held by the other
+        try:
+            holding.wait(timeout=10)
+            with transaction.atomic():
+                pruned["one"] = webhook_history_prune()
+                first_deleted.set()
+                pruning.wait(timeout=10)
+                time.sleep(0.5)  # the other deletes `second` meanwhile (or waits for this)
+        finally:
+            connections.close_all()
+
+    def other_pass() -> None:  # it took `second` (its first statement's lock), then ran
+        try:
+            with transaction.atomic():
+                list(WebhookDelivery.objects.select_for_update().filter(pk=second.pk))
+                holding.set()
+                first_deleted.wait(timeout=10)
+                pruning.set()
+                pruned["other"] = webhook_history_prune()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one_pass), threading.Thread(target=other_pass)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert pruned["one"][0] == pruned["other"][0] == 1
+    assert not WebhookDelivery.objects.exists()
+    assert not WebhookEvent.objects.filter(pk=event.pk).exists()

@@ -82,11 +82,17 @@ def endpoint_events(*, endpoint_id: UUID) -> QuerySet[WebhookDelivery, str]:
 def orphaned_events_delete(*, event_ids: list[str]) -> int:
     """Delete those of the events left without a delivery (their last one was pruned,
     or went with its endpoint); how many. Deliveries are written with their event, never
-    later: one left with none is done. Its body (up to megabytes) is never read."""
+    later: one left with none is done. Its body (up to megabytes) is never read. Call it
+    in the transaction that deleted the deliveries."""
+    event_ids = sorted(event_ids)
     deleted = 0
     for start in range(0, len(event_ids), BATCH_SIZE):
-        orphans = WebhookEvent.objects.filter(
-            pk__in=event_ids[start : start + BATCH_SIZE], deliveries__isnull=True
-        )
+        chunk = event_ids[start : start + BATCH_SIZE]
+        # Held first, in id order: another transaction deleting their other deliveries
+        # at once waits for this one, then (its next statement seeing this one's) finds
+        # none left. Unheld, each saw the other's delivery and both kept the event.
+        held = WebhookEvent.objects.select_for_update().filter(pk__in=chunk).order_by("pk")
+        list(held.values_list("pk", flat=True))
+        orphans = WebhookEvent.objects.filter(pk__in=chunk, deliveries__isnull=True)
         deleted += orphans.only("pk").delete()[1].get(WebhookEvent._meta.label, 0)
     return deleted

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import threading
+import time
 
 import pytest
 import yaml
@@ -16,6 +18,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from accounts.models import Organization
 from calls.models import Call
@@ -23,6 +26,7 @@ from tests.factories import CallFactory
 from webhooks import services
 from webhooks.models import ToolSigningSecret
 from webhooks.selectors import tool_signing_secrets_live
+from webhooks.signing import signed_headers
 from workflows.models import Workflow
 
 URL = "/api/v1/tool-signing-secret"
@@ -283,3 +287,38 @@ def test_first_requests_at_once_make_one_secret_the_others_rotating_it(
 
     assert sorted(statuses) == [200] * (threads_count - 1) + [201]
     assert ToolSigningSecret.objects.filter(organization=organization).count() == 1
+
+
+def test_the_docs_check_accepts_the_calls_running_across_a_rotation_and_no_other(
+    api: APIClient, agent_api: APIClient, call: Call, workflow: Workflow
+) -> None:
+    """docs/tools.md's check, run as printed: a call that started before a rotation signs
+    its tool requests with the old secret alone until it ends (its session's), so an
+    endpoint switched to the new secret alone at once would reject them mid-call. With
+    both secrets, the check accepts the calls on either side of the rotation."""
+    docs = (django_settings.BASE_DIR / "docs" / "tools.md").read_text()
+    code = re.search(r"```python\n(from standardwebhooks import Webhook, .*?)```", docs, re.DOTALL)
+    assert code is not None, "tools.md shows no check for a rotation"
+    namespace: dict = {}
+    exec(code.group(1), namespace)
+    old = api.post(ROTATE).json()["secret"]
+    started_before = session_secrets(agent_api, call)
+    new = api.post(ROTATE).json()["secret"]
+    later = CallFactory(organization=call.organization, workflow=workflow)
+    started_after = session_secrets(agent_api, later)
+    body = json.dumps({"meal_type": "lunch"}).encode()
+
+    def sent(secrets: list[str]) -> dict[str, str]:
+        return signed_headers(
+            secrets=secrets, msg_id="tool_1", timestamp=int(time.time()), body=body
+        )
+
+    assert started_before == [old] and started_after == [new, old]
+    with pytest.raises(WebhookVerificationError):  # an endpoint switched at once
+        Webhook(new).verify(body, sent(started_before))
+    for secrets in (started_before, started_after):
+        assert namespace["tool_arguments"](body, sent(secrets), [new, old]) == {
+            "meal_type": "lunch"
+        }
+    with pytest.raises(WebhookVerificationError):
+        namespace["tool_arguments"](body, sent(["whsec_" + "A" * 43 + "="]), [new, old])

@@ -213,3 +213,52 @@ def test_passes_at_once_deleting_an_events_last_deliveries_delete_the_event(
     assert pruned["one"][0] == pruned["other"][0] == 1
     assert not WebhookDelivery.objects.exists()
     assert not WebhookEvent.objects.filter(pk=event.pk).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoints_deletion_waits_for_a_pass_pruning_its_deliveries_not_deadlocks(
+    organization: Organization, settings
+) -> None:
+    """A pass holds the deliveries it takes, then deletes their attempts; the deletion
+    deleted the attempts first, then waited for the deliveries: PostgreSQL found the
+    deadlock and one side failed (the API's DELETE a 503). The deletion now takes the
+    deliveries first, in id order, so it waits for the pass and then finds them gone."""
+    settings.WEBHOOKS_DELIVERY_RETENTION_DAYS = 30
+    endpoint = endpoint_create(organization)
+    delivery = call_ended(organization).deliveries.get()
+    ended(delivery, "succeeded", days_ago=40)
+    holding = threading.Event()
+    errors: list[BaseException] = []
+
+    def pruning_pass() -> None:  # has taken the delivery when the deletion starts
+        try:
+            with transaction.atomic():
+                list(WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk))
+                holding.set()
+                time.sleep(0.5)  # the deletion runs meanwhile
+                webhook_history_prune()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def deletion() -> None:
+        try:
+            holding.wait(timeout=10)
+            services.webhook_endpoint_delete(endpoint=endpoint)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=pruning_pass), threading.Thread(target=deletion)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
+    assert not WebhookDelivery.objects.filter(pk=delivery.pk).exists()
+    assert not WebhookAttempt.objects.filter(delivery_id=delivery.pk).exists()

@@ -73,9 +73,15 @@ def _batch(*, before: datetime.datetime, batch_size: int) -> tuple[int, int] | N
 
 
 def endpoint_events(*, endpoint_id: UUID) -> QuerySet[WebhookDelivery, str]:
-    """The ids of the events the endpoint was sent (its kept deliveries')."""
-    return WebhookDelivery.objects.filter(endpoint_id=endpoint_id).values_list(
-        "event_id", flat=True
+    """The ids of the events the endpoint was sent (its kept deliveries'), the
+    deliveries locked in id order (call in the deleting transaction): a pruning pass
+    holds deliveries, then deletes their attempts; a deletion deleting attempts first
+    would wait for it while it waits for them."""
+    return (
+        WebhookDelivery.objects.filter(endpoint_id=endpoint_id)
+        .select_for_update()
+        .order_by("pk")
+        .values_list("event_id", flat=True)
     )
 
 

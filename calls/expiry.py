@@ -104,19 +104,7 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         _agent_not_joined(call=call, now=now, result=result)
     if silent:
         _calls_reconcile(calls=silent, now=now, result=result)
-    # Recordings whose egress webhooks were lost, as calls whose room webhooks were.
-    reconciled, errors = recordings_reconcile(now=now)
-    result.recordings_reconciled += reconciled
-    result.livekit_errors += errors
-    woken, errors = recordings_wake_lost_starts(now=now)
-    result.recordings_reconciled += woken
-    result.livekit_errors += errors
-    settled, errors = recordings_failed_starts_settle(now=now)
-    result.recordings_reconciled += settled
-    result.livekit_errors += errors
-    settled, errors = recordings_deleted_starts_settle(now=now)
-    result.recordings_reconciled += settled
-    result.livekit_errors += errors
+    _recordings_reconcile(now=now, result=result)
     # After the ends above, which released their places: a counter that still differs
     # was moved behind the state machine's back (a staff edit, a restore).
     result.open_counters_repaired = open_calls_reconcile()
@@ -134,6 +122,19 @@ def calls_expire(*, now: datetime.datetime | None = None) -> ExpireResult:
         attempted_at__lt=now - datetime.timedelta(days=2)
     ).delete()
     return result
+
+
+def _recordings_reconcile(*, now: datetime.datetime, result: ExpireResult) -> None:
+    """Recordings whose egress webhooks were lost, as calls whose room webhooks were."""
+    for step in (
+        recordings_reconcile,
+        recordings_wake_lost_starts,
+        recordings_failed_starts_settle,
+        recordings_deleted_starts_settle,
+    ):
+        moved, errors = step(now=now)
+        result.recordings_reconciled += moved
+        result.livekit_errors += errors
 
 
 @dataclass(frozen=True)

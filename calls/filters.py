@@ -95,8 +95,9 @@ class StrictBooleanFilter(filters.BooleanFilter):
 
 class SuccessFilter(StrictBooleanFilter):
     """The analysis's verdict (the call's copy of it). Only a completed analysis has
-    one, so the filter says so too: PostgreSQL then reads `call_org_analysis_success`,
-    whose condition that is, for `false` as for `true`."""
+    one, so the filter says so too: PostgreSQL then reads `call_org_analysis_success`
+    (or with `workflow_id`, `call_org_workflow_success`), whose condition that is, for
+    `false` as for `true`."""
 
     def filter(self, queryset: QuerySet[Call], value: object) -> QuerySet[Call]:
         if value in EMPTY_VALUES:

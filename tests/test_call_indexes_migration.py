@@ -1,7 +1,8 @@
 """calls 0018: the list indexes are widened and narrowed again by the migration, on
 PostgreSQL built concurrently under a temporary name that takes the old one's place;
 calls 0020: the daily cap's index swapped for one of outbound calls, and back; calls 0024:
-the number indexes reordered, and back."""
+the number indexes reordered, and back; calls 0027: a workflow's verdict index added,
+and removed."""
 
 from __future__ import annotations
 
@@ -112,4 +113,37 @@ def test_the_number_indexes_lead_with_the_number_after_the_migration_and_back() 
     assert after == {
         "call_callee": ["phone_number", "organization_id"],
         "call_caller": ["from_number", "organization_id"],
+    }
+
+
+def _verdict_indexes() -> dict[str, list[str]]:
+    constraints = connection.introspection.get_constraints(connection.cursor(), "calls_call")
+    names = ("call_org_analysis_success", "call_org_workflow_success")
+    return {name: found["columns"] for name, found in constraints.items() if name in names}
+
+
+def test_the_workflow_verdict_index_is_added_by_the_migration_and_removed_by_its_reverse() -> None:
+    """calls 0027: a workflow's calls by verdict, beside the organization's."""
+    try:
+        _migrate(("calls", "0026_call_agent_left"))
+        before = _verdict_indexes()
+        _migrate(("calls", "0027_call_org_workflow_success"))
+        after = _verdict_indexes()
+    finally:
+        _migrate()
+
+    organization_wide = ["organization_id", "analysis_success", "created_at", "id"]
+    organization_wide += ["workflow_id", "status", "started_at"]
+    assert before == {"call_org_analysis_success": organization_wide}
+    assert after == {
+        "call_org_analysis_success": organization_wide,
+        "call_org_workflow_success": [
+            "organization_id",
+            "workflow_id",
+            "analysis_success",
+            "created_at",
+            "id",
+            "status",
+            "started_at",
+        ],
     }

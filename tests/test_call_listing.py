@@ -187,13 +187,48 @@ def test_a_started_windows_page_and_count_are_read_from_their_indexes_alone(orga
 
 
 @pytest.mark.postgres
+def test_a_workflow_without_verdicts_finds_none_without_walking_other_workflows_verdicts(
+    organization,
+) -> None:
+    """`workflow_id` + `success` is one range of its own index: for a workflow that asks
+    for no analysis the page reads a leaf or two, however many verdicts the
+    organization's other workflows have."""
+    quiet, judged = WorkflowFactory.create_batch(2, organization=organization)
+    calls = _ended_calls_a_minute_apart(
+        3000, lambda i: {"organization": organization, "workflow": judged}
+    )
+    CallAnalysis.objects.bulk_create(
+        CallAnalysis(call=call, status=AnalysisStatus.COMPLETED, success=True) for call in calls
+    )
+    filters = {"workflow_id": str(quiet.pk), "success": "true"}
+    listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
+    sent: list[tuple[str, Sequence]] = []
+
+    def record(execute: Callable, sql: str, params: Sequence, many: bool, context: dict):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert listing.page(0, 20) == []
+    ((page, params),) = sent
+    _index_paths_only()
+    plan = _plan("(ANALYZE, BUFFERS) " + page, params)
+
+    assert "Index Only Scan using call_org_workflow_success on" in plan
+    lines = plan.splitlines()
+    scan = next(i for i, line in enumerate(lines) if "Index Only Scan" in line)
+    buffers = next((line for line in lines[scan:] if "Buffers:" in line), "hit=0")
+    assert int(re.search(r"hit=(\d+)", buffers).group(1)) <= 3, plan
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize(
     ("narrowed_by", "index"),
     [
         ("workflow and status", "call_org_workflow"),
         ("user and status", "call_org_user"),
         ("status and window", "call_org_status"),
-        ("verdict and workflow", "call_org_analysis_success"),
+        ("verdict and workflow", "call_org_workflow_success"),
         ("analysis status and status", "call_org_analysis_status"),
     ],
 )

@@ -269,6 +269,22 @@ class Call(models.Model):
                 name="call_org_analysis_success",
                 condition=models.Q(analysis_status="completed"),
             ),
+            # A verdict within one workflow: the index above walks every verdict of the
+            # organization to find a workflow's (all of them for a workflow that asks
+            # for no analysis); here they are one range.
+            models.Index(
+                fields=[
+                    "organization",
+                    "workflow",
+                    "analysis_success",
+                    "-created_at",
+                    "-id",
+                    "status",
+                    "started_at",
+                ],
+                name="call_org_workflow_success",
+                condition=models.Q(analysis_status="completed"),
+            ),
             # Across organizations (the admin's call list, search and dashboard, staff
             # only): newest first; the started_at date hierarchy's first/last, probes and
             # drilled-down list (calls.admin); a user's calls.

@@ -64,6 +64,10 @@ class Fleet:
             DATABASE_URL=f"postgres://postgres@127.0.0.1:{self.ports['pgbouncer']}/voicecalls",
             DATABASE_LISTEN_URL=self.direct_url,
             DATABASE_PREPARE_THRESHOLD="none",
+            # PgBouncer drops them as startup options (its ignore_startup_parameters
+            # below; else it refuses the connection): README "Operating".
+            DATABASE_LOCK_TIMEOUT_SECONDS="0",
+            DATABASE_STATEMENT_TIMEOUT_SECONDS="0",
             WEBHOOKS_ALLOW_PRIVATE_URLS="1",
             WEBHOOKS_RETRY_SCHEDULE=RETRY_SCHEDULE,
             WEBHOOKS_END_REPORT_DELAY="5",

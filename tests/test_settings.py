@@ -148,6 +148,17 @@ def test_an_analysis_timeout_a_run_cannot_keep_to_is_refused(value: str) -> None
     assert "ANALYSIS_TIMEOUT_SECONDS" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "name", ["DATABASE_LOCK_TIMEOUT_SECONDS", "DATABASE_STATEMENT_TIMEOUT_SECONDS"]
+)
+@pytest.mark.parametrize("value", ["-1", "601", "five"])
+def test_a_database_timeout_out_of_bounds_is_refused(name: str, value: str) -> None:
+    result = run_check({"DEBUG": "1", name: value})
+
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
 def _prepare_threshold(value: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [

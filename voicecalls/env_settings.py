@@ -45,6 +45,14 @@ def timeout(name: str, default: float, most: float) -> float:
     return value
 
 
+def database_timeout(name: str, default: float, most: float) -> float:
+    """A PostgreSQL timeout setting: 0 (none) to `most` seconds, else no start."""
+    value = env.float(name, default=default)
+    if not 0 <= value <= most:
+        raise ImproperlyConfigured(f"{name} must be 0 (none) to {most:g} seconds")
+    return value
+
+
 def secrets(name: str) -> list[str]:
     """NAME (or NAME_FILE): comma-separated secrets, e.g. a key's fallbacks."""
     return [key.strip() for key in secret(name, "").split(",") if key.strip()]

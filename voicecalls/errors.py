@@ -6,11 +6,13 @@ Every error leaves the service in drf-standardized-errors' one shape:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.log import log_response
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -20,7 +22,10 @@ from drf_standardized_errors.types import ErrorResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ParseError
 
+from voicecalls.db_timeouts import timeout_cancelled
 from voicecalls.error_shape import error_body
+
+logger = logging.getLogger(__name__)
 
 
 class Conflict(APIException):
@@ -114,6 +119,24 @@ class ExceptionHandler(BaseExceptionHandler):
             # to retry (django.request logs it with its traceback, as it did the 500).
             return ServiceUnavailable()
         return super().convert_known_exceptions(exc)
+
+    def report_exception(self, exc: APIException, response: Any) -> None:
+        cancelled = timeout_cancelled(self.exc)
+        if cancelled is None:
+            return super().report_exception(exc, response)
+        # The database bounded the request as asked (voicecalls.db_timeouts): no bug to
+        # trace, and its statement and parameters stay out of the log.
+        request = getattr(self.context.get("request"), "_request", None)
+        log_response(
+            "Service Unavailable (%s): %s %s",
+            cancelled,
+            getattr(request, "method", ""),
+            getattr(request, "path", ""),
+            response=response,
+            request=request,
+            logger=logger,
+            level="warning",
+        )
 
 
 def error_json(status_code: int, error_type: str, code: str, detail: str) -> JsonResponse:

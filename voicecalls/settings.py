@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 # kept apart for their length.
 from voicecalls.env_settings import (
     database,
+    database_timeout,
     env,
     key_pairs,
     retry_schedule,
@@ -151,6 +152,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the connections a request opens carry the timeouts below.
+    "voicecalls.db_timeouts.RequestTimeoutsMiddleware",
     "django_guid.middleware.guid_middleware",
     "voicecalls.logging.LogContextMiddleware",
     "voicecalls.middleware.APIHTTPSRequiredMiddleware",
@@ -188,6 +191,14 @@ TEMPLATES = [
 WSGI_APPLICATION = "voicecalls.wsgi.application"
 
 DATABASES = {"default": database(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+
+# PostgreSQL, the connections requests open (voicecalls.db_timeouts): a statement waiting
+# on a lock, or running, past these is cancelled, a 503, so one stuck lock cannot hold
+# every worker. 0: none (behind PgBouncer, which refuses them: set them on the role).
+DATABASE_LOCK_TIMEOUT_SECONDS = database_timeout("DATABASE_LOCK_TIMEOUT_SECONDS", 5, most=600)
+DATABASE_STATEMENT_TIMEOUT_SECONDS = database_timeout(
+    "DATABASE_STATEMENT_TIMEOUT_SECONDS", 15, most=600
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,5 +1,5 @@
 """Django's PostgreSQL backend with a health check that costs no round trip while the
-connection is quiet.
+connection is quiet, and the web's timeouts on the connections requests open.
 
 `CONN_HEALTH_CHECKS` makes Django send `SELECT 1` before each request's first query, so
 that a connection the server dropped while the worker was idle (a restart, a failover,
@@ -16,8 +16,18 @@ import select
 
 from django.db.backends.postgresql import base
 
+from voicecalls.db_timeouts import startup_options
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self) -> dict:
+        # A request's connection gets the lock and statement timeouts (voicecalls.db_timeouts).
+        params = super().get_connection_params()
+        timeouts = startup_options()
+        if timeouts:
+            params["options"] = f"{params.get('options', '')} {timeouts}".strip()
+        return params
+
     def close_if_health_check_failed(self) -> None:
         if (
             self.connection is not None

@@ -9,6 +9,7 @@ fallbacks is livekit-agents' `FallbackAdapter` over the first choice and its fal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -28,7 +29,9 @@ FAILURE_RECENT_SECONDS = 60.0
 # How long the session waits on each provider (livekit-agents' defaults, 10 s an attempt
 # and three retries, left a caller in silence 40 s and more before the apology).
 # The model: 5 s an attempt, retried twice (a 5xx or 429 burst gets a second): ~16 s.
-LLM_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=5.0)
+# An agent's `llm.timeout_seconds` replaces the 5 s (a model that thinks first needs more).
+DEFAULT_LLM_TIMEOUT = 5.0
+LLM_CONN_OPTIONS = APIConnectOptions(max_retry=2, retry_interval=1.0, timeout=DEFAULT_LLM_TIMEOUT)
 # The voice: its first audio comes within a second; the streaming plugins also wait at
 # most this long for each next message. One retry: ~10 s, then the call ends.
 TTS_CONN_OPTIONS = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=5.0)
@@ -211,6 +214,13 @@ def build_component(component: str, config: dict, language: str | None = None) -
         ) from exc
 
 
+def llm_connect_options(config: dict) -> APIConnectOptions:
+    """The wait on an agent's model: its `timeout_seconds` an attempt (a session from a
+    web service without the setting: 5 s), retried as LLM_CONN_OPTIONS."""
+    timeout = config.get("timeout_seconds") or DEFAULT_LLM_TIMEOUT
+    return dataclasses.replace(LLM_CONN_OPTIONS, timeout=float(timeout))
+
+
 def connect_options(*, max_unrecoverable_errors: int = 3) -> Any:
     """An AgentSession's `conn_options`: each component's bounded wait (above)."""
     from livekit.agents.voice.agent_session import SessionConnectOptions
@@ -223,9 +233,12 @@ def connect_options(*, max_unrecoverable_errors: int = 3) -> Any:
     )
 
 
-def fallback_adapter(component: str, instances: list, *, vad: Any = None) -> Any:
+def fallback_adapter(
+    component: str, instances: list, *, vad: Any = None, llm_timeout: float | None = None
+) -> Any:
     """livekit-agents' FallbackAdapter for `component` over `instances`, tried in order.
-    STT needs the VAD to stream through providers that only transcribe whole clips."""
+    STT needs the VAD to stream through providers that only transcribe whole clips; the
+    LLM's choices each get `llm_timeout` (the component's `timeout_seconds`)."""
     from livekit.agents import llm, stt, tts
 
     # Each choice gets the component's wait; the next choice is the retry (the adapters'
@@ -236,7 +249,8 @@ def fallback_adapter(component: str, instances: list, *, vad: Any = None) -> Any
             instances, vad=vad, attempt_timeout=options.timeout, retry_interval=1.0
         )
     if component == "llm":
-        return llm.FallbackAdapter(instances, attempt_timeout=LLM_CONN_OPTIONS.timeout)
+        timeout = llm_timeout or LLM_CONN_OPTIONS.timeout
+        return llm.FallbackAdapter(instances, attempt_timeout=timeout)
     return tts.FallbackAdapter(instances, max_retry_per_tts=0)
 
 
@@ -291,7 +305,10 @@ class ComponentCache:
                 for provider, instance in choices:
                     self._watch(component, provider, instance)
                 instances = [instance for _, instance in choices]
-                self._built[key] = fallback_adapter(component, instances, vad=self._vad)
+                timeout = llm_connect_options(config).timeout if component == "llm" else None
+                self._built[key] = fallback_adapter(
+                    component, instances, vad=self._vad, llm_timeout=timeout
+                )
         return self._built[key]
 
     def _watch(self, component: str, provider: str, instance: Any) -> None:

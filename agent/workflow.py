@@ -15,11 +15,19 @@ import uuid
 from typing import Any, Protocol
 
 import httpx
-from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool
+from livekit.agents import (
+    NOT_GIVEN,
+    Agent,
+    APIConnectOptions,
+    RunContext,
+    StopResponse,
+    ToolError,
+    function_tool,
+)
 
 from agent.context import recent_context
 from agent.events import json_safe
-from agent.providers import ComponentCache
+from agent.providers import LLM_CONN_OPTIONS, ComponentCache, llm_connect_options
 from agent.telephony import PhoneLine, transfer_tool
 from agent.tool_http import (
     ACCEPT_ENCODING,
@@ -86,9 +94,11 @@ class WorkflowAgent(Agent):
         tools: list,
         components: dict[str, Any],
         call: CallControl,
+        llm_options: APIConnectOptions = LLM_CONN_OPTIONS,
     ) -> None:
         super().__init__(id=name, instructions=instructions, tools=tools, **components)
         self.name = name
+        self._llm_options = llm_options
         self.greeting = greeting
         self._call = call
         # Set on the agent a call dispatched again mid-call resumes with (agent/resume.py):
@@ -113,10 +123,19 @@ class WorkflowAgent(Agent):
             # No fixed greeting (typically after a handoff): let the model continue.
             self.session.generate_reply()
 
-    def llm_node(self, chat_ctx: Any, tools: list, model_settings: Any) -> Any:
-        # The newest part of a long call only: its whole would outgrow the model's
-        # context window (agent/context.py).
-        return Agent.default.llm_node(self, recent_context(chat_ctx), tools, model_settings)
+    async def llm_node(self, chat_ctx: Any, tools: list, model_settings: Any) -> Any:
+        """Agent.default.llm_node on the newest part of a long call only (its whole
+        would outgrow the model's context window: agent/context.py), with this agent's
+        wait on its model: livekit-agents gives every agent the session's one."""
+        tool_choice = model_settings.tool_choice if model_settings else NOT_GIVEN
+        async with self.llm.chat(
+            chat_ctx=recent_context(chat_ctx),
+            tools=tools,
+            tool_choice=tool_choice,
+            conn_options=self._llm_options,
+        ) as stream:
+            async for chunk in stream:
+                yield chunk
 
     async def on_user_turn_completed(self, turn_ctx: Any, new_message: Any) -> None:
         # The agent said goodbye (or hands the caller over): it answers nothing more; or
@@ -377,6 +396,7 @@ def build_agents(
             tools=tools,
             components={c: components.get(c, spec[c]) for c in ("stt", "llm", "tts")},
             call=call,
+            llm_options=llm_connect_options(spec["llm"]),
         )
     if left_out:
         logger.info("transfer tools left out of a web call: %s", ", ".join(left_out))

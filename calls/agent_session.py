@@ -44,7 +44,7 @@ from workflows.prompts import (
     renders_within,
     template_context,
 )
-from workflows.serializers import WorkflowSettingsSerializer
+from workflows.serializers import DEFAULT_LLM_TIMEOUT_SECONDS, WorkflowSettingsSerializer
 from workflows.settings import default_voicemail
 from workflows.tools import WorkflowToolSerializer
 
@@ -176,6 +176,14 @@ class SessionComponentSerializer(SessionFallbackSerializer):
     )
 
 
+class SessionLanguageModelSerializer(SessionComponentSerializer):
+    # A version saved before the setting reads back with the 5 s every model had.
+    timeout_seconds = serializers.FloatField(
+        default=DEFAULT_LLM_TIMEOUT_SECONDS,
+        help_text="Seconds the worker waits on each attempt of the model (and each fallback).",
+    )
+
+
 class SessionAgentSerializer(serializers.Serializer):
     name = serializers.CharField()
     instructions = serializers.CharField(help_text="Rendered for this call.")
@@ -183,7 +191,7 @@ class SessionAgentSerializer(serializers.Serializer):
     tools = WorkflowToolSerializer(many=True)
     handoffs = serializers.ListField(child=serializers.CharField())
     stt = SessionComponentSerializer()
-    llm = SessionComponentSerializer()
+    llm = SessionLanguageModelSerializer()
     tts = SessionComponentSerializer()
 
 

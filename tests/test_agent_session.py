@@ -322,6 +322,7 @@ def test_it_returns_the_whole_session_to_an_agent_key(
         "api_key": OPENAI_KEY,
         "missing_key": False,
         "fallbacks": [],
+        "timeout_seconds": 5.0,
     }
     tts = {
         "provider": "cartesia",
@@ -737,6 +738,22 @@ def test_the_call_settings_reach_the_worker(
     settings = agent_api.get(session_url(call)).json()["workflow"]["settings"]
 
     assert settings == {**DEFAULT_SETTINGS, "language": "fr", "silence_timeout_seconds": 20}
+
+
+def test_each_agents_llm_timeout_reaches_the_worker(
+    agent_api: APIClient, organization: Organization
+) -> None:
+    """The worker gives each attempt of the model this long: a version saved before the
+    setting (or an agent without it) gets the 5 s every model had."""
+    definition = copy.deepcopy(DEMO_DEFINITION)
+    definition["agents"][1]["llm"] = {**definition["agents"][1]["llm"], "timeout_seconds": 30}
+    workflow = WorkflowFactory(organization=organization, definition=definition)
+    call = CallFactory(organization=organization, workflow=workflow)
+
+    agents = agent_api.get(session_url(call)).json()["workflow"]["agents"]
+
+    assert [agent["llm"]["timeout_seconds"] for agent in agents] == [5.0, 30.0, 5.0]
+    assert all("timeout_seconds" not in agent["stt"] for agent in agents)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "disconnected", "timeout"])

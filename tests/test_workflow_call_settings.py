@@ -265,3 +265,51 @@ def test_languages_the_providers_state_they_support_are_accepted(
     response = api.post("/api/v1/workflows", data, format="json")
 
     assert response.status_code == 201, response.json()
+
+
+# --- the model's wait: llm.timeout_seconds -----------------------------------------
+
+
+def with_llm_timeout(value: object, agent: int = 0) -> dict:
+    data = body()
+    data["agents"][agent]["llm"]["timeout_seconds"] = value
+    return data
+
+
+def test_an_llm_timeout_is_stored_and_returned(api: APIClient) -> None:
+    """A model that thinks before its first token (o-series, Gemini 2.5 on a long
+    prompt) needs more than the 5 s an attempt every model used to get."""
+    response = api.post("/api/v1/workflows", with_llm_timeout(45), format="json")
+
+    assert response.status_code == 201, response.json()
+    agents = response.json()["agents"]
+    assert [agent["llm"]["timeout_seconds"] for agent in agents] == [45.0, 5.0]
+    stored = Workflow.objects.get().current_version.definition["agents"]
+    assert stored[0]["llm"]["timeout_seconds"] == 45
+
+
+def test_a_version_saved_before_the_llm_timeout_reads_back_with_five_seconds(
+    api: APIClient, workflow: Workflow
+) -> None:
+    version = workflow.current_version
+    for agent in version.definition["agents"]:
+        agent["llm"].pop("timeout_seconds", None)
+    version.save()
+
+    response = api.get(f"/api/v1/workflows/{workflow.id}")
+
+    assert {a["llm"]["timeout_seconds"] for a in response.json()["agents"]} == {5.0}
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [(0.5, "min_value"), (121, "max_value"), ("30", "invalid"), (True, "invalid"), (None, "null")],
+)
+def test_an_llm_timeout_out_of_bounds_or_not_a_number_is_400(
+    api: APIClient, value: object, code: str
+) -> None:
+    response = api.post("/api/v1/workflows", with_llm_timeout(value, agent=1), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert errors(response) == [("agents.1.llm.timeout_seconds", code)]
+    assert Workflow.objects.count() == 0

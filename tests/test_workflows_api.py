@@ -89,7 +89,13 @@ def body(**overrides: Any) -> dict:
 def expected_agents() -> list[dict]:
     """`body()`'s agents as the API returns them: every default filled in."""
     stt = {"provider": "deepgram", "model": "nova-3", "voice": None, "fallbacks": []}
-    llm = {"provider": "openai", "model": "gpt-4.1-mini", "voice": None, "fallbacks": []}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4.1-mini",
+        "voice": None,
+        "fallbacks": [],
+        "timeout_seconds": 5.0,
+    }
     tts = {"provider": "cartesia", "model": "sonic-2", "voice": "v-1", "fallbacks": []}
     return [
         {

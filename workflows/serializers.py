@@ -44,6 +44,10 @@ MAX_AGENTS = 20
 MAX_TOOLS_PER_AGENT = 32
 MAX_GREETING_CHARS = 2_000
 MAX_FALLBACKS = 3
+# How long the worker waits on each attempt of an agent's model (two retries follow a
+# timeout): 5 s suits a model that streams at once; one that thinks first needs more.
+DEFAULT_LLM_TIMEOUT_SECONDS = 5.0
+LLM_TIMEOUT_BOUNDS = (1.0, 120.0)
 
 
 class _ComponentSerializer(JSONTypedSerializer):
@@ -136,6 +140,17 @@ class SpeechToTextSerializer(SpeechToTextFallbackSerializer):
 
 class LanguageModelSerializer(LanguageModelFallbackSerializer):
     fallbacks = _fallbacks_field(LanguageModelFallbackSerializer)
+    timeout_seconds = serializers.FloatField(
+        min_value=LLM_TIMEOUT_BOUNDS[0],
+        max_value=LLM_TIMEOUT_BOUNDS[1],
+        default=DEFAULT_LLM_TIMEOUT_SECONDS,
+        help_text=(
+            "Seconds the agent waits for the model's first words (and between its next "
+            "ones) on each attempt; a timed-out attempt is retried twice, so the caller "
+            "may wait about three times this before the error message. Raise it for "
+            "models that think before answering. The fallbacks get the same wait."
+        ),
+    )
 
 
 class TextToSpeechSerializer(TextToSpeechFallbackSerializer):

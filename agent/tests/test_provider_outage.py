@@ -19,6 +19,7 @@ from tests.fake_llm import COMPLETION_TOKENS, PROMPT_TOKENS, FakeLLM, Outcome
 pytestmark = pytest.mark.api
 
 GREETING = "Hello Ada! How are you today?"
+DEMO_LLM = {"provider": "openai", "model": "gpt-4.1-mini"}  # workflows/demo.py
 
 
 class OpenAIProviders(Providers):
@@ -216,3 +217,34 @@ async def test_an_answer_cut_off_twice_in_a_row_fails_the_call_with_the_apology(
     lines = said(web.transcript(call_id))
     assert lines[-2] == ("assistant", apology)
     assert lines[-1][0] == "system" and "APIConnectionError" in lines[-1][1]
+
+
+async def test_a_model_given_a_longer_timeout_answers_after_five_seconds_without_an_error(
+    web: Web, fake_livekit, fake_llm: FakeLLM
+) -> None:
+    """A model that thinks before its first token (o-series, Gemini 2.5 on a long
+    prompt) took over 5 s, and every model got 5 s an attempt: its answers timed out,
+    were asked again, and the call failed. The agent's `llm.timeout_seconds` is its
+    wait."""
+    answer = "Glad to hear it. What did you eat today?"
+    fake_llm.default = Outcome(content=answer, delay=6)
+    web.create_workflow("thinking-model", llm={**DEMO_LLM, "timeout_seconds": 10})
+    created = web.create_call(workflow_slug="thinking-model", user_data={"name": "Ada"})
+    call_id, room = created["call_id"], created["room_name"]
+    providers = OpenAIProviders(fake_llm)
+    async with live_job(room_name=room, call_id=call_id) as live:
+        job = call_job(web, live, call_id, providers)
+        runtime, session = await start_voice_call(job, providers)
+        await wait_until(lambda: providers.speaker.finished)  # the greeting
+        providers.stt.hear("I'm fine, thanks")
+        await wait_until(lambda: len(providers.speaker.finished) == 2, timeout=15)
+        await wait_until(lambda: job.reporter.pending == 0)
+        assert not runtime.ended
+        await session.aclose()
+        await live.finish()
+
+    assert len(fake_llm.requests) == 1
+    assert providers.tts.spoken == [GREETING, answer]
+    lines = said(web.transcript(call_id))
+    assert lines[-1] == ("assistant", answer)
+    assert [content for role, content in lines if role == "system"] == []

@@ -96,6 +96,16 @@ async def test_a_component_with_fallbacks_is_a_fallback_adapter_over_them_in_ord
     assert [type(p).__module__.split(".")[2] for p in plugins] == [first, fallback["provider"]]
 
 
+async def test_each_choice_of_a_model_with_fallbacks_gets_the_agents_llm_timeout():
+    """A model given 30 s (one that thinks first) still got 5 s behind the adapter:
+    every choice timed out in turn, and the call failed."""
+    fallback = config("anthropic", model="claude-haiku-4-5")
+
+    built = ComponentCache().get("llm", config("openai", fallbacks=[fallback], timeout_seconds=30))
+
+    assert built._attempt_timeout == 30.0
+
+
 async def test_a_fallback_without_a_key_is_left_out_and_the_call_runs_on_the_rest():
     cache = ComponentCache()
     without_key = {"provider": "groq", "model": "x", "api_key": None, "missing_key": True}

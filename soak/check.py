@@ -44,7 +44,6 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
     """Every call terminal with the right end reason; its transcript and metrics exact."""
     from calls import selectors
     from calls.models import Call
-    from soak.scenario import content
 
     bad: dict[str, list[str]] = defaultdict(list)
     # A reconciled call ends when it last showed life: how far that is from its real end.
@@ -74,7 +73,7 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
             offset = call.ended_at.timestamp() - run_started - record["ended_at"]
             reconciled_end_offsets.append(offset)
         lines = [row[2] for row in selectors.call_transcript_rows(call=call)]
-        expected = [content(record["n"], index) for index in range(record.get("lines", 0))]
+        lines, expected = _lines_compared(record, lines, ended=(call.status, call.end_reason))
         if lines != expected:
             bad["transcript not exactly once in order"].append(
                 f"{call.pk}: {len(lines)}/{len(expected)}"
@@ -86,6 +85,36 @@ def _calls(calls: list[dict], gave_up: set[str], run_started: float) -> tuple[li
         bad.pop("ended otherwise: LiveKit gave up on a webhook (not a violation)", [])
     )
     return _listed(bad), figures
+
+
+def _notes(plan: str) -> list[str]:
+    """The system's note on the agent's absence that the plan's end writes in the
+    transcript after every line sent (calls.agent_presence), word for word."""
+    from django.conf import settings
+
+    from soak.scenario import AGENT_LOST_REASON
+
+    if plan == "agent_not_joined":
+        seconds = settings.CALL_AGENT_JOIN_TIMEOUT_SECONDS
+        return [f"No agent joined the call within {seconds} seconds."]
+    if plan == "agent_lost":
+        return [f"The agent left the call unexpectedly ({AGENT_LOST_REASON})."]
+    return []
+
+
+def _lines_compared(
+    record: dict, lines: list[str], *, ended: tuple[str, str | None]
+) -> tuple[list[str], list[str]]:
+    """(the lines kept, the lines owed): every line sent, then the plan's note. A call
+    that ended otherwise (LiveKit gave up on one of its webhooks: see `_calls`) may or
+    may not have heard of the agent's absence first: its note is left out of both."""
+    from soak.scenario import content
+
+    sent = [content(record["n"], index) for index in range(record.get("lines", 0))]
+    notes = _notes(record["plan"])
+    if ended == tuple(record["expected"]):
+        return lines, sent + notes
+    return [line for line in lines if line not in notes], sent
 
 
 def _metrics_mismatch(call: Call, record: dict) -> str | None:
@@ -160,7 +189,6 @@ def _webhooks(
 ) -> tuple[list[str], dict]:
     """Every event delivered, received and verified, with one id; every report whole."""
     from calls.models import Call, CallStatus
-    from soak.scenario import content
     from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 
     bad: dict[str, list[str]] = defaultdict(list)
@@ -196,15 +224,15 @@ def _webhooks(
     }
     rows = Call.objects.filter(pk__in=[r["call_id"] for r in calls])
     history = {
-        str(pk): (status, started_at, ended_at)
-        for pk, status, started_at, ended_at in rows.values_list(
-            "pk", "status", "started_at", "ended_at"
+        str(pk): (status, reason, started_at, ended_at)
+        for pk, status, reason, started_at, ended_at in rows.values_list(
+            "pk", "status", "end_reason", "started_at", "ended_at"
         )
     }
     late = 0
     for record in calls:
         report = reports.get(record["call_id"])
-        status, started_at, end = history.get(record["call_id"], (None, None, None))
+        status, reason, started_at, end = history.get(record["call_id"], (None,) * 4)
         owed = ([CallStatus.ACTIVE] if started_at else []) + ([status] if end else [])
         missing = [to for to in owed if (record["call_id"], to) not in changes_received]
         if missing:
@@ -218,13 +246,12 @@ def _webhooks(
         if end and not reconciled and record.get("talk_done_at", 0) + started > end.timestamp():
             late += 1  # lines still sent after the call ended: the report may predate them
             continue
-        expected = [content(record["n"], index) for index in range(record.get("lines", 0))]
         if report is None:
             bad["no end-of-call report"].append(record["call_id"])
-        elif report["lines"] != expected:
-            bad["report missing lines"].append(
-                f"{record['call_id']}: {len(report['lines'])}/{len(expected)}"
-            )
+            continue
+        lines, expected = _lines_compared(record, report["lines"], ended=(status, reason))
+        if lines != expected:
+            bad["report missing lines"].append(f"{record['call_id']}: {len(lines)}/{len(expected)}")
     figures = {
         "events": len(events),
         "events_lost": len(lost),

@@ -7,7 +7,9 @@ event id); some held back past 30 s first. A room's final webhooks can be droppe
 purpose (`drop`), so reconciliation must end its call.
 
 The generator drives it over a small control API on a second port:
-  POST /join   {"room", "user", "agent"}   the user and the agent joined
+  POST /join   {"room", "user", "agent"}   the user and the agent joined (no "agent": the
+                                           user alone, no agent ever comes)
+  POST /agent_leave {"room", "agent", "reason"}   the agent left; the user stays
   POST /leave  {"room", "user", "agent", "reason", "drop"}   the user left, room closed
   POST /delete {"room"}                    the agent deleted the room (its hang-up)
   POST /fail   {"seconds"}                 the Twirp API answers 503 meanwhile
@@ -180,9 +182,15 @@ def control(fake: SoakLiveKit, sender: WebhookSender, path: str, body: dict) -> 
     """One control request (see the module's docstring)."""
     room = body.get("room", "")
     if path == "/join":
-        fake.add_room(room, [body["user"], body["agent"]])
+        identities = [body[k] for k in ("user", "agent") if body.get(k)]
+        fake.add_room(room, identities)
+        sender.enqueue(room, [webhook("participant_joined", room, i) for i in identities])
+    elif path == "/agent_leave":
+        with fake._lock:
+            if body["agent"] in fake.rooms.get(room, []):
+                fake.rooms[room].remove(body["agent"])
         sender.enqueue(
-            room, [webhook("participant_joined", room, body[k]) for k in ("user", "agent")]
+            room, [webhook("participant_left", room, body["agent"], reason=body["reason"])]
         )
     elif path == "/leave":
         with fake._lock:

@@ -1,7 +1,7 @@
 """One call's life, as the end user's app, the agent worker and LiveKit play it: created
 (some creates re-sent with their Idempotency-Key), joined, watched on a live stream,
 given transcript lines in agent batches (some re-sent, some out of order), handed off,
-and ended one of seven ways. What it sent is kept for the checks."""
+and ended one of nine ways. What it sent is kept for the checks."""
 
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ PLANS = {
     "reconciled": (9, "completed", "reconciled"),
     "connect_timeout": (8, "timeout", "connect_timeout"),
     "max_duration": (10, "timeout", "max_duration"),
+    # The agent never comes (`expire_calls` fails the call once it is overdue), or its
+    # process dies mid-call and the user hangs up on the silence (calls.agent_presence).
+    "agent_not_joined": (5, "failed", "agent_not_joined"),
+    "agent_lost": (5, "failed", "agent_lost"),
 }
+# How LiveKit says a participant whose process died left: its connection closed.
+AGENT_LOST_REASON = "SIGNAL_CLOSE"
 AGENTS = ("greeter-agent", "meal-agent", "feedback-agent")
 
 
@@ -65,9 +71,11 @@ class CallRun:
         if self.plan == "connect_timeout":
             await self._until_ended(call_id, 120)
             return self.record
-        stream = asyncio.create_task(self._watch(call_id))
-        self.http.record.stream_tasks.add(stream)
-        stream.add_done_callback(self.http.record.stream_tasks.discard)
+        self._stream_open(call_id)
+        if self.plan == "agent_not_joined":  # the user alone, waiting in silence
+            await self._control("/join", room=room, user=user)
+            await self._until_ended(call_id, 120)
+            return self.record
         await self._control("/join", room=room, user=user, agent=agent)
         await self._get(f"/api/v1/agent/calls/{call_id}/session", "agent_session", self.agent)
         await self._talk(call_id, fast=self.plan == "max_duration")
@@ -77,6 +85,11 @@ class CallRun:
         if self.plan == "max_duration":
             await self._until_ended(call_id, 120)
         return self.record
+
+    def _stream_open(self, call_id: str) -> None:
+        stream = asyncio.create_task(self._watch(call_id))
+        self.http.record.stream_tasks.add(stream)
+        stream.add_done_callback(self.http.record.stream_tasks.discard)
 
     async def _get(self, path: str, name: str, headers: dict) -> None:
         await self.http.call("GET", f"{self.target.api}{path}", name, ok=ok2xx, headers=headers)
@@ -199,8 +212,14 @@ class CallRun:
         self.record["talk_done_at"] = self.http.record.now()
 
     async def _end(self, call_id: str, room: str, user: str, agent: str) -> None:
+        if self.plan == "agent_lost":
+            # A second on, so its departure (LiveKit stamps whole seconds) follows every
+            # line; the user hears silence for a few seconds, then hangs up.
+            await asyncio.sleep(1.0)
+            await self._control("/agent_leave", room=room, agent=agent, reason=AGENT_LOST_REASON)
+            await asyncio.sleep(self.rng.uniform(3.0, 8.0))
         self.record["ended_at"] = self.http.record.now()
-        if self.plan in ("user_hangup", "dropped_user", "reconciled"):
+        if self.plan in ("user_hangup", "dropped_user", "reconciled", "agent_lost"):
             reason = "SIGNAL_CLOSE" if self.plan == "dropped_user" else "CLIENT_INITIATED"
             await self._control(
                 "/leave",

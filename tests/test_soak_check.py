@@ -3,6 +3,7 @@ to catch, made here on purpose, is reported."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -214,3 +215,117 @@ def test_a_livekit_webhook_answered_500_outside_the_fault_windows_is_a_violation
 
     assert any("outside the fault windows" in v and "livekit_webhook 500" in v for v in violations)
     assert figures["5xx_or_no_answer"] == {"500": 1}
+
+
+def _lines_sent(call, count: int) -> dict:
+    """`count` lines as the soak's agent sends them for call number 1; the call's record."""
+    import datetime
+
+    from soak.scenario import content
+    from tests.factories import TranscriptEntryFactory
+
+    for index in range(count):
+        TranscriptEntryFactory(
+            call=call,
+            role="user" if index % 2 else "assistant",
+            content=content(1, index),
+            timestamp=call.started_at + datetime.timedelta(milliseconds=index),
+        )
+    return {**record_of(call), "lines": count}
+
+
+def _soak_webhook(call, event: str, identity: str, reason: str) -> None:
+    """The soak's LiveKit's webhook (soak/livekit.py), through the real webhook view."""
+    from soak.livekit import webhook
+    from tests.livekit_samples import post_webhook
+
+    body = webhook(event, f"call-{call.pk}", identity, reason=reason)
+    assert post_webhook(json.dumps(body)).status_code == 200
+
+
+def test_an_agent_lost_call_owes_every_line_sent_then_the_agents_departure_note(
+    organization, workflow, fake_livekit
+) -> None:
+    """The `agent_lost` plan: the agent's participant leaves (SIGNAL_CLOSE) after its
+    lines, the user hangs up after: `failed`/`agent_lost`, the transcript every line
+    sent and then the system's note, word for word. Without the note, a violation."""
+    from calls.models import TranscriptEntry
+    from soak.scenario import AGENT_LOST_REASON, PLANS
+
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    record = {**_lines_sent(call, 3), "plan": "agent_lost"}
+    record["expected"] = list(PLANS["agent_lost"][1:])
+    _soak_webhook(call, "participant_left", "agent-AJ_soak", AGENT_LOST_REASON)
+    _soak_webhook(call, "participant_left", f"user-{call.pk}", "CLIENT_INITIATED")
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == ("failed", "agent_lost")
+
+    assert check._calls([record], set(), 0.0)[0] == []
+
+    TranscriptEntry.objects.filter(call=call, role="system").delete()
+    violations, _ = check._calls([record], set(), 0.0)
+    assert any("transcript not exactly once" in v and str(call.pk) in v for v in violations)
+
+
+def test_an_agent_lost_call_that_livekit_lost_the_departure_of_is_checked_for_its_lines(
+    organization, workflow, fake_livekit
+) -> None:
+    """LiveKit gave up on the agent's departure: the user's hang-up then completes the
+    call (a tolerated other end), no note written; its lines are still owed, each."""
+    from calls.models import TranscriptEntry
+    from soak.scenario import PLANS
+
+    call = CallFactory(organization=organization, workflow=workflow, active=True)
+    record = {**_lines_sent(call, 3), "plan": "agent_lost"}
+    record["expected"] = list(PLANS["agent_lost"][1:])
+    _soak_webhook(call, "participant_left", f"user-{call.pk}", "CLIENT_INITIATED")
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == ("completed", "user_hangup")
+
+    assert check._calls([record], {call.room_name}, 0.0)[0] == []
+
+    TranscriptEntry.objects.filter(call=call).order_by("timestamp").first().delete()
+    violations, _ = check._calls([record], {call.room_name}, 0.0)
+    assert any("transcript not exactly once" in v and str(call.pk) in v for v in violations)
+
+
+def test_an_agent_not_joined_call_owes_its_note_in_the_transcript_and_the_report(
+    organization, workflow, endpoint, fake_livekit
+) -> None:
+    """The `agent_not_joined` plan: the user alone in the room, `expire_calls` fails the
+    call once the agent is overdue, with its note; the end-of-call report must hold it
+    too, word for word."""
+    import datetime
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from calls.lifecycle import call_transition
+    from soak.scenario import PLANS
+    from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+
+    call = CallFactory(organization=organization, workflow=workflow)
+    call_transition(call_id=call.pk, to_status="active")
+    started = timezone.now() - datetime.timedelta(seconds=31)
+    type(call).objects.filter(pk=call.pk).update(started_at=started)
+    fake_livekit.add_room(call.room_name, [f"user-{call.pk}"])
+    call_command("expire_calls", stdout=io.StringIO())
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == ("failed", "agent_not_joined")
+    record = {**record_of(call), "plan": "agent_not_joined"}
+    record["expected"] = list(PLANS["agent_not_joined"][1:])
+
+    assert check._calls([record], set(), 0.0)[0] == []
+
+    WebhookDelivery.objects.update(status=DeliveryStatus.SUCCEEDED)
+    log = []
+    for event in WebhookEvent.objects.filter(call_id=call.pk):
+        entry = received(call, event.type, to_status=event.body and _to_status(event.body))
+        log.append({**entry, "id": event.id, "body_id": event.id})
+    report = next(entry for entry in log if entry["type"] == "call.ended")
+    report["lines"] = ["No agent joined the call within 30 seconds."]
+    assert check._webhooks(organization.pk, [record], log, 0.0)[0] == []
+
+    report["lines"] = []
+    violations, _ = check._webhooks(organization.pk, [record], log, 0.0)
+    assert any("report missing lines" in v and str(call.pk) in v for v in violations)

@@ -35,7 +35,7 @@ from telephony.inbound import (
 )
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
-from voicecalls.fields import JSONTypedSerializer
+from voicecalls.fields import JSONTypedSerializer, NulRemovedCharField
 from webhooks.selectors import tool_signing_secrets_live
 from workflows.prompts import (
     MAX_SESSION_RENDER_SECONDS,
@@ -316,11 +316,11 @@ class InboundSessionRequestSerializer(JSONTypedSerializer):
     phone_number = serializers.CharField(
         max_length=16, help_text="The number called: `sip.trunkPhoneNumber`."
     )
-    caller = serializers.CharField(
+    caller = NulRemovedCharField(
         max_length=CALLER_ID_SENT_MAX,
         allow_blank=True,
         help_text=f"The caller's number: `sip.phoneNumber` (over {CALLER_MAX} characters, "
-        "the call is answered as from an unknown caller).",
+        "the call is answered as from an unknown caller). A U+0000 in it is removed.",
     )
     sip_trunk_id = serializers.CharField(
         max_length=100, required=False, default="", allow_blank=True, help_text="`sip.trunkID`."

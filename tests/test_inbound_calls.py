@@ -556,16 +556,26 @@ def test_a_caller_id_too_long_to_keep_is_answered_as_an_unknown_caller(
     assert "inbound caller id of 302 characters: taken as none" in caplog.text
 
 
-def test_a_caller_id_postgresql_cannot_store_is_answered_as_an_unknown_caller(
-    number, sip_fake, delivered
-):
-    """A carrier's caller id with U+0000 made the call's insert a 500 on PostgreSQL."""
+def test_a_caller_id_with_a_nul_is_kept_without_it(number, sip_fake, delivered):
+    """A carrier's caller id with U+0000 made the call's insert a 500 on PostgreSQL;
+    then the call was answered as from an unknown caller, as the agent's request was not."""
     long_caller_joins(sip_fake, identity=f"sip_{CALLER}", caller="+1202\x00555")
 
     assert sip_fake.webhook_answers == [200]
     call = Call.objects.get()
-    assert (call.status, call.user_id, call.from_number) == ("active", None, None)
-    assert call.user_data == {"caller": "", "called": INBOUND_NUMBER}
+    assert (call.status, call.user_id, call.from_number) == ("active", "+1202555", "+1202555")
+    assert call.user_data == {"caller": "+1202555", "called": INBOUND_NUMBER}
+
+
+def test_the_agent_asking_for_a_caller_whose_id_holds_a_nul_gets_its_session(number, agent_api):
+    """It was a 400 (`null_characters_not_allowed`): the agent closed the room and the
+    caller, whose carrier sent that id, heard nothing."""
+    response = agent_asks(agent_api, "inbound-_nul", caller="+1202\x00555")
+
+    assert response.status_code == 200, response.content
+    call = Call.objects.get(pk=response.json()["call_id"])
+    assert (call.status, call.user_id, call.from_number) == ("active", "+1202555", "+1202555")
+    assert call.user_data == {"caller": "+1202555", "called": INBOUND_NUMBER}
 
 
 def test_the_agent_asking_for_a_caller_whose_id_is_too_long_to_keep_gets_its_session(

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator
 from jsonschema import validators as jsonschema_validators
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
@@ -56,6 +57,21 @@ def json_has_nul(value: object) -> bool:
         elif isinstance(node, list):
             stack.extend(node)
     return False
+
+
+class NulRemovedCharField(serializers.CharField):
+    """A CharField for text another system sent on a caller's behalf (a carrier's caller
+    id), which PostgreSQL cannot store with U+0000 in it: the NUL is removed, not the
+    call refused for it."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
+        ]
+
+    def to_internal_value(self, data: object) -> str:
+        return super().to_internal_value(data).replace("\x00", "")
 
 
 class BoundedJSONObjectField(serializers.JSONField):

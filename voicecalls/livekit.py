@@ -15,7 +15,7 @@ import concurrent.futures
 import datetime
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -137,13 +137,21 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
         participant_kind=enum_name(livekit_models.ParticipantInfo.Kind, participant.kind),
         disconnect_reason=enum_name(livekit_models.DisconnectReason, participant.disconnect_reason),
         created_at=event.created_at,
-        # One PostgreSQL cannot store (a carrier's caller id with U+0000) is left out: the
-        # caller is answered as unknown, not refused with a 500 LiveKit retries.
-        participant_attributes={
-            key: value for key, value in participant.attributes.items() if _storable(key + value)
-        },
+        participant_attributes=_attributes_storable(participant.attributes),
         egress=egress,
     )
+
+
+def _attributes_storable(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The attributes as PostgreSQL can store them: a U+0000 (a carrier's in its caller
+    id) removed, as the agent's request has it; one still unstorable (a lone surrogate)
+    left out. Refused, the webhook would be a 500 LiveKit retries."""
+    kept = {}
+    for key, value in attributes.items():
+        key, value = key.replace("\x00", ""), value.replace("\x00", "")
+        if _storable(key + value):
+            kept[key] = value
+    return kept
 
 
 def _egress_update(event: object) -> EgressUpdate | None:

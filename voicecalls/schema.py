@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from django.core.validators import RegexValidator
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_basic_type, is_list_serializer, is_patched_serializer
 from drf_spectacular.types import OpenApiTypes
@@ -61,6 +61,8 @@ def _state_text_rules(field: serializers.CharField, schema: dict) -> None:
         return
     if any(isinstance(v, RegexValidator) for v in field.validators):
         return  # drf-spectacular states the field's own regex as the pattern afterwards
+    if not any(isinstance(v, ProhibitNullCharactersValidator) for v in field.validators):
+        return  # a NUL is taken (and removed): NulRemovedCharField
     schema["pattern"] = _NO_NUL if field.allow_blank else _NOT_BLANK
 
 

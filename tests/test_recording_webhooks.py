@@ -240,6 +240,15 @@ def test_a_started_racing_the_ended_that_claims_the_egress_does_not_reopen_it(
     assert state(recording) == ("failed", None, None, "Start signal not received")
 
 
+def test_an_egress_failure_whose_error_holds_a_nul_fails_the_recording(recording) -> None:
+    """LiveKit's error may quote what the storage answered: one with a NUL was a 400
+    (PostgreSQL cannot store it) and the event lost, the recording `recording` for good."""
+    send("egress_started", recording)
+    send("egress_ended", recording, status="EGRESS_FAILED", error="upload: \x00 bad")
+
+    assert state(recording) == ("failed", None, None, "upload: \ufffd bad")
+
+
 @pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
 def test_an_egress_webhook_whose_file_path_the_database_cannot_take_is_400(recording, bad) -> None:
     """The path is looked up among the recordings' keys (a duplicate egress's): on

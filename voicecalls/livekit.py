@@ -167,7 +167,9 @@ def egress_update_of(info: object) -> EgressUpdate:
     return EgressUpdate(
         egress_id=info.egress_id,
         status=enum_name(livekit_egress.EgressStatus, info.status),
-        error=info.error or info.details,
+        # It may quote what the storage answered: kept, as text PostgreSQL can store
+        # (protobuf has checked it is UTF-8).
+        error=(info.error or info.details).replace("\x00", "\ufffd"),
         duration_ns=first.duration if first is not None else None,
         size_bytes=first.size if first is not None else None,
         filepath=_filepath_of(info, files),

@@ -165,6 +165,19 @@ def test_a_failed_dial_ends_failed_with_the_reason_of_its_sip_status(
     assert sip_fake.webhook_answers == [200, 200]
 
 
+def test_a_failed_dial_whose_sip_reason_phrase_holds_a_nul_ends_failed_with_it_shown(
+    api, phone, sip_fake
+) -> None:
+    """The reason phrase is the carrier's text: with a NUL in it, PostgreSQL refused the
+    call's update, and the call stayed `connecting` (its room open) until it timed out."""
+    sip_fake.sip_outcomes[CALLEE] = sip.SipOutcome(486, "Busy\x00Here")
+    call_id = create(api)["call_id"]
+
+    run_dial_worker()
+
+    assert outcome(detail(api, call_id)) == ("failed", "busy", 486, "Busy\ufffdHere")
+
+
 def test_the_phone_ringing_is_connecting_and_only_the_answer_makes_it_active(
     api, phone, sip_fake
 ) -> None:

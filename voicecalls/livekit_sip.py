@@ -142,10 +142,12 @@ def sip_dial(
             lambda lk: lk.sip.create_sip_participant(request, timeout=timeout), timeout=timeout
         )
     except api.SipCallError as exc:
+        # The carrier's reason phrase, kept on the call: as text PostgreSQL can store.
+        status = exc.sip_status.replace("\x00", "\ufffd") if exc.sip_status else exc.sip_status
         raise SipDialError(
-            f"SIP call failed: {exc.sip_status_code} {exc.sip_status}",
+            f"SIP call failed: {exc.sip_status_code} {status}",
             sip_status_code=exc.sip_status_code,
-            sip_status=exc.sip_status,
+            sip_status=status,
         ) from None
     except api.TwirpError as exc:
         if _rang_out(exc, started=started, ringing=ringing_timeout_seconds):

@@ -13,6 +13,8 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -273,6 +275,7 @@ class AgentSessionView(APIView):
         ),
         responses={200: AgentSessionSerializer, **error_responses(409)},
     )
+    @method_decorator(never_cache)  # it carries provider keys and signing secrets
     def get(self, request: Request, call_id: str) -> Response:
         return self.respond(request, call_id=call_id)
 
@@ -294,9 +297,7 @@ class AgentSessionView(APIView):
         )
         if call.is_ended and not (busy_answer and _just_refused_busy(call)):
             raise CallEnded()
-        response = Response(AgentSessionSerializer(agent_session(call=call)).data)
-        response["Cache-Control"] = "no-store"
-        return response
+        return Response(AgentSessionSerializer(agent_session(call=call)).data)
 
 
 def _just_refused_busy(call: Call) -> bool:
@@ -351,6 +352,7 @@ class AgentInboundSessionView(APIView):
         request=InboundSessionRequestSerializer,
         responses={200: AgentSessionSerializer, **error_responses(404, 409)},
     )
+    @method_decorator(never_cache)  # it carries provider keys and signing secrets
     def post(self, request: Request) -> Response:
         params = InboundSessionRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)

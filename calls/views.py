@@ -5,6 +5,8 @@ from typing import Any
 
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -141,6 +143,7 @@ class CallViewSet(viewsets.GenericViewSet):
             ),
         },
     )
+    @method_decorator(never_cache)  # the join token is a credential, replays' too
     def create(self, request: Request) -> Response:
         organization = request.user.organization
         key = idempotency_key(request.headers)
@@ -280,6 +283,7 @@ class CallViewSet(viewsets.GenericViewSet):
         filters=False,
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    @method_decorator(never_cache)  # the presigned link downloads the file, to anyone
     def recording(self, request: Request, pk: str) -> Response:
         call = self._get_call(("recording",))
         recording = recording_selectors.call_recording(call=call)
@@ -299,6 +303,7 @@ class CallViewSet(viewsets.GenericViewSet):
         filters=False,
     )
     @action(detail=True, methods=["post"], pagination_class=None, filterset_class=None)
+    @method_decorator(never_cache)  # the join token is a credential
     def token(self, request: Request, pk: str) -> Response:
         call = self._get_call()
         if call.is_ended:

@@ -58,6 +58,17 @@ def test_creating_a_call_answers_the_seed_shape(api: APIClient, workflow: Workfl
     assert call.workflow_slug == "daily-call"
 
 
+def test_the_answer_with_the_join_token_is_never_cached(api: APIClient, workflow: Workflow) -> None:
+    body = {"workflow_slug": "daily-call"}
+    created = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    replayed = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+
+    assert (created.status_code, replayed.status_code) == (201, 201)
+    assert replayed.json()["token"] == created.json()["token"]
+    for response in (created, replayed):
+        assert "no-store" in response["Cache-Control"]
+
+
 def test_a_call_needs_only_a_workflow_slug(api: APIClient, workflow: Workflow) -> None:
     response = api.post(CALLS, {"workflow_slug": "daily-call"}, format="json")
 
@@ -955,6 +966,15 @@ def test_a_call_not_yet_ended_gets_a_fresh_token(api: APIClient, organization) -
         "status": "active",
         "channel": "web",
     }
+
+
+def test_a_fresh_token_is_never_cached(api: APIClient, organization) -> None:
+    call = CallFactory(organization=organization, active=True)
+
+    response = api.post(f"{CALLS}/{call.id}/token")
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
 
 
 def test_an_ended_call_gets_no_token(api: APIClient, organization) -> None:

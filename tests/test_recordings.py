@@ -117,6 +117,19 @@ def test_a_recording_on_an_endpoint_no_s3_client_accepts_has_no_link_and_no_erro
     assert api.get(f"/api/v1/calls/{call.id}").status_code == 200
 
 
+def test_the_answer_with_a_download_link_is_never_cached(
+    api, organization, recordings_bucket, s3_server
+) -> None:
+    call = CallFactory(organization=organization, completed=True)
+    RecordingFactory(call=call, bucket=recordings_bucket)
+
+    response = api.get(f"/api/v1/calls/{call.id}/recording")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["url"] is not None
+    assert "no-store" in response["Cache-Control"]
+
+
 def test_storage_credentials_reach_no_client_and_no_log(
     api, recording_workflow, egress_fake, recordings_bucket, caplog: pytest.LogCaptureFixture
 ) -> None:

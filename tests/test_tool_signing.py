@@ -116,6 +116,14 @@ def test_a_second_rotation_within_the_day_drops_the_oldest_secret(
     assert first not in session_secrets(agent_api, call)
 
 
+def test_the_answers_showing_the_secret_are_never_cached(api: APIClient) -> None:
+    created, rotated = api.post(ROTATE), api.post(ROTATE)
+
+    assert (created.status_code, rotated.status_code) == (201, 200)
+    for response in (created, rotated):
+        assert "no-store" in response["Cache-Control"]
+
+
 def test_a_session_without_a_secret_asks_for_no_signature(
     agent_api: APIClient, call: Call, outsider: Organization
 ) -> None:

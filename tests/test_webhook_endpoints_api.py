@@ -302,6 +302,17 @@ def test_rotate_secret_shows_the_new_secret_once(
         assert old.encode() not in body
 
 
+def test_the_answers_showing_a_secret_are_never_cached(
+    api: APIClient, organization: Organization
+) -> None:
+    created = api.post(URL, {"url": RECEIVER}, format="json")
+    rotated = api.post(f"{URL}/{created.json()['id']}/rotate-secret")
+
+    for response in (created, rotated):
+        assert "secret" in response.json()
+        assert "no-store" in response["Cache-Control"]
+
+
 @pytest.mark.parametrize(
     ("method", "suffix"),
     [

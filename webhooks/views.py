@@ -5,6 +5,8 @@ from collections.abc import Mapping
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -91,6 +93,7 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(WebhookEndpointSerializer(self._get_endpoint()).data)
 
+    @method_decorator(never_cache)  # it shows the secret
     def create(self, request: Request) -> Response:
         params = WebhookEndpointWriteSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -122,6 +125,7 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
         responses={200: WebhookEndpointWithSecretSerializer},
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret", pagination_class=None)
+    @method_decorator(never_cache)  # it shows the secret
     def rotate_secret(self, request: Request, pk: str) -> Response:
         endpoint = self._get_endpoint()
         secret = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
@@ -313,6 +317,7 @@ class ToolSigningSecretRotateView(APIView):
         },
         tags=["tool-signing-secret"],
     )
+    @method_decorator(never_cache)  # it shows the secret
     def post(self, request: Request) -> Response:
         holder, secret, created = services.tool_signing_secret_rotate(
             organization=request.user.organization

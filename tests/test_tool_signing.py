@@ -145,19 +145,71 @@ def test_another_organizations_secret_is_out_of_reach(
 
 
 def test_agent_keys_are_forbidden_and_anonymous_callers_unauthorized(
-    agent_api: APIClient, anonymous_api: APIClient
+    agent_api: APIClient, anonymous_api: APIClient, organization: Organization
 ) -> None:
+    services.tool_signing_secret_rotate(organization=organization)
+
     assert agent_api.get(URL).status_code == 403
     assert agent_api.post(ROTATE).status_code == 403
+    assert agent_api.delete(URL).status_code == 403
     assert anonymous_api.get(URL).status_code == 401
     assert anonymous_api.post(ROTATE).status_code == 401
-    assert not ToolSigningSecret.objects.exists()
+    assert anonymous_api.delete(URL).status_code == 401
+    assert ToolSigningSecret.objects.get().organization == organization  # nothing changed
 
 
-def test_get_is_the_only_read_and_post_the_only_write(api: APIClient) -> None:
+def test_get_reads_post_rotates_and_delete_removes_nothing_else(api: APIClient) -> None:
     assert api.post(URL).status_code == 405
+    assert api.put(URL).status_code == 405
     assert api.get(ROTATE).status_code == 405
-    assert api.delete(URL).status_code == 405
+    assert api.delete(ROTATE).status_code == 405
+
+
+def test_delete_removes_both_secrets_and_tool_requests_go_unsigned_again(
+    api: APIClient, agent_api: APIClient, call: Call
+) -> None:
+    api.post(ROTATE)
+    api.post(ROTATE)  # the old secret still signs beside the new one
+    assert len(session_secrets(agent_api, call)) == 2
+
+    response = api.delete(URL)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert not ToolSigningSecret.objects.exists()
+    assert session_secrets(agent_api, call) == []
+    assert api.get(URL).json()["exists"] is False
+    assert api.post(ROTATE).status_code == 201  # a new one is a first one again
+
+
+def test_delete_without_a_secret_is_404(api: APIClient) -> None:
+    response = api.delete(URL)
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "type": "client_error",
+        "errors": [
+            {
+                "code": "not_found",
+                "detail": "Your organization has no tool signing secret.",
+                "attr": None,
+            }
+        ],
+    }
+
+
+def test_delete_leaves_another_organizations_secret_alone(
+    api: APIClient, outsider_api: APIClient, outsider: Organization
+) -> None:
+    _, theirs, _ = services.tool_signing_secret_rotate(organization=outsider)
+    api.post(ROTATE)
+
+    assert api.delete(URL).status_code == 204
+    assert api.delete(URL).status_code == 404  # theirs is not ours to delete
+
+    assert ToolSigningSecret.objects.get().organization == outsider
+    assert tool_signing_secrets_live(organization=outsider) == [theirs]
+    assert outsider_api.get(URL).json()["exists"] is True
 
 
 def raw_secrets() -> list[bytes]:
@@ -253,6 +305,11 @@ def test_a_secret_no_key_opens_is_replaced_by_rotation_without_grace(
     assert (holder.secret, holder.previous_secret) == (rotated.json()["secret"], None)
     assert holder.previous_secret_expires_at is None
     assert session_secrets(agent_api, call) == [rotated.json()["secret"]]
+
+
+def test_a_secret_no_key_opens_can_be_deleted(secret_under_a_lost_key: str, api: APIClient) -> None:
+    assert api.delete(URL).status_code == 204
+    assert not ToolSigningSecret.objects.exists()
 
 
 def test_the_session_tells_the_secrets_in_one_query(

@@ -214,6 +214,18 @@ def tool_signing_secret_rotate(
 
 
 @transaction.atomic
+def tool_signing_secret_delete(*, organization: Organization) -> bool:
+    """Remove the organization's tool signing secret, the new and the old one: sessions
+    carry none from now on, so tool requests go unsigned again. Whether it had one."""
+    # Locked as a rotation locks it: one running meanwhile would find its secret gone.
+    Organization.objects.select_for_update().filter(pk=organization.pk).exists()
+    rows = ToolSigningSecret.objects.filter(organization=organization)
+    # Its secrets unread: one no configured key opens must not keep it.
+    deleted, _ = rows.defer("secret", "previous_secret").delete()
+    return bool(deleted)
+
+
+@transaction.atomic
 def webhook_secrets_reencrypt() -> tuple[int, int]:
     """Re-encrypt every signing secret, the endpoints' and the organizations' tool
     signing secrets, under the current CRYPTOGRAPHY_KEY (step 3 of a key rotation,

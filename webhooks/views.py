@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -297,6 +298,21 @@ class ToolSigningSecretView(APIView):
     def get(self, request: Request) -> Response:
         holder = selectors.tool_signing_secret_get(organization=request.user.organization)
         return Response(ToolSigningSecretSerializer(_tool_secret_body(holder)).data)
+
+    @extend_schema(
+        summary="Delete tool signing secret",
+        operation_id="tool_signing_secret_destroy",
+        description="Removes your organization's tool signing secret, the new one and any "
+        "old one still signing beside it: from then on tool requests are sent unsigned "
+        "again. Calls already running keep the secrets they started with. 404 when there "
+        "is none.",
+        responses={204: None, **error_responses(404)},
+        tags=["tool-signing-secret"],
+    )
+    def delete(self, request: Request) -> Response:
+        if not services.tool_signing_secret_delete(organization=request.user.organization):
+            raise NotFound("Your organization has no tool signing secret.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ToolSigningSecretRotateView(APIView):

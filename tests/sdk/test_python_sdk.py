@@ -40,6 +40,7 @@ from voicecalls_client.api.provider_keys import (
     provider_keys_list,
 )
 from voicecalls_client.api.tool_signing_secret import (
+    tool_signing_secret_destroy,
     tool_signing_secret_retrieve,
     tool_signing_secret_rotate,
 )
@@ -297,6 +298,10 @@ def test_the_tool_signing_secret_is_shown_once_on_creation_and_rotation(
     shown = tool_signing_secret_retrieve.sync(client=client)
     assert isinstance(shown, ToolSigningSecret) and shown.exists is True
     assert "secret" not in shown.to_dict()
+
+    assert tool_signing_secret_destroy.sync_detailed(client=client).status_code == 204
+    assert tool_signing_secret_retrieve.sync(client=client).exists is False
+    assert tool_signing_secret_destroy.sync_detailed(client=client).status_code == 404
 
 
 def test_a_test_event_is_queued_and_its_pending_delivery_not_replayed(

@@ -155,7 +155,8 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
         " total_tokens, agent_handoffs, eou_latency_ms_sum, eou_latency_count,"
         " e2e_latency_ms_sum, e2e_latency_count, channel, room_name, phone_number,"
-        " from_number, sip_status_code, sip_status, transfer_destination"
+        " from_number, sip_status_code, sip_status, transfer_destination, agent_joined_at,"
+        " agent_left_at"
         " FROM calls_call WHERE id = %s AND organization_id = %s",
         [call_id, organization_id],
     ).fetchone()
@@ -175,6 +176,7 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         strict=True,
     ):
         body[name] = value
+    body["agent_joined_at"], body["agent_left_at"] = iso(row[33]), iso(row[34])
     body["metrics"] = {
         "duration_seconds": body["duration_seconds"],
         "stt_latency_ms": _mean(stt_sum, stt_n),

@@ -95,7 +95,8 @@ def call_detail(
     room, post-call analysis (`selectors.call_analysis`), cost (`selectors.call_cost`) and
     recording (`recordings.selectors.call_recording`)."""
     row = {name: getattr(call, name) for name in LIST_FIELDS}
-    summary = call_summary(row, timezone.get_current_timezone())
+    tz = timezone.get_current_timezone()
+    summary = call_summary(row, tz)
     # A running call's duration is read off the clock once: twice could differ by a second.
     metrics = call_metrics(call, samples=samples) | {
         "duration_seconds": summary["duration_seconds"]
@@ -108,6 +109,8 @@ def call_detail(
         "sip_status_code": call.sip_status_code,
         "sip_status": call.sip_status,
         "transfer_destination": call.transfer_destination,
+        "agent_joined_at": _datetime(call.agent_joined_at, tz),
+        "agent_left_at": _datetime(call.agent_left_at, tz),
         "metrics": metrics,
         "metadata": call.metadata,
         "user_data": call.user_data,

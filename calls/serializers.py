@@ -286,6 +286,20 @@ class CallSerializer(_CallBaseSerializer):
         help_text="Transferred calls (`end_reason` `transferred`): the E.164 number or "
         "`sip:` URI the caller was handed to.",
     )
+    agent_joined_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the voice agent was first known in the call's room (its participant "
+        "joined, or it reported events). Null until then: the agent was not dispatched, or "
+        "never came (`end_reason` `agent_not_joined`).",
+    )
+    agent_left_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the voice agent left the call unexpectedly (nobody asked it to hang "
+        "up or transfer: its process died; a hang-up then ends the call `agent_lost`). "
+        "Null while the agent is there (cleared when an agent joins again).",
+    )
     metrics = CallMetricsSerializer(read_only=True)
     metadata = serializers.DictField()
     user_data = serializers.DictField()

@@ -11,6 +11,7 @@ import uuid
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from calls.agent_presence import call_agent_overdue
 from calls.expiry import calls_expire
@@ -248,6 +249,59 @@ def test_the_agent_leaving_while_a_transfer_runs_is_no_loss(call, api):
     call.refresh_from_db()
     assert call.agent_left_at is None
     assert _system_lines(api, call) == []
+
+
+def _presence(api, call: Call) -> tuple:
+    """The call detail's agent presence, as datetimes (None when null)."""
+    body = api.get(f"/api/v1/calls/{call.pk}").json()
+    return tuple(
+        None if body[key] is None else parse_datetime(body[key])
+        for key in ("agent_joined_at", "agent_left_at")
+    )
+
+
+def test_the_call_detail_shows_when_the_agent_joined_and_left(call, api):
+    """What staff see in the admin, a customer debugging the call sees in its detail."""
+    _joined(call, seconds_ago=40, agent=False)
+    assert _presence(api, call) == (None, None)
+
+    send("participant_joined_agent", call.pk)
+    call.refresh_from_db()
+    assert call.agent_joined_at is not None
+    assert _presence(api, call) == (call.agent_joined_at, None)
+
+    send("participant_left_agent", call.pk)
+    call.refresh_from_db()
+    assert call.agent_left_at is not None
+    assert _presence(api, call) == (call.agent_joined_at, call.agent_left_at)
+
+
+def test_the_call_detail_shows_the_agent_joined_once_it_reported_events(call, api, agent_api):
+    _joined(call, seconds_ago=5, agent=False)
+    line = {
+        "id": str(uuid.uuid4()),
+        "type": "transcript",
+        "timestamp": timezone.now().isoformat(),
+        "role": "assistant",
+        "content": "Hello!",
+        "agent_name": "greeter-agent",
+    }
+    response = agent_api.post(
+        f"/api/v1/agent/calls/{call.pk}/events", {"events": [line]}, format="json"
+    )
+    assert response.status_code == 200
+
+    call.refresh_from_db()
+    assert call.agent_joined_at is not None
+    assert _presence(api, call) == (call.agent_joined_at, None)
+
+
+def test_the_call_list_does_not_show_the_agent_presence(call, api):
+    _joined(call, seconds_ago=40, agent=True)
+
+    (item,) = api.get("/api/v1/calls").json()["items"]
+
+    assert "agent_joined_at" not in item and "agent_left_at" not in item
 
 
 def test_staff_see_when_the_agent_joined_and_left(call, admin_client: Client):

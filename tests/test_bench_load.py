@@ -4,6 +4,7 @@ still fit the tables as migrated, or `make bench` breaks at its step."""
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 from django.db import connection
@@ -58,3 +59,36 @@ def test_the_bench_s_cost_lines_hold_the_fields_the_stack_writes() -> None:
     )
     written = {frozenset(line) for line in cost.breakdown}
     assert {frozenset(line) for line in json.loads(COST_BREAKDOWN)} == written
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api) -> None:
+    """`bench.runner` refuses to time a floor whose body differs from the stack's: the
+    detail's floor must follow every field the detail shows (here the agent's presence).
+    Its own connection, as the bench's: Django's hands jsonb over as text."""
+    import psycopg
+
+    from bench import floor
+
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=3),
+        agent_joined_at=T0 + datetime.timedelta(seconds=2),
+        agent_left_at=T0 + datetime.timedelta(minutes=2),
+    )
+    params = connection.settings_dict
+    names = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
+    with psycopg.connect(
+        **{key: params[name] for key, name in names.items() if params[name]},
+        port=params["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        body = floor.call_detail(
+            conn, organization_id=str(workflow.organization_id), call_id=str(call.pk)
+        )
+
+    assert json.loads(body) == api.get(f"/api/v1/calls/{call.pk}").json()

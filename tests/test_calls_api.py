@@ -402,6 +402,8 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         "sip_status_code": None,
         "sip_status": None,
         "transfer_destination": None,
+        "agent_joined_at": None,
+        "agent_left_at": None,
         "metadata": {"source": "mobile-app"},
         "user_data": {"name": "John"},
     }

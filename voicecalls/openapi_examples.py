@@ -140,6 +140,8 @@ CALL = OpenApiExample(
         "sip_status": None,
         "sip_status_code": None,
         "transfer_destination": None,
+        "agent_joined_at": "2026-01-17T10:30:01Z",
+        "agent_left_at": None,
         "duration_seconds": 180,
         "agent_history": ["greeter-agent", "meal-agent", "feedback-agent"],
         "current_agent": None,

@@ -156,7 +156,7 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         " total_tokens, agent_handoffs, eou_latency_ms_sum, eou_latency_count,"
         " e2e_latency_ms_sum, e2e_latency_count, channel, room_name, phone_number,"
         " from_number, sip_status_code, sip_status, transfer_destination, agent_joined_at,"
-        " agent_left_at"
+        " agent_left_at, end_reason_detail"
         " FROM calls_call WHERE id = %s AND organization_id = %s",
         [call_id, organization_id],
     ).fetchone()
@@ -177,6 +177,7 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
     ):
         body[name] = value
     body["agent_joined_at"], body["agent_left_at"] = iso(row[33]), iso(row[34])
+    body["end_reason_detail"] = row[35]
     body["metrics"] = {
         "duration_seconds": body["duration_seconds"],
         "stt_latency_ms": _mean(stt_sum, stt_n),

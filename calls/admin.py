@@ -123,6 +123,7 @@ class CallAdmin(admin.ModelAdmin):
                     "from_number",
                     "sip_status_code",
                     "sip_status",
+                    "end_reason_detail",
                     "transfer_destination",
                 ]
             },
@@ -149,6 +150,7 @@ class CallAdmin(admin.ModelAdmin):
         "from_number",
         "sip_status_code",
         "sip_status",
+        "end_reason_detail",
         "transfer_destination",
         "created_at",
         "started_at",

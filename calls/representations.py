@@ -108,6 +108,7 @@ def call_detail(
         "from_number": call.from_number,
         "sip_status_code": call.sip_status_code,
         "sip_status": call.sip_status,
+        "end_reason_detail": call.end_reason_detail,
         "transfer_destination": call.transfer_destination,
         "agent_joined_at": _datetime(call.agent_joined_at, tz),
         "agent_left_at": _datetime(call.agent_left_at, tz),

@@ -281,6 +281,14 @@ class CallSerializer(_CallBaseSerializer):
     sip_status = serializers.CharField(
         allow_null=True, help_text="Phone calls that failed: the SIP status text."
     )
+    end_reason_detail = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="A few words on what `end_reason` alone does not say (≤ 200 characters): "
+        "why LiveKit itself failed to place a phone call (`sip_error` without a "
+        "`sip_status_code`), e.g. `LiveKit unreachable` or `LiveKit refused "
+        "CreateSIPParticipant: internal`. Null otherwise.",
+    )
     transfer_destination = serializers.CharField(
         allow_null=True,
         help_text="Transferred calls (`end_reason` `transferred`): the E.164 number or "

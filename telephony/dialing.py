@@ -167,7 +167,7 @@ def phone_call_dial(*, call_id: uuid.UUID) -> str:
         # LiveKit itself failed (down, refused): the call is not retried, which could
         # ring the phone twice; it fails `sip_error` and its room is closed.
         logger.warning("dialing phone call %s failed: %s", call.id, exc)
-        return _dial_failed(call=call, code=None, text=None)
+        return _dial_failed(call=call, code=None, text=None, detail=exc.summary)
     phone_call_answered(call_id=call.pk)
     return "answered"
 
@@ -257,11 +257,17 @@ def phone_call_answered(*, call_id: uuid.UUID) -> bool:
 
 @transaction.atomic
 def _dial_failed(
-    *, call: Call, code: int | None, text: str | None, reason: str | None = None
+    *,
+    call: Call,
+    code: int | None,
+    text: str | None,
+    reason: str | None = None,
+    detail: str | None = None,
 ) -> str:
     """The dial's own result ends the call, with the SIP status kept on it; but a dial
     our hang-up cancelled (LiveKit may answer the dial before the room's deletion) ends
-    as that hang-up asked. `reason`: the end reason when no SIP status says it."""
+    as that hang-up asked. `reason`: the end reason when no SIP status says it;
+    `detail`: why LiveKit failed the dial, for the customer (short, nothing secret)."""
     row = Call.objects.filter(pk=call.pk).values_list("hangup_requested_at", "end_reason").first()
     requested = requested_end(*row) if row else None
     if requested is not None:
@@ -274,7 +280,9 @@ def _dial_failed(
         return requested
     reason = reason or sip_end_reason(code)
     Call.objects.filter(pk=call.pk, status=CallStatus.CONNECTING).update(
-        sip_status_code=code, sip_status=(text or "")[:200] or None
+        sip_status_code=code,
+        sip_status=(text or "")[:200] or None,
+        end_reason_detail=(detail or "")[:200] or None,
     )
     if call_transition(
         call_id=call.pk,

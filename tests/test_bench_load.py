@@ -64,8 +64,9 @@ def test_the_bench_s_cost_lines_hold_the_fields_the_stack_writes() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api) -> None:
     """`bench.runner` refuses to time a floor whose body differs from the stack's: the
-    detail's floor must follow every field the detail shows (here the agent's presence).
-    Its own connection, as the bench's: Django's hands jsonb over as text."""
+    detail's floor must follow every field the detail shows (here the agent's presence
+    and `end_reason_detail`). Its own connection, as the bench's: Django's hands jsonb
+    over as text."""
     import psycopg
 
     from bench import floor
@@ -78,6 +79,7 @@ def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api)
         ended_at=T0 + datetime.timedelta(minutes=3),
         agent_joined_at=T0 + datetime.timedelta(seconds=2),
         agent_left_at=T0 + datetime.timedelta(minutes=2),
+        end_reason_detail="LiveKit unreachable",
     )
     params = connection.settings_dict
     names = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}

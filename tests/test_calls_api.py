@@ -401,6 +401,7 @@ def test_a_finished_call_shows_every_seed_field(api: APIClient, organization) ->
         "from_number": None,
         "sip_status_code": None,
         "sip_status": None,
+        "end_reason_detail": None,
         "transfer_destination": None,
         "agent_joined_at": None,
         "agent_left_at": None,

@@ -160,6 +160,7 @@ def test_a_failed_dial_ends_failed_with_the_reason_of_its_sip_status(
 
     body = detail(api, call_id)
     assert outcome(body) == ("failed", end_reason, scripted.sip_code, scripted.sip_status)
+    assert body["end_reason_detail"] is None  # the SIP status says it
     # The SIP participant joined while ringing and left: both webhooks accepted, and
     # its departure did not change the dial's reason.
     assert sip_fake.webhook_answers == [200, 200]
@@ -572,8 +573,25 @@ def test_livekit_failing_while_dialing_fails_the_call_sip_error_without_a_second
     phone_call_dial.enqueue(call_id)
     run_dial_worker()
 
-    assert outcome(detail(api, call_id)) == ("failed", "sip_error", None, None)
+    body = detail(api, call_id)
+    assert outcome(body) == ("failed", "sip_error", None, None)
+    # The cause, short and safe (the method and Twirp code, not LiveKit's message).
+    assert body["end_reason_detail"] == "LiveKit refused CreateSIPParticipant: internal"
     assert len(sip_fake.calls("CreateSIPParticipant")) == 1
+
+
+def test_livekit_unreachable_while_dialing_says_so_on_the_call(
+    api, phone, sip_fake, settings
+) -> None:
+    """Its address and the connection's error stay in the log."""
+    call_id = create(api)["call_id"]
+    settings.LIVEKIT_URL = "http://127.0.0.1:9"  # discard port: nothing listens
+
+    run_dial_worker()
+
+    body = detail(api, call_id)
+    assert outcome(body) == ("failed", "sip_error", None, None)
+    assert body["end_reason_detail"] == "LiveKit unreachable"
 
 
 def test_the_same_idempotency_key_makes_one_phone_call_and_one_dial(api, phone, sip_fake) -> None:

@@ -139,6 +139,7 @@ CALL = OpenApiExample(
         "from_number": None,
         "sip_status": None,
         "sip_status_code": None,
+        "end_reason_detail": None,
         "transfer_destination": None,
         "agent_joined_at": "2026-01-17T10:30:01Z",
         "agent_left_at": None,

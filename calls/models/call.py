@@ -130,6 +130,10 @@ class Call(models.Model):
     dial_attempted_at = models.DateTimeField(null=True, blank=True)
     sip_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     sip_status = models.CharField(max_length=200, null=True, blank=True)
+    # What the end reason alone does not say, shown to the customer: a dial LiveKit
+    # itself failed (`sip_error`, no SIP status), e.g. "LiveKit unreachable". Short and
+    # safe (LiveKitError.summary: no address, no LiveKit message); the rest is logged.
+    end_reason_detail = models.CharField(max_length=200, null=True, blank=True)
     # Where a transferred call went (an E.164 number or a sip: URI of the workflow's
     # transfer tool): set with `end_reason` `transferred`.
     transfer_destination = models.CharField(max_length=260, null=True, blank=True)

@@ -12,8 +12,9 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# How the environment is read; the logging and OpenAPI schema settings (drf-spectacular):
-# kept apart for their length.
+# How the environment is read; the logging, REST framework (and its error envelope) and
+# OpenAPI schema (drf-spectacular) settings: kept apart for their length.
+from voicecalls.drf_settings import DRF_STANDARDIZED_ERRORS, REST_FRAMEWORK  # noqa: F401
 from voicecalls.env_settings import (
     database,
     database_timeout,
@@ -227,47 +228,6 @@ warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarn
 # Request bodies over 1 MiB are refused with 413 before any parsing.
 API_MAX_BODY_BYTES = 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
-
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["voicecalls.auth.APIKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["voicecalls.auth.IsClientKey"],
-    "DEFAULT_PARSER_CLASSES": ["voicecalls.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # The API speaks JSON only: `?format=xml` made a path that exists answer 404 "Not
-    # found." before its view ran. The schema alone reads it (voicecalls.schema).
-    "URL_FORMAT_OVERRIDE": None,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "voicecalls.schema.AutoSchema",
-    "DEFAULT_METADATA_CLASS": "voicecalls.metadata.EndpointMetadata",
-    "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["voicecalls.throttling.OrganizationCreateThrottle"],
-    "UNAUTHENTICATED_USER": None,
-    "TEST_REQUEST_DEFAULT_FORMAT": "json",
-}
-
-DRF_STANDARDIZED_ERRORS = {
-    "ENABLE_IN_DEBUG_FOR_UNHANDLED_EXCEPTIONS": True,
-    # Codes documented wherever they apply (voicecalls.schema.AutoSchema decides;
-    # 503, the database unavailable: every view that reads it);
-    # 409/422/502 are documented per operation (voicecalls.errors.error_responses).
-    "ALLOWED_ERROR_STATUS_CODES": [
-        "400",
-        "401",
-        "403",
-        "404",
-        "405",
-        "406",
-        "413",
-        "415",
-        "429",
-        "500",
-        "503",
-    ],
-    # Errors may carry a top-level `meta` (429 limits: the numbers a client needs).
-    "EXCEPTION_FORMATTER_CLASS": "voicecalls.errors.ExceptionFormatter",
-    # Services' own limits (voicecalls.errors.LimitExceeded) become 429s.
-    "EXCEPTION_HANDLER_CLASS": "voicecalls.errors.ExceptionHandler",
-}
 
 # --- Per-organization limits ------------------------------------------------------------
 # Calls not yet ended (pending, connecting, active) an organization may have at once;

@@ -4,7 +4,8 @@ completion, validated, retried), re-run it on request.
 A run is woken by the task queue (`analysis.tasks`), no sooner than
 `WEBHOOKS_END_REPORT_DELAY` after the end, the same rule as the end-of-call report, so
 the agent's late transcript lines are in it. The `CallAnalysis` row decides: a wake-up
-for an older run, or one that finds the run already claimed, does nothing.
+for an older run, or one that finds the run already claimed, does nothing. A run nothing
+else will wake (its wake-up lost, its worker dead) is woken by `analysis.recovery`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from analysis import llm, turns
-from analysis.models import OPEN_STATUSES, AnalysisStatus, CallAnalysis
+from analysis.models import AnalysisStatus, CallAnalysis
 from analysis.prompt import answer_problem, answer_schema, messages, transcript_text
 from analysis.settings import analysis_llm
 from analysis.signals import call_analysis_usage_reported, call_analyzed
@@ -29,7 +30,7 @@ from calls import selectors
 from calls.models import ENDED_STATUSES, ERASED_CONTENT, Call, TranscriptRole
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.selectors import provider_key_for
-from voicecalls.task_queue import LATER_PRIORITY, due_within_clock_skew, task_waiting_args
+from voicecalls.task_queue import LATER_PRIORITY, due_within_clock_skew
 
 logger = logging.getLogger(__name__)
 # Lines someone said; system and tool lines alone are no conversation.
@@ -69,7 +70,9 @@ def call_status_changed_receiver(signal: object, sender: type, **change: Any) ->
         call_analysis_schedule(call_id=change["call_id"], at=change["at"])
 
 
-def _wake(call_id: UUID | str, *, run: int, at: datetime.datetime, later: bool = False) -> None:
+def call_analysis_wake(
+    *, call_id: UUID | str, run: int, at: datetime.datetime, later: bool = False
+) -> None:
     """Enqueue the run's attempt at `at`, once the current transaction commits; `later`
     (a retry, a wait for its organization's turn) at LATER_PRIORITY."""
     from analysis.tasks import analyse_call
@@ -101,11 +104,11 @@ def call_analysis_schedule(*, call_id: UUID | str, at: datetime.datetime) -> Cal
         defaults={"provider": chosen[0], "model": chosen[1], "next_attempt_at": due},
     )
     if created:
-        _wake(call_id, run=analysis.run, at=due)
+        call_analysis_wake(call_id=call_id, run=analysis.run, at=due)
     return analysis
 
 
-def _call_lock(call_id: UUID | str) -> None:
+def call_analysis_lock(*, call_id: UUID | str) -> None:
     """Lock the call's row before its analysis's: a status change of the analysis
     updates the call too (its copy of it, by trigger: analysis migration 0002), and
     `_finish` locks the call first. The other order could deadlock with it."""
@@ -123,7 +126,7 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
     if chosen is None:
         raise AnalysisNotConfigured()
     now = timezone.now()
-    _call_lock(call.pk)
+    call_analysis_lock(call_id=call.pk)
     # Read under the call's lock, which the erasure and retention take too.
     if _transcript_removed(call.pk):
         raise CallTranscriptRemoved()
@@ -136,12 +139,12 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
                 )
         except IntegrityError:  # a concurrent re-run created it: that run answers
             return CallAnalysis.objects.get(call=call)
-        _wake(call.pk, run=current.run, at=now)
+        call_analysis_wake(call_id=call.pk, run=current.run, at=now)
         return current
     stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
     if current.status == AnalysisStatus.PENDING:
         if current.next_attempt_at <= now - WAKE_GRACE:
-            _wake(call.pk, run=current.run, at=now)  # its wake-up was lost
+            call_analysis_wake(call_id=call.pk, run=current.run, at=now)  # its wake-up was lost
         return current
     if current.status == AnalysisStatus.RUNNING and current.updated_at > stale:
         return current
@@ -154,7 +157,7 @@ def call_analysis_rerun(*, call: Call) -> CallAnalysis:
     current.next_attempt_at = current.updated_at = now
     current.finished_at = None
     current.save()
-    _wake(call.pk, run=current.run, at=now)
+    call_analysis_wake(call_id=call.pk, run=current.run, at=now)
     return current
 
 
@@ -173,10 +176,10 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
     if turns.organization_full(call_id, now=now, stale_seconds=STALE_RUN_SECONDS):
         at = turns.run_wait(call_id, run=run, now=now)
         if at is not None:
-            _wake(call_id, run=run, at=at, later=True)
+            call_analysis_wake(call_id=call_id, run=run, at=at, later=True)
             return "waiting"
     with transaction.atomic():
-        _call_lock(call_id)
+        call_analysis_lock(call_id=call_id)
         claimed = CallAnalysis.objects.filter(
             call_id=call_id, run=run, status=AnalysisStatus.PENDING, next_attempt_at__lte=now
         ).update(
@@ -192,7 +195,7 @@ def call_analysis_attempt(*, call_id: UUID | str, run: int) -> str:
         )
         due = due_within_clock_skew(pending, now=now)
         if due is not None:
-            _wake(call_id, run=run, at=due)
+            call_analysis_wake(call_id=call_id, run=run, at=due)
         return "not due"
     analysis = CallAnalysis.objects.select_related("call__workflow_version").get(call_id=call_id)
     # The tokens each answer of this attempt reported: billed whatever the outcome.
@@ -358,63 +361,12 @@ def _finish(analysis: CallAnalysis, outcome: _Outcome, spent: list[dict[str, int
         if not updated:
             return "superseded"
         if outcome.retry_in is not None:
-            _wake(analysis.call_id, run=analysis.run, at=changes["next_attempt_at"], later=True)
+            call_analysis_wake(
+                call_id=analysis.call_id,
+                run=analysis.run,
+                at=changes["next_attempt_at"],
+                later=True,
+            )
         else:
             call_analyzed.send(sender=CallAnalysis, call_id=analysis.call_id, at=now)
     return str(outcome.status)
-
-
-def analyses_wake_overdue(*, now: datetime.datetime | None = None, limit: int = 1000) -> int:
-    """Wake the open runs nothing else will: pending ones past their time by more than
-    WAKE_GRACE, and running ones claimed over STALE_RUN_SECONDS ago (their worker
-    died), pending again or, after their last attempt, failed; of the `limit` most
-    overdue (a backlog is woken over several passes). Safe to repeat: a duplicate
-    wake-up finds the run claimed or not due. Returns how many it woke."""
-    from analysis.tasks import analyse_call
-
-    now = now or timezone.now()
-    stale = now - datetime.timedelta(seconds=STALE_RUN_SECONDS)
-    # A running run was due before it was claimed: both kinds are past now - grace.
-    overdue = CallAnalysis.objects.filter(
-        status__in=OPEN_STATUSES, next_attempt_at__lte=now - WAKE_GRACE
-    ).filter(Q(status=AnalysisStatus.PENDING) | Q(updated_at__lt=stale))
-    runs = list(
-        overdue.order_by("next_attempt_at").values_list("call_id", "run", "status", "attempts")[
-            :limit
-        ]
-    )
-    # A pending run whose wake-up waits in the queue (the worker is down) is not lost.
-    pending = [(str(c), run) for c, run, status, _ in runs if status == AnalysisStatus.PENDING]
-    waiting = task_waiting_args(analyse_call, pending)
-    runs = [r for r in runs if (str(r[0]), r[1]) not in waiting]
-    for call_id, run, status, attempts in runs:
-        if status == AnalysisStatus.PENDING:
-            with transaction.atomic():
-                _wake(call_id, run=run, at=now)
-        else:
-            _stale_run_take_back(call_id, run=run, last=attempts, stale=stale, now=now)
-    return len(runs)
-
-
-@transaction.atomic
-def _stale_run_take_back(
-    call_id: UUID, *, run: int, last: int, stale: datetime.datetime, now: datetime.datetime
-) -> None:
-    """A run whose worker died: pending again, or failed after its last attempt; only
-    if it is still that run, still stale (a re-run may have started another)."""
-    _call_lock(call_id)
-    dead = CallAnalysis.objects.filter(
-        call_id=call_id, run=run, status=AnalysisStatus.RUNNING, updated_at__lt=stale
-    )
-    if last < settings.ANALYSIS_MAX_ATTEMPTS:
-        if dead.update(status=AnalysisStatus.PENDING, next_attempt_at=now, updated_at=now):
-            _wake(call_id, run=run, at=now)
-        return
-    failed = dead.update(
-        status=AnalysisStatus.FAILED,
-        error="The worker running the analysis stopped.",
-        updated_at=now,
-        finished_at=now,
-    )
-    if failed:
-        call_analyzed.send(sender=CallAnalysis, call_id=call_id, at=now)

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from analysis.models import AnalysisStatus, CallAnalysis
-from analysis.services import STALE_RUN_SECONDS, analyses_wake_overdue, call_analysis_attempt
+from analysis.recovery import analyses_wake_overdue
+from analysis.services import STALE_RUN_SECONDS, call_analysis_attempt
 from tests.fake_llm import FakeLLM, Outcome
 from tests.tasks import run_task_worker
 from tests.test_analysis_run import VALID, analysis_of, ended_call

@@ -15,12 +15,8 @@ from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Organization
 from analysis.models import AnalysisStatus, CallAnalysis
-from analysis.services import (
-    STALE_RUN_SECONDS,
-    _stale_run_take_back,
-    analyses_wake_overdue,
-    call_analysis_rerun,
-)
+from analysis.recovery import _stale_run_take_back, analyses_wake_overdue
+from analysis.services import STALE_RUN_SECONDS, call_analysis_rerun
 from calls.models import Call
 from tests.fake_llm import FakeLLM, Outcome
 from tests.test_analysis_run import VALID, analysis_of, ended_call, run_worker

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from analysis.services import analyses_wake_overdue
+from analysis.recovery import analyses_wake_overdue
 from voicecalls.periodic import PeriodicCommand
 
 

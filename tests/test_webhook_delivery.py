@@ -977,7 +977,7 @@ def test_waking_overdue_deliveries_queues_at_most_its_limit_most_overdue_first(
     organization: Organization, django_capture_on_commit_callbacks
 ) -> None:
     """While the worker is down every run would queue every overdue delivery again."""
-    from webhooks.delivery import webhook_deliveries_wake_overdue
+    from webhooks.recovery import webhook_deliveries_wake_overdue
 
     endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
     for _ in range(3):
@@ -1002,7 +1002,7 @@ def test_while_the_worker_is_down_waking_overdue_deliveries_queues_each_once(
 ) -> None:
     """Every pass used to queue every overdue delivery again: a worker down for an hour
     and a sweep each minute left sixty task rows per delivery."""
-    from webhooks.delivery import webhook_deliveries_wake_overdue
+    from webhooks.recovery import webhook_deliveries_wake_overdue
 
     endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])
     for _ in range(2):
@@ -1360,7 +1360,7 @@ def test_a_wake_up_queued_for_a_later_time_does_not_count_as_waiting(
 ) -> None:
     """A retry's wake-up queued for in an hour is READY, but it does not wake a
     delivery replayed now whose own wake-up was lost: the sweep must queue it."""
-    from webhooks.delivery import webhook_deliveries_wake_overdue
+    from webhooks.recovery import webhook_deliveries_wake_overdue
     from webhooks.tasks import deliver_webhook
 
     endpoint_create(organization, "https://hooks.example.com/x", [EventType.CALL_STATUS_CHANGED])

@@ -16,8 +16,9 @@ from tests.factories import CallFactory
 from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import attempt, attempt_out, endpoint_create, record, run_worker
 from tests.webhook_receiver import Receiver, Reply
-from webhooks.delivery import ATTEMPT_LEASE, webhook_deliveries_wake_overdue
+from webhooks.delivery import ATTEMPT_LEASE
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
+from webhooks.recovery import webhook_deliveries_wake_overdue
 
 STATUS_CHANGED = [EventType.CALL_STATUS_CHANGED]
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from calls.models import Call
 from voicecalls.logging import log_context
-from voicecalls.task_queue import due_within_clock_skew, task_waiting_args
+from voicecalls.task_queue import due_within_clock_skew
 from webhooks import signing, transport, turns
 from webhooks.models import (
     DeliveryStatus,
@@ -378,36 +378,3 @@ def webhook_delivery_replay(
         status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now, updated_at=now
     )
     wake(delivery.pk, at=now)
-
-
-def webhook_deliveries_wake_overdue(
-    *,
-    now: datetime.datetime | None = None,
-    grace: datetime.timedelta | None = None,
-    limit: int = 1000,
-) -> int:
-    """Enqueue pending deliveries whose attempt is overdue by more than `grace` (a
-    wake-up lost with a crashed worker or a failed enqueue), of the `limit` most
-    overdue those with no wake-up already waiting in the queue (while the worker is
-    down, each run would otherwise queue every one again). Returns how many it queued.
-    Safe to run any time: a duplicate wake-up does nothing."""
-    from webhooks.tasks import deliver_webhook
-
-    now = now or timezone.now()
-    grace = ATTEMPT_LEASE if grace is None else grace
-    overdue = [
-        (pk,)
-        for pk in WebhookDelivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace
-        )
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    ]
-    waiting = task_waiting_args(deliver_webhook, overdue)
-    lost = [args for args in overdue if args not in waiting]
-    with transaction.atomic():
-        for (delivery_id,) in lost:
-            wake(delivery_id, at=now)
-    # And those waiting for a turn of their endpoint that nothing ahead will pass on.
-    stranded = turns.stranded_wake(now=now, grace=grace, lease=ATTEMPT_LEASE, limit=limit)
-    return len(lost) + stranded

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from voicecalls.periodic import PeriodicCommand
-from webhooks.delivery import webhook_deliveries_wake_overdue
+from webhooks.recovery import webhook_deliveries_wake_overdue
 
 
 class Command(PeriodicCommand):

@@ -40,7 +40,7 @@ from calls.serializers import (
 )
 from recordings import selectors as recording_selectors
 from recordings.serializers import RecordingAccessSerializer, recording_access
-from telephony.services import phone_call_create
+from telephony.dialing import phone_call_create
 from voicecalls.errors import BadGateway, Conflict, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
 from voicecalls.pagination import PagePagination

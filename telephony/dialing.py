@@ -1,5 +1,5 @@
-"""Dialing an outbound phone call, in the `dial` task queue (DESIGN.md "Phone calls");
-telephony.services creates it.
+"""Creating an outbound phone call (guarded, `pending`) and dialing it, in the `dial`
+task queue (DESIGN.md "Phone calls").
 
 A phone call moves `pending` → `connecting` (the dial job started) → `active` (the
 callee answered: the dial returned) or `failed` with an end reason from the SIP status.
@@ -19,10 +19,18 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.livekit_events import call_heard_while_dialing
-from calls.models import ENDED_STATUSES, Call, CallChannel, CallStatus
-from calls.services import call_room_close_later
+from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection, CallStatus
+from calls.services import (
+    CallJoinInfo,
+    call_inserting,
+    call_participant_token,
+    call_room_close_later,
+)
+from telephony import guard
 from voicecalls import livekit, livekit_sip
 from workflows.models import WorkflowVersion
+from workflows.selectors import CallTarget
+from workflows.settings import phone_start_delay_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,81 @@ HANGUP_STALE_SECONDS = 60
 # ends the call, or LiveKit fails it and it is withdrawn), this long at most.
 HANGUP_SETTLE_SECONDS = 15.0
 HANGUP_SETTLE_POLL_SECONDS = 0.2
+
+
+def phone_call_create(
+    *,
+    organization: Organization,
+    target: CallTarget,
+    phone_number: str,
+    from_number: str | None = None,
+    user_id: str | None = None,
+    user_data: dict | None = None,
+    metadata: dict | None = None,
+    # Taken with the rest of the request; always outbound (an inbound phone_number is 400).
+    direction: str = CallDirection.OUTBOUND,
+) -> CallJoinInfo:
+    """Check the destination and caller id (400s), insert a `pending` outbound phone
+    call within the concurrency limit (429), and have it dialed once this transaction
+    commits. Nothing is dialed here; refusals happen before anything is."""
+    destination = guard.destination_check(organization=organization, number=phone_number)
+    caller = guard.caller_id_pick(organization=organization, from_number=from_number)
+    guard.outbound_rate_take(organization=organization)
+    call = phone_call_build(
+        organization=organization,
+        target=target,
+        phone_number=destination,
+        from_number=caller.number,
+        sip_trunk_id=caller.trunk.livekit_trunk_id,
+        user_id=user_id,
+        user_data=user_data,
+        metadata=metadata,
+    )
+    with call_inserting(call=call):
+        # The daily cap is counted holding the organization's row, so concurrent
+        # creations never overshoot it; a call whose token could not be made is not
+        # left counted.
+        guard.outbound_daily_cap_check(organization=organization)
+        token = call_participant_token(call=call)
+    transaction.on_commit(lambda: phone_call_dial_later(call.pk), robust=True)
+    return CallJoinInfo(call=call, token=token)
+
+
+def phone_call_build(
+    *,
+    organization: Organization,
+    target: CallTarget,
+    phone_number: str,
+    from_number: str | None,
+    sip_trunk_id: str | None,
+    user_id: str | None = None,
+    user_data: dict | None = None,
+    metadata: dict | None = None,
+) -> Call:
+    """A new `pending` outbound phone call (not saved) to numbers already checked."""
+    now = timezone.now()
+    start_bound = phone_start_delay_seconds(
+        dial_deadline=target.dial_deadline_seconds, ring_timeout=target.ring_timeout_seconds
+    )
+    return Call(
+        organization=organization,
+        workflow_id=target.workflow_id,
+        workflow_version_id=target.version_id,
+        workflow_slug=target.workflow_slug,
+        user_id=user_id,
+        user_data=user_data or {},
+        metadata=metadata or {},
+        direction=CallDirection.OUTBOUND,
+        channel=CallChannel.PHONE,
+        phone_number=phone_number,
+        from_number=from_number,
+        sip_trunk_id=sip_trunk_id,
+        dial_deadline_at=now + datetime.timedelta(seconds=target.dial_deadline_seconds),
+        status=CallStatus.PENDING,
+        connect_timeout_seconds=max(target.connect_timeout_seconds, start_bound),
+        max_duration_seconds=target.max_duration_seconds,
+        created_at=now,
+    )
 
 
 def dial_claim(*, call_id: uuid.UUID, now: datetime.datetime) -> Call | None:

@@ -1,9 +1,9 @@
-"""Writes of telephony: SIP trunks (created and deleted in LiveKit first) and outbound
-phone calls (guarded, `pending`, dialed by the `dial` job: telephony.dialing)."""
+"""Writes of telephony: SIP trunks (created and deleted in LiveKit first) and phone
+numbers (mapped to workflows, verified by staff). Outbound phone calls are created and
+dialed in telephony.dialing."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import uuid
 from typing import Any
@@ -15,9 +15,6 @@ from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
 from accounts.models import Organization
-from calls.models import Call, CallChannel, CallDirection, CallStatus
-from calls.services import CallJoinInfo, call_inserting, call_participant_token
-from telephony import dialing, guard
 from telephony.models import PhoneNumber, PhoneNumberStatus, SipTrunk, TrunkDirection
 from telephony.selectors import (
     number_held_elsewhere,
@@ -30,8 +27,7 @@ from voicecalls import livekit, livekit_sip
 from voicecalls.db import advisory_lock
 from voicecalls.errors import Conflict
 from workflows.models import Workflow
-from workflows.selectors import CallTarget, workflow_queryset
-from workflows.settings import phone_start_delay_seconds
+from workflows.selectors import workflow_queryset
 
 logger = logging.getLogger(__name__)
 
@@ -171,81 +167,6 @@ def sip_trunk_delete(*, trunk: SipTrunk) -> None:
         if default and default not in outbound_numbers(organization=organization):
             organization.default_caller_number = None
             organization.save(update_fields=["default_caller_number"])
-
-
-def phone_call_create(
-    *,
-    organization: Organization,
-    target: CallTarget,
-    phone_number: str,
-    from_number: str | None = None,
-    user_id: str | None = None,
-    user_data: dict | None = None,
-    metadata: dict | None = None,
-    # Taken with the rest of the request; always outbound (an inbound phone_number is 400).
-    direction: str = CallDirection.OUTBOUND,
-) -> CallJoinInfo:
-    """Check the destination and caller id (400s), insert a `pending` outbound phone
-    call within the concurrency limit (429), and have it dialed once this transaction
-    commits. Nothing is dialed here; refusals happen before anything is."""
-    destination = guard.destination_check(organization=organization, number=phone_number)
-    caller = guard.caller_id_pick(organization=organization, from_number=from_number)
-    guard.outbound_rate_take(organization=organization)
-    call = phone_call_build(
-        organization=organization,
-        target=target,
-        phone_number=destination,
-        from_number=caller.number,
-        sip_trunk_id=caller.trunk.livekit_trunk_id,
-        user_id=user_id,
-        user_data=user_data,
-        metadata=metadata,
-    )
-    with call_inserting(call=call):
-        # The daily cap is counted holding the organization's row, so concurrent
-        # creations never overshoot it; a call whose token could not be made is not
-        # left counted.
-        guard.outbound_daily_cap_check(organization=organization)
-        token = call_participant_token(call=call)
-    transaction.on_commit(lambda: dialing.phone_call_dial_later(call.pk), robust=True)
-    return CallJoinInfo(call=call, token=token)
-
-
-def phone_call_build(
-    *,
-    organization: Organization,
-    target: CallTarget,
-    phone_number: str,
-    from_number: str | None,
-    sip_trunk_id: str | None,
-    user_id: str | None = None,
-    user_data: dict | None = None,
-    metadata: dict | None = None,
-) -> Call:
-    """A new `pending` outbound phone call (not saved) to numbers already checked."""
-    now = timezone.now()
-    start_bound = phone_start_delay_seconds(
-        dial_deadline=target.dial_deadline_seconds, ring_timeout=target.ring_timeout_seconds
-    )
-    return Call(
-        organization=organization,
-        workflow_id=target.workflow_id,
-        workflow_version_id=target.version_id,
-        workflow_slug=target.workflow_slug,
-        user_id=user_id,
-        user_data=user_data or {},
-        metadata=metadata or {},
-        direction=CallDirection.OUTBOUND,
-        channel=CallChannel.PHONE,
-        phone_number=phone_number,
-        from_number=from_number,
-        sip_trunk_id=sip_trunk_id,
-        dial_deadline_at=now + datetime.timedelta(seconds=target.dial_deadline_seconds),
-        status=CallStatus.PENDING,
-        connect_timeout_seconds=max(target.connect_timeout_seconds, start_bound),
-        max_duration_seconds=target.max_duration_seconds,
-        created_at=now,
-    )
 
 
 class TrunkInUse(Conflict):

@@ -17,7 +17,7 @@ from calls.filters import CallFilter
 from calls.lifecycle import call_transition
 from calls.models import MAX_START_DELAY, Call, CallStatus
 from calls.services import call_insert
-from telephony.services import phone_call_build
+from telephony.dialing import phone_call_build
 from tests.factories import CallFactory, WorkflowFactory
 from workflows.selectors import workflow_call_target
 from workflows.settings import CONNECT_TIMEOUT_BOUNDS, DIAL_DEADLINE_BOUNDS, RING_TIMEOUT_BOUNDS

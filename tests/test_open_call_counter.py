@@ -18,8 +18,9 @@ from calls.lifecycle import ALLOWED_FROM, EndReason, call_transition
 from calls.limits import ConcurrencyLimitReached, open_calls_reconcile
 from calls.models import ENDED_STATUSES, NOT_ENDED_STATUSES, Call, CallStatus
 from calls.services import call_create
+from telephony.dialing import phone_call_create
 from telephony.inbound import InboundCaller, inbound_call_get_or_create
-from telephony.services import phone_call_create, phone_number_verify
+from telephony.services import phone_number_verify
 from tests.factories import CallFactory, OrganizationFactory, PhoneNumberFactory, WorkflowFactory
 from tests.phone import CALLEE, CALLER, INBOUND_NUMBER, inbound_trunk, phone_ready
 from workflows.selectors import workflow_call_target

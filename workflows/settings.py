@@ -40,7 +40,7 @@ MAX_VOICEMAIL_MESSAGE_CHARS = 2_000
 
 def phone_start_delay_seconds(*, dial_deadline: int, ring_timeout: int) -> int:
     """How long a phone call may wait for its start: its dial deadline, the ringing, and
-    a little longer for LiveKit to answer; by then it ends `timeout` (telephony.services)."""
+    a little longer for LiveKit to answer; by then it ends `timeout` (telephony.dialing)."""
     return dial_deadline + ring_timeout + 15
 
 

@@ -16,10 +16,9 @@ from calls.livekit_events import livekit_webhook_receive
 from calls.models import Call, CallStatus
 from calls.services import call_create, call_insert
 from telephony import numbers
-from telephony.dialing import dial_claim, phone_call_answered
+from telephony.dialing import dial_claim, phone_call_answered, phone_call_build
 from telephony.models import PhoneNumber, PhoneNumberStatus
 from telephony.selectors import outbound_numbers
-from telephony.services import phone_call_build
 from telephony.transfer import call_transfer
 from voicecalls.livekit import webhook_authorization
 from voicecalls.livekit_sip import INBOUND_ROOM_PREFIX

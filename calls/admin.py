@@ -28,42 +28,12 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from calls import representations, selectors
+from calls.admin_display import call_page_context, format_seconds, status_badge
 from calls.admin_paging import CappedCountPaginator, ProbedDatesQuerySet
-from calls.models import NOT_ENDED_STATUSES, Call, CallStatus
+from calls.models import NOT_ENDED_STATUSES, Call
 from recordings import selectors as recording_selectors
 from telephony.numbers import number_typed_e164
 from workflows.models import Workflow
-
-STATUS_COLORS = {
-    CallStatus.PENDING: "#8a8a8a",
-    CallStatus.CONNECTING: "#b58900",
-    CallStatus.ACTIVE: "#2a9d3f",
-    CallStatus.COMPLETED: "#417690",
-    CallStatus.FAILED: "#c0392b",
-    CallStatus.DISCONNECTED: "#d35400",
-    CallStatus.TIMEOUT: "#7f5a83",
-}
-
-
-def status_badge(status: str) -> str:
-    return format_html(
-        '<span class="vc-status vc-status-{}" style="background:{};color:#fff;'
-        'padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
-        status,
-        STATUS_COLORS.get(status, "#666"),
-        status,
-    )
-
-
-def format_seconds(seconds: int | None) -> str:
-    if seconds is None:
-        return "—"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}:{secs:02d}"
-    # A call of hours: "3:05:07", not "185:07".
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class WorkflowFilter(admin.RelatedFieldListFilter):
@@ -266,7 +236,7 @@ class CallAdmin(admin.ModelAdmin):
             return "No analysis: the call's workflow version has no analysis setting."
         return format_html("<pre>{}</pre>", json.dumps(analysis, indent=2, ensure_ascii=False))
 
-    # --- the call page: transcript, agent timeline, metrics --------------------------
+    # --- the call page (transcript, agent timeline, metrics: calls.admin_display) ------
 
     def change_view(
         self,
@@ -278,48 +248,13 @@ class CallAdmin(admin.ModelAdmin):
         call = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if call is not None:
-            context.update(self.call_context(call))
+            context.update(call_page_context(call))
             context["can_end"] = not call.is_ended and request.user.has_perm("calls.change_call")
             if request.user.has_perm("webhooks.view_webhookdelivery"):
                 # What was sent about the call (WebhookDeliveryAdmin takes this lookup).
                 changelist = reverse("admin:webhooks_webhookdelivery_changelist")
                 context["deliveries_url"] = f"{changelist}?event__call={call.pk}"
         return super().change_view(request, object_id, form_url, extra_context=context)
-
-    def call_context(self, call: Call) -> dict:
-        origin = call.started_at or call.created_at
-        transcript = []
-        for entry in selectors.call_transcript(call=call):
-            offset = (entry["timestamp"] - origin).total_seconds()
-            transcript.append(
-                {
-                    **entry,
-                    "offset": ("-" if offset < 0 else "") + format_seconds(abs(offset)),
-                    "tool_call_json": (
-                        json.dumps(entry["tool_call"].get("arguments"), indent=2)
-                        if entry["tool_call"]
-                        else None
-                    ),
-                }
-            )
-        metrics = call.metrics()
-        return {
-            "call": call,
-            "status_colors": {str(status): color for status, color in STATUS_COLORS.items()},
-            "transcript": transcript,
-            "agent_timeline": call.agent_history,
-            "signals": selectors.call_signals(call=call),
-            "metrics_rows": [
-                ("duration", format_seconds(metrics["duration_seconds"])),
-                ("STT latency (mean)", _ms(metrics["stt_latency_ms"])),
-                ("LLM latency (mean)", _ms(metrics["llm_latency_ms"])),
-                ("TTS latency (mean)", _ms(metrics["tts_latency_ms"])),
-                ("end of utterance (mean)", _ms(metrics["eou_latency_ms"])),
-                ("turn, end to end (mean)", _ms(metrics["e2e_latency_ms"])),
-                ("tokens", metrics["total_tokens"]),
-                ("agent handoffs", metrics["agent_handoffs"]),
-            ],
-        }
 
     # --- extra pages ---------------------------------------------------------------
 
@@ -408,7 +343,3 @@ class CallAdmin(admin.ModelAdmin):
         if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
             next_url = reverse("admin:calls_call_active")
         return HttpResponseRedirect(next_url)
-
-
-def _ms(value: int | None) -> str:
-    return "—" if value is None else f"{value} ms"

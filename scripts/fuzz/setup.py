@@ -32,12 +32,13 @@ from accounts.models import KeyKind, Organization  # noqa: E402
 from accounts.services import api_key_create, organization_get_or_create  # noqa: E402
 from calls.agent_events import agent_events_record  # noqa: E402
 from calls.lifecycle import call_transition  # noqa: E402
-from calls.models import CallStatus  # noqa: E402
+from calls.models import Call, CallStatus  # noqa: E402
 from calls.services import call_create  # noqa: E402
 from providerkeys.services import provider_key_create  # noqa: E402
 from telephony.models import PhoneNumber, SipTrunk  # noqa: E402
 from webhooks.models import DeliveryStatus, WebhookDelivery  # noqa: E402
 from webhooks.services import webhook_endpoint_create, webhook_endpoint_test  # noqa: E402
+from workflows.models import Workflow  # noqa: E402
 from workflows.selectors import workflow_call_target  # noqa: E402
 from workflows.services import workflow_create, workflow_demo_load  # noqa: E402
 
@@ -81,6 +82,27 @@ def main(state_path: str) -> None:
         for kind, name in (("stt", "deepgram"), ("llm", "openai"), ("tts", "cartesia"))
     ]
 
+    webhook_endpoints, webhook_deliveries = _webhooks(organization)
+    calls = _calls(organization, demo)
+    trunks, phone_numbers = _phone(organization, demo)
+
+    state = {
+        "client_key": client_key,
+        "agent_key": agent_key,
+        "workflow_slugs": [demo.slug],
+        "workflow_ids": [str(w.pk) for w in workflows],
+        "provider_key_ids": [str(k.pk) for k in provider_keys],
+        "call_ids": [str(c.pk) for c in calls],
+        "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
+        "webhook_deliveries": [[str(e.pk), d] for e, d in webhook_deliveries],
+        "sip_trunk_ids": [str(t.pk) for t in trunks],
+        "phone_number_ids": [str(n.pk) for n in phone_numbers],
+    }
+    Path(state_path).write_text(json.dumps(state, indent=2))
+
+
+def _webhooks(organization: Organization) -> tuple[list, list]:
+    """Two endpoints, and a delivery that ended to each."""
     webhook_endpoints = [
         webhook_endpoint_create(
             organization=organization,
@@ -92,7 +114,12 @@ def main(state_path: str) -> None:
     # A delivery that ended to each (no worker runs while fuzzing), for replays to reach.
     webhook_deliveries = [(e, webhook_endpoint_test(endpoint=e)) for e in webhook_endpoints]
     WebhookDelivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    return webhook_endpoints, webhook_deliveries
 
+
+def _calls(organization: Organization, demo: Workflow) -> list[Call]:
+    """Six calls of the demo workflow: two connecting, two active (one with a transcript
+    and metrics), one completed, one failed."""
     target = workflow_call_target(organization=organization, slug=demo.slug)
     calls = [call_create(organization=organization, target=target).call for _ in range(6)]
     active, talked, completed, failed = calls[1], calls[2], calls[3], calls[4]
@@ -126,7 +153,11 @@ def main(state_path: str) -> None:
     )
     call_transition(call_id=completed.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
     call_transition(call_id=failed.pk, to_status=CallStatus.FAILED, end_reason="agent_error")
+    return calls
 
+
+def _phone(organization: Organization, demo: Workflow) -> tuple[list, list]:
+    """Three outbound trunks, and an inbound one whose two numbers reach the demo."""
     # Trunks stored directly: the fake LiveKit is not up yet. Deleting one through the
     # API asks LiveKit, which no longer has it (not_found): gone there already, fine.
     trunks = [
@@ -156,20 +187,7 @@ def main(state_path: str) -> None:
         )
         for number in inbound.numbers
     ]
-
-    state = {
-        "client_key": client_key,
-        "agent_key": agent_key,
-        "workflow_slugs": [demo.slug],
-        "workflow_ids": [str(w.pk) for w in workflows],
-        "provider_key_ids": [str(k.pk) for k in provider_keys],
-        "call_ids": [str(c.pk) for c in calls],
-        "webhook_endpoint_ids": [str(e.pk) for e in webhook_endpoints],
-        "webhook_deliveries": [[str(e.pk), d] for e, d in webhook_deliveries],
-        "sip_trunk_ids": [str(t.pk) for t in trunks],
-        "phone_number_ids": [str(n.pk) for n in phone_numbers],
-    }
-    Path(state_path).write_text(json.dumps(state, indent=2))
+    return trunks, phone_numbers
 
 
 if __name__ == "__main__":

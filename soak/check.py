@@ -184,38 +184,13 @@ def _counters(organization_id: int, call_ids: set[str]) -> list[str]:
     return bad
 
 
-def _webhooks(
-    organization_id: int, calls: list[dict], received: list[dict], started: float
-) -> tuple[list[str], dict]:
-    """Every event delivered, received and verified, with one id; every report whole."""
+def _call_reports(
+    calls: list[dict], accepted: list[dict], started: float, bad: dict[str, list[str]]
+) -> int:
+    """Each call's status changes received and its end-of-call report whole, added to
+    `bad`; how many reports may predate lines sent after their call ended."""
     from calls.models import Call, CallStatus
-    from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
 
-    bad: dict[str, list[str]] = defaultdict(list)
-    undelivered = WebhookDelivery.objects.filter(event__organization_id=organization_id).exclude(
-        status=DeliveryStatus.SUCCEEDED
-    )
-    for delivery_id, status in undelivered.values_list("pk", "status")[:SHOWN]:
-        bad["deliveries not delivered"].append(f"{delivery_id} {status}")
-    accepted = [entry for entry in received if entry["answer"] == 200]
-    bad["bad signatures"] = [e["id"] for e in accepted if not e.get("verified")]
-    ids_by_event: dict[tuple, set[str]] = defaultdict(set)
-    for entry in received:
-        if entry["answer"] == 200:
-            ids_by_event[(entry["type"], entry["call_id"], entry.get("to_status"))].add(entry["id"])
-            if entry["id"] != entry.get("body_id"):
-                bad["header id differs from body id"].append(entry["id"])
-    bad["one event, several ids"] = [
-        f"{k}: {sorted(v)}" for k, v in ids_by_event.items() if len(v) > 1
-    ]
-    got = {entry["id"] for entry in accepted}
-    events = WebhookEvent.objects.filter(organization_id=organization_id).values_list(
-        "id", "type", "call_id"
-    )
-    lost = [
-        f"{type} {call_id} {event_id}" for event_id, type, call_id in events if event_id not in got
-    ]
-    bad["events lost"] = lost
     reports = {e["call_id"]: e for e in accepted if e["type"] == "call.ended"}
     # The status changes each call's endpoint was owed, by the call's own history: an
     # event the outbox never wrote is in no table, and "events lost" cannot see it.
@@ -252,6 +227,41 @@ def _webhooks(
         lines, expected = _lines_compared(record, report["lines"], ended=(status, reason))
         if lines != expected:
             bad["report missing lines"].append(f"{record['call_id']}: {len(lines)}/{len(expected)}")
+    return late
+
+
+def _webhooks(
+    organization_id: int, calls: list[dict], received: list[dict], started: float
+) -> tuple[list[str], dict]:
+    """Every event delivered, received and verified, with one id; every report whole."""
+    from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+
+    bad: dict[str, list[str]] = defaultdict(list)
+    undelivered = WebhookDelivery.objects.filter(event__organization_id=organization_id).exclude(
+        status=DeliveryStatus.SUCCEEDED
+    )
+    for delivery_id, status in undelivered.values_list("pk", "status")[:SHOWN]:
+        bad["deliveries not delivered"].append(f"{delivery_id} {status}")
+    accepted = [entry for entry in received if entry["answer"] == 200]
+    bad["bad signatures"] = [e["id"] for e in accepted if not e.get("verified")]
+    ids_by_event: dict[tuple, set[str]] = defaultdict(set)
+    for entry in received:
+        if entry["answer"] == 200:
+            ids_by_event[(entry["type"], entry["call_id"], entry.get("to_status"))].add(entry["id"])
+            if entry["id"] != entry.get("body_id"):
+                bad["header id differs from body id"].append(entry["id"])
+    bad["one event, several ids"] = [
+        f"{k}: {sorted(v)}" for k, v in ids_by_event.items() if len(v) > 1
+    ]
+    got = {entry["id"] for entry in accepted}
+    events = WebhookEvent.objects.filter(organization_id=organization_id).values_list(
+        "id", "type", "call_id"
+    )
+    lost = [
+        f"{type} {call_id} {event_id}" for event_id, type, call_id in events if event_id not in got
+    ]
+    bad["events lost"] = lost
+    late = _call_reports(calls, accepted, started, bad)
     figures = {
         "events": len(events),
         "events_lost": len(lost),

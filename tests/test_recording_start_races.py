@@ -37,6 +37,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HOUR = datetime.timedelta(hours=1)
 
 
+@pytest.fixture(autouse=True)
+def _livekit_waits_for_our_side(request: pytest.FixtureRequest) -> None:
+    """The changes `while_livekit_answers` makes (database and storage work) run while
+    the start waits for LiveKit: the suite's 1 s client timeout cut one on a loaded CI
+    machine, and the start then failed as "LiveKit unreachable" instead of racing."""
+    if "fake_livekit" in request.fixturenames:
+        request.getfixturevalue("fake_livekit")
+        request.getfixturevalue("settings").LIVEKIT_API_TIMEOUT_SECONDS = 10.0
+
+
 def while_livekit_answers(fake, change: Callable[[], object]) -> None:
     """`change` happens on our side while LiveKit answers the next start (on the fake
     server's thread, with a connection of its own); the egress then waits."""

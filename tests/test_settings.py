@@ -129,8 +129,8 @@ def test_a_malformed_webhook_retry_schedule_is_refused(value: str) -> None:
 @pytest.mark.parametrize("value", ["0", "-5", "300"])
 def test_a_webhook_timeout_an_attempt_cannot_keep_to_is_refused(value: str) -> None:
     """urllib3 refuses a timeout of 0 or less (every attempt raised, its delivery stuck),
-    and one past an attempt's hold on its delivery (120 s) let the overdue sweep send
-    the event again while the first request still waited."""
+    and one past an attempt's hold on its delivery (then a fixed 120 s) let the overdue
+    sweep send the event again while the first request still waited."""
     result = run_check({"DEBUG": "1", "WEBHOOKS_TIMEOUT_SECONDS": value})
 
     assert result.returncode != 0

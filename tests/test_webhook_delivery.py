@@ -26,8 +26,8 @@ from tests.tasks import run_task_worker
 from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import (
-    ATTEMPT_LEASE,
     _disable_if_failing,
+    attempt_lease,
     retry_delay,
     webhook_delivery_attempt,
     webhook_delivery_replay,
@@ -901,7 +901,7 @@ def test_an_attempt_that_stalled_past_its_lease_never_undoes_the_one_that_took_o
         delivery = WebhookDelivery.objects.get()
         first = attempt_out(delivery, receiver)
 
-        past_the_lease = timezone.now() + ATTEMPT_LEASE + datetime.timedelta(seconds=1)
+        past_the_lease = timezone.now() + attempt_lease() + datetime.timedelta(seconds=1)
         second = webhook_delivery_attempt(delivery_id=delivery.pk, now=past_the_lease)
         first.join()
 
@@ -969,6 +969,68 @@ def test_wake_webhook_deliveries_requeues_lost_wake_ups(
     call_command("wake_webhook_deliveries")
     run_worker()
 
+    assert len(receiver.received) == 1
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
+
+
+# docs/webhooks.md: an attempt whose worker died is sent again by the first overdue sweep
+# once the request's timeout and this much more have passed since it was taken.
+RESENT_WITHIN_TIMEOUT_AND = datetime.timedelta(seconds=30)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("timeout", [10.0, 60.0])
+def test_an_attempt_whose_worker_died_is_sent_again_soon_after_its_timeout(
+    organization: Organization, call: Call, settings: object, timeout: float
+) -> None:
+    """The soak: a `call.ended` whose `db_worker` was killed mid-request went out again
+    about four minutes later: its claim held it for 120 s, past which the sweep waited
+    120 s more, although no request may take over a minute."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = timeout
+    from webhooks.recovery import webhook_deliveries_wake_overdue
+
+    with Receiver([Reply(200, delay=1.0), Reply(200)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request")
+        delivery = WebhookDelivery.objects.get()
+        taken_at = delivery.next_attempt_at
+        # Its worker takes it and dies in the request: nothing comes back from it (this
+        # one's answer comes only after the sweep).
+        DBTaskResult.objects.update(status="RUNNING")
+        first = attempt_out(delivery, receiver)
+        swept_at = taken_at + datetime.timedelta(seconds=timeout) + RESENT_WITHIN_TIMEOUT_AND
+        woken = webhook_deliveries_wake_overdue(now=swept_at)
+        again = webhook_delivery_attempt(delivery_id=delivery.pk, now=swept_at)
+        first.join()
+
+    assert (woken, again) == (1, DeliveryStatus.SUCCEEDED)
+    assert len(receiver.received) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("timeout", [10.0, 60.0])
+def test_an_attempt_still_within_its_timeout_is_never_sent_again_beside_it(
+    organization: Organization, call: Call, settings: object, timeout: float
+) -> None:
+    """A slow receiver holds the attempt up to the timeout, and its outcome is written
+    after: until then neither the sweep nor a stray wake-up sends the event a second
+    time while the first request is out."""
+    settings.WEBHOOKS_TIMEOUT_SECONDS = timeout
+    from webhooks.recovery import webhook_deliveries_wake_overdue
+
+    with Receiver([Reply(200, delay=1.0)]) as receiver:
+        endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
+        record(call, CallStatus.CONNECTING, CallStatus.COMPLETED, "api_request")
+        delivery = WebhookDelivery.objects.get()
+        taken_at = delivery.next_attempt_at
+        DBTaskResult.objects.update(status="RUNNING")
+        first = attempt_out(delivery, receiver)
+        still_out = taken_at + datetime.timedelta(seconds=timeout + 10)
+        woken = webhook_deliveries_wake_overdue(now=still_out)
+        again = webhook_delivery_attempt(delivery_id=delivery.pk, now=still_out)
+        first.join()
+
+    assert (woken, again) == (0, None)
     assert len(receiver.received) == 1
     assert WebhookDelivery.objects.get().status == DeliveryStatus.SUCCEEDED
 
@@ -1395,7 +1457,7 @@ def test_a_wake_up_taken_by_a_worker_whose_clock_is_behind_is_not_lost(
     queues its wake-up for at once. A worker whose clock runs 50 ms behind (hosts agree
     to milliseconds, never exactly) takes it within those 50 ms: the attempt found it
     "not due" and returned, the task ended, and the event waited minutes for the
-    overdue sweep (ATTEMPT_LEASE past its time, then the sweep's period)."""
+    overdue sweep (the attempt lease past its time, then the sweep's period)."""
     endpoint_create(organization, receiver.url, [EventType.CALL_STATUS_CHANGED])
     record(CallFactory(organization=organization), CallStatus.CONNECTING, CallStatus.ACTIVE)
     delivery = WebhookDelivery.objects.get()

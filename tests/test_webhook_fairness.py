@@ -16,7 +16,7 @@ from tests.factories import CallFactory
 from tests.tasks import run_task_worker
 from tests.test_webhook_delivery import attempt, attempt_out, endpoint_create, record, run_worker
 from tests.webhook_receiver import Receiver, Reply
-from webhooks.delivery import ATTEMPT_LEASE
+from webhooks.delivery import attempt_lease
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery
 from webhooks.recovery import webhook_deliveries_wake_overdue
 
@@ -79,7 +79,7 @@ def test_a_delivery_waiting_for_its_endpoint_goes_once_the_attempt_ahead_ends(
     now = second.next_attempt_at
     # A worker took the first one (and was killed in its request: it never finishes).
     WebhookDelivery.objects.filter(pk=first.pk).update(
-        attempt_started_at=now, next_attempt_at=now + ATTEMPT_LEASE
+        attempt_started_at=now, next_attempt_at=now + attempt_lease()
     )
 
     assert attempt(second, now=now) is None
@@ -88,7 +88,7 @@ def test_a_delivery_waiting_for_its_endpoint_goes_once_the_attempt_ahead_ends(
     assert receiver.received == []
 
     # Past its lease the sweep wakes the first; its end wakes the second.
-    later = now + 2 * ATTEMPT_LEASE
+    later = now + 2 * attempt_lease()
     assert webhook_deliveries_wake_overdue(now=later) == 1
     assert attempt(first, now=later) == DeliveryStatus.SUCCEEDED
     second.refresh_from_db()
@@ -110,7 +110,7 @@ def test_a_delivery_left_waiting_with_nothing_ahead_is_woken_by_the_sweep(
     )
 
     assert webhook_deliveries_wake_overdue(now=waiting_since + datetime.timedelta(seconds=5)) == 0
-    later = waiting_since + 2 * ATTEMPT_LEASE
+    later = waiting_since + 2 * attempt_lease()
     assert webhook_deliveries_wake_overdue(now=later) == 1
     assert attempt(delivery, now=later) == DeliveryStatus.SUCCEEDED
 

@@ -298,8 +298,8 @@ WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=Fa
 # The end-of-call report is built no sooner than this many seconds after the call
 # ended, so the agent's last transcript lines (flushed after the room closed) are in it.
 WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
-# One delivery attempt gives up after this long (name lookup, connect, answer); within
-# the 120 s it holds its delivery (webhooks.delivery.ATTEMPT_LEASE) before a resend.
+# One delivery attempt gives up after this long (name lookup, connect, answer); it holds
+# its delivery 20 s longer (webhooks.delivery.attempt_lease) before the sweep resends it.
 WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 # An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
 # when a delivery gives up, not retried for ever; enabling it through the API resumes.

@@ -43,8 +43,16 @@ logger = logging.getLogger(__name__)
 RETRY_JITTER = 0.1
 # A receiver's Retry-After is honoured up to this long.
 RETRY_AFTER_MAX_SECONDS = 86400
-# An attempt holds its delivery this long; longer than any request may take.
-ATTEMPT_LEASE = datetime.timedelta(seconds=120)
+# An attempt holds its delivery for its request's whole timeout (transport.post's
+# deadline covers the lookup, connecting and the answer) and this much more: the database
+# work on either side of it, and hosts' clocks apart by CLOCK_SKEW. Past that it is taken
+# for dead (its worker killed) and the overdue sweep sends the event again.
+ATTEMPT_MARGIN = datetime.timedelta(seconds=20)
+
+
+def attempt_lease() -> datetime.timedelta:
+    """How long an attempt holds its delivery: longer than any attempt may take."""
+    return datetime.timedelta(seconds=settings.WEBHOOKS_TIMEOUT_SECONDS) + ATTEMPT_MARGIN
 
 
 def retry_delay(
@@ -94,16 +102,17 @@ def webhook_delivery_attempt(
     (already delivered, given up, or not due: a stale or duplicate wake-up).
     """
     now = now or timezone.now()
+    lease = attempt_lease()
     due = WebhookDelivery.objects.filter(
         pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     )
     endpoint_id = due.values_list("endpoint_id", flat=True).first()
     if endpoint_id is not None and turns.delivery_waits(
-        delivery_id, endpoint_id=endpoint_id, now=now, lease=ATTEMPT_LEASE
+        delivery_id, endpoint_id=endpoint_id, now=now, lease=lease
     ):
         return None  # its endpoint has all the attempts in flight it may
     claimed = endpoint_id is not None and due.update(
-        next_attempt_at=now + ATTEMPT_LEASE, attempt_started_at=now
+        next_attempt_at=now + lease, attempt_started_at=now
     )
     if not claimed:
         _wake_if_early(delivery_id, now=now)
@@ -134,7 +143,7 @@ def _attempt_make(delivery: WebhookDelivery, *, now: datetime.datetime) -> str:
         attempt = _send(delivery, endpoint=endpoint, now=now)
     outcome = _attempt_finish(delivery, attempt=attempt, now=now)
     # Its endpoint's turn passes on to a delivery waiting for it.
-    turns.endpoint_next_wake(endpoint.pk, now=now, lease=ATTEMPT_LEASE)
+    turns.endpoint_next_wake(endpoint.pk, now=now, lease=attempt_lease())
     return outcome
 
 
@@ -371,7 +380,7 @@ def webhook_delivery_replay(
     status, started = this.select_for_update().values_list("status", "attempt_started_at").get()
     if refuse_pending and status == DeliveryStatus.PENDING:
         raise DeliveryPending()
-    if status == DeliveryStatus.PENDING and started and started > now - ATTEMPT_LEASE:
+    if status == DeliveryStatus.PENDING and started and started > now - attempt_lease():
         this.update(round_attempts=0, updated_at=now)
         return
     this.update(

@@ -10,9 +10,9 @@ import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from voicecalls.task_queue import task_waiting_args
+from voicecalls.task_queue import CLOCK_SKEW, task_waiting_args
 from webhooks import turns
-from webhooks.delivery import ATTEMPT_LEASE
+from webhooks.delivery import attempt_lease
 from webhooks.models import DeliveryStatus, WebhookDelivery
 from webhooks.outbox import wake
 
@@ -27,11 +27,17 @@ def webhook_deliveries_wake_overdue(
     wake-up lost with a crashed worker or a failed enqueue), of the `limit` most
     overdue those with no wake-up already waiting in the queue (while the worker is
     down, each run would otherwise queue every one again). Returns how many it queued.
-    Safe to run any time: a duplicate wake-up does nothing."""
+    Safe to run any time: a duplicate wake-up does nothing.
+
+    An attempt's claim makes its delivery due again only once the attempt's lease is
+    over, so it is woken then, not a lease later (a killed worker's event waited four
+    minutes); `grace` (CLOCK_SKEW) only spares a host whose clock runs ahead waking
+    what is not yet due by the others'."""
     from webhooks.tasks import deliver_webhook
 
     now = now or timezone.now()
-    grace = ATTEMPT_LEASE if grace is None else grace
+    grace = CLOCK_SKEW if grace is None else grace
+    lease = attempt_lease()
     overdue = [
         (pk,)
         for pk in WebhookDelivery.objects.filter(
@@ -46,5 +52,6 @@ def webhook_deliveries_wake_overdue(
         for (delivery_id,) in lost:
             wake(delivery_id, at=now)
     # And those waiting for a turn of their endpoint that nothing ahead will pass on.
-    stranded = turns.stranded_wake(now=now, grace=grace, lease=ATTEMPT_LEASE, limit=limit)
+    # (Once they waited an attempt's lease: the attempt ahead ended as they began to.)
+    stranded = turns.stranded_wake(now=now, grace=lease, lease=lease, limit=limit)
     return len(lost) + stranded

@@ -648,6 +648,46 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_timeout(drip: str) -> 
     assert 900 <= raised.value.duration_ms < 3000
 
 
+def test_a_slow_lookup_leaves_the_connection_only_what_is_left_of_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lookup and the request share the timeout: a connection the receiver never
+    accepted was given a whole timeout of its own after a lookup that took most of one,
+    so an attempt could outlast its hold on the delivery (attempt_lease) and the event
+    be sent beside it."""
+    from webhooks import transport
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port))  # fills its queue: no more
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_name_server(host: str, *args: object, **kwargs: object) -> list:
+        if host != "hooks.example.com":
+            return real_getaddrinfo(host, *args, **kwargs)
+        time.sleep(0.8)
+        return real_getaddrinfo("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_name_server)
+    started = time.monotonic()
+    try:
+        with pytest.raises(transport.DeliveryError, match=r"^timeout after 1 s$"):
+            transport.post(
+                f"http://hooks.example.com:{port}/hook",
+                body=b"{}",
+                headers={},
+                timeout=1.0,
+                allow_private=True,
+            )
+    finally:
+        queued.close()
+        server.close()
+
+    assert time.monotonic() - started < 1.5  # not 1.8: 0.8 s looking up, then 1 s
+
+
 def test_a_410_from_the_old_url_leaves_an_endpoint_moved_meanwhile_enabled(
     organization: Organization, call: Call
 ) -> None:

@@ -174,7 +174,9 @@ def post(
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    pool = _pool(parts.scheme, address, port, host=host, timeout=timeout)
+    # The connection gets what the lookup left too: a whole timeout of its own let an
+    # attempt outlast its hold on the delivery (delivery.attempt_lease).
+    pool = _pool(parts.scheme, address, port, host=host, timeout=left)
     started = time.monotonic()
 
     def elapsed_ms() -> int:
@@ -187,7 +189,9 @@ def post(
     watchdog.daemon = True
     watchdog.start()
     try:
-        status_code, excerpt, retry_after = _send(pool, path, body, request_headers)
+        status_code, excerpt, retry_after = _send(
+            pool, path, body, request_headers, timeout=timeout
+        )
     except DeliveryError as exc:
         if pool.cut:
             raise DeliveryError(f"timeout after {timeout:g} s", duration_ms=elapsed_ms()) from exc
@@ -255,10 +259,11 @@ def _pool(scheme: str, address: str, port: int, *, host: str, timeout: float) ->
 
 
 def _send(
-    pool: _Cuttable, path: str, body: bytes, headers: dict[str, str]
+    pool: _Cuttable, path: str, body: bytes, headers: dict[str, str], *, timeout: float
 ) -> tuple[int, bytes, str | None]:
     """The answer's status, the start of its body and its Retry-After; DeliveryError
-    (its duration set by the caller) when there is no answer."""
+    (its duration set by the caller) when there is no answer (`timeout`: the attempt's,
+    as its log names it)."""
     try:
         response = pool.urlopen(
             "POST",
@@ -277,7 +282,6 @@ def _send(
         # A subclass of ConnectTimeoutError in urllib3 2, but a refusal, not a timeout.
         raise DeliveryError(f"connection failed: {exc.__context__ or exc}"[:300]) from exc
     except urllib3.exceptions.TimeoutError as exc:
-        timeout = pool.timeout.total
         raise DeliveryError(f"timeout after {timeout:g} s") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise DeliveryError(f"connection error: {type(exc).__name__}: {exc}"[:300]) from exc

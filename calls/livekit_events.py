@@ -49,7 +49,9 @@ class CallRef:
 
 def _call_in_room(room_name: str, now: datetime.datetime) -> CallRef | None:
     """The call whose stored room this is (exact name), marked as just heard from: one
-    `UPDATE … RETURNING` (PostgreSQL and SQLite ≥ 3.35 alike)."""
+    `UPDATE … RETURNING` (PostgreSQL and SQLite ≥ 3.35 alike). It holds the call's row
+    for the event's transaction: an agent's join is before a departure's read of its
+    presence, or after the end it decides, never between."""
     table = Call._meta.db_table
     last_event_at = Call._meta.get_field("last_event_at").get_db_prep_save(now, connection)
     with connection.cursor() as cursor:

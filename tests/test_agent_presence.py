@@ -6,14 +6,17 @@ blamed their user, and nothing said the agent was missing."""
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 import uuid
 
 import pytest
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from calls.agent_presence import call_agent_overdue
+from calls.agent_presence import call_agent_joined, call_agent_overdue
 from calls.expiry import calls_expire
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory
@@ -172,6 +175,80 @@ def test_the_user_hanging_up_on_their_agent_is_still_a_hang_up(call):
 
     call.refresh_from_db()
     assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+
+
+# -- the agent joining as the user hangs up (PostgreSQL: row locks) --------------------
+
+
+def _in_thread(target) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_joining_the_instant_the_user_hangs_up_waits_for_the_hang_up(call):
+    """The hang-up reads whether an agent is there, then ends the call by it: an agent
+    joining in between, had it got in, would leave a call `agent_not_joined` with an
+    agent joined before its end. The webhook holds the call's row from its first
+    statement, so the join waits and then finds the call ended."""
+    _joined(call, seconds_ago=12, agent=False)
+    joins: list[threading.Thread] = []
+
+    def after_the_presence_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT") and "agent_left_at" in sql and not joins:
+            joins.append(_in_thread(lambda: send("participant_joined_agent", call.pk)))
+            joins[0].join(timeout=1)
+        return result
+
+    with connection.execute_wrapper(after_the_presence_read):
+        send("participant_left", call.pk, reason="CLIENT_INITIATED")
+    (join,) = joins
+    waited = join.is_alive()
+    join.join(timeout=10)
+
+    assert waited
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.FAILED, "agent_not_joined")
+    assert call.agent_joined_at is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_hang_up_meeting_an_agents_join_in_flight_waits_and_counts_the_agent(call):
+    """The agent's join holds the call's row: the user's hang-up waits for it, then is
+    a hang-up on an agent that was there, not `agent_not_joined`."""
+    _joined(call, seconds_ago=12, agent=False)
+    held, release = threading.Event(), threading.Event()
+
+    def join_held() -> None:
+        with transaction.atomic():
+            call_agent_joined(call_id=call.pk, identity="agent-AJ_x", at=timezone.now())
+            held.set()
+            release.wait(timeout=10)
+
+    join = _in_thread(join_held)
+    assert held.wait(timeout=10)
+    releasing = threading.Timer(1, release.set)
+    releasing.start()
+    started = time.monotonic()
+    send("participant_left", call.pk, reason="CLIENT_INITIATED")
+    waited = time.monotonic() - started
+    releasing.join()
+    join.join(timeout=10)
+
+    assert waited >= 0.9
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.COMPLETED, "user_hangup")
+    assert call.agent_joined_at is not None
 
 
 # -- the agent lost mid-call -----------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.webhook_receiver import Receiver, Reply
 from webhooks import outbox, services
 from webhooks.delivery import webhook_delivery_attempt
 from webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
+from webhooks.retention import webhook_history_prune
 
 
 @pytest.fixture
@@ -102,6 +103,7 @@ def test_endpoint_pages_open_when_no_configured_key_opens_its_secret(
     )
 
     assert [r.status_code for r in (listed, shown, saved, deleted)] == [200, 200, 302, 302]
+    webhook_history_prune()  # and the retention pass deletes it
     assert not WebhookEndpoint.objects.exists()
 
 
@@ -318,8 +320,34 @@ def test_an_endpoints_delete_page_does_not_read_every_delivery(
     assert read == [], "the delete page read every delivery of the endpoint"
 
     assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    webhook_history_prune()  # its deliveries go in the pass, in batches
     assert not WebhookEndpoint.objects.exists()
     assert not WebhookDelivery.objects.exists()
+
+
+def test_a_deleted_endpoint_and_its_deliveries_leave_the_admin(
+    admin_client: Client, deliveries: list[WebhookDelivery]
+) -> None:
+    """Deleted (its deliveries left to the retention pass), it is gone from the admin
+    as from the API: no page lists or opens it or its deliveries."""
+    endpoint = deliveries[0].endpoint
+    services.webhook_endpoint_delete(endpoint=endpoint)
+
+    pages = {
+        "webhookendpoint_changelist": [],
+        "webhookendpoint_change": [quote(endpoint.pk)],
+        "webhookdelivery_changelist": [],
+        "webhookdelivery_change": [deliveries[0].pk],
+    }
+    shown = {
+        name: admin_client.get(reverse(f"admin:webhooks_{name}", args=args))
+        for name, args in pages.items()
+    }
+
+    assert shown["webhookendpoint_changelist"].context["cl"].result_count == 0
+    assert shown["webhookdelivery_changelist"].context["cl"].result_count == 0
+    assert shown["webhookendpoint_change"].status_code == 302  # "does not exist"
+    assert shown["webhookdelivery_change"].status_code == 302
 
 
 def test_endpoint_search_and_filters_work(

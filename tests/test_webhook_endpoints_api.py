@@ -11,7 +11,16 @@ from rest_framework.test import APIClient
 from accounts.models import Organization
 from tests.factories import CallFactory
 from webhooks import outbox, services
-from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint, WebhookEvent
+from webhooks.delivery import webhook_delivery_attempt
+from webhooks.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+from webhooks.recovery import webhook_deliveries_wake_overdue
+from webhooks.retention import webhook_history_prune
 
 URL = "/api/v1/webhook-endpoints"
 RECEIVER = "https://hooks.example.com/voicecalls"
@@ -250,8 +259,11 @@ def test_delete_removes_the_endpoint(api: APIClient, organization: Organization)
     endpoint, _ = endpoint_create(organization)
 
     assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
-    assert WebhookEndpoint.objects.count() == 0
+    assert api.get(URL).json()["items"] == []
+    assert api.get(f"{URL}/{endpoint.id}").status_code == 404
     assert api.delete(f"{URL}/{endpoint.id}").status_code == 404
+    webhook_history_prune()
+    assert WebhookEndpoint.objects.count() == 0
 
 
 def test_delete_takes_the_events_only_that_endpoint_was_sent(
@@ -276,10 +288,108 @@ def test_delete_takes_the_events_only_that_endpoint_was_sent(
     (shared,) = record(call_id=CallFactory(organization=organization).pk)
 
     assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
+    webhook_history_prune()
 
     assert list(WebhookEvent.objects.all()) == [shared]
     assert list(shared.deliveries.values_list("endpoint_id", flat=True)) == [other.pk]
     assert its_own.pk != shared.pk
+
+
+def status_changes(organization: Organization, count: int) -> list[WebhookEvent]:
+    """`count` calls answered, each one event to every endpoint taking it."""
+    calls = [CallFactory(organization=organization) for _ in range(count)]
+    return [
+        event
+        for call in calls
+        for event in outbox.call_status_changed_record(
+            call_id=call.pk,
+            from_status="queued",
+            to_status="ringing",
+            end_reason=None,
+            at=timezone.now(),
+        )
+    ]
+
+
+def test_delete_answers_at_once_and_leaves_the_endpoints_history_to_the_retention_pass(
+    api: APIClient, organization: Organization
+) -> None:
+    """A busy endpoint keeps a month of deliveries (100k+ with their attempts): deleting
+    them in the request outlasted its statement timeout, every retry a 503, and the
+    endpoint could never be deleted. The DELETE now only marks it; `expire_data` deletes
+    its deliveries, their attempts and the events only it was sent, in batches."""
+    endpoint, _ = endpoint_create(organization)
+    status_changes(organization, 3)
+    for delivery in endpoint.deliveries.all():
+        WebhookAttempt.objects.create(
+            delivery=delivery, number=1, attempted_at=timezone.now(), url=RECEIVER
+        )
+
+    assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
+
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 3  # not yet
+    assert api.get(URL).json()["items"] == []
+    for path in ("", "/deliveries", "/rotate-secret", "/test"):
+        call = api.post if path in ("/rotate-secret", "/test") else api.get
+        assert call(f"{URL}/{endpoint.id}{path}").status_code == 404, path
+    assert api.patch(f"{URL}/{endpoint.id}", {"enabled": True}, format="json").status_code == 404
+    assert api.delete(f"{URL}/{endpoint.id}").status_code == 404
+
+    assert webhook_history_prune(batch_size=2) == (3, 3)
+    assert not WebhookEndpoint.objects.exists()
+    assert not WebhookAttempt.objects.exists()
+
+
+def test_a_deleted_endpoint_is_sent_nothing_more(
+    api: APIClient, organization: Organization
+) -> None:
+    """Until the pass deletes them its pending deliveries are not attempted, nor woken
+    by the sweep, and new events make none for it."""
+    endpoint, _ = endpoint_create(organization)
+    (event,) = status_changes(organization, 1)
+    delivery = event.deliveries.get()
+
+    assert api.delete(f"{URL}/{endpoint.id}").status_code == 204
+    status_changes(organization, 1)
+
+    later = timezone.now() + datetime.timedelta(hours=1)
+    assert webhook_delivery_attempt(delivery_id=delivery.pk, now=later) is None
+    assert webhook_deliveries_wake_overdue(now=later) == 0
+    assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [delivery.pk]
+    assert not WebhookAttempt.objects.exists()
+
+
+def test_a_deleted_endpoint_frees_its_place_under_the_cap(
+    api: APIClient, organization: Organization
+) -> None:
+    endpoints = [
+        endpoint_create(organization)[0] for _ in range(services.MAX_ENDPOINTS_PER_ORGANIZATION)
+    ]
+
+    assert api.delete(f"{URL}/{endpoints[0].id}").status_code == 204
+
+    assert api.post(URL, {"url": RECEIVER}, format="json").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda endpoint: services.webhook_endpoint_update(endpoint=endpoint, enabled=True),
+        lambda endpoint: services.webhook_endpoint_rotate_secret(endpoint=endpoint),
+        lambda endpoint: services.webhook_endpoint_test(endpoint=endpoint),
+        lambda endpoint: services.webhook_endpoint_delete(endpoint=endpoint),
+    ],
+    ids=["update", "rotate", "test", "delete"],
+)
+def test_a_change_to_an_endpoint_deleted_since_it_was_read_is_not_found(
+    organization: Organization, change
+) -> None:
+    endpoint, _ = endpoint_create(organization)
+    services.webhook_endpoint_delete(endpoint=WebhookEndpoint.objects.get(pk=endpoint.pk))
+
+    with pytest.raises(Http404):
+        change(endpoint)
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).enabled is False
 
 
 def test_rotate_secret_shows_the_new_secret_once(

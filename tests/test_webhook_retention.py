@@ -134,6 +134,29 @@ def test_pruning_goes_in_batches_until_none_is_left(organization: Organization) 
     assert not WebhookEvent.objects.exists()
 
 
+def test_a_deleted_endpoints_deliveries_go_in_batches_however_recent_with_only_its_events(
+    organization: Organization,
+) -> None:
+    """Its DELETE only marks it (a month of deliveries outlasted the request): the pass
+    deletes its deliveries, pending or not, their attempts and the events no other
+    endpoint was sent, then it."""
+    gone = endpoint_create(organization, "gone")
+    its_own = [call_ended(organization) for _ in range(2)]
+    kept = endpoint_create(organization, "kept")
+    shared = [call_ended(organization) for _ in range(3)]
+    for delivery in WebhookDelivery.objects.exclude(event=shared[0], endpoint=gone):
+        ended(delivery, "succeeded", days_ago=1)  # one of the gone one's left pending
+    services.webhook_endpoint_delete(endpoint=gone)
+
+    assert webhook_history_prune(batch_size=2) == (5, 2)
+
+    assert list(WebhookEndpoint.objects.all()) == [kept]
+    assert set(WebhookEvent.objects.all()) == set(shared)
+    assert set(WebhookDelivery.objects.values_list("endpoint_id", flat=True)) == {kept.pk}
+    assert WebhookAttempt.objects.count() == 3
+    assert its_own[0].pk not in WebhookEvent.objects.values_list("pk", flat=True)
+
+
 def test_expire_data_prunes_the_webhook_history_and_says_so(organization: Organization) -> None:
     endpoint_create(organization)
     ended(call_ended(organization).deliveries.get(), "failed", days_ago=31)
@@ -243,10 +266,11 @@ def test_an_endpoints_deletion_waits_for_a_pass_pruning_its_deliveries_not_deadl
         finally:
             connections.close_all()
 
-    def deletion() -> None:
+    def deletion() -> None:  # its deliveries deleted by the pass after it (batches)
         try:
             holding.wait(timeout=10)
             services.webhook_endpoint_delete(endpoint=endpoint)
+            webhook_history_prune()
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -259,6 +283,7 @@ def test_an_endpoints_deletion_waits_for_a_pass_pruning_its_deliveries_not_deadl
         thread.join(timeout=30)
 
     assert errors == []
+    webhook_history_prune()  # the endpoint, if its delivery was still held
     assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
     assert not WebhookDelivery.objects.filter(pk=delivery.pk).exists()
     assert not WebhookAttempt.objects.filter(delivery_id=delivery.pk).exists()

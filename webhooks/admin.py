@@ -77,8 +77,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
-        # Pages never show the secrets: never load (or decrypt) them.
-        return super().get_queryset(request).defer("secret", "previous_secret")
+        # Pages never show the secrets: never load (or decrypt) them. One deleted (its
+        # history left to the retention pass) is gone, as from the API.
+        endpoints = super().get_queryset(request).filter(deleted_at__isnull=True)
+        return endpoints.defer("secret", "previous_secret")
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         """Each endpoint, said to go with its deliveries and their log, without Django's
@@ -168,7 +170,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     actions = ["replay"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
-        return super().get_queryset(request).defer("event__body", "endpoint__secret")
+        # A deleted endpoint's are gone, as it is (the retention pass deletes them).
+        deliveries = super().get_queryset(request).filter(endpoint__deleted_at__isnull=True)
+        return deliveries.defer("event__body", "endpoint__secret")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[WebhookDelivery], search_term: str

@@ -106,7 +106,11 @@ def webhook_delivery_attempt(
     due = WebhookDelivery.objects.filter(
         pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     )
-    endpoint_id = due.values_list("endpoint_id", flat=True).first()
+    # One of a deleted endpoint is not sent: the retention pass deletes it. (Not in the
+    # claim's UPDATE: a join there is a subquery PostgreSQL does not recheck after
+    # waiting for another claim, and both would claim it.)
+    live = due.filter(endpoint__deleted_at__isnull=True)
+    endpoint_id = live.values_list("endpoint_id", flat=True).first()
     if endpoint_id is not None and turns.delivery_waits(
         delivery_id, endpoint_id=endpoint_id, now=now, lease=lease
     ):
@@ -121,7 +125,7 @@ def webhook_delivery_attempt(
         WebhookDelivery.objects.select_related("event", "endpoint").filter(pk=delivery_id).first()
     )
     if delivery is None:
-        return None  # its endpoint was deleted since the claim
+        return None  # deleted since the claim (its endpoint deleted, by the retention pass)
     with log_context(
         call_id=delivery.event.call_id, organization_id=delivery.endpoint.organization_id
     ):
@@ -152,7 +156,10 @@ def _wake_if_early(delivery_id: int, *, now: datetime.datetime) -> None:
     while no attempt holds it: the clock of whoever made it due runs ahead of this
     worker's. It wakes it again at that time (by this worker's clock, as the queue's)."""
     unheld = WebhookDelivery.objects.filter(
-        pk=delivery_id, status=DeliveryStatus.PENDING, attempt_started_at__isnull=True
+        pk=delivery_id,
+        status=DeliveryStatus.PENDING,
+        attempt_started_at__isnull=True,
+        endpoint__deleted_at__isnull=True,
     )
     due = due_within_clock_skew(unheld, now=now)
     if due is not None:
@@ -372,7 +379,7 @@ def webhook_delivery_replay(
     if delivery.event.call_id is not None and erased.exists():
         raise EventErased()
     enabled, events = WebhookEndpoint.objects.values_list("enabled", "events").get(
-        pk=delivery.endpoint_id
+        pk=delivery.endpoint_id, deleted_at__isnull=True
     )
     if not enabled or not endpoint_takes(events, delivery.event.type):
         raise EndpointRefusesEvent()

@@ -85,6 +85,9 @@ class WebhookEndpoint(SigningSecrets):
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Deleted by its owner (DELETE answers at once): gone from every page, sent nothing;
+    # `expire_data` then deletes its deliveries in batches, and it (webhooks.retention).
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

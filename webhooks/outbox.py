@@ -107,12 +107,12 @@ def webhook_test_record(*, endpoint: WebhookEndpoint, at: datetime.datetime) -> 
 
 def _endpoints_held(call_id: UUID | str) -> list[WebhookEndpoint]:
     """The enabled endpoints of the call's organization, each held until the caller's
-    transaction ends (PostgreSQL: FOR KEY SHARE): an endpoint's deletion waits, then
-    deletes the deliveries written here, instead of this commit failing the foreign key
-    of a delivery to a row deleted meanwhile (and the call's change with it)."""
-    endpoints = WebhookEndpoint.objects.filter(organization__calls__id=call_id, enabled=True).only(
-        "id", "organization_id", "events"
-    )
+    transaction ends (PostgreSQL: FOR KEY SHARE): an endpoint's deletion waits, and the
+    retention pass deletes the deliveries written here, instead of this commit failing
+    the foreign key of a delivery to a row deleted meanwhile (and the call's change)."""
+    endpoints = WebhookEndpoint.objects.filter(
+        organization__calls__id=call_id, enabled=True, deleted_at__isnull=True
+    ).only("id", "organization_id", "events")
     if connection.vendor != "postgresql":
         return list(endpoints)  # SQLite: one writer at a time
     sql, params = endpoints.query.sql_with_params()

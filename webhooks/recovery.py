@@ -41,7 +41,9 @@ def webhook_deliveries_wake_overdue(
     overdue = [
         (pk,)
         for pk in WebhookDelivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lte=now - grace,
+            endpoint__deleted_at__isnull=True,  # the retention pass deletes those
         )
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]

@@ -1,12 +1,14 @@
 """Webhook history retention: a delivery that ended (delivered, or failed for good) more
 than WEBHOOKS_DELIVERY_RETENTION_DAYS ago is deleted with its attempt log, and its event
 once no delivery is left to send it (an end-of-call report holds the whole transcript).
-Run by `expire_data` (privacy.retention), in batches. An endpoint's deletion takes the
-events only it was sent (webhooks.services).
+Run by `expire_data` (privacy.retention), in batches. An endpoint deleted by its owner
+(webhooks.services only marks it) goes here too, with every delivery of it, pending or
+not, their attempts and the events only it was sent.
 
-A delivery pending or retrying is never deleted: the window runs from its last change,
-which a replay renews. Each batch is its own transaction; on PostgreSQL it skips rows
-others hold (an attempt finishing, a replay), so several passes at once split the work.
+A delivery pending or retrying is never deleted (but with its deleted endpoint): the
+window runs from its last change, which a replay renews. Each batch is its own
+transaction; on PostgreSQL it skips rows others hold (an attempt finishing, a replay),
+so several passes at once split the work.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent
+from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 # Deliveries per transaction: bounded IN lists and short row locks.
 BATCH_SIZE = 500
@@ -28,13 +30,26 @@ BATCH_SIZE = 500
 def webhook_history_prune(
     *, now: datetime.datetime | None = None, batch_size: int = BATCH_SIZE
 ) -> tuple[int, int]:
-    """Delete the deliveries ended before the window, and the events left with none;
-    how many of each went."""
+    """Delete the deliveries ended before the window, then the deleted endpoints with
+    every delivery of theirs, and the events left with none; how many deliveries and
+    events went."""
     now = now or timezone.now()
     before = now - datetime.timedelta(days=settings.WEBHOOKS_DELIVERY_RETENTION_DAYS)
+    deliveries, events = _batches(_due(before=before), batch_size=batch_size)
+    deleted = WebhookEndpoint.objects.filter(deleted_at__isnull=False).order_by("deleted_at")
+    for endpoint_id in deleted.values_list("pk", flat=True):
+        theirs = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by("pk")
+        went = _batches(theirs, batch_size=batch_size)
+        deliveries, events = deliveries + went[0], events + went[1]
+        _endpoint_remove(endpoint_id)
+    return deliveries, events
+
+
+def _batches(due: QuerySet[WebhookDelivery], *, batch_size: int) -> tuple[int, int]:
+    """Delete the deliveries `due`, batch after batch, until none is left."""
     deliveries = events = 0
     while True:
-        batch = _batch(before=before, batch_size=batch_size)
+        batch = _batch(due, batch_size=batch_size)
         if batch is None:
             return deliveries, events
         deliveries, events = deliveries + batch[0], events + batch[1]
@@ -53,36 +68,36 @@ def _due(*, before: datetime.datetime) -> QuerySet[WebhookDelivery]:
 
 
 @transaction.atomic
-def _batch(*, before: datetime.datetime, batch_size: int) -> tuple[int, int] | None:
-    """Delete one batch of deliveries due; (deliveries, events) deleted, None when none
-    was left."""
-    rows = list(
-        _due(before=before)
-        .select_for_update(skip_locked=True)
-        .values_list("pk", "event_id")[:batch_size]
-    )
+def _batch(due: QuerySet[WebhookDelivery], *, batch_size: int) -> tuple[int, int] | None:
+    """Delete one batch of the deliveries `due`; (deliveries, events) deleted, None when
+    none was left. Held first, then their attempts deleted: a transaction deleting
+    attempts before holding their deliveries would deadlock with this one."""
+    rows = list(due.select_for_update(skip_locked=True).values_list("pk", "event_id")[:batch_size])
     if not rows:
         return None
     ids = [pk for pk, _ in rows]
-    # Still ended (the rows are held: a replay waits for this commit, then finds none).
+    # Still due (the rows are held: a replay waits for this commit, then finds none).
     # Their attempt logs go with them; nothing else of theirs is read.
-    deliveries = WebhookDelivery.objects.filter(pk__in=ids).exclude(status=DeliveryStatus.PENDING)
+    deliveries = due.filter(pk__in=ids).order_by()
     _, deleted = deliveries.only("pk").delete()
     events = orphaned_events_delete(event_ids=list({event_id for _, event_id in rows}))
     return deleted.get(WebhookDelivery._meta.label, 0), events
 
 
-def endpoint_events(*, endpoint_id: UUID) -> QuerySet[WebhookDelivery, str]:
-    """The ids of the events the endpoint was sent (its kept deliveries'), the
-    deliveries locked in id order (call in the deleting transaction): a pruning pass
-    holds deliveries, then deletes their attempts; a deletion deleting attempts first
-    would wait for it while it waits for them."""
-    return (
-        WebhookDelivery.objects.filter(endpoint_id=endpoint_id)
-        .select_for_update()
-        .order_by("pk")
-        .values_list("event_id", flat=True)
+@transaction.atomic
+def _endpoint_remove(endpoint_id: UUID) -> None:
+    """Delete the deleted endpoint once none of its deliveries is left (one another pass
+    or an attempt held is left to the next pass). None is written after its deletion
+    (webhooks.services), so none comes after this check."""
+    held = WebhookEndpoint.objects.select_for_update().filter(
+        pk=endpoint_id, deleted_at__isnull=False
     )
+    if held.values_list("pk", flat=True).first() is None:
+        return
+    if WebhookDelivery.objects.filter(endpoint_id=endpoint_id).exists():
+        return
+    # Its secrets unread: one no configured key opens must not keep it.
+    held.defer("secret", "previous_secret").delete()
 
 
 def orphaned_events_delete(*, event_ids: list[str]) -> int:

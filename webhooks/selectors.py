@@ -19,9 +19,10 @@ def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[Webhook
 
     Their secrets are deferred: no page shows them, and a secret no configured key opens
     (docs/key-rotation.md) must not take the endpoint's pages, or its way out
-    (rotate-secret, delete), down with it."""
+    (rotate-secret, delete), down with it. One deleted is none of them (its history
+    goes in the retention pass)."""
     return (
-        WebhookEndpoint.objects.filter(organization=organization)
+        WebhookEndpoint.objects.filter(organization=organization, deleted_at__isnull=True)
         .defer("secret", "previous_secret")
         .order_by("-created_at", "-id")
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 from rest_framework import serializers
@@ -21,7 +21,6 @@ from providerkeys.reencrypt import secrets_reencrypt
 from webhooks import outbox, signing, transport
 from webhooks.delivery import EndpointRefusesEvent
 from webhooks.models import EventType, SigningSecrets, ToolSigningSecret, WebhookEndpoint
-from webhooks.retention import endpoint_events, orphaned_events_delete
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
 SECRET_ROTATION_GRACE = datetime.timedelta(hours=24)
@@ -59,7 +58,7 @@ def webhook_endpoint_create(
     # Lock the organization row so concurrent creates cannot pass the cap together.
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     if (
-        WebhookEndpoint.objects.filter(organization=organization).count()
+        WebhookEndpoint.objects.filter(organization=organization, deleted_at__isnull=True).count()
         >= MAX_ENDPOINTS_PER_ORGANIZATION
     ):
         raise serializers.ValidationError(
@@ -108,7 +107,8 @@ def webhook_endpoint_update(
             changed.append("disabled_reason")
     endpoint.updated_at = timezone.now()
     values = {name: getattr(endpoint, name) for name in changed}
-    if not WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**values):
+    live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
+    if not live.update(**values):
         raise Http404("No such webhook endpoint.")  # deleted since it was read
     return endpoint
 
@@ -120,11 +120,11 @@ def webhook_endpoint_test(
     """Queue a `webhook.test` event to the endpoint; its delivery's id. EndpointRefusesEvent
     when the endpoint is disabled (nothing would be sent)."""
     now = now or timezone.now()
-    # Locked as read: a deletion waits for this commit (then starts again and takes the
-    # delivery with it); a PATCH disabling it meanwhile is seen.
+    # Locked as read: a deletion waits for this commit (the pass then takes the
+    # delivery); a PATCH disabling it meanwhile is seen.
     enabled = (
         WebhookEndpoint.objects.select_for_update()
-        .filter(pk=endpoint.pk)
+        .filter(pk=endpoint.pk, deleted_at__isnull=True)
         .values_list("enabled", flat=True)
         .first()
     )
@@ -135,28 +135,21 @@ def webhook_endpoint_test(
     return outbox.webhook_test_record(endpoint=endpoint, at=now)
 
 
-# A status change holding the endpoint (webhooks.outbox: FOR KEY SHARE) commits a
-# delivery the deletion had not seen; the deletion's foreign key check then fails at
-# commit, and it starts again, seeing it.
-DELETE_ATTEMPTS = 3
-
-
-def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    """Delete an endpoint with its deliveries and their log, and the events no other
-    endpoint was sent."""
-    for attempt in range(1, DELETE_ATTEMPTS + 1):
-        try:
-            with transaction.atomic():
-                events = list(endpoint_events(endpoint_id=endpoint.pk))
-                # Its secrets unread: one no configured key opens must not keep it.
-                WebhookEndpoint.objects.filter(pk=endpoint.pk).defer(
-                    "secret", "previous_secret"
-                ).delete()
-                orphaned_events_delete(event_ids=events)
-            return
-        except IntegrityError:
-            if attempt == DELETE_ATTEMPTS:
-                raise
+@transaction.atomic
+def webhook_endpoint_delete(
+    *, endpoint: WebhookEndpoint, now: datetime.datetime | None = None
+) -> None:
+    """Delete an endpoint: gone from every page at once, sent nothing more. Its
+    deliveries and their log, and the events no other endpoint was sent, go in the
+    retention pass, in batches (webhooks.retention): a month of a busy endpoint's
+    deliveries, deleted here, outlasted the request's statement timeout."""
+    now = now or timezone.now()
+    # FOR UPDATE waits for a status change holding it (webhooks.outbox: FOR KEY SHARE),
+    # whose deliveries the pass then takes; one after this commit finds it disabled.
+    live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
+    if not live.select_for_update().values_list("pk", flat=True).first():
+        raise Http404("No such webhook endpoint.")  # deleted since it was read
+    live.update(deleted_at=now, enabled=False, updated_at=now)
 
 
 def webhook_endpoint_rotate_secret(
@@ -165,6 +158,9 @@ def webhook_endpoint_rotate_secret(
     """A new signing secret, shown only now. The old one keeps signing beside it for
     `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries."""
     with transaction.atomic():
+        live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
+        if not live.select_for_update().values_list("pk", flat=True).first():
+            raise Http404("No such webhook endpoint.")  # deleted since it was read
         return _secret_rotate(endpoint, now=now or timezone.now())
 
 

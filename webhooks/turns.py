@@ -66,7 +66,9 @@ def endpoint_next_wake(
     free = endpoint_free_slots(endpoint_id, now=now, lease=lease)
     if free <= 0:
         return 0
-    waiting = _pending(endpoint_id).filter(next_attempt_at=None, attempt_started_at=None)
+    waiting = _pending(endpoint_id).filter(
+        next_attempt_at=None, attempt_started_at=None, endpoint__deleted_at__isnull=True
+    )
     woken = 0
     for pk in waiting.order_by("created_at", "id").values_list("pk", flat=True)[:free]:
         turn = WebhookDelivery.objects.filter(
@@ -97,6 +99,7 @@ def stranded_wake(
             next_attempt_at=None,
             attempt_started_at=None,
             updated_at__lte=now - grace,
+            endpoint__deleted_at__isnull=True,  # the retention pass deletes those
         )
         .filter(~Exists(ahead))
         .values("endpoint_id")

@@ -174,6 +174,23 @@ def test_with_nothing_open_every_series_is_there_at_zero(metrics_token: str) -> 
     assert len(got) == 6 + 1 + 4 + 4 + 4 + 2 + 2 + 3 + len(tasks)
 
 
+def test_a_deleted_endpoints_pending_deliveries_are_not_waiting_for_a_worker(
+    metrics_token: str,
+) -> None:
+    """Its DELETE leaves them, never to be sent, to the next `expire_data` pass:
+    counted, they read as deliveries due, waiting for a worker that never takes them."""
+    endpoint = WebhookEndpoint.objects.create(
+        organization=OrganizationFactory(), url="https://x.test", deleted_at=ago(60)
+    )
+    delivery(endpoint, next_attempt_at=ago(900))
+
+    got = samples(scrape())
+
+    assert got["voicecalls_webhook_deliveries_pending", ()] == 0
+    assert got["voicecalls_webhook_deliveries_due", ()] == 0
+    assert got["voicecalls_webhook_deliveries_oldest_due_age_seconds", ()] == 0
+
+
 def test_a_scrape_costs_eight_queries_whatever_the_data(
     metrics_token: str, django_assert_num_queries
 ) -> None:

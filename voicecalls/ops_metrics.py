@@ -175,8 +175,11 @@ def _webhooks(registry: CollectorRegistry, now: datetime.datetime) -> None:
     # Pending ones through the partial index webhook_delivery_pending (on next_attempt_at,
     # which is all these read). One waiting for its next retry is not late; one due
     # (its attempt in flight is due only once its lease ran out) waits for a worker.
+    # A deleted endpoint's wait for the retention pass, never sent.
     due = Q(next_attempt_at__lte=now)
-    pending = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).aggregate(
+    pending = WebhookDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, endpoint__deleted_at__isnull=True
+    ).aggregate(
         pending=Count("id"),
         due=Count("id", filter=due),
         due_since=Min("next_attempt_at", filter=due),

@@ -16,7 +16,7 @@ from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 
 from analysis.models import AnalysisStatus, CallAnalysis
-from calls.listing import _filtered_statement, call_list
+from calls.listing import CallListing, _filtered_statement, call_list
 from calls.models import Call, CallStatus
 from tests.factories import CallFactory, OrganizationFactory, WorkflowFactory
 
@@ -128,6 +128,21 @@ def _plan(sql: str, params: Sequence = ()) -> str:
         return "\n".join(line for (line,) in cursor.fetchall())
 
 
+def _page_as_sent(listing: CallListing) -> tuple[list[dict], tuple[str, Sequence]]:
+    """The first page's rows, and its one statement as sent, with its values (a
+    prepared one's captured text has only $1, $2…)."""
+    sent: list[tuple[str, Sequence]] = []
+
+    def record(execute: Callable, sql: str, params: Sequence, many: bool, context: dict):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        rows = listing.page(0, 20)
+    (statement,) = sent
+    return rows, statement
+
+
 def _index_paths_only() -> None:
     """Fresh statistics, and seq scans, bitmap scans and sorts disallowed for the rest of
     the test's transaction, so the planner shows the index path a big table gets (on a
@@ -202,15 +217,8 @@ def test_a_workflow_without_verdicts_finds_none_without_walking_other_workflows_
     )
     filters = {"workflow_id": str(quiet.pk), "success": "true"}
     listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
-    sent: list[tuple[str, Sequence]] = []
-
-    def record(execute: Callable, sql: str, params: Sequence, many: bool, context: dict):
-        sent.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
-        assert listing.page(0, 20) == []
-    ((page, params),) = sent
+    rows, (page, params) = _page_as_sent(listing)
+    assert rows == []
     _index_paths_only()
     plan = _plan("(ANALYZE, BUFFERS) " + page, params)
 
@@ -267,17 +275,8 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
         "analysis status and status": {"analysis_status": "failed", "status": "completed"},
     }[narrowed_by]
     listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
-    # The page's statement as sent, with its values (a prepared one's captured text
-    # has only $1, $2…).
-    sent: list[tuple[str, Sequence]] = []
-
-    def record(execute: Callable, sql: str, params: Sequence, many: bool, context: dict):
-        sent.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
-        assert len(listing.page(0, 20)) == 20
-    ((page, params),) = sent
+    rows, (page, params) = _page_as_sent(listing)
+    assert len(rows) == 20
     _index_paths_only()
 
     assert f"Index Only Scan using {index} on" in _plan(page, params)

@@ -70,8 +70,9 @@ from webhooks.serializers import (
     destroy=extend_schema(
         summary="Delete webhook endpoint",
         operation_id="webhook_endpoints_destroy",
-        description="Pending deliveries to it are dropped with its delivery log, and the "
-        "events it alone was sent.",
+        description="Answers at once: the endpoint is gone and sent nothing more. Its "
+        "pending deliveries, its delivery log and the events it alone was sent are "
+        "deleted by the next data-retention pass, in batches.",
     ),
 )
 class WebhookEndpointViewSet(viewsets.GenericViewSet):

@@ -125,9 +125,8 @@ def test_an_agent_joining_just_before_the_failure_is_applied_keeps_the_call(call
     assert (call.status, call.end_reason) == (S.ACTIVE, None)
 
 
-def test_the_agent_reporting_events_counts_as_joined(call, agent_api, fake_livekit):
-    """Its join's webhook lost, the agent's own reports say it is there."""
-    _joined(call, seconds_ago=60, agent=False)
+def _agent_says_hello(agent_api, call) -> None:
+    """The agent's first report: one transcript line."""
     line = {
         "id": str(uuid.uuid4()),
         "type": "transcript",
@@ -140,6 +139,12 @@ def test_the_agent_reporting_events_counts_as_joined(call, agent_api, fake_livek
         f"/api/v1/agent/calls/{call.pk}/events", {"events": [line]}, format="json"
     )
     assert response.status_code == 200
+
+
+def test_the_agent_reporting_events_counts_as_joined(call, agent_api, fake_livekit):
+    """Its join's webhook lost, the agent's own reports say it is there."""
+    _joined(call, seconds_ago=60, agent=False)
+    _agent_says_hello(agent_api, call)
 
     calls_expire()
     send("participant_left", call.pk, reason="CLIENT_INITIATED")
@@ -355,18 +360,7 @@ def test_the_call_detail_shows_when_the_agent_joined_and_left(call, api):
 
 def test_the_call_detail_shows_the_agent_joined_once_it_reported_events(call, api, agent_api):
     _joined(call, seconds_ago=5, agent=False)
-    line = {
-        "id": str(uuid.uuid4()),
-        "type": "transcript",
-        "timestamp": timezone.now().isoformat(),
-        "role": "assistant",
-        "content": "Hello!",
-        "agent_name": "greeter-agent",
-    }
-    response = agent_api.post(
-        f"/api/v1/agent/calls/{call.pk}/events", {"events": [line]}, format="json"
-    )
-    assert response.status_code == 200
+    _agent_says_hello(agent_api, call)
 
     call.refresh_from_db()
     assert call.agent_joined_at is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
-import re
 import time
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from calls.usage_items import MAX_USAGE_TOKENS
 from providerkeys.catalog import OPENAI_COMPATIBLE_LLM
+from voicecalls.text import storable
 
 USER_AGENT = "voicecalls-analysis/1"
 MAX_MESSAGE_CHARS = 300
@@ -75,16 +75,6 @@ def base_url(provider: str) -> str:
     """Where `provider`'s OpenAI-compatible API lives; `ANALYSIS_LLM_BASE_URL` points
     every provider elsewhere (a gateway, or the test suite's stand-in)."""
     return (settings.ANALYSIS_LLM_BASE_URL or OPENAI_COMPATIBLE_LLM[provider]).rstrip("/")
-
-
-# What no text column stores (JSON lets both in): U+0000 (PostgreSQL) and lone
-# surrogates (neither database: they are no UTF-8).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(text: str) -> str:
-    """`text` with what no column stores replaced by U+FFFD."""
-    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def scrub(text: str, secret: str) -> str:

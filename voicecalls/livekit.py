@@ -27,6 +27,8 @@ from livekit import api
 from livekit.protocol import egress as livekit_egress
 from livekit.protocol import models as livekit_models
 
+from voicecalls.text import storable
+
 T = TypeVar("T")
 
 
@@ -169,7 +171,7 @@ def egress_update_of(info: object) -> EgressUpdate:
         status=enum_name(livekit_egress.EgressStatus, info.status),
         # It may quote what the storage answered: kept, as text PostgreSQL can store
         # (protobuf has checked it is UTF-8).
-        error=(info.error or info.details).replace("\x00", "\ufffd"),
+        error=storable(info.error or info.details),
         duration_ns=first.duration if first is not None else None,
         size_bytes=first.size if first is not None else None,
         filepath=_filepath_of(info, files),

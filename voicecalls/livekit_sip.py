@@ -12,6 +12,7 @@ from livekit import api
 from livekit.protocol import sip as sip_models
 
 from voicecalls.livekit import LiveKitError, enum_name, livekit_run, twirp_request
+from voicecalls.text import storable
 
 
 class SipDialError(LiveKitError):
@@ -143,7 +144,7 @@ def sip_dial(
         )
     except api.SipCallError as exc:
         # The carrier's reason phrase, kept on the call: as text PostgreSQL can store.
-        status = exc.sip_status.replace("\x00", "\ufffd") if exc.sip_status else exc.sip_status
+        status = storable(exc.sip_status) if exc.sip_status else exc.sip_status
         raise SipDialError(
             f"SIP call failed: {exc.sip_status_code} {status}",
             sip_status_code=exc.sip_status_code,

@@ -50,7 +50,7 @@ def insert_instance(obj: models.Model) -> None:
     db = connections[DEFAULT_DB_ALIAS]  # the connection itself: read ~30 times below
     fields, statement = _insert_statement(type(obj), db.vendor)
     values = [field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields]
-    with bound_cursor() as cursor:
+    with bound_cursor(native_placeholders=True) as cursor:
         cursor.execute(statement, values)
     obj._state.adding = False
     obj._state.db = db.alias
@@ -58,12 +58,16 @@ def insert_instance(obj: models.Model) -> None:
 
 @functools.cache
 def _insert_statement(model: type[models.Model], vendor: str) -> tuple[list, str]:
-    """`model`'s concrete fields and the INSERT of one row of them."""
+    """`model`'s concrete fields and the INSERT of one row of them (with PostgreSQL's
+    own placeholders there: `bound_cursor(native_placeholders=True)`)."""
     meta = model._meta
     fields = meta.local_concrete_fields
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+    if vendor == "postgresql":
+        placeholders = ", ".join(f"${number}" for number in range(1, len(fields) + 1))
+    else:
+        placeholders = ", ".join(["%s"] * len(fields))
     return fields, f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
 
 

@@ -80,6 +80,21 @@ def test_on_postgresql_a_statement_run_often_is_prepared(organization: Organizat
 
 
 @pytest.mark.postgres
+def test_on_postgresql_native_placeholders_are_sent_as_written(organization: Organization) -> None:
+    server_side = STATEMENT.replace("%s", "$1")
+
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(10):
+            with bound_cursor(native_placeholders=True) as cursor:
+                cursor.execute(server_side, [_pk(organization)])
+                assert cursor.fetchall() == [(organization.slug,)]
+
+    assert queries.captured_queries[0]["sql"] == server_side  # the first, before preparing
+    assert len(queries.captured_queries) == 10
+    assert server_side in _prepared_statements()
+
+
+@pytest.mark.postgres
 def test_on_postgresql_django_cursors_stay_unprepared(organization: Organization) -> None:
     for _ in range(10):
         with connection.cursor() as cursor:

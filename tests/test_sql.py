@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import uuid
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import signals
 from django.utils import timezone
 
@@ -78,6 +80,22 @@ def test_it_takes_one_query(workflow: Workflow, django_assert_num_queries) -> No
 
     with django_assert_num_queries(1):
         insert_instance(call)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_it_is_sent_as_written_not_rewritten_by_psycopg(workflow: Workflow) -> None:
+    # psycopg rewrites `%s` statements of over 50 parameters on every execution, uncached.
+    assert len(Call._meta.local_concrete_fields) > 50
+    cursors = []
+
+    def record_cursor(execute, sql, params, many, context):
+        cursors.append(context["cursor"].cursor)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record_cursor):
+        insert_instance(_call(workflow))
+
+    assert [isinstance(cursor, psycopg.RawCursor) for cursor in cursors] == [True]
 
 
 def test_a_model_whose_database_assigns_the_key_is_refused(workflow: Workflow) -> None:

@@ -24,15 +24,22 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
-from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, CursorMixin, ServerBindingCursor
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorWrapper
+from psycopg import RawCursor
 from psycopg.pq import Format
 from psycopg.types.datetime import TimestamptzLoader
 
 
+class NativePlaceholderCursor(CursorMixin, RawCursor):
+    """Django's server-binding cursor taking PostgreSQL's own `$1, $2, …` placeholders."""
+
+
 @contextmanager
-def bound_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[CursorWrapper]:
+def bound_cursor(
+    using: str = DEFAULT_DB_ALIAS, *, native_placeholders: bool = False
+) -> Iterator[CursorWrapper]:
     """A cursor binding parameters on the server (PostgreSQL; elsewhere Django's own).
 
     Made as `connection.cursor()` makes one (the per-request health check, the
@@ -41,6 +48,11 @@ def bound_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[CursorWrapper]:
     `django_assert_num_queries` counts it. The statement text must not depend on the
     values (use `%s` placeholders), or it is never the same statement twice and
     nothing is prepared.
+
+    `native_placeholders`: on PostgreSQL the statement says `$1, $2, …`, which psycopg
+    sends as it is. It rewrites `%s` statements of more than 50 parameters on every
+    execution (its cache of rewritten statements stops there): the call insert's 53
+    columns cost a worker ~7 % of its time on a create (bench/README.md).
     """
     db = connections[using]
     if db.vendor != "postgresql":
@@ -50,7 +62,8 @@ def bound_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[CursorWrapper]:
     db.close_if_health_check_failed()
     db.ensure_connection()
     with db.wrap_database_errors:
-        raw = ServerBindingCursor(db.connection)
+        cursor_class = NativePlaceholderCursor if native_placeholders else ServerBindingCursor
+        raw = cursor_class(db.connection)
         # As Django's `create_cursor`: the session's time zone changed since connecting.
         if db.timezone != db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
             register_tzloader(db.timezone, raw)

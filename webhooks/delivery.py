@@ -21,6 +21,7 @@ from django.utils import timezone
 from calls.models import Call
 from voicecalls.logging import log_context
 from voicecalls.task_queue import due_within_clock_skew
+from voicecalls.text import storable
 from webhooks import signing, transport, turns
 from webhooks.models import (
     DeliveryStatus,
@@ -214,7 +215,7 @@ def _attempt_log(
 ) -> _Attempt:
     """Store the attempt in the delivery's log; the attempt as stored."""
     # A library's message may quote what the receiver sent: NUL is no text to PostgreSQL.
-    attempt = dataclasses.replace(attempt, error=attempt.error.replace("\x00", "\ufffd"))
+    attempt = dataclasses.replace(attempt, error=storable(attempt.error))
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=number,

@@ -24,6 +24,7 @@ import urllib3
 from django.utils import timezone
 
 from voicecalls.addresses import address_is_public
+from voicecalls.text import storable
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def post(
         status_code=status_code,
         duration_ms=elapsed_ms(),
         # (NUL is no text to PostgreSQL: a binary body could not be logged.)
-        excerpt=excerpt.decode("utf-8", "replace").replace("\x00", "\ufffd")[:EXCERPT_CHARS],
+        excerpt=storable(excerpt.decode("utf-8", "replace"))[:EXCERPT_CHARS],
         retry_after_seconds=_retry_after(retry_after),
     )
 

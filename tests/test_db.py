@@ -80,17 +80,21 @@ def test_on_postgresql_a_statement_run_often_is_prepared(organization: Organizat
 
 
 @pytest.mark.postgres
-def test_on_postgresql_native_placeholders_are_sent_as_written(organization: Organization) -> None:
-    server_side = STATEMENT.replace("%s", "$1")
+@pytest.mark.parametrize("native_placeholders", [False, True], ids=["%s", "$1"])
+def test_on_postgresql_prepared_statements_answer_and_are_logged_with_their_text(
+    organization: Organization, native_placeholders: bool
+) -> None:
+    server_side = STATEMENT.replace("%s", "$1")  # what psycopg sends either way
 
     with CaptureQueriesContext(connection) as queries:
-        for _ in range(10):
-            with bound_cursor(native_placeholders=True) as cursor:
-                cursor.execute(server_side, [_pk(organization)])
+        for _ in range(10):  # psycopg prepares from the sixth run
+            with bound_cursor(native_placeholders=native_placeholders) as cursor:
+                cursor.execute(
+                    server_side if native_placeholders else STATEMENT, [_pk(organization)]
+                )
                 assert cursor.fetchall() == [(organization.slug,)]
 
-    assert queries.captured_queries[0]["sql"] == server_side  # the first, before preparing
-    assert len(queries.captured_queries) == 10
+    assert [query["sql"] for query in queries.captured_queries] == [server_side] * 10
     assert server_side in _prepared_statements()
 
 

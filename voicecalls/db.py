@@ -32,7 +32,21 @@ from psycopg.pq import Format
 from psycopg.types.datetime import TimestamptzLoader
 
 
-class NativePlaceholderCursor(CursorMixin, RawCursor):
+class _StatementShownWhenPrepared:
+    """Django's query log (DEBUG, `django_assert_num_queries`) reads the statement from
+    the cursor's `_query`, which psycopg sets only for statements it has not prepared:
+    from a connection's sixth run on, the hot statements were logged as `None`."""
+
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
+
+class _BoundCursor(_StatementShownWhenPrepared, ServerBindingCursor):
+    """Django's server-binding cursor."""
+
+
+class NativePlaceholderCursor(_StatementShownWhenPrepared, CursorMixin, RawCursor):
     """Django's server-binding cursor taking PostgreSQL's own `$1, $2, …` placeholders."""
 
 
@@ -62,7 +76,7 @@ def bound_cursor(
     db.close_if_health_check_failed()
     db.ensure_connection()
     with db.wrap_database_errors:
-        cursor_class = NativePlaceholderCursor if native_placeholders else ServerBindingCursor
+        cursor_class = NativePlaceholderCursor if native_placeholders else _BoundCursor
         raw = cursor_class(db.connection)
         # As Django's `create_cursor`: the session's time zone changed since connecting.
         if db.timezone != db.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:

@@ -28,6 +28,7 @@ class LiveServer:
     client_key: str
     access_log: Path
     server_log: Path
+    pid: int = 0  # gunicorn's master
 
     def logs(self) -> str:
         """Everything both logs hold so far (gunicorn writes each line as it goes)."""
@@ -106,6 +107,7 @@ def gunicorn_server(workdir: Path, service: tuple[str, str] = API) -> Iterator[L
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        live.pid = server.pid
         try:
             _wait_until_ready(live, server)
             yield live

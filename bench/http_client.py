@@ -88,7 +88,8 @@ def free_port() -> int:
 def gunicorn(env_extra: dict | None = None) -> Iterator[int]:
     """A gunicorn serving the project on a free loopback port, for the `with` block."""
     port = free_port()
-    env = {**os.environ, "GUNICORN_MAX_REQUESTS": "0", "WEB_CONCURRENCY": str(WORKERS)}
+    # Worker recycling as configured (every ~5,000 requests), as users get it.
+    env = {**os.environ, "WEB_CONCURRENCY": str(WORKERS)}
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),

@@ -15,8 +15,6 @@ import datetime
 import uuid
 
 from django.db import transaction
-from django.db.models import Value
-from django.db.models.functions import Coalesce
 
 from calls.lifecycle import EndReason, call_transition
 from calls.models import NOT_ENDED_STATUSES, Call, CallStatus, TranscriptEntry, TranscriptRole
@@ -69,7 +67,14 @@ def _open_locked(call_id: uuid.UUID) -> tuple | None:
     return (
         Call.objects.select_for_update()
         .filter(pk=call_id, status__in=NOT_ENDED_STATUSES)
-        .values_list("status", "hangup_requested_at", "agent_identity", "agent_left_at")
+        .values_list(
+            "status",
+            "hangup_requested_at",
+            "agent_identity",
+            "agent_left_at",
+            "agent_joined_at",
+            "created_at",
+        )
         .first()
     )
 
@@ -80,11 +85,12 @@ def call_agent_joined(*, call_id: uuid.UUID, identity: str, at: datetime.datetim
     row = _open_locked(call_id)
     if row is None:
         return  # ended: a late dispatch leaves at once (its session is 409)
-    status, _requested, _identity, left_at = row
+    status, _requested, _identity, left_at, joined_at, created_at = row
+    # A webhook stamped by LiveKit's clock (behind ours, or a late one's whole second)
+    # never puts the agent there before the call existed, nor back before it left.
+    at = max(at, left_at or created_at, created_at)
     Call.objects.filter(pk=call_id).update(
-        agent_joined_at=Coalesce("agent_joined_at", Value(at)),
-        agent_identity=identity,
-        agent_left_at=None,
+        agent_joined_at=joined_at or at, agent_identity=identity, agent_left_at=None
     )
     if left_at is not None and status == CallStatus.ACTIVE:
         _system_line(call_id=call_id, content="An agent joined the call again.", at=at)
@@ -108,16 +114,17 @@ def call_agent_left(
     row = _open_locked(call_id)
     if row is None or reason in _AGENT_DEPARTURES_EXPECTED:
         return
-    _status, requested_at, present, left_at = row
+    _status, requested_at, present, left_at, joined_at, created_at = row
     if requested_at is not None or left_at is not None:
         return  # a transfer or a hang-up in flight: the agent leaves as it should
     if present is not None and present != identity:
         return  # another agent (dispatched again) has taken the call over
+    # Never before its join (timed by its arrival, or the agent's first report, while
+    # a late departure is timed by its whole-second stamp) nor the call's creation.
+    at = max(at, joined_at or created_at, created_at)
     # (A departure whose join was lost still says an agent was there.)
     Call.objects.filter(pk=call_id).update(
-        agent_joined_at=Coalesce("agent_joined_at", Value(at)),
-        agent_left_at=at,
-        agent_identity=None,
+        agent_joined_at=joined_at or at, agent_left_at=at, agent_identity=None
     )
     _system_line(
         call_id=call_id, content=f"The agent left the call unexpectedly ({reason}).", at=at

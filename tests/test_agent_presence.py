@@ -383,3 +383,36 @@ def test_staff_see_when_the_agent_joined_and_left(call, admin_client: Client):
 
     assert "Agent joined at" in html and "Agent left at" in html
     assert "The agent left the call unexpectedly (SIGNAL_CLOSE)." in html
+
+
+# -- the agent's times in order (LiveKit's clock, whole seconds, late deliveries) --------
+
+
+def test_an_agent_join_stamped_before_the_call_existed_counts_from_its_creation(call, api):
+    """LiveKit's clock behind ours: a join delivered more than 2 s after its stamp is
+    timed by the stamp, which may be before the call was created."""
+    behind = call.created_at.timestamp() - 30
+
+    send("participant_joined_agent", call.pk, created_at=behind)
+
+    call.refresh_from_db()
+    assert call.agent_joined_at == call.created_at
+    assert _presence(api, call) == (call.created_at, None)
+
+
+def test_an_agent_departure_stamped_before_its_join_counts_from_the_join(call, api):
+    """The join timed by its arrival (to the microsecond), the departure delivered late
+    and timed by its whole-second stamp (or a clock behind): it never precedes the join,
+    nor does its system line."""
+    _joined(call, seconds_ago=40, agent=True)
+    call.refresh_from_db()
+    joined_at = call.agent_joined_at
+
+    send("participant_left_agent", call.pk, created_at=joined_at.timestamp() - 5)
+
+    call.refresh_from_db()
+    assert call.agent_left_at == joined_at
+    assert _presence(api, call) == (joined_at, joined_at)
+    (line,) = [e for e in api.get(f"/api/v1/calls/{call.pk}/transcript").json()]
+    assert parse_datetime(line["timestamp"]) == joined_at
+

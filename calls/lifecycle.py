@@ -180,15 +180,17 @@ def _end_read(
     *, call_id: UUID | str, at: datetime.datetime
 ) -> tuple[str | None, datetime.datetime]:
     """The call's status, read under its row lock, and the end to stamp: `at`, but never
-    before the start (or, never started, the creation), so with another host's clock
-    behind `started_at <= ended_at` still holds, in the row and in what receivers send."""
+    before the start (or, never started, the creation), nor before the agent's join or
+    departure recorded on the open call, so with another host's clock behind (or a late
+    webhook's whole-second stamp) `started_at <= ended_at` and the agent's times before
+    it still hold, in the row and in what receivers send."""
     row = (
         Call.objects.select_for_update()
         .filter(pk=call_id)
-        .values_list("status", "started_at", "created_at")
+        .values_list("status", "started_at", "created_at", "agent_joined_at", "agent_left_at")
         .first()
     )
     if row is None:
         return None, at
-    status, started_at, created_at = row
-    return status, max(at, started_at or created_at)
+    status, started_at, created_at, *agent = row
+    return status, max(at, started_at or created_at, *(time for time in agent if time))

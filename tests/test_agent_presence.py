@@ -416,3 +416,34 @@ def test_an_agent_departure_stamped_before_its_join_counts_from_the_join(call, a
     (line,) = [e for e in api.get(f"/api/v1/calls/{call.pk}/transcript").json()]
     assert parse_datetime(line["timestamp"]) == joined_at
 
+
+def test_a_call_never_ends_before_its_agent_was_lost(call, api):
+    """The agent's departure heard on time, the user's hang-up on the silence delivered
+    late (timed by its stamp): the call does not end before the agent it ended for left."""
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_left_agent", call.pk, reason="CONNECTION_TIMEOUT")
+    call.refresh_from_db()
+    left_at = call.agent_left_at
+
+    send("participant_left", call.pk, reason="CLIENT_INITIATED", created_at=left_at.timestamp() - 3)
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason) == (S.FAILED, "agent_lost")
+    assert call.ended_at == left_at
+    body = api.get(f"/api/v1/calls/{call.pk}").json()
+    assert parse_datetime(body["agent_left_at"]) <= parse_datetime(body["ended_at"])
+
+
+def test_a_call_never_ends_before_its_agent_joined(call, agent_api):
+    """The agent known from its first report (our clock), the room's end stamped by a
+    LiveKit clock behind ours: the end follows the join."""
+    _joined(call, seconds_ago=40, agent=False)
+    _agent_says_hello(agent_api, call)
+    call.refresh_from_db()
+    joined_at = call.agent_joined_at
+
+    send("room_finished", call.pk, created_at=joined_at.timestamp() - 20)
+
+    call.refresh_from_db()
+    assert call.status in (S.COMPLETED, S.FAILED)
+    assert call.ended_at == joined_at

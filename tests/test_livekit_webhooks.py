@@ -64,7 +64,8 @@ def test_a_join_within_the_connect_timeout_delivered_after_it_still_starts_the_c
 
 def test_a_departure_delivered_late_ends_the_call_when_it_happened(active_call):
     left = int(timezone.now().timestamp()) - 30
-    active_call.started_at = datetime.datetime.fromtimestamp(left - 60, tz=datetime.UTC)
+    started = datetime.datetime.fromtimestamp(left - 60, tz=datetime.UTC)
+    active_call.started_at = active_call.agent_joined_at = started
     active_call.save()
 
     send("participant_left", active_call.pk, reason="CLIENT_INITIATED", created_at=left)

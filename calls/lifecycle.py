@@ -152,18 +152,22 @@ def _changes(
         row = (
             Call.objects.filter(pk=call_id)
             .values_list(
-                "workflow_version__definition__start_agent", "created_at", "connect_timeout_seconds"
+                "workflow_version__definition__start_agent",
+                "created_at",
+                "connect_timeout_seconds",
+                "dial_attempted_at",
             )
             .first()
         )
         if row is None or row[0] is None:
             return None
-        start_agent, created_at, connect_timeout = row
+        start_agent, created_at, connect_timeout, dialed_at = row
         if at > created_at + datetime.timedelta(seconds=connect_timeout):
             return None  # past its start delay: the connect timeout ends it, a join never
-        # A start stamped before the call existed (another host's clock) counts from its
-        # creation, so `created_at <= started_at <= created_at + start delay` always holds.
-        at = max(at, created_at)
+        # A start stamped before the call existed (another host's clock), or a phone's
+        # answer before its dial, counts from then, so `created_at <= started_at <=
+        # created_at + start delay` always holds, and a phone's start follows its dial.
+        at = max(at, dialed_at or created_at, created_at)
         changes.update(
             started_at=at, last_event_at=at, agent_history=[start_agent], current_agent=start_agent
         )

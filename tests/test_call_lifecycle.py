@@ -286,3 +286,35 @@ def test_racing_enders_leave_one_terminal_state(workflow, agent_key, fake_liveki
     assert (call.status, call.end_reason) in expected
     assert call.ended_at is not None
     assert call.current_agent is None
+
+
+def test_a_phone_answer_stamped_before_its_dial_counts_from_the_dial(workflow):
+    """A phone call created long before its dial (the dial queue), its answer's webhook
+    stamped by a LiveKit clock behind ours (or delivered late, by its whole second): it
+    was not answered before it was dialed, nor does `call.status_changed` say so."""
+    services.webhook_endpoint_create(
+        organization=workflow.organization,
+        url="https://hooks.example.com/calls",
+        events=[EventType.CALL_STATUS_CHANGED],
+    )
+    now = timezone.now()
+    dialed = now - datetime.timedelta(seconds=10)
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        channel="phone",
+        status=S.PENDING,
+        created_at=now - datetime.timedelta(seconds=60),
+        connect_timeout_seconds=120,
+        dial_attempted_at=dialed,
+    )
+    assert call_transition(call_id=call.pk, to_status=S.CONNECTING, at=dialed)
+
+    assert call_transition(
+        call_id=call.pk, to_status=S.ACTIVE, at=dialed - datetime.timedelta(seconds=5)
+    )
+
+    call.refresh_from_db()
+    assert call.started_at == dialed
+    events = WebhookEvent.objects.filter(call_id=call.pk)  # connecting, then active
+    assert list(events.values_list("occurred_at", flat=True)) == [dialed, dialed]

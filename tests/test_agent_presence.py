@@ -417,6 +417,28 @@ def test_an_agent_departure_stamped_before_its_join_counts_from_the_join(call, a
     assert parse_datetime(line["timestamp"]) == joined_at
 
 
+def test_an_agent_joining_again_stamped_before_the_loss_counts_from_the_loss(call, api):
+    """The transcript says the agent came back after it says it left, not before."""
+    _joined(call, seconds_ago=40, agent=True)
+    send("participant_left_agent", call.pk)
+    call.refresh_from_db()
+    left_at = call.agent_left_at
+
+    send(
+        "participant_joined_agent",
+        call.pk,
+        identity="agent-AJ_second",
+        created_at=left_at.timestamp() - 5,
+    )
+
+    lines = api.get(f"/api/v1/calls/{call.pk}/transcript").json()
+    assert [line["content"] for line in lines] == [
+        "The agent left the call unexpectedly (SIGNAL_CLOSE).",
+        "An agent joined the call again.",
+    ]
+    assert [parse_datetime(line["timestamp"]) for line in lines] == [left_at, left_at]
+
+
 def test_a_call_never_ends_before_its_agent_was_lost(call, api):
     """The agent's departure heard on time, the user's hang-up on the silence delivered
     late (timed by its stamp): the call does not end before the agent it ended for left."""

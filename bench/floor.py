@@ -10,12 +10,9 @@ import decimal
 import json
 import math
 import os
-import time
-import uuid
 from collections.abc import Sequence
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 LIST_COLUMNS = (
     "id, workflow_id, workflow_slug, user_id, status, direction, end_reason, agent_history,"
@@ -148,8 +145,6 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
-    from calls.selectors import providers_summary  # pure Python: the floor needs it too
-
     row = conn.execute(
         f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
         " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
@@ -162,8 +157,6 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
     ).fetchone()
     body = list_item(row)
     user_data, metadata = row[12:14]
-    stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
-    eou_sum, eou_n, e2e_sum, e2e_n = row[22:26]
     samples = conn.execute(
         "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms,"
         " eou_latency_ms, providers FROM calls_metricsample WHERE call_id = %s ORDER BY id",
@@ -178,8 +171,21 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         body[name] = value
     body["agent_joined_at"], body["agent_left_at"] = iso(row[33]), iso(row[34])
     body["end_reason_detail"] = row[35]
-    body["metrics"] = {
-        "duration_seconds": body["duration_seconds"],
+    body["metrics"] = _detail_metrics(row, samples, duration_seconds=body["duration_seconds"])
+    body["metadata"] = metadata
+    body["user_data"] = user_data
+    body.update(_detail_after_the_call(conn, call_id=call_id))
+    return dumps(body)
+
+
+def _detail_metrics(row: Sequence, samples: list, *, duration_seconds: int | None) -> dict:
+    """The detail's `metrics`: the call row's sums (columns 14 to 25) and its samples'."""
+    from calls.selectors import providers_summary  # pure Python: the floor needs it too
+
+    stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
+    eou_sum, eou_n, e2e_sum, e2e_n = row[22:26]
+    return {
+        "duration_seconds": duration_seconds,
         "stt_latency_ms": _mean(stt_sum, stt_n),
         "llm_latency_ms": _mean(llm_sum, llm_n),
         "tts_latency_ms": _mean(tts_sum, tts_n),
@@ -193,15 +199,25 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         },
         "providers": providers_summary(s[5] for s in samples),
     }
-    body["metadata"] = metadata
-    body["user_data"] = user_data
+
+
+def _detail_after_the_call(conn: psycopg.Connection, *, call_id: str) -> dict:
+    """The detail's `analysis`, `cost` and `recording` (in that order), one query each."""
     analysis = conn.execute(
         "SELECT status, summary, structured_data, success, error, model"
         " FROM analysis_callanalysis WHERE call_id = %s",
         [call_id],
     ).fetchone()
-    body["analysis"] = (
-        None
+    cost = conn.execute(
+        "SELECT total_usd, breakdown, complete FROM billing_callcost WHERE call_id = %s",
+        [call_id],
+    ).fetchone()
+    recording = conn.execute(
+        "SELECT status, duration_seconds, size_bytes FROM recordings_recording WHERE call_id = %s",
+        [call_id],
+    ).fetchone()
+    return {
+        "analysis": None
         if analysis is None
         else {
             "status": analysis[0],
@@ -210,31 +226,18 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
             "success": analysis[3],
             "error": analysis[4] or None,
             "model": analysis[5] or None,
-        }
-    )
-    cost = conn.execute(
-        "SELECT total_usd, breakdown, complete FROM billing_callcost WHERE call_id = %s",
-        [call_id],
-    ).fetchone()
-    body["cost"] = (
-        None
+        },
+        "cost": None
         if cost is None or cost[0] is None
-        else {"total_usd": str(cost[0]), "breakdown": cost[1], "complete": cost[2]}
-    )
-    recording = conn.execute(
-        "SELECT status, duration_seconds, size_bytes FROM recordings_recording WHERE call_id = %s",
-        [call_id],
-    ).fetchone()
-    body["recording"] = (
-        None
+        else {"total_usd": str(cost[0]), "breakdown": cost[1], "complete": cost[2]},
+        "recording": None
         if recording is None
         else {
             "status": recording[0],
             "duration_seconds": recording[1],
             "size_bytes": recording[2],
-        }
-    )
-    return dumps(body)
+        },
+    }
 
 
 def _usage_figures(calls: int, seconds: decimal.Decimal, cost: decimal.Decimal) -> dict:
@@ -258,6 +261,41 @@ def usage_daily(
     conn: psycopg.Connection, *, organization_id: str, start: datetime.date, end: datetime.date
 ) -> bytes:
     """GET /usage/daily: calls and minutes per (UTC day, workflow), and their cost."""
+    days = _usage_days(conn, organization_id=organization_id, start=start, end=end)
+    zero = decimal.Decimal(0)
+    body_days, total = [], [0, zero, zero]
+    for day, rows in days.items():
+        sums = [
+            sum(r[2] for r in rows),
+            sum((r[3] for r in rows), zero),
+            sum((r[4] for r in rows), zero),
+        ]
+        total = [a + b for a, b in zip(total, sums, strict=True)]
+        body_days.append(
+            {
+                "date": day.isoformat(),
+                **_usage_figures(*sums),
+                "workflows": [
+                    {"workflow_id": str(r[0]), "workflow_slug": r[1], **_usage_figures(*r[2:])}
+                    for r in rows
+                ],
+            }
+        )
+    return dumps(
+        {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "days": body_days,
+            "total": _usage_figures(*total),
+        }
+    )
+
+
+def _usage_days(
+    conn: psycopg.Connection, *, organization_id: str, start: datetime.date, end: datetime.date
+) -> dict[datetime.date, list[tuple]]:
+    """Every day from `start` to `end` → its (workflow, slug, calls, seconds, cost) rows,
+    in the documented order."""
     first = datetime.datetime.combine(start, datetime.time.min, tzinfo=datetime.UTC)
     after = datetime.datetime.combine(end, datetime.time.min, tzinfo=datetime.UTC)
     bounds = [organization_id, first, after + datetime.timedelta(days=1)]
@@ -292,32 +330,7 @@ def usage_daily(
         days[day].append((workflow, slug, count, seconds, cost))
     for rows in days.values():
         rows.sort(key=lambda r: (r[1], str(r[0])))  # slug, id: as documented
-    body_days, total = [], [0, zero, zero]
-    for day, rows in days.items():
-        sums = [
-            sum(r[2] for r in rows),
-            sum((r[3] for r in rows), zero),
-            sum((r[4] for r in rows), zero),
-        ]
-        total = [a + b for a, b in zip(total, sums, strict=True)]
-        body_days.append(
-            {
-                "date": day.isoformat(),
-                **_usage_figures(*sums),
-                "workflows": [
-                    {"workflow_id": str(r[0]), "workflow_slug": r[1], **_usage_figures(*r[2:])}
-                    for r in rows
-                ],
-            }
-        )
-    return dumps(
-        {
-            "from": start.isoformat(),
-            "to": end.isoformat(),
-            "days": body_days,
-            "total": _usage_figures(*total),
-        }
-    )
+    return days
 
 
 def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
@@ -345,91 +358,3 @@ def transcript(conn: psycopg.Connection, *, organization_id: str, call_id: str) 
             entry["interrupted"] = interrupted
         entries.append(entry)
     return dumps(entries)
-
-
-def call_create(
-    conn: psycopg.Connection,
-    *,
-    organization_id: str,
-    workflow_slug: str,
-    user_id: str | None,
-    user_data: dict,
-    metadata: dict,
-    concurrency_limit: int | None = None,
-) -> bytes:
-    """POST /calls: the workflow's current version, one INSERT, the user's token. With
-    a `concurrency_limit`, the limits done the constant-time way: the rate's upsert, then
-    the open-call counter's conditional UPDATE in the INSERT's transaction."""
-    from django.conf import settings
-
-    from accounts.rates import RATE_HIT_SQL
-    from voicecalls.livekit import participant_token
-
-    workflow_id, version_id, limits = conn.execute(
-        "SELECT w.id, v.id, v.definition -> 'settings' FROM workflows_workflow w"
-        " JOIN workflows_workflowversion v ON v.id = w.current_version_id"
-        " WHERE w.organization_id = %s AND w.slug = %s AND w.deleted_at IS NULL",
-        [organization_id, workflow_slug],
-    ).fetchone()
-    limits = limits or {}
-    call_id = uuid.uuid4()
-    insert = (
-        "INSERT INTO calls_call (id, organization_id, workflow_id, workflow_version_id,"
-        " workflow_slug, user_id, user_data, metadata, direction, status, agent_history,"
-        " connect_timeout_seconds, max_duration_seconds, stt_latency_ms_sum,"
-        " stt_latency_count, llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum,"
-        " tts_latency_count, total_tokens, agent_handoffs, created_at, room_name)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'inbound', 'connecting', '[]', %s, %s,"
-        " 0, 0, 0, 0, 0, 0, 0, 0, now(), %s)"
-    )
-    params = [
-        call_id,
-        organization_id,
-        workflow_id,
-        version_id,
-        workflow_slug,
-        user_id,
-        Jsonb(user_data),
-        Jsonb(metadata),
-        int(limits.get("connect_timeout_seconds", 60)),
-        int(limits.get("max_duration_seconds", 1800)),
-        f"call-{call_id}",
-    ]
-    if concurrency_limit is not None:
-        # accounts/rates.py's statement (microseconds), at a rate the benchmark never
-        # reaches (a million a minute).
-        window_us = 60_000_000
-        conn.execute(
-            RATE_HIT_SQL.format(greatest="GREATEST"),
-            {
-                "key": f"floor:{organization_id}",
-                "now": int(time.time() * 1_000_000),
-                "interval": window_us // 1_000_000,
-                "window": window_us,
-            },
-        )
-        with conn.transaction():  # in calls.services.call_insert's order
-            conn.execute(insert, params)
-            conn.execute(
-                "UPDATE accounts_organization SET open_calls = open_calls + 1"
-                " WHERE id = %s AND open_calls < coalesce(concurrency_limit, %s)",
-                [organization_id, concurrency_limit],
-            )
-    else:
-        conn.execute(insert, params)
-    name = user_data.get("name")
-    token = participant_token(
-        room_name=f"call-{call_id}",
-        identity=f"user-{call_id}",
-        name=name if isinstance(name, str) and name else None,
-        call_id=str(call_id),
-    )
-    return dumps(
-        {
-            "call_id": str(call_id),
-            "room_name": f"call-{call_id}",
-            "livekit_url": settings.LIVEKIT_URL,
-            "token": token,
-            "status": "connecting",
-        }
-    )

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from bench import floor, http_client
+from bench import floor, floor_create, http_client
 from bench.http_client import WORKERS
 
 CLIENTS = int(os.environ.get("BENCH_HTTP_CLIENTS", 4))
@@ -77,7 +77,7 @@ def _floor_worker(
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        floor.call_create(
+        floor_create.call_create(
             conn,
             organization_id=organization_id,
             workflow_slug="flow-00",

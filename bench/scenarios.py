@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.urls import Resolver404, resolve
 
-from bench import floor
+from bench import floor, floor_create
 from bench.http_client import GunicornClient
 from bench.load import BENCH_ORG
 from bench.runner import Scenario
@@ -302,7 +302,7 @@ def _create_call(ctx: Context, client: GunicornClient, conn: object) -> Scenario
 
     def raw(body: dict | None) -> bytes:
         body = body or _create_call_body(0)
-        return floor.call_create(
+        return floor_create.call_create(
             conn,
             organization_id=ctx.organization_id,
             workflow_slug=body["workflow_slug"],

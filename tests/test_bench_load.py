@@ -1,4 +1,4 @@
-"""The bench's data generator inserts rows by hand (bench/load.py): each statement must
+"""The bench's data generator inserts rows by hand (bench/load_sql.py): each statement must
 still fit the tables as migrated, or `make bench` breaks at its step."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ T0 = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
 
 def test_the_bench_prices_its_calls_as_the_stack_keeps_them(workflow) -> None:
     """`usage_sessions` came without a database default: every row was refused."""
-    from bench.load import COST_BREAKDOWN, COST_USAGE, COSTS_SQL
+    from bench.load_sql import COST_BREAKDOWN, COST_USAGE, COSTS_SQL
 
     call = CallFactory(
         organization=workflow.organization,
@@ -47,7 +47,7 @@ def test_the_bench_s_cost_lines_hold_the_fields_the_stack_writes() -> None:
     scenario."""
     import json
 
-    from bench.load import COST_BREAKDOWN, COST_USAGE
+    from bench.load_sql import COST_BREAKDOWN, COST_USAGE
     from billing.cost import call_cost_compute
     from billing.prices import platform_prices
 

@@ -1,18 +1,17 @@
 """The sandbox prompt templates render in (`workflows.prompts` says what a prompt may
-do): Jinja2's immutable sandbox, with operators, filters, string methods, loops and
-captures held to the bounds of `workflows.template_bounds` (a work budget and a
-deadline per render, `render_budget`).
+do): Jinja2's immutable sandbox, with operators, filters (`workflows.template_filters`),
+string methods, loops and captures held to the bounds of `workflows.template_bounds` (a
+work budget and a deadline per render, `render_budget`).
 """
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import ChainableUndefined, Undefined, nodes
-from jinja2.exceptions import FilterArgumentError, SecurityError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -28,9 +27,8 @@ from workflows.template_bounds import (
     value_size,
     work_of,
 )
+from workflows.template_filters import WRONG_TYPE, filters_install
 
-# Filters whose arguments can build huge values or loop a given number of times.
-_REMOVED_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "slice", "batch")
 # str methods a prompt may call; the others (ljust, zfill, expandtabs, format, ...) can
 # pad or multiply without bound.
 _SAFE_STR_METHODS = frozenset(
@@ -38,20 +36,6 @@ _SAFE_STR_METHODS = frozenset(
     "islower isnumeric isspace istitle isupper lower lstrip partition removeprefix "
     "removesuffix rfind rindex rpartition rsplit rstrip split splitlines startswith "
     "strip swapcase title upper replace join".split()
-)
-
-
-# What Python raises for a value of another type than the template expects (`"20" >= 18`
-# from a customer's app, a loop over null, `"9.5" | round`, a division by a zero count):
-# the value is missing there, as an absent one is, and the rest of the prompt renders.
-# Raised, it emptied the whole prompt: the agent ran the call without instructions.
-WRONG_TYPE = (
-    TypeError,
-    ValueError,
-    ArithmeticError,
-    AttributeError,  # (`dictsort` of a list)
-    LookupError,  # (`random` of a dict)
-    FilterArgumentError,  # (`reverse` of a number)
 )
 
 
@@ -266,83 +250,6 @@ def _built(value: Any) -> Any:
     return spent_on(check_len(value))
 
 
-def _tolerant(original: Any, missing: Any) -> Any:
-    """A filter or test that answers `missing` where Python refuses the value's type."""
-
-    @functools.wraps(original)
-    def tolerant(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(*args, **kwargs)
-        except WRONG_TYPE:
-            return missing()
-
-    return tolerant
-
-
-def _bounded_filter(original: Any) -> Any:
-    # functools.wraps keeps Jinja's pass_context/pass_eval_context marker.
-    @functools.wraps(original)
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        return check_len(original(*args, **kwargs))
-
-    return bounded
-
-
-def _join_filter(original: Any) -> Any:
-    @functools.wraps(original)
-    def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
-        items = list(value)
-        if attribute is None:
-            check_join(d, items)
-        return check_len(original(eval_ctx, items, d, attribute))
-
-    return join
-
-
-def _replace_filter(original: Any) -> Any:
-    @functools.wraps(original)
-    def replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> Any:
-        check_replace(s, old, new)
-        return original(eval_ctx, s, old, new, count)
-
-    return replace
-
-
-def _tojson_filter(original: Any) -> Any:
-    @functools.wraps(original)
-    def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
-        if indent is not None and not (isinstance(indent, int) and 0 <= indent <= 8):
-            raise SecurityError("tojson indents by 8 at most in prompts")
-        return check_len(original(eval_ctx, value, indent))
-
-    return tojson
-
-
-# Filters that look at a value without walking it: a unit each, whatever its size.
-_CONSTANT_TIME_FILTERS = frozenset(
-    "length count first default d int float abs round bool e escape safe attr".split()
-)
-
-
-def _costed_filter(original: Any) -> Any:
-    """`original`, spending a unit plus the size of its value and of its result."""
-    # Marked by Jinja's pass_context (and the like), it takes that first, then the value.
-    value_at = 1 if getattr(original, "jinja_pass_arg", None) else 0
-
-    @functools.wraps(original)
-    def costed(*args: Any, **kwargs: Any) -> Any:
-        if len(args) > value_at:
-            # (`tojson`, `string`, `sum` walk all a nested value holds before any check.)
-            spend(1 + work_of(check_walked(args[value_at])))
-        else:
-            spend()
-        result = original(*args, **kwargs)
-        spend(work_of(result))
-        return result
-
-    return costed
-
-
 class MissingValue(ChainableUndefined):
     """A value user_data or metadata lacks: it renders empty at any depth, compared it
     is neither more nor less than anything, in arithmetic it is missing again. Raising,
@@ -375,23 +282,12 @@ def _make_environment() -> PromptEnvironment:
         # cannot be interrupted. Folding saves nothing a prompt would notice.
         optimized=False,
     )
-    for name in _REMOVED_FILTERS:
-        env.filters.pop(name, None)
+    filters_install(env, missing=MissingValue)
     # Lorem ipsum loops over a word count it is given before any bound applies.
     env.globals.pop("lipsum", None)
     # A cycler's `items` is the tuple of its arguments: `cycler(t, t).items` nests a value
     # in itself as `(t, t)` does, past `_built` (a prompt alternates with `loop.cycle`).
     env.globals.pop("cycler", None)
-    env.filters["tojson"] = _tojson_filter(env.filters["tojson"])
-    env.filters["list"] = _bounded_filter(env.filters["list"])
-    env.filters["join"] = _join_filter(env.filters["join"])
-    env.filters["replace"] = _replace_filter(env.filters["replace"])
-    for name, original in list(env.filters.items()):
-        if name not in _CONSTANT_TIME_FILTERS:
-            original = _costed_filter(original)
-        env.filters[name] = _tolerant(original, MissingValue)
-    for name, original in list(env.tests.items()):
-        env.tests[name] = _tolerant(original, bool)
     env.filters["_loop_budget"] = _loop_budget
     env.filters["_bounded_concat"] = _bounded_concat
     env.filters["_compared"] = _compared

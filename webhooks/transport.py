@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import idna
 import urllib3
@@ -166,15 +166,9 @@ def post(
     deadline = time.monotonic() + timeout
     address = _resolve(host, port, allow_private=allow_private, timeout=timeout)[0]
     left = max(deadline - time.monotonic(), 0.1)  # what the lookup left of the timeout
-    netloc_host = f"[{host}]" if ":" in host else host
-    request_headers = {
-        **headers,
-        "Host": netloc_host if port == default_port else f"{netloc_host}:{port}",
-        **_FIXED_HEADERS,
-    }
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
+    path, request_headers = _request_target(
+        parts, host=host, port=port, default_port=default_port, headers=headers
+    )
     # The connection gets what the lookup left too: a whole timeout of its own let an
     # attempt outlast its hold on the delivery (delivery.attempt_lease).
     pool = _pool(parts.scheme, address, port, host=host, timeout=left)
@@ -211,6 +205,22 @@ def post(
         excerpt=storable(excerpt.decode("utf-8", "replace"))[:EXCERPT_CHARS],
         retry_after_seconds=_retry_after(retry_after),
     )
+
+
+def _request_target(
+    parts: SplitResult, *, host: str, port: int, default_port: int, headers: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The request's path (with its query) and headers (the Host as the URL names it)."""
+    netloc_host = f"[{host}]" if ":" in host else host
+    request_headers = {
+        **headers,
+        "Host": netloc_host if port == default_port else f"{netloc_host}:{port}",
+        **_FIXED_HEADERS,
+    }
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return path, request_headers
 
 
 class _Cuttable:

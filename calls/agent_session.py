@@ -39,6 +39,7 @@ from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer, NulRemovedCharField
 from webhooks.selectors import tool_signing_secrets_live
+from workflows.components import DEFAULT_LLM_TIMEOUT_SECONDS
 from workflows.prompts import (
     MAX_SESSION_RENDER_SECONDS,
     agents_rendered,
@@ -46,7 +47,7 @@ from workflows.prompts import (
     renders_within,
     template_context,
 )
-from workflows.serializers import DEFAULT_LLM_TIMEOUT_SECONDS, WorkflowSettingsSerializer
+from workflows.serializers import WorkflowSettingsSerializer
 from workflows.settings import default_voicemail
 from workflows.tools import WorkflowToolSerializer
 

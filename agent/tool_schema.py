@@ -4,7 +4,12 @@ takes any valid schema of type `object`, and a refused tool fails every request)
 
 from __future__ import annotations
 
-from voicecalls.json_schemas import offered_tool_parameters, with_array_items
+import logging
+
+from voicecalls.json_schemas import checking_validator, offered_tool_parameters, with_array_items
+
+# Its warning goes where the tool calls' lines go (agent/workflow.py's logger).
+logger = logging.getLogger("voicecalls.agent.workflow")
 
 
 def tool_parameters(spec: dict) -> dict:
@@ -26,3 +31,21 @@ def offered_parameters(spec: dict) -> dict:
     """The tool's parameters as the LLM is offered them (`offered_tool_parameters`); the
     arguments are still checked against the whole schema (`ToolRunner.run`)."""
     return offered_tool_parameters(tool_parameters(spec))
+
+
+def validation_error(schema: dict, arguments: object) -> str | None:
+    """A short message for the LLM when `arguments` do not match `schema`, else None.
+    The arguments are the LLM's, the schema the customer's (`checking_validator`: a
+    regex must not stall the worker's loop, and every call on it). A schema it cannot
+    take (one saved before the API checked this) checks nothing: the tool's endpoint
+    still does."""
+    try:
+        validator = checking_validator(schema)
+    except ValueError:
+        logger.warning("a tool's parameters schema cannot be checked; arguments pass as sent")
+        return None
+    error = next(iter(validator.iter_errors(arguments)), None)
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.instance_path)
+    return f"{error.message} (at /{where})" if where else error.message

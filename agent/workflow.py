@@ -37,8 +37,7 @@ from agent.tool_http import (
     answer_read,
     check_tool_url,
 )
-from agent.tool_schema import checked_parameters, offered_parameters
-from voicecalls.json_schemas import checking_validator
+from agent.tool_schema import checked_parameters, offered_parameters, validation_error
 
 # Standard Webhooks signing, shared with the web service's deliveries (standard library).
 from webhooks.signing import signed_headers
@@ -144,24 +143,6 @@ class WorkflowAgent(Agent):
         if self._call.hanging_up or self._call.answered_by_greeting(new_message):
             self._call.said(new_message)
             raise StopResponse()
-
-
-def validation_error(schema: dict, arguments: object) -> str | None:
-    """A short message for the LLM when `arguments` do not match `schema`, else None.
-    The arguments are the LLM's, the schema the customer's (`checking_validator`: a
-    regex must not stall the worker's loop, and every call on it). A schema it cannot
-    take (one saved before the API checked this) checks nothing: the tool's endpoint
-    still does."""
-    try:
-        validator = checking_validator(schema)
-    except ValueError:
-        logger.warning("a tool's parameters schema cannot be checked; arguments pass as sent")
-        return None
-    error = next(iter(validator.iter_errors(arguments)), None)
-    if error is None:
-        return None
-    where = "/".join(str(part) for part in error.instance_path)
-    return f"{error.message} (at /{where})" if where else error.message
 
 
 class ToolRunner:

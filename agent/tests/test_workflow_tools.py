@@ -16,12 +16,11 @@ from agent.providers import ComponentCache
 from agent.reporter import EventReporter
 from agent.tests.scripted_llm import ScriptedLLM, call
 from agent.tool_http import UnsafeToolURL, check_tool_url
-from agent.tool_schema import checked_parameters, tool_parameters
+from agent.tool_schema import checked_parameters, tool_parameters, validation_error
 from agent.workflow import (
     MAX_HANDOFFS_IN_A_ROW,
     ToolRunner,
     handoff_tool_name,
-    validation_error,
     workflow_tool,
 )
 

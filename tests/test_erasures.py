@@ -1,6 +1,8 @@
 """Erasure: one user's personal data leaves every copy of the organization's calls
 (transcript words, tool calls, user data, numbers, analysis, stored webhook bodies), in
-batches; ids, statuses, timings and metrics stay, and nothing erased comes back."""
+batches; ids, statuses, timings and metrics stay, and nothing erased comes back. The
+webhook bodies: tests/test_erasure_webhooks.py; runs and their leases:
+tests/test_erasure_runs.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -28,7 +30,7 @@ from calls.models import (
     TranscriptEntry,
     TranscriptRole,
 )
-from privacy.erasure import erasure_create, erasure_run, erasures_wake_due
+from privacy.erasure import erasure_create, erasure_run
 from privacy.keys import room_name_erased, user_id_hash
 from privacy.models import Erasure, ErasureStatus
 from tests.conftest import bearer_client
@@ -45,10 +47,6 @@ from tests.privacy import (
 )
 from tests.test_analysis_run import VALID, ended_call
 from tests.test_analysis_run import run_worker as run_analysis_worker
-from tests.webhook_receiver import Receiver, Reply
-from webhooks import outbox, services
-from webhooks.delivery import EventErased, webhook_delivery_attempt, webhook_delivery_replay
-from webhooks.models import DeliveryStatus, EventType, WebhookAttempt, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 
@@ -382,330 +380,6 @@ def test_late_agent_events_for_an_erased_call_store_no_content(organization, key
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
     assert transcript(call) == [*ERASED_LINES, (TranscriptRole.ASSISTANT, ERASED_CONTENT, None)]
-
-
-def ended_call_with_report(organization: Organization, receiver: Receiver) -> tuple:
-    """A call whose end-of-call report was built (frozen) by a first attempt the
-    receiver refused: the delivery waits for its retry."""
-    endpoint, secret = services.webhook_endpoint_create(
-        organization=organization, url=receiver.url, events=[EventType.CALL_ENDED]
-    )
-    call = personal_call(organization)
-    outbox.call_status_changed_record(
-        call_id=call.pk,
-        from_status=CallStatus.ACTIVE,
-        to_status=CallStatus.COMPLETED,
-        end_reason="user_hangup",
-        at=call.ended_at,
-    )
-    delivery = WebhookDelivery.objects.get()
-    return call, delivery, secret
-
-
-def test_a_queued_delivery_sends_the_scrubbed_body(organization, key) -> None:
-    with Receiver(replies=[Reply(status=500)]) as receiver:
-        call, delivery, secret = ended_call_with_report(organization, receiver)
-        delivery.refresh_from_db()
-        assert webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-        assert "John" in receiver.received[0].body.decode()
-
-        erasure = erase(organization, key, "user-123")
-        delivery.refresh_from_db()
-        status = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-
-    assert erasure.webhook_events_scrubbed == 1
-    assert status == DeliveryStatus.SUCCEEDED
-    first, second = receiver.received
-    assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    payload = second.verify(secret)
-    assert "John" not in second.body.decode() and "peanut" not in second.body.decode()
-    assert payload["data"]["transcript"][0]["content"] == ERASED_CONTENT
-    assert payload["data"]["call"]["user_id"] is None
-    assert payload["data"]["call"]["analysis"]["summary"] is None
-    assert payload["data"]["metrics"] == json.loads(first.body)["data"]["metrics"]
-
-
-def test_a_receivers_answer_quoting_the_report_leaves_the_delivery_log_with_the_erasure(
-    organization, key
-) -> None:
-    echo = Reply(status=400, body=b'{"error": "bad field", "got": {"user_id": "user-123"}}')
-    with Receiver(replies=[echo]) as receiver:
-        call, delivery, _secret = ended_call_with_report(organization, receiver)
-        delivery.refresh_from_db()
-        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-    assert "user-123" in WebhookAttempt.objects.get(delivery=delivery).response_excerpt
-
-    erase(organization, key, "user-123")
-
-    attempt = WebhookAttempt.objects.get(delivery=delivery)
-    assert (attempt.status_code, attempt.response_excerpt) == (400, "")
-
-
-def test_rebuilding_a_batchs_reports_reads_each_calls_analysis_cost_and_recording_with_it(
-    organization,
-) -> None:
-    """Seven queries a report (the call, then its analysis, cost and recording one by one)
-    made 90 % of an erasure's or retention's batch, 3.5 s of 4 s at 500 calls, all that
-    time holding the calls' rows: a live call among them had its agent's events wait."""
-    from django.test.utils import CaptureQueriesContext
-
-    from webhooks.models import WebhookEvent
-
-    def queries(calls: int) -> int:
-        ids = [personal_call(organization).pk for _ in range(calls)]
-        for call_id in ids:
-            WebhookEvent.objects.create(
-                organization=organization,
-                call_id=call_id,
-                type=EventType.CALL_ENDED,
-                occurred_at=timezone.now(),
-                body="{}",
-            )
-        with CaptureQueriesContext(connection) as captured:
-            assert outbox.call_event_bodies_rebuild(call_ids=ids) == calls
-        return len(captured)
-
-    # Its samples, its transcript and the write: what each report needs of its own.
-    assert queries(6) - queries(2) <= 3 * 4
-
-
-def test_a_report_built_after_the_erasure_has_nothing_erased_in_it(organization, key) -> None:
-    with Receiver() as receiver:
-        call, delivery, secret = ended_call_with_report(organization, receiver)
-        erase(organization, key, "user-123")
-        delivery.refresh_from_db()
-        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-
-    (received,) = receiver.received
-    assert "John" not in received.body.decode()
-    assert received.verify(secret)["data"]["call"]["user_data"] == {}
-
-
-def test_the_report_of_a_call_erased_while_open_never_carries_the_callers_number(
-    organization, key
-) -> None:
-    """The erasure looks at an open call again only a minute after it ends; its
-    end-of-call report, built 15 s after the end, must not carry who the caller was."""
-    with Receiver() as receiver:
-        endpoint, secret = services.webhook_endpoint_create(
-            organization=organization, url=receiver.url, events=[EventType.CALL_ENDED]
-        )
-        call = inbound_phone_call(organization, open_call=True)
-        erasure = erase(organization, key, CALLER)
-        assert erasure.calls_waiting == 1
-        call_transition(call_id=call.pk, to_status=CallStatus.COMPLETED, end_reason="user_hangup")
-        delivery = WebhookDelivery.objects.get(endpoint=endpoint)
-        status = webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-
-    assert status == DeliveryStatus.SUCCEEDED
-    (received,) = receiver.received
-    assert CALLER not in received.body.decode()
-    reported = received.verify(secret)["data"]["call"]
-    assert (reported["user_id"], reported["from_number"]) == (None, None)
-    assert erasure_run(erasure_id=erasure.pk) == ErasureStatus.COMPLETED
-    call.refresh_from_db()
-    assert reported["room_name"] == call.room_name
-
-
-def test_a_replay_of_an_erased_event_is_refused(organization, key) -> None:
-    with Receiver() as receiver:
-        call, delivery, secret = ended_call_with_report(organization, receiver)
-        delivery.refresh_from_db()
-        webhook_delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
-        erase(organization, key, "user-123")
-
-        with pytest.raises(EventErased):
-            webhook_delivery_replay(delivery=delivery)
-
-    delivery.refresh_from_db()
-    assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.SUCCEEDED, None)
-    assert len(receiver.received) == 1
-
-
-def test_a_run_holding_the_erasure_keeps_others_out_until_its_lease_ends(
-    organization, key, django_capture_on_commit_callbacks
-):
-    personal_call(organization)
-    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
-    now = timezone.now()
-    Erasure.objects.filter(pk=erasure.pk).update(
-        status=ErasureStatus.RUNNING, lease_until=now + datetime.timedelta(minutes=5)
-    )
-
-    assert erasure_run(erasure_id=erasure.pk, now=now) is None
-    assert erasures_wake_due(now=now) == 0
-    later = now + datetime.timedelta(minutes=6)
-    with django_capture_on_commit_callbacks(execute=True):
-        assert erasures_wake_due(now=later) == 1
-    (task,) = DBTaskResult.objects.all()
-    assert task.args_kwargs == {"args": [str(erasure.pk)], "kwargs": {}}
-    assert erasure_run(erasure_id=erasure.pk, now=later) == ErasureStatus.COMPLETED
-    assert erasure_run(erasure_id=erasure.pk, now=later) is None
-
-
-def test_a_run_longer_than_its_lease_stamps_each_batch_and_its_end_when_they_happened(
-    organization, key
-):
-    """A run stamped everything with the time it began: a long one (thousands of
-    recordings to delete) said it finished when it began, its calls erased then too."""
-    calls = [personal_call(organization) for _ in range(2)]
-    began = timezone.now() - datetime.timedelta(minutes=10)
-    before = timezone.now()
-
-    erasure = erase(organization, key, "user-123", now=began, batch_size=1)
-
-    assert erasure.status == ErasureStatus.COMPLETED
-    assert erasure.started_at == began
-    assert erasure.finished_at >= before
-    assert all(Call.objects.get(pk=c.pk).erased_at >= before for c in calls)
-
-
-def call_lock_hold(call: Call, locked: threading.Event, release: threading.Event) -> None:
-    """Hold the call's row lock (in a thread) from `locked` until `release`."""
-    try:
-        with transaction.atomic():
-            Call.objects.select_for_update().get(pk=call.pk)
-            locked.set()
-            release.wait(timeout=20)
-    finally:
-        connection.close()
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_second_run_cannot_take_over_a_long_run_that_is_still_erasing(organization, key):
-    """Its lease ran from when the run began: after five minutes of work another run
-    took it over, found the batch the first was erasing done, and marked the erasure
-    completed while the first still had calls to erase (lost, were it stopped then)."""
-    first, second = sorted((personal_call(organization) for _ in range(2)), key=lambda c: c.pk)
-    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
-    locked, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-
-    def run(name: str, **kwargs: object) -> None:
-        try:
-            results[name] = erasure_run(erasure_id=erasure.pk, batch_size=1, **kwargs)
-        finally:
-            connection.close()
-
-    # The run's second batch waits for this lock.
-    holder = threading.Thread(target=call_lock_hold, args=(second, locked, release))
-    holder.start()
-    assert locked.wait(timeout=10)
-    # Begun ten minutes ago: as a run that has been deleting recordings for that long.
-    began = timezone.now() - datetime.timedelta(minutes=10)
-    long_run = threading.Thread(target=run, args=("long",), kwargs={"now": began})
-    long_run.start()
-    for _ in range(200):
-        if Erasure.objects.get(pk=erasure.pk).batches == 1:
-            break
-        threading.Event().wait(0.05)
-    other = threading.Thread(target=run, args=("other",))
-    other.start()
-    other.join(timeout=3)
-    release.set()
-    for thread in (holder, long_run, other):
-        thread.join(timeout=20)
-
-    assert results == {"long": ErasureStatus.COMPLETED, "other": None}
-    assert Call.objects.filter(pk__in=[first.pk, second.pk], erased_at__isnull=True).count() == 0
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_run_whose_lease_another_run_took_over_mid_batch_writes_nothing_more(organization, key):
-    """A batch that outlasted its lease (its recordings took minutes to delete) while
-    another run took the erasure over went on as if it still held it: it erased and
-    counted, and marked the erasure completed under the other run."""
-    first, second = sorted((personal_call(organization) for _ in range(2)), key=lambda c: c.pk)
-    erasure = erasure_create(organization=organization, user_id="user-123", api_key=key)
-    locked, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            results["run"] = erasure_run(erasure_id=erasure.pk, batch_size=1)
-        finally:
-            connection.close()
-
-    # The run's second batch waits for this lock.
-    holder = threading.Thread(target=call_lock_hold, args=(second, locked, release))
-    holder.start()
-    assert locked.wait(timeout=10)
-    stalled = threading.Thread(target=run)
-    stalled.start()
-    for _ in range(200):
-        if Erasure.objects.get(pk=erasure.pk).batches == 1:
-            break
-        threading.Event().wait(0.05)
-    # Meanwhile its lease ran out and another run claimed the erasure.
-    other_lease = timezone.now() + datetime.timedelta(minutes=20)
-    Erasure.objects.filter(pk=erasure.pk).update(lease_until=other_lease)
-    release.set()
-    for thread in (holder, stalled):
-        thread.join(timeout=20)
-
-    assert results == {"run": None}
-    erasure.refresh_from_db()
-    assert (erasure.status, erasure.batches, erasure.calls_erased) == (ErasureStatus.RUNNING, 1, 1)
-    assert erasure.lease_until == other_lease
-    assert Call.objects.get(pk=first.pk).erased_at is not None
-    assert Call.objects.get(pk=second.pk).erased_at is None
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_late_agent_events_racing_the_erasure_never_bring_content_back(
-    organization, agent_key
-) -> None:
-    key, _ = api_key_create(name="privacy-bot", organization=organization)
-    calls = [personal_call(organization) for _ in range(3)]
-    barrier = threading.Barrier(len(calls) + 1)
-    posted: list[int] = []
-
-    def agent(call: Call) -> None:
-        client = bearer_client(agent_key)
-        try:
-            barrier.wait(timeout=10)
-            for n in range(15):
-                events = [
-                    {
-                        "id": str(uuid.uuid4()),
-                        "type": "transcript",
-                        "timestamp": timezone.now().isoformat(),
-                        "role": "user",
-                        "content": f"secret words {n}.{i}",
-                        "tool_call": {"name": "save_meal", "arguments": {"n": n}},
-                    }
-                    for i in range(5)
-                ]
-                answer = client.post(
-                    f"/api/v1/agent/calls/{call.pk}/events", {"events": events}, format="json"
-                )
-                posted.append(answer.status_code)
-        finally:
-            connection.close()
-
-    def erasure() -> None:
-        try:
-            barrier.wait(timeout=10)
-            erase(organization, key, "user-123", batch_size=1)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=agent, args=(call,)) for call in calls]
-    threads.append(threading.Thread(target=erasure))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert posted == [200] * 45
-    lines = TranscriptEntry.objects.filter(call__in=calls)
-    assert lines.count() == 3 * (2 + 75)
-    assert set(lines.values_list("content", flat=True)) == {ERASED_CONTENT}
-    assert not lines.filter(tool_call__isnull=False).exists()
-    assert Erasure.objects.get().status == ErasureStatus.COMPLETED
 
 
 def analysed_while_erased(organization, settings, key: APIKey, answer: Outcome) -> Call:

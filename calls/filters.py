@@ -14,7 +14,8 @@ from drf_spectacular.plumbing import build_choice_description_list
 from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
-from calls.models import MAX_START_DELAY, Call, CallStatus
+from calls.lifecycle import END_REASONS
+from calls.models import MAX_START_DELAY, Call, CallDirection, CallStatus
 from voicecalls.filters import NotBlankMixin, SingleValueFilterSet, text_filter
 
 
@@ -144,8 +145,34 @@ class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
     base_field_class = NotBlankCSVField
 
 
+DIRECTION_HELP = "Calls in this direction: `inbound` (the user called) or `outbound`."
+
+
+@extend_schema_field(
+    {"$ref": "#/components/schemas/CallDirectionEnum", "description": DIRECTION_HELP}
+)
+class DirectionFilter(filters.ChoiceFilter):
+    field_class = NotBlankChoiceField
+
+
+END_REASON_HELP = (
+    "Calls that ended for this reason (e.g. `voicemail`, `no_answer`, `busy`): one value, "
+    "or several comma-separated."
+)
+
+
+# The response's end_reason is free text (an agent may report its own); the filter takes
+# the reasons the platform and its agent record.
+@extend_schema_field({"type": "string", "enum": list(END_REASONS), "description": END_REASON_HELP})
+class EndReasonInFilter(filters.BaseInFilter, filters.ChoiceFilter):
+    """One end reason or several, comma-separated; an unknown or empty one is a 400."""
+
+    base_field_class = NotBlankCSVField
+
+
 class CallFilter(SingleValueFilterSet):
-    repeatable = frozenset({"status"})  # `?status=a&status=b` means `?status=a,b`
+    # `?status=a&status=b` means `?status=a,b`; the same for end_reason.
+    repeatable = frozenset({"status", "end_reason"})
 
     status = StatusInFilter(
         field_name="status",
@@ -177,6 +204,15 @@ class CallFilter(SingleValueFilterSet):
         choices=AnalysisStatus.choices,
         help_text=ANALYSIS_STATUS_HELP,
     )
+    direction = DirectionFilter(
+        field_name="direction", choices=CallDirection.choices, help_text=DIRECTION_HELP
+    )
+    end_reason = EndReasonInFilter(
+        field_name="end_reason",
+        lookup_expr="in",
+        choices=[(reason, reason) for reason in END_REASONS],
+        help_text=END_REASON_HELP,
+    )
 
     class Meta:
         model = Call
@@ -188,6 +224,8 @@ class CallFilter(SingleValueFilterSet):
             "started_before",
             "success",
             "analysis_status",
+            "direction",
+            "end_reason",
         ]
 
     def filter_queryset(self, queryset: QuerySet[Call]) -> QuerySet[Call]:
@@ -221,9 +259,10 @@ class CallFilter(SingleValueFilterSet):
     def __init__(self, data=None, *args, **kwargs) -> None:
         # `status=a,b` is the documented form; some generated clients (openapi-python-client)
         # repeat the parameter instead (`status=a&status=b`), so both mean the same.
-        if data is not None and len(data.getlist("status")) > 1:
-            data = data.copy()
-            data.setlist("status", [",".join(data.getlist("status"))])
+        for name in self.repeatable:
+            if data is not None and len(data.getlist(name)) > 1:
+                data = data.copy()
+                data.setlist(name, [",".join(data.getlist(name))])
         super().__init__(data, *args, **kwargs)
 
     def get_form_class(self) -> type:

@@ -70,6 +70,15 @@ class EndReason:
     # Handed to a person (a transfer tool's destination), or answered by a machine.
     TRANSFERRED = "transferred"
     VOICEMAIL = "voicemail"
+    # Our agent hung up after the caller stayed silent (agent/call.py).
+    SILENCE_TIMEOUT = "silence_timeout"
+
+
+# Every end reason the platform and its agent record, in the order above (the list's
+# `end_reason` filter takes these).
+END_REASONS = tuple(
+    value for name, value in vars(EndReason).items() if name.isupper() and isinstance(value, str)
+)
 
 
 def requested_end(

@@ -40,7 +40,8 @@ _LIST_COLUMNS = ", ".join(f'"{Call._meta.get_field(name).column}"' for name in L
 _AGENT_HISTORY = LIST_FIELDS.index("agent_history")
 
 # The filters whose value is free (a uuid, a text, a time): their stand-ins, as cleaned.
-# The others (status, success, analysis_status) take few values, each its own shape.
+# The others (status, success, analysis_status, direction, end_reason) take few values,
+# each its own shape.
 _STAND_INS = {
     "organization": uuid.UUID(int=1),
     "workflow_id": uuid.UUID(int=2),
@@ -52,8 +53,9 @@ _STAND_INS = {
 
 def call_list(*, organization: Organization, filters: QueryDict) -> CallListing:
     """The organization's calls under the list's query parameters (`CallFilter`: status,
-    workflow_id, user_id, started_after, started_before, success, analysis_status); a
-    parameter that is not valid raises ValidationError naming it."""
+    workflow_id, user_id, started_after, started_before, success, analysis_status,
+    direction, end_reason); a parameter that is not valid raises ValidationError naming
+    it."""
     filterset = CallFilter(filters)
     if not filterset.is_valid():
         raise translate_validation(filterset.errors)

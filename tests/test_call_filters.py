@@ -11,9 +11,11 @@ from django.conf import settings
 from django.http import QueryDict
 from rest_framework.test import APIClient
 
+from analysis.models import AnalysisStatus, CallAnalysis
 from calls.filters import CallFilter
+from calls.lifecycle import END_REASONS
 from calls.models import Call, CallStatus
-from tests.factories import CallFactory
+from tests.factories import CallFactory, WorkflowFactory
 
 CALLS = "/api/v1/calls"
 
@@ -129,3 +131,192 @@ def test_a_window_without_an_offset_is_utc_and_the_schema_says_so(
     for name in ("started_after", "started_before"):
         (described,) = [p["description"] for p in parameters if p["name"] == name]
         assert "without an offset" in described and "UTC" in described, described
+
+
+# --- direction and end_reason ---------------------------------------------------------
+
+
+def _iso(value: datetime.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _ended(organization, *, direction: str, end_reason: str, **fields) -> Call:
+    return CallFactory(
+        organization=organization,
+        completed=True,
+        status=CallStatus.FAILED if end_reason in ("busy", "no_answer") else CallStatus.COMPLETED,
+        direction=direction,
+        end_reason=end_reason,
+        **fields,
+    )
+
+
+def test_direction_filter_lists_that_directions_calls_in_the_page_shape(
+    api: APIClient, organization, outsider
+) -> None:
+    outbound = _ended(organization, direction="outbound", end_reason="voicemail")
+    _ended(organization, direction="inbound", end_reason="user_hangup")
+    _ended(outsider, direction="outbound", end_reason="voicemail")
+
+    body = api.get(CALLS, {"direction": "outbound"}).json()
+
+    assert body == {
+        "items": [
+            {
+                "id": str(outbound.id),
+                "workflow_id": str(outbound.workflow_id),
+                "workflow_slug": outbound.workflow_slug,
+                "user_id": outbound.user_id,
+                "status": "completed",
+                "direction": "outbound",
+                "channel": "web",
+                "duration_seconds": 180,
+                "agent_history": ["greeter-agent", "meal-agent"],
+                "current_agent": None,
+                "end_reason": "voicemail",
+                "started_at": _iso(outbound.started_at),
+                "ended_at": _iso(outbound.ended_at),
+                "created_at": _iso(outbound.created_at),
+            }
+        ],
+        "total": 1,
+        "page": 1,
+        "page_size": 20,
+        "pages": 1,
+    }
+
+
+def test_end_reason_filter_takes_one_several_comma_separated_or_repeated_values(
+    api: APIClient, organization, outsider
+) -> None:
+    voicemail = _ended(organization, direction="outbound", end_reason="voicemail")
+    no_answer = _ended(organization, direction="outbound", end_reason="no_answer")
+    _ended(organization, direction="outbound", end_reason="busy")
+    _ended(organization, direction="inbound", end_reason="user_hangup")
+    _ended(outsider, direction="outbound", end_reason="voicemail")
+    CallFactory(organization=organization)  # not ended: no end reason
+
+    def ids(query: str) -> tuple[set[str], int]:
+        body = api.get(f"{CALLS}?{query}").json()
+        return {item["id"] for item in body["items"]}, body["total"]
+
+    assert ids("end_reason=voicemail") == ({str(voicemail.id)}, 1)
+    both = ({str(voicemail.id), str(no_answer.id)}, 2)
+    assert ids("end_reason=voicemail,no_answer") == both
+    assert ids("end_reason=voicemail&end_reason=no_answer") == both
+
+
+def test_direction_and_end_reason_combine_with_each_other_and_every_other_filter(
+    api: APIClient, organization, workflow
+) -> None:
+    t = datetime.datetime(2026, 1, 17, 10, 30, tzinfo=datetime.UTC)
+    match = _ended(
+        organization,
+        direction="outbound",
+        end_reason="voicemail",
+        workflow=workflow,
+        user_id="u1",
+        created_at=t,
+        started_at=t + datetime.timedelta(seconds=5),
+    )
+    others = [
+        {"direction": "inbound"},
+        {"end_reason": "transferred"},
+        {"user_id": "u2"},
+        {"workflow": WorkflowFactory(organization=organization)},
+        {"created_at": t - datetime.timedelta(days=2)},
+    ]
+    for changed in others:
+        fields = {
+            "direction": "outbound",
+            "end_reason": "voicemail",
+            "workflow": workflow,
+            "user_id": "u1",
+            "created_at": t,
+            **changed,
+        }
+        _ended(organization, started_at=fields["created_at"], **fields)
+    CallAnalysis.objects.create(call=match, status=AnalysisStatus.COMPLETED, success=True)
+
+    body = api.get(
+        CALLS,
+        {
+            "direction": "outbound",
+            "end_reason": "voicemail,busy",
+            "status": "completed",
+            "workflow_id": str(workflow.id),
+            "user_id": "u1",
+            "started_after": "2026-01-17T00:00:00Z",
+            "started_before": "2026-01-18T00:00:00Z",
+            "success": "true",
+            "analysis_status": "completed",
+        },
+    ).json()
+
+    assert [i["id"] for i in body["items"]] == [str(match.id)]
+    assert body["total"] == 1
+    assert api.get(CALLS, {"direction": "outbound", "success": "false"}).json()["total"] == 0
+
+
+def test_the_end_reason_filter_knows_every_reason_the_platform_and_its_agent_record(
+    api: APIClient, organization
+) -> None:
+    """The agent hangs up on a silent caller with `silence_timeout`."""
+    silent = _ended(organization, direction="inbound", end_reason="silence_timeout")
+
+    body = api.get(CALLS, {"end_reason": "silence_timeout"}).json()
+
+    assert [i["id"] for i in body["items"]] == [str(silent.id)]
+
+
+@pytest.mark.parametrize(
+    ("query", "attr", "code"),
+    [
+        ("direction=sideways", "direction", "invalid_choice"),
+        ("direction=", "direction", "blank"),
+        ("direction=OUTBOUND", "direction", "invalid_choice"),
+        ("direction=outbound,inbound", "direction", "invalid_choice"),
+        ("direction=outbound&direction=inbound", "direction", "repeated"),
+        ("direction=%00", "direction", "invalid_choice"),
+        ("end_reason=hung_up", "end_reason", "invalid_choice"),
+        ("end_reason=voicemail,hung_up", "end_reason", "invalid_choice"),
+        ("end_reason=voicemail&end_reason=hung_up", "end_reason", "invalid_choice"),
+        ("end_reason=", "end_reason", "blank"),
+        ("end_reason=,", "end_reason", "blank"),
+        ("end_reason=voicemail,", "end_reason", "blank"),
+        ("end_reason=" + "x" * 5000, "end_reason", "invalid_choice"),
+    ],
+)
+def test_a_bad_direction_or_end_reason_is_400_naming_it(
+    api: APIClient, organization, query: str, attr: str, code: str
+) -> None:
+    response = api.get(f"{CALLS}?{query}")
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["type"] == "validation_error"
+    assert [(e["attr"], e["code"]) for e in body["errors"]] == [(attr, code)]
+
+
+def test_a_list_filtered_by_direction_and_end_reason_costs_the_same_queries(
+    api: APIClient, organization, django_assert_num_queries
+) -> None:
+    for _ in range(25):
+        _ended(organization, direction="outbound", end_reason="no_answer")
+
+    with django_assert_num_queries(3):  # API key + count + page
+        body = api.get(
+            CALLS, {"direction": "outbound", "end_reason": "no_answer,busy", "page_size": 25}
+        ).json()
+    assert len(body["items"]) == 25
+
+
+def test_the_schema_lists_every_direction_and_end_reason_the_filters_take() -> None:
+    schema = yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
+    parameters = {p["name"]: p for p in schema["paths"]["/api/v1/calls"]["get"]["parameters"]}
+
+    assert parameters["direction"]["schema"]["$ref"] == "#/components/schemas/CallDirectionEnum"
+    end_reason = parameters["end_reason"]
+    assert (end_reason["style"], end_reason["explode"]) == ("form", False)
+    assert sorted(end_reason["schema"]["items"]["enum"]) == sorted(END_REASONS)
+    assert "comma-separated" in end_reason["description"]

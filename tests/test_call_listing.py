@@ -37,7 +37,8 @@ def calls(organization) -> dict:
             workflow=workflow,
             user_id=user,
             status=CallStatus.COMPLETED if i % 2 else CallStatus.FAILED,
-            end_reason="x",
+            direction="outbound" if i % 4 < 2 else "inbound",
+            end_reason=("voicemail", "no_answer", "user_hangup")[i % 3],
             created_at=started - datetime.timedelta(seconds=5),
             started_at=started,
             ended_at=started + datetime.timedelta(minutes=1),
@@ -81,6 +82,12 @@ def _queries(workflows) -> list[dict]:
         {"success": "true", "user_id": "ann"},
         {"success": "false", "workflow_id": str(workflows[0].pk)},
         {"analysis_status": "completed", "started_after": T.isoformat()},
+        {"direction": "outbound"},
+        {"direction": "inbound", "user_id": "ann", "status": "completed"},
+        {"end_reason": "voicemail"},
+        {"end_reason": "no_answer,voicemail", "direction": "outbound"},
+        {"end_reason": "user_hangup", "workflow_id": str(workflows[1].pk), "success": "true"},
+        {"direction": "outbound", "started_before": (T + day).isoformat()},
     ]
 
 
@@ -158,11 +165,13 @@ def _ended_calls_a_minute_apart(count: int, fields: Callable[[int], dict]) -> li
     and ended a minute later, the i-th with `fields(i)`."""
     return Call.objects.bulk_create(
         CallFactory.build(
-            end_reason="x",
-            created_at=T + datetime.timedelta(minutes=i),
-            started_at=T + datetime.timedelta(minutes=i, seconds=3),
-            ended_at=T + datetime.timedelta(minutes=i + 1),
-            **fields(i),
+            **{
+                "end_reason": "user_hangup",
+                "created_at": T + datetime.timedelta(minutes=i),
+                "started_at": T + datetime.timedelta(minutes=i, seconds=3),
+                "ended_at": T + datetime.timedelta(minutes=i + 1),
+                **fields(i),
+            }
         )
         for i in range(count)
     )
@@ -238,6 +247,10 @@ def test_a_workflow_without_verdicts_finds_none_without_walking_other_workflows_
         ("status and window", "call_org_status"),
         ("verdict and workflow", "call_org_workflow_success"),
         ("analysis status and status", "call_org_analysis_status"),
+        ("direction and status", "call_org_direction"),
+        ("direction and workflow", "call_org_direction"),
+        ("end reason", "call_org_end_reason"),
+        ("end reason and direction", "call_org_end_reason"),
     ],
 )
 def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
@@ -254,6 +267,9 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
             "workflow": workflow if i % 10 == 0 else other_workflow,
             "user_id": "ann" if i % 10 == 0 else f"user-{i}",
             "status": CallStatus.COMPLETED if i % 3 else CallStatus.FAILED,
+            # Inbound one in five (the workflow's calls); two rare end reasons, outbound.
+            "direction": "inbound" if i % 5 == 0 else "outbound",
+            "end_reason": {1: "no_answer", 2: "busy"}.get(i % 10, "user_hangup"),
         },
     )
     # Analysed: one in seven failed, the others completed, judged unsuccessful one in four.
@@ -273,6 +289,10 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
         },
         "verdict and workflow": {"success": "false", "workflow_id": str(workflow.pk)},
         "analysis status and status": {"analysis_status": "failed", "status": "completed"},
+        "direction and status": {"direction": "inbound", "status": "completed"},
+        "direction and workflow": {"direction": "inbound", "workflow_id": str(workflow.pk)},
+        "end reason": {"end_reason": "no_answer"},
+        "end reason and direction": {"end_reason": "no_answer", "direction": "outbound"},
     }[narrowed_by]
     listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
     rows, (page, params) = _page_as_sent(listing)

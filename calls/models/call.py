@@ -289,6 +289,39 @@ class Call(models.Model):
                 name="call_org_workflow_success",
                 condition=models.Q(analysis_status="completed"),
             ),
+            # The direction filter: either direction may be an organization's rare one
+            # (an inbound line's few outbound calls, a campaign's few callbacks), and
+            # its count reads this index alone; the other filters' columns ride along.
+            models.Index(
+                fields=[
+                    "organization",
+                    "direction",
+                    "-created_at",
+                    "-id",
+                    "workflow",
+                    "status",
+                    "end_reason",
+                    "started_at",
+                ],
+                name="call_org_direction",
+            ),
+            # The end_reason filter: a rare reason (`busy`, `no_answer`) is one range
+            # rather than a walk of the organization's history. Set when a call ends,
+            # so creating a call never writes it.
+            models.Index(
+                fields=[
+                    "organization",
+                    "end_reason",
+                    "-created_at",
+                    "-id",
+                    "direction",
+                    "workflow",
+                    "status",
+                    "started_at",
+                ],
+                name="call_org_end_reason",
+                condition=models.Q(end_reason__isnull=False),
+            ),
             # Across organizations (the admin's call list, search and dashboard, staff
             # only): newest first; the started_at date hierarchy's first/last, probes and
             # drilled-down list (calls.admin); a user's calls.

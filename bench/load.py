@@ -7,7 +7,10 @@ Shape (defaults; each can be changed through the environment):
   more calls recently (growth). Each call has a start delay and a planned duration, so
   the calls still running *now* are `active`, the just-created ones `connecting` (a few
   `pending`), and the rest ended: 82 % completed, 8 % disconnected, 6 % timeout (half
-  never joined), 4 % failed (half before joining).
+  never joined), 4 % failed (half before joining). 70 % are inbound, 30 % outbound; an
+  outbound call's end reason is a campaign's (15 % of those completed `voicemail`, 3 %
+  `transferred`; those failed were never answered: half `no_answer`, a quarter `busy`,
+  then `rejected`, `invalid_number`, `sip_error`).
 - BENCH_HEAVY_CALLS=1000 completed calls of the benchmark organization with
   BENCH_HEAVY_ENTRIES=5000 transcript entries each; every other call that started has
   0..BENCH_TAIL_MAX (40) entries, inserted by BENCH_LOAD_JOBS (2) parallel connections.

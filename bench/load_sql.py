@@ -29,8 +29,10 @@ WITH base AS (
                WHEN p.r_status < 0.96 THEN 'timeout'
                ELSE 'failed'
            END AS status,
-           -- Half the timeouts and failures never had the user in the room.
-           (p.r_status >= 0.90 AND p.r_dir < 0.5) AS never_joined,
+           -- Half the timeouts and failures never had the user in the room; an
+           -- outbound call that failed was never answered (busy, no answer, ...).
+           (p.r_status >= 0.90 AND p.r_dir < 0.5)
+               OR (p.r_status >= 0.96 AND p.r_dir >= 0.7) AS never_joined,
            floor(p.r_misc * 3)::int AS handoffs
     FROM planned p
 ), final AS MATERIALIZED (
@@ -40,7 +42,8 @@ WITH base AS (
                 ELSE l.created + l.delay END AS started,
            l.status NOT IN ('pending', 'connecting', 'active') AS ended,
            (hashint4(l.g)::bigint + 2147483648) %% 100 AS h_analysis,
-           (hashtext(l.g::text)::bigint + 2147483648) %% 100 AS h_success
+           (hashtext(l.g::text)::bigint + 2147483648) %% 100 AS h_success,
+           (hashtext('end' || l.g)::bigint + 2147483648) %% 100 AS h_reason
     FROM lived l
 )
 INSERT INTO calls_call (
@@ -58,14 +61,25 @@ SELECT gen_random_uuid(), w.organization_id, w.workflow_id, w.version_id, w.slug
        jsonb_build_object('source', 'mobile-app', 'session_id', md5(f.g::text)),
        CASE WHEN f.r_dir < 0.7 THEN 'inbound' ELSE 'outbound' END,
        f.status,
+       -- Outbound calls end as a dialing campaign's do: 15 in 100 of those answered
+       -- reach a voicemail and 3 are transferred; a failed one was busy, not answered, ...
+       -- (from a hash, so the other columns' random draws stay those of earlier rounds).
        CASE f.status
-           WHEN 'completed' THEN (ARRAY['user_hangup', 'agent_hangup', 'api_request'])[
-               1 + floor(f.r_misc * 3)::int]
+           WHEN 'completed' THEN CASE
+               WHEN f.r_dir >= 0.7 AND f.h_reason < 15 THEN 'voicemail'
+               WHEN f.r_dir >= 0.7 AND f.h_reason < 18 THEN 'transferred'
+               ELSE (ARRAY['user_hangup', 'agent_hangup', 'api_request'])[
+                   1 + floor(f.r_misc * 3)::int] END
            WHEN 'disconnected' THEN 'connection_lost'
            WHEN 'timeout' THEN CASE WHEN f.never_joined THEN 'connect_timeout'
                                     ELSE 'max_duration' END
-           WHEN 'failed' THEN CASE WHEN f.never_joined THEN 'join_failed'
-                                   ELSE 'agent_error' END
+           WHEN 'failed' THEN CASE
+               WHEN f.r_dir >= 0.7 THEN CASE
+                   WHEN f.h_reason < 50 THEN 'no_answer' WHEN f.h_reason < 75 THEN 'busy'
+                   WHEN f.h_reason < 85 THEN 'rejected'
+                   WHEN f.h_reason < 92 THEN 'invalid_number' ELSE 'sip_error' END
+               WHEN f.never_joined THEN 'join_failure'
+               ELSE 'agent_error' END
        END,
        NULL,
        CASE WHEN f.started IS NULL THEN '[]'::jsonb

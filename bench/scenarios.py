@@ -154,6 +154,7 @@ def list_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
             " AND workflow_id = %s",
             [ctx.workflow_id],
         ),
+        ("direction=outbound", {"direction": "outbound"}, " AND direction = %s", ["outbound"]),
     ]
 
 
@@ -198,6 +199,26 @@ def one_page_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
             {"workflow_id": ctx.quiet_workflow_id, "success": "true"},
             " AND workflow_id = %s AND analysis_status = 'completed' AND analysis_success",
             [ctx.quiet_workflow_id],
+        ),
+        # End reasons (bench/load.py): a rare one (~0.6 % of the calls), a campaign's
+        # unreached calls, and the widest direction with a status (~345,000 calls counted).
+        (
+            "end_reason=no_answer",
+            {"end_reason": "no_answer"},
+            " AND end_reason IN (%s)",
+            ["no_answer"],
+        ),
+        (
+            "direction=outbound + end_reason=voicemail,no_answer,busy",
+            {"direction": "outbound", "end_reason": "voicemail,no_answer,busy"},
+            " AND direction = %s AND end_reason IN (%s, %s, %s)",
+            ["outbound", "voicemail", "no_answer", "busy"],
+        ),
+        (
+            "direction=inbound + status=completed",
+            {"direction": "inbound", "status": "completed"},
+            " AND direction = %s AND status IN (%s)",
+            ["inbound", "completed"],
         ),
         # The widest: every completed call of the year (~490,000, most of the
         # organization's), all counted (issue 19: no page 1 over 100 ms).

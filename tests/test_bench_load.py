@@ -94,3 +94,25 @@ def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api)
         )
 
     assert json.loads(body) == api.get(f"/api/v1/calls/{call.pk}").json()
+
+
+def test_the_bench_s_calls_have_both_directions_and_end_reasons_the_list_filters_take() -> None:
+    """The list's `direction` and `end_reason` filters are measured on the loaded calls:
+    a failed call's `join_failed` was no end reason the platform records, and no call
+    ended as a campaign's do (`voicemail`, `no_answer`, `busy`)."""
+    from bench.load import CALLS_SQL, _cast
+    from calls.lifecycle import END_REASONS
+
+    _cast()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE calls_call ALTER room_name DROP NOT NULL")
+        cursor.execute(CALLS_SQL, {"calls": 5000})
+        cursor.execute("SELECT DISTINCT direction, end_reason FROM calls_call")
+        loaded = cursor.fetchall()
+    reasons = {reason for _, reason in loaded if reason is not None}
+
+    assert {direction for direction, _ in loaded} == {"inbound", "outbound"}
+    assert reasons <= set(END_REASONS), reasons - set(END_REASONS)
+    assert {("outbound", "voicemail"), ("outbound", "no_answer"), ("outbound", "busy")} <= set(
+        loaded
+    )

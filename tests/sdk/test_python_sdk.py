@@ -63,6 +63,7 @@ from voicecalls_client.models import (
     CallDirectionEnum,
     CallJoin,
     CallMetrics,
+    CallsListEndReasonItem,
     CallStatusEnum,
     CostComponentEnum,
     CostPhaseEnum,
@@ -350,6 +351,19 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
     assert isinstance(both, PaginatedCallSummaryList)
     ids = [c.id for c in both.items]
     assert ids.index(waiting.call_id) < ids.index(done.call_id)  # newest first
+
+    # How it ended, and which way: the campaign's filters (several reasons: a list).
+    ended_so = calls_list.sync(
+        client=client,
+        user_id="user-list-done",
+        direction=call.direction,
+        end_reason=[CallsListEndReasonItem(call.end_reason), CallsListEndReasonItem.VOICEMAIL],
+    )
+    assert isinstance(ended_so, PaginatedCallSummaryList)
+    assert [c.id for c in ended_so.items] == [done.call_id]
+    other_way = next(way for way in CallDirectionEnum if way != call.direction)
+    none = calls_list.sync(client=client, user_id="user-list-done", direction=other_way)
+    assert isinstance(none, PaginatedCallSummaryList) and none.total == 0
 
     connecting = calls_list.sync(client=client, status=[CallStatusEnum.CONNECTING])
     assert isinstance(connecting, PaginatedCallSummaryList)

@@ -11,6 +11,7 @@ import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 from rest_framework import serializers
@@ -107,10 +108,23 @@ def webhook_endpoint_update(
             changed.append("disabled_reason")
     endpoint.updated_at = timezone.now()
     values = {name: getattr(endpoint, name) for name in changed}
-    live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
-    if not live.update(**values):
+    if not _live(endpoint).update(**values):
         raise Http404("No such webhook endpoint.")  # deleted since it was read
     return endpoint
+
+
+def _live(endpoint: WebhookEndpoint) -> QuerySet[WebhookEndpoint]:
+    """The endpoint, unless its owner deleted it (webhooks.retention then removes it)."""
+    return WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
+
+
+def _live_locked(endpoint: WebhookEndpoint) -> bool:
+    """Lock the endpoint's row until the transaction ends; whether it is enabled.
+    Http404 when it was deleted since it was read."""
+    enabled = _live(endpoint).select_for_update().values_list("enabled", flat=True).first()
+    if enabled is None:
+        raise Http404("No such webhook endpoint.")
+    return enabled
 
 
 @transaction.atomic
@@ -122,15 +136,7 @@ def webhook_endpoint_test(
     now = now or timezone.now()
     # Locked as read: a deletion waits for this commit (the pass then takes the
     # delivery); a PATCH disabling it meanwhile is seen.
-    enabled = (
-        WebhookEndpoint.objects.select_for_update()
-        .filter(pk=endpoint.pk, deleted_at__isnull=True)
-        .values_list("enabled", flat=True)
-        .first()
-    )
-    if enabled is None:
-        raise Http404("No such webhook endpoint.")  # deleted since it was read
-    if not enabled:
+    if not _live_locked(endpoint):
         raise EndpointRefusesEvent()
     return outbox.webhook_test_record(endpoint=endpoint, at=now)
 
@@ -146,10 +152,8 @@ def webhook_endpoint_delete(
     now = now or timezone.now()
     # FOR UPDATE waits for a status change holding it (webhooks.outbox: FOR KEY SHARE),
     # whose deliveries the pass then takes; one after this commit finds it disabled.
-    live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
-    if not live.select_for_update().values_list("pk", flat=True).first():
-        raise Http404("No such webhook endpoint.")  # deleted since it was read
-    live.update(deleted_at=now, enabled=False, updated_at=now)
+    _live_locked(endpoint)
+    _live(endpoint).update(deleted_at=now, enabled=False, updated_at=now)
 
 
 def webhook_endpoint_rotate_secret(
@@ -158,9 +162,7 @@ def webhook_endpoint_rotate_secret(
     """A new signing secret, shown only now. The old one keeps signing beside it for
     `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries."""
     with transaction.atomic():
-        live = WebhookEndpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True)
-        if not live.select_for_update().values_list("pk", flat=True).first():
-            raise Http404("No such webhook endpoint.")  # deleted since it was read
+        _live_locked(endpoint)
         return _secret_rotate(endpoint, now=now or timezone.now())
 
 

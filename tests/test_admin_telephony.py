@@ -322,7 +322,7 @@ def test_verifying_a_verified_number_again_creates_no_second_rule(
 
 @pytest.mark.parametrize("mode", ["500", "hang"])
 def test_a_rule_livekit_refuses_leaves_the_number_unverified(
-    staff_client, organization, fake_livekit, mode
+    staff_client, organization, fake_livekit, livekit_gives_up_fast, mode
 ) -> None:
     number = PhoneNumberFactory(trunk=inbound_trunk(organization))
     fake_livekit.fail("CreateSIPDispatchRule", mode)

@@ -67,7 +67,9 @@ def test_an_ended_call_is_200_without_asking_livekit(api, workflow, fake_livekit
 
 
 @pytest.mark.parametrize("mode", ["500", "hang"])
-def test_livekit_failing_is_502_and_the_call_is_unchanged(api, call, fake_livekit, mode):
+def test_livekit_failing_is_502_and_the_call_is_unchanged(
+    api, call, fake_livekit, livekit_gives_up_fast, mode
+):
     fake_livekit.fail("DeleteRoom", mode)
     before = api.get(f"/api/v1/calls/{call.pk}").json()
     started = time.monotonic()

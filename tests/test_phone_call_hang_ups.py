@@ -251,7 +251,7 @@ def test_a_callee_who_answers_a_call_hung_up_while_dialing_is_not_left_in_its_ro
 
 @pytest.mark.parametrize("settled", ["withdrawn", "left half-way"])
 def test_a_hang_up_in_flight_when_the_dial_job_would_dial_is_waited_for(
-    api, phone, sip_fake, monkeypatch, settled
+    api, phone, sip_fake, livekit_gives_up_fast, monkeypatch, settled
 ) -> None:
     """A hang-up recorded while the job dispatched the agent, whose room deletion
     LiveKit then failed (withdrawn, a 502: "the call stays as it was"): the job gave up
@@ -259,6 +259,7 @@ def test_a_hang_up_in_flight_when_the_dial_job_would_dial_is_waited_for(
     then dials; one never settled (its process died) ends the call as it asked."""
     from django.db import connection
 
+    # The wait is the longer of these and LiveKit's timeout + 5 s (livekit_gives_up_fast).
     monkeypatch.setattr(dialing, "HANGUP_SETTLE_SECONDS", 1.0, raising=False)
     dispatch = sip_fake._CreateDispatch
 

@@ -321,7 +321,7 @@ def test_a_rule_livekit_no_longer_has_is_deleted_here_too(api, workflow, trunk, 
 
 @pytest.mark.parametrize("mode", ["500", "hang"])
 def test_a_delete_livekit_fails_is_502_and_the_number_is_kept(
-    api, workflow, trunk, fake_livekit, mode
+    api, workflow, trunk, fake_livekit, livekit_gives_up_fast, mode
 ):
     number = phone_number_verify(phone_number=PhoneNumberFactory(trunk=trunk, workflow=workflow))
     fake_livekit.fail("DeleteSIPDispatchRule", mode)
@@ -475,14 +475,14 @@ def answered_too_late(fake_livekit, method: str) -> None:
 
     def late(message, response_class):
         answer = original(message, response_class)
-        time.sleep(1.5)  # LIVEKIT_API_TIMEOUT_SECONDS is 1.0 in tests
+        time.sleep(1.5)  # beyond the 1 s of livekit_gives_up_fast
         return answer
 
     setattr(fake_livekit, f"_{method}", late)
 
 
 def test_a_verify_whose_livekit_answer_was_lost_verifies_the_next_time(
-    workflow, trunk, fake_livekit
+    workflow, trunk, fake_livekit, livekit_gives_up_fast
 ) -> None:
     """LiveKit refuses a second rule for the number: the one its lost answer made was
     forgotten, and the number could never be verified (nor that rule deleted)."""
@@ -499,7 +499,7 @@ def test_a_verify_whose_livekit_answer_was_lost_verifies_the_next_time(
 
 
 def test_deleting_a_number_whose_verify_answer_was_lost_deletes_the_rule_livekit_made(
-    api, organization, workflow, fake_livekit
+    api, organization, workflow, fake_livekit, livekit_gives_up_fast
 ):
     """The number had no rule id, so its deletion asked LiveKit nothing: the rule kept
     routing callers, and the number added again could never be verified (LiveKit

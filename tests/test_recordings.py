@@ -235,14 +235,14 @@ def answer_lost(egress_fake, *, then=None) -> None:
         info = start(message, response_class)
         if then is not None:
             then(info)
-        time.sleep(1.5)  # beyond LIVEKIT_API_TIMEOUT_SECONDS (1.0 in tests)
+        time.sleep(1.5)  # beyond the 1 s of livekit_gives_up_fast
         return info
 
     egress_fake._StartRoomCompositeEgress = start_answering_late
 
 
 def test_an_egress_that_ran_after_its_start_answer_was_lost_is_complete_not_failed(
-    api, recording_workflow, egress_fake, recordings_bucket, s3_server
+    api, recording_workflow, egress_fake, recordings_bucket, s3_server, livekit_gives_up_fast
 ) -> None:
     answer_lost(egress_fake)
     call_id = start_call(api)
@@ -259,7 +259,7 @@ def test_an_egress_that_ran_after_its_start_answer_was_lost_is_complete_not_fail
 
 
 def test_an_egress_whose_start_answer_and_webhooks_were_lost_is_found_once_the_call_ended(
-    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server, livekit_gives_up_fast
 ) -> None:
     """LiveKit started the egress but its answer came too late, and its webhooks were
     lost too (a deploy): the recording said `failed` for good, with no link, while its
@@ -305,7 +305,7 @@ def test_a_failed_start_livekit_never_received_is_asked_about_once(
 
 
 def test_the_file_of_an_erased_users_start_whose_answer_and_webhooks_were_lost_is_deleted(
-    api, recording_workflow, fake_livekit, recordings_bucket, s3_server
+    api, recording_workflow, fake_livekit, recordings_bucket, s3_server, livekit_gives_up_fast
 ) -> None:
     """The same start, its recording deleted mid-call (the user erased): the deletion
     found no file yet and no egress to stop, and the file the egress wrote afterwards
@@ -331,7 +331,7 @@ def test_the_file_of_an_erased_users_start_whose_answer_and_webhooks_were_lost_i
 
 
 def test_an_egress_whose_webhook_overtook_a_lost_answer_is_not_failed_by_it(
-    api, recording_workflow, egress_fake, recordings_bucket, s3_server
+    api, recording_workflow, egress_fake, recordings_bucket, s3_server, livekit_gives_up_fast
 ) -> None:
     def started(info) -> None:
         info.status = egress_models.EgressStatus.EGRESS_ACTIVE

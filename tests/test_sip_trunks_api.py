@@ -77,7 +77,9 @@ def _five_hundreds_as_responses(api):
 
 
 @pytest.mark.parametrize("mode", ["500", "hang"])
-def test_a_trunk_livekit_refuses_is_502_and_nothing_is_stored(api, fake_livekit, mode):
+def test_a_trunk_livekit_refuses_is_502_and_nothing_is_stored(
+    api, fake_livekit, livekit_gives_up_fast, mode
+):
     fake_livekit.fail("CreateSIPOutboundTrunk", mode)
 
     response = api.post(URL, BODY, format="json")
@@ -248,7 +250,7 @@ def test_an_organization_has_at_most_20_trunks_and_livekit_is_not_asked_for_more
 
 @pytest.mark.parametrize("direction", ["inbound", "outbound"])
 def test_a_create_whose_livekit_answer_was_lost_leaves_no_trunk_in_livekit(
-    api, fake_livekit, direction
+    api, fake_livekit, livekit_gives_up_fast, direction
 ) -> None:
     """LiveKit made the trunk, its answer came too late: 502 "nothing stored", while
     LiveKit kept a trunk with the numbers and credentials, and the retry made another."""

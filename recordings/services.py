@@ -299,6 +299,9 @@ def recording_egress_update(*, egress: EgressUpdate, at: datetime.datetime) -> b
     status = EGRESS_STATUSES.get(egress.status)
     if status is None:
         return True
+    # A late webhook is timed by its whole-second stamp (or LiveKit's clock is behind
+    # ours): never before the recording existed, so `created_at <= ended_at` holds.
+    at = max(at, recording.created_at)
     changes: dict[str, object] = {"status": status, "updated_at": at}
     from_statuses = statuses_below(status)
     if claimed:

@@ -98,8 +98,10 @@ def egress_body(
     details: str | None = None,
     event_id: str | None = None,
     filepath: str | None = None,
+    created_at: float | None = None,
 ) -> str:
-    """The egress sample `name` (tests/data/livekit/), about the call's room and egress."""
+    """The egress sample `name` (tests/data/livekit/), about the call's room and egress
+    (stamped `created_at`, Unix seconds, if given; else the sample's own stamp)."""
     payload = sample(name)
     info = payload["egressInfo"]
     info["roomName"] = f"call-{call_id}"
@@ -118,6 +120,8 @@ def egress_body(
         for result in info.get("fileResults", []):
             result["filename"] = filepath
     payload["id"] = event_id or f"EV_{uuid.uuid4().hex[:12]}"
+    if created_at is not None:
+        payload["createdAt"] = str(int(created_at))
     return json.dumps(payload)
 
 

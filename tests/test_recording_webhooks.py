@@ -116,6 +116,22 @@ def test_an_egress_ended_at_its_limit_is_complete_with_its_file_saying_why_it_en
     assert (body["status"], body["error"]) == ("complete", shown)
 
 
+@pytest.mark.parametrize("status", ["EGRESS_COMPLETE", "EGRESS_FAILED"])
+def test_an_egress_end_stamped_before_the_recording_existed_counts_from_its_creation(
+    recording, status: str
+) -> None:
+    """A webhook delivered over 2 s late is timed by its whole-second stamp (or LiveKit's
+    clock is behind ours): the recording showed `ended_at` (and `updated_at`) before its
+    `created_at` in the admin."""
+    behind = recording.created_at.timestamp() - 30
+
+    send("egress_ended", recording, status=status, created_at=behind)
+
+    recording.refresh_from_db()
+    assert recording.ended_at == recording.created_at
+    assert recording.updated_at == recording.created_at
+
+
 def test_a_complete_after_a_failure_changes_nothing(recording) -> None:
     send("egress_ended", recording, status="EGRESS_FAILED", error="boom")
     send("egress_ended", recording)

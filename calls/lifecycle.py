@@ -196,14 +196,27 @@ def _end_read(
     before the start (or, never started, the creation), nor before the agent's join or
     departure recorded on the open call, so with another host's clock behind (or a late
     webhook's whole-second stamp) `started_at <= ended_at` and the agent's times before
-    it still hold, in the row and in what receivers send."""
+    it still hold, in the row and in what receivers send. A call that never started
+    timed out at its start bound: an agent joining after it (before `expire_calls` ran)
+    does not move that end later, as it would not have once the call was timed out."""
     row = (
         Call.objects.select_for_update()
         .filter(pk=call_id)
-        .values_list("status", "started_at", "created_at", "agent_joined_at", "agent_left_at")
+        .values_list(
+            "status",
+            "started_at",
+            "created_at",
+            "connect_timeout_seconds",
+            "agent_joined_at",
+            "agent_left_at",
+        )
         .first()
     )
     if row is None:
         return None, at
-    status, started_at, created_at, *agent = row
-    return status, max(at, started_at or created_at, *(time for time in agent if time))
+    status, started_at, created_at, connect_timeout, *agent = row
+    agent_times = [time for time in agent if time]
+    if started_at is None:
+        timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout)
+        agent_times = [min(time, timed_out_at) for time in agent_times]
+    return status, max(at, started_at or created_at, *agent_times)

@@ -91,6 +91,28 @@ def test_a_join_past_the_connect_timeout_times_the_call_out_then_and_closes_its_
     assert call.room_name not in fake_livekit.rooms
 
 
+@pytest.mark.parametrize("ended_by", ["expire_calls", "the user's late join"])
+def test_an_agent_joining_past_the_connect_timeout_leaves_the_timeout_at_the_deadline(
+    make, fake_livekit, ended_by: str
+):
+    """The call never started: it timed out at creation + connect timeout, as
+    expire_calls says once its grace passed. An agent joining in that grace moved the
+    end to its join (the end follows the agent's times), a call outlasting its bound."""
+    call = make(created_at=ago(95), connect_timeout_seconds=60)
+    # Delivered late, timed by its stamp: 25 s past the timeout, before expire_calls ran.
+    joined = ago(10).timestamp()
+    assert send("participant_joined_agent", call.pk, created_at=joined).status_code == 200
+
+    if ended_by == "expire_calls":
+        assert calls_expire().connect_timeouts == 1
+    else:
+        assert send("participant_joined", call.pk).status_code == 200
+
+    call.refresh_from_db()
+    assert (call.status, call.end_reason, call.started_at) == (S.TIMEOUT, "connect_timeout", None)
+    assert call.ended_at == call.created_at + datetime.timedelta(seconds=60)
+
+
 def test_a_join_stamped_within_the_connect_timeout_but_arriving_just_after_starts_the_call(
     make, fake_livekit
 ):

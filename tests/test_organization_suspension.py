@@ -21,8 +21,8 @@ from tests.factories import CallFactory, PhoneNumberFactory
 from tests.phone import CALLEE, CALLS, INBOUND_NUMBER, inbound_trunk, phone_ready, run_dial_worker
 from tests.test_admin_checks import staff_with
 from tests.test_agent_events_api import transcript
-from tests.test_call_transfer import with_transfer_tool
 from tests.test_inbound_calls import CALLER, agent_asks
+from tests.transfer import with_transfer_tool
 from workflows.demo import DEMO_DEFINITION
 from workflows.services import workflow_create
 

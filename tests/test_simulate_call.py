@@ -97,7 +97,7 @@ def support_line(organization, sip_fake):
     from telephony.services import phone_number_verify
     from tests.factories import PhoneNumberFactory
     from tests.phone import INBOUND_NUMBER, inbound_trunk
-    from tests.test_call_transfer import PBX, with_transfer_tool
+    from tests.transfer import PBX, with_transfer_tool
     from workflows.demo import DEMO_DEFINITION
     from workflows.services import workflow_create
 

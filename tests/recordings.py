@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,3 +169,13 @@ def egress_of_a_start_whose_worker_died(fake, *, call_id: str) -> str:
     fake.egresses[egress_id].status = egress_models.EgressStatus.EGRESS_ACTIVE
     assert Recording.objects.get(call_id=call_id).egress_id is None
     return egress_id
+
+
+def download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return response.read()
+
+
+def started_egresses(fake) -> list[dict]:
+    return [r.body for r in fake.calls("StartRoomCompositeEgress")]

@@ -1,13 +1,16 @@
-"""Calls full of personal data, for the retention and erasure tests."""
+"""Calls full of personal data, and the privacy bot's API key that erases them, for the
+retention and erasure tests."""
 
 from __future__ import annotations
 
 import datetime
 import uuid
 
+import pytest
 from django.utils import timezone
 
-from accounts.models import Organization
+from accounts.models import APIKey, Organization
+from accounts.services import api_key_create
 from analysis.models import AnalysisStatus, CallAnalysis
 from calls.models import Call, CallChannel, CallDirection, CallStatus, TranscriptRole
 from tests.factories import CallFactory, TranscriptEntryFactory
@@ -16,6 +19,12 @@ from workflows.models import Workflow
 CALLEE = "+14155550123"
 OUR_NUMBER = "+14155550100"
 CALLER = "+14155550177"
+
+
+@pytest.fixture
+def key(organization: Organization) -> APIKey:
+    api_key, _ = api_key_create(name="privacy-bot", organization=organization)
+    return api_key
 
 
 def personal_call(

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from accounts.models import APIKey, Organization
+import tests.privacy
 from accounts.services import api_key_create
 from calls.models import (
     ERASED_CONTENT,
@@ -30,11 +30,8 @@ from tests.test_erasures import erase
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def key(organization: Organization) -> APIKey:
-    api_key, _ = api_key_create(name="privacy-bot", organization=organization)
-    return api_key
+# The shared fixture (tests/privacy.py), bound here for pytest to find.
+key = tests.privacy.key
 
 
 def test_a_run_holding_the_erasure_keeps_others_out_until_its_lease_ends(

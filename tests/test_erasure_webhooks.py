@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.models import APIKey, Organization
-from accounts.services import api_key_create
+import tests.privacy
+from accounts.models import Organization
 from calls.lifecycle import call_transition
 from calls.models import (
     ERASED_CONTENT,
@@ -33,11 +33,8 @@ from webhooks.models import DeliveryStatus, EventType, WebhookAttempt, WebhookDe
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def key(organization: Organization) -> APIKey:
-    api_key, _ = api_key_create(name="privacy-bot", organization=organization)
-    return api_key
+# The shared fixture (tests/privacy.py), bound here for pytest to find.
+key = tests.privacy.key
 
 
 def ended_call_with_report(organization: Organization, receiver: Receiver) -> tuple:

@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+import tests.privacy
 from accounts.models import APIKey, Organization
 from accounts.services import api_key_create
 from analysis.models import CallAnalysis
@@ -50,16 +51,13 @@ from tests.test_analysis_run import run_worker as run_analysis_worker
 
 pytestmark = pytest.mark.django_db
 
+# The shared fixture (tests/privacy.py), bound here for pytest to find.
+key = tests.privacy.key
+
 ERASED_LINES = [
     (TranscriptRole.USER, ERASED_CONTENT, None),
     (TranscriptRole.ASSISTANT, ERASED_CONTENT, None),
 ]
-
-
-@pytest.fixture
-def key(organization: Organization) -> APIKey:
-    api_key, _ = api_key_create(name="privacy-bot", organization=organization)
-    return api_key
 
 
 def erase(organization: Organization, key: APIKey, user_id: str, **run: object) -> Erasure:

@@ -136,6 +136,9 @@ agent: agent-install
 	LIVEKIT_API_SECRET=$${LIVEKIT_API_SECRET:-secret} \
 	$(AGENT_PY) -m agent dev
 
+# Three at once: the suite mostly waits on real timeouts (a hung provider, a silent
+# caller), ~50 s of CPU in ~5 min serially; three processes take ~2 min.
+AGENT_PYTEST_WORKERS ?= 3
 # The worker's tests serve the web app from $(VENV) as a live server, so both venvs.
 agent-test: install agent-install
-	cd agent && VOICECALLS_WEB_PYTHON=$(abspath $(PY)) $(abspath $(AGENT_VENV))/bin/pytest -q
+	cd agent && VOICECALLS_WEB_PYTHON=$(abspath $(PY)) $(abspath $(AGENT_VENV))/bin/pytest -q -n $(AGENT_PYTEST_WORKERS)

@@ -25,6 +25,7 @@ from calls.models import (
     CallStatus,
     IdempotencyRecord,
     LiveKitWebhookEvent,
+    start_bound,
 )
 from calls.services import call_room_close_later
 from recordings.reconcile import (
@@ -180,7 +181,7 @@ def _open_call_expire(*, call: _OpenCall, now: datetime.datetime, result: Expire
     """Time `call` out if it never started within its connect timeout or has run past
     its maximum duration; whether either limit was reached."""
     if call.status != CallStatus.ACTIVE:
-        timed_out_at = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
+        timed_out_at = start_bound(call.created_at, call.connect_timeout_seconds)
         if now < timed_out_at + START_GRACE:
             return False
         if _call_time_out(

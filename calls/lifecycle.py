@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.limits import open_call_release
-from calls.models import ENDED_STATUSES, Call, CallStatus
+from calls.models import ENDED_STATUSES, Call, CallStatus, start_bound
 from calls.signals import call_status_changed
 from voicecalls.logging import log_context
 
@@ -171,7 +171,7 @@ def _changes(
         if row is None or row[0] is None:
             return None
         start_agent, created_at, connect_timeout, dialed_at = row
-        if at > created_at + datetime.timedelta(seconds=connect_timeout):
+        if at > start_bound(created_at, connect_timeout):
             return None  # past its start delay: the connect timeout ends it, a join never
         # A start stamped before the call existed (another host's clock), or a phone's
         # answer before its dial, counts from then, so `created_at <= started_at <=
@@ -217,6 +217,6 @@ def _end_read(
     status, started_at, created_at, connect_timeout, *agent = row
     agent_times = [time for time in agent if time]
     if started_at is None:
-        timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout)
+        timed_out_at = start_bound(created_at, connect_timeout)
         agent_times = [min(time, timed_out_at) for time in agent_times]
     return status, max(at, started_at or created_at, *agent_times)

@@ -24,6 +24,7 @@ from calls.models import (
     CallChannel,
     CallDirection,
     CallStatus,
+    start_bound,
 )
 from calls.sql import insert_instance
 from voicecalls import livekit
@@ -259,7 +260,7 @@ def call_start_refused(
     if row is None:
         return False
     channel, created_at, connect_timeout_seconds = row
-    timed_out_at = created_at + datetime.timedelta(seconds=connect_timeout_seconds)
+    timed_out_at = start_bound(created_at, connect_timeout_seconds)
     if earliest is not None and earliest < created_at - STAMP_ROUNDING:
         earliest = None  # before the call was made: a skewed clock's, no evidence
     if earliest is not None and earliest <= timed_out_at:

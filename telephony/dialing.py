@@ -19,7 +19,14 @@ from django.utils import timezone
 from accounts.models import Organization
 from calls.lifecycle import EndReason, call_transition, requested_end
 from calls.livekit_events import call_heard_while_dialing
-from calls.models import ENDED_STATUSES, Call, CallChannel, CallDirection, CallStatus
+from calls.models import (
+    ENDED_STATUSES,
+    Call,
+    CallChannel,
+    CallDirection,
+    CallStatus,
+    start_bound,
+)
 from calls.services import (
     CallJoinInfo,
     call_inserting,
@@ -275,7 +282,7 @@ MIN_RINGING_SECONDS = 5
 
 def _ringing_seconds(call: Call, version: WorkflowVersion) -> int | None:
     """The ringing timeout to dial with: the workflow's, cut to the start delay left."""
-    start_by = call.created_at + datetime.timedelta(seconds=call.connect_timeout_seconds)
+    start_by = start_bound(call.created_at, call.connect_timeout_seconds)
     left = int((start_by - timezone.now()).total_seconds()) - ANSWER_MARGIN_SECONDS
     ringing = min(version.ring_timeout_seconds, left)
     return ringing if ringing >= MIN_RINGING_SECONDS else None

@@ -17,6 +17,7 @@ from calls.models.call import (
     RoomNameField,
     TranscriptRole,
     duration_between,
+    start_bound,
 )
 from calls.models.records import (
     AgentEvent,
@@ -33,6 +34,7 @@ __all__ = [
     "NOT_ENDED_STATUSES",
     "NOT_STARTED_STATUSES",
     "MAX_START_DELAY",
+    "start_bound",
     "ENDED_STATUSES",
     "ROOM_PREFIX",
     "USER_IDENTITY_PREFIX",

@@ -28,6 +28,14 @@ NOT_STARTED_STATUSES = frozenset({CallStatus.PENDING, CallStatus.CONNECTING})
 # The longest a call may wait for its start: a call starts, if ever, between its
 # creation and this long after it (calls/lifecycle.py enforces each call's own bound).
 MAX_START_DELAY = datetime.timedelta(seconds=MAX_START_DELAY_SECONDS)
+
+
+def start_bound(created_at: datetime.datetime, connect_timeout_seconds: int) -> datetime.datetime:
+    """When a call that has not started times out: its creation plus its own start delay
+    (`connect_timeout_seconds`; a phone call's covers its dial and ringing)."""
+    return created_at + datetime.timedelta(seconds=connect_timeout_seconds)
+
+
 ENDED_STATUSES = (
     CallStatus.COMPLETED,
     CallStatus.FAILED,

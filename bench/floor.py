@@ -144,24 +144,25 @@ def _percentiles(values: list[float]) -> dict:
     }
 
 
+# The metrics' twelve columns of the call's row: latency sums and counts, tokens, handoffs.
+METRICS_COLUMNS = (
+    "stt_latency_ms_sum, stt_latency_count, llm_latency_ms_sum, llm_latency_count,"
+    " tts_latency_ms_sum, tts_latency_count, total_tokens, agent_handoffs,"
+    " eou_latency_ms_sum, eou_latency_count, e2e_latency_ms_sum, e2e_latency_count"
+)
+
+
 def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
     row = conn.execute(
-        f"SELECT {LIST_COLUMNS}, user_data, metadata, stt_latency_ms_sum, stt_latency_count,"
-        " llm_latency_ms_sum, llm_latency_count, tts_latency_ms_sum, tts_latency_count,"
-        " total_tokens, agent_handoffs, eou_latency_ms_sum, eou_latency_count,"
-        " e2e_latency_ms_sum, e2e_latency_count, channel, room_name, phone_number,"
-        " from_number, sip_status_code, sip_status, transfer_destination, agent_joined_at,"
-        " agent_left_at, end_reason_detail"
+        f"SELECT {LIST_COLUMNS}, user_data, metadata, {METRICS_COLUMNS}, channel, room_name,"
+        " phone_number, from_number, sip_status_code, sip_status, transfer_destination,"
+        " agent_joined_at, agent_left_at, end_reason_detail"
         " FROM calls_call WHERE id = %s AND organization_id = %s",
         [call_id, organization_id],
     ).fetchone()
     body = list_item(row)
     user_data, metadata = row[12:14]
-    samples = conn.execute(
-        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms,"
-        " eou_latency_ms, providers FROM calls_metricsample WHERE call_id = %s ORDER BY id",
-        [call_id],
-    ).fetchall()
+    samples = _samples(conn, call_id=call_id)
     body["channel"], body["room_name"] = row[26:28]
     for name, value in zip(
         ("phone_number", "from_number", "sip_status_code", "sip_status", "transfer_destination"),
@@ -171,19 +172,38 @@ def call_detail(conn: psycopg.Connection, *, organization_id: str, call_id: str)
         body[name] = value
     body["agent_joined_at"], body["agent_left_at"] = iso(row[33]), iso(row[34])
     body["end_reason_detail"] = row[35]
-    body["metrics"] = _detail_metrics(row, samples, duration_seconds=body["duration_seconds"])
+    body["metrics"] = _metrics(row[14:26], samples, duration_seconds=body["duration_seconds"])
     body["metadata"] = metadata
     body["user_data"] = user_data
     body.update(_detail_after_the_call(conn, call_id=call_id))
     return dumps(body)
 
 
-def _detail_metrics(row: Sequence, samples: list, *, duration_seconds: int | None) -> dict:
-    """The detail's `metrics`: the call row's sums (columns 14 to 25) and its samples'."""
+def call_metrics(conn: psycopg.Connection, *, organization_id: str, call_id: str) -> bytes:
+    """`GET /calls/{id}/metrics`: the detail's `metrics` alone."""
+    row = conn.execute(
+        f"SELECT started_at, ended_at, {METRICS_COLUMNS}"
+        " FROM calls_call WHERE id = %s AND organization_id = %s",
+        [call_id, organization_id],
+    ).fetchone()
+    samples = _samples(conn, call_id=call_id)
+    return dumps(_metrics(row[2:], samples, duration_seconds=duration(row[0], row[1])))
+
+
+def _samples(conn: psycopg.Connection, *, call_id: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT stt_latency_ms, llm_latency_ms, tts_latency_ms, e2e_latency_ms,"
+        " eou_latency_ms, providers FROM calls_metricsample WHERE call_id = %s ORDER BY id",
+        [call_id],
+    ).fetchall()
+
+
+def _metrics(sums: Sequence, samples: list, *, duration_seconds: int | None) -> dict:
+    """`CallMetrics`: the call row's `METRICS_COLUMNS` and its samples'."""
     from calls.selectors import providers_summary  # pure Python: the floor needs it too
 
-    stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = row[14:22]
-    eou_sum, eou_n, e2e_sum, e2e_n = row[22:26]
+    stt_sum, stt_n, llm_sum, llm_n, tts_sum, tts_n, tokens, handoffs = sums[:8]
+    eou_sum, eou_n, e2e_sum, e2e_n = sums[8:12]
     return {
         "duration_seconds": duration_seconds,
         "stt_latency_ms": _mean(stt_sum, stt_n),

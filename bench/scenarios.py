@@ -270,6 +270,11 @@ def build(ctx: Context) -> list[Scenario]:
             floor=lambda _: floor.call_detail(conn, organization_id=org, call_id=ctx.detail_call),
         ),
         Scenario(
+            name="GET /calls/{id}/metrics",
+            stack=lambda _: _get(client, f"{API}/calls/{ctx.detail_call}/metrics"),
+            floor=lambda _: floor.call_metrics(conn, organization_id=org, call_id=ctx.detail_call),
+        ),
+        Scenario(
             name="GET /calls/{id}/transcript (5,000 entries)",
             stack=lambda _: _get(client, f"{API}/calls/{ctx.heavy_call}/transcript"),
             floor=lambda _: floor.transcript(conn, organization_id=org, call_id=ctx.heavy_call),
@@ -362,7 +367,12 @@ def _page_1(results: dict, name: str) -> dict | None:
 
 
 # Issue 19: answers of one row cost at most 3 ms more than their query's floor.
-ONE_ROW_ANSWERS = {"GET /calls/{id}", "GET /calls/active", "GET /calls user_id (one call), page 1"}
+ONE_ROW_ANSWERS = {
+    "GET /calls/{id}",
+    "GET /calls/{id}/metrics",
+    "GET /calls/active",
+    "GET /calls user_id (one call), page 1",
+}
 
 
 def judge(results: list[dict]) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import uuid
 
 import pytest
 from django.db import connection
 
 from billing.models import CallCost
 from billing.services import call_usage_record
+from calls.models import MetricSample
 from tests.factories import CallFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -67,8 +69,6 @@ def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api)
     detail's floor must follow every field the detail shows (here the agent's presence
     and `end_reason_detail`). Its own connection, as the bench's: Django's hands jsonb
     over as text."""
-    import psycopg
-
     from bench import floor
 
     call = CallFactory(
@@ -81,19 +81,65 @@ def test_the_bench_s_floor_builds_the_call_detail_the_api_answers(workflow, api)
         agent_left_at=T0 + datetime.timedelta(minutes=2),
         end_reason_detail="LiveKit unreachable",
     )
-    params = connection.settings_dict
-    names = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
-    with psycopg.connect(
-        **{key: params[name] for key, name in names.items() if params[name]},
-        port=params["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
+    with _floor_connection() as conn:
         body = floor.call_detail(
             conn, organization_id=str(workflow.organization_id), call_id=str(call.pk)
         )
 
     assert json.loads(body) == api.get(f"/api/v1/calls/{call.pk}").json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bench_s_floor_builds_the_call_metrics_the_api_answers(workflow, api) -> None:
+    """As the detail's: the metrics' floor gives the body `GET /calls/{id}/metrics` does,
+    its samples' percentiles and providers included, or the bench refuses to time it."""
+    from bench import floor
+
+    call = CallFactory(
+        organization=workflow.organization,
+        workflow=workflow,
+        completed=True,
+        started_at=T0,
+        ended_at=T0 + datetime.timedelta(minutes=3),
+        stt_latency_ms_sum=360,
+        stt_latency_count=3,
+        total_tokens=1234,
+        agent_handoffs=1,
+    )
+    for n, (stt, e2e) in enumerate([(100, 700.5), (120, None), (140, 950)]):
+        MetricSample.objects.create(
+            call=call,
+            event_id=uuid.uuid4(),
+            stt_latency_ms=stt,
+            e2e_latency_ms=e2e,
+            providers={"stt": {"provider": "deepgram", "model": f"nova-{n % 2 + 2}"}},
+            timestamp=T0 + datetime.timedelta(seconds=n),
+        )
+
+    with _floor_connection() as conn:
+        body = floor.call_metrics(
+            conn, organization_id=str(workflow.organization_id), call_id=str(call.pk)
+        )
+
+    answer = api.get(f"/api/v1/calls/{call.pk}/metrics")
+    assert body == answer.content
+    assert json.loads(body)["latency"]["stt"] == {"p50": 120, "p95": 140, "max": 140, "count": 3}
+
+
+def _floor_connection():
+    """A connection of the bench's own to the test database (`floor.connect`'s settings;
+    Django's hands jsonb over as text)."""
+    import psycopg
+
+    params = connection.settings_dict
+    names = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
+    conn = psycopg.connect(
+        **{key: params[name] for key, name in names.items() if params[name]},
+        port=params["PORT"] or None,
+        autocommit=True,
+    )
+    conn.execute("SET TIME ZONE 'UTC'")
+    return conn
 
 
 def test_the_bench_s_calls_have_both_directions_and_end_reasons_the_list_filters_take() -> None:

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.agent_events import agent_events_record
+from calls.lifecycle import END_REASON_PATTERN
 from calls.models import LATENCY_COMPONENTS, AgentEventType, Call, CallStatus, TranscriptRole
 from calls.usage_items import MAX_USAGE_ITEMS, UsageItemField
 from voicecalls.auth import IsAgentKey
@@ -140,7 +141,7 @@ class StatusEventSerializer(_EventBase):
     type = serializers.ChoiceField(choices=[AgentEventType.STATUS])
     status = serializers.ChoiceField(choices=AGENT_STATUSES)
     reason = serializers.RegexField(
-        r"^[a-z0-9_]{1,50}$",
+        END_REASON_PATTERN,
         required=False,
         allow_null=True,
         help_text="The precise cause, e.g. `agent_error`; kept as the call's end_reason.",

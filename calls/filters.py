@@ -14,7 +14,7 @@ from drf_spectacular.plumbing import build_choice_description_list
 from drf_spectacular.utils import extend_schema_field
 
 from analysis.models import AnalysisStatus
-from calls.lifecycle import END_REASONS
+from calls.lifecycle import END_REASON_PATTERN, END_REASONS
 from calls.models import MAX_START_DELAY, Call, CallDirection, CallStatus
 from voicecalls.filters import NotBlankMixin, SingleValueFilterSet, text_filter
 
@@ -156,18 +156,40 @@ class DirectionFilter(filters.ChoiceFilter):
 
 
 END_REASON_HELP = (
-    "Calls that ended for this reason (e.g. `voicemail`, `no_answer`, `busy`): one value, "
-    "or several comma-separated."
+    "Calls that ended for this reason: one value, or several comma-separated. The "
+    "platform's reasons are "
+    + ", ".join(f"`{reason}`" for reason in END_REASONS)
+    + "; an agent worker may end a call with one of its own (lowercase letters, digits and "
+    "underscores, up to 50 characters), which the filter takes too."
 )
 
 
-# The response's end_reason is free text (an agent may report its own); the filter takes
-# the reasons the platform and its agent record.
-@extend_schema_field({"type": "string", "enum": list(END_REASONS), "description": END_REASON_HELP})
-class EndReasonInFilter(filters.BaseInFilter, filters.ChoiceFilter):
-    """One end reason or several, comma-separated; an unknown or empty one is a 400."""
+class EndReasonField(forms.CharField):
+    """One end reason, as sent (not stripped: ` busy` is no reason a call has): any an
+    agent worker may report (END_REASON_PATTERN), since the list shows those too."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(strip=False, **kwargs)
+
+    def validate(self, value: str) -> None:
+        super().validate(value)
+        # fullmatch: the pattern's `$` alone would let a trailing newline through.
+        if not re.fullmatch(END_REASON_PATTERN, value):
+            raise forms.ValidationError(
+                "Not an end reason: 1 to 50 lowercase letters, digits or underscores.",
+                code="invalid",
+            )
+
+
+# Not an enum of the platform's reasons: the response's end_reason may be an agent's own.
+@extend_schema_field(
+    {"type": "string", "pattern": END_REASON_PATTERN, "description": END_REASON_HELP}
+)
+class EndReasonInFilter(filters.BaseInFilter, filters.CharFilter):
+    """One end reason or several, comma-separated; an empty or malformed one is a 400."""
 
     base_field_class = NotBlankCSVField
+    field_class = EndReasonField
 
 
 class CallFilter(SingleValueFilterSet):
@@ -208,10 +230,7 @@ class CallFilter(SingleValueFilterSet):
         field_name="direction", choices=CallDirection.choices, help_text=DIRECTION_HELP
     )
     end_reason = EndReasonInFilter(
-        field_name="end_reason",
-        lookup_expr="in",
-        choices=[(reason, reason) for reason in END_REASONS],
-        help_text=END_REASON_HELP,
+        field_name="end_reason", lookup_expr="in", help_text=END_REASON_HELP
     )
 
     class Meta:

@@ -75,10 +75,14 @@ class EndReason:
 
 
 # Every end reason the platform and its agent record, in the order above (the list's
-# `end_reason` filter takes these).
+# `end_reason` filter names them).
 END_REASONS = tuple(
     value for name, value in vars(EndReason).items() if name.isupper() and isinstance(value, str)
 )
+# Any end reason there may be: an agent worker may end a call with one of its own (a
+# status event's `reason`; Call.end_reason holds up to 50 characters), and the list's
+# `end_reason` filter takes what the calls it lists can carry.
+END_REASON_PATTERN = r"^[a-z0-9_]{1,50}$"
 
 
 def requested_end(

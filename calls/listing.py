@@ -1,7 +1,7 @@
 """The list of calls under its filters (`GET /calls`): the exact total, then pages.
 
 On PostgreSQL the filtered query is compiled by the ORM once per process for each
-*shape* of list (which filters are given, and the values of the few-valued ones), from
+*shape* of list (which filters are given, and the values of those that are not free), from
 the same `CallFilter` with a stand-in for each free value (an organization, a workflow,
 a user, the window's times); a request runs that text with its own values in their
 places. Building and compiling the query cost about what running a one-call list does
@@ -40,8 +40,11 @@ _LIST_COLUMNS = ", ".join(f'"{Call._meta.get_field(name).column}"' for name in L
 _AGENT_HISTORY = LIST_FIELDS.index("agent_history")
 
 # The filters whose value is free (a uuid, a text, a time): their stand-ins, as cleaned.
-# The others (status, success, analysis_status, direction, end_reason) take few values,
-# each its own shape.
+# The others (status, success, analysis_status, direction, end_reason) are constants of
+# their shape, written into its text (StandInStatement). end_reason takes an agent's own
+# reasons too, not only a fixed few: each set of them is a shape, and the cache below
+# keeps those used last. None can equal a stand-in (END_REASON_PATTERN allows no space
+# or hyphen), so none is taken for one.
 _STAND_INS = {
     "organization": uuid.UUID(int=1),
     "workflow_id": uuid.UUID(int=2),
@@ -151,7 +154,7 @@ def _list_row(row: tuple) -> dict:
 
 def _shape(given: Mapping[str, object]) -> tuple:
     """What the filtered statement's text depends on: the filters given, in the form's
-    order, with the value of each few-valued one."""
+    order, with the value of each that is not free (not in `_STAND_INS`)."""
     return tuple(
         (name, None if name in _STAND_INS else tuple(value) if isinstance(value, list) else value)
         for name, value in given.items()

@@ -86,6 +86,7 @@ def _queries(workflows) -> list[dict]:
         {"direction": "inbound", "user_id": "ann", "status": "completed"},
         {"end_reason": "voicemail"},
         {"end_reason": "no_answer,voicemail", "direction": "outbound"},
+        {"end_reason": "caller_wants_a_callback,voicemail", "user_id": "ann"},
         {"end_reason": "user_hangup", "workflow_id": str(workflows[1].pk), "success": "true"},
         {"direction": "outbound", "started_before": (T + day).isoformat()},
     ]
@@ -251,6 +252,7 @@ def test_a_workflow_without_verdicts_finds_none_without_walking_other_workflows_
         ("direction and workflow", "call_org_direction"),
         ("end reason", "call_org_end_reason"),
         ("end reason and direction", "call_org_end_reason"),
+        ("the agent's own end reason", "call_org_end_reason"),
     ],
 )
 def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
@@ -267,9 +269,12 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
             "workflow": workflow if i % 10 == 0 else other_workflow,
             "user_id": "ann" if i % 10 == 0 else f"user-{i}",
             "status": CallStatus.COMPLETED if i % 3 else CallStatus.FAILED,
-            # Inbound one in five (the workflow's calls); two rare end reasons, outbound.
+            # Inbound one in five (the workflow's calls); three rare end reasons, outbound,
+            # one of them an agent's own.
             "direction": "inbound" if i % 5 == 0 else "outbound",
-            "end_reason": {1: "no_answer", 2: "busy"}.get(i % 10, "user_hangup"),
+            "end_reason": {1: "no_answer", 2: "busy", 3: "caller_wants_a_callback"}.get(
+                i % 10, "user_hangup"
+            ),
         },
     )
     # Analysed: one in seven failed, the others completed, judged unsuccessful one in four.
@@ -293,6 +298,7 @@ def test_a_page_narrowed_by_two_filters_checks_the_second_in_its_index(
         "direction and workflow": {"direction": "inbound", "workflow_id": str(workflow.pk)},
         "end reason": {"end_reason": "no_answer"},
         "end reason and direction": {"end_reason": "no_answer", "direction": "outbound"},
+        "the agent's own end reason": {"end_reason": "caller_wants_a_callback"},
     }[narrowed_by]
     listing = call_list(organization=organization, filters=QueryDict(urlencode(filters)))
     rows, (page, params) = _page_as_sent(listing)

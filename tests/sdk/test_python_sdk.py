@@ -63,7 +63,6 @@ from voicecalls_client.models import (
     CallDirectionEnum,
     CallJoin,
     CallMetrics,
-    CallsListEndReasonItem,
     CallStatusEnum,
     CostComponentEnum,
     CostPhaseEnum,
@@ -357,7 +356,7 @@ def test_the_list_filters_and_pages(client: AuthenticatedClient, api_server: Liv
         client=client,
         user_id="user-list-done",
         direction=call.direction,
-        end_reason=[CallsListEndReasonItem(call.end_reason), CallsListEndReasonItem.VOICEMAIL],
+        end_reason=[call.end_reason, "voicemail"],
     )
     assert isinstance(ended_so, PaginatedCallSummaryList)
     assert [c.id for c in ended_so.items] == [done.call_id]

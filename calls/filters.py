@@ -37,6 +37,13 @@ class NotBlankCSVField(BaseCSVField):
         return super().clean(value)
 
 
+class NotBlankInFilter(filters.BaseInFilter):
+    """One value or several, comma-separated (or repeated: CallFilter.repeatable), each
+    then checked by the filter's own field; an empty one is a 400."""
+
+    base_field_class = NotBlankCSVField
+
+
 # An offset's "+" written unencoded in a URL arrives as a space (`…T10:30:00 01:00`);
 # after a time, a space then hours can only have been that "+".
 _OFFSET_PLUS_AS_SPACE = re.compile(r"^(\S+T\S*\d) (\d{2}(?::?\d{2})?)$")
@@ -139,10 +146,8 @@ class IsoDateTimeFilter(filters.IsoDateTimeFilter):
         "description": "Filter by status: one value, or several comma-separated.",
     }
 )
-class StatusInFilter(filters.BaseInFilter, filters.ChoiceFilter):
-    """One status or several, comma-separated; an unknown or empty one is a 400."""
-
-    base_field_class = NotBlankCSVField
+class StatusInFilter(NotBlankInFilter, filters.ChoiceFilter):
+    """One status or several; an unknown one is a 400."""
 
 
 DIRECTION_HELP = "Calls in this direction: `inbound` (the user called) or `outbound`."
@@ -185,10 +190,9 @@ class EndReasonField(forms.CharField):
 @extend_schema_field(
     {"type": "string", "pattern": END_REASON_PATTERN, "description": END_REASON_HELP}
 )
-class EndReasonInFilter(filters.BaseInFilter, filters.CharFilter):
-    """One end reason or several, comma-separated; an empty or malformed one is a 400."""
+class EndReasonInFilter(NotBlankInFilter, filters.CharFilter):
+    """One end reason or several; a malformed one is a 400."""
 
-    base_field_class = NotBlankCSVField
     field_class = EndReasonField
 
 

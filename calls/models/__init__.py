@@ -1,23 +1,17 @@
-"""The calls app's models: the call (call.py) and what it accumulates (records.py)."""
+"""The calls app's models: the call (call.py), its statuses and times (status.py) and
+what it accumulates (records.py)."""
 
 from calls.models.call import (
-    ENDED_STATUSES,
     ERASED_CONTENT,
     LATENCY_COMPONENTS,
-    MAX_START_DELAY,
     MONITOR_IDENTITY_PREFIX,
-    NOT_ENDED_STATUSES,
-    NOT_STARTED_STATUSES,
     ROOM_PREFIX,
     USER_IDENTITY_PREFIX,
     Call,
     CallChannel,
     CallDirection,
-    CallStatus,
     RoomNameField,
     TranscriptRole,
-    duration_between,
-    start_bound,
 )
 from calls.models.records import (
     AgentEvent,
@@ -27,6 +21,15 @@ from calls.models.records import (
     LiveKitWebhookEvent,
     MetricSample,
     TranscriptEntry,
+)
+from calls.models.status import (
+    ENDED_STATUSES,
+    MAX_START_DELAY,
+    NOT_ENDED_STATUSES,
+    NOT_STARTED_STATUSES,
+    CallStatus,
+    duration_between,
+    start_bound,
 )
 
 __all__ = [

@@ -7,7 +7,8 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Organization
-from calls.models.call import Call, CallStatus, TranscriptRole
+from calls.models.call import Call, TranscriptRole
+from calls.models.status import CallStatus
 
 
 class CallCount(models.Model):

@@ -158,24 +158,34 @@ def list_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
     ]
 
 
-def one_page_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
-    """Windows of several sizes and ages, and a one-call list: page 1 only."""
-    now = ctx.window[1] + datetime.timedelta(days=30)
-    day = datetime.timedelta(days=1)
+# End reasons (bench/load.py): a rare one (~0.6 % of the calls), a campaign's unreached
+# calls, and the widest direction with a status (~345,000 calls counted).
+_END_REASON_AND_DIRECTION_FILTERS: list[tuple[str, dict, str, list]] = [
+    (
+        "end_reason=no_answer",
+        {"end_reason": "no_answer"},
+        " AND end_reason IN (%s)",
+        ["no_answer"],
+    ),
+    (
+        "direction=outbound + end_reason=voicemail,no_answer,busy",
+        {"direction": "outbound", "end_reason": "voicemail,no_answer,busy"},
+        " AND direction = %s AND end_reason IN (%s, %s, %s)",
+        ["outbound", "voicemail", "no_answer", "busy"],
+    ),
+    (
+        "direction=inbound + status=completed",
+        {"direction": "inbound", "status": "completed"},
+        " AND direction = %s AND status IN (%s)",
+        ["inbound", "completed"],
+    ),
+]
+
+
+def _analysis_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
+    """The analysis filters, on the call's copy of its analysis (bench/load.py): a
+    verdict belongs to a completed analysis, which the floor says as the stack does."""
     return [
-        _window("started in the last 7 days", now - 7 * day, now, {}, "", []),
-        _window("started in 30 days a year back", now - 365 * day, now - 335 * day, {}, "", []),
-        _window(
-            "workflow_id + status=completed + 90-day window",
-            now - 90 * day,
-            now,
-            {"workflow_id": ctx.workflow_id, "status": "completed"},
-            " AND workflow_id = %s AND status IN (%s)",
-            [ctx.workflow_id, "completed"],
-        ),
-        ("user_id (one call)", {"user_id": ctx.lone_user}, " AND user_id = %s", [ctx.lone_user]),
-        # The analysis filters, on the call's copy of its analysis (bench/load.py): a
-        # verdict belongs to a completed analysis, which the floor says as the stack does.
         (
             "success=true",
             {"success": "true"},
@@ -200,26 +210,28 @@ def one_page_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
             " AND workflow_id = %s AND analysis_status = 'completed' AND analysis_success",
             [ctx.quiet_workflow_id],
         ),
-        # End reasons (bench/load.py): a rare one (~0.6 % of the calls), a campaign's
-        # unreached calls, and the widest direction with a status (~345,000 calls counted).
-        (
-            "end_reason=no_answer",
-            {"end_reason": "no_answer"},
-            " AND end_reason IN (%s)",
-            ["no_answer"],
+    ]
+
+
+def one_page_filters(ctx: Context) -> list[tuple[str, dict, str, list]]:
+    """Lists measured on page 1 only: windows of several sizes and ages, a one-call
+    list, the analysis filters, end reasons and directions."""
+    now = ctx.window[1] + datetime.timedelta(days=30)
+    day = datetime.timedelta(days=1)
+    return [
+        _window("started in the last 7 days", now - 7 * day, now, {}, "", []),
+        _window("started in 30 days a year back", now - 365 * day, now - 335 * day, {}, "", []),
+        _window(
+            "workflow_id + status=completed + 90-day window",
+            now - 90 * day,
+            now,
+            {"workflow_id": ctx.workflow_id, "status": "completed"},
+            " AND workflow_id = %s AND status IN (%s)",
+            [ctx.workflow_id, "completed"],
         ),
-        (
-            "direction=outbound + end_reason=voicemail,no_answer,busy",
-            {"direction": "outbound", "end_reason": "voicemail,no_answer,busy"},
-            " AND direction = %s AND end_reason IN (%s, %s, %s)",
-            ["outbound", "voicemail", "no_answer", "busy"],
-        ),
-        (
-            "direction=inbound + status=completed",
-            {"direction": "inbound", "status": "completed"},
-            " AND direction = %s AND status IN (%s)",
-            ["inbound", "completed"],
-        ),
+        ("user_id (one call)", {"user_id": ctx.lone_user}, " AND user_id = %s", [ctx.lone_user]),
+        *_analysis_filters(ctx),
+        *_END_REASON_AND_DIRECTION_FILTERS,
         # The widest: every completed call of the year (~490,000, most of the
         # organization's), all counted (issue 19: no page 1 over 100 ms).
         _window(

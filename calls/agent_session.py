@@ -38,6 +38,7 @@ from telephony.inbound import (
 from voicecalls.auth import IsAgentKey
 from voicecalls.errors import Conflict, error_responses
 from voicecalls.fields import JSONTypedSerializer, NulRemovedCharField
+from webhooks.models import MAX_PREVIOUS_SECRETS
 from webhooks.selectors import tool_signing_secrets_live
 from workflows.components import DEFAULT_LLM_TIMEOUT_SECONDS
 from workflows.prompts import (
@@ -258,7 +259,8 @@ class AgentSessionSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="The organization's tool signing secrets (`whsec_...`), the newest first: "
         "each tool request carries Standard Webhooks headers with a signature by each "
-        "(two for a day after a rotation). Empty: the organization has none, send unsigned.",
+        "(after a rotation, the secrets it and earlier ones replaced, each for its 24 hours: "
+        f"{MAX_PREVIOUS_SECRETS + 1} at most). Empty: the organization has none, send unsigned.",
     )
 
 

@@ -406,7 +406,7 @@ def test_rotate_secret_shows_the_new_secret_once(
     assert new.startswith("whsec_")
     assert new != old
     assert endpoint.secret == new
-    assert endpoint.previous_secret == old
+    assert endpoint.live_secrets(timezone.now()) == [new, old]
     for body in (api.get(f"{URL}/{endpoint.id}").content, api.get(URL).content):
         assert new.encode() not in body
         assert old.encode() not in body

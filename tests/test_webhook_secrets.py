@@ -9,18 +9,20 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from accounts.models import Organization
 from webhooks import services
 from webhooks.models import ToolSigningSecret, WebhookEndpoint
 from webhooks.retention import webhook_history_prune
+from webhooks.selectors import tool_signing_secrets_live
 
 OLD, NEW = "the-old-cryptography-key", "the-new-cryptography-key"
 
 
 def raw_secrets() -> list[bytes]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT secret, previous_secret FROM webhooks_webhookendpoint")
+        cursor.execute("SELECT secret, previous_secrets FROM webhooks_webhookendpoint")
         return [bytes(value) for row in cursor.fetchall() for value in row if value is not None]
 
 
@@ -33,14 +35,15 @@ def endpoint_create(organization: Organization) -> tuple[WebhookEndpoint, str]:
 def test_secrets_are_stored_encrypted(organization: Organization) -> None:
     endpoint, old = endpoint_create(organization)
     new = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
+    newer = services.webhook_endpoint_rotate_secret(endpoint=endpoint)
 
     stored = raw_secrets()
-    assert len(stored) == 2
-    for secret in (old, new):
+    assert len(stored) == 2  # the current secret, and those replaced (one value)
+    for secret in (old, new, newer):
         for form in (secret.encode(), base64.b64decode(secret.removeprefix("whsec_"))):
             assert all(form not in value for value in stored)
     endpoint = WebhookEndpoint.objects.get()
-    assert (endpoint.secret, endpoint.previous_secret) == (new, old)
+    assert endpoint.live_secrets(timezone.now()) == [newer, new, old]
 
 
 @pytest.fixture
@@ -89,6 +92,27 @@ def test_reencrypt_moves_the_tool_signing_secrets_too(
     )
     settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
     assert ToolSigningSecret.objects.get(organization=organization).secret == tool_secret
+
+
+def test_reencrypt_moves_every_replaced_secret_still_signing_too(
+    organization: Organization, settings: object
+) -> None:
+    """The secrets rotations replaced sign for a day each: left under the old key, they
+    would stop every delivery once its fallback goes."""
+    settings.CRYPTOGRAPHY_KEY = OLD
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    endpoint, first = endpoint_create(organization)
+    rotated = [services.webhook_endpoint_rotate_secret(endpoint=endpoint) for _ in range(2)]
+    tool = [services.tool_signing_secret_rotate(organization=organization)[1] for _ in range(3)]
+    settings.CRYPTOGRAPHY_KEY = NEW
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = [OLD]
+
+    call_command("reencrypt_webhook_secrets", stdout=io.StringIO())
+
+    settings.CRYPTOGRAPHY_KEY_FALLBACKS = []
+    now = timezone.now()
+    assert WebhookEndpoint.objects.get().live_secrets(now) == [*reversed(rotated), first]
+    assert tool_signing_secrets_live(organization=organization) == [*reversed(tool)]
 
 
 def test_reencrypt_changes_nothing_when_a_secret_cannot_be_opened(
@@ -140,7 +164,7 @@ def test_an_endpoint_whose_secret_no_key_opens_gets_a_new_one_by_rotation(
 
     assert rotated.status_code == 200
     endpoint = WebhookEndpoint.objects.get()
-    assert (endpoint.secret, endpoint.previous_secret) == (rotated.json()["secret"], None)
+    assert (endpoint.secret, endpoint.previous_secrets) == (rotated.json()["secret"], None)
     assert endpoint.previous_secret_expires_at is None
 
 

@@ -80,7 +80,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         # Pages never show the secrets: never load (or decrypt) them. One deleted (its
         # history left to the retention pass) is gone, as from the API.
         endpoints = super().get_queryset(request).filter(deleted_at__isnull=True)
-        return endpoints.defer("secret", "previous_secret")
+        return endpoints.defer("secret", "previous_secrets")
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         """Each endpoint, said to go with its deliveries and their log, without Django's

@@ -8,7 +8,9 @@ delivery up; its state (attempts, next attempt, last answer) lives here.
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
+from dataclasses import dataclass
 
 from django.db import models
 from django.utils import timezone
@@ -44,24 +46,63 @@ def new_event_id() -> str:
     return f"evt_{uuid.uuid4().hex}"
 
 
+# How many secrets rotated out may still sign beside the current one (each for its own
+# grace period, webhooks.services.SECRET_ROTATION_GRACE): so many rotations within one
+# grace period, and a request carries one signature more than this at most.
+MAX_PREVIOUS_SECRETS = 4
+
+
+@dataclass(frozen=True)
+class PreviousSecret:
+    """A secret a rotation replaced, and when it stops signing."""
+
+    secret: str
+    expires_at: datetime.datetime
+
+
+def previous_secrets_dump(previous: list[PreviousSecret]) -> str | None:
+    """The JSON `previous_secrets` stores (encrypted as one value); None for none."""
+    if not previous:
+        return None
+    return json.dumps(
+        [{"secret": p.secret, "expires_at": p.expires_at.isoformat()} for p in previous]
+    )
+
+
+def previous_secrets_load(stored: str | None) -> list[PreviousSecret]:
+    return [
+        PreviousSecret(item["secret"], datetime.datetime.fromisoformat(item["expires_at"]))
+        for item in json.loads(stored or "[]")
+    ]
+
+
 class SigningSecrets(models.Model):
-    """A signing secret (`whsec_...`) and, for a while after its rotation, the one it
-    replaced: what signs a webhook endpoint's deliveries and an organization's tool
-    requests. Both stored encrypted under CRYPTOGRAPHY_KEY, like provider keys."""
+    """A signing secret (`whsec_...`) and, each for a while after the rotation that
+    replaced it, the secrets before it: what signs a webhook endpoint's deliveries and
+    an organization's tool requests. Stored encrypted under CRYPTOGRAPHY_KEY, like
+    provider keys.
+
+    Every secret replaced within the grace period keeps signing, not the last one alone:
+    a rotation retried because its answer was lost would otherwise drop the secret the
+    customer still verifies with for one they never saw, and their receiver would
+    reject everything (docs/webhooks.md)."""
 
     secret = EncryptedSecretField(max_length=100)
-    previous_secret = EncryptedSecretField(max_length=100, null=True, blank=True)
+    # The replaced secrets still signing, newest first, each with its own end:
+    # `previous_secrets_dump`'s JSON, one encrypted value (at most MAX_PREVIOUS_SECRETS).
+    previous_secrets = EncryptedSecretField(max_length=1000, null=True, blank=True)
+    # When the newest of them (the last rotation's) stops signing: the last to. Readable
+    # without decrypting, for the pages.
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
 
     def live_secrets(self, now: datetime.datetime) -> list[str]:
-        """The secrets that sign now: the current one, and the previous one until its
-        grace period ends (None where no configured key opened one)."""
-        secrets = [self.secret]
-        if self.previous_secret_expires_at and self.previous_secret_expires_at > now:
-            secrets.append(self.previous_secret)
+        """The secrets that sign now, newest first: the current one, and each replaced
+        one until its grace period ends (None where no configured key opened it)."""
+        previous = previous_secrets_load(self.previous_secrets)
+        secrets = [self.secret, *(p.secret for p in previous if p.expires_at > now)]
         return [secret for secret in secrets if secret]
 
 
@@ -69,8 +110,8 @@ class WebhookEndpoint(SigningSecrets):
     """A customer's URL receiving the events it subscribed to, signed with its secret.
 
     `secret` is shown once (on creation and on rotation) and never returned again;
-    during a rotation's grace period deliveries are signed with both secrets. Both are
-    stored encrypted (`CRYPTOGRAPHY_KEY`).
+    during a rotation's grace period deliveries are signed with the secret it replaced
+    too. All are stored encrypted (`CRYPTOGRAPHY_KEY`).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -97,7 +97,7 @@ def _endpoint_remove(endpoint_id: UUID) -> None:
     if WebhookDelivery.objects.filter(endpoint_id=endpoint_id).exists():
         return
     # Its secrets unread: one no configured key opens must not keep it.
-    held.defer("secret", "previous_secret").delete()
+    held.defer("secret", "previous_secrets").delete()
 
 
 def orphaned_events_delete(*, event_ids: list[str]) -> int:

@@ -23,7 +23,7 @@ def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[Webhook
     goes in the retention pass)."""
     return (
         WebhookEndpoint.objects.filter(organization=organization, deleted_at__isnull=True)
-        .defer("secret", "previous_secret")
+        .defer("secret", "previous_secrets")
         .order_by("-created_at", "-id")
     )
 
@@ -61,7 +61,7 @@ def tool_signing_secret_get(*, organization: Organization) -> ToolSigningSecret 
     an endpoint's pages read it)."""
     return (
         ToolSigningSecret.objects.filter(organization=organization)
-        .defer("secret", "previous_secret")
+        .defer("secret", "previous_secrets")
         .first()
     )
 
@@ -71,9 +71,9 @@ def tool_signing_secrets_live(
 ) -> list[str]:
     """The secrets that sign the organization's tool requests now (for the agent
     session only): none before it made one. One no configured CRYPTOGRAPHY_KEY opens is
-    left out (logged), the other still signing; a rotation replaces it."""
+    left out (logged), the others still signing; a rotation replaces it."""
     rows = ToolSigningSecret.objects.filter(organization=organization)
-    columns = ("secret", "previous_secret", "previous_secret_expires_at")
+    columns = ("secret", "previous_secrets")
     try:
         found = rows.values_list(*columns).first()
     except UndecryptableValue:
@@ -84,10 +84,8 @@ def tool_signing_secrets_live(
         found = tuple(_opened(rows, column) for column in columns)
     if found is None:
         return []
-    secret, previous, expires_at = found
-    holder = ToolSigningSecret(
-        secret=secret, previous_secret=previous, previous_secret_expires_at=expires_at
-    )
+    secret, previous = found
+    holder = ToolSigningSecret(secret=secret, previous_secrets=previous)
     return holder.live_secrets(now or timezone.now())
 
 

@@ -100,7 +100,8 @@ class ToolSigningSecretSerializer(serializers.Serializer):
     previous_secret_expires_at = serializers.DateTimeField(
         allow_null=True,
         help_text="Until when the secret the last rotation replaced signs beside the new "
-        "one; null when none was replaced.",
+        "one (24 hours after that rotation); any replaced before it stops signing at its "
+        "own rotation's 24 hours, earlier. Null when none was replaced.",
     )
 
 

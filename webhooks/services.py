@@ -8,6 +8,7 @@ The events they receive are recorded by `webhooks.outbox` and delivered by
 from __future__ import annotations
 
 import datetime
+import math
 
 from django.conf import settings
 from django.db import transaction
@@ -19,9 +20,19 @@ from rest_framework import serializers
 from accounts.models import Organization
 from providerkeys.crypto import UndecryptableValue
 from providerkeys.reencrypt import secrets_reencrypt
+from voicecalls.errors import LimitExceeded
 from webhooks import outbox, signing, transport
 from webhooks.delivery import EndpointRefusesEvent
-from webhooks.models import EventType, SigningSecrets, ToolSigningSecret, WebhookEndpoint
+from webhooks.models import (
+    MAX_PREVIOUS_SECRETS,
+    EventType,
+    PreviousSecret,
+    SigningSecrets,
+    ToolSigningSecret,
+    WebhookEndpoint,
+    previous_secrets_dump,
+    previous_secrets_load,
+)
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
 SECRET_ROTATION_GRACE = datetime.timedelta(hours=24)
@@ -160,32 +171,72 @@ def webhook_endpoint_rotate_secret(
     *, endpoint: WebhookEndpoint, now: datetime.datetime | None = None
 ) -> str:
     """A new signing secret, shown only now. The old one keeps signing beside it for
-    `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries."""
+    `SECRET_ROTATION_GRACE`, so receivers can switch without rejecting deliveries (as
+    do those it replaced that still sign: RotationLimitReached past their bound)."""
     with transaction.atomic():
         _live_locked(endpoint)
         return _secret_rotate(endpoint, now=now or timezone.now())
 
 
+class RotationLimitReached(LimitExceeded):
+    """The holder's secret was replaced MAX_PREVIOUS_SECRETS times within the grace
+    period: one more rotation would stop a replaced secret signing before its time,
+    which may be the one the customer's receiver still verifies with (their retries of
+    a rotation whose answers were lost). Refused, with when the oldest stops signing."""
+
+    code = "rotation_limit_reached"
+    detail = (
+        f"This secret was rotated {MAX_PREVIOUS_SECRETS} times in the last 24 hours and "
+        "every secret those rotations replaced still signs: rotate it again once the "
+        "oldest of them stops signing (Retry-After)."
+    )
+
+    def __init__(self, *, previous: list[PreviousSecret], now: datetime.datetime) -> None:
+        oldest = min(p.expires_at for p in previous)
+        super().__init__(
+            meta={
+                "previous_secrets": len(previous),
+                "max_previous_secrets": MAX_PREVIOUS_SECRETS,
+                "next_rotation_at": oldest.isoformat().replace("+00:00", "Z"),
+            },
+            retry_after=math.ceil((oldest - now).total_seconds()),
+        )
+
+
 def _secret_rotate(holder: SigningSecrets, *, now: datetime.datetime) -> str:
     """Give `holder` (its row locked here: call in a transaction) a new secret, the one
-    it replaces kept signing for `SECRET_ROTATION_GRACE`; the new one's plaintext."""
-    secret = signing.secret_generate()
-    # The secret as it is now: another rotation may have replaced the one read.
+    it replaces kept signing for `SECRET_ROTATION_GRACE` beside those replaced before
+    it that still sign; the new one's plaintext. RotationLimitReached, changing
+    nothing, when MAX_PREVIOUS_SECRETS still sign."""
+    # The secrets as they are now: another rotation may have replaced those read.
     locked = type(holder).objects.select_for_update().filter(pk=holder.pk)
-    try:
-        holder.previous_secret = locked.values_list("secret", flat=True).get()
-    except UndecryptableValue:
-        # No configured key opens it (docs/key-rotation.md): it signs nothing any
-        # more, and kept beside the new one it would stop every delivery.
-        holder.previous_secret = None
-    grace = holder.previous_secret is not None
-    holder.previous_secret_expires_at = now + SECRET_ROTATION_GRACE if grace else None
+    # One no configured key opens (docs/key-rotation.md) signs nothing any more, and
+    # kept beside the new one it would stop every delivery: dropped.
+    replaced = _opened(locked, "secret")
+    previous = [
+        p for p in previous_secrets_load(_opened(locked, "previous_secrets")) if p.expires_at > now
+    ]
+    if replaced is not None:
+        if len(previous) >= MAX_PREVIOUS_SECRETS:
+            raise RotationLimitReached(previous=previous, now=now)
+        previous.insert(0, PreviousSecret(replaced, now + SECRET_ROTATION_GRACE))
+    secret = signing.secret_generate()
     holder.secret = secret
+    holder.previous_secrets = previous_secrets_dump(previous)
+    holder.previous_secret_expires_at = max((p.expires_at for p in previous), default=None)
     holder.updated_at = now
     holder.save(
-        update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"]
+        update_fields=["secret", "previous_secrets", "previous_secret_expires_at", "updated_at"]
     )
     return secret
+
+
+def _opened(locked: QuerySet, column: str) -> str | None:
+    """The column's plaintext; None if no configured key opens it."""
+    try:
+        return locked.values_list(column, flat=True).get()
+    except UndecryptableValue:
+        return None
 
 
 @transaction.atomic
@@ -199,7 +250,7 @@ def tool_signing_secret_rotate(
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     holder = (
         ToolSigningSecret.objects.filter(organization=organization)
-        .defer("secret", "previous_secret")
+        .defer("secret", "previous_secrets")
         .first()
     )
     if holder is not None:
@@ -219,7 +270,7 @@ def tool_signing_secret_delete(*, organization: Organization) -> bool:
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     rows = ToolSigningSecret.objects.filter(organization=organization)
     # Its secrets unread: one no configured key opens must not keep it.
-    deleted, _ = rows.defer("secret", "previous_secret").delete()
+    deleted, _ = rows.defer("secret", "previous_secrets").delete()
     return bool(deleted)
 
 

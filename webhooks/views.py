@@ -7,7 +7,13 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -16,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.idempotency import IDEMPOTENCY_KEY, idempotency_key, idempotent_call
-from voicecalls.errors import Conflict, error_responses
+from voicecalls.errors import Conflict, ErrorResponseSerializer, error_responses
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
 from voicecalls.throttling import create_uncount
@@ -27,7 +33,12 @@ from webhooks.delivery import (
     EventErased,
     webhook_delivery_replay,
 )
-from webhooks.models import ToolSigningSecret, WebhookDelivery, WebhookEndpoint
+from webhooks.models import (
+    MAX_PREVIOUS_SECRETS,
+    ToolSigningSecret,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from webhooks.serializers import (
     ToolSigningSecretSerializer,
     ToolSigningSecretWithSecretSerializer,
@@ -36,6 +47,42 @@ from webhooks.serializers import (
     WebhookEndpointSerializer,
     WebhookEndpointWithSecretSerializer,
     WebhookEndpointWriteSerializer,
+)
+
+# Rotations keep every secret they replaced signing for its own 24 hours, up to a bound.
+ROTATION_GRACE_TEXT = (
+    "For 24 hours after a rotation the secret it replaced keeps signing beside the new one, "
+    "and so does each secret an earlier rotation replaced, until its own 24 hours end: a "
+    "rotation retried because its answer was lost drops no secret your receiver still "
+    f"verifies with. At most {MAX_PREVIOUS_SECRETS} replaced secrets sign at once: a rotation "
+    "past them is refused (429 `rotation_limit_reached`)."
+)
+ROTATION_LIMIT_REACHED = OpenApiResponse(
+    ErrorResponseSerializer,
+    description=f"`rotation_limit_reached`: {MAX_PREVIOUS_SECRETS} secrets replaced within "
+    "the last 24 hours still sign; nothing changed. `meta.next_rotation_at` (and "
+    "`Retry-After`, in seconds) says when the oldest of them stops signing and a rotation "
+    "is taken again. `throttled`: too many requests; wait `Retry-After` seconds.",
+    examples=[
+        OpenApiExample(
+            "Rotation limit reached",
+            value={
+                "type": "client_error",
+                "errors": [
+                    {
+                        "code": services.RotationLimitReached.code,
+                        "detail": services.RotationLimitReached.detail,
+                        "attr": None,
+                    }
+                ],
+                "meta": {
+                    "previous_secrets": MAX_PREVIOUS_SECRETS,
+                    "max_previous_secrets": MAX_PREVIOUS_SECRETS,
+                    "next_rotation_at": "2026-01-17T10:33:00.123456Z",
+                },
+            },
+        )
+    ],
 )
 
 
@@ -119,12 +166,9 @@ class WebhookEndpointViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Rotate signing secret",
         operation_id="webhook_endpoints_rotate_secret",
-        description=(
-            "A new signing secret, shown only in this response. For 24 hours deliveries "
-            "carry signatures by both the old and the new secret."
-        ),
+        description="A new signing secret, shown only in this response. " + ROTATION_GRACE_TEXT,
         request=None,
-        responses={200: WebhookEndpointWithSecretSerializer},
+        responses={200: WebhookEndpointWithSecretSerializer, 429: ROTATION_LIMIT_REACHED},
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret", pagination_class=None)
     @method_decorator(never_cache)  # it shows the secret
@@ -323,14 +367,15 @@ class ToolSigningSecretRotateView(APIView):
         description=(
             "Your organization's first tool signing secret (201), or a new one (200), "
             "shown only in this response. From then on every tool request the voice agent "
-            "sends carries Standard Webhooks signature headers, as webhook deliveries do; "
-            "for 24 hours after a rotation, signatures by both the old and the new secret. "
-            "Calls already running keep the secrets they started with."
+            "sends carries Standard Webhooks signature headers, as webhook deliveries do. "
+            + ROTATION_GRACE_TEXT
+            + " Calls already running keep the secrets they started with."
         ),
         request=None,
         responses={
             200: ToolSigningSecretWithSecretSerializer,
             201: ToolSigningSecretWithSecretSerializer,
+            429: ROTATION_LIMIT_REACHED,
         },
         tags=["tool-signing-secret"],
     )

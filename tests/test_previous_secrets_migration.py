@@ -1,6 +1,6 @@
-"""webhooks 0011/0012: the secret the last rotation replaced, kept in `previous_secret`
-with its end, moves into `previous_secrets` (where every replaced secret still signing
-is kept), its end unchanged."""
+"""webhooks 0011: the secret the last rotation replaced, kept in `previous_secret` with
+its end, is carried into `previous_secrets` (where every replaced secret still signing
+is kept), its end unchanged; `previous_secret` stays for the release before."""
 
 from __future__ import annotations
 

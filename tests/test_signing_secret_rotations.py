@@ -48,8 +48,8 @@ def endpoint_create(api: APIClient, url: str) -> tuple[str, str]:
 
 def send_test_event(
     api: APIClient, endpoint_id: str, *, now: datetime.datetime | None = None
-) -> Received:
-    """A test event to the endpoint, attempted (at `now`); the request its receiver got."""
+) -> None:
+    """A test event to the endpoint, attempted (at `now`) and answered 200 by its receiver."""
     sent = api.post(f"{ENDPOINTS}/{endpoint_id}/test")
     assert sent.status_code == 202
     delivery = WebhookDelivery.objects.get(pk=sent.json()["id"])
@@ -186,6 +186,23 @@ def test_a_rotation_is_allowed_again_once_the_oldest_replaced_secret_stops_signi
 
     signing = live(holder, after)
     assert signing[0] == newest and len(signing) == MAX_PREVIOUS_SECRETS + 1
+
+
+def test_the_release_before_reads_the_newest_replaced_secret_where_it_did(
+    holder_and_url: tuple[object, str],
+) -> None:
+    """During a rolling deploy, or after a rollback, the release before signs with
+    `previous_secret` until `previous_secret_expires_at` (README "Upgrading")."""
+    holder, _ = holder_and_url
+    start = timezone.now()
+    second = rotate_at(holder, start)
+    rotate_at(holder, start + HOUR)
+
+    stored = type(holder).objects.filter(pk=holder.pk)
+    assert stored.values_list("previous_secret", "previous_secret_expires_at").get() == (
+        second,
+        start + HOUR + SECRET_ROTATION_GRACE,
+    )
 
 
 def test_a_retried_tool_secret_rotation_leaves_the_original_signing_tool_requests(

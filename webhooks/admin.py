@@ -16,7 +16,13 @@ from calls.admin_paging import CappedCountPaginator
 from voicecalls.admin_forms import ReadAtForm
 from webhooks import services
 from webhooks.delivery import EndpointRefusesEvent, EventErased, webhook_delivery_replay
-from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import (
+    SECRET_COLUMNS,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from webhooks.transport import url_problem
 
 
@@ -80,7 +86,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         # Pages never show the secrets: never load (or decrypt) them. One deleted (its
         # history left to the retention pass) is gone, as from the API.
         endpoints = super().get_queryset(request).filter(deleted_at__isnull=True)
-        return endpoints.defer("secret", "previous_secrets")
+        return endpoints.defer(*SECRET_COLUMNS)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         """Each endpoint, said to go with its deliveries and their log, without Django's

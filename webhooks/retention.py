@@ -21,7 +21,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import (
+    SECRET_COLUMNS,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 # Deliveries per transaction: bounded IN lists and short row locks.
 BATCH_SIZE = 500
@@ -97,7 +103,7 @@ def _endpoint_remove(endpoint_id: UUID) -> None:
     if WebhookDelivery.objects.filter(endpoint_id=endpoint_id).exists():
         return
     # Its secrets unread: one no configured key opens must not keep it.
-    held.defer("secret", "previous_secrets").delete()
+    held.defer(*SECRET_COLUMNS).delete()
 
 
 def orphaned_events_delete(*, event_ids: list[str]) -> int:

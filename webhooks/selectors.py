@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from providerkeys.crypto import UndecryptableValue
-from webhooks.models import ToolSigningSecret, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from webhooks.models import (
+    SECRET_COLUMNS,
+    ToolSigningSecret,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +29,7 @@ def webhook_endpoint_queryset(*, organization: Organization) -> QuerySet[Webhook
     goes in the retention pass)."""
     return (
         WebhookEndpoint.objects.filter(organization=organization, deleted_at__isnull=True)
-        .defer("secret", "previous_secrets")
+        .defer(*SECRET_COLUMNS)
         .order_by("-created_at", "-id")
     )
 
@@ -60,9 +66,7 @@ def tool_signing_secret_get(*, organization: Organization) -> ToolSigningSecret 
     """The organization's tool signing secret, if it made one, its secrets unread (as
     an endpoint's pages read it)."""
     return (
-        ToolSigningSecret.objects.filter(organization=organization)
-        .defer("secret", "previous_secrets")
-        .first()
+        ToolSigningSecret.objects.filter(organization=organization).defer(*SECRET_COLUMNS).first()
     )
 
 

@@ -25,6 +25,7 @@ from webhooks import outbox, signing, transport
 from webhooks.delivery import EndpointRefusesEvent
 from webhooks.models import (
     MAX_PREVIOUS_SECRETS,
+    SECRET_COLUMNS,
     EventType,
     PreviousSecret,
     SigningSecrets,
@@ -223,11 +224,10 @@ def _secret_rotate(holder: SigningSecrets, *, now: datetime.datetime) -> str:
     secret = signing.secret_generate()
     holder.secret = secret
     holder.previous_secrets = previous_secrets_dump(previous)
+    holder.previous_secret = previous[0].secret if previous else None
     holder.previous_secret_expires_at = max((p.expires_at for p in previous), default=None)
     holder.updated_at = now
-    holder.save(
-        update_fields=["secret", "previous_secrets", "previous_secret_expires_at", "updated_at"]
-    )
+    holder.save(update_fields=[*SECRET_COLUMNS, "previous_secret_expires_at", "updated_at"])
     return secret
 
 
@@ -249,9 +249,7 @@ def tool_signing_secret_rotate(
     # The organization's row locked: two first requests at once make one secret.
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     holder = (
-        ToolSigningSecret.objects.filter(organization=organization)
-        .defer("secret", "previous_secrets")
-        .first()
+        ToolSigningSecret.objects.filter(organization=organization).defer(*SECRET_COLUMNS).first()
     )
     if holder is not None:
         return holder, _secret_rotate(holder, now=now), False
@@ -270,7 +268,7 @@ def tool_signing_secret_delete(*, organization: Organization) -> bool:
     Organization.objects.select_for_update().filter(pk=organization.pk).exists()
     rows = ToolSigningSecret.objects.filter(organization=organization)
     # Its secrets unread: one no configured key opens must not keep it.
-    deleted, _ = rows.defer("secret", "previous_secrets").delete()
+    deleted, _ = rows.defer(*SECRET_COLUMNS).delete()
     return bool(deleted)
 
 

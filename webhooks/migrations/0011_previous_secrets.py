@@ -1,7 +1,8 @@
 """Every secret a rotation replaced keeps signing for its own grace period, not the
 last one alone: `previous_secrets` holds them, newest first, each with its end (one
-encrypted JSON value). The previous secret already there moves into it with its end;
-`previous_secret` goes in 0012 (no row is updated and altered in one transaction)."""
+encrypted JSON value). The previous secret already there is carried into it with its
+end; `previous_secret` stays, written as the newest replaced secret for the release
+before this one (README "Upgrading"), to be dropped in the next."""
 
 import json
 

@@ -157,3 +157,20 @@ def test_a_transfer_to_a_destination_the_workflow_does_not_list_is_refused(suppo
         call_command(
             "simulate_call", "--org", "acme", "--inbound", number, "--transfer", "+14155550199"
         )
+
+
+def test_a_refused_transfer_says_why_and_leaves_no_call_open(support_line):
+    number, _ = support_line
+
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "simulate_call", "--org", "acme", "--inbound", number, "--transfer", "+14155550199"
+        )
+
+    # The API's reason as a sentence, not the repr of DRF's ErrorDetail dict.
+    assert str(refused.value) == (
+        "--transfer: Not a destination of this workflow's transfer tools."
+    )
+    # The simulated caller hangs up: no call stays `active` against the concurrency limit.
+    call = Call.objects.get()
+    assert (call.status, call.end_reason) == (CallStatus.COMPLETED, "user_hangup")

@@ -130,6 +130,7 @@ class Command(BaseCommand):
                 _line("user", "I'd like to talk to a person, please.", start),
             ],
         )
+        refused: APIException | None = None
         if transfer:
             self._events(call, [_line("assistant", "Of course, putting you through.", start)])
             try:
@@ -145,12 +146,16 @@ class Command(BaseCommand):
                     ),
                 )
             except APIException as exc:  # refused: not listed, the guard, ...
-                raise CommandError(f"--transfer: {exc.detail}") from None
-        else:
+                refused = exc
+        if not transfer or refused is not None:
+            # A refused transfer leaves the caller with the agent: they hang up, so the
+            # simulated call ends rather than staying `active` until reconciliation.
             self._webhook(
                 room, "participant_left", identity=caller, kind="SIP", reason="CLIENT_INITIATED"
             )
         self._room_closes(call, agent)
+        if refused is not None:
+            raise CommandError(f"--transfer: {_detail_text(refused.detail)}")
         self._report(call)
 
     def _call(self, organization: Organization, workflow_slug: str, call_id: str | None) -> Call:
@@ -299,6 +304,15 @@ def _conversation() -> list[list[dict]]:
             _usage(audio_seconds=41.5, prompt=1280, cached=512, completion=220, characters=214),
         ],
     ]
+
+
+def _detail_text(detail: object) -> str:
+    """An API refusal's messages as plain text (DRF nests them in dicts and lists)."""
+    if isinstance(detail, dict):
+        return " ".join(_detail_text(value) for value in detail.values())
+    if isinstance(detail, list):
+        return " ".join(_detail_text(value) for value in detail)
+    return str(detail)
 
 
 def _line(role: str, content: str, agent: str, **extra: object) -> dict:

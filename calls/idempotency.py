@@ -188,7 +188,8 @@ def idempotent_call(
     if existing is not None:
         if existing.request_hash not in fingerprints:
             raise UnprocessableEntity(
-                "This Idempotency-Key was used with a different request body.",
+                # Another body, or the same key sent to another endpoint (a test event's).
+                "This Idempotency-Key was used for a different request.",
                 code="idempotency_key_reused",
             )
         if not existing.is_complete:

@@ -249,7 +249,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict with the resource's current state.",
     413: "Request body over 1 MiB.",
     415: "Unsupported media type: the API speaks JSON only.",
-    422: "Idempotency-Key reused with a different body.",
+    422: "Idempotency-Key reused for a different request (another body or endpoint).",
     429: "Too many requests; wait `Retry-After` seconds.",
     500: "Server error.",
     502: "LiveKit unreachable or failing; nothing changed.",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from voicecalls.errors import ErrorResponseSerializer
 from voicecalls.fields import JSONTypedSerializer, QueryParamsSerializer
 from webhooks.models import DeliveryStatus, EventType, SentEventType
 
@@ -109,3 +110,19 @@ class ToolSigningSecretWithSecretSerializer(ToolSigningSecretSerializer):
     secret = serializers.CharField(
         help_text="The signing secret (`whsec_...`). Shown only in this response: store it now."
     )
+
+
+class RotationLimitMetaSerializer(serializers.Serializer):
+    """The numbers behind a refused rotation (`rotation_limit_reached`)."""
+
+    previous_secrets = serializers.IntegerField(help_text="Replaced secrets signing now.")
+    max_previous_secrets = serializers.IntegerField(help_text="How many may sign at once.")
+    next_rotation_at = serializers.DateTimeField(
+        help_text="When the oldest of them stops signing, and a rotation is taken again."
+    )
+
+
+class RotationLimitErrorResponseSerializer(ErrorResponseSerializer):
+    """429: `rotation_limit_reached` (with `meta`), or `throttled` (see Retry-After)."""
+
+    meta = RotationLimitMetaSerializer(required=False, help_text="With `rotation_limit_reached`.")

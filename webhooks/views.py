@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.idempotency import IDEMPOTENCY_KEY, idempotency_key, idempotent_call
-from voicecalls.errors import Conflict, ErrorResponseSerializer, error_responses
+from voicecalls.errors import Conflict, error_responses
 from voicecalls.pagination import PagePagination
 from voicecalls.routing import UUID_PATTERN
 from voicecalls.throttling import create_uncount
@@ -40,6 +40,7 @@ from webhooks.models import (
     WebhookEndpoint,
 )
 from webhooks.serializers import (
+    RotationLimitErrorResponseSerializer,
     ToolSigningSecretSerializer,
     ToolSigningSecretWithSecretSerializer,
     WebhookDeliveriesQuerySerializer,
@@ -58,7 +59,7 @@ ROTATION_GRACE_TEXT = (
     "past them is refused (429 `rotation_limit_reached`)."
 )
 ROTATION_LIMIT_REACHED = OpenApiResponse(
-    ErrorResponseSerializer,
+    RotationLimitErrorResponseSerializer,
     description=f"`rotation_limit_reached`: {MAX_PREVIOUS_SECRETS} secrets replaced within "
     "the last 24 hours still sign; nothing changed. `meta.next_rotation_at` (and "
     "`Retry-After`, in seconds) says when the oldest of them stops signing and a rotation "

@@ -252,10 +252,17 @@ def test_every_error_response_uses_the_one_error_shape(schema):
     assert shapes == {
         "#/components/schemas/ErrorResponse",
         "#/components/schemas/LimitErrorResponse",
+        "#/components/schemas/RotationLimitErrorResponse",
     }
-    error = schema["components"]["schemas"]["ErrorResponse"]
-    assert error["required"] == ["errors", "type"]
-    assert set(error["properties"]) == {"type", "errors", "meta"}
+    # The 429s' shapes are the one shape with their `meta` typed.
+    for name in ("ErrorResponse", "LimitErrorResponse", "RotationLimitErrorResponse"):
+        error = schema["components"]["schemas"][name]
+        assert error["required"] == ["errors", "type"], name
+        assert set(error["properties"]) == {"type", "errors", "meta"}, name
+        assert (
+            error["properties"]["errors"]
+            == schema["components"]["schemas"]["ErrorResponse"]["properties"]["errors"]
+        )
 
 
 def _json_schema(node: object) -> object:
@@ -316,8 +323,10 @@ def test_every_operation_documents_the_errors_it_can_answer(schema):
         # A transfer dials too: it counts against the outbound calls per minute. Live
         # streams count against the organization's open streams. Workflow writes keep
         # a version each: they count against the workflow write rate. A webhook test
-        # event or replay queues a send: it counts as a create.
+        # event or replay queues a send: it counts as a create. A secret's rotation
+        # past the secrets still signing is refused (rotation_limit_reached).
         limited = operation["operationId"] in {
+            "webhook_endpoints_rotate_secret",
             "webhook_endpoints_test",
             "webhook_endpoints_replay_delivery",
             "calls_transfer",

@@ -7,7 +7,9 @@ import os
 import shutil
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import KeyKind, Organization
@@ -113,6 +115,16 @@ def org_agent_api(organization: Organization) -> APIClient:
 @pytest.fixture
 def anonymous_api() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def staff_client(db: None) -> Client:
+    """A superuser's browser, logged in (force_login, no password: hashing one costs most
+    of a second per test)."""
+    user = User.objects.create_superuser("staff", "staff@example.com", None)
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture

@@ -18,15 +18,6 @@ ADD_URL = reverse("admin:providerkeys_providerkey_add")
 LIST_URL = reverse("admin:providerkeys_providerkey_changelist")
 
 
-@pytest.fixture
-def staff_client(django_user_model: type) -> Client:
-    """A logged-in superuser (no password: hashing one costs most of a second)."""
-    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def change_url(key: ProviderKey) -> str:
     return reverse("admin:providerkeys_providerkey_change", args=[key.pk])
 

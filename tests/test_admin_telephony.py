@@ -26,14 +26,6 @@ ADD_URL = reverse("admin:telephony_siptrunk_add")
 LIST_URL = reverse("admin:telephony_siptrunk_changelist")
 
 
-@pytest.fixture
-def staff_client(django_user_model: type) -> Client:
-    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def add_form(organization: Organization, **changes: object) -> dict:
     return {
         "organization": organization.pk,

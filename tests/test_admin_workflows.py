@@ -16,14 +16,6 @@ from workflows.demo import DEMO_DEFINITION
 from workflows.models import Workflow
 
 
-@pytest.fixture
-def staff_client(db: None, client: Client) -> Client:
-    """A superuser's browser (force_login: no slow password hashing)."""
-    user = User.objects.create(username="admin", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return client
-
-
 def preview_url(workflow: Workflow) -> str:
     return f"/admin/workflows/workflow/{workflow.id}/preview-prompts/"
 

@@ -238,14 +238,6 @@ def test_the_tool_secret_at_its_bound_can_still_be_deleted(api: APIClient) -> No
     ]
 
 
-@pytest.fixture
-def staff_client(django_user_model: type) -> Client:
-    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_no_other_answer_or_admin_page_shows_any_of_the_secrets(
     api: APIClient, staff_client: Client, organization: Organization, receiver: Receiver
 ) -> None:

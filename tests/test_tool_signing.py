@@ -252,14 +252,6 @@ def test_the_schema_gives_no_example_of_a_secret() -> None:
         assert "example" not in yaml.safe_dump(components[name])
 
 
-@pytest.fixture
-def staff_client(django_user_model: type) -> Client:
-    user = django_user_model.objects.create_superuser("staff", "staff@example.com", None)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_the_admin_never_shows_a_secret(
     api: APIClient, staff_client: Client, organization: Organization
 ) -> None:

@@ -85,7 +85,7 @@ def tool_signing_secrets_live(
             "organization %s: a tool signing secret opens with no configured CRYPTOGRAPHY_KEY",
             organization.slug,
         )
-        found = tuple(_opened(rows, column) for column in columns)
+        found = tuple(secret_opened(rows, column) for column in columns)
     if found is None:
         return []
     secret, previous = found
@@ -93,7 +93,9 @@ def tool_signing_secrets_live(
     return holder.live_secrets(now or timezone.now())
 
 
-def _opened(rows: QuerySet, column: str) -> object:
+def secret_opened(rows: QuerySet, column: str) -> str | None:
+    """The first row's encrypted `column` in plaintext; None if there is no row or no
+    configured CRYPTOGRAPHY_KEY opens it (docs/key-rotation.md)."""
     try:
         return rows.values_list(column, flat=True).first()
     except UndecryptableValue:

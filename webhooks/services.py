@@ -18,7 +18,6 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import Organization
-from providerkeys.crypto import UndecryptableValue
 from providerkeys.reencrypt import secrets_reencrypt
 from voicecalls.errors import LimitExceeded
 from webhooks import outbox, signing, transport
@@ -34,6 +33,7 @@ from webhooks.models import (
     previous_secrets_dump,
     previous_secrets_load,
 )
+from webhooks.selectors import secret_opened
 
 # After a rotation the old secret keeps signing (beside the new one) this long.
 SECRET_ROTATION_GRACE = datetime.timedelta(hours=24)
@@ -213,9 +213,11 @@ def _secret_rotate(holder: SigningSecrets, *, now: datetime.datetime) -> str:
     locked = type(holder).objects.select_for_update().filter(pk=holder.pk)
     # One no configured key opens (docs/key-rotation.md) signs nothing any more, and
     # kept beside the new one it would stop every delivery: dropped.
-    replaced = _opened(locked, "secret")
+    replaced = secret_opened(locked, "secret")
     previous = [
-        p for p in previous_secrets_load(_opened(locked, "previous_secrets")) if p.expires_at > now
+        p
+        for p in previous_secrets_load(secret_opened(locked, "previous_secrets"))
+        if p.expires_at > now
     ]
     if replaced is not None:
         if len(previous) >= MAX_PREVIOUS_SECRETS:
@@ -229,14 +231,6 @@ def _secret_rotate(holder: SigningSecrets, *, now: datetime.datetime) -> str:
     holder.updated_at = now
     holder.save(update_fields=[*SECRET_COLUMNS, "previous_secret_expires_at", "updated_at"])
     return secret
-
-
-def _opened(locked: QuerySet, column: str) -> str | None:
-    """The column's plaintext; None if no configured key opens it."""
-    try:
-        return locked.values_list(column, flat=True).get()
-    except UndecryptableValue:
-        return None
 
 
 @transaction.atomic

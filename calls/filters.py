@@ -212,7 +212,7 @@ class CallFilter(SingleValueFilterSet):
         field_name="started_at",
         lookup_expr="gte",
         help_text="Calls started at or after this ISO-8601 time; without an offset it is UTC "
-        "(a date alone: its 00:00 UTC).",
+        "(a date alone: its 00:00 UTC). With `started_before`, it must be before it (else 400).",
     )
     started_before = IsoDateTimeFilter(
         field_name="started_at",
@@ -250,6 +250,18 @@ class CallFilter(SingleValueFilterSet):
             "direction",
             "end_reason",
         ]
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        values = getattr(self.form, "cleaned_data", {})  # none on an unbound form
+        after, before = values.get("started_after"), values.get("started_before")
+        if after is not None and before is not None and after >= before:
+            # Swapped bounds are a client's mistake, not "no calls" (as GET /usage/daily).
+            self.form.add_error(
+                "started_after",
+                forms.ValidationError("Must be before `started_before`.", code="invalid"),
+            )
+        return valid and not self.form.errors
 
     def filter_queryset(self, queryset: QuerySet[Call]) -> QuerySet[Call]:
         return self.queryset_filtered(queryset, self.form.cleaned_data)

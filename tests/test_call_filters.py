@@ -134,6 +134,56 @@ def test_a_window_without_an_offset_is_utc_and_the_schema_says_so(
         assert "without an offset" in described and "UTC" in described, described
 
 
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [
+        ("2026-01-18T00:00:00Z", "2026-01-17T00:00:00Z"),  # swapped
+        ("2026-01-17T00:00:00Z", "2026-01-17T00:00:00Z"),  # no time between them
+        ("2026-01-17T01:00:00%2B01:00", "2026-01-17"),  # the same instant, told twice
+    ],
+)
+def test_a_started_window_that_ends_before_it_begins_is_400_naming_started_after(
+    api: APIClient, organization, after: str, before: str
+) -> None:
+    """Swapped bounds listed nothing with a 200: a client's mistake read as "no calls"."""
+    at = datetime.datetime(2026, 1, 17, 12, tzinfo=datetime.UTC)
+    CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=at - datetime.timedelta(seconds=5),
+        started_at=at,
+    )
+
+    response = api.get(f"{CALLS}?started_after={after}&started_before={before}")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "invalid",
+                "detail": "Must be before `started_before`.",
+                "attr": "started_after",
+            }
+        ],
+    }
+
+
+def test_a_started_window_of_one_microsecond_is_a_window(api: APIClient, organization) -> None:
+    at = datetime.datetime(2026, 1, 17, 12, tzinfo=datetime.UTC)
+    call = CallFactory(
+        organization=organization,
+        completed=True,
+        created_at=at - datetime.timedelta(seconds=5),
+        started_at=at,
+    )
+    after, before = _iso(at), _iso(at + datetime.timedelta(microseconds=1))
+
+    body = api.get(CALLS, {"started_after": after, "started_before": before}).json()
+
+    assert [i["id"] for i in body["items"]] == [str(call.id)]
+
+
 # --- direction and end_reason ---------------------------------------------------------
 
 

@@ -208,6 +208,8 @@ UNSTATED_RULES: dict[str, list[tuple[str, str]]] = {
     # Across parameters: `from` on or before `to`, at most 366 days apart, and the
     # default range (the 30 days up to `to`) within the calendar.
     "GET /api/v1/usage/daily": [("from|to", "invalid")],
+    # Across parameters: `started_after` before `started_before`.
+    "GET /api/v1/calls": [("started_after", "invalid")],
     # At most the call's last event id: the call's state, not a format.
     "GET /api/v1/calls/{id}/stream": [("Last-Event-ID", "unknown_event_id")],
     # A number valid in its country's plan; an outbound trunk's address.

@@ -174,7 +174,7 @@ def _git() -> str:
 
 
 def run(*, only: str | None, label: str, load_timings: dict | None) -> None:
-    from bench import http_client, http_load, scenarios
+    from bench import http_client, http_load, scenarios, targets
 
     ctx = scenarios.Context.build()
     for note in ctx.notes:
@@ -195,7 +195,7 @@ def run(*, only: str | None, label: str, load_timings: dict | None) -> None:
         for result in http_load.create_calls(ctx):
             results.append(result)
             print(f"bench: {result['name']}: {json.dumps(result)}", flush=True)
-    scenarios.judge(results)
+    targets.judge(results)
     report = {
         "started_at": started.isoformat(),
         "label": label,

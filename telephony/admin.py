@@ -173,6 +173,11 @@ class PhoneNumberAdmin(LiveKitDeletes, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PhoneNumber]:
+        # The page shows the number's trunk: read with it, without its password (as
+        # SipTrunk.objects reads trunks), which its own read would decrypt, and fail on.
+        return super().get_queryset(request).select_related("trunk").defer("trunk__auth_password")
+
     @admin.display(description="Workflow")
     def workflow_slug(self, obj: PhoneNumber) -> str:
         return obj.workflow.slug

@@ -352,6 +352,31 @@ def test_a_number_deleted_as_staff_verify_it_is_a_message_not_a_500(
     assert fake_livekit.calls("CreateSIPDispatchRule") == []
 
 
+def test_a_numbers_pages_open_when_no_configured_key_opens_its_trunks_password(
+    staff_client, organization, fake_livekit, settings
+) -> None:
+    """The number's page shows its trunk, which Django read whole (every column) to show
+    it: the password no configured key opens made the page a 500, as the trunk's own
+    pages were."""
+    trunk = sip_trunk_create(
+        organization=organization,
+        name="inbound",
+        direction="inbound",
+        numbers=[INBOUND_NUMBER],
+        auth_username="acme",
+        auth_password=PASSWORD,
+    )
+    number = PhoneNumberFactory(trunk=trunk)
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
+    change = reverse("admin:telephony_phonenumber_change", args=[number.pk])
+    delete = reverse("admin:telephony_phonenumber_delete", args=[number.pk])
+
+    pages = [staff_client.get(url) for url in (NUMBERS_URL, change, delete)]
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert str(trunk) in pages[1].content.decode()
+
+
 def test_staff_cannot_add_numbers_customers_do(staff_client) -> None:
     response = staff_client.get(reverse("admin:telephony_phonenumber_add"))
 

@@ -81,6 +81,10 @@ class LiveKitDeletes:
                 # What keeps it came after the delete page looked (organization_delete).
                 request.livekit_refused = True
                 self.message_user(request, f"{obj}: {exc.args[0]}", messages.ERROR)
+            except services.TrunkInUse as exc:
+                # A number its customer mapped to it after the page looked (sip_trunk_delete).
+                request.livekit_refused = True
+                self.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
 
     def message_user(
         self,

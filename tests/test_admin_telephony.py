@@ -419,6 +419,37 @@ def test_deleting_a_trunk_livekit_refuses_keeps_it_with_a_message_not_a_500(
     assert SipTrunk.objects.filter(pk=trunk.pk).exists()
 
 
+def test_a_trunk_given_a_number_as_staff_delete_it_is_kept_with_a_message_not_a_500(
+    staff_client, organization, fake_livekit
+) -> None:
+    """The customer maps a number to the trunk after the delete page looked for numbers
+    keeping it: the service refuses the delete (TrunkInUse) holding the trunk's row."""
+    trunk = inbound_trunk(organization)
+    added = []
+
+    def add_a_number_before_the_delete_locks_the_trunk(execute, sql, params, many, context):
+        # The service's own read of the trunk (`.first()`; the page's is a `.get()`).
+        if not added and '"telephony_siptrunk"' in sql and "LIMIT 1" in sql:
+            added.append(PhoneNumberFactory(trunk=trunk))
+        return execute(sql, params, many, context)
+
+    staff_client.raise_request_exception = False
+    with connection.execute_wrapper(add_a_number_before_the_delete_locks_the_trunk):
+        response = staff_client.post(
+            reverse("admin:telephony_siptrunk_delete", args=[trunk.pk]),
+            {"post": "yes"},
+            follow=True,
+        )
+
+    assert added
+    assert response.status_code == 200
+    assert the_one_message(response) == (
+        f"{trunk}: The trunk has phone numbers: delete them first."
+    )
+    assert SipTrunk.objects.filter(pk=trunk.pk).exists()
+    assert fake_livekit.calls("DeleteSIPTrunk") == []
+
+
 def test_deleting_numbers_in_bulk_keeps_the_one_livekit_refuses_and_says_so(
     staff_client, organization, fake_livekit
 ) -> None:

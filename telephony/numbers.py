@@ -16,7 +16,12 @@ _E164 = re.compile(E164_PATTERN)
 # the guard cannot judge and so must be listed explicitly in a workflow's transfer tool.
 # The user part in printable ASCII without space, `"`, `<`, `>` or `@` (anything else is
 # percent-encoded in a URI), spelled as ranges so Python and JSON Schema read it alike.
-SIP_URI_PATTERN = r"sips?:[!#-;=?A-~]{1,64}@[A-Za-z0-9.-]{1,190}(:[0-9]{1,5})?"
+# A SIP host: a DNS name or IPv4 address (labels of 1 to 63 letters, digits or inner
+# hyphens), and a port from 1 to 65535 without leading zeros, as JSON Schema can say it.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+SIP_HOST_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?"
+SIP_URI_PATTERN = rf"sips?:[!#-;=?A-~]{{1,64}}@{SIP_HOST_PATTERN}"
 TRANSFER_DESTINATION_PATTERN = rf"^(\+[1-9][0-9]{{1,14}}|{SIP_URI_PATTERN})$"
 _TRANSFER_DESTINATION = re.compile(TRANSFER_DESTINATION_PATTERN)
 

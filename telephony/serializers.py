@@ -55,12 +55,13 @@ class SipTrunkCreateSerializer(JSONTypedSerializer):
     name = serializers.CharField(max_length=100)
     direction = serializers.ChoiceField(choices=TrunkDirection.choices)
     address = serializers.RegexField(
-        r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        rf"^{numbers.SIP_HOST_PATTERN}$",
         max_length=255,
         required=False,
         default="",
         allow_blank=True,
-        help_text="The carrier's SIP host (outbound trunks), e.g. `example.pstn.twilio.com`.",
+        help_text="The carrier's SIP host (outbound trunks), e.g. `example.pstn.twilio.com`, "
+        "with a port (1-65535) if not 5060.",
     )
     numbers = TrunkNumbersField(
         child=E164Field(), min_length=1, max_length=MAX_TRUNK_NUMBERS, help_text="E.164, each once."

@@ -59,6 +59,22 @@ def test_creating_a_trunk_creates_it_in_livekit_and_never_shows_the_password(
     assert "s3cret-trunk-pass" not in api.get(URL).content.decode()
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "acme.pstn.twilio.com:5060",
+        "10.0.0.1:65535",
+        "sip-1.example.com:1",
+        "a" * 63 + ".example.com",
+    ],
+)
+def test_a_carrier_host_with_or_without_a_port_is_a_trunk_address(api, fake_livekit, address):
+    response = api.post(URL, {**BODY, "address": address}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["address"] == address
+
+
 def test_an_inbound_trunk_needs_no_address(api, fake_livekit):
     body = {"name": "In", "direction": "inbound", "numbers": ["+14155550101"]}
 
@@ -109,6 +125,17 @@ def test_livekit_unreachable_is_502_and_nothing_is_stored(api, settings):
         ({"direction": "sideways"}, "direction"),
         ({"auth_password": "tab\there"}, "auth_password"),
         ({"address": "sip:evil host"}, "address"),
+        # Every dial through it would fail: a port SIP cannot use, or no host at all.
+        ({"address": "acme.pstn.twilio.com:0"}, "address"),
+        ({"address": "acme.pstn.twilio.com:65536"}, "address"),
+        ({"address": "acme.pstn.twilio.com:99999"}, "address"),
+        ({"address": "acme.pstn.twilio.com:05060"}, "address"),
+        ({"address": "-"}, "address"),
+        ({"address": "."}, "address"),
+        ({"address": "-acme.pstn.twilio.com"}, "address"),
+        ({"address": "acme..twilio.com"}, "address"),
+        ({"address": "acme.twilio.com."}, "address"),
+        ({"address": "a" * 64 + ".twilio.com"}, "address"),
     ],
 )
 def test_invalid_trunks_are_400_naming_the_field(api, fake_livekit, change, attr):

@@ -81,6 +81,24 @@ def test_a_function_tool_is_stored_without_transfer_fields(api: APIClient) -> No
             with_tool(type="transfer", destinations=["sip:d\u0085sk@pbx.example.com"]),
             [("agents.0.tools.1.destinations.0", "invalid")],
         ),
+        # A port LiveKit cannot dial, or a host no DNS name or address is: every
+        # transfer to it would fail on the call, after the caller was told to hold.
+        (
+            with_tool(type="transfer", destinations=["sip:desk@pbx.example.com:0"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
+        (
+            with_tool(type="transfer", destinations=["sip:desk@pbx.example.com:65536"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
+        (
+            with_tool(type="transfer", destinations=["sip:desk@-"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
+        (
+            with_tool(type="transfer", destinations=["sip:desk@pbx..example.com"]),
+            [("agents.0.tools.1.destinations.0", "invalid")],
+        ),
         (
             with_tool(type="transfer", destinations=[DESK] * 11),
             [("agents.0.tools.1.destinations", "max_length")],

@@ -82,7 +82,9 @@ def recordings_delete_marking(
 ) -> tuple[int, StorageError | None]:
     """Delete these recordings (read with their call) as `recording_delete_marking`
     does, their files asked of each bucket up to 1,000 in a request: (how many this run
-    marked, the first error of those the storage refused, left as they were).
+    marked whose file went, the first error of those the storage refused, left as they
+    were). One out of reach for good (StorageRemoved) is marked, not counted: its file
+    is left in the organization's bucket, and the count is what went from storage.
 
     The rows are marked in one transaction, in id order (two runs marking the same ones
     wait for each other, never deadlock), with `counted(marked)` in it: a count kept of
@@ -101,7 +103,7 @@ def recordings_delete_marking(
             elif error is not None:
                 continue
             this, stop = _marked(recording)
-            marked += this
+            marked += this and error is None
             if stop:
                 stopping.append(recording.pk)
         if marked and counted is not None:

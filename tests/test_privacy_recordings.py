@@ -275,6 +275,34 @@ def test_a_recording_in_a_removed_bucket_holds_up_no_erasure(
     assert object_keys(s3_server, recordings_bucket) == []
 
 
+def test_an_erasure_counts_no_recording_left_in_a_removed_bucket_as_deleted(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    """`recordings_deleted` says how many went from their storage: a file left in the
+    bucket the organization removed from its settings (its own to delete) is not one."""
+    recording_in_a_removed_bucket(organization, ended_ago=2 * DAY, user_id="user-9")
+    stored(ended_ago=DAY, user_id="user-9")
+    erasure = erasure_of(organization, "user-9")
+
+    assert erasure_run(erasure_id=erasure.pk) == "completed"
+
+    erasure.refresh_from_db()
+    assert (erasure.calls_erased, erasure.recordings_deleted) == (2, 1)
+
+
+def test_retention_counts_no_recording_left_in_a_removed_bucket_as_deleted(
+    organization, stored, recordings_bucket, s3_server
+) -> None:
+    Organization.objects.filter(pk=organization.pk).update(recording_retention_days=30)
+    removed = recording_in_a_removed_bucket(organization, ended_ago=40 * DAY, user_id="user-1")
+    stored(ended_ago=35 * DAY, user_id="user-2")
+
+    result = retention_apply()
+
+    assert status_of(removed) == "deleted"
+    assert (result.recordings_deleted, result.recording_storages_failed) == (1, 0)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_egress_ending_after_an_erasure_renamed_an_inbound_calls_room_deletes_its_file(
     organization, recordings_bucket, s3_server

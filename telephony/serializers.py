@@ -144,8 +144,11 @@ class PhoneNumberUpdateSerializer(JSONTypedSerializer):
     )
 
     def validate(self, data: dict) -> dict:
-        for fixed in ("number", "trunk_id"):
-            if fixed in self.initial_data:
+        # Sent back as they are (a client editing what it read), they change nothing.
+        current = self.context["phone_number"]
+        for fixed, value in (("number", current.number), ("trunk_id", str(current.trunk_id))):
+            sent = self.initial_data.get(fixed, value)
+            if not (isinstance(sent, str) and sent.lower() == value.lower()):
                 raise serializers.ValidationError(
                     {fixed: ["A number's number and trunk do not change: delete it and add it."]}
                 )

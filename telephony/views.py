@@ -156,7 +156,8 @@ class PhoneNumberDetailView(APIView):
     @extend_schema(
         summary="Update phone number",
         description="Point the number at another workflow: calls in progress keep theirs, "
-        "the next caller reaches the new one. The number and its trunk do not change.",
+        "the next caller reaches the new one. The number and its trunk do not change "
+        "(sent back as they are, they are ignored; any other value is a 400).",
         operation_id="phone_numbers_partial_update",
         parameters=[NUMBER_ID],
         request=PhoneNumberUpdateSerializer,
@@ -164,11 +165,12 @@ class PhoneNumberDetailView(APIView):
         tags=["telephony"],
     )
     def patch(self, request: Request, pk: str) -> Response:
-        params = PhoneNumberUpdateSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        number = services.phone_number_update(
-            phone_number=self._get(request, pk), **params.validated_data
+        phone_number = self._get(request, pk)
+        params = PhoneNumberUpdateSerializer(
+            data=request.data, context={"phone_number": phone_number}
         )
+        params.is_valid(raise_exception=True)
+        number = services.phone_number_update(phone_number=phone_number, **params.validated_data)
         return Response(PhoneNumberSerializer(number).data)
 
     @extend_schema(

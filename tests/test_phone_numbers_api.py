@@ -448,6 +448,23 @@ def test_invalid_updates_are_400_naming_the_field_and_change_nothing(
     assert (number.number, number.workflow_id) == (INBOUND_NUMBER, workflow.id)
 
 
+def test_a_number_read_and_sent_back_whole_moves_only_to_the_workflow_changed(api, workflow, trunk):
+    """A client that edits what it read (GET, change the workflow, PATCH it all) was
+    refused: the number and trunk it sent back unchanged were read as a change."""
+    WorkflowFactory(organization=workflow.organization, slug="support")
+    number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
+    read = api.get(f"{URL}/{number.id}").json()
+
+    response = api.patch(
+        f"{URL}/{number.id}",
+        {**read, "trunk_id": read["trunk_id"].upper(), "workflow_slug": "support"},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {**read, "workflow_slug": "support"}
+
+
 def test_an_empty_update_changes_nothing(api, workflow, trunk):
     number = PhoneNumberFactory(trunk=trunk, workflow=workflow)
 

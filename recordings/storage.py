@@ -195,14 +195,12 @@ DELETE_KEYS_MAX = 1000
 def objects_delete(target: S3Target, *, keys: Sequence[str]) -> dict[str, StorageError]:
     """Delete at most DELETE_KEYS_MAX objects in one request, each as `object_delete`
     does; those the storage refused, by key (S3 answers each key apart, the others
-    deleted). StorageError when the request fails as a whole (none taken as deleted)."""
+    deleted; a store without DeleteObjects is sent one DELETE per key). StorageError when
+    the request fails as a whole (none taken as deleted)."""
     target_reachable_check(target)
-    objects = [{"Key": key} for key in keys]
-    answer = _deletion(
-        lambda: _client(target).delete_objects(
-            Bucket=target.bucket, Delete={"Objects": objects, "Quiet": True}
-        )
-    )
+    answer = _deletion(lambda: _multi_delete(target, keys))
+    if answer is None:
+        return _each_delete(target, keys)
     refused: dict[str, StorageError] = {}
     for failure in answer.get("Errors", []):
         code = str(failure.get("Code", "error"))
@@ -210,7 +208,35 @@ def objects_delete(target: S3Target, *, keys: Sequence[str]) -> dict[str, Storag
     return refused
 
 
-def _deletion(request: Callable[[], dict]) -> dict:
+# Stores without S3's DeleteObjects (Google Cloud Storage's XML API answers it 501), or
+# wanting the Content-MD5 botocore no longer sends with it: one DELETE per object there.
+_NO_MULTI_DELETE_CODES = frozenset({"NotImplemented", "MissingContentMD5"})
+
+
+def _multi_delete(target: S3Target, keys: Sequence[str]) -> dict | None:
+    """DeleteObjects' answer; None from a store that does not take it."""
+    objects = [{"Key": key} for key in keys]
+    try:
+        return _client(target).delete_objects(
+            Bucket=target.bucket, Delete={"Objects": objects, "Quiet": True}
+        )
+    except ClientError as exc:
+        if _describe(exc) in _NO_MULTI_DELETE_CODES:
+            return None
+        raise
+
+
+def _each_delete(target: S3Target, keys: Sequence[str]) -> dict[str, StorageError]:
+    refused: dict[str, StorageError] = {}
+    for key in keys:
+        try:
+            _deletion(lambda key=key: _client(target).delete_object(Bucket=target.bucket, Key=key))
+        except StorageError as exc:
+            refused[key] = exc
+    return refused
+
+
+def _deletion(request: Callable[[], dict | None]) -> dict | None:
     """The answer to a delete request; {} when the bucket no longer exists (as
     `object_delete` says). StorageAccessRefused or StorageError when it fails."""
     try:

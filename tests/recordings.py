@@ -22,6 +22,43 @@ from tests.tasks import run_task_worker
 from workflows.models import Workflow
 
 
+def _without_multi_delete(app):
+    """`app` (moto's S3) answering DeleteObjects as a store without it does: Google Cloud
+    Storage's XML API, which takes one object per DELETE."""
+
+    def refusing(environ: dict, start_response):
+        query = environ.get("QUERY_STRING", "")
+        if environ["REQUEST_METHOD"] == "POST" and "delete" in query.split("&"):
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                b"<Message>POST ?delete is not implemented for objects.</Message></Error>"
+            )
+            headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+            start_response("501 Not Implemented", headers)
+            return [body]
+        return app(environ, start_response)
+
+    return refusing
+
+
+@contextlib.contextmanager
+def s3_without_multi_delete() -> Iterator[str]:
+    """A stand-in S3 endpoint over the same stored buckets as `s3_server` (moto keeps
+    them per process) that refuses DeleteObjects with 501 NotImplemented; its URL."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = _without_multi_delete(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
 def s3_client(endpoint: str, *, access_key: str = "test", secret: str = "test"):
     return boto3.client(
         "s3",

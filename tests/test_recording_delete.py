@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from privacy.recordings import recordings_delete
 from recordings.deletion import recording_delete
 from recordings.models import Recording
 from recordings.services import recording_egress_update
 from recordings.storage import StorageError
 from recordings.tasks import recording_file_delete
 from tests.factories import CallFactory, RecordingFactory
-from tests.recordings import object_keys, refusing_s3, s3_client
+from tests.recordings import object_keys, refusing_s3, s3_client, s3_without_multi_delete
 from voicecalls.livekit import EgressUpdate
 
 ORG_KEY_ID = "AKIAORGANIZATION0042"
@@ -40,6 +41,33 @@ def test_it_deletes_the_file_and_marks_the_recording_deleted(
     assert platform_recording.deleted_at is not None
     body = api.get(f"/api/v1/calls/{platform_recording.call_id}/recording").json()
     assert (body["status"], body["url"]) == ("deleted", None)
+
+
+def test_a_store_without_multi_object_delete_has_each_file_deleted_on_its_own(
+    settings, organization, recordings_bucket, s3_server
+) -> None:
+    """S3-compatible stores such as Google Cloud Storage's XML API answer DeleteObjects
+    with 501 NotImplemented: every erasure and retention pass over them failed for good."""
+    with s3_without_multi_delete() as endpoint:
+        settings.RECORDINGS_S3_ENDPOINT = endpoint
+        recordings = [
+            RecordingFactory(
+                call=CallFactory(organization=organization, completed=True),
+                endpoint=endpoint,
+                bucket=recordings_bucket,
+            )
+            for _ in range(2)
+        ]
+        for recording in recordings:
+            s3_client(s3_server).put_object(
+                Bucket=recordings_bucket, Key=recording.object_key, Body=b"x"
+            )
+
+        deleted = recordings_delete(call_ids=[r.call_id for r in recordings])
+
+    assert deleted == 2
+    assert object_keys(s3_server, recordings_bucket) == []
+    assert {r.status for r in Recording.objects.all()} == {"deleted"}
 
 
 def test_deleting_again_is_a_no_op_that_still_answers_true(platform_recording) -> None:

@@ -55,8 +55,22 @@ class StreamStart:
     ended_at: datetime.datetime | None
 
 
+# What JSON leaves unescaped but `str.splitlines` (and so httpx's `iter_lines`, which
+# README's Python example reads with) ends a line at: U+0085, U+2028, U+2029 in UTF-8,
+# each written as its JSON escape instead (the same string once parsed).
+_UNICODE_LINE_BREAKS = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
+
+
 def _sse(seq: int, type_: str, data: bytes) -> bytes:
-    # Compact JSON has no line breaks (they are escaped in strings): one data line.
+    # Compact JSON escapes the control characters, CR and LF among them; the Unicode
+    # line breaks are escaped here: one data line, whatever splits it.
+    if not data.isascii():
+        for raw, escaped in _UNICODE_LINE_BREAKS:
+            data = data.replace(raw, escaped)
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, type_.encode(), data)
 
 

@@ -151,6 +151,23 @@ def test_the_end_tells_a_client_to_come_back_an_hour_later_at_the_soonest(api, p
     )
 
 
+def test_each_events_data_stays_one_line_for_clients_that_split_on_unicode_line_breaks(
+    api, agent_api, call
+):
+    """httpx's `iter_lines` (README's Python example) and `str.splitlines` also end a
+    line at U+0085, U+2028 and U+2029, which JSON leaves unescaped: a line with one in
+    it reached such a client as a cut `data:` line that JSON could not parse."""
+    content = "next\x85line\u2028separator\u2029paragraph"
+    record(agent_api, call, transcript(0, content=content, agent_name="greeter\u2028agent"))
+    response = api.get(stream_url(call.pk))
+    body = b"".join(response.streaming_content).decode()
+
+    data = [line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data:")]
+
+    [line] = [json.loads(text) for text in data]
+    assert (line["content"], line["agent_name"]) == (content, "greeter\u2028agent")
+
+
 def test_a_replayed_batch_adds_no_event(api, agent_api, call):
     line = transcript(0)
     record(agent_api, call, line)

@@ -387,6 +387,34 @@ def test_operators_comparisons_and_slices_in_a_loop_cannot_render_for_hours(step
     assert render_within_30_seconds(source) == ""
 
 
+@pytest.mark.parametrize("recursion", ["loop(r)", "loop(iterable=r)"])
+def test_a_recursive_loops_inner_iterations_spend_the_work_budget(recursion: str) -> None:
+    """`loop(items)` in a recursive loop iterates items the loop's own budget never saw:
+    a body of attribute lookups (which cost nothing) over 100,000 items at each of 100
+    levels, valid when saved, rendered for half an hour with nothing looking at the
+    clock (in the web process answering the agent's session request)."""
+    source = (
+        "{% set r = range(99999) %}{% for x in [1] recursive %}"
+        "{% if loop.first and loop.depth is lt(100) %}{{ RECURSE }}{% endif %}"
+        + ("{{ x" + ".a" * 28 + " }}") * 6
+        + "{% endfor %}"
+    ).replace("RECURSE", recursion)
+    assert template_error(source) is None
+
+    assert render_within_30_seconds(source) == ""
+
+
+def test_a_recursive_loop_over_a_callers_data_still_renders() -> None:
+    tree = [{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}]
+    context = {**CONTEXT, "user": {"tree": tree}}
+    source = (
+        "{% for node in user.tree recursive %}{{ node.name }}"
+        "{% if node.children %}({{ loop(node.children) }}){% endif %}{% endfor %}"
+    )
+
+    assert render(source, context) == "a(b(c))"
+
+
 def peak_memory_of_render(source: str) -> tuple[str, int]:
     import tracemalloc
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -213,6 +214,13 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             return __obj
         owner = getattr(__obj, "__self__", None)
         spend(1 + work_of(owner))
+        if isinstance(__obj, LoopContext):
+            # A recursive loop's `loop(items)` iterates items its For node's budget
+            # (`_Bounded.visit_For`) never sees: each spends, as the first level's do.
+            if args:
+                args = (_loop_budget(args[0]), *args[1:])
+            if "iterable" in kwargs:
+                kwargs["iterable"] = _loop_budget(kwargs["iterable"])
         if isinstance(owner, int | float | bytes):
             # (1).to_bytes(10**9, "big") and the like build values without bound.
             raise SecurityError("number methods are not available in prompts")

@@ -227,6 +227,25 @@ def test_a_delivery_page_shows_its_attempts_and_no_secret(
     assert link and admin_client.get(link.group(1)).status_code == 200
 
 
+def test_delivery_pages_open_when_no_configured_key_opens_their_endpoints_secrets(
+    admin_client: Client, deliveries: list[WebhookDelivery], settings
+) -> None:
+    """The pages show each delivery's endpoint, which the list read with every column
+    but the current secret (the secrets a rotation replaced, decrypted) and the page read
+    whole: a key lost, or a fallback removed before `rotate_provider_keys` ran, made
+    both a 500 for a rotated endpoint's deliveries."""
+    delivery = deliveries[0]
+    url = delivery.endpoint.url
+    settings.CRYPTOGRAPHY_KEY = "a-key-the-secrets-were-not-written-with"
+
+    listed = admin_client.get(reverse("admin:webhooks_webhookdelivery_changelist"))
+    shown = admin_client.get(reverse("admin:webhooks_webhookdelivery_change", args=[delivery.pk]))
+
+    assert (listed.status_code, shown.status_code) == (200, 200)
+    assert delivery.event_id in listed.content.decode()
+    assert url in shown.content.decode()
+
+
 def test_replay_resends_the_same_event_id(
     admin_client: Client,
     deliveries: list[WebhookDelivery],

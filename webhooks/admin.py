@@ -178,7 +178,10 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
         # A deleted endpoint's are gone, as it is (the retention pass deletes them).
         deliveries = super().get_queryset(request).filter(endpoint__deleted_at__isnull=True)
-        return deliveries.defer("event__body", "endpoint__secret")
+        # Pages show the endpoint: read with it (the change page's own read was whole),
+        # without any of its secrets, which would be decrypted, and fail on none opening.
+        secrets = [f"endpoint__{column}" for column in SECRET_COLUMNS]
+        return deliveries.select_related("event", "endpoint").defer("event__body", *secrets)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[WebhookDelivery], search_term: str

@@ -317,6 +317,39 @@ def test_replaying_to_an_endpoint_that_takes_the_event_no_more_is_refused(
     assert (delivered.status, delivered.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)
 
 
+def test_replaying_a_delivery_whose_endpoint_its_customer_deletes_meanwhile_is_a_message(
+    admin_client: Client, deliveries: list[WebhookDelivery]
+) -> None:
+    """The customer deletes the endpoint after the action read the deliveries: the
+    replay finds no endpoint (WebhookEndpoint.DoesNotExist, which the API answers
+    404), and the admin, not catching it, answered 500."""
+    delivered = deliveries[1]
+    deleted = []
+
+    def delete_before_the_replay_reads_the_endpoint(execute, sql, params, many, context):
+        # The replay's own read of the endpoint (whether it takes the event).
+        if not deleted and sql.startswith('SELECT "webhooks_webhookendpoint"."enabled"'):
+            deleted.append(True)
+            services.webhook_endpoint_delete(endpoint=delivered.endpoint)
+        return execute(sql, params, many, context)
+
+    admin_client.raise_request_exception = False
+    with connection.execute_wrapper(delete_before_the_replay_reads_the_endpoint):
+        response = admin_client.post(
+            reverse("admin:webhooks_webhookdelivery_changelist"),
+            {"action": "replay", "_selected_action": [delivered.pk]},
+            follow=True,
+        )
+
+    assert deleted
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "1 delivery(ies) not replayed: their endpoint was deleted meanwhile."
+    ]
+    delivered.refresh_from_db()
+    assert (delivered.status, delivered.attempt_count) == (DeliveryStatus.SUCCEEDED, 1)
+
+
 def test_an_endpoints_delete_page_does_not_read_every_delivery(
     admin_client: Client, deliveries: list[WebhookDelivery]
 ) -> None:

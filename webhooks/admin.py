@@ -230,7 +230,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         permissions=["change"],
     )
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        count = erased = refused = 0
+        count = erased = refused = gone = 0
         for delivery in queryset:
             try:
                 webhook_delivery_replay(delivery=delivery)
@@ -240,6 +240,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             except EndpointRefusesEvent:
                 refused += 1
                 continue
+            except (WebhookEndpoint.DoesNotExist, WebhookDelivery.DoesNotExist):
+                gone += 1  # its customer deleted the endpoint since the list was read
+                continue
             count += 1
         if count:
             self.message_user(
@@ -248,6 +251,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         for n, why in (
             (erased, "their call was erased"),
             (refused, "their endpoint is disabled or no longer takes the event's type"),
+            (gone, "their endpoint was deleted meanwhile"),
         ):
             if n:
                 self.message_user(

@@ -129,6 +129,26 @@ def test_a_nul_in_an_object_id_is_not_found_not_a_500(superuser: Client, url: st
     assert response.status_code in (302, 404)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/autocomplete/?app_label=calls&model_name=call&field_name=organization&term=%00",
+        "/admin/autocomplete/?app_label=telephony&model_name=phonenumber&field_name=trunk&term=a%00",
+    ],
+)
+def test_a_nul_in_an_autocomplete_term_matches_nothing_not_a_500(
+    superuser: Client, organization, url: str
+) -> None:
+    """Django's autocomplete searches any registered model a foreign key points at with
+    the term as sent, which PostgreSQL refuses holding a NUL (DataError), as it does in
+    a list's search, which answers it without a 500."""
+    response = superuser.get(url)
+
+    assert response.status_code == 200
+    assert response.json() == {"results": [], "pagination": {"more": False}}
+
+
 _LIMIT = re.compile(r"\bLIMIT\s+\d", re.IGNORECASE)
 
 

@@ -10,9 +10,11 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.views.main import ChangeList
+from django.db.models import QuerySet
 from django.db.models.base import ModelBase
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 
 class DateSafeChangeList(ChangeList):
@@ -36,10 +38,23 @@ class DateSafeChangeList(ChangeList):
             raise IncorrectLookupParameters(exc) from exc
 
 
+class NulSafeAutocomplete(AutocompleteJsonView):
+    """Django's autocomplete (any foreign key's target with search fields), for which a
+    term holding a NUL (PostgreSQL refuses it in a parameter: a 500) matches nothing."""
+
+    def get_queryset(self) -> QuerySet:
+        if "\x00" in self.term:
+            return self.model_admin.get_queryset(self.request).none()
+        return super().get_queryset()
+
+
 class VoicecallsAdminSite(admin.AdminSite):
     site_header = "voicecalls console"
     site_title = "voicecalls"
     index_title = "Calls at a glance"
+
+    def autocomplete_view(self, request: HttpRequest) -> HttpResponse:
+        return NulSafeAutocomplete.as_view(admin_site=self)(request)
 
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
         super().register(model_or_iterable, admin_class, **options)

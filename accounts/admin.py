@@ -20,6 +20,7 @@ from telephony.admin import LiveKitDeletes
 from telephony.guard import caller_id_pick
 from telephony.services import organization_delete
 from voicecalls.admin_confirm import action_confirmation
+from voicecalls.text import storable
 
 # The library registers its own concrete key model; ours (with kind and organization)
 # replaces it, so staff see one list of keys.
@@ -90,7 +91,8 @@ class OrganizationAdmin(LiveKitDeletes, SecretsDeferredDeletes, admin.ModelAdmin
         )
         if asking is not None:
             return asking
-        reason = request.POST["reason"]
+        # The textarea as posted (no form field checks it): a NUL no column stores.
+        reason = storable(request.POST["reason"])
         suspended = [o for o in queryset if organization_suspend(organization=o, reason=reason)]
         for organization in suspended:
             self.log_change(request, organization, f"Suspended: {reason.strip()}")

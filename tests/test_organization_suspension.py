@@ -240,6 +240,24 @@ def test_staff_suspend_from_the_admin_with_a_reason_and_the_admin_log_keeps_it(
     assert "toll fraud to +882" in change.content.decode()
 
 
+def test_a_reason_holding_a_nul_suspends_with_the_nul_replaced_not_a_500(
+    superuser: Client, organization
+) -> None:
+    """The reason is the page's textarea as posted, which no form field checks:
+    PostgreSQL refuses a NUL in a text column (DataError), in the organization's row
+    and in the admin log's entry alike."""
+    chosen = {"action": "suspend", "_selected_action": [str(organization.pk)], "index": 0}
+
+    done = superuser.post(CHANGELIST, {**chosen, "post": "yes", "reason": "toll\x00 fraud"})
+
+    assert done.status_code == 302
+    organization.refresh_from_db()
+    assert organization.suspended_at is not None
+    assert organization.suspension_reason == "toll\ufffd fraud"
+    entry = LogEntry.objects.get(object_id=str(organization.pk))
+    assert entry.change_message == "Suspended: toll\ufffd fraud"
+
+
 def test_the_organization_list_filters_the_suspended_ones(
     superuser: Client, organization, outsider
 ) -> None:

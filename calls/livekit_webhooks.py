@@ -17,7 +17,11 @@ from rest_framework.views import APIView
 
 from calls.livekit_events import WebhookResult, livekit_webhook_receive
 from voicecalls.errors import ErrorResponseSerializer
-from voicecalls.livekit import WebhookPayloadError, WebhookSignatureError
+from voicecalls.livekit import (
+    WebhookPayloadError,
+    WebhookSignatureError,
+    webhook_signature_verify,
+)
 
 WEBHOOK_MEDIA_TYPE = "application/webhook+json"
 
@@ -124,14 +128,15 @@ class LiveKitWebhookView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
+        authorization = request.headers.get("Authorization", "")
         try:
-            body = request.body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError("The body is not UTF-8.") from exc
-        try:
-            result = livekit_webhook_receive(
-                body=body, authorization=request.headers.get("Authorization", "")
-            )
+            try:
+                body = request.body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Unsigned, it is a 401 as any other: the signature comes first.
+                webhook_signature_verify(body=request.body, authorization=authorization)
+                raise ParseError("The body is not UTF-8.") from exc
+            result = livekit_webhook_receive(body=body, authorization=authorization)
         except WebhookSignatureError as exc:
             raise WebhookSignatureInvalid() from exc
         except WebhookPayloadError as exc:

@@ -49,8 +49,10 @@ def webhook_body(
     return json.dumps(payload)
 
 
-def sign(body: str, *, key: str | None = None, secret: str | None = None) -> str:
-    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+def sign(body: str | bytes, *, key: str | None = None, secret: str | None = None) -> str:
+    """A JWT as LiveKit makes one for `body` (its exact bytes, UTF-8 if text)."""
+    raw = body.encode() if isinstance(body, str) else body
+    digest = base64.b64encode(hashlib.sha256(raw).digest()).decode()
     return (
         api.AccessToken(key or settings.LIVEKIT_API_KEY, secret or settings.LIVEKIT_API_SECRET)
         .with_sha256(digest)
@@ -58,7 +60,9 @@ def sign(body: str, *, key: str | None = None, secret: str | None = None) -> str
     )
 
 
-def post_webhook(body: str, *, authorization: str | None = None, client: Client | None = None):
+def post_webhook(
+    body: str | bytes, *, authorization: str | None = None, client: Client | None = None
+):
     return (client or Client()).post(
         URL,
         data=body,

@@ -139,6 +139,37 @@ def test_an_unsigned_or_forged_webhook_is_401_and_changes_nothing(call, authoriz
     assert LiveKitWebhookEvent.objects.count() == 0
 
 
+# A LiveKit event with a byte no UTF-8 text holds (\xff).
+_NOT_UTF8 = b'{"event": "room_finished", "id": "EV_\xff", "room": {"name": "x"}}'
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "not-a-jwt", "other-key", "signature over another body"],
+)
+def test_an_unsigned_body_that_is_not_utf8_is_401_like_any_unsigned_one(db, authorization):
+    """The signature is checked before the body is read, whatever its bytes (DESIGN.md:
+    unsigned or tampered → 401); it was a 400 saying what was wrong with the body."""
+    if authorization == "other-key":
+        authorization = sign(_NOT_UTF8, key="devkey", secret="another-secret-entirely")
+    elif authorization == "signature over another body":
+        authorization = sign(_NOT_UTF8.replace(b"\xff", b"\xfe"))
+
+    response = post_webhook(_NOT_UTF8, authorization=authorization)
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["code"] == "authentication_failed"
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
+def test_a_signed_body_that_is_not_utf8_is_400(db):
+    response = post_webhook(_NOT_UTF8)
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["detail"] == "The body is not UTF-8."
+    assert LiveKitWebhookEvent.objects.count() == 0
+
+
 def test_a_webhook_signed_for_the_right_body_by_a_bearer_header_is_accepted(call):
     body = webhook_body("participant_joined", call_id=call.pk)
     assert post_webhook(body, authorization=f"Bearer {sign(body)}").status_code == 200

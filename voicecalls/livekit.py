@@ -102,6 +102,28 @@ def _webhook_verifier(token: str) -> api.TokenVerifier:
     return api.TokenVerifier(key, keys[key])
 
 
+def _webhook_token(authorization: str) -> str:
+    """The JWT of an `Authorization` header (bare, as LiveKit sends it, or `Bearer`)."""
+    token = authorization.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if not token:
+        raise WebhookSignatureError("Missing signature.")
+    return token
+
+
+def webhook_signature_verify(*, body: bytes, authorization: str) -> None:
+    """`WebhookReceiver`'s check of the JWT and the body's hash, on the exact bytes: a
+    body that is no UTF-8 text is still a 401 unsigned. Raises `WebhookSignatureError`."""
+    token = _webhook_token(authorization)
+    try:
+        claims = _webhook_verifier(token).verify(token)
+        if base64.b64decode(claims.sha256 or "") != hashlib.sha256(body).digest():
+            raise ValueError("hash mismatch")
+    except Exception as exc:  # jwt errors, no sha256 claim or another
+        raise WebhookSignatureError(str(exc) or exc.__class__.__name__) from exc
+
+
 def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     """Verify a webhook's JWT (HS256 by our secret, issuer our key, sha256 of the body).
 
@@ -109,11 +131,7 @@ def webhook_event_verify(*, body: str, authorization: str) -> WebhookEvent:
     `WebhookPayloadError` for a signed body that is no event we can store (not a
     WebhookEvent, or text PostgreSQL cannot hold).
     """
-    token = authorization.strip()
-    if token.lower().startswith("bearer "):
-        token = token[7:].strip()
-    if not token:
-        raise WebhookSignatureError("Missing signature.")
+    token = _webhook_token(authorization)
     receiver = api.WebhookReceiver(_webhook_verifier(token))
     try:
         event = receiver.receive(body, token)

@@ -212,7 +212,11 @@ class ToolRunner:
                     if not response.is_success:
                         raise ToolError(f"{spec['name']} failed (HTTP {response.status_code}).")
                     answer = await answer_read(response, MAX_TOOL_RESPONSE_BYTES)
-                    plain = response.headers.get("Content-Type", "").startswith("text/plain")
+                    # Media types are case-insensitive; text comes in its charset (a
+                    # Java servlet's is ISO-8859-1), UTF-8 when it names none it knows.
+                    content_type = response.headers.get("Content-Type", "").lower()
+                    plain = content_type.startswith("text/plain")
+                    charset = response.encoding or "utf-8"
         except UnsafeToolURL as exc:
             logger.warning("call %s: tool %s not called: %s", self.call_id, spec["name"], exc)
             raise ToolError(f"{spec['name']} is unavailable.") from exc
@@ -222,7 +226,8 @@ class ToolRunner:
         except AnswerTooLarge as exc:
             logger.warning("call %s: tool %s answered too much", self.call_id, spec["name"])
             raise ToolError(f"{spec['name']}'s answer was too large.") from exc
-        return tool_result(spec["name"], answer, plain=plain)[:MAX_TOOL_RESULT_CHARS]
+        result = tool_result(spec["name"], answer, plain=plain, charset=charset)
+        return result[:MAX_TOOL_RESULT_CHARS]
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -241,10 +246,10 @@ def _no_answer(exc: Exception) -> str:
     return "closed the connection unanswered"
 
 
-def tool_result(name: str, body: bytes, *, plain: bool) -> str:
-    """A tool's 2xx answer for the model: its JSON, or its plain text. An empty one
-    (204) means done: told as an error, the model would call the tool, and run its
-    action, again."""
+def tool_result(name: str, body: bytes, *, plain: bool, charset: str = "utf-8") -> str:
+    """A tool's 2xx answer for the model: its JSON, or its plain text (in `charset`). An
+    empty one (204) means done: told as an error, the model would call the tool, and run
+    its action, again."""
     if not body.strip():
         return json.dumps({"status": "ok"})
     try:
@@ -253,7 +258,7 @@ def tool_result(name: str, body: bytes, *, plain: bool) -> str:
         return json.dumps(json_safe(json.loads(body)), ensure_ascii=False)
     except (ValueError, RecursionError) as exc:
         if plain:
-            return json.dumps({"result": body.decode("utf-8", "replace")}, ensure_ascii=False)
+            return json.dumps({"result": body.decode(charset, "replace")}, ensure_ascii=False)
         raise ToolError(f"{name} did not return JSON.") from exc
 
 

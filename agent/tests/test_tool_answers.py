@@ -182,6 +182,29 @@ async def test_a_tool_answer_keeps_its_words_as_written():
     assert json.loads(result) == {"city": "München", "note": "予約済み"}
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        # A Java servlet's text/plain without a charset set is ISO-8859-1.
+        ("text/plain;charset=ISO-8859-1", "Réservé à 19 h".encode("latin-1")),
+        # Media types are case-insensitive (RFC 9110, 8.3.1).
+        ("Text/Plain; charset=UTF-8", "Réservé à 19 h".encode()),
+    ],
+)
+async def test_a_plain_text_answer_is_read_as_its_content_type_says(content_type, body):
+    """Every text/plain answer was read as UTF-8, so an ISO-8859-1 one reached the model
+    and the transcript as "R\\ufffdserv\\ufffd", and `Text/Plain` was no plain text: the
+    call failed as not JSON, though the tool had run."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Type": content_type})
+
+    runner = url_runner(handler)
+    spec = {**SAVE_MEAL, "url": "https://tools.example.com/meals"}
+    result = await runner.run(spec, {"meal_type": "dinner"}, agent_name="a")
+    assert json.loads(result) == {"result": "Réservé à 19 h"}
+
+
 async def test_a_compressed_answer_is_not_inflated_past_the_bound_in_memory():
     """Content-Encoding: gzip inflates a 64 KiB read (one chunk of the connection) to
     ~64 MiB before answer_read counts it: the 1 MiB bound held the body, not what the

@@ -25,6 +25,12 @@ class UnsafeToolURL(Exception):
 async def check_tool_url(url: str, *, allow_private: bool) -> None:
     """Tool endpoints are public https URLs: the worker runs inside the platform's
     network, so a customer's URL must not reach it (SSRF)."""
+    try:
+        # The name as httpx sends it (IDNA 2008); Python's resolver would read a unicode
+        # name by IDNA 2003, which takes some names httpx refuses, and refuses others.
+        host = httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise UnsafeToolURL(f"tool url is not one a request can go to: {exc}") from exc
     parts = urlsplit(url)
     try:
         port = parts.port or 443
@@ -37,9 +43,7 @@ async def check_tool_url(url: str, *, allow_private: bool) -> None:
     if parts.scheme != "https" or not parts.hostname:
         raise UnsafeToolURL("tool url must be https")
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise UnsafeToolURL(f"cannot resolve {parts.hostname}") from exc
     for info in infos:

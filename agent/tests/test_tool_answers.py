@@ -167,6 +167,38 @@ async def test_a_tool_host_rebinding_to_a_private_address_after_the_check_is_not
     assert reached["connections"] == 0
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # A soft hyphen pasted with the name: Python's resolver reads a name by IDNA
+        # 2003, which drops it (tools.example.com); httpx (IDNA 2008) refuses it.
+        "https://tools.ex\u00adample.com/meals",
+        # A label IDNA cannot encode in 63 characters: Python's resolver raises.
+        "https://" + "ä" * 63 + ".example.com/meals",
+    ],
+)
+async def test_a_tool_url_no_request_can_be_sent_to_is_unavailable(monkeypatch, url):
+    """The API's URLField takes both URLs. The check let the first pass and httpx's
+    InvalidURL followed, the second raised UnicodeError (no OSError): neither an error
+    the runner answered, so livekit-agents logged a traceback and told the model and
+    the transcript "An internal error occurred" at every call of the tool."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def public_dns(host, *args, **kwargs):  # a name server's stand-in
+        name = host.decode("ascii") if isinstance(host, bytes) else host.encode("idna").decode()
+        if name == "tools.example.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", public_dns)
+    runner = ToolRunner(call_id="c1")
+    try:
+        with pytest.raises(ToolError, match=r"^save_meal is unavailable\.$"):
+            await runner.run({**SAVE_MEAL, "url": url}, {"meal_type": "lunch"}, agent_name="a")
+    finally:
+        await runner.aclose()
+
+
 async def test_a_tool_answer_keeps_its_words_as_written():
     """The result is the model's input and the tool's transcript line: `{"city":
     "M\\u00fcnchen"}` showed escapes to whoever reads the transcript, and a Japanese

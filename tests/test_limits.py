@@ -240,6 +240,24 @@ def test_a_calls_key_lifts_the_rate_off_nothing_else(api, workflow, two_per_minu
     assert (flow.status_code, other_body.status_code) == (429, 429)
 
 
+@pytest.mark.parametrize("key", ["k\x00-1", "k" * 256])
+def test_a_create_over_the_rate_with_a_key_the_api_refuses_is_429_not_a_500(
+    api, workflow, two_per_minute, key
+):
+    """The throttle looks a refused request's key up for a stored answer: a NUL in it
+    was a 500 on PostgreSQL (text cannot hold it). No answer is stored under a key the
+    API refuses, so it replays nothing."""
+    body = {"workflow_slug": "daily-call"}
+    for _ in range(2):
+        assert api.post(CALLS, body, format="json").status_code == 201
+
+    response = api.post(CALLS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    assert response.status_code == 429
+    assert [e["code"] for e in response.json()["errors"]] == ["throttled"]
+    assert Call.objects.count() == 2
+
+
 def test_a_create_request_counts_against_the_rate_in_one_statement(
     api, workflow, two_per_minute, django_assert_num_queries
 ):

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -44,9 +45,14 @@ def _is_replay(request: Request, view: Any) -> bool:
     Idempotency-Key and body) gets that first answer: it creates nothing. Looked up only
     once refused."""
     # Imported here: DRF imports this module while its own settings load.
-    from calls.idempotency import idempotent_answer_exists
+    from calls.idempotency import idempotency_key, idempotent_answer_exists
 
-    key = request.headers.get("Idempotency-Key")
+    try:
+        key = idempotency_key(request.headers)
+    except ValidationError:
+        # No answer is stored under a key the API refuses (and PostgreSQL refuses a
+        # NUL in the look-up: a 500).
+        return False
     body_of = getattr(view, "idempotent_body", None)
     body = body_of(request) if key and body_of is not None else None
     if body is None:

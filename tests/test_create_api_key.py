@@ -69,6 +69,16 @@ def test_an_empty_organization_slug_is_refused_not_created(db: None, command: st
     assert Organization.objects.count() == 0
 
 
+def test_an_agent_key_for_an_empty_organization_slug_is_refused_not_made_platform_wide(
+    db: None,
+) -> None:
+    """`--org "$SLUG"` with the variable unset: the operator asked for one
+    organization's worker key, not one that reaches every organization's calls."""
+    with pytest.raises(CommandError, match="(?i)slug"):
+        run("own-worker", "--agent", "--org", "")
+    assert (APIKey.objects.count(), Organization.objects.count()) == (0, 0)
+
+
 def test_a_slug_longer_than_the_column_is_refused_before_any_insert(db: None) -> None:
     with pytest.raises(CommandError, match="Invalid organization slug"):
         run("x", "--org", "a" * 65)

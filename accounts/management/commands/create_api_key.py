@@ -27,9 +27,11 @@ class Command(BaseCommand):
         if not name.strip() or not name.isprintable():
             # A NUL is refused by PostgreSQL mid-insert; control characters mangle the admin.
             raise CommandError("NAME must be printable text.")
-        if not agent and not org:
+        if not agent and org is None:
             raise CommandError("A client key needs --org SLUG.")
-        organization = organization_from_option(org) if org else None
+        # `--org ""` (a variable left unset) is an invalid slug, never "no organization":
+        # with --agent that would be a platform key, reaching every organization's calls.
+        organization = organization_from_option(org) if org is not None else None
         kind = KeyKind.AGENT if agent else KeyKind.CLIENT
         api_key, plaintext = api_key_create(name=name, kind=kind, organization=organization)
         scope = f"organization {organization.slug}" if organization else "every organization"

@@ -41,22 +41,14 @@ def _without_multi_delete(app):
     return refusing
 
 
-@contextlib.contextmanager
-def s3_without_multi_delete() -> Iterator[str]:
+def s3_without_multi_delete() -> contextlib.AbstractContextManager[str]:
     """A stand-in S3 endpoint over the same stored buckets as `s3_server` (moto keeps
     them per process) that refuses DeleteObjects with 501 NotImplemented; its URL."""
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
     app = _without_multi_delete(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    return _served(make_server("127.0.0.1", 0, app, threaded=True))
 
 
 def s3_client(endpoint: str, *, access_key: str = "test", secret: str = "test"):
@@ -89,10 +81,14 @@ class _RefusingS3(BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def refusing_s3() -> Iterator[str]:
+def refusing_s3() -> contextlib.AbstractContextManager[str]:
     """A stand-in S3 endpoint refusing every request (403 AccessDenied); its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingS3)
+    return _served(ThreadingHTTPServer(("127.0.0.1", 0), _RefusingS3))
+
+
+@contextlib.contextmanager
+def _served(server: ThreadingHTTPServer) -> Iterator[str]:
+    """`server` serving on its loopback port meanwhile; its URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

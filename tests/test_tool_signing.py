@@ -380,3 +380,15 @@ def test_the_docs_check_accepts_the_calls_running_across_a_rotation_and_no_other
         }
     with pytest.raises(WebhookVerificationError):
         namespace["tool_arguments"](body, sent(["whsec_" + "A" * 43 + "="]), [new, old])
+
+
+def test_the_schema_says_a_shown_secret_always_has_its_times() -> None:
+    """The rotation's answer has a secret, so its creation and rotation times: typed
+    nullable (inherited from the status, null while there is none), SDKs made every
+    caller of the rotation handle a missing `created_at`."""
+    schema = yaml.safe_load((django_settings.BASE_DIR / "openapi.yaml").read_text())
+    shown = schema["components"]["schemas"]["ToolSigningSecretWithSecret"]["properties"]
+
+    assert [name for name, field in shown.items() if field.get("nullable")] == [
+        "previous_secret_expires_at"
+    ]

@@ -107,6 +107,11 @@ class ToolSigningSecretSerializer(serializers.Serializer):
 
 
 class ToolSigningSecretWithSecretSerializer(ToolSigningSecretSerializer):
+    # A secret shown was made, so it has both times: never null here.
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField(
+        help_text="The last rotation (the creation until the first)."
+    )
     secret = serializers.CharField(
         help_text="The signing secret (`whsec_...`). Shown only in this response: store it now."
     )

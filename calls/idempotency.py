@@ -30,8 +30,14 @@ MAX_KEY_LENGTH = 255
 # The header as the API reference describes it, on every POST that honours it.
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    # Servers drop a header value's surrounding whitespace: at least one other character.
-    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"\S"},
+    # No control character (as idempotency_key refuses them, a tab too), and since
+    # servers drop a header value's surrounding whitespace, at least one other character.
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": r"^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$",
+    },
     OpenApiParameter.HEADER,
     description=(
         "Up to 255 printable characters. The same key and body within 24 hours return the first "

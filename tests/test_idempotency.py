@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -171,6 +174,19 @@ def test_a_key_with_a_control_character_is_400_not_stored(
         }
     ]
     assert (Call.objects.count(), IdempotencyRecord.objects.count()) == (0, 0)
+
+
+@pytest.mark.parametrize("key", ["a\tb", "k\x1b[31m", "k\x7f", "k\x00-1", "\t"])
+def test_the_schema_refuses_the_keys_the_api_refuses(api: APIClient, workflow, key: str) -> None:
+    """Its pattern (`\\S`) let any control character through: a tab, which HTTP allows
+    inside a header value, passed an SDK's check and was then refused as not printable."""
+    schema = yaml.safe_load((Path(settings.BASE_DIR) / "openapi.yaml").read_text())
+    for path in ("/api/v1/calls", "/api/v1/webhook-endpoints/{id}/test"):
+        [header] = [p for p in schema["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        assert re.search(header["schema"]["pattern"], key) is None, (path, key)
+        assert re.search(header["schema"]["pattern"], " k-1\u00e9 ") is not None
+
+    assert post(api, BODY, key).status_code == 400
 
 
 @pytest.mark.postgres

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,6 +13,7 @@ from calls.selectors import agent_call_queryset, call_queryset
 from calls.serializers import CallSerializer
 from calls.views import call_detail_data
 from telephony import selectors, services
+from telephony.guard import OutboundRateReached
 from telephony.serializers import (
     AgentCallTransferResultSerializer,
     AgentCallTransferSerializer,
@@ -27,7 +28,7 @@ from telephony.serializers import (
 )
 from telephony.transfer import call_transfer
 from voicecalls.auth import IsAgentKey
-from voicecalls.errors import BadGateway, error_responses
+from voicecalls.errors import BadGateway, LimitErrorResponseSerializer, error_responses
 from voicecalls.livekit import LiveKitError
 from voicecalls.livekit_sip import SipTransferError
 
@@ -203,7 +204,32 @@ def _transfer(call: Call, destination: str, tool: str | None = None) -> Call:
         raise BadGateway("LiveKit could not transfer the call; it is unchanged.") from exc
 
 
-TRANSFER_ERRORS = error_responses(409, 429, 502)
+TRANSFER_ERRORS = {
+    **error_responses(409, 502),
+    429: OpenApiResponse(
+        LimitErrorResponseSerializer,
+        description="`outbound_rate_limited`: a transfer to a number counts as a phone call "
+        "against the organization's calls per minute and per day, and this one is over "
+        "either (`meta`: which, and its value); the call is unchanged. Wait `Retry-After` "
+        "seconds.",
+        examples=[
+            OpenApiExample(
+                "Daily cap reached",
+                value={
+                    "type": "client_error",
+                    "errors": [
+                        {
+                            "code": OutboundRateReached.code,
+                            "detail": OutboundRateReached.detail,
+                            "attr": None,
+                        }
+                    ],
+                    "meta": {"limit": "outbound_calls_per_day", "outbound_calls_per_day": 200},
+                },
+            )
+        ],
+    ),
+}
 
 
 class CallTransferView(APIView):

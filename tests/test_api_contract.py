@@ -436,6 +436,20 @@ def test_a_phone_calls_429_over_the_outbound_rate_is_what_the_schema_says(
     assert list(_validator(schema, media).iter_errors(refused.json())) == []
 
 
+@pytest.mark.parametrize("operation_id", ["calls_transfer", "agent_calls_transfer"])
+def test_a_transfers_429_types_the_outbound_limits_meta(schema, operation_id):
+    """A transfer to a number counts against the outbound calls per minute and per day:
+    its 429 is `outbound_rate_limited` with `meta` (which limit, and its value), as a
+    phone call's creation answers it. The schema gave it the generic error, whose `meta`
+    SDKs read as an untyped map, and said only "too many requests"."""
+    response = _operation(schema, operation_id)["responses"]["429"]
+
+    assert response["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/LimitErrorResponse"
+    }
+    assert "`outbound_rate_limited`" in response["description"]
+
+
 def test_a_workflow_read_back_is_a_write_its_schema_takes(schema, api, workflow):
     """Blank texts (`greeting: ""`) matched both of drf-spectacular's `oneOf` branches
     (its rules, and an empty string), which refuses what matches two."""

@@ -44,6 +44,20 @@ LAST_EVENT_ID = OpenApiParameter(
     "(another call's) is 400 `unknown_event_id`.",
 )
 
+
+class StreamLimitMetaSerializer(serializers.Serializer):
+    """The numbers behind a refused stream (`stream_limit_reached`)."""
+
+    open_streams = serializers.IntegerField(help_text="Streams your organization has open.")
+    stream_limit = serializers.IntegerField(help_text="How many it may have open at once.")
+
+
+class StreamLimitErrorResponseSerializer(ErrorResponseSerializer):
+    """429: `stream_limit_reached` (with `meta`)."""
+
+    meta = StreamLimitMetaSerializer(required=False, help_text="With `stream_limit_reached`.")
+
+
 STREAM_DESCRIPTION = """\
 Server-Sent Events (`text/event-stream`) of the call as it happens: first what exists
 (or what follows `Last-Event-ID`), then each event as it is recorded. Every event has an
@@ -189,7 +203,7 @@ class CallStreamView(APIView):
                 examples=[OpenApiExample("A line and a heartbeat", value=STREAM_EXAMPLE)],
             ),
             429: OpenApiResponse(
-                ErrorResponseSerializer,
+                StreamLimitErrorResponseSerializer,
                 description="`stream_limit_reached`: your organization has as many streams "
                 "open as it may (`meta`: `open_streams`, `stream_limit`); close one, or "
                 "retry after `Retry-After` seconds.",

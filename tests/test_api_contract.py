@@ -253,9 +253,11 @@ def test_every_error_response_uses_the_one_error_shape(schema):
         "#/components/schemas/ErrorResponse",
         "#/components/schemas/LimitErrorResponse",
         "#/components/schemas/RotationLimitErrorResponse",
+        "#/components/schemas/StreamLimitErrorResponse",
     }
     # The 429s' shapes are the one shape with their `meta` typed.
-    for name in ("ErrorResponse", "LimitErrorResponse", "RotationLimitErrorResponse"):
+    names = ("LimitErrorResponse", "RotationLimitErrorResponse", "StreamLimitErrorResponse")
+    for name in ("ErrorResponse", *names):
         error = schema["components"]["schemas"][name]
         assert error["required"] == ["errors", "type"], name
         assert set(error["properties"]) == {"type", "errors", "meta"}, name
@@ -448,6 +450,20 @@ def test_a_transfers_429_types_the_outbound_limits_meta(schema, operation_id):
         "$ref": "#/components/schemas/LimitErrorResponse"
     }
     assert "`outbound_rate_limited`" in response["description"]
+
+
+def test_a_streams_429_types_its_limits_meta(schema):
+    """`stream_limit_reached` answers `meta: {open_streams, stream_limit}`: the generic
+    error's `meta` left it an untyped map to SDKs."""
+    media = _operation(schema, "calls_stream")["responses"]["429"]["content"]["application/json"]
+    shape = schema["components"]["schemas"][media["schema"]["$ref"].rsplit("/", 1)[1]]
+    meta = schema["components"]["schemas"][shape["properties"]["meta"]["allOf"][0]["$ref"][21:]]
+
+    assert meta["required"] == ["open_streams", "stream_limit"]
+    assert {name: field["type"] for name, field in meta["properties"].items()} == {
+        "open_streams": "integer",
+        "stream_limit": "integer",
+    }
 
 
 def test_a_workflow_read_back_is_a_write_its_schema_takes(schema, api, workflow):

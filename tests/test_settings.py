@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import os
+import runpy
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from privacy.keys import user_id_hash
 
@@ -299,3 +301,68 @@ def test_a_livekit_fallback_naming_the_current_key_is_refused() -> None:
     assert result.returncode != 0
     assert "LIVEKIT_API_KEY_FALLBACKS names LIVEKIT_API_KEY" in result.stderr
     assert "the-old-secret" not in result.stderr
+
+
+# Every number README's Configuration table names, and a value out of its bounds.
+OUT_OF_BOUNDS = {
+    "LIVEKIT_TOKEN_TTL_SECONDS": "59",
+    "LIVEKIT_DEPARTURE_TIMEOUT": "-1",
+    "LIVEKIT_API_TIMEOUT_SECONDS": "0",
+    "CALL_RECONCILE_AFTER_SECONDS": "0",
+    "CALL_AGENT_JOIN_TIMEOUT_SECONDS": "0",
+    "CONN_MAX_AGE": "-1",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS": "0",
+    "DATABASE_LOCK_TIMEOUT_SECONDS": "-1",
+    "DATABASE_STATEMENT_TIMEOUT_SECONDS": "601",
+    "CALLS_CONCURRENCY_LIMIT": "-5",
+    "STREAMS_PER_ORGANIZATION": "-1",
+    "STREAMS_PER_PROCESS": "-1",
+    "STREAMS_HEARTBEAT_SECONDS": "0",
+    "STREAMS_LEASE_SECONDS": "0",
+    "STREAMS_LEASE_ADOPT_SECONDS": "-10",
+    "STREAMS_SEND_TIMEOUT_SECONDS": "0",
+    "STREAMS_END_GRACE_SECONDS": "-1",
+    "STREAMS_POLL_SECONDS": "0",
+    "WEBHOOKS_END_REPORT_DELAY": "-15",
+    "WEBHOOKS_TIMEOUT_SECONDS": "0",
+    "WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT": "0",
+    "WEBHOOKS_DISABLE_AFTER_DAYS": "0",
+    "WEBHOOKS_DELIVERY_RETENTION_DAYS": "0",
+    "ANALYSIS_TIMEOUT_SECONDS": "0",
+    "ANALYSIS_ORGANIZATION_MAX_RUNNING": "0",
+    "ANALYSIS_RETRY_BASE_SECONDS": "-30",
+    "ANALYSIS_MAX_ATTEMPTS": "0",
+    "RECORDINGS_URL_TTL_SECONDS": "901",
+    "RECORDINGS_S3_TIMEOUT_SECONDS": "0",
+    "SECURE_HSTS_SECONDS": "-1",
+}
+
+
+def _settings_with(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> dict:
+    """voicecalls.settings evaluated afresh with NAME=value (a PostgreSQL URL, so the
+    settings read only there are read too; nothing connects)."""
+    monkeypatch.setenv("VOICECALLS_ENV_FILE", os.devnull)
+    monkeypatch.setenv("DEBUG", "1")
+    monkeypatch.setenv("DATABASE_URL", "postgres://app@db.example.com/voicecalls")
+    monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "voicecalls" / "settings.py"))
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_BOUNDS))
+def test_a_numeric_setting_that_is_no_number_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """django-environ's own ValueError ("could not convert string to float: ''") names
+    neither the variable nor what it takes."""
+    with pytest.raises(ImproperlyConfigured, match=rf"^{name} must be "):
+        _settings_with(monkeypatch, name, "ten")
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(OUT_OF_BOUNDS.items()))
+def test_a_numeric_setting_out_of_its_bounds_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """They started and took effect later: a negative limit, delay or retry base, a
+    timeout, interval or lease of 0."""
+    with pytest.raises(ImproperlyConfigured, match=rf"^{name} must be "):
+        _settings_with(monkeypatch, name, value)

@@ -37,9 +37,36 @@ def retry_schedule(value: str) -> tuple[float, ...]:
     return waits
 
 
+def _read(name: str, default: float, cast: type[int] | type[float]) -> float:
+    # django-environ's own ValueError ("could not convert string to float: ''") names
+    # neither the variable nor what it takes.
+    try:
+        return env.int(name, default=default) if cast is int else env.float(name, default=default)
+    except ValueError as exc:
+        kind = "a whole number" if cast is int else "a number"
+        raise ImproperlyConfigured(f"{name} must be {kind}") from exc
+
+
+def whole_number(name: str, default: int, *, least: int = 0, most: int | None = None) -> int:
+    """A count, or whole seconds: a whole number from `least` (to `most`), else no start."""
+    value = int(_read(name, default, int))
+    if value < least or (most is not None and value > most):
+        bounds = f"from {least} to {most}" if most is not None else f"{least} or more"
+        raise ImproperlyConfigured(f"{name} must be a whole number {bounds}")
+    return value
+
+
+def duration(name: str, default: float, *, zero: bool = False) -> float:
+    """A delay or duration: more than 0 (or 0 too, when `zero` means none), else no start."""
+    value = _read(name, default, float)
+    if value < 0 or (value == 0 and not zero):
+        raise ImproperlyConfigured(f"{name} must be {'0 or more' if zero else 'more than 0'}")
+    return value
+
+
 def timeout(name: str, default: float, most: float) -> float:
     """A timeout setting: more than 0 and at most `most` seconds, else no start."""
-    value = env.float(name, default=default)
+    value = _read(name, default, float)
     if not 0 < value <= most:
         raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most:g}")
     return value
@@ -47,7 +74,7 @@ def timeout(name: str, default: float, most: float) -> float:
 
 def database_timeout(name: str, default: float, most: float) -> float:
     """A PostgreSQL timeout setting: 0 (none) to `most` seconds, else no start."""
-    value = env.float(name, default=default)
+    value = _read(name, default, float)
     if not 0 <= value <= most:
         raise ImproperlyConfigured(f"{name} must be 0 (none) to {most:g} seconds")
     return value
@@ -71,7 +98,7 @@ def database(*, default: str) -> dict:
     """DATABASES["default"] from DATABASE_URL (`default` without it), with the options
     each engine runs with here."""
     config = env.db("DATABASE_URL", default=default)
-    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    config["CONN_MAX_AGE"] = whole_number("CONN_MAX_AGE", 60)
     config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL and a busy timeout let the server, expire_calls and the task worker share
@@ -98,6 +125,6 @@ def database(*, default: str) -> dict:
         # failover, a stuck pooler) fails the request in seconds, a 503, not after the
         # kernel's minutes with every worker stuck. `?connect_timeout=` in the URL wins.
         config["OPTIONS"].setdefault(
-            "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=10)
+            "connect_timeout", whole_number("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, least=1)
         )
     return config

@@ -18,12 +18,14 @@ from voicecalls.drf_settings import DRF_STANDARDIZED_ERRORS, REST_FRAMEWORK  # n
 from voicecalls.env_settings import (
     database,
     database_timeout,
+    duration,
     env,
     key_pairs,
     retry_schedule,
     secret,
     secrets,
     timeout,
+    whole_number,
 )
 from voicecalls.logging_settings import logging_setting
 from voicecalls.openapi_settings import SPECTACULAR_SETTINGS  # noqa: F401
@@ -74,20 +76,18 @@ if LIVEKIT_API_KEY in LIVEKIT_API_KEY_FALLBACKS:
     )
 LIVEKIT_AGENT_NAME = env.str("LIVEKIT_AGENT_NAME", default="voicecalls-agent")
 # Seconds LiveKit keeps a room open after the last participant left.
-LIVEKIT_DEPARTURE_TIMEOUT = env.int("LIVEKIT_DEPARTURE_TIMEOUT", default=10)
-LIVEKIT_TOKEN_TTL_SECONDS = env.int("LIVEKIT_TOKEN_TTL_SECONDS", default=900)
+LIVEKIT_DEPARTURE_TIMEOUT = whole_number("LIVEKIT_DEPARTURE_TIMEOUT", 10)
+LIVEKIT_TOKEN_TTL_SECONDS = whole_number("LIVEKIT_TOKEN_TTL_SECONDS", 900, least=60, most=900)
 # Every RoomService request gives up after this long (LiveKit down must not hang a request).
-LIVEKIT_API_TIMEOUT_SECONDS = env.float("LIVEKIT_API_TIMEOUT_SECONDS", default=5.0)
+LIVEKIT_API_TIMEOUT_SECONDS = duration("LIVEKIT_API_TIMEOUT_SECONDS", 5.0)
 # `expire_calls` checks an active call against LiveKit once nothing was heard of it
 # (webhook or agent event) for this long; webhooks can be lost.
-CALL_RECONCILE_AFTER_SECONDS = env.int("CALL_RECONCILE_AFTER_SECONDS", default=120)
+CALL_RECONCILE_AFTER_SECONDS = whole_number("CALL_RECONCILE_AFTER_SECONDS", 120, least=1)
 # An active call no agent joined this long after the user did fails `agent_not_joined`
 # (`expire_calls`). livekit-agents gives a job's process 10 s to start and our agent
 # fetches its session for up to 12 s before it connects: an agent later than 30 s is
 # not coming, and the user hears silence until then.
-CALL_AGENT_JOIN_TIMEOUT_SECONDS = env.int("CALL_AGENT_JOIN_TIMEOUT_SECONDS", default=30)
-if not 60 <= LIVEKIT_TOKEN_TTL_SECONDS <= 900:
-    raise ImproperlyConfigured("LIVEKIT_TOKEN_TTL_SECONDS must be between 60 and 900")
+CALL_AGENT_JOIN_TIMEOUT_SECONDS = whole_number("CALL_AGENT_JOIN_TIMEOUT_SECONDS", 30, least=1)
 
 
 def _refuse_dev_secrets() -> None:
@@ -232,7 +232,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # --- Per-organization limits ------------------------------------------------------------
 # Calls not yet ended (pending, connecting, active) an organization may have at once;
 # Organization.concurrency_limit overrides it per organization. Over it: 429.
-CALLS_CONCURRENCY_LIMIT = env.int("CALLS_CONCURRENCY_LIMIT", default=100)
+CALLS_CONCURRENCY_LIMIT = whole_number("CALLS_CONCURRENCY_LIMIT", 100)
 # Create requests per organization ("<n>/<second|minute|hour|day>", else no start),
 # counted in the database (accounts/rates.py) for every process; over it: 429.
 API_CREATE_RATE = env.str("API_CREATE_RATE", default="600/minute")
@@ -256,24 +256,24 @@ DATABASE_LISTEN = (
     env.db_url("DATABASE_LISTEN_URL") if env.str("DATABASE_LISTEN_URL", default="") else None
 )
 # Streams an organization may have open at once, over every process: over it, 429.
-STREAMS_PER_ORGANIZATION = env.int("STREAMS_PER_ORGANIZATION", default=200)
+STREAMS_PER_ORGANIZATION = whole_number("STREAMS_PER_ORGANIZATION", 200)
 # Streams one process (one event loop) serves at once, every organization's: each holds a
 # thread and ≈ 145 KiB (bench/README.md). Over it: 503 with Retry-After.
-STREAMS_PER_PROCESS = env.int("STREAMS_PER_PROCESS", default=2000)
+STREAMS_PER_PROCESS = whole_number("STREAMS_PER_PROCESS", 2000)
 # A comment line this often keeps proxies from closing a quiet stream; at the same
 # beat each process renews its streams' leases and closes those of revoked keys.
-STREAMS_HEARTBEAT_SECONDS = env.float("STREAMS_HEARTBEAT_SECONDS", default=15.0)
+STREAMS_HEARTBEAT_SECONDS = duration("STREAMS_HEARTBEAT_SECONDS", 15.0)
 # A stream whose process stopped renewing it stops counting against the cap after this.
-STREAMS_LEASE_SECONDS = env.float("STREAMS_LEASE_SECONDS", default=60.0)
+STREAMS_LEASE_SECONDS = duration("STREAMS_LEASE_SECONDS", 60.0)
 # A lease its stream never started to renew (the client left while the request waited
 # for an opening) stops counting after this.
-STREAMS_LEASE_ADOPT_SECONDS = env.float("STREAMS_LEASE_ADOPT_SECONDS", default=10.0)
+STREAMS_LEASE_ADOPT_SECONDS = duration("STREAMS_LEASE_ADOPT_SECONDS", 10.0)
 # A client that reads nothing for this long (its socket buffers full) is disconnected.
-STREAMS_SEND_TIMEOUT_SECONDS = env.float("STREAMS_SEND_TIMEOUT_SECONDS", default=30.0)
+STREAMS_SEND_TIMEOUT_SECONDS = duration("STREAMS_SEND_TIMEOUT_SECONDS", 30.0)
 # Seconds an ended call's stream stays open for the agent's last lines (late flush).
-STREAMS_END_GRACE_SECONDS = env.float("STREAMS_END_GRACE_SECONDS", default=5.0)
+STREAMS_END_GRACE_SECONDS = duration("STREAMS_END_GRACE_SECONDS", 5.0, zero=True)
 # SQLite only: how often the one poller per process looks for new events.
-STREAMS_POLL_SECONDS = env.float("STREAMS_POLL_SECONDS", default=0.5)
+STREAMS_POLL_SECONDS = duration("STREAMS_POLL_SECONDS", 0.5)
 
 # Idempotency-Key records are honoured for this long.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -297,18 +297,18 @@ TASKS = {
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
 # The end-of-call report is built no sooner than this many seconds after the call
 # ended, so the agent's last transcript lines (flushed after the room closed) are in it.
-WEBHOOKS_END_REPORT_DELAY = env.float("WEBHOOKS_END_REPORT_DELAY", default=15.0)
+WEBHOOKS_END_REPORT_DELAY = duration("WEBHOOKS_END_REPORT_DELAY", 15.0, zero=True)
 # One delivery attempt gives up after this long (name lookup, connect, answer); it holds
 # its delivery 20 s longer (webhooks.delivery.attempt_lease) before the sweep resends it.
 WEBHOOKS_TIMEOUT_SECONDS = timeout("WEBHOOKS_TIMEOUT_SECONDS", 10.0, most=60)
 # An endpoint nothing reached for this many days (and unchanged meanwhile) is disabled
 # when a delivery gives up, not retried for ever; enabling it through the API resumes.
-WEBHOOKS_DISABLE_AFTER_DAYS = env.float("WEBHOOKS_DISABLE_AFTER_DAYS", default=5.0)
+WEBHOOKS_DISABLE_AFTER_DAYS = duration("WEBHOOKS_DISABLE_AFTER_DAYS", 5.0)
 # A delivery that ended (delivered, or failed for good) is kept, listed and replayable
 # this many days after its last change, then deleted by `expire_data` with its attempts,
 # and its event with the last of them (webhooks.retention). At least the days above: the
 # check of a failing endpoint reads its successes that recent.
-WEBHOOKS_DELIVERY_RETENTION_DAYS = env.int("WEBHOOKS_DELIVERY_RETENTION_DAYS", default=30)
+WEBHOOKS_DELIVERY_RETENTION_DAYS = whole_number("WEBHOOKS_DELIVERY_RETENTION_DAYS", 30, least=1)
 if WEBHOOKS_DELIVERY_RETENTION_DAYS < max(1, WEBHOOKS_DISABLE_AFTER_DAYS):
     raise ImproperlyConfigured(
         "WEBHOOKS_DELIVERY_RETENTION_DAYS must be at least WEBHOOKS_DISABLE_AFTER_DAYS "
@@ -318,7 +318,7 @@ if WEBHOOKS_DELIVERY_RETENTION_DAYS < max(1, WEBHOOKS_DISABLE_AFTER_DAYS):
 # unanswering customer holds at most this many workers, its other deliveries wait their
 # turn (docs/webhooks.md, "Fairness"). Run more worker threads than this. Four: one
 # busy customer's receiver answering in 200 ms still takes 20 deliveries a second.
-WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = max(1, env.int("WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT", default=4))
+WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT = whole_number("WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT", 4, least=1)
 # Seconds before each attempt of a delivery (the first's ignored): Standard Webhooks'
 # example, ten attempts over about three days. The soak (soak/) shortens it to seconds.
 WEBHOOKS_RETRY_SCHEDULE = retry_schedule(
@@ -333,13 +333,13 @@ ANALYSIS_LLM_BASE_URL = env.str("ANALYSIS_LLM_BASE_URL", default="")
 ANALYSIS_TIMEOUT_SECONDS = timeout("ANALYSIS_TIMEOUT_SECONDS", 60.0, most=180)
 # Provider errors (429, 5xx, timeouts) retry with exponential backoff from this base,
 # at most ANALYSIS_MAX_ATTEMPTS requests per run.
-ANALYSIS_RETRY_BASE_SECONDS = env.float("ANALYSIS_RETRY_BASE_SECONDS", default=30.0)
-ANALYSIS_MAX_ATTEMPTS = env.int("ANALYSIS_MAX_ATTEMPTS", default=5)
+ANALYSIS_RETRY_BASE_SECONDS = duration("ANALYSIS_RETRY_BASE_SECONDS", 30.0, zero=True)
+ANALYSIS_MAX_ATTEMPTS = whole_number("ANALYSIS_MAX_ATTEMPTS", 5, least=1)
 # Analyses one organization may have asking its provider at once, over all workers: a
 # slow provider holds at most this many workers, the organization's other analyses wait
 # their turn (docs/reliability.md, "Fairness between organizations"). Four: an
 # organization at its 100 open calls ends about one a second, each analysed in seconds.
-ANALYSIS_ORGANIZATION_MAX_RUNNING = max(1, env.int("ANALYSIS_ORGANIZATION_MAX_RUNNING", default=4))
+ANALYSIS_ORGANIZATION_MAX_RUNNING = whole_number("ANALYSIS_ORGANIZATION_MAX_RUNNING", 4, least=1)
 
 # Call recordings (recordings/; README "Recordings and privacy"): LiveKit Egress writes
 # each as one OGG file to this bucket unless the organization set its own; with neither,
@@ -355,11 +355,9 @@ if bool(RECORDINGS_S3_ACCESS_KEY_ID) != bool(RECORDINGS_S3_SECRET_ACCESS_KEY):
         "Set both RECORDINGS_S3_ACCESS_KEY_ID and RECORDINGS_S3_SECRET_ACCESS_KEY, or neither."
     )
 # How long a recording's presigned download URL works (API and admin), at most 15 minutes.
-RECORDINGS_URL_TTL_SECONDS = env.int("RECORDINGS_URL_TTL_SECONDS", default=900)
-if not 60 <= RECORDINGS_URL_TTL_SECONDS <= 900:
-    raise ImproperlyConfigured("RECORDINGS_URL_TTL_SECONDS must be between 60 and 900")
+RECORDINGS_URL_TTL_SECONDS = whole_number("RECORDINGS_URL_TTL_SECONDS", 900, least=60, most=900)
 # Every S3 request the server makes itself (deleting a recording) gives up after this.
-RECORDINGS_S3_TIMEOUT_SECONDS = env.float("RECORDINGS_S3_TIMEOUT_SECONDS", default=10.0)
+RECORDINGS_S3_TIMEOUT_SECONDS = duration("RECORDINGS_S3_TIMEOUT_SECONDS", 10.0)
 
 # X-Request-ID: taken from the client when it is a valid uuid, else generated;
 # returned on every response and attached to every log record.
@@ -384,7 +382,7 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # A scraper is not redirected either: it would only fail the scrape (its token already
 # went out), where Prometheus scrapes each instance over the private network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^ops/metrics$"]
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_SECONDS = whole_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 # Messages wait for the next page in the session (the database), not in a cookie: the

@@ -366,3 +366,20 @@ def test_a_numeric_setting_out_of_its_bounds_is_refused_naming_it(
     timeout, interval or lease of 0."""
     with pytest.raises(ImproperlyConfigured, match=rf"^{name} must be "):
         _settings_with(monkeypatch, name, value)
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), ("Warning", "WARNING")])
+def test_the_log_level_is_read_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, value: str, level: str
+) -> None:
+    """logging takes only upper-case names: `LOG_LEVEL=debug` stopped the process with
+    "Unable to configure root logger", naming neither the setting nor what it takes."""
+    assert _settings_with(monkeypatch, "LOG_LEVEL", value)["LOGGING"]["root"]["level"] == level
+
+
+def test_an_unknown_log_level_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        ImproperlyConfigured,
+        match="^LOG_LEVEL must be one of: DEBUG, INFO, WARNING, ERROR, CRITICAL$",
+    ):
+        _settings_with(monkeypatch, "LOG_LEVEL", "verbose")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 LOG_FORMATS = ("json", "plain")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def logging_setting(*, log_format: str, level: str) -> dict:
@@ -14,6 +15,10 @@ def logging_setting(*, log_format: str, level: str) -> dict:
     if log_format not in LOG_FORMATS:
         # Else logging's own "Unable to configure handler 'console'", naming neither.
         raise ImproperlyConfigured(f"LOG_FORMAT must be one of: {', '.join(LOG_FORMATS)}")
+    # logging takes only upper-case names: "debug" failed as "Unable to configure root logger".
+    level = level.upper()
+    if level not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"LOG_LEVEL must be one of: {', '.join(LOG_LEVELS)}")
     return {
         "version": 1,
         "disable_existing_loggers": False,

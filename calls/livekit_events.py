@@ -304,7 +304,7 @@ class WebhookResult:
     UNKNOWN_ROOM = "unknown_room"
 
 
-def livekit_webhook_receive(*, body: str, authorization: str) -> str:
+def livekit_webhook_receive(*, body: bytes, authorization: str) -> str:
     """Verify a LiveKit webhook (raises `WebhookSignatureError`) and apply it."""
     event = livekit.webhook_event_verify(body=body, authorization=authorization)
     return livekit_webhook_handle(event=event)

@@ -247,7 +247,7 @@ class Command(BaseCommand):
             if "reason" in participant:
                 payload["participant"]["disconnectReason"] = participant["reason"]
         body = json.dumps(payload)
-        livekit_webhook_receive(body=body, authorization=webhook_authorization(body))
+        livekit_webhook_receive(body=body.encode(), authorization=webhook_authorization(body))
         self._pause()
 
     def _events(self, call: Call, events: list[dict]) -> None:

@@ -96,13 +96,8 @@ def test_trunk_pages_open_when_no_configured_key_opens_the_password(
     assert SipTrunk.objects.count() == 0
 
 
-def test_a_trunks_delete_page_names_the_numbers_keeping_it_when_no_key_opens_its_password(
-    staff_client, organization, fake_livekit, settings
-) -> None:
-    """Django's page reads each number keeping the trunk (PROTECT) with its trunk, every
-    column: the password no configured key opens made it a 500, not the numbers to
-    remove first."""
-    trunk = sip_trunk_create(
+def _inbound_trunk_with_password(organization):
+    return sip_trunk_create(
         organization=organization,
         name="inbound",
         direction="inbound",
@@ -110,6 +105,15 @@ def test_a_trunks_delete_page_names_the_numbers_keeping_it_when_no_key_opens_its
         auth_username="acme",
         auth_password=PASSWORD,
     )
+
+
+def test_a_trunks_delete_page_names_the_numbers_keeping_it_when_no_key_opens_its_password(
+    staff_client, organization, fake_livekit, settings
+) -> None:
+    """Django's page reads each number keeping the trunk (PROTECT) with its trunk, every
+    column: the password no configured key opens made it a 500, not the numbers to
+    remove first."""
+    trunk = _inbound_trunk_with_password(organization)
     PhoneNumberFactory(trunk=trunk)
     settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
 
@@ -358,14 +362,7 @@ def test_a_numbers_pages_open_when_no_configured_key_opens_its_trunks_password(
     """The number's page shows its trunk, which Django read whole (every column) to show
     it: the password no configured key opens made the page a 500, as the trunk's own
     pages were."""
-    trunk = sip_trunk_create(
-        organization=organization,
-        name="inbound",
-        direction="inbound",
-        numbers=[INBOUND_NUMBER],
-        auth_username="acme",
-        auth_password=PASSWORD,
-    )
+    trunk = _inbound_trunk_with_password(organization)
     number = PhoneNumberFactory(trunk=trunk)
     settings.CRYPTOGRAPHY_KEY = "a-key-the-password-was-not-written-with"
     change = reverse("admin:telephony_phonenumber_change", args=[number.pk])
